@@ -1,0 +1,9 @@
+//! gantry: workflow orchestration for Physical AI in one binary.
+//!
+//! The binary holds the roles (API, worker, timers, logger, operator) and the
+//! CLI; replicated state lives in `gantry-raft` over `gantry-storage`.
+
+mod operator;
+mod spec;
+
+fn main() {}

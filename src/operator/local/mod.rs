@@ -1,0 +1,1 @@
+//! Local executor: runs tasks as sandboxed child processes on this host.

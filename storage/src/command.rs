@@ -1,0 +1,118 @@
+//! The one way replicated state changes: a [`Command`] in the Raft log.
+//!
+//! Invariants: variants are append-only (bincode encodes the variant index,
+//! so a variant is never removed or reordered; a retired one stays as a
+//! no-op); every variant carries the proposer's wall-clock time where time
+//! matters, so `apply` is deterministic; the encoded form starts with
+//! [`COMMAND_FORMAT_VERSION`].
+
+use crate::error::StorageError;
+use crate::record::{Millis, PoolRecord, Submission};
+use crate::status::TaskStatus;
+use serde::{Deserialize, Serialize};
+
+pub const COMMAND_FORMAT_VERSION: u8 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// 0. A workflow arrives (or failed validation and is recorded as such).
+    SubmitWorkflow { now: Millis, submission: Submission },
+    /// 1. A user cancels a workflow.
+    CancelWorkflow {
+        now: Millis,
+        workflow_id: String,
+        user: String,
+        message: Option<String>,
+        force: bool,
+    },
+    /// 2. An executor reports a task transition.
+    ReportTask { now: Millis, report: TaskReport },
+    /// 3. A backend operator acknowledged a job; it leaves the queue.
+    CompleteJob { job_id: u64 },
+    /// 4. The leader saw a timer come due.
+    FireTimer { now: Millis, timer_id: u64, due: Millis },
+    /// 5. Create or replace a pool.
+    PutPool { pool: PoolRecord },
+    /// 6. An operator (re)connected and listed the tasks it still runs;
+    ///    dispatched groups it lost are handed to it again.
+    OperatorHello {
+        now: Millis,
+        backend: String,
+        running: Vec<TaskKey>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TaskKey {
+    pub workflow_id: String,
+    pub task: String,
+    pub retry_id: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskReport {
+    pub key: TaskKey,
+    pub status: TaskStatus,
+    pub exit_code: Option<i32>,
+    pub message: Option<String>,
+    pub node_name: Option<String>,
+    /// When the executor saw the transition (may precede `now`).
+    pub time: Millis,
+}
+
+/// What applying a command produced. Rejections are deterministic no-ops.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    Submitted {
+        workflow_id: String,
+        /// `Some` when the workflow was recorded as FAILED_SUBMISSION.
+        failure: Option<String>,
+    },
+    Canceled { workflow_id: String },
+    Applied,
+    Rejected(Rejection),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub kind: RejectionKind,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectionKind {
+    NotFound,
+    Conflict,
+    Invalid,
+}
+
+impl Outcome {
+    pub fn rejected(kind: RejectionKind, message: impl Into<String>) -> Outcome {
+        Outcome::Rejected(Rejection {
+            kind,
+            message: message.into(),
+        })
+    }
+}
+
+fn bincode_config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+impl Command {
+    pub fn encode(&self) -> Result<Vec<u8>, StorageError> {
+        let mut bytes = vec![COMMAND_FORMAT_VERSION];
+        bytes.extend(bincode::serde::encode_to_vec(self, bincode_config()).map_err(|e| StorageError::Encode(e.to_string()))?);
+        Ok(bytes)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Command, StorageError> {
+        match bytes.split_first() {
+            Some((&COMMAND_FORMAT_VERSION, body)) => bincode::serde::decode_from_slice(body, bincode_config())
+                .map(|(command, _)| command)
+                .map_err(|e| StorageError::Decode(e.to_string())),
+            Some((version, _)) => Err(StorageError::Decode(format!("unknown command format version {version}"))),
+            None => Err(StorageError::Decode("empty command".into())),
+        }
+    }
+}

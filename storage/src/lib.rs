@@ -1,0 +1,23 @@
+//! gantry-storage: Gantry's replicated state — redb tables and the pure state
+//! machine that changes them.
+//!
+//! Invariants:
+//! - [`Command`] is the only way state changes; [`Store::apply`] runs commands
+//!   in one write transaction together with the Raft layer's metadata, so the
+//!   tables and the applied log position never disagree.
+//! - `apply` is pure: no clock, randomness, environment or network; time and
+//!   identifiers arrive in the command. Replaying the same commands on any
+//!   replica yields the same tables, byte for byte.
+//! - A rejected command changes nothing and returns [`Outcome::Rejected`].
+//! - This crate knows nothing of tokio, openraft or the network.
+
+pub mod command;
+pub mod error;
+pub mod plan;
+pub mod record;
+pub mod status;
+
+pub use command::{Command, Outcome, Rejection, RejectionKind, TaskKey, TaskReport};
+pub use error::StorageError;
+pub use record::*;
+pub use status::{Priority, TaskStatus, WorkflowStatus};

@@ -1,0 +1,122 @@
+//! A validated, expanded workflow: what the spec parser hands to the state
+//! machine inside a submit command.
+//!
+//! Invariants (checked by the spec validator before a plan exists, and
+//! re-checked by `apply` so a bad command is rejected, never half-applied):
+//! group and task names are unique within a workflow, every group has exactly
+//! one lead, every `upstream` names a group that appears earlier in `groups`.
+//! Special tokens (`{{output}}`, `{{input:N}}`, ...) are still present in
+//! `command`, `args`, `environment` and file contents: they are substituted
+//! when a task is launched, once its workflow ID and placement are known.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowPlan {
+    pub groups: Vec<GroupPlan>,
+    /// Seconds; `None` means no limit.
+    pub exec_timeout_seconds: Option<u64>,
+    /// Seconds; `None` means no limit.
+    pub queue_timeout_seconds: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupPlan {
+    pub name: String,
+    pub tasks: Vec<TaskPlan>,
+    /// Names of groups that must complete before this one starts.
+    pub upstream: Vec<String>,
+    pub barrier: bool,
+    pub ignore_nonlead_status: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskPlan {
+    pub name: String,
+    pub lead: bool,
+    pub image: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub environment: BTreeMap<String, String>,
+    pub inputs: Vec<InputPlan>,
+    pub outputs: Vec<OutputPlan>,
+    pub files: Vec<FilePlan>,
+    pub resource: ResourcePlan,
+    pub exit_actions: Vec<ExitActionPlan>,
+    /// Credential name → mount directory or env mapping, kept as given.
+    pub credentials: BTreeMap<String, CredentialUse>,
+    pub privileged: bool,
+    pub host_network: bool,
+    pub volume_mounts: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InputPlan {
+    /// Output of a task: `task` is `<name>` (this workflow) or `<wf_id>:<name>`.
+    Task { task: String, regex: Option<String> },
+    Url { url: String, regex: Option<String> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputPlan {
+    pub url: String,
+    pub regex: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilePlan {
+    pub path: String,
+    pub contents: String,
+    /// `contents` is base64 and is decoded when the file is written.
+    pub base64: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourcePlan {
+    /// Name of the resource profile in `workflow.resources`.
+    pub name: String,
+    pub cpu: Option<u64>,
+    pub gpu: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub storage_bytes: Option<u64>,
+    pub platform: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitAction {
+    Complete,
+    Fail,
+    Reschedule,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitActionPlan {
+    pub action: ExitAction,
+    /// Inclusive code ranges, e.g. `"0,1-10"` → `[(0,0),(1,10)]`.
+    pub codes: Vec<(i32, i32)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CredentialUse {
+    /// Every key of the credential mounted as a file under this directory.
+    Mount(String),
+    /// Environment variable name → credential key.
+    Env(BTreeMap<String, String>),
+}
+
+impl WorkflowPlan {
+    pub fn task_count(&self) -> usize {
+        self.groups.iter().map(|group| group.tasks.len()).sum()
+    }
+}
+
+impl TaskPlan {
+    /// The action an exit code selects, if any rule names it.
+    pub fn exit_action_for(&self, exit_code: i32) -> Option<ExitAction> {
+        self.exit_actions
+            .iter()
+            .find(|rule| rule.codes.iter().any(|&(low, high)| (low..=high).contains(&exit_code)))
+            .map(|rule| rule.action)
+    }
+}

@@ -1,0 +1,141 @@
+//! Rows of the replicated tables, as stored (bincode) and as read by queries.
+//!
+//! Times are Unix milliseconds chosen by the proposer of the command that
+//! wrote them; nothing here reads a clock.
+
+use crate::plan::{TaskPlan, WorkflowPlan};
+use crate::status::{Priority, TaskStatus, WorkflowStatus};
+use serde::{Deserialize, Serialize};
+
+pub type Millis = i64;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowRecord {
+    /// `<name>-<n>`.
+    pub id: String,
+    pub name: String,
+    pub uuid: String,
+    /// Global submit order; key of the by-submit-time index.
+    pub submit_seq: u64,
+    pub pool: String,
+    pub backend: String,
+    pub user: String,
+    pub priority: Priority,
+    pub status: WorkflowStatus,
+    pub submit_time: Millis,
+    pub start_time: Option<Millis>,
+    pub end_time: Option<Millis>,
+    pub cancelled_by: Option<String>,
+    pub cancel_message: Option<String>,
+    /// Why submission failed (FAILED_SUBMISSION only).
+    pub failure_message: Option<String>,
+    /// The spec as the user sent it (templated).
+    pub template_spec: String,
+    /// The spec after template rendering.
+    pub rendered_spec: String,
+    pub exec_timeout_seconds: Option<u64>,
+    pub queue_timeout_seconds: Option<u64>,
+    /// Group names in spec order.
+    pub groups: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    pub workflow_id: String,
+    pub name: String,
+    pub uuid: String,
+    pub status: TaskStatus,
+    pub barrier: bool,
+    pub ignore_nonlead_status: bool,
+    pub upstream: Vec<String>,
+    pub downstream: Vec<String>,
+    /// Upstream groups not yet completed.
+    pub remaining_upstream: Vec<String>,
+    /// Task names in spec order.
+    pub tasks: Vec<String>,
+    pub processing_start_time: Option<Millis>,
+    pub scheduling_start_time: Option<Millis>,
+    pub initializing_start_time: Option<Millis>,
+    pub start_time: Option<Millis>,
+    pub end_time: Option<Millis>,
+    pub failure_message: Option<String>,
+    /// A create job was handed to the backend and not yet undone by cleanup.
+    pub dispatched: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub workflow_id: String,
+    pub group: String,
+    pub name: String,
+    pub uuid: String,
+    pub retry_id: u32,
+    pub lead: bool,
+    pub status: TaskStatus,
+    pub exit_code: Option<i32>,
+    pub failure_message: Option<String>,
+    pub plan: TaskPlan,
+    pub processing_start_time: Option<Millis>,
+    pub scheduling_start_time: Option<Millis>,
+    pub initializing_start_time: Option<Millis>,
+    pub start_time: Option<Millis>,
+    pub end_time: Option<Millis>,
+    pub input_download_start_time: Option<Millis>,
+    pub input_download_end_time: Option<Millis>,
+    pub output_upload_start_time: Option<Millis>,
+    pub node_name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolRecord {
+    pub name: String,
+    pub description: String,
+    pub backend: String,
+    pub default_platform: Option<String>,
+    pub platforms: Vec<String>,
+}
+
+/// What a replicated timer does when it fires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimerKind {
+    ExecTimeout { workflow_id: String, group: String },
+    QueueTimeout { workflow_id: String, group: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerRecord {
+    pub id: u64,
+    pub due: Millis,
+    pub kind: TimerKind,
+}
+
+/// Work for a backend operator, kept until the operator acknowledges it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobKind {
+    CreateGroup { workflow_id: String, group: String },
+    CancelGroup { workflow_id: String, group: String, reason: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: u64,
+    pub backend: String,
+    pub created: Millis,
+    pub kind: JobKind,
+}
+
+/// Everything `submit` needs to describe a workflow; see [`crate::Command`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Submission {
+    pub name: String,
+    /// Proposer-chosen; the state machine never invents identifiers.
+    pub uuid: String,
+    pub pool: String,
+    pub user: String,
+    pub priority: Priority,
+    pub template_spec: String,
+    pub rendered_spec: String,
+    /// `Err` holds the validation error: the workflow is recorded as
+    /// FAILED_SUBMISSION with that message.
+    pub plan: Result<WorkflowPlan, String>,
+}
