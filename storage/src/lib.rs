@@ -21,3 +21,10 @@ pub use command::{Command, Outcome, Rejection, RejectionKind, TaskKey, TaskRepor
 pub use error::StorageError;
 pub use record::*;
 pub use status::{Priority, TaskStatus, WorkflowStatus};
+pub mod snapshot;
+pub mod store;
+mod apply;
+mod lifecycle;
+mod tables;
+
+pub use store::{ListFilter, ReadView, Store};

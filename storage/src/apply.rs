@@ -1,0 +1,394 @@
+//! `apply`: one `match` over [`Command`], one applier per variant.
+//!
+//! Invariants: appliers read only the command and the transaction; a
+//! rejection is decided before the first write, so a rejected command leaves
+//! the tables untouched.
+
+use crate::command::{Command, Outcome, RejectionKind, TaskKey, TaskReport};
+use crate::error::StorageError;
+use crate::lifecycle::{self, derive_uuid};
+use crate::plan::{ExitAction, WorkflowPlan};
+use crate::record::{GroupRecord, JobKind, Millis, PoolRecord, Submission, TaskRecord, TimerKind, WorkflowRecord};
+use crate::status::{TaskStatus, WorkflowStatus};
+use crate::tables::Tables;
+use redb::WriteTransaction;
+use std::collections::{BTreeSet, HashSet};
+
+/// Applies one command inside `txn`.
+pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<Outcome, StorageError> {
+    let tables = Tables::new(txn);
+    match command {
+        Command::SubmitWorkflow { now, submission } => apply_workflow_submit(&tables, *now, submission),
+        Command::CancelWorkflow {
+            now,
+            workflow_id,
+            user,
+            message,
+            force,
+        } => apply_workflow_cancel(&tables, *now, workflow_id, user, message.as_deref(), *force),
+        Command::ReportTask { now, report } => apply_task_report(&tables, *now, report),
+        Command::CompleteJob { job_id } => apply_job_complete(&tables, *job_id),
+        Command::FireTimer { now, timer_id, due } => apply_timer_fire(&tables, *now, *timer_id, *due),
+        Command::PutPool { pool } => apply_pool_put(&tables, pool),
+        Command::OperatorHello { now, backend, running } => apply_operator_hello(&tables, *now, backend, running),
+    }
+}
+
+fn apply_workflow_submit(tables: &Tables, now: Millis, submission: &Submission) -> Result<Outcome, StorageError> {
+    let Some(pool) = tables.pool(&submission.pool)? else {
+        return Ok(Outcome::rejected(
+            RejectionKind::NotFound,
+            format!("pool '{}' does not exist", submission.pool),
+        ));
+    };
+    let plan = submission
+        .plan
+        .clone()
+        .and_then(|plan| check_plan(&plan).map(|()| plan));
+    let number = tables.next_workflow_number(&submission.name)?;
+    let id = format!("{}-{}", submission.name, number);
+    let mut workflow = WorkflowRecord {
+        id: id.clone(),
+        name: submission.name.clone(),
+        uuid: submission.uuid.clone(),
+        submit_seq: tables.next_submit_seq()?,
+        pool: pool.name.clone(),
+        backend: pool.backend.clone(),
+        user: submission.user.clone(),
+        priority: submission.priority,
+        status: WorkflowStatus::Pending,
+        submit_time: now,
+        start_time: None,
+        end_time: None,
+        cancelled_by: None,
+        cancel_message: None,
+        failure_message: None,
+        template_spec: submission.template_spec.clone(),
+        rendered_spec: submission.rendered_spec.clone(),
+        exec_timeout_seconds: None,
+        queue_timeout_seconds: None,
+        groups: Vec::new(),
+    };
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(message) => {
+            workflow.status = WorkflowStatus::FailedSubmission;
+            workflow.failure_message = Some(message.clone());
+            workflow.end_time = Some(now);
+            tables.put_workflow(None, &workflow)?;
+            return Ok(Outcome::Submitted {
+                workflow_id: id,
+                failure: Some(message),
+            });
+        }
+    };
+    workflow.exec_timeout_seconds = plan.exec_timeout_seconds;
+    workflow.queue_timeout_seconds = plan.queue_timeout_seconds;
+    workflow.groups = plan.groups.iter().map(|group| group.name.clone()).collect();
+    tables.put_workflow(None, &workflow)?;
+
+    for group_plan in &plan.groups {
+        let downstream = plan
+            .groups
+            .iter()
+            .filter(|other| other.upstream.contains(&group_plan.name))
+            .map(|other| other.name.clone())
+            .collect();
+        let group = GroupRecord {
+            workflow_id: id.clone(),
+            name: group_plan.name.clone(),
+            uuid: derive_uuid(&[&workflow.uuid, "group", &group_plan.name]),
+            status: TaskStatus::Waiting,
+            barrier: group_plan.barrier,
+            ignore_nonlead_status: group_plan.ignore_nonlead_status,
+            upstream: group_plan.upstream.clone(),
+            downstream,
+            remaining_upstream: group_plan.upstream.clone(),
+            tasks: group_plan.tasks.iter().map(|task| task.name.clone()).collect(),
+            processing_start_time: None,
+            scheduling_start_time: None,
+            initializing_start_time: None,
+            start_time: None,
+            end_time: None,
+            failure_message: None,
+            dispatched: false,
+        };
+        for task_plan in &group_plan.tasks {
+            tables.put_task(&TaskRecord {
+                workflow_id: id.clone(),
+                group: group_plan.name.clone(),
+                name: task_plan.name.clone(),
+                uuid: derive_uuid(&[&workflow.uuid, "task", &task_plan.name, "0"]),
+                retry_id: 0,
+                lead: task_plan.lead,
+                status: TaskStatus::Waiting,
+                exit_code: None,
+                failure_message: None,
+                plan: task_plan.clone(),
+                processing_start_time: None,
+                scheduling_start_time: None,
+                initializing_start_time: None,
+                start_time: None,
+                end_time: None,
+                input_download_start_time: None,
+                input_download_end_time: None,
+                output_upload_start_time: None,
+                node_name: None,
+            })?;
+        }
+        tables.put_group(&group)?;
+    }
+    for group_plan in plan.groups.iter().filter(|group| group.upstream.is_empty()) {
+        lifecycle::start_group(tables, &workflow, &group_plan.name, now)?;
+    }
+    Ok(Outcome::Submitted {
+        workflow_id: id,
+        failure: None,
+    })
+}
+
+/// The structural invariants `apply` relies on; the spec validator checks
+/// them first with better messages, this keeps a bad command harmless.
+fn check_plan(plan: &WorkflowPlan) -> Result<(), String> {
+    if plan.groups.is_empty() {
+        return Err("workflow has no groups".into());
+    }
+    let mut groups_seen = HashSet::new();
+    let mut tasks_seen = HashSet::new();
+    for group in &plan.groups {
+        for upstream in &group.upstream {
+            if !groups_seen.contains(upstream.as_str()) {
+                return Err(format!("group '{}' depends on '{upstream}', which is not an earlier group", group.name));
+            }
+        }
+        if !groups_seen.insert(group.name.as_str()) {
+            return Err(format!("duplicate group name '{}'", group.name));
+        }
+        if group.tasks.iter().filter(|task| task.lead).count() != 1 {
+            return Err(format!("group '{}' must have exactly one lead task", group.name));
+        }
+        for task in &group.tasks {
+            if !tasks_seen.insert(task.name.as_str()) {
+                return Err(format!("duplicate task name '{}'", task.name));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_workflow_cancel(
+    tables: &Tables,
+    now: Millis,
+    workflow_id: &str,
+    user: &str,
+    message: Option<&str>,
+    force: bool,
+) -> Result<Outcome, StorageError> {
+    let Some(workflow) = tables.workflow(workflow_id)? else {
+        return Ok(Outcome::rejected(
+            RejectionKind::NotFound,
+            format!("workflow '{workflow_id}' does not exist"),
+        ));
+    };
+    if !workflow.status.is_alive() && !force {
+        return Ok(Outcome::rejected(
+            RejectionKind::Conflict,
+            format!(
+                "workflow '{workflow_id}' has already finished with status {}; use force to clean it up again",
+                workflow.status
+            ),
+        ));
+    }
+    let reason = message.map_or_else(|| format!("canceled by {user}"), str::to_string);
+    for group_name in &workflow.groups {
+        let Some(mut group) = tables.group(workflow_id, group_name)? else {
+            continue;
+        };
+        if group.status.is_finished() {
+            if force && group.dispatched {
+                tables.add_job(
+                    &workflow.backend,
+                    now,
+                    JobKind::CancelGroup {
+                        workflow_id: workflow_id.to_string(),
+                        group: group.name.clone(),
+                        reason: reason.clone(),
+                    },
+                )?;
+            }
+            continue;
+        }
+        lifecycle::finish_group(tables, &workflow, &mut group, TaskStatus::FailedCanceled, &reason, now, false)?;
+    }
+    lifecycle::settle_workflow(tables, workflow_id, now)?;
+    if let Some(settled) = tables.workflow(workflow_id)? {
+        let mut updated = settled.clone();
+        updated.cancelled_by = Some(user.to_string());
+        updated.cancel_message = message.map(str::to_string);
+        tables.put_workflow(Some(&settled), &updated)?;
+    }
+    Ok(Outcome::Canceled {
+        workflow_id: workflow_id.to_string(),
+    })
+}
+
+fn apply_task_report(tables: &Tables, now: Millis, report: &TaskReport) -> Result<Outcome, StorageError> {
+    let key = &report.key;
+    let Some(mut task) = tables.task(&key.workflow_id, &key.task)? else {
+        return Ok(Outcome::rejected(
+            RejectionKind::NotFound,
+            format!("task '{}' of workflow '{}' does not exist", key.task, key.workflow_id),
+        ));
+    };
+    if task.retry_id != key.retry_id {
+        return Ok(Outcome::rejected(
+            RejectionKind::Conflict,
+            format!("task '{}' is at retry {}, not {}", key.task, task.retry_id, key.retry_id),
+        ));
+    }
+    if task.status.is_finished() {
+        return Ok(Outcome::rejected(
+            RejectionKind::Conflict,
+            format!("task '{}' has already finished with status {}", key.task, task.status),
+        ));
+    }
+    if !report.status.is_reportable() {
+        return Ok(Outcome::rejected(
+            RejectionKind::Invalid,
+            format!("an executor cannot report status {}", report.status),
+        ));
+    }
+    if report.status.phase_rank() < task.status.phase_rank() {
+        return Ok(Outcome::rejected(
+            RejectionKind::Conflict,
+            format!("task '{}' is already {}, later than {}", key.task, task.status, report.status),
+        ));
+    }
+    if report.status == task.status {
+        return Ok(Outcome::Applied);
+    }
+    let Some(workflow) = tables.workflow(&key.workflow_id)? else {
+        return Ok(Outcome::rejected(RejectionKind::NotFound, "workflow vanished"));
+    };
+    let mut status = report.status;
+    if let Some(code) = report.exit_code {
+        if matches!(status, TaskStatus::Completed | TaskStatus::Failed) {
+            status = match task.plan.exit_action_for(code) {
+                Some(ExitAction::Complete) => TaskStatus::Completed,
+                // RESCHEDULE needs a retry budget (max_retry_per_task, OSMO default 0): it fails.
+                Some(ExitAction::Fail) | Some(ExitAction::Reschedule) => TaskStatus::Failed,
+                None => status,
+            };
+        }
+    }
+    let time = report.time.min(now);
+    match status {
+        TaskStatus::Scheduling => task.scheduling_start_time = Some(time),
+        TaskStatus::Initializing => {
+            task.initializing_start_time = Some(time);
+            task.input_download_start_time.get_or_insert(time);
+        }
+        TaskStatus::Running => {
+            task.start_time = Some(time);
+            task.input_download_end_time.get_or_insert(time);
+        }
+        _ => {
+            task.end_time = Some(time);
+            task.exit_code = report.exit_code.or(status.default_exit_code());
+            if status.is_failure() {
+                task.failure_message = report
+                    .message
+                    .clone()
+                    .or_else(|| report.exit_code.map(|code| format!("exited with code {code}")));
+            }
+        }
+    }
+    if let Some(node) = &report.node_name {
+        task.node_name = Some(node.clone());
+    }
+    task.status = status;
+    tables.put_task(&task)?;
+    lifecycle::settle_group(tables, &workflow, &task.group, now)?;
+    Ok(Outcome::Applied)
+}
+
+fn apply_job_complete(tables: &Tables, job_id: u64) -> Result<Outcome, StorageError> {
+    if tables.remove_job(job_id)? {
+        Ok(Outcome::Applied)
+    } else {
+        Ok(Outcome::rejected(RejectionKind::NotFound, format!("job {job_id} is not queued")))
+    }
+}
+
+fn apply_timer_fire(tables: &Tables, now: Millis, timer_id: u64, due: Millis) -> Result<Outcome, StorageError> {
+    if due > now {
+        return Ok(Outcome::rejected(
+            RejectionKind::Invalid,
+            format!("timer {timer_id} is due at {due}, after {now}"),
+        ));
+    }
+    let Some(timer) = tables.take_timer(due, timer_id)? else {
+        return Ok(Outcome::rejected(RejectionKind::NotFound, format!("timer {timer_id} is not pending")));
+    };
+    let (workflow_id, group_name, status, still_applies): (_, _, _, fn(TaskStatus) -> bool) = match &timer.kind {
+        TimerKind::ExecTimeout { workflow_id, group } => {
+            (workflow_id, group, TaskStatus::FailedExecTimeout, |s: TaskStatus| !s.is_finished())
+        }
+        TimerKind::QueueTimeout { workflow_id, group } => (workflow_id, group, TaskStatus::FailedQueueTimeout, |s| {
+            matches!(s, TaskStatus::Processing | TaskStatus::Scheduling)
+        }),
+    };
+    let (Some(workflow), Some(mut group)) = (tables.workflow(workflow_id)?, tables.group(workflow_id, group_name)?) else {
+        return Ok(Outcome::Applied);
+    };
+    if still_applies(group.status) {
+        let reason = match status {
+            TaskStatus::FailedExecTimeout => "exceeded the exec timeout",
+            _ => "exceeded the queue timeout",
+        };
+        lifecycle::finish_group(tables, &workflow, &mut group, status, reason, now, true)?;
+        lifecycle::settle_workflow(tables, workflow_id, now)?;
+    }
+    Ok(Outcome::Applied)
+}
+
+fn apply_pool_put(tables: &Tables, pool: &PoolRecord) -> Result<Outcome, StorageError> {
+    if pool.name.trim().is_empty() || pool.backend.trim().is_empty() {
+        return Ok(Outcome::rejected(RejectionKind::Invalid, "a pool needs a name and a backend"));
+    }
+    tables.put_pool(pool)?;
+    Ok(Outcome::Applied)
+}
+
+fn apply_operator_hello(tables: &Tables, now: Millis, backend: &str, running: &[TaskKey]) -> Result<Outcome, StorageError> {
+    let running: BTreeSet<&TaskKey> = running.iter().collect();
+    let queued: BTreeSet<(String, String)> = tables
+        .jobs()?
+        .into_iter()
+        .filter_map(|job| match job.kind {
+            JobKind::CreateGroup { workflow_id, group } if job.backend == backend => Some((workflow_id, group)),
+            _ => None,
+        })
+        .collect();
+    for (workflow_id, group_name) in tables.active_groups(backend)? {
+        if queued.contains(&(workflow_id.clone(), group_name.clone())) {
+            continue;
+        }
+        let (Some(workflow), Some(group)) = (tables.workflow(&workflow_id)?, tables.group(&workflow_id, &group_name)?) else {
+            continue;
+        };
+        let tasks = tables.group_tasks(&group)?;
+        let lost = tasks.iter().any(|task| {
+            !task.status.is_finished()
+                && !running.contains(&TaskKey {
+                    workflow_id: workflow_id.clone(),
+                    task: task.name.clone(),
+                    retry_id: task.retry_id,
+                })
+        });
+        if lost {
+            lifecycle::redispatch_group(tables, &workflow, group, now)?;
+        }
+    }
+    Ok(Outcome::Applied)
+}

@@ -1,0 +1,406 @@
+//! OSMO's lifecycle rules (reference §2): starting groups when their
+//! upstreams complete, group and workflow status aggregation, lead
+//! semantics, failure propagation downstream, timers and operator jobs.
+//!
+//! Invariants: a group is in `active_groups` exactly while it is dispatched
+//! and unfinished; every group that reaches a finished status has all its
+//! tasks finished; workflow status is always the aggregation of its groups.
+
+use crate::error::StorageError;
+use crate::record::{GroupRecord, JobKind, Millis, TaskRecord, TimerKind, WorkflowRecord};
+use crate::status::{TaskStatus, WorkflowStatus};
+use crate::tables::Tables;
+
+/// A deterministic identifier from its parts (FNV-1a, 128 bits as hex).
+pub(crate) fn derive_uuid(parts: &[&str]) -> String {
+    let mut high: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut low: u64 = 0x8422_2325_cbf2_9ce4;
+    for part in parts {
+        for byte in part.bytes().chain(std::iter::once(0xff)) {
+            high = (high ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+            low = (low ^ u64::from(byte).rotate_left(3)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{high:016x}{low:016x}")
+}
+
+/// Moves a waiting group to PROCESSING and queues its creation on the backend.
+pub(crate) fn start_group(tables: &Tables, workflow: &WorkflowRecord, group_name: &str, now: Millis) -> Result<(), StorageError> {
+    let Some(mut group) = tables.group(&workflow.id, group_name)? else {
+        return Ok(());
+    };
+    group.status = TaskStatus::Processing;
+    group.processing_start_time = Some(now);
+    group.dispatched = true;
+    for mut task in tables.group_tasks(&group)? {
+        task.status = TaskStatus::Processing;
+        task.processing_start_time = Some(now);
+        tables.put_task(&task)?;
+    }
+    tables.put_group(&group)?;
+    tables.set_active(&workflow.backend, &workflow.id, &group.name, true)?;
+    tables.add_job(
+        &workflow.backend,
+        now,
+        JobKind::CreateGroup {
+            workflow_id: workflow.id.clone(),
+            group: group.name.clone(),
+        },
+    )?;
+    Ok(())
+}
+
+/// Hands a dispatched group whose tasks the operator lost to it again.
+pub(crate) fn redispatch_group(tables: &Tables, workflow: &WorkflowRecord, mut group: GroupRecord, now: Millis) -> Result<(), StorageError> {
+    for mut task in tables.group_tasks(&group)? {
+        if !task.status.is_finished() {
+            task.status = TaskStatus::Processing;
+            tables.put_task(&task)?;
+        }
+    }
+    group.status = TaskStatus::Processing;
+    tables.put_group(&group)?;
+    tables.add_job(
+        &workflow.backend,
+        now,
+        JobKind::CreateGroup {
+            workflow_id: workflow.id.clone(),
+            group: group.name.clone(),
+        },
+    )?;
+    Ok(())
+}
+
+fn finish_task(task: &mut TaskRecord, status: TaskStatus, message: &str, now: Millis) {
+    task.status = status;
+    task.end_time = Some(now);
+    task.exit_code = task.exit_code.or(status.default_exit_code());
+    if status.is_failure() && task.failure_message.is_none() {
+        task.failure_message = Some(message.to_string());
+    }
+}
+
+/// Ends a group from the control plane's side (cancel, timeout, upstream
+/// failure): unfinished tasks take `status`, running processes are stopped,
+/// and, if asked, downstream groups fail with FAILED_UPSTREAM (a cancel
+/// instead ends every unfinished group itself).
+pub(crate) fn finish_group(
+    tables: &Tables,
+    workflow: &WorkflowRecord,
+    group: &mut GroupRecord,
+    status: TaskStatus,
+    reason: &str,
+    now: Millis,
+    propagate_downstream: bool,
+) -> Result<(), StorageError> {
+    for mut task in tables.group_tasks(group)? {
+        if !task.status.is_finished() {
+            finish_task(&mut task, status, reason, now);
+            tables.put_task(&task)?;
+        }
+    }
+    group.status = status;
+    group.end_time = Some(now);
+    group.failure_message = Some(reason.to_string());
+    tables.put_group(group)?;
+    close_group(tables, workflow, group, reason, now)?;
+    if propagate_downstream && status != TaskStatus::Completed {
+        fail_downstream(tables, workflow, group, now)?;
+    }
+    Ok(())
+}
+
+/// Stops what may still run of a finished group and drops it from the active set.
+fn close_group(tables: &Tables, workflow: &WorkflowRecord, group: &GroupRecord, reason: &str, now: Millis) -> Result<(), StorageError> {
+    if group.dispatched {
+        tables.set_active(&workflow.backend, &workflow.id, &group.name, false)?;
+        tables.add_job(
+            &workflow.backend,
+            now,
+            JobKind::CancelGroup {
+                workflow_id: workflow.id.clone(),
+                group: group.name.clone(),
+                reason: reason.to_string(),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn fail_downstream(tables: &Tables, workflow: &WorkflowRecord, failed: &GroupRecord, now: Millis) -> Result<(), StorageError> {
+    let mut pending: Vec<String> = failed.downstream.clone();
+    while let Some(name) = pending.pop() {
+        let Some(mut group) = tables.group(&workflow.id, &name)? else {
+            continue;
+        };
+        if group.status.is_finished() {
+            continue;
+        }
+        let reason = format!("upstream group '{}' did not complete", failed.name);
+        for mut task in tables.group_tasks(&group)? {
+            if !task.status.is_finished() {
+                finish_task(&mut task, TaskStatus::FailedUpstream, &reason, now);
+                tables.put_task(&task)?;
+            }
+        }
+        group.status = TaskStatus::FailedUpstream;
+        group.end_time = Some(now);
+        group.failure_message = Some(reason.clone());
+        tables.put_group(&group)?;
+        close_group(tables, workflow, &group, &reason, now)?;
+        pending.extend(group.downstream.iter().cloned());
+    }
+    Ok(())
+}
+
+/// Status of a group from its tasks (OSMO `TaskGroup._aggregate_status`).
+fn aggregate_group(group: &GroupRecord, tasks: &[TaskRecord]) -> TaskStatus {
+    if tasks.iter().any(|task| !task.status.is_finished()) {
+        if tasks.iter().any(|task| task.status == TaskStatus::Running || task.status.is_finished()) {
+            return TaskStatus::Running;
+        }
+        return tasks
+            .iter()
+            .map(|task| task.status)
+            .max_by_key(|status| status.phase_rank())
+            .unwrap_or(group.status);
+    }
+    let considered: Vec<TaskStatus> = tasks
+        .iter()
+        .filter(|task| task.lead || !group.ignore_nonlead_status)
+        .map(|task| task.status)
+        .collect();
+    let any = |status: TaskStatus| tasks.iter().any(|task| task.status == status);
+    if any(TaskStatus::FailedUpstream) {
+        return TaskStatus::FailedUpstream;
+    }
+    if any(TaskStatus::FailedServerError) {
+        return TaskStatus::FailedServerError;
+    }
+    if any(TaskStatus::FailedPreempted) {
+        return TaskStatus::FailedPreempted;
+    }
+    if considered.contains(&TaskStatus::FailedEvicted) {
+        return TaskStatus::FailedEvicted;
+    }
+    considered
+        .iter()
+        .copied()
+        .find(|status| status.is_failure())
+        .unwrap_or(TaskStatus::Completed)
+}
+
+/// Recomputes a group after one of its tasks changed, and carries the
+/// consequences: lead semantics, timers, downstream start or failure.
+pub(crate) fn settle_group(tables: &Tables, workflow: &WorkflowRecord, group_name: &str, now: Millis) -> Result<(), StorageError> {
+    let Some(mut group) = tables.group(&workflow.id, group_name)? else {
+        return Ok(());
+    };
+    if group.status.is_finished() {
+        return Ok(());
+    }
+    let mut tasks = tables.group_tasks(&group)?;
+    stop_siblings_if_decided(tables, &group, &mut tasks, now)?;
+    let previous = group.status;
+    let status = aggregate_group(&group, &tasks);
+    if status == previous {
+        return Ok(());
+    }
+    group.status = status;
+    if status.phase_rank() >= TaskStatus::Scheduling.phase_rank() && group.scheduling_start_time.is_none() {
+        group.scheduling_start_time = Some(now);
+        if let Some(seconds) = workflow.queue_timeout_seconds {
+            tables.add_timer(
+                now.saturating_add(seconds_to_millis(seconds)),
+                TimerKind::QueueTimeout {
+                    workflow_id: workflow.id.clone(),
+                    group: group.name.clone(),
+                },
+            )?;
+        }
+    }
+    if status.phase_rank() >= TaskStatus::Initializing.phase_rank() && group.initializing_start_time.is_none() {
+        group.initializing_start_time = Some(now);
+    }
+    if status.phase_rank() >= TaskStatus::Running.phase_rank() && group.start_time.is_none() {
+        group.start_time = Some(now);
+        if let Some(seconds) = workflow.exec_timeout_seconds {
+            tables.add_timer(
+                now.saturating_add(seconds_to_millis(seconds)),
+                TimerKind::ExecTimeout {
+                    workflow_id: workflow.id.clone(),
+                    group: group.name.clone(),
+                },
+            )?;
+        }
+    }
+    if status.is_finished() {
+        group.end_time = Some(now);
+        if status.is_failure() {
+            group.failure_message = tasks
+                .iter()
+                .find(|task| task.status == status)
+                .and_then(|task| task.failure_message.clone().map(|message| format!("task '{}': {message}", task.name)));
+        }
+        if group.dispatched {
+            tables.set_active(&workflow.backend, &workflow.id, &group.name, false)?;
+        }
+        tables.put_group(&group)?;
+        if status == TaskStatus::Completed {
+            start_ready_downstream(tables, workflow, &group, now)?;
+        } else {
+            fail_downstream(tables, workflow, &group, now)?;
+        }
+    } else {
+        tables.put_group(&group)?;
+    }
+    settle_workflow(tables, &workflow.id, now)
+}
+
+fn seconds_to_millis(seconds: u64) -> Millis {
+    Millis::try_from(seconds.saturating_mul(1000)).unwrap_or(Millis::MAX)
+}
+
+/// A finished lead ends its siblings with its status; with
+/// `ignoreNonleadStatus: false` a failed task ends its siblings too.
+fn stop_siblings_if_decided(tables: &Tables, group: &GroupRecord, tasks: &mut [TaskRecord], now: Millis) -> Result<(), StorageError> {
+    let decider = tasks
+        .iter()
+        .find(|task| task.lead && task.status.is_finished())
+        .or_else(|| {
+            tasks
+                .iter()
+                .find(|task| !group.ignore_nonlead_status && task.status.is_failure())
+        })
+        .map(|task| (task.name.clone(), task.status));
+    let Some((decider, decided)) = decider else {
+        return Ok(());
+    };
+    if tasks.iter().all(|task| task.status.is_finished()) {
+        return Ok(());
+    }
+    // Siblings take the lead's outcome; special failures become plain FAILED.
+    let sibling_status = match decided {
+        TaskStatus::Completed => TaskStatus::Completed,
+        _ => TaskStatus::Failed,
+    };
+    let reason = format!("stopped because task '{decider}' finished with {decided}");
+    for task in tasks.iter_mut().filter(|task| !task.status.is_finished()) {
+        finish_task(task, sibling_status, &reason, now);
+        tables.put_task(task)?;
+    }
+    if group.dispatched {
+        tables.add_job(
+            &tables
+                .workflow(&group.workflow_id)?
+                .map(|workflow| workflow.backend)
+                .unwrap_or_default(),
+            now,
+            JobKind::CancelGroup {
+                workflow_id: group.workflow_id.clone(),
+                group: group.name.clone(),
+                reason,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn start_ready_downstream(tables: &Tables, workflow: &WorkflowRecord, completed: &GroupRecord, now: Millis) -> Result<(), StorageError> {
+    for name in &completed.downstream {
+        let Some(mut group) = tables.group(&workflow.id, name)? else {
+            continue;
+        };
+        group.remaining_upstream.retain(|upstream| upstream != &completed.name);
+        let ready = group.remaining_upstream.is_empty() && group.status == TaskStatus::Waiting;
+        tables.put_group(&group)?;
+        if ready {
+            start_group(tables, workflow, name, now)?;
+        }
+    }
+    Ok(())
+}
+
+/// Workflow status from its groups (OSMO §2.2).
+fn aggregate_workflow(statuses: &[TaskStatus]) -> WorkflowStatus {
+    if statuses.iter().any(|status| !status.is_finished()) {
+        return if statuses.contains(&TaskStatus::Running) {
+            WorkflowStatus::Running
+        } else {
+            WorkflowStatus::Pending
+        };
+    }
+    for precedence in [
+        TaskStatus::FailedCanceled,
+        TaskStatus::FailedServerError,
+        TaskStatus::FailedExecTimeout,
+        TaskStatus::FailedQueueTimeout,
+    ] {
+        if statuses.contains(&precedence) {
+            return WorkflowStatus::from_group_failure(precedence);
+        }
+    }
+    let mut failures = statuses
+        .iter()
+        .copied()
+        .filter(|status| status.is_failure() && *status != TaskStatus::FailedUpstream);
+    match failures.next() {
+        None if statuses.iter().any(|status| status.is_failure()) => WorkflowStatus::Failed,
+        None => WorkflowStatus::Completed,
+        Some(first) if failures.all(|status| status == first) => WorkflowStatus::from_group_failure(first),
+        Some(_) => WorkflowStatus::Failed,
+    }
+}
+
+pub(crate) fn settle_workflow(tables: &Tables, workflow_id: &str, now: Millis) -> Result<(), StorageError> {
+    let Some(workflow) = tables.workflow(workflow_id)? else {
+        return Ok(());
+    };
+    if !workflow.status.is_alive() {
+        return Ok(());
+    }
+    let mut statuses = Vec::with_capacity(workflow.groups.len());
+    for name in &workflow.groups {
+        if let Some(group) = tables.group(workflow_id, name)? {
+            statuses.push(group.status);
+        }
+    }
+    let status = aggregate_workflow(&statuses);
+    if status == workflow.status {
+        return Ok(());
+    }
+    let mut updated = workflow.clone();
+    updated.status = status;
+    if status == WorkflowStatus::Running && updated.start_time.is_none() {
+        updated.start_time = Some(now);
+    }
+    if !status.is_alive() {
+        updated.end_time = Some(now);
+    }
+    tables.put_workflow(Some(&workflow), &updated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workflow_aggregation_follows_osmo_precedence() {
+        use TaskStatus::*;
+        assert_eq!(aggregate_workflow(&[Completed, Completed]), WorkflowStatus::Completed);
+        assert_eq!(aggregate_workflow(&[Completed, Running]), WorkflowStatus::Running);
+        assert_eq!(aggregate_workflow(&[Completed, Processing]), WorkflowStatus::Pending);
+        assert_eq!(aggregate_workflow(&[Failed, FailedUpstream]), WorkflowStatus::Failed);
+        assert_eq!(aggregate_workflow(&[FailedEvicted, FailedUpstream]), WorkflowStatus::FailedEvicted);
+        assert_eq!(aggregate_workflow(&[FailedEvicted, Failed]), WorkflowStatus::Failed);
+        assert_eq!(aggregate_workflow(&[Failed, FailedExecTimeout]), WorkflowStatus::FailedExecTimeout);
+        assert_eq!(aggregate_workflow(&[FailedExecTimeout, FailedCanceled]), WorkflowStatus::FailedCanceled);
+    }
+
+    #[test]
+    fn derived_uuids_are_stable_and_distinct() {
+        assert_eq!(derive_uuid(&["a", "b"]), derive_uuid(&["a", "b"]));
+        assert_ne!(derive_uuid(&["a", "b"]), derive_uuid(&["ab"]));
+        assert_eq!(derive_uuid(&["x"]).len(), 32);
+    }
+}

@@ -1,0 +1,234 @@
+//! [`Store`]: the state database file, the one place commands are applied,
+//! and consistent read views for queries.
+//!
+//! Invariants: a call to [`Store::apply`] is one redb write transaction that
+//! also records the Raft layer's opaque metadata (last applied log id and
+//! membership), committed with immediate durability; reads see only committed
+//! state.
+
+use crate::apply::apply;
+use crate::command::{Command, Outcome};
+use crate::error::StorageError;
+use crate::record::{GroupRecord, JobRecord, Millis, PoolRecord, TaskRecord, TimerRecord, WorkflowRecord};
+use crate::status::WorkflowStatus;
+use crate::tables::{self, decode, Tables};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
+use std::path::Path;
+
+pub struct Store {
+    db: Database,
+}
+
+/// Filters of the workflow list (OSMO `GET /api/workflow`).
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub statuses: Vec<WorkflowStatus>,
+    /// Substring of the workflow ID.
+    pub name: Option<String>,
+    pub pools: Vec<String>,
+    pub offset: usize,
+    pub limit: usize,
+    pub descending: bool,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StorageError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        tables::create_all(&txn)?;
+        txn.commit()?;
+        Ok(Store { db })
+    }
+
+    /// Applies batches of commands and stores `raft_meta`, atomically.
+    pub fn apply(&self, batches: &[&[Command]], raft_meta: &[u8]) -> Result<Vec<Vec<Outcome>>, StorageError> {
+        let txn = self.db.begin_write()?;
+        let mut outcomes = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let mut batch_outcomes = Vec::with_capacity(batch.len());
+            for command in batch.iter() {
+                batch_outcomes.push(apply(&txn, command)?);
+            }
+            outcomes.push(batch_outcomes);
+        }
+        Tables::new(&txn).set_meta(tables::RAFT_META_KEY, raft_meta)?;
+        txn.commit()?;
+        Ok(outcomes)
+    }
+
+    /// The Raft layer's metadata as last stored by [`Store::apply`].
+    pub fn raft_meta(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(tables::META)?;
+        let value = table.get(tables::RAFT_META_KEY)?.map(|v| v.value().to_vec());
+        Ok(value)
+    }
+
+    pub fn read(&self) -> Result<ReadView, StorageError> {
+        Ok(ReadView {
+            txn: self.db.begin_read()?,
+        })
+    }
+
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+}
+
+/// A consistent view of committed state.
+pub struct ReadView {
+    txn: ReadTransaction,
+}
+
+impl ReadView {
+    pub fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>, StorageError> {
+        let table = self.txn.open_table(tables::WORKFLOWS)?;
+        let row = table.get(id)?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
+    pub fn groups(&self, workflow: &WorkflowRecord) -> Result<Vec<GroupRecord>, StorageError> {
+        let table = self.txn.open_table(tables::GROUPS)?;
+        let mut groups = Vec::with_capacity(workflow.groups.len());
+        for name in &workflow.groups {
+            if let Some(row) = table.get((workflow.id.as_str(), name.as_str()))? {
+                groups.push(decode(row.value())?);
+            }
+        }
+        Ok(groups)
+    }
+
+    pub fn group(&self, workflow_id: &str, name: &str) -> Result<Option<GroupRecord>, StorageError> {
+        let table = self.txn.open_table(tables::GROUPS)?;
+        let row = table.get((workflow_id, name))?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
+    pub fn task(&self, workflow_id: &str, name: &str) -> Result<Option<TaskRecord>, StorageError> {
+        let table = self.txn.open_table(tables::TASKS)?;
+        let row = table.get((workflow_id, name))?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
+    pub fn group_tasks(&self, group: &GroupRecord) -> Result<Vec<TaskRecord>, StorageError> {
+        let mut tasks = Vec::with_capacity(group.tasks.len());
+        for name in &group.tasks {
+            if let Some(task) = self.task(&group.workflow_id, name)? {
+                tasks.push(task);
+            }
+        }
+        Ok(tasks)
+    }
+
+    /// Workflows matching `filter` in submit order, and whether more match.
+    pub fn list(&self, filter: &ListFilter) -> Result<(Vec<WorkflowRecord>, bool), StorageError> {
+        let mut seqs: Vec<(u64, String)> = Vec::new();
+        if filter.statuses.is_empty() {
+            let table = self.txn.open_table(tables::BY_SUBMIT)?;
+            for row in table.iter()? {
+                let (seq, id) = row?;
+                seqs.push((seq.value(), id.value().to_string()));
+            }
+        } else {
+            let table = self.txn.open_table(tables::BY_STATUS)?;
+            for status in &filter.statuses {
+                let code = status.code();
+                for row in table.range((code, 0)..=(code, u64::MAX))? {
+                    let (key, id) = row?;
+                    seqs.push((key.value().1, id.value().to_string()));
+                }
+            }
+            seqs.sort_unstable_by_key(|(seq, _)| *seq);
+        }
+        if filter.descending {
+            seqs.reverse();
+        }
+        let table = self.txn.open_table(tables::WORKFLOWS)?;
+        let mut matched = Vec::new();
+        let mut skipped = 0;
+        let mut more = false;
+        for (_, id) in seqs {
+            if let Some(name) = &filter.name {
+                if !id.contains(name.as_str()) {
+                    continue;
+                }
+            }
+            let Some(row) = table.get(id.as_str())? else {
+                continue;
+            };
+            let workflow: WorkflowRecord = decode(row.value())?;
+            if !filter.pools.is_empty() && !filter.pools.contains(&workflow.pool) {
+                continue;
+            }
+            if skipped < filter.offset {
+                skipped += 1;
+                continue;
+            }
+            if matched.len() == filter.limit {
+                more = true;
+                break;
+            }
+            matched.push(workflow);
+        }
+        Ok((matched, more))
+    }
+
+    pub fn pools(&self) -> Result<Vec<PoolRecord>, StorageError> {
+        let table = self.txn.open_table(tables::POOLS)?;
+        let mut pools = Vec::new();
+        for row in table.iter()? {
+            let (_, value) = row?;
+            pools.push(decode(value.value())?);
+        }
+        Ok(pools)
+    }
+
+    pub fn pool(&self, name: &str) -> Result<Option<PoolRecord>, StorageError> {
+        let table = self.txn.open_table(tables::POOLS)?;
+        let row = table.get(name)?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Queued operator jobs, oldest first.
+    pub fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StorageError> {
+        let table = self.txn.open_table(tables::JOBS)?;
+        let mut jobs = Vec::new();
+        for row in table.iter()?.take(limit) {
+            let (_, value) = row?;
+            jobs.push(decode(value.value())?);
+        }
+        Ok(jobs)
+    }
+
+    /// Timers due at or before `now`, earliest first.
+    pub fn due_timers(&self, now: Millis, limit: usize) -> Result<Vec<TimerRecord>, StorageError> {
+        let table = self.txn.open_table(tables::TIMERS)?;
+        let mut timers = Vec::new();
+        for row in table.range(..=(now, u64::MAX))?.take(limit) {
+            let (_, value) = row?;
+            timers.push(decode(value.value())?);
+        }
+        Ok(timers)
+    }
+
+    /// Due time of the earliest pending timer.
+    pub fn next_timer_due(&self) -> Result<Option<Millis>, StorageError> {
+        let table = self.txn.open_table(tables::TIMERS)?;
+        let first = table.first()?.map(|(key, _)| key.value().0);
+        Ok(first)
+    }
+
+    /// Number of workflows per status.
+    pub fn count_by_status(&self) -> Result<Vec<(WorkflowStatus, u64)>, StorageError> {
+        let table = self.txn.open_table(tables::BY_STATUS)?;
+        let mut counts = Vec::new();
+        for status in WorkflowStatus::ALL {
+            let code = status.code();
+            let count = table.range((code, 0)..=(code, u64::MAX))?.count() as u64;
+            if count > 0 {
+                counts.push((status, count));
+            }
+        }
+        Ok(counts)
+    }
+}

@@ -1,0 +1,224 @@
+//! redb table definitions and typed access inside one transaction.
+//!
+//! Invariants: every row value is `bincode(serde)` of its record type; the
+//! status and submit-order indexes are written only through
+//! [`Tables::put_workflow`], so they always agree with the workflows table;
+//! `active_groups` holds exactly the dispatched, unfinished groups.
+
+use crate::error::StorageError;
+use crate::record::{GroupRecord, JobRecord, Millis, PoolRecord, TaskRecord, TimerRecord, WorkflowRecord};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+pub(crate) const WORKFLOWS: TableDefinition<&str, &[u8]> = TableDefinition::new("workflows");
+/// (workflow id, group name) → group.
+pub(crate) const GROUPS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("groups");
+/// (workflow id, task name) → task.
+pub(crate) const TASKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("tasks");
+/// (status code, submit seq) → workflow id.
+pub(crate) const BY_STATUS: TableDefinition<(u8, u64), &str> = TableDefinition::new("workflows_by_status");
+/// submit seq → workflow id.
+pub(crate) const BY_SUBMIT: TableDefinition<u64, &str> = TableDefinition::new("workflows_by_submit");
+/// (due ms, timer id) → timer.
+pub(crate) const TIMERS: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("timers");
+/// job id → job (the operator job queue, in id order).
+pub(crate) const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+pub(crate) const POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("pools");
+/// (backend, workflow id, group) → () for dispatched, unfinished groups.
+pub(crate) const ACTIVE_GROUPS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("active_groups");
+
+pub(crate) const RAFT_META_KEY: &str = "raft";
+const SEQ_COUNTER: &str = "\0submit_seq";
+const TIMER_COUNTER: &str = "\0timer_id";
+const JOB_COUNTER: &str = "\0job_id";
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| StorageError::Encode(e.to_string()))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(value, _)| value)
+        .map_err(|e| StorageError::Decode(e.to_string()))
+}
+
+/// Creates every table so read transactions never meet a missing one.
+pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), StorageError> {
+    txn.open_table(META)?;
+    txn.open_table(COUNTERS)?;
+    txn.open_table(WORKFLOWS)?;
+    txn.open_table(GROUPS)?;
+    txn.open_table(TASKS)?;
+    txn.open_table(BY_STATUS)?;
+    txn.open_table(BY_SUBMIT)?;
+    txn.open_table(TIMERS)?;
+    txn.open_table(JOBS)?;
+    txn.open_table(POOLS)?;
+    txn.open_table(ACTIVE_GROUPS)?;
+    Ok(())
+}
+
+/// Typed row access within one write transaction.
+pub(crate) struct Tables<'a> {
+    pub txn: &'a WriteTransaction,
+}
+
+impl<'a> Tables<'a> {
+    pub fn new(txn: &'a WriteTransaction) -> Self {
+        Tables { txn }
+    }
+
+    fn next_counter(&self, key: &str) -> Result<u64, StorageError> {
+        let mut table = self.txn.open_table(COUNTERS)?;
+        let next = table.get(key)?.map(|v| v.value()).unwrap_or(0) + 1;
+        table.insert(key, next)?;
+        Ok(next)
+    }
+
+    /// Next `n` for workflow ID `<name>-<n>`, counting from 1 per name.
+    pub fn next_workflow_number(&self, name: &str) -> Result<u64, StorageError> {
+        self.next_counter(name)
+    }
+
+    pub fn next_submit_seq(&self) -> Result<u64, StorageError> {
+        self.next_counter(SEQ_COUNTER)
+    }
+
+    pub fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>, StorageError> {
+        let table = self.txn.open_table(WORKFLOWS)?;
+        let row = table.get(id)?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Writes a workflow and keeps both indexes in step with it.
+    pub fn put_workflow(&self, previous: Option<&WorkflowRecord>, workflow: &WorkflowRecord) -> Result<(), StorageError> {
+        let mut by_status = self.txn.open_table(BY_STATUS)?;
+        if let Some(previous) = previous {
+            by_status.remove((previous.status.code(), previous.submit_seq))?;
+        } else {
+            self.txn.open_table(BY_SUBMIT)?.insert(workflow.submit_seq, workflow.id.as_str())?;
+        }
+        by_status.insert((workflow.status.code(), workflow.submit_seq), workflow.id.as_str())?;
+        self.txn.open_table(WORKFLOWS)?.insert(workflow.id.as_str(), encode(workflow)?.as_slice())?;
+        Ok(())
+    }
+
+    pub fn group(&self, workflow_id: &str, name: &str) -> Result<Option<GroupRecord>, StorageError> {
+        let table = self.txn.open_table(GROUPS)?;
+        let row = table.get((workflow_id, name))?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
+    pub fn put_group(&self, group: &GroupRecord) -> Result<(), StorageError> {
+        self.txn
+            .open_table(GROUPS)?
+            .insert((group.workflow_id.as_str(), group.name.as_str()), encode(group)?.as_slice())?;
+        Ok(())
+    }
+
+    pub fn task(&self, workflow_id: &str, name: &str) -> Result<Option<TaskRecord>, StorageError> {
+        let table = self.txn.open_table(TASKS)?;
+        let row = table.get((workflow_id, name))?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
+    pub fn put_task(&self, task: &TaskRecord) -> Result<(), StorageError> {
+        self.txn
+            .open_table(TASKS)?
+            .insert((task.workflow_id.as_str(), task.name.as_str()), encode(task)?.as_slice())?;
+        Ok(())
+    }
+
+    pub fn group_tasks(&self, group: &GroupRecord) -> Result<Vec<TaskRecord>, StorageError> {
+        let mut tasks = Vec::with_capacity(group.tasks.len());
+        for name in &group.tasks {
+            let task = self
+                .task(&group.workflow_id, name)?
+                .ok_or_else(|| StorageError::Decode(format!("group {} lists missing task {name}", group.name)))?;
+            tasks.push(task);
+        }
+        Ok(tasks)
+    }
+
+    pub fn pool(&self, name: &str) -> Result<Option<PoolRecord>, StorageError> {
+        let table = self.txn.open_table(POOLS)?;
+        let row = table.get(name)?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
+    pub fn put_pool(&self, pool: &PoolRecord) -> Result<(), StorageError> {
+        self.txn.open_table(POOLS)?.insert(pool.name.as_str(), encode(pool)?.as_slice())?;
+        Ok(())
+    }
+
+    pub fn add_timer(&self, due: Millis, kind: crate::record::TimerKind) -> Result<u64, StorageError> {
+        let id = self.next_counter(TIMER_COUNTER)?;
+        let timer = TimerRecord { id, due, kind };
+        self.txn.open_table(TIMERS)?.insert((due, id), encode(&timer)?.as_slice())?;
+        Ok(id)
+    }
+
+    pub fn take_timer(&self, due: Millis, id: u64) -> Result<Option<TimerRecord>, StorageError> {
+        let mut table = self.txn.open_table(TIMERS)?;
+        let removed = table.remove((due, id))?;
+        removed.map(|v| decode(v.value())).transpose()
+    }
+
+    pub fn add_job(&self, backend: &str, created: Millis, kind: crate::record::JobKind) -> Result<u64, StorageError> {
+        let id = self.next_counter(JOB_COUNTER)?;
+        let job = JobRecord {
+            id,
+            backend: backend.to_string(),
+            created,
+            kind,
+        };
+        self.txn.open_table(JOBS)?.insert(id, encode(&job)?.as_slice())?;
+        Ok(id)
+    }
+
+    pub fn remove_job(&self, id: u64) -> Result<bool, StorageError> {
+        Ok(self.txn.open_table(JOBS)?.remove(id)?.is_some())
+    }
+
+    pub fn jobs(&self) -> Result<Vec<JobRecord>, StorageError> {
+        let table = self.txn.open_table(JOBS)?;
+        let mut jobs = Vec::new();
+        for row in table.iter()? {
+            let (_, value) = row?;
+            jobs.push(decode(value.value())?);
+        }
+        Ok(jobs)
+    }
+
+    pub fn set_active(&self, backend: &str, workflow_id: &str, group: &str, active: bool) -> Result<(), StorageError> {
+        let mut table = self.txn.open_table(ACTIVE_GROUPS)?;
+        if active {
+            table.insert((backend, workflow_id, group), ())?;
+        } else {
+            table.remove((backend, workflow_id, group))?;
+        }
+        Ok(())
+    }
+
+    pub fn active_groups(&self, backend: &str) -> Result<Vec<(String, String)>, StorageError> {
+        let table = self.txn.open_table(ACTIVE_GROUPS)?;
+        let mut groups = Vec::new();
+        for row in table.range((backend, "", "")..)? {
+            let (key, _) = row?;
+            let (row_backend, workflow_id, group) = key.value();
+            if row_backend != backend {
+                break;
+            }
+            groups.push((workflow_id.to_string(), group.to_string()));
+        }
+        Ok(groups)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.txn.open_table(META)?.insert(key, value)?;
+        Ok(())
+    }
+}
