@@ -1,1 +1,23 @@
+//! gantry-raft: Gantry's replicated log — openraft over redb.
+//!
+//! Invariants:
+//! - The log store fsyncs (redb immediate durability) before it reports an
+//!   append complete, so an acknowledged proposal survives `kill -9`.
+//! - Each log entry carries a [`Batch`] of commands; the [`Proposer`] groups
+//!   concurrent proposals so one fsync commits many of them.
+//! - The state machine is [`gantry_storage::Store`]; the applied log id and
+//!   membership are written in the same transaction as the commands' effects.
+//! - Nothing here assumes a single node: a cluster of one is initialized with
+//!   one voter and runs the same code as a larger one.
 
+pub mod error;
+pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod proposer;
+pub mod state_machine;
+pub mod types;
+
+pub use error::RaftError;
+pub use node::{NodeConfig, RaftNode};
+pub use types::{Batch, NodeId, TypeConfig};

@@ -1,0 +1,210 @@
+//! The Raft log, vote and commit position in a redb file of their own.
+//!
+//! Invariants: an append is durable (redb immediate commit, i.e. fsync)
+//! before openraft is told it completed; entries are keyed by log index and
+//! contiguous from `last_purged + 1`; redb work runs on blocking threads so
+//! fsyncs never stall the async runtime.
+
+use crate::types::{decode, encode, Entry, LogId, NodeId, StorageError, TypeConfig};
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{StorageIOError, Vote};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_log_meta");
+const VOTE_KEY: &str = "vote";
+const COMMITTED_KEY: &str = "committed";
+const PURGED_KEY: &str = "last_purged";
+
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+fn io_error(error: impl ToString) -> std::io::Error {
+    std::io::Error::other(error.to_string())
+}
+
+impl LogStore {
+    pub fn open(path: &Path) -> Result<LogStore, crate::RaftError> {
+        let db = Database::create(path).map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
+        let txn = db.begin_write().map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
+        txn.open_table(LOG).map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
+        txn.open_table(META).map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
+        txn.commit().map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
+        Ok(LogStore { db: Arc::new(db) })
+    }
+
+    /// Runs redb work on a blocking thread.
+    async fn blocking<T, F>(&self, work: F) -> Result<T, std::io::Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, std::io::Error> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(io_error)?
+    }
+
+    async fn read_meta<T: serde::de::DeserializeOwned + Send + 'static>(&self, key: &'static str) -> Result<Option<T>, std::io::Error> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(io_error)?;
+            let table = txn.open_table(META).map_err(io_error)?;
+            let value = table.get(key).map_err(io_error)?;
+            value.map(|v| decode(v.value()).map_err(io_error)).transpose()
+        })
+        .await
+    }
+
+    async fn write_meta<T: serde::Serialize>(&self, key: &'static str, value: &T) -> Result<(), std::io::Error> {
+        let bytes = encode(value).map_err(io_error)?;
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(io_error)?;
+            txn.open_table(META).map_err(io_error)?.insert(key, bytes.as_slice()).map_err(io_error)?;
+            txn.commit().map_err(io_error)
+        })
+        .await
+    }
+
+    fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
+        let start = match range.start_bound() {
+            Bound::Included(&n) => n,
+            Bound::Excluded(&n) => n.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&n) => n.saturating_add(1),
+            Bound::Excluded(&n) => n,
+            Bound::Unbounded => u64::MAX,
+        };
+        (start, end)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(&mut self, range: RB) -> Result<Vec<Entry>, StorageError> {
+        let (start, end) = Self::bounds(&range);
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(io_error)?;
+            let table = txn.open_table(LOG).map_err(io_error)?;
+            let mut entries = Vec::new();
+            if start >= end {
+                return Ok(entries);
+            }
+            for row in table.range(start..end).map_err(io_error)? {
+                let (_, value) = row.map_err(io_error)?;
+                entries.push(decode::<Entry>(value.value()).map_err(io_error)?);
+            }
+            Ok(entries)
+        })
+        .await
+        .map_err(|e| StorageIOError::read_logs(&e).into())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged: Option<LogId> = self.read_meta(PURGED_KEY).await.map_err(|e| StorageIOError::read_logs(&e))?;
+        let last = self
+            .blocking(|db| {
+                let txn = db.begin_read().map_err(io_error)?;
+                let table = txn.open_table(LOG).map_err(io_error)?;
+                let last = table.last().map_err(io_error)?;
+                last.map(|(_, v)| decode::<Entry>(v.value()).map(|entry| entry.log_id).map_err(io_error))
+                    .transpose()
+            })
+            .await
+            .map_err(|e| StorageIOError::read_logs(&e))?;
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last.or(last_purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        self.write_meta(VOTE_KEY, vote).await.map_err(|e| StorageIOError::write_vote(&e).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        self.read_meta(VOTE_KEY).await.map_err(|e| StorageIOError::read_vote(&e).into())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.write_meta(COMMITTED_KEY, &committed).await.map_err(|e| StorageIOError::write(&e).into())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        let committed: Option<Option<LogId>> = self.read_meta(COMMITTED_KEY).await.map_err(|e| StorageIOError::read(&e))?;
+        Ok(committed.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut rows = Vec::new();
+        for entry in entries {
+            let bytes = encode(&entry).map_err(|e| StorageIOError::write_logs(&io_error(e)))?;
+            rows.push((entry.log_id.index, bytes));
+        }
+        let result = self
+            .blocking(move |db| {
+                let txn = db.begin_write().map_err(io_error)?;
+                {
+                    let mut table = txn.open_table(LOG).map_err(io_error)?;
+                    for (index, bytes) in &rows {
+                        table.insert(*index, bytes.as_slice()).map_err(io_error)?;
+                    }
+                }
+                txn.commit().map_err(io_error)
+            })
+            .await;
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(error) => {
+                let storage_error = StorageIOError::write_logs(&error).into();
+                callback.log_io_completed(Err(error));
+                Err(storage_error)
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let from = log_id.index;
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(io_error)?;
+            txn.open_table(LOG).map_err(io_error)?.retain_in(from.., |_, _| false).map_err(io_error)?;
+            txn.commit().map_err(io_error)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let upto = log_id.index;
+        let purged = encode(&log_id).map_err(|e| StorageIOError::write_logs(&io_error(e)))?;
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(io_error)?;
+            txn.open_table(META).map_err(io_error)?.insert(PURGED_KEY, purged.as_slice()).map_err(io_error)?;
+            txn.open_table(LOG).map_err(io_error)?.retain_in(..=upto, |_, _| false).map_err(io_error)?;
+            txn.commit().map_err(io_error)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+}

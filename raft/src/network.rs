@@ -1,0 +1,63 @@
+//! Peer transport for Raft RPCs.
+//!
+//! A cluster of one never sends an RPC. Until the mTLS HTTP/2 peer transport
+//! exists, a node that is asked to reach a peer answers "unreachable", which
+//! openraft treats like a down peer (it retries with backoff).
+
+use crate::types::{NodeId, TypeConfig};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
+use openraft::BasicNode;
+
+/// Network for nodes without a peer transport: every peer is unreachable.
+#[derive(Clone, Default)]
+pub struct NoPeerTransport;
+
+pub struct UnreachablePeer {
+    target: NodeId,
+}
+
+impl UnreachablePeer {
+    fn error<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
+        let reason = std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            format!("node {} has no peer transport configured", self.target),
+        );
+        RPCError::Unreachable(Unreachable::new(&NetworkError::new(&reason)))
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NoPeerTransport {
+    type Network = UnreachablePeer;
+
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Self::Network {
+        UnreachablePeer { target }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for UnreachablePeer {
+    async fn append_entries(
+        &mut self,
+        _rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        Err(self.error())
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>> {
+        Err(self.error())
+    }
+
+    async fn vote(
+        &mut self,
+        _rpc: VoteRequest<NodeId>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        Err(self.error())
+    }
+}

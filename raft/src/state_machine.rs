@@ -1,0 +1,178 @@
+//! openraft's state machine over [`gantry_storage::Store`], and snapshots.
+//!
+//! Invariants: one `apply` call from openraft is one redb transaction that
+//! stores the effects and the new applied log id + membership together; the
+//! latest built or installed snapshot is kept in one file (written to a
+//! temporary name, then renamed) so it survives a restart.
+
+use crate::types::{decode, encode, BatchOutcome, Entry, LogId, NodeId, StorageError, StoredMembership, TypeConfig};
+use gantry_storage::{Command, Store};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What the Raft layer keeps in the state database next to the state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AppliedMeta {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
+    data: Vec<u8>,
+}
+
+#[derive(Clone)]
+pub struct StateMachine {
+    store: Arc<Store>,
+    snapshot_path: PathBuf,
+}
+
+fn io_error(error: impl ToString) -> std::io::Error {
+    std::io::Error::other(error.to_string())
+}
+
+impl StateMachine {
+    pub fn new(store: Arc<Store>, snapshot_path: PathBuf) -> StateMachine {
+        StateMachine { store, snapshot_path }
+    }
+
+    fn applied_meta(&self) -> Result<AppliedMeta, std::io::Error> {
+        match self.store.raft_meta().map_err(io_error)? {
+            Some(bytes) => decode(&bytes).map_err(io_error),
+            None => Ok(AppliedMeta::default()),
+        }
+    }
+
+    fn read_snapshot_file(&self) -> Result<Option<SnapshotFile>, std::io::Error> {
+        match std::fs::read(&self.snapshot_path) {
+            Ok(bytes) => decode(&bytes).map(Some).map_err(io_error),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn write_snapshot_file(&self, file: &SnapshotFile) -> Result<(), std::io::Error> {
+        let bytes = encode(file).map_err(io_error)?;
+        let temporary = self.snapshot_path.with_extension("tmp");
+        std::fs::write(&temporary, bytes)?;
+        std::fs::File::open(&temporary)?.sync_all()?;
+        std::fs::rename(&temporary, &self.snapshot_path)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let machine = self.clone();
+        let file = tokio::task::spawn_blocking(move || -> Result<SnapshotFile, std::io::Error> {
+            // Meta and data from one moment: applies are serialized with this call by openraft.
+            let applied = machine.applied_meta()?;
+            let data = machine.store.export_snapshot().map_err(io_error)?;
+            let snapshot_id = match applied.last_applied {
+                Some(log_id) => format!("{}-{}-{}", log_id.leader_id.term, log_id.index, data.len()),
+                None => format!("empty-{}", data.len()),
+            };
+            let file = SnapshotFile {
+                meta: SnapshotMeta {
+                    last_log_id: applied.last_applied,
+                    last_membership: applied.membership,
+                    snapshot_id,
+                },
+                data,
+            };
+            machine.write_snapshot_file(&file)?;
+            Ok(file)
+        })
+        .await
+        .map_err(io_error)
+        .and_then(|result| result)
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(file.data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let meta = self.applied_meta().map_err(|e| StorageIOError::read_state_machine(&e))?;
+        Ok((meta.last_applied, meta.membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchOutcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let machine = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<Vec<BatchOutcome>, std::io::Error> {
+            let mut meta = machine.applied_meta()?;
+            let mut batches: Vec<Vec<Command>> = Vec::with_capacity(entries.len());
+            for entry in entries {
+                meta.last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Normal(batch) => batches.push(batch.commands),
+                    EntryPayload::Membership(membership) => {
+                        meta.membership = StoredMembership::new(Some(entry.log_id), membership);
+                        batches.push(Vec::new());
+                    }
+                    EntryPayload::Blank => batches.push(Vec::new()),
+                }
+            }
+            let meta_bytes = encode(&meta).map_err(io_error)?;
+            let slices: Vec<&[Command]> = batches.iter().map(Vec::as_slice).collect();
+            let outcomes = machine.store.apply(&slices, &meta_bytes).map_err(io_error)?;
+            Ok(outcomes.into_iter().map(|outcomes| BatchOutcome { outcomes }).collect())
+        })
+        .await
+        .map_err(io_error)
+        .and_then(|result| result)
+        .map_err(|e| StorageIOError::write_state_machine(&e).into())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta<NodeId, openraft::BasicNode>, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+        let machine = self.clone();
+        let file = SnapshotFile {
+            meta: meta.clone(),
+            data: snapshot.into_inner(),
+        };
+        tokio::task::spawn_blocking(move || -> Result<(), std::io::Error> {
+            let applied = AppliedMeta {
+                last_applied: file.meta.last_log_id,
+                membership: file.meta.last_membership.clone(),
+            };
+            let meta_bytes = encode(&applied).map_err(io_error)?;
+            machine.store.install_snapshot(&file.data, &meta_bytes).map_err(io_error)?;
+            machine.write_snapshot_file(&file)
+        })
+        .await
+        .map_err(io_error)
+        .and_then(|result| result)
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let file = self.read_snapshot_file().map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(file.map(|file| Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(file.data)),
+        }))
+    }
+}
