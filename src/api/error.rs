@@ -1,0 +1,86 @@
+//! API errors in OSMO's body shape: `{"message", "error_code", "workflow_id"}`.
+//!
+//! Invariant: bad input is always a 4xx naming what was wrong; 500 is kept
+//! for real server faults (storage, Raft).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use gantry_raft::RaftError;
+use gantry_storage::{Rejection, RejectionKind, StorageError};
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error_code: &'static str,
+    pub message: String,
+    pub workflow_id: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error_code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            error_code,
+            message: message.into(),
+            workflow_id: None,
+        }
+    }
+
+    pub fn bad_request(error_code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, error_code, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "USER", message)
+    }
+
+    pub fn with_workflow(mut self, workflow_id: impl Into<String>) -> ApiError {
+        self.workflow_id = Some(workflow_id.into());
+        self
+    }
+
+    pub fn from_rejection(rejection: Rejection) -> ApiError {
+        match rejection.kind {
+            RejectionKind::NotFound => ApiError::not_found(rejection.message),
+            RejectionKind::Conflict | RejectionKind::Invalid => ApiError::bad_request("USER", rejection.message),
+        }
+    }
+}
+
+impl From<RaftError> for ApiError {
+    fn from(error: RaftError) -> ApiError {
+        match error {
+            RaftError::NotLeader { .. } | RaftError::ShuttingDown => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "SERVER", format!("the control plane is not ready: {error}"))
+            }
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "SERVER",
+                format!("Internal server error: {other}"),
+            ),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(error: StorageError) -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SERVER",
+            format!("Internal server error: {error}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "message": self.message,
+            "error_code": self.error_code,
+            "workflow_id": self.workflow_id,
+        });
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,73 @@
+//! The HTTP API (axum on hyper): OSMO's paths and JSON shapes.
+//!
+//! Invariants: writes go through the Raft node as commands; reads come from
+//! a linearizable read view; a request body larger than
+//! [`ApiConfig::body_bytes_max`] is refused with 413 before it is parsed.
+
+mod error;
+mod logs;
+mod params;
+mod views;
+mod workflow;
+
+use crate::control::agent::AgentHub;
+use crate::control::logs::LogStore;
+use crate::spec::SpecLimits;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gantry_raft::RaftNode;
+use serde_json::json;
+use std::sync::Arc;
+
+pub use error::ApiError;
+
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Largest request body accepted, in bytes.
+    pub body_bytes_max: usize,
+    /// Public base URL used in links (`overview`, `logs`).
+    pub base_url: String,
+    pub spec_limits: SpecLimits,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub node: RaftNode,
+    pub logs: LogStore,
+    pub hub: AgentHub,
+    pub config: Arc<ApiConfig>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/api/version", get(version))
+        .route("/api/pool", get(workflow::list_pools))
+        .route("/api/pool/{pool}/workflow", post(workflow::submit))
+        .route("/api/workflow", get(workflow::list))
+        .route("/api/workflow/{id}", get(workflow::query))
+        .route("/api/workflow/{id}/cancel", post(workflow::cancel))
+        .route("/api/workflow/{id}/spec", get(workflow::spec))
+        .route("/api/workflow/{id}/logs", get(logs::logs))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "OK"}))
+}
+
+/// `major.minor.revision` from the package version, and the build's git hash if known.
+async fn version() -> Json<serde_json::Value> {
+    let mut parts = env!("CARGO_PKG_VERSION").split('.');
+    Json(json!({
+        "major": parts.next().unwrap_or("0"),
+        "minor": parts.next().unwrap_or("0"),
+        "revision": parts.next().unwrap_or("0"),
+        "hash": option_env!("GANTRY_GIT_HASH").unwrap_or("unknown"),
+    }))
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such API path: {}", uri.path()))
+}

@@ -1,0 +1,272 @@
+//! Workflow routes: submit, list, query, cancel, spec; and the pool list.
+//!
+//! Invariants: a spec that is not YAML, cannot be rendered or has no valid
+//! name is refused with 400 and nothing is stored; a spec that parses but
+//! fails validation is stored as FAILED_SUBMISSION and answered 400 with its
+//! workflow ID; unknown IDs and pools are 404.
+
+use super::error::ApiError;
+use super::params::Params;
+use super::views::{self, Links};
+use super::AppState;
+use crate::control::now_ms;
+use crate::spec::{prepare, SpecErrorKind, SpecInput};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use gantry_storage::{Command, ListFilter, Outcome, Priority, Submission, WorkflowStatus};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::str::FromStr;
+
+/// Submit body (OSMO `TemplateSpec`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateSpec {
+    file: String,
+    #[serde(default)]
+    set_variables: Vec<String>,
+    #[serde(default)]
+    set_string_variables: Vec<String>,
+    #[serde(default)]
+    uploaded_templated_spec: Option<String>,
+}
+
+/// Reads the whole body, refusing it with 413 past the configured size.
+pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "USAGE",
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+    })
+}
+
+/// Retries a proposal while the cluster elects a leader.
+pub(super) async fn propose(state: &AppState, command: Command) -> Result<Outcome, ApiError> {
+    let mut delay_ms = 20;
+    for _ in 0..40 {
+        match state.node.propose(command.clone()).await {
+            Err(gantry_raft::RaftError::NotLeader { leader: None, .. }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+                delay_ms = (delay_ms * 2).min(250);
+            }
+            other => return Ok(other?),
+        }
+    }
+    Err(gantry_raft::RaftError::NotLeader {
+        leader_id: None,
+        leader: None,
+    }
+    .into())
+}
+
+/// A linearizable read, waiting out an election like [`propose`].
+pub(super) async fn read(state: &AppState) -> Result<gantry_storage::ReadView, ApiError> {
+    let mut delay_ms = 20;
+    for _ in 0..40 {
+        match state.node.read().await {
+            Err(gantry_raft::RaftError::NotLeader { leader: None, .. }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+                delay_ms = (delay_ms * 2).min(250);
+            }
+            other => return Ok(other?),
+        }
+    }
+    Err(gantry_raft::RaftError::NotLeader {
+        leader_id: None,
+        leader: None,
+    }
+    .into())
+}
+
+pub async fn submit(State(state): State<AppState>, Path(pool): Path<String>, RawQuery(query): RawQuery, body: Body) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let dry_run = params.flag("dry_run")?;
+    let validation_only = params.flag("validation_only")?;
+    let priority = match params.get("priority") {
+        Some(value) => Priority::from_str(value).map_err(|message| ApiError::bad_request("USAGE", format!("priority: {message}")))?,
+        None => Priority::Normal,
+    };
+    let body = read_body(body, state.config.body_bytes_max).await?;
+    let template: TemplateSpec = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "USAGE",
+            format!("request body is not a TemplateSpec ({{file, set_variables, set_string_variables}}): {error}"),
+        )
+    })?;
+    if read(&state).await?.pool(&pool)?.is_none() {
+        return Err(ApiError::not_found(format!("Pool '{pool}' not found")));
+    }
+    let input = SpecInput {
+        text: template.file.clone(),
+        set_variables: template.set_variables,
+        set_string_variables: template.set_string_variables,
+        set_env: params.all("env_vars"),
+    };
+    let prepared = prepare(&input, &state.config.spec_limits).map_err(|error| {
+        let code = match error.kind {
+            SpecErrorKind::Usage => "USAGE",
+            _ => "SUBMISSION",
+        };
+        ApiError::bad_request(code, error.to_string())
+    })?;
+    if dry_run {
+        prepared.plan.map_err(|error| ApiError::bad_request("SUBMISSION", error.to_string()))?;
+        return Ok(Json(json!({
+            "name": prepared.name,
+            "overview": Value::Null,
+            "logs": Value::Null,
+            "spec": prepared.rendered,
+            "dashboard_url": Value::Null,
+            "warnings": [],
+        })));
+    }
+    if validation_only {
+        prepared.plan.map_err(|error| ApiError::bad_request("SUBMISSION", error.to_string()))?;
+        return Ok(Json(json!({
+            "name": prepared.name,
+            "overview": Value::Null,
+            "logs": "Workflow validation succeeded.",
+            "spec": Value::Null,
+            "dashboard_url": Value::Null,
+            "warnings": [],
+        })));
+    }
+    let submission = Submission {
+        name: prepared.name,
+        uuid: uuid::Uuid::new_v4().simple().to_string(),
+        pool,
+        user: "anonymous".to_string(),
+        priority,
+        template_spec: template.uploaded_templated_spec.unwrap_or(template.file),
+        rendered_spec: prepared.rendered,
+        plan: prepared.plan.map_err(|error| error.to_string()),
+    };
+    match propose(&state, Command::SubmitWorkflow { now: now_ms(), submission }).await? {
+        Outcome::Submitted {
+            workflow_id,
+            failure: Some(message),
+        } => Err(ApiError::bad_request("SUBMISSION", message).with_workflow(workflow_id)),
+        Outcome::Submitted { workflow_id, failure: None } => {
+            let links = Links {
+                base_url: &state.config.base_url,
+            };
+            Ok(Json(json!({
+                "name": workflow_id,
+                "overview": links.overview(&workflow_id),
+                "logs": links.logs(&workflow_id),
+                "spec": Value::Null,
+                "dashboard_url": Value::Null,
+                "warnings": [],
+            })))
+        }
+        Outcome::Rejected(rejection) => Err(ApiError::from_rejection(rejection)),
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SERVER",
+            format!("Internal server error: unexpected outcome {other:?}"),
+        )),
+    }
+}
+
+pub async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let statuses = params
+        .list("statuses")
+        .iter()
+        .map(|status| WorkflowStatus::from_str(status).map_err(|message| ApiError::bad_request("USAGE", format!("statuses: {message}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let order = params.get("order").unwrap_or("ASC");
+    let descending = match order.to_ascii_uppercase().as_str() {
+        "ASC" => false,
+        "DESC" => true,
+        _ => return Err(ApiError::bad_request("USAGE", format!("order must be ASC or DESC, not '{order}'"))),
+    };
+    let limit = params.number("limit")?.unwrap_or(20).min(1000) as usize;
+    let filter = ListFilter {
+        statuses,
+        name: params.get("name").map(str::to_string),
+        pools: params.list("pools"),
+        offset: params.number("offset")?.unwrap_or(0) as usize,
+        limit,
+        descending,
+    };
+    let (workflows, more) = read(&state).await?.list(&filter)?;
+    let links = Links {
+        base_url: &state.config.base_url,
+    };
+    let now = now_ms();
+    Ok(Json(json!({
+        "workflows": workflows.iter().map(|workflow| views::list_entry(workflow, &links, now)).collect::<Vec<_>>(),
+        "more_entries": more,
+    })))
+}
+
+pub async fn query(State(state): State<AppState>, Path(id): Path<String>, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let skip_groups = params.flag("skip_groups")?;
+    let view = read(&state).await?;
+    let workflow = view
+        .workflow(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("Workflow '{id}' not found")))?;
+    let mut groups = Vec::new();
+    if !skip_groups {
+        for group in view.groups(&workflow)? {
+            let tasks = view.group_tasks(&group)?;
+            groups.push((group, tasks));
+        }
+    }
+    let links = Links {
+        base_url: &state.config.base_url,
+    };
+    Ok(Json(views::query(&workflow, &groups, &links, now_ms())))
+}
+
+pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let command = Command::CancelWorkflow {
+        now: now_ms(),
+        workflow_id: id.clone(),
+        user: "anonymous".to_string(),
+        message: params.get("message").map(str::to_string),
+        force: params.flag("force")?,
+    };
+    match propose(&state, command).await? {
+        Outcome::Canceled { workflow_id } => Ok(Json(json!({ "name": workflow_id }))),
+        Outcome::Rejected(rejection) => Err(ApiError::from_rejection(rejection).with_workflow(id)),
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SERVER",
+            format!("Internal server error: unexpected outcome {other:?}"),
+        )),
+    }
+}
+
+pub async fn spec(State(state): State<AppState>, Path(id): Path<String>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let use_template = params.flag("use_template")?;
+    let workflow = read(&state)
+        .await?
+        .workflow(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("Workflow '{id}' not found")))?;
+    let text = if use_template {
+        workflow.template_spec
+    } else {
+        workflow.rendered_spec
+    };
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+pub async fn list_pools(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let pools = read(&state).await?.pools()?;
+    let entries: serde_json::Map<String, Value> = pools
+        .iter()
+        .map(|pool| (pool.name.clone(), views::pool(pool, state.hub.is_connected(&pool.backend))))
+        .collect();
+    Ok(Json(json!({ "pools": entries })))
+}

@@ -1,0 +1,17 @@
+//! The control plane's roles inside one server process: the agent endpoint
+//! for operators, the log store, and the leader-only loops (job dispatch,
+//! timers) that turn replicated state into effects.
+//!
+//! Invariant: every effect of these loops on state is a proposed command, so
+//! a new leader continues exactly where the old one stopped.
+
+pub mod agent;
+pub mod dispatch;
+pub mod leader;
+pub mod logs;
+pub mod timers;
+
+/// Wall-clock time in Unix milliseconds: read at the edges, carried in commands.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
