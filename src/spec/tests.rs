@@ -1,0 +1,2 @@
+//! Table-driven tests of the whole pipeline through [`prepare`].
+use super::*;
