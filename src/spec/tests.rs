@@ -660,6 +660,24 @@ fn template_bombs_and_escapes_fail_as_template_errors() {
 }
 
 #[test]
+fn yaml_alias_bomb_is_rejected() {
+    let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let prev = i - 1;
+        text.push_str(&format!(
+            "a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"
+        ));
+    }
+    text.push_str("workflow: {name: wf, pool: *a11}\n");
+    let result = run(&text);
+    assert!(
+        matches!(&result, Err(e) if e.kind == SpecErrorKind::NotYaml),
+        "{:?}",
+        result.as_ref().map(|p| p.plan.is_ok())
+    );
+}
+
+#[test]
 fn output_cap_is_configurable() {
     let limits = SpecLimits {
         template_output_bytes: 64,
