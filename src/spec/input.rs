@@ -1,0 +1,109 @@
+//! What the caller hands in: the spec text with its `--set` items, and the
+//! limits that bound templating and validation; plus parsing of the `--set`
+//! items themselves.
+//!
+//! Invariant: a key may be given once across `--set` and `--set-string`
+//! (and once within `--set-env`); anything else is a usage error, so the
+//! outcome never depends on argument order.
+
+use super::error::SpecError;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Default)]
+pub struct SpecInput {
+    pub text: String,
+    /// `k=v`, value typed like a YAML scalar (int, float, bool, else string).
+    pub set_variables: Vec<String>,
+    /// `k=v`, value always a string.
+    pub set_string_variables: Vec<String>,
+    /// `K=V`, merged into every task's environment.
+    pub set_env: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SpecLimits {
+    pub max_tasks: usize,
+    pub max_name_length: usize,
+    /// Jinja instructions one render may execute.
+    pub template_fuel: u64,
+    /// Bytes of rendered text.
+    pub template_output_bytes: usize,
+    pub template_recursion: usize,
+    /// Larger timeouts are clamped to these (not rejected).
+    pub max_exec_timeout_seconds: Option<u64>,
+    pub max_queue_timeout_seconds: Option<u64>,
+}
+
+impl Default for SpecLimits {
+    fn default() -> Self {
+        SpecLimits {
+            max_tasks: 100,
+            max_name_length: 64,
+            template_fuel: 1_000_000,
+            template_output_bytes: 4 << 20,
+            template_recursion: 100,
+            max_exec_timeout_seconds: None,
+            max_queue_timeout_seconds: None,
+        }
+    }
+}
+
+fn split_item<'a>(flag: &str, item: &'a str) -> Result<(&'a str, &'a str), SpecError> {
+    let (key, value) = item
+        .split_once('=')
+        .ok_or_else(|| SpecError::usage(format!("{flag} {item:?}: expected KEY=VALUE")))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(SpecError::usage(format!("{flag} {item:?}: empty key")));
+    }
+    Ok((key, value))
+}
+
+/// Types a `--set` value the way YAML would type a plain scalar; anything
+/// that is not a bool or number stays the literal string.
+fn typed_value(raw: &str) -> serde_yaml_ng::Value {
+    match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(raw) {
+        Ok(value @ (serde_yaml_ng::Value::Bool(_) | serde_yaml_ng::Value::Number(_))) => value,
+        _ => serde_yaml_ng::Value::String(raw.to_string()),
+    }
+}
+
+/// Template variables from `--set` and `--set-string`.
+pub fn template_overrides(
+    input: &SpecInput,
+) -> Result<BTreeMap<String, serde_yaml_ng::Value>, SpecError> {
+    let mut out = BTreeMap::new();
+    let typed = input.set_variables.iter().map(|item| ("--set", item, true));
+    let strings = input
+        .set_string_variables
+        .iter()
+        .map(|item| ("--set-string", item, false));
+    for (flag, item, cast) in typed.chain(strings) {
+        let (key, raw) = split_item(flag, item)?;
+        let value = if cast {
+            typed_value(raw)
+        } else {
+            serde_yaml_ng::Value::String(raw.to_string())
+        };
+        if out.insert(key.to_string(), value).is_some() {
+            return Err(SpecError::usage(format!(
+                "variable {key:?} is set more than once"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// Environment entries from `--set-env`.
+pub fn env_overrides(input: &SpecInput) -> Result<BTreeMap<String, String>, SpecError> {
+    let mut out = BTreeMap::new();
+    for item in &input.set_env {
+        let (key, value) = split_item("--set-env", item)?;
+        if out.insert(key.to_string(), value.to_string()).is_some() {
+            return Err(SpecError::usage(format!(
+                "environment variable {key:?} is set more than once"
+            )));
+        }
+    }
+    Ok(out)
+}

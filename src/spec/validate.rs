@@ -1,0 +1,479 @@
+//! The rules of OSMO §1.7 that need nothing beyond the spec itself: names,
+//! versions, quantities, durations, exit codes, regexes, files, credentials,
+//! labels, mounts and special-token references.
+//!
+//! Invariant: each function checks one field (or one kind of field) and, on
+//! failure, returns an `Invalid` error whose path names that field; on
+//! success it returns the value in plan form, so a plan can only be built
+//! from values that passed their check.
+
+use super::error::{join, SpecError};
+use super::input::SpecLimits;
+use super::model::{CheckpointSpec, FileSpec, ResourceSpec, Text, TimeoutSpec};
+use super::quantity::{parse_duration, parse_quantity};
+use super::tokens::{scan, Token};
+use base64::Engine as _;
+use gantry_storage::plan::{CredentialUse, ExitAction, ExitActionPlan, ResourcePlan};
+use regex::Regex;
+use serde_yaml_ng::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+
+/// Reserved for the in-pod sidecar container.
+const RESERVED_TASK: &str = "osmo-ctrl";
+const MAX_LABELS: usize = 16;
+
+fn name_regex() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        #[allow(clippy::expect_used)]
+        Regex::new(r"^[a-zA-Z]([a-zA-Z0-9_-]*[a-zA-Z0-9])?$").expect("name regex compiles")
+    })
+}
+
+/// `version` may be absent or 2 (int, `"2"`, `2.0`).
+pub fn check_version(root: &Value) -> Result<(), SpecError> {
+    let Some(version) = root.get("version") else {
+        return Ok(());
+    };
+    let ok = match version {
+        Value::Null => true,
+        Value::Number(n) => n.as_i64() == Some(2) || n.as_f64() == Some(2.0),
+        Value::String(s) => s.trim() == "2",
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::invalid(
+            "version",
+            "Unsupported workflow version",
+        ))
+    }
+}
+
+/// Workflow, group and task names share one pattern and length limit.
+pub fn check_name(path: &str, name: &str, limits: &SpecLimits) -> Result<(), SpecError> {
+    if name.chars().count() > limits.max_name_length {
+        return Err(SpecError::invalid(
+            path,
+            format!(
+                "name {name:?} is longer than {} characters",
+                limits.max_name_length
+            ),
+        ));
+    }
+    if !name_regex().is_match(name) {
+        return Err(SpecError::invalid(
+            path,
+            format!(
+                "name {name:?} must start with a letter, end with a letter or digit, \
+                 and contain only letters, digits, '-' and '_'"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_task_name(path: &str, name: &str, limits: &SpecLimits) -> Result<(), SpecError> {
+    check_name(path, name, limits)?;
+    if normalize(name) == RESERVED_TASK {
+        return Err(SpecError::invalid(
+            path,
+            format!("task name {name:?} is reserved"),
+        ));
+    }
+    Ok(())
+}
+
+/// Names that differ only in case or `_` vs `-` collide (they map to the
+/// same Kubernetes object names).
+pub fn normalize(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+pub fn resource(path: &str, name: &str, spec: &ResourceSpec) -> Result<ResourcePlan, SpecError> {
+    let count = |field: &str, value: Option<i64>| -> Result<Option<u64>, SpecError> {
+        match value {
+            None => Ok(None),
+            Some(v) => u64::try_from(v).map(Some).map_err(|_| {
+                SpecError::invalid(
+                    join(path, field),
+                    format!("{field} must not be negative, got {v}"),
+                )
+            }),
+        }
+    };
+    let quantity = |field: &str, value: &Option<Text>| -> Result<Option<u64>, SpecError> {
+        match value {
+            None => Ok(None),
+            Some(Text(text)) => parse_quantity(text)
+                .map(Some)
+                .map_err(|msg| SpecError::invalid(join(path, field), msg)),
+        }
+    };
+    for (index, topology) in spec.topology.iter().enumerate() {
+        let at = format!("{}[{index}]", join(path, "topology"));
+        if topology.key.trim().is_empty() {
+            return Err(SpecError::invalid(
+                join(&at, "key"),
+                "topology key must not be empty",
+            ));
+        }
+        if let Some(kind) = &topology.requirement_type {
+            if kind != "required" && kind != "preferred" {
+                return Err(SpecError::invalid(
+                    join(&at, "requirementType"),
+                    format!("requirementType {kind:?} must be required or preferred"),
+                ));
+            }
+        }
+    }
+    Ok(ResourcePlan {
+        name: name.to_string(),
+        cpu: count("cpu", spec.cpu)?,
+        gpu: count("gpu", spec.gpu)?,
+        memory_bytes: quantity("memory", &spec.memory)?,
+        storage_bytes: quantity("storage", &spec.storage)?,
+        platform: spec.platform.clone(),
+    })
+}
+
+fn duration(path: &str, text: &Text) -> Result<u64, SpecError> {
+    let seconds = parse_duration(&text.0).map_err(|msg| SpecError::invalid(path, msg))?;
+    if seconds == 0 {
+        return Err(SpecError::invalid(
+            path,
+            "duration must be greater than zero",
+        ));
+    }
+    Ok(seconds)
+}
+
+/// Exec and queue timeouts in seconds, clamped to the configured maxima.
+pub fn timeouts(
+    spec: Option<&TimeoutSpec>,
+    limits: &SpecLimits,
+) -> Result<(Option<u64>, Option<u64>), SpecError> {
+    let Some(spec) = spec else {
+        return Ok((None, None));
+    };
+    let one =
+        |field: &str, value: &Option<Text>, max: Option<u64>| -> Result<Option<u64>, SpecError> {
+            let given = match value {
+                Some(text) => Some(duration(&format!("workflow.timeout.{field}"), text)?),
+                None => None,
+            };
+            // Clamped, not rejected: OSMO caps values above the configured
+            // maximum. Absent stays absent; defaults are the caller's business.
+            Ok(match (given, max) {
+                (Some(g), Some(m)) => Some(g.min(m)),
+                (g, _) => g,
+            })
+        };
+    Ok((
+        one(
+            "exec_timeout",
+            &spec.exec_timeout,
+            limits.max_exec_timeout_seconds,
+        )?,
+        one(
+            "queue_timeout",
+            &spec.queue_timeout,
+            limits.max_queue_timeout_seconds,
+        )?,
+    ))
+}
+
+/// `{COMPLETE|FAIL|RESCHEDULE: "0,1-10,16"}` in plan form.
+pub fn exit_actions(
+    path: &str,
+    actions: &BTreeMap<String, Text>,
+) -> Result<Vec<ExitActionPlan>, SpecError> {
+    let mut out = Vec::with_capacity(actions.len());
+    for (key, Text(codes)) in actions {
+        let at = join(path, key);
+        let action = match key.as_str() {
+            "COMPLETE" => ExitAction::Complete,
+            "FAIL" => ExitAction::Fail,
+            "RESCHEDULE" => ExitAction::Reschedule,
+            _ => {
+                return Err(SpecError::invalid(
+                    at,
+                    format!("unknown exit action {key:?} (expected COMPLETE, FAIL or RESCHEDULE)"),
+                ))
+            }
+        };
+        out.push(ExitActionPlan {
+            action,
+            codes: exit_codes(&at, codes)?,
+        });
+    }
+    Ok(out)
+}
+
+fn exit_codes(path: &str, text: &str) -> Result<Vec<(i32, i32)>, SpecError> {
+    let bad = |why: &str| {
+        SpecError::invalid(
+            path,
+            format!("invalid exit codes {text:?}: {why} (expected e.g. \"0,1-10,16\")"),
+        )
+    };
+    let code = |part: &str| -> Result<i32, SpecError> {
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("not a number"));
+        }
+        match part.parse::<i32>() {
+            Ok(n) if n <= 255 => Ok(n),
+            _ => Err(bad("codes must be between 0 and 255")),
+        }
+    };
+    let mut out = Vec::new();
+    for item in text.split(',') {
+        let (low, high) = match item.split_once('-') {
+            Some((low, high)) => (code(low)?, code(high)?),
+            None => {
+                let n = code(item)?;
+                (n, n)
+            }
+        };
+        if low > high {
+            return Err(bad("range start is above its end"));
+        }
+        out.push((low, high));
+    }
+    Ok(out)
+}
+
+/// Compiles a user regex with a size cap so a pathological pattern costs
+/// bounded memory; empty means "no filter".
+pub fn regex(path: &str, pattern: &Option<String>) -> Result<Option<String>, SpecError> {
+    match pattern.as_deref() {
+        None | Some("") => Ok(None),
+        Some(p) => regex::RegexBuilder::new(p)
+            .size_limit(1 << 20)
+            .build()
+            .map(|_| Some(p.to_string()))
+            .map_err(|err| SpecError::invalid(path, format!("invalid regex {p:?}: {err}"))),
+    }
+}
+
+/// `<wfid>:<task>` references a task of another workflow.
+pub fn cross_workflow(path: &str, reference: &str, limits: &SpecLimits) -> Result<(), SpecError> {
+    match reference.split_once(':') {
+        Some((workflow, task)) if !workflow.is_empty() && !task.contains(':') => {
+            check_name(path, task, limits)
+        }
+        _ => Err(SpecError::invalid(
+            path,
+            format!(
+                "invalid task reference {reference:?} (expected <task> or <workflow_id>:<task>)"
+            ),
+        )),
+    }
+}
+
+/// Absolute, unique paths outside `/osmo`; base64 contents must decode.
+pub fn files(path: &str, files: &[FileSpec]) -> Result<(), SpecError> {
+    let mut seen = BTreeSet::new();
+    for (index, file) in files.iter().enumerate() {
+        let at = format!("{path}[{index}]");
+        let path_at = join(&at, "path");
+        if !file.path.starts_with('/') {
+            return Err(SpecError::invalid(
+                path_at,
+                format!("file path {:?} must be absolute", file.path),
+            ));
+        }
+        let mut parts = Vec::new();
+        for part in file.path.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    return Err(SpecError::invalid(
+                        path_at,
+                        format!("file path {:?} must not contain '..'", file.path),
+                    ))
+                }
+                other => parts.push(other),
+            }
+        }
+        if parts.is_empty() {
+            return Err(SpecError::invalid(path_at, "file path must name a file"));
+        }
+        if parts[0] == "osmo" {
+            return Err(SpecError::invalid(
+                path_at,
+                format!("file path {:?} must not be under /osmo", file.path),
+            ));
+        }
+        if !seen.insert(parts.join("/")) {
+            return Err(SpecError::invalid(
+                path_at,
+                format!("file path {:?} is given more than once", file.path),
+            ));
+        }
+        if file.base64
+            && base64::engine::general_purpose::STANDARD
+                .decode(file.contents.trim())
+                .is_err()
+        {
+            return Err(SpecError::invalid(
+                join(&at, "contents"),
+                "contents are not valid base64",
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn checkpoints(path: &str, checkpoints: &[CheckpointSpec]) -> Result<(), SpecError> {
+    for (index, checkpoint) in checkpoints.iter().enumerate() {
+        let at = format!("{path}[{index}]");
+        if !checkpoint.path.starts_with('/') {
+            return Err(SpecError::invalid(
+                join(&at, "path"),
+                "checkpoint path must be absolute",
+            ));
+        }
+        if checkpoint.url.trim().is_empty() {
+            return Err(SpecError::invalid(
+                join(&at, "url"),
+                "checkpoint url must not be empty",
+            ));
+        }
+        duration(&join(&at, "frequency"), &checkpoint.frequency)?;
+        regex(&join(&at, "regex"), &checkpoint.regex)?;
+    }
+    Ok(())
+}
+
+/// `name: "/dir"` mounts every key; `name: {ENV: key}` maps keys to env.
+pub fn credentials(
+    path: &str,
+    credentials: &BTreeMap<String, Value>,
+) -> Result<BTreeMap<String, CredentialUse>, SpecError> {
+    let mut out = BTreeMap::new();
+    for (name, value) in credentials {
+        let at = join(path, name);
+        if name.trim().is_empty() {
+            return Err(SpecError::invalid(at, "credential name must not be empty"));
+        }
+        let shape = "must be a mount directory (\"/dir\") or a map of ENV_VAR: key";
+        let usage = match value {
+            Value::String(dir) if dir.starts_with('/') => CredentialUse::Mount(dir.clone()),
+            Value::String(_) => {
+                return Err(SpecError::invalid(
+                    at,
+                    "credential mount directory must be absolute",
+                ))
+            }
+            Value::Mapping(map) => {
+                let mut env = BTreeMap::new();
+                for (key, value) in map {
+                    match (key, value) {
+                        (Value::String(k), Value::String(v)) if !k.is_empty() && !v.is_empty() => {
+                            env.insert(k.clone(), v.clone());
+                        }
+                        _ => return Err(SpecError::invalid(at, shape)),
+                    }
+                }
+                CredentialUse::Env(env)
+            }
+            _ => return Err(SpecError::invalid(at, shape)),
+        };
+        out.insert(name.clone(), usage);
+    }
+    Ok(out)
+}
+
+fn label_part_ok(text: &str) -> bool {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    let re = RE.get_or_init(|| {
+        #[allow(clippy::expect_used)]
+        Regex::new(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$").expect("label regex compiles")
+    });
+    text.len() <= 63 && re.is_match(text)
+}
+
+/// Kubernetes label syntax, non-empty values, at most 16 labels.
+pub fn labels(labels: Option<&BTreeMap<String, String>>) -> Result<(), SpecError> {
+    let Some(labels) = labels else {
+        return Ok(());
+    };
+    if labels.len() > MAX_LABELS {
+        return Err(SpecError::invalid(
+            "workflow.labels",
+            format!(
+                "at most {MAX_LABELS} labels are allowed, got {}",
+                labels.len()
+            ),
+        ));
+    }
+    for (key, value) in labels {
+        let at = join("workflow.labels", key);
+        let name = match key.rsplit_once('/') {
+            Some((prefix, name)) if !prefix.is_empty() && prefix.len() <= 253 => name,
+            Some(_) => "",
+            None => key.as_str(),
+        };
+        if !label_part_ok(name) {
+            return Err(SpecError::invalid(at, format!("invalid label key {key:?}")));
+        }
+        if !label_part_ok(value) {
+            return Err(SpecError::invalid(
+                at,
+                format!("invalid label value {value:?} (non-empty, at most 63 characters)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `"/src"` or `"/src:/dst"`, both absolute.
+pub fn volume_mounts(path: &str, mounts: &[String]) -> Result<(), SpecError> {
+    for (index, mount) in mounts.iter().enumerate() {
+        let parts: Vec<&str> = mount.split(':').collect();
+        if parts.len() > 2 || parts.iter().any(|part| !part.starts_with('/')) {
+            return Err(SpecError::invalid(
+                format!("{path}[{index}]"),
+                format!("invalid volume mount {mount:?} (expected /src or /src:/dst)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What a task's special tokens may refer to.
+pub struct TokenScope<'a> {
+    pub input_count: usize,
+    /// Task references among this task's inputs.
+    pub input_tasks: &'a [String],
+    /// Tasks of the same group.
+    pub group_tasks: &'a [String],
+}
+
+/// Checks every special token in `text` against the task's scope.
+pub fn tokens(path: &str, text: &str, scope: &TokenScope) -> Result<(), SpecError> {
+    for (whole, token) in scan(text) {
+        let problem = match token {
+            Token::Output | Token::WorkflowId => None,
+            Token::InputIndex(n) if n < scope.input_count => None,
+            Token::InputIndex(n) => Some(format!(
+                "{whole} refers to input {n}, but the task has {} input(s)",
+                scope.input_count
+            )),
+            Token::InputTask(task) if scope.input_tasks.iter().any(|t| t == task) => None,
+            Token::InputTask(task) => Some(format!(
+                "{whole}: task {task:?} is not an input of this task"
+            )),
+            Token::Host(task) if scope.group_tasks.iter().any(|t| t == task) => None,
+            Token::Host(task) => Some(format!("{whole}: task {task:?} is not in the same group")),
+            Token::Malformed(_) => Some(format!("malformed special token {whole}")),
+        };
+        if let Some(message) = problem {
+            return Err(SpecError::invalid(path, message));
+        }
+    }
+    Ok(())
+}
