@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::client::{Client, ClientError, SubmitRequest};
+use super::{ClientArgs, OutputFormat, PoolCommand, WorkflowCommand};
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
@@ -105,6 +106,10 @@ async fn record(
         (Method::GET, "/api/version") => {
             Json(json!({"major": "0", "minor": "1", "revision": "0", "hash": ""})).into_response()
         }
+        (Method::GET, "/api/pool") => Json(json!({"pools": {
+            "default": {"name": "default", "description": "", "status": "ONLINE",
+                        "backend": "local"}}}))
+        .into_response(),
         (Method::GET, "/api/workflow/train-7/spec") => "workflow:\n  name: train\n".into_response(),
         _ => (
             StatusCode::NOT_FOUND,
@@ -360,5 +365,100 @@ fn query_decoder_handles_escapes() {
     assert_eq!(
         decode_pairs("a=1%3D2&b=x+y&c=%2F"),
         pairs(&[("a", "1=2"), ("b", "x y"), ("c", "/")])
+    );
+}
+
+/// The verbs end to end against the test server, in both output formats:
+/// what they send, and that server errors come back as `Err` with the
+/// server's message (the caller prints `error: <message>`).
+#[tokio::test]
+async fn verbs_drive_the_api() {
+    let (url, state, _ack) = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wf.yaml");
+    std::fs::write(&file, "workflow:\n  name: train\n").unwrap();
+    for format in [OutputFormat::Text, OutputFormat::Json] {
+        let args = ClientArgs {
+            url: vec![url.clone()],
+            format,
+        };
+        super::run_workflow(
+            &args,
+            WorkflowCommand::Submit {
+                file: file.clone(),
+                pool: "gpu".into(),
+                set: vec![],
+                set_string: vec![],
+                set_env: vec!["A=1".into()],
+                dry_run: false,
+                priority: Some(super::workflow::Priority::Low),
+            },
+        )
+        .await
+        .unwrap();
+        super::run_workflow(
+            &args,
+            WorkflowCommand::List {
+                statuses: vec!["RUNNING".into()],
+                count: 20,
+                offset: 0,
+                name: None,
+                pools: vec![],
+                order: super::workflow::ListOrder::Asc,
+            },
+        )
+        .await
+        .unwrap();
+        super::run_pool(&args, PoolCommand::List).await.unwrap();
+        super::run_version(&args).await.unwrap();
+        let err = super::run_workflow(
+            &args,
+            WorkflowCommand::Cancel {
+                id: "done-1".into(),
+                message: None,
+                force: false,
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(format!("{err:#}"), "Workflow done-1 already finished");
+    }
+    let seen = state.seen.lock().unwrap().clone();
+    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/pool/gpu/workflow",
+            "/api/workflow",
+            "/api/pool",
+            "/api/version",
+            "/api/workflow/done-1/cancel"
+        ]
+        .repeat(2)
+    );
+    assert!(seen[0].query.contains(&("priority".into(), "LOW".into())));
+    assert!(seen[0].query.contains(&("env_vars".into(), "A=1".into())));
+
+    let missing = ClientArgs {
+        url: vec![url],
+        format: OutputFormat::Text,
+    };
+    let err = super::run_workflow(
+        &missing,
+        WorkflowCommand::Submit {
+            file: dir.path().join("absent.yaml"),
+            pool: "gpu".into(),
+            set: vec![],
+            set_string: vec![],
+            set_env: vec![],
+            dry_run: false,
+            priority: None,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").starts_with("cannot read workflow spec"),
+        "{err:#}"
     );
 }
