@@ -1,0 +1,533 @@
+//! HTTP client for Gantry's OSMO-compatible REST API.
+//!
+//! Owns request construction (paths, query parameter and body field names as in
+//! OSMO's OpenAPI), failover across several server URLs, bearer authentication
+//! and decoding of OSMO's error body `{message, error_code, workflow_id}`.
+//!
+//! Invariants:
+//! - Only a failure to *connect* moves on to the next URL. Once a server has
+//!   answered (even with 5xx) the request is not repeated elsewhere, because a
+//!   submit or cancel may already have taken effect there.
+//! - The URL that last answered is tried first next time, so a client talking
+//!   to a cluster with a dead member pays the connect failure once.
+//! - Responses are returned as `serde_json::Value` unchanged, so `-t json` can
+//!   print exactly what the API sent.
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::config;
+use super::ClientArgs;
+
+/// Bound on establishing a TCP connection; past it the next URL is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on a whole non-streaming request. A submit goes through Raft and
+/// template rendering, so leave generous room; log streams have no bound.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why a request failed; callers match on `Http { status, .. }` (e.g. 404).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with a non-success status.
+    #[error("{message}")]
+    Http {
+        status: StatusCode,
+        message: String,
+        error_code: Option<String>,
+        workflow_id: Option<String>,
+    },
+    /// No URL accepted a connection; `url` is the last one tried.
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The connection was made but the exchange failed (timeout, reset, ...).
+    #[error("request to {url} failed: {source}")]
+    Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered 2xx with a body that is not the expected JSON.
+    #[error("invalid response from {url}: {source}")]
+    Decode {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("invalid server URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("cannot read config file {}: {reason}", path.display())]
+    Config { path: PathBuf, reason: String },
+}
+
+impl ClientError {
+    /// The HTTP status when the server answered with an error.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Http { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Builds the error for a non-success response from its body. OSMO sends
+    /// `{message, error_code, workflow_id}`; FastAPI validation errors send
+    /// `{detail}`; proxies send HTML or nothing, so fall back to the text or
+    /// the status reason rather than losing the status.
+    pub fn from_response_body(status: StatusCode, body: &[u8]) -> ClientError {
+        let json: Option<Value> = serde_json::from_slice(body).ok();
+        let field = |name: &str| -> Option<String> {
+            match json.as_ref()?.get(name)? {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            }
+        };
+        let message = field("message")
+            .or_else(|| field("detail"))
+            .filter(|m| !m.trim().is_empty())
+            .or_else(|| {
+                let text = String::from_utf8_lossy(body).trim().to_owned();
+                (!text.is_empty()).then_some(text)
+            })
+            .unwrap_or_else(|| {
+                format!(
+                    "HTTP {} {}",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or("")
+                )
+                .trim_end()
+                .to_owned()
+            });
+        ClientError::Http {
+            status,
+            message,
+            error_code: field("error_code"),
+            workflow_id: field("workflow_id"),
+        }
+    }
+}
+
+/// One submit call; [`Client::submit`] is the short form without priority.
+#[derive(Debug, Clone, Copy)]
+pub struct SubmitRequest<'a> {
+    pub pool: &'a str,
+    /// The workflow YAML text as written (templates are rendered server-side).
+    pub file_text: &'a str,
+    pub set: &'a [String],
+    pub set_string: &'a [String],
+    /// `K=V` pairs sent as repeated `env_vars` query parameters.
+    pub set_env: &'a [String],
+    /// `HIGH`, `NORMAL` or `LOW`; None leaves the server's default.
+    pub priority: Option<&'a str>,
+    pub dry_run: bool,
+    pub validation_only: bool,
+}
+
+/// OSMO's `TemplateSpec` body.
+#[derive(Serialize)]
+struct TemplateSpec<'a> {
+    file: &'a str,
+    set_variables: &'a [String],
+    set_string_variables: &'a [String],
+}
+
+/// A handle on one Gantry deployment (one or more equivalent server URLs).
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    /// Normalized without a trailing slash, so `base + "/api/..."` is the URL.
+    base_urls: Vec<String>,
+    token: Option<String>,
+    /// Index into `base_urls` of the server that answered last.
+    preferred: AtomicUsize,
+}
+
+impl Client {
+    /// `base_urls` empty → the config file's URL, else [`config::DEFAULT_URL`].
+    /// `token` is used as given (None: no `Authorization` header), which suits
+    /// `gantry dev` and benchmarks; [`Client::from_args`] resolves it fully.
+    pub fn new(base_urls: Vec<String>, token: Option<String>) -> Result<Client, ClientError> {
+        let urls = if base_urls.iter().all(|u| u.trim().is_empty()) {
+            config::resolve_from_env(&[])?.urls
+        } else {
+            config::resolve(&base_urls, None, None)?.urls
+        };
+        Self::with_resolved(config::Resolved { urls, token })
+    }
+
+    /// URLs from `--url`/`GANTRY_URL`/config file/default, token from
+    /// `GANTRY_TOKEN`/config file (design §9).
+    pub fn from_args(args: &ClientArgs) -> Result<Client, ClientError> {
+        Self::with_resolved(config::resolve_from_env(&args.url)?)
+    }
+
+    fn with_resolved(resolved: config::Resolved) -> Result<Client, ClientError> {
+        let base_urls = resolved
+            .urls
+            .iter()
+            .map(|u| normalize_url(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("gantry-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::InvalidUrl {
+                url: base_urls.join(","),
+                reason: e.to_string(),
+            })?;
+        Ok(Client {
+            http,
+            base_urls,
+            token: resolved.token,
+            preferred: AtomicUsize::new(0),
+        })
+    }
+
+    /// The server URLs in the order they are tried on a fresh client.
+    pub fn base_urls(&self) -> &[String] {
+        &self.base_urls
+    }
+
+    /// `POST /api/pool/{pool}/workflow`.
+    // The argument list is the public API agreed with callers; `submit_request`
+    // is the structured form.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn submit(
+        &self,
+        pool: &str,
+        file_text: &str,
+        set: &[String],
+        set_string: &[String],
+        set_env: &[String],
+        dry_run: bool,
+        validation_only: bool,
+    ) -> Result<Value, ClientError> {
+        self.submit_request(&SubmitRequest {
+            pool,
+            file_text,
+            set,
+            set_string,
+            set_env,
+            priority: None,
+            dry_run,
+            validation_only,
+        })
+        .await
+    }
+
+    /// `POST /api/pool/{pool}/workflow` with every option.
+    pub async fn submit_request(&self, req: &SubmitRequest<'_>) -> Result<Value, ClientError> {
+        let path = format!("/api/pool/{}/workflow", encode_segment(req.pool));
+        let mut query: Vec<(&str, String)> = vec![
+            ("dry_run", req.dry_run.to_string()),
+            ("validation_only", req.validation_only.to_string()),
+        ];
+        if let Some(p) = req.priority {
+            query.push(("priority", p.to_owned()));
+        }
+        query.extend(req.set_env.iter().map(|kv| ("env_vars", kv.clone())));
+        let body = TemplateSpec {
+            file: req.file_text,
+            set_variables: req.set,
+            set_string_variables: req.set_string,
+        };
+        self.json(Method::POST, &path, |r| r.query(&query).json(&body))
+            .await
+    }
+
+    /// `GET /api/workflow` with OSMO's filters and paging.
+    pub async fn list(
+        &self,
+        statuses: &[String],
+        name: Option<&str>,
+        pools: &[String],
+        offset: u64,
+        limit: u64,
+        order_desc: bool,
+    ) -> Result<Value, ClientError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        query.extend(statuses.iter().map(|s| ("statuses", s.clone())));
+        if let Some(n) = name {
+            query.push(("name", n.to_owned()));
+        }
+        query.extend(pools.iter().map(|p| ("pools", p.clone())));
+        query.push(("offset", offset.to_string()));
+        query.push(("limit", limit.to_string()));
+        query.push(("order", if order_desc { "DESC" } else { "ASC" }.to_owned()));
+        self.json(Method::GET, "/api/workflow", |r| r.query(&query))
+            .await
+    }
+
+    /// `GET /api/workflow/{id}`.
+    pub async fn query(&self, id: &str) -> Result<Value, ClientError> {
+        let path = format!("/api/workflow/{}", encode_segment(id));
+        self.json(Method::GET, &path, |r| r).await
+    }
+
+    /// `POST /api/workflow/{id}/cancel?message=&force=`.
+    pub async fn cancel(
+        &self,
+        id: &str,
+        message: Option<&str>,
+        force: bool,
+    ) -> Result<Value, ClientError> {
+        let path = format!("/api/workflow/{}/cancel", encode_segment(id));
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(m) = message {
+            query.push(("message", m.to_owned()));
+        }
+        query.push(("force", force.to_string()));
+        self.json(Method::POST, &path, |r| r.query(&query)).await
+    }
+
+    /// `GET /api/workflow/{id}/spec?use_template=`; the body is YAML text.
+    pub async fn spec(&self, id: &str, template: bool) -> Result<String, ClientError> {
+        let path = format!("/api/workflow/{}/spec", encode_segment(id));
+        let (url, resp) = self
+            .send(Method::GET, &path, true, |r| {
+                r.query(&[("use_template", template.to_string())])
+            })
+            .await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Request { url, source })?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Streams the text/plain log body, calling `on_chunk` for each piece as it arrives (the server keeps the response open while the workflow runs).
+    pub async fn logs(
+        &self,
+        id: &str,
+        task: Option<&str>,
+        last_n_lines: Option<u64>,
+        mut on_chunk: impl FnMut(&[u8]),
+    ) -> Result<(), ClientError> {
+        self.logs_until(id, task, last_n_lines, |c| {
+            on_chunk(c);
+            ControlFlow::Continue(())
+        })
+        .await
+    }
+
+    /// Like [`Client::logs`], but `on_chunk` can stop reading early (e.g.
+    /// stdout was closed by `| head`), which drops the connection.
+    pub async fn logs_until(
+        &self,
+        id: &str,
+        task: Option<&str>,
+        last_n_lines: Option<u64>,
+        mut on_chunk: impl FnMut(&[u8]) -> ControlFlow<()>,
+    ) -> Result<(), ClientError> {
+        let path = format!("/api/workflow/{}/logs", encode_segment(id));
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(n) = last_n_lines {
+            query.push(("last_n_lines", n.to_string()));
+        }
+        if let Some(t) = task {
+            query.push(("task_name", t.to_owned()));
+        }
+        // No overall timeout: a running workflow's log stream stays open.
+        let (url, mut resp) = self
+            .send(Method::GET, &path, false, |r| r.query(&query))
+            .await?;
+        while let Some(chunk) = resp.chunk().await.map_err(|source| ClientError::Request {
+            url: url.clone(),
+            source,
+        })? {
+            if on_chunk(&chunk).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// `GET /api/pool` → `MinimalPoolConfig {pools: {name: PoolMinimal}}`.
+    pub async fn pools(&self) -> Result<Value, ClientError> {
+        self.json(Method::GET, "/api/pool", |r| r).await
+    }
+
+    /// `GET /api/version` → `{major, minor, revision, hash}`.
+    pub async fn version(&self) -> Result<Value, ClientError> {
+        self.json(Method::GET, "/api/version", |r| r).await
+    }
+
+    /// Sends a request and decodes a JSON success body.
+    async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Value, ClientError> {
+        let (url, resp) = self.send(method, path, true, build).await?;
+        let bytes = resp.bytes().await.map_err(|source| ClientError::Request {
+            url: url.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode { url, source })
+    }
+
+    /// Tries each base URL, starting with the preferred one, until one accepts
+    /// the connection; returns the full URL used and the successful response.
+    /// `build` is called once per attempt because a request body cannot be
+    /// replayed from a consumed builder.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        bounded: bool,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<(String, Response), ClientError> {
+        let count = self.base_urls.len();
+        let start = self.preferred.load(Ordering::Relaxed) % count;
+        let mut last_error = None;
+        for attempt in 0..count {
+            let index = (start + attempt) % count;
+            let url = format!("{}{}", self.base_urls[index], path);
+            let mut request = build(self.http.request(method.clone(), &url));
+            if bounded {
+                request = request.timeout(REQUEST_TIMEOUT);
+            }
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            match request.send().await {
+                Ok(resp) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok((url.clone(), check_status(url, resp).await?));
+                }
+                Err(source) if source.is_connect() => {
+                    last_error = Some(ClientError::Connect { url, source });
+                }
+                Err(source) => return Err(ClientError::Request { url, source }),
+            }
+        }
+        // `base_urls` is never empty (config::resolve guarantees a default).
+        Err(last_error.expect("at least one URL was tried"))
+    }
+}
+
+/// Turns a non-success response into [`ClientError::Http`].
+async fn check_status(url: String, resp: Response) -> Result<Response, ClientError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|source| ClientError::Request { url, source })?;
+    Err(ClientError::from_response_body(status, &body))
+}
+
+/// Accepts `host:port` as shorthand for `http://host:port` and strips a
+/// trailing slash so paths can be appended.
+fn normalize_url(raw: &str) -> Result<String, ClientError> {
+    let raw = raw.trim();
+    let with_scheme = if raw.contains("://") {
+        raw.to_owned()
+    } else {
+        format!("http://{raw}")
+    };
+    let parsed = reqwest::Url::parse(&with_scheme).map_err(|e| ClientError::InvalidUrl {
+        url: raw.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ClientError::InvalidUrl {
+            url: raw.to_owned(),
+            reason: format!("unsupported scheme {:?}", parsed.scheme()),
+        });
+    }
+    Ok(with_scheme.trim_end_matches('/').to_owned())
+}
+
+/// Percent-encodes one path segment (workflow IDs and pool names are
+/// normally `[a-z0-9-]`, but a stray `/` or `?` must not change the route).
+fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_osmo_shape() {
+        let body = br#"{"message": "Workflow wf-3 not found", "error_code": "USER", "workflow_id": "wf-3"}"#;
+        match ClientError::from_response_body(StatusCode::NOT_FOUND, body) {
+            ClientError::Http {
+                status,
+                message,
+                error_code,
+                workflow_id,
+            } => {
+                assert_eq!(status, StatusCode::NOT_FOUND);
+                assert_eq!(message, "Workflow wf-3 not found");
+                assert_eq!(error_code.as_deref(), Some("USER"));
+                assert_eq!(workflow_id.as_deref(), Some("wf-3"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_body_fallbacks() {
+        let e = ClientError::from_response_body(
+            StatusCode::BAD_REQUEST,
+            br#"{"message": "bad", "error_code": null, "workflow_id": null}"#,
+        );
+        assert!(matches!(
+            &e,
+            ClientError::Http { error_code: None, workflow_id: None, message, .. } if message == "bad"
+        ));
+        let e = ClientError::from_response_body(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            br#"{"detail": [{"loc": ["body", "file"], "msg": "field required"}]}"#,
+        );
+        assert!(e.to_string().contains("field required"), "{e}");
+        let e = ClientError::from_response_body(StatusCode::BAD_GATEWAY, b"upstream down\n");
+        assert_eq!(e.to_string(), "upstream down");
+        let e = ClientError::from_response_body(StatusCode::SERVICE_UNAVAILABLE, b"");
+        assert_eq!(e.to_string(), "HTTP 503 Service Unavailable");
+        assert_eq!(e.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    }
+
+    #[test]
+    fn urls_are_normalized() {
+        assert_eq!(
+            normalize_url("127.0.0.1:8470/").unwrap(),
+            "http://127.0.0.1:8470"
+        );
+        assert_eq!(
+            normalize_url("https://gantry.example/").unwrap(),
+            "https://gantry.example"
+        );
+        assert!(normalize_url("ftp://x").is_err());
+        assert!(normalize_url("http://").is_err());
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(encode_segment("wf-1"), "wf-1");
+        assert_eq!(encode_segment("a/b?c d"), "a%2Fb%3Fc%20d");
+    }
+}

@@ -1,0 +1,152 @@
+//! CLI verbs that talk to a Gantry server over its OSMO-compatible REST API.
+//!
+//! Owns the clap definitions of `workflow`, `pool` and `version` and their
+//! output; `main.rs` only parses and dispatches. Submodules: `config` (where the
+//! server and token come from), `client` (HTTP, failover, typed errors),
+//! `output` (JSON, tables, spinner), `workflow` and `pool` (the verbs).
+//!
+//! Invariants: with `-t json` a verb prints the API's JSON unchanged and nothing
+//! else on stdout; errors are returned (never printed here) so the caller prints
+//! `error: <message>` to stderr and exits non-zero.
+
+// main.rs does not dispatch to the CLI yet; until it does, the verbs are only
+// reached from tests.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod config;
+pub mod output;
+pub mod pool;
+pub mod workflow;
+
+#[cfg(test)]
+mod client_tests;
+
+// The crate-facing API; same reason as above for allowing it to be unused.
+#[allow(unused_imports)]
+pub use client::{Client, ClientError, SubmitRequest};
+#[allow(unused_imports)]
+pub use pool::{run_pool, PoolCommand};
+#[allow(unused_imports)]
+pub use workflow::{run_workflow, WorkflowCommand};
+
+use serde_json::Value;
+
+/// Options shared by every verb that talks to a server.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ClientArgs {
+    /// Server URL(s); repeatable or comma-separated, tried in order on connect errors
+    #[arg(long, env = "GANTRY_URL", global = true, value_delimiter = ',')]
+    pub url: Vec<String>,
+    /// Output format: human-readable text or the API's JSON
+    #[arg(
+        short = 't',
+        long = "format-type",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub format: OutputFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// `gantry version`: the client's version, then the server's `/api/version`.
+pub async fn run_version(args: &ClientArgs) -> anyhow::Result<()> {
+    let client = Client::from_args(args)?;
+    if args.format == OutputFormat::Json {
+        return output::print_json(&client.version().await?);
+    }
+    // Print the client's version first so it shows even when no server answers.
+    println!("client version: {}", env!("CARGO_PKG_VERSION"));
+    let version =
+        output::with_spinner(args.format, "Fetching server version", client.version()).await?;
+    println!("server version: {}", format_version(&version));
+    Ok(())
+}
+
+/// OSMO's `Version {major, minor, revision, hash}` as `major.minor.revision (hash)`.
+fn format_version(v: &Value) -> String {
+    let part = |k: &str, default: &str| match v.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => default.to_owned(),
+    };
+    let mut text = format!(
+        "{}.{}.{}",
+        part("major", "?"),
+        part("minor", "0"),
+        part("revision", "0")
+    );
+    let hash = part("hash", "");
+    if !hash.is_empty() {
+        text.push_str(&format!(" ({hash})"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser, Subcommand};
+    use serde_json::json;
+
+    /// Stand-in for main.rs's wiring, to check the clap definitions are valid
+    /// together (no clashing short flags with the global `-t`).
+    #[derive(Parser, Debug)]
+    struct TestCli {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: TestCommand,
+    }
+
+    #[derive(Subcommand, Debug)]
+    enum TestCommand {
+        #[command(subcommand)]
+        Workflow(WorkflowCommand),
+        #[command(subcommand)]
+        Pool(PoolCommand),
+        Version,
+    }
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        TestCli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_parse_after_verbs() {
+        let cli = TestCli::try_parse_from([
+            "gantry",
+            "workflow",
+            "list",
+            "-t",
+            "json",
+            "--url",
+            "http://a:1,http://b:2",
+            "-s",
+            "running",
+            "-c",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(cli.client.format, OutputFormat::Json);
+        assert_eq!(cli.client.url, vec!["http://a:1", "http://b:2"]);
+        assert!(matches!(
+            cli.command,
+            TestCommand::Workflow(WorkflowCommand::List { count: 5, .. })
+        ));
+    }
+
+    #[test]
+    fn version_text() {
+        let v = json!({"major": "6", "minor": "1", "revision": "2", "hash": "abc123"});
+        assert_eq!(format_version(&v), "6.1.2 (abc123)");
+        assert_eq!(format_version(&json!({"major": "1"})), "1.0.0");
+    }
+}

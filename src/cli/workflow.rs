@@ -1,0 +1,566 @@
+//! `gantry workflow ...`: submit, validate, list, query, logs, cancel, spec.
+//!
+//! Owns the verbs' flags (OSMO's names) and their text rendering. Rendering
+//! functions take the API's JSON and a time zone and return a `String`, so the
+//! tables are tested against OSMO-shaped samples without a server or a clock.
+//!
+//! Invariants: `-t json` prints the response unchanged; logs and spec are
+//! text/plain in the API and are passed through byte for byte in both formats;
+//! log chunks reach stdout as they arrive (flushed), never buffered whole.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use chrono::TimeZone;
+use serde_json::Value;
+
+use super::client::{Client, SubmitRequest};
+use super::output::{self, format_duration, format_time, text_field, with_spinner, NONE};
+use super::{ClientArgs, OutputFormat};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum WorkflowCommand {
+    /// Submit a workflow spec file to a pool
+    Submit {
+        /// Workflow spec (YAML, OSMO version 2)
+        file: PathBuf,
+        /// Pool to run in
+        #[arg(short = 'p', long, default_value = "default")]
+        pool: String,
+        /// Template variable (Jinja), parsed as YAML; repeatable
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        set: Vec<String>,
+        /// Template variable kept as a string; repeatable
+        #[arg(long = "set-string", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        set_string: Vec<String>,
+        /// Environment variable for every task; repeatable
+        #[arg(long = "set-env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        set_env: Vec<String>,
+        /// Render and validate only; prints the expanded spec
+        #[arg(long)]
+        dry_run: bool,
+        /// Scheduling priority
+        #[arg(long, value_enum, ignore_case = true)]
+        priority: Option<Priority>,
+    },
+    /// Check a workflow spec without submitting it
+    Validate {
+        /// Workflow spec (YAML, OSMO version 2)
+        file: PathBuf,
+        /// Pool to validate against
+        #[arg(short = 'p', long, default_value = "default")]
+        pool: String,
+        /// Template variable (Jinja), parsed as YAML; repeatable
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        set: Vec<String>,
+        /// Template variable kept as a string; repeatable
+        #[arg(long = "set-string", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        set_string: Vec<String>,
+    },
+    /// List workflows
+    List {
+        /// Only workflows with this status (e.g. RUNNING); repeatable
+        #[arg(short = 's', long = "status", value_name = "STATUS", value_parser = parse_upper)]
+        statuses: Vec<String>,
+        /// How many workflows to show
+        #[arg(short = 'c', long, default_value_t = 20)]
+        count: u64,
+        /// How many matching workflows to skip
+        #[arg(short = 'f', long, default_value_t = 0)]
+        offset: u64,
+        /// Only workflows whose name contains this
+        #[arg(short = 'n', long)]
+        name: Option<String>,
+        /// Only workflows in this pool; repeatable
+        #[arg(short = 'p', long = "pool", value_name = "POOL")]
+        pools: Vec<String>,
+        /// Order by submit time
+        #[arg(
+            short = 'o',
+            long,
+            value_enum,
+            ignore_case = true,
+            default_value = "asc"
+        )]
+        order: ListOrder,
+    },
+    /// Show a workflow's status, groups and tasks
+    Query {
+        /// Workflow ID (<name>-<n>)
+        id: String,
+    },
+    /// Print a workflow's logs, following them while it runs
+    Logs {
+        /// Workflow ID (<name>-<n>)
+        id: String,
+        /// Only this task's logs. (OSMO spells it `-t`, which Gantry's global
+        /// `-t/--format-type` takes, so only the long form exists.)
+        #[arg(long)]
+        task: Option<String>,
+        /// Only the last N lines
+        #[arg(short = 'n', long = "last-n-lines", value_name = "N")]
+        last_n_lines: Option<u64>,
+    },
+    /// Cancel a workflow
+    Cancel {
+        /// Workflow ID (<name>-<n>)
+        id: String,
+        /// Reason, recorded with the cancellation
+        #[arg(short = 'm', long)]
+        message: Option<String>,
+        /// Cancel (re-run cleanup) even if the workflow already finished
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+    /// Print a workflow's spec
+    Spec {
+        /// Workflow ID (<name>-<n>)
+        id: String,
+        /// The spec as submitted, before template rendering
+        #[arg(long)]
+        template: bool,
+    },
+}
+
+/// OSMO's `WorkflowPriority`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+#[value(rename_all = "UPPER")]
+pub enum Priority {
+    High,
+    Normal,
+    Low,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "HIGH",
+            Priority::Normal => "NORMAL",
+            Priority::Low => "LOW",
+        }
+    }
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum ListOrder {
+    Asc,
+    Desc,
+}
+
+/// Rejects `--set foo` early with a clear message instead of a server 400.
+fn parse_key_value(raw: &str) -> Result<String, String> {
+    match raw.split_once('=') {
+        Some((key, _)) if !key.trim().is_empty() => Ok(raw.to_owned()),
+        _ => Err(format!("expected KEY=VALUE, got {raw:?}")),
+    }
+}
+
+/// Statuses are upper case in the API; accept `-s running` too.
+fn parse_upper(raw: &str) -> Result<String, String> {
+    Ok(raw.trim().to_ascii_uppercase())
+}
+
+pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow::Result<()> {
+    let client = Client::from_args(args)?;
+    let format = args.format;
+    let json = format == OutputFormat::Json;
+    match command {
+        WorkflowCommand::Submit {
+            file,
+            pool,
+            set,
+            set_string,
+            set_env,
+            dry_run,
+            priority,
+        } => {
+            let file_text = read_spec(&file)?;
+            let request = SubmitRequest {
+                pool: &pool,
+                file_text: &file_text,
+                set: &set,
+                set_string: &set_string,
+                set_env: &set_env,
+                priority: priority.map(Priority::as_str),
+                dry_run,
+                validation_only: false,
+            };
+            let message = if dry_run {
+                "Rendering workflow"
+            } else {
+                "Submitting workflow"
+            };
+            let response = with_spinner(format, message, client.submit_request(&request)).await?;
+            if json {
+                return output::print_json(&response);
+            }
+            print_warnings(&response);
+            if dry_run {
+                print_text(response.get("spec").and_then(Value::as_str).unwrap_or(""));
+            } else {
+                print!("{}", render_submit(&response));
+            }
+        }
+        WorkflowCommand::Validate {
+            file,
+            pool,
+            set,
+            set_string,
+        } => {
+            let file_text = read_spec(&file)?;
+            let response = with_spinner(
+                format,
+                "Validating workflow",
+                client.submit(&pool, &file_text, &set, &set_string, &[], false, true),
+            )
+            .await?;
+            if json {
+                return output::print_json(&response);
+            }
+            print_warnings(&response);
+            print_text(
+                response
+                    .get("logs")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Workflow validation succeeded."),
+            );
+        }
+        WorkflowCommand::List {
+            statuses,
+            count,
+            offset,
+            name,
+            pools,
+            order,
+        } => {
+            let response = with_spinner(
+                format,
+                "Listing workflows",
+                client.list(
+                    &statuses,
+                    name.as_deref(),
+                    &pools,
+                    offset,
+                    count,
+                    order == ListOrder::Desc,
+                ),
+            )
+            .await?;
+            if json {
+                return output::print_json(&response);
+            }
+            print!("{}", render_list(&response, &chrono::Local));
+            if response.get("more_entries").and_then(Value::as_bool) == Some(true) {
+                eprintln!(
+                    "More workflows match; use --offset {} to see the next page.",
+                    offset + count
+                );
+            }
+        }
+        WorkflowCommand::Query { id } => {
+            let response = with_spinner(format, "Querying workflow", client.query(&id)).await?;
+            if json {
+                return output::print_json(&response);
+            }
+            print!("{}", render_query(&response, &chrono::Local));
+        }
+        WorkflowCommand::Logs {
+            id,
+            task,
+            last_n_lines,
+        } => stream_logs(&client, &id, task.as_deref(), last_n_lines).await?,
+        WorkflowCommand::Cancel { id, message, force } => {
+            let response = with_spinner(
+                format,
+                "Cancelling workflow",
+                client.cancel(&id, message.as_deref(), force),
+            )
+            .await?;
+            if json {
+                return output::print_json(&response);
+            }
+            let name = response.get("name").and_then(Value::as_str).unwrap_or(&id);
+            println!("Cancel job for workflow {name} is submitted.");
+        }
+        WorkflowCommand::Spec { id, template } => {
+            let spec = with_spinner(format, "Fetching spec", client.spec(&id, template)).await?;
+            print_text(&spec);
+        }
+    }
+    Ok(())
+}
+
+fn read_spec(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read workflow spec {}", path.display()))
+}
+
+/// Prints `text` to stdout, adding a final newline only if it lacks one.
+fn print_text(text: &str) {
+    if text.ends_with('\n') || text.is_empty() {
+        print!("{text}");
+    } else {
+        println!("{text}");
+    }
+}
+
+/// Server warnings (e.g. clamped timeouts) go to stderr so stdout stays the result.
+fn print_warnings(response: &Value) {
+    for warning in response
+        .get("warnings")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        eprintln!("warning: {warning}");
+    }
+}
+
+/// Copies the log stream to stdout chunk by chunk. A closed stdout (`| head`)
+/// ends the command quietly, like other Unix tools.
+async fn stream_logs(
+    client: &Client,
+    id: &str,
+    task: Option<&str>,
+    last_n_lines: Option<u64>,
+) -> anyhow::Result<()> {
+    let mut write_error = None;
+    client
+        .logs_until(id, task, last_n_lines, |chunk| {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(chunk).and_then(|()| out.flush()) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    write_error = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        })
+        .await?;
+    match write_error {
+        Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write logs to stdout"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// OSMO's submit confirmation.
+pub fn render_submit(response: &Value) -> String {
+    let mut text = format!(
+        "Workflow submit successful.\n    Workflow ID        - {}\n",
+        text_field(response, "name")
+    );
+    if let Some(overview) = response.get("overview").and_then(Value::as_str) {
+        if !overview.is_empty() {
+            text.push_str(&format!("    Workflow Overview  - {overview}\n"));
+        }
+    }
+    text
+}
+
+/// `ListResponse {workflows: [ListEntry], more_entries}` as a table.
+pub fn render_list<Tz: TimeZone>(response: &Value, tz: &Tz) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    let workflows = response
+        .get("workflows")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if workflows.is_empty() {
+        return "No workflows found.\n".to_owned();
+    }
+    let mut table = output::table(&["Workflow ID", "Pool", "Status", "Submit Time", "Duration"]);
+    for workflow in workflows {
+        table.add_row(vec![
+            text_field(workflow, "name"),
+            text_field(workflow, "pool"),
+            text_field(workflow, "status"),
+            format_time(workflow.get("submit_time"), tz),
+            format_duration(workflow.get("duration")),
+        ]);
+    }
+    output::render_table(&table)
+}
+
+/// `WorkflowQueryResponse` as a summary block and a task table.
+pub fn render_query<Tz: TimeZone>(response: &Value, tz: &Tz) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    let mut summary: Vec<(&str, String)> = vec![
+        ("Workflow ID", text_field(response, "name")),
+        ("Status", text_field(response, "status")),
+        ("User", text_field(response, "submitted_by")),
+        ("Pool", text_field(response, "pool")),
+        ("Priority", text_field(response, "priority")),
+        ("Submit Time", format_time(response.get("submit_time"), tz)),
+        ("Start Time", format_time(response.get("start_time"), tz)),
+        ("End Time", format_time(response.get("end_time"), tz)),
+        ("Duration", format_duration(response.get("duration"))),
+    ];
+    if let Some(by) = response.get("cancelled_by").and_then(Value::as_str) {
+        summary.push(("Cancelled By", by.to_owned()));
+    }
+    summary.push(("Overview", text_field(response, "overview")));
+    let width = summary.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut text = String::new();
+    for (key, value) in &summary {
+        text.push_str(&format!("{key:<width$} : {value}\n"));
+    }
+
+    let mut table = output::table(&[
+        "Task",
+        "Group",
+        "Status",
+        "Exit Code",
+        "Start",
+        "End",
+        "Failure Message",
+    ]);
+    let groups = response
+        .get("groups")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut rows = 0;
+    for group in groups {
+        let group_name = text_field(group, "name");
+        let tasks = group
+            .get("tasks")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for task in tasks {
+            // Retries get their own rows (verbose query); mark them like OSMO's logs do.
+            let mut name = text_field(task, "name");
+            if let Some(retry) = task.get("retry_id").and_then(Value::as_u64) {
+                if retry > 0 {
+                    name.push_str(&format!(" (retry {retry})"));
+                }
+            }
+            // A task without its own message inherits its group's (e.g. FAILED_UPSTREAM).
+            let mut failure = text_field(task, "failure_message");
+            if failure == NONE {
+                failure = text_field(group, "failure_message");
+            }
+            table.add_row(vec![
+                name,
+                group_name.clone(),
+                text_field(task, "status"),
+                text_field(task, "exit_code"),
+                format_time(task.get("start_time"), tz),
+                format_time(task.get("end_time"), tz),
+                failure,
+            ]);
+            rows += 1;
+        }
+    }
+    if rows > 0 {
+        text.push('\n');
+        text.push_str(&output::render_table(&table));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use serde_json::json;
+
+    #[test]
+    fn submit_text_matches_osmo() {
+        let r = json!({"name": "train-3", "overview": "http://127.0.0.1:8470/workflows/train-3",
+                       "logs": null, "spec": null, "dashboard_url": null, "warnings": []});
+        assert_eq!(
+            render_submit(&r),
+            "Workflow submit successful.\n    Workflow ID        - train-3\n    \
+             Workflow Overview  - http://127.0.0.1:8470/workflows/train-3\n"
+        );
+    }
+
+    #[test]
+    fn list_table() {
+        let r = json!({
+            "workflows": [
+                {"user": "alice", "name": "train-1", "workflow_uuid": "u1",
+                 "submit_time": "2025-03-01T10:00:00+00:00", "start_time": "2025-03-01T10:00:05+00:00",
+                 "end_time": "2025-03-01T11:02:08+00:00", "queued_time": 5.0, "duration": 3723.0,
+                 "status": "COMPLETED", "overview": "", "logs": "", "pool": "default",
+                 "priority": "NORMAL", "labels": {}},
+                {"user": "bob", "name": "eval-12", "workflow_uuid": "u2",
+                 "submit_time": "2025-03-02T08:30:00.250000", "start_time": null, "end_time": null,
+                 "queued_time": 0.0, "duration": null, "status": "PENDING", "overview": "",
+                 "logs": "", "pool": null, "priority": "HIGH", "labels": {}}
+            ],
+            "more_entries": false
+        });
+        let expected = "\
+Workflow ID  Pool     Status     Submit Time          Duration
+--------------------------------------------------------------
+train-1      default  COMPLETED  2025-03-01 10:00:00  1h 2m 3s
+eval-12      -        PENDING    2025-03-02 08:30:00  -
+";
+        assert_eq!(render_list(&r, &Utc), expected);
+        assert_eq!(
+            render_list(&json!({"workflows": [], "more_entries": false}), &Utc),
+            "No workflows found.\n"
+        );
+    }
+
+    #[test]
+    fn query_summary_and_tasks() {
+        let r = json!({
+            "name": "train-1", "uuid": "u1", "submitted_by": "alice", "cancelled_by": null,
+            "spec": "", "template_spec": "", "logs": "", "events": "", "overview": "http://x/train-1",
+            "submit_time": "2025-03-01T10:00:00+00:00", "start_time": "2025-03-01T10:00:05+00:00",
+            "end_time": null, "duration": null, "queued_time": 5.0, "status": "FAILED",
+            "pool": "default", "priority": "NORMAL", "plugins": {}, "labels": {}, "warnings": [],
+            "groups": [
+                {"name": "prep", "status": "FAILED", "failure_message": null, "tasks": [
+                    {"name": "prep", "retry_id": 0, "status": "FAILED", "exit_code": 2,
+                     "failure_message": "exit code 2", "logs": "", "events": "", "pod_name": "p",
+                     "task_uuid": "t1", "start_time": "2025-03-01T10:00:05+00:00",
+                     "end_time": "2025-03-01T10:00:09+00:00"}]},
+                {"name": "train", "status": "FAILED_UPSTREAM", "failure_message": "upstream prep failed",
+                 "tasks": [
+                    {"name": "worker", "retry_id": 1, "status": "FAILED_UPSTREAM", "exit_code": null,
+                     "failure_message": null, "logs": "", "events": "", "pod_name": "q",
+                     "task_uuid": "t2", "start_time": null, "end_time": null}]}
+            ]
+        });
+        let expected = "\
+Workflow ID : train-1
+Status      : FAILED
+User        : alice
+Pool        : default
+Priority    : NORMAL
+Submit Time : 2025-03-01 10:00:00
+Start Time  : 2025-03-01 10:00:05
+End Time    : -
+Duration    : -
+Overview    : http://x/train-1
+
+Task              Group  Status           Exit Code  Start                End                  Failure Message
+-------------------------------------------------------------------------------------------------------------------
+prep              prep   FAILED           2          2025-03-01 10:00:05  2025-03-01 10:00:09  exit code 2
+worker (retry 1)  train  FAILED_UPSTREAM  -          -                    -                    upstream prep failed
+";
+        assert_eq!(render_query(&r, &Utc), expected);
+    }
+
+    #[test]
+    fn key_value_flags_are_checked() {
+        assert!(parse_key_value("a=1").is_ok());
+        assert!(parse_key_value("a==").is_ok());
+        assert!(parse_key_value("a").is_err());
+        assert!(parse_key_value("=1").is_err());
+        assert_eq!(parse_upper(" running").unwrap(), "RUNNING");
+    }
+}
