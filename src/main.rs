@@ -1,10 +1,159 @@
 //! gantry: workflow orchestration for Physical AI in one binary.
 //!
 //! The binary holds the roles (API, worker, timers, logger, operator) and the
-//! CLI; replicated state lives in `gantry-raft` over `gantry-storage`.
+//! CLI; replicated state lives in `gantry-raft` over `gantry-storage`. This
+//! file only parses the command line and dispatches; `anyhow` lives here and
+//! in the CLI, at the edges.
 
+mod api;
+mod bench;
 mod cli;
+mod control;
+mod dev;
 mod operator;
+mod server;
 mod spec;
 
-fn main() {}
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "gantry", version, about = "Workflow orchestration for Physical AI: one binary, Raft-replicated state, OSMO-compatible workflows")]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Run a cluster of one with a local backend (pool `default`); with FILEs, run them and exit
+    Dev(dev::DevArgs),
+    /// Run a control-plane server
+    Server(ServerArgs),
+    /// Submit, list, query, follow and cancel workflows
+    Workflow {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::WorkflowCommand,
+    },
+    /// List pools
+    Pool {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::PoolCommand,
+    },
+    /// Show the client's and the server's versions
+    Version {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(flatten)]
+        output: cli::FormatArg,
+    },
+    /// Benchmarks against a running server (they print figures; they are not tests)
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Directory holding the Raft log, state and logs
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// API address
+    #[arg(long, default_value = "127.0.0.1:8470")]
+    listen: SocketAddr,
+    /// Raft peer address
+    #[arg(long, default_value = "127.0.0.1:8471")]
+    peer_listen: String,
+    /// Start a new cluster with this node as its only member (a no-op once initialized)
+    #[arg(long)]
+    bootstrap: bool,
+    /// Also run tasks on this host (backend `local`, pool `default`)
+    #[arg(long)]
+    local_backend: bool,
+    /// Largest API request body, in bytes
+    #[arg(long, default_value_t = server::BODY_BYTES_MAX_DEFAULT)]
+    body_bytes_max: usize,
+    /// Most tasks a workflow may have
+    #[arg(long, default_value_t = spec::SpecLimits::default().max_tasks)]
+    max_tasks: usize,
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("GANTRY_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let json = std::env::var("GANTRY_LOG_FORMAT").is_ok_and(|format| format == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Top::Dev(args) => {
+            init_tracing();
+            dev::run(args).await
+        }
+        Top::Server(args) => {
+            init_tracing();
+            let running = server::start(server::ServerOptions {
+                data_dir: args.data_dir,
+                listen: args.listen,
+                peer_address: args.peer_listen,
+                bootstrap: args.bootstrap,
+                local_backend: args.local_backend,
+                body_bytes_max: args.body_bytes_max,
+                spec_limits: spec::SpecLimits {
+                    max_tasks: args.max_tasks,
+                    ..Default::default()
+                },
+            })
+            .await?;
+            dev::wait_for_signal().await;
+            running.stop().await;
+            Ok(0)
+        }
+        Top::Workflow { mut client, command } => {
+            client.format = command.format();
+            cli::run_workflow(&client, command).await.map(|()| 0)
+        }
+        Top::Pool { mut client, command } => {
+            let cli::PoolCommand::List { output } = &command;
+            client.format = output.format;
+            cli::run_pool(&client, command).await.map(|()| 0)
+        }
+        Top::Version { mut client, output } => {
+            client.format = output.format;
+            cli::run_version(&client).await.map(|()| 0)
+        }
+        Top::Bench { command } => bench::run(command).await.map(|()| 0),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            std::process::exit(1);
+        }
+    };
+    let code = match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            1
+        }
+    };
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    std::process::exit(code);
+}

@@ -38,14 +38,17 @@ pub struct ClientArgs {
     /// Server URL(s); repeatable or comma-separated, tried in order on connect errors
     #[arg(long, env = "GANTRY_URL", global = true, value_delimiter = ',')]
     pub url: Vec<String>,
+    /// Output format, taken from the verb's own `-t` (see [`FormatArg`]).
+    #[arg(skip = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+/// `-t/--format-type` of a verb. It is per verb, not global, because
+/// `workflow logs -t TASK` (OSMO's spelling) takes `-t` for the task.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct FormatArg {
     /// Output format: human-readable text or the API's JSON
-    #[arg(
-        short = 't',
-        long = "format-type",
-        value_enum,
-        default_value = "text",
-        global = true
-    )]
+    #[arg(short = 't', long = "format-type", value_enum, default_value = "text")]
     pub format: OutputFormat,
 }
 

@@ -13,13 +13,16 @@ use super::{ClientArgs, OutputFormat};
 #[derive(clap::Subcommand, Debug)]
 pub enum PoolCommand {
     /// List pools with their status and backend
-    List,
+    List {
+        #[command(flatten)]
+        output: super::FormatArg,
+    },
 }
 
 pub async fn run_pool(args: &ClientArgs, command: PoolCommand) -> anyhow::Result<()> {
     let client = Client::from_args(args)?;
     match command {
-        PoolCommand::List => {
+        PoolCommand::List { .. } => {
             let response = with_spinner(args.format, "Listing pools", client.pools()).await?;
             if args.format == OutputFormat::Json {
                 return output::print_json(&response);

@@ -18,12 +18,14 @@ use serde_json::Value;
 
 use super::client::{Client, SubmitRequest};
 use super::output::{self, format_duration, format_time, text_field, with_spinner, NONE};
-use super::{ClientArgs, OutputFormat};
+use super::{ClientArgs, FormatArg, OutputFormat};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum WorkflowCommand {
     /// Submit a workflow spec file to a pool
     Submit {
+        #[command(flatten)]
+        output: FormatArg,
         /// Workflow spec (YAML, OSMO version 2)
         file: PathBuf,
         /// Pool to run in
@@ -47,6 +49,8 @@ pub enum WorkflowCommand {
     },
     /// Check a workflow spec without submitting it
     Validate {
+        #[command(flatten)]
+        output: FormatArg,
         /// Workflow spec (YAML, OSMO version 2)
         file: PathBuf,
         /// Pool to validate against
@@ -61,6 +65,8 @@ pub enum WorkflowCommand {
     },
     /// List workflows
     List {
+        #[command(flatten)]
+        output: FormatArg,
         /// Only workflows with this status (e.g. RUNNING); repeatable
         #[arg(short = 's', long = "status", value_name = "STATUS", value_parser = parse_upper)]
         statuses: Vec<String>,
@@ -88,6 +94,8 @@ pub enum WorkflowCommand {
     },
     /// Show a workflow's status, groups and tasks
     Query {
+        #[command(flatten)]
+        output: FormatArg,
         /// Workflow ID (<name>-<n>)
         id: String,
     },
@@ -95,9 +103,8 @@ pub enum WorkflowCommand {
     Logs {
         /// Workflow ID (<name>-<n>)
         id: String,
-        /// Only this task's logs. (OSMO spells it `-t`, which Gantry's global
-        /// `-t/--format-type` takes, so only the long form exists.)
-        #[arg(long)]
+        /// Only this task's logs
+        #[arg(short = 't', long)]
         task: Option<String>,
         /// Only the last N lines
         #[arg(short = 'n', long = "last-n-lines", value_name = "N")]
@@ -105,6 +112,8 @@ pub enum WorkflowCommand {
     },
     /// Cancel a workflow
     Cancel {
+        #[command(flatten)]
+        output: FormatArg,
         /// Workflow ID (<name>-<n>)
         id: String,
         /// Reason, recorded with the cancellation
@@ -116,6 +125,8 @@ pub enum WorkflowCommand {
     },
     /// Print a workflow's spec
     Spec {
+        #[command(flatten)]
+        output: FormatArg,
         /// Workflow ID (<name>-<n>)
         id: String,
         /// The spec as submitted, before template rendering
@@ -125,6 +136,21 @@ pub enum WorkflowCommand {
 }
 
 /// OSMO's `WorkflowPriority`.
+impl WorkflowCommand {
+    /// The verb's `-t` output format (logs are always text).
+    pub fn format(&self) -> OutputFormat {
+        match self {
+            WorkflowCommand::Submit { output, .. }
+            | WorkflowCommand::Validate { output, .. }
+            | WorkflowCommand::List { output, .. }
+            | WorkflowCommand::Query { output, .. }
+            | WorkflowCommand::Cancel { output, .. }
+            | WorkflowCommand::Spec { output, .. } => output.format,
+            WorkflowCommand::Logs { .. } => OutputFormat::Text,
+        }
+    }
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
 #[value(rename_all = "UPPER")]
 pub enum Priority {
@@ -164,7 +190,7 @@ fn parse_upper(raw: &str) -> Result<String, String> {
 
 pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow::Result<()> {
     let client = Client::from_args(args)?;
-    let format = args.format;
+    let format = command.format();
     let json = format == OutputFormat::Json;
     match command {
         WorkflowCommand::Submit {
@@ -174,7 +200,7 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             set_string,
             set_env,
             dry_run,
-            priority,
+            priority, ..
         } => {
             let file_text = read_spec(&file)?;
             let request = SubmitRequest {
@@ -207,7 +233,7 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             file,
             pool,
             set,
-            set_string,
+            set_string, ..
         } => {
             let file_text = read_spec(&file)?;
             let response = with_spinner(
@@ -233,7 +259,7 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             offset,
             name,
             pools,
-            order,
+            order, ..
         } => {
             let response = with_spinner(
                 format,
@@ -259,7 +285,7 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
                 );
             }
         }
-        WorkflowCommand::Query { id } => {
+        WorkflowCommand::Query { id, .. } => {
             let response = with_spinner(format, "Querying workflow", client.query(&id)).await?;
             if json {
                 return output::print_json(&response);
@@ -271,7 +297,7 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             task,
             last_n_lines,
         } => stream_logs(&client, &id, task.as_deref(), last_n_lines).await?,
-        WorkflowCommand::Cancel { id, message, force } => {
+        WorkflowCommand::Cancel { id, message, force, .. } => {
             let response = with_spinner(
                 format,
                 "Cancelling workflow",
@@ -284,7 +310,7 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             let name = response.get("name").and_then(Value::as_str).unwrap_or(&id);
             println!("Cancel job for workflow {name} is submitted.");
         }
-        WorkflowCommand::Spec { id, template } => {
+        WorkflowCommand::Spec { id, template, .. } => {
             let spec = with_spinner(format, "Fetching spec", client.spec(&id, template)).await?;
             print_text(&spec);
         }

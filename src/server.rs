@@ -1,0 +1,168 @@
+//! One Gantry server process: the Raft node, the API, the agent hub, the
+//! logger, the leader-only loops and, in the `dev` preset, an in-process
+//! local operator.
+//!
+//! Invariant: `gantry dev` is a preset of this code path (a bootstrapped
+//! cluster of one with a `local` backend and pool `default`), not a second
+//! implementation.
+
+use crate::api::{self, ApiConfig, AppState};
+use crate::control::agent::{AgentHub, OPERATOR_QUEUE_MAX};
+use crate::control::logs::LogStore;
+use crate::control::{dispatch, leader, timers};
+use crate::operator::local::{LocalConfig, LocalOperator};
+use crate::spec::SpecLimits;
+use anyhow::Context;
+use gantry_raft::network::NoPeerTransport;
+use gantry_raft::{NodeConfig, RaftNode};
+use gantry_storage::{Command, PoolRecord};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Largest request body the API accepts by default (a workflow spec).
+pub const BODY_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub peer_address: String,
+    pub bootstrap: bool,
+    /// Run an in-process operator for backend `local` and pool `default`.
+    pub local_backend: bool,
+    pub body_bytes_max: usize,
+    pub spec_limits: SpecLimits,
+}
+
+pub struct RunningServer {
+    pub address: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    node: RaftNode,
+    operator: Option<Arc<LocalOperator>>,
+}
+
+const LOCAL_BACKEND: &str = "local";
+const DEFAULT_POOL: &str = "default";
+
+pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
+    std::fs::create_dir_all(&options.data_dir).with_context(|| format!("creating data directory {}", options.data_dir.display()))?;
+    let node = RaftNode::open(
+        NodeConfig {
+            node_id: 1,
+            data_dir: options.data_dir.join("raft"),
+            peer_address: options.peer_address.clone(),
+        },
+        NoPeerTransport,
+    )
+    .await
+    .context("opening the Raft node")?;
+    if options.bootstrap {
+        node.bootstrap().await.context("bootstrapping the cluster")?;
+    }
+    let logs = LogStore::open(&options.data_dir.join("logs")).context("opening the log store")?;
+    let hub = AgentHub::new(node.clone(), logs.clone());
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+
+    let leader_node = node.clone();
+    let leader_hub = hub.clone();
+    let ensure_local_pool = options.local_backend;
+    tasks.spawn(leader::run_while_leader(node.clone(), shutdown.clone(), move |stop| {
+        let node = leader_node.clone();
+        let hub = leader_hub.clone();
+        async move {
+            if ensure_local_pool {
+                ensure_pool(&node).await;
+            }
+            tokio::join!(dispatch::run(node.clone(), hub, stop.clone()), timers::run(node, stop));
+        }
+    }));
+
+    let operator = if options.local_backend {
+        let operator = Arc::new(LocalOperator::new(LocalConfig {
+            backend: LOCAL_BACKEND.to_string(),
+            work_dir: options.data_dir.join("tasks"),
+            bwrap: None,
+        }));
+        let (to_operator, from_server) = mpsc::channel(OPERATOR_QUEUE_MAX);
+        let (to_server, from_operator) = mpsc::channel(OPERATOR_QUEUE_MAX);
+        let serving = operator.clone();
+        tasks.spawn(async move { serving.serve(from_server, to_server).await });
+        let hub = hub.clone();
+        tasks.spawn(async move { hub.serve(LOCAL_BACKEND.to_string(), to_operator, from_operator).await });
+        Some(operator)
+    } else {
+        None
+    };
+
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("listening on {}", options.listen))?;
+    let address = listener.local_addr()?;
+    let state = AppState {
+        node: node.clone(),
+        logs,
+        hub,
+        config: Arc::new(ApiConfig {
+            body_bytes_max: options.body_bytes_max,
+            base_url: format!("http://{address}"),
+            spec_limits: options.spec_limits.clone(),
+        }),
+    };
+    let router = api::router(state);
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+        if let Err(error) = served {
+            tracing::error!(%error, "API server failed");
+        }
+    });
+    tracing::info!(%address, "API listening");
+    Ok(RunningServer {
+        address,
+        shutdown,
+        tasks,
+        node,
+        operator,
+    })
+}
+
+/// Creates pool `default` on backend `local` unless it exists.
+async fn ensure_pool(node: &RaftNode) {
+    let exists = node.read_local().and_then(|view| Ok(view.pool(DEFAULT_POOL)?.is_some()));
+    if matches!(exists, Ok(true)) {
+        return;
+    }
+    let command = Command::PutPool {
+        pool: PoolRecord {
+            name: DEFAULT_POOL.to_string(),
+            description: "Tasks run as sandboxed processes on this host".to_string(),
+            backend: LOCAL_BACKEND.to_string(),
+            default_platform: None,
+            platforms: Vec::new(),
+        },
+    };
+    if let Err(error) = node.propose(command).await {
+        tracing::warn!(%error, "could not create the default pool");
+    }
+}
+
+impl RunningServer {
+    /// Stops serving, kills running tasks and closes the Raft node.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(operator) = &self.operator {
+            operator.shutdown().await;
+        }
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        if let Err(error) = self.node.shutdown().await {
+            tracing::warn!(%error, "raft shutdown");
+        }
+    }
+}
