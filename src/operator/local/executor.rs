@@ -117,15 +117,17 @@ impl LocalOperator {
         to_server: mpsc::Sender<FromOperator>,
     ) {
         // The running list is taken under the outbox lock: a task finishing
-        // meanwhile either is listed and reports on this connection, or is
-        // not listed (and its report went to the old one).
-        let connecting = self.shared.outbox.begin_connection().await;
-        let hello = FromOperator::Hello {
-            backend: self.shared.config.backend.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            running: self.shared.running(),
-        };
-        connecting.install(to_server, hello).await;
+        // meanwhile is either listed and reports on this connection after
+        // Hello, or already out of the set (finished) when the list is taken.
+        let shared = &self.shared;
+        shared
+            .outbox
+            .connect(to_server, || FromOperator::Hello {
+                backend: shared.config.backend.clone(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                running: shared.running(),
+            })
+            .await;
 
         while let Some(message) = from_server.recv().await {
             let job_id = match message {

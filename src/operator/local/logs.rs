@@ -59,7 +59,11 @@ pub async fn read_lines(
         };
         reader.consume(taken);
         if complete {
-            let text = std::mem::take(&mut line);
+            let text = if line.len() >= MAX_LINE {
+                split_at_char_boundary(&mut line)
+            } else {
+                std::mem::take(&mut line)
+            };
             if !discard {
                 discard = lines.send(to_line(stream, text)).await.is_err();
             }
@@ -68,6 +72,18 @@ pub async fn read_lines(
     if !line.is_empty() && !discard {
         let _ = lines.send(to_line(stream, line)).await;
     }
+}
+
+/// Takes a full-length line out of `line`, leaving in it the bytes of a
+/// character cut in half by the length limit, so the split never garbles it.
+fn split_at_char_boundary(line: &mut Vec<u8>) -> Vec<u8> {
+    let keep_from = match std::str::from_utf8(line) {
+        // `error_len() == None`: the bytes end inside a character.
+        Err(error) if error.error_len().is_none() => error.valid_up_to(),
+        _ => line.len(),
+    };
+    let tail = line.split_off(keep_from);
+    std::mem::replace(line, tail)
 }
 
 fn to_line(stream: LogStream, mut bytes: Vec<u8>) -> LogLine {
@@ -140,5 +156,13 @@ mod tests {
             vec![MAX_LINE, MAX_LINE, 10]
         );
         assert_eq!(collect(b"\xff\xfeok\n").await, vec!["\u{fffd}\u{fffd}ok"]);
+
+        // A two-byte character straddling the limit moves whole to the next line.
+        let mut straddling = vec![b'y'; MAX_LINE - 1];
+        straddling.extend_from_slice("é!".as_bytes());
+        let lines = collect(&straddling).await;
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].len(), MAX_LINE - 1);
+        assert_eq!(lines[1], "é!");
     }
 }

@@ -1,16 +1,20 @@
 //! The executor's one way to talk to the control plane: the sender of the
 //! newest connection.
 //!
-//! Invariants: messages are sent one at a time under a lock, so what one
-//! sender sends in order arrives in order; a reconnect swaps the sender under
-//! the same lock after sending `Hello`, so `Hello` is the first message of
-//! every connection. A message sent while no connection is live is dropped:
-//! the reconnect's `Hello` tells the control plane what still runs, and it
-//! re-dispatches the rest.
+//! Invariants:
+//! - `Hello` is the first message of every connection: the new sender becomes
+//!   visible to tasks only after `Hello` is in its channel.
+//! - The lock is never held while waiting on a slow connection (only to copy
+//!   the sender out), so a stuck old connection cannot block a reconnect.
+//!   Order is still kept: each task sends one message at a time, so what one
+//!   task sends arrives in the order it sent it.
+//! - A message sent while no connection is live is dropped: the reconnect's
+//!   `Hello` tells the control plane what still runs, and it re-dispatches
+//!   the rest.
 
 use crate::operator::protocol::FromOperator;
 use tokio::sync::mpsc::Sender;
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::Mutex;
 
 #[derive(Debug, Default)]
 pub struct Outbox {
@@ -19,35 +23,28 @@ pub struct Outbox {
 
 impl Outbox {
     pub async fn send(&self, message: FromOperator) {
-        let current = self.current.lock().await;
-        if let Some(sender) = current.as_ref() {
-            if sender.send(message).await.is_err() {
-                tracing::debug!(
-                    "control plane connection closed; report dropped until it reconnects"
-                );
-            }
+        let Some(sender) = self.current.lock().await.clone() else {
+            return;
+        };
+        if sender.send(message).await.is_err() {
+            tracing::debug!("control plane connection closed; report dropped until it reconnects");
         }
     }
 
-    /// Holds the lock for a reconnect: nothing else is sent until the guard
-    /// is used to install the new sender.
-    pub async fn begin_connection(&self) -> Connecting<'_> {
-        Connecting {
-            current: self.current.lock().await,
-        }
-    }
-}
-
-pub struct Connecting<'a> {
-    current: MutexGuard<'a, Option<Sender<FromOperator>>>,
-}
-
-impl Connecting<'_> {
-    /// Sends `hello` on `sender`, then makes `sender` the live connection.
-    pub async fn install(mut self, sender: Sender<FromOperator>, hello: FromOperator) {
-        if sender.send(hello).await.is_err() {
+    /// Makes `sender` the live connection, with `hello()` as its first
+    /// message. `hello` runs under the lock, so whatever it reads about task
+    /// state is consistent with which connection later reports go to.
+    pub async fn connect(
+        &self,
+        sender: Sender<FromOperator>,
+        hello: impl FnOnce() -> FromOperator,
+    ) {
+        let mut current = self.current.lock().await;
+        // The channel is fresh, so this does not wait in practice; the lock
+        // only holds back other reports until Hello is queued.
+        if sender.send(hello()).await.is_err() {
             tracing::warn!("control plane closed the connection before Hello");
         }
-        *self.current = Some(sender);
+        *current = Some(sender);
     }
 }
