@@ -336,6 +336,27 @@ async fn stdout_and_stderr_arrive_in_order_then_completed() {
 }
 
 #[tokio::test]
+async fn many_lines_arrive_complete_in_bounded_batches() {
+    let mut h = Harness::new().await;
+    h.create(false, vec![launch("wf-many", "seq", "seq 1 5000")])
+        .await;
+    let task_key = key("wf-many", "seq");
+    let events = h.run_to_end(&task_key).await;
+    assert_eq!(statuses(&events), RAN);
+    let expected: Vec<String> = (1..=5000).map(|n| n.to_string()).collect();
+    assert_eq!(lines(&events, LogStream::Stdout), expected);
+    let largest_batch = h
+        .seen
+        .iter()
+        .filter_map(|m| match m {
+            FromOperator::Logs { key, lines } if *key == task_key => Some(lines.len()),
+            _ => None,
+        })
+        .max();
+    assert!(largest_batch.is_some_and(|n| n <= 256), "{largest_batch:?}");
+}
+
+#[tokio::test]
 async fn nonzero_exit_is_failed_with_its_code() {
     let mut h = Harness::new().await;
     h.create(false, vec![launch("wf-exit", "fails", "echo bye; exit 3")])
