@@ -1,0 +1,79 @@
+//! Errors of the local executor and how each maps onto a task report.
+//!
+//! Invariant: every failure a task can hit before or while starting its
+//! process is one [`ExecError`] variant, and [`ExecError::report`] is the only
+//! place that decides the status and exit code the control plane sees for it.
+
+use gantry_storage::TaskStatus;
+use std::io;
+use std::path::PathBuf;
+
+/// Exit code OSMO uses for a task whose input could not be fetched; the local
+/// executor has no data store yet, so URL inputs always end this way.
+pub const EXIT_INPUT_UNAVAILABLE: i32 = 2010;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// No sandbox available: tasks must never run unsandboxed.
+    #[error("{0}")]
+    MissingSandbox(String),
+    #[error("url inputs need a data store; none is configured")]
+    UrlInput,
+    #[error("input {index}: {message}")]
+    Input { index: usize, message: String },
+    #[error("invalid regex for input {index}: {source}")]
+    InputRegex {
+        index: usize,
+        #[source]
+        source: regex::Error,
+    },
+    /// A name from the launch (workflow id, task name, file path, env key)
+    /// that cannot be used safely on the host or in the sandbox.
+    #[error("invalid {what} {value:?}: {why}")]
+    InvalidName {
+        what: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    #[error("{context} {path}: {source}", path = path.display())]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("could not start the sandbox: {0}")]
+    Spawn(#[source] io::Error),
+    /// Waiting for the sandbox failed; the process state is unknown.
+    #[error("lost track of the sandbox process: {0}")]
+    Wait(#[source] io::Error),
+    #[error("the executor is shutting down")]
+    ShuttingDown,
+    #[error("a background preparation step failed: {0}")]
+    Join(String),
+}
+
+impl ExecError {
+    pub fn io(context: &'static str, path: impl Into<PathBuf>, source: io::Error) -> ExecError {
+        ExecError::Io {
+            context,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The status and exit code a task that hit this error is reported with.
+    pub fn report(&self) -> (TaskStatus, i32) {
+        match self {
+            // A missing input is the task's own failure in OSMO's vocabulary,
+            // not a start error of the backend.
+            ExecError::UrlInput => (TaskStatus::Failed, EXIT_INPUT_UNAVAILABLE),
+            ExecError::Wait(_) => backend_error(TaskStatus::FailedBackendError, 3001),
+            _ => backend_error(TaskStatus::FailedStartError, 3003),
+        }
+    }
+}
+
+fn backend_error(status: TaskStatus, fallback: i32) -> (TaskStatus, i32) {
+    (status, status.default_exit_code().unwrap_or(fallback))
+}

@@ -1,0 +1,144 @@
+//! Spawns a task's sandbox, streams its output, and kills it on cancel.
+//!
+//! Invariants: the bwrap process leads its own process group, so a kill
+//! reaches it and nothing of the executor; the sandbox inside dies with it
+//! (`--die-with-parent`, and its PID namespace takes every descendant down).
+//! The kill is sent by the same future that waits for the process, before it
+//! is reaped, so the signal can never hit a recycled PID. [`supervise`]
+//! returns only after every output line has been handed to the outbox.
+
+use super::error::ExecError;
+use super::logs;
+use super::outbox::Outbox;
+use crate::operator::protocol::LogStream;
+use gantry_storage::TaskKey;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, watch};
+
+/// After the process is gone, how long its pipes may stay open (held by an
+/// escaped descendant) before we stop reading them.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
+
+/// How a supervised process ended.
+#[derive(Debug)]
+pub struct Exit {
+    /// The exit code, or 128 + signal for a death by signal (shell style).
+    pub code: i32,
+    pub signal: Option<i32>,
+    /// `Some(reason)` when we killed it because of a cancel.
+    pub canceled: Option<String>,
+}
+
+pub fn spawn(bwrap: &Path, args: Vec<OsString>) -> Result<Child, ExecError> {
+    Command::new(bwrap)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        // If the executor itself goes away, its sandboxes go with it.
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(ExecError::Spawn)
+}
+
+/// Streams the child's output to the outbox and waits for it to end, killing
+/// its process group as soon as `cancel` holds a reason.
+pub async fn supervise(
+    mut child: Child,
+    key: &TaskKey,
+    outbox: &Outbox,
+    mut cancel: watch::Receiver<Option<String>>,
+) -> Result<Exit, ExecError> {
+    let (line_tx, line_rx) = mpsc::channel(logs::BATCH_LINES * 4);
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let (exited_tx, mut exited_rx) = watch::channel(false);
+
+    let readers = async move {
+        let out = async {
+            if let Some(stdout) = stdout {
+                logs::read_lines(stdout, LogStream::Stdout, line_tx.clone()).await;
+            }
+        };
+        let err = async {
+            if let Some(stderr) = stderr {
+                logs::read_lines(stderr, LogStream::Stderr, line_tx.clone()).await;
+            }
+        };
+        let both = async { tokio::join!(out, err) };
+        tokio::select! {
+            _ = both => {}
+            _ = async {
+                let _ = exited_rx.wait_for(|exited| *exited).await;
+                tokio::time::sleep(DRAIN_AFTER_EXIT).await;
+            } => tracing::warn!("task output still open {DRAIN_AFTER_EXIT:?} after exit; stopped reading"),
+        }
+        // Dropping the last sender ends the batcher.
+        drop(line_tx);
+    };
+
+    let waiter = async {
+        let mut canceled = None;
+        let status = tokio::select! {
+            status = child.wait() => status,
+            reason = cancel_reason(&mut cancel) => {
+                canceled = Some(reason);
+                kill_group(&child);
+                child.wait().await
+            }
+        };
+        let _ = exited_tx.send(true);
+        (status, canceled)
+    };
+
+    let ((), (), (status, canceled)) =
+        tokio::join!(readers, logs::batch(key, line_rx, outbox), waiter);
+    let status = status.map_err(ExecError::Wait)?;
+    Ok(exit_of(status, canceled))
+}
+
+/// Resolves with the cancel reason once one is set. Never resolves when the
+/// cancel side is gone without a reason: then nobody can cancel any more.
+pub async fn cancel_reason(cancel: &mut watch::Receiver<Option<String>>) -> String {
+    let reason = match cancel.wait_for(Option::is_some).await {
+        Ok(reason) => reason.clone(),
+        Err(_) => None,
+    };
+    match reason {
+        Some(reason) => reason,
+        None => std::future::pending().await,
+    }
+}
+
+fn kill_group(child: &Child) {
+    // `id()` is None only once the child was reaped, and then there is
+    // nothing left to kill.
+    let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
+        return;
+    };
+    if let Err(error) = killpg(Pid::from_raw(pid), Signal::SIGKILL) {
+        tracing::debug!(%error, pid, "killing the sandbox's process group failed");
+    }
+}
+
+fn exit_of(status: ExitStatus, canceled: Option<String>) -> Exit {
+    let signal = status.signal();
+    let code = match (status.code(), signal) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => -1,
+    };
+    Exit {
+        code,
+        signal,
+        canceled,
+    }
+}

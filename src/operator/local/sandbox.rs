@@ -1,0 +1,195 @@
+//! Builds the bubblewrap command line for one task, and finds bubblewrap.
+//!
+//! Invariants: the sandbox root is a fresh tmpfs; from the host only `/usr`
+//! and `/etc` (read-only), the root-level links or directories that point
+//! into them, the task's output dir (writable), its inputs and files
+//! (read-only) are visible. The environment is cleared and rebuilt from the
+//! launch, so nothing of the executor's own environment leaks in. The
+//! network is shared on purpose: tasks download and upload data.
+
+use gantry_storage::TaskKey;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// Where the task's output directory appears inside the sandbox.
+pub const SANDBOX_OUTPUT: &str = "/osmo/data/output";
+/// Input N appears at `SANDBOX_INPUTS/N`.
+pub const SANDBOX_INPUTS: &str = "/osmo/data/input";
+
+const MISSING_BWRAP: &str = "bubblewrap (bwrap) is not installed; install it with `apt-get install bubblewrap` (Debian/Ubuntu) — tasks will not start without a sandbox";
+
+/// Root-level entries that distributions make links into `/usr` (merged
+/// `/usr`) or keep as real directories; mirrored only when the host has them.
+const ROOT_LINKS: [&str; 6] = ["/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"];
+
+/// The resolved bubblewrap binary, or the message every task fails with.
+pub fn locate_bwrap(configured: Option<&Path>) -> Result<PathBuf, String> {
+    let found = match configured {
+        Some(path) => path.is_file().then(|| path.to_path_buf()),
+        None => std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("bwrap"))
+                .find(|candidate| candidate.is_file())
+        }),
+    };
+    found.ok_or_else(|| MISSING_BWRAP.to_string())
+}
+
+/// Everything the command line depends on; host paths are already prepared.
+#[derive(Debug)]
+pub struct SandboxSpec<'a> {
+    pub key: &'a TaskKey,
+    pub output_dir: &'a Path,
+    /// Host directory for input N, in order.
+    pub inputs: &'a [PathBuf],
+    /// (host file, absolute path inside the sandbox).
+    pub files: &'a [(PathBuf, String)],
+    pub environment: &'a BTreeMap<String, String>,
+    /// Command followed by its arguments.
+    pub argv: &'a [String],
+}
+
+/// The arguments passed to bwrap (not including the bwrap binary itself).
+pub fn bwrap_args(spec: &SandboxSpec<'_>) -> Vec<OsString> {
+    let mut args = Args::default();
+    args.push([
+        "--die-with-parent",
+        "--new-session",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--tmpfs",
+        "/",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--ro-bind",
+        "/etc",
+        "/etc",
+    ]);
+    for entry in ROOT_LINKS {
+        let host = Path::new(entry);
+        // A link is recreated as the same link, so it resolves into the
+        // read-only /usr inside; a real directory is bound read-only.
+        if let Ok(target) = std::fs::read_link(host) {
+            args.push(["--symlink"]);
+            args.push_os(target.into_os_string());
+            args.push([entry]);
+        } else if host.is_dir() {
+            args.push(["--ro-bind", entry, entry]);
+        }
+    }
+    args.push(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+
+    args.push(["--bind"]);
+    args.push_os(spec.output_dir.as_os_str().to_os_string());
+    args.push([SANDBOX_OUTPUT]);
+    for (index, dir) in spec.inputs.iter().enumerate() {
+        args.push(["--ro-bind"]);
+        args.push_os(dir.as_os_str().to_os_string());
+        args.push_os(format!("{SANDBOX_INPUTS}/{index}").into());
+    }
+    // Files come after the data mounts so a file may be placed inside them.
+    for (host, path) in spec.files {
+        args.push(["--ro-bind"]);
+        args.push_os(host.as_os_str().to_os_string());
+        args.push([path.as_str()]);
+    }
+
+    args.push(["--clearenv"]);
+    // Defaults first so the launch may override them; the OSMO_* identity
+    // last so a task cannot pretend to be another one.
+    let retry = spec.key.retry_id.to_string();
+    let mut env: Vec<(&str, &str)> =
+        vec![("PATH", "/usr/local/bin:/usr/bin:/bin"), ("HOME", "/tmp")];
+    env.extend(
+        spec.environment
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    env.push(("OSMO_WORKFLOW_ID", spec.key.workflow_id.as_str()));
+    env.push(("OSMO_TASK_NAME", spec.key.task.as_str()));
+    env.push(("OSMO_RETRY_ID", retry.as_str()));
+    for (name, value) in env {
+        args.push(["--setenv", name, value]);
+    }
+
+    args.push(["--chdir", "/tmp", "--"]);
+    args.push(spec.argv.iter().map(String::as_str));
+    args.0
+}
+
+#[derive(Default)]
+struct Args(Vec<OsString>);
+
+impl Args {
+    fn push<'s>(&mut self, items: impl IntoIterator<Item = &'s str>) {
+        self.0.extend(items.into_iter().map(OsString::from));
+    }
+
+    fn push_os(&mut self, item: OsString) {
+        self.0.push(item);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_follows_the_separator_and_identity_wins() {
+        let key = TaskKey {
+            workflow_id: "wf-1".into(),
+            task: "train".into(),
+            retry_id: 2,
+        };
+        let mut environment = BTreeMap::new();
+        environment.insert("OSMO_TASK_NAME".to_string(), "spoofed".to_string());
+        environment.insert("HOME".to_string(), "/work".to_string());
+        let argv = vec!["echo".to_string(), "--chdir".to_string()];
+        let args = bwrap_args(&SandboxSpec {
+            key: &key,
+            output_dir: Path::new("/w/out"),
+            inputs: &[PathBuf::from("/w/in0")],
+            files: &[(PathBuf::from("/w/f0"), "/etc/app.conf".to_string())],
+            environment: &environment,
+            argv: &argv,
+        });
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let sep = args.iter().position(|a| a == "--").unwrap_or(usize::MAX);
+        assert_eq!(&args[sep + 1..], &["echo", "--chdir"]);
+        assert!(!args.iter().any(|a| a == "--unshare-net"));
+        let setenv = |name: &str| -> Vec<String> {
+            args.windows(3)
+                .filter(|w| w[0] == "--setenv" && w[1] == name)
+                .map(|w| w[2].clone())
+                .collect()
+        };
+        // bwrap applies --setenv in order, so the last value is the one seen.
+        assert_eq!(
+            setenv("OSMO_TASK_NAME").last().map(String::as_str),
+            Some("train")
+        );
+        assert_eq!(setenv("HOME").last().map(String::as_str), Some("/work"));
+        assert_eq!(setenv("OSMO_RETRY_ID"), vec!["2"]);
+        assert!(args
+            .windows(3)
+            .any(|w| w == ["--ro-bind", "/w/in0", "/osmo/data/input/0"]));
+        assert!(args
+            .windows(3)
+            .any(|w| w == ["--bind", "/w/out", "/osmo/data/output"]));
+    }
+
+    #[test]
+    fn missing_configured_bwrap_names_the_install_hint() {
+        let err = locate_bwrap(Some(Path::new("/nonexistent/bwrap")))
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("apt-get install bubblewrap"), "{err}");
+    }
+}

@@ -1,0 +1,281 @@
+//! Prepares a task's host directories before its sandbox starts: the output
+//! dir, the staged `files`, and the directories its inputs are bound from.
+//!
+//! Layout under the executor's work dir, per task:
+//! `<work_dir>/<workflow_id>/<task>/output` (the task's output; kept after
+//! exit so downstream tasks can read it), `.../files/N` (launch file N) and
+//! `.../inputs/N` (input N staged through a regex filter).
+//!
+//! Invariants: every name taken from a launch is checked to be one plain path
+//! component (or, for file paths, a clean absolute path) before it touches the
+//! host file system, so a launch can never reach outside the work dir.
+//! Preparing again for the same task starts from empty directories: a rerun
+//! must not see a previous attempt's output. Symlinks found in an upstream
+//! output are copied as links, never followed, so a task cannot smuggle host
+//! files into another task's sandbox.
+
+use super::error::ExecError;
+use super::sandbox::{SANDBOX_INPUTS, SANDBOX_OUTPUT};
+use crate::operator::protocol::{LaunchInput, TaskLaunch};
+use regex::Regex;
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+/// Host paths of a prepared task, ready to be mounted.
+#[derive(Debug)]
+pub struct Prepared {
+    pub output_dir: PathBuf,
+    pub inputs: Vec<PathBuf>,
+    /// (host file, absolute path inside the sandbox).
+    pub files: Vec<(PathBuf, String)>,
+}
+
+/// The output directory of a task (also where downstream inputs read from).
+pub fn output_dir(work_dir: &Path, workflow_id: &str, task: &str) -> Result<PathBuf, ExecError> {
+    Ok(task_dir(work_dir, workflow_id, task)?.join("output"))
+}
+
+fn task_dir(work_dir: &Path, workflow_id: &str, task: &str) -> Result<PathBuf, ExecError> {
+    check_component("workflow id", workflow_id)?;
+    check_component("task name", task)?;
+    Ok(work_dir.join(workflow_id).join(task))
+}
+
+/// Blocking: creates and fills the task's directories. Run off the runtime.
+pub fn prepare(work_dir: &Path, launch: &TaskLaunch) -> Result<Prepared, ExecError> {
+    check_launch(launch)?;
+    let dir = task_dir(work_dir, &launch.key.workflow_id, &launch.key.task)?;
+    let output_dir = dir.join("output");
+    let files_dir = dir.join("files");
+    let inputs_dir = dir.join("inputs");
+    for fresh in [&output_dir, &files_dir, &inputs_dir] {
+        remove_dir_if_present(fresh)?;
+        fs::create_dir_all(fresh).map_err(|e| ExecError::io("cannot create", fresh, e))?;
+    }
+
+    let mut files = Vec::with_capacity(launch.files.len());
+    for (index, file) in launch.files.iter().enumerate() {
+        // One staged file per entry, named by index, so two launch paths can
+        // never collide on the host.
+        let host = files_dir.join(index.to_string());
+        fs::write(&host, &file.contents).map_err(|e| ExecError::io("cannot write", &host, e))?;
+        files.push((host, file.path.clone()));
+    }
+
+    let mut inputs = Vec::with_capacity(launch.inputs.len());
+    for (index, input) in launch.inputs.iter().enumerate() {
+        match input {
+            LaunchInput::Url { .. } => return Err(ExecError::UrlInput),
+            LaunchInput::Task {
+                workflow_id,
+                task,
+                regex,
+            } => {
+                let source = output_dir_of_input(work_dir, index, workflow_id, task)?;
+                match regex {
+                    None => inputs.push(source),
+                    Some(pattern) => {
+                        let regex = Regex::new(pattern)
+                            .map_err(|source| ExecError::InputRegex { index, source })?;
+                        let staged = inputs_dir.join(index.to_string());
+                        fs::create_dir_all(&staged)
+                            .map_err(|e| ExecError::io("cannot create", &staged, e))?;
+                        copy_matching(&source, &source, &staged, &regex)?;
+                        inputs.push(staged);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Prepared {
+        output_dir,
+        inputs,
+        files,
+    })
+}
+
+/// Rejects launch fields bwrap or the host would misinterpret, before any
+/// directory is touched.
+fn check_launch(launch: &TaskLaunch) -> Result<(), ExecError> {
+    if launch.command.is_empty() {
+        return Err(ExecError::InvalidName {
+            what: "command",
+            value: String::new(),
+            why: "a task needs a command",
+        });
+    }
+    for word in launch.command.iter().chain(&launch.args) {
+        if word.contains('\0') {
+            return Err(invalid("argument", word, "contains a NUL byte"));
+        }
+    }
+    for (name, value) in &launch.environment {
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            return Err(invalid(
+                "environment name",
+                name,
+                "must be non-empty without '=' or NUL",
+            ));
+        }
+        if value.contains('\0') {
+            return Err(invalid("environment value of", name, "contains a NUL byte"));
+        }
+    }
+    for file in &launch.files {
+        check_sandbox_path(&file.path)?;
+    }
+    Ok(())
+}
+
+fn output_dir_of_input(
+    work_dir: &Path,
+    index: usize,
+    workflow_id: &str,
+    task: &str,
+) -> Result<PathBuf, ExecError> {
+    let source = output_dir(work_dir, workflow_id, task)?;
+    if source.is_dir() {
+        Ok(source)
+    } else {
+        Err(ExecError::Input {
+            index,
+            message: format!("task {task} of workflow {workflow_id} has no output on this host"),
+        })
+    }
+}
+
+/// Copies the entries below `dir` whose path relative to `root` matches.
+/// Directories are walked whether or not they match: a pattern like
+/// `\.csv$` selects files deep inside.
+fn copy_matching(root: &Path, dir: &Path, staged: &Path, regex: &Regex) -> Result<(), ExecError> {
+    let entries = fs::read_dir(dir).map_err(|e| ExecError::io("cannot list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| ExecError::io("cannot list", dir, e))?;
+        let path = entry.path();
+        let file_type = entry
+            .file_type()
+            .map_err(|e| ExecError::io("cannot inspect", &path, e))?;
+        let Ok(relative) = path.strip_prefix(root) else {
+            continue;
+        };
+        if file_type.is_dir() {
+            copy_matching(root, &path, staged, regex)?;
+            continue;
+        }
+        if !regex.is_match(&relative.to_string_lossy()) {
+            continue;
+        }
+        let target = staged.join(relative);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(|e| ExecError::io("cannot create", parent, e))?;
+        }
+        if file_type.is_symlink() {
+            let link =
+                fs::read_link(&path).map_err(|e| ExecError::io("cannot read link", &path, e))?;
+            std::os::unix::fs::symlink(&link, &target)
+                .map_err(|e| ExecError::io("cannot link", &target, e))?;
+        } else if file_type.is_file() {
+            fs::copy(&path, &target).map_err(|e| ExecError::io("cannot copy", &path, e))?;
+        }
+        // Sockets, fifos and devices are not data; they are skipped.
+    }
+    Ok(())
+}
+
+fn remove_dir_if_present(dir: &Path) -> Result<(), ExecError> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ExecError::io("cannot clear", dir, e)),
+    }
+}
+
+fn check_component(what: &'static str, value: &str) -> Result<(), ExecError> {
+    let mut components = Path::new(value).components();
+    match (components.next(), components.next()) {
+        (Some(Component::Normal(_)), None) if !value.contains('/') && !value.contains('\0') => {
+            Ok(())
+        }
+        _ => Err(invalid(what, value, "must be a single path component")),
+    }
+}
+
+fn check_sandbox_path(path: &str) -> Result<(), ExecError> {
+    let parsed = Path::new(path);
+    // Checked on the raw segments: `Path::components` silently drops `.`.
+    let clean = parsed.is_absolute()
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .skip(1)
+            .all(|s| !s.is_empty() && s != "." && s != "..");
+    if !clean {
+        return Err(invalid(
+            "file path",
+            path,
+            "must be an absolute path without '.' or '..'",
+        ));
+    }
+    // The data dirs are host bind mounts: a file bound inside one would be
+    // hidden by it or leave an empty mount-point file in a task's output.
+    if parsed.starts_with(SANDBOX_INPUTS) || parsed.starts_with(SANDBOX_OUTPUT) {
+        return Err(invalid(
+            "file path",
+            path,
+            "must not be inside /osmo/data/input or /osmo/data/output",
+        ));
+    }
+    // Trees bound read-only from the host (or by the kernel): bwrap cannot
+    // create a mount point inside them, only mount over a file already there.
+    if READ_ONLY_TREES.iter().any(|tree| parsed.starts_with(tree)) {
+        let replaces_a_file = fs::symlink_metadata(parsed).is_ok_and(|meta| meta.is_file());
+        if !replaces_a_file {
+            return Err(invalid(
+                "file path",
+                path,
+                "is inside a read-only host directory and replaces no existing file there; use e.g. /tmp or /opt",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Directories that are read-only in the sandbox (see `sandbox`).
+const READ_ONLY_TREES: [&str; 9] = [
+    "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/proc",
+];
+
+fn invalid(what: &'static str, value: &str, why: &'static str) -> ExecError {
+    ExecError::InvalidName {
+        what,
+        value: value.to_string(),
+        why,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_escape_the_work_dir_are_rejected() {
+        for bad in ["", ".", "..", "a/b", "/abs"] {
+            assert!(check_component("task name", bad).is_err(), "{bad:?}");
+        }
+        assert!(check_component("task name", "train-1").is_ok());
+        for bad in [
+            "relative",
+            "/",
+            "/a/../b",
+            "/a/./b",
+            "/osmo/data/input/0/x",
+            "/osmo/data/output/f",
+            "/etc/new-dir/x.conf",
+            "/usr/new",
+        ] {
+            assert!(check_sandbox_path(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_sandbox_path("/opt/app/config.yaml").is_ok());
+        assert!(check_sandbox_path("/tmp/config.yaml").is_ok());
+    }
+}
