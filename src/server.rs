@@ -83,6 +83,10 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         }
     }));
 
+    if options.local_backend {
+        wait_for_pool(&node, DEFAULT_POOL).await?;
+    }
+
     let operator = if options.local_backend {
         let operator = Arc::new(LocalOperator::new(LocalConfig {
             backend: LOCAL_BACKEND.to_string(),
@@ -130,6 +134,20 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         node,
         operator,
     })
+}
+
+/// Waits until the leader loop has created `pool` (it needs an elected leader).
+async fn wait_for_pool(node: &RaftNode, pool: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if node.read_local()?.pool(pool)?.is_some() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("pool '{pool}' was not created within 30 s: no Raft leader was elected");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Creates pool `default` on backend `local` unless it exists.

@@ -1,0 +1,135 @@
+//! `gantry dev`: a cluster of one with a local backend, for a first run,
+//! for development and for tests. With files it submits each, streams the
+//! logs, and exits 0 when every workflow ends COMPLETED (1 otherwise);
+//! without files it serves until Ctrl-C. A restart on the same data
+//! directory resumes where the last run stopped.
+
+use crate::cli::Client;
+use crate::server::{self, ServerOptions};
+use crate::spec::SpecLimits;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct DevArgs {
+    /// Data directory (default: $XDG_DATA_HOME/gantry/dev)
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// API address
+    #[arg(long, default_value = "127.0.0.1:8470")]
+    pub listen: SocketAddr,
+    /// Workflow files to run; without them the server runs until Ctrl-C
+    pub files: Vec<PathBuf>,
+    /// Pool to submit the files to
+    #[arg(long, default_value = "default")]
+    pub pool: String,
+}
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|dir| !dir.is_empty()) {
+        return Ok(PathBuf::from(dir).join("gantry/dev"));
+    }
+    let home = std::env::var_os("HOME").context("neither XDG_DATA_HOME nor HOME is set; pass --data-dir")?;
+    Ok(PathBuf::from(home).join(".local/share/gantry/dev"))
+}
+
+pub async fn wait_for_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+    tracing::info!("shutting down");
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
+    let data_dir = match args.data_dir {
+        Some(dir) => dir,
+        None => default_data_dir()?,
+    };
+    // Read the files first: a typo in a path should not start a server.
+    let mut specs = Vec::with_capacity(args.files.len());
+    for file in &args.files {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        specs.push((file.clone(), text));
+    }
+    let running = server::start(ServerOptions {
+        data_dir: data_dir.clone(),
+        listen: args.listen,
+        peer_address: "127.0.0.1:8471".to_string(),
+        bootstrap: true,
+        local_backend: true,
+        body_bytes_max: server::BODY_BYTES_MAX_DEFAULT,
+        spec_limits: SpecLimits::default(),
+    })
+    .await?;
+    eprintln!(
+        "gantry dev: API on http://{} (data in {}); auth is off on loopback",
+        running.address,
+        data_dir.display()
+    );
+    if specs.is_empty() {
+        wait_for_signal().await;
+        running.stop().await;
+        return Ok(0);
+    }
+    let client = Client::new(vec![format!("http://{}", running.address)], None)?;
+    let outcome = tokio::select! {
+        outcome = run_files(&client, &args.pool, &specs) => outcome,
+        _ = wait_for_signal() => Ok(false),
+    };
+    running.stop().await;
+    Ok(if outcome? { 0 } else { 1 })
+}
+
+/// Submits every file, follows each workflow's logs in turn, and reports
+/// whether all of them completed.
+async fn run_files(client: &Client, pool: &str, specs: &[(PathBuf, String)]) -> anyhow::Result<bool> {
+    let mut submitted = Vec::new();
+    let mut all_completed = true;
+    for (file, text) in specs {
+        match client.submit(pool, text, &[], &[], &[], false, false).await {
+            Ok(response) => {
+                let id = response["name"].as_str().unwrap_or_default().to_string();
+                eprintln!("submitted {} as {id}", file.display());
+                submitted.push(id);
+            }
+            Err(error) => {
+                eprintln!("error: {}: {error}", file.display());
+                all_completed = false;
+            }
+        }
+    }
+    for id in &submitted {
+        client
+            .logs(id, None, None, |chunk| {
+                use std::io::Write;
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout.write_all(chunk);
+                let _ = stdout.flush();
+            })
+            .await?;
+        let status = wait_finished(client, id).await?;
+        eprintln!("{id}: {status}");
+        all_completed &= status == "COMPLETED";
+    }
+    Ok(all_completed)
+}
+
+/// The log stream ends when the workflow ends; this confirms the final status.
+async fn wait_finished(client: &Client, id: &str) -> anyhow::Result<String> {
+    loop {
+        let workflow = client.query(id).await?;
+        let status = workflow["status"].as_str().unwrap_or("UNKNOWN").to_string();
+        if !matches!(status.as_str(), "PENDING" | "RUNNING" | "WAITING") {
+            return Ok(status);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
