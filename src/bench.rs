@@ -39,7 +39,10 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         pool,
         validate_only,
     } = command;
-    let client = Arc::new(Client::new(vec![url.clone()], std::env::var("GANTRY_TOKEN").ok())?);
+    let client = Arc::new(Client::new(
+        vec![url.clone()],
+        std::env::var("GANTRY_TOKEN").ok(),
+    )?);
     let concurrency = concurrency.max(1);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
@@ -53,7 +56,10 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             let mut errors = 0usize;
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
                 let sent = Instant::now();
-                match client.submit(&pool, BENCH_SPEC, &[], &[], &[], false, validate_only).await {
+                match client
+                    .submit(&pool, BENCH_SPEC, &[], &[], &[], false, validate_only)
+                    .await
+                {
                     Ok(_) => latencies.push(sent.elapsed()),
                     Err(_) => errors += 1,
                 }
@@ -76,9 +82,15 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     println!("server:       {url}");
-    println!("submitted:    {} ok, {errors} failed, {concurrency} clients", latencies.len());
+    println!(
+        "submitted:    {} ok, {errors} failed, {concurrency} clients",
+        latencies.len()
+    );
     println!("elapsed:      {:.2} s", elapsed.as_secs_f64());
-    println!("throughput:   {:.0} committed submits/s", latencies.len() as f64 / elapsed.as_secs_f64());
+    println!(
+        "throughput:   {:.0} committed submits/s",
+        latencies.len() as f64 / elapsed.as_secs_f64()
+    );
     println!("latency p50:  {:.2} ms", percentile(0.50));
     println!("latency p99:  {:.2} ms", percentile(0.99));
     Ok(())

@@ -30,12 +30,14 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|dir| !dir.is_empty()) {
         return Ok(PathBuf::from(dir).join("gantry/dev"));
     }
-    let home = std::env::var_os("HOME").context("neither XDG_DATA_HOME nor HOME is set; pass --data-dir")?;
+    let home = std::env::var_os("HOME")
+        .context("neither XDG_DATA_HOME nor HOME is set; pass --data-dir")?;
     Ok(PathBuf::from(home).join(".local/share/gantry/dev"))
 }
 
 pub async fn wait_for_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = async {
@@ -56,7 +58,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
     // Read the files first: a typo in a path should not start a server.
     let mut specs = Vec::with_capacity(args.files.len());
     for file in &args.files {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         specs.push((file.clone(), text));
     }
     let running = server::start(ServerOptions {
@@ -90,7 +93,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
 
 /// Submits every file, follows each workflow's logs in turn, and reports
 /// whether all of them completed.
-async fn run_files(client: &Client, pool: &str, specs: &[(PathBuf, String)]) -> anyhow::Result<bool> {
+async fn run_files(
+    client: &Client,
+    pool: &str,
+    specs: &[(PathBuf, String)],
+) -> anyhow::Result<bool> {
     let mut submitted = Vec::new();
     let mut all_completed = true;
     for (file, text) in specs {

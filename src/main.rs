@@ -19,7 +19,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "gantry", version, about = "Workflow orchestration for Physical AI: one binary, Raft-replicated state, OSMO-compatible workflows")]
+#[command(
+    name = "gantry",
+    version,
+    about = "Workflow orchestration for Physical AI: one binary, Raft-replicated state, OSMO-compatible workflows"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Top,
@@ -86,9 +90,12 @@ struct ServerArgs {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("GANTRY_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let filter = EnvFilter::try_from_env("GANTRY_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     let json = std::env::var("GANTRY_LOG_FORMAT").is_ok_and(|format| format == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -121,11 +128,17 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             running.stop().await;
             Ok(0)
         }
-        Top::Workflow { mut client, command } => {
+        Top::Workflow {
+            mut client,
+            command,
+        } => {
             client.format = command.format();
             cli::run_workflow(&client, command).await.map(|()| 0)
         }
-        Top::Pool { mut client, command } => {
+        Top::Pool {
+            mut client,
+            command,
+        } => {
             let cli::PoolCommand::List { output } = &command;
             client.format = output.format;
             cli::run_pool(&client, command).await.map(|()| 0)
@@ -140,7 +153,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");

@@ -50,7 +50,8 @@ const LOCAL_BACKEND: &str = "local";
 const DEFAULT_POOL: &str = "default";
 
 pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
-    std::fs::create_dir_all(&options.data_dir).with_context(|| format!("creating data directory {}", options.data_dir.display()))?;
+    std::fs::create_dir_all(&options.data_dir)
+        .with_context(|| format!("creating data directory {}", options.data_dir.display()))?;
     let node = RaftNode::open(
         NodeConfig {
             node_id: 1,
@@ -62,7 +63,9 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     .await
     .context("opening the Raft node")?;
     if options.bootstrap {
-        node.bootstrap().await.context("bootstrapping the cluster")?;
+        node.bootstrap()
+            .await
+            .context("bootstrapping the cluster")?;
     }
     let logs = LogStore::open(&options.data_dir.join("logs")).context("opening the log store")?;
     let hub = AgentHub::new(node.clone(), logs.clone());
@@ -72,16 +75,23 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     let leader_node = node.clone();
     let leader_hub = hub.clone();
     let ensure_local_pool = options.local_backend;
-    tasks.spawn(leader::run_while_leader(node.clone(), shutdown.clone(), move |stop| {
-        let node = leader_node.clone();
-        let hub = leader_hub.clone();
-        async move {
-            if ensure_local_pool {
-                ensure_pool(&node).await;
+    tasks.spawn(leader::run_while_leader(
+        node.clone(),
+        shutdown.clone(),
+        move |stop| {
+            let node = leader_node.clone();
+            let hub = leader_hub.clone();
+            async move {
+                if ensure_local_pool {
+                    ensure_pool(&node).await;
+                }
+                tokio::join!(
+                    dispatch::run(node.clone(), hub, stop.clone()),
+                    timers::run(node, stop)
+                );
             }
-            tokio::join!(dispatch::run(node.clone(), hub, stop.clone()), timers::run(node, stop));
-        }
-    }));
+        },
+    ));
 
     if options.local_backend {
         wait_for_pool(&node, DEFAULT_POOL).await?;
@@ -98,7 +108,10 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         let serving = operator.clone();
         tasks.spawn(async move { serving.serve(from_server, to_server).await });
         let hub = hub.clone();
-        tasks.spawn(async move { hub.serve(LOCAL_BACKEND.to_string(), to_operator, from_operator).await });
+        tasks.spawn(async move {
+            hub.serve(LOCAL_BACKEND.to_string(), to_operator, from_operator)
+                .await
+        });
         Some(operator)
     } else {
         None
@@ -121,7 +134,9 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     let router = api::router(state);
     let stop = shutdown.clone();
     tasks.spawn(async move {
-        let served = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
         if let Err(error) = served {
             tracing::error!(%error, "API server failed");
         }
@@ -152,7 +167,9 @@ async fn wait_for_pool(node: &RaftNode, pool: &str) -> anyhow::Result<()> {
 
 /// Creates pool `default` on backend `local` unless it exists.
 async fn ensure_pool(node: &RaftNode) {
-    let exists = node.read_local().and_then(|view| Ok(view.pool(DEFAULT_POOL)?.is_some()));
+    let exists = node
+        .read_local()
+        .and_then(|view| Ok(view.pool(DEFAULT_POOL)?.is_some()));
     if matches!(exists, Ok(true)) {
         return;
     }

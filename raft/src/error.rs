@@ -10,7 +10,10 @@ pub enum RaftError {
     RaftStorage(String),
     /// This node is not the leader; `leader` is the leader's address if known.
     #[error("not the leader (leader: {})", leader.as_deref().unwrap_or("unknown"))]
-    NotLeader { leader_id: Option<NodeId>, leader: Option<String> },
+    NotLeader {
+        leader_id: Option<NodeId>,
+        leader: Option<String>,
+    },
     #[error("raft is shutting down")]
     ShuttingDown,
     #[error("raft: {0}")]

@@ -31,11 +31,17 @@ fn io_error(error: impl ToString) -> std::io::Error {
 
 impl LogStore {
     pub fn open(path: &Path) -> Result<LogStore, crate::RaftError> {
-        let db = Database::create(path).map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
-        let txn = db.begin_write().map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
-        txn.open_table(LOG).map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
-        txn.open_table(META).map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
-        txn.commit().map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
+        let db =
+            Database::create(path).map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
+        let txn = db
+            .begin_write()
+            .map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
+        txn.open_table(LOG)
+            .map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
+        txn.open_table(META)
+            .map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
+        txn.commit()
+            .map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
         Ok(LogStore { db: Arc::new(db) })
     }
 
@@ -51,21 +57,33 @@ impl LogStore {
             .map_err(io_error)?
     }
 
-    async fn read_meta<T: serde::de::DeserializeOwned + Send + 'static>(&self, key: &'static str) -> Result<Option<T>, std::io::Error> {
+    async fn read_meta<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        key: &'static str,
+    ) -> Result<Option<T>, std::io::Error> {
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(io_error)?;
             let table = txn.open_table(META).map_err(io_error)?;
             let value = table.get(key).map_err(io_error)?;
-            value.map(|v| decode(v.value()).map_err(io_error)).transpose()
+            value
+                .map(|v| decode(v.value()).map_err(io_error))
+                .transpose()
         })
         .await
     }
 
-    async fn write_meta<T: serde::Serialize>(&self, key: &'static str, value: &T) -> Result<(), std::io::Error> {
+    async fn write_meta<T: serde::Serialize>(
+        &self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), std::io::Error> {
         let bytes = encode(value).map_err(io_error)?;
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(io_error)?;
-            txn.open_table(META).map_err(io_error)?.insert(key, bytes.as_slice()).map_err(io_error)?;
+            txn.open_table(META)
+                .map_err(io_error)?
+                .insert(key, bytes.as_slice())
+                .map_err(io_error)?;
             txn.commit().map_err(io_error)
         })
         .await
@@ -87,7 +105,10 @@ impl LogStore {
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(&mut self, range: RB) -> Result<Vec<Entry>, StorageError> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = Self::bounds(&range);
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(io_error)?;
@@ -111,14 +132,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged: Option<LogId> = self.read_meta(PURGED_KEY).await.map_err(|e| StorageIOError::read_logs(&e))?;
+        let last_purged: Option<LogId> = self
+            .read_meta(PURGED_KEY)
+            .await
+            .map_err(|e| StorageIOError::read_logs(&e))?;
         let last = self
             .blocking(|db| {
                 let txn = db.begin_read().map_err(io_error)?;
                 let table = txn.open_table(LOG).map_err(io_error)?;
                 let last = table.last().map_err(io_error)?;
-                last.map(|(_, v)| decode::<Entry>(v.value()).map(|entry| entry.log_id).map_err(io_error))
-                    .transpose()
+                last.map(|(_, v)| {
+                    decode::<Entry>(v.value())
+                        .map(|entry| entry.log_id)
+                        .map_err(io_error)
+                })
+                .transpose()
             })
             .await
             .map_err(|e| StorageIOError::read_logs(&e))?;
@@ -133,23 +161,36 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.write_meta(VOTE_KEY, vote).await.map_err(|e| StorageIOError::write_vote(&e).into())
+        self.write_meta(VOTE_KEY, vote)
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        self.read_meta(VOTE_KEY).await.map_err(|e| StorageIOError::read_vote(&e).into())
+        self.read_meta(VOTE_KEY)
+            .await
+            .map_err(|e| StorageIOError::read_vote(&e).into())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.write_meta(COMMITTED_KEY, &committed).await.map_err(|e| StorageIOError::write(&e).into())
+        self.write_meta(COMMITTED_KEY, &committed)
+            .await
+            .map_err(|e| StorageIOError::write(&e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        let committed: Option<Option<LogId>> = self.read_meta(COMMITTED_KEY).await.map_err(|e| StorageIOError::read(&e))?;
+        let committed: Option<Option<LogId>> = self
+            .read_meta(COMMITTED_KEY)
+            .await
+            .map_err(|e| StorageIOError::read(&e))?;
         Ok(committed.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -188,7 +229,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let from = log_id.index;
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(io_error)?;
-            txn.open_table(LOG).map_err(io_error)?.retain_in(from.., |_, _| false).map_err(io_error)?;
+            txn.open_table(LOG)
+                .map_err(io_error)?
+                .retain_in(from.., |_, _| false)
+                .map_err(io_error)?;
             txn.commit().map_err(io_error)
         })
         .await
@@ -200,8 +244,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let purged = encode(&log_id).map_err(|e| StorageIOError::write_logs(&io_error(e)))?;
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(io_error)?;
-            txn.open_table(META).map_err(io_error)?.insert(PURGED_KEY, purged.as_slice()).map_err(io_error)?;
-            txn.open_table(LOG).map_err(io_error)?.retain_in(..=upto, |_, _| false).map_err(io_error)?;
+            txn.open_table(META)
+                .map_err(io_error)?
+                .insert(PURGED_KEY, purged.as_slice())
+                .map_err(io_error)?;
+            txn.open_table(LOG)
+                .map_err(io_error)?
+                .retain_in(..=upto, |_, _| false)
+                .map_err(io_error)?;
             txn.commit().map_err(io_error)
         })
         .await

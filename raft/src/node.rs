@@ -48,7 +48,11 @@ fn raft_config() -> Result<Arc<Config>, RaftError> {
         max_in_snapshot_log_to_keep: 2_000,
         ..Default::default()
     };
-    Ok(Arc::new(config.validate().map_err(|e| RaftError::Raft(e.to_string()))?))
+    Ok(Arc::new(
+        config
+            .validate()
+            .map_err(|e| RaftError::Raft(e.to_string()))?,
+    ))
 }
 
 impl RaftNode {
@@ -60,9 +64,15 @@ impl RaftNode {
         let log_store = LogStore::open(&config.data_dir.join("raft-log.redb"))?;
         let store = Arc::new(Store::open(&config.data_dir.join("state.redb"))?);
         let state_machine = StateMachine::new(store.clone(), config.data_dir.join("snapshot.bin"));
-        let raft = Raft::new(config.node_id, raft_config()?, network, log_store, state_machine)
-            .await
-            .map_err(|e| RaftError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            config.node_id,
+            raft_config()?,
+            network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| RaftError::Raft(e.to_string()))?;
         let proposer = Proposer::start(raft.clone());
         Ok(RaftNode {
             id: config.node_id,
@@ -80,7 +90,12 @@ impl RaftNode {
     /// Makes this node the only voter of a new cluster; a no-op if the node
     /// already belongs to one.
     pub async fn bootstrap(&self) -> Result<(), RaftError> {
-        if self.raft.is_initialized().await.map_err(|e| RaftError::Raft(e.to_string()))? {
+        if self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| RaftError::Raft(e.to_string()))?
+        {
             return Ok(());
         }
         let members = BTreeMap::from([(self.id, BasicNode::new(&self.peer_address))]);
@@ -98,14 +113,21 @@ impl RaftNode {
     /// A linearizable read: confirms leadership, waits for the state machine
     /// to catch up to the read index, then opens a read view.
     pub async fn read(&self) -> Result<ReadView, RaftError> {
-        self.raft.ensure_linearizable().await.map_err(|error| match error {
-            openraft::error::RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(forward)) => RaftError::NotLeader {
-                leader_id: forward.leader_id,
-                leader: forward.leader_node.map(|node| node.addr),
-            },
-            openraft::error::RaftError::Fatal(openraft::error::Fatal::Stopped) => RaftError::ShuttingDown,
-            other => RaftError::Raft(other.to_string()),
-        })?;
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map_err(|error| match error {
+                openraft::error::RaftError::APIError(
+                    openraft::error::CheckIsLeaderError::ForwardToLeader(forward),
+                ) => RaftError::NotLeader {
+                    leader_id: forward.leader_id,
+                    leader: forward.leader_node.map(|node| node.addr),
+                },
+                openraft::error::RaftError::Fatal(openraft::error::Fatal::Stopped) => {
+                    RaftError::ShuttingDown
+                }
+                other => RaftError::Raft(other.to_string()),
+            })?;
         self.read_local()
     }
 
@@ -120,10 +142,14 @@ impl RaftNode {
 
     /// `Some(term)` while this node leads.
     pub fn leader_term(&self, metrics: &Metrics) -> Option<u64> {
-        (metrics.state == ServerState::Leader && metrics.current_leader == Some(self.id)).then_some(metrics.current_term)
+        (metrics.state == ServerState::Leader && metrics.current_leader == Some(self.id))
+            .then_some(metrics.current_term)
     }
 
     pub async fn shutdown(&self) -> Result<(), RaftError> {
-        self.raft.shutdown().await.map_err(|e| RaftError::Raft(e.to_string()))
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|e| RaftError::Raft(e.to_string()))
     }
 }

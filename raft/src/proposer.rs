@@ -66,14 +66,17 @@ async fn run_batches(raft: Raft<TypeConfig>, mut receiver: mpsc::Receiver<Pendin
         let raft = raft.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+            let (commands, replies): (Vec<Command>, Vec<_>) =
+                batch.into_iter().map(|p| (p.command, p.reply)).unzip();
             match raft.client_write(Batch { commands }).await {
                 Ok(response) => {
                     let mut outcomes = response.data.outcomes.into_iter();
                     for reply in replies {
-                        let outcome = outcomes
-                            .next()
-                            .ok_or_else(|| RaftError::Raft("state machine returned fewer outcomes than commands".into()));
+                        let outcome = outcomes.next().ok_or_else(|| {
+                            RaftError::Raft(
+                                "state machine returned fewer outcomes than commands".into(),
+                            )
+                        });
                         let _ = reply.send(outcome);
                     }
                 }
@@ -87,12 +90,16 @@ async fn run_batches(raft: Raft<TypeConfig>, mut receiver: mpsc::Receiver<Pendin
     }
 }
 
-fn write_error(error: &OpenRaftError<u64, ClientWriteError<u64, openraft::BasicNode>>) -> RaftError {
+fn write_error(
+    error: &OpenRaftError<u64, ClientWriteError<u64, openraft::BasicNode>>,
+) -> RaftError {
     match error {
-        OpenRaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => RaftError::NotLeader {
-            leader_id: forward.leader_id,
-            leader: forward.leader_node.as_ref().map(|node| node.addr.clone()),
-        },
+        OpenRaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+            RaftError::NotLeader {
+                leader_id: forward.leader_id,
+                leader: forward.leader_node.as_ref().map(|node| node.addr.clone()),
+            }
+        }
         OpenRaftError::Fatal(openraft::error::Fatal::Stopped) => RaftError::ShuttingDown,
         other => RaftError::Raft(other.to_string()),
     }

@@ -5,7 +5,9 @@
 //! latest built or installed snapshot is kept in one file (written to a
 //! temporary name, then renamed) so it survives a restart.
 
-use crate::types::{decode, encode, BatchOutcome, Entry, LogId, NodeId, StorageError, StoredMembership, TypeConfig};
+use crate::types::{
+    decode, encode, BatchOutcome, Entry, LogId, NodeId, StorageError, StoredMembership, TypeConfig,
+};
 use gantry_storage::{Command, Store};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
@@ -39,7 +41,10 @@ fn io_error(error: impl ToString) -> std::io::Error {
 
 impl StateMachine {
     pub fn new(store: Arc<Store>, snapshot_path: PathBuf) -> StateMachine {
-        StateMachine { store, snapshot_path }
+        StateMachine {
+            store,
+            snapshot_path,
+        }
     }
 
     fn applied_meta(&self) -> Result<AppliedMeta, std::io::Error> {
@@ -74,7 +79,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             let applied = machine.applied_meta()?;
             let data = machine.store.export_snapshot().map_err(io_error)?;
             let snapshot_id = match applied.last_applied {
-                Some(log_id) => format!("{}-{}-{}", log_id.leader_id.term, log_id.index, data.len()),
+                Some(log_id) => {
+                    format!("{}-{}-{}", log_id.leader_id.term, log_id.index, data.len())
+                }
                 None => format!("empty-{}", data.len()),
             };
             let file = SnapshotFile {
@@ -103,7 +110,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = StateMachine;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        let meta = self.applied_meta().map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let meta = self
+            .applied_meta()
+            .map_err(|e| StorageIOError::read_state_machine(&e))?;
         Ok((meta.last_applied, meta.membership))
     }
 
@@ -130,8 +139,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             let meta_bytes = encode(&meta).map_err(io_error)?;
             let slices: Vec<&[Command]> = batches.iter().map(Vec::as_slice).collect();
-            let outcomes = machine.store.apply(&slices, &meta_bytes).map_err(io_error)?;
-            Ok(outcomes.into_iter().map(|outcomes| BatchOutcome { outcomes }).collect())
+            let outcomes = machine
+                .store
+                .apply(&slices, &meta_bytes)
+                .map_err(io_error)?;
+            Ok(outcomes
+                .into_iter()
+                .map(|outcomes| BatchOutcome { outcomes })
+                .collect())
         })
         .await
         .map_err(io_error)
@@ -147,7 +162,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta<NodeId, openraft::BasicNode>, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let machine = self.clone();
         let file = SnapshotFile {
             meta: meta.clone(),
@@ -159,7 +178,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 membership: file.meta.last_membership.clone(),
             };
             let meta_bytes = encode(&applied).map_err(io_error)?;
-            machine.store.install_snapshot(&file.data, &meta_bytes).map_err(io_error)?;
+            machine
+                .store
+                .install_snapshot(&file.data, &meta_bytes)
+                .map_err(io_error)?;
             machine.write_snapshot_file(&file)
         })
         .await
@@ -169,7 +191,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let file = self.read_snapshot_file().map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let file = self
+            .read_snapshot_file()
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(file.map(|file| Snapshot {
             meta: file.meta,
             snapshot: Box::new(Cursor::new(file.data)),

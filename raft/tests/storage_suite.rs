@@ -15,8 +15,10 @@ struct RedbBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RedbBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<u64>> {
         let dir = TempDir::new().map_err(|e| openraft::StorageIOError::write(&e))?;
-        let log = LogStore::open(&dir.path().join("log.redb")).map_err(|e| openraft::StorageIOError::write(&e))?;
-        let store = Store::open(&dir.path().join("state.redb")).map_err(|e| openraft::StorageIOError::write(&e))?;
+        let log = LogStore::open(&dir.path().join("log.redb"))
+            .map_err(|e| openraft::StorageIOError::write(&e))?;
+        let store = Store::open(&dir.path().join("state.redb"))
+            .map_err(|e| openraft::StorageIOError::write(&e))?;
         let machine = StateMachine::new(Arc::new(store), dir.path().join("snapshot.bin"));
         Ok((dir, log, machine))
     }

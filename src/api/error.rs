@@ -19,7 +19,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, error_code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(
+        status: StatusCode,
+        error_code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             error_code,
@@ -44,7 +48,9 @@ impl ApiError {
     pub fn from_rejection(rejection: Rejection) -> ApiError {
         match rejection.kind {
             RejectionKind::NotFound => ApiError::not_found(rejection.message),
-            RejectionKind::Conflict | RejectionKind::Invalid => ApiError::bad_request("USER", rejection.message),
+            RejectionKind::Conflict | RejectionKind::Invalid => {
+                ApiError::bad_request("USER", rejection.message)
+            }
         }
     }
 }
@@ -52,9 +58,11 @@ impl ApiError {
 impl From<RaftError> for ApiError {
     fn from(error: RaftError) -> ApiError {
         match error {
-            RaftError::NotLeader { .. } | RaftError::ShuttingDown => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "SERVER", format!("the control plane is not ready: {error}"))
-            }
+            RaftError::NotLeader { .. } | RaftError::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVER",
+                format!("the control plane is not ready: {error}"),
+            ),
             other => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "SERVER",

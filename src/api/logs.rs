@@ -28,16 +28,24 @@ struct Filter {
 
 impl Filter {
     fn keeps(&self, line: &StoredLine) -> bool {
-        self.task.as_ref().is_none_or(|task| &line.task == task) && self.retry_id.is_none_or(|retry| line.retry_id == retry)
+        self.task.as_ref().is_none_or(|task| &line.task == task)
+            && self.retry_id.is_none_or(|retry| line.retry_id == retry)
     }
 }
 
-pub async fn logs(State(state): State<AppState>, Path(id): Path<String>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+pub async fn logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref());
     let last_n = params.number("last_n_lines")?;
     let retry_id = params
         .number("retry_id")?
-        .map(|retry| u32::try_from(retry).map_err(|_| ApiError::bad_request("USAGE", "retry_id is too large")))
+        .map(|retry| {
+            u32::try_from(retry)
+                .map_err(|_| ApiError::bad_request("USAGE", "retry_id is too large"))
+        })
         .transpose()?;
     let filter = Filter {
         task: params.get("task_name").map(str::to_string),
@@ -49,14 +57,18 @@ pub async fn logs(State(state): State<AppState>, Path(id): Path<String>, RawQuer
         .ok_or_else(|| ApiError::not_found(format!("Workflow '{id}' not found")))?;
     if let Some(task) = &filter.task {
         if read(&state).await?.task(&id, task)?.is_none() {
-            return Err(ApiError::not_found(format!("Task '{task}' not found in workflow '{id}'")));
+            return Err(ApiError::not_found(format!(
+                "Task '{task}' not found in workflow '{id}'"
+            )));
         }
     }
-    let (stored, offset) = state
-        .logs
-        .read_from(&id, 0)
-        .await
-        .map_err(|error| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "SERVER", format!("Internal server error: reading logs: {error}")))?;
+    let (stored, offset) = state.logs.read_from(&id, 0).await.map_err(|error| {
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "SERVER",
+            format!("Internal server error: reading logs: {error}"),
+        )
+    })?;
     let mut head: VecDeque<String> = VecDeque::new();
     for line in stored.iter().filter(|line| filter.keeps(line)) {
         head.push_back(render_line(line));
@@ -83,7 +95,13 @@ pub async fn logs(State(state): State<AppState>, Path(id): Path<String>, RawQuer
 
 /// Sends lines appended after `offset` until the workflow has ended and
 /// everything stored is sent, or the client goes away.
-async fn follow_live(state: AppState, id: String, filter: Filter, mut offset: u64, sender: tokio::sync::mpsc::Sender<Result<String, Infallible>>) {
+async fn follow_live(
+    state: AppState,
+    id: String,
+    filter: Filter,
+    mut offset: u64,
+    sender: tokio::sync::mpsc::Sender<Result<String, Infallible>>,
+) {
     let mut appended = state.logs.subscribe();
     loop {
         // Read the status first: lines stored before the end are then all read below.
@@ -95,7 +113,11 @@ async fn follow_live(state: AppState, id: String, filter: Filter, mut offset: u6
             return;
         };
         offset = next;
-        let text: String = lines.iter().filter(|line| filter.keeps(line)).map(render_line).collect();
+        let text: String = lines
+            .iter()
+            .filter(|line| filter.keeps(line))
+            .map(render_line)
+            .collect();
         if !text.is_empty() && sender.send(Ok(text)).await.is_err() {
             return;
         }

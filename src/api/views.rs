@@ -112,7 +112,12 @@ fn group_entry(group: &GroupRecord, tasks: &[TaskRecord], links: &Links) -> Valu
     })
 }
 
-pub fn query(workflow: &WorkflowRecord, groups: &[(GroupRecord, Vec<TaskRecord>)], links: &Links, now: Millis) -> Value {
+pub fn query(
+    workflow: &WorkflowRecord,
+    groups: &[(GroupRecord, Vec<TaskRecord>)],
+    links: &Links,
+    now: Millis,
+) -> Value {
     json!({
         "name": workflow.id,
         "uuid": workflow.uuid,

@@ -83,12 +83,18 @@ pub(super) async fn read(state: &AppState) -> Result<gantry_storage::ReadView, A
     .into())
 }
 
-pub async fn submit(State(state): State<AppState>, Path(pool): Path<String>, RawQuery(query): RawQuery, body: Body) -> Result<Json<Value>, ApiError> {
+pub async fn submit(
+    State(state): State<AppState>,
+    Path(pool): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
     let dry_run = params.flag("dry_run")?;
     let validation_only = params.flag("validation_only")?;
     let priority = match params.get("priority") {
-        Some(value) => Priority::from_str(value).map_err(|message| ApiError::bad_request("USAGE", format!("priority: {message}")))?,
+        Some(value) => Priority::from_str(value)
+            .map_err(|message| ApiError::bad_request("USAGE", format!("priority: {message}")))?,
         None => Priority::Normal,
     };
     let body = read_body(body, state.config.body_bytes_max).await?;
@@ -116,7 +122,9 @@ pub async fn submit(State(state): State<AppState>, Path(pool): Path<String>, Raw
         ApiError::bad_request(code, error.to_string())
     })?;
     if dry_run {
-        prepared.plan.map_err(|error| ApiError::bad_request("SUBMISSION", error.to_string()))?;
+        prepared
+            .plan
+            .map_err(|error| ApiError::bad_request("SUBMISSION", error.to_string()))?;
         return Ok(Json(json!({
             "name": prepared.name,
             "overview": Value::Null,
@@ -127,7 +135,9 @@ pub async fn submit(State(state): State<AppState>, Path(pool): Path<String>, Raw
         })));
     }
     if validation_only {
-        prepared.plan.map_err(|error| ApiError::bad_request("SUBMISSION", error.to_string()))?;
+        prepared
+            .plan
+            .map_err(|error| ApiError::bad_request("SUBMISSION", error.to_string()))?;
         return Ok(Json(json!({
             "name": prepared.name,
             "overview": Value::Null,
@@ -147,12 +157,23 @@ pub async fn submit(State(state): State<AppState>, Path(pool): Path<String>, Raw
         rendered_spec: prepared.rendered,
         plan: prepared.plan.map_err(|error| error.to_string()),
     };
-    match propose(&state, Command::SubmitWorkflow { now: now_ms(), submission }).await? {
+    match propose(
+        &state,
+        Command::SubmitWorkflow {
+            now: now_ms(),
+            submission,
+        },
+    )
+    .await?
+    {
         Outcome::Submitted {
             workflow_id,
             failure: Some(message),
         } => Err(ApiError::bad_request("SUBMISSION", message).with_workflow(workflow_id)),
-        Outcome::Submitted { workflow_id, failure: None } => {
+        Outcome::Submitted {
+            workflow_id,
+            failure: None,
+        } => {
             let links = Links {
                 base_url: &state.config.base_url,
             };
@@ -174,18 +195,29 @@ pub async fn submit(State(state): State<AppState>, Path(pool): Path<String>, Raw
     }
 }
 
-pub async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
     let statuses = params
         .list("statuses")
         .iter()
-        .map(|status| WorkflowStatus::from_str(status).map_err(|message| ApiError::bad_request("USAGE", format!("statuses: {message}"))))
+        .map(|status| {
+            WorkflowStatus::from_str(status)
+                .map_err(|message| ApiError::bad_request("USAGE", format!("statuses: {message}")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let order = params.get("order").unwrap_or("ASC");
     let descending = match order.to_ascii_uppercase().as_str() {
         "ASC" => false,
         "DESC" => true,
-        _ => return Err(ApiError::bad_request("USAGE", format!("order must be ASC or DESC, not '{order}'"))),
+        _ => {
+            return Err(ApiError::bad_request(
+                "USAGE",
+                format!("order must be ASC or DESC, not '{order}'"),
+            ))
+        }
     };
     let limit = params.number("limit")?.unwrap_or(20).min(1000) as usize;
     let filter = ListFilter {
@@ -207,7 +239,11 @@ pub async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> R
     })))
 }
 
-pub async fn query(State(state): State<AppState>, Path(id): Path<String>, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn query(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
     let skip_groups = params.flag("skip_groups")?;
     let view = read(&state).await?;
@@ -227,7 +263,11 @@ pub async fn query(State(state): State<AppState>, Path(id): Path<String>, RawQue
     Ok(Json(views::query(&workflow, &groups, &links, now_ms())))
 }
 
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
     let command = Command::CancelWorkflow {
         now: now_ms(),
@@ -247,7 +287,11 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>, RawQu
     }
 }
 
-pub async fn spec(State(state): State<AppState>, Path(id): Path<String>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+pub async fn spec(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref());
     let use_template = params.flag("use_template")?;
     let workflow = read(&state)
@@ -266,7 +310,12 @@ pub async fn list_pools(State(state): State<AppState>) -> Result<Json<Value>, Ap
     let pools = read(&state).await?.pools()?;
     let entries: serde_json::Map<String, Value> = pools
         .iter()
-        .map(|pool| (pool.name.clone(), views::pool(pool, state.hub.is_connected(&pool.backend))))
+        .map(|pool| {
+            (
+                pool.name.clone(),
+                views::pool(pool, state.hub.is_connected(&pool.backend)),
+            )
+        })
         .collect();
     Ok(Json(json!({ "pools": entries })))
 }

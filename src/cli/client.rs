@@ -70,14 +70,6 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The HTTP status when the server answered with an error.
-    pub fn status(&self) -> Option<StatusCode> {
-        match self {
-            ClientError::Http { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-
     /// Builds the error for a non-success response from its body. OSMO sends
     /// `{message, error_code, workflow_id}`; FastAPI validation errors send
     /// `{detail}`; proxies send HTML or nothing, so fall back to the text or
@@ -190,11 +182,6 @@ impl Client {
             token: resolved.token,
             preferred: AtomicUsize::new(0),
         })
-    }
-
-    /// The server URLs in the order they are tried on a fresh client.
-    pub fn base_urls(&self) -> &[String] {
-        &self.base_urls
     }
 
     /// `POST /api/pool/{pool}/workflow`.
@@ -464,6 +451,25 @@ fn encode_segment(segment: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+impl ClientError {
+    /// The HTTP status when the server answered with an error.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Http { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+impl Client {
+    /// The server URLs in the order they are tried on a fresh client.
+    pub fn base_urls(&self) -> &[String] {
+        &self.base_urls
+    }
 }
 
 #[cfg(test)]

@@ -392,6 +392,7 @@ async fn verbs_drive_the_api() {
                 set_env: vec!["A=1".into()],
                 dry_run: false,
                 priority: Some(super::workflow::Priority::Low),
+                output: super::FormatArg { format },
             },
         )
         .await
@@ -405,11 +406,19 @@ async fn verbs_drive_the_api() {
                 name: None,
                 pools: vec![],
                 order: super::workflow::ListOrder::Asc,
+                output: super::FormatArg { format },
             },
         )
         .await
         .unwrap();
-        super::run_pool(&args, PoolCommand::List).await.unwrap();
+        super::run_pool(
+            &args,
+            PoolCommand::List {
+                output: super::FormatArg { format },
+            },
+        )
+        .await
+        .unwrap();
         super::run_version(&args).await.unwrap();
         let err = super::run_workflow(
             &args,
@@ -417,6 +426,7 @@ async fn verbs_drive_the_api() {
                 id: "done-1".into(),
                 message: None,
                 force: false,
+                output: super::FormatArg { format },
             },
         )
         .await
@@ -453,6 +463,9 @@ async fn verbs_drive_the_api() {
             set_env: vec![],
             dry_run: false,
             priority: None,
+            output: super::FormatArg {
+                format: OutputFormat::Text,
+            },
         },
     )
     .await

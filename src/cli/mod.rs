@@ -9,10 +9,6 @@
 //! else on stdout; errors are returned (never printed here) so the caller prints
 //! `error: <message>` to stderr and exits non-zero.
 
-// main.rs does not dispatch to the CLI yet; until it does, the verbs are only
-// reached from tests.
-#![allow(dead_code)]
-
 pub mod client;
 pub mod config;
 pub mod output;
@@ -22,12 +18,8 @@ pub mod workflow;
 #[cfg(test)]
 mod client_tests;
 
-// The crate-facing API; same reason as above for allowing it to be unused.
-#[allow(unused_imports)]
-pub use client::{Client, ClientError, SubmitRequest};
-#[allow(unused_imports)]
+pub use client::Client;
 pub use pool::{run_pool, PoolCommand};
-#[allow(unused_imports)]
 pub use workflow::{run_workflow, WorkflowCommand};
 
 use serde_json::Value;

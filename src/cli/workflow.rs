@@ -200,7 +200,8 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             set_string,
             set_env,
             dry_run,
-            priority, ..
+            priority,
+            ..
         } => {
             let file_text = read_spec(&file)?;
             let request = SubmitRequest {
@@ -233,7 +234,8 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             file,
             pool,
             set,
-            set_string, ..
+            set_string,
+            ..
         } => {
             let file_text = read_spec(&file)?;
             let response = with_spinner(
@@ -259,7 +261,8 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             offset,
             name,
             pools,
-            order, ..
+            order,
+            ..
         } => {
             let response = with_spinner(
                 format,
@@ -297,7 +300,9 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             task,
             last_n_lines,
         } => stream_logs(&client, &id, task.as_deref(), last_n_lines).await?,
-        WorkflowCommand::Cancel { id, message, force, .. } => {
+        WorkflowCommand::Cancel {
+            id, message, force, ..
+        } => {
             let response = with_spinner(
                 format,
                 "Cancelling workflow",

@@ -49,9 +49,17 @@ impl AgentHub {
 
     /// Registers an operator for `backend` and serves its reports until the
     /// connection closes. Replaces an older connection of the same backend.
-    pub async fn serve(&self, backend: String, sender: mpsc::Sender<ToOperator>, mut reports: mpsc::Receiver<FromOperator>) {
+    pub async fn serve(
+        &self,
+        backend: String,
+        sender: mpsc::Sender<ToOperator>,
+        mut reports: mpsc::Receiver<FromOperator>,
+    ) {
         let generation = {
-            let mut next = self.next_generation.lock().unwrap_or_else(|poison| poison.into_inner());
+            let mut next = self
+                .next_generation
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
             *next += 1;
             *next
         };
@@ -68,19 +76,28 @@ impl AgentHub {
             self.handle(&backend, report).await;
         }
         let mut connections = self.lock();
-        if connections.get(&backend).is_some_and(|c| c.generation == generation) {
+        if connections
+            .get(&backend)
+            .is_some_and(|c| c.generation == generation)
+        {
             connections.remove(&backend);
         }
         tracing::info!(%backend, "operator disconnected");
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Connection>> {
-        self.connections.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.connections
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     async fn handle(&self, backend: &str, report: FromOperator) {
         let command = match report {
-            FromOperator::Hello { backend: named, version, running } => {
+            FromOperator::Hello {
+                backend: named,
+                version,
+                running,
+            } => {
                 if named != backend {
                     tracing::warn!(connected = %backend, %named, "operator hello names another backend; ignored");
                     return;

@@ -80,7 +80,11 @@ fn build_message(view: &ReadView, job: &JobRecord) -> Result<ToOperator, LaunchF
     }
 }
 
-fn build_launch(view: &ReadView, workflow_id: &str, group_name: &str) -> Result<GroupLaunch, LaunchFailure> {
+fn build_launch(
+    view: &ReadView,
+    workflow_id: &str,
+    group_name: &str,
+) -> Result<GroupLaunch, LaunchFailure> {
     let failure = |message: String| LaunchFailure {
         tasks: Vec::new(),
         message,
@@ -89,9 +93,14 @@ fn build_launch(view: &ReadView, workflow_id: &str, group_name: &str) -> Result<
         .group(workflow_id, group_name)
         .map_err(|e| failure(e.to_string()))?
         .ok_or_else(|| failure(format!("group {group_name} vanished")))?;
-    let tasks = view.group_tasks(&group).map_err(|e| failure(e.to_string()))?;
+    let tasks = view
+        .group_tasks(&group)
+        .map_err(|e| failure(e.to_string()))?;
     // Tasks of one local group share the host's network.
-    let hosts: BTreeMap<String, String> = tasks.iter().map(|task| (task.name.clone(), "localhost".to_string())).collect();
+    let hosts: BTreeMap<String, String> = tasks
+        .iter()
+        .map(|task| (task.name.clone(), "localhost".to_string()))
+        .collect();
     let keys: Vec<TaskKey> = tasks
         .iter()
         .map(|task| TaskKey {
@@ -138,7 +147,10 @@ fn build_launch(view: &ReadView, workflow_id: &str, group_name: &str) -> Result<
                     .decode(file.contents.trim())
                     .map_err(|error| LaunchFailure {
                         tasks: keys.clone(),
-                        message: format!("task '{}': file {} is not valid base64: {error}", task.name, file.path),
+                        message: format!(
+                            "task '{}': file {} is not valid base64: {error}",
+                            task.name, file.path
+                        ),
                     })?
             } else {
                 substitute(&file.contents)?.into_bytes()
@@ -153,8 +165,16 @@ fn build_launch(view: &ReadView, workflow_id: &str, group_name: &str) -> Result<
             group: group.name.clone(),
             lead: task.lead,
             image: plan.image.clone(),
-            command: plan.command.iter().map(|part| substitute(part)).collect::<Result<_, _>>()?,
-            args: plan.args.iter().map(|part| substitute(part)).collect::<Result<_, _>>()?,
+            command: plan
+                .command
+                .iter()
+                .map(|part| substitute(part))
+                .collect::<Result<_, _>>()?,
+            args: plan
+                .args
+                .iter()
+                .map(|part| substitute(part))
+                .collect::<Result<_, _>>()?,
             environment,
             files,
             inputs: plan
@@ -190,7 +210,11 @@ fn build_launch(view: &ReadView, workflow_id: &str, group_name: &str) -> Result<
 
 /// A group that cannot be launched fails its tasks (as a server error) and
 /// leaves the queue, instead of blocking it.
-async fn fail_unlaunchable(node: &RaftNode, job: &JobRecord, failure: LaunchFailure) -> Result<(), gantry_raft::RaftError> {
+async fn fail_unlaunchable(
+    node: &RaftNode,
+    job: &JobRecord,
+    failure: LaunchFailure,
+) -> Result<(), gantry_raft::RaftError> {
     tracing::error!(job = job.id, message = %failure.message, "cannot launch group");
     for key in failure.tasks {
         node.propose(Command::ReportTask {
@@ -206,6 +230,7 @@ async fn fail_unlaunchable(node: &RaftNode, job: &JobRecord, failure: LaunchFail
         })
         .await?;
     }
-    node.propose(Command::CompleteJob { job_id: job.id }).await?;
+    node.propose(Command::CompleteJob { job_id: job.id })
+        .await?;
     Ok(())
 }

@@ -73,10 +73,16 @@ impl LogStore {
 
     /// Lines stored for a workflow from byte `offset` on; returns the lines
     /// and the offset after the last complete line.
-    pub async fn read_from(&self, workflow_id: &str, offset: u64) -> std::io::Result<(Vec<StoredLine>, u64)> {
+    pub async fn read_from(
+        &self,
+        workflow_id: &str,
+        offset: u64,
+    ) -> std::io::Result<(Vec<StoredLine>, u64)> {
         let mut file = match tokio::fs::File::open(self.path(workflow_id)).await {
             Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Vec::new(), offset))
+            }
             Err(error) => return Err(error),
         };
         file.seek(std::io::SeekFrom::Start(offset)).await?;
@@ -91,7 +97,9 @@ impl LogStore {
             consumed += raw.len() as u64;
             match serde_json::from_slice::<StoredLine>(raw) {
                 Ok(line) => lines.push(line),
-                Err(error) => tracing::warn!(%error, workflow = workflow_id, "skipping a damaged log line"),
+                Err(error) => {
+                    tracing::warn!(%error, workflow = workflow_id, "skipping a damaged log line")
+                }
             }
         }
         Ok((lines, consumed))

@@ -10,10 +10,6 @@
 //! problem is reported inside [`Prepared::plan`] so the caller can record a
 //! `FAILED_SUBMISSION` workflow. No input makes this module panic.
 
-// The API layer consumes these items; until it is wired in, the binary's
-// stub `main` leaves them unused.
-#![allow(dead_code)]
-
 mod defaults;
 mod error;
 mod expand;
@@ -29,7 +25,6 @@ mod tests;
 
 pub use error::{SpecError, SpecErrorKind};
 pub use input::{SpecInput, SpecLimits};
-#[allow(unused_imports)] // re-exported for the API layer and the launcher
 pub use tokens::{substitute_tokens, TokenContext};
 
 use error::render_path;

@@ -13,6 +13,9 @@ use serde_yaml_ng::Value;
 use std::collections::BTreeMap;
 use std::fmt;
 
+// Some fields are accepted for OSMO compatibility (unknown keys are errors)
+// but not used by the plan.
+#[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpecFile {
@@ -26,6 +29,9 @@ pub struct SpecFile {
     pub default_values: Option<Value>,
 }
 
+// Some fields are accepted for OSMO compatibility (unknown keys are errors)
+// but not used by the plan.
+#[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowSpec {
@@ -57,6 +63,9 @@ pub struct GroupSpec {
     pub ignore_nonlead_status: Option<bool>,
 }
 
+// Some fields are accepted for OSMO compatibility (unknown keys are errors)
+// but not used by the plan.
+#[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TaskSpec {
@@ -144,6 +153,9 @@ pub struct CheckpointSpec {
     pub regex: Option<String>,
 }
 
+// Some fields are accepted for OSMO compatibility (unknown keys are errors)
+// but not used by the plan.
+#[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KpiSpec {
@@ -151,6 +163,9 @@ pub struct KpiSpec {
     pub path: String,
 }
 
+// Some fields are accepted for OSMO compatibility (unknown keys are errors)
+// but not used by the plan.
+#[allow(dead_code)]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ResourceSpec {
@@ -170,6 +185,9 @@ pub struct ResourceSpec {
     pub topology: Vec<TopologySpec>,
 }
 
+// Some fields are accepted for OSMO compatibility (unknown keys are errors)
+// but not used by the plan.
+#[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TopologySpec {

@@ -8,7 +8,9 @@ use crate::command::{Command, Outcome, RejectionKind, TaskKey, TaskReport};
 use crate::error::StorageError;
 use crate::lifecycle::{self, derive_uuid};
 use crate::plan::{ExitAction, WorkflowPlan};
-use crate::record::{GroupRecord, JobKind, Millis, PoolRecord, Submission, TaskRecord, TimerKind, WorkflowRecord};
+use crate::record::{
+    GroupRecord, JobKind, Millis, PoolRecord, Submission, TaskRecord, TimerKind, WorkflowRecord,
+};
 use crate::status::{TaskStatus, WorkflowStatus};
 use crate::tables::Tables;
 use redb::WriteTransaction;
@@ -18,7 +20,9 @@ use std::collections::{BTreeSet, HashSet};
 pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<Outcome, StorageError> {
     let tables = Tables::new(txn);
     match command {
-        Command::SubmitWorkflow { now, submission } => apply_workflow_submit(&tables, *now, submission),
+        Command::SubmitWorkflow { now, submission } => {
+            apply_workflow_submit(&tables, *now, submission)
+        }
         Command::CancelWorkflow {
             now,
             workflow_id,
@@ -28,13 +32,23 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<Outcome, Stora
         } => apply_workflow_cancel(&tables, *now, workflow_id, user, message.as_deref(), *force),
         Command::ReportTask { now, report } => apply_task_report(&tables, *now, report),
         Command::CompleteJob { job_id } => apply_job_complete(&tables, *job_id),
-        Command::FireTimer { now, timer_id, due } => apply_timer_fire(&tables, *now, *timer_id, *due),
+        Command::FireTimer { now, timer_id, due } => {
+            apply_timer_fire(&tables, *now, *timer_id, *due)
+        }
         Command::PutPool { pool } => apply_pool_put(&tables, pool),
-        Command::OperatorHello { now, backend, running } => apply_operator_hello(&tables, *now, backend, running),
+        Command::OperatorHello {
+            now,
+            backend,
+            running,
+        } => apply_operator_hello(&tables, *now, backend, running),
     }
 }
 
-fn apply_workflow_submit(tables: &Tables, now: Millis, submission: &Submission) -> Result<Outcome, StorageError> {
+fn apply_workflow_submit(
+    tables: &Tables,
+    now: Millis,
+    submission: &Submission,
+) -> Result<Outcome, StorageError> {
     let Some(pool) = tables.pool(&submission.pool)? else {
         return Ok(Outcome::rejected(
             RejectionKind::NotFound,
@@ -104,7 +118,11 @@ fn apply_workflow_submit(tables: &Tables, now: Millis, submission: &Submission) 
             upstream: group_plan.upstream.clone(),
             downstream,
             remaining_upstream: group_plan.upstream.clone(),
-            tasks: group_plan.tasks.iter().map(|task| task.name.clone()).collect(),
+            tasks: group_plan
+                .tasks
+                .iter()
+                .map(|task| task.name.clone())
+                .collect(),
             processing_start_time: None,
             scheduling_start_time: None,
             initializing_start_time: None,
@@ -158,14 +176,20 @@ fn check_plan(plan: &WorkflowPlan) -> Result<(), String> {
     for group in &plan.groups {
         for upstream in &group.upstream {
             if !groups_seen.contains(upstream.as_str()) {
-                return Err(format!("group '{}' depends on '{upstream}', which is not an earlier group", group.name));
+                return Err(format!(
+                    "group '{}' depends on '{upstream}', which is not an earlier group",
+                    group.name
+                ));
             }
         }
         if !groups_seen.insert(group.name.as_str()) {
             return Err(format!("duplicate group name '{}'", group.name));
         }
         if group.tasks.iter().filter(|task| task.lead).count() != 1 {
-            return Err(format!("group '{}' must have exactly one lead task", group.name));
+            return Err(format!(
+                "group '{}' must have exactly one lead task",
+                group.name
+            ));
         }
         for task in &group.tasks {
             if !tasks_seen.insert(task.name.as_str()) {
@@ -218,7 +242,15 @@ fn apply_workflow_cancel(
             }
             continue;
         }
-        lifecycle::finish_group(tables, &workflow, &mut group, TaskStatus::FailedCanceled, &reason, now, false)?;
+        lifecycle::finish_group(
+            tables,
+            &workflow,
+            &mut group,
+            TaskStatus::FailedCanceled,
+            &reason,
+            now,
+            false,
+        )?;
     }
     lifecycle::settle_workflow(tables, workflow_id, now)?;
     if let Some(settled) = tables.workflow(workflow_id)? {
@@ -232,24 +264,37 @@ fn apply_workflow_cancel(
     })
 }
 
-fn apply_task_report(tables: &Tables, now: Millis, report: &TaskReport) -> Result<Outcome, StorageError> {
+fn apply_task_report(
+    tables: &Tables,
+    now: Millis,
+    report: &TaskReport,
+) -> Result<Outcome, StorageError> {
     let key = &report.key;
     let Some(mut task) = tables.task(&key.workflow_id, &key.task)? else {
         return Ok(Outcome::rejected(
             RejectionKind::NotFound,
-            format!("task '{}' of workflow '{}' does not exist", key.task, key.workflow_id),
+            format!(
+                "task '{}' of workflow '{}' does not exist",
+                key.task, key.workflow_id
+            ),
         ));
     };
     if task.retry_id != key.retry_id {
         return Ok(Outcome::rejected(
             RejectionKind::Conflict,
-            format!("task '{}' is at retry {}, not {}", key.task, task.retry_id, key.retry_id),
+            format!(
+                "task '{}' is at retry {}, not {}",
+                key.task, task.retry_id, key.retry_id
+            ),
         ));
     }
     if task.status.is_finished() {
         return Ok(Outcome::rejected(
             RejectionKind::Conflict,
-            format!("task '{}' has already finished with status {}", key.task, task.status),
+            format!(
+                "task '{}' has already finished with status {}",
+                key.task, task.status
+            ),
         ));
     }
     if !report.status.is_reportable() {
@@ -261,14 +306,20 @@ fn apply_task_report(tables: &Tables, now: Millis, report: &TaskReport) -> Resul
     if report.status.phase_rank() < task.status.phase_rank() {
         return Ok(Outcome::rejected(
             RejectionKind::Conflict,
-            format!("task '{}' is already {}, later than {}", key.task, task.status, report.status),
+            format!(
+                "task '{}' is already {}, later than {}",
+                key.task, task.status, report.status
+            ),
         ));
     }
     if report.status == task.status {
         return Ok(Outcome::Applied);
     }
     let Some(workflow) = tables.workflow(&key.workflow_id)? else {
-        return Ok(Outcome::rejected(RejectionKind::NotFound, "workflow vanished"));
+        return Ok(Outcome::rejected(
+            RejectionKind::NotFound,
+            "workflow vanished",
+        ));
     };
     let mut status = report.status;
     if let Some(code) = report.exit_code {
@@ -296,10 +347,11 @@ fn apply_task_report(tables: &Tables, now: Millis, report: &TaskReport) -> Resul
             task.end_time = Some(time);
             task.exit_code = report.exit_code.or(status.default_exit_code());
             if status.is_failure() {
-                task.failure_message = report
-                    .message
-                    .clone()
-                    .or_else(|| report.exit_code.map(|code| format!("exited with code {code}")));
+                task.failure_message = report.message.clone().or_else(|| {
+                    report
+                        .exit_code
+                        .map(|code| format!("exited with code {code}"))
+                });
             }
         }
     }
@@ -316,11 +368,19 @@ fn apply_job_complete(tables: &Tables, job_id: u64) -> Result<Outcome, StorageEr
     if tables.remove_job(job_id)? {
         Ok(Outcome::Applied)
     } else {
-        Ok(Outcome::rejected(RejectionKind::NotFound, format!("job {job_id} is not queued")))
+        Ok(Outcome::rejected(
+            RejectionKind::NotFound,
+            format!("job {job_id} is not queued"),
+        ))
     }
 }
 
-fn apply_timer_fire(tables: &Tables, now: Millis, timer_id: u64, due: Millis) -> Result<Outcome, StorageError> {
+fn apply_timer_fire(
+    tables: &Tables,
+    now: Millis,
+    timer_id: u64,
+    due: Millis,
+) -> Result<Outcome, StorageError> {
     if due > now {
         return Ok(Outcome::rejected(
             RejectionKind::Invalid,
@@ -328,17 +388,29 @@ fn apply_timer_fire(tables: &Tables, now: Millis, timer_id: u64, due: Millis) ->
         ));
     }
     let Some(timer) = tables.take_timer(due, timer_id)? else {
-        return Ok(Outcome::rejected(RejectionKind::NotFound, format!("timer {timer_id} is not pending")));
+        return Ok(Outcome::rejected(
+            RejectionKind::NotFound,
+            format!("timer {timer_id} is not pending"),
+        ));
     };
-    let (workflow_id, group_name, status, still_applies): (_, _, _, fn(TaskStatus) -> bool) = match &timer.kind {
-        TimerKind::ExecTimeout { workflow_id, group } => {
-            (workflow_id, group, TaskStatus::FailedExecTimeout, |s: TaskStatus| !s.is_finished())
-        }
-        TimerKind::QueueTimeout { workflow_id, group } => (workflow_id, group, TaskStatus::FailedQueueTimeout, |s| {
-            matches!(s, TaskStatus::Processing | TaskStatus::Scheduling)
-        }),
-    };
-    let (Some(workflow), Some(mut group)) = (tables.workflow(workflow_id)?, tables.group(workflow_id, group_name)?) else {
+    let (workflow_id, group_name, status, still_applies): (_, _, _, fn(TaskStatus) -> bool) =
+        match &timer.kind {
+            TimerKind::ExecTimeout { workflow_id, group } => (
+                workflow_id,
+                group,
+                TaskStatus::FailedExecTimeout,
+                |s: TaskStatus| !s.is_finished(),
+            ),
+            TimerKind::QueueTimeout { workflow_id, group } => {
+                (workflow_id, group, TaskStatus::FailedQueueTimeout, |s| {
+                    matches!(s, TaskStatus::Processing | TaskStatus::Scheduling)
+                })
+            }
+        };
+    let (Some(workflow), Some(mut group)) = (
+        tables.workflow(workflow_id)?,
+        tables.group(workflow_id, group_name)?,
+    ) else {
         return Ok(Outcome::Applied);
     };
     if still_applies(group.status) {
@@ -354,19 +426,29 @@ fn apply_timer_fire(tables: &Tables, now: Millis, timer_id: u64, due: Millis) ->
 
 fn apply_pool_put(tables: &Tables, pool: &PoolRecord) -> Result<Outcome, StorageError> {
     if pool.name.trim().is_empty() || pool.backend.trim().is_empty() {
-        return Ok(Outcome::rejected(RejectionKind::Invalid, "a pool needs a name and a backend"));
+        return Ok(Outcome::rejected(
+            RejectionKind::Invalid,
+            "a pool needs a name and a backend",
+        ));
     }
     tables.put_pool(pool)?;
     Ok(Outcome::Applied)
 }
 
-fn apply_operator_hello(tables: &Tables, now: Millis, backend: &str, running: &[TaskKey]) -> Result<Outcome, StorageError> {
+fn apply_operator_hello(
+    tables: &Tables,
+    now: Millis,
+    backend: &str,
+    running: &[TaskKey],
+) -> Result<Outcome, StorageError> {
     let running: BTreeSet<&TaskKey> = running.iter().collect();
     let queued: BTreeSet<(String, String)> = tables
         .jobs()?
         .into_iter()
         .filter_map(|job| match job.kind {
-            JobKind::CreateGroup { workflow_id, group } if job.backend == backend => Some((workflow_id, group)),
+            JobKind::CreateGroup { workflow_id, group } if job.backend == backend => {
+                Some((workflow_id, group))
+            }
             _ => None,
         })
         .collect();
@@ -374,7 +456,10 @@ fn apply_operator_hello(tables: &Tables, now: Millis, backend: &str, running: &[
         if queued.contains(&(workflow_id.clone(), group_name.clone())) {
             continue;
         }
-        let (Some(workflow), Some(group)) = (tables.workflow(&workflow_id)?, tables.group(&workflow_id, &group_name)?) else {
+        let (Some(workflow), Some(group)) = (
+            tables.workflow(&workflow_id)?,
+            tables.group(&workflow_id, &group_name)?,
+        ) else {
             continue;
         };
         let tasks = tables.group_tasks(&group)?;

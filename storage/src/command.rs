@@ -30,7 +30,11 @@ pub enum Command {
     /// 3. A backend operator acknowledged a job; it leaves the queue.
     CompleteJob { job_id: u64 },
     /// 4. The leader saw a timer come due.
-    FireTimer { now: Millis, timer_id: u64, due: Millis },
+    FireTimer {
+        now: Millis,
+        timer_id: u64,
+        due: Millis,
+    },
     /// 5. Create or replace a pool.
     PutPool { pool: PoolRecord },
     /// 6. An operator (re)connected and listed the tasks it still runs;
@@ -68,7 +72,9 @@ pub enum Outcome {
         /// `Some` when the workflow was recorded as FAILED_SUBMISSION.
         failure: Option<String>,
     },
-    Canceled { workflow_id: String },
+    Canceled {
+        workflow_id: String,
+    },
     Applied,
     Rejected(Rejection),
 }
@@ -102,16 +108,23 @@ fn bincode_config() -> bincode::config::Configuration {
 impl Command {
     pub fn encode(&self) -> Result<Vec<u8>, StorageError> {
         let mut bytes = vec![COMMAND_FORMAT_VERSION];
-        bytes.extend(bincode::serde::encode_to_vec(self, bincode_config()).map_err(|e| StorageError::Encode(e.to_string()))?);
+        bytes.extend(
+            bincode::serde::encode_to_vec(self, bincode_config())
+                .map_err(|e| StorageError::Encode(e.to_string()))?,
+        );
         Ok(bytes)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Command, StorageError> {
         match bytes.split_first() {
-            Some((&COMMAND_FORMAT_VERSION, body)) => bincode::serde::decode_from_slice(body, bincode_config())
-                .map(|(command, _)| command)
-                .map_err(|e| StorageError::Decode(e.to_string())),
-            Some((version, _)) => Err(StorageError::Decode(format!("unknown command format version {version}"))),
+            Some((&COMMAND_FORMAT_VERSION, body)) => {
+                bincode::serde::decode_from_slice(body, bincode_config())
+                    .map(|(command, _)| command)
+                    .map_err(|e| StorageError::Decode(e.to_string()))
+            }
+            Some((version, _)) => Err(StorageError::Decode(format!(
+                "unknown command format version {version}"
+            ))),
             None => Err(StorageError::Decode("empty command".into())),
         }
     }

@@ -21,10 +21,10 @@ pub use command::{Command, Outcome, Rejection, RejectionKind, TaskKey, TaskRepor
 pub use error::StorageError;
 pub use record::*;
 pub use status::{Priority, TaskStatus, WorkflowStatus};
-pub mod snapshot;
-pub mod store;
 mod apply;
 mod lifecycle;
+pub mod snapshot;
+pub mod store;
 mod tables;
 
 pub use store::{ListFilter, ReadView, Store};

@@ -25,7 +25,12 @@ pub(crate) fn derive_uuid(parts: &[&str]) -> String {
 }
 
 /// Moves a waiting group to PROCESSING and queues its creation on the backend.
-pub(crate) fn start_group(tables: &Tables, workflow: &WorkflowRecord, group_name: &str, now: Millis) -> Result<(), StorageError> {
+pub(crate) fn start_group(
+    tables: &Tables,
+    workflow: &WorkflowRecord,
+    group_name: &str,
+    now: Millis,
+) -> Result<(), StorageError> {
     let Some(mut group) = tables.group(&workflow.id, group_name)? else {
         return Ok(());
     };
@@ -51,7 +56,12 @@ pub(crate) fn start_group(tables: &Tables, workflow: &WorkflowRecord, group_name
 }
 
 /// Hands a dispatched group whose tasks the operator lost to it again.
-pub(crate) fn redispatch_group(tables: &Tables, workflow: &WorkflowRecord, mut group: GroupRecord, now: Millis) -> Result<(), StorageError> {
+pub(crate) fn redispatch_group(
+    tables: &Tables,
+    workflow: &WorkflowRecord,
+    mut group: GroupRecord,
+    now: Millis,
+) -> Result<(), StorageError> {
     for mut task in tables.group_tasks(&group)? {
         if !task.status.is_finished() {
             task.status = TaskStatus::Processing;
@@ -111,7 +121,13 @@ pub(crate) fn finish_group(
 }
 
 /// Stops what may still run of a finished group and drops it from the active set.
-fn close_group(tables: &Tables, workflow: &WorkflowRecord, group: &GroupRecord, reason: &str, now: Millis) -> Result<(), StorageError> {
+fn close_group(
+    tables: &Tables,
+    workflow: &WorkflowRecord,
+    group: &GroupRecord,
+    reason: &str,
+    now: Millis,
+) -> Result<(), StorageError> {
     if group.dispatched {
         tables.set_active(&workflow.backend, &workflow.id, &group.name, false)?;
         tables.add_job(
@@ -127,7 +143,12 @@ fn close_group(tables: &Tables, workflow: &WorkflowRecord, group: &GroupRecord, 
     Ok(())
 }
 
-fn fail_downstream(tables: &Tables, workflow: &WorkflowRecord, failed: &GroupRecord, now: Millis) -> Result<(), StorageError> {
+fn fail_downstream(
+    tables: &Tables,
+    workflow: &WorkflowRecord,
+    failed: &GroupRecord,
+    now: Millis,
+) -> Result<(), StorageError> {
     let mut pending: Vec<String> = failed.downstream.clone();
     while let Some(name) = pending.pop() {
         let Some(mut group) = tables.group(&workflow.id, &name)? else {
@@ -156,7 +177,10 @@ fn fail_downstream(tables: &Tables, workflow: &WorkflowRecord, failed: &GroupRec
 /// Status of a group from its tasks (OSMO `TaskGroup._aggregate_status`).
 fn aggregate_group(group: &GroupRecord, tasks: &[TaskRecord]) -> TaskStatus {
     if tasks.iter().any(|task| !task.status.is_finished()) {
-        if tasks.iter().any(|task| task.status == TaskStatus::Running || task.status.is_finished()) {
+        if tasks
+            .iter()
+            .any(|task| task.status == TaskStatus::Running || task.status.is_finished())
+        {
             return TaskStatus::Running;
         }
         return tasks
@@ -192,7 +216,12 @@ fn aggregate_group(group: &GroupRecord, tasks: &[TaskRecord]) -> TaskStatus {
 
 /// Recomputes a group after one of its tasks changed, and carries the
 /// consequences: lead semantics, timers, downstream start or failure.
-pub(crate) fn settle_group(tables: &Tables, workflow: &WorkflowRecord, group_name: &str, now: Millis) -> Result<(), StorageError> {
+pub(crate) fn settle_group(
+    tables: &Tables,
+    workflow: &WorkflowRecord,
+    group_name: &str,
+    now: Millis,
+) -> Result<(), StorageError> {
     let Some(mut group) = tables.group(&workflow.id, group_name)? else {
         return Ok(());
     };
@@ -207,7 +236,9 @@ pub(crate) fn settle_group(tables: &Tables, workflow: &WorkflowRecord, group_nam
         return Ok(());
     }
     group.status = status;
-    if status.phase_rank() >= TaskStatus::Scheduling.phase_rank() && group.scheduling_start_time.is_none() {
+    if status.phase_rank() >= TaskStatus::Scheduling.phase_rank()
+        && group.scheduling_start_time.is_none()
+    {
         group.scheduling_start_time = Some(now);
         if let Some(seconds) = workflow.queue_timeout_seconds {
             tables.add_timer(
@@ -219,7 +250,9 @@ pub(crate) fn settle_group(tables: &Tables, workflow: &WorkflowRecord, group_nam
             )?;
         }
     }
-    if status.phase_rank() >= TaskStatus::Initializing.phase_rank() && group.initializing_start_time.is_none() {
+    if status.phase_rank() >= TaskStatus::Initializing.phase_rank()
+        && group.initializing_start_time.is_none()
+    {
         group.initializing_start_time = Some(now);
     }
     if status.phase_rank() >= TaskStatus::Running.phase_rank() && group.start_time.is_none() {
@@ -237,10 +270,15 @@ pub(crate) fn settle_group(tables: &Tables, workflow: &WorkflowRecord, group_nam
     if status.is_finished() {
         group.end_time = Some(now);
         if status.is_failure() {
-            group.failure_message = tasks
-                .iter()
-                .find(|task| task.status == status)
-                .and_then(|task| task.failure_message.clone().map(|message| format!("task '{}': {message}", task.name)));
+            group.failure_message =
+                tasks
+                    .iter()
+                    .find(|task| task.status == status)
+                    .and_then(|task| {
+                        task.failure_message
+                            .clone()
+                            .map(|message| format!("task '{}': {message}", task.name))
+                    });
         }
         if group.dispatched {
             tables.set_active(&workflow.backend, &workflow.id, &group.name, false)?;
@@ -263,7 +301,12 @@ fn seconds_to_millis(seconds: u64) -> Millis {
 
 /// A finished lead ends its siblings with its status; with
 /// `ignoreNonleadStatus: false` a failed task ends its siblings too.
-fn stop_siblings_if_decided(tables: &Tables, group: &GroupRecord, tasks: &mut [TaskRecord], now: Millis) -> Result<(), StorageError> {
+fn stop_siblings_if_decided(
+    tables: &Tables,
+    group: &GroupRecord,
+    tasks: &mut [TaskRecord],
+    now: Millis,
+) -> Result<(), StorageError> {
     let decider = tasks
         .iter()
         .find(|task| task.lead && task.status.is_finished())
@@ -306,12 +349,19 @@ fn stop_siblings_if_decided(tables: &Tables, group: &GroupRecord, tasks: &mut [T
     Ok(())
 }
 
-fn start_ready_downstream(tables: &Tables, workflow: &WorkflowRecord, completed: &GroupRecord, now: Millis) -> Result<(), StorageError> {
+fn start_ready_downstream(
+    tables: &Tables,
+    workflow: &WorkflowRecord,
+    completed: &GroupRecord,
+    now: Millis,
+) -> Result<(), StorageError> {
     for name in &completed.downstream {
         let Some(mut group) = tables.group(&workflow.id, name)? else {
             continue;
         };
-        group.remaining_upstream.retain(|upstream| upstream != &completed.name);
+        group
+            .remaining_upstream
+            .retain(|upstream| upstream != &completed.name);
         let ready = group.remaining_upstream.is_empty() && group.status == TaskStatus::Waiting;
         tables.put_group(&group)?;
         if ready {
@@ -347,12 +397,18 @@ fn aggregate_workflow(statuses: &[TaskStatus]) -> WorkflowStatus {
     match failures.next() {
         None if statuses.iter().any(|status| status.is_failure()) => WorkflowStatus::Failed,
         None => WorkflowStatus::Completed,
-        Some(first) if failures.all(|status| status == first) => WorkflowStatus::from_group_failure(first),
+        Some(first) if failures.all(|status| status == first) => {
+            WorkflowStatus::from_group_failure(first)
+        }
         Some(_) => WorkflowStatus::Failed,
     }
 }
 
-pub(crate) fn settle_workflow(tables: &Tables, workflow_id: &str, now: Millis) -> Result<(), StorageError> {
+pub(crate) fn settle_workflow(
+    tables: &Tables,
+    workflow_id: &str,
+    now: Millis,
+) -> Result<(), StorageError> {
     let Some(workflow) = tables.workflow(workflow_id)? else {
         return Ok(());
     };
@@ -387,14 +443,38 @@ mod tests {
     #[test]
     fn workflow_aggregation_follows_osmo_precedence() {
         use TaskStatus::*;
-        assert_eq!(aggregate_workflow(&[Completed, Completed]), WorkflowStatus::Completed);
-        assert_eq!(aggregate_workflow(&[Completed, Running]), WorkflowStatus::Running);
-        assert_eq!(aggregate_workflow(&[Completed, Processing]), WorkflowStatus::Pending);
-        assert_eq!(aggregate_workflow(&[Failed, FailedUpstream]), WorkflowStatus::Failed);
-        assert_eq!(aggregate_workflow(&[FailedEvicted, FailedUpstream]), WorkflowStatus::FailedEvicted);
-        assert_eq!(aggregate_workflow(&[FailedEvicted, Failed]), WorkflowStatus::Failed);
-        assert_eq!(aggregate_workflow(&[Failed, FailedExecTimeout]), WorkflowStatus::FailedExecTimeout);
-        assert_eq!(aggregate_workflow(&[FailedExecTimeout, FailedCanceled]), WorkflowStatus::FailedCanceled);
+        assert_eq!(
+            aggregate_workflow(&[Completed, Completed]),
+            WorkflowStatus::Completed
+        );
+        assert_eq!(
+            aggregate_workflow(&[Completed, Running]),
+            WorkflowStatus::Running
+        );
+        assert_eq!(
+            aggregate_workflow(&[Completed, Processing]),
+            WorkflowStatus::Pending
+        );
+        assert_eq!(
+            aggregate_workflow(&[Failed, FailedUpstream]),
+            WorkflowStatus::Failed
+        );
+        assert_eq!(
+            aggregate_workflow(&[FailedEvicted, FailedUpstream]),
+            WorkflowStatus::FailedEvicted
+        );
+        assert_eq!(
+            aggregate_workflow(&[FailedEvicted, Failed]),
+            WorkflowStatus::Failed
+        );
+        assert_eq!(
+            aggregate_workflow(&[Failed, FailedExecTimeout]),
+            WorkflowStatus::FailedExecTimeout
+        );
+        assert_eq!(
+            aggregate_workflow(&[FailedExecTimeout, FailedCanceled]),
+            WorkflowStatus::FailedCanceled
+        );
     }
 
     #[test]

@@ -54,8 +54,14 @@ pub struct TaskPlan {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InputPlan {
     /// Output of a task: `task` is `<name>` (this workflow) or `<wf_id>:<name>`.
-    Task { task: String, regex: Option<String> },
-    Url { url: String, regex: Option<String> },
+    Task {
+        task: String,
+        regex: Option<String>,
+    },
+    Url {
+        url: String,
+        regex: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +122,11 @@ impl TaskPlan {
     pub fn exit_action_for(&self, exit_code: i32) -> Option<ExitAction> {
         self.exit_actions
             .iter()
-            .find(|rule| rule.codes.iter().any(|&(low, high)| (low..=high).contains(&exit_code)))
+            .find(|rule| {
+                rule.codes
+                    .iter()
+                    .any(|&(low, high)| (low..=high).contains(&exit_code))
+            })
             .map(|rule| rule.action)
     }
 }

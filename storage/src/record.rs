@@ -112,8 +112,15 @@ pub struct TimerRecord {
 /// Work for a backend operator, kept until the operator acknowledges it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobKind {
-    CreateGroup { workflow_id: String, group: String },
-    CancelGroup { workflow_id: String, group: String, reason: String },
+    CreateGroup {
+        workflow_id: String,
+        group: String,
+    },
+    CancelGroup {
+        workflow_id: String,
+        group: String,
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

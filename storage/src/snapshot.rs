@@ -42,7 +42,10 @@ macro_rules! export_table {
     }};
 }
 
-fn clear<K: redb::Key + 'static, V: redb::Value + 'static>(txn: &WriteTransaction, def: TableDefinition<K, V>) -> Result<(), StorageError> {
+fn clear<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<(), StorageError> {
     txn.delete_table(def)?;
     txn.open_table(def)?;
     Ok(())
@@ -59,14 +62,24 @@ impl Store {
                 .collect(),
             counters: export_table!(txn, tables::COUNTERS, |k, v| (k.to_string(), v)),
             workflows: export_table!(txn, tables::WORKFLOWS, |k, v| (k.to_string(), v.to_vec())),
-            groups: export_table!(txn, tables::GROUPS, |k, v| ((k.0.to_string(), k.1.to_string()), v.to_vec())),
-            tasks: export_table!(txn, tables::TASKS, |k, v| ((k.0.to_string(), k.1.to_string()), v.to_vec())),
+            groups: export_table!(txn, tables::GROUPS, |k, v| (
+                (k.0.to_string(), k.1.to_string()),
+                v.to_vec()
+            )),
+            tasks: export_table!(txn, tables::TASKS, |k, v| (
+                (k.0.to_string(), k.1.to_string()),
+                v.to_vec()
+            )),
             by_status: export_table!(txn, tables::BY_STATUS, |k, v| (k, v.to_string())),
             by_submit: export_table!(txn, tables::BY_SUBMIT, |k, v| (k, v.to_string())),
             timers: export_table!(txn, tables::TIMERS, |k, v| (k, v.to_vec())),
             jobs: export_table!(txn, tables::JOBS, |k, v| (k, v.to_vec())),
             pools: export_table!(txn, tables::POOLS, |k, v| (k.to_string(), v.to_vec())),
-            active_groups: export_table!(txn, tables::ACTIVE_GROUPS, |k, _v| (k.0.to_string(), k.1.to_string(), k.2.to_string())),
+            active_groups: export_table!(txn, tables::ACTIVE_GROUPS, |k, _v| (
+                k.0.to_string(),
+                k.1.to_string(),
+                k.2.to_string()
+            )),
         };
         let mut bytes = SNAPSHOT_MAGIC.to_vec();
         bytes.extend(encode(&image)?);
@@ -77,7 +90,9 @@ impl Store {
     pub fn install_snapshot(&self, bytes: &[u8], raft_meta: &[u8]) -> Result<(), StorageError> {
         let body = bytes
             .strip_prefix(SNAPSHOT_MAGIC.as_slice())
-            .ok_or_else(|| StorageError::Snapshot("not a Gantry state snapshot (bad magic)".into()))?;
+            .ok_or_else(|| {
+                StorageError::Snapshot("not a Gantry state snapshot (bad magic)".into())
+            })?;
         let image: Image = decode(body)?;
         let txn = self.database().begin_write()?;
         clear(&txn, tables::META)?;

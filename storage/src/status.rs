@@ -104,7 +104,9 @@ impl TaskStatus {
     pub fn is_canceled_family(self) -> bool {
         matches!(
             self,
-            TaskStatus::FailedCanceled | TaskStatus::FailedExecTimeout | TaskStatus::FailedQueueTimeout
+            TaskStatus::FailedCanceled
+                | TaskStatus::FailedExecTimeout
+                | TaskStatus::FailedQueueTimeout
         )
     }
 

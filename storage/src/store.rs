@@ -9,7 +9,9 @@
 use crate::apply::apply;
 use crate::command::{Command, Outcome};
 use crate::error::StorageError;
-use crate::record::{GroupRecord, JobRecord, Millis, PoolRecord, TaskRecord, TimerRecord, WorkflowRecord};
+use crate::record::{
+    GroupRecord, JobRecord, Millis, PoolRecord, TaskRecord, TimerRecord, WorkflowRecord,
+};
 use crate::status::WorkflowStatus;
 use crate::tables::{self, decode, Tables};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
@@ -41,7 +43,11 @@ impl Store {
     }
 
     /// Applies batches of commands and stores `raft_meta`, atomically.
-    pub fn apply(&self, batches: &[&[Command]], raft_meta: &[u8]) -> Result<Vec<Vec<Outcome>>, StorageError> {
+    pub fn apply(
+        &self,
+        batches: &[&[Command]],
+        raft_meta: &[u8],
+    ) -> Result<Vec<Vec<Outcome>>, StorageError> {
         let txn = self.db.begin_write()?;
         let mut outcomes = Vec::with_capacity(batches.len());
         for batch in batches {
@@ -60,7 +66,9 @@ impl Store {
     pub fn raft_meta(&self) -> Result<Option<Vec<u8>>, StorageError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(tables::META)?;
-        let value = table.get(tables::RAFT_META_KEY)?.map(|v| v.value().to_vec());
+        let value = table
+            .get(tables::RAFT_META_KEY)?
+            .map(|v| v.value().to_vec());
         Ok(value)
     }
 
@@ -98,7 +106,11 @@ impl ReadView {
         Ok(groups)
     }
 
-    pub fn group(&self, workflow_id: &str, name: &str) -> Result<Option<GroupRecord>, StorageError> {
+    pub fn group(
+        &self,
+        workflow_id: &str,
+        name: &str,
+    ) -> Result<Option<GroupRecord>, StorageError> {
         let table = self.txn.open_table(tables::GROUPS)?;
         let row = table.get((workflow_id, name))?;
         row.map(|v| decode(v.value())).transpose()

@@ -6,7 +6,9 @@
 //! `active_groups` holds exactly the dispatched, unfinished groups.
 
 use crate::error::StorageError;
-use crate::record::{GroupRecord, JobRecord, Millis, PoolRecord, TaskRecord, TimerRecord, WorkflowRecord};
+use crate::record::{
+    GroupRecord, JobRecord, Millis, PoolRecord, TaskRecord, TimerRecord, WorkflowRecord,
+};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -19,16 +21,19 @@ pub(crate) const GROUPS: TableDefinition<(&str, &str), &[u8]> = TableDefinition:
 /// (workflow id, task name) → task.
 pub(crate) const TASKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("tasks");
 /// (status code, submit seq) → workflow id.
-pub(crate) const BY_STATUS: TableDefinition<(u8, u64), &str> = TableDefinition::new("workflows_by_status");
+pub(crate) const BY_STATUS: TableDefinition<(u8, u64), &str> =
+    TableDefinition::new("workflows_by_status");
 /// submit seq → workflow id.
-pub(crate) const BY_SUBMIT: TableDefinition<u64, &str> = TableDefinition::new("workflows_by_submit");
+pub(crate) const BY_SUBMIT: TableDefinition<u64, &str> =
+    TableDefinition::new("workflows_by_submit");
 /// (due ms, timer id) → timer.
 pub(crate) const TIMERS: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("timers");
 /// job id → job (the operator job queue, in id order).
 pub(crate) const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 pub(crate) const POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("pools");
 /// (backend, workflow id, group) → () for dispatched, unfinished groups.
-pub(crate) const ACTIVE_GROUPS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("active_groups");
+pub(crate) const ACTIVE_GROUPS: TableDefinition<(&str, &str, &str), ()> =
+    TableDefinition::new("active_groups");
 
 pub(crate) const RAFT_META_KEY: &str = "raft";
 const SEQ_COUNTER: &str = "\0submit_seq";
@@ -36,7 +41,8 @@ const TIMER_COUNTER: &str = "\0timer_id";
 const JOB_COUNTER: &str = "\0job_id";
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| StorageError::Encode(e.to_string()))
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|e| StorageError::Encode(e.to_string()))
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
@@ -94,28 +100,44 @@ impl<'a> Tables<'a> {
     }
 
     /// Writes a workflow and keeps both indexes in step with it.
-    pub fn put_workflow(&self, previous: Option<&WorkflowRecord>, workflow: &WorkflowRecord) -> Result<(), StorageError> {
+    pub fn put_workflow(
+        &self,
+        previous: Option<&WorkflowRecord>,
+        workflow: &WorkflowRecord,
+    ) -> Result<(), StorageError> {
         let mut by_status = self.txn.open_table(BY_STATUS)?;
         if let Some(previous) = previous {
             by_status.remove((previous.status.code(), previous.submit_seq))?;
         } else {
-            self.txn.open_table(BY_SUBMIT)?.insert(workflow.submit_seq, workflow.id.as_str())?;
+            self.txn
+                .open_table(BY_SUBMIT)?
+                .insert(workflow.submit_seq, workflow.id.as_str())?;
         }
-        by_status.insert((workflow.status.code(), workflow.submit_seq), workflow.id.as_str())?;
-        self.txn.open_table(WORKFLOWS)?.insert(workflow.id.as_str(), encode(workflow)?.as_slice())?;
+        by_status.insert(
+            (workflow.status.code(), workflow.submit_seq),
+            workflow.id.as_str(),
+        )?;
+        self.txn
+            .open_table(WORKFLOWS)?
+            .insert(workflow.id.as_str(), encode(workflow)?.as_slice())?;
         Ok(())
     }
 
-    pub fn group(&self, workflow_id: &str, name: &str) -> Result<Option<GroupRecord>, StorageError> {
+    pub fn group(
+        &self,
+        workflow_id: &str,
+        name: &str,
+    ) -> Result<Option<GroupRecord>, StorageError> {
         let table = self.txn.open_table(GROUPS)?;
         let row = table.get((workflow_id, name))?;
         row.map(|v| decode(v.value())).transpose()
     }
 
     pub fn put_group(&self, group: &GroupRecord) -> Result<(), StorageError> {
-        self.txn
-            .open_table(GROUPS)?
-            .insert((group.workflow_id.as_str(), group.name.as_str()), encode(group)?.as_slice())?;
+        self.txn.open_table(GROUPS)?.insert(
+            (group.workflow_id.as_str(), group.name.as_str()),
+            encode(group)?.as_slice(),
+        )?;
         Ok(())
     }
 
@@ -126,18 +148,19 @@ impl<'a> Tables<'a> {
     }
 
     pub fn put_task(&self, task: &TaskRecord) -> Result<(), StorageError> {
-        self.txn
-            .open_table(TASKS)?
-            .insert((task.workflow_id.as_str(), task.name.as_str()), encode(task)?.as_slice())?;
+        self.txn.open_table(TASKS)?.insert(
+            (task.workflow_id.as_str(), task.name.as_str()),
+            encode(task)?.as_slice(),
+        )?;
         Ok(())
     }
 
     pub fn group_tasks(&self, group: &GroupRecord) -> Result<Vec<TaskRecord>, StorageError> {
         let mut tasks = Vec::with_capacity(group.tasks.len());
         for name in &group.tasks {
-            let task = self
-                .task(&group.workflow_id, name)?
-                .ok_or_else(|| StorageError::Decode(format!("group {} lists missing task {name}", group.name)))?;
+            let task = self.task(&group.workflow_id, name)?.ok_or_else(|| {
+                StorageError::Decode(format!("group {} lists missing task {name}", group.name))
+            })?;
             tasks.push(task);
         }
         Ok(tasks)
@@ -150,14 +173,22 @@ impl<'a> Tables<'a> {
     }
 
     pub fn put_pool(&self, pool: &PoolRecord) -> Result<(), StorageError> {
-        self.txn.open_table(POOLS)?.insert(pool.name.as_str(), encode(pool)?.as_slice())?;
+        self.txn
+            .open_table(POOLS)?
+            .insert(pool.name.as_str(), encode(pool)?.as_slice())?;
         Ok(())
     }
 
-    pub fn add_timer(&self, due: Millis, kind: crate::record::TimerKind) -> Result<u64, StorageError> {
+    pub fn add_timer(
+        &self,
+        due: Millis,
+        kind: crate::record::TimerKind,
+    ) -> Result<u64, StorageError> {
         let id = self.next_counter(TIMER_COUNTER)?;
         let timer = TimerRecord { id, due, kind };
-        self.txn.open_table(TIMERS)?.insert((due, id), encode(&timer)?.as_slice())?;
+        self.txn
+            .open_table(TIMERS)?
+            .insert((due, id), encode(&timer)?.as_slice())?;
         Ok(id)
     }
 
@@ -167,7 +198,12 @@ impl<'a> Tables<'a> {
         removed.map(|v| decode(v.value())).transpose()
     }
 
-    pub fn add_job(&self, backend: &str, created: Millis, kind: crate::record::JobKind) -> Result<u64, StorageError> {
+    pub fn add_job(
+        &self,
+        backend: &str,
+        created: Millis,
+        kind: crate::record::JobKind,
+    ) -> Result<u64, StorageError> {
         let id = self.next_counter(JOB_COUNTER)?;
         let job = JobRecord {
             id,
@@ -175,7 +211,9 @@ impl<'a> Tables<'a> {
             created,
             kind,
         };
-        self.txn.open_table(JOBS)?.insert(id, encode(&job)?.as_slice())?;
+        self.txn
+            .open_table(JOBS)?
+            .insert(id, encode(&job)?.as_slice())?;
         Ok(id)
     }
 
@@ -193,7 +231,13 @@ impl<'a> Tables<'a> {
         Ok(jobs)
     }
 
-    pub fn set_active(&self, backend: &str, workflow_id: &str, group: &str, active: bool) -> Result<(), StorageError> {
+    pub fn set_active(
+        &self,
+        backend: &str,
+        workflow_id: &str,
+        group: &str,
+        active: bool,
+    ) -> Result<(), StorageError> {
         let mut table = self.txn.open_table(ACTIVE_GROUPS)?;
         if active {
             table.insert((backend, workflow_id, group), ())?;

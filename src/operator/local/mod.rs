@@ -5,10 +5,6 @@
 //! command line; `process` spawns, streams and kills; `logs` turns output
 //! into batched log lines; `outbox` routes reports to the newest connection.
 
-// The binary's main is still a stub, so nothing outside the tests uses this
-// module yet; without this every item would warn as dead code.
-#![allow(dead_code)]
-
 mod error;
 mod executor;
 mod logs;
@@ -19,8 +15,4 @@ mod staging;
 #[cfg(test)]
 mod tests;
 
-// Re-exported for the binary's roles; unused until main wires them (see above).
-#[allow(unused_imports)]
-pub use error::ExecError;
-#[allow(unused_imports)]
 pub use executor::{LocalConfig, LocalOperator};
