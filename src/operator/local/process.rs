@@ -37,7 +37,17 @@ pub struct Exit {
 }
 
 pub fn spawn(bwrap: &Path, args: Vec<OsString>) -> Result<Child, ExecError> {
-    Command::new(bwrap)
+    let mut command = Command::new(bwrap);
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // prctl(2), which is async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        // If this process dies without unwinding (SIGKILL), the kernel kills
+        // bwrap, and bwrap's --die-with-parent takes the sandbox with it.
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -1,0 +1,254 @@
+//! Helpers for end-to-end tests: start real `gantry` processes on loopback
+//! with their own data directories, talk to them over HTTP, stop them (or
+//! SIGKILL them). Every process is killed when its handle drops.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_gantry");
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// A `gantry dev` process serving on an ephemeral loopback port.
+pub struct DevServer {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    log_path: PathBuf,
+}
+
+impl DevServer {
+    /// Starts `gantry dev` on `data_dir` and waits until it serves.
+    pub fn start(data_dir: &Path) -> DevServer {
+        std::fs::create_dir_all(data_dir).expect("create data dir");
+        let log_path = data_dir.with_extension(format!("log-{}", std::process::id()));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("open server log");
+        let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
+        let child = Command::new(BINARY)
+            .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("GANTRY_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn gantry dev");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let marker = "API on http://";
+        loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(position) = text[offset as usize..].find(marker) {
+                let rest = &text[offset as usize + position + marker.len()..];
+                let address: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                let server = DevServer {
+                    child,
+                    url: format!("http://{address}"),
+                    data_dir: data_dir.to_path_buf(),
+                    log_path,
+                };
+                return server;
+            }
+            assert!(Instant::now() < deadline, "gantry dev did not start; log:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGKILL: no cleanup, no flush beyond what is already durable.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) {
+        let _ = nix_kill(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn client(&self) -> Api {
+        Api { url: self.url.clone() }
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nix_kill(pid: u32, signal: &str) -> std::io::Result<std::process::ExitStatus> {
+    Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status()
+}
+
+/// A small blocking HTTP client for the API.
+#[derive(Clone)]
+pub struct Api {
+    pub url: String,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+fn agent() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client")
+}
+
+impl Api {
+    pub fn get(&self, path: &str) -> Reply {
+        let response = agent().get(format!("{}{path}", self.url)).send().expect("GET");
+        Reply {
+            status: response.status().as_u16(),
+            body: response.text().unwrap_or_default(),
+        }
+    }
+
+    pub fn post(&self, path: &str, body: Option<&Value>) -> Reply {
+        let mut request = agent().post(format!("{}{path}", self.url));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().expect("POST");
+        Reply {
+            status: response.status().as_u16(),
+            body: response.text().unwrap_or_default(),
+        }
+    }
+
+    pub fn post_raw(&self, path: &str, body: Vec<u8>) -> Reply {
+        let response = agent()
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .expect("POST");
+        Reply {
+            status: response.status().as_u16(),
+            body: response.text().unwrap_or_default(),
+        }
+    }
+
+    pub fn submit(&self, spec: &str) -> Reply {
+        self.post("/api/pool/default/workflow", Some(&serde_json::json!({ "file": spec })))
+    }
+
+    /// Submits and returns the workflow ID, panicking on refusal.
+    pub fn submit_ok(&self, spec: &str) -> String {
+        let reply = self.submit(spec);
+        assert_eq!(reply.status, 200, "submit refused: {}", reply.body);
+        reply.json()["name"].as_str().expect("name").to_string()
+    }
+
+    pub fn workflow(&self, id: &str) -> Value {
+        let reply = self.get(&format!("/api/workflow/{id}"));
+        assert_eq!(reply.status, 200, "query {id}: {}", reply.body);
+        reply.json()
+    }
+
+    /// Polls until the workflow has left PENDING/RUNNING, or panics at `limit`.
+    pub fn wait_finished(&self, id: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let workflow = self.workflow(id);
+            let status = workflow["status"].as_str().unwrap_or_default().to_string();
+            if !matches!(status.as_str(), "PENDING" | "RUNNING" | "WAITING") {
+                return workflow;
+            }
+            assert!(Instant::now() < deadline, "{id} still {status} after {limit:?}: {workflow}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Polls until task `task` of `id` has status `status`.
+    pub fn wait_task(&self, id: &str, task: &str, status: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let workflow = self.workflow(id);
+            if let Some(found) = task_of(&workflow, task) {
+                if found["status"] == status {
+                    return found;
+                }
+            }
+            assert!(Instant::now() < deadline, "task {task} of {id} not {status} after {limit:?}: {workflow}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+pub fn task_of(workflow: &Value, task: &str) -> Option<Value> {
+    workflow["groups"]
+        .as_array()?
+        .iter()
+        .flat_map(|group| group["tasks"].as_array().cloned().unwrap_or_default())
+        .find(|candidate| candidate["name"] == task)
+}
+
+pub fn group_of(workflow: &Value, group: &str) -> Option<Value> {
+    workflow["groups"].as_array()?.iter().find(|candidate| candidate["name"] == group).cloned()
+}
+
+/// Runs the gantry CLI against `url`; returns (exit code, stdout, stderr).
+pub fn cli(url: &str, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(BINARY)
+        .args(args)
+        .env("GANTRY_URL", url)
+        .env("XDG_CONFIG_HOME", std::env::temp_dir().join("gantry-test-no-config"))
+        .output()
+        .expect("run gantry CLI");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Processes whose command line contains `marker` (to check nothing survived).
+pub fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let state = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = state.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z'));
+        if text.contains(marker) && !zombie {
+            found.push(text);
+        }
+    }
+    found
+}
