@@ -232,7 +232,7 @@ fn next_command(rng: &mut Rng, store: &Store, now: i64, seq: &mut u64) -> Comman
     };
     let (status, exit_code) = match t.status {
         TaskStatus::Running => match rng.below(6) {
-            0 | 1 | 2 => (TaskStatus::Completed, Some(0)),
+            0..=2 => (TaskStatus::Completed, Some(0)),
             3 => (TaskStatus::Failed, Some(1)),
             4 => (TaskStatus::FailedEvicted, None),
             _ => (TaskStatus::Scheduling, None), // backwards: rejected

@@ -1182,6 +1182,7 @@ fn known_differences_still_differ() {
             stats.cases > 0,
             "KNOWN_DIFFERENCES.md:{line}: block has no case"
         );
+        eprintln!("known difference still present:\n{}", failures.join("\n"));
         assert!(
             failures.len() == stats.cases,
             "KNOWN_DIFFERENCES.md:{line}: a known difference now passes (move it into a .txt file); \
