@@ -1,0 +1,1208 @@
+//! Data-driven scenarios for the pure state machine, in the spirit of
+//! etcd-io/raft's `testdata` scripts.
+//!
+//! Every `storage/testdata/*.txt` file is run. A file is a sequence of
+//! cases; each case starts with a `case <title>` line and runs against a
+//! fresh, empty store. One line is one step. `#` starts a comment (outside
+//! quotes). Arguments are words, `key=value` pairs and `key~=value` pairs
+//! (substring match in expectations); a value may be double-quoted to hold
+//! spaces. A value of `none` in an expectation means "absent".
+//!
+//! Commands (each becomes one `Store::apply` call; `at` is the proposer's
+//! clock, `now` in the command):
+//!
+//! ```text
+//! case <title>                         fresh store
+//! pool NAME backend=B [description=D]  PutPool
+//! submit name=N at=T groups=SPEC [pool=default] [user=alice] [priority=NORMAL]
+//!        [ignore_nonlead=true] [barrier=true] [exec_timeout=S] [queue_timeout=S]
+//!        [exit_actions=TASK:ACTION=CODES;...]
+//!     SPEC is `;`-separated groups: `name[tasks]<-up1,up2`. Without `[tasks]`
+//!     the group has one lead task named like the group; with it, tasks are
+//!     `,`-separated and `*` marks the lead (so `g[x,y]` has no lead).
+//!     Shorthand for one group: `group=train tasks=master*,w1,w2`.
+//!     CODES: `1`, `1-10`, `0,2-5`; ACTION: COMPLETE | FAIL | RESCHEDULE.
+//!     Every task runs `["true"]` with the image `ubuntu:24.04`.
+//! submit-invalid name=N at=T error=MSG [pool=default]  plan = Err(MSG)
+//! report WF TASK STATUS at=T [exit=N] [message=M] [node=X] [time=T] [retry=N]
+//! cancel WF by=USER at=T [force] [message=M]
+//! fire-due at=T                        FireTimer for every timer due at or before T,
+//!                                      earliest first, all in one apply call
+//! fire id=N due=D at=T                 one raw FireTimer
+//! complete-jobs                        CompleteJob for every queued job, in one apply call
+//! complete-job id=N                    one raw CompleteJob
+//! hello backend=B at=T [running=WF/TASK/RETRY,...]   OperatorHello
+//! dump [WF]                            print state to stderr (debugging aid)
+//! ```
+//!
+//! Expectations (about the previous command or the current state):
+//!
+//! ```text
+//! expect outcome applied | submitted ID [failure=M] | canceled ID
+//!              | rejected not-found|conflict|invalid [message=M | message~=M]
+//!     every outcome of the previous command must match (at least one)
+//! expect outcomes none                 the previous command produced no outcome
+//! expect unchanged                     export_snapshot equals the one taken
+//!                                      just before the previous command
+//! expect workflow ID STATUS [cancelled_by=U] [cancel_message=M] [failure=M]
+//!                 [start=T] [end=T] [pool=P] [backend=B]
+//! expect group WF NAME STATUS [dispatched=BOOL] [start=T] [end=T] [failure=M]
+//!                 [remaining_upstream=a,b]
+//! expect task WF NAME STATUS [exit=N] [failure=M] [start=T] [end=T] [node=X]
+//! expect jobs none | KIND:WF/GROUP[@BACKEND] ...    exact queue, oldest first
+//!     KIND is CreateGroup or CancelGroup
+//! expect timers N | none | exec:WF/GROUP@DUE queue:WF/GROUP@DUE ...
+//!     pending timers (earliest first) from due_timers(i64::MAX, ...)
+//! expect next-timer T | none
+//! expect list [status=A,B] [name=S] [pool=P,Q] [offset=N] [limit=N] [desc] -> ID... [+more]
+//! expect counts none | STATUS=N ...    exact count_by_status (any order)
+//! ```
+//!
+//! After every command the runner checks two lifecycle invariants (every
+//! finished group has only finished tasks; every finished workflow has only
+//! finished groups), and at the end of each case it replays every command the
+//! case applied into a fresh store in a single `apply` call and requires the
+//! same outcomes and the same snapshot bytes (replay determinism).
+//!
+//! `storage/testdata/KNOWN_DIFFERENCES.md` holds scenarios (fenced
+//! ```` ```scenario ```` blocks) where the state machine is believed to
+//! differ from the OSMO reference. They are run too, and must still FAIL: when
+//! one starts passing, move it into a `.txt` file.
+
+use gantry_storage::plan::{
+    ExitAction, ExitActionPlan, GroupPlan, ResourcePlan, TaskPlan, WorkflowPlan,
+};
+use gantry_storage::{
+    Command, JobKind, ListFilter, Outcome, PoolRecord, Priority, RejectionKind, Store, Submission,
+    TaskKey, TaskReport, TaskStatus, TimerKind, WorkflowStatus,
+};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+type Res<T = ()> = Result<T, String>;
+
+const META: &[u8] = b"scenario-meta";
+
+// ---------------------------------------------------------------------------
+// Line parsing
+// ---------------------------------------------------------------------------
+
+/// One step's arguments: positional words and `key=value` / `key~=value` pairs.
+#[derive(Debug, Default)]
+struct Args {
+    pos: Vec<String>,
+    /// (key, value, is_substring_match)
+    kv: Vec<(String, String, bool)>,
+}
+
+impl Args {
+    fn parse(tokens: Vec<String>) -> Args {
+        let mut args = Args::default();
+        for token in tokens {
+            // Positional words may contain '=' only if quoted from the start.
+            match token.split_once('=') {
+                Some((key, value))
+                    if !key.is_empty()
+                        && !key.starts_with('"')
+                        && !key.contains(char::is_whitespace) =>
+                {
+                    let (key, contains) = match key.strip_suffix('~') {
+                        Some(key) => (key, true),
+                        None => (key, false),
+                    };
+                    args.kv.push((key.to_string(), unquote(value), contains));
+                }
+                _ => args.pos.push(unquote(&token)),
+            }
+        }
+        args
+    }
+
+    fn allow(&self, keys: &[&str]) -> Res {
+        for (key, _, _) in &self.kv {
+            if !keys.contains(&key.as_str()) {
+                return Err(format!(
+                    "unknown argument '{key}' (allowed: {})",
+                    keys.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.kv
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, v, _)| v.as_str())
+    }
+
+    fn entry(&self, key: &str) -> Option<(&str, bool)> {
+        self.kv
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, v, contains)| (v.as_str(), *contains))
+    }
+
+    fn need(&self, key: &str) -> Res<&str> {
+        self.get(key)
+            .ok_or_else(|| format!("missing argument '{key}='"))
+    }
+
+    fn num<T: std::str::FromStr>(&self, key: &str) -> Res<Option<T>> {
+        self.get(key)
+            .map(|v| {
+                v.parse::<T>()
+                    .map_err(|_| format!("'{key}={v}' is not a number"))
+            })
+            .transpose()
+    }
+
+    fn need_num<T: std::str::FromStr>(&self, key: &str) -> Res<T> {
+        self.num(key)?
+            .ok_or_else(|| format!("missing argument '{key}='"))
+    }
+
+    fn flag(&self, word: &str) -> bool {
+        self.pos.iter().any(|p| p == word)
+    }
+
+    fn bool(&self, key: &str, default: bool) -> Res<bool> {
+        match self.get(key) {
+            None => Ok(default),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(other) => Err(format!("'{key}={other}' is not true/false")),
+        }
+    }
+
+    fn pos(&self, index: usize, what: &str) -> Res<&str> {
+        self.pos
+            .get(index)
+            .map(String::as_str)
+            .ok_or_else(|| format!("missing {what}"))
+    }
+}
+
+fn unquote(s: &str) -> String {
+    s.strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .map_or_else(|| s.to_string(), str::to_string)
+}
+
+/// Splits on whitespace, keeping double-quoted parts (quotes included) together
+/// and dropping a `#` comment that starts outside quotes.
+fn tokenize(line: &str) -> Res<Vec<String>> {
+    let mut tokens = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            '#' if !quoted && current.is_empty() => break,
+            c if c.is_whitespace() && !quoted => {
+                if !current.is_empty() {
+                    tokens.push(std::mem::take(&mut current));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if quoted {
+        return Err("unterminated quote".into());
+    }
+    if !current.is_empty() {
+        tokens.push(current);
+    }
+    Ok(tokens)
+}
+
+// ---------------------------------------------------------------------------
+// Building commands
+// ---------------------------------------------------------------------------
+
+/// A task with `command: ["true"]` and every other field at its default.
+fn task_plan(name: &str, lead: bool) -> TaskPlan {
+    TaskPlan {
+        name: name.to_string(),
+        lead,
+        image: "ubuntu:24.04".into(),
+        command: vec!["true".into()],
+        args: Vec::new(),
+        environment: BTreeMap::new(),
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+        files: Vec::new(),
+        resource: ResourcePlan {
+            name: "default".into(),
+            ..ResourcePlan::default()
+        },
+        exit_actions: Vec::new(),
+        credentials: BTreeMap::new(),
+        privileged: false,
+        host_network: false,
+        volume_mounts: Vec::new(),
+    }
+}
+
+fn parse_tasks(spec: &str) -> Vec<TaskPlan> {
+    spec.split(',')
+        .filter(|t| !t.is_empty())
+        .map(|t| match t.strip_suffix('*') {
+            Some(name) => task_plan(name, true),
+            None => task_plan(t, false),
+        })
+        .collect()
+}
+
+fn parse_groups(spec: &str, ignore_nonlead: bool, barrier: bool) -> Res<Vec<GroupPlan>> {
+    let mut groups = Vec::new();
+    for part in spec.split(';').filter(|p| !p.is_empty()) {
+        let (head, upstream) = match part.split_once("<-") {
+            Some((head, ups)) => (head, ups.split(',').map(str::to_string).collect()),
+            None => (part, Vec::new()),
+        };
+        let (name, tasks) = match head.split_once('[') {
+            Some((name, rest)) => {
+                let inner = rest
+                    .strip_suffix(']')
+                    .ok_or_else(|| format!("group spec '{part}': missing ']'"))?;
+                (name, parse_tasks(inner))
+            }
+            None => (head, vec![task_plan(head, true)]),
+        };
+        groups.push(GroupPlan {
+            name: name.to_string(),
+            tasks,
+            upstream,
+            barrier,
+            ignore_nonlead_status: ignore_nonlead,
+        });
+    }
+    Ok(groups)
+}
+
+fn parse_codes(spec: &str) -> Res<Vec<(i32, i32)>> {
+    spec.split(',')
+        .map(|range| {
+            let (low, high) = range.split_once('-').unwrap_or((range, range));
+            let parse = |s: &str| {
+                s.parse::<i32>()
+                    .map_err(|_| format!("bad exit code range '{range}'"))
+            };
+            Ok((parse(low)?, parse(high)?))
+        })
+        .collect()
+}
+
+fn apply_exit_actions(groups: &mut [GroupPlan], spec: &str) -> Res {
+    for rule in spec.split(';').filter(|r| !r.is_empty()) {
+        let (task, rest) = rule
+            .split_once(':')
+            .ok_or_else(|| format!("exit action '{rule}': want TASK:ACTION=CODES"))?;
+        let (action, codes) = rest
+            .split_once('=')
+            .ok_or_else(|| format!("exit action '{rule}': want TASK:ACTION=CODES"))?;
+        let action = match action {
+            "COMPLETE" => ExitAction::Complete,
+            "FAIL" => ExitAction::Fail,
+            "RESCHEDULE" => ExitAction::Reschedule,
+            other => return Err(format!("unknown exit action '{other}'")),
+        };
+        let plan = groups
+            .iter_mut()
+            .flat_map(|g| g.tasks.iter_mut())
+            .find(|t| t.name == task)
+            .ok_or_else(|| format!("exit action for unknown task '{task}'"))?;
+        plan.exit_actions.push(ExitActionPlan {
+            action,
+            codes: parse_codes(codes)?,
+        });
+    }
+    Ok(())
+}
+
+fn parse_task_key(spec: &str) -> Res<TaskKey> {
+    let parts: Vec<&str> = spec.split('/').collect();
+    match parts.as_slice() {
+        [workflow_id, task, retry] => Ok(TaskKey {
+            workflow_id: workflow_id.to_string(),
+            task: task.to_string(),
+            retry_id: retry
+                .parse()
+                .map_err(|_| format!("bad retry in '{spec}'"))?,
+        }),
+        _ => Err(format!("task key '{spec}': want WF/TASK/RETRY")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Rendering state for comparison
+// ---------------------------------------------------------------------------
+
+fn render_outcome(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Applied => "applied".into(),
+        Outcome::Submitted {
+            workflow_id,
+            failure: None,
+        } => format!("submitted {workflow_id}"),
+        Outcome::Submitted {
+            workflow_id,
+            failure: Some(f),
+        } => format!("submitted {workflow_id} failure={f:?}"),
+        Outcome::Canceled { workflow_id } => format!("canceled {workflow_id}"),
+        Outcome::Rejected(r) => format!("rejected {} message={:?}", kind_name(r.kind), r.message),
+    }
+}
+
+fn kind_name(kind: RejectionKind) -> &'static str {
+    match kind {
+        RejectionKind::NotFound => "not-found",
+        RejectionKind::Conflict => "conflict",
+        RejectionKind::Invalid => "invalid",
+    }
+}
+
+fn render_job(kind: &JobKind, backend: &str) -> String {
+    match kind {
+        JobKind::CreateGroup { workflow_id, group } => {
+            format!("CreateGroup:{workflow_id}/{group}@{backend}")
+        }
+        JobKind::CancelGroup {
+            workflow_id, group, ..
+        } => format!("CancelGroup:{workflow_id}/{group}@{backend}"),
+    }
+}
+
+fn render_timer(kind: &TimerKind, due: i64) -> String {
+    match kind {
+        TimerKind::ExecTimeout { workflow_id, group } => {
+            format!("exec:{workflow_id}/{group}@{due}")
+        }
+        TimerKind::QueueTimeout { workflow_id, group } => {
+            format!("queue:{workflow_id}/{group}@{due}")
+        }
+    }
+}
+
+fn opt<T: ToString>(value: &Option<T>) -> String {
+    value
+        .as_ref()
+        .map_or_else(|| "none".to_string(), T::to_string)
+}
+
+/// Compares one optional field against an expectation (`none`, exact, or `~=` substring).
+fn check_field(what: &str, actual: String, expected: Option<(&str, bool)>) -> Res {
+    let Some((expected, contains)) = expected else {
+        return Ok(());
+    };
+    let ok = if contains {
+        actual.contains(expected)
+    } else {
+        actual == expected
+    };
+    if ok {
+        Ok(())
+    } else {
+        let op = if contains { "~=" } else { "=" };
+        Err(format!("{what}: expected {op}{expected:?}, got {actual:?}"))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The case runner
+// ---------------------------------------------------------------------------
+
+struct Case {
+    _dir: tempfile::TempDir,
+    store: Store,
+    /// Snapshot taken just before the last command.
+    before: Vec<u8>,
+    last: Option<Vec<Outcome>>,
+    /// Every command applied, with its outcome, for the replay check.
+    history: Vec<(Command, Outcome)>,
+    submissions: u64,
+}
+
+fn open_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("state.redb")).expect("open store");
+    (dir, store)
+}
+
+impl Case {
+    fn new() -> Case {
+        let (dir, store) = open_store();
+        Case {
+            _dir: dir,
+            store,
+            before: Vec::new(),
+            last: None,
+            history: Vec::new(),
+            submissions: 0,
+        }
+    }
+
+    fn run(&mut self, commands: Vec<Command>) -> Res {
+        self.before = self.store.export_snapshot().map_err(|e| e.to_string())?;
+        let outcomes = if commands.is_empty() {
+            Vec::new()
+        } else {
+            let batch = commands.as_slice();
+            let mut all = self
+                .store
+                .apply(&[batch], META)
+                .map_err(|e| e.to_string())?;
+            all.pop().unwrap_or_default()
+        };
+        self.history
+            .extend(commands.into_iter().zip(outcomes.iter().cloned()));
+        self.last = Some(outcomes);
+        self.check_invariants()
+    }
+
+    fn check_invariants(&self) -> Res {
+        let read = self.store.read().map_err(|e| e.to_string())?;
+        let (workflows, _) = read
+            .list(&ListFilter {
+                limit: usize::MAX,
+                ..ListFilter::default()
+            })
+            .map_err(|e| e.to_string())?;
+        for workflow in workflows {
+            let groups = read.groups(&workflow).map_err(|e| e.to_string())?;
+            if groups.len() != workflow.groups.len() {
+                return Err(format!(
+                    "invariant: workflow {} lost a group row",
+                    workflow.id
+                ));
+            }
+            for group in groups {
+                if !workflow.status.is_alive() && !group.status.is_finished() {
+                    return Err(format!(
+                        "invariant: workflow {} is {} but group {} is {}",
+                        workflow.id, workflow.status, group.name, group.status
+                    ));
+                }
+                if group.status.is_finished() {
+                    for task in read.group_tasks(&group).map_err(|e| e.to_string())? {
+                        if !task.status.is_finished() {
+                            return Err(format!(
+                                "invariant: group {}/{} is {} but task {} is {}",
+                                workflow.id, group.name, group.status, task.name, task.status
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replays the whole history into a fresh store in one apply call.
+    fn check_replay(&self) -> Res {
+        let (_dir, replica) = open_store();
+        let commands: Vec<Command> = self.history.iter().map(|(c, _)| c.clone()).collect();
+        let outcomes = replica
+            .apply(&[commands.as_slice()], META)
+            .map_err(|e| e.to_string())?
+            .pop()
+            .unwrap_or_default();
+        let expected: Vec<Outcome> = self.history.iter().map(|(_, o)| o.clone()).collect();
+        if outcomes != expected {
+            return Err(
+                "replay determinism: outcomes differ when the case is replayed in one batch".into(),
+            );
+        }
+        let a = self.store.export_snapshot().map_err(|e| e.to_string())?;
+        let b = replica.export_snapshot().map_err(|e| e.to_string())?;
+        if a != b {
+            return Err(
+                "replay determinism: snapshot bytes differ when the case is replayed in one batch"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, verb: &str, args: &Args) -> Res {
+        match verb {
+            "pool" => {
+                args.allow(&["backend", "description"])?;
+                let pool = PoolRecord {
+                    name: args.pos(0, "pool name")?.to_string(),
+                    description: args.get("description").unwrap_or("").to_string(),
+                    backend: args.need("backend")?.to_string(),
+                    default_platform: None,
+                    platforms: Vec::new(),
+                };
+                self.run(vec![Command::PutPool { pool }])
+            }
+            "submit" | "submit-invalid" => {
+                let invalid = verb == "submit-invalid";
+                if invalid {
+                    args.allow(&["name", "at", "pool", "user", "error"])?;
+                } else {
+                    args.allow(&[
+                        "name",
+                        "at",
+                        "pool",
+                        "user",
+                        "priority",
+                        "groups",
+                        "group",
+                        "tasks",
+                        "ignore_nonlead",
+                        "barrier",
+                        "exec_timeout",
+                        "queue_timeout",
+                        "exit_actions",
+                    ])?;
+                }
+                let name = args.need("name")?.to_string();
+                let now: i64 = args.need_num("at")?;
+                let plan = if invalid {
+                    Err(args.need("error")?.to_string())
+                } else {
+                    let ignore = args.bool("ignore_nonlead", true)?;
+                    let barrier = args.bool("barrier", true)?;
+                    let spec = match (args.get("groups"), args.get("group"), args.get("tasks")) {
+                        (Some(spec), None, None) => spec.to_string(),
+                        (None, Some(group), Some(tasks)) => format!("{group}[{tasks}]"),
+                        _ => return Err("submit needs groups=SPEC or group=NAME tasks=LIST".into()),
+                    };
+                    let mut groups = parse_groups(&spec, ignore, barrier)?;
+                    if let Some(actions) = args.get("exit_actions") {
+                        apply_exit_actions(&mut groups, actions)?;
+                    }
+                    Ok(WorkflowPlan {
+                        groups,
+                        exec_timeout_seconds: args.num("exec_timeout")?,
+                        queue_timeout_seconds: args.num("queue_timeout")?,
+                    })
+                };
+                self.submissions += 1;
+                let priority: Priority = args.get("priority").unwrap_or("NORMAL").parse()?;
+                let submission = Submission {
+                    name: name.clone(),
+                    uuid: format!("uuid-{}-{name}", self.submissions),
+                    pool: args.get("pool").unwrap_or("default").to_string(),
+                    user: args.get("user").unwrap_or("alice").to_string(),
+                    priority,
+                    template_spec: format!("workflow: {{name: {name}}}"),
+                    rendered_spec: format!("workflow: {{name: {name}}}"),
+                    plan,
+                };
+                self.run(vec![Command::SubmitWorkflow { now, submission }])
+            }
+            "report" => {
+                args.allow(&["at", "exit", "message", "node", "time", "retry"])?;
+                let now: i64 = args.need_num("at")?;
+                let status: TaskStatus = args.pos(2, "status")?.parse()?;
+                let report = TaskReport {
+                    key: TaskKey {
+                        workflow_id: args.pos(0, "workflow id")?.to_string(),
+                        task: args.pos(1, "task name")?.to_string(),
+                        retry_id: args.num("retry")?.unwrap_or(0),
+                    },
+                    status,
+                    exit_code: args.num("exit")?,
+                    message: args.get("message").map(str::to_string),
+                    node_name: args.get("node").map(str::to_string),
+                    time: args.num("time")?.unwrap_or(now),
+                };
+                self.run(vec![Command::ReportTask { now, report }])
+            }
+            "cancel" => {
+                args.allow(&["by", "at", "message"])?;
+                let command = Command::CancelWorkflow {
+                    now: args.need_num("at")?,
+                    workflow_id: args.pos(0, "workflow id")?.to_string(),
+                    user: args.need("by")?.to_string(),
+                    message: args.get("message").map(str::to_string),
+                    force: args.flag("force"),
+                };
+                self.run(vec![command])
+            }
+            "fire-due" => {
+                args.allow(&["at"])?;
+                let now: i64 = args.need_num("at")?;
+                let timers = self
+                    .store
+                    .read()
+                    .and_then(|r| r.due_timers(now, usize::MAX))
+                    .map_err(|e| e.to_string())?;
+                let commands = timers
+                    .into_iter()
+                    .map(|t| Command::FireTimer {
+                        now,
+                        timer_id: t.id,
+                        due: t.due,
+                    })
+                    .collect();
+                self.run(commands)
+            }
+            "fire" => {
+                args.allow(&["id", "due", "at"])?;
+                self.run(vec![Command::FireTimer {
+                    now: args.need_num("at")?,
+                    timer_id: args.need_num("id")?,
+                    due: args.need_num("due")?,
+                }])
+            }
+            "complete-jobs" => {
+                args.allow(&[])?;
+                let jobs = self
+                    .store
+                    .read()
+                    .and_then(|r| r.jobs(usize::MAX))
+                    .map_err(|e| e.to_string())?;
+                self.run(
+                    jobs.into_iter()
+                        .map(|j| Command::CompleteJob { job_id: j.id })
+                        .collect(),
+                )
+            }
+            "complete-job" => {
+                args.allow(&["id"])?;
+                self.run(vec![Command::CompleteJob {
+                    job_id: args.need_num("id")?,
+                }])
+            }
+            "hello" => {
+                args.allow(&["backend", "at", "running"])?;
+                let running = args
+                    .get("running")
+                    .unwrap_or("")
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(parse_task_key)
+                    .collect::<Res<Vec<_>>>()?;
+                self.run(vec![Command::OperatorHello {
+                    now: args.need_num("at")?,
+                    backend: args.need("backend")?.to_string(),
+                    running,
+                }])
+            }
+            "dump" => {
+                eprintln!("{}", self.dump(args.pos.first().map(String::as_str))?);
+                Ok(())
+            }
+            "expect" => self.expect(args),
+            other => Err(format!("unknown step '{other}'")),
+        }
+    }
+
+    fn dump(&self, only: Option<&str>) -> Res<String> {
+        let read = self.store.read().map_err(|e| e.to_string())?;
+        let (workflows, _) = read
+            .list(&ListFilter {
+                limit: usize::MAX,
+                ..ListFilter::default()
+            })
+            .map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        for workflow in workflows
+            .iter()
+            .filter(|w| only.is_none_or(|id| id == w.id))
+        {
+            let _ = writeln!(out, "workflow {} {}", workflow.id, workflow.status);
+            for group in read.groups(workflow).map_err(|e| e.to_string())? {
+                let _ = writeln!(
+                    out,
+                    "  group {} {} dispatched={}",
+                    group.name, group.status, group.dispatched
+                );
+                for task in read.group_tasks(&group).map_err(|e| e.to_string())? {
+                    let _ = writeln!(
+                        out,
+                        "    task {} {} exit={}",
+                        task.name,
+                        task.status,
+                        opt(&task.exit_code)
+                    );
+                }
+            }
+        }
+        for job in read.jobs(usize::MAX).map_err(|e| e.to_string())? {
+            let _ = writeln!(
+                out,
+                "job {} {}",
+                job.id,
+                render_job(&job.kind, &job.backend)
+            );
+        }
+        for timer in read
+            .due_timers(i64::MAX, usize::MAX)
+            .map_err(|e| e.to_string())?
+        {
+            let _ = writeln!(
+                out,
+                "timer {} {}",
+                timer.id,
+                render_timer(&timer.kind, timer.due)
+            );
+        }
+        Ok(out)
+    }
+
+    fn expect(&mut self, args: &Args) -> Res {
+        let what = args.pos(0, "what to expect")?;
+        let read = self.store.read().map_err(|e| e.to_string())?;
+        match what {
+            "outcome" => {
+                args.allow(&["failure", "message"])?;
+                let outcomes = self.last.as_ref().ok_or("no command ran yet")?;
+                if outcomes.is_empty() {
+                    return Err("the previous command produced no outcome".into());
+                }
+                for outcome in outcomes {
+                    self.check_outcome(outcome, args)
+                        .map_err(|e| format!("{e}; got {}", render_outcome(outcome)))?;
+                }
+                Ok(())
+            }
+            "outcomes" => {
+                let outcomes = self.last.as_ref().ok_or("no command ran yet")?;
+                if args.pos(1, "none")? != "none" || !outcomes.is_empty() {
+                    return Err(format!(
+                        "expected no outcomes, got [{}]",
+                        outcomes
+                            .iter()
+                            .map(render_outcome)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                Ok(())
+            }
+            "unchanged" => {
+                let now = self.store.export_snapshot().map_err(|e| e.to_string())?;
+                if now != self.before {
+                    return Err(format!("state changed:\n{}", self.dump(None)?));
+                }
+                Ok(())
+            }
+            "workflow" => {
+                args.allow(&[
+                    "cancelled_by",
+                    "cancel_message",
+                    "failure",
+                    "start",
+                    "end",
+                    "pool",
+                    "backend",
+                ])?;
+                let id = args.pos(1, "workflow id")?;
+                let w = read
+                    .workflow(id)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("workflow {id} does not exist"))?;
+                let status: WorkflowStatus = args.pos(2, "status")?.parse()?;
+                if w.status != status {
+                    return Err(format!(
+                        "workflow {id}: expected {status}, got {}",
+                        w.status
+                    ));
+                }
+                check_field(
+                    "cancelled_by",
+                    opt(&w.cancelled_by),
+                    args.entry("cancelled_by"),
+                )?;
+                check_field(
+                    "cancel_message",
+                    opt(&w.cancel_message),
+                    args.entry("cancel_message"),
+                )?;
+                check_field("failure", opt(&w.failure_message), args.entry("failure"))?;
+                check_field("start", opt(&w.start_time), args.entry("start"))?;
+                check_field("end", opt(&w.end_time), args.entry("end"))?;
+                check_field("pool", w.pool.clone(), args.entry("pool"))?;
+                check_field("backend", w.backend.clone(), args.entry("backend"))
+            }
+            "group" => {
+                args.allow(&[
+                    "dispatched",
+                    "start",
+                    "end",
+                    "failure",
+                    "remaining_upstream",
+                ])?;
+                let (id, name) = (args.pos(1, "workflow id")?, args.pos(2, "group name")?);
+                let g = read
+                    .group(id, name)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("group {id}/{name} does not exist"))?;
+                let status: TaskStatus = args.pos(3, "status")?.parse()?;
+                if g.status != status {
+                    return Err(format!(
+                        "group {id}/{name}: expected {status}, got {}",
+                        g.status
+                    ));
+                }
+                check_field(
+                    "dispatched",
+                    g.dispatched.to_string(),
+                    args.entry("dispatched"),
+                )?;
+                check_field("start", opt(&g.start_time), args.entry("start"))?;
+                check_field("end", opt(&g.end_time), args.entry("end"))?;
+                check_field("failure", opt(&g.failure_message), args.entry("failure"))?;
+                check_field(
+                    "remaining_upstream",
+                    g.remaining_upstream.join(","),
+                    args.entry("remaining_upstream"),
+                )
+            }
+            "task" => {
+                args.allow(&["exit", "failure", "start", "end", "node"])?;
+                let (id, name) = (args.pos(1, "workflow id")?, args.pos(2, "task name")?);
+                let t = read
+                    .task(id, name)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("task {id}/{name} does not exist"))?;
+                let status: TaskStatus = args.pos(3, "status")?.parse()?;
+                if t.status != status {
+                    return Err(format!(
+                        "task {id}/{name}: expected {status}, got {}",
+                        t.status
+                    ));
+                }
+                check_field("exit", opt(&t.exit_code), args.entry("exit"))?;
+                check_field("failure", opt(&t.failure_message), args.entry("failure"))?;
+                check_field("start", opt(&t.start_time), args.entry("start"))?;
+                check_field("end", opt(&t.end_time), args.entry("end"))?;
+                check_field("node", opt(&t.node_name), args.entry("node"))
+            }
+            "jobs" => {
+                args.allow(&[])?;
+                let jobs = read.jobs(usize::MAX).map_err(|e| e.to_string())?;
+                let actual: Vec<String> = jobs
+                    .iter()
+                    .map(|j| render_job(&j.kind, &j.backend))
+                    .collect();
+                let wanted: Vec<&str> = args.pos[1..]
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|s| *s != "none")
+                    .collect();
+                let matches = actual.len() == wanted.len()
+                    && actual.iter().zip(&wanted).all(|(a, w)| {
+                        if w.contains('@') {
+                            a == w
+                        } else {
+                            a.split('@').next() == Some(*w)
+                        }
+                    });
+                if !matches {
+                    return Err(format!(
+                        "jobs: expected [{}], got [{}]",
+                        wanted.join(" "),
+                        actual.join(" ")
+                    ));
+                }
+                Ok(())
+            }
+            "timers" => {
+                args.allow(&[])?;
+                let timers = read
+                    .due_timers(i64::MAX, usize::MAX)
+                    .map_err(|e| e.to_string())?;
+                let actual: Vec<String> = timers
+                    .iter()
+                    .map(|t| render_timer(&t.kind, t.due))
+                    .collect();
+                let wanted: Vec<&str> = args.pos[1..].iter().map(String::as_str).collect();
+                let ok = match wanted.as_slice() {
+                    ["none"] => actual.is_empty(),
+                    [n] if n.parse::<usize>().is_ok() => {
+                        actual.len() == n.parse::<usize>().unwrap_or(0)
+                    }
+                    _ => actual == wanted,
+                };
+                if !ok {
+                    return Err(format!(
+                        "timers: expected [{}], got [{}]",
+                        wanted.join(" "),
+                        actual.join(" ")
+                    ));
+                }
+                Ok(())
+            }
+            "next-timer" => {
+                args.allow(&[])?;
+                let actual = opt(&read.next_timer_due().map_err(|e| e.to_string())?);
+                let wanted = args.pos(1, "due time or none")?;
+                if actual != wanted {
+                    return Err(format!("next-timer: expected {wanted}, got {actual}"));
+                }
+                Ok(())
+            }
+            "list" => {
+                args.allow(&["status", "name", "pool", "offset", "limit"])?;
+                let split = |v: Option<&str>| -> Vec<String> {
+                    v.map(|v| v.split(',').map(str::to_string).collect())
+                        .unwrap_or_default()
+                };
+                let filter = ListFilter {
+                    statuses: split(args.get("status"))
+                        .iter()
+                        .map(|s| s.parse::<WorkflowStatus>())
+                        .collect::<Result<_, _>>()?,
+                    name: args.get("name").map(str::to_string),
+                    pools: split(args.get("pool")),
+                    offset: args.num("offset")?.unwrap_or(0),
+                    limit: args.num("limit")?.unwrap_or(1000),
+                    descending: args.flag("desc"),
+                };
+                let arrow = args
+                    .pos
+                    .iter()
+                    .position(|p| p == "->")
+                    .ok_or("expect list needs '-> IDS'")?;
+                let mut wanted: Vec<String> = args.pos[arrow + 1..].to_vec();
+                let wanted_more = wanted.last().is_some_and(|w| w == "+more");
+                if wanted_more {
+                    wanted.pop();
+                }
+                let (workflows, more) = read.list(&filter).map_err(|e| e.to_string())?;
+                let actual: Vec<String> = workflows.into_iter().map(|w| w.id).collect();
+                if actual != wanted || more != wanted_more {
+                    return Err(format!(
+                        "list: expected [{}] more={wanted_more}, got [{}] more={more}",
+                        wanted.join(" "),
+                        actual.join(" ")
+                    ));
+                }
+                Ok(())
+            }
+            "counts" => {
+                let actual: BTreeMap<String, u64> = read
+                    .count_by_status()
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(|(s, n)| (s.to_string(), n))
+                    .collect();
+                let mut wanted = BTreeMap::new();
+                for (key, value, _) in &args.kv {
+                    let status: WorkflowStatus = key.parse()?;
+                    wanted.insert(
+                        status.to_string(),
+                        value
+                            .parse::<u64>()
+                            .map_err(|_| format!("bad count '{value}'"))?,
+                    );
+                }
+                if actual != wanted {
+                    return Err(format!("counts: expected {wanted:?}, got {actual:?}"));
+                }
+                Ok(())
+            }
+            other => Err(format!("unknown expectation '{other}'")),
+        }
+    }
+
+    fn check_outcome(&self, outcome: &Outcome, args: &Args) -> Res {
+        let kind = args.pos(1, "outcome kind")?;
+        match (kind, outcome) {
+            ("applied", Outcome::Applied) => Ok(()),
+            (
+                "submitted",
+                Outcome::Submitted {
+                    workflow_id,
+                    failure,
+                },
+            ) => {
+                check_field(
+                    "workflow id",
+                    workflow_id.clone(),
+                    Some((args.pos(2, "workflow id")?, false)),
+                )?;
+                check_field(
+                    "failure",
+                    opt(failure),
+                    args.entry("failure").or(Some(("none", false))),
+                )
+            }
+            ("canceled", Outcome::Canceled { workflow_id }) => check_field(
+                "workflow id",
+                workflow_id.clone(),
+                Some((args.pos(2, "workflow id")?, false)),
+            ),
+            ("rejected", Outcome::Rejected(rejection)) => {
+                let wanted = args.pos(2, "rejection kind")?;
+                if kind_name(rejection.kind) != wanted {
+                    return Err(format!("expected rejected {wanted}"));
+                }
+                check_field("message", rejection.message.clone(), args.entry("message"))
+            }
+            _ => Err(format!("expected outcome {kind}")),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Driving files
+// ---------------------------------------------------------------------------
+
+struct Stats {
+    cases: usize,
+    steps: usize,
+}
+
+/// Runs a script; returns the failures (one per failed case) and counts.
+fn run_script(origin: &str, text: &str, first_line: usize) -> (Vec<String>, Stats) {
+    let mut failures = Vec::new();
+    let mut stats = Stats { cases: 0, steps: 0 };
+    let mut case: Option<(String, Case)> = None;
+    let mut skipping = false;
+    let finish = |case: &mut Option<(String, Case)>, failures: &mut Vec<String>, skipping: bool| {
+        if let Some((title, c)) = case.take() {
+            if !skipping {
+                if let Err(e) = c.check_replay() {
+                    failures.push(format!("{origin}: case '{title}': {e}"));
+                }
+            }
+        }
+    };
+    for (index, raw) in text.lines().enumerate() {
+        let line_no = first_line + index;
+        let tokens = match tokenize(raw) {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                failures.push(format!("{origin}:{line_no}: {e}"));
+                continue;
+            }
+        };
+        let Some((verb, rest)) = tokens.split_first() else {
+            continue;
+        };
+        if verb == "case" {
+            finish(&mut case, &mut failures, skipping);
+            let title = raw.trim().trim_start_matches("case").trim().to_string();
+            case = Some((title, Case::new()));
+            stats.cases += 1;
+            skipping = false;
+            continue;
+        }
+        stats.steps += 1;
+        if skipping {
+            continue;
+        }
+        let Some((title, current)) = case.as_mut() else {
+            failures.push(format!(
+                "{origin}:{line_no}: step before the first 'case' line"
+            ));
+            skipping = true;
+            continue;
+        };
+        if let Err(e) = current.step(verb, &Args::parse(rest.to_vec())) {
+            failures.push(format!(
+                "{origin}:{line_no}: case '{title}': `{}`\n    {e}",
+                raw.trim()
+            ));
+            skipping = true;
+        }
+    }
+    finish(&mut case, &mut failures, skipping);
+    (failures, stats)
+}
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
+}
+
+#[test]
+fn scenarios() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(testdata())
+        .expect("storage/testdata exists")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no scenario files in storage/testdata");
+    let mut failures = Vec::new();
+    let (mut cases, mut steps) = (0, 0);
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("read scenario file");
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (mut errors, stats) = run_script(&name, &text, 1);
+        assert!(stats.cases > 0, "{name} has no cases");
+        cases += stats.cases;
+        steps += stats.steps;
+        failures.append(&mut errors);
+    }
+    eprintln!(
+        "scenarios: {} files, {cases} cases, {steps} steps",
+        files.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} scenario failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Fenced ```` ```scenario ```` blocks of KNOWN_DIFFERENCES.md, with the line of their first step.
+fn known_difference_blocks() -> Vec<(usize, String)> {
+    let Ok(text) = std::fs::read_to_string(testdata().join("KNOWN_DIFFERENCES.md")) else {
+        return Vec::new();
+    };
+    let mut blocks = Vec::new();
+    let mut current: Option<(usize, String)> = None;
+    for (index, line) in text.lines().enumerate() {
+        match (&mut current, line.trim()) {
+            (None, "```scenario") => current = Some((index + 2, String::new())),
+            (Some(_), "```") => blocks.extend(current.take()),
+            (Some((_, body)), _) => {
+                body.push_str(line);
+                body.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn known_differences_still_differ() {
+    for (line, block) in known_difference_blocks() {
+        let (failures, stats) = run_script("KNOWN_DIFFERENCES.md", &block, line);
+        assert!(
+            stats.cases > 0,
+            "KNOWN_DIFFERENCES.md:{line}: block has no case"
+        );
+        eprintln!("known difference still present:\n{}", failures.join("\n"));
+        assert!(
+            failures.len() == stats.cases,
+            "KNOWN_DIFFERENCES.md:{line}: a known difference now passes (move it into a .txt file); \
+             {} of {} case(s) failed:\n{}",
+            failures.len(),
+            stats.cases,
+            failures.join("\n")
+        );
+    }
+}
+
+#[test]
+fn the_language_catches_its_own_mistakes() {
+    let script = "case typo\npool default backend=local\nexpect workflow nope-1 PENDING\n";
+    let (failures, _) = run_script("inline", script, 1);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    let script = "case bad argument\npool default backend=local bogus=1\n";
+    let (failures, _) = run_script("inline", script, 1);
+    assert!(
+        failures[0].contains("unknown argument 'bogus'"),
+        "{failures:?}"
+    );
+}
