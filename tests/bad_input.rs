@@ -7,7 +7,8 @@ use common::{cli, DevServer};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-const VALID: &str = "workflow:\n  name: ok\n  tasks:\n  - name: t\n    image: ubuntu\n    command: [\"true\"]\n";
+const VALID: &str =
+    "workflow:\n  name: ok\n  tasks:\n  - name: t\n    image: ubuntu\n    command: [\"true\"]\n";
 
 #[test]
 fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
@@ -49,9 +50,14 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
         assert_eq!(reply.status, 400, "{spec}: {}", reply.body);
         let body = reply.json();
         let message = body["message"].as_str().unwrap();
-        assert!(message.contains(field), "{spec}: message {message:?} does not name {field}");
+        assert!(
+            message.contains(field),
+            "{spec}: message {message:?} does not name {field}"
+        );
         assert_eq!(body["error_code"], "SUBMISSION");
-        let id = body["workflow_id"].as_str().expect("a FAILED_SUBMISSION workflow ID");
+        let id = body["workflow_id"]
+            .as_str()
+            .expect("a FAILED_SUBMISSION workflow ID");
         let stored = api.workflow(id);
         assert_eq!(stored["status"], "FAILED_SUBMISSION", "{stored}");
         assert_eq!(stored["failure_message"].as_str(), Some(message));
@@ -89,8 +95,15 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
     // Unknown pool: 404 naming the pool. Unknown workflow: 404.
     let reply = api.post("/api/pool/gpu-h100/workflow", Some(&json!({"file": VALID})));
     assert_eq!(reply.status, 404, "{}", reply.body);
-    assert!(reply.json()["message"].as_str().unwrap().contains("gpu-h100"));
-    for path in ["/api/workflow/nope-7", "/api/workflow/nope-7/logs", "/api/workflow/nope-7/spec"] {
+    assert!(reply.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("gpu-h100"));
+    for path in [
+        "/api/workflow/nope-7",
+        "/api/workflow/nope-7/logs",
+        "/api/workflow/nope-7/spec",
+    ] {
         assert_eq!(api.get(path).status, 404, "{path}");
     }
     assert_eq!(api.post("/api/workflow/nope-7/cancel", None).status, 404);
@@ -99,7 +112,18 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
     assert!(reply.json()["message"].as_str().unwrap().contains("BOGUS"));
 
     // The CLI refuses duplicate --set keys before sending anything.
-    let (code, _, stderr) = cli(&server.url, &["workflow", "submit", "/nonexistent.yaml", "--set", "a=1", "--set", "a=2"]);
+    let (code, _, stderr) = cli(
+        &server.url,
+        &[
+            "workflow",
+            "submit",
+            "/nonexistent.yaml",
+            "--set",
+            "a=1",
+            "--set",
+            "a=2",
+        ],
+    );
     assert_ne!(code, 0);
     assert!(!stderr.is_empty());
 
@@ -107,5 +131,8 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
     let workflow = api.wait_finished(&first, Duration::from_secs(30));
     assert_eq!(workflow["status"], "COMPLETED");
     let second = api.submit_ok(VALID);
-    assert_eq!(api.wait_finished(&second, Duration::from_secs(30))["status"], "COMPLETED");
+    assert_eq!(
+        api.wait_finished(&second, Duration::from_secs(30))["status"],
+        "COMPLETED"
+    );
 }

@@ -20,11 +20,17 @@ fn every_example_completes_through_gantry_dev() {
             .expect("run gantry dev");
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{example} did not complete:\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(
+            output.status.success(),
+            "{example} did not complete:\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
         assert!(stderr.contains(": COMPLETED"), "{example}: {stderr}");
         match example {
             "hello" => assert!(stdout.contains("[hello] Hello from Gantry"), "{stdout}"),
-            "serial" => assert!(stdout.contains("[report] report: RAW SENSOR DATA"), "{stdout}"),
+            "serial" => assert!(
+                stdout.contains("[report] report: RAW SENSOR DATA"),
+                "{stdout}"
+            ),
             "parallel" => assert!(stdout.contains("[gather] scene c"), "{stdout}"),
             "templated" => assert!(stdout.contains("episode 2 of 3 in rollout-"), "{stdout}"),
             _ => {}
@@ -62,18 +68,28 @@ workflow:
 "#
     ));
     api.wait_task(&id, "sibling", "RUNNING", Duration::from_secs(30));
-    assert!(!processes_with(&marker).is_empty(), "the sibling should be running");
+    assert!(
+        !processes_with(&marker).is_empty(),
+        "the sibling should be running"
+    );
     let workflow = api.wait_finished(&id, Duration::from_secs(60));
     assert_eq!(workflow["status"], "FAILED", "{workflow}");
     assert_eq!(group_of(&workflow, "gang").unwrap()["status"], "FAILED");
-    assert_eq!(group_of(&workflow, "after").unwrap()["status"], "FAILED_UPSTREAM");
+    assert_eq!(
+        group_of(&workflow, "after").unwrap()["status"],
+        "FAILED_UPSTREAM"
+    );
     let lead = task_of(&workflow, "lead").unwrap();
     assert_eq!(lead["status"], "FAILED");
     assert_eq!(lead["exit_code"], 1);
     assert_eq!(task_of(&workflow, "sibling").unwrap()["status"], "FAILED");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !processes_with(&marker).is_empty() {
-        assert!(Instant::now() < deadline, "the sibling still runs: {:?}", processes_with(&marker));
+        assert!(
+            Instant::now() < deadline,
+            "the sibling still runs: {:?}",
+            processes_with(&marker)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -97,7 +113,10 @@ workflow:
     let started = Instant::now();
     let workflow = api.wait_finished(&id, Duration::from_secs(30));
     assert_eq!(workflow["status"], "FAILED_EXEC_TIMEOUT", "{workflow}");
-    assert_eq!(task_of(&workflow, "nap").unwrap()["status"], "FAILED_EXEC_TIMEOUT");
+    assert_eq!(
+        task_of(&workflow, "nap").unwrap()["status"],
+        "FAILED_EXEC_TIMEOUT"
+    );
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
@@ -122,13 +141,25 @@ workflow:
 "#
     ));
     api.wait_task(&id, "spin", "RUNNING", Duration::from_secs(30));
-    assert!(!processes_with(&marker).is_empty(), "the task should be running");
-    let (code, stdout, stderr) = cli(&server.url, &["workflow", "cancel", &id, "-m", "no longer needed"]);
+    assert!(
+        !processes_with(&marker).is_empty(),
+        "the task should be running"
+    );
+    let (code, stdout, stderr) = cli(
+        &server.url,
+        &["workflow", "cancel", &id, "-m", "no longer needed"],
+    );
     assert_eq!(code, 0, "{stdout}{stderr}");
     let workflow = api.wait_finished(&id, Duration::from_secs(30));
     assert_eq!(workflow["status"], "FAILED_CANCELED", "{workflow}");
-    assert_eq!(task_of(&workflow, "spin").unwrap()["status"], "FAILED_CANCELED");
-    assert_eq!(task_of(&workflow, "later").unwrap()["status"], "FAILED_CANCELED");
+    assert_eq!(
+        task_of(&workflow, "spin").unwrap()["status"],
+        "FAILED_CANCELED"
+    );
+    assert_eq!(
+        task_of(&workflow, "later").unwrap()["status"],
+        "FAILED_CANCELED"
+    );
     assert_eq!(workflow["cancelled_by"], "anonymous");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !processes_with(&marker).is_empty() {
@@ -138,7 +169,10 @@ workflow:
     // Canceling again: refused unless forced.
     let again = api.post(&format!("/api/workflow/{id}/cancel"), None);
     assert_eq!(again.status, 400, "{}", again.body);
-    assert!(again.json()["message"].as_str().unwrap().contains("already finished"));
+    assert!(again.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("already finished"));
     let forced = api.post(&format!("/api/workflow/{id}/cancel?force=true"), None);
     assert_eq!(forced.status, 200, "{}", forced.body);
 }
@@ -157,15 +191,27 @@ fn cli_verbs_show_tables_and_json() {
 
     let (code, stdout, _) = cli(&server.url, &["workflow", "list"]);
     assert_eq!(code, 0);
-    assert!(stdout.contains(&id) && stdout.contains("COMPLETED"), "{stdout}");
-    let (code, stdout, _) = cli(&server.url, &["workflow", "list", "-s", "FAILED", "-t", "json"]);
+    assert!(
+        stdout.contains(&id) && stdout.contains("COMPLETED"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = cli(
+        &server.url,
+        &["workflow", "list", "-s", "FAILED", "-t", "json"],
+    );
     assert_eq!(code, 0);
     let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(listed["workflows"].as_array().unwrap().len(), 0);
     let (code, stdout, _) = cli(&server.url, &["workflow", "query", &id]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("hello-group") && stdout.contains("COMPLETED"), "{stdout}");
-    let (code, stdout, _) = cli(&server.url, &["workflow", "logs", &id, "-t", "hello", "-n", "1"]);
+    assert!(
+        stdout.contains("hello-group") && stdout.contains("COMPLETED"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = cli(
+        &server.url,
+        &["workflow", "logs", &id, "-t", "hello", "-n", "1"],
+    );
     assert_eq!(code, 0);
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(stdout.contains("[hello] Linux"), "{stdout}");
@@ -174,7 +220,10 @@ fn cli_verbs_show_tables_and_json() {
     assert!(stdout.contains("name: hello"), "{stdout}");
     let (code, stdout, _) = cli(&server.url, &["pool", "list"]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("default") && stdout.contains("ONLINE"), "{stdout}");
+    assert!(
+        stdout.contains("default") && stdout.contains("ONLINE"),
+        "{stdout}"
+    );
     let (code, stdout, _) = cli(&server.url, &["version", "-t", "json"]);
     assert_eq!(code, 0);
     assert!(stdout.contains("major"), "{stdout}");

@@ -303,6 +303,15 @@ fn apply_task_report(
             format!("an executor cannot report status {}", report.status),
         ));
     }
+    if matches!(task.status, TaskStatus::Waiting | TaskStatus::Submitting) {
+        return Ok(Outcome::rejected(
+            RejectionKind::Conflict,
+            format!(
+                "task '{}' has not been handed to an executor yet (it is {})",
+                key.task, task.status
+            ),
+        ));
+    }
     if report.status.phase_rank() < task.status.phase_rank() {
         return Ok(Outcome::rejected(
             RejectionKind::Conflict,

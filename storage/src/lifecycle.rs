@@ -78,7 +78,7 @@ pub(crate) fn redispatch_group(
             group: group.name.clone(),
         },
     )?;
-    Ok(())
+    settle_workflow(tables, &workflow.id, now)
 }
 
 fn finish_task(task: &mut TaskRecord, status: TaskStatus, message: &str, now: Millis) {

@@ -58,7 +58,10 @@ impl DevServer {
                 };
                 return server;
             }
-            assert!(Instant::now() < deadline, "gantry dev did not start; log:\n{text}");
+            assert!(
+                Instant::now() < deadline,
+                "gantry dev did not start; log:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -88,7 +91,9 @@ impl DevServer {
     }
 
     pub fn client(&self) -> Api {
-        Api { url: self.url.clone() }
+        Api {
+            url: self.url.clone(),
+        }
     }
 }
 
@@ -100,7 +105,10 @@ impl Drop for DevServer {
 }
 
 fn nix_kill(pid: u32, signal: &str) -> std::io::Result<std::process::ExitStatus> {
-    Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status()
+    Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
 }
 
 /// A small blocking HTTP client for the API.
@@ -129,7 +137,10 @@ fn agent() -> reqwest::blocking::Client {
 
 impl Api {
     pub fn get(&self, path: &str) -> Reply {
-        let response = agent().get(format!("{}{path}", self.url)).send().expect("GET");
+        let response = agent()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .expect("GET");
         Reply {
             status: response.status().as_u16(),
             body: response.text().unwrap_or_default(),
@@ -162,7 +173,10 @@ impl Api {
     }
 
     pub fn submit(&self, spec: &str) -> Reply {
-        self.post("/api/pool/default/workflow", Some(&serde_json::json!({ "file": spec })))
+        self.post(
+            "/api/pool/default/workflow",
+            Some(&serde_json::json!({ "file": spec })),
+        )
     }
 
     /// Submits and returns the workflow ID, panicking on refusal.
@@ -187,7 +201,10 @@ impl Api {
             if !matches!(status.as_str(), "PENDING" | "RUNNING" | "WAITING") {
                 return workflow;
             }
-            assert!(Instant::now() < deadline, "{id} still {status} after {limit:?}: {workflow}");
+            assert!(
+                Instant::now() < deadline,
+                "{id} still {status} after {limit:?}: {workflow}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -202,7 +219,10 @@ impl Api {
                     return found;
                 }
             }
-            assert!(Instant::now() < deadline, "task {task} of {id} not {status} after {limit:?}: {workflow}");
+            assert!(
+                Instant::now() < deadline,
+                "task {task} of {id} not {status} after {limit:?}: {workflow}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -217,7 +237,11 @@ pub fn task_of(workflow: &Value, task: &str) -> Option<Value> {
 }
 
 pub fn group_of(workflow: &Value, group: &str) -> Option<Value> {
-    workflow["groups"].as_array()?.iter().find(|candidate| candidate["name"] == group).cloned()
+    workflow["groups"]
+        .as_array()?
+        .iter()
+        .find(|candidate| candidate["name"] == group)
+        .cloned()
 }
 
 /// Runs the gantry CLI against `url`; returns (exit code, stdout, stderr).
@@ -225,7 +249,10 @@ pub fn cli(url: &str, args: &[&str]) -> (i32, String, String) {
     let output = Command::new(BINARY)
         .args(args)
         .env("GANTRY_URL", url)
-        .env("XDG_CONFIG_HOME", std::env::temp_dir().join("gantry-test-no-config"))
+        .env(
+            "XDG_CONFIG_HOME",
+            std::env::temp_dir().join("gantry-test-no-config"),
+        )
         .output()
         .expect("run gantry CLI");
     (
@@ -245,7 +272,10 @@ pub fn processes_with(marker: &str) -> Vec<String> {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         let state = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let zombie = state.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z'));
+        let zombie = state
+            .split(") ")
+            .nth(1)
+            .is_some_and(|rest| rest.starts_with('Z'));
         if text.contains(marker) && !zombie {
             found.push(text);
         }

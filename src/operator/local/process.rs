@@ -44,7 +44,8 @@ pub fn spawn(bwrap: &Path, args: Vec<OsString>) -> Result<Child, ExecError> {
         // If this process dies without unwinding (SIGKILL), the kernel kills
         // bwrap, and bwrap's --die-with-parent takes the sandbox with it.
         command.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
         });
     }
     command
