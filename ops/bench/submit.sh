@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Submit benchmark on one node with fsync on: starts a release `gantry dev`
+# on a fresh data directory, runs `gantry bench submit`, stops the server.
+# Usage: ops/bench/submit.sh [COUNT] [CONCURRENCY]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+count=${1:-20000}
+concurrency=${2:-64}
+cargo build --release --quiet
+data=$(mktemp -d)
+port=${GANTRY_BENCH_PORT:-18490}
+GANTRY_LOG=warn ./target/release/gantry dev --data-dir "$data" --listen "127.0.0.1:$port" &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' EXIT
+for _ in $(seq 100); do
+    curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+./target/release/gantry bench submit --url "http://127.0.0.1:$port" --count "$count" --concurrency "$concurrency"
