@@ -103,20 +103,11 @@ impl AgentHub {
                     return;
                 }
                 tracing::info!(%backend, %version, running = running.len(), "operator hello");
-                // The hello's effect (re-dispatch of lost groups) must be committed before any new job goes out.
-                let result = self
-                    .node
-                    .propose(Command::OperatorHello {
-                        now: now_ms(),
-                        backend: backend.to_string(),
-                        running,
-                    })
-                    .await;
-                if let Err(error) = result {
-                    tracing::warn!(%error, "could not record operator hello");
+                Command::OperatorHello {
+                    now: now_ms(),
+                    backend: backend.to_string(),
+                    running,
                 }
-                self.connected.notify_waiters();
-                return;
             }
             FromOperator::JobDone { job_id } => Command::CompleteJob { job_id },
             FromOperator::TaskStatus {
@@ -143,14 +134,20 @@ impl AgentHub {
                 return;
             }
         };
-        // A report is retried while the cluster has no leader (an election).
+        // A report is retried while the cluster has no leader (an election);
+        // the hello's re-dispatch is committed before later reports are handled.
         for attempt in 0..50 {
             match self.node.propose(command.clone()).await {
                 Ok(_) => {
-                    if let Command::CompleteJob { job_id } = command {
-                        if let Some(connection) = self.lock().get_mut(backend) {
-                            connection.sent_jobs.remove(&job_id);
+                    match command {
+                        Command::CompleteJob { job_id } => {
+                            if let Some(connection) = self.lock().get_mut(backend) {
+                                connection.sent_jobs.remove(&job_id);
+                            }
                         }
+                        // Re-queued groups can go out now.
+                        Command::OperatorHello { .. } => self.connected.notify_waiters(),
+                        _ => {}
                     }
                     return;
                 }
