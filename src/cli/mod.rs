@@ -130,11 +130,27 @@ mod tests {
             "5",
         ])
         .unwrap();
-        assert_eq!(cli.client.format, OutputFormat::Json);
         assert_eq!(cli.client.url, vec!["http://a:1", "http://b:2"]);
+        let TestCommand::Workflow(command) = cli.command else {
+            panic!("not a workflow verb");
+        };
+        assert_eq!(command.format(), OutputFormat::Json);
+        assert!(matches!(command, WorkflowCommand::List { count: 5, .. }));
+    }
+
+    #[test]
+    fn logs_take_dash_t_as_the_task() {
+        let cli = TestCli::try_parse_from([
+            "gantry", "workflow", "logs", "wf-1", "-t", "train", "-n", "10",
+        ])
+        .unwrap();
+        let TestCommand::Workflow(command) = cli.command else {
+            panic!("not a workflow verb");
+        };
+        assert_eq!(command.format(), OutputFormat::Text);
         assert!(matches!(
-            cli.command,
-            TestCommand::Workflow(WorkflowCommand::List { count: 5, .. })
+            command,
+            WorkflowCommand::Logs { task: Some(ref task), last_n_lines: Some(10), .. } if task == "train"
         ));
     }
 
