@@ -43,19 +43,21 @@ impl DevServer {
             .stderr(log)
             .spawn()
             .expect("spawn gantry dev");
+        // Owned by the handle at once, so a failed start is still killed on drop.
+        let mut server = DevServer {
+            child,
+            url: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            log_path,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         let marker = "API on http://";
         loop {
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let text = server.log();
             if let Some(position) = text[offset as usize..].find(marker) {
                 let rest = &text[offset as usize + position + marker.len()..];
                 let address: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                let server = DevServer {
-                    child,
-                    url: format!("http://{address}"),
-                    data_dir: data_dir.to_path_buf(),
-                    log_path,
-                };
+                server.url = format!("http://{address}");
                 return server;
             }
             assert!(
