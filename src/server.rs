@@ -74,7 +74,9 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
 
     let leader_node = node.clone();
     let leader_hub = hub.clone();
-    let ensure_local_pool = options.local_backend;
+    // A new cluster gets pool `default` on backend `local`, served by the
+    // in-process operator when there is one.
+    let ensure_local_pool = options.local_backend || options.bootstrap;
     tasks.spawn(leader::run_while_leader(
         node.clone(),
         shutdown.clone(),
@@ -93,7 +95,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         },
     ));
 
-    if options.local_backend {
+    if ensure_local_pool {
         wait_for_pool(&node, DEFAULT_POOL).await?;
     }
 

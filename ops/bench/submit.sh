@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Submit benchmark on one node with fsync on: starts a release `gantry dev`
-# on a fresh data directory, runs `gantry bench submit`, stops the server.
+# Submit benchmark on one node with fsync on: starts a release `gantry server`
+# on a fresh data directory (pool `default`, no operator draining it, so only
+# the control plane is measured), runs `gantry bench submit`, stops the server.
 # Usage: ops/bench/submit.sh [COUNT] [CONCURRENCY]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -9,7 +10,7 @@ concurrency=${2:-64}
 cargo build --release --quiet
 data=$(mktemp -d)
 port=${GANTRY_BENCH_PORT:-18490}
-GANTRY_LOG=warn ./target/release/gantry dev --data-dir "$data" --listen "127.0.0.1:$port" &
+GANTRY_LOG=warn ./target/release/gantry server --bootstrap --data-dir "$data" --listen "127.0.0.1:$port" --peer-listen "127.0.0.1:$((port + 1))" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 100); do

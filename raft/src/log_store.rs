@@ -72,14 +72,22 @@ impl LogStore {
         .await
     }
 
+    /// Writes one metadata row; `durable == false` leaves the fsync to the
+    /// next durable commit (used for the commit index, which Raft can
+    /// recompute, never for the vote).
     async fn write_meta<T: serde::Serialize>(
         &self,
         key: &'static str,
         value: &T,
+        durable: bool,
     ) -> Result<(), std::io::Error> {
         let bytes = encode(value).map_err(io_error)?;
         self.blocking(move |db| {
-            let txn = db.begin_write().map_err(io_error)?;
+            let mut txn = db.begin_write().map_err(io_error)?;
+            if !durable {
+                txn.set_durability(redb::Durability::None)
+                    .map_err(io_error)?;
+            }
             txn.open_table(META)
                 .map_err(io_error)?
                 .insert(key, bytes.as_slice())
@@ -161,7 +169,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.write_meta(VOTE_KEY, vote)
+        self.write_meta(VOTE_KEY, vote, true)
             .await
             .map_err(|e| StorageIOError::write_vote(&e).into())
     }
@@ -173,7 +181,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.write_meta(COMMITTED_KEY, &committed)
+        self.write_meta(COMMITTED_KEY, &committed, false)
             .await
             .map_err(|e| StorageIOError::write(&e).into())
     }

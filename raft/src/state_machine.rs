@@ -4,6 +4,13 @@
 //! stores the effects and the new applied log id + membership together; the
 //! latest built or installed snapshot is kept in one file (written to a
 //! temporary name, then renamed) so it survives a restart.
+//!
+//! Durability: applies are committed durably at most every
+//! [`DURABLE_APPLY_INTERVAL`]; in between they are visible but not yet on
+//! disk. That is safe because the Raft log is durable before anything is
+//! applied, and a crash rolls the tables and the applied position back
+//! together, so openraft replays the log from there. Before a snapshot is
+//! built (after which the log may be purged) everything is made durable.
 
 use crate::types::{
     decode, encode, BatchOutcome, Entry, LogId, NodeId, StorageError, StoredMembership, TypeConfig,
@@ -14,7 +21,8 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// What the Raft layer keeps in the state database next to the state.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -29,10 +37,15 @@ struct SnapshotFile {
     data: Vec<u8>,
 }
 
+/// Longest time an applied command may stay only in memory (it is in the
+/// durable log meanwhile).
+pub const DURABLE_APPLY_INTERVAL: Duration = Duration::from_millis(500);
+
 #[derive(Clone)]
 pub struct StateMachine {
     store: Arc<Store>,
     snapshot_path: PathBuf,
+    last_durable_apply: Arc<Mutex<Instant>>,
 }
 
 fn io_error(error: impl ToString) -> std::io::Error {
@@ -44,6 +57,7 @@ impl StateMachine {
         StateMachine {
             store,
             snapshot_path,
+            last_durable_apply: Arc::new(Mutex::new(Instant::now())),
         }
     }
 
@@ -75,6 +89,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let machine = self.clone();
         let file = tokio::task::spawn_blocking(move || -> Result<SnapshotFile, std::io::Error> {
+            // The log may be purged up to this snapshot: the state behind it must be on disk.
+            machine.store.sync().map_err(io_error)?;
             // Meta and data from one moment: applies are serialized with this call by openraft.
             let applied = machine.applied_meta()?;
             let data = machine.store.export_snapshot().map_err(io_error)?;
@@ -139,9 +155,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             let meta_bytes = encode(&meta).map_err(io_error)?;
             let slices: Vec<&[Command]> = batches.iter().map(Vec::as_slice).collect();
+            let durable = {
+                let mut last = machine
+                    .last_durable_apply
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner());
+                let due = last.elapsed() >= DURABLE_APPLY_INTERVAL;
+                if due {
+                    *last = Instant::now();
+                }
+                due
+            };
             let outcomes = machine
                 .store
-                .apply(&slices, &meta_bytes)
+                .apply(&slices, &meta_bytes, durable)
                 .map_err(io_error)?;
             Ok(outcomes
                 .into_iter()

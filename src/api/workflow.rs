@@ -105,7 +105,8 @@ pub async fn submit(
             format!("request body is not a TemplateSpec ({{file, set_variables, set_string_variables}}): {error}"),
         )
     })?;
-    if read(&state).await?.pool(&pool)?.is_none() {
+    // An early, friendly answer from local state; `apply` re-checks the pool authoritatively.
+    if state.node.read_local()?.pool(&pool)?.is_none() {
         return Err(ApiError::not_found(format!("Pool '{pool}' not found")));
     }
     let input = SpecInput {

@@ -3,8 +3,8 @@
 //!
 //! Invariants: a call to [`Store::apply`] is one redb write transaction that
 //! also records the Raft layer's opaque metadata (last applied log id and
-//! membership), committed with immediate durability; reads see only committed
-//! state.
+//! membership); reads see only committed state. How durable a commit is, is
+//! the caller's choice (see [`Store::apply`]).
 
 use crate::apply::apply;
 use crate::command::{Command, Outcome};
@@ -43,12 +43,22 @@ impl Store {
     }
 
     /// Applies batches of commands and stores `raft_meta`, atomically.
+    ///
+    /// With `durable == false` the commit is visible at once but reaches the
+    /// disk only with a later durable commit: a crash rolls the tables and
+    /// `raft_meta` back together to an earlier applied position, and the
+    /// Raft layer replays its (durable) log from there.
     pub fn apply(
         &self,
         batches: &[&[Command]],
         raft_meta: &[u8],
+        durable: bool,
     ) -> Result<Vec<Vec<Outcome>>, StorageError> {
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        if !durable {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| StorageError::Database(e.to_string()))?;
+        }
         let mut outcomes = Vec::with_capacity(batches.len());
         for batch in batches {
             let mut batch_outcomes = Vec::with_capacity(batch.len());
@@ -60,6 +70,12 @@ impl Store {
         Tables::new(&txn).set_meta(tables::RAFT_META_KEY, raft_meta)?;
         txn.commit()?;
         Ok(outcomes)
+    }
+
+    /// Makes every earlier commit durable (an empty durable commit).
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.db.begin_write()?.commit()?;
+        Ok(())
     }
 
     /// The Raft layer's metadata as last stored by [`Store::apply`].

@@ -302,7 +302,7 @@ fn drive(
         *now += 100 + rng.below(4000) as i64;
         let command = next_command(rng, store, *now, seq);
         let outcome = store
-            .apply(&[std::slice::from_ref(&command)], b"m")
+            .apply(&[std::slice::from_ref(&command)], b"m", true)
             .expect("apply")
             .remove(0)
             .remove(0);
@@ -324,7 +324,7 @@ fn setup_and_drive(
     let (dir, store) = open();
     let setup = pools();
     let outcomes = store
-        .apply(&[setup.as_slice()], b"m")
+        .apply(&[setup.as_slice()], b"m", true)
         .expect("pools")
         .remove(0);
     let mut history: Vec<(Command, Outcome)> = setup.into_iter().zip(outcomes).collect();
@@ -373,7 +373,7 @@ fn same_commands_give_same_bytes_whatever_the_batching() {
     // B: the whole sequence as one apply call of one batch.
     let (_b_dir, b) = open();
     let b_outcomes = b
-        .apply(&[commands.as_slice()], b"m")
+        .apply(&[commands.as_slice()], b"m", true)
         .expect("apply")
         .remove(0);
     assert_eq!(b_outcomes, expected);
@@ -392,7 +392,7 @@ fn same_commands_give_same_bytes_whatever_the_batching() {
             rest = tail;
             size = size % 17 + 1;
         }
-        for batch in c.apply(&batches, b"m").expect("apply") {
+        for batch in c.apply(&batches, b"m", true).expect("apply") {
             c_outcomes.extend(batch);
         }
     }
@@ -478,8 +478,10 @@ fn snapshot_round_trip_preserves_state_and_counters() {
     let (_scratch, scratch) = open();
     let mut scratch_rng = Rng(42);
     let (mut scratch_now, mut scratch_seq) = (5, 0);
-    b.apply(&[pools().as_slice()], b"x").expect("pools");
-    scratch.apply(&[pools().as_slice()], b"x").expect("pools");
+    b.apply(&[pools().as_slice()], b"x", true).expect("pools");
+    scratch
+        .apply(&[pools().as_slice()], b"x", true)
+        .expect("pools");
     for (command, _) in drive(
         &scratch,
         &mut scratch_rng,
@@ -487,7 +489,7 @@ fn snapshot_round_trip_preserves_state_and_counters() {
         &mut scratch_seq,
         100,
     ) {
-        b.apply(&[std::slice::from_ref(&command)], b"x")
+        b.apply(&[std::slice::from_ref(&command)], b"x", true)
             .expect("apply");
     }
     b.install_snapshot(&image, b"installed-meta")
@@ -503,7 +505,7 @@ fn snapshot_round_trip_preserves_state_and_counters() {
     let more = drive(&a, &mut rng, &mut now, &mut seq, 300);
     for (command, expected) in &more {
         let got = b
-            .apply(&[std::slice::from_ref(command)], b"m")
+            .apply(&[std::slice::from_ref(command)], b"m", true)
             .expect("apply")
             .remove(0)
             .remove(0);

@@ -456,7 +456,7 @@ impl Case {
             let batch = commands.as_slice();
             let mut all = self
                 .store
-                .apply(&[batch], META)
+                .apply(&[batch], META, true)
                 .map_err(|e| e.to_string())?;
             all.pop().unwrap_or_default()
         };
@@ -509,7 +509,7 @@ impl Case {
         let (_dir, replica) = open_store();
         let commands: Vec<Command> = self.history.iter().map(|(c, _)| c.clone()).collect();
         let outcomes = replica
-            .apply(&[commands.as_slice()], META)
+            .apply(&[commands.as_slice()], META, true)
             .map_err(|e| e.to_string())?
             .pop()
             .unwrap_or_default();
