@@ -375,18 +375,34 @@ fn run_child(
     thread::scope(|scope| {
         // Separate threads so that neither side can block the other on a
         // full pipe, and so the deadline holds while they are blocked.
-        scope.spawn(move || {
-            if let Some(mut stdin) = stdin {
-                // A child that dies early closes the pipe; its exit status
-                // tells why, so the write error adds nothing.
-                let _ = stdin.write_all(request);
-            }
-        });
+        // `Builder` rather than `scope.spawn`, which panics when the system
+        // is out of threads.
         let (reply_tx, reply_rx) = mpsc::channel();
-        scope.spawn(move || {
-            let _ = reply_tx.send(read_stdout(stdout, reply_bytes_max));
-        });
-        let stderr_reader = scope.spawn(move || read_stderr(stderr));
+        let spawned = thread::Builder::new()
+            .spawn_scoped(scope, move || {
+                if let Some(mut stdin) = stdin {
+                    // A child that dies early closes the pipe; its exit
+                    // status tells why, so the write error adds nothing.
+                    let _ = stdin.write_all(request);
+                }
+            })
+            .and_then(|_| {
+                thread::Builder::new().spawn_scoped(scope, move || {
+                    let _ = reply_tx.send(read_stdout(stdout, reply_bytes_max));
+                })
+            })
+            .and_then(|_| thread::Builder::new().spawn_scoped(scope, move || read_stderr(stderr)));
+        let stderr_reader = match spawned {
+            Ok(handle) => handle,
+            Err(err) => {
+                // Threads already started end once the child is gone.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(SpecError::template(format!(
+                    "template rendering could not start an I/O thread: {err}"
+                )));
+            }
+        };
 
         let received = reply_rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
         if matches!(&received, Ok(captured) if captured.overflowed) {
