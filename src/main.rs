@@ -152,6 +152,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn main() {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == spec::RENDER_WORKER_ARG)
+    {
+        std::process::exit(spec::render_worker_main());
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -7,6 +7,7 @@
 //! outcome never depends on argument order.
 
 use super::error::SpecError;
+use super::isolate::RenderIsolation;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Default)]
@@ -32,6 +33,10 @@ pub struct SpecLimits {
     /// Larger timeouts are clamped to these (not rejected).
     pub max_exec_timeout_seconds: Option<u64>,
     pub max_queue_timeout_seconds: Option<u64>,
+    /// Render Jinja in a resource-limited child process (the server sets
+    /// this: fuel does not bound memory); `None` renders in-process, which
+    /// is what unit tests and the CLI-side tooling want.
+    pub render_isolation: Option<RenderIsolation>,
 }
 
 impl Default for SpecLimits {
@@ -44,6 +49,7 @@ impl Default for SpecLimits {
             template_recursion: 100,
             max_exec_timeout_seconds: None,
             max_queue_timeout_seconds: None,
+            render_isolation: None,
         }
     }
 }

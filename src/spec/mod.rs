@@ -1,9 +1,10 @@
 //! Workflow spec: parse, template, validate and expand OSMO version-2 YAML.
 //!
 //! Pipeline of [`prepare`]: `--set` items → cut out `default-values` →
-//! render with Jinja (limits, tokens protected) → parse YAML → settle the
-//! workflow name → version check → typed parse → rules and expansion into a
-//! [`WorkflowPlan`].
+//! render with Jinja (limits, tokens protected; skipped without Jinja
+//! syntax; in a limited child process when configured) → parse YAML →
+//! settle the workflow name → version check → typed parse → rules and
+//! expansion into a [`WorkflowPlan`].
 //!
 //! Invariant: the outer `Err` of [`prepare`] means nothing can be stored
 //! (no usable YAML or no valid name); once a name is known every further
@@ -14,6 +15,7 @@ mod defaults;
 mod error;
 mod expand;
 mod input;
+mod isolate;
 mod model;
 mod quantity;
 mod template;
@@ -25,6 +27,9 @@ mod tests;
 
 pub use error::{SpecError, SpecErrorKind};
 pub use input::{SpecInput, SpecLimits};
+// `RenderIsolation` is for the server configuration to construct.
+#[allow(unused_imports)]
+pub use isolate::{render_worker_main, RenderIsolation, RENDER_WORKER_ARG};
 pub use tokens::{substitute_tokens, TokenContext};
 
 use error::render_path;

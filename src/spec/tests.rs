@@ -739,3 +739,59 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn plain_specs_skip_rendering() {
+    // An executable that cannot start: any render attempt fails, so
+    // success proves the render (and the process spawn) was skipped.
+    let limits = SpecLimits {
+        render_isolation: Some(RenderIsolation::new("/nonexistent/gantry".into())),
+        ..SpecLimits::default()
+    };
+    let plain = task_with("    args: ['{{output}}', '{{ input:t }}', '{ {x} }']\n# }} %} #} { {\n");
+    let prepared = prepare(&input(&plain), &limits).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(prepared.rendered, plain);
+    for templated in [
+        task_with("    args: ['{{ 1 }}']"),
+        task_with("    args: ['{% if true %}x{% endif %}']"),
+        task_with("# {# comment #}"),
+    ] {
+        let err = prepare(&input(&templated), &limits).err();
+        assert_eq!(
+            err.map(|e| e.kind),
+            Some(SpecErrorKind::Template),
+            "{templated}"
+        );
+    }
+}
+
+#[test]
+fn skipping_the_render_changes_nothing() {
+    // Texts without Jinja openers come out of minijinja unchanged, which is
+    // what makes the fast path sound; the output cap still applies.
+    let vars = serde_yaml_ng::Mapping::new();
+    let limits = template::RenderLimits::of(&SpecLimits::default());
+    for text in [
+        "",
+        "a: b\n",
+        "}} %} #} { { {x}\n\n",
+        "{\n{\n%}",
+        "x: '{ {'\ny: \"}}{\"\n",
+        "tail without newline",
+        "\u{E000}0\u{E001} {\u{E000}1\u{E001}}",
+    ] {
+        assert!(!template::has_jinja(text), "{text:?}");
+        assert_eq!(
+            template::render_protected(text, &vars, limits)
+                .ok()
+                .as_deref(),
+            Some(text)
+        );
+    }
+    let small = SpecLimits {
+        template_output_bytes: 10,
+        ..SpecLimits::default()
+    };
+    let err = prepare(&input(&task_with("")), &small).err();
+    assert_eq!(err.map(|e| e.kind), Some(SpecErrorKind::Template));
+}
