@@ -69,7 +69,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
         bootstrap: true,
         local_backend: true,
         body_bytes_max: server::BODY_BYTES_MAX_DEFAULT,
-        spec_limits: SpecLimits::default(),
+        spec_limits: server::server_spec_limits(SpecLimits::default().max_tasks),
     })
     .await?;
     eprintln!(

@@ -118,10 +118,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 bootstrap: args.bootstrap,
                 local_backend: args.local_backend,
                 body_bytes_max: args.body_bytes_max,
-                spec_limits: spec::SpecLimits {
-                    max_tasks: args.max_tasks,
-                    ..Default::default()
-                },
+                spec_limits: server::server_spec_limits(args.max_tasks),
             })
             .await?;
             dev::wait_for_signal().await;

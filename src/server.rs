@@ -23,6 +23,19 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// Spec limits for a server: defaults, with Jinja rendered in a child
+/// process under memory and time limits (a template must not be able to
+/// exhaust the control plane's memory).
+pub fn server_spec_limits(max_tasks: usize) -> SpecLimits {
+    SpecLimits {
+        max_tasks,
+        render_isolation: std::env::current_exe()
+            .ok()
+            .map(crate::spec::RenderIsolation::new),
+        ..SpecLimits::default()
+    }
+}
+
 /// Largest request body the API accepts by default (a workflow spec).
 pub const BODY_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
 
@@ -132,6 +145,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
             base_url: format!("http://{address}"),
             spec_limits: options.spec_limits.clone(),
         }),
+        render_slots: Arc::new(tokio::sync::Semaphore::new(api::SPEC_RENDERS_MAX)),
     };
     let router = api::router(state);
     let stop = shutdown.clone();

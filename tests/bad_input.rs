@@ -69,6 +69,9 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
         "workflow:\n  name: attr\n  tasks:\n  - name: a\n    image: \"{{ ''.__class__ }}\"\n    command: [\"true\"]\n",
         "workflow:\n  name: bomb\n{% for i in range(100000000) %}{% for j in range(100000000) %}x{% endfor %}{% endfor %}\n",
         "workflow:\n  name: \"{{ 'a' * 1000000000 }}\"\n",
+        // Memory doubling: each step is one instruction, so only the render
+        // process's memory limit stops it.
+        "{% set a = 'a' * 99999999 %}{% set a = a ~ a %}{% set a = a ~ a %}{% set a = a ~ a %}{% set a = a ~ a %}{% set a = a ~ a %}{% set a = a ~ a %}{% set a = a ~ a %}{% set a = a ~ a %}\nworkflow:\n  name: memory\n",
     ] {
         let started = Instant::now();
         let reply = api.submit(spec);

@@ -36,7 +36,13 @@ pub struct AppState {
     pub logs: LogStore,
     pub hub: AgentHub,
     pub config: Arc<ApiConfig>,
+    /// Specs being parsed and rendered at once, at most [`SPEC_RENDERS_MAX`].
+    pub render_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Specs parsed and rendered concurrently, at most (each isolated render may
+/// hold a child process with up to its memory limit).
+pub const SPEC_RENDERS_MAX: usize = 8;
 
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -115,7 +115,28 @@ pub async fn submit(
         set_string_variables: template.set_string_variables,
         set_env: params.all("env_vars"),
     };
-    let prepared = prepare(&input, &state.config.spec_limits).map_err(|error| {
+    // Parsing and rendering are CPU work (a template may run in a child
+    // process for up to its time limit): off the async threads, and bounded.
+    let prepared = {
+        let _slot = state.render_slots.acquire().await.map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVER",
+                "the server is shutting down",
+            )
+        })?;
+        let limits = state.config.spec_limits.clone();
+        tokio::task::spawn_blocking(move || prepare(&input, &limits))
+            .await
+            .map_err(|error| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "SERVER",
+                    format!("Internal server error: {error}"),
+                )
+            })?
+    };
+    let prepared = prepared.map_err(|error| {
         let code = match error.kind {
             SpecErrorKind::Usage => "USAGE",
             _ => "SUBMISSION",

@@ -67,10 +67,6 @@ pub struct RenderIsolation {
 }
 
 impl RenderIsolation {
-    /// `executable` with the default limits.
-    // The server configuration constructs this; the binary crate has no
-    // other caller until it is wired in.
-    #[allow(dead_code)]
     pub fn new(executable: PathBuf) -> Self {
         RenderIsolation {
             executable,

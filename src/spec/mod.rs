@@ -27,8 +27,6 @@ mod tests;
 
 pub use error::{SpecError, SpecErrorKind};
 pub use input::{SpecInput, SpecLimits};
-// `RenderIsolation` is for the server configuration to construct.
-#[allow(unused_imports)]
 pub use isolate::{render_worker_main, RenderIsolation, RENDER_WORKER_ARG};
 pub use tokens::{substitute_tokens, TokenContext};
 
