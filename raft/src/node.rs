@@ -17,6 +17,7 @@ use openraft::{BasicNode, Config, Raft, RaftMetrics, ServerState, SnapshotPolicy
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 
 #[derive(Clone, Debug)]
@@ -37,6 +38,31 @@ pub struct RaftNode {
 }
 
 pub type Metrics = RaftMetrics<NodeId, BasicNode>;
+
+/// Longest wait for a leader to be elected before a call gives up.
+pub const ELECTION_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// Runs `attempt` until it succeeds or fails for a reason other than "no
+/// leader is known yet", backing off, for at most [`ELECTION_WAIT_MAX`].
+async fn wait_out_election<T, F, Fut>(mut attempt: F) -> Result<T, RaftError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RaftError>>,
+{
+    let deadline = tokio::time::Instant::now() + ELECTION_WAIT_MAX;
+    let mut delay = Duration::from_millis(20);
+    loop {
+        match attempt().await {
+            Err(RaftError::NotLeader { leader: None, .. })
+                if tokio::time::Instant::now() + delay < deadline =>
+            {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(250));
+            }
+            other => return other,
+        }
+    }
+}
 
 fn raft_config() -> Result<Arc<Config>, RaftError> {
     let config = Config {
@@ -106,13 +132,20 @@ impl RaftNode {
     }
 
     /// Proposes a command; returns its outcome once committed and applied.
+    /// While the cluster has no leader (an election), waits for one up to
+    /// [`ELECTION_WAIT_MAX`].
     pub async fn propose(&self, command: Command) -> Result<Outcome, RaftError> {
-        self.proposer.propose(command).await
+        wait_out_election(|| self.proposer.propose(command.clone())).await
     }
 
     /// A linearizable read: confirms leadership, waits for the state machine
-    /// to catch up to the read index, then opens a read view.
+    /// to catch up to the read index, then opens a read view. Waits out an
+    /// election like [`RaftNode::propose`].
     pub async fn read(&self) -> Result<ReadView, RaftError> {
+        wait_out_election(|| self.read_linearizable()).await
+    }
+
+    async fn read_linearizable(&self) -> Result<ReadView, RaftError> {
         self.raft
             .ensure_linearizable()
             .await

@@ -45,42 +45,14 @@ pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiErro
     })
 }
 
-/// Retries a proposal while the cluster elects a leader.
+/// Proposes a command (the node waits out an election).
 pub(super) async fn propose(state: &AppState, command: Command) -> Result<Outcome, ApiError> {
-    let mut delay_ms = 20;
-    for _ in 0..40 {
-        match state.node.propose(command.clone()).await {
-            Err(gantry_raft::RaftError::NotLeader { leader: None, .. }) => {
-                tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
-                delay_ms = (delay_ms * 2).min(250);
-            }
-            other => return Ok(other?),
-        }
-    }
-    Err(gantry_raft::RaftError::NotLeader {
-        leader_id: None,
-        leader: None,
-    }
-    .into())
+    Ok(state.node.propose(command).await?)
 }
 
-/// A linearizable read, waiting out an election like [`propose`].
+/// A linearizable read view (the node waits out an election).
 pub(super) async fn read(state: &AppState) -> Result<gantry_storage::ReadView, ApiError> {
-    let mut delay_ms = 20;
-    for _ in 0..40 {
-        match state.node.read().await {
-            Err(gantry_raft::RaftError::NotLeader { leader: None, .. }) => {
-                tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
-                delay_ms = (delay_ms * 2).min(250);
-            }
-            other => return Ok(other?),
-        }
-    }
-    Err(gantry_raft::RaftError::NotLeader {
-        leader_id: None,
-        leader: None,
-    }
-    .into())
+    Ok(state.node.read().await?)
 }
 
 pub async fn submit(

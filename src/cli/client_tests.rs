@@ -391,7 +391,7 @@ async fn verbs_drive_the_api() {
                 set_string: vec![],
                 set_env: vec!["A=1".into()],
                 dry_run: false,
-                priority: Some(super::workflow::Priority::Low),
+                priority: Some(gantry_storage::Priority::Low),
                 output: super::FormatArg { format },
             },
         )

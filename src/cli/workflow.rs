@@ -19,6 +19,7 @@ use serde_json::Value;
 use super::client::{Client, SubmitRequest};
 use super::output::{self, format_duration, format_time, text_field, with_spinner, NONE};
 use super::{ClientArgs, FormatArg, OutputFormat};
+use gantry_storage::Priority;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum WorkflowCommand {
@@ -43,8 +44,8 @@ pub enum WorkflowCommand {
         /// Render and validate only; prints the expanded spec
         #[arg(long)]
         dry_run: bool,
-        /// Scheduling priority
-        #[arg(long, value_enum, ignore_case = true)]
+        /// Scheduling priority: HIGH, NORMAL or LOW
+        #[arg(long, value_parser = parse_priority)]
         priority: Option<Priority>,
     },
     /// Check a workflow spec without submitting it
@@ -135,7 +136,6 @@ pub enum WorkflowCommand {
     },
 }
 
-/// OSMO's `WorkflowPriority`.
 impl WorkflowCommand {
     /// The verb's `-t` output format (logs are always text).
     pub fn format(&self) -> OutputFormat {
@@ -151,22 +151,9 @@ impl WorkflowCommand {
     }
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
-#[value(rename_all = "UPPER")]
-pub enum Priority {
-    High,
-    Normal,
-    Low,
-}
-
-impl Priority {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::High => "HIGH",
-            Priority::Normal => "NORMAL",
-            Priority::Low => "LOW",
-        }
-    }
+/// OSMO's `WorkflowPriority`, case-insensitive.
+fn parse_priority(text: &str) -> Result<Priority, String> {
+    text.parse()
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]

@@ -134,31 +134,20 @@ impl AgentHub {
                 return;
             }
         };
-        // A report is retried while the cluster has no leader (an election);
-        // the hello's re-dispatch is committed before later reports are handled.
-        for attempt in 0..50 {
-            match self.node.propose(command.clone()).await {
-                Ok(_) => {
-                    match command {
-                        Command::CompleteJob { job_id } => {
-                            if let Some(connection) = self.lock().get_mut(backend) {
-                                connection.sent_jobs.remove(&job_id);
-                            }
-                        }
-                        // Re-queued groups can go out now.
-                        Command::OperatorHello { .. } => self.connected.notify_waiters(),
-                        _ => {}
+        // The node waits out an election; the hello's re-dispatch is
+        // committed before later reports are handled (one at a time).
+        match self.node.propose(command.clone()).await {
+            Ok(_) => match command {
+                Command::CompleteJob { job_id } => {
+                    if let Some(connection) = self.lock().get_mut(backend) {
+                        connection.sent_jobs.remove(&job_id);
                     }
-                    return;
                 }
-                Err(gantry_raft::RaftError::NotLeader { leader: None, .. }) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(100 + attempt * 20)).await;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "could not record operator report");
-                    return;
-                }
-            }
+                // Re-queued groups can go out now.
+                Command::OperatorHello { .. } => self.connected.notify_waiters(),
+                _ => {}
+            },
+            Err(error) => tracing::warn!(%error, "could not record operator report"),
         }
     }
 

@@ -443,38 +443,28 @@ mod tests {
     #[test]
     fn workflow_aggregation_follows_osmo_precedence() {
         use TaskStatus::*;
-        assert_eq!(
-            aggregate_workflow(&[Completed, Completed]),
-            WorkflowStatus::Completed
-        );
-        assert_eq!(
-            aggregate_workflow(&[Completed, Running]),
-            WorkflowStatus::Running
-        );
-        assert_eq!(
-            aggregate_workflow(&[Completed, Processing]),
-            WorkflowStatus::Pending
-        );
-        assert_eq!(
-            aggregate_workflow(&[Failed, FailedUpstream]),
-            WorkflowStatus::Failed
-        );
-        assert_eq!(
-            aggregate_workflow(&[FailedEvicted, FailedUpstream]),
-            WorkflowStatus::FailedEvicted
-        );
-        assert_eq!(
-            aggregate_workflow(&[FailedEvicted, Failed]),
-            WorkflowStatus::Failed
-        );
-        assert_eq!(
-            aggregate_workflow(&[Failed, FailedExecTimeout]),
-            WorkflowStatus::FailedExecTimeout
-        );
-        assert_eq!(
-            aggregate_workflow(&[FailedExecTimeout, FailedCanceled]),
-            WorkflowStatus::FailedCanceled
-        );
+        let cases: &[(&[TaskStatus], WorkflowStatus)] = &[
+            (&[Completed, Completed], WorkflowStatus::Completed),
+            (&[Completed, Running], WorkflowStatus::Running),
+            (&[Completed, Processing], WorkflowStatus::Pending),
+            (&[Failed, FailedUpstream], WorkflowStatus::Failed),
+            (
+                &[FailedEvicted, FailedUpstream],
+                WorkflowStatus::FailedEvicted,
+            ),
+            (&[FailedEvicted, Failed], WorkflowStatus::Failed),
+            (
+                &[Failed, FailedExecTimeout],
+                WorkflowStatus::FailedExecTimeout,
+            ),
+            (
+                &[FailedExecTimeout, FailedCanceled],
+                WorkflowStatus::FailedCanceled,
+            ),
+        ];
+        for (groups, expected) in cases {
+            assert_eq!(aggregate_workflow(groups), *expected, "groups {groups:?}");
+        }
     }
 
     #[test]
