@@ -65,11 +65,18 @@ const DEFAULT_POOL: &str = "default";
 pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     std::fs::create_dir_all(&options.data_dir)
         .with_context(|| format!("creating data directory {}", options.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("listening on {}", options.listen))?;
+    let address = listener.local_addr()?;
     let node = RaftNode::open(
         NodeConfig {
             node_id: 1,
             data_dir: options.data_dir.join("raft"),
-            peer_address: options.peer_address.clone(),
+            address: gantry_raft::GantryNode {
+                peer: options.peer_address.clone(),
+                api: format!("http://{address}"),
+            },
         },
         NoPeerTransport,
     )
@@ -132,10 +139,6 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         None
     };
 
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .with_context(|| format!("listening on {}", options.listen))?;
-    let address = listener.local_addr()?;
     let state = AppState {
         node: node.clone(),
         logs,

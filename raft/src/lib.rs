@@ -20,4 +20,4 @@ pub mod types;
 
 pub use error::RaftError;
 pub use node::{NodeConfig, RaftNode};
-pub use types::{Batch, NodeId, TypeConfig};
+pub use types::{Batch, GantryNode, NodeId, TypeConfig};

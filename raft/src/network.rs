@@ -4,6 +4,7 @@
 //! exists, a node that is asked to reach a peer answers "unreachable", which
 //! openraft treats like a down peer (it retries with backoff).
 
+use crate::types::GantryNode;
 use crate::types::{NodeId, TypeConfig};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -11,7 +12,6 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 
 /// Network for nodes without a peer transport: every peer is unreachable.
 #[derive(Clone, Default)]
@@ -22,7 +22,7 @@ pub struct UnreachablePeer {
 }
 
 impl UnreachablePeer {
-    fn error<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
+    fn error<E: std::error::Error>(&self) -> RPCError<NodeId, GantryNode, E> {
         let reason = std::io::Error::new(
             std::io::ErrorKind::NotConnected,
             format!("node {} has no peer transport configured", self.target),
@@ -34,7 +34,7 @@ impl UnreachablePeer {
 impl RaftNetworkFactory<TypeConfig> for NoPeerTransport {
     type Network = UnreachablePeer;
 
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Self::Network {
+    async fn new_client(&mut self, target: NodeId, _node: &GantryNode) -> Self::Network {
         UnreachablePeer { target }
     }
 }
@@ -44,7 +44,8 @@ impl RaftNetwork<TypeConfig> for UnreachablePeer {
         &mut self,
         _rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, GantryNode, RaftError<NodeId>>>
+    {
         Err(self.error())
     }
 
@@ -54,7 +55,7 @@ impl RaftNetwork<TypeConfig> for UnreachablePeer {
         _option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+        RPCError<NodeId, GantryNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
         Err(self.error())
     }
@@ -63,7 +64,7 @@ impl RaftNetwork<TypeConfig> for UnreachablePeer {
         &mut self,
         _rpc: VoteRequest<NodeId>,
         _option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, GantryNode, RaftError<NodeId>>> {
         Err(self.error())
     }
 }

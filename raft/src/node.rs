@@ -10,10 +10,10 @@ use crate::error::RaftError;
 use crate::log_store::LogStore;
 use crate::proposer::Proposer;
 use crate::state_machine::StateMachine;
-use crate::types::{NodeId, TypeConfig};
+use crate::types::{GantryNode, NodeId, TypeConfig};
 use gantry_storage::{Command, Outcome, ReadView, Store};
 use openraft::network::RaftNetworkFactory;
-use openraft::{BasicNode, Config, Raft, RaftMetrics, ServerState, SnapshotPolicy};
+use openraft::{Config, Raft, RaftMetrics, ServerState, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,20 +24,20 @@ use tokio::sync::watch;
 pub struct NodeConfig {
     pub node_id: NodeId,
     pub data_dir: PathBuf,
-    /// Address peers use to reach this node's Raft endpoint.
-    pub peer_address: String,
+    /// How peers and API clients reach this node.
+    pub address: GantryNode,
 }
 
 #[derive(Clone)]
 pub struct RaftNode {
     id: NodeId,
-    peer_address: String,
+    address: GantryNode,
     raft: Raft<TypeConfig>,
     store: Arc<Store>,
     proposer: Proposer,
 }
 
-pub type Metrics = RaftMetrics<NodeId, BasicNode>;
+pub type Metrics = RaftMetrics<NodeId, GantryNode>;
 
 /// Longest wait for a leader to be elected before a call gives up.
 pub const ELECTION_WAIT_MAX: Duration = Duration::from_secs(10);
@@ -102,7 +102,7 @@ impl RaftNode {
         let proposer = Proposer::start(raft.clone());
         Ok(RaftNode {
             id: config.node_id,
-            peer_address: config.peer_address,
+            address: config.address,
             raft,
             store,
             proposer,
@@ -124,7 +124,7 @@ impl RaftNode {
         {
             return Ok(());
         }
-        let members = BTreeMap::from([(self.id, BasicNode::new(&self.peer_address))]);
+        let members = BTreeMap::from([(self.id, self.address.clone())]);
         self.raft
             .initialize(members)
             .await
@@ -154,7 +154,7 @@ impl RaftNode {
                     openraft::error::CheckIsLeaderError::ForwardToLeader(forward),
                 ) => RaftError::NotLeader {
                     leader_id: forward.leader_id,
-                    leader: forward.leader_node.map(|node| node.addr),
+                    leader: forward.leader_node.map(|node| node.api),
                 },
                 openraft::error::RaftError::Fatal(openraft::error::Fatal::Stopped) => {
                     RaftError::ShuttingDown

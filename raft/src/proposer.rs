@@ -91,13 +91,13 @@ async fn run_batches(raft: Raft<TypeConfig>, mut receiver: mpsc::Receiver<Pendin
 }
 
 fn write_error(
-    error: &OpenRaftError<u64, ClientWriteError<u64, openraft::BasicNode>>,
+    error: &OpenRaftError<u64, ClientWriteError<u64, crate::types::GantryNode>>,
 ) -> RaftError {
     match error {
         OpenRaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
             RaftError::NotLeader {
                 leader_id: forward.leader_id,
-                leader: forward.leader_node.as_ref().map(|node| node.addr.clone()),
+                leader: forward.leader_node.as_ref().map(|node| node.api.clone()),
             }
         }
         OpenRaftError::Fatal(openraft::error::Fatal::Stopped) => RaftError::ShuttingDown,

@@ -20,18 +20,34 @@ pub struct BatchOutcome {
     pub outcomes: Vec<Outcome>,
 }
 
+/// What the cluster knows of a member: where its peers and its API clients
+/// reach it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GantryNode {
+    /// `host:port` of the Raft peer endpoint (mTLS).
+    pub peer: String,
+    /// Base URL of the HTTP API, e.g. `https://10.0.0.1:8470`.
+    pub api: String,
+}
+
+impl std::fmt::Display for GantryNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "peer={} api={}", self.peer, self.api)
+    }
+}
+
 openraft::declare_raft_types!(
     pub TypeConfig:
         D = Batch,
         R = BatchOutcome,
         NodeId = NodeId,
-        Node = openraft::BasicNode,
+        Node = GantryNode,
         SnapshotData = Cursor<Vec<u8>>,
 );
 
 pub type Entry = openraft::Entry<TypeConfig>;
 pub type LogId = openraft::LogId<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, GantryNode>;
 pub type StorageError = openraft::StorageError<NodeId>;
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
