@@ -70,6 +70,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
         local_backend: true,
         body_bytes_max: server::BODY_BYTES_MAX_DEFAULT,
         spec_limits: server::server_spec_limits(SpecLimits::default().max_tasks),
+        // Like `nomad agent -dev`: loopback only, no auth.
+        auth_required: !args.listen.ip().is_loopback(),
     })
     .await?;
     eprintln!(

@@ -119,8 +119,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 local_backend: args.local_backend,
                 body_bytes_max: args.body_bytes_max,
                 spec_limits: server::server_spec_limits(args.max_tasks),
+                auth_required: true,
             })
             .await?;
+            eprintln!("gantry server: API on http://{}", running.address);
             dev::wait_for_signal().await;
             running.stop().await;
             Ok(0)

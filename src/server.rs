@@ -49,6 +49,8 @@ pub struct ServerOptions {
     pub local_backend: bool,
     pub body_bytes_max: usize,
     pub spec_limits: SpecLimits,
+    /// API calls need a bearer token (always, in server mode).
+    pub auth_required: bool,
 }
 
 pub struct RunningServer {
@@ -118,6 +120,9 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     if ensure_local_pool {
         wait_for_pool(&node, DEFAULT_POOL).await?;
     }
+    if options.bootstrap && options.auth_required {
+        ensure_bootstrap_token(&node, &options.data_dir).await?;
+    }
 
     let operator = if options.local_backend {
         let operator = Arc::new(LocalOperator::new(LocalConfig {
@@ -147,6 +152,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
             body_bytes_max: options.body_bytes_max,
             base_url: format!("http://{address}"),
             spec_limits: options.spec_limits.clone(),
+            auth_required: options.auth_required,
         }),
         render_slots: Arc::new(tokio::sync::Semaphore::new(api::SPEC_RENDERS_MAX)),
     };
@@ -182,6 +188,52 @@ async fn wait_for_pool(node: &RaftNode, pool: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// Name of the admin token a new cluster's first node creates.
+const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
+/// Where that token's secret is written (mode 0600), under the data directory.
+pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-admin-token";
+
+/// On a new cluster, creates an admin token, prints it once and writes it
+/// to `<data>/bootstrap-admin-token` (0600). A restart changes nothing.
+async fn ensure_bootstrap_token(node: &RaftNode, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    if node.read().await?.token(BOOTSTRAP_TOKEN_NAME)?.is_some() {
+        return Ok(());
+    }
+    let secret = crate::api::auth::new_secret().context("generating the bootstrap token")?;
+    let path = data_dir.join(BOOTSTRAP_TOKEN_FILE);
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        file.write_all(secret.as_bytes())?;
+        file.sync_all()?;
+    }
+    let token = gantry_storage::TokenRecord {
+        name: BOOTSTRAP_TOKEN_NAME.to_string(),
+        hash: crate::api::auth::hash_token(&secret),
+        user: "admin".to_string(),
+        roles: vec!["admin".to_string()],
+        description: "created when the cluster was bootstrapped".to_string(),
+        created: crate::control::now_ms(),
+        expires: None,
+    };
+    match node.propose(Command::IssueToken { token }).await? {
+        gantry_storage::Outcome::Applied => {}
+        other => anyhow::bail!("could not store the bootstrap token: {other:?}"),
+    }
+    println!(
+        "Bootstrap admin token (shown once; also in {}):\n{secret}",
+        path.display()
+    );
+    Ok(())
 }
 
 /// Creates pool `default` on backend `local` unless it exists.

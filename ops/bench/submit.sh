@@ -17,4 +17,6 @@ for _ in $(seq 100); do
     curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
     sleep 0.1
 done
+export GANTRY_TOKEN
+GANTRY_TOKEN=$(cat "$data/bootstrap-admin-token")
 ./target/release/gantry bench submit --url "http://127.0.0.1:$port" --count "$count" --concurrency "$concurrency"

@@ -4,6 +4,7 @@
 //! a linearizable read view; a request body larger than
 //! [`ApiConfig::body_bytes_max`] is refused with 413 before it is parsed.
 
+pub mod auth;
 mod error;
 mod logs;
 mod params;
@@ -28,6 +29,8 @@ pub struct ApiConfig {
     /// Public base URL used in links (`overview`, `logs`).
     pub base_url: String,
     pub spec_limits: SpecLimits,
+    /// Every route but the probes needs a bearer token.
+    pub auth_required: bool,
 }
 
 #[derive(Clone)]
@@ -47,6 +50,8 @@ pub const SPEC_RENDERS_MAX: usize = 8;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/healthz", get(health))
+        .route("/readyz", get(ready))
         .route("/api/version", get(version))
         .route("/api/pool", get(workflow::list_pools))
         .route("/api/pool/{pool}/workflow", post(workflow::submit))
@@ -56,12 +61,39 @@ pub fn router(state: AppState) -> Router {
         .route("/api/workflow/{id}/spec", get(workflow::spec))
         .route("/api/workflow/{id}/logs", get(logs::logs))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state)
 }
 
 async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "OK"}))
 }
+
+/// Ready: a member of a cluster with a leader, applied up to what the
+/// leader has committed (a linearizable read succeeds).
+async fn ready(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match tokio::time::timeout(READY_CHECK_MAX, state.node.read()).await {
+        Ok(Ok(_)) => Ok(Json(json!({"status": "READY"}))),
+        Ok(Err(error)) => Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "SERVER",
+            format!("not ready: {error}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "SERVER",
+            "not ready: no leader confirmed this node's state in time",
+        )),
+    }
+}
+
+/// Longest a readiness probe waits for the read-index check.
+const READY_CHECK_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `major.minor.revision` from the package version, and the build's git hash if known.
 async fn version() -> Json<serde_json::Value> {

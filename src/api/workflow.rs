@@ -5,6 +5,7 @@
 //! fails validation is stored as FAILED_SUBMISSION and answered 400 with its
 //! workflow ID; unknown IDs and pools are 404.
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::params::Params;
 use super::views::{self, Links};
@@ -15,7 +16,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use gantry_storage::{Command, ListFilter, Outcome, Priority, Submission, WorkflowStatus};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -57,6 +58,7 @@ pub(super) async fn read(state: &AppState) -> Result<gantry_storage::ReadView, A
 
 pub async fn submit(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(pool): Path<String>,
     RawQuery(query): RawQuery,
     body: Body,
@@ -145,7 +147,7 @@ pub async fn submit(
         name: prepared.name,
         uuid: uuid::Uuid::new_v4().simple().to_string(),
         pool,
-        user: "anonymous".to_string(),
+        user: caller.user,
         priority,
         template_spec: template.uploaded_templated_spec.unwrap_or(template.file),
         rendered_spec: prepared.rendered,
@@ -259,6 +261,7 @@ pub async fn query(
 
 pub async fn cancel(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
@@ -266,7 +269,7 @@ pub async fn cancel(
     let command = Command::CancelWorkflow {
         now: now_ms(),
         workflow_id: id.clone(),
-        user: "anonymous".to_string(),
+        user: caller.user,
         message: params.get("message").map(str::to_string),
         force: params.flag("force")?,
     };

@@ -41,6 +41,8 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<Outcome, Stora
             backend,
             running,
         } => apply_operator_hello(&tables, *now, backend, running),
+        Command::IssueToken { token } => apply_token_issue(&tables, token),
+        Command::RevokeToken { name } => apply_token_revoke(&tables, name),
     }
 }
 
@@ -485,4 +487,34 @@ fn apply_operator_hello(
         }
     }
     Ok(Outcome::Applied)
+}
+
+fn apply_token_issue(
+    tables: &Tables,
+    token: &crate::record::TokenRecord,
+) -> Result<Outcome, StorageError> {
+    let well_formed_hash = token.hash.len() == 64
+        && token
+            .hash
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    if token.name.trim().is_empty() || !well_formed_hash {
+        return Ok(Outcome::rejected(
+            RejectionKind::Invalid,
+            "a token needs a name and a lower-case hex SHA-256 hash",
+        ));
+    }
+    tables.put_token(token)?;
+    Ok(Outcome::Applied)
+}
+
+fn apply_token_revoke(tables: &Tables, name: &str) -> Result<Outcome, StorageError> {
+    if tables.remove_token(name)? {
+        Ok(Outcome::Applied)
+    } else {
+        Ok(Outcome::rejected(
+            RejectionKind::NotFound,
+            format!("token '{name}' does not exist"),
+        ))
+    }
 }

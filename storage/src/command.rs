@@ -7,7 +7,7 @@
 //! [`COMMAND_FORMAT_VERSION`].
 
 use crate::error::StorageError;
-use crate::record::{Millis, PoolRecord, Submission};
+use crate::record::{Millis, PoolRecord, Submission, TokenRecord};
 use crate::status::TaskStatus;
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +44,10 @@ pub enum Command {
         backend: String,
         running: Vec<TaskKey>,
     },
+    /// 7. Store an access token (only its hash); replaces one of the same name.
+    IssueToken { token: TokenRecord },
+    /// 8. Remove an access token by name.
+    RevokeToken { name: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

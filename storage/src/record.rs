@@ -86,6 +86,19 @@ pub struct TaskRecord {
     pub node_name: Option<String>,
 }
 
+/// An access token: only the SHA-256 of its secret is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub name: String,
+    /// Lower-case hex SHA-256 of the token's secret.
+    pub hash: String,
+    pub user: String,
+    pub roles: Vec<String>,
+    pub description: String,
+    pub created: Millis,
+    pub expires: Option<Millis>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolRecord {
     pub name: String,

@@ -27,6 +27,8 @@ struct Image {
     jobs: Vec<(u64, Vec<u8>)>,
     pools: Vec<(String, Vec<u8>)>,
     active_groups: Vec<(String, String, String)>,
+    tokens: Vec<(String, Vec<u8>)>,
+    tokens_by_hash: Vec<(String, String)>,
 }
 
 macro_rules! export_table {
@@ -75,6 +77,11 @@ impl Store {
             timers: export_table!(txn, tables::TIMERS, |k, v| (k, v.to_vec())),
             jobs: export_table!(txn, tables::JOBS, |k, v| (k, v.to_vec())),
             pools: export_table!(txn, tables::POOLS, |k, v| (k.to_string(), v.to_vec())),
+            tokens: export_table!(txn, tables::TOKENS, |k, v| (k.to_string(), v.to_vec())),
+            tokens_by_hash: export_table!(txn, tables::TOKENS_BY_HASH, |k, v| (
+                k.to_string(),
+                v.to_string()
+            )),
             active_groups: export_table!(txn, tables::ACTIVE_GROUPS, |k, _v| (
                 k.0.to_string(),
                 k.1.to_string(),
@@ -106,6 +113,8 @@ impl Store {
         clear(&txn, tables::JOBS)?;
         clear(&txn, tables::POOLS)?;
         clear(&txn, tables::ACTIVE_GROUPS)?;
+        clear(&txn, tables::TOKENS)?;
+        clear(&txn, tables::TOKENS_BY_HASH)?;
         {
             let mut table = txn.open_table(tables::META)?;
             for (k, v) in &image.meta {
@@ -147,6 +156,14 @@ impl Store {
             let mut table = txn.open_table(tables::POOLS)?;
             for (k, v) in &image.pools {
                 table.insert(k.as_str(), v.as_slice())?;
+            }
+            let mut table = txn.open_table(tables::TOKENS)?;
+            for (k, v) in &image.tokens {
+                table.insert(k.as_str(), v.as_slice())?;
+            }
+            let mut table = txn.open_table(tables::TOKENS_BY_HASH)?;
+            for (k, v) in &image.tokens_by_hash {
+                table.insert(k.as_str(), v.as_str())?;
             }
             let mut table = txn.open_table(tables::ACTIVE_GROUPS)?;
             for (a, b, c) in &image.active_groups {

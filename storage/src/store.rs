@@ -246,6 +246,26 @@ impl ReadView {
         Ok(first)
     }
 
+    /// The token whose secret hashes to `hash`.
+    pub fn token_by_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<crate::record::TokenRecord>, StorageError> {
+        let by_hash = self.txn.open_table(tables::TOKENS_BY_HASH)?;
+        let Some(name) = by_hash.get(hash)? else {
+            return Ok(None);
+        };
+        let tokens = self.txn.open_table(tables::TOKENS)?;
+        let row = tokens.get(name.value())?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
+    pub fn token(&self, name: &str) -> Result<Option<crate::record::TokenRecord>, StorageError> {
+        let tokens = self.txn.open_table(tables::TOKENS)?;
+        let row = tokens.get(name)?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
     /// Number of workflows per status.
     pub fn count_by_status(&self) -> Result<Vec<(WorkflowStatus, u64)>, StorageError> {
         let table = self.txn.open_table(tables::BY_STATUS)?;

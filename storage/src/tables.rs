@@ -35,6 +35,12 @@ pub(crate) const POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("poo
 pub(crate) const ACTIVE_GROUPS: TableDefinition<(&str, &str, &str), ()> =
     TableDefinition::new("active_groups");
 
+/// token name → token.
+pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// token hash → token name.
+pub(crate) const TOKENS_BY_HASH: TableDefinition<&str, &str> =
+    TableDefinition::new("tokens_by_hash");
+
 pub(crate) const RAFT_META_KEY: &str = "raft";
 const SEQ_COUNTER: &str = "\0submit_seq";
 const TIMER_COUNTER: &str = "\0timer_id";
@@ -64,6 +70,8 @@ pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), StorageError> {
     txn.open_table(JOBS)?;
     txn.open_table(POOLS)?;
     txn.open_table(ACTIVE_GROUPS)?;
+    txn.open_table(TOKENS)?;
+    txn.open_table(TOKENS_BY_HASH)?;
     Ok(())
 }
 
@@ -259,6 +267,32 @@ impl<'a> Tables<'a> {
             groups.push((workflow_id.to_string(), group.to_string()));
         }
         Ok(groups)
+    }
+
+    /// Stores a token, replacing one of the same name (and its hash index).
+    pub fn put_token(&self, token: &crate::record::TokenRecord) -> Result<(), StorageError> {
+        self.remove_token(&token.name)?;
+        self.txn
+            .open_table(TOKENS)?
+            .insert(token.name.as_str(), encode(token)?.as_slice())?;
+        self.txn
+            .open_table(TOKENS_BY_HASH)?
+            .insert(token.hash.as_str(), token.name.as_str())?;
+        Ok(())
+    }
+
+    pub fn remove_token(&self, name: &str) -> Result<bool, StorageError> {
+        let removed: Option<crate::record::TokenRecord> = {
+            let mut table = self.txn.open_table(TOKENS)?;
+            let row = table.remove(name)?;
+            row.map(|v| decode(v.value())).transpose()?
+        };
+        if let Some(token) = &removed {
+            self.txn
+                .open_table(TOKENS_BY_HASH)?
+                .remove(token.hash.as_str())?;
+        }
+        Ok(removed.is_some())
     }
 
     pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {

@@ -26,6 +26,12 @@ pub struct DevServer {
 impl DevServer {
     /// Starts `gantry dev` on `data_dir` and waits until it serves.
     pub fn start(data_dir: &Path) -> DevServer {
+        DevServer::start_with(data_dir, &["dev", "--listen", "127.0.0.1:0"])
+    }
+
+    /// Starts `gantry <args> --data-dir <data_dir>` and waits until it
+    /// announces its API address.
+    pub fn start_with(data_dir: &Path, args: &[&str]) -> DevServer {
         std::fs::create_dir_all(data_dir).expect("create data dir");
         let log_path = data_dir.with_extension(format!("log-{}", std::process::id()));
         let log = std::fs::OpenOptions::new()
@@ -35,7 +41,8 @@ impl DevServer {
             .expect("open server log");
         let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
         let child = Command::new(BINARY)
-            .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(args)
+            .arg("--data-dir")
             .arg(data_dir)
             .env("GANTRY_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
@@ -62,7 +69,7 @@ impl DevServer {
             }
             assert!(
                 Instant::now() < deadline,
-                "gantry dev did not start; log:\n{text}"
+                "gantry {args:?} did not start; log:\n{text}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -1,0 +1,82 @@
+//! Bearer-token authentication for the API.
+//!
+//! Invariants: only the SHA-256 of a token's secret is ever stored or
+//! compared; with auth on, every route but the health probes and the version
+//! needs a valid, unexpired token; the caller's identity reaches handlers as
+//! a [`Caller`] extension, never from a client-supplied header.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::control::now_ms;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+/// Who is calling, as established by the token.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub user: String,
+}
+
+/// Paths that answer without a token (probes and the version check).
+const OPEN_PATHS: [&str; 4] = ["/health", "/healthz", "/readyz", "/api/version"];
+
+/// Lower-case hex SHA-256 of a token secret.
+pub fn hash_token(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// A new token secret: 32 random bytes, base64url without padding.
+pub fn new_secret() -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|error| std::io::Error::other(error.to_string()))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn credential_error(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "CREDENTIAL", message)
+}
+
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let caller = if !state.config.auth_required || OPEN_PATHS.contains(&request.uri().path()) {
+        Caller {
+            user: "anonymous".to_string(),
+        }
+    } else {
+        let header = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| credential_error("this server requires a token: send `Authorization: Bearer <token>` (GANTRY_TOKEN)"))?;
+        let secret = header
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|secret| !secret.is_empty())
+            .ok_or_else(|| credential_error("the Authorization header must be `Bearer <token>`"))?;
+        let token = state
+            .node
+            .read_local()?
+            .token_by_hash(&hash_token(secret))?
+            .ok_or_else(|| credential_error("Token is not valid"))?;
+        if token.expires.is_some_and(|expires| expires <= now_ms()) {
+            return Err(credential_error(format!(
+                "Token is expired: token '{}' expired",
+                token.name
+            )));
+        }
+        Caller { user: token.user }
+    };
+    request.extensions_mut().insert(caller);
+    Ok(next.run(request).await)
+}
