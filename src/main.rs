@@ -13,6 +13,7 @@ mod dev;
 mod operator;
 mod server;
 mod spec;
+mod tls;
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
