@@ -6,7 +6,8 @@
 //! - existing files are never overwritten: both outputs are checked before
 //!   anything is generated, and each file is created exclusively;
 //! - private keys are created with mode 0600 from the start (never widened);
-//! - the CA is valid 10 years with path length 0; leaves 2 years, never past
+//! - the CA (CN "Gantry CA", OU unique per CA) is valid 10 years with
+//!   path length 0; leaves 2 years, never past
 //!   the CA; both start one hour back to absorb clock skew between hosts;
 //! - every leaf carries its kind twice: as Extended Key Usage (server:
 //!   serverAuth + clientAuth, since servers dial peers; operator/client:
@@ -63,6 +64,12 @@ pub fn create_ca(out: &Path) -> Result<(), TlsError> {
     params
         .distinguished_name
         .push(DnType::CommonName, CA_COMMON_NAME);
+    // Every CA gets its own subject, so a certificate from another Gantry CA
+    // fails as "unknown issuer" instead of as a bad signature under this one.
+    params.distinguished_name.push(
+        DnType::OrganizationalUnitName,
+        format!("ca-{}", uuid::Uuid::new_v4().simple()),
+    );
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
