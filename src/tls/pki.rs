@@ -228,6 +228,12 @@ fn load_ca(dir: &Path) -> Result<LoadedCa, TlsError> {
     }
     let not_after = OffsetDateTime::from_unix_timestamp(parsed.validity().not_after.timestamp())
         .map_err(|error| TlsError::bad_file(&cert_path, format!("bad notAfter: {error}")))?;
+    if not_after <= OffsetDateTime::now_utc() {
+        return Err(TlsError::bad_file(
+            &cert_path,
+            format!("the CA expired at {not_after}; create a new one"),
+        ));
+    }
     let issuer = Issuer::from_ca_cert_der(&der, key).map_err(|error| {
         TlsError::bad_file(&cert_path, format!("unusable CA certificate: {error}"))
     })?;
