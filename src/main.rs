@@ -13,6 +13,7 @@ mod dev;
 mod operator;
 mod server;
 mod spec;
+mod tls;
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -55,6 +56,11 @@ enum Top {
         client: cli::ClientArgs,
         #[command(flatten)]
         output: cli::FormatArg,
+    },
+    /// Make certificates for an air-gapped cluster: a CA, then server, operator and client certificates
+    Tls {
+        #[command(subcommand)]
+        command: tls::TlsCommand,
     },
     /// Benchmarks against a running server (they print figures; they are not tests)
     Bench {
@@ -147,6 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             cli::run_version(&client).await.map(|()| 0)
         }
         Top::Bench { command } => bench::run(command).await.map(|()| 0),
+        Top::Tls { command } => tls::run_tls(command).map(|()| 0),
     }
 }
 
