@@ -153,29 +153,41 @@ impl Client {
         } else {
             config::resolve(&base_urls, None, None)?.urls
         };
-        Self::with_resolved(config::Resolved { urls, token })
+        Self::with_resolved(config::Resolved { urls, token }, None)
     }
 
     /// URLs from `--url`/`GANTRY_URL`/config file/default, token from
     /// `GANTRY_TOKEN`/config file (design §9).
     pub fn from_args(args: &ClientArgs) -> Result<Client, ClientError> {
-        Self::with_resolved(config::resolve_from_env(&args.url)?)
+        Self::with_resolved(config::resolve_from_env(&args.url)?, args.ca.as_deref())
     }
 
-    fn with_resolved(resolved: config::Resolved) -> Result<Client, ClientError> {
+    /// `ca`: the cluster CA for https URLs (only that CA is trusted).
+    fn with_resolved(
+        resolved: config::Resolved,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Client, ClientError> {
         let base_urls = resolved
             .urls
             .iter()
             .map(|u| normalize_url(u))
             .collect::<Result<Vec<_>, _>>()?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("gantry-cli/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ClientError::InvalidUrl {
-                url: base_urls.join(","),
-                reason: e.to_string(),
+            .user_agent(concat!("gantry-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = ca {
+            let tls = crate::tls::api_client_config(Some(ca), None).map_err(|e| {
+                ClientError::InvalidUrl {
+                    url: base_urls.join(","),
+                    reason: e.to_string(),
+                }
             })?;
+            builder = builder.use_preconfigured_tls(tls);
+        }
+        let http = builder.build().map_err(|e| ClientError::InvalidUrl {
+            url: base_urls.join(","),
+            reason: e.to_string(),
+        })?;
         Ok(Client {
             http,
             base_urls,

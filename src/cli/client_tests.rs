@@ -379,6 +379,7 @@ async fn verbs_drive_the_api() {
     std::fs::write(&file, "workflow:\n  name: train\n").unwrap();
     for format in [OutputFormat::Text, OutputFormat::Json] {
         let args = ClientArgs {
+            ca: None,
             url: vec![url.clone()],
             format,
         };
@@ -450,6 +451,7 @@ async fn verbs_drive_the_api() {
     assert!(seen[0].query.contains(&("env_vars".into(), "A=1".into())));
 
     let missing = ClientArgs {
+        ca: None,
         url: vec![url],
         format: OutputFormat::Text,
     };

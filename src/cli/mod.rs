@@ -30,6 +30,9 @@ pub struct ClientArgs {
     /// Server URL(s); repeatable or comma-separated, tried in order on connect errors
     #[arg(long, env = "GANTRY_URL", global = true, value_delimiter = ',')]
     pub url: Vec<String>,
+    /// CA certificate that signed the server's certificate (https URLs)
+    #[arg(long, env = "GANTRY_CA", global = true)]
+    pub ca: Option<std::path::PathBuf>,
     /// Output format, taken from the verb's own `-t` (see [`FormatArg`]).
     #[arg(skip = OutputFormat::Text)]
     pub format: OutputFormat,
