@@ -463,7 +463,9 @@ impl RaftNode {
                     match metrics.state {
                         ServerState::Leader => MemberRole::Leader,
                         ServerState::Candidate => MemberRole::Candidate,
-                        ServerState::Follower if voter => MemberRole::Follower,
+                        ServerState::Learner => MemberRole::Learner,
+                        // Follower, or shutting down: what the membership says.
+                        _ if voter => MemberRole::Follower,
                         _ => MemberRole::Learner,
                     }
                 } else if metrics.current_leader == Some(id) {

@@ -264,3 +264,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_round_trip_through_compression() {
+        let image = b"GNTSNAP1".repeat(1000);
+        let compressed = compress_image(&image).expect("compresses");
+        assert!(compressed.starts_with(&ZSTD_MAGIC));
+        assert!(compressed.len() < image.len());
+        assert_eq!(
+            decompress_image(&compressed).expect("decompresses"),
+            &image[..]
+        );
+        // Files written before compression hold the bare image.
+        assert_eq!(
+            decompress_image(&image).expect("passes through"),
+            &image[..]
+        );
+        assert!(decompress_image(&compressed[..compressed.len() / 2]).is_err());
+    }
+}

@@ -279,12 +279,17 @@ async fn members_replicate_forward_and_read_linearizably() {
             MemberRole::Follower
         };
         assert_eq!(info.role, role);
-        assert!(info.matched.is_some(), "the leader knows {info:?}'s progress");
+        assert!(
+            info.matched.is_some(),
+            "the leader knows {info:?}'s progress"
+        );
     }
     assert!(n2.members().iter().all(|info| info.matched.is_none()));
 
     assert_eq!(
-        n1.propose(pool("on-leader")).await.expect("propose on leader"),
+        n1.propose(pool("on-leader"))
+            .await
+            .expect("propose on leader"),
         Outcome::Applied
     );
     // Member 2 follows: its proposal is forwarded to member 1.
@@ -388,9 +393,10 @@ async fn a_member_kept_down_catches_up_from_a_snapshot() {
         .expect("rebind");
     let tls = pki.member("n3");
     let restarted = start(id, &dir, listener, &tls).await;
-    wait_until("the restarted member installs a snapshot and catches up", || {
-        pool_names_local(&restarted.node).len() == writes as usize
-    })
+    wait_until(
+        "the restarted member installs a snapshot and catches up",
+        || pool_names_local(&restarted.node).len() == writes as usize,
+    )
     .await;
     let metrics = restarted.node.metrics().borrow().clone();
     assert!(
@@ -399,9 +405,19 @@ async fn a_member_kept_down_catches_up_from_a_snapshot() {
             .is_some_and(|snapshot| snapshot.index > lagging_last_log),
         "caught up through a snapshot: {metrics:?}"
     );
+    // The snapshot it keeps on disk is the zstd-compressed image.
+    let file = std::fs::read(dir.join("snapshot.bin")).expect("snapshot file");
+    assert!(
+        file.windows(4).any(|w| w == [0x28, 0xB5, 0x2F, 0xFD]),
+        "snapshot.bin holds a zstd frame"
+    );
     // And it serves linearizable reads and forwards writes again.
     assert_eq!(
-        restarted.node.propose(pool("after-restart")).await.expect("propose"),
+        restarted
+            .node
+            .propose(pool("after-restart"))
+            .await
+            .expect("propose"),
         Outcome::Applied
     );
     assert_eq!(pool_names(&restarted.node).await.len(), writes as usize + 1);

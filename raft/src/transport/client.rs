@@ -188,7 +188,9 @@ impl PeerTransport {
         let opening = tokio::spawn(async move {
             let sender = tokio::time::timeout(CONNECT_TIMEOUT, connect(connector, peer))
                 .await
-                .map_err(|_| CallError::NotSent(format!("connect timed out ({CONNECT_TIMEOUT:?})")))??;
+                .map_err(|_| {
+                    CallError::NotSent(format!("connect timed out ({CONNECT_TIMEOUT:?})"))
+                })??;
             *slot = Some(sender.clone());
             Ok(sender)
         });
@@ -306,9 +308,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             Ok(reply) => reply,
             // openraft retries with fewer entries per request.
             Err(CallError::TooLarge(_)) if entries > 1 => {
-                return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(
-                    entries / 2,
-                )))
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(entries / 2),
+                ))
             }
             Err(error) => return Err(error.into_rpc()),
         };

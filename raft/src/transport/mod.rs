@@ -66,7 +66,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ForwardError {
     /// The member is not the leader; `leader_id` is the leader it knows of.
-    NotLeader { leader_id: Option<NodeId> },
+    NotLeader {
+        leader_id: Option<NodeId>,
+    },
     ShuttingDown,
     /// Anything else, as text: the caller cannot act on it beyond reporting.
     Failed(String),

@@ -9,9 +9,9 @@
 //! certificates required), which the caller supplies.
 
 use super::{
-    ForwardError, ProposeReply, ReadIndexReply, APPEND_PATH, KEEPALIVE_INTERVAL,
-    KEEPALIVE_TIMEOUT, PEER_CONNECTIONS_MAX, PEER_STREAMS_MAX, PROPOSE_PATH, READ_INDEX_PATH,
-    REQUEST_BODY_MAX, SHUTDOWN_GRACE, SNAPSHOT_PATH, TLS_HANDSHAKE_TIMEOUT, VOTE_PATH,
+    ForwardError, ProposeReply, ReadIndexReply, APPEND_PATH, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
+    PEER_CONNECTIONS_MAX, PEER_STREAMS_MAX, PROPOSE_PATH, READ_INDEX_PATH, REQUEST_BODY_MAX,
+    SHUTDOWN_GRACE, SNAPSHOT_PATH, TLS_HANDSHAKE_TIMEOUT, VOTE_PATH,
 };
 use crate::node::RaftNode;
 use crate::types::{decode, encode, NodeId, TypeConfig};
@@ -67,14 +67,15 @@ fn reply<T: Serialize>(value: &T) -> Response {
     }
 }
 
-fn request<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
-    decode(body).map_err(|error| (StatusCode::BAD_REQUEST, error).into_response())
+/// Decodes a request body, or gives the `400` to answer instead.
+fn request<T: DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
+    decode(body).map_err(|error| Box::new((StatusCode::BAD_REQUEST, error).into_response()))
 }
 
 async fn append(State(node): State<RaftNode>, body: Bytes) -> Response {
     let rpc: AppendEntriesRequest<TypeConfig> = match request(&body) {
         Ok(rpc) => rpc,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let result: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
         node.raft().append_entries(rpc).await;
@@ -84,7 +85,7 @@ async fn append(State(node): State<RaftNode>, body: Bytes) -> Response {
 async fn vote(State(node): State<RaftNode>, body: Bytes) -> Response {
     let rpc: VoteRequest<NodeId> = match request(&body) {
         Ok(rpc) => rpc,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let result: Result<VoteResponse<NodeId>, RaftError<NodeId>> = node.raft().vote(rpc).await;
     reply(&result)
@@ -93,7 +94,7 @@ async fn vote(State(node): State<RaftNode>, body: Bytes) -> Response {
 async fn snapshot(State(node): State<RaftNode>, body: Bytes) -> Response {
     let rpc: InstallSnapshotRequest<TypeConfig> = match request(&body) {
         Ok(rpc) => rpc,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let result: Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> =
         node.raft().install_snapshot(rpc).await;
@@ -103,7 +104,7 @@ async fn snapshot(State(node): State<RaftNode>, body: Bytes) -> Response {
 async fn propose(State(node): State<RaftNode>, body: Bytes) -> Response {
     let command: Command = match request(&body) {
         Ok(command) => command,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let result: ProposeReply = node.propose_here(command).await.map_err(ForwardError::from);
     reply(&result)
@@ -194,8 +195,7 @@ async fn serve_connection(
         .max_concurrent_streams(PEER_STREAMS_MAX)
         .keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT);
-    let connection =
-        builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
+    let connection = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
