@@ -13,7 +13,6 @@ use crate::control::{dispatch, leader, timers};
 use crate::operator::local::{LocalConfig, LocalOperator};
 use crate::spec::SpecLimits;
 use anyhow::Context;
-use gantry_raft::network::NoPeerTransport;
 use gantry_raft::{NodeConfig, RaftNode};
 use gantry_storage::{Command, PoolRecord};
 use std::net::SocketAddr;
@@ -72,15 +71,15 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("listening on {}", options.listen))?;
     let address = listener.local_addr()?;
     let node = RaftNode::open(
-        NodeConfig {
-            node_id: 1,
-            data_dir: options.data_dir.join("raft"),
-            address: gantry_raft::GantryNode {
+        NodeConfig::new(
+            1,
+            options.data_dir.join("raft"),
+            gantry_raft::GantryNode {
                 peer: options.peer_address.clone(),
                 api: format!("http://{address}"),
             },
-        },
-        NoPeerTransport,
+        ),
+        None,
     )
     .await
     .context("opening the Raft node")?;

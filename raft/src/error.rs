@@ -20,4 +20,15 @@ pub enum RaftError {
     Raft(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// A peer could not be reached; the request was never sent, so retrying
+    /// it (elsewhere) cannot apply it twice.
+    #[error("peer {peer} unreachable: {reason}")]
+    PeerUnreachable { peer: String, reason: String },
+    /// A request to a peer failed after it was sent: it may or may not have
+    /// taken effect there.
+    #[error("peer {peer}: {reason}")]
+    Peer { peer: String, reason: String },
+    /// A bounded wait ran out.
+    #[error("timed out: {0}")]
+    Timeout(String),
 }

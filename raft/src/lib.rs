@@ -9,6 +9,8 @@
 //!   membership are written in the same transaction as the commands' effects.
 //! - Nothing here assumes a single node: a cluster of one is initialized with
 //!   one voter and runs the same code as a larger one.
+//! - Members talk through the [`transport`] (HTTP/2 over mutual TLS); any
+//!   member serves any proposal or linearizable read by asking the leader.
 
 pub mod error;
 pub mod log_store;
@@ -16,8 +18,10 @@ pub mod network;
 pub mod node;
 pub mod proposer;
 pub mod state_machine;
+pub mod transport;
 pub mod types;
 
 pub use error::RaftError;
-pub use node::{NodeConfig, RaftNode};
+pub use node::{MemberInfo, MemberRole, NodeConfig, RaftNode};
+pub use transport::{peer_router, serve_peer, ForwardError, PeerTransport};
 pub use types::{Batch, GantryNode, NodeId, TypeConfig};

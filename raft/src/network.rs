@@ -1,8 +1,9 @@
-//! Peer transport for Raft RPCs.
+//! The network of a member opened without a peer transport.
 //!
-//! A cluster of one never sends an RPC. Until the mTLS HTTP/2 peer transport
-//! exists, a node that is asked to reach a peer answers "unreachable", which
-//! openraft treats like a down peer (it retries with backoff).
+//! A cluster of one never sends an RPC. A node opened without a
+//! [`crate::PeerTransport`] that is asked to reach a peer answers
+//! "unreachable", which openraft treats like a down peer (it retries with
+//! backoff). Servers use [`crate::transport`].
 
 use crate::types::GantryNode;
 use crate::types::{NodeId, TypeConfig};

@@ -90,7 +90,7 @@ async fn run_batches(raft: Raft<TypeConfig>, mut receiver: mpsc::Receiver<Pendin
     }
 }
 
-fn write_error(
+pub(crate) fn write_error(
     error: &OpenRaftError<u64, ClientWriteError<u64, crate::types::GantryNode>>,
 ) -> RaftError {
     match error {

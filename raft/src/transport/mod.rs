@@ -1,0 +1,91 @@
+//! The Raft peer transport: HTTP/2 over mutual TLS between cluster members.
+//!
+//! Owns the wire protocol between members: the three openraft RPCs
+//! (`/raft/append`, `/raft/vote`, `/raft/snapshot`) and the two Gantry calls
+//! that let any member serve any client call (`/gantry/propose`,
+//! `/gantry/read-index`). Every body is bincode (the serde API of bincode 2,
+//! standard config); every handled call answers `200` with a bincode
+//! `Result`, so a non-200 status always means the transport, not Raft, failed.
+//!
+//! Invariants:
+//! - TLS is configured by the caller (the binary): the client config verifies
+//!   the peer against the cluster CA and presents this member's certificate;
+//!   the server config requires a client certificate. Nothing here weakens it.
+//! - One pooled HTTP/2 connection per peer address, shared by every RPC to
+//!   it and re-established when it closes ([`client`]).
+//! - Every RPC is bounded in time ([`RPC_TIMEOUT_MAX`], or openraft's shorter
+//!   `hard_ttl`) and every body in size ([`REQUEST_BODY_MAX`],
+//!   [`RESPONSE_BODY_MAX`]).
+//! - The server accepts at most [`PEER_CONNECTIONS_MAX`] connections, each
+//!   bounded by [`TLS_HANDSHAKE_TIMEOUT`] to complete its handshake ([`server`]).
+
+pub mod client;
+pub mod server;
+
+use crate::types::{LogId, NodeId};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+pub use client::{PeerClient, PeerTransport};
+pub use server::{peer_router, serve_peer};
+
+pub const APPEND_PATH: &str = "/raft/append";
+pub const VOTE_PATH: &str = "/raft/vote";
+pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
+pub const PROPOSE_PATH: &str = "/gantry/propose";
+pub const READ_INDEX_PATH: &str = "/gantry/read-index";
+
+/// Longest any one peer RPC may take, whatever openraft's TTL says.
+pub const RPC_TIMEOUT_MAX: Duration = Duration::from_secs(30);
+/// Longest a forwarded proposal or read-index call may take: it waits for a
+/// commit on the leader.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest to open a connection (TCP + TLS + HTTP/2 preface) to a peer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request body sent or accepted. Above any snapshot chunk
+/// ([`crate::node::SNAPSHOT_CHUNK_BYTES`]); an append-entries request above
+/// it is split by openraft (the client answers `PayloadTooLarge`).
+pub const REQUEST_BODY_MAX: usize = 64 * 1024 * 1024;
+/// Largest response body accepted: Raft replies and outcomes are small.
+pub const RESPONSE_BODY_MAX: usize = 4 * 1024 * 1024;
+/// Longest an accepted connection may take to finish its TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Peer connections served at once, at most (a cluster has 3–5 members, each
+/// holding one; the rest is headroom for reconnects).
+pub const PEER_CONNECTIONS_MAX: usize = 64;
+/// Concurrent HTTP/2 streams per peer connection, at most.
+pub const PEER_STREAMS_MAX: u32 = 256;
+/// HTTP/2 ping interval on idle peer connections, and how long a ping may go
+/// unanswered before the connection is dropped (and re-established).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the server waits for open connections to finish after shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a member did not carry out a forwarded call, as sent on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardError {
+    /// The member is not the leader; `leader_id` is the leader it knows of.
+    NotLeader {
+        leader_id: Option<NodeId>,
+    },
+    ShuttingDown,
+    /// Anything else, as text: the caller cannot act on it beyond reporting.
+    Failed(String),
+}
+
+impl From<crate::RaftError> for ForwardError {
+    fn from(error: crate::RaftError) -> ForwardError {
+        match error {
+            crate::RaftError::NotLeader { leader_id, .. } => ForwardError::NotLeader { leader_id },
+            crate::RaftError::ShuttingDown => ForwardError::ShuttingDown,
+            other => ForwardError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// Answer of `/gantry/read-index`: the log id a follower must have applied
+/// before its local state is a linearizable read.
+pub type ReadIndexReply = Result<Option<LogId>, ForwardError>;
+/// Answer of `/gantry/propose`.
+pub type ProposeReply = Result<gantry_storage::Outcome, ForwardError>;

@@ -1,0 +1,213 @@
+//! The server half of the peer transport: the peer routes and the TLS
+//! HTTP/2 listener that serves them.
+//!
+//! Invariants: a route only decodes its body (bounded by
+//! [`REQUEST_BODY_MAX`]) and hands it to this member's openraft instance or
+//! proposer; `/gantry/*` calls are carried out here or answered
+//! `NotLeader`, never forwarded again, so a call cannot loop between
+//! members. Who may call is decided by the TLS server config (client
+//! certificates required), which the caller supplies.
+
+use super::{
+    ForwardError, ProposeReply, ReadIndexReply, APPEND_PATH, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
+    PEER_CONNECTIONS_MAX, PEER_STREAMS_MAX, PROPOSE_PATH, READ_INDEX_PATH, REQUEST_BODY_MAX,
+    SHUTDOWN_GRACE, SNAPSHOT_PATH, TLS_HANDSHAKE_TIMEOUT, VOTE_PATH,
+};
+use crate::node::RaftNode;
+use crate::types::{decode, encode, NodeId, TypeConfig};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use gantry_storage::Command;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop
+/// does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// The peer routes of `node`. Serve them only behind mutual TLS
+/// ([`serve_peer`]).
+pub fn peer_router(node: RaftNode) -> Router {
+    Router::new()
+        .route(APPEND_PATH, post(append))
+        .route(VOTE_PATH, post(vote))
+        .route(SNAPSHOT_PATH, post(snapshot))
+        .route(PROPOSE_PATH, post(propose))
+        .route(READ_INDEX_PATH, post(read_index))
+        .layer(DefaultBodyLimit::max(REQUEST_BODY_MAX))
+        .with_state(node)
+}
+
+fn reply<T: Serialize>(value: &T) -> Response {
+    match encode(value) {
+        Ok(bytes) => (
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            bytes,
+        )
+            .into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error).into_response(),
+    }
+}
+
+/// Decodes a request body, or gives the `400` to answer instead.
+fn request<T: DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
+    decode(body).map_err(|error| Box::new((StatusCode::BAD_REQUEST, error).into_response()))
+}
+
+async fn append(State(node): State<RaftNode>, body: Bytes) -> Response {
+    let rpc: AppendEntriesRequest<TypeConfig> = match request(&body) {
+        Ok(rpc) => rpc,
+        Err(response) => return *response,
+    };
+    let result: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+        node.raft().append_entries(rpc).await;
+    reply(&result)
+}
+
+async fn vote(State(node): State<RaftNode>, body: Bytes) -> Response {
+    let rpc: VoteRequest<NodeId> = match request(&body) {
+        Ok(rpc) => rpc,
+        Err(response) => return *response,
+    };
+    let result: Result<VoteResponse<NodeId>, RaftError<NodeId>> = node.raft().vote(rpc).await;
+    reply(&result)
+}
+
+async fn snapshot(State(node): State<RaftNode>, body: Bytes) -> Response {
+    let rpc: InstallSnapshotRequest<TypeConfig> = match request(&body) {
+        Ok(rpc) => rpc,
+        Err(response) => return *response,
+    };
+    let result: Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> =
+        node.raft().install_snapshot(rpc).await;
+    reply(&result)
+}
+
+async fn propose(State(node): State<RaftNode>, body: Bytes) -> Response {
+    let command: Command = match request(&body) {
+        Ok(command) => command,
+        Err(response) => return *response,
+    };
+    let result: ProposeReply = node.propose_here(command).await.map_err(ForwardError::from);
+    reply(&result)
+}
+
+async fn read_index(State(node): State<RaftNode>) -> Response {
+    let result: ReadIndexReply = node.read_index_here().await.map_err(ForwardError::from);
+    reply(&result)
+}
+
+/// Serves `router` over TLS + HTTP/2 on `listener` until `shutdown`
+/// completes, then lets open connections finish for up to
+/// [`SHUTDOWN_GRACE`]. `tls` must require client certificates of the
+/// cluster CA and offer ALPN `h2`.
+pub async fn serve_peer(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let slots = Arc::new(Semaphore::new(PEER_CONNECTIONS_MAX));
+    let (stop, stopped) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (tcp, remote) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "peer listener: accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        // Reap finished connections so the set does not grow without bound.
+        while connections.try_join_next().is_some() {}
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let stopped = stopped.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            serve_connection(acceptor, tcp, remote, router, stopped).await;
+        });
+    }
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("peer listener: connections still open after the grace period");
+    }
+    connections.abort_all();
+}
+
+async fn serve_connection(
+    acceptor: TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    remote: std::net::SocketAddr,
+    router: Router,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            tracing::warn!(%remote, %error, "peer connection refused: TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%remote, "peer connection refused: TLS handshake timed out");
+            return;
+        }
+    };
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(PEER_STREAMS_MAX)
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+    let connection = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = async {
+            // The guard wait_for returns must not live across the drain below.
+            let _ = stopped.wait_for(|stop| *stop).await;
+        } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%remote, %error, "peer connection ended");
+    }
+}
