@@ -65,8 +65,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
     let running = server::start(ServerOptions {
         data_dir: data_dir.clone(),
         listen: args.listen,
-        peer_address: "127.0.0.1:8471".to_string(),
+        peer_listen: "127.0.0.1:8471".parse()?,
+        tls: None,
         bootstrap: true,
+        join: None,
         local_backend: true,
         body_bytes_max: server::BODY_BYTES_MAX_DEFAULT,
         spec_limits: server::server_spec_limits(SpecLimits::default().max_tasks),

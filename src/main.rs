@@ -43,6 +43,20 @@ enum Top {
         #[command(subcommand)]
         command: cli::WorkflowCommand,
     },
+    /// Cluster membership: members, leave
+    Cluster {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::ClusterCommand,
+    },
+    /// Back up and restore the whole state
+    Snapshot {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::SnapshotCommand,
+    },
     /// List pools
     Pool {
         #[command(flatten)]
@@ -77,12 +91,24 @@ struct ServerArgs {
     /// API address
     #[arg(long, default_value = "127.0.0.1:8470")]
     listen: SocketAddr,
-    /// Raft peer address
+    /// Raft peer address (mutual TLS)
     #[arg(long, default_value = "127.0.0.1:8471")]
-    peer_listen: String,
+    peer_listen: SocketAddr,
     /// Start a new cluster with this node as its only member (a no-op once initialized)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "join")]
     bootstrap: bool,
+    /// Join the cluster through the member at this peer address (host:port)
+    #[arg(long, value_name = "PEER_ADDR")]
+    join: Option<String>,
+    /// The cluster's CA certificate (from `gantry tls ca create`)
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// This node's server certificate (from `gantry tls cert create --kind server`)
+    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key
+    #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
+    tls_key: Option<PathBuf>,
     /// Also run tasks on this host (backend `local`, pool `default`)
     #[arg(long)]
     local_backend: bool,
@@ -120,15 +146,20 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let running = server::start(server::ServerOptions {
                 data_dir: args.data_dir,
                 listen: args.listen,
-                peer_address: args.peer_listen,
+                peer_listen: args.peer_listen,
+                tls: match (args.tls_ca, args.tls_cert, args.tls_key) {
+                    (Some(ca), Some(cert), Some(key)) => Some(tls::TlsFiles { ca, cert, key }),
+                    _ => None,
+                },
                 bootstrap: args.bootstrap,
+                join: args.join,
                 local_backend: args.local_backend,
                 body_bytes_max: args.body_bytes_max,
                 spec_limits: server::server_spec_limits(args.max_tasks),
                 auth_required: true,
             })
             .await?;
-            eprintln!("gantry server: API on http://{}", running.address);
+            eprintln!("gantry server: API on {}", running.base_url);
             dev::wait_for_signal().await;
             running.stop().await;
             Ok(0)
@@ -140,6 +171,14 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             client.format = command.format();
             cli::run_workflow(&client, command).await.map(|()| 0)
         }
+        Top::Cluster {
+            mut client,
+            command,
+        } => {
+            client.format = command.format();
+            cli::run_cluster(&client, command).await.map(|()| 0)
+        }
+        Top::Snapshot { client, command } => cli::run_snapshot(&client, command).await.map(|()| 0),
         Top::Pool {
             mut client,
             command,

@@ -12,7 +12,10 @@ use crate::control::logs::LogStore;
 use crate::control::{dispatch, leader, timers};
 use crate::operator::local::{LocalConfig, LocalOperator};
 use crate::spec::SpecLimits;
+use crate::tls::TlsFiles;
 use anyhow::Context;
+use gantry_raft::transport::{self, HttpVersions, MembershipChange, PeerTransport};
+use gantry_raft::GantryNode;
 use gantry_raft::{NodeConfig, RaftNode};
 use gantry_storage::{Command, PoolRecord};
 use std::net::SocketAddr;
@@ -42,8 +45,14 @@ pub const BODY_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
 pub struct ServerOptions {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
-    pub peer_address: String,
+    /// Raft peer listener (mTLS); used only with `tls`.
+    pub peer_listen: SocketAddr,
+    /// The cluster's CA and this node's server certificate: HTTPS on the API,
+    /// mTLS between peers. Without it the node is a cluster of one on plain HTTP.
+    pub tls: Option<TlsFiles>,
     pub bootstrap: bool,
+    /// Peer address of a member to join through (`--join`).
+    pub join: Option<String>,
     /// Run an in-process operator for backend `local` and pool `default`.
     pub local_backend: bool,
     pub body_bytes_max: usize,
@@ -54,6 +63,8 @@ pub struct ServerOptions {
 
 pub struct RunningServer {
     pub address: SocketAddr,
+    /// `http://ADDR` or `https://ADDR`.
+    pub base_url: String,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     node: RaftNode,
@@ -70,28 +81,73 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("listening on {}", options.listen))?;
     let address = listener.local_addr()?;
-    let node = RaftNode::open(
-        NodeConfig::new(
-            1,
-            options.data_dir.join("raft"),
-            gantry_raft::GantryNode {
-                peer: options.peer_address.clone(),
-                api: format!("http://{address}"),
-            },
-        ),
-        None,
-    )
-    .await
-    .context("opening the Raft node")?;
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let node_id = node_id(&options.data_dir)?;
+    let (node, peer_tls) = match &options.tls {
+        Some(files) => {
+            let peer_listener = tokio::net::TcpListener::bind(options.peer_listen)
+                .await
+                .with_context(|| format!("listening for peers on {}", options.peer_listen))?;
+            let peer_address = peer_listener.local_addr()?;
+            let transport = PeerTransport::new(crate::tls::peer_client_config(files)?);
+            let node = RaftNode::open(
+                NodeConfig::new(
+                    node_id,
+                    options.data_dir.join("raft"),
+                    GantryNode {
+                        peer: peer_address.to_string(),
+                        api: format!("https://{address}"),
+                    },
+                ),
+                Some(transport.clone()),
+            )
+            .await
+            .context("opening the Raft node")?;
+            let router = transport::peer_router(node.clone());
+            let tls = crate::tls::peer_server_config(files)?;
+            let stop = shutdown.clone();
+            tasks.spawn(transport::serve_peer(
+                peer_listener,
+                tls,
+                router,
+                async move { stop.cancelled().await },
+            ));
+            tracing::info!(%peer_address, node_id, "Raft peers listening (mTLS)");
+            (node, Some(transport))
+        }
+        None => {
+            if options.join.is_some() {
+                anyhow::bail!(
+                    "--join needs --tls-ca, --tls-cert and --tls-key: peers talk over mutual TLS"
+                );
+            }
+            let node = RaftNode::open(
+                NodeConfig::new(
+                    node_id,
+                    options.data_dir.join("raft"),
+                    GantryNode {
+                        peer: options.peer_listen.to_string(),
+                        api: format!("http://{address}"),
+                    },
+                ),
+                None,
+            )
+            .await
+            .context("opening the Raft node")?;
+            (node, None)
+        }
+    };
     if options.bootstrap {
         node.bootstrap()
             .await
             .context("bootstrapping the cluster")?;
     }
+    if let (Some(peer), Some(transport)) = (&options.join, &peer_tls) {
+        join_cluster(&node, transport, peer).await?;
+    }
     let logs = LogStore::open(&options.data_dir.join("logs")).context("opening the log store")?;
     let hub = AgentHub::new(node.clone(), logs.clone());
-    let shutdown = CancellationToken::new();
-    let mut tasks = JoinSet::new();
 
     let leader_node = node.clone();
     let leader_hub = hub.clone();
@@ -149,7 +205,14 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         hub,
         config: Arc::new(ApiConfig {
             body_bytes_max: options.body_bytes_max,
-            base_url: format!("http://{address}"),
+            base_url: format!(
+                "{}://{address}",
+                if options.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                }
+            ),
             spec_limits: options.spec_limits.clone(),
             auth_required: options.auth_required,
         }),
@@ -157,17 +220,39 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     };
     let router = api::router(state);
     let stop = shutdown.clone();
-    tasks.spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "API server failed");
+    match &options.tls {
+        Some(files) => {
+            let tls = crate::tls::api_server_config(files)?;
+            tasks.spawn(transport::serve_tls(
+                listener,
+                tls,
+                router,
+                async move { stop.cancelled().await },
+                HttpVersions::Http1And2,
+            ));
         }
-    });
+        None => {
+            tasks.spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "API server failed");
+                }
+            });
+        }
+    }
     tracing::info!(%address, "API listening");
     Ok(RunningServer {
         address,
+        base_url: format!(
+            "{}://{address}",
+            if options.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            }
+        ),
         shutdown,
         tasks,
         node,
@@ -186,6 +271,65 @@ async fn wait_for_pool(node: &RaftNode, pool: &str) -> anyhow::Result<()> {
             anyhow::bail!("pool '{pool}' was not created within 30 s: no Raft leader was elected");
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// This node's Raft ID: random on first start, kept in `<data>/node-id`.
+/// (A data directory from before IDs were kept belongs to node 1.)
+fn node_id(data_dir: &std::path::Path) -> anyhow::Result<u64> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .with_context(|| format!("{} does not hold a node ID", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let id = if data_dir.join("raft").exists() {
+                1
+            } else {
+                let mut bytes = [0u8; 8];
+                getrandom::fill(&mut bytes)
+                    .map_err(|e| anyhow::anyhow!("generating a node ID: {e}"))?;
+                // Small enough to read, large enough never to collide in one cluster.
+                u64::from_le_bytes(bytes) % 1_000_000_000 + 1
+            };
+            std::fs::write(&path, id.to_string())
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(id)
+        }
+        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Longest a new member keeps asking to be let in.
+const JOIN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// Asks the cluster (through `peer`) to add this node as a learner and then
+/// a voter. A member that already votes is left as it is (restarts).
+async fn join_cluster(
+    node: &RaftNode,
+    transport: &PeerTransport,
+    peer: &str,
+) -> anyhow::Result<()> {
+    let change = MembershipChange::Join {
+        id: node.id(),
+        node: node.address().clone(),
+    };
+    let deadline = tokio::time::Instant::now() + JOIN_WAIT_MAX;
+    loop {
+        let error = match transport.change_membership(peer, &change).await {
+            Ok(Ok(voters)) => {
+                tracing::info!(node_id = node.id(), voters = ?voters, "joined the cluster");
+                return Ok(());
+            }
+            Ok(Err(error)) => format!("{error:?}"),
+            Err(error) => error.to_string(),
+        };
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("could not join the cluster through {peer}: {error}");
+        }
+        tracing::warn!(%peer, %error, "joining the cluster; retrying");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 

@@ -17,6 +17,7 @@ use crate::log_store::LogStore;
 use crate::network::NoPeerTransport;
 use crate::proposer::{write_error, Proposer};
 use crate::state_machine::StateMachine;
+use crate::transport::MembershipChange;
 use crate::transport::{ForwardError, PeerTransport};
 use crate::types::{GantryNode, LogId, NodeId, TypeConfig};
 use gantry_storage::{Command, Outcome, ReadView, Store};
@@ -218,6 +219,11 @@ impl RaftNode {
         })
     }
 
+    /// How peers and API clients reach this node.
+    pub fn address(&self) -> &GantryNode {
+        &self.address
+    }
+
     pub fn id(&self) -> NodeId {
         self.id
     }
@@ -376,6 +382,17 @@ impl RaftNode {
         }
     }
 
+    /// The whole state as a snapshot image, consistent as of a linearizable
+    /// read (so it holds everything acknowledged before the call).
+    pub async fn export_state(&self) -> Result<Vec<u8>, RaftError> {
+        drop(self.read().await?);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.export_snapshot())
+            .await
+            .map_err(|e| RaftError::Raft(e.to_string()))?
+            .map_err(RaftError::from)
+    }
+
     /// This replica's applied state, without a leadership check.
     pub fn read_local(&self) -> Result<ReadView, RaftError> {
         Ok(self.store.read()?)
@@ -446,6 +463,73 @@ impl RaftNode {
             .await
             .map_err(|e| write_error(&e))?;
         Ok(())
+    }
+
+    /// Carries out a membership change on the leader (forwarded there from
+    /// a follower); returns the voters afterwards.
+    pub async fn change_membership(
+        &self,
+        change: MembershipChange,
+    ) -> Result<Vec<NodeId>, RaftError> {
+        self.at_leader(
+            || self.change_membership_here(change.clone()),
+            |transport, peer| {
+                let change = change.clone();
+                async move { transport.change_membership(&peer, &change).await }
+            },
+        )
+        .await
+    }
+
+    async fn change_membership_here(
+        &self,
+        change: MembershipChange,
+    ) -> Result<Vec<NodeId>, RaftError> {
+        let voters = || -> BTreeSet<NodeId> {
+            self.raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect()
+        };
+        if self.raft.metrics().borrow().state != ServerState::Leader {
+            return Err(RaftError::NotLeader {
+                leader_id: self.raft.metrics().borrow().current_leader,
+                leader: None,
+            });
+        }
+        match change {
+            MembershipChange::Join { id, node } => {
+                if !voters().contains(&id) {
+                    self.add_learner(id, node).await?;
+                    let mut next = voters();
+                    next.insert(id);
+                    self.change_voters(next).await?;
+                }
+            }
+            MembershipChange::Remove { id } => {
+                let mut next = voters();
+                if !next.remove(&id) {
+                    return Err(RaftError::Raft(format!("node {id} is not a voting member")));
+                }
+                if next.is_empty() {
+                    return Err(RaftError::Raft(
+                        "the last voting member cannot leave".into(),
+                    ));
+                }
+                self.change_voters(next).await?;
+            }
+        }
+        let voters: Vec<NodeId> = voters().into_iter().collect();
+        if voters.len().is_multiple_of(2) {
+            tracing::warn!(
+                voters = voters.len(),
+                "an even number of voters tolerates no more failures than one fewer; use 3 or 5"
+            );
+        }
+        Ok(voters)
     }
 
     /// Every member of the current membership, as this node sees it. See

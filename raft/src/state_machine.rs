@@ -265,6 +265,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
+/// Seeds a new member's data directory with a state image (from
+/// [`crate::RaftNode::export_state`]): the tables are installed and the
+/// Raft position is empty, so the node bootstraps a new cluster holding that
+/// state. Refuses a directory that already holds Raft state.
+pub fn seed_state(data_dir: &std::path::Path, image: &[u8]) -> Result<(), crate::RaftError> {
+    let state_path = data_dir.join("state.redb");
+    let log_path = data_dir.join("raft-log.redb");
+    if state_path.exists() || log_path.exists() {
+        return Err(crate::RaftError::Raft(format!(
+            "{} already holds Raft state; restore into a new, empty data directory",
+            data_dir.display()
+        )));
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let store = Store::open(&state_path)?;
+    let empty = encode(&AppliedMeta::default()).map_err(crate::RaftError::Raft)?;
+    store.install_snapshot(image, &empty)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

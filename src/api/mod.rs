@@ -5,6 +5,7 @@
 //! [`ApiConfig::body_bytes_max`] is refused with 413 before it is parsed.
 
 pub mod auth;
+mod cluster;
 mod error;
 mod logs;
 mod params;
@@ -60,6 +61,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/workflow/{id}/cancel", post(workflow::cancel))
         .route("/api/workflow/{id}/spec", get(workflow::spec))
         .route("/api/workflow/{id}/logs", get(logs::logs))
+        .route("/api/cluster/members", get(cluster::members))
+        .route("/api/cluster/leave", post(cluster::leave))
+        .route("/api/cluster/snapshot", get(cluster::snapshot))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

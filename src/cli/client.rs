@@ -355,6 +355,32 @@ impl Client {
         self.json(Method::GET, "/api/pool", |r| r).await
     }
 
+    /// `GET /api/cluster/members`.
+    pub async fn members(&self) -> Result<Value, ClientError> {
+        self.json(Method::GET, "/api/cluster/members", |r| r).await
+    }
+
+    /// `POST /api/cluster/leave[?id=N]`.
+    pub async fn leave(&self, id: Option<u64>) -> Result<Value, ClientError> {
+        self.json(Method::POST, "/api/cluster/leave", |r| match id {
+            Some(id) => r.query(&[("id", id.to_string())]),
+            None => r,
+        })
+        .await
+    }
+
+    /// `GET /api/cluster/snapshot`: the zstd-compressed state image.
+    pub async fn snapshot(&self) -> Result<Vec<u8>, ClientError> {
+        let (url, resp) = self
+            .send(Method::GET, "/api/cluster/snapshot", false, |r| r)
+            .await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Request { url, source })?;
+        Ok(bytes.to_vec())
+    }
+
     /// `GET /api/version` → `{major, minor, revision, hash}`.
     pub async fn version(&self) -> Result<Value, ClientError> {
         self.json(Method::GET, "/api/version", |r| r).await

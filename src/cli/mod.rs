@@ -10,6 +10,7 @@
 //! `error: <message>` to stderr and exits non-zero.
 
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod output;
 pub mod pool;
@@ -19,6 +20,7 @@ pub mod workflow;
 mod client_tests;
 
 pub use client::Client;
+pub use cluster::{run_cluster, run_snapshot, ClusterCommand, SnapshotCommand};
 pub use pool::{run_pool, PoolCommand};
 pub use workflow::{run_workflow, WorkflowCommand};
 

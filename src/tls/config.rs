@@ -54,6 +54,7 @@ pub struct TlsFiles {
 impl TlsFiles {
     /// The layout `gantry tls` writes when the CA and the certificate share
     /// one directory: `DIR/ca.pem`, `DIR/NAME.pem`, `DIR/NAME-key.pem`.
+    #[cfg(test)]
     pub fn in_dir(dir: &Path, name: &str) -> Self {
         let (ca, _) = super::pki::ca_paths(dir);
         let (cert, key) = super::pki::leaf_paths(dir, name);
@@ -161,6 +162,7 @@ pub fn api_client_config(
 
 /// Who is on the other end of an accepted connection: the kind and name of
 /// the end-entity certificate it presented (`None` if none or no kind).
+#[cfg(test)]
 pub fn peer_identity(conn_certs: &[CertificateDer<'_>]) -> Option<(CertKind, String)> {
     cert_kind(conn_certs.first()?).ok()
 }

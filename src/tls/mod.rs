@@ -11,10 +11,6 @@
 //! `gantry tls cert create --ca DIR --name NAME --kind server|operator|client
 //! [--dns H]... [--ip IP]... --out DIR`.
 
-// main.rs wires `TlsCommand` into `Top` and the servers/CLI take the configs;
-// until then nothing outside the tests calls this module or its re-exports.
-#![allow(dead_code, unused_imports)]
-
 mod config;
 mod error;
 mod files;
@@ -27,11 +23,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 pub use config::{
-    api_client_config, api_server_config, peer_client_config, peer_identity, peer_server_config,
-    TlsFiles,
+    api_client_config, api_server_config, peer_client_config, peer_server_config, TlsFiles,
 };
-pub use error::TlsError;
-pub use kind::{cert_kind, CertKind};
+pub use kind::CertKind;
 pub use pki::{ca_paths, create_ca, create_cert, leaf_paths};
 
 #[derive(Debug, clap::Subcommand)]

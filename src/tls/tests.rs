@@ -14,7 +14,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use x509_parser::extensions::GeneralName;
 
+use super::config::peer_identity;
+use super::error::TlsError;
 use super::files::{read_certs, read_key};
+use super::kind::cert_kind;
 use super::*;
 
 /// A CA in a temporary directory; certificates are issued into the same directory.

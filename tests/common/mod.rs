@@ -58,13 +58,13 @@ impl DevServer {
             log_path,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        let marker = "API on http://";
+        let marker = "API on ";
         loop {
             let text = server.log();
             if let Some(position) = text[offset as usize..].find(marker) {
                 let rest = &text[offset as usize + position + marker.len()..];
                 let address: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                server.url = format!("http://{address}");
+                server.url = address;
                 return server;
             }
             assert!(

@@ -256,6 +256,23 @@ impl PeerTransport {
             .map_err(|e| e.into_gantry(peer))
     }
 
+    /// Asks `peer` to carry out a membership change (it forwards to the
+    /// leader if need be).
+    pub async fn change_membership(
+        &self,
+        peer: &str,
+        change: &super::MembershipChange,
+    ) -> Result<Result<Vec<NodeId>, ForwardError>, GantryError> {
+        self.call::<_, super::MembershipReply>(
+            peer,
+            super::MEMBERSHIP_PATH,
+            change,
+            super::MEMBERSHIP_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.into_gantry(peer))
+    }
+
     /// Asks `peer`, as leader, for a linearizable read index.
     pub async fn read_index(
         &self,

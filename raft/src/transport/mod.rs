@@ -27,13 +27,34 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 pub use client::{PeerClient, PeerTransport};
-pub use server::{peer_router, serve_peer};
+pub use server::{peer_router, serve_peer, serve_tls, HttpVersions};
+
+/// A change of the voting membership, carried out by the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// Add `id` as a learner, wait for it to catch up, then make it a voter.
+    /// A no-op for a member that already votes.
+    Join {
+        id: NodeId,
+        node: crate::types::GantryNode,
+    },
+    /// Remove `id` from the cluster.
+    Remove { id: NodeId },
+}
+
+/// The voters after a membership change.
+pub type MembershipReply = Result<Vec<NodeId>, ForwardError>;
 
 pub const APPEND_PATH: &str = "/raft/append";
 pub const VOTE_PATH: &str = "/raft/vote";
 pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 pub const PROPOSE_PATH: &str = "/gantry/propose";
 pub const READ_INDEX_PATH: &str = "/gantry/read-index";
+pub const MEMBERSHIP_PATH: &str = "/gantry/membership";
+
+/// Longest a membership change may take end to end (a joining learner
+/// catches up first).
+pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Longest any one peer RPC may take, whatever openraft's TTL says.
 pub const RPC_TIMEOUT_MAX: Duration = Duration::from_secs(30);

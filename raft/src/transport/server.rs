@@ -9,9 +9,10 @@
 //! certificates required), which the caller supplies.
 
 use super::{
-    ForwardError, ProposeReply, ReadIndexReply, APPEND_PATH, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
-    PEER_CONNECTIONS_MAX, PEER_STREAMS_MAX, PROPOSE_PATH, READ_INDEX_PATH, REQUEST_BODY_MAX,
-    SHUTDOWN_GRACE, SNAPSHOT_PATH, TLS_HANDSHAKE_TIMEOUT, VOTE_PATH,
+    ForwardError, MembershipChange, MembershipReply, ProposeReply, ReadIndexReply, APPEND_PATH,
+    KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MEMBERSHIP_PATH, PEER_CONNECTIONS_MAX, PEER_STREAMS_MAX,
+    PROPOSE_PATH, READ_INDEX_PATH, REQUEST_BODY_MAX, SHUTDOWN_GRACE, SNAPSHOT_PATH,
+    TLS_HANDSHAKE_TIMEOUT, VOTE_PATH,
 };
 use crate::node::RaftNode;
 use crate::types::{decode, encode, NodeId, TypeConfig};
@@ -52,6 +53,7 @@ pub fn peer_router(node: RaftNode) -> Router {
         .route(SNAPSHOT_PATH, post(snapshot))
         .route(PROPOSE_PATH, post(propose))
         .route(READ_INDEX_PATH, post(read_index))
+        .route(MEMBERSHIP_PATH, post(membership))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_MAX))
         .with_state(node)
 }
@@ -110,6 +112,19 @@ async fn propose(State(node): State<RaftNode>, body: Bytes) -> Response {
     reply(&result)
 }
 
+async fn membership(State(node): State<RaftNode>, body: Bytes) -> Response {
+    let change: MembershipChange = match request(&body) {
+        Ok(change) => change,
+        Err(response) => return *response,
+    };
+    // Forwarded to the leader if need be (at most a few hops, bounded).
+    let result: MembershipReply = node
+        .change_membership(change)
+        .await
+        .map_err(ForwardError::from);
+    reply(&result)
+}
+
 async fn read_index(State(node): State<RaftNode>) -> Response {
     let result: ReadIndexReply = node.read_index_here().await.map_err(ForwardError::from);
     reply(&result)
@@ -124,6 +139,27 @@ pub async fn serve_peer(
     tls: Arc<rustls::ServerConfig>,
     router: Router,
     shutdown: impl Future<Output = ()>,
+) {
+    serve_tls(listener, tls, router, shutdown, HttpVersions::Http2).await
+}
+
+/// Which HTTP versions a TLS listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpVersions {
+    /// Peers: HTTP/2 only.
+    Http2,
+    /// The API: HTTP/1.1 and HTTP/2 (by ALPN), for curl and browsers too.
+    Http1And2,
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown` completes, then
+/// lets open connections finish for up to [`SHUTDOWN_GRACE`].
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+    versions: HttpVersions,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let slots = Arc::new(Semaphore::new(PEER_CONNECTIONS_MAX));
@@ -156,7 +192,7 @@ pub async fn serve_peer(
         let stopped = stopped.clone();
         connections.spawn(async move {
             let _permit = permit;
-            serve_connection(acceptor, tcp, remote, router, stopped).await;
+            serve_connection(acceptor, tcp, remote, router, stopped, versions).await;
         });
     }
     let _ = stop.send(true);
@@ -176,6 +212,7 @@ async fn serve_connection(
     remote: std::net::SocketAddr,
     router: Router,
     mut stopped: watch::Receiver<bool>,
+    versions: HttpVersions,
 ) {
     let _ = tcp.set_nodelay(true);
     let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -189,22 +226,46 @@ async fn serve_connection(
             return;
         }
     };
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(PEER_STREAMS_MAX)
-        .keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
-    let connection = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = async {
-            // The guard wait_for returns must not live across the drain below.
-            let _ = stopped.wait_for(|stop| *stop).await;
-        } => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let io = TokioIo::new(tls);
+    let service = TowerToHyperService::new(router);
+    let result = match versions {
+        HttpVersions::Http2 => {
+            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(PEER_STREAMS_MAX)
+                .keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+            let connection = builder.serve_connection(io, service);
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => result.map_err(|e| e.to_string()),
+                () = async {
+                    // The guard wait_for returns must not live across the drain below.
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                } => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await.map_err(|e| e.to_string())
+                }
+            }
+        }
+        HttpVersions::Http1And2 => {
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(PEER_STREAMS_MAX);
+            let connection = builder.serve_connection(io, service);
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => result.map_err(|e| e.to_string()),
+                () = async {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                } => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await.map_err(|e| e.to_string())
+                }
+            }
         }
     };
     if let Err(error) = result {
