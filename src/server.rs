@@ -396,7 +396,7 @@ async fn ensure_pool(node: &RaftNode) {
             platforms: Vec::new(),
         },
     };
-    if let Err(error) = node.propose(command).await {
+    if let Err(error) = node.propose_here(command).await {
         tracing::warn!(%error, "could not create the default pool");
     }
 }

@@ -217,7 +217,7 @@ async fn fail_unlaunchable(
 ) -> Result<(), gantry_raft::RaftError> {
     tracing::error!(job = job.id, message = %failure.message, "cannot launch group");
     for key in failure.tasks {
-        node.propose(Command::ReportTask {
+        node.propose_here(Command::ReportTask {
             now: now_ms(),
             report: TaskReport {
                 key,
@@ -230,7 +230,7 @@ async fn fail_unlaunchable(
         })
         .await?;
     }
-    node.propose(Command::CompleteJob { job_id: job.id })
+    node.propose_here(Command::CompleteJob { job_id: job.id })
         .await?;
     Ok(())
 }

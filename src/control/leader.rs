@@ -1,9 +1,10 @@
 //! Runs the leader-only loops while this node leads, and stops them when it
 //! stops leading.
 //!
-//! Invariant: loops of term T are cancelled before this node can observe a
-//! newer term, so two leaders' loops never act under the same term; any work
-//! a deposed leader proposes is rejected by Raft (it is not the leader).
+//! Invariant: loops of term T are cancelled when this node observes a newer
+//! term or loses leadership, and they propose with `propose_here` (never
+//! forwarded), so whatever a deposed leader still proposes is refused by
+//! Raft instead of reaching the new leader: effects are fenced by term.
 
 use gantry_raft::RaftNode;
 use std::future::Future;

@@ -35,7 +35,7 @@ async fn fire_due(node: &RaftNode) -> Result<(), gantry_raft::RaftError> {
         }
         let fired = due.len();
         let proposals = due.into_iter().map(|timer| {
-            node.propose(Command::FireTimer {
+            node.propose_here(Command::FireTimer {
                 now,
                 timer_id: timer.id,
                 due: timer.due,
