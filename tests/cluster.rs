@@ -164,6 +164,12 @@ fn three_servers_replicate_fail_over_and_restore_from_a_snapshot() {
         cluster.get(servers[2].as_ref().unwrap(), &format!("/api/workflow/{id}"));
     assert_eq!(status, 200, "{workflow}");
     cluster.wait_completed(servers[2].as_ref().unwrap(), &id);
+    // A stale read answers from the replica's own state (here: caught up).
+    let (status, stale) = cluster.get(
+        servers[2].as_ref().unwrap(),
+        &format!("/api/workflow/{id}?stale=true"),
+    );
+    assert_eq!(status, 200, "{stale}");
 
     // SIGKILL the leader: the other two elect a new one and keep serving.
     let leader_id = cluster.members(servers[0].as_ref().unwrap())["leader_id"]

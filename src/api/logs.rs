@@ -51,12 +51,12 @@ pub async fn logs(
         task: params.get("task_name").map(str::to_string),
         retry_id,
     };
-    let workflow = read(&state)
+    let workflow = read(&state, &params)
         .await?
         .workflow(&id)?
         .ok_or_else(|| ApiError::not_found(format!("Workflow '{id}' not found")))?;
     if let Some(task) = &filter.task {
-        if read(&state).await?.task(&id, task)?.is_none() {
+        if read(&state, &params).await?.task(&id, task)?.is_none() {
             return Err(ApiError::not_found(format!(
                 "Task '{task}' not found in workflow '{id}'"
             )));

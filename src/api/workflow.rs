@@ -51,8 +51,16 @@ pub(super) async fn propose(state: &AppState, command: Command) -> Result<Outcom
     Ok(state.node.propose(command).await?)
 }
 
-/// A linearizable read view (the node waits out an election).
-pub(super) async fn read(state: &AppState) -> Result<gantry_storage::ReadView, ApiError> {
+/// A read view: linearizable (the node waits out an election) unless the
+/// client asked for `stale=true`, which reads this replica's applied state
+/// without asking the leader (faster, possibly behind).
+pub(super) async fn read(
+    state: &AppState,
+    params: &Params,
+) -> Result<gantry_storage::ReadView, ApiError> {
+    if params.flag("stale")? {
+        return Ok(state.node.read_local()?);
+    }
     Ok(state.node.read().await?)
 }
 
@@ -224,7 +232,7 @@ pub async fn list(
         limit,
         descending,
     };
-    let (workflows, more) = read(&state).await?.list(&filter)?;
+    let (workflows, more) = read(&state, &params).await?.list(&filter)?;
     let links = Links {
         base_url: &state.config.base_url,
     };
@@ -242,7 +250,7 @@ pub async fn query(
 ) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
     let skip_groups = params.flag("skip_groups")?;
-    let view = read(&state).await?;
+    let view = read(&state, &params).await?;
     let workflow = view
         .workflow(&id)?
         .ok_or_else(|| ApiError::not_found(format!("Workflow '{id}' not found")))?;
@@ -291,7 +299,7 @@ pub async fn spec(
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref());
     let use_template = params.flag("use_template")?;
-    let workflow = read(&state)
+    let workflow = read(&state, &params)
         .await?
         .workflow(&id)?
         .ok_or_else(|| ApiError::not_found(format!("Workflow '{id}' not found")))?;
@@ -303,8 +311,12 @@ pub async fn spec(
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
-pub async fn list_pools(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let pools = read(&state).await?.pools()?;
+pub async fn list_pools(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let pools = read(&state, &params).await?.pools()?;
     let entries: serde_json::Map<String, Value> = pools
         .iter()
         .map(|pool| {
