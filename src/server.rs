@@ -144,7 +144,10 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
             .context("bootstrapping the cluster")?;
     }
     if let (Some(peer), Some(transport)) = (&options.join, &peer_tls) {
-        join_cluster(&node, transport, peer).await?;
+        // A restarted member rejoins by itself; asking would wait for a quorum.
+        if !node.is_initialized_member() {
+            join_cluster(&node, transport, peer).await?;
+        }
     }
     let logs = LogStore::open(&options.data_dir.join("logs")).context("opening the log store")?;
     let hub = AgentHub::new(node.clone(), logs.clone());
@@ -341,6 +344,11 @@ pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-admin-token";
 /// On a new cluster, creates an admin token, prints it once and writes it
 /// to `<data>/bootstrap-admin-token` (0600). A restart changes nothing.
 async fn ensure_bootstrap_token(node: &RaftNode, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    // A restarted member already has it locally: no quorum needed (its peers
+    // may not be up yet after a whole-cluster restart).
+    if node.read_local()?.token(BOOTSTRAP_TOKEN_NAME)?.is_some() || node.is_initialized_member() {
+        return Ok(());
+    }
     if node.read().await?.token(BOOTSTRAP_TOKEN_NAME)?.is_some() {
         return Ok(());
     }

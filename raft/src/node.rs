@@ -219,6 +219,18 @@ impl RaftNode {
         })
     }
 
+    /// Whether this node's stored membership already includes it (it
+    /// belonged to a cluster before this start).
+    pub fn is_initialized_member(&self) -> bool {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_some()
+    }
+
     /// How peers and API clients reach this node.
     pub fn address(&self) -> &GantryNode {
         &self.address
