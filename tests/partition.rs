@@ -122,17 +122,12 @@ fn client_in(ns: &str, pki: &Pki, timeout: Duration) -> reqwest::blocking::Clien
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                let file = std::fs::File::open(format!("/run/netns/{ns}"))
-                    .unwrap_or_else(|e| panic!("open /run/netns/{ns}: {e}"));
+                let file = std::fs::File::open(format!("/var/run/netns/{ns}"))
+                    .unwrap_or_else(|e| panic!("open /var/run/netns/{ns}: {e}"));
                 // SAFETY: setns on a valid namespace fd changes only this thread's
                 // network namespace; the thread ends once the client is built.
                 let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(
-                    rc,
-                    0,
-                    "setns({ns}): {}",
-                    std::io::Error::last_os_error()
-                );
+                assert_eq!(rc, 0, "setns({ns}): {}", std::io::Error::last_os_error());
                 pki.client(timeout)
             })
             .join()
@@ -141,7 +136,8 @@ fn client_in(ns: &str, pki: &Pki, timeout: Duration) -> reqwest::blocking::Clien
 }
 
 fn members_of(api: &Https) -> Result<Value, String> {
-    api.members().ok_or_else(|| format!("{} not answering", api.url))
+    api.members()
+        .ok_or_else(|| format!("{} not answering", api.url))
 }
 
 /// Waits until the nodes in `which` agree on one leader among them.
@@ -241,7 +237,8 @@ fn a_partitioned_leader_stops_acknowledging_and_converges_after_healing() {
     let old = agreed_leader(&apis, &[0, 1, 2], &ids);
 
     // Writes before the partition, through every node.
-    let mut acknowledged: Vec<String> = (0..3).map(|i| apis[i].submit_ok(&spec("before"))).collect();
+    let mut acknowledged: Vec<String> =
+        (0..3).map(|i| apis[i].submit_ok(&spec("before"))).collect();
 
     // Cut the leader off from the other two.
     namespaces.set_port(old, false);
@@ -298,7 +295,10 @@ fn a_partitioned_leader_stops_acknowledging_and_converges_after_healing() {
     assert_ne!(leader, old, "the old leader should have lost its term");
     let names: BTreeSet<&String> = converged.iter().map(|(name, _)| name).collect();
     for id in &acknowledged {
-        assert!(names.contains(id), "acknowledged {id} is missing: {converged:?}");
+        assert!(
+            names.contains(id),
+            "acknowledged {id} is missing: {converged:?}"
+        );
     }
     assert!(
         !names.iter().any(|name| name.starts_with("minority")),
@@ -309,12 +309,14 @@ fn a_partitioned_leader_stops_acknowledging_and_converges_after_healing() {
     // The old leader takes writes again (forwarded), and all nodes see them.
     let after = apis[old].submit_ok(&spec("after"));
     for api in &apis {
-        wait_for(Duration::from_secs(20), "new write not replicated", || {
-            match api.try_get(&format!("/api/workflow/{after}")) {
+        wait_for(
+            Duration::from_secs(20),
+            "new write not replicated",
+            || match api.try_get(&format!("/api/workflow/{after}")) {
                 Ok((200, _)) => Ok(()),
                 other => Err(format!("{other:?}")),
-            }
-        });
+            },
+        );
     }
     drop(apis);
     drop(probe);

@@ -364,7 +364,10 @@ impl Pki {
             "--tls-cert".into(),
             self.dir.join(format!("{name}.pem")).display().to_string(),
             "--tls-key".into(),
-            self.dir.join(format!("{name}-key.pem")).display().to_string(),
+            self.dir
+                .join(format!("{name}-key.pem"))
+                .display()
+                .to_string(),
         ]
     }
 
