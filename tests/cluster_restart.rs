@@ -77,61 +77,124 @@ fn wait_for_leader(apis: &[Https]) -> u64 {
     })
 }
 
+/// A formed three-node cluster and how to start each node again.
+struct Formed {
+    specs: Vec<NodeSpec>,
+    servers: Vec<DevServer>,
+    apis: Vec<Https>,
+    http: reqwest::blocking::Client,
+    token: String,
+    pki: Pki,
+    _dir: tempfile::TempDir,
+}
+
+impl Formed {
+    /// Node 1 bootstraps, 2 and 3 join through it; then every node's
+    /// addresses are fixed to the ports it got (peers know it by them).
+    fn start() -> Formed {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::create(
+            &dir.path().join("pki"),
+            &[
+                ("node1", &["127.0.0.1"]),
+                ("node2", &["127.0.0.2"]),
+                ("node3", &["127.0.0.3"]),
+            ],
+        );
+        let http = pki.client(Duration::from_secs(20));
+        let mut specs: Vec<NodeSpec> = (1..=3)
+            .map(|index| NodeSpec {
+                index,
+                data: dir.path().join(format!("node{index}")),
+                listen: format!("127.0.0.{index}:0"),
+                peer_listen: format!("127.0.0.{index}:0"),
+                role: Vec::new(),
+            })
+            .collect();
+        specs[0].role = vec!["--bootstrap".into()];
+        let first = specs[0].start(&pki);
+        let token = std::fs::read_to_string(specs[0].data.join("bootstrap-admin-token")).unwrap();
+        let mut formed = Formed {
+            specs,
+            servers: vec![first],
+            apis: Vec::new(),
+            http,
+            token,
+            pki,
+            _dir: dir,
+        };
+        let first_peer = formed
+            .api_of(&formed.servers[0])
+            .members()
+            .expect("members")["members"][0]["peer_address"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for spec in &mut formed.specs[1..] {
+            spec.role = vec!["--join".into(), first_peer.clone()];
+        }
+        for index in 1..3 {
+            let server = formed.specs[index].start(&formed.pki);
+            formed.servers.push(server);
+        }
+        formed.apis = formed.servers.iter().map(|s| formed.api_of(s)).collect();
+        wait_for_leader(&formed.apis);
+        for (spec, api) in formed.specs.iter_mut().zip(&formed.apis) {
+            let members = api.members().unwrap();
+            let own = members["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["id"] == members["node_id"])
+                .unwrap_or_else(|| panic!("no own entry: {members}"))
+                .clone();
+            spec.peer_listen = own["peer_address"].as_str().unwrap().to_string();
+            spec.listen = api.url.trim_start_matches("https://").to_string();
+        }
+        formed
+    }
+
+    fn api_of(&self, server: &DevServer) -> Https {
+        Https {
+            http: self.http.clone(),
+            url: server.url.clone(),
+            token: self.token.clone(),
+        }
+    }
+
+    /// SIGKILLs all three at once and reaps them.
+    fn kill_all(&mut self) {
+        for server in &mut self.servers {
+            server.kill_now();
+        }
+        self.servers.clear();
+        self.apis.clear();
+    }
+
+    /// Starts the nodes `which` side by side (each start returns once the
+    /// node serves), adding them to `servers` and `apis`.
+    fn restart(&mut self, which: &[usize]) {
+        let started: Vec<DevServer> = std::thread::scope(|scope| {
+            let starting: Vec<_> = which
+                .iter()
+                .map(|&i| {
+                    let (spec, pki) = (&self.specs[i], &self.pki);
+                    scope.spawn(move || spec.start(pki))
+                })
+                .collect();
+            starting.into_iter().map(|s| s.join().unwrap()).collect()
+        });
+        for server in started {
+            self.apis.push(self.api_of(&server));
+            self.servers.push(server);
+        }
+    }
+}
+
 #[test]
 fn a_sigkilled_cluster_restarts_with_its_work_and_its_timers() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::create(
-        &dir.path().join("pki"),
-        &[
-            ("node1", &["127.0.0.1"]),
-            ("node2", &["127.0.0.2"]),
-            ("node3", &["127.0.0.3"]),
-        ],
-    );
-    let http = pki.client(Duration::from_secs(20));
-    let data = |index: usize| dir.path().join(format!("node{index}"));
-    let mut specs: Vec<NodeSpec> = (1..=3)
-        .map(|index| NodeSpec {
-            index,
-            data: data(index),
-            listen: format!("127.0.0.{index}:0"),
-            peer_listen: format!("127.0.0.{index}:0"),
-            role: Vec::new(),
-        })
-        .collect();
-    specs[0].role = vec!["--bootstrap".into()];
-
-    // First start: node 1 bootstraps, 2 and 3 join through it.
-    let first = specs[0].start(&pki);
-    let token = std::fs::read_to_string(data(1).join("bootstrap-admin-token")).unwrap();
-    let api_of = |server: &DevServer| Https {
-        http: http.clone(),
-        url: server.url.clone(),
-        token: token.clone(),
-    };
-    let first_peer = api_of(&first).members().expect("members")["members"][0]["peer_address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    for spec in &mut specs[1..] {
-        spec.role = vec!["--join".into(), first_peer.clone()];
-    }
-    let mut servers = vec![first, specs[1].start(&pki), specs[2].start(&pki)];
-    let apis: Vec<Https> = servers.iter().map(api_of).collect();
-    wait_for_leader(&apis);
-    // From now on every node keeps the ports it got (peers know it by them).
-    for (spec, api) in specs.iter_mut().zip(&apis) {
-        let members = api.members().unwrap();
-        let own = members["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["id"] == members["node_id"])
-            .unwrap_or_else(|| panic!("no own entry: {members}"))
-            .clone();
-        spec.peer_listen = own["peer_address"].as_str().unwrap().to_string();
-        spec.listen = api.url.trim_start_matches("https://").to_string();
-    }
+    let mut formed = Formed::start();
+    let apis = formed.apis.clone();
 
     // Work through every node: a sleeper under an 8 s exec timeout, quick ones.
     let sleeper = apis[1].submit_ok(SLEEPER);
@@ -148,11 +211,8 @@ fn a_sigkilled_cluster_restarts_with_its_work_and_its_timers() {
     let started = millis(running["start_time"].as_str().unwrap());
 
     // SIGKILL all three at once, before the timer is due.
-    for server in &mut servers {
-        server.kill_now();
-    }
+    formed.kill_all();
     let killed_at = chrono::Utc::now().timestamp_millis();
-    drop(servers);
     assert!(
         killed_at < started + EXEC_TIMEOUT_MS,
         "the test was too slow: the kill came {} ms after the start",
@@ -161,14 +221,8 @@ fn a_sigkilled_cluster_restarts_with_its_work_and_its_timers() {
 
     // Restart all three together on their data directories, same flags (a
     // lone node cannot elect a leader, so they must come up side by side).
-    let servers: Vec<DevServer> = std::thread::scope(|scope| {
-        let starting: Vec<_> = specs
-            .iter()
-            .map(|spec| scope.spawn(|| spec.start(&pki)))
-            .collect();
-        starting.into_iter().map(|s| s.join().unwrap()).collect()
-    });
-    let apis: Vec<Https> = servers.iter().map(api_of).collect();
+    formed.restart(&[0, 1, 2]);
+    let apis = formed.apis.clone();
     wait_for_leader(&apis);
 
     // Every workflow is on every node and runs to its end there.
@@ -218,5 +272,48 @@ fn a_sigkilled_cluster_restarts_with_its_work_and_its_timers() {
             .then_some(())
             .ok_or(format!("{workflow}"))
     });
-    drop(servers);
+}
+
+/// Members of a stopped cluster rarely come back at the same moment: the
+/// bootstrap node, restarted first and alone, must wait for its peers
+/// (it cannot serve without a quorum), not give up.
+#[test]
+#[ignore = "product bug: a --bootstrap node restarted while its peers are down exits at once with 'raft: not enough for a quorum' (the bootstrap-token check does a linearizable read)"]
+fn a_bootstrap_node_restarted_before_its_peers_waits_for_them() {
+    let mut formed = Formed::start();
+    let id = formed.apis[1].submit_ok(QUICK);
+    formed.kill_all();
+    let first = std::thread::scope(|scope| {
+        let first = scope.spawn(|| formed.specs[0].start(&formed.pki));
+        // Well past an election timeout, with no peer to vote.
+        std::thread::sleep(Duration::from_secs(3));
+        let late: Vec<_> = [1, 2]
+            .iter()
+            .map(|&i| {
+                let (spec, pki) = (&formed.specs[i], &formed.pki);
+                scope.spawn(move || spec.start(pki))
+            })
+            .collect();
+        let first = first
+            .join()
+            .expect("the bootstrap node did not wait for its peers");
+        for server in late {
+            formed.servers.push(server.join().unwrap());
+        }
+        first
+    });
+    formed.servers.insert(0, first);
+    formed.apis = formed.servers.iter().map(|s| formed.api_of(s)).collect();
+    let apis = formed.apis.clone();
+    wait_for_leader(&apis);
+    for api in &apis {
+        let workflow = wait_for(Duration::from_secs(30), "not COMPLETED", || {
+            let workflow = status_of(api, &id)?;
+            (workflow["status"] == "COMPLETED")
+                .then_some(workflow.clone())
+                .ok_or(format!("{workflow}"))
+        });
+        assert_eq!(workflow["status"], "COMPLETED");
+    }
+    apis[0].submit_ok(QUICK);
 }
