@@ -32,6 +32,12 @@ impl DevServer {
     /// Starts `gantry <args> --data-dir <data_dir>` and waits until it
     /// announces its API address.
     pub fn start_with(data_dir: &Path, args: &[&str]) -> DevServer {
+        DevServer::start_wrapped(&[], data_dir, args)
+    }
+
+    /// Like [`DevServer::start_with`], with the binary run through `wrapper`
+    /// (e.g. `["ip", "netns", "exec", NS]`; empty: run it directly).
+    pub fn start_wrapped(wrapper: &[&str], data_dir: &Path, args: &[&str]) -> DevServer {
         std::fs::create_dir_all(data_dir).expect("create data dir");
         let log_path = data_dir.with_extension(format!("log-{}", std::process::id()));
         let log = std::fs::OpenOptions::new()
@@ -40,7 +46,15 @@ impl DevServer {
             .open(&log_path)
             .expect("open server log");
         let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let child = Command::new(BINARY)
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(BINARY);
+                command
+            }
+            None => Command::new(BINARY),
+        };
+        let child = command
             .args(args)
             .arg("--data-dir")
             .arg(data_dir)
@@ -73,6 +87,17 @@ impl DevServer {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// SIGKILL without waiting (to kill several processes at once); the
+    /// handle reaps it when dropped.
+    pub fn kill_now(&mut self) {
+        let _ = self.child.kill();
+    }
+
+    /// Whether the process has not exited.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn log(&self) -> String {
@@ -290,4 +315,163 @@ pub fn processes_with(marker: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// Runs the gantry CLI with `args`, panicking unless it succeeds.
+pub fn gantry_ok(args: &[&str]) {
+    let output = Command::new(BINARY)
+        .args(args)
+        .output()
+        .expect("run gantry");
+    assert!(
+        output.status.success(),
+        "gantry {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A CA and server certificates from `gantry tls`, in one directory.
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    /// Creates the CA and, for each `(name, ips)`, a server certificate
+    /// valid for those IP addresses.
+    pub fn create(dir: &Path, nodes: &[(&str, &[&str])]) -> Pki {
+        let text = dir.to_str().expect("UTF-8 path");
+        gantry_ok(&["tls", "ca", "create", "--out", text]);
+        for (name, ips) in nodes {
+            let mut args = vec![
+                "tls", "cert", "create", "--ca", text, "--name", name, "--kind", "server",
+            ];
+            for ip in ips.iter() {
+                args.extend(["--ip", ip]);
+            }
+            args.extend(["--out", text]);
+            gantry_ok(&args);
+        }
+        Pki {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// `--tls-ca`, `--tls-cert` and `--tls-key` for node `name`.
+    pub fn server_flags(&self, name: &str) -> Vec<String> {
+        vec![
+            "--tls-ca".into(),
+            self.dir.join("ca.pem").display().to_string(),
+            "--tls-cert".into(),
+            self.dir.join(format!("{name}.pem")).display().to_string(),
+            "--tls-key".into(),
+            self.dir
+                .join(format!("{name}-key.pem"))
+                .display()
+                .to_string(),
+        ]
+    }
+
+    /// An HTTPS client that trusts only this CA, with a per-request timeout.
+    pub fn client(&self, timeout: Duration) -> reqwest::blocking::Client {
+        let ca = std::fs::read(self.dir.join("ca.pem")).expect("read CA");
+        reqwest::blocking::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA PEM"))
+            .tls_built_in_root_certs(false)
+            .timeout(timeout)
+            .build()
+            .expect("https client")
+    }
+}
+
+/// The API of one server over HTTPS with a bearer token.
+#[derive(Clone)]
+pub struct Https {
+    pub http: reqwest::blocking::Client,
+    pub url: String,
+    pub token: String,
+}
+
+impl Https {
+    /// GET; `Err` when no answer came (connection refused, timeout).
+    pub fn try_get(&self, path: &str) -> Result<(u16, Value), reqwest::Error> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().unwrap_or(Value::Null)))
+    }
+
+    /// GET, panicking when no answer came.
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.try_get(path)
+            .unwrap_or_else(|e| panic!("GET {}{path}: {e}", self.url))
+    }
+
+    /// Submits `spec` to pool `default`; `Err` when no answer came.
+    pub fn try_submit(&self, spec: &str) -> Result<(u16, Value), reqwest::Error> {
+        let response = self
+            .http
+            .post(format!("{}/api/pool/default/workflow", self.url))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "file": spec }))
+            .send()?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().unwrap_or(Value::Null)))
+    }
+
+    /// Submits and returns the workflow ID, panicking on anything but 200.
+    pub fn submit_ok(&self, spec: &str) -> String {
+        let (status, body) = self
+            .try_submit(spec)
+            .unwrap_or_else(|e| panic!("submit to {}: {e}", self.url));
+        assert_eq!(status, 200, "submit to {} refused: {body}", self.url);
+        body["name"].as_str().expect("name").to_string()
+    }
+
+    /// `/api/cluster/members`, or `None` when the node does not answer.
+    pub fn members(&self) -> Option<Value> {
+        match self.try_get("/api/cluster/members") {
+            Ok((200, body)) => Some(body),
+            _ => None,
+        }
+    }
+
+    /// The workflows this node lists, as sorted `(name, status)` pairs.
+    pub fn listing(&self) -> Result<Vec<(String, String)>, String> {
+        let (status, body) = self
+            .try_get("/api/workflow?limit=1000")
+            .map_err(|e| e.to_string())?;
+        if status != 200 {
+            return Err(format!("{status}: {body}"));
+        }
+        let mut pairs: Vec<(String, String)> = body["workflows"]
+            .as_array()
+            .ok_or_else(|| format!("no workflows array: {body}"))?
+            .iter()
+            .map(|w| {
+                (
+                    w["name"].as_str().unwrap_or_default().to_string(),
+                    w["status"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        pairs.sort();
+        Ok(pairs)
+    }
+}
+
+/// Polls `check` every 200 ms until it returns `Ok`, panicking with
+/// `what` (and the last `Err`) after `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match check() {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        assert!(Instant::now() < deadline, "{what} after {limit:?}: {last}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
