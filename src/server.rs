@@ -138,6 +138,8 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
             (node, None)
         }
     };
+    // Whether this node belonged to a cluster before this start (a restart).
+    let was_member = node.is_initialized_member();
     if options.bootstrap {
         node.bootstrap()
             .await
@@ -145,7 +147,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     }
     if let (Some(peer), Some(transport)) = (&options.join, &peer_tls) {
         // A restarted member rejoins by itself; asking would wait for a quorum.
-        if !node.is_initialized_member() {
+        if !was_member {
             join_cluster(&node, transport, peer).await?;
         }
     }
@@ -178,7 +180,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     if ensure_local_pool {
         wait_for_pool(&node, DEFAULT_POOL).await?;
     }
-    if options.bootstrap && options.auth_required {
+    if options.bootstrap && options.auth_required && !was_member {
         ensure_bootstrap_token(&node, &options.data_dir).await?;
     }
 
@@ -342,13 +344,10 @@ const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
 pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-admin-token";
 
 /// On a new cluster, creates an admin token, prints it once and writes it
-/// to `<data>/bootstrap-admin-token` (0600). A restart changes nothing.
+/// to `<data>/bootstrap-admin-token` (0600). Only on the first start: a
+/// restarted member skips this, since its peers may not be up yet (after a
+/// whole-cluster restart) and it would need a quorum to read.
 async fn ensure_bootstrap_token(node: &RaftNode, data_dir: &std::path::Path) -> anyhow::Result<()> {
-    // A restarted member already has it locally: no quorum needed (its peers
-    // may not be up yet after a whole-cluster restart).
-    if node.read_local()?.token(BOOTSTRAP_TOKEN_NAME)?.is_some() || node.is_initialized_member() {
-        return Ok(());
-    }
     if node.read().await?.token(BOOTSTRAP_TOKEN_NAME)?.is_some() {
         return Ok(());
     }

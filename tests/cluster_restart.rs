@@ -278,7 +278,6 @@ fn a_sigkilled_cluster_restarts_with_its_work_and_its_timers() {
 /// bootstrap node, restarted first and alone, must wait for its peers
 /// (it cannot serve without a quorum), not give up.
 #[test]
-#[ignore = "product bug: a --bootstrap node restarted while its peers are down exits at once with 'raft: not enough for a quorum' (the bootstrap-token check does a linearizable read)"]
 fn a_bootstrap_node_restarted_before_its_peers_waits_for_them() {
     let mut formed = Formed::start();
     let id = formed.apis[1].submit_ok(QUICK);

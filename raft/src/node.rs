@@ -219,6 +219,18 @@ impl RaftNode {
         })
     }
 
+    /// Why the Raft core stopped, if it did (e.g. a storage error such as a
+    /// full disk): the node cannot serve again until it is restarted.
+    pub fn stopped_reason(&self) -> Option<String> {
+        self.raft
+            .metrics()
+            .borrow()
+            .running_state
+            .as_ref()
+            .err()
+            .map(|fatal| fatal.to_string())
+    }
+
     /// Whether this node's stored membership already includes it (it
     /// belonged to a cluster before this start).
     pub fn is_initialized_member(&self) -> bool {

@@ -51,7 +51,7 @@ pub const SPEC_RENDERS_MAX: usize = 8;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
-        .route("/healthz", get(health))
+        .route("/healthz", get(liveness))
         .route("/readyz", get(ready))
         .route("/api/version", get(version))
         .route("/api/pool", get(workflow::list_pools))
@@ -74,6 +74,22 @@ pub fn router(state: AppState) -> Router {
 
 async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "OK"}))
+}
+
+/// Liveness: the process is up and its Raft core still runs. After a fatal
+/// storage error (a full disk) openraft stops for good; answering 503 lets a
+/// supervisor restart the node, which recovers from its log.
+async fn liveness(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match state.node.stopped_reason() {
+        None => Ok(Json(json!({"status": "OK"}))),
+        Some(reason) => Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "SERVER",
+            format!("the Raft core stopped and needs a restart: {reason}"),
+        )),
+    }
 }
 
 /// Ready: a member of a cluster with a leader, applied up to what the
