@@ -160,6 +160,15 @@ fn leadership_error(
                 leader: forward.leader_node.map(|node| node.api),
             }
         }
+        // The leader could not confirm its leadership with a quorum in time
+        // (a peer is slow or down, or it was just deposed): not a failure of
+        // the read, which has no effect; wait as in an election and retry.
+        openraft::error::RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => {
+            RaftError::NotLeader {
+                leader_id: None,
+                leader: None,
+            }
+        }
         openraft::error::RaftError::Fatal(Fatal::Stopped) => RaftError::ShuttingDown,
         other => RaftError::Raft(other.to_string()),
     }
@@ -390,7 +399,12 @@ impl RaftNode {
                                 reason,
                             })
                         }
-                        Err(unsent @ RaftError::PeerUnreachable { .. }) => unsent,
+                        // Never sent (the leader is probably down): it does not
+                        // use up the forward budget; wait for the election.
+                        Err(unsent @ RaftError::PeerUnreachable { .. }) => {
+                            forwards -= 1;
+                            unsent
+                        }
                         Err(other) => return Err(other),
                     }
                 }
