@@ -72,14 +72,14 @@ use turmoil::net::{TcpListener, TcpStream};
 const NODES: [NodeId; 3] = [1, 2, 3];
 const PORT: u16 = 9000;
 /// Simulated time per step.
-const TICK: Duration = Duration::from_millis(5);
+const TICK: Duration = Duration::from_millis(10);
 /// Steps of chaos (faults and writes), then of healing at most.
-const CHAOS_STEPS: u64 = 1200;
-const HEAL_STEPS_MAX: u64 = 3000;
+const CHAOS_STEPS: u64 = 450;
+const HEAL_STEPS_MAX: u64 = 1500;
 /// Expensive checks (log contents) every this many steps.
-const LOG_CHECK_EVERY: u64 = 10;
+const LOG_CHECK_EVERY: u64 = 5;
 /// Chance of a fault at each chaos step.
-const FAULT_CHANCE: f64 = 0.015;
+const FAULT_CHANCE: f64 = 0.03;
 const HEARTBEAT_MS: u64 = 50;
 const ELECTION_MS: std::ops::Range<u64> = 200..400;
 /// Small snapshot policy, so snapshots, purges and snapshot installs happen.
@@ -282,6 +282,8 @@ impl RaftNetwork<TypeConfig> for SimPeer {
 /// A running member's handles, as the checker sees them. Dropped before the
 /// member crashes, so its redb files can be opened again on restart.
 struct Live {
+    /// Counts the member's starts.
+    incarnation: u64,
     raft: Raft<TypeConfig>,
     store: Arc<Store>,
     log: LogStore,
@@ -317,6 +319,8 @@ struct Shared {
     /// The barrier write of the heal phase was acknowledged.
     barrier_acked: Cell<bool>,
     events: RefCell<Vec<String>>,
+    /// Member starts so far (all members).
+    starts: Cell<u64>,
     /// Simulated time at the start of the current step (ms).
     now_ms: Cell<u128>,
 }
@@ -361,9 +365,12 @@ async fn member(id: NodeId, shared: Rc<Shared>) -> turmoil::Result {
     )
     .await?;
     let proposer = Proposer::start(raft.clone());
+    let incarnation = shared.starts.get() + 1;
+    shared.starts.set(incarnation);
     shared.live.borrow_mut().insert(
         id,
         Live {
+            incarnation,
             raft: raft.clone(),
             store,
             log,
@@ -603,6 +610,8 @@ struct Checker {
     committed: BTreeMap<u64, Vec<u8>>,
     /// Where each committed command was found: command key → index.
     placed: BTreeMap<String, u64>,
+    /// Acknowledged writes found in a member incarnation's applied state.
+    verified: BTreeSet<(u64, u64)>,
     /// Snapshots seen: (member, snapshot's last log index).
     snapshots: BTreeSet<(NodeId, u64)>,
     runtime: Option<tokio::runtime::Runtime>,
@@ -676,6 +685,41 @@ impl Checker {
                     metrics.current_term
                 ));
                 self.leaders.insert((metrics.current_term, id), at);
+            }
+        }
+        Ok(())
+    }
+
+    /// An acknowledged write whose log index a member has applied is in
+    /// that member's state (checked once per write and member start).
+    fn check_applied_state(&mut self, shared: &Shared) -> Result<(), String> {
+        let live = shared.live.borrow();
+        let acked = shared.acked.borrow();
+        for (&id, member) in live.iter() {
+            let applied = member.raft.metrics().borrow().last_applied.map(|l| l.index);
+            let Some(applied) = applied else {
+                continue;
+            };
+            let mut view = None;
+            for (op, written) in acked.iter() {
+                if self.verified.contains(&(member.incarnation, *op)) {
+                    continue;
+                }
+                let key = match written {
+                    Written::Pool(name) if name == "pool-sim" => continue,
+                    Written::Pool(name) => format!("pool:{name}"),
+                    Written::Workflow(uuid, _) => format!("wf:{uuid}"),
+                };
+                match self.placed.get(&key) {
+                    Some(&index) if index <= applied => {}
+                    _ => continue,
+                }
+                if view.is_none() {
+                    view = Some(member.store.read().map_err(|e| e.to_string())?);
+                }
+                let view = view.as_ref().expect("read view");
+                written_in(view, id, *op, written)?;
+                self.verified.insert((member.incarnation, *op));
             }
         }
         Ok(())
@@ -796,6 +840,7 @@ fn run_seed(seed: u64) -> Result<Outcomes, (String, Vec<String>)> {
         barrier_acked: Cell::new(false),
         events: RefCell::new(Vec::new()),
         now_ms: Cell::new(0),
+        starts: Cell::new(0),
     });
     let result = simulate(seed, &mut rng, &shared);
     // Close every redb file before the directory goes.
@@ -836,6 +881,7 @@ fn simulate(seed: u64, rng: &mut StdRng, shared: &Rc<Shared>) -> Result<Outcomes
         checker.check_leaders(shared)?;
         if n.is_multiple_of(LOG_CHECK_EVERY) {
             checker.check_logs(shared)?;
+            checker.check_applied_state(shared)?;
         }
         Ok(())
     };
@@ -999,6 +1045,36 @@ fn converged(shared: &Shared) -> bool {
     })
 }
 
+/// `written` (acknowledged as op `op`) is in member `id`'s state `view`.
+fn written_in(
+    view: &gantry_storage::ReadView,
+    id: NodeId,
+    op: u64,
+    written: &Written,
+) -> Result<(), String> {
+    match written {
+        Written::Pool(name) => {
+            if view.pool(name).map_err(|e| e.to_string())?.is_none() {
+                return Err(format!("node {id} lost acknowledged op {op}: pool {name}"));
+            }
+        }
+        // Rejected (its pool was not there yet): nothing to find.
+        Written::Workflow(_, None) => {}
+        Written::Workflow(uuid, Some(workflow_id)) => {
+            match view.workflow(workflow_id).map_err(|e| e.to_string())? {
+                Some(record) if record.uuid == *uuid => {}
+                other => {
+                    return Err(format!(
+                    "node {id} lost acknowledged op {op}: workflow {workflow_id} ({uuid}) is {:?}",
+                    other.map(|r| r.uuid)
+                ))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every acknowledged write in every replica; all replicas identical.
 fn check_final_state(shared: &Shared) -> Result<(), String> {
     let live = shared.live.borrow();
@@ -1006,28 +1082,7 @@ fn check_final_state(shared: &Shared) -> Result<(), String> {
     for (&id, member) in live.iter() {
         let view = member.store.read().map_err(|e| e.to_string())?;
         for (op, written) in shared.acked.borrow().iter() {
-            match written {
-                Written::Pool(name) => {
-                    if view.pool(name).map_err(|e| e.to_string())?.is_none() {
-                        return Err(format!("node {id} lost acknowledged op {op}: pool {name}"));
-                    }
-                }
-                Written::Workflow(uuid, workflow_id) => {
-                    // Rejected (its pool was not there yet): nothing to find.
-                    let Some(workflow_id) = workflow_id else {
-                        continue;
-                    };
-                    match view.workflow(workflow_id).map_err(|e| e.to_string())? {
-                        Some(record) if record.uuid == *uuid => {}
-                        other => {
-                            return Err(format!(
-                                "node {id} lost acknowledged op {op}: workflow {workflow_id} ({uuid}) is {:?}",
-                                other.map(|r| r.uuid)
-                            ))
-                        }
-                    }
-                }
-            }
+            written_in(&view, id, *op, written)?;
         }
         images.push((
             id,
@@ -1087,9 +1142,15 @@ fn raft_survives_seeded_crashes_partitions_and_delays() {
         }
     };
     let verbose = std::env::var_os("GANTRY_SIM_VERBOSE").is_some();
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    // Members wait on redb work in blocking threads: three times as many workers
+    // as cores keep the cores busy.
+    let workers = env_u64("GANTRY_SIM_WORKERS")
+        .map(|n| n.max(1) as usize)
+        .unwrap_or_else(|| {
+            3 * std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
         .min(seeds.len().max(1));
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
