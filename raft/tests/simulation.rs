@@ -11,34 +11,42 @@
 //! One seed drives everything random: turmoil's network (latency, random
 //! link failures), the workload (which member a client asks, what it
 //! writes, when) and the faults (crashes, restarts, partitions, latency
-//! spikes). After every step the checker asserts:
+//! spikes). The checker asserts, after every step (10 ms of simulated time):
 //! - a member that leads holds a committed vote for itself in its term, and
 //!   no two members ever lead under the same leader id (term, node); see
 //!   `check_leaders` for why this is openraft's form of "one leader per
 //!   term";
-//! - a member's persisted vote never goes backwards, across restarts too;
+//! - a member's vote never goes backwards, across restarts too;
+//!
+//! and every fifth step:
 //! - committed log entries (up to each member's applied index) never change:
 //!   the first time an index is seen applied its entry is recorded, and any
-//!   member that later shows a different entry there fails the run.
+//!   member that later shows a different entry there fails the run; no
+//!   command is committed at two indexes;
+//! - an acknowledged write whose index a member has applied is in that
+//!   member's redb state (checked again after each restart).
 //!
 //! After the chaos the network is healed and every member restarted; once a
-//! fresh write is acknowledged and all members have applied the same log,
-//! the checker asserts that every acknowledged write is in every replica's
-//! state exactly once, nothing unacknowledged appears twice, and the redb
-//! state images of all replicas are byte-identical.
+//! fresh write is acknowledged and all members have applied the leader's
+//! whole log, the checker asserts that every acknowledged write is in every
+//! replica's state, no workflow was created twice, and the redb state images
+//! (`Store::export_snapshot`) of all replicas are byte-identical. A cluster
+//! that does not converge within 15 simulated seconds of healing fails too.
 //!
 //! A failing seed prints `SEED=<n>` and the step log. `GANTRY_SIM_SEEDS`
 //! (default 200) sets how many seeds run, `GANTRY_SIM_SEED_START` the first,
 //! `GANTRY_SIM_SEED` runs just one; thousands:
 //! `GANTRY_SIM_SEEDS=5000 cargo test -p gantry-raft --release --test simulation`.
 //!
-//! Determinism: the seed fixes the fault schedule, the workload and the
-//! network. openraft draws election timeouts from a thread RNG, so each
-//! member incarnation gets a one-value range chosen by the seed. What the
-//! seed cannot fix: tokio's `select!` branch order (seeded only under
-//! `--cfg tokio_unstable`, which turmoil then uses) and redb work on real
-//! blocking threads; a replay follows the same schedule but may interleave
-//! differently.
+//! Determinism: the seed fixes the fault schedule, the workload plan and
+//! turmoil's network draws; openraft draws election timeouts from a thread
+//! RNG, so each member incarnation gets a one-value range chosen by the
+//! seed. A replay is still not exact: the product runs redb work on tokio
+//! blocking threads (real OS threads), and when one finishes within a tick
+//! reorders what the members do in it, and with it turmoil's later draws
+//! (`--cfg tokio_unstable`, which seeds tokio's own RNG, does not change
+//! that). A failing seed reruns the same schedule, not the same
+//! interleaving: run it a few times, or run the neighbouring seeds.
 
 use gantry_raft::log_store::LogStore;
 use gantry_raft::proposer::Proposer;
