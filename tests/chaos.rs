@@ -71,10 +71,27 @@ const IN_FLIGHT_THREADS: usize = 1_000;
 /// The checker's thread id for snapshots.
 const SNAPSHOT_THREAD: usize = CLIENTS;
 
-fn spec_yaml(name: &str) -> String {
+/// A spec whose stored text names the operation that submitted it.
+fn spec_yaml(name: &str, ticket: u64) -> String {
     format!(
-        "workflow:\n  name: {name}\n  tasks:\n  - name: t\n    image: ubuntu\n    command: [\"true\"]\n"
+        "{SUBMIT_MARK}{ticket}\nworkflow:\n  name: {name}\n  tasks:\n  - name: t\n    image: ubuntu\n    command: [\"true\"]\n"
     )
+}
+
+/// Marks in what the server stores: the submitting operation's ticket in
+/// the spec text, the canceling one's in the cancel message (which becomes
+/// the tasks' failure message).
+const SUBMIT_MARK: &str = "# chaos op ";
+const CANCEL_MARK: &str = "chaos-op-";
+
+/// The ticket after `mark` in `text`, if any.
+fn ticket_after(text: &str, mark: &str) -> Option<u64> {
+    let start = text.find(mark)? + mark.len();
+    let digits: String = text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 // ---------------------------------------------------------------------------
@@ -233,6 +250,8 @@ struct Cluster {
     token: String,
     admin: reqwest::blocking::Client,
     nodes: Vec<Node>,
+    /// Admin reads answered 5xx (or not at all) and tried again.
+    retries: AtomicUsize,
 }
 
 impl Cluster {
@@ -285,7 +304,29 @@ impl Cluster {
             .send()
             .map_err(|error| error.to_string())?;
         let status = response.status().as_u16();
-        Ok((status, response.json().unwrap_or(Value::Null)))
+        let text = response.text().map_err(|error| error.to_string())?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    /// `get`, tried again (up to 50 times) while the node answers 5xx or
+    /// not at all: for checks that are about content, not availability.
+    fn get_retrying(&self, index: usize, path: &str) -> (u16, Value) {
+        let mut attempt = 0;
+        loop {
+            let answer = self.get(index, path);
+            match answer {
+                Ok((status, body)) if status < 500 => return (status, body),
+                _ if attempt < 50 => {
+                    attempt += 1;
+                    self.retries.fetch_add(1, SeqCst);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => panic!("GET {path} on node {}: {other:?}", index + 1),
+            }
+        }
     }
 
     fn members(&self, index: usize) -> Option<Value> {
@@ -346,7 +387,9 @@ impl Cluster {
                     || (entry["voter"] == true
                         && entry["role"] == "FOLLOWER"
                         && entry["match_index"].is_u64()
-                        && entry["last_contact_ms"].as_u64().is_some_and(|ms| ms < 1_000));
+                        && entry["last_contact_ms"]
+                            .as_u64()
+                            .is_some_and(|ms| ms < 1_000));
                 fresh.then_some(())
             })();
             if back.is_some() {
@@ -366,12 +409,15 @@ impl Cluster {
         let mut state = BTreeMap::new();
         let mut offset = 0;
         loop {
-            let (status, body) = self.get(
+            let (status, body) = self.get_retrying(
                 index,
                 &format!("/api/workflow?name={ID_MARK}&limit=1000&offset={offset}"),
-            )?;
+            );
             if status != 200 {
-                return Err(format!("listing through node {}: {status} {body}", index + 1));
+                return Err(format!(
+                    "listing through node {}: {status} {body}",
+                    index + 1
+                ));
             }
             let page = body["workflows"].as_array().cloned().unwrap_or_default();
             for workflow in &page {
@@ -418,6 +464,8 @@ struct Shared {
     known: Mutex<Vec<Wid>>,
     /// Requests never sent (connection refused) and retried elsewhere.
     refused: AtomicUsize,
+    /// Why outcomes were unknown: how often, and the longest such request.
+    unknown: Mutex<BTreeMap<String, (usize, Duration)>>,
 }
 
 /// xorshift64*: enough randomness for choosing operations and nodes.
@@ -471,24 +519,35 @@ fn send(
     shared: &Shared,
     url: &str,
     op: &Op,
+    ticket: u64,
 ) -> reqwest::Result<reqwest::blocking::Response> {
     let request = match op {
         Op::Submit(name) => http
             .post(format!("{url}/api/pool/default/workflow"))
-            .json(&serde_json::json!({ "file": spec_yaml(NAMES[*name]) })),
-        Op::Query(wid) => http.get(format!("{url}/api/workflow/{}?skip_groups=true", wid.text())),
-        Op::Cancel(wid) => http.post(format!("{url}/api/workflow/{}/cancel", wid.text())),
+            .json(&serde_json::json!({ "file": spec_yaml(NAMES[*name], ticket) })),
+        Op::Query(wid) => http.get(format!(
+            "{url}/api/workflow/{}?skip_groups=true",
+            wid.text()
+        )),
+        Op::Cancel(wid) => http.post(format!(
+            "{url}/api/workflow/{}/cancel?message={CANCEL_MARK}{ticket}",
+            wid.text()
+        )),
         Op::Snapshot => unreachable!("snapshots are taken by the chaos thread"),
     };
     request.bearer_auth(&shared.token).send()
 }
 
-/// The answer as the model would give it; `None` when the outcome is unknown.
-fn interpret(op: &Op, response: reqwest::blocking::Response) -> Option<Ret> {
+/// The answer as the model would give it; `Err(why)` when the outcome is
+/// unknown.
+fn interpret(op: &Op, response: reqwest::blocking::Response) -> Result<Ret, String> {
     let status = response.status().as_u16();
     let body: Value = response.json().unwrap_or(Value::Null);
     if status >= 500 {
-        return None;
+        return Err(format!(
+            "{status} {}",
+            body["message"].as_str().unwrap_or_default()
+        ));
     }
     let ret = match (op, status) {
         (Op::Submit(name), 200) => match body["name"].as_str().and_then(Wid::parse) {
@@ -510,7 +569,7 @@ fn interpret(op: &Op, response: reqwest::blocking::Response) -> Option<Ret> {
         }
         _ => Ret::Odd(format!("{op:?} answered {status}: {body}")),
     };
-    Some(ret)
+    Ok(ret)
 }
 
 fn client(index: usize, shared: Arc<Shared>, seed: u64) -> Vec<Record> {
@@ -528,10 +587,11 @@ fn client(index: usize, shared: Arc<Shared>, seed: u64) -> Vec<Record> {
         }
         let op = choose_op(&mut rng, &shared);
         let invoked = shared.clock.fetch_add(1, SeqCst);
+        let sent_at = Instant::now();
         let mut node = rng.below(NODES as u64) as usize;
         let mut refusals = 0;
-        let ret = loop {
-            match send(&http, &shared, &shared.urls[node], &op) {
+        let outcome = loop {
+            match send(&http, &shared, &shared.urls[node], &op, invoked) {
                 Ok(response) => break interpret(&op, response),
                 // Not sent: the node is down. Same operation, another node.
                 Err(error) if error.is_connect() && refusals < 200 => {
@@ -541,7 +601,23 @@ fn client(index: usize, shared: Arc<Shared>, seed: u64) -> Vec<Record> {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 // Sent, and the connection broke (or timed out): unknown.
-                Err(_) => break None,
+                Err(error) => break Err(format!("transport: {error}")),
+            }
+        };
+        let ret = match outcome {
+            Ok(ret) => Some(ret),
+            Err(why) => {
+                // Digits (addresses, IDs, terms) vary: tally by the words.
+                let kind: String = why
+                    .chars()
+                    .filter(|c| !c.is_ascii_digit())
+                    .take(160)
+                    .collect();
+                let mut unknown = shared.unknown.lock().unwrap();
+                let (count, slowest) = unknown.entry(kind).or_default();
+                *count += 1;
+                *slowest = (*slowest).max(sent_at.elapsed());
+                None
             }
         };
         let returned = shared.clock.fetch_add(1, SeqCst);
@@ -568,6 +644,8 @@ fn client(index: usize, shared: Arc<Shared>, seed: u64) -> Vec<Record> {
 struct WindowCheck {
     ops: usize,
     in_flight: usize,
+    dropped: usize,
+    took: Duration,
 }
 
 /// Checks the operations between two snapshots: linearizable from the state
@@ -577,13 +655,16 @@ fn check_window(
     start: &BTreeMap<Wid, Status>,
     ops: &[&Record],
     end: &Record,
+    applied: &BTreeSet<u64>,
 ) -> WindowCheck {
+    let began = Instant::now();
     enum Event<'a> {
         Invoke(usize, &'a Op),
         Return(usize, &'a Ret),
     }
     let mut events: Vec<(u64, Event)> = Vec::new();
     let mut in_flight = 0;
+    let mut dropped = 0;
     for record in ops.iter().copied().chain(std::iter::once(end)) {
         assert!(
             record.returned < end.invoked || std::ptr::eq(record, end),
@@ -596,7 +677,10 @@ fn check_window(
             }
             // An unanswered query changed nothing and showed nothing.
             None if matches!(record.op, Op::Query(_)) => {}
-            // Possibly applied, at any time after its invocation.
+            // No stored workflow bears its mark: it changed nothing (never
+            // applied, or rejected, which writes nothing).
+            None if !applied.contains(&record.invoked) => dropped += 1,
+            // Applied, at some time after its invocation.
             None => {
                 events.push((
                     record.invoked,
@@ -637,10 +721,20 @@ fn check_window(
     WindowCheck {
         ops: ops.len(),
         in_flight,
+        dropped,
+        took: began.elapsed(),
     }
 }
 
-fn check_history(records: &[Record]) -> (usize, usize, usize) {
+struct HistoryCheck {
+    windows: usize,
+    largest: usize,
+    in_flight: usize,
+    dropped: usize,
+    slowest: Duration,
+}
+
+fn check_history(records: &[Record], applied: &BTreeSet<u64>) -> HistoryCheck {
     let mut sorted: Vec<&Record> = records.iter().collect();
     sorted.sort_by_key(|record| record.invoked);
     let snapshots: Vec<usize> = sorted
@@ -650,9 +744,13 @@ fn check_history(records: &[Record]) -> (usize, usize, usize) {
         .map(|(position, _)| position)
         .collect();
     assert_eq!(snapshots[0], 0, "the history starts with a snapshot");
-    let mut windows = 0;
-    let mut largest = 0;
-    let mut in_flight = 0;
+    let mut totals = HistoryCheck {
+        windows: 0,
+        largest: 0,
+        in_flight: 0,
+        dropped: 0,
+        slowest: Duration::ZERO,
+    };
     for (number, pair) in snapshots.windows(2).enumerate() {
         let Some(Ret::State(start)) = &sorted[pair[0]].ret else {
             unreachable!()
@@ -662,17 +760,20 @@ fn check_history(records: &[Record]) -> (usize, usize, usize) {
             start,
             &sorted[pair[0] + 1..pair[1]],
             sorted[pair[1]],
+            applied,
         );
-        windows += 1;
-        largest = largest.max(checked.ops);
-        in_flight += checked.in_flight;
+        totals.windows += 1;
+        totals.largest = totals.largest.max(checked.ops);
+        totals.in_flight += checked.in_flight;
+        totals.dropped += checked.dropped;
+        totals.slowest = totals.slowest.max(checked.took);
     }
     assert_eq!(
         *snapshots.last().unwrap(),
         sorted.len() - 1,
         "the history ends with a snapshot"
     );
-    (windows, largest, in_flight)
+    totals
 }
 
 fn summary(durations: &[Duration]) -> String {
@@ -706,8 +807,16 @@ fn sigkilled_leaders_under_load_lose_nothing_and_stay_linearizable() {
         });
     eprintln!("chaos: seed {seed} (GANTRY_CHAOS_SEED), {kills} kills (GANTRY_CHAOS_KILLS)");
 
+    // GANTRY_CHAOS_KEEP=1 keeps the data directories and server logs.
     let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
+    let (root, _dir) = if std::env::var_os("GANTRY_CHAOS_KEEP").is_some() {
+        let root = dir.keep();
+        eprintln!("chaos: keeping {} (GANTRY_CHAOS_KEEP)", root.display());
+        (root, None)
+    } else {
+        (dir.path().to_path_buf(), Some(dir))
+    };
+    let pki = root.join("pki");
     let pki_text = pki.to_str().unwrap();
     gantry(&["tls", "ca", "create", "--out", pki_text]);
     for index in 1..=NODES {
@@ -723,9 +832,10 @@ fn sigkilled_leaders_under_load_lose_nothing_and_stay_linearizable() {
         pki: pki.clone(),
         token: String::new(),
         admin: https_client(&ca, Duration::from_secs(5)),
+        retries: AtomicUsize::new(0),
         nodes: (0..NODES)
             .map(|index| Node {
-                data: dir.path().join(format!("node{}", index + 1)),
+                data: root.join(format!("node{}", index + 1)),
                 api: String::new(),
                 peer: String::new(),
                 id: 0,
@@ -762,7 +872,10 @@ fn sigkilled_leaders_under_load_lose_nothing_and_stay_linearizable() {
         let members = cluster.members(index).unwrap();
         let list = members["members"].as_array().unwrap();
         assert_eq!(list.len(), NODES, "{members}");
-        assert!(list.iter().all(|member| member["voter"] == true), "{members}");
+        assert!(
+            list.iter().all(|member| member["voter"] == true),
+            "{members}"
+        );
     }
     let all: Vec<usize> = (0..NODES).collect();
     cluster.wait_leader(&all, Duration::from_secs(30));
@@ -777,6 +890,7 @@ fn sigkilled_leaders_under_load_lose_nothing_and_stay_linearizable() {
         idle: AtomicUsize::new(0),
         known: Mutex::new(Vec::new()),
         refused: AtomicUsize::new(0),
+        unknown: Mutex::new(BTreeMap::new()),
     });
     let mut snapshots: Vec<Record> = Vec::new();
     let take_snapshot = |cluster: &Cluster, through: usize, snapshots: &mut Vec<Record>| {
@@ -898,10 +1012,17 @@ fn sigkilled_leaders_under_load_lose_nothing_and_stay_linearizable() {
             let unique = &unique;
             scope.spawn(move || {
                 for wid in unique {
-                    let (status, body) = cluster
-                        .get(index, &format!("/api/workflow/{}?skip_groups=true", wid.text()))
-                        .unwrap();
-                    assert_eq!(status, 200, "node {} lacks {}: {body}", index + 1, wid.text());
+                    let (status, body) = cluster.get_retrying(
+                        index,
+                        &format!("/api/workflow/{}?skip_groups=true", wid.text()),
+                    );
+                    assert_eq!(
+                        status,
+                        200,
+                        "node {} lacks {}: {body}",
+                        index + 1,
+                        wid.text()
+                    );
                     assert_eq!(body["name"], wid.text().as_str());
                 }
             });
@@ -920,24 +1041,70 @@ fn sigkilled_leaders_under_load_lose_nothing_and_stay_linearizable() {
         assert_eq!(numbers, expected, "IDs of {text} are not gap-free");
     }
 
-    // 3. The history is linearizable.
-    records.extend(snapshots);
-    let total_ops = records.len();
-    let unknown = records.iter().filter(|record| record.ret.is_none()).count();
-    let checking = Instant::now();
-    let (windows, largest, in_flight) = std::thread::Builder::new()
-        .stack_size(512 << 20)
-        .spawn(move || check_history(&records))
-        .unwrap()
-        .join()
-        .expect("linearizability check");
-    let check_time = checking.elapsed();
-
+    // Which operations with unknown outcome were applied: the marks on
+    // the workflows no answer explains.
+    let unknown_ops: BTreeMap<u64, &Record> = records
+        .iter()
+        .filter(|record| record.ret.is_none())
+        .map(|record| (record.invoked, record))
+        .collect();
+    let acknowledged_cancels: BTreeSet<Wid> = records
+        .iter()
+        .filter_map(|record| match (&record.op, &record.ret) {
+            (Op::Cancel(wid), Some(Ret::Canceled)) => Some(*wid),
+            _ => None,
+        })
+        .collect();
+    let mut applied = BTreeSet::new();
+    for (wid, status) in &listings[0] {
+        let (path, mark, expected) = if !unique.contains(wid) {
+            (
+                format!("/api/workflow/{}/spec?use_template=true", wid.text()),
+                SUBMIT_MARK,
+                Op::Submit(wid.name),
+            )
+        } else if *status == Status::Canceled && !acknowledged_cancels.contains(wid) {
+            (
+                format!("/api/workflow/{}", wid.text()),
+                CANCEL_MARK,
+                Op::Cancel(*wid),
+            )
+        } else {
+            continue;
+        };
+        let (_, body) = cluster.get_retrying(0, &path);
+        let text = body.to_string();
+        let ticket = ticket_after(&text, mark)
+            .unwrap_or_else(|| panic!("{} has no mark {mark:?}: {text}", wid.text()));
+        match unknown_ops.get(&ticket) {
+            Some(record) if record.op == expected => {
+                applied.insert(ticket);
+            }
+            other => panic!(
+                "{} ({status:?}) is explained by no operation with an unknown outcome: ticket {ticket} is {other:?}",
+                wid.text()
+            ),
+        }
+    }
     for node in &mut cluster.nodes {
         if let Some(server) = node.server.take() {
             server.stop();
         }
     }
+
+    // 3. The history is linearizable.
+    records.extend(snapshots);
+    let total_ops = records.len();
+    let unknown = records.iter().filter(|record| record.ret.is_none()).count();
+    let checking = Instant::now();
+    let checked = std::thread::Builder::new()
+        .stack_size(512 << 20)
+        .spawn(move || check_history(&records, &applied))
+        .unwrap()
+        .join()
+        .expect("linearizability check");
+    let check_time = checking.elapsed();
+
     eprintln!(
         "chaos: {kills} kills (per node {kills_per_node:?}); election {}; rejoin {}",
         summary(&elections),
@@ -951,10 +1118,25 @@ fn sigkilled_leaders_under_load_lose_nothing_and_stay_linearizable() {
         shared.refused.load(SeqCst)
     );
     eprintln!(
-        "chaos: checked {windows} windows (largest {largest} ops, {in_flight} ops in flight) in {} ms; {} point queries on 3 nodes in {} ms; whole test {:.1} s",
+        "chaos: checked {} windows (largest {} ops, slowest {} ms; {} applied ops left in flight, {} unapplied dropped) in {} ms",
+        checked.windows,
+        checked.largest,
+        checked.slowest.as_millis(),
+        checked.in_flight,
+        checked.dropped,
         check_time.as_millis(),
+    );
+    eprintln!(
+        "chaos: {} point queries on 3 nodes in {} ms; {} admin reads retried after a 5xx; whole test {:.1} s",
         unique.len() * NODES,
         query_time.as_millis(),
+        cluster.retries.load(SeqCst),
         began.elapsed().as_secs_f64()
     );
+    for (why, (count, slowest)) in shared.unknown.lock().unwrap().iter() {
+        eprintln!(
+            "chaos: unknown outcome x{count} (slowest answer {} ms): {why}",
+            slowest.as_millis()
+        );
+    }
 }
