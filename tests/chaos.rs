@@ -274,17 +274,21 @@ impl Cluster {
         args
     }
 
-    /// The flags node `index` always runs with (a restart repeats them).
-    fn role_flags(&self, index: usize) -> Vec<String> {
-        if index == 0 {
+    /// The flags node `index` runs with: `--bootstrap` for the first node,
+    /// `--join` through it for the others. A restart repeats them, as a
+    /// service manager would, unless `GANTRY_CHAOS_RESTART=plain`.
+    fn role_flags(&self, index: usize, restart: bool) -> Vec<String> {
+        if restart && std::env::var("GANTRY_CHAOS_RESTART").as_deref() == Ok("plain") {
+            Vec::new()
+        } else if index == 0 {
             vec!["--bootstrap".into()]
         } else {
             vec!["--join".into(), self.nodes[0].peer.clone()]
         }
     }
 
-    fn start(&self, index: usize, api: &str, peer: &str) -> DevServer {
-        let args = self.args(index, api, peer, &self.role_flags(index));
+    fn start(&self, index: usize, api: &str, peer: &str, restart: bool) -> DevServer {
+        let args = self.args(index, api, peer, &self.role_flags(index, restart));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         DevServer::start_with(&self.nodes[index].data, &args)
     }
@@ -292,7 +296,7 @@ impl Cluster {
     fn restart(&mut self, index: usize) {
         let node = &self.nodes[index];
         let api = node.api.trim_start_matches("https://").to_string();
-        let server = self.start(index, &api, &node.peer.clone());
+        let server = self.start(index, &api, &node.peer.clone(), true);
         self.nodes[index].server = Some(server);
     }
 
@@ -847,7 +851,7 @@ fn sigkilled_leaders_under_load_lose_nothing_and_stay_linearizable() {
     // Start on ephemeral ports, then keep each node's ports for restarts.
     for index in 0..NODES {
         let ip = format!("127.0.0.{}", index + 1);
-        let server = cluster.start(index, &format!("{ip}:0"), &format!("{ip}:0"));
+        let server = cluster.start(index, &format!("{ip}:0"), &format!("{ip}:0"), false);
         cluster.nodes[index].api = server.url.clone();
         cluster.nodes[index].server = Some(server);
         if index == 0 {
