@@ -67,6 +67,11 @@ pub enum BenchCommand {
         /// Give up after this many seconds
         #[arg(long, default_value_t = 30)]
         timeout_secs: u64,
+        /// Node ID of the killed leader: also report when a survivor first
+        /// names another leader (splits the failover into the election and
+        /// the write path)
+        #[arg(long)]
+        killed_id: Option<u64>,
     },
 }
 
@@ -182,6 +187,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             since_ms,
             probe_every_ms,
             timeout_secs,
+            killed_id,
         } => {
             let submit = Submitter::new(&target, &pool, false)?;
             failover(
@@ -189,17 +195,20 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 since_ms,
                 Duration::from_millis(probe_every_ms.max(1)),
                 Duration::from_secs(timeout_secs),
+                killed_id,
             )
             .await
         }
     }
 }
 
-/// Submits the benchmark workflow; one HTTP client (so one HTTP/2
+/// Submits the benchmark workflow (and reads membership); one HTTP client (so one HTTP/2
 /// connection per server over TLS) shared by every benchmark client.
 #[derive(Clone)]
 struct Submitter {
     http: reqwest::Client,
+    /// Base URL of each server.
+    urls: Arc<Vec<String>>,
     /// `{url}/api/pool/{pool}/workflow?...` for each server.
     endpoints: Arc<Vec<String>>,
     token: Option<Arc<str>>,
@@ -215,16 +224,21 @@ impl Submitter {
                 .with_context(|| format!("loading the CA {}", ca.display()))?;
             builder = builder.use_preconfigured_tls(tls);
         }
-        let endpoints = target
+        let urls: Vec<String> = target
             .urls
             .iter()
             .map(|url| {
                 let url = url.trim().trim_end_matches('/');
-                let url = if url.contains("://") {
+                if url.contains("://") {
                     url.to_string()
                 } else {
                     format!("http://{url}")
-                };
+                }
+            })
+            .collect();
+        let endpoints = urls
+            .iter()
+            .map(|url| {
                 format!(
                     "{url}/api/pool/{pool}/workflow?dry_run=false&validation_only={validate_only}"
                 )
@@ -232,6 +246,7 @@ impl Submitter {
             .collect();
         Ok(Submitter {
             http: builder.build()?,
+            urls: Arc::new(urls),
             endpoints: Arc::new(endpoints),
             token: target.token.as_deref().map(Arc::from),
         })
@@ -256,6 +271,19 @@ impl Submitter {
         } else {
             Err(format!("{url}: {status}: {text}"))
         }
+    }
+}
+
+impl Submitter {
+    /// The leader server `index` names (`/api/cluster/members`), if any.
+    async fn leader(&self, index: usize) -> Option<u64> {
+        let url = format!("{}/api/cluster/members", self.urls[index]);
+        let mut request = self.http.get(url).timeout(Duration::from_secs(1));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let members: serde_json::Value = request.send().await.ok()?.json().await.ok()?;
+        members["leader_id"].as_u64()
     }
 }
 
@@ -346,8 +374,29 @@ async fn failover(
     since_ms: Option<u64>,
     every: Duration,
     timeout: Duration,
+    killed_id: Option<u64>,
 ) -> anyhow::Result<()> {
     let since_ms = since_ms.unwrap_or_else(|| unix_ms(SystemTime::now()));
+    // When a survivor first names a leader other than the killed one.
+    let elected = Arc::new(std::sync::OnceLock::<(u64, u64, String)>::new());
+    let mut watchers = tokio::task::JoinSet::new();
+    if let Some(killed) = killed_id {
+        for index in 0..submit.urls.len() {
+            let submit = submit.clone();
+            let elected = elected.clone();
+            watchers.spawn(async move {
+                while elected.get().is_none() {
+                    match submit.leader(index).await {
+                        Some(leader) if leader != killed => {
+                            let at = unix_ms(SystemTime::now());
+                            let _ = elected.set((at, leader, submit.urls[index].clone()));
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(5)).await,
+                    }
+                }
+            });
+        }
+    }
     let deadline = Instant::now() + timeout;
     let mut probes = tokio::task::JoinSet::new();
     let mut ticker = tokio::time::interval(every);
@@ -374,12 +423,20 @@ async fn failover(
                 let (client, result, at) = done.context("a probe panicked")?;
                 match result {
                     Ok(()) => {
-                        let url = &submit.endpoints[client % submit.endpoints.len()];
-                        let url = url.split("/api/").next().unwrap_or(url);
+                        let url = &submit.urls[client % submit.urls.len()];
+                        if let Some((elected_at, leader, seen_by)) = elected.get() {
+                            println!(
+                                "new leader:   {} ms (node {leader}, as {seen_by} reported it)",
+                                elected_at.saturating_sub(since_ms)
+                            );
+                        }
                         println!(
                             "failover:     {} ms to the first acknowledged write (via {url}; {sent} probes, {failed} failed)",
                             unix_ms(at).saturating_sub(since_ms)
                         );
+                        if let Some(error) = &last_error {
+                            println!("last failure: {error}");
+                        }
                         return Ok(());
                     }
                     Err(error) => {

@@ -7,7 +7,10 @@
 # ratio Gantry/etcd; then Gantry's p99 at half its peak rate, and the time
 # from SIGKILL of the Gantry leader to the first write acknowledged through
 # a surviving node (FAILOVER_TRIALS times; the killed node is restarted in
-# between). Everything it starts is stopped and removed on exit.
+# between). To show where Gantry's time goes it also runs validation-only
+# submits (the API without Raft) and submits to the leader alone (no
+# forwarding), and reports the servers' CPU time per write and when a new
+# leader was named. Everything it starts is stopped and removed on exit.
 #
 # Installs Debian's etcd-server and etcd-client with apt-get if `etcd` is
 # missing. Gantry speaks HTTPS (certificates from `gantry tls`); etcd plain
@@ -24,7 +27,7 @@ concurrency=${2:-64}
 value_bytes=${3:-200}
 base=${GANTRY_BENCH_PORT:-18500}
 trials=${FAILOVER_TRIALS:-3}
-gantry=./target/release/gantry
+gantry=${CARGO_TARGET_DIR:-./target}/release/gantry
 
 if ! command -v etcd >/dev/null; then
     echo "== installing etcd (Debian packages etcd-server, etcd-client)"
@@ -141,10 +144,35 @@ echo "== warm-up ($warmup writes each)"
 $gantry bench submit --url "$gantry_urls" --count "$warmup" --concurrency "$concurrency" >/dev/null
 $gantry bench etcd --endpoints "$etcd_urls" --count "$warmup" --concurrency "$concurrency" --value-bytes "$value_bytes" >/dev/null
 
+cpu_ticks() { # NAME-PREFIX: CPU ticks (user + system) of our servers so far
+    local total=0 name
+    for name in "${!pids[@]}"; do
+        [[ $name == "$1"* ]] || continue
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/${pids[$name]}/stat")))
+    done
+    echo "$total"
+}
+cpu_per_write() { # TICKS-BEFORE TICKS-AFTER WRITES: server CPU ms per write
+    awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) * 1000 / hz / n }'
+}
+
 echo "== Gantry: $count submits, $concurrency clients"
+before=$(cpu_ticks gantry)
 $gantry bench submit --url "$gantry_urls" --count "$count" --concurrency "$concurrency" | tee "$tmp/gantry-peak.txt"
+gantry_cpu=$(cpu_per_write "$before" "$(cpu_ticks gantry)" "$count")
 echo "== etcd: $count puts of $value_bytes bytes, $concurrency clients"
+before=$(cpu_ticks etcd)
 $gantry bench etcd --endpoints "$etcd_urls" --count "$count" --concurrency "$concurrency" --value-bytes "$value_bytes" | tee "$tmp/etcd-peak.txt"
+etcd_cpu=$(cpu_per_write "$before" "$(cpu_ticks etcd)" "$count")
+
+# Where Gantry's time goes: the API and spec handling alone (validation
+# only: no Raft), and submits to the leader alone (no forwarding).
+leader_now=$(members 1 | jq -r '.leader_id')
+leader_api=$(members 1 | jq -r --argjson id "$leader_now" '.members[] | select(.id == $id) | .api_url')
+echo "== Gantry breakdown: validation only (no Raft), all nodes"
+$gantry bench submit --url "$gantry_urls" --count "$count" --concurrency "$concurrency" --validate-only | tee "$tmp/gantry-validate.txt"
+echo "== Gantry breakdown: submits to the leader only (no forwarding)"
+$gantry bench submit --url "$leader_api" --count "$count" --concurrency "$concurrency" | tee "$tmp/gantry-leader.txt"
 
 gantry_peak=$(field throughput "$tmp/gantry-peak.txt")
 etcd_peak=$(field throughput "$tmp/etcd-peak.txt")
@@ -157,6 +185,7 @@ $gantry bench etcd --endpoints "$etcd_urls" --count "$half_count" --concurrency 
 
 # --- failover ---
 failovers=()
+elections=()
 for trial in $(seq "$trials"); do
     leader=$(members 1 | jq -r '.leader_id')
     leader_url=$(members 1 | jq -r --argjson id "$leader" '.members[] | select(.id == $id) | .api_url')
@@ -171,7 +200,8 @@ for trial in $(seq "$trials"); do
     kill -9 "${pids[gantry$victim]}"
     wait "${pids[gantry$victim]}" 2>/dev/null || true
     unset "pids[gantry$victim]"
-    $gantry bench failover --url "${survivors%,}" --since-ms "$since" | tee "$tmp/failover$trial.txt"
+    $gantry bench failover --url "${survivors%,}" --since-ms "$since" --killed-id "$leader" | tee "$tmp/failover$trial.txt"
+    elections+=("$(field 'new leader' "$tmp/failover$trial.txt")")
     failovers+=("$(field failover "$tmp/failover$trial.txt")")
     if ((trial < trials)); then
         start_gantry "$victim"
@@ -192,6 +222,9 @@ echo "== summary ($count writes, $concurrency clients, $value_bytes-byte etcd va
 printf '%-8s %10s %10s %10s\n' "" "writes/s" "p50 ms" "p99 ms"
 row gantry "$tmp/gantry-peak.txt"
 row etcd "$tmp/etcd-peak.txt"
+row "validate" "$tmp/gantry-validate.txt"
+row "leader" "$tmp/gantry-leader.txt"
+echo "server CPU per write (three servers together): Gantry $gantry_cpu ms, etcd $etcd_cpu ms; machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "throughput ratio Gantry/etcd: $(awk -v g="$gantry_peak" -v e="$etcd_peak" 'BEGIN { printf "%.2f", g / e }') (goal >= 1.5)"
 echo "Gantry p99 at half peak ($half/s): $(field 'latency p99' "$tmp/gantry-half.txt") ms (goal <= 10); etcd at that rate: $(field 'latency p99' "$tmp/etcd-half.txt") ms"
-echo "failover, SIGKILL of the leader to the first acknowledged write: ${failovers[*]} ms (goal <= 2000)"
+echo "failover, SIGKILL of the leader to the first acknowledged write: ${failovers[*]} ms (goal <= 2000); to a new leader being named: ${elections[*]} ms"
