@@ -191,13 +191,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        fail::fail_point!("raft::log::save_committed", |_| Err(StorageIOError::write(
-            &failpoint_error("raft::log::save_committed")
-        )
-        .into()));
-        self.write_meta(COMMITTED_KEY, &committed, false)
-            .await
-            .map_err(|e| StorageIOError::write(&e).into())
+        let saved = async {
+            fail::fail_point!("raft::log::save_committed", |_| Err(failpoint_error(
+                "raft::log::save_committed"
+            )));
+            self.write_meta(COMMITTED_KEY, &committed, false).await
+        };
+        saved.await.map_err(|e| StorageIOError::write(&e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -234,15 +234,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 fail::fail_point!("raft::log::append::before_commit", |_| Err(
                     failpoint_error("raft::log::append::before_commit")
                 ));
-                txn.commit().map_err(io_error)
-            })
-            .await
-            .and_then(|()| {
+                txn.commit().map_err(io_error)?;
                 fail::fail_point!("raft::log::append::after_commit", |_| Err(failpoint_error(
                     "raft::log::append::after_commit"
                 )));
                 Ok(())
-            });
+            })
+            .await;
         match result {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
