@@ -32,3 +32,9 @@ pub enum RaftError {
     #[error("timed out: {0}")]
     Timeout(String),
 }
+
+/// The I/O error a storage failpoint injects (see the `failpoints` feature).
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+pub(crate) fn failpoint_error(name: &str) -> std::io::Error {
+    std::io::Error::other(format!("failpoint {name}"))
+}

@@ -11,6 +11,9 @@
 //!   one voter and runs the same code as a larger one.
 //! - Members talk through the [`transport`] (HTTP/2 over mutual TLS); any
 //!   member serves any proposal or linearizable read by asking the leader.
+//! - Storage failpoints (`fail::fail_point!`, listed in [`log_store`] and
+//!   [`state_machine`]) exist only with the `failpoints` feature, which only
+//!   test builds turn on; without it the macro expands to nothing.
 
 pub mod error;
 pub mod log_store;

@@ -4,7 +4,17 @@
 //! before openraft is told it completed; entries are keyed by log index and
 //! contiguous from `last_purged + 1`; redb work runs on blocking threads so
 //! fsyncs never stall the async runtime.
+//!
+//! Failpoints (compiled in only with the `failpoints` feature, i.e. in
+//! tests; each returns an I/O error, which openraft treats as fatal):
+//! `raft::log::append::before_commit` (the redb transaction is dropped, so
+//! nothing of the append is stored), `raft::log::append::after_commit` (the
+//! entries are durable but the append is reported failed, as when a crash
+//! lands between the fsync and the report), `raft::log::save_committed` and
+//! `raft::log::purge` (before their transactions are committed).
 
+#[cfg_attr(not(feature = "failpoints"), allow(unused_imports))]
+use crate::error::failpoint_error;
 use crate::types::{decode, encode, Entry, LogId, NodeId, StorageError, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{StorageIOError, Vote};
@@ -181,9 +191,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.write_meta(COMMITTED_KEY, &committed, false)
-            .await
-            .map_err(|e| StorageIOError::write(&e).into())
+        let saved = async {
+            fail::fail_point!("raft::log::save_committed", |_| Err(failpoint_error(
+                "raft::log::save_committed"
+            )));
+            self.write_meta(COMMITTED_KEY, &committed, false).await
+        };
+        saved.await.map_err(|e| StorageIOError::write(&e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -217,7 +231,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                         table.insert(*index, bytes.as_slice()).map_err(io_error)?;
                     }
                 }
-                txn.commit().map_err(io_error)
+                fail::fail_point!("raft::log::append::before_commit", |_| Err(
+                    failpoint_error("raft::log::append::before_commit")
+                ));
+                txn.commit().map_err(io_error)?;
+                fail::fail_point!("raft::log::append::after_commit", |_| Err(failpoint_error(
+                    "raft::log::append::after_commit"
+                )));
+                Ok(())
             })
             .await;
         match result {
@@ -260,6 +281,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(io_error)?
                 .retain_in(..=upto, |_, _| false)
                 .map_err(io_error)?;
+            fail::fail_point!("raft::log::purge", |_| Err(failpoint_error(
+                "raft::log::purge"
+            )));
             txn.commit().map_err(io_error)
         })
         .await

@@ -17,7 +17,17 @@
 //! it to at most [`SNAPSHOT_IMAGE_MAX`] bytes, so a hostile or corrupt
 //! snapshot cannot exhaust memory. Data without the zstd magic is taken as
 //! an uncompressed image (snapshot files written before compression).
+//!
+//! Failpoints (compiled in only with the `failpoints` feature, i.e. in
+//! tests; each returns an I/O error, which openraft treats as fatal):
+//! `raft::sm::apply::before_store` (nothing of the batch is applied),
+//! `raft::sm::snapshot::build` (the state is synced and exported but no
+//! snapshot file is written, so openraft neither learns of a snapshot nor
+//! purges the log) and `raft::sm::snapshot::install` (before the image
+//! replaces the tables, which stay as they were).
 
+#[cfg_attr(not(feature = "failpoints"), allow(unused_imports))]
+use crate::error::failpoint_error;
 use crate::types::{
     decode, encode, BatchOutcome, Entry, LogId, NodeId, StorageError, StoredMembership, TypeConfig,
 };
@@ -130,6 +140,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             let applied = machine.applied_meta()?;
             let image = machine.store.export_snapshot().map_err(io_error)?;
             let data = compress_image(&image)?;
+            fail::fail_point!("raft::sm::snapshot::build", |_| Err(failpoint_error(
+                "raft::sm::snapshot::build"
+            )));
             let snapshot_id = match applied.last_applied {
                 Some(log_id) => {
                     format!("{}-{}-{}", log_id.leader_id.term, log_id.index, data.len())
@@ -202,6 +215,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 due
             };
+            fail::fail_point!("raft::sm::apply::before_store", |_| Err(failpoint_error(
+                "raft::sm::apply::before_store"
+            )));
             let outcomes = machine
                 .store
                 .apply(&slices, &meta_bytes, durable)
@@ -242,6 +258,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             let meta_bytes = encode(&applied).map_err(io_error)?;
             let image = decompress_image(&file.data)?;
+            fail::fail_point!("raft::sm::snapshot::install", |_| Err(failpoint_error(
+                "raft::sm::snapshot::install"
+            )));
             machine
                 .store
                 .install_snapshot(&image, &meta_bytes)
