@@ -44,12 +44,22 @@ pub(crate) fn start_group(
     }
     tables.put_group(&group)?;
     tables.set_active(&workflow.backend, &workflow.id, &group.name, true)?;
+    queue_create(tables, workflow, &group.name, now)
+}
+
+/// Queues the job that hands a group to its backend's operator.
+fn queue_create(
+    tables: &Tables,
+    workflow: &WorkflowRecord,
+    group: &str,
+    now: Millis,
+) -> Result<(), StorageError> {
     tables.add_job(
         &workflow.backend,
         now,
         JobKind::CreateGroup {
             workflow_id: workflow.id.clone(),
-            group: group.name.clone(),
+            group: group.to_string(),
         },
     )?;
     Ok(())
@@ -70,14 +80,7 @@ pub(crate) fn redispatch_group(
     }
     group.status = TaskStatus::Processing;
     tables.put_group(&group)?;
-    tables.add_job(
-        &workflow.backend,
-        now,
-        JobKind::CreateGroup {
-            workflow_id: workflow.id.clone(),
-            group: group.name.clone(),
-        },
-    )?;
+    queue_create(tables, workflow, &group.name, now)?;
     settle_workflow(tables, &workflow.id, now)
 }
 
