@@ -436,8 +436,12 @@ impl Client {
                 Err(source) => return Err(ClientError::Request { url, source }),
             }
         }
-        // `base_urls` is never empty (config::resolve guarantees a default).
-        Err(last_error.expect("at least one URL was tried"))
+        // `base_urls` is never empty (config::resolve guarantees a default);
+        // should that ever change, say so instead of panicking.
+        Err(last_error.unwrap_or_else(|| ClientError::InvalidUrl {
+            url: String::new(),
+            reason: "no server URL to try".into(),
+        }))
     }
 }
 

@@ -31,7 +31,7 @@ pub struct AgentHub {
     node: RaftNode,
     logs: LogStore,
     connections: Arc<Mutex<HashMap<String, Connection>>>,
-    next_generation: Arc<Mutex<u64>>,
+    next_generation: Arc<std::sync::atomic::AtomicU64>,
     /// Woken when a connection appears, so the dispatcher retries at once.
     pub connected: Arc<Notify>,
 }
@@ -55,14 +55,10 @@ impl AgentHub {
         sender: mpsc::Sender<ToOperator>,
         mut reports: mpsc::Receiver<FromOperator>,
     ) {
-        let generation = {
-            let mut next = self
-                .next_generation
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
-            *next += 1;
-            *next
-        };
+        let generation = self
+            .next_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         self.lock().insert(
             backend.clone(),
             Connection {

@@ -228,44 +228,27 @@ async fn serve_connection(
     };
     let io = TokioIo::new(tls);
     let service = TowerToHyperService::new(router);
-    let result = match versions {
-        HttpVersions::Http2 => {
-            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-            builder
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(PEER_STREAMS_MAX)
-                .keep_alive_interval(KEEPALIVE_INTERVAL)
-                .keep_alive_timeout(KEEPALIVE_TIMEOUT);
-            let connection = builder.serve_connection(io, service);
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => result.map_err(|e| e.to_string()),
-                () = async {
-                    // The guard wait_for returns must not live across the drain below.
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                } => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await.map_err(|e| e.to_string())
-                }
-            }
-        }
-        HttpVersions::Http1And2 => {
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(PEER_STREAMS_MAX);
-            let connection = builder.serve_connection(io, service);
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => result.map_err(|e| e.to_string()),
-                () = async {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                } => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await.map_err(|e| e.to_string())
-                }
-            }
+    // One builder for both: peers speak only HTTP/2; the API also HTTP/1.1.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if versions == HttpVersions::Http2 {
+        builder = builder.http2_only();
+    }
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(PEER_STREAMS_MAX)
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = async {
+            // The guard wait_for returns must not live across the drain below.
+            let _ = stopped.wait_for(|stop| *stop).await;
+        } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
         }
     };
     if let Err(error) = result {
