@@ -43,7 +43,65 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<Outcome, Stora
         } => apply_operator_hello(&tables, *now, backend, running),
         Command::IssueToken { token } => apply_token_issue(&tables, token),
         Command::RevokeToken { name } => apply_token_revoke(&tables, name),
+        Command::OperatorReports {
+            now,
+            backend,
+            instance,
+            last_seq,
+            commands,
+        } => apply_operator_reports(txn, &tables, *now, backend, *instance, *last_seq, commands),
     }
+}
+
+/// Applies the not-yet-applied part of an operator's batch, in order.
+/// Rejections of single reports are deterministic no-ops like any other;
+/// the batch itself is refused only if it is malformed.
+fn apply_operator_reports(
+    txn: &WriteTransaction,
+    tables: &Tables,
+    now: Millis,
+    backend: &str,
+    instance: u64,
+    last_seq: u64,
+    commands: &[(u64, Command)],
+) -> Result<Outcome, StorageError> {
+    let mut previous = 0;
+    for (seq, command) in commands {
+        if *seq <= previous || *seq > last_seq {
+            return Ok(Outcome::rejected(
+                RejectionKind::Invalid,
+                format!("operator batch sequence {seq} out of order (last {last_seq})"),
+            ));
+        }
+        previous = *seq;
+        if !matches!(
+            command,
+            Command::ReportTask { .. } | Command::CompleteJob { .. } | Command::OperatorHello { .. }
+        ) {
+            return Ok(Outcome::rejected(
+                RejectionKind::Invalid,
+                "an operator batch may hold only operator reports",
+            ));
+        }
+    }
+    let applied = tables.operator_seq(backend, instance)?;
+    if last_seq <= applied {
+        return Ok(Outcome::rejected(
+            RejectionKind::Conflict,
+            format!("operator messages up to {last_seq} were already applied"),
+        ));
+    }
+    for (_, command) in commands.iter().filter(|(seq, _)| *seq > applied) {
+        apply(txn, command)?;
+    }
+    tables.put_operator_seq(
+        backend,
+        instance,
+        last_seq,
+        now,
+        crate::command::OPERATOR_INSTANCES_MAX,
+    )?;
+    Ok(Outcome::Applied)
 }
 
 fn apply_workflow_submit(

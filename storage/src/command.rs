@@ -48,7 +48,25 @@ pub enum Command {
     IssueToken { token: TokenRecord },
     /// 8. Remove an access token by name.
     RevokeToken { name: String },
+    /// 9. Messages of one operator connection, in sequence order: each
+    ///    `(seq, command)` applies only if `seq` is above what this operator
+    ///    instance already had applied (a resend after a reconnect or a
+    ///    leader change is dropped); afterwards the instance's acknowledged
+    ///    sequence is `last_seq`, which also covers messages that became no
+    ///    command (log lines). Only operator reports may be inside.
+    OperatorReports {
+        now: Millis,
+        backend: String,
+        /// Chosen at random when the operator process starts.
+        instance: u64,
+        last_seq: u64,
+        commands: Vec<(u64, Command)>,
+    },
 }
+
+/// Operator instances whose acknowledged sequence is kept per backend, at
+/// most; the least recently seen is forgotten first.
+pub const OPERATOR_INSTANCES_MAX: usize = 16;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TaskKey {

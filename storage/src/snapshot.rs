@@ -29,6 +29,7 @@ struct Image {
     active_groups: Vec<(String, String, String)>,
     tokens: Vec<(String, Vec<u8>)>,
     tokens_by_hash: Vec<(String, String)>,
+    operator_seqs: Vec<((String, u64), (u64, i64))>,
 }
 
 macro_rules! export_table {
@@ -82,6 +83,10 @@ impl Store {
                 k.to_string(),
                 v.to_string()
             )),
+            operator_seqs: export_table!(txn, tables::OPERATOR_SEQS, |k, v| (
+                (k.0.to_string(), k.1),
+                v
+            )),
             active_groups: export_table!(txn, tables::ACTIVE_GROUPS, |k, _v| (
                 k.0.to_string(),
                 k.1.to_string(),
@@ -115,6 +120,7 @@ impl Store {
         clear(&txn, tables::ACTIVE_GROUPS)?;
         clear(&txn, tables::TOKENS)?;
         clear(&txn, tables::TOKENS_BY_HASH)?;
+        clear(&txn, tables::OPERATOR_SEQS)?;
         {
             let mut table = txn.open_table(tables::META)?;
             for (k, v) in &image.meta {
@@ -164,6 +170,10 @@ impl Store {
             let mut table = txn.open_table(tables::TOKENS_BY_HASH)?;
             for (k, v) in &image.tokens_by_hash {
                 table.insert(k.as_str(), v.as_str())?;
+            }
+            let mut table = txn.open_table(tables::OPERATOR_SEQS)?;
+            for ((backend, instance), value) in &image.operator_seqs {
+                table.insert((backend.as_str(), *instance), *value)?;
             }
             let mut table = txn.open_table(tables::ACTIVE_GROUPS)?;
             for (a, b, c) in &image.active_groups {

@@ -246,6 +246,13 @@ impl ReadView {
         Ok(first)
     }
 
+    /// The highest message sequence applied for an operator instance (0: none).
+    pub fn operator_seq(&self, backend: &str, instance: u64) -> Result<u64, StorageError> {
+        let table = self.txn.open_table(tables::OPERATOR_SEQS)?;
+        let row = table.get((backend, instance))?;
+        Ok(row.map(|v| v.value().0).unwrap_or(0))
+    }
+
     /// The token whose secret hashes to `hash`.
     pub fn token_by_hash(
         &self,

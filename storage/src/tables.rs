@@ -40,6 +40,9 @@ pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("to
 /// token hash → token name.
 pub(crate) const TOKENS_BY_HASH: TableDefinition<&str, &str> =
     TableDefinition::new("tokens_by_hash");
+/// (backend, operator instance) → (acknowledged sequence, last seen).
+pub(crate) const OPERATOR_SEQS: TableDefinition<(&str, u64), (u64, i64)> =
+    TableDefinition::new("operator_seqs");
 
 pub(crate) const RAFT_META_KEY: &str = "raft";
 const SEQ_COUNTER: &str = "\0submit_seq";
@@ -72,6 +75,7 @@ pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), StorageError> {
     txn.open_table(ACTIVE_GROUPS)?;
     txn.open_table(TOKENS)?;
     txn.open_table(TOKENS_BY_HASH)?;
+    txn.open_table(OPERATOR_SEQS)?;
     Ok(())
 }
 
@@ -293,6 +297,39 @@ impl<'a> Tables<'a> {
                 .remove(token.hash.as_str())?;
         }
         Ok(removed.is_some())
+    }
+
+    /// The highest sequence applied for this operator instance (0: none).
+    pub fn operator_seq(&self, backend: &str, instance: u64) -> Result<u64, StorageError> {
+        let table = self.txn.open_table(OPERATOR_SEQS)?;
+        let row = table.get((backend, instance))?;
+        Ok(row.map(|v| v.value().0).unwrap_or(0))
+    }
+
+    /// Records the instance's acknowledged sequence; a backend keeps at most
+    /// `keep` instances, forgetting the least recently seen.
+    pub fn put_operator_seq(
+        &self,
+        backend: &str,
+        instance: u64,
+        seq: u64,
+        now: Millis,
+        keep: usize,
+    ) -> Result<(), StorageError> {
+        let mut table = self.txn.open_table(OPERATOR_SEQS)?;
+        table.insert((backend, instance), (seq, now))?;
+        let mut instances = Vec::new();
+        for row in table.range((backend, 0)..=(backend, u64::MAX))? {
+            let (key, value) = row?;
+            instances.push((value.value().1, key.value().1));
+        }
+        if instances.len() > keep {
+            instances.sort_unstable();
+            for (_, stale) in &instances[..instances.len() - keep] {
+                table.remove((backend, *stale))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {

@@ -248,7 +248,7 @@ fn next_command(rng: &mut Rng, store: &Store, now: i64, seq: &mut u64) -> Comman
             None,
         ),
     };
-    Command::ReportTask {
+    let report = Command::ReportTask {
         now,
         report: TaskReport {
             key: TaskKey {
@@ -262,6 +262,25 @@ fn next_command(rng: &mut Rng, store: &Store, now: i64, seq: &mut u64) -> Comman
             node_name: Some(format!("node-{}", rng.below(4))),
             time: now - 10,
         },
+    };
+    sequenced(rng, report, now)
+}
+
+/// Now and then sends a report the way an operator connection does: in a
+/// sequenced batch, sometimes as a resend of an older sequence (dropped).
+fn sequenced(rng: &mut Rng, report: Command, now: i64) -> Command {
+    if !rng.chance(30) {
+        return report;
+    }
+    let seq = u64::try_from(now)
+        .unwrap_or(0)
+        .saturating_sub(if rng.chance(20) { 1_000 } else { 0 });
+    Command::OperatorReports {
+        now,
+        backend: "local".into(),
+        instance: 1 + rng.below(3),
+        last_seq: seq + rng.below(3),
+        commands: vec![(seq, report)],
     }
 }
 

@@ -326,6 +326,61 @@ fn apply_exit_actions(groups: &mut [GroupPlan], spec: &str) -> Res {
     Ok(())
 }
 
+/// One `SEQ:ITEM` of a `batch` step: `report:WF/TASK/RETRY:STATUS[:EXIT]`,
+/// `job:ID`, `hello:BACKEND:KEY,KEY`, or `pool:NAME` (not a report; the
+/// batch must be refused).
+fn parse_batch_item(item: &str, now: i64) -> Res<(u64, Command)> {
+    let (seq, rest) = item
+        .split_once(':')
+        .ok_or_else(|| format!("batch item '{item}': want SEQ:ITEM"))?;
+    let seq: u64 = seq
+        .parse()
+        .map_err(|_| format!("batch item '{item}': bad sequence"))?;
+    let parts: Vec<&str> = rest.split(':').collect();
+    let command = match parts.as_slice() {
+        ["report", key, status, exit @ ..] => Command::ReportTask {
+            now,
+            report: TaskReport {
+                key: parse_task_key(key)?,
+                status: status.parse()?,
+                exit_code: match exit {
+                    [] => None,
+                    [code] => Some(code.parse().map_err(|_| format!("bad exit in '{item}'"))?),
+                    _ => return Err(format!("batch item '{item}': too many fields")),
+                },
+                message: None,
+                node_name: None,
+                time: now,
+            },
+        },
+        ["job", id] => Command::CompleteJob {
+            job_id: id.parse().map_err(|_| format!("bad job id in '{item}'"))?,
+        },
+        ["hello", backend, running @ ..] => Command::OperatorHello {
+            now,
+            backend: backend.to_string(),
+            running: running
+                .first()
+                .unwrap_or(&"")
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(parse_task_key)
+                .collect::<Res<Vec<_>>>()?,
+        },
+        ["pool", name] => Command::PutPool {
+            pool: PoolRecord {
+                name: name.to_string(),
+                description: String::new(),
+                backend: "local".to_string(),
+                default_platform: None,
+                platforms: Vec::new(),
+            },
+        },
+        _ => return Err(format!("batch item '{item}': unknown form")),
+    };
+    Ok((seq, command))
+}
+
 fn parse_task_key(spec: &str) -> Res<TaskKey> {
     let parts: Vec<&str> = spec.split('/').collect();
     match parts.as_slice() {
@@ -689,6 +744,24 @@ impl Case {
                     running,
                 }])
             }
+            "batch" => {
+                args.allow(&["backend", "instance", "at", "last", "items"])?;
+                let now: i64 = args.need_num("at")?;
+                let commands = args
+                    .get("items")
+                    .unwrap_or("")
+                    .split(';')
+                    .filter(|item| !item.is_empty())
+                    .map(|item| parse_batch_item(item, now))
+                    .collect::<Res<Vec<_>>>()?;
+                self.run(vec![Command::OperatorReports {
+                    now,
+                    backend: args.need("backend")?.to_string(),
+                    instance: args.need_num("instance")?,
+                    last_seq: args.need_num("last")?,
+                    commands,
+                }])
+            }
             "dump" => {
                 eprintln!("{}", self.dump(args.pos.first().map(String::as_str))?);
                 Ok(())
@@ -778,6 +851,20 @@ impl Case {
                             .collect::<Vec<_>>()
                             .join(", ")
                     ));
+                }
+                Ok(())
+            }
+            "operator-seq" => {
+                args.allow(&["backend", "instance"])?;
+                let seq = read
+                    .operator_seq(args.need("backend")?, args.need_num("instance")?)
+                    .map_err(|e| e.to_string())?;
+                let wanted: u64 = args
+                    .pos(1, "sequence")?
+                    .parse()
+                    .map_err(|_| "operator-seq wants a number".to_string())?;
+                if seq != wanted {
+                    return Err(format!("operator sequence: expected {wanted}, got {seq}"));
                 }
                 Ok(())
             }
