@@ -36,6 +36,8 @@ enum Top {
     Dev(dev::DevArgs),
     /// Run a control-plane server
     Server(ServerArgs),
+    /// Run a backend operator: dial the control plane and run its tasks
+    Operator(operator::run::OperatorArgs),
     /// Submit, list, query, follow and cancel workflows
     Workflow {
         #[command(flatten)]
@@ -163,6 +165,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             dev::wait_for_signal().await;
             running.stop().await;
             Ok(0)
+        }
+        Top::Operator(args) => {
+            init_tracing();
+            operator::run::run(args).await
         }
         Top::Workflow {
             mut client,

@@ -7,7 +7,7 @@
 //! implementation.
 
 use crate::api::{self, ApiConfig, AppState};
-use crate::control::agent::{AgentHub, OPERATOR_QUEUE_MAX};
+use crate::control::agent::AgentHub;
 use crate::control::logs::LogStore;
 use crate::control::{dispatch, leader, timers};
 use crate::operator::local::{LocalConfig, LocalOperator};
@@ -21,7 +21,6 @@ use gantry_storage::{Command, PoolRecord};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -190,15 +189,11 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
             work_dir: options.data_dir.join("tasks"),
             bwrap: None,
         }));
-        let (to_operator, from_server) = mpsc::channel(OPERATOR_QUEUE_MAX);
-        let (to_server, from_operator) = mpsc::channel(OPERATOR_QUEUE_MAX);
-        let serving = operator.clone();
-        tasks.spawn(async move { serving.serve(from_server, to_server).await });
-        let hub = hub.clone();
-        tasks.spawn(async move {
-            hub.serve(LOCAL_BACKEND.to_string(), to_operator, from_operator)
-                .await
-        });
+        tasks.spawn(crate::operator::run::run_in_process(
+            hub.clone(),
+            LOCAL_BACKEND.to_string(),
+            crate::operator::Executor::Local(operator.clone()),
+        ));
         Some(operator)
     } else {
         None
@@ -220,6 +215,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
             ),
             spec_limits: options.spec_limits.clone(),
             auth_required: options.auth_required,
+            operator_certificate_required: options.tls.is_some(),
         }),
         render_slots: Arc::new(tokio::sync::Semaphore::new(api::SPEC_RENDERS_MAX)),
     };

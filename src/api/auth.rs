@@ -19,6 +19,8 @@ use sha2::{Digest, Sha256};
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub user: String,
+    /// The token's roles (none when auth is off).
+    pub roles: Vec<String>,
 }
 
 /// Paths that answer without a token (probes and the version check).
@@ -51,6 +53,7 @@ pub async fn authenticate(
     let caller = if !state.config.auth_required || OPEN_PATHS.contains(&request.uri().path()) {
         Caller {
             user: "anonymous".to_string(),
+            roles: Vec::new(),
         }
     } else {
         let header = request
@@ -75,7 +78,10 @@ pub async fn authenticate(
                 token.name
             )));
         }
-        Caller { user: token.user }
+        Caller {
+            user: token.user,
+            roles: token.roles,
+        }
     };
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)

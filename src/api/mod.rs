@@ -4,6 +4,7 @@
 //! a linearizable read view; a request body larger than
 //! [`ApiConfig::body_bytes_max`] is refused with 413 before it is parsed.
 
+mod agent;
 pub mod auth;
 mod cluster;
 mod error;
@@ -32,6 +33,8 @@ pub struct ApiConfig {
     pub spec_limits: SpecLimits,
     /// Every route but the probes needs a bearer token.
     pub auth_required: bool,
+    /// Operator streams need a client certificate of kind operator (TLS on).
+    pub operator_certificate_required: bool,
 }
 
 #[derive(Clone)]
@@ -61,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/workflow/{id}/cancel", post(workflow::cancel))
         .route("/api/workflow/{id}/spec", get(workflow::spec))
         .route("/api/workflow/{id}/logs", get(logs::logs))
+        .route("/api/agent/connect", post(agent::connect))
         .route("/api/cluster/members", get(cluster::members))
         .route("/api/cluster/leave", post(cluster::leave))
         .route("/api/cluster/snapshot", get(cluster::snapshot))

@@ -1,28 +1,45 @@
-//! The agent endpoint: connections of backend operators.
+//! The agent endpoint: connections of backend operators, remote (the
+//! operator stream of `api::agent`) or in-process (`gantry dev`).
 //!
-//! Each operator connection is a pair of channels: jobs go down, reports come
-//! up. Reports become commands (task status, job completion, hello) or log
-//! appends. Invariant: a job is reported complete only after the
-//! `CompleteJob` command is committed, and the hub remembers which jobs were
-//! sent on the current connection so the dispatcher never sends one twice
-//! to the same connection.
+//! Each connection carries numbered operator messages up and jobs and
+//! acknowledgements down. Invariants:
+//! - Messages become one `OperatorReports` command per batch, in sequence
+//!   order, with one batch in flight per connection; the acknowledgement
+//!   (`Down::Ack`) goes out only after that command is committed, and log
+//!   lines are stored before it. A message at or below what is acknowledged
+//!   is a resend and is dropped, here and again in the state machine.
+//! - A connection receives jobs only after a `Hello` of its own is
+//!   committed, so everything the operator resent before it (done jobs,
+//!   finished tasks) is applied first; the hub remembers which jobs went
+//!   out on the current connection so none is sent twice on one connection.
+//! - Acknowledgements never wait on the operator (a watch, not a queue), so
+//!   a slow reader cannot stall the batch loop that reads its reports.
+//! - A remote connection ends when this node stops leading: operators
+//!   follow the leader, whose dispatcher is the only one sending jobs.
 
 use super::logs::LogStore;
 use super::now_ms;
 use crate::operator::protocol::{FromOperator, ToOperator};
-use gantry_raft::RaftNode;
+use crate::operator::wire::{Down, Up};
+use futures::Stream;
+use gantry_raft::{RaftError, RaftNode};
 use gantry_storage::{Command, TaskReport};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
-/// Messages buffered per operator connection, at most.
+/// Jobs buffered per operator connection, at most.
 pub const OPERATOR_QUEUE_MAX: usize = 1024;
+/// Operator messages folded into one command, at most.
+pub const REPORTS_PER_COMMAND_MAX: usize = 4096;
 
 struct Connection {
     generation: u64,
-    sender: mpsc::Sender<ToOperator>,
+    jobs: mpsc::Sender<ToOperator>,
     sent_jobs: HashSet<u64>,
+    /// A hello of this connection is committed: jobs may go out.
+    ready: bool,
 }
 
 /// Live operator connections of this node, by backend name.
@@ -31,9 +48,35 @@ pub struct AgentHub {
     node: RaftNode,
     logs: LogStore,
     connections: Arc<Mutex<HashMap<String, Connection>>>,
-    next_generation: Arc<std::sync::atomic::AtomicU64>,
-    /// Woken when a connection appears, so the dispatcher retries at once.
+    next_generation: Arc<AtomicU64>,
+    /// Woken when a connection becomes ready, so the dispatcher retries at once.
     pub connected: Arc<Notify>,
+}
+
+/// A registered connection, to be served with [`AgentHub::serve`].
+pub struct Accepted {
+    backend: String,
+    instance: u64,
+    generation: u64,
+    acked: u64,
+    acks: watch::Sender<u64>,
+    /// End the connection when this node stops leading.
+    follow_leader: bool,
+}
+
+/// Why serving a connection ended (for the log).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionEnd {
+    #[error("the operator closed the connection")]
+    Closed,
+    #[error("this node stopped leading")]
+    NotLeader,
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("cannot commit the operator's messages: {0}")]
+    Propose(RaftError),
+    #[error("cannot store the operator's log lines: {0}")]
+    Logs(std::io::Error),
 }
 
 impl AgentHub {
@@ -47,38 +90,191 @@ impl AgentHub {
         }
     }
 
-    /// Registers an operator for `backend` and serves its reports until the
-    /// connection closes. Replaces an older connection of the same backend.
-    pub async fn serve(
+    pub fn node(&self) -> &RaftNode {
+        &self.node
+    }
+
+    /// Registers a connection of `backend`'s operator `instance` (replacing
+    /// an older one of the same backend) and returns it with the frames to
+    /// send down: `Resume` first, then jobs and acknowledgements.
+    pub async fn accept(
         &self,
-        backend: String,
-        sender: mpsc::Sender<ToOperator>,
-        mut reports: mpsc::Receiver<FromOperator>,
-    ) {
-        let generation = self
-            .next_generation
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
+        backend: &str,
+        instance: u64,
+        follow_leader: bool,
+    ) -> Result<(Accepted, impl Stream<Item = Down> + Send + 'static), RaftError> {
+        let acked = self.node.read().await?.operator_seq(backend, instance)?;
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let (jobs, job_receiver) = mpsc::channel(OPERATOR_QUEUE_MAX);
+        let (acks, ack_receiver) = watch::channel(acked);
         self.lock().insert(
-            backend.clone(),
+            backend.to_string(),
             Connection {
                 generation,
-                sender,
+                jobs,
                 sent_jobs: HashSet::new(),
+                ready: false,
             },
         );
-        tracing::info!(%backend, "operator connected");
-        while let Some(report) = reports.recv().await {
-            self.handle(&backend, report).await;
-        }
+        tracing::info!(%backend, instance, acked, "operator connected");
+        let accepted = Accepted {
+            backend: backend.to_string(),
+            instance,
+            generation,
+            acked,
+            acks,
+            follow_leader,
+        };
+        Ok((accepted, down_frames(acked, job_receiver, ack_receiver)))
+    }
+
+    /// Serves the operator's frames until the connection closes, this node
+    /// stops leading (if the connection follows the leader), or a batch
+    /// cannot be committed (the operator reconnects and resends).
+    pub async fn serve(&self, mut accepted: Accepted, mut up: mpsc::Receiver<Up>) -> ConnectionEnd {
+        let end = loop {
+            let first = tokio::select! {
+                frame = up.recv() => frame,
+                () = leadership_lost(&self.node), if accepted.follow_leader => {
+                    break ConnectionEnd::NotLeader;
+                }
+            };
+            let Some(first) = first else {
+                break ConnectionEnd::Closed;
+            };
+            let mut frames = vec![first];
+            while frames.len() < REPORTS_PER_COMMAND_MAX {
+                match up.try_recv() {
+                    Ok(frame) => frames.push(frame),
+                    Err(_) => break,
+                }
+            }
+            if let Err(end) = self.apply_frames(&mut accepted, frames).await {
+                break end;
+            }
+        };
         let mut connections = self.lock();
         if connections
-            .get(&backend)
-            .is_some_and(|c| c.generation == generation)
+            .get(&accepted.backend)
+            .is_some_and(|c| c.generation == accepted.generation)
         {
-            connections.remove(&backend);
+            connections.remove(&accepted.backend);
         }
-        tracing::info!(%backend, "operator disconnected");
+        tracing::info!(backend = %accepted.backend, %end, "operator disconnected");
+        end
+    }
+
+    /// Turns one batch of frames into a command, commits it, and acknowledges.
+    async fn apply_frames(
+        &self,
+        accepted: &mut Accepted,
+        frames: Vec<Up>,
+    ) -> Result<(), ConnectionEnd> {
+        let now = now_ms();
+        let backend = accepted.backend.clone();
+        let mut last_seq = accepted.acked;
+        let mut commands = Vec::new();
+        let mut done_jobs = Vec::new();
+        let mut hello = false;
+        for Up::Report { seq, message } in frames {
+            if seq <= accepted.acked {
+                continue; // a resend of something already committed
+            }
+            if seq <= last_seq {
+                return Err(ConnectionEnd::Protocol(format!(
+                    "message {seq} after {last_seq}: sequence numbers must grow"
+                )));
+            }
+            last_seq = seq;
+            let command = match message {
+                FromOperator::Hello {
+                    backend: named,
+                    version,
+                    running,
+                } => {
+                    if named != backend {
+                        return Err(ConnectionEnd::Protocol(format!(
+                            "hello names backend '{named}' on a connection of backend '{backend}'"
+                        )));
+                    }
+                    tracing::info!(%backend, %version, running = running.len(), "operator hello");
+                    hello = true;
+                    Command::OperatorHello {
+                        now,
+                        backend: backend.clone(),
+                        running,
+                    }
+                }
+                FromOperator::JobDone { job_id } => {
+                    done_jobs.push(job_id);
+                    Command::CompleteJob { job_id }
+                }
+                FromOperator::TaskStatus {
+                    key,
+                    status,
+                    exit_code,
+                    message,
+                    time,
+                } => Command::ReportTask {
+                    now,
+                    report: TaskReport {
+                        key,
+                        status,
+                        exit_code,
+                        message,
+                        node_name: Some(backend.clone()),
+                        time,
+                    },
+                },
+                FromOperator::Logs { key, lines } => {
+                    // Stored before the batch commits: its acknowledgement
+                    // covers these lines too.
+                    self.logs
+                        .append(&key, &lines)
+                        .await
+                        .map_err(ConnectionEnd::Logs)?;
+                    continue;
+                }
+            };
+            commands.push((seq, command));
+        }
+        if last_seq == accepted.acked {
+            return Ok(());
+        }
+        let batch = Command::OperatorReports {
+            now,
+            backend: backend.clone(),
+            instance: accepted.instance,
+            last_seq,
+            commands,
+        };
+        match self.node.propose(batch).await {
+            // Applied, or refused as already applied (a resend that raced
+            // another connection): either way it is committed.
+            Ok(_) => {}
+            Err(error) => return Err(ConnectionEnd::Propose(error)),
+        }
+        accepted.acked = last_seq;
+        accepted.acks.send_replace(last_seq);
+        let became_ready = {
+            let mut connections = self.lock();
+            match connections.get_mut(&backend) {
+                Some(connection) if connection.generation == accepted.generation => {
+                    for job_id in &done_jobs {
+                        connection.sent_jobs.remove(job_id);
+                    }
+                    let was_ready = connection.ready;
+                    connection.ready |= hello;
+                    !was_ready && connection.ready
+                }
+                _ => false,
+            }
+        };
+        if became_ready || hello {
+            // Re-queued groups (and everything queued meanwhile) can go out.
+            self.connected.notify_waiters();
+        }
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Connection>> {
@@ -87,83 +283,108 @@ impl AgentHub {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    async fn handle(&self, backend: &str, report: FromOperator) {
-        let command = match report {
-            FromOperator::Hello {
-                backend: named,
-                version,
-                running,
-            } => {
-                if named != backend {
-                    tracing::warn!(connected = %backend, %named, "operator hello names another backend; ignored");
-                    return;
-                }
-                tracing::info!(%backend, %version, running = running.len(), "operator hello");
-                Command::OperatorHello {
-                    now: now_ms(),
-                    backend: backend.to_string(),
-                    running,
-                }
-            }
-            FromOperator::JobDone { job_id } => Command::CompleteJob { job_id },
-            FromOperator::TaskStatus {
-                key,
-                status,
-                exit_code,
-                message,
-                time,
-            } => Command::ReportTask {
-                now: now_ms(),
-                report: TaskReport {
-                    key,
-                    status,
-                    exit_code,
-                    message,
-                    node_name: Some(backend.to_string()),
-                    time,
-                },
-            },
-            FromOperator::Logs { key, lines } => {
-                if let Err(error) = self.logs.append(&key, &lines).await {
-                    tracing::error!(%error, workflow = %key.workflow_id, "could not store log lines");
-                }
-                return;
-            }
-        };
-        // The node waits out an election; the hello's re-dispatch is
-        // committed before later reports are handled (one at a time).
-        match self.node.propose(command.clone()).await {
-            Ok(_) => match command {
-                Command::CompleteJob { job_id } => {
-                    if let Some(connection) = self.lock().get_mut(backend) {
-                        connection.sent_jobs.remove(&job_id);
-                    }
-                }
-                // Re-queued groups can go out now.
-                Command::OperatorHello { .. } => self.connected.notify_waiters(),
-                _ => {}
-            },
-            Err(error) => tracing::warn!(%error, "could not record operator report"),
-        }
-    }
-
     /// Sends a job to the backend's operator unless it was already sent on
-    /// the current connection. Returns false if no operator is connected.
+    /// the current connection. Returns false if no operator is ready.
     pub async fn send_job(&self, backend: &str, job_id: u64, message: ToOperator) -> bool {
         let sender = {
             let mut connections = self.lock();
-            let Some(connection) = connections.get_mut(backend) else {
+            let Some(connection) = connections.get_mut(backend).filter(|c| c.ready) else {
                 return false;
             };
             if !connection.sent_jobs.insert(job_id) {
                 return true;
             }
-            connection.sender.clone()
+            connection.jobs.clone()
         };
         sender.send(message).await.is_ok()
     }
 
+    /// An operator of `backend` is connected here and its hello is committed.
     pub fn is_connected(&self, backend: &str) -> bool {
-        self.lock().contains_key(backend)
+        self.lock().get(backend).is_some_and(|c| c.ready)
+    }
+}
+
+/// Resolves once this node is no longer the leader.
+async fn leadership_lost(node: &RaftNode) {
+    let mut metrics = node.metrics();
+    loop {
+        if node.leader_term(&metrics.borrow_and_update()).is_none() {
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `Resume { acked }`, then jobs and acknowledgements as they come; ends
+/// when the connection is replaced or dropped (its job sender goes away).
+fn down_frames(
+    acked: u64,
+    jobs: mpsc::Receiver<ToOperator>,
+    acks: watch::Receiver<u64>,
+) -> impl Stream<Item = Down> + Send + 'static {
+    struct State {
+        resumed: bool,
+        jobs: mpsc::Receiver<ToOperator>,
+        acks: watch::Receiver<u64>,
+        acks_open: bool,
+    }
+    let state = State {
+        resumed: false,
+        jobs,
+        acks,
+        acks_open: true,
+    };
+    futures::stream::unfold(state, move |mut state| async move {
+        if !state.resumed {
+            state.resumed = true;
+            state.acks.borrow_and_update();
+            return Some((Down::Resume { acked }, state));
+        }
+        loop {
+            tokio::select! {
+                job = state.jobs.recv() => return job.map(|job| (Down::Job(job), state)),
+                changed = state.acks.changed(), if state.acks_open => match changed {
+                    Ok(()) => {
+                        let seq = *state.acks.borrow_and_update();
+                        return Some((Down::Ack { seq }, state));
+                    }
+                    Err(_) => state.acks_open = false,
+                },
+            }
+        }
+    })
+}
+
+/// Frames queued between the in-process operator and the hub.
+const IN_PROCESS_QUEUE_MAX: usize = 1024;
+
+impl AgentHub {
+    /// A link for an operator in this process (`gantry dev`, `--local-backend`):
+    /// the same frames and the same batch loop as a remote stream, minus the
+    /// socket. It does not follow the leader: on a follower its reports are
+    /// forwarded to the leader like any proposal.
+    pub async fn link_in_process(
+        &self,
+        backend: &str,
+        instance: u64,
+    ) -> Result<crate::operator::session::Link, RaftError> {
+        use futures::StreamExt;
+        let (accepted, down_frames) = self.accept(backend, instance, false).await?;
+        let (up, up_receiver) = mpsc::channel(IN_PROCESS_QUEUE_MAX);
+        let (down_sender, down) = mpsc::channel(IN_PROCESS_QUEUE_MAX);
+        tokio::spawn(async move {
+            let mut down_frames = std::pin::pin!(down_frames);
+            while let Some(frame) = down_frames.next().await {
+                if down_sender.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let hub = self.clone();
+        tokio::spawn(async move { hub.serve(accepted, up_receiver).await });
+        Ok(crate::operator::session::Link { up, down })
     }
 }

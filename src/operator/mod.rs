@@ -1,5 +1,44 @@
-//! Backend operator: the protocol it speaks with the control plane and its
+//! Backend operator: the protocol it speaks with the control plane, the
+//! numbered stream that carries it (`wire`, `session`, `connect`), and its
 //! executors.
+//!
+//! Invariant: an executor only sees `ToOperator` jobs and emits
+//! `FromOperator` reports; numbering, acknowledgement, resending and
+//! following the leader live in `session` and `connect`, the same for every
+//! executor and for the in-process operator of `gantry dev`.
 
+pub mod connect;
 pub mod local;
 pub mod protocol;
+pub mod run;
+pub mod session;
+pub mod wire;
+
+use local::LocalOperator;
+use protocol::{FromOperator, ToOperator};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// The executors an operator can drive.
+#[derive(Clone)]
+pub enum Executor {
+    /// Sandboxed processes on this host.
+    Local(Arc<LocalOperator>),
+}
+
+impl Executor {
+    /// Serves one connection: `Hello` first, then acts on each job until
+    /// `jobs` closes.
+    pub async fn serve(&self, jobs: mpsc::Receiver<ToOperator>, reports: mpsc::Sender<FromOperator>) {
+        match self {
+            Executor::Local(local) => local.serve(jobs, reports).await,
+        }
+    }
+
+    /// Stops every task (boundedly waiting for their final reports).
+    pub async fn shutdown(&self) {
+        match self {
+            Executor::Local(local) => local.shutdown().await,
+        }
+    }
+}

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 pub use config::{
     api_client_config, api_server_config, peer_client_config, peer_server_config, TlsFiles,
 };
-pub use kind::CertKind;
+pub use kind::{cert_kind, CertKind};
 pub use pki::{ca_paths, create_ca, create_cert, leaf_paths};
 
 #[derive(Debug, clap::Subcommand)]

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 pub use client::{PeerClient, PeerTransport};
-pub use server::{peer_router, serve_peer, serve_tls, HttpVersions};
+pub use server::{peer_router, serve_peer, serve_tls, HttpVersions, TlsPeer};
 
 /// A change of the voting membership, carried out by the leader.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

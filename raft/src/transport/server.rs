@@ -143,6 +143,14 @@ pub async fn serve_peer(
     serve_tls(listener, tls, router, shutdown, HttpVersions::Http2).await
 }
 
+/// The client certificate of the TLS connection a request came on (a
+/// request extension on every route served by [`serve_tls`]).
+#[derive(Clone, Debug)]
+pub struct TlsPeer {
+    /// The end-entity certificate, if the client presented one.
+    pub certificate: Option<rustls::pki_types::CertificateDer<'static>>,
+}
+
 /// Which HTTP versions a TLS listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HttpVersions {
@@ -226,8 +234,18 @@ async fn serve_connection(
             return;
         }
     };
+    // Handlers that care who is calling (the operator endpoint) read the
+    // client certificate from the request; it was verified in the handshake.
+    let peer = TlsPeer {
+        certificate: tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| leaf.clone().into_owned()),
+    };
     let io = TokioIo::new(tls);
-    let service = TowerToHyperService::new(router);
+    let service = TowerToHyperService::new(router.layer(axum::Extension(peer)));
     // One builder for both: peers speak only HTTP/2; the API also HTTP/1.1.
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     if versions == HttpVersions::Http2 {

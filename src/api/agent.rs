@@ -1,0 +1,173 @@
+//! `POST /api/agent/connect`: the operator stream (mutual TLS, HTTP/2).
+//!
+//! The request body carries the operator's numbered messages and the
+//! response body the server's `Resume`, acknowledgements and jobs, both as
+//! `operator::wire` frames, for as long as the connection lives.
+//!
+//! Invariants: with TLS on, only a client certificate of kind `operator`
+//! (verified against the cluster CA in the handshake) may open a stream,
+//! and the token must carry a backend or admin role; only the leader takes
+//! streams — other members answer 421 naming the leader's API URL, so
+//! operators follow the leader whose dispatcher sends jobs.
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::AppState;
+use crate::operator::wire::{self, Up};
+use crate::tls::CertKind;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures::StreamExt;
+use gantry_raft::transport::TlsPeer;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::io::StreamReader;
+
+/// Operator frames buffered between the socket and the batch loop.
+const UP_QUEUE_MAX: usize = 8192;
+/// Roles that may connect an operator.
+const OPERATOR_ROLES: [&str; 4] = ["backend", "osmo-backend", "admin", "osmo-admin"];
+
+#[derive(Debug, Deserialize)]
+pub struct ConnectParams {
+    backend: Option<String>,
+    instance: Option<String>,
+}
+
+pub async fn connect(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    peer: Option<Extension<TlsPeer>>,
+    Query(params): Query<ConnectParams>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let backend = params
+        .backend
+        .ok_or_else(|| ApiError::bad_request("USAGE", "query parameter `backend` is required"))?;
+    validate_backend_name(&backend)?;
+    let instance: u64 = params
+        .instance
+        .as_deref()
+        .and_then(|text| text.parse().ok())
+        .filter(|instance| *instance != 0)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "USAGE",
+                "query parameter `instance` must be a non-zero unsigned 64-bit number",
+            )
+        })?;
+    if state.config.auth_required
+        && !caller
+            .roles
+            .iter()
+            .any(|role| OPERATOR_ROLES.contains(&role.as_str()))
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "CREDENTIAL",
+            format!(
+                "user '{}' may not connect an operator: the token needs the role `backend` (or `osmo-backend`)",
+                caller.user
+            ),
+        ));
+    }
+    if state.config.operator_certificate_required {
+        check_operator_certificate(peer.as_ref().map(|Extension(peer)| peer))?;
+    }
+    let node = state.hub.node();
+    if node.leader_term(&node.metrics().borrow()).is_none() {
+        return Ok(not_leader(&state));
+    }
+
+    let (accepted, down) = state.hub.accept(&backend, instance, true).await?;
+    let (up_sender, up_receiver) = mpsc::channel(UP_QUEUE_MAX);
+    let reader = StreamReader::new(
+        body.into_data_stream()
+            .map(|chunk| chunk.map_err(std::io::Error::other)),
+    );
+    tokio::spawn(async move {
+        let reason = wire::pump_frames::<Up>(reader, up_sender).await;
+        tracing::debug!("operator stream closed: {reason}");
+    });
+    let hub = state.hub.clone();
+    tokio::spawn(async move { hub.serve(accepted, up_receiver).await });
+    let frames = down.map(|frame| wire::encode_frame(&frame).map_err(std::io::Error::other));
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(frames),
+    )
+        .into_response())
+}
+
+fn check_operator_certificate(peer: Option<&TlsPeer>) -> Result<(), ApiError> {
+    let certificate = peer
+        .and_then(|peer| peer.certificate.as_ref())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "CREDENTIAL",
+                "operators must present a client certificate of kind operator \
+                 (`gantry tls cert create --kind operator`)",
+            )
+        })?;
+    match crate::tls::cert_kind(certificate) {
+        Ok((CertKind::Operator, _)) => Ok(()),
+        Ok((kind, name)) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "CREDENTIAL",
+            format!(
+                "certificate '{name}' is of kind {}; operators need a certificate of kind operator",
+                kind.as_str()
+            ),
+        )),
+        Err(error) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "CREDENTIAL",
+            format!("the client certificate is not a Gantry certificate: {error}"),
+        )),
+    }
+}
+
+fn validate_backend_name(backend: &str) -> Result<(), ApiError> {
+    let valid = !backend.is_empty()
+        && backend.len() <= 64
+        && backend
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "USAGE",
+            format!(
+                "query parameter `backend`: '{backend}' is not a backend name \
+                 (1-64 letters, digits, '-', '_' or '.')"
+            ),
+        ))
+    }
+}
+
+/// 421 with the leader's API URL (or 503 while there is none).
+fn not_leader(state: &AppState) -> Response {
+    match state.hub.node().leader() {
+        Some((id, leader)) => (
+            StatusCode::MISDIRECTED_REQUEST,
+            Json(json!({
+                "message": format!("operators connect to the leader (node {id}) at {}", leader.api),
+                "error_code": "SERVER",
+                "leader_url": leader.api,
+            })),
+        )
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVER",
+            "no leader yet: try again shortly",
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,231 @@
+//! Dialing the control plane: one HTTP/2 stream per link to
+//! `POST /api/agent/connect`, over mutual TLS with an operator certificate.
+//!
+//! Invariants: servers never dial operators; the connector moves to the
+//! next URL when one fails, jumps straight to the leader when a member
+//! answers 421 with its URL, and backs off (bounded, growing) between
+//! rounds of failures, so a down cluster is not hammered; a refused
+//! credential is logged as such, never retried in a tight loop.
+
+use super::session::Link;
+use super::wire::{self, Down, Up};
+use futures::StreamExt;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::io::StreamReader;
+
+/// Operator frames queued toward the server per link.
+const UP_QUEUE_MAX: usize = 1024;
+/// Server frames queued toward the session per link.
+const DOWN_QUEUE_MAX: usize = 1024;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Longest wait for a server to answer the stream request.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 pings find a dead server (or a cut network) within about
+/// interval + timeout.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Leader redirects followed in a row before backing off.
+const REDIRECTS_MAX: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("no server URL given (--servers)")]
+    NoServers,
+    #[error("server URL '{0}' must start with http:// or https://")]
+    BadUrl(String),
+    #[error("https server URLs need --tls-ca, --tls-cert and --tls-key")]
+    NeedTls,
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+pub struct ConnectorConfig {
+    pub urls: Vec<String>,
+    pub backend: String,
+    pub token: Option<String>,
+    /// Client TLS with the operator certificate, for https URLs.
+    pub tls: Option<rustls::ClientConfig>,
+}
+
+pub struct Connector {
+    client: reqwest::Client,
+    urls: Vec<String>,
+    backend: String,
+    token: Option<String>,
+    next: usize,
+    /// A leader URL learned from a 421, tried first.
+    leader: Option<String>,
+    backoff: Duration,
+}
+
+/// How one attempt went.
+enum Attempt {
+    /// A member that is not the leader named the leader.
+    Redirect(String),
+    /// The server refused the credentials: wrong token, role or certificate.
+    Refused(String),
+    Failed(String),
+}
+
+impl Connector {
+    pub fn new(config: ConnectorConfig) -> Result<Connector, ConnectError> {
+        let urls: Vec<String> = config
+            .urls
+            .iter()
+            .flat_map(|url| url.split(','))
+            .map(|url| url.trim().trim_end_matches('/').to_string())
+            .filter(|url| !url.is_empty())
+            .collect();
+        if urls.is_empty() {
+            return Err(ConnectError::NoServers);
+        }
+        if let Some(bad) = urls
+            .iter()
+            .find(|url| !url.starts_with("http://") && !url.starts_with("https://"))
+        {
+            return Err(ConnectError::BadUrl(bad.clone()));
+        }
+        let any_https = urls.iter().any(|url| url.starts_with("https://"));
+        let builder = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .http2_keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .http2_keep_alive_while_idle(true)
+            .tcp_nodelay(true);
+        let builder = match config.tls {
+            Some(mut tls) => {
+                // The stream is full duplex: HTTP/2 only.
+                tls.alpn_protocols = vec![b"h2".to_vec()];
+                builder.use_preconfigured_tls(tls)
+            }
+            None if any_https => return Err(ConnectError::NeedTls),
+            None => builder.http2_prior_knowledge(),
+        };
+        let client = builder
+            .build()
+            .map_err(|error| ConnectError::Client(error.to_string()))?;
+        Ok(Connector {
+            client,
+            urls,
+            backend: config.backend,
+            token: config.token,
+            next: 0,
+            leader: None,
+            backoff: BACKOFF_MIN,
+        })
+    }
+
+    /// Connects to some server, trying URLs in turn and following the
+    /// leader; retries until it succeeds.
+    pub async fn connect(&mut self, instance: u64) -> Link {
+        let mut redirects = 0;
+        loop {
+            let url = match self.leader.take() {
+                Some(leader) => leader,
+                None => {
+                    let url = self.urls[self.next % self.urls.len()].clone();
+                    self.next = self.next.wrapping_add(1);
+                    url
+                }
+            };
+            match self.attempt(&url, instance).await {
+                Ok(link) => {
+                    tracing::info!(%url, backend = %self.backend, "connected to the control plane");
+                    self.backoff = BACKOFF_MIN;
+                    // Reconnect here first next time: it was the leader.
+                    self.leader = Some(url);
+                    return link;
+                }
+                Err(Attempt::Redirect(leader)) if redirects < REDIRECTS_MAX => {
+                    tracing::info!(%url, %leader, "not the leader; following");
+                    redirects += 1;
+                    self.leader = Some(leader);
+                    continue;
+                }
+                Err(Attempt::Redirect(leader)) => {
+                    tracing::warn!(%url, %leader, "leader redirects keep changing; backing off");
+                }
+                Err(Attempt::Refused(reason)) => {
+                    tracing::error!(%url, "the control plane refused this operator: {reason}");
+                    self.backoff = BACKOFF_MAX;
+                }
+                Err(Attempt::Failed(reason)) => {
+                    tracing::warn!(%url, "cannot connect: {reason}");
+                }
+            }
+            redirects = 0;
+            // A full round over every URL failed: wait before the next.
+            if self.next % self.urls.len() == 0 || self.backoff == BACKOFF_MAX {
+                tokio::time::sleep(self.backoff).await;
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+
+    /// Forgets the remembered leader (after its link broke).
+    pub fn link_lost(&mut self) {
+        self.leader = None;
+    }
+
+    async fn attempt(&self, url: &str, instance: u64) -> Result<Link, Attempt> {
+        let (up, up_frames) = mpsc::channel::<Up>(UP_QUEUE_MAX);
+        let body = ReceiverStream::new(up_frames)
+            .map(|frame| wire::encode_frame(&frame).map_err(std::io::Error::other));
+        let mut request = self
+            .client
+            .post(format!("{url}/api/agent/connect"))
+            .query(&[
+                ("backend", self.backend.clone()),
+                ("instance", instance.to_string()),
+            ])
+            .body(reqwest::Body::wrap_stream(body));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = tokio::time::timeout(CONNECT_TIMEOUT, request.send())
+            .await
+            .map_err(|_| Attempt::Failed("no answer in time".to_string()))?
+            .map_err(|error| Attempt::Failed(error_chain(&error)))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            let message = body["message"]
+                .as_str()
+                .unwrap_or("no message")
+                .to_string();
+            return Err(match status.as_u16() {
+                421 => match body["leader_url"].as_str() {
+                    Some(leader) if leader != url => Attempt::Redirect(leader.to_string()),
+                    _ => Attempt::Failed(message),
+                },
+                401 | 403 => Attempt::Refused(format!("{status}: {message}")),
+                _ => Attempt::Failed(format!("{status}: {message}")),
+            });
+        }
+        let (down_sender, down) = mpsc::channel::<Down>(DOWN_QUEUE_MAX);
+        let reader = StreamReader::new(
+            response
+                .bytes_stream()
+                .map(|chunk| chunk.map_err(std::io::Error::other)),
+        );
+        tokio::spawn(async move {
+            let reason = wire::pump_frames(reader, down_sender).await;
+            tracing::info!("control plane stream closed: {reason}");
+        });
+        Ok(Link { up, down })
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

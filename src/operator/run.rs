@@ -1,0 +1,135 @@
+//! `gantry operator`: an executor behind the numbered stream, dialing the
+//! control plane; and the same loop for the in-process operator of
+//! `gantry dev` / `gantry server --local-backend`.
+//!
+//! Invariant: one `Session` per process lives across every link, so what
+//! was not acknowledged on one link is resent on the next.
+
+use super::connect::{Connector, ConnectorConfig};
+use super::local::{LocalConfig, LocalOperator};
+use super::session::{LinkEnd, Session};
+use super::Executor;
+use crate::control::agent::AgentHub;
+use anyhow::Context;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Pause before linking again after a link ended.
+const RELINK_PAUSE: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorKind {
+    /// Sandboxed processes on this host (bubblewrap)
+    Local,
+    /// Pods on the Kubernetes cluster this operator runs in
+    Kubernetes,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct OperatorArgs {
+    /// Control-plane API URLs (repeatable or comma-separated); the operator
+    /// moves to the next when one is down and follows the leader
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub servers: Vec<String>,
+    /// Backend this operator serves
+    #[arg(long)]
+    pub backend: String,
+    /// File holding a token with the `backend` role (default: $GANTRY_TOKEN)
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// The cluster's CA certificate
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// This operator's certificate (`gantry tls cert create --kind operator`)
+    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// This operator's private key
+    #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
+    pub tls_key: Option<PathBuf>,
+    /// What runs the tasks
+    #[arg(long, value_enum, default_value = "local")]
+    pub executor: ExecutorKind,
+    /// Kubernetes namespace for task pods
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Working directory of the local executor (task inputs and outputs)
+    #[arg(long, default_value = "gantry-operator")]
+    pub work_dir: PathBuf,
+}
+
+pub async fn run(args: OperatorArgs) -> anyhow::Result<i32> {
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("GANTRY_TOKEN").ok().filter(|t| !t.is_empty()),
+    };
+    let tls = match (&args.tls_ca, &args.tls_cert, &args.tls_key) {
+        (Some(ca), Some(cert), Some(key)) => Some(
+            crate::tls::api_client_config(Some(ca), Some((cert, key)))
+                .context("loading the operator's TLS files")?,
+        ),
+        _ => None,
+    };
+    let mut connector = Connector::new(ConnectorConfig {
+        urls: args.servers.clone(),
+        backend: args.backend.clone(),
+        token,
+        tls,
+    })?;
+    let executor = match args.executor {
+        ExecutorKind::Local => Executor::Local(Arc::new(LocalOperator::new(LocalConfig {
+            backend: args.backend.clone(),
+            work_dir: args.work_dir.clone(),
+            bwrap: None,
+        }))),
+        ExecutorKind::Kubernetes => {
+            anyhow::bail!("--executor kubernetes is not available in this build yet")
+        }
+    };
+    let mut session = Session::new(executor.clone());
+    tracing::info!(
+        backend = %args.backend,
+        instance = session.instance(),
+        "operator starting"
+    );
+    tokio::select! {
+        () = async {
+            loop {
+                let link = connector.connect(session.instance()).await;
+                let end = session.serve_link(link).await;
+                tracing::warn!(?end, unacknowledged = session.unacknowledged(), "link to the control plane lost; reconnecting");
+                connector.link_lost();
+                tokio::time::sleep(RELINK_PAUSE).await;
+            }
+        } => {}
+        () = crate::dev::wait_for_signal() => {}
+    }
+    executor.shutdown().await;
+    Ok(0)
+}
+
+/// Serves `executor` through this process's hub until the task is
+/// aborted (after the executor's shutdown, so final reports get through).
+pub async fn run_in_process(hub: AgentHub, backend: String, executor: Executor) {
+    let mut session = Session::new(executor);
+    let instance = session.instance();
+    loop {
+        match hub.link_in_process(&backend, instance).await {
+            Ok(link) => {
+                let end = session.serve_link(link).await;
+                if end != LinkEnd::Closed {
+                    tracing::warn!(?end, "in-process operator link ended");
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "in-process operator cannot link yet");
+            }
+        }
+        tokio::time::sleep(RELINK_PAUSE).await;
+    }
+}

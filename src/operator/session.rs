@@ -1,0 +1,153 @@
+//! The operator's side of the stream: numbers every executor message, keeps
+//! it until the server acknowledges it, and resends after a reconnect.
+//!
+//! Invariants:
+//! - A message leaves the backlog only when the server acknowledged its
+//!   sequence number (after the command it became is committed), so a lost
+//!   connection or a leader change loses nothing: the next link resends the
+//!   backlog, in order, before anything new.
+//! - Sequence numbers belong to this operator instance (`instance`, chosen
+//!   at random per process) and never repeat within it; the server drops
+//!   what it had already applied.
+//! - The executor is served once per link and greets each link with a
+//!   `Hello`, which therefore follows the resent backlog: the server has
+//!   applied every earlier report (finished tasks, done jobs) before the
+//!   hello re-queues what the executor does not run, and it hands out jobs
+//!   only after that hello is committed.
+//! - At most [`BACKLOG_MAX`] messages wait unacknowledged; beyond that the
+//!   executor waits (its channel fills), nothing is dropped.
+
+use super::protocol::{FromOperator, ToOperator};
+use super::wire::{Down, Up};
+use super::Executor;
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Unacknowledged messages kept at most before the executor is held back.
+pub const BACKLOG_MAX: usize = 65_536;
+/// Executor messages buffered before they get a sequence number.
+pub const EXECUTOR_QUEUE_MAX: usize = 4_096;
+/// Jobs buffered for the executor per link.
+const JOBS_QUEUE_MAX: usize = 1_024;
+/// How long a new link may take to send its `Resume`.
+const RESUME_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// One connection to a server, as two frame channels.
+pub struct Link {
+    pub up: mpsc::Sender<Up>,
+    pub down: mpsc::Receiver<Down>,
+}
+
+/// Why a link ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LinkEnd {
+    /// The server or the network closed it; connect again.
+    Closed,
+    /// The server's first frame was not `Resume` (or never came).
+    NoResume,
+}
+
+pub struct Session {
+    instance: u64,
+    executor: Executor,
+    from_executor: mpsc::Receiver<FromOperator>,
+    to_session: mpsc::Sender<FromOperator>,
+    backlog: VecDeque<(u64, FromOperator)>,
+    next_seq: u64,
+}
+
+impl Session {
+    pub fn new(executor: Executor) -> Session {
+        let (to_session, from_executor) = mpsc::channel(EXECUTOR_QUEUE_MAX);
+        Session {
+            instance: new_instance(),
+            executor,
+            from_executor,
+            to_session,
+            backlog: VecDeque::new(),
+            next_seq: 1,
+        }
+    }
+
+    pub fn instance(&self) -> u64 {
+        self.instance
+    }
+
+    /// Messages sent and not yet acknowledged.
+    pub fn unacknowledged(&self) -> usize {
+        self.backlog.len()
+    }
+
+    fn acknowledge(&mut self, acked: u64) {
+        while self.backlog.front().is_some_and(|(seq, _)| *seq <= acked) {
+            self.backlog.pop_front();
+        }
+    }
+
+    /// Serves one link until it closes.
+    pub async fn serve_link(&mut self, mut link: Link) -> LinkEnd {
+        match tokio::time::timeout(RESUME_WAIT_MAX, link.down.recv()).await {
+            Ok(Some(Down::Resume { acked })) => self.acknowledge(acked),
+            Ok(Some(other)) => {
+                tracing::warn!(?other, "server did not start the stream with Resume");
+                return LinkEnd::NoResume;
+            }
+            Ok(None) | Err(_) => return LinkEnd::NoResume,
+        }
+        for (seq, message) in &self.backlog {
+            let frame = Up::Report {
+                seq: *seq,
+                message: message.clone(),
+            };
+            if link.up.send(frame).await.is_err() {
+                return LinkEnd::Closed;
+            }
+        }
+        if !self.backlog.is_empty() {
+            tracing::info!(resent = self.backlog.len(), "resent unacknowledged messages");
+        }
+        let (jobs, jobs_for_executor) = mpsc::channel::<ToOperator>(JOBS_QUEUE_MAX);
+        let executor = self.executor.clone();
+        let to_session = self.to_session.clone();
+        // Ends when `jobs` is dropped below; tasks it started keep reporting
+        // through `to_session`, which outlives every link.
+        tokio::spawn(async move { executor.serve(jobs_for_executor, to_session).await });
+        let mut pending_jobs: VecDeque<ToOperator> = VecDeque::new();
+        loop {
+            tokio::select! {
+                frame = link.down.recv() => match frame {
+                    Some(Down::Ack { seq }) | Some(Down::Resume { acked: seq }) => self.acknowledge(seq),
+                    Some(Down::Job(job)) => pending_jobs.push_back(job),
+                    None => return LinkEnd::Closed,
+                },
+                // Never block the loop on a busy executor: jobs wait here.
+                permit = jobs.reserve(), if !pending_jobs.is_empty() => match (permit, pending_jobs.pop_front()) {
+                    (Ok(permit), Some(job)) => permit.send(job),
+                    _ => return LinkEnd::Closed,
+                },
+                message = self.from_executor.recv(), if self.backlog.len() < BACKLOG_MAX => {
+                    let Some(message) = message else { return LinkEnd::Closed };
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    self.backlog.push_back((seq, message.clone()));
+                    if link.up.send(Up::Report { seq, message }).await.is_err() {
+                        return LinkEnd::Closed;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A random, non-zero instance number.
+fn new_instance() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Falls back to the clock: still distinct between restarts.
+        return u64::try_from(chrono::Utc::now().timestamp_millis())
+            .unwrap_or(1)
+            .max(1);
+    }
+    u64::from_le_bytes(bytes).max(1)
+}

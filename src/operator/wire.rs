@@ -1,0 +1,136 @@
+//! Frames of the operator stream: one long-lived HTTP/2 request whose body
+//! carries [`Up`] frames and whose response carries [`Down`] frames, each a
+//! length-prefixed bincode value.
+//!
+//! Invariants: a frame is at most [`FRAME_BYTES_MAX`] bytes (both ends
+//! refuse larger ones); sequence numbers of `Up::Report` start at 1 and
+//! grow by one per message of an operator instance, across connections;
+//! the first `Down` frame of every connection is `Resume`.
+
+use super::protocol::{FromOperator, ToOperator};
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio_util::codec::LengthDelimitedCodec;
+
+/// Largest frame in either direction (a log batch is the largest message).
+pub const FRAME_BYTES_MAX: usize = 16 << 20;
+
+/// Operator → server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Up {
+    /// A message of the executor, numbered.
+    Report { seq: u64, message: FromOperator },
+}
+
+/// Server → operator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Down {
+    /// First frame: everything up to `acked` is already applied, so the
+    /// operator drops it instead of resending.
+    Resume { acked: u64 },
+    /// Everything up to `seq` is committed (and log lines stored).
+    Ack { seq: u64 },
+    /// A job for the executor.
+    Job(ToOperator),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("cannot encode an operator frame: {0}")]
+    Encode(String),
+    #[error("malformed operator frame: {0}")]
+    Decode(String),
+    #[error("operator frame of {0} bytes is larger than the limit of {FRAME_BYTES_MAX}")]
+    TooLarge(usize),
+}
+
+/// The length-delimited codec both ends frame with.
+pub fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(FRAME_BYTES_MAX)
+        .new_codec()
+}
+
+/// One frame with its 4-byte big-endian length prefix.
+pub fn encode_frame<T: Serialize>(value: &T) -> Result<Bytes, WireError> {
+    let body = bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|error| WireError::Encode(error.to_string()))?;
+    if body.len() > FRAME_BYTES_MAX {
+        return Err(WireError::TooLarge(body.len()));
+    }
+    let mut frame = BytesMut::with_capacity(4 + body.len());
+    // Bounded by FRAME_BYTES_MAX above, so it fits in u32.
+    frame.put_u32(body.len() as u32);
+    frame.put_slice(&body);
+    Ok(frame.freeze())
+}
+
+/// Decodes the body of one frame (without its length prefix).
+pub fn decode_frame<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
+    bincode::serde::decode_from_slice(body, bincode::config::standard())
+        .map(|(value, _)| value)
+        .map_err(|error| WireError::Decode(error.to_string()))
+}
+
+/// Decodes frames from `reader` into `frames` until the reader ends, a
+/// frame is malformed, or the receiver goes away; returns why it stopped.
+pub async fn pump_frames<T: DeserializeOwned>(
+    reader: impl tokio::io::AsyncRead + Unpin,
+    frames: tokio::sync::mpsc::Sender<T>,
+) -> String {
+    use futures::StreamExt;
+    let mut reader = tokio_util::codec::FramedRead::new(reader, codec());
+    while let Some(frame) = reader.next().await {
+        let decoded = frame
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| decode_frame::<T>(&bytes).map_err(|error| error.to_string()));
+        match decoded {
+            Ok(frame) => {
+                if frames.send(frame).await.is_err() {
+                    return "the receiver closed".to_string();
+                }
+            }
+            Err(error) => return error,
+        }
+    }
+    "the stream ended".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use tokio_util::codec::FramedRead;
+
+    #[tokio::test]
+    async fn frames_round_trip_through_the_codec() {
+        let frames = [
+            encode_frame(&Down::Resume { acked: 7 }).unwrap(),
+            encode_frame(&Down::Ack { seq: 9 }).unwrap(),
+        ];
+        let joined: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
+        let mut reader = FramedRead::new(joined.as_slice(), codec());
+        let first: Down = decode_frame(&reader.next().await.unwrap().unwrap()).unwrap();
+        let second: Down = decode_frame(&reader.next().await.unwrap().unwrap()).unwrap();
+        assert!(matches!(first, Down::Resume { acked: 7 }));
+        assert!(matches!(second, Down::Ack { seq: 9 }));
+        assert!(reader.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_oversized_length_prefix_is_an_error_not_an_allocation() {
+        let mut bytes = ((FRAME_BYTES_MAX + 1) as u32).to_be_bytes().to_vec();
+        bytes.extend([0u8; 16]);
+        let mut reader = FramedRead::new(bytes.as_slice(), codec());
+        assert!(reader.next().await.unwrap().is_err());
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error() {
+        assert!(matches!(
+            decode_frame::<Down>(&[0xff, 0xff, 0xff]),
+            Err(WireError::Decode(_))
+        ));
+    }
+}
