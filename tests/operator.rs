@@ -1,0 +1,332 @@
+//! `gantry operator` as its own process: it dials the server over mutual
+//! TLS and HTTP/2, runs tasks with the local executor, and loses nothing
+//! when its connection is cut or the server is killed.
+
+mod common;
+
+use common::{gantry_ok, wait_for, DevServer, Https, Pki, BINARY};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A numbered sequence, slow enough to cut connections while it runs.
+const COUNTER: &str = "workflow:
+  name: counter
+  tasks:
+  - name: count
+    image: ubuntu
+    command: [sh, -c, 'for i in $(seq 1 40); do echo line-$i; sleep 0.1; done']
+";
+
+/// A `gantry operator` process.
+struct Operator {
+    child: Child,
+    log_path: PathBuf,
+}
+
+impl Operator {
+    fn start(dir: &Path, pki: &Pki, cert: &str, servers: &str, token: &str) -> Operator {
+        let token_file = dir.join(format!("{cert}-token"));
+        std::fs::write(&token_file, token).unwrap();
+        let log_path = dir.join(format!("{cert}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(BINARY)
+            .args(["operator", "--servers", servers, "--backend", "local"])
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--tls-ca")
+            .arg(pki.dir.join("ca.pem"))
+            .arg("--tls-cert")
+            .arg(pki.dir.join(format!("{cert}.pem")))
+            .arg("--tls-key")
+            .arg(pki.dir.join(format!("{cert}-key.pem")))
+            .arg("--work-dir")
+            .arg(dir.join(format!("{cert}-work")))
+            .env("GANTRY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Operator { child, log_path }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cert(pki: &Pki, name: &str, kind: &str) {
+    let dir = pki.dir.to_str().unwrap();
+    gantry_ok(&[
+        "tls", "cert", "create", "--ca", dir, "--name", name, "--kind", kind, "--out", dir,
+    ]);
+}
+
+/// A TLS server without `--local-backend`: only a remote operator runs tasks.
+fn start_server(dir: &Path, pki: &Pki, listen: &str) -> (DevServer, Https) {
+    let mut args: Vec<String> = [
+        "server",
+        "--bootstrap",
+        "--listen",
+        listen,
+        "--peer-listen",
+        "127.0.0.1:0",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(pki.server_flags("node"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let data = dir.join("node");
+    let server = DevServer::start_with(&data, &args);
+    let token = std::fs::read_to_string(data.join("bootstrap-admin-token")).unwrap();
+    let https = Https {
+        http: pki.client(Duration::from_secs(10)),
+        url: server.url.clone(),
+        token: token.trim().to_string(),
+    };
+    (server, https)
+}
+
+fn wait_status(api: &Https, id: &str, wanted: &str, limit: Duration) -> Value {
+    wait_for(limit, &format!("{id} to be {wanted}"), || {
+        let (status, body) = api.try_get(&format!("/api/workflow/{id}")).map_err(|e| e.to_string())?;
+        if status == 200 && body["status"] == wanted {
+            Ok(body)
+        } else {
+            Err(format!("{status}: {}", body["status"]))
+        }
+    })
+}
+
+fn task_status(api: &Https, id: &str) -> String {
+    match api.try_get(&format!("/api/workflow/{id}")) {
+        Ok((200, body)) => common::task_of(&body, "count")
+            .and_then(|task| task["status"].as_str().map(str::to_string))
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+fn logs(api: &Https, id: &str) -> String {
+    api.http
+        .get(format!("{}/api/workflow/{id}/logs", api.url))
+        .bearer_auth(&api.token)
+        .send()
+        .and_then(|response| response.text())
+        .unwrap_or_default()
+}
+
+/// Every `line-N` for N in 1..=40 appears exactly once, in order.
+fn assert_counted_once(logs: &str) {
+    let numbers: Vec<u32> = logs
+        .lines()
+        .filter_map(|line| line.split("line-").nth(1))
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    assert_eq!(numbers, (1..=40).collect::<Vec<_>>(), "logs:\n{logs}");
+}
+
+#[test]
+fn a_remote_operator_runs_workflows_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(dir.path(), &[("node", &["127.0.0.1"])]);
+    cert(&pki, "edge", "operator");
+    let (server, api) = start_server(dir.path(), &pki, "127.0.0.1:0");
+    let operator = Operator::start(dir.path(), &pki, "edge", &server.url, &api.token);
+
+    let id = api.submit_ok(COUNTER);
+    let workflow = wait_status(&api, &id, "COMPLETED", Duration::from_secs(60));
+    let task = common::task_of(&workflow, "count").unwrap();
+    assert_eq!(task["exit_code"], 0, "{workflow}");
+    assert_counted_once(&logs(&api, &id));
+    assert!(operator.log().contains("connected to the control plane"));
+}
+
+#[test]
+fn the_operator_stream_refuses_wrong_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(dir.path(), &[("node", &["127.0.0.1"])]);
+    cert(&pki, "cli", "client");
+    cert(&pki, "edge", "operator");
+    let (server, api) = start_server(dir.path(), &pki, "127.0.0.1:0");
+    let ca = std::fs::read(pki.dir.join("ca.pem")).unwrap();
+    let client_with = |name: Option<&str>| {
+        let mut builder = reqwest::blocking::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .tls_built_in_root_certs(false)
+            .timeout(Duration::from_secs(10));
+        if let Some(name) = name {
+            let mut pem = std::fs::read(pki.dir.join(format!("{name}.pem"))).unwrap();
+            pem.extend(std::fs::read(pki.dir.join(format!("{name}-key.pem"))).unwrap());
+            builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+        }
+        builder.build().unwrap()
+    };
+    let connect = |client: &reqwest::blocking::Client, token: Option<&str>, query: &str| {
+        let mut request = client
+            .post(format!("{}/api/agent/connect?{query}", server.url))
+            .body(Vec::new());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().unwrap_or(Value::Null))
+    };
+    let good_query = "backend=local&instance=5";
+
+    // No client certificate at all.
+    let (status, body) = connect(&client_with(None), Some(&api.token), good_query);
+    assert_eq!(status, 401, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("kind operator"), "{body}");
+    // A certificate of the wrong kind.
+    let (status, body) = connect(&client_with(Some("cli")), Some(&api.token), good_query);
+    assert_eq!(status, 403, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("kind client"), "{body}");
+    // The right certificate without a token, or with a bad one.
+    let operator = client_with(Some("edge"));
+    let (status, _) = connect(&operator, None, good_query);
+    assert_eq!(status, 401);
+    let (status, _) = connect(&operator, Some("not-a-token"), good_query);
+    assert_eq!(status, 401);
+    // Bad parameters name the field.
+    let (status, body) = connect(&operator, Some(&api.token), "backend=local&instance=0");
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("instance"), "{body}");
+    let (status, body) = connect(&operator, Some(&api.token), "backend=no%20spaces&instance=1");
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("backend"), "{body}");
+}
+
+/// A TCP relay the test can cut: every open connection is shut down at once.
+struct Relay {
+    address: String,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn start(target: String) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let tracked = open.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let mut sockets = tracked.lock().unwrap();
+                sockets.push(client.try_clone().unwrap());
+                sockets.push(server.try_clone().unwrap());
+                drop(sockets);
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        Relay { address, open }
+    }
+
+    fn cut(&self) {
+        for socket in self.open.lock().unwrap().drain(..) {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.write_all(&buffer[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+    });
+}
+
+#[test]
+fn cutting_the_operator_connection_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(dir.path(), &[("node", &["127.0.0.1"])]);
+    cert(&pki, "edge", "operator");
+    let (server, api) = start_server(dir.path(), &pki, "127.0.0.1:0");
+    let relay = Relay::start(server.url.trim_start_matches("https://").to_string());
+    let operator = Operator::start(
+        dir.path(),
+        &pki,
+        "edge",
+        &format!("https://{}", relay.address),
+        &api.token,
+    );
+
+    let id = api.submit_ok(COUNTER);
+    wait_for(Duration::from_secs(60), "the task to run", || {
+        match task_status(&api, &id).as_str() {
+            "RUNNING" => Ok(()),
+            other => Err(other.to_string()),
+        }
+    });
+    for _ in 0..3 {
+        relay.cut();
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let workflow = wait_status(&api, &id, "COMPLETED", Duration::from_secs(60));
+    assert_eq!(common::task_of(&workflow, "count").unwrap()["exit_code"], 0);
+    assert_counted_once(&logs(&api, &id));
+    let log = operator.log();
+    assert!(
+        log.contains("link to the control plane lost"),
+        "the relay never cut the stream; operator log:\n{log}"
+    );
+}
+
+#[test]
+fn the_operator_outlives_a_killed_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(dir.path(), &[("node", &["127.0.0.1"])]);
+    cert(&pki, "edge", "operator");
+    // A fixed port, so the restarted server is where the operator looks.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let (server, api) = start_server(dir.path(), &pki, &listen);
+    let operator = Operator::start(dir.path(), &pki, "edge", &server.url, &api.token);
+
+    let id = api.submit_ok(COUNTER);
+    wait_for(Duration::from_secs(60), "the task to run", || {
+        match task_status(&api, &id).as_str() {
+            "RUNNING" => Ok(()),
+            other => Err(other.to_string()),
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    server.kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (restarted, _) = start_server(dir.path(), &pki, &listen);
+    let workflow = wait_status(&api, &id, "COMPLETED", Duration::from_secs(60));
+    assert_eq!(common::task_of(&workflow, "count").unwrap()["exit_code"], 0);
+    assert_counted_once(&logs(&api, &id));
+    assert!(operator.log().contains("link to the control plane lost"));
+    drop(restarted);
+}
