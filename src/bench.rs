@@ -48,6 +48,8 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         value_bytes: usize,
     },
+    /// Operator status ingest through the real stream (TLS, acks after commit)
+    Operator(crate::bench_operator::OperatorBench),
     /// Time from --since-ms (e.g. when the leader was killed) to the first
     /// submit acknowledged through any of the URLs
     Failover {
@@ -122,6 +124,7 @@ type Write = Arc<dyn Fn(usize, usize) -> BoxFuture<'static, Result<(), String>> 
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
+        BenchCommand::Operator(bench) => crate::bench_operator::run(bench).await,
         BenchCommand::Submit {
             target,
             load,

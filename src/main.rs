@@ -7,6 +7,7 @@
 
 mod api;
 mod bench;
+mod bench_operator;
 mod cli;
 mod control;
 mod dev;

@@ -1,0 +1,194 @@
+//! `gantry bench operator`: status ingest through the real operator stream.
+//!
+//! Submits `--workflows` workflows of one group with `--tasks` tasks each
+//! to a pool of the backend, then connects as that backend's operator (TLS,
+//! HTTP/2, the same frames as `gantry operator`) and answers every
+//! CreateGroup job at once: JobDone, then SCHEDULING, INITIALIZING, RUNNING
+//! and COMPLETED for each task. It prints the messages acknowledged per
+//! second (acknowledged = committed through Raft and applied), measured
+//! from the first job to the last acknowledgement, and checks that every
+//! workflow ended COMPLETED. It asserts nothing about speed.
+
+use crate::cli::Client;
+use crate::operator::connect::{Connector, ConnectorConfig};
+use crate::operator::protocol::{FromOperator, ToOperator};
+use crate::operator::wire::{Down, Up};
+use anyhow::Context;
+use gantry_storage::TaskStatus;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug)]
+pub struct OperatorBench {
+    /// Server URLs (repeatable or comma-separated); the stream follows the leader
+    #[arg(long = "url", value_delimiter = ',', required = true)]
+    urls: Vec<String>,
+    /// CA certificate of the cluster
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Operator certificate and key (`gantry tls cert create --kind operator`)
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Token with the backend (or admin) role; also used to submit
+    #[arg(env = "GANTRY_TOKEN", hide_env_values = true, long)]
+    token: Option<String>,
+    /// Backend to act as, and the pool to submit to
+    #[arg(long, default_value = "local")]
+    backend: String,
+    #[arg(long, default_value = "default")]
+    pool: String,
+    /// Workflows to submit (one group each)
+    #[arg(long, default_value_t = 400)]
+    workflows: usize,
+    /// Tasks per group (each gets four status messages)
+    #[arg(long, default_value_t = 25)]
+    tasks: usize,
+}
+
+/// Workflow submits outstanding at once while preparing.
+const SUBMITS_IN_FLIGHT: usize = 32;
+/// Longest the run may take before it gives up.
+const RUN_LIMIT: Duration = Duration::from_secs(600);
+
+pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
+    // The token reaches the client through GANTRY_TOKEN, as for every verb.
+    let client = Client::from_args(&crate::cli::ClientArgs {
+        url: args.urls.clone(),
+        ca: args.ca.clone(),
+        format: crate::cli::OutputFormat::Text,
+    })
+    .context("building the API client")?;
+    let spec = spec(args.tasks);
+    eprintln!(
+        "bench operator: submitting {} workflows of {} tasks",
+        args.workflows, args.tasks
+    );
+    let mut ids = Vec::with_capacity(args.workflows);
+    for chunk in (0..args.workflows).collect::<Vec<_>>().chunks(SUBMITS_IN_FLIGHT) {
+        let submits = chunk.iter().map(|_| {
+            client.submit(&args.pool, &spec, &[], &[], &[], false, false)
+        });
+        for response in futures::future::join_all(submits).await {
+            let response = response.context("submitting a benchmark workflow")?;
+            ids.push(response["name"].as_str().unwrap_or_default().to_string());
+        }
+    }
+
+    let tls = match (&args.ca, &args.cert, &args.key) {
+        (Some(ca), Some(cert), Some(key)) => {
+            Some(crate::tls::api_client_config(Some(ca), Some((cert, key)))?)
+        }
+        _ => None,
+    };
+    let mut connector = Connector::new(ConnectorConfig {
+        urls: args.urls.clone(),
+        backend: args.backend.clone(),
+        token: args.token.clone(),
+        tls,
+    })?;
+    let instance = u64::try_from(chrono::Utc::now().timestamp_micros()).unwrap_or(1);
+    let mut link = connector.connect(instance).await;
+    match link.down.recv().await {
+        Some(Down::Resume { .. }) => {}
+        other => anyhow::bail!("the server did not resume the stream: {other:?}"),
+    }
+    let mut seq = 1u64;
+    link.up
+        .send(Up::Report {
+            seq,
+            message: FromOperator::Hello {
+                backend: args.backend.clone(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                running: Vec::new(),
+            },
+        })
+        .await
+        .context("sending hello")?;
+
+    let expected_groups = args.workflows;
+    let mut groups_done = 0usize;
+    let mut started: Option<Instant> = None;
+    let mut messages = 0u64;
+    let deadline = Instant::now() + RUN_LIMIT;
+    let mut acked = 0u64;
+    while groups_done < expected_groups || acked < seq {
+        let frame = tokio::time::timeout_at(deadline.into(), link.down.recv())
+            .await
+            .context("the benchmark ran out of time")?
+            .context("the server closed the stream")?;
+        match frame {
+            Down::Ack { seq: up_to } | Down::Resume { acked: up_to } => acked = up_to,
+            Down::Job(ToOperator::CreateGroup { job_id, group }) => {
+                started.get_or_insert_with(Instant::now);
+                groups_done += 1;
+                let mut reports = vec![FromOperator::JobDone { job_id }];
+                for status in [
+                    TaskStatus::Scheduling,
+                    TaskStatus::Initializing,
+                    TaskStatus::Running,
+                    TaskStatus::Completed,
+                ] {
+                    for task in &group.tasks {
+                        reports.push(FromOperator::TaskStatus {
+                            key: task.key.clone(),
+                            status,
+                            exit_code: (status == TaskStatus::Completed).then_some(0),
+                            message: None,
+                            time: chrono::Utc::now().timestamp_millis(),
+                        });
+                    }
+                }
+                for message in reports {
+                    seq += 1;
+                    messages += 1;
+                    link.up
+                        .send(Up::Report { seq, message })
+                        .await
+                        .context("the server closed the stream")?;
+                }
+            }
+            Down::Job(ToOperator::CancelGroup { job_id, .. }) => {
+                seq += 1;
+                messages += 1;
+                link.up
+                    .send(Up::Report {
+                        seq,
+                        message: FromOperator::JobDone { job_id },
+                    })
+                    .await?;
+            }
+        }
+    }
+    let elapsed = started.map(|s| s.elapsed()).unwrap_or_default();
+    let per_second = messages as f64 / elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "operator ingest: {messages} messages acknowledged in {:.2} s = {per_second:.0} messages/s",
+        elapsed.as_secs_f64()
+    );
+    let mut unfinished = 0;
+    for id in &ids {
+        let workflow = client.query(id).await?;
+        if workflow["status"] != "COMPLETED" {
+            unfinished += 1;
+        }
+    }
+    println!(
+        "workflows COMPLETED: {}/{}",
+        ids.len() - unfinished,
+        ids.len()
+    );
+    Ok(())
+}
+
+fn spec(tasks: usize) -> String {
+    let mut spec = String::from("workflow:\n  name: ingest\n  groups:\n  - name: g\n    tasks:\n");
+    for index in 0..tasks {
+        spec.push_str(&format!(
+            "    - name: t{index}\n      image: ubuntu\n      command: [\"true\"]\n{}",
+            if index == 0 { "      lead: true\n" } else { "" }
+        ));
+    }
+    spec
+}
