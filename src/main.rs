@@ -198,7 +198,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             client.format = output.format;
             cli::run_version(&client).await.map(|()| 0)
         }
-        Top::Bench { command } => bench::run(command).await.map(|()| 0),
+        Top::Bench { command } => {
+            init_tracing();
+            bench::run(command).await.map(|()| 0)
+        }
         Top::Tls { command } => tls::run_tls(command).map(|()| 0),
     }
 }

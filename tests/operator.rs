@@ -152,6 +152,20 @@ fn a_remote_operator_runs_workflows_over_mutual_tls() {
     assert_eq!(task["exit_code"], 0, "{workflow}");
     assert_counted_once(&logs(&api, &id));
     assert!(operator.log().contains("connected to the control plane"));
+
+    // The stream outlives any request-size limit: 6 MB of log lines.
+    let chatty = "workflow:
+  name: chatty
+  tasks:
+  - name: talk
+    image: ubuntu
+    command: [sh, -c, 'seq 1 60000 | sed s/$/-0123456789012345678901234567890123456789012345678901234567890123456789012345678/']
+";
+    let id = api.submit_ok(chatty);
+    wait_status(&api, &id, "COMPLETED", Duration::from_secs(120));
+    let text = logs(&api, &id);
+    let lines = text.lines().filter(|line| line.contains("-0123456789")).count();
+    assert_eq!(lines, 60000);
 }
 
 #[test]
@@ -329,4 +343,107 @@ fn the_operator_outlives_a_killed_server() {
     assert_counted_once(&logs(&api, &id));
     assert!(operator.log().contains("link to the control plane lost"));
     drop(restarted);
+}
+
+/// The API URL of the leader `api`'s node knows.
+fn leader_of(api: &Https) -> String {
+    wait_for(Duration::from_secs(20), "a leader", || {
+        let members = api.members().ok_or("no members")?;
+        let leader = members["leader_id"].as_u64().ok_or("no leader yet")?;
+        members["members"]
+            .as_array()
+            .and_then(|list| list.iter().find(|m| m["id"].as_u64() == Some(leader)))
+            .and_then(|m| m["api_url"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| format!("leader {leader} not listed in {members}"))
+    })
+}
+
+/// Node `index` of a three-node cluster on 127.0.0.`index` (no local backend).
+fn start_member(dir: &Path, pki: &Pki, index: usize, extra: &[&str]) -> DevServer {
+    let ip = format!("127.0.0.{index}");
+    let mut args: Vec<String> = vec![
+        "server".into(),
+        "--listen".into(),
+        format!("{ip}:0"),
+        "--peer-listen".into(),
+        format!("{ip}:0"),
+    ];
+    args.extend(pki.server_flags(&format!("node{index}")));
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    DevServer::start_with(&dir.join(format!("node{index}")), &args)
+}
+
+#[test]
+fn the_operator_follows_the_leader_through_a_leader_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(
+        dir.path(),
+        &[
+            ("node1", &["127.0.0.1"]),
+            ("node2", &["127.0.0.2"]),
+            ("node3", &["127.0.0.3"]),
+        ],
+    );
+    cert(&pki, "edge", "operator");
+    let first = start_member(dir.path(), &pki, 1, &["--bootstrap"]);
+    let token = std::fs::read_to_string(dir.path().join("node1/bootstrap-admin-token")).unwrap();
+    let api_of = |server: &DevServer| Https {
+        http: pki.client(Duration::from_secs(10)),
+        url: server.url.clone(),
+        token: token.trim().to_string(),
+    };
+    let members = api_of(&first).members().expect("members");
+    let peer = members["members"][0]["peer_address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no peer address in {members}"))
+        .to_string();
+    let mut servers = vec![Some(first)];
+    for index in 2..=3 {
+        servers.push(Some(start_member(
+            dir.path(),
+            &pki,
+            index,
+            &["--join", &peer],
+        )));
+    }
+    let urls: Vec<String> = servers
+        .iter()
+        .map(|s| s.as_ref().unwrap().url.clone())
+        .collect();
+    // Start with a follower first in the list: the operator must find the leader.
+    let order = [urls[1].clone(), urls[2].clone(), urls[0].clone()].join(",");
+    let operator = Operator::start(dir.path(), &pki, "edge", &order, token.trim());
+
+    let any = api_of(servers[0].as_ref().unwrap());
+    let id = any.submit_ok(COUNTER);
+    wait_status(&any, &id, "COMPLETED", Duration::from_secs(60));
+
+    let leader_url = leader_of(&any);
+    let killed = urls
+        .iter()
+        .position(|url| *url == leader_url)
+        .unwrap_or_else(|| panic!("leader {leader_url} is none of {urls:?}"));
+    servers[killed].take().unwrap().kill9();
+    let survivor = api_of(servers.iter().flatten().next().unwrap());
+    let id = wait_for(Duration::from_secs(30), "a submit after the kill", || {
+        match survivor.try_submit(COUNTER) {
+            Ok((200, body)) => Ok(body["name"].as_str().unwrap_or_default().to_string()),
+            Ok((status, body)) => Err(format!("{status}: {body}")),
+            Err(error) => Err(error.to_string()),
+        }
+    });
+    let workflow = wait_status(&survivor, &id, "COMPLETED", Duration::from_secs(60));
+    assert_eq!(common::task_of(&workflow, "count").unwrap()["exit_code"], 0);
+    // Log lines live on the node the operator streams to (the new leader)
+    // until logs move to object storage.
+    let leader = Https {
+        url: leader_of(&survivor),
+        ..survivor.clone()
+    };
+    assert_counted_once(&logs(&leader, &id));
+    let log = operator.log();
+    assert!(log.contains("not the leader; following"), "operator log:\n{log}");
+    assert!(log.contains("link to the control plane lost"), "operator log:\n{log}");
 }

@@ -95,7 +95,7 @@ pub async fn connect(
     });
     let hub = state.hub.clone();
     tokio::spawn(async move { hub.serve(accepted, up_receiver).await });
-    let frames = down.map(|frame| wire::encode_frame(&frame).map_err(std::io::Error::other));
+    let frames = wire::body_chunks(down);
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],
         Body::from_stream(frames),

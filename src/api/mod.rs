@@ -64,7 +64,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/workflow/{id}/cancel", post(workflow::cancel))
         .route("/api/workflow/{id}/spec", get(workflow::spec))
         .route("/api/workflow/{id}/logs", get(logs::logs))
-        .route("/api/agent/connect", post(agent::connect))
+        // A stream for as long as the operator lives: each frame is bounded
+        // (`operator::wire::FRAME_BYTES_MAX`), the whole body is not.
+        .route(
+            "/api/agent/connect",
+            post(agent::connect).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/api/cluster/members", get(cluster::members))
         .route("/api/cluster/leave", post(cluster::leave))
         .route("/api/cluster/snapshot", get(cluster::snapshot))

@@ -174,7 +174,6 @@ impl AgentHub {
         let backend = accepted.backend.clone();
         let mut last_seq = accepted.acked;
         let mut commands = Vec::new();
-        let mut done_jobs = Vec::new();
         let mut hello = false;
         for Up::Report { seq, message } in frames {
             if seq <= accepted.acked {
@@ -205,10 +204,7 @@ impl AgentHub {
                         running,
                     }
                 }
-                FromOperator::JobDone { job_id } => {
-                    done_jobs.push(job_id);
-                    Command::CompleteJob { job_id }
-                }
+                FromOperator::JobDone { job_id } => Command::CompleteJob { job_id },
                 FromOperator::TaskStatus {
                     key,
                     status,
@@ -260,9 +256,6 @@ impl AgentHub {
             let mut connections = self.lock();
             match connections.get_mut(&backend) {
                 Some(connection) if connection.generation == accepted.generation => {
-                    for job_id in &done_jobs {
-                        connection.sent_jobs.remove(job_id);
-                    }
                     let was_ready = connection.ready;
                     connection.ready |= hello;
                     !was_ready && connection.ready
@@ -297,6 +290,34 @@ impl AgentHub {
             connection.jobs.clone()
         };
         sender.send(message).await.is_ok()
+    }
+
+    /// Whether job `job_id` should go to `backend` now: its operator is
+    /// ready here and has not been sent the job on this connection.
+    pub fn wants_job(&self, backend: &str, job_id: u64) -> bool {
+        self.lock()
+            .get(backend)
+            .is_some_and(|c| c.ready && !c.sent_jobs.contains(&job_id))
+    }
+
+    /// Forgets sent jobs that left the queue. `queued` is a prefix of the
+    /// queue in id order, read after those jobs were sent: a sent id at or
+    /// below its last id that it does not list was completed. (Forgetting
+    /// on completion instead would let a dispatcher holding an older view
+    /// send the job again.)
+    pub fn forget_completed_jobs(&self, queued: &[u64]) {
+        let Some(&last) = queued.last() else {
+            for connection in self.lock().values_mut() {
+                connection.sent_jobs.clear();
+            }
+            return;
+        };
+        let listed: HashSet<u64> = queued.iter().copied().collect();
+        for connection in self.lock().values_mut() {
+            connection
+                .sent_jobs
+                .retain(|id| *id > last || listed.contains(id));
+        }
     }
 
     /// An operator of `backend` is connected here and its hello is committed.

@@ -38,8 +38,12 @@ pub async fn run(node: RaftNode, hub: AgentHub, stop: CancellationToken) {
 
 async fn dispatch_round(node: &RaftNode, hub: &AgentHub) -> Result<(), gantry_raft::RaftError> {
     let view = node.read_local()?;
-    for job in view.jobs(JOBS_PER_ROUND_MAX)? {
-        if !hub.is_connected(&job.backend) {
+    let jobs = view.jobs(JOBS_PER_ROUND_MAX)?;
+    hub.forget_completed_jobs(&jobs.iter().map(|job| job.id).collect::<Vec<_>>());
+    for job in jobs {
+        // Checked before the launch is built: most rounds find every
+        // queued job already sent.
+        if !hub.wants_job(&job.backend, job.id) {
             continue;
         }
         match build_message(&view, &job) {

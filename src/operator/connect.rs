@@ -172,8 +172,7 @@ impl Connector {
 
     async fn attempt(&self, url: &str, instance: u64) -> Result<Link, Attempt> {
         let (up, up_frames) = mpsc::channel::<Up>(UP_QUEUE_MAX);
-        let body = ReceiverStream::new(up_frames)
-            .map(|frame| wire::encode_frame(&frame).map_err(std::io::Error::other));
+        let body = wire::body_chunks(ReceiverStream::new(up_frames));
         let mut request = self
             .client
             .post(format!("{url}/api/agent/connect"))
@@ -209,7 +208,7 @@ impl Connector {
         let reader = StreamReader::new(
             response
                 .bytes_stream()
-                .map(|chunk| chunk.map_err(std::io::Error::other)),
+                .map(|chunk| chunk.map_err(|error| std::io::Error::other(error_chain(&error)))),
         );
         tokio::spawn(async move {
             let reason = wire::pump_frames(reader, down_sender).await;
