@@ -66,10 +66,13 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
         args.workflows, args.tasks
     );
     let mut ids = Vec::with_capacity(args.workflows);
-    for chunk in (0..args.workflows).collect::<Vec<_>>().chunks(SUBMITS_IN_FLIGHT) {
-        let submits = chunk.iter().map(|_| {
-            client.submit(&args.pool, &spec, &[], &[], &[], false, false)
-        });
+    for chunk in (0..args.workflows)
+        .collect::<Vec<_>>()
+        .chunks(SUBMITS_IN_FLIGHT)
+    {
+        let submits = chunk
+            .iter()
+            .map(|_| client.submit(&args.pool, &spec, &[], &[], &[], false, false));
         for response in futures::future::join_all(submits).await {
             let response = response.context("submitting a benchmark workflow")?;
             ids.push(response["name"].as_str().unwrap_or_default().to_string());

@@ -101,7 +101,9 @@ fn start_server(dir: &Path, pki: &Pki, listen: &str) -> (DevServer, Https) {
 
 fn wait_status(api: &Https, id: &str, wanted: &str, limit: Duration) -> Value {
     wait_for(limit, &format!("{id} to be {wanted}"), || {
-        let (status, body) = api.try_get(&format!("/api/workflow/{id}")).map_err(|e| e.to_string())?;
+        let (status, body) = api
+            .try_get(&format!("/api/workflow/{id}"))
+            .map_err(|e| e.to_string())?;
         if status == 200 && body["status"] == wanted {
             Ok(body)
         } else {
@@ -164,7 +166,10 @@ fn a_remote_operator_runs_workflows_over_mutual_tls() {
     let id = api.submit_ok(chatty);
     wait_status(&api, &id, "COMPLETED", Duration::from_secs(120));
     let text = logs(&api, &id);
-    let lines = text.lines().filter(|line| line.contains("-0123456789")).count();
+    let lines = text
+        .lines()
+        .filter(|line| line.contains("-0123456789"))
+        .count();
     assert_eq!(lines, 60000);
 }
 
@@ -204,11 +209,17 @@ fn the_operator_stream_refuses_wrong_credentials() {
     // No client certificate at all.
     let (status, body) = connect(&client_with(None), Some(&api.token), good_query);
     assert_eq!(status, 401, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("kind operator"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("kind operator"),
+        "{body}"
+    );
     // A certificate of the wrong kind.
     let (status, body) = connect(&client_with(Some("cli")), Some(&api.token), good_query);
     assert_eq!(status, 403, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("kind client"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("kind client"),
+        "{body}"
+    );
     // The right certificate without a token, or with a bad one.
     let operator = client_with(Some("edge"));
     let (status, _) = connect(&operator, None, good_query);
@@ -218,10 +229,20 @@ fn the_operator_stream_refuses_wrong_credentials() {
     // Bad parameters name the field.
     let (status, body) = connect(&operator, Some(&api.token), "backend=local&instance=0");
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("instance"), "{body}");
-    let (status, body) = connect(&operator, Some(&api.token), "backend=no%20spaces&instance=1");
+    assert!(
+        body["message"].as_str().unwrap().contains("instance"),
+        "{body}"
+    );
+    let (status, body) = connect(
+        &operator,
+        Some(&api.token),
+        "backend=no%20spaces&instance=1",
+    );
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("backend"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("backend"),
+        "{body}"
+    );
 }
 
 /// A TCP relay the test can cut: every open connection is shut down at once.
@@ -292,12 +313,14 @@ fn cutting_the_operator_connection_loses_and_repeats_nothing() {
     );
 
     let id = api.submit_ok(COUNTER);
-    wait_for(Duration::from_secs(60), "the task to run", || {
-        match task_status(&api, &id).as_str() {
+    wait_for(
+        Duration::from_secs(60),
+        "the task to run",
+        || match task_status(&api, &id).as_str() {
             "RUNNING" => Ok(()),
             other => Err(other.to_string()),
-        }
-    });
+        },
+    );
     for _ in 0..3 {
         relay.cut();
         std::thread::sleep(Duration::from_millis(700));
@@ -328,12 +351,14 @@ fn the_operator_outlives_a_killed_server() {
     let operator = Operator::start(dir.path(), &pki, "edge", &server.url, &api.token);
 
     let id = api.submit_ok(COUNTER);
-    wait_for(Duration::from_secs(60), "the task to run", || {
-        match task_status(&api, &id).as_str() {
+    wait_for(
+        Duration::from_secs(60),
+        "the task to run",
+        || match task_status(&api, &id).as_str() {
             "RUNNING" => Ok(()),
             other => Err(other.to_string()),
-        }
-    });
+        },
+    );
     std::thread::sleep(Duration::from_millis(500));
     server.kill9();
     std::thread::sleep(Duration::from_millis(1500));
@@ -427,13 +452,15 @@ fn the_operator_follows_the_leader_through_a_leader_kill() {
         .unwrap_or_else(|| panic!("leader {leader_url} is none of {urls:?}"));
     servers[killed].take().unwrap().kill9();
     let survivor = api_of(servers.iter().flatten().next().unwrap());
-    let id = wait_for(Duration::from_secs(30), "a submit after the kill", || {
-        match survivor.try_submit(COUNTER) {
+    let id = wait_for(
+        Duration::from_secs(30),
+        "a submit after the kill",
+        || match survivor.try_submit(COUNTER) {
             Ok((200, body)) => Ok(body["name"].as_str().unwrap_or_default().to_string()),
             Ok((status, body)) => Err(format!("{status}: {body}")),
             Err(error) => Err(error.to_string()),
-        }
-    });
+        },
+    );
     let workflow = wait_status(&survivor, &id, "COMPLETED", Duration::from_secs(60));
     assert_eq!(common::task_of(&workflow, "count").unwrap()["exit_code"], 0);
     // Log lines live on the node the operator streams to (the new leader)
@@ -444,6 +471,12 @@ fn the_operator_follows_the_leader_through_a_leader_kill() {
     };
     assert_counted_once(&logs(&leader, &id));
     let log = operator.log();
-    assert!(log.contains("not the leader; following"), "operator log:\n{log}");
-    assert!(log.contains("link to the control plane lost"), "operator log:\n{log}");
+    assert!(
+        log.contains("not the leader; following"),
+        "operator log:\n{log}"
+    );
+    assert!(
+        log.contains("link to the control plane lost"),
+        "operator log:\n{log}"
+    );
 }

@@ -191,10 +191,7 @@ impl Connector {
         let status = response.status();
         if !status.is_success() {
             let body: serde_json::Value = response.json().await.unwrap_or_default();
-            let message = body["message"]
-                .as_str()
-                .unwrap_or("no message")
-                .to_string();
+            let message = body["message"].as_str().unwrap_or("no message").to_string();
             return Err(match status.as_u16() {
                 421 => match body["leader_url"].as_str() {
                     Some(leader) if leader != url => Attempt::Redirect(leader.to_string()),

@@ -29,7 +29,11 @@ pub enum Executor {
 impl Executor {
     /// Serves one connection: `Hello` first, then acts on each job until
     /// `jobs` closes.
-    pub async fn serve(&self, jobs: mpsc::Receiver<ToOperator>, reports: mpsc::Sender<FromOperator>) {
+    pub async fn serve(
+        &self,
+        jobs: mpsc::Receiver<ToOperator>,
+        reports: mpsc::Sender<FromOperator>,
+    ) {
         match self {
             Executor::Local(local) => local.serve(jobs, reports).await,
         }

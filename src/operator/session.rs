@@ -105,7 +105,10 @@ impl Session {
             }
         }
         if !self.backlog.is_empty() {
-            tracing::info!(resent = self.backlog.len(), "resent unacknowledged messages");
+            tracing::info!(
+                resent = self.backlog.len(),
+                "resent unacknowledged messages"
+            );
         }
         let (jobs, jobs_for_executor) = mpsc::channel::<ToOperator>(JOBS_QUEUE_MAX);
         let executor = self.executor.clone();

@@ -77,15 +77,13 @@ pub fn body_chunks<T: Serialize>(
     frames: impl futures::Stream<Item = T>,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
     use futures::StreamExt;
-    frames
-        .ready_chunks(FRAMES_PER_CHUNK_MAX)
-        .map(|batch| {
-            let mut chunk = BytesMut::new();
-            for frame in &batch {
-                chunk.extend_from_slice(&encode_frame(frame).map_err(std::io::Error::other)?);
-            }
-            Ok(chunk.freeze())
-        })
+    frames.ready_chunks(FRAMES_PER_CHUNK_MAX).map(|batch| {
+        let mut chunk = BytesMut::new();
+        for frame in &batch {
+            chunk.extend_from_slice(&encode_frame(frame).map_err(std::io::Error::other)?);
+        }
+        Ok(chunk.freeze())
+    })
 }
 
 /// Decodes the body of one frame (without its length prefix).

@@ -76,7 +76,9 @@ fn apply_operator_reports(
         previous = *seq;
         if !matches!(
             command,
-            Command::ReportTask { .. } | Command::CompleteJob { .. } | Command::OperatorHello { .. }
+            Command::ReportTask { .. }
+                | Command::CompleteJob { .. }
+                | Command::OperatorHello { .. }
         ) {
             return Ok(Outcome::rejected(
                 RejectionKind::Invalid,
