@@ -935,3 +935,77 @@ fn pods_without_news_and_project_cases() {
         Some((TaskStatus::FailedPreempted, Some(3006)))
     );
 }
+
+/// The example manifests parse as the Kubernetes objects they claim to be,
+/// and the operator's RBAC allows every call the executor makes.
+#[test]
+fn operator_manifests_parse_and_grant_what_the_executor_uses() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+    use serde::Deserialize;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ops/kubernetes/operator");
+    let mut rules = Vec::new();
+    let mut deployment = None;
+    for file in ["namespaces.yaml", "rbac.yaml", "deployment.yaml", "secrets.example.yaml"] {
+        let text = std::fs::read_to_string(dir.join(file)).expect("manifest");
+        for document in serde_yaml_ng::Deserializer::from_str(&text) {
+            let value = Value::deserialize(document).expect("YAML document");
+            let kind = value["kind"].as_str().unwrap_or("").to_string();
+            match kind.as_str() {
+                "Role" => rules.extend(
+                    serde_json::from_value::<Role>(value)
+                        .expect("Role")
+                        .rules
+                        .unwrap_or_default(),
+                ),
+                "ClusterRole" => rules.extend(
+                    serde_json::from_value::<ClusterRole>(value)
+                        .expect("ClusterRole")
+                        .rules
+                        .unwrap_or_default(),
+                ),
+                "Deployment" => {
+                    deployment = Some(serde_json::from_value::<Deployment>(value).expect("Deployment"))
+                }
+                "Namespace" | "ServiceAccount" | "RoleBinding" | "ClusterRoleBinding" | "Secret" => {}
+                other => panic!("unexpected kind {other:?} in {file}"),
+            }
+        }
+    }
+    let allowed = |group: &str, resource: &str, verb: &str| {
+        rules.iter().any(|rule| {
+            rule.api_groups.as_ref().is_some_and(|g| g.iter().any(|g| g == group))
+                && rule.resources.as_ref().is_some_and(|r| r.iter().any(|r| r == resource))
+                && rule.verbs.iter().any(|v| v == verb)
+        })
+    };
+    let needed = [
+        ("", "pods", "create"),
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+        ("", "pods", "deletecollection"),
+        ("", "pods/log", "get"),
+        ("", "services", "create"),
+        ("", "services", "list"),
+        ("", "services", "delete"),
+        ("", "secrets", "create"),
+        ("", "secrets", "deletecollection"),
+        ("scheduling.run.ai", "podgroups", "create"),
+        ("scheduling.run.ai", "podgroups", "deletecollection"),
+        ("scheduling.volcano.sh", "podgroups", "create"),
+        ("scheduling.x-k8s.io", "podgroups", "create"),
+        ("", "nodes", "watch"),
+        ("scheduling.run.ai", "queues", "update"),
+        ("scheduling.k8s.io", "priorityclasses", "create"),
+        ("scheduling.k8s.io", "priorityclasses", "update"),
+    ];
+    for (group, resource, verb) in needed {
+        assert!(allowed(group, resource, verb), "RBAC lacks {verb} {group}/{resource}");
+    }
+    let deployment = deployment.expect("a Deployment");
+    let spec = deployment.spec.and_then(|s| s.template.spec).expect("pod spec");
+    let args = spec.containers[0].args.clone().unwrap_or_default();
+    for flag in ["--executor=kubernetes", "--namespace=gantry-workflows", "--token-file=/etc/gantry/token/token"] {
+        assert!(args.iter().any(|a| a == flag), "deployment lacks {flag}");
+    }
+}
