@@ -138,11 +138,13 @@ pub async fn exec(
             command: program.clone(),
             source,
         })?;
-    let status = supervise(&mut child).await.map_err(|source| RuntimeError::Io {
-        context: "lost track of the command",
-        path: PathBuf::from(program),
-        source,
-    })?;
+    let status = supervise(&mut child)
+        .await
+        .map_err(|source| RuntimeError::Io {
+            context: "lost track of the command",
+            path: PathBuf::from(program),
+            source,
+        })?;
     let code = exit_code(status);
     publish_outputs(&output_dir, code);
     Ok(code)
@@ -199,7 +201,8 @@ fn stage_inputs(data_dir: &Path, inputs: usize) -> Result<(), RuntimeError> {
 /// is configured (OSMO uploads outputs after every exit except cancel,
 /// eviction and preemption).
 fn publish_outputs(output_dir: &Path, code: i32) {
-    let has_output = std::fs::read_dir(output_dir).is_ok_and(|mut entries| entries.next().is_some());
+    let has_output =
+        std::fs::read_dir(output_dir).is_ok_and(|mut entries| entries.next().is_some());
     if has_output {
         eprintln!(
             "[gantry] command exited with {code}; {} is kept in the pod only (no data store is configured)",
@@ -215,11 +218,15 @@ mod tests {
     #[tokio::test]
     async fn exec_prepares_dirs_and_returns_the_exit_code() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let command: Vec<OsString> = ["sh", "-c", "echo hi > \"$0/output/x\" && test -d \"$0/input/1\" && exit 7"]
-            .iter()
-            .map(OsString::from)
-            .chain([dir.path().as_os_str().to_owned()])
-            .collect();
+        let command: Vec<OsString> = [
+            "sh",
+            "-c",
+            "echo hi > \"$0/output/x\" && test -d \"$0/input/1\" && exit 7",
+        ]
+        .iter()
+        .map(OsString::from)
+        .chain([dir.path().as_os_str().to_owned()])
+        .collect();
         let code = exec(dir.path(), 2, &command).await.expect("runs");
         assert_eq!(code, 7);
         assert_eq!(
@@ -231,7 +238,10 @@ mod tests {
     #[tokio::test]
     async fn a_killed_command_exits_128_plus_signal() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let command: Vec<OsString> = ["sh", "-c", "kill -9 $$"].iter().map(OsString::from).collect();
+        let command: Vec<OsString> = ["sh", "-c", "kill -9 $$"]
+            .iter()
+            .map(OsString::from)
+            .collect();
         assert_eq!(exec(dir.path(), 0, &command).await.expect("runs"), 137);
     }
 
@@ -239,9 +249,14 @@ mod tests {
     async fn a_missing_program_is_a_clear_error() {
         let dir = tempfile::tempdir().expect("temp dir");
         let command = vec![OsString::from("/no/such/program")];
-        let error = exec(dir.path(), 0, &command).await.err().map(|e| e.to_string());
+        let error = exec(dir.path(), 0, &command)
+            .await
+            .err()
+            .map(|e| e.to_string());
         assert!(
-            error.as_deref().is_some_and(|e| e.contains("/no/such/program")),
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("/no/such/program")),
             "{error:?}"
         );
     }

@@ -336,7 +336,9 @@ impl Shared {
                     cleaned: false,
                 });
             entry.cleaned = false;
-            entry.tasks.extend(group.tasks.iter().map(|t| t.key.clone()));
+            entry
+                .tasks
+                .extend(group.tasks.iter().map(|t| t.key.clone()));
         }
         // A re-dispatch of a task that finished while the control plane was
         // not listening: tell it again instead of running it twice.
@@ -441,10 +443,21 @@ impl Shared {
             keys.sort();
             keys
         };
-        tracing::info!(workflow = workflow_id, group, reason, tasks = canceled.len(), "group canceled");
+        tracing::info!(
+            workflow = workflow_id,
+            group,
+            reason,
+            tasks = canceled.len(),
+            "group canceled"
+        );
         for key in &canceled {
-            self.report(key, TaskStatus::Failed, None, Some(format!("canceled: {reason}")))
-                .await;
+            self.report(
+                key,
+                TaskStatus::Failed,
+                None,
+                Some(format!("canceled: {reason}")),
+            )
+            .await;
         }
         self.delete_group(&names::group_name_selector(workflow_id, group))
             .await;
@@ -461,7 +474,8 @@ impl Shared {
             tracing::warn!(%selector, %error, "cannot delete the group's pods");
         }
         if let Some(resource) = scheduler::pod_group_resource(&self.config.scheduler) {
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), namespace, &resource);
             if let Err(error) = api.delete_collection(&delete, &list).await {
                 tracing::warn!(%selector, %error, "cannot delete the group's PodGroup");
             }
@@ -694,19 +708,22 @@ fn adopt_group(state: &mut State, key: &TaskKey, pod: &Pod) {
     if group_uuid.is_empty() {
         return;
     }
-    let group = state.groups.entry(group_uuid.clone()).or_insert_with(|| TrackedGroup {
-        names: GroupNames {
-            workflow_id: key.workflow_id.clone(),
-            workflow_uuid: label(pod, LABEL_WORKFLOW_UUID),
-            group: label(pod, names::LABEL_GROUP_NAME),
-            group_uuid,
-            submitted_by: String::new(),
-            pool: String::new(),
-            priority: gantry_storage::Priority::Normal,
-        },
-        tasks: BTreeSet::new(),
-        cleaned: false,
-    });
+    let group = state
+        .groups
+        .entry(group_uuid.clone())
+        .or_insert_with(|| TrackedGroup {
+            names: GroupNames {
+                workflow_id: key.workflow_id.clone(),
+                workflow_uuid: label(pod, LABEL_WORKFLOW_UUID),
+                group: label(pod, names::LABEL_GROUP_NAME),
+                group_uuid,
+                submitted_by: String::new(),
+                pool: String::new(),
+                priority: gantry_storage::Priority::Normal,
+            },
+            tasks: BTreeSet::new(),
+            cleaned: false,
+        });
     group.tasks.insert(key.clone());
 }
 

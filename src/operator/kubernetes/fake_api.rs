@@ -47,7 +47,9 @@ impl Recorded {
     }
 
     pub fn is_watch(&self) -> bool {
-        self.query.get("watch").is_some_and(|w| w == "true" || w == "1")
+        self.query
+            .get("watch")
+            .is_some_and(|w| w == "true" || w == "1")
     }
 }
 
@@ -87,9 +89,18 @@ impl Shared {
     }
 
     /// Stores `object` (new or replaced) and records the change.
-    fn put(&self, inner: &mut Inner, collection: &str, mut object: Value, kind: &'static str) -> Value {
+    fn put(
+        &self,
+        inner: &mut Inner,
+        collection: &str,
+        mut object: Value,
+        kind: &'static str,
+    ) -> Value {
         let version = self.bump(inner);
-        let name = object["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         object["metadata"]["resourceVersion"] = json!(version.to_string());
         if object["metadata"]["uid"].is_null() {
             object["metadata"]["uid"] = json!(format!("uid-{name}-{version}"));
@@ -146,9 +157,9 @@ struct Target {
 
 fn parse_path(path: &str) -> Option<Target> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let base = match segments.first()? {
-        &"api" => 2,
-        &"apis" => 3,
+    let base = match *segments.first()? {
+        "api" => 2,
+        "apis" => 3,
         _ => return None,
     };
     if segments.len() <= base {
@@ -203,7 +214,12 @@ fn status(code: StatusCode, reason: &str, message: String) -> Response {
 }
 
 fn ok_json(code: StatusCode, value: &Value) -> Response {
-    (code, [("content-type", "application/json")], value.to_string()).into_response()
+    (
+        code,
+        [("content-type", "application/json")],
+        value.to_string(),
+    )
+        .into_response()
 }
 
 async fn handle(
@@ -212,9 +228,10 @@ async fn handle(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let query: BTreeMap<String, String> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
+    let query: BTreeMap<String, String> =
+        form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     let body: Option<Value> = if body.is_empty() {
         None
     } else {
@@ -228,16 +245,31 @@ async fn handle(
         body: body.clone(),
     });
     let Some(target) = parse_path(&path) else {
-        return status(StatusCode::NOT_FOUND, "NotFound", format!("no route {path}"));
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("no route {path}"),
+        );
     };
     let selector = query.get("labelSelector").map(String::as_str);
-    match (method, target.name.as_deref(), target.subresource.as_deref()) {
-        (Method::GET, None, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+    match (
+        method,
+        target.name.as_deref(),
+        target.subresource.as_deref(),
+    ) {
+        (Method::GET, None, None)
+            if query.get("watch").is_some_and(|w| w == "true" || w == "1") =>
+        {
             let since: u64 = query
                 .get("resourceVersion")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            watch_stream(shared, target.collection, selector.map(str::to_string), since)
+            watch_stream(
+                shared,
+                target.collection,
+                selector.map(str::to_string),
+                since,
+            )
         }
         (Method::GET, None, None) => {
             let inner = shared.lock();
@@ -265,7 +297,10 @@ async fn handle(
             let Some(mut object) = body else {
                 return status(StatusCode::BAD_REQUEST, "BadRequest", "no body".into());
             };
-            let name = object["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             let mut inner = shared.lock();
             if inner
                 .objects
@@ -308,9 +343,17 @@ async fn handle(
         }
         (Method::GET, Some(name), None) => {
             let inner = shared.lock();
-            match inner.objects.get(&target.collection).and_then(|o| o.get(name)) {
+            match inner
+                .objects
+                .get(&target.collection)
+                .and_then(|o| o.get(name))
+            {
                 Some(object) => ok_json(StatusCode::OK, object),
-                None => status(StatusCode::NOT_FOUND, "NotFound", format!("{name} not found")),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{name} not found"),
+                ),
             }
         }
         (Method::PUT, Some(name), None) => {
@@ -323,7 +366,11 @@ async fn handle(
                 .get(&target.collection)
                 .is_some_and(|o| o.contains_key(name))
             {
-                return status(StatusCode::NOT_FOUND, "NotFound", format!("{name} not found"));
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{name} not found"),
+                );
             }
             let stored = shared.put(&mut inner, &target.collection, object, "MODIFIED");
             ok_json(StatusCode::OK, &stored)
@@ -332,7 +379,11 @@ async fn handle(
             let mut inner = shared.lock();
             match shared.remove(&mut inner, &target.collection, name) {
                 Some(object) => ok_json(StatusCode::OK, &object),
-                None => status(StatusCode::NOT_FOUND, "NotFound", format!("{name} not found")),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{name} not found"),
+                ),
             }
         }
         (Method::GET, Some(name), Some("log")) => {
@@ -355,7 +406,12 @@ async fn handle(
     }
 }
 
-fn watch_stream(shared: Arc<Shared>, collection: String, selector: Option<String>, since: u64) -> Response {
+fn watch_stream(
+    shared: Arc<Shared>,
+    collection: String,
+    selector: Option<String>,
+    since: u64,
+) -> Response {
     let changed = shared.changed.subscribe();
     let events = stream::unfold(
         (shared, changed, since),
@@ -459,11 +515,16 @@ impl FakeApi {
             inner: Mutex::new(Inner::default()),
             changed: watch::channel(0).0,
         });
-        let router = Router::new().fallback(handle).with_state(Arc::clone(&shared));
+        let router = Router::new()
+            .fallback(handle)
+            .with_state(Arc::clone(&shared));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let url = format!("https://127.0.0.1:{}", listener.local_addr().expect("addr").port());
+        let url = format!(
+            "https://127.0.0.1:{}",
+            listener.local_addr().expect("addr").port()
+        );
         let server = tokio::spawn(serve_tls(
             listener,
             tls,
@@ -525,7 +586,10 @@ impl FakeApi {
     /// Adds or replaces an object directly (e.g. a Node).
     pub fn insert(&self, collection: &str, object: Value) {
         let mut inner = self.shared.lock();
-        let name = object["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         let exists = inner
             .objects
             .get(collection)

@@ -184,10 +184,7 @@ pub fn task_labels(task: &TaskLaunch, task_uuid: &str) -> Vec<(String, String)> 
     let mut labels = vec![
         (LABEL_TASK_NAME.to_string(), label_value(&task.key.task)),
         (LABEL_TASK_UUID.to_string(), label_value(task_uuid)),
-        (
-            LABEL_RETRY_ID.to_string(),
-            task.key.retry_id.to_string(),
-        ),
+        (LABEL_RETRY_ID.to_string(), task.key.retry_id.to_string()),
     ];
     if task.lead {
         labels.push((LABEL_LEAD.to_string(), "true".to_string()));

@@ -131,7 +131,10 @@ mod tests {
         assert_eq!(inventory.allocatable_memory_bytes, 2_113_424 * 1024);
         assert_eq!(inventory.allocatable_ephemeral_storage_bytes, 1 << 40);
         assert_eq!(inventory.gpu_count, 8);
-        assert_eq!(inventory.gpu_model.as_deref(), Some("NVIDIA-H100-80GB-HBM3"));
+        assert_eq!(
+            inventory.gpu_model.as_deref(),
+            Some("NVIDIA-H100-80GB-HBM3")
+        );
         assert!(inventory.ready);
         assert_eq!(inventory.taints.len(), 1);
         assert_eq!(cpu_millis(&Quantity("1.5".into())), 1500);

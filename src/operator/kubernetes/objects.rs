@@ -64,7 +64,10 @@ pub fn build_group(ctx: &BuildContext<'_>, group: &GroupLaunch) -> Result<GroupO
         for file in &task.files {
             let secret_name = names.file_secret(&names::sha256_hex(&file.contents));
             if !secrets.contains_key(&secret_name) {
-                secrets.insert(secret_name.clone(), file_secret(ctx, &names, &secret_name, &file.contents)?);
+                secrets.insert(
+                    secret_name.clone(),
+                    file_secret(ctx, &names, &secret_name, &file.contents)?,
+                );
             }
             mounts.push((secret_name, file.path.clone()));
         }
@@ -141,9 +144,8 @@ fn build_pod(
             .entry(key.clone())
             .or_insert_with(|| names::label_value(value));
     }
-    let mut annotations: BTreeMap<String, String> = names::key_annotations(&task.key)
-        .into_iter()
-        .collect();
+    let mut annotations: BTreeMap<String, String> =
+        names::key_annotations(&task.key).into_iter().collect();
     annotations.extend(gang_annotations);
 
     let resources = &task.placement.resources;
@@ -264,7 +266,8 @@ fn build_pod(
         }
         pod["spec"]["restartPolicy"] = json!("Never");
     }
-    serde_json::from_value(pod).map_err(|error| KubeError::invalid(format!("Pod {pod_name}"), error))
+    serde_json::from_value(pod)
+        .map_err(|error| KubeError::invalid(format!("Pod {pod_name}"), error))
 }
 
 /// OSMO's pod-template variables (§3.3) for one task.
@@ -281,8 +284,14 @@ fn template_variables(
     };
     put("USER_CPU", json!(resources.cpu));
     put("USER_GPU", json!(resources.gpu.unwrap_or(0)));
-    put("USER_MEMORY", json!(resources.memory_bytes.map(quantity_bytes)));
-    put("USER_STORAGE", json!(resources.storage_bytes.map(quantity_bytes)));
+    put(
+        "USER_MEMORY",
+        json!(resources.memory_bytes.map(quantity_bytes)),
+    );
+    put(
+        "USER_STORAGE",
+        json!(resources.storage_bytes.map(quantity_bytes)),
+    );
     put("USER_CONTAINER_NAME", json!(container));
     put("WF_ID", json!(names.workflow_id));
     put("WF_UUID", json!(names.workflow_uuid));
@@ -303,7 +312,7 @@ fn template_variables(
 pub fn quantity_bytes(bytes: u64) -> String {
     for (shift, unit) in [(40, "Ti"), (30, "Gi"), (20, "Mi"), (10, "Ki")] {
         let size = 1u64 << shift;
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{}{unit}", bytes / size);
         }
     }

@@ -102,7 +102,11 @@ pub fn queue_objects(
 pub fn priority_classes() -> Vec<PriorityClass> {
     [
         (Priority::High, 125, "OSMO HIGH priority: not preemptible"),
-        (Priority::Normal, 100, "OSMO NORMAL priority: not preemptible"),
+        (
+            Priority::Normal,
+            100,
+            "OSMO NORMAL priority: not preemptible",
+        ),
         (Priority::Low, 50, "OSMO LOW priority: preemptible"),
     ]
     .into_iter()

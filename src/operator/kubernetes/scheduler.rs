@@ -130,13 +130,16 @@ pub fn gang(
     Ok(Some(Gang { resource, object }))
 }
 
+/// Key-value pairs added to a pod's labels or annotations.
+pub type Pairs = Vec<(String, String)>;
+
 /// Labels and annotations a pod carries to join its group's gang.
 pub fn pod_membership(
     settings: &SchedulerSettings,
     group: &GroupNames,
     namespace: &str,
     task_count: usize,
-) -> (Vec<(String, String)>, Vec<(String, String)>) {
+) -> (Pairs, Pairs) {
     let queue = group.queue(namespace);
     let pod_group = group.pod_group();
     match settings.scheduler_type {

@@ -3,9 +3,9 @@
 //!
 //! Invariants:
 //! - Pure: the pod and the current time in, an outcome out.
-//! - Precedence: pod reason (Evicted, StartError, UnexpectedAdmissionError)
-//!   > conditions (preemption, disruption) > container waiting errors (even
-//!   over a Succeeded phase) > phase.
+//! - Precedence, highest first: pod reason (Evicted, StartError,
+//!   UnexpectedAdmissionError), conditions (preemption, disruption),
+//!   container waiting errors (even over a Succeeded phase), phase.
 //! - Exit codes: the highest of the failed containers, each with its offset
 //!   (`osmo-init` +255, `preflight-test` +1000, `osmo-ctrl` +2000, the
 //!   latter taking the `code` of a JSON termination message when present);
@@ -103,7 +103,10 @@ pub fn pod_status(pod: &Pod, now_ms: i64) -> Option<PodOutcome> {
             return Some(PodOutcome::failed(
                 TaskStatus::FailedPreempted,
                 3006,
-                detail("was preempted by the scheduler", condition.message.as_deref()),
+                detail(
+                    "was preempted by the scheduler",
+                    condition.message.as_deref(),
+                ),
             ));
         }
     }
@@ -122,7 +125,10 @@ pub fn pod_status(pod: &Pod, now_ms: i64) -> Option<PodOutcome> {
         ));
     }
 
-    let init = status.init_container_statuses.as_deref().unwrap_or_default();
+    let init = status
+        .init_container_statuses
+        .as_deref()
+        .unwrap_or_default();
     let main = status.container_statuses.as_deref().unwrap_or_default();
     let all = || init.iter().chain(main.iter());
 
@@ -138,10 +144,18 @@ pub fn pod_status(pod: &Pod, now_ms: i64) -> Option<PodOutcome> {
         );
         match reason {
             "ImagePullBackOff" => {
-                return Some(PodOutcome::failed(TaskStatus::FailedImagePull, 301, message))
+                return Some(PodOutcome::failed(
+                    TaskStatus::FailedImagePull,
+                    301,
+                    message,
+                ))
             }
             "ErrImagePull" | "InvalidImageName" | "ErrImageNeverPull" => {
-                return Some(PodOutcome::failed(TaskStatus::FailedImagePull, 302, message))
+                return Some(PodOutcome::failed(
+                    TaskStatus::FailedImagePull,
+                    302,
+                    message,
+                ))
             }
             "CreateContainerConfigError" => {
                 let since_ms = stuck_since_ms(pod);
@@ -175,7 +189,10 @@ pub fn pod_status(pod: &Pod, now_ms: i64) -> Option<PodOutcome> {
             return Some(PodOutcome::failed(
                 TaskStatus::FailedBackendError,
                 3001,
-                format!("Container {} has been in an unknown state for over 30 minutes", container.name),
+                format!(
+                    "Container {} has been in an unknown state for over 30 minutes",
+                    container.name
+                ),
             ));
         }
     }
@@ -219,15 +236,15 @@ pub fn pod_status(pod: &Pod, now_ms: i64) -> Option<PodOutcome> {
             message: None,
         }),
         "Failed" => {
-            let failures: Vec<Failure> = failures(init)
-                .into_iter()
-                .chain(failures(main))
-                .collect();
+            let failures: Vec<Failure> = failures(init).into_iter().chain(failures(main)).collect();
             if let Some(oom) = failures.iter().find(|f| f.reason == "OOMKilled") {
                 return Some(PodOutcome::failed(
                     TaskStatus::FailedEvicted,
                     3004,
-                    format!("Pod {name}: container {} ran out of memory (OOMKilled)", oom.container),
+                    format!(
+                        "Pod {name}: container {} ran out of memory (OOMKilled)",
+                        oom.container
+                    ),
                 ));
             }
             Some(failed_from(name, pod_message, &failures))

@@ -80,8 +80,9 @@ pub fn merge(base: &mut Value, overlay: &Value) {
             for item in overlay {
                 let named = item.get("name").and_then(Value::as_str);
                 let existing = named.and_then(|name| {
-                    base.iter_mut()
-                        .find(|candidate| candidate.get("name").and_then(Value::as_str) == Some(name))
+                    base.iter_mut().find(|candidate| {
+                        candidate.get("name").and_then(Value::as_str) == Some(name)
+                    })
                 });
                 match existing {
                     Some(existing) => merge(existing, item),
@@ -139,7 +140,8 @@ mod tests {
     fn renders_string_leaves_and_rejects_unknown_variables() {
         let mut variables = BTreeMap::new();
         variables.insert("USER_CPU".to_string(), json!(4));
-        let template = json!({"cpu": "{% if USER_CPU > 2 %}2{% else %}{{USER_CPU}}{% endif %}", "n": 1});
+        let template =
+            json!({"cpu": "{% if USER_CPU > 2 %}2{% else %}{{USER_CPU}}{% endif %}", "n": 1});
         assert_eq!(
             render(&template, &variables, 0).ok(),
             Some(json!({"cpu": "2", "n": 1}))
@@ -147,7 +149,9 @@ mod tests {
         let bad = json!({"x": "{{ NOPE }}"});
         let error = render(&bad, &variables, 3).err().map(|e| e.to_string());
         assert!(
-            error.as_deref().is_some_and(|e| e.contains("pod template 3")),
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("pod template 3")),
             "{error:?}"
         );
     }

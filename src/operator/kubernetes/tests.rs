@@ -116,7 +116,15 @@ impl Harness {
     }
 
     /// The next status report (skipping log batches, which are returned).
-    async fn status(&mut self) -> (TaskKey, TaskStatus, Option<i32>, Option<String>, Vec<String>) {
+    async fn status(
+        &mut self,
+    ) -> (
+        TaskKey,
+        TaskStatus,
+        Option<i32>,
+        Option<String>,
+        Vec<String>,
+    ) {
         let mut lines = Vec::new();
         loop {
             match self.next().await {
@@ -182,7 +190,9 @@ fn task(name: &str, index: usize, lead: bool) -> TaskLaunch {
                 "nvidia.com/gpu.product".to_string(),
                 "NVIDIA-H100-80GB-HBM3".to_string(),
             )]),
-            tolerations: vec![json!({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})],
+            tolerations: vec![
+                json!({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}),
+            ],
             pod_templates: Vec::new(),
         },
     }
@@ -250,7 +260,14 @@ fn merged(base: &Value, extra: Value) -> Value {
 const QUEUE: &str = "osmo-pool-gantry-test-gpu-pool";
 
 /// The exact Pod the executor creates for `task(name, index)` under KAI.
-fn expected_kai_pod(name: &str, index: usize, lead: bool, task_count: usize, files: Value, mounts: Value) -> Value {
+fn expected_kai_pod(
+    name: &str,
+    index: usize,
+    lead: bool,
+    task_count: usize,
+    files: Value,
+    mounts: Value,
+) -> Value {
     let uuid = task_uuid(index);
     let mut labels = merged(
         &group_labels(),
@@ -277,7 +294,8 @@ fn expected_kai_pod(name: &str, index: usize, lead: bool, task_count: usize, fil
         json!({"name": "osmo-data", "emptyDir": {}}),
     ];
     volumes.extend(files.as_array().cloned().unwrap_or_default());
-    let quantities = json!({"cpu": "8", "memory": "32Gi", "ephemeral-storage": "100Gi", "nvidia.com/gpu": "2"});
+    let quantities =
+        json!({"cpu": "8", "memory": "32Gi", "ephemeral-storage": "100Gi", "nvidia.com/gpu": "2"});
     let mut spec = json!({
         "schedulerName": "kai-scheduler",
         "restartPolicy": "Never",
@@ -411,7 +429,11 @@ async fn one_task_group_creates_secret_podgroup_pod_and_reports_its_life() {
     let (k, status, ..) = h.status().await;
     assert_eq!((k, status), (key_of("train"), TaskStatus::Initializing));
     h.api.append_log(&pod_name(0), &["epoch 1", "epoch 2"]);
-    h.api.set_pod_status(PODS, &pod_name(0), container_status("train", json!({"running": {}}), "Running"));
+    h.api.set_pod_status(
+        PODS,
+        &pod_name(0),
+        container_status("train", json!({"running": {}}), "Running"),
+    );
     let (k, status, ..) = h.status().await;
     assert_eq!((k, status), (key_of("train"), TaskStatus::Running));
     h.api.append_log(&pod_name(0), &["epoch 3"]);
@@ -419,16 +441,24 @@ async fn one_task_group_creates_secret_podgroup_pod_and_reports_its_life() {
     h.api.set_pod_status(
         PODS,
         &pod_name(0),
-        container_status("train", json!({"terminated": {"exitCode": 0, "reason": "Completed"}}), "Succeeded"),
+        container_status(
+            "train",
+            json!({"terminated": {"exitCode": 0, "reason": "Completed"}}),
+            "Succeeded",
+        ),
     );
     let (k, status, exit_code, _, lines) = h.status().await;
-    assert_eq!((k, status, exit_code), (key_of("train"), TaskStatus::Completed, Some(0)));
+    assert_eq!(
+        (k, status, exit_code),
+        (key_of("train"), TaskStatus::Completed, Some(0))
+    );
     // Every log line arrived before the final status.
     assert_eq!(lines, vec!["epoch 1", "epoch 2", "epoch 3"]);
 
     // Cleanup by OSMO's labels once the group finished.
     let selector = format!("osmo.workflow_uuid={WF_UUID},osmo.group_uuid={GROUP_UUID}");
-    h.wait_request(|r| r.method == "DELETE" && r.path == SECRETS).await;
+    h.wait_request(|r| r.method == "DELETE" && r.path == SECRETS)
+        .await;
     let deletes: Vec<(String, Option<String>)> = h
         .api
         .actions()
@@ -468,7 +498,15 @@ async fn four_task_kai_group_objects_and_cancel_by_labels() {
     let seen = h.until_done(job).await;
     let scheduling = seen
         .iter()
-        .filter(|m| matches!(m, FromOperator::TaskStatus { status: TaskStatus::Scheduling, .. }))
+        .filter(|m| {
+            matches!(
+                m,
+                FromOperator::TaskStatus {
+                    status: TaskStatus::Scheduling,
+                    ..
+                }
+            )
+        })
         .count();
     assert_eq!(scheduling, 4);
 
@@ -506,11 +544,18 @@ async fn four_task_kai_group_objects_and_cancel_by_labels() {
         })]
     );
     assert_eq!(
-        super::names::task_host(&super::names::GroupNames::of(&group(Vec::new())), &task_uuid(1)),
+        super::names::task_host(
+            &super::names::GroupNames::of(&group(Vec::new())),
+            &task_uuid(1)
+        ),
         format!("{}.osmo-{GROUP_UUID}", task_uuid(1))
     );
 
-    h.api.set_pod_status(PODS, &pod_name(0), container_status("master", json!({"running": {}}), "Running"));
+    h.api.set_pod_status(
+        PODS,
+        &pod_name(0),
+        container_status("master", json!({"running": {}}), "Running"),
+    );
     let (k, status, ..) = h.status().await;
     assert_eq!((k, status), (key_of("master"), TaskStatus::Running));
 
@@ -548,13 +593,23 @@ async fn four_task_kai_group_objects_and_cancel_by_labels() {
         .actions()
         .into_iter()
         .filter(|r| r.method == "DELETE" || r.path == SERVICES)
-        .map(|r| (r.method.clone(), r.path.clone(), r.label_selector().map(str::to_string)))
+        .map(|r| {
+            (
+                r.method.clone(),
+                r.path.clone(),
+                r.label_selector().map(str::to_string),
+            )
+        })
         .collect();
     assert_eq!(
         deletes,
         vec![
             ("DELETE".into(), PODS.to_string(), Some(selector.clone())),
-            ("DELETE".into(), KAI_PODGROUPS.to_string(), Some(selector.clone())),
+            (
+                "DELETE".into(),
+                KAI_PODGROUPS.to_string(),
+                Some(selector.clone())
+            ),
             ("GET".into(), SERVICES.to_string(), Some(selector.clone())),
             ("DELETE".into(), format!("{SERVICES}/{service}"), None),
             ("DELETE".into(), SECRETS.to_string(), Some(selector)),
@@ -584,7 +639,10 @@ async fn volcano_group_uses_a_volcano_podgroup() {
     );
     for pod in posted(&requests, PODS) {
         assert_eq!(pod["spec"]["schedulerName"], "volcano");
-        assert_eq!(pod["metadata"]["annotations"]["scheduling.k8s.io/group-name"], GROUP_UUID);
+        assert_eq!(
+            pod["metadata"]["annotations"]["scheduling.k8s.io/group-name"],
+            GROUP_UUID
+        );
         assert!(pod["metadata"]["labels"]["kai.scheduler/queue"].is_null());
     }
     assert!(posted(&requests, KAI_PODGROUPS).is_empty());
@@ -603,7 +661,11 @@ async fn default_scheduler_runs_single_tasks_and_refuses_gangs_without_coschedul
     assert!(pod["metadata"]["annotations"]["pod-group-name"].is_null());
 
     h.api.clear_requests();
-    let mut gang = group(vec![task("a", 1, true), task("b", 2, false), task("c", 3, false)]);
+    let mut gang = group(vec![
+        task("a", 1, true),
+        task("b", 2, false),
+        task("c", 3, false),
+    ]);
     gang.group = "gang".into();
     gang.meta.group_uuid = "11111111-0000-4000-8000-000000000003".into();
     let job = h.create(gang).await;
@@ -627,14 +689,19 @@ async fn default_scheduler_runs_single_tasks_and_refuses_gangs_without_coschedul
         assert!(message.contains("scheduler_type 'default'"), "{message}");
         assert!(message.contains("3 tasks"), "{message}");
     }
-    assert!(posts(&h.api.actions()).is_empty(), "nothing created for a refused gang");
+    assert!(
+        posts(&h.api.actions()).is_empty(),
+        "nothing created for a refused gang"
+    );
 
     // With co-scheduling installed, the same gang gets a PodGroup.
     let mut settings = SchedulerSettings::for_type(SchedulerType::Default);
     settings.coscheduling = true;
     let mut h = Harness::start(settings).await;
     h.hello().await;
-    let job = h.create(group(vec![task("a", 1, true), task("b", 2, false)])).await;
+    let job = h
+        .create(group(vec![task("a", 1, true), task("b", 2, false)]))
+        .await;
     h.until_done(job).await;
     let requests = h.api.actions();
     assert_eq!(
@@ -642,7 +709,10 @@ async fn default_scheduler_runs_single_tasks_and_refuses_gangs_without_coschedul
         json!({"minMember": 2, "scheduleTimeoutSeconds": 30})
     );
     for pod in posted(&requests, PODS) {
-        assert_eq!(pod["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"], GROUP_UUID);
+        assert_eq!(
+            pod["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"],
+            GROUP_UUID
+        );
     }
 }
 
@@ -654,16 +724,27 @@ async fn failures_and_restart_adoption() {
         .create(group(vec![task("a", 0, true), task("b", 1, false)]))
         .await;
     h.until_done(job).await;
-    h.api.set_pod_status(PODS, &pod_name(0), container_status("a", json!({"running": {}}), "Running"));
+    h.api.set_pod_status(
+        PODS,
+        &pod_name(0),
+        container_status("a", json!({"running": {}}), "Running"),
+    );
     let (k, status, ..) = h.status().await;
     assert_eq!((k, status), (key_of("a"), TaskStatus::Running));
     h.api.set_pod_status(
         PODS,
         &pod_name(1),
-        container_status("b", json!({"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}), "Pending"),
+        container_status(
+            "b",
+            json!({"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}),
+            "Pending",
+        ),
     );
     let (k, status, code, message, _) = h.status().await;
-    assert_eq!((k, status, code), (key_of("b"), TaskStatus::FailedImagePull, Some(301)));
+    assert_eq!(
+        (k, status, code),
+        (key_of("b"), TaskStatus::FailedImagePull, Some(301))
+    );
     assert!(message.is_some_and(|m| m.contains("ImagePullBackOff")));
 
     // A new operator (after a restart) finds the running task by its labels.
@@ -684,7 +765,11 @@ async fn failures_and_restart_adoption() {
     again.api.set_pod_status(
         PODS,
         &pod_name(0),
-        container_status("a", json!({"terminated": {"exitCode": 3, "reason": "Error", "message": "bad"}}), "Failed"),
+        container_status(
+            "a",
+            json!({"terminated": {"exitCode": 3, "reason": "Error", "message": "bad"}}),
+            "Failed",
+        ),
     );
     let (k, status, code, ..) = loop {
         let report = again.status().await;
@@ -692,11 +777,16 @@ async fn failures_and_restart_adoption() {
             break report;
         }
     };
-    assert_eq!((k, status, code), (key_of("a"), TaskStatus::Failed, Some(3)));
+    assert_eq!(
+        (k, status, code),
+        (key_of("a"), TaskStatus::Failed, Some(3))
+    );
     // Both tasks are final: the group is cleaned up by its UUID labels.
     let selector = format!("osmo.workflow_uuid={WF_UUID},osmo.group_uuid={GROUP_UUID}");
     again
-        .wait_request(|r| r.method == "DELETE" && r.path == PODS && r.label_selector() == Some(&selector))
+        .wait_request(|r| {
+            r.method == "DELETE" && r.path == PODS && r.label_selector() == Some(&selector)
+        })
         .await;
 }
 
@@ -744,7 +834,10 @@ async fn nodes_inventory_and_pool_queues() {
         .iter()
         .find(|q| q["metadata"]["name"] == QUEUE)
         .expect("pool queue");
-    assert_eq!(pool_queue["spec"]["parentQueue"], "osmo-default-gantry-test");
+    assert_eq!(
+        pool_queue["spec"]["parentQueue"],
+        "osmo-default-gantry-test"
+    );
     assert_eq!(
         pool_queue["spec"]["resources"]["gpu"],
         json!({"quota": 16, "limit": 32, "overQuotaWeight": 2})
@@ -753,11 +846,20 @@ async fn nodes_inventory_and_pool_queues() {
         .api
         .objects("/apis/scheduling.k8s.io/v1/priorityclasses")
         .iter()
-        .map(|c| (c["metadata"]["name"].as_str().unwrap_or("").to_string(), c["value"].as_i64().unwrap_or(0)))
+        .map(|c| {
+            (
+                c["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                c["value"].as_i64().unwrap_or(0),
+            )
+        })
         .collect();
     assert_eq!(
         classes,
-        BTreeMap::from([("osmo-high".into(), 125), ("osmo-low".into(), 50), ("osmo-normal".into(), 100)])
+        BTreeMap::from([
+            ("osmo-high".into(), 125),
+            ("osmo-low".into(), 50),
+            ("osmo-normal".into(), 100)
+        ])
     );
     // Again after a pool change: replaced in place, not duplicated.
     h.api.clear_requests();
@@ -795,8 +897,14 @@ async fn pod_templates_merge_and_cannot_move_system_labels() {
     assert_eq!(pod["metadata"]["labels"]["osmo.task_name"], "train");
     assert_eq!(pod["metadata"]["labels"]["team"], "robotics");
     assert_eq!(pod["spec"]["nodeSelector"]["zone"], "gpu-pool-a");
-    assert_eq!(pod["spec"]["containers"][0]["resources"]["requests"]["cpu"], "4");
-    assert_eq!(pod["spec"]["containers"][0]["resources"]["limits"]["cpu"], "8");
+    assert_eq!(
+        pod["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+        "4"
+    );
+    assert_eq!(
+        pod["spec"]["containers"][0]["resources"]["limits"]["cpu"],
+        "8"
+    );
     assert_eq!(pod["spec"]["tolerations"].as_array().map(Vec::len), Some(2));
 }
 
@@ -901,14 +1009,26 @@ fn osmo_golden_pod_status_cases() {
                 outcome.status, outcome.exit_code
             ));
         }
-        for fragment in expected["message_contains"].as_array().into_iter().flatten() {
+        for fragment in expected["message_contains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             let fragment = fragment.as_str().unwrap_or("");
             if !outcome.message.as_deref().unwrap_or("").contains(fragment) {
-                failures.push(format!("{name}: message {:?} lacks {fragment:?}", outcome.message));
+                failures.push(format!(
+                    "{name}: message {:?} lacks {fragment:?}",
+                    outcome.message
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} of 35 cases fail:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of 35 cases fail:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -946,7 +1066,12 @@ fn operator_manifests_parse_and_grant_what_the_executor_uses() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ops/kubernetes/operator");
     let mut rules = Vec::new();
     let mut deployment = None;
-    for file in ["namespaces.yaml", "rbac.yaml", "deployment.yaml", "secrets.example.yaml"] {
+    for file in [
+        "namespaces.yaml",
+        "rbac.yaml",
+        "deployment.yaml",
+        "secrets.example.yaml",
+    ] {
         let text = std::fs::read_to_string(dir.join(file)).expect("manifest");
         for document in serde_yaml_ng::Deserializer::from_str(&text) {
             let value = Value::deserialize(document).expect("YAML document");
@@ -965,17 +1090,24 @@ fn operator_manifests_parse_and_grant_what_the_executor_uses() {
                         .unwrap_or_default(),
                 ),
                 "Deployment" => {
-                    deployment = Some(serde_json::from_value::<Deployment>(value).expect("Deployment"))
+                    deployment =
+                        Some(serde_json::from_value::<Deployment>(value).expect("Deployment"))
                 }
-                "Namespace" | "ServiceAccount" | "RoleBinding" | "ClusterRoleBinding" | "Secret" => {}
+                "Namespace" | "ServiceAccount" | "RoleBinding" | "ClusterRoleBinding"
+                | "Secret" => {}
                 other => panic!("unexpected kind {other:?} in {file}"),
             }
         }
     }
     let allowed = |group: &str, resource: &str, verb: &str| {
         rules.iter().any(|rule| {
-            rule.api_groups.as_ref().is_some_and(|g| g.iter().any(|g| g == group))
-                && rule.resources.as_ref().is_some_and(|r| r.iter().any(|r| r == resource))
+            rule.api_groups
+                .as_ref()
+                .is_some_and(|g| g.iter().any(|g| g == group))
+                && rule
+                    .resources
+                    .as_ref()
+                    .is_some_and(|r| r.iter().any(|r| r == resource))
                 && rule.verbs.iter().any(|v| v == verb)
         })
     };
@@ -1000,12 +1132,22 @@ fn operator_manifests_parse_and_grant_what_the_executor_uses() {
         ("scheduling.k8s.io", "priorityclasses", "update"),
     ];
     for (group, resource, verb) in needed {
-        assert!(allowed(group, resource, verb), "RBAC lacks {verb} {group}/{resource}");
+        assert!(
+            allowed(group, resource, verb),
+            "RBAC lacks {verb} {group}/{resource}"
+        );
     }
     let deployment = deployment.expect("a Deployment");
-    let spec = deployment.spec.and_then(|s| s.template.spec).expect("pod spec");
+    let spec = deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("pod spec");
     let args = spec.containers[0].args.clone().unwrap_or_default();
-    for flag in ["--executor=kubernetes", "--namespace=gantry-workflows", "--token-file=/etc/gantry/token/token"] {
+    for flag in [
+        "--executor=kubernetes",
+        "--namespace=gantry-workflows",
+        "--token-file=/etc/gantry/token/token",
+    ] {
         assert!(args.iter().any(|a| a == flag), "deployment lacks {flag}");
     }
 }
