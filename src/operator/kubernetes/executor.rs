@@ -352,27 +352,46 @@ impl Shared {
         for key in &accepted {
             self.report(key, TaskStatus::Scheduling, None, None).await;
         }
-        let result = match built {
-            Ok(built) if self.shutting_down.load(Ordering::SeqCst) => {
-                drop(built);
-                Err(KubeError::Unschedulable(
-                    "the operator is shutting down".to_string(),
-                ))
-            }
-            Ok(built) => self.create_objects(built).await,
-            Err(error) => Err(error),
+        let built = match built {
+            Ok(_) if self.shutting_down.load(Ordering::SeqCst) => Err(KubeError::Unschedulable(
+                "the operator is shutting down".to_string(),
+            )),
+            other => other,
         };
-        if let Err(error) = result {
-            tracing::error!(workflow = %group.workflow_id, group = %group.group, %error, "cannot create group");
-            let outcome = PodOutcome {
-                status: TaskStatus::FailedBackendError,
-                exit_code: TaskStatus::FailedBackendError.default_exit_code(),
-                message: Some(error.to_string()),
-            };
-            for key in &accepted {
-                self.finish(key, outcome.clone(), false).await;
-            }
+        let (error, created_any) = match built {
+            Ok(built) => match self.create_objects(built).await {
+                Ok(()) => return,
+                Err(error) => (error, true),
+            },
+            Err(error) => (error, false),
+        };
+        tracing::error!(workflow = %group.workflow_id, group = %group.group, %error, "cannot create group");
+        let outcome = PodOutcome {
+            status: TaskStatus::FailedBackendError,
+            exit_code: TaskStatus::FailedBackendError.default_exit_code(),
+            message: Some(error.to_string()),
+        };
+        for key in &accepted {
+            self.finish(key, outcome.clone(), false).await;
+        }
+        if created_any {
+            // Pods already created are deleted; their delete events end
+            // their tracking.
             self.delete_group(&names.cleanup_selector()).await;
+        } else {
+            // Nothing exists in the cluster: forget the tasks, so a later
+            // dispatch tries again.
+            let mut state = self.lock();
+            for key in &accepted {
+                state.tasks.remove(key);
+            }
+            let empty = state
+                .groups
+                .get(&names.group_uuid)
+                .is_some_and(|g| g.tasks.iter().all(|t| !state.tasks.contains_key(t)));
+            if empty {
+                state.groups.remove(&names.group_uuid);
+            }
         }
     }
 
@@ -662,6 +681,15 @@ impl Shared {
                 message: Some(format!("pod {name} was deleted before the task finished")),
             };
             self.finish(&key, outcome, true).await;
+            // The pod is gone, so no later event ends this task's tracking.
+            let mut state = self.lock();
+            if state
+                .tasks
+                .get(&key)
+                .is_some_and(|tracked| tracked.pod_uid == pod.metadata.uid)
+            {
+                state.tasks.remove(&key);
+            }
         }
     }
 }
