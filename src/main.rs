@@ -12,6 +12,7 @@ mod cli;
 mod control;
 mod dev;
 mod operator;
+mod runtime;
 mod server;
 mod spec;
 mod tls;
@@ -83,6 +84,12 @@ enum Top {
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,
+    },
+    /// Inside a task pod: install the runtime, or run a task's command under it
+    #[command(name = "task-runtime")]
+    TaskRuntime {
+        #[command(subcommand)]
+        command: runtime::TaskRuntimeCommand,
     },
 }
 
@@ -203,6 +210,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             bench::run(command).await.map(|()| 0)
         }
         Top::Tls { command } => tls::run_tls(command).map(|()| 0),
+        Top::TaskRuntime { command } => Ok(runtime::run(command).await),
     }
 }
 

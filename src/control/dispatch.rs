@@ -8,7 +8,10 @@
 
 use super::agent::AgentHub;
 use super::now_ms;
-use crate::operator::protocol::{GroupLaunch, LaunchFile, LaunchInput, TaskLaunch, ToOperator};
+use crate::operator::protocol::{
+    GroupLaunch, GroupMeta, LaunchFile, LaunchInput, LaunchResources, TaskLaunch, TaskPlacement,
+    ToOperator,
+};
 use crate::spec::{substitute_tokens, TokenContext};
 use base64::Engine;
 use gantry_raft::RaftNode;
@@ -100,6 +103,10 @@ fn build_launch(
     let tasks = view
         .group_tasks(&group)
         .map_err(|e| failure(e.to_string()))?;
+    let workflow = view
+        .workflow(workflow_id)
+        .map_err(|e| failure(e.to_string()))?
+        .ok_or_else(|| failure(format!("workflow {workflow_id} vanished")))?;
     // Tasks of one local group share the host's network.
     let hosts: BTreeMap<String, String> = tasks
         .iter()
@@ -202,6 +209,18 @@ fn build_launch(
                     },
                 })
                 .collect(),
+            // Platform selectors and pod templates come with pool configs.
+            placement: TaskPlacement {
+                task_uuid: task.uuid.clone(),
+                resources: LaunchResources {
+                    cpu: plan.resource.cpu,
+                    gpu: plan.resource.gpu,
+                    memory_bytes: plan.resource.memory_bytes,
+                    storage_bytes: plan.resource.storage_bytes,
+                },
+                platform: plan.resource.platform.clone(),
+                ..TaskPlacement::default()
+            },
         });
     }
     Ok(GroupLaunch {
@@ -209,6 +228,13 @@ fn build_launch(
         group: group.name.clone(),
         barrier: group.barrier,
         tasks: launches,
+        meta: GroupMeta {
+            workflow_uuid: workflow.uuid.clone(),
+            group_uuid: group.uuid.clone(),
+            submitted_by: workflow.user.clone(),
+            pool: workflow.pool.clone(),
+            priority: Some(workflow.priority),
+        },
     })
 }
 

@@ -8,6 +8,9 @@
 //! executor and for the in-process operator of `gantry dev`.
 
 pub mod connect;
+// Parts (node inventory, queue sync) wait for the backend and pool configs.
+#[allow(dead_code, unused_imports)]
+pub mod kubernetes;
 pub mod local;
 pub mod protocol;
 pub mod run;
@@ -24,6 +27,8 @@ use tokio::sync::mpsc;
 pub enum Executor {
     /// Sandboxed processes on this host.
     Local(Arc<LocalOperator>),
+    /// Pods (KAI, Volcano or default-scheduler gangs) on a Kubernetes cluster.
+    Kubernetes(Arc<kubernetes::KubernetesOperator>),
 }
 
 impl Executor {
@@ -36,6 +41,7 @@ impl Executor {
     ) {
         match self {
             Executor::Local(local) => local.serve(jobs, reports).await,
+            Executor::Kubernetes(kubernetes) => kubernetes.serve(jobs, reports).await,
         }
     }
 
@@ -43,6 +49,7 @@ impl Executor {
     pub async fn shutdown(&self) {
         match self {
             Executor::Local(local) => local.shutdown().await,
+            Executor::Kubernetes(kubernetes) => kubernetes.shutdown().await,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! a reference into server memory; everything an executor needs to run a
 //! task is in [`TaskLaunch`].
 
-use gantry_storage::{Millis, TaskKey, TaskStatus};
+use gantry_storage::{Millis, Priority, TaskKey, TaskStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -53,6 +53,21 @@ pub struct GroupLaunch {
     /// Start the user commands of all tasks together.
     pub barrier: bool,
     pub tasks: Vec<TaskLaunch>,
+    /// Identity and placement of the group (empty from an older server).
+    #[serde(default)]
+    pub meta: GroupMeta,
+}
+
+/// What a cluster executor needs to name, label and queue a group's objects.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupMeta {
+    pub workflow_uuid: String,
+    pub group_uuid: String,
+    /// The user who submitted the workflow.
+    pub submitted_by: String,
+    pub pool: String,
+    /// `None` is OSMO's default, NORMAL.
+    pub priority: Option<Priority>,
 }
 
 /// One task, fully resolved: special tokens are substituted, inputs are
@@ -70,6 +85,36 @@ pub struct TaskLaunch {
     pub files: Vec<LaunchFile>,
     /// Index N is mounted read-only at `/osmo/data/input/N`.
     pub inputs: Vec<LaunchInput>,
+    /// Resources and platform (empty from an older server).
+    #[serde(default)]
+    pub placement: TaskPlacement,
+}
+
+/// Where and with what a task runs on a cluster backend.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskPlacement {
+    pub task_uuid: String,
+    pub resources: LaunchResources,
+    /// Platform name within the pool.
+    pub platform: Option<String>,
+    /// The platform's node selector labels.
+    pub node_selector: BTreeMap<String, String>,
+    /// The platform's tolerations, as Kubernetes `Toleration` JSON.
+    pub tolerations: Vec<serde_json::Value>,
+    /// Partial Pod manifests in merge order (pool common templates, then the
+    /// platform's overrides); rendered with the task's variables, then merged.
+    pub pod_templates: Vec<serde_json::Value>,
+}
+
+/// A task's resource request; `None` leaves the quantity unset.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchResources {
+    pub cpu: Option<u64>,
+    /// `nvidia.com/gpu`.
+    pub gpu: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    /// Ephemeral storage.
+    pub storage_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -88,7 +88,14 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<i32> {
             bwrap: None,
         }))),
         ExecutorKind::Kubernetes => {
-            anyhow::bail!("--executor kubernetes is not available in this build yet")
+            let config = super::kubernetes::KubernetesConfig::infer(&args.backend, &args.namespace)
+                .await
+                .context("configuring the Kubernetes executor")?;
+            Executor::Kubernetes(Arc::new(
+                super::kubernetes::KubernetesOperator::new(config)
+                    .await
+                    .context("starting the Kubernetes executor")?,
+            ))
         }
     };
     let mut session = Session::new(executor.clone());

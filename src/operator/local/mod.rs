@@ -16,3 +16,5 @@ mod staging;
 mod tests;
 
 pub use executor::{LocalConfig, LocalOperator};
+/// Shared with the Kubernetes executor, which routes reports the same way.
+pub(crate) use outbox::Outbox;

@@ -122,6 +122,7 @@ impl Harness {
                 group,
                 barrier,
                 tasks,
+                meta: Default::default(),
             },
         })
         .await;
@@ -229,6 +230,7 @@ fn launch(workflow_id: &str, task: &str, script: &str) -> TaskLaunch {
         environment: BTreeMap::new(),
         files: Vec::new(),
         inputs: Vec::new(),
+        placement: Default::default(),
     }
 }
 

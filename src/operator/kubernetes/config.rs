@@ -1,0 +1,138 @@
+//! Configuration of the Kubernetes executor: the client, the namespace, the
+//! backend's scheduler settings and the runtime image.
+//!
+//! Invariant: everything the executor decides per backend (scheduler, queue
+//! names, runtime image) is here; per-task placement comes in the launch.
+
+use super::error::KubeError;
+use std::str::FromStr;
+
+/// OSMO's `scheduler_settings.scheduler_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchedulerType {
+    /// KAI Scheduler: a `scheduling.run.ai/v2alpha2` PodGroup per group.
+    Kai,
+    /// The Kubernetes default scheduler: plain pods; a group of more than one
+    /// task needs co-scheduling (scheduler-plugins) or is refused.
+    Default,
+    /// Volcano: a `scheduling.volcano.sh/v1beta1` PodGroup per group.
+    Volcano,
+}
+
+impl SchedulerType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchedulerType::Kai => "kai",
+            SchedulerType::Default => "default",
+            SchedulerType::Volcano => "volcano",
+        }
+    }
+}
+
+impl FromStr for SchedulerType {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "kai" => Ok(SchedulerType::Kai),
+            "default" => Ok(SchedulerType::Default),
+            "volcano" => Ok(SchedulerType::Volcano),
+            _ => Err(format!(
+                "unknown scheduler_type {text:?}: use kai, default or volcano"
+            )),
+        }
+    }
+}
+
+/// A backend's `scheduler_settings`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchedulerSettings {
+    pub scheduler_type: SchedulerType,
+    /// The pods' `schedulerName`.
+    pub scheduler_name: String,
+    /// Seconds a gang may wait to be scheduled as a whole (Volcano and
+    /// co-scheduling PodGroups); KAI ignores it, as OSMO does.
+    pub scheduler_timeout_seconds: u64,
+    /// With `default`: the co-scheduling plugin of scheduler-plugins is
+    /// installed, so multi-task groups get a `scheduling.x-k8s.io` PodGroup.
+    pub coscheduling: bool,
+}
+
+impl SchedulerSettings {
+    /// OSMO's defaults for a scheduler type.
+    pub fn for_type(scheduler_type: SchedulerType) -> SchedulerSettings {
+        let scheduler_name = match scheduler_type {
+            SchedulerType::Kai => "kai-scheduler",
+            SchedulerType::Default => "default-scheduler",
+            SchedulerType::Volcano => "volcano",
+        };
+        SchedulerSettings {
+            scheduler_type,
+            scheduler_name: scheduler_name.to_string(),
+            scheduler_timeout_seconds: 30,
+            coscheduling: false,
+        }
+    }
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        SchedulerSettings::for_type(SchedulerType::Kai)
+    }
+}
+
+/// A pool's GPU share of its backend's cluster, for its queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolQueue {
+    pub pool: String,
+    /// GPUs the pool is guaranteed; -1 for none.
+    pub gpu_guarantee: i64,
+    /// Most GPUs the pool may use; -1 for no limit.
+    pub gpu_maximum: i64,
+    /// Share of spare GPUs beyond the guarantee.
+    pub gpu_weight: i64,
+}
+
+#[derive(Clone)]
+pub struct KubernetesConfig {
+    pub client: kube::Client,
+    /// Where every object of this backend lives.
+    pub namespace: String,
+    /// Backend name announced in `Hello`.
+    pub backend: String,
+    pub scheduler: SchedulerSettings,
+    /// Image holding the `gantry` binary, run as the init container that
+    /// installs the task runtime into each pod.
+    pub runtime_image: String,
+}
+
+impl KubernetesConfig {
+    /// A configuration from the environment: in a pod, its service account;
+    /// elsewhere `KUBECONFIG` or `~/.kube/config`. KAI scheduling and the
+    /// runtime image from [`default_runtime_image`].
+    pub async fn infer(backend: &str, namespace: &str) -> Result<KubernetesConfig, KubeError> {
+        let config = kube::Config::infer()
+            .await
+            .map_err(|error| KubeError::Config(error.to_string()))?;
+        let client =
+            kube::Client::try_from(config).map_err(|error| KubeError::Config(error.to_string()))?;
+        Ok(KubernetesConfig {
+            client,
+            namespace: namespace.to_string(),
+            backend: backend.to_string(),
+            scheduler: SchedulerSettings::default(),
+            runtime_image: default_runtime_image(),
+        })
+    }
+}
+
+/// Environment variable naming the runtime image (the operator's manifests
+/// set it to the image the operator itself runs from).
+pub const RUNTIME_IMAGE_ENV: &str = "GANTRY_RUNTIME_IMAGE";
+
+/// `$GANTRY_RUNTIME_IMAGE`, else `gantry:<this version>`.
+pub fn default_runtime_image() -> String {
+    std::env::var(RUNTIME_IMAGE_ENV)
+        .ok()
+        .filter(|image| !image.trim().is_empty())
+        .unwrap_or_else(|| format!("gantry:{}", env!("CARGO_PKG_VERSION")))
+}

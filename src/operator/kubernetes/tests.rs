@@ -1,0 +1,1153 @@
+//! The Kubernetes executor against the recording fake API server (real
+//! HTTPS, kube-rs as the client), plus OSMO's golden pod-status cases.
+
+use super::config::{KubernetesConfig, PoolQueue, SchedulerSettings, SchedulerType};
+use super::executor::KubernetesOperator;
+use super::fake_api::{FakeApi, Recorded};
+use super::status::pod_status;
+use crate::operator::protocol::{
+    FromOperator, GroupLaunch, GroupMeta, LaunchFile, LaunchResources, LogStream, TaskLaunch,
+    TaskPlacement, ToOperator,
+};
+use gantry_storage::{Priority, TaskKey, TaskStatus};
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const NS: &str = "gantry-test";
+const PODS: &str = "/api/v1/namespaces/gantry-test/pods";
+const SECRETS: &str = "/api/v1/namespaces/gantry-test/secrets";
+const SERVICES: &str = "/api/v1/namespaces/gantry-test/services";
+const KAI_PODGROUPS: &str = "/apis/scheduling.run.ai/v2alpha2/namespaces/gantry-test/podgroups";
+const VOLCANO_PODGROUPS: &str =
+    "/apis/scheduling.volcano.sh/v1beta1/namespaces/gantry-test/podgroups";
+const COSCHED_PODGROUPS: &str =
+    "/apis/scheduling.x-k8s.io/v1alpha1/namespaces/gantry-test/podgroups";
+const WAIT: Duration = Duration::from_secs(20);
+
+const WF_UUID: &str = "0a1b2c3d-0000-4000-8000-000000000001";
+const GROUP_UUID: &str = "9f8e7d6c-0000-4000-8000-000000000002";
+
+fn task_uuid(index: usize) -> String {
+    format!("{index}e5e5e5e-0000-4000-8000-000000000100")
+}
+
+struct Harness {
+    api: FakeApi,
+    operator: Arc<KubernetesOperator>,
+    to_operator: mpsc::Sender<ToOperator>,
+    from_operator: mpsc::Receiver<FromOperator>,
+    next_job: u64,
+}
+
+impl Harness {
+    async fn start(scheduler: SchedulerSettings) -> Harness {
+        let api = FakeApi::start().await;
+        Harness::on(api, scheduler).await
+    }
+
+    async fn on(api: FakeApi, scheduler: SchedulerSettings) -> Harness {
+        let config = KubernetesConfig {
+            client: api.client(NS),
+            namespace: NS.to_string(),
+            backend: "k8s".to_string(),
+            scheduler,
+            runtime_image: "gantry:test".to_string(),
+        };
+        let operator = Arc::new(KubernetesOperator::new(config).await.expect("operator"));
+        let (to_operator, from_server) = mpsc::channel(64);
+        let (to_server, from_operator) = mpsc::channel(1024);
+        let serving = Arc::clone(&operator);
+        tokio::spawn(async move { serving.serve(from_server, to_server).await });
+        Harness {
+            api,
+            operator,
+            to_operator,
+            from_operator,
+            next_job: 0,
+        }
+    }
+
+    async fn next(&mut self) -> FromOperator {
+        tokio::time::timeout(WAIT, self.from_operator.recv())
+            .await
+            .expect("operator message in time")
+            .expect("operator channel open")
+    }
+
+    async fn hello(&mut self) -> Vec<TaskKey> {
+        match self.next().await {
+            FromOperator::Hello {
+                backend, running, ..
+            } => {
+                assert_eq!(backend, "k8s");
+                running
+            }
+            other => panic!("expected Hello first, got {other:?}"),
+        }
+    }
+
+    async fn send(&mut self, message: ToOperator) {
+        self.to_operator.send(message).await.expect("send");
+    }
+
+    async fn create(&mut self, group: GroupLaunch) -> u64 {
+        self.next_job += 1;
+        let job_id = self.next_job;
+        self.send(ToOperator::CreateGroup { job_id, group }).await;
+        job_id
+    }
+
+    /// Messages until `JobDone { job_id }` (inclusive).
+    async fn until_done(&mut self, job_id: u64) -> Vec<FromOperator> {
+        let mut seen = Vec::new();
+        loop {
+            let message = self.next().await;
+            let done = matches!(message, FromOperator::JobDone { job_id: j } if j == job_id);
+            seen.push(message);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    /// The next status report (skipping log batches, which are returned).
+    async fn status(
+        &mut self,
+    ) -> (
+        TaskKey,
+        TaskStatus,
+        Option<i32>,
+        Option<String>,
+        Vec<String>,
+    ) {
+        let mut lines = Vec::new();
+        loop {
+            match self.next().await {
+                FromOperator::TaskStatus {
+                    key,
+                    status,
+                    exit_code,
+                    message,
+                    ..
+                } => return (key, status, exit_code, message, lines),
+                FromOperator::Logs { lines: batch, .. } => {
+                    assert!(batch.iter().all(|l| l.stream == LogStream::Stdout));
+                    lines.extend(batch.into_iter().map(|l| l.text));
+                }
+                other => panic!("expected a status, got {other:?}"),
+            }
+        }
+    }
+
+    /// Waits until the fake has recorded a request matching `pred`.
+    async fn wait_request(&self, pred: impl Fn(&Recorded) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.api.requests().iter().any(&pred) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "request not seen; got {:#?}",
+                self.api.actions()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn key(task: &str) -> TaskKey {
+    TaskKey {
+        workflow_id: "train-7".into(),
+        task: task.into(),
+        retry_id: 0,
+    }
+}
+
+fn task(name: &str, index: usize, lead: bool) -> TaskLaunch {
+    TaskLaunch {
+        key: key(name),
+        group: "train-group".into(),
+        lead,
+        image: "nvcr.io/nvidia/pytorch:24.01-py3".into(),
+        command: vec!["python".into(), "train.py".into()],
+        args: vec!["--out".into(), "/osmo/data/output".into()],
+        environment: BTreeMap::from([("EPOCHS".to_string(), "3".to_string())]),
+        files: Vec::new(),
+        inputs: Vec::new(),
+        placement: TaskPlacement {
+            task_uuid: task_uuid(index),
+            resources: LaunchResources {
+                cpu: Some(8),
+                gpu: Some(2),
+                memory_bytes: Some(32 << 30),
+                storage_bytes: Some(100 << 30),
+            },
+            platform: Some("h100".into()),
+            node_selector: BTreeMap::from([(
+                "nvidia.com/gpu.product".to_string(),
+                "NVIDIA-H100-80GB-HBM3".to_string(),
+            )]),
+            tolerations: vec![
+                json!({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}),
+            ],
+            pod_templates: Vec::new(),
+        },
+    }
+}
+
+fn group(tasks: Vec<TaskLaunch>) -> GroupLaunch {
+    GroupLaunch {
+        workflow_id: "train-7".into(),
+        group: "train-group".into(),
+        barrier: true,
+        tasks,
+        meta: GroupMeta {
+            workflow_uuid: WF_UUID.into(),
+            group_uuid: GROUP_UUID.into(),
+            submitted_by: "alice@example.com".into(),
+            pool: "gpu-pool".into(),
+            priority: Some(Priority::High),
+        },
+    }
+}
+
+fn posts(requests: &[Recorded]) -> Vec<(String, String)> {
+    requests
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| {
+            let name = r.body.as_ref().map_or(String::new(), |b| {
+                b["metadata"]["name"].as_str().unwrap_or("").to_string()
+            });
+            (r.path.clone(), name)
+        })
+        .collect()
+}
+
+fn posted(requests: &[Recorded], path: &str) -> Vec<Value> {
+    requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == path)
+        .filter_map(|r| r.body.clone())
+        .collect()
+}
+
+fn group_labels() -> Value {
+    json!({
+        "osmo.workflow_id": "train-7",
+        "osmo.workflow_uuid": WF_UUID,
+        "osmo.group_name": "train-group",
+        "osmo.group_uuid": GROUP_UUID,
+        "osmo.submitted_by": super::names::label_value("alice@example.com"),
+        "osmo.pool": "gpu-pool",
+        "osmo.priority": "HIGH",
+    })
+}
+
+fn merged(base: &Value, extra: Value) -> Value {
+    let mut out = base.clone();
+    if let (Some(out), Some(extra)) = (out.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+const QUEUE: &str = "osmo-pool-gantry-test-gpu-pool";
+
+/// The exact Pod the executor creates for `task(name, index)` under KAI.
+fn expected_kai_pod(
+    name: &str,
+    index: usize,
+    lead: bool,
+    task_count: usize,
+    files: Value,
+    mounts: Value,
+) -> Value {
+    let uuid = task_uuid(index);
+    let mut labels = merged(
+        &group_labels(),
+        json!({
+            "osmo.task_name": name,
+            "osmo.task_uuid": uuid,
+            "osmo.retry_id": "0",
+            "osmo.platform": "h100",
+            "kai.scheduler/queue": QUEUE,
+            "runai/queue": QUEUE,
+            "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+        }),
+    );
+    if lead {
+        labels["osmo.lead_container"] = json!("true");
+    }
+    let mut volume_mounts = vec![
+        json!({"name": "osmo-bin", "mountPath": "/osmo/bin", "readOnly": true}),
+        json!({"name": "osmo-data", "mountPath": "/osmo/data"}),
+    ];
+    volume_mounts.extend(mounts.as_array().cloned().unwrap_or_default());
+    let mut volumes = vec![
+        json!({"name": "osmo-bin", "emptyDir": {}}),
+        json!({"name": "osmo-data", "emptyDir": {}}),
+    ];
+    volumes.extend(files.as_array().cloned().unwrap_or_default());
+    let quantities =
+        json!({"cpu": "8", "memory": "32Gi", "ephemeral-storage": "100Gi", "nvidia.com/gpu": "2"});
+    let mut spec = json!({
+        "schedulerName": "kai-scheduler",
+        "restartPolicy": "Never",
+        "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "initContainers": [{
+            "name": "osmo-init",
+            "image": "gantry:test",
+            "command": ["gantry", "task-runtime", "install", "--to", "/osmo/bin"],
+            "volumeMounts": [{"name": "osmo-bin", "mountPath": "/osmo/bin"}],
+            "resources": {
+                "requests": {"cpu": "250m", "memory": "64Mi"},
+                "limits": {"cpu": "500m", "memory": "256Mi", "ephemeral-storage": "1Gi"},
+            },
+        }],
+        "containers": [{
+            "name": name,
+            "image": "nvcr.io/nvidia/pytorch:24.01-py3",
+            "command": ["/osmo/bin/gantry"],
+            "args": ["task-runtime", "exec", "--inputs", "0", "--", "python", "train.py", "--out", "/osmo/data/output"],
+            "env": [{"name": "EPOCHS", "value": "3"}],
+            "resources": {"requests": quantities, "limits": quantities},
+            "volumeMounts": volume_mounts,
+        }],
+        "volumes": volumes,
+    });
+    if task_count > 1 {
+        spec["hostname"] = json!(uuid);
+        spec["subdomain"] = json!(format!("osmo-{GROUP_UUID}"));
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": format!("{}-{}", &WF_UUID[..16], &uuid[..16]),
+            "namespace": NS,
+            "labels": labels,
+            "annotations": {
+                "osmo.workflow_id": "train-7",
+                "osmo.task_name": name,
+                "osmo.retry_id": "0",
+                "pod-group-name": GROUP_UUID,
+            },
+        },
+        "spec": spec,
+    })
+}
+
+fn pod_name(index: usize) -> String {
+    format!("{}-{}", &WF_UUID[..16], &task_uuid(index)[..16])
+}
+
+/// A pod status with one container named after the task (the executor
+/// reads the user container by name for logs).
+fn container_status(name: &str, state: Value, phase: &str) -> Value {
+    json!({"phase": phase, "containerStatuses": [{
+        "name": name, "ready": phase == "Running", "restartCount": 0, "image": "i", "imageID": "",
+        "state": state
+    }]})
+}
+
+#[tokio::test]
+async fn one_task_group_creates_secret_podgroup_pod_and_reports_its_life() {
+    let mut h = Harness::start(SchedulerSettings::default()).await;
+    assert_eq!(h.hello().await, Vec::<TaskKey>::new());
+    let mut single = task("train", 0, true);
+    single.files = vec![LaunchFile {
+        path: "/workspace/run.sh".into(),
+        contents: b"#!/bin/sh\necho hello\n".to_vec(),
+    }];
+    let job = h.create(group(vec![single])).await;
+    let seen = h.until_done(job).await;
+    assert!(
+        matches!(&seen[0], FromOperator::TaskStatus { status: TaskStatus::Scheduling, key, .. } if *key == key_of("train")),
+        "{seen:?}"
+    );
+
+    // Exactly these objects, in this order: Secret, PodGroup, Pod (no Service).
+    let requests = h.api.actions();
+    let sha = super::names::sha256_hex(b"#!/bin/sh\necho hello\n");
+    let secret_name = format!("osmo-{}-{}", &GROUP_UUID[..16], &sha[..32]);
+    assert_eq!(
+        posts(&requests),
+        vec![
+            (SECRETS.to_string(), secret_name.clone()),
+            (KAI_PODGROUPS.to_string(), GROUP_UUID.to_string()),
+            (PODS.to_string(), pod_name(0)),
+        ]
+    );
+    assert_eq!(
+        posted(&requests, SECRETS),
+        vec![json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": secret_name, "namespace": NS, "labels": group_labels()},
+            "type": "Opaque",
+            "data": {"file": "IyEvYmluL3NoCmVjaG8gaGVsbG8K"},
+        })]
+    );
+    assert_eq!(
+        posted(&requests, KAI_PODGROUPS),
+        vec![json!({
+            "apiVersion": "scheduling.run.ai/v2alpha2", "kind": "PodGroup",
+            "metadata": {
+                "name": GROUP_UUID, "namespace": NS,
+                "labels": merged(&group_labels(), json!({"kai.scheduler/queue": QUEUE, "runai/queue": QUEUE})),
+            },
+            "spec": {"queue": QUEUE, "priorityClassName": "osmo-high", "minMember": 1},
+        })]
+    );
+    assert_eq!(
+        posted(&requests, PODS),
+        vec![expected_kai_pod(
+            "train",
+            0,
+            true,
+            1,
+            json!([{"name": "file-0", "secret": {"secretName": secret_name, "defaultMode": 0o555}}]),
+            json!([{"name": "file-0", "mountPath": "/workspace/run.sh", "subPath": "file", "readOnly": true}]),
+        )]
+    );
+
+    // The kubelet's view drives the reports.
+    h.api.set_pod_status(
+        PODS,
+        &pod_name(0),
+        json!({"phase": "Pending", "initContainerStatuses": [{
+            "name": "osmo-init", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+            "state": {"waiting": {"reason": "PodInitializing"}}
+        }]}),
+    );
+    let (k, status, ..) = h.status().await;
+    assert_eq!((k, status), (key_of("train"), TaskStatus::Initializing));
+    h.api.append_log(&pod_name(0), &["epoch 1", "epoch 2"]);
+    h.api.set_pod_status(
+        PODS,
+        &pod_name(0),
+        container_status("train", json!({"running": {}}), "Running"),
+    );
+    let (k, status, ..) = h.status().await;
+    assert_eq!((k, status), (key_of("train"), TaskStatus::Running));
+    h.api.append_log(&pod_name(0), &["epoch 3"]);
+    h.api.close_log(&pod_name(0));
+    h.api.set_pod_status(
+        PODS,
+        &pod_name(0),
+        container_status(
+            "train",
+            json!({"terminated": {"exitCode": 0, "reason": "Completed"}}),
+            "Succeeded",
+        ),
+    );
+    let (k, status, exit_code, _, lines) = h.status().await;
+    assert_eq!(
+        (k, status, exit_code),
+        (key_of("train"), TaskStatus::Completed, Some(0))
+    );
+    // Every log line arrived before the final status.
+    assert_eq!(lines, vec!["epoch 1", "epoch 2", "epoch 3"]);
+
+    // Cleanup by OSMO's labels once the group finished.
+    let selector = format!("osmo.workflow_uuid={WF_UUID},osmo.group_uuid={GROUP_UUID}");
+    h.wait_request(|r| r.method == "DELETE" && r.path == SECRETS)
+        .await;
+    let deletes: Vec<(String, Option<String>)> = h
+        .api
+        .actions()
+        .into_iter()
+        .filter(|r| r.method == "DELETE" || (r.method == "GET" && r.path == SERVICES))
+        .map(|r| (r.path.clone(), r.label_selector().map(str::to_string)))
+        .collect();
+    assert_eq!(
+        deletes,
+        vec![
+            (PODS.to_string(), Some(selector.clone())),
+            (KAI_PODGROUPS.to_string(), Some(selector.clone())),
+            (SERVICES.to_string(), Some(selector.clone())),
+            (SECRETS.to_string(), Some(selector.clone())),
+        ]
+    );
+    assert!(h.api.objects(PODS).is_empty());
+    assert!(h.api.objects(KAI_PODGROUPS).is_empty());
+    assert!(h.api.objects(SECRETS).is_empty());
+}
+
+fn key_of(task: &str) -> TaskKey {
+    key(task)
+}
+
+#[tokio::test]
+async fn four_task_kai_group_objects_and_cancel_by_labels() {
+    let mut h = Harness::start(SchedulerSettings::default()).await;
+    h.hello().await;
+    let names = ["master", "worker-1", "worker-2", "worker-3"];
+    let tasks: Vec<TaskLaunch> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| task(n, i, i == 0))
+        .collect();
+    let job = h.create(group(tasks)).await;
+    let seen = h.until_done(job).await;
+    let scheduling = seen
+        .iter()
+        .filter(|m| {
+            matches!(
+                m,
+                FromOperator::TaskStatus {
+                    status: TaskStatus::Scheduling,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(scheduling, 4);
+
+    let requests = h.api.actions();
+    let service = format!("osmo-{GROUP_UUID}");
+    assert_eq!(
+        posts(&requests),
+        vec![
+            (KAI_PODGROUPS.to_string(), GROUP_UUID.to_string()),
+            (PODS.to_string(), pod_name(0)),
+            (PODS.to_string(), pod_name(1)),
+            (PODS.to_string(), pod_name(2)),
+            (PODS.to_string(), pod_name(3)),
+            (SERVICES.to_string(), service.clone()),
+        ]
+    );
+    assert_eq!(
+        posted(&requests, KAI_PODGROUPS)[0]["spec"],
+        json!({"queue": QUEUE, "priorityClassName": "osmo-high", "minMember": 4})
+    );
+    let pods = posted(&requests, PODS);
+    for (index, name) in names.iter().enumerate() {
+        assert_eq!(
+            pods[index],
+            expected_kai_pod(name, index, index == 0, 4, json!([]), json!([])),
+            "pod of {name}"
+        );
+    }
+    assert_eq!(
+        posted(&requests, SERVICES),
+        vec![json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": service, "namespace": NS, "labels": group_labels()},
+            "spec": {"clusterIP": "None", "publishNotReadyAddresses": true, "selector": {"osmo.group_uuid": GROUP_UUID}},
+        })]
+    );
+    assert_eq!(
+        super::names::task_host(
+            &super::names::GroupNames::of(&group(Vec::new())),
+            &task_uuid(1)
+        ),
+        format!("{}.osmo-{GROUP_UUID}", task_uuid(1))
+    );
+
+    h.api.set_pod_status(
+        PODS,
+        &pod_name(0),
+        container_status("master", json!({"running": {}}), "Running"),
+    );
+    let (k, status, ..) = h.status().await;
+    assert_eq!((k, status), (key_of("master"), TaskStatus::Running));
+
+    h.api.clear_requests();
+    h.next_job += 1;
+    let cancel_job = h.next_job;
+    h.send(ToOperator::CancelGroup {
+        job_id: cancel_job,
+        workflow_id: "train-7".into(),
+        group: "train-group".into(),
+        reason: "canceled by alice".into(),
+    })
+    .await;
+    let seen = h.until_done(cancel_job).await;
+    let mut canceled: Vec<TaskKey> = seen
+        .iter()
+        .filter_map(|m| match m {
+            FromOperator::TaskStatus {
+                key,
+                status: TaskStatus::Failed,
+                message: Some(message),
+                ..
+            } if message.contains("canceled by alice") => Some(key.clone()),
+            _ => None,
+        })
+        .collect();
+    canceled.sort();
+    let mut expected: Vec<TaskKey> = names.iter().map(|n| key_of(n)).collect();
+    expected.sort();
+    assert_eq!(canceled, expected);
+
+    let selector = "osmo.workflow_id=train-7,osmo.group_name=train-group".to_string();
+    let deletes: Vec<(String, String, Option<String>)> = h
+        .api
+        .actions()
+        .into_iter()
+        .filter(|r| r.method == "DELETE" || r.path == SERVICES)
+        .map(|r| {
+            (
+                r.method.clone(),
+                r.path.clone(),
+                r.label_selector().map(str::to_string),
+            )
+        })
+        .collect();
+    assert_eq!(
+        deletes,
+        vec![
+            ("DELETE".into(), PODS.to_string(), Some(selector.clone())),
+            (
+                "DELETE".into(),
+                KAI_PODGROUPS.to_string(),
+                Some(selector.clone())
+            ),
+            ("GET".into(), SERVICES.to_string(), Some(selector.clone())),
+            ("DELETE".into(), format!("{SERVICES}/{service}"), None),
+            ("DELETE".into(), SECRETS.to_string(), Some(selector)),
+        ]
+    );
+    assert!(h.api.objects(PODS).is_empty());
+    assert!(h.api.objects(SERVICES).is_empty());
+    assert!(h.api.objects(KAI_PODGROUPS).is_empty());
+}
+
+#[tokio::test]
+async fn volcano_group_uses_a_volcano_podgroup() {
+    let mut h = Harness::start(SchedulerSettings::for_type(SchedulerType::Volcano)).await;
+    h.hello().await;
+    let job = h
+        .create(group(vec![task("a", 0, true), task("b", 1, false)]))
+        .await;
+    h.until_done(job).await;
+    let requests = h.api.actions();
+    assert_eq!(
+        posted(&requests, VOLCANO_PODGROUPS),
+        vec![json!({
+            "apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+            "metadata": {"name": GROUP_UUID, "namespace": NS, "labels": group_labels()},
+            "spec": {"queue": QUEUE, "priorityClassName": "osmo-high", "minMember": 2},
+        })]
+    );
+    for pod in posted(&requests, PODS) {
+        assert_eq!(pod["spec"]["schedulerName"], "volcano");
+        assert_eq!(
+            pod["metadata"]["annotations"]["scheduling.k8s.io/group-name"],
+            GROUP_UUID
+        );
+        assert!(pod["metadata"]["labels"]["kai.scheduler/queue"].is_null());
+    }
+    assert!(posted(&requests, KAI_PODGROUPS).is_empty());
+}
+
+#[tokio::test]
+async fn default_scheduler_runs_single_tasks_and_refuses_gangs_without_coscheduling() {
+    let mut h = Harness::start(SchedulerSettings::for_type(SchedulerType::Default)).await;
+    h.hello().await;
+    let job = h.create(group(vec![task("solo", 0, true)])).await;
+    h.until_done(job).await;
+    let requests = h.api.actions();
+    assert_eq!(posts(&requests), vec![(PODS.to_string(), pod_name(0))]);
+    let pod = &posted(&requests, PODS)[0];
+    assert_eq!(pod["spec"]["schedulerName"], "default-scheduler");
+    assert!(pod["metadata"]["annotations"]["pod-group-name"].is_null());
+
+    h.api.clear_requests();
+    let mut gang = group(vec![
+        task("a", 1, true),
+        task("b", 2, false),
+        task("c", 3, false),
+    ]);
+    gang.group = "gang".into();
+    gang.meta.group_uuid = "11111111-0000-4000-8000-000000000003".into();
+    let job = h.create(gang).await;
+    let seen = h.until_done(job).await;
+    let failed: Vec<(String, Option<i32>, String)> = seen
+        .iter()
+        .filter_map(|m| match m {
+            FromOperator::TaskStatus {
+                key,
+                status: TaskStatus::FailedBackendError,
+                exit_code,
+                message: Some(message),
+                ..
+            } => Some((key.task.clone(), *exit_code, message.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 3, "{seen:?}");
+    for (_, code, message) in &failed {
+        assert_eq!(*code, Some(3001));
+        assert!(message.contains("scheduler_type 'default'"), "{message}");
+        assert!(message.contains("3 tasks"), "{message}");
+    }
+    assert!(
+        posts(&h.api.actions()).is_empty(),
+        "nothing created for a refused gang"
+    );
+
+    // With co-scheduling installed, the same gang gets a PodGroup.
+    let mut settings = SchedulerSettings::for_type(SchedulerType::Default);
+    settings.coscheduling = true;
+    let mut h = Harness::start(settings).await;
+    h.hello().await;
+    let job = h
+        .create(group(vec![task("a", 1, true), task("b", 2, false)]))
+        .await;
+    h.until_done(job).await;
+    let requests = h.api.actions();
+    assert_eq!(
+        posted(&requests, COSCHED_PODGROUPS)[0]["spec"],
+        json!({"minMember": 2, "scheduleTimeoutSeconds": 30})
+    );
+    for pod in posted(&requests, PODS) {
+        assert_eq!(
+            pod["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"],
+            GROUP_UUID
+        );
+    }
+}
+
+#[tokio::test]
+async fn failures_and_restart_adoption() {
+    let mut h = Harness::start(SchedulerSettings::default()).await;
+    h.hello().await;
+    let job = h
+        .create(group(vec![task("a", 0, true), task("b", 1, false)]))
+        .await;
+    h.until_done(job).await;
+    h.api.set_pod_status(
+        PODS,
+        &pod_name(0),
+        container_status("a", json!({"running": {}}), "Running"),
+    );
+    let (k, status, ..) = h.status().await;
+    assert_eq!((k, status), (key_of("a"), TaskStatus::Running));
+    h.api.set_pod_status(
+        PODS,
+        &pod_name(1),
+        container_status(
+            "b",
+            json!({"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}),
+            "Pending",
+        ),
+    );
+    let (k, status, code, message, _) = h.status().await;
+    assert_eq!(
+        (k, status, code),
+        (key_of("b"), TaskStatus::FailedImagePull, Some(301))
+    );
+    assert!(message.is_some_and(|m| m.contains("ImagePullBackOff")));
+
+    // A new operator (after a restart) finds the running task by its labels.
+    h.operator.shutdown().await;
+    let api = h.api;
+    let mut again = Harness::on(api, SchedulerSettings::default()).await;
+    assert_eq!(again.hello().await, vec![key_of("a")]);
+    // It repeats what it sees (the control plane drops repeats): a's latest
+    // status, and b's final one if its watch saw it after connecting.
+    loop {
+        let (k, status, ..) = again.status().await;
+        if (&k, status) == (&key_of("a"), TaskStatus::Running) {
+            break;
+        }
+        assert_eq!((k, status), (key_of("b"), TaskStatus::FailedImagePull));
+    }
+    again.api.close_log(&pod_name(0));
+    again.api.set_pod_status(
+        PODS,
+        &pod_name(0),
+        container_status(
+            "a",
+            json!({"terminated": {"exitCode": 3, "reason": "Error", "message": "bad"}}),
+            "Failed",
+        ),
+    );
+    let (k, status, code, ..) = loop {
+        let report = again.status().await;
+        if report.0 == key_of("a") {
+            break report;
+        }
+    };
+    assert_eq!(
+        (k, status, code),
+        (key_of("a"), TaskStatus::Failed, Some(3))
+    );
+    // Both tasks are final: the group is cleaned up by its UUID labels.
+    let selector = format!("osmo.workflow_uuid={WF_UUID},osmo.group_uuid={GROUP_UUID}");
+    again
+        .wait_request(|r| {
+            r.method == "DELETE" && r.path == PODS && r.label_selector() == Some(&selector)
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn nodes_inventory_and_pool_queues() {
+    let api = FakeApi::start().await;
+    api.insert(
+        "/api/v1/nodes",
+        json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "gpu-1", "labels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
+            "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
+            "status": {
+                "allocatable": {"cpu": "96", "memory": "1Ti", "ephemeral-storage": "2Ti", "nvidia.com/gpu": "8"},
+                "conditions": [{"type": "Ready", "status": "True"}]
+            }
+        }),
+    );
+    let h = Harness::on(api, SchedulerSettings::default()).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let nodes = loop {
+        let nodes = h.operator.nodes();
+        if !nodes.is_empty() {
+            break nodes;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no node inventory");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].gpu_count, 8);
+    assert_eq!(nodes[0].allocatable_cpu_millis, 96_000);
+    assert_eq!(nodes[0].gpu_model.as_deref(), Some("NVIDIA-H100-80GB-HBM3"));
+    assert!(nodes[0].ready);
+
+    let pools = [PoolQueue {
+        pool: "gpu-pool".into(),
+        gpu_guarantee: 16,
+        gpu_maximum: 32,
+        gpu_weight: 2,
+    }];
+    h.operator.sync_pools(&pools).await.expect("first sync");
+    let queues = h.api.objects("/apis/scheduling.run.ai/v2/queues");
+    assert_eq!(queues.len(), 2);
+    let pool_queue = queues
+        .iter()
+        .find(|q| q["metadata"]["name"] == QUEUE)
+        .expect("pool queue");
+    assert_eq!(
+        pool_queue["spec"]["parentQueue"],
+        "osmo-default-gantry-test"
+    );
+    assert_eq!(
+        pool_queue["spec"]["resources"]["gpu"],
+        json!({"quota": 16, "limit": 32, "overQuotaWeight": 2})
+    );
+    let classes: BTreeMap<String, i64> = h
+        .api
+        .objects("/apis/scheduling.k8s.io/v1/priorityclasses")
+        .iter()
+        .map(|c| {
+            (
+                c["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                c["value"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        classes,
+        BTreeMap::from([
+            ("osmo-high".into(), 125),
+            ("osmo-low".into(), 50),
+            ("osmo-normal".into(), 100)
+        ])
+    );
+    // Again after a pool change: replaced in place, not duplicated.
+    h.api.clear_requests();
+    let changed = [PoolQueue {
+        gpu_guarantee: 8,
+        ..pools[0].clone()
+    }];
+    h.operator.sync_pools(&changed).await.expect("second sync");
+    assert!(posts(&h.api.actions()).is_empty());
+    let puts = h.api.actions().iter().filter(|r| r.method == "PUT").count();
+    assert_eq!(puts, 5);
+    let queues = h.api.objects("/apis/scheduling.run.ai/v2/queues");
+    let pool_queue = queues
+        .iter()
+        .find(|q| q["metadata"]["name"] == QUEUE)
+        .expect("pool queue");
+    assert_eq!(pool_queue["spec"]["resources"]["gpu"]["quota"], 8);
+}
+
+#[tokio::test]
+async fn pod_templates_merge_and_cannot_move_system_labels() {
+    let mut h = Harness::start(SchedulerSettings::default()).await;
+    h.hello().await;
+    let mut templated = task("train", 0, true);
+    templated.placement.pod_templates = vec![
+        json!({"metadata": {"labels": {"osmo.task_name": "forged", "team": "robotics"}},
+               "spec": {"nodeSelector": {"zone": "{{ WF_POOL }}-a"},
+                        "containers": [{"name": "{{ USER_CONTAINER_NAME }}",
+                                        "resources": {"requests": {"cpu": "{% if USER_CPU > 4 %}4{% else %}{{ USER_CPU }}{% endif %}"}}}]}}),
+        json!({"spec": {"tolerations": [{"key": "dedicated", "operator": "Exists"}]}}),
+    ];
+    let job = h.create(group(vec![templated])).await;
+    h.until_done(job).await;
+    let pod = &posted(&h.api.actions(), PODS)[0];
+    assert_eq!(pod["metadata"]["labels"]["osmo.task_name"], "train");
+    assert_eq!(pod["metadata"]["labels"]["team"], "robotics");
+    assert_eq!(pod["spec"]["nodeSelector"]["zone"], "gpu-pool-a");
+    assert_eq!(
+        pod["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+        "4"
+    );
+    assert_eq!(
+        pod["spec"]["containers"][0]["resources"]["limits"]["cpu"],
+        "8"
+    );
+    assert_eq!(pod["spec"]["tolerations"].as_array().map(Vec::len), Some(2));
+}
+
+/// OSMO's 35 shared cases. The fixture belongs to the OSMO reference
+/// material, which sits in `shared/osmo/` beside the repository (it is not
+/// copied into the project); the test looks for it in the ancestors of the
+/// crate directory.
+fn golden_cases_path() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .map(|dir| dir.join("shared/osmo/pod_status_cases.json"))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "shared/osmo/pod_status_cases.json not found beside {}; the golden pod-status cases need OSMO's reference material",
+                manifest.display()
+            )
+        })
+}
+
+/// Turns a case's input (OSMO's snake_case pod summary) into a Pod.
+fn case_pod(input: &Value, now_ms: i64) -> Pod {
+    let time = |text: &str| {
+        let minutes: i64 = text
+            .strip_prefix("now-")
+            .and_then(|t| t.strip_suffix('m'))
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        let ms = now_ms - minutes * 60_000;
+        k8s_openapi::jiff::Timestamp::from_millisecond(ms)
+            .expect("time")
+            .to_string()
+    };
+    let container = |c: &Value| {
+        let mut state = c["state"].clone();
+        if let Some(terminated) = state.get_mut("terminated") {
+            if let Some(code) = terminated.get("exit_code").cloned() {
+                terminated["exitCode"] = code;
+            }
+            if let Some(object) = terminated.as_object_mut() {
+                object.remove("exit_code");
+            }
+        }
+        json!({"name": c["name"], "ready": false, "restartCount": 0, "image": "", "imageID": "", "state": state})
+    };
+    let containers = |key: &str| -> Value {
+        input[key]
+            .as_array()
+            .map(|list| Value::Array(list.iter().map(container).collect()))
+            .unwrap_or(Value::Null)
+    };
+    let conditions = input["conditions"].as_array().map(|list| {
+        list.iter()
+            .map(|c| {
+                json!({
+                    "type": c["type"], "status": c["status"], "reason": c["reason"], "message": c["message"],
+                    "lastTransitionTime": time(c["last_transition_time"].as_str().unwrap_or("now")),
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    serde_json::from_value(json!({
+        "metadata": {"name": input.get("pod_name").cloned().unwrap_or(json!("test-pod"))},
+        "status": {
+            "phase": input["phase"],
+            "reason": input["reason"],
+            "message": input["message"],
+            "conditions": conditions,
+            "containerStatuses": containers("container_statuses"),
+            "initContainerStatuses": containers("init_container_statuses"),
+        }
+    }))
+    .expect("case input is a Pod")
+}
+
+#[test]
+fn osmo_golden_pod_status_cases() {
+    let path = golden_cases_path();
+    let text = std::fs::read_to_string(&path).expect("read cases");
+    let fixture: Value = serde_json::from_str(&text).expect("cases are JSON");
+    let cases = fixture["test_cases"].as_array().expect("test_cases");
+    assert_eq!(cases.len(), 35);
+    let now_ms = 1_790_000_000_000;
+    let mut failures = Vec::new();
+    for case in cases {
+        let name = case["name"].as_str().unwrap_or("?");
+        let expected = &case["expected"];
+        let pod = case_pod(&case["input"], now_ms);
+        let Some(outcome) = pod_status(&pod, now_ms) else {
+            failures.push(format!("{name}: no outcome"));
+            continue;
+        };
+        let want_status: TaskStatus = expected["status"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("expected status parses");
+        let want_code = expected["exit_code"].as_i64().map(|c| c as i32);
+        if outcome.status != want_status || outcome.exit_code != want_code {
+            failures.push(format!(
+                "{name}: got {} {:?}, want {want_status} {want_code:?}",
+                outcome.status, outcome.exit_code
+            ));
+        }
+        for fragment in expected["message_contains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let fragment = fragment.as_str().unwrap_or("");
+            if !outcome.message.as_deref().unwrap_or("").contains(fragment) {
+                failures.push(format!(
+                    "{name}: message {:?} lacks {fragment:?}",
+                    outcome.message
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 35 cases fail:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn pods_without_news_and_project_cases() {
+    let pod = |status: Value| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p"}, "status": status})).expect("pod")
+    };
+    let now = 1_790_000_000_000;
+    assert_eq!(pod_status(&pod(json!({"phase": "Unknown"})), now), None);
+    // The init container running means the pod is initializing.
+    let initializing = pod(json!({"phase": "Pending", "initContainerStatuses": [{
+        "name": "osmo-init", "ready": false, "restartCount": 0, "image": "", "imageID": "", "state": {"running": {}}
+    }]}));
+    assert_eq!(
+        pod_status(&initializing, now).map(|o| o.status),
+        Some(TaskStatus::Initializing)
+    );
+    // Kubernetes marks preemption as a DisruptionTarget with a preemption reason.
+    let preempted = pod(json!({"phase": "Running", "conditions": [{
+        "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler", "message": "preempted by high"
+    }]}));
+    assert_eq!(
+        pod_status(&preempted, now).map(|o| (o.status, o.exit_code)),
+        Some((TaskStatus::FailedPreempted, Some(3006)))
+    );
+}
+
+/// The example manifests parse as the Kubernetes objects they claim to be,
+/// and the operator's RBAC allows every call the executor makes.
+#[test]
+fn operator_manifests_parse_and_grant_what_the_executor_uses() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+    use serde::Deserialize;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ops/kubernetes/operator");
+    let mut rules = Vec::new();
+    let mut deployment = None;
+    for file in [
+        "namespaces.yaml",
+        "rbac.yaml",
+        "deployment.yaml",
+        "secrets.example.yaml",
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).expect("manifest");
+        for document in serde_yaml_ng::Deserializer::from_str(&text) {
+            let value = Value::deserialize(document).expect("YAML document");
+            let kind = value["kind"].as_str().unwrap_or("").to_string();
+            match kind.as_str() {
+                "Role" => rules.extend(
+                    serde_json::from_value::<Role>(value)
+                        .expect("Role")
+                        .rules
+                        .unwrap_or_default(),
+                ),
+                "ClusterRole" => rules.extend(
+                    serde_json::from_value::<ClusterRole>(value)
+                        .expect("ClusterRole")
+                        .rules
+                        .unwrap_or_default(),
+                ),
+                "Deployment" => {
+                    deployment =
+                        Some(serde_json::from_value::<Deployment>(value).expect("Deployment"))
+                }
+                "Namespace" | "ServiceAccount" | "RoleBinding" | "ClusterRoleBinding"
+                | "Secret" => {}
+                other => panic!("unexpected kind {other:?} in {file}"),
+            }
+        }
+    }
+    let allowed = |group: &str, resource: &str, verb: &str| {
+        rules.iter().any(|rule| {
+            rule.api_groups
+                .as_ref()
+                .is_some_and(|g| g.iter().any(|g| g == group))
+                && rule
+                    .resources
+                    .as_ref()
+                    .is_some_and(|r| r.iter().any(|r| r == resource))
+                && rule.verbs.iter().any(|v| v == verb)
+        })
+    };
+    let needed = [
+        ("", "pods", "create"),
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+        ("", "pods", "deletecollection"),
+        ("", "pods/log", "get"),
+        ("", "services", "create"),
+        ("", "services", "list"),
+        ("", "services", "delete"),
+        ("", "secrets", "create"),
+        ("", "secrets", "deletecollection"),
+        ("scheduling.run.ai", "podgroups", "create"),
+        ("scheduling.run.ai", "podgroups", "deletecollection"),
+        ("scheduling.volcano.sh", "podgroups", "create"),
+        ("scheduling.x-k8s.io", "podgroups", "create"),
+        ("", "nodes", "watch"),
+        ("scheduling.run.ai", "queues", "update"),
+        ("scheduling.k8s.io", "priorityclasses", "create"),
+        ("scheduling.k8s.io", "priorityclasses", "update"),
+    ];
+    for (group, resource, verb) in needed {
+        assert!(
+            allowed(group, resource, verb),
+            "RBAC lacks {verb} {group}/{resource}"
+        );
+    }
+    let deployment = deployment.expect("a Deployment");
+    let spec = deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("pod spec");
+    let args = spec.containers[0].args.clone().unwrap_or_default();
+    for flag in [
+        "--executor=kubernetes",
+        "--namespace=gantry-workflows",
+        "--token-file=/etc/gantry/token/token",
+    ] {
+        assert!(args.iter().any(|a| a == flag), "deployment lacks {flag}");
+    }
+}
