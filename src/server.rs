@@ -368,6 +368,7 @@ async fn ensure_bootstrap_token(node: &RaftNode, data_dir: &std::path::Path) -> 
     }
     let token = gantry_storage::TokenRecord {
         name: BOOTSTRAP_TOKEN_NAME.to_string(),
+        service: false,
         hash: crate::api::auth::hash_token(&secret),
         user: "admin".to_string(),
         roles: vec!["admin".to_string()],
