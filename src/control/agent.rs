@@ -1,8 +1,9 @@
 //! The agent endpoint: connections of backend operators.
 //!
 //! Each operator connection is a pair of channels: jobs go down, reports come
-//! up. Reports become commands (task status, job completion, hello) or log
-//! appends. Invariant: a job is reported complete only after the
+//! up. Reports become commands (task status, job completion, hello,
+//! heartbeat: at most one per backend per [`HEARTBEAT_PROPOSE_INTERVAL_MIN`])
+//! or log appends. Invariant: a job is reported complete only after the
 //! `CompleteJob` command is committed, and the hub remembers which jobs were
 //! sent on the current connection so the dispatcher never sends one twice
 //! to the same connection.
@@ -19,6 +20,10 @@ use tokio::sync::{mpsc, Notify};
 /// Messages buffered per operator connection, at most.
 pub const OPERATOR_QUEUE_MAX: usize = 1024;
 
+/// At most one heartbeat per backend is proposed in this time; the others
+/// are dropped (the next one carries the newer inventory anyway).
+pub const HEARTBEAT_PROPOSE_INTERVAL_MIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 struct Connection {
     generation: u64,
     sender: mpsc::Sender<ToOperator>,
@@ -32,6 +37,8 @@ pub struct AgentHub {
     logs: LogStore,
     connections: Arc<Mutex<HashMap<String, Connection>>>,
     next_generation: Arc<std::sync::atomic::AtomicU64>,
+    /// When a heartbeat of each backend was last proposed from this node.
+    last_heartbeat: Arc<Mutex<HashMap<String, std::time::Instant>>>,
     /// Woken when a connection appears, so the dispatcher retries at once.
     pub connected: Arc<Notify>,
 }
@@ -43,6 +50,7 @@ impl AgentHub {
             logs,
             connections: Arc::default(),
             next_generation: Arc::default(),
+            last_heartbeat: Arc::default(),
             connected: Arc::default(),
         }
     }
@@ -123,6 +131,26 @@ impl AgentHub {
                     time,
                 },
             },
+            FromOperator::Heartbeat { nodes } => {
+                if !self.heartbeat_due(backend) {
+                    return;
+                }
+                // The graces travel in the command: apply reads no config.
+                let (offline_after_ms, fail_tasks_after_ms) = match self.node.read_local() {
+                    Ok(view) => crate::api::config_bodies::service_config(&view).graces_ms(),
+                    Err(error) => {
+                        tracing::warn!(%error, "heartbeat dropped: state unreadable");
+                        return;
+                    }
+                };
+                Command::BackendHeartbeat {
+                    now: now_ms(),
+                    backend: backend.to_string(),
+                    nodes,
+                    offline_after_ms,
+                    fail_tasks_after_ms,
+                }
+            }
             FromOperator::Logs { key, lines } => {
                 if let Err(error) = self.logs.append(&key, &lines).await {
                     tracing::error!(%error, workflow = %key.workflow_id, "could not store log lines");
@@ -144,6 +172,22 @@ impl AgentHub {
                 _ => {}
             },
             Err(error) => tracing::warn!(%error, "could not record operator report"),
+        }
+    }
+
+    /// Whether a heartbeat of `backend` may be proposed now (and notes it).
+    fn heartbeat_due(&self, backend: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut last = self
+            .last_heartbeat
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        match last.get(backend) {
+            Some(at) if now.duration_since(*at) < HEARTBEAT_PROPOSE_INTERVAL_MIN => false,
+            _ => {
+                last.insert(backend.to_string(), now);
+                true
+            }
         }
     }
 

@@ -17,7 +17,7 @@ mod expand;
 mod input;
 mod isolate;
 mod model;
-mod quantity;
+pub(crate) mod quantity;
 mod template;
 mod tokens;
 mod validate;
