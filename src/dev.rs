@@ -86,7 +86,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
         "gantry dev: API on http://{} (data in {}); auth is {}",
         running.address,
         data_dir.display(),
-        if auth_required { "on" } else { "off on loopback" }
+        if auth_required {
+            "on"
+        } else {
+            "off on loopback"
+        }
     );
     if specs.is_empty() {
         wait_for_signal().await;

@@ -492,7 +492,7 @@ async fn ensure_pool(node: &RaftNode) {
             description: "pool created by the server".to_string(),
             tags: Vec::new(),
         },
-        data: ConfigData::Pool(PoolConfig::from_record(&pool)),
+        data: Box::new(ConfigData::Pool(PoolConfig::from_record(&pool))),
     };
     if let Err(error) = node.propose_here(command).await {
         tracing::warn!(%error, "could not create the default pool");

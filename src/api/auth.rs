@@ -8,13 +8,13 @@
 use super::access;
 use super::error::ApiError;
 use super::AppState;
-use gantry_storage::Policy;
 use crate::control::now_ms;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine;
+use gantry_storage::Policy;
 use sha2::{Digest, Sha256};
 
 /// Who is calling, as established by the token, and what their roles allow.

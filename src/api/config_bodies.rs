@@ -7,8 +7,9 @@
 
 use crate::spec::quantity::parse_duration;
 use gantry_storage::{
-    BackendRecord, BackendSettings, ConfigData, ConfigRevision, ConfigType, ReadView, GpuQuota, PlatformConfig, Policy,
-    PolicyEffect, PoolConfig, PoolStatus, RoleConfig, SchedulerType, Toleration,
+    BackendRecord, BackendSettings, ConfigData, ConfigRevision, ConfigType, GpuQuota,
+    PlatformConfig, Policy, PolicyEffect, PoolConfig, PoolStatus, ReadView, RoleConfig,
+    SchedulerType, Toleration,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -304,9 +305,18 @@ pub fn backend_json(backend: &BackendRecord) -> Value {
         map.insert("k8s_uid".into(), json!(""));
         map.insert("k8s_namespace".into(), json!(""));
         map.insert("tests".into(), json!([]));
-        map.insert("node_conditions".into(), json!({"rules": {}, "prefix": "osmo.nvidia.com/"}));
-        map.insert("last_heartbeat".into(), super::views::time(backend.last_heartbeat));
-        map.insert("created_date".into(), super::views::time(Some(backend.created)));
+        map.insert(
+            "node_conditions".into(),
+            json!({"rules": {}, "prefix": "osmo.nvidia.com/"}),
+        );
+        map.insert(
+            "last_heartbeat".into(),
+            super::views::time(backend.last_heartbeat),
+        );
+        map.insert(
+            "created_date".into(),
+            super::views::time(Some(backend.created)),
+        );
         map.insert("online".into(), json!(backend.online));
         map.insert("nodes".into(), Value::Array(nodes));
     }
@@ -461,7 +471,10 @@ struct PoolBody {
 fn check_codes(field: &str, codes: &str) -> Result<(), String> {
     let bad = || format!("configs.{field}: '{codes}' is not a list of codes like \"1,2-10\"");
     for part in codes.split(',') {
-        let (low, high) = part.trim().split_once('-').unwrap_or((part.trim(), part.trim()));
+        let (low, high) = part
+            .trim()
+            .split_once('-')
+            .unwrap_or((part.trim(), part.trim()));
         let low: i64 = low.trim().parse().map_err(|_| bad())?;
         let high: i64 = high.trim().parse().map_err(|_| bad())?;
         if low > high {
@@ -693,7 +706,9 @@ pub fn parse_role(name: &str, body: Value) -> Result<RoleConfig, String> {
             }
         };
         if policy.actions.is_empty() {
-            return Err(format!("configs.policies[{index}].actions: must not be empty"));
+            return Err(format!(
+                "configs.policies[{index}].actions: must not be empty"
+            ));
         }
         for action in &policy.actions {
             let well_formed = action == "*"
@@ -786,7 +801,9 @@ pub fn parse(config_type: ConfigType, name: &str, body: Value) -> Result<ConfigD
         ConfigType::Role => parse_role(name, body).map(ConfigData::Role),
         ConfigType::PodTemplate => {
             if !body.is_object() {
-                return Err("configs: a pod template must be a JSON object (part of a Pod manifest)".into());
+                return Err(
+                    "configs: a pod template must be a JSON object (part of a Pod manifest)".into(),
+                );
             }
             Ok(ConfigData::Json(to_text(&body)?))
         }
@@ -826,7 +843,10 @@ mod tests {
             json!({"scheduler_settings": {"scheduler_type": "slurm"}}),
         )
         .unwrap_err();
-        assert!(error.contains("configs.scheduler_settings.scheduler_type"), "{error}");
+        assert!(
+            error.contains("configs.scheduler_settings.scheduler_type"),
+            "{error}"
+        );
         let error = parse(ConfigType::Pool, "p", json!({"backend": "b", "colour": 1})).unwrap_err();
         assert!(error.contains("colour"), "{error}");
         let error = parse(ConfigType::Pool, "p", json!({"description": "x"})).unwrap_err();
@@ -885,9 +905,20 @@ mod tests {
             json!({"scheduler_settings": {"scheduler_type": "volcano", "scheduler_name": "volcano"}}),
         )
         .unwrap();
-        assert_eq!(parse(ConfigType::Backend, "b", render(&backend)).unwrap(), backend);
-        let service = parse(ConfigType::Service, "", json!({"backend_heartbeat_grace": "5s"})).unwrap();
-        assert_eq!(parse(ConfigType::Service, "", render(&service)).unwrap(), service);
+        assert_eq!(
+            parse(ConfigType::Backend, "b", render(&backend)).unwrap(),
+            backend
+        );
+        let service = parse(
+            ConfigType::Service,
+            "",
+            json!({"backend_heartbeat_grace": "5s"}),
+        )
+        .unwrap();
+        assert_eq!(
+            parse(ConfigType::Service, "", render(&service)).unwrap(),
+            service
+        );
         let role = parse(
             ConfigType::Role,
             "gpu-users",
@@ -895,6 +926,9 @@ mod tests {
                 {"effect": "Deny", "actions": ["workflow:Cancel"], "resources": ["pool/prod"]}]}),
         )
         .unwrap();
-        assert_eq!(parse(ConfigType::Role, "gpu-users", render(&role)).unwrap(), role);
+        assert_eq!(
+            parse(ConfigType::Role, "gpu-users", render(&role)).unwrap(),
+            role
+        );
     }
 }

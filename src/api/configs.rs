@@ -190,7 +190,7 @@ async fn put_config(
         config_type,
         name: name.clone(),
         meta: meta(&caller, change.description, change.tags),
-        data,
+        data: Box::new(data),
     };
     commit(&state, command, config_type, &name).await
 }
@@ -216,7 +216,7 @@ async fn patch_singleton(
         config_type,
         name: String::new(),
         meta: meta(&caller, patch.description, patch.tags),
-        data,
+        data: Box::new(data),
     };
     commit(&state, command, config_type, "").await
 }
@@ -261,7 +261,11 @@ fn backend_online(view: &ReadView, backend: &str) -> Result<bool, ApiError> {
     Ok(view.backend(backend)?.is_some_and(|b| b.online))
 }
 
-fn named_json(view: &ReadView, config_type: ConfigType, data: &ConfigData) -> Result<Value, ApiError> {
+fn named_json(
+    view: &ReadView,
+    config_type: ConfigType,
+    data: &ConfigData,
+) -> Result<Value, ApiError> {
     Ok(match data {
         ConfigData::Pool(pool) => {
             let online = backend_online(view, &pool.backend)?;
@@ -360,7 +364,10 @@ async fn list_named(state: AppState, config_type: ConfigType, query: Option<Stri
 // --- SERVICE and WORKFLOW --------------------------------------------------
 
 pub async fn get_service(State(state): State<AppState>) -> Reply {
-    Ok(Json(singleton_json(&state.node.read().await?, ConfigType::Service)?))
+    Ok(Json(singleton_json(
+        &state.node.read().await?,
+        ConfigType::Service,
+    )?))
 }
 
 pub async fn put_service(
@@ -380,7 +387,10 @@ pub async fn patch_service(
 }
 
 pub async fn get_workflow(State(state): State<AppState>) -> Reply {
-    Ok(Json(singleton_json(&state.node.read().await?, ConfigType::Workflow)?))
+    Ok(Json(singleton_json(
+        &state.node.read().await?,
+        ConfigType::Workflow,
+    )?))
 }
 
 pub async fn put_workflow(
@@ -431,7 +441,7 @@ pub async fn post_backend(
         config_type: ConfigType::Backend,
         name: name.clone(),
         meta: meta(&caller, change.description, change.tags),
-        data: ConfigData::Backend(settings),
+        data: Box::new(ConfigData::Backend(settings)),
     };
     commit(&state, command, ConfigType::Backend, &name).await
 }
@@ -477,7 +487,13 @@ macro_rules! named_routes {
     };
 }
 
-named_routes!(ConfigType::Pool, list_pools, get_pool, put_pool, delete_pool);
+named_routes!(
+    ConfigType::Pool,
+    list_pools,
+    get_pool,
+    put_pool,
+    delete_pool
+);
 named_routes!(
     ConfigType::PodTemplate,
     list_pod_templates,
@@ -492,7 +508,13 @@ named_routes!(
     put_resource_validation,
     delete_resource_validation
 );
-named_routes!(ConfigType::Role, list_roles, get_role, put_role, delete_role);
+named_routes!(
+    ConfigType::Role,
+    list_roles,
+    get_role,
+    put_role,
+    delete_role
+);
 
 // --- history and rollback --------------------------------------------------
 
@@ -502,7 +524,10 @@ pub async fn history(State(state): State<AppState>, RawQuery(query): RawQuery) -
     let types = params
         .list("config_types")
         .iter()
-        .map(|text| text.parse::<ConfigType>().map_err(|message| usage(format!("config_types: {message}"))))
+        .map(|text| {
+            text.parse::<ConfigType>()
+                .map_err(|message| usage(format!("config_types: {message}")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let types = if types.is_empty() {
         ConfigType::ALL.to_vec()
@@ -514,7 +539,12 @@ pub async fn history(State(state): State<AppState>, RawQuery(query): RawQuery) -
     let omit_data = params.flag("omit_data")?;
     let offset = params.number("offset")?.unwrap_or(0) as usize;
     let limit = params.number("limit")?.unwrap_or(20).clamp(1, 1000) as usize;
-    let descending = match params.get("order").unwrap_or("ASC").to_ascii_uppercase().as_str() {
+    let descending = match params
+        .get("order")
+        .unwrap_or("ASC")
+        .to_ascii_uppercase()
+        .as_str()
+    {
         "ASC" => false,
         "DESC" => true,
         other => return Err(usage(format!("order must be ASC or DESC, not '{other}'"))),
@@ -567,7 +597,10 @@ pub async fn rollback(
         .config_type
         .parse()
         .map_err(|message: String| usage(format!("config_type: {message}")))?;
-    if !caller.allows("config:Update", &format!("config/{}", config_type.as_str().to_ascii_lowercase())) {
+    if !caller.allows(
+        "config:Update",
+        &format!("config/{}", config_type.as_str().to_ascii_lowercase()),
+    ) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "CREDENTIAL",
@@ -582,7 +615,10 @@ pub async fn rollback(
     let old = view
         .config_revision(config_type, request.revision)?
         .ok_or_else(|| {
-            ApiError::not_found(format!("{config_type} has no revision {}", request.revision))
+            ApiError::not_found(format!(
+                "{config_type} has no revision {}",
+                request.revision
+            ))
         })?;
     let command = Command::RollbackConfig {
         now: now_ms(),
@@ -590,9 +626,11 @@ pub async fn rollback(
         revision: request.revision,
         meta: meta(
             &caller,
-            Some(request.description.unwrap_or_else(|| {
-                format!("rollback to revision {}", request.revision)
-            })),
+            Some(
+                request
+                    .description
+                    .unwrap_or_else(|| format!("rollback to revision {}", request.revision)),
+            ),
             request.tags,
         ),
     };

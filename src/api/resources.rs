@@ -158,12 +158,16 @@ fn pool_configs(view: &ReadView) -> Result<Vec<PoolConfig>, ApiError> {
 
 /// OSMO's `GET /api/pool_quota` → `{node_sets: [{pools: [...]}], resource_sum}`,
 /// with Gantry's `capacity` and `usage` of every kind per pool.
-pub async fn pool_quota(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn pool_quota(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
     let wanted = params.list("pools");
     let view = state.node.read().await?;
     let mut node_sets: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    let (mut sum_capacity, mut sum_usage, mut sum_quota, mut sum_quota_used) = (0u64, 0u64, 0i64, 0u64);
+    let (mut sum_capacity, mut sum_usage, mut sum_quota, mut sum_quota_used) =
+        (0u64, 0u64, 0i64, 0u64);
     for pool in pool_configs(&view)? {
         if !wanted.is_empty() && !wanted.contains(&pool.name) {
             continue;
@@ -232,7 +236,10 @@ pub async fn pool_quota(State(state): State<AppState>, RawQuery(query): RawQuery
 }
 
 /// OSMO's `GET /api/resources?pools=&platforms=&all_pools=` → `{resources: [ResourcesEntry]}`.
-pub async fn resources(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn resources(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
     let wanted_pools = params.list("pools");
     let wanted_platforms = params.list("platforms");
@@ -250,7 +257,9 @@ pub async fn resources(State(state): State<AppState>, RawQuery(query): RawQuery)
                 }
             }
             let in_wanted_pool = wanted_pools.is_empty()
-                || wanted_pools.iter().any(|pool| pool_platforms.contains_key(pool));
+                || wanted_pools
+                    .iter()
+                    .any(|pool| pool_platforms.contains_key(pool));
             let in_wanted_platform = wanted_platforms.is_empty()
                 || pool_platforms.values().any(|platforms| {
                     platforms.as_array().is_some_and(|list| {
@@ -286,7 +295,11 @@ pub async fn resources(State(state): State<AppState>, RawQuery(query): RawQuery)
 /// node of its platform must have at least the CPU, memory, GPUs and (more
 /// than) the storage it asks for. Skipped while no operator has reported
 /// nodes for the pool's backend. `Err` names the task, resource and limit.
-pub fn check_resources(view: &ReadView, pool_name: &str, plan: &WorkflowPlan) -> Result<(), String> {
+pub fn check_resources(
+    view: &ReadView,
+    pool_name: &str,
+    plan: &WorkflowPlan,
+) -> Result<(), String> {
     let Ok(Some(config)) = view.config(ConfigType::Pool, pool_name) else {
         return Ok(());
     };
@@ -342,9 +355,8 @@ pub fn check_resources(view: &ReadView, pool_name: &str, plan: &WorkflowPlan) ->
             if candidates.iter().any(fits) {
                 continue;
             }
-            let largest = |f: fn(&NodeInventory) -> u64| {
-                candidates.iter().map(|n| f(n)).max().unwrap_or(0)
-            };
+            let largest =
+                |f: fn(&NodeInventory) -> u64| candidates.iter().map(|n| f(n)).max().unwrap_or(0);
             let prefix = format!(
                 "workflow.resources.{} (task '{}')",
                 resource.name, task.name

@@ -357,9 +357,7 @@ fn pool_in_maintenance(view: &gantry_storage::ReadView, pool: &str) -> Result<bo
         Some(gantry_storage::ConfigRevision {
             data: Some(ConfigData::Pool(pool)),
             ..
-        }) => {
-            config_bodies::pool_status(&pool, true) == gantry_storage::PoolStatus::Maintenance
-        }
+        }) => config_bodies::pool_status(&pool, true) == gantry_storage::PoolStatus::Maintenance,
         _ => false,
     })
 }

@@ -393,13 +393,6 @@ impl Client {
         Ok(())
     }
 
-    /// `GET /api/pool` → `MinimalPoolConfig {pools: {name: PoolMinimal}}`.
-    /// (`gantry pool list` reads `/api/pool_quota`, which also has capacity.)
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub async fn pools(&self) -> Result<Value, ClientError> {
-        self.json(Method::GET, "/api/pool", |r| r).await
-    }
-
     /// `GET /api/cluster/members`.
     pub async fn members(&self) -> Result<Value, ClientError> {
         self.json(Method::GET, "/api/cluster/members", |r| r).await

@@ -86,12 +86,11 @@ fn parse_type(text: &str) -> anyhow::Result<ConfigType> {
 
 /// `/api/configs/<type>[/<name>]`.
 fn config_path(config_type: ConfigType, name: Option<&str>) -> anyhow::Result<String> {
-    let base = format!(
-        "/api/configs/{}",
-        config_type.as_str().to_ascii_lowercase()
-    );
+    let base = format!("/api/configs/{}", config_type.as_str().to_ascii_lowercase());
     match (config_type.is_singleton(), name) {
-        (true, Some(name)) => anyhow::bail!("{config_type} is a single config; drop the name '{name}'"),
+        (true, Some(name)) => {
+            anyhow::bail!("{config_type} is a single config; drop the name '{name}'")
+        }
         (_, Some(name)) => Ok(format!("{base}/{}", encode_segment(name))),
         (_, None) => Ok(base),
     }
@@ -99,7 +98,8 @@ fn config_path(config_type: ConfigType, name: Option<&str>) -> anyhow::Result<St
 
 /// Reads a JSON or YAML file into JSON.
 fn read_body(path: &PathBuf) -> anyhow::Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     match serde_json::from_str(&text) {
         Ok(value) => Ok(value),
         Err(_) => serde_yaml_ng::from_str(&text)
@@ -114,7 +114,12 @@ pub async fn run_config(args: &ClientArgs, command: ConfigCommand) -> anyhow::Re
             config_type, name, ..
         } => {
             let path = config_path(parse_type(&config_type)?, name.as_deref())?;
-            let value = with_spinner(args.format, "Reading config", client.call(Method::GET, &path, &[], None)).await?;
+            let value = with_spinner(
+                args.format,
+                "Reading config",
+                client.call(Method::GET, &path, &[], None),
+            )
+            .await?;
             // Configs are documents: text output is the same JSON, indented.
             return print_json(&value);
         }
@@ -152,7 +157,10 @@ pub async fn run_config(args: &ClientArgs, command: ConfigCommand) -> anyhow::Re
         } => {
             let mut query = vec![("order", "DESC".to_string()), ("limit", count.to_string())];
             if let Some(config_type) = config_type {
-                query.push(("config_types", parse_type(&config_type)?.as_str().to_string()));
+                query.push((
+                    "config_types",
+                    parse_type(&config_type)?.as_str().to_string(),
+                ));
             }
             if let Some(name) = name {
                 query.push(("name", name));
@@ -181,7 +189,12 @@ pub async fn run_config(args: &ClientArgs, command: ConfigCommand) -> anyhow::Re
                 "description": description,
             });
             client
-                .call(Method::POST, "/api/configs/history/rollback", &[], Some(&body))
+                .call(
+                    Method::POST,
+                    "/api/configs/history/rollback",
+                    &[],
+                    Some(&body),
+                )
                 .await?
         }
         ConfigCommand::Delete {
@@ -212,11 +225,25 @@ pub fn render_history(history: &Value) -> String {
     let Some(entries) = history["configs"].as_array().filter(|e| !e.is_empty()) else {
         return "No config revisions found.\n".to_string();
     };
-    let mut table = output::table(&["Type", "Name", "Revision", "User", "Time", "Change", "Description", "Tags"]);
+    let mut table = output::table(&[
+        "Type",
+        "Name",
+        "Revision",
+        "User",
+        "Time",
+        "Change",
+        "Description",
+        "Tags",
+    ]);
     for entry in entries {
         let tags = entry["tags"]
             .as_array()
-            .map(|tags| tags.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+            .map(|tags| {
+                tags.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .unwrap_or_default();
         table.add_row(vec![
             text_field(entry, "config_type"),
@@ -224,7 +251,12 @@ pub fn render_history(history: &Value) -> String {
             text_field(entry, "revision"),
             text_field(entry, "username"),
             text_field(entry, "created_at"),
-            if entry["deleted"] == true { "delete" } else { "set" }.to_string(),
+            if entry["deleted"] == true {
+                "delete"
+            } else {
+                "set"
+            }
+            .to_string(),
             text_field(entry, "description"),
             tags,
         ]);

@@ -62,7 +62,11 @@ pub async fn run_resource(args: &ClientArgs, command: ResourceCommand) -> anyhow
         pools, platforms, ..
     } = command;
     let mut query: Vec<(&str, String)> = pools.into_iter().map(|pool| ("pools", pool)).collect();
-    query.extend(platforms.into_iter().map(|platform| ("platforms", platform)));
+    query.extend(
+        platforms
+            .into_iter()
+            .map(|platform| ("platforms", platform)),
+    );
     let response = with_spinner(
         args.format,
         "Listing resources",
@@ -213,6 +217,9 @@ mod tests {
             "allocatable_fields": {"cpu": "4", "memory": "8Ki", "ephemeral-storage": "9Ki", "nvidia.com/gpu": "0"},
             "conditions": ["Ready"]}]});
         let text = render_resources(&r);
-        assert!(text.contains("n1") && text.contains("1/4") && text.contains("Ready"), "{text}");
+        assert!(
+            text.contains("n1") && text.contains("1/4") && text.contains("Ready"),
+            "{text}"
+        );
     }
 }

@@ -22,7 +22,9 @@ use crate::tables::Tables;
 fn check_config(config_type: ConfigType, name: &str, data: &ConfigData) -> Result<(), String> {
     if config_type.is_singleton() {
         if !name.is_empty() {
-            return Err(format!("{config_type} is a single config and takes no name"));
+            return Err(format!(
+                "{config_type} is a single config and takes no name"
+            ));
         }
     } else if name.trim().is_empty() {
         return Err(format!("a {config_type} config needs a name"));

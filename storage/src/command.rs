@@ -56,7 +56,8 @@ pub enum Command {
         /// `""` for SERVICE and WORKFLOW.
         name: String,
         meta: ConfigMeta,
-        data: ConfigData,
+        /// Boxed: a pool config is large, and most commands are small.
+        data: Box<ConfigData>,
     },
     /// 10. Delete a config; the deletion is recorded as a revision.
     DeleteConfig {

@@ -113,12 +113,22 @@ pub struct PoolRecord {
 /// What a replicated timer does when it fires.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TimerKind {
-    ExecTimeout { workflow_id: String, group: String },
-    QueueTimeout { workflow_id: String, group: String },
+    ExecTimeout {
+        workflow_id: String,
+        group: String,
+    },
+    QueueTimeout {
+        workflow_id: String,
+        group: String,
+    },
     /// No heartbeat from the backend for its grace: it goes offline.
-    BackendOffline { backend: String },
+    BackendOffline {
+        backend: String,
+    },
     /// No heartbeat for the longer grace: its running tasks fail.
-    BackendLost { backend: String },
+    BackendLost {
+        backend: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -137,14 +137,18 @@ fn config_or_heartbeat(rng: &mut Rng, now: i64) -> Command {
                 ..NodeInventory::default()
             }],
             offline_after_ms: 2000 + rng.below(6000),
-            fail_tasks_after_ms: if rng.chance(70) { 10_000 + rng.below(20_000) } else { 0 },
+            fail_tasks_after_ms: if rng.chance(70) {
+                10_000 + rng.below(20_000)
+            } else {
+                0
+            },
         },
         2 => Command::PutConfig {
             now,
             config_type: ConfigType::Backend,
             name: backend,
             meta,
-            data: ConfigData::Backend(BackendSettings::default()),
+            data: Box::new(ConfigData::Backend(BackendSettings::default())),
         },
         3 => Command::RollbackConfig {
             now,

@@ -90,9 +90,9 @@ use gantry_storage::plan::{
 };
 use gantry_storage::{
     BackendSettings, Command, ConfigData, ConfigMeta, ConfigType, JobKind, ListFilter,
-    NodeInventory, Outcome, Policy, PolicyEffect, PoolConfig, PoolRecord, Priority,
-    RejectionKind, RoleConfig, SchedulerType, Store, Submission, TaskKey, TaskReport, TaskStatus,
-    TimerKind, WorkflowStatus,
+    NodeInventory, Outcome, Policy, PolicyEffect, PoolConfig, PoolRecord, Priority, RejectionKind,
+    RoleConfig, SchedulerType, Store, Submission, TaskKey, TaskReport, TaskStatus, TimerKind,
+    WorkflowStatus,
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -373,15 +373,17 @@ fn config_data(config_type: ConfigType, name: &str, args: &Args) -> Res<ConfigDa
             ConfigData::Pool(pool)
         }
         ConfigType::Backend => {
-            let mut settings = BackendSettings::default();
-            settings.scheduler_type = match args.get("scheduler").unwrap_or("kai") {
+            let scheduler_type = match args.get("scheduler").unwrap_or("kai") {
                 "kai" => SchedulerType::Kai,
                 "default" => SchedulerType::Default,
                 "volcano" => SchedulerType::Volcano,
                 other => return Err(format!("unknown scheduler '{other}'")),
             };
-            settings.dashboard_url = args.get("dashboard").unwrap_or("").to_string();
-            ConfigData::Backend(settings)
+            ConfigData::Backend(BackendSettings {
+                scheduler_type,
+                dashboard_url: args.get("dashboard").unwrap_or("").to_string(),
+                ..BackendSettings::default()
+            })
         }
         ConfigType::Role => ConfigData::Role(RoleConfig {
             name: name.to_string(),
@@ -426,7 +428,9 @@ fn parse_node(spec: &str) -> Res<NodeInventory> {
             gpu_count: number(gpus)?,
             ..NodeInventory::default()
         }),
-        _ => Err(format!("node '{spec}': want NAME:CPU_MILLIS:MEMORY_BYTES:GPUS")),
+        _ => Err(format!(
+            "node '{spec}': want NAME:CPU_MILLIS:MEMORY_BYTES:GPUS"
+        )),
     }
 }
 
@@ -821,7 +825,7 @@ impl Case {
                     config_type,
                     name,
                     meta: config_meta(args)?,
-                    data,
+                    data: Box::new(data),
                 }])
             }
             "config-delete" => {
@@ -1054,9 +1058,7 @@ impl Case {
                 args.allow(&["revision", "user", "description", "backend"])?;
                 let config_type: ConfigType = args.pos(1, "config type")?.parse()?;
                 let name = args.pos.get(2).map(String::as_str).unwrap_or("");
-                let config = read
-                    .config(config_type, name)
-                    .map_err(|e| e.to_string())?;
+                let config = read.config(config_type, name).map_err(|e| e.to_string())?;
                 let revision = config.as_ref().map(|c| c.revision);
                 check_field("revision", opt(&revision), args.entry("revision"))?;
                 if let Some(config) = config {

@@ -117,7 +117,12 @@ fn a_token_name_of_another_user_cannot_be_taken_over() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("state.redb")).unwrap();
     assert_eq!(
-        apply(&store, Command::IssueToken { token: token("ci", 'a') }),
+        apply(
+            &store,
+            Command::IssueToken {
+                token: token("ci", 'a')
+            }
+        ),
         Outcome::Applied
     );
     let before = store.export_snapshot().unwrap();

@@ -14,12 +14,12 @@
 //!   finds running tasks, and their later reports go to the newest sender.
 
 use super::error::ExecError;
+use super::inventory;
 use super::logs::now_ms;
 use super::outbox::Outbox;
 use super::process::{self, Exit};
 use super::sandbox::{self, SandboxSpec};
 use super::staging::{self, Prepared};
-use super::inventory;
 use crate::operator::protocol::{
     FromOperator, GroupLaunch, LogLine, LogStream, TaskLaunch, ToOperator, HEARTBEAT_INTERVAL,
 };
@@ -135,8 +135,13 @@ impl LocalOperator {
             let shared = Arc::clone(&self.shared);
             tokio::spawn(async move {
                 loop {
-                    let (name, dir) = (shared.config.backend.clone(), shared.config.work_dir.clone());
-                    let node = tokio::task::spawn_blocking(move || inventory::this_host(&name, &dir)).await;
+                    let (name, dir) = (
+                        shared.config.backend.clone(),
+                        shared.config.work_dir.clone(),
+                    );
+                    let node =
+                        tokio::task::spawn_blocking(move || inventory::this_host(&name, &dir))
+                            .await;
                     match node {
                         Ok(node) => {
                             shared

@@ -12,7 +12,13 @@ fn memory_bytes() -> u64 {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     text.lines()
         .find_map(|line| line.strip_prefix("MemTotal:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .map_or(0, |kib| kib.saturating_mul(1024))
 }
 
@@ -22,7 +28,7 @@ fn disk_bytes(dir: &Path) -> u64 {
         tracing::warn!(%error, dir = %dir.display(), "cannot create the work directory");
     }
     match nix::sys::statvfs::statvfs(dir) {
-        Ok(stats) => u64::from(stats.blocks()).saturating_mul(stats.fragment_size()),
+        Ok(stats) => stats.blocks().saturating_mul(stats.fragment_size()),
         Err(error) => {
             tracing::warn!(%error, dir = %dir.display(), "statvfs failed");
             0
