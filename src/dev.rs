@@ -24,6 +24,10 @@ pub struct DevArgs {
     /// Pool to submit the files to
     #[arg(long, default_value = "default")]
     pub pool: String,
+    /// Require tokens even on loopback (always on for other addresses); the
+    /// first start prints an admin token
+    #[arg(long)]
+    pub auth: bool,
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -62,6 +66,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         specs.push((file.clone(), text));
     }
+    let auth_required = args.auth || !args.listen.ip().is_loopback();
     let running = server::start(ServerOptions {
         data_dir: data_dir.clone(),
         listen: args.listen,
@@ -72,21 +77,34 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
         local_backend: true,
         body_bytes_max: server::BODY_BYTES_MAX_DEFAULT,
         spec_limits: server::server_spec_limits(SpecLimits::default().max_tasks),
-        // Like `nomad agent -dev`: loopback only, no auth.
-        auth_required: !args.listen.ip().is_loopback(),
+        // Like `nomad agent -dev`: loopback only, no auth (unless asked).
+        auth_required,
+        bootstrap_token_file: None,
     })
     .await?;
     eprintln!(
-        "gantry dev: API on http://{} (data in {}); auth is off on loopback",
+        "gantry dev: API on http://{} (data in {}); auth is {}",
         running.address,
-        data_dir.display()
+        data_dir.display(),
+        if auth_required {
+            "on"
+        } else {
+            "off on loopback"
+        }
     );
     if specs.is_empty() {
         wait_for_signal().await;
         running.stop().await;
         return Ok(0);
     }
-    let client = Client::new(vec![format!("http://{}", running.address)], None)?;
+    let token = if auth_required {
+        std::fs::read_to_string(data_dir.join(server::BOOTSTRAP_TOKEN_FILE))
+            .ok()
+            .map(|secret| secret.trim().to_string())
+    } else {
+        None
+    };
+    let client = Client::new(vec![format!("http://{}", running.address)], token)?;
     let outcome = tokio::select! {
         outcome = run_files(&client, &args.pool, &specs) => outcome,
         _ = wait_for_signal() => Ok(false),

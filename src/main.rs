@@ -61,12 +61,35 @@ enum Top {
         #[command(subcommand)]
         command: cli::SnapshotCommand,
     },
-    /// List pools
+    /// List pools with their capacity and use
     Pool {
         #[command(flatten)]
         client: cli::ClientArgs,
         #[command(subcommand)]
         command: cli::PoolCommand,
+    },
+    /// Node inventory: allocatable resources and use per node
+    Resource {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::ResourceCommand,
+    },
+    /// Access tokens: set, list, delete
+    Token {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::TokenCommand,
+    },
+    /// Save a server URL, token and CA for later commands
+    Login(cli::LoginArgs),
+    /// Versioned configs: show, update, history, rollback, delete
+    Config {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::ConfigCommand,
     },
     /// Show the client's and the server's versions
     Version {
@@ -128,6 +151,10 @@ struct ServerArgs {
     /// Most tasks a workflow may have
     #[arg(long, default_value_t = spec::SpecLimits::default().max_tasks)]
     max_tasks: usize,
+    /// With --bootstrap: take the admin token's secret from this file instead
+    /// of generating and printing one (unattended installs)
+    #[arg(long, value_name = "FILE", requires = "bootstrap")]
+    bootstrap_token_file: Option<PathBuf>,
 }
 
 fn init_tracing() {
@@ -167,6 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 body_bytes_max: args.body_bytes_max,
                 spec_limits: server::server_spec_limits(args.max_tasks),
                 auth_required: true,
+                bootstrap_token_file: args.bootstrap_token_file,
             })
             .await?;
             eprintln!("gantry server: API on {}", running.base_url);
@@ -197,9 +225,32 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             mut client,
             command,
         } => {
-            let cli::PoolCommand::List { output } = &command;
+            let cli::PoolCommand::List { output, .. } = &command;
             client.format = output.format;
             cli::run_pool(&client, command).await.map(|()| 0)
+        }
+        Top::Resource {
+            mut client,
+            command,
+        } => {
+            let cli::ResourceCommand::List { output, .. } = &command;
+            client.format = output.format;
+            cli::run_resource(&client, command).await.map(|()| 0)
+        }
+        Top::Token {
+            mut client,
+            command,
+        } => {
+            client.format = command.format();
+            cli::run_token(&client, command).await.map(|()| 0)
+        }
+        Top::Login(args) => cli::run_login(args).await.map(|()| 0),
+        Top::Config {
+            mut client,
+            command,
+        } => {
+            client.format = command.format();
+            cli::run_config(&client, command).await.map(|()| 0)
         }
         Top::Version { mut client, output } => {
             client.format = output.format;

@@ -17,7 +17,7 @@ use anyhow::Context;
 use gantry_raft::transport::{self, HttpVersions, MembershipChange, PeerTransport};
 use gantry_raft::GantryNode;
 use gantry_raft::{NodeConfig, RaftNode};
-use gantry_storage::{Command, PoolRecord};
+use gantry_storage::{Command, ConfigData, ConfigMeta, ConfigType, PoolConfig, PoolRecord};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,6 +58,9 @@ pub struct ServerOptions {
     pub spec_limits: SpecLimits,
     /// API calls need a bearer token (always, in server mode).
     pub auth_required: bool,
+    /// The bootstrap admin token's secret comes from this file instead of
+    /// being generated (unattended installs).
+    pub bootstrap_token_file: Option<PathBuf>,
 }
 
 pub struct RunningServer {
@@ -179,8 +182,25 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     if ensure_local_pool {
         wait_for_pool(&node, DEFAULT_POOL).await?;
     }
-    if options.bootstrap && options.auth_required && !was_member {
-        ensure_bootstrap_token(&node, &options.data_dir).await?;
+    if options.bootstrap && options.auth_required {
+        let secret = options
+            .bootstrap_token_file
+            .as_deref()
+            .map(read_bootstrap_secret)
+            .transpose()?;
+        if was_member {
+            // A restart must not wait for a quorum (its peers may still be
+            // down): finish an interrupted bootstrap in the background.
+            let node = node.clone();
+            let data_dir = options.data_dir.clone();
+            tasks.spawn(async move {
+                if let Err(error) = ensure_bootstrap_token(&node, &data_dir, secret, false).await {
+                    tracing::error!(error = %format!("{error:#}"), "bootstrap token");
+                }
+            });
+        } else {
+            ensure_bootstrap_token(&node, &options.data_dir, secret, true).await?;
+        }
     }
 
     let operator = if options.local_backend {
@@ -338,33 +358,46 @@ async fn join_cluster(
 const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
 /// Where that token's secret is written (mode 0600), under the data directory.
 pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-admin-token";
+/// The secret while its token is not known to be committed.
+const BOOTSTRAP_PENDING_FILE: &str = "bootstrap-admin-token.pending";
+/// Shortest bootstrap secret accepted from `--bootstrap-token-file`.
+const BOOTSTRAP_SECRET_CHARS_MIN: usize = 16;
 
-/// On a new cluster, creates an admin token, prints it once and writes it
-/// to `<data>/bootstrap-admin-token` (0600). Only on the first start: a
-/// restarted member skips this, since its peers may not be up yet (after a
-/// whole-cluster restart) and it would need a quorum to read.
-async fn ensure_bootstrap_token(node: &RaftNode, data_dir: &std::path::Path) -> anyhow::Result<()> {
-    if node.read().await?.token(BOOTSTRAP_TOKEN_NAME)?.is_some() {
-        return Ok(());
+fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(secret.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Reads a bootstrap secret from the operator's file (unattended installs).
+pub fn read_bootstrap_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    let secret = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the bootstrap token from {}", path.display()))?
+        .trim()
+        .to_string();
+    if secret.len() < BOOTSTRAP_SECRET_CHARS_MIN || secret.contains(char::is_whitespace) {
+        anyhow::bail!(
+            "{}: the bootstrap token must be at least {BOOTSTRAP_SECRET_CHARS_MIN} characters without spaces",
+            path.display()
+        );
     }
-    let secret = crate::api::auth::new_secret().context("generating the bootstrap token")?;
-    let path = data_dir.join(BOOTSTRAP_TOKEN_FILE);
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        file.write_all(secret.as_bytes())?;
-        file.sync_all()?;
-    }
+    Ok(secret)
+}
+
+async fn commit_bootstrap_token(node: &RaftNode, secret: &str) -> anyhow::Result<()> {
     let token = gantry_storage::TokenRecord {
         name: BOOTSTRAP_TOKEN_NAME.to_string(),
-        hash: crate::api::auth::hash_token(&secret),
+        service: false,
+        hash: crate::api::auth::hash_token(secret),
         user: "admin".to_string(),
         roles: vec!["admin".to_string()],
         description: "created when the cluster was bootstrapped".to_string(),
@@ -372,9 +405,58 @@ async fn ensure_bootstrap_token(node: &RaftNode, data_dir: &std::path::Path) -> 
         expires: None,
     };
     match node.propose(Command::IssueToken { token }).await? {
-        gantry_storage::Outcome::Applied => {}
+        gantry_storage::Outcome::Applied => Ok(()),
         other => anyhow::bail!("could not store the bootstrap token: {other:?}"),
     }
+}
+
+/// Makes sure a bootstrapped cluster has a usable admin token.
+///
+/// The secret is written to `<data>/bootstrap-admin-token.pending` (0600)
+/// first, then its token is committed, then the file is renamed to
+/// `bootstrap-admin-token` and the secret printed once. A crash or a failed
+/// proposal in between leaves the pending file, and the next start commits
+/// the same secret again (re-issuing a token of the same name and user is
+/// idempotent), so the cluster never ends up without a token that someone
+/// holds. With `secret_from_file` (unattended installs) the operator holds
+/// the secret: it is committed whenever the token is missing and nothing is
+/// written or printed.
+async fn ensure_bootstrap_token(
+    node: &RaftNode,
+    data_dir: &std::path::Path,
+    secret_from_file: Option<String>,
+    first_start: bool,
+) -> anyhow::Result<()> {
+    if let Some(secret) = secret_from_file {
+        let known = node.read_local()?.token(BOOTSTRAP_TOKEN_NAME)?;
+        if known.is_none_or(|token| token.hash != crate::api::auth::hash_token(&secret)) {
+            commit_bootstrap_token(node, &secret).await?;
+            println!("Bootstrap admin token '{BOOTSTRAP_TOKEN_NAME}' taken from the given file");
+        }
+        return Ok(());
+    }
+    let pending = data_dir.join(BOOTSTRAP_PENDING_FILE);
+    let secret = match std::fs::read_to_string(&pending) {
+        Ok(secret) => secret.trim().to_string(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            // A member that was bootstrapped before and has no pending
+            // secret finished this already (or its admin removed the file).
+            if !first_start || node.read_local()?.token(BOOTSTRAP_TOKEN_NAME)?.is_some() {
+                return Ok(());
+            }
+            let secret =
+                crate::api::auth::new_secret().context("generating the bootstrap token")?;
+            write_secret(&pending, &secret)?;
+            secret
+        }
+        Err(error) => {
+            return Err(error).with_context(|| format!("reading {}", pending.display()));
+        }
+    };
+    commit_bootstrap_token(node, &secret).await?;
+    let path = data_dir.join(BOOTSTRAP_TOKEN_FILE);
+    std::fs::rename(&pending, &path)
+        .with_context(|| format!("moving {} to {}", pending.display(), path.display()))?;
     println!(
         "Bootstrap admin token (shown once; also in {}):\n{secret}",
         path.display()
@@ -390,14 +472,23 @@ async fn ensure_pool(node: &RaftNode) {
     if matches!(exists, Ok(true)) {
         return;
     }
-    let command = Command::PutPool {
-        pool: PoolRecord {
-            name: DEFAULT_POOL.to_string(),
-            description: "Tasks run as sandboxed processes on this host".to_string(),
-            backend: LOCAL_BACKEND.to_string(),
-            default_platform: None,
-            platforms: Vec::new(),
+    let pool = PoolRecord {
+        name: DEFAULT_POOL.to_string(),
+        description: "Tasks run as sandboxed processes on this host".to_string(),
+        backend: LOCAL_BACKEND.to_string(),
+        default_platform: None,
+        platforms: Vec::new(),
+    };
+    let command = Command::PutConfig {
+        now: crate::control::now_ms(),
+        config_type: ConfigType::Pool,
+        name: DEFAULT_POOL.to_string(),
+        meta: ConfigMeta {
+            user: "system".to_string(),
+            description: "pool created by the server".to_string(),
+            tags: Vec::new(),
         },
+        data: Box::new(ConfigData::Pool(PoolConfig::from_record(&pool))),
     };
     if let Err(error) = node.propose_here(command).await {
         tracing::warn!(%error, "could not create the default pool");

@@ -6,11 +6,11 @@
 //!
 //! Invariants: with TLS on, only a client certificate of kind `operator`
 //! (verified against the cluster CA in the handshake) may open a stream,
-//! and the token must carry a backend or admin role; only the leader takes
+//! and the token must allow `backend:Connect` (checked by `access` before
+//! the handler runs); only the leader takes
 //! streams — other members answer 421 naming the leader's API URL, so
 //! operators follow the leader whose dispatcher sends jobs.
 
-use super::auth::Caller;
 use super::error::ApiError;
 use super::AppState;
 use crate::operator::wire::{self, Up};
@@ -29,8 +29,6 @@ use tokio_util::io::StreamReader;
 
 /// Operator frames buffered between the socket and the batch loop.
 const UP_QUEUE_MAX: usize = 8192;
-/// Roles that may connect an operator.
-const OPERATOR_ROLES: [&str; 4] = ["backend", "osmo-backend", "admin", "osmo-admin"];
 
 #[derive(Debug, Deserialize)]
 pub struct ConnectParams {
@@ -40,7 +38,6 @@ pub struct ConnectParams {
 
 pub async fn connect(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
     peer: Option<Extension<TlsPeer>>,
     Query(params): Query<ConnectParams>,
     body: Body,
@@ -60,21 +57,6 @@ pub async fn connect(
                 "query parameter `instance` must be a non-zero unsigned 64-bit number",
             )
         })?;
-    if state.config.auth_required
-        && !caller
-            .roles
-            .iter()
-            .any(|role| OPERATOR_ROLES.contains(&role.as_str()))
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "CREDENTIAL",
-            format!(
-                "user '{}' may not connect an operator: the token needs the role `backend` (or `osmo-backend`)",
-                caller.user
-            ),
-        ));
-    }
     if state.config.operator_certificate_required {
         check_operator_certificate(peer.as_ref().map(|Extension(peer)| peer))?;
     }

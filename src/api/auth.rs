@@ -5,6 +5,7 @@
 //! needs a valid, unexpired token; the caller's identity reaches handlers as
 //! a [`Caller`] extension, never from a client-supplied header.
 
+use super::access;
 use super::error::ApiError;
 use super::AppState;
 use crate::control::now_ms;
@@ -13,14 +14,39 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine;
+use gantry_storage::Policy;
 use sha2::{Digest, Sha256};
 
-/// Who is calling, as established by the token.
+/// Who is calling, as established by the token, and what their roles allow.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub user: String,
-    /// The token's roles (none when auth is off).
+    /// The token's name (`None` with auth off).
+    pub token: Option<String>,
+    /// Role names as normalized (`osmo-admin` → `admin`).
     pub roles: Vec<String>,
+    /// Policies of all roles together, read when the request arrived.
+    pub policies: Vec<Policy>,
+    /// Auth is off (`gantry dev` on loopback): everything is allowed.
+    pub unrestricted: bool,
+}
+
+impl Caller {
+    pub fn allows(&self, action: &str, resource: &str) -> bool {
+        self.unrestricted || access::allows(&self.policies, &self.user, action, resource)
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.unrestricted || self.roles.iter().any(|role| role == access::ADMIN_ROLE)
+    }
+
+    /// `token 'ci' of user 'ann'` for messages.
+    pub fn describe(&self) -> String {
+        match &self.token {
+            Some(token) => format!("token '{token}' of user '{}'", self.user),
+            None => format!("user '{}'", self.user),
+        }
+    }
 }
 
 /// Paths that answer without a token (probes and the version check).
@@ -53,7 +79,10 @@ pub async fn authenticate(
     let caller = if !state.config.auth_required || OPEN_PATHS.contains(&request.uri().path()) {
         Caller {
             user: "anonymous".to_string(),
+            token: None,
             roles: Vec::new(),
+            policies: Vec::new(),
+            unrestricted: !state.config.auth_required,
         }
     } else {
         let header = request
@@ -67,9 +96,8 @@ pub async fn authenticate(
             .map(str::trim)
             .filter(|secret| !secret.is_empty())
             .ok_or_else(|| credential_error("the Authorization header must be `Bearer <token>`"))?;
-        let token = state
-            .node
-            .read_local()?
+        let view = state.node.read_local()?;
+        let token = view
             .token_by_hash(&hash_token(secret))?
             .ok_or_else(|| credential_error("Token is not valid"))?;
         if token.expires.is_some_and(|expires| expires <= now_ms()) {
@@ -78,9 +106,22 @@ pub async fn authenticate(
                 token.name
             )));
         }
+        let mut roles = Vec::new();
+        let mut policies = Vec::new();
+        for role in &token.roles {
+            let role = access::normalize_role(role);
+            // A role deleted since the token was made grants nothing.
+            if let Some(found) = access::role_policies(&view, &role)? {
+                policies.extend(found);
+            }
+            roles.push(role);
+        }
         Caller {
             user: token.user,
-            roles: token.roles,
+            token: Some(token.name),
+            roles,
+            policies,
+            unrestricted: false,
         }
     };
     request.extensions_mut().insert(caller);

@@ -4,19 +4,25 @@
 //! a linearizable read view; a request body larger than
 //! [`ApiConfig::body_bytes_max`] is refused with 413 before it is parsed.
 
+pub mod access;
 mod agent;
 pub mod auth;
 mod cluster;
+pub(crate) mod config_bodies;
+mod configs;
 mod error;
 mod logs;
 mod params;
+mod resources;
+mod tokens;
 mod views;
 mod workflow;
 
 use crate::control::agent::AgentHub;
 use crate::control::logs::LogStore;
 use crate::spec::SpecLimits;
-use axum::routing::{get, post};
+use axum::http::Method;
+use axum::routing::{delete, get, patch, post, put, MethodRouter};
 use axum::{Json, Router};
 use gantry_raft::RaftNode;
 use serde_json::json;
@@ -41,6 +47,7 @@ pub struct ApiConfig {
 pub struct AppState {
     pub node: RaftNode,
     pub logs: LogStore,
+    /// Operator connections of this node (for routes that talk to operators).
     pub hub: AgentHub,
     pub config: Arc<ApiConfig>,
     /// Specs being parsed and rendered at once, at most [`SPEC_RENDERS_MAX`].
@@ -51,28 +58,218 @@ pub struct AppState {
 /// hold a child process with up to its memory limit).
 pub const SPEC_RENDERS_MAX: usize = 8;
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/healthz", get(liveness))
-        .route("/readyz", get(ready))
-        .route("/api/version", get(version))
-        .route("/api/pool", get(workflow::list_pools))
-        .route("/api/pool/{pool}/workflow", post(workflow::submit))
-        .route("/api/workflow", get(workflow::list))
-        .route("/api/workflow/{id}", get(workflow::query))
-        .route("/api/workflow/{id}/cancel", post(workflow::cancel))
-        .route("/api/workflow/{id}/spec", get(workflow::spec))
-        .route("/api/workflow/{id}/logs", get(logs::logs))
+/// Every route with its one method. The access table (`access::RULES`)
+/// must name each of them; a unit test checks it.
+fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+    vec![
+        (Method::GET, "/health", get(health)),
+        (Method::GET, "/healthz", get(liveness)),
+        (Method::GET, "/readyz", get(ready)),
+        (Method::GET, "/api/version", get(version)),
+        (Method::GET, "/api/pool", get(workflow::list_pools)),
+        (Method::GET, "/api/pool_quota", get(resources::pool_quota)),
+        (Method::GET, "/api/resources", get(resources::resources)),
+        (
+            Method::POST,
+            "/api/pool/{pool}/workflow",
+            post(workflow::submit),
+        ),
+        (Method::GET, "/api/workflow", get(workflow::list)),
+        (Method::GET, "/api/workflow/{id}", get(workflow::query)),
+        (
+            Method::POST,
+            "/api/workflow/{id}/cancel",
+            post(workflow::cancel),
+        ),
+        (Method::GET, "/api/workflow/{id}/spec", get(workflow::spec)),
+        (Method::GET, "/api/workflow/{id}/logs", get(logs::logs)),
         // A stream for as long as the operator lives: each frame is bounded
         // (`operator::wire::FRAME_BYTES_MAX`), the whole body is not.
-        .route(
+        (
+            Method::POST,
             "/api/agent/connect",
             post(agent::connect).layer(axum::extract::DefaultBodyLimit::disable()),
-        )
-        .route("/api/cluster/members", get(cluster::members))
-        .route("/api/cluster/leave", post(cluster::leave))
-        .route("/api/cluster/snapshot", get(cluster::snapshot))
+        ),
+        (Method::GET, "/api/cluster/members", get(cluster::members)),
+        (Method::POST, "/api/cluster/leave", post(cluster::leave)),
+        (Method::GET, "/api/cluster/snapshot", get(cluster::snapshot)),
+        (Method::GET, "/api/profile/settings", get(tokens::profile)),
+        (Method::GET, "/api/auth/access_token", get(tokens::list_own)),
+        (
+            Method::POST,
+            "/api/auth/access_token/{token_name}",
+            post(tokens::create_own),
+        ),
+        (
+            Method::DELETE,
+            "/api/auth/access_token/{token_name}",
+            delete(tokens::delete_own),
+        ),
+        (
+            Method::GET,
+            "/api/auth/user/{user_id}/access_token",
+            get(tokens::list_for_user),
+        ),
+        (
+            Method::POST,
+            "/api/auth/user/{user_id}/access_token/{token_name}",
+            post(tokens::create_for_user),
+        ),
+        (
+            Method::DELETE,
+            "/api/auth/user/{user_id}/access_token/{token_name}",
+            delete(tokens::delete_for_user),
+        ),
+        (
+            Method::GET,
+            "/api/configs/service",
+            get(configs::get_service),
+        ),
+        (
+            Method::PUT,
+            "/api/configs/service",
+            put(configs::put_service),
+        ),
+        (
+            Method::PATCH,
+            "/api/configs/service",
+            patch(configs::patch_service),
+        ),
+        (
+            Method::GET,
+            "/api/configs/workflow",
+            get(configs::get_workflow),
+        ),
+        (
+            Method::PUT,
+            "/api/configs/workflow",
+            put(configs::put_workflow),
+        ),
+        (
+            Method::PATCH,
+            "/api/configs/workflow",
+            patch(configs::patch_workflow),
+        ),
+        (
+            Method::GET,
+            "/api/configs/backend",
+            get(configs::list_backends),
+        ),
+        (
+            Method::GET,
+            "/api/configs/backend/{name}",
+            get(configs::get_backend),
+        ),
+        (
+            Method::POST,
+            "/api/configs/backend/{name}",
+            post(configs::post_backend),
+        ),
+        (
+            Method::DELETE,
+            "/api/configs/backend/{name}",
+            delete(configs::delete_backend),
+        ),
+        (Method::GET, "/api/configs/pool", get(configs::list_pools)),
+        (
+            Method::GET,
+            "/api/configs/pool/{name}",
+            get(configs::get_pool),
+        ),
+        (
+            Method::PUT,
+            "/api/configs/pool/{name}",
+            put(configs::put_pool),
+        ),
+        (
+            Method::DELETE,
+            "/api/configs/pool/{name}",
+            delete(configs::delete_pool),
+        ),
+        (
+            Method::GET,
+            "/api/configs/pod_template",
+            get(configs::list_pod_templates),
+        ),
+        (
+            Method::GET,
+            "/api/configs/pod_template/{name}",
+            get(configs::get_pod_template),
+        ),
+        (
+            Method::PUT,
+            "/api/configs/pod_template/{name}",
+            put(configs::put_pod_template),
+        ),
+        (
+            Method::DELETE,
+            "/api/configs/pod_template/{name}",
+            delete(configs::delete_pod_template),
+        ),
+        (
+            Method::GET,
+            "/api/configs/resource_validation",
+            get(configs::list_resource_validations),
+        ),
+        (
+            Method::GET,
+            "/api/configs/resource_validation/{name}",
+            get(configs::get_resource_validation),
+        ),
+        (
+            Method::PUT,
+            "/api/configs/resource_validation/{name}",
+            put(configs::put_resource_validation),
+        ),
+        (
+            Method::DELETE,
+            "/api/configs/resource_validation/{name}",
+            delete(configs::delete_resource_validation),
+        ),
+        (Method::GET, "/api/configs/role", get(configs::list_roles)),
+        (
+            Method::GET,
+            "/api/configs/role/{name}",
+            get(configs::get_role),
+        ),
+        (
+            Method::PUT,
+            "/api/configs/role/{name}",
+            put(configs::put_role),
+        ),
+        (
+            Method::DELETE,
+            "/api/configs/role/{name}",
+            delete(configs::delete_role),
+        ),
+        (Method::GET, "/api/configs/history", get(configs::history)),
+        (
+            Method::POST,
+            "/api/configs/history/rollback",
+            post(configs::rollback),
+        ),
+    ]
+}
+
+/// `(method, path)` of every route, for the access-table check.
+#[cfg(test)]
+pub(crate) fn route_list() -> Vec<(Method, &'static str)> {
+    routes()
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
+        .collect()
+}
+
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new();
+    for (_, path, method_router) in routes() {
+        router = router.route(path, method_router);
+    }
+    router
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::authorize,
+        ))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -2,9 +2,9 @@
 //!
 //! Invariant: field names are exactly OSMO's (`../shared/osmo/openapi.json`):
 //! WorkflowQueryResponse, GroupQueryResponse, TaskQueryResponse, ListEntry,
-//! PoolMinimal.
+//! (pools: `config_bodies::pool_json`).
 
-use gantry_storage::{GroupRecord, Millis, PoolRecord, TaskRecord, WorkflowRecord};
+use gantry_storage::{GroupRecord, Millis, TaskRecord, WorkflowRecord};
 use serde_json::{json, Value};
 
 pub fn time(ms: Option<Millis>) -> Value {
@@ -153,25 +153,5 @@ pub fn query(
         "priority": workflow.priority.as_str(),
         "labels": {},
         "warnings": [],
-    })
-}
-
-pub fn pool(pool: &PoolRecord, online: bool) -> Value {
-    json!({
-        "name": pool.name,
-        "description": pool.description,
-        "status": if online { "ONLINE" } else { "OFFLINE" },
-        "download_type": Value::Null,
-        "enable_maintenance": false,
-        "backend": pool.backend,
-        "default_platform": pool.default_platform,
-        "default_exec_timeout": "",
-        "default_queue_timeout": "",
-        "max_exec_timeout": "",
-        "max_queue_timeout": "",
-        "default_exit_actions": {},
-        "resources": {},
-        "topology_keys": [],
-        "platforms": pool.platforms.iter().map(|name| (name.clone(), json!({"name": name}))).collect::<serde_json::Map<_, _>>(),
     })
 }

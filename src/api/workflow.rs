@@ -6,6 +6,7 @@
 //! workflow ID; unknown IDs and pools are 404.
 
 use super::auth::Caller;
+use super::config_bodies;
 use super::error::ApiError;
 use super::params::Params;
 use super::views::{self, Links};
@@ -17,7 +18,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use gantry_storage::{Command, ListFilter, Outcome, Priority, Submission, WorkflowStatus};
+use gantry_storage::{
+    Command, ConfigData, ConfigType, ListFilter, Outcome, Priority, Submission, WorkflowStatus,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::str::FromStr;
@@ -88,8 +91,17 @@ pub async fn submit(
         )
     })?;
     // An early, friendly answer from local state; `apply` re-checks the pool authoritatively.
-    if state.node.read_local()?.pool(&pool)?.is_none() {
-        return Err(ApiError::not_found(format!("Pool '{pool}' not found")));
+    {
+        let view = state.node.read_local()?;
+        if view.pool(&pool)?.is_none() {
+            return Err(ApiError::not_found(format!("Pool '{pool}' not found")));
+        }
+        if pool_in_maintenance(&view, &pool)? && !caller.is_admin() {
+            return Err(ApiError::bad_request(
+                "SUBMISSION",
+                format!("Pool '{pool}' is in maintenance; only admins can submit to it now"),
+            ));
+        }
     }
     let input = SpecInput {
         text: template.file.clone(),
@@ -151,6 +163,15 @@ pub async fn submit(
             "warnings": [],
         })));
     }
+    // OSMO §3.4: resources are checked against the pool's nodes; a failure
+    // is recorded like any other validation failure.
+    let plan = match prepared.plan {
+        Ok(plan) => {
+            let view = state.node.read_local()?;
+            super::resources::check_resources(&view, &pool, &plan).map(|()| plan)
+        }
+        Err(error) => Err(error.to_string()),
+    };
     let submission = Submission {
         name: prepared.name,
         uuid: uuid::Uuid::new_v4().simple().to_string(),
@@ -159,7 +180,7 @@ pub async fn submit(
         priority,
         template_spec: template.uploaded_templated_spec.unwrap_or(template.file),
         rendered_spec: prepared.rendered,
-        plan: prepared.plan.map_err(|error| error.to_string()),
+        plan,
     };
     match propose(
         &state,
@@ -316,15 +337,27 @@ pub async fn list_pools(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
-    let pools = read(&state, &params).await?.pools()?;
-    let entries: serde_json::Map<String, Value> = pools
-        .iter()
-        .map(|pool| {
-            (
+    let view = read(&state, &params).await?;
+    let mut entries = serde_json::Map::new();
+    for config in view.configs(ConfigType::Pool)? {
+        if let Some(ConfigData::Pool(pool)) = &config.data {
+            let online = view.backend(&pool.backend)?.is_some_and(|b| b.online);
+            entries.insert(
                 pool.name.clone(),
-                views::pool(pool, state.hub.is_connected(&pool.backend)),
-            )
-        })
-        .collect();
+                config_bodies::pool_json(pool, config_bodies::pool_status(pool, online)),
+            );
+        }
+    }
     Ok(Json(json!({ "pools": entries })))
+}
+
+/// Whether `pool` is in maintenance (OSMO: only admins may submit then).
+fn pool_in_maintenance(view: &gantry_storage::ReadView, pool: &str) -> Result<bool, ApiError> {
+    Ok(match view.config(ConfigType::Pool, pool)? {
+        Some(gantry_storage::ConfigRevision {
+            data: Some(ConfigData::Pool(pool)),
+            ..
+        }) => config_bodies::pool_status(&pool, true) == gantry_storage::PoolStatus::Maintenance,
+        _ => false,
+    })
 }

@@ -153,13 +153,56 @@ impl Client {
         } else {
             config::resolve(&base_urls, None, None)?.urls
         };
-        Self::with_resolved(config::Resolved { urls, token }, None)
+        Self::with_resolved(
+            config::Resolved {
+                urls,
+                token,
+                ca: None,
+            },
+            None,
+        )
     }
 
     /// URLs from `--url`/`GANTRY_URL`/config file/default, token from
     /// `GANTRY_TOKEN`/config file (design §9).
     pub fn from_args(args: &ClientArgs) -> Result<Client, ClientError> {
-        Self::with_resolved(config::resolve_from_env(&args.url)?, args.ca.as_deref())
+        let resolved = config::resolve_from_env(&args.url)?;
+        let ca = args.ca.clone().or_else(|| resolved.ca.clone());
+        Self::with_resolved(resolved, ca.as_deref())
+    }
+
+    /// One server with an explicit token and CA (`gantry login` checks them).
+    pub fn for_login(
+        url: &str,
+        token: &str,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Client, ClientError> {
+        Self::with_resolved(
+            config::Resolved {
+                urls: vec![url.to_string()],
+                token: Some(token.to_string()),
+                ca: None,
+            },
+            ca,
+        )
+    }
+
+    /// Any JSON call: `query` pairs and an optional JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        self.json(method, path, |r| {
+            let r = r.query(query);
+            match body {
+                Some(body) => r.json(body),
+                None => r,
+            }
+        })
+        .await
     }
 
     /// `ca`: the cluster CA for https URLs (only that CA is trusted).
@@ -350,11 +393,6 @@ impl Client {
         Ok(())
     }
 
-    /// `GET /api/pool` → `MinimalPoolConfig {pools: {name: PoolMinimal}}`.
-    pub async fn pools(&self) -> Result<Value, ClientError> {
-        self.json(Method::GET, "/api/pool", |r| r).await
-    }
-
     /// `GET /api/cluster/members`.
     pub async fn members(&self) -> Result<Value, ClientError> {
         self.json(Method::GET, "/api/cluster/members", |r| r).await
@@ -482,7 +520,7 @@ fn normalize_url(raw: &str) -> Result<String, ClientError> {
 
 /// Percent-encodes one path segment (workflow IDs and pool names are
 /// normally `[a-z0-9-]`, but a stray `/` or `?` must not change the route).
-fn encode_segment(segment: &str) -> String {
+pub fn encode_segment(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for byte in segment.bytes() {
         match byte {

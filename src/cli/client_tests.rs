@@ -110,6 +110,11 @@ async fn record(
             "default": {"name": "default", "description": "", "status": "ONLINE",
                         "backend": "local"}}}))
         .into_response(),
+        (Method::GET, "/api/pool_quota") => Json(json!({"node_sets": [{"pools": [
+            {"name": "default", "status": "ONLINE", "backend": "local", "nodes": 1,
+             "resource_usage": {"quota_used": "0", "quota_limit": "-",
+                                "total_usage": "0", "total_capacity": "0"}}]}]}))
+        .into_response(),
         (Method::GET, "/api/workflow/train-7/spec") => "workflow:\n  name: train\n".into_response(),
         _ => (
             StatusCode::NOT_FOUND,
@@ -415,6 +420,7 @@ async fn verbs_drive_the_api() {
         super::run_pool(
             &args,
             PoolCommand::List {
+                pools: vec![],
                 output: super::FormatArg { format },
             },
         )
@@ -441,7 +447,7 @@ async fn verbs_drive_the_api() {
         [
             "/api/pool/gpu/workflow",
             "/api/workflow",
-            "/api/pool",
+            "/api/pool_quota",
             "/api/version",
             "/api/workflow/done-1/cancel"
         ]

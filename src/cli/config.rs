@@ -14,7 +14,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::client::ClientError;
 
@@ -24,19 +24,22 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:8470";
 /// Environment variable holding the bearer token.
 pub const TOKEN_ENV: &str = "GANTRY_TOKEN";
 
-/// The file `gantry login` writes. Unknown fields (e.g. a CA path) are ignored
-/// so newer files still load.
-#[derive(Debug, Default, Deserialize, PartialEq)]
+/// The file `gantry login` writes. Unknown fields are ignored so newer
+/// files still load.
+#[derive(Debug, Default, Deserialize, Serialize, PartialEq)]
 pub struct ConfigFile {
     #[serde(default)]
     pub url: Option<UrlList>,
     #[serde(default)]
     pub token: Option<String>,
+    /// The CA that signed the server's certificate (https URLs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
 /// `url` may be one string (possibly comma-separated) or a list, so a login
 /// against a cluster can store every member.
-#[derive(Debug, Deserialize, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum UrlList {
     One(String),
@@ -57,6 +60,8 @@ impl UrlList {
 pub struct Resolved {
     pub urls: Vec<String>,
     pub token: Option<String>,
+    /// From the config file, used when `--ca`/`GANTRY_CA` is not given.
+    pub ca: Option<PathBuf>,
 }
 
 /// `$XDG_CONFIG_HOME/gantry/config.json`, or `$HOME/.config/gantry/config.json`.
@@ -108,14 +113,17 @@ pub fn resolve(
         .filter(|t| !t.is_empty())
         .map(str::to_owned);
 
+    let mut ca = None;
     if urls.is_empty() || token.is_none() {
         let file = match config_path {
             Some(p) => load_config_file(p)?,
             None => None,
         };
         if let Some(file) = file {
+            // The file's CA belongs to the file's server.
             if urls.is_empty() {
                 urls = file.url.map(UrlList::into_vec).unwrap_or_default();
+                ca = file.ca;
             }
             if token.is_none() {
                 token = file.token.filter(|t| !t.trim().is_empty());
@@ -125,7 +133,7 @@ pub fn resolve(
     if urls.is_empty() {
         urls.push(DEFAULT_URL.to_owned());
     }
-    Ok(Resolved { urls, token })
+    Ok(Resolved { urls, token, ca })
 }
 
 /// [`resolve`] fed from the real process environment; the only impure entry.
@@ -136,6 +144,28 @@ pub fn resolve_from_env(cli_urls: &[String]) -> Result<Resolved, ClientError> {
     );
     let token = std::env::var(TOKEN_ENV).ok();
     resolve(cli_urls, token.as_deref(), path.as_deref())
+}
+
+/// Writes the config file `gantry login` leaves: mode 0600 from its
+/// creation (it holds a token), replacing the file atomically.
+pub fn write_config_file(path: &Path, file: &ConfigFile) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let text = serde_json::to_string_pretty(file).map_err(std::io::Error::other)?;
+    let temporary = path.with_extension("json.tmp");
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    out.write_all(text.as_bytes())?;
+    out.write_all(b"\n")?;
+    out.sync_all()?;
+    std::fs::rename(&temporary, path)
 }
 
 /// Flattens comma-separated entries and drops blanks (clap already splits
@@ -205,6 +235,28 @@ mod tests {
         assert!(matches!(err, ClientError::Config { .. }), "{err:?}");
         // Not consulted at all when flag and env already answer everything.
         assert!(resolve(&["http://a".into()], Some("t"), Some(&path)).is_ok());
+    }
+
+    #[test]
+    fn written_file_is_private_and_reads_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gantry").join("config.json");
+        let file = ConfigFile {
+            url: Some(UrlList::One("https://g:8470".into())),
+            token: Some("secret".into()),
+            ca: Some(PathBuf::from("/etc/gantry/ca.pem")),
+        };
+        write_config_file(&path, &file).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let r = resolve(&[], None, Some(&path)).unwrap();
+        assert_eq!(r.urls, vec!["https://g:8470"]);
+        assert_eq!(r.token.as_deref(), Some("secret"));
+        assert_eq!(r.ca, Some(PathBuf::from("/etc/gantry/ca.pem")));
+        // A URL from the flag does not take the file's CA.
+        let r = resolve(&["https://other".into()], None, Some(&path)).unwrap();
+        assert_eq!(r.ca, None);
     }
 
     #[test]

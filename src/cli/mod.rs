@@ -1,9 +1,11 @@
 //! CLI verbs that talk to a Gantry server over its OSMO-compatible REST API.
 //!
-//! Owns the clap definitions of `workflow`, `pool` and `version` and their
-//! output; `main.rs` only parses and dispatches. Submodules: `config` (where the
-//! server and token come from), `client` (HTTP, failover, typed errors),
-//! `output` (JSON, tables, spinner), `workflow` and `pool` (the verbs).
+//! Owns the clap definitions of `workflow`, `pool`, `resource`, `token`,
+//! `login`, `config` and `version` and their output; `main.rs` only parses
+//! and dispatches. Submodules: `config` (where the server and token come
+//! from, the login file), `client` (HTTP, failover, typed errors), `output`
+//! (JSON, tables, spinner), and the verbs: `workflow`, `pool` (also
+//! `resource`), `token` (also `login`), `configs`, `cluster`.
 //!
 //! Invariants: with `-t json` a verb prints the API's JSON unchanged and nothing
 //! else on stdout; errors are returned (never printed here) so the caller prints
@@ -12,8 +14,10 @@
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod configs;
 pub mod output;
 pub mod pool;
+pub mod token;
 pub mod workflow;
 
 #[cfg(test)]
@@ -21,7 +25,9 @@ mod client_tests;
 
 pub use client::Client;
 pub use cluster::{run_cluster, run_snapshot, ClusterCommand, SnapshotCommand};
-pub use pool::{run_pool, PoolCommand};
+pub use configs::{run_config, ConfigCommand};
+pub use pool::{run_pool, run_resource, PoolCommand, ResourceCommand};
+pub use token::{run_login, run_token, LoginArgs, TokenCommand};
 pub use workflow::{run_workflow, WorkflowCommand};
 
 use serde_json::Value;
@@ -111,6 +117,12 @@ mod tests {
         Workflow(WorkflowCommand),
         #[command(subcommand)]
         Pool(PoolCommand),
+        #[command(subcommand)]
+        Token(TokenCommand),
+        #[command(subcommand)]
+        Config(ConfigCommand),
+        #[command(subcommand)]
+        Resource(ResourceCommand),
         Version,
     }
 

@@ -16,6 +16,9 @@
 //!   a slow reader cannot stall the batch loop that reads its reports.
 //! - A remote connection ends when this node stops leading: operators
 //!   follow the leader, whose dispatcher is the only one sending jobs.
+//! - Heartbeats become commands at most once per backend per
+//!   [`HEARTBEAT_PROPOSE_INTERVAL_MIN`]; the others are only acknowledged
+//!   (the next one carries the newer inventory anyway).
 
 use super::logs::LogStore;
 use super::now_ms;
@@ -34,6 +37,10 @@ pub const OPERATOR_QUEUE_MAX: usize = 1024;
 /// Operator messages folded into one command, at most.
 pub const REPORTS_PER_COMMAND_MAX: usize = 4096;
 
+/// At most one heartbeat per backend is proposed in this time; the others
+/// are dropped (the next one carries the newer inventory anyway).
+pub const HEARTBEAT_PROPOSE_INTERVAL_MIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 struct Connection {
     generation: u64,
     jobs: mpsc::Sender<ToOperator>,
@@ -49,6 +56,8 @@ pub struct AgentHub {
     logs: LogStore,
     connections: Arc<Mutex<HashMap<String, Connection>>>,
     next_generation: Arc<AtomicU64>,
+    /// When a heartbeat of each backend was last proposed from this node.
+    last_heartbeat: Arc<Mutex<HashMap<String, std::time::Instant>>>,
     /// Woken when a connection becomes ready, so the dispatcher retries at once.
     pub connected: Arc<Notify>,
 }
@@ -86,6 +95,7 @@ impl AgentHub {
             logs,
             connections: Arc::default(),
             next_generation: Arc::default(),
+            last_heartbeat: Arc::default(),
             connected: Arc::default(),
         }
     }
@@ -222,6 +232,22 @@ impl AgentHub {
                         time,
                     },
                 },
+                FromOperator::Heartbeat { nodes } => {
+                    if !self.heartbeat_due(&backend) {
+                        continue;
+                    }
+                    // The graces travel in the command: apply reads no config.
+                    let view = self.node.read_local().map_err(ConnectionEnd::Propose)?;
+                    let (offline_after_ms, fail_tasks_after_ms) =
+                        crate::api::config_bodies::service_config(&view).graces_ms();
+                    Command::BackendHeartbeat {
+                        now,
+                        backend: backend.clone(),
+                        nodes,
+                        offline_after_ms,
+                        fail_tasks_after_ms,
+                    }
+                }
                 FromOperator::Logs { key, lines } => {
                     // Stored before the batch commits: its acknowledgement
                     // covers these lines too.
@@ -276,6 +302,22 @@ impl AgentHub {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
+    /// Whether a heartbeat of `backend` may be proposed now (and notes it).
+    fn heartbeat_due(&self, backend: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut last = self
+            .last_heartbeat
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        match last.get(backend) {
+            Some(at) if now.duration_since(*at) < HEARTBEAT_PROPOSE_INTERVAL_MIN => false,
+            _ => {
+                last.insert(backend.to_string(), now);
+                true
+            }
+        }
+    }
+
     /// Sends a job to the backend's operator unless it was already sent on
     /// the current connection. Returns false if no operator is ready.
     pub async fn send_job(&self, backend: &str, job_id: u64, message: ToOperator) -> bool {
@@ -320,10 +362,6 @@ impl AgentHub {
         }
     }
 
-    /// An operator of `backend` is connected here and its hello is committed.
-    pub fn is_connected(&self, backend: &str) -> bool {
-        self.lock().get(backend).is_some_and(|c| c.ready)
-    }
 }
 
 /// Resolves once this node is no longer the leader.

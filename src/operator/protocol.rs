@@ -5,6 +5,7 @@
 //! a reference into server memory; everything an executor needs to run a
 //! task is in [`TaskLaunch`].
 
+pub use gantry_storage::NodeInventory;
 use gantry_storage::{Millis, Priority, TaskKey, TaskStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -44,7 +45,14 @@ pub enum FromOperator {
     },
     /// Output lines of a task, in order.
     Logs { key: TaskKey, lines: Vec<LogLine> },
+    /// The operator is alive; its nodes as they are now. Sent on connect
+    /// and every [`HEARTBEAT_INTERVAL`].
+    Heartbeat { nodes: Vec<NodeInventory> },
 }
+
+/// How often an operator sends [`FromOperator::Heartbeat`] (OSMO's listener: 20 s;
+/// shorter here so a short offline grace still works).
+pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GroupLaunch {

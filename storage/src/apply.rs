@@ -4,7 +4,9 @@
 //! rejection is decided before the first write, so a rejected command leaves
 //! the tables untouched.
 
+use crate::apply_config;
 use crate::command::{Command, Outcome, RejectionKind, TaskKey, TaskReport};
+use crate::config::{ConfigData, ConfigMeta, ConfigType, PoolConfig};
 use crate::error::StorageError;
 use crate::lifecycle::{self, derive_uuid};
 use crate::plan::{ExitAction, WorkflowPlan};
@@ -50,6 +52,39 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<Outcome, Stora
             last_seq,
             commands,
         } => apply_operator_reports(txn, &tables, *now, backend, *instance, *last_seq, commands),
+        Command::PutConfig {
+            now,
+            config_type,
+            name,
+            meta,
+            data,
+        } => apply_config::apply_config_put(&tables, *now, *config_type, name, meta, data),
+        Command::DeleteConfig {
+            now,
+            config_type,
+            name,
+            meta,
+        } => apply_config::apply_config_delete(&tables, *now, *config_type, name, meta),
+        Command::RollbackConfig {
+            now,
+            config_type,
+            revision,
+            meta,
+        } => apply_config::apply_config_rollback(&tables, *now, *config_type, *revision, meta),
+        Command::BackendHeartbeat {
+            now,
+            backend,
+            nodes,
+            offline_after_ms,
+            fail_tasks_after_ms,
+        } => apply_config::apply_backend_heartbeat(
+            &tables,
+            *now,
+            backend,
+            nodes,
+            *offline_after_ms,
+            *fail_tasks_after_ms,
+        ),
     }
 }
 
@@ -79,6 +114,7 @@ fn apply_operator_reports(
             Command::ReportTask { .. }
                 | Command::CompleteJob { .. }
                 | Command::OperatorHello { .. }
+                | Command::BackendHeartbeat { .. }
         ) {
             return Ok(Outcome::rejected(
                 RejectionKind::Invalid,
@@ -477,6 +513,14 @@ fn apply_timer_fire(
                     matches!(s, TaskStatus::Processing | TaskStatus::Scheduling)
                 })
             }
+            TimerKind::BackendOffline { backend } => {
+                apply_config::fire_backend_timer(tables, now, backend, (due, timer_id), false)?;
+                return Ok(Outcome::Applied);
+            }
+            TimerKind::BackendLost { backend } => {
+                apply_config::fire_backend_timer(tables, now, backend, (due, timer_id), true)?;
+                return Ok(Outcome::Applied);
+            }
         };
     let (Some(workflow), Some(mut group)) = (
         tables.workflow(workflow_id)?,
@@ -502,8 +546,18 @@ fn apply_pool_put(tables: &Tables, pool: &PoolRecord) -> Result<Outcome, Storage
             "a pool needs a name and a backend",
         ));
     }
-    tables.put_pool(pool)?;
-    Ok(Outcome::Applied)
+    // Recorded as a POOL revision too, so the config history is complete.
+    let meta = ConfigMeta {
+        user: "system".to_string(),
+        description: "pool created by the server".to_string(),
+        tags: Vec::new(),
+    };
+    let data = ConfigData::Pool(PoolConfig::from_record(pool));
+    // PutPool carries no time: its revision is stamped 0.
+    match apply_config::apply_config_put(tables, 0, ConfigType::Pool, &pool.name, &meta, &data)? {
+        rejected @ Outcome::Rejected(_) => Ok(rejected),
+        _ => Ok(Outcome::Applied),
+    }
 }
 
 fn apply_operator_hello(
@@ -512,6 +566,7 @@ fn apply_operator_hello(
     backend: &str,
     running: &[TaskKey],
 ) -> Result<Outcome, StorageError> {
+    apply_config::ensure_backend(tables, now, backend)?;
     let running: BTreeSet<&TaskKey> = running.iter().collect();
     let queued: BTreeSet<(String, String)> = tables
         .jobs()?
@@ -563,6 +618,17 @@ fn apply_token_issue(
             RejectionKind::Invalid,
             "a token needs a name and a lower-case hex SHA-256 hash",
         ));
+    }
+    if let Some(existing) = tables.token(&token.name)? {
+        if existing.user != token.user {
+            return Ok(Outcome::rejected(
+                RejectionKind::Conflict,
+                format!(
+                    "token name '{}' is taken by another user; choose another name",
+                    token.name
+                ),
+            ));
+        }
     }
     tables.put_token(token)?;
     Ok(Outcome::Applied)

@@ -6,6 +6,7 @@
 //! matters, so `apply` is deterministic; the encoded form starts with
 //! [`COMMAND_FORMAT_VERSION`].
 
+use crate::config::{ConfigData, ConfigMeta, ConfigType, NodeInventory};
 use crate::error::StorageError;
 use crate::record::{Millis, PoolRecord, Submission, TokenRecord};
 use crate::status::TaskStatus;
@@ -48,7 +49,42 @@ pub enum Command {
     IssueToken { token: TokenRecord },
     /// 8. Remove an access token by name.
     RevokeToken { name: String },
-    /// 9. Messages of one operator connection, in sequence order: each
+    /// 9. Write a new revision of a config (creates or replaces it).
+    PutConfig {
+        now: Millis,
+        config_type: ConfigType,
+        /// `""` for SERVICE and WORKFLOW.
+        name: String,
+        meta: ConfigMeta,
+        /// Boxed: a pool config is large, and most commands are small.
+        data: Box<ConfigData>,
+    },
+    /// 10. Delete a config; the deletion is recorded as a revision.
+    DeleteConfig {
+        now: Millis,
+        config_type: ConfigType,
+        name: String,
+        meta: ConfigMeta,
+    },
+    /// 11. Write a new revision equal to revision `revision` of this type.
+    RollbackConfig {
+        now: Millis,
+        config_type: ConfigType,
+        revision: u64,
+        meta: ConfigMeta,
+    },
+    /// 12. A backend's operator is alive and reports its nodes. Re-arms the
+    ///     backend's liveness timers: offline after `offline_after_ms`
+    ///     without another heartbeat, its tasks failed after
+    ///     `fail_tasks_after_ms` (0: never).
+    BackendHeartbeat {
+        now: Millis,
+        backend: String,
+        nodes: Vec<NodeInventory>,
+        offline_after_ms: u64,
+        fail_tasks_after_ms: u64,
+    },
+    /// 13. Messages of one operator connection, in sequence order: each
     ///    `(seq, command)` applies only if `seq` is above what this operator
     ///    instance already had applied (a resend after a reconnect or a
     ///    leader change is dropped); afterwards the instance's acknowledged
@@ -99,6 +135,10 @@ pub enum Outcome {
     },
     Applied,
     Rejected(Rejection),
+    /// A config command wrote this revision.
+    Revision {
+        revision: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

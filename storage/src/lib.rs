@@ -12,16 +12,19 @@
 //! - This crate knows nothing of tokio, openraft or the network.
 
 pub mod command;
+pub mod config;
 pub mod error;
 pub mod plan;
 pub mod record;
 pub mod status;
 
 pub use command::{Command, Outcome, Rejection, RejectionKind, TaskKey, TaskReport};
+pub use config::*;
 pub use error::StorageError;
 pub use record::*;
 pub use status::{Priority, TaskStatus, WorkflowStatus};
 mod apply;
+mod apply_config;
 mod lifecycle;
 pub mod snapshot;
 pub mod store;

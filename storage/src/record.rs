@@ -90,6 +90,8 @@ pub struct TaskRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
     pub name: String,
+    /// A service account's token (e.g. a backend operator's), not a person's.
+    pub service: bool,
     /// Lower-case hex SHA-256 of the token's secret.
     pub hash: String,
     pub user: String,
@@ -111,8 +113,22 @@ pub struct PoolRecord {
 /// What a replicated timer does when it fires.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TimerKind {
-    ExecTimeout { workflow_id: String, group: String },
-    QueueTimeout { workflow_id: String, group: String },
+    ExecTimeout {
+        workflow_id: String,
+        group: String,
+    },
+    QueueTimeout {
+        workflow_id: String,
+        group: String,
+    },
+    /// No heartbeat from the backend for its grace: it goes offline.
+    BackendOffline {
+        backend: String,
+    },
+    /// No heartbeat for the longer grace: its running tasks fail.
+    BackendLost {
+        backend: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,6 +30,9 @@ struct Image {
     tokens: Vec<(String, Vec<u8>)>,
     tokens_by_hash: Vec<(String, String)>,
     operator_seqs: Vec<((String, u64), (u64, i64))>,
+    config_history: Vec<((u8, u64), Vec<u8>)>,
+    config_current: Vec<((u8, String), u64)>,
+    backends: Vec<(String, Vec<u8>)>,
 }
 
 macro_rules! export_table {
@@ -87,6 +90,12 @@ impl Store {
                 (k.0.to_string(), k.1),
                 v
             )),
+            config_history: export_table!(txn, tables::CONFIG_HISTORY, |k, v| (k, v.to_vec())),
+            config_current: export_table!(txn, tables::CONFIG_CURRENT, |k, v| (
+                (k.0, k.1.to_string()),
+                v
+            )),
+            backends: export_table!(txn, tables::BACKENDS, |k, v| (k.to_string(), v.to_vec())),
             active_groups: export_table!(txn, tables::ACTIVE_GROUPS, |k, _v| (
                 k.0.to_string(),
                 k.1.to_string(),
@@ -121,6 +130,9 @@ impl Store {
         clear(&txn, tables::TOKENS)?;
         clear(&txn, tables::TOKENS_BY_HASH)?;
         clear(&txn, tables::OPERATOR_SEQS)?;
+        clear(&txn, tables::CONFIG_HISTORY)?;
+        clear(&txn, tables::CONFIG_CURRENT)?;
+        clear(&txn, tables::BACKENDS)?;
         {
             let mut table = txn.open_table(tables::META)?;
             for (k, v) in &image.meta {
@@ -174,6 +186,18 @@ impl Store {
             let mut table = txn.open_table(tables::OPERATOR_SEQS)?;
             for ((backend, instance), value) in &image.operator_seqs {
                 table.insert((backend.as_str(), *instance), *value)?;
+            }
+            let mut table = txn.open_table(tables::CONFIG_HISTORY)?;
+            for (k, v) in &image.config_history {
+                table.insert(*k, v.as_slice())?;
+            }
+            let mut table = txn.open_table(tables::CONFIG_CURRENT)?;
+            for ((code, name), v) in &image.config_current {
+                table.insert((*code, name.as_str()), *v)?;
+            }
+            let mut table = txn.open_table(tables::BACKENDS)?;
+            for (k, v) in &image.backends {
+                table.insert(k.as_str(), v.as_slice())?;
             }
             let mut table = txn.open_table(tables::ACTIVE_GROUPS)?;
             for (a, b, c) in &image.active_groups {

@@ -8,6 +8,7 @@
 
 use crate::apply::apply;
 use crate::command::{Command, Outcome};
+use crate::config::{BackendRecord, ConfigRevision, ConfigType};
 use crate::error::StorageError;
 use crate::record::{
     GroupRecord, JobRecord, Millis, PoolRecord, TaskRecord, TimerRecord, WorkflowRecord,
@@ -271,6 +272,115 @@ impl ReadView {
         let tokens = self.txn.open_table(tables::TOKENS)?;
         let row = tokens.get(name)?;
         row.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Every token, by name.
+    pub fn tokens(&self) -> Result<Vec<crate::record::TokenRecord>, StorageError> {
+        let table = self.txn.open_table(tables::TOKENS)?;
+        let mut tokens = Vec::new();
+        for row in table.iter()? {
+            let (_, value) = row?;
+            tokens.push(decode(value.value())?);
+        }
+        Ok(tokens)
+    }
+
+    pub fn backend(&self, name: &str) -> Result<Option<BackendRecord>, StorageError> {
+        let table = self.txn.open_table(tables::BACKENDS)?;
+        let row = table.get(name)?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Every backend, by name.
+    pub fn backends(&self) -> Result<Vec<BackendRecord>, StorageError> {
+        let table = self.txn.open_table(tables::BACKENDS)?;
+        let mut backends = Vec::new();
+        for row in table.iter()? {
+            let (_, value) = row?;
+            backends.push(decode(value.value())?);
+        }
+        Ok(backends)
+    }
+
+    /// Dispatched, unfinished groups of `backend` as `(workflow id, group)`.
+    pub fn active_groups(&self, backend: &str) -> Result<Vec<(String, String)>, StorageError> {
+        let table = self.txn.open_table(tables::ACTIVE_GROUPS)?;
+        let mut groups = Vec::new();
+        for row in table.range((backend, "", "")..)? {
+            let (key, _) = row?;
+            let (row_backend, workflow_id, group) = key.value();
+            if row_backend != backend {
+                break;
+            }
+            groups.push((workflow_id.to_string(), group.to_string()));
+        }
+        Ok(groups)
+    }
+
+    pub fn config_revision(
+        &self,
+        config_type: ConfigType,
+        revision: u64,
+    ) -> Result<Option<ConfigRevision>, StorageError> {
+        let table = self.txn.open_table(tables::CONFIG_HISTORY)?;
+        let row = table.get((config_type.code(), revision))?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
+    /// The revision in force of `(config_type, name)`.
+    pub fn config(
+        &self,
+        config_type: ConfigType,
+        name: &str,
+    ) -> Result<Option<ConfigRevision>, StorageError> {
+        let revision = {
+            let table = self.txn.open_table(tables::CONFIG_CURRENT)?;
+            let row = table.get((config_type.code(), name))?;
+            row.map(|v| v.value())
+        };
+        match revision {
+            Some(revision) => self.config_revision(config_type, revision),
+            None => Ok(None),
+        }
+    }
+
+    /// The revisions in force of every config of `config_type`, by name.
+    pub fn configs(&self, config_type: ConfigType) -> Result<Vec<ConfigRevision>, StorageError> {
+        let code = config_type.code();
+        let revisions: Vec<u64> = {
+            let table = self.txn.open_table(tables::CONFIG_CURRENT)?;
+            let mut revisions = Vec::new();
+            for row in table.range((code, "")..)? {
+                let (key, value) = row?;
+                if key.value().0 != code {
+                    break;
+                }
+                revisions.push(value.value());
+            }
+            revisions
+        };
+        let mut configs = Vec::with_capacity(revisions.len());
+        for revision in revisions {
+            if let Some(config) = self.config_revision(config_type, revision)? {
+                configs.push(config);
+            }
+        }
+        Ok(configs)
+    }
+
+    /// Every revision of `config_type` in revision order.
+    pub fn config_history(
+        &self,
+        config_type: ConfigType,
+    ) -> Result<Vec<ConfigRevision>, StorageError> {
+        let code = config_type.code();
+        let table = self.txn.open_table(tables::CONFIG_HISTORY)?;
+        let mut history = Vec::new();
+        for row in table.range((code, 0)..=(code, u64::MAX))? {
+            let (_, value) = row?;
+            history.push(decode(value.value())?);
+        }
+        Ok(history)
     }
 
     /// Number of workflows per status.

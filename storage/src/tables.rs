@@ -5,6 +5,7 @@
 //! [`Tables::put_workflow`], so they always agree with the workflows table;
 //! `active_groups` holds exactly the dispatched, unfinished groups.
 
+use crate::config::{BackendRecord, ConfigRevision, ConfigType};
 use crate::error::StorageError;
 use crate::record::{
     GroupRecord, JobRecord, Millis, PoolRecord, TaskRecord, TimerRecord, WorkflowRecord,
@@ -44,6 +45,15 @@ pub(crate) const TOKENS_BY_HASH: TableDefinition<&str, &str> =
 pub(crate) const OPERATOR_SEQS: TableDefinition<(&str, u64), (u64, i64)> =
     TableDefinition::new("operator_seqs");
 
+/// (config type code, revision) → config revision (every one ever written).
+pub(crate) const CONFIG_HISTORY: TableDefinition<(u8, u64), &[u8]> =
+    TableDefinition::new("config_history");
+/// (config type code, name) → revision in force (absent: none or deleted).
+pub(crate) const CONFIG_CURRENT: TableDefinition<(u8, &str), u64> =
+    TableDefinition::new("config_current");
+/// backend name → backend.
+pub(crate) const BACKENDS: TableDefinition<&str, &[u8]> = TableDefinition::new("backends");
+
 pub(crate) const RAFT_META_KEY: &str = "raft";
 const SEQ_COUNTER: &str = "\0submit_seq";
 const TIMER_COUNTER: &str = "\0timer_id";
@@ -76,6 +86,9 @@ pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), StorageError> {
     txn.open_table(TOKENS)?;
     txn.open_table(TOKENS_BY_HASH)?;
     txn.open_table(OPERATOR_SEQS)?;
+    txn.open_table(CONFIG_HISTORY)?;
+    txn.open_table(CONFIG_CURRENT)?;
+    txn.open_table(BACKENDS)?;
     Ok(())
 }
 
@@ -328,6 +341,92 @@ impl<'a> Tables<'a> {
             for (_, stale) in &instances[..instances.len() - keep] {
                 table.remove((backend, *stale))?;
             }
+        }
+        Ok(())
+    }
+
+    pub fn token(&self, name: &str) -> Result<Option<crate::record::TokenRecord>, StorageError> {
+        let table = self.txn.open_table(TOKENS)?;
+        let row = table.get(name)?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
+    pub fn remove_pool(&self, name: &str) -> Result<bool, StorageError> {
+        Ok(self.txn.open_table(POOLS)?.remove(name)?.is_some())
+    }
+
+    pub fn pools(&self) -> Result<Vec<PoolRecord>, StorageError> {
+        let table = self.txn.open_table(POOLS)?;
+        let mut pools = Vec::new();
+        for row in table.iter()? {
+            let (_, value) = row?;
+            pools.push(decode(value.value())?);
+        }
+        Ok(pools)
+    }
+
+    pub fn backend(&self, name: &str) -> Result<Option<BackendRecord>, StorageError> {
+        let table = self.txn.open_table(BACKENDS)?;
+        let row = table.get(name)?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
+    pub fn put_backend(&self, backend: &BackendRecord) -> Result<(), StorageError> {
+        self.txn
+            .open_table(BACKENDS)?
+            .insert(backend.name.as_str(), encode(backend)?.as_slice())?;
+        Ok(())
+    }
+
+    pub fn remove_backend(&self, name: &str) -> Result<(), StorageError> {
+        self.txn.open_table(BACKENDS)?.remove(name)?;
+        Ok(())
+    }
+
+    /// The next revision number of `config_type` (from 1).
+    pub fn next_config_revision(&self, config_type: ConfigType) -> Result<u64, StorageError> {
+        self.next_counter(&format!("\0config_revision:{}", config_type.as_str()))
+    }
+
+    pub fn config_revision(
+        &self,
+        config_type: ConfigType,
+        revision: u64,
+    ) -> Result<Option<ConfigRevision>, StorageError> {
+        let table = self.txn.open_table(CONFIG_HISTORY)?;
+        let row = table.get((config_type.code(), revision))?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
+    /// The revision in force for `(config_type, name)`, if any.
+    pub fn config_current(
+        &self,
+        config_type: ConfigType,
+        name: &str,
+    ) -> Result<Option<ConfigRevision>, StorageError> {
+        let revision = {
+            let table = self.txn.open_table(CONFIG_CURRENT)?;
+            let row = table.get((config_type.code(), name))?;
+            row.map(|v| v.value())
+        };
+        match revision {
+            Some(revision) => self.config_revision(config_type, revision),
+            None => Ok(None),
+        }
+    }
+
+    /// Appends `revision` to the history and makes it the one in force
+    /// (or, without data, removes the config from force).
+    pub fn put_config_revision(&self, revision: &ConfigRevision) -> Result<(), StorageError> {
+        let code = revision.config_type.code();
+        self.txn
+            .open_table(CONFIG_HISTORY)?
+            .insert((code, revision.revision), encode(revision)?.as_slice())?;
+        let mut current = self.txn.open_table(CONFIG_CURRENT)?;
+        if revision.data.is_some() {
+            current.insert((code, revision.name.as_str()), revision.revision)?;
+        } else {
+            current.remove((code, revision.name.as_str()))?;
         }
         Ok(())
     }

@@ -6,8 +6,8 @@ use gantry_storage::plan::{
     ExitAction, ExitActionPlan, GroupPlan, ResourcePlan, TaskPlan, WorkflowPlan,
 };
 use gantry_storage::{
-    Command, ListFilter, Outcome, PoolRecord, Priority, Store, Submission, TaskKey, TaskReport,
-    TaskStatus,
+    BackendSettings, Command, ConfigData, ConfigMeta, ConfigType, ListFilter, NodeInventory,
+    Outcome, PoolRecord, Priority, Store, Submission, TaskKey, TaskReport, TaskStatus,
 };
 use std::collections::BTreeMap;
 
@@ -118,6 +118,53 @@ fn random_plan(rng: &mut Rng) -> WorkflowPlan {
     }
 }
 
+/// A heartbeat (arming liveness timers that fail tasks when they fire) or a
+/// config change, accepted or rejected.
+fn config_or_heartbeat(rng: &mut Rng, now: i64) -> Command {
+    let backend = ["local", "k8s"][rng.below(2) as usize].to_string();
+    let meta = ConfigMeta {
+        user: "admin".into(),
+        description: format!("change at {now}"),
+        tags: Vec::new(),
+    };
+    match rng.below(5) {
+        0 | 1 => Command::BackendHeartbeat {
+            now,
+            backend,
+            nodes: vec![NodeInventory {
+                name: "n1".into(),
+                cpu_millis: 1000 * (1 + rng.below(8)),
+                ..NodeInventory::default()
+            }],
+            offline_after_ms: 2000 + rng.below(6000),
+            fail_tasks_after_ms: if rng.chance(70) {
+                10_000 + rng.below(20_000)
+            } else {
+                0
+            },
+        },
+        2 => Command::PutConfig {
+            now,
+            config_type: ConfigType::Backend,
+            name: backend,
+            meta,
+            data: Box::new(ConfigData::Backend(BackendSettings::default())),
+        },
+        3 => Command::RollbackConfig {
+            now,
+            config_type: ConfigType::Pool,
+            revision: 1 + rng.below(4),
+            meta,
+        },
+        _ => Command::DeleteConfig {
+            now,
+            config_type: ConfigType::Backend,
+            name: backend,
+            meta,
+        },
+    }
+}
+
 /// Produces the next command from the state of `store` (the generator's model).
 fn next_command(rng: &mut Rng, store: &Store, now: i64, seq: &mut u64) -> Command {
     let read = store.read().expect("read");
@@ -211,6 +258,9 @@ fn next_command(rng: &mut Rng, store: &Store, now: i64, seq: &mut u64) -> Comman
             backend: backend.into(),
             running,
         };
+    }
+    if roll < 48 {
+        return config_or_heartbeat(rng, now);
     }
     let Some((_, t)) = (!live.is_empty()).then(|| &live[rng.below(live.len() as u64) as usize])
     else {
@@ -362,7 +412,7 @@ fn outcome_kinds(history: &[(Command, Outcome)]) -> BTreeMap<&'static str, usize
                 failure: Some(_), ..
             } => "failed_submission",
             Outcome::Canceled { .. } => "canceled",
-            Outcome::Applied => "applied",
+            Outcome::Applied | Outcome::Revision { .. } => "applied",
             Outcome::Rejected(_) => "rejected",
         };
         *kinds.entry(kind).or_default() += 1;
@@ -469,6 +519,20 @@ fn assert_same_reads(a: &Store, b: &Store) {
         rb.list(&descending).expect("list")
     );
     assert_eq!(ra.pools().expect("pools"), rb.pools().expect("pools"));
+    assert_eq!(
+        ra.backends().expect("backends"),
+        rb.backends().expect("backends")
+    );
+    for config_type in ConfigType::ALL {
+        assert_eq!(
+            ra.config_history(config_type).expect("history"),
+            rb.config_history(config_type).expect("history")
+        );
+        assert_eq!(
+            ra.configs(config_type).expect("configs"),
+            rb.configs(config_type).expect("configs")
+        );
+    }
     assert_eq!(
         ra.jobs(usize::MAX).expect("jobs"),
         rb.jobs(usize::MAX).expect("jobs")

@@ -32,6 +32,15 @@
 //! complete-jobs                        CompleteJob for every queued job, in one apply call
 //! complete-job id=N                    one raw CompleteJob
 //! hello backend=B at=T [running=WF/TASK/RETRY,...]   OperatorHello
+//! config-put TYPE [NAME] at=T by=U [description=D] [tags=a,b] ...   PutConfig
+//!     POOL: backend=B [platforms=p,q] [default_platform=P] [maintenance=true]
+//!     BACKEND: [scheduler=kai|default|volcano] [dashboard=URL]
+//!     ROLE: [effect=Allow|Deny] actions=a,b [resources=r,s]
+//!     other types: json=TEXT
+//! config-delete TYPE NAME at=T by=U    DeleteConfig
+//! config-rollback TYPE revision=N at=T by=U   RollbackConfig
+//! heartbeat backend=B at=T offline_after=MS [fail_after=MS]
+//!           [nodes=NAME:CPU_MILLIS:MEMORY_BYTES:GPUS,...]   BackendHeartbeat
 //! dump [WF]                            print state to stderr (debugging aid)
 //! ```
 //!
@@ -41,6 +50,7 @@
 //! expect outcome applied | submitted ID [failure=M] | canceled ID
 //!              | rejected not-found|conflict|invalid [message=M | message~=M]
 //!     every outcome of the previous command must match (at least one)
+//!              | revision N
 //! expect outcomes none                 the previous command produced no outcome
 //! expect unchanged                     export_snapshot equals the one taken
 //!                                      just before the previous command
@@ -51,11 +61,17 @@
 //! expect task WF NAME STATUS [exit=N] [failure=M] [start=T] [end=T] [node=X]
 //! expect jobs none | KIND:WF/GROUP[@BACKEND] ...    exact queue, oldest first
 //!     KIND is CreateGroup or CancelGroup
-//! expect timers N | none | exec:WF/GROUP@DUE queue:WF/GROUP@DUE ...
+//! expect timers N | none | exec:WF/GROUP@DUE queue:WF/GROUP@DUE
+//!               offline:BACKEND@DUE lost:BACKEND@DUE ...
 //!     pending timers (earliest first) from due_timers(i64::MAX, ...)
 //! expect next-timer T | none
 //! expect list [status=A,B] [name=S] [pool=P,Q] [offset=N] [limit=N] [desc] -> ID... [+more]
 //! expect counts none | STATUS=N ...    exact count_by_status (any order)
+//! expect config TYPE [NAME] revision=N|none [user=U] [description=D] [backend=B]
+//! expect history TYPE -> REV:NAME:put|delete ... | none
+//! expect backend NAME none | [online=BOOL] [last_heartbeat=T] [nodes=N]
+//!                [configured=BOOL] [scheduler=S]
+//! expect pool NAME none | [backend=B]     the routing row submit uses
 //! ```
 //!
 //! After every command the runner checks two lifecycle invariants (every
@@ -73,8 +89,10 @@ use gantry_storage::plan::{
     ExitAction, ExitActionPlan, GroupPlan, ResourcePlan, TaskPlan, WorkflowPlan,
 };
 use gantry_storage::{
-    Command, JobKind, ListFilter, Outcome, PoolRecord, Priority, RejectionKind, Store, Submission,
-    TaskKey, TaskReport, TaskStatus, TimerKind, WorkflowStatus,
+    BackendSettings, Command, ConfigData, ConfigMeta, ConfigType, JobKind, ListFilter,
+    NodeInventory, Outcome, Policy, PolicyEffect, PoolConfig, PoolRecord, Priority, RejectionKind,
+    RoleConfig, SchedulerType, Store, Submission, TaskKey, TaskReport, TaskStatus, TimerKind,
+    WorkflowStatus,
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -381,6 +399,96 @@ fn parse_batch_item(item: &str, now: i64) -> Res<(u64, Command)> {
     Ok((seq, command))
 }
 
+fn config_meta(args: &Args) -> Res<ConfigMeta> {
+    Ok(ConfigMeta {
+        user: args.need("by")?.to_string(),
+        description: args.get("description").unwrap_or("").to_string(),
+        tags: args
+            .get("tags")
+            .map(|t| t.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// The body of `config-put TYPE NAME ...` from its arguments.
+fn config_data(config_type: ConfigType, name: &str, args: &Args) -> Res<ConfigData> {
+    Ok(match config_type {
+        ConfigType::Pool => {
+            let mut pool = PoolConfig::from_record(&PoolRecord {
+                name: name.to_string(),
+                description: args.get("description").unwrap_or("").to_string(),
+                backend: args.get("backend").unwrap_or("").to_string(),
+                default_platform: args.get("default_platform").map(str::to_string),
+                platforms: args
+                    .get("platforms")
+                    .map(|p| p.split(',').map(str::to_string).collect())
+                    .unwrap_or_default(),
+            });
+            pool.enable_maintenance = args.bool("maintenance", false)?;
+            ConfigData::Pool(pool)
+        }
+        ConfigType::Backend => {
+            let scheduler_type = match args.get("scheduler").unwrap_or("kai") {
+                "kai" => SchedulerType::Kai,
+                "default" => SchedulerType::Default,
+                "volcano" => SchedulerType::Volcano,
+                other => return Err(format!("unknown scheduler '{other}'")),
+            };
+            ConfigData::Backend(BackendSettings {
+                scheduler_type,
+                dashboard_url: args.get("dashboard").unwrap_or("").to_string(),
+                ..BackendSettings::default()
+            })
+        }
+        ConfigType::Role => ConfigData::Role(RoleConfig {
+            name: name.to_string(),
+            description: String::new(),
+            policies: vec![Policy {
+                effect: match args.get("effect").unwrap_or("Allow") {
+                    "Allow" => PolicyEffect::Allow,
+                    "Deny" => PolicyEffect::Deny,
+                    other => return Err(format!("unknown effect '{other}'")),
+                },
+                actions: args
+                    .get("actions")
+                    .unwrap_or("")
+                    .split(',')
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                resources: args
+                    .get("resources")
+                    .unwrap_or("*")
+                    .split(',')
+                    .map(str::to_string)
+                    .collect(),
+            }],
+        }),
+        _ => ConfigData::Json(args.get("json").unwrap_or("").to_string()),
+    })
+}
+
+/// `NAME:CPU_MILLIS:MEMORY_BYTES:GPUS`.
+fn parse_node(spec: &str) -> Res<NodeInventory> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let number = |s: &str| {
+        s.parse::<u64>()
+            .map_err(|_| format!("node '{spec}': '{s}' is not a number"))
+    };
+    match parts.as_slice() {
+        [name, cpu, memory, gpus] => Ok(NodeInventory {
+            name: name.to_string(),
+            cpu_millis: number(cpu)?,
+            memory_bytes: number(memory)?,
+            gpu_count: number(gpus)?,
+            ..NodeInventory::default()
+        }),
+        _ => Err(format!(
+            "node '{spec}': want NAME:CPU_MILLIS:MEMORY_BYTES:GPUS"
+        )),
+    }
+}
+
 fn parse_task_key(spec: &str) -> Res<TaskKey> {
     let parts: Vec<&str> = spec.split('/').collect();
     match parts.as_slice() {
@@ -411,6 +519,7 @@ fn render_outcome(outcome: &Outcome) -> String {
             failure: Some(f),
         } => format!("submitted {workflow_id} failure={f:?}"),
         Outcome::Canceled { workflow_id } => format!("canceled {workflow_id}"),
+        Outcome::Revision { revision } => format!("revision {revision}"),
         Outcome::Rejected(r) => format!("rejected {} message={:?}", kind_name(r.kind), r.message),
     }
 }
@@ -442,6 +551,8 @@ fn render_timer(kind: &TimerKind, due: i64) -> String {
         TimerKind::QueueTimeout { workflow_id, group } => {
             format!("queue:{workflow_id}/{group}@{due}")
         }
+        TimerKind::BackendOffline { backend } => format!("offline:{backend}@{due}"),
+        TimerKind::BackendLost { backend } => format!("lost:{backend}@{due}"),
     }
 }
 
@@ -762,6 +873,69 @@ impl Case {
                     commands,
                 }])
             }
+            "config-put" => {
+                args.allow(&[
+                    "at",
+                    "by",
+                    "description",
+                    "tags",
+                    "backend",
+                    "platforms",
+                    "default_platform",
+                    "maintenance",
+                    "scheduler",
+                    "dashboard",
+                    "effect",
+                    "actions",
+                    "resources",
+                    "json",
+                ])?;
+                let config_type: ConfigType = args.pos(0, "config type")?.parse()?;
+                let name = args.pos.get(1).cloned().unwrap_or_default();
+                let data = config_data(config_type, &name, args)?;
+                self.run(vec![Command::PutConfig {
+                    now: args.need_num("at")?,
+                    config_type,
+                    name,
+                    meta: config_meta(args)?,
+                    data: Box::new(data),
+                }])
+            }
+            "config-delete" => {
+                args.allow(&["at", "by", "description", "tags"])?;
+                self.run(vec![Command::DeleteConfig {
+                    now: args.need_num("at")?,
+                    config_type: args.pos(0, "config type")?.parse()?,
+                    name: args.pos.get(1).cloned().unwrap_or_default(),
+                    meta: config_meta(args)?,
+                }])
+            }
+            "config-rollback" => {
+                args.allow(&["at", "by", "description", "tags", "revision"])?;
+                self.run(vec![Command::RollbackConfig {
+                    now: args.need_num("at")?,
+                    config_type: args.pos(0, "config type")?.parse()?,
+                    revision: args.need_num("revision")?,
+                    meta: config_meta(args)?,
+                }])
+            }
+            "heartbeat" => {
+                args.allow(&["backend", "at", "offline_after", "fail_after", "nodes"])?;
+                let nodes = args
+                    .get("nodes")
+                    .unwrap_or("")
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(parse_node)
+                    .collect::<Res<Vec<_>>>()?;
+                self.run(vec![Command::BackendHeartbeat {
+                    now: args.need_num("at")?,
+                    backend: args.need("backend")?.to_string(),
+                    nodes,
+                    offline_after_ms: args.need_num("offline_after")?,
+                    fail_tasks_after_ms: args.num("fail_after")?.unwrap_or(0),
+                }])
+            }
             "dump" => {
                 eprintln!("{}", self.dump(args.pos.first().map(String::as_str))?);
                 Ok(())
@@ -967,6 +1141,105 @@ impl Case {
                 check_field("end", opt(&t.end_time), args.entry("end"))?;
                 check_field("node", opt(&t.node_name), args.entry("node"))
             }
+            "config" => {
+                args.allow(&["revision", "user", "description", "backend"])?;
+                let config_type: ConfigType = args.pos(1, "config type")?.parse()?;
+                let name = args.pos.get(2).map(String::as_str).unwrap_or("");
+                let config = read.config(config_type, name).map_err(|e| e.to_string())?;
+                let revision = config.as_ref().map(|c| c.revision);
+                check_field("revision", opt(&revision), args.entry("revision"))?;
+                if let Some(config) = config {
+                    check_field("user", config.meta.user.clone(), args.entry("user"))?;
+                    check_field(
+                        "description",
+                        config.meta.description.clone(),
+                        args.entry("description"),
+                    )?;
+                    if let Some(ConfigData::Pool(pool)) = &config.data {
+                        check_field("backend", pool.backend.clone(), args.entry("backend"))?;
+                    }
+                }
+                Ok(())
+            }
+            "history" => {
+                args.allow(&[])?;
+                let config_type: ConfigType = args.pos(1, "config type")?.parse()?;
+                let actual: Vec<String> = read
+                    .config_history(config_type)
+                    .map_err(|e| e.to_string())?
+                    .iter()
+                    .map(|r| {
+                        let what = if r.data.is_some() { "put" } else { "delete" };
+                        format!("{}:{}:{what}", r.revision, r.name)
+                    })
+                    .collect();
+                let arrow = args
+                    .pos
+                    .iter()
+                    .position(|p| p == "->")
+                    .ok_or("expect history needs '-> REV:NAME:put|delete ...'")?;
+                let wanted: Vec<String> = args.pos[arrow + 1..]
+                    .iter()
+                    .filter(|w| *w != "none")
+                    .cloned()
+                    .collect();
+                if actual != wanted {
+                    return Err(format!(
+                        "history: expected [{}], got [{}]",
+                        wanted.join(" "),
+                        actual.join(" ")
+                    ));
+                }
+                Ok(())
+            }
+            "backend" => {
+                args.allow(&[
+                    "online",
+                    "last_heartbeat",
+                    "nodes",
+                    "configured",
+                    "scheduler",
+                ])?;
+                let name = args.pos(1, "backend name")?;
+                let backend = read.backend(name).map_err(|e| e.to_string())?;
+                if args.pos.get(2).is_some_and(|w| w == "none") {
+                    return match backend {
+                        None => Ok(()),
+                        Some(_) => Err(format!("backend {name} exists")),
+                    };
+                }
+                let b = backend.ok_or_else(|| format!("backend {name} does not exist"))?;
+                check_field("online", b.online.to_string(), args.entry("online"))?;
+                check_field(
+                    "last_heartbeat",
+                    opt(&b.last_heartbeat),
+                    args.entry("last_heartbeat"),
+                )?;
+                check_field("nodes", b.nodes.len().to_string(), args.entry("nodes"))?;
+                check_field(
+                    "configured",
+                    b.configured.to_string(),
+                    args.entry("configured"),
+                )?;
+                check_field(
+                    "scheduler",
+                    b.settings.scheduler_type.as_str().to_string(),
+                    args.entry("scheduler"),
+                )
+            }
+            "pool" => {
+                args.allow(&["backend"])?;
+                let name = args.pos(1, "pool name")?;
+                let pool = read.pool(name).map_err(|e| e.to_string())?;
+                if args.pos.get(2).is_some_and(|w| w == "none") {
+                    return match pool {
+                        None => Ok(()),
+                        Some(_) => Err(format!("pool {name} exists")),
+                    };
+                }
+                let pool = pool.ok_or_else(|| format!("pool {name} does not exist"))?;
+                check_field("backend", pool.backend, args.entry("backend"))
+            }
             "jobs" => {
                 args.allow(&[])?;
                 let jobs = read.jobs(usize::MAX).map_err(|e| e.to_string())?;
@@ -1117,6 +1390,11 @@ impl Case {
                     args.entry("failure").or(Some(("none", false))),
                 )
             }
+            ("revision", Outcome::Revision { revision }) => check_field(
+                "revision",
+                revision.to_string(),
+                Some((args.pos(2, "revision")?, false)),
+            ),
             ("canceled", Outcome::Canceled { workflow_id }) => check_field(
                 "workflow id",
                 workflow_id.clone(),

@@ -6,6 +6,7 @@ use gantry_storage::{Command, Outcome, RejectionKind, Store, TokenRecord};
 fn token(name: &str, hash_byte: char) -> TokenRecord {
     TokenRecord {
         name: name.to_string(),
+        service: false,
         hash: hash_byte.to_string().repeat(64),
         user: "admin".to_string(),
         roles: vec!["admin".to_string()],
@@ -109,4 +110,35 @@ fn malformed_tokens_are_rejected_without_writing() {
         }
     }
     assert_eq!(store.export_snapshot().unwrap(), before);
+}
+
+#[test]
+fn a_token_name_of_another_user_cannot_be_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.redb")).unwrap();
+    assert_eq!(
+        apply(
+            &store,
+            Command::IssueToken {
+                token: token("ci", 'a')
+            }
+        ),
+        Outcome::Applied
+    );
+    let before = store.export_snapshot().unwrap();
+    let theirs = TokenRecord {
+        user: "mallory".into(),
+        ..token("ci", 'b')
+    };
+    match apply(&store, Command::IssueToken { token: theirs }) {
+        Outcome::Rejected(rejection) => {
+            assert_eq!(rejection.kind, RejectionKind::Conflict);
+            assert!(rejection.message.contains("taken"), "{rejection:?}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(store.export_snapshot().unwrap(), before);
+    let view = store.read().unwrap();
+    assert_eq!(view.token("ci").unwrap().unwrap().user, "admin");
+    assert_eq!(view.tokens().unwrap().len(), 1);
 }

@@ -14,13 +14,14 @@
 //!   finds running tasks, and their later reports go to the newest sender.
 
 use super::error::ExecError;
+use super::inventory;
 use super::logs::now_ms;
 use super::outbox::Outbox;
 use super::process::{self, Exit};
 use super::sandbox::{self, SandboxSpec};
 use super::staging::{self, Prepared};
 use crate::operator::protocol::{
-    FromOperator, GroupLaunch, LogLine, LogStream, TaskLaunch, ToOperator,
+    FromOperator, GroupLaunch, LogLine, LogStream, TaskLaunch, ToOperator, HEARTBEAT_INTERVAL,
 };
 use gantry_storage::{TaskKey, TaskStatus};
 use std::collections::HashMap;
@@ -128,6 +129,33 @@ impl LocalOperator {
                 running: shared.running(),
             })
             .await;
+        // Heartbeats with this host's inventory, on connect and then every
+        // interval, for as long as this connection is served.
+        let heartbeats = {
+            let shared = Arc::clone(&self.shared);
+            tokio::spawn(async move {
+                loop {
+                    let (name, dir) = (
+                        shared.config.backend.clone(),
+                        shared.config.work_dir.clone(),
+                    );
+                    let node =
+                        tokio::task::spawn_blocking(move || inventory::this_host(&name, &dir))
+                            .await;
+                    match node {
+                        Ok(node) => {
+                            shared
+                                .outbox
+                                .send(FromOperator::Heartbeat { nodes: vec![node] })
+                                .await
+                        }
+                        Err(error) => tracing::warn!(%error, "reading the inventory failed"),
+                    }
+                    tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+                }
+            })
+        };
+        let _stop_heartbeats = AbortOnDrop(heartbeats);
 
         while let Some(message) = from_server.recv().await {
             let job_id = match message {
@@ -364,6 +392,15 @@ impl Shared {
                 time: now_ms(),
             })
             .await;
+    }
+}
+
+/// Aborts a spawned task when dropped (when `serve` returns).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -3,10 +3,12 @@
 //! `executor` owns task bookkeeping and the operator loop; `staging`
 //! prepares each task's host directories; `sandbox` builds the bubblewrap
 //! command line; `process` spawns, streams and kills; `logs` turns output
-//! into batched log lines; `outbox` routes reports to the newest connection.
+//! into batched log lines; `outbox` routes reports to the newest connection;
+//! `inventory` describes this host for heartbeats.
 
 mod error;
 mod executor;
+mod inventory;
 mod logs;
 mod outbox;
 mod process;

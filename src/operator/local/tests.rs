@@ -8,7 +8,7 @@ use super::{LocalConfig, LocalOperator};
 use crate::operator::protocol::{
     FromOperator, GroupLaunch, LaunchFile, LaunchInput, LogStream, TaskLaunch, ToOperator,
 };
-use gantry_storage::{TaskKey, TaskStatus};
+use gantry_storage::{NodeInventory, TaskKey, TaskStatus};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +33,8 @@ struct Harness {
     serving: Option<JoinHandle<()>>,
     /// Every message received so far on the current connection, in order.
     seen: Vec<FromOperator>,
+    /// Node inventories of the heartbeats received, in order.
+    heartbeats: Vec<Vec<NodeInventory>>,
     next_job: u64,
 }
 
@@ -56,6 +58,7 @@ impl Harness {
             from_op,
             serving: Some(serving),
             seen: Vec::new(),
+            heartbeats: Vec::new(),
             next_job: 1,
         };
         match harness.recv().await {
@@ -91,13 +94,20 @@ impl Harness {
         self.recv().await
     }
 
+    /// The next message other than a heartbeat (those are kept in `heartbeats`).
     async fn recv(&mut self) -> FromOperator {
-        let message = tokio::time::timeout(GUARD, self.from_op.recv())
-            .await
-            .expect("operator message before the guard timeout")
-            .expect("operator channel open");
-        self.seen.push(message.clone());
-        message
+        loop {
+            let message = tokio::time::timeout(GUARD, self.from_op.recv())
+                .await
+                .expect("operator message before the guard timeout")
+                .expect("operator channel open");
+            if let FromOperator::Heartbeat { nodes } = message {
+                self.heartbeats.push(nodes);
+                continue;
+            }
+            self.seen.push(message.clone());
+            return message;
+        }
     }
 
     async fn send(&mut self, message: ToOperator) {
@@ -731,4 +741,25 @@ async fn shutdown_kills_running_tasks() {
     let (status, _, _) = final_of(&h.run_to_end(&task_key).await);
     assert_eq!(status, TaskStatus::Failed);
     assert_eq!(wait_for_processes(&mark, |n| n == 0).await, 0);
+}
+
+#[tokio::test]
+async fn a_heartbeat_with_this_host_follows_hello() {
+    let mut h = Harness::new().await;
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while h.heartbeats.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no heartbeat");
+        let message = tokio::time::timeout(GUARD, h.from_op.recv())
+            .await
+            .expect("a message")
+            .expect("channel open");
+        if let FromOperator::Heartbeat { nodes } = message {
+            h.heartbeats.push(nodes);
+        }
+    }
+    let nodes = &h.heartbeats[0];
+    assert_eq!(nodes.len(), 1);
+    assert!(nodes[0].cpu_millis >= 1000, "{nodes:?}");
+    assert!(nodes[0].memory_bytes > 0, "{nodes:?}");
+    assert!(nodes[0].ephemeral_storage_bytes > 0, "{nodes:?}");
 }

@@ -1,0 +1,638 @@
+//! Config routes under `/api/configs/...` (OSMO's paths and bodies):
+//! SERVICE, WORKFLOW, BACKEND, POOL, POD_TEMPLATE, RESOURCE_VALIDATION and
+//! ROLE; their history and rollback.
+//!
+//! Invariants: every change is one command that writes one revision with the
+//! caller as its user; bodies are checked (field paths in messages) before
+//! anything is proposed; a config's name in the path wins over one in the body.
+
+use super::access::{self, ADMIN_ROLE};
+use super::auth::Caller;
+use super::config_bodies::{self as bodies, typed, ServiceConfig, WorkflowConfig};
+use super::error::ApiError;
+use super::params::Params;
+use super::views::time;
+use super::workflow::{propose, read_body};
+use super::AppState;
+use crate::control::now_ms;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use gantry_storage::{
+    BackendSettings, Command, ConfigData, ConfigMeta, ConfigRevision, ConfigType, Outcome,
+    ReadView, RoleConfig,
+};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+type Reply = Result<Json<Value>, ApiError>;
+
+/// `{description?, tags?, configs}`: PUT and POST bodies.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeBody {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    configs: Value,
+}
+
+/// `{description?, tags?, configs_dict}`: PATCH bodies.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchBody {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    configs_dict: Map<String, Value>,
+}
+
+/// `{description?, tags?, force?}`: DELETE bodies (optional).
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteBody {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    force: bool,
+}
+
+/// OSMO's `RollbackConfigRequest`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    config_type: String,
+    revision: u64,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+fn usage(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("USAGE", message)
+}
+
+async fn json_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    body: Body,
+    what: &str,
+) -> Result<Option<T>, ApiError> {
+    let bytes = read_body(body, state.config.body_bytes_max).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|error| usage(format!("the request body is not JSON: {error}")))?;
+    typed(value, what).map(Some).map_err(usage)
+}
+
+fn meta(caller: &Caller, description: Option<String>, tags: Option<Vec<String>>) -> ConfigMeta {
+    ConfigMeta {
+        user: caller.user.clone(),
+        description: description.unwrap_or_default(),
+        tags: tags.unwrap_or_default(),
+    }
+}
+
+async fn commit(state: &AppState, command: Command, config_type: ConfigType, name: &str) -> Reply {
+    match propose(state, command).await? {
+        Outcome::Revision { revision } => Ok(Json(json!({
+            "config_type": config_type.as_str(),
+            "name": name,
+            "revision": revision,
+        }))),
+        Outcome::Rejected(rejection) => Err(ApiError::from_rejection(rejection)),
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SERVER",
+            format!("Internal server error: unexpected outcome {other:?}"),
+        )),
+    }
+}
+
+fn not_found(config_type: ConfigType, name: &str) -> ApiError {
+    ApiError::not_found(format!("{config_type} '{name}' does not exist"))
+}
+
+/// Checks that names a pool refers to exist (templates, validations).
+fn check_pool_references(view: &ReadView, data: &ConfigData) -> Result<(), ApiError> {
+    let ConfigData::Pool(pool) = data else {
+        return Ok(());
+    };
+    let mut wanted: Vec<(String, ConfigType, &String)> = Vec::new();
+    for name in &pool.common_pod_template {
+        wanted.push(("common_pod_template".into(), ConfigType::PodTemplate, name));
+    }
+    for name in &pool.common_resource_validations {
+        wanted.push((
+            "common_resource_validations".into(),
+            ConfigType::ResourceValidation,
+            name,
+        ));
+    }
+    for (platform_name, platform) in &pool.platforms {
+        for name in &platform.override_pod_template {
+            wanted.push((
+                format!("platforms.{platform_name}.override_pod_template"),
+                ConfigType::PodTemplate,
+                name,
+            ));
+        }
+        for name in &platform.resource_validations {
+            wanted.push((
+                format!("platforms.{platform_name}.resource_validations"),
+                ConfigType::ResourceValidation,
+                name,
+            ));
+        }
+    }
+    for (field, config_type, name) in wanted {
+        if view.config(config_type, name)?.is_none() {
+            return Err(usage(format!(
+                "configs.{field}: {config_type} '{name}' does not exist"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// PUT of a whole config of `config_type` under `name`.
+async fn put_config(
+    state: AppState,
+    caller: Caller,
+    config_type: ConfigType,
+    name: String,
+    body: Body,
+) -> Reply {
+    let name = if config_type == ConfigType::Role {
+        let name = access::normalize_role(&name);
+        if name == ADMIN_ROLE {
+            return Err(usage("role 'admin' is built in and cannot be changed"));
+        }
+        name
+    } else {
+        name
+    };
+    let change: ChangeBody = json_body(&state, body, "body")
+        .await?
+        .ok_or_else(|| usage("the request body is empty; send {\"configs\": ...}"))?;
+    let data = bodies::parse(config_type, &name, change.configs).map_err(usage)?;
+    check_pool_references(&state.node.read().await?, &data)?;
+    let command = Command::PutConfig {
+        now: now_ms(),
+        config_type,
+        name: name.clone(),
+        meta: meta(&caller, change.description, change.tags),
+        data: Box::new(data),
+    };
+    commit(&state, command, config_type, &name).await
+}
+
+/// PATCH of a singleton: `configs_dict` merged over the config in force.
+async fn patch_singleton(
+    state: AppState,
+    caller: Caller,
+    config_type: ConfigType,
+    body: Body,
+) -> Reply {
+    let patch: PatchBody = json_body(&state, body, "body")
+        .await?
+        .ok_or_else(|| usage("the request body is empty; send {\"configs_dict\": ...}"))?;
+    let mut current = match singleton_json(&state.node.read().await?, config_type)? {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    current.extend(patch.configs_dict);
+    let data = bodies::parse(config_type, "", Value::Object(current)).map_err(usage)?;
+    let command = Command::PutConfig {
+        now: now_ms(),
+        config_type,
+        name: String::new(),
+        meta: meta(&caller, patch.description, patch.tags),
+        data: Box::new(data),
+    };
+    commit(&state, command, config_type, "").await
+}
+
+async fn delete_config(
+    state: AppState,
+    caller: Caller,
+    config_type: ConfigType,
+    name: String,
+    body: Body,
+) -> Reply {
+    let name = if config_type == ConfigType::Role {
+        access::normalize_role(&name)
+    } else {
+        name
+    };
+    let request: DeleteBody = json_body(&state, body, "body").await?.unwrap_or_default();
+    let command = Command::DeleteConfig {
+        now: now_ms(),
+        config_type,
+        name: name.clone(),
+        meta: meta(&caller, request.description, request.tags),
+    };
+    commit(&state, command, config_type, &name).await
+}
+
+fn singleton_json(view: &ReadView, config_type: ConfigType) -> Result<Value, ApiError> {
+    if let Some(ConfigRevision {
+        data: Some(data), ..
+    }) = view.config(config_type, "")?
+    {
+        return Ok(bodies::render(&data));
+    }
+    Ok(match config_type {
+        ConfigType::Service => serde_json::to_value(ServiceConfig::default()),
+        _ => serde_json::to_value(WorkflowConfig::default()),
+    }
+    .unwrap_or(Value::Null))
+}
+
+fn backend_online(view: &ReadView, backend: &str) -> Result<bool, ApiError> {
+    Ok(view.backend(backend)?.is_some_and(|b| b.online))
+}
+
+fn named_json(
+    view: &ReadView,
+    config_type: ConfigType,
+    data: &ConfigData,
+) -> Result<Value, ApiError> {
+    Ok(match data {
+        ConfigData::Pool(pool) => {
+            let online = backend_online(view, &pool.backend)?;
+            bodies::pool_json(pool, bodies::pool_status(pool, online))
+        }
+        other => {
+            let _ = config_type;
+            bodies::render(other)
+        }
+    })
+}
+
+fn builtin_role(name: &str) -> Option<RoleConfig> {
+    access::builtin_policies(name).map(|policies| RoleConfig {
+        name: name.to_string(),
+        description: format!("built-in role '{name}'"),
+        policies,
+    })
+}
+
+async fn get_named(state: AppState, config_type: ConfigType, name: String) -> Reply {
+    let view = state.node.read().await?;
+    if config_type == ConfigType::Backend {
+        let backend = view
+            .backend(&name)?
+            .ok_or_else(|| not_found(config_type, &name))?;
+        return Ok(Json(bodies::backend_json(&backend)));
+    }
+    let name = if config_type == ConfigType::Role {
+        access::normalize_role(&name)
+    } else {
+        name
+    };
+    match view.config(config_type, &name)? {
+        Some(ConfigRevision {
+            data: Some(data), ..
+        }) if name != ADMIN_ROLE || config_type != ConfigType::Role => {
+            Ok(Json(named_json(&view, config_type, &data)?))
+        }
+        _ if config_type == ConfigType::Role => builtin_role(&name)
+            .map(|role| Json(bodies::role_json(&role, true)))
+            .ok_or_else(|| not_found(config_type, &name)),
+        _ => Err(not_found(config_type, &name)),
+    }
+}
+
+async fn list_named(state: AppState, config_type: ConfigType, query: Option<String>) -> Reply {
+    let params = Params::parse(query.as_deref());
+    let view = state.node.read().await?;
+    let configs = view.configs(config_type)?;
+    match config_type {
+        ConfigType::Backend => Ok(Json(json!({
+            "backends": view.backends()?.iter().map(bodies::backend_json).collect::<Vec<_>>(),
+        }))),
+        ConfigType::Role => {
+            let mut roles = Vec::new();
+            for builtin in [access::ADMIN_ROLE, access::USER_ROLE, access::BACKEND_ROLE] {
+                if builtin == ADMIN_ROLE || !configs.iter().any(|c| c.name == builtin) {
+                    if let Some(role) = builtin_role(builtin) {
+                        roles.push(bodies::role_json(&role, true));
+                    }
+                }
+            }
+            for config in &configs {
+                if let Some(ConfigData::Role(role)) = &config.data {
+                    roles.push(bodies::role_json(role, false));
+                }
+            }
+            Ok(Json(Value::Array(roles)))
+        }
+        ConfigType::Pool => {
+            let backend_filter = params.get("backend");
+            let mut pools = Map::new();
+            for config in &configs {
+                if let Some(data @ ConfigData::Pool(pool)) = &config.data {
+                    if backend_filter.is_some_and(|b| b != pool.backend) {
+                        continue;
+                    }
+                    pools.insert(config.name.clone(), named_json(&view, config_type, data)?);
+                }
+            }
+            Ok(Json(json!({ "pools": pools })))
+        }
+        _ => {
+            let mut map = Map::new();
+            for config in &configs {
+                if let Some(data) = &config.data {
+                    map.insert(config.name.clone(), named_json(&view, config_type, data)?);
+                }
+            }
+            Ok(Json(Value::Object(map)))
+        }
+    }
+}
+
+// --- SERVICE and WORKFLOW --------------------------------------------------
+
+pub async fn get_service(State(state): State<AppState>) -> Reply {
+    Ok(Json(singleton_json(
+        &state.node.read().await?,
+        ConfigType::Service,
+    )?))
+}
+
+pub async fn put_service(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Reply {
+    put_config(state, caller, ConfigType::Service, String::new(), body).await
+}
+
+pub async fn patch_service(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Reply {
+    patch_singleton(state, caller, ConfigType::Service, body).await
+}
+
+pub async fn get_workflow(State(state): State<AppState>) -> Reply {
+    Ok(Json(singleton_json(
+        &state.node.read().await?,
+        ConfigType::Workflow,
+    )?))
+}
+
+pub async fn put_workflow(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Reply {
+    put_config(state, caller, ConfigType::Workflow, String::new(), body).await
+}
+
+pub async fn patch_workflow(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Reply {
+    patch_singleton(state, caller, ConfigType::Workflow, body).await
+}
+
+// --- BACKEND ---------------------------------------------------------------
+
+pub async fn list_backends(State(state): State<AppState>, RawQuery(query): RawQuery) -> Reply {
+    list_named(state, ConfigType::Backend, query).await
+}
+
+pub async fn get_backend(State(state): State<AppState>, Path(name): Path<String>) -> Reply {
+    get_named(state, ConfigType::Backend, name).await
+}
+
+/// OSMO's `POST /api/configs/backend/{name}`: a partial update (or creation).
+pub async fn post_backend(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Reply {
+    let change: ChangeBody = json_body(&state, body, "body")
+        .await?
+        .ok_or_else(|| usage("the request body is empty; send {\"configs\": ...}"))?;
+    let current = state
+        .node
+        .read()
+        .await?
+        .backend(&name)?
+        .map_or_else(BackendSettings::default, |backend| backend.settings);
+    let settings = bodies::merge_backend(&current, change.configs).map_err(usage)?;
+    let command = Command::PutConfig {
+        now: now_ms(),
+        config_type: ConfigType::Backend,
+        name: name.clone(),
+        meta: meta(&caller, change.description, change.tags),
+        data: Box::new(ConfigData::Backend(settings)),
+    };
+    commit(&state, command, ConfigType::Backend, &name).await
+}
+
+pub async fn delete_backend(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Reply {
+    delete_config(state, caller, ConfigType::Backend, name, body).await
+}
+
+// --- POOL, POD_TEMPLATE, RESOURCE_VALIDATION, ROLE -------------------------
+
+macro_rules! named_routes {
+    ($config_type:expr, $list:ident, $get:ident, $put:ident, $delete:ident) => {
+        pub async fn $list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Reply {
+            list_named(state, $config_type, query).await
+        }
+
+        pub async fn $get(State(state): State<AppState>, Path(name): Path<String>) -> Reply {
+            get_named(state, $config_type, name).await
+        }
+
+        pub async fn $put(
+            State(state): State<AppState>,
+            Extension(caller): Extension<Caller>,
+            Path(name): Path<String>,
+            body: Body,
+        ) -> Reply {
+            put_config(state, caller, $config_type, name, body).await
+        }
+
+        pub async fn $delete(
+            State(state): State<AppState>,
+            Extension(caller): Extension<Caller>,
+            Path(name): Path<String>,
+            body: Body,
+        ) -> Reply {
+            delete_config(state, caller, $config_type, name, body).await
+        }
+    };
+}
+
+named_routes!(
+    ConfigType::Pool,
+    list_pools,
+    get_pool,
+    put_pool,
+    delete_pool
+);
+named_routes!(
+    ConfigType::PodTemplate,
+    list_pod_templates,
+    get_pod_template,
+    put_pod_template,
+    delete_pod_template
+);
+named_routes!(
+    ConfigType::ResourceValidation,
+    list_resource_validations,
+    get_resource_validation,
+    put_resource_validation,
+    delete_resource_validation
+);
+named_routes!(
+    ConfigType::Role,
+    list_roles,
+    get_role,
+    put_role,
+    delete_role
+);
+
+// --- history and rollback --------------------------------------------------
+
+/// OSMO's `GET /api/configs/history` → `{configs: [ConfigHistory]}`.
+pub async fn history(State(state): State<AppState>, RawQuery(query): RawQuery) -> Reply {
+    let params = Params::parse(query.as_deref());
+    let types = params
+        .list("config_types")
+        .iter()
+        .map(|text| {
+            text.parse::<ConfigType>()
+                .map_err(|message| usage(format!("config_types: {message}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let types = if types.is_empty() {
+        ConfigType::ALL.to_vec()
+    } else {
+        types
+    };
+    let name = params.get("name");
+    let revision = params.number("revision")?;
+    let omit_data = params.flag("omit_data")?;
+    let offset = params.number("offset")?.unwrap_or(0) as usize;
+    let limit = params.number("limit")?.unwrap_or(20).clamp(1, 1000) as usize;
+    let descending = match params
+        .get("order")
+        .unwrap_or("ASC")
+        .to_ascii_uppercase()
+        .as_str()
+    {
+        "ASC" => false,
+        "DESC" => true,
+        other => return Err(usage(format!("order must be ASC or DESC, not '{other}'"))),
+    };
+    let view = state.node.read().await?;
+    let mut entries: Vec<ConfigRevision> = Vec::new();
+    for config_type in types {
+        entries.extend(
+            view.config_history(config_type)?
+                .into_iter()
+                .filter(|entry| name.is_none_or(|name| entry.name == name))
+                .filter(|entry| revision.is_none_or(|revision| entry.revision == revision)),
+        );
+    }
+    entries.sort_by_key(|entry| (entry.time, entry.config_type.code(), entry.revision));
+    if descending {
+        entries.reverse();
+    }
+    let configs: Vec<Value> = entries
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|entry| {
+            json!({
+                "config_type": entry.config_type.as_str(),
+                "name": entry.name,
+                "revision": entry.revision,
+                "username": entry.meta.user,
+                "created_at": time(Some(entry.time)),
+                "description": entry.meta.description,
+                "tags": entry.meta.tags,
+                "deleted": entry.data.is_none(),
+                "data": if omit_data { Value::Null } else { entry.data.as_ref().map_or(Value::Null, bodies::render) },
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "configs": configs })))
+}
+
+/// OSMO's `POST /api/configs/history/rollback`.
+pub async fn rollback(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Reply {
+    let request: RollbackBody = json_body(&state, body, "body")
+        .await?
+        .ok_or_else(|| usage("the request body is empty; send {\"config_type\", \"revision\"}"))?;
+    let config_type: ConfigType = request
+        .config_type
+        .parse()
+        .map_err(|message: String| usage(format!("config_type: {message}")))?;
+    if !caller.allows(
+        "config:Update",
+        &format!("config/{}", config_type.as_str().to_ascii_lowercase()),
+    ) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "CREDENTIAL",
+            format!(
+                "{} is not allowed config:Update on config/{}",
+                caller.describe(),
+                config_type.as_str().to_ascii_lowercase()
+            ),
+        ));
+    }
+    let view = state.node.read().await?;
+    let old = view
+        .config_revision(config_type, request.revision)?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "{config_type} has no revision {}",
+                request.revision
+            ))
+        })?;
+    let command = Command::RollbackConfig {
+        now: now_ms(),
+        config_type,
+        revision: request.revision,
+        meta: meta(
+            &caller,
+            Some(
+                request
+                    .description
+                    .unwrap_or_else(|| format!("rollback to revision {}", request.revision)),
+            ),
+            request.tags,
+        ),
+    };
+    commit(&state, command, config_type, &old.name).await
+}

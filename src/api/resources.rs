@@ -1,0 +1,395 @@
+//! Capacity: which nodes a pool's platforms cover, what runs on them, OSMO's
+//! `GET /api/pool_quota` and `GET /api/resources`, and the submit-time check
+//! of task resources against the pool's nodes (OSMO §3.4 default rules).
+//!
+//! Invariants: a node belongs to a platform when it has every label of the
+//! platform and the platform tolerates each of its NoSchedule/NoExecute
+//! taints (a pool without platforms covers all its backend's nodes); use is
+//! the sum of the requests of unfinished tasks of dispatched groups.
+
+use super::config_bodies::{format_cpu, pool_status};
+use super::error::ApiError;
+use super::params::Params;
+use super::AppState;
+use axum::extract::{RawQuery, State};
+use axum::Json;
+use gantry_storage::plan::{ResourcePlan, WorkflowPlan};
+use gantry_storage::{
+    BackendRecord, ConfigData, ConfigType, NodeInventory, PlatformConfig, PoolConfig, ReadView,
+};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+/// Requests or capacity of one kind each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Amounts {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub storage_bytes: u64,
+    pub gpus: u64,
+}
+
+impl Amounts {
+    fn add(&mut self, other: Amounts) {
+        self.cpu_millis += other.cpu_millis;
+        self.memory_bytes += other.memory_bytes;
+        self.storage_bytes += other.storage_bytes;
+        self.gpus += other.gpus;
+    }
+
+    fn of_node(node: &NodeInventory) -> Amounts {
+        Amounts {
+            cpu_millis: node.cpu_millis,
+            memory_bytes: node.memory_bytes,
+            storage_bytes: node.ephemeral_storage_bytes,
+            gpus: node.gpu_count,
+        }
+    }
+
+    fn of_request(resource: &ResourcePlan) -> Amounts {
+        Amounts {
+            cpu_millis: resource.cpu.unwrap_or(0).saturating_mul(1000),
+            memory_bytes: resource.memory_bytes.unwrap_or(0),
+            storage_bytes: resource.storage_bytes.unwrap_or(0),
+            gpus: resource.gpu.unwrap_or(0),
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "cpu": format_cpu(self.cpu_millis),
+            "memory": format!("{}Ki", self.memory_bytes / 1024),
+            "ephemeral-storage": format!("{}Ki", self.storage_bytes / 1024),
+            "nvidia.com/gpu": self.gpus.to_string(),
+        })
+    }
+}
+
+fn tolerated(platform: &PlatformConfig, node: &NodeInventory) -> bool {
+    node.taints
+        .iter()
+        .filter(|taint| matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute"))
+        .all(|taint| {
+            platform.tolerations.iter().any(|toleration| {
+                toleration.key == taint.key
+                    && toleration
+                        .effect
+                        .as_ref()
+                        .is_none_or(|effect| effect.is_empty() || *effect == taint.effect)
+                    && (toleration.operator == "Exists"
+                        || toleration.value.as_deref().unwrap_or("") == taint.value)
+            })
+        })
+}
+
+pub fn on_platform(platform: &PlatformConfig, node: &NodeInventory) -> bool {
+    platform
+        .labels
+        .iter()
+        .all(|(key, value)| node.labels.get(key) == Some(value))
+        && tolerated(platform, node)
+}
+
+/// The platforms of `pool` that `node` belongs to (`[""]` for a pool without platforms).
+fn platforms_of(pool: &PoolConfig, node: &NodeInventory) -> Vec<String> {
+    if pool.platforms.is_empty() {
+        return vec![String::new()];
+    }
+    pool.platforms
+        .iter()
+        .filter(|(_, platform)| on_platform(platform, node))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// Requests of unfinished tasks of `backend`'s dispatched groups, by node
+/// (a task the operator did not place on a known node counts on the only
+/// node, if there is one), and by pool.
+struct Usage {
+    by_node: BTreeMap<String, Amounts>,
+    by_pool: BTreeMap<String, Amounts>,
+}
+
+fn usage(view: &ReadView, backend: &BackendRecord) -> Result<Usage, ApiError> {
+    let mut result = Usage {
+        by_node: BTreeMap::new(),
+        by_pool: BTreeMap::new(),
+    };
+    for (workflow_id, group_name) in view.active_groups(&backend.name)? {
+        let (Some(workflow), Some(group)) = (
+            view.workflow(&workflow_id)?,
+            view.group(&workflow_id, &group_name)?,
+        ) else {
+            continue;
+        };
+        for task in view.group_tasks(&group)? {
+            if task.status.is_finished() {
+                continue;
+            }
+            let request = Amounts::of_request(&task.plan.resource);
+            let node = match &task.node_name {
+                Some(name) if backend.nodes.iter().any(|n| &n.name == name) => Some(name.clone()),
+                _ if backend.nodes.len() == 1 => Some(backend.nodes[0].name.clone()),
+                _ => None,
+            };
+            if let Some(node) = node {
+                result.by_node.entry(node).or_default().add(request);
+            }
+            result
+                .by_pool
+                .entry(workflow.pool.clone())
+                .or_default()
+                .add(request);
+        }
+    }
+    Ok(result)
+}
+
+fn pool_configs(view: &ReadView) -> Result<Vec<PoolConfig>, ApiError> {
+    Ok(view
+        .configs(ConfigType::Pool)?
+        .into_iter()
+        .filter_map(|config| match config.data {
+            Some(ConfigData::Pool(pool)) => Some(pool),
+            _ => None,
+        })
+        .collect())
+}
+
+/// OSMO's `GET /api/pool_quota` → `{node_sets: [{pools: [...]}], resource_sum}`,
+/// with Gantry's `capacity` and `usage` of every kind per pool.
+pub async fn pool_quota(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let wanted = params.list("pools");
+    let view = state.node.read().await?;
+    let mut node_sets: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let (mut sum_capacity, mut sum_usage, mut sum_quota, mut sum_quota_used) =
+        (0u64, 0u64, 0i64, 0u64);
+    for pool in pool_configs(&view)? {
+        if !wanted.is_empty() && !wanted.contains(&pool.name) {
+            continue;
+        }
+        let backend = view.backend(&pool.backend)?;
+        let mut capacity = Amounts::default();
+        let mut on_nodes = Amounts::default();
+        let mut nodes = 0;
+        let mut pool_used = Amounts::default();
+        if let Some(backend) = &backend {
+            let used = usage(&view, backend)?;
+            for node in &backend.nodes {
+                if platforms_of(&pool, node).is_empty() {
+                    continue;
+                }
+                nodes += 1;
+                capacity.add(Amounts::of_node(node));
+                on_nodes.add(used.by_node.get(&node.name).copied().unwrap_or_default());
+            }
+            pool_used = used.by_pool.get(&pool.name).copied().unwrap_or_default();
+        }
+        let online = backend.as_ref().is_some_and(|b| b.online);
+        let quota_limit = pool.gpu.guarantee;
+        let quota_free = if quota_limit < 0 {
+            "-".to_string()
+        } else {
+            (quota_limit - pool_used.gpus as i64).max(0).to_string()
+        };
+        sum_capacity += capacity.gpus;
+        sum_usage += on_nodes.gpus;
+        sum_quota_used += pool_used.gpus;
+        sum_quota += quota_limit.max(0);
+        node_sets.entry(pool.backend.clone()).or_default().push(json!({
+            "name": pool.name,
+            "description": pool.description,
+            "status": pool_status(&pool, online).as_str(),
+            "enable_maintenance": pool.enable_maintenance,
+            "backend": pool.backend,
+            "default_platform": pool.default_platform,
+            "platforms": pool.platforms.keys().map(|name| (name.clone(), json!({}))).collect::<Map<_, _>>(),
+            "resources": {"gpu": {"guarantee": pool.gpu.guarantee, "maximum": pool.gpu.maximum, "weight": pool.gpu.weight}},
+            "resource_usage": {
+                "quota_used": pool_used.gpus.to_string(),
+                "quota_free": quota_free,
+                "quota_limit": if quota_limit < 0 { "-".to_string() } else { quota_limit.to_string() },
+                "total_usage": on_nodes.gpus.to_string(),
+                "total_capacity": capacity.gpus.to_string(),
+                "total_free": capacity.gpus.saturating_sub(on_nodes.gpus).to_string(),
+            },
+            "nodes": nodes,
+            "capacity": capacity.json(),
+            "usage": on_nodes.json(),
+        }));
+    }
+    Ok(Json(json!({
+        "node_sets": node_sets.into_values().map(|pools| json!({"pools": pools})).collect::<Vec<_>>(),
+        "resource_sum": {
+            "quota_used": sum_quota_used.to_string(),
+            "quota_free": (sum_quota - sum_quota_used as i64).max(0).to_string(),
+            "quota_limit": sum_quota.to_string(),
+            "total_usage": sum_usage.to_string(),
+            "total_capacity": sum_capacity.to_string(),
+            "total_free": sum_capacity.saturating_sub(sum_usage).to_string(),
+        },
+    })))
+}
+
+/// OSMO's `GET /api/resources?pools=&platforms=&all_pools=` → `{resources: [ResourcesEntry]}`.
+pub async fn resources(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let wanted_pools = params.list("pools");
+    let wanted_platforms = params.list("platforms");
+    let view = state.node.read().await?;
+    let pools = pool_configs(&view)?;
+    let mut entries = Vec::new();
+    for backend in view.backends()? {
+        let used = usage(&view, &backend)?;
+        for node in &backend.nodes {
+            let mut pool_platforms: Map<String, Value> = Map::new();
+            for pool in pools.iter().filter(|pool| pool.backend == backend.name) {
+                let platforms = platforms_of(pool, node);
+                if !platforms.is_empty() {
+                    pool_platforms.insert(pool.name.clone(), json!(platforms));
+                }
+            }
+            let in_wanted_pool = wanted_pools.is_empty()
+                || wanted_pools
+                    .iter()
+                    .any(|pool| pool_platforms.contains_key(pool));
+            let in_wanted_platform = wanted_platforms.is_empty()
+                || pool_platforms.values().any(|platforms| {
+                    platforms.as_array().is_some_and(|list| {
+                        list.iter()
+                            .any(|p| wanted_platforms.iter().any(|w| p.as_str() == Some(w)))
+                    })
+                });
+            if !in_wanted_pool || !in_wanted_platform {
+                continue;
+            }
+            let allocatable = Amounts::of_node(node);
+            let node_used = used.by_node.get(&node.name).copied().unwrap_or_default();
+            entries.push(json!({
+                "hostname": node.name,
+                "backend": backend.name,
+                "resource_type": "SHARED",
+                "allocatable_fields": allocatable.json(),
+                "usage_fields": node_used.json(),
+                "non_workflow_usage_fields": Amounts::default().json(),
+                "exposed_fields": {"gpu_model": node.gpu_model},
+                "label_fields": node.labels,
+                "taints": node.taints.iter().map(|t| json!({"key": t.key, "value": t.value, "effect": t.effect})).collect::<Vec<_>>(),
+                "conditions": node.conditions,
+                "pool_platform_labels": pool_platforms,
+                "online": backend.online,
+            }));
+        }
+    }
+    Ok(Json(json!({ "resources": entries })))
+}
+
+/// OSMO §3.4's default rules against the pool's nodes: for each task, some
+/// node of its platform must have at least the CPU, memory, GPUs and (more
+/// than) the storage it asks for. Skipped while no operator has reported
+/// nodes for the pool's backend. `Err` names the task, resource and limit.
+pub fn check_resources(
+    view: &ReadView,
+    pool_name: &str,
+    plan: &WorkflowPlan,
+) -> Result<(), String> {
+    let Ok(Some(config)) = view.config(ConfigType::Pool, pool_name) else {
+        return Ok(());
+    };
+    let Some(ConfigData::Pool(pool)) = config.data else {
+        return Ok(());
+    };
+    let Ok(Some(backend)) = view.backend(&pool.backend) else {
+        return Ok(());
+    };
+    if backend.nodes.is_empty() {
+        return Ok(());
+    }
+    for group in &plan.groups {
+        for task in &group.tasks {
+            let resource = &task.resource;
+            let candidates: Vec<&NodeInventory> = if pool.platforms.is_empty() {
+                backend.nodes.iter().collect()
+            } else {
+                let platform_name = resource
+                    .platform
+                    .clone()
+                    .or_else(|| pool.default_platform.clone())
+                    .ok_or_else(|| {
+                        format!("Resource {} does not have a platform! (task '{}'; pool '{pool_name}' has no default platform)", resource.name, task.name)
+                    })?;
+                let platform = pool.platforms.get(&platform_name).ok_or_else(|| {
+                    format!(
+                        "workflow.resources.{}.platform: '{platform_name}' is not a platform of pool '{pool_name}' (platforms: {})",
+                        resource.name,
+                        pool.platforms.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                })?;
+                backend
+                    .nodes
+                    .iter()
+                    .filter(|node| on_platform(platform, node))
+                    .collect()
+            };
+            if candidates.is_empty() {
+                return Err(format!(
+                    "task '{}': no node of pool '{pool_name}' matches its platform",
+                    task.name
+                ));
+            }
+            let request = Amounts::of_request(resource);
+            let fits = |node: &&NodeInventory| {
+                request.cpu_millis <= node.cpu_millis
+                    && request.memory_bytes <= node.memory_bytes
+                    && request.gpus <= node.gpu_count
+                    && (resource.storage_bytes.is_none()
+                        || request.storage_bytes < node.ephemeral_storage_bytes)
+            };
+            if candidates.iter().any(fits) {
+                continue;
+            }
+            let largest =
+                |f: fn(&NodeInventory) -> u64| candidates.iter().map(|n| f(n)).max().unwrap_or(0);
+            let prefix = format!(
+                "workflow.resources.{} (task '{}')",
+                resource.name, task.name
+            );
+            let message = if request.cpu_millis > largest(|n| n.cpu_millis) {
+                format!(
+                    "{prefix}: cpu {} is more than any node of pool '{pool_name}' can allocate (largest: {})",
+                    format_cpu(request.cpu_millis),
+                    format_cpu(largest(|n| n.cpu_millis))
+                )
+            } else if request.memory_bytes > largest(|n| n.memory_bytes) {
+                format!(
+                    "{prefix}: memory {}Ki is more than any node of pool '{pool_name}' can allocate (largest: {}Ki)",
+                    request.memory_bytes / 1024,
+                    largest(|n| n.memory_bytes) / 1024
+                )
+            } else if request.gpus > largest(|n| n.gpu_count) {
+                format!(
+                    "{prefix}: gpu {} is more than any node of pool '{pool_name}' has (largest: {})",
+                    request.gpus,
+                    largest(|n| n.gpu_count)
+                )
+            } else if request.storage_bytes >= largest(|n| n.ephemeral_storage_bytes) {
+                format!(
+                    "{prefix}: storage {}Ki is not less than any node of pool '{pool_name}' has (largest: {}Ki)",
+                    request.storage_bytes / 1024,
+                    largest(|n| n.ephemeral_storage_bytes) / 1024
+                )
+            } else {
+                format!("{prefix}: no single node of pool '{pool_name}' has all of cpu, memory, gpu and storage requested")
+            };
+            return Err(message);
+        }
+    }
+    Ok(())
+}

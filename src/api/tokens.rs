@@ -1,0 +1,290 @@
+//! Access-token routes (OSMO's `/api/auth/access_token...` and the admin
+//! `/api/auth/user/{user}/access_token...`) and the caller's profile.
+//!
+//! Invariants: a token's secret is returned once, by the call that creates
+//! it, and only its hash is stored; a caller who is not an admin can give a
+//! new token only roles it holds itself (the route table already limits
+//! which user it may create tokens for); names of other users' tokens are
+//! neither shown nor deletable.
+
+use super::access;
+use super::auth::{hash_token, new_secret, Caller};
+use super::error::ApiError;
+use super::params::Params;
+use super::views::time;
+use super::workflow::propose;
+use super::AppState;
+use crate::control::now_ms;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use gantry_storage::{Command, Millis, Outcome, TokenRecord};
+use serde_json::{json, Value};
+
+/// Longest token name accepted.
+const TOKEN_NAME_CHARS_MAX: usize = 64;
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= TOKEN_NAME_CHARS_MAX
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "USAGE",
+            format!("token_name: '{name}' must be 1-{TOKEN_NAME_CHARS_MAX} letters, digits, '-', '_' or '.'"),
+        ))
+    }
+}
+
+/// `YYYY-MM-DD` (midnight UTC, as OSMO) or an RFC 3339 time.
+pub fn parse_expiry(text: &str) -> Result<Millis, String> {
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return date
+            .and_hms_opt(0, 0, 0)
+            .map(|time| time.and_utc().timestamp_millis())
+            .ok_or_else(|| format!("expires_at: '{text}' is not a valid date"));
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|time| time.timestamp_millis())
+        .map_err(|_| format!("expires_at: '{text}' is neither YYYY-MM-DD nor an RFC 3339 time"))
+}
+
+fn token_view(token: &TokenRecord) -> Value {
+    json!({
+        "user_name": token.user,
+        "token_name": token.name,
+        "expires_at": time(token.expires),
+        "description": token.description,
+        "roles": token.roles,
+        "service": token.service,
+        "created_at": time(Some(token.created)),
+    })
+}
+
+async fn create(
+    state: AppState,
+    caller: Caller,
+    user: String,
+    name: String,
+    query: Option<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_name(&name)?;
+    let params = Params::parse(query.as_deref());
+    let now = now_ms();
+    let expires = params
+        .get("expires_at")
+        .filter(|text| !text.trim().is_empty())
+        .map(|text| parse_expiry(text.trim()))
+        .transpose()
+        .map_err(|message| ApiError::bad_request("USAGE", message))?;
+    if expires.is_some_and(|expires| expires <= now) {
+        return Err(ApiError::bad_request(
+            "USAGE",
+            "expires_at: must be in the future",
+        ));
+    }
+    let requested: Vec<String> = params
+        .list("roles")
+        .iter()
+        .map(|role| access::normalize_role(role))
+        .collect();
+    let roles = if !requested.is_empty() {
+        requested
+    } else if user == caller.user && !caller.unrestricted {
+        caller.roles.clone()
+    } else {
+        vec![access::USER_ROLE.to_string()]
+    };
+    let view = state.node.read().await?;
+    for role in &roles {
+        if access::role_policies(&view, role)?.is_none() {
+            return Err(ApiError::bad_request(
+                "USAGE",
+                format!("roles: unknown role '{role}' (built in: admin, user, backend; others come from ROLE configs)"),
+            ));
+        }
+        if !caller.is_admin() && !caller.roles.contains(role) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "CREDENTIAL",
+                format!(
+                    "{} cannot give a token role '{role}', which it does not hold",
+                    caller.describe()
+                ),
+            ));
+        }
+    }
+    if let Some(existing) = view.token(&name)? {
+        if existing.user != user {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "USER",
+                format!("token name '{name}' is taken; choose another name"),
+            ));
+        }
+    }
+    let secret = new_secret().map_err(|error| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SERVER",
+            format!("Internal server error: generating a token: {error}"),
+        )
+    })?;
+    let token = TokenRecord {
+        name,
+        service: params.flag("service")?,
+        hash: hash_token(&secret),
+        user,
+        roles,
+        description: params.get("description").unwrap_or("").to_string(),
+        created: now,
+        expires,
+    };
+    match propose(&state, Command::IssueToken { token }).await? {
+        Outcome::Applied => Ok(Json(Value::String(secret))),
+        Outcome::Rejected(rejection) => Err(ApiError::from_rejection(rejection)),
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SERVER",
+            format!("Internal server error: unexpected outcome {other:?}"),
+        )),
+    }
+}
+
+async fn remove(state: AppState, user: String, name: String) -> Result<Json<Value>, ApiError> {
+    let found = state.node.read().await?.token(&name)?;
+    if found.is_none_or(|token| token.user != user) {
+        return Err(ApiError::not_found(format!(
+            "user '{user}' has no token '{name}'"
+        )));
+    }
+    match propose(&state, Command::RevokeToken { name: name.clone() }).await? {
+        Outcome::Applied => Ok(Json(json!({ "token_name": name, "deleted": true }))),
+        Outcome::Rejected(rejection) => Err(ApiError::from_rejection(rejection)),
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SERVER",
+            format!("Internal server error: unexpected outcome {other:?}"),
+        )),
+    }
+}
+
+/// Tokens of `user`, or every service token with `service=true` (admins).
+async fn list(
+    state: AppState,
+    caller: &Caller,
+    user: &str,
+    query: Option<String>,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let services = params.flag("service")?;
+    if services && !caller.allows("token:List", "user/*") {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "CREDENTIAL",
+            format!(
+                "{} is not allowed token:List on user/* (needed for service tokens)",
+                caller.describe()
+            ),
+        ));
+    }
+    let tokens: Vec<Value> = state
+        .node
+        .read()
+        .await?
+        .tokens()?
+        .iter()
+        .filter(|token| {
+            if services {
+                token.service
+            } else {
+                token.user == user
+            }
+        })
+        .map(token_view)
+        .collect();
+    Ok(Json(Value::Array(tokens)))
+}
+
+pub async fn create_own(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let user = caller.user.clone();
+    create(state, caller, user, name, query).await
+}
+
+pub async fn create_for_user(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((user, name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    create(state, caller, user, name, query).await
+}
+
+pub async fn delete_own(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    remove(state, caller.user, name).await
+}
+
+pub async fn delete_for_user(
+    State(state): State<AppState>,
+    Path((user, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    remove(state, user, name).await
+}
+
+pub async fn list_own(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let user = caller.user.clone();
+    list(state, &caller, &user, query).await
+}
+
+pub async fn list_for_user(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(user): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    list(state, &caller, &user, query).await
+}
+
+/// `GET /api/profile/settings`: who the caller is, its roles and the pools
+/// it may submit to.
+pub async fn profile(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    let pools: Vec<String> = state
+        .node
+        .read()
+        .await?
+        .pools()?
+        .into_iter()
+        .map(|pool| pool.name)
+        .filter(|pool| caller.allows("workflow:Create", &format!("pool/{pool}")))
+        .collect();
+    Ok(Json(json!({
+        "profile": {
+            "username": caller.user,
+            "token_name": caller.token,
+            "roles": caller.roles,
+            "pool": pools.first(),
+        },
+        "roles": caller.roles,
+        "pools": pools,
+    })))
+}

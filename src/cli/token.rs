@@ -1,0 +1,223 @@
+//! `gantry token set|list|delete` and `gantry login`.
+//!
+//! Invariants: a new token's secret is printed once (`-t json`:
+//! `{"token": ...}`, as OSMO's CLI) and never stored by the CLI; `login`
+//! checks the URL, CA and token against the server before it writes the
+//! config file (mode 0600).
+
+use super::client::{encode_segment, Client};
+use super::config::{default_config_path, write_config_file, ConfigFile, UrlList};
+use super::output::{self, print_json, text_field, with_spinner};
+use super::{ClientArgs, FormatArg, OutputFormat};
+use anyhow::Context;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create (or replace) an access token; its secret is shown once
+    Set {
+        /// Token name
+        name: String,
+        /// Last day it is valid: YYYY-MM-DD (or an RFC 3339 time); default: no expiry
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// A service account's token (e.g. for a backend operator); its user
+        /// is --user, or the token's name
+        #[arg(long)]
+        service: bool,
+        /// Roles, comma-separated (admin, user, backend or ROLE configs);
+        /// default: the caller's roles for its own tokens, `user` otherwise
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Create the token for this user (admins)
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        output: FormatArg,
+    },
+    /// List your tokens (with --service: every service token; admins)
+    List {
+        #[arg(long)]
+        service: bool,
+        /// List the tokens of this user (admins)
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        output: FormatArg,
+    },
+    /// Delete a token
+    Delete {
+        name: String,
+        /// Delete a token of this user (admins)
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        output: FormatArg,
+    },
+}
+
+impl TokenCommand {
+    pub fn format(&self) -> OutputFormat {
+        match self {
+            TokenCommand::Set { output, .. }
+            | TokenCommand::List { output, .. }
+            | TokenCommand::Delete { output, .. } => output.format,
+        }
+    }
+}
+
+fn user_path(user: Option<&str>, rest: &str) -> String {
+    match user {
+        Some(user) => format!("/api/auth/user/{}/access_token{rest}", encode_segment(user)),
+        None => format!("/api/auth/access_token{rest}"),
+    }
+}
+
+pub async fn run_token(args: &ClientArgs, command: TokenCommand) -> anyhow::Result<()> {
+    let client = Client::from_args(args)?;
+    match command {
+        TokenCommand::Set {
+            name,
+            expires_at,
+            description,
+            service,
+            roles,
+            user,
+            ..
+        } => {
+            let user = user.or_else(|| service.then(|| name.clone()));
+            let mut query = vec![("description", description)];
+            if let Some(expires_at) = expires_at {
+                query.push(("expires_at", expires_at));
+            }
+            if service {
+                query.push(("service", "true".to_string()));
+            }
+            query.extend(roles.into_iter().map(|role| ("roles", role)));
+            let path = user_path(user.as_deref(), &format!("/{}", encode_segment(&name)));
+            let secret = client.call(Method::POST, &path, &query, None).await?;
+            let secret = secret
+                .as_str()
+                .context("the server did not answer with the token")?;
+            if args.format == OutputFormat::Json {
+                return print_json(&json!({ "token": secret }));
+            }
+            println!("Token '{name}' (shown once; keep it safe):\n{secret}");
+        }
+        TokenCommand::List { service, user, .. } => {
+            let query = if service {
+                vec![("service", "true".to_string())]
+            } else {
+                Vec::new()
+            };
+            let tokens = with_spinner(
+                args.format,
+                "Listing tokens",
+                client.call(Method::GET, &user_path(user.as_deref(), ""), &query, None),
+            )
+            .await?;
+            if args.format == OutputFormat::Json {
+                return print_json(&tokens);
+            }
+            print!("{}", render_tokens(&tokens));
+        }
+        TokenCommand::Delete { name, user, .. } => {
+            let path = user_path(user.as_deref(), &format!("/{}", encode_segment(&name)));
+            let reply = client.call(Method::DELETE, &path, &[], None).await?;
+            if args.format == OutputFormat::Json {
+                return print_json(&reply);
+            }
+            println!("Token '{name}' deleted");
+        }
+    }
+    Ok(())
+}
+
+pub fn render_tokens(tokens: &Value) -> String {
+    let Some(list) = tokens.as_array().filter(|list| !list.is_empty()) else {
+        return "No tokens found.\n".to_string();
+    };
+    let mut table = output::table(&["Name", "User", "Roles", "Expires", "Service", "Description"]);
+    for token in list {
+        let roles = token["roles"]
+            .as_array()
+            .map(|roles| {
+                roles
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        table.add_row(vec![
+            text_field(token, "token_name"),
+            text_field(token, "user_name"),
+            roles,
+            text_field(token, "expires_at"),
+            text_field(token, "service"),
+            text_field(token, "description"),
+        ]);
+    }
+    output::render_table(&table)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LoginArgs {
+    /// The server's URL (https://HOST:8470)
+    pub url: String,
+    /// An access token (from `gantry token set`, or the bootstrap admin token)
+    #[arg(long, env = "GANTRY_TOKEN")]
+    pub token: String,
+    /// The CA certificate that signed the server's certificate
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+}
+
+/// `gantry login URL --token T [--ca FILE]`: checks them, then writes
+/// `$XDG_CONFIG_HOME/gantry/config.json` (0600).
+pub async fn run_login(args: LoginArgs) -> anyhow::Result<()> {
+    let ca = args
+        .ca
+        .map(|ca| std::path::absolute(&ca).unwrap_or(ca))
+        .filter(|ca| !ca.as_os_str().is_empty());
+    let client = Client::for_login(&args.url, &args.token, ca.as_deref())?;
+    let profile = client
+        .call(Method::GET, "/api/profile/settings", &[], None)
+        .await
+        .with_context(|| format!("logging in to {}", args.url))?;
+    let path = default_config_path(
+        std::env::var_os("XDG_CONFIG_HOME"),
+        std::env::var_os("HOME"),
+    )
+    .context("neither XDG_CONFIG_HOME nor HOME is set: nowhere to keep the login")?;
+    write_config_file(
+        &path,
+        &ConfigFile {
+            url: Some(UrlList::One(args.url.clone())),
+            token: Some(args.token),
+            ca,
+        },
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    let roles = profile["roles"]
+        .as_array()
+        .map(|roles| {
+            roles
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    println!(
+        "Logged in to {} as {} (roles: {roles}); saved in {}",
+        args.url,
+        text_field(&profile["profile"], "username"),
+        path.display()
+    );
+    Ok(())
+}
