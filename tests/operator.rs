@@ -480,3 +480,126 @@ fn the_operator_follows_the_leader_through_a_leader_kill() {
         "operator log:\n{log}"
     );
 }
+
+/// `gantry <args> -t json` against `url` over TLS with `token`.
+fn try_cli_json(pki: &Pki, url: &str, token: &str, args: &[&str]) -> Result<Value, String> {
+    let output = Command::new(BINARY)
+        .args(args)
+        .args(["-t", "json"])
+        .env("GANTRY_URL", url)
+        .env("GANTRY_CA", pki.dir.join("ca.pem"))
+        .env("GANTRY_TOKEN", token)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        return Err(format!(
+            "gantry {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| format!("{args:?}: {e}"))
+}
+
+fn cli_json(pki: &Pki, url: &str, token: &str, args: &[&str]) -> Value {
+    try_cli_json(pki, url, token, args).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// OSMO's "register a backend" flow with Gantry's binary: a service token
+/// with the backend role, an operator with it and an operator certificate,
+/// the backend online, then offline once the operator stops.
+#[test]
+fn a_backend_registers_goes_online_and_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(dir.path(), &[("node", &["127.0.0.1"])]);
+    cert(&pki, "edge", "operator");
+    let (server, api) = start_server(dir.path(), &pki, "127.0.0.1:0");
+    let url = server.url.clone();
+    let service = dir.path().join("service.json");
+    std::fs::write(&service, "{\"backend_heartbeat_grace\": \"7s\"}").unwrap();
+    cli_json(
+        &pki,
+        &url,
+        &api.token,
+        &[
+            "config",
+            "update",
+            "SERVICE",
+            "--file",
+            service.to_str().unwrap(),
+        ],
+    );
+    let created = cli_json(
+        &pki,
+        &url,
+        &api.token,
+        &[
+            "token",
+            "set",
+            "edge-operator",
+            "--service",
+            "--roles",
+            "osmo-backend",
+        ],
+    );
+    let backend_token = created["token"].as_str().expect("token").to_string();
+
+    // A token without the backend role may not open the stream.
+    let user = cli_json(
+        &pki,
+        &url,
+        &api.token,
+        &["token", "set", "someone", "--roles", "user"],
+    );
+    let refused = Operator::start(
+        dir.path(),
+        &pki,
+        "edge",
+        &url,
+        user["token"].as_str().unwrap(),
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "the refusal in the operator log",
+        || {
+            let log = refused.log();
+            if log.contains("refused this operator") && log.contains("backend:Connect") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    );
+    drop(refused);
+
+    let operator = Operator::start(dir.path(), &pki, "edge", &url, &backend_token);
+    wait_for(Duration::from_secs(30), "backend local online", || {
+        let backend = try_cli_json(
+            &pki,
+            &url,
+            &api.token,
+            &["config", "show", "BACKEND", "local"],
+        )?;
+        if backend["online"] == true {
+            Ok(())
+        } else {
+            Err(backend.to_string())
+        }
+    });
+    let id = api.submit_ok(COUNTER);
+    wait_status(&api, &id, "COMPLETED", Duration::from_secs(60));
+
+    drop(operator);
+    wait_for(Duration::from_secs(30), "backend local offline", || {
+        let backend = cli_json(
+            &pki,
+            &url,
+            &api.token,
+            &["config", "show", "BACKEND", "local"],
+        );
+        if backend["online"] == false {
+            Ok(())
+        } else {
+            Err(backend.to_string())
+        }
+    });
+}

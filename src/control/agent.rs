@@ -361,7 +361,6 @@ impl AgentHub {
                 .retain(|id| *id > last || listed.contains(id));
         }
     }
-
 }
 
 /// Resolves once this node is no longer the leader.

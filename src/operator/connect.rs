@@ -158,7 +158,7 @@ impl Connector {
             }
             redirects = 0;
             // A full round over every URL failed: wait before the next.
-            if self.next % self.urls.len() == 0 || self.backoff == BACKOFF_MAX {
+            if self.next.is_multiple_of(self.urls.len()) || self.backoff == BACKOFF_MAX {
                 tokio::time::sleep(self.backoff).await;
                 self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
             }

@@ -85,11 +85,11 @@ pub enum Command {
         fail_tasks_after_ms: u64,
     },
     /// 13. Messages of one operator connection, in sequence order: each
-    ///    `(seq, command)` applies only if `seq` is above what this operator
-    ///    instance already had applied (a resend after a reconnect or a
-    ///    leader change is dropped); afterwards the instance's acknowledged
-    ///    sequence is `last_seq`, which also covers messages that became no
-    ///    command (log lines). Only operator reports may be inside.
+    ///     `(seq, command)` applies only if `seq` is above what this operator
+    ///     instance already had applied (a resend after a reconnect or a
+    ///     leader change is dropped); afterwards the instance's acknowledged
+    ///     sequence is `last_seq`, which also covers messages that became no
+    ///     command (log lines). Only operator reports may be inside.
     OperatorReports {
         now: Millis,
         backend: String,
