@@ -10,19 +10,25 @@ mod bench;
 mod cli;
 mod control;
 mod dev;
+mod metrics;
+mod notify;
 mod operator;
 mod server;
 mod spec;
 mod tls;
 
 use clap::{Parser, Subcommand};
+
+/// The git commit this binary was built from (`build.rs`; `unknown` when
+/// built outside a git checkout without `GANTRY_GIT_HASH` set).
+pub const GIT_HASH: &str = env!("GANTRY_GIT_HASH");
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
     name = "gantry",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("GANTRY_GIT_HASH"), ")"),
     about = "Workflow orchestration for Physical AI: one binary, Raft-replicated state, OSMO-compatible workflows"
 )]
 struct Cli {
@@ -100,6 +106,13 @@ struct ServerArgs {
     /// Join the cluster through the member at this peer address (host:port)
     #[arg(long, value_name = "PEER_ADDR")]
     join: Option<String>,
+    /// How peers reach this node (host:port) if not the --peer-listen address,
+    /// e.g. a stable DNS name; the server certificate must name that host
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise_peer: Option<String>,
+    /// This node's API URL for clients and links if not https://<--listen>
+    #[arg(long, value_name = "URL")]
+    advertise_api: Option<String>,
     /// The cluster's CA certificate (from `gantry tls ca create`)
     #[arg(long, requires_all = ["tls_cert", "tls_key"])]
     tls_ca: Option<PathBuf>,
@@ -153,6 +166,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 },
                 bootstrap: args.bootstrap,
                 join: args.join,
+                advertise_peer: args.advertise_peer,
+                advertise_api: args.advertise_api,
                 local_backend: args.local_backend,
                 body_bytes_max: args.body_bytes_max,
                 spec_limits: server::server_spec_limits(args.max_tasks),

@@ -68,9 +68,19 @@ impl AgentHub {
             },
         );
         tracing::info!(%backend, "operator connected");
+        let connections_gauge =
+            metrics::gauge!(crate::metrics::OPERATOR_CONNECTIONS, "backend" => backend.clone());
+        connections_gauge.increment(1.0);
         while let Some(report) = reports.recv().await {
+            metrics::counter!(
+                crate::metrics::OPERATOR_MESSAGES_RECEIVED,
+                "backend" => backend.clone(),
+                "kind" => crate::metrics::operator_message_kind(&report),
+            )
+            .increment(1);
             self.handle(&backend, report).await;
         }
+        connections_gauge.decrement(1.0);
         let mut connections = self.lock();
         if connections
             .get(&backend)
@@ -160,6 +170,8 @@ impl AgentHub {
             }
             connection.sender.clone()
         };
+        metrics::counter!(crate::metrics::OPERATOR_MESSAGES_SENT, "backend" => backend.to_string())
+            .increment(1);
         sender.send(message).await.is_ok()
     }
 
