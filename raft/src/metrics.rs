@@ -17,22 +17,10 @@ pub const LOG_FSYNC_SECONDS: &str = "gantry_raft_log_fsync_seconds";
 /// Gauge: the highest log index this member knows to be committed.
 pub const COMMIT_INDEX: &str = "gantry_raft_commit_index";
 
-/// Every name above with its Prometheus help text.
-pub const DESCRIPTIONS: [(&str, &str); 4] = [
-    (
-        PROPOSAL_BATCH_COMMANDS,
-        "Commands carried by one proposed Raft log entry",
-    ),
-    (
-        PROPOSAL_SECONDS,
-        "Seconds from proposing a batch to its outcome",
-    ),
-    (
-        LOG_FSYNC_SECONDS,
-        "Seconds one Raft log append takes to become durable (fsync)",
-    ),
-    (
-        COMMIT_INDEX,
-        "Highest Raft log index this member knows to be committed",
-    ),
+/// Every name above (the binary describes them for Prometheus).
+pub const ALL: [&str; 4] = [
+    PROPOSAL_BATCH_COMMANDS,
+    PROPOSAL_SECONDS,
+    LOG_FSYNC_SECONDS,
+    COMMIT_INDEX,
 ];

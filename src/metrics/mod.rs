@@ -29,6 +29,14 @@ pub const RAFT_HAS_LEADER: &str = "gantry_raft_has_leader";
 pub const RAFT_LAST_LOG_INDEX: &str = "gantry_raft_last_log_index";
 /// Gauge: index of the last entry applied to this member's state.
 pub const RAFT_APPLIED_INDEX: &str = "gantry_raft_applied_index";
+/// Gauge: highest log index this member knows committed (recorded in `raft/`).
+pub const RAFT_COMMIT_INDEX: &str = gantry_raft::metrics::COMMIT_INDEX;
+/// Histogram: commands per proposed log entry (recorded in `raft/`).
+pub const RAFT_PROPOSAL_BATCH_COMMANDS: &str = gantry_raft::metrics::PROPOSAL_BATCH_COMMANDS;
+/// Histogram: seconds from proposing a batch to its outcome (recorded in `raft/`).
+pub const RAFT_PROPOSAL_SECONDS: &str = gantry_raft::metrics::PROPOSAL_SECONDS;
+/// Histogram: seconds per durable log append (recorded in `raft/`).
+pub const RAFT_LOG_FSYNC_SECONDS: &str = gantry_raft::metrics::LOG_FSYNC_SECONDS;
 /// Counter: times this member saw the leader change (elections won by anyone).
 pub const RAFT_LEADER_CHANGES: &str = "gantry_raft_leader_changes_total";
 /// Gauge (on the leader only), label `follower`: log entries a member lags
@@ -73,121 +81,59 @@ pub enum Kind {
     Histogram,
 }
 
-/// Every metric Gantry exports: name, kind and help text.
-pub const METRICS: [(&str, Kind, &str); 25] = [
-    (
-        BUILD_INFO,
-        Kind::Gauge,
-        "Gantry's version and git hash (always 1)",
-    ),
-    (RAFT_TERM, Kind::Gauge, "Raft term this member is in"),
-    (RAFT_IS_LEADER, Kind::Gauge, "1 while this member leads"),
-    (
-        RAFT_HAS_LEADER,
-        Kind::Gauge,
-        "1 while this member knows a leader",
-    ),
-    (
-        RAFT_LAST_LOG_INDEX,
-        Kind::Gauge,
-        "Index of the last entry in this member's Raft log",
-    ),
-    (
-        RAFT_APPLIED_INDEX,
-        Kind::Gauge,
-        "Index of the last Raft entry applied to this member's state",
-    ),
-    (
-        gantry_raft::metrics::COMMIT_INDEX,
-        Kind::Gauge,
-        gantry_raft::metrics::DESCRIPTIONS[3].1,
-    ),
-    (
-        RAFT_LEADER_CHANGES,
-        Kind::Counter,
-        "Leader changes this member saw",
-    ),
-    (
-        RAFT_FOLLOWER_LAG_ENTRIES,
-        Kind::Gauge,
-        "Log entries a member lags behind the leader (reported by the leader)",
-    ),
-    (
-        gantry_raft::metrics::PROPOSAL_BATCH_COMMANDS,
-        Kind::Histogram,
-        gantry_raft::metrics::DESCRIPTIONS[0].1,
-    ),
-    (
-        gantry_raft::metrics::PROPOSAL_SECONDS,
-        Kind::Histogram,
-        gantry_raft::metrics::DESCRIPTIONS[1].1,
-    ),
-    (
-        gantry_raft::metrics::LOG_FSYNC_SECONDS,
-        Kind::Histogram,
-        gantry_raft::metrics::DESCRIPTIONS[2].1,
-    ),
-    (
-        API_REQUESTS,
-        Kind::Counter,
-        "API requests by method, route template and status",
-    ),
-    (
-        API_REQUEST_SECONDS,
-        Kind::Histogram,
-        "API request latency by method, route template and status",
-    ),
-    (WORKFLOWS, Kind::Gauge, "Workflows by status"),
-    (
-        TASKS,
-        Kind::Gauge,
-        "Tasks of unfinished workflows by status and pool",
-    ),
-    (
-        TIMER_LAG_SECONDS,
-        Kind::Gauge,
-        "Seconds the earliest due timer is overdue",
-    ),
-    (
-        OPERATOR_CONNECTIONS,
-        Kind::Gauge,
-        "Operator connections to this member by backend",
-    ),
-    (
-        OPERATOR_MESSAGES_RECEIVED,
-        Kind::Counter,
-        "Messages received from operators by backend and kind",
-    ),
-    (
-        OPERATOR_MESSAGES_SENT,
-        Kind::Counter,
-        "Jobs sent to operators by backend",
-    ),
-    (
-        LOG_RECEIVED_BYTES,
-        Kind::Counter,
-        "Bytes of task log lines received from operators",
-    ),
-    (
-        LOG_CHUNKS_WRITTEN,
-        Kind::Counter,
-        "Log chunks written to object storage",
-    ),
-    (
-        OBJECT_STORE_ERRORS,
-        Kind::Counter,
-        "Failed object-store calls",
-    ),
-    (
-        SCRAPE_STATE_SECONDS,
-        Kind::Gauge,
-        "Seconds the last scrape spent reading the replicated state",
-    ),
-    (
-        SCRAPE_WORKFLOWS_SKIPPED,
-        Kind::Gauge,
-        "Unfinished workflows left out of gantry_tasks in the last scrape (over the scan bound)",
-    ),
+/// One exported metric: its name, kind, labels and help text.
+#[derive(Clone, Copy, Debug)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Labels Gantry sets (Prometheus adds `instance` and `job`; histogram
+    /// buckets add `le`).
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+const fn metric(
+    name: &'static str,
+    kind: Kind,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> Metric {
+    Metric {
+        name,
+        kind,
+        labels,
+        help,
+    }
+}
+
+/// Every metric Gantry exports.
+#[rustfmt::skip]
+pub const METRICS: [Metric; 25] = [
+    metric(BUILD_INFO, Kind::Gauge, &["version", "git_hash"], "Gantry's version and git hash (always 1)"),
+    metric(RAFT_TERM, Kind::Gauge, &[], "Raft term this member is in"),
+    metric(RAFT_IS_LEADER, Kind::Gauge, &[], "1 while this member leads"),
+    metric(RAFT_HAS_LEADER, Kind::Gauge, &[], "1 while this member knows a leader"),
+    metric(RAFT_LAST_LOG_INDEX, Kind::Gauge, &[], "Index of the last entry in this member's Raft log"),
+    metric(RAFT_APPLIED_INDEX, Kind::Gauge, &[], "Index of the last Raft entry applied to this member's state"),
+    metric(RAFT_COMMIT_INDEX, Kind::Gauge, &[], "Highest Raft log index this member knows to be committed"),
+    metric(RAFT_LEADER_CHANGES, Kind::Counter, &[], "Leader changes this member saw"),
+    metric(RAFT_FOLLOWER_LAG_ENTRIES, Kind::Gauge, &["follower"], "Log entries a member lags behind the leader (reported by the leader)"),
+    metric(RAFT_PROPOSAL_BATCH_COMMANDS, Kind::Histogram, &[], "Commands carried by one proposed Raft log entry"),
+    metric(RAFT_PROPOSAL_SECONDS, Kind::Histogram, &[], "Seconds from proposing a batch to its outcome"),
+    metric(RAFT_LOG_FSYNC_SECONDS, Kind::Histogram, &[], "Seconds one Raft log append takes to become durable (fsync)"),
+    metric(API_REQUESTS, Kind::Counter, &["method", "route", "status"], "API requests by method, route template and status"),
+    metric(API_REQUEST_SECONDS, Kind::Histogram, &["method", "route", "status"], "API request latency by method, route template and status"),
+    metric(WORKFLOWS, Kind::Gauge, &["status"], "Workflows by status"),
+    metric(TASKS, Kind::Gauge, &["status", "pool"], "Tasks of unfinished workflows by status and pool"),
+    metric(TIMER_LAG_SECONDS, Kind::Gauge, &[], "Seconds the earliest due timer is overdue"),
+    metric(OPERATOR_CONNECTIONS, Kind::Gauge, &["backend"], "Operator connections to this member by backend"),
+    metric(OPERATOR_MESSAGES_RECEIVED, Kind::Counter, &["backend", "kind"], "Messages received from operators by backend and kind"),
+    metric(OPERATOR_MESSAGES_SENT, Kind::Counter, &["backend"], "Jobs sent to operators by backend"),
+    metric(LOG_RECEIVED_BYTES, Kind::Counter, &[], "Bytes of task log lines received from operators"),
+    metric(LOG_CHUNKS_WRITTEN, Kind::Counter, &[], "Log chunks written to object storage"),
+    metric(OBJECT_STORE_ERRORS, Kind::Counter, &[], "Failed object-store calls"),
+    metric(SCRAPE_STATE_SECONDS, Kind::Gauge, &[], "Seconds the last scrape spent reading the replicated state"),
+    metric(SCRAPE_WORKFLOWS_SKIPPED, Kind::Gauge, &[], "Unfinished workflows left out of gantry_tasks in the last scrape (over the scan bound)"),
 ];
 
 /// Latency buckets, in seconds, for every `_seconds` histogram: 100 µs to 10 s.
@@ -223,7 +169,7 @@ pub fn install() -> Result<(), MetricsError> {
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), &SECONDS_BUCKETS)?
         .set_buckets_for_metric(
-            Matcher::Full(gantry_raft::metrics::PROPOSAL_BATCH_COMMANDS.to_string()),
+            Matcher::Full(RAFT_PROPOSAL_BATCH_COMMANDS.to_string()),
             &BATCH_BUCKETS,
         )?
         .build_recorder();
@@ -233,7 +179,10 @@ pub fn install() -> Result<(), MetricsError> {
     }
     // A second caller racing this one lost at set_global_recorder above.
     let _ = HANDLE.set(handle);
-    for (name, kind, help) in METRICS {
+    for Metric {
+        name, kind, help, ..
+    } in METRICS
+    {
         match kind {
             Kind::Counter => metrics::describe_counter!(name, help),
             Kind::Gauge => metrics::describe_gauge!(name, help),
@@ -287,18 +236,28 @@ pub fn operator_message_kind(message: &crate::operator::protocol::FromOperator) 
     }
 }
 
+/// The metric a series name belongs to (histograms expose `<name>_bucket`,
+/// `<name>_sum` and `<name>_count`), with whether it is a `_bucket` series.
 #[cfg(test)]
-/// The metric a PromQL series name refers to: histograms expose
-/// `<name>_bucket`, `<name>_sum` and `<name>_count`.
-pub fn exported(series: &str) -> bool {
-    METRICS.iter().any(|(name, kind, _)| {
-        series == *name
-            || (*kind == Kind::Histogram
-                && ["_bucket", "_sum", "_count"]
-                    .iter()
-                    .any(|suffix| series.strip_suffix(suffix) == Some(*name)))
+pub fn exported(series: &str) -> Option<(Metric, bool)> {
+    METRICS.iter().find_map(|metric| {
+        if series == metric.name {
+            return Some((*metric, false));
+        }
+        if metric.kind != Kind::Histogram {
+            return None;
+        }
+        let rest = series.strip_prefix(metric.name)?;
+        match rest {
+            "_bucket" => Some((*metric, true)),
+            "_sum" | "_count" => Some((*metric, false)),
+            _ => None,
+        }
     })
 }
+
+#[cfg(test)]
+mod dashboards_tests;
 
 #[cfg(test)]
 mod tests {
@@ -307,7 +266,10 @@ mod tests {
     #[test]
     fn names_are_unique_prometheus_names_with_gantry_prefix() {
         let mut seen = std::collections::HashSet::new();
-        for (name, kind, help) in METRICS {
+        for Metric {
+            name, kind, help, ..
+        } in METRICS
+        {
             assert!(seen.insert(name), "{name} listed twice");
             assert!(name.starts_with("gantry_"), "{name}");
             assert!(
@@ -319,14 +281,26 @@ mod tests {
             // Prometheus conventions: counters end in _total, nothing else does.
             assert_eq!(kind == Kind::Counter, name.ends_with("_total"), "{name}");
         }
+        for name in gantry_raft::metrics::ALL {
+            assert!(seen.contains(name), "raft's {name} is not listed");
+        }
     }
 
     #[test]
     fn histogram_series_are_recognised() {
-        assert!(exported("gantry_api_request_seconds_bucket"));
-        assert!(exported("gantry_raft_log_fsync_seconds_count"));
-        assert!(exported("gantry_workflows"));
-        assert!(!exported("gantry_workflows_bucket"));
-        assert!(!exported("gantry_no_such_metric"));
+        assert!(matches!(
+            exported("gantry_api_request_seconds_bucket"),
+            Some((
+                Metric {
+                    name: API_REQUEST_SECONDS,
+                    ..
+                },
+                true
+            ))
+        ));
+        assert!(exported("gantry_raft_log_fsync_seconds_count").is_some());
+        assert!(exported("gantry_workflows").is_some());
+        assert!(exported("gantry_workflows_bucket").is_none());
+        assert!(exported("gantry_no_such_metric").is_none());
     }
 }
