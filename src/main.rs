@@ -103,7 +103,8 @@ struct ServerArgs {
     /// Start a new cluster with this node as its only member (a no-op once initialized)
     #[arg(long, conflicts_with = "join")]
     bootstrap: bool,
-    /// Join the cluster through the member at this peer address (host:port)
+    /// Join the cluster through the member at this peer address (host:port); if it
+    /// is this node's own --advertise-peer, start the cluster instead (--bootstrap)
     #[arg(long, value_name = "PEER_ADDR")]
     join: Option<String>,
     /// How peers reach this node (host:port) if not the --peer-listen address,

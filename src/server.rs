@@ -79,7 +79,13 @@ pub struct RunningServer {
 const LOCAL_BACKEND: &str = "local";
 const DEFAULT_POOL: &str = "default";
 
-pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
+pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> {
+    // One pod template for every member of a StatefulSet: the member that
+    // is told to join through itself starts the cluster.
+    if options.join.is_some() && options.join == options.advertise_peer {
+        options.join = None;
+        options.bootstrap = true;
+    }
     if let Some(peer) = &options.advertise_peer {
         let port = peer
             .rsplit_once(':')

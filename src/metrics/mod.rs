@@ -87,7 +87,8 @@ pub struct Metric {
     pub name: &'static str,
     pub kind: Kind,
     /// Labels Gantry sets (Prometheus adds `instance` and `job`; histogram
-    /// buckets add `le`).
+    /// buckets add `le`). Read by the dashboards and alert-rules tests.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub labels: &'static [&'static str],
     pub help: &'static str,
 }
