@@ -18,12 +18,12 @@ mod spec;
 mod tls;
 
 use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// The git commit this binary was built from (`build.rs`; `unknown` when
 /// built outside a git checkout without `GANTRY_GIT_HASH` set).
 pub const GIT_HASH: &str = env!("GANTRY_GIT_HASH");
-use std::net::SocketAddr;
-use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{repo_path, BINARY};
+use common::{gantry_ok, repo_path, DevServer, BINARY};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -201,6 +201,7 @@ fn workloads_selectors_ports_volumes_and_probes_fit_together() {
         .filter(|d| matches!(d.kind(), "StatefulSet" | "Deployment"))
         .collect();
     assert_eq!(workloads.len(), 2);
+    let reference = regex::Regex::new(r"\$\((\w+)\)").unwrap();
     let mut pod_labels = Vec::new();
     for workload in &workloads {
         let spec = &workload.value["spec"];
@@ -289,7 +290,6 @@ fn workloads_selectors_ports_volumes_and_probes_fit_together() {
                 .iter()
                 .filter_map(|e| e["name"].as_str())
                 .collect();
-            let reference = regex::Regex::new(r"\$\((\w+)\)").unwrap();
             for arg in sequence(&container["args"])
                 .iter()
                 .filter_map(Value::as_str)
@@ -560,4 +560,90 @@ fn the_container_image_holds_only_the_static_binary() {
 /// Whether `--help` text lists `flag` (followed by its value or the line end).
 fn help_has(help: &str, flag: &str) -> bool {
     help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n"))
+}
+
+/// A free port on 127.0.0.1 now (the server binds it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The StatefulSet's pattern with real processes: every member gets the
+/// same `--join NAME0:PORT`, advertises a DNS name (here `localhost`), and
+/// the one whose name is the join target starts the cluster.
+#[test]
+fn members_told_to_join_the_first_name_form_one_cluster_by_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let pki_text = pki.to_str().unwrap();
+    gantry_ok(&["tls", "ca", "create", "--out", pki_text]);
+    gantry_ok(&[
+        "tls",
+        "cert",
+        "create",
+        "--ca",
+        pki_text,
+        "--name",
+        "server",
+        "--kind",
+        "server",
+        "--dns",
+        "localhost",
+        "--out",
+        pki_text,
+    ]);
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let join = format!("localhost:{}", ports[0]);
+    let start = |index: usize| {
+        let args: Vec<String> = vec![
+            "server".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            format!("--peer-listen=127.0.0.1:{}", ports[index]),
+            format!("--advertise-peer=localhost:{}", ports[index]),
+            format!("--join={join}"),
+            format!("--tls-ca={pki_text}/ca.pem"),
+            format!("--tls-cert={pki_text}/server.pem"),
+            format!("--tls-key={pki_text}/server-key.pem"),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        DevServer::start_with(&dir.path().join(format!("node{index}")), &args)
+    };
+    let first = start(0);
+    // The first started the cluster: it made the bootstrap token.
+    let token = std::fs::read_to_string(first.data_dir.join("bootstrap-admin-token"))
+        .expect("the member named by --join bootstrapped");
+    let second = start(1);
+    assert!(!second.data_dir.join("bootstrap-admin-token").exists());
+    let ca = std::fs::read(pki.join("ca.pem")).unwrap();
+    let http = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .tls_built_in_root_certs(false)
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let members: serde_json::Value = http
+        .get(format!(
+            "{}/api/cluster/members",
+            second.url.replace("127.0.0.1", "localhost")
+        ))
+        .bearer_auth(token.trim())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let mut peers: Vec<&str> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["peer_address"].as_str().unwrap())
+        .collect();
+    peers.sort();
+    let mut expected: Vec<String> = ports.iter().map(|p| format!("localhost:{p}")).collect();
+    expected.sort();
+    assert_eq!(peers, expected, "{members}");
+    assert!(members["leader_id"].as_u64().is_some(), "{members}");
 }

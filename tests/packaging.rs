@@ -30,7 +30,12 @@ fn version() -> String {
 /// (as a release is; it keeps the test from compressing 300 MB).
 fn release_like_binary(dir: &Path) -> std::path::PathBuf {
     let stripped = dir.join("gantry");
-    match Command::new("strip").arg("-o").arg(&stripped).arg(BINARY).status() {
+    match Command::new("strip")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(BINARY)
+        .status()
+    {
         Ok(status) if status.success() => stripped,
         _ => BINARY.into(),
     }

@@ -2,8 +2,9 @@
 //!
 //! Invariants: only the SHA-256 of a token's secret is ever stored or
 //! compared; with auth on, every route but the health probes, the version
-//! and `/metrics` needs a valid, unexpired token; the caller's identity reaches handlers as
-//! a [`Caller`] extension, never from a client-supplied header.
+//! and `/metrics` needs a valid, unexpired token; the caller's identity
+//! reaches handlers as a [`Caller`] extension, never from a client-supplied
+//! header.
 
 use super::error::ApiError;
 use super::AppState;

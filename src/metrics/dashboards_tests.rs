@@ -316,6 +316,7 @@ fn dashboards_query_only_exported_metrics() {
         assert!(names.iter().any(|n| n == expected), "missing {expected}");
     }
     let mut used = BTreeSet::new();
+    let label_values = regex::Regex::new(r"^label_values\((\w+),\s*(\w+)\)$").unwrap();
     for (path, dashboard) in &dashboards {
         let file = path.file_name().unwrap().to_string_lossy();
         for field in ["uid", "title", "panels", "templating", "schemaVersion"] {
@@ -333,7 +334,6 @@ fn dashboards_query_only_exported_metrics() {
         let mut queries = Vec::new();
         dashboard_queries(dashboard, "", &mut queries);
         // Variables: label_values(metric, label) is Grafana's, not PromQL.
-        let label_values = regex::Regex::new(r"^label_values\((\w+),\s*(\w+)\)$").unwrap();
         for variable in dashboard["templating"]["list"].as_array().unwrap() {
             let Some(query) = variable["definition"].as_str() else {
                 continue;
@@ -392,6 +392,7 @@ fn alert_rules_query_only_exported_metrics() {
     let text = std::fs::read_to_string(&path).unwrap();
     let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
     let mut alerts = BTreeSet::new();
+    let duration_pattern = regex::Regex::new(r"^\d+[smh]$").unwrap();
     for group in rules["groups"].as_sequence().unwrap() {
         assert!(group["name"].as_str().is_some());
         for rule in group["rules"].as_sequence().unwrap() {
@@ -404,7 +405,7 @@ fn alert_rules_query_only_exported_metrics() {
             assert!(rule["annotations"]["summary"].as_str().is_some(), "{name}");
             if let Some(duration) = rule["for"].as_str() {
                 assert!(
-                    regex::Regex::new(r"^\d+[smh]$").unwrap().is_match(duration),
+                    duration_pattern.is_match(duration),
                     "{name}: for {duration}"
                 );
             }
