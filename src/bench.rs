@@ -5,6 +5,7 @@
 //!   in the same format, so the two can be compared line by line.
 //! - `failover`: the time from an instant the caller gives (when it
 //!   SIGKILLed the leader) to the first write acknowledged by a survivor.
+//! - `startup` (in `startup`): cold start to `/health` and idle RSS.
 //!
 //! Load shape of `submit` and `etcd`: `--concurrency` clients, each with one
 //! request outstanding; with several URLs, client `i` uses URL
@@ -13,6 +14,8 @@
 //! not sent earlier; its latency is measured from the time it was due, so a
 //! run whose clients fall behind reports the queueing too instead of hiding
 //! it (no coordinated omission).
+
+mod startup;
 
 use anyhow::Context;
 use base64::Engine;
@@ -75,6 +78,19 @@ pub enum BenchCommand {
         #[arg(long)]
         killed_id: Option<u64>,
     },
+    /// Cold start of `gantry server --bootstrap` on new data directories to
+    /// /health answering, then the idle RSS of the last one
+    Startup {
+        /// Cold starts to time
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+        /// Seconds the last server idles before its RSS is read
+        #[arg(long, default_value_t = 5)]
+        idle_secs: u64,
+        /// The gantry binary to start (default: this one)
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
 }
 
 /// Where the Gantry servers are and how to authenticate to them.
@@ -125,6 +141,11 @@ type Write = Arc<dyn Fn(usize, usize) -> BoxFuture<'static, Result<(), String>> 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Operator(bench) => crate::bench_operator::run(bench).await,
+        BenchCommand::Startup {
+            runs,
+            idle_secs,
+            binary,
+        } => startup::run(runs, idle_secs, binary).await,
         BenchCommand::Submit {
             target,
             load,

@@ -74,6 +74,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
         tls: None,
         bootstrap: true,
         join: None,
+        advertise_peer: None,
+        advertise_api: None,
         local_backend: true,
         body_bytes_max: server::BODY_BYTES_MAX_DEFAULT,
         spec_limits: server::server_spec_limits(SpecLimits::default().max_tasks),

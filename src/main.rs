@@ -11,6 +11,8 @@ mod bench_operator;
 mod cli;
 mod control;
 mod dev;
+mod metrics;
+mod notify;
 mod operator;
 mod runtime;
 mod server;
@@ -21,10 +23,14 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// The git commit this binary was built from (`build.rs`; `unknown` when
+/// built outside a git checkout without `GANTRY_GIT_HASH` set).
+pub const GIT_HASH: &str = env!("GANTRY_GIT_HASH");
+
 #[derive(Parser)]
 #[command(
     name = "gantry",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("GANTRY_GIT_HASH"), ")"),
     about = "Workflow orchestration for Physical AI: one binary, Raft-replicated state, OSMO-compatible workflows"
 )]
 struct Cli {
@@ -130,9 +136,17 @@ struct ServerArgs {
     /// Start a new cluster with this node as its only member (a no-op once initialized)
     #[arg(long, conflicts_with = "join")]
     bootstrap: bool,
-    /// Join the cluster through the member at this peer address (host:port)
+    /// Join the cluster through the member at this peer address (host:port); if it
+    /// is this node's own --advertise-peer, start the cluster instead (--bootstrap)
     #[arg(long, value_name = "PEER_ADDR")]
     join: Option<String>,
+    /// How peers reach this node (host:port) if not the --peer-listen address,
+    /// e.g. a stable DNS name; the server certificate must name that host
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise_peer: Option<String>,
+    /// This node's API URL for clients and links if not https://<--listen>
+    #[arg(long, value_name = "URL")]
+    advertise_api: Option<String>,
     /// The cluster's CA certificate (from `gantry tls ca create`)
     #[arg(long, requires_all = ["tls_cert", "tls_key"])]
     tls_ca: Option<PathBuf>,
@@ -190,6 +204,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 },
                 bootstrap: args.bootstrap,
                 join: args.join,
+                advertise_peer: args.advertise_peer,
+                advertise_api: args.advertise_api,
                 local_backend: args.local_backend,
                 body_bytes_max: args.body_bytes_max,
                 spec_limits: server::server_spec_limits(args.max_tasks),

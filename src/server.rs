@@ -52,6 +52,11 @@ pub struct ServerOptions {
     pub bootstrap: bool,
     /// Peer address of a member to join through (`--join`).
     pub join: Option<String>,
+    /// Where peers reach this node (`host:port`) when it is not the bound
+    /// address (a stable DNS name behind a Kubernetes headless Service).
+    pub advertise_peer: Option<String>,
+    /// This node's API URL for clients and links, when not `https://<listen>`.
+    pub advertise_api: Option<String>,
     /// Run an in-process operator for backend `local` and pool `default`.
     pub local_backend: bool,
     pub body_bytes_max: usize,
@@ -76,7 +81,26 @@ pub struct RunningServer {
 const LOCAL_BACKEND: &str = "local";
 const DEFAULT_POOL: &str = "default";
 
-pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
+pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> {
+    // One pod template for every member of a StatefulSet: the member that
+    // is told to join through itself starts the cluster.
+    if options.join.is_some() && options.join == options.advertise_peer {
+        options.join = None;
+        options.bootstrap = true;
+    }
+    if let Some(peer) = &options.advertise_peer {
+        let port = peer
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()));
+        if !matches!(port, Some((host, Ok(_))) if !host.is_empty()) {
+            anyhow::bail!("--advertise-peer must be HOST:PORT, got '{peer}'");
+        }
+    }
+    if let Some(api) = &options.advertise_api {
+        if !(api.starts_with("https://") || api.starts_with("http://")) {
+            anyhow::bail!("--advertise-api must be an http(s):// URL, got '{api}'");
+        }
+    }
     std::fs::create_dir_all(&options.data_dir)
         .with_context(|| format!("creating data directory {}", options.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(options.listen)
@@ -98,8 +122,14 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
                     node_id,
                     options.data_dir.join("raft"),
                     GantryNode {
-                        peer: peer_address.to_string(),
-                        api: format!("https://{address}"),
+                        peer: options
+                            .advertise_peer
+                            .clone()
+                            .unwrap_or_else(|| peer_address.to_string()),
+                        api: options
+                            .advertise_api
+                            .clone()
+                            .unwrap_or_else(|| format!("https://{address}")),
                     },
                 ),
                 Some(transport.clone()),
@@ -140,6 +170,11 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
             (node, None)
         }
     };
+    crate::metrics::install().context("installing the metrics recorder")?;
+    tasks.spawn(crate::metrics::raft::follow(node.clone(), shutdown.clone()));
+    tasks.spawn(crate::metrics::upkeep(shutdown.clone()));
+    // Before bootstrap or join: systemd hears READY=1 once that is done.
+    tasks.spawn(crate::notify::run(node.clone(), shutdown.clone()));
     // Whether this node belonged to a cluster before this start (a restart).
     let was_member = node.is_initialized_member();
     if options.bootstrap {
@@ -225,14 +260,16 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         hub,
         config: Arc::new(ApiConfig {
             body_bytes_max: options.body_bytes_max,
-            base_url: format!(
-                "{}://{address}",
-                if options.tls.is_some() {
-                    "https"
-                } else {
-                    "http"
-                }
-            ),
+            base_url: options.advertise_api.clone().unwrap_or_else(|| {
+                format!(
+                    "{}://{address}",
+                    if options.tls.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    }
+                )
+            }),
             spec_limits: options.spec_limits.clone(),
             auth_required: options.auth_required,
             operator_certificate_required: options.tls.is_some(),
@@ -498,6 +535,7 @@ async fn ensure_pool(node: &RaftNode) {
 impl RunningServer {
     /// Stops serving, kills running tasks and closes the Raft node.
     pub async fn stop(mut self) {
+        crate::notify::stopping();
         self.shutdown.cancel();
         if let Some(operator) = &self.operator {
             operator.shutdown().await;

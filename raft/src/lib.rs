@@ -17,6 +17,7 @@
 
 pub mod error;
 pub mod log_store;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod proposer;

@@ -195,7 +195,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             fail::fail_point!("raft::log::save_committed", |_| Err(failpoint_error(
                 "raft::log::save_committed"
             )));
-            self.write_meta(COMMITTED_KEY, &committed, false).await
+            self.write_meta(COMMITTED_KEY, &committed, false).await?;
+            if let Some(committed) = committed {
+                metrics::gauge!(crate::metrics::COMMIT_INDEX).set(committed.index as f64);
+            }
+            Ok::<(), std::io::Error>(())
         };
         saved.await.map_err(|e| StorageIOError::write(&e).into())
     }
@@ -234,7 +238,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 fail::fail_point!("raft::log::append::before_commit", |_| Err(
                     failpoint_error("raft::log::append::before_commit")
                 ));
+                let started = std::time::Instant::now();
                 txn.commit().map_err(io_error)?;
+                metrics::histogram!(crate::metrics::LOG_FSYNC_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
                 fail::fail_point!("raft::log::append::after_commit", |_| Err(failpoint_error(
                     "raft::log::append::after_commit"
                 )));

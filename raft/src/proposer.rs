@@ -68,7 +68,13 @@ async fn run_batches(raft: Raft<TypeConfig>, mut receiver: mpsc::Receiver<Pendin
             let _permit = permit;
             let (commands, replies): (Vec<Command>, Vec<_>) =
                 batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-            match raft.client_write(Batch { commands }).await {
+            metrics::histogram!(crate::metrics::PROPOSAL_BATCH_COMMANDS)
+                .record(commands.len() as f64);
+            let started = std::time::Instant::now();
+            let written = raft.client_write(Batch { commands }).await;
+            metrics::histogram!(crate::metrics::PROPOSAL_SECONDS)
+                .record(started.elapsed().as_secs_f64());
+            match written {
                 Ok(response) => {
                     let mut outcomes = response.data.outcomes.into_iter();
                     for reply in replies {

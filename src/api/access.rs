@@ -178,6 +178,7 @@ pub const RULES: &[Rule] = &[
     rule(GET, "/healthz", "system:Health", Target::Open),
     rule(GET, "/readyz", "system:Health", Target::Open),
     rule(GET, "/api/version", "system:Version", Target::Open),
+    rule(GET, "/metrics", "system:Metrics", Target::Open),
     rule(GET, "/api/pool", "pool:List", Target::Fixed("*")),
     rule(GET, "/api/pool_quota", "pool:List", Target::Fixed("*")),
     rule(GET, "/api/resources", "resources:Read", Target::Fixed("*")),

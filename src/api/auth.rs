@@ -1,9 +1,10 @@
 //! Bearer-token authentication for the API.
 //!
 //! Invariants: only the SHA-256 of a token's secret is ever stored or
-//! compared; with auth on, every route but the health probes and the version
-//! needs a valid, unexpired token; the caller's identity reaches handlers as
-//! a [`Caller`] extension, never from a client-supplied header.
+//! compared; with auth on, every route but the health probes, the version
+//! and `/metrics` needs a valid, unexpired token; the caller's identity
+//! reaches handlers as a [`Caller`] extension, never from a client-supplied
+//! header.
 
 use super::access;
 use super::error::ApiError;
@@ -49,8 +50,9 @@ impl Caller {
     }
 }
 
-/// Paths that answer without a token (probes and the version check).
-const OPEN_PATHS: [&str; 4] = ["/health", "/healthz", "/readyz", "/api/version"];
+/// Paths that answer without a token (probes, the version check and the
+/// Prometheus scrape).
+const OPEN_PATHS: [&str; 5] = ["/health", "/healthz", "/readyz", "/api/version", "/metrics"];
 
 /// Lower-case hex SHA-256 of a token secret.
 pub fn hash_token(secret: &str) -> String {

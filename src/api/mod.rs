@@ -66,6 +66,7 @@ fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::GET, "/healthz", get(liveness)),
         (Method::GET, "/readyz", get(ready)),
         (Method::GET, "/api/version", get(version)),
+        (Method::GET, "/metrics", get(prometheus_metrics)),
         (Method::GET, "/api/pool", get(workflow::list_pools)),
         (Method::GET, "/api/pool_quota", get(resources::pool_quota)),
         (Method::GET, "/api/resources", get(resources::resources)),
@@ -275,6 +276,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::authenticate,
         ))
+        .layer(axum::middleware::from_fn(crate::metrics::http::record))
         .with_state(state)
 }
 
@@ -316,6 +318,34 @@ async fn ready(
             "not ready: no leader confirmed this node's state in time",
         )),
     }
+}
+
+/// Prometheus text format: everything recorded, with the state gauges
+/// computed from this replica's applied state. Open (no token) for scrapers.
+async fn prometheus_metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    if let Err(error) = crate::metrics::state::refresh(&state.node, crate::control::now_ms()).await
+    {
+        // The recorded metrics are still worth serving.
+        tracing::warn!(%error, "metrics: could not read the state gauges");
+    }
+    let text = crate::metrics::render().ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "SERVER",
+            "metrics are not recorded in this process",
+        )
+    })?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// Longest a readiness probe waits for the read-index check.

@@ -68,7 +68,11 @@ pub async fn run_version(args: &ClientArgs) -> anyhow::Result<()> {
         return output::print_json(&client.version().await?);
     }
     // Print the client's version first so it shows even when no server answers.
-    println!("client version: {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "client version: {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        crate::GIT_HASH
+    );
     let version =
         output::with_spinner(args.format, "Fetching server version", client.version()).await?;
     println!("server version: {}", format_version(&version));

@@ -142,6 +142,11 @@ impl AgentHub {
     /// stops leading (if the connection follows the leader), or a batch
     /// cannot be committed (the operator reconnects and resends).
     pub async fn serve(&self, mut accepted: Accepted, mut up: mpsc::Receiver<Up>) -> ConnectionEnd {
+        let connections_gauge = metrics::gauge!(
+            crate::metrics::OPERATOR_CONNECTIONS,
+            "backend" => accepted.backend.clone()
+        );
+        connections_gauge.increment(1.0);
         let end = loop {
             let first = tokio::select! {
                 frame = up.recv() => frame,
@@ -163,6 +168,7 @@ impl AgentHub {
                 break end;
             }
         };
+        connections_gauge.decrement(1.0);
         let mut connections = self.lock();
         if connections
             .get(&accepted.backend)
@@ -186,6 +192,12 @@ impl AgentHub {
         let mut commands = Vec::new();
         let mut hello = false;
         for Up::Report { seq, message } in frames {
+            metrics::counter!(
+                crate::metrics::OPERATOR_MESSAGES_RECEIVED,
+                "backend" => backend.clone(),
+                "kind" => crate::metrics::operator_message_kind(&message),
+            )
+            .increment(1);
             if seq <= accepted.acked {
                 continue; // a resend of something already committed
             }
@@ -331,6 +343,8 @@ impl AgentHub {
             }
             connection.jobs.clone()
         };
+        metrics::counter!(crate::metrics::OPERATOR_MESSAGES_SENT, "backend" => backend.to_string())
+            .increment(1);
         sender.send(message).await.is_ok()
     }
 

@@ -67,6 +67,8 @@ impl LogStore {
                 .await?;
             file.write_all(&buffer).await?;
         }
+        metrics::counter!(crate::metrics::LOG_RECEIVED_BYTES)
+            .increment(lines.iter().map(|line| line.text.len() as u64).sum::<u64>());
         let _ = self.appended.send(key.workflow_id.clone());
         Ok(())
     }

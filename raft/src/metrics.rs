@@ -1,0 +1,26 @@
+//! Names of the metrics this crate records, through the `metrics` facade.
+//!
+//! Invariants: recording is a no-op until the binary installs a recorder;
+//! the binary's `metrics` module lists these names with the rest of
+//! Gantry's, so dashboards and alert rules are checked against them. Only
+//! what the binary cannot see from outside is recorded here (openraft's
+//! term, log and applied indexes are read from its metrics watch instead).
+
+/// Histogram: commands carried by one proposed log entry (group commit).
+pub const PROPOSAL_BATCH_COMMANDS: &str = "gantry_raft_proposal_batch_commands";
+/// Histogram: seconds from proposing a batch to its outcome (committed and
+/// applied, or failed).
+pub const PROPOSAL_SECONDS: &str = "gantry_raft_proposal_seconds";
+/// Histogram: seconds one log append takes to become durable (the redb
+/// commit, which fsyncs).
+pub const LOG_FSYNC_SECONDS: &str = "gantry_raft_log_fsync_seconds";
+/// Gauge: the highest log index this member knows to be committed.
+pub const COMMIT_INDEX: &str = "gantry_raft_commit_index";
+
+/// Every name above (the binary describes them for Prometheus).
+pub const ALL: [&str; 4] = [
+    PROPOSAL_BATCH_COMMANDS,
+    PROPOSAL_SECONDS,
+    LOG_FSYNC_SECONDS,
+    COMMIT_INDEX,
+];

@@ -1,0 +1,82 @@
+//! systemd notifications for `Type=notify` units: `READY=1` once this
+//! server is a member of a cluster with a leader, `WATCHDOG=1` while its
+//! Raft core runs, `STOPPING=1` on shutdown.
+//!
+//! Invariants: without `NOTIFY_SOCKET` nothing is sent (the `sd-notify`
+//! crate checks); ready means what `/readyz` means (a linearizable read
+//! succeeds: a leader confirmed this member's state), sent once; the
+//! watchdog is fed every half `WATCHDOG_USEC` only while the node is
+//! healthy as `/healthz` judges it, so a node whose Raft core stopped (a
+//! full disk) is restarted by systemd.
+
+use gantry_raft::RaftNode;
+use sd_notify::NotifyState;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Pause between readiness checks while not ready.
+const READY_RETRY: Duration = Duration::from_millis(100);
+/// Longest one readiness check waits (as `/readyz` does).
+const READY_CHECK_MAX: Duration = Duration::from_secs(2);
+
+/// Sends `READY=1` when ready and feeds the watchdog, until `stop`.
+pub async fn run(node: RaftNode, stop: CancellationToken) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    let watchdog = sd_notify::watchdog_enabled().map(|timeout| timeout / 2);
+    let work = async {
+        tokio::join!(signal_ready(&node), feed_watchdog(&node, watchdog));
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = work => {}
+    }
+}
+
+/// Tells systemd the server is stopping (before it stops serving).
+pub fn stopping() {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        send(&[NotifyState::Stopping]);
+    }
+}
+
+async fn signal_ready(node: &RaftNode) {
+    send(&[NotifyState::Status(
+        "joining the cluster: waiting for a leader",
+    )]);
+    loop {
+        if let Ok(Ok(_)) = tokio::time::timeout(READY_CHECK_MAX, node.read()).await {
+            break;
+        }
+        tokio::time::sleep(READY_RETRY).await;
+    }
+    let status = format!("serving: member {} of a cluster with a leader", node.id());
+    send(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    tracing::info!("told systemd the server is ready");
+}
+
+async fn feed_watchdog(node: &RaftNode, interval: Option<Duration>) {
+    let Some(interval) = interval else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match node.stopped_reason() {
+            None => send(&[NotifyState::Watchdog]),
+            Some(reason) => {
+                tracing::error!(%reason, "Raft core stopped: no longer feeding the systemd watchdog");
+                return;
+            }
+        }
+    }
+}
+
+fn send(states: &[NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(states) {
+        tracing::warn!(%error, "could not notify systemd");
+    }
+}
