@@ -230,7 +230,7 @@ fn apply_workflow_submit(
             dispatched: false,
         };
         for task_plan in &group_plan.tasks {
-            tables.put_task(&TaskRecord {
+            tables.insert_task(&TaskRecord {
                 workflow_id: id.clone(),
                 group: group_plan.name.clone(),
                 name: task_plan.name.clone(),
@@ -368,7 +368,7 @@ fn apply_task_report(
     report: &TaskReport,
 ) -> Result<Outcome, StorageError> {
     let key = &report.key;
-    let Some(mut task) = tables.task(&key.workflow_id, &key.task)? else {
+    let Some(mut task) = tables.task_state(&key.workflow_id, &key.task)? else {
         return Ok(Outcome::rejected(
             RejectionKind::NotFound,
             format!(
@@ -431,7 +431,8 @@ fn apply_task_report(
     let mut status = report.status;
     if let Some(code) = report.exit_code {
         if matches!(status, TaskStatus::Completed | TaskStatus::Failed) {
-            status = match task.plan.exit_action_for(code) {
+            let plan = tables.task_plan(&key.workflow_id, &key.task)?;
+            status = match plan.exit_action_for(code) {
                 Some(ExitAction::Complete) => TaskStatus::Completed,
                 // RESCHEDULE needs a retry budget (max_retry_per_task, OSMO default 0): it fails.
                 Some(ExitAction::Fail) | Some(ExitAction::Reschedule) => TaskStatus::Failed,

@@ -31,7 +31,7 @@ pub struct GroupPlan {
     pub ignore_nonlead_status: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskPlan {
     pub name: String,
     pub lead: bool,

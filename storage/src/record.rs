@@ -74,6 +74,10 @@ pub struct TaskRecord {
     pub status: TaskStatus,
     pub exit_code: Option<i32>,
     pub failure_message: Option<String>,
+    /// Stored in its own table (`task_plans`), written once when the task
+    /// is created: a status change rewrites only the small record, and
+    /// aggregating a group reads its tasks without their plans.
+    #[serde(skip)]
     pub plan: TaskPlan,
     pub processing_start_time: Option<Millis>,
     pub scheduling_start_time: Option<Millis>,

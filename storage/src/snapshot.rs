@@ -21,6 +21,7 @@ struct Image {
     workflows: Vec<(String, Vec<u8>)>,
     groups: Vec<((String, String), Vec<u8>)>,
     tasks: Vec<((String, String), Vec<u8>)>,
+    task_plans: Vec<((String, String), Vec<u8>)>,
     by_status: Vec<((u8, u64), String)>,
     by_submit: Vec<(u64, String)>,
     timers: Vec<((i64, u64), Vec<u8>)>,
@@ -76,6 +77,10 @@ impl Store {
                 (k.0.to_string(), k.1.to_string()),
                 v.to_vec()
             )),
+            task_plans: export_table!(txn, tables::TASK_PLANS, |k, v| (
+                (k.0.to_string(), k.1.to_string()),
+                v.to_vec()
+            )),
             by_status: export_table!(txn, tables::BY_STATUS, |k, v| (k, v.to_string())),
             by_submit: export_table!(txn, tables::BY_SUBMIT, |k, v| (k, v.to_string())),
             timers: export_table!(txn, tables::TIMERS, |k, v| (k, v.to_vec())),
@@ -121,6 +126,7 @@ impl Store {
         clear(&txn, tables::WORKFLOWS)?;
         clear(&txn, tables::GROUPS)?;
         clear(&txn, tables::TASKS)?;
+        clear(&txn, tables::TASK_PLANS)?;
         clear(&txn, tables::BY_STATUS)?;
         clear(&txn, tables::BY_SUBMIT)?;
         clear(&txn, tables::TIMERS)?;
@@ -153,6 +159,10 @@ impl Store {
             }
             let mut table = txn.open_table(tables::TASKS)?;
             for ((a, b), v) in &image.tasks {
+                table.insert((a.as_str(), b.as_str()), v.as_slice())?;
+            }
+            let mut table = txn.open_table(tables::TASK_PLANS)?;
+            for ((a, b), v) in &image.task_plans {
                 table.insert((a.as_str(), b.as_str()), v.as_slice())?;
             }
             let mut table = txn.open_table(tables::BY_STATUS)?;

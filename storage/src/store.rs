@@ -133,10 +133,18 @@ impl ReadView {
         row.map(|v| decode(v.value())).transpose()
     }
 
+    /// A task with its plan.
     pub fn task(&self, workflow_id: &str, name: &str) -> Result<Option<TaskRecord>, StorageError> {
         let table = self.txn.open_table(tables::TASKS)?;
-        let row = table.get((workflow_id, name))?;
-        row.map(|v| decode(v.value())).transpose()
+        let Some(row) = table.get((workflow_id, name))? else {
+            return Ok(None);
+        };
+        let mut task: TaskRecord = decode(row.value())?;
+        let plans = self.txn.open_table(tables::TASK_PLANS)?;
+        if let Some(plan) = plans.get((workflow_id, name))? {
+            task.plan = decode(plan.value())?;
+        }
+        Ok(Some(task))
     }
 
     pub fn group_tasks(&self, group: &GroupRecord) -> Result<Vec<TaskRecord>, StorageError> {

@@ -7,6 +7,7 @@
 
 use crate::config::{BackendRecord, ConfigRevision, ConfigType};
 use crate::error::StorageError;
+use crate::plan::TaskPlan;
 use crate::record::{
     GroupRecord, JobRecord, Millis, PoolRecord, TaskRecord, TimerRecord, WorkflowRecord,
 };
@@ -41,6 +42,9 @@ pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("to
 /// token hash → token name.
 pub(crate) const TOKENS_BY_HASH: TableDefinition<&str, &str> =
     TableDefinition::new("tokens_by_hash");
+/// (workflow id, task name) → the task's plan (never changes).
+pub(crate) const TASK_PLANS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("task_plans");
 /// (backend, operator instance) → (acknowledged sequence, last seen).
 pub(crate) const OPERATOR_SEQS: TableDefinition<(&str, u64), (u64, i64)> =
     TableDefinition::new("operator_seqs");
@@ -77,6 +81,7 @@ pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), StorageError> {
     txn.open_table(WORKFLOWS)?;
     txn.open_table(GROUPS)?;
     txn.open_table(TASKS)?;
+    txn.open_table(TASK_PLANS)?;
     txn.open_table(BY_STATUS)?;
     txn.open_table(BY_SUBMIT)?;
     txn.open_table(TIMERS)?;
@@ -166,12 +171,37 @@ impl<'a> Tables<'a> {
         Ok(())
     }
 
-    pub fn task(&self, workflow_id: &str, name: &str) -> Result<Option<TaskRecord>, StorageError> {
+    /// A task's plan (empty if it has none).
+    pub fn task_plan(&self, workflow_id: &str, name: &str) -> Result<TaskPlan, StorageError> {
+        let plans = self.txn.open_table(TASK_PLANS)?;
+        let row = plans.get((workflow_id, name))?;
+        Ok(row
+            .map(|v| decode(v.value()))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// A task without its plan (`plan` is empty): for status work.
+    pub fn task_state(
+        &self,
+        workflow_id: &str,
+        name: &str,
+    ) -> Result<Option<TaskRecord>, StorageError> {
         let table = self.txn.open_table(TASKS)?;
         let row = table.get((workflow_id, name))?;
         row.map(|v| decode(v.value())).transpose()
     }
 
+    /// Writes a new task and its plan.
+    pub fn insert_task(&self, task: &TaskRecord) -> Result<(), StorageError> {
+        self.txn.open_table(TASK_PLANS)?.insert(
+            (task.workflow_id.as_str(), task.name.as_str()),
+            encode(&task.plan)?.as_slice(),
+        )?;
+        self.put_task(task)
+    }
+
+    /// Writes a task's state; its plan, written by `insert_task`, stays.
     pub fn put_task(&self, task: &TaskRecord) -> Result<(), StorageError> {
         self.txn.open_table(TASKS)?.insert(
             (task.workflow_id.as_str(), task.name.as_str()),
@@ -180,10 +210,11 @@ impl<'a> Tables<'a> {
         Ok(())
     }
 
+    /// The group's tasks without their plans (`plan` is empty).
     pub fn group_tasks(&self, group: &GroupRecord) -> Result<Vec<TaskRecord>, StorageError> {
         let mut tasks = Vec::with_capacity(group.tasks.len());
         for name in &group.tasks {
-            let task = self.task(&group.workflow_id, name)?.ok_or_else(|| {
+            let task = self.task_state(&group.workflow_id, name)?.ok_or_else(|| {
                 StorageError::Decode(format!("group {} lists missing task {name}", group.name))
             })?;
             tasks.push(task);
