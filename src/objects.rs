@@ -78,7 +78,9 @@ impl Objects {
         match url.scheme() {
             "file" => {
                 if url.query().is_some() || url.host_str().is_some_and(|h| !h.is_empty()) {
-                    return Err(bad("a file URL takes no host and no query (file:///abs/dir)"));
+                    return Err(bad(
+                        "a file URL takes no host and no query (file:///abs/dir)",
+                    ));
                 }
                 let path = url
                     .to_file_path()
@@ -172,7 +174,10 @@ mod tests {
             ("gs://b/p", "unsupported scheme 'gs'"),
             ("s3:///p", "names no bucket"),
             ("s3://b/p?colour=red", "unknown parameter 'colour'"),
-            ("s3://b/p?path_style=maybe", "path_style must be true or false"),
+            (
+                "s3://b/p?path_style=maybe",
+                "path_style must be true or false",
+            ),
             ("file://host/dir", "no host"),
             ("not a url", "relative URL"),
         ] {
@@ -194,7 +199,11 @@ mod tests {
             .await
             .expect("put");
         assert_eq!(
-            objects.get("wf-1/logs/a/0/x.zst").await.expect("get").as_ref(),
+            objects
+                .get("wf-1/logs/a/0/x.zst")
+                .await
+                .expect("get")
+                .as_ref(),
             b"hello"
         );
         assert_eq!(

@@ -68,7 +68,10 @@ impl Sent {
     }
 
     fn note(&mut self, task: &str, retry_id: u32, offset: u64) {
-        let upto = self.upto.entry((task.to_string(), retry_id)).or_insert(offset);
+        let upto = self
+            .upto
+            .entry((task.to_string(), retry_id))
+            .or_insert(offset);
         *upto = (*upto).max(offset);
     }
 
@@ -181,7 +184,10 @@ pub async fn logs(
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
     Ok((
         [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
             (
                 header::HeaderName::from_static(CHUNKS_READ_HEADER),
                 chunks_read.to_string(),
@@ -204,7 +210,11 @@ async fn tail(
     sent: &mut Sent,
 ) -> Result<(String, usize), ApiError> {
     for indexed in chunks {
-        sent.note(&indexed.chunk.task, indexed.chunk.retry_id, indexed.chunk.last_offset);
+        sent.note(
+            &indexed.chunk.task,
+            indexed.chunk.retry_id,
+            indexed.chunk.last_offset,
+        );
     }
     // Chunks are per run and filtered like lines, so `lines` counts exactly.
     let live_lines: Vec<StoredLine> = sent.live_lines(live, filter).cloned().collect();
@@ -232,7 +242,10 @@ async fn tail(
     }
     lines.extend(live_lines);
     let skip = lines.len().saturating_sub(n);
-    Ok((lines[skip..].iter().map(render_line).collect(), picked.len()))
+    Ok((
+        lines[skip..].iter().map(render_line).collect(),
+        picked.len(),
+    ))
 }
 
 /// Sends the lines of every chunk not yet (fully) sent, in index order.

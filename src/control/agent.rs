@@ -32,11 +32,11 @@
 
 use super::logs::{LogError, Logger, CHUNK_AGE_MAX, CHUNK_RAW_BYTES_TARGET};
 use super::now_ms;
+use crate::operator::protocol::LogLine;
 use crate::operator::protocol::{FromOperator, ToOperator};
 use crate::operator::wire::{Down, Up};
 use futures::Stream;
 use gantry_raft::{RaftError, RaftNode};
-use crate::operator::protocol::LogLine;
 use gantry_storage::{Command, TaskKey, TaskReport};
 use std::collections::BTreeMap;
 use std::collections::{HashMap, HashSet};
@@ -169,9 +169,14 @@ impl AgentHub {
                 break ConnectionEnd::Closed;
             };
             let mut frames = vec![first];
-            while frames.len() < REPORTS_PER_COMMAND_MAX {
+            let mut line_bytes = frame_line_bytes(&frames[0]);
+            // Up to the chunk target, so a backlog still makes chunks of about that size.
+            while frames.len() < REPORTS_PER_COMMAND_MAX && line_bytes < CHUNK_RAW_BYTES_TARGET {
                 match up.try_recv() {
-                    Ok(frame) => frames.push(frame),
+                    Ok(frame) => {
+                        line_bytes += frame_line_bytes(&frame);
+                        frames.push(frame);
+                    }
                     Err(_) => break,
                 }
             }
@@ -436,6 +441,11 @@ impl AgentHub {
                 .retain(|id| *id > last || listed.contains(id));
         }
     }
+}
+
+/// Raw bytes of the log lines in one frame (0 for other messages).
+fn frame_line_bytes(frame: &Up) -> usize {
+    log_bytes(std::slice::from_ref(frame)).unwrap_or(0)
 }
 
 /// Raw bytes of the log lines in `frames`, or `None` if one of them is not

@@ -104,7 +104,9 @@ impl Logger {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveWorkflow>> {
-        self.live.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.live
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Adds lines above what the buffer already accepted for the run (a
@@ -127,7 +129,10 @@ impl Logger {
             }
             while workflow.lines.len() > LIVE_LINES_MAX {
                 if let Some(old) = workflow.lines.pop_front() {
-                    let evicted = workflow.evicted.entry((old.task, old.retry_id)).or_default();
+                    let evicted = workflow
+                        .evicted
+                        .entry((old.task, old.retry_id))
+                        .or_default();
                     *evicted = (*evicted).max(old.offset);
                 }
             }
@@ -171,7 +176,11 @@ impl Logger {
 
     /// Compresses `lines` (one task run, offsets increasing, not empty) and
     /// writes them as one object; returns the index entry to commit.
-    pub async fn write_chunk(&self, key: &TaskKey, lines: &[LogLine]) -> Result<LogChunk, LogError> {
+    pub async fn write_chunk(
+        &self,
+        key: &TaskKey,
+        lines: &[LogLine],
+    ) -> Result<LogChunk, LogError> {
         let (first, last) = match (lines.first(), lines.last()) {
             (Some(first), Some(last)) => (first.offset, last.offset),
             _ => {
@@ -193,16 +202,17 @@ impl Logger {
             raw.push(b'\n');
         }
         let raw_bytes = raw.len() as u64;
-        let compressed = tokio::task::spawn_blocking(move || zstd::bulk::compress(&raw, ZSTD_LEVEL))
-            .await
-            .map_err(|error| LogError::Damaged {
-                key: object_key.clone(),
-                reason: error.to_string(),
-            })?
-            .map_err(|error| LogError::Damaged {
-                key: object_key.clone(),
-                reason: error.to_string(),
-            })?;
+        let compressed =
+            tokio::task::spawn_blocking(move || zstd::bulk::compress(&raw, ZSTD_LEVEL))
+                .await
+                .map_err(|error| LogError::Damaged {
+                    key: object_key.clone(),
+                    reason: error.to_string(),
+                })?
+                .map_err(|error| LogError::Damaged {
+                    key: object_key.clone(),
+                    reason: error.to_string(),
+                })?;
         let stored_bytes = compressed.len() as u64;
         self.objects
             .put(&object_key, compressed)
@@ -315,7 +325,10 @@ mod tests {
             .write_chunk(&key(), &lines(10..=5009))
             .await
             .expect("write");
-        assert_eq!((chunk.first_offset, chunk.last_offset, chunk.lines), (10, 5009, 5000));
+        assert_eq!(
+            (chunk.first_offset, chunk.last_offset, chunk.lines),
+            (10, 5009, 5000)
+        );
         assert!(chunk.stored_bytes * 5 < chunk.raw_bytes, "{chunk:?}");
         let back = logger.read_chunk(&chunk).await.expect("read");
         assert_eq!(back.len(), 5000);

@@ -111,8 +111,11 @@ pub async fn supervise(
         (status, canceled)
     };
 
-    let ((), (), (status, canceled)) =
-        tokio::join!(readers, logs::batch(key, line_rx, outbox, first_offset), waiter);
+    let ((), (), (status, canceled)) = tokio::join!(
+        readers,
+        logs::batch(key, line_rx, outbox, first_offset),
+        waiter
+    );
     let status = status.map_err(ExecError::Wait)?;
     Ok(exit_of(status, canceled))
 }
