@@ -146,22 +146,6 @@ impl Objects {
     pub async fn get(&self, key: &str) -> Result<Bytes, ObjectsError> {
         Ok(self.store.get(&self.path(key)).await?.bytes().await?)
     }
-
-    /// Keys (relative to the prefix) under `dir`.
-    pub async fn list(&self, dir: &str) -> Result<Vec<String>, ObjectsError> {
-        use futures::TryStreamExt;
-        let root = self.path(dir);
-        let metas: Vec<_> = self.store.list(Some(&root)).try_collect().await?;
-        let strip = if self.prefix.is_empty() {
-            0
-        } else {
-            self.prefix.len() + 1
-        };
-        Ok(metas
-            .into_iter()
-            .map(|meta| meta.location.to_string()[strip..].to_string())
-            .collect())
-    }
 }
 
 #[cfg(test)]
@@ -205,10 +189,6 @@ mod tests {
                 .expect("get")
                 .as_ref(),
             b"hello"
-        );
-        assert_eq!(
-            objects.list("wf-1").await.expect("list"),
-            vec!["wf-1/logs/a/0/x.zst".to_string()]
         );
         assert!(dir.path().join("objects/wf-1/logs/a/0/x.zst").is_file());
     }

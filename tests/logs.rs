@@ -124,6 +124,9 @@ fn a_million_lines_come_back_once_in_order_and_the_tail_reads_few_chunks() {
     assert_eq!(cli_code, 0, "{cli_err}");
     assert_eq!(step_numbers(&cli_out), vec![999_998, 999_999, 1_000_000]);
 
+    let (code, out, err) = cli(&server.url, &["workflow", "logs", &id, "--error"]);
+    assert_eq!((code, out.as_str()), (0, ""), "no failed task: {err}");
+
     let (raw, stored, files) = chunk_bytes(&data.join("objects").join(&id));
     assert_eq!(files, chunks_all);
     println!(
@@ -186,6 +189,43 @@ fn start_moto() -> Option<Moto> {
             })
     });
     Some(moto)
+}
+
+#[test]
+fn error_logs_show_the_last_lines_of_failed_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(&dir.path().join("dev"));
+    let api = server.client();
+    let id = api.submit_ok(
+        r#"workflow:
+  name: fails
+  groups:
+  - name: g
+    tasks:
+    - name: bad
+      lead: true
+      image: ubuntu
+      command: [sh, -c, 'for i in $(seq 1 500); do echo "step $i"; done; sleep 0.3; echo "step 501 boom" >&2; exit 3']
+    - name: good
+      image: ubuntu
+      command: [sh, -c, 'echo "step 9999"']
+"#,
+    );
+    let workflow = api.wait_finished(&id, Duration::from_secs(60));
+    assert_eq!(workflow["status"], "FAILED", "{workflow}");
+    let (code, out, err) = cli(
+        &server.url,
+        &["workflow", "logs", &id, "--error", "-n", "3"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(step_numbers(&out), vec![499, 500, 501], "{out}");
+    assert!(out.contains("[bad] step 501 boom"), "{out}");
+    let (code, out, _) = cli(
+        &server.url,
+        &["workflow", "logs", &id, "-t", "good", "-r", "0"],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(step_numbers(&out), vec![9999], "{out}");
 }
 
 #[test]

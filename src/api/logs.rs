@@ -35,6 +35,9 @@ pub const CHUNKS_READ_HEADER: &str = "x-gantry-log-chunks-read";
 type Run = (String, u32);
 type Sender = mpsc::Sender<Result<String, Infallible>>;
 
+/// Lines kept by `error_logs` per failed task run when no `last_n_lines` is given.
+const ERROR_LINES_DEFAULT: usize = 100;
+
 struct Filter {
     task: Option<String>,
     retry_id: Option<u32>,
@@ -45,6 +48,66 @@ impl Filter {
         self.task.as_ref().is_none_or(|task| &line.task == task)
             && self.retry_id.is_none_or(|retry| line.retry_id == retry)
     }
+}
+
+/// `GET /api/workflow/{id}/error_logs`: the last lines (`last_n_lines`,
+/// default 100) of each failed task run, task by task; no follow.
+pub async fn error_logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let n = params
+        .number("last_n_lines")?
+        .map_or(ERROR_LINES_DEFAULT, |n| {
+            usize::try_from(n).unwrap_or(usize::MAX)
+        });
+    let only_task = params.get("task_name").map(str::to_string);
+    let only_retry = params.number("retry_id")?;
+    let view = read(&state, &params).await?;
+    let workflow = view
+        .workflow(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("Workflow '{id}' not found")))?;
+    let mut failed = Vec::new();
+    for group in view.groups(&workflow)? {
+        for task in view.group_tasks(&group)? {
+            if task.status.is_failure()
+                && only_task.as_ref().is_none_or(|name| *name == task.name)
+                && only_retry.is_none_or(|retry| retry == u64::from(task.retry_id))
+            {
+                failed.push((task.name, task.retry_id));
+            }
+        }
+    }
+    let mut text = String::new();
+    let mut chunks_read = 0;
+    let live = state.logs.live(&id);
+    for (task, retry_id) in failed {
+        let chunks = view.log_chunks(&id, Some(&task), Some(retry_id))?;
+        let filter = Filter {
+            task: Some(task),
+            retry_id: Some(retry_id),
+        };
+        let (tail_text, read_count) =
+            tail(&state, &chunks, &live, &filter, n, &mut Sent::default()).await?;
+        text.push_str(&tail_text);
+        chunks_read += read_count;
+    }
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (
+                header::HeaderName::from_static(CHUNKS_READ_HEADER),
+                chunks_read.to_string(),
+            ),
+        ],
+        text,
+    )
+        .into_response())
 }
 
 /// What a reader has sent: per task run, the highest offset.

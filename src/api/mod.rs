@@ -83,6 +83,11 @@ fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         ),
         (Method::GET, "/api/workflow/{id}/spec", get(workflow::spec)),
         (Method::GET, "/api/workflow/{id}/logs", get(logs::logs)),
+        (
+            Method::GET,
+            "/api/workflow/{id}/error_logs",
+            get(logs::error_logs),
+        ),
         // A stream for as long as the operator lives: each frame is bounded
         // (`operator::wire::FRAME_BYTES_MAX`), the whole body is not.
         (

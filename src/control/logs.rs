@@ -99,10 +99,6 @@ impl Logger {
         }
     }
 
-    pub fn objects(&self) -> &Objects {
-        &self.objects
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveWorkflow>> {
         self.live
             .lock()
