@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"GNTSNAP1";
 
+/// (workflow, task, retry, first offset).
+type LogChunkKey = (String, String, u32, u64);
+
 #[derive(Default, Serialize, Deserialize)]
 struct Image {
     meta: Vec<(String, Vec<u8>)>,
@@ -33,7 +36,7 @@ struct Image {
     config_history: Vec<((u8, u64), Vec<u8>)>,
     config_current: Vec<((u8, String), u64)>,
     backends: Vec<(String, Vec<u8>)>,
-    log_chunks: Vec<((String, String, u32, u64), Vec<u8>)>,
+    log_chunks: Vec<(LogChunkKey, Vec<u8>)>,
 }
 
 macro_rules! export_table {
