@@ -28,6 +28,9 @@ pub struct DevArgs {
     /// first start prints an admin token
     #[arg(long)]
     pub auth: bool,
+    /// Object store for logs (file:///dir or s3://bucket/prefix?...); default <data-dir>/objects
+    #[arg(long, env = "GANTRY_OBJECT_STORE", value_name = "URL")]
+    pub object_store: Option<String>,
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -82,6 +85,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
         // Like `nomad agent -dev`: loopback only, no auth (unless asked).
         auth_required,
         bootstrap_token_file: None,
+        object_store: args.object_store.clone(),
     })
     .await?;
     eprintln!(

@@ -13,6 +13,7 @@ mod control;
 mod dev;
 mod metrics;
 mod notify;
+mod objects;
 mod operator;
 mod runtime;
 mod server;
@@ -169,6 +170,11 @@ struct ServerArgs {
     /// of generating and printing one (unattended installs)
     #[arg(long, value_name = "FILE", requires = "bootstrap")]
     bootstrap_token_file: Option<PathBuf>,
+    /// Object store for logs: file:///dir or s3://bucket/prefix[?endpoint=URL&region=R&path_style=true]
+    /// (S3 credentials from AWS_* variables); default <data-dir>/objects.
+    /// Members of a cluster must share one store.
+    #[arg(long, env = "GANTRY_OBJECT_STORE", value_name = "URL")]
+    object_store: Option<String>,
 }
 
 fn init_tracing() {
@@ -211,6 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 spec_limits: server::server_spec_limits(args.max_tasks),
                 auth_required: true,
                 bootstrap_token_file: args.bootstrap_token_file,
+                object_store: args.object_store,
             })
             .await?;
             eprintln!("gantry server: API on {}", running.base_url);

@@ -8,7 +8,7 @@
 
 use crate::api::{self, ApiConfig, AppState};
 use crate::control::agent::AgentHub;
-use crate::control::logs::LogStore;
+use crate::control::logs::Logger;
 use crate::control::{dispatch, leader, timers};
 use crate::operator::local::{LocalConfig, LocalOperator};
 use crate::spec::SpecLimits;
@@ -66,6 +66,9 @@ pub struct ServerOptions {
     /// The bootstrap admin token's secret comes from this file instead of
     /// being generated (unattended installs).
     pub bootstrap_token_file: Option<PathBuf>,
+    /// Where logs go (`file:///dir`, `s3://bucket/prefix?...`); `None`:
+    /// `<data_dir>/objects`.
+    pub object_store: Option<String>,
 }
 
 pub struct RunningServer {
@@ -188,7 +191,10 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
             join_cluster(&node, transport, peer).await?;
         }
     }
-    let logs = LogStore::open(&options.data_dir.join("logs")).context("opening the log store")?;
+    let objects = crate::objects::Objects::open(options.object_store.as_deref(), &options.data_dir)
+        .context("opening the object store")?;
+    tracing::info!(store = %objects.display, "object store for logs");
+    let logs = Logger::new(objects);
     let hub = AgentHub::new(node.clone(), logs.clone());
 
     let leader_node = node.clone();

@@ -215,6 +215,12 @@ pub const RULES: &[Rule] = &[
     ),
     rule(
         GET,
+        "/api/workflow/{id}/error_logs",
+        "workflow:Read",
+        Target::WorkflowPool,
+    ),
+    rule(
+        GET,
         "/api/cluster/members",
         "cluster:Read",
         Target::Fixed("*"),

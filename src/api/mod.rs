@@ -19,7 +19,7 @@ mod views;
 mod workflow;
 
 use crate::control::agent::AgentHub;
-use crate::control::logs::LogStore;
+use crate::control::logs::Logger;
 use crate::spec::SpecLimits;
 use axum::http::Method;
 use axum::routing::{delete, get, patch, post, put, MethodRouter};
@@ -46,7 +46,7 @@ pub struct ApiConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub node: RaftNode,
-    pub logs: LogStore,
+    pub logs: Logger,
     /// Operator connections of this node (for routes that talk to operators).
     pub hub: AgentHub,
     pub config: Arc<ApiConfig>,
@@ -84,6 +84,11 @@ fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         ),
         (Method::GET, "/api/workflow/{id}/spec", get(workflow::spec)),
         (Method::GET, "/api/workflow/{id}/logs", get(logs::logs)),
+        (
+            Method::GET,
+            "/api/workflow/{id}/error_logs",
+            get(logs::error_logs),
+        ),
         // A stream for as long as the operator lives: each frame is bounded
         // (`operator::wire::FRAME_BYTES_MAX`), the whole body is not.
         (

@@ -368,15 +368,38 @@ impl Client {
         id: &str,
         task: Option<&str>,
         last_n_lines: Option<u64>,
+        on_chunk: impl FnMut(&[u8]) -> ControlFlow<()>,
+    ) -> Result<(), ClientError> {
+        let query = LogQuery {
+            task,
+            last_n_lines,
+            ..LogQuery::default()
+        };
+        self.logs_query(id, &query, on_chunk).await
+    }
+
+    /// Streams `/logs` (or `/error_logs` with `errors_only`) with `query`.
+    pub async fn logs_query(
+        &self,
+        id: &str,
+        log_query: &LogQuery<'_>,
         mut on_chunk: impl FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<(), ClientError> {
-        let path = format!("/api/workflow/{}/logs", encode_segment(id));
+        let endpoint = if log_query.errors_only {
+            "error_logs"
+        } else {
+            "logs"
+        };
+        let path = format!("/api/workflow/{}/{endpoint}", encode_segment(id));
         let mut query: Vec<(&str, String)> = Vec::new();
-        if let Some(n) = last_n_lines {
+        if let Some(n) = log_query.last_n_lines {
             query.push(("last_n_lines", n.to_string()));
         }
-        if let Some(t) = task {
+        if let Some(t) = log_query.task {
             query.push(("task_name", t.to_owned()));
+        }
+        if let Some(retry) = log_query.retry_id {
+            query.push(("retry_id", retry.to_string()));
         }
         // No overall timeout: a running workflow's log stream stays open.
         let (url, mut resp) = self
@@ -616,4 +639,14 @@ mod tests {
         assert_eq!(encode_segment("wf-1"), "wf-1");
         assert_eq!(encode_segment("a/b?c d"), "a%2Fb%3Fc%20d");
     }
+}
+
+/// What `gantry workflow logs` asks for.
+#[derive(Default)]
+pub struct LogQuery<'a> {
+    pub task: Option<&'a str>,
+    pub last_n_lines: Option<u64>,
+    pub retry_id: Option<u32>,
+    /// `/error_logs`: the last lines of failed tasks.
+    pub errors_only: bool,
 }

@@ -16,7 +16,7 @@ use anyhow::Context;
 use chrono::TimeZone;
 use serde_json::Value;
 
-use super::client::{Client, SubmitRequest};
+use super::client::{Client, LogQuery, SubmitRequest};
 use super::output::{self, format_duration, format_time, text_field, with_spinner, NONE};
 use super::{ClientArgs, FormatArg, OutputFormat};
 use gantry_storage::Priority;
@@ -110,6 +110,12 @@ pub enum WorkflowCommand {
         /// Only the last N lines
         #[arg(short = 'n', long = "last-n-lines", value_name = "N")]
         last_n_lines: Option<u64>,
+        /// Only this retry of the task
+        #[arg(short = 'r', long = "retry-id", value_name = "RETRY")]
+        retry_id: Option<u32>,
+        /// The last lines of failed tasks only
+        #[arg(long)]
+        error: bool,
     },
     /// Cancel a workflow
     Cancel {
@@ -286,7 +292,17 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             id,
             task,
             last_n_lines,
-        } => stream_logs(&client, &id, task.as_deref(), last_n_lines).await?,
+            retry_id,
+            error,
+        } => {
+            let query = LogQuery {
+                task: task.as_deref(),
+                last_n_lines,
+                retry_id,
+                errors_only: error,
+            };
+            stream_logs(&client, &id, &query).await?
+        }
         WorkflowCommand::Cancel {
             id, message, force, ..
         } => {
@@ -339,15 +355,10 @@ fn print_warnings(response: &Value) {
 
 /// Copies the log stream to stdout chunk by chunk. A closed stdout (`| head`)
 /// ends the command quietly, like other Unix tools.
-async fn stream_logs(
-    client: &Client,
-    id: &str,
-    task: Option<&str>,
-    last_n_lines: Option<u64>,
-) -> anyhow::Result<()> {
+async fn stream_logs(client: &Client, id: &str, query: &LogQuery<'_>) -> anyhow::Result<()> {
     let mut write_error = None;
     client
-        .logs_until(id, task, last_n_lines, |chunk| {
+        .logs_query(id, query, |chunk| {
             let mut out = std::io::stdout().lock();
             match out.write_all(chunk).and_then(|()| out.flush()) {
                 Ok(()) => ControlFlow::Continue(()),

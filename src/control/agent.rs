@@ -5,9 +5,19 @@
 //! acknowledgements down. Invariants:
 //! - Messages become one `OperatorReports` command per batch, in sequence
 //!   order, with one batch in flight per connection; the acknowledgement
-//!   (`Down::Ack`) goes out only after that command is committed, and log
-//!   lines are stored before it. A message at or below what is acknowledged
-//!   is a resend and is dropped, here and again in the state machine.
+//!   (`Down::Ack`) goes out only after that command is committed. Log lines
+//!   are durable before that: the batch's lines are written as one zstd
+//!   chunk per task run to object storage first, and the chunks' index
+//!   entries ride in the same command, so an acknowledged line is always
+//!   in a committed chunk and an unacknowledged one is resent (and dropped
+//!   by offset if it was durable after all). A message at or below what is
+//!   acknowledged is a resend and is dropped, here and again in the state
+//!   machine.
+//! - A batch that holds only log lines waits up to
+//!   [`super::logs::CHUNK_AGE_MAX`] for more, until
+//!   [`super::logs::CHUNK_RAW_BYTES_TARGET`] bytes: chunks stay large and
+//!   commits few; any other message cuts the batch at once, so a task's end
+//!   also cuts its last chunk.
 //! - A connection receives jobs only after a `Hello` of its own is
 //!   committed, so everything the operator resent before it (done jobs,
 //!   finished tasks) is applied first; the hub remembers which jobs went
@@ -20,13 +30,15 @@
 //!   [`HEARTBEAT_PROPOSE_INTERVAL_MIN`]; the others are only acknowledged
 //!   (the next one carries the newer inventory anyway).
 
-use super::logs::LogStore;
+use super::logs::{LogError, Logger, CHUNK_AGE_MAX, CHUNK_RAW_BYTES_TARGET};
 use super::now_ms;
+use crate::operator::protocol::LogLine;
 use crate::operator::protocol::{FromOperator, ToOperator};
 use crate::operator::wire::{Down, Up};
 use futures::Stream;
 use gantry_raft::{RaftError, RaftNode};
-use gantry_storage::{Command, TaskReport};
+use gantry_storage::{Command, TaskKey, TaskReport};
+use std::collections::BTreeMap;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,7 +65,7 @@ struct Connection {
 #[derive(Clone)]
 pub struct AgentHub {
     node: RaftNode,
-    logs: LogStore,
+    logs: Logger,
     connections: Arc<Mutex<HashMap<String, Connection>>>,
     next_generation: Arc<AtomicU64>,
     /// When a heartbeat of each backend was last proposed from this node.
@@ -71,6 +83,9 @@ pub struct Accepted {
     acks: watch::Sender<u64>,
     /// End the connection when this node stops leading.
     follow_leader: bool,
+    /// Highest durable (indexed) log offset per task run seen on this
+    /// connection; read from the replicated index at first sight.
+    durable: HashMap<TaskKey, u64>,
 }
 
 /// Why serving a connection ended (for the log).
@@ -85,11 +100,11 @@ pub enum ConnectionEnd {
     #[error("cannot commit the operator's messages: {0}")]
     Propose(RaftError),
     #[error("cannot store the operator's log lines: {0}")]
-    Logs(std::io::Error),
+    Logs(LogError),
 }
 
 impl AgentHub {
-    pub fn new(node: RaftNode, logs: LogStore) -> AgentHub {
+    pub fn new(node: RaftNode, logs: Logger) -> AgentHub {
         AgentHub {
             node,
             logs,
@@ -134,6 +149,7 @@ impl AgentHub {
             acked,
             acks,
             follow_leader,
+            durable: HashMap::new(),
         };
         Ok((accepted, down_frames(acked, job_receiver, ack_receiver)))
     }
@@ -158,14 +174,23 @@ impl AgentHub {
                 break ConnectionEnd::Closed;
             };
             let mut frames = vec![first];
-            while frames.len() < REPORTS_PER_COMMAND_MAX {
+            let mut line_bytes = frame_line_bytes(&frames[0]);
+            // Up to the chunk target, so a backlog still makes chunks of about that size.
+            while frames.len() < REPORTS_PER_COMMAND_MAX && line_bytes < CHUNK_RAW_BYTES_TARGET {
                 match up.try_recv() {
-                    Ok(frame) => frames.push(frame),
+                    Ok(frame) => {
+                        line_bytes += frame_line_bytes(&frame);
+                        frames.push(frame);
+                    }
                     Err(_) => break,
                 }
             }
+            let closed = gather_log_frames(&mut up, &mut frames).await;
             if let Err(end) = self.apply_frames(&mut accepted, frames).await {
                 break end;
+            }
+            if closed {
+                break ConnectionEnd::Closed;
             }
         };
         connections_gauge.decrement(1.0);
@@ -191,6 +216,8 @@ impl AgentHub {
         let mut last_seq = accepted.acked;
         let mut commands = Vec::new();
         let mut hello = false;
+        // Per task run: the sequence of the last message carrying new lines, and those lines.
+        let mut pending_logs: BTreeMap<TaskKey, (u64, Vec<LogLine>)> = BTreeMap::new();
         for Up::Report { seq, message } in frames {
             metrics::counter!(
                 crate::metrics::OPERATOR_MESSAGES_RECEIVED,
@@ -261,12 +288,24 @@ impl AgentHub {
                     }
                 }
                 FromOperator::Logs { key, lines } => {
-                    // Stored before the batch commits: its acknowledgement
-                    // covers these lines too.
-                    self.logs
-                        .append(&key, &lines)
-                        .await
-                        .map_err(ConnectionEnd::Logs)?;
+                    let floor = self.durable_offset(accepted, &key).await?;
+                    let entry = pending_logs.entry(key.clone()).or_default();
+                    let mut above = entry.1.last().map(|line| line.offset).or(floor);
+                    let fresh: Vec<LogLine> = lines
+                        .into_iter()
+                        .filter(|line| {
+                            let keep = above.is_none_or(|last| line.offset > last);
+                            if keep {
+                                above = Some(line.offset);
+                            }
+                            keep
+                        })
+                        .collect();
+                    if !fresh.is_empty() {
+                        self.logs.push_live(&key, &fresh);
+                        entry.0 = seq;
+                        entry.1.extend(fresh);
+                    }
                     continue;
                 }
             };
@@ -275,6 +314,21 @@ impl AgentHub {
         if last_seq == accepted.acked {
             return Ok(());
         }
+        // Durable before the acknowledgement: chunks written, then indexed
+        // in the same command that acknowledges the messages.
+        pending_logs.retain(|_, (_, lines)| !lines.is_empty());
+        let writes = pending_logs
+            .iter()
+            .map(|(key, (_, lines))| self.logs.write_chunk(key, lines));
+        let chunks = futures::future::try_join_all(writes)
+            .await
+            .map_err(ConnectionEnd::Logs)?;
+        let mut durable_now = Vec::with_capacity(chunks.len());
+        for ((key, (seq, _)), chunk) in pending_logs.iter().zip(chunks) {
+            durable_now.push((key.clone(), chunk.last_offset));
+            commands.push((*seq, Command::AppendLogChunk { chunk }));
+        }
+        commands.sort_by_key(|(seq, _)| *seq);
         let batch = Command::OperatorReports {
             now,
             backend: backend.clone(),
@@ -287,6 +341,10 @@ impl AgentHub {
             // another connection): either way it is committed.
             Ok(_) => {}
             Err(error) => return Err(ConnectionEnd::Propose(error)),
+        }
+        for (key, offset) in durable_now {
+            self.logs.trim_live(&key, offset);
+            accepted.durable.insert(key, offset);
         }
         accepted.acked = last_seq;
         accepted.acks.send_replace(last_seq);
@@ -306,6 +364,28 @@ impl AgentHub {
             self.connected.notify_waiters();
         }
         Ok(())
+    }
+
+    /// The highest offset of `key`'s run in a committed chunk, if any: from
+    /// the connection's cache, else a linearizable read of the index (a
+    /// stale one could re-send lines as a chunk the index rejects).
+    async fn durable_offset(
+        &self,
+        accepted: &mut Accepted,
+        key: &TaskKey,
+    ) -> Result<Option<u64>, ConnectionEnd> {
+        if let Some(offset) = accepted.durable.get(key) {
+            return Ok(Some(*offset));
+        }
+        let view = self.node.read().await.map_err(ConnectionEnd::Propose)?;
+        let chunks = view
+            .log_chunks(&key.workflow_id, Some(&key.task), Some(key.retry_id))
+            .map_err(|error| ConnectionEnd::Propose(RaftError::from(error)))?;
+        let last = chunks.last().map(|indexed| indexed.chunk.last_offset);
+        if let Some(last) = last {
+            accepted.durable.insert(key.clone(), last);
+        }
+        Ok(last)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Connection>> {
@@ -375,6 +455,49 @@ impl AgentHub {
                 .retain(|id| *id > last || listed.contains(id));
         }
     }
+}
+
+/// Raw bytes of the log lines in one frame (0 for other messages).
+fn frame_line_bytes(frame: &Up) -> usize {
+    log_bytes(std::slice::from_ref(frame)).unwrap_or(0)
+}
+
+/// Raw bytes of the log lines in `frames`, or `None` if one of them is not
+/// a log message (the batch must then go at once).
+fn log_bytes(frames: &[Up]) -> Option<usize> {
+    let mut bytes = 0;
+    for Up::Report { message, .. } in frames {
+        match message {
+            FromOperator::Logs { lines, .. } => {
+                bytes += lines.iter().map(|line| line.text.len() + 32).sum::<usize>();
+            }
+            _ => return None,
+        }
+    }
+    Some(bytes)
+}
+
+/// While `frames` holds only log lines, waits for more until the chunk
+/// target size or age is reached or another message arrives. Returns
+/// whether the operator closed the stream meanwhile.
+async fn gather_log_frames(up: &mut mpsc::Receiver<Up>, frames: &mut Vec<Up>) -> bool {
+    let Some(mut bytes) = log_bytes(frames) else {
+        return false;
+    };
+    let deadline = tokio::time::Instant::now() + CHUNK_AGE_MAX;
+    while bytes < CHUNK_RAW_BYTES_TARGET && frames.len() < REPORTS_PER_COMMAND_MAX {
+        let frame = match tokio::time::timeout_at(deadline, up.recv()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return true,
+            Err(_) => return false,
+        };
+        frames.push(frame);
+        match log_bytes(std::slice::from_ref(&frames[frames.len() - 1])) {
+            Some(more) => bytes += more,
+            None => return false,
+        }
+    }
+    false
 }
 
 /// Resolves once this node is no longer the leader.

@@ -152,8 +152,17 @@ pub enum LogStream {
     Osmo,
 }
 
+/// One output line. `offset` is assigned by the executor, per task run,
+/// strictly increasing in the order lines are sent; the logger drops a line
+/// at or below the highest offset it already holds for the run (a resend).
+/// An executor that starts a run over from scratch must start above every
+/// offset it used before (the local executor starts each run at its start
+/// time in milliseconds shifted left by 20 bits; the Kubernetes executor
+/// counts from 0 because re-reading a pod's log re-reads the same lines).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LogLine {
+    #[serde(default)]
+    pub offset: u64,
     pub stream: LogStream,
     pub time: Millis,
     pub text: String,

@@ -11,7 +11,8 @@ use crate::error::StorageError;
 use crate::lifecycle::{self, derive_uuid};
 use crate::plan::{ExitAction, WorkflowPlan};
 use crate::record::{
-    GroupRecord, JobKind, Millis, PoolRecord, Submission, TaskRecord, TimerKind, WorkflowRecord,
+    GroupRecord, JobKind, LogChunk, Millis, PoolRecord, Submission, TaskRecord, TimerKind,
+    WorkflowRecord,
 };
 use crate::status::{TaskStatus, WorkflowStatus};
 use crate::tables::Tables;
@@ -22,6 +23,7 @@ use std::collections::{BTreeSet, HashSet};
 pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<Outcome, StorageError> {
     let tables = Tables::new(txn);
     match command {
+        Command::AppendLogChunk { chunk } => apply_log_chunk_append(&tables, chunk),
         Command::SubmitWorkflow { now, submission } => {
             apply_workflow_submit(&tables, *now, submission)
         }
@@ -115,6 +117,7 @@ fn apply_operator_reports(
                 | Command::CompleteJob { .. }
                 | Command::OperatorHello { .. }
                 | Command::BackendHeartbeat { .. }
+                | Command::AppendLogChunk { .. }
         ) {
             return Ok(Outcome::rejected(
                 RejectionKind::Invalid,
@@ -139,6 +142,48 @@ fn apply_operator_reports(
         now,
         crate::command::OPERATOR_INSTANCES_MAX,
     )?;
+    Ok(Outcome::Applied)
+}
+
+fn apply_log_chunk_append(tables: &Tables, chunk: &LogChunk) -> Result<Outcome, StorageError> {
+    if chunk.first_offset > chunk.last_offset || chunk.lines == 0 || chunk.key.is_empty() {
+        return Ok(Outcome::rejected(
+            RejectionKind::Invalid,
+            format!(
+                "log chunk of {}/{} is malformed (offsets {}..={}, {} lines, key '{}')",
+                chunk.workflow_id,
+                chunk.task,
+                chunk.first_offset,
+                chunk.last_offset,
+                chunk.lines,
+                chunk.key
+            ),
+        ));
+    }
+    if tables
+        .task_state(&chunk.workflow_id, &chunk.task)?
+        .is_none()
+    {
+        return Ok(Outcome::rejected(
+            RejectionKind::NotFound,
+            format!(
+                "task '{}' of workflow '{}' does not exist",
+                chunk.task, chunk.workflow_id
+            ),
+        ));
+    }
+    if let Some(last) = tables.log_last_offset(&chunk.workflow_id, &chunk.task, chunk.retry_id)? {
+        if chunk.first_offset <= last {
+            return Ok(Outcome::rejected(
+                RejectionKind::Conflict,
+                format!(
+                    "log lines of {}/{} up to offset {last} are already indexed",
+                    chunk.workflow_id, chunk.task
+                ),
+            ));
+        }
+    }
+    tables.put_log_chunk(chunk)?;
     Ok(Outcome::Applied)
 }
 

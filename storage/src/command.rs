@@ -8,7 +8,7 @@
 
 use crate::config::{ConfigData, ConfigMeta, ConfigType, NodeInventory};
 use crate::error::StorageError;
-use crate::record::{Millis, PoolRecord, Submission, TokenRecord};
+use crate::record::{LogChunk, Millis, PoolRecord, Submission, TokenRecord};
 use crate::status::TaskStatus;
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +98,12 @@ pub enum Command {
         last_seq: u64,
         commands: Vec<(u64, Command)>,
     },
+    /// 14. A chunk of one task run's log lines is in object storage: index
+    ///     it. Rejected (a duplicate) unless `first_offset` is above every
+    ///     offset already indexed for the task run. May ride inside
+    ///     `OperatorReports`, so the chunk and the acknowledgement of the
+    ///     messages that carried its lines commit together.
+    AppendLogChunk { chunk: LogChunk },
 }
 
 /// Operator instances whose acknowledged sequence is kept per backend, at

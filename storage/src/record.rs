@@ -179,3 +179,27 @@ pub struct Submission {
     /// FAILED_SUBMISSION with that message.
     pub plan: Result<WorkflowPlan, String>,
 }
+
+/// One compressed chunk of a task run's log lines in object storage: the
+/// replicated index entry (the bytes live in the store under `key`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    pub workflow_id: String,
+    pub task: String,
+    pub retry_id: u32,
+    /// Executor-assigned offsets of the first and last line (inclusive).
+    pub first_offset: u64,
+    pub last_offset: u64,
+    /// Object key, relative to the log store's root.
+    pub key: String,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    pub lines: u64,
+}
+
+/// A chunk as indexed: `seq` orders chunks of all tasks by commit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexedLogChunk {
+    pub seq: u64,
+    pub chunk: LogChunk,
+}

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"GNTSNAP1";
 
+/// (workflow, task, retry, first offset).
+type LogChunkKey = (String, String, u32, u64);
+
 #[derive(Default, Serialize, Deserialize)]
 struct Image {
     meta: Vec<(String, Vec<u8>)>,
@@ -34,6 +37,7 @@ struct Image {
     config_history: Vec<((u8, u64), Vec<u8>)>,
     config_current: Vec<((u8, String), u64)>,
     backends: Vec<(String, Vec<u8>)>,
+    log_chunks: Vec<(LogChunkKey, Vec<u8>)>,
 }
 
 macro_rules! export_table {
@@ -101,6 +105,10 @@ impl Store {
                 v
             )),
             backends: export_table!(txn, tables::BACKENDS, |k, v| (k.to_string(), v.to_vec())),
+            log_chunks: export_table!(txn, tables::LOG_CHUNKS, |k, v| (
+                (k.0.to_string(), k.1.to_string(), k.2, k.3),
+                v.to_vec()
+            )),
             active_groups: export_table!(txn, tables::ACTIVE_GROUPS, |k, _v| (
                 k.0.to_string(),
                 k.1.to_string(),
@@ -139,6 +147,7 @@ impl Store {
         clear(&txn, tables::CONFIG_HISTORY)?;
         clear(&txn, tables::CONFIG_CURRENT)?;
         clear(&txn, tables::BACKENDS)?;
+        clear(&txn, tables::LOG_CHUNKS)?;
         {
             let mut table = txn.open_table(tables::META)?;
             for (k, v) in &image.meta {
@@ -208,6 +217,13 @@ impl Store {
             let mut table = txn.open_table(tables::BACKENDS)?;
             for (k, v) in &image.backends {
                 table.insert(k.as_str(), v.as_slice())?;
+            }
+            let mut table = txn.open_table(tables::LOG_CHUNKS)?;
+            for ((workflow, task, retry, first), v) in &image.log_chunks {
+                table.insert(
+                    (workflow.as_str(), task.as_str(), *retry, *first),
+                    v.as_slice(),
+                )?;
             }
             let mut table = txn.open_table(tables::ACTIVE_GROUPS)?;
             for (a, b, c) in &image.active_groups {

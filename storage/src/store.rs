@@ -256,6 +256,39 @@ impl ReadView {
     }
 
     /// The highest message sequence applied for an operator instance (0: none).
+    /// Indexed log chunks of a workflow (of one task, or one task run, if
+    /// given), in commit order.
+    pub fn log_chunks(
+        &self,
+        workflow_id: &str,
+        task: Option<&str>,
+        retry_id: Option<u32>,
+    ) -> Result<Vec<crate::record::IndexedLogChunk>, StorageError> {
+        let table = self.txn.open_table(tables::LOG_CHUNKS)?;
+        let rows =
+            match (task, retry_id) {
+                (Some(task), Some(retry)) => table
+                    .range((workflow_id, task, retry, 0)..=(workflow_id, task, retry, u64::MAX))?,
+                (Some(task), None) => table
+                    .range((workflow_id, task, 0, 0)..=(workflow_id, task, u32::MAX, u64::MAX))?,
+                _ => table.range((workflow_id, "", 0, 0)..)?,
+            };
+        let mut chunks = Vec::new();
+        for row in rows {
+            let (key, value) = row?;
+            if key.value().0 != workflow_id {
+                break;
+            }
+            let indexed: crate::record::IndexedLogChunk = decode(value.value())?;
+            if retry_id.is_some_and(|retry| indexed.chunk.retry_id != retry) {
+                continue;
+            }
+            chunks.push(indexed);
+        }
+        chunks.sort_by_key(|indexed| indexed.seq);
+        Ok(chunks)
+    }
+
     pub fn operator_seq(&self, backend: &str, instance: u64) -> Result<u64, StorageError> {
         let table = self.txn.open_table(tables::OPERATOR_SEQS)?;
         let row = table.get((backend, instance))?;

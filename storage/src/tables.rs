@@ -58,10 +58,15 @@ pub(crate) const CONFIG_CURRENT: TableDefinition<(u8, &str), u64> =
 /// backend name → backend.
 pub(crate) const BACKENDS: TableDefinition<&str, &[u8]> = TableDefinition::new("backends");
 
+/// Log chunk index: (workflow, task, retry, first offset) → `IndexedLogChunk`.
+pub(crate) const LOG_CHUNKS: TableDefinition<(&str, &str, u32, u64), &[u8]> =
+    TableDefinition::new("log_chunks");
+
 pub(crate) const RAFT_META_KEY: &str = "raft";
 const SEQ_COUNTER: &str = "\0submit_seq";
 const TIMER_COUNTER: &str = "\0timer_id";
 const JOB_COUNTER: &str = "\0job_id";
+const LOG_CHUNK_COUNTER: &str = "\0log_chunk_seq";
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
     bincode::serde::encode_to_vec(value, bincode::config::standard())
@@ -94,6 +99,7 @@ pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), StorageError> {
     txn.open_table(CONFIG_HISTORY)?;
     txn.open_table(CONFIG_CURRENT)?;
     txn.open_table(BACKENDS)?;
+    txn.open_table(LOG_CHUNKS)?;
     Ok(())
 }
 
@@ -341,6 +347,46 @@ impl<'a> Tables<'a> {
                 .remove(token.hash.as_str())?;
         }
         Ok(removed.is_some())
+    }
+
+    /// The last offset indexed for a task run, if any chunk is.
+    pub fn log_last_offset(
+        &self,
+        workflow_id: &str,
+        task: &str,
+        retry_id: u32,
+    ) -> Result<Option<u64>, StorageError> {
+        let table = self.txn.open_table(LOG_CHUNKS)?;
+        let mut range = table
+            .range((workflow_id, task, retry_id, 0)..=(workflow_id, task, retry_id, u64::MAX))?;
+        let last = match range.next_back() {
+            Some(row) => {
+                let (_, value) = row?;
+                let indexed: crate::record::IndexedLogChunk = decode(value.value())?;
+                Some(indexed.chunk.last_offset)
+            }
+            None => None,
+        };
+        Ok(last)
+    }
+
+    /// Indexes a chunk under the next chunk sequence number.
+    pub fn put_log_chunk(&self, chunk: &crate::record::LogChunk) -> Result<(), StorageError> {
+        let seq = self.next_counter(LOG_CHUNK_COUNTER)?;
+        let indexed = crate::record::IndexedLogChunk {
+            seq,
+            chunk: chunk.clone(),
+        };
+        self.txn.open_table(LOG_CHUNKS)?.insert(
+            (
+                chunk.workflow_id.as_str(),
+                chunk.task.as_str(),
+                chunk.retry_id,
+                chunk.first_offset,
+            ),
+            encode(&indexed)?.as_slice(),
+        )?;
+        Ok(())
     }
 
     /// The highest sequence applied for this operator instance (0: none).

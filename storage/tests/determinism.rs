@@ -280,6 +280,24 @@ fn next_command(rng: &mut Rng, store: &Store, now: i64, seq: &mut u64) -> Comman
             },
         };
     };
+    if rng.chance(20) {
+        // Log chunks at random offsets: overlaps and repeats are rejected.
+        let first = rng.below(8) * 10;
+        let chunk = Command::AppendLogChunk {
+            chunk: gantry_storage::LogChunk {
+                workflow_id: t.workflow_id.clone(),
+                task: t.name.clone(),
+                retry_id: t.retry_id,
+                first_offset: first,
+                last_offset: first + rng.below(15),
+                key: format!("{}/logs/{}/{first}.zst", t.workflow_id, t.name),
+                raw_bytes: 100,
+                stored_bytes: 20,
+                lines: 10,
+            },
+        };
+        return sequenced(rng, chunk, now);
+    }
     let (status, exit_code) = match t.status {
         TaskStatus::Running => match rng.below(6) {
             0..=2 => (TaskStatus::Completed, Some(0)),
@@ -494,6 +512,10 @@ fn assert_same_reads(a: &Store, b: &Store) {
         assert_eq!(
             ra.workflow(&w.id).expect("wf"),
             rb.workflow(&w.id).expect("wf")
+        );
+        assert_eq!(
+            ra.log_chunks(&w.id, None, None).expect("chunks"),
+            rb.log_chunks(&w.id, None, None).expect("chunks")
         );
         let (ga, gb) = (ra.groups(w).expect("groups"), rb.groups(w).expect("groups"));
         assert_eq!(ga, gb);

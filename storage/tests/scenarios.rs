@@ -39,6 +39,7 @@
 //!     other types: json=TEXT
 //! config-delete TYPE NAME at=T by=U    DeleteConfig
 //! config-rollback TYPE revision=N at=T by=U   RollbackConfig
+//! log-chunk WF/TASK/RETRY first=N last=N   AppendLogChunk (one line per offset)
 //! heartbeat backend=B at=T offline_after=MS [fail_after=MS]
 //!           [nodes=NAME:CPU_MILLIS:MEMORY_BYTES:GPUS,...]   BackendHeartbeat
 //! dump [WF]                            print state to stderr (debugging aid)
@@ -72,6 +73,9 @@
 //! expect backend NAME none | [online=BOOL] [last_heartbeat=T] [nodes=N]
 //!                [configured=BOOL] [scheduler=S]
 //! expect pool NAME none | [backend=B]     the routing row submit uses
+//! expect log-chunks WF [task=T] [retry=N] -> TASK/RETRY:FIRST-LAST ... | none
+//!     indexed chunks in commit order
+//!     (batch items may hold `SEQ:chunk:WF/TASK/RETRY:FIRST:LAST`)
 //! ```
 //!
 //! After every command the runner checks two lifecycle invariants (every
@@ -89,7 +93,7 @@ use gantry_storage::plan::{
     ExitAction, ExitActionPlan, GroupPlan, ResourcePlan, TaskPlan, WorkflowPlan,
 };
 use gantry_storage::{
-    BackendSettings, Command, ConfigData, ConfigMeta, ConfigType, JobKind, ListFilter,
+    BackendSettings, Command, ConfigData, ConfigMeta, ConfigType, JobKind, ListFilter, LogChunk,
     NodeInventory, Outcome, Policy, PolicyEffect, PoolConfig, PoolRecord, Priority, RejectionKind,
     RoleConfig, SchedulerType, Store, Submission, TaskKey, TaskReport, TaskStatus, TimerKind,
     WorkflowStatus,
@@ -347,6 +351,32 @@ fn apply_exit_actions(groups: &mut [GroupPlan], spec: &str) -> Res {
 /// One `SEQ:ITEM` of a `batch` step: `report:WF/TASK/RETRY:STATUS[:EXIT]`,
 /// `job:ID`, `hello:BACKEND:KEY,KEY`, or `pool:NAME` (not a report; the
 /// batch must be refused).
+/// `AppendLogChunk` for lines `first..=last` of a task run (one line per offset).
+fn log_chunk(key: TaskKey, first: &str, last: &str) -> Res<Command> {
+    let first: u64 = first
+        .parse()
+        .map_err(|_| format!("bad first offset '{first}'"))?;
+    let last: u64 = last
+        .parse()
+        .map_err(|_| format!("bad last offset '{last}'"))?;
+    Ok(Command::AppendLogChunk {
+        chunk: LogChunk {
+            key: format!(
+                "{}/logs/{}/{}/{first:020}.zst",
+                key.workflow_id, key.task, key.retry_id
+            ),
+            workflow_id: key.workflow_id,
+            task: key.task,
+            retry_id: key.retry_id,
+            first_offset: first,
+            last_offset: last,
+            raw_bytes: 10 * (last.saturating_sub(first) + 1),
+            stored_bytes: 4,
+            lines: last.saturating_sub(first) + 1,
+        },
+    })
+}
+
 fn parse_batch_item(item: &str, now: i64) -> Res<(u64, Command)> {
     let (seq, rest) = item
         .split_once(':')
@@ -371,6 +401,7 @@ fn parse_batch_item(item: &str, now: i64) -> Res<(u64, Command)> {
                 time: now,
             },
         },
+        ["chunk", key, first, last] => log_chunk(parse_task_key(key)?, first, last)?,
         ["job", id] => Command::CompleteJob {
             job_id: id.parse().map_err(|_| format!("bad job id in '{item}'"))?,
         },
@@ -855,6 +886,15 @@ impl Case {
                     running,
                 }])
             }
+            "log-chunk" => {
+                args.allow(&["first", "last"])?;
+                let key = parse_task_key(args.pos(0, "task key WF/TASK/RETRY")?)?;
+                self.run(vec![log_chunk(
+                    key,
+                    args.need("first")?,
+                    args.need("last")?,
+                )?])
+            }
             "batch" => {
                 args.allow(&["backend", "instance", "at", "last", "items"])?;
                 let now: i64 = args.need_num("at")?;
@@ -1186,6 +1226,44 @@ impl Case {
                 if actual != wanted {
                     return Err(format!(
                         "history: expected [{}], got [{}]",
+                        wanted.join(" "),
+                        actual.join(" ")
+                    ));
+                }
+                Ok(())
+            }
+            "log-chunks" => {
+                args.allow(&["task", "retry"])?;
+                let workflow = args.pos(1, "workflow id")?;
+                let retry = args.num("retry")?;
+                let chunks = read
+                    .log_chunks(workflow, args.get("task"), retry)
+                    .map_err(|e| e.to_string())?;
+                let actual: Vec<String> = chunks
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{}/{}:{}-{}",
+                            c.chunk.task,
+                            c.chunk.retry_id,
+                            c.chunk.first_offset,
+                            c.chunk.last_offset
+                        )
+                    })
+                    .collect();
+                let arrow = args
+                    .pos
+                    .iter()
+                    .position(|p| p == "->")
+                    .ok_or("expect log-chunks needs '-> TASK/RETRY:FIRST-LAST ... | none'")?;
+                let wanted: Vec<String> = args.pos[arrow + 1..]
+                    .iter()
+                    .filter(|w| *w != "none")
+                    .cloned()
+                    .collect();
+                if actual != wanted {
+                    return Err(format!(
+                        "log chunks: expected [{}], got [{}]",
                         wanted.join(" "),
                         actual.join(" ")
                     ));

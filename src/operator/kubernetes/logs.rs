@@ -48,6 +48,9 @@ pub async fn stream(
             }
         }
     };
+    // Counted from 0: a re-read of the pod's log (after this operator
+    // restarted) re-sends the same lines at the same offsets, dropped as resends.
+    let mut next_offset: u64 = 0;
     let mut batches = reader.lines().ready_chunks(LOG_BATCH_LINES_MAX);
     while let Some(batch) = batches.next().await {
         let time = chrono::Utc::now().timestamp_millis();
@@ -56,6 +59,10 @@ pub async fn stream(
         for line in batch {
             match line {
                 Ok(text) => lines.push(LogLine {
+                    offset: {
+                        next_offset += 1;
+                        next_offset - 1
+                    },
                     stream: LogStream::Stdout,
                     time,
                     text,

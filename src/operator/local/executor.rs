@@ -314,7 +314,9 @@ impl Shared {
         mut cancel: watch::Receiver<Option<String>>,
         gate: Option<GroupGate>,
     ) -> Result<Exit, Stopped> {
-        let prepared = self.prepare(launch).await;
+        // The executor's own note takes the run's first offset, output the rest.
+        let first_offset = super::logs::run_offset_base();
+        let prepared = self.prepare(launch, first_offset).await;
         if let Some(gate) = &gate {
             gate.arrive();
         }
@@ -343,11 +345,15 @@ impl Shared {
         let child = process::spawn(&bwrap, args)?;
         self.report(&launch.key, TaskStatus::Running, None, None)
             .await;
-        Ok(process::supervise(child, &launch.key, &self.outbox, cancel).await?)
+        Ok(process::supervise(child, &launch.key, &self.outbox, cancel, first_offset + 1).await?)
     }
 
     /// INITIALIZING: checks the sandbox and builds the task's host dirs.
-    async fn prepare(&self, launch: &TaskLaunch) -> Result<(PathBuf, Prepared), Stopped> {
+    async fn prepare(
+        &self,
+        launch: &TaskLaunch,
+        first_offset: u64,
+    ) -> Result<(PathBuf, Prepared), Stopped> {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(ExecError::ShuttingDown.into());
         }
@@ -355,6 +361,7 @@ impl Shared {
         self.report(&launch.key, TaskStatus::Initializing, None, None)
             .await;
         let note = LogLine {
+            offset: first_offset,
             stream: LogStream::Osmo,
             time: now_ms(),
             text: format!(

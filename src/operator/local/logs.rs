@@ -24,6 +24,14 @@ pub fn now_ms() -> Millis {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// The first log offset of a task run started now: the start time in
+/// milliseconds, shifted so a run may send 2^20 lines per millisecond it
+/// lasts before reaching where a later run (of the same task, after this
+/// operator restarted) starts.
+pub fn run_offset_base() -> u64 {
+    u64::try_from(now_ms()).unwrap_or(0) << 20
+}
+
 /// Reads `reader` to its end, one [`LogLine`] per line.
 pub async fn read_lines(
     reader: impl AsyncRead + Unpin,
@@ -91,21 +99,31 @@ fn to_line(stream: LogStream, mut bytes: Vec<u8>) -> LogLine {
         bytes.pop();
     }
     LogLine {
+        offset: 0, // assigned by the batcher, in the order lines arrive
         stream,
         time: now_ms(),
         text: String::from_utf8_lossy(&bytes).into_owned(),
     }
 }
 
-/// Forwards lines as `Logs` batches until every sender of `lines` is gone.
-pub async fn batch(key: &TaskKey, mut lines: mpsc::Receiver<LogLine>, outbox: &Outbox) {
+/// Forwards lines as `Logs` batches until every sender of `lines` is gone,
+/// numbering them from `first_offset` on.
+pub async fn batch(
+    key: &TaskKey,
+    mut lines: mpsc::Receiver<LogLine>,
+    outbox: &Outbox,
+    first_offset: u64,
+) {
+    let mut next_offset = first_offset;
     let mut pending: Vec<LogLine> = Vec::new();
     let mut tick = tokio::time::interval(BATCH_INTERVAL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             line = lines.recv() => match line {
-                Some(line) => {
+                Some(mut line) => {
+                    line.offset = next_offset;
+                    next_offset += 1;
                     pending.push(line);
                     if pending.len() >= BATCH_LINES {
                         flush(key, &mut pending, outbox).await;

@@ -67,6 +67,7 @@ pub async fn supervise(
     key: &TaskKey,
     outbox: &Outbox,
     mut cancel: watch::Receiver<Option<String>>,
+    first_offset: u64,
 ) -> Result<Exit, ExecError> {
     let (line_tx, line_rx) = mpsc::channel(logs::BATCH_LINES * 4);
     let stdout = child.stdout.take();
@@ -110,8 +111,11 @@ pub async fn supervise(
         (status, canceled)
     };
 
-    let ((), (), (status, canceled)) =
-        tokio::join!(readers, logs::batch(key, line_rx, outbox), waiter);
+    let ((), (), (status, canceled)) = tokio::join!(
+        readers,
+        logs::batch(key, line_rx, outbox, first_offset),
+        waiter
+    );
     let status = status.map_err(ExecError::Wait)?;
     Ok(exit_of(status, canceled))
 }

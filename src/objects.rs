@@ -1,0 +1,195 @@
+//! Object storage for logs and task data: one place that turns a store URL
+//! into an `object_store` client.
+//!
+//! URLs: `file:///abs/dir` (a local directory, created if missing; the
+//! default is `<data-dir>/objects`) or `s3://bucket[/prefix]` with optional
+//! query parameters `endpoint=URL`, `region=R`, `path_style=true`. S3
+//! credentials come from the environment (`AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
+//! `AWS_ENDPOINT_URL`, …), never from the URL, so they stay out of process
+//! listings. Invariants: every key is relative to the store's prefix; a
+//! cluster's members must share one store (S3, or a shared directory) for
+//! logs written on one node to be read on another.
+
+use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload};
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectsError {
+    #[error("object store URL '{url}': {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("object store directory {path}: {source}")]
+    Directory {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+}
+
+/// A store and the prefix every key lives under.
+#[derive(Clone)]
+pub struct Objects {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    /// The URL it was opened from, without query parameters (for messages).
+    pub display: String,
+}
+
+impl Objects {
+    /// Opens the store named by `url`, or `<data_dir>/objects` without one.
+    pub fn open(url: Option<&str>, data_dir: &Path) -> Result<Objects, ObjectsError> {
+        match url {
+            Some(url) => Objects::open_url(url),
+            None => Objects::open_dir(&data_dir.join("objects")),
+        }
+    }
+
+    fn open_dir(dir: &Path) -> Result<Objects, ObjectsError> {
+        std::fs::create_dir_all(dir).map_err(|source| ObjectsError::Directory {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let dir = dir
+            .canonicalize()
+            .map_err(|source| ObjectsError::Directory {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        let store = LocalFileSystem::new_with_prefix(&dir)?;
+        Ok(Objects {
+            store: Arc::new(store),
+            prefix: String::new(),
+            display: format!("file://{}", dir.display()),
+        })
+    }
+
+    pub fn open_url(text: &str) -> Result<Objects, ObjectsError> {
+        let bad = |reason: &str| ObjectsError::BadUrl {
+            url: text.to_string(),
+            reason: reason.to_string(),
+        };
+        let url = url::Url::parse(text).map_err(|error| bad(&error.to_string()))?;
+        match url.scheme() {
+            "file" => {
+                if url.query().is_some() || url.host_str().is_some_and(|h| !h.is_empty()) {
+                    return Err(bad(
+                        "a file URL takes no host and no query (file:///abs/dir)",
+                    ));
+                }
+                let path = url
+                    .to_file_path()
+                    .map_err(|()| bad("not an absolute directory path"))?;
+                Objects::open_dir(&path)
+            }
+            "s3" => {
+                let bucket = url
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| bad("names no bucket (s3://bucket/prefix)"))?;
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                for (name, value) in url.query_pairs() {
+                    builder = match name.as_ref() {
+                        "endpoint" => builder
+                            .with_allow_http(value.starts_with("http://"))
+                            .with_endpoint(value.as_ref()),
+                        "region" => builder.with_region(value.as_ref()),
+                        "path_style" => match value.as_ref() {
+                            "true" => builder.with_virtual_hosted_style_request(false),
+                            "false" => builder.with_virtual_hosted_style_request(true),
+                            _ => return Err(bad("path_style must be true or false")),
+                        },
+                        other => {
+                            return Err(bad(&format!(
+                                "unknown parameter '{other}' (endpoint, region, path_style)"
+                            )))
+                        }
+                    };
+                }
+                if std::env::var_os("AWS_ENDPOINT_URL")
+                    .is_some_and(|e| e.to_string_lossy().starts_with("http://"))
+                {
+                    builder = builder.with_allow_http(true);
+                }
+                let store = builder.build()?;
+                let prefix = url.path().trim_matches('/').to_string();
+                Ok(Objects {
+                    store: Arc::new(store),
+                    prefix,
+                    display: format!("s3://{bucket}{}", url.path()),
+                })
+            }
+            other => Err(bad(&format!("unsupported scheme '{other}' (file, s3)"))),
+        }
+    }
+
+    fn path(&self, key: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(key)
+        } else {
+            ObjectPath::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), ObjectsError> {
+        self.store
+            .put(&self.path(key), PutPayload::from(bytes))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Bytes, ObjectsError> {
+        Ok(self.store.get(&self.path(key)).await?.bytes().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_urls_name_the_reason() {
+        for (url, reason) in [
+            ("gs://b/p", "unsupported scheme 'gs'"),
+            ("s3:///p", "names no bucket"),
+            ("s3://b/p?colour=red", "unknown parameter 'colour'"),
+            (
+                "s3://b/p?path_style=maybe",
+                "path_style must be true or false",
+            ),
+            ("file://host/dir", "no host"),
+            ("not a url", "relative URL"),
+        ] {
+            let error = Objects::open_url(url).err().map(|e| e.to_string());
+            assert!(
+                error.as_deref().is_some_and(|e| e.contains(reason)),
+                "{url}: {error:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_directory_store_round_trips_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("file://{}/objects", dir.path().display());
+        let objects = Objects::open_url(&url).expect("open");
+        objects
+            .put("wf-1/logs/a/0/x.zst", b"hello".to_vec())
+            .await
+            .expect("put");
+        assert_eq!(
+            objects
+                .get("wf-1/logs/a/0/x.zst")
+                .await
+                .expect("get")
+                .as_ref(),
+            b"hello"
+        );
+        assert!(dir.path().join("objects/wf-1/logs/a/0/x.zst").is_file());
+    }
+}
