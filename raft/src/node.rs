@@ -32,12 +32,19 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Default leader heartbeat interval.
-pub const HEARTBEAT_INTERVAL_DEFAULT: Duration = Duration::from_millis(150);
-/// Default election timeout range (a follower that hears no heartbeat for a
-/// random time in it starts an election).
-pub const ELECTION_TIMEOUT_MIN_DEFAULT: Duration = Duration::from_millis(600);
-pub const ELECTION_TIMEOUT_MAX_DEFAULT: Duration = Duration::from_millis(1200);
+/// Default leader heartbeat interval. openraft checks its timers every
+/// 1.5 heartbeat intervals, so heartbeats actually leave every 150 ms.
+pub const HEARTBEAT_INTERVAL_DEFAULT: Duration = Duration::from_millis(100);
+/// Default election timeout range. Each node draws its timeout once from
+/// it. openraft adds the leader lease (= the maximum) for a follower that
+/// knew a leader, so a follower that hears nothing for
+/// `max + [min, max)` = 900–1100 ms (plus up to one timer tick) starts an
+/// election, and until `max` has passed since its last heartbeat it refuses
+/// to vote for anyone else. That puts a SIGKILLed leader's successor at
+/// about one second, and still tolerates six missed heartbeats on a loaded
+/// machine before anyone campaigns.
+pub const ELECTION_TIMEOUT_MIN_DEFAULT: Duration = Duration::from_millis(350);
+pub const ELECTION_TIMEOUT_MAX_DEFAULT: Duration = Duration::from_millis(550);
 /// Default: a snapshot is built every this many applied log entries.
 pub const SNAPSHOT_EVERY_LOGS_DEFAULT: u64 = 20_000;
 /// Default: log entries kept behind a snapshot, so a briefly lagging member
@@ -146,7 +153,8 @@ pub type Metrics = RaftMetrics<NodeId, GantryNode>;
 
 /// Longest wait for a leader to be elected before a call gives up.
 pub const ELECTION_WAIT_MAX: Duration = Duration::from_secs(10);
-/// First and longest pause between attempts while waiting out an election.
+/// First and longest pause between attempts while waiting out an election;
+/// a pause ends early as soon as this node learns of a different leader.
 const RETRY_PAUSE_MIN: Duration = Duration::from_millis(20);
 const RETRY_PAUSE_MAX: Duration = Duration::from_millis(250);
 
@@ -415,9 +423,23 @@ impl RaftNode {
             if tokio::time::Instant::now() + pause >= deadline {
                 return Err(last_error);
             }
-            tokio::time::sleep(pause).await;
+            // The leader this node believed in when the attempt failed.
+            let known = leader_id.or_else(|| self.raft.metrics().borrow().current_leader);
+            self.wait_for_other_leader(known, pause).await;
             pause = (pause * 2).min(RETRY_PAUSE_MAX);
         }
+    }
+
+    /// Waits up to `pause` for this node to know of a leader other than
+    /// `known` (a new term's leader is usually known within a round trip of
+    /// its election, long before a fixed pause would end).
+    async fn wait_for_other_leader(&self, known: Option<NodeId>, pause: Duration) {
+        let mut metrics = self.raft.metrics();
+        let _ = tokio::time::timeout(
+            pause,
+            metrics.wait_for(|m| m.current_leader.is_some() && m.current_leader != known),
+        )
+        .await;
     }
 
     /// The whole state as a snapshot image, consistent as of a linearizable
