@@ -20,7 +20,8 @@
 # Usage: ops/bench/replicated.sh [COUNT] [CONCURRENCY] [VALUE_BYTES]
 # Env: GANTRY_BENCH_PORT (first of 40 ports, default 18500),
 #      FAILOVER_TRIALS (default 3), GANTRY_BENCH_KEEP=1 keeps the temp dir,
-#      FAILOVER_ONLY=1 skips etcd and the load runs (failover trials only).
+#      FAILOVER_ONLY=1 skips etcd and the load runs (failover trials only),
+#      GANTRY_BIN=PATH uses that binary instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 count=${1:-20000}
@@ -28,14 +29,14 @@ concurrency=${2:-64}
 value_bytes=${3:-200}
 base=${GANTRY_BENCH_PORT:-18500}
 trials=${FAILOVER_TRIALS:-3}
-gantry=${CARGO_TARGET_DIR:-./target}/release/gantry
+gantry=${GANTRY_BIN:-${CARGO_TARGET_DIR:-./target}/release/gantry}
 
 if ! command -v etcd >/dev/null; then
     echo "== installing etcd (Debian packages etcd-server, etcd-client)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null
 fi
-cargo build --release --quiet
+[[ -n ${GANTRY_BIN:-} ]] || cargo build --release --quiet
 
 tmp=$(mktemp -d)
 declare -A pids=()

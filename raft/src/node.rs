@@ -201,6 +201,7 @@ impl RaftNode {
         let raft_config = config.raft_config()?;
         let log_store = LogStore::open(&config.data_dir.join("raft-log.redb"))?;
         let store = Arc::new(Store::open(&config.data_dir.join("state.redb"))?);
+        let log_activity = log_store.activity();
         let state_machine = StateMachine::new(store.clone(), config.data_dir.join("snapshot.bin"));
         let raft = match &transport {
             Some(transport) => {
@@ -225,7 +226,7 @@ impl RaftNode {
             }
         }
         .map_err(|e| RaftError::Raft(e.to_string()))?;
-        let proposer = Proposer::start(raft.clone());
+        let proposer = Proposer::start(raft.clone(), Some(log_activity));
         Ok(RaftNode {
             id: config.node_id,
             address: config.address,

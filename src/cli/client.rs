@@ -469,21 +469,17 @@ impl Client {
             match request.send().await {
                 Ok(resp) => {
                     if let Some(retry_after) = not_carried_out(&resp) {
-                        let error = check_status(url, resp)
-                            .await
-                            .err()
-                            .unwrap_or_else(|| ClientError::InvalidUrl {
+                        let error = check_status(url, resp).await.err().unwrap_or_else(|| {
+                            ClientError::InvalidUrl {
                                 url: String::new(),
                                 reason: "a 503 answer was taken for a success".into(),
-                            });
+                            }
+                        });
                         not_ready = Some((error, retry_after));
                         continue;
                     }
                     self.preferred.store(index, Ordering::Relaxed);
-                    return Ok(Round::Answered(
-                        url.clone(),
-                        check_status(url, resp).await?,
-                    ));
+                    return Ok(Round::Answered(url.clone(), check_status(url, resp).await?));
                 }
                 Err(source) if source.is_connect() => {
                     last_error = Some(ClientError::Connect { url, source });
