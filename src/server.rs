@@ -9,15 +9,15 @@
 use crate::api::{self, ApiConfig, AppState};
 use crate::control::agent::{AgentHub, OPERATOR_QUEUE_MAX};
 use crate::control::logs::LogStore;
+use crate::control::membership::{self, Membership, DEFAULT_POOL, LOCAL_BACKEND};
 use crate::control::{dispatch, leader, timers};
 use crate::operator::local::{LocalConfig, LocalOperator};
 use crate::spec::SpecLimits;
 use crate::tls::TlsFiles;
 use anyhow::Context;
-use gantry_raft::transport::{self, HttpVersions, MembershipChange, PeerTransport};
+use gantry_raft::transport::{self, HttpVersions, PeerTransport};
 use gantry_raft::GantryNode;
 use gantry_raft::{NodeConfig, RaftNode};
-use gantry_storage::{Command, PoolRecord};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,9 +70,6 @@ pub struct RunningServer {
     node: RaftNode,
     operator: Option<Arc<LocalOperator>>,
 }
-
-const LOCAL_BACKEND: &str = "local";
-const DEFAULT_POOL: &str = "default";
 
 pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     std::fs::create_dir_all(&options.data_dir)
@@ -138,18 +135,25 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
             (node, None)
         }
     };
-    // Whether this node belonged to a cluster before this start (a restart).
-    let was_member = node.is_initialized_member();
+    let membership = Arc::new(Membership::new(
+        node.clone(),
+        peer_tls.clone(),
+        &options.data_dir,
+        options.auth_required,
+    ));
     if options.bootstrap {
-        node.bootstrap()
-            .await
-            .context("bootstrapping the cluster")?;
+        // A no-op for a restarted member.
+        membership.init().await?;
     }
-    if let (Some(peer), Some(transport)) = (&options.join, &peer_tls) {
+    if let Some(peer) = &options.join {
         // A restarted member rejoins by itself; asking would wait for a quorum.
-        if !was_member {
-            join_cluster(&node, transport, peer).await?;
-        }
+        membership.join(peer, JOIN_WAIT_MAX).await?;
+    }
+    if !options.bootstrap && options.join.is_none() && !membership.is_member() {
+        tracing::info!(
+            node_id = node.id(),
+            "not a cluster member yet: waiting for `gantry cluster init` or `gantry cluster join PEER_ADDR`"
+        );
     }
     let logs = LogStore::open(&options.data_dir.join("logs")).context("opening the log store")?;
     let hub = AgentHub::new(node.clone(), logs.clone());
@@ -167,7 +171,9 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
             let hub = leader_hub.clone();
             async move {
                 if ensure_local_pool {
-                    ensure_pool(&node).await;
+                    if let Err(error) = membership::ensure_pool(&node, false).await {
+                        tracing::warn!(%error, "could not create the default pool");
+                    }
                 }
                 tokio::join!(
                     dispatch::run(node.clone(), hub, stop.clone()),
@@ -179,9 +185,6 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
 
     if ensure_local_pool {
         wait_for_pool(&node, DEFAULT_POOL).await?;
-    }
-    if options.bootstrap && options.auth_required && !was_member {
-        ensure_bootstrap_token(&node, &options.data_dir).await?;
     }
 
     let operator = if options.local_backend {
@@ -208,6 +211,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         node: node.clone(),
         logs,
         hub,
+        membership,
         config: Arc::new(ApiConfig {
             body_bytes_max: options.body_bytes_max,
             base_url: format!(
@@ -306,107 +310,9 @@ fn node_id(data_dir: &std::path::Path) -> anyhow::Result<u64> {
     }
 }
 
-/// Longest a new member keeps asking to be let in.
+/// Longest a node started with `--join` keeps asking to be let in (its
+/// peers may still be starting).
 const JOIN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(180);
-
-/// Asks the cluster (through `peer`) to add this node as a learner and then
-/// a voter. A member that already votes is left as it is (restarts).
-async fn join_cluster(
-    node: &RaftNode,
-    transport: &PeerTransport,
-    peer: &str,
-) -> anyhow::Result<()> {
-    let change = MembershipChange::Join {
-        id: node.id(),
-        node: node.address().clone(),
-    };
-    let deadline = tokio::time::Instant::now() + JOIN_WAIT_MAX;
-    loop {
-        let error = match transport.change_membership(peer, &change).await {
-            Ok(Ok(voters)) => {
-                tracing::info!(node_id = node.id(), voters = ?voters, "joined the cluster");
-                return Ok(());
-            }
-            Ok(Err(error)) => format!("{error:?}"),
-            Err(error) => error.to_string(),
-        };
-        if tokio::time::Instant::now() > deadline {
-            anyhow::bail!("could not join the cluster through {peer}: {error}");
-        }
-        tracing::warn!(%peer, %error, "joining the cluster; retrying");
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    }
-}
-
-/// Name of the admin token a new cluster's first node creates.
-const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
-/// Where that token's secret is written (mode 0600), under the data directory.
-pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-admin-token";
-
-/// On a new cluster, creates an admin token, prints it once and writes it
-/// to `<data>/bootstrap-admin-token` (0600). Only on the first start: a
-/// restarted member skips this, since its peers may not be up yet (after a
-/// whole-cluster restart) and it would need a quorum to read.
-async fn ensure_bootstrap_token(node: &RaftNode, data_dir: &std::path::Path) -> anyhow::Result<()> {
-    if node.read().await?.token(BOOTSTRAP_TOKEN_NAME)?.is_some() {
-        return Ok(());
-    }
-    let secret = crate::api::auth::new_secret().context("generating the bootstrap token")?;
-    let path = data_dir.join(BOOTSTRAP_TOKEN_FILE);
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        file.write_all(secret.as_bytes())?;
-        file.sync_all()?;
-    }
-    let token = gantry_storage::TokenRecord {
-        name: BOOTSTRAP_TOKEN_NAME.to_string(),
-        hash: crate::api::auth::hash_token(&secret),
-        user: "admin".to_string(),
-        roles: vec!["admin".to_string()],
-        description: "created when the cluster was bootstrapped".to_string(),
-        created: crate::control::now_ms(),
-        expires: None,
-    };
-    match node.propose(Command::IssueToken { token }).await? {
-        gantry_storage::Outcome::Applied => {}
-        other => anyhow::bail!("could not store the bootstrap token: {other:?}"),
-    }
-    println!(
-        "Bootstrap admin token (shown once; also in {}):\n{secret}",
-        path.display()
-    );
-    Ok(())
-}
-
-/// Creates pool `default` on backend `local` unless it exists.
-async fn ensure_pool(node: &RaftNode) {
-    let exists = node
-        .read_local()
-        .and_then(|view| Ok(view.pool(DEFAULT_POOL)?.is_some()));
-    if matches!(exists, Ok(true)) {
-        return;
-    }
-    let command = Command::PutPool {
-        pool: PoolRecord {
-            name: DEFAULT_POOL.to_string(),
-            description: "Tasks run as sandboxed processes on this host".to_string(),
-            backend: LOCAL_BACKEND.to_string(),
-            default_platform: None,
-            platforms: Vec::new(),
-        },
-    };
-    if let Err(error) = node.propose_here(command).await {
-        tracing::warn!(%error, "could not create the default pool");
-    }
-}
 
 impl RunningServer {
     /// Stops serving, kills running tasks and closes the Raft node.

@@ -3,7 +3,8 @@
 //! member serve any request (forwarding to the leader).
 //!
 //! Invariants: the data directory holds `raft-log.redb` (log, vote),
-//! `state.redb` (tables and applied position) and `snapshot.bin`; reads
+//! `state.redb` (tables and applied position) and `snapshot.bin` (the
+//! latest snapshot, a [`crate::archive`]); reads
 //! through [`RaftNode::read`] are linearizable on every member (read-index,
 //! asked of the leader when this member follows), reads through
 //! [`RaftNode::read_local`] see this replica's applied state. A proposal is
@@ -443,15 +444,24 @@ impl RaftNode {
         .await;
     }
 
-    /// The whole state as a snapshot image, consistent as of a linearizable
-    /// read (so it holds everything acknowledged before the call).
+    /// The whole state as a snapshot archive ([`crate::archive`]),
+    /// consistent as of a linearizable read (so it holds everything
+    /// acknowledged before the call); its meta names the position applied
+    /// when the export began (the state is at or after it).
     pub async fn export_state(&self) -> Result<Vec<u8>, RaftError> {
         drop(self.read().await?);
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.export_snapshot())
-            .await
-            .map_err(|e| RaftError::Raft(e.to_string()))?
-            .map_err(RaftError::from)
+        let (_meta, archive) = tokio::task::spawn_blocking(move || {
+            crate::state_machine::export_archive(&store, |applied, state_bytes| {
+                let at = applied.last_applied.map_or("empty".to_string(), |id| {
+                    format!("{}-{}", id.leader_id.term, id.index)
+                });
+                format!("backup-{at}-{state_bytes}")
+            })
+        })
+        .await
+        .map_err(|e| RaftError::Raft(e.to_string()))??;
+        Ok(archive)
     }
 
     /// This replica's applied state, without a leadership check.

@@ -2,7 +2,8 @@
 //!
 //! Invariants: only the SHA-256 of a token's secret is ever stored or
 //! compared; with auth on, every route but the health probes and the version
-//! needs a valid, unexpired token; the caller's identity reaches handlers as
+//! needs a valid, unexpired token (init and join also answer without one
+//! while the node belongs to no cluster); the caller's identity reaches handlers as
 //! a [`Caller`] extension, never from a client-supplied header.
 
 use super::error::ApiError;
@@ -48,7 +49,12 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let caller = if !state.config.auth_required || OPEN_PATHS.contains(&request.uri().path()) {
+    let path = request.uri().path();
+    // A node that belongs to no cluster holds no tokens (they are replicated
+    // state) and nothing to protect: it takes init and join without one.
+    let setting_up =
+        super::cluster::MEMBERSHIP_SETUP_PATHS.contains(&path) && !state.membership.is_member();
+    let caller = if !state.config.auth_required || OPEN_PATHS.contains(&path) || setting_up {
         Caller {
             user: "anonymous".to_string(),
         }

@@ -39,6 +39,8 @@ pub struct AppState {
     pub node: RaftNode,
     pub logs: LogStore,
     pub hub: AgentHub,
+    /// Init and join for a node that is not a cluster member yet.
+    pub membership: Arc<crate::control::membership::Membership>,
     pub config: Arc<ApiConfig>,
     /// Specs being parsed and rendered at once, at most [`SPEC_RENDERS_MAX`].
     pub render_slots: Arc<tokio::sync::Semaphore>,
@@ -63,6 +65,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/workflow/{id}/logs", get(logs::logs))
         .route("/api/cluster/members", get(cluster::members))
         .route("/api/cluster/leave", post(cluster::leave))
+        .route(cluster::INIT_PATH, post(cluster::init))
+        .route(cluster::JOIN_PATH, post(cluster::join))
         .route("/api/cluster/snapshot", get(cluster::snapshot))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

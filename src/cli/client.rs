@@ -382,6 +382,20 @@ impl Client {
         .await
     }
 
+    /// `POST /api/cluster/init`: makes the node a new cluster of one.
+    pub async fn init(&self) -> Result<Value, ClientError> {
+        self.json(Method::POST, "/api/cluster/init", |r| r).await
+    }
+
+    /// `POST /api/cluster/join?peer=ADDR`: makes the node join the cluster
+    /// through the member at peer address `peer`.
+    pub async fn join(&self, peer: &str) -> Result<Value, ClientError> {
+        self.json(Method::POST, "/api/cluster/join", |r| {
+            r.query(&[("peer", peer)])
+        })
+        .await
+    }
+
     /// `GET /api/cluster/snapshot`: the zstd-compressed state image.
     pub async fn snapshot(&self) -> Result<Vec<u8>, ClientError> {
         let (url, resp) = self
