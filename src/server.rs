@@ -183,7 +183,9 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         },
     ));
 
-    if ensure_local_pool {
+    // A node waiting for `cluster init`/`join` has no pool yet: its API must
+    // serve first.
+    if ensure_local_pool && membership.is_member() {
         wait_for_pool(&node, DEFAULT_POOL).await?;
     }
 

@@ -38,15 +38,20 @@ fn cli(pki: &Pki, url: &str, token: Option<&str>, args: &[&str]) -> (i32, String
     )
 }
 
+/// Node 3 also runs tasks on this host (`--local-backend`): it must still
+/// serve its API while it waits, though it has no pool yet.
 fn start(pki: &Pki, data: &std::path::Path, index: usize) -> DevServer {
     let ip = format!("127.0.0.{index}");
-    let mut args: Vec<String> = vec![
-        "server".into(),
+    let mut args: Vec<String> = vec!["server".into()];
+    if index == 3 {
+        args.push("--local-backend".into());
+    }
+    args.extend([
         "--listen".into(),
         format!("{ip}:0"),
         "--peer-listen".into(),
         format!("{ip}:0"),
-    ];
+    ]);
     args.extend(pki.server_flags(&format!("node{index}")));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     DevServer::start_with(data, &args)
