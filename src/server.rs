@@ -9,15 +9,16 @@
 use crate::api::{self, ApiConfig, AppState};
 use crate::control::agent::AgentHub;
 use crate::control::logs::Logger;
+use crate::control::membership::{self, Membership, DEFAULT_POOL, LOCAL_BACKEND};
 use crate::control::{dispatch, leader, timers};
 use crate::operator::local::{LocalConfig, LocalOperator};
 use crate::spec::SpecLimits;
 use crate::tls::TlsFiles;
 use anyhow::Context;
-use gantry_raft::transport::{self, HttpVersions, MembershipChange, PeerTransport};
+use gantry_raft::transport::{self, HttpVersions, PeerTransport};
 use gantry_raft::GantryNode;
 use gantry_raft::{NodeConfig, RaftNode};
-use gantry_storage::{Command, ConfigData, ConfigMeta, ConfigType, PoolConfig, PoolRecord};
+use gantry_storage::Command;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,9 +81,6 @@ pub struct RunningServer {
     node: RaftNode,
     operator: Option<Arc<LocalOperator>>,
 }
-
-const LOCAL_BACKEND: &str = "local";
-const DEFAULT_POOL: &str = "default";
 
 pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> {
     // One pod template for every member of a StatefulSet: the member that
@@ -185,11 +183,21 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
             .await
             .context("bootstrapping the cluster")?;
     }
-    if let (Some(peer), Some(transport)) = (&options.join, &peer_tls) {
+    let membership = Arc::new(Membership::new(
+        node.clone(),
+        peer_tls.clone(),
+        &options.data_dir,
+        options.auth_required,
+    ));
+    if let Some(peer) = &options.join {
         // A restarted member rejoins by itself; asking would wait for a quorum.
-        if !was_member {
-            join_cluster(&node, transport, peer).await?;
-        }
+        membership.join(peer, JOIN_WAIT_MAX).await?;
+    }
+    if !options.bootstrap && options.join.is_none() && !membership.is_member() {
+        tracing::info!(
+            node_id = node.id(),
+            "not a cluster member yet: waiting for `gantry cluster init` or `gantry cluster join PEER_ADDR`"
+        );
     }
     let objects = crate::objects::Objects::open(options.object_store.as_deref(), &options.data_dir)
         .context("opening the object store")?;
@@ -210,7 +218,9 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
             let hub = leader_hub.clone();
             async move {
                 if ensure_local_pool {
-                    ensure_pool(&node).await;
+                    if let Err(error) = membership::ensure_pool(&node, false).await {
+                        tracing::warn!(%error, "could not create the default pool");
+                    }
                 }
                 tokio::join!(
                     dispatch::run(node.clone(), hub, stop.clone()),
@@ -220,7 +230,9 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
         },
     ));
 
-    if ensure_local_pool {
+    // A node waiting for `cluster init`/`join` has no pool yet: its API must
+    // serve first.
+    if ensure_local_pool && membership.is_member() {
         wait_for_pool(&node, DEFAULT_POOL).await?;
     }
     if options.bootstrap && options.auth_required {
@@ -264,6 +276,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
         node: node.clone(),
         logs,
         hub,
+        membership,
         config: Arc::new(ApiConfig {
             body_bytes_max: options.body_bytes_max,
             base_url: options.advertise_api.clone().unwrap_or_else(|| {
@@ -368,35 +381,6 @@ fn node_id(data_dir: &std::path::Path) -> anyhow::Result<u64> {
 /// Longest a new member keeps asking to be let in.
 const JOIN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(180);
 
-/// Asks the cluster (through `peer`) to add this node as a learner and then
-/// a voter. A member that already votes is left as it is (restarts).
-async fn join_cluster(
-    node: &RaftNode,
-    transport: &PeerTransport,
-    peer: &str,
-) -> anyhow::Result<()> {
-    let change = MembershipChange::Join {
-        id: node.id(),
-        node: node.address().clone(),
-    };
-    let deadline = tokio::time::Instant::now() + JOIN_WAIT_MAX;
-    loop {
-        let error = match transport.change_membership(peer, &change).await {
-            Ok(Ok(voters)) => {
-                tracing::info!(node_id = node.id(), voters = ?voters, "joined the cluster");
-                return Ok(());
-            }
-            Ok(Err(error)) => format!("{error:?}"),
-            Err(error) => error.to_string(),
-        };
-        if tokio::time::Instant::now() > deadline {
-            anyhow::bail!("could not join the cluster through {peer}: {error}");
-        }
-        tracing::warn!(%peer, %error, "joining the cluster; retrying");
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    }
-}
-
 /// Name of the admin token a new cluster's first node creates.
 const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
 /// Where that token's secret is written (mode 0600), under the data directory.
@@ -464,7 +448,7 @@ async fn commit_bootstrap_token(node: &RaftNode, secret: &str) -> anyhow::Result
 /// holds. With `secret_from_file` (unattended installs) the operator holds
 /// the secret: it is committed whenever the token is missing and nothing is
 /// written or printed.
-async fn ensure_bootstrap_token(
+pub(crate) async fn ensure_bootstrap_token(
     node: &RaftNode,
     data_dir: &std::path::Path,
     secret_from_file: Option<String>,
@@ -505,37 +489,6 @@ async fn ensure_bootstrap_token(
         path.display()
     );
     Ok(())
-}
-
-/// Creates pool `default` on backend `local` unless it exists.
-async fn ensure_pool(node: &RaftNode) {
-    let exists = node
-        .read_local()
-        .and_then(|view| Ok(view.pool(DEFAULT_POOL)?.is_some()));
-    if matches!(exists, Ok(true)) {
-        return;
-    }
-    let pool = PoolRecord {
-        name: DEFAULT_POOL.to_string(),
-        description: "Tasks run as sandboxed processes on this host".to_string(),
-        backend: LOCAL_BACKEND.to_string(),
-        default_platform: None,
-        platforms: Vec::new(),
-    };
-    let command = Command::PutConfig {
-        now: crate::control::now_ms(),
-        config_type: ConfigType::Pool,
-        name: DEFAULT_POOL.to_string(),
-        meta: ConfigMeta {
-            user: "system".to_string(),
-            description: "pool created by the server".to_string(),
-            tags: Vec::new(),
-        },
-        data: Box::new(ConfigData::Pool(PoolConfig::from_record(&pool))),
-    };
-    if let Err(error) = node.propose_here(command).await {
-        tracing::warn!(%error, "could not create the default pool");
-    }
 }
 
 impl RunningServer {

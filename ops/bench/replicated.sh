@@ -19,7 +19,9 @@
 #
 # Usage: ops/bench/replicated.sh [COUNT] [CONCURRENCY] [VALUE_BYTES]
 # Env: GANTRY_BENCH_PORT (first of 40 ports, default 18500),
-#      FAILOVER_TRIALS (default 3), GANTRY_BENCH_KEEP=1 keeps the temp dir.
+#      FAILOVER_TRIALS (default 3), GANTRY_BENCH_KEEP=1 keeps the temp dir,
+#      FAILOVER_ONLY=1 skips etcd and the load runs (failover trials only),
+#      GANTRY_BIN=PATH uses that binary instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 count=${1:-20000}
@@ -27,14 +29,14 @@ concurrency=${2:-64}
 value_bytes=${3:-200}
 base=${GANTRY_BENCH_PORT:-18500}
 trials=${FAILOVER_TRIALS:-3}
-gantry=${CARGO_TARGET_DIR:-./target}/release/gantry
+gantry=${GANTRY_BIN:-${CARGO_TARGET_DIR:-./target}/release/gantry}
 
 if ! command -v etcd >/dev/null; then
     echo "== installing etcd (Debian packages etcd-server, etcd-client)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null
 fi
-cargo build --release --quiet
+[[ -n ${GANTRY_BIN:-} ]] || cargo build --release --quiet
 
 tmp=$(mktemp -d)
 declare -A pids=()
@@ -112,6 +114,12 @@ done
 gantry_urls=$(for i in 1 2 3; do echo -n "https://127.0.0.1:$(api_port "$i"),"; done)
 gantry_urls=${gantry_urls%,}
 
+field() { # KEY FILE: the number after "KEY:" in a bench report
+    awk -v key="$1:" '$1 " " $2 == key || $1 == key { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9.]+$/) { print $i; exit } }' "$2"
+}
+
+failover_only=${FAILOVER_ONLY:-}
+if [[ -z $failover_only ]]; then
 # --- etcd ---
 echo "== starting a 3-node etcd cluster ($(etcd --version | head -1))"
 initial=$(for i in 1 2 3; do echo -n "e$i=http://127.0.0.1:$(etcd_peer_port "$i"),"; done)
@@ -133,10 +141,6 @@ for i in 1 2 3; do
 done
 etcd_urls=$(for i in 1 2 3; do echo -n "http://127.0.0.1:$(etcd_client_port "$i"),"; done)
 etcd_urls=${etcd_urls%,}
-
-field() { # KEY FILE: the number after "KEY:" in a bench report
-    awk -v key="$1:" '$1 " " $2 == key || $1 == key { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9.]+$/) { print $i; exit } }' "$2"
-}
 
 # --- load ---
 warmup=$((count / 20))
@@ -183,6 +187,8 @@ $gantry bench submit --url "$gantry_urls" --count "$half_count" --concurrency "$
 echo "== etcd at the same rate, for comparison"
 $gantry bench etcd --endpoints "$etcd_urls" --count "$half_count" --concurrency "$concurrency" --value-bytes "$value_bytes" --rate "$half" | tee "$tmp/etcd-half.txt"
 
+fi # failover_only
+
 # --- failover ---
 failovers=()
 elections=()
@@ -217,6 +223,10 @@ done
 row() { # NAME FILE
     printf '%-8s %10s %10s %10s\n' "$1" "$(field throughput "$2")" "$(field 'latency p50' "$2")" "$(field 'latency p99' "$2")"
 }
+if [[ -n $failover_only ]]; then
+    echo "failover, SIGKILL of the leader to the first acknowledged write: ${failovers[*]} ms (goal <= 2000); to a new leader being named: ${elections[*]} ms"
+    exit 0
+fi
 echo
 echo "== summary ($count writes, $concurrency clients, $value_bytes-byte etcd values, one machine)"
 printf '%-8s %10s %10s %10s\n' "" "writes/s" "p50 ms" "p99 ms"

@@ -15,6 +15,7 @@
 //!   [`state_machine`]) exist only with the `failpoints` feature, which only
 //!   test builds turn on; without it the macro expands to nothing.
 
+pub mod archive;
 pub mod error;
 pub mod log_store;
 pub mod metrics;

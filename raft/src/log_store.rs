@@ -23,6 +23,7 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::Arc;
+use tokio::sync::watch;
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_log_meta");
@@ -33,6 +34,9 @@ const PURGED_KEY: &str = "last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// Append calls `(started, finished)`: lets the [`crate::Proposer`] hold
+    /// a batch back while an append is being written (see [`LogStore::activity`]).
+    activity: Arc<watch::Sender<(u64, u64)>>,
 }
 
 fn io_error(error: impl ToString) -> std::io::Error {
@@ -52,7 +56,19 @@ impl LogStore {
             .map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
         txn.commit()
             .map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
-        Ok(LogStore { db: Arc::new(db) })
+        Ok(LogStore {
+            db: Arc::new(db),
+            activity: Arc::new(watch::channel((0, 0)).0),
+        })
+    }
+
+    /// Counts of append calls `(started, finished)`. openraft 0.9 writes
+    /// one append at a time and waits for its fsync before it takes the
+    /// next, so a proposal sent while an append is in progress would become
+    /// an entry (and an fsync) of its own; watching this lets the proposer
+    /// send everything that queued meanwhile as one entry instead.
+    pub fn activity(&self) -> watch::Receiver<(u64, u64)> {
+        self.activity.subscribe()
     }
 
     /// Runs redb work on a blocking thread.
@@ -119,6 +135,15 @@ impl LogStore {
             Bound::Unbounded => u64::MAX,
         };
         (start, end)
+    }
+}
+
+/// Counts an append as finished however it ends (error or cancellation).
+struct FinishOnDrop<'a>(&'a watch::Sender<(u64, u64)>);
+
+impl Drop for FinishOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|(_, finished)| *finished += 1);
     }
 }
 
@@ -221,6 +246,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        self.activity.send_modify(|(started, _)| *started += 1);
+        let finished = FinishOnDrop(&self.activity);
         let mut rows = Vec::new();
         for entry in entries {
             let bytes = encode(&entry).map_err(|e| StorageIOError::write_logs(&io_error(e)))?;
@@ -248,6 +275,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Ok(())
             })
             .await;
+        drop(finished);
         match result {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));

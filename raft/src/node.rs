@@ -3,7 +3,8 @@
 //! member serve any request (forwarding to the leader).
 //!
 //! Invariants: the data directory holds `raft-log.redb` (log, vote),
-//! `state.redb` (tables and applied position) and `snapshot.bin`; reads
+//! `state.redb` (tables and applied position) and `snapshot.bin` (the
+//! latest snapshot, a [`crate::archive`]); reads
 //! through [`RaftNode::read`] are linearizable on every member (read-index,
 //! asked of the leader when this member follows), reads through
 //! [`RaftNode::read_local`] see this replica's applied state. A proposal is
@@ -32,12 +33,19 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Default leader heartbeat interval.
-pub const HEARTBEAT_INTERVAL_DEFAULT: Duration = Duration::from_millis(150);
-/// Default election timeout range (a follower that hears no heartbeat for a
-/// random time in it starts an election).
-pub const ELECTION_TIMEOUT_MIN_DEFAULT: Duration = Duration::from_millis(600);
-pub const ELECTION_TIMEOUT_MAX_DEFAULT: Duration = Duration::from_millis(1200);
+/// Default leader heartbeat interval. openraft checks its timers every
+/// 1.5 heartbeat intervals, so heartbeats actually leave every 150 ms.
+pub const HEARTBEAT_INTERVAL_DEFAULT: Duration = Duration::from_millis(100);
+/// Default election timeout range. Each node draws its timeout once from
+/// it. openraft adds the leader lease (= the maximum) for a follower that
+/// knew a leader, so a follower that hears nothing for
+/// `max + [min, max)` = 900–1100 ms (plus up to one timer tick) starts an
+/// election, and until `max` has passed since its last heartbeat it refuses
+/// to vote for anyone else. That puts a SIGKILLed leader's successor at
+/// about one second, and still tolerates six missed heartbeats on a loaded
+/// machine before anyone campaigns.
+pub const ELECTION_TIMEOUT_MIN_DEFAULT: Duration = Duration::from_millis(350);
+pub const ELECTION_TIMEOUT_MAX_DEFAULT: Duration = Duration::from_millis(550);
 /// Default: a snapshot is built every this many applied log entries.
 pub const SNAPSHOT_EVERY_LOGS_DEFAULT: u64 = 20_000;
 /// Default: log entries kept behind a snapshot, so a briefly lagging member
@@ -146,7 +154,8 @@ pub type Metrics = RaftMetrics<NodeId, GantryNode>;
 
 /// Longest wait for a leader to be elected before a call gives up.
 pub const ELECTION_WAIT_MAX: Duration = Duration::from_secs(10);
-/// First and longest pause between attempts while waiting out an election.
+/// First and longest pause between attempts while waiting out an election;
+/// a pause ends early as soon as this node learns of a different leader.
 const RETRY_PAUSE_MIN: Duration = Duration::from_millis(20);
 const RETRY_PAUSE_MAX: Duration = Duration::from_millis(250);
 
@@ -193,6 +202,7 @@ impl RaftNode {
         let raft_config = config.raft_config()?;
         let log_store = LogStore::open(&config.data_dir.join("raft-log.redb"))?;
         let store = Arc::new(Store::open(&config.data_dir.join("state.redb"))?);
+        let log_activity = log_store.activity();
         let state_machine = StateMachine::new(store.clone(), config.data_dir.join("snapshot.bin"));
         let raft = match &transport {
             Some(transport) => {
@@ -217,7 +227,7 @@ impl RaftNode {
             }
         }
         .map_err(|e| RaftError::Raft(e.to_string()))?;
-        let proposer = Proposer::start(raft.clone());
+        let proposer = Proposer::start(raft.clone(), Some(log_activity));
         Ok(RaftNode {
             id: config.node_id,
             address: config.address,
@@ -415,20 +425,43 @@ impl RaftNode {
             if tokio::time::Instant::now() + pause >= deadline {
                 return Err(last_error);
             }
-            tokio::time::sleep(pause).await;
+            // The leader this node believed in when the attempt failed.
+            let known = leader_id.or_else(|| self.raft.metrics().borrow().current_leader);
+            self.wait_for_other_leader(known, pause).await;
             pause = (pause * 2).min(RETRY_PAUSE_MAX);
         }
     }
 
-    /// The whole state as a snapshot image, consistent as of a linearizable
-    /// read (so it holds everything acknowledged before the call).
+    /// Waits up to `pause` for this node to know of a leader other than
+    /// `known` (a new term's leader is usually known within a round trip of
+    /// its election, long before a fixed pause would end).
+    async fn wait_for_other_leader(&self, known: Option<NodeId>, pause: Duration) {
+        let mut metrics = self.raft.metrics();
+        let _ = tokio::time::timeout(
+            pause,
+            metrics.wait_for(|m| m.current_leader.is_some() && m.current_leader != known),
+        )
+        .await;
+    }
+
+    /// The whole state as a snapshot archive ([`crate::archive`]),
+    /// consistent as of a linearizable read (so it holds everything
+    /// acknowledged before the call); its meta names the position applied
+    /// when the export began (the state is at or after it).
     pub async fn export_state(&self) -> Result<Vec<u8>, RaftError> {
         drop(self.read().await?);
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.export_snapshot())
-            .await
-            .map_err(|e| RaftError::Raft(e.to_string()))?
-            .map_err(RaftError::from)
+        let (_meta, archive) = tokio::task::spawn_blocking(move || {
+            crate::state_machine::export_archive(&store, |applied, state_bytes| {
+                let at = applied.last_applied.map_or("empty".to_string(), |id| {
+                    format!("{}-{}", id.leader_id.term, id.index)
+                });
+                format!("backup-{at}-{state_bytes}")
+            })
+        })
+        .await
+        .map_err(|e| RaftError::Raft(e.to_string()))??;
+        Ok(archive)
     }
 
     /// This replica's applied state, without a leadership check.

@@ -5,6 +5,13 @@
 //! [`PROPOSALS_IN_FLIGHT_MAX`] entries are in flight, and while they are,
 //! new proposals queue and leave together as the next batch (up to
 //! [`BATCH_COMMANDS_MAX`]).
+//!
+//! Pacing: openraft 0.9 appends one entry at a time and waits for its
+//! fsync, so entries proposed during an append each cost an fsync of their
+//! own. Given the log's append activity, the next batch therefore leaves
+//! only once the log has taken up the previous one and is idle (or the
+//! previous one has finished, e.g. refused): one fsync per batch, and
+//! batches as large as the fsync is slow.
 
 use crate::error::RaftError;
 use crate::types::{Batch, TypeConfig};
@@ -12,7 +19,7 @@ use gantry_storage::{Command, Outcome};
 use openraft::error::{ClientWriteError, RaftError as OpenRaftError};
 use openraft::Raft;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 /// Commands in one log entry at most.
 pub const BATCH_COMMANDS_MAX: usize = 1024;
@@ -32,9 +39,14 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    pub fn start(raft: Raft<TypeConfig>) -> Proposer {
+    /// `log_activity`: the log store's [`crate::log_store::LogStore::activity`],
+    /// to pace batches by (without it, batches leave as soon as a slot is free).
+    pub fn start(
+        raft: Raft<TypeConfig>,
+        log_activity: Option<watch::Receiver<(u64, u64)>>,
+    ) -> Proposer {
         let (queue, receiver) = mpsc::channel(PROPOSAL_QUEUE_MAX);
-        tokio::spawn(run_batches(raft, receiver));
+        tokio::spawn(run_batches(raft, receiver, log_activity));
         Proposer { queue }
     }
 
@@ -49,12 +61,29 @@ impl Proposer {
     }
 }
 
-async fn run_batches(raft: Raft<TypeConfig>, mut receiver: mpsc::Receiver<Pending>) {
+async fn run_batches(
+    raft: Raft<TypeConfig>,
+    mut receiver: mpsc::Receiver<Pending>,
+    mut log_activity: Option<watch::Receiver<(u64, u64)>>,
+) {
     let in_flight = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT_MAX));
+    // Batches finished (answered), and how many were sent.
+    let (finished, finished_rx) = watch::channel(0u64);
+    let finished = Arc::new(finished);
+    let mut sent = 0u64;
+    // Appends started when the last batch was sent.
+    let mut started_then: Option<u64> = None;
     while let Some(first) = receiver.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
+        if let (Some(activity), Some(started_then)) = (log_activity.as_mut(), started_then) {
+            let mut answered = finished_rx.clone();
+            tokio::select! {
+                _ = activity.wait_for(|&(started, done)| started > started_then && started == done) => {}
+                _ = answered.wait_for(|&count| count >= sent) => {}
+            }
+        }
         // Everything that queued while we waited for a slot leaves together.
         let mut batch = vec![first];
         while batch.len() < BATCH_COMMANDS_MAX {
@@ -63,9 +92,13 @@ async fn run_batches(raft: Raft<TypeConfig>, mut receiver: mpsc::Receiver<Pendin
                 Err(_) => break,
             }
         }
+        started_then = log_activity.as_ref().map(|activity| activity.borrow().0);
+        sent += 1;
         let raft = raft.clone();
+        let finished = finished.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _finished = CountOnDrop(finished);
             let (commands, replies): (Vec<Command>, Vec<_>) =
                 batch.into_iter().map(|p| (p.command, p.reply)).unzip();
             metrics::histogram!(crate::metrics::PROPOSAL_BATCH_COMMANDS)
@@ -93,6 +126,15 @@ async fn run_batches(raft: Raft<TypeConfig>, mut receiver: mpsc::Receiver<Pendin
                 }
             }
         });
+    }
+}
+
+/// Counts a batch as finished when its task ends, however it ends.
+struct CountOnDrop(Arc<watch::Sender<u64>>);
+
+impl Drop for CountOnDrop {
+    fn drop(&mut self) {
+        self.0.send_modify(|count| *count += 1);
     }
 }
 

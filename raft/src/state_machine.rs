@@ -3,7 +3,7 @@
 //! Invariants: one `apply` call from openraft is one redb transaction that
 //! stores the effects and the new applied log id + membership together; the
 //! latest built or installed snapshot is kept in one file (written to a
-//! temporary name, then renamed) so it survives a restart.
+//! temporary name, fsynced, then renamed) so it survives a restart.
 //!
 //! Durability: applies are committed durably at most every
 //! [`DURABLE_APPLY_INTERVAL`]; in between they are visible but not yet on
@@ -12,24 +12,32 @@
 //! together, so openraft replays the log from there. Before a snapshot is
 //! built (after which the log may be purged) everything is made durable.
 //!
-//! Snapshot data — on disk and on the wire — is the storage image
-//! compressed with zstd ([`SNAPSHOT_ZSTD_LEVEL`]); installing decompresses
-//! it to at most [`SNAPSHOT_IMAGE_MAX`] bytes, so a hostile or corrupt
-//! snapshot cannot exhaust memory. Data without the zstd magic is taken as
-//! an uncompressed image (snapshot files written before compression).
+//! Snapshot data — on disk, on the wire and in backups — is a
+//! [`crate::archive`] (tar + zstd: `meta.json`, `state.bin`).
+//!
+//! Installing a snapshot is crash-safe: the archive is first made durable as
+//! the snapshot file (the record of the install), then the tables are
+//! replaced in one transaction. A snapshot file ahead of the tables' applied
+//! position can only be an install cut short by a crash, so on start
+//! ([`StateMachine::applied_state`]) it is installed again from the file
+//! before openraft learns the applied position.
 //!
 //! Failpoints (compiled in only with the `failpoints` feature, i.e. in
 //! tests; each returns an I/O error, which openraft treats as fatal):
 //! `raft::sm::apply::before_store` (nothing of the batch is applied),
 //! `raft::sm::snapshot::build` (the state is synced and exported but no
 //! snapshot file is written, so openraft neither learns of a snapshot nor
-//! purges the log) and `raft::sm::snapshot::install` (before the image
-//! replaces the tables, which stay as they were).
+//! purges the log), `raft::sm::snapshot::install` (before anything of the
+//! install is stored) and `raft::sm::snapshot::install::after_file` (the
+//! snapshot file is written but the tables are not yet replaced, as when a
+//! crash lands there).
 
+use crate::archive;
 #[cfg_attr(not(feature = "failpoints"), allow(unused_imports))]
 use crate::error::failpoint_error;
 use crate::types::{
-    decode, encode, BatchOutcome, Entry, LogId, NodeId, StorageError, StoredMembership, TypeConfig,
+    decode, encode, BatchOutcome, Entry, GantryNode, LogId, NodeId, StorageError, StoredMembership,
+    TypeConfig,
 };
 use gantry_storage::{Command, Store};
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -47,43 +55,14 @@ pub struct AppliedMeta {
     pub membership: StoredMembership,
 }
 
-#[derive(Serialize, Deserialize)]
-struct SnapshotFile {
-    /// `data` is a zstd-compressed storage image.
-    meta: SnapshotMeta<NodeId, crate::types::GantryNode>,
-    data: Vec<u8>,
-}
-
 /// Longest time an applied command may stay only in memory (it is in the
 /// durable log meanwhile).
 pub const DURABLE_APPLY_INTERVAL: Duration = Duration::from_millis(500);
 
-/// zstd level of snapshot images: fast, and storage images compress well.
-pub const SNAPSHOT_ZSTD_LEVEL: i32 = 3;
-/// Largest decompressed snapshot image accepted.
-pub const SNAPSHOT_IMAGE_MAX: u64 = 4 * 1024 * 1024 * 1024;
-/// First bytes of every zstd frame.
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
-
-fn compress_image(image: &[u8]) -> Result<Vec<u8>, std::io::Error> {
-    zstd::bulk::compress(image, SNAPSHOT_ZSTD_LEVEL)
-}
-
-fn decompress_image(data: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, std::io::Error> {
-    use std::io::Read;
-    if !data.starts_with(&ZSTD_MAGIC) {
-        return Ok(std::borrow::Cow::Borrowed(data));
-    }
-    let mut image = Vec::new();
-    zstd::stream::read::Decoder::new(data)?
-        .take(SNAPSHOT_IMAGE_MAX + 1)
-        .read_to_end(&mut image)?;
-    if image.len() as u64 > SNAPSHOT_IMAGE_MAX {
-        return Err(io_error(format!(
-            "snapshot image exceeds {SNAPSHOT_IMAGE_MAX} bytes"
-        )));
-    }
-    Ok(std::borrow::Cow::Owned(image))
+/// A snapshot as openraft sees it: its meta, and the archive bytes.
+struct SnapshotFile {
+    meta: SnapshotMeta<NodeId, GantryNode>,
+    archive: Vec<u8>,
 }
 
 #[derive(Clone)]
@@ -113,21 +92,107 @@ impl StateMachine {
         }
     }
 
+    /// The kept snapshot, checked. A file in another format (written by an
+    /// older version) is set aside: the tables are the state, and openraft
+    /// builds a new snapshot from them when it needs one.
     fn read_snapshot_file(&self) -> Result<Option<SnapshotFile>, std::io::Error> {
-        match std::fs::read(&self.snapshot_path) {
-            Ok(bytes) => decode(&bytes).map(Some).map_err(io_error),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(error),
+        let bytes = match std::fs::read(&self.snapshot_path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        match archive::read(&bytes) {
+            Ok((meta, _state)) => Ok(Some(SnapshotFile {
+                meta: meta.snapshot_meta(),
+                archive: bytes,
+            })),
+            Err(archive::ArchiveError::Foreign(reason)) => {
+                tracing::warn!(
+                    path = %self.snapshot_path.display(),
+                    %reason,
+                    "ignoring a snapshot file of another format; a new one is built when needed"
+                );
+                Ok(None)
+            }
+            Err(error) => Err(io_error(format!(
+                "{}: {error}",
+                self.snapshot_path.display()
+            ))),
         }
     }
 
-    fn write_snapshot_file(&self, file: &SnapshotFile) -> Result<(), std::io::Error> {
-        let bytes = encode(file).map_err(io_error)?;
+    /// Replaces the snapshot file: temporary name, fsync, rename, fsync of
+    /// the directory (so the rename itself is durable).
+    fn write_snapshot_file(&self, archive: &[u8]) -> Result<(), std::io::Error> {
+        use std::io::Write;
         let temporary = self.snapshot_path.with_extension("tmp");
-        std::fs::write(&temporary, bytes)?;
-        std::fs::File::open(&temporary)?.sync_all()?;
-        std::fs::rename(&temporary, &self.snapshot_path)
+        {
+            let mut file = std::fs::File::create(&temporary)?;
+            file.write_all(archive)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&temporary, &self.snapshot_path)?;
+        if let Some(directory) = self.snapshot_path.parent() {
+            std::fs::File::open(directory)?.sync_all()?;
+        }
+        Ok(())
     }
+
+    /// Replaces the tables with `image`, at the position `meta` names.
+    fn install_tables(
+        &self,
+        meta: &SnapshotMeta<NodeId, GantryNode>,
+        image: &[u8],
+    ) -> Result<(), std::io::Error> {
+        let applied = AppliedMeta {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        let meta_bytes = encode(&applied).map_err(io_error)?;
+        self.store
+            .install_snapshot(image, &meta_bytes)
+            .map_err(io_error)
+    }
+
+    /// Finishes an install cut short by a crash: a snapshot file ahead of
+    /// the tables' applied position is installed into them.
+    fn finish_interrupted_install(&self) -> Result<(), std::io::Error> {
+        let Some(file) = self.read_snapshot_file()? else {
+            return Ok(());
+        };
+        let applied = self.applied_meta()?;
+        if file.meta.last_log_id <= applied.last_applied {
+            return Ok(());
+        }
+        tracing::warn!(
+            snapshot = ?file.meta.last_log_id,
+            applied = ?applied.last_applied,
+            "finishing a snapshot install that a crash interrupted"
+        );
+        let (_, image) = archive::read(&file.archive).map_err(io_error)?;
+        self.install_tables(&file.meta, &image)
+    }
+}
+
+/// The whole state of `store` as a snapshot archive, with the applied
+/// position read in the same moment (the caller keeps applies out, or takes
+/// the position as "at least").
+pub fn export_archive(
+    store: &Store,
+    snapshot_id: impl FnOnce(&AppliedMeta, usize) -> String,
+) -> Result<(SnapshotMeta<NodeId, GantryNode>, Vec<u8>), std::io::Error> {
+    let applied = match store.raft_meta().map_err(io_error)? {
+        Some(bytes) => decode::<AppliedMeta>(&bytes).map_err(io_error)?,
+        None => AppliedMeta::default(),
+    };
+    let image = store.export_snapshot().map_err(io_error)?;
+    let meta = SnapshotMeta {
+        last_log_id: applied.last_applied,
+        last_membership: applied.membership.clone(),
+        snapshot_id: snapshot_id(&applied, image.len()),
+    };
+    let bytes = archive::write(&meta, &image).map_err(io_error)?;
+    Ok((meta, bytes))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
@@ -137,28 +202,19 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             // The log may be purged up to this snapshot: the state behind it must be on disk.
             machine.store.sync().map_err(io_error)?;
             // Meta and data from one moment: applies are serialized with this call by openraft.
-            let applied = machine.applied_meta()?;
-            let image = machine.store.export_snapshot().map_err(io_error)?;
-            let data = compress_image(&image)?;
+            let (meta, archive) = export_archive(&machine.store, |applied, state_bytes| {
+                match applied.last_applied {
+                    Some(log_id) => {
+                        format!("{}-{}-{state_bytes}", log_id.leader_id.term, log_id.index)
+                    }
+                    None => format!("empty-{state_bytes}"),
+                }
+            })?;
             fail::fail_point!("raft::sm::snapshot::build", |_| Err(failpoint_error(
                 "raft::sm::snapshot::build"
             )));
-            let snapshot_id = match applied.last_applied {
-                Some(log_id) => {
-                    format!("{}-{}-{}", log_id.leader_id.term, log_id.index, data.len())
-                }
-                None => format!("empty-{}", data.len()),
-            };
-            let file = SnapshotFile {
-                meta: SnapshotMeta {
-                    last_log_id: applied.last_applied,
-                    last_membership: applied.membership,
-                    snapshot_id,
-                },
-                data,
-            };
-            machine.write_snapshot_file(&file)?;
-            Ok(file)
+            machine.write_snapshot_file(&archive)?;
+            Ok(SnapshotFile { meta, archive })
         })
         .await
         .map_err(io_error)
@@ -166,7 +222,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         Ok(Snapshot {
             meta: file.meta,
-            snapshot: Box::new(Cursor::new(file.data)),
+            snapshot: Box::new(Cursor::new(file.archive)),
         })
     }
 }
@@ -175,9 +231,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = StateMachine;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        let meta = self
-            .applied_meta()
-            .map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let machine = self.clone();
+        let meta = tokio::task::spawn_blocking(move || {
+            machine.finish_interrupted_install()?;
+            machine.applied_meta()
+        })
+        .await
+        .map_err(io_error)
+        .and_then(|result| result)
+        .map_err(|e| StorageIOError::read_state_machine(&e))?;
         Ok((meta.last_applied, meta.membership))
     }
 
@@ -243,29 +305,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<NodeId, crate::types::GantryNode>,
+        meta: &SnapshotMeta<NodeId, GantryNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let machine = self.clone();
-        let file = SnapshotFile {
-            meta: meta.clone(),
-            data: snapshot.into_inner(),
-        };
+        let meta_sent = meta.clone();
+        let bytes = snapshot.into_inner();
         tokio::task::spawn_blocking(move || -> Result<(), std::io::Error> {
-            let applied = AppliedMeta {
-                last_applied: file.meta.last_log_id,
-                membership: file.meta.last_membership.clone(),
-            };
-            let meta_bytes = encode(&applied).map_err(io_error)?;
-            let image = decompress_image(&file.data)?;
+            let (archived, image) = archive::read(&bytes).map_err(io_error)?;
+            if archived.last_log_id != meta_sent.last_log_id {
+                return Err(io_error(format!(
+                    "the snapshot's archive is at {:?}, its announcement at {:?}",
+                    archived.last_log_id, meta_sent.last_log_id
+                )));
+            }
             fail::fail_point!("raft::sm::snapshot::install", |_| Err(failpoint_error(
                 "raft::sm::snapshot::install"
             )));
-            machine
-                .store
-                .install_snapshot(&image, &meta_bytes)
-                .map_err(io_error)?;
-            machine.write_snapshot_file(&file)
+            // The file first: it records the install, which a restart
+            // finishes if a crash cuts it short (see the module doc).
+            machine.write_snapshot_file(&bytes)?;
+            fail::fail_point!("raft::sm::snapshot::install::after_file", |_| Err(
+                failpoint_error("raft::sm::snapshot::install::after_file")
+            ));
+            machine.install_tables(&meta_sent, &image)
         })
         .await
         .map_err(io_error)
@@ -279,16 +342,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(file.map(|file| Snapshot {
             meta: file.meta,
-            snapshot: Box::new(Cursor::new(file.data)),
+            snapshot: Box::new(Cursor::new(file.archive)),
         }))
     }
 }
 
-/// Seeds a new member's data directory with a state image (from
-/// [`crate::RaftNode::export_state`]): the tables are installed and the
-/// Raft position is empty, so the node bootstraps a new cluster holding that
-/// state. Refuses a directory that already holds Raft state.
-pub fn seed_state(data_dir: &std::path::Path, image: &[u8]) -> Result<(), crate::RaftError> {
+/// Seeds a new member's data directory from a snapshot archive (from
+/// `gantry snapshot save`): checks it, installs its state into the tables
+/// and leaves the Raft position empty, so the node bootstraps a new cluster
+/// holding that state. Refuses a directory that already holds Raft state.
+pub fn seed_state(
+    data_dir: &std::path::Path,
+    archive_bytes: &[u8],
+) -> Result<(), crate::RaftError> {
+    let (_meta, image) =
+        archive::read(archive_bytes).map_err(|e| crate::RaftError::Raft(e.to_string()))?;
     let state_path = data_dir.join("state.redb");
     let log_path = data_dir.join("raft-log.redb");
     if state_path.exists() || log_path.exists() {
@@ -300,29 +368,6 @@ pub fn seed_state(data_dir: &std::path::Path, image: &[u8]) -> Result<(), crate:
     std::fs::create_dir_all(data_dir)?;
     let store = Store::open(&state_path)?;
     let empty = encode(&AppliedMeta::default()).map_err(crate::RaftError::Raft)?;
-    store.install_snapshot(image, &empty)?;
+    store.install_snapshot(&image, &empty)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn images_round_trip_through_compression() {
-        let image = b"GNTSNAP1".repeat(1000);
-        let compressed = compress_image(&image).expect("compresses");
-        assert!(compressed.starts_with(&ZSTD_MAGIC));
-        assert!(compressed.len() < image.len());
-        assert_eq!(
-            decompress_image(&compressed).expect("decompresses"),
-            &image[..]
-        );
-        // Files written before compression hold the bare image.
-        assert_eq!(
-            decompress_image(&image).expect("passes through"),
-            &image[..]
-        );
-        assert!(decompress_image(&compressed[..compressed.len() / 2]).is_err());
-    }
 }

@@ -529,6 +529,100 @@ async fn a_failing_snapshot_install_leaves_the_old_state_intact() {
     scenario.teardown();
 }
 
+/// A crash between writing the snapshot file and replacing the tables
+/// (failpoint `raft::sm::snapshot::install::after_file`) is finished on
+/// restart: the reopened state machine installs the file it finds ahead of
+/// its tables before it reports where it stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_cut_short_after_the_file_is_finished_on_restart() {
+    let scenario = FailScenario::setup();
+    let source_dir = TempDir::new().expect("temp dir");
+    let (_source_store, mut source) = machine(source_dir.path());
+    source
+        .apply((1..=3).map(|i| entry(i, &format!("new-{i}"))))
+        .await
+        .expect("apply");
+    let snapshot = source
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+
+    let target_dir = TempDir::new().expect("temp dir");
+    {
+        let (target_store, mut target) = machine(target_dir.path());
+        target
+            .apply([entry(1, "old-1"), entry(2, "old-2")])
+            .await
+            .expect("apply");
+        target_store.sync().expect("sync");
+        fail::cfg("raft::sm::snapshot::install::after_file", "return").expect("cfg");
+        target
+            .install_snapshot(&snapshot.meta, snapshot.snapshot.clone())
+            .await
+            .expect_err("install cut short");
+        fail::remove("raft::sm::snapshot::install::after_file");
+        assert_eq!(store_pools(&target_store), names(&["old-1", "old-2"]));
+    }
+    // "Restart": a new store and state machine over the same files.
+    let (target_store, mut target) = machine(target_dir.path());
+    let (last_applied, _) = target.applied_state().await.expect("applied state");
+    assert_eq!(last_applied, snapshot.meta.last_log_id);
+    assert_eq!(
+        store_pools(&target_store),
+        names(&["new-1", "new-2", "new-3"])
+    );
+    let current = target
+        .get_current_snapshot()
+        .await
+        .expect("current snapshot")
+        .expect("the installed snapshot");
+    assert_eq!(current.meta, snapshot.meta);
+    scenario.teardown();
+}
+
+/// A truncated or corrupted snapshot sent by a leader is refused before
+/// anything is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_snapshot_is_refused_and_changes_nothing() {
+    let source_dir = TempDir::new().expect("temp dir");
+    let (_source_store, mut source) = machine(source_dir.path());
+    source
+        .apply((1..=3).map(|i| entry(i, &format!("new-{i}"))))
+        .await
+        .expect("apply");
+    let snapshot = source
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    let bytes = snapshot.snapshot.into_inner();
+
+    let target_dir = TempDir::new().expect("temp dir");
+    let (target_store, mut target) = machine(target_dir.path());
+    target.apply([entry(1, "old-1")]).await.expect("apply");
+    let applied = target.applied_state().await.expect("applied state");
+    let mut flipped = bytes.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0xff;
+    for bad in [
+        bytes[..bytes.len() - 8].to_vec(),
+        flipped,
+        b"not a snapshot".to_vec(),
+    ] {
+        let error = target
+            .install_snapshot(&snapshot.meta, Box::new(std::io::Cursor::new(bad)))
+            .await
+            .expect_err("refused");
+        assert!(error.to_string().contains("snapshot"), "{error}");
+        assert_eq!(store_pools(&target_store), names(&["old-1"]));
+        assert_eq!(target.applied_state().await.expect("applied"), applied);
+        assert!(!target_dir.path().join("snapshot.bin").exists());
+    }
+}
+
 /// The failpoints are compiled into this test build (and so a test above
 /// that expects a failure is not passing by accident of a missing point).
 #[test]

@@ -372,7 +372,7 @@ async fn member(id: NodeId, shared: Rc<Shared>) -> turmoil::Result {
         machine,
     )
     .await?;
-    let proposer = Proposer::start(raft.clone());
+    let proposer = Proposer::start(raft.clone(), Some(log.activity()));
     let incarnation = shared.starts.get() + 1;
     shared.starts.set(incarnation);
     shared.live.borrow_mut().insert(

@@ -233,6 +233,18 @@ pub const RULES: &[Rule] = &[
     ),
     rule(
         POST,
+        "/api/cluster/init",
+        "cluster:Update",
+        Target::Fixed("*"),
+    ),
+    rule(
+        POST,
+        "/api/cluster/join",
+        "cluster:Update",
+        Target::Fixed("*"),
+    ),
+    rule(
+        POST,
         "/api/agent/connect",
         "backend:Connect",
         Target::Fixed("*"),

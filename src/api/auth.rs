@@ -2,7 +2,8 @@
 //!
 //! Invariants: only the SHA-256 of a token's secret is ever stored or
 //! compared; with auth on, every route but the health probes, the version
-//! and `/metrics` needs a valid, unexpired token; the caller's identity
+//! and `/metrics` needs a valid, unexpired token (init and join also answer
+//! without one while the node belongs to no cluster); the caller's identity
 //! reaches handlers as a [`Caller`] extension, never from a client-supplied
 //! header.
 
@@ -78,13 +79,19 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let caller = if !state.config.auth_required || OPEN_PATHS.contains(&request.uri().path()) {
+    let path = request.uri().path();
+    // A node that belongs to no cluster holds no tokens (they are replicated
+    // state) and nothing to protect: it takes init and join without one.
+    let setting_up =
+        super::cluster::MEMBERSHIP_SETUP_PATHS.contains(&path) && !state.membership.is_member();
+    let caller = if !state.config.auth_required || OPEN_PATHS.contains(&path) || setting_up {
         Caller {
             user: "anonymous".to_string(),
             token: None,
             roles: Vec::new(),
             policies: Vec::new(),
-            unrestricted: !state.config.auth_required,
+            // A node outside any cluster has nothing to protect yet.
+            unrestricted: !state.config.auth_required || setting_up,
         }
     } else {
         let header = request

@@ -1,12 +1,15 @@
-//! Cluster routes: members, leave, and a consistent state snapshot.
+//! Cluster routes: members, init, join, leave, and a consistent state
+//! snapshot.
 //!
 //! Invariants: membership changes run on the leader (forwarded there by the
-//! Raft node); a snapshot holds everything acknowledged before the request
+//! Raft node); init and join act on the node that was called and are
+//! idempotent; a snapshot holds everything acknowledged before the request
 //! (it is taken after a linearizable read).
 
 use super::error::ApiError;
 use super::params::Params;
 use super::AppState;
+use crate::control::membership::{even_voters_warning, InitOutcome, JoinOutcome};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,8 +17,13 @@ use axum::Json;
 use gantry_raft::transport::MembershipChange;
 use serde_json::{json, Value};
 
-/// zstd level for snapshot files: fast, and state compresses well.
-const SNAPSHOT_ZSTD_LEVEL: i32 = 3;
+pub const INIT_PATH: &str = "/api/cluster/init";
+pub const JOIN_PATH: &str = "/api/cluster/join";
+/// Routes a node that belongs to no cluster takes without a token.
+pub const MEMBERSHIP_SETUP_PATHS: [&str; 2] = [INIT_PATH, JOIN_PATH];
+/// Longest `POST /api/cluster/join` keeps asking the cluster (below the
+/// CLI's request timeout).
+const JOIN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub async fn members(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let leader = state.node.leader().map(|(id, _)| id);
@@ -59,37 +67,114 @@ pub async fn leave(
                 format!("node {id} could not leave: {error}"),
             )
         })?;
-    let mut warnings = Vec::new();
-    if voters.len().is_multiple_of(2) {
-        warnings.push(format!(
-            "the cluster now has {} voters: an even number tolerates no more failures than one fewer; use 3 or 5",
-            voters.len()
-        ));
-    }
+    let warnings: Vec<String> = even_voters_warning(voters.len()).into_iter().collect();
     Ok(Json(
         json!({ "removed": id, "voters": voters, "warnings": warnings }),
     ))
 }
 
+/// `GET /api/cluster/snapshot`: the whole state as a snapshot archive (tar
+/// + zstd, see `gantry_raft::archive`).
 pub async fn snapshot(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let image = state.node.export_state().await?;
-    let compressed = tokio::task::spawn_blocking(move || {
-        zstd::encode_all(image.as_slice(), SNAPSHOT_ZSTD_LEVEL)
-    })
-    .await
-    .map_err(|error| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "SERVER",
-            format!("Internal server error: {error}"),
-        )
-    })?
-    .map_err(|error| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "SERVER",
-            format!("Internal server error: compressing: {error}"),
-        )
-    })?;
-    Ok(([(header::CONTENT_TYPE, "application/zstd")], compressed).into_response())
+    let archive = state.node.export_state().await?;
+    Ok(([(header::CONTENT_TYPE, "application/zstd")], archive).into_response())
+}
+
+/// `POST /api/cluster/init`: makes the called node a new cluster of one (as
+/// `gantry server --bootstrap`); says so when it already is a member.
+pub async fn init(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let node_id = state.node.id();
+    match state.membership.init().await.map_err(setup_error)? {
+        InitOutcome::Initialized { token_file } => {
+            let message = match &token_file {
+                Some(path) => format!(
+                    "initialized a new cluster of one (node {node_id}); the bootstrap admin token is in {} on the server",
+                    path.display()
+                ),
+                None => format!("initialized a new cluster of one (node {node_id})"),
+            };
+            Ok(Json(json!({
+                "initialized": true,
+                "node_id": node_id,
+                "voters": 1,
+                "token_file": token_file.map(|path| path.display().to_string()),
+                "message": message,
+            })))
+        }
+        InitOutcome::AlreadyMember { voters } => Ok(Json(json!({
+            "initialized": false,
+            "node_id": node_id,
+            "voters": voters,
+            "message": format!(
+                "node {node_id} is already a member of a cluster with {voters} voter(s); nothing to do"
+            ),
+        }))),
+    }
+}
+
+/// `POST /api/cluster/join?peer=HOST:PORT`: makes the called node join the
+/// cluster through the member at that peer address (as `gantry server
+/// --join`); says so when it already is a member.
+pub async fn join(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let peer = params
+        .get("peer")
+        .map(str::trim)
+        .filter(|peer| !peer.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "USAGE",
+                "peer: required, the peer address (host:port) of a cluster member",
+            )
+        })?
+        .to_string();
+    if peer
+        .rsplit_once(':')
+        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        return Err(ApiError::bad_request(
+            "USAGE",
+            format!("peer: {peer:?} is not host:port"),
+        ));
+    }
+    let node_id = state.node.id();
+    if !state.membership.can_join() && !state.membership.is_member() {
+        return Err(ApiError::bad_request(
+            "USAGE",
+            "this node runs without --tls-ca/--tls-cert/--tls-key: peers talk over mutual TLS, so it cannot join a cluster",
+        ));
+    }
+    match state
+        .membership
+        .join(&peer, JOIN_WAIT_MAX)
+        .await
+        .map_err(setup_error)?
+    {
+        JoinOutcome::Joined { voters } => {
+            let warnings: Vec<String> = even_voters_warning(voters.len()).into_iter().collect();
+            Ok(Json(json!({
+                "joined": true,
+                "node_id": node_id,
+                "voters": voters,
+                "warnings": warnings,
+                "message": format!("node {node_id} joined the cluster through {peer}; {} voters", voters.len()),
+            })))
+        }
+        JoinOutcome::AlreadyMember { voters } => Ok(Json(json!({
+            "joined": false,
+            "node_id": node_id,
+            "voters": voters,
+            "warnings": [],
+            "message": format!(
+                "node {node_id} is already a member of a cluster with {voters} voter(s); nothing to do"
+            ),
+        }))),
+    }
+}
+
+fn setup_error(error: anyhow::Error) -> ApiError {
+    ApiError::new(StatusCode::BAD_GATEWAY, "SERVER", format!("{error:#}"))
 }

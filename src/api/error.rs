@@ -1,7 +1,9 @@
 //! API errors in OSMO's body shape: `{"message", "error_code", "workflow_id"}`.
 //!
 //! Invariant: bad input is always a 4xx naming what was wrong; 500 is kept
-//! for real server faults (storage, Raft).
+//! for real server faults (storage, Raft). A `503` with `Retry-After` means
+//! the call was certainly not carried out (no leader could take it), so a
+//! client may send it again, to this node or another.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -16,6 +18,9 @@ pub struct ApiError {
     pub error_code: &'static str,
     pub message: String,
     pub workflow_id: Option<String>,
+    /// Seconds for the `Retry-After` header: set only when the call was
+    /// certainly not carried out.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -29,6 +34,7 @@ impl ApiError {
             error_code,
             message: message.into(),
             workflow_id: None,
+            retry_after_secs: None,
         }
     }
 
@@ -58,7 +64,16 @@ impl ApiError {
 impl From<RaftError> for ApiError {
     fn from(error: RaftError) -> ApiError {
         match error {
-            RaftError::NotLeader { .. } | RaftError::ShuttingDown => ApiError::new(
+            // Not proposed anywhere: safe to send again.
+            RaftError::NotLeader { .. } => ApiError {
+                retry_after_secs: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "SERVER",
+                    format!("the control plane is not ready: {error}"),
+                )
+            },
+            RaftError::ShuttingDown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "SERVER",
                 format!("the control plane is not ready: {error}"),
@@ -89,6 +104,12 @@ impl IntoResponse for ApiError {
             "error_code": self.error_code,
             "workflow_id": self.workflow_id,
         });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }

@@ -49,6 +49,8 @@ pub struct AppState {
     pub logs: Logger,
     /// Operator connections of this node (for routes that talk to operators).
     pub hub: AgentHub,
+    /// Init and join for a node that is not a cluster member yet.
+    pub membership: Arc<crate::control::membership::Membership>,
     pub config: Arc<ApiConfig>,
     /// Specs being parsed and rendered at once, at most [`SPEC_RENDERS_MAX`].
     pub render_slots: Arc<tokio::sync::Semaphore>,
@@ -98,6 +100,8 @@ fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         ),
         (Method::GET, "/api/cluster/members", get(cluster::members)),
         (Method::POST, "/api/cluster/leave", post(cluster::leave)),
+        (Method::POST, cluster::INIT_PATH, post(cluster::init)),
+        (Method::POST, cluster::JOIN_PATH, post(cluster::join)),
         (Method::GET, "/api/cluster/snapshot", get(cluster::snapshot)),
         (Method::GET, "/api/profile/settings", get(tokens::profile)),
         (Method::GET, "/api/auth/access_token", get(tokens::list_own)),

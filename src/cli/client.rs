@@ -5,9 +5,13 @@
 //! and decoding of OSMO's error body `{message, error_code, workflow_id}`.
 //!
 //! Invariants:
-//! - Only a failure to *connect* moves on to the next URL. Once a server has
-//!   answered (even with 5xx) the request is not repeated elsewhere, because a
-//!   submit or cancel may already have taken effect there.
+//! - A request is sent again (to the next URL) only when it certainly had no
+//!   effect: the connection could not be made, or the server answered `503`
+//!   with `Retry-After` (it found no leader to take the call). Any other
+//!   answer, even a 5xx, is final, because a submit or cancel may already
+//!   have taken effect. When every URL said "no leader", the client pauses
+//!   ([`NOT_READY_PAUSE_MIN`] doubling up to the server's `Retry-After`) and
+//!   goes round again, for at most [`NOT_READY_WAIT_MAX`].
 //! - The URL that last answered is tried first next time, so a client talking
 //!   to a cluster with a dead member pays the connect failure once.
 //! - Responses are returned as `serde_json::Value` unchanged, so `-t json` can
@@ -25,8 +29,17 @@ use serde_json::Value;
 use super::config;
 use super::ClientArgs;
 
-/// Bound on establishing a TCP connection; past it the next URL is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on establishing a connection (TCP and TLS); past it the next URL
+/// is tried. A live host refuses a dead server's port at once; this bounds
+/// the wait for a host that is down or cut off.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// First pause after every URL answered "no leader" (`503` + `Retry-After`).
+const NOT_READY_PAUSE_MIN: Duration = Duration::from_millis(100);
+/// Longest pause between rounds, whatever `Retry-After` says.
+const NOT_READY_PAUSE_MAX: Duration = Duration::from_secs(2);
+/// How long the client keeps going round while no server finds a leader
+/// (each server already waits out an election before answering so).
+const NOT_READY_WAIT_MAX: Duration = Duration::from_secs(30);
 /// Bound on a whole non-streaming request. A submit goes through Raft and
 /// template rendering, so leave generous room; log streams have no bound.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -430,6 +443,20 @@ impl Client {
         .await
     }
 
+    /// `POST /api/cluster/init`: makes the node a new cluster of one.
+    pub async fn init(&self) -> Result<Value, ClientError> {
+        self.json(Method::POST, "/api/cluster/init", |r| r).await
+    }
+
+    /// `POST /api/cluster/join?peer=ADDR`: makes the node join the cluster
+    /// through the member at peer address `peer`.
+    pub async fn join(&self, peer: &str) -> Result<Value, ClientError> {
+        self.json(Method::POST, "/api/cluster/join", |r| {
+            r.query(&[("peer", peer)])
+        })
+        .await
+    }
+
     /// `GET /api/cluster/snapshot`: the zstd-compressed state image.
     pub async fn snapshot(&self) -> Result<Vec<u8>, ClientError> {
         let (url, resp) = self
@@ -473,9 +500,37 @@ impl Client {
         bounded: bool,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<(String, Response), ClientError> {
+        let deadline = tokio::time::Instant::now() + NOT_READY_WAIT_MAX;
+        let mut pause = NOT_READY_PAUSE_MIN;
+        loop {
+            let retry_after = match self.send_round(&method, path, bounded, &build).await? {
+                Round::Answered(url, response) => return Ok((url, response)),
+                Round::NotReady(error, retry_after) => {
+                    if tokio::time::Instant::now() + pause >= deadline {
+                        return Err(error);
+                    }
+                    retry_after
+                }
+            };
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(retry_after.clamp(NOT_READY_PAUSE_MIN, NOT_READY_PAUSE_MAX));
+        }
+    }
+
+    /// One round over the URLs (from the preferred one): the first answer
+    /// that settles the request, or "not ready" when every server that
+    /// answered found no leader (and the others could not be reached).
+    async fn send_round(
+        &self,
+        method: &Method,
+        path: &str,
+        bounded: bool,
+        build: &impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Round, ClientError> {
         let count = self.base_urls.len();
         let start = self.preferred.load(Ordering::Relaxed) % count;
         let mut last_error = None;
+        let mut not_ready: Option<(ClientError, Duration)> = None;
         for attempt in 0..count {
             let index = (start + attempt) % count;
             let url = format!("{}{}", self.base_urls[index], path);
@@ -488,14 +543,27 @@ impl Client {
             }
             match request.send().await {
                 Ok(resp) => {
+                    if let Some(retry_after) = not_carried_out(&resp) {
+                        let error = check_status(url, resp).await.err().unwrap_or_else(|| {
+                            ClientError::InvalidUrl {
+                                url: String::new(),
+                                reason: "a 503 answer was taken for a success".into(),
+                            }
+                        });
+                        not_ready = Some((error, retry_after));
+                        continue;
+                    }
                     self.preferred.store(index, Ordering::Relaxed);
-                    return Ok((url.clone(), check_status(url, resp).await?));
+                    return Ok(Round::Answered(url.clone(), check_status(url, resp).await?));
                 }
                 Err(source) if source.is_connect() => {
                     last_error = Some(ClientError::Connect { url, source });
                 }
                 Err(source) => return Err(ClientError::Request { url, source }),
             }
+        }
+        if let Some((error, retry_after)) = not_ready {
+            return Ok(Round::NotReady(error, retry_after));
         }
         // `base_urls` is never empty (config::resolve guarantees a default);
         // should that ever change, say so instead of panicking.
@@ -504,6 +572,26 @@ impl Client {
             reason: "no server URL to try".into(),
         }))
     }
+}
+
+/// How one round over the URLs ended, short of an error to return.
+enum Round {
+    /// A server settled the request (success or a final error status).
+    Answered(String, Response),
+    /// No server could take the request now; the last such answer, and the
+    /// pause it asked for.
+    NotReady(ClientError, Duration),
+}
+
+/// `Some(pause)` when `resp` says the request was certainly not carried
+/// out and may be sent again: `503` with `Retry-After` (in seconds).
+fn not_carried_out(resp: &Response) -> Option<Duration> {
+    if resp.status() != StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    let value = resp.headers().get(reqwest::header::RETRY_AFTER)?;
+    let secs = value.to_str().ok()?.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs))
 }
 
 /// Turns a non-success response into [`ClientError::Http`].

@@ -483,3 +483,76 @@ async fn verbs_drive_the_api() {
         "{err:#}"
     );
 }
+
+/// A server that answers `503` with `Retry-After` (no leader took the call)
+/// for its first `refusals` requests, then 200; counts what it saw.
+async fn start_not_ready_server(refusals: usize, retry_after: bool) -> (String, Arc<Mutex<usize>>) {
+    let seen = Arc::new(Mutex::new(0usize));
+    let counter = seen.clone();
+    let app = Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            let mut count = counter.lock().unwrap();
+            *count += 1;
+            if *count <= refusals {
+                let mut response = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({"message": "the control plane is not ready: not the leader", "error_code": "SERVER"})),
+                )
+                    .into_response();
+                if retry_after {
+                    response
+                        .headers_mut()
+                        .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+                }
+                response
+            } else {
+                Json(json!({"pools": {}})).into_response()
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test]
+async fn no_leader_answers_move_on_and_come_round_again() {
+    // Two servers without a leader at first: the client tries both, pauses,
+    // and goes round until one answers.
+    let (first, first_seen) = start_not_ready_server(2, true).await;
+    let (second, second_seen) = start_not_ready_server(2, true).await;
+    let client = Client::new(vec![refused_url(), first, second], None).unwrap();
+    let started = std::time::Instant::now();
+    let pools = client
+        .members()
+        .await
+        .expect("answered once a leader is there");
+    assert_eq!(pools, json!({"pools": {}}));
+    assert_eq!(
+        *first_seen.lock().unwrap(),
+        3,
+        "first server: two refusals, then the answer"
+    );
+    assert_eq!(
+        *second_seen.lock().unwrap(),
+        2,
+        "second server: asked in each round that failed"
+    );
+    // Two pauses (100 ms, 200 ms), far below the Retry-After cap of 1 s each.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A 503 without Retry-After may have had an effect: final, not resent.
+    let (plain, plain_seen) = start_not_ready_server(1, false).await;
+    let (other, other_seen) = start_not_ready_server(0, false).await;
+    let client = Client::new(vec![plain, other], None).unwrap();
+    let error = client.members().await.expect_err("a plain 503 is final");
+    assert_eq!(error.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    assert_eq!(*plain_seen.lock().unwrap(), 1);
+    assert_eq!(*other_seen.lock().unwrap(), 0);
+}

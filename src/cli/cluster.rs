@@ -1,4 +1,4 @@
-//! `gantry cluster members|leave` and `gantry snapshot save|restore`.
+//! `gantry cluster members|init|join|leave` and `gantry snapshot save|restore`.
 //!
 //! Invariants: `-t json` prints the API's JSON unchanged; `snapshot restore`
 //! works offline on a new data directory and never overwrites Raft state.
@@ -17,6 +17,21 @@ pub enum ClusterCommand {
         #[command(flatten)]
         output: FormatArg,
     },
+    /// Make the node at --url (started without --bootstrap or --join) a new
+    /// cluster of one, as --bootstrap does; a no-op for a member
+    Init {
+        #[command(flatten)]
+        output: FormatArg,
+    },
+    /// Make the node at --url (started without --bootstrap or --join) join
+    /// the cluster through the member at PEER_ADDR, as --join does
+    Join {
+        /// Peer address (host:port) of a cluster member
+        #[arg(value_name = "PEER_ADDR")]
+        peer: String,
+        #[command(flatten)]
+        output: FormatArg,
+    },
     /// Remove a member (default: the node at --url) from the cluster
     Leave {
         /// Node ID to remove
@@ -30,9 +45,10 @@ pub enum ClusterCommand {
 impl ClusterCommand {
     pub fn format(&self) -> OutputFormat {
         match self {
-            ClusterCommand::Members { output } | ClusterCommand::Leave { output, .. } => {
-                output.format
-            }
+            ClusterCommand::Members { output }
+            | ClusterCommand::Init { output }
+            | ClusterCommand::Join { output, .. }
+            | ClusterCommand::Leave { output, .. } => output.format,
         }
     }
 }
@@ -57,12 +73,25 @@ pub async fn run_cluster(args: &ClientArgs, command: ClusterCommand) -> anyhow::
         ClusterCommand::Members { .. } => {
             with_spinner(format, "Listing members", client.members()).await?
         }
+        ClusterCommand::Init { .. } => {
+            with_spinner(format, "Initializing the cluster", client.init()).await?
+        }
+        ClusterCommand::Join { peer, .. } => {
+            with_spinner(format, "Joining the cluster", client.join(&peer)).await?
+        }
         ClusterCommand::Leave { id, .. } => {
             with_spinner(format, "Changing membership", client.leave(id)).await?
         }
     };
+    for warning in response["warnings"].as_array().into_iter().flatten() {
+        eprintln!("warning: {}", warning.as_str().unwrap_or_default());
+    }
     if format == OutputFormat::Json {
         return print_json(&response);
+    }
+    if let Some(message) = response["message"].as_str() {
+        println!("{message}");
+        return Ok(());
     }
     if let Some(members) = response["members"].as_array() {
         let leader = response["leader_id"].as_u64();
@@ -104,9 +133,6 @@ pub async fn run_cluster(args: &ClientArgs, command: ClusterCommand) -> anyhow::
             "Removed node {}; voters now: {}",
             response["removed"], response["voters"]
         );
-        for warning in response["warnings"].as_array().into_iter().flatten() {
-            eprintln!("warning: {}", warning.as_str().unwrap_or_default());
-        }
     }
     Ok(())
 }
@@ -117,19 +143,25 @@ pub async fn run_snapshot(args: &ClientArgs, command: SnapshotCommand) -> anyhow
             let client = Client::from_args(args)?;
             let bytes =
                 with_spinner(OutputFormat::Text, "Taking a snapshot", client.snapshot()).await?;
+            // Refuse to save what would not restore.
+            gantry_raft::archive::read(&bytes)
+                .context("the server sent a snapshot that does not check out")?;
             let temporary = file.with_extension("partial");
             std::fs::write(&temporary, &bytes)
                 .with_context(|| format!("writing {}", temporary.display()))?;
             std::fs::rename(&temporary, &file)
                 .with_context(|| format!("writing {}", file.display()))?;
-            println!("saved {} ({} bytes, zstd)", file.display(), bytes.len());
+            println!(
+                "saved {} ({} bytes, tar + zstd)",
+                file.display(),
+                bytes.len()
+            );
         }
         SnapshotCommand::Restore { file, data_dir } => {
-            let compressed =
+            let archive =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let image = zstd::decode_all(compressed.as_slice())
-                .with_context(|| format!("{} is not a Gantry snapshot (zstd)", file.display()))?;
-            gantry_raft::state_machine::seed_state(&data_dir.join("raft"), &image)?;
+            gantry_raft::state_machine::seed_state(&data_dir.join("raft"), &archive)
+                .with_context(|| format!("restoring {}", file.display()))?;
             println!(
                 "restored {} into {}; start it with `gantry server --data-dir {} --bootstrap ...`",
                 file.display(),

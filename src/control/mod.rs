@@ -1,6 +1,7 @@
 //! The control plane's roles inside one server process: the agent endpoint
-//! for operators, the log store, and the leader-only loops (job dispatch,
-//! timers) that turn replicated state into effects.
+//! for operators, the log store, cluster membership (init, join), and the
+//! leader-only loops (job dispatch, timers) that turn replicated state into
+//! effects.
 //!
 //! Invariant: every effect of these loops on state is a proposed command, so
 //! a new leader continues exactly where the old one stopped.
@@ -9,6 +10,7 @@ pub mod agent;
 pub mod dispatch;
 pub mod leader;
 pub mod logs;
+pub mod membership;
 pub mod timers;
 
 /// Wall-clock time in Unix milliseconds: read at the edges, carried in commands.

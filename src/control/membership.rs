@@ -1,0 +1,189 @@
+//! Making a running node a cluster member: a new cluster of one
+//! (`--bootstrap`, `gantry cluster init`) or a member of an existing cluster
+//! (`--join`, `gantry cluster join`).
+//!
+//! Invariants: the server flags and the API routes run this same code; both
+//! calls are idempotent (a node that already belongs to a cluster is left as
+//! it is and told so); one change at a time per node; a new cluster gets pool
+//! `default` on backend `local`, and, with auth on, a bootstrap admin token
+//! whose secret goes only to the data directory (mode 0600) and the server's
+//! stdout, never to an API caller.
+
+use crate::control::now_ms;
+use anyhow::Context;
+use gantry_raft::transport::{MembershipChange, PeerTransport};
+use gantry_raft::RaftNode;
+use gantry_storage::{Command, ConfigData, ConfigMeta, ConfigType, PoolConfig, PoolRecord};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Backend and pool a new cluster starts with.
+pub const LOCAL_BACKEND: &str = "local";
+pub const DEFAULT_POOL: &str = "default";
+/// Pause between attempts to join while the cluster cannot take the change.
+const JOIN_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// What [`Membership::init`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InitOutcome {
+    /// A new cluster of one; the bootstrap token's file, with auth on.
+    Initialized { token_file: Option<PathBuf> },
+    /// The node already belonged to a cluster, with these voters.
+    AlreadyMember { voters: usize },
+}
+
+/// What [`Membership::join`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JoinOutcome {
+    /// Joined; the voters afterwards.
+    Joined { voters: Vec<u64> },
+    /// The node already belonged to a cluster, with these voters.
+    AlreadyMember { voters: usize },
+}
+
+/// The warning for an even number of voters, if `voters` is one.
+pub fn even_voters_warning(voters: usize) -> Option<String> {
+    (voters > 0 && voters.is_multiple_of(2)).then(|| {
+        format!(
+            "the cluster now has {voters} voters: an even number tolerates no more failures than one fewer; use 3 or 5"
+        )
+    })
+}
+
+pub struct Membership {
+    node: RaftNode,
+    transport: Option<PeerTransport>,
+    data_dir: PathBuf,
+    auth_required: bool,
+    changing: tokio::sync::Mutex<()>,
+}
+
+impl Membership {
+    pub fn new(
+        node: RaftNode,
+        transport: Option<PeerTransport>,
+        data_dir: &Path,
+        auth_required: bool,
+    ) -> Membership {
+        Membership {
+            node,
+            transport,
+            data_dir: data_dir.to_path_buf(),
+            auth_required,
+            changing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Whether the node already belongs to a cluster.
+    pub fn is_member(&self) -> bool {
+        self.node.is_initialized_member()
+    }
+
+    /// Whether this node can join a cluster (it has a peer transport).
+    pub fn can_join(&self) -> bool {
+        self.transport.is_some()
+    }
+
+    fn voters(&self) -> usize {
+        self.node.members().iter().filter(|m| m.voter).count()
+    }
+
+    /// Makes this node the only voter of a new cluster, with pool `default`
+    /// and (auth on) the bootstrap admin token.
+    pub async fn init(&self) -> anyhow::Result<InitOutcome> {
+        let _one_at_a_time = self.changing.lock().await;
+        if self.is_member() {
+            return Ok(InitOutcome::AlreadyMember {
+                voters: self.voters(),
+            });
+        }
+        self.node
+            .bootstrap()
+            .await
+            .context("bootstrapping the cluster")?;
+        tracing::info!(node_id = self.node.id(), "initialized a new cluster of one");
+        ensure_pool(&self.node, true).await?;
+        let token_file = if self.auth_required {
+            crate::server::ensure_bootstrap_token(&self.node, &self.data_dir, None, true).await?;
+            Some(self.data_dir.join(crate::server::BOOTSTRAP_TOKEN_FILE))
+        } else {
+            None
+        };
+        Ok(InitOutcome::Initialized { token_file })
+    }
+
+    /// Asks the cluster, through the member at `peer` (its peer address),
+    /// to add this node as a learner and then a voter; keeps asking while
+    /// the cluster cannot take the change, for at most `wait_max`.
+    pub async fn join(&self, peer: &str, wait_max: Duration) -> anyhow::Result<JoinOutcome> {
+        let _one_at_a_time = self.changing.lock().await;
+        if self.is_member() {
+            return Ok(JoinOutcome::AlreadyMember {
+                voters: self.voters(),
+            });
+        }
+        let Some(transport) = &self.transport else {
+            anyhow::bail!(
+                "this node runs without --tls-ca/--tls-cert/--tls-key: peers talk over mutual TLS, so it cannot join a cluster"
+            );
+        };
+        let change = MembershipChange::Join {
+            id: self.node.id(),
+            node: self.node.address().clone(),
+        };
+        let deadline = tokio::time::Instant::now() + wait_max;
+        loop {
+            let error = match transport.change_membership(peer, &change).await {
+                Ok(Ok(voters)) => {
+                    tracing::info!(node_id = self.node.id(), ?voters, "joined the cluster");
+                    if let Some(warning) = even_voters_warning(voters.len()) {
+                        tracing::warn!("{warning}");
+                    }
+                    return Ok(JoinOutcome::Joined { voters });
+                }
+                Ok(Err(error)) => format!("{error:?}"),
+                Err(error) => error.to_string(),
+            };
+            if tokio::time::Instant::now() + JOIN_RETRY_PAUSE > deadline {
+                anyhow::bail!("could not join the cluster through {peer}: {error}");
+            }
+            tracing::warn!(%peer, %error, "joining the cluster; retrying");
+            tokio::time::sleep(JOIN_RETRY_PAUSE).await;
+        }
+    }
+}
+
+/// Creates pool `default` on backend `local` unless it exists. With
+/// `forward`, proposes through the leader and waits out an election (right
+/// after bootstrapping); without, proposes only if this node leads (the
+/// leader loop, whose effects are fenced by term).
+pub async fn ensure_pool(node: &RaftNode, forward: bool) -> anyhow::Result<()> {
+    if node.read_local()?.pool(DEFAULT_POOL)?.is_some() {
+        return Ok(());
+    }
+    let pool = PoolRecord {
+        name: DEFAULT_POOL.to_string(),
+        description: "Tasks run as sandboxed processes on this host".to_string(),
+        backend: LOCAL_BACKEND.to_string(),
+        default_platform: None,
+        platforms: Vec::new(),
+    };
+    let command = Command::PutConfig {
+        now: now_ms(),
+        config_type: ConfigType::Pool,
+        name: DEFAULT_POOL.to_string(),
+        meta: ConfigMeta {
+            user: "system".to_string(),
+            description: "pool created by the server".to_string(),
+            tags: Vec::new(),
+        },
+        data: Box::new(ConfigData::Pool(PoolConfig::from_record(&pool))),
+    };
+    if forward {
+        node.propose(command).await
+    } else {
+        node.propose_here(command).await
+    }
+    .context("creating the default pool")?;
+    Ok(())
+}
