@@ -98,6 +98,16 @@ pub enum Command {
         last_seq: u64,
         commands: Vec<(u64, Command)>,
     },
+    /// 14. [`Command::OperatorHello`] that also records the executor the
+    ///     operator runs (`local`, `kubernetes`) on its backend, which decides
+    ///     how launches address tasks. A separate variant because bincode
+    ///     commands in old logs cannot grow a field.
+    OperatorHelloWithExecutor {
+        now: Millis,
+        backend: String,
+        running: Vec<TaskKey>,
+        executor: String,
+    },
 }
 
 /// Operator instances whose acknowledged sequence is kept per backend, at
