@@ -4,13 +4,17 @@
 //! job leaves the queue only when its operator reports it done
 //! (`CompleteJob`), so a job lost with a connection or a leader is sent
 //! again; a create job carries everything the executor needs, with special
-//! tokens substituted.
+//! tokens substituted (`{{host:<task>}}` as the backend's executor addresses
+//! tasks), the platform placement and pod templates of the workflow's pool,
+//! and the backend's scheduler settings.
 
 use super::agent::AgentHub;
 use super::now_ms;
+use super::placement::PoolPlacement;
+use crate::operator::kubernetes::task_host_of;
 use crate::operator::protocol::{
-    GroupLaunch, GroupMeta, LaunchFile, LaunchInput, LaunchResources, TaskLaunch, TaskPlacement,
-    ToOperator,
+    GroupLaunch, GroupMeta, LaunchFile, LaunchInput, LaunchResources, LaunchScheduler,
+    TaskLaunch, TaskPlacement, ToOperator, EXECUTOR_KUBERNETES,
 };
 use crate::spec::{substitute_tokens, TokenContext};
 use base64::Engine;
@@ -78,7 +82,7 @@ fn build_message(view: &ReadView, job: &JobRecord) -> Result<ToOperator, LaunchF
             reason: reason.clone(),
         }),
         JobKind::CreateGroup { workflow_id, group } => {
-            let launch = build_launch(view, workflow_id, group)?;
+            let launch = build_launch(view, &job.backend, workflow_id, group)?;
             Ok(ToOperator::CreateGroup {
                 job_id: job.id,
                 group: launch,
@@ -89,6 +93,7 @@ fn build_message(view: &ReadView, job: &JobRecord) -> Result<ToOperator, LaunchF
 
 fn build_launch(
     view: &ReadView,
+    backend_name: &str,
     workflow_id: &str,
     group_name: &str,
 ) -> Result<GroupLaunch, LaunchFailure> {
@@ -107,10 +112,24 @@ fn build_launch(
         .workflow(workflow_id)
         .map_err(|e| failure(e.to_string()))?
         .ok_or_else(|| failure(format!("workflow {workflow_id} vanished")))?;
-    // Tasks of one local group share the host's network.
+    let backend = view
+        .backend(backend_name)
+        .map_err(|e| failure(e.to_string()))?;
+    let on_kubernetes = backend
+        .as_ref()
+        .is_some_and(|backend| backend.executor == EXECUTOR_KUBERNETES);
+    // Tasks of one local group share the host's network; on Kubernetes each
+    // pod is named by the group's headless Service.
     let hosts: BTreeMap<String, String> = tasks
         .iter()
-        .map(|task| (task.name.clone(), "localhost".to_string()))
+        .map(|task| {
+            let host = if on_kubernetes {
+                task_host_of(&group.uuid, &task.uuid)
+            } else {
+                "localhost".to_string()
+            };
+            (task.name.clone(), host)
+        })
         .collect();
     let keys: Vec<TaskKey> = tasks
         .iter()
@@ -120,6 +139,10 @@ fn build_launch(
             retry_id: task.retry_id,
         })
         .collect();
+    let mut pool = PoolPlacement::load(view, &workflow.pool).map_err(|message| LaunchFailure {
+        tasks: keys.clone(),
+        message,
+    })?;
     let mut launches = Vec::with_capacity(tasks.len());
     for task in tasks.iter().filter(|task| !task.status.is_finished()) {
         let key = TaskKey {
@@ -147,6 +170,12 @@ fn build_launch(
                 message: format!("task '{}': {error}", task.name),
             })
         };
+        let placed = pool
+            .resolve(view, plan.resource.platform.as_deref())
+            .map_err(|error| LaunchFailure {
+                tasks: keys.clone(),
+                message: format!("task '{}': {error}", task.name),
+            })?;
         let mut environment = BTreeMap::new();
         for (name, value) in &plan.environment {
             environment.insert(name.clone(), substitute(value)?);
@@ -209,7 +238,6 @@ fn build_launch(
                     },
                 })
                 .collect(),
-            // Platform selectors and pod templates come with pool configs.
             placement: TaskPlacement {
                 task_uuid: task.uuid.clone(),
                 resources: LaunchResources {
@@ -218,8 +246,10 @@ fn build_launch(
                     memory_bytes: plan.resource.memory_bytes,
                     storage_bytes: plan.resource.storage_bytes,
                 },
-                platform: plan.resource.platform.clone(),
-                ..TaskPlacement::default()
+                platform: placed.platform,
+                node_selector: placed.node_selector,
+                tolerations: placed.tolerations,
+                pod_templates: placed.pod_templates,
             },
         });
     }
@@ -234,6 +264,14 @@ fn build_launch(
             submitted_by: workflow.user.clone(),
             pool: workflow.pool.clone(),
             priority: Some(workflow.priority),
+            // Only an admin's BACKEND config overrides the executor's own.
+            scheduler: backend
+                .filter(|backend| backend.configured)
+                .map(|backend| LaunchScheduler {
+                    scheduler_type: backend.settings.scheduler_type,
+                    scheduler_name: backend.settings.scheduler_name,
+                    scheduler_timeout_seconds: backend.settings.scheduler_timeout_seconds,
+                }),
         },
     })
 }

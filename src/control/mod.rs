@@ -9,6 +9,7 @@ pub mod agent;
 pub mod dispatch;
 pub mod leader;
 pub mod logs;
+pub mod placement;
 pub mod timers;
 
 /// Wall-clock time in Unix milliseconds: read at the edges, carried in commands.
