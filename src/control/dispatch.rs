@@ -13,8 +13,8 @@ use super::now_ms;
 use super::placement::PoolPlacement;
 use crate::operator::kubernetes::task_host_of;
 use crate::operator::protocol::{
-    GroupLaunch, GroupMeta, LaunchFile, LaunchInput, LaunchResources, LaunchScheduler,
-    TaskLaunch, TaskPlacement, ToOperator, EXECUTOR_KUBERNETES,
+    GroupLaunch, GroupMeta, LaunchFile, LaunchInput, LaunchResources, LaunchScheduler, TaskLaunch,
+    TaskPlacement, ToOperator, EXECUTOR_KUBERNETES,
 };
 use crate::spec::{substitute_tokens, TokenContext};
 use base64::Engine;
@@ -265,13 +265,13 @@ fn build_launch(
             pool: workflow.pool.clone(),
             priority: Some(workflow.priority),
             // Only an admin's BACKEND config overrides the executor's own.
-            scheduler: backend
-                .filter(|backend| backend.configured)
-                .map(|backend| LaunchScheduler {
+            scheduler: backend.filter(|backend| backend.configured).map(|backend| {
+                LaunchScheduler {
                     scheduler_type: backend.settings.scheduler_type,
                     scheduler_name: backend.settings.scheduler_name,
                     scheduler_timeout_seconds: backend.settings.scheduler_timeout_seconds,
-                }),
+                }
+            }),
         },
     })
 }
@@ -350,20 +350,16 @@ workflow:
 
     impl Fixture {
         fn apply(&self, command: Command) -> Outcome {
-            let mut outcomes = self
-                .store
-                .apply(&[&[command]], b"", false)
-                .expect("apply");
+            let mut outcomes = self.store.apply(&[&[command]], b"", false).expect("apply");
             outcomes.remove(0).remove(0)
         }
 
         fn put(&self, config_type: ConfigType, name: &str, body: Value) {
             let data = match config_type {
-                ConfigType::Backend => config_bodies::merge_backend(
-                    &gantry_storage::BackendSettings::default(),
-                    body,
-                )
-                .map(gantry_storage::ConfigData::Backend),
+                ConfigType::Backend => {
+                    config_bodies::merge_backend(&gantry_storage::BackendSettings::default(), body)
+                        .map(gantry_storage::ConfigData::Backend)
+                }
                 _ => config_bodies::parse(config_type, name, body),
             }
             .expect("a valid config body");
@@ -511,7 +507,11 @@ workflow:
             BTreeMap::from([("nvidia.com/gpu.product".into(), "A100".into())])
         );
         assert!(worker.tolerations.is_empty());
-        assert_eq!(worker.pod_templates, master.pod_templates[..2], "common only");
+        assert_eq!(
+            worker.pod_templates,
+            master.pod_templates[..2],
+            "common only"
+        );
         assert_eq!(worker.resources.cpu, Some(1));
         // No BACKEND config: the executor keeps its own scheduler.
         assert_eq!(launch.meta.scheduler, None);
@@ -576,7 +576,7 @@ workflow:
             name: "h100-extra".into(),
             meta: admin(),
         });
-        let failure = f.launch().err().expect("a failure");
+        let failure = f.launch().expect_err("a failure");
         assert_eq!(failure.tasks.len(), 2);
         assert!(
             failure.message.contains("pod template 'h100-extra'")
@@ -597,7 +597,7 @@ workflow:
             json!({"name": "gpu", "backend": "k8s", "default_platform": "h100",
                    "platforms": {"h100": {}}}),
         );
-        let failure = f.launch().err().expect("a failure");
+        let failure = f.launch().expect_err("a failure");
         assert_eq!(failure.tasks.len(), 2);
         assert!(
             failure

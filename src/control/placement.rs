@@ -58,11 +58,7 @@ impl PoolPlacement {
 
     /// The placement of a task that asked for `platform` (`None`: the
     /// pool's default).
-    pub fn resolve(
-        &mut self,
-        view: &ReadView,
-        platform: Option<&str>,
-    ) -> Result<Resolved, String> {
+    pub fn resolve(&mut self, view: &ReadView, platform: Option<&str>) -> Result<Resolved, String> {
         let wanted = platform.map(str::to_string);
         if let Some(found) = self.resolved.get(&wanted) {
             return Ok(found.clone());

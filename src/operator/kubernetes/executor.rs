@@ -528,8 +528,7 @@ impl Shared {
             }
         }
         for resource in &gang_kinds {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(client.clone(), namespace, resource);
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
             if let Err(error) = api.delete_collection(&delete, &list).await {
                 tracing::warn!(%selector, %error, "cannot delete the group's PodGroup");
             }
