@@ -2,7 +2,9 @@
 //! backend's scheduler settings and the runtime image.
 //!
 //! Invariant: everything the executor decides per backend (scheduler, queue
-//! names, runtime image) is here; per-task placement comes in the launch.
+//! names, runtime image) is here; per-task placement comes in the launch, and
+//! so do the backend's admin-set scheduler settings, which win over
+//! [`KubernetesConfig::scheduler`] for that group.
 
 use super::error::KubeError;
 use crate::operator::protocol::LaunchScheduler;
