@@ -105,6 +105,7 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
                 backend: args.backend.clone(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 running: Vec::new(),
+                executor: crate::operator::protocol::EXECUTOR_LOCAL.to_string(),
             },
         })
         .await

@@ -239,18 +239,20 @@ impl AgentHub {
                     backend: named,
                     version,
                     running,
+                    executor,
                 } => {
                     if named != backend {
                         return Err(ConnectionEnd::Protocol(format!(
                             "hello names backend '{named}' on a connection of backend '{backend}'"
                         )));
                     }
-                    tracing::info!(%backend, %version, running = running.len(), "operator hello");
+                    tracing::info!(%backend, %version, %executor, running = running.len(), "operator hello");
                     hello = true;
-                    Command::OperatorHello {
+                    Command::OperatorHelloWithExecutor {
                         now,
                         backend: backend.clone(),
                         running,
+                        executor,
                     }
                 }
                 FromOperator::JobDone { job_id } => Command::CompleteJob { job_id },

@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod leader;
 pub mod logs;
 pub mod membership;
+pub mod placement;
 pub mod timers;
 
 /// Wall-clock time in Unix milliseconds: read at the edges, carried in commands.

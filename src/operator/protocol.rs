@@ -6,7 +6,7 @@
 //! task is in [`TaskLaunch`].
 
 pub use gantry_storage::NodeInventory;
-use gantry_storage::{Millis, Priority, TaskKey, TaskStatus};
+use gantry_storage::{Millis, Priority, SchedulerType, TaskKey, TaskStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -32,6 +32,10 @@ pub enum FromOperator {
         backend: String,
         version: String,
         running: Vec<TaskKey>,
+        /// [`EXECUTOR_LOCAL`] or [`EXECUTOR_KUBERNETES`]: how the server
+        /// addresses tasks (`{{host:...}}`) in this backend's launches.
+        #[serde(default = "default_executor")]
+        executor: String,
     },
     /// The job was received and acted on.
     JobDone { job_id: u64 },
@@ -48,6 +52,14 @@ pub enum FromOperator {
     /// The operator is alive; its nodes as they are now. Sent on connect
     /// and every [`HEARTBEAT_INTERVAL`].
     Heartbeat { nodes: Vec<NodeInventory> },
+}
+
+pub use gantry_storage::EXECUTOR_LOCAL;
+/// The executor kind of `gantry operator --executor kubernetes`.
+pub const EXECUTOR_KUBERNETES: &str = "kubernetes";
+
+fn default_executor() -> String {
+    EXECUTOR_LOCAL.to_string()
 }
 
 /// How often an operator sends [`FromOperator::Heartbeat`] (OSMO's listener: 20 s;
@@ -76,6 +88,19 @@ pub struct GroupMeta {
     pub pool: String,
     /// `None` is OSMO's default, NORMAL.
     pub priority: Option<Priority>,
+    /// The backend's admin-set `scheduler_settings`; `None` (no BACKEND
+    /// config, or an older server) leaves the executor's own settings.
+    #[serde(default)]
+    pub scheduler: Option<LaunchScheduler>,
+}
+
+/// A backend's `scheduler_settings` as a launch carries them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchScheduler {
+    pub scheduler_type: SchedulerType,
+    /// The pods' `schedulerName`.
+    pub scheduler_name: String,
+    pub scheduler_timeout_seconds: u64,
 }
 
 /// One task, fully resolved: special tokens are substituted, inputs are

@@ -24,6 +24,9 @@ pub enum Up {
 }
 
 /// Server → operator.
+// A frame lives only from decode to dispatch, one at a time: boxing the
+// job would cost an allocation per frame and save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Down {
     /// First frame: everything up to `acked` is already applied, so the

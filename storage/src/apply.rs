@@ -44,7 +44,13 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<Outcome, Stora
             now,
             backend,
             running,
-        } => apply_operator_hello(&tables, *now, backend, running),
+        } => apply_operator_hello(&tables, *now, backend, running, None),
+        Command::OperatorHelloWithExecutor {
+            now,
+            backend,
+            running,
+            executor,
+        } => apply_operator_hello(&tables, *now, backend, running, Some(executor)),
         Command::IssueToken { token } => apply_token_issue(&tables, token),
         Command::RevokeToken { name } => apply_token_revoke(&tables, name),
         Command::OperatorReports {
@@ -116,6 +122,7 @@ fn apply_operator_reports(
             Command::ReportTask { .. }
                 | Command::CompleteJob { .. }
                 | Command::OperatorHello { .. }
+                | Command::OperatorHelloWithExecutor { .. }
                 | Command::BackendHeartbeat { .. }
                 | Command::AppendLogChunk { .. }
         ) {
@@ -611,8 +618,17 @@ fn apply_operator_hello(
     now: Millis,
     backend: &str,
     running: &[TaskKey],
+    executor: Option<&str>,
 ) -> Result<Outcome, StorageError> {
     apply_config::ensure_backend(tables, now, backend)?;
+    if let Some(executor) = executor.map(str::trim).filter(|e| !e.is_empty()) {
+        if let Some(mut record) = tables.backend(backend)? {
+            if record.executor != executor {
+                record.executor = executor.to_string();
+                tables.put_backend(&record)?;
+            }
+        }
+    }
     let running: BTreeSet<&TaskKey> = running.iter().collect();
     let queued: BTreeSet<(String, String)> = tables
         .jobs()?

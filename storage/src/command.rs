@@ -104,6 +104,16 @@ pub enum Command {
     ///     `OperatorReports`, so the chunk and the acknowledgement of the
     ///     messages that carried its lines commit together.
     AppendLogChunk { chunk: LogChunk },
+    /// 15. [`Command::OperatorHello`] that also records the executor the
+    ///     operator runs (`local`, `kubernetes`) on its backend, which decides
+    ///     how launches address tasks. A separate variant because bincode
+    ///     commands in old logs cannot grow a field.
+    OperatorHelloWithExecutor {
+        now: Millis,
+        backend: String,
+        running: Vec<TaskKey>,
+        executor: String,
+    },
 }
 
 /// Operator instances whose acknowledged sequence is kept per backend, at

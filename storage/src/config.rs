@@ -201,9 +201,55 @@ pub struct BackendRecord {
     /// The armed liveness timers, `(due, id)`, replaced on every heartbeat.
     pub offline_timer: Option<(Millis, u64)>,
     pub lost_timer: Option<(Millis, u64)>,
+    /// The executor its operator last announced (`local`, `kubernetes`);
+    /// [`EXECUTOR_LOCAL`] until an operator says otherwise.
+    pub executor: String,
+}
+
+/// The executor a backend is assumed to run until its operator names one.
+pub const EXECUTOR_LOCAL: &str = "local";
+
+/// A backend row as written before operators announced their executor.
+/// Rows are bincode, which has no field defaults: an old row decodes only
+/// as this shape.
+#[derive(Serialize, Deserialize)]
+struct BackendRecordV1 {
+    name: String,
+    settings: BackendSettings,
+    configured: bool,
+    created: Millis,
+    last_heartbeat: Option<Millis>,
+    online: bool,
+    nodes: Vec<NodeInventory>,
+    offline_timer: Option<(Millis, u64)>,
+    lost_timer: Option<(Millis, u64)>,
 }
 
 impl BackendRecord {
+    /// Decodes a backend row of either shape.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<BackendRecord, crate::error::StorageError> {
+        match crate::tables::decode::<BackendRecord>(bytes) {
+            Ok(record) => Ok(record),
+            Err(error) => {
+                let Ok(old) = crate::tables::decode::<BackendRecordV1>(bytes) else {
+                    return Err(error);
+                };
+                Ok(BackendRecord {
+                    name: old.name,
+                    settings: old.settings,
+                    configured: old.configured,
+                    created: old.created,
+                    last_heartbeat: old.last_heartbeat,
+                    online: old.online,
+                    nodes: old.nodes,
+                    offline_timer: old.offline_timer,
+                    lost_timer: old.lost_timer,
+                    executor: EXECUTOR_LOCAL.to_string(),
+                })
+            }
+        }
+    }
+
     pub fn new(name: &str, created: Millis) -> BackendRecord {
         BackendRecord {
             name: name.to_string(),
@@ -215,6 +261,7 @@ impl BackendRecord {
             nodes: Vec::new(),
             offline_timer: None,
             lost_timer: None,
+            executor: EXECUTOR_LOCAL.to_string(),
         }
     }
 }
@@ -361,4 +408,35 @@ pub struct RoleConfig {
     pub name: String,
     pub description: String,
     pub policies: Vec<Policy>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_rows_of_the_older_shape_still_decode() {
+        let old = BackendRecordV1 {
+            name: "k8s".into(),
+            settings: BackendSettings::default(),
+            configured: true,
+            created: 5,
+            last_heartbeat: Some(9),
+            online: true,
+            nodes: vec![NodeInventory::default()],
+            offline_timer: Some((10, 1)),
+            lost_timer: None,
+        };
+        let bytes = crate::tables::encode(&old).expect("encode");
+        let record = BackendRecord::decode(&bytes).expect("an old row decodes");
+        assert_eq!(record.executor, EXECUTOR_LOCAL);
+        assert_eq!(record.last_heartbeat, Some(9));
+        assert_eq!(record.offline_timer, Some((10, 1)));
+
+        let mut current = BackendRecord::new("k8s", 5);
+        current.executor = "kubernetes".into();
+        let bytes = crate::tables::encode(&current).expect("encode");
+        assert_eq!(BackendRecord::decode(&bytes).expect("decode"), current);
+        assert!(BackendRecord::decode(&[1, 2]).is_err());
+    }
 }

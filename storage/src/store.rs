@@ -329,7 +329,7 @@ impl ReadView {
     pub fn backend(&self, name: &str) -> Result<Option<BackendRecord>, StorageError> {
         let table = self.txn.open_table(tables::BACKENDS)?;
         let row = table.get(name)?;
-        row.map(|v| decode(v.value())).transpose()
+        row.map(|v| BackendRecord::decode(v.value())).transpose()
     }
 
     /// Every backend, by name.
@@ -338,7 +338,7 @@ impl ReadView {
         let mut backends = Vec::new();
         for row in table.iter()? {
             let (_, value) = row?;
-            backends.push(decode(value.value())?);
+            backends.push(BackendRecord::decode(value.value())?);
         }
         Ok(backends)
     }

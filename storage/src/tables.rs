@@ -445,7 +445,7 @@ impl<'a> Tables<'a> {
     pub fn backend(&self, name: &str) -> Result<Option<BackendRecord>, StorageError> {
         let table = self.txn.open_table(BACKENDS)?;
         let row = table.get(name)?;
-        row.map(|v| decode(v.value())).transpose()
+        row.map(|v| BackendRecord::decode(v.value())).transpose()
     }
 
     pub fn put_backend(&self, backend: &BackendRecord) -> Result<(), StorageError> {

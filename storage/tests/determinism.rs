@@ -253,6 +253,14 @@ fn next_command(rng: &mut Rng, store: &Store, now: i64, seq: &mut u64) -> Comman
                 retry_id: t.retry_id,
             })
             .collect();
+        if rng.chance(50) {
+            return Command::OperatorHelloWithExecutor {
+                now,
+                backend: backend.into(),
+                running,
+                executor: ["local", "kubernetes"][rng.below(2) as usize].into(),
+            };
+        }
         return Command::OperatorHello {
             now,
             backend: backend.into(),

@@ -31,7 +31,8 @@
 //! fire id=N due=D at=T                 one raw FireTimer
 //! complete-jobs                        CompleteJob for every queued job, in one apply call
 //! complete-job id=N                    one raw CompleteJob
-//! hello backend=B at=T [running=WF/TASK/RETRY,...]   OperatorHello
+//! hello backend=B at=T [running=WF/TASK/RETRY,...] [executor=E]
+//!     OperatorHello, or OperatorHelloWithExecutor with `executor`
 //! config-put TYPE [NAME] at=T by=U [description=D] [tags=a,b] ...   PutConfig
 //!     POOL: backend=B [platforms=p,q] [default_platform=P] [maintenance=true]
 //!     BACKEND: [scheduler=kai|default|volcano] [dashboard=URL]
@@ -71,7 +72,7 @@
 //! expect config TYPE [NAME] revision=N|none [user=U] [description=D] [backend=B]
 //! expect history TYPE -> REV:NAME:put|delete ... | none
 //! expect backend NAME none | [online=BOOL] [last_heartbeat=T] [nodes=N]
-//!                [configured=BOOL] [scheduler=S]
+//!                [configured=BOOL] [scheduler=S] [executor=E]
 //! expect pool NAME none | [backend=B]     the routing row submit uses
 //! expect log-chunks WF [task=T] [retry=N] -> TASK/RETRY:FIRST-LAST ... | none
 //!     indexed chunks in commit order
@@ -349,7 +350,8 @@ fn apply_exit_actions(groups: &mut [GroupPlan], spec: &str) -> Res {
 }
 
 /// One `SEQ:ITEM` of a `batch` step: `report:WF/TASK/RETRY:STATUS[:EXIT]`,
-/// `job:ID`, `hello:BACKEND:KEY,KEY`, or `pool:NAME` (not a report; the
+/// `job:ID`, `hello:BACKEND:KEY,KEY`, `hello-with:BACKEND:EXECUTOR:KEY,KEY`,
+/// or `pool:NAME` (not a report; the
 /// batch must be refused).
 /// `AppendLogChunk` for lines `first..=last` of a task run (one line per offset).
 fn log_chunk(key: TaskKey, first: &str, last: &str) -> Res<Command> {
@@ -404,6 +406,18 @@ fn parse_batch_item(item: &str, now: i64) -> Res<(u64, Command)> {
         ["chunk", key, first, last] => log_chunk(parse_task_key(key)?, first, last)?,
         ["job", id] => Command::CompleteJob {
             job_id: id.parse().map_err(|_| format!("bad job id in '{item}'"))?,
+        },
+        ["hello-with", backend, executor, running @ ..] => Command::OperatorHelloWithExecutor {
+            now,
+            backend: backend.to_string(),
+            executor: executor.to_string(),
+            running: running
+                .first()
+                .unwrap_or(&"")
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(parse_task_key)
+                .collect::<Res<Vec<_>>>()?,
         },
         ["hello", backend, running @ ..] => Command::OperatorHello {
             now,
@@ -872,7 +886,7 @@ impl Case {
                 }])
             }
             "hello" => {
-                args.allow(&["backend", "at", "running"])?;
+                args.allow(&["backend", "at", "running", "executor"])?;
                 let running = args
                     .get("running")
                     .unwrap_or("")
@@ -880,10 +894,20 @@ impl Case {
                     .filter(|s| !s.is_empty())
                     .map(parse_task_key)
                     .collect::<Res<Vec<_>>>()?;
-                self.run(vec![Command::OperatorHello {
-                    now: args.need_num("at")?,
-                    backend: args.need("backend")?.to_string(),
-                    running,
+                let now = args.need_num("at")?;
+                let backend = args.need("backend")?.to_string();
+                self.run(vec![match args.get("executor") {
+                    None => Command::OperatorHello {
+                        now,
+                        backend,
+                        running,
+                    },
+                    Some(executor) => Command::OperatorHelloWithExecutor {
+                        now,
+                        backend,
+                        running,
+                        executor: executor.to_string(),
+                    },
                 }])
             }
             "log-chunk" => {
@@ -1277,6 +1301,7 @@ impl Case {
                     "nodes",
                     "configured",
                     "scheduler",
+                    "executor",
                 ])?;
                 let name = args.pos(1, "backend name")?;
                 let backend = read.backend(name).map_err(|e| e.to_string())?;
@@ -1303,7 +1328,8 @@ impl Case {
                     "scheduler",
                     b.settings.scheduler_type.as_str().to_string(),
                     args.entry("scheduler"),
-                )
+                )?;
+                check_field("executor", b.executor, args.entry("executor"))
             }
             "pool" => {
                 args.allow(&["backend"])?;

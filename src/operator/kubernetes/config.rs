@@ -2,9 +2,13 @@
 //! backend's scheduler settings and the runtime image.
 //!
 //! Invariant: everything the executor decides per backend (scheduler, queue
-//! names, runtime image) is here; per-task placement comes in the launch.
+//! names, runtime image) is here; per-task placement comes in the launch, and
+//! so do the backend's admin-set scheduler settings, which win over
+//! [`KubernetesConfig::scheduler`] for that group.
 
 use super::error::KubeError;
+use crate::operator::protocol::LaunchScheduler;
+use gantry_storage::SchedulerType as StoredSchedulerType;
 use std::str::FromStr;
 
 /// OSMO's `scheduler_settings.scheduler_type`.
@@ -74,6 +78,25 @@ impl SchedulerSettings {
     }
 }
 
+impl SchedulerSettings {
+    /// The settings a launch carries from its backend's config; what the
+    /// launch cannot say (co-scheduling) stays as this executor has it.
+    pub fn from_launch(launch: &LaunchScheduler, coscheduling: bool) -> SchedulerSettings {
+        let scheduler_type = match launch.scheduler_type {
+            StoredSchedulerType::Kai => SchedulerType::Kai,
+            StoredSchedulerType::Default => SchedulerType::Default,
+            StoredSchedulerType::Volcano => SchedulerType::Volcano,
+        };
+        let mut settings = SchedulerSettings::for_type(scheduler_type);
+        if !launch.scheduler_name.trim().is_empty() {
+            settings.scheduler_name = launch.scheduler_name.clone();
+        }
+        settings.scheduler_timeout_seconds = launch.scheduler_timeout_seconds;
+        settings.coscheduling = coscheduling;
+        settings
+    }
+}
+
 impl Default for SchedulerSettings {
     fn default() -> Self {
         SchedulerSettings::for_type(SchedulerType::Kai)
@@ -99,6 +122,8 @@ pub struct KubernetesConfig {
     pub namespace: String,
     /// Backend name announced in `Hello`.
     pub backend: String,
+    /// Used for groups whose launch carries no scheduler settings (the
+    /// backend has no BACKEND config, or the server is older).
     pub scheduler: SchedulerSettings,
     /// Image holding the `gantry` binary, run as the init container that
     /// installs the task runtime into each pod.

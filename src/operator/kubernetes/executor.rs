@@ -15,7 +15,7 @@
 //! - Shutting the executor down stops watching; pods keep running, and the
 //!   next operator finds them by their labels.
 
-use super::config::{KubernetesConfig, PoolQueue};
+use super::config::{KubernetesConfig, PoolQueue, SchedulerSettings};
 use super::error::{is_conflict, KubeError};
 use super::logs;
 use super::names::{self, GroupNames, LABEL_GROUP_UUID, LABEL_WORKFLOW_UUID, MANAGED_SELECTOR};
@@ -25,11 +25,11 @@ use super::queues;
 use super::scheduler;
 use super::status::{pod_status, PodOutcome};
 use crate::operator::local::Outbox;
-use crate::operator::protocol::{FromOperator, GroupLaunch, ToOperator};
+use crate::operator::protocol::{FromOperator, GroupLaunch, GroupMeta, ToOperator};
 use futures::StreamExt;
 use gantry_storage::{TaskKey, TaskStatus};
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use std::collections::{BTreeSet, HashMap};
@@ -83,6 +83,9 @@ struct TrackedGroup {
     names: GroupNames,
     tasks: BTreeSet<TaskKey>,
     cleaned: bool,
+    /// The settings the group was created with (`None`: adopted after a
+    /// restart, so unknown); cleanup also deletes this kind of PodGroup.
+    scheduler: Option<SchedulerSettings>,
 }
 
 impl KubernetesOperator {
@@ -135,6 +138,7 @@ impl KubernetesOperator {
                 backend: shared.config.backend.clone(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 running: shared.running(),
+                executor: crate::operator::protocol::EXECUTOR_KUBERNETES.to_string(),
             })
             .await;
         // Transitions sent while no connection was live were dropped; the
@@ -258,11 +262,21 @@ impl Shared {
             .await;
     }
 
-    fn build_context(&self) -> BuildContext<'_> {
+    fn build_context<'a>(&'a self, scheduler: &'a SchedulerSettings) -> BuildContext<'a> {
         BuildContext {
             namespace: &self.config.namespace,
-            scheduler: &self.config.scheduler,
+            scheduler,
             runtime_image: &self.config.runtime_image,
+        }
+    }
+
+    /// The backend's settings from the launch, else this executor's own.
+    fn scheduler_for(&self, meta: &GroupMeta) -> SchedulerSettings {
+        match &meta.scheduler {
+            Some(launch) => {
+                SchedulerSettings::from_launch(launch, self.config.scheduler.coscheduling)
+            }
+            None => self.config.scheduler.clone(),
         }
     }
 
@@ -294,7 +308,8 @@ impl Shared {
     }
 
     async fn create_group(self: &Arc<Self>, group: &GroupLaunch) {
-        let built = objects::build_group(&self.build_context(), group);
+        let scheduler = self.scheduler_for(&group.meta);
+        let built = objects::build_group(&self.build_context(&scheduler), group);
         let names = GroupNames::of(group);
         // Register first: a pod event may arrive before `create` returns.
         let mut accepted = Vec::new();
@@ -334,8 +349,10 @@ impl Shared {
                     names: names.clone(),
                     tasks: BTreeSet::new(),
                     cleaned: false,
+                    scheduler: None,
                 });
             entry.cleaned = false;
+            entry.scheduler = Some(scheduler.clone());
             entry
                 .tasks
                 .extend(group.tasks.iter().map(|t| t.key.clone()));
@@ -377,7 +394,8 @@ impl Shared {
         if created_any {
             // Pods already created are deleted; their delete events end
             // their tracking.
-            self.delete_group(&names.cleanup_selector()).await;
+            self.delete_group(&names.cleanup_selector(), Some(&scheduler))
+                .await;
         } else {
             // Nothing exists in the cluster: forget the tasks, so a later
             // dispatch tries again.
@@ -429,6 +447,7 @@ impl Shared {
     }
 
     async fn cancel_group(&self, workflow_id: &str, group: &str, reason: &str) {
+        let mut schedulers: Vec<SchedulerSettings> = Vec::new();
         let canceled: Vec<TaskKey> = {
             let mut state = self.lock();
             let mut keys = Vec::new();
@@ -457,6 +476,7 @@ impl Shared {
             for uuid in uuids {
                 if let Some(tracked) = state.groups.get_mut(&uuid) {
                     tracked.cleaned = true;
+                    schedulers.extend(tracked.scheduler.clone());
                 }
             }
             keys.sort();
@@ -478,13 +498,20 @@ impl Shared {
             )
             .await;
         }
-        self.delete_group(&names::group_name_selector(workflow_id, group))
-            .await;
+        let selector = names::group_name_selector(workflow_id, group);
+        if schedulers.is_empty() {
+            self.delete_group(&selector, None).await;
+        }
+        for scheduler in &schedulers {
+            self.delete_group(&selector, Some(scheduler)).await;
+        }
     }
 
-    /// Deletes every object of a group by label selector. Failures are
-    /// logged: a later cleanup or cancel deletes what is left.
-    async fn delete_group(&self, selector: &str) {
+    /// Deletes every object of a group by label selector: the PodGroups of
+    /// this executor's scheduler and of `scheduler` (the group's own, when
+    /// known). Failures are logged: a later cleanup or cancel deletes what
+    /// is left.
+    async fn delete_group(&self, selector: &str, scheduler: Option<&SchedulerSettings>) {
         let client = &self.config.client;
         let namespace = &self.config.namespace;
         let list = ListParams::default().labels(selector);
@@ -492,9 +519,16 @@ impl Shared {
         if let Err(error) = self.pods.delete_collection(&delete, &list).await {
             tracing::warn!(%selector, %error, "cannot delete the group's pods");
         }
-        if let Some(resource) = scheduler::pod_group_resource(&self.config.scheduler) {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(client.clone(), namespace, &resource);
+        let mut gang_kinds: Vec<ApiResource> = Vec::new();
+        for settings in std::iter::once(&self.config.scheduler).chain(scheduler) {
+            if let Some(resource) = scheduler::pod_group_resource(settings) {
+                if !gang_kinds.iter().any(|kind| kind.group == resource.group) {
+                    gang_kinds.push(resource);
+                }
+            }
+        }
+        for resource in &gang_kinds {
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
             if let Err(error) = api.delete_collection(&delete, &list).await {
                 tracing::warn!(%selector, %error, "cannot delete the group's PodGroup");
             }
@@ -629,14 +663,14 @@ impl Shared {
             match state.groups.get_mut(&group_uuid) {
                 Some(group) if all_done && !group.cleaned => {
                     group.cleaned = true;
-                    Some(group.names.cleanup_selector())
+                    Some((group.names.cleanup_selector(), group.scheduler.clone()))
                 }
                 _ => None,
             }
         };
-        if let Some(selector) = selector {
+        if let Some((selector, scheduler)) = selector {
             tracing::info!(%selector, "group finished; cleaning up");
-            self.delete_group(&selector).await;
+            self.delete_group(&selector, scheduler.as_ref()).await;
         }
     }
 
@@ -751,6 +785,7 @@ fn adopt_group(state: &mut State, key: &TaskKey, pod: &Pod) {
             },
             tasks: BTreeSet::new(),
             cleaned: false,
+            scheduler: None,
         });
     group.tasks.insert(key.clone());
 }

@@ -31,5 +31,5 @@ pub use config::{
 };
 pub use error::KubeError;
 pub use executor::KubernetesOperator;
-pub use names::task_host;
+pub use names::{task_host, task_host_of};
 pub use nodes::{node_inventory, NodeInventory, NodeTaint};

@@ -101,8 +101,7 @@ impl GroupNames {
 
     /// The headless Service's name, which is also every pod's `subdomain`.
     pub fn subdomain(&self) -> String {
-        // A Service name must start with a letter; a UUID may not.
-        dns_label(&format!("osmo-{}", self.group_uuid))
+        subdomain_of(&self.group_uuid)
     }
 
     /// Name of the Secret holding one file of the group.
@@ -171,7 +170,18 @@ pub fn pod_name(group: &GroupNames, task_uuid: &str) -> String {
 /// resolved by the headless Service (`.<namespace>.svc.cluster.local` is
 /// implied by the pod's DNS search path).
 pub fn task_host(group: &GroupNames, task_uuid: &str) -> String {
-    format!("{}.{}", dns_label(task_uuid), group.subdomain())
+    task_host_of(&group.group_uuid, task_uuid)
+}
+
+/// [`task_host`] from the UUIDs alone, for the server, which resolves
+/// `{{host:<task>}}` before a launch reaches the executor.
+pub fn task_host_of(group_uuid: &str, task_uuid: &str) -> String {
+    format!("{}.{}", dns_label(task_uuid), subdomain_of(group_uuid))
+}
+
+fn subdomain_of(group_uuid: &str) -> String {
+    // A Service name must start with a letter; a UUID may not.
+    dns_label(&format!("osmo-{group_uuid}"))
 }
 
 /// The user container's name: the task name as a DNS label.

@@ -6,8 +6,8 @@ use super::executor::KubernetesOperator;
 use super::fake_api::{FakeApi, Recorded};
 use super::status::pod_status;
 use crate::operator::protocol::{
-    FromOperator, GroupLaunch, GroupMeta, LaunchFile, LaunchResources, LogStream, TaskLaunch,
-    TaskPlacement, ToOperator,
+    FromOperator, GroupLaunch, GroupMeta, LaunchFile, LaunchResources, LaunchScheduler, LogStream,
+    TaskLaunch, TaskPlacement, ToOperator,
 };
 use gantry_storage::{Priority, TaskKey, TaskStatus};
 use k8s_openapi::api::core::v1::Pod;
@@ -82,9 +82,13 @@ impl Harness {
     async fn hello(&mut self) -> Vec<TaskKey> {
         match self.next().await {
             FromOperator::Hello {
-                backend, running, ..
+                backend,
+                running,
+                executor,
+                ..
             } => {
                 assert_eq!(backend, "k8s");
+                assert_eq!(executor, "kubernetes");
                 running
             }
             other => panic!("expected Hello first, got {other:?}"),
@@ -210,6 +214,7 @@ fn group(tasks: Vec<TaskLaunch>) -> GroupLaunch {
             submitted_by: "alice@example.com".into(),
             pool: "gpu-pool".into(),
             priority: Some(Priority::High),
+            scheduler: None,
         },
     }
 }
@@ -714,6 +719,80 @@ async fn default_scheduler_runs_single_tasks_and_refuses_gangs_without_coschedul
             GROUP_UUID
         );
     }
+}
+
+#[tokio::test]
+async fn the_backend_scheduler_in_the_launch_wins_over_the_executor_config() {
+    // Configured for KAI; the backend's settings travel in each launch.
+    let mut h = Harness::start(SchedulerSettings::default()).await;
+    h.hello().await;
+    let mut gang = group(vec![task("a", 0, true), task("b", 1, false)]);
+    gang.meta.scheduler = Some(LaunchScheduler {
+        scheduler_type: gantry_storage::SchedulerType::Volcano,
+        scheduler_name: "volcano-custom".into(),
+        scheduler_timeout_seconds: 90,
+    });
+    let job = h.create(gang).await;
+    h.until_done(job).await;
+    let requests = h.api.actions();
+    assert!(posted(&requests, KAI_PODGROUPS).is_empty());
+    let gangs = posted(&requests, VOLCANO_PODGROUPS);
+    assert_eq!(gangs.len(), 1, "{:#?}", posts(&requests));
+    assert_eq!(gangs[0]["spec"]["minMember"], 2);
+    assert_eq!(gangs[0]["metadata"]["name"], GROUP_UUID);
+    let pods = posted(&requests, PODS);
+    assert_eq!(pods.len(), 2);
+    for pod in pods {
+        assert_eq!(pod["spec"]["schedulerName"], "volcano-custom");
+        assert_eq!(
+            pod["metadata"]["annotations"]["scheduling.k8s.io/group-name"],
+            GROUP_UUID
+        );
+        assert!(pod["metadata"]["labels"]["kai.scheduler/queue"].is_null());
+    }
+
+    // Cancel finds the group's Volcano PodGroup, not only the configured kind.
+    h.api.clear_requests();
+    h.next_job += 1;
+    let cancel_job = h.next_job;
+    h.send(ToOperator::CancelGroup {
+        job_id: cancel_job,
+        workflow_id: "train-7".into(),
+        group: "train-group".into(),
+        reason: "canceled by alice".into(),
+    })
+    .await;
+    h.until_done(cancel_job).await;
+    let deleted: Vec<String> = h
+        .api
+        .actions()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| r.path)
+        .collect();
+    assert!(
+        deleted.contains(&VOLCANO_PODGROUPS.to_string()),
+        "{deleted:?}"
+    );
+    assert!(h.api.objects(VOLCANO_PODGROUPS).is_empty());
+
+    // `default` with no name: plain pods for the default scheduler.
+    h.api.clear_requests();
+    let mut solo = group(vec![task("solo", 2, true)]);
+    solo.group = "solo".into();
+    solo.meta.group_uuid = "11111111-0000-4000-8000-000000000004".into();
+    solo.meta.scheduler = Some(LaunchScheduler {
+        scheduler_type: gantry_storage::SchedulerType::Default,
+        scheduler_name: String::new(),
+        scheduler_timeout_seconds: 30,
+    });
+    let job = h.create(solo).await;
+    h.until_done(job).await;
+    let requests = h.api.actions();
+    assert_eq!(posts(&requests), vec![(PODS.to_string(), pod_name(2))]);
+    let pod = &posted(&requests, PODS)[0];
+    assert_eq!(pod["spec"]["schedulerName"], "default-scheduler");
+    assert!(pod["metadata"]["annotations"]["pod-group-name"].is_null());
 }
 
 #[tokio::test]

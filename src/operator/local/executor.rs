@@ -127,6 +127,7 @@ impl LocalOperator {
                 backend: shared.config.backend.clone(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 running: shared.running(),
+                executor: crate::operator::protocol::EXECUTOR_LOCAL.to_string(),
             })
             .await;
         // Heartbeats with this host's inventory, on connect and then every

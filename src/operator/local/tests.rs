@@ -66,8 +66,10 @@ impl Harness {
                 backend,
                 version,
                 running,
+                executor,
             } => {
                 assert_eq!(backend, "local-test");
+                assert_eq!(executor, "local");
                 assert_eq!(version, env!("CARGO_PKG_VERSION"));
                 assert!(running.is_empty());
             }
