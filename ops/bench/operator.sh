@@ -8,14 +8,19 @@
 # starts is stopped and removed on exit.
 #
 # Usage: ops/bench/operator.sh [WORKFLOWS] [TASKS]
-# Env: GANTRY_BENCH_PORT (first of 20 ports, default 18600), GANTRY_BENCH_KEEP=1.
+# Env: GANTRY_BENCH_PORT (first of 20 ports, default 18600), GANTRY_BENCH_KEEP=1,
+#      GANTRY_BIN=PATH uses that binary instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 workflows=${1:-400}
 tasks=${2:-25}
 base=${GANTRY_BENCH_PORT:-18600}
-gantry=${CARGO_TARGET_DIR:-./target}/release/gantry
-cargo build --release --quiet
+if [[ -n ${GANTRY_BIN:-} ]]; then
+    gantry=$GANTRY_BIN
+else
+    gantry=${CARGO_TARGET_DIR:-./target}/release/gantry
+    cargo build --release --quiet
+fi
 
 tmp=$(mktemp -d)
 pids=()
