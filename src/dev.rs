@@ -104,7 +104,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let token = if auth_required {
-        std::fs::read_to_string(data_dir.join(server::BOOTSTRAP_TOKEN_FILE))
+        std::fs::read_to_string(data_dir.join(crate::control::membership::BOOTSTRAP_TOKEN_FILE))
             .ok()
             .map(|secret| secret.trim().to_string())
     } else {

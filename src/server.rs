@@ -18,7 +18,6 @@ use anyhow::Context;
 use gantry_raft::transport::{self, HttpVersions, PeerTransport};
 use gantry_raft::GantryNode;
 use gantry_raft::{NodeConfig, RaftNode};
-use gantry_storage::Command;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -239,7 +238,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
         let secret = options
             .bootstrap_token_file
             .as_deref()
-            .map(read_bootstrap_secret)
+            .map(membership::read_bootstrap_secret)
             .transpose()?;
         if was_member {
             // A restart must not wait for a quorum (its peers may still be
@@ -247,12 +246,14 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
             let node = node.clone();
             let data_dir = options.data_dir.clone();
             tasks.spawn(async move {
-                if let Err(error) = ensure_bootstrap_token(&node, &data_dir, secret, false).await {
+                if let Err(error) =
+                    membership::ensure_bootstrap_token(&node, &data_dir, secret, false).await
+                {
                     tracing::error!(error = %format!("{error:#}"), "bootstrap token");
                 }
             });
         } else {
-            ensure_bootstrap_token(&node, &options.data_dir, secret, true).await?;
+            membership::ensure_bootstrap_token(&node, &options.data_dir, secret, true).await?;
         }
     }
 
@@ -380,116 +381,6 @@ fn node_id(data_dir: &std::path::Path) -> anyhow::Result<u64> {
 
 /// Longest a new member keeps asking to be let in.
 const JOIN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(180);
-
-/// Name of the admin token a new cluster's first node creates.
-const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
-/// Where that token's secret is written (mode 0600), under the data directory.
-pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-admin-token";
-/// The secret while its token is not known to be committed.
-const BOOTSTRAP_PENDING_FILE: &str = "bootstrap-admin-token.pending";
-/// Shortest bootstrap secret accepted from `--bootstrap-token-file`.
-const BOOTSTRAP_SECRET_CHARS_MIN: usize = 16;
-
-fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(secret.as_bytes())?;
-    file.sync_all()?;
-    Ok(())
-}
-
-/// Reads a bootstrap secret from the operator's file (unattended installs).
-pub fn read_bootstrap_secret(path: &std::path::Path) -> anyhow::Result<String> {
-    let secret = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the bootstrap token from {}", path.display()))?
-        .trim()
-        .to_string();
-    if secret.len() < BOOTSTRAP_SECRET_CHARS_MIN || secret.contains(char::is_whitespace) {
-        anyhow::bail!(
-            "{}: the bootstrap token must be at least {BOOTSTRAP_SECRET_CHARS_MIN} characters without spaces",
-            path.display()
-        );
-    }
-    Ok(secret)
-}
-
-async fn commit_bootstrap_token(node: &RaftNode, secret: &str) -> anyhow::Result<()> {
-    let token = gantry_storage::TokenRecord {
-        name: BOOTSTRAP_TOKEN_NAME.to_string(),
-        service: false,
-        hash: crate::api::auth::hash_token(secret),
-        user: "admin".to_string(),
-        roles: vec!["admin".to_string()],
-        description: "created when the cluster was bootstrapped".to_string(),
-        created: crate::control::now_ms(),
-        expires: None,
-    };
-    match node.propose(Command::IssueToken { token }).await? {
-        gantry_storage::Outcome::Applied => Ok(()),
-        other => anyhow::bail!("could not store the bootstrap token: {other:?}"),
-    }
-}
-
-/// Makes sure a bootstrapped cluster has a usable admin token.
-///
-/// The secret is written to `<data>/bootstrap-admin-token.pending` (0600)
-/// first, then its token is committed, then the file is renamed to
-/// `bootstrap-admin-token` and the secret printed once. A crash or a failed
-/// proposal in between leaves the pending file, and the next start commits
-/// the same secret again (re-issuing a token of the same name and user is
-/// idempotent), so the cluster never ends up without a token that someone
-/// holds. With `secret_from_file` (unattended installs) the operator holds
-/// the secret: it is committed whenever the token is missing and nothing is
-/// written or printed.
-pub(crate) async fn ensure_bootstrap_token(
-    node: &RaftNode,
-    data_dir: &std::path::Path,
-    secret_from_file: Option<String>,
-    first_start: bool,
-) -> anyhow::Result<()> {
-    if let Some(secret) = secret_from_file {
-        let known = node.read_local()?.token(BOOTSTRAP_TOKEN_NAME)?;
-        if known.is_none_or(|token| token.hash != crate::api::auth::hash_token(&secret)) {
-            commit_bootstrap_token(node, &secret).await?;
-            println!("Bootstrap admin token '{BOOTSTRAP_TOKEN_NAME}' taken from the given file");
-        }
-        return Ok(());
-    }
-    let pending = data_dir.join(BOOTSTRAP_PENDING_FILE);
-    let secret = match std::fs::read_to_string(&pending) {
-        Ok(secret) => secret.trim().to_string(),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            // A member that was bootstrapped before and has no pending
-            // secret finished this already (or its admin removed the file).
-            if !first_start || node.read_local()?.token(BOOTSTRAP_TOKEN_NAME)?.is_some() {
-                return Ok(());
-            }
-            let secret =
-                crate::api::auth::new_secret().context("generating the bootstrap token")?;
-            write_secret(&pending, &secret)?;
-            secret
-        }
-        Err(error) => {
-            return Err(error).with_context(|| format!("reading {}", pending.display()));
-        }
-    };
-    commit_bootstrap_token(node, &secret).await?;
-    let path = data_dir.join(BOOTSTRAP_TOKEN_FILE);
-    std::fs::rename(&pending, &path)
-        .with_context(|| format!("moving {} to {}", pending.display(), path.display()))?;
-    println!(
-        "Bootstrap admin token (shown once; also in {}):\n{secret}",
-        path.display()
-    );
-    Ok(())
-}
 
 impl RunningServer {
     /// Stops serving, kills running tasks and closes the Raft node.

@@ -350,18 +350,14 @@ impl AgentHub {
         }
         accepted.acked = last_seq;
         accepted.acks.send_replace(last_seq);
-        let became_ready = {
-            let mut connections = self.lock();
-            match connections.get_mut(&backend) {
-                Some(connection) if connection.generation == accepted.generation => {
-                    let was_ready = connection.ready;
-                    connection.ready |= hello;
-                    !was_ready && connection.ready
-                }
-                _ => false,
+        if hello {
+            if let Some(connection) = self
+                .lock()
+                .get_mut(&backend)
+                .filter(|connection| connection.generation == accepted.generation)
+            {
+                connection.ready = true;
             }
-        };
-        if became_ready || hello {
             // Re-queued groups (and everything queued meanwhile) can go out.
             self.connected.notify_waiters();
         }
