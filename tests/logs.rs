@@ -1,7 +1,9 @@
 //! Logs as zstd chunks in object storage, end to end: a million lines come
 //! back once and in order, `-n` reads only the chunks it needs, the same
 //! works against a real S3-compatible server, and a leader killed while a
-//! remote operator streams a numbered sequence loses and repeats nothing.
+//! remote operator streams a numbered sequence loses and repeats nothing,
+//! neither in the store nor for a `gantry workflow logs` following it from
+//! the killed node.
 
 mod common;
 
@@ -286,6 +288,7 @@ fn logs_go_to_a_real_s3_compatible_store() {
 }
 
 /// A `gantry operator` process.
+/// A child process killed when the test ends, however it ends.
 struct Operator {
     child: Child,
 }
@@ -410,6 +413,25 @@ fn killing_the_leader_while_a_task_logs_loses_and_repeats_no_line() {
     command: [sh, -c, 'i=1; while [ $i -le 6000 ]; do echo "step $i"; if [ $((i % 100)) -eq 0 ]; then sleep 0.1; fi; i=$((i+1)); done']
 "#,
     );
+    // A CLI follows the log from the leader (which holds the live buffer)
+    // and must resume on a survivor when the leader dies.
+    let leader_url = leader_of(&any);
+    let mut follow_urls = vec![leader_url.clone()];
+    follow_urls.extend(urls.iter().filter(|url| **url != leader_url).cloned());
+    let follower_out = dir.path().join("follow.out");
+    let mut follower = Operator {
+        child: Command::new(BINARY)
+            .args(["workflow", "logs", &id, "--url", &follow_urls.join(",")])
+            .arg("--ca")
+            .arg(pki.dir.join("ca.pem"))
+            .env("GANTRY_TOKEN", &token)
+            .env("XDG_CONFIG_HOME", dir.path().join("cli-config"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&follower_out).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("follow.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    };
     // Kill the leader once some lines are durable (a chunk is indexed).
     wait_for(Duration::from_secs(60), "the first chunks", || {
         let (status, body) = any.get(&format!("/api/workflow/{id}"));
@@ -423,7 +445,16 @@ fn killing_the_leader_while_a_task_logs_loses_and_repeats_no_line() {
         }
     });
     std::thread::sleep(Duration::from_millis(1500));
-    let leader_url = leader_of(&any);
+    assert_eq!(
+        leader_of(&any),
+        leader_url,
+        "the leader changed before the kill"
+    );
+    let followed_before_kill = step_numbers(&std::fs::read_to_string(&follower_out).unwrap());
+    assert!(
+        !followed_before_kill.is_empty(),
+        "the follower printed nothing from the leader"
+    );
     let killed = urls.iter().position(|url| *url == leader_url).unwrap();
     servers[killed].take().unwrap().kill9();
     let survivor_url = urls
@@ -443,6 +474,24 @@ fn killing_the_leader_while_a_task_logs_loses_and_repeats_no_line() {
         },
     );
     assert_eq!(common::task_of(&workflow, "count").unwrap()["exit_code"], 0);
+    let follower_status = wait_for(Duration::from_secs(60), "the follower to end", || {
+        follower
+            .child
+            .try_wait()
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "still following".to_string())
+    });
+    let followed = std::fs::read_to_string(&follower_out).unwrap();
+    assert!(
+        follower_status.success(),
+        "the follower failed: {}",
+        std::fs::read_to_string(dir.path().join("follow.err")).unwrap_or_default()
+    );
+    assert_eq!(
+        step_numbers(&followed),
+        (1..=6000).collect::<Vec<u64>>(),
+        "the follower's lines"
+    );
     // Any survivor serves the stored log from the replicated index.
     for url in urls
         .iter()

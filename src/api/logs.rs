@@ -11,6 +11,14 @@
 //! workflow has finished and every committed line has been sent. Any member
 //! can serve it: a follower has no live buffer and sends lines once their
 //! chunk commits, so a follow survives a leader change.
+//!
+//! `format=jsonl` (Gantry's own, used by the CLI) sends each line as JSON
+//! with its task run and offset, and ends a complete stream with
+//! `{"end":true}`, so a client can tell a finished log from a cut
+//! connection. After the first part (the tail, or every stored line) it
+//! sends `{"after":[[task,retry,offset],..]}`: how far each run was read,
+//! lines skipped by the tail included. `after=<task>:<retry>:<offset>`
+//! (repeatable) resumes past that, on any member.
 
 use super::error::ApiError;
 use super::params::Params;
@@ -41,6 +49,47 @@ const ERROR_LINES_DEFAULT: usize = 100;
 struct Filter {
     task: Option<String>,
     retry_id: Option<u32>,
+}
+
+/// How lines go on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    /// OSMO's rendered lines.
+    Text,
+    /// One JSON object per line, then the end marker.
+    JsonLines,
+}
+
+/// The record that closes a complete `jsonl` stream.
+pub const JSONL_END: &str = "{\"end\":true}\n";
+
+impl Encoding {
+    fn parse(params: &Params) -> Result<Encoding, ApiError> {
+        match params.get("format") {
+            None | Some("text") => Ok(Encoding::Text),
+            Some("jsonl") => Ok(Encoding::JsonLines),
+            Some(other) => Err(ApiError::bad_request(
+                "USAGE",
+                format!("format: '{other}' is not one of text, jsonl"),
+            )),
+        }
+    }
+
+    fn line(self, line: &StoredLine) -> String {
+        match self {
+            Encoding::Text => render_line(line),
+            Encoding::JsonLines => {
+                // A StoredLine always serializes; the fallback keeps the stream valid.
+                let mut json = serde_json::to_string(line).unwrap_or_default();
+                json.push('\n');
+                json
+            }
+        }
+    }
+
+    fn lines<'a>(self, lines: impl IntoIterator<Item = &'a StoredLine>) -> String {
+        lines.into_iter().map(|line| self.line(line)).collect()
+    }
 }
 
 impl Filter {
@@ -89,9 +138,9 @@ pub async fn error_logs(
             task: Some(task),
             retry_id: Some(retry_id),
         };
-        let (tail_text, read_count) =
+        let (lines, read_count) =
             tail(&state, &chunks, &live, &filter, n, &mut Sent::default()).await?;
-        text.push_str(&tail_text);
+        text.push_str(&Encoding::Text.lines(&lines));
         chunks_read += read_count;
     }
     Ok((
@@ -117,6 +166,40 @@ struct Sent {
 }
 
 impl Sent {
+    /// What a resuming client already has: `after=<task>:<retry>:<offset>`.
+    fn after(params: &Params) -> Result<Sent, ApiError> {
+        let mut sent = Sent::default();
+        for value in params.all("after") {
+            let parsed = value.rsplitn(3, ':').collect::<Vec<_>>();
+            let [offset, retry, task] = parsed.as_slice() else {
+                return Err(ApiError::bad_request(
+                    "USAGE",
+                    format!("after: '{value}' is not <task>:<retry>:<offset>"),
+                ));
+            };
+            let (Ok(retry), Ok(offset)) = (retry.parse::<u32>(), offset.parse::<u64>()) else {
+                return Err(ApiError::bad_request(
+                    "USAGE",
+                    format!("after: '{value}' needs a number for retry and offset"),
+                ));
+            };
+            sent.note(task, retry, offset);
+        }
+        Ok(sent)
+    }
+
+    /// The `jsonl` cursor record: every run's high-water offset.
+    fn cursor(&self) -> String {
+        let runs: Vec<(&str, u32, u64)> = self
+            .upto
+            .iter()
+            .map(|((task, retry), offset)| (task.as_str(), *retry, *offset))
+            .collect();
+        let mut json = serde_json::json!({ "after": runs }).to_string();
+        json.push('\n');
+        json
+    }
+
     fn is_new(&self, line: &StoredLine) -> bool {
         self.upto
             .get(&(line.task.clone(), line.retry_id))
@@ -186,6 +269,8 @@ pub async fn logs(
         task: params.get("task_name").map(str::to_string),
         retry_id,
     };
+    let encoding = Encoding::parse(&params)?;
+    let mut sent = Sent::after(&params)?;
     // Live lines first, then the index: a line that left the buffer in
     // between is in a chunk the index read sees.
     let live = state.logs.live(&id);
@@ -203,54 +288,54 @@ pub async fn logs(
     let chunks = view.log_chunks(&id, filter.task.as_deref(), filter.retry_id)?;
     drop(view);
     let follow = workflow.status.is_alive();
-    let mut sent = Sent::default();
     let (sender, receiver) = mpsc::channel::<Result<String, Infallible>>(4);
     let chunks_read;
-    match last_n {
+    let first = match last_n {
         Some(n) => {
             let n = usize::try_from(n).unwrap_or(usize::MAX);
-            let (text, read_count) = tail(&state, &chunks, &live, &filter, n, &mut sent).await?;
+            let (lines, read_count) = tail(&state, &chunks, &live, &filter, n, &mut sent).await?;
             chunks_read = read_count;
-            let state = state.clone();
-            tokio::spawn(async move {
-                if !text.is_empty() && sender.send(Ok(text)).await.is_err() {
-                    return;
-                }
-                if follow {
-                    follow_live(state, id, filter, sent, sender).await;
-                }
-            });
+            Some(encoding.lines(&lines))
         }
         None => {
-            chunks_read = chunks.len();
-            let state = state.clone();
-            tokio::spawn(async move {
-                if send_chunks(&state, &chunks, &filter, &mut sent, &sender)
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                let text: String = sent.live_lines(&live, &filter).map(render_line).collect();
-                for line in sent.live_lines(&live, &filter).collect::<Vec<_>>() {
-                    sent.note(&line.task, line.retry_id, line.offset);
-                }
-                if !text.is_empty() && sender.send(Ok(text)).await.is_err() {
-                    return;
-                }
-                if follow {
-                    follow_live(state, id, filter, sent, sender).await;
-                }
-            });
+            chunks_read = chunks.iter().filter(|c| sent.chunk_is_new(c)).count();
+            None
         }
-    }
+    };
+    let state = state.clone();
+    tokio::spawn(async move {
+        let complete = async {
+            match first {
+                Some(text) => send(&sender, text).await?,
+                None => {
+                    send_chunks(&state, &chunks, &filter, encoding, &mut sent, &sender).await?;
+                    let fresh: Vec<StoredLine> = sent.live_lines(&live, &filter).cloned().collect();
+                    for line in &fresh {
+                        sent.note(&line.task, line.retry_id, line.offset);
+                    }
+                    send(&sender, encoding.lines(&fresh)).await?;
+                }
+            }
+            if encoding == Encoding::JsonLines {
+                send(&sender, sent.cursor()).await?;
+            }
+            if follow {
+                follow_live(&state, &id, &filter, encoding, &mut sent, &sender).await?;
+            }
+            Ok::<(), ()>(())
+        };
+        if complete.await.is_ok() && encoding == Encoding::JsonLines {
+            let _ = sender.send(Ok(JSONL_END.to_string())).await;
+        }
+    });
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    let content_type = match encoding {
+        Encoding::Text => "text/plain; charset=utf-8",
+        Encoding::JsonLines => "application/jsonl",
+    };
     Ok((
         [
-            (
-                header::CONTENT_TYPE,
-                "text/plain; charset=utf-8".to_string(),
-            ),
+            (header::CONTENT_TYPE, content_type.to_string()),
             (
                 header::HeaderName::from_static(CHUNKS_READ_HEADER),
                 chunks_read.to_string(),
@@ -261,8 +346,16 @@ pub async fn logs(
         .into_response())
 }
 
+/// Sends `text` unless empty; `Err` once the client has gone.
+async fn send(sender: &Sender, text: String) -> Result<(), ()> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    sender.send(Ok(text)).await.map_err(|_| ())
+}
+
 /// The last `n` lines: live lines above the index, then chunks read from
-/// the end of the index until they hold enough. Returns the text and how
+/// the end of the index until they hold enough. Returns the lines and how
 /// many chunks were read.
 async fn tail(
     state: &AppState,
@@ -271,7 +364,7 @@ async fn tail(
     filter: &Filter,
     n: usize,
     sent: &mut Sent,
-) -> Result<(String, usize), ApiError> {
+) -> Result<(Vec<StoredLine>, usize), ApiError> {
     for indexed in chunks {
         sent.note(
             &indexed.chunk.task,
@@ -305,10 +398,8 @@ async fn tail(
     }
     lines.extend(live_lines);
     let skip = lines.len().saturating_sub(n);
-    Ok((
-        lines[skip..].iter().map(render_line).collect(),
-        picked.len(),
-    ))
+    lines.drain(..skip);
+    Ok((lines, picked.len()))
 }
 
 /// Sends the lines of every chunk not yet (fully) sent, in index order.
@@ -316,6 +407,7 @@ async fn send_chunks(
     state: &AppState,
     chunks: &[IndexedLogChunk],
     filter: &Filter,
+    encoding: Encoding,
     sent: &mut Sent,
     sender: &Sender,
 ) -> Result<(), ()> {
@@ -330,54 +422,51 @@ async fn send_chunks(
                 return Err(());
             }
         };
-        let text: String = lines
-            .iter()
-            .filter(|line| filter.keeps(line) && sent.is_new(line))
-            .map(render_line)
-            .collect();
+        let text = encoding.lines(
+            lines
+                .iter()
+                .filter(|line| filter.keeps(line) && sent.is_new(line)),
+        );
         let chunk = &indexed.chunk;
         sent.note(&chunk.task, chunk.retry_id, chunk.last_offset);
-        if !text.is_empty() && sender.send(Ok(text)).await.is_err() {
-            return Err(());
-        }
+        send(sender, text).await?;
     }
     Ok(())
 }
 
 /// Sends new lines (committed chunks, then live ones) until the workflow
-/// has ended and every committed line is sent, or the client goes away.
-async fn follow_live(state: AppState, id: String, filter: Filter, mut sent: Sent, sender: Sender) {
+/// has ended and every committed line is sent (`Ok`), or the client goes
+/// away or this node cannot read (`Err`: the stream is cut, not complete).
+async fn follow_live(
+    state: &AppState,
+    id: &str,
+    filter: &Filter,
+    encoding: Encoding,
+    sent: &mut Sent,
+    sender: &Sender,
+) -> Result<(), ()> {
     let mut appended = state.logs.subscribe();
     loop {
         // The status first: chunks committed before the end are then all read below.
-        let live = state.logs.live(&id);
-        let Ok(view) = state.node.read_local() else {
-            return;
-        };
-        let finished = match view.workflow(&id) {
+        let live = state.logs.live(id);
+        let view = state.node.read_local().map_err(|_| ())?;
+        let finished = match view.workflow(id) {
             Ok(Some(workflow)) => !workflow.status.is_alive(),
-            _ => true,
+            Ok(None) => true,
+            Err(_) => return Err(()),
         };
-        let Ok(chunks) = view.log_chunks(&id, filter.task.as_deref(), filter.retry_id) else {
-            return;
-        };
+        let chunks = view
+            .log_chunks(id, filter.task.as_deref(), filter.retry_id)
+            .map_err(|_| ())?;
         drop(view);
-        if send_chunks(&state, &chunks, &filter, &mut sent, &sender)
-            .await
-            .is_err()
-        {
-            return;
-        }
-        let fresh: Vec<StoredLine> = sent.live_lines(&live, &filter).cloned().collect();
+        send_chunks(state, &chunks, filter, encoding, sent, sender).await?;
+        let fresh: Vec<StoredLine> = sent.live_lines(&live, filter).cloned().collect();
         for line in &fresh {
             sent.note(&line.task, line.retry_id, line.offset);
         }
-        let text: String = fresh.iter().map(render_line).collect();
-        if !text.is_empty() && sender.send(Ok(text)).await.is_err() {
-            return;
-        }
+        send(sender, encoding.lines(&fresh)).await?;
         if finished {
-            return;
+            return Ok(());
         }
         let wait_for_append = async {
             loop {
@@ -389,5 +478,22 @@ async fn follow_live(state: AppState, id: String, filter: Filter, mut sent: Sent
             }
         };
         let _ = tokio::time::timeout(FOLLOW_POLL, wait_for_append).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_takes_task_names_with_colons_and_refuses_bad_values() {
+        let sent = Sent::after(&Params::parse(Some("after=a:b:2:17&after=c:0:3"))).unwrap();
+        assert_eq!(sent.upto.get(&("a:b".to_string(), 2)), Some(&17));
+        assert_eq!(sent.upto.get(&("c".to_string(), 0)), Some(&3));
+        for bad in ["after=x", "after=a:b:c", "after=a:-1:3"] {
+            let error = Sent::after(&Params::parse(Some(bad))).err().unwrap();
+            assert!(error.message.contains("after"), "{bad}: {}", error.message);
+            assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        }
     }
 }

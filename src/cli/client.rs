@@ -396,7 +396,7 @@ impl Client {
         &self,
         id: &str,
         log_query: &LogQuery<'_>,
-        mut on_chunk: impl FnMut(&[u8]) -> ControlFlow<()>,
+        on_chunk: impl FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<(), ClientError> {
         let endpoint = if log_query.errors_only {
             "error_logs"
@@ -404,19 +404,19 @@ impl Client {
             "logs"
         };
         let path = format!("/api/workflow/{}/{endpoint}", encode_segment(id));
-        let mut query: Vec<(&str, String)> = Vec::new();
-        if let Some(n) = log_query.last_n_lines {
-            query.push(("last_n_lines", n.to_string()));
-        }
-        if let Some(t) = log_query.task {
-            query.push(("task_name", t.to_owned()));
-        }
-        if let Some(retry) = log_query.retry_id {
-            query.push(("retry_id", retry.to_string()));
-        }
-        // No overall timeout: a running workflow's log stream stays open.
+        self.stream(&path, &log_query.params(), on_chunk).await
+    }
+
+    /// GETs `path` with `query` and hands the body on chunk by chunk, with
+    /// no overall timeout (a running workflow's log stream stays open).
+    pub async fn stream(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        mut on_chunk: impl FnMut(&[u8]) -> ControlFlow<()>,
+    ) -> Result<(), ClientError> {
         let (url, mut resp) = self
-            .send(Method::GET, &path, false, |r| r.query(&query))
+            .send(Method::GET, path, false, |r| r.query(query))
             .await?;
         while let Some(chunk) = resp.chunk().await.map_err(|source| ClientError::Request {
             url: url.clone(),
@@ -730,11 +730,28 @@ mod tests {
 }
 
 /// What `gantry workflow logs` asks for.
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 pub struct LogQuery<'a> {
     pub task: Option<&'a str>,
     pub last_n_lines: Option<u64>,
     pub retry_id: Option<u32>,
     /// `/error_logs`: the last lines of failed tasks.
     pub errors_only: bool,
+}
+
+impl LogQuery<'_> {
+    /// The query parameters of `/logs` and `/error_logs`.
+    pub fn params(&self) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        if let Some(n) = self.last_n_lines {
+            query.push(("last_n_lines", n.to_string()));
+        }
+        if let Some(task) = self.task {
+            query.push(("task_name", task.to_owned()));
+        }
+        if let Some(retry) = self.retry_id {
+            query.push(("retry_id", retry.to_string()));
+        }
+        query
+    }
 }

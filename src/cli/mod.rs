@@ -15,6 +15,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod configs;
+pub mod follow;
 pub mod output;
 pub mod pool;
 pub mod token;

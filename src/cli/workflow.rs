@@ -19,6 +19,7 @@ use serde_json::Value;
 use super::client::{Client, LogQuery, SubmitRequest};
 use super::output::{self, format_duration, format_time, text_field, with_spinner, NONE};
 use super::{ClientArgs, FormatArg, OutputFormat};
+use crate::control::logs::render_line;
 use gantry_storage::Priority;
 
 #[derive(clap::Subcommand, Debug)]
@@ -357,18 +358,24 @@ fn print_warnings(response: &Value) {
 /// ends the command quietly, like other Unix tools.
 async fn stream_logs(client: &Client, id: &str, query: &LogQuery<'_>) -> anyhow::Result<()> {
     let mut write_error = None;
-    client
-        .logs_query(id, query, |chunk| {
-            let mut out = std::io::stdout().lock();
-            match out.write_all(chunk).and_then(|()| out.flush()) {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(e) => {
-                    write_error = Some(e);
-                    ControlFlow::Break(())
-                }
+    let mut write = |bytes: &[u8]| {
+        let mut out = std::io::stdout().lock();
+        match out.write_all(bytes).and_then(|()| out.flush()) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                write_error = Some(e);
+                ControlFlow::Break(())
             }
+        }
+    };
+    if query.errors_only {
+        client.logs_query(id, query, write).await?;
+    } else {
+        super::follow::follow(client, id, query, |line| {
+            write(render_line(line).as_bytes())
         })
         .await?;
+    }
     match write_error {
         Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             Err(anyhow::Error::new(e).context("cannot write logs to stdout"))
