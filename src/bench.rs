@@ -16,6 +16,7 @@
 //! it (no coordinated omission).
 
 mod startup;
+pub mod training_log;
 
 use anyhow::Context;
 use base64::Engine;

@@ -8,10 +8,16 @@
 //! second (acknowledged = committed through Raft and applied), measured
 //! from the first job to the last acknowledgement, and checks that every
 //! workflow ended COMPLETED. It asserts nothing about speed.
+//!
+//! With `--log-lines N` each task also sends N lines of synthetic training
+//! log between RUNNING and COMPLETED (in messages of
+//! [`LOG_LINES_PER_MESSAGE`]), so the figure includes writing them as zstd
+//! chunks to object storage and indexing them; `--redis-resp FILE` writes
+//! the same lines as Redis `XADD` commands for comparison.
 
 use crate::cli::Client;
 use crate::operator::connect::{Connector, ConnectorConfig};
-use crate::operator::protocol::{FromOperator, ToOperator};
+use crate::operator::protocol::{FromOperator, LogLine, LogStream, ToOperator};
 use crate::operator::wire::{Down, Up};
 use anyhow::Context;
 use gantry_storage::TaskStatus;
@@ -45,7 +51,16 @@ pub struct OperatorBench {
     /// Tasks per group (each gets four status messages)
     #[arg(long, default_value_t = 25)]
     tasks: usize,
+    /// Log lines each task sends while RUNNING
+    #[arg(long, default_value_t = 0)]
+    log_lines: u64,
+    /// Also write every task's log lines as Redis XADD commands (RESP) here
+    #[arg(long, value_name = "FILE")]
+    redis_resp: Option<PathBuf>,
 }
+
+/// Log lines per `Logs` message, as an executor batches a busy task's output.
+const LOG_LINES_PER_MESSAGE: u64 = 1_000;
 
 /// Workflow submits outstanding at once while preparing.
 const SUBMITS_IN_FLIGHT: usize = 32;
@@ -115,6 +130,9 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
     let mut groups_done = 0usize;
     let mut started: Option<Instant> = None;
     let mut messages = 0u64;
+    let (mut log_lines, mut log_bytes) = (0u64, 0u64);
+    // Generated before the clock starts: the figure is the server's ingest.
+    let (prepared_logs, prepared_bytes) = log_messages(args.log_lines);
     let deadline = Instant::now() + RUN_LIMIT;
     let mut acked = 0u64;
     while groups_done < expected_groups || acked < seq {
@@ -134,6 +152,18 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
                     TaskStatus::Running,
                     TaskStatus::Completed,
                 ] {
+                    if status == TaskStatus::Completed {
+                        for task in &group.tasks {
+                            for lines in &prepared_logs {
+                                reports.push(FromOperator::Logs {
+                                    key: task.key.clone(),
+                                    lines: lines.clone(),
+                                });
+                            }
+                            log_bytes += prepared_bytes;
+                            log_lines += args.log_lines;
+                        }
+                    }
                     for task in &group.tasks {
                         reports.push(FromOperator::TaskStatus {
                             key: task.key.clone(),
@@ -171,6 +201,32 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
         "operator ingest: {messages} messages acknowledged in {:.2} s = {per_second:.0} messages/s",
         elapsed.as_secs_f64()
     );
+    if log_lines > 0 {
+        println!(
+            "log ingest: {log_lines} lines ({:.1} MiB) durable in {:.2} s = {:.0} lines/s",
+            log_bytes as f64 / (1024.0 * 1024.0),
+            elapsed.as_secs_f64(),
+            log_lines as f64 / elapsed.as_secs_f64().max(1e-9)
+        );
+    }
+    if let Some(path) = &args.redis_resp {
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        let now = chrono::Utc::now().timestamp_millis();
+        for id in &ids {
+            for index in 0..args.tasks {
+                crate::bench::training_log::write_redis_xadd(
+                    &mut out,
+                    id,
+                    &format!("t{index}"),
+                    args.log_lines,
+                    now,
+                )?;
+            }
+        }
+        std::io::Write::flush(&mut out)?;
+    }
     let mut unfinished = 0;
     for id in &ids {
         let workflow = client.query(id).await?;
@@ -184,6 +240,34 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
         ids.len()
     );
     Ok(())
+}
+
+/// `count` lines of synthetic log in `Logs`-message batches, and their
+/// bytes (with newlines, as a task would print them).
+fn log_messages(count: u64) -> (Vec<Vec<LogLine>>, u64) {
+    let time = chrono::Utc::now().timestamp_millis();
+    let mut bytes = 0;
+    let mut batches = Vec::new();
+    let mut offset = 1;
+    while offset <= count {
+        let last = (offset + LOG_LINES_PER_MESSAGE - 1).min(count);
+        batches.push(
+            (offset..=last)
+                .map(|i| {
+                    let text = crate::bench::training_log::line(i);
+                    bytes += text.len() as u64 + 1;
+                    LogLine {
+                        offset: i,
+                        stream: LogStream::Stdout,
+                        time,
+                        text,
+                    }
+                })
+                .collect(),
+        );
+        offset = last + 1;
+    }
+    (batches, bytes)
 }
 
 fn spec(tasks: usize) -> String {

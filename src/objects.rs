@@ -30,6 +30,23 @@ pub enum ObjectsError {
     },
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
+    #[error("object store: cannot sync '{key}' to disk: {source}")]
+    Sync { key: String, source: std::io::Error },
+}
+
+/// Syncs `file` and every directory from its parent up to `root`: the put
+/// may have created any of them. (A directory with nothing new is cheap to sync.)
+fn sync_file_and_directories(file: &Path, root: &Path) -> std::io::Result<()> {
+    std::fs::File::open(file)?.sync_all()?;
+    let mut directory = file.parent();
+    while let Some(dir) = directory {
+        std::fs::File::open(dir)?.sync_all()?;
+        if dir == root {
+            break;
+        }
+        directory = dir.parent();
+    }
+    Ok(())
 }
 
 /// A store and the prefix every key lives under.
@@ -37,6 +54,9 @@ pub enum ObjectsError {
 pub struct Objects {
     store: Arc<dyn ObjectStore>,
     prefix: String,
+    /// The directory of a `file://` store: its writes are fsynced, since
+    /// `object_store` only renames a temporary file into place.
+    local_root: Option<std::path::PathBuf>,
     /// The URL it was opened from, without query parameters (for messages).
     pub display: String,
 }
@@ -65,6 +85,7 @@ impl Objects {
         Ok(Objects {
             store: Arc::new(store),
             prefix: String::new(),
+            local_root: Some(dir.clone()),
             display: format!("file://{}", dir.display()),
         })
     }
@@ -121,6 +142,7 @@ impl Objects {
                 Ok(Objects {
                     store: Arc::new(store),
                     prefix,
+                    local_root: None,
                     display: format!("s3://{bucket}{}", url.path()),
                 })
             }
@@ -136,10 +158,26 @@ impl Objects {
         }
     }
 
+    /// Stores `bytes` under `key`; once this returns the object survives a
+    /// crash (S3 acknowledges durable writes; a directory store fsyncs the
+    /// file and its directory).
     pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), ObjectsError> {
-        self.store
-            .put(&self.path(key), PutPayload::from(bytes))
-            .await?;
+        let path = self.path(key);
+        self.store.put(&path, PutPayload::from(bytes)).await?;
+        if let Some(root) = &self.local_root {
+            let file = root.join(path.as_ref());
+            let root = root.clone();
+            tokio::task::spawn_blocking(move || sync_file_and_directories(&file, &root))
+                .await
+                .map_err(|error| ObjectsError::Sync {
+                    key: key.to_string(),
+                    source: std::io::Error::other(error),
+                })?
+                .map_err(|source| ObjectsError::Sync {
+                    key: key.to_string(),
+                    source,
+                })?;
+        }
         Ok(())
     }
 

@@ -51,9 +51,9 @@ fn get_logs(url: &str, id: &str, query: &str) -> (String, usize, Duration) {
     (text, chunks, started.elapsed())
 }
 
-/// Raw (decompressed) and stored bytes of every chunk file under `dir`.
-fn chunk_bytes(dir: &Path) -> (u64, u64, usize) {
-    let (mut raw, mut stored, mut files) = (0, 0, 0);
+/// Every log chunk file under `dir`, recursively.
+fn chunk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
@@ -61,12 +61,21 @@ fn chunk_bytes(dir: &Path) -> (u64, u64, usize) {
             if path.is_dir() {
                 stack.push(path);
             } else if path.to_string_lossy().ends_with(".jsonl.zst") {
-                let bytes = std::fs::read(&path).unwrap();
-                stored += bytes.len() as u64;
-                raw += zstd::decode_all(bytes.as_slice()).unwrap().len() as u64;
-                files += 1;
+                files.push(path);
             }
         }
+    }
+    files
+}
+
+/// Raw (decompressed) and stored bytes of every chunk file under `dir`.
+fn chunk_bytes(dir: &Path) -> (u64, u64, usize) {
+    let (mut raw, mut stored, mut files) = (0, 0, 0);
+    for path in chunk_files(dir) {
+        let bytes = std::fs::read(&path).unwrap();
+        stored += bytes.len() as u64;
+        raw += zstd::decode_all(bytes.as_slice()).unwrap().len() as u64;
+        files += 1;
     }
     (raw, stored, files)
 }
@@ -511,5 +520,48 @@ fn killing_the_leader_while_a_task_logs_loses_and_repeats_no_line() {
             (1..=6000).collect::<Vec<u64>>(),
             "from {url}"
         );
+    }
+}
+
+#[test]
+fn credential_values_are_masked_in_stored_and_live_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(&dir.path().join("dev"));
+    let api = server.client();
+    let secret = "xoxb-7731-secret-token";
+    let put = reqwest::blocking::Client::new()
+        .put(format!("{}/api/configs/workflow", server.url))
+        .json(&serde_json::json!({
+            "configs": {"workflow_alerts": {"slack_token": secret}},
+            "description": "alerts"
+        }))
+        .send()
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.text().unwrap());
+    let id = api.submit_ok(&format!(
+        r#"workflow:
+  name: leaky
+  tasks:
+  - name: talk
+    image: ubuntu
+    command: [sh, -c, 'echo "token={secret} twice {secret}"; echo "short words stay" >&2']
+"#
+    ));
+    let workflow = api.wait_finished(&id, Duration::from_secs(60));
+    assert_eq!(workflow["status"], "COMPLETED", "{workflow}");
+    let (text, _, _) = get_logs(&server.url, &id, "");
+    assert!(
+        text.contains("[talk] token=[MASKED] twice [MASKED]"),
+        "{text}"
+    );
+    assert!(text.contains("short words stay"), "{text}");
+    assert!(!text.contains(secret), "{text}");
+    // Nothing stored holds the secret either.
+    let objects = dir.path().join("dev/objects").join(&id);
+    let chunks = chunk_files(&objects);
+    assert!(!chunks.is_empty(), "no chunk under {objects:?}");
+    for chunk in chunks {
+        let raw = zstd::decode_all(std::fs::File::open(&chunk).unwrap()).unwrap();
+        assert!(!String::from_utf8_lossy(&raw).contains(secret), "{chunk:?}");
     }
 }

@@ -31,6 +31,7 @@
 //!   (the next one carries the newer inventory anyway).
 
 use super::logs::{LogError, Logger, CHUNK_AGE_MAX, CHUNK_RAW_BYTES_TARGET};
+use super::masking::{Masker, Masks};
 use super::now_ms;
 use crate::operator::protocol::LogLine;
 use crate::operator::protocol::{FromOperator, ToOperator};
@@ -72,6 +73,8 @@ pub struct AgentHub {
     last_heartbeat: Arc<Mutex<HashMap<String, std::time::Instant>>>,
     /// Woken when a connection becomes ready, so the dispatcher retries at once.
     pub connected: Arc<Notify>,
+    /// Secrets to mask out of log lines, per WORKFLOW config revision.
+    masks: Arc<Masks>,
 }
 
 /// A registered connection, to be served with [`AgentHub::serve`].
@@ -112,6 +115,7 @@ impl AgentHub {
             next_generation: Arc::default(),
             last_heartbeat: Arc::default(),
             connected: Arc::default(),
+            masks: Arc::default(),
         }
     }
 
@@ -218,6 +222,7 @@ impl AgentHub {
         let mut hello = false;
         // Per task run: the sequence of the last message carrying new lines, and those lines.
         let mut pending_logs: BTreeMap<TaskKey, (u64, Vec<LogLine>)> = BTreeMap::new();
+        let mut masker: Option<Arc<Masker>> = None;
         for Up::Report { seq, message } in frames {
             metrics::counter!(
                 crate::metrics::OPERATOR_MESSAGES_RECEIVED,
@@ -293,6 +298,17 @@ impl AgentHub {
                     let floor = self.durable_offset(accepted, &key).await?;
                     let entry = pending_logs.entry(key.clone()).or_default();
                     let mut above = entry.1.last().map(|line| line.offset).or(floor);
+                    let masker = match &masker {
+                        Some(masker) => masker.clone(),
+                        None => {
+                            let view = self.node.read_local().map_err(ConnectionEnd::Propose)?;
+                            let current = self
+                                .masks
+                                .current(&view)
+                                .map_err(|e| ConnectionEnd::Propose(RaftError::from(e)))?;
+                            masker.insert(current).clone()
+                        }
+                    };
                     let fresh: Vec<LogLine> = lines
                         .into_iter()
                         .filter(|line| {
@@ -301,6 +317,12 @@ impl AgentHub {
                                 above = Some(line.offset);
                             }
                             keep
+                        })
+                        .map(|mut line| {
+                            if let Some(masked) = masker.mask(&line.text) {
+                                line.text = masked;
+                            }
+                            line
                         })
                         .collect();
                     if !fresh.is_empty() {

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod dispatch;
 pub mod leader;
 pub mod logs;
+pub mod masking;
 pub mod membership;
 pub mod placement;
 pub mod timers;

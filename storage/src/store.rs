@@ -385,6 +385,18 @@ impl ReadView {
         }
     }
 
+    /// The number of the revision in force of config `name`, if any: a cheap
+    /// way to tell whether a config changed since it was last read.
+    pub fn config_revision_in_force(
+        &self,
+        config_type: ConfigType,
+        name: &str,
+    ) -> Result<Option<u64>, StorageError> {
+        let table = self.txn.open_table(tables::CONFIG_CURRENT)?;
+        let row = table.get((config_type.code(), name))?;
+        Ok(row.map(|v| v.value()))
+    }
+
     /// The revisions in force of every config of `config_type`, by name.
     pub fn configs(&self, config_type: ConfigType) -> Result<Vec<ConfigRevision>, StorageError> {
         let code = config_type.code();

@@ -1,0 +1,144 @@
+//! Secrets masked out of task log lines before they are stored or shown,
+//! as OSMO does: every credential value of eight characters or more found
+//! in a line becomes `[MASKED]`.
+//!
+//! The secrets are the credential values held in the WORKFLOW config (the
+//! data, log and app store keys, the registry credential, the alert
+//! tokens). A [`Masks`] caches the matcher per config revision, so the
+//! ingest path rebuilds it only when the config changes.
+//!
+//! Invariants: masking happens once, on the node that takes a task's
+//! lines, before they enter the live buffer or a chunk, so no reader and
+//! no stored object ever sees a masked value; the longest secret wins where
+//! two overlap.
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use gantry_storage::{ConfigData, ConfigType, ReadView, StorageError};
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+
+/// What a secret is replaced with.
+pub const MASK: &str = "[MASKED]";
+/// Shorter values are not masked: they would hide ordinary words.
+pub const SECRET_CHARS_MIN: usize = 8;
+
+/// Where the WORKFLOW config keeps secret values (JSON pointers).
+const SECRET_POINTERS: &[&str] = &[
+    "/workflow_data/credential/access_key",
+    "/workflow_log/credential/access_key",
+    "/workflow_app/credential/access_key",
+    "/backend_images/credential/auth",
+    "/workflow_alerts/slack_token",
+    "/workflow_alerts/smtp_settings/password",
+];
+
+/// Replaces the secrets of one config revision.
+pub struct Masker {
+    matcher: Option<AhoCorasick>,
+}
+
+impl Masker {
+    /// A masker for these secret values (short ones are ignored).
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Masker {
+        let secrets: Vec<String> = secrets
+            .into_iter()
+            .filter(|secret| secret.chars().count() >= SECRET_CHARS_MIN)
+            .collect();
+        let matcher = if secrets.is_empty() {
+            None
+        } else {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(&secrets)
+                .ok()
+        };
+        Masker { matcher }
+    }
+
+    /// The masker for a WORKFLOW config body.
+    pub fn of_workflow_config(config: &Value) -> Masker {
+        Masker::new(
+            SECRET_POINTERS
+                .iter()
+                .filter_map(|pointer| config.pointer(pointer))
+                .filter_map(Value::as_str)
+                .map(str::to_string),
+        )
+    }
+
+    /// `text` with every secret replaced, or `None` when it holds none.
+    pub fn mask(&self, text: &str) -> Option<String> {
+        let matcher = self.matcher.as_ref()?;
+        if !matcher.is_match(text) {
+            return None;
+        }
+        Some(matcher.replace_all(text, &vec![MASK; matcher.patterns_len()]))
+    }
+}
+
+/// The masker in force, rebuilt when the WORKFLOW config's revision changes.
+#[derive(Default)]
+pub struct Masks {
+    cached: Mutex<Option<(Option<u64>, Arc<Masker>)>>,
+}
+
+impl Masks {
+    pub fn current(&self, view: &ReadView) -> Result<Arc<Masker>, StorageError> {
+        let revision = view.config_revision_in_force(ConfigType::Workflow, "")?;
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, masker)) = cached.as_ref() {
+            if *seen == revision {
+                return Ok(masker.clone());
+            }
+        }
+        let masker = match view.config(ConfigType::Workflow, "")? {
+            Some(gantry_storage::ConfigRevision {
+                data: Some(ConfigData::Json(text)),
+                ..
+            }) => serde_json::from_str::<Value>(&text)
+                .map(|config| Masker::of_workflow_config(&config))
+                .unwrap_or_else(|_| Masker::new(Vec::new())),
+            _ => Masker::new(Vec::new()),
+        };
+        let masker = Arc::new(masker);
+        *cached = Some((revision, masker.clone()));
+        Ok(masker)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn credential_values_are_masked_and_short_ones_are_not() {
+        let masker = Masker::of_workflow_config(&json!({
+            "workflow_data": {"credential": {"endpoint": "s3://b", "access_key": "wJalrXUtnFEMI/K7MDENG"}},
+            "backend_images": {"credential": {"auth": "short"}},
+            "workflow_alerts": {"slack_token": "xoxb-1234567890"},
+        }));
+        assert_eq!(
+            masker
+                .mask("key=wJalrXUtnFEMI/K7MDENG token xoxb-1234567890!")
+                .as_deref(),
+            Some("key=[MASKED] token [MASKED]!")
+        );
+        assert_eq!(masker.mask("auth is short"), None);
+        assert_eq!(masker.mask("nothing here"), None);
+    }
+
+    #[test]
+    fn the_longest_overlapping_secret_wins() {
+        let masker = Masker::new(["abcdefgh".to_string(), "abcdefghijkl".to_string()]);
+        assert_eq!(masker.mask("xabcdefghijkly").as_deref(), Some("x[MASKED]y"));
+    }
+
+    #[test]
+    fn no_secrets_masks_nothing() {
+        assert_eq!(
+            Masker::of_workflow_config(&json!({})).mask("anything"),
+            None
+        );
+    }
+}
