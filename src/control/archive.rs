@@ -33,7 +33,11 @@ pub fn archive_key(workflow_id: &str, name: &str) -> String {
 
 /// Writes the archive of an ended workflow (nothing if it is gone or its
 /// logs were purged).
-pub async fn write(node: &RaftNode, objects: &Objects, workflow_id: &str) -> Result<(), ArchiveError> {
+pub async fn write(
+    node: &RaftNode,
+    objects: &Objects,
+    workflow_id: &str,
+) -> Result<(), ArchiveError> {
     let state = |error: &dyn std::fmt::Display| ArchiveError::State(error.to_string());
     let (workflow, events_text) = {
         let view = node.read_local().map_err(|e| state(&e))?;

@@ -97,7 +97,9 @@ fn task_events(events: &mut Vec<Event>, task: &TaskRecord) {
         TIER_TASK,
         &source,
         "INITIALIZING",
-        task.node_name.as_ref().map(|node| format!("on node {node}")),
+        task.node_name
+            .as_ref()
+            .map(|node| format!("on node {node}")),
     );
     push(
         events,
@@ -105,7 +107,9 @@ fn task_events(events: &mut Vec<Event>, task: &TaskRecord) {
         TIER_TASK,
         &source,
         "RUNNING",
-        task.node_name.as_ref().map(|node| format!("on node {node}")),
+        task.node_name
+            .as_ref()
+            .map(|node| format!("on node {node}")),
     );
     if task.status.is_finished() {
         push(
@@ -271,8 +275,20 @@ mod tests {
     #[test]
     fn lines_read_like_osmo_log_lines() {
         let text = render(&[
-            event(1_700_000_000_000, TIER_SUBMIT, "wf-1", "SUBMITTED", Some("by alice to pool default")),
-            event(1_700_000_003_500, TIER_TASK, "train", "FAILED", end_detail(Some(1), Some("exited with code 1")).as_deref()),
+            event(
+                1_700_000_000_000,
+                TIER_SUBMIT,
+                "wf-1",
+                "SUBMITTED",
+                Some("by alice to pool default"),
+            ),
+            event(
+                1_700_000_003_500,
+                TIER_TASK,
+                "train",
+                "FAILED",
+                end_detail(Some(1), Some("exited with code 1")).as_deref(),
+            ),
         ]);
         assert_eq!(
             text,

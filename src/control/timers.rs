@@ -118,7 +118,11 @@ async fn storage_then_fire(
             let objects_deleted = archive::purge(objects, workflow_id)
                 .await
                 .map_err(|error| format!("purging the logs of workflow {workflow_id}: {error}"))?;
-            tracing::info!(workflow_id, objects_deleted, "workflow logs purged (retention)");
+            tracing::info!(
+                workflow_id,
+                objects_deleted,
+                "workflow logs purged (retention)"
+            );
         }
         _ => {}
     }
@@ -163,8 +167,7 @@ fn due_this_round(
                 with_storage.push(timer);
             }
         }
-        if !full || plain.len() >= TIMERS_PER_ROUND_MAX || scanned >= TIMERS_SCANNED_PER_ROUND_MAX
-        {
+        if !full || plain.len() >= TIMERS_PER_ROUND_MAX || scanned >= TIMERS_SCANNED_PER_ROUND_MAX {
             return Ok((plain, with_storage));
         }
     }
