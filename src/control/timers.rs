@@ -203,3 +203,41 @@ async fn fire_due(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn finish(work: &mut StorageWork, timer_id: u64, result: Result<(), String>) {
+        work.in_flight.insert(timer_id);
+        work.running.spawn(async move { (timer_id, result) });
+        while !work.running.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            work.reap();
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_storage_work_backs_off_without_holding_up_others() {
+        let mut work = StorageWork::default();
+        finish(&mut work, 7, Err("store down".into())).await;
+        assert!(!work.may_start(7), "retried at once");
+        assert!(work.may_start(8), "another timer is held up");
+        assert_eq!(work.retry.get(&7).map(|(n, _)| *n), Some(1));
+        finish(&mut work, 7, Err("store down".into())).await;
+        let (failures, at) = work.retry[&7];
+        assert_eq!(failures, 2);
+        let pause = at.saturating_duration_since(Instant::now());
+        assert!(
+            pause > Duration::from_millis(1500) && pause <= Duration::from_secs(2),
+            "{pause:?}"
+        );
+        finish(&mut work, 7, Ok(())).await;
+        assert!(work.retry.is_empty() && work.in_flight.is_empty());
+        assert!(work.may_start(7));
+        for id in 0..STORAGE_WORK_IN_FLIGHT_MAX as u64 {
+            work.in_flight.insert(100 + id);
+        }
+        assert!(!work.may_start(9), "more than the in-flight bound");
+    }
+}
