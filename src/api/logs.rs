@@ -188,7 +188,7 @@ fn refuse_if_purged(view: &gantry_storage::ReadView, id: &str) -> Result<(), Api
 fn duration_text(ms: u64) -> String {
     let seconds = ms / 1000;
     for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-        if seconds >= size && seconds % size == 0 {
+        if seconds >= size && seconds.is_multiple_of(size) {
             return format!("{}{unit}", seconds / size);
         }
     }

@@ -231,9 +231,14 @@ pub fn collect(
             }
         }
     }
-    // Stable: equal (time, tier) keep spec order.
-    events.sort_by_key(|event| (event.time, event.tier));
+    order(&mut events);
     Ok(events)
+}
+
+/// Time order; at the same millisecond, by cause. Stable: equal keys keep
+/// spec order.
+fn order(events: &mut [Event]) {
+    events.sort_by_key(|event| (event.time, event.tier));
 }
 
 /// One line per event.
@@ -299,7 +304,7 @@ mod tests {
 
     #[test]
     fn same_millisecond_events_follow_their_cause() {
-        let mut events = vec![
+        let mut events = [
             event(5, TIER_WORKFLOW, "wf-1", "COMPLETED", None),
             event(5, TIER_GROUP, "group a", "COMPLETED", None),
             event(5, TIER_TASK, "a", "COMPLETED", None),
@@ -307,7 +312,7 @@ mod tests {
             event(1, TIER_GROUP_PROCESSING, "group a", "PROCESSING", None),
             event(1, TIER_SUBMIT, "wf-1", "SUBMITTED", None),
         ];
-        events.sort_by_key(|event| (event.time, event.tier));
+        order(&mut events);
         let order: Vec<(&str, &str)> = events
             .iter()
             .map(|e| (e.source.as_str(), e.reason.as_str()))
