@@ -232,8 +232,9 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
     ));
 
     // A node waiting for `cluster init`/`join` has no pool yet: its API must
-    // serve first.
-    if ensure_local_pool && membership.is_member() {
+    // serve first. A node that just bootstrapped is a member even if the
+    // metrics watch `is_member` reads does not show it yet.
+    if ensure_local_pool && (options.bootstrap || membership.is_member()) {
         wait_for_pool(&node, DEFAULT_POOL).await?;
     }
     if options.bootstrap && options.auth_required {
