@@ -12,6 +12,7 @@
 //! logs written on one node to be read on another.
 
 use bytes::Bytes;
+use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
@@ -184,6 +185,33 @@ impl Objects {
     pub async fn get(&self, key: &str) -> Result<Bytes, ObjectsError> {
         Ok(self.store.get(&self.path(key)).await?.bytes().await?)
     }
+
+    /// Keys (relative to the store's prefix) of every object under `prefix/`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, ObjectsError> {
+        let root = self.path(prefix.trim_end_matches('/'));
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let metas: Vec<object_store::ObjectMeta> =
+            self.store.list(Some(&root)).try_collect().await?;
+        Ok(metas
+            .into_iter()
+            .map(|meta| {
+                let full = meta.location.to_string();
+                full.strip_prefix(&strip).unwrap_or(&full).to_string()
+            })
+            .collect())
+    }
+
+    /// Deletes one object; one that is not there counts as deleted.
+    pub async fn delete(&self, key: &str) -> Result<(), ObjectsError> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -229,5 +257,24 @@ mod tests {
             b"hello"
         );
         assert!(dir.path().join("objects/wf-1/logs/a/0/x.zst").is_file());
+        objects
+            .put("wf-1/workflow_spec.yaml", b"spec".to_vec())
+            .await
+            .expect("put");
+        objects
+            .put("wf-10/logs/a/0/y.zst", b"other".to_vec())
+            .await
+            .expect("put");
+        let mut keys = objects.list("wf-1/").await.expect("list");
+        keys.sort();
+        assert_eq!(keys, ["wf-1/logs/a/0/x.zst", "wf-1/workflow_spec.yaml"]);
+        objects.delete("wf-1/logs/a/0/x.zst").await.expect("delete");
+        objects
+            .delete("wf-1/logs/a/0/x.zst")
+            .await
+            .expect("deleting a missing object is fine");
+        assert!(objects.list("wf-1/logs").await.expect("list").is_empty());
+        assert!(objects.list("nothing-here").await.expect("list").is_empty());
+        assert_eq!(objects.list("wf-10").await.expect("list").len(), 1);
     }
 }

@@ -206,6 +206,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
 
     let leader_node = node.clone();
     let leader_hub = hub.clone();
+    let leader_objects = logs.objects().clone();
     // A new cluster gets pool `default` on backend `local`, served by the
     // in-process operator when there is one.
     let ensure_local_pool = options.local_backend || options.bootstrap;
@@ -215,6 +216,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
         move |stop| {
             let node = leader_node.clone();
             let hub = leader_hub.clone();
+            let objects = leader_objects.clone();
             async move {
                 if ensure_local_pool {
                     if let Err(error) = membership::ensure_pool(&node, false).await {
@@ -223,7 +225,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
                 }
                 tokio::join!(
                     dispatch::run(node.clone(), hub, stop.clone()),
-                    timers::run(node, stop)
+                    timers::run(node, objects, stop)
                 );
             }
         },

@@ -221,6 +221,12 @@ pub const RULES: &[Rule] = &[
     ),
     rule(
         GET,
+        "/api/workflow/{id}/events",
+        "workflow:Read",
+        Target::WorkflowPool,
+    ),
+    rule(
+        GET,
         "/api/cluster/members",
         "cluster:Read",
         Target::Fixed("*"),

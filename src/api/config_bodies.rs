@@ -187,6 +187,10 @@ impl WorkflowConfig {
         if self.max_num_tasks == 0 {
             return Err("configs.max_num_tasks: must be at least 1".into());
         }
+        // The state machine reads the retention with the same function when
+        // a workflow ends; what passes here, it understands.
+        gantry_storage::retention::workflow_log_retention_ms(&self.workflow_log)
+            .map_err(|error| format!("configs.{error}"))?;
         Ok(())
     }
 }
@@ -865,6 +869,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.contains("backend_heartbeat_grace"), "{error}");
+        let error = parse(
+            ConfigType::Workflow,
+            "",
+            json!({"workflow_log": {"retention": "forever"}}),
+        )
+        .unwrap_err();
+        assert!(
+            error.starts_with("configs.workflow_log.retention: invalid duration"),
+            "{error}"
+        );
+        assert!(parse(
+            ConfigType::Workflow,
+            "",
+            json!({"workflow_log": {"retention": "30d"}})
+        )
+        .is_ok());
         let error = parse(
             ConfigType::Role,
             "r",

@@ -118,6 +118,7 @@ pub async fn error_logs(
     let workflow = view
         .workflow(&id)?
         .ok_or_else(|| ApiError::not_found(format!("Workflow '{id}' not found")))?;
+    refuse_if_purged(&view, &id)?;
     let mut failed = Vec::new();
     for group in view.groups(&workflow)? {
         for task in view.group_tasks(&group)? {
@@ -243,6 +244,40 @@ impl Sent {
     }
 }
 
+/// 410 when retention deleted the workflow's logs: saying so, and when,
+/// instead of answering an empty log.
+fn refuse_if_purged(view: &gantry_storage::ReadView, id: &str) -> Result<(), ApiError> {
+    let Some(archive) = view.workflow_archive(id)? else {
+        return Ok(());
+    };
+    let Some(purged) = archive.logs_purged_at else {
+        return Ok(());
+    };
+    let retention = archive.retention_ms.map_or_else(String::new, |ms| {
+        format!(" (kept for {} after the workflow ended)", duration_text(ms))
+    });
+    Err(ApiError::new(
+        StatusCode::GONE,
+        "RESOURCE",
+        format!(
+            "The logs of workflow '{id}' were deleted by the log retention policy (WORKFLOW config workflow_log.retention) at {}{retention}",
+            super::views::time(Some(purged)).as_str().unwrap_or("?")
+        ),
+    )
+    .with_workflow(id))
+}
+
+/// `30d`, `12h`, `90m` or `2s`: the largest unit that divides evenly.
+fn duration_text(ms: u64) -> String {
+    let seconds = ms / 1000;
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if seconds >= size && seconds.is_multiple_of(size) {
+            return format!("{}{unit}", seconds / size);
+        }
+    }
+    format!("{seconds}s")
+}
+
 fn internal(error: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -278,6 +313,7 @@ pub async fn logs(
     let workflow = view
         .workflow(&id)?
         .ok_or_else(|| ApiError::not_found(format!("Workflow '{id}' not found")))?;
+    refuse_if_purged(&view, &id)?;
     if let Some(task) = &filter.task {
         if view.task(&id, task)?.is_none() {
             return Err(ApiError::not_found(format!(

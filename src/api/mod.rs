@@ -11,6 +11,7 @@ mod cluster;
 pub(crate) mod config_bodies;
 mod configs;
 mod error;
+mod events;
 mod logs;
 mod params;
 mod resources;
@@ -90,6 +91,11 @@ fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             Method::GET,
             "/api/workflow/{id}/error_logs",
             get(logs::error_logs),
+        ),
+        (
+            Method::GET,
+            "/api/workflow/{id}/events",
+            get(events::events),
         ),
         // A stream for as long as the operator lives: each frame is bounded
         // (`operator::wire::FRAME_BYTES_MAX`), the whole body is not.

@@ -41,6 +41,9 @@ impl Links<'_> {
     pub fn spec(&self, id: &str) -> String {
         format!("{}/api/workflow/{id}/spec", self.base_url)
     }
+    pub fn events(&self, id: &str) -> String {
+        format!("{}/api/workflow/{id}/events", self.base_url)
+    }
 }
 
 pub fn list_entry(workflow: &WorkflowRecord, links: &Links, now: Millis) -> Value {
@@ -80,7 +83,12 @@ fn task_entry(task: &TaskRecord, links: &Links) -> Value {
         "processing_start_time": time(task.processing_start_time),
         "scheduling_start_time": time(task.scheduling_start_time),
         "initializing_start_time": time(task.initializing_start_time),
-        "events": "",
+        "events": format!(
+            "{}?task_name={}&retry_id={}",
+            links.events(&task.workflow_id),
+            task.name,
+            task.retry_id
+        ),
         "start_time": time(task.start_time),
         "end_time": time(task.end_time),
         "input_download_start_time": time(task.input_download_start_time),
@@ -126,7 +134,7 @@ pub fn query(
         "spec": links.spec(&workflow.id),
         "template_spec": format!("{}?use_template=true", links.spec(&workflow.id)),
         "logs": links.logs(&workflow.id),
-        "events": "",
+        "events": links.events(&workflow.id),
         "overview": links.overview(&workflow.id),
         "parent_name": Value::Null,
         "parent_job_id": Value::Null,

@@ -359,6 +359,31 @@ impl Client {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
+    /// `GET /api/workflow/{id}/events[?task_name=&retry_id=]`; text, one event a line.
+    pub async fn events(
+        &self,
+        id: &str,
+        task: Option<&str>,
+        retry_id: Option<u32>,
+    ) -> Result<String, ClientError> {
+        let path = format!("/api/workflow/{}/events", encode_segment(id));
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(task) = task {
+            query.push(("task_name", task.to_owned()));
+        }
+        if let Some(retry) = retry_id {
+            query.push(("retry_id", retry.to_string()));
+        }
+        let (url, resp) = self
+            .send(Method::GET, &path, true, |r| r.query(&query))
+            .await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Request { url, source })?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     /// Streams the text/plain log body, calling `on_chunk` for each piece as it arrives (the server keeps the response open while the workflow runs).
     pub async fn logs(
         &self,

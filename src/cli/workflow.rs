@@ -1,10 +1,10 @@
-//! `gantry workflow ...`: submit, validate, list, query, logs, cancel, spec.
+//! `gantry workflow ...`: submit, validate, list, query, logs, events, cancel, spec.
 //!
 //! Owns the verbs' flags (OSMO's names) and their text rendering. Rendering
 //! functions take the API's JSON and a time zone and return a `String`, so the
 //! tables are tested against OSMO-shaped samples without a server or a clock.
 //!
-//! Invariants: `-t json` prints the response unchanged; logs and spec are
+//! Invariants: `-t json` prints the response unchanged; logs, events and spec are
 //! text/plain in the API and are passed through byte for byte in both formats;
 //! log chunks reach stdout as they arrive (flushed), never buffered whole.
 
@@ -118,6 +118,17 @@ pub enum WorkflowCommand {
         #[arg(long)]
         error: bool,
     },
+    /// Print a workflow's events (phase changes of its tasks, groups and itself)
+    Events {
+        /// Workflow ID (<name>-<n>)
+        id: String,
+        /// Only this task's events
+        #[arg(short = 't', long)]
+        task: Option<String>,
+        /// Only this retry of the task
+        #[arg(short = 'r', long = "retry-id", value_name = "RETRY")]
+        retry_id: Option<u32>,
+    },
     /// Cancel a workflow
     Cancel {
         #[command(flatten)]
@@ -153,7 +164,7 @@ impl WorkflowCommand {
             | WorkflowCommand::Query { output, .. }
             | WorkflowCommand::Cancel { output, .. }
             | WorkflowCommand::Spec { output, .. } => output.format,
-            WorkflowCommand::Logs { .. } => OutputFormat::Text,
+            WorkflowCommand::Logs { .. } | WorkflowCommand::Events { .. } => OutputFormat::Text,
         }
     }
 }
@@ -318,6 +329,10 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             }
             let name = response.get("name").and_then(Value::as_str).unwrap_or(&id);
             println!("Cancel job for workflow {name} is submitted.");
+        }
+        WorkflowCommand::Events { id, task, retry_id } => {
+            let text = client.events(&id, task.as_deref(), retry_id).await?;
+            print_text(&text);
         }
         WorkflowCommand::Spec { id, template, .. } => {
             let spec = with_spinner(format, "Fetching spec", client.spec(&id, template)).await?;

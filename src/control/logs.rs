@@ -99,6 +99,11 @@ impl Logger {
         }
     }
 
+    /// The log store (also holds each workflow's archive).
+    pub fn objects(&self) -> &Objects {
+        &self.objects
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveWorkflow>> {
         self.live
             .lock()

@@ -7,7 +7,9 @@
 //! a new leader continues exactly where the old one stopped.
 
 pub mod agent;
+pub mod archive;
 pub mod dispatch;
+pub mod events;
 pub mod leader;
 pub mod logs;
 pub mod masking;

@@ -179,6 +179,18 @@ fn apply_log_chunk_append(tables: &Tables, chunk: &LogChunk) -> Result<Outcome, 
             ),
         ));
     }
+    if let Some(purged) = tables
+        .workflow_archive(&chunk.workflow_id)?
+        .and_then(|archive| archive.logs_purged_at)
+    {
+        return Ok(Outcome::rejected(
+            RejectionKind::Conflict,
+            format!(
+                "logs of workflow '{}' were deleted by the retention policy at {purged}",
+                chunk.workflow_id
+            ),
+        ));
+    }
     if let Some(last) = tables.log_last_offset(&chunk.workflow_id, &chunk.task, chunk.retry_id)? {
         if chunk.first_offset <= last {
             return Ok(Outcome::rejected(
@@ -240,6 +252,7 @@ fn apply_workflow_submit(
             workflow.failure_message = Some(message.clone());
             workflow.end_time = Some(now);
             tables.put_workflow(None, &workflow)?;
+            lifecycle::workflow_ended(tables, &id, now)?;
             return Ok(Outcome::Submitted {
                 workflow_id: id,
                 failure: Some(message),
@@ -574,6 +587,12 @@ fn apply_timer_fire(
                 apply_config::fire_backend_timer(tables, now, backend, (due, timer_id), true)?;
                 return Ok(Outcome::Applied);
             }
+            TimerKind::ArchiveWorkflow { workflow_id } => {
+                return apply_workflow_archived(tables, now, workflow_id);
+            }
+            TimerKind::PurgeWorkflowLogs { workflow_id } => {
+                return apply_workflow_logs_purged(tables, now, workflow_id);
+            }
         };
     let (Some(workflow), Some(mut group)) = (
         tables.workflow(workflow_id)?,
@@ -588,6 +607,39 @@ fn apply_timer_fire(
         };
         lifecycle::finish_group(tables, &workflow, &mut group, status, reason, now, true)?;
         lifecycle::settle_workflow(tables, workflow_id, now)?;
+    }
+    Ok(Outcome::Applied)
+}
+
+/// The leader wrote the workflow's archive: record when. After a purge the
+/// leader writes nothing (the purge won), so nothing is recorded.
+fn apply_workflow_archived(
+    tables: &Tables,
+    now: Millis,
+    workflow_id: &str,
+) -> Result<Outcome, StorageError> {
+    if let Some(mut archive) = tables.workflow_archive(workflow_id)? {
+        if archive.logs_purged_at.is_none() && archive.archived_at.is_none() {
+            archive.archived_at = Some(now);
+            tables.put_workflow_archive(&archive)?;
+        }
+    }
+    Ok(Outcome::Applied)
+}
+
+/// The leader deleted the workflow's log objects: drop their index and
+/// record when, so readers say the logs are gone instead of reading none.
+fn apply_workflow_logs_purged(
+    tables: &Tables,
+    now: Millis,
+    workflow_id: &str,
+) -> Result<Outcome, StorageError> {
+    if let Some(mut archive) = tables.workflow_archive(workflow_id)? {
+        tables.remove_log_chunks(workflow_id)?;
+        if archive.logs_purged_at.is_none() {
+            archive.logs_purged_at = Some(now);
+            tables.put_workflow_archive(&archive)?;
+        }
     }
     Ok(Outcome::Applied)
 }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod plan;
 pub mod record;
+pub mod retention;
 pub mod status;
 
 pub use command::{Command, Outcome, Rejection, RejectionKind, TaskKey, TaskReport};

@@ -1,13 +1,17 @@
 //! OSMO's lifecycle rules (reference §2): starting groups when their
 //! upstreams complete, group and workflow status aggregation, lead
-//! semantics, failure propagation downstream, timers and operator jobs.
+//! semantics, failure propagation downstream, timers and operator jobs;
+//! and what follows a workflow's end (archive and retention timers).
 //!
 //! Invariants: a group is in `active_groups` exactly while it is dispatched
 //! and unfinished; every group that reaches a finished status has all its
 //! tasks finished; workflow status is always the aggregation of its groups.
 
+use crate::config::{ConfigData, ConfigRevision, ConfigType};
 use crate::error::StorageError;
-use crate::record::{GroupRecord, JobKind, Millis, TaskRecord, TimerKind, WorkflowRecord};
+use crate::record::{
+    GroupRecord, JobKind, Millis, TaskRecord, TimerKind, WorkflowArchive, WorkflowRecord,
+};
 use crate::status::{TaskStatus, WorkflowStatus};
 use crate::tables::Tables;
 
@@ -436,7 +440,57 @@ pub(crate) fn settle_workflow(
     if !status.is_alive() {
         updated.end_time = Some(now);
     }
-    tables.put_workflow(Some(&workflow), &updated)
+    tables.put_workflow(Some(&workflow), &updated)?;
+    if !status.is_alive() {
+        workflow_ended(tables, workflow_id, now)?;
+    }
+    Ok(())
+}
+
+/// A workflow reached a final status at `now`: records its archive row and
+/// schedules the archive (due at once) and, if the WORKFLOW config in force
+/// sets `workflow_log.retention`, the purge of its logs at `now + retention`.
+/// The retention is read here, from replicated state, so every replica
+/// schedules the same purge; a later config change leaves it as it was.
+pub(crate) fn workflow_ended(
+    tables: &Tables,
+    workflow_id: &str,
+    now: Millis,
+) -> Result<(), StorageError> {
+    if tables.workflow_archive(workflow_id)?.is_some() {
+        return Ok(());
+    }
+    let retention_ms = match tables.config_current(ConfigType::Workflow, "")? {
+        Some(ConfigRevision {
+            data: Some(ConfigData::Json(text)),
+            ..
+        }) => crate::retention::retention_of_config_text(&text),
+        _ => None,
+    };
+    tables.add_timer(
+        now,
+        TimerKind::ArchiveWorkflow {
+            workflow_id: workflow_id.to_string(),
+        },
+    )?;
+    let purge_due =
+        retention_ms.map(|ms| now.saturating_add(Millis::try_from(ms).unwrap_or(Millis::MAX)));
+    if let Some(due) = purge_due {
+        tables.add_timer(
+            due,
+            TimerKind::PurgeWorkflowLogs {
+                workflow_id: workflow_id.to_string(),
+            },
+        )?;
+    }
+    tables.put_workflow_archive(&WorkflowArchive {
+        workflow_id: workflow_id.to_string(),
+        end_time: now,
+        retention_ms,
+        purge_due,
+        archived_at: None,
+        logs_purged_at: None,
+    })
 }
 
 #[cfg(test)]

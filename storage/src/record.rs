@@ -133,6 +133,27 @@ pub enum TimerKind {
     BackendLost {
         backend: String,
     },
+    /// A workflow ended: the leader writes its archive (specs, events) to
+    /// the log store, then fires this timer, which records `archived_at`.
+    ArchiveWorkflow {
+        workflow_id: String,
+    },
+    /// A finished workflow's retention ran out: the leader deletes its log
+    /// chunks and archive from the log store, then fires this timer, which
+    /// drops the chunk index and records `logs_purged_at`.
+    PurgeWorkflowLogs {
+        workflow_id: String,
+    },
+}
+
+impl TimerKind {
+    /// Whether firing this timer needs object-store work on the leader first.
+    pub fn needs_storage_work(&self) -> bool {
+        matches!(
+            self,
+            TimerKind::ArchiveWorkflow { .. } | TimerKind::PurgeWorkflowLogs { .. }
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +162,28 @@ pub struct TimerRecord {
     pub due: Millis,
     pub kind: TimerKind,
 }
+
+/// What became of a finished workflow's stored files: one row per ended
+/// workflow (table `workflow_archive`), written when it ends, so the
+/// workflow's own record stays as it was.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowArchive {
+    pub workflow_id: String,
+    pub end_time: Millis,
+    /// The retention in force when the workflow ended (`None`: keep forever).
+    pub retention_ms: Option<u64>,
+    /// When the purge timer is due (`end_time + retention_ms`).
+    pub purge_due: Option<Millis>,
+    /// When the archive (specs, events) was confirmed written.
+    pub archived_at: Option<Millis>,
+    /// When the log chunks and the archive were deleted by retention.
+    pub logs_purged_at: Option<Millis>,
+}
+
+/// Object names of a workflow's archive under `<workflow id>/` (OSMO's).
+pub const ARCHIVE_RENDERED_SPEC: &str = "workflow_spec.yaml";
+pub const ARCHIVE_TEMPLATE_SPEC: &str = "templated_workflow_spec.yaml";
+pub const ARCHIVE_EVENTS: &str = "workflow_events.txt";
 
 /// Work for a backend operator, kept until the operator acknowledges it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -38,6 +38,7 @@ struct Image {
     config_current: Vec<((u8, String), u64)>,
     backends: Vec<(String, Vec<u8>)>,
     log_chunks: Vec<(LogChunkKey, Vec<u8>)>,
+    workflow_archive: Vec<(String, Vec<u8>)>,
 }
 
 macro_rules! export_table {
@@ -109,6 +110,10 @@ impl Store {
                 (k.0.to_string(), k.1.to_string(), k.2, k.3),
                 v.to_vec()
             )),
+            workflow_archive: export_table!(txn, tables::WORKFLOW_ARCHIVE, |k, v| (
+                k.to_string(),
+                v.to_vec()
+            )),
             active_groups: export_table!(txn, tables::ACTIVE_GROUPS, |k, _v| (
                 k.0.to_string(),
                 k.1.to_string(),
@@ -148,6 +153,7 @@ impl Store {
         clear(&txn, tables::CONFIG_CURRENT)?;
         clear(&txn, tables::BACKENDS)?;
         clear(&txn, tables::LOG_CHUNKS)?;
+        clear(&txn, tables::WORKFLOW_ARCHIVE)?;
         {
             let mut table = txn.open_table(tables::META)?;
             for (k, v) in &image.meta {
@@ -224,6 +230,10 @@ impl Store {
                     (workflow.as_str(), task.as_str(), *retry, *first),
                     v.as_slice(),
                 )?;
+            }
+            let mut table = txn.open_table(tables::WORKFLOW_ARCHIVE)?;
+            for (k, v) in &image.workflow_archive {
+                table.insert(k.as_str(), v.as_slice())?;
             }
             let mut table = txn.open_table(tables::ACTIVE_GROUPS)?;
             for (a, b, c) in &image.active_groups {

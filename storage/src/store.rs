@@ -248,6 +248,42 @@ impl ReadView {
         Ok(timers)
     }
 
+    /// Timers due at or before `now` that come after `after` (a timer's
+    /// `(due, id)`) in timer order: for paging past timers a caller skips.
+    pub fn due_timers_after(
+        &self,
+        now: Millis,
+        after: (Millis, u64),
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StorageError> {
+        if after.0 > now {
+            return Ok(Vec::new());
+        }
+        let table = self.txn.open_table(tables::TIMERS)?;
+        let mut timers = Vec::new();
+        for row in table.range(after..=(now, u64::MAX))? {
+            let (key, value) = row?;
+            if key.value() == after {
+                continue;
+            }
+            if timers.len() == limit {
+                break;
+            }
+            timers.push(decode(value.value())?);
+        }
+        Ok(timers)
+    }
+
+    /// What became of an ended workflow's stored files (`None` while it runs).
+    pub fn workflow_archive(
+        &self,
+        workflow_id: &str,
+    ) -> Result<Option<crate::record::WorkflowArchive>, StorageError> {
+        let table = self.txn.open_table(tables::WORKFLOW_ARCHIVE)?;
+        let row = table.get(workflow_id)?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
     /// Due time of the earliest pending timer.
     pub fn next_timer_due(&self) -> Result<Option<Millis>, StorageError> {
         let table = self.txn.open_table(tables::TIMERS)?;
@@ -448,5 +484,62 @@ impl ReadView {
             }
         }
         Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{PoolRecord, Submission};
+    use crate::status::Priority;
+
+    #[test]
+    fn due_timers_page_past_the_ones_a_caller_skips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("state.redb")).expect("open");
+        let mut commands = vec![Command::PutPool {
+            pool: PoolRecord {
+                name: "default".into(),
+                description: String::new(),
+                backend: "local".into(),
+                default_platform: None,
+                platforms: Vec::new(),
+            },
+        }];
+        // Three invalid submissions end at once: three archive timers.
+        for (n, now) in [(1, 100), (2, 200), (3, 300)] {
+            commands.push(Command::SubmitWorkflow {
+                now,
+                submission: Submission {
+                    name: "bad".into(),
+                    uuid: format!("u{n}"),
+                    pool: "default".into(),
+                    user: "alice".into(),
+                    priority: Priority::Normal,
+                    template_spec: String::new(),
+                    rendered_spec: String::new(),
+                    plan: Err("no".into()),
+                },
+            });
+        }
+        store
+            .apply(&[commands.as_slice()], b"m", true)
+            .expect("apply");
+        let read = store.read().expect("read");
+        let all = read.due_timers(1000, 10).expect("due");
+        assert_eq!(
+            all.iter().map(|t| t.due).collect::<Vec<_>>(),
+            [100, 200, 300]
+        );
+        let first = (all[0].due, all[0].id);
+        let rest = read.due_timers_after(1000, first, 10).expect("after");
+        assert_eq!(rest.iter().map(|t| t.due).collect::<Vec<_>>(), [200, 300]);
+        let one = read.due_timers_after(1000, first, 1).expect("after");
+        assert_eq!(one.len(), 1);
+        assert!(read.due_timers_after(250, first, 10).expect("after").len() == 1);
+        assert!(read
+            .due_timers_after(50, (60, 1), 10)
+            .expect("after")
+            .is_empty());
     }
 }

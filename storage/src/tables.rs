@@ -62,6 +62,10 @@ pub(crate) const BACKENDS: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(crate) const LOG_CHUNKS: TableDefinition<(&str, &str, u32, u64), &[u8]> =
     TableDefinition::new("log_chunks");
 
+/// workflow id → `WorkflowArchive` (ended workflows: archive and retention).
+pub(crate) const WORKFLOW_ARCHIVE: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("workflow_archive");
+
 pub(crate) const RAFT_META_KEY: &str = "raft";
 const SEQ_COUNTER: &str = "\0submit_seq";
 const TIMER_COUNTER: &str = "\0timer_id";
@@ -100,6 +104,7 @@ pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), StorageError> {
     txn.open_table(CONFIG_CURRENT)?;
     txn.open_table(BACKENDS)?;
     txn.open_table(LOG_CHUNKS)?;
+    txn.open_table(WORKFLOW_ARCHIVE)?;
     Ok(())
 }
 
@@ -386,6 +391,43 @@ impl<'a> Tables<'a> {
             ),
             encode(&indexed)?.as_slice(),
         )?;
+        Ok(())
+    }
+
+    /// Removes every indexed chunk of a workflow; returns how many.
+    pub fn remove_log_chunks(&self, workflow_id: &str) -> Result<usize, StorageError> {
+        let mut table = self.txn.open_table(LOG_CHUNKS)?;
+        let mut keys = Vec::new();
+        for row in table.range((workflow_id, "", 0, 0)..)? {
+            let (key, _) = row?;
+            let (workflow, task, retry, first) = key.value();
+            if workflow != workflow_id {
+                break;
+            }
+            keys.push((task.to_string(), retry, first));
+        }
+        for (task, retry, first) in &keys {
+            table.remove((workflow_id, task.as_str(), *retry, *first))?;
+        }
+        Ok(keys.len())
+    }
+
+    pub fn workflow_archive(
+        &self,
+        workflow_id: &str,
+    ) -> Result<Option<crate::record::WorkflowArchive>, StorageError> {
+        let table = self.txn.open_table(WORKFLOW_ARCHIVE)?;
+        let row = table.get(workflow_id)?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
+    pub fn put_workflow_archive(
+        &self,
+        archive: &crate::record::WorkflowArchive,
+    ) -> Result<(), StorageError> {
+        self.txn
+            .open_table(WORKFLOW_ARCHIVE)?
+            .insert(archive.workflow_id.as_str(), encode(archive)?.as_slice())?;
         Ok(())
     }
 

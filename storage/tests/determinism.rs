@@ -380,6 +380,20 @@ fn pools() -> Vec<Command> {
                 platforms: Vec::new(),
             },
         },
+        // Finished workflows get purge timers, which drop chunk indexes.
+        Command::PutConfig {
+            now: 1,
+            config_type: ConfigType::Workflow,
+            name: String::new(),
+            meta: ConfigMeta {
+                user: "admin".into(),
+                description: "log retention".into(),
+                tags: Vec::new(),
+            },
+            data: Box::new(ConfigData::Json(
+                r#"{"workflow_log":{"retention":"20s"}}"#.into(),
+            )),
+        },
     ]
 }
 
@@ -462,6 +476,28 @@ fn same_commands_give_same_bytes_whatever_the_batching() {
             "sequence too thin: {kinds:?}"
         );
     }
+    {
+        let read = a.read().expect("read");
+        let (workflows, _) = read
+            .list(&ListFilter {
+                limit: usize::MAX,
+                ..ListFilter::default()
+            })
+            .expect("list");
+        let archives: Vec<_> = workflows
+            .iter()
+            .filter_map(|w| read.workflow_archive(&w.id).expect("archive"))
+            .collect();
+        let archived = archives.iter().filter(|a| a.archived_at.is_some()).count();
+        let purged = archives
+            .iter()
+            .filter(|a| a.logs_purged_at.is_some())
+            .count();
+        assert!(
+            archived > 5 && purged > 5,
+            "archived {archived}, purged {purged}"
+        );
+    }
     let commands: Vec<Command> = history.iter().map(|(c, _)| c.clone()).collect();
     let expected: Vec<Outcome> = history.iter().map(|(_, o)| o.clone()).collect();
 
@@ -524,6 +560,10 @@ fn assert_same_reads(a: &Store, b: &Store) {
         assert_eq!(
             ra.log_chunks(&w.id, None, None).expect("chunks"),
             rb.log_chunks(&w.id, None, None).expect("chunks")
+        );
+        assert_eq!(
+            ra.workflow_archive(&w.id).expect("archive"),
+            rb.workflow_archive(&w.id).expect("archive")
         );
         let (ga, gb) = (ra.groups(w).expect("groups"), rb.groups(w).expect("groups"));
         assert_eq!(ga, gb);

@@ -37,6 +37,7 @@
 //!     POOL: backend=B [platforms=p,q] [default_platform=P] [maintenance=true]
 //!     BACKEND: [scheduler=kai|default|volcano] [dashboard=URL]
 //!     ROLE: [effect=Allow|Deny] actions=a,b [resources=r,s]
+//!     WORKFLOW: retention=DURATION (its `workflow_log.retention`) or json=TEXT
 //!     other types: json=TEXT
 //! config-delete TYPE NAME at=T by=U    DeleteConfig
 //! config-rollback TYPE revision=N at=T by=U   RollbackConfig
@@ -64,7 +65,7 @@
 //! expect jobs none | KIND:WF/GROUP[@BACKEND] ...    exact queue, oldest first
 //!     KIND is CreateGroup or CancelGroup
 //! expect timers N | none | exec:WF/GROUP@DUE queue:WF/GROUP@DUE
-//!               offline:BACKEND@DUE lost:BACKEND@DUE ...
+//!               offline:BACKEND@DUE lost:BACKEND@DUE archive:WF@DUE purge:WF@DUE ...
 //!     pending timers (earliest first) from due_timers(i64::MAX, ...)
 //! expect next-timer T | none
 //! expect list [status=A,B] [name=S] [pool=P,Q] [offset=N] [limit=N] [desc] -> ID... [+more]
@@ -74,6 +75,8 @@
 //! expect backend NAME none | [online=BOOL] [last_heartbeat=T] [nodes=N]
 //!                [configured=BOOL] [scheduler=S] [executor=E]
 //! expect pool NAME none | [backend=B]     the routing row submit uses
+//! expect archive WF none | [end=T] [retention=MS|none] [purge_due=T|none]
+//!                [archived=T|none] [purged=T|none]     the workflow_archive row
 //! expect log-chunks WF [task=T] [retry=N] -> TASK/RETRY:FIRST-LAST ... | none
 //!     indexed chunks in commit order
 //!     (batch items may hold `SEQ:chunk:WF/TASK/RETRY:FIRST:LAST`)
@@ -509,6 +512,10 @@ fn config_data(config_type: ConfigType, name: &str, args: &Args) -> Res<ConfigDa
                     .collect(),
             }],
         }),
+        ConfigType::Workflow if args.get("retention").is_some() => ConfigData::Json(format!(
+            r#"{{"workflow_log":{{"retention":"{}"}}}}"#,
+            args.get("retention").unwrap_or("")
+        )),
         _ => ConfigData::Json(args.get("json").unwrap_or("").to_string()),
     })
 }
@@ -598,6 +605,8 @@ fn render_timer(kind: &TimerKind, due: i64) -> String {
         }
         TimerKind::BackendOffline { backend } => format!("offline:{backend}@{due}"),
         TimerKind::BackendLost { backend } => format!("lost:{backend}@{due}"),
+        TimerKind::ArchiveWorkflow { workflow_id } => format!("archive:{workflow_id}@{due}"),
+        TimerKind::PurgeWorkflowLogs { workflow_id } => format!("purge:{workflow_id}@{due}"),
     }
 }
 
@@ -953,6 +962,7 @@ impl Case {
                     "actions",
                     "resources",
                     "json",
+                    "retention",
                 ])?;
                 let config_type: ConfigType = args.pos(0, "config type")?.parse()?;
                 let name = args.pos.get(1).cloned().unwrap_or_default();
@@ -1293,6 +1303,23 @@ impl Case {
                     ));
                 }
                 Ok(())
+            }
+            "archive" => {
+                args.allow(&["end", "retention", "purge_due", "archived", "purged"])?;
+                let workflow = args.pos(1, "workflow id")?;
+                let archive = read.workflow_archive(workflow).map_err(|e| e.to_string())?;
+                if args.pos.get(2).is_some_and(|w| w == "none") {
+                    return match archive {
+                        None => Ok(()),
+                        Some(row) => Err(format!("workflow {workflow} has an archive row {row:?}")),
+                    };
+                }
+                let a = archive.ok_or_else(|| format!("workflow {workflow} has no archive row"))?;
+                check_field("end", a.end_time.to_string(), args.entry("end"))?;
+                check_field("retention", opt(&a.retention_ms), args.entry("retention"))?;
+                check_field("purge_due", opt(&a.purge_due), args.entry("purge_due"))?;
+                check_field("archived", opt(&a.archived_at), args.entry("archived"))?;
+                check_field("purged", opt(&a.logs_purged_at), args.entry("purged"))
             }
             "backend" => {
                 args.allow(&[

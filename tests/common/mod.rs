@@ -193,6 +193,18 @@ impl Api {
         }
     }
 
+    pub fn put(&self, path: &str, body: &Value) -> Reply {
+        let response = agent()
+            .put(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .expect("PUT");
+        Reply {
+            status: response.status().as_u16(),
+            body: response.text().unwrap_or_default(),
+        }
+    }
+
     pub fn post_raw(&self, path: &str, body: Vec<u8>) -> Reply {
         let response = agent()
             .post(format!("{}{path}", self.url))
@@ -474,4 +486,56 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Resul
         assert!(Instant::now() < deadline, "{what} after {limit:?}: {last}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A `moto_server` (S3-compatible) on a free loopback port.
+pub struct Moto {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts one, or `None` when `moto_server` is not installed.
+pub fn start_moto() -> Option<Moto> {
+    let binary = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("moto_server"))
+            .find(|path| path.is_file())
+    })?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(binary)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let moto = Moto {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::blocking::Client::new();
+    wait_for(Duration::from_secs(30), "moto_server to serve", || {
+        http.put(format!("{}/gantry-logs", moto.url))
+            .send()
+            .map_err(|e| e.to_string())
+            .and_then(|r| {
+                if r.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(r.status().to_string())
+                }
+            })
+    });
+    Some(moto)
 }
