@@ -201,11 +201,13 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
     let objects = crate::objects::Objects::open(options.object_store.as_deref(), &options.data_dir)
         .context("opening the object store")?;
     tracing::info!(store = %objects.display, "object store for logs");
+    let default_data = objects.data.clone();
     let logs = Logger::new(objects);
     let hub = AgentHub::new(node.clone(), logs.clone());
 
     let leader_node = node.clone();
     let leader_hub = hub.clone();
+    let leader_data = default_data.clone();
     // A new cluster gets pool `default` on backend `local`, served by the
     // in-process operator when there is one.
     let ensure_local_pool = options.local_backend || options.bootstrap;
@@ -215,6 +217,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
         move |stop| {
             let node = leader_node.clone();
             let hub = leader_hub.clone();
+            let default_data = leader_data.clone();
             async move {
                 if ensure_local_pool {
                     if let Err(error) = membership::ensure_pool(&node, false).await {
@@ -222,7 +225,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
                     }
                 }
                 tokio::join!(
-                    dispatch::run(node.clone(), hub, stop.clone()),
+                    dispatch::run(node.clone(), hub, default_data, stop.clone()),
                     timers::run(node, stop)
                 );
             }

@@ -181,6 +181,7 @@ fn task(name: &str, index: usize, lead: bool) -> TaskLaunch {
         environment: BTreeMap::from([("EPOCHS".to_string(), "3".to_string())]),
         files: Vec::new(),
         inputs: Vec::new(),
+        data: None,
         placement: TaskPlacement {
             task_uuid: task_uuid(index),
             resources: LaunchResources {

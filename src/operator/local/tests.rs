@@ -243,6 +243,7 @@ fn launch(workflow_id: &str, task: &str, script: &str) -> TaskLaunch {
         files: Vec::new(),
         inputs: Vec::new(),
         placement: Default::default(),
+        data: None,
     }
 }
 
