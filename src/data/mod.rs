@@ -19,12 +19,11 @@ mod store;
 mod task;
 mod transfer;
 
-pub use store::{DataStore, Location};
+pub use store::DataStore;
 pub use task::{
     download_inputs, upload_outputs, DataInput, DataOutput, PhaseFailure, TaskData,
-    EXIT_DOWNLOAD_FAILED, EXIT_UPLOAD_FAILED, OUTPUT_MARKER,
+    EXIT_DOWNLOAD_FAILED, EXIT_UPLOAD_FAILED,
 };
-pub use transfer::{download, human_bytes, upload, Transferred};
 
 /// A line for the task's log (progress and summaries).
 pub type Say<'a> = &'a (dyn Fn(String) + Send + Sync);
