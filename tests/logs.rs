@@ -5,8 +5,7 @@
 
 mod common;
 
-use common::{cli, gantry_ok, wait_for, DevServer, Https, Pki, BINARY};
-use std::net::TcpListener;
+use common::{cli, gantry_ok, start_moto, wait_for, DevServer, Https, Pki, BINARY};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -140,57 +139,6 @@ fn a_million_lines_come_back_once_in_order_and_the_tail_reads_few_chunks() {
     assert!(raw > 5 * stored, "compression below 5:1: {raw} / {stored}");
 }
 
-/// A `moto_server` (S3-compatible) on a free loopback port.
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_moto() -> Option<Moto> {
-    let binary = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("moto_server"))
-            .find(|path| path.is_file())
-    })?;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(binary)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let moto = Moto {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::blocking::Client::new();
-    wait_for(Duration::from_secs(30), "moto_server to serve", || {
-        http.put(format!("{}/gantry-logs", moto.url))
-            .send()
-            .map_err(|e| e.to_string())
-            .and_then(|r| {
-                if r.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(r.status().to_string())
-                }
-            })
-    });
-    Some(moto)
-}
-
 #[test]
 fn error_logs_show_the_last_lines_of_failed_tasks() {
     let dir = tempfile::tempdir().unwrap();
@@ -230,7 +178,7 @@ fn error_logs_show_the_last_lines_of_failed_tasks() {
 
 #[test]
 fn logs_go_to_a_real_s3_compatible_store() {
-    let Some(moto) = start_moto() else {
+    let Some(moto) = start_moto("gantry-logs") else {
         println!("SKIPPED: moto_server is not installed (pip install 'moto[server]')");
         return;
     };

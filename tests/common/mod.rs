@@ -475,3 +475,56 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Resul
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A `moto_server` (S3-compatible) on a free loopback port.
+pub struct Moto {
+    child: Child,
+    pub url: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts one with bucket `bucket` created; `None` when `moto_server` is
+/// not installed (the caller prints SKIPPED).
+pub fn start_moto(bucket: &str) -> Option<Moto> {
+    let binary = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("moto_server"))
+            .find(|path| path.is_file())
+    })?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(binary)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let moto = Moto {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::blocking::Client::new();
+    wait_for(Duration::from_secs(30), "moto_server to serve", || {
+        http.put(format!("{}/{bucket}", moto.url))
+            .send()
+            .map_err(|e| e.to_string())
+            .and_then(|r| {
+                if r.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(r.status().to_string())
+                }
+            })
+    });
+    Some(moto)
+}
