@@ -275,7 +275,10 @@ mod tests {
             .iter()
             .map(OsString::from)
             .collect();
-        assert_eq!(exec(dir.path(), 0, None, &command).await.expect("runs"), 137);
+        assert_eq!(
+            exec(dir.path(), 0, None, &command).await.expect("runs"),
+            137
+        );
     }
 
     #[tokio::test]
@@ -324,23 +327,24 @@ mod tests {
         std::fs::write(&spec, serde_json::to_vec(&task_data).expect("json")).expect("write");
         let task_data = read_task_data(&spec).expect("reads back");
         let pod = dir.path().join("pod");
-        let command: Vec<OsString> = [
-            "sh",
-            "-c",
-            "ls \"$0/input/0\" > \"$0/output/listing\"",
-        ]
-        .iter()
-        .map(OsString::from)
-        .chain([pod.as_os_str().to_owned()])
-        .collect();
-        let code = exec(&pod, 0, Some(&task_data), &command).await.expect("runs");
+        let command: Vec<OsString> = ["sh", "-c", "ls \"$0/input/0\" > \"$0/output/listing\""]
+            .iter()
+            .map(OsString::from)
+            .chain([pod.as_os_str().to_owned()])
+            .collect();
+        let code = exec(&pod, 0, Some(&task_data), &command)
+            .await
+            .expect("runs");
         assert_eq!(code, 0);
         assert_eq!(
             std::fs::read_to_string(dir.path().join("export/listing")).expect("exported"),
             "a.csv\n"
         );
         assert!(dir.path().join("store/wf-1/consume/listing").is_file());
-        assert!(dir.path().join("store/wf-1/consume/.gantry-output").is_file());
+        assert!(dir
+            .path()
+            .join("store/wf-1/consume/.gantry-output")
+            .is_file());
 
         // A missing input: 2010, and the command never runs.
         let mut missing = task_data.clone();

@@ -187,12 +187,11 @@ fn a_missing_input_fails_the_task_with_2010_and_names_it() {
 }
 
 fn s3_keys(moto_url: &str, bucket: &str, prefix: &str) -> Vec<String> {
-    let listing = reqwest::blocking::get(format!(
-        "{moto_url}/{bucket}?list-type=2&prefix={prefix}"
-    ))
-    .unwrap()
-    .text()
-    .unwrap();
+    let listing =
+        reqwest::blocking::get(format!("{moto_url}/{bucket}?list-type=2&prefix={prefix}"))
+            .unwrap()
+            .text()
+            .unwrap();
     let mut keys: Vec<String> = listing
         .split("<Key>")
         .skip(1)

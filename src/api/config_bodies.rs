@@ -1003,13 +1003,31 @@ mod tests {
             )
         };
         for (credential, field) in [
-            (json!({}), "configs.workflow_data.credential: missing field `endpoint`"),
-            (json!({"endpoint": "gs://b"}), "configs.workflow_data.credential.endpoint: 'gs://b' is not s3://"),
-            (json!({"endpoint": "s3://b", "override_url": "ftp://x"}), "configs.workflow_data.credential.override_url"),
-            (json!({"endpoint": "s3://b", "access_key_id": "id"}), "configs.workflow_data.credential.access_key"),
-            (json!({"endpoint": "s3://b", "addressing_style": "sideways"}), "configs.workflow_data.credential.addressing_style"),
+            (
+                json!({}),
+                "configs.workflow_data.credential: missing field `endpoint`",
+            ),
+            (
+                json!({"endpoint": "gs://b"}),
+                "configs.workflow_data.credential.endpoint: 'gs://b' is not s3://",
+            ),
+            (
+                json!({"endpoint": "s3://b", "override_url": "ftp://x"}),
+                "configs.workflow_data.credential.override_url",
+            ),
+            (
+                json!({"endpoint": "s3://b", "access_key_id": "id"}),
+                "configs.workflow_data.credential.access_key",
+            ),
+            (
+                json!({"endpoint": "s3://b", "addressing_style": "sideways"}),
+                "configs.workflow_data.credential.addressing_style",
+            ),
             (json!({"endpoint": "s3://b", "colour": 1}), "colour"),
-            (json!({"endpoint": "s3://b", "access_key_id": "id", "access_key": MASKED}), "none is stored"),
+            (
+                json!({"endpoint": "s3://b", "access_key_id": "id", "access_key": MASKED}),
+                "none is stored",
+            ),
         ] {
             let error = with(credential.clone()).expect_err("refused");
             assert!(error.contains(field), "{credential}: {error}");

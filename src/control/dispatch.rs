@@ -11,6 +11,8 @@
 use super::agent::AgentHub;
 use super::now_ms;
 use super::placement::PoolPlacement;
+use crate::api::config_bodies::workflow_data_store;
+use crate::data::{DataInput, DataOutput, DataStore, TaskData};
 use crate::operator::kubernetes::task_host_of;
 use crate::operator::protocol::{
     GroupLaunch, GroupMeta, LaunchFile, LaunchInput, LaunchResources, LaunchScheduler, TaskLaunch,
@@ -21,8 +23,6 @@ use base64::Engine;
 use gantry_raft::RaftNode;
 use gantry_storage::plan::InputPlan;
 use gantry_storage::{Command, JobKind, JobRecord, ReadView, TaskKey, TaskReport, TaskStatus};
-use crate::api::config_bodies::workflow_data_store;
-use crate::data::{DataInput, DataOutput, DataStore, TaskData};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -340,7 +340,10 @@ fn task_data(
         .inputs
         .iter()
         .map(|input| match input {
-            InputPlan::Task { task: source, regex } => {
+            InputPlan::Task {
+                task: source,
+                regex,
+            } => {
                 let (source_workflow, source_task) = match source.split_once(':') {
                     Some((workflow, task)) => (workflow, task),
                     None => (workflow_id, source.as_str()),
@@ -609,7 +612,11 @@ workflow:
         let urls: Vec<&str> = data.inputs.iter().map(|i| i.url.as_str()).collect();
         assert_eq!(
             urls,
-            ["s3://data/root/wf-1/produce", "s3://data/root/old-3/train", "s3://other/x"]
+            [
+                "s3://data/root/wf-1/produce",
+                "s3://data/root/old-3/train",
+                "s3://other/x"
+            ]
         );
         assert_eq!(data.inputs[0].source, "task produce");
         assert_eq!(data.inputs[0].regex.as_deref(), Some(r"\.csv$"));

@@ -119,11 +119,7 @@ impl DataStore {
                 let path = percent_decode(parsed.path()).ok_or_else(|| bad("bad escape"))?;
                 (Arc::new(store), path)
             }
-            other => {
-                return Err(bad(&format!(
-                    "unsupported scheme '{other}' (s3, file)"
-                )))
-            }
+            other => return Err(bad(&format!("unsupported scheme '{other}' (s3, file)"))),
         };
         let prefix = ObjectPath::parse(path.trim_matches('/')).map_err(|error| {
             bad(&format!(

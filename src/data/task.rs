@@ -99,9 +99,16 @@ pub async fn download_inputs(
         };
         let regex = compile(input.regex.as_deref()).map_err(fail)?;
         let location = data.store.open(&input.url).map_err(fail)?;
-        transfer::download(&location, dir, regex.as_ref(), &[OUTPUT_MARKER], &label, say)
-            .await
-            .map_err(fail)?;
+        transfer::download(
+            &location,
+            dir,
+            regex.as_ref(),
+            &[OUTPUT_MARKER],
+            &label,
+            say,
+        )
+        .await
+        .map_err(fail)?;
     }
     Ok(())
 }

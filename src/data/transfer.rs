@@ -395,7 +395,12 @@ mod tests {
         assert!(temp.path().join("store/wf-1/a/deep/er/b.csv").is_file());
         assert!(!temp.path().join("store/wf-1/a/notes.txt").exists());
         assert!(!temp.path().join("store/wf-1/a/link").exists());
-        let summary = said.lock().expect("lock").last().cloned().unwrap_or_default();
+        let summary = said
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .unwrap_or_default();
         assert!(
             summary.starts_with("[upload] output: 3 files, 16.0 MiB in ")
                 && summary.ends_with("(1 symlinks skipped)"),

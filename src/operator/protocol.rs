@@ -5,8 +5,8 @@
 //! a reference into server memory; everything an executor needs to run a
 //! task is in [`TaskLaunch`].
 
-pub use gantry_storage::NodeInventory;
 use crate::data::TaskData;
+pub use gantry_storage::NodeInventory;
 use gantry_storage::{Millis, Priority, SchedulerType, TaskDataTimes, TaskKey, TaskStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

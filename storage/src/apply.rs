@@ -555,9 +555,15 @@ fn apply_task_data_times_record(
     // Times may arrive after the final status (reports of one run are
     // ordered, but a cancel can finish the task first): they are kept.
     for (field, value) in [
-        (&mut task.input_download_start_time, times.input_download_start),
+        (
+            &mut task.input_download_start_time,
+            times.input_download_start,
+        ),
         (&mut task.input_download_end_time, times.input_download_end),
-        (&mut task.output_upload_start_time, times.output_upload_start),
+        (
+            &mut task.output_upload_start_time,
+            times.output_upload_start,
+        ),
         (&mut task.output_upload_end_time, times.output_upload_end),
     ] {
         if value.is_some() {

@@ -119,10 +119,7 @@ pub enum Command {
     ///     `output_upload_*`). A phase left `None` keeps what is recorded.
     ///     Rejected for an unknown task or another retry. May ride inside
     ///     `OperatorReports`.
-    RecordTaskDataTimes {
-        key: TaskKey,
-        times: TaskDataTimes,
-    },
+    RecordTaskDataTimes { key: TaskKey, times: TaskDataTimes },
 }
 
 /// Start and end of a task run's data phases, in executor time.

@@ -18,9 +18,7 @@ pub mod plan;
 pub mod record;
 pub mod status;
 
-pub use command::{
-    Command, Outcome, Rejection, RejectionKind, TaskDataTimes, TaskKey, TaskReport,
-};
+pub use command::{Command, Outcome, Rejection, RejectionKind, TaskDataTimes, TaskKey, TaskReport};
 pub use config::*;
 pub use error::StorageError;
 pub use record::*;

@@ -97,8 +97,7 @@ use gantry_storage::{
     BackendSettings, Command, ConfigData, ConfigMeta, ConfigType, JobKind, ListFilter, LogChunk,
     NodeInventory, Outcome, Policy, PolicyEffect, PoolConfig, PoolRecord, Priority, RejectionKind,
     RoleConfig, SchedulerType, Store, Submission, TaskDataTimes, TaskKey, TaskReport, TaskStatus,
-    TimerKind,
-    WorkflowStatus,
+    TimerKind, WorkflowStatus,
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

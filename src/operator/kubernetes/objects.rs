@@ -74,8 +74,8 @@ pub fn build_group(ctx: &BuildContext<'_>, group: &GroupLaunch) -> Result<GroupO
         // The task's data description (with the store's credential) reaches
         // the runtime as a Secret file, never on the command line.
         if let Some(data) = &task.data {
-            let contents = serde_json::to_vec(data)
-                .map_err(|error| KubeError::invalid("task data", error))?;
+            let contents =
+                serde_json::to_vec(data).map_err(|error| KubeError::invalid("task data", error))?;
             let secret_name = names.file_secret(&names::sha256_hex(&contents));
             if !secrets.contains_key(&secret_name) {
                 secrets.insert(
@@ -214,7 +214,10 @@ fn build_pod(
         task.inputs.len().to_string(),
     ];
     if task.data.is_some() {
-        args.extend(["--data".to_string(), crate::runtime::DATA_SPEC_PATH.to_string()]);
+        args.extend([
+            "--data".to_string(),
+            crate::runtime::DATA_SPEC_PATH.to_string(),
+        ]);
     }
     args.push("--".to_string());
     args.extend(task.command.iter().cloned());

@@ -399,7 +399,10 @@ async fn the_pod_gets_its_task_data_from_a_secret_file_not_its_command_line() {
     let requests = h.api.actions();
     let secrets = posted(&requests, SECRETS);
     assert_eq!(secrets.len(), 1, "{secrets:?}");
-    let secret_name = secrets[0]["metadata"]["name"].as_str().expect("name").to_string();
+    let secret_name = secrets[0]["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
     let file = base64::engine::general_purpose::STANDARD
         .decode(secrets[0]["data"]["file"].as_str().expect("file"))
         .expect("base64");
@@ -408,8 +411,19 @@ async fn the_pod_gets_its_task_data_from_a_secret_file_not_its_command_line() {
     let container = &pods[0]["spec"]["containers"][0];
     assert_eq!(
         container["args"],
-        json!(["task-runtime", "exec", "--inputs", "1", "--data", "/osmo/run/data.json",
-               "--", "python", "train.py", "--out", "/osmo/data/output"])
+        json!([
+            "task-runtime",
+            "exec",
+            "--inputs",
+            "1",
+            "--data",
+            "/osmo/run/data.json",
+            "--",
+            "python",
+            "train.py",
+            "--out",
+            "/osmo/data/output"
+        ])
     );
     assert!(
         container["volumeMounts"]
@@ -423,7 +437,10 @@ async fn the_pod_gets_its_task_data_from_a_secret_file_not_its_command_line() {
         .expect("volumes")
         .iter()
         .any(|v| v["secret"]["secretName"] == secret_name.as_str()));
-    assert!(!pods[0].to_string().contains("data-secret"), "no credential in the pod");
+    assert!(
+        !pods[0].to_string().contains("data-secret"),
+        "no credential in the pod"
+    );
 }
 
 #[tokio::test]

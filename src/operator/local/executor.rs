@@ -357,9 +357,14 @@ impl Shared {
         let child = process::spawn(&bwrap, args)?;
         self.report(&launch.key, TaskStatus::Running, None, None)
             .await;
-        let exit =
-            process::supervise(child, &launch.key, &self.outbox, cancel.clone(), next_offset)
-                .await?;
+        let exit = process::supervise(
+            child,
+            &launch.key,
+            &self.outbox,
+            cancel.clone(),
+            next_offset,
+        )
+        .await?;
         // OSMO uploads after every exit except a cancel.
         if exit.canceled.is_none() {
             self.upload(launch, &prepared, &mut cancel, exit.next_offset)
@@ -377,17 +382,18 @@ impl Shared {
         cancel: &mut watch::Receiver<Option<String>>,
         first_offset: u64,
     ) -> Result<u64, Stopped> {
-        let data = match &launch.data {
-            Some(data) => data,
-            None if launch.inputs.is_empty() => return Ok(first_offset),
-            None => {
-                return Err(ExecError::Data(PhaseFailure {
+        let data =
+            match &launch.data {
+                Some(data) => data,
+                None if launch.inputs.is_empty() => return Ok(first_offset),
+                None => return Err(ExecError::Data(PhaseFailure {
                     exit_code: EXIT_DOWNLOAD_FAILED,
-                    message: "the launch names inputs but no data store (a server too old for task data)".into(),
+                    message:
+                        "the launch names inputs but no data store (a server too old for task data)"
+                            .into(),
                 })
-                .into())
-            }
-        };
+                .into()),
+            };
         let start = now_ms();
         let (lines, line_rx) = PhaseLines::new();
         let say = |text: String| lines.say(text);

@@ -5,10 +5,10 @@
 //! about what was reported and what the processes did.
 
 use super::{LocalConfig, LocalOperator};
+use crate::data::{DataInput, DataStore, TaskData};
 use crate::operator::protocol::{
     FromOperator, GroupLaunch, LaunchFile, LaunchInput, LogStream, TaskLaunch, ToOperator,
 };
-use crate::data::{DataInput, DataStore, TaskData};
 use gantry_storage::{NodeInventory, TaskKey, TaskStatus};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -521,13 +521,16 @@ async fn output_of_one_task_is_a_read_only_input_of_the_next() {
         "a",
         "echo result > /osmo/data/output/result.txt && mkdir /osmo/data/output/sub && echo deep > /osmo/data/output/sub/x",
     );
-    h.create(false, vec![with_data(writer, &store, Vec::new())]).await;
+    h.create(false, vec![with_data(writer, &store, Vec::new())])
+        .await;
     let events = h.run_to_end(&key("wf-data", "a")).await;
     assert_eq!(statuses(&events), RAN);
     // Published to the intermediate prefix, with the marker.
     let published = h.work.path().join("store/wf-data/a");
     assert_eq!(
-        std::fs::read_to_string(published.join("result.txt")).ok().as_deref(),
+        std::fs::read_to_string(published.join("result.txt"))
+            .ok()
+            .as_deref(),
         Some("result\n")
     );
     assert!(published.join(".gantry-output").is_file());
@@ -539,7 +542,9 @@ async fn output_of_one_task_is_a_read_only_input_of_the_next() {
     );
     let times = data_times(&h, &key("wf-data", "a"));
     assert!(
-        times.iter().any(|t| t.output_upload_start.is_some() && t.output_upload_end >= t.output_upload_start),
+        times.iter().any(
+            |t| t.output_upload_start.is_some() && t.output_upload_end >= t.output_upload_start
+        ),
         "{times:?}"
     );
 
@@ -551,7 +556,8 @@ async fn output_of_one_task_is_a_read_only_input_of_the_next() {
          if (echo x > /osmo/data/input/0/new) 2>/dev/null; then echo writable; else echo read-only; fi",
     );
     let inputs = vec![task_input(&store, "wf-data", "a", None)];
-    h.create(false, vec![with_data(reader, &store, inputs)]).await;
+    h.create(false, vec![with_data(reader, &store, inputs)])
+        .await;
     let events = h.run_to_end(&key("wf-data", "b")).await;
     assert_eq!(statuses(&events), RAN);
     assert_eq!(
@@ -567,7 +573,9 @@ async fn output_of_one_task_is_a_read_only_input_of_the_next() {
     );
     let times = data_times(&h, &key("wf-data", "b"));
     assert!(
-        times.iter().any(|t| t.input_download_start.is_some() && t.input_download_end.is_some()),
+        times
+            .iter()
+            .any(|t| t.input_download_start.is_some() && t.input_download_end.is_some()),
         "{times:?}"
     );
 }
@@ -581,7 +589,8 @@ async fn regex_input_holds_only_matching_paths() {
         "a",
         "cd /osmo/data/output && mkdir sub && echo 1 > a.csv && echo 2 > b.txt && echo 3 > sub/c.csv",
     );
-    h.create(false, vec![with_data(writer, &store, Vec::new())]).await;
+    h.create(false, vec![with_data(writer, &store, Vec::new())])
+        .await;
     assert_eq!(statuses(&h.run_to_end(&key("wf-regex", "a")).await), RAN);
 
     let reader = launch(
@@ -590,7 +599,8 @@ async fn regex_input_holds_only_matching_paths() {
         "cd /osmo/data/input/0 && find . -type f | sort",
     );
     let inputs = vec![task_input(&store, "wf-regex", "a", Some(r"\.csv$"))];
-    h.create(false, vec![with_data(reader, &store, inputs)]).await;
+    h.create(false, vec![with_data(reader, &store, inputs)])
+        .await;
     let events = h.run_to_end(&key("wf-regex", "b")).await;
     assert_eq!(statuses(&events), RAN);
     assert_eq!(
