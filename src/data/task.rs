@@ -140,7 +140,12 @@ pub async fn upload_outputs(
     if let Some(url) = &data.intermediate {
         let location = data.store.open(url).map_err(|e| fail(url, e))?;
         let label = "[upload] intermediate output".to_string();
-        let moved = transfer::upload(output_dir, &location, None, &label, say)
+        // A task that wrote nothing still publishes (the marker), quietly:
+        // most tasks have no output, and their logs stay theirs.
+        let quiet = |_: String| {};
+        let empty = std::fs::read_dir(output_dir).is_ok_and(|mut d| d.next().is_none());
+        let say_here: Say<'_> = if empty { &quiet } else { say };
+        let moved = transfer::upload(output_dir, &location, None, &label, say_here)
             .await
             .map_err(|e| fail(url, e))?;
         let marker = serde_json::json!({"files": moved.files, "bytes": moved.bytes});
