@@ -10,6 +10,7 @@ mod bench;
 mod bench_operator;
 mod cli;
 mod control;
+mod data;
 mod dev;
 mod metrics;
 mod notify;

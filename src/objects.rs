@@ -9,8 +9,10 @@
 //! `AWS_ENDPOINT_URL`, …), never from the URL, so they stay out of process
 //! listings. Invariants: every key is relative to the store's prefix; a
 //! cluster's members must share one store (S3, or a shared directory) for
-//! logs written on one node to be read on another.
+//! logs written on one node to be read on another. Task data defaults to
+//! the same store under `data/` (see [`Objects::data`]).
 
+use crate::data::DataStore;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
@@ -60,6 +62,51 @@ pub struct Objects {
     local_root: Option<std::path::PathBuf>,
     /// The URL it was opened from, without query parameters (for messages).
     pub display: String,
+    /// Task data's default home: this store under `data/`, reached with the
+    /// same settings and the environment's credentials.
+    pub data: DataStore,
+}
+
+/// How to reach an S3-compatible service; `None` leaves the environment's
+/// (`AWS_*`) or the crate's default.
+#[derive(Clone, Debug, Default)]
+pub struct S3Settings {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub path_style: Option<bool>,
+    /// Static (access key id, secret); `None` uses the environment's chain.
+    pub keys: Option<(String, String)>,
+}
+
+/// An S3 client for `bucket`. Static keys replace the environment's
+/// credentials entirely (a stray `AWS_SESSION_TOKEN` must not ride along).
+pub fn s3_store(
+    bucket: &str,
+    settings: &S3Settings,
+) -> Result<object_store::aws::AmazonS3, object_store::Error> {
+    let mut builder = match &settings.keys {
+        Some((id, secret)) => AmazonS3Builder::new()
+            .with_access_key_id(id)
+            .with_secret_access_key(secret),
+        None => AmazonS3Builder::from_env(),
+    }
+    .with_bucket_name(bucket);
+    if let Some(endpoint) = &settings.endpoint {
+        builder = builder
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_endpoint(endpoint);
+    } else if std::env::var_os("AWS_ENDPOINT_URL")
+        .is_some_and(|e| e.to_string_lossy().starts_with("http://"))
+    {
+        builder = builder.with_allow_http(true);
+    }
+    if let Some(region) = &settings.region {
+        builder = builder.with_region(region);
+    }
+    if let Some(path_style) = settings.path_style {
+        builder = builder.with_virtual_hosted_style_request(!path_style);
+    }
+    builder.build()
 }
 
 impl Objects {
@@ -88,6 +135,10 @@ impl Objects {
             prefix: String::new(),
             local_root: Some(dir.clone()),
             display: format!("file://{}", dir.display()),
+            data: DataStore {
+                root: format!("file://{}/data", dir.display()),
+                ..DataStore::default()
+            },
         })
     }
 
@@ -114,37 +165,45 @@ impl Objects {
                     .host_str()
                     .filter(|b| !b.is_empty())
                     .ok_or_else(|| bad("names no bucket (s3://bucket/prefix)"))?;
-                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                let mut settings = S3Settings::default();
                 for (name, value) in url.query_pairs() {
-                    builder = match name.as_ref() {
-                        "endpoint" => builder
-                            .with_allow_http(value.starts_with("http://"))
-                            .with_endpoint(value.as_ref()),
-                        "region" => builder.with_region(value.as_ref()),
-                        "path_style" => match value.as_ref() {
-                            "true" => builder.with_virtual_hosted_style_request(false),
-                            "false" => builder.with_virtual_hosted_style_request(true),
-                            _ => return Err(bad("path_style must be true or false")),
-                        },
+                    match name.as_ref() {
+                        "endpoint" => settings.endpoint = Some(value.into_owned()),
+                        "region" => settings.region = Some(value.into_owned()),
+                        "path_style" => {
+                            settings.path_style = Some(match value.as_ref() {
+                                "true" => true,
+                                "false" => false,
+                                _ => return Err(bad("path_style must be true or false")),
+                            })
+                        }
                         other => {
                             return Err(bad(&format!(
                                 "unknown parameter '{other}' (endpoint, region, path_style)"
                             )))
                         }
-                    };
+                    }
                 }
-                if std::env::var_os("AWS_ENDPOINT_URL")
-                    .is_some_and(|e| e.to_string_lossy().starts_with("http://"))
-                {
-                    builder = builder.with_allow_http(true);
-                }
-                let store = builder.build()?;
+                let store = s3_store(bucket, &settings)?;
                 let prefix = url.path().trim_matches('/').to_string();
+                let root = if prefix.is_empty() {
+                    format!("s3://{bucket}/data")
+                } else {
+                    format!("s3://{bucket}/{prefix}/data")
+                };
                 Ok(Objects {
                     store: Arc::new(store),
                     prefix,
                     local_root: None,
                     display: format!("s3://{bucket}{}", url.path()),
+                    data: DataStore {
+                        root,
+                        region: settings.region,
+                        endpoint: settings.endpoint,
+                        path_style: settings.path_style.unwrap_or(true),
+                        access_key_id: None,
+                        access_key: None,
+                    },
                 })
             }
             other => Err(bad(&format!("unsupported scheme '{other}' (file, s3)"))),

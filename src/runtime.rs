@@ -15,20 +15,27 @@
 //! 3. The command's stdout and stderr go straight to the container's log,
 //!    which the operator streams to the control plane.
 //!
-//! Data transfer is a seam: [`stage_inputs`] and [`publish_outputs`] are
-//! where inputs are downloaded and outputs uploaded once an object store is
-//! configured; today they only prepare the directories and say so.
+//! Data: with `--data FILE` (a JSON [`TaskData`], mounted from the task's
+//! Secret so the store's credential is never on the command line) inputs
+//! are downloaded into `input/N` before the command and `output/` is
+//! uploaded after it (not after a forwarded SIGTERM/SIGINT, i.e. a cancel),
+//! through the same `crate::data` code as the local executor; progress
+//! lines go to stderr, so they reach the task's log.
 //!
-//! Invariant: the container exits with the command's own code; only a
-//! failure of the runtime itself (before the command starts) exits 255,
-//! with the reason on stderr.
+//! Invariant: the container exits with the command's own code, except a
+//! failed download (2010, the command never runs) or upload (2012), as
+//! OSMO's `osmo-ctrl`; a failure of the runtime itself (before the command
+//! starts) exits 255, with the reason on stderr.
 
+use crate::data::{self, TaskData};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 
 /// Exit code when the runtime itself fails before the command runs.
 pub const EXIT_RUNTIME_FAILURE: i32 = 255;
+/// Where the Kubernetes executor mounts the task's data description.
+pub const DATA_SPEC_PATH: &str = "/osmo/run/data.json";
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TaskRuntimeCommand {
@@ -46,6 +53,9 @@ pub enum TaskRuntimeCommand {
         /// Parent of `output/` and `input/`
         #[arg(long, default_value = "/osmo/data", value_name = "DIR")]
         data_dir: PathBuf,
+        /// JSON description of the task's data (store, inputs, outputs)
+        #[arg(long, value_name = "FILE")]
+        data: Option<PathBuf>,
         /// The command and its arguments
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
@@ -61,6 +71,8 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("task data description {path}: {message}")]
+    DataSpec { path: PathBuf, message: String },
     #[error("cannot start {command:?}: {source}")]
     Spawn {
         command: OsString,
@@ -79,8 +91,12 @@ pub async fn run(command: TaskRuntimeCommand) -> i32 {
         TaskRuntimeCommand::Exec {
             inputs,
             data_dir,
+            data,
             command,
-        } => exec(&data_dir, inputs, &command).await,
+        } => match data.as_deref().map(read_task_data).transpose() {
+            Ok(task_data) => exec(&data_dir, inputs, task_data.as_ref(), &command).await,
+            Err(error) => Err(error),
+        },
     };
     result.unwrap_or_else(|error| {
         eprintln!("[gantry] task runtime failed: {error}");
@@ -114,10 +130,24 @@ pub fn install(dir: &Path) -> Result<PathBuf, RuntimeError> {
     Ok(target)
 }
 
-/// Prepares the data directories, runs the command, publishes outputs.
+fn read_task_data(path: &Path) -> Result<TaskData, RuntimeError> {
+    let text = std::fs::read(path).map_err(|source| RuntimeError::Io {
+        context: "cannot read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&text).map_err(|error| RuntimeError::DataSpec {
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    })
+}
+
+/// Prepares the data directories, downloads inputs, runs the command,
+/// uploads outputs.
 pub async fn exec(
     data_dir: &Path,
     inputs: usize,
+    task_data: Option<&TaskData>,
     command: &[OsString],
 ) -> Result<i32, RuntimeError> {
     let Some((program, args)) = command.split_first() else {
@@ -129,7 +159,15 @@ pub async fn exec(
     };
     let output_dir = data_dir.join("output");
     create_dir(&output_dir)?;
-    stage_inputs(data_dir, inputs)?;
+    let inputs = inputs.max(task_data.map_or(0, |data| data.inputs.len()));
+    let input_dirs = stage_inputs(data_dir, inputs)?;
+    let say = |line: String| eprintln!("[gantry] {line}");
+    if let Some(task_data) = task_data {
+        if let Err(failure) = data::download_inputs(task_data, &input_dirs, &say).await {
+            eprintln!("[gantry] {}", failure.message);
+            return Ok(failure.exit_code);
+        }
+    }
 
     let mut child = tokio::process::Command::new(program)
         .args(args)
@@ -138,7 +176,7 @@ pub async fn exec(
             command: program.clone(),
             source,
         })?;
-    let status = supervise(&mut child)
+    let (status, signaled) = supervise(&mut child)
         .await
         .map_err(|source| RuntimeError::Io {
             context: "lost track of the command",
@@ -146,22 +184,32 @@ pub async fn exec(
             source,
         })?;
     let code = exit_code(status);
-    publish_outputs(&output_dir, code);
+    // OSMO uploads after every exit except a cancel (the pod's deletion
+    // is what signals the runtime).
+    if let (Some(task_data), false) = (task_data, signaled) {
+        if let Err(failure) = data::upload_outputs(task_data, &output_dir, &say).await {
+            eprintln!("[gantry] {}", failure.message);
+            return Ok(failure.exit_code.max(code));
+        }
+    }
     Ok(code)
 }
 
 /// Waits for the child, passing SIGTERM and SIGINT on to it (the kubelet
 /// signals PID 1 only when the pod is deleted).
-async fn supervise(child: &mut tokio::process::Child) -> std::io::Result<ExitStatus> {
+/// Returns the status and whether a signal was forwarded.
+async fn supervise(child: &mut tokio::process::Child) -> std::io::Result<(ExitStatus, bool)> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut signaled = false;
     loop {
         let forward = tokio::select! {
-            status = child.wait() => return status,
+            status = child.wait() => return Ok((status?, signaled)),
             _ = term.recv() => nix::sys::signal::Signal::SIGTERM,
             _ = interrupt.recv() => nix::sys::signal::Signal::SIGINT,
         };
+        signaled = true;
         if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), forward);
         }
@@ -185,30 +233,15 @@ fn create_dir(path: &Path) -> Result<(), RuntimeError> {
     })
 }
 
-/// Creates `input/0..inputs`. Fetching each input's data from the object
-/// store belongs here once a data store is configured.
-fn stage_inputs(data_dir: &Path, inputs: usize) -> Result<(), RuntimeError> {
+/// Creates `input/0..inputs` and returns them.
+fn stage_inputs(data_dir: &Path, inputs: usize) -> Result<Vec<PathBuf>, RuntimeError> {
+    let mut dirs = Vec::with_capacity(inputs);
     for index in 0..inputs {
-        create_dir(&data_dir.join("input").join(index.to_string()))?;
+        let dir = data_dir.join("input").join(index.to_string());
+        create_dir(&dir)?;
+        dirs.push(dir);
     }
-    if inputs > 0 {
-        eprintln!("[gantry] {inputs} input directories prepared; no data store is configured, so they are empty");
-    }
-    Ok(())
-}
-
-/// Uploading `output/` to the object store belongs here once a data store
-/// is configured (OSMO uploads outputs after every exit except cancel,
-/// eviction and preemption).
-fn publish_outputs(output_dir: &Path, code: i32) {
-    let has_output =
-        std::fs::read_dir(output_dir).is_ok_and(|mut entries| entries.next().is_some());
-    if has_output {
-        eprintln!(
-            "[gantry] command exited with {code}; {} is kept in the pod only (no data store is configured)",
-            output_dir.display()
-        );
-    }
+    Ok(dirs)
 }
 
 #[cfg(test)]
@@ -227,7 +260,7 @@ mod tests {
         .map(OsString::from)
         .chain([dir.path().as_os_str().to_owned()])
         .collect();
-        let code = exec(dir.path(), 2, &command).await.expect("runs");
+        let code = exec(dir.path(), 2, None, &command).await.expect("runs");
         assert_eq!(code, 7);
         assert_eq!(
             std::fs::read_to_string(dir.path().join("output/x")).expect("output written"),
@@ -242,14 +275,17 @@ mod tests {
             .iter()
             .map(OsString::from)
             .collect();
-        assert_eq!(exec(dir.path(), 0, &command).await.expect("runs"), 137);
+        assert_eq!(
+            exec(dir.path(), 0, None, &command).await.expect("runs"),
+            137
+        );
     }
 
     #[tokio::test]
     async fn a_missing_program_is_a_clear_error() {
         let dir = tempfile::tempdir().expect("temp dir");
         let command = vec![OsString::from("/no/such/program")];
-        let error = exec(dir.path(), 0, &command)
+        let error = exec(dir.path(), 0, None, &command)
             .await
             .err()
             .map(|e| e.to_string());
@@ -259,6 +295,71 @@ mod tests {
                 .is_some_and(|e| e.contains("/no/such/program")),
             "{error:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn exec_moves_data_through_a_file_store() {
+        use crate::data::{DataInput, DataOutput, DataStore};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = DataStore {
+            root: format!("file://{}/store", dir.path().display()),
+            ..DataStore::default()
+        };
+        let upstream = dir.path().join("store/wf-1/produce");
+        std::fs::create_dir_all(&upstream).expect("dirs");
+        std::fs::write(upstream.join("a.csv"), "1\n").expect("write");
+        std::fs::write(upstream.join("b.txt"), "2\n").expect("write");
+        let export = format!("file://{}/export", dir.path().display());
+        let task_data = TaskData {
+            store: store.clone(),
+            inputs: vec![DataInput {
+                source: "task produce".into(),
+                url: store.task_url("wf-1", "produce"),
+                regex: Some(r"\.csv$".into()),
+            }],
+            outputs: vec![DataOutput {
+                url: export,
+                regex: None,
+            }],
+            intermediate: Some(store.task_url("wf-1", "consume")),
+        };
+        let spec = dir.path().join("data.json");
+        std::fs::write(&spec, serde_json::to_vec(&task_data).expect("json")).expect("write");
+        let task_data = read_task_data(&spec).expect("reads back");
+        let pod = dir.path().join("pod");
+        let command: Vec<OsString> = ["sh", "-c", "ls \"$0/input/0\" > \"$0/output/listing\""]
+            .iter()
+            .map(OsString::from)
+            .chain([pod.as_os_str().to_owned()])
+            .collect();
+        let code = exec(&pod, 0, Some(&task_data), &command)
+            .await
+            .expect("runs");
+        assert_eq!(code, 0);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("export/listing")).expect("exported"),
+            "a.csv\n"
+        );
+        assert!(dir.path().join("store/wf-1/consume/listing").is_file());
+        assert!(dir
+            .path()
+            .join("store/wf-1/consume/.gantry-output")
+            .is_file());
+
+        // A missing input: 2010, and the command never runs.
+        let mut missing = task_data.clone();
+        missing.inputs[0].url = store.task_url("wf-1", "ghost");
+        let marker = dir.path().join("ran");
+        let command: Vec<OsString> = ["sh", "-c", "touch \"$0\""]
+            .iter()
+            .map(OsString::from)
+            .chain([marker.as_os_str().to_owned()])
+            .collect();
+        let code = exec(&dir.path().join("pod2"), 0, Some(&missing), &command)
+            .await
+            .expect("runs");
+        assert_eq!(code, 2010);
+        assert!(!marker.exists());
     }
 
     #[test]

@@ -201,12 +201,14 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
     let objects = crate::objects::Objects::open(options.object_store.as_deref(), &options.data_dir)
         .context("opening the object store")?;
     tracing::info!(store = %objects.display, "object store for logs");
+    let default_data = objects.data.clone();
     let logs = Logger::new(objects);
     let hub = AgentHub::new(node.clone(), logs.clone());
 
     let leader_node = node.clone();
     let leader_hub = hub.clone();
     let leader_objects = logs.objects().clone();
+    let leader_data = default_data.clone();
     // A new cluster gets pool `default` on backend `local`, served by the
     // in-process operator when there is one.
     let ensure_local_pool = options.local_backend || options.bootstrap;
@@ -217,6 +219,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
             let node = leader_node.clone();
             let hub = leader_hub.clone();
             let objects = leader_objects.clone();
+            let default_data = leader_data.clone();
             async move {
                 if ensure_local_pool {
                     if let Err(error) = membership::ensure_pool(&node, false).await {
@@ -224,7 +227,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
                     }
                 }
                 tokio::join!(
-                    dispatch::run(node.clone(), hub, stop.clone()),
+                    dispatch::run(node.clone(), hub, default_data, stop.clone()),
                     timers::run(node, objects, stop)
                 );
             }

@@ -281,7 +281,7 @@ fn retention_deletes_log_chunks_and_a_pending_purge_survives_a_kill() {
 
 #[test]
 fn archive_and_purge_work_on_an_s3_compatible_store() {
-    let Some(moto) = start_moto() else {
+    let Some(moto) = start_moto("gantry-logs") else {
         println!("SKIPPED: moto_server is not installed (pip install 'moto[server]')");
         return;
     };

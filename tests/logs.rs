@@ -189,7 +189,7 @@ fn error_logs_show_the_last_lines_of_failed_tasks() {
 
 #[test]
 fn logs_go_to_a_real_s3_compatible_store() {
-    let Some(moto) = start_moto() else {
+    let Some(moto) = start_moto("gantry-logs") else {
         println!("SKIPPED: moto_server is not installed (pip install 'moto[server]')");
         return;
     };

@@ -113,7 +113,7 @@ pub fn service_config(view: &ReadView) -> ServiceConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkflowConfig {
-    pub workflow_data: Value,
+    pub workflow_data: WorkflowDataConfig,
     pub workflow_log: Value,
     pub workflow_app: Value,
     pub workflow_info: Value,
@@ -143,7 +143,7 @@ pub struct WorkflowConfig {
 impl Default for WorkflowConfig {
     fn default() -> Self {
         WorkflowConfig {
-            workflow_data: json!({}),
+            workflow_data: WorkflowDataConfig::default(),
             workflow_log: json!({}),
             workflow_app: json!({}),
             workflow_info: json!({"tags": [], "max_name_length": 64}),
@@ -191,7 +191,161 @@ impl WorkflowConfig {
         // a workflow ends; what passes here, it understands.
         gantry_storage::retention::workflow_log_retention_ms(&self.workflow_log)
             .map_err(|error| format!("configs.{error}"))?;
+        if let Some(credential) = &self.workflow_data.credential {
+            credential.data_store("configs.workflow_data.credential")?;
+        }
         Ok(())
+    }
+}
+
+/// OSMO's `DataConfig` (`workflow_data`): where task data goes between
+/// tasks. Without a credential, the server's own object store under `data/`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkflowDataConfig {
+    pub credential: Option<DataCredential>,
+    pub base_url: String,
+    pub websocket_timeout: u64,
+    pub data_timeout: u64,
+    pub download_type: String,
+}
+
+impl Default for WorkflowDataConfig {
+    fn default() -> Self {
+        WorkflowDataConfig {
+            credential: None,
+            base_url: String::new(),
+            websocket_timeout: 1440,
+            data_timeout: 10,
+            download_type: "download".into(),
+        }
+    }
+}
+
+/// OSMO's `StaticDataCredential` (with keys) or `DefaultDataCredential`
+/// (without: the environment's credential chain).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataCredential {
+    /// `s3://bucket[/prefix]`; Gantry also takes `file:///abs/dir`.
+    pub endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addressing_style: Option<AddressingStyle>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// Write-only: shown as [`MASKED`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressingStyle {
+    Virtual,
+    Path,
+    Auto,
+}
+
+/// What a write-only secret reads back as.
+pub const MASKED: &str = "[MASKED]";
+
+impl DataCredential {
+    /// The data store this credential names; errors name the field under
+    /// `at`.
+    pub fn data_store(&self, at: &str) -> Result<crate::data::DataStore, String> {
+        let endpoint = self.endpoint.trim_end_matches('/');
+        let scheme_ok = endpoint.starts_with("s3://") || endpoint.starts_with("file:///");
+        if !scheme_ok {
+            return Err(format!(
+                "{at}.endpoint: '{}' is not s3://bucket[/prefix] (or file:///abs/dir)",
+                self.endpoint
+            ));
+        }
+        if let Some(url) = &self.override_url {
+            let parsed = url::Url::parse(url)
+                .map_err(|error| format!("{at}.override_url: '{url}': {error}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(format!("{at}.override_url: '{url}' is not an http(s) URL"));
+            }
+        }
+        if self.access_key.as_deref() == Some(MASKED) {
+            return Err(format!(
+                "{at}.access_key: {MASKED} stands for a stored secret, and none is stored; send the secret"
+            ));
+        }
+        let keys = match (&self.access_key_id, &self.access_key) {
+            (Some(id), Some(key)) if !id.is_empty() && !key.is_empty() => {
+                Some((id.clone(), key.clone()))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(format!(
+                    "{at}.access_key: access_key_id and access_key go together (both, or neither for the default credential chain)"
+                ))
+            }
+        };
+        let store = crate::data::DataStore {
+            root: endpoint.to_string(),
+            region: self.region.clone(),
+            endpoint: self.override_url.clone(),
+            // `auto`: path style, which every S3-compatible service and AWS accept.
+            path_style: self.addressing_style != Some(AddressingStyle::Virtual),
+            access_key_id: keys.as_ref().map(|(id, _)| id.clone()),
+            access_key: keys.map(|(_, key)| key),
+        };
+        store
+            .open(&store.root)
+            .map_err(|error| format!("{at}.endpoint: {error}"))?;
+        Ok(store)
+    }
+}
+
+/// The data store of the WORKFLOW config in force, if it names one.
+pub fn workflow_data_store(view: &ReadView) -> Option<crate::data::DataStore> {
+    let Ok(Some(ConfigRevision {
+        data: Some(ConfigData::Json(text)),
+        ..
+    })) = view.config(ConfigType::Workflow, "")
+    else {
+        return None;
+    };
+    let config: WorkflowConfig = serde_json::from_str(&text).ok()?;
+    config
+        .workflow_data
+        .credential?
+        .data_store("configs.workflow_data.credential")
+        .ok()
+}
+
+/// Write-only secrets of a config as they are shown: masked.
+fn mask_secrets(value: &mut Value) {
+    if let Some(key) = value
+        .pointer_mut("/workflow_data/credential/access_key")
+        .filter(|key| key.is_string())
+    {
+        *key = Value::String(MASKED.into());
+    }
+}
+
+/// A WORKFLOW config sent back with a masked secret keeps the secret in
+/// force (what `config show` printed can be edited and sent back).
+pub fn restore_masked_secrets(body: &mut Value, current: Option<&ConfigData>) {
+    let pointer = "/workflow_data/credential/access_key";
+    if body.pointer(pointer).and_then(Value::as_str) != Some(MASKED) {
+        return;
+    }
+    let kept = current
+        .and_then(|data| match data {
+            ConfigData::Json(text) => serde_json::from_str::<Value>(text).ok(),
+            _ => None,
+        })
+        .and_then(|current| current.pointer(pointer).cloned());
+    if let (Some(slot), Some(kept)) = (body.pointer_mut(pointer), kept) {
+        *slot = kept;
     }
 }
 
@@ -828,7 +982,11 @@ fn to_text<T: Serialize>(value: &T) -> Result<String, String> {
 /// A stored config as OSMO shows it (history `data`, or `config show`).
 pub fn render(data: &ConfigData) -> Value {
     match data {
-        ConfigData::Json(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+        ConfigData::Json(text) => {
+            let mut value = serde_json::from_str(text).unwrap_or(Value::Null);
+            mask_secrets(&mut value);
+            value
+        }
         ConfigData::Backend(settings) => settings_json(settings),
         ConfigData::Pool(pool) => pool_json(pool, pool.status),
         ConfigData::Role(role) => role_json(role, false),
@@ -838,6 +996,63 @@ pub fn render(data: &ConfigData) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workflow_data_credentials_are_checked_and_their_secret_masked() {
+        let with = |credential: Value| {
+            parse(
+                ConfigType::Workflow,
+                "",
+                json!({"workflow_data": {"credential": credential}}),
+            )
+        };
+        for (credential, field) in [
+            (
+                json!({}),
+                "configs.workflow_data.credential: missing field `endpoint`",
+            ),
+            (
+                json!({"endpoint": "gs://b"}),
+                "configs.workflow_data.credential.endpoint: 'gs://b' is not s3://",
+            ),
+            (
+                json!({"endpoint": "s3://b", "override_url": "ftp://x"}),
+                "configs.workflow_data.credential.override_url",
+            ),
+            (
+                json!({"endpoint": "s3://b", "access_key_id": "id"}),
+                "configs.workflow_data.credential.access_key",
+            ),
+            (
+                json!({"endpoint": "s3://b", "addressing_style": "sideways"}),
+                "configs.workflow_data.credential.addressing_style",
+            ),
+            (json!({"endpoint": "s3://b", "colour": 1}), "colour"),
+            (
+                json!({"endpoint": "s3://b", "access_key_id": "id", "access_key": MASKED}),
+                "none is stored",
+            ),
+        ] {
+            let error = with(credential.clone()).expect_err("refused");
+            assert!(error.contains(field), "{credential}: {error}");
+        }
+        let data = with(json!({"endpoint": "s3://bucket/pre", "region": "eu-1",
+            "override_url": "http://127.0.0.1:9000", "addressing_style": "path",
+            "access_key_id": "id", "access_key": "secret"}))
+        .expect("valid");
+        let shown = render(&data);
+        assert_eq!(shown["workflow_data"]["credential"]["access_key"], MASKED);
+        assert!(!shown.to_string().contains("secret"));
+
+        // Sent back as shown, the secret in force is kept.
+        let mut body = shown.clone();
+        restore_masked_secrets(&mut body, Some(&data));
+        let again = parse(ConfigType::Workflow, "", body).expect("valid");
+        let ConfigData::Json(text) = &again else {
+            panic!("json");
+        };
+        assert!(text.contains("\"access_key\":\"secret\""), "{text}");
+    }
 
     #[test]
     fn field_errors_name_the_field() {

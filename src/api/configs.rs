@@ -183,8 +183,14 @@ async fn put_config(
     let change: ChangeBody = json_body(&state, body, "body")
         .await?
         .ok_or_else(|| usage("the request body is empty; send {\"configs\": ...}"))?;
-    let data = bodies::parse(config_type, &name, change.configs).map_err(usage)?;
-    check_pool_references(&state.node.read().await?, &data)?;
+    let view = state.node.read().await?;
+    let mut configs = change.configs;
+    if config_type == ConfigType::Workflow {
+        let current = view.config(config_type, "")?.and_then(|c| c.data);
+        bodies::restore_masked_secrets(&mut configs, current.as_ref());
+    }
+    let data = bodies::parse(config_type, &name, configs).map_err(usage)?;
+    check_pool_references(&view, &data)?;
     let command = Command::PutConfig {
         now: now_ms(),
         config_type,
@@ -205,12 +211,18 @@ async fn patch_singleton(
     let patch: PatchBody = json_body(&state, body, "body")
         .await?
         .ok_or_else(|| usage("the request body is empty; send {\"configs_dict\": ...}"))?;
-    let mut current = match singleton_json(&state.node.read().await?, config_type)? {
+    let view = state.node.read().await?;
+    let mut current = match singleton_json(&view, config_type)? {
         Value::Object(map) => map,
         _ => Map::new(),
     };
     current.extend(patch.configs_dict);
-    let data = bodies::parse(config_type, "", Value::Object(current)).map_err(usage)?;
+    let mut merged = Value::Object(current);
+    if config_type == ConfigType::Workflow {
+        let stored = view.config(config_type, "")?.and_then(|c| c.data);
+        bodies::restore_masked_secrets(&mut merged, stored.as_ref());
+    }
+    let data = bodies::parse(config_type, "", merged).map_err(usage)?;
     let command = Command::PutConfig {
         now: now_ms(),
         config_type,

@@ -94,6 +94,8 @@ fn task_entry(task: &TaskRecord, links: &Links) -> Value {
         "input_download_start_time": time(task.input_download_start_time),
         "input_download_end_time": time(task.input_download_end_time),
         "output_upload_start_time": time(task.output_upload_start_time),
+        // Gantry's: OSMO records only the upload's start.
+        "output_upload_end_time": time(task.output_upload_end_time),
         "dashboard_url": Value::Null,
         "pod_name": format!("{}-{}", &task.workflow_id, task.name),
         "pod_ip": Value::Null,

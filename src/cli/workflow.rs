@@ -472,6 +472,8 @@ where
         "Exit Code",
         "Start",
         "End",
+        "Download",
+        "Upload",
         "Failure Message",
     ]);
     let groups = response
@@ -507,6 +509,8 @@ where
                 text_field(task, "exit_code"),
                 format_time(task.get("start_time"), tz),
                 format_time(task.get("end_time"), tz),
+                data_span(task, "input_download_start_time", "input_download_end_time"),
+                data_span(task, "output_upload_start_time", "output_upload_end_time"),
                 failure,
             ]);
             rows += 1;
@@ -517,6 +521,21 @@ where
         text.push_str(&output::render_table(&table));
     }
     text
+}
+
+/// How long a task's data phase took (`0.31 s`), `-` when not recorded.
+fn data_span(task: &Value, start: &str, end: &str) -> String {
+    let time = |field: &str| {
+        task.get(field)
+            .and_then(Value::as_str)
+            .and_then(output::parse_time)
+    };
+    match (time(start), time(end)) {
+        (Some(start), Some(end)) if end >= start => {
+            format!("{:.2} s", (end - start).num_milliseconds() as f64 / 1000.0)
+        }
+        _ => NONE.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -567,7 +586,7 @@ eval-12      -        PENDING    2025-03-02 08:30:00  -
 
     #[test]
     fn query_summary_and_tasks() {
-        let r = json!({
+        let mut r = json!({
             "name": "train-1", "uuid": "u1", "submitted_by": "alice", "cancelled_by": null,
             "spec": "", "template_spec": "", "logs": "", "events": "", "overview": "http://x/train-1",
             "submit_time": "2025-03-01T10:00:00+00:00", "start_time": "2025-03-01T10:00:05+00:00",
@@ -586,6 +605,9 @@ eval-12      -        PENDING    2025-03-02 08:30:00  -
                      "task_uuid": "t2", "start_time": null, "end_time": null}]}
             ]
         });
+        let prep = &mut r["groups"][0]["tasks"][0];
+        prep["input_download_start_time"] = json!("2025-03-01T10:00:04.500000+00:00");
+        prep["input_download_end_time"] = json!("2025-03-01T10:00:04.810000+00:00");
         let expected = "\
 Workflow ID : train-1
 Status      : FAILED
@@ -598,10 +620,10 @@ End Time    : -
 Duration    : -
 Overview    : http://x/train-1
 
-Task              Group  Status           Exit Code  Start                End                  Failure Message
--------------------------------------------------------------------------------------------------------------------
-prep              prep   FAILED           2          2025-03-01 10:00:05  2025-03-01 10:00:09  exit code 2
-worker (retry 1)  train  FAILED_UPSTREAM  -          -                    -                    upstream prep failed
+Task              Group  Status           Exit Code  Start                End                  Download  Upload  Failure Message
+-------------------------------------------------------------------------------------------------------------------------------------
+prep              prep   FAILED           2          2025-03-01 10:00:05  2025-03-01 10:00:09  0.31 s    -       exit code 2
+worker (retry 1)  train  FAILED_UPSTREAM  -          -                    -                    -         -       upstream prep failed
 ";
         assert_eq!(render_query(&r, &Utc), expected);
     }

@@ -261,6 +261,9 @@ impl AgentHub {
                     }
                 }
                 FromOperator::JobDone { job_id } => Command::CompleteJob { job_id },
+                FromOperator::DataTimes { key, times } => {
+                    Command::RecordTaskDataTimes { key, times }
+                }
                 FromOperator::TaskStatus {
                     key,
                     status,

@@ -11,6 +11,8 @@
 use super::agent::AgentHub;
 use super::now_ms;
 use super::placement::PoolPlacement;
+use crate::api::config_bodies::workflow_data_store;
+use crate::data::{DataInput, DataOutput, DataStore, TaskData};
 use crate::operator::kubernetes::task_host_of;
 use crate::operator::protocol::{
     GroupLaunch, GroupMeta, LaunchFile, LaunchInput, LaunchResources, LaunchScheduler, TaskLaunch,
@@ -21,17 +23,19 @@ use base64::Engine;
 use gantry_raft::RaftNode;
 use gantry_storage::plan::InputPlan;
 use gantry_storage::{Command, JobKind, JobRecord, ReadView, TaskKey, TaskReport, TaskStatus};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const DISPATCH_POLL: Duration = Duration::from_millis(100);
 const JOBS_PER_ROUND_MAX: usize = 512;
 
-pub async fn run(node: RaftNode, hub: AgentHub, stop: CancellationToken) {
+/// `default_data` is where task data goes while the WORKFLOW config names
+/// no `workflow_data.credential` (the server's own object store).
+pub async fn run(node: RaftNode, hub: AgentHub, default_data: DataStore, stop: CancellationToken) {
     let mut metrics = node.metrics();
     loop {
-        if let Err(error) = dispatch_round(&node, &hub).await {
+        if let Err(error) = dispatch_round(&node, &hub, &default_data).await {
             tracing::warn!(%error, "dispatch round failed; retrying");
         }
         tokio::select! {
@@ -43,8 +47,13 @@ pub async fn run(node: RaftNode, hub: AgentHub, stop: CancellationToken) {
     }
 }
 
-async fn dispatch_round(node: &RaftNode, hub: &AgentHub) -> Result<(), gantry_raft::RaftError> {
+async fn dispatch_round(
+    node: &RaftNode,
+    hub: &AgentHub,
+    default_data: &DataStore,
+) -> Result<(), gantry_raft::RaftError> {
     let view = node.read_local()?;
+    let data_store = workflow_data_store(&view).unwrap_or_else(|| default_data.clone());
     let jobs = view.jobs(JOBS_PER_ROUND_MAX)?;
     hub.forget_completed_jobs(&jobs.iter().map(|job| job.id).collect::<Vec<_>>());
     for job in jobs {
@@ -53,7 +62,7 @@ async fn dispatch_round(node: &RaftNode, hub: &AgentHub) -> Result<(), gantry_ra
         if !hub.wants_job(&job.backend, job.id) {
             continue;
         }
-        match build_message(&view, &job) {
+        match build_message(&view, &job, &data_store) {
             Ok(message) => {
                 hub.send_job(&job.backend, job.id, message).await;
             }
@@ -69,7 +78,11 @@ struct LaunchFailure {
     message: String,
 }
 
-fn build_message(view: &ReadView, job: &JobRecord) -> Result<ToOperator, LaunchFailure> {
+fn build_message(
+    view: &ReadView,
+    job: &JobRecord,
+    data_store: &DataStore,
+) -> Result<ToOperator, LaunchFailure> {
     match &job.kind {
         JobKind::CancelGroup {
             workflow_id,
@@ -82,7 +95,7 @@ fn build_message(view: &ReadView, job: &JobRecord) -> Result<ToOperator, LaunchF
             reason: reason.clone(),
         }),
         JobKind::CreateGroup { workflow_id, group } => {
-            let launch = build_launch(view, &job.backend, workflow_id, group)?;
+            let launch = build_launch(view, &job.backend, workflow_id, group, data_store)?;
             Ok(ToOperator::CreateGroup {
                 job_id: job.id,
                 group: launch,
@@ -96,6 +109,7 @@ fn build_launch(
     backend_name: &str,
     workflow_id: &str,
     group_name: &str,
+    data_store: &DataStore,
 ) -> Result<GroupLaunch, LaunchFailure> {
     let failure = |message: String| LaunchFailure {
         tasks: Vec::new(),
@@ -143,6 +157,12 @@ fn build_launch(
         tasks: keys.clone(),
         message,
     })?;
+    // Only a task with `outputs` needs to know whether others consume it.
+    let consumed = if tasks.iter().any(|task| !task.plan.outputs.is_empty()) {
+        consumed_tasks(view, &workflow).map_err(|e| failure(e.to_string()))?
+    } else {
+        BTreeSet::new()
+    };
     let mut launches = Vec::with_capacity(tasks.len());
     for task in tasks.iter().filter(|task| !task.status.is_finished()) {
         let key = TaskKey {
@@ -238,6 +258,13 @@ fn build_launch(
                     },
                 })
                 .collect(),
+            data: Some(task_data(
+                data_store,
+                workflow_id,
+                &task.name,
+                plan,
+                consumed.contains(&task.name),
+            )),
             placement: TaskPlacement {
                 task_uuid: task.uuid.clone(),
                 resources: LaunchResources {
@@ -274,6 +301,80 @@ fn build_launch(
             }),
         },
     })
+}
+
+/// Names of this workflow's tasks that some task of it reads as an input.
+fn consumed_tasks(
+    view: &ReadView,
+    workflow: &gantry_storage::WorkflowRecord,
+) -> Result<BTreeSet<String>, gantry_storage::StorageError> {
+    let mut consumed = BTreeSet::new();
+    for group in view.groups(workflow)? {
+        for task in view.group_tasks(&group)? {
+            for input in &task.plan.inputs {
+                if let InputPlan::Task { task: source, .. } = input {
+                    let name = match source.split_once(':') {
+                        Some((other, name)) if other == workflow.id => name,
+                        Some(_) => continue,
+                        None => source.as_str(),
+                    };
+                    consumed.insert(name.to_string());
+                }
+            }
+        }
+    }
+    Ok(consumed)
+}
+
+/// Where a task's inputs come from and its outputs go (OSMO: a task input
+/// is `<data root>/<wf_id>/<task>`; the output goes to the intermediate
+/// prefix when the task has consumers or no `outputs`).
+fn task_data(
+    store: &DataStore,
+    workflow_id: &str,
+    task: &str,
+    plan: &gantry_storage::plan::TaskPlan,
+    consumed: bool,
+) -> TaskData {
+    let inputs = plan
+        .inputs
+        .iter()
+        .map(|input| match input {
+            InputPlan::Task {
+                task: source,
+                regex,
+            } => {
+                let (source_workflow, source_task) = match source.split_once(':') {
+                    Some((workflow, task)) => (workflow, task),
+                    None => (workflow_id, source.as_str()),
+                };
+                DataInput {
+                    source: format!("task {source}"),
+                    url: store.task_url(source_workflow, source_task),
+                    regex: regex.clone(),
+                }
+            }
+            InputPlan::Url { url, regex } => DataInput {
+                source: format!("url {url}"),
+                url: url.clone(),
+                regex: regex.clone(),
+            },
+        })
+        .collect();
+    TaskData {
+        store: store.clone(),
+        inputs,
+        outputs: plan
+            .outputs
+            .iter()
+            .map(|output| DataOutput {
+                url: output.url.clone(),
+                regex: output.regex.clone(),
+            })
+            .collect(),
+        intermediate: (consumed || plan.outputs.is_empty())
+            .then(|| store.task_url(workflow_id, task)),
+    }
 }
 
 /// A group that cannot be launched fails its tasks (as a server error) and
@@ -385,7 +486,11 @@ workflow:
 
         fn launch(&self) -> Result<GroupLaunch, LaunchFailure> {
             let view = self.store.read().expect("read");
-            build_launch(&view, "k8s", &self.workflow_id, "train")
+            let data = DataStore {
+                root: "s3://data/root".into(),
+                ..DataStore::default()
+            };
+            build_launch(&view, "k8s", &self.workflow_id, "train", &data)
         }
     }
 
@@ -473,6 +578,57 @@ workflow:
             .iter()
             .find(|task| task.key.task == name)
             .expect("task in launch")
+    }
+
+    #[test]
+    fn task_data_names_prefixes_under_the_root() {
+        use gantry_storage::plan::{OutputPlan, TaskPlan};
+        let store = DataStore {
+            root: "s3://data/root/".into(),
+            ..DataStore::default()
+        };
+        let plan = TaskPlan {
+            inputs: vec![
+                InputPlan::Task {
+                    task: "produce".into(),
+                    regex: Some(r"\.csv$".into()),
+                },
+                InputPlan::Task {
+                    task: "old-3:train".into(),
+                    regex: None,
+                },
+                InputPlan::Url {
+                    url: "s3://other/x".into(),
+                    regex: None,
+                },
+            ],
+            outputs: vec![OutputPlan {
+                url: "s3://out/y".into(),
+                regex: None,
+            }],
+            ..TaskPlan::default()
+        };
+        let data = task_data(&store, "wf-1", "consume", &plan, false);
+        let urls: Vec<&str> = data.inputs.iter().map(|i| i.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "s3://data/root/wf-1/produce",
+                "s3://data/root/old-3/train",
+                "s3://other/x"
+            ]
+        );
+        assert_eq!(data.inputs[0].source, "task produce");
+        assert_eq!(data.inputs[0].regex.as_deref(), Some(r"\.csv$"));
+        assert_eq!(data.outputs[0].url, "s3://out/y");
+        assert_eq!(data.intermediate, None, "outputs and no consumers");
+        let consumed = task_data(&store, "wf-1", "consume", &plan, true);
+        assert_eq!(
+            consumed.intermediate.as_deref(),
+            Some("s3://data/root/wf-1/consume")
+        );
+        let bare = task_data(&store, "wf-1", "t", &TaskPlan::default(), false);
+        assert_eq!(bare.intermediate.as_deref(), Some("s3://data/root/wf-1/t"));
     }
 
     #[test]

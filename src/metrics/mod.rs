@@ -235,6 +235,7 @@ pub fn operator_message_kind(message: &crate::operator::protocol::FromOperator) 
         FromOperator::TaskStatus { .. } => "task_status",
         FromOperator::Logs { .. } => "logs",
         FromOperator::Heartbeat { .. } => "heartbeat",
+        FromOperator::DataTimes { .. } => "data_times",
     }
 }
 

@@ -5,8 +5,9 @@
 //! a reference into server memory; everything an executor needs to run a
 //! task is in [`TaskLaunch`].
 
+use crate::data::TaskData;
 pub use gantry_storage::NodeInventory;
-use gantry_storage::{Millis, Priority, SchedulerType, TaskKey, TaskStatus};
+use gantry_storage::{Millis, Priority, SchedulerType, TaskDataTimes, TaskKey, TaskStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -52,6 +53,9 @@ pub enum FromOperator {
     /// The operator is alive; its nodes as they are now. Sent on connect
     /// and every [`HEARTBEAT_INTERVAL`].
     Heartbeat { nodes: Vec<NodeInventory> },
+    /// When a task run downloaded its inputs and uploaded its outputs; sent
+    /// after each phase, before the final status.
+    DataTimes { key: TaskKey, times: TaskDataTimes },
 }
 
 pub use gantry_storage::EXECUTOR_LOCAL;
@@ -121,6 +125,10 @@ pub struct TaskLaunch {
     /// Resources and platform (empty from an older server).
     #[serde(default)]
     pub placement: TaskPlacement,
+    /// Where inputs come from and outputs go (index N of `data.inputs` is
+    /// input N); `None` from an older server, which sends no data.
+    #[serde(default)]
+    pub data: Option<TaskData>,
 }
 
 /// Where and with what a task runs on a cluster backend.
@@ -159,13 +167,13 @@ pub struct LaunchFile {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum LaunchInput {
-    /// The output directory of task `task` of workflow `workflow_id`.
+    /// The published output of task `task` of workflow `workflow_id`.
     Task {
         workflow_id: String,
         task: String,
         regex: Option<String>,
     },
-    /// An object-store URL (needs a data store; see the logs/data stage).
+    /// An object-store URL (`s3://`, `file://`).
     Url { url: String, regex: Option<String> },
 }
 

@@ -5,7 +5,7 @@
 //! the tables untouched.
 
 use crate::apply_config;
-use crate::command::{Command, Outcome, RejectionKind, TaskKey, TaskReport};
+use crate::command::{Command, Outcome, RejectionKind, TaskDataTimes, TaskKey, TaskReport};
 use crate::config::{ConfigData, ConfigMeta, ConfigType, PoolConfig};
 use crate::error::StorageError;
 use crate::lifecycle::{self, derive_uuid};
@@ -35,6 +35,9 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<Outcome, Stora
             force,
         } => apply_workflow_cancel(&tables, *now, workflow_id, user, message.as_deref(), *force),
         Command::ReportTask { now, report } => apply_task_report(&tables, *now, report),
+        Command::RecordTaskDataTimes { key, times } => {
+            apply_task_data_times_record(&tables, key, times)
+        }
         Command::CompleteJob { job_id } => apply_job_complete(&tables, *job_id),
         Command::FireTimer { now, timer_id, due } => {
             apply_timer_fire(&tables, *now, *timer_id, *due)
@@ -125,6 +128,7 @@ fn apply_operator_reports(
                 | Command::OperatorHelloWithExecutor { .. }
                 | Command::BackendHeartbeat { .. }
                 | Command::AppendLogChunk { .. }
+                | Command::RecordTaskDataTimes { .. }
         ) {
             return Ok(Outcome::rejected(
                 RejectionKind::Invalid,
@@ -315,6 +319,7 @@ fn apply_workflow_submit(
                 input_download_end_time: None,
                 output_upload_start_time: None,
                 node_name: None,
+                output_upload_end_time: None,
             })?;
         }
         tables.put_group(&group)?;
@@ -534,6 +539,51 @@ fn apply_task_report(
     task.status = status;
     tables.put_task(&task)?;
     lifecycle::settle_group(tables, &workflow, &task.group, now)?;
+    Ok(Outcome::Applied)
+}
+
+fn apply_task_data_times_record(
+    tables: &Tables,
+    key: &TaskKey,
+    times: &TaskDataTimes,
+) -> Result<Outcome, StorageError> {
+    let Some(mut task) = tables.task_state(&key.workflow_id, &key.task)? else {
+        return Ok(Outcome::rejected(
+            RejectionKind::NotFound,
+            format!(
+                "task '{}' of workflow '{}' does not exist",
+                key.task, key.workflow_id
+            ),
+        ));
+    };
+    if task.retry_id != key.retry_id {
+        return Ok(Outcome::rejected(
+            RejectionKind::Conflict,
+            format!(
+                "task '{}' is at retry {}, not {}",
+                key.task, task.retry_id, key.retry_id
+            ),
+        ));
+    }
+    // Times may arrive after the final status (reports of one run are
+    // ordered, but a cancel can finish the task first): they are kept.
+    for (field, value) in [
+        (
+            &mut task.input_download_start_time,
+            times.input_download_start,
+        ),
+        (&mut task.input_download_end_time, times.input_download_end),
+        (
+            &mut task.output_upload_start_time,
+            times.output_upload_start,
+        ),
+        (&mut task.output_upload_end_time, times.output_upload_end),
+    ] {
+        if value.is_some() {
+            *field = value;
+        }
+    }
+    tables.put_task(&task)?;
     Ok(Outcome::Applied)
 }
 

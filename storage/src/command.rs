@@ -114,6 +114,21 @@ pub enum Command {
         running: Vec<TaskKey>,
         executor: String,
     },
+    /// 16. When a task run downloaded its inputs and uploaded its outputs,
+    ///     as its executor measured (OSMO's `input_download_*`,
+    ///     `output_upload_*`). A phase left `None` keeps what is recorded.
+    ///     Rejected for an unknown task or another retry. May ride inside
+    ///     `OperatorReports`.
+    RecordTaskDataTimes { key: TaskKey, times: TaskDataTimes },
+}
+
+/// Start and end of a task run's data phases, in executor time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDataTimes {
+    pub input_download_start: Option<Millis>,
+    pub input_download_end: Option<Millis>,
+    pub output_upload_start: Option<Millis>,
+    pub output_upload_end: Option<Millis>,
 }
 
 /// Operator instances whose acknowledged sequence is kept per backend, at

@@ -19,7 +19,7 @@ pub mod record;
 pub mod retention;
 pub mod status;
 
-pub use command::{Command, Outcome, Rejection, RejectionKind, TaskKey, TaskReport};
+pub use command::{Command, Outcome, Rejection, RejectionKind, TaskDataTimes, TaskKey, TaskReport};
 pub use config::*;
 pub use error::StorageError;
 pub use record::*;

@@ -88,6 +88,8 @@ pub struct TaskRecord {
     pub input_download_end_time: Option<Millis>,
     pub output_upload_start_time: Option<Millis>,
     pub node_name: Option<String>,
+    /// Last: added after the others (rows are bincode, read in field order).
+    pub output_upload_end_time: Option<Millis>,
 }
 
 /// An access token: only the SHA-256 of its secret is stored.

@@ -99,8 +99,8 @@ use gantry_storage::plan::{
 use gantry_storage::{
     BackendSettings, Command, ConfigData, ConfigMeta, ConfigType, JobKind, ListFilter, LogChunk,
     NodeInventory, Outcome, Policy, PolicyEffect, PoolConfig, PoolRecord, Priority, RejectionKind,
-    RoleConfig, SchedulerType, Store, Submission, TaskKey, TaskReport, TaskStatus, TimerKind,
-    WorkflowStatus,
+    RoleConfig, SchedulerType, Store, Submission, TaskDataTimes, TaskKey, TaskReport, TaskStatus,
+    TimerKind, WorkflowStatus,
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -382,6 +382,42 @@ fn log_chunk(key: TaskKey, first: &str, last: &str) -> Res<Command> {
     })
 }
 
+/// `START-END` of downloads, then of uploads (`-` for an unknown time),
+/// e.g. `data:wf-1/a/0:100-200:300-400` or `data:wf-1/a/0:100-200`.
+fn parse_data_times(times: &[&str]) -> Res<TaskDataTimes> {
+    let time = |text: &str| -> Res<Option<i64>> {
+        match text {
+            "" => Ok(None),
+            text => text
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("bad time '{text}'")),
+        }
+    };
+    let span = |text: Option<&&str>| -> Res<(Option<i64>, Option<i64>)> {
+        match text {
+            None => Ok((None, None)),
+            Some(text) => {
+                let (start, end) = text
+                    .split_once('-')
+                    .ok_or_else(|| format!("data times '{text}': want START-END"))?;
+                Ok((time(start)?, time(end)?))
+            }
+        }
+    };
+    if times.len() > 2 {
+        return Err("data times: at most a download and an upload span".into());
+    }
+    let (input_download_start, input_download_end) = span(times.first())?;
+    let (output_upload_start, output_upload_end) = span(times.get(1))?;
+    Ok(TaskDataTimes {
+        input_download_start,
+        input_download_end,
+        output_upload_start,
+        output_upload_end,
+    })
+}
+
 fn parse_batch_item(item: &str, now: i64) -> Res<(u64, Command)> {
     let (seq, rest) = item
         .split_once(':')
@@ -407,6 +443,10 @@ fn parse_batch_item(item: &str, now: i64) -> Res<(u64, Command)> {
             },
         },
         ["chunk", key, first, last] => log_chunk(parse_task_key(key)?, first, last)?,
+        ["data", key, times @ ..] => Command::RecordTaskDataTimes {
+            key: parse_task_key(key)?,
+            times: parse_data_times(times)?,
+        },
         ["job", id] => Command::CompleteJob {
             job_id: id.parse().map_err(|_| format!("bad job id in '{item}'"))?,
         },
@@ -820,6 +860,20 @@ impl Case {
                 };
                 self.run(vec![Command::SubmitWorkflow { now, submission }])
             }
+            "data" => {
+                args.allow(&["retry", "download", "upload"])?;
+                let key = TaskKey {
+                    workflow_id: args.pos(0, "workflow id")?.to_string(),
+                    task: args.pos(1, "task name")?.to_string(),
+                    retry_id: args.num("retry")?.unwrap_or(0),
+                };
+                let spans: Vec<&str> = vec![
+                    args.get("download").unwrap_or("-"),
+                    args.get("upload").unwrap_or("-"),
+                ];
+                let times = parse_data_times(&spans)?;
+                self.run(vec![Command::RecordTaskDataTimes { key, times }])
+            }
             "report" => {
                 args.allow(&["at", "exit", "message", "node", "time", "retry"])?;
                 let now: i64 = args.need_num("at")?;
@@ -1196,7 +1250,9 @@ impl Case {
                 )
             }
             "task" => {
-                args.allow(&["exit", "failure", "start", "end", "node"])?;
+                args.allow(&[
+                    "exit", "failure", "start", "end", "node", "download", "upload",
+                ])?;
                 let (id, name) = (args.pos(1, "workflow id")?, args.pos(2, "task name")?);
                 let t = read
                     .task(id, name)
@@ -1213,7 +1269,21 @@ impl Case {
                 check_field("failure", opt(&t.failure_message), args.entry("failure"))?;
                 check_field("start", opt(&t.start_time), args.entry("start"))?;
                 check_field("end", opt(&t.end_time), args.entry("end"))?;
-                check_field("node", opt(&t.node_name), args.entry("node"))
+                check_field("node", opt(&t.node_name), args.entry("node"))?;
+                let span = |start: Option<i64>, end: Option<i64>| {
+                    let show = |t: Option<i64>| t.map(|t| t.to_string()).unwrap_or_default();
+                    format!("{}-{}", show(start), show(end))
+                };
+                check_field(
+                    "download",
+                    span(t.input_download_start_time, t.input_download_end_time),
+                    args.entry("download"),
+                )?;
+                check_field(
+                    "upload",
+                    span(t.output_upload_start_time, t.output_upload_end_time),
+                    args.entry("upload"),
+                )
             }
             "config" => {
                 args.allow(&["revision", "user", "description", "backend"])?;

@@ -490,7 +490,7 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Resul
 
 /// A `moto_server` (S3-compatible) on a free loopback port.
 pub struct Moto {
-    child: std::process::Child,
+    child: Child,
     pub url: String,
 }
 
@@ -501,8 +501,9 @@ impl Drop for Moto {
     }
 }
 
-/// Starts one, or `None` when `moto_server` is not installed.
-pub fn start_moto() -> Option<Moto> {
+/// Starts one with bucket `bucket` created; `None` when `moto_server` is
+/// not installed (the caller prints SKIPPED).
+pub fn start_moto(bucket: &str) -> Option<Moto> {
     let binary = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join("moto_server"))
@@ -526,7 +527,7 @@ pub fn start_moto() -> Option<Moto> {
     };
     let http = reqwest::blocking::Client::new();
     wait_for(Duration::from_secs(30), "moto_server to serve", || {
-        http.put(format!("{}/gantry-logs", moto.url))
+        http.put(format!("{}/{bucket}", moto.url))
             .send()
             .map_err(|e| e.to_string())
             .and_then(|r| {

@@ -71,6 +71,20 @@ pub fn build_group(ctx: &BuildContext<'_>, group: &GroupLaunch) -> Result<GroupO
             }
             mounts.push((secret_name, file.path.clone()));
         }
+        // The task's data description (with the store's credential) reaches
+        // the runtime as a Secret file, never on the command line.
+        if let Some(data) = &task.data {
+            let contents =
+                serde_json::to_vec(data).map_err(|error| KubeError::invalid("task data", error))?;
+            let secret_name = names.file_secret(&names::sha256_hex(&contents));
+            if !secrets.contains_key(&secret_name) {
+                secrets.insert(
+                    secret_name.clone(),
+                    file_secret(ctx, &names, &secret_name, &contents)?,
+                );
+            }
+            mounts.push((secret_name, crate::runtime::DATA_SPEC_PATH.to_string()));
+        }
         let pod = build_pod(ctx, &names, task, task_count, &mounts)?;
         pods.push((task.key.clone(), pod));
     }
@@ -198,8 +212,14 @@ fn build_pod(
         "exec".to_string(),
         "--inputs".to_string(),
         task.inputs.len().to_string(),
-        "--".to_string(),
     ];
+    if task.data.is_some() {
+        args.extend([
+            "--data".to_string(),
+            crate::runtime::DATA_SPEC_PATH.to_string(),
+        ]);
+    }
+    args.push("--".to_string());
     args.extend(task.command.iter().cloned());
     args.extend(task.args.iter().cloned());
 

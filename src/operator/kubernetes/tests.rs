@@ -181,6 +181,7 @@ fn task(name: &str, index: usize, lead: bool) -> TaskLaunch {
         environment: BTreeMap::from([("EPOCHS".to_string(), "3".to_string())]),
         files: Vec::new(),
         inputs: Vec::new(),
+        data: None,
         placement: TaskPlacement {
             task_uuid: task_uuid(index),
             resources: LaunchResources {
@@ -360,6 +361,86 @@ fn container_status(name: &str, state: Value, phase: &str) -> Value {
         "name": name, "ready": phase == "Running", "restartCount": 0, "image": "i", "imageID": "",
         "state": state
     }]})
+}
+
+#[tokio::test]
+async fn the_pod_gets_its_task_data_from_a_secret_file_not_its_command_line() {
+    use crate::data::{DataInput, DataStore, TaskData};
+    use base64::Engine;
+    let mut h = Harness::start(SchedulerSettings::default()).await;
+    assert_eq!(h.hello().await, Vec::<TaskKey>::new());
+    let store = DataStore {
+        root: "s3://data/runs".into(),
+        endpoint: Some("http://minio:9000".into()),
+        access_key_id: Some("AKIA".into()),
+        access_key: Some("data-secret".into()),
+        ..DataStore::default()
+    };
+    let mut single = task("train", 0, true);
+    single.inputs = vec![crate::operator::protocol::LaunchInput::Task {
+        workflow_id: "train-7".into(),
+        task: "prep".into(),
+        regex: None,
+    }];
+    single.data = Some(TaskData {
+        store: store.clone(),
+        inputs: vec![DataInput {
+            source: "task prep".into(),
+            url: store.task_url("train-7", "prep"),
+            regex: None,
+        }],
+        outputs: Vec::new(),
+        intermediate: Some(store.task_url("train-7", "train")),
+    });
+    let expected = serde_json::to_vec(single.data.as_ref().expect("data")).expect("json");
+    let job = h.create(group(vec![single])).await;
+    h.until_done(job).await;
+
+    let requests = h.api.actions();
+    let secrets = posted(&requests, SECRETS);
+    assert_eq!(secrets.len(), 1, "{secrets:?}");
+    let secret_name = secrets[0]["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    let file = base64::engine::general_purpose::STANDARD
+        .decode(secrets[0]["data"]["file"].as_str().expect("file"))
+        .expect("base64");
+    assert_eq!(file, expected, "the runtime reads exactly the task data");
+    let pods = posted(&requests, PODS);
+    let container = &pods[0]["spec"]["containers"][0];
+    assert_eq!(
+        container["args"],
+        json!([
+            "task-runtime",
+            "exec",
+            "--inputs",
+            "1",
+            "--data",
+            "/osmo/run/data.json",
+            "--",
+            "python",
+            "train.py",
+            "--out",
+            "/osmo/data/output"
+        ])
+    );
+    assert!(
+        container["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .contains(&json!({"name": "file-0", "mountPath": "/osmo/run/data.json", "subPath": "file", "readOnly": true})),
+        "{container:#}"
+    );
+    assert!(pods[0]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .any(|v| v["secret"]["secretName"] == secret_name.as_str()));
+    assert!(
+        !pods[0].to_string().contains("data-secret"),
+        "no credential in the pod"
+    );
 }
 
 #[tokio::test]

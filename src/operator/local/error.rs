@@ -8,25 +8,14 @@ use gantry_storage::TaskStatus;
 use std::io;
 use std::path::PathBuf;
 
-/// Exit code OSMO uses for a task whose input could not be fetched; the local
-/// executor has no data store yet, so URL inputs always end this way.
-pub const EXIT_INPUT_UNAVAILABLE: i32 = 2010;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     /// No sandbox available: tasks must never run unsandboxed.
     #[error("{0}")]
     MissingSandbox(String),
-    #[error("url inputs need a data store; none is configured")]
-    UrlInput,
-    #[error("input {index}: {message}")]
-    Input { index: usize, message: String },
-    #[error("invalid regex for input {index}: {source}")]
-    InputRegex {
-        index: usize,
-        #[source]
-        source: regex::Error,
-    },
+    /// A data phase failed (OSMO's 2010 download, 2012 upload).
+    #[error("{}", .0.message)]
+    Data(crate::data::PhaseFailure),
     /// A name from the launch (workflow id, task name, file path, env key)
     /// that cannot be used safely on the host or in the sandbox.
     #[error("invalid {what} {value:?}: {why}")]
@@ -65,9 +54,9 @@ impl ExecError {
     /// The status and exit code a task that hit this error is reported with.
     pub fn report(&self) -> (TaskStatus, i32) {
         match self {
-            // A missing input is the task's own failure in OSMO's vocabulary,
+            // A data failure is the task's own failure in OSMO's vocabulary,
             // not a start error of the backend.
-            ExecError::UrlInput => (TaskStatus::Failed, EXIT_INPUT_UNAVAILABLE),
+            ExecError::Data(failure) => (TaskStatus::Failed, failure.exit_code),
             ExecError::Wait(_) => backend_error(TaskStatus::FailedBackendError, 3001),
             _ => backend_error(TaskStatus::FailedStartError, 3003),
         }

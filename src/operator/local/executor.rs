@@ -20,16 +20,20 @@ use super::outbox::Outbox;
 use super::process::{self, Exit};
 use super::sandbox::{self, SandboxSpec};
 use super::staging::{self, Prepared};
+use crate::data::{self, PhaseFailure, EXIT_DOWNLOAD_FAILED};
 use crate::operator::protocol::{
     FromOperator, GroupLaunch, LogLine, LogStream, TaskLaunch, ToOperator, HEARTBEAT_INTERVAL,
 };
-use gantry_storage::{TaskKey, TaskStatus};
+use gantry_storage::{TaskDataTimes, TaskKey, TaskStatus};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
+
+/// Data phase lines waiting for the batcher, at most.
+const PHASE_LINES_QUEUED_MAX: usize = 1024;
 
 /// How long `shutdown` waits for killed tasks to report before returning.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -298,7 +302,7 @@ impl Shared {
             Err(Stopped::Canceled(reason)) => (
                 TaskStatus::Failed,
                 None,
-                Some(format!("canceled before start: {reason}")),
+                Some(format!("canceled: {reason}")),
             ),
             Err(Stopped::Failed(error)) => {
                 let (status, code) = error.report();
@@ -315,13 +319,20 @@ impl Shared {
         mut cancel: watch::Receiver<Option<String>>,
         gate: Option<GroupGate>,
     ) -> Result<Exit, Stopped> {
-        // The executor's own note takes the run's first offset, output the rest.
+        // The executor's own note takes the run's first offset; data phase
+        // lines and output follow in order.
         let first_offset = super::logs::run_offset_base();
-        let prepared = self.prepare(launch, first_offset).await;
+        let prepared = match self.prepare(launch, first_offset).await {
+            Ok((bwrap, prepared)) => self
+                .download(launch, &prepared, &mut cancel, first_offset + 1)
+                .await
+                .map(|next_offset| (bwrap, prepared, next_offset)),
+            Err(stopped) => Err(stopped),
+        };
         if let Some(gate) = &gate {
             gate.arrive();
         }
-        let (bwrap, prepared) = prepared?;
+        let (bwrap, prepared, next_offset) = prepared?;
         if let Some(gate) = &gate {
             tokio::select! {
                 _ = gate.all_arrived() => {}
@@ -346,7 +357,140 @@ impl Shared {
         let child = process::spawn(&bwrap, args)?;
         self.report(&launch.key, TaskStatus::Running, None, None)
             .await;
-        Ok(process::supervise(child, &launch.key, &self.outbox, cancel, first_offset + 1).await?)
+        let exit = process::supervise(
+            child,
+            &launch.key,
+            &self.outbox,
+            cancel.clone(),
+            next_offset,
+        )
+        .await?;
+        // OSMO uploads after every exit except a cancel.
+        if exit.canceled.is_none() {
+            self.upload(launch, &prepared, &mut cancel, exit.next_offset)
+                .await?;
+        }
+        Ok(exit)
+    }
+
+    /// Downloads the task's inputs into its input dirs; returns the next
+    /// free log offset.
+    async fn download(
+        &self,
+        launch: &TaskLaunch,
+        prepared: &Prepared,
+        cancel: &mut watch::Receiver<Option<String>>,
+        first_offset: u64,
+    ) -> Result<u64, Stopped> {
+        let data =
+            match &launch.data {
+                Some(data) => data,
+                None if launch.inputs.is_empty() => return Ok(first_offset),
+                None => return Err(ExecError::Data(PhaseFailure {
+                    exit_code: EXIT_DOWNLOAD_FAILED,
+                    message:
+                        "the launch names inputs but no data store (a server too old for task data)"
+                            .into(),
+                })
+                .into()),
+            };
+        let start = now_ms();
+        let (lines, line_rx) = PhaseLines::new();
+        let say = |text: String| lines.say(text);
+        let (result, next_offset) = self
+            .data_phase(
+                &launch.key,
+                cancel,
+                first_offset,
+                (&lines, line_rx),
+                data::download_inputs(data, &prepared.inputs, &say),
+            )
+            .await;
+        let times = TaskDataTimes {
+            input_download_start: Some(start),
+            input_download_end: Some(now_ms()),
+            ..TaskDataTimes::default()
+        };
+        self.send_times(&launch.key, times).await;
+        match result {
+            PhaseEnd::Done(Ok(())) => Ok(next_offset),
+            PhaseEnd::Done(Err(failure)) => Err(ExecError::Data(failure).into()),
+            PhaseEnd::Canceled(reason) => Err(Stopped::Canceled(reason)),
+        }
+    }
+
+    /// Uploads the output dir where the launch says.
+    async fn upload(
+        &self,
+        launch: &TaskLaunch,
+        prepared: &Prepared,
+        cancel: &mut watch::Receiver<Option<String>>,
+        first_offset: u64,
+    ) -> Result<(), Stopped> {
+        let Some(data) = &launch.data else {
+            return Ok(());
+        };
+        if data.outputs.is_empty() && data.intermediate.is_none() {
+            return Ok(());
+        }
+        let start = now_ms();
+        let (lines, line_rx) = PhaseLines::new();
+        let say = |text: String| lines.say(text);
+        let (result, _) = self
+            .data_phase(
+                &launch.key,
+                cancel,
+                first_offset,
+                (&lines, line_rx),
+                data::upload_outputs(data, &prepared.output_dir, &say),
+            )
+            .await;
+        let times = TaskDataTimes {
+            output_upload_start: Some(start),
+            output_upload_end: Some(now_ms()),
+            ..TaskDataTimes::default()
+        };
+        self.send_times(&launch.key, times).await;
+        match result {
+            PhaseEnd::Done(Ok(())) => Ok(()),
+            PhaseEnd::Done(Err(failure)) => Err(ExecError::Data(failure).into()),
+            PhaseEnd::Canceled(reason) => Err(Stopped::Canceled(reason)),
+        }
+    }
+
+    /// Runs one data phase whose lines (said to `lines`) go to the task's
+    /// log (stream Osmo) from `first_offset` on, stopping it if the task is
+    /// canceled. Returns how it ended and the next free offset.
+    async fn data_phase(
+        &self,
+        key: &TaskKey,
+        cancel: &mut watch::Receiver<Option<String>>,
+        first_offset: u64,
+        (lines, line_rx): (&PhaseLines, mpsc::Receiver<LogLine>),
+        phase: impl std::future::Future<Output = Result<(), PhaseFailure>>,
+    ) -> (PhaseEnd, u64) {
+        let work = async {
+            let end = tokio::select! {
+                result = phase => PhaseEnd::Done(result),
+                reason = process::cancel_reason(cancel) => PhaseEnd::Canceled(reason),
+            };
+            // Ends the batcher once it has sent what is queued.
+            lines.close();
+            end
+        };
+        tokio::join!(
+            work,
+            super::logs::batch(key, line_rx, &self.outbox, first_offset)
+        )
+    }
+
+    async fn send_times(&self, key: &TaskKey, times: TaskDataTimes) {
+        self.outbox
+            .send(FromOperator::DataTimes {
+                key: key.clone(),
+                times,
+            })
+            .await;
     }
 
     /// INITIALIZING: checks the sandbox and builds the task's host dirs.
@@ -409,6 +553,52 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// How a data phase ended.
+enum PhaseEnd {
+    Done(Result<(), PhaseFailure>),
+    Canceled(String),
+}
+
+/// Lines of a data phase on their way to the batcher; closed when the
+/// phase ends so the batcher finishes.
+struct PhaseLines {
+    sender: Mutex<Option<mpsc::Sender<LogLine>>>,
+}
+
+impl PhaseLines {
+    fn new() -> (PhaseLines, mpsc::Receiver<LogLine>) {
+        let (sender, receiver) = mpsc::channel(PHASE_LINES_QUEUED_MAX);
+        let lines = PhaseLines {
+            sender: Mutex::new(Some(sender)),
+        };
+        (lines, receiver)
+    }
+
+    fn say(&self, text: String) {
+        let sender = self
+            .sender
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(sender) = sender.as_ref() {
+            // Progress is at most a line a second: a full queue means a slow
+            // connection, and a dropped progress line is harmless.
+            let _ = sender.try_send(LogLine {
+                offset: 0,
+                stream: LogStream::Osmo,
+                time: now_ms(),
+                text,
+            });
+        }
+    }
+
+    fn close(&self) {
+        self.sender
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
     }
 }
 

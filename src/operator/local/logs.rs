@@ -107,13 +107,13 @@ fn to_line(stream: LogStream, mut bytes: Vec<u8>) -> LogLine {
 }
 
 /// Forwards lines as `Logs` batches until every sender of `lines` is gone,
-/// numbering them from `first_offset` on.
+/// numbering them from `first_offset` on. Returns the next free offset.
 pub async fn batch(
     key: &TaskKey,
     mut lines: mpsc::Receiver<LogLine>,
     outbox: &Outbox,
     first_offset: u64,
-) {
+) -> u64 {
     let mut next_offset = first_offset;
     let mut pending: Vec<LogLine> = Vec::new();
     let mut tick = tokio::time::interval(BATCH_INTERVAL);
@@ -135,6 +135,7 @@ pub async fn batch(
         }
     }
     flush(key, &mut pending, outbox).await;
+    next_offset
 }
 
 async fn flush(key: &TaskKey, pending: &mut Vec<LogLine>, outbox: &Outbox) {

@@ -34,6 +34,8 @@ pub struct Exit {
     pub signal: Option<i32>,
     /// `Some(reason)` when we killed it because of a cancel.
     pub canceled: Option<String>,
+    /// The first log offset after the process's lines.
+    pub next_offset: u64,
 }
 
 pub fn spawn(bwrap: &Path, args: Vec<OsString>) -> Result<Child, ExecError> {
@@ -111,13 +113,13 @@ pub async fn supervise(
         (status, canceled)
     };
 
-    let ((), (), (status, canceled)) = tokio::join!(
+    let ((), next_offset, (status, canceled)) = tokio::join!(
         readers,
         logs::batch(key, line_rx, outbox, first_offset),
         waiter
     );
     let status = status.map_err(ExecError::Wait)?;
-    Ok(exit_of(status, canceled))
+    Ok(exit_of(status, canceled, next_offset))
 }
 
 /// Resolves with the cancel reason once one is set. Never resolves when the
@@ -144,7 +146,7 @@ fn kill_group(child: &Child) {
     }
 }
 
-fn exit_of(status: ExitStatus, canceled: Option<String>) -> Exit {
+fn exit_of(status: ExitStatus, canceled: Option<String>, next_offset: u64) -> Exit {
     let signal = status.signal();
     let code = match (status.code(), signal) {
         (Some(code), _) => code,
@@ -155,5 +157,6 @@ fn exit_of(status: ExitStatus, canceled: Option<String>) -> Exit {
         code,
         signal,
         canceled,
+        next_offset,
     }
 }

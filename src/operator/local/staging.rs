@@ -1,23 +1,20 @@
 //! Prepares a task's host directories before its sandbox starts: the output
-//! dir, the staged `files`, and the directories its inputs are bound from.
+//! dir, the staged `files`, and one empty directory per input (filled from
+//! object storage by `crate::data` before the command starts).
 //!
 //! Layout under the executor's work dir, per task:
-//! `<work_dir>/<workflow_id>/<task>/output` (the task's output; kept after
-//! exit so downstream tasks can read it), `.../files/N` (launch file N) and
-//! `.../inputs/N` (input N staged through a regex filter).
+//! `<work_dir>/<workflow_id>/<task>/output` (the task's output, uploaded
+//! after exit), `.../files/N` (launch file N) and `.../inputs/N` (input N).
 //!
 //! Invariants: every name taken from a launch is checked to be one plain path
 //! component (or, for file paths, a clean absolute path) before it touches the
 //! host file system, so a launch can never reach outside the work dir.
 //! Preparing again for the same task starts from empty directories: a rerun
-//! must not see a previous attempt's output. Symlinks found in an upstream
-//! output are copied as links, never followed, so a task cannot smuggle host
-//! files into another task's sandbox.
+//! must not see a previous attempt's output or inputs.
 
 use super::error::ExecError;
 use super::sandbox::{SANDBOX_INPUTS, SANDBOX_OUTPUT};
-use crate::operator::protocol::{LaunchInput, TaskLaunch};
-use regex::Regex;
+use crate::operator::protocol::TaskLaunch;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
@@ -28,11 +25,6 @@ pub struct Prepared {
     pub inputs: Vec<PathBuf>,
     /// (host file, absolute path inside the sandbox).
     pub files: Vec<(PathBuf, String)>,
-}
-
-/// The output directory of a task (also where downstream inputs read from).
-pub fn output_dir(work_dir: &Path, workflow_id: &str, task: &str) -> Result<PathBuf, ExecError> {
-    Ok(task_dir(work_dir, workflow_id, task)?.join("output"))
 }
 
 fn task_dir(work_dir: &Path, workflow_id: &str, task: &str) -> Result<PathBuf, ExecError> {
@@ -63,29 +55,10 @@ pub fn prepare(work_dir: &Path, launch: &TaskLaunch) -> Result<Prepared, ExecErr
     }
 
     let mut inputs = Vec::with_capacity(launch.inputs.len());
-    for (index, input) in launch.inputs.iter().enumerate() {
-        match input {
-            LaunchInput::Url { .. } => return Err(ExecError::UrlInput),
-            LaunchInput::Task {
-                workflow_id,
-                task,
-                regex,
-            } => {
-                let source = output_dir_of_input(work_dir, index, workflow_id, task)?;
-                match regex {
-                    None => inputs.push(source),
-                    Some(pattern) => {
-                        let regex = Regex::new(pattern)
-                            .map_err(|source| ExecError::InputRegex { index, source })?;
-                        let staged = inputs_dir.join(index.to_string());
-                        fs::create_dir_all(&staged)
-                            .map_err(|e| ExecError::io("cannot create", &staged, e))?;
-                        copy_matching(&source, &source, &staged, &regex)?;
-                        inputs.push(staged);
-                    }
-                }
-            }
-        }
+    for index in 0..launch.inputs.len() {
+        let staged = inputs_dir.join(index.to_string());
+        fs::create_dir_all(&staged).map_err(|e| ExecError::io("cannot create", &staged, e))?;
+        inputs.push(staged);
     }
     Ok(Prepared {
         output_dir,
@@ -123,61 +96,6 @@ fn check_launch(launch: &TaskLaunch) -> Result<(), ExecError> {
     }
     for file in &launch.files {
         check_sandbox_path(&file.path)?;
-    }
-    Ok(())
-}
-
-fn output_dir_of_input(
-    work_dir: &Path,
-    index: usize,
-    workflow_id: &str,
-    task: &str,
-) -> Result<PathBuf, ExecError> {
-    let source = output_dir(work_dir, workflow_id, task)?;
-    if source.is_dir() {
-        Ok(source)
-    } else {
-        Err(ExecError::Input {
-            index,
-            message: format!("task {task} of workflow {workflow_id} has no output on this host"),
-        })
-    }
-}
-
-/// Copies the entries below `dir` whose path relative to `root` matches.
-/// Directories are walked whether or not they match: a pattern like
-/// `\.csv$` selects files deep inside.
-fn copy_matching(root: &Path, dir: &Path, staged: &Path, regex: &Regex) -> Result<(), ExecError> {
-    let entries = fs::read_dir(dir).map_err(|e| ExecError::io("cannot list", dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| ExecError::io("cannot list", dir, e))?;
-        let path = entry.path();
-        let file_type = entry
-            .file_type()
-            .map_err(|e| ExecError::io("cannot inspect", &path, e))?;
-        let Ok(relative) = path.strip_prefix(root) else {
-            continue;
-        };
-        if file_type.is_dir() {
-            copy_matching(root, &path, staged, regex)?;
-            continue;
-        }
-        if !regex.is_match(&relative.to_string_lossy()) {
-            continue;
-        }
-        let target = staged.join(relative);
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(|e| ExecError::io("cannot create", parent, e))?;
-        }
-        if file_type.is_symlink() {
-            let link =
-                fs::read_link(&path).map_err(|e| ExecError::io("cannot read link", &path, e))?;
-            std::os::unix::fs::symlink(&link, &target)
-                .map_err(|e| ExecError::io("cannot link", &target, e))?;
-        } else if file_type.is_file() {
-            fs::copy(&path, &target).map_err(|e| ExecError::io("cannot copy", &path, e))?;
-        }
-        // Sockets, fifos and devices are not data; they are skipped.
     }
     Ok(())
 }

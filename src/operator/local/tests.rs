@@ -5,6 +5,7 @@
 //! about what was reported and what the processes did.
 
 use super::{LocalConfig, LocalOperator};
+use crate::data::{DataInput, DataStore, TaskData};
 use crate::operator::protocol::{
     FromOperator, GroupLaunch, LaunchFile, LaunchInput, LogStream, TaskLaunch, ToOperator,
 };
@@ -243,6 +244,7 @@ fn launch(workflow_id: &str, task: &str, script: &str) -> TaskLaunch {
         files: Vec::new(),
         inputs: Vec::new(),
         placement: Default::default(),
+        data: None,
     }
 }
 
@@ -465,65 +467,140 @@ async fn environment_is_exactly_the_launch_and_identity() {
     assert_eq!(env["OSMO_RETRY_ID"], "4");
 }
 
+/// A `file://` data store inside the harness's work dir.
+fn store_of(h: &Harness) -> DataStore {
+    DataStore {
+        root: format!("file://{}/store", h.work.path().display()),
+        ..DataStore::default()
+    }
+}
+
+/// `task` with data through `store`: inputs read task outputs (or URLs),
+/// and its output is published to its intermediate prefix.
+fn with_data(mut task: TaskLaunch, store: &DataStore, inputs: Vec<DataInput>) -> TaskLaunch {
+    task.inputs = inputs
+        .iter()
+        .map(|input| LaunchInput::Url {
+            url: input.url.clone(),
+            regex: input.regex.clone(),
+        })
+        .collect();
+    task.data = Some(TaskData {
+        store: store.clone(),
+        inputs,
+        outputs: Vec::new(),
+        intermediate: Some(store.task_url(&task.key.workflow_id, &task.key.task)),
+    });
+    task
+}
+
+fn task_input(store: &DataStore, workflow_id: &str, task: &str, regex: Option<&str>) -> DataInput {
+    DataInput {
+        source: format!("task {task}"),
+        url: store.task_url(workflow_id, task),
+        regex: regex.map(str::to_string),
+    }
+}
+
+fn data_times(h: &Harness, key: &TaskKey) -> Vec<gantry_storage::TaskDataTimes> {
+    h.seen
+        .iter()
+        .filter_map(|message| match message {
+            FromOperator::DataTimes { key: k, times } if k == key => Some(times.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn output_of_one_task_is_a_read_only_input_of_the_next() {
     let mut h = Harness::new().await;
+    let store = store_of(&h);
     let writer = launch(
         "wf-data",
         "a",
         "echo result > /osmo/data/output/result.txt && mkdir /osmo/data/output/sub && echo deep > /osmo/data/output/sub/x",
     );
-    h.create(false, vec![writer]).await;
-    assert_eq!(statuses(&h.run_to_end(&key("wf-data", "a")).await), RAN);
-    let host_output = h.work.path().join("wf-data/a/output/result.txt");
+    h.create(false, vec![with_data(writer, &store, Vec::new())])
+        .await;
+    let events = h.run_to_end(&key("wf-data", "a")).await;
+    assert_eq!(statuses(&events), RAN);
+    // Published to the intermediate prefix, with the marker.
+    let published = h.work.path().join("store/wf-data/a");
     assert_eq!(
-        std::fs::read_to_string(host_output).ok().as_deref(),
+        std::fs::read_to_string(published.join("result.txt"))
+            .ok()
+            .as_deref(),
         Some("result\n")
     );
+    assert!(published.join(".gantry-output").is_file());
+    let osmo = lines(&events, LogStream::Osmo);
+    assert!(
+        osmo.iter()
+            .any(|l| l.starts_with("[upload] intermediate output: 2 files, 12 B in ")),
+        "{osmo:?}"
+    );
+    let times = data_times(&h, &key("wf-data", "a"));
+    assert!(
+        times.iter().any(
+            |t| t.output_upload_start.is_some() && t.output_upload_end >= t.output_upload_start
+        ),
+        "{times:?}"
+    );
 
-    let mut reader = launch(
+    let reader = launch(
         "wf-data",
         "b",
         "cat /osmo/data/input/0/result.txt /osmo/data/input/0/sub/x; \
+         ls -A /osmo/data/input/0; \
          if (echo x > /osmo/data/input/0/new) 2>/dev/null; then echo writable; else echo read-only; fi",
     );
-    reader.inputs = vec![LaunchInput::Task {
-        workflow_id: "wf-data".into(),
-        task: "a".into(),
-        regex: None,
-    }];
-    h.create(false, vec![reader]).await;
+    let inputs = vec![task_input(&store, "wf-data", "a", None)];
+    h.create(false, vec![with_data(reader, &store, inputs)])
+        .await;
     let events = h.run_to_end(&key("wf-data", "b")).await;
     assert_eq!(statuses(&events), RAN);
     assert_eq!(
         lines(&events, LogStream::Stdout),
-        ["result", "deep", "read-only"]
+        ["result", "deep", "result.txt", "sub", "read-only"],
+        "the marker is not data"
     );
-    assert!(!h.work.path().join("wf-data/a/output/new").exists());
+    let osmo = lines(&events, LogStream::Osmo);
+    assert!(
+        osmo.iter()
+            .any(|l| l.starts_with("[download] input 0 (task a): 2 files, 12 B in ")),
+        "{osmo:?}"
+    );
+    let times = data_times(&h, &key("wf-data", "b"));
+    assert!(
+        times
+            .iter()
+            .any(|t| t.input_download_start.is_some() && t.input_download_end.is_some()),
+        "{times:?}"
+    );
 }
 
 #[tokio::test]
 async fn regex_input_holds_only_matching_paths() {
     let mut h = Harness::new().await;
+    let store = store_of(&h);
     let writer = launch(
         "wf-regex",
         "a",
         "cd /osmo/data/output && mkdir sub && echo 1 > a.csv && echo 2 > b.txt && echo 3 > sub/c.csv",
     );
-    h.create(false, vec![writer]).await;
+    h.create(false, vec![with_data(writer, &store, Vec::new())])
+        .await;
     assert_eq!(statuses(&h.run_to_end(&key("wf-regex", "a")).await), RAN);
 
-    let mut reader = launch(
+    let reader = launch(
         "wf-regex",
         "b",
         "cd /osmo/data/input/0 && find . -type f | sort",
     );
-    reader.inputs = vec![LaunchInput::Task {
-        workflow_id: "wf-regex".into(),
-        task: "a".into(),
-        regex: Some(r"\.csv$".into()),
-    }];
-    h.create(false, vec![reader]).await;
+    let inputs = vec![task_input(&store, "wf-regex", "a", Some(r"\.csv$"))];
+    h.create(false, vec![with_data(reader, &store, inputs)])
+        .await;
     let events = h.run_to_end(&key("wf-regex", "b")).await;
     assert_eq!(statuses(&events), RAN);
     assert_eq!(
@@ -533,19 +610,68 @@ async fn regex_input_holds_only_matching_paths() {
 }
 
 #[tokio::test]
-async fn url_input_fails_without_a_data_store() {
+async fn a_missing_input_fails_with_2010_naming_it() {
     let mut h = Harness::new().await;
-    let mut task = launch("wf-url", "t", "true");
-    task.inputs = vec![LaunchInput::Url {
-        url: "s3://bucket/data".into(),
-        regex: None,
-    }];
-    h.create(false, vec![task]).await;
-    let events = h.run_to_end(&key("wf-url", "t")).await;
+    let store = store_of(&h);
+    let task = launch("wf-miss", "t", "echo should not run");
+    let inputs = vec![task_input(&store, "wf-miss", "ghost", None)];
+    h.create(false, vec![with_data(task, &store, inputs)]).await;
+    let events = h.run_to_end(&key("wf-miss", "t")).await;
     let (status, code, message) = final_of(&events);
     assert_eq!((status, code), (TaskStatus::Failed, Some(2010)));
-    assert_eq!(message, "url inputs need a data store; none is configured");
+    let prefix = store.task_url("wf-miss", "ghost");
+    assert_eq!(
+        message,
+        format!("input 0 (task ghost): nothing is stored at {prefix} (the task never published its output)")
+    );
     assert!(!statuses(&events).contains(&TaskStatus::Running));
+    assert!(lines(&events, LogStream::Stdout).is_empty());
+    assert!(
+        lines(&events, LogStream::Osmo)
+            .iter()
+            .any(|l| l.starts_with("[download] failed: input 0 (task ghost)")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_upload_failure_fails_with_2012_and_a_cancel_uploads_nothing() {
+    let mut h = Harness::new().await;
+    let store = store_of(&h);
+    let mut task = with_data(
+        launch("wf-up", "t", "echo x > /osmo/data/output/x"),
+        &store,
+        Vec::new(),
+    );
+    if let Some(data) = task.data.as_mut() {
+        data.outputs.push(crate::data::DataOutput {
+            url: "gs://elsewhere/out".into(),
+            regex: None,
+        });
+    }
+    h.create(false, vec![task]).await;
+    let events = h.run_to_end(&key("wf-up", "t")).await;
+    let (status, code, message) = final_of(&events);
+    assert_eq!((status, code), (TaskStatus::Failed, Some(2012)));
+    assert!(
+        message.starts_with("output upload to gs://elsewhere/out:")
+            && message.contains("unsupported scheme 'gs'"),
+        "{message}"
+    );
+
+    let task = with_data(
+        launch("wf-up", "c", "echo x > /osmo/data/output/x; sleep 30"),
+        &store,
+        Vec::new(),
+    );
+    h.create(false, vec![task]).await;
+    h.wait_status(&key("wf-up", "c"), |s| s == TaskStatus::Running)
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.cancel("wf-up", "c-group").await;
+    let (status, _, _) = final_of(&h.run_to_end(&key("wf-up", "c")).await);
+    assert_eq!(status, TaskStatus::Failed);
+    assert!(!h.work.path().join("store/wf-up/c").exists());
 }
 
 #[tokio::test]

@@ -1,0 +1,193 @@
+//! A data store as a launch carries it, and opening a URL against it.
+//!
+//! Invariants: the secret never leaves through `Debug`; static keys are used
+//! only for URLs in the data store's own bucket (a URL in another bucket
+//! gets the same endpoint and region with the environment's default
+//! credential chain), so a workflow cannot aim the service's keys at a
+//! bucket the admin did not name.
+
+use super::DataError;
+use crate::objects::{s3_store, S3Settings};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Where task data lives and how to reach it: OSMO's `workflow_data`
+/// credential, or the server's own object store under `data/`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataStore {
+    /// `s3://bucket[/prefix]` or `file:///abs/dir`; a workflow's data is
+    /// under `<root>/<workflow_id>/<task>/`.
+    pub root: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// An S3-compatible service's URL (OSMO's `override_url`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Path-style requests (`<endpoint>/<bucket>/key`).
+    #[serde(default)]
+    pub path_style: bool,
+    /// Static keys; `None` uses the environment's default chain (`AWS_*`).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub access_key: Option<String>,
+}
+
+impl std::fmt::Debug for DataStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataStore")
+            .field("root", &self.root)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("path_style", &self.path_style)
+            .field("access_key_id", &self.access_key_id)
+            .field("access_key", &self.access_key.as_ref().map(|_| "[MASKED]"))
+            .finish()
+    }
+}
+
+/// An opened prefix: every key below it belongs to one input or output.
+#[derive(Clone)]
+pub struct Location {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) prefix: ObjectPath,
+    /// The URL, for messages.
+    pub url: String,
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+impl DataStore {
+    /// The intermediate prefix of task `task` of workflow `workflow_id`.
+    pub fn task_url(&self, workflow_id: &str, task: &str) -> String {
+        format!("{}/{workflow_id}/{task}", self.root.trim_end_matches('/'))
+    }
+
+    /// Opens `url` (`s3://bucket/prefix` or `file:///abs/dir`) with this
+    /// store's endpoint, region and (for its own bucket) keys.
+    pub fn open(&self, url: &str) -> Result<Location, DataError> {
+        let bad = |reason: &str| DataError::BadUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let parsed = url::Url::parse(url).map_err(|error| bad(&error.to_string()))?;
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(bad("takes no query or fragment"));
+        }
+        let (store, path): (Arc<dyn ObjectStore>, String) = match parsed.scheme() {
+            "file" => {
+                if parsed.host_str().is_some_and(|host| !host.is_empty()) {
+                    return Err(bad("a file URL takes no host (file:///abs/dir)"));
+                }
+                let path = parsed
+                    .to_file_path()
+                    .map_err(|()| bad("not an absolute path"))?;
+                let text = path
+                    .to_str()
+                    .ok_or_else(|| bad("the path is not UTF-8"))?
+                    .to_string();
+                (Arc::new(LocalFileSystem::new()), text)
+            }
+            "s3" => {
+                let bucket = parsed
+                    .host_str()
+                    .filter(|bucket| !bucket.is_empty())
+                    .ok_or_else(|| bad("names no bucket (s3://bucket/prefix)"))?;
+                let keys = match (&self.access_key_id, &self.access_key) {
+                    (Some(id), Some(secret)) if self.bucket() == Some(bucket) => {
+                        Some((id.clone(), secret.clone()))
+                    }
+                    _ => None,
+                };
+                let settings = S3Settings {
+                    endpoint: self.endpoint.clone(),
+                    region: self.region.clone(),
+                    path_style: Some(self.path_style),
+                    keys,
+                };
+                let store = s3_store(bucket, &settings).map_err(|source| DataError::Store {
+                    url: url.to_string(),
+                    source,
+                })?;
+                let path = percent_decode(parsed.path()).ok_or_else(|| bad("bad escape"))?;
+                (Arc::new(store), path)
+            }
+            other => return Err(bad(&format!("unsupported scheme '{other}' (s3, file)"))),
+        };
+        let prefix = ObjectPath::parse(path.trim_matches('/')).map_err(|error| {
+            bad(&format!(
+                "the path must be plain segments without '.', '..' or '//': {error}"
+            ))
+        })?;
+        Ok(Location {
+            store,
+            prefix,
+            url: url.to_string(),
+        })
+    }
+
+    /// The bucket of an `s3://` root.
+    fn bucket(&self) -> Option<&str> {
+        let rest = self.root.strip_prefix("s3://")?;
+        Some(rest.split('/').next().unwrap_or(rest))
+    }
+}
+
+fn percent_decode(path: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .ok()
+        .map(|text| text.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> DataStore {
+        DataStore {
+            root: "s3://data/root".into(),
+            access_key_id: Some("AKIA".into()),
+            access_key: Some("very-secret".into()),
+            ..DataStore::default()
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let text = format!("{:?}", store());
+        assert!(!text.contains("very-secret"), "{text}");
+        assert!(text.contains("[MASKED]"), "{text}");
+    }
+
+    #[test]
+    fn task_urls_sit_under_the_root() {
+        assert_eq!(store().task_url("wf-1", "a"), "s3://data/root/wf-1/a");
+    }
+
+    #[test]
+    fn bad_urls_name_the_reason() {
+        for (url, reason) in [
+            ("gs://b/p", "unsupported scheme 'gs'"),
+            ("s3:///p", "names no bucket"),
+            ("s3://b/p?x=1", "no query"),
+            ("file://host/dir", "no host"),
+            ("s3://b/a//b", "plain segments"),
+        ] {
+            let error = store().open(url).err().map(|e| e.to_string());
+            assert!(
+                error.as_deref().is_some_and(|e| e.contains(reason)),
+                "{url}: {error:?}"
+            );
+        }
+        assert!(store().open("file:///tmp/x").is_ok());
+        assert!(store().open("s3://other/x").is_ok());
+    }
+}
