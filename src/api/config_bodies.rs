@@ -251,7 +251,8 @@ pub enum AddressingStyle {
 }
 
 /// What a write-only secret reads back as.
-pub const MASKED: &str = "[MASKED]";
+pub use crate::control::masking::MASK as MASKED;
+use crate::control::masking::SECRET_POINTERS;
 
 impl DataCredential {
     /// The data store this credential names; errors name the field under
@@ -323,29 +324,33 @@ pub fn workflow_data_store(view: &ReadView) -> Option<crate::data::DataStore> {
 
 /// Write-only secrets of a config as they are shown: masked.
 fn mask_secrets(value: &mut Value) {
-    if let Some(key) = value
-        .pointer_mut("/workflow_data/credential/access_key")
-        .filter(|key| key.is_string())
-    {
-        *key = Value::String(MASKED.into());
+    for pointer in SECRET_POINTERS {
+        if let Some(secret) = value
+            .pointer_mut(pointer)
+            .filter(|secret| secret.is_string())
+        {
+            *secret = Value::String(MASKED.into());
+        }
     }
 }
 
-/// A WORKFLOW config sent back with a masked secret keeps the secret in
+/// A WORKFLOW config sent back with masked secrets keeps the secrets in
 /// force (what `config show` printed can be edited and sent back).
 pub fn restore_masked_secrets(body: &mut Value, current: Option<&ConfigData>) {
-    let pointer = "/workflow_data/credential/access_key";
-    if body.pointer(pointer).and_then(Value::as_str) != Some(MASKED) {
-        return;
-    }
-    let kept = current
-        .and_then(|data| match data {
-            ConfigData::Json(text) => serde_json::from_str::<Value>(text).ok(),
-            _ => None,
-        })
-        .and_then(|current| current.pointer(pointer).cloned());
-    if let (Some(slot), Some(kept)) = (body.pointer_mut(pointer), kept) {
-        *slot = kept;
+    let current = current.and_then(|data| match data {
+        ConfigData::Json(text) => serde_json::from_str::<Value>(text).ok(),
+        _ => None,
+    });
+    for pointer in SECRET_POINTERS {
+        if body.pointer(pointer).and_then(Value::as_str) != Some(MASKED) {
+            continue;
+        }
+        let kept = current
+            .as_ref()
+            .and_then(|current| current.pointer(pointer).cloned());
+        if let (Some(slot), Some(kept)) = (body.pointer_mut(pointer), kept) {
+            *slot = kept;
+        }
     }
 }
 
@@ -996,6 +1001,25 @@ pub fn render(data: &ConfigData) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_credential_value_is_shown_masked_and_kept_when_sent_back() {
+        let stored = json!({
+            "workflow_alerts": {"slack_token": "xoxb-1", "smtp_settings": {"password": "pw", "host": "h"}},
+            "backend_images": {"credential": {"auth": "a", "registry": "r"}},
+        });
+        let mut shown = stored.clone();
+        mask_secrets(&mut shown);
+        assert_eq!(shown["workflow_alerts"]["slack_token"], MASKED);
+        assert_eq!(
+            shown["workflow_alerts"]["smtp_settings"]["password"],
+            MASKED
+        );
+        assert_eq!(shown["workflow_alerts"]["smtp_settings"]["host"], "h");
+        assert_eq!(shown["backend_images"]["credential"]["auth"], MASKED);
+        restore_masked_secrets(&mut shown, Some(&ConfigData::Json(stored.to_string())));
+        assert_eq!(shown, stored);
+    }
 
     #[test]
     fn workflow_data_credentials_are_checked_and_their_secret_masked() {

@@ -22,8 +22,9 @@ pub const MASK: &str = "[MASKED]";
 /// Shorter values are not masked: they would hide ordinary words.
 pub const SECRET_CHARS_MIN: usize = 8;
 
-/// Where the WORKFLOW config keeps secret values (JSON pointers).
-const SECRET_POINTERS: &[&str] = &[
+/// Where the WORKFLOW config keeps secret values (JSON pointers); shown
+/// masked by the config API as well.
+pub const SECRET_POINTERS: &[&str] = &[
     "/workflow_data/credential/access_key",
     "/workflow_log/credential/access_key",
     "/workflow_app/credential/access_key",
