@@ -24,41 +24,14 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 lines=${1:-1000000}
 base=${GANTRY_BENCH_PORT:-18700}
-for tool in redis-server redis-cli jq curl; do
+for tool in redis-server redis-cli jq curl zstd; do
     command -v "$tool" >/dev/null || {
-        echo "needs $tool (Debian: apt-get install redis-server jq curl)" >&2
+        echo "needs $tool (Debian: apt-get install redis-server jq curl zstd)" >&2
         exit 1
     }
 done
-if [[ -n ${GANTRY_BIN:-} ]]; then
-    gantry=$GANTRY_BIN
-else
-    gantry=${CARGO_TARGET_DIR:-./target}/release/gantry
-    cargo build --release --quiet
-fi
-
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    local status=$?
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [[ ${GANTRY_BENCH_KEEP:-} == 1 ]]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_for() { # WHAT COMMAND...: polls COMMAND for up to 30 s
-    local what=$1
-    shift
-    for _ in $(seq 300); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "timed out waiting for $what" >&2
-    return 1
-}
+# shellcheck source=ops/bench/lib.sh
+source ops/bench/lib.sh
 
 pki=$tmp/pki
 $gantry tls ca create --out "$pki" >/dev/null

@@ -15,35 +15,8 @@ cd "$(dirname "$0")/../.."
 workflows=${1:-400}
 tasks=${2:-25}
 base=${GANTRY_BENCH_PORT:-18600}
-if [[ -n ${GANTRY_BIN:-} ]]; then
-    gantry=$GANTRY_BIN
-else
-    gantry=${CARGO_TARGET_DIR:-./target}/release/gantry
-    cargo build --release --quiet
-fi
-
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    local status=$?
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [[ ${GANTRY_BENCH_KEEP:-} == 1 ]]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_for() { # WHAT COMMAND...: polls COMMAND for up to 30 s
-    local what=$1
-    shift
-    for _ in $(seq 300); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "timed out waiting for $what" >&2
-    return 1
-}
+# shellcheck source=ops/bench/lib.sh
+source ops/bench/lib.sh
 
 pki=$tmp/pki
 $gantry tls ca create --out "$pki" >/dev/null

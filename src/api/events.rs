@@ -21,13 +21,7 @@ pub async fn events(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref());
-    let retry_id = params
-        .number("retry_id")?
-        .map(|retry| {
-            u32::try_from(retry)
-                .map_err(|_| ApiError::bad_request("USAGE", "retry_id is too large"))
-        })
-        .transpose()?;
+    let retry_id = params.retry_id()?;
     let filter = EventFilter {
         task: params.get("task_name").map(str::to_string),
         retry_id,

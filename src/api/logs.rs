@@ -113,7 +113,7 @@ pub async fn error_logs(
             usize::try_from(n).unwrap_or(usize::MAX)
         });
     let only_task = params.get("task_name").map(str::to_string);
-    let only_retry = params.number("retry_id")?;
+    let only_retry = params.retry_id()?;
     let view = read(&state, &params).await?;
     let workflow = view
         .workflow(&id)?
@@ -124,7 +124,7 @@ pub async fn error_logs(
         for task in view.group_tasks(&group)? {
             if task.status.is_failure()
                 && only_task.as_ref().is_none_or(|name| *name == task.name)
-                && only_retry.is_none_or(|retry| retry == u64::from(task.retry_id))
+                && only_retry.is_none_or(|retry| retry == task.retry_id)
             {
                 failed.push((task.name, task.retry_id));
             }
@@ -293,13 +293,7 @@ pub async fn logs(
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref());
     let last_n = params.number("last_n_lines")?;
-    let retry_id = params
-        .number("retry_id")?
-        .map(|retry| {
-            u32::try_from(retry)
-                .map_err(|_| ApiError::bad_request("USAGE", "retry_id is too large"))
-        })
-        .transpose()?;
+    let retry_id = params.retry_id()?;
     let filter = Filter {
         task: params.get("task_name").map(str::to_string),
         retry_id,

@@ -51,6 +51,16 @@ impl Params {
             .collect()
     }
 
+    /// `retry_id`, which must fit a task's retry counter.
+    pub fn retry_id(&self) -> Result<Option<u32>, ApiError> {
+        self.number("retry_id")?
+            .map(|retry| {
+                u32::try_from(retry)
+                    .map_err(|_| ApiError::bad_request("USAGE", "retry_id is too large"))
+            })
+            .transpose()
+    }
+
     pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
         match self.get(name).map(|value| value.to_ascii_lowercase()) {
             None => Ok(false),

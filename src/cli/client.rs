@@ -347,10 +347,14 @@ impl Client {
     /// `GET /api/workflow/{id}/spec?use_template=`; the body is YAML text.
     pub async fn spec(&self, id: &str, template: bool) -> Result<String, ClientError> {
         let path = format!("/api/workflow/{}/spec", encode_segment(id));
+        self.text(&path, &[("use_template", template.to_string())])
+            .await
+    }
+
+    /// GETs `path` with `query` (bounded) and returns the body as text.
+    async fn text(&self, path: &str, query: &[(&str, String)]) -> Result<String, ClientError> {
         let (url, resp) = self
-            .send(Method::GET, &path, true, |r| {
-                r.query(&[("use_template", template.to_string())])
-            })
+            .send(Method::GET, path, true, |r| r.query(query))
             .await?;
         let bytes = resp
             .bytes()
@@ -367,21 +371,12 @@ impl Client {
         retry_id: Option<u32>,
     ) -> Result<String, ClientError> {
         let path = format!("/api/workflow/{}/events", encode_segment(id));
-        let mut query: Vec<(&str, String)> = Vec::new();
-        if let Some(task) = task {
-            query.push(("task_name", task.to_owned()));
-        }
-        if let Some(retry) = retry_id {
-            query.push(("retry_id", retry.to_string()));
-        }
-        let (url, resp) = self
-            .send(Method::GET, &path, true, |r| r.query(&query))
-            .await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Request { url, source })?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        let query = LogQuery {
+            task,
+            retry_id,
+            ..LogQuery::default()
+        };
+        self.text(&path, &query.params()).await
     }
 
     /// Streams the text/plain log body, calling `on_chunk` for each piece as it arrives (the server keeps the response open while the workflow runs).

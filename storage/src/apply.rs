@@ -432,30 +432,42 @@ fn apply_workflow_cancel(
     })
 }
 
+/// The task `key` names, if `key` is its current run; else the refusal.
+fn current_run(
+    tables: &Tables,
+    key: &TaskKey,
+) -> Result<Result<TaskRecord, Outcome>, StorageError> {
+    let Some(task) = tables.task_state(&key.workflow_id, &key.task)? else {
+        return Ok(Err(Outcome::rejected(
+            RejectionKind::NotFound,
+            format!(
+                "task '{}' of workflow '{}' does not exist",
+                key.task, key.workflow_id
+            ),
+        )));
+    };
+    if task.retry_id != key.retry_id {
+        return Ok(Err(Outcome::rejected(
+            RejectionKind::Conflict,
+            format!(
+                "task '{}' is at retry {}, not {}",
+                key.task, task.retry_id, key.retry_id
+            ),
+        )));
+    }
+    Ok(Ok(task))
+}
+
 fn apply_task_report(
     tables: &Tables,
     now: Millis,
     report: &TaskReport,
 ) -> Result<Outcome, StorageError> {
     let key = &report.key;
-    let Some(mut task) = tables.task_state(&key.workflow_id, &key.task)? else {
-        return Ok(Outcome::rejected(
-            RejectionKind::NotFound,
-            format!(
-                "task '{}' of workflow '{}' does not exist",
-                key.task, key.workflow_id
-            ),
-        ));
+    let mut task = match current_run(tables, key)? {
+        Ok(task) => task,
+        Err(refusal) => return Ok(refusal),
     };
-    if task.retry_id != key.retry_id {
-        return Ok(Outcome::rejected(
-            RejectionKind::Conflict,
-            format!(
-                "task '{}' is at retry {}, not {}",
-                key.task, task.retry_id, key.retry_id
-            ),
-        ));
-    }
     if task.status.is_finished() {
         return Ok(Outcome::rejected(
             RejectionKind::Conflict,
@@ -547,24 +559,10 @@ fn apply_task_data_times_record(
     key: &TaskKey,
     times: &TaskDataTimes,
 ) -> Result<Outcome, StorageError> {
-    let Some(mut task) = tables.task_state(&key.workflow_id, &key.task)? else {
-        return Ok(Outcome::rejected(
-            RejectionKind::NotFound,
-            format!(
-                "task '{}' of workflow '{}' does not exist",
-                key.task, key.workflow_id
-            ),
-        ));
+    let mut task = match current_run(tables, key)? {
+        Ok(task) => task,
+        Err(refusal) => return Ok(refusal),
     };
-    if task.retry_id != key.retry_id {
-        return Ok(Outcome::rejected(
-            RejectionKind::Conflict,
-            format!(
-                "task '{}' is at retry {}, not {}",
-                key.task, task.retry_id, key.retry_id
-            ),
-        ));
-    }
     // Times may arrive after the final status (reports of one run are
     // ordered, but a cancel can finish the task first): they are kept.
     for (field, value) in [

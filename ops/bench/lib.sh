@@ -1,0 +1,36 @@
+# Shared by the benchmark scripts (sourced, not run): the binary, a scratch
+# directory removed on exit with every process started into `pids`, and
+# polling.
+#
+# Env: GANTRY_BIN=PATH uses that binary instead of building one;
+#      GANTRY_BENCH_KEEP=1 keeps the scratch directory.
+
+if [[ -n ${GANTRY_BIN:-} ]]; then
+    gantry=$GANTRY_BIN
+else
+    gantry=${CARGO_TARGET_DIR:-./target}/release/gantry
+    cargo build --release --quiet
+fi
+
+tmp=$(mktemp -d)
+pids=()
+bench_cleanup() {
+    local status=$?
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    if [[ ${GANTRY_BENCH_KEEP:-} == 1 ]]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
+    exit "$status"
+}
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_for() { # WHAT COMMAND...: polls COMMAND for up to 30 s
+    local what=$1
+    shift
+    for _ in $(seq 300); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "timed out waiting for $what" >&2
+    return 1
+}
