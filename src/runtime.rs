@@ -24,8 +24,10 @@
 //!
 //! Invariant: the container exits with the command's own code, except a
 //! failed download (2010, the command never runs) or upload (2012), as
-//! OSMO's `osmo-ctrl`; a failure of the runtime itself (before the command
-//! starts) exits 255, with the reason on stderr.
+//! OSMO's `osmo-ctrl`: those exit 1 and write `{"code", "error"}` to the
+//! termination message, from which the operator takes the code; a failure
+//! of the runtime itself (before the command starts) exits 255, with the
+//! reason on stderr.
 
 use crate::data::{self, TaskData};
 use std::ffi::OsString;
@@ -34,6 +36,9 @@ use std::process::ExitStatus;
 
 /// Exit code when the runtime itself fails before the command runs.
 pub const EXIT_RUNTIME_FAILURE: i32 = 255;
+/// Process exit code of a failed data phase; its OSMO code (2010, 2012) is
+/// in the termination message.
+pub const EXIT_DATA_PHASE_FAILED: i32 = 1;
 /// Where the Kubernetes executor mounts the task's data description.
 pub const DATA_SPEC_PATH: &str = "/osmo/run/data.json";
 
@@ -56,6 +61,10 @@ pub enum TaskRuntimeCommand {
         /// JSON description of the task's data (store, inputs, outputs)
         #[arg(long, value_name = "FILE")]
         data: Option<PathBuf>,
+        /// Where a failed data phase writes `{"code": N, "error": ...}`
+        /// (Kubernetes reads it as the container's termination message)
+        #[arg(long, default_value = "/dev/termination-log", value_name = "FILE")]
+        termination_log: PathBuf,
         /// The command and its arguments
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
@@ -92,12 +101,31 @@ pub async fn run(command: TaskRuntimeCommand) -> i32 {
             inputs,
             data_dir,
             data,
+            termination_log,
             command,
         } => match data.as_deref().map(read_task_data).transpose() {
-            Ok(task_data) => exec(&data_dir, inputs, task_data.as_ref(), &command).await,
+            Ok(task_data) => {
+                exec(
+                    &data_dir,
+                    inputs,
+                    task_data.as_ref(),
+                    Some(&termination_log),
+                    &command,
+                )
+                .await
+            }
             Err(error) => Err(error),
         },
     };
+    // Process exit codes are 8-bit: OSMO's 2010/2012 travel in the
+    // termination message, and the container exits 1.
+    let result = result.map(|code| {
+        if (0..=255).contains(&code) {
+            code
+        } else {
+            EXIT_DATA_PHASE_FAILED
+        }
+    });
     result.unwrap_or_else(|error| {
         eprintln!("[gantry] task runtime failed: {error}");
         EXIT_RUNTIME_FAILURE
@@ -148,8 +176,20 @@ pub async fn exec(
     data_dir: &Path,
     inputs: usize,
     task_data: Option<&TaskData>,
+    termination_log: Option<&Path>,
     command: &[OsString],
 ) -> Result<i32, RuntimeError> {
+    // Best effort: outside a pod the path may not be writable, and the
+    // failure is on stderr (the task's log) either way.
+    let report = |failure: &data::PhaseFailure| {
+        eprintln!("[gantry] {}", failure.message);
+        if let Some(path) = termination_log {
+            let message = serde_json::json!({"code": failure.exit_code, "error": failure.message});
+            if let Err(error) = std::fs::write(path, message.to_string()) {
+                eprintln!("[gantry] cannot write {}: {error}", path.display());
+            }
+        }
+    };
     let Some((program, args)) = command.split_first() else {
         // clap requires at least one word; kept as a clear error anyway.
         return Err(RuntimeError::Spawn {
@@ -164,7 +204,7 @@ pub async fn exec(
     let say = |line: String| eprintln!("[gantry] {line}");
     if let Some(task_data) = task_data {
         if let Err(failure) = data::download_inputs(task_data, &input_dirs, &say).await {
-            eprintln!("[gantry] {}", failure.message);
+            report(&failure);
             return Ok(failure.exit_code);
         }
     }
@@ -188,7 +228,7 @@ pub async fn exec(
     // is what signals the runtime).
     if let (Some(task_data), false) = (task_data, signaled) {
         if let Err(failure) = data::upload_outputs(task_data, &output_dir, &say).await {
-            eprintln!("[gantry] {}", failure.message);
+            report(&failure);
             return Ok(failure.exit_code.max(code));
         }
     }
@@ -260,7 +300,9 @@ mod tests {
         .map(OsString::from)
         .chain([dir.path().as_os_str().to_owned()])
         .collect();
-        let code = exec(dir.path(), 2, None, &command).await.expect("runs");
+        let code = exec(dir.path(), 2, None, None, &command)
+            .await
+            .expect("runs");
         assert_eq!(code, 7);
         assert_eq!(
             std::fs::read_to_string(dir.path().join("output/x")).expect("output written"),
@@ -276,7 +318,9 @@ mod tests {
             .map(OsString::from)
             .collect();
         assert_eq!(
-            exec(dir.path(), 0, None, &command).await.expect("runs"),
+            exec(dir.path(), 0, None, None, &command)
+                .await
+                .expect("runs"),
             137
         );
     }
@@ -285,7 +329,7 @@ mod tests {
     async fn a_missing_program_is_a_clear_error() {
         let dir = tempfile::tempdir().expect("temp dir");
         let command = vec![OsString::from("/no/such/program")];
-        let error = exec(dir.path(), 0, None, &command)
+        let error = exec(dir.path(), 0, None, None, &command)
             .await
             .err()
             .map(|e| e.to_string());
@@ -309,7 +353,7 @@ mod tests {
         std::fs::create_dir_all(&upstream).expect("dirs");
         std::fs::write(upstream.join("a.csv"), "1\n").expect("write");
         std::fs::write(upstream.join("b.txt"), "2\n").expect("write");
-        let export = format!("file://{}/export", dir.path().display());
+        let export = format!("file://{}/store/export", dir.path().display());
         let task_data = TaskData {
             store: store.clone(),
             inputs: vec![DataInput {
@@ -332,12 +376,12 @@ mod tests {
             .map(OsString::from)
             .chain([pod.as_os_str().to_owned()])
             .collect();
-        let code = exec(&pod, 0, Some(&task_data), &command)
+        let code = exec(&pod, 0, Some(&task_data), None, &command)
             .await
             .expect("runs");
         assert_eq!(code, 0);
         assert_eq!(
-            std::fs::read_to_string(dir.path().join("export/listing")).expect("exported"),
+            std::fs::read_to_string(dir.path().join("store/export/listing")).expect("exported"),
             "a.csv\n"
         );
         assert!(dir.path().join("store/wf-1/consume/listing").is_file());
@@ -355,11 +399,28 @@ mod tests {
             .map(OsString::from)
             .chain([marker.as_os_str().to_owned()])
             .collect();
-        let code = exec(&dir.path().join("pod2"), 0, Some(&missing), &command)
-            .await
-            .expect("runs");
+        let termination_log = dir.path().join("termination-log");
+        let code = exec(
+            &dir.path().join("pod2"),
+            0,
+            Some(&missing),
+            Some(&termination_log),
+            &command,
+        )
+        .await
+        .expect("runs");
         assert_eq!(code, 2010);
         assert!(!marker.exists());
+        let message: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&termination_log).expect("written"))
+                .expect("JSON");
+        assert_eq!(message["code"], 2010);
+        assert!(
+            message["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("input 0")),
+            "{message}"
+        );
     }
 
     #[test]

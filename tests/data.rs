@@ -131,7 +131,8 @@ fn tasks_pass_files_through_the_default_directory_store() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("dev");
     let server = DevServer::start(&data_dir);
-    let export = dir.path().join("exported");
+    // A url output on the directory store must lie inside its data root.
+    let export = data_dir.join("objects/data/exports/run-1");
     let id = server
         .client()
         .submit_ok(&handoff_spec(&format!("file://{}", export.display())));
@@ -156,7 +157,10 @@ fn tasks_pass_files_through_the_default_directory_store() {
 fn a_missing_input_fails_the_task_with_2010_and_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let server = DevServer::start(&dir.path().join("dev"));
-    let nothing = format!("file://{}/nothing-here", dir.path().display());
+    let nothing = format!(
+        "file://{}/objects/data/nothing-here",
+        dir.path().join("dev").display()
+    );
     let id = server.client().submit_ok(&format!(
         r#"workflow:
   name: missing

@@ -7,7 +7,8 @@
 //! resume cursor is the highest offset seen per task run, and the server
 //! sends a run's lines in offset order); the follow ends only at the
 //! server's end marker, on a final error (a 4xx answer, an unreadable
-//! record), or once resuming has made no progress for [`RESUME_GIVE_UP`].
+//! record), or once the stream has stayed cut, no new line arriving, for
+//! [`RESUME_GIVE_UP`].
 
 use super::client::{encode_segment, ClientError, LogQuery};
 use super::Client;
@@ -95,7 +96,8 @@ pub async fn follow(
     let path = format!("/api/workflow/{}/logs", encode_segment(id));
     let mut cursor = Cursor::default();
     let mut pause = RESUME_PAUSE_MIN;
-    let mut quiet_since = tokio::time::Instant::now();
+    // When the stream was first cut since lines last arrived.
+    let mut cut_since: Option<tokio::time::Instant> = None;
     loop {
         let mut pending: Vec<u8> = Vec::new();
         let mut outcome: Option<Result<(), FollowError>> = None;
@@ -105,7 +107,6 @@ pub async fn follow(
                 pending.extend_from_slice(chunk);
                 while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                     let record: Vec<u8> = pending.drain(..=end).collect();
-                    progressed = true;
                     match serde_json::from_slice::<Record>(&record) {
                         Ok(Record::End { .. }) => {
                             outcome = Some(Ok(()));
@@ -119,6 +120,9 @@ pub async fn follow(
                         }
                         Ok(Record::Line(line)) => {
                             if cursor.is_new(&line) {
+                                // Only new lines count: a member that sends
+                                // the cursor and then fails is no progress.
+                                progressed = true;
                                 cursor.note(&line.task, line.retry_id, line.offset);
                                 if on_line(&line).is_break() {
                                     outcome = Some(Ok(()));
@@ -145,10 +149,11 @@ pub async fn follow(
             Err(error) => error.to_string(),
         };
         if progressed {
-            quiet_since = tokio::time::Instant::now();
+            cut_since = None;
             pause = RESUME_PAUSE_MIN;
         }
-        if quiet_since.elapsed() >= RESUME_GIVE_UP {
+        let cut_at = *cut_since.get_or_insert_with(tokio::time::Instant::now);
+        if cut_at.elapsed() >= RESUME_GIVE_UP {
             return Err(FollowError::GaveUp { last: cut });
         }
         tracing::debug!(error = %cut, "log stream cut; resuming");

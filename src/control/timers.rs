@@ -95,7 +95,12 @@ impl StorageWork {
         self.in_flight.insert(timer.id);
         let (node, objects) = (node.clone(), objects.clone());
         self.running.spawn(async move {
-            let result = storage_then_fire(&node, &objects, &timer).await;
+            // A panic must come back as this timer's failure: otherwise its
+            // id would stay in flight, never retried, until the next term.
+            let work = std::panic::AssertUnwindSafe(storage_then_fire(&node, &objects, &timer));
+            let result = futures::FutureExt::catch_unwind(work)
+                .await
+                .unwrap_or_else(|_| Err("the object-store work panicked".to_string()));
             (timer.id, result)
         });
     }
@@ -115,6 +120,18 @@ async fn storage_then_fire(
             tracing::info!(workflow_id, "workflow archived");
         }
         TimerKind::PurgeWorkflowLogs { workflow_id } => {
+            // After the archive only: a late archive would otherwise write
+            // files again that the purge had already deleted.
+            let archived = node
+                .read_local()
+                .and_then(|view| Ok(view.workflow_archive(workflow_id)?))
+                .map_err(|error| error.to_string())?
+                .is_none_or(|archive| archive.archived_at.is_some());
+            if !archived {
+                return Err(format!(
+                    "purging the logs of workflow {workflow_id}: its archive is not written yet"
+                ));
+            }
             let objects_deleted = archive::purge(objects, workflow_id)
                 .await
                 .map_err(|error| format!("purging the logs of workflow {workflow_id}: {error}"))?;

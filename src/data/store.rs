@@ -1,10 +1,13 @@
 //! A data store as a launch carries it, and opening a URL against it.
 //!
 //! Invariants: the secret never leaves through `Debug`; static keys are used
-//! only for URLs in the data store's own bucket (a URL in another bucket
-//! gets the same endpoint and region with the environment's default
-//! credential chain), so a workflow cannot aim the service's keys at a
-//! bucket the admin did not name.
+//! only for URLs under the data store's root (its bucket and prefix; any
+//! other S3 URL gets the same endpoint and region with the environment's
+//! default credential chain), so a workflow cannot aim the service's keys
+//! at objects the admin did not give it; a `file://` URL is opened only
+//! when the root is a directory and the URL lies inside it, so a workflow
+//! can never read or write the host's files (the executor moves data
+//! outside the task's sandbox).
 
 use super::DataError;
 use crate::objects::{s3_store, S3Settings};
@@ -89,6 +92,12 @@ impl DataStore {
                 let path = parsed
                     .to_file_path()
                     .map_err(|()| bad("not an absolute path"))?;
+                if !self.holds_file(&path) {
+                    return Err(bad(&format!(
+                        "file URLs are allowed only inside the data store {}",
+                        self.root
+                    )));
+                }
                 let text = path
                     .to_str()
                     .ok_or_else(|| bad("the path is not UTF-8"))?
@@ -100,8 +109,9 @@ impl DataStore {
                     .host_str()
                     .filter(|bucket| !bucket.is_empty())
                     .ok_or_else(|| bad("names no bucket (s3://bucket/prefix)"))?;
+                let path = percent_decode(parsed.path()).ok_or_else(|| bad("bad escape"))?;
                 let keys = match (&self.access_key_id, &self.access_key) {
-                    (Some(id), Some(secret)) if self.bucket() == Some(bucket) => {
+                    (Some(id), Some(secret)) if self.holds_key(bucket, &path) => {
                         Some((id.clone(), secret.clone()))
                     }
                     _ => None,
@@ -116,7 +126,6 @@ impl DataStore {
                     url: url.to_string(),
                     source,
                 })?;
-                let path = percent_decode(parsed.path()).ok_or_else(|| bad("bad escape"))?;
                 (Arc::new(store), path)
             }
             other => return Err(bad(&format!("unsupported scheme '{other}' (s3, file)"))),
@@ -133,10 +142,36 @@ impl DataStore {
         })
     }
 
-    /// The bucket of an `s3://` root.
-    fn bucket(&self) -> Option<&str> {
-        let rest = self.root.strip_prefix("s3://")?;
-        Some(rest.split('/').next().unwrap_or(rest))
+    /// Whether `path` lies inside a `file://` root: no `.`/`..` parts
+    /// (a percent-encoded `/` can smuggle them past URL parsing) and below
+    /// the root directory.
+    fn holds_file(&self, path: &std::path::Path) -> bool {
+        use std::path::Component;
+        let Some(root) = url::Url::parse(&self.root)
+            .ok()
+            .filter(|root| root.scheme() == "file")
+            .and_then(|root| root.to_file_path().ok())
+        else {
+            return false;
+        };
+        let plain = path
+            .components()
+            .all(|part| matches!(part, Component::RootDir | Component::Normal(_)));
+        plain && path.starts_with(root)
+    }
+
+    /// Whether `bucket` and key prefix `path` lie under an `s3://` root.
+    fn holds_key(&self, bucket: &str, path: &str) -> bool {
+        let Some(rest) = self.root.strip_prefix("s3://") else {
+            return false;
+        };
+        let (root_bucket, root_prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let root_parts = root_prefix.split('/').filter(|part| !part.is_empty());
+        let mut parts = path.split('/').filter(|part| !part.is_empty());
+        root_bucket == bucket
+            && root_parts
+                .into_iter()
+                .all(|want| parts.next() == Some(want))
     }
 }
 
@@ -187,7 +222,44 @@ mod tests {
                 "{url}: {error:?}"
             );
         }
-        assert!(store().open("file:///tmp/x").is_ok());
         assert!(store().open("s3://other/x").is_ok());
+    }
+
+    #[test]
+    fn keys_go_only_to_urls_under_the_root() {
+        let store = store();
+        assert!(store.holds_key("data", "/root/wf-1/a"));
+        assert!(store.holds_key("data", "/root"));
+        assert!(!store.holds_key("data", "/rootless/x"));
+        assert!(!store.holds_key("data", "/other/root"));
+        assert!(!store.holds_key("other", "/root/x"));
+    }
+
+    #[test]
+    fn file_urls_must_stay_inside_a_directory_root() {
+        let local = DataStore {
+            root: "file:///srv/gantry/objects/data".into(),
+            ..DataStore::default()
+        };
+        assert!(local
+            .open("file:///srv/gantry/objects/data/exports/run-1")
+            .is_ok());
+        for url in [
+            "file:///etc/gantry",
+            "file:///srv/gantry/objects/wf-1/logs",
+            "file:///srv/gantry/objects/data/../../etc",
+            "file:///srv/gantry/objects/data/a%2F..%2F..%2F..%2Fetc",
+            "file:///srv/gantry/objects/database",
+        ] {
+            let error = local.open(url).err().map(|e| e.to_string());
+            assert!(
+                error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("only inside the data store")),
+                "{url}: {error:?}"
+            );
+        }
+        // An S3 root never opens local files.
+        assert!(store().open("file:///tmp/x").is_err());
     }
 }

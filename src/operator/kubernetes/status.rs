@@ -286,7 +286,12 @@ fn failures(containers: &[ContainerStatus]) -> Vec<Failure> {
                     Some((code, error)) => (CTRL_OFFSET + code, error),
                     None => (CTRL_OFFSET + raw, text),
                 },
-                _ => (raw, text),
+                // The in-pod runtime's data phases (2010, 2012) say their
+                // code in the termination message: exit codes are 8-bit.
+                _ => match ctrl_message(&text) {
+                    Some((code, error)) if code > 255 => (code, error),
+                    _ => (raw, text),
+                },
             };
             Some(Failure {
                 container: container.name.clone(),
@@ -362,4 +367,43 @@ fn stuck_since_ms(pod: &Pod) -> Option<i64> {
         .and_then(|c| c.last_transition_time.as_ref())
         .or(status.start_time.as_ref())
         .map(|t| t.0.as_millisecond())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated};
+
+    fn terminated(name: &str, exit_code: i32, message: &str) -> ContainerStatus {
+        ContainerStatus {
+            name: name.to_string(),
+            state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code,
+                    reason: Some("Error".to_string()),
+                    message: Some(message.to_string()),
+                    ..ContainerStateTerminated::default()
+                }),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_data_phase_code_comes_from_the_termination_message() {
+        let message =
+            r#"{"code":2010,"error":"input 0 (task a): nothing is stored at s3://b/wf/a"}"#;
+        let failure = &failures(&[terminated("train", 1, message)])[0];
+        assert_eq!(failure.exit_code, 2010);
+        assert_eq!(failure.raw_exit_code, 1);
+        assert!(
+            failure.message.starts_with("input 0"),
+            "{}",
+            failure.message
+        );
+        // A user's own small code in such a message does not replace the exit code.
+        let failure = &failures(&[terminated("train", 3, r#"{"code":7}"#)])[0];
+        assert_eq!(failure.exit_code, 3);
+    }
 }
