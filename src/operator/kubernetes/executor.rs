@@ -144,7 +144,7 @@ impl KubernetesOperator {
         // Transitions sent while no connection was live were dropped; the
         // latest status of each running task goes again (a repeat is a no-op).
         for (key, status) in shared.latest_statuses() {
-            shared.report(&key, status, None, None).await;
+            shared.outbox.task_status(&key, status, None, None).await;
         }
         while let Some(message) = from_server.recv().await {
             let job_id = match message {
@@ -242,24 +242,6 @@ impl Shared {
             .collect();
         statuses.sort();
         statuses
-    }
-
-    async fn report(
-        &self,
-        key: &TaskKey,
-        status: TaskStatus,
-        exit_code: Option<i32>,
-        message: Option<String>,
-    ) {
-        self.outbox
-            .send(FromOperator::TaskStatus {
-                key: key.clone(),
-                status,
-                exit_code,
-                message,
-                time: chrono::Utc::now().timestamp_millis(),
-            })
-            .await;
     }
 
     fn build_context<'a>(&'a self, scheduler: &'a SchedulerSettings) -> BuildContext<'a> {
@@ -360,14 +342,17 @@ impl Shared {
         // A re-dispatch of a task that finished while the control plane was
         // not listening: tell it again instead of running it twice.
         for (key, outcome) in finished_again {
-            self.report(&key, outcome.status, outcome.exit_code, outcome.message)
+            self.outbox
+                .task_status(&key, outcome.status, outcome.exit_code, outcome.message)
                 .await;
         }
         if accepted.is_empty() {
             return;
         }
         for key in &accepted {
-            self.report(key, TaskStatus::Scheduling, None, None).await;
+            self.outbox
+                .task_status(key, TaskStatus::Scheduling, None, None)
+                .await;
         }
         let built = match built {
             Ok(_) if self.shutting_down.load(Ordering::SeqCst) => Err(KubeError::Unschedulable(
@@ -490,13 +475,14 @@ impl Shared {
             "group canceled"
         );
         for key in &canceled {
-            self.report(
-                key,
-                TaskStatus::Failed,
-                None,
-                Some(format!("canceled: {reason}")),
-            )
-            .await;
+            self.outbox
+                .task_status(
+                    key,
+                    TaskStatus::Failed,
+                    None,
+                    Some(format!("canceled: {reason}")),
+                )
+                .await;
         }
         let selector = names::group_name_selector(workflow_id, group);
         if schedulers.is_empty() {
@@ -618,7 +604,8 @@ impl Shared {
             let shared = Arc::clone(self);
             tokio::spawn(async move { shared.finish(&key, outcome, true).await });
         } else {
-            self.report(&key, outcome.status, outcome.exit_code, outcome.message)
+            self.outbox
+                .task_status(&key, outcome.status, outcome.exit_code, outcome.message)
                 .await;
         }
     }
@@ -642,7 +629,8 @@ impl Shared {
             }
         }
         tracing::info!(workflow = %key.workflow_id, task = %key.task, status = %outcome.status, exit_code = ?outcome.exit_code, "task finished");
-        self.report(key, outcome.status, outcome.exit_code, outcome.message)
+        self.outbox
+            .task_status(key, outcome.status, outcome.exit_code, outcome.message)
             .await;
         if !cleanup {
             return;

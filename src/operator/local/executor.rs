@@ -216,7 +216,8 @@ impl LocalOperator {
         for (launch, _) in &accepted {
             tracing::info!(workflow = %launch.key.workflow_id, task = %launch.key.task, "task accepted");
             self.shared
-                .report(&launch.key, TaskStatus::Scheduling, None, None)
+                .outbox
+                .task_status(&launch.key, TaskStatus::Scheduling, None, None)
                 .await;
         }
         let gate = (group.barrier && accepted.len() > 1).then(|| GroupGate::new(accepted.len()));
@@ -310,7 +311,9 @@ impl Shared {
             }
         };
         tracing::info!(workflow = %key.workflow_id, task = %key.task, %status, ?exit_code, "task finished");
-        self.report(&key, status, exit_code, message).await;
+        self.outbox
+            .task_status(&key, status, exit_code, message)
+            .await;
     }
 
     async fn run(
@@ -355,7 +358,8 @@ impl Shared {
             argv: &argv,
         });
         let child = process::spawn(&bwrap, args)?;
-        self.report(&launch.key, TaskStatus::Running, None, None)
+        self.outbox
+            .task_status(&launch.key, TaskStatus::Running, None, None)
             .await;
         let exit = process::supervise(
             child,
@@ -503,7 +507,8 @@ impl Shared {
             return Err(ExecError::ShuttingDown.into());
         }
         let bwrap = self.bwrap.clone().map_err(ExecError::MissingSandbox)?;
-        self.report(&launch.key, TaskStatus::Initializing, None, None)
+        self.outbox
+            .task_status(&launch.key, TaskStatus::Initializing, None, None)
             .await;
         let note = LogLine {
             offset: first_offset,
@@ -526,24 +531,6 @@ impl Shared {
             .await
             .map_err(|e| ExecError::Join(e.to_string()))??;
         Ok((bwrap, prepared))
-    }
-
-    async fn report(
-        &self,
-        key: &TaskKey,
-        status: TaskStatus,
-        exit_code: Option<i32>,
-        message: Option<String>,
-    ) {
-        self.outbox
-            .send(FromOperator::TaskStatus {
-                key: key.clone(),
-                status,
-                exit_code,
-                message,
-                time: now_ms(),
-            })
-            .await;
     }
 }
 

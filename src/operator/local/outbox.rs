@@ -13,6 +13,7 @@
 //!   the rest.
 
 use crate::operator::protocol::FromOperator;
+use gantry_storage::{TaskKey, TaskStatus};
 use tokio::sync::mpsc::Sender;
 use tokio::sync::Mutex;
 
@@ -29,6 +30,24 @@ impl Outbox {
         if sender.send(message).await.is_err() {
             tracing::debug!("control plane connection closed; report dropped until it reconnects");
         }
+    }
+
+    /// Reports task `key`'s status, stamped now: what both executors send.
+    pub async fn task_status(
+        &self,
+        key: &TaskKey,
+        status: TaskStatus,
+        exit_code: Option<i32>,
+        message: Option<String>,
+    ) {
+        self.send(FromOperator::TaskStatus {
+            key: key.clone(),
+            status,
+            exit_code,
+            message,
+            time: chrono::Utc::now().timestamp_millis(),
+        })
+        .await;
     }
 
     /// Makes `sender` the live connection, with `hello()` as its first
