@@ -136,7 +136,14 @@ impl Objects {
             local_root: Some(dir.clone()),
             display: format!("file://{}", dir.display()),
             data: DataStore {
-                root: format!("file://{}/data", dir.display()),
+                // Percent-encoded by `url`: a `#`, `?` or `%` in the path
+                // must not change what the root means when parsed again.
+                root: url::Url::from_directory_path(dir.join("data"))
+                    .map_err(|()| ObjectsError::BadUrl {
+                        url: dir.display().to_string(),
+                        reason: "not an absolute directory".into(),
+                    })?
+                    .to_string(),
                 ..DataStore::default()
             },
         })

@@ -273,6 +273,7 @@ impl DataCredential {
                 return Err(format!("{at}.override_url: '{url}' is not an http(s) URL"));
             }
         }
+        // Also refused here: a literal [MASKED] is never a key, whatever path it came by.
         if self.access_key.as_deref() == Some(MASKED) {
             return Err(format!(
                 "{at}.access_key: {MASKED} stands for a stored secret, and none is stored; send the secret"
@@ -335,8 +336,12 @@ fn mask_secrets(value: &mut Value) {
 }
 
 /// A WORKFLOW config sent back with masked secrets keeps the secrets in
-/// force (what `config show` printed can be edited and sent back).
-pub fn restore_masked_secrets(body: &mut Value, current: Option<&ConfigData>) {
+/// force (what `config show` printed can be edited and sent back); a
+/// `[MASKED]` with no stored secret behind it is refused, naming the field.
+pub fn restore_masked_secrets(
+    body: &mut Value,
+    current: Option<&ConfigData>,
+) -> Result<(), String> {
     let current = current.and_then(|data| match data {
         ConfigData::Json(text) => serde_json::from_str::<Value>(text).ok(),
         _ => None,
@@ -348,10 +353,17 @@ pub fn restore_masked_secrets(body: &mut Value, current: Option<&ConfigData>) {
         let kept = current
             .as_ref()
             .and_then(|current| current.pointer(pointer).cloned());
-        if let (Some(slot), Some(kept)) = (body.pointer_mut(pointer), kept) {
-            *slot = kept;
+        match (body.pointer_mut(pointer), kept) {
+            (Some(slot), Some(kept)) => *slot = kept,
+            _ => {
+                return Err(format!(
+                    "configs{}: {MASKED} stands for a stored secret, and none is stored; send the secret",
+                    pointer.replace('/', ".")
+                ))
+            }
         }
     }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -1017,8 +1029,15 @@ mod tests {
         );
         assert_eq!(shown["workflow_alerts"]["smtp_settings"]["host"], "h");
         assert_eq!(shown["backend_images"]["credential"]["auth"], MASKED);
-        restore_masked_secrets(&mut shown, Some(&ConfigData::Json(stored.to_string())));
+        restore_masked_secrets(&mut shown, Some(&ConfigData::Json(stored.to_string())))
+            .expect("restored");
         assert_eq!(shown, stored);
+        let mut unbacked = json!({"workflow_alerts": {"slack_token": MASKED}});
+        let error = restore_masked_secrets(&mut unbacked, None).expect_err("refused");
+        assert!(
+            error.starts_with("configs.workflow_alerts.slack_token:"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -1070,7 +1089,7 @@ mod tests {
 
         // Sent back as shown, the secret in force is kept.
         let mut body = shown.clone();
-        restore_masked_secrets(&mut body, Some(&data));
+        restore_masked_secrets(&mut body, Some(&data)).expect("restored");
         let again = parse(ConfigType::Workflow, "", body).expect("valid");
         let ConfigData::Json(text) = &again else {
             panic!("json");

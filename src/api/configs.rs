@@ -185,10 +185,7 @@ async fn put_config(
         .ok_or_else(|| usage("the request body is empty; send {\"configs\": ...}"))?;
     let view = state.node.read().await?;
     let mut configs = change.configs;
-    if config_type == ConfigType::Workflow {
-        let current = view.config(config_type, "")?.and_then(|c| c.data);
-        bodies::restore_masked_secrets(&mut configs, current.as_ref());
-    }
+    restore_secrets(&view, config_type, &mut configs)?;
     let data = bodies::parse(config_type, &name, configs).map_err(usage)?;
     check_pool_references(&view, &data)?;
     let command = Command::PutConfig {
@@ -199,6 +196,20 @@ async fn put_config(
         data: Box::new(data),
     };
     commit(&state, command, config_type, &name).await
+}
+
+/// A WORKFLOW config body with `[MASKED]` secrets given their stored values
+/// (what the API showed can be edited and sent back).
+fn restore_secrets(
+    view: &gantry_storage::ReadView,
+    config_type: ConfigType,
+    body: &mut Value,
+) -> Result<(), ApiError> {
+    if config_type != ConfigType::Workflow {
+        return Ok(());
+    }
+    let stored = view.config(config_type, "")?.and_then(|c| c.data);
+    bodies::restore_masked_secrets(body, stored.as_ref()).map_err(usage)
 }
 
 /// PATCH of a singleton: `configs_dict` merged over the config in force.
@@ -218,10 +229,7 @@ async fn patch_singleton(
     };
     current.extend(patch.configs_dict);
     let mut merged = Value::Object(current);
-    if config_type == ConfigType::Workflow {
-        let stored = view.config(config_type, "")?.and_then(|c| c.data);
-        bodies::restore_masked_secrets(&mut merged, stored.as_ref());
-    }
+    restore_secrets(&view, config_type, &mut merged)?;
     let data = bodies::parse(config_type, "", merged).map_err(usage)?;
     let command = Command::PutConfig {
         now: now_ms(),

@@ -24,7 +24,7 @@ use super::error::ApiError;
 use super::params::Params;
 use super::workflow::read;
 use super::AppState;
-use crate::control::logs::{render_line, LiveView, StoredLine};
+use crate::control::logs::{parse_after_param, render_line, LiveView, StoredLine};
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
@@ -171,19 +171,8 @@ impl Sent {
     fn after(params: &Params) -> Result<Sent, ApiError> {
         let mut sent = Sent::default();
         for value in params.all("after") {
-            let parsed = value.rsplitn(3, ':').collect::<Vec<_>>();
-            let [offset, retry, task] = parsed.as_slice() else {
-                return Err(ApiError::bad_request(
-                    "USAGE",
-                    format!("after: '{value}' is not <task>:<retry>:<offset>"),
-                ));
-            };
-            let (Ok(retry), Ok(offset)) = (retry.parse::<u32>(), offset.parse::<u64>()) else {
-                return Err(ApiError::bad_request(
-                    "USAGE",
-                    format!("after: '{value}' needs a number for retry and offset"),
-                ));
-            };
+            let (task, retry, offset) = parse_after_param(&value)
+                .map_err(|message| ApiError::bad_request("USAGE", message))?;
             sent.note(task, retry, offset);
         }
         Ok(sent)

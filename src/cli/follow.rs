@@ -12,7 +12,7 @@
 
 use super::client::{encode_segment, ClientError, LogQuery};
 use super::Client;
-use crate::control::logs::StoredLine;
+use crate::control::logs::{after_param, StoredLine};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -80,7 +80,7 @@ impl Cursor {
         .params();
         params.push(("format", "jsonl".to_string()));
         for ((task, retry), offset) in &self.upto {
-            params.push(("after", format!("{task}:{retry}:{offset}")));
+            params.push(("after", after_param(task, *retry, *offset)));
         }
         params
     }

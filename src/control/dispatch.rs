@@ -53,7 +53,9 @@ async fn dispatch_round(
     default_data: &DataStore,
 ) -> Result<(), gantry_raft::RaftError> {
     let view = node.read_local()?;
-    let data_store = workflow_data_store(&view).unwrap_or_else(|| default_data.clone());
+    // Resolved at the first job that goes out: opening the store builds an
+    // S3 client, and most rounds send nothing.
+    let mut data_store: Option<DataStore> = None;
     let jobs = view.jobs(JOBS_PER_ROUND_MAX)?;
     hub.forget_completed_jobs(&jobs.iter().map(|job| job.id).collect::<Vec<_>>());
     for job in jobs {
@@ -62,7 +64,10 @@ async fn dispatch_round(
         if !hub.wants_job(&job.backend, job.id) {
             continue;
         }
-        match build_message(&view, &job, &data_store) {
+        let data_store = data_store.get_or_insert_with(|| {
+            workflow_data_store(&view).unwrap_or_else(|| default_data.clone())
+        });
+        match build_message(&view, &job, data_store) {
             Ok(message) => {
                 hub.send_job(&job.backend, job.id, message).await;
             }
@@ -242,13 +247,10 @@ fn build_launch(
                 .iter()
                 .map(|input| match input {
                     InputPlan::Task { task, regex } => {
-                        let (source_workflow, source_task) = match task.split_once(':') {
-                            Some((workflow, task)) => (workflow.to_string(), task.to_string()),
-                            None => (workflow_id.to_string(), task.clone()),
-                        };
+                        let (source_workflow, source_task) = task_reference(workflow_id, task);
                         LaunchInput::Task {
-                            workflow_id: source_workflow,
-                            task: source_task,
+                            workflow_id: source_workflow.to_string(),
+                            task: source_task.to_string(),
                             regex: regex.clone(),
                         }
                     }
@@ -303,6 +305,12 @@ fn build_launch(
     })
 }
 
+/// The workflow and task a `{task: ...}` input names: `<name>` is a task of
+/// `workflow_id`, `<wf_id>:<name>` one of workflow `wf_id`.
+fn task_reference<'a>(workflow_id: &'a str, source: &'a str) -> (&'a str, &'a str) {
+    source.split_once(':').unwrap_or((workflow_id, source))
+}
+
 /// Names of this workflow's tasks that some task of it reads as an input.
 fn consumed_tasks(
     view: &ReadView,
@@ -313,12 +321,10 @@ fn consumed_tasks(
         for task in view.group_tasks(&group)? {
             for input in &task.plan.inputs {
                 if let InputPlan::Task { task: source, .. } = input {
-                    let name = match source.split_once(':') {
-                        Some((other, name)) if other == workflow.id => name,
-                        Some(_) => continue,
-                        None => source.as_str(),
-                    };
-                    consumed.insert(name.to_string());
+                    let (source_workflow, name) = task_reference(&workflow.id, source);
+                    if source_workflow == workflow.id {
+                        consumed.insert(name.to_string());
+                    }
                 }
             }
         }
@@ -344,10 +350,7 @@ fn task_data(
                 task: source,
                 regex,
             } => {
-                let (source_workflow, source_task) = match source.split_once(':') {
-                    Some((workflow, task)) => (workflow, task),
-                    None => (workflow_id, source.as_str()),
-                };
+                let (source_workflow, source_task) = task_reference(workflow_id, source);
                 DataInput {
                     source: format!("task {source}"),
                     url: store.task_url(source_workflow, source_task),

@@ -287,17 +287,47 @@ fn chunk_key(key: &TaskKey, first: u64, last: u64) -> String {
 
 /// OSMO's rendered line: `YYYY/MM/DD HH:MM:SS [<task>] <text>`.
 pub fn render_line(line: &StoredLine) -> String {
-    let time = chrono::DateTime::from_timestamp_millis(line.time)
-        .unwrap_or_default()
-        .format("%Y/%m/%d %H:%M:%S");
-    let source = if line.retry_id > 0 {
-        format!("{} retry-{}", line.task, line.retry_id)
-    } else {
-        line.task.clone()
-    };
+    let time = osmo_time(line.time);
+    let source = run_source(&line.task, line.retry_id);
     match line.stream {
         LogStream::Osmo => format!("{time} [{source}][osmo] {}\n", line.text),
         LogStream::Stdout | LogStream::Stderr => format!("{time} [{source}] {}\n", line.text),
+    }
+}
+
+/// `after=` of a resumed `/logs` stream: task run `task`/`retry_id` was
+/// read up to `offset` (the task name last, since it may hold colons).
+pub fn after_param(task: &str, retry_id: u32, offset: u64) -> String {
+    format!("{task}:{retry_id}:{offset}")
+}
+
+/// Parses [`after_param`]'s form; the error says what is wrong with it.
+pub fn parse_after_param(value: &str) -> Result<(&str, u32, u64), String> {
+    let parsed = value.rsplitn(3, ':').collect::<Vec<_>>();
+    let [offset, retry, task] = parsed.as_slice() else {
+        return Err(format!("after: '{value}' is not <task>:<retry>:<offset>"));
+    };
+    match (retry.parse::<u32>(), offset.parse::<u64>()) {
+        (Ok(retry), Ok(offset)) => Ok((task, retry, offset)),
+        _ => Err(format!(
+            "after: '{value}' needs a number for retry and offset"
+        )),
+    }
+}
+
+/// OSMO's time in log and event lines: `YYYY/MM/DD HH:MM:SS` (UTC).
+pub fn osmo_time(ms: i64) -> impl std::fmt::Display {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y/%m/%d %H:%M:%S")
+}
+
+/// How a task run is named in log and event lines: `task` or `task retry-N`.
+pub fn run_source(task: &str, retry_id: u32) -> String {
+    if retry_id > 0 {
+        format!("{task} retry-{retry_id}")
+    } else {
+        task.to_string()
     }
 }
 

@@ -22,7 +22,7 @@ mod transfer;
 pub use store::DataStore;
 pub use task::{
     download_inputs, upload_outputs, DataInput, DataOutput, PhaseFailure, TaskData,
-    EXIT_DOWNLOAD_FAILED,
+    EXIT_DOWNLOAD_FAILED, EXIT_UPLOAD_FAILED,
 };
 
 /// A line for the task's log (progress and summaries).

@@ -47,7 +47,13 @@ impl std::fmt::Debug for DataStore {
             .field("endpoint", &self.endpoint)
             .field("path_style", &self.path_style)
             .field("access_key_id", &self.access_key_id)
-            .field("access_key", &self.access_key.as_ref().map(|_| "[MASKED]"))
+            .field(
+                "access_key",
+                &self
+                    .access_key
+                    .as_ref()
+                    .map(|_| crate::control::masking::MASK),
+            )
             .finish()
     }
 }

@@ -60,32 +60,10 @@ pub fn parse_quantity(text: &str) -> Result<u64, String> {
     u64::try_from(bytes).map_err(|_| too_large())
 }
 
-/// Parses `<int><s|m|h|d>` or plain integer seconds.
-pub fn parse_duration(text: &str) -> Result<u64, String> {
-    let trimmed = text.trim();
-    let bad = || format!("invalid duration {text:?} (expected e.g. 30s, 10m, 8h, 2d or seconds)");
-    let (digits, unit) = match trimmed.char_indices().last() {
-        Some((at, c)) if c.is_ascii_alphabetic() => (&trimmed[..at], Some(c)),
-        Some(_) => (trimmed, None),
-        None => return Err(bad()),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("duration {text:?} is too large"))?;
-    let factor = match unit {
-        None | Some('s') => 1,
-        Some('m') => 60,
-        Some('h') => 3600,
-        Some('d') => 86_400,
-        Some(_) => return Err(bad()),
-    };
-    value
-        .checked_mul(factor)
-        .ok_or_else(|| format!("duration {text:?} is too large"))
-}
+/// Parses `<int><s|m|h|d>` or plain integer seconds: the state machine's
+/// parser (it reads durations from replicated configs), so the API and
+/// apply never disagree on one.
+pub use gantry_storage::retention::parse_duration_seconds as parse_duration;
 
 #[cfg(test)]
 mod tests {

@@ -171,10 +171,7 @@ fn apply_log_chunk_append(tables: &Tables, chunk: &LogChunk) -> Result<Outcome, 
             ),
         ));
     }
-    if tables
-        .task_state(&chunk.workflow_id, &chunk.task)?
-        .is_none()
-    {
+    let Some(task) = tables.task_state(&chunk.workflow_id, &chunk.task)? else {
         return Ok(Outcome::rejected(
             RejectionKind::NotFound,
             format!(
@@ -182,11 +179,17 @@ fn apply_log_chunk_append(tables: &Tables, chunk: &LogChunk) -> Result<Outcome, 
                 chunk.task, chunk.workflow_id
             ),
         ));
-    }
-    if let Some(purged) = tables
-        .workflow_archive(&chunk.workflow_id)?
-        .and_then(|archive| archive.logs_purged_at)
-    {
+    };
+    // Only a finished task's workflow can have ended and been purged: the
+    // common case (a running task's lines) skips the archive lookup.
+    let purged = if task.status.is_finished() {
+        tables
+            .workflow_archive(&chunk.workflow_id)?
+            .and_then(|archive| archive.logs_purged_at)
+    } else {
+        None
+    };
+    if let Some(purged) = purged {
         return Ok(Outcome::rejected(
             RejectionKind::Conflict,
             format!(

@@ -11,6 +11,7 @@
 //!   latter taking the `code` of a JSON termination message when present);
 //!   containers that ended `Completed` never count.
 
+use crate::data;
 use gantry_storage::TaskStatus;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
@@ -288,8 +289,14 @@ fn failures(containers: &[ContainerStatus]) -> Vec<Failure> {
                 },
                 // The in-pod runtime's data phases (2010, 2012) say their
                 // code in the termination message: exit codes are 8-bit.
+                // Only those two: the user's command can write this file too.
                 _ => match ctrl_message(&text) {
-                    Some((code, error)) if code > 255 => (code, error),
+                    Some((code, error))
+                        if code == data::EXIT_DOWNLOAD_FAILED
+                            || code == data::EXIT_UPLOAD_FAILED =>
+                    {
+                        (code, error)
+                    }
                     _ => (raw, text),
                 },
             };
@@ -402,8 +409,10 @@ mod tests {
             "{}",
             failure.message
         );
-        // A user's own small code in such a message does not replace the exit code.
-        let failure = &failures(&[terminated("train", 3, r#"{"code":7}"#)])[0];
-        assert_eq!(failure.exit_code, 3);
+        // A code the user's command wrote there does not replace the exit code.
+        for forged in [r#"{"code":7}"#, r#"{"code":3001}"#] {
+            let failure = &failures(&[terminated("train", 3, forged)])[0];
+            assert_eq!(failure.exit_code, 3, "{forged}");
+        }
     }
 }
