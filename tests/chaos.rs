@@ -563,7 +563,12 @@ fn send(
 /// unknown.
 fn interpret(op: &Op, response: reqwest::blocking::Response) -> Result<Ret, String> {
     let status = response.status().as_u16();
-    let body: Value = response.json().unwrap_or(Value::Null);
+    // The status arrived but the body did not (the node died in between):
+    // what a submit returned, or why a cancel was refused, is unknown.
+    let text = response
+        .text()
+        .map_err(|error| format!("body lost after {status}: {error}"))?;
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     if status >= 500 {
         return Err(format!(
             "{status} {}",
@@ -721,22 +726,9 @@ fn check_window(
         recorded.unwrap_or_else(|error| panic!("window {number}: bad history: {error}"));
     }
     if !tester.is_consistent() {
-        let mut text = String::new();
-        for record in ops {
-            text.push_str(&format!(
-                "  [{:>6}..{:>6}] client {} {:?} -> {:?}\n",
-                record.invoked, record.returned, record.thread, record.op, record.ret
-            ));
-        }
-        let expected = match &end.ret {
-            Some(Ret::State(state)) => state.len(),
-            _ => 0,
-        };
         panic!(
-            "window {number} is not linearizable ({} ops, {in_flight} in flight, start {} workflows, end {expected}):\n{text}end snapshot: {:?}",
-            ops.len(),
-            start.len(),
-            end.ret
+            "window {number} is not linearizable ({in_flight} in flight):\n{}",
+            describe_window(start, ops, end)
         );
     }
     WindowCheck {
@@ -747,6 +739,19 @@ fn check_window(
     }
 }
 
+/// The operations of a window, one per line, for a failure report.
+fn describe_window(start: &BTreeMap<Wid, Status>, ops: &[&Record], end: &Record) -> String {
+    let mut text = format!("  start: {} workflows\n", start.len());
+    for record in ops {
+        text.push_str(&format!(
+            "  [{:>6}..{:>6}] client {} {:?} -> {:?}\n",
+            record.invoked, record.returned, record.thread, record.op, record.ret
+        ));
+    }
+    text.push_str(&format!("  end snapshot: {:?}", end.ret));
+    text
+}
+
 struct HistoryCheck {
     windows: usize,
     largest: usize,
@@ -755,7 +760,31 @@ struct HistoryCheck {
     slowest: Duration,
 }
 
+/// How long one window's search may take. stateright's search keeps no
+/// memo, so on a history that is not linearizable (or an answer the model
+/// never gives) it tries every interleaving, which is exponential in the
+/// window's concurrent operations: a failing run must say so, not spin
+/// until the CI limit. Passing windows take milliseconds.
+const WINDOW_CHECK_LIMIT: Duration = Duration::from_secs(120);
+
 fn check_history(records: &[Record], applied: &BTreeSet<u64>) -> HistoryCheck {
+    // An answer the model never gives fails every interleaving: report it
+    // before searching them all.
+    let odd: Vec<String> = records
+        .iter()
+        .filter_map(|record| match &record.ret {
+            Some(Ret::Odd(text)) => Some(format!(
+                "  [{:>6}..{:>6}] client {} {:?}: {text}",
+                record.invoked, record.returned, record.thread, record.op
+            )),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        odd.is_empty(),
+        "answers the model never gives:\n{}",
+        odd.join("\n")
+    );
     let mut sorted: Vec<&Record> = records.iter().collect();
     sorted.sort_by_key(|record| record.invoked);
     let snapshots: Vec<usize> = sorted
@@ -776,12 +805,15 @@ fn check_history(records: &[Record], applied: &BTreeSet<u64>) -> HistoryCheck {
         let Some(Ret::State(start)) = &sorted[pair[0]].ret else {
             unreachable!()
         };
-        let checked = check_window(
+        let checked = check_window_within(
             number,
-            start,
-            &sorted[pair[0] + 1..pair[1]],
-            sorted[pair[1]],
-            applied,
+            start.clone(),
+            sorted[pair[0] + 1..pair[1]]
+                .iter()
+                .map(|record| (*record).clone())
+                .collect(),
+            sorted[pair[1]].clone(),
+            applied.clone(),
         );
         totals.windows += 1;
         totals.largest = totals.largest.max(checked.ops);
@@ -795,6 +827,50 @@ fn check_history(records: &[Record], applied: &BTreeSet<u64>) -> HistoryCheck {
         "the history ends with a snapshot"
     );
     totals
+}
+
+/// [`check_window`] on a thread of its own (a deep recursion: large
+/// stack), given up after [`WINDOW_CHECK_LIMIT`] with the window's
+/// operations in the failure message. The abandoned search ends with the
+/// test process.
+fn check_window_within(
+    number: usize,
+    start: BTreeMap<Wid, Status>,
+    ops: Vec<Record>,
+    end: Record,
+    applied: BTreeSet<u64>,
+) -> WindowCheck {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let (start_copy, ops_copy, end_copy) = (start.clone(), ops.clone(), end.clone());
+    std::thread::Builder::new()
+        .name(format!("window-{number}"))
+        .stack_size(512 << 20)
+        .spawn(move || {
+            let refs: Vec<&Record> = ops_copy.iter().collect();
+            let _ = sender.send(check_window(
+                number,
+                &start_copy,
+                &refs,
+                &end_copy,
+                &applied,
+            ));
+        })
+        .expect("spawn the window check");
+    match receiver.recv_timeout(WINDOW_CHECK_LIMIT) {
+        Ok(checked) => checked,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            let refs: Vec<&Record> = ops.iter().collect();
+            panic!(
+                "window {number}: no linearization found within {} s (not linearizable, or too many concurrent operations to search):\n{}",
+                WINDOW_CHECK_LIMIT.as_secs(),
+                describe_window(&start, &refs, &end)
+            )
+        }
+        // The check panicked: its message is above.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("window {number} failed its check (see above)")
+        }
+    }
 }
 
 fn summary(durations: &[Duration]) -> String {
@@ -1118,12 +1194,7 @@ fn sigkilled_leaders_under_load_lose_nothing_and_stay_linearizable() {
     let total_ops = records.len();
     let unknown = records.iter().filter(|record| record.ret.is_none()).count();
     let checking = Instant::now();
-    let checked = std::thread::Builder::new()
-        .stack_size(512 << 20)
-        .spawn(move || check_history(&records, &applied))
-        .unwrap()
-        .join()
-        .expect("linearizability check");
+    let checked = check_history(&records, &applied);
     let check_time = checking.elapsed();
 
     eprintln!(
