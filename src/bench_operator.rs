@@ -114,15 +114,15 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
     }
     let mut seq = 1u64;
     link.up
-        .send(Up::Report {
+        .send(Up::report(
             seq,
-            message: FromOperator::Hello {
+            FromOperator::Hello {
                 backend: args.backend.clone(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 running: Vec::new(),
                 executor: crate::operator::protocol::EXECUTOR_LOCAL.to_string(),
             },
-        })
+        ))
         .await
         .context("sending hello")?;
 
@@ -187,7 +187,7 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
                     seq += 1;
                     messages += 1;
                     link.up
-                        .send(Up::Report { seq, message })
+                        .send(Up::report(seq, message))
                         .await
                         .context("the server closed the stream")?;
                 }
@@ -196,10 +196,7 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
                 seq += 1;
                 messages += 1;
                 link.up
-                    .send(Up::Report {
-                        seq,
-                        message: FromOperator::JobDone { job_id },
-                    })
+                    .send(Up::report(seq, FromOperator::JobDone { job_id }))
                     .await?;
             }
         }

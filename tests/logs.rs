@@ -244,6 +244,50 @@ fn logs_go_to_a_real_s3_compatible_store() {
     assert_eq!(chunks_tail, 1);
 }
 
+#[test]
+fn a_store_that_refuses_chunks_holds_lines_back_until_it_takes_them_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let server = DevServer::start(&data);
+    let api = server.client();
+    let id = api.submit_ok(
+        r#"workflow:
+  name: refused
+  tasks:
+  - name: train
+    image: ubuntu
+    command: [sh, -c, 'sleep 2; for i in $(seq 1 20000); do echo "step $i loss=0.5"; done']
+"#,
+    );
+    // A file where the run's chunk directory belongs: every chunk write
+    // fails until it is gone.
+    let workflow_dir = data.join("objects").join(&id);
+    std::fs::create_dir_all(&workflow_dir).unwrap();
+    let blocker = workflow_dir.join("logs");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "a refused chunk write",
+        || match server
+            .log()
+            .contains("cannot store the operator's log lines")
+        {
+            true => Ok(()),
+            false => Err("no refusal yet".to_string()),
+        },
+    );
+    // Nothing of a refused batch commits (its status reports neither):
+    // the task cannot be seen to end while its lines are not stored.
+    std::thread::sleep(Duration::from_secs(3));
+    let status = api.workflow(&id)["status"].clone();
+    assert!(status == "PENDING" || status == "RUNNING", "{status}");
+    std::fs::remove_file(&blocker).unwrap();
+    let workflow = api.wait_finished(&id, Duration::from_secs(120));
+    assert_eq!(workflow["status"], "COMPLETED", "{workflow}");
+    let (text, _, _) = get_logs(&server.url, &id, "");
+    assert_eq!(step_numbers(&text), (1..=20_000).collect::<Vec<u64>>());
+}
+
 /// A `gantry operator` process.
 /// A child process killed when the test ends, however it ends.
 struct Operator {

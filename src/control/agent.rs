@@ -4,15 +4,19 @@
 //! Each connection carries numbered operator messages up and jobs and
 //! acknowledgements down. Invariants:
 //! - Messages become one `OperatorReports` command per batch, in sequence
-//!   order, with one batch in flight per connection; the acknowledgement
-//!   (`Down::Ack`) goes out only after that command is committed. Log lines
-//!   are durable before that: the batch's lines are written as one zstd
-//!   chunk per task run to object storage first, and the chunks' index
-//!   entries ride in the same command, so an acknowledged line is always
-//!   in a committed chunk and an unacknowledged one is resent (and dropped
-//!   by offset if it was durable after all). A message at or below what is
-//!   acknowledged is a resend and is dropped, here and again in the state
-//!   machine.
+//!   order. Batches commit one at a time, in order, and a batch is proposed
+//!   only after the one before it committed, so a failed batch ends the
+//!   connection before anything after it commits; the acknowledgement
+//!   (`Down::Ack`) goes out only after that command is committed. While one
+//!   batch commits, up to [`BATCHES_AHEAD_MAX`] more are prepared (lines
+//!   filtered, masked, made live, their chunks encoded and written). Log
+//!   lines are durable before the acknowledgement: the batch's lines are
+//!   written as one zstd chunk per task run to object storage first, and
+//!   the chunks' index entries ride in the same command, so an acknowledged
+//!   line is always in a committed chunk and an unacknowledged one is
+//!   resent (and dropped by offset if it was durable after all). A message
+//!   at or below what is acknowledged is a resend and is dropped, here and
+//!   again in the state machine.
 //! - A batch that holds only log lines waits up to
 //!   [`super::logs::CHUNK_AGE_MAX`] for more, until
 //!   [`super::logs::CHUNK_RAW_BYTES_TARGET`] bytes: chunks stay large and
@@ -86,9 +90,62 @@ pub struct Accepted {
     acks: watch::Sender<u64>,
     /// End the connection when this node stops leading.
     follow_leader: bool,
-    /// Highest durable (indexed) log offset per task run seen on this
-    /// connection; read from the replicated index at first sight.
-    durable: HashMap<TaskKey, u64>,
+}
+
+/// Prepared batches waiting for the committer, at most: the next batches'
+/// lines are encoded, compressed and written while one commits.
+const BATCHES_AHEAD_MAX: usize = 2;
+
+/// The preparing side of a connection.
+struct Intake {
+    backend: String,
+    /// Highest sequence taken into a batch (acknowledged, at first).
+    seq: u64,
+    /// Highest log offset per task run taken into a chunk on this
+    /// connection, or indexed when the run was first seen here.
+    taken: HashMap<TaskKey, u64>,
+}
+
+/// The committing side of a connection.
+struct Committing {
+    backend: String,
+    instance: u64,
+    generation: u64,
+    acks: watch::Sender<u64>,
+}
+
+/// A batch ready to commit: its reports as commands, its log lines as
+/// chunk writes under way.
+struct Prepared {
+    now: gantry_storage::Millis,
+    commands: Vec<(u64, Command)>,
+    chunks: Vec<PendingChunk>,
+    last_seq: u64,
+    hello: bool,
+}
+
+/// One task run's chunk of a batch, being written.
+struct PendingChunk {
+    /// The last message that carried the run's lines.
+    seq: u64,
+    key: TaskKey,
+    write: tokio::task::JoinHandle<Result<gantry_storage::LogChunk, LogError>>,
+}
+
+/// Why the committer ended (it never returns while batches come).
+fn committer_end(joined: Result<ConnectionEnd, tokio::task::JoinError>) -> ConnectionEnd {
+    joined.unwrap_or_else(|error| {
+        ConnectionEnd::Protocol(format!("the batch committer stopped: {error}"))
+    })
+}
+
+/// The operator closed its stream: commit what is prepared, then end.
+async fn finish_commits(
+    to_commit: mpsc::Sender<Prepared>,
+    committer: &mut tokio::task::JoinHandle<ConnectionEnd>,
+) -> ConnectionEnd {
+    drop(to_commit);
+    committer_end(committer.await)
 }
 
 /// Why serving a connection ended (for the log).
@@ -153,7 +210,6 @@ impl AgentHub {
             acked,
             acks,
             follow_leader,
-            durable: HashMap::new(),
         };
         Ok((accepted, down_frames(acked, job_receiver, ack_receiver)))
     }
@@ -161,21 +217,49 @@ impl AgentHub {
     /// Serves the operator's frames until the connection closes, this node
     /// stops leading (if the connection follows the leader), or a batch
     /// cannot be committed (the operator reconnects and resends).
-    pub async fn serve(&self, mut accepted: Accepted, mut up: mpsc::Receiver<Up>) -> ConnectionEnd {
+    ///
+    /// Two stages: this loop turns frames into prepared batches (lines
+    /// filtered, masked, made live, and their chunks being written), and a
+    /// committer commits them one at a time, in order, and acknowledges.
+    /// The next batches are prepared while one commits, so encoding,
+    /// compression and the chunk writes overlap the Raft commit.
+    pub async fn serve(&self, accepted: Accepted, mut up: mpsc::Receiver<Up>) -> ConnectionEnd {
         let connections_gauge = metrics::gauge!(
             crate::metrics::OPERATOR_CONNECTIONS,
             "backend" => accepted.backend.clone()
         );
         connections_gauge.increment(1.0);
+        let Accepted {
+            backend,
+            instance,
+            generation,
+            acked,
+            acks,
+            follow_leader,
+        } = accepted;
+        let mut intake = Intake {
+            backend: backend.clone(),
+            seq: acked,
+            taken: HashMap::new(),
+        };
+        let (to_commit, batches) = mpsc::channel(BATCHES_AHEAD_MAX);
+        let committing = Committing {
+            backend: backend.clone(),
+            instance,
+            generation,
+            acks,
+        };
+        let mut committer = tokio::spawn(self.clone().commit_batches(committing, batches));
         let end = loop {
             let first = tokio::select! {
                 frame = up.recv() => frame,
-                () = leadership_lost(&self.node), if accepted.follow_leader => {
+                () = leadership_lost(&self.node), if follow_leader => {
                     break ConnectionEnd::NotLeader;
                 }
+                ended = &mut committer => break committer_end(ended),
             };
             let Some(first) = first else {
-                break ConnectionEnd::Closed;
+                break finish_commits(to_commit, &mut committer).await;
             };
             let mut frames = vec![first];
             let mut line_bytes = frame_line_bytes(&frames[0]);
@@ -190,34 +274,48 @@ impl AgentHub {
                 }
             }
             let closed = gather_log_frames(&mut up, &mut frames).await;
-            if let Err(end) = self.apply_frames(&mut accepted, frames).await {
-                break end;
+            match self.prepare(&mut intake, frames).await {
+                Ok(Some(prepared)) => {
+                    tokio::select! {
+                        sent = to_commit.send(prepared) => {
+                            if sent.is_err() {
+                                break committer_end((&mut committer).await);
+                            }
+                        }
+                        ended = &mut committer => break committer_end(ended),
+                    }
+                }
+                Ok(None) => {}
+                Err(end) => break end,
             }
             if closed {
-                break ConnectionEnd::Closed;
+                break finish_commits(to_commit, &mut committer).await;
             }
         };
+        // Batches still queued are not acknowledged; the operator resends them.
+        committer.abort();
         connections_gauge.decrement(1.0);
         let mut connections = self.lock();
         if connections
-            .get(&accepted.backend)
-            .is_some_and(|c| c.generation == accepted.generation)
+            .get(&backend)
+            .is_some_and(|c| c.generation == generation)
         {
-            connections.remove(&accepted.backend);
+            connections.remove(&backend);
         }
-        tracing::info!(backend = %accepted.backend, %end, "operator disconnected");
+        tracing::info!(%backend, %end, "operator disconnected");
         end
     }
 
-    /// Turns one batch of frames into a command, commits it, and acknowledges.
-    async fn apply_frames(
+    /// Turns one batch of frames into commands and chunk writes. `None`
+    /// when every frame was a resend of something already committed.
+    async fn prepare(
         &self,
-        accepted: &mut Accepted,
+        intake: &mut Intake,
         frames: Vec<Up>,
-    ) -> Result<(), ConnectionEnd> {
+    ) -> Result<Option<Prepared>, ConnectionEnd> {
         let now = now_ms();
-        let backend = accepted.backend.clone();
-        let mut last_seq = accepted.acked;
+        let backend = intake.backend.clone();
+        let mut last_seq = intake.seq;
         let mut commands = Vec::new();
         let mut hello = false;
         // Per task run: the sequence of the last message carrying new lines, and those lines.
@@ -230,8 +328,8 @@ impl AgentHub {
                 "kind" => crate::metrics::operator_message_kind(&message),
             )
             .increment(1);
-            if seq <= accepted.acked {
-                continue; // a resend of something already committed
+            if seq <= intake.seq {
+                continue; // a resend of something already taken
             }
             if seq <= last_seq {
                 return Err(ConnectionEnd::Protocol(format!(
@@ -239,7 +337,7 @@ impl AgentHub {
                 )));
             }
             last_seq = seq;
-            let command = match message {
+            let command = match Arc::unwrap_or_clone(message) {
                 FromOperator::Hello {
                     backend: named,
                     version,
@@ -298,7 +396,7 @@ impl AgentHub {
                     }
                 }
                 FromOperator::Logs { key, lines } => {
-                    let floor = self.durable_offset(accepted, &key).await?;
+                    let floor = self.taken_offset(intake, &key).await?;
                     let entry = pending_logs.entry(key.clone()).or_default();
                     let mut above = entry.1.last().map(|line| line.offset).or(floor);
                     let masker = match &masker {
@@ -338,48 +436,98 @@ impl AgentHub {
             };
             commands.push((seq, command));
         }
-        if last_seq == accepted.acked {
-            return Ok(());
+        if last_seq == intake.seq {
+            return Ok(None);
         }
-        // Durable before the acknowledgement: chunks written, then indexed
-        // in the same command that acknowledges the messages.
-        pending_logs.retain(|_, (_, lines)| !lines.is_empty());
-        let writes = pending_logs
-            .iter()
-            .map(|(key, (_, lines))| self.logs.write_chunk(key, lines));
-        let chunks = futures::future::try_join_all(writes)
-            .await
-            .map_err(ConnectionEnd::Logs)?;
+        intake.seq = last_seq;
+        // Durable before the acknowledgement: the chunks are written (from
+        // now on, in the background), then indexed in the same command that
+        // acknowledges the messages.
+        let chunks = pending_logs
+            .into_iter()
+            .filter_map(|(key, (seq, lines))| {
+                let last = lines.last()?.offset;
+                intake.taken.insert(key.clone(), last);
+                let logs = self.logs.clone();
+                let write_key = key.clone();
+                let write = tokio::spawn(async move { logs.write_chunk(&write_key, &lines).await });
+                Some(PendingChunk { seq, key, write })
+            })
+            .collect();
+        Ok(Some(Prepared {
+            now,
+            commands,
+            chunks,
+            last_seq,
+            hello,
+        }))
+    }
+
+    /// Commits prepared batches in order until the channel closes (the
+    /// connection ended) or one fails.
+    async fn commit_batches(
+        self,
+        mut committing: Committing,
+        mut batches: mpsc::Receiver<Prepared>,
+    ) -> ConnectionEnd {
+        while let Some(batch) = batches.recv().await {
+            if let Err(end) = self.commit(&mut committing, batch).await {
+                return end;
+            }
+        }
+        ConnectionEnd::Closed
+    }
+
+    /// Waits for the batch's chunks, commits its command, and acknowledges.
+    async fn commit(
+        &self,
+        committing: &mut Committing,
+        batch: Prepared,
+    ) -> Result<(), ConnectionEnd> {
+        let Prepared {
+            now,
+            mut commands,
+            chunks,
+            last_seq,
+            hello,
+        } = batch;
         let mut durable_now = Vec::with_capacity(chunks.len());
-        for ((key, (seq, _)), chunk) in pending_logs.iter().zip(chunks) {
-            durable_now.push((key.clone(), chunk.last_offset));
-            commands.push((*seq, Command::AppendLogChunk { chunk }));
+        for PendingChunk { seq, key, write } in chunks {
+            let chunk = write
+                .await
+                .map_err(|error| {
+                    ConnectionEnd::Logs(LogError::Damaged {
+                        key: format!("{}/{}", key.workflow_id, key.task),
+                        reason: format!("the chunk writer stopped: {error}"),
+                    })
+                })?
+                .map_err(ConnectionEnd::Logs)?;
+            durable_now.push((key, chunk.last_offset));
+            commands.push((seq, Command::AppendLogChunk { chunk }));
         }
         commands.sort_by_key(|(seq, _)| *seq);
         let batch = Command::OperatorReports {
             now,
-            backend: backend.clone(),
-            instance: accepted.instance,
+            backend: committing.backend.clone(),
+            instance: committing.instance,
             last_seq,
             commands,
         };
-        match self.node.propose(batch).await {
-            // Applied, or refused as already applied (a resend that raced
-            // another connection): either way it is committed.
-            Ok(_) => {}
-            Err(error) => return Err(ConnectionEnd::Propose(error)),
-        }
+        // Applied, or refused as already applied (a resend that raced
+        // another connection): either way it is committed.
+        self.node
+            .propose(batch)
+            .await
+            .map_err(ConnectionEnd::Propose)?;
         for (key, offset) in durable_now {
             self.logs.trim_live(&key, offset);
-            accepted.durable.insert(key, offset);
         }
-        accepted.acked = last_seq;
-        accepted.acks.send_replace(last_seq);
+        committing.acks.send_replace(last_seq);
         if hello {
             if let Some(connection) = self
                 .lock()
-                .get_mut(&backend)
-                .filter(|connection| connection.generation == accepted.generation)
+                .get_mut(&committing.backend)
+                .filter(|connection| connection.generation == committing.generation)
             {
                 connection.ready = true;
             }
@@ -389,15 +537,15 @@ impl AgentHub {
         Ok(())
     }
 
-    /// The highest offset of `key`'s run in a committed chunk, if any: from
-    /// the connection's cache, else a linearizable read of the index (a
+    /// The highest offset of `key`'s run already taken into a chunk: from
+    /// this connection's batches, else a linearizable read of the index (a
     /// stale one could re-send lines as a chunk the index rejects).
-    async fn durable_offset(
+    async fn taken_offset(
         &self,
-        accepted: &mut Accepted,
+        intake: &mut Intake,
         key: &TaskKey,
     ) -> Result<Option<u64>, ConnectionEnd> {
-        if let Some(offset) = accepted.durable.get(key) {
+        if let Some(offset) = intake.taken.get(key) {
             return Ok(Some(*offset));
         }
         let view = self.node.read().await.map_err(ConnectionEnd::Propose)?;
@@ -406,7 +554,7 @@ impl AgentHub {
             .map_err(|error| ConnectionEnd::Propose(RaftError::from(error)))?;
         let last = chunks.last().map(|indexed| indexed.chunk.last_offset);
         if let Some(last) = last {
-            accepted.durable.insert(key.clone(), last);
+            intake.taken.insert(key.clone(), last);
         }
         Ok(last)
     }
@@ -490,7 +638,7 @@ fn frame_line_bytes(frame: &Up) -> usize {
 fn log_bytes(frames: &[Up]) -> Option<usize> {
     let mut bytes = 0;
     for Up::Report { message, .. } in frames {
-        match message {
+        match &**message {
             FromOperator::Logs { lines, .. } => {
                 bytes += lines.iter().map(|line| line.text.len() + 32).sum::<usize>();
             }

@@ -43,6 +43,31 @@ pub struct StoredLine {
     pub text: String,
 }
 
+/// A [`StoredLine`] borrowed from the line it is made of: what a chunk
+/// writer serializes (the same JSON), without copying task name and text.
+#[derive(Serialize)]
+struct StoredLineRef<'a> {
+    task: &'a str,
+    retry_id: u32,
+    stream: LogStream,
+    offset: u64,
+    time: i64,
+    text: &'a str,
+}
+
+impl<'a> StoredLineRef<'a> {
+    fn of(key: &'a TaskKey, line: &'a LogLine) -> StoredLineRef<'a> {
+        StoredLineRef {
+            task: &key.task,
+            retry_id: key.retry_id,
+            stream: line.stream,
+            offset: line.offset,
+            time: line.time,
+            text: &line.text,
+        }
+    }
+}
+
 impl StoredLine {
     fn of(key: &TaskKey, line: &LogLine) -> StoredLine {
         StoredLine {
@@ -196,7 +221,7 @@ impl Logger {
         let object_key = chunk_key(key, first, last);
         let mut raw = Vec::with_capacity(lines.len() * 64);
         for line in lines {
-            serde_json::to_writer(&mut raw, &StoredLine::of(key, line)).map_err(|error| {
+            serde_json::to_writer(&mut raw, &StoredLineRef::of(key, line)).map_err(|error| {
                 LogError::Damaged {
                     key: object_key.clone(),
                     reason: error.to_string(),
@@ -352,6 +377,21 @@ mod tests {
                 text: format!("step {offset} loss=0.{offset:04}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn the_borrowed_form_writes_the_stored_json() {
+        let key = key();
+        for line in lines(1..=3).iter().chain(&[LogLine {
+            offset: 9,
+            stream: LogStream::Stderr,
+            time: -1,
+            text: "quote \" backslash \\ tab \t é".into(),
+        }]) {
+            let borrowed = serde_json::to_string(&StoredLineRef::of(&key, line)).unwrap();
+            let owned = serde_json::to_string(&StoredLine::of(&key, line)).unwrap();
+            assert_eq!(borrowed, owned);
+        }
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@ use super::protocol::{FromOperator, ToOperator};
 use super::wire::{Down, Up};
 use super::Executor;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -53,7 +54,7 @@ pub struct Session {
     executor: Executor,
     from_executor: mpsc::Receiver<FromOperator>,
     to_session: mpsc::Sender<FromOperator>,
-    backlog: VecDeque<(u64, FromOperator)>,
+    backlog: VecDeque<(u64, Arc<FromOperator>)>,
     next_seq: u64,
 }
 
@@ -98,7 +99,7 @@ impl Session {
         for (seq, message) in &self.backlog {
             let frame = Up::Report {
                 seq: *seq,
-                message: message.clone(),
+                message: Arc::clone(message),
             };
             if link.up.send(frame).await.is_err() {
                 return LinkEnd::Closed;
@@ -133,7 +134,8 @@ impl Session {
                     let Some(message) = message else { return LinkEnd::Closed };
                     let seq = self.next_seq;
                     self.next_seq += 1;
-                    self.backlog.push_back((seq, message.clone()));
+                    let message = Arc::new(message);
+                    self.backlog.push_back((seq, Arc::clone(&message)));
                     if link.up.send(Up::Report { seq, message }).await.is_err() {
                         return LinkEnd::Closed;
                     }

@@ -11,6 +11,7 @@ use super::protocol::{FromOperator, ToOperator};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use tokio_util::codec::LengthDelimitedCodec;
 
 /// Largest frame in either direction (a log batch is the largest message).
@@ -19,8 +20,22 @@ pub const FRAME_BYTES_MAX: usize = 16 << 20;
 /// Operator → server.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Up {
-    /// A message of the executor, numbered.
-    Report { seq: u64, message: FromOperator },
+    /// A message of the executor, numbered. Shared with the operator's
+    /// backlog of unacknowledged messages, so sending copies no log lines
+    /// (on the wire it is the message itself).
+    Report {
+        seq: u64,
+        message: Arc<FromOperator>,
+    },
+}
+
+impl Up {
+    pub fn report(seq: u64, message: FromOperator) -> Up {
+        Up::Report {
+            seq,
+            message: Arc::new(message),
+        }
+    }
 }
 
 /// Server → operator.
@@ -55,18 +70,29 @@ pub fn codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
-/// One frame with its 4-byte big-endian length prefix.
-pub fn encode_frame<T: Serialize>(value: &T) -> Result<Bytes, WireError> {
-    let body = bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .map_err(|error| WireError::Encode(error.to_string()))?;
-    if body.len() > FRAME_BYTES_MAX {
-        return Err(WireError::TooLarge(body.len()));
-    }
-    let mut frame = BytesMut::with_capacity(4 + body.len());
-    // Bounded by FRAME_BYTES_MAX above, so it fits in u32.
-    frame.put_u32(body.len() as u32);
-    frame.put_slice(&body);
-    Ok(frame.freeze())
+/// Appends one frame, its 4-byte big-endian length prefix first, to
+/// `buffer`: the value is
+/// encoded in place, not copied in afterwards. On error `buffer` is as it was.
+pub fn encode_frame_into<T: Serialize>(value: &T, buffer: &mut BytesMut) -> Result<(), WireError> {
+    let start = buffer.len();
+    buffer.put_u32(0);
+    let encoded = bincode::serde::encode_into_std_write(
+        value,
+        &mut (&mut *buffer).writer(),
+        bincode::config::standard(),
+    );
+    let body = buffer.len() - start - 4;
+    let result = match encoded {
+        Err(error) => Err(WireError::Encode(error.to_string())),
+        Ok(_) if body > FRAME_BYTES_MAX => Err(WireError::TooLarge(body)),
+        Ok(_) => {
+            // Bounded by FRAME_BYTES_MAX above, so it fits in u32.
+            buffer[start..start + 4].copy_from_slice(&(body as u32).to_be_bytes());
+            return Ok(());
+        }
+    };
+    buffer.truncate(start);
+    result
 }
 
 /// Frames joined into one body chunk, at most.
@@ -83,7 +109,7 @@ pub fn body_chunks<T: Serialize>(
     frames.ready_chunks(FRAMES_PER_CHUNK_MAX).map(|batch| {
         let mut chunk = BytesMut::new();
         for frame in &batch {
-            chunk.extend_from_slice(&encode_frame(frame).map_err(std::io::Error::other)?);
+            encode_frame_into(frame, &mut chunk).map_err(std::io::Error::other)?;
         }
         Ok(chunk.freeze())
     })
@@ -128,12 +154,10 @@ mod tests {
 
     #[tokio::test]
     async fn frames_round_trip_through_the_codec() {
-        let frames = [
-            encode_frame(&Down::Resume { acked: 7 }).unwrap(),
-            encode_frame(&Down::Ack { seq: 9 }).unwrap(),
-        ];
-        let joined: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
-        let mut reader = FramedRead::new(joined.as_slice(), codec());
+        let mut joined = BytesMut::new();
+        encode_frame_into(&Down::Resume { acked: 7 }, &mut joined).unwrap();
+        encode_frame_into(&Down::Ack { seq: 9 }, &mut joined).unwrap();
+        let mut reader = FramedRead::new(&joined[..], codec());
         let first: Down = decode_frame(&reader.next().await.unwrap().unwrap()).unwrap();
         let second: Down = decode_frame(&reader.next().await.unwrap().unwrap()).unwrap();
         assert!(matches!(first, Down::Resume { acked: 7 }));
@@ -147,6 +171,41 @@ mod tests {
         bytes.extend([0u8; 16]);
         let mut reader = FramedRead::new(bytes.as_slice(), codec());
         assert!(reader.next().await.unwrap().is_err());
+    }
+
+    #[test]
+    fn an_oversized_frame_is_refused_and_leaves_the_buffer_as_it_was() {
+        let mut buffer = BytesMut::new();
+        encode_frame_into(&Down::Ack { seq: 1 }, &mut buffer).unwrap();
+        let before = buffer.clone();
+        let huge = vec![7u8; FRAME_BYTES_MAX + 1];
+        assert!(matches!(
+            encode_frame_into(&huge, &mut buffer),
+            Err(WireError::TooLarge(_))
+        ));
+        assert_eq!(buffer, before);
+    }
+
+    #[tokio::test]
+    async fn frames_joined_into_body_chunks_decode_one_by_one() {
+        let frames = futures::stream::iter(
+            (1..=3).map(|seq| Up::report(seq, FromOperator::JobDone { job_id: seq * 10 })),
+        );
+        let chunks: Vec<Bytes> = body_chunks(frames)
+            .map(|chunk| chunk.unwrap())
+            .collect()
+            .await;
+        let joined = chunks.concat();
+        let mut reader = FramedRead::new(joined.as_slice(), codec());
+        for expected in 1..=3u64 {
+            let Up::Report { seq, message } =
+                decode_frame(&reader.next().await.unwrap().unwrap()).unwrap();
+            assert_eq!(seq, expected);
+            assert!(
+                matches!(*message, FromOperator::JobDone { job_id } if job_id == expected * 10)
+            );
+        }
+        assert!(reader.next().await.is_none());
     }
 
     #[test]
