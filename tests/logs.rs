@@ -250,21 +250,22 @@ fn a_store_that_refuses_chunks_holds_lines_back_until_it_takes_them_again() {
     let data = dir.path().join("dev");
     let server = DevServer::start(&data);
     let api = server.client();
+    // A file where the run's chunk directory belongs, in place before the
+    // workflow (IDs count per name): every chunk write fails until it is gone.
+    let workflow_dir = data.join("objects").join("refused-1");
+    std::fs::create_dir_all(&workflow_dir).unwrap();
+    let blocker = workflow_dir.join("logs");
+    std::fs::write(&blocker, "not a directory").unwrap();
     let id = api.submit_ok(
         r#"workflow:
   name: refused
   tasks:
   - name: train
     image: ubuntu
-    command: [sh, -c, 'sleep 2; for i in $(seq 1 20000); do echo "step $i loss=0.5"; done']
+    command: [sh, -c, 'for i in $(seq 1 20000); do echo "step $i loss=0.5"; done']
 "#,
     );
-    // A file where the run's chunk directory belongs: every chunk write
-    // fails until it is gone.
-    let workflow_dir = data.join("objects").join(&id);
-    std::fs::create_dir_all(&workflow_dir).unwrap();
-    let blocker = workflow_dir.join("logs");
-    std::fs::write(&blocker, "not a directory").unwrap();
+    assert_eq!(id, "refused-1");
     wait_for(
         Duration::from_secs(60),
         "a refused chunk write",

@@ -54,7 +54,7 @@ impl ApiError {
     pub fn from_rejection(rejection: Rejection) -> ApiError {
         match rejection.kind {
             RejectionKind::NotFound => ApiError::not_found(rejection.message),
-            RejectionKind::Conflict | RejectionKind::Invalid => {
+            RejectionKind::Conflict | RejectionKind::Invalid | RejectionKind::Stale => {
                 ApiError::bad_request("USER", rejection.message)
             }
         }

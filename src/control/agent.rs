@@ -42,12 +42,13 @@ use crate::operator::protocol::{FromOperator, ToOperator};
 use crate::operator::wire::{Down, Up};
 use futures::Stream;
 use gantry_raft::{RaftError, RaftNode};
-use gantry_storage::{Command, TaskKey, TaskReport};
+use gantry_storage::{Command, Outcome, RejectionKind, TaskKey, TaskReport};
 use std::collections::BTreeMap;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch, Notify};
+use tokio_util::task::AbortOnDropHandle;
 
 /// Jobs buffered per operator connection, at most.
 pub const OPERATOR_QUEUE_MAX: usize = 1024;
@@ -129,7 +130,9 @@ struct PendingChunk {
     /// The last message that carried the run's lines.
     seq: u64,
     key: TaskKey,
-    write: tokio::task::JoinHandle<Result<gantry_storage::LogChunk, LogError>>,
+    /// Aborted when dropped: a batch given up (its connection ended) stops
+    /// writing, so it cannot re-create objects after a purge or hold memory.
+    write: AbortOnDropHandle<Result<gantry_storage::LogChunk, LogError>>,
 }
 
 /// Why the committer ended (it never returns while batches come).
@@ -161,6 +164,8 @@ pub enum ConnectionEnd {
     Propose(RaftError),
     #[error("cannot store the operator's log lines: {0}")]
     Logs(LogError),
+    #[error("the operator's batch was refused (it is resent): {0}")]
+    Refused(String),
 }
 
 impl AgentHub {
@@ -450,7 +455,9 @@ impl AgentHub {
                 intake.taken.insert(key.clone(), last);
                 let logs = self.logs.clone();
                 let write_key = key.clone();
-                let write = tokio::spawn(async move { logs.write_chunk(&write_key, &lines).await });
+                let write = AbortOnDropHandle::new(tokio::spawn(async move {
+                    logs.write_chunk(&write_key, &lines).await
+                }));
                 Some(PendingChunk { seq, key, write })
             })
             .collect();
@@ -513,12 +520,18 @@ impl AgentHub {
             last_seq,
             commands,
         };
-        // Applied, or refused as already applied (a resend that raced
-        // another connection): either way it is committed.
-        self.node
-            .propose(batch)
-            .await
-            .map_err(ConnectionEnd::Propose)?;
+        match self.node.propose(batch).await {
+            // Applied, or refused as already applied (a resend that raced
+            // another connection): either way it is committed.
+            Ok(Outcome::Rejected(rejection)) if rejection.kind != RejectionKind::Conflict => {
+                // Nothing of it applied (stale: another connection indexed
+                // some of its lines meanwhile): the operator resends over a
+                // new connection, which rereads the index.
+                return Err(ConnectionEnd::Refused(rejection.message));
+            }
+            Ok(_) => {}
+            Err(error) => return Err(ConnectionEnd::Propose(error)),
+        }
         for (key, offset) in durable_now {
             self.logs.trim_live(&key, offset);
         }

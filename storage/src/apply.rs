@@ -143,6 +143,23 @@ fn apply_operator_reports(
             format!("operator messages up to {last_seq} were already applied"),
         ));
     }
+    // A new chunk that overlaps the index means the batch was cut from an
+    // older view of it: applying the rest would acknowledge lines that
+    // are in no chunk. Refused whole, the sequence stays where it is.
+    for (_, command) in commands.iter().filter(|(seq, _)| *seq > applied) {
+        if let Command::AppendLogChunk { chunk } = command {
+            let last = tables.log_last_offset(&chunk.workflow_id, &chunk.task, chunk.retry_id)?;
+            if let Some(last) = last.filter(|last| chunk.first_offset <= *last) {
+                return Ok(Outcome::rejected(
+                    RejectionKind::Stale,
+                    format!(
+                        "log lines of {}/{} up to offset {last} are already indexed; the batch's chunk starts at {}",
+                        chunk.workflow_id, chunk.task, chunk.first_offset
+                    ),
+                ));
+            }
+        }
+    }
     for (_, command) in commands.iter().filter(|(seq, _)| *seq > applied) {
         apply(txn, command)?;
     }

@@ -183,6 +183,11 @@ pub enum RejectionKind {
     NotFound,
     Conflict,
     Invalid,
+    /// An operator batch built on an older view: one of its log chunks
+    /// overlaps lines indexed meanwhile (another connection of the same
+    /// operator committed them). Nothing of it is applied; the sender
+    /// rereads the index and resends.
+    Stale,
 }
 
 impl Outcome {

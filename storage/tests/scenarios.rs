@@ -621,6 +621,7 @@ fn kind_name(kind: RejectionKind) -> &'static str {
         RejectionKind::NotFound => "not-found",
         RejectionKind::Conflict => "conflict",
         RejectionKind::Invalid => "invalid",
+        RejectionKind::Stale => "stale",
     }
 }
 
