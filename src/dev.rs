@@ -42,21 +42,6 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/gantry/dev"))
 }
 
-pub async fn wait_for_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match terminate.as_mut() {
-                Some(signal) => { signal.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
-    }
-    tracing::info!("shutting down");
-}
-
 pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
     let data_dir = match args.data_dir {
         Some(dir) => dir,
@@ -99,7 +84,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
         }
     );
     if specs.is_empty() {
-        wait_for_signal().await;
+        crate::supervisor::wait_for_signal().await;
         running.stop().await;
         return Ok(0);
     }
@@ -113,7 +98,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
     let client = Client::new(vec![format!("http://{}", running.address)], token)?;
     let outcome = tokio::select! {
         outcome = run_files(&client, &args.pool, &specs) => outcome,
-        _ = wait_for_signal() => Ok(false),
+        _ = crate::supervisor::wait_for_signal() => Ok(false),
     };
     running.stop().await;
     Ok(if outcome? { 0 } else { 1 })

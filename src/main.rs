@@ -1,33 +1,13 @@
 //! gantry: workflow orchestration for Physical AI in one binary.
 //!
-//! The binary holds the roles (API, worker, timers, logger, operator) and the
-//! CLI; replicated state lives in `gantry-raft` over `gantry-storage`. This
-//! file only parses the command line and dispatches; `anyhow` lives here and
-//! in the CLI, at the edges.
-
-mod api;
-mod bench;
-mod bench_operator;
-mod cli;
-mod control;
-mod data;
-mod dev;
-mod metrics;
-mod notify;
-mod objects;
-mod operator;
-mod runtime;
-mod server;
-mod spec;
-mod tls;
+//! This file only parses the command line and hands each verb to the
+//! library (`src/lib.rs`), whose modules hold the roles and the CLI;
+//! `anyhow` lives here and in the library's edge modules.
 
 use clap::{Parser, Subcommand};
+use gantry::{cli, dev, operator, server, spec, supervisor, tls};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-
-/// The git commit this binary was built from (`build.rs`; `unknown` when
-/// built outside a git checkout without `GANTRY_GIT_HASH` set).
-pub const GIT_HASH: &str = env!("GANTRY_GIT_HASH");
 
 #[derive(Parser)]
 #[command(
@@ -111,16 +91,11 @@ enum Top {
         #[command(subcommand)]
         command: tls::TlsCommand,
     },
-    /// Benchmarks against a running server (they print figures; they are not tests)
-    Bench {
-        #[command(subcommand)]
-        command: bench::BenchCommand,
-    },
     /// Inside a task pod: install the runtime, or run a task's command under it
     #[command(name = "task-runtime")]
     TaskRuntime {
         #[command(subcommand)]
-        command: runtime::TaskRuntimeCommand,
+        command: operator::kubernetes::task_runtime::TaskRuntimeCommand,
     },
 }
 
@@ -222,7 +197,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             })
             .await?;
             eprintln!("gantry server: API on {}", running.base_url);
-            dev::wait_for_signal().await;
+            supervisor::wait_for_signal().await;
             running.stop().await;
             Ok(0)
         }
@@ -280,12 +255,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             client.format = output.format;
             cli::run_version(&client).await.map(|()| 0)
         }
-        Top::Bench { command } => {
-            init_tracing();
-            bench::run(command).await.map(|()| 0)
-        }
         Top::Tls { command } => tls::run_tls(command).map(|()| 0),
-        Top::TaskRuntime { command } => Ok(runtime::run(command).await),
+        Top::TaskRuntime { command } => Ok(operator::kubernetes::task_runtime::run(command).await),
     }
 }
 

@@ -7,9 +7,9 @@
 //! implementation.
 
 use crate::api::{self, ApiConfig, AppState};
-use crate::control::agent::AgentHub;
-use crate::control::logs::Logger;
+use crate::control::logger::Logger;
 use crate::control::membership::{self, Membership, DEFAULT_POOL, LOCAL_BACKEND};
+use crate::control::operator_hub::OperatorHub;
 use crate::control::{dispatch, leader, timers};
 use crate::operator::local::{LocalConfig, LocalOperator};
 use crate::spec::SpecLimits;
@@ -174,7 +174,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
     tasks.spawn(crate::metrics::raft::follow(node.clone(), shutdown.clone()));
     tasks.spawn(crate::metrics::upkeep(shutdown.clone()));
     // Before bootstrap or join: systemd hears READY=1 once that is done.
-    tasks.spawn(crate::notify::run(node.clone(), shutdown.clone()));
+    tasks.spawn(crate::supervisor::run(node.clone(), shutdown.clone()));
     // Whether this node belonged to a cluster before this start (a restart).
     let was_member = node.is_initialized_member();
     if options.bootstrap {
@@ -198,12 +198,15 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
             "not a cluster member yet: waiting for `gantry cluster init` or `gantry cluster join PEER_ADDR`"
         );
     }
-    let objects = crate::objects::Objects::open(options.object_store.as_deref(), &options.data_dir)
-        .context("opening the object store")?;
+    let objects = crate::object_storage::ObjectStorage::open(
+        options.object_store.as_deref(),
+        &options.data_dir,
+    )
+    .context("opening the object store")?;
     tracing::info!(store = %objects.display, "object store for logs");
-    let default_data = objects.data.clone();
+    let default_data = crate::data::DataStore::default_in(&objects);
     let logs = Logger::new(objects);
-    let hub = AgentHub::new(node.clone(), logs.clone());
+    let hub = OperatorHub::new(node.clone(), logs.clone());
 
     let leader_node = node.clone();
     let leader_hub = hub.clone();
@@ -269,10 +272,13 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
             work_dir: options.data_dir.join("tasks"),
             bwrap: None,
         }));
+        let local_hub = hub.clone();
         tasks.spawn(crate::operator::run::run_in_process(
-            hub.clone(),
-            LOCAL_BACKEND.to_string(),
             crate::operator::Executor::Local(operator.clone()),
+            move |instance| {
+                let hub = local_hub.clone();
+                async move { hub.link_in_process(LOCAL_BACKEND, instance).await }
+            },
         ));
         Some(operator)
     } else {
@@ -391,7 +397,7 @@ const JOIN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(180);
 impl RunningServer {
     /// Stops serving, kills running tasks and closes the Raft node.
     pub async fn stop(mut self) {
-        crate::notify::stopping();
+        crate::supervisor::stopping();
         self.shutdown.cancel();
         if let Some(operator) = &self.operator {
             operator.shutdown().await;

@@ -1,15 +1,18 @@
-# Shared by the benchmark scripts (sourced, not run): the binary, a scratch
-# directory removed on exit with every process started into `pids`, and
-# polling.
+# Shared by the benchmark scripts (sourced, not run): the binaries (the
+# product `gantry`, and `gantry-bench`, the load generators built from
+# ops/bench/ and never shipped), a scratch directory removed on exit with
+# every process started into `pids`, and polling.
 #
-# Env: GANTRY_BIN=PATH uses that binary instead of building one;
+# Env: GANTRY_BIN=PATH uses that gantry binary instead of building one;
 #      GANTRY_BENCH_KEEP=1 keeps the scratch directory.
 
+bench=${CARGO_TARGET_DIR:-./target}/release/gantry-bench
 if [[ -n ${GANTRY_BIN:-} ]]; then
     gantry=$GANTRY_BIN
+    cargo build --release --quiet -p gantry-bench
 else
     gantry=${CARGO_TARGET_DIR:-./target}/release/gantry
-    cargo build --release --quiet
+    cargo build --release --quiet -p gantry -p gantry-bench
 fi
 
 tmp=$(mktemp -d)

@@ -2,7 +2,7 @@
 # Log-ingest benchmark: Gantry vs Redis in the same run.
 #
 # Gantry: one `gantry server` node (the single-node path, fsync on) and
-# `gantry bench operator --log-lines N`, which acts as backend `local`'s
+# `gantry-bench operator --log-lines N`, which acts as backend `local`'s
 # operator over the real stream (mutual TLS, HTTP/2) and sends N lines of
 # synthetic training log for one task. A line counts once it is durable:
 # written in a zstd chunk to the object store (a directory, fsynced) and its
@@ -52,7 +52,7 @@ GANTRY_TOKEN=$(cat "$tmp/gantry/bootstrap-admin-token")
 export GANTRY_TOKEN
 
 echo "== Gantry: $lines lines of one task, durable before acknowledged"
-$gantry bench operator --url "$url" --ca "$pki/ca.pem" \
+$bench operator --url "$url" --ca "$pki/ca.pem" \
     --cert "$pki/bench-operator.pem" --key "$pki/bench-operator-key.pem" \
     --workflows 1 --tasks 1 --log-lines "$lines" --redis-resp "$tmp/xadd.resp" |
     tee "$tmp/gantry-bench.out"

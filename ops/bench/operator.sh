@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Operator status-ingest benchmark: a three-node Gantry cluster on loopback
-# and `gantry bench operator`, which acts as backend `local`'s operator over
+# and `gantry-bench operator`, which acts as backend `local`'s operator over
 # the real stream (mutual TLS, HTTP/2, acknowledgements after commit). It
 # submits WORKFLOWS workflows of TASKS tasks, answers every job with JobDone
 # and four status messages per task, and prints the messages acknowledged
@@ -52,6 +52,6 @@ wait_for "three voters" three_voters
 urls=$(for i in 1 2 3; do echo -n "https://127.0.0.1:$((base + i)),"; done)
 
 echo "== operator ingest: $workflows workflows x $tasks tasks"
-$gantry bench operator --url "${urls%,}" --ca "$pki/ca.pem" \
+$bench operator --url "${urls%,}" --ca "$pki/ca.pem" \
     --cert "$pki/bench-operator.pem" --key "$pki/bench-operator-key.pem" \
     --workflows "$workflows" --tasks "$tasks"

@@ -14,7 +14,7 @@
 #
 # Installs Debian's etcd-server and etcd-client with apt-get if `etcd` is
 # missing. Gantry speaks HTTPS (certificates from `gantry tls`); etcd plain
-# HTTP on loopback. The load generator is `gantry bench submit|etcd|failover`;
+# HTTP on loopback. The load generator is `gantry-bench submit|etcd|failover`;
 # it shares the machine with the six servers, so figures are relative.
 #
 # Usage: ops/bench/replicated.sh [COUNT] [CONCURRENCY] [VALUE_BYTES]
@@ -30,13 +30,18 @@ value_bytes=${3:-200}
 base=${GANTRY_BENCH_PORT:-18500}
 trials=${FAILOVER_TRIALS:-3}
 gantry=${GANTRY_BIN:-${CARGO_TARGET_DIR:-./target}/release/gantry}
+bench=${CARGO_TARGET_DIR:-./target}/release/gantry-bench
 
 if ! command -v etcd >/dev/null; then
     echo "== installing etcd (Debian packages etcd-server, etcd-client)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null
 fi
-[[ -n ${GANTRY_BIN:-} ]] || cargo build --release --quiet
+if [[ -n ${GANTRY_BIN:-} ]]; then
+    cargo build --release --quiet -p gantry-bench
+else
+    cargo build --release --quiet -p gantry -p gantry-bench
+fi
 
 tmp=$(mktemp -d)
 declare -A pids=()
@@ -145,8 +150,8 @@ etcd_urls=${etcd_urls%,}
 # --- load ---
 warmup=$((count / 20))
 echo "== warm-up ($warmup writes each)"
-$gantry bench submit --url "$gantry_urls" --count "$warmup" --concurrency "$concurrency" >/dev/null
-$gantry bench etcd --endpoints "$etcd_urls" --count "$warmup" --concurrency "$concurrency" --value-bytes "$value_bytes" >/dev/null
+$bench submit --url "$gantry_urls" --count "$warmup" --concurrency "$concurrency" >/dev/null
+$bench etcd --endpoints "$etcd_urls" --count "$warmup" --concurrency "$concurrency" --value-bytes "$value_bytes" >/dev/null
 
 cpu_ticks() { # NAME-PREFIX: CPU ticks (user + system) of our servers so far
     local total=0 name
@@ -162,11 +167,11 @@ cpu_per_write() { # TICKS-BEFORE TICKS-AFTER WRITES: server CPU ms per write
 
 echo "== Gantry: $count submits, $concurrency clients"
 before=$(cpu_ticks gantry)
-$gantry bench submit --url "$gantry_urls" --count "$count" --concurrency "$concurrency" | tee "$tmp/gantry-peak.txt"
+$bench submit --url "$gantry_urls" --count "$count" --concurrency "$concurrency" | tee "$tmp/gantry-peak.txt"
 gantry_cpu=$(cpu_per_write "$before" "$(cpu_ticks gantry)" "$count")
 echo "== etcd: $count puts of $value_bytes bytes, $concurrency clients"
 before=$(cpu_ticks etcd)
-$gantry bench etcd --endpoints "$etcd_urls" --count "$count" --concurrency "$concurrency" --value-bytes "$value_bytes" | tee "$tmp/etcd-peak.txt"
+$bench etcd --endpoints "$etcd_urls" --count "$count" --concurrency "$concurrency" --value-bytes "$value_bytes" | tee "$tmp/etcd-peak.txt"
 etcd_cpu=$(cpu_per_write "$before" "$(cpu_ticks etcd)" "$count")
 
 # Where Gantry's time goes: the API and spec handling alone (validation
@@ -174,18 +179,18 @@ etcd_cpu=$(cpu_per_write "$before" "$(cpu_ticks etcd)" "$count")
 leader_now=$(members 1 | jq -r '.leader_id')
 leader_api=$(members 1 | jq -r --argjson id "$leader_now" '.members[] | select(.id == $id) | .api_url')
 echo "== Gantry breakdown: validation only (no Raft), all nodes"
-$gantry bench submit --url "$gantry_urls" --count "$count" --concurrency "$concurrency" --validate-only | tee "$tmp/gantry-validate.txt"
+$bench submit --url "$gantry_urls" --count "$count" --concurrency "$concurrency" --validate-only | tee "$tmp/gantry-validate.txt"
 echo "== Gantry breakdown: submits to the leader only (no forwarding)"
-$gantry bench submit --url "$leader_api" --count "$count" --concurrency "$concurrency" | tee "$tmp/gantry-leader.txt"
+$bench submit --url "$leader_api" --count "$count" --concurrency "$concurrency" | tee "$tmp/gantry-leader.txt"
 
 gantry_peak=$(field throughput "$tmp/gantry-peak.txt")
 etcd_peak=$(field throughput "$tmp/etcd-peak.txt")
 half=$(awk -v peak="$gantry_peak" 'BEGIN { printf "%.0f", peak / 2 }')
 half_count=$((count / 2))
 echo "== Gantry at half its peak: $half writes/s, $half_count submits"
-$gantry bench submit --url "$gantry_urls" --count "$half_count" --concurrency "$concurrency" --rate "$half" | tee "$tmp/gantry-half.txt"
+$bench submit --url "$gantry_urls" --count "$half_count" --concurrency "$concurrency" --rate "$half" | tee "$tmp/gantry-half.txt"
 echo "== etcd at the same rate, for comparison"
-$gantry bench etcd --endpoints "$etcd_urls" --count "$half_count" --concurrency "$concurrency" --value-bytes "$value_bytes" --rate "$half" | tee "$tmp/etcd-half.txt"
+$bench etcd --endpoints "$etcd_urls" --count "$half_count" --concurrency "$concurrency" --value-bytes "$value_bytes" --rate "$half" | tee "$tmp/etcd-half.txt"
 
 fi # failover_only
 
@@ -206,7 +211,7 @@ for trial in $(seq "$trials"); do
     kill -9 "${pids[gantry$victim]}"
     wait "${pids[gantry$victim]}" 2>/dev/null || true
     unset "pids[gantry$victim]"
-    $gantry bench failover --url "${survivors%,}" --since-ms "$since" --killed-id "$leader" | tee "$tmp/failover$trial.txt"
+    $bench failover --url "${survivors%,}" --since-ms "$since" --killed-id "$leader" | tee "$tmp/failover$trial.txt"
     elections+=("$(field 'new leader' "$tmp/failover$trial.txt")")
     failovers+=("$(field failover "$tmp/failover$trial.txt")")
     if ((trial < trials)); then

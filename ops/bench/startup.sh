@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 binary=${1:-}
 if [ -z "$binary" ]; then
-    cargo build --release --quiet
+    cargo build --release --quiet -p gantry -p gantry-bench
     binary="${CARGO_TARGET_DIR:-target}/release/gantry"
+else
+    cargo build --release --quiet -p gantry-bench
 fi
-"$binary" bench startup --binary "$binary" --runs "${2:-10}" --idle-secs 5
+"${CARGO_TARGET_DIR:-target}/release/gantry-bench" startup --binary "$binary" --runs "${2:-10}" --idle-secs 5

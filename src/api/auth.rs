@@ -7,17 +7,16 @@
 //! reaches handlers as a [`Caller`] extension, never from a client-supplied
 //! header.
 
-use super::access;
 use super::error::ApiError;
+use super::policy;
 use super::AppState;
-use crate::control::now_ms;
+use crate::clock::now_ms;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
-use base64::Engine;
 use gantry_storage::Policy;
-use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 /// Who is calling, as established by the token, and what their roles allow.
 #[derive(Clone, Debug)]
@@ -35,11 +34,11 @@ pub struct Caller {
 
 impl Caller {
     pub fn allows(&self, action: &str, resource: &str) -> bool {
-        self.unrestricted || access::allows(&self.policies, &self.user, action, resource)
+        self.unrestricted || policy::allows(&self.policies, &self.user, action, resource)
     }
 
     pub fn is_admin(&self) -> bool {
-        self.unrestricted || self.roles.iter().any(|role| role == access::ADMIN_ROLE)
+        self.unrestricted || self.roles.iter().any(|role| role == policy::ADMIN_ROLE)
     }
 
     /// `token 'ci' of user 'ann'` for messages.
@@ -51,40 +50,31 @@ impl Caller {
     }
 }
 
-/// Paths that answer without a token (probes, the version check and the
-/// Prometheus scrape).
-const OPEN_PATHS: [&str; 5] = ["/health", "/healthz", "/readyz", "/api/version", "/metrics"];
-
-/// Lower-case hex SHA-256 of a token secret.
-pub fn hash_token(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
-/// A new token secret: 32 random bytes, base64url without padding.
-pub fn new_secret() -> std::io::Result<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|error| std::io::Error::other(error.to_string()))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
-
 fn credential_error(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "CREDENTIAL", message)
 }
 
+/// The paths that may answer without a token, from the route table (such
+/// routes have no path parameters, so a path names one route).
+#[derive(Debug, Default)]
+pub struct TokenlessPaths {
+    /// Always (`Access::Open`).
+    pub open: Vec<&'static str>,
+    /// While this node belongs to no cluster (`Access::ClusterSetup`).
+    pub cluster_setup: Vec<&'static str>,
+}
+
 pub async fn authenticate(
-    State(state): State<AppState>,
+    State((state, tokenless)): State<(AppState, Arc<TokenlessPaths>)>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let path = request.uri().path();
     // A node that belongs to no cluster holds no tokens (they are replicated
     // state) and nothing to protect: it takes init and join without one.
-    let setting_up =
-        super::cluster::MEMBERSHIP_SETUP_PATHS.contains(&path) && !state.membership.is_member();
-    let caller = if !state.config.auth_required || OPEN_PATHS.contains(&path) || setting_up {
+    let setting_up = tokenless.cluster_setup.contains(&path) && !state.membership.is_member();
+    let open = tokenless.open.contains(&path);
+    let caller = if !state.config.auth_required || open || setting_up {
         Caller {
             user: "anonymous".to_string(),
             token: None,
@@ -107,7 +97,7 @@ pub async fn authenticate(
             .ok_or_else(|| credential_error("the Authorization header must be `Bearer <token>`"))?;
         let view = state.node.read_local()?;
         let token = view
-            .token_by_hash(&hash_token(secret))?
+            .token_by_hash(&crate::access_token::hash_token(secret))?
             .ok_or_else(|| credential_error("Token is not valid"))?;
         if token.expires.is_some_and(|expires| expires <= now_ms()) {
             return Err(credential_error(format!(
@@ -118,9 +108,9 @@ pub async fn authenticate(
         let mut roles = Vec::new();
         let mut policies = Vec::new();
         for role in &token.roles {
-            let role = access::normalize_role(role);
+            let role = policy::normalize_role(role);
             // A role deleted since the token was made grants nothing.
-            if let Some(found) = access::role_policies(&view, &role)? {
+            if let Some(found) = policy::role_policies(&view, &role)? {
                 policies.extend(found);
             }
             roles.push(role);

@@ -17,10 +17,6 @@ use axum::Json;
 use gantry_raft::transport::MembershipChange;
 use serde_json::{json, Value};
 
-pub const INIT_PATH: &str = "/api/cluster/init";
-pub const JOIN_PATH: &str = "/api/cluster/join";
-/// Routes a node that belongs to no cluster takes without a token.
-pub const MEMBERSHIP_SETUP_PATHS: [&str; 2] = [INIT_PATH, JOIN_PATH];
 /// Longest `POST /api/cluster/join` keeps asking the cluster (below the
 /// CLI's request timeout).
 const JOIN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);

@@ -6,18 +6,19 @@
 //! caller as its user; bodies are checked (field paths in messages) before
 //! anything is proposed; a config's name in the path wins over one in the body.
 
-use super::access::{self, ADMIN_ROLE};
 use super::auth::Caller;
 use super::config_bodies::{self as bodies, typed, ServiceConfig, WorkflowConfig};
 use super::error::ApiError;
 use super::params::Params;
+use super::policy::{self, ADMIN_ROLE};
 use super::views::time;
 use super::workflow::{propose, read_body};
 use super::AppState;
-use crate::control::now_ms;
+use crate::clock::now_ms;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
+use axum::routing::{get, patch, MethodRouter};
 use axum::{Extension, Json};
 use gantry_storage::{
     BackendSettings, Command, ConfigData, ConfigMeta, ConfigRevision, ConfigType, Outcome,
@@ -172,7 +173,7 @@ async fn put_config(
     body: Body,
 ) -> Reply {
     let name = if config_type == ConfigType::Role {
-        let name = access::normalize_role(&name);
+        let name = policy::normalize_role(&name);
         if name == ADMIN_ROLE {
             return Err(usage("role 'admin' is built in and cannot be changed"));
         }
@@ -213,7 +214,7 @@ fn restore_secrets(
 }
 
 /// PATCH of a singleton: `configs_dict` merged over the config in force.
-async fn patch_singleton(
+async fn patch_singleton_config(
     state: AppState,
     caller: Caller,
     config_type: ConfigType,
@@ -249,7 +250,7 @@ async fn delete_config(
     body: Body,
 ) -> Reply {
     let name = if config_type == ConfigType::Role {
-        access::normalize_role(&name)
+        policy::normalize_role(&name)
     } else {
         name
     };
@@ -299,7 +300,7 @@ fn named_json(
 }
 
 fn builtin_role(name: &str) -> Option<RoleConfig> {
-    access::builtin_policies(name).map(|policies| RoleConfig {
+    policy::builtin_policies(name).map(|policies| RoleConfig {
         name: name.to_string(),
         description: format!("built-in role '{name}'"),
         policies,
@@ -315,7 +316,7 @@ async fn get_named(state: AppState, config_type: ConfigType, name: String) -> Re
         return Ok(Json(bodies::backend_json(&backend)));
     }
     let name = if config_type == ConfigType::Role {
-        access::normalize_role(&name)
+        policy::normalize_role(&name)
     } else {
         name
     };
@@ -342,7 +343,7 @@ async fn list_named(state: AppState, config_type: ConfigType, query: Option<Stri
         }))),
         ConfigType::Role => {
             let mut roles = Vec::new();
-            for builtin in [access::ADMIN_ROLE, access::USER_ROLE, access::BACKEND_ROLE] {
+            for builtin in [policy::ADMIN_ROLE, policy::USER_ROLE, policy::BACKEND_ROLE] {
                 if builtin == ADMIN_ROLE || !configs.iter().any(|c| c.name == builtin) {
                     if let Some(role) = builtin_role(builtin) {
                         roles.push(bodies::role_json(&role, true));
@@ -381,62 +382,66 @@ async fn list_named(state: AppState, config_type: ConfigType, query: Option<Stri
     }
 }
 
-// --- SERVICE and WORKFLOW --------------------------------------------------
+// --- The routes of every config type (see `routes::routes`) ---------------
 
-pub async fn get_service(State(state): State<AppState>) -> Reply {
-    Ok(Json(singleton_json(
-        &state.node.read().await?,
-        ConfigType::Service,
-    )?))
+/// `GET` of a singleton (SERVICE, WORKFLOW).
+pub fn read_singleton(config_type: ConfigType) -> MethodRouter<AppState> {
+    get(move |State(state): State<AppState>| async move {
+        Ok::<_, ApiError>(Json(singleton_json(
+            &state.node.read().await?,
+            config_type,
+        )?))
+    })
 }
 
-pub async fn put_service(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    body: Body,
-) -> Reply {
-    put_config(state, caller, ConfigType::Service, String::new(), body).await
+/// `PATCH` of a singleton: the fields given replace the stored ones.
+pub fn patch_singleton(config_type: ConfigType) -> MethodRouter<AppState> {
+    patch(
+        move |State(state): State<AppState>, Extension(caller): Extension<Caller>, body: Body| {
+            patch_singleton_config(state, caller, config_type, body)
+        },
+    )
 }
 
-pub async fn patch_service(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    body: Body,
-) -> Reply {
-    patch_singleton(state, caller, ConfigType::Service, body).await
+/// `PUT` of a config: a new revision (singletons have the name `""`).
+pub fn put(config_type: ConfigType) -> MethodRouter<AppState> {
+    axum::routing::put(
+        move |State(state): State<AppState>,
+              Extension(caller): Extension<Caller>,
+              name: Option<Path<String>>,
+              body: Body| {
+            let name = name.map(|Path(name)| name).unwrap_or_default();
+            put_config(state, caller, config_type, name, body)
+        },
+    )
 }
 
-pub async fn get_workflow(State(state): State<AppState>) -> Reply {
-    Ok(Json(singleton_json(
-        &state.node.read().await?,
-        ConfigType::Workflow,
-    )?))
+/// `GET` of every config of a named type.
+pub fn list(config_type: ConfigType) -> MethodRouter<AppState> {
+    get(
+        move |State(state): State<AppState>, RawQuery(query): RawQuery| {
+            list_named(state, config_type, query)
+        },
+    )
 }
 
-pub async fn put_workflow(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    body: Body,
-) -> Reply {
-    put_config(state, caller, ConfigType::Workflow, String::new(), body).await
+/// `GET` of one config of a named type.
+pub fn read(config_type: ConfigType) -> MethodRouter<AppState> {
+    get(
+        move |State(state): State<AppState>, Path(name): Path<String>| {
+            get_named(state, config_type, name)
+        },
+    )
 }
 
-pub async fn patch_workflow(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    body: Body,
-) -> Reply {
-    patch_singleton(state, caller, ConfigType::Workflow, body).await
-}
-
-// --- BACKEND ---------------------------------------------------------------
-
-pub async fn list_backends(State(state): State<AppState>, RawQuery(query): RawQuery) -> Reply {
-    list_named(state, ConfigType::Backend, query).await
-}
-
-pub async fn get_backend(State(state): State<AppState>, Path(name): Path<String>) -> Reply {
-    get_named(state, ConfigType::Backend, name).await
+/// `DELETE` of one config of a named type: a revision without data.
+pub fn delete(config_type: ConfigType) -> MethodRouter<AppState> {
+    axum::routing::delete(
+        move |State(state): State<AppState>,
+              Extension(caller): Extension<Caller>,
+              Path(name): Path<String>,
+              body: Body| { delete_config(state, caller, config_type, name, body) },
+    )
 }
 
 /// OSMO's `POST /api/configs/backend/{name}`: a partial update (or creation).
@@ -465,76 +470,6 @@ pub async fn post_backend(
     };
     commit(&state, command, ConfigType::Backend, &name).await
 }
-
-pub async fn delete_backend(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-    body: Body,
-) -> Reply {
-    delete_config(state, caller, ConfigType::Backend, name, body).await
-}
-
-// --- POOL, POD_TEMPLATE, RESOURCE_VALIDATION, ROLE -------------------------
-
-macro_rules! named_routes {
-    ($config_type:expr, $list:ident, $get:ident, $put:ident, $delete:ident) => {
-        pub async fn $list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Reply {
-            list_named(state, $config_type, query).await
-        }
-
-        pub async fn $get(State(state): State<AppState>, Path(name): Path<String>) -> Reply {
-            get_named(state, $config_type, name).await
-        }
-
-        pub async fn $put(
-            State(state): State<AppState>,
-            Extension(caller): Extension<Caller>,
-            Path(name): Path<String>,
-            body: Body,
-        ) -> Reply {
-            put_config(state, caller, $config_type, name, body).await
-        }
-
-        pub async fn $delete(
-            State(state): State<AppState>,
-            Extension(caller): Extension<Caller>,
-            Path(name): Path<String>,
-            body: Body,
-        ) -> Reply {
-            delete_config(state, caller, $config_type, name, body).await
-        }
-    };
-}
-
-named_routes!(
-    ConfigType::Pool,
-    list_pools,
-    get_pool,
-    put_pool,
-    delete_pool
-);
-named_routes!(
-    ConfigType::PodTemplate,
-    list_pod_templates,
-    get_pod_template,
-    put_pod_template,
-    delete_pod_template
-);
-named_routes!(
-    ConfigType::ResourceValidation,
-    list_resource_validations,
-    get_resource_validation,
-    put_resource_validation,
-    delete_resource_validation
-);
-named_routes!(
-    ConfigType::Role,
-    list_roles,
-    get_role,
-    put_role,
-    delete_role
-);
 
 // --- history and rollback --------------------------------------------------
 

@@ -5,25 +5,27 @@
 //! [`ApiConfig::body_bytes_max`] is refused with 413 before it is parsed.
 
 pub mod access;
-mod agent;
+mod access_tokens;
 pub mod auth;
 mod cluster;
 pub(crate) mod config_bodies;
 mod configs;
 mod error;
 mod events;
-mod logs;
+mod openapi;
+mod operator_stream;
 mod params;
+mod policy;
 mod resources;
-mod tokens;
+mod routes;
 mod views;
 mod workflow;
+mod workflow_logs;
 
-use crate::control::agent::AgentHub;
-use crate::control::logs::Logger;
+use crate::control::logger::Logger;
+use crate::control::operator_hub::OperatorHub;
 use crate::spec::SpecLimits;
-use axum::http::Method;
-use axum::routing::{delete, get, patch, post, put, MethodRouter};
+use access::Access;
 use axum::{Json, Router};
 use gantry_raft::RaftNode;
 use serde_json::json;
@@ -49,7 +51,7 @@ pub struct AppState {
     pub node: RaftNode,
     pub logs: Logger,
     /// Operator connections of this node (for routes that talk to operators).
-    pub hub: AgentHub,
+    pub hub: OperatorHub,
     /// Init and join for a node that is not a cluster member yet.
     pub membership: Arc<crate::control::membership::Membership>,
     pub config: Arc<ApiConfig>,
@@ -61,238 +63,33 @@ pub struct AppState {
 /// hold a child process with up to its memory limit).
 pub const SPEC_RENDERS_MAX: usize = 8;
 
-/// Every route with its one method. The access table (`access::RULES`)
-/// must name each of them; a unit test checks it.
-fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
-    vec![
-        (Method::GET, "/health", get(health)),
-        (Method::GET, "/healthz", get(liveness)),
-        (Method::GET, "/readyz", get(ready)),
-        (Method::GET, "/api/version", get(version)),
-        (Method::GET, "/metrics", get(prometheus_metrics)),
-        (Method::GET, "/api/pool", get(workflow::list_pools)),
-        (Method::GET, "/api/pool_quota", get(resources::pool_quota)),
-        (Method::GET, "/api/resources", get(resources::resources)),
-        (
-            Method::POST,
-            "/api/pool/{pool}/workflow",
-            post(workflow::submit),
-        ),
-        (Method::GET, "/api/workflow", get(workflow::list)),
-        (Method::GET, "/api/workflow/{id}", get(workflow::query)),
-        (
-            Method::POST,
-            "/api/workflow/{id}/cancel",
-            post(workflow::cancel),
-        ),
-        (Method::GET, "/api/workflow/{id}/spec", get(workflow::spec)),
-        (Method::GET, "/api/workflow/{id}/logs", get(logs::logs)),
-        (
-            Method::GET,
-            "/api/workflow/{id}/error_logs",
-            get(logs::error_logs),
-        ),
-        (
-            Method::GET,
-            "/api/workflow/{id}/events",
-            get(events::events),
-        ),
-        // A stream for as long as the operator lives: each frame is bounded
-        // (`operator::wire::FRAME_BYTES_MAX`), the whole body is not.
-        (
-            Method::POST,
-            "/api/agent/connect",
-            post(agent::connect).layer(axum::extract::DefaultBodyLimit::disable()),
-        ),
-        (Method::GET, "/api/cluster/members", get(cluster::members)),
-        (Method::POST, "/api/cluster/leave", post(cluster::leave)),
-        (Method::POST, cluster::INIT_PATH, post(cluster::init)),
-        (Method::POST, cluster::JOIN_PATH, post(cluster::join)),
-        (Method::GET, "/api/cluster/snapshot", get(cluster::snapshot)),
-        (Method::GET, "/api/profile/settings", get(tokens::profile)),
-        (Method::GET, "/api/auth/access_token", get(tokens::list_own)),
-        (
-            Method::POST,
-            "/api/auth/access_token/{token_name}",
-            post(tokens::create_own),
-        ),
-        (
-            Method::DELETE,
-            "/api/auth/access_token/{token_name}",
-            delete(tokens::delete_own),
-        ),
-        (
-            Method::GET,
-            "/api/auth/user/{user_id}/access_token",
-            get(tokens::list_for_user),
-        ),
-        (
-            Method::POST,
-            "/api/auth/user/{user_id}/access_token/{token_name}",
-            post(tokens::create_for_user),
-        ),
-        (
-            Method::DELETE,
-            "/api/auth/user/{user_id}/access_token/{token_name}",
-            delete(tokens::delete_for_user),
-        ),
-        (
-            Method::GET,
-            "/api/configs/service",
-            get(configs::get_service),
-        ),
-        (
-            Method::PUT,
-            "/api/configs/service",
-            put(configs::put_service),
-        ),
-        (
-            Method::PATCH,
-            "/api/configs/service",
-            patch(configs::patch_service),
-        ),
-        (
-            Method::GET,
-            "/api/configs/workflow",
-            get(configs::get_workflow),
-        ),
-        (
-            Method::PUT,
-            "/api/configs/workflow",
-            put(configs::put_workflow),
-        ),
-        (
-            Method::PATCH,
-            "/api/configs/workflow",
-            patch(configs::patch_workflow),
-        ),
-        (
-            Method::GET,
-            "/api/configs/backend",
-            get(configs::list_backends),
-        ),
-        (
-            Method::GET,
-            "/api/configs/backend/{name}",
-            get(configs::get_backend),
-        ),
-        (
-            Method::POST,
-            "/api/configs/backend/{name}",
-            post(configs::post_backend),
-        ),
-        (
-            Method::DELETE,
-            "/api/configs/backend/{name}",
-            delete(configs::delete_backend),
-        ),
-        (Method::GET, "/api/configs/pool", get(configs::list_pools)),
-        (
-            Method::GET,
-            "/api/configs/pool/{name}",
-            get(configs::get_pool),
-        ),
-        (
-            Method::PUT,
-            "/api/configs/pool/{name}",
-            put(configs::put_pool),
-        ),
-        (
-            Method::DELETE,
-            "/api/configs/pool/{name}",
-            delete(configs::delete_pool),
-        ),
-        (
-            Method::GET,
-            "/api/configs/pod_template",
-            get(configs::list_pod_templates),
-        ),
-        (
-            Method::GET,
-            "/api/configs/pod_template/{name}",
-            get(configs::get_pod_template),
-        ),
-        (
-            Method::PUT,
-            "/api/configs/pod_template/{name}",
-            put(configs::put_pod_template),
-        ),
-        (
-            Method::DELETE,
-            "/api/configs/pod_template/{name}",
-            delete(configs::delete_pod_template),
-        ),
-        (
-            Method::GET,
-            "/api/configs/resource_validation",
-            get(configs::list_resource_validations),
-        ),
-        (
-            Method::GET,
-            "/api/configs/resource_validation/{name}",
-            get(configs::get_resource_validation),
-        ),
-        (
-            Method::PUT,
-            "/api/configs/resource_validation/{name}",
-            put(configs::put_resource_validation),
-        ),
-        (
-            Method::DELETE,
-            "/api/configs/resource_validation/{name}",
-            delete(configs::delete_resource_validation),
-        ),
-        (Method::GET, "/api/configs/role", get(configs::list_roles)),
-        (
-            Method::GET,
-            "/api/configs/role/{name}",
-            get(configs::get_role),
-        ),
-        (
-            Method::PUT,
-            "/api/configs/role/{name}",
-            put(configs::put_role),
-        ),
-        (
-            Method::DELETE,
-            "/api/configs/role/{name}",
-            delete(configs::delete_role),
-        ),
-        (Method::GET, "/api/configs/history", get(configs::history)),
-        (
-            Method::POST,
-            "/api/configs/history/rollback",
-            post(configs::rollback),
-        ),
-    ]
-}
-
-/// `(method, path)` of every route, for the access-table check.
-#[cfg(test)]
-pub(crate) fn route_list() -> Vec<(Method, &'static str)> {
-    routes()
-        .into_iter()
-        .map(|(method, path, _)| (method, path))
-        .collect()
-}
-
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
-    for (_, path, method_router) in routes() {
-        router = router.route(path, method_router);
+    let mut tokenless = auth::TokenlessPaths::default();
+    for route in routes::routes() {
+        match route.access {
+            Access::Open => tokenless.open.push(route.path),
+            Access::ClusterSetup => tokenless.cluster_setup.push(route.path),
+            Access::Rule { .. } => {}
+        }
+        let authorize =
+            axum::middleware::from_fn_with_state((state.clone(), route.access), access::authorize);
+        router = router.route(route.path, route.handler.route_layer(authorize));
     }
     router
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            access::authorize,
-        ))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            (state.clone(), Arc::new(tokenless)),
             auth::authenticate,
         ))
         .layer(axum::middleware::from_fn(crate::metrics::http::record))
         .with_state(state)
+}
+
+/// `GET /api/openapi.json`: Gantry's OpenAPI document, generated from the
+/// route table.
+async fn openapi_document() -> Json<serde_json::Value> {
+    Json(openapi::document(&routes::routes()))
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -341,8 +138,7 @@ async fn prometheus_metrics(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    if let Err(error) = crate::metrics::state::refresh(&state.node, crate::control::now_ms()).await
-    {
+    if let Err(error) = crate::metrics::state::refresh(&state.node, crate::clock::now_ms()).await {
         // The recorded metrics are still worth serving.
         tracing::warn!(%error, "metrics: could not read the state gauges");
     }

@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::params::Params;
 use super::views::{self, Links};
 use super::AppState;
-use crate::control::now_ms;
+use crate::clock::now_ms;
 use crate::spec::{prepare, SpecErrorKind, SpecInput};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::client::ClientError;
+use super::error::ClientError;
 
 /// The API address `gantry server` and `gantry dev` listen on by default.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8470";

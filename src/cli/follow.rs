@@ -12,7 +12,7 @@
 
 use super::client::{encode_segment, ClientError, LogQuery};
 use super::Client;
-use crate::control::logs::{after_param, StoredLine};
+use crate::log_chunk::{after_param, StoredLine};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -15,6 +15,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod configs;
+pub mod error;
 pub mod follow;
 pub mod output;
 pub mod pool;

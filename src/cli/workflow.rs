@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::client::{Client, LogQuery, SubmitRequest};
 use super::output::{self, format_duration, format_time, text_field, with_spinner, NONE};
 use super::{ClientArgs, FormatArg, OutputFormat};
-use crate::control::logs::render_line;
+use crate::log_chunk::render_line;
 use gantry_storage::Priority;
 
 #[derive(clap::Subcommand, Debug)]

@@ -12,7 +12,7 @@
 //! are deleted, so task data sharing the store is left alone.
 
 use super::events;
-use crate::objects::{Objects, ObjectsError};
+use crate::object_storage::{ObjectStorage, ObjectStorageError};
 use gantry_raft::RaftNode;
 use gantry_storage::{ARCHIVE_EVENTS, ARCHIVE_RENDERED_SPEC, ARCHIVE_TEMPLATE_SPEC};
 
@@ -21,7 +21,10 @@ pub enum ArchiveError {
     #[error("reading the state: {0}")]
     State(String),
     #[error("{key}: {source}")]
-    Store { key: String, source: ObjectsError },
+    Store {
+        key: String,
+        source: ObjectStorageError,
+    },
 }
 
 /// Deletes proceeding at once during a purge, at most.
@@ -35,7 +38,7 @@ pub fn archive_key(workflow_id: &str, name: &str) -> String {
 /// logs were purged).
 pub async fn write(
     node: &RaftNode,
-    objects: &Objects,
+    objects: &ObjectStorage,
     workflow_id: &str,
 ) -> Result<(), ArchiveError> {
     let state = |error: &dyn std::fmt::Display| ArchiveError::State(error.to_string());
@@ -70,7 +73,7 @@ pub async fn write(
 
 /// Deletes a workflow's log chunks and archive; returns how many objects
 /// were listed or named.
-pub async fn purge(objects: &Objects, workflow_id: &str) -> Result<usize, ArchiveError> {
+pub async fn purge(objects: &ObjectStorage, workflow_id: &str) -> Result<usize, ArchiveError> {
     use futures::StreamExt;
     let logs_prefix = format!("{workflow_id}/logs/");
     let mut keys = objects

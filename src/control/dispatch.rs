@@ -8,13 +8,13 @@
 //! tasks), the platform placement and pod templates of the workflow's pool,
 //! and the backend's scheduler settings.
 
-use super::agent::AgentHub;
-use super::now_ms;
+use super::operator_hub::OperatorHub;
 use super::placement::PoolPlacement;
 use crate::api::config_bodies::workflow_data_store;
+use crate::clock::now_ms;
 use crate::data::{DataInput, DataOutput, DataStore, TaskData};
-use crate::operator::kubernetes::task_host_of;
-use crate::operator::protocol::{
+use crate::protocol::task_host::kubernetes_task_host;
+use crate::protocol::{
     GroupLaunch, GroupMeta, LaunchFile, LaunchInput, LaunchResources, LaunchScheduler, TaskLaunch,
     TaskPlacement, ToOperator, EXECUTOR_KUBERNETES,
 };
@@ -32,7 +32,12 @@ const JOBS_PER_ROUND_MAX: usize = 512;
 
 /// `default_data` is where task data goes while the WORKFLOW config names
 /// no `workflow_data.credential` (the server's own object store).
-pub async fn run(node: RaftNode, hub: AgentHub, default_data: DataStore, stop: CancellationToken) {
+pub async fn run(
+    node: RaftNode,
+    hub: OperatorHub,
+    default_data: DataStore,
+    stop: CancellationToken,
+) {
     let mut metrics = node.metrics();
     loop {
         if let Err(error) = dispatch_round(&node, &hub, &default_data).await {
@@ -49,7 +54,7 @@ pub async fn run(node: RaftNode, hub: AgentHub, default_data: DataStore, stop: C
 
 async fn dispatch_round(
     node: &RaftNode,
-    hub: &AgentHub,
+    hub: &OperatorHub,
     default_data: &DataStore,
 ) -> Result<(), gantry_raft::RaftError> {
     let view = node.read_local()?;
@@ -143,7 +148,7 @@ fn build_launch(
         .iter()
         .map(|task| {
             let host = if on_kubernetes {
-                task_host_of(&group.uuid, &task.uuid)
+                kubernetes_task_host(&group.uuid, &task.uuid)
             } else {
                 "localhost".to_string()
             };
@@ -698,7 +703,7 @@ workflow:
         );
         assert_eq!(
             master.environment["PEER"],
-            crate::operator::kubernetes::task_host_of(group_uuid, master_uuid)
+            crate::protocol::task_host::kubernetes_task_host(group_uuid, master_uuid)
         );
 
         f.hello("local");

@@ -70,7 +70,7 @@ fn end_detail(exit_code: Option<i32>, message: Option<&str>) -> Option<String> {
 }
 
 fn task_events(events: &mut Vec<Event>, task: &TaskRecord) {
-    let source = super::logs::run_source(&task.name, task.retry_id);
+    let source = crate::log_chunk::run_source(&task.name, task.retry_id);
     push(
         events,
         task.processing_start_time,
@@ -241,7 +241,7 @@ fn order(events: &mut [Event]) {
 pub fn render(events: &[Event]) -> String {
     let mut text = String::new();
     for event in events {
-        let time = super::logs::osmo_time(event.time);
+        let time = crate::log_chunk::osmo_time(event.time);
         text.push_str(&format!("{time} [{}] {}", event.source, event.reason));
         if let Some(detail) = &event.detail {
             text.push_str(": ");

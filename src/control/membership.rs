@@ -9,7 +9,7 @@
 //! whose secret goes only to the data directory (mode 0600) and the server's
 //! stdout, never to an API caller.
 
-use crate::control::now_ms;
+use crate::clock::now_ms;
 use anyhow::Context;
 use gantry_raft::transport::{MembershipChange, PeerTransport};
 use gantry_raft::RaftNode;
@@ -231,7 +231,7 @@ async fn commit_bootstrap_token(node: &RaftNode, secret: &str) -> anyhow::Result
     let token = gantry_storage::TokenRecord {
         name: BOOTSTRAP_TOKEN_NAME.to_string(),
         service: false,
-        hash: crate::api::auth::hash_token(secret),
+        hash: crate::access_token::hash_token(secret),
         user: "admin".to_string(),
         roles: vec!["admin".to_string()],
         description: "created when the cluster was bootstrapped".to_string(),
@@ -263,7 +263,7 @@ pub async fn ensure_bootstrap_token(
 ) -> anyhow::Result<()> {
     if let Some(secret) = secret_from_file {
         let known = node.read_local()?.token(BOOTSTRAP_TOKEN_NAME)?;
-        if known.is_none_or(|token| token.hash != crate::api::auth::hash_token(&secret)) {
+        if known.is_none_or(|token| token.hash != crate::access_token::hash_token(&secret)) {
             commit_bootstrap_token(node, &secret).await?;
             println!("Bootstrap admin token '{BOOTSTRAP_TOKEN_NAME}' taken from the given file");
         }
@@ -279,7 +279,7 @@ pub async fn ensure_bootstrap_token(
                 return Ok(());
             }
             let secret =
-                crate::api::auth::new_secret().context("generating the bootstrap token")?;
+                crate::access_token::new_secret().context("generating the bootstrap token")?;
             write_secret(&pending, &secret)?;
             secret
         }

@@ -13,8 +13,8 @@
 //! idempotent, so a new leader simply does it again.
 
 use super::archive;
-use super::now_ms;
-use crate::objects::Objects;
+use crate::clock::now_ms;
+use crate::object_storage::ObjectStorage;
 use gantry_raft::RaftNode;
 use gantry_storage::{Command, Millis, TimerKind, TimerRecord};
 use std::collections::{HashMap, HashSet};
@@ -31,7 +31,7 @@ pub const STORAGE_WORK_IN_FLIGHT_MAX: usize = 16;
 const STORAGE_RETRY_FIRST: Duration = Duration::from_secs(1);
 pub const STORAGE_RETRY_MAX: Duration = Duration::from_secs(60);
 
-pub async fn run(node: RaftNode, objects: Objects, stop: CancellationToken) {
+pub async fn run(node: RaftNode, objects: ObjectStorage, stop: CancellationToken) {
     let mut storage = StorageWork::default();
     loop {
         storage.reap();
@@ -91,7 +91,7 @@ impl StorageWork {
                 .is_none_or(|(_, at)| Instant::now() >= *at)
     }
 
-    fn start(&mut self, node: &RaftNode, objects: &Objects, timer: TimerRecord) {
+    fn start(&mut self, node: &RaftNode, objects: &ObjectStorage, timer: TimerRecord) {
         self.in_flight.insert(timer.id);
         let (node, objects) = (node.clone(), objects.clone());
         self.running.spawn(async move {
@@ -109,7 +109,7 @@ impl StorageWork {
 /// Does the timer's object-store work, then proposes its firing.
 async fn storage_then_fire(
     node: &RaftNode,
-    objects: &Objects,
+    objects: &ObjectStorage,
     timer: &TimerRecord,
 ) -> Result<(), String> {
     match &timer.kind {
@@ -192,7 +192,7 @@ fn due_this_round(
 
 async fn fire_due(
     node: &RaftNode,
-    objects: &Objects,
+    objects: &ObjectStorage,
     storage: &mut StorageWork,
 ) -> Result<(), gantry_raft::RaftError> {
     loop {

@@ -10,7 +10,7 @@
 //! outside the task's sandbox).
 
 use super::DataError;
-use crate::objects::{s3_store, S3Settings};
+use crate::object_storage::{s3_store, ObjectStorage, S3Settings};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
@@ -74,6 +74,20 @@ impl std::fmt::Debug for Location {
 }
 
 impl DataStore {
+    /// Task data's default home: `storage` under `data/`, reached with its
+    /// settings and the environment's credentials.
+    pub fn default_in(storage: &ObjectStorage) -> DataStore {
+        let s3 = storage.s3.clone().unwrap_or_default();
+        DataStore {
+            root: storage.data_root.clone(),
+            region: s3.region,
+            endpoint: s3.endpoint,
+            path_style: storage.s3.is_some() && s3.path_style.unwrap_or(true),
+            access_key_id: None,
+            access_key: None,
+        }
+    }
+
     /// The intermediate prefix of task `task` of workflow `workflow_id`.
     pub fn task_url(&self, workflow_id: &str, task: &str) -> String {
         format!("{}/{workflow_id}/{task}", self.root.trim_end_matches('/'))

@@ -226,19 +226,6 @@ pub async fn upkeep(stop: tokio_util::sync::CancellationToken) {
     }
 }
 
-/// The `kind` label of a message from an operator.
-pub fn operator_message_kind(message: &crate::operator::protocol::FromOperator) -> &'static str {
-    use crate::operator::protocol::FromOperator;
-    match message {
-        FromOperator::Hello { .. } => "hello",
-        FromOperator::JobDone { .. } => "job_done",
-        FromOperator::TaskStatus { .. } => "task_status",
-        FromOperator::Logs { .. } => "logs",
-        FromOperator::Heartbeat { .. } => "heartbeat",
-        FromOperator::DataTimes { .. } => "data_times",
-    }
-}
-
 /// The metric a series name belongs to (histograms expose `<name>_bucket`,
 /// `<name>_sum` and `<name>_count`), with whether it is a `_bucket` series.
 #[cfg(test)]

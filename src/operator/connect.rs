@@ -7,8 +7,7 @@
 //! rounds of failures, so a down cluster is not hammered; a refused
 //! credential is logged as such, never retried in a tight loop.
 
-use super::session::Link;
-use super::wire::{self, Down, Up};
+use crate::protocol::wire::{self, Down, Link, Up};
 use futures::StreamExt;
 use std::time::Duration;
 use tokio::sync::mpsc;

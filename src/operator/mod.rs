@@ -1,6 +1,7 @@
-//! Backend operator: the protocol it speaks with the control plane, the
-//! numbered stream that carries it (`wire`, `session`, `connect`), and its
-//! executors.
+//! Backend operator: the numbered stream that carries the protocol to the
+//! control plane (`session`, `connect`), the process entry (`run`) and its
+//! executors (`local`, `kubernetes`). The messages and frames themselves
+//! are `crate::protocol`, shared with the control plane.
 //!
 //! Invariant: an executor only sees `ToOperator` jobs and emits
 //! `FromOperator` reports; numbering, acknowledgement, resending and
@@ -8,17 +9,13 @@
 //! executor and for the in-process operator of `gantry dev`.
 
 pub mod connect;
-// Parts (node inventory, queue sync) wait for the backend and pool configs.
-#[allow(dead_code, unused_imports)]
 pub mod kubernetes;
 pub mod local;
-pub mod protocol;
 pub mod run;
 pub mod session;
-pub mod wire;
 
+use crate::protocol::{FromOperator, ToOperator};
 use local::LocalOperator;
-use protocol::{FromOperator, ToOperator};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 

@@ -1,6 +1,7 @@
 //! `gantry operator`: an executor behind the numbered stream, dialing the
 //! control plane; and the same loop for the in-process operator of
-//! `gantry dev` / `gantry server --local-backend`.
+//! `gantry dev` / `gantry server --local-backend`, over links the server
+//! hands it.
 //!
 //! Invariant: one `Session` per process lives across every link, so what
 //! was not acknowledged on one link is resent on the next.
@@ -9,7 +10,7 @@ use super::connect::{Connector, ConnectorConfig};
 use super::local::{LocalConfig, LocalOperator};
 use super::session::{LinkEnd, Session};
 use super::Executor;
-use crate::control::agent::AgentHub;
+use crate::protocol::wire::Link;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -114,19 +115,26 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<i32> {
                 tokio::time::sleep(RELINK_PAUSE).await;
             }
         } => {}
-        () = crate::dev::wait_for_signal() => {}
+        () = crate::supervisor::wait_for_signal() => {}
     }
     executor.shutdown().await;
     Ok(0)
 }
 
-/// Serves `executor` through this process's hub until the task is
-/// aborted (after the executor's shutdown, so final reports get through).
-pub async fn run_in_process(hub: AgentHub, backend: String, executor: Executor) {
+/// Serves `executor` over links from `open_link` (given this operator
+/// instance) — in-process links to the server's own operator hub — until
+/// the task is aborted (after the executor's shutdown, so final reports
+/// get through).
+pub async fn run_in_process<OpenLink, Opening, Error>(executor: Executor, mut open_link: OpenLink)
+where
+    OpenLink: FnMut(u64) -> Opening,
+    Opening: std::future::Future<Output = Result<Link, Error>>,
+    Error: std::fmt::Display,
+{
     let mut session = Session::new(executor);
     let instance = session.instance();
     loop {
-        match hub.link_in_process(&backend, instance).await {
+        match open_link(instance).await {
             Ok(link) => {
                 let end = session.serve_link(link).await;
                 if end != LinkEnd::Closed {

@@ -17,9 +17,9 @@
 //! - At most [`BACKLOG_MAX`] messages wait unacknowledged; beyond that the
 //!   executor waits (its channel fills), nothing is dropped.
 
-use super::protocol::{FromOperator, ToOperator};
-use super::wire::{Down, Up};
 use super::Executor;
+use crate::protocol::wire::{Down, Link, Up};
+use crate::protocol::{FromOperator, ToOperator};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,12 +33,6 @@ pub const EXECUTOR_QUEUE_MAX: usize = 4_096;
 const JOBS_QUEUE_MAX: usize = 1_024;
 /// How long a new link may take to send its `Resume`.
 const RESUME_WAIT_MAX: Duration = Duration::from_secs(30);
-
-/// One connection to a server, as two frame channels.
-pub struct Link {
-    pub up: mpsc::Sender<Up>,
-    pub down: mpsc::Receiver<Down>,
-}
 
 /// Why a link ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -150,9 +144,7 @@ fn new_instance() -> u64 {
     let mut bytes = [0u8; 8];
     if getrandom::fill(&mut bytes).is_err() {
         // Falls back to the clock: still distinct between restarts.
-        return u64::try_from(chrono::Utc::now().timestamp_millis())
-            .unwrap_or(1)
-            .max(1);
+        return u64::try_from(crate::clock::now_ms()).unwrap_or(1).max(1);
     }
     u64::from_le_bytes(bytes).max(1)
 }

@@ -8,6 +8,7 @@
 
 use super::error::SpecError;
 use super::isolate::RenderIsolation;
+use super::jinja::RenderLimits;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Default)]
@@ -37,6 +38,17 @@ pub struct SpecLimits {
     /// this: fuel does not bound memory); `None` renders in-process, which
     /// is what unit tests and the CLI-side tooling want.
     pub render_isolation: Option<RenderIsolation>,
+}
+
+impl SpecLimits {
+    /// The minijinja limits of one render under these limits.
+    pub fn render_limits(&self) -> RenderLimits {
+        RenderLimits {
+            fuel: self.template_fuel,
+            output_bytes: self.template_output_bytes,
+            recursion: self.template_recursion,
+        }
+    }
 }
 
 impl Default for SpecLimits {

@@ -21,7 +21,7 @@
 //!   keys and tagged values reach the child exactly as parsed.
 
 use super::error::{SpecError, SpecErrorKind};
-use super::template::{self, RenderLimits};
+use super::jinja::{self, RenderLimits};
 use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
@@ -190,7 +190,7 @@ pub fn render_worker_main() -> i32 {
             drop(std::mem::take(&mut input));
             // A panic would otherwise reach the parent as a bare exit code;
             // the default hook still prints it to stderr for diagnosis.
-            std::panic::catch_unwind(|| template::render_protected(&body, &vars, limits))
+            std::panic::catch_unwind(|| jinja::render_protected(&body, &vars, limits))
                 .unwrap_or_else(|_| Err(SpecError::template("template rendering panicked")))
         }),
         Err(err) => Err(SpecError::template(format!(
@@ -579,7 +579,7 @@ mod tests {
         let body = "{% for i in range(n) %}{{ i }}{% endfor %}";
         let bytes = encode_request(body, &vars, limits()).unwrap_or_else(|e| panic!("{e}"));
         let (b, v, l) = decode_request(&bytes).unwrap_or_else(|e| panic!("{e}"));
-        let reply = encode_reply(&template::render_protected(&b, &v, l));
+        let reply = encode_reply(&jinja::render_protected(&b, &v, l));
         assert_eq!(decode_reply(&reply).ok().as_deref(), Some("012"));
     }
 

@@ -16,10 +16,11 @@ mod error;
 mod expand;
 mod input;
 mod isolate;
+mod jinja;
 mod model;
 pub(crate) mod quantity;
+mod special_tokens;
 mod template;
-mod tokens;
 mod validate;
 
 #[cfg(test)]
@@ -28,7 +29,7 @@ mod tests;
 pub use error::{SpecError, SpecErrorKind};
 pub use input::{SpecInput, SpecLimits};
 pub use isolate::{render_worker_main, RenderIsolation, RENDER_WORKER_ARG};
-pub use tokens::{substitute_tokens, TokenContext};
+pub use special_tokens::{substitute_tokens, TokenContext};
 
 use error::render_path;
 use gantry_storage::plan::WorkflowPlan;

@@ -1,4 +1,5 @@
-//! Jinja rendering of the spec body with minijinja, under hard limits.
+//! Rendering the spec body: special tokens protected, Jinja rendered
+//! in-process or in an isolated child, tokens restored.
 //!
 //! Invariants:
 //! - special tokens survive rendering byte for byte: they are swapped for
@@ -14,40 +15,19 @@
 //! - fuel bounds instructions, not bytes, so with
 //!   [`SpecLimits::render_isolation`] set the render runs in a child process
 //!   under address-space, CPU and wall-clock limits (see `isolate`); the
-//!   token protection and restoration stay in the caller either way.
+//!   token protection and restoration stay here either way, and both paths
+//!   render with `jinja`.
 
 use super::error::SpecError;
 use super::input::SpecLimits;
 use super::isolate;
-use super::tokens::token_regex;
-use minijinja::{Environment, UndefinedBehavior};
-use serde::{Deserialize, Serialize};
-use std::io;
+use super::jinja::{check_output_size, has_jinja, render_protected};
+use super::special_tokens::token_regex;
 
 /// Placeholder delimiters; the input may not contain them, so restoring a
 /// placeholder can only ever restore a token this module protected.
 const OPEN: char = '\u{E000}';
 const CLOSE: char = '\u{E001}';
-
-/// The minijinja limits of one render; travels to the isolated worker as is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RenderLimits {
-    /// Jinja instructions one render may execute.
-    pub fuel: u64,
-    /// Bytes of rendered text.
-    pub output_bytes: usize,
-    pub recursion: usize,
-}
-
-impl RenderLimits {
-    pub fn of(limits: &SpecLimits) -> Self {
-        RenderLimits {
-            fuel: limits.template_fuel,
-            output_bytes: limits.template_output_bytes,
-            recursion: limits.template_recursion,
-        }
-    }
-}
 
 /// Renders `body` with `vars`, keeping special tokens intact.
 pub fn render(
@@ -65,7 +45,7 @@ pub fn render(
         saved.push(caps.get(0).map_or("", |m| m.as_str()).to_string());
         format!("{OPEN}{}{CLOSE}", saved.len() - 1)
     });
-    let render_limits = RenderLimits::of(limits);
+    let render_limits = limits.render_limits();
 
     if !has_jinja(&protected) {
         // Measured on the protected text, like a real render's output, so
@@ -81,55 +61,6 @@ pub fn render(
         None => render_protected(&protected, vars, render_limits)?,
     };
     Ok(restore(&rendered, &saved))
-}
-
-/// Whether `text` holds anything minijinja would interpret. With the
-/// default syntax (no line statements) only these three openers start a
-/// tag; any other text, stray `}}` included, is emitted verbatim.
-pub fn has_jinja(text: &str) -> bool {
-    text.contains("{{") || text.contains("{%") || text.contains("{#")
-}
-
-fn check_output_size(len: usize, cap: usize) -> Result<(), SpecError> {
-    if len > cap {
-        return Err(SpecError::template(format!(
-            "rendered spec exceeds {cap} bytes"
-        )));
-    }
-    Ok(())
-}
-
-/// The minijinja render proper, of a body whose tokens are already
-/// protected; used in-process and by the isolated worker alike, so both
-/// paths share one set of semantics and limits.
-pub fn render_protected(
-    protected: &str,
-    vars: &serde_yaml_ng::Mapping,
-    limits: RenderLimits,
-) -> Result<String, SpecError> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_fuel(Some(limits.fuel));
-    env.set_recursion_limit(limits.recursion);
-    env.set_keep_trailing_newline(true);
-    let template = env
-        .template_from_str(protected)
-        .map_err(|err| SpecError::template(format!("template error: {err}")))?;
-
-    let mut out = CappedWriter {
-        buf: Vec::new(),
-        cap: limits.output_bytes,
-        overflowed: false,
-    };
-    let result = template.render_captured_to(vars, &mut out);
-    if out.overflowed {
-        return Err(SpecError::template(format!(
-            "rendered spec exceeds {} bytes",
-            limits.output_bytes
-        )));
-    }
-    result.map_err(|err| SpecError::template(format!("template error: {err}")))?;
-    String::from_utf8(out.buf).map_err(|_| SpecError::template("rendered spec is not valid UTF-8"))
 }
 
 /// Puts the protected tokens back.
@@ -158,27 +89,4 @@ fn restore(rendered: &str, saved: &[String]) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// Collects output and fails once it would exceed `cap`, which makes
-/// minijinja abort the render.
-struct CappedWriter {
-    buf: Vec<u8>,
-    cap: usize,
-    overflowed: bool,
-}
-
-impl io::Write for CappedWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.buf.len().saturating_add(data.len()) > self.cap {
-            self.overflowed = true;
-            return Err(io::Error::other("rendered output limit exceeded"));
-        }
-        self.buf.extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }

@@ -770,7 +770,7 @@ fn skipping_the_render_changes_nothing() {
     // Texts without Jinja openers come out of minijinja unchanged, which is
     // what makes the fast path sound; the output cap still applies.
     let vars = serde_yaml_ng::Mapping::new();
-    let limits = template::RenderLimits::of(&SpecLimits::default());
+    let limits = SpecLimits::default().render_limits();
     for text in [
         "",
         "a: b\n",
@@ -780,11 +780,9 @@ fn skipping_the_render_changes_nothing() {
         "tail without newline",
         "\u{E000}0\u{E001} {\u{E000}1\u{E001}}",
     ] {
-        assert!(!template::has_jinja(text), "{text:?}");
+        assert!(!jinja::has_jinja(text), "{text:?}");
         assert_eq!(
-            template::render_protected(text, &vars, limits)
-                .ok()
-                .as_deref(),
+            jinja::render_protected(text, &vars, limits).ok().as_deref(),
             Some(text)
         );
     }

@@ -11,7 +11,7 @@ use super::error::{join, SpecError};
 use super::input::SpecLimits;
 use super::model::{CheckpointSpec, FileSpec, ResourceSpec, Text, TimeoutSpec};
 use super::quantity::{parse_duration, parse_quantity};
-use super::tokens::{scan, Token};
+use super::special_tokens::{scan, Token};
 use base64::Engine as _;
 use gantry_storage::plan::{CredentialUse, ExitAction, ExitActionPlan, ResourcePlan};
 use regex::Regex;

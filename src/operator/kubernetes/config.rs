@@ -7,7 +7,7 @@
 //! [`KubernetesConfig::scheduler`] for that group.
 
 use super::error::KubeError;
-use crate::operator::protocol::LaunchScheduler;
+use crate::protocol::LaunchScheduler;
 use gantry_storage::SchedulerType as StoredSchedulerType;
 use std::str::FromStr;
 

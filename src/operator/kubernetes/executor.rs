@@ -17,15 +17,15 @@
 
 use super::config::{KubernetesConfig, PoolQueue, SchedulerSettings};
 use super::error::{is_conflict, KubeError};
-use super::logs;
+use super::manifests::{self, BuildContext};
 use super::names::{self, GroupNames, LABEL_GROUP_UUID, LABEL_WORKFLOW_UUID, MANAGED_SELECTOR};
 use super::nodes::{node_inventory, NodeInventory};
-use super::objects::{self, BuildContext};
+use super::pod_logs;
 use super::queues;
 use super::scheduler;
 use super::status::{pod_status, PodOutcome};
 use crate::operator::local::Outbox;
-use crate::operator::protocol::{FromOperator, GroupLaunch, GroupMeta, ToOperator};
+use crate::protocol::{FromOperator, GroupLaunch, GroupMeta, ToOperator};
 use futures::StreamExt;
 use gantry_storage::{TaskKey, TaskStatus};
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
@@ -138,7 +138,7 @@ impl KubernetesOperator {
                 backend: shared.config.backend.clone(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 running: shared.running(),
-                executor: crate::operator::protocol::EXECUTOR_KUBERNETES.to_string(),
+                executor: crate::protocol::EXECUTOR_KUBERNETES.to_string(),
             })
             .await;
         // Transitions sent while no connection was live were dropped; the
@@ -270,7 +270,7 @@ impl Shared {
             .list(&ListParams::default().labels(MANAGED_SELECTOR))
             .await
             .map_err(|error| KubeError::api("list", "Pod", MANAGED_SELECTOR, error))?;
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        let now_ms = crate::clock::now_ms();
         let mut state = self.lock();
         for pod in &list.items {
             let Some(key) = names::key_of(pod.metadata.annotations.as_ref()) else {
@@ -291,7 +291,7 @@ impl Shared {
 
     async fn create_group(self: &Arc<Self>, group: &GroupLaunch) {
         let scheduler = self.scheduler_for(&group.meta);
-        let built = objects::build_group(&self.build_context(&scheduler), group);
+        let built = manifests::build_group(&self.build_context(&scheduler), group);
         let names = GroupNames::of(group);
         // Register first: a pod event may arrive before `create` returns.
         let mut accepted = Vec::new();
@@ -400,7 +400,7 @@ impl Shared {
 
     /// Creates the group's objects in OSMO's order; an object that already
     /// exists (a re-dispatch) is kept.
-    async fn create_objects(&self, built: objects::GroupObjects) -> Result<(), KubeError> {
+    async fn create_objects(&self, built: manifests::GroupManifests) -> Result<(), KubeError> {
         let client = &self.config.client;
         let namespace = &self.config.namespace;
         let post = PostParams::default();
@@ -557,7 +557,7 @@ impl Shared {
         let Some(key) = names::key_of(pod.metadata.annotations.as_ref()) else {
             return;
         };
-        let Some(outcome) = pod_status(pod, chrono::Utc::now().timestamp_millis()) else {
+        let Some(outcome) = pod_status(pod, crate::clock::now_ms()) else {
             return;
         };
         let container_started = user_container_started(pod);
@@ -585,7 +585,7 @@ impl Shared {
                 tracked.last = Some(outcome.status);
             }
             if tracked.logs.is_none() && container_started {
-                let stream = logs::stream(
+                let stream = pod_logs::stream(
                     self.pods.clone(),
                     tracked.pod.clone(),
                     tracked.container.clone(),

@@ -10,9 +10,11 @@
 //! - The exact workflow ID, task name and retry of a pod are kept in
 //!   annotations, so a task key read back from a pod is never a lossy copy.
 
-use crate::operator::protocol::{GroupLaunch, TaskLaunch};
+use crate::protocol::task_host::{
+    dns_label, kubernetes_group_subdomain, kubernetes_task_host, prefix, sha256_hex, short_hash,
+};
+use crate::protocol::{GroupLaunch, TaskLaunch};
 use gantry_storage::{Priority, TaskKey};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 pub const LABEL_WORKFLOW_ID: &str = "osmo.workflow_id";
@@ -101,7 +103,7 @@ impl GroupNames {
 
     /// The headless Service's name, which is also every pod's `subdomain`.
     pub fn subdomain(&self) -> String {
-        subdomain_of(&self.group_uuid)
+        kubernetes_group_subdomain(&self.group_uuid)
     }
 
     /// Name of the Secret holding one file of the group.
@@ -170,18 +172,7 @@ pub fn pod_name(group: &GroupNames, task_uuid: &str) -> String {
 /// resolved by the headless Service (`.<namespace>.svc.cluster.local` is
 /// implied by the pod's DNS search path).
 pub fn task_host(group: &GroupNames, task_uuid: &str) -> String {
-    task_host_of(&group.group_uuid, task_uuid)
-}
-
-/// [`task_host`] from the UUIDs alone, for the server, which resolves
-/// `{{host:<task>}}` before a launch reaches the executor.
-pub fn task_host_of(group_uuid: &str, task_uuid: &str) -> String {
-    format!("{}.{}", dns_label(task_uuid), subdomain_of(group_uuid))
-}
-
-fn subdomain_of(group_uuid: &str) -> String {
-    // A Service name must start with a letter; a UUID may not.
-    dns_label(&format!("osmo-{group_uuid}"))
+    kubernetes_task_host(&group.group_uuid, task_uuid)
 }
 
 /// The user container's name: the task name as a DNS label.
@@ -258,47 +249,6 @@ pub fn label_value(value: &str) -> String {
     }
 }
 
-/// A DNS-1123 label for `value`: lower case, `[a-z0-9-]`, at most 63
-/// characters, alphanumeric at both ends.
-pub fn dns_label(value: &str) -> String {
-    const MAX: usize = 63;
-    let lowered: String = value
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let trimmed = lowered.trim_matches('-');
-    if trimmed.len() <= MAX && !trimmed.is_empty() {
-        return trimmed.to_string();
-    }
-    let hash = short_hash(value);
-    let head = prefix(trimmed, MAX - hash.len() - 1).trim_end_matches('-');
-    if head.is_empty() {
-        format!("x{hash}")
-    } else {
-        format!("{head}-{hash}")
-    }
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
-fn short_hash(value: &str) -> String {
-    prefix(&sha256_hex(value.as_bytes()), 8).to_string()
-}
-
-/// The first `len` bytes of an ASCII string (whole string if shorter).
-fn prefix(value: &str, len: usize) -> &str {
-    match value.char_indices().nth(len) {
-        Some((index, _)) => &value[..index],
-        None => value,
-    }
-}
-
 /// `value`, or a UUID-shaped hex string derived from `parts` when empty.
 fn or_derived(value: &str, parts: &[&str]) -> String {
     if !value.is_empty() {
@@ -330,13 +280,5 @@ mod tests {
         let mapped = label_value(&long);
         assert!(mapped.len() <= 63);
         assert_ne!(mapped, label_value(&"a".repeat(81)));
-    }
-
-    #[test]
-    fn dns_labels() {
-        assert_eq!(dns_label("Train_Step"), "train-step");
-        assert_eq!(dns_label("-x-"), "x");
-        assert!(dns_label(&"b".repeat(100)).len() <= 63);
-        assert!(dns_label("___").starts_with('x'));
     }
 }

@@ -5,7 +5,7 @@ use super::config::{KubernetesConfig, PoolQueue, SchedulerSettings, SchedulerTyp
 use super::executor::KubernetesOperator;
 use super::fake_api::{FakeApi, Recorded};
 use super::status::pod_status;
-use crate::operator::protocol::{
+use crate::protocol::{
     FromOperator, GroupLaunch, GroupMeta, LaunchFile, LaunchResources, LaunchScheduler, LogStream,
     TaskLaunch, TaskPlacement, ToOperator,
 };
@@ -377,7 +377,7 @@ async fn the_pod_gets_its_task_data_from_a_secret_file_not_its_command_line() {
         ..DataStore::default()
     };
     let mut single = task("train", 0, true);
-    single.inputs = vec![crate::operator::protocol::LaunchInput::Task {
+    single.inputs = vec![crate::protocol::LaunchInput::Task {
         workflow_id: "train-7".into(),
         task: "prep".into(),
         regex: None,
@@ -461,7 +461,7 @@ async fn one_task_group_creates_secret_podgroup_pod_and_reports_its_life() {
 
     // Exactly these objects, in this order: Secret, PodGroup, Pod (no Service).
     let requests = h.api.actions();
-    let sha = super::names::sha256_hex(b"#!/bin/sh\necho hello\n");
+    let sha = crate::protocol::task_host::sha256_hex(b"#!/bin/sh\necho hello\n");
     let secret_name = format!("osmo-{}-{}", &GROUP_UUID[..16], &sha[..32]);
     assert_eq!(
         posts(&requests),

@@ -15,13 +15,13 @@
 
 use super::error::ExecError;
 use super::inventory;
-use super::logs::now_ms;
 use super::outbox::Outbox;
 use super::process::{self, Exit};
 use super::sandbox::{self, SandboxSpec};
 use super::staging::{self, Prepared};
+use crate::clock::now_ms;
 use crate::data::{self, PhaseFailure, EXIT_DOWNLOAD_FAILED};
-use crate::operator::protocol::{
+use crate::protocol::{
     FromOperator, GroupLaunch, LogLine, LogStream, TaskLaunch, ToOperator, HEARTBEAT_INTERVAL,
 };
 use gantry_storage::{TaskDataTimes, TaskKey, TaskStatus};
@@ -131,7 +131,7 @@ impl LocalOperator {
                 backend: shared.config.backend.clone(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 running: shared.running(),
-                executor: crate::operator::protocol::EXECUTOR_LOCAL.to_string(),
+                executor: crate::protocol::EXECUTOR_LOCAL.to_string(),
             })
             .await;
         // Heartbeats with this host's inventory, on connect and then every
@@ -324,7 +324,7 @@ impl Shared {
     ) -> Result<Exit, Stopped> {
         // The executor's own note takes the run's first offset; data phase
         // lines and output follow in order.
-        let first_offset = super::logs::run_offset_base();
+        let first_offset = super::log_lines::run_offset_base();
         let prepared = match self.prepare(launch, first_offset).await {
             Ok((bwrap, prepared)) => self
                 .download(launch, &prepared, &mut cancel, first_offset + 1)
@@ -484,7 +484,7 @@ impl Shared {
         };
         tokio::join!(
             work,
-            super::logs::batch(key, line_rx, &self.outbox, first_offset)
+            super::log_lines::batch(key, line_rx, &self.outbox, first_offset)
         )
     }
 

@@ -9,7 +9,7 @@
 mod error;
 mod executor;
 mod inventory;
-mod logs;
+mod log_lines;
 mod outbox;
 mod process;
 mod sandbox;

@@ -12,7 +12,7 @@
 //!   `Hello` tells the control plane what still runs, and it re-dispatches
 //!   the rest.
 
-use crate::operator::protocol::FromOperator;
+use crate::protocol::FromOperator;
 use gantry_storage::{TaskKey, TaskStatus};
 use tokio::sync::mpsc::Sender;
 use tokio::sync::Mutex;
@@ -45,7 +45,7 @@ impl Outbox {
             status,
             exit_code,
             message,
-            time: chrono::Utc::now().timestamp_millis(),
+            time: crate::clock::now_ms(),
         })
         .await;
     }

@@ -8,9 +8,9 @@
 //! returns only after every output line has been handed to the outbox.
 
 use super::error::ExecError;
-use super::logs;
+use super::log_lines;
 use super::outbox::Outbox;
-use crate::operator::protocol::LogStream;
+use crate::protocol::LogStream;
 use gantry_storage::TaskKey;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -71,7 +71,7 @@ pub async fn supervise(
     mut cancel: watch::Receiver<Option<String>>,
     first_offset: u64,
 ) -> Result<Exit, ExecError> {
-    let (line_tx, line_rx) = mpsc::channel(logs::BATCH_LINES * 4);
+    let (line_tx, line_rx) = mpsc::channel(log_lines::BATCH_LINES * 4);
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let (exited_tx, mut exited_rx) = watch::channel(false);
@@ -79,12 +79,12 @@ pub async fn supervise(
     let readers = async move {
         let out = async {
             if let Some(stdout) = stdout {
-                logs::read_lines(stdout, LogStream::Stdout, line_tx.clone()).await;
+                log_lines::read_lines(stdout, LogStream::Stdout, line_tx.clone()).await;
             }
         };
         let err = async {
             if let Some(stderr) = stderr {
-                logs::read_lines(stderr, LogStream::Stderr, line_tx.clone()).await;
+                log_lines::read_lines(stderr, LogStream::Stderr, line_tx.clone()).await;
             }
         };
         let both = async { tokio::join!(out, err) };
@@ -115,7 +115,7 @@ pub async fn supervise(
 
     let ((), next_offset, (status, canceled)) = tokio::join!(
         readers,
-        logs::batch(key, line_rx, outbox, first_offset),
+        log_lines::batch(key, line_rx, outbox, first_offset),
         waiter
     );
     let status = status.map_err(ExecError::Wait)?;

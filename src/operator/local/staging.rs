@@ -14,7 +14,7 @@
 
 use super::error::ExecError;
 use super::sandbox::{SANDBOX_INPUTS, SANDBOX_OUTPUT};
-use crate::operator::protocol::TaskLaunch;
+use crate::protocol::TaskLaunch;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 

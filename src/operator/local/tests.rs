@@ -6,7 +6,7 @@
 
 use super::{LocalConfig, LocalOperator};
 use crate::data::{DataInput, DataStore, TaskData};
-use crate::operator::protocol::{
+use crate::protocol::{
     FromOperator, GroupLaunch, LaunchFile, LaunchInput, LogStream, TaskLaunch, ToOperator,
 };
 use gantry_storage::{NodeInventory, TaskKey, TaskStatus};

@@ -1,4 +1,4 @@
-//! `gantry bench operator`: status ingest through the real operator stream.
+//! `gantry-bench operator`: status ingest through the real operator stream.
 //!
 //! Submits `--workflows` workflows of one group with `--tasks` tasks each
 //! to a pool of the backend, then connects as that backend's operator (TLS,
@@ -15,11 +15,11 @@
 //! chunks to object storage and indexing them; `--redis-resp FILE` writes
 //! the same lines as Redis `XADD` commands for comparison.
 
-use crate::cli::Client;
-use crate::operator::connect::{Connector, ConnectorConfig};
-use crate::operator::protocol::{FromOperator, LogLine, LogStream, ToOperator};
-use crate::operator::wire::{Down, Up};
 use anyhow::Context;
+use gantry::cli::Client;
+use gantry::operator::connect::{Connector, ConnectorConfig};
+use gantry::protocol::wire::{Down, Up};
+use gantry::protocol::{FromOperator, LogLine, LogStream, ToOperator};
 use gantry_storage::TaskStatus;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -69,10 +69,10 @@ const RUN_LIMIT: Duration = Duration::from_secs(600);
 
 pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
     // The token reaches the client through GANTRY_TOKEN, as for every verb.
-    let client = Client::from_args(&crate::cli::ClientArgs {
+    let client = Client::from_args(&gantry::cli::ClientArgs {
         url: args.urls.clone(),
         ca: args.ca.clone(),
-        format: crate::cli::OutputFormat::Text,
+        format: gantry::cli::OutputFormat::Text,
     })
     .context("building the API client")?;
     let spec = spec(args.tasks);
@@ -96,7 +96,7 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
 
     let tls = match (&args.ca, &args.cert, &args.key) {
         (Some(ca), Some(cert), Some(key)) => {
-            Some(crate::tls::api_client_config(Some(ca), Some((cert, key)))?)
+            Some(gantry::tls::api_client_config(Some(ca), Some((cert, key)))?)
         }
         _ => None,
     };
@@ -120,7 +120,7 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
                 backend: args.backend.clone(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 running: Vec::new(),
-                executor: crate::operator::protocol::EXECUTOR_LOCAL.to_string(),
+                executor: gantry::protocol::EXECUTOR_LOCAL.to_string(),
             },
         ))
         .await
@@ -222,7 +222,7 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
         let now = chrono::Utc::now().timestamp_millis();
         for id in &ids {
             for index in 0..args.tasks {
-                crate::bench::training_log::write_redis_xadd(
+                crate::training_log::write_redis_xadd(
                     &mut out,
                     id,
                     &format!("t{index}"),
@@ -260,7 +260,7 @@ fn log_messages(count: u64) -> (Vec<Vec<LogLine>>, u64) {
         batches.push(
             (offset..=last)
                 .map(|i| {
-                    let text = crate::bench::training_log::line(i);
+                    let text = crate::training_log::line(i);
                     bytes += text.len() as u64 + 1;
                     LogLine {
                         offset: i,

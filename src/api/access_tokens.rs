@@ -7,14 +7,15 @@
 //! which user it may create tokens for); names of other users' tokens are
 //! neither shown nor deletable.
 
-use super::access;
-use super::auth::{hash_token, new_secret, Caller};
+use super::auth::Caller;
 use super::error::ApiError;
 use super::params::Params;
+use super::policy;
 use super::views::time;
 use super::workflow::propose;
 use super::AppState;
-use crate::control::now_ms;
+use crate::access_token::{hash_token, new_secret};
+use crate::clock::now_ms;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -90,18 +91,18 @@ async fn create(
     let requested: Vec<String> = params
         .list("roles")
         .iter()
-        .map(|role| access::normalize_role(role))
+        .map(|role| policy::normalize_role(role))
         .collect();
     let roles = if !requested.is_empty() {
         requested
     } else if user == caller.user && !caller.unrestricted {
         caller.roles.clone()
     } else {
-        vec![access::USER_ROLE.to_string()]
+        vec![policy::USER_ROLE.to_string()]
     };
     let view = state.node.read().await?;
     for role in &roles {
-        if access::role_policies(&view, role)?.is_none() {
+        if policy::role_policies(&view, role)?.is_none() {
             return Err(ApiError::bad_request(
                 "USAGE",
                 format!("roles: unknown role '{role}' (built in: admin, user, backend; others come from ROLE configs)"),

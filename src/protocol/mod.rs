@@ -1,9 +1,14 @@
-//! Messages between the control plane and a backend operator.
+//! What the control plane and a backend operator say to each other: the
+//! messages (here), the frames that carry them (`wire`), and the task host
+//! names both sides compute (`task_host`).
 //!
-//! The same types travel in-process (`gantry dev`) and, in a later stage,
-//! over the operator's mTLS HTTP/2 stream. Invariant: a message never carries
-//! a reference into server memory; everything an executor needs to run a
-//! task is in [`TaskLaunch`].
+//! The same types travel in-process (`gantry dev`) and over the operator's
+//! mTLS HTTP/2 stream. Invariant: a message never carries a reference into
+//! server memory; everything an executor needs to run a task is in
+//! [`TaskLaunch`].
+
+pub mod task_host;
+pub mod wire;
 
 use crate::data::TaskData;
 pub use gantry_storage::NodeInventory;
@@ -56,6 +61,20 @@ pub enum FromOperator {
     /// When a task run downloaded its inputs and uploaded its outputs; sent
     /// after each phase, before the final status.
     DataTimes { key: TaskKey, times: TaskDataTimes },
+}
+
+impl FromOperator {
+    /// The `kind` label of this message in metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FromOperator::Hello { .. } => "hello",
+            FromOperator::JobDone { .. } => "job_done",
+            FromOperator::TaskStatus { .. } => "task_status",
+            FromOperator::Logs { .. } => "logs",
+            FromOperator::Heartbeat { .. } => "heartbeat",
+            FromOperator::DataTimes { .. } => "data_times",
+        }
+    }
 }
 
 pub use gantry_storage::EXECUTOR_LOCAL;

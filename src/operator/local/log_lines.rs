@@ -9,8 +9,9 @@
 //! returns, so the caller can send the final status after it.
 
 use super::outbox::Outbox;
-use crate::operator::protocol::{FromOperator, LogLine, LogStream};
-use gantry_storage::{Millis, TaskKey};
+use crate::clock::now_ms;
+use crate::protocol::{FromOperator, LogLine, LogStream};
+use gantry_storage::TaskKey;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
@@ -19,10 +20,6 @@ use tokio::time::MissedTickBehavior;
 pub const MAX_LINE: usize = 64 * 1024;
 pub const BATCH_LINES: usize = 256;
 pub const BATCH_INTERVAL: Duration = Duration::from_millis(100);
-
-pub fn now_ms() -> Millis {
-    chrono::Utc::now().timestamp_millis()
-}
 
 /// The first log offset of a task run started now: the start time in
 /// milliseconds, shifted so a run may send 2^20 lines per millisecond it

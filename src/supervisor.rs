@@ -1,6 +1,7 @@
-//! systemd notifications for `Type=notify` units: `READY=1` once this
-//! server is a member of a cluster with a leader, `WATCHDOG=1` while its
-//! Raft core runs, `STOPPING=1` on shutdown.
+//! How a process talks with whatever supervises it: systemd notifications
+//! for `Type=notify` units (`READY=1` once this server is a member of a
+//! cluster with a leader, `WATCHDOG=1` while its Raft core runs,
+//! `STOPPING=1` on shutdown) and the signals that end it (SIGINT, SIGTERM).
 //!
 //! Invariants: without `NOTIFY_SOCKET` nothing is sent (the `sd-notify`
 //! crate checks); ready means what `/readyz` means (a linearizable read
@@ -79,4 +80,20 @@ fn send(states: &[NotifyState<'_>]) {
     if let Err(error) = sd_notify::notify(states) {
         tracing::warn!(%error, "could not notify systemd");
     }
+}
+
+/// Returns on Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+    tracing::info!("shutting down");
 }

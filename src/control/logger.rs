@@ -15,10 +15,10 @@
 //! and remembers the highest offset it evicted early so readers never skip
 //! a line; followers are woken after every change.
 
-use crate::objects::{Objects, ObjectsError};
-use crate::operator::protocol::{LogLine, LogStream};
+use crate::log_chunk::{self, StoredLine};
+use crate::object_storage::{ObjectStorage, ObjectStorageError};
+use crate::protocol::LogLine;
 use gantry_storage::{LogChunk, TaskKey};
-use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
@@ -29,62 +29,14 @@ pub const CHUNK_RAW_BYTES_TARGET: usize = 1024 * 1024;
 pub const CHUNK_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 /// Live (not yet durable) lines kept per workflow, at most.
 pub const LIVE_LINES_MAX: usize = 200_000;
-/// zstd level: 3 is zstd's default, fast with a good ratio on text.
-const ZSTD_LEVEL: i32 = 3;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StoredLine {
-    pub task: String,
-    pub retry_id: u32,
-    pub stream: LogStream,
-    #[serde(default)]
-    pub offset: u64,
-    pub time: i64,
-    pub text: String,
-}
-
-/// A [`StoredLine`] borrowed from the line it is made of: what a chunk
-/// writer serializes (the same JSON), without copying task name and text.
-#[derive(Serialize)]
-struct StoredLineRef<'a> {
-    task: &'a str,
-    retry_id: u32,
-    stream: LogStream,
-    offset: u64,
-    time: i64,
-    text: &'a str,
-}
-
-impl<'a> StoredLineRef<'a> {
-    fn of(key: &'a TaskKey, line: &'a LogLine) -> StoredLineRef<'a> {
-        StoredLineRef {
-            task: &key.task,
-            retry_id: key.retry_id,
-            stream: line.stream,
-            offset: line.offset,
-            time: line.time,
-            text: &line.text,
-        }
-    }
-}
-
-impl StoredLine {
-    fn of(key: &TaskKey, line: &LogLine) -> StoredLine {
-        StoredLine {
-            task: key.task.clone(),
-            retry_id: key.retry_id,
-            stream: line.stream,
-            offset: line.offset,
-            time: line.time,
-            text: line.text.clone(),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("log chunk {key}: {source}")]
-    Store { key: String, source: ObjectsError },
+    Store {
+        key: String,
+        source: ObjectStorageError,
+    },
     #[error("log chunk {key}: {reason}")]
     Damaged { key: String, reason: String },
 }
@@ -103,7 +55,7 @@ struct LiveWorkflow {
 
 #[derive(Clone)]
 pub struct Logger {
-    objects: Objects,
+    objects: ObjectStorage,
     live: Arc<Mutex<HashMap<String, LiveWorkflow>>>,
     appended: broadcast::Sender<String>,
 }
@@ -115,7 +67,7 @@ pub struct LiveView {
 }
 
 impl Logger {
-    pub fn new(objects: Objects) -> Logger {
+    pub fn new(objects: ObjectStorage) -> Logger {
         let (appended, _) = broadcast::channel(1024);
         Logger {
             objects,
@@ -125,7 +77,7 @@ impl Logger {
     }
 
     /// The log store (also holds each workflow's archive).
-    pub fn objects(&self) -> &Objects {
+    pub fn objects(&self) -> &ObjectStorage {
         &self.objects
     }
 
@@ -218,29 +170,17 @@ impl Logger {
                 })
             }
         };
-        let object_key = chunk_key(key, first, last);
-        let mut raw = Vec::with_capacity(lines.len() * 64);
-        for line in lines {
-            serde_json::to_writer(&mut raw, &StoredLineRef::of(key, line)).map_err(|error| {
-                LogError::Damaged {
-                    key: object_key.clone(),
-                    reason: error.to_string(),
-                }
-            })?;
-            raw.push(b'\n');
-        }
+        let object_key = log_chunk::chunk_key(key, first, last);
+        let damaged = |reason: String| LogError::Damaged {
+            key: object_key.clone(),
+            reason,
+        };
+        let raw = log_chunk::encode(key, lines).map_err(|error| damaged(error.to_string()))?;
         let raw_bytes = raw.len() as u64;
-        let compressed =
-            tokio::task::spawn_blocking(move || zstd::bulk::compress(&raw, ZSTD_LEVEL))
-                .await
-                .map_err(|error| LogError::Damaged {
-                    key: object_key.clone(),
-                    reason: error.to_string(),
-                })?
-                .map_err(|error| LogError::Damaged {
-                    key: object_key.clone(),
-                    reason: error.to_string(),
-                })?;
+        let compressed = tokio::task::spawn_blocking(move || log_chunk::compress(&raw))
+            .await
+            .map_err(|error| damaged(error.to_string()))?
+            .map_err(|error| damaged(error.to_string()))?;
         let stored_bytes = compressed.len() as u64;
         self.objects
             .put(&object_key, compressed)
@@ -279,19 +219,10 @@ impl Logger {
         let capacity = usize::try_from(chunk.raw_bytes).unwrap_or(usize::MAX);
         let key = chunk.key.clone();
         tokio::task::spawn_blocking(move || {
-            let damaged = |reason: String| LogError::Damaged {
+            log_chunk::decode(&compressed, capacity).map_err(|reason| LogError::Damaged {
                 key: key.clone(),
                 reason,
-            };
-            let raw = zstd::bulk::decompress(&compressed, capacity.max(1))
-                .map_err(|error| damaged(error.to_string()))?;
-            raw.split(|&b| b == b'\n')
-                .filter(|line| !line.is_empty())
-                .map(|line| {
-                    serde_json::from_slice::<StoredLine>(line)
-                        .map_err(|error| damaged(error.to_string()))
-                })
-                .collect()
+            })
         })
         .await
         .map_err(|error| LogError::Damaged {
@@ -301,64 +232,10 @@ impl Logger {
     }
 }
 
-/// `<workflow>/logs/<task>/<retry>/<first>-<last>.jsonl.zst`, offsets
-/// zero-padded so keys sort in offset order.
-fn chunk_key(key: &TaskKey, first: u64, last: u64) -> String {
-    format!(
-        "{}/logs/{}/{}/{first:020}-{last:020}.jsonl.zst",
-        key.workflow_id, key.task, key.retry_id
-    )
-}
-
-/// OSMO's rendered line: `YYYY/MM/DD HH:MM:SS [<task>] <text>`.
-pub fn render_line(line: &StoredLine) -> String {
-    let time = osmo_time(line.time);
-    let source = run_source(&line.task, line.retry_id);
-    match line.stream {
-        LogStream::Osmo => format!("{time} [{source}][osmo] {}\n", line.text),
-        LogStream::Stdout | LogStream::Stderr => format!("{time} [{source}] {}\n", line.text),
-    }
-}
-
-/// `after=` of a resumed `/logs` stream: task run `task`/`retry_id` was
-/// read up to `offset` (the task name last, since it may hold colons).
-pub fn after_param(task: &str, retry_id: u32, offset: u64) -> String {
-    format!("{task}:{retry_id}:{offset}")
-}
-
-/// Parses [`after_param`]'s form; the error says what is wrong with it.
-pub fn parse_after_param(value: &str) -> Result<(&str, u32, u64), String> {
-    let parsed = value.rsplitn(3, ':').collect::<Vec<_>>();
-    let [offset, retry, task] = parsed.as_slice() else {
-        return Err(format!("after: '{value}' is not <task>:<retry>:<offset>"));
-    };
-    match (retry.parse::<u32>(), offset.parse::<u64>()) {
-        (Ok(retry), Ok(offset)) => Ok((task, retry, offset)),
-        _ => Err(format!(
-            "after: '{value}' needs a number for retry and offset"
-        )),
-    }
-}
-
-/// OSMO's time in log and event lines: `YYYY/MM/DD HH:MM:SS` (UTC).
-pub fn osmo_time(ms: i64) -> impl std::fmt::Display {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .format("%Y/%m/%d %H:%M:%S")
-}
-
-/// How a task run is named in log and event lines: `task` or `task retry-N`.
-pub fn run_source(task: &str, retry_id: u32) -> String {
-    if retry_id > 0 {
-        format!("{task} retry-{retry_id}")
-    } else {
-        task.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::LogStream;
 
     fn key() -> TaskKey {
         TaskKey {
@@ -379,25 +256,10 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn the_borrowed_form_writes_the_stored_json() {
-        let key = key();
-        for line in lines(1..=3).iter().chain(&[LogLine {
-            offset: 9,
-            stream: LogStream::Stderr,
-            time: -1,
-            text: "quote \" backslash \\ tab \t é".into(),
-        }]) {
-            let borrowed = serde_json::to_string(&StoredLineRef::of(&key, line)).unwrap();
-            let owned = serde_json::to_string(&StoredLine::of(&key, line)).unwrap();
-            assert_eq!(borrowed, owned);
-        }
-    }
-
     #[tokio::test]
     async fn chunks_round_trip_through_the_store_compressed() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let logger = Logger::new(Objects::open(None, dir.path()).expect("objects"));
+        let logger = Logger::new(ObjectStorage::open(None, dir.path()).expect("objects"));
         let chunk = logger
             .write_chunk(&key(), &lines(10..=5009))
             .await
@@ -416,7 +278,7 @@ mod tests {
     #[test]
     fn the_live_buffer_drops_resends_and_trims_durable_lines() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let logger = Logger::new(Objects::open(None, dir.path()).expect("objects"));
+        let logger = Logger::new(ObjectStorage::open(None, dir.path()).expect("objects"));
         logger.push_live(&key(), &lines(0..=9));
         logger.push_live(&key(), &lines(5..=14)); // 5..=9 are resends
         let offsets: Vec<u64> = logger.live("wf-1").lines.iter().map(|l| l.offset).collect();

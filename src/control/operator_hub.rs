@@ -18,8 +18,8 @@
 //!   at or below what is acknowledged is a resend and is dropped, here and
 //!   again in the state machine.
 //! - A batch that holds only log lines waits up to
-//!   [`super::logs::CHUNK_AGE_MAX`] for more, until
-//!   [`super::logs::CHUNK_RAW_BYTES_TARGET`] bytes: chunks stay large and
+//!   [`super::logger::CHUNK_AGE_MAX`] for more, until
+//!   [`super::logger::CHUNK_RAW_BYTES_TARGET`] bytes: chunks stay large and
 //!   commits few; any other message cuts the batch at once, so a task's end
 //!   also cuts its last chunk.
 //! - A connection receives jobs only after a `Hello` of its own is
@@ -34,12 +34,12 @@
 //!   [`HEARTBEAT_PROPOSE_INTERVAL_MIN`]; the others are only acknowledged
 //!   (the next one carries the newer inventory anyway).
 
-use super::logs::{LogError, Logger, CHUNK_AGE_MAX, CHUNK_RAW_BYTES_TARGET};
+use super::logger::{LogError, Logger, CHUNK_AGE_MAX, CHUNK_RAW_BYTES_TARGET};
 use super::masking::{Masker, Masks};
-use super::now_ms;
-use crate::operator::protocol::LogLine;
-use crate::operator::protocol::{FromOperator, ToOperator};
-use crate::operator::wire::{Down, Up};
+use crate::clock::now_ms;
+use crate::protocol::wire::{Down, Up};
+use crate::protocol::LogLine;
+use crate::protocol::{FromOperator, ToOperator};
 use futures::Stream;
 use gantry_raft::{RaftError, RaftNode};
 use gantry_storage::{Command, Outcome, RejectionKind, TaskKey, TaskReport};
@@ -69,7 +69,7 @@ struct Connection {
 
 /// Live operator connections of this node, by backend name.
 #[derive(Clone)]
-pub struct AgentHub {
+pub struct OperatorHub {
     node: RaftNode,
     logs: Logger,
     connections: Arc<Mutex<HashMap<String, Connection>>>,
@@ -82,7 +82,7 @@ pub struct AgentHub {
     masks: Arc<Masks>,
 }
 
-/// A registered connection, to be served with [`AgentHub::serve`].
+/// A registered connection, to be served with [`OperatorHub::serve`].
 pub struct Accepted {
     backend: String,
     instance: u64,
@@ -168,9 +168,9 @@ pub enum ConnectionEnd {
     Refused(String),
 }
 
-impl AgentHub {
-    pub fn new(node: RaftNode, logs: Logger) -> AgentHub {
-        AgentHub {
+impl OperatorHub {
+    pub fn new(node: RaftNode, logs: Logger) -> OperatorHub {
+        OperatorHub {
             node,
             logs,
             connections: Arc::default(),
@@ -330,7 +330,7 @@ impl AgentHub {
             metrics::counter!(
                 crate::metrics::OPERATOR_MESSAGES_RECEIVED,
                 "backend" => backend.clone(),
-                "kind" => crate::metrics::operator_message_kind(&message),
+                "kind" => message.kind(),
             )
             .increment(1);
             if seq <= intake.seq {
@@ -740,7 +740,7 @@ fn down_frames(
 /// Frames queued between the in-process operator and the hub.
 const IN_PROCESS_QUEUE_MAX: usize = 1024;
 
-impl AgentHub {
+impl OperatorHub {
     /// A link for an operator in this process (`gantry dev`, `--local-backend`):
     /// the same frames and the same batch loop as a remote stream, minus the
     /// socket. It does not follow the leader: on a follower its reports are
@@ -749,7 +749,7 @@ impl AgentHub {
         &self,
         backend: &str,
         instance: u64,
-    ) -> Result<crate::operator::session::Link, RaftError> {
+    ) -> Result<crate::protocol::wire::Link, RaftError> {
         use futures::StreamExt;
         let (accepted, down_frames) = self.accept(backend, instance, false).await?;
         let (up, up_receiver) = mpsc::channel(IN_PROCESS_QUEUE_MAX);
@@ -764,6 +764,6 @@ impl AgentHub {
         });
         let hub = self.clone();
         tokio::spawn(async move { hub.serve(accepted, up_receiver).await });
-        Ok(crate::operator::session::Link { up, down })
+        Ok(crate::protocol::wire::Link { up, down })
     }
 }

@@ -10,14 +10,14 @@
 //!   change how the executor finds its objects.
 //! - The user command runs under `/osmo/bin/gantry task-runtime exec`, which
 //!   the `osmo-init` init container installs from the runtime image, so any
-//!   image works (see `crate::runtime`).
+//!   image works (see `super::task_runtime`).
 
 use super::config::SchedulerSettings;
 use super::error::KubeError;
 use super::names::{self, GroupNames, LABEL_GROUP_UUID};
 use super::scheduler::{self, Gang};
 use super::template;
-use crate::operator::protocol::{GroupLaunch, TaskLaunch};
+use crate::protocol::{GroupLaunch, TaskLaunch};
 use base64::Engine;
 use gantry_storage::TaskKey;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
@@ -44,8 +44,7 @@ pub struct BuildContext<'a> {
 }
 
 /// The objects of one group, in creation order.
-pub struct GroupObjects {
-    pub names: GroupNames,
+pub struct GroupManifests {
     pub secrets: Vec<Secret>,
     pub gang: Option<Gang>,
     pub pods: Vec<(TaskKey, Pod)>,
@@ -53,7 +52,10 @@ pub struct GroupObjects {
     pub service: Option<Service>,
 }
 
-pub fn build_group(ctx: &BuildContext<'_>, group: &GroupLaunch) -> Result<GroupObjects, KubeError> {
+pub fn build_group(
+    ctx: &BuildContext<'_>,
+    group: &GroupLaunch,
+) -> Result<GroupManifests, KubeError> {
     let names = GroupNames::of(group);
     let task_count = group.tasks.len();
     let gang = scheduler::gang(ctx.scheduler, &names, ctx.namespace, task_count)?;
@@ -62,7 +64,8 @@ pub fn build_group(ctx: &BuildContext<'_>, group: &GroupLaunch) -> Result<GroupO
     for task in &group.tasks {
         let mut mounts = Vec::new();
         for file in &task.files {
-            let secret_name = names.file_secret(&names::sha256_hex(&file.contents));
+            let secret_name =
+                names.file_secret(&crate::protocol::task_host::sha256_hex(&file.contents));
             if !secrets.contains_key(&secret_name) {
                 secrets.insert(
                     secret_name.clone(),
@@ -76,14 +79,14 @@ pub fn build_group(ctx: &BuildContext<'_>, group: &GroupLaunch) -> Result<GroupO
         if let Some(data) = &task.data {
             let contents =
                 serde_json::to_vec(data).map_err(|error| KubeError::invalid("task data", error))?;
-            let secret_name = names.file_secret(&names::sha256_hex(&contents));
+            let secret_name = names.file_secret(&crate::protocol::task_host::sha256_hex(&contents));
             if !secrets.contains_key(&secret_name) {
                 secrets.insert(
                     secret_name.clone(),
                     file_secret(ctx, &names, &secret_name, &contents)?,
                 );
             }
-            mounts.push((secret_name, crate::runtime::DATA_SPEC_PATH.to_string()));
+            mounts.push((secret_name, super::task_runtime::DATA_SPEC_PATH.to_string()));
         }
         let pod = build_pod(ctx, &names, task, task_count, &mounts)?;
         pods.push((task.key.clone(), pod));
@@ -93,8 +96,7 @@ pub fn build_group(ctx: &BuildContext<'_>, group: &GroupLaunch) -> Result<GroupO
     } else {
         None
     };
-    Ok(GroupObjects {
-        names,
+    Ok(GroupManifests {
         secrets: secrets.into_values().collect(),
         gang,
         pods,
@@ -216,7 +218,7 @@ fn build_pod(
     if task.data.is_some() {
         args.extend([
             "--data".to_string(),
-            crate::runtime::DATA_SPEC_PATH.to_string(),
+            super::task_runtime::DATA_SPEC_PATH.to_string(),
         ]);
     }
     args.push("--".to_string());
@@ -248,7 +250,7 @@ fn build_pod(
         "volumes": volumes,
     });
     if task_count > 1 {
-        spec["hostname"] = json!(names::dns_label(&task_uuid));
+        spec["hostname"] = json!(crate::protocol::task_host::dns_label(&task_uuid));
         spec["subdomain"] = json!(names.subdomain());
     }
     if !task.placement.node_selector.is_empty() {

@@ -2,7 +2,7 @@
 //!
 //! The request body carries the operator's numbered messages and the
 //! response body the server's `Resume`, acknowledgements and jobs, both as
-//! `operator::wire` frames, for as long as the connection lives.
+//! `protocol::wire` frames, for as long as the connection lives.
 //!
 //! Invariants: with TLS on, only a client certificate of kind `operator`
 //! (verified against the cluster CA in the handshake) may open a stream,
@@ -13,7 +13,7 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::operator::wire::{self, Up};
+use crate::protocol::wire::{self, Up};
 use crate::tls::CertKind;
 use axum::body::Body;
 use axum::extract::{Query, State};

@@ -7,7 +7,7 @@
 //! means every line has been handed to the outbox.
 
 use crate::operator::local::Outbox;
-use crate::operator::protocol::{FromOperator, LogLine, LogStream};
+use crate::protocol::{FromOperator, LogLine, LogStream};
 use futures::{AsyncBufReadExt, StreamExt};
 use gantry_storage::TaskKey;
 use k8s_openapi::api::core::v1::Pod;
@@ -53,7 +53,7 @@ pub async fn stream(
     let mut next_offset: u64 = 0;
     let mut batches = reader.lines().ready_chunks(LOG_BATCH_LINES_MAX);
     while let Some(batch) = batches.next().await {
-        let time = chrono::Utc::now().timestamp_millis();
+        let time = crate::clock::now_ms();
         let mut lines = Vec::with_capacity(batch.len());
         let mut broken = None;
         for line in batch {

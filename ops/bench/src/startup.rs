@@ -1,4 +1,4 @@
-//! `gantry bench startup`: cold start of `gantry server --bootstrap` on a
+//! `gantry-bench startup`: cold start of `gantry server --bootstrap` on a
 //! new data directory, to `/health` answering, and the idle RSS of the
 //! last server started. Prints figures; asserts nothing.
 //!
@@ -45,7 +45,9 @@ impl Drop for Started {
 pub async fn run(runs: u32, idle_secs: u64, binary: Option<PathBuf>) -> anyhow::Result<()> {
     let binary = match binary {
         Some(binary) => binary,
-        None => std::env::current_exe().context("finding this binary")?,
+        None => std::env::current_exe()
+            .context("finding this binary")?
+            .with_file_name("gantry"),
     };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(1))

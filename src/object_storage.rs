@@ -10,9 +10,8 @@
 //! listings. Invariants: every key is relative to the store's prefix; a
 //! cluster's members must share one store (S3, or a shared directory) for
 //! logs written on one node to be read on another. Task data defaults to
-//! the same store under `data/` (see [`Objects::data`]).
+//! the same store under `data/` (see [`ObjectStorage::data_root`]).
 
-use crate::data::DataStore;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
@@ -23,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ObjectsError {
+pub enum ObjectStorageError {
     #[error("object store URL '{url}': {reason}")]
     BadUrl { url: String, reason: String },
     #[error("object store directory {path}: {source}")]
@@ -54,7 +53,7 @@ fn sync_file_and_directories(file: &Path, root: &Path) -> std::io::Result<()> {
 
 /// A store and the prefix every key lives under.
 #[derive(Clone)]
-pub struct Objects {
+pub struct ObjectStorage {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     /// The directory of a `file://` store: its writes are fsynced, since
@@ -62,9 +61,10 @@ pub struct Objects {
     local_root: Option<std::path::PathBuf>,
     /// The URL it was opened from, without query parameters (for messages).
     pub display: String,
-    /// Task data's default home: this store under `data/`, reached with the
-    /// same settings and the environment's credentials.
-    pub data: DataStore,
+    /// Task data's default home: the URL of this store's `data/` prefix.
+    pub data_root: String,
+    /// How an S3 store is reached (`None` for a directory).
+    pub s3: Option<S3Settings>,
 }
 
 /// How to reach an S3-compatible service; `None` leaves the environment's
@@ -109,48 +109,46 @@ pub fn s3_store(
     builder.build()
 }
 
-impl Objects {
+impl ObjectStorage {
     /// Opens the store named by `url`, or `<data_dir>/objects` without one.
-    pub fn open(url: Option<&str>, data_dir: &Path) -> Result<Objects, ObjectsError> {
+    pub fn open(url: Option<&str>, data_dir: &Path) -> Result<ObjectStorage, ObjectStorageError> {
         match url {
-            Some(url) => Objects::open_url(url),
-            None => Objects::open_dir(&data_dir.join("objects")),
+            Some(url) => ObjectStorage::open_url(url),
+            None => ObjectStorage::open_dir(&data_dir.join("objects")),
         }
     }
 
-    fn open_dir(dir: &Path) -> Result<Objects, ObjectsError> {
-        std::fs::create_dir_all(dir).map_err(|source| ObjectsError::Directory {
+    fn open_dir(dir: &Path) -> Result<ObjectStorage, ObjectStorageError> {
+        std::fs::create_dir_all(dir).map_err(|source| ObjectStorageError::Directory {
             path: dir.display().to_string(),
             source,
         })?;
         let dir = dir
             .canonicalize()
-            .map_err(|source| ObjectsError::Directory {
+            .map_err(|source| ObjectStorageError::Directory {
                 path: dir.display().to_string(),
                 source,
             })?;
         let store = LocalFileSystem::new_with_prefix(&dir)?;
-        Ok(Objects {
+        Ok(ObjectStorage {
             store: Arc::new(store),
             prefix: String::new(),
             local_root: Some(dir.clone()),
             display: format!("file://{}", dir.display()),
-            data: DataStore {
-                // Percent-encoded by `url`: a `#`, `?` or `%` in the path
-                // must not change what the root means when parsed again.
-                root: url::Url::from_directory_path(dir.join("data"))
-                    .map_err(|()| ObjectsError::BadUrl {
-                        url: dir.display().to_string(),
-                        reason: "not an absolute directory".into(),
-                    })?
-                    .to_string(),
-                ..DataStore::default()
-            },
+            // Percent-encoded by `url`: a `#`, `?` or `%` in the path must
+            // not change what the root means when parsed again.
+            data_root: url::Url::from_directory_path(dir.join("data"))
+                .map_err(|()| ObjectStorageError::BadUrl {
+                    url: dir.display().to_string(),
+                    reason: "not an absolute directory".into(),
+                })?
+                .to_string(),
+            s3: None,
         })
     }
 
-    pub fn open_url(text: &str) -> Result<Objects, ObjectsError> {
-        let bad = |reason: &str| ObjectsError::BadUrl {
+    pub fn open_url(text: &str) -> Result<ObjectStorage, ObjectStorageError> {
+        let bad = |reason: &str| ObjectStorageError::BadUrl {
             url: text.to_string(),
             reason: reason.to_string(),
         };
@@ -165,7 +163,7 @@ impl Objects {
                 let path = url
                     .to_file_path()
                     .map_err(|()| bad("not an absolute directory path"))?;
-                Objects::open_dir(&path)
+                ObjectStorage::open_dir(&path)
             }
             "s3" => {
                 let bucket = url
@@ -193,24 +191,18 @@ impl Objects {
                 }
                 let store = s3_store(bucket, &settings)?;
                 let prefix = url.path().trim_matches('/').to_string();
-                let root = if prefix.is_empty() {
+                let data_root = if prefix.is_empty() {
                     format!("s3://{bucket}/data")
                 } else {
                     format!("s3://{bucket}/{prefix}/data")
                 };
-                Ok(Objects {
+                Ok(ObjectStorage {
                     store: Arc::new(store),
                     prefix,
                     local_root: None,
                     display: format!("s3://{bucket}{}", url.path()),
-                    data: DataStore {
-                        root,
-                        region: settings.region,
-                        endpoint: settings.endpoint,
-                        path_style: settings.path_style.unwrap_or(true),
-                        access_key_id: None,
-                        access_key: None,
-                    },
+                    data_root,
+                    s3: Some(settings),
                 })
             }
             other => Err(bad(&format!("unsupported scheme '{other}' (file, s3)"))),
@@ -228,7 +220,7 @@ impl Objects {
     /// Stores `bytes` under `key`; once this returns the object survives a
     /// crash (S3 acknowledges durable writes; a directory store fsyncs the
     /// file and its directory).
-    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), ObjectsError> {
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), ObjectStorageError> {
         let path = self.path(key);
         self.store.put(&path, PutPayload::from(bytes)).await?;
         if let Some(root) = &self.local_root {
@@ -236,11 +228,11 @@ impl Objects {
             let root = root.clone();
             tokio::task::spawn_blocking(move || sync_file_and_directories(&file, &root))
                 .await
-                .map_err(|error| ObjectsError::Sync {
+                .map_err(|error| ObjectStorageError::Sync {
                     key: key.to_string(),
                     source: std::io::Error::other(error),
                 })?
-                .map_err(|source| ObjectsError::Sync {
+                .map_err(|source| ObjectStorageError::Sync {
                     key: key.to_string(),
                     source,
                 })?;
@@ -248,12 +240,12 @@ impl Objects {
         Ok(())
     }
 
-    pub async fn get(&self, key: &str) -> Result<Bytes, ObjectsError> {
+    pub async fn get(&self, key: &str) -> Result<Bytes, ObjectStorageError> {
         Ok(self.store.get(&self.path(key)).await?.bytes().await?)
     }
 
     /// Keys (relative to the store's prefix) of every object under `prefix/`.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, ObjectsError> {
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, ObjectStorageError> {
         let root = self.path(prefix.trim_end_matches('/'));
         let strip = if self.prefix.is_empty() {
             String::new()
@@ -272,7 +264,7 @@ impl Objects {
     }
 
     /// Deletes one object; one that is not there counts as deleted.
-    pub async fn delete(&self, key: &str) -> Result<(), ObjectsError> {
+    pub async fn delete(&self, key: &str) -> Result<(), ObjectStorageError> {
         match self.store.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(error) => Err(error.into()),
@@ -297,7 +289,7 @@ mod tests {
             ("file://host/dir", "no host"),
             ("not a url", "relative URL"),
         ] {
-            let error = Objects::open_url(url).err().map(|e| e.to_string());
+            let error = ObjectStorage::open_url(url).err().map(|e| e.to_string());
             assert!(
                 error.as_deref().is_some_and(|e| e.contains(reason)),
                 "{url}: {error:?}"
@@ -309,7 +301,7 @@ mod tests {
     async fn a_directory_store_round_trips_keys() {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("file://{}/objects", dir.path().display());
-        let objects = Objects::open_url(&url).expect("open");
+        let objects = ObjectStorage::open_url(&url).expect("open");
         objects
             .put("wf-1/logs/a/0/x.zst", b"hello".to_vec())
             .await

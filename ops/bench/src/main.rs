@@ -1,4 +1,6 @@
-//! `gantry bench`: load generators that print figures; they assert nothing.
+//! `gantry-bench`: load generators that print figures; they assert
+//! nothing. A binary of its own, built by the `ops/bench/` scripts, so the
+//! product binary carries no load generator.
 //!
 //! - `submit`: committed one-task workflow submits against Gantry servers.
 //! - `etcd`: puts of the same size through etcd's v3 JSON gateway, printed
@@ -15,8 +17,9 @@
 //! run whose clients fall behind reports the queueing too instead of hiding
 //! it (no coordinated omission).
 
+mod operator;
 mod startup;
-pub mod training_log;
+mod training_log;
 
 use anyhow::Context;
 use base64::Engine;
@@ -25,6 +28,16 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(clap::Parser)]
+#[command(
+    name = "gantry-bench",
+    about = "Benchmarks against running Gantry servers (they print figures; they are not tests)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
 
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
@@ -53,7 +66,7 @@ pub enum BenchCommand {
         value_bytes: usize,
     },
     /// Operator status ingest through the real stream (TLS, acks after commit)
-    Operator(crate::bench_operator::OperatorBench),
+    Operator(crate::operator::OperatorBench),
     /// Time from --since-ms (e.g. when the leader was killed) to the first
     /// submit acknowledged through any of the URLs
     Failover {
@@ -88,7 +101,7 @@ pub enum BenchCommand {
         /// Seconds the last server idles before its RSS is read
         #[arg(long, default_value_t = 5)]
         idle_secs: u64,
-        /// The gantry binary to start (default: this one)
+        /// The gantry binary to start (default: `gantry` beside this one)
         #[arg(long)]
         binary: Option<PathBuf>,
     },
@@ -139,9 +152,35 @@ const PROBES_IN_FLIGHT_MAX: usize = 256;
 /// One write of a run: `(client index, request index)` → its future.
 type Write = Arc<dyn Fn(usize, usize) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
-pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+fn main() {
+    use clap::Parser;
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(error) = runtime.block_on(run(cli.command)) {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
-        BenchCommand::Operator(bench) => crate::bench_operator::run(bench).await,
+        BenchCommand::Operator(bench) => crate::operator::run(bench).await,
         BenchCommand::Startup {
             runs,
             idle_secs,
@@ -245,7 +284,7 @@ impl Submitter {
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(2));
         if let Some(ca) = &target.ca {
-            let tls = crate::tls::api_client_config(Some(ca), None)
+            let tls = gantry::tls::api_client_config(Some(ca), None)
                 .with_context(|| format!("loading the CA {}", ca.display()))?;
             builder = builder.use_preconfigured_tls(tls);
         }

@@ -7,15 +7,24 @@
 //! grow by one per message of an operator instance, across connections;
 //! the first `Down` frame of every connection is `Resume`.
 
-use super::protocol::{FromOperator, ToOperator};
+use super::{FromOperator, ToOperator};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use tokio::sync::mpsc;
 use tokio_util::codec::LengthDelimitedCodec;
 
 /// Largest frame in either direction (a log batch is the largest message).
 pub const FRAME_BYTES_MAX: usize = 16 << 20;
+
+/// One connection between an operator and a server, as two frame
+/// channels: over HTTP/2 (`operator::connect`) or in-process (the hub's
+/// in-process link).
+pub struct Link {
+    pub up: mpsc::Sender<Up>,
+    pub down: mpsc::Receiver<Down>,
+}
 
 /// Operator → server.
 #[derive(Clone, Debug, Serialize, Deserialize)]
