@@ -205,7 +205,7 @@ impl RaftNode {
         .await;
     }
 
-    /// The whole state as a snapshot archive ([`crate::archive`]),
+    /// The whole state as a snapshot file ([`crate::snapshot_file`]),
     /// consistent as of a linearizable read (so it holds everything
     /// acknowledged before the call); its meta names the position applied
     /// when the export began (the state is at or after it).

@@ -7,10 +7,10 @@
 //!
 //! Invariants: the data directory holds `raft-log.redb` (log, vote),
 //! `state.redb` (tables and applied position) and `snapshot.bin` (the
-//! latest snapshot, a [`crate::archive`]); reads through [`RaftNode::read`]
-//! are linearizable on every member, reads through [`RaftNode::read_local`]
-//! see this replica's applied state; forwarding never applies a command
-//! twice (see `forward`).
+//! latest snapshot, a [`crate::snapshot_file`]); reads through
+//! [`RaftNode::read`] are linearizable on every member, reads through
+//! [`RaftNode::read_local`] see this replica's applied state; forwarding
+//! never applies a command twice (see `forward`).
 
 mod config;
 mod forward;
