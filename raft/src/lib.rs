@@ -15,13 +15,13 @@
 //!   [`state_machine`]) exist only with the `failpoints` feature, which only
 //!   test builds turn on; without it the macro expands to nothing.
 
-pub mod archive;
 pub mod error;
 pub mod log_store;
 pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod proposer;
+pub mod snapshot_file;
 pub mod state_machine;
 pub mod transport;
 pub mod types;

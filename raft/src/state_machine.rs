@@ -13,7 +13,7 @@
 //! built (after which the log may be purged) everything is made durable.
 //!
 //! Snapshot data — on disk, on the wire and in backups — is a
-//! [`crate::archive`] (tar + zstd: `meta.json`, `state.bin`).
+//! [`crate::snapshot_file`] (tar + zstd: `meta.json`, `state.bin`).
 //!
 //! Installing a snapshot is crash-safe: the archive is first made durable as
 //! the snapshot file (the record of the install), then the tables are
@@ -32,9 +32,9 @@
 //! snapshot file is written but the tables are not yet replaced, as when a
 //! crash lands there).
 
-use crate::archive;
 #[cfg_attr(not(feature = "failpoints"), allow(unused_imports))]
 use crate::error::failpoint_error;
+use crate::snapshot_file;
 use crate::types::{
     decode, encode, BatchOutcome, Entry, GantryNode, LogId, NodeId, StorageError, StoredMembership,
     TypeConfig,
@@ -101,12 +101,12 @@ impl StateMachine {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(error),
         };
-        match archive::read(&bytes) {
+        match snapshot_file::read(&bytes) {
             Ok((meta, _state)) => Ok(Some(SnapshotFile {
                 meta: meta.snapshot_meta(),
                 archive: bytes,
             })),
-            Err(archive::ArchiveError::Foreign(reason)) => {
+            Err(snapshot_file::SnapshotFileError::Foreign(reason)) => {
                 tracing::warn!(
                     path = %self.snapshot_path.display(),
                     %reason,
@@ -169,7 +169,7 @@ impl StateMachine {
             applied = ?applied.last_applied,
             "finishing a snapshot install that a crash interrupted"
         );
-        let (_, image) = archive::read(&file.archive).map_err(io_error)?;
+        let (_, image) = snapshot_file::read(&file.archive).map_err(io_error)?;
         self.install_tables(&file.meta, &image)
     }
 }
@@ -191,7 +191,7 @@ pub fn export_archive(
         last_membership: applied.membership.clone(),
         snapshot_id: snapshot_id(&applied, image.len()),
     };
-    let bytes = archive::write(&meta, &image).map_err(io_error)?;
+    let bytes = snapshot_file::write(&meta, &image).map_err(io_error)?;
     Ok((meta, bytes))
 }
 
@@ -312,7 +312,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let meta_sent = meta.clone();
         let bytes = snapshot.into_inner();
         tokio::task::spawn_blocking(move || -> Result<(), std::io::Error> {
-            let (archived, image) = archive::read(&bytes).map_err(io_error)?;
+            let (archived, image) = snapshot_file::read(&bytes).map_err(io_error)?;
             if archived.last_log_id != meta_sent.last_log_id {
                 return Err(io_error(format!(
                     "the snapshot's archive is at {:?}, its announcement at {:?}",
@@ -356,7 +356,7 @@ pub fn seed_state(
     archive_bytes: &[u8],
 ) -> Result<(), crate::RaftError> {
     let (_meta, image) =
-        archive::read(archive_bytes).map_err(|e| crate::RaftError::Raft(e.to_string()))?;
+        snapshot_file::read(archive_bytes).map_err(|e| crate::RaftError::Raft(e.to_string()))?;
     let state_path = data_dir.join("state.redb");
     let log_path = data_dir.join("raft-log.redb");
     if state_path.exists() || log_path.exists() {

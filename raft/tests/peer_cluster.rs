@@ -12,8 +12,8 @@ use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::VoteRequest;
 use openraft::{ServerState, Vote};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -34,8 +34,8 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// A cluster CA and the TLS configs of the members it signs.
 struct Pki {
-    ca: rcgen::Certificate,
-    ca_key: KeyPair,
+    /// The CA's certificate and what signs with it (its name and key).
+    ca: CertifiedIssuer<'static, KeyPair>,
 }
 
 struct Tls {
@@ -58,8 +58,8 @@ impl Pki {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        let ca = params.self_signed(&ca_key).expect("CA certificate");
-        Pki { ca, ca_key }
+        let ca = CertifiedIssuer::self_signed(params, ca_key).expect("CA certificate");
+        Pki { ca }
     }
 
     /// TLS configs of member `name`: a certificate with the URI SAN
@@ -83,7 +83,7 @@ impl Pki {
         ];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let cert = params
-            .signed_by(&key, &self.ca, &self.ca_key)
+            .signed_by(&key, &self.ca)
             .expect("member certificate");
         let chain: Vec<CertificateDer<'static>> = vec![cert.der().clone()];
         let private = || PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));

@@ -70,7 +70,7 @@ pub async fn leave(
 }
 
 /// `GET /api/cluster/snapshot`: the whole state as a snapshot archive (tar
-/// + zstd, see `gantry_raft::archive`).
+/// + zstd, see `gantry_raft::snapshot_file`).
 pub async fn snapshot(State(state): State<AppState>) -> Result<Response, ApiError> {
     let archive = state.node.export_state().await?;
     Ok(([(header::CONTENT_TYPE, "application/zstd")], archive).into_response())

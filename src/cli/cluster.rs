@@ -144,7 +144,7 @@ pub async fn run_snapshot(args: &ClientArgs, command: SnapshotCommand) -> anyhow
             let bytes =
                 with_spinner(OutputFormat::Text, "Taking a snapshot", client.snapshot()).await?;
             // Refuse to save what would not restore.
-            gantry_raft::archive::read(&bytes)
+            gantry_raft::snapshot_file::read(&bytes)
                 .context("the server sent a snapshot that does not check out")?;
             let temporary = file.with_extension("partial");
             std::fs::write(&temporary, &bytes)

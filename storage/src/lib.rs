@@ -25,7 +25,6 @@ pub use error::StorageError;
 pub use record::*;
 pub use status::{Priority, TaskStatus, WorkflowStatus};
 mod apply;
-mod apply_config;
 mod lifecycle;
 pub mod snapshot;
 pub mod store;

@@ -14,18 +14,24 @@ use crate::record::{
 };
 use crate::status::{TaskStatus, WorkflowStatus};
 use crate::tables::Tables;
+use uuid::Uuid;
 
-/// A deterministic identifier from its parts (FNV-1a, 128 bits as hex).
+/// Namespace of every id [`derive_uuid`] makes. Fixed forever: every
+/// replica, of any version, must derive the same ids from the same log.
+const DERIVED_UUID_NAMESPACE: Uuid = uuid::uuid!("8a796867-05ab-4740-87c3-2abda9708578");
+
+/// A deterministic identifier from its parts: a name-based (v5) UUID as 32
+/// lower-case hex digits. Each part ends with a 0xFF byte, which no UTF-8
+/// text holds, so different part lists never make the same name.
 pub(crate) fn derive_uuid(parts: &[&str]) -> String {
-    let mut high: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut low: u64 = 0x8422_2325_cbf2_9ce4;
+    let mut name = Vec::with_capacity(parts.iter().map(|part| part.len() + 1).sum());
     for part in parts {
-        for byte in part.bytes().chain(std::iter::once(0xff)) {
-            high = (high ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-            low = (low ^ u64::from(byte).rotate_left(3)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        name.extend_from_slice(part.as_bytes());
+        name.push(0xff);
     }
-    format!("{high:016x}{low:016x}")
+    Uuid::new_v5(&DERIVED_UUID_NAMESPACE, &name)
+        .simple()
+        .to_string()
 }
 
 /// Moves a waiting group to PROCESSING and queues its creation on the backend.
@@ -529,5 +535,13 @@ mod tests {
         assert_eq!(derive_uuid(&["a", "b"]), derive_uuid(&["a", "b"]));
         assert_ne!(derive_uuid(&["a", "b"]), derive_uuid(&["ab"]));
         assert_eq!(derive_uuid(&["x"]).len(), 32);
+    }
+
+    #[test]
+    fn derived_uuids_are_name_based() {
+        let derived = derive_uuid(&["wf-uuid", "task", "train", "0"]);
+        assert_eq!(derived, derived.to_ascii_lowercase());
+        let parsed = Uuid::parse_str(&derived).expect("32 hex digits");
+        assert_eq!(parsed.get_version(), Some(uuid::Version::Sha1));
     }
 }

@@ -1,16 +1,18 @@
-//! Snapshot archives: what a snapshot is on disk (`snapshot.bin`), on the
+//! Snapshot files: what a snapshot is on disk (`snapshot.bin`), on the
 //! wire (InstallSnapshot) and in a backup file (`gantry snapshot save`).
+//! Named "snapshot file", not "archive", because the workflow archive is
+//! another thing.
 //!
 //! Format: a tar archive, zstd-compressed (with zstd's content checksum),
-//! holding exactly two members in this order: `meta.json` ([`ArchiveMeta`]:
-//! format name and version, the last log id and membership the state
-//! reflects, the size of the state) and `state.bin` (the storage image of
-//! [`gantry_storage::Store::export_snapshot`]).
+//! holding exactly two members in this order: `meta.json`
+//! ([`SnapshotFileMeta`]: format name and version, the last log id and
+//! membership the state reflects, the size of the state) and `state.bin`
+//! (the storage image of [`gantry_storage::Store::export_snapshot`]).
 //!
 //! Invariants: [`read`] accepts only what [`write`] produces: anything else
 //! (another file, a truncated or corrupted one, a newer format version) is
-//! refused with a [`ArchiveError`] saying which; the decompressed size is
-//! bounded by [`STATE_BYTES_MAX`], so a hostile archive cannot exhaust
+//! refused with a [`SnapshotFileError`] saying which; the decompressed size
+//! is bounded by [`STATE_BYTES_MAX`], so a hostile file cannot exhaust
 //! memory.
 
 use crate::types::{GantryNode, LogId, NodeId, StoredMembership};
@@ -35,7 +37,7 @@ pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
 /// `meta.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArchiveMeta {
+pub struct SnapshotFileMeta {
     pub format: String,
     pub version: u32,
     /// Openraft's snapshot id (unique per snapshot).
@@ -48,7 +50,7 @@ pub struct ArchiveMeta {
     pub state_bytes: u64,
 }
 
-impl ArchiveMeta {
+impl SnapshotFileMeta {
     pub fn snapshot_meta(&self) -> SnapshotMeta<NodeId, GantryNode> {
         SnapshotMeta {
             last_log_id: self.last_log_id,
@@ -59,7 +61,7 @@ impl ArchiveMeta {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ArchiveError {
+pub enum SnapshotFileError {
     #[error("not a Gantry snapshot: {0}")]
     Foreign(String),
     #[error("the snapshot is truncated or corrupt: {0}")]
@@ -74,8 +76,8 @@ pub enum ArchiveError {
 pub fn write(
     meta: &SnapshotMeta<NodeId, GantryNode>,
     image: &[u8],
-) -> Result<Vec<u8>, ArchiveError> {
-    let archive_meta = ArchiveMeta {
+) -> Result<Vec<u8>, SnapshotFileError> {
+    let archive_meta = SnapshotFileMeta {
         format: FORMAT_NAME.to_string(),
         version: FORMAT_VERSION,
         snapshot_id: meta.snapshot_id.clone(),
@@ -84,7 +86,7 @@ pub fn write(
         state_bytes: image.len() as u64,
     };
     let meta_json = serde_json::to_vec_pretty(&archive_meta)
-        .map_err(|e| ArchiveError::Write(std::io::Error::other(e)))?;
+        .map_err(|e| SnapshotFileError::Write(std::io::Error::other(e)))?;
     let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL)?;
     encoder.include_checksum(true)?;
     let mut tar = tar::Builder::new(encoder);
@@ -99,14 +101,14 @@ pub fn write(
 }
 
 /// Reads and checks an archive: its meta and the state image.
-pub fn read(bytes: &[u8]) -> Result<(ArchiveMeta, Vec<u8>), ArchiveError> {
+pub fn read(bytes: &[u8]) -> Result<(SnapshotFileMeta, Vec<u8>), SnapshotFileError> {
     if !bytes.starts_with(&ZSTD_MAGIC) {
-        return Err(ArchiveError::Foreign(
+        return Err(SnapshotFileError::Foreign(
             "it is not zstd-compressed (a snapshot is a tar archive compressed with zstd)".into(),
         ));
     }
     let decoder = zstd::stream::read::Decoder::new(bytes)
-        .map_err(|e| ArchiveError::Corrupt(format!("zstd: {e}")))?;
+        .map_err(|e| SnapshotFileError::Corrupt(format!("zstd: {e}")))?;
     let mut tar = tar::Archive::new(decoder);
     let (meta, state) = read_members(&mut tar)?;
     // Read to the end: the zstd checksum is checked when the frame ends.
@@ -114,49 +116,53 @@ pub fn read(bytes: &[u8]) -> Result<(ArchiveMeta, Vec<u8>), ArchiveError> {
     tar.into_inner()
         .take(1 << 20)
         .read_to_end(&mut rest)
-        .map_err(|e| ArchiveError::Corrupt(format!("zstd: {e}")))?;
+        .map_err(|e| SnapshotFileError::Corrupt(format!("zstd: {e}")))?;
     Ok((meta, state))
 }
 
 /// `meta.json` (checked) and `state.bin`, in that order.
 fn read_members<R: Read>(
     tar: &mut tar::Archive<R>,
-) -> Result<(ArchiveMeta, Vec<u8>), ArchiveError> {
+) -> Result<(SnapshotFileMeta, Vec<u8>), SnapshotFileError> {
     let mut entries = tar
         .entries()
-        .map_err(|e| ArchiveError::Corrupt(format!("tar: {e}")))?;
-    let mut member = |expected: &str, limit: u64| -> Result<Vec<u8>, ArchiveError> {
+        .map_err(|e| SnapshotFileError::Corrupt(format!("tar: {e}")))?;
+    let mut member = |expected: &str, limit: u64| -> Result<Vec<u8>, SnapshotFileError> {
         let mut entry = match entries.next() {
             Some(Ok(entry)) => entry,
-            Some(Err(e)) => return Err(ArchiveError::Corrupt(format!("reading {expected}: {e}"))),
+            Some(Err(e)) => {
+                return Err(SnapshotFileError::Corrupt(format!(
+                    "reading {expected}: {e}"
+                )))
+            }
             None => {
-                return Err(ArchiveError::Corrupt(format!(
+                return Err(SnapshotFileError::Corrupt(format!(
                     "the archive ends before {expected}"
                 )))
             }
         };
         let path = entry
             .path()
-            .map_err(|e| ArchiveError::Corrupt(format!("tar: {e}")))?
+            .map_err(|e| SnapshotFileError::Corrupt(format!("tar: {e}")))?
             .to_string_lossy()
             .into_owned();
         if path != expected {
-            return Err(ArchiveError::Foreign(format!(
+            return Err(SnapshotFileError::Foreign(format!(
                 "the archive holds {path:?} where {expected} belongs"
             )));
         }
         let size = entry.header().size().unwrap_or(u64::MAX);
         if size > limit {
-            return Err(ArchiveError::Corrupt(format!(
+            return Err(SnapshotFileError::Corrupt(format!(
                 "{expected} claims {size} bytes, more than the {limit} accepted"
             )));
         }
         let mut data = Vec::with_capacity(usize::try_from(size.min(64 << 20)).unwrap_or(0));
         entry
             .read_to_end(&mut data)
-            .map_err(|e| ArchiveError::Corrupt(format!("reading {expected}: {e}")))?;
+            .map_err(|e| SnapshotFileError::Corrupt(format!("reading {expected}: {e}")))?;
         if data.len() as u64 != size {
-            return Err(ArchiveError::Corrupt(format!(
+            return Err(SnapshotFileError::Corrupt(format!(
                 "{expected} holds {} of its {size} bytes",
                 data.len()
             )));
@@ -164,16 +170,16 @@ fn read_members<R: Read>(
         Ok(data)
     };
     let meta_json = member(META_MEMBER, META_BYTES_MAX)?;
-    let meta: ArchiveMeta = serde_json::from_slice(&meta_json)
-        .map_err(|e| ArchiveError::Foreign(format!("{META_MEMBER}: {e}")))?;
+    let meta: SnapshotFileMeta = serde_json::from_slice(&meta_json)
+        .map_err(|e| SnapshotFileError::Foreign(format!("{META_MEMBER}: {e}")))?;
     if meta.format != FORMAT_NAME {
-        return Err(ArchiveError::Foreign(format!(
+        return Err(SnapshotFileError::Foreign(format!(
             "{META_MEMBER} names format {:?}",
             meta.format
         )));
     }
     if meta.version > FORMAT_VERSION {
-        return Err(ArchiveError::Version {
+        return Err(SnapshotFileError::Version {
             found: meta.version,
         });
     }
@@ -212,7 +218,7 @@ mod tests {
         for cut in [bytes.len() - 1, bytes.len() / 2, 10, 4] {
             let error = read(&bytes[..cut]).expect_err("truncated");
             assert!(
-                matches!(error, ArchiveError::Corrupt(_)),
+                matches!(error, SnapshotFileError::Corrupt(_)),
                 "cut at {cut}: {error}"
             );
         }
@@ -220,7 +226,7 @@ mod tests {
         let middle = flipped.len() / 2;
         flipped[middle] ^= 0x55;
         let error = read(&flipped).expect_err("corrupt");
-        assert!(matches!(error, ArchiveError::Corrupt(_)), "{error}");
+        assert!(matches!(error, SnapshotFileError::Corrupt(_)), "{error}");
         let error = read(b"hello, world").expect_err("foreign");
         assert!(
             error.to_string().contains("not a Gantry snapshot"),
@@ -239,6 +245,6 @@ mod tests {
             .unwrap();
         let other = zstd::bulk::compress(&other.into_inner().unwrap(), 3).unwrap();
         let error = read(&other).expect_err("foreign archive");
-        assert!(matches!(error, ArchiveError::Foreign(_)), "{error}");
+        assert!(matches!(error, SnapshotFileError::Foreign(_)), "{error}");
     }
 }

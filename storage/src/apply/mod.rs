@@ -1,0 +1,111 @@
+//! `apply`: one `match` over [`Command`], one `apply_<noun>_<verb>` per
+//! variant; the appliers live in files by noun (`workflow`, `task`,
+//! `operator`, `timer`, `pool`, `token`, `config`).
+//!
+//! Invariants: appliers read only the command and the transaction; a
+//! rejection is decided before the first write, so a rejected command leaves
+//! the tables untouched.
+
+mod config;
+mod operator;
+mod pool;
+mod task;
+mod timer;
+mod token;
+mod workflow;
+
+use crate::command::{Command, Outcome};
+use crate::error::StorageError;
+use crate::tables::Tables;
+use config::{
+    apply_backend_heartbeat, apply_config_delete, apply_config_put, apply_config_rollback,
+};
+use operator::{
+    apply_job_complete, apply_log_chunk_append, apply_operator_hello, apply_operator_reports,
+};
+use pool::apply_pool_put;
+use redb::WriteTransaction;
+use task::{apply_task_data_times_record, apply_task_report};
+use timer::apply_timer_fire;
+use token::{apply_token_issue, apply_token_revoke};
+use workflow::{apply_workflow_cancel, apply_workflow_submit};
+
+/// Applies one command inside `txn`.
+pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<Outcome, StorageError> {
+    let tables = Tables::new(txn);
+    match command {
+        Command::AppendLogChunk { chunk } => apply_log_chunk_append(&tables, chunk),
+        Command::SubmitWorkflow { now, submission } => {
+            apply_workflow_submit(&tables, *now, submission)
+        }
+        Command::CancelWorkflow {
+            now,
+            workflow_id,
+            user,
+            message,
+            force,
+        } => apply_workflow_cancel(&tables, *now, workflow_id, user, message.as_deref(), *force),
+        Command::ReportTask { now, report } => apply_task_report(&tables, *now, report),
+        Command::RecordTaskDataTimes { key, times } => {
+            apply_task_data_times_record(&tables, key, times)
+        }
+        Command::CompleteJob { job_id } => apply_job_complete(&tables, *job_id),
+        Command::FireTimer { now, timer_id, due } => {
+            apply_timer_fire(&tables, *now, *timer_id, *due)
+        }
+        Command::PutPool { pool } => apply_pool_put(&tables, pool),
+        Command::OperatorHello {
+            now,
+            backend,
+            running,
+        } => apply_operator_hello(&tables, *now, backend, running, None),
+        Command::OperatorHelloWithExecutor {
+            now,
+            backend,
+            running,
+            executor,
+        } => apply_operator_hello(&tables, *now, backend, running, Some(executor)),
+        Command::IssueToken { token } => apply_token_issue(&tables, token),
+        Command::RevokeToken { name } => apply_token_revoke(&tables, name),
+        Command::OperatorReports {
+            now,
+            backend,
+            instance,
+            last_seq,
+            commands,
+        } => apply_operator_reports(txn, &tables, *now, backend, *instance, *last_seq, commands),
+        Command::PutConfig {
+            now,
+            config_type,
+            name,
+            meta,
+            data,
+        } => apply_config_put(&tables, *now, *config_type, name, meta, data),
+        Command::DeleteConfig {
+            now,
+            config_type,
+            name,
+            meta,
+        } => apply_config_delete(&tables, *now, *config_type, name, meta),
+        Command::RollbackConfig {
+            now,
+            config_type,
+            revision,
+            meta,
+        } => apply_config_rollback(&tables, *now, *config_type, *revision, meta),
+        Command::BackendHeartbeat {
+            now,
+            backend,
+            nodes,
+            offline_after_ms,
+            fail_tasks_after_ms,
+        } => apply_backend_heartbeat(
+            &tables,
+            *now,
+            backend,
+            nodes,
+            *offline_after_ms,
+            *fail_tasks_after_ms,
+        ),
+    }
+}

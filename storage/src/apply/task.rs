@@ -1,0 +1,167 @@
+//! Appliers for one task run: `ReportTask` (a status from its executor) and
+//! `RecordTaskDataTimes`.
+//!
+//! Invariants: only the task's current run (its retry id) changes it; a
+//! status moves forward by phase only and a finished task takes none; data
+//! times are kept even when they arrive after the final status.
+
+use crate::command::{Outcome, RejectionKind, TaskDataTimes, TaskKey, TaskReport};
+use crate::error::StorageError;
+use crate::lifecycle;
+use crate::plan::ExitAction;
+use crate::record::{Millis, TaskRecord};
+use crate::status::TaskStatus;
+use crate::tables::Tables;
+
+/// The task `key` names, if `key` is its current run; else the refusal.
+fn current_run(
+    tables: &Tables,
+    key: &TaskKey,
+) -> Result<Result<TaskRecord, Outcome>, StorageError> {
+    let Some(task) = tables.task_state(&key.workflow_id, &key.task)? else {
+        return Ok(Err(Outcome::rejected(
+            RejectionKind::NotFound,
+            format!(
+                "task '{}' of workflow '{}' does not exist",
+                key.task, key.workflow_id
+            ),
+        )));
+    };
+    if task.retry_id != key.retry_id {
+        return Ok(Err(Outcome::rejected(
+            RejectionKind::Conflict,
+            format!(
+                "task '{}' is at retry {}, not {}",
+                key.task, task.retry_id, key.retry_id
+            ),
+        )));
+    }
+    Ok(Ok(task))
+}
+
+pub(super) fn apply_task_report(
+    tables: &Tables,
+    now: Millis,
+    report: &TaskReport,
+) -> Result<Outcome, StorageError> {
+    let key = &report.key;
+    let mut task = match current_run(tables, key)? {
+        Ok(task) => task,
+        Err(refusal) => return Ok(refusal),
+    };
+    if task.status.is_finished() {
+        return Ok(Outcome::rejected(
+            RejectionKind::Conflict,
+            format!(
+                "task '{}' has already finished with status {}",
+                key.task, task.status
+            ),
+        ));
+    }
+    if !report.status.is_reportable() {
+        return Ok(Outcome::rejected(
+            RejectionKind::Invalid,
+            format!("an executor cannot report status {}", report.status),
+        ));
+    }
+    if matches!(task.status, TaskStatus::Waiting | TaskStatus::Submitting) {
+        return Ok(Outcome::rejected(
+            RejectionKind::Conflict,
+            format!(
+                "task '{}' has not been handed to an executor yet (it is {})",
+                key.task, task.status
+            ),
+        ));
+    }
+    if report.status.phase_rank() < task.status.phase_rank() {
+        return Ok(Outcome::rejected(
+            RejectionKind::Conflict,
+            format!(
+                "task '{}' is already {}, later than {}",
+                key.task, task.status, report.status
+            ),
+        ));
+    }
+    if report.status == task.status {
+        return Ok(Outcome::Applied);
+    }
+    let Some(workflow) = tables.workflow(&key.workflow_id)? else {
+        return Ok(Outcome::rejected(
+            RejectionKind::NotFound,
+            "workflow vanished",
+        ));
+    };
+    let mut status = report.status;
+    if let Some(code) = report.exit_code {
+        if matches!(status, TaskStatus::Completed | TaskStatus::Failed) {
+            let plan = tables.task_plan(&key.workflow_id, &key.task)?;
+            status = match plan.exit_action_for(code) {
+                Some(ExitAction::Complete) => TaskStatus::Completed,
+                // RESCHEDULE needs a retry budget (max_retry_per_task, OSMO default 0): it fails.
+                Some(ExitAction::Fail) | Some(ExitAction::Reschedule) => TaskStatus::Failed,
+                None => status,
+            };
+        }
+    }
+    let time = report.time.min(now);
+    match status {
+        TaskStatus::Scheduling => task.scheduling_start_time = Some(time),
+        TaskStatus::Initializing => {
+            task.initializing_start_time = Some(time);
+            task.input_download_start_time.get_or_insert(time);
+        }
+        TaskStatus::Running => {
+            task.start_time = Some(time);
+            task.input_download_end_time.get_or_insert(time);
+        }
+        _ => {
+            task.end_time = Some(time);
+            task.exit_code = report.exit_code.or(status.default_exit_code());
+            if status.is_failure() {
+                task.failure_message = report.message.clone().or_else(|| {
+                    report
+                        .exit_code
+                        .map(|code| format!("exited with code {code}"))
+                });
+            }
+        }
+    }
+    if let Some(node) = &report.node_name {
+        task.node_name = Some(node.clone());
+    }
+    task.status = status;
+    tables.put_task(&task)?;
+    lifecycle::settle_group(tables, &workflow, &task.group, now)?;
+    Ok(Outcome::Applied)
+}
+
+pub(super) fn apply_task_data_times_record(
+    tables: &Tables,
+    key: &TaskKey,
+    times: &TaskDataTimes,
+) -> Result<Outcome, StorageError> {
+    let mut task = match current_run(tables, key)? {
+        Ok(task) => task,
+        Err(refusal) => return Ok(refusal),
+    };
+    // Times may arrive after the final status (reports of one run are
+    // ordered, but a cancel can finish the task first): they are kept.
+    for (field, value) in [
+        (
+            &mut task.input_download_start_time,
+            times.input_download_start,
+        ),
+        (&mut task.input_download_end_time, times.input_download_end),
+        (
+            &mut task.output_upload_start_time,
+            times.output_upload_start,
+        ),
+        (&mut task.output_upload_end_time, times.output_upload_end),
+    ] {
+        if value.is_some() {
+            *field = value;
+        }
+    }
+    tables.put_task(&task)?;
+    Ok(Outcome::Applied)
+}
