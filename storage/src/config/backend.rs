@@ -11,7 +11,7 @@
 //! keep the settings in force; `scheduler_name` is never empty; the
 //! read-only fields `config show` prints are accepted and ignored. The row
 //! ([`BackendRecord`]) is bincode without field defaults: a new field
-//! needs a new row shape and a decode of the older one ([`BackendRecord::decode`]).
+//! needs a new row shape and a decode of the older one (`BackendRecord::decode`).
 //! No field is a secret.
 
 use super::typed;
