@@ -7,7 +7,6 @@
 //! anything is proposed; a config's name in the path wins over one in the body.
 
 use super::auth::Caller;
-use super::config_bodies::{self as bodies, typed, ServiceConfig, WorkflowConfig};
 use super::error::ApiError;
 use super::params::Params;
 use super::policy::{self, ADMIN_ROLE};
@@ -15,11 +14,16 @@ use super::views::time;
 use super::workflow::{propose, read_body};
 use super::AppState;
 use crate::clock::now_ms;
+use crate::data::DataStore;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{get, patch, MethodRouter};
 use axum::{Extension, Json};
+use gantry_storage::config::backend::{backend_json, merge_backend};
+use gantry_storage::config::pool::{pool_json, pool_status};
+use gantry_storage::config::role::role_json;
+use gantry_storage::config::{self, typed, ServiceConfig, WorkflowConfig};
 use gantry_storage::{
     BackendSettings, Command, ConfigData, ConfigMeta, ConfigRevision, ConfigType, Outcome,
     ReadView, RoleConfig,
@@ -127,34 +131,7 @@ fn check_pool_references(view: &ReadView, data: &ConfigData) -> Result<(), ApiEr
     let ConfigData::Pool(pool) = data else {
         return Ok(());
     };
-    let mut wanted: Vec<(String, ConfigType, &String)> = Vec::new();
-    for name in &pool.common_pod_template {
-        wanted.push(("common_pod_template".into(), ConfigType::PodTemplate, name));
-    }
-    for name in &pool.common_resource_validations {
-        wanted.push((
-            "common_resource_validations".into(),
-            ConfigType::ResourceValidation,
-            name,
-        ));
-    }
-    for (platform_name, platform) in &pool.platforms {
-        for name in &platform.override_pod_template {
-            wanted.push((
-                format!("platforms.{platform_name}.override_pod_template"),
-                ConfigType::PodTemplate,
-                name,
-            ));
-        }
-        for name in &platform.resource_validations {
-            wanted.push((
-                format!("platforms.{platform_name}.resource_validations"),
-                ConfigType::ResourceValidation,
-                name,
-            ));
-        }
-    }
-    for (field, config_type, name) in wanted {
+    for (field, config_type, name) in pool.references() {
         if view.config(config_type, name)?.is_none() {
             return Err(usage(format!(
                 "configs.{field}: {config_type} '{name}' does not exist"
@@ -187,7 +164,8 @@ async fn put_config(
     let view = state.node.read().await?;
     let mut configs = change.configs;
     restore_secrets(&view, config_type, &mut configs)?;
-    let data = bodies::parse(config_type, &name, configs).map_err(usage)?;
+    let data = config::parse(config_type, &name, configs).map_err(usage)?;
+    check_data_store(config_type, &data)?;
     check_pool_references(&view, &data)?;
     let command = Command::PutConfig {
         now: now_ms(),
@@ -210,7 +188,22 @@ fn restore_secrets(
         return Ok(());
     }
     let stored = view.config(config_type, "")?.and_then(|c| c.data);
-    bodies::restore_masked_secrets(body, stored.as_ref()).map_err(usage)
+    config::workflow::restore_masked_secrets(body, stored.as_ref()).map_err(usage)
+}
+
+/// A WORKFLOW config's data credential must also open as a data store (the
+/// data layer's check, after the config's own).
+fn check_data_store(config_type: ConfigType, data: &ConfigData) -> Result<(), ApiError> {
+    if config_type != ConfigType::Workflow {
+        return Ok(());
+    }
+    let credential = WorkflowConfig::from_data(data).and_then(|c| c.workflow_data.credential);
+    match credential {
+        Some(credential) => DataStore::from_credential(&credential)
+            .map(|_| ())
+            .map_err(usage),
+        None => Ok(()),
+    }
 }
 
 /// PATCH of a singleton: `configs_dict` merged over the config in force.
@@ -231,7 +224,8 @@ async fn patch_singleton_config(
     current.extend(patch.configs_dict);
     let mut merged = Value::Object(current);
     restore_secrets(&view, config_type, &mut merged)?;
-    let data = bodies::parse(config_type, "", merged).map_err(usage)?;
+    let data = config::parse(config_type, "", merged).map_err(usage)?;
+    check_data_store(config_type, &data)?;
     let command = Command::PutConfig {
         now: now_ms(),
         config_type,
@@ -269,7 +263,7 @@ fn singleton_json(view: &ReadView, config_type: ConfigType) -> Result<Value, Api
         data: Some(data), ..
     }) = view.config(config_type, "")?
     {
-        return Ok(bodies::render(&data));
+        return Ok(config::render(&data));
     }
     Ok(match config_type {
         ConfigType::Service => serde_json::to_value(ServiceConfig::default()),
@@ -290,11 +284,11 @@ fn named_json(
     Ok(match data {
         ConfigData::Pool(pool) => {
             let online = backend_online(view, &pool.backend)?;
-            bodies::pool_json(pool, bodies::pool_status(pool, online))
+            pool_json(pool, pool_status(pool, online))
         }
         other => {
             let _ = config_type;
-            bodies::render(other)
+            config::render(other)
         }
     })
 }
@@ -313,7 +307,7 @@ async fn get_named(state: AppState, config_type: ConfigType, name: String) -> Re
         let backend = view
             .backend(&name)?
             .ok_or_else(|| not_found(config_type, &name))?;
-        return Ok(Json(bodies::backend_json(&backend)));
+        return Ok(Json(backend_json(&backend, time)));
     }
     let name = if config_type == ConfigType::Role {
         policy::normalize_role(&name)
@@ -327,7 +321,7 @@ async fn get_named(state: AppState, config_type: ConfigType, name: String) -> Re
             Ok(Json(named_json(&view, config_type, &data)?))
         }
         _ if config_type == ConfigType::Role => builtin_role(&name)
-            .map(|role| Json(bodies::role_json(&role, true)))
+            .map(|role| Json(role_json(&role, true)))
             .ok_or_else(|| not_found(config_type, &name)),
         _ => Err(not_found(config_type, &name)),
     }
@@ -339,20 +333,20 @@ async fn list_named(state: AppState, config_type: ConfigType, query: Option<Stri
     let configs = view.configs(config_type)?;
     match config_type {
         ConfigType::Backend => Ok(Json(json!({
-            "backends": view.backends()?.iter().map(bodies::backend_json).collect::<Vec<_>>(),
+            "backends": view.backends()?.iter().map(|b| backend_json(b, time)).collect::<Vec<_>>(),
         }))),
         ConfigType::Role => {
             let mut roles = Vec::new();
             for builtin in [policy::ADMIN_ROLE, policy::USER_ROLE, policy::BACKEND_ROLE] {
                 if builtin == ADMIN_ROLE || !configs.iter().any(|c| c.name == builtin) {
                     if let Some(role) = builtin_role(builtin) {
-                        roles.push(bodies::role_json(&role, true));
+                        roles.push(role_json(&role, true));
                     }
                 }
             }
             for config in &configs {
                 if let Some(ConfigData::Role(role)) = &config.data {
-                    roles.push(bodies::role_json(role, false));
+                    roles.push(role_json(role, false));
                 }
             }
             Ok(Json(Value::Array(roles)))
@@ -460,7 +454,7 @@ pub async fn post_backend(
         .await?
         .backend(&name)?
         .map_or_else(BackendSettings::default, |backend| backend.settings);
-    let settings = bodies::merge_backend(&current, change.configs).map_err(usage)?;
+    let settings = merge_backend(&current, change.configs).map_err(usage)?;
     let command = Command::PutConfig {
         now: now_ms(),
         config_type: ConfigType::Backend,
@@ -532,7 +526,7 @@ pub async fn history(State(state): State<AppState>, RawQuery(query): RawQuery) -
                 "description": entry.meta.description,
                 "tags": entry.meta.tags,
                 "deleted": entry.data.is_none(),
-                "data": if omit_data { Value::Null } else { entry.data.as_ref().map_or(Value::Null, bodies::render) },
+                "data": if omit_data { Value::Null } else { entry.data.as_ref().map_or(Value::Null, config::render) },
             })
         })
         .collect();

@@ -8,7 +8,6 @@ pub mod access;
 mod access_tokens;
 pub mod auth;
 mod cluster;
-pub(crate) mod config_bodies;
 mod configs;
 mod error;
 mod events;

@@ -7,12 +7,13 @@
 //! taints (a pool without platforms covers all its backend's nodes); use is
 //! the sum of the requests of unfinished tasks of dispatched groups.
 
-use super::config_bodies::{format_cpu, pool_status};
 use super::error::ApiError;
 use super::params::Params;
 use super::AppState;
 use axum::extract::{RawQuery, State};
 use axum::Json;
+use gantry_storage::config::backend::format_cpu;
+use gantry_storage::config::pool::pool_status;
 use gantry_storage::plan::{ResourcePlan, WorkflowPlan};
 use gantry_storage::{
     BackendRecord, ConfigData, ConfigType, NodeInventory, PlatformConfig, PoolConfig, ReadView,

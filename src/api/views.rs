@@ -2,7 +2,7 @@
 //!
 //! Invariant: field names are exactly OSMO's (`../shared/osmo/openapi.json`):
 //! WorkflowQueryResponse, GroupQueryResponse, TaskQueryResponse, ListEntry,
-//! (pools: `config_bodies::pool_json`).
+//! (pools: `gantry_storage::config::pool::pool_json`).
 
 use gantry_storage::{GroupRecord, Millis, TaskRecord, WorkflowRecord};
 use serde_json::{json, Value};

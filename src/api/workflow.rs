@@ -6,7 +6,6 @@
 //! workflow ID; unknown IDs and pools are 404.
 
 use super::auth::Caller;
-use super::config_bodies;
 use super::error::ApiError;
 use super::params::Params;
 use super::views::{self, Links};
@@ -18,6 +17,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use gantry_storage::config::pool::{pool_json, pool_status};
 use gantry_storage::{
     Command, ConfigData, ConfigType, ListFilter, Outcome, Priority, Submission, WorkflowStatus,
 };
@@ -344,7 +344,7 @@ pub async fn list_pools(
             let online = view.backend(&pool.backend)?.is_some_and(|b| b.online);
             entries.insert(
                 pool.name.clone(),
-                config_bodies::pool_json(pool, config_bodies::pool_status(pool, online)),
+                pool_json(pool, pool_status(pool, online)),
             );
         }
     }
@@ -357,7 +357,7 @@ fn pool_in_maintenance(view: &gantry_storage::ReadView, pool: &str) -> Result<bo
         Some(gantry_storage::ConfigRevision {
             data: Some(ConfigData::Pool(pool)),
             ..
-        }) => config_bodies::pool_status(&pool, true) == gantry_storage::PoolStatus::Maintenance,
+        }) => pool_status(&pool, true) == gantry_storage::PoolStatus::Maintenance,
         _ => false,
     })
 }

@@ -10,7 +10,6 @@
 
 use super::operator_hub::OperatorHub;
 use super::placement::PoolPlacement;
-use crate::api::config_bodies::workflow_data_store;
 use crate::clock::now_ms;
 use crate::data::{DataInput, DataOutput, DataStore, TaskData};
 use crate::protocol::task_host::kubernetes_task_host;
@@ -70,7 +69,7 @@ async fn dispatch_round(
             continue;
         }
         let data_store = data_store.get_or_insert_with(|| {
-            workflow_data_store(&view).unwrap_or_else(|| default_data.clone())
+            DataStore::from_workflow_config(&view).unwrap_or_else(|| default_data.clone())
         });
         match build_message(&view, &job, data_store) {
             Ok(message) => {
@@ -418,7 +417,6 @@ mod tests {
     //! with configs parsed from OSMO-shaped bodies as the API parses them.
 
     use super::*;
-    use crate::api::config_bodies;
     use crate::spec::{prepare, SpecInput, SpecLimits};
     use gantry_storage::{ConfigMeta, ConfigType, Outcome, Priority, Store, Submission};
     use serde_json::{json, Value};
@@ -465,11 +463,12 @@ workflow:
 
         fn put(&self, config_type: ConfigType, name: &str, body: Value) {
             let data = match config_type {
-                ConfigType::Backend => {
-                    config_bodies::merge_backend(&gantry_storage::BackendSettings::default(), body)
-                        .map(gantry_storage::ConfigData::Backend)
-                }
-                _ => config_bodies::parse(config_type, name, body),
+                ConfigType::Backend => gantry_storage::config::backend::merge_backend(
+                    &gantry_storage::BackendSettings::default(),
+                    body,
+                )
+                .map(gantry_storage::ConfigData::Backend),
+                _ => gantry_storage::config::parse(config_type, name, body),
             }
             .expect("a valid config body");
             let outcome = self.apply(Command::PutConfig {

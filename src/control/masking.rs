@@ -13,25 +13,13 @@
 //! two overlap.
 
 use aho_corasick::{AhoCorasick, MatchKind};
+use gantry_storage::config::workflow::{MASK, SECRET_POINTERS};
 use gantry_storage::{ConfigData, ConfigType, ReadView, StorageError};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 
-/// What a secret is replaced with.
-pub const MASK: &str = "[MASKED]";
 /// Shorter values are not masked: they would hide ordinary words.
 pub const SECRET_CHARS_MIN: usize = 8;
-
-/// Where the WORKFLOW config keeps secret values (JSON pointers); shown
-/// masked by the config API as well.
-pub const SECRET_POINTERS: &[&str] = &[
-    "/workflow_data/credential/access_key",
-    "/workflow_log/credential/access_key",
-    "/workflow_app/credential/access_key",
-    "/backend_images/credential/auth",
-    "/workflow_alerts/slack_token",
-    "/workflow_alerts/smtp_settings/password",
-];
 
 /// Replaces the secrets of one config revision.
 pub struct Masker {

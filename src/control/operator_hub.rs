@@ -391,7 +391,7 @@ impl OperatorHub {
                     // The graces travel in the command: apply reads no config.
                     let view = self.node.read_local().map_err(ConnectionEnd::Propose)?;
                     let (offline_after_ms, fail_tasks_after_ms) =
-                        crate::api::config_bodies::service_config(&view).graces_ms();
+                        gantry_storage::config::ServiceConfig::in_force(&view).graces_ms();
                     Command::BackendHeartbeat {
                         now,
                         backend: backend.clone(),

@@ -11,6 +11,8 @@
 
 use super::DataError;
 use crate::object_storage::{s3_store, ObjectStorage, S3Settings};
+use gantry_storage::config::workflow::{DataCredential, WorkflowConfig, DATA_CREDENTIAL, MASK};
+use gantry_storage::ReadView;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
@@ -47,13 +49,7 @@ impl std::fmt::Debug for DataStore {
             .field("endpoint", &self.endpoint)
             .field("path_style", &self.path_style)
             .field("access_key_id", &self.access_key_id)
-            .field(
-                "access_key",
-                &self
-                    .access_key
-                    .as_ref()
-                    .map(|_| crate::control::masking::MASK),
-            )
+            .field("access_key", &self.access_key.as_ref().map(|_| MASK))
             .finish()
     }
 }
@@ -86,6 +82,31 @@ impl DataStore {
             access_key_id: None,
             access_key: None,
         }
+    }
+
+    /// The data store a WORKFLOW config's `workflow_data.credential` names:
+    /// the config's own checks, then the store must open. Errors name the
+    /// field (`configs.workflow_data.credential...`).
+    pub fn from_credential(credential: &DataCredential) -> Result<DataStore, String> {
+        credential.check(DATA_CREDENTIAL)?;
+        let store = DataStore {
+            root: credential.root().to_string(),
+            region: credential.region.clone(),
+            endpoint: credential.override_url.clone(),
+            path_style: credential.path_style(),
+            access_key_id: credential.access_key_id.clone(),
+            access_key: credential.access_key.clone(),
+        };
+        store
+            .open(&store.root)
+            .map_err(|error| format!("{DATA_CREDENTIAL}.endpoint: {error}"))?;
+        Ok(store)
+    }
+
+    /// The data store of the WORKFLOW config in force, if it names one.
+    pub fn from_workflow_config(view: &ReadView) -> Option<DataStore> {
+        let credential = WorkflowConfig::in_force(view).workflow_data.credential?;
+        DataStore::from_credential(&credential).ok()
     }
 
     /// The intermediate prefix of task `task` of workflow `workflow_id`.
@@ -281,5 +302,40 @@ mod tests {
         }
         // An S3 root never opens local files.
         assert!(store().open("file:///tmp/x").is_err());
+    }
+
+    #[test]
+    fn a_workflow_data_credential_is_checked_then_opened() {
+        let credential = |value: serde_json::Value| -> DataCredential {
+            serde_json::from_value(value).expect("a credential")
+        };
+        let store = DataStore::from_credential(&credential(serde_json::json!({
+            "endpoint": "s3://bucket/pre/", "region": "eu-1",
+            "override_url": "http://127.0.0.1:9000", "addressing_style": "auto",
+            "access_key_id": "id", "access_key": "secret"})))
+        .expect("opens");
+        assert_eq!(store.root, "s3://bucket/pre");
+        assert_eq!(store.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(store.path_style);
+        assert_eq!(store.access_key.as_deref(), Some("secret"));
+        for (value, error) in [
+            // The config's own check.
+            (
+                serde_json::json!({"endpoint": "gs://b"}),
+                "configs.workflow_data.credential.endpoint: 'gs://b' is not s3://",
+            ),
+            // Only opening finds these.
+            (
+                serde_json::json!({"endpoint": "s3:///p"}),
+                "configs.workflow_data.credential.endpoint: ",
+            ),
+            (
+                serde_json::json!({"endpoint": "s3://b/a//b"}),
+                "plain segments",
+            ),
+        ] {
+            let got = DataStore::from_credential(&credential(value.clone())).unwrap_err();
+            assert!(got.contains(error), "{value}: {got}");
+        }
     }
 }

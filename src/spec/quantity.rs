@@ -60,10 +60,10 @@ pub fn parse_quantity(text: &str) -> Result<u64, String> {
     u64::try_from(bytes).map_err(|_| too_large())
 }
 
-/// Parses `<int><s|m|h|d>` or plain integer seconds: the state machine's
-/// parser (it reads durations from replicated configs), so the API and
-/// apply never disagree on one.
-pub use gantry_storage::retention::parse_duration_seconds as parse_duration;
+/// Parses `<int><s|m|h|d>` or plain integer seconds: the configs' parser,
+/// which the state machine uses too (it reads durations from replicated
+/// configs), so specs, the API and apply never disagree on one.
+pub use gantry_storage::config::parse_duration_seconds as parse_duration;
 
 #[cfg(test)]
 mod tests {

@@ -16,11 +16,14 @@ pub mod config;
 pub mod error;
 pub mod plan;
 pub mod record;
-pub mod retention;
 pub mod status;
 
 pub use command::{Command, Outcome, Rejection, RejectionKind, TaskDataTimes, TaskKey, TaskReport};
-pub use config::*;
+pub use config::{
+    BackendRecord, BackendSettings, ConfigData, ConfigMeta, ConfigRevision, ConfigType, GpuQuota,
+    NodeInventory, PlatformConfig, Policy, PolicyEffect, PoolConfig, PoolStatus, RoleConfig,
+    SchedulerType, Taint, Toleration, EXECUTOR_LOCAL,
+};
 pub use error::StorageError;
 pub use record::*;
 pub use status::{Priority, TaskStatus, WorkflowStatus};

@@ -470,7 +470,7 @@ pub(crate) fn workflow_ended(
         Some(ConfigRevision {
             data: Some(ConfigData::Json(text)),
             ..
-        }) => crate::retention::retention_of_config_text(&text),
+        }) => crate::config::workflow::retention_of_config_text(&text),
         _ => None,
     };
     tables.add_timer(

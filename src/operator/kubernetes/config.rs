@@ -8,44 +8,10 @@
 
 use super::error::KubeError;
 use crate::protocol::LaunchScheduler;
-use gantry_storage::SchedulerType as StoredSchedulerType;
-use std::str::FromStr;
 
-/// OSMO's `scheduler_settings.scheduler_type`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SchedulerType {
-    /// KAI Scheduler: a `scheduling.run.ai/v2alpha2` PodGroup per group.
-    Kai,
-    /// The Kubernetes default scheduler: plain pods; a group of more than one
-    /// task needs co-scheduling (scheduler-plugins) or is refused.
-    Default,
-    /// Volcano: a `scheduling.volcano.sh/v1beta1` PodGroup per group.
-    Volcano,
-}
-
-impl SchedulerType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SchedulerType::Kai => "kai",
-            SchedulerType::Default => "default",
-            SchedulerType::Volcano => "volcano",
-        }
-    }
-}
-
-impl FromStr for SchedulerType {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "kai" => Ok(SchedulerType::Kai),
-            "default" => Ok(SchedulerType::Default),
-            "volcano" => Ok(SchedulerType::Volcano),
-            _ => Err(format!(
-                "unknown scheduler_type {text:?}: use kai, default or volcano"
-            )),
-        }
-    }
-}
+/// OSMO's `scheduler_settings.scheduler_type`: the one the BACKEND config
+/// stores and launches carry.
+pub use gantry_storage::SchedulerType;
 
 /// A backend's `scheduler_settings`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,12 +48,7 @@ impl SchedulerSettings {
     /// The settings a launch carries from its backend's config; what the
     /// launch cannot say (co-scheduling) stays as this executor has it.
     pub fn from_launch(launch: &LaunchScheduler, coscheduling: bool) -> SchedulerSettings {
-        let scheduler_type = match launch.scheduler_type {
-            StoredSchedulerType::Kai => SchedulerType::Kai,
-            StoredSchedulerType::Default => SchedulerType::Default,
-            StoredSchedulerType::Volcano => SchedulerType::Volcano,
-        };
-        let mut settings = SchedulerSettings::for_type(scheduler_type);
+        let mut settings = SchedulerSettings::for_type(launch.scheduler_type);
         if !launch.scheduler_name.trim().is_empty() {
             settings.scheduler_name = launch.scheduler_name.clone();
         }

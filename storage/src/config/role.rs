@@ -1,0 +1,138 @@
+//! The ROLE config: OSMO's `Role` — a named list of policies, each an
+//! effect (Allow or Deny) on actions over resources.
+//!
+//! Owns the typed role, parsing and checking a body, and the JSON OSMO
+//! shows. Evaluating policies, and the built-in roles (`admin`, `user`,
+//! `backend`), belong to the API's access layer.
+//!
+//! Invariants: the name in the path wins (a different `name` in the body is
+//! refused); every policy has at least one action, each `*` or
+//! `<type>:<Action>` (the action may be `*`); an absent effect is Allow and
+//! absent resources are `["*"]`. `immutable`, `sync_mode` and
+//! `external_roles` are shown as OSMO shows them and ignored when sent
+//! back. No field is a secret.
+
+use super::typed;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PolicyEffect {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// One statement: `effect` on `actions` (e.g. `workflow:Create`,
+/// `workflow:*`) over `resources` (e.g. `pool/default`, `*`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub effect: PolicyEffect,
+    pub actions: Vec<String>,
+    pub resources: Vec<String>,
+}
+
+/// OSMO's `Role`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleConfig {
+    pub name: String,
+    pub description: String,
+    pub policies: Vec<Policy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyBody {
+    #[serde(default)]
+    effect: Option<String>,
+    actions: Vec<String>,
+    #[serde(default)]
+    resources: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: String,
+    policies: Vec<PolicyBody>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    immutable: bool,
+    #[serde(default)]
+    #[allow(dead_code)]
+    sync_mode: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    external_roles: Option<Vec<String>>,
+}
+
+/// Parses a ROLE body stored under `name`.
+pub fn parse(name: &str, body: Value) -> Result<RoleConfig, String> {
+    let body: RoleBody = typed(body, "configs")?;
+    if let Some(named) = body.name.as_deref().filter(|n| *n != name) {
+        return Err(format!(
+            "configs.name: '{named}' differs from the role name '{name}' in the path"
+        ));
+    }
+    let mut policies = Vec::new();
+    for (index, policy) in body.policies.into_iter().enumerate() {
+        let effect = match policy.effect.as_deref().unwrap_or("Allow") {
+            "Allow" => PolicyEffect::Allow,
+            "Deny" => PolicyEffect::Deny,
+            other => {
+                return Err(format!(
+                    "configs.policies[{index}].effect: '{other}' is not Allow or Deny"
+                ))
+            }
+        };
+        if policy.actions.is_empty() {
+            return Err(format!(
+                "configs.policies[{index}].actions: must not be empty"
+            ));
+        }
+        for action in &policy.actions {
+            let well_formed = action == "*"
+                || action.split_once(':').is_some_and(|(kind, verb)| {
+                    !kind.is_empty()
+                        && !verb.is_empty()
+                        && action
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '*' | '_'))
+                });
+            if !well_formed {
+                return Err(format!(
+                    "configs.policies[{index}].actions: '{action}' is not '<type>:<Action>' (e.g. workflow:Create, workflow:*)"
+                ));
+            }
+        }
+        policies.push(Policy {
+            effect,
+            actions: policy.actions,
+            resources: policy.resources.unwrap_or_else(|| vec!["*".to_string()]),
+        });
+    }
+    Ok(RoleConfig {
+        name: name.to_string(),
+        description: body.description,
+        policies,
+    })
+}
+
+/// OSMO's `Role` as shown; `immutable` for the built-in roles.
+pub fn role_json(role: &RoleConfig, immutable: bool) -> Value {
+    json!({
+        "name": role.name,
+        "description": role.description,
+        "policies": role.policies.iter().map(|p| json!({
+            "effect": match p.effect { PolicyEffect::Allow => "Allow", PolicyEffect::Deny => "Deny" },
+            "actions": p.actions,
+            "resources": p.resources,
+        })).collect::<Vec<_>>(),
+        "immutable": immutable,
+        "sync_mode": "import",
+        "external_roles": Value::Null,
+    })
+}
