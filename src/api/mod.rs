@@ -16,6 +16,7 @@ mod operator_stream;
 mod params;
 mod policy;
 mod resources;
+mod route_table;
 mod routes;
 mod views;
 mod workflow;
@@ -65,7 +66,7 @@ pub const SPEC_RENDERS_MAX: usize = 8;
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
     let mut tokenless = auth::TokenlessPaths::default();
-    for route in routes::routes() {
+    for route in route_table::routes() {
         match route.access {
             Access::Open => tokenless.open.push(route.path),
             Access::ClusterSetup => tokenless.cluster_setup.push(route.path),
@@ -88,7 +89,7 @@ pub fn router(state: AppState) -> Router {
 /// `GET /api/openapi.json`: Gantry's OpenAPI document, generated from the
 /// route table.
 async fn openapi_document() -> Json<serde_json::Value> {
-    Json(openapi::document(&routes::routes()))
+    Json(openapi::document(&route_table::routes()))
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn every_route_is_in_the_document_with_its_parameters() {
-        let routes = super::super::routes::routes();
+        let routes = super::super::route_table::routes();
         let document = document(&routes);
         for route in &routes {
             let method = route.method.as_str().to_ascii_lowercase();
@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn operation_ids_are_unique() {
-        let routes = super::super::routes::routes();
+        let routes = super::super::route_table::routes();
         let mut ids: Vec<String> = routes.iter().map(operation_id).collect();
         ids.sort();
         let count = ids.len();

@@ -15,6 +15,23 @@ pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
+/// A file of OSMO's reference material, which sits in `shared/osmo/`
+/// beside the repository (it is not copied into the project): found in the
+/// ancestors of the crate directory.
+pub fn osmo_reference(file: &str) -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .map(|dir| dir.join("shared/osmo").join(file))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "shared/osmo/{file} not found beside {}; this test needs OSMO's reference material",
+                manifest.display()
+            )
+        })
+}
+
 /// A `gantry dev` process serving on an ephemeral loopback port.
 pub struct DevServer {
     child: Child,

@@ -1,0 +1,539 @@
+//! The route table: every API route, declared once, with its method, path,
+//! handler, access rule and documentation. The router, the authorization
+//! check and the OpenAPI document (`openapi`) are all built from it.
+//!
+//! Invariants: paths and parameter names are OSMO's where OSMO has the
+//! route (`tests/openapi.rs` holds them against OSMO's document); a route's
+//! query parameters are declared here, so the document says what the
+//! handler reads (Gantry's own additions are marked as such).
+
+use super::access::{Access, Target};
+use super::routes::{gantry, optional, required, Content, Kind, QueryParam, Route};
+use super::{
+    access_tokens, cluster, configs, events, operator_stream, resources, workflow, workflow_logs,
+};
+use axum::http::Method;
+use axum::routing::{get, post};
+use gantry_storage::ConfigType;
+
+/// `stale=true` reads this replica's state without asking the leader.
+const STALE: QueryParam = gantry("stale", Kind::Boolean);
+
+fn allow(action: &'static str, target: Target) -> Access {
+    Access::Rule { action, target }
+}
+
+const ANY: Target = Target::Fixed("*");
+const WORKFLOW_POOL: Target = Target::WorkflowPool;
+
+/// The config types with one config per name: their collection path (and
+/// what its listing reads), item path, and the resource their rules name.
+type NamedConfig = (
+    ConfigType,
+    &'static str,
+    &'static [QueryParam],
+    &'static str,
+    &'static str,
+);
+const NAMED_CONFIGS: [NamedConfig; 4] = [
+    (
+        ConfigType::Pool,
+        "/api/configs/pool",
+        &[optional("backend", Kind::String)],
+        "/api/configs/pool/{name}",
+        "config/pool",
+    ),
+    (
+        ConfigType::PodTemplate,
+        "/api/configs/pod_template",
+        &[],
+        "/api/configs/pod_template/{name}",
+        "config/pod_template",
+    ),
+    (
+        ConfigType::ResourceValidation,
+        "/api/configs/resource_validation",
+        &[],
+        "/api/configs/resource_validation/{name}",
+        "config/resource_validation",
+    ),
+    (
+        ConfigType::Role,
+        "/api/configs/role",
+        &[],
+        "/api/configs/role/{name}",
+        "config/role",
+    ),
+];
+
+/// The singleton config types, their path and resource.
+const SINGLETON_CONFIGS: [(ConfigType, &str, &str); 2] = [
+    (
+        ConfigType::Service,
+        "/api/configs/service",
+        "config/service",
+    ),
+    (
+        ConfigType::Workflow,
+        "/api/configs/workflow",
+        "config/workflow",
+    ),
+];
+
+/// Every route of the API.
+pub fn routes() -> Vec<Route> {
+    use Kind::{Boolean, Integer, List, String};
+    use Method as M;
+    let mut routes = vec![
+        // Probes, version, metrics, this document: open.
+        Route::new(
+            M::GET,
+            "/health",
+            "Liveness as OSMO reports it",
+            Access::Open,
+            get(super::health),
+        ),
+        Route::new(
+            M::GET,
+            "/healthz",
+            "Liveness: the process and its Raft core run",
+            Access::Open,
+            get(super::liveness),
+        ),
+        Route::new(
+            M::GET,
+            "/readyz",
+            "Readiness: a linearizable read succeeds",
+            Access::Open,
+            get(super::ready),
+        ),
+        Route::new(
+            M::GET,
+            "/api/version",
+            "The server's version",
+            Access::Open,
+            get(super::version),
+        ),
+        Route::new(
+            M::GET,
+            "/metrics",
+            "Prometheus metrics",
+            Access::Open,
+            get(super::prometheus_metrics),
+        )
+        .response(Content::Text),
+        Route::new(
+            M::GET,
+            "/api/openapi.json",
+            "This document",
+            Access::Open,
+            get(super::openapi_document),
+        ),
+        // Pools and resources.
+        Route::new(
+            M::GET,
+            "/api/pool",
+            "Pools with their status and capacity",
+            allow("pool:List", ANY),
+            get(workflow::list_pools),
+        )
+        .query(&[STALE]),
+        Route::new(
+            M::GET,
+            "/api/pool_quota",
+            "GPU quota and use per pool",
+            allow("pool:List", ANY),
+            get(resources::pool_quota),
+        )
+        .query(&[optional("pools", List)]),
+        Route::new(
+            M::GET,
+            "/api/resources",
+            "Nodes the operators report",
+            allow("resources:Read", ANY),
+            get(resources::resources),
+        )
+        .query(&[optional("pools", List), optional("platforms", List)]),
+        // Workflows.
+        Route::new(
+            M::POST,
+            "/api/pool/{pool_name}/workflow",
+            "Submit a workflow",
+            allow("workflow:Create", Target::Param("pool/", "pool_name")),
+            post(workflow::submit),
+        )
+        .query(&[
+            optional("dry_run", Boolean),
+            optional("validation_only", Boolean),
+            optional("priority", String),
+            optional("env_vars", List),
+        ])
+        .body(Content::Json),
+        Route::new(
+            M::GET,
+            "/api/workflow",
+            "List workflows",
+            allow("workflow:List", ANY),
+            get(workflow::list),
+        )
+        .query(&[
+            optional("name", String),
+            optional("statuses", List),
+            optional("pools", List),
+            optional("offset", Integer),
+            optional("limit", Integer),
+            optional("order", String),
+            STALE,
+        ]),
+        Route::new(
+            M::GET,
+            "/api/workflow/{name}",
+            "A workflow with its groups and tasks",
+            allow("workflow:Read", WORKFLOW_POOL),
+            get(workflow::query),
+        )
+        .query(&[optional("skip_groups", Boolean), STALE]),
+        Route::new(
+            M::POST,
+            "/api/workflow/{name}/cancel",
+            "Cancel a workflow",
+            allow("workflow:Cancel", WORKFLOW_POOL),
+            post(workflow::cancel),
+        )
+        .query(&[optional("message", String), optional("force", Boolean)]),
+        Route::new(
+            M::GET,
+            "/api/workflow/{name}/spec",
+            "The workflow's spec, rendered or as templated",
+            allow("workflow:Read", WORKFLOW_POOL),
+            get(workflow::spec),
+        )
+        .query(&[optional("use_template", Boolean), STALE])
+        .response(Content::Text),
+        Route::new(
+            M::GET,
+            "/api/workflow/{name}/logs",
+            "The workflow's logs, followed while it runs",
+            allow("workflow:Read", WORKFLOW_POOL),
+            get(workflow_logs::logs),
+        )
+        .query(&[
+            optional("last_n_lines", Integer),
+            optional("task_name", String),
+            optional("retry_id", Integer),
+            gantry("format", String),
+            gantry("after", String),
+            STALE,
+        ])
+        .response(Content::Text),
+        Route::new(
+            M::GET,
+            "/api/workflow/{name}/error_logs",
+            "The last lines of failed task runs",
+            allow("workflow:Read", WORKFLOW_POOL),
+            get(workflow_logs::error_logs),
+        )
+        .query(&[optional("task_name", String), STALE])
+        .response(Content::Text),
+        Route::new(
+            M::GET,
+            "/api/workflow/{name}/events",
+            "The workflow's events in time order",
+            allow("workflow:Read", WORKFLOW_POOL),
+            get(events::events),
+        )
+        .query(&[
+            optional("task_name", String),
+            optional("retry_id", Integer),
+            STALE,
+        ])
+        .response(Content::Text),
+        // Operators: a stream for as long as the operator lives. Each frame
+        // is bounded (`protocol::wire::FRAME_BYTES_MAX`), the whole body is not.
+        Route::new(
+            M::POST,
+            "/api/agent/connect",
+            "The operator stream (mutual TLS, HTTP/2)",
+            allow("backend:Connect", ANY),
+            post(operator_stream::connect).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .query(&[gantry("backend", String), gantry("instance", Integer)])
+        .body(Content::Frames)
+        .response(Content::Frames),
+        // Cluster membership and backups.
+        Route::new(
+            M::GET,
+            "/api/cluster/members",
+            "Members, their roles and replication",
+            allow("cluster:Read", ANY),
+            get(cluster::members),
+        ),
+        Route::new(
+            M::POST,
+            "/api/cluster/leave",
+            "Remove a member",
+            allow("cluster:Update", ANY),
+            post(cluster::leave),
+        )
+        .query(&[gantry("id", Integer)]),
+        Route::new(
+            M::POST,
+            "/api/cluster/init",
+            "Make this waiting node a new cluster of one",
+            Access::ClusterSetup,
+            post(cluster::init),
+        ),
+        Route::new(
+            M::POST,
+            "/api/cluster/join",
+            "Make this waiting node join a cluster",
+            Access::ClusterSetup,
+            post(cluster::join),
+        )
+        .query(&[gantry("peer", String)]),
+        Route::new(
+            M::GET,
+            "/api/cluster/snapshot",
+            "The whole state as a snapshot archive",
+            allow("cluster:Update", ANY),
+            get(cluster::snapshot),
+        )
+        .response(Content::Archive),
+        // Profile and access tokens.
+        Route::new(
+            M::GET,
+            "/api/profile/settings",
+            "The caller's profile",
+            allow("profile:Read", ANY),
+            get(access_tokens::profile),
+        ),
+        Route::new(
+            M::GET,
+            "/api/auth/access_token",
+            "The caller's tokens",
+            allow("token:List", Target::Caller),
+            get(access_tokens::list_own),
+        )
+        .query(&[gantry("service", Boolean)]),
+        Route::new(
+            M::POST,
+            "/api/auth/access_token/{token_name}",
+            "Create a token for the caller",
+            allow("token:Create", Target::Caller),
+            post(access_tokens::create_own),
+        )
+        .query(&[
+            required("expires_at", String),
+            optional("description", String),
+            optional("roles", List),
+            gantry("service", Boolean),
+        ]),
+        Route::new(
+            M::DELETE,
+            "/api/auth/access_token/{token_name}",
+            "Delete one of the caller's tokens",
+            allow("token:Delete", Target::Caller),
+            axum::routing::delete(access_tokens::delete_own),
+        ),
+        Route::new(
+            M::GET,
+            "/api/auth/user/{user_id}/access_token",
+            "A user's tokens",
+            allow("token:List", Target::Param("user/", "user_id")),
+            get(access_tokens::list_for_user),
+        )
+        .query(&[gantry("service", Boolean)]),
+        Route::new(
+            M::POST,
+            "/api/auth/user/{user_id}/access_token/{token_name}",
+            "Create a token for a user",
+            allow("token:Create", Target::Param("user/", "user_id")),
+            post(access_tokens::create_for_user),
+        )
+        .query(&[
+            required("expires_at", String),
+            optional("description", String),
+            optional("roles", List),
+            gantry("service", Boolean),
+        ]),
+        Route::new(
+            M::DELETE,
+            "/api/auth/user/{user_id}/access_token/{token_name}",
+            "Delete a user's token",
+            allow("token:Delete", Target::Param("user/", "user_id")),
+            axum::routing::delete(access_tokens::delete_for_user),
+        ),
+        // Configs.
+        Route::new(
+            M::GET,
+            "/api/configs/backend",
+            "Every backend",
+            allow("config:Read", Target::Fixed("config/backend")),
+            configs::list(ConfigType::Backend),
+        ),
+        Route::new(
+            M::GET,
+            "/api/configs/backend/{name}",
+            "One backend",
+            allow("config:Read", Target::Fixed("config/backend")),
+            configs::read(ConfigType::Backend),
+        ),
+        Route::new(
+            M::POST,
+            "/api/configs/backend/{name}",
+            "Create or partly update a backend",
+            allow("config:Update", Target::Fixed("config/backend")),
+            post(configs::post_backend),
+        )
+        .body(Content::Json),
+        Route::new(
+            M::DELETE,
+            "/api/configs/backend/{name}",
+            "Delete a backend",
+            allow("config:Update", Target::Fixed("config/backend")),
+            configs::delete(ConfigType::Backend),
+        )
+        .body(Content::Json),
+        Route::new(
+            M::GET,
+            "/api/configs/history",
+            "Every revision of the configs",
+            allow("config:Read", Target::Fixed("config/*")),
+            get(configs::history),
+        )
+        .query(&[
+            optional("config_types", List),
+            optional("name", String),
+            optional("revision", Integer),
+            optional("omit_data", Boolean),
+            optional("offset", Integer),
+            optional("limit", Integer),
+            optional("order", String),
+        ]),
+        Route::new(
+            M::POST,
+            "/api/configs/history/rollback",
+            "Write a new revision equal to an old one",
+            allow("config:Update", Target::Fixed("config/*")),
+            post(configs::rollback),
+        )
+        .body(Content::Json),
+    ];
+    for (config_type, path, resource) in SINGLETON_CONFIGS {
+        let read = allow("config:Read", Target::Fixed(resource));
+        let update = allow("config:Update", Target::Fixed(resource));
+        routes.push(Route::new(
+            M::GET,
+            path,
+            "The config",
+            read,
+            configs::read_singleton(config_type),
+        ));
+        routes.push(
+            Route::new(
+                M::PUT,
+                path,
+                "Replace the config",
+                update,
+                configs::put(config_type),
+            )
+            .body(Content::Json),
+        );
+        routes.push(
+            Route::new(
+                M::PATCH,
+                path,
+                "Change fields of the config",
+                update,
+                configs::patch_singleton(config_type),
+            )
+            .body(Content::Json),
+        );
+    }
+    for (config_type, collection, list_query, item, resource) in NAMED_CONFIGS {
+        let read = allow("config:Read", Target::Fixed(resource));
+        let update = allow("config:Update", Target::Fixed(resource));
+        routes.push(
+            Route::new(
+                M::GET,
+                collection,
+                "Every config of the type",
+                read,
+                configs::list(config_type),
+            )
+            .query(list_query),
+        );
+        routes.push(Route::new(
+            M::GET,
+            item,
+            "One config",
+            read,
+            configs::read(config_type),
+        ));
+        routes.push(
+            Route::new(
+                M::PUT,
+                item,
+                "Create or replace a config",
+                update,
+                configs::put(config_type),
+            )
+            .body(Content::Json),
+        );
+        routes.push(
+            Route::new(
+                M::DELETE,
+                item,
+                "Delete a config",
+                update,
+                configs::delete(config_type),
+            )
+            .body(Content::Json),
+        );
+    }
+    routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn each_method_and_path_is_declared_once() {
+        let mut seen = BTreeSet::new();
+        for route in routes() {
+            assert!(
+                seen.insert((route.method.to_string(), route.path)),
+                "{} {} is declared twice",
+                route.method,
+                route.path
+            );
+        }
+    }
+
+    #[test]
+    fn parameters_of_a_target_are_in_its_path() {
+        for route in routes() {
+            let param = match route.access {
+                Access::Rule {
+                    target: Target::Param(_, name),
+                    ..
+                } => Some(name),
+                Access::Rule {
+                    target: Target::WorkflowPool,
+                    ..
+                } => Some("name"),
+                _ => None,
+            };
+            if let Some(name) = param {
+                assert!(
+                    route.path.contains(&format!("{{{name}}}")),
+                    "{} {}: the access rule reads {{{name}}}",
+                    route.method,
+                    route.path
+                );
+            }
+        }
+    }
+}
