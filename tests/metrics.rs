@@ -177,7 +177,7 @@ fn metrics_reflect_the_workflows_that_ran() {
     // API requests by route template, never by raw path.
     let submits = [
         ("method", "POST"),
-        ("route", "/api/pool/{pool}/workflow"),
+        ("route", "/api/pool/{pool_name}/workflow"),
         ("status", "200"),
     ];
     assert_eq!(scrape.value("gantry_api_requests_total", &submits), 2.0);
@@ -188,7 +188,7 @@ fn metrics_reflect_the_workflows_that_ran() {
     assert_eq!(
         scrape.value(
             "gantry_api_requests_total",
-            &[("route", "/api/workflow/{id}"), ("status", "404")]
+            &[("route", "/api/workflow/{name}"), ("status", "404")]
         ),
         1.0
     );
