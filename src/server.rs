@@ -1,4 +1,4 @@
-//! One Gantry server process: the Raft node, the API, the agent hub, the
+//! One Gantry server process: the Raft node, the API, the operator hub, the
 //! logger, the leader-only loops and, in the `dev` preset, an in-process
 //! local operator.
 //!

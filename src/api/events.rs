@@ -1,4 +1,4 @@
-//! `GET /api/workflow/{id}/events[?task_name=&retry_id=]`: the workflow's
+//! `GET /api/workflow/{name}/events[?task_name=&retry_id=]`: the workflow's
 //! events as `text/plain`, one line per event in time order, derived from
 //! the replicated records (see `control::events`); with `task_name` only
 //! that task's (and `retry_id`'s) events.

@@ -1,4 +1,4 @@
-//! `GET /api/workflow/{id}/logs`: a workflow's lines as one `text/plain`
+//! `GET /api/workflow/{name}/logs`: a workflow's lines as one `text/plain`
 //! stream, stitched from committed chunks (the replicated index, bytes from
 //! object storage) and, on the node holding it, the live buffer of lines
 //! not yet durable; then, while the workflow runs, new lines as they come.
@@ -100,7 +100,7 @@ impl Filter {
     }
 }
 
-/// `GET /api/workflow/{id}/error_logs`: the last lines (`last_n_lines`,
+/// `GET /api/workflow/{name}/error_logs`: the last lines (`last_n_lines`,
 /// default 100) of each failed task run, task by task; no follow.
 pub async fn error_logs(
     State(state): State<AppState>,

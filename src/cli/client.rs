@@ -245,13 +245,13 @@ impl Client {
             .await
     }
 
-    /// `GET /api/workflow/{id}`.
+    /// `GET /api/workflow/{name}`.
     pub async fn query(&self, id: &str) -> Result<Value, ClientError> {
         let path = format!("/api/workflow/{}", encode_segment(id));
         self.json(Method::GET, &path, |r| r).await
     }
 
-    /// `POST /api/workflow/{id}/cancel?message=&force=`.
+    /// `POST /api/workflow/{name}/cancel?message=&force=`.
     pub async fn cancel(
         &self,
         id: &str,
@@ -267,7 +267,7 @@ impl Client {
         self.json(Method::POST, &path, |r| r.query(&query)).await
     }
 
-    /// `GET /api/workflow/{id}/spec?use_template=`; the body is YAML text.
+    /// `GET /api/workflow/{name}/spec?use_template=`; the body is YAML text.
     pub async fn spec(&self, id: &str, template: bool) -> Result<String, ClientError> {
         let path = format!("/api/workflow/{}/spec", encode_segment(id));
         self.text(&path, &[("use_template", template.to_string())])
@@ -286,7 +286,7 @@ impl Client {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
-    /// `GET /api/workflow/{id}/events[?task_name=&retry_id=]`; text, one event a line.
+    /// `GET /api/workflow/{name}/events[?task_name=&retry_id=]`; text, one event a line.
     pub async fn events(
         &self,
         id: &str,

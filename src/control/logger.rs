@@ -2,7 +2,7 @@
 //! through Raft, plus a bounded live buffer of the lines not yet durable.
 //!
 //! The logger runs on the node an operator is connected to (the leader, for
-//! remote operators). The agent hub hands it each batch's lines: they enter
+//! remote operators). The operator hub hands it each batch's lines: they enter
 //! the live buffer at once (followers on this node see them), and before the
 //! batch commits the hub has [`Logger::write_chunk`] write one chunk per task
 //! run; the chunk's index entry commits in the same command as the

@@ -1,7 +1,7 @@
 //! API request counts and latency by route.
 //!
 //! Invariant: the `route` label is the matched path template
-//! (`/api/workflow/{id}`), never the raw URI, so workflow IDs cannot blow
+//! (`/api/workflow/{name}`), never the raw URI, so workflow IDs cannot blow
 //! up the number of series; requests that match no route count as
 //! `unmatched`.
 
