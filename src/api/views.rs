@@ -36,13 +36,13 @@ impl Links<'_> {
         format!("{}/workflows/{id}", self.base_url)
     }
     pub fn logs(&self, id: &str) -> String {
-        format!("{}/api/workflow/{name}/logs", self.base_url)
+        format!("{}/api/workflow/{id}/logs", self.base_url)
     }
     pub fn spec(&self, id: &str) -> String {
-        format!("{}/api/workflow/{name}/spec", self.base_url)
+        format!("{}/api/workflow/{id}/spec", self.base_url)
     }
     pub fn events(&self, id: &str) -> String {
-        format!("{}/api/workflow/{name}/events", self.base_url)
+        format!("{}/api/workflow/{id}/events", self.base_url)
     }
 }
 
