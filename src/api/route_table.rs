@@ -232,9 +232,9 @@ mod tests {
         let reads = regex::Regex::new(r#"\.(?:get|list|all|number|flag)\(\s*"([a-z_]+)"\s*\)"#)
             .expect("regex");
         let mut undeclared = Vec::new();
-        for entry in std::fs::read_dir(&dir).expect("src/api") {
-            let path = entry.expect("entry").path();
-            if path.ends_with("route_table.rs") {
+        for entry in walkdir::WalkDir::new(&dir) {
+            let path = entry.expect("src/api").into_path();
+            if path.extension().is_none_or(|ext| ext != "rs") || path.ends_with("route_table.rs") {
                 continue;
             }
             let text = std::fs::read_to_string(&path).expect("source");

@@ -1,0 +1,152 @@
+//! `GET /api/configs/history` (every revision, filtered and paged) and
+//! `POST /api/configs/history/rollback` (a new revision equal to an old
+//! one).
+//!
+//! Invariant: a rollback writes a new revision; history is never rewritten.
+
+use super::{commit, json_body, meta, usage, Reply};
+use crate::api::auth::Caller;
+use crate::api::error::ApiError;
+use crate::api::params::Params;
+use crate::api::views::time;
+use crate::api::AppState;
+use crate::clock::now_ms;
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use gantry_storage::config;
+use gantry_storage::{Command, ConfigRevision, ConfigType};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// OSMO's `RollbackConfigRequest`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    config_type: String,
+    revision: u64,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+/// OSMO's `GET /api/configs/history` → `{configs: [ConfigHistory]}`.
+pub async fn history(State(state): State<AppState>, RawQuery(query): RawQuery) -> Reply {
+    let params = Params::parse(query.as_deref());
+    let types = params
+        .list("config_types")
+        .iter()
+        .map(|text| {
+            text.parse::<ConfigType>()
+                .map_err(|message| usage(format!("config_types: {message}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let types = if types.is_empty() {
+        ConfigType::ALL.to_vec()
+    } else {
+        types
+    };
+    let name = params.get("name");
+    let revision = params.number("revision")?;
+    let omit_data = params.flag("omit_data")?;
+    let offset = params.number("offset")?.unwrap_or(0) as usize;
+    let limit = params.number("limit")?.unwrap_or(20).clamp(1, 1000) as usize;
+    let descending = match params
+        .get("order")
+        .unwrap_or("ASC")
+        .to_ascii_uppercase()
+        .as_str()
+    {
+        "ASC" => false,
+        "DESC" => true,
+        other => return Err(usage(format!("order must be ASC or DESC, not '{other}'"))),
+    };
+    let view = state.node.read().await?;
+    let mut entries: Vec<ConfigRevision> = Vec::new();
+    for config_type in types {
+        entries.extend(
+            view.config_history(config_type)?
+                .into_iter()
+                .filter(|entry| name.is_none_or(|name| entry.name == name))
+                .filter(|entry| revision.is_none_or(|revision| entry.revision == revision)),
+        );
+    }
+    entries.sort_by_key(|entry| (entry.time, entry.config_type.code(), entry.revision));
+    if descending {
+        entries.reverse();
+    }
+    let configs: Vec<Value> = entries
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|entry| {
+            json!({
+                "config_type": entry.config_type.as_str(),
+                "name": entry.name,
+                "revision": entry.revision,
+                "username": entry.meta.user,
+                "created_at": time(Some(entry.time)),
+                "description": entry.meta.description,
+                "tags": entry.meta.tags,
+                "deleted": entry.data.is_none(),
+                "data": if omit_data { Value::Null } else { entry.data.as_ref().map_or(Value::Null, config::render) },
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "configs": configs })))
+}
+
+/// OSMO's `POST /api/configs/history/rollback`.
+pub async fn rollback(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Reply {
+    let request: RollbackBody = json_body(&state, body, "body")
+        .await?
+        .ok_or_else(|| usage("the request body is empty; send {\"config_type\", \"revision\"}"))?;
+    let config_type: ConfigType = request
+        .config_type
+        .parse()
+        .map_err(|message: String| usage(format!("config_type: {message}")))?;
+    if !caller.allows(
+        "config:Update",
+        &format!("config/{}", config_type.as_str().to_ascii_lowercase()),
+    ) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "CREDENTIAL",
+            format!(
+                "{} is not allowed config:Update on config/{}",
+                caller.describe(),
+                config_type.as_str().to_ascii_lowercase()
+            ),
+        ));
+    }
+    let view = state.node.read().await?;
+    let old = view
+        .config_revision(config_type, request.revision)?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "{config_type} has no revision {}",
+                request.revision
+            ))
+        })?;
+    let command = Command::RollbackConfig {
+        now: now_ms(),
+        config_type,
+        revision: request.revision,
+        meta: meta(
+            &caller,
+            Some(
+                request
+                    .description
+                    .unwrap_or_else(|| format!("rollback to revision {}", request.revision)),
+            ),
+            request.tags,
+        ),
+    };
+    commit(&state, command, config_type, &old.name).await
+}

@@ -1,0 +1,140 @@
+//! Config routes under `/api/configs/...` (OSMO's paths and bodies):
+//! SERVICE, WORKFLOW, BACKEND, POOL, POD_TEMPLATE, RESOURCE_VALIDATION and
+//! ROLE; their history and rollback. Here: one handler per operation for
+//! every config type (the route table mounts them per type) and what the
+//! operations share; reads in `read`, changes in `write`, history and
+//! rollback in `history`. Bodies are parsed by `gantry_storage::config`.
+//!
+//! Invariants: every change is one command that writes one revision with the
+//! caller as its user; bodies are checked (field paths in messages) before
+//! anything is proposed; a config's name in the path wins over one in the body.
+
+mod history;
+mod read;
+mod write;
+
+pub use history::{history, rollback};
+pub use write::post_backend;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::workflow::{propose, read_body};
+use super::AppState;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::{get, patch, MethodRouter};
+use axum::{Extension, Json};
+use gantry_storage::config::typed;
+use gantry_storage::{Command, ConfigMeta, ConfigType, Outcome};
+use serde_json::{json, Value};
+
+type Reply = Result<Json<Value>, ApiError>;
+
+// --- The routes of every config type (see `route_table`) ------------------
+
+/// `GET` of a singleton (SERVICE, WORKFLOW).
+pub fn read_singleton(config_type: ConfigType) -> MethodRouter<AppState> {
+    get(move |State(state): State<AppState>| async move {
+        Ok::<_, ApiError>(Json(read::singleton_json(
+            &state.node.read().await?,
+            config_type,
+        )?))
+    })
+}
+
+/// `PATCH` of a singleton: the fields given replace the stored ones.
+pub fn patch_singleton(config_type: ConfigType) -> MethodRouter<AppState> {
+    patch(
+        move |State(state): State<AppState>, Extension(caller): Extension<Caller>, body: Body| {
+            write::patch_singleton_config(state, caller, config_type, body)
+        },
+    )
+}
+
+/// `PUT` of a config: a new revision (singletons have the name `""`).
+pub fn put(config_type: ConfigType) -> MethodRouter<AppState> {
+    axum::routing::put(
+        move |State(state): State<AppState>,
+              Extension(caller): Extension<Caller>,
+              name: Option<Path<String>>,
+              body: Body| {
+            let name = name.map(|Path(name)| name).unwrap_or_default();
+            write::put_config(state, caller, config_type, name, body)
+        },
+    )
+}
+
+/// `GET` of every config of a named type.
+pub fn list(config_type: ConfigType) -> MethodRouter<AppState> {
+    get(
+        move |State(state): State<AppState>, RawQuery(query): RawQuery| {
+            read::list_named(state, config_type, query)
+        },
+    )
+}
+
+/// `GET` of one config of a named type.
+pub fn read(config_type: ConfigType) -> MethodRouter<AppState> {
+    get(
+        move |State(state): State<AppState>, Path(name): Path<String>| {
+            read::get_named(state, config_type, name)
+        },
+    )
+}
+
+/// `DELETE` of one config of a named type: a revision without data.
+pub fn delete(config_type: ConfigType) -> MethodRouter<AppState> {
+    axum::routing::delete(
+        move |State(state): State<AppState>,
+              Extension(caller): Extension<Caller>,
+              Path(name): Path<String>,
+              body: Body| { write::delete_config(state, caller, config_type, name, body) },
+    )
+}
+
+fn usage(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("USAGE", message)
+}
+
+async fn json_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    body: Body,
+    what: &str,
+) -> Result<Option<T>, ApiError> {
+    let bytes = read_body(body, state.config.body_bytes_max).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|error| usage(format!("the request body is not JSON: {error}")))?;
+    typed(value, what).map(Some).map_err(usage)
+}
+
+fn meta(caller: &Caller, description: Option<String>, tags: Option<Vec<String>>) -> ConfigMeta {
+    ConfigMeta {
+        user: caller.user.clone(),
+        description: description.unwrap_or_default(),
+        tags: tags.unwrap_or_default(),
+    }
+}
+
+async fn commit(state: &AppState, command: Command, config_type: ConfigType, name: &str) -> Reply {
+    match propose(state, command).await? {
+        Outcome::Revision { revision } => Ok(Json(json!({
+            "config_type": config_type.as_str(),
+            "name": name,
+            "revision": revision,
+        }))),
+        Outcome::Rejected(rejection) => Err(ApiError::from_rejection(rejection)),
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SERVER",
+            format!("Internal server error: unexpected outcome {other:?}"),
+        )),
+    }
+}
+
+fn not_found(config_type: ConfigType, name: &str) -> ApiError {
+    ApiError::not_found(format!("{config_type} '{name}' does not exist"))
+}
