@@ -194,6 +194,17 @@ mod tests {
         }
     }
 
+    /// Authentication matches tokenless routes by their exact path, which
+    /// only works for paths without parameters.
+    #[test]
+    fn tokenless_routes_have_no_path_parameters() {
+        for route in routes() {
+            if matches!(route.access, Access::Open | Access::ClusterSetup) {
+                assert!(!route.path.contains('{'), "{} {}", route.method, route.path);
+            }
+        }
+    }
+
     #[test]
     fn parameters_of_a_target_are_in_its_path() {
         for route in routes() {
