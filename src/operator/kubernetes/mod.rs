@@ -1,6 +1,9 @@
 //! Kubernetes executor: runs each group as a gang of pods in one namespace.
 //!
-//! `executor` owns task tracking and the operator loop; `manifests` builds a
+//! `executor` is the operator: its job loop and public API, with its parts
+//! below it (`tracking` of tasks and groups, `group_jobs` for CreateGroup and
+//! CancelGroup, `group_objects` creating and deleting a group's objects by
+//! label, `pod_watch` turning pod changes into reports); `manifests` builds a
 //! group's Secrets, gang object, Pods and Service from its launch (with
 //! `names` for names and labels, `scheduler` for the KAI, Volcano and
 //! default variants, and `template` for pod templates); `status` maps pod

@@ -1,4 +1,5 @@
-//! Errors of the local executor and how each maps onto a task report.
+//! Errors of the local executor and how each maps onto a task report, and
+//! [`Stopped`]: why a task ended without an exit of its own.
 //!
 //! Invariant: every failure a task can hit before or while starting its
 //! process is one [`ExecError`] variant, and [`ExecError::report`] is the only
@@ -60,6 +61,18 @@ impl ExecError {
             ExecError::Wait(_) => backend_error(TaskStatus::FailedBackendError, 3001),
             _ => backend_error(TaskStatus::FailedStartError, 3003),
         }
+    }
+}
+
+/// Why a task ended before or instead of running to an exit.
+pub enum Stopped {
+    Canceled(String),
+    Failed(ExecError),
+}
+
+impl From<ExecError> for Stopped {
+    fn from(error: ExecError) -> Stopped {
+        Stopped::Failed(error)
     }
 }
 

@@ -1,10 +1,14 @@
 //! Local executor: runs tasks as sandboxed child processes on this host.
 //!
-//! `executor` owns task bookkeeping and the operator loop; `staging`
-//! prepares each task's host directories; `sandbox` builds the bubblewrap
-//! command line; `process` spawns, streams and kills; `logs` turns output
-//! into batched log lines; `outbox` routes reports to the newest connection;
-//! `inventory` describes this host for heartbeats.
+//! `executor` is the operator: its job loop and public API, with its parts
+//! below it (`tasks`, the table of running tasks and their cancels;
+//! `task_run`, one task from acceptance to its final report; `data_phases`,
+//! its input download and output upload); `staging` prepares each task's
+//! host directories; `sandbox` builds the bubblewrap command line; `process`
+//! spawns, streams and kills; `log_lines` turns output into batched log
+//! lines; `outbox` routes reports to the newest connection; `inventory`
+//! describes this host for heartbeats; `error` holds why a task failed or
+//! stopped.
 
 mod error;
 mod executor;
