@@ -11,6 +11,8 @@ use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+// Doc comments here are clap help text, where `<data-dir>` is no HTML.
+#[allow(rustdoc::invalid_html_tags)]
 #[derive(clap::Args, Debug)]
 pub struct DevArgs {
     /// Data directory (default: $XDG_DATA_HOME/gantry/dev)

@@ -10,8 +10,8 @@
 //!   with `Retry-After` (it found no leader to take the call). Any other
 //!   answer, even a 5xx, is final, because a submit or cancel may already
 //!   have taken effect. When every URL said "no leader", the client pauses
-//!   ([`NOT_READY_PAUSE_MIN`] doubling up to the server's `Retry-After`) and
-//!   goes round again, for at most [`NOT_READY_WAIT_MAX`].
+//!   (`NOT_READY_PAUSE_MIN` doubling up to the server's `Retry-After`) and
+//!   goes round again, for at most `NOT_READY_WAIT_MAX`.
 //! - The URL that last answered is tried first next time, so a client talking
 //!   to a cluster with a dead member pays the connect failure once.
 //! - Responses are returned as `serde_json::Value` unchanged, so `-t json` can

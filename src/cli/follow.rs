@@ -8,7 +8,7 @@
 //! sends a run's lines in offset order); the follow ends only at the
 //! server's end marker, on a final error (a 4xx answer, an unreadable
 //! record), or once the stream has stayed cut, no new line arriving, for
-//! [`RESUME_GIVE_UP`].
+//! `RESUME_GIVE_UP`.
 
 use super::client::{encode_segment, ClientError, LogQuery};
 use super::Client;

@@ -22,6 +22,8 @@ use super::{ClientArgs, FormatArg, OutputFormat};
 use crate::log_chunk::render_line;
 use gantry_storage::Priority;
 
+// Doc comments here are clap help text, where `<name>` is no HTML.
+#[allow(rustdoc::invalid_html_tags)]
 #[derive(clap::Subcommand, Debug)]
 pub enum WorkflowCommand {
     /// Submit a workflow spec file to a pool

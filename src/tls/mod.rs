@@ -1,9 +1,9 @@
 //! TLS for Gantry: the air-gapped PKI (`gantry tls ca create`, `gantry tls
 //! cert create`) and the rustls configurations of the API and Raft peer ports.
 //!
-//! Layout: [`pki`] writes CA and leaf files, [`kind`] says which kind a
-//! certificate is, [`config`] builds rustls configs that accept each kind only
-//! where it belongs, [`files`] reads PEM, [`error`] is `TlsError`. This file
+//! Layout: `pki` writes CA and leaf files, `kind` says which kind a
+//! certificate is, `config` builds rustls configs that accept each kind only
+//! where it belongs, `files` reads PEM, `error` is `TlsError`. This file
 //! holds only the clap command and its printing.
 //!
 //! The command line is fixed (scripts depend on it):
