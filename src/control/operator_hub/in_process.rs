@@ -1,0 +1,38 @@
+//! The in-process link: an operator running in this process (`gantry dev`,
+//! `--local-backend`) connects through channels instead of a socket.
+//!
+//! Invariant: the link gets the same frames and the same batch loop as a
+//! remote stream, but does not follow the leader: on a follower its
+//! reports are forwarded to the leader like any proposal.
+
+use super::OperatorHub;
+use crate::protocol::wire::Link;
+use futures::StreamExt;
+use gantry_raft::RaftError;
+use tokio::sync::mpsc;
+
+/// Frames queued between the in-process operator and the hub.
+const IN_PROCESS_QUEUE_MAX: usize = 1024;
+
+impl OperatorHub {
+    /// A link for an operator in this process (`gantry dev`, `--local-backend`):
+    /// the same frames and the same batch loop as a remote stream, minus the
+    /// socket. It does not follow the leader: on a follower its reports are
+    /// forwarded to the leader like any proposal.
+    pub async fn link_in_process(&self, backend: &str, instance: u64) -> Result<Link, RaftError> {
+        let (accepted, down_frames) = self.accept(backend, instance, false).await?;
+        let (up, up_receiver) = mpsc::channel(IN_PROCESS_QUEUE_MAX);
+        let (down_sender, down) = mpsc::channel(IN_PROCESS_QUEUE_MAX);
+        tokio::spawn(async move {
+            let mut down_frames = std::pin::pin!(down_frames);
+            while let Some(frame) = down_frames.next().await {
+                if down_sender.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let hub = self.clone();
+        tokio::spawn(async move { hub.serve(accepted, up_receiver).await });
+        Ok(Link { up, down })
+    }
+}

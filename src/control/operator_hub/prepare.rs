@@ -1,0 +1,246 @@
+//! Preparing a batch: the operator's messages become commands, and their
+//! log lines chunk writes started in the background.
+//!
+//! Invariants:
+//! - Commands keep the messages' sequence order. A message at or below
+//!   what is already taken (acknowledged, at first) is a resend and is
+//!   dropped, here and again in the state machine; a sequence number that
+//!   does not grow ends the connection.
+//! - Log lines are durable before the acknowledgement: a batch's lines are
+//!   filtered by offset (what a committed chunk or an earlier batch of this
+//!   connection holds is dropped), masked before they are made live or
+//!   stored, and written as one zstd chunk per task run to object storage;
+//!   the chunks' index entries ride in the batch's command (`commit`), so
+//!   an acknowledged line is always in a committed chunk and an
+//!   unacknowledged one is resent (and dropped by offset if it was durable
+//!   after all).
+//! - A chunk write is aborted with its batch: a batch given up (its
+//!   connection ended) stops writing.
+
+use super::{ConnectionEnd, OperatorHub};
+use crate::clock::now_ms;
+use crate::control::logger::LogError;
+use crate::control::masking::Masker;
+use crate::protocol::wire::Up;
+use crate::protocol::FromOperator;
+use crate::protocol::LogLine;
+use gantry_raft::RaftError;
+use gantry_storage::{Command, TaskKey, TaskReport};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tokio_util::task::AbortOnDropHandle;
+
+/// The preparing side of a connection.
+pub(super) struct Intake {
+    backend: String,
+    /// Highest sequence taken into a batch (acknowledged, at first).
+    seq: u64,
+    /// Highest log offset per task run taken into a chunk on this
+    /// connection, or indexed when the run was first seen here.
+    taken: HashMap<TaskKey, u64>,
+}
+
+impl Intake {
+    /// A connection of `backend` whose operator's messages up to `acked`
+    /// are committed.
+    pub(super) fn new(backend: String, acked: u64) -> Intake {
+        Intake {
+            backend,
+            seq: acked,
+            taken: HashMap::new(),
+        }
+    }
+}
+
+/// A batch ready to commit: its reports as commands, its log lines as
+/// chunk writes under way.
+pub(super) struct Prepared {
+    pub(super) now: gantry_storage::Millis,
+    pub(super) commands: Vec<(u64, Command)>,
+    pub(super) chunks: Vec<PendingChunk>,
+    pub(super) last_seq: u64,
+    pub(super) hello: bool,
+}
+
+/// One task run's chunk of a batch, being written.
+pub(super) struct PendingChunk {
+    /// The last message that carried the run's lines.
+    pub(super) seq: u64,
+    pub(super) key: TaskKey,
+    /// Aborted when dropped: a batch given up (its connection ended) stops
+    /// writing, so it cannot re-create objects after a purge or hold memory.
+    pub(super) write: AbortOnDropHandle<Result<gantry_storage::LogChunk, LogError>>,
+}
+
+impl OperatorHub {
+    /// Turns one batch of frames into commands and chunk writes. `None`
+    /// when every frame was a resend of something already committed.
+    pub(super) async fn prepare(
+        &self,
+        intake: &mut Intake,
+        frames: Vec<Up>,
+    ) -> Result<Option<Prepared>, ConnectionEnd> {
+        let now = now_ms();
+        let backend = intake.backend.clone();
+        let mut last_seq = intake.seq;
+        let mut commands = Vec::new();
+        let mut hello = false;
+        // Per task run: the sequence of the last message carrying new lines, and those lines.
+        let mut pending_logs: BTreeMap<TaskKey, (u64, Vec<LogLine>)> = BTreeMap::new();
+        let mut masker: Option<Arc<Masker>> = None;
+        for Up::Report { seq, message } in frames {
+            metrics::counter!(
+                crate::metrics::OPERATOR_MESSAGES_RECEIVED,
+                "backend" => backend.clone(),
+                "kind" => message.kind(),
+            )
+            .increment(1);
+            if seq <= intake.seq {
+                continue; // a resend of something already taken
+            }
+            if seq <= last_seq {
+                return Err(ConnectionEnd::Protocol(format!(
+                    "message {seq} after {last_seq}: sequence numbers must grow"
+                )));
+            }
+            last_seq = seq;
+            let command = match Arc::unwrap_or_clone(message) {
+                FromOperator::Hello {
+                    backend: named,
+                    version,
+                    running,
+                    executor,
+                } => {
+                    if named != backend {
+                        return Err(ConnectionEnd::Protocol(format!(
+                            "hello names backend '{named}' on a connection of backend '{backend}'"
+                        )));
+                    }
+                    tracing::info!(%backend, %version, %executor, running = running.len(), "operator hello");
+                    hello = true;
+                    Command::OperatorHelloWithExecutor {
+                        now,
+                        backend: backend.clone(),
+                        running,
+                        executor,
+                    }
+                }
+                FromOperator::JobDone { job_id } => Command::CompleteJob { job_id },
+                FromOperator::DataTimes { key, times } => {
+                    Command::RecordTaskDataTimes { key, times }
+                }
+                FromOperator::TaskStatus {
+                    key,
+                    status,
+                    exit_code,
+                    message,
+                    time,
+                } => Command::ReportTask {
+                    now,
+                    report: TaskReport {
+                        key,
+                        status,
+                        exit_code,
+                        message,
+                        node_name: Some(backend.clone()),
+                        time,
+                    },
+                },
+                FromOperator::Heartbeat { nodes } => {
+                    match self.heartbeat_command(now, &backend, nodes)? {
+                        Some(command) => command,
+                        None => continue,
+                    }
+                }
+                FromOperator::Logs { key, lines } => {
+                    let floor = self.taken_offset(intake, &key).await?;
+                    let entry = pending_logs.entry(key.clone()).or_default();
+                    let mut above = entry.1.last().map(|line| line.offset).or(floor);
+                    let masker = match &masker {
+                        Some(masker) => masker.clone(),
+                        None => {
+                            let view = self.node.read_local().map_err(ConnectionEnd::Propose)?;
+                            let current = self
+                                .masks
+                                .current(&view)
+                                .map_err(|e| ConnectionEnd::Propose(RaftError::from(e)))?;
+                            masker.insert(current).clone()
+                        }
+                    };
+                    let fresh: Vec<LogLine> = lines
+                        .into_iter()
+                        .filter(|line| {
+                            let keep = above.is_none_or(|last| line.offset > last);
+                            if keep {
+                                above = Some(line.offset);
+                            }
+                            keep
+                        })
+                        .map(|mut line| {
+                            if let Some(masked) = masker.mask(&line.text) {
+                                line.text = masked;
+                            }
+                            line
+                        })
+                        .collect();
+                    if !fresh.is_empty() {
+                        self.logs.push_live(&key, &fresh);
+                        entry.0 = seq;
+                        entry.1.extend(fresh);
+                    }
+                    continue;
+                }
+            };
+            commands.push((seq, command));
+        }
+        if last_seq == intake.seq {
+            return Ok(None);
+        }
+        intake.seq = last_seq;
+        // Durable before the acknowledgement: the chunks are written (from
+        // now on, in the background), then indexed in the same command that
+        // acknowledges the messages.
+        let chunks = pending_logs
+            .into_iter()
+            .filter_map(|(key, (seq, lines))| {
+                let last = lines.last()?.offset;
+                intake.taken.insert(key.clone(), last);
+                let logs = self.logs.clone();
+                let write_key = key.clone();
+                let write = AbortOnDropHandle::new(tokio::spawn(async move {
+                    logs.write_chunk(&write_key, &lines).await
+                }));
+                Some(PendingChunk { seq, key, write })
+            })
+            .collect();
+        Ok(Some(Prepared {
+            now,
+            commands,
+            chunks,
+            last_seq,
+            hello,
+        }))
+    }
+
+    /// The highest offset of `key`'s run already taken into a chunk: from
+    /// this connection's batches, else a linearizable read of the index (a
+    /// stale one could re-send lines as a chunk the index rejects).
+    async fn taken_offset(
+        &self,
+        intake: &mut Intake,
+        key: &TaskKey,
+    ) -> Result<Option<u64>, ConnectionEnd> {
+        if let Some(offset) = intake.taken.get(key) {
+            return Ok(Some(*offset));
+        }
+        let view = self.node.read().await.map_err(ConnectionEnd::Propose)?;
+        let chunks = view
+            .log_chunks(&key.workflow_id, Some(&key.task), Some(key.retry_id))
+            .map_err(|error| ConnectionEnd::Propose(RaftError::from(error)))?;
+        let last = chunks.last().map(|indexed| indexed.chunk.last_offset);
+        if let Some(last) = last {
+            intake.taken.insert(key.clone(), last);
+        }
+        Ok(last)
+    }
+}
