@@ -312,8 +312,8 @@ impl State {
     }
 
     /// Stops tracking a lost task whose final report went out: its pod is
-    /// gone, so no later event ends its tracking. A task re-created meanwhile
-    /// (another pod UID) stays.
+    /// gone, so no later event ends its tracking (nor its group's, when it
+    /// was the last). A task re-created meanwhile (another pod UID) stays.
     pub(super) fn forget_lost(&mut self, key: &TaskKey, pod: &Pod) {
         if self
             .tasks
@@ -321,6 +321,7 @@ impl State {
             .is_some_and(|tracked| tracked.pod_uid == pod.metadata.uid)
         {
             self.tasks.remove(key);
+            self.forget_group_if_empty(&label(pod, LABEL_GROUP_UUID));
         }
     }
 }
@@ -350,5 +351,43 @@ fn tracked_from_pod(pod: &Pod) -> Tracked {
         last: None,
         logs: None,
         finished: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(uid: &str) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.uid = Some(uid.to_string());
+        pod.metadata.name = Some("p".to_string());
+        pod.metadata.labels = Some(
+            [
+                (LABEL_GROUP_UUID.to_string(), "g-uuid".to_string()),
+                (LABEL_GROUP_NAME.to_string(), "g".to_string()),
+            ]
+            .into(),
+        );
+        pod
+    }
+
+    /// A probe: a pod deleted before its task finished must not leave its
+    /// group behind (the tracker would grow with every such group).
+    #[test]
+    fn a_lost_last_task_takes_its_group_with_it() {
+        let mut state = State::default();
+        let key = TaskKey {
+            workflow_id: "wf-1".into(),
+            task: "t".into(),
+            retry_id: 0,
+        };
+        let pod = pod("uid-1");
+        state.track_pod(&key, &pod).pod_uid = Some("uid-1".into());
+        assert!(state.groups.contains_key("g-uuid"));
+        assert!(state.pod_deleted(&key, &pod), "an unfinished task is lost");
+        state.forget_lost(&key, &pod);
+        assert!(state.tasks.is_empty());
+        assert!(state.groups.is_empty(), "the group went with its last task");
     }
 }
