@@ -7,7 +7,7 @@
 //! and unfinished; every group that reaches a finished status has all its
 //! tasks finished; workflow status is always the aggregation of its groups.
 
-use crate::config::{ConfigData, ConfigRevision, ConfigType};
+use crate::config::{ConfigData, ConfigRevision, ConfigType, WorkflowConfig};
 use crate::error::StorageError;
 use crate::record::{
     GroupRecord, JobKind, Millis, TaskRecord, TimerKind, WorkflowArchive, WorkflowRecord,
@@ -75,22 +75,84 @@ fn queue_create(
     Ok(())
 }
 
-/// Hands a dispatched group whose tasks the operator lost to it again.
-pub(crate) fn redispatch_group(
+/// `max_retry_per_task` of the WORKFLOW config in force (OSMO's default 0:
+/// RESCHEDULE exit actions fail until an admin raises it).
+pub(crate) fn max_retry_per_task(tables: &Tables) -> Result<u64, StorageError> {
+    Ok(match tables.config_current(ConfigType::Workflow, "")? {
+        Some(ConfigRevision {
+            data: Some(data), ..
+        }) => WorkflowConfig::from_data(&data).map_or(0, |config| config.max_retry_per_task),
+        _ => 0,
+    })
+}
+
+/// Ends the current run of each task of `group` named in `names` and starts
+/// its next one: the ended run is kept in `task_runs` as RESCHEDULED (with
+/// `reason` when it had no message of its own), the task moves to retry + 1
+/// with a fresh UUID (a new pod on Kubernetes) and PROCESSING, the group
+/// goes back to PROCESSING, and a create job hands the new runs to the
+/// backend. With `stop_group`, whatever still runs of the group is stopped
+/// first (a cancel job ahead of the create job).
+pub(crate) fn start_next_runs(
     tables: &Tables,
     workflow: &WorkflowRecord,
     mut group: GroupRecord,
+    names: &[String],
+    reason: &str,
+    stop_group: bool,
     now: Millis,
 ) -> Result<(), StorageError> {
-    for mut task in tables.group_tasks(&group)? {
-        if !task.status.is_finished() {
-            task.status = TaskStatus::Processing;
-            tables.put_task(&task)?;
+    if stop_group && group.dispatched {
+        tables.add_job(
+            &workflow.backend,
+            now,
+            JobKind::CancelGroup {
+                workflow_id: workflow.id.clone(),
+                group: group.name.clone(),
+                reason: reason.to_string(),
+            },
+        )?;
+    }
+    for name in names {
+        let Some(mut run) = tables.task_state(&workflow.id, name)? else {
+            continue;
+        };
+        run.status = TaskStatus::Rescheduled;
+        run.end_time = run.end_time.or(Some(now));
+        if run.failure_message.is_none() {
+            run.failure_message = Some(reason.to_string());
         }
+        tables.put_task_run(&run)?;
+        let retry_id = run.retry_id.saturating_add(1);
+        let next = TaskRecord {
+            uuid: derive_uuid(&[&workflow.uuid, "task", &run.name, &retry_id.to_string()]),
+            retry_id,
+            status: TaskStatus::Processing,
+            exit_code: None,
+            failure_message: None,
+            processing_start_time: Some(now),
+            scheduling_start_time: None,
+            initializing_start_time: None,
+            start_time: None,
+            end_time: None,
+            input_download_start_time: None,
+            input_download_end_time: None,
+            output_upload_start_time: None,
+            node_name: None,
+            output_upload_end_time: None,
+            ..run
+        };
+        tables.put_task(&next)?;
     }
     group.status = TaskStatus::Processing;
+    group.end_time = None;
+    group.failure_message = None;
+    group.dispatched = true;
     tables.put_group(&group)?;
+    tables.set_active(&workflow.backend, &workflow.id, &group.name, true)?;
     queue_create(tables, workflow, &group.name, now)?;
+    // Siblings that go on keep the group RUNNING.
+    settle_group(tables, workflow, &group.name, now)?;
     settle_workflow(tables, &workflow.id, now)
 }
 

@@ -39,6 +39,7 @@ struct Image {
     backends: Vec<(String, Vec<u8>)>,
     log_chunks: Vec<(LogChunkKey, Vec<u8>)>,
     workflow_archive: Vec<(String, Vec<u8>)>,
+    task_runs: Vec<((String, String, u32), Vec<u8>)>,
 }
 
 macro_rules! export_table {
@@ -114,6 +115,10 @@ impl Store {
                 k.to_string(),
                 v.to_vec()
             )),
+            task_runs: export_table!(txn, tables::TASK_RUNS, |k, v| (
+                (k.0.to_string(), k.1.to_string(), k.2),
+                v.to_vec()
+            )),
             active_groups: export_table!(txn, tables::ACTIVE_GROUPS, |k, _v| (
                 k.0.to_string(),
                 k.1.to_string(),
@@ -154,6 +159,7 @@ impl Store {
         clear(&txn, tables::BACKENDS)?;
         clear(&txn, tables::LOG_CHUNKS)?;
         clear(&txn, tables::WORKFLOW_ARCHIVE)?;
+        clear(&txn, tables::TASK_RUNS)?;
         {
             let mut table = txn.open_table(tables::META)?;
             for (k, v) in &image.meta {
@@ -234,6 +240,10 @@ impl Store {
             let mut table = txn.open_table(tables::WORKFLOW_ARCHIVE)?;
             for (k, v) in &image.workflow_archive {
                 table.insert(k.as_str(), v.as_slice())?;
+            }
+            let mut table = txn.open_table(tables::TASK_RUNS)?;
+            for ((workflow, task, retry), v) in &image.task_runs {
+                table.insert((workflow.as_str(), task.as_str(), *retry), v.as_slice())?;
             }
             let mut table = txn.open_table(tables::ACTIVE_GROUPS)?;
             for (a, b, c) in &image.active_groups {

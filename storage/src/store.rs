@@ -147,6 +147,21 @@ impl ReadView {
         Ok(Some(task))
     }
 
+    /// The earlier (ended) runs of task `name`, oldest first, without plans.
+    pub fn task_runs(
+        &self,
+        workflow_id: &str,
+        name: &str,
+    ) -> Result<Vec<TaskRecord>, StorageError> {
+        let table = self.txn.open_table(tables::TASK_RUNS)?;
+        let mut runs = Vec::new();
+        for row in table.range((workflow_id, name, 0)..=(workflow_id, name, u32::MAX))? {
+            let (_, value) = row?;
+            runs.push(decode(value.value())?);
+        }
+        Ok(runs)
+    }
+
     pub fn group_tasks(&self, group: &GroupRecord) -> Result<Vec<TaskRecord>, StorageError> {
         let mut tasks = Vec::with_capacity(group.tasks.len());
         for name in &group.tasks {

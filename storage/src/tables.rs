@@ -66,6 +66,11 @@ pub(crate) const LOG_CHUNKS: TableDefinition<(&str, &str, u32, u64), &[u8]> =
 pub(crate) const WORKFLOW_ARCHIVE: TableDefinition<&str, &[u8]> =
     TableDefinition::new("workflow_archive");
 
+/// Earlier runs of tasks, each ended (RESCHEDULED or lost) when the next
+/// began: (workflow, task, retry) → `TaskRecord` as it ended.
+pub(crate) const TASK_RUNS: TableDefinition<(&str, &str, u32), &[u8]> =
+    TableDefinition::new("task_runs");
+
 pub(crate) const RAFT_META_KEY: &str = "raft";
 const SEQ_COUNTER: &str = "\0submit_seq";
 const TIMER_COUNTER: &str = "\0timer_id";
@@ -105,6 +110,7 @@ pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), StorageError> {
     txn.open_table(BACKENDS)?;
     txn.open_table(LOG_CHUNKS)?;
     txn.open_table(WORKFLOW_ARCHIVE)?;
+    txn.open_table(TASK_RUNS)?;
     Ok(())
 }
 
@@ -217,6 +223,15 @@ impl<'a> Tables<'a> {
         self.txn.open_table(TASKS)?.insert(
             (task.workflow_id.as_str(), task.name.as_str()),
             encode(task)?.as_slice(),
+        )?;
+        Ok(())
+    }
+
+    /// Keeps an ended run of a task (its record as it ended).
+    pub fn put_task_run(&self, run: &TaskRecord) -> Result<(), StorageError> {
+        self.txn.open_table(TASK_RUNS)?.insert(
+            (run.workflow_id.as_str(), run.name.as_str(), run.retry_id),
+            encode(run)?.as_slice(),
         )?;
         Ok(())
     }

@@ -61,7 +61,8 @@
 //!                 [start=T] [end=T] [pool=P] [backend=B]
 //! expect group WF NAME STATUS [dispatched=BOOL] [start=T] [end=T] [failure=M]
 //!                 [remaining_upstream=a,b]
-//! expect task WF NAME STATUS [exit=N] [failure=M] [start=T] [end=T] [node=X]
+//! expect task WF NAME STATUS [exit=N] [failure=M] [start=T] [end=T] [node=X] [retry=N]
+//! expect runs WF TASK -> RETRY:STATUS[:EXIT] ... | none   earlier (ended) runs, oldest first
 //! expect jobs none | KIND:WF/GROUP[@BACKEND] ...    exact queue, oldest first
 //!     KIND is CreateGroup or CancelGroup
 //! expect timers N | none | exec:WF/GROUP@DUE queue:WF/GROUP@DUE
@@ -556,7 +557,8 @@ fn config_data(config_type: ConfigType, name: &str, args: &Args) -> Res<ConfigDa
             r#"{{"workflow_log":{{"retention":"{}"}}}}"#,
             args.get("retention").unwrap_or("")
         )),
-        _ => ConfigData::Json(args.get("json").unwrap_or("").to_string()),
+        // `\"` in the quoted value stands for `"`.
+        _ => ConfigData::Json(args.get("json").unwrap_or("").replace("\\\"", "\"")),
     })
 }
 
@@ -1252,7 +1254,7 @@ impl Case {
             }
             "task" => {
                 args.allow(&[
-                    "exit", "failure", "start", "end", "node", "download", "upload",
+                    "exit", "failure", "start", "end", "node", "download", "upload", "retry",
                 ])?;
                 let (id, name) = (args.pos(1, "workflow id")?, args.pos(2, "task name")?);
                 let t = read
@@ -1271,6 +1273,7 @@ impl Case {
                 check_field("start", opt(&t.start_time), args.entry("start"))?;
                 check_field("end", opt(&t.end_time), args.entry("end"))?;
                 check_field("node", opt(&t.node_name), args.entry("node"))?;
+                check_field("retry", t.retry_id.to_string(), args.entry("retry"))?;
                 let span = |start: Option<i64>, end: Option<i64>| {
                     let show = |t: Option<i64>| t.map(|t| t.to_string()).unwrap_or_default();
                     format!("{}-{}", show(start), show(end))
@@ -1285,6 +1288,31 @@ impl Case {
                     span(t.output_upload_start_time, t.output_upload_end_time),
                     args.entry("upload"),
                 )
+            }
+            "runs" => {
+                args.allow(&[])?;
+                let (id, name) = (args.pos(1, "workflow id")?, args.pos(2, "task name")?);
+                let arrow = args
+                    .pos
+                    .iter()
+                    .position(|word| word == "->")
+                    .ok_or("expect runs WF TASK -> RETRY:STATUS[:EXIT] ... | none")?;
+                let want: Vec<String> = args.pos[arrow + 1..].to_vec();
+                let runs = read.task_runs(id, name).map_err(|e| e.to_string())?;
+                let got: Vec<String> = runs
+                    .iter()
+                    .map(|run| match run.exit_code {
+                        Some(code) => format!("{}:{}:{code}", run.retry_id, run.status),
+                        None => format!("{}:{}", run.retry_id, run.status),
+                    })
+                    .collect();
+                let want = if want == ["none"] { Vec::new() } else { want };
+                if got != want {
+                    return Err(format!(
+                        "runs of {id}/{name}: expected {want:?}, got {got:?}"
+                    ));
+                }
+                Ok(())
             }
             "config" => {
                 args.allow(&["revision", "user", "description", "backend"])?;

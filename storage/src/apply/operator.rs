@@ -186,16 +186,31 @@ pub(super) fn apply_operator_hello(
             continue;
         };
         let tasks = tables.group_tasks(&group)?;
-        let lost = tasks.iter().any(|task| {
-            !task.status.is_finished()
-                && !running.contains(&TaskKey {
-                    workflow_id: workflow_id.clone(),
-                    task: task.name.clone(),
-                    retry_id: task.retry_id,
-                })
-        });
-        if lost {
-            lifecycle::redispatch_group(tables, &workflow, group, now)?;
+        let lost: Vec<String> = tasks
+            .iter()
+            .filter(|task| {
+                !task.status.is_finished()
+                    && !running.contains(&TaskKey {
+                        workflow_id: workflow_id.clone(),
+                        task: task.name.clone(),
+                        retry_id: task.retry_id,
+                    })
+            })
+            .map(|task| task.name.clone())
+            .collect();
+        if !lost.is_empty() {
+            // A run its executor lost (a restart) runs again as the next
+            // retry, so its log and events stay apart from the lost run's.
+            // Not counted against `max_retry_per_task`: the task did not fail.
+            lifecycle::start_next_runs(
+                tables,
+                &workflow,
+                group,
+                &lost,
+                "its executor lost the run (the operator restarted); it runs again",
+                false,
+                now,
+            )?;
         }
     }
     Ok(Outcome::Applied)

@@ -3,7 +3,9 @@
 //!
 //! Invariants: only the task's current run (its retry id) changes it; a
 //! status moves forward by phase only and a finished task takes none; data
-//! times are kept even when they arrive after the final status.
+//! times are kept even when they arrive after the final status; a
+//! RESCHEDULE exit action starts a next run only while the run's retry id
+//! is below the WORKFLOW config's `max_retry_per_task` (else it fails).
 
 use crate::command::{Outcome, RejectionKind, TaskDataTimes, TaskKey, TaskReport};
 use crate::error::StorageError;
@@ -92,13 +94,25 @@ pub(super) fn apply_task_report(
         ));
     };
     let mut status = report.status;
+    // Set when a RESCHEDULE exit action has retry budget left: this run ends
+    // and the next one starts.
+    let mut reschedule = None;
     if let Some(code) = report.exit_code {
         if matches!(status, TaskStatus::Completed | TaskStatus::Failed) {
             let plan = tables.task_plan(&key.workflow_id, &key.task)?;
             status = match plan.exit_action_for(code) {
                 Some(ExitAction::Complete) => TaskStatus::Completed,
-                // RESCHEDULE needs a retry budget (max_retry_per_task, OSMO default 0): it fails.
-                Some(ExitAction::Fail) | Some(ExitAction::Reschedule) => TaskStatus::Failed,
+                Some(ExitAction::Reschedule) => {
+                    let budget = lifecycle::max_retry_per_task(tables)?;
+                    if u64::from(task.retry_id) < budget {
+                        reschedule = Some(format!(
+                            "exit code {code} asks to RESCHEDULE: retry {} of {budget}",
+                            task.retry_id + 1
+                        ));
+                    }
+                    TaskStatus::Failed
+                }
+                Some(ExitAction::Fail) => TaskStatus::Failed,
                 None => status,
             };
         }
@@ -131,7 +145,38 @@ pub(super) fn apply_task_report(
     }
     task.status = status;
     tables.put_task(&task)?;
+    if let Some(reason) = reschedule {
+        return reschedule_task(tables, &workflow, &task, &reason, now);
+    }
     lifecycle::settle_group(tables, &workflow, &task.group, now)?;
+    Ok(Outcome::Applied)
+}
+
+/// OSMO's RESCHEDULE: a lead (or any task of a group that does not ignore
+/// non-lead statuses) restarts its whole group; any other task starts its
+/// next run alone while its siblings go on.
+fn reschedule_task(
+    tables: &Tables,
+    workflow: &crate::record::WorkflowRecord,
+    task: &TaskRecord,
+    reason: &str,
+    now: Millis,
+) -> Result<Outcome, StorageError> {
+    let Some(group) = tables.group(&workflow.id, &task.group)? else {
+        return Ok(Outcome::rejected(RejectionKind::NotFound, "group vanished"));
+    };
+    let whole_group = task.lead || !group.ignore_nonlead_status;
+    let names = if whole_group {
+        group.tasks.clone()
+    } else {
+        vec![task.name.clone()]
+    };
+    let reason = if whole_group && group.tasks.len() > 1 {
+        format!("task '{}': {reason}; its group restarts", task.name)
+    } else {
+        reason.to_string()
+    };
+    lifecycle::start_next_runs(tables, workflow, group, &names, &reason, whole_group, now)?;
     Ok(Outcome::Applied)
 }
 
