@@ -113,6 +113,7 @@ fn routes() -> Vec<(&'static str, String, Option<Value>, bool)> {
         ("GET", "/api/pool".into(), None, true),
         ("GET", "/api/pool_quota".into(), None, true),
         ("GET", "/api/resources".into(), None, false),
+        ("GET", "/api/resources/some-node".into(), None, false),
         (
             "POST",
             "/api/pool/default/workflow".into(),

@@ -416,8 +416,9 @@ fn a_silent_backend_goes_offline_and_its_tasks_fail_after_the_grace() {
         || {
             let backend = json_of(&url, Some(&token), &["config", "show", "BACKEND", "local"]);
             let last = backend["last_heartbeat"].as_str().unwrap_or_default();
-            match chrono::DateTime::parse_from_rfc3339(last) {
-                Ok(time) if time > changed && backend["online"] == true => Ok(()),
+            // OSMO's form: naive UTC with microseconds.
+            match chrono::NaiveDateTime::parse_from_str(last, "%Y-%m-%dT%H:%M:%S%.f") {
+                Ok(time) if time.and_utc() > changed && backend["online"] == true => Ok(()),
                 _ => Err(backend.to_string()),
             }
         },

@@ -42,9 +42,11 @@ impl NodeSpec {
     }
 }
 
+/// A JSON time as the API writes it (OSMO's: naive UTC, microseconds).
 fn millis(text: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .unwrap_or_else(|e| panic!("{text:?} is not RFC 3339: {e}"))
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .unwrap_or_else(|e| panic!("{text:?} is not YYYY-MM-DDTHH:MM:SS.ffffff: {e}"))
+        .and_utc()
         .timestamp_millis()
 }
 

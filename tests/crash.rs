@@ -122,8 +122,10 @@ fn pending_exec_timeout_fires_after_a_sigkill_restart() {
     assert!(server.log().contains("leadership gained"));
 }
 
+/// A JSON time as the API writes it (OSMO's: naive UTC, microseconds).
 fn chrono_millis(text: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(text)
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
         .unwrap()
+        .and_utc()
         .timestamp_millis()
 }

@@ -263,29 +263,37 @@ pub async fn list_for_user(
     list(state, &caller, &user, query).await
 }
 
-/// `GET /api/profile/settings`: who the caller is, its roles and the pools
-/// it may submit to.
+/// `GET /api/profile/settings`, OSMO's `ProfileResponse`: who the caller
+/// is (`profile.username`; no notifications are sent, so both are off), the
+/// default pool (the first it may submit to), its roles, the pools it may
+/// submit to, and the token it called with (`null` without one).
 pub async fn profile(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
-    let pools: Vec<String> = state
-        .node
-        .read()
-        .await?
+    let view = state.node.read().await?;
+    let pools: Vec<String> = view
         .pools()?
         .into_iter()
         .map(|pool| pool.name)
         .filter(|pool| caller.allows("workflow:Create", &format!("pool/{pool}")))
         .collect();
+    let token = match &caller.token {
+        Some(name) => {
+            let expires = view.token(name)?.and_then(|token| token.expires);
+            json!({"name": name, "expires_at": time(expires)})
+        }
+        None => Value::Null,
+    };
     Ok(Json(json!({
         "profile": {
             "username": caller.user,
-            "token_name": caller.token,
-            "roles": caller.roles,
+            "email_notification": false,
+            "slack_notification": false,
             "pool": pools.first(),
         },
         "roles": caller.roles,
         "pools": pools,
+        "token": token,
     })))
 }

@@ -4,8 +4,11 @@
 //! compared; with auth on, every route but the health probes, the version
 //! and `/metrics` needs a valid, unexpired token (init and join also answer
 //! without one while the node belongs to no cluster); the caller's identity
-//! reaches handlers as a [`Caller`] extension, never from a client-supplied
-//! header.
+//! reaches handlers as a [`Caller`] extension, from the token and never from
+//! a client-supplied header — except with auth off (`gantry dev` on
+//! loopback), where OSMO's `x-osmo-user` header names the user (as OSMO's
+//! CLI sends it after `osmo login --method dev`); with auth on that header
+//! is ignored.
 
 use super::error::ApiError;
 use super::policy;
@@ -54,6 +57,40 @@ fn credential_error(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "CREDENTIAL", message)
 }
 
+/// OSMO's header naming the user when there is no authentication.
+pub const OSMO_USER_HEADER: &str = "x-osmo-user";
+
+/// Longest user name taken from [`OSMO_USER_HEADER`].
+const HEADER_USER_CHARS_MAX: usize = 256;
+
+/// The user a request names in [`OSMO_USER_HEADER`] (only consulted with
+/// auth off): `anonymous` when absent or blank; an error when it is not
+/// printable text or too long.
+fn header_user(headers: &axum::http::HeaderMap) -> Result<String, ApiError> {
+    let Some(value) = headers.get(OSMO_USER_HEADER) else {
+        return Ok(ANONYMOUS.to_string());
+    };
+    let user = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|user| user.chars().count() <= HEADER_USER_CHARS_MAX)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "USAGE",
+                format!("{OSMO_USER_HEADER}: must be at most {HEADER_USER_CHARS_MAX} printable ASCII characters"),
+            )
+        })?;
+    Ok(if user.is_empty() {
+        ANONYMOUS.to_string()
+    } else {
+        user.to_string()
+    })
+}
+
+/// The user of a request that names none.
+pub const ANONYMOUS: &str = "anonymous";
+
 /// The paths that may answer without a token, from the route table (such
 /// routes have no path parameters, so a path names one route).
 #[derive(Debug, Default)]
@@ -75,8 +112,15 @@ pub async fn authenticate(
     let setting_up = tokenless.cluster_setup.contains(&path) && !state.membership.is_member();
     let open = tokenless.open.contains(&path);
     let caller = if !state.config.auth_required || open || setting_up {
+        // With auth on, a header never names the caller (only a token
+        // does); the open routes (probes, version) need no user at all.
+        let user = if state.config.auth_required || open {
+            ANONYMOUS.to_string()
+        } else {
+            header_user(request.headers())?
+        };
         Caller {
-            user: "anonymous".to_string(),
+            user,
             token: None,
             roles: Vec::new(),
             policies: Vec::new(),
@@ -125,4 +169,31 @@ pub async fn authenticate(
     };
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn named(value: Option<&[u8]>) -> Result<String, ApiError> {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = value {
+            headers.insert(OSMO_USER_HEADER, HeaderValue::from_bytes(value).unwrap());
+        }
+        header_user(&headers)
+    }
+
+    #[test]
+    fn the_osmo_user_header_names_the_user() {
+        assert_eq!(named(Some(b"alice")).unwrap(), "alice");
+        assert_eq!(
+            named(Some(b" alice@example.com ")).unwrap(),
+            "alice@example.com"
+        );
+        assert_eq!(named(None).unwrap(), ANONYMOUS);
+        assert_eq!(named(Some(b"  ")).unwrap(), ANONYMOUS);
+        assert!(named(Some("zoë".as_bytes())).is_err());
+        assert!(named(Some("a".repeat(HEADER_USER_CHARS_MAX + 1).as_bytes())).is_err());
+    }
 }

@@ -1,6 +1,7 @@
 //! Capacity: which nodes a pool's platforms cover, what runs on them, OSMO's
-//! `GET /api/pool_quota` and `GET /api/resources`, and the submit-time check
-//! of task resources against the pool's nodes (OSMO §3.4 default rules).
+//! `GET /api/pool_quota` and `GET /api/resources[/{name}]` (in the shape
+//! OSMO's CLI reads), and the submit-time check of task resources against
+//! the pool's nodes (OSMO §3.4 default rules).
 //!
 //! Invariants: a node belongs to a platform when it has every label of the
 //! platform and the platform tolerates each of its NoSchedule/NoExecute
@@ -10,7 +11,7 @@
 use super::error::ApiError;
 use super::params::Params;
 use super::AppState;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use gantry_storage::config::backend::format_cpu;
 use gantry_storage::config::pool::pool_status;
@@ -56,6 +57,7 @@ impl Amounts {
         }
     }
 
+    /// Kubernetes' resource names (`GET /api/pool_quota`'s `capacity`, `usage`).
     fn json(&self) -> Value {
         json!({
             "cpu": format_cpu(self.cpu_millis),
@@ -63,6 +65,27 @@ impl Amounts {
             "ephemeral-storage": format!("{}Ki", self.storage_bytes / 1024),
             "nvidia.com/gpu": self.gpus.to_string(),
         })
+    }
+
+    /// OSMO's resource fields (`GET /api/resources`): `cpu` in cores (a
+    /// plain number, `0.5` for 500m), `memory` and `storage` in Ki, `gpu` a
+    /// count — what OSMO's CLI converts and sums.
+    fn osmo_json(&self) -> Value {
+        json!({
+            "cpu": cores(self.cpu_millis),
+            "memory": format!("{}Ki", self.memory_bytes / 1024),
+            "storage": format!("{}Ki", self.storage_bytes / 1024),
+            "gpu": self.gpus.to_string(),
+        })
+    }
+}
+
+/// CPU millis as cores without a unit: `2`, `0.5`, `1.25`.
+fn cores(millis: u64) -> String {
+    let whole = millis / 1000;
+    match millis % 1000 {
+        0 => whole.to_string(),
+        part => format!("{whole}.{}", format!("{part:03}").trim_end_matches('0')),
     }
 }
 
@@ -245,18 +268,13 @@ pub async fn resources(
     let wanted_pools = params.list("pools");
     let wanted_platforms = params.list("platforms");
     let view = state.node.read().await?;
-    let pools = pool_configs(&view)?;
-    let mut entries = Vec::new();
-    for backend in view.backends()? {
-        let used = usage(&view, &backend)?;
-        for node in &backend.nodes {
-            let mut pool_platforms: Map<String, Value> = Map::new();
-            for pool in pools.iter().filter(|pool| pool.backend == backend.name) {
-                let platforms = platforms_of(pool, node);
-                if !platforms.is_empty() {
-                    pool_platforms.insert(pool.name.clone(), json!(platforms));
-                }
-            }
+    let entries = resource_entries(&view, |_| true)?
+        .into_iter()
+        .filter(|entry| {
+            let pool_platforms = entry["pool_platform_labels"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
             let in_wanted_pool = wanted_pools.is_empty()
                 || wanted_pools
                     .iter()
@@ -268,19 +286,85 @@ pub async fn resources(
                             .any(|p| wanted_platforms.iter().any(|w| p.as_str() == Some(w)))
                     })
                 });
-            if !in_wanted_pool || !in_wanted_platform {
-                continue;
-            }
+            in_wanted_pool && in_wanted_platform
+        })
+        .collect::<Vec<_>>();
+    Ok(Json(json!({ "resources": entries })))
+}
+
+/// OSMO's `GET /api/resources/{name}` → `{resources: [ResourcesEntry]}`:
+/// the nodes of that name (one per backend reporting it; none when unknown).
+pub async fn resource(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let view = state.node.read().await?;
+    let entries = resource_entries(&view, |node| node.name == name)?;
+    Ok(Json(json!({ "resources": entries })))
+}
+
+/// One `ResourcesEntry` per node that `keep` keeps, of every backend, in
+/// OSMO's shape: allocatable, used and per-platform fields with OSMO's names
+/// (`cpu`, `memory`, `storage`, `gpu`), `exposed_fields` with the node and
+/// its `pool/platform` pairs, `pool_platform_labels`, and `config_fields`
+/// (what each platform allows) — and Gantry's `online` (its backend's).
+fn resource_entries(
+    view: &ReadView,
+    keep: impl Fn(&NodeInventory) -> bool,
+) -> Result<Vec<Value>, ApiError> {
+    let pools = pool_configs(view)?;
+    let mut entries = Vec::new();
+    for backend in view.backends()? {
+        let used = usage(view, &backend)?;
+        for node in backend.nodes.iter().filter(|node| keep(node)) {
             let allocatable = Amounts::of_node(node);
+            let mut pool_platforms: Map<String, Value> = Map::new();
+            let mut pairs: Vec<String> = Vec::new();
+            let mut per_platform: Map<String, Value> = Map::new();
+            let mut config_fields: Map<String, Value> = Map::new();
+            for pool in pools.iter().filter(|pool| pool.backend == backend.name) {
+                let platforms = platforms_of(pool, node);
+                if platforms.is_empty() {
+                    continue;
+                }
+                let mut allocatables = Map::new();
+                let mut configs = Map::new();
+                for platform in &platforms {
+                    pairs.push(format!("{}/{platform}", pool.name));
+                    allocatables.insert(platform.clone(), allocatable.osmo_json());
+                    let config = pool.platforms.get(platform);
+                    configs.insert(
+                        platform.clone(),
+                        json!({
+                            "host_network": config.is_some_and(|c| c.host_network_allowed),
+                            "privileged": config.is_some_and(|c| c.privileged_allowed),
+                            "default_mounts": [],
+                            "allowed_mounts": config.map(|c| c.allowed_mounts.clone()).unwrap_or_default(),
+                        }),
+                    );
+                }
+                pool_platforms.insert(pool.name.clone(), json!(platforms));
+                per_platform.insert(pool.name.clone(), Value::Object(allocatables));
+                config_fields.insert(pool.name.clone(), Value::Object(configs));
+            }
             let node_used = used.by_node.get(&node.name).copied().unwrap_or_default();
+            let mut exposed = Map::new();
+            exposed.insert("node".into(), json!(node.name));
+            exposed.insert("pool/platform".into(), json!(pairs));
+            if let Value::Object(fields) = allocatable.osmo_json() {
+                exposed.extend(fields);
+            }
+            exposed.insert("gpu_model".into(), json!(node.gpu_model));
             entries.push(json!({
                 "hostname": node.name,
                 "backend": backend.name,
                 "resource_type": "SHARED",
-                "allocatable_fields": allocatable.json(),
-                "usage_fields": node_used.json(),
-                "non_workflow_usage_fields": Amounts::default().json(),
-                "exposed_fields": {"gpu_model": node.gpu_model},
+                "allocatable_fields": allocatable.osmo_json(),
+                "usage_fields": node_used.osmo_json(),
+                "non_workflow_usage_fields": Amounts::default().osmo_json(),
+                "platform_allocatable_fields": per_platform,
+                "exposed_fields": exposed,
+                "config_fields": config_fields,
                 "label_fields": node.labels,
                 "taints": node.taints.iter().map(|t| json!({"key": t.key, "value": t.value, "effect": t.effect})).collect::<Vec<_>>(),
                 "conditions": node.conditions,
@@ -289,7 +373,7 @@ pub async fn resources(
             }));
         }
     }
-    Ok(Json(json!({ "resources": entries })))
+    Ok(entries)
 }
 
 /// OSMO §3.4's default rules against the pool's nodes: for each task, some
@@ -393,4 +477,32 @@ pub fn check_resources(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cores_are_plain_numbers() {
+        assert_eq!(cores(0), "0");
+        assert_eq!(cores(2000), "2");
+        assert_eq!(cores(500), "0.5");
+        assert_eq!(cores(1250), "1.25");
+        assert_eq!(cores(1001), "1.001");
+    }
+
+    #[test]
+    fn resource_fields_have_osmos_names() {
+        let amounts = Amounts {
+            cpu_millis: 1500,
+            memory_bytes: 2 * 1024 * 1024,
+            storage_bytes: 4096,
+            gpus: 8,
+        };
+        assert_eq!(
+            amounts.osmo_json(),
+            json!({"cpu": "1.5", "memory": "2048Ki", "storage": "4Ki", "gpu": "8"})
+        );
+    }
 }

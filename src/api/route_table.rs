@@ -103,6 +103,7 @@ pub fn routes() -> Vec<Route> {
             .query(&[optional("pools", List)]),
         Route::new(M::GET, "/api/resources", "Nodes the operators report", allow("resources:Read", ANY), get(resources::resources))
             .query(&[optional("pools", List), optional("platforms", List)]),
+        Route::new(M::GET, "/api/resources/{name}", "One node as the operators report it", allow("resources:Read", ANY), get(resources::resource)),
         // Workflows.
         Route::new(M::POST, "/api/pool/{pool_name}/workflow", "Submit a workflow", allow("workflow:Create", Target::Param("pool/", "pool_name")), post(workflow::submit))
             .query(&[optional("dry_run", Boolean), optional("validation_only", Boolean), optional("priority", String), optional("env_vars", List)])

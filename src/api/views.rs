@@ -2,14 +2,20 @@
 //!
 //! Invariant: field names are exactly OSMO's (`../shared/osmo/openapi.json`):
 //! WorkflowQueryResponse, GroupQueryResponse, TaskQueryResponse, ListEntry,
-//! (pools: `gantry_storage::config::pool::pool_json`).
+//! (pools: `gantry_storage::config::pool::pool_json`); every time in the
+//! API's JSON goes through [`time`], in OSMO's form.
 
 use gantry_storage::{GroupRecord, Millis, TaskRecord, WorkflowRecord};
 use serde_json::{json, Value};
 
+/// How OSMO writes a time in JSON: UTC, microseconds, no offset suffix
+/// (`2026-12-06T07:50:53.571000`); OSMO's CLI reads nothing else.
+pub const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6f";
+
+/// A stored time as JSON in OSMO's form ([`TIME_FORMAT`]); `null` when absent.
 pub fn time(ms: Option<Millis>) -> Value {
     match ms.and_then(chrono::DateTime::from_timestamp_millis) {
-        Some(time) => Value::String(time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        Some(time) => Value::String(time.format(TIME_FORMAT).to_string()),
         None => Value::Null,
     }
 }
@@ -164,4 +170,27 @@ pub fn query(
         "labels": {},
         "warnings": [],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_written_as_osmo_writes_them() {
+        // 2026-12-06T07:50:53.571Z
+        let ms = 1_796_543_453_571;
+        assert_eq!(time(Some(ms)), json!("2026-12-06T07:50:53.571000"));
+        assert_eq!(time(Some(0)), json!("1970-01-01T00:00:00.000000"));
+        assert_eq!(time(None), Value::Null);
+        // What OSMO's CLI parses (`%Y-%m-%d %H:%M:%S.%f` once `T` is a
+        // space), and Gantry's own CLI reads back as UTC.
+        let text = time(Some(ms));
+        let text = text.as_str().unwrap();
+        let parsed =
+            chrono::NaiveDateTime::parse_from_str(&text.replace('T', " "), "%Y-%m-%d %H:%M:%S%.6f")
+                .unwrap();
+        assert_eq!(parsed.and_utc().timestamp_millis(), ms);
+        assert!(!text.ends_with('Z') && !text.contains('+'), "{text}");
+    }
 }

@@ -81,8 +81,9 @@ pub fn text_field(value: &Value, key: &str) -> String {
     }
 }
 
-/// Parses the API's ISO-8601 times. OSMO emits both offset-carrying and naive
-/// (UTC) timestamps, so accept both.
+/// Parses the API's ISO-8601 times. Gantry's API writes them as OSMO does,
+/// naive UTC with microseconds (`2026-12-06T07:50:53.571000`); times with an
+/// offset (older servers, other tools) are read too.
 pub fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
         return Some(t.with_timezone(&Utc));
@@ -185,6 +186,13 @@ mod tests {
         // Naive timestamps (as OSMO's Python sends) are UTC.
         let v = json!("2025-03-01T10:20:30.5");
         assert_eq!(format_time(Some(&v), &plus2), "2025-03-01 12:20:30");
+        // The API's own form (OSMO's): naive UTC with microseconds.
+        let v = json!("2026-12-06T07:50:53.571000");
+        assert_eq!(format_time(Some(&v), &plus2), "2026-12-06 09:50:53");
+        assert_eq!(
+            parse_time("2026-12-06T07:50:53.571000").map(|t| t.timestamp_millis()),
+            Some(1_796_543_453_571)
+        );
         let v = json!("2025-03-01T10:20:30Z");
         assert_eq!(format_time(Some(&v), &utc), "2025-03-01 10:20:30");
         assert_eq!(format_time(Some(&Value::Null), &utc), "-");

@@ -1,6 +1,7 @@
 //! `gantry pool list` (OSMO's `GET /api/pool_quota`: status, GPU quota and
 //! capacity and use of every pool) and `gantry resource list` (OSMO's
-//! `GET /api/resources`: every node with its allocatable resources and use).
+//! `GET /api/resources`: every node with its allocatable resources and use,
+//! under OSMO's names `cpu`, `memory`, `storage`, `gpu`).
 //!
 //! Invariant: rows are sorted by pool (or node) name, whatever order the
 //! server's JSON has, so tables are stable between calls.
@@ -177,8 +178,8 @@ pub fn render_resources(response: &Value) -> String {
             pools,
             used_of(usage, allocatable, "cpu"),
             used_of(usage, allocatable, "memory"),
-            used_of(usage, allocatable, "ephemeral-storage"),
-            used_of(usage, allocatable, "nvidia.com/gpu"),
+            used_of(usage, allocatable, "storage"),
+            used_of(usage, allocatable, "gpu"),
             conditions,
         ]);
     }
@@ -213,12 +214,16 @@ mod tests {
     fn resource_table() {
         let r = json!({"resources": [{"hostname": "n1", "backend": "local",
             "pool_platform_labels": {"default": [""]},
-            "usage_fields": {"cpu": "1", "memory": "0Ki", "ephemeral-storage": "0Ki", "nvidia.com/gpu": "0"},
-            "allocatable_fields": {"cpu": "4", "memory": "8Ki", "ephemeral-storage": "9Ki", "nvidia.com/gpu": "0"},
+            "usage_fields": {"cpu": "1", "memory": "0Ki", "storage": "0Ki", "gpu": "0"},
+            "allocatable_fields": {"cpu": "4", "memory": "8Ki", "storage": "9Ki", "gpu": "2"},
             "conditions": ["Ready"]}]});
         let text = render_resources(&r);
         assert!(
-            text.contains("n1") && text.contains("1/4") && text.contains("Ready"),
+            text.contains("n1")
+                && text.contains("1/4")
+                && text.contains("0Ki/9Ki")
+                && text.contains("0/2")
+                && text.contains("Ready"),
             "{text}"
         );
     }

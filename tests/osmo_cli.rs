@@ -1,0 +1,504 @@
+//! OSMO's own CLI as a client of Gantry: the launcher beside the repository
+//! (`shared/osmo/client/osmo`, OSMO's unchanged `src/cli`, run from source)
+//! against a real `gantry dev`, each everyday command checked by what it
+//! prints — the workflow ID a submit names, the status a query shows, the
+//! log line, the pool, the node, the user — not only by its exit code.
+//!
+//! The CLI needs Python >= 3.12 and its virtual environment (`.ci/run`
+//! makes it once). Under `CI=true` a CLI that cannot run fails the tests;
+//! elsewhere they skip, saying why. The tests of the `x-osmo-user` header
+//! itself speak HTTP and always run.
+
+mod common;
+
+use common::{osmo_reference, DevServer};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long one CLI call may take (the first ever run builds the virtual
+/// environment, which `.ci/run` does before the tests).
+const CALL_LIMIT: Duration = Duration::from_secs(120);
+const FIRST_RUN_LIMIT: Duration = Duration::from_secs(600);
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// The launcher with its own state: `XDG_CONFIG_HOME` and `XDG_STATE_HOME`
+/// in a temporary directory, so its login file is this test's alone.
+struct Osmo {
+    launcher: PathBuf,
+    home: tempfile::TempDir,
+}
+
+impl Osmo {
+    /// The CLI, or `None` (after saying why) when it cannot run here and
+    /// `CI` is not `true`.
+    fn find() -> Option<Osmo> {
+        let launcher = osmo_reference("client/osmo");
+        let osmo = Osmo {
+            launcher,
+            home: tempfile::tempdir().expect("tempdir"),
+        };
+        let help = osmo.run_within(&["--help"], FIRST_RUN_LIMIT);
+        if help.code == 0 && help.stdout.contains("workflow") {
+            return Some(osmo);
+        }
+        let why = format!(
+            "OSMO's CLI ({}) does not run: exit {}; it needs Python >= 3.12 and makes its \
+             virtual environment on the first run (.ci/run does that)\n{}{}",
+            osmo.launcher.display(),
+            help.code,
+            help.stdout,
+            help.stderr
+        );
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("SKIPPED: {why}");
+        None
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_within(args, CALL_LIMIT)
+    }
+
+    /// Runs the launcher with `args`; killed after `limit`.
+    fn run_within(&self, args: &[&str], limit: Duration) -> Output {
+        let out = self.home.path().join("stdout");
+        let err = self.home.path().join("stderr");
+        let mut child = Command::new(&self.launcher)
+            .args(args)
+            .env("XDG_CONFIG_HOME", self.home.path().join("config"))
+            .env("XDG_STATE_HOME", self.home.path().join("state"))
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("stdout file"))
+            .stderr(std::fs::File::create(&err).expect("stderr file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.launcher.display()));
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for osmo") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "osmo {args:?} still running after {limit:?}; stderr:\n{}",
+                    std::fs::read_to_string(&err).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Output {
+            code: status.code().unwrap_or(-1),
+            stdout: std::fs::read_to_string(&out).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&err).unwrap_or_default(),
+        }
+    }
+
+    /// Runs `args`, panicking unless the exit code is 0; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert_eq!(
+            output.code, 0,
+            "osmo {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
+            output.stdout, output.stderr
+        );
+        output.stdout
+    }
+
+    /// `osmo login URL --method dev --username USER`.
+    fn login(&self, url: &str, user: &str) {
+        let text = self.ok(&["login", url, "--method", "dev", "--username", user]);
+        assert!(text.contains(&format!("Welcome {user}")), "{text}");
+    }
+}
+
+/// A spec file in `dir`.
+fn spec_file(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write spec");
+    path.display().to_string()
+}
+
+/// The ID in a submit's output (`Workflow ID        - hello-1`).
+fn submitted_id(text: &str) -> String {
+    text.lines()
+        .find_map(|line| line.strip_prefix("Workflow ID"))
+        .and_then(|rest| rest.split_once("- "))
+        .map(|(_, id)| id.trim().to_string())
+        .unwrap_or_else(|| panic!("no workflow ID in the submit's output:\n{text}"))
+}
+
+/// The table row (a line) of `text` that starts with `first`.
+fn row<'a>(text: &'a str, first: &str) -> &'a str {
+    text.lines()
+        .find(|line| line.split_whitespace().next() == Some(first))
+        .unwrap_or_else(|| panic!("no row for {first}:\n{text}"))
+}
+
+const HELLO: &str = "workflow:\n  name: osmo-hello\n  tasks:\n  - name: greet\n    image: ubuntu\n    command: [sh, -c, 'echo hello from the osmo cli']\n";
+const SLEEPER: &str = "workflow:\n  name: osmo-sleeper\n  tasks:\n  - name: nap\n    image: ubuntu\n    command: [sleep, '600']\n";
+
+#[test]
+fn workflows_through_osmos_cli() {
+    let Some(osmo) = Osmo::find() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(&dir.path().join("dev"));
+    let api = server.client();
+    osmo.login(&server.url, "alice");
+    let hello = spec_file(dir.path(), "hello.yaml", HELLO);
+
+    let text = osmo.ok(&["workflow", "validate", &hello]);
+    assert!(text.contains("Workflow validation succeeded"), "{text}");
+
+    // Submit without --pool: the CLI takes the profile's default pool.
+    let text = osmo.ok(&["workflow", "submit", &hello]);
+    assert!(text.contains("Workflow submit successful"), "{text}");
+    let id = submitted_id(&text);
+    assert!(id.starts_with("osmo-hello-"), "{text}");
+    assert!(text.contains(&format!("/workflows/{id}")), "{text}");
+    let workflow = api.wait_finished(&id, Duration::from_secs(60));
+    assert_eq!(workflow["status"], "COMPLETED", "{workflow}");
+    // The user the CLI logged in as (its x-osmo-user header).
+    assert_eq!(workflow["submitted_by"], "alice");
+
+    let text = osmo.ok(&["workflow", "query", &id]);
+    assert!(text.contains(&format!("Workflow ID : {id}")), "{text}");
+    assert!(text.contains("Status      : COMPLETED"), "{text}");
+    assert!(text.contains("User        : alice"), "{text}");
+    // Times as OSMO's CLI renders them from the API's (naive UTC) form.
+    assert!(
+        text.contains("Submit Time : ") && text.contains(" UTC"),
+        "{text}"
+    );
+    let task = row(&text, "greet");
+    assert!(task.contains("COMPLETED") && task.contains("UTC"), "{task}");
+
+    let text = osmo.ok(&["workflow", "logs", &id]);
+    assert!(text.contains(&format!("Workflow {id} has logs:")), "{text}");
+    assert!(text.contains("[greet] hello from the osmo cli"), "{text}");
+    let text = osmo.ok(&["workflow", "logs", &id, "-t", "greet", "-n", "5"]);
+    assert!(text.contains("hello from the osmo cli"), "{text}");
+
+    let text = osmo.ok(&["workflow", "events", &id]);
+    assert!(
+        text.contains(&format!("Workflow {id} has events:")),
+        "{text}"
+    );
+    assert!(
+        text.contains("SUBMITTED: by alice to pool default"),
+        "{text}"
+    );
+    assert!(text.contains("[greet] COMPLETED: exit code 0"), "{text}");
+
+    let text = osmo.ok(&["workflow", "spec", &id]);
+    assert!(text.contains("echo hello from the osmo cli"), "{text}");
+    assert!(text.contains("name: osmo-hello"), "{text}");
+
+    // A running workflow, cancelled.
+    let sleeper = spec_file(dir.path(), "sleeper.yaml", SLEEPER);
+    let text = osmo.ok(&["workflow", "submit", &sleeper, "--pool", "default"]);
+    let sleeping = submitted_id(&text);
+    api.wait_task(&sleeping, "nap", "RUNNING", Duration::from_secs(60));
+    let text = osmo.ok(&["workflow", "query", &sleeping]);
+    assert!(text.contains("Status      : RUNNING"), "{text}");
+    let text = osmo.ok(&["workflow", "cancel", &sleeping, "-m", "enough"]);
+    assert!(
+        text.contains(&format!("Cancel job for workflow {sleeping} is submitted!")),
+        "{text}"
+    );
+    let cancelled = api.wait_finished(&sleeping, Duration::from_secs(60));
+    assert_eq!(cancelled["status"], "FAILED_CANCELED", "{cancelled}");
+    assert_eq!(cancelled["cancelled_by"], "alice");
+    let text = osmo.ok(&["workflow", "query", &sleeping]);
+    assert!(text.contains("Status      : FAILED_CANCELED"), "{text}");
+
+    // The list: newest last (the CLI's default order), with user and status.
+    let text = osmo.ok(&["workflow", "list"]);
+    let first = row(&text, "alice");
+    assert!(first.contains(&id) && first.contains("COMPLETED"), "{text}");
+    assert!(
+        text.find(&id).unwrap() < text.find(&sleeping).unwrap(),
+        "{text}"
+    );
+    let text = osmo.ok(&["workflow", "list", "-s", "FAILED_CANCELED"]);
+    assert!(text.contains(&sleeping) && !text.contains(&id), "{text}");
+    let text = osmo.ok(&["workflow", "list", "-t", "json"]);
+    let listed: Value = serde_json::from_str(&text).expect("list -t json");
+    let names: Vec<&str> = listed["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [id.as_str(), sleeping.as_str()], "{text}");
+    server.stop();
+}
+
+#[test]
+fn pools_nodes_profile_tokens_and_configs_through_osmos_cli() {
+    let Some(osmo) = Osmo::find() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(&dir.path().join("dev"));
+    let api = server.client();
+    osmo.login(&server.url, "alice");
+
+    let text = osmo.ok(&["version"]);
+    let version = api.get("/api/version").json();
+    assert!(
+        text.contains(&format!(
+            "OSMO service version: {}.{}.{}",
+            version["major"].as_str().unwrap(),
+            version["minor"].as_str().unwrap(),
+            version["revision"].as_str().unwrap()
+        )),
+        "{text} (server: {version})"
+    );
+
+    let text = osmo.ok(&["pool", "list"]);
+    let pool = row(&text, "default");
+    assert!(pool.contains("ONLINE"), "{text}");
+
+    // The node the local operator reports, with its CPUs as used/total.
+    let node = common::wait_for(Duration::from_secs(30), "a node", || {
+        let resources = api.get("/api/resources").json();
+        match resources["resources"][0].as_object() {
+            Some(node) => Ok(Value::Object(node.clone())),
+            None => Err(resources.to_string()),
+        }
+    });
+    let hostname = node["hostname"].as_str().unwrap();
+    let cpus: f64 = node["allocatable_fields"]["cpu"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let text = osmo.ok(&["resource", "list"]);
+    let line = row(&text, hostname);
+    assert!(
+        line.contains("default") && line.contains("SHARED"),
+        "{text}"
+    );
+    // Nothing runs: CPU [#] is 0 of the node's whole cores.
+    let cpu = format!("0/{}", cpus.floor());
+    assert!(line.split_whitespace().any(|cell| cell == cpu), "{text}");
+    let text = osmo.ok(&["resource", "list", "--mode", "free"]);
+    assert!(row(&text, hostname).contains("default"), "{text}");
+    let text = osmo.ok(&["resource", "info", hostname]);
+    assert!(
+        text.contains(&format!("Resource Name: {hostname}")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("cpu: {}", cpus.floor())), "{text}");
+
+    let text = osmo.ok(&["profile", "list"]);
+    assert!(text.contains("name: alice"), "{text}");
+    assert!(text.contains("email: alice"), "{text}");
+    assert!(text.contains("default: default"), "{text}");
+    assert!(text.contains("- default"), "{text}");
+
+    // Tokens: made, listed, deleted — alice's own.
+    let text = osmo.ok(&["token", "set", "laptop", "-e", "2099-01-31", "-d", "mine"]);
+    let secret = text
+        .lines()
+        .find_map(|line| line.strip_prefix("Access token: "))
+        .unwrap_or_else(|| panic!("no secret in:\n{text}"));
+    assert!(secret.len() >= 32, "{text}");
+    let text = osmo.ok(&["token", "list"]);
+    let token = row(&text, "laptop");
+    assert!(
+        token.contains("mine") && token.contains("Active") && token.contains("2099-01-31"),
+        "{text}"
+    );
+    let tokens = api.get("/api/auth/user/alice/access_token").json();
+    assert_eq!(tokens[0]["token_name"], "laptop", "{tokens}");
+    let text = osmo.ok(&["token", "delete", "laptop"]);
+    assert!(text.contains("Access token laptop deleted"), "{text}");
+    let text = osmo.ok(&["token", "list"]);
+    assert!(text.contains("No tokens found"), "{text}");
+
+    // Configs: shown, changed (as alice), their history.
+    let text = osmo.ok(&["config", "show", "SERVICE"]);
+    let service: Value = serde_json::from_str(&text).expect("config show is JSON");
+    assert_eq!(service["backend_heartbeat_grace"], "2m", "{text}");
+    let text = osmo.ok(&["config", "show", "POOL", "default"]);
+    let pool: Value = serde_json::from_str(&text).expect("config show is JSON");
+    assert_eq!(pool["backend"], "local", "{text}");
+    let change = spec_file(
+        dir.path(),
+        "service.json",
+        r#"{"backend_heartbeat_grace": "90s"}"#,
+    );
+    let text = osmo.ok(&[
+        "config",
+        "update",
+        "SERVICE",
+        "--file",
+        &change,
+        "--description",
+        "longer grace",
+    ]);
+    assert!(
+        text.contains("Successfully updated SERVICE config"),
+        "{text}"
+    );
+    let text = osmo.ok(&["config", "show", "SERVICE", "backend_heartbeat_grace"]);
+    assert_eq!(text.trim(), "\"90s\"");
+    let text = osmo.ok(&["config", "history"]);
+    let pool = row(&text, "POOL");
+    assert!(pool.contains("default") && pool.contains("UTC"), "{text}");
+    let service = row(&text, "SERVICE");
+    assert!(
+        service.contains("alice") && service.contains("longer grace"),
+        "{text}"
+    );
+    server.stop();
+}
+
+#[test]
+fn with_auth_on_a_dev_login_names_nobody() {
+    let Some(osmo) = Osmo::find() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start_with(
+        &dir.path().join("dev"),
+        &["dev", "--auth", "--listen", "127.0.0.1:0"],
+    );
+    // The CLI's dev login only saves the name; every call then needs a token.
+    osmo.ok(&[
+        "login",
+        &server.url,
+        "--method",
+        "dev",
+        "--username",
+        "admin",
+    ]);
+    let output = osmo.run(&["profile", "list"]);
+    assert_ne!(output.code, 0, "{}", output.stdout);
+    assert!(
+        output.stderr.contains("requires a token") || output.stdout.contains("requires a token"),
+        "stdout:\n{}\nstderr:\n{}",
+        output.stdout,
+        output.stderr
+    );
+    server.stop();
+}
+
+/// A GET with `x-osmo-user` (and a token, if given).
+fn get_as(url: &str, path: &str, user: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = reqwest::blocking::Client::new()
+        .get(format!("{url}{path}"))
+        .header("x-osmo-user", user);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().expect("GET");
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn with_auth_off_the_osmo_user_header_names_the_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(&dir.path().join("dev"));
+    let (status, profile) = get_as(&server.url, "/api/profile/settings", "bob", None);
+    assert_eq!(status, 200, "{profile}");
+    // OSMO's ProfileResponse.
+    assert_eq!(
+        profile,
+        json!({
+            "profile": {"username": "bob", "email_notification": false,
+                        "slack_notification": false, "pool": "default"},
+            "roles": [],
+            "pools": ["default"],
+            "token": null,
+        })
+    );
+    // Without the header: anonymous, as before.
+    let profile = server.client().get("/api/profile/settings").json();
+    assert_eq!(profile["profile"]["username"], "anonymous");
+
+    // The header's user submits, cancels and owns tokens.
+    let reply = reqwest::blocking::Client::new()
+        .post(format!("{}/api/pool/default/workflow", server.url))
+        .header("x-osmo-user", "bob")
+        .json(&json!({"file": SLEEPER}))
+        .send()
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 200);
+    let id = reply.json::<Value>().unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, workflow) = get_as(&server.url, &format!("/api/workflow/{id}"), "bob", None);
+    assert_eq!(workflow["submitted_by"], "bob");
+    let (_, listed) = get_as(&server.url, "/api/workflow", "bob", None);
+    assert_eq!(listed["workflows"][0]["user"], "bob");
+    // Times in OSMO's form: naive UTC with microseconds.
+    let submitted = workflow["submit_time"].as_str().unwrap();
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(submitted, "%Y-%m-%dT%H:%M:%S%.6f").is_ok()
+            && submitted.len() == "2026-12-06T07:50:53.571000".len(),
+        "{submitted}"
+    );
+    let reply = reqwest::blocking::Client::new()
+        .post(format!("{}/api/workflow/{id}/cancel", server.url))
+        .header("x-osmo-user", "carol")
+        .send()
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 200);
+    let workflow = server.client().wait_finished(&id, Duration::from_secs(60));
+    assert_eq!(workflow["cancelled_by"], "carol");
+    server.stop();
+}
+
+#[test]
+fn with_auth_on_the_osmo_user_header_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let server = DevServer::start_with(&data, &["dev", "--auth", "--listen", "127.0.0.1:0"]);
+    let admin = std::fs::read_to_string(data.join("bootstrap-admin-token"))
+        .expect("the admin token")
+        .trim()
+        .to_string();
+    // A header alone is no credential.
+    let (status, reply) = get_as(&server.url, "/api/profile/settings", "admin", None);
+    assert_eq!(status, 401, "{reply}");
+    assert_eq!(reply["error_code"], "CREDENTIAL");
+    // With a token, the token's user, whatever the header says.
+    let (status, profile) = get_as(
+        &server.url,
+        "/api/profile/settings",
+        "mallory",
+        Some(&admin),
+    );
+    assert_eq!(status, 200, "{profile}");
+    assert_ne!(profile["profile"]["username"], "mallory", "{profile}");
+    assert_eq!(profile["roles"], json!(["admin"]), "{profile}");
+    assert_eq!(profile["token"]["name"], "bootstrap-admin", "{profile}");
+    let reply = reqwest::blocking::Client::new()
+        .post(format!("{}/api/pool/default/workflow", server.url))
+        .bearer_auth(&admin)
+        .header("x-osmo-user", "mallory")
+        .json(&json!({"file": HELLO}))
+        .send()
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 200);
+    let id = reply.json::<Value>().unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, workflow) = get_as(
+        &server.url,
+        &format!("/api/workflow/{id}"),
+        "mallory",
+        Some(&admin),
+    );
+    assert_eq!(workflow["submitted_by"], profile["profile"]["username"]);
+    server.stop();
+}
