@@ -111,7 +111,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::GET, "/api/workflow", "List workflows", allow("workflow:List", ANY), get(workflow::list))
             .query(&[optional("name", String), optional("statuses", List), optional("pools", List), optional("offset", Integer), optional("limit", Integer), optional("order", String), STALE]),
         Route::new(M::GET, "/api/workflow/{name}", "A workflow with its groups and tasks", allow("workflow:Read", WORKFLOW_POOL), get(workflow::query))
-            .query(&[optional("skip_groups", Boolean), STALE]),
+            .query(&[optional("skip_groups", Boolean), optional("verbose", Boolean), STALE]),
         Route::new(M::POST, "/api/workflow/{name}/cancel", "Cancel a workflow", allow("workflow:Cancel", WORKFLOW_POOL), post(workflow::cancel))
             .query(&[optional("message", String), optional("force", Boolean)]),
         Route::new(M::GET, "/api/workflow/{name}/spec", "The workflow's spec, rendered or as templated", allow("workflow:Read", WORKFLOW_POOL), get(workflow::spec))

@@ -271,6 +271,8 @@ pub async fn query(
 ) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
     let skip_groups = params.flag("skip_groups")?;
+    // OSMO's `verbose`: every run of a task, not only its current one.
+    let verbose = params.flag("verbose")?;
     let view = read(&state, &params).await?;
     let workflow = view
         .workflow(&id)?
@@ -278,7 +280,13 @@ pub async fn query(
     let mut groups = Vec::new();
     if !skip_groups {
         for group in view.groups(&workflow)? {
-            let tasks = view.group_tasks(&group)?;
+            let mut tasks = Vec::new();
+            for task in view.group_tasks(&group)? {
+                if verbose && task.retry_id > 0 {
+                    tasks.extend(view.task_runs(&workflow.id, &task.name)?);
+                }
+                tasks.push(task);
+            }
             groups.push((group, tasks));
         }
     }

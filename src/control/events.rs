@@ -12,7 +12,8 @@
 //! nothing.
 
 use gantry_storage::{
-    GroupRecord, Millis, ReadView, StorageError, TaskRecord, WorkflowRecord, WorkflowStatus,
+    GroupRecord, Millis, ReadView, StorageError, TaskRecord, TaskStatus, WorkflowRecord,
+    WorkflowStatus,
 };
 
 /// Which events to keep: a task name (and retry) keeps only that task's.
@@ -107,7 +108,7 @@ fn task_events(events: &mut Vec<Event>, task: &TaskRecord) {
             .as_ref()
             .map(|node| format!("on node {node}")),
     );
-    if task.status.is_finished() {
+    if task.status.is_finished() || task.status == TaskStatus::Rescheduled {
         push(
             events,
             task.end_time,
@@ -220,10 +221,21 @@ pub fn collect(
             group_events(&mut events, &group);
         }
         for task in view.group_tasks(&group)? {
-            let keep = filter.task.as_ref().is_none_or(|name| *name == task.name)
-                && filter.retry_id.is_none_or(|retry| retry == task.retry_id);
-            if keep {
-                task_events(&mut events, &task);
+            if filter.task.as_ref().is_some_and(|name| *name != task.name) {
+                continue;
+            }
+            // Earlier runs (ended RESCHEDULED) first, then the current one.
+            let mut runs = if task.retry_id > 0 {
+                view.task_runs(&workflow.id, &task.name)?
+            } else {
+                Vec::new()
+            };
+            runs.push(task);
+            for run in runs
+                .iter()
+                .filter(|run| filter.retry_id.is_none_or(|retry| retry == run.retry_id))
+            {
+                task_events(&mut events, run);
             }
         }
     }
