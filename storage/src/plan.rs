@@ -96,6 +96,62 @@ pub enum ExitAction {
     Reschedule,
 }
 
+impl ExitAction {
+    /// `COMPLETE`, `FAIL` or `RESCHEDULE`, as specs and pools write them.
+    pub fn from_name(name: &str) -> Option<ExitAction> {
+        match name {
+            "COMPLETE" => Some(ExitAction::Complete),
+            "FAIL" => Some(ExitAction::Fail),
+            "RESCHEDULE" => Some(ExitAction::Reschedule),
+            _ => None,
+        }
+    }
+}
+
+/// Inclusive code ranges of `"0,1-10,16"` (spaces around parts allowed, as
+/// OSMO's `int()` allows them); the error says what is wrong with the text.
+pub fn parse_exit_codes(text: &str) -> Result<Vec<(i32, i32)>, String> {
+    let code = |part: &str| -> Result<i32, String> {
+        let part = part.trim();
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{part:?} is not a number"));
+        }
+        part.parse::<i32>()
+            .map_err(|_| format!("{part} is too large"))
+    };
+    let mut ranges = Vec::new();
+    for item in text.split(',') {
+        let (low, high) = match item.split_once('-') {
+            Some((low, high)) => (code(low)?, code(high)?),
+            None => {
+                let n = code(item)?;
+                (n, n)
+            }
+        };
+        if low > high {
+            return Err(format!("range {low}-{high} starts above its end"));
+        }
+        ranges.push((low, high));
+    }
+    Ok(ranges)
+}
+
+/// The first action of `actions` (action → code ranges text) whose codes
+/// hold `exit_code`; texts that do not parse match nothing.
+pub fn exit_action_in<'a>(
+    actions: impl IntoIterator<Item = (&'a String, &'a String)>,
+    exit_code: i32,
+) -> Option<ExitAction> {
+    actions.into_iter().find_map(|(name, codes)| {
+        let action = ExitAction::from_name(name)?;
+        parse_exit_codes(codes)
+            .ok()?
+            .iter()
+            .any(|&(low, high)| (low..=high).contains(&exit_code))
+            .then_some(action)
+    })
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitActionPlan {
     pub action: ExitAction,

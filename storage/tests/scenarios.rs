@@ -35,6 +35,7 @@
 //!     OperatorHello, or OperatorHelloWithExecutor with `executor`
 //! config-put TYPE [NAME] at=T by=U [description=D] [tags=a,b] ...   PutConfig
 //!     POOL: backend=B [platforms=p,q] [default_platform=P] [maintenance=true]
+//!           [default_exit_actions=ACTION:CODES;...]
 //!     BACKEND: [scheduler=kai|default|volcano] [dashboard=URL]
 //!     ROLE: [effect=Allow|Deny] actions=a,b [resources=r,s]
 //!     WORKFLOW: retention=DURATION (its `workflow_log.retention`) or json=TEXT
@@ -514,6 +515,12 @@ fn config_data(config_type: ConfigType, name: &str, args: &Args) -> Res<ConfigDa
                     .unwrap_or_default(),
             });
             pool.enable_maintenance = args.bool("maintenance", false)?;
+            for rule in args.get("default_exit_actions").unwrap_or("").split(';') {
+                if let Some((action, codes)) = rule.split_once(':') {
+                    pool.default_exit_actions
+                        .insert(action.to_string(), codes.to_string());
+                }
+            }
             ConfigData::Pool(pool)
         }
         ConfigType::Backend => {
@@ -1020,6 +1027,7 @@ impl Case {
                     "resources",
                     "json",
                     "retention",
+                    "default_exit_actions",
                 ])?;
                 let config_type: ConfigType = args.pos(0, "config type")?.parse()?;
                 let name = args.pos.get(1).cloned().unwrap_or_default();

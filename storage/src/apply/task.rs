@@ -5,9 +5,11 @@
 //! status moves forward by phase only and a finished task takes none; data
 //! times are kept even when they arrive after the final status; a
 //! RESCHEDULE exit action starts a next run only while the run's retry id
-//! is below the WORKFLOW config's `max_retry_per_task` (else it fails).
+//! is below the WORKFLOW config's `max_retry_per_task` (else it fails); an
+//! exit code no rule of the task names takes its pool's default action.
 
 use crate::command::{Outcome, RejectionKind, TaskDataTimes, TaskKey, TaskReport};
+use crate::config::{ConfigData, ConfigRevision, ConfigType};
 use crate::error::StorageError;
 use crate::lifecycle;
 use crate::plan::ExitAction;
@@ -100,7 +102,12 @@ pub(super) fn apply_task_report(
     if let Some(code) = report.exit_code {
         if matches!(status, TaskStatus::Completed | TaskStatus::Failed) {
             let plan = tables.task_plan(&key.workflow_id, &key.task)?;
-            status = match plan.exit_action_for(code) {
+            // The task's own rules first, then its pool's default ones.
+            let action = match plan.exit_action_for(code) {
+                Some(action) => Some(action),
+                None => pool_default_exit_action(tables, &workflow.pool, code)?,
+            };
+            status = match action {
                 Some(ExitAction::Complete) => TaskStatus::Completed,
                 Some(ExitAction::Reschedule) => {
                     let budget = lifecycle::max_retry_per_task(tables)?;
@@ -150,6 +157,21 @@ pub(super) fn apply_task_report(
     }
     lifecycle::settle_group(tables, &workflow, &task.group, now)?;
     Ok(Outcome::Applied)
+}
+
+/// The action the POOL config in force gives `exit_code` by default.
+fn pool_default_exit_action(
+    tables: &Tables,
+    pool: &str,
+    exit_code: i32,
+) -> Result<Option<ExitAction>, StorageError> {
+    Ok(match tables.config_current(ConfigType::Pool, pool)? {
+        Some(ConfigRevision {
+            data: Some(ConfigData::Pool(config)),
+            ..
+        }) => crate::plan::exit_action_in(&config.default_exit_actions, exit_code),
+        _ => None,
+    })
 }
 
 /// OSMO's RESCHEDULE: a lead (or any task of a group that does not ignore

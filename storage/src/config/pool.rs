@@ -292,19 +292,9 @@ struct PoolBody {
 
 /// Exit codes like `"0,1-10,255"`.
 fn check_codes(field: &str, codes: &str) -> Result<(), String> {
-    let bad = || format!("configs.{field}: '{codes}' is not a list of codes like \"1,2-10\"");
-    for part in codes.split(',') {
-        let (low, high) = part
-            .trim()
-            .split_once('-')
-            .unwrap_or((part.trim(), part.trim()));
-        let low: i64 = low.trim().parse().map_err(|_| bad())?;
-        let high: i64 = high.trim().parse().map_err(|_| bad())?;
-        if low > high {
-            return Err(bad());
-        }
-    }
-    Ok(())
+    crate::plan::parse_exit_codes(codes)
+        .map(|_| ())
+        .map_err(|_| format!("configs.{field}: '{codes}' is not a list of codes like \"1,2-10\""))
 }
 
 /// Parses a POOL body stored under `name`.
@@ -348,7 +338,7 @@ pub fn parse(name: &str, body: Value) -> Result<PoolConfig, String> {
         check_duration(field, value)?;
     }
     for (action, codes) in &body.default_exit_actions {
-        if !matches!(action.as_str(), "COMPLETE" | "FAIL" | "RESCHEDULE") {
+        if crate::plan::ExitAction::from_name(action).is_none() {
             return Err(format!(
                 "configs.default_exit_actions.{action}: the action must be COMPLETE, FAIL or RESCHEDULE"
             ));
