@@ -75,6 +75,68 @@ fn queue_create(
     Ok(())
 }
 
+/// A workflow's exec and queue timeouts (seconds) under the POOL and
+/// WORKFLOW configs in force: the spec's value, else the pool's default,
+/// else the WORKFLOW config's; then at most the pool's maximum, else the
+/// WORKFLOW config's (OSMO clamps, it does not refuse). An empty or zero
+/// duration sets nothing at that level.
+pub(crate) fn timeouts_in_force(
+    tables: &Tables,
+    pool: &str,
+    exec: Option<u64>,
+    queue: Option<u64>,
+) -> Result<(Option<u64>, Option<u64>), StorageError> {
+    let pool = match tables.config_current(ConfigType::Pool, pool)? {
+        Some(ConfigRevision {
+            data: Some(ConfigData::Pool(config)),
+            ..
+        }) => Some(config),
+        _ => None,
+    };
+    let workflow = match tables.config_current(ConfigType::Workflow, "")? {
+        Some(ConfigRevision {
+            data: Some(data), ..
+        }) => WorkflowConfig::from_data(&data).unwrap_or_default(),
+        _ => WorkflowConfig::default(),
+    };
+    // Stored durations were checked when their config was put.
+    let seconds = |text: &str| {
+        crate::config::parse_duration_seconds(text)
+            .ok()
+            .filter(|&seconds| seconds > 0)
+    };
+    let pick = |spec: Option<u64>,
+                pool_default: Option<&str>,
+                default: &str,
+                pool_max: Option<&str>,
+                max: &str| {
+        let chosen = spec
+            .or_else(|| pool_default.and_then(seconds))
+            .or_else(|| seconds(default));
+        let limit = pool_max.and_then(seconds).or_else(|| seconds(max));
+        match (chosen, limit) {
+            (Some(chosen), Some(limit)) => Some(chosen.min(limit)),
+            (chosen, _) => chosen,
+        }
+    };
+    Ok((
+        pick(
+            exec,
+            pool.as_ref().map(|p| p.default_exec_timeout.as_str()),
+            &workflow.default_exec_timeout,
+            pool.as_ref().map(|p| p.max_exec_timeout.as_str()),
+            &workflow.max_exec_timeout,
+        ),
+        pick(
+            queue,
+            pool.as_ref().map(|p| p.default_queue_timeout.as_str()),
+            &workflow.default_queue_timeout,
+            pool.as_ref().map(|p| p.max_queue_timeout.as_str()),
+            &workflow.max_queue_timeout,
+        ),
+    ))
+}
+
 /// `max_retry_per_task` of the WORKFLOW config in force (OSMO's default 0:
 /// RESCHEDULE exit actions fail until an admin raises it).
 pub(crate) fn max_retry_per_task(tables: &Tables) -> Result<u64, StorageError> {

@@ -35,7 +35,8 @@
 //!     OperatorHello, or OperatorHelloWithExecutor with `executor`
 //! config-put TYPE [NAME] at=T by=U [description=D] [tags=a,b] ...   PutConfig
 //!     POOL: backend=B [platforms=p,q] [default_platform=P] [maintenance=true]
-//!           [default_exit_actions=ACTION:CODES;...]
+//!           [default_exit_actions=ACTION:CODES;...] [default_exec_timeout=D]
+//!           [default_queue_timeout=D] [max_exec_timeout=D] [max_queue_timeout=D]
 //!     BACKEND: [scheduler=kai|default|volcano] [dashboard=URL]
 //!     ROLE: [effect=Allow|Deny] actions=a,b [resources=r,s]
 //!     WORKFLOW: retention=DURATION (its `workflow_log.retention`) or json=TEXT
@@ -515,6 +516,14 @@ fn config_data(config_type: ConfigType, name: &str, args: &Args) -> Res<ConfigDa
                     .unwrap_or_default(),
             });
             pool.enable_maintenance = args.bool("maintenance", false)?;
+            for (field, value) in [
+                (&mut pool.default_exec_timeout, "default_exec_timeout"),
+                (&mut pool.default_queue_timeout, "default_queue_timeout"),
+                (&mut pool.max_exec_timeout, "max_exec_timeout"),
+                (&mut pool.max_queue_timeout, "max_queue_timeout"),
+            ] {
+                *field = args.get(value).unwrap_or("").to_string();
+            }
             for rule in args.get("default_exit_actions").unwrap_or("").split(';') {
                 if let Some((action, codes)) = rule.split_once(':') {
                     pool.default_exit_actions
@@ -1028,6 +1037,10 @@ impl Case {
                     "json",
                     "retention",
                     "default_exit_actions",
+                    "default_exec_timeout",
+                    "default_queue_timeout",
+                    "max_exec_timeout",
+                    "max_queue_timeout",
                 ])?;
                 let config_type: ConfigType = args.pos(0, "config type")?.parse()?;
                 let name = args.pos.get(1).cloned().unwrap_or_default();

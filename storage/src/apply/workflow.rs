@@ -69,8 +69,15 @@ pub(super) fn apply_workflow_submit(
             });
         }
     };
-    workflow.exec_timeout_seconds = plan.exec_timeout_seconds;
-    workflow.queue_timeout_seconds = plan.queue_timeout_seconds;
+    (
+        workflow.exec_timeout_seconds,
+        workflow.queue_timeout_seconds,
+    ) = lifecycle::timeouts_in_force(
+        tables,
+        &workflow.pool,
+        plan.exec_timeout_seconds,
+        plan.queue_timeout_seconds,
+    )?;
     workflow.groups = plan.groups.iter().map(|group| group.name.clone()).collect();
     tables.put_workflow(None, &workflow)?;
 
