@@ -137,6 +137,7 @@ pub async fn submit(
         };
         ApiError::bad_request(code, error.to_string())
     })?;
+    let warnings = prepared.warnings;
     if dry_run {
         prepared
             .plan
@@ -147,7 +148,7 @@ pub async fn submit(
             "logs": Value::Null,
             "spec": prepared.rendered,
             "dashboard_url": Value::Null,
-            "warnings": [],
+            "warnings": warnings,
         })));
     }
     if validation_only {
@@ -160,7 +161,7 @@ pub async fn submit(
             "logs": "Workflow validation succeeded.",
             "spec": Value::Null,
             "dashboard_url": Value::Null,
-            "warnings": [],
+            "warnings": warnings,
         })));
     }
     // OSMO §3.4: resources are checked against the pool's nodes; a failure
@@ -208,7 +209,7 @@ pub async fn submit(
                 "logs": links.logs(&workflow_id),
                 "spec": Value::Null,
                 "dashboard_url": Value::Null,
-                "warnings": [],
+                "warnings": warnings,
             })))
         }
         Outcome::Rejected(rejection) => Err(ApiError::from_rejection(rejection)),

@@ -18,6 +18,7 @@
 //!   token protection and restoration stay here either way, and both paths
 //!   render with `jinja`.
 
+use super::defaults::LineMap;
 use super::error::SpecError;
 use super::input::SpecLimits;
 use super::isolate;
@@ -29,11 +30,13 @@ use super::special_tokens::token_regex;
 const OPEN: char = '\u{E000}';
 const CLOSE: char = '\u{E001}';
 
-/// Renders `body` with `vars`, keeping special tokens intact.
+/// Renders `body` with `vars`, keeping special tokens intact; errors name
+/// lines through `lines` (the body's line → the input's).
 pub fn render(
     body: &str,
     vars: &serde_yaml_ng::Mapping,
     limits: &SpecLimits,
+    lines: LineMap,
 ) -> Result<String, SpecError> {
     if body.contains([OPEN, CLOSE]) {
         return Err(SpecError::template(
@@ -57,8 +60,8 @@ pub fn render(
     }
 
     let rendered = match &limits.render_isolation {
-        Some(isolation) => isolate::render(&protected, vars, render_limits, isolation)?,
-        None => render_protected(&protected, vars, render_limits)?,
+        Some(isolation) => isolate::render(&protected, vars, render_limits, lines, isolation)?,
+        None => render_protected(&protected, vars, render_limits, lines)?,
     };
     Ok(restore(&rendered, &saved))
 }
