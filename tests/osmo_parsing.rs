@@ -1,13 +1,14 @@
 //! Specs parsed as OSMO parses them, end to end through `gantry dev`:
 //! repeated keys are accepted (the last wins) with a warning naming the
 //! key and its line, in submit's and validate's answers; template errors
-//! name the undefined variable.
+//! name the undefined variable; `workflow validate` refuses what submit
+//! refuses, the resource checks against the pool's nodes included.
 
 mod common;
 
 use common::{cli, osmo_reference, DevServer};
 use serde_json::{json, Value};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const FINISH_LIMIT: Duration = Duration::from_secs(60);
 
@@ -28,6 +29,12 @@ fn warnings(reply: &common::Reply) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+fn workflow_count(api: &common::Api) -> usize {
+    api.get("/api/workflow?limit=1000").json()["workflows"]
+        .as_array()
+        .map_or(0, Vec::len)
 }
 
 #[test]
@@ -95,4 +102,50 @@ fn template_errors_name_the_undefined_variable_and_its_line() {
         reply.json()["message"],
         "template error: undefined variable 'foo' (line 3)"
     );
+}
+
+#[test]
+fn validate_refuses_what_submit_refuses_against_the_pools_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(&dir.path().join("dev"));
+    let api = server.client();
+    // The checks run once the local operator has reported its node.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.get("/api/resources").json()["resources"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(Instant::now() < deadline, "no node reported");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let too_big = "workflow:\n  name: huge\n  resources: {default: {cpu: 4096}}\n  tasks:\n  - name: t\n    image: ubuntu\n    command: [\"true\"]\n";
+    let before = workflow_count(&api);
+    let reply = validate(&api, too_big);
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    let body = reply.json();
+    assert_eq!(body["error_code"], "SUBMISSION");
+    assert!(body["workflow_id"].is_null(), "validation stores nothing");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("cpu 4096") && message.contains("largest"),
+        "{message}"
+    );
+    assert_eq!(workflow_count(&api), before);
+    // The same message as the submit that then refuses it.
+    let submitted = api.submit(too_big);
+    assert_eq!(submitted.status, 400, "{}", submitted.body);
+    assert_eq!(submitted.json()["message"], message);
+    // The CLI's validate says so too.
+    let file = dir.path().join("huge.yaml");
+    std::fs::write(&file, too_big).unwrap();
+    let (code, _, stderr) = cli(
+        &server.url,
+        &["workflow", "validate", file.to_str().unwrap()],
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("cpu 4096"), "{stderr}");
+    // What fits validates.
+    let fits = too_big.replace("cpu: 4096", "cpu: 1");
+    let reply = validate(&api, &fits);
+    assert_eq!(reply.status, 200, "{}", reply.body);
 }
