@@ -1,8 +1,9 @@
 //! Specs parsed as OSMO parses them, end to end through `gantry dev`:
 //! repeated keys are accepted (the last wins) with a warning naming the
 //! key and its line, in submit's and validate's answers; template errors
-//! name the undefined variable; `workflow validate` refuses what submit
-//! refuses, the resource checks against the pool's nodes included.
+//! name the undefined variable; special tokens reach output URLs;
+//! `workflow validate` refuses what submit refuses, the resource checks
+//! against the pool's nodes included.
 
 mod common;
 
@@ -101,6 +102,29 @@ fn template_errors_name_the_undefined_variable_and_its_line() {
     assert_eq!(
         reply.json()["message"],
         "template error: undefined variable 'foo' (line 3)"
+    );
+}
+
+#[test]
+fn output_urls_get_their_special_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("dev");
+    let server = DevServer::start(&data_dir);
+    // A url output on the directory store lies inside its data root.
+    let exports = data_dir.join("objects/data/exports");
+    let spec = format!(
+        "workflow:\n  name: tokens\n  tasks:\n  - name: t\n    image: ubuntu\n    command: [sh, -c, 'echo hi > {{{{output}}}}/{{{{workflow_id}}}}.txt']\n    outputs:\n    - url: file://{}/{{{{workflow_id}}}}/\n",
+        exports.display()
+    );
+    let id = server.client().submit_ok(&spec);
+    let workflow = server.client().wait_finished(&id, FINISH_LIMIT);
+    assert_eq!(workflow["status"], "COMPLETED", "{workflow}");
+    let landed = exports.join(&id).join(format!("{id}.txt"));
+    assert_eq!(
+        std::fs::read_to_string(&landed).unwrap_or_default(),
+        "hi\n",
+        "{}",
+        landed.display()
     );
 }
 

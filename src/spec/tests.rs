@@ -177,7 +177,16 @@ const INVALID: &[(&str, &str, &str)] = &[
         "more than once",
     ),
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], files: [{path: /a, contents: '!!!', base64: true}]}]}", "workflow.tasks[0].files[0].contents", "base64"),
-    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], files: [{path: /a, localpath: ./a}]}]}", "workflow.tasks[0].files[0].localpath", "unknown field `localpath`"),
+    // The CLI reads `localpath` into `contents`; the server cannot.
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], files: [{path: /a, localpath: ./a}]}]}", "workflow.tasks[0].files[0].localpath", "cannot be read by the server"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], files: [{path: /a}]}]}", "workflow.tasks[0].files[0].contents", "contents is required"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], files: [{path: '/{{output}}/x', contents: c}]}]}", "workflow.tasks[0].files[0].path", "must not be under /osmo once its special tokens are substituted"),
+    // Tokens are checked in every field they are substituted in.
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], outputs: [{url: 's3://b/{{input:0}}'}]}]}", "workflow.tasks[0].outputs[0].url", "the task has 0 input(s)"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], outputs: [{url: s3://b, regex: '{{host:z}}'}]}]}", "workflow.tasks[0].outputs[0].regex", "not in the same group"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], inputs: [{url: 's3://b/{{input:}}'}]}]}", "workflow.tasks[0].inputs[0].url", "malformed special token"),
+    ("workflow: {name: wf, tasks: [{name: a, image: 'i:{{input:t}}', command: [x]}]}", "workflow.tasks[0].image", "not an input of this task"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], files: [{path: '/tmp/{{input:3}}', contents: c}]}]}", "workflow.tasks[0].files[0].path", "refers to input 3"),
     // credentials, mounts, labels
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], credentials: {c: rel}}]}", "workflow.tasks[0].credentials.c", "absolute"),
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], credentials: {c: [1]}}]}", "workflow.tasks[0].credentials.c", "mount directory"),
