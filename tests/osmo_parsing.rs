@@ -1,14 +1,17 @@
 //! Specs parsed as OSMO parses them, end to end through `gantry dev`:
 //! repeated keys are accepted (the last wins) with a warning naming the
 //! key and its line, in submit's and validate's answers; template errors
-//! name the undefined variable; special tokens reach output URLs;
-//! `workflow validate` refuses what submit refuses, the resource checks
-//! against the pool's nodes included.
+//! name the undefined variable; special tokens reach output URLs; the CLI
+//! reads `files[].localpath` into `contents` (relative to the spec) and the
+//! server refuses a `localpath` it is sent; `workflow validate` refuses
+//! what submit refuses, the resource checks against the pool's nodes
+//! included.
 
 mod common;
 
 use common::{cli, osmo_reference, DevServer};
 use serde_json::{json, Value};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const FINISH_LIMIT: Duration = Duration::from_secs(60);
@@ -125,6 +128,91 @@ fn output_urls_get_their_special_tokens() {
         "hi\n",
         "{}",
         landed.display()
+    );
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn the_cli_reads_local_files_and_the_server_refuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(&dir.path().join("dev"));
+    let api = server.client();
+    let specs = dir.path().join("specs");
+    // A templated spec (rendered before the files are read, as OSMO's CLI
+    // does) whose script uses a token and shell syntax Jinja would read.
+    let spec_text = "\
+workflow:
+  name: '{{ name }}'
+  tasks:
+  - name: run
+    image: ubuntu
+    command: [sh, /tmp/run.sh]
+    files:
+    - path: /tmp/run.sh
+      localpath: scripts/run.sh
+default-values:
+  name: local-files
+";
+    let spec = specs.join("spec.yaml");
+    write(&spec, spec_text);
+    write(
+        &specs.join("scripts/run.sh"),
+        "set -- a b c\necho \"args: ${#} {{workflow_id}}\"\n",
+    );
+    // Run from elsewhere: the path is relative to the spec, not the cwd.
+    let (code, _, stderr) = cli(
+        &server.url,
+        &["workflow", "validate", spec.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = cli(
+        &server.url,
+        &["workflow", "submit", spec.to_str().unwrap(), "-t", "json"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let id = serde_json::from_str::<Value>(&stdout).unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let workflow = api.wait_finished(&id, FINISH_LIMIT);
+    assert_eq!(workflow["status"], "COMPLETED", "{workflow}");
+    let (_, logs, _) = cli(&server.url, &["workflow", "logs", &id]);
+    assert!(logs.contains(&format!("[run] args: 3 {id}")), "{logs}");
+    // The template is the spec as written.
+    let (_, template, _) = cli(&server.url, &["workflow", "spec", &id, "--template"]);
+    assert_eq!(template, spec_text);
+
+    // A missing file: refused before sending, naming task, entry and path.
+    std::fs::remove_file(specs.join("scripts/run.sh")).unwrap();
+    let before = workflow_count(&api);
+    for verb in ["submit", "validate"] {
+        let (code, _, stderr) = cli(&server.url, &["workflow", verb, spec.to_str().unwrap()]);
+        assert_ne!(code, 0, "{verb}");
+        let missing = specs.join("scripts/run.sh");
+        assert!(
+            stderr.contains("task 'run', workflow.tasks[0].files[0]")
+                && stderr.contains(&missing.display().to_string())
+                && stderr.contains("No such file"),
+            "{verb}: {stderr}"
+        );
+    }
+    assert_eq!(workflow_count(&api), before);
+
+    // The server cannot read the client's disk.
+    let reply = api.submit(
+        "workflow:\n  name: raw\n  tasks:\n  - name: t\n    image: ubuntu\n    command: [x]\n    files: [{path: /tmp/a, localpath: a.sh}]\n",
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    let message = reply.json()["message"].as_str().unwrap().to_string();
+    assert!(
+        message.starts_with(
+            "workflow.tasks[0].files[0].localpath: a local file cannot be read by the server"
+        ),
+        "{message}"
     );
 }
 

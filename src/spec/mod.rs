@@ -33,6 +33,7 @@ pub use error::{SpecError, SpecErrorKind};
 pub use input::{SpecInput, SpecLimits};
 pub use isolate::{render_worker_main, RenderIsolation, RENDER_WORKER_ARG};
 pub use special_tokens::{substitute_task, substitute_tokens, TokenContext};
+pub use template::literal;
 
 use error::render_path;
 use gantry_storage::plan::WorkflowPlan;

@@ -16,7 +16,10 @@
 //!   [`SpecLimits::render_isolation`] set the render runs in a child process
 //!   under address-space, CPU and wall-clock limits (see `isolate`); the
 //!   token protection and restoration stay here either way, and both paths
-//!   render with `jinja`.
+//!   render with `jinja`;
+//! - [`literal`] of a text renders back to that text, so text that was
+//!   rendered once (by the CLI, before inlining local files) is not
+//!   rendered again by the server.
 
 use super::defaults::LineMap;
 use super::error::SpecError;
@@ -64,6 +67,17 @@ pub fn render(
         None => render_protected(&protected, vars, render_limits, lines)?,
     };
     Ok(restore(&rendered, &saved))
+}
+
+/// A template whose rendering is `text` itself: `text` when it holds no
+/// Jinja syntax besides special tokens, else `text` in a raw block (left
+/// as is if it holds `endraw`, which a raw block cannot carry).
+pub fn literal(text: &str) -> String {
+    let without_tokens = token_regex().replace_all(text, " ");
+    if !has_jinja(&without_tokens) || text.contains("endraw") {
+        return text.to_string();
+    }
+    format!("{{% raw %}}{text}{{% endraw %}}")
 }
 
 /// Puts the protected tokens back.

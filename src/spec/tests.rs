@@ -879,3 +879,21 @@ fn template_errors_name_the_variable_and_the_users_line() {
         Some("template error: undefined variable 'foo' (line 5)")
     );
 }
+
+#[test]
+fn literal_templates_render_to_themselves() {
+    let plain = task_with("    args: ['{{output}}', '{{ input:t }}']\n");
+    assert_eq!(literal(&plain), plain);
+    for text in [
+        task_with("    args: ['echo ${#A[@]}', '{{ x }}', '{% if %}', '{{output}}']\n"),
+        task_with("    args: ['{%- raw %}']\n"),
+    ] {
+        let wrapped = literal(&text);
+        assert_ne!(wrapped, text);
+        let prepared = run(&wrapped).unwrap_or_else(|e| panic!("{e}\n{wrapped}"));
+        assert_eq!(prepared.rendered, text);
+    }
+    // A raw block cannot hold its own end: left as is.
+    let ends = task_with("    args: ['{% endraw %}']\n");
+    assert_eq!(literal(&ends), ends);
+}
