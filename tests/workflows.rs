@@ -94,6 +94,44 @@ workflow:
     }
 }
 
+/// Kubernetes' `$(VAR)` references in command and args, expanded from the
+/// task's environment as kubelet does (OSMO's own serial test workflow
+/// passes its script as `args: ['$(FILE_PATH)']`): `$$` escapes, unknown
+/// names stay as written, and shell syntax passes through.
+#[test]
+fn command_and_args_expand_var_references_like_kubelet() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(&dir.path().join("dev"));
+    let api = server.client();
+    let id = api.submit_ok(
+        r#"
+workflow:
+  name: var-refs
+  tasks:
+  - name: refs
+    image: ubuntu
+    command: ['$(SHELL_PATH)']
+    args: ['$(FILE_PATH)', '$(GREETING)', '$$(GREETING)', '$(UNSET)', '$GREETING']
+    environment:
+      SHELL_PATH: /bin/sh
+      FILE_PATH: /tmp/run.sh
+      GREETING: hello
+    files:
+    - path: /tmp/run.sh
+      contents: |
+        echo "1=$1 2=$2 3=$3 4=$4 env=$GREETING"
+"#,
+    );
+    let workflow = api.wait_finished(&id, Duration::from_secs(60));
+    assert_eq!(workflow["status"], "COMPLETED", "{workflow}");
+    let (code, logs, stderr) = cli(&server.url, &["workflow", "logs", &id]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        logs.contains("[refs] 1=hello 2=$(GREETING) 3=$(UNSET) 4=$GREETING env=hello"),
+        "{logs}"
+    );
+}
+
 #[test]
 fn exec_timeout_ends_a_long_task() {
     let dir = tempfile::tempdir().unwrap();

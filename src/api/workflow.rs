@@ -3,7 +3,9 @@
 //! Invariants: a spec that is not YAML, cannot be rendered or has no valid
 //! name is refused with 400 and nothing is stored; a spec that parses but
 //! fails validation is stored as FAILED_SUBMISSION and answered 400 with its
-//! workflow ID; unknown IDs and pools are 404.
+//! workflow ID; `validation_only` runs every check a submit runs (the
+//! resource checks against the pool's nodes included) and stores nothing;
+//! unknown IDs and pools are 404.
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -137,6 +139,7 @@ pub async fn submit(
         };
         ApiError::bad_request(code, error.to_string())
     })?;
+    let warnings = prepared.warnings;
     if dry_run {
         prepared
             .plan
@@ -147,24 +150,12 @@ pub async fn submit(
             "logs": Value::Null,
             "spec": prepared.rendered,
             "dashboard_url": Value::Null,
-            "warnings": [],
-        })));
-    }
-    if validation_only {
-        prepared
-            .plan
-            .map_err(|error| ApiError::bad_request("SUBMISSION", error.to_string()))?;
-        return Ok(Json(json!({
-            "name": prepared.name,
-            "overview": Value::Null,
-            "logs": "Workflow validation succeeded.",
-            "spec": Value::Null,
-            "dashboard_url": Value::Null,
-            "warnings": [],
+            "warnings": warnings,
         })));
     }
     // OSMO §3.4: resources are checked against the pool's nodes; a failure
-    // is recorded like any other validation failure.
+    // is recorded like any other validation failure. Validation runs the
+    // same checks, so it passes exactly what a submit would accept.
     let plan = match prepared.plan {
         Ok(plan) => {
             let view = state.node.read_local()?;
@@ -172,6 +163,17 @@ pub async fn submit(
         }
         Err(error) => Err(error.to_string()),
     };
+    if validation_only {
+        plan.map_err(|message| ApiError::bad_request("SUBMISSION", message))?;
+        return Ok(Json(json!({
+            "name": prepared.name,
+            "overview": Value::Null,
+            "logs": "Workflow validation succeeded.",
+            "spec": Value::Null,
+            "dashboard_url": Value::Null,
+            "warnings": warnings,
+        })));
+    }
     let submission = Submission {
         name: prepared.name,
         uuid: uuid::Uuid::new_v4().simple().to_string(),
@@ -208,7 +210,7 @@ pub async fn submit(
                 "logs": links.logs(&workflow_id),
                 "spec": Value::Null,
                 "dashboard_url": Value::Null,
-                "warnings": [],
+                "warnings": warnings,
             })))
         }
         Outcome::Rejected(rejection) => Err(ApiError::from_rejection(rejection)),

@@ -6,7 +6,11 @@
 //!
 //! Invariants: `-t json` prints the response unchanged; logs, events and spec are
 //! text/plain in the API and are passed through byte for byte in both formats;
-//! log chunks reach stdout as they arrive (flushed), never buffered whole.
+//! log chunks reach stdout as they arrive (flushed), never buffered whole; a
+//! spec with `files[].localpath` entries has them read into `contents` before
+//! it is sent (`local_files`), any other spec is sent as written.
+
+mod local_files;
 
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -16,7 +20,8 @@ use anyhow::Context;
 use chrono::TimeZone;
 use serde_json::Value;
 
-use super::client::{Client, LogQuery, SubmitRequest};
+use super::client::{encode_segment, Client, LogQuery, SubmitRequest};
+use super::error::ClientError;
 use super::output::{self, format_duration, format_time, text_field, with_spinner, NONE};
 use super::{ClientArgs, FormatArg, OutputFormat};
 use crate::log_chunk::render_line;
@@ -211,9 +216,11 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             ..
         } => {
             let file_text = read_spec(&file)?;
+            let inlined = local_files::inline(&file, &file_text, &set, &set_string)?;
+            print_local_warnings(inlined.as_ref());
             let request = SubmitRequest {
                 pool: &pool,
-                file_text: &file_text,
+                file_text: inlined.as_ref().map_or(&file_text, |i| &i.text),
                 set: &set,
                 set_string: &set_string,
                 set_env: &set_env,
@@ -226,7 +233,12 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             } else {
                 "Submitting workflow"
             };
-            let response = with_spinner(format, message, client.submit_request(&request)).await?;
+            let response = with_spinner(
+                format,
+                message,
+                send(&client, &request, inlined.as_ref(), &file_text),
+            )
+            .await?;
             if json {
                 return output::print_json(&response);
             }
@@ -245,10 +257,22 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             ..
         } => {
             let file_text = read_spec(&file)?;
+            let inlined = local_files::inline(&file, &file_text, &set, &set_string)?;
+            print_local_warnings(inlined.as_ref());
+            let request = SubmitRequest {
+                pool: &pool,
+                file_text: inlined.as_ref().map_or(&file_text, |i| &i.text),
+                set: &set,
+                set_string: &set_string,
+                set_env: &[],
+                priority: None,
+                dry_run: false,
+                validation_only: true,
+            };
             let response = with_spinner(
                 format,
                 "Validating workflow",
-                client.submit(&pool, &file_text, &set, &set_string, &[], false, true),
+                send(&client, &request, inlined.as_ref(), &file_text),
             )
             .await?;
             if json {
@@ -344,9 +368,49 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
     Ok(())
 }
 
+/// Submits `request`; a spec whose local files were read goes with the
+/// spec as written as its template (OSMO's `uploaded_templated_spec`).
+async fn send(
+    client: &Client,
+    request: &SubmitRequest<'_>,
+    inlined: Option<&local_files::Inlined>,
+    written: &str,
+) -> Result<Value, ClientError> {
+    if inlined.is_none() {
+        return client.submit_request(request).await;
+    }
+    let path = format!("/api/pool/{}/workflow", encode_segment(request.pool));
+    let mut query: Vec<(&str, String)> = vec![
+        ("dry_run", request.dry_run.to_string()),
+        ("validation_only", request.validation_only.to_string()),
+    ];
+    if let Some(priority) = request.priority {
+        query.push(("priority", priority.to_owned()));
+    }
+    query.extend(request.set_env.iter().map(|kv| ("env_vars", kv.clone())));
+    let body = serde_json::json!({
+        "file": request.file_text,
+        "set_variables": request.set,
+        "set_string_variables": request.set_string,
+        "uploaded_templated_spec": written,
+    });
+    client
+        .call(reqwest::Method::POST, &path, &query, Some(&body))
+        .await
+}
+
 fn read_spec(path: &std::path::Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path)
         .with_context(|| format!("cannot read workflow spec {}", path.display()))
+}
+
+/// The warnings of a spec whose local files were read (e.g. repeated keys)
+/// go to stderr before sending: the server no longer sees what they are
+/// about.
+fn print_local_warnings(inlined: Option<&local_files::Inlined>) {
+    for warning in inlined.into_iter().flat_map(|i| &i.warnings) {
+        eprintln!("warning: {warning}");
+    }
 }
 
 /// Prints `text` to stdout, adding a final newline only if it lacks one.

@@ -13,7 +13,7 @@ use super::input::SpecLimits;
 use super::model::{GroupSpec, SpecFile, TaskSpec};
 use super::validate::{self, TokenScope};
 use gantry_storage::plan::{
-    FilePlan, GroupPlan, InputPlan, OutputPlan, ResourcePlan, TaskPlan, WorkflowPlan,
+    GroupPlan, InputPlan, OutputPlan, ResourcePlan, TaskPlan, WorkflowPlan,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -376,7 +376,7 @@ fn build_task(
             regex,
         });
     }
-    validate::files(&join(path, "files"), &task.files)?;
+    let files = validate::files(&join(path, "files"), &task.files)?;
     let exit_actions = validate::exit_actions(&join(path, "exitActions"), &task.exit_actions)?;
     validate::checkpoints(&join(path, "checkpoint"), &task.checkpoint)?;
     let credentials = validate::credentials(&join(path, "credentials"), &task.credentials)?;
@@ -402,6 +402,8 @@ fn build_task(
         input_tasks: &input_tasks,
         group_tasks,
     };
+    // The fields `special_tokens::substitute_task` substitutes at launch.
+    validate::tokens(&join(path, "image"), &task.image, &scope)?;
     for (i, item) in command.iter().enumerate() {
         validate::tokens(&format!("{path}.command[{i}]"), item, &scope)?;
     }
@@ -411,7 +413,8 @@ fn build_task(
     for (key, value) in &environment {
         validate::tokens(&join(&join(path, "environment"), key), value, &scope)?;
     }
-    for (i, file) in task.files.iter().enumerate() {
+    for (i, file) in files.iter().enumerate() {
+        validate::tokens(&format!("{path}.files[{i}].path"), &file.path, &scope)?;
         // Base64 contents are opaque bytes; tokens are not substituted there.
         if !file.base64 {
             validate::tokens(
@@ -419,6 +422,24 @@ fn build_task(
                 &file.contents,
                 &scope,
             )?;
+        }
+    }
+    for (i, input) in inputs.iter().enumerate() {
+        let (url, regex) = match input {
+            InputPlan::Task { regex, .. } => (None, regex),
+            InputPlan::Url { url, regex } => (Some(url), regex),
+        };
+        if let Some(url) = url {
+            validate::tokens(&format!("{path}.inputs[{i}].url"), url, &scope)?;
+        }
+        if let Some(regex) = regex {
+            validate::tokens(&format!("{path}.inputs[{i}].regex"), regex, &scope)?;
+        }
+    }
+    for (i, output) in outputs.iter().enumerate() {
+        validate::tokens(&format!("{path}.outputs[{i}].url"), &output.url, &scope)?;
+        if let Some(regex) = &output.regex {
+            validate::tokens(&format!("{path}.outputs[{i}].regex"), regex, &scope)?;
         }
     }
 
@@ -431,15 +452,7 @@ fn build_task(
         environment,
         inputs,
         outputs,
-        files: task
-            .files
-            .iter()
-            .map(|f| FilePlan {
-                path: f.path.clone(),
-                contents: f.contents.clone(),
-                base64: f.base64,
-            })
-            .collect(),
+        files,
         resource,
         exit_actions,
         credentials,

@@ -20,6 +20,7 @@
 //! - the wire format carries the variables as YAML text, so non-string
 //!   keys and tagged values reach the child exactly as parsed.
 
+use super::defaults::LineMap;
 use super::error::{SpecError, SpecErrorKind};
 use super::jinja::{self, RenderLimits};
 use nix::sys::resource::{setrlimit, Resource};
@@ -84,6 +85,10 @@ struct Request {
     /// The variables, as a YAML mapping.
     vars_yaml: String,
     limits: RenderLimits,
+    /// How error lines map to the input's (absent from an older parent:
+    /// body lines as they are).
+    #[serde(default)]
+    lines: LineMap,
 }
 
 /// Child → parent.
@@ -127,10 +132,15 @@ impl From<WireKind> for SpecErrorKind {
     }
 }
 
+/// What the child renders: the protected body, its variables, its limits
+/// and its line map.
+type Job = (String, serde_yaml_ng::Mapping, RenderLimits, LineMap);
+
 fn encode_request(
     body: &str,
     vars: &serde_yaml_ng::Mapping,
     limits: RenderLimits,
+    lines: LineMap,
 ) -> Result<Vec<u8>, SpecError> {
     let vars_yaml = serde_yaml_ng::to_string(vars)
         .map_err(|err| SpecError::template(format!("template variables: {err}")))?;
@@ -138,19 +148,18 @@ fn encode_request(
         body: body.to_string(),
         vars_yaml,
         limits,
+        lines,
     };
     serde_json::to_vec(&request)
         .map_err(|err| SpecError::template(format!("template render request: {err}")))
 }
 
-fn decode_request(
-    bytes: &[u8],
-) -> Result<(String, serde_yaml_ng::Mapping, RenderLimits), SpecError> {
+fn decode_request(bytes: &[u8]) -> Result<Job, SpecError> {
     let request: Request = serde_json::from_slice(bytes)
         .map_err(|err| SpecError::template(format!("malformed render request: {err}")))?;
     let vars = serde_yaml_ng::from_str(&request.vars_yaml)
         .map_err(|err| SpecError::template(format!("malformed render variables: {err}")))?;
-    Ok((request.body, vars, request.limits))
+    Ok((request.body, vars, request.limits, request.lines))
 }
 
 fn encode_reply(result: &Result<String, SpecError>) -> Vec<u8> {
@@ -185,12 +194,12 @@ fn decode_reply(bytes: &[u8]) -> Result<String, SpecError> {
 pub fn render_worker_main() -> i32 {
     let mut input = Vec::new();
     let result = match io::stdin().lock().read_to_end(&mut input) {
-        Ok(_) => decode_request(&input).and_then(|(body, vars, limits)| {
+        Ok(_) => decode_request(&input).and_then(|(body, vars, limits, lines)| {
             // Free the raw request before the render needs the memory.
             drop(std::mem::take(&mut input));
             // A panic would otherwise reach the parent as a bare exit code;
             // the default hook still prints it to stderr for diagnosis.
-            std::panic::catch_unwind(|| jinja::render_protected(&body, &vars, limits))
+            std::panic::catch_unwind(|| jinja::render_protected(&body, &vars, limits, lines))
                 .unwrap_or_else(|_| Err(SpecError::template("template rendering panicked")))
         }),
         Err(err) => Err(SpecError::template(format!(
@@ -211,9 +220,10 @@ pub fn render(
     body: &str,
     vars: &serde_yaml_ng::Mapping,
     limits: RenderLimits,
+    lines: LineMap,
     isolation: &RenderIsolation,
 ) -> Result<String, SpecError> {
-    let request = encode_request(body, vars, limits)?;
+    let request = encode_request(body, vars, limits, lines)?;
     // JSON escapes at most 6 bytes per byte (`\u0000`); more than that is
     // not a reply from our worker, and must not grow the server either.
     let reply_bytes_max = limits
@@ -494,12 +504,24 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let body = "workflow: {{ name }}\u{E000}0\u{E001}\n";
-        let bytes = encode_request(body, &vars, limits()).unwrap_or_else(|e| panic!("{e}"));
-        let (got_body, got_vars, got_limits) =
+        let lines = LineMap {
+            cut_at: 2,
+            cut_lines: 3,
+        };
+        let bytes = encode_request(body, &vars, limits(), lines).unwrap_or_else(|e| panic!("{e}"));
+        let (got_body, got_vars, got_limits, got_lines) =
             decode_request(&bytes).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(got_body, body);
         assert_eq!(got_vars, vars);
         assert_eq!(got_limits, limits());
+        assert_eq!(got_lines, lines);
+    }
+
+    #[test]
+    fn a_request_without_a_line_map_keeps_body_lines() {
+        let request = br#"{"body": "x", "vars_yaml": "{}", "limits": {"fuel": 1, "output_bytes": 1, "recursion": 1}}"#;
+        let lines = decode_request(request).ok().map(|job| job.3);
+        assert_eq!(lines, Some(LineMap::default()));
     }
 
     #[test]
@@ -553,7 +575,14 @@ mod tests {
     #[test]
     fn missing_executable_is_a_template_error() {
         let isolation = RenderIsolation::new(PathBuf::from("/nonexistent/gantry"));
-        let err = render("{{ 1 }}", &Mapping::new(), limits(), &isolation).err();
+        let err = render(
+            "{{ 1 }}",
+            &Mapping::new(),
+            limits(),
+            LineMap::default(),
+            &isolation,
+        )
+        .err();
         assert_eq!(err.map(|e| e.kind), Some(SpecErrorKind::Template));
     }
 
@@ -562,7 +591,14 @@ mod tests {
         // `sh __render-template` finds no such script in `/`, ignores its
         // stdin and exits 127: classified, not a panic or a hang.
         let isolation = RenderIsolation::new(PathBuf::from("/bin/sh"));
-        let err = render("{{ 1 }}", &Mapping::new(), limits(), &isolation).err();
+        let err = render(
+            "{{ 1 }}",
+            &Mapping::new(),
+            limits(),
+            LineMap::default(),
+            &isolation,
+        )
+        .err();
         assert_eq!(err.map(|e| e.kind), Some(SpecErrorKind::Template));
     }
 
@@ -577,9 +613,10 @@ mod tests {
         // What the worker does with a request, minus the process.
         let vars = mapping(&[("n", Value::from(3))]);
         let body = "{% for i in range(n) %}{{ i }}{% endfor %}";
-        let bytes = encode_request(body, &vars, limits()).unwrap_or_else(|e| panic!("{e}"));
-        let (b, v, l) = decode_request(&bytes).unwrap_or_else(|e| panic!("{e}"));
-        let reply = encode_reply(&jinja::render_protected(&b, &v, l));
+        let bytes = encode_request(body, &vars, limits(), LineMap::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (b, v, l, m) = decode_request(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        let reply = encode_reply(&jinja::render_protected(&b, &v, l, m));
         assert_eq!(decode_reply(&reply).ok().as_deref(), Some("012"));
     }
 
@@ -666,7 +703,14 @@ mod tests {
             ..limits()
         };
         let started = Instant::now();
-        let err = render(body, &Mapping::new(), unlimited, &isolation).err();
+        let err = render(
+            body,
+            &Mapping::new(),
+            unlimited,
+            LineMap::default(),
+            &isolation,
+        )
+        .err();
         let elapsed = started.elapsed();
         assert_eq!(
             err.as_ref().map(|e| e.message.as_str()),

@@ -2,9 +2,11 @@
 //!
 //! Pipeline of [`prepare`]: `--set` items → cut out `default-values` →
 //! render with Jinja (limits, tokens protected; skipped without Jinja
-//! syntax; in a limited child process when configured) → parse YAML →
+//! syntax; in a limited child process when configured) → parse YAML as
+//! OSMO does (a repeated key: the last value wins, with a warning) →
 //! settle the workflow name → version check → typed parse → rules and
-//! expansion into a [`WorkflowPlan`].
+//! expansion into a [`WorkflowPlan`]. [`read_document`] is the first half
+//! (through the YAML), for the CLI.
 //!
 //! Invariant: the outer `Err` of [`prepare`] means nothing can be stored
 //! (no usable YAML or no valid name); once a name is known every further
@@ -22,6 +24,7 @@ pub(crate) mod quantity;
 mod special_tokens;
 mod template;
 mod validate;
+mod yaml;
 
 #[cfg(test)]
 mod tests;
@@ -29,11 +32,13 @@ mod tests;
 pub use error::{SpecError, SpecErrorKind};
 pub use input::{SpecInput, SpecLimits};
 pub use isolate::{render_worker_main, RenderIsolation, RENDER_WORKER_ARG};
-pub use special_tokens::{substitute_tokens, TokenContext};
+pub use special_tokens::{substitute_task, substitute_tokens, TokenContext};
+pub use template::literal;
 
 use error::render_path;
 use gantry_storage::plan::WorkflowPlan;
 use serde_yaml_ng::Value;
+use yaml::DuplicateKey;
 
 /// A spec that got far enough to be recorded under `name`.
 #[derive(Debug, Clone)]
@@ -42,29 +47,99 @@ pub struct Prepared {
     /// The YAML after Jinja rendering, without the `default-values` block.
     pub rendered: String,
     pub plan: Result<WorkflowPlan, SpecError>,
+    /// What was accepted but deserves a word (e.g. repeated keys), for the
+    /// submit answer's `warnings`.
+    pub warnings: Vec<String>,
+}
+
+/// The spec rendered and read as YAML, before any rule is applied.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// The YAML after Jinja rendering, without the `default-values` block.
+    pub rendered: String,
+    pub root: Value,
+    pub warnings: Vec<String>,
 }
 
 pub fn prepare(input: &SpecInput, limits: &SpecLimits) -> Result<Prepared, SpecError> {
-    let overrides = input::template_overrides(input)?;
+    // Usage errors first, `--set` before `--set-env`, whatever the spec.
+    input::template_overrides(input)?;
     let env = input::env_overrides(input)?;
+    let document = read_document(input, limits)?;
+    let name = workflow_name(&document.root, limits)?;
+    let plan = plan(document.root, &env, limits);
+    Ok(Prepared {
+        name,
+        rendered: document.rendered,
+        plan,
+        warnings: document.warnings,
+    })
+}
+
+/// `--set` items applied, `default-values` cut, Jinja rendered, YAML read:
+/// what [`prepare`] validates, as a YAML value. A repeated mapping key
+/// keeps its last value (as OSMO's PyYAML) and gives a warning naming the
+/// key and its line.
+pub fn read_document(input: &SpecInput, limits: &SpecLimits) -> Result<Document, SpecError> {
+    let overrides = input::template_overrides(input)?;
     let split = defaults::split(&input.text)?;
     let mut vars = split.defaults;
     for (key, value) in overrides {
         vars.insert(Value::String(key), value);
     }
-    let rendered = template::render(&split.body, &vars, limits)?;
-    let root: Value = serde_yaml_ng::from_str(&rendered).map_err(|err| SpecError {
+    let rendered = template::render(&split.body, &vars, limits, split.lines)?;
+    let parsed = yaml::parse(&rendered).map_err(|err| SpecError {
         kind: SpecErrorKind::NotYaml,
         path: None,
         message: format!("not valid YAML: {err}"),
     })?;
-    let name = workflow_name(&root, limits)?;
-    let plan = plan(root, &env, limits);
-    Ok(Prepared {
-        name,
+    let mut warnings = duplicate_warnings(&split.duplicates, |line| format!("line {line}"));
+    // A line Jinja left in place (same line count, same text) is the
+    // input's line less the cut block; any other is the rendered text's.
+    let same_shape = rendered.lines().count() == split.body.lines().count();
+    let kept = |line: usize| {
+        let index = line.saturating_sub(1);
+        same_shape && rendered.lines().nth(index) == split.body.lines().nth(index)
+    };
+    warnings.extend(duplicate_warnings(&parsed.duplicates, |line| {
+        if kept(line) {
+            format!("line {}", split.lines.input_line(line))
+        } else {
+            format!("line {line} of the rendered spec")
+        }
+    }));
+    Ok(Document {
         rendered,
-        plan,
+        root: parsed.value,
+        warnings,
     })
+}
+
+/// One warning per located duplicate, then one for the rest.
+fn duplicate_warnings(duplicates: &[DuplicateKey], at: impl Fn(usize) -> String) -> Vec<String> {
+    let mut warnings: Vec<String> = duplicates
+        .iter()
+        .filter_map(|duplicate| {
+            let line = duplicate.line?;
+            let within = if duplicate.path.is_empty() {
+                String::new()
+            } else {
+                format!(" in {}", duplicate.path)
+            };
+            Some(format!(
+                "duplicate key '{}'{within} at {}: the last value is used",
+                duplicate.key,
+                at(line)
+            ))
+        })
+        .collect();
+    let unlocated = duplicates.len() - warnings.len();
+    if unlocated > 0 {
+        warnings.push(format!(
+            "{unlocated} more duplicate key(s): the last value of each is used"
+        ));
+    }
+    warnings
 }
 
 /// The name must be settled before anything can be stored under it.

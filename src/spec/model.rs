@@ -138,9 +138,16 @@ pub struct OutputSpec {
 #[serde(deny_unknown_fields)]
 pub struct FileSpec {
     pub path: String,
-    pub contents: String,
+    /// Required; checked in `validate` so that a `localpath` gets its own
+    /// message rather than "missing field `contents`".
+    #[serde(default)]
+    pub contents: Option<String>,
     #[serde(default)]
     pub base64: bool,
+    /// A file on the submitting machine: the CLI reads it into `contents`
+    /// before submitting; the server cannot, so `validate` refuses it.
+    #[serde(default)]
+    pub localpath: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]

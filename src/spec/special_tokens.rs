@@ -2,12 +2,17 @@
 //! `{{workflow_id}}`, `{{host:<task>}}`): finding them, checking them at
 //! submit time, and substituting them at launch time.
 //!
-//! Invariant: one regex ([`token_regex`]) defines what a token is, so the
+//! Invariants: one regex ([`token_regex`]) defines what a token is, so the
 //! template stage protects exactly what validation checks and launch
 //! substitutes. Text in `{{ ... }}` that is not one of these families is not
-//! a token and is left alone.
+//! a token and is left alone. [`substitute_task`] substitutes in the task
+//! fields a launch uses (OSMO substitutes in its whole task): image,
+//! command, args, environment values, file paths and (not base64) contents,
+//! input URLs and regexes, output URLs and regexes; `expand` checks the
+//! tokens of exactly those fields at submit time.
 
 use super::error::{SpecError, SpecErrorKind};
+use gantry_storage::plan::{InputPlan, TaskPlan};
 use regex::{Captures, Regex};
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -80,6 +85,26 @@ pub fn scan(text: &str) -> Vec<(&str, Token<'_>)> {
         .collect()
 }
 
+/// `text` with every well-formed token replaced by a value of its kind
+/// (the real directories for `{{output}}` and `{{input:…}}`, stand-ins for
+/// the workflow ID and hosts): how a field will look once launched, for
+/// checks at submit time.
+pub fn probe_tokens(text: &str) -> String {
+    token_regex()
+        .replace_all(text, |caps: &Captures| {
+            let whole = caps.get(0).map_or("", |m| m.as_str());
+            match classify(caps.get(1).map_or("", |m| m.as_str())) {
+                Token::Output => OUTPUT_DIR.to_string(),
+                Token::InputIndex(index) => format!("{INPUT_DIR}/{index}"),
+                Token::InputTask(_) => format!("{INPUT_DIR}/0"),
+                Token::WorkflowId => "workflow-1".to_string(),
+                Token::Host(_) => "host".to_string(),
+                Token::Malformed(_) => whole.to_string(),
+            }
+        })
+        .into_owned()
+}
+
 /// What a task needs to have its tokens substituted.
 pub struct TokenContext<'a> {
     pub workflow_id: &'a str,
@@ -126,9 +151,60 @@ pub fn substitute_tokens(text: &str, ctx: &TokenContext) -> Result<String, SpecE
     }
 }
 
+/// `plan` with the tokens of every launched field substituted (see the
+/// module doc); an error names the field (`outputs[0].url: cannot resolve
+/// ...`).
+pub fn substitute_task(plan: &TaskPlan, ctx: &TokenContext) -> Result<TaskPlan, SpecError> {
+    let field = |at: String, text: &str| {
+        substitute_tokens(text, ctx).map_err(|error| SpecError {
+            path: Some(at),
+            ..error
+        })
+    };
+    let optional = |at: String, text: &Option<String>| match text {
+        Some(text) => field(at, text).map(Some),
+        None => Ok(None),
+    };
+    let mut out = plan.clone();
+    out.image = field("image".into(), &plan.image)?;
+    for (index, part) in out.command.iter_mut().enumerate() {
+        *part = field(format!("command[{index}]"), part)?;
+    }
+    for (index, part) in out.args.iter_mut().enumerate() {
+        *part = field(format!("args[{index}]"), part)?;
+    }
+    for (name, value) in out.environment.iter_mut() {
+        *value = field(format!("environment.{name}"), value)?;
+    }
+    for (index, file) in out.files.iter_mut().enumerate() {
+        file.path = field(format!("files[{index}].path"), &file.path)?;
+        // Base64 contents are opaque bytes.
+        if !file.base64 {
+            file.contents = field(format!("files[{index}].contents"), &file.contents)?;
+        }
+    }
+    for (index, input) in out.inputs.iter_mut().enumerate() {
+        match input {
+            InputPlan::Task { regex, .. } => {
+                *regex = optional(format!("inputs[{index}].regex"), regex)?;
+            }
+            InputPlan::Url { url, regex } => {
+                *url = field(format!("inputs[{index}].url"), url)?;
+                *regex = optional(format!("inputs[{index}].regex"), regex)?;
+            }
+        }
+    }
+    for (index, output) in out.outputs.iter_mut().enumerate() {
+        output.url = field(format!("outputs[{index}].url"), &output.url)?;
+        output.regex = optional(format!("outputs[{index}].regex"), &output.regex)?;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gantry_storage::plan::{FilePlan, OutputPlan};
 
     #[test]
     fn substitutes_all_families() {
@@ -144,6 +220,98 @@ mod tests {
         assert_eq!(
             substitute_tokens(text, &ctx).ok().as_deref(),
             Some("/osmo/data/output /osmo/data/input/1 /osmo/data/input/0 wf-3 m.svc {{ other }}")
+        );
+    }
+
+    #[test]
+    fn every_launched_field_is_substituted() {
+        let inputs = vec!["up".to_string(), "s3://b/in".to_string()];
+        let hosts = BTreeMap::from([("t".to_string(), "localhost".to_string())]);
+        let ctx = TokenContext {
+            workflow_id: "wf-2",
+            inputs: &inputs,
+            hosts: &hosts,
+        };
+        let plan = TaskPlan {
+            name: "t".into(),
+            lead: true,
+            image: "repo/{{workflow_id}}".into(),
+            command: vec!["{{output}}".into()],
+            args: vec!["{{input:up}}".into()],
+            environment: BTreeMap::from([("H".to_string(), "{{host:t}}".to_string())]),
+            inputs: vec![
+                InputPlan::Task {
+                    task: "up".into(),
+                    regex: Some(".*{{workflow_id}}".into()),
+                },
+                InputPlan::Url {
+                    url: "s3://b/{{workflow_id}}/in".into(),
+                    regex: None,
+                },
+            ],
+            outputs: vec![OutputPlan {
+                url: "s3://b/{{ workflow_id }}/out/".into(),
+                regex: Some("{{workflow_id}}.*".into()),
+            }],
+            files: vec![
+                FilePlan {
+                    path: "/tmp/{{workflow_id}}.sh".into(),
+                    contents: "cd {{input:1}}".into(),
+                    base64: false,
+                },
+                FilePlan {
+                    path: "/tmp/b".into(),
+                    contents: "e3t3b3JrZmxvd19pZH19".into(),
+                    base64: true,
+                },
+            ],
+            resource: Default::default(),
+            exit_actions: Vec::new(),
+            credentials: BTreeMap::new(),
+            privileged: false,
+            host_network: false,
+            volume_mounts: Vec::new(),
+        };
+        let out = substitute_task(&plan, &ctx).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.image, "repo/wf-2");
+        assert_eq!(out.command, vec!["/osmo/data/output"]);
+        assert_eq!(out.args, vec!["/osmo/data/input/0"]);
+        assert_eq!(out.environment["H"], "localhost");
+        assert_eq!(
+            out.inputs,
+            vec![
+                InputPlan::Task {
+                    task: "up".into(),
+                    regex: Some(".*wf-2".into())
+                },
+                InputPlan::Url {
+                    url: "s3://b/wf-2/in".into(),
+                    regex: None
+                },
+            ]
+        );
+        assert_eq!(out.outputs[0].url, "s3://b/wf-2/out/");
+        assert_eq!(out.outputs[0].regex.as_deref(), Some("wf-2.*"));
+        assert_eq!(out.files[0].path, "/tmp/wf-2.sh");
+        assert_eq!(out.files[0].contents, "cd /osmo/data/input/1");
+        assert_eq!(out.files[1], plan.files[1]);
+
+        let mut bad = plan.clone();
+        bad.outputs[0].url = "s3://b/{{input:7}}".into();
+        let err = substitute_task(&bad, &ctx).err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("outputs[0].url: cannot resolve special token {{input:7}}")
+        );
+    }
+
+    #[test]
+    fn probes_look_like_the_launched_text() {
+        assert_eq!(
+            probe_tokens(
+                "{{output}}/a {{input:2}} {{input:t}} {{workflow_id}} {{host:t}} {{input:}}"
+            ),
+            "/osmo/data/output/a /osmo/data/input/2 /osmo/data/input/0 workflow-1 host {{input:}}"
         );
     }
 

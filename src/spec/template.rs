@@ -16,8 +16,12 @@
 //!   [`SpecLimits::render_isolation`] set the render runs in a child process
 //!   under address-space, CPU and wall-clock limits (see `isolate`); the
 //!   token protection and restoration stay here either way, and both paths
-//!   render with `jinja`.
+//!   render with `jinja`;
+//! - [`literal`] of a text renders back to that text, so text that was
+//!   rendered once (by the CLI, before inlining local files) is not
+//!   rendered again by the server.
 
+use super::defaults::LineMap;
 use super::error::SpecError;
 use super::input::SpecLimits;
 use super::isolate;
@@ -29,11 +33,13 @@ use super::special_tokens::token_regex;
 const OPEN: char = '\u{E000}';
 const CLOSE: char = '\u{E001}';
 
-/// Renders `body` with `vars`, keeping special tokens intact.
+/// Renders `body` with `vars`, keeping special tokens intact; errors name
+/// lines through `lines` (the body's line → the input's).
 pub fn render(
     body: &str,
     vars: &serde_yaml_ng::Mapping,
     limits: &SpecLimits,
+    lines: LineMap,
 ) -> Result<String, SpecError> {
     if body.contains([OPEN, CLOSE]) {
         return Err(SpecError::template(
@@ -57,10 +63,21 @@ pub fn render(
     }
 
     let rendered = match &limits.render_isolation {
-        Some(isolation) => isolate::render(&protected, vars, render_limits, isolation)?,
-        None => render_protected(&protected, vars, render_limits)?,
+        Some(isolation) => isolate::render(&protected, vars, render_limits, lines, isolation)?,
+        None => render_protected(&protected, vars, render_limits, lines)?,
     };
     Ok(restore(&rendered, &saved))
+}
+
+/// A template whose rendering is `text` itself: `text` when it holds no
+/// Jinja syntax besides special tokens, else `text` in a raw block (left
+/// as is if it holds `endraw`, which a raw block cannot carry).
+pub fn literal(text: &str) -> String {
+    let without_tokens = token_regex().replace_all(text, " ");
+    if !has_jinja(&without_tokens) || text.contains("endraw") {
+        return text.to_string();
+    }
+    format!("{{% raw %}}{text}{{% endraw %}}")
 }
 
 /// Puts the protected tokens back.

@@ -177,7 +177,16 @@ const INVALID: &[(&str, &str, &str)] = &[
         "more than once",
     ),
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], files: [{path: /a, contents: '!!!', base64: true}]}]}", "workflow.tasks[0].files[0].contents", "base64"),
-    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], files: [{path: /a, localpath: ./a}]}]}", "workflow.tasks[0].files[0].localpath", "unknown field `localpath`"),
+    // The CLI reads `localpath` into `contents`; the server cannot.
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], files: [{path: /a, localpath: ./a}]}]}", "workflow.tasks[0].files[0].localpath", "cannot be read by the server"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], files: [{path: /a}]}]}", "workflow.tasks[0].files[0].contents", "contents is required"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], files: [{path: '/{{output}}/x', contents: c}]}]}", "workflow.tasks[0].files[0].path", "must not be under /osmo once its special tokens are substituted"),
+    // Tokens are checked in every field they are substituted in.
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], outputs: [{url: 's3://b/{{input:0}}'}]}]}", "workflow.tasks[0].outputs[0].url", "the task has 0 input(s)"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], outputs: [{url: s3://b, regex: '{{host:z}}'}]}]}", "workflow.tasks[0].outputs[0].regex", "not in the same group"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], inputs: [{url: 's3://b/{{input:}}'}]}]}", "workflow.tasks[0].inputs[0].url", "malformed special token"),
+    ("workflow: {name: wf, tasks: [{name: a, image: 'i:{{input:t}}', command: [x]}]}", "workflow.tasks[0].image", "not an input of this task"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], files: [{path: '/tmp/{{input:3}}', contents: c}]}]}", "workflow.tasks[0].files[0].path", "refers to input 3"),
     // credentials, mounts, labels
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], credentials: {c: rel}}]}", "workflow.tasks[0].credentials.c", "absolute"),
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], credentials: {c: [1]}}]}", "workflow.tasks[0].credentials.c", "mount directory"),
@@ -229,7 +238,8 @@ const UNSTORABLE: &[(&str, SpecErrorKind, &str)] = &[
         SpecErrorKind::NotYaml,
         "not valid YAML",
     ),
-    ("a: 1\na: 2\n", SpecErrorKind::NotYaml, "not valid YAML"),
+    // A repeated key is no longer a YAML error (OSMO: the last value wins).
+    ("a: 1\na: 2\n", SpecErrorKind::Invalid, "is required"),
     ("just text", SpecErrorKind::Invalid, "mapping"),
     ("", SpecErrorKind::Invalid, "mapping"),
     ("version: 2", SpecErrorKind::Invalid, "is required"),
@@ -782,7 +792,9 @@ fn skipping_the_render_changes_nothing() {
     ] {
         assert!(!jinja::has_jinja(text), "{text:?}");
         assert_eq!(
-            jinja::render_protected(text, &vars, limits).ok().as_deref(),
+            jinja::render_protected(text, &vars, limits, defaults::LineMap::default())
+                .ok()
+                .as_deref(),
             Some(text)
         );
     }
@@ -792,4 +804,96 @@ fn skipping_the_render_changes_nothing() {
     };
     let err = prepare(&input(&task_with("")), &small).err();
     assert_eq!(err.map(|e| e.kind), Some(SpecErrorKind::Template));
+}
+
+#[test]
+fn repeated_keys_keep_the_last_value_with_a_warning() {
+    // As the cookbook's github.yaml: a file entry repeats `path`.
+    let text = "\
+default-values:
+  repo: r1
+  repo: r2
+workflow:
+  name: wf
+  tasks:
+  - name: t
+    image: img
+    image: ubuntu
+    command: [sh, -c, 'echo {{repo}}']
+    files:
+    - path: /tmp/a
+      contents: x
+      path: /tmp/b
+";
+    let prepared = run(text).unwrap_or_else(|e| panic!("{e}"));
+    let plan = prepared.plan.unwrap_or_else(|e| panic!("{e}"));
+    let task = &plan.groups[0].tasks[0];
+    assert_eq!(task.image, "ubuntu");
+    assert_eq!(task.command, vec!["sh", "-c", "echo r2"]);
+    assert_eq!(task.files[0].path, "/tmp/b");
+    // Lines are the file's: the Jinja left these lines in place, and the
+    // cut `default-values` block is counted back in.
+    assert_eq!(
+        prepared.warnings,
+        vec![
+            "duplicate key 'repo' in default-values at line 3: the last value is used",
+            "duplicate key 'image' in workflow.tasks[0] at line 9: the last value is used",
+            "duplicate key 'path' in workflow.tasks[0].files[0] at line 14: the last value is used",
+        ]
+    );
+}
+
+#[test]
+fn repeated_keys_made_by_jinja_name_the_rendered_line() {
+    let text = "\
+workflow:
+  name: wf
+  tasks:
+  - name: t
+    image: img
+{% for i in range(2) %}
+    command: [echo, '{{ i }}']
+{% endfor %}
+";
+    let prepared = run(text).unwrap_or_else(|e| panic!("{e}"));
+    let plan = prepared.plan.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.groups[0].tasks[0].command, vec!["echo", "1"]);
+    assert_eq!(
+        prepared.warnings,
+        vec![
+            "duplicate key 'command' in workflow.tasks[0] at line 9 of the rendered spec: the last value is used"
+        ]
+    );
+    // A spec without repeats has no warnings.
+    assert!(run(&task_with(""))
+        .map(|p| p.warnings.is_empty())
+        .unwrap_or(false));
+}
+
+#[test]
+fn template_errors_name_the_variable_and_the_users_line() {
+    let text = "default-values:\n  a: 1\nworkflow:\n  name: wf\n  pool: '{{ foo }}'\n";
+    let err = run(text).err().map(|e| e.to_string());
+    assert_eq!(
+        err.as_deref(),
+        Some("template error: undefined variable 'foo' (line 5)")
+    );
+}
+
+#[test]
+fn literal_templates_render_to_themselves() {
+    let plain = task_with("    args: ['{{output}}', '{{ input:t }}']\n");
+    assert_eq!(literal(&plain), plain);
+    for text in [
+        task_with("    args: ['echo ${#A[@]}', '{{ x }}', '{% if %}', '{{output}}']\n"),
+        task_with("    args: ['{%- raw %}']\n"),
+    ] {
+        let wrapped = literal(&text);
+        assert_ne!(wrapped, text);
+        let prepared = run(&wrapped).unwrap_or_else(|e| panic!("{e}\n{wrapped}"));
+        assert_eq!(prepared.rendered, text);
+    }
+    // A raw block cannot hold its own end: left as is.
+    let ends = task_with("    args: ['{% endraw %}']\n");
+    assert_eq!(literal(&ends), ends);
 }

@@ -11,9 +11,9 @@ use super::error::{join, SpecError};
 use super::input::SpecLimits;
 use super::model::{CheckpointSpec, FileSpec, ResourceSpec, Text, TimeoutSpec};
 use super::quantity::{parse_duration, parse_quantity};
-use super::special_tokens::{scan, Token};
+use super::special_tokens::{probe_tokens, scan, Token};
 use base64::Engine as _;
-use gantry_storage::plan::{CredentialUse, ExitAction, ExitActionPlan, ResourcePlan};
+use gantry_storage::plan::{CredentialUse, ExitAction, ExitActionPlan, FilePlan, ResourcePlan};
 use regex::Regex;
 use serde_yaml_ng::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -246,11 +246,12 @@ fn exit_codes(path: &str, text: &str) -> Result<Vec<(i32, i32)>, SpecError> {
 }
 
 /// Compiles a user regex with a size cap so a pathological pattern costs
-/// bounded memory; empty means "no filter".
+/// bounded memory; empty means "no filter". Special tokens are substituted
+/// at launch, so the pattern is compiled as it will be then.
 pub fn regex(path: &str, pattern: &Option<String>) -> Result<Option<String>, SpecError> {
     match pattern.as_deref() {
         None | Some("") => Ok(None),
-        Some(p) => regex::RegexBuilder::new(p)
+        Some(p) => regex::RegexBuilder::new(&probe_tokens(p))
             .size_limit(1 << 20)
             .build()
             .map(|_| Some(p.to_string()))
@@ -273,41 +274,48 @@ pub fn cross_workflow(path: &str, reference: &str, limits: &SpecLimits) -> Resul
     }
 }
 
-/// Absolute, unique paths outside `/osmo`; base64 contents must decode.
-pub fn files(path: &str, files: &[FileSpec]) -> Result<(), SpecError> {
+/// Absolute, unique paths outside `/osmo`; contents given (a `localpath`
+/// is the CLI's to read, never the server's); base64 contents must decode.
+pub fn files(path: &str, files: &[FileSpec]) -> Result<Vec<FilePlan>, SpecError> {
     let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(files.len());
     for (index, file) in files.iter().enumerate() {
         let at = format!("{path}[{index}]");
+        if file.localpath.is_some() {
+            return Err(SpecError::invalid(
+                join(&at, "localpath"),
+                "a local file cannot be read by the server; submit with the CLI \
+                 (`gantry workflow submit` or `osmo workflow submit`), which reads it \
+                 into `contents`",
+            ));
+        }
+        let Some(contents) = &file.contents else {
+            return Err(SpecError::invalid(
+                join(&at, "contents"),
+                "contents is required",
+            ));
+        };
         let path_at = join(&at, "path");
-        if !file.path.starts_with('/') {
+        if let Some(problem) = file_path_problem(&file.path) {
+            let message = match problem {
+                "must name a file" => "file path must name a file".to_string(),
+                _ => format!("file path {:?} {problem}", file.path),
+            };
+            return Err(SpecError::invalid(path_at, message));
+        }
+        // Tokens substitute to known directories (`{{output}}` → /osmo/…),
+        // so the path as launched must pass too.
+        let launched = probe_tokens(&file.path);
+        if let Some(problem) = file_path_problem(&launched) {
             return Err(SpecError::invalid(
                 path_at,
-                format!("file path {:?} must be absolute", file.path),
+                format!(
+                    "file path {:?} {problem} once its special tokens are substituted ({launched:?})",
+                    file.path
+                ),
             ));
         }
-        let mut parts = Vec::new();
-        for part in file.path.split('/') {
-            match part {
-                "" | "." => {}
-                ".." => {
-                    return Err(SpecError::invalid(
-                        path_at,
-                        format!("file path {:?} must not contain '..'", file.path),
-                    ))
-                }
-                other => parts.push(other),
-            }
-        }
-        if parts.is_empty() {
-            return Err(SpecError::invalid(path_at, "file path must name a file"));
-        }
-        if parts[0] == "osmo" {
-            return Err(SpecError::invalid(
-                path_at,
-                format!("file path {:?} must not be under /osmo", file.path),
-            ));
-        }
-        if !seen.insert(parts.join("/")) {
+        if !seen.insert(normal_path(&file.path)) {
             return Err(SpecError::invalid(
                 path_at,
                 format!("file path {:?} is given more than once", file.path),
@@ -315,7 +323,7 @@ pub fn files(path: &str, files: &[FileSpec]) -> Result<(), SpecError> {
         }
         if file.base64
             && base64::engine::general_purpose::STANDARD
-                .decode(file.contents.trim())
+                .decode(contents.trim())
                 .is_err()
         {
             return Err(SpecError::invalid(
@@ -323,8 +331,42 @@ pub fn files(path: &str, files: &[FileSpec]) -> Result<(), SpecError> {
                 "contents are not valid base64",
             ));
         }
+        out.push(FilePlan {
+            path: file.path.clone(),
+            contents: contents.clone(),
+            base64: file.base64,
+        });
     }
-    Ok(())
+    Ok(out)
+}
+
+/// The path's parts without empty and `.` segments.
+fn normal_path(path: &str) -> String {
+    path.split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// What is wrong with a file path, if anything: it must be absolute,
+/// without `..`, name a file, outside `/osmo`.
+fn file_path_problem(path: &str) -> Option<&'static str> {
+    if !path.starts_with('/') {
+        return Some("must be absolute");
+    }
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Some("must not contain '..'"),
+            other => parts.push(other),
+        }
+    }
+    match parts.first() {
+        None => Some("must name a file"),
+        Some(&"osmo") => Some("must not be under /osmo"),
+        Some(_) => None,
+    }
 }
 
 pub fn checkpoints(path: &str, checkpoints: &[CheckpointSpec]) -> Result<(), SpecError> {

@@ -2,7 +2,9 @@
 //! of a workflow, read from the replicated state at dispatch time.
 //!
 //! Invariants: a create job carries everything the executor needs, with
-//! special tokens substituted (`{{host:<task>}}` as the backend's executor
+//! special tokens substituted in every field it uses (image, command, args,
+//! environment, files, input and output URLs and regexes; `{{host:<task>}}`
+//! as the backend's executor
 //! addresses tasks: `localhost` locally, the pod's name under the group's
 //! headless Service on Kubernetes), the platform placement and pod
 //! templates of the workflow's pool, the backend's scheduler settings (only
@@ -17,7 +19,7 @@ use crate::protocol::{
     GroupLaunch, GroupMeta, LaunchFile, LaunchInput, LaunchResources, LaunchScheduler, TaskLaunch,
     TaskPlacement, EXECUTOR_KUBERNETES,
 };
-use crate::spec::{substitute_tokens, TokenContext};
+use crate::spec::{substitute_task, TokenContext};
 use base64::Engine;
 use gantry_storage::plan::InputPlan;
 use gantry_storage::{ReadView, TaskKey};
@@ -97,8 +99,8 @@ pub(super) fn build_launch(
             task: task.name.clone(),
             retry_id: task.retry_id,
         };
-        let plan = &task.plan;
-        let input_names: Vec<String> = plan
+        let input_names: Vec<String> = task
+            .plan
             .inputs
             .iter()
             .map(|input| match input {
@@ -111,22 +113,19 @@ pub(super) fn build_launch(
             inputs: &input_names,
             hosts: &hosts,
         };
-        let substitute = |text: &str| {
-            substitute_tokens(text, &context).map_err(|error| LaunchFailure {
-                tasks: keys.clone(),
-                message: format!("task '{}': {error}", task.name),
-            })
-        };
         let placed = pool
-            .resolve(view, plan.resource.platform.as_deref())
+            .resolve(view, task.plan.resource.platform.as_deref())
             .map_err(|error| LaunchFailure {
                 tasks: keys.clone(),
                 message: format!("task '{}': {error}", task.name),
             })?;
-        let mut environment = BTreeMap::new();
-        for (name, value) in &plan.environment {
-            environment.insert(name.clone(), substitute(value)?);
-        }
+        // Every field a launch uses, tokens substituted (OSMO substitutes
+        // in the whole task; outputs' URLs included).
+        let plan = substitute_task(&task.plan, &context).map_err(|error| LaunchFailure {
+            tasks: keys.clone(),
+            message: format!("task '{}': {error}", task.name),
+        })?;
+        let plan = &plan;
         let mut files = Vec::with_capacity(plan.files.len());
         for file in &plan.files {
             let contents = if file.base64 {
@@ -140,7 +139,7 @@ pub(super) fn build_launch(
                         ),
                     })?
             } else {
-                substitute(&file.contents)?.into_bytes()
+                file.contents.clone().into_bytes()
             };
             files.push(LaunchFile {
                 path: file.path.clone(),
@@ -152,17 +151,9 @@ pub(super) fn build_launch(
             group: group.name.clone(),
             lead: task.lead,
             image: plan.image.clone(),
-            command: plan
-                .command
-                .iter()
-                .map(|part| substitute(part))
-                .collect::<Result<_, _>>()?,
-            args: plan
-                .args
-                .iter()
-                .map(|part| substitute(part))
-                .collect::<Result<_, _>>()?,
-            environment,
+            command: plan.command.clone(),
+            args: plan.args.clone(),
+            environment: plan.environment.clone(),
             files,
             inputs: plan
                 .inputs

@@ -28,6 +28,8 @@ workflow:
       image: ubuntu:24.04
       command: [sh, -c, "echo worker"]
       resource: small
+      outputs: [{url: "s3://out/{{workflow_id}}/", regex: "{{workflow_id}}.*"}]
+      files: [{path: "/tmp/{{workflow_id}}.txt", contents: "{{output}}"}]
 "#;
 
 struct Fixture {
@@ -297,6 +299,19 @@ fn hosts_are_localhost_until_the_backend_runs_kubernetes() {
     f.hello("local");
     let launch = f.launch().map_err(|f| f.message).expect("launch");
     assert_eq!(task(&launch, "master").command[2], "echo localhost");
+}
+
+#[test]
+fn tokens_are_substituted_in_output_urls_and_every_launched_field() {
+    let f = fixture();
+    let launch = f.launch().map_err(|f| f.message).expect("launch");
+    let worker = task(&launch, "worker");
+    let id = &f.workflow_id;
+    let data = worker.data.as_ref().expect("task data");
+    assert_eq!(data.outputs[0].url, format!("s3://out/{id}/"));
+    assert_eq!(data.outputs[0].regex, Some(format!("{id}.*")));
+    assert_eq!(worker.files[0].path, format!("/tmp/{id}.txt"));
+    assert_eq!(worker.files[0].contents, b"/osmo/data/output");
 }
 
 #[test]

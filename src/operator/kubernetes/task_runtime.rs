@@ -310,6 +310,52 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_command_after_the_separator_is_taken_verbatim() {
+        // kubelet has already expanded `$(VAR)` in the container's args;
+        // the runtime must not read what follows `--` as its own flags.
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: TaskRuntimeCommand,
+        }
+        let parsed = <Cli as clap::Parser>::try_parse_from([
+            "gantry", "exec", "--inputs", "1", "--", "sh", "$(A)", "--data", "x", "--",
+        ]);
+        let command = match parsed.map(|cli| cli.command) {
+            Ok(TaskRuntimeCommand::Exec { command, data, .. }) => {
+                assert_eq!(data, None);
+                command
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(command, ["sh", "$(A)", "--data", "x", "--"]);
+    }
+
+    #[tokio::test]
+    async fn arguments_reach_the_command_unchanged() {
+        // No shell in between: what kubelet left is what the command gets.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let command: Vec<OsString> = [
+            "sh",
+            "-c",
+            "printf '%s|%s|%s' \"$1\" \"$2\" \"$3\" > \"$0/output/args\"",
+        ]
+        .iter()
+        .map(OsString::from)
+        .chain([dir.path().as_os_str().to_owned()])
+        .chain(["$(X)", "$$", "a b"].map(OsString::from))
+        .collect();
+        let code = exec(dir.path(), 0, None, None, &command)
+            .await
+            .expect("runs");
+        assert_eq!(code, 0);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("output/args")).expect("written"),
+            "$(X)|$$|a b"
+        );
+    }
+
     #[tokio::test]
     async fn a_killed_command_exits_128_plus_signal() {
         let dir = tempfile::tempdir().expect("temp dir");

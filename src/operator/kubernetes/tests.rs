@@ -1311,3 +1311,52 @@ fn operator_manifests_parse_and_grant_what_the_executor_uses() {
         assert!(args.iter().any(|a| a == flag), "deployment lacks {flag}");
     }
 }
+
+#[test]
+fn command_and_args_reach_kubelet_verbatim_for_its_var_expansion() {
+    // kubelet expands `$(VAR)` in a container's command and args from its
+    // env; the executor must pass them through untouched (no shell, no
+    // quoting, nothing after `--` rewritten) with the task's environment on
+    // the container, so the user's command sees kubelet's expansion.
+    let mut single = task("refs", 0, true);
+    single.command = vec!["sh".into()];
+    single.args = vec![
+        "$(FILE_PATH)".into(),
+        "$$(FILE_PATH)".into(),
+        "--data".into(),
+    ];
+    single
+        .environment
+        .insert("FILE_PATH".into(), "/tmp/run.sh".into());
+    let scheduler = SchedulerSettings::default();
+    let ctx = super::manifests::BuildContext {
+        namespace: NS,
+        scheduler: &scheduler,
+        runtime_image: "gantry:test",
+    };
+    let built = super::manifests::build_group(&ctx, &group(vec![single]))
+        .map_err(|e| e.to_string())
+        .expect("built");
+    let pod = serde_json::to_value(&built.pods[0].1).expect("json");
+    let container = &pod["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let user = args.iter().position(|a| *a == "--").expect("separator") + 1;
+    assert_eq!(
+        &args[user..],
+        ["sh", "$(FILE_PATH)", "$$(FILE_PATH)", "--data"]
+    );
+    assert!(
+        args[..user].iter().all(|a| !a.contains('$')),
+        "the runtime's own arguments hold no references: {args:?}"
+    );
+    let env = container["env"].as_array().expect("env");
+    assert!(
+        env.contains(&json!({"name": "FILE_PATH", "value": "/tmp/run.sh"})),
+        "{env:?}"
+    );
+}

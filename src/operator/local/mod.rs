@@ -4,14 +4,16 @@
 //! below it (`tasks`, the table of running tasks and their cancels;
 //! `task_run`, one task from acceptance to its final report; `data_phases`,
 //! its input download and output upload); `staging` prepares each task's
-//! host directories; `sandbox` builds the bubblewrap command line; `process`
-//! spawns, streams and kills; `log_lines` turns output into batched log
-//! lines; `outbox` routes reports to the newest connection; `inventory`
-//! describes this host for heartbeats; `error` holds why a task failed or
-//! stopped.
+//! host directories; `expansion` expands kubelet's `$(VAR)` references in
+//! the command and args; `sandbox` builds the bubblewrap command line;
+//! `process` spawns, streams and kills; `log_lines` turns output into
+//! batched log lines; `outbox` routes reports to the newest connection;
+//! `inventory` describes this host for heartbeats; `error` holds why a task
+//! failed or stopped.
 
 mod error;
 mod executor;
+mod expansion;
 mod inventory;
 mod log_lines;
 mod outbox;

@@ -675,13 +675,37 @@ async fn an_upload_failure_fails_with_2012_and_a_cancel_uploads_nothing() {
 }
 
 #[tokio::test]
+async fn command_and_args_get_kubelets_var_expansion() {
+    let mut h = Harness::new().await;
+    let mut task = launch(
+        "wf-refs",
+        "t",
+        "echo '$(GREETING)' '$$(GREETING)' '$(UNSET)' \"$GREETING\"",
+    );
+    task.command = vec!["$(SHELL_PATH)".into(), "-c".into()];
+    task.environment = BTreeMap::from([
+        ("GREETING".to_string(), "hello".to_string()),
+        ("SHELL_PATH".to_string(), "/bin/sh".to_string()),
+    ]);
+    h.create(false, vec![task]).await;
+    let events = h.run_to_end(&key("wf-refs", "t")).await;
+    assert_eq!(statuses(&events), RAN);
+    assert_eq!(
+        lines(&events, LogStream::Stdout),
+        ["hello $(GREETING) $(UNSET) hello"]
+    );
+}
+
+#[tokio::test]
 async fn output_is_writable_and_host_paths_are_hidden() {
     let mut h = Harness::new().await;
+    // `$$$$`: kubelet's expansion (which the executor applies) turns `$$`
+    // into `$`, so the shell's `$$` is written `$$$$`, as on Kubernetes.
     let task = launch(
         "wf-iso",
         "t",
         "for p in /root /home /work /var /opt; do test -e $p && echo visible $p; done; \
-         echo $$ > /osmo/data/output/pid; echo done",
+         echo $$$$ > /osmo/data/output/pid; echo done",
     );
     h.create(false, vec![task]).await;
     let events = h.run_to_end(&key("wf-iso", "t")).await;

@@ -17,10 +17,13 @@
 //!   counts itself in, so it never strands the rest.
 //! - The run's log offsets are one sequence: the executor's note first,
 //!   then the download's lines, the process output, the upload's lines.
+//! - The command and args run with their `$(VAR)` references expanded from
+//!   the task's environment, as kubelet runs them on Kubernetes.
 
 use super::Shared;
 use crate::clock::now_ms;
 use crate::operator::local::error::{ExecError, Stopped};
+use crate::operator::local::expansion;
 use crate::operator::local::log_lines;
 use crate::operator::local::process::{self, Exit};
 use crate::operator::local::sandbox::{self, SandboxSpec};
@@ -120,8 +123,14 @@ impl Shared {
             return Err(Stopped::Canceled(reason));
         }
 
-        let mut argv = launch.command.clone();
-        argv.extend(launch.args.iter().cloned());
+        // kubelet expands `$(VAR)` from the environment on Kubernetes; here
+        // the executor does, so a spec behaves the same on both.
+        let argv: Vec<String> = launch
+            .command
+            .iter()
+            .chain(&launch.args)
+            .map(|part| expansion::expand(part, &launch.environment))
+            .collect();
         let args = sandbox::bwrap_args(&SandboxSpec {
             key: &launch.key,
             output_dir: &prepared.output_dir,
