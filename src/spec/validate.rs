@@ -219,30 +219,11 @@ fn exit_codes(path: &str, text: &str) -> Result<Vec<(i32, i32)>, SpecError> {
             format!("invalid exit codes {text:?}: {why} (expected e.g. \"0,1-10,16\")"),
         )
     };
-    let code = |part: &str| -> Result<i32, SpecError> {
-        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad("not a number"));
-        }
-        match part.parse::<i32>() {
-            Ok(n) if n <= 255 => Ok(n),
-            _ => Err(bad("codes must be between 0 and 255")),
-        }
-    };
-    let mut out = Vec::new();
-    for item in text.split(',') {
-        let (low, high) = match item.split_once('-') {
-            Some((low, high)) => (code(low)?, code(high)?),
-            None => {
-                let n = code(item)?;
-                (n, n)
-            }
-        };
-        if low > high {
-            return Err(bad("range start is above its end"));
-        }
-        out.push((low, high));
+    let ranges = gantry_storage::plan::parse_exit_codes(text).map_err(|why| bad(&why))?;
+    if ranges.iter().any(|&(_, high)| high > 255) {
+        return Err(bad("codes must be between 0 and 255"));
     }
-    Ok(out)
+    Ok(ranges)
 }
 
 /// Compiles a user regex with a size cap so a pathological pattern costs

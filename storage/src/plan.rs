@@ -129,7 +129,7 @@ pub fn parse_exit_codes(text: &str) -> Result<Vec<(i32, i32)>, String> {
             }
         };
         if low > high {
-            return Err(format!("range {low}-{high} starts above its end"));
+            return Err(format!("range start is above its end ({low}-{high})"));
         }
         ranges.push((low, high));
     }
@@ -184,5 +184,40 @@ impl TaskPlan {
                     .any(|&(low, high)| (low..=high).contains(&exit_code))
             })
             .map(|rule| rule.action)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_parse_as_osmo_reads_them() {
+        assert_eq!(
+            parse_exit_codes("0,1-10,16"),
+            Ok(vec![(0, 0), (1, 10), (16, 16)])
+        );
+        // OSMO's int() takes spaces around a number.
+        assert_eq!(parse_exit_codes("1, 2 - 3"), Ok(vec![(1, 1), (2, 3)]));
+        for bad in ["", "1-", "a", "1,,2", "-1", "99999999999"] {
+            assert!(parse_exit_codes(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_exit_codes("10-1")
+            .unwrap_err()
+            .contains("range start is above its end"));
+    }
+
+    #[test]
+    fn the_first_matching_rule_of_a_pool_wins() {
+        let actions: std::collections::BTreeMap<String, String> = [
+            ("COMPLETE".to_string(), "1-3".to_string()),
+            ("RESCHEDULE".to_string(), "3,137".to_string()),
+            ("BOGUS".to_string(), "5".to_string()),
+        ]
+        .into();
+        assert_eq!(exit_action_in(&actions, 2), Some(ExitAction::Complete));
+        assert_eq!(exit_action_in(&actions, 3), Some(ExitAction::Complete));
+        assert_eq!(exit_action_in(&actions, 137), Some(ExitAction::Reschedule));
+        assert_eq!(exit_action_in(&actions, 5), None);
     }
 }
