@@ -238,6 +238,22 @@ fn workflows_through_osmos_cli() {
         .map(|w| w["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, [id.as_str(), sleeping.as_str()], "{text}");
+
+    // A cancelled (failed) workflow restarted, and one resubmitted by ID.
+    let text = osmo.ok(&["workflow", "restart", &sleeping]);
+    assert!(
+        text.contains(&format!("Workflow {sleeping} restarted.")),
+        "{text}"
+    );
+    let restarted = submitted_id(&text);
+    assert_ne!(restarted, sleeping);
+    api.wait_task(&restarted, "nap", "RUNNING", Duration::from_secs(60));
+    api.post(&format!("/api/workflow/{restarted}/cancel"), None);
+    let text = osmo.ok(&["workflow", "submit", &id]);
+    assert!(text.contains("Workflow submit successful"), "{text}");
+    let again = submitted_id(&text);
+    let workflow = api.wait_finished(&again, Duration::from_secs(60));
+    assert_eq!(workflow["status"], "COMPLETED", "{workflow}");
     server.stop();
 }
 

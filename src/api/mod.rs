@@ -18,6 +18,7 @@ mod policy;
 mod resources;
 mod route_table;
 mod routes;
+mod submit;
 mod views;
 mod workflow;
 mod workflow_logs;

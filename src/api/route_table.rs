@@ -10,7 +10,8 @@
 use super::access::{Access, Target};
 use super::routes::{gantry, optional, required, Content, Kind, QueryParam, Route};
 use super::{
-    access_tokens, cluster, configs, events, operator_stream, resources, workflow, workflow_logs,
+    access_tokens, cluster, configs, events, operator_stream, resources, submit, workflow,
+    workflow_logs,
 };
 use axum::http::Method;
 use axum::routing::{delete, get, post};
@@ -105,9 +106,10 @@ pub fn routes() -> Vec<Route> {
             .query(&[optional("pools", List), optional("platforms", List)]),
         Route::new(M::GET, "/api/resources/{name}", "One node as the operators report it", allow("resources:Read", ANY), get(resources::resource)),
         // Workflows.
-        Route::new(M::POST, "/api/pool/{pool_name}/workflow", "Submit a workflow", allow("workflow:Create", Target::Param("pool/", "pool_name")), post(workflow::submit))
-            .query(&[optional("dry_run", Boolean), optional("validation_only", Boolean), optional("priority", String), optional("env_vars", List)])
+        Route::new(M::POST, "/api/pool/{pool_name}/workflow", "Submit a workflow", allow("workflow:Create", Target::Param("pool/", "pool_name")), post(submit::submit))
+            .query(&[optional("workflow_id", String), optional("dry_run", Boolean), optional("validation_only", Boolean), optional("priority", String), optional("env_vars", List)])
             .body(Content::Json),
+        Route::new(M::POST, "/api/pool/{pool_name}/workflow/{workflow_id}/restart", "Restart a failed workflow from its groups that did not complete", allow("workflow:Create", Target::Param("pool/", "pool_name")), post(submit::restart)),
         Route::new(M::GET, "/api/workflow", "List workflows", allow("workflow:List", ANY), get(workflow::list))
             .query(&[optional("name", String), optional("statuses", List), optional("pools", List), optional("offset", Integer), optional("limit", Integer), optional("order", String), STALE]),
         Route::new(M::GET, "/api/workflow/{name}", "A workflow with its groups and tasks", allow("workflow:Read", WORKFLOW_POOL), get(workflow::query))

@@ -222,6 +222,32 @@ impl Client {
             .await
     }
 
+    /// `POST /api/pool/{pool}/workflow?workflow_id=ID`: that workflow's
+    /// spec submitted again.
+    pub async fn resubmit(
+        &self,
+        pool: &str,
+        id: &str,
+        priority: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let path = format!("/api/pool/{}/workflow", encode_segment(pool));
+        let mut query: Vec<(&str, String)> = vec![("workflow_id", id.to_owned())];
+        if let Some(p) = priority {
+            query.push(("priority", p.to_owned()));
+        }
+        self.json(Method::POST, &path, |r| r.query(&query)).await
+    }
+
+    /// `POST /api/pool/{pool}/workflow/{id}/restart`.
+    pub async fn restart(&self, pool: &str, id: &str) -> Result<Value, ClientError> {
+        let path = format!(
+            "/api/pool/{}/workflow/{}/restart",
+            encode_segment(pool),
+            encode_segment(id)
+        );
+        self.json(Method::POST, &path, |r| r).await
+    }
+
     /// `GET /api/workflow` with OSMO's filters and paging.
     pub async fn list(
         &self,

@@ -31,11 +31,11 @@ use gantry_storage::Priority;
 #[allow(rustdoc::invalid_html_tags)]
 #[derive(clap::Subcommand, Debug)]
 pub enum WorkflowCommand {
-    /// Submit a workflow spec file to a pool
+    /// Submit a workflow spec file to a pool, or an earlier workflow's spec by its ID
     Submit {
         #[command(flatten)]
         output: FormatArg,
-        /// Workflow spec (YAML, OSMO version 2)
+        /// Workflow spec (YAML, OSMO version 2), or the ID of a workflow whose spec to submit again
         file: PathBuf,
         /// Pool to run in
         #[arg(short = 'p', long, default_value = "default")]
@@ -55,6 +55,16 @@ pub enum WorkflowCommand {
         /// Scheduling priority: HIGH, NORMAL or LOW
         #[arg(long, value_parser = parse_priority)]
         priority: Option<Priority>,
+    },
+    /// Re-run a failed workflow's groups that did not complete, as a new workflow
+    Restart {
+        #[command(flatten)]
+        output: FormatArg,
+        /// Workflow ID (<name>-<n>)
+        id: String,
+        /// Pool to run in (default: the workflow's own)
+        #[arg(short = 'p', long)]
+        pool: Option<String>,
     },
     /// Check a workflow spec without submitting it
     Validate {
@@ -166,6 +176,7 @@ impl WorkflowCommand {
     pub fn format(&self) -> OutputFormat {
         match self {
             WorkflowCommand::Submit { output, .. }
+            | WorkflowCommand::Restart { output, .. }
             | WorkflowCommand::Validate { output, .. }
             | WorkflowCommand::List { output, .. }
             | WorkflowCommand::Query { output, .. }
@@ -215,6 +226,27 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             priority,
             ..
         } => {
+            // OSMO's CLI: a word that is no file but a workflow ID submits
+            // that workflow's spec again.
+            if let Some(id) = earlier_workflow_id(&file) {
+                if dry_run || !set.is_empty() || !set_string.is_empty() || !set_env.is_empty() {
+                    anyhow::bail!(
+                        "{id} is a workflow ID: its spec is submitted as it ran, so --dry-run, --set, --set-string and --set-env do not apply"
+                    );
+                }
+                let response = with_spinner(
+                    format,
+                    "Submitting workflow",
+                    client.resubmit(&pool, &id, priority.map(Priority::as_str)),
+                )
+                .await?;
+                if json {
+                    return output::print_json(&response);
+                }
+                print_warnings(&response);
+                print!("{}", render_submit(&response));
+                return Ok(());
+            }
             let file_text = read_spec(&file)?;
             let inlined = local_files::inline(&file, &file_text, &set, &set_string)?;
             print_local_warnings(inlined.as_ref());
@@ -248,6 +280,26 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             } else {
                 print!("{}", render_submit(&response));
             }
+        }
+        WorkflowCommand::Restart { id, pool, .. } => {
+            let pool = match pool {
+                Some(pool) => pool,
+                None => client
+                    .query(&id)
+                    .await?
+                    .get("pool")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default")
+                    .to_string(),
+            };
+            let response =
+                with_spinner(format, "Restarting workflow", client.restart(&pool, &id)).await?;
+            if json {
+                return output::print_json(&response);
+            }
+            print_warnings(&response);
+            println!("Workflow {id} restarted.");
+            print!("{}", render_submit(&response));
         }
         WorkflowCommand::Validate {
             file,
@@ -397,6 +449,22 @@ async fn send(
     client
         .call(reqwest::Method::POST, &path, &query, Some(&body))
         .await
+}
+
+/// `path` as a workflow ID (`<name>-<n>`) when no file of that name exists.
+fn earlier_workflow_id(path: &std::path::Path) -> Option<String> {
+    if path.exists() {
+        return None;
+    }
+    let text = path.to_str()?;
+    let (name, number) = text.rsplit_once('-')?;
+    let is_id = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit());
+    is_id.then(|| text.to_string())
 }
 
 fn read_spec(path: &std::path::Path) -> anyhow::Result<String> {

@@ -21,6 +21,7 @@ mod isolate;
 mod jinja;
 mod model;
 pub(crate) mod quantity;
+mod restart;
 mod special_tokens;
 mod template;
 mod validate;
@@ -32,6 +33,7 @@ mod tests;
 pub use error::{SpecError, SpecErrorKind};
 pub use input::{SpecInput, SpecLimits};
 pub use isolate::{render_worker_main, RenderIsolation, RENDER_WORKER_ARG};
+pub use restart::restart_plan;
 pub use special_tokens::{substitute_task, substitute_tokens, TokenContext};
 pub use template::literal;
 
