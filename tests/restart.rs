@@ -39,7 +39,10 @@ fn a_restart_reruns_what_failed_and_reads_what_completed_from_the_old_run() {
     assert_eq!(first, "pipe-1");
     let old = api.wait_finished(&first, Duration::from_secs(60));
     assert_eq!(old["status"], "FAILED", "{old}");
-    assert_eq!(group_of(&old, "making").expect("making")["status"], "COMPLETED");
+    assert_eq!(
+        group_of(&old, "making").expect("making")["status"],
+        "COMPLETED"
+    );
 
     // A completed workflow cannot be restarted; an unknown one is 404.
     let reply = api.post("/api/pool/default/workflow/nope-1/restart", None);
