@@ -1,0 +1,115 @@
+//! Setup and messages, tried as a new user would: `gantry dev FILE` with
+//! its output redirected or on a terminal, a CLI with no server to talk
+//! to, and a second process started on a data directory in use. Each
+//! message names the thing and the reason, on one line, and never panics.
+
+mod common;
+
+use common::BINARY;
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const ESC: char = '\u{1b}';
+
+fn hello() -> String {
+    common::repo_path("examples/hello.yaml")
+        .display()
+        .to_string()
+}
+
+/// `gantry dev --data-dir DIR --listen 127.0.0.1:0 FILE`, with no config
+/// from the environment that would change its output.
+fn dev_command(data_dir: &Path) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .arg(hello())
+        .env_remove("NO_COLOR")
+        .env_remove("GANTRY_LOG")
+        .env_remove("GANTRY_LOG_FORMAT")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs `command` with its stderr on a new pseudo-terminal (stdout to
+/// /dev/null); returns its exit code and what it wrote to the terminal.
+fn on_a_terminal(mut command: Command) -> (i32, String) {
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two new descriptors into the given integers;
+    // the other arguments may be null.
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned only here.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .expect("spawn gantry");
+    // The child holds the terminal's only other end now.
+    drop(command);
+    let reader = std::thread::spawn(move || {
+        let mut master = std::fs::File::from(master);
+        let mut bytes = Vec::new();
+        let mut buffer = [0u8; 4096];
+        // Ends with EIO once the child (the last holder of the slave) exits.
+        while let Ok(read) = master.read(&mut buffer) {
+            if read == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&buffer[..read]);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    });
+    let status = child.wait().expect("wait for gantry");
+    (status.code().unwrap_or(-1), reader.join().unwrap())
+}
+
+/// Redirected, `gantry dev FILE` writes plain text: no colour codes, and
+/// the exit code as `exit_code=0`, not Rust's `Some(0)`. On a terminal the
+/// logs are coloured, unless `NO_COLOR` is set.
+#[test]
+fn dev_colours_only_a_terminal_and_prints_plain_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let output = dev_command(&dir.path().join("redirected"))
+        .output()
+        .expect("run gantry dev");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("Hello from Gantry"), "{stdout}");
+    assert!(!stdout.contains(ESC) && !stderr.contains(ESC), "{stderr}");
+    assert!(stderr.contains("exit_code=0"), "{stderr}");
+    assert!(!stderr.contains("Some("), "{stderr}");
+    assert!(stderr.contains("hello-1: COMPLETED"), "{stderr}");
+
+    let (code, terminal) = on_a_terminal(dev_command(&dir.path().join("terminal")));
+    assert_eq!(code, 0, "{terminal}");
+    assert!(
+        terminal.contains(ESC),
+        "no colour on a terminal:\n{terminal}"
+    );
+    assert!(!terminal.contains("Some("), "{terminal}");
+
+    let mut command = dev_command(&dir.path().join("no-color"));
+    command.env("NO_COLOR", "1");
+    let (code, terminal) = on_a_terminal(command);
+    assert_eq!(code, 0, "{terminal}");
+    assert!(terminal.contains("exit_code=0"), "{terminal}");
+    assert!(
+        !terminal.contains(ESC),
+        "colour despite NO_COLOR:\n{terminal}"
+    );
+}
