@@ -113,3 +113,37 @@ fn dev_colours_only_a_terminal_and_prints_plain_exit_codes() {
         "colour despite NO_COLOR:\n{terminal}"
     );
 }
+
+/// A loopback URL nothing listens on.
+fn refused_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{address}")
+}
+
+/// With no server there, the CLI says so on one line: each URL tried
+/// once, why, and what to do.
+#[test]
+fn a_refused_connection_names_the_urls_once_with_a_hint() {
+    let dead = refused_url();
+    let (code, stdout, stderr) = common::cli(&dead, &["workflow", "list"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: cannot connect to {dead} (connection refused): is a gantry server running there? set --url or GANTRY_URL\n"
+        )
+    );
+
+    let other = refused_url();
+    let (code, _, stderr) = common::cli(&format!("{dead},{other}"), &["pool", "list"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(stderr.matches(&dead).count(), 1, "{stderr}");
+    assert_eq!(stderr.matches(&other).count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("is a gantry server running at any of them? set --url or GANTRY_URL"),
+        "{stderr}"
+    );
+}
