@@ -5,11 +5,12 @@
 
 mod common;
 
-use common::BINARY;
+use common::{DevServer, BINARY};
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 const ESC: char = '\u{1b}';
 
@@ -146,4 +147,84 @@ fn a_refused_connection_names_the_urls_once_with_a_hint() {
         stderr.contains("is a gantry server running at any of them? set --url or GANTRY_URL"),
         "{stderr}"
     );
+}
+
+/// Runs `gantry ARGS --data-dir DIR` and waits (at most 60 s) for it to
+/// stop by itself; returns (exit code, stderr).
+fn refused_start(args: &[&str], data_dir: &Path) -> (i32, String) {
+    let mut child = Command::new(BINARY)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gantry");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gantry {args:?} kept running on a data directory in use");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code().unwrap_or(-1), stderr)
+}
+
+/// A second `gantry dev` or `gantry server` on a data directory in use is
+/// refused before it opens anything, naming the directory and the process
+/// using it; the first keeps serving, and once it stops the directory is
+/// free again.
+#[test]
+fn a_second_process_on_a_data_directory_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = DevServer::start(&data);
+    let api = first.client();
+    assert_eq!(api.get("/api/version").status, 200);
+    let holder = std::fs::read_to_string(data.join("gantry.lock")).unwrap();
+    let holder = holder.trim();
+    assert!(holder.parse::<u32>().is_ok(), "{holder:?}");
+
+    for args in [
+        &["dev", "--listen", "127.0.0.1:0"][..],
+        // The default port too: the data directory is named first.
+        &["dev"][..],
+        &["server", "--bootstrap", "--listen", "127.0.0.1:0"][..],
+    ] {
+        let (code, stderr) = refused_start(args, &data);
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert_eq!(
+            stderr,
+            format!(
+                "error: another gantry process is using {} (pid {holder} holds {}); stop it first\n",
+                data.display(),
+                data.join("gantry.lock").display()
+            ),
+            "{args:?}"
+        );
+    }
+    assert_eq!(api.get("/api/version").status, 200);
+    let id = api.submit_ok(&std::fs::read_to_string(hello()).unwrap());
+    api.wait_finished(&id, Duration::from_secs(60));
+
+    // Stopped (or killed), it leaves the directory to the next process.
+    first.kill9();
+    let second = DevServer::start(&data);
+    let workflow = second.client().workflow(&id);
+    assert_eq!(workflow["status"], "COMPLETED", "{workflow}");
+    second.stop();
 }
