@@ -228,3 +228,37 @@ fn a_second_process_on_a_data_directory_is_refused_naming_it() {
     assert_eq!(workflow["status"], "COMPLETED", "{workflow}");
     second.stop();
 }
+
+/// OSMO's backend operators open WebSockets at `/api/agent/listener/...`
+/// and `/api/agent/worker/...`; Gantry's operator stream replaces them, so
+/// such an operator is not let in, and the README says so plainly with
+/// the migration path.
+#[test]
+fn an_osmo_backend_operator_cannot_connect_and_the_readme_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(&dir.path().join("data"));
+    let http = reqwest::blocking::Client::new();
+    for path in [
+        "/api/agent/listener/pod/backend/k8s",
+        "/api/agent/worker/backend/k8s",
+    ] {
+        let response = http
+            .get(format!("{}{path}", server.url))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        assert!(status != 101 && status >= 400, "{path}: {status}");
+    }
+    let readme = std::fs::read_to_string(common::repo_path("README.md")).unwrap();
+    let readme = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    for said in [
+        "existing OSMO backend operators cannot connect to Gantry",
+        "The migration path is Gantry's own operator, `gantry operator`",
+    ] {
+        assert!(readme.contains(said), "README does not say: {said}");
+    }
+}
