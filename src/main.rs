@@ -154,12 +154,14 @@ struct ServerArgs {
 }
 
 fn init_tracing() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("GANTRY_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     let json = std::env::var("GANTRY_LOG_FORMAT").is_ok_and(|format| format == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(cli::colour_wanted(std::io::stderr().is_terminal()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

@@ -2,9 +2,11 @@
 //! logger, the leader-only loops and, in the `dev` preset, an in-process
 //! local operator.
 //!
-//! Invariant: `gantry dev` is a preset of this code path (a bootstrapped
+//! Invariants: `gantry dev` is a preset of this code path (a bootstrapped
 //! cluster of one with a `local` backend and pool `default`), not a second
-//! implementation.
+//! implementation; one process at a time uses a data directory (an
+//! exclusive lock on `<data>/gantry.lock`, taken before anything else is
+//! opened or bound, held until the server stops).
 
 use crate::api::{self, ApiConfig, AppState};
 use crate::control::logger::Logger;
@@ -18,6 +20,8 @@ use anyhow::Context;
 use gantry_raft::transport::{self, HttpVersions, PeerTransport};
 use gantry_raft::GantryNode;
 use gantry_raft::{NodeConfig, RaftNode};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -79,6 +83,8 @@ pub struct RunningServer {
     tasks: JoinSet<()>,
     node: RaftNode,
     operator: Option<Arc<LocalOperator>>,
+    /// Released when the server is dropped (after `stop`).
+    _data_dir_lock: Flock<std::fs::File>,
 }
 
 pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> {
@@ -103,6 +109,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
     }
     std::fs::create_dir_all(&options.data_dir)
         .with_context(|| format!("creating data directory {}", options.data_dir.display()))?;
+    let data_dir_lock = lock_data_dir(&options.data_dir)?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("listening on {}", options.listen))?;
@@ -347,7 +354,58 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
         tasks,
         node,
         operator,
+        _data_dir_lock: data_dir_lock,
     })
+}
+
+/// The lock file in a data directory: held (`flock`, exclusive) by the one
+/// process using the directory, and holding its process ID for messages.
+pub const DATA_DIR_LOCK_FILE: &str = "gantry.lock";
+
+/// Takes the data directory's exclusive lock, or says which process holds
+/// it. The lock goes with the process (and the returned handle): a killed
+/// server leaves nothing to clean up.
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<Flock<std::fs::File>> {
+    use std::io::{Read, Seek, Write};
+    let path = data_dir.join(DATA_DIR_LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening the data directory's lock file {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => {
+            let mut file: &std::fs::File = &lock;
+            let noted = file
+                .set_len(0)
+                .and_then(|()| file.rewind())
+                .and_then(|()| writeln!(file, "{}", std::process::id()));
+            if let Err(error) = noted {
+                tracing::warn!(path = %path.display(), %error, "cannot note this process in the lock file");
+            }
+            Ok(lock)
+        }
+        Err((mut file, Errno::EWOULDBLOCK)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim().parse::<u32>() {
+                Ok(pid) => format!("pid {pid} holds {}", path.display()),
+                Err(_) => format!("it holds {}", path.display()),
+            };
+            anyhow::bail!(
+                "another gantry process is using {} ({holder}); stop it first",
+                data_dir.display()
+            )
+        }
+        Err((_, errno)) => Err(anyhow::anyhow!(
+            "cannot lock the data directory {} through {}: {}",
+            data_dir.display(),
+            path.display(),
+            errno.desc()
+        )),
+    }
 }
 
 /// Waits until the leader loop has created `pool` (it needs an elected leader).

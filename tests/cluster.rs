@@ -1,10 +1,11 @@
 //! A three-node cluster of real `gantry server` processes on 127.0.0.1-3,
-//! with certificates from `gantry tls`: joins, members, writes through any
-//! node, a SIGKILLed leader, and snapshot save/restore.
+//! with certificates from `gantry tls`: joins, members (the leader's view,
+//! from any node; a killed node unreachable), writes through any node, a
+//! SIGKILLed leader, and snapshot save/restore.
 
 mod common;
 
-use common::{DevServer, BINARY};
+use common::{wait_for, DevServer, BINARY};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -101,12 +102,31 @@ impl Cluster {
     fn members(&self, server: &DevServer) -> Value {
         self.get(server, "/api/cluster/members").1
     }
+
+    /// `gantry cluster members [extra]` against `server`, as a user runs it:
+    /// (exit code, stdout, stderr).
+    fn cli_members(&self, server: &DevServer, extra: &[&str]) -> (i32, String, String) {
+        let output = Command::new(BINARY)
+            .args(["cluster", "members"])
+            .args(extra)
+            .env("GANTRY_URL", &server.url)
+            .env("GANTRY_CA", self.pki.join("ca.pem"))
+            .env("GANTRY_TOKEN", &self.token)
+            .output()
+            .expect("run gantry cluster members");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
 }
 
-#[test]
-fn three_servers_replicate_fail_over_and_restore_from_a_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
+/// Certificates for nodes 1-3 (127.0.0.1-3) and a cluster handle with an
+/// HTTPS client that trusts only their CA; the token is set once node 1
+/// has bootstrapped.
+fn new_cluster(dir: &Path) -> Cluster {
+    let pki = dir.join("pki");
     let pki_text = pki.to_str().unwrap();
     gantry(&["tls", "ca", "create", "--out", pki_text]);
     for index in 1..=3 {
@@ -124,11 +144,162 @@ fn three_servers_replicate_fail_over_and_restore_from_a_snapshot() {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let mut cluster = Cluster {
-        pki: pki.clone(),
+    Cluster {
+        pki,
         token: String::new(),
         http,
-    };
+    }
+}
+
+/// A user on a follower asks `gantry cluster members`: it shows the
+/// leader's view (every member's last contact and match index, asked of
+/// the leader as writes are forwarded); a SIGKILLed node shows as
+/// UNREACHABLE once the leader has not heard from it within the election
+/// timeout; with no leader to ask, the node says its list is its own view.
+#[test]
+fn a_follower_lists_the_members_as_the_leader_sees_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = new_cluster(dir.path());
+    let data: Vec<PathBuf> = (1..=3)
+        .map(|index| dir.path().join(format!("node{index}")))
+        .collect();
+    let first = cluster.start(&data[0], 1, &["--bootstrap"]);
+    cluster.token = std::fs::read_to_string(data[0].join("bootstrap-admin-token")).unwrap();
+    let first_peer = cluster.members(&first)["members"][0]["peer_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut servers = vec![Some(first)];
+    for index in 2..=3 {
+        servers.push(Some(cluster.start(
+            &data[index - 1],
+            index,
+            &["--join", &first_peer],
+        )));
+    }
+    let node = |i: usize| servers[i].as_ref().unwrap();
+    let leader_id = cluster.members(node(0))["leader_id"].as_u64().unwrap();
+    let ids: Vec<u64> = (0..3)
+        .map(|i| cluster.members(node(i))["node_id"].as_u64().unwrap())
+        .collect();
+    let leader = ids.iter().position(|&id| id == leader_id).unwrap();
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let (asked, killed) = (followers[0], followers[1]);
+
+    // Every member's last contact and match index, on a follower.
+    let listing = wait_for(
+        Duration::from_secs(20),
+        "the leader's view on a follower",
+        || {
+            let (code, stdout, stderr) = cluster.cli_members(node(asked), &["-t", "json"]);
+            let json: Value =
+                serde_json::from_str(&stdout).map_err(|e| format!("{e}: {stderr}"))?;
+            let members = json["members"].as_array().cloned().unwrap_or_default();
+            let complete = code == 0
+                && json["leader_view"] == true
+                && json["view_of"].as_u64() == Some(leader_id)
+                && json["node_id"].as_u64() == Some(ids[asked])
+                && members.len() == 3
+                && members.iter().all(|m| {
+                    m["last_contact_ms"].is_u64()
+                        && m["match_index"].is_u64()
+                        && m["reachable"] == true
+                });
+            if complete {
+                Ok(json)
+            } else {
+                Err(format!("{json}\n{stderr}"))
+            }
+        },
+    );
+    for member in listing["members"].as_array().unwrap() {
+        let role = if member["id"].as_u64() == Some(leader_id) {
+            "LEADER"
+        } else {
+            "FOLLOWER"
+        };
+        assert_eq!(member["role"], role, "{listing}");
+    }
+    let (code, stdout, stderr) = cluster.cli_members(node(asked), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.matches(" ms ago").count(), 3, "{stdout}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+
+    // A SIGKILLed follower: unreachable in the leader's view, shown on the
+    // other follower.
+    servers[killed].take().unwrap().kill9();
+    let node = |i: usize| servers[i].as_ref().unwrap();
+    let listing = wait_for(
+        Duration::from_secs(10),
+        "the killed node shown as unreachable",
+        || {
+            let (_, stdout, stderr) = cluster.cli_members(node(asked), &["-t", "json"]);
+            let json: Value =
+                serde_json::from_str(&stdout).map_err(|e| format!("{e}: {stderr}"))?;
+            let gone = json["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["id"].as_u64() == Some(ids[killed]))
+                .cloned()
+                .unwrap_or_default();
+            if json["leader_view"] == true
+                && gone["role"] == "UNREACHABLE"
+                && gone["reachable"] == false
+            {
+                Ok(json)
+            } else {
+                Err(json.to_string())
+            }
+        },
+    );
+    for member in listing["members"].as_array().unwrap() {
+        if member["id"].as_u64() != Some(ids[killed]) {
+            assert_eq!(member["reachable"], true, "{listing}");
+            assert_ne!(member["role"], "UNREACHABLE", "{listing}");
+        }
+    }
+    let (code, stdout, stderr) = cluster.cli_members(node(asked), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let row = stdout
+        .lines()
+        .find(|line| line.trim_start().starts_with(&ids[killed].to_string()))
+        .unwrap_or_else(|| panic!("no row for node {}: {stdout}", ids[killed]));
+    assert!(row.contains("UNREACHABLE"), "{stdout}");
+    assert_eq!(stdout.matches("FOLLOWER").count(), 1, "{stdout}");
+
+    // The leader gone too: no leader to ask, and the node says so.
+    servers[leader].take().unwrap().kill9();
+    let node = |i: usize| servers[i].as_ref().unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        "the node's own view, said so",
+        || {
+            let (code, stdout, stderr) = cluster.cli_members(node(asked), &[]);
+            if code == 0
+                && stderr.contains(&format!(
+                    "warning: this is node {}'s own view, not the leader's",
+                    ids[asked]
+                ))
+                && stderr.contains("known only to the leader")
+                && !stdout.contains(" ms ago")
+            {
+                Ok(())
+            } else {
+                Err(format!("{stdout}\n{stderr}"))
+            }
+        },
+    );
+    let json = cluster.members(node(asked));
+    assert_eq!(json["leader_view"], false, "{json}");
+    assert_eq!(json["view_of"].as_u64(), Some(ids[asked]), "{json}");
+}
+
+#[test]
+fn three_servers_replicate_fail_over_and_restore_from_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = new_cluster(dir.path());
+    let pki = cluster.pki.clone();
 
     let data: Vec<PathBuf> = (1..=3)
         .map(|index| dir.path().join(format!("node{index}")))

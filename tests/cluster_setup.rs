@@ -2,7 +2,9 @@
 //! with neither `--bootstrap` nor `--join` wait; `gantry cluster init` makes
 //! the first a cluster of one (again: a no-op, said so), `gantry cluster
 //! join PEER_ADDR` brings in the other two (a warning when the voter count
-//! is even), and the cluster then serves writes through any node.
+//! is even), and the cluster then serves writes through any node. And the
+//! README's recipes for a three-node cluster, run as written (only the
+//! machines' addresses and data directories swapped for loopback ones).
 
 mod common;
 
@@ -217,4 +219,214 @@ fn nodes_started_without_flags_wait_for_cluster_init_and_join() {
     let (status, pools) = apis[2].get("/api/pool");
     assert_eq!(status, 200);
     assert!(pools["pools"]["default"].is_object(), "{pools}");
+}
+
+/// The `sh` blocks of the README's "Run a cluster" section, with
+/// continuation lines joined: one command (or comment) per line.
+fn readme_cluster_blocks() -> Vec<Vec<String>> {
+    let readme = std::fs::read_to_string(common::repo_path("README.md")).unwrap();
+    let section = readme
+        .split("\n## ")
+        .find(|section| section.starts_with("Run a cluster"))
+        .expect("README section \"Run a cluster\"");
+    section
+        .split("```sh\n")
+        .skip(1)
+        .map(|block| {
+            let block = block.split("```").next().unwrap().replace("\\\n", " ");
+            block.lines().map(str::to_string).collect()
+        })
+        .collect()
+}
+
+/// The README's machines 10.0.0.1-3 as 127.0.0.1-3 with free ports, and
+/// each machine's /var/lib/gantry as a directory of its own.
+struct Machines {
+    root: std::path::PathBuf,
+    /// (API port, peer port) of machine N at index N - 1.
+    ports: Vec<(u16, u16)>,
+}
+
+impl Machines {
+    fn new(root: &std::path::Path) -> Machines {
+        let free = |ip: &str| {
+            let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let ports = (1..=3)
+            .map(|n| {
+                let ip = format!("127.0.0.{n}");
+                (free(&ip), free(&ip))
+            })
+            .collect();
+        Machines {
+            root: root.to_path_buf(),
+            ports,
+        }
+    }
+
+    fn data_dir(&self, machine: usize) -> std::path::PathBuf {
+        self.root.join(format!("var-lib-gantry-{machine}"))
+    }
+
+    /// `line` as run on `machine` (whose /var/lib/gantry it names).
+    fn local(&self, line: &str, machine: usize) -> String {
+        let mut line = line.to_string();
+        for (index, (api, peer)) in self.ports.iter().enumerate() {
+            let n = index + 1;
+            line = line
+                .replace(&format!("10.0.0.{n}:8470"), &format!("127.0.0.{n}:{api}"))
+                .replace(&format!("10.0.0.{n}:8471"), &format!("127.0.0.{n}:{peer}"));
+        }
+        line.replace("10.0.0.", "127.0.0.").replace(
+            "/var/lib/gantry",
+            &self.data_dir(machine).display().to_string(),
+        )
+    }
+
+    /// Runs `gantry server ...` as the line says, on the machine whose
+    /// certificate it names, until it serves.
+    fn start_server(&self, line: &str) -> DevServer {
+        let machine = (1..=3)
+            .find(|n| line.contains(&format!("pki/node{n}.pem")))
+            .unwrap_or_else(|| panic!("which machine runs {line:?}?"));
+        let line = self.local(line, machine);
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[..2], ["gantry", "server"], "{line}");
+        // DevServer adds --data-dir itself; paths stay relative to `root`.
+        let mut args = Vec::new();
+        let mut rest = words[1..].iter();
+        while let Some(word) = rest.next() {
+            if *word == "--data-dir" {
+                assert_eq!(
+                    rest.next().map(std::path::PathBuf::from),
+                    Some(self.data_dir(machine)),
+                    "{line}"
+                );
+            } else if word.starts_with("pki/") {
+                args.push(self.root.join(word).display().to_string());
+            } else {
+                args.push(word.to_string());
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        DevServer::start_with(&self.data_dir(machine), &args)
+    }
+
+    /// Runs `lines` as one `sh` script in `root` (as machine 1), with this
+    /// build's `gantry` first on the PATH and no GANTRY_* settings of the
+    /// caller's; returns (exit code, stdout, stderr).
+    fn sh(&self, lines: &[String]) -> (i32, String, String) {
+        let script: Vec<String> = lines.iter().map(|line| self.local(line, 1)).collect();
+        let bin = std::path::Path::new(BINARY).parent().unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut command = Command::new("sh");
+        command
+            .arg("-ec")
+            .arg(script.join("\n"))
+            .current_dir(&self.root)
+            .env("PATH", path)
+            .env("XDG_CONFIG_HOME", self.root.join("no-config"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("GANTRY_") {
+                command.env_remove(key);
+            }
+        }
+        let output = command.output().expect("run sh");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+/// Three voters, one of them LEADER, in `gantry cluster members` text.
+fn three_voters_one_leader(table: &str) -> bool {
+    let rows: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    rows.len() == 3
+        && rows.iter().all(|row| row.contains(" yes "))
+        && rows.iter().filter(|row| row.contains("LEADER")).count() == 1
+        && rows.iter().filter(|row| row.contains("FOLLOWER")).count() == 2
+}
+
+/// The README's cluster recipe, every command as written: certificates,
+/// node 1 bootstraps, nodes 2 and 3 join, then `gantry cluster members`
+/// with the URL, CA and token set as shown lists three voters. Then its
+/// second recipe: three servers started with neither flag, `cluster
+/// init` and a `cluster join` for each of nodes 2 and 3.
+#[test]
+fn the_readme_cluster_recipes_work_as_written() {
+    let blocks = readme_cluster_blocks();
+    assert!(blocks.len() >= 2, "{blocks:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let machines = Machines::new(dir.path());
+
+    let recipe = &blocks[0];
+    let servers_at: Vec<usize> = (0..recipe.len())
+        .filter(|&i| recipe[i].starts_with("gantry server "))
+        .collect();
+    assert_eq!(
+        servers_at.len(),
+        3,
+        "one `gantry server` per node: {recipe:?}"
+    );
+    let (code, stdout, stderr) = machines.sh(&recipe[..servers_at[0]]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let mut servers = Vec::new();
+    for (k, &at) in servers_at.iter().enumerate() {
+        let end = servers_at.get(k + 1).copied().unwrap_or(at + 1);
+        for line in &recipe[at + 1..end] {
+            assert!(line.trim_start().starts_with('#'), "{line}");
+        }
+        servers.push(machines.start_server(&recipe[at]));
+    }
+    let (code, stdout, stderr) = machines.sh(&recipe[servers_at[2] + 1..]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(three_voters_one_leader(&stdout), "{stdout}{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    drop(servers);
+
+    // The same machines afresh, servers started with neither flag.
+    let waiting = Machines {
+        root: dir.path().to_path_buf(),
+        ports: Machines::new(dir.path()).ports,
+    };
+    for n in 1..=3 {
+        std::fs::remove_dir_all(machines.data_dir(n)).unwrap();
+    }
+    let _servers: Vec<DevServer> = servers_at
+        .iter()
+        .map(|&at| {
+            let line = recipe[at]
+                .replace(" --bootstrap", "")
+                .split(" --join ")
+                .next()
+                .unwrap()
+                .to_string();
+            waiting.start_server(&line)
+        })
+        .collect();
+    let (code, stdout, stderr) = waiting.sh(&blocks[1]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("initialized a new cluster of one"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("joined the cluster").count(), 2, "{stdout}");
+    let token = std::fs::read_to_string(waiting.data_dir(1).join("bootstrap-admin-token")).unwrap();
+    let (code, stdout, stderr) = waiting.sh(&[format!(
+        "GANTRY_TOKEN={} gantry cluster members --url https://10.0.0.3:8470 --ca pki/ca.pem",
+        token.trim()
+    )]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(three_voters_one_leader(&stdout), "{stdout}{stderr}");
 }

@@ -617,3 +617,134 @@ fn a_backend_registers_goes_online_and_offline() {
         }
     });
 }
+
+/// Runs `gantry operator` with `token_file` and waits (at most 30 s) for it
+/// to stop by itself; returns (exit code, stderr). A token file the
+/// operator cannot use must stop it at start, not make it retry forever.
+fn operator_refusal(pki: &Pki, url: &str, token_file: &Path) -> (i32, String) {
+    let mut child = Command::new(BINARY)
+        .args(["operator", "--servers", url, "--backend", "local"])
+        .arg("--token-file")
+        .arg(token_file)
+        .arg("--tls-ca")
+        .arg(pki.dir.join("ca.pem"))
+        .arg("--tls-cert")
+        .arg(pki.dir.join("edge.pem"))
+        .arg("--tls-key")
+        .arg(pki.dir.join("edge-key.pem"))
+        .arg("--work-dir")
+        .arg(token_file.with_extension("work"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut stderr = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+            panic!(
+                "the operator kept running with token file {}:\n{stderr}",
+                token_file.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code().unwrap_or(-1), stderr)
+}
+
+/// The runbooks' recipe: `gantry token set NAME --service --roles backend
+/// -t json > FILE`, that file as `--token-file`. The operator takes what
+/// the CLI printed, and the bare secret with whitespace around it; any
+/// other file stops it at start, naming the file and what it expected,
+/// without repeating the file's text.
+#[test]
+fn the_operator_takes_the_token_file_as_the_runbooks_write_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(dir.path(), &[("node", &["127.0.0.1"])]);
+    cert(&pki, "edge", "operator");
+    let (server, api) = start_server(dir.path(), &pki, "127.0.0.1:0");
+    let url = server.url.clone();
+    let printed = Command::new(BINARY)
+        .args([
+            "token",
+            "set",
+            "edge-operator",
+            "--service",
+            "--roles",
+            "backend",
+            "-t",
+            "json",
+        ])
+        .env("GANTRY_URL", &url)
+        .env("GANTRY_CA", pki.dir.join("ca.pem"))
+        .env("GANTRY_TOKEN", &api.token)
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    let printed = String::from_utf8(printed.stdout).unwrap();
+    let secret = serde_json::from_str::<Value>(&printed).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // What `-t json` printed, written to the file unchanged.
+    let operator = Operator::start(dir.path(), &pki, "edge", &url, &printed);
+    let id = api.submit_ok(COUNTER);
+    wait_status(&api, &id, "COMPLETED", Duration::from_secs(60));
+    assert!(
+        !operator.log().contains("failed to parse header value"),
+        "{}",
+        operator.log()
+    );
+    drop(operator);
+
+    // The bare secret with spaces and newlines around it.
+    let operator = Operator::start(dir.path(), &pki, "edge", &url, &format!("  {secret}\r\n\n"));
+    let id = api.submit_ok(COUNTER);
+    wait_status(&api, &id, "COMPLETED", Duration::from_secs(60));
+    drop(operator);
+
+    // Anything else: refused at start, naming the file and what it expected.
+    let text_output = format!("Token 'edge-operator' (shown once; keep it safe):\n{secret}\n");
+    for (name, content, found) in [
+        ("empty", String::new(), "nothing but whitespace"),
+        ("two-lines", text_output, "2 lines"),
+        (
+            "no-token-key",
+            format!("{{\"secret\": \"{secret}\"}}"),
+            "without \"token\"",
+        ),
+        ("cut-json", format!("{{\"token\": \"{secret}"), "not JSON"),
+        ("bearer", format!("Bearer {secret}"), "a space"),
+    ] {
+        let file = dir.path().join(format!("token-{name}"));
+        std::fs::write(&file, &content).unwrap();
+        let (code, stderr) = operator_refusal(&pki, &url, &file);
+        assert_eq!(code, 1, "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("the token file {}", file.display()))
+                && stderr.contains(found)
+                && stderr.contains("expected the token's secret alone")
+                && stderr.contains("-t json"),
+            "{name}: {stderr}"
+        );
+        assert!(
+            !stderr.contains(&secret),
+            "{name} repeated the secret: {stderr}"
+        );
+    }
+}

@@ -27,6 +27,6 @@ pub mod transport;
 pub mod types;
 
 pub use error::RaftError;
-pub use node::{MemberInfo, MemberRole, NodeConfig, RaftNode};
+pub use node::{MemberInfo, MemberRole, MembersView, NodeConfig, RaftNode};
 pub use transport::{peer_router, serve_peer, ForwardError, PeerTransport};
 pub use types::{Batch, GantryNode, NodeId, TypeConfig};

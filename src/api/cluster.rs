@@ -15,34 +15,59 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use gantry_raft::transport::MembershipChange;
+use gantry_raft::MembersView;
 use serde_json::{json, Value};
 
 /// Longest `POST /api/cluster/join` keeps asking the cluster (below the
 /// CLI's request timeout).
 const JOIN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// `GET /api/cluster/members`: the leader's view of the members (asked of
+/// the leader by a follower, as writes are forwarded), with `view_of`
+/// naming whose view it is; when the leader's cannot be had, this node's
+/// own view and a warning saying why. A member the leader has not heard
+/// from within the election timeout is `UNREACHABLE`, whatever its role.
 pub async fn members(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let leader = state.node.leader().map(|(id, _)| id);
-    let members: Vec<Value> = state
-        .node
-        .members()
+    let (list, view) = state.node.leader_members().await;
+    let members: Vec<Value> = list
         .into_iter()
         .map(|member| {
+            let role = if member.reachable == Some(false) {
+                "UNREACHABLE".to_string()
+            } else {
+                format!("{:?}", member.role).to_ascii_uppercase()
+            };
             json!({
                 "id": member.id,
                 "peer_address": member.node.peer,
                 "api_url": member.node.api,
-                "role": format!("{:?}", member.role).to_ascii_uppercase(),
+                "role": role,
                 "voter": member.voter,
                 "match_index": member.matched,
                 "last_contact_ms": member.last_contact_ms,
+                "reachable": member.reachable,
             })
         })
         .collect();
+    let node_id = state.node.id();
+    let (view_of, leader_view, warnings) = match view {
+        MembersView::Leader(id) => (id, true, Vec::new()),
+        MembersView::Own(why) => (
+            node_id,
+            false,
+            vec![format!(
+                "this is node {node_id}'s own view, not the leader's ({why}): last contact, match index and reachability are known only to the leader"
+            )],
+        ),
+    };
     Ok(Json(json!({
-        "node_id": state.node.id(),
+        "node_id": node_id,
         "leader_id": leader,
+        "view_of": view_of,
+        "leader_view": leader_view,
         "members": members,
+        "warnings": warnings,
     })))
 }
 

@@ -498,7 +498,7 @@ impl Client {
     ) -> Result<Round, ClientError> {
         let count = self.base_urls.len();
         let start = self.preferred.load(Ordering::Relaxed) % count;
-        let mut last_error = None;
+        let mut unreachable: Vec<(String, String)> = Vec::new();
         let mut not_ready: Option<(ClientError, Duration)> = None;
         for attempt in 0..count {
             let index = (start + attempt) % count;
@@ -526,7 +526,10 @@ impl Client {
                     return Ok(Round::Answered(url.clone(), check_status(url, resp).await?));
                 }
                 Err(source) if source.is_connect() => {
-                    last_error = Some(ClientError::Connect { url, source });
+                    unreachable.push((
+                        self.base_urls[index].clone(),
+                        super::error::connect_reason(&source),
+                    ));
                 }
                 Err(source) => return Err(ClientError::Request { url, source }),
             }
@@ -536,10 +539,13 @@ impl Client {
         }
         // `base_urls` is never empty (config::resolve guarantees a default);
         // should that ever change, say so instead of panicking.
-        Err(last_error.unwrap_or_else(|| ClientError::InvalidUrl {
-            url: String::new(),
-            reason: "no server URL to try".into(),
-        }))
+        if unreachable.is_empty() {
+            return Err(ClientError::InvalidUrl {
+                url: String::new(),
+                reason: "no server URL to try".into(),
+            });
+        }
+        Err(ClientError::Connect { tried: unreachable })
     }
 }
 

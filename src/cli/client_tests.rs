@@ -365,6 +365,40 @@ async fn fails_over_to_next_url_on_refused_connection() {
     assert!(matches!(err, ClientError::Connect { .. }), "{err:?}");
 }
 
+/// What `main` prints for a refused connection (`error: {error:#}`): one
+/// line naming each server URL once, why, and what to check.
+#[tokio::test]
+async fn refused_connections_name_each_url_once_with_a_hint() {
+    let dead = refused_url();
+    let err = Client::new(vec![dead.clone()], None)
+        .unwrap()
+        .list(&[], None, &[], 0, 20, false)
+        .await
+        .unwrap_err();
+    let printed = format!("{:#}", anyhow::Error::from(err));
+    assert_eq!(
+        printed,
+        format!(
+            "cannot connect to {dead} (connection refused): is a gantry server running there? set --url or GANTRY_URL"
+        )
+    );
+
+    let other = refused_url();
+    let err = Client::new(vec![dead.clone(), other.clone()], None)
+        .unwrap()
+        .version()
+        .await
+        .unwrap_err();
+    let printed = format!("{:#}", anyhow::Error::from(err));
+    assert_eq!(
+        printed,
+        format!(
+            "cannot connect to {dead}, {other} (connection refused): is a gantry server running at any of them? set --url or GANTRY_URL"
+        )
+    );
+    assert!(!printed.contains('\n'));
+}
+
 #[test]
 fn query_decoder_handles_escapes() {
     assert_eq!(

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ClusterCommand {
-    /// List members: id, addresses, role, last contact, match index
+    /// List members as the leader sees them: id, addresses, role (UNREACHABLE
+    /// when the leader has not heard from it lately), last contact, match index
     Members {
         #[command(flatten)]
         output: FormatArg,
@@ -125,7 +126,8 @@ pub async fn run_cluster(args: &ClientArgs, command: ClusterCommand) -> anyhow::
             ]);
         }
         println!("{table}");
-        if leader.is_none() {
+        // A server that says whose view this is warned above already.
+        if leader.is_none() && response.get("leader_view").is_none() {
             eprintln!("warning: this node knows no leader");
         }
     } else {

@@ -19,12 +19,13 @@ pub enum ClientError {
         error_code: Option<String>,
         workflow_id: Option<String>,
     },
-    /// No URL accepted a connection; `url` is the last one tried.
-    #[error("cannot connect to {url}: {source}")]
+    /// No URL accepted a connection: each server URL tried, with why, on
+    /// one line with a hint (the reason is the innermost cause, so the
+    /// URL is not repeated down an error chain).
+    #[error("{}", connect_message(tried))]
     Connect {
-        url: String,
-        #[source]
-        source: reqwest::Error,
+        /// `(server URL, why it could not be reached)`, in the order tried.
+        tried: Vec<(String, String)>,
     },
     /// The connection was made but the exchange failed (timeout, reset, ...).
     #[error("request to {url} failed: {source}")]
@@ -44,6 +45,60 @@ pub enum ClientError {
     InvalidUrl { url: String, reason: String },
     #[error("cannot read config file {}: {reason}", path.display())]
     Config { path: PathBuf, reason: String },
+}
+
+/// What a user reads when no server could be reached: every URL tried
+/// with its reason, then what to check.
+fn connect_message(tried: &[(String, String)]) -> String {
+    let mut reasons: Vec<&str> = tried.iter().map(|(_, reason)| reason.as_str()).collect();
+    reasons.dedup();
+    let urls: Vec<&str> = tried.iter().map(|(url, _)| url.as_str()).collect();
+    let what = match reasons.as_slice() {
+        [reason] => format!("{} ({reason})", urls.join(", ")),
+        _ => tried
+            .iter()
+            .map(|(url, reason)| format!("{url} ({reason})"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let hint = if !tried.is_empty()
+        && tried
+            .iter()
+            .all(|(_, reason)| reason.contains("certificate") || reason.starts_with("TLS"))
+    {
+        "does --ca (or GANTRY_CA) name the CA that signed the server's certificate?"
+    } else if tried.len() > 1 {
+        "is a gantry server running at any of them? set --url or GANTRY_URL"
+    } else {
+        "is a gantry server running there? set --url or GANTRY_URL"
+    };
+    format!("cannot connect to {what}: {hint}")
+}
+
+/// Why a connection could not be made, in a few words: the innermost
+/// cause of `error` (e.g. `connection refused`), without the request URL
+/// that the outer causes repeat.
+pub(super) fn connect_reason(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "timed out".to_string();
+    }
+    let mut innermost: &dyn std::error::Error = error;
+    while let Some(source) = innermost.source() {
+        innermost = source;
+    }
+    let text = innermost.to_string();
+    // "Connection refused (os error 111)" → "connection refused"
+    let text = match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_string(),
+        _ => text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) if chars.clone().next().is_some_and(char::is_lowercase) => {
+            first.to_lowercase().chain(chars).collect()
+        }
+        _ => text,
+    }
 }
 
 impl ClientError {

@@ -63,6 +63,17 @@ pub enum OutputFormat {
     Json,
 }
 
+/// Whether to colour what goes to a stream (the logs on stderr): only when
+/// it is a terminal, and never while `NO_COLOR` is set to anything
+/// (<https://no-color.org>), so redirected output holds no escape codes.
+pub fn colour_wanted(stream_is_terminal: bool) -> bool {
+    colour_wanted_with(stream_is_terminal, std::env::var_os("NO_COLOR"))
+}
+
+fn colour_wanted_with(stream_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stream_is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
 /// `gantry version`: the client's version, then the server's `/api/version`.
 pub async fn run_version(args: &ClientArgs) -> anyhow::Result<()> {
     let client = Client::from_args(args)?;
@@ -182,5 +193,20 @@ mod tests {
         let v = json!({"major": "6", "minor": "1", "revision": "2", "hash": "abc123"});
         assert_eq!(format_version(&v), "6.1.2 (abc123)");
         assert_eq!(format_version(&json!({"major": "1"})), "1.0.0");
+    }
+}
+
+#[cfg(test)]
+mod colour_tests {
+    use super::colour_wanted_with;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        assert!(colour_wanted_with(true, None));
+        assert!(!colour_wanted_with(false, None));
+        assert!(!colour_wanted_with(true, Some("1".into())));
+        assert!(!colour_wanted_with(false, Some("1".into())));
+        // An empty NO_COLOR counts as unset (no-color.org).
+        assert!(colour_wanted_with(true, Some("".into())));
     }
 }

@@ -10,9 +10,10 @@ use super::connect::{Connector, ConnectorConfig};
 use super::local::{LocalConfig, LocalOperator};
 use super::session::{LinkEnd, Session};
 use super::Executor;
+use crate::access_token::{secret_from_saved_text, SAVED_TOKEN_EXPECTED};
 use crate::protocol::wire::Link;
 use anyhow::Context;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +37,8 @@ pub struct OperatorArgs {
     /// Backend this operator serves
     #[arg(long)]
     pub backend: String,
-    /// File holding a token with the `backend` role (default: $GANTRY_TOKEN)
+    /// File holding a token with the `backend` role: its secret alone, or
+    /// what `gantry token set NAME -t json` prints (default: $GANTRY_TOKEN)
     #[arg(long)]
     pub token_file: Option<PathBuf>,
     /// The cluster's CA certificate
@@ -61,13 +63,13 @@ pub struct OperatorArgs {
 
 pub async fn run(args: OperatorArgs) -> anyhow::Result<i32> {
     let token = match &args.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading the token file {}", path.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => std::env::var("GANTRY_TOKEN").ok().filter(|t| !t.is_empty()),
+        Some(path) => Some(read_token_file(path)?),
+        None => match std::env::var("GANTRY_TOKEN").ok().filter(|t| !t.is_empty()) {
+            Some(text) => Some(secret_from_saved_text(&text).map_err(|found| {
+                anyhow::anyhow!("GANTRY_TOKEN holds {found}; expected {SAVED_TOKEN_EXPECTED}")
+            })?),
+            None => None,
+        },
     };
     let tls = match (&args.tls_ca, &args.tls_cert, &args.tls_key) {
         (Some(ca), Some(cert), Some(key)) => Some(
@@ -119,6 +121,26 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<i32> {
     }
     executor.shutdown().await;
     Ok(0)
+}
+
+/// The token secret in `path`, as a user may have saved it (see
+/// [`secret_from_saved_text`]); anything else stops the operator at start
+/// with a message naming the file and what it should hold, rather than
+/// being sent (and refused) on every connection attempt.
+fn read_token_file(path: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("reading the token file {}", path.display()))?;
+    let found = match String::from_utf8(bytes) {
+        Ok(text) => match secret_from_saved_text(&text) {
+            Ok(secret) => return Ok(secret),
+            Err(found) => found.to_string(),
+        },
+        Err(_) => "bytes that are not UTF-8 text".to_string(),
+    };
+    anyhow::bail!(
+        "the token file {} holds {found}; expected {SAVED_TOKEN_EXPECTED}",
+        path.display()
+    )
 }
 
 /// Serves `executor` over links from `open_link` (given this operator

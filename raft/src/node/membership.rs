@@ -4,7 +4,10 @@
 //!
 //! Invariants: a node becomes a voter only after it caught up as a learner;
 //! the last voter cannot leave; only the leader knows other members'
-//! replication progress and last contact, so followers report none.
+//! replication progress and last contact, so followers report none, and
+//! [`RaftNode::leader_members`] asks the leader for its view (saying so
+//! when it shows this node's own instead); a member the leader has not
+//! heard from within the election timeout is not reachable.
 
 use super::{wait_error, RaftNode};
 use crate::error::RaftError;
@@ -43,6 +46,20 @@ pub struct MemberInfo {
     /// Milliseconds since this node last got an append-entries reply from
     /// the member: only known while this node leads (0 for itself).
     pub last_contact_ms: Option<u64>,
+    /// Whether the leader heard from the member within the election
+    /// timeout (its longest): only known while this node leads (`true` for
+    /// itself). A member that is not is down or cut off, whatever its role
+    /// in the membership.
+    pub reachable: Option<bool>,
+}
+
+/// Whose view a member list is ([`RaftNode::leader_members`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembersView {
+    /// The leader's, with every member's last contact and replication.
+    Leader(NodeId),
+    /// This node's own, because the leader's could not be had; why.
+    Own(String),
 }
 
 impl RaftNode {
@@ -153,9 +170,63 @@ impl RaftNode {
         Ok(voters)
     }
 
+    /// Every member as the leader sees it: this node's own list when it
+    /// leads, else the leader's, asked over the peer transport (at most
+    /// [`crate::transport::MEMBERS_TIMEOUT`]). When there is no leader or
+    /// it does not answer, this node's own list and why.
+    pub async fn leader_members(&self) -> (Vec<MemberInfo>, MembersView) {
+        let (state, leader) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.state, metrics.current_leader)
+        };
+        if state == ServerState::Leader {
+            return (self.members(), MembersView::Leader(self.id));
+        }
+        let own = |why: String| (self.members(), MembersView::Own(why));
+        let Some(leader) = leader else {
+            return own(format!("node {} knows no leader", self.id));
+        };
+        let (Some(transport), Some(node)) = (&self.transport, self.member(leader)) else {
+            return own(format!(
+                "node {} cannot reach the leader (node {leader}) from here",
+                self.id
+            ));
+        };
+        match transport.members(&node.peer).await {
+            Ok(Ok(members)) => (members, MembersView::Leader(leader)),
+            Ok(Err(crate::transport::ForwardError::NotLeader { .. })) => own(format!(
+                "node {leader} at {} no longer leads (an election is under way)",
+                node.peer
+            )),
+            Ok(Err(error)) => own(format!(
+                "the leader (node {leader} at {}) did not list its members: {error:?}",
+                node.peer
+            )),
+            Err(error) => own(format!(
+                "the leader (node {leader} at {}) did not answer: {error}",
+                node.peer
+            )),
+        }
+    }
+
+    /// The member list as this leader sees it; `NotLeader` on any other
+    /// member. What `/gantry/members` runs.
+    pub fn members_here(&self) -> Result<Vec<MemberInfo>, RaftError> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.state != ServerState::Leader {
+            return Err(RaftError::NotLeader {
+                leader_id: metrics.current_leader,
+                leader: None,
+            });
+        }
+        Ok(self.members())
+    }
+
     /// Every member of the current membership, as this node sees it. See
     /// [`MemberInfo`] for what only a leader knows.
     pub fn members(&self) -> Vec<MemberInfo> {
+        let heard_within = Duration::from_millis(self.raft.config().election_timeout_max);
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -180,10 +251,10 @@ impl RaftNode {
                 } else {
                     MemberRole::Learner
                 };
-                let (matched, last_contact_ms) = if !leading {
-                    (None, None)
+                let (matched, last_contact_ms, reachable) = if !leading {
+                    (None, None, None)
                 } else if id == self.id {
-                    (metrics.last_log_index, Some(0))
+                    (metrics.last_log_index, Some(0), Some(true))
                 } else {
                     let matched = metrics
                         .replication
@@ -191,12 +262,14 @@ impl RaftNode {
                         .and_then(|replication| replication.get(&id))
                         .and_then(|matched| matched.as_ref())
                         .map(|log_id| log_id.index);
-                    let contact = self
+                    let since = self
                         .transport
                         .as_ref()
-                        .and_then(|transport| transport.since_last_contact(id))
-                        .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
-                    (matched, contact)
+                        .and_then(|transport| transport.since_last_contact(id));
+                    let contact =
+                        since.map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+                    let reachable = since.is_some_and(|since| since <= heard_within);
+                    (matched, contact, Some(reachable))
                 };
                 MemberInfo {
                     id,
@@ -205,6 +278,7 @@ impl RaftNode {
                     voter,
                     matched,
                     last_contact_ms,
+                    reachable,
                 }
             })
             .collect()

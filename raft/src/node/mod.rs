@@ -22,7 +22,7 @@ pub use config::{
     SNAPSHOT_CHUNK_TIMEOUT, SNAPSHOT_EVERY_LOGS_DEFAULT,
 };
 pub use forward::{ELECTION_WAIT_MAX, FORWARD_ATTEMPTS_MAX, READ_CATCH_UP_MAX};
-pub use membership::{MemberInfo, MemberRole, LEARNER_CATCH_UP_MAX};
+pub use membership::{MemberInfo, MemberRole, MembersView, LEARNER_CATCH_UP_MAX};
 
 use crate::error::RaftError;
 use crate::log_store::LogStore;

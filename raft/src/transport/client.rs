@@ -273,6 +273,17 @@ impl PeerTransport {
         .map_err(|e| e.into_gantry(peer))
     }
 
+    /// Asks `peer`, as leader, for its view of the members (who it hears
+    /// from, how far each has replicated); `NotLeader` when it does not lead.
+    pub async fn members(
+        &self,
+        peer: &str,
+    ) -> Result<Result<Vec<crate::node::MemberInfo>, ForwardError>, GantryError> {
+        self.call::<_, super::MembersReply>(peer, super::MEMBERS_PATH, &(), super::MEMBERS_TIMEOUT)
+            .await
+            .map_err(|e| e.into_gantry(peer))
+    }
+
     /// Asks `peer`, as leader, for a linearizable read index.
     pub async fn read_index(
         &self,

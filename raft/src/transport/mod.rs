@@ -1,9 +1,9 @@
 //! The Raft peer transport: HTTP/2 over mutual TLS between cluster members.
 //!
 //! Owns the wire protocol between members: the three openraft RPCs
-//! (`/raft/append`, `/raft/vote`, `/raft/snapshot`) and the two Gantry calls
+//! (`/raft/append`, `/raft/vote`, `/raft/snapshot`) and the Gantry calls
 //! that let any member serve any client call (`/gantry/propose`,
-//! `/gantry/read-index`). Every body is bincode (the serde API of bincode 2,
+//! `/gantry/read-index`, `/gantry/membership`, `/gantry/members`). Every body is bincode (the serde API of bincode 2,
 //! standard config); every handled call answers `200` with a bincode
 //! `Result`, so a non-200 status always means the transport, not Raft, failed.
 //!
@@ -51,10 +51,15 @@ pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 pub const PROPOSE_PATH: &str = "/gantry/propose";
 pub const READ_INDEX_PATH: &str = "/gantry/read-index";
 pub const MEMBERSHIP_PATH: &str = "/gantry/membership";
+pub const MEMBERS_PATH: &str = "/gantry/members";
 
 /// Longest a membership change may take end to end (a joining learner
 /// catches up first).
 pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Longest a follower waits for the leader's member list before it shows
+/// its own view instead.
+pub const MEMBERS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Longest any one peer RPC may take, whatever openraft's TTL says.
 pub const RPC_TIMEOUT_MAX: Duration = Duration::from_secs(30);
@@ -108,5 +113,7 @@ impl From<crate::RaftError> for ForwardError {
 /// Answer of `/gantry/read-index`: the log id a follower must have applied
 /// before its local state is a linearizable read.
 pub type ReadIndexReply = Result<Option<LogId>, ForwardError>;
+/// Answer of `/gantry/members`: the leader's view of every member.
+pub type MembersReply = Result<Vec<crate::node::MemberInfo>, ForwardError>;
 /// Answer of `/gantry/propose`.
 pub type ProposeReply = Result<gantry_storage::Outcome, ForwardError>;

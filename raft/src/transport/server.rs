@@ -9,10 +9,10 @@
 //! certificates required), which the caller supplies.
 
 use super::{
-    ForwardError, MembershipChange, MembershipReply, ProposeReply, ReadIndexReply, APPEND_PATH,
-    KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MEMBERSHIP_PATH, PEER_CONNECTIONS_MAX, PEER_STREAMS_MAX,
-    PROPOSE_PATH, READ_INDEX_PATH, REQUEST_BODY_MAX, SHUTDOWN_GRACE, SNAPSHOT_PATH,
-    TLS_HANDSHAKE_TIMEOUT, VOTE_PATH,
+    ForwardError, MembersReply, MembershipChange, MembershipReply, ProposeReply, ReadIndexReply,
+    APPEND_PATH, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MEMBERSHIP_PATH, MEMBERS_PATH,
+    PEER_CONNECTIONS_MAX, PEER_STREAMS_MAX, PROPOSE_PATH, READ_INDEX_PATH, REQUEST_BODY_MAX,
+    SHUTDOWN_GRACE, SNAPSHOT_PATH, TLS_HANDSHAKE_TIMEOUT, VOTE_PATH,
 };
 use crate::node::RaftNode;
 use crate::types::{decode, encode, NodeId, TypeConfig};
@@ -54,6 +54,7 @@ pub fn peer_router(node: RaftNode) -> Router {
         .route(PROPOSE_PATH, post(propose))
         .route(READ_INDEX_PATH, post(read_index))
         .route(MEMBERSHIP_PATH, post(membership))
+        .route(MEMBERS_PATH, post(members))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_MAX))
         .with_state(node)
 }
@@ -122,6 +123,11 @@ async fn membership(State(node): State<RaftNode>, body: Bytes) -> Response {
         .change_membership(change)
         .await
         .map_err(ForwardError::from);
+    reply(&result)
+}
+
+async fn members(State(node): State<RaftNode>) -> Response {
+    let result: MembersReply = node.members_here().map_err(ForwardError::from);
     reply(&result)
 }
 

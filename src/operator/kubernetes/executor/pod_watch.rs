@@ -110,7 +110,7 @@ impl Shared {
                 tracing::warn!(task = %key.task, "log stream still open; sending the final status anyway");
             }
         }
-        tracing::info!(workflow = %key.workflow_id, task = %key.task, status = %outcome.status, exit_code = ?outcome.exit_code, "task finished");
+        tracing::info!(workflow = %key.workflow_id, task = %key.task, status = %outcome.status, exit_code = outcome.exit_code, "task finished");
         self.outbox
             .task_status(key, outcome.status, outcome.exit_code, outcome.message)
             .await;

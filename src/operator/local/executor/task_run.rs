@@ -86,7 +86,7 @@ impl Shared {
                 (status, Some(code), Some(error.to_string()))
             }
         };
-        tracing::info!(workflow = %key.workflow_id, task = %key.task, %status, ?exit_code, "task finished");
+        tracing::info!(workflow = %key.workflow_id, task = %key.task, %status, exit_code, "task finished");
         self.outbox
             .task_status(&key, status, exit_code, message)
             .await;
