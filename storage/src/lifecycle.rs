@@ -9,6 +9,7 @@
 
 use crate::config::{ConfigData, ConfigRevision, ConfigType, WorkflowConfig};
 use crate::error::StorageError;
+use crate::plan::TaskPlan;
 use crate::record::{
     GroupRecord, JobKind, Millis, TaskRecord, TimerKind, WorkflowArchive, WorkflowRecord,
 };
@@ -165,15 +166,7 @@ pub(crate) fn start_next_runs(
     now: Millis,
 ) -> Result<(), StorageError> {
     if stop_group && group.dispatched {
-        tables.add_job(
-            &workflow.backend,
-            now,
-            JobKind::CancelGroup {
-                workflow_id: workflow.id.clone(),
-                group: group.name.clone(),
-                reason: reason.to_string(),
-            },
-        )?;
+        queue_cancel(tables, workflow, &group.name, reason, now)?;
     }
     for name in names {
         let Some(mut run) = tables.task_state(&workflow.id, name)? else {
@@ -186,23 +179,22 @@ pub(crate) fn start_next_runs(
         }
         tables.put_task_run(&run)?;
         let retry_id = run.retry_id.saturating_add(1);
+        // The plan is kept in its own table: `unstarted` only needs a name.
+        let plan = TaskPlan {
+            name: run.name.clone(),
+            lead: run.lead,
+            ..TaskPlan::default()
+        };
         let next = TaskRecord {
-            uuid: derive_uuid(&[&workflow.uuid, "task", &run.name, &retry_id.to_string()]),
-            retry_id,
             status: TaskStatus::Processing,
-            exit_code: None,
-            failure_message: None,
             processing_start_time: Some(now),
-            scheduling_start_time: None,
-            initializing_start_time: None,
-            start_time: None,
-            end_time: None,
-            input_download_start_time: None,
-            input_download_end_time: None,
-            output_upload_start_time: None,
-            node_name: None,
-            output_upload_end_time: None,
-            ..run
+            ..TaskRecord::unstarted(
+                &run.workflow_id,
+                &run.group,
+                &plan,
+                derive_uuid(&[&workflow.uuid, "task", &run.name, &retry_id.to_string()]),
+                retry_id,
+            )
         };
         tables.put_task(&next)?;
     }
@@ -267,16 +259,28 @@ fn close_group(
 ) -> Result<(), StorageError> {
     if group.dispatched {
         tables.set_active(&workflow.backend, &workflow.id, &group.name, false)?;
-        tables.add_job(
-            &workflow.backend,
-            now,
-            JobKind::CancelGroup {
-                workflow_id: workflow.id.clone(),
-                group: group.name.clone(),
-                reason: reason.to_string(),
-            },
-        )?;
+        queue_cancel(tables, workflow, &group.name, reason, now)?;
     }
+    Ok(())
+}
+
+/// Queues the job that stops what runs of a group on its backend.
+fn queue_cancel(
+    tables: &Tables,
+    workflow: &WorkflowRecord,
+    group: &str,
+    reason: &str,
+    now: Millis,
+) -> Result<(), StorageError> {
+    tables.add_job(
+        &workflow.backend,
+        now,
+        JobKind::CancelGroup {
+            workflow_id: workflow.id.clone(),
+            group: group.to_string(),
+            reason: reason.to_string(),
+        },
+    )?;
     Ok(())
 }
 

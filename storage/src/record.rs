@@ -92,6 +92,41 @@ pub struct TaskRecord {
     pub output_upload_end_time: Option<Millis>,
 }
 
+impl TaskRecord {
+    /// Run `retry_id` of task `plan` before anything happened to it: WAITING,
+    /// no times, no outcome.
+    pub fn unstarted(
+        workflow_id: &str,
+        group: &str,
+        plan: &TaskPlan,
+        uuid: String,
+        retry_id: u32,
+    ) -> TaskRecord {
+        TaskRecord {
+            workflow_id: workflow_id.to_string(),
+            group: group.to_string(),
+            name: plan.name.clone(),
+            uuid,
+            retry_id,
+            lead: plan.lead,
+            status: TaskStatus::Waiting,
+            exit_code: None,
+            failure_message: None,
+            plan: plan.clone(),
+            processing_start_time: None,
+            scheduling_start_time: None,
+            initializing_start_time: None,
+            start_time: None,
+            end_time: None,
+            input_download_start_time: None,
+            input_download_end_time: None,
+            output_upload_start_time: None,
+            node_name: None,
+            output_upload_end_time: None,
+        }
+    }
+}
+
 /// An access token: only the SHA-256 of its secret is stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {

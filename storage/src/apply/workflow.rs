@@ -112,28 +112,13 @@ pub(super) fn apply_workflow_submit(
             dispatched: false,
         };
         for task_plan in &group_plan.tasks {
-            tables.insert_task(&TaskRecord {
-                workflow_id: id.clone(),
-                group: group_plan.name.clone(),
-                name: task_plan.name.clone(),
-                uuid: derive_uuid(&[&workflow.uuid, "task", &task_plan.name, "0"]),
-                retry_id: 0,
-                lead: task_plan.lead,
-                status: TaskStatus::Waiting,
-                exit_code: None,
-                failure_message: None,
-                plan: task_plan.clone(),
-                processing_start_time: None,
-                scheduling_start_time: None,
-                initializing_start_time: None,
-                start_time: None,
-                end_time: None,
-                input_download_start_time: None,
-                input_download_end_time: None,
-                output_upload_start_time: None,
-                node_name: None,
-                output_upload_end_time: None,
-            })?;
+            tables.insert_task(&TaskRecord::unstarted(
+                &id,
+                &group_plan.name,
+                task_plan,
+                derive_uuid(&[&workflow.uuid, "task", &task_plan.name, "0"]),
+                0,
+            ))?;
         }
         tables.put_group(&group)?;
     }
