@@ -175,23 +175,23 @@ impl StateMachine {
 }
 
 /// The whole state of `store` as a snapshot archive, with the applied
-/// position read in the same moment (the caller keeps applies out, or takes
-/// the position as "at least").
+/// position read in the same read transaction as the tables, so the image
+/// is exactly the state at that position (applies may run meanwhile).
 pub fn export_archive(
     store: &Store,
     snapshot_id: impl FnOnce(&AppliedMeta, usize) -> String,
 ) -> Result<(SnapshotMeta<NodeId, GantryNode>, Vec<u8>), std::io::Error> {
-    let applied = match store.raft_meta().map_err(io_error)? {
+    let export = store.export_state().map_err(io_error)?;
+    let applied = match export.raft_meta {
         Some(bytes) => decode::<AppliedMeta>(&bytes).map_err(io_error)?,
         None => AppliedMeta::default(),
     };
-    let image = store.export_snapshot().map_err(io_error)?;
     let meta = SnapshotMeta {
         last_log_id: applied.last_applied,
         last_membership: applied.membership.clone(),
-        snapshot_id: snapshot_id(&applied, image.len()),
+        snapshot_id: snapshot_id(&applied, export.image.len()),
     };
-    let bytes = snapshot_file::write(&meta, &image).map_err(io_error)?;
+    let bytes = snapshot_file::write(&meta, &export.image).map_err(io_error)?;
     Ok((meta, bytes))
 }
 
@@ -201,7 +201,6 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let file = tokio::task::spawn_blocking(move || -> Result<SnapshotFile, std::io::Error> {
             // The log may be purged up to this snapshot: the state behind it must be on disk.
             machine.store.sync().map_err(io_error)?;
-            // Meta and data from one moment: applies are serialized with this call by openraft.
             let (meta, archive) = export_archive(&machine.store, |applied, state_bytes| {
                 match applied.last_applied {
                     Some(log_id) => {

@@ -462,6 +462,85 @@ fn store_pools(store: &Store) -> BTreeSet<String> {
         .collect()
 }
 
+/// openraft builds snapshots while applies go on. An apply landing between
+/// the build's read of the applied position and its read of the tables
+/// (failpoint `storage::export::after_meta`, where the two reads of the old
+/// code were apart) must not put entries into the image that its position
+/// says are still to come: the image is exactly the state at its position,
+/// and a replica that installs it and applies the rest of the log ends
+/// byte-identical to the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_during_a_snapshot_build_stays_out_of_its_image() {
+    let scenario = FailScenario::setup();
+    let log: Vec<Entry> = (1..=4).map(|i| entry(i, &format!("pool-{i}"))).collect();
+    let source_dir = TempDir::new().expect("temp dir");
+    let (source_store, mut source) = machine(source_dir.path());
+    source.apply(log[..3].to_vec()).await.expect("apply");
+
+    // The interleaving: entry 4 is applied from inside the build.
+    let handle = tokio::runtime::Handle::current();
+    let applier = source.clone();
+    let fourth = log[3].clone();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let applied_inside = done.clone();
+    fail::cfg_callback("storage::export::after_meta", move || {
+        if applied_inside.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let mut applier = applier.clone();
+        let fourth = fourth.clone();
+        handle
+            .block_on(async move { applier.apply([fourth]).await })
+            .expect("apply inside the build");
+    })
+    .expect("cfg");
+    let snapshot = source
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    fail::remove("storage::export::after_meta");
+    assert!(
+        done.load(std::sync::atomic::Ordering::SeqCst),
+        "the failpoint ran"
+    );
+    assert_eq!(store_pools(&source_store).len(), 4, "entry 4 was applied");
+    let position = snapshot.meta.last_log_id.expect("a position").index;
+
+    // The image equals a replay of exactly the entries up to its position.
+    let reference_dir = TempDir::new().expect("temp dir");
+    let (reference_store, mut reference) = machine(reference_dir.path());
+    reference
+        .apply(log[..position as usize].to_vec())
+        .await
+        .expect("apply");
+    let (_, image) =
+        gantry_raft::snapshot_file::read(snapshot.snapshot.get_ref()).expect("snapshot file");
+    assert!(
+        image == reference_store.export_snapshot().expect("export"),
+        "the image at position {position} holds exactly entries 1..={position}"
+    );
+
+    // A replica installing it, then applying the rest, matches the source.
+    let target_dir = TempDir::new().expect("temp dir");
+    let (target_store, mut target) = machine(target_dir.path());
+    target
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .expect("install");
+    target
+        .apply(log[position as usize..].to_vec())
+        .await
+        .expect("apply the rest");
+    assert!(
+        target_store.export_snapshot().expect("export")
+            == source_store.export_snapshot().expect("export"),
+        "the replica is byte-identical to the source"
+    );
+    scenario.teardown();
+}
+
 /// A snapshot install that fails leaves the receiving state machine as it
 /// was — tables, applied position and kept snapshot — and the same install
 /// succeeds once the failure is gone. On the state machine directly: what a

@@ -29,6 +29,7 @@ pub use record::*;
 pub use status::{Priority, TaskStatus, WorkflowStatus};
 mod apply;
 mod lifecycle;
+mod schema;
 pub mod snapshot;
 pub mod store;
 mod tables;

@@ -11,65 +11,15 @@ use crate::plan::TaskPlan;
 use crate::record::{
     GroupRecord, JobRecord, Millis, PoolRecord, TaskRecord, TimerRecord, WorkflowRecord,
 };
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
-pub(crate) const WORKFLOWS: TableDefinition<&str, &[u8]> = TableDefinition::new("workflows");
-/// (workflow id, group name) → group.
-pub(crate) const GROUPS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("groups");
-/// (workflow id, task name) → task.
-pub(crate) const TASKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("tasks");
-/// (status code, submit seq) → workflow id.
-pub(crate) const BY_STATUS: TableDefinition<(u8, u64), &str> =
-    TableDefinition::new("workflows_by_status");
-/// submit seq → workflow id.
-pub(crate) const BY_SUBMIT: TableDefinition<u64, &str> =
-    TableDefinition::new("workflows_by_submit");
-/// (due ms, timer id) → timer.
-pub(crate) const TIMERS: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("timers");
-/// job id → job (the operator job queue, in id order).
-pub(crate) const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
-pub(crate) const POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("pools");
-/// (backend, workflow id, group) → () for dispatched, unfinished groups.
-pub(crate) const ACTIVE_GROUPS: TableDefinition<(&str, &str, &str), ()> =
-    TableDefinition::new("active_groups");
-
-/// token name → token.
-pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
-/// token hash → token name.
-pub(crate) const TOKENS_BY_HASH: TableDefinition<&str, &str> =
-    TableDefinition::new("tokens_by_hash");
-/// (workflow id, task name) → the task's plan (never changes).
-pub(crate) const TASK_PLANS: TableDefinition<(&str, &str), &[u8]> =
-    TableDefinition::new("task_plans");
-/// (backend, operator instance) → (acknowledged sequence, last seen).
-pub(crate) const OPERATOR_SEQS: TableDefinition<(&str, u64), (u64, i64)> =
-    TableDefinition::new("operator_seqs");
-
-/// (config type code, revision) → config revision (every one ever written).
-pub(crate) const CONFIG_HISTORY: TableDefinition<(u8, u64), &[u8]> =
-    TableDefinition::new("config_history");
-/// (config type code, name) → revision in force (absent: none or deleted).
-pub(crate) const CONFIG_CURRENT: TableDefinition<(u8, &str), u64> =
-    TableDefinition::new("config_current");
-/// backend name → backend.
-pub(crate) const BACKENDS: TableDefinition<&str, &[u8]> = TableDefinition::new("backends");
-
-/// Log chunk index: (workflow, task, retry, first offset) → `IndexedLogChunk`.
-pub(crate) const LOG_CHUNKS: TableDefinition<(&str, &str, u32, u64), &[u8]> =
-    TableDefinition::new("log_chunks");
-
-/// workflow id → `WorkflowArchive` (ended workflows: archive and retention).
-pub(crate) const WORKFLOW_ARCHIVE: TableDefinition<&str, &[u8]> =
-    TableDefinition::new("workflow_archive");
-
-/// Earlier runs of tasks, each ended (RESCHEDULED or lost) when the next
-/// began: (workflow, task, retry) → `TaskRecord` as it ended.
-pub(crate) const TASK_RUNS: TableDefinition<(&str, &str, u32), &[u8]> =
-    TableDefinition::new("task_runs");
+pub(crate) use crate::schema::{
+    ACTIVE_GROUPS, BACKENDS, BY_STATUS, BY_SUBMIT, CONFIG_CURRENT, CONFIG_HISTORY, COUNTERS,
+    GROUPS, JOBS, LOG_CHUNKS, META, OPERATOR_SEQS, POOLS, TASKS, TASK_PLANS, TASK_RUNS, TIMERS,
+    TOKENS, TOKENS_BY_HASH, WORKFLOWS, WORKFLOW_ARCHIVE,
+};
 
 pub(crate) const RAFT_META_KEY: &str = "raft";
 const SEQ_COUNTER: &str = "\0submit_seq";
@@ -90,27 +40,9 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageErro
 
 /// Creates every table so read transactions never meet a missing one.
 pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), StorageError> {
-    txn.open_table(META)?;
-    txn.open_table(COUNTERS)?;
-    txn.open_table(WORKFLOWS)?;
-    txn.open_table(GROUPS)?;
-    txn.open_table(TASKS)?;
-    txn.open_table(TASK_PLANS)?;
-    txn.open_table(BY_STATUS)?;
-    txn.open_table(BY_SUBMIT)?;
-    txn.open_table(TIMERS)?;
-    txn.open_table(JOBS)?;
-    txn.open_table(POOLS)?;
-    txn.open_table(ACTIVE_GROUPS)?;
-    txn.open_table(TOKENS)?;
-    txn.open_table(TOKENS_BY_HASH)?;
-    txn.open_table(OPERATOR_SEQS)?;
-    txn.open_table(CONFIG_HISTORY)?;
-    txn.open_table(CONFIG_CURRENT)?;
-    txn.open_table(BACKENDS)?;
-    txn.open_table(LOG_CHUNKS)?;
-    txn.open_table(WORKFLOW_ARCHIVE)?;
-    txn.open_table(TASK_RUNS)?;
+    for table in crate::schema::ALL {
+        table.create(txn)?;
+    }
     Ok(())
 }
 

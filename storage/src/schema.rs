@@ -1,0 +1,139 @@
+//! The registry of tables: every table of the state is declared here, once.
+//!
+//! Invariants: [`ALL`] lists every table [`declare_tables!`] declares, so
+//! creating the tables, exporting a snapshot, clearing before an install and
+//! installing all derive from one list and a table cannot be left out of any
+//! of them. Rows travel in snapshots as redb's own key and value bytes, so a
+//! table's rows need no code of their own to be exported or installed.
+
+use crate::error::StorageError;
+use redb::{
+    Key, ReadTransaction, ReadableTable, TableDefinition, TableHandle, Value, WriteTransaction,
+};
+
+/// A table's rows as redb's key and value bytes, in key order.
+pub(crate) type RawRows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What every table can do without knowing its types.
+pub(crate) trait RegisteredTable {
+    fn table_name(&self) -> &str;
+    fn create(&self, txn: &WriteTransaction) -> Result<(), StorageError>;
+    fn export(&self, txn: &ReadTransaction) -> Result<RawRows, StorageError>;
+    /// Empties the table, then inserts `rows` (bytes from [`Self::export`]).
+    fn replace(
+        &self,
+        txn: &WriteTransaction,
+        rows: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), StorageError>;
+}
+
+impl<K: Key + 'static, V: Value + 'static> RegisteredTable for TableDefinition<'static, K, V> {
+    fn table_name(&self) -> &str {
+        self.name()
+    }
+
+    fn create(&self, txn: &WriteTransaction) -> Result<(), StorageError> {
+        txn.open_table(*self)?;
+        Ok(())
+    }
+
+    fn export(&self, txn: &ReadTransaction) -> Result<RawRows, StorageError> {
+        let table = txn.open_table(*self)?;
+        let mut rows = Vec::new();
+        for row in table.iter()? {
+            let (key, value) = row?;
+            rows.push((
+                K::as_bytes(&key.value()).as_ref().to_vec(),
+                V::as_bytes(&value.value()).as_ref().to_vec(),
+            ));
+        }
+        Ok(rows)
+    }
+
+    fn replace(
+        &self,
+        txn: &WriteTransaction,
+        rows: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), StorageError> {
+        txn.delete_table(*self)?;
+        let mut table = txn.open_table(*self)?;
+        for (key, value) in rows {
+            // Fixed-width types read their bytes without a length check.
+            for (what, bytes, width) in [
+                ("key", key, K::fixed_width()),
+                ("value", value, V::fixed_width()),
+            ] {
+                if let Some(width) = width.filter(|&width| width != bytes.len()) {
+                    return Err(StorageError::Snapshot(format!(
+                        "table {}: a {what} of {} bytes where {width} are expected",
+                        self.name(),
+                        bytes.len()
+                    )));
+                }
+            }
+            table.insert(K::from_bytes(key), V::from_bytes(value))?;
+        }
+        Ok(())
+    }
+}
+
+/// Declares each table's constant and lists them all in [`ALL`].
+macro_rules! declare_tables {
+    ($($(#[$doc:meta])* $name:ident: $key:ty => $value:ty = $label:literal;)*) => {
+        $($(#[$doc])* pub(crate) const $name: TableDefinition<$key, $value> =
+            TableDefinition::new($label);)*
+        /// Every table of the state, in snapshot order.
+        pub(crate) const ALL: &[&dyn RegisteredTable] = &[$(&$name),*];
+    };
+}
+
+declare_tables! {
+    /// Small named values; the Raft layer's own row is [`crate::tables::RAFT_META_KEY`].
+    META: &str => &[u8] = "meta";
+    /// Named counters (workflow numbers per name, id sequences).
+    COUNTERS: &str => u64 = "counters";
+    /// workflow id → workflow.
+    WORKFLOWS: &str => &[u8] = "workflows";
+    /// (workflow id, group name) → group.
+    GROUPS: (&str, &str) => &[u8] = "groups";
+    /// (workflow id, task name) → task.
+    TASKS: (&str, &str) => &[u8] = "tasks";
+    /// (workflow id, task name) → the task's plan (never changes).
+    TASK_PLANS: (&str, &str) => &[u8] = "task_plans";
+    /// (status code, submit seq) → workflow id.
+    BY_STATUS: (u8, u64) => &str = "workflows_by_status";
+    /// submit seq → workflow id.
+    BY_SUBMIT: u64 => &str = "workflows_by_submit";
+    /// (due ms, timer id) → timer.
+    TIMERS: (i64, u64) => &[u8] = "timers";
+    /// job id → job (the operator job queue, in id order).
+    JOBS: u64 => &[u8] = "jobs";
+    /// pool name → pool.
+    POOLS: &str => &[u8] = "pools";
+    /// (backend, workflow id, group) → () for dispatched, unfinished groups.
+    ACTIVE_GROUPS: (&str, &str, &str) => () = "active_groups";
+    /// token name → token.
+    TOKENS: &str => &[u8] = "tokens";
+    /// token hash → token name.
+    TOKENS_BY_HASH: &str => &str = "tokens_by_hash";
+    /// (backend, operator instance) → (acknowledged sequence, last seen).
+    OPERATOR_SEQS: (&str, u64) => (u64, i64) = "operator_seqs";
+    /// (config type code, revision) → config revision (every one ever written).
+    CONFIG_HISTORY: (u8, u64) => &[u8] = "config_history";
+    /// (config type code, name) → revision in force (absent: none or deleted).
+    CONFIG_CURRENT: (u8, &str) => u64 = "config_current";
+    /// backend name → backend.
+    BACKENDS: &str => &[u8] = "backends";
+    /// Log chunk index: (workflow, task, retry, first offset) → `IndexedLogChunk`.
+    LOG_CHUNKS: (&str, &str, u32, u64) => &[u8] = "log_chunks";
+    /// workflow id → `WorkflowArchive` (ended workflows: archive and retention).
+    WORKFLOW_ARCHIVE: &str => &[u8] = "workflow_archive";
+    /// Earlier runs of tasks, each ended (RESCHEDULED or lost) when the next
+    /// began: (workflow, task, retry) → `TaskRecord` as it ended.
+    TASK_RUNS: (&str, &str, u32) => &[u8] = "task_runs";
+}
+
+/// The registered table called `name`.
+pub(crate) fn table_named(name: &str) -> Option<&'static dyn RegisteredTable> {
+    ALL.iter().copied().find(|table| table.table_name() == name)
+}
