@@ -410,3 +410,121 @@ fn three_servers_replicate_fail_over_and_restore_from_a_snapshot() {
     );
     cluster.wait_completed(&restored, &next);
 }
+
+/// A spec whose one task carries a file of `bytes` characters that do not
+/// compress much (so its submission stays about that large when packed).
+fn large_spec(name: &str, bytes: usize, seed: u64) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let contents: String = (0..bytes)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ALPHABET[(state % 64) as usize] as char
+        })
+        .collect();
+    format!(
+        "workflow:\n  name: {name}\n  tasks:\n  - name: t\n    image: ubuntu\n    command: [\"true\"]\n    files:\n    - path: /tmp/blob\n      contents: {contents}\n"
+    )
+}
+
+/// No log entry is larger than the transport can carry: 20 concurrent
+/// submits of nearly the largest size one command may hold all commit (the
+/// proposer cuts batches by bytes, not count), writes keep committing after
+/// them, and every member holds them; a submit over the limit is refused
+/// with 413 before it is proposed, naming the limit.
+#[test]
+fn twenty_concurrent_large_submits_commit_and_larger_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = new_cluster(dir.path());
+    let data: Vec<PathBuf> = (1..=3)
+        .map(|index| dir.path().join(format!("node{index}")))
+        .collect();
+    let first = cluster.start(&data[0], 1, &["--bootstrap"]);
+    cluster.token = std::fs::read_to_string(data[0].join("bootstrap-admin-token")).unwrap();
+    let first_peer = cluster.members(&first)["members"][0]["peer_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut servers = vec![first];
+    for index in 2..=3 {
+        servers.push(cluster.start(&data[index - 1], index, &["--join", &first_peer]));
+    }
+    wait_for(Duration::from_secs(30), "three voters", || {
+        let members = cluster.members(&servers[2]);
+        match members["members"].as_array() {
+            Some(list) if list.len() == 3 => Ok(()),
+            _ => Err(members.to_string()),
+        }
+    });
+
+    // As the CLI does: one idempotency key per request, the same on every
+    // retry, and a retry while the answer is 503 (outcome unknown under
+    // load: the retry then answers the first attempt's outcome).
+    let post = |server: &DevServer, spec: &str, key: &str| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let response = cluster
+                .http
+                .post(format!("{}/api/pool/default/workflow", server.url))
+                .bearer_auth(&cluster.token)
+                .header("Idempotency-Key", key)
+                .json(&serde_json::json!({ "file": spec }))
+                .send()
+                .expect("submit");
+            let status = response.status().as_u16();
+            let body = response.json::<Value>().unwrap_or(Value::Null);
+            if status != 503 || Instant::now() > deadline {
+                return (status, body);
+            }
+        }
+    };
+
+    // Over the limit: refused before it is proposed, naming the limit.
+    let (status, body) = post(
+        &servers[1],
+        &large_spec("too-large", 1_500_000, 99),
+        "k-big",
+    );
+    assert_eq!(status, 413, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("bytes") && message.contains("more than"),
+        "{body}"
+    );
+
+    // Twenty near the limit at once, through all three members.
+    let names: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let server = &servers[i % 3];
+                let post = &post;
+                scope.spawn(move || {
+                    let spec = large_spec(&format!("large-{i}"), 1_000_000, i as u64);
+                    let (status, body) = post(server, &spec, &format!("k-{i}"));
+                    assert_eq!(status, 200, "large submit {i}: {body}");
+                    body["name"].as_str().unwrap().to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(names.len(), 20);
+
+    // The log still moves: a small write commits and every member has all.
+    let small = cluster.submit(&servers[2]);
+    for server in &servers {
+        wait_for(Duration::from_secs(60), "every member holds all 21", || {
+            let (status, listing) = cluster.get(server, "/api/workflow?limit=100");
+            let count = listing["workflows"].as_array().map_or(0, Vec::len);
+            if status == 200 && count == 21 {
+                Ok(())
+            } else {
+                Err(format!("{status}: {count} workflows"))
+            }
+        });
+        let (status, _) = cluster.get(server, &format!("/api/workflow/{small}?stale=true"));
+        assert_eq!(status, 200);
+    }
+}

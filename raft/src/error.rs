@@ -28,6 +28,13 @@ pub enum RaftError {
     /// taken effect there.
     #[error("peer {peer}: {reason}")]
     Peer { peer: String, reason: String },
+    /// A command too large for one log entry; never proposed.
+    #[error("the request encodes to {bytes} bytes, more than the {limit} one replicated command may hold")]
+    TooLarge { bytes: usize, limit: usize },
+    /// A proposal was not seen to commit within the proposal wait: it may
+    /// still commit later (or never).
+    #[error("no commit within {0:?}; the outcome is unknown")]
+    OutcomeUnknown(std::time::Duration),
     /// A bounded wait ran out.
     #[error("timed out: {0}")]
     Timeout(String),

@@ -8,6 +8,8 @@
 
 /// Histogram: commands carried by one proposed log entry (group commit).
 pub const PROPOSAL_BATCH_COMMANDS: &str = "gantry_raft_proposal_batch_commands";
+/// Histogram: encoded bytes of the commands of one proposed log entry.
+pub const PROPOSAL_BATCH_BYTES: &str = "gantry_raft_proposal_batch_bytes";
 /// Histogram: seconds from proposing a batch to its outcome (committed and
 /// applied, or failed).
 pub const PROPOSAL_SECONDS: &str = "gantry_raft_proposal_seconds";
@@ -18,8 +20,9 @@ pub const LOG_FSYNC_SECONDS: &str = "gantry_raft_log_fsync_seconds";
 pub const COMMIT_INDEX: &str = "gantry_raft_commit_index";
 
 /// Every name above (the binary describes them for Prometheus).
-pub const ALL: [&str; 4] = [
+pub const ALL: [&str; 5] = [
     PROPOSAL_BATCH_COMMANDS,
+    PROPOSAL_BATCH_BYTES,
     PROPOSAL_SECONDS,
     LOG_FSYNC_SECONDS,
     COMMIT_INDEX,

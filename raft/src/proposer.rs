@@ -4,7 +4,9 @@
 //! the error of the write that carried it; at most
 //! [`PROPOSALS_IN_FLIGHT_MAX`] entries are in flight, and while they are,
 //! new proposals queue and leave together as the next batch (up to
-//! [`BATCH_COMMANDS_MAX`]).
+//! [`BATCH_COMMANDS_MAX`] commands and [`ENTRY_BYTES_MAX`] encoded bytes);
+//! a command larger than [`COMMAND_BYTES_MAX`] is refused before it is
+//! proposed, so no entry is ever too large for the transport to carry.
 //!
 //! Pacing: openraft 0.9 appends one entry at a time and waits for its
 //! fsync, so entries proposed during an append each cost an fsync of their
@@ -23,6 +25,14 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 /// Commands in one log entry at most.
 pub const BATCH_COMMANDS_MAX: usize = 1024;
+/// Encoded bytes of one log entry's commands at most. 1 MiB: an
+/// AppendEntries request carries many entries within the transport's body
+/// limit, a follower that falls behind catches up in steps that each fit in
+/// one RPC timeout, and a workflow of 10,000 tasks still fits in one submit
+/// (its spec and plan travel compressed).
+pub const ENTRY_BYTES_MAX: usize = 1024 * 1024;
+/// Encoded bytes of one command at most: an entry's framing comes on top.
+pub const COMMAND_BYTES_MAX: usize = ENTRY_BYTES_MAX - 1024;
 /// Log entries proposed and not yet applied, at most.
 pub const PROPOSALS_IN_FLIGHT_MAX: usize = 4;
 /// Proposals waiting for a batch, at most (back-pressure beyond it).
@@ -30,6 +40,7 @@ pub const PROPOSAL_QUEUE_MAX: usize = 16 * 1024;
 
 struct Pending {
     command: Command,
+    bytes: usize,
     reply: oneshot::Sender<Result<Outcome, RaftError>>,
 }
 
@@ -52,9 +63,14 @@ impl Proposer {
 
     /// Proposes one command and waits until it is committed and applied.
     pub async fn propose(&self, command: Command) -> Result<Outcome, RaftError> {
+        let bytes = checked_command_bytes(&command)?;
         let (reply, outcome) = oneshot::channel();
         self.queue
-            .send(Pending { command, reply })
+            .send(Pending {
+                command,
+                bytes,
+                reply,
+            })
             .await
             .map_err(|_| RaftError::ShuttingDown)?;
         outcome.await.map_err(|_| RaftError::ShuttingDown)?
@@ -73,7 +89,16 @@ async fn run_batches(
     let mut sent = 0u64;
     // Appends started when the last batch was sent.
     let mut started_then: Option<u64> = None;
-    while let Some(first) = receiver.recv().await {
+    // A proposal that did not fit in the previous batch.
+    let mut held: Option<Pending> = None;
+    loop {
+        let first = match held.take() {
+            Some(pending) => pending,
+            None => match receiver.recv().await {
+                Some(pending) => pending,
+                None => return,
+            },
+        };
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
@@ -84,11 +109,21 @@ async fn run_batches(
                 _ = answered.wait_for(|&count| count >= sent) => {}
             }
         }
-        // Everything that queued while we waited for a slot leaves together.
+        // Everything that queued while we waited for a slot leaves together,
+        // up to the entry's limits; the first command that does not fit
+        // opens the next batch.
+        let mut batch_bytes = first.bytes;
         let mut batch = vec![first];
         while batch.len() < BATCH_COMMANDS_MAX {
             match receiver.try_recv() {
-                Ok(pending) => batch.push(pending),
+                Ok(pending) if batch_bytes + pending.bytes > ENTRY_BYTES_MAX => {
+                    held = Some(pending);
+                    break;
+                }
+                Ok(pending) => {
+                    batch_bytes += pending.bytes;
+                    batch.push(pending);
+                }
                 Err(_) => break,
             }
         }
@@ -103,6 +138,7 @@ async fn run_batches(
                 batch.into_iter().map(|p| (p.command, p.reply)).unzip();
             metrics::histogram!(crate::metrics::PROPOSAL_BATCH_COMMANDS)
                 .record(commands.len() as f64);
+            metrics::histogram!(crate::metrics::PROPOSAL_BATCH_BYTES).record(batch_bytes as f64);
             let started = std::time::Instant::now();
             let written = raft.client_write(Batch { commands }).await;
             metrics::histogram!(crate::metrics::PROPOSAL_SECONDS)
@@ -126,6 +162,38 @@ async fn run_batches(
                 }
             }
         });
+    }
+}
+
+/// The encoded size of `command`, or [`RaftError::TooLarge`] past
+/// [`COMMAND_BYTES_MAX`]. Counted without building the bytes.
+pub fn checked_command_bytes(command: &Command) -> Result<usize, RaftError> {
+    let bytes = encoded_bytes(command);
+    if bytes > COMMAND_BYTES_MAX {
+        return Err(RaftError::TooLarge {
+            bytes,
+            limit: COMMAND_BYTES_MAX,
+        });
+    }
+    Ok(bytes)
+}
+
+/// The length of `value`'s bincode encoding, counted without building it
+/// (`usize::MAX` if it cannot be encoded, so it is never let through).
+pub fn encoded_bytes<T: serde::Serialize>(value: &T) -> usize {
+    let mut counter = ByteCounter(0);
+    match bincode::serde::encode_into_writer(value, &mut counter, bincode::config::standard()) {
+        Ok(()) => counter.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+struct ByteCounter(usize);
+
+impl bincode::enc::write::Writer for &mut ByteCounter {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0 += bytes.len();
+        Ok(())
     }
 }
 

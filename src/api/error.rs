@@ -2,8 +2,10 @@
 //!
 //! Invariant: bad input is always a 4xx naming what was wrong; 500 is kept
 //! for real server faults (storage, Raft). A `503` with `Retry-After` means
-//! the call was certainly not carried out (no leader could take it), so a
-//! client may send it again, to this node or another.
+//! the call was not carried out (no leader could take it) or its outcome is
+//! unknown (it was proposed but not seen to commit in time; the message says
+//! which): a client may send it again, to this node or another, under the
+//! same `Idempotency-Key`, which makes the retry safe in both cases.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -73,6 +75,31 @@ impl From<RaftError> for ApiError {
                     format!("the control plane is not ready: {error}"),
                 )
             },
+            // Refused before it was proposed: nothing happened.
+            RaftError::TooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "USAGE",
+                format!(
+                    "{error}; split the workflow into smaller workflows or reduce repeated content"
+                ),
+            ),
+            // Proposed, or sent to the leader, and then no answer in time:
+            // it may still be carried out. Only a retry under the same
+            // Idempotency-Key is safe, and it answers the first outcome.
+            RaftError::OutcomeUnknown(_) | RaftError::Peer { .. } | RaftError::Timeout(_) => {
+                ApiError {
+                    retry_after_secs: Some(1),
+                    ..ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "SERVER",
+                        format!(
+                            "the request may or may not have been carried out ({error}); \
+                             send it again with the same Idempotency-Key header to learn \
+                             its outcome without carrying it out twice"
+                        ),
+                    )
+                }
+            }
             RaftError::ShuttingDown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "SERVER",

@@ -15,6 +15,7 @@ mod openapi;
 mod operator_stream;
 mod params;
 mod policy;
+mod request_key;
 mod resources;
 mod route_table;
 mod routes;

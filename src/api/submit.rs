@@ -13,6 +13,7 @@
 use super::auth::Caller;
 use super::error::ApiError;
 use super::params::Params;
+use super::request_key::RequestKey;
 use super::views::Links;
 use super::workflow::{propose, read_body};
 use super::AppState;
@@ -25,8 +26,8 @@ use axum::{Extension, Json};
 use gantry_storage::config::pool::pool_status;
 use gantry_storage::plan::WorkflowPlan;
 use gantry_storage::{
-    Command, ConfigData, ConfigType, Outcome, Priority, ReadView, Submission, TaskStatus,
-    WorkflowRecord, WorkflowStatus,
+    Command, ConfigData, ConfigType, Outcome, PackedSubmission, Priority, ReadView, Submission,
+    TaskStatus, WorkflowRecord, WorkflowStatus,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -51,6 +52,7 @@ struct TemplateSpec {
 pub async fn submit(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    request_key: RequestKey,
     Path(pool): Path<String>,
     RawQuery(query): RawQuery,
     body: Body,
@@ -128,13 +130,13 @@ pub async fn submit(
         name: prepared.name,
         uuid: uuid::Uuid::new_v4().simple().to_string(),
         pool,
-        user: caller.user,
+        user: caller.user.clone(),
         priority,
         template_spec: template.uploaded_templated_spec.unwrap_or(template.file),
         rendered_spec: prepared.rendered,
         plan,
     };
-    commit_submission(&state, submission, warnings).await
+    commit_submission(&state, (&caller, &request_key), submission, warnings).await
 }
 
 /// `POST /api/pool/{pool_name}/workflow/{workflow_id}/restart`: a new
@@ -144,6 +146,7 @@ pub async fn submit(
 pub async fn restart(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    request_key: RequestKey,
     Path((pool, earlier)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let view = state.node.read().await?;
@@ -183,13 +186,19 @@ pub async fn restart(
         name: prepared.name,
         uuid: uuid::Uuid::new_v4().simple().to_string(),
         pool,
-        user: caller.user,
+        user: caller.user.clone(),
         priority: workflow.priority,
         template_spec: workflow.template_spec,
         rendered_spec: prepared.rendered,
         plan,
     };
-    commit_submission(&state, submission, prepared.warnings).await
+    commit_submission(
+        &state,
+        (&caller, &request_key),
+        submission,
+        prepared.warnings,
+    )
+    .await
 }
 
 /// `id`'s record, if the caller may read it (`workflow:Read` on its pool).
@@ -280,18 +289,14 @@ fn checked_plan(
 /// Proposes the submission and answers as OSMO's `SubmitResponse`.
 async fn commit_submission(
     state: &AppState,
+    (caller, request_key): (&Caller, &RequestKey),
     submission: Submission,
     warnings: Vec<String>,
 ) -> Result<Json<Value>, ApiError> {
-    match propose(
-        state,
-        Command::SubmitWorkflow {
-            now: now_ms(),
-            submission,
-        },
-    )
-    .await?
-    {
+    let packed = PackedSubmission::pack(&submission)?;
+    let now = now_ms();
+    let command = Command::SubmitPackedWorkflow { now, packed };
+    match propose(state, request_key.wrap(caller, now, command)).await? {
         Outcome::Submitted {
             workflow_id,
             failure: Some(message),

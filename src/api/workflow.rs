@@ -7,6 +7,7 @@
 use super::auth::Caller;
 use super::error::ApiError;
 use super::params::Params;
+use super::request_key::RequestKey;
 use super::views::{self, Links};
 use super::AppState;
 use crate::clock::now_ms;
@@ -128,18 +129,20 @@ pub async fn query(
 pub async fn cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    request_key: RequestKey,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
+    let now = now_ms();
     let command = Command::CancelWorkflow {
-        now: now_ms(),
+        now,
         workflow_id: id.clone(),
-        user: caller.user,
+        user: caller.user.clone(),
         message: params.get("message").map(str::to_string),
         force: params.flag("force")?,
     };
-    match propose(&state, command).await? {
+    match propose(&state, request_key.wrap(&caller, now, command)).await? {
         Outcome::Canceled { workflow_id } => Ok(Json(json!({ "name": workflow_id }))),
         Outcome::Rejected(rejection) => Err(ApiError::from_rejection(rejection).with_workflow(id)),
         other => Err(ApiError::new(

@@ -120,6 +120,61 @@ pub enum Command {
     ///     Rejected for an unknown task or another retry. May ride inside
     ///     `OperatorReports`.
     RecordTaskDataTimes { key: TaskKey, times: TaskDataTimes },
+    /// 17. [`Command::SubmitWorkflow`] with the submission compressed (see
+    ///     [`PackedSubmission`]): a spec and plan of thousands of similar
+    ///     tasks shrink many times over, so large workflows fit in one entry.
+    SubmitPackedWorkflow {
+        now: Millis,
+        packed: PackedSubmission,
+    },
+    /// 18. `command` carried out at most once per `key` (a client's
+    ///     `Idempotency-Key`, scoped by the API to its caller): the first
+    ///     time it applies and its outcome is remembered for
+    ///     [`REQUEST_KEY_RETENTION_MS`]; a repeat within that time changes
+    ///     nothing and returns the remembered outcome.
+    Idempotent {
+        now: Millis,
+        key: String,
+        command: Box<Command>,
+    },
+}
+
+/// How long an idempotency key's outcome is remembered: far longer than any
+/// client keeps retrying one request.
+pub const REQUEST_KEY_RETENTION_MS: Millis = 60 * 60 * 1000;
+/// Longest idempotency key, in bytes (after the API's scoping).
+pub const REQUEST_KEY_BYTES_MAX: usize = 512;
+
+/// A [`Submission`], bincode-encoded and zstd-compressed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackedSubmission(Vec<u8>);
+
+/// Largest unpacked submission: a bound on what a packed one may inflate
+/// to (several times the API's body limit: template, rendered spec, plan).
+pub const SUBMISSION_UNPACKED_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+impl PackedSubmission {
+    pub fn pack(submission: &Submission) -> Result<PackedSubmission, StorageError> {
+        let bytes = crate::tables::encode(submission)?;
+        zstd::bulk::compress(&bytes, 3)
+            .map(PackedSubmission)
+            .map_err(|e| StorageError::Encode(format!("compress the submission: {e}")))
+    }
+
+    pub fn unpack(&self) -> Result<Submission, StorageError> {
+        let bytes = zstd::bulk::decompress(&self.0, SUBMISSION_UNPACKED_BYTES_MAX)
+            .map_err(|e| StorageError::Decode(format!("packed submission: {e}")))?;
+        crate::tables::decode(&bytes)
+    }
+
+    /// Compressed bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// Start and end of a task run's data phases, in executor time.

@@ -18,7 +18,10 @@ pub mod plan;
 pub mod record;
 pub mod status;
 
-pub use command::{Command, Outcome, Rejection, RejectionKind, TaskDataTimes, TaskKey, TaskReport};
+pub use command::{
+    Command, Outcome, PackedSubmission, Rejection, RejectionKind, TaskDataTimes, TaskKey,
+    TaskReport, REQUEST_KEY_BYTES_MAX, REQUEST_KEY_RETENTION_MS,
+};
 pub use config::{
     BackendRecord, BackendSettings, ConfigData, ConfigMeta, ConfigRevision, ConfigType, GpuQuota,
     NodeInventory, PlatformConfig, Policy, PolicyEffect, PoolConfig, PoolStatus, RoleConfig,

@@ -181,6 +181,10 @@ pub enum TimerKind {
     PurgeWorkflowLogs {
         workflow_id: String,
     },
+    /// The retention of a request's idempotency key ran out: forget it.
+    ForgetRequestKey {
+        key: String,
+    },
 }
 
 impl TimerKind {

@@ -131,6 +131,9 @@ declare_tables! {
     /// Earlier runs of tasks, each ended (RESCHEDULED or lost) when the next
     /// began: (workflow, task, retry) → `TaskRecord` as it ended.
     TASK_RUNS: (&str, &str, u32) => &[u8] = "task_runs";
+    /// Idempotency key of a request → its `RememberedOutcome`, until the
+    /// key's `ForgetRequestKey` timer fires.
+    REQUEST_KEYS: &str => &[u8] = "request_keys";
 }
 
 /// The registered table called `name`.

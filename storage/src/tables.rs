@@ -5,6 +5,7 @@
 //! [`Tables::put_workflow`], so they always agree with the workflows table;
 //! `active_groups` holds exactly the dispatched, unfinished groups.
 
+use crate::command::Outcome;
 use crate::config::{BackendRecord, ConfigRevision, ConfigType};
 use crate::error::StorageError;
 use crate::plan::TaskPlan;
@@ -17,8 +18,8 @@ use serde::Serialize;
 
 pub(crate) use crate::schema::{
     ACTIVE_GROUPS, BACKENDS, BY_STATUS, BY_SUBMIT, CONFIG_CURRENT, CONFIG_HISTORY, COUNTERS,
-    GROUPS, JOBS, LOG_CHUNKS, META, OPERATOR_SEQS, POOLS, TASKS, TASK_PLANS, TASK_RUNS, TIMERS,
-    TOKENS, TOKENS_BY_HASH, WORKFLOWS, WORKFLOW_ARCHIVE,
+    GROUPS, JOBS, LOG_CHUNKS, META, OPERATOR_SEQS, POOLS, REQUEST_KEYS, TASKS, TASK_PLANS,
+    TASK_RUNS, TIMERS, TOKENS, TOKENS_BY_HASH, WORKFLOWS, WORKFLOW_ARCHIVE,
 };
 
 pub(crate) const RAFT_META_KEY: &str = "raft";
@@ -494,6 +495,25 @@ impl<'a> Tables<'a> {
         } else {
             current.remove((code, revision.name.as_str()))?;
         }
+        Ok(())
+    }
+
+    /// The outcome remembered for idempotency key `key`.
+    pub fn remembered_outcome(&self, key: &str) -> Result<Option<Outcome>, StorageError> {
+        let table = self.txn.open_table(REQUEST_KEYS)?;
+        let row = table.get(key)?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
+    pub fn remember_outcome(&self, key: &str, outcome: &Outcome) -> Result<(), StorageError> {
+        self.txn
+            .open_table(REQUEST_KEYS)?
+            .insert(key, encode(outcome)?.as_slice())?;
+        Ok(())
+    }
+
+    pub fn forget_request_key(&self, key: &str) -> Result<(), StorageError> {
+        self.txn.open_table(REQUEST_KEYS)?.remove(key)?;
         Ok(())
     }
 

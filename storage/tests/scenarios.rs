@@ -666,6 +666,7 @@ fn render_timer(kind: &TimerKind, due: i64) -> String {
         TimerKind::BackendLost { backend } => format!("lost:{backend}@{due}"),
         TimerKind::ArchiveWorkflow { workflow_id } => format!("archive:{workflow_id}@{due}"),
         TimerKind::PurgeWorkflowLogs { workflow_id } => format!("purge:{workflow_id}@{due}"),
+        TimerKind::ForgetRequestKey { key } => format!("forget:{key}@{due}"),
     }
 }
 

@@ -23,6 +23,11 @@ pub const FORWARD_ATTEMPTS_MAX: u32 = 5;
 /// Longest a read waits for this replica to apply up to the read index.
 pub const READ_CATCH_UP_MAX: Duration = Duration::from_secs(10);
 
+/// Longest wait for a proposal's outcome (its commit and apply, with any
+/// forwarding and election wait); then the caller learns the outcome is
+/// unknown, as the proposal may still commit.
+pub const PROPOSE_WAIT_MAX: Duration = Duration::from_secs(20);
+
 /// Longest wait for a leader to be elected before a call gives up.
 pub const ELECTION_WAIT_MAX: Duration = Duration::from_secs(10);
 /// First and longest pause between attempts while waiting out an election;
@@ -60,20 +65,26 @@ impl RaftNode {
     /// cluster has no leader (an election), waits for one up to
     /// [`ELECTION_WAIT_MAX`].
     pub async fn propose(&self, command: Command) -> Result<Outcome, RaftError> {
-        self.at_leader(
+        // Refused here rather than after a forward to the leader.
+        crate::proposer::checked_command_bytes(&command)?;
+        let proposed = self.at_leader(
             || self.proposer.propose(command.clone()),
             |transport, peer| {
                 let command = command.clone();
                 async move { transport.forward_propose(&peer, &command).await }
             },
-        )
-        .await
+        );
+        tokio::time::timeout(PROPOSE_WAIT_MAX, proposed)
+            .await
+            .unwrap_or(Err(RaftError::OutcomeUnknown(PROPOSE_WAIT_MAX)))
     }
 
     /// Proposes on this member only: `NotLeader` unless it leads. What
     /// `/gantry/propose` runs, so a forwarded call is never forwarded again.
     pub async fn propose_here(&self, command: Command) -> Result<Outcome, RaftError> {
-        self.proposer.propose(command).await
+        tokio::time::timeout(PROPOSE_WAIT_MAX, self.proposer.propose(command))
+            .await
+            .unwrap_or(Err(RaftError::OutcomeUnknown(PROPOSE_WAIT_MAX)))
     }
 
     /// The log id a linearizable read must see applied, confirmed by a
@@ -163,6 +174,9 @@ impl RaftNode {
                                 peer: node.peer,
                                 reason: "the leader is shutting down".into(),
                             })
+                        }
+                        Ok(Err(ForwardError::OutcomeUnknown { waited_ms })) => {
+                            return Err(RaftError::OutcomeUnknown(Duration::from_millis(waited_ms)))
                         }
                         Ok(Err(ForwardError::Failed(reason))) => {
                             return Err(RaftError::Peer {

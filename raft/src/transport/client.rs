@@ -320,6 +320,22 @@ impl RaftNetworkFactory<TypeConfig> for PeerTransport {
     }
 }
 
+/// How many leading entries fit in `budget` encoded bytes (at least one, so
+/// a single large entry still goes alone).
+fn entries_within(entries: &[crate::types::Entry], budget: usize) -> usize {
+    if entries.len() <= 1 {
+        return entries.len();
+    }
+    let mut used = 0usize;
+    for (index, entry) in entries.iter().enumerate() {
+        used = used.saturating_add(crate::proposer::encoded_bytes(entry));
+        if used > budget {
+            return index.max(1);
+        }
+    }
+    entries.len()
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
@@ -328,6 +344,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, GantryNode, RaftError<NodeId>>>
     {
         let entries = rpc.entries.len() as u64;
+        // openraft gives the whole request one heartbeat interval: more
+        // bytes than fit in it would time out and be resent forever.
+        let fitting = entries_within(&rpc.entries, super::APPEND_BYTES_TARGET);
+        if fitting < rpc.entries.len() {
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fitting.max(1) as u64),
+            ));
+        }
         let reply: Result<_, RaftError<NodeId>> = match self
             .transport
             .call(&self.node.peer, APPEND_PATH, &rpc, option.hard_ttl())

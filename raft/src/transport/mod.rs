@@ -61,11 +61,18 @@ pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(90);
 /// its own view instead.
 pub const MEMBERS_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Encoded bytes of log entries one AppendEntries request carries, at most
+/// (beyond a single entry, which goes alone whatever its size): openraft
+/// allows the request one heartbeat interval, and a request that cannot
+/// finish in it is resent forever.
+pub const APPEND_BYTES_TARGET: usize = crate::proposer::ENTRY_BYTES_MAX;
+
 /// Longest any one peer RPC may take, whatever openraft's TTL says.
 pub const RPC_TIMEOUT_MAX: Duration = Duration::from_secs(30);
 /// Longest a forwarded proposal or read-index call may take: it waits for a
-/// commit on the leader.
-pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// commit on the leader, which answers within its proposal wait
+/// ([`crate::node::forward::PROPOSE_WAIT_MAX`]), so this is longer.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(25);
 /// Longest to open a connection (TCP + TLS + HTTP/2 preface) to a peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request body sent or accepted. Above any snapshot chunk
@@ -98,6 +105,10 @@ pub enum ForwardError {
     ShuttingDown,
     /// Anything else, as text: the caller cannot act on it beyond reporting.
     Failed(String),
+    /// The leader took the proposal but did not see it commit in time.
+    OutcomeUnknown {
+        waited_ms: u64,
+    },
 }
 
 impl From<crate::RaftError> for ForwardError {
@@ -105,6 +116,9 @@ impl From<crate::RaftError> for ForwardError {
         match error {
             crate::RaftError::NotLeader { leader_id, .. } => ForwardError::NotLeader { leader_id },
             crate::RaftError::ShuttingDown => ForwardError::ShuttingDown,
+            crate::RaftError::OutcomeUnknown(waited) => ForwardError::OutcomeUnknown {
+                waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+            },
             other => ForwardError::Failed(other.to_string()),
         }
     }

@@ -26,6 +26,11 @@ use tokio::sync::mpsc;
 /// Operator messages folded into one command, at most.
 pub const REPORTS_PER_COMMAND_MAX: usize = 4096;
 
+/// Estimated encoded bytes of the reports folded into one command, at most
+/// (the first message always goes): half of what one command may hold,
+/// leaving room for the log chunk entries the batch adds.
+pub const REPORT_BYTES_PER_COMMAND_MAX: usize = gantry_raft::proposer::COMMAND_BYTES_MAX / 2;
+
 /// Prepared batches waiting for the committer, at most: the next batches'
 /// lines are encoded, compressed and written while one commits.
 const BATCHES_AHEAD_MAX: usize = 2;
@@ -71,11 +76,17 @@ impl OperatorHub {
             };
             let mut frames = vec![first];
             let mut line_bytes = frame_line_bytes(&frames[0]);
-            // Up to the chunk target, so a backlog still makes chunks of about that size.
-            while frames.len() < REPORTS_PER_COMMAND_MAX && line_bytes < CHUNK_RAW_BYTES_TARGET {
+            let mut report_bytes = frame_report_bytes(&frames[0]);
+            // Up to the chunk target, so a backlog still makes chunks of about
+            // that size, and within what one replicated command may hold.
+            while frames.len() < REPORTS_PER_COMMAND_MAX
+                && line_bytes < CHUNK_RAW_BYTES_TARGET
+                && report_bytes < REPORT_BYTES_PER_COMMAND_MAX
+            {
                 match up.try_recv() {
                     Ok(frame) => {
                         line_bytes += frame_line_bytes(&frame);
+                        report_bytes += frame_report_bytes(&frame);
                         frames.push(frame);
                     }
                     Err(_) => break,
@@ -114,6 +125,17 @@ fn frame_line_bytes(frame: &Up) -> usize {
     log_bytes(std::slice::from_ref(frame)).unwrap_or(0)
 }
 
+/// Estimated bytes a frame adds to the batch's command: a log frame adds at
+/// most one chunk's index entry, any other message about its own encoding.
+fn frame_report_bytes(frame: &Up) -> usize {
+    const CHUNK_ENTRY_BYTES: usize = 256;
+    let Up::Report { message, .. } = frame;
+    match &**message {
+        FromOperator::Logs { .. } => CHUNK_ENTRY_BYTES,
+        other => gantry_raft::proposer::encoded_bytes(other),
+    }
+}
+
 /// Raw bytes of the log lines in `frames`, or `None` if one of them is not
 /// a log message (the batch must then go at once).
 fn log_bytes(frames: &[Up]) -> Option<usize> {
@@ -137,12 +159,17 @@ async fn gather_log_frames(up: &mut mpsc::Receiver<Up>, frames: &mut Vec<Up>) ->
         return false;
     };
     let deadline = tokio::time::Instant::now() + CHUNK_AGE_MAX;
-    while bytes < CHUNK_RAW_BYTES_TARGET && frames.len() < REPORTS_PER_COMMAND_MAX {
+    let mut report_bytes: usize = frames.iter().map(frame_report_bytes).sum();
+    while bytes < CHUNK_RAW_BYTES_TARGET
+        && frames.len() < REPORTS_PER_COMMAND_MAX
+        && report_bytes < REPORT_BYTES_PER_COMMAND_MAX
+    {
         let frame = match tokio::time::timeout_at(deadline, up.recv()).await {
             Ok(Some(frame)) => frame,
             Ok(None) => return true,
             Err(_) => return false,
         };
+        report_bytes += frame_report_bytes(&frame);
         frames.push(frame);
         match log_bytes(std::slice::from_ref(&frames[frames.len() - 1])) {
             Some(more) => bytes += more,

@@ -9,12 +9,13 @@
 mod config;
 mod operator;
 mod pool;
+mod request_key;
 mod task;
 mod timer;
 mod token;
 mod workflow;
 
-use crate::command::{Command, Outcome};
+use crate::command::{Command, Outcome, RejectionKind};
 use crate::error::StorageError;
 use crate::tables::Tables;
 use config::{
@@ -34,10 +35,18 @@ use workflow::{apply_workflow_cancel, apply_workflow_submit};
 pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<Outcome, StorageError> {
     let tables = Tables::new(txn);
     match command {
+        Command::Idempotent { now, key, command } => {
+            request_key::apply_idempotent(&tables, *now, key, command, |inner| apply(txn, inner))
+        }
         Command::AppendLogChunk { chunk } => apply_log_chunk_append(&tables, chunk),
         Command::SubmitWorkflow { now, submission } => {
             apply_workflow_submit(&tables, *now, submission)
         }
+        Command::SubmitPackedWorkflow { now, packed } => match packed.unpack() {
+            Ok(submission) => apply_workflow_submit(&tables, *now, &submission),
+            // Refused, not fatal: a bad entry must not stop every replica.
+            Err(error) => Ok(Outcome::rejected(RejectionKind::Invalid, error.to_string())),
+        },
         Command::CancelWorkflow {
             now,
             workflow_id,

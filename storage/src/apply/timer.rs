@@ -60,6 +60,10 @@ pub(super) fn apply_timer_fire(
             TimerKind::PurgeWorkflowLogs { workflow_id } => {
                 return apply_workflow_logs_purged(tables, now, workflow_id);
             }
+            TimerKind::ForgetRequestKey { key } => {
+                tables.forget_request_key(key)?;
+                return Ok(Outcome::Applied);
+            }
         };
     let (Some(workflow), Some(mut group)) = (
         tables.workflow(workflow_id)?,
