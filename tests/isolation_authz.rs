@@ -1,8 +1,10 @@
 //! Probes of a caller acting beyond its grant, kept as tests: a user named
 //! `*` reaching every user's tokens (glob injection), an operator
 //! credential taking over another backend's stream or reporting on its
-//! tasks (impersonation), and a waiting node joining a live cluster for
-//! anyone who asks (unauthenticated membership change).
+//! tasks (impersonation), a waiting node joining a live cluster for
+//! anyone who asks (unauthenticated membership change), and a lagging
+//! follower skipping the check of a workflow it did not hold yet
+//! (authorization failing open).
 
 mod common;
 
@@ -12,8 +14,12 @@ use gantry::protocol::wire::{encode_frame_into, Up};
 use gantry::protocol::FromOperator;
 use gantry_storage::{TaskKey, TaskStatus};
 use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `method path` against `url` with `token` (if any); (status, JSON body).
@@ -436,4 +442,200 @@ fn a_waiting_node_joins_only_with_its_join_token() {
         Some(join_token.trim()),
     );
     assert_eq!(status, 401, "a spent join token still works: {body}");
+}
+
+/// A TCP relay in front of a node's peer port that the test can pause:
+/// bytes are held (not dropped) until it resumes, so the node behind it
+/// lags behind the leader while it can still reach the leader itself.
+struct Relay {
+    address: String,
+    paused: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start(bind: &str, target: String) -> Relay {
+        let listener = TcpListener::bind(bind).unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let paused = Arc::new(AtomicBool::new(false));
+        let held = paused.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                relay_pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    &held,
+                );
+                relay_pipe(server, client, &held);
+            }
+        });
+        Relay { address, paused }
+    }
+}
+
+fn relay_pipe(mut from: TcpStream, mut to: TcpStream, paused: &Arc<AtomicBool>) {
+    let paused = paused.clone();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            while paused.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if to.write_all(&buffer[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
+}
+
+/// Probe (authorization fails open): a follower that had not applied a
+/// workflow yet skipped the access check for it, so a user allowed only on
+/// pool `default` cancelled an admin's workflow on pool `gpu` through that
+/// follower (the cancel itself is forwarded to the leader). Now the
+/// follower reads the workflow linearizably first, and refuses.
+#[test]
+fn a_lagging_follower_checks_a_workflow_it_does_not_hold_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(
+        &dir.path().join("pki"),
+        &[
+            ("node1", &["127.0.0.1"]),
+            ("node2", &["127.0.0.2"]),
+            ("node3", &["127.0.0.3"]),
+        ],
+    );
+    let (first, mut api) = server(dir.path(), &pki, "node1", "127.0.0.1", &["--bootstrap"]);
+    let admin = std::fs::read_to_string(first.data_dir.join("bootstrap-admin-token")).unwrap();
+    api.token = admin.trim().to_string();
+    let peer = api.members().expect("members")["members"][0]["peer_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_second, _) = server(dir.path(), &pki, "node2", "127.0.0.2", &["--join", &peer]);
+    // Node 3's peers reach it only through the relay.
+    let port = TcpListener::bind("127.0.0.3:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let relay = Relay::start("127.0.0.3:0", format!("127.0.0.3:{port}"));
+    let mut args: Vec<String> = vec![
+        "server".into(),
+        "--listen".into(),
+        "127.0.0.3:0".into(),
+        "--peer-listen".into(),
+        format!("127.0.0.3:{port}"),
+        "--advertise-peer".into(),
+        relay.address.clone(),
+        "--join".into(),
+        peer.clone(),
+    ];
+    args.extend(pki.server_flags("node3"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let third = DevServer::start_with(&dir.path().join("node3"), &args);
+    let lagging = Https {
+        http: pki.client(Duration::from_secs(30)),
+        url: third.url.clone(),
+        token: api.token.clone(),
+    };
+    wait_for(Duration::from_secs(60), "three voters", || {
+        match voters(&api) {
+            3 => Ok(()),
+            n => Err(format!("{n} voters")),
+        }
+    });
+
+    let put = api
+        .http
+        .put(format!("{}/api/configs/pool/gpu", api.url))
+        .bearer_auth(&api.token)
+        .json(&json!({"description": "GPUs", "configs": {"backend": "local"}}))
+        .send()
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200, "{:?}", put.text());
+    let (status, ann) = call(
+        &api.http,
+        &api.url,
+        "POST",
+        "/api/auth/user/ann/access_token/ann-laptop?roles=user",
+        Some(&api.token),
+    );
+    assert_eq!(status, 200, "{ann}");
+    let ann = ann.as_str().unwrap().to_string();
+    // Node 3 has everything so far.
+    wait_for(
+        Duration::from_secs(20),
+        "node 3 to know ann",
+        || match call(
+            &lagging.http,
+            &lagging.url,
+            "GET",
+            "/api/profile/settings",
+            Some(&ann),
+        ) {
+            (200, _) => Ok(()),
+            (status, body) => Err(format!("{status} {body}")),
+        },
+    );
+
+    relay.paused.store(true, Ordering::SeqCst);
+    let submitted = api
+        .http
+        .post(format!("{}/api/pool/gpu/workflow", api.url))
+        .bearer_auth(&api.token)
+        .json(&json!({"file": "workflow:\n  name: admins\n  tasks:\n  - name: t\n    image: ubuntu\n    command: [sleep, '600']\n"}))
+        .send()
+        .unwrap();
+    let submitted: Value = submitted.json().unwrap();
+    let id = submitted["name"].as_str().expect("workflow id").to_string();
+    // Node 3 lags: it does not list the workflow. (Held well below the
+    // election timeout: a follower that hears nothing campaigns.)
+    let (status, body) = lagging.get("/api/workflow?stale=true");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.to_string().contains(&id),
+        "node 3 does not lag: {body}"
+    );
+    let paused = relay.paused.clone();
+    let resume = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        paused.store(false, Ordering::SeqCst);
+    });
+    let (status, body) = call(
+        &lagging.http,
+        &lagging.url,
+        "POST",
+        &format!("/api/workflow/{id}/cancel"),
+        Some(&ann),
+    );
+    resume.join().unwrap();
+    assert_eq!(
+        status, 403,
+        "ann on pool gpu through a lagging follower: {body}"
+    );
+    assert!(message(&body).contains("pool/gpu"), "{body}");
+    let (_, workflow) = api.get(&format!("/api/workflow/{id}"));
+    assert!(
+        !workflow["status"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("FAILED_CANCELED"),
+        "{workflow}"
+    );
+    // A workflow that exists nowhere is 404 there, for anyone.
+    let (status, body) = call(
+        &lagging.http,
+        &lagging.url,
+        "POST",
+        "/api/workflow/nothing-1/cancel",
+        Some(&ann),
+    );
+    assert_eq!(status, 404, "{body}");
 }
