@@ -201,20 +201,8 @@ fn an_operator_credential_serves_only_its_own_backend() {
         assert_eq!(status, 200, "{name}: {body}");
         body.as_str().unwrap().to_string()
     };
-    // The role as documented before backends were named, one bound to
-    // `local`, and one bound to a list.
+    // The role as documented before backends were named.
     let plain = token("plain", "backend");
-    let local = token("local-op", "backend/local");
-    let both = token("both-op", "backend/local,backend/lab");
-    let (status, body) = call(
-        &api.http,
-        &api.url,
-        "POST",
-        "/api/auth/access_token/bad?roles=backend/no%2A",
-        Some(&api.token),
-    );
-    assert_eq!(status, 400, "{body}");
-    assert!(message(&body).contains("roles"), "{body}");
 
     let ca = std::fs::read(pki.dir.join("ca.pem")).unwrap();
     let mut pem = std::fs::read(pki.dir.join("edge.pem")).unwrap();
@@ -242,6 +230,25 @@ fn an_operator_credential_serves_only_its_own_backend() {
     let json = |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).unwrap_or(Value::Null);
 
     // Another backend's stream: refused, naming what was asked and held.
+    let (status, body) = connect(&plain, "gpu", Vec::new());
+    assert_eq!(status, 403, "role backend took backend gpu's stream");
+    assert!(
+        message(&json(&body)).contains("backend/<name>"),
+        "{}",
+        json(&body)
+    );
+    // Bound to `local`, and to a list.
+    let local = token("local-op", "backend/local");
+    let both = token("both-op", "backend/local,backend/lab");
+    let (status, body) = call(
+        &api.http,
+        &api.url,
+        "POST",
+        "/api/auth/access_token/bad?roles=backend/no%2A",
+        Some(&api.token),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(message(&body).contains("roles"), "{body}");
     for (token, held) in [(&plain, "backend"), (&local, "backend/local")] {
         let (status, body) = connect(token, "gpu", Vec::new());
         let body = json(&body);
@@ -395,12 +402,6 @@ fn a_waiting_node_joins_only_with_its_join_token() {
     });
 
     let (waiting, node4) = server(dir.path(), &pki, "node4", "127.0.0.4", &[]);
-    let join_token_file = waiting.data_dir.join("join-token");
-    let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&join_token_file).unwrap().permissions(),
-    );
-    assert_eq!(mode & 0o777, 0o600, "join-token mode {mode:o}");
-    let join_token = std::fs::read_to_string(&join_token_file).unwrap();
 
     // No credential, a wrong one, or the cluster's admin token (a waiting
     // node knows no tokens): refused, and the cluster keeps three voters.
@@ -414,6 +415,14 @@ fn a_waiting_node_joins_only_with_its_join_token() {
     }
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(voters(&api), 3);
+
+    // The token: printed at start, and 0600 in the node's data directory.
+    let join_token_file = waiting.data_dir.join("join-token");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&join_token_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "join-token mode {mode:o}");
+    let join_token = std::fs::read_to_string(&join_token_file).unwrap();
 
     // With the join token, through the CLI: a member, the token spent.
     let output = Command::new(BINARY)
