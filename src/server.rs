@@ -204,6 +204,14 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
             node_id = node.id(),
             "not a cluster member yet: waiting for `gantry cluster init` or `gantry cluster join PEER_ADDR`"
         );
+        if let Some((path, secret)) = membership.arm_join_token()? {
+            println!(
+                "Join token of this waiting node (one-time, for `gantry cluster init|join --join-token-file`; also in {}):\n{secret}",
+                path.display()
+            );
+        }
+    } else {
+        membership.spend_join_token();
     }
     let objects = crate::object_storage::ObjectStorage::open(
         options.object_store.as_deref(),

@@ -254,7 +254,7 @@ fn every_route_needs_a_token_and_the_permission() {
         "bootstrap token: {:?}",
         cluster.admin
     );
-    let backend = cluster.token(&["operator-a", "--service", "--roles", "osmo-backend"]);
+    let backend = cluster.token(&["operator-a", "--service", "--roles", "osmo-backend/local"]);
     // A workflow to address, so workflow routes resolve their pool.
     let (status, body) = cluster.call(
         "POST",

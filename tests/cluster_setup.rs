@@ -1,5 +1,6 @@
 //! Membership through the CLI: three `gantry server` processes started
-//! with neither `--bootstrap` nor `--join` wait; `gantry cluster init` makes
+//! with neither `--bootstrap` nor `--join` wait, each with a one-time join
+//! token in its data directory (nothing else moves them); `gantry cluster init` makes
 //! the first a cluster of one (again: a no-op, said so), `gantry cluster
 //! join PEER_ADDR` brings in the other two (a warning when the voter count
 //! is even), and the cluster then serves writes through any node. And the
@@ -86,8 +87,37 @@ fn nodes_started_without_flags_wait_for_cluster_init_and_join() {
     let (code, _, stderr) = cli(&pki, &servers[0].url, None, &["cluster", "members"]);
     assert_ne!(code, 0);
     assert!(stderr.contains("token"), "{stderr}");
+    // A waiting node's join token: 0600 in its data directory.
+    let join_token = |index: usize| {
+        let file = dir.path().join(format!("node{index}")).join("join-token");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&file).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        file.display().to_string()
+    };
+    // Init and join without it are refused.
+    for args in [
+        &["cluster", "init"][..],
+        &["cluster", "join", "127.0.0.9:1"],
+    ] {
+        let (code, _, stderr) = cli(&pki, &servers[0].url, None, args);
+        assert_ne!(code, 0);
+        assert!(stderr.contains("join token"), "{stderr}");
+    }
     // Join needs a peer address that is one.
-    let (code, _, stderr) = cli(&pki, &servers[1].url, None, &["cluster", "join", "nope"]);
+    let (code, _, stderr) = cli(
+        &pki,
+        &servers[1].url,
+        None,
+        &[
+            "cluster",
+            "join",
+            "nope",
+            "--join-token-file",
+            &join_token(2),
+        ],
+    );
     assert_ne!(code, 0);
     assert!(
         stderr.contains("peer") && stderr.contains("host:port"),
@@ -95,8 +125,14 @@ fn nodes_started_without_flags_wait_for_cluster_init_and_join() {
     );
 
     // Init the first node; the token is written on the server, not sent.
-    let (code, stdout, stderr) = cli(&pki, &servers[0].url, None, &["cluster", "init"]);
+    let (code, stdout, stderr) = cli(
+        &pki,
+        &servers[0].url,
+        None,
+        &["cluster", "init", "--join-token-file", &join_token(1)],
+    );
     assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(!dir.path().join("node1/join-token").exists(), "not spent");
     assert!(
         stdout.contains("initialized a new cluster of one"),
         "{stdout}"
@@ -139,7 +175,13 @@ fn nodes_started_without_flags_wait_for_cluster_init_and_join() {
         &pki,
         &servers[1].url,
         None,
-        &["cluster", "join", &first_peer],
+        &[
+            "cluster",
+            "join",
+            &first_peer,
+            "--join-token-file",
+            &join_token(2),
+        ],
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("joined the cluster"), "{stdout}");
@@ -171,7 +213,15 @@ fn nodes_started_without_flags_wait_for_cluster_init_and_join() {
         &pki,
         &servers[2].url,
         None,
-        &["cluster", "join", &second_peer, "-t", "json"],
+        &[
+            "cluster",
+            "join",
+            &second_peer,
+            "-t",
+            "json",
+            "--join-token-file",
+            &join_token(3),
+        ],
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
     let joined: Value = serde_json::from_str(&stdout).unwrap();
@@ -415,6 +465,14 @@ fn the_readme_cluster_recipes_work_as_written() {
             waiting.start_server(&line)
         })
         .collect();
+    // As the recipe says: each node's join token copied next to the CLI.
+    for n in 1..=3 {
+        std::fs::copy(
+            waiting.data_dir(n).join("join-token"),
+            dir.path().join(format!("node{n}-join-token")),
+        )
+        .unwrap();
+    }
     let (code, stdout, stderr) = waiting.sh(&blocks[1]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(

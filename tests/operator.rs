@@ -519,7 +519,8 @@ fn cli_json(pki: &Pki, url: &str, token: &str, args: &[&str]) -> Value {
 }
 
 /// OSMO's "register a backend" flow with Gantry's binary: a service token
-/// with the backend role, an operator with it and an operator certificate,
+/// with the backend role bound to the backend (OSMO's name for the role),
+/// an operator with it and an operator certificate,
 /// the backend online, then offline once the operator stops.
 #[test]
 fn a_backend_registers_goes_online_and_offline() {
@@ -552,7 +553,7 @@ fn a_backend_registers_goes_online_and_offline() {
             "edge-operator",
             "--service",
             "--roles",
-            "osmo-backend",
+            "osmo-backend/local",
         ],
     );
     let backend_token = created["token"].as_str().expect("token").to_string();
@@ -666,8 +667,8 @@ fn operator_refusal(pki: &Pki, url: &str, token_file: &Path) -> (i32, String) {
     (status.code().unwrap_or(-1), stderr)
 }
 
-/// The runbooks' recipe: `gantry token set NAME --service --roles backend
-/// -t json > FILE`, that file as `--token-file`. The operator takes what
+/// The runbooks' recipe: `gantry token set NAME --service --roles
+/// backend/<backend> -t json > FILE`, that file as `--token-file`. The operator takes what
 /// the CLI printed, and the bare secret with whitespace around it; any
 /// other file stops it at start, naming the file and what it expected,
 /// without repeating the file's text.
@@ -685,7 +686,7 @@ fn the_operator_takes_the_token_file_as_the_runbooks_write_it() {
             "edge-operator",
             "--service",
             "--roles",
-            "backend",
+            "backend/local",
             "-t",
             "json",
         ])

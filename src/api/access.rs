@@ -4,11 +4,16 @@
 //!
 //! Invariants: every route carries its rule (the route table cannot declare
 //! one without); an unrestricted caller (auth off, or a node setting up its
-//! cluster) passes every rule; a workflow route on an unknown workflow
-//! passes here and answers 404 in its handler.
+//! cluster with its join token) passes every rule. Authorization fails
+//! closed: a rule is checked against the resource or the request is
+//! refused. A workflow this replica does not hold yet (a lagging follower)
+//! is looked up again with a linearizable read, and one that does not exist
+//! then answers 404 here, so no handler runs unchecked (a workflow's pool
+//! never changes, so a local hit is authoritative).
 
 use super::auth::Caller;
 use super::error::ApiError;
+use super::params::Params;
 use super::AppState;
 use axum::extract::{RawPathParams, Request, State};
 use axum::http::StatusCode;
@@ -20,8 +25,8 @@ use axum::response::Response;
 pub enum Access {
     /// Anyone, without a token (probes, version, metrics, the API document).
     Open,
-    /// Without a token while this node belongs to no cluster (it holds no
-    /// tokens yet, and nothing to protect); once a member, `cluster:Update`.
+    /// With this node's one-time join token while it belongs to no cluster
+    /// (it holds no tokens yet); once a member, `cluster:Update`.
     ClusterSetup,
     /// The caller's policies must allow `action` on `target`.
     Rule {
@@ -41,6 +46,9 @@ pub enum Target {
     Caller,
     /// `pool/<pool of the workflow in path parameter name>`.
     WorkflowPool,
+    /// `prefix` + the required query parameter `param`, e.g. `backend/` +
+    /// `?backend=`.
+    Query(&'static str, &'static str),
 }
 
 impl Access {
@@ -58,32 +66,55 @@ fn forbidden(message: String) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "CREDENTIAL", message)
 }
 
-/// The resource a request acts on, or `None` when it cannot be known (an
-/// unknown workflow: the handler answers 404).
-fn resource_of(
+/// The resource a request acts on. Never skipped: a parameter the rule
+/// needs that is missing is refused, and an unknown workflow is 404.
+async fn resource_of(
     state: &AppState,
     target: Target,
     params: &RawPathParams,
+    query: Option<&str>,
     caller: &Caller,
-) -> Result<Option<String>, ApiError> {
+) -> Result<String, ApiError> {
     let param = |name: &str| {
         params
             .iter()
             .find(|(key, _)| *key == name)
             .map(|(_, value)| value.to_string())
+            .ok_or_else(|| {
+                // The route table's tests keep this from happening.
+                forbidden(format!(
+                    "the access rule reads path parameter {{{name}}}, which this route lacks"
+                ))
+            })
     };
     Ok(match target {
-        Target::Fixed(resource) => Some(resource.to_string()),
-        Target::Param(prefix, name) => param(name).map(|value| format!("{prefix}{value}")),
-        Target::Caller => Some(format!("user/{}", caller.user)),
-        Target::WorkflowPool => match param("name") {
-            Some(id) => state
-                .node
-                .read_local()?
-                .workflow(&id)?
-                .map(|workflow| format!("pool/{}", workflow.pool)),
-            None => None,
-        },
+        Target::Fixed(resource) => resource.to_string(),
+        Target::Param(prefix, name) => format!("{prefix}{}", param(name)?),
+        Target::Caller => format!("user/{}", caller.user),
+        Target::Query(prefix, name) => {
+            let params = Params::parse(query);
+            let value = params.get(name).filter(|value| !value.is_empty());
+            let value = value.ok_or_else(|| {
+                ApiError::bad_request("USAGE", format!("query parameter `{name}` is required"))
+            })?;
+            format!("{prefix}{value}")
+        }
+        Target::WorkflowPool => {
+            let id = param("name")?;
+            let local = state.node.read_local()?.workflow(&id)?;
+            let workflow = match local {
+                Some(workflow) => workflow,
+                // This replica may lag: ask the leader's state before
+                // concluding that the workflow does not exist.
+                None => state
+                    .node
+                    .read()
+                    .await?
+                    .workflow(&id)?
+                    .ok_or_else(|| ApiError::not_found(format!("Workflow '{id}' not found")))?,
+            };
+            format!("pool/{}", workflow.pool)
+        }
     })
 }
 
@@ -103,14 +134,22 @@ pub async fn authorize(
         .get::<Caller>()
         .cloned()
         .ok_or_else(|| forbidden("the caller is not known".to_string()))?;
-    if let Some(resource) = resource_of(&state, target, &params, &caller)? {
-        if !caller.allows(action, &resource) {
-            return Err(forbidden(format!(
-                "{} is not allowed {action} on {resource} (roles: {})",
-                caller.describe(),
-                caller.roles.join(", ")
-            )));
-        }
+    if caller.unrestricted {
+        return Ok(next.run(request).await);
+    }
+    let resource = resource_of(&state, target, &params, request.uri().query(), &caller).await?;
+    if !caller.allows(action, &resource) {
+        // Operators' tokens made before backends were named in roles.
+        let hint = if action == "backend:Connect" {
+            "; an operator's token names the backends it serves in its roles: backend/<name>"
+        } else {
+            ""
+        };
+        return Err(forbidden(format!(
+            "{} is not allowed {action} on {resource} (roles: {}){hint}",
+            caller.describe(),
+            caller.roles.join(", ")
+        )));
     }
     Ok(next.run(request).await)
 }

@@ -5,10 +5,14 @@
 //! it, and only its hash is stored; a caller who is not an admin can give a
 //! new token only roles it holds itself (the route table already limits
 //! which user it may create tokens for); names of other users' tokens are
-//! neither shown nor deletable.
+//! neither shown nor deletable; a new token's user and name are checked
+//! against `names::NAME_CHARS` (400 naming the field), while listing and
+//! deleting compare names only for equality, so tokens of names made
+//! before that check can still be cleaned up.
 
 use super::auth::Caller;
 use super::error::ApiError;
+use super::names::check_name;
 use super::params::Params;
 use super::policy;
 use super::views::time;
@@ -21,25 +25,6 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use gantry_storage::{Command, Millis, Outcome, TokenRecord};
 use serde_json::{json, Value};
-
-/// Longest token name accepted.
-const TOKEN_NAME_CHARS_MAX: usize = 64;
-
-fn check_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= TOKEN_NAME_CHARS_MAX
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            "USAGE",
-            format!("token_name: '{name}' must be 1-{TOKEN_NAME_CHARS_MAX} letters, digits, '-', '_' or '.'"),
-        ))
-    }
-}
 
 /// `YYYY-MM-DD` (midnight UTC, as OSMO) or an RFC 3339 time.
 pub fn parse_expiry(text: &str) -> Result<Millis, String> {
@@ -73,7 +58,8 @@ async fn create(
     name: String,
     query: Option<String>,
 ) -> Result<Json<Value>, ApiError> {
-    check_name(&name)?;
+    check_name("user", &user)?;
+    check_name("token_name", &name)?;
     let params = Params::parse(query.as_deref());
     let now = now_ms();
     let expires = params
@@ -105,7 +91,7 @@ async fn create(
         if policy::role_policies(&view, role)?.is_none() {
             return Err(ApiError::bad_request(
                 "USAGE",
-                format!("roles: unknown role '{role}' (built in: admin, user, backend; others come from ROLE configs)"),
+                format!("roles: unknown role '{role}' (built in: admin, user, backend/<backend name>; others come from ROLE configs, bound to a backend as <role>/<backend name> when their policies say ${{backend}})"),
             ));
         }
         if !caller.is_admin() && !caller.roles.contains(role) {

@@ -2,8 +2,9 @@
 //!
 //! Invariants: only the SHA-256 of a token's secret is ever stored or
 //! compared; with auth on, every route but the health probes, the version
-//! and `/metrics` needs a valid, unexpired token (init and join also answer
-//! without one while the node belongs to no cluster); the caller's identity
+//! and `/metrics` needs a valid, unexpired token (init and join take the
+//! node's one-time join token instead while it belongs to no cluster, and
+//! nothing else); the caller's identity
 //! reaches handlers as a [`Caller`] extension, from the token and never from
 //! a client-supplied header — except with auth off (`gantry dev` on
 //! loopback), where OSMO's `x-osmo-user` header names the user (as OSMO's
@@ -11,6 +12,7 @@
 //! is ignored.
 
 use super::error::ApiError;
+use super::names;
 use super::policy;
 use super::AppState;
 use crate::clock::now_ms;
@@ -60,32 +62,19 @@ fn credential_error(message: impl Into<String>) -> ApiError {
 /// OSMO's header naming the user when there is no authentication.
 pub const OSMO_USER_HEADER: &str = "x-osmo-user";
 
-/// Longest user name taken from [`OSMO_USER_HEADER`].
-const HEADER_USER_CHARS_MAX: usize = 256;
-
 /// The user a request names in [`OSMO_USER_HEADER`] (only consulted with
-/// auth off): `anonymous` when absent or blank; an error when it is not
-/// printable text or too long.
+/// auth off): `anonymous` when absent or blank; an error naming the header
+/// when it is not a name of `names::NAME_CHARS`.
 fn header_user(headers: &axum::http::HeaderMap) -> Result<String, ApiError> {
     let Some(value) = headers.get(OSMO_USER_HEADER) else {
         return Ok(ANONYMOUS.to_string());
     };
-    let user = value
-        .to_str()
-        .ok()
-        .map(str::trim)
-        .filter(|user| user.chars().count() <= HEADER_USER_CHARS_MAX)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "USAGE",
-                format!("{OSMO_USER_HEADER}: must be at most {HEADER_USER_CHARS_MAX} printable ASCII characters"),
-            )
-        })?;
-    Ok(if user.is_empty() {
-        ANONYMOUS.to_string()
-    } else {
-        user.to_string()
-    })
+    let user = value.to_str().map(str::trim).unwrap_or("\u{fffd}");
+    if user.is_empty() {
+        return Ok(ANONYMOUS.to_string());
+    }
+    names::check_name(OSMO_USER_HEADER, user)?;
+    Ok(user.to_string())
 }
 
 /// The user of a request that names none.
@@ -101,6 +90,30 @@ pub struct TokenlessPaths {
     pub cluster_setup: Vec<&'static str>,
 }
 
+/// The secret of the request's `Authorization: Bearer` header.
+fn bearer_secret(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| {
+            credential_error(
+                "this server requires a token: send `Authorization: Bearer <token>` (GANTRY_TOKEN)",
+            )
+        })?
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|secret| !secret.is_empty())
+        .ok_or_else(|| credential_error("the Authorization header must be `Bearer <token>`"))
+}
+
+fn join_token_error() -> ApiError {
+    credential_error(
+        "this node belongs to no cluster yet: `cluster init` and `cluster join` need its one-time join token \
+         (printed when it started, and in <data-dir>/join-token on it): --join-token-file FILE",
+    )
+}
+
 pub async fn authenticate(
     State((state, tokenless)): State<(AppState, Arc<TokenlessPaths>)>,
     mut request: Request,
@@ -108,8 +121,15 @@ pub async fn authenticate(
 ) -> Result<Response, ApiError> {
     let path = request.uri().path();
     // A node that belongs to no cluster holds no tokens (they are replicated
-    // state) and nothing to protect: it takes init and join without one.
+    // state): it takes init and join with the one-time join token it
+    // printed at start instead, and nothing else.
     let setting_up = tokenless.cluster_setup.contains(&path) && !state.membership.is_member();
+    if setting_up && state.config.auth_required {
+        let secret = bearer_secret(request.headers()).map_err(|_| join_token_error())?;
+        if !state.membership.join_token_matches(secret) {
+            return Err(join_token_error());
+        }
+    }
     let open = tokenless.open.contains(&path);
     let caller = if !state.config.auth_required || open || setting_up {
         // With auth on, a header never names the caller (only a token
@@ -128,17 +148,7 @@ pub async fn authenticate(
             unrestricted: !state.config.auth_required || setting_up,
         }
     } else {
-        let header = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| credential_error("this server requires a token: send `Authorization: Bearer <token>` (GANTRY_TOKEN)"))?;
-        let secret = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|secret| !secret.is_empty())
-            .ok_or_else(|| credential_error("the Authorization header must be `Bearer <token>`"))?;
+        let secret = bearer_secret(request.headers())?;
         let view = state.node.read_local()?;
         let token = view
             .token_by_hash(&crate::access_token::hash_token(secret))?
@@ -194,6 +204,8 @@ mod tests {
         assert_eq!(named(None).unwrap(), ANONYMOUS);
         assert_eq!(named(Some(b"  ")).unwrap(), ANONYMOUS);
         assert!(named(Some("zoë".as_bytes())).is_err());
-        assert!(named(Some("a".repeat(HEADER_USER_CHARS_MAX + 1).as_bytes())).is_err());
+        assert!(named(Some(b"*")).is_err());
+        assert!(named(Some(b"alice smith")).is_err());
+        assert!(named(Some("a".repeat(129).as_bytes())).is_err());
     }
 }

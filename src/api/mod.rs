@@ -11,6 +11,7 @@ mod cluster;
 mod configs;
 mod error;
 mod events;
+mod names;
 mod openapi;
 mod operator_stream;
 mod params;

@@ -96,7 +96,7 @@ fn access_json(access: Access) -> Value {
     match access {
         Access::Open => json!({"open": true}),
         Access::ClusterSetup => {
-            json!({"action": "cluster:Update", "resource": "*", "without_token_before_init": true})
+            json!({"action": "cluster:Update", "resource": "*", "join_token_before_init": true})
         }
         Access::Rule { action, target } => {
             let resource = match target {
@@ -104,6 +104,7 @@ fn access_json(access: Access) -> Value {
                 Target::Param(prefix, name) => format!("{prefix}{{{name}}}"),
                 Target::Caller => "user/{caller}".to_string(),
                 Target::WorkflowPool => "pool/{pool of the workflow}".to_string(),
+                Target::Query(prefix, name) => format!("{prefix}{{?{name}}}"),
             };
             json!({"action": action, "resource": resource})
         }

@@ -6,12 +6,17 @@
 //!
 //! Invariants: with TLS on, only a client certificate of kind `operator`
 //! (verified against the cluster CA in the handshake) may open a stream,
-//! and the token must allow `backend:Connect` (checked by `access` before
-//! the handler runs); only the leader takes
+//! and the token must allow `backend:Connect` on `backend/<backend>` (the
+//! backend the query names; checked by `access` before the handler runs,
+//! a 403 naming the backend asked for and the token's roles, which name
+//! the backends it may serve, e.g. `backend/local`); the hub then takes
+//! reports only about that backend's work (`control::operator_hub`); only
+//! the leader takes
 //! streams — other members answer 421 naming the leader's API URL, so
 //! operators follow the leader whose dispatcher sends jobs.
 
 use super::error::ApiError;
+use super::names;
 use super::AppState;
 use crate::protocol::wire::{self, Up};
 use crate::tls::CertKind;
@@ -115,19 +120,14 @@ fn check_operator_certificate(peer: Option<&TlsPeer>) -> Result<(), ApiError> {
 }
 
 fn validate_backend_name(backend: &str) -> Result<(), ApiError> {
-    let valid = !backend.is_empty()
-        && backend.len() <= 64
-        && backend
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if valid {
+    if names::is_backend_name(backend) {
         Ok(())
     } else {
         Err(ApiError::bad_request(
             "USAGE",
             format!(
-                "query parameter `backend`: '{backend}' is not a backend name \
-                 (1-64 letters, digits, '-', '_' or '.')"
+                "query parameter `backend`: '{backend}' is not a backend name ({})",
+                names::BACKEND_CHARS
             ),
         ))
     }

@@ -127,7 +127,7 @@ pub fn routes() -> Vec<Route> {
             .query(&[optional("task_name", String), optional("retry_id", Integer), STALE]).response(Content::Text),
         // Operators: a stream for as long as the operator lives. Each frame
         // is bounded (`protocol::wire::FRAME_BYTES_MAX`), the whole body is not.
-        Route::new(M::POST, "/api/agent/connect", "The operator stream (mutual TLS, HTTP/2)", allow("backend:Connect", ANY),
+        Route::new(M::POST, "/api/agent/connect", "The operator stream (mutual TLS, HTTP/2)", allow("backend:Connect", Target::Query("backend/", "backend")),
             post(operator_stream::connect).layer(axum::extract::DefaultBodyLimit::disable()))
             .query(&[gantry("backend", String), gantry("instance", Integer)]).body(Content::Frames).response(Content::Frames),
         // Cluster membership and backups.
@@ -222,6 +222,18 @@ mod tests {
                 } => Some("name"),
                 _ => None,
             };
+            if let Access::Rule {
+                target: Target::Query(_, name),
+                ..
+            } = route.access
+            {
+                assert!(
+                    route.query.iter().any(|query| query.name == name),
+                    "{} {}: the access rule reads query parameter {name}",
+                    route.method,
+                    route.path
+                );
+            }
             if let Some(name) = param {
                 assert!(
                     route.path.contains(&format!("{{{name}}}")),

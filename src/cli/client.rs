@@ -123,6 +123,12 @@ impl Client {
         )
     }
 
+    /// The same servers, calling with `token` instead.
+    pub fn with_token(mut self, token: String) -> Client {
+        self.token = Some(token);
+        self
+    }
+
     /// Any JSON call: `query` pairs and an optional JSON body.
     pub async fn call(
         &self,

@@ -22,6 +22,8 @@ pub enum ClusterCommand {
     /// cluster of one, as --bootstrap does; a no-op for a member
     Init {
         #[command(flatten)]
+        join_token: JoinTokenArg,
+        #[command(flatten)]
         output: FormatArg,
     },
     /// Make the node at --url (started without --bootstrap or --join) join
@@ -30,6 +32,8 @@ pub enum ClusterCommand {
         /// Peer address (host:port) of a cluster member
         #[arg(value_name = "PEER_ADDR")]
         peer: String,
+        #[command(flatten)]
+        join_token: JoinTokenArg,
         #[command(flatten)]
         output: FormatArg,
     },
@@ -43,11 +47,41 @@ pub enum ClusterCommand {
     },
 }
 
+/// The credential a waiting node demands for init and join.
+#[derive(clap::Args, Debug)]
+pub struct JoinTokenArg {
+    /// File holding the waiting node's one-time join token (it prints the
+    /// token at start and keeps it in <data-dir>/join-token); without it,
+    /// GANTRY_TOKEN is sent, as for a node that is already a member
+    #[arg(long, value_name = "FILE")]
+    join_token_file: Option<PathBuf>,
+}
+
+impl JoinTokenArg {
+    /// A client that sends the join token instead of GANTRY_TOKEN, when a
+    /// file is given.
+    fn client(&self, args: &ClientArgs) -> anyhow::Result<Client> {
+        let client = Client::from_args(args)?;
+        let Some(path) = &self.join_token_file else {
+            return Ok(client);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--join-token-file: reading {}", path.display()))?;
+        let secret = crate::access_token::secret_from_saved_text(&text).map_err(|found| {
+            anyhow::anyhow!(
+                "--join-token-file: {} holds {found}, not a join token",
+                path.display()
+            )
+        })?;
+        Ok(client.with_token(secret))
+    }
+}
+
 impl ClusterCommand {
     pub fn format(&self) -> OutputFormat {
         match self {
             ClusterCommand::Members { output }
-            | ClusterCommand::Init { output }
+            | ClusterCommand::Init { output, .. }
             | ClusterCommand::Join { output, .. }
             | ClusterCommand::Leave { output, .. } => output.format,
         }
@@ -68,19 +102,24 @@ pub enum SnapshotCommand {
 }
 
 pub async fn run_cluster(args: &ClientArgs, command: ClusterCommand) -> anyhow::Result<()> {
-    let client = Client::from_args(args)?;
     let format = command.format();
     let response = match command {
         ClusterCommand::Members { .. } => {
+            let client = Client::from_args(args)?;
             with_spinner(format, "Listing members", client.members()).await?
         }
-        ClusterCommand::Init { .. } => {
+        ClusterCommand::Init { join_token, .. } => {
+            let client = join_token.client(args)?;
             with_spinner(format, "Initializing the cluster", client.init()).await?
         }
-        ClusterCommand::Join { peer, .. } => {
+        ClusterCommand::Join {
+            peer, join_token, ..
+        } => {
+            let client = join_token.client(args)?;
             with_spinner(format, "Joining the cluster", client.join(&peer)).await?
         }
         ClusterCommand::Leave { id, .. } => {
+            let client = Client::from_args(args)?;
             with_spinner(format, "Changing membership", client.leave(id)).await?
         }
     };

@@ -7,7 +7,11 @@
 //! it is and told so); one change at a time per node; a new cluster gets pool
 //! `default` on backend `local`, and, with auth on, a bootstrap admin token
 //! whose secret goes only to the data directory (mode 0600) and the server's
-//! stdout, never to an API caller.
+//! stdout, never to an API caller. With auth on, a node waiting for init or
+//! join holds a one-time join token (secret in `<data>/join-token`, 0600,
+//! and on stdout; only its SHA-256 in memory) that the API demands for
+//! those two calls; it is spent (forgotten, its file removed) once the node
+//! is a member, after which they need `cluster:Update`.
 
 use crate::clock::now_ms;
 use anyhow::Context;
@@ -56,7 +60,12 @@ pub struct Membership {
     data_dir: PathBuf,
     auth_required: bool,
     changing: tokio::sync::Mutex<()>,
+    /// SHA-256 of the join token while this node waits (auth on).
+    join_token: std::sync::Mutex<Option<String>>,
 }
+
+/// Where a waiting node keeps its one-time join token (mode 0600).
+pub const JOIN_TOKEN_FILE: &str = "join-token";
 
 impl Membership {
     pub fn new(
@@ -71,7 +80,67 @@ impl Membership {
             data_dir: data_dir.to_path_buf(),
             auth_required,
             changing: tokio::sync::Mutex::new(()),
+            join_token: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Arms the one-time join token of a node that waits for init or join
+    /// (auth on): the secret a previous start left in `<data>/join-token`,
+    /// else a new one written there (0600). Returns the file and the secret
+    /// to print; `None` with auth off (nothing to protect on loopback).
+    pub fn arm_join_token(&self) -> anyhow::Result<Option<(PathBuf, String)>> {
+        if !self.auth_required {
+            return Ok(None);
+        }
+        let path = self.data_dir.join(JOIN_TOKEN_FILE);
+        let kept = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text.trim().to_string()).filter(|secret| !secret.is_empty()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => {
+                return Err(error).with_context(|| format!("reading {}", path.display()));
+            }
+        };
+        let secret = match kept {
+            Some(secret) => secret,
+            None => {
+                let secret =
+                    crate::access_token::new_secret().context("generating the join token")?;
+                write_secret(&path, &secret)?;
+                secret
+            }
+        };
+        *self.lock_join_token() = Some(crate::access_token::hash_token(&secret));
+        Ok(Some((path, secret)))
+    }
+
+    /// Whether `secret` is this waiting node's join token. (Hashes are
+    /// compared: timing tells nothing about the secret.)
+    pub fn join_token_matches(&self, secret: &str) -> bool {
+        !self.is_member()
+            && self
+                .lock_join_token()
+                .as_deref()
+                .is_some_and(|hash| hash == crate::access_token::hash_token(secret))
+    }
+
+    /// Spends the join token once this node is a member: forgotten, and its
+    /// file removed (also at the start of a member a crash left it with).
+    pub fn spend_join_token(&self) {
+        *self.lock_join_token() = None;
+        let path = self.data_dir.join(JOIN_TOKEN_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(file = %path.display(), "join token spent"),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(file = %path.display(), %error, "cannot remove the spent join token")
+            }
+        }
+    }
+
+    fn lock_join_token(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.join_token
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Whether the node already belongs to a cluster.
@@ -102,6 +171,7 @@ impl Membership {
             .await
             .context("bootstrapping the cluster")?;
         tracing::info!(node_id = self.node.id(), "initialized a new cluster of one");
+        self.spend_join_token();
         ensure_pool(&self.node, true).await?;
         let token_file = if self.auth_required {
             ensure_bootstrap_token(&self.node, &self.data_dir, None, true).await?;
@@ -136,6 +206,7 @@ impl Membership {
             let error = match transport.change_membership(peer, &change).await {
                 Ok(Ok(voters)) => {
                     tracing::info!(node_id = self.node.id(), ?voters, "joined the cluster");
+                    self.spend_join_token();
                     if let Some(warning) = even_voters_warning(voters.len()) {
                         tracing::warn!("{warning}");
                     }

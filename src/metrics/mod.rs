@@ -56,6 +56,9 @@ pub const TIMER_LAG_SECONDS: &str = "gantry_timer_lag_seconds";
 pub const OPERATOR_CONNECTIONS: &str = "gantry_operator_connections";
 /// Counter, labels `backend` and `kind`: messages received from operators.
 pub const OPERATOR_MESSAGES_RECEIVED: &str = "gantry_operator_messages_received_total";
+/// Counter, labels `backend` and `kind`: operator reports about work not
+/// dispatched to that backend, dropped.
+pub const OPERATOR_REPORTS_DROPPED: &str = "gantry_operator_reports_dropped_total";
 /// Counter, label `backend`: jobs sent to operators.
 pub const OPERATOR_MESSAGES_SENT: &str = "gantry_operator_messages_sent_total";
 /// Counter: bytes of task log lines received from operators.
@@ -109,7 +112,7 @@ const fn metric(
 
 /// Every metric Gantry exports.
 #[rustfmt::skip]
-pub const METRICS: [Metric; 25] = [
+pub const METRICS: [Metric; 26] = [
     metric(BUILD_INFO, Kind::Gauge, &["version", "git_hash"], "Gantry's version and git hash (always 1)"),
     metric(RAFT_TERM, Kind::Gauge, &[], "Raft term this member is in"),
     metric(RAFT_IS_LEADER, Kind::Gauge, &[], "1 while this member leads"),
@@ -129,6 +132,7 @@ pub const METRICS: [Metric; 25] = [
     metric(TIMER_LAG_SECONDS, Kind::Gauge, &[], "Seconds the earliest due timer is overdue"),
     metric(OPERATOR_CONNECTIONS, Kind::Gauge, &["backend"], "Operator connections to this member by backend"),
     metric(OPERATOR_MESSAGES_RECEIVED, Kind::Counter, &["backend", "kind"], "Messages received from operators by backend and kind"),
+    metric(OPERATOR_REPORTS_DROPPED, Kind::Counter, &["backend", "kind"], "Operator reports about work not dispatched to their backend, dropped"),
     metric(OPERATOR_MESSAGES_SENT, Kind::Counter, &["backend"], "Jobs sent to operators by backend"),
     metric(LOG_RECEIVED_BYTES, Kind::Counter, &[], "Bytes of task log lines received from operators"),
     metric(LOG_CHUNKS_WRITTEN, Kind::Counter, &[], "Log chunks written to object storage"),

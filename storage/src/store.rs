@@ -252,6 +252,13 @@ impl ReadView {
         Ok(jobs)
     }
 
+    /// The queued operator job `id`, if it is still queued.
+    pub fn job(&self, id: u64) -> Result<Option<JobRecord>, StorageError> {
+        let table = self.txn.open_table(tables::JOBS)?;
+        let row = table.get(id)?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
     /// Timers due at or before `now`, earliest first.
     pub fn due_timers(&self, now: Millis, limit: usize) -> Result<Vec<TimerRecord>, StorageError> {
         let table = self.txn.open_table(tables::TIMERS)?;

@@ -6,7 +6,8 @@
 //! one file each: `serve` gathers frames into batches, `prepare` turns a
 //! batch into commands and chunk writes, `commit` commits batches one at a
 //! time and acknowledges. Down, `registry` holds each backend's current
-//! connection, the jobs sent on it and its frames. `heartbeat` rate-limits
+//! connection, the jobs sent on it and its frames; `scope` keeps each
+//! operator to its own backend's work. `heartbeat` rate-limits
 //! `BackendHeartbeat`; `in_process` links an operator of this process.
 //!
 //! Public API: [`OperatorHub::accept`] then [`OperatorHub::serve`] (a remote
@@ -27,6 +28,7 @@ mod heartbeat;
 mod in_process;
 mod prepare;
 mod registry;
+mod scope;
 mod serve;
 
 pub use heartbeat::HEARTBEAT_PROPOSE_INTERVAL_MIN;

@@ -14,9 +14,12 @@
 //!   an acknowledged line is always in a committed chunk and an
 //!   unacknowledged one is resent (and dropped by offset if it was durable
 //!   after all).
+//! - Reports on work not dispatched to the connection's backend are
+//!   dropped before they become commands (`scope`).
 //! - A chunk write is aborted with its batch: a batch given up (its
 //!   connection ended) stops writing.
 
+use super::scope::Scope;
 use super::{ConnectionEnd, OperatorHub};
 use crate::clock::now_ms;
 use crate::control::logger::LogError;
@@ -88,6 +91,7 @@ impl OperatorHub {
         // Per task run: the sequence of the last message carrying new lines, and those lines.
         let mut pending_logs: BTreeMap<TaskKey, (u64, Vec<LogLine>)> = BTreeMap::new();
         let mut masker: Option<Arc<Masker>> = None;
+        let mut scope = Scope::new(&backend);
         for Up::Report { seq, message } in frames {
             metrics::counter!(
                 crate::metrics::OPERATOR_MESSAGES_RECEIVED,
@@ -104,6 +108,20 @@ impl OperatorHub {
                 )));
             }
             last_seq = seq;
+            let kind = message.kind();
+            let about_work = match &*message {
+                FromOperator::TaskStatus { key, .. }
+                | FromOperator::DataTimes { key, .. }
+                | FromOperator::Logs { key, .. } => {
+                    self.reports_on_workflow(&mut scope, &key.workflow_id, kind)
+                        .await?
+                }
+                FromOperator::JobDone { job_id } => self.completes_job(&scope, *job_id).await?,
+                FromOperator::Hello { .. } | FromOperator::Heartbeat { .. } => true,
+            };
+            if !about_work {
+                continue; // dropped (`scope`); acknowledged with its batch
+            }
             let command = match Arc::unwrap_or_clone(message) {
                 FromOperator::Hello {
                     backend: named,

@@ -8,7 +8,8 @@
 //! Invariants: the name in the path wins (a different `name` in the body is
 //! refused); every policy has at least one action, each `*` or
 //! `<type>:<Action>` (the action may be `*`); an absent effect is Allow and
-//! absent resources are `["*"]`. `immutable`, `sync_mode` and
+//! absent resources are `["*"]`; a resource holds no control character
+//! and no `${...}` but `${user}` and `${backend}`. `immutable`, `sync_mode` and
 //! `external_roles` are shown as OSMO shows them and ignored when sent
 //! back. No field is a secret.
 
@@ -69,6 +70,31 @@ struct RoleBody {
     external_roles: Option<Vec<String>>,
 }
 
+/// The variables a policy resource may say.
+pub const RESOURCE_VARIABLES: [&str; 2] = ["${user}", "${backend}"];
+
+/// Why `resource` cannot be a policy resource: a control character (the
+/// matcher keeps those for itself) or a `${...}` that is no variable.
+fn check_resource(resource: &str) -> Result<(), String> {
+    if resource.chars().any(char::is_control) {
+        return Err("holds a control character".to_string());
+    }
+    let mut rest = resource;
+    while let Some(at) = rest.find("${") {
+        let after = &rest[at..];
+        match RESOURCE_VARIABLES.iter().find(|v| after.starts_with(**v)) {
+            Some(variable) => rest = &after[variable.len()..],
+            None => {
+                return Err(format!(
+                    "names an unknown variable (known: {})",
+                    RESOURCE_VARIABLES.join(", ")
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Parses a ROLE body stored under `name`.
 pub fn parse(name: &str, body: Value) -> Result<RoleConfig, String> {
     let body: RoleBody = typed(body, "configs")?;
@@ -108,10 +134,19 @@ pub fn parse(name: &str, body: Value) -> Result<RoleConfig, String> {
                 ));
             }
         }
+        let resources = policy.resources.unwrap_or_else(|| vec!["*".to_string()]);
+        for resource in &resources {
+            check_resource(resource).map_err(|reason| {
+                format!(
+                    "configs.policies[{index}].resources: '{}' {reason}",
+                    resource.escape_debug()
+                )
+            })?;
+        }
         policies.push(Policy {
             effect,
             actions: policy.actions,
-            resources: policy.resources.unwrap_or_else(|| vec!["*".to_string()]),
+            resources,
         });
     }
     Ok(RoleConfig {
@@ -135,4 +170,42 @@ pub fn role_json(role: &RoleConfig, immutable: bool) -> Value {
         "sync_mode": "import",
         "external_roles": Value::Null,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_resource(resource: &str) -> Result<RoleConfig, String> {
+        parse(
+            "r",
+            json!({"policies": [{"actions": ["token:*"], "resources": [resource]}]}),
+        )
+    }
+
+    #[test]
+    fn resources_say_only_known_variables_and_no_control_characters() {
+        for good in [
+            "*",
+            "user/${user}",
+            "backend/${backend}",
+            "pool/a?b[c]",
+            "x/${user}/${backend}",
+        ] {
+            assert!(with_resource(good).is_ok(), "{good}");
+        }
+        for (bad, reason) in [
+            ("user/${usr}", "unknown variable"),
+            ("user/${", "unknown variable"),
+            ("user/\u{1}", "control character"),
+            ("user/a\0b", "control character"),
+        ] {
+            let error = with_resource(bad).unwrap_err();
+            assert!(
+                error.starts_with("configs.policies[0].resources: "),
+                "{error}"
+            );
+            assert!(error.contains(reason), "{bad:?}: {error}");
+        }
+    }
 }
