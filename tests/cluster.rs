@@ -528,3 +528,103 @@ fn twenty_concurrent_large_submits_commit_and_larger_ones_are_refused() {
         assert_eq!(status, 200);
     }
 }
+
+fn signal(server: &DevServer, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), server.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {}", server.pid());
+}
+
+/// Exactly once through an outage: with both followers stopped, the
+/// leader cannot commit, so `gantry workflow submit` hears "outcome
+/// unknown" (503 after the proposal wait) and sends the same request again
+/// under its idempotency key; once a follower continues, both copies of
+/// the proposal commit, the second applies nothing and answers the first's
+/// outcome. One workflow exists, and the CLI reports it. (Without the key
+/// the retry commits a second workflow, `once-2`.)
+#[test]
+fn a_submit_retried_through_a_lost_quorum_creates_one_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = new_cluster(dir.path());
+    let data: Vec<PathBuf> = (1..=3)
+        .map(|index| dir.path().join(format!("node{index}")))
+        .collect();
+    let first = cluster.start(&data[0], 1, &["--bootstrap"]);
+    cluster.token = std::fs::read_to_string(data[0].join("bootstrap-admin-token")).unwrap();
+    let first_peer = cluster.members(&first)["members"][0]["peer_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut servers = vec![first];
+    for index in 2..=3 {
+        servers.push(cluster.start(&data[index - 1], index, &["--join", &first_peer]));
+    }
+    let leader_id = wait_for(Duration::from_secs(30), "three voters and a leader", || {
+        let members = cluster.members(&servers[0]);
+        match (members["members"].as_array(), members["leader_id"].as_u64()) {
+            (Some(list), Some(leader)) if list.len() == 3 => Ok(leader),
+            _ => Err(members.to_string()),
+        }
+    });
+    let leader = (0..3)
+        .find(|&i| cluster.members(&servers[i])["node_id"].as_u64() == Some(leader_id))
+        .unwrap();
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+
+    let spec = dir.path().join("once.yaml");
+    std::fs::write(
+        &spec,
+        "workflow:\n  name: once\n  tasks:\n  - name: t\n    image: ubuntu\n    command: [\"true\"]\n",
+    )
+    .unwrap();
+    for &follower in &followers {
+        signal(&servers[follower], "STOP");
+    }
+    let started = Instant::now();
+    let submit = Command::new(BINARY)
+        .args(["workflow", "submit", spec.to_str().unwrap(), "-t", "json"])
+        .env("GANTRY_URL", &servers[leader].url)
+        .env("GANTRY_CA", cluster.pki.join("ca.pem"))
+        .env("GANTRY_TOKEN", &cluster.token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run gantry workflow submit");
+    // Longer than the server's proposal wait: the first attempt must come
+    // back "outcome unknown" and be retried.
+    std::thread::sleep(gantry_raft::node::PROPOSE_WAIT_MAX + Duration::from_secs(3));
+    // One follower first: its log lacks the proposals, so it cannot be
+    // elected without the other stale follower, and the leader (or a
+    // re-elected leader holding them) commits them. Resuming both at once
+    // could elect a stale one, which would drop the proposals instead.
+    signal(&servers[followers[0]], "CONT");
+    let output = submit.wait_with_output().expect("wait for the CLI");
+    signal(&servers[followers[1]], "CONT");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "CLI failed after {:?}: {stdout}\n{stderr}",
+        started.elapsed()
+    );
+    let answer: Value = serde_json::from_str(&stdout).expect("JSON answer");
+    let name = answer["name"].as_str().expect("workflow name").to_string();
+    assert_eq!(name, "once-1", "{answer}");
+
+    for server in &servers {
+        wait_for(Duration::from_secs(30), "exactly one workflow", || {
+            let (status, listing) = cluster.get(server, "/api/workflow?limit=100");
+            let names: Vec<&str> = listing["workflows"]
+                .as_array()
+                .map(|list| list.iter().filter_map(|w| w["name"].as_str()).collect())
+                .unwrap_or_default();
+            if status == 200 && names == ["once-1"] {
+                Ok(())
+            } else {
+                Err(format!("{status}: {names:?}"))
+            }
+        });
+    }
+}

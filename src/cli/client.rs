@@ -12,6 +12,12 @@
 //!   have taken effect. When every URL said "no leader", the client pauses
 //!   (`NOT_READY_PAUSE_MIN` doubling up to the server's `Retry-After`) and
 //!   goes round again, for at most `NOT_READY_WAIT_MAX`.
+//! - Every write (any method but GET) carries an `Idempotency-Key` made once
+//!   per call and sent unchanged on every retry, to every URL: the server
+//!   carries it out at most once and answers a retry with the first
+//!   outcome. So a write is also sent again when its outcome is unknown
+//!   (`503`: proposed but not seen to commit; or the connection failed after
+//!   sending), for up to `KEYED_WAIT_MAX`.
 //! - The URL that last answered is tried first next time, so a client talking
 //!   to a cluster with a dead member pays the connect failure once.
 //! - Responses are returned as `serde_json::Value` unchanged, so `-t json` can
@@ -40,6 +46,9 @@ const NOT_READY_PAUSE_MAX: Duration = Duration::from_secs(2);
 /// How long the client keeps going round while no server finds a leader
 /// (each server already waits out an election before answering so).
 const NOT_READY_WAIT_MAX: Duration = Duration::from_secs(30);
+/// How long a write with its idempotency key keeps being retried while its
+/// outcome is unknown or no leader is found (a cluster regaining quorum).
+const KEYED_WAIT_MAX: Duration = Duration::from_secs(90);
 /// Bound on a whole non-streaming request. A submit goes through Raft and
 /// template rendering, so leave generous room; log streams have no bound.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -475,10 +484,18 @@ impl Client {
         bounded: bool,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<(String, Response), ClientError> {
-        let deadline = tokio::time::Instant::now() + NOT_READY_WAIT_MAX;
+        let key = (method != Method::GET).then(|| uuid::Uuid::new_v4().to_string());
+        let wait_max = match key {
+            Some(_) => KEYED_WAIT_MAX,
+            None => NOT_READY_WAIT_MAX,
+        };
+        let deadline = tokio::time::Instant::now() + wait_max;
         let mut pause = NOT_READY_PAUSE_MIN;
         loop {
-            let retry_after = match self.send_round(&method, path, bounded, &build).await? {
+            let round = self
+                .send_round(&method, path, bounded, key.as_deref(), &build)
+                .await?;
+            let retry_after = match round {
                 Round::Answered(url, response) => return Ok((url, response)),
                 Round::NotReady(error, retry_after) => {
                     if tokio::time::Instant::now() + pause >= deadline {
@@ -500,6 +517,7 @@ impl Client {
         method: &Method,
         path: &str,
         bounded: bool,
+        key: Option<&str>,
         build: &impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Round, ClientError> {
         let count = self.base_urls.len();
@@ -515,6 +533,9 @@ impl Client {
             }
             if let Some(token) = &self.token {
                 request = request.bearer_auth(token);
+            }
+            if let Some(key) = key {
+                request = request.header("Idempotency-Key", key);
             }
             match request.send().await {
                 Ok(resp) => {
@@ -536,6 +557,11 @@ impl Client {
                         self.base_urls[index].clone(),
                         super::error::connect_reason(&source),
                     ));
+                }
+                // Sent, then the connection failed or time ran out: the
+                // outcome is unknown, and only a keyed write may be resent.
+                Err(source) if key.is_some() => {
+                    not_ready = Some((ClientError::Request { url, source }, NOT_READY_PAUSE_MAX));
                 }
                 Err(source) => return Err(ClientError::Request { url, source }),
             }
