@@ -628,3 +628,76 @@ fn a_submit_retried_through_a_lost_quorum_creates_one_workflow() {
         });
     }
 }
+
+/// A leader whose wall clock runs an hour fast fires no timer early: timers
+/// follow the voters' median clock. No operator runs, so a workflow
+/// submitted through a follower with a true clock stays queued; its
+/// 30-minute queue timeout, judged by the leader's own clock, would be due
+/// at once (the timer monitor looks every 200 ms).
+#[test]
+fn a_leader_with_a_fast_clock_times_nothing_out_early() {
+    if std::process::Command::new("faketime").arg("--help").output().is_err() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "faketime is required under CI (Debian package faketime)"
+        );
+        eprintln!("skipped: faketime is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = new_cluster(dir.path());
+    let data: Vec<PathBuf> = (1..=3)
+        .map(|index| dir.path().join(format!("node{index}")))
+        .collect();
+    // No executor anywhere: the workflow stays queued.
+    let args_of = |cluster: &Cluster, index: usize, extra: &[&str]| -> Vec<String> {
+        let mut args = cluster.server_args(index, extra);
+        args.retain(|arg| arg != "--local-backend");
+        args
+    };
+    let args = args_of(&cluster, 1, &["--bootstrap"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let first = DevServer::start_wrapped(
+        &["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", "faketime", "-f", "+1h"],
+        &data[0],
+        &args,
+    );
+    cluster.token = std::fs::read_to_string(data[0].join("bootstrap-admin-token")).unwrap();
+    let first_peer = cluster.members(&first)["members"][0]["peer_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut servers = vec![first];
+    for index in 2..=3 {
+        let args = args_of(&cluster, index, &["--join", &first_peer]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        servers.push(DevServer::start_with(&data[index - 1], &args));
+    }
+    wait_for(Duration::from_secs(30), "three voters", || {
+        let members = cluster.members(&servers[1]);
+        match members["members"].as_array() {
+            Some(list) if list.len() == 3 => Ok(()),
+            _ => Err(members.to_string()),
+        }
+    });
+    // The leader measures the voters' clocks every 2 s.
+    std::thread::sleep(Duration::from_secs(3));
+    let response = cluster
+        .http
+        .post(format!("{}/api/pool/default/workflow", servers[1].url))
+        .bearer_auth(&cluster.token)
+        .json(&serde_json::json!({ "file": "workflow:\n  name: patient\n  timeout: {queue_timeout: 30m}\n  tasks:\n  - name: nap\n    image: ubuntu\n    command: [sleep, \"4\"]\n" }))
+        .send()
+        .expect("submit");
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().unwrap();
+    assert_eq!(status, 200, "{body}");
+    let id = body["name"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_secs(4));
+    let (_, workflow) = cluster.get(&servers[1], &format!("/api/workflow/{id}"));
+    eprintln!("DEBUGWF {workflow}\nLEADER {}", servers[0].log());
+    assert!(
+        workflow["status"] == "PENDING" || workflow["status"] == "PROCESSING",
+        "no early queue timeout: {workflow}"
+    );
+}

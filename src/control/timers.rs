@@ -33,15 +33,56 @@ pub const STORAGE_RETRY_MAX: Duration = Duration::from_secs(60);
 
 pub async fn run(node: RaftNode, objects: ObjectStorage, stop: CancellationToken) {
     let mut storage = StorageWork::default();
+    let mut clock = TimerClock {
+        offset_ms: 0,
+        refreshed: None,
+    };
     loop {
         storage.reap();
-        if let Err(error) = fire_due(&node, &objects, &mut storage).await {
+        clock.refresh(&node).await;
+        if let Err(error) = fire_due(&node, &objects, &mut storage, &clock).await {
             tracing::warn!(%error, "timer round failed; retrying");
         }
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(TIMER_POLL) => {}
         }
+    }
+}
+
+/// The time timers are judged by: this leader's wall clock corrected by
+/// the voters' median offset ([`RaftNode::voters_clock_offset`]), so a
+/// leader whose clock runs fast fires nothing early. Refreshed every
+/// [`CLOCK_REFRESH`]; a cluster of one is its own clock.
+struct TimerClock {
+    offset_ms: i64,
+    refreshed: Option<Instant>,
+}
+
+/// How often the voters' clock offset is measured again.
+const CLOCK_REFRESH: Duration = Duration::from_secs(2);
+
+impl TimerClock {
+    async fn refresh(&mut self, node: &RaftNode) {
+        if self
+            .refreshed
+            .is_some_and(|at| at.elapsed() < CLOCK_REFRESH)
+        {
+            return;
+        }
+        let offset = node.voters_clock_offset().await;
+        if (offset - self.offset_ms).abs() > 1_000 {
+            tracing::warn!(
+                offset_ms = offset,
+                "this leader's clock differs from the voters' median; timers follow the median"
+            );
+        }
+        self.offset_ms = offset;
+        self.refreshed = Some(Instant::now());
+    }
+
+    fn now(&self) -> Millis {
+        now_ms().saturating_add(self.offset_ms)
     }
 }
 
@@ -91,13 +132,15 @@ impl StorageWork {
                 .is_none_or(|(_, at)| Instant::now() >= *at)
     }
 
-    fn start(&mut self, node: &RaftNode, objects: &ObjectStorage, timer: TimerRecord) {
+    /// `now`: the timer clock's time when the timer was seen due.
+    fn start(&mut self, node: &RaftNode, objects: &ObjectStorage, timer: TimerRecord, now: Millis) {
         self.in_flight.insert(timer.id);
         let (node, objects) = (node.clone(), objects.clone());
         self.running.spawn(async move {
             // A panic must come back as this timer's failure: otherwise its
             // id would stay in flight, never retried, until the next term.
-            let work = std::panic::AssertUnwindSafe(storage_then_fire(&node, &objects, &timer));
+            let work =
+                std::panic::AssertUnwindSafe(storage_then_fire(&node, &objects, &timer, now));
             let result = futures::FutureExt::catch_unwind(work)
                 .await
                 .unwrap_or_else(|_| Err("the object-store work panicked".to_string()));
@@ -111,6 +154,7 @@ async fn storage_then_fire(
     node: &RaftNode,
     objects: &ObjectStorage,
     timer: &TimerRecord,
+    now: Millis,
 ) -> Result<(), String> {
     match &timer.kind {
         TimerKind::ArchiveWorkflow { workflow_id } => {
@@ -143,12 +187,18 @@ async fn storage_then_fire(
         }
         _ => {}
     }
-    fire(node, timer).await.map_err(|error| error.to_string())
+    fire(node, timer, now)
+        .await
+        .map_err(|error| error.to_string())
 }
 
-async fn fire(node: &RaftNode, timer: &TimerRecord) -> Result<(), gantry_raft::RaftError> {
+async fn fire(
+    node: &RaftNode,
+    timer: &TimerRecord,
+    now: Millis,
+) -> Result<(), gantry_raft::RaftError> {
     node.propose_here(Command::FireTimer {
-        now: now_ms().max(timer.due),
+        now: now.max(timer.due),
         timer_id: timer.id,
         due: timer.due,
     })
@@ -194,12 +244,13 @@ async fn fire_due(
     node: &RaftNode,
     objects: &ObjectStorage,
     storage: &mut StorageWork,
+    clock: &TimerClock,
 ) -> Result<(), gantry_raft::RaftError> {
     loop {
-        let now = now_ms();
+        let now = clock.now();
         let (plain, with_storage) = due_this_round(node, now, storage)?;
         for timer in with_storage {
-            storage.start(node, objects, timer);
+            storage.start(node, objects, timer, now);
         }
         if plain.is_empty() {
             return Ok(());

@@ -145,6 +145,33 @@ pub const REQUEST_KEY_RETENTION_MS: Millis = 60 * 60 * 1000;
 /// Longest idempotency key, in bytes (after the API's scoping).
 pub const REQUEST_KEY_BYTES_MAX: usize = 512;
 
+impl Command {
+    /// The proposer's time the command carries, if it carries one.
+    pub fn time(&self) -> Option<Millis> {
+        match self {
+            Command::SubmitWorkflow { now, .. }
+            | Command::CancelWorkflow { now, .. }
+            | Command::ReportTask { now, .. }
+            | Command::FireTimer { now, .. }
+            | Command::OperatorHello { now, .. }
+            | Command::PutConfig { now, .. }
+            | Command::DeleteConfig { now, .. }
+            | Command::RollbackConfig { now, .. }
+            | Command::BackendHeartbeat { now, .. }
+            | Command::OperatorReports { now, .. }
+            | Command::OperatorHelloWithExecutor { now, .. }
+            | Command::SubmitPackedWorkflow { now, .. }
+            | Command::Idempotent { now, .. } => Some(*now),
+            Command::CompleteJob { .. }
+            | Command::PutPool { .. }
+            | Command::IssueToken { .. }
+            | Command::RevokeToken { .. }
+            | Command::AppendLogChunk { .. }
+            | Command::RecordTaskDataTimes { .. } => None,
+        }
+    }
+}
+
 /// A [`Submission`], bincode-encoded and zstd-compressed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackedSubmission(Vec<u8>);

@@ -106,6 +106,16 @@ pub struct ReadView {
 }
 
 impl ReadView {
+    /// The state's clock: the latest command time applied (0 before any).
+    pub fn clock(&self) -> Result<Millis, StorageError> {
+        let table = self.txn.open_table(tables::COUNTERS)?;
+        let value = table
+            .get(tables::CLOCK_COUNTER)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        Ok(Millis::try_from(value).unwrap_or(Millis::MAX))
+    }
+
     pub fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>, StorageError> {
         let table = self.txn.open_table(tables::WORKFLOWS)?;
         let row = table.get(id)?;

@@ -27,6 +27,8 @@ const SEQ_COUNTER: &str = "\0submit_seq";
 const TIMER_COUNTER: &str = "\0timer_id";
 const JOB_COUNTER: &str = "\0job_id";
 const LOG_CHUNK_COUNTER: &str = "\0log_chunk_seq";
+/// The state's clock (see [`Tables::clock`]).
+pub(crate) const CLOCK_COUNTER: &str = "\0clock";
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
     bincode::serde::encode_to_vec(value, bincode::config::standard())
@@ -495,6 +497,20 @@ impl<'a> Tables<'a> {
         } else {
             current.remove((code, revision.name.as_str()))?;
         }
+        Ok(())
+    }
+
+    /// The state's clock: the latest command time applied (0 before any).
+    pub fn clock(&self) -> Result<Millis, StorageError> {
+        let table = self.txn.open_table(COUNTERS)?;
+        let value = table.get(CLOCK_COUNTER)?.map(|v| v.value()).unwrap_or(0);
+        Ok(Millis::try_from(value).unwrap_or(Millis::MAX))
+    }
+
+    pub fn set_clock(&self, time: Millis) -> Result<(), StorageError> {
+        self.txn
+            .open_table(COUNTERS)?
+            .insert(CLOCK_COUNTER, u64::try_from(time).unwrap_or(0))?;
         Ok(())
     }
 

@@ -12,10 +12,12 @@
 //! [`RaftNode::read_local`] see this replica's applied state; forwarding
 //! never applies a command twice (see `forward`).
 
+mod clock;
 mod config;
 mod forward;
 mod membership;
 
+pub use clock::{lower_median, wall_clock_ms, CLOCK_PROBE_TIMEOUT};
 pub use config::{
     NodeConfig, ELECTION_TIMEOUT_MAX_DEFAULT, ELECTION_TIMEOUT_MIN_DEFAULT,
     HEARTBEAT_INTERVAL_DEFAULT, LOGS_KEPT_AFTER_SNAPSHOT_DEFAULT, SNAPSHOT_CHUNK_BYTES,

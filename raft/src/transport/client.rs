@@ -284,6 +284,18 @@ impl PeerTransport {
             .map_err(|e| e.into_gantry(peer))
     }
 
+    /// `peer`'s wall clock, in Unix milliseconds.
+    pub async fn clock(&self, peer: &str) -> Result<i64, GantryError> {
+        self.call::<_, i64>(
+            peer,
+            super::CLOCK_PATH,
+            &(),
+            crate::node::CLOCK_PROBE_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.into_gantry(peer))
+    }
+
     /// Asks `peer`, as leader, for a linearizable read index.
     pub async fn read_index(
         &self,

@@ -52,6 +52,8 @@ pub const PROPOSE_PATH: &str = "/gantry/propose";
 pub const READ_INDEX_PATH: &str = "/gantry/read-index";
 pub const MEMBERSHIP_PATH: &str = "/gantry/membership";
 pub const MEMBERS_PATH: &str = "/gantry/members";
+/// A member's wall clock (Unix ms), for the voters' median time.
+pub const CLOCK_PATH: &str = "/gantry/clock";
 
 /// Longest a membership change may take end to end (a joining learner
 /// catches up first).

@@ -10,7 +10,7 @@
 
 use super::{
     ForwardError, MembersReply, MembershipChange, MembershipReply, ProposeReply, ReadIndexReply,
-    APPEND_PATH, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MEMBERSHIP_PATH, MEMBERS_PATH,
+    APPEND_PATH, CLOCK_PATH, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MEMBERSHIP_PATH, MEMBERS_PATH,
     PEER_CONNECTIONS_MAX, PEER_STREAMS_MAX, PROPOSE_PATH, READ_INDEX_PATH, REQUEST_BODY_MAX,
     SHUTDOWN_GRACE, SNAPSHOT_PATH, TLS_HANDSHAKE_TIMEOUT, VOTE_PATH,
 };
@@ -55,6 +55,7 @@ pub fn peer_router(node: RaftNode) -> Router {
         .route(READ_INDEX_PATH, post(read_index))
         .route(MEMBERSHIP_PATH, post(membership))
         .route(MEMBERS_PATH, post(members))
+        .route(CLOCK_PATH, post(clock))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_MAX))
         .with_state(node)
 }
@@ -129,6 +130,10 @@ async fn membership(State(node): State<RaftNode>, body: Bytes) -> Response {
 async fn members(State(node): State<RaftNode>) -> Response {
     let result: MembersReply = node.members_here().map_err(ForwardError::from);
     reply(&result)
+}
+
+async fn clock() -> Response {
+    reply(&crate::node::wall_clock_ms())
 }
 
 async fn read_index(State(node): State<RaftNode>) -> Response {

@@ -17,6 +17,7 @@ mod workflow;
 
 use crate::command::{Command, Outcome, RejectionKind};
 use crate::error::StorageError;
+use crate::record::Millis;
 use crate::tables::Tables;
 use config::{
     apply_backend_heartbeat, apply_config_delete, apply_config_put, apply_config_rollback,
@@ -31,19 +32,39 @@ use timer::apply_timer_fire;
 use token::{apply_token_issue, apply_token_revoke};
 use workflow::{apply_workflow_cancel, apply_workflow_submit};
 
-/// Applies one command inside `txn`.
+/// Applies one command inside `txn`, at the state's clock: the command's
+/// time, or the last time applied if that is later, so time in the state
+/// never runs backwards whatever the proposers' clocks do.
 pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<Outcome, StorageError> {
     let tables = Tables::new(txn);
+    let last = tables.clock()?;
+    let outcome = apply_at(txn, &tables, command, last)?;
+    // A rejected command changes nothing, the clock included.
+    if let (Some(time), false) = (command.time(), matches!(outcome, Outcome::Rejected(_))) {
+        if time > last {
+            tables.set_clock(time)?;
+        }
+    }
+    Ok(outcome)
+}
+
+fn apply_at(
+    txn: &WriteTransaction,
+    tables: &Tables,
+    command: &Command,
+    last: Millis,
+) -> Result<Outcome, StorageError> {
+    let at = |now: &Millis| (*now).max(last);
     match command {
         Command::Idempotent { now, key, command } => {
-            request_key::apply_idempotent(&tables, *now, key, command, |inner| apply(txn, inner))
+            request_key::apply_idempotent(tables, at(now), key, command, |inner| apply(txn, inner))
         }
-        Command::AppendLogChunk { chunk } => apply_log_chunk_append(&tables, chunk),
+        Command::AppendLogChunk { chunk } => apply_log_chunk_append(tables, chunk),
         Command::SubmitWorkflow { now, submission } => {
-            apply_workflow_submit(&tables, *now, submission)
+            apply_workflow_submit(tables, at(now), submission)
         }
         Command::SubmitPackedWorkflow { now, packed } => match packed.unpack() {
-            Ok(submission) => apply_workflow_submit(&tables, *now, &submission),
+            Ok(submission) => apply_workflow_submit(tables, at(now), &submission),
             // Refused, not fatal: a bad entry must not stop every replica.
             Err(error) => Ok(Outcome::rejected(RejectionKind::Invalid, error.to_string())),
         },
@@ -53,55 +74,70 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<Outcome, Stora
             user,
             message,
             force,
-        } => apply_workflow_cancel(&tables, *now, workflow_id, user, message.as_deref(), *force),
-        Command::ReportTask { now, report } => apply_task_report(&tables, *now, report),
+        } => apply_workflow_cancel(
+            tables,
+            at(now),
+            workflow_id,
+            user,
+            message.as_deref(),
+            *force,
+        ),
+        Command::ReportTask { now, report } => apply_task_report(tables, at(now), report),
         Command::RecordTaskDataTimes { key, times } => {
-            apply_task_data_times_record(&tables, key, times)
+            apply_task_data_times_record(tables, key, times)
         }
-        Command::CompleteJob { job_id } => apply_job_complete(&tables, *job_id),
+        Command::CompleteJob { job_id } => apply_job_complete(tables, *job_id),
         Command::FireTimer { now, timer_id, due } => {
-            apply_timer_fire(&tables, *now, *timer_id, *due)
+            apply_timer_fire(tables, at(now), *timer_id, *due)
         }
-        Command::PutPool { pool } => apply_pool_put(&tables, pool),
+        Command::PutPool { pool } => apply_pool_put(tables, pool),
         Command::OperatorHello {
             now,
             backend,
             running,
-        } => apply_operator_hello(&tables, *now, backend, running, None),
+        } => apply_operator_hello(tables, at(now), backend, running, None),
         Command::OperatorHelloWithExecutor {
             now,
             backend,
             running,
             executor,
-        } => apply_operator_hello(&tables, *now, backend, running, Some(executor)),
-        Command::IssueToken { token } => apply_token_issue(&tables, token),
-        Command::RevokeToken { name } => apply_token_revoke(&tables, name),
+        } => apply_operator_hello(tables, at(now), backend, running, Some(executor)),
+        Command::IssueToken { token } => apply_token_issue(tables, token),
+        Command::RevokeToken { name } => apply_token_revoke(tables, name),
         Command::OperatorReports {
             now,
             backend,
             instance,
             last_seq,
             commands,
-        } => apply_operator_reports(txn, &tables, *now, backend, *instance, *last_seq, commands),
+        } => apply_operator_reports(
+            txn,
+            tables,
+            at(now),
+            backend,
+            *instance,
+            *last_seq,
+            commands,
+        ),
         Command::PutConfig {
             now,
             config_type,
             name,
             meta,
             data,
-        } => apply_config_put(&tables, *now, *config_type, name, meta, data),
+        } => apply_config_put(tables, at(now), *config_type, name, meta, data),
         Command::DeleteConfig {
             now,
             config_type,
             name,
             meta,
-        } => apply_config_delete(&tables, *now, *config_type, name, meta),
+        } => apply_config_delete(tables, at(now), *config_type, name, meta),
         Command::RollbackConfig {
             now,
             config_type,
             revision,
             meta,
-        } => apply_config_rollback(&tables, *now, *config_type, *revision, meta),
+        } => apply_config_rollback(tables, at(now), *config_type, *revision, meta),
         Command::BackendHeartbeat {
             now,
             backend,
@@ -109,8 +145,8 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<Outcome, Stora
             offline_after_ms,
             fail_tasks_after_ms,
         } => apply_backend_heartbeat(
-            &tables,
-            *now,
+            tables,
+            at(now),
             backend,
             nodes,
             *offline_after_ms,
