@@ -15,9 +15,12 @@ mod data_phases;
 mod task_run;
 mod tasks;
 
+use super::cgroup::Cgroups;
 use super::inventory;
+use super::netns::{self, NetError, TaskNet};
 use super::outbox::Outbox;
 use super::sandbox;
+use super::seccomp;
 use crate::protocol::{FromOperator, GroupLaunch, ToOperator, HEARTBEAT_INTERVAL};
 use gantry_storage::TaskStatus;
 use std::path::PathBuf;
@@ -39,6 +42,15 @@ pub struct LocalConfig {
     pub work_dir: PathBuf,
     /// The bubblewrap binary; `None` looks up `bwrap` on PATH.
     pub bwrap: Option<PathBuf>,
+    /// Processes (and threads) a task may have at once; `None` is
+    /// [`default_pids_max`] of the task's CPUs.
+    pub pids_max: Option<u64>,
+}
+
+/// A task's process limit when the operator sets none: 1024, or 256 per
+/// requested CPU when that is more.
+pub fn default_pids_max(cpus: Option<u64>) -> u64 {
+    cpus.unwrap_or(0).saturating_mul(256).max(1024)
 }
 
 pub struct LocalOperator {
@@ -50,6 +62,11 @@ struct Shared {
     config: LocalConfig,
     /// The sandbox binary, or the message every task fails with.
     bwrap: Result<PathBuf, String>,
+    /// The compiled seccomp filters, or why they could not be built (then
+    /// every task fails to start).
+    seccomp: Result<Vec<Vec<u8>>, String>,
+    /// The operator's cgroup subtree, or why there is none.
+    cgroups: Result<Arc<Cgroups>, String>,
     tasks: TaskTable,
     outbox: Outbox,
     shutting_down: AtomicBool,
@@ -61,10 +78,20 @@ impl LocalOperator {
         if let Err(message) = &bwrap {
             tracing::error!("{message}");
         }
+        let seccomp = seccomp::programs().map_err(|e| e.to_string());
+        if let Err(message) = &seccomp {
+            tracing::error!("{message}");
+        }
+        let cgroups = Cgroups::detect().map(Arc::new).map_err(|e| e.to_string());
+        if let Err(message) = &cgroups {
+            tracing::warn!("task resource limits: {message}");
+        }
         LocalOperator {
             shared: Arc::new(Shared {
                 config,
                 bwrap,
+                seccomp,
+                cgroups,
                 tasks: TaskTable::default(),
                 outbox: Outbox::default(),
                 shutting_down: AtomicBool::new(false),
@@ -167,10 +194,40 @@ impl LocalOperator {
                 .await;
         }
         let gate = (group.barrier && accepted.len() > 1).then(|| GroupGate::new(accepted.len()));
+        let group_net = if accepted
+            .iter()
+            .any(|(launch, _)| !netns::wants_host_network(&launch.placement))
+        {
+            group_network(&group).await
+        } else {
+            TaskNet::Own
+        };
         for (launch, cancel) in accepted {
             let shared = Arc::clone(&self.shared);
             let gate = gate.clone();
-            tokio::spawn(async move { shared.drive(launch, cancel, gate).await });
+            let net = if netns::wants_host_network(&launch.placement) {
+                TaskNet::Host
+            } else {
+                group_net.clone()
+            };
+            tokio::spawn(async move { shared.drive(launch, cancel, gate, net).await });
+        }
+    }
+}
+
+/// The group's network namespace; a namespace per task where none can be
+/// made (an unprivileged operator).
+async fn group_network(group: &GroupLaunch) -> TaskNet {
+    match tokio::task::spawn_blocking(netns::new_group_net).await {
+        Ok(Ok(net)) => TaskNet::Group(Arc::new(net)),
+        Ok(Err(NetError::Unprivileged)) => TaskNet::Own,
+        Ok(Err(error)) => {
+            tracing::warn!(workflow = %group.workflow_id, group = %group.group, %error, "each task gets a network namespace of its own");
+            TaskNet::Own
+        }
+        Err(error) => {
+            tracing::warn!(%error, "each task gets a network namespace of its own");
+            TaskNet::Own
         }
     }
 }
