@@ -17,15 +17,16 @@ mod tasks;
 
 use super::cgroup::Cgroups;
 use super::inventory;
-use super::netns::{self, NetError, TaskNet};
+use super::netns::{self, GroupNet, NetError, TaskNet};
 use super::outbox::Outbox;
 use super::sandbox;
 use super::seccomp;
 use crate::protocol::{FromOperator, GroupLaunch, ToOperator, HEARTBEAT_INTERVAL};
 use gantry_storage::TaskStatus;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 use task_run::GroupGate;
 use tasks::TaskTable;
@@ -67,6 +68,9 @@ struct Shared {
     seccomp: Result<Vec<Vec<u8>>, String>,
     /// The operator's cgroup subtree, or why there is none.
     cgroups: Result<Arc<Cgroups>, String>,
+    /// Each group's network namespace while a task of it holds it, so a
+    /// task launched again alone (a retry) joins its running siblings.
+    nets: Mutex<HashMap<(String, String), Weak<GroupNet>>>,
     tasks: TaskTable,
     outbox: Outbox,
     shutting_down: AtomicBool,
@@ -92,6 +96,7 @@ impl LocalOperator {
                 bwrap,
                 seccomp,
                 cgroups,
+                nets: Mutex::default(),
                 tasks: TaskTable::default(),
                 outbox: Outbox::default(),
                 shutting_down: AtomicBool::new(false),
@@ -198,7 +203,7 @@ impl LocalOperator {
             .iter()
             .any(|(launch, _)| !netns::wants_host_network(&launch.placement))
         {
-            group_network(&group).await
+            self.group_network(&group).await
         } else {
             TaskNet::Own
         };
@@ -215,9 +220,38 @@ impl LocalOperator {
     }
 }
 
-/// The group's network namespace; a namespace per task where none can be
-/// made (an unprivileged operator).
-async fn group_network(group: &GroupLaunch) -> TaskNet {
+impl LocalOperator {
+    /// The group's network namespace (the one its running tasks are in, else
+    /// a new one); a namespace per task where none can be made (an
+    /// unprivileged operator).
+    async fn group_network(&self, group: &GroupLaunch) -> TaskNet {
+        let key = (group.workflow_id.clone(), group.group.clone());
+        let running = {
+            let nets = self
+                .shared
+                .nets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            nets.get(&key).and_then(Weak::upgrade)
+        };
+        if let Some(net) = running {
+            return TaskNet::Group(net);
+        }
+        let net = new_network(group).await;
+        if let TaskNet::Group(made) = &net {
+            let mut nets = self
+                .shared
+                .nets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            nets.retain(|_, held| held.strong_count() > 0);
+            nets.insert(key, Arc::downgrade(made));
+        }
+        net
+    }
+}
+
+async fn new_network(group: &GroupLaunch) -> TaskNet {
     match tokio::task::spawn_blocking(netns::new_group_net).await {
         Ok(Ok(net)) => TaskNet::Group(Arc::new(net)),
         Ok(Err(NetError::Unprivileged)) => TaskNet::Own,

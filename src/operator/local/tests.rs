@@ -916,3 +916,54 @@ async fn a_heartbeat_with_this_host_follows_hello() {
     assert!(nodes[0].memory_bytes > 0, "{nodes:?}");
     assert!(nodes[0].ephemeral_storage_bytes > 0, "{nodes:?}");
 }
+
+#[tokio::test]
+async fn a_group_shares_one_network_namespace_even_across_launches() {
+    let mut h = Harness::new().await;
+    let mark = marker();
+    let netns = "readlink /proc/self/ns/net";
+    let mut first = launch("wf-net", "a", &format!("{netns}; sleep {mark}"));
+    first.group = "g".into();
+    h.create(false, vec![first]).await;
+    h.wait_status(&key("wf-net", "a"), |s| s == TaskStatus::Running)
+        .await;
+    assert_eq!(wait_for_processes(&mark, |n| n == 1).await, 1);
+
+    // A task of the same group launched on its own (as a retry is) joins
+    // the running one's namespace; another group has its own, and neither
+    // is this host's.
+    let mut second = launch("wf-net", "b", netns);
+    second.group = "g".into();
+    h.create(false, vec![second]).await;
+    let other = launch("wf-net", "c", netns);
+    h.create(false, vec![other]).await;
+    let b = lines(&h.run_to_end(&key("wf-net", "b")).await, LogStream::Stdout);
+    let c = lines(&h.run_to_end(&key("wf-net", "c")).await, LogStream::Stdout);
+    h.cancel("wf-net", "g").await;
+    let a = lines(&h.run_to_end(&key("wf-net", "a")).await, LogStream::Stdout);
+    let host = std::fs::read_link("/proc/self/ns/net")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert!(a[0].starts_with("net:["), "{a:?}");
+    assert_eq!(a, b, "same group, same namespace");
+    assert_ne!(a, c, "another group, another namespace");
+    assert_ne!(a[0], host);
+    assert_ne!(c[0], host);
+}
+
+#[tokio::test]
+async fn a_pod_template_with_host_network_gives_the_hosts_network() {
+    let mut h = Harness::new().await;
+    let mut task = launch("wf-hostnet", "hil", "readlink /proc/self/ns/net");
+    task.placement.pod_templates = vec![serde_json::json!({"spec": {"hostNetwork": true}})];
+    h.create(false, vec![task]).await;
+    let out = lines(
+        &h.run_to_end(&key("wf-hostnet", "hil")).await,
+        LogStream::Stdout,
+    );
+    let host = std::fs::read_link("/proc/self/ns/net")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    assert_eq!(out, [host]);
+}
