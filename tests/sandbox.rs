@@ -322,6 +322,14 @@ fn the_sandbox_holds_against_the_attack_probes() {
     assert!(!storage.has("not_evicted"), "{storage:?}");
     let message = storage.task["failure_message"].as_str().unwrap_or_default();
     assert!(message.contains("storage limit"), "{message}");
+    // Evicted as a pod is: its oversized output is not uploaded.
+    let log = api
+        .get(&format!(
+            "/api/workflow/{}/logs",
+            storage.workflow["name"].as_str().unwrap_or_default()
+        ))
+        .body;
+    assert!(!log.contains("[upload]"), "{log}");
 
     // Nothing is left behind: task directories and cgroups are gone.
     let tasks_dir = server.data_dir.join("tasks");

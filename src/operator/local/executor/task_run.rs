@@ -218,6 +218,9 @@ impl Shared {
         // Read before the cgroup goes; its count is the OOM killer's verdict.
         let oom_kills = remove_cgroup(cgroup).await;
         let mut exit = exit?;
+        // Set by the storage watch: the whole task was evicted, as kubelet
+        // evicts a pod (its output is over its bound and not uploaded).
+        let evicted_for_storage = exit.evicted.is_some();
         if oom_kills > 0 && exit.code != 0 && exit.canceled.is_none() && exit.evicted.is_none() {
             let limit = resources.memory_bytes.map_or_else(
                 || "its memory".to_string(),
@@ -227,8 +230,10 @@ impl Shared {
                 "the task ran out of memory (OOMKilled): {oom_kills} process(es) killed at {limit}"
             ));
         }
-        // OSMO uploads after every exit except a cancel.
-        if exit.canceled.is_none() {
+        // OSMO uploads after every exit except a cancel (or an eviction of
+        // the pod: its uploader goes with it). An OOM kill is the task's
+        // container only, so its output is uploaded.
+        if exit.canceled.is_none() && !evicted_for_storage {
             self.upload(launch, &prepared, &mut cancel, exit.next_offset)
                 .await?;
         }
