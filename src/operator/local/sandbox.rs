@@ -33,6 +33,10 @@ const MISSING_BWRAP: &str = "bubblewrap (bwrap) is not installed; install it wit
 /// `/usr`) or keep as real directories; mirrored only when the host has them.
 const ROOT_LINKS: [&str; 6] = ["/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"];
 
+/// The oldest bubblewrap with every option the sandbox uses
+/// (`--disable-userns` came last, in 0.8.0).
+const BWRAP_MIN: (u32, u32) = (0, 8);
+
 /// The resolved bubblewrap binary, or the message every task fails with.
 pub fn locate_bwrap(configured: Option<&Path>) -> Result<PathBuf, String> {
     let found = match configured {
@@ -43,7 +47,31 @@ pub fn locate_bwrap(configured: Option<&Path>) -> Result<PathBuf, String> {
                 .find(|candidate| candidate.is_file())
         }),
     };
-    found.ok_or_else(|| MISSING_BWRAP.to_string())
+    let bwrap = found.ok_or_else(|| MISSING_BWRAP.to_string())?;
+    let output = std::process::Command::new(&bwrap)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("running {} --version: {e}", bwrap.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    match version_of(&text) {
+        Some(version) if version >= BWRAP_MIN => Ok(bwrap),
+        _ => Err(format!(
+            "{} is {:?}; the sandbox needs bubblewrap {}.{} or newer",
+            bwrap.display(),
+            text.trim(),
+            BWRAP_MIN.0,
+            BWRAP_MIN.1
+        )),
+    }
+}
+
+/// (major, minor) of `bubblewrap X.Y.Z`.
+fn version_of(text: &str) -> Option<(u32, u32)> {
+    let version = text.split_whitespace().nth(1)?;
+    let mut parts = version.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 /// Everything the command line depends on; host paths are already prepared.
@@ -265,6 +293,14 @@ mod tests {
         assert!(args
             .windows(3)
             .any(|w| w == ["--bind", "/w/out", "/osmo/data/output"]));
+    }
+
+    #[test]
+    fn versions_are_read_from_bwraps_answer() {
+        assert_eq!(version_of("bubblewrap 0.8.0\n"), Some((0, 8)));
+        assert_eq!(version_of("bubblewrap 0.11.1"), Some((0, 11)));
+        assert!(version_of("bubblewrap 0.6.1").is_some_and(|v| v < BWRAP_MIN));
+        assert_eq!(version_of("something else"), None);
     }
 
     #[test]
