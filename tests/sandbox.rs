@@ -522,3 +522,58 @@ fn nix_is_root() -> bool {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     unsafe { libc::geteuid() == 0 }
 }
+
+#[test]
+fn resources_become_the_task_cgroups_limits() {
+    if !python_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = DevServer::start(&dir.path().join("dev"));
+    let api = server.client();
+    let id = api.submit_ok(&one_task(
+        "limits",
+        "      cpu: 2\n      memory: 64Mi\n      storage: 32Mi\n",
+        "df -B1 --output=size / /tmp | tail -n +2 | tr -d ' ' | tr '\\n' ' ' | sed 's/^/tmpfs=/'; echo\nsleep 60\n",
+    ));
+    api.wait_task(&id, "probe", "RUNNING", FINISH);
+    // The task's cgroup(s), as the host sees them while it runs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let dirs = loop {
+        let dirs = task_cgroups(server.pid());
+        if !dirs.is_empty() || std::time::Instant::now() > deadline {
+            break dirs;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let read = |file: &str| -> Option<String> {
+        dirs.iter()
+            .find_map(|d| std::fs::read_to_string(Path::new(d).join(file)).ok())
+            .map(|text| text.trim().to_string())
+    };
+    if let Some(max) = read("cpu.max") {
+        assert_eq!(max, "200000 100000");
+        assert_eq!(read("memory.max").as_deref(), Some("67108864"));
+    } else {
+        assert_eq!(
+            read("cpu.cfs_quota_us").as_deref(),
+            Some("200000"),
+            "{dirs:?}"
+        );
+        assert_eq!(read("cpu.cfs_period_us").as_deref(), Some("100000"));
+        assert_eq!(read("memory.limit_in_bytes").as_deref(), Some("67108864"));
+    }
+    assert_eq!(read("pids.max").as_deref(), Some("1024"));
+    let procs = read("cgroup.procs").unwrap_or_default();
+    assert!(!procs.is_empty(), "the sandbox runs inside: {dirs:?}");
+
+    let reply = api.post(&format!("/api/workflow/{id}/cancel"), None);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let probe = finish(&api, &id);
+    assert_eq!(
+        probe.value("tmpfs"),
+        Some(format!("{0} {0} ", 32 << 20).as_str()),
+        "{probe:?}"
+    );
+    assert_eq!(task_cgroups(server.pid()), Vec::<String>::new());
+}
