@@ -286,6 +286,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
             backend: LOCAL_BACKEND.to_string(),
             work_dir: options.data_dir.join("tasks"),
             bwrap: None,
+            pids_max: None,
         }));
         let local_hub = hub.clone();
         tasks.spawn(crate::operator::run::run_in_process(

@@ -59,6 +59,10 @@ pub struct OperatorArgs {
     /// Working directory of the local executor (task inputs and outputs)
     #[arg(long, default_value = "gantry-operator")]
     pub work_dir: PathBuf,
+    /// Processes (threads included) a local task may run at once (default:
+    /// 1024, or 256 per requested CPU when that is more)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub task_pids_max: Option<u64>,
 }
 
 pub async fn run(args: OperatorArgs) -> anyhow::Result<i32> {
@@ -89,6 +93,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<i32> {
             backend: args.backend.clone(),
             work_dir: args.work_dir.clone(),
             bwrap: None,
+            pids_max: args.task_pids_max,
         }))),
         ExecutorKind::Kubernetes => {
             let config = super::kubernetes::KubernetesConfig::infer(&args.backend, &args.namespace)

@@ -151,6 +151,11 @@ impl DevServer {
             url: self.url.clone(),
         }
     }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for DevServer {

@@ -37,6 +37,11 @@ pub enum ExecError {
     /// Waiting for the sandbox failed; the process state is unknown.
     #[error("lost track of the sandbox process: {0}")]
     Wait(#[source] io::Error),
+    /// The task's cgroup (its resource limits) could not be made.
+    #[error("cannot enforce the task's resource limits: {0}")]
+    Limits(String),
+    #[error("cannot build the sandbox's system call filter: {0}")]
+    Seccomp(String),
     #[error("the executor is shutting down")]
     ShuttingDown,
     #[error("a background preparation step failed: {0}")]

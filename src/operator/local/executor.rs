@@ -15,14 +15,18 @@ mod data_phases;
 mod task_run;
 mod tasks;
 
+use super::cgroup::Cgroups;
 use super::inventory;
+use super::netns::{self, GroupNet, NetError, TaskNet};
 use super::outbox::Outbox;
 use super::sandbox;
+use super::seccomp;
 use crate::protocol::{FromOperator, GroupLaunch, ToOperator, HEARTBEAT_INTERVAL};
 use gantry_storage::TaskStatus;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 use task_run::GroupGate;
 use tasks::TaskTable;
@@ -39,6 +43,15 @@ pub struct LocalConfig {
     pub work_dir: PathBuf,
     /// The bubblewrap binary; `None` looks up `bwrap` on PATH.
     pub bwrap: Option<PathBuf>,
+    /// Processes (and threads) a task may have at once; `None` is
+    /// [`default_pids_max`] of the task's CPUs.
+    pub pids_max: Option<u64>,
+}
+
+/// A task's process limit when the operator sets none: 1024, or 256 per
+/// requested CPU when that is more.
+pub fn default_pids_max(cpus: Option<u64>) -> u64 {
+    cpus.unwrap_or(0).saturating_mul(256).max(1024)
 }
 
 pub struct LocalOperator {
@@ -50,6 +63,14 @@ struct Shared {
     config: LocalConfig,
     /// The sandbox binary, or the message every task fails with.
     bwrap: Result<PathBuf, String>,
+    /// The compiled seccomp filters, or why they could not be built (then
+    /// every task fails to start).
+    seccomp: Result<Vec<Vec<u8>>, String>,
+    /// The operator's cgroup subtree, or why there is none.
+    cgroups: Result<Arc<Cgroups>, String>,
+    /// Each group's network namespace while a task of it holds it, so a
+    /// task launched again alone (a retry) joins its running siblings.
+    nets: Mutex<HashMap<(String, String), Weak<GroupNet>>>,
     tasks: TaskTable,
     outbox: Outbox,
     shutting_down: AtomicBool,
@@ -61,10 +82,21 @@ impl LocalOperator {
         if let Err(message) = &bwrap {
             tracing::error!("{message}");
         }
+        let seccomp = seccomp::programs().map_err(|e| e.to_string());
+        if let Err(message) = &seccomp {
+            tracing::error!("{message}");
+        }
+        let cgroups = Cgroups::detect().map(Arc::new).map_err(|e| e.to_string());
+        if let Err(message) = &cgroups {
+            tracing::warn!("task resource limits: {message}");
+        }
         LocalOperator {
             shared: Arc::new(Shared {
                 config,
                 bwrap,
+                seccomp,
+                cgroups,
+                nets: Mutex::default(),
                 tasks: TaskTable::default(),
                 outbox: Outbox::default(),
                 shutting_down: AtomicBool::new(false),
@@ -167,10 +199,69 @@ impl LocalOperator {
                 .await;
         }
         let gate = (group.barrier && accepted.len() > 1).then(|| GroupGate::new(accepted.len()));
+        let group_net = if accepted
+            .iter()
+            .any(|(launch, _)| !netns::wants_host_network(&launch.placement))
+        {
+            self.group_network(&group).await
+        } else {
+            TaskNet::Own
+        };
         for (launch, cancel) in accepted {
             let shared = Arc::clone(&self.shared);
             let gate = gate.clone();
-            tokio::spawn(async move { shared.drive(launch, cancel, gate).await });
+            let net = if netns::wants_host_network(&launch.placement) {
+                TaskNet::Host
+            } else {
+                group_net.clone()
+            };
+            tokio::spawn(async move { shared.drive(launch, cancel, gate, net).await });
+        }
+    }
+}
+
+impl LocalOperator {
+    /// The group's network namespace (the one its running tasks are in, else
+    /// a new one); a namespace per task where none can be made (an
+    /// unprivileged operator).
+    async fn group_network(&self, group: &GroupLaunch) -> TaskNet {
+        let key = (group.workflow_id.clone(), group.group.clone());
+        let running = {
+            let nets = self
+                .shared
+                .nets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            nets.get(&key).and_then(Weak::upgrade)
+        };
+        if let Some(net) = running {
+            return TaskNet::Group(net);
+        }
+        let net = new_network(group).await;
+        if let TaskNet::Group(made) = &net {
+            let mut nets = self
+                .shared
+                .nets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            nets.retain(|_, held| held.strong_count() > 0);
+            nets.insert(key, Arc::downgrade(made));
+        }
+        net
+    }
+}
+
+async fn new_network(group: &GroupLaunch) -> TaskNet {
+    match tokio::task::spawn_blocking(netns::new_group_net).await {
+        Ok(Ok(net)) => TaskNet::Group(Arc::new(net)),
+        Ok(Err(NetError::Unprivileged)) => TaskNet::Own,
+        Ok(Err(error)) => {
+            tracing::warn!(workflow = %group.workflow_id, group = %group.group, %error, "each task gets a network namespace of its own");
+            TaskNet::Own
+        }
+        Err(error) => {
+            tracing::warn!(%error, "each task gets a network namespace of its own");
+            TaskNet::Own
         }
     }
 }

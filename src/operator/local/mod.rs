@@ -5,23 +5,31 @@
 //! `task_run`, one task from acceptance to its final report; `data_phases`,
 //! its input download and output upload); `staging` prepares each task's
 //! host directories; `expansion` expands kubelet's `$(VAR)` references in
-//! the command and args; `sandbox` builds the bubblewrap command line;
+//! the command and args; `sandbox` builds the bubblewrap command line, with
+//! `etc` (the task's generated `/etc`), `seccomp` (its system call
+//! filters), `netns` (its group's network namespace) and `cgroup` (its
+//! resource limits); `usage` watches its output against its storage limit;
 //! `process` spawns, streams and kills; `log_lines` turns output into
 //! batched log lines; `outbox` routes reports to the newest connection;
 //! `inventory` describes this host for heartbeats; `error` holds why a task
 //! failed or stopped.
 
+mod cgroup;
 mod error;
+mod etc;
 mod executor;
 mod expansion;
 mod inventory;
 mod log_lines;
+mod netns;
 mod outbox;
 mod process;
 mod sandbox;
+mod seccomp;
 mod staging;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 pub use executor::{LocalConfig, LocalOperator};
 /// Shared with the Kubernetes executor, which routes reports the same way.

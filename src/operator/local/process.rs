@@ -6,6 +6,9 @@
 //! The kill is sent by the same future that waits for the process, before it
 //! is reaped, so the signal can never hit a recycled PID. [`supervise`]
 //! returns only after every output line has been handed to the outbox.
+//! Between fork and exec the child joins the task's cgroups and the group's
+//! network namespace ([`ChildSetup`]), so bubblewrap and everything it
+//! starts are inside both from their first instruction.
 
 use super::error::ExecError;
 use super::log_lines;
@@ -15,6 +18,8 @@ use gantry_storage::TaskKey;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::ffi::OsString;
+use std::future::Future;
+use std::os::fd::RawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -34,18 +39,49 @@ pub struct Exit {
     pub signal: Option<i32>,
     /// `Some(reason)` when we killed it because of a cancel.
     pub canceled: Option<String>,
+    /// `Some(reason)` when it was killed for going past a limit.
+    pub evicted: Option<String>,
     /// The first log offset after the process's lines.
     pub next_offset: u64,
 }
 
-pub fn spawn(bwrap: &Path, args: Vec<OsString>) -> Result<Child, ExecError> {
+/// What the child does between fork and exec.
+#[derive(Debug, Default)]
+pub struct ChildSetup {
+    /// Open `cgroup.procs` files to write itself into.
+    pub cgroup_procs: Vec<RawFd>,
+    /// A network namespace to join.
+    pub netns: Option<RawFd>,
+    /// Descriptors bubblewrap reads (seccomp filters): kept across exec.
+    pub inherit: Vec<RawFd>,
+}
+
+pub fn spawn(bwrap: &Path, args: Vec<OsString>, setup: ChildSetup) -> Result<Child, ExecError> {
     let mut command = Command::new(bwrap);
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // prctl(2), which is async-signal-safe; it touches no memory of the parent.
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes system calls that are async-signal-safe (write, setns, fcntl,
+    // prctl) on descriptors the parent keeps open until spawn returns; it
+    // allocates nothing and touches no lock.
     unsafe {
-        // If this process dies without unwinding (SIGKILL), the kernel kills
-        // bwrap, and bwrap's --die-with-parent takes the sandbox with it.
-        command.pre_exec(|| {
+        command.pre_exec(move || {
+            for &fd in &setup.cgroup_procs {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(fd) = setup.netns {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for &fd in &setup.inherit {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // If this process dies without unwinding (SIGKILL), the kernel kills
+            // bwrap, and bwrap's --die-with-parent takes the sandbox with it.
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
                 .map_err(std::io::Error::from)
         });
@@ -63,12 +99,14 @@ pub fn spawn(bwrap: &Path, args: Vec<OsString>) -> Result<Child, ExecError> {
 }
 
 /// Streams the child's output to the outbox and waits for it to end, killing
-/// its process group as soon as `cancel` holds a reason.
+/// its process group as soon as `cancel` holds a reason or `evict` resolves
+/// with one.
 pub async fn supervise(
     mut child: Child,
     key: &TaskKey,
     outbox: &Outbox,
     mut cancel: watch::Receiver<Option<String>>,
+    evict: impl Future<Output = String>,
     first_offset: u64,
 ) -> Result<Exit, ExecError> {
     let (line_tx, line_rx) = mpsc::channel(log_lines::BATCH_LINES * 4);
@@ -100,7 +138,8 @@ pub async fn supervise(
     };
 
     let waiter = async {
-        let mut canceled = None;
+        let (mut canceled, mut evicted) = (None, None);
+        tokio::pin!(evict);
         let status = tokio::select! {
             status = child.wait() => status,
             reason = cancel_reason(&mut cancel) => {
@@ -108,18 +147,25 @@ pub async fn supervise(
                 kill_group(&child);
                 child.wait().await
             }
+            reason = &mut evict => {
+                evicted = Some(reason);
+                kill_group(&child);
+                child.wait().await
+            }
         };
         let _ = exited_tx.send(true);
-        (status, canceled)
+        (status, canceled, evicted)
     };
 
-    let ((), next_offset, (status, canceled)) = tokio::join!(
+    let ((), next_offset, (status, canceled, evicted)) = tokio::join!(
         readers,
         log_lines::batch(key, line_rx, outbox, first_offset),
         waiter
     );
     let status = status.map_err(ExecError::Wait)?;
-    Ok(exit_of(status, canceled, next_offset))
+    let mut exit = exit_of(status, canceled, next_offset);
+    exit.evicted = evicted;
+    Ok(exit)
 }
 
 /// Resolves with the cancel reason once one is set. Never resolves when the
@@ -157,6 +203,7 @@ fn exit_of(status: ExitStatus, canceled: Option<String>, next_offset: u64) -> Ex
         code,
         signal,
         canceled,
+        evicted: None,
         next_offset,
     }
 }

@@ -1,16 +1,26 @@
 //! Builds the bubblewrap command line for one task, and finds bubblewrap.
 //!
-//! Invariants: the sandbox root is a fresh tmpfs; from the host only `/usr`
-//! and `/etc` (read-only), the root-level links or directories that point
-//! into them, the task's output dir (writable), its inputs and files
-//! (read-only) are visible. The environment is cleared and rebuilt from the
+//! Invariants: the task runs in a new user namespace as uid/gid 1000 with
+//! every capability dropped and no way to make further user namespaces,
+//! under the seccomp filters of `seccomp` (bubblewrap sets no-new-privs
+//! before loading them). The sandbox root is a fresh tmpfs; from the host
+//! only `/usr` (read-only), the root-level links or directories that point
+//! into it, the task's generated `/etc` with the few host entries of
+//! `etc` (read-only), its output dir (writable), its inputs and files
+//! (read-only) are visible. `/` and `/tmp` are tmpfs sized by the task's
+//! storage when it has one. The environment is cleared and rebuilt from the
 //! launch, so nothing of the executor's own environment leaks in. The
-//! network is shared on purpose: tasks download and upload data.
+//! network is the group's namespace (joined before bubblewrap starts), a
+//! namespace of the task's own, or the host's when an administrator's pod
+//! template asks for it (see `netns`).
 
 use gantry_storage::TaskKey;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
+
+use super::etc::{TASK_GID, TASK_UID};
 
 /// Where the task's output directory appears inside the sandbox.
 pub const SANDBOX_OUTPUT: &str = "/osmo/data/output";
@@ -23,6 +33,10 @@ const MISSING_BWRAP: &str = "bubblewrap (bwrap) is not installed; install it wit
 /// `/usr`) or keep as real directories; mirrored only when the host has them.
 const ROOT_LINKS: [&str; 6] = ["/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"];
 
+/// The oldest bubblewrap with every option the sandbox uses
+/// (`--disable-userns` came last, in 0.8.0).
+const BWRAP_MIN: (u32, u32) = (0, 8);
+
 /// The resolved bubblewrap binary, or the message every task fails with.
 pub fn locate_bwrap(configured: Option<&Path>) -> Result<PathBuf, String> {
     let found = match configured {
@@ -33,7 +47,31 @@ pub fn locate_bwrap(configured: Option<&Path>) -> Result<PathBuf, String> {
                 .find(|candidate| candidate.is_file())
         }),
     };
-    found.ok_or_else(|| MISSING_BWRAP.to_string())
+    let bwrap = found.ok_or_else(|| MISSING_BWRAP.to_string())?;
+    let output = std::process::Command::new(&bwrap)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("running {} --version: {e}", bwrap.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    match version_of(&text) {
+        Some(version) if version >= BWRAP_MIN => Ok(bwrap),
+        _ => Err(format!(
+            "{} is {:?}; the sandbox needs bubblewrap {}.{} or newer",
+            bwrap.display(),
+            text.trim(),
+            BWRAP_MIN.0,
+            BWRAP_MIN.1
+        )),
+    }
+}
+
+/// (major, minor) of `bubblewrap X.Y.Z`.
+fn version_of(text: &str) -> Option<(u32, u32)> {
+    let version = text.split_whitespace().nth(1)?;
+    let mut parts = version.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 /// Everything the command line depends on; host paths are already prepared.
@@ -48,6 +86,27 @@ pub struct SandboxSpec<'a> {
     pub environment: &'a BTreeMap<String, String>,
     /// Command followed by its arguments.
     pub argv: &'a [String],
+    /// The task's generated `/etc` on the host, and the host entries bound
+    /// over it as (host, sandbox) paths.
+    pub etc_dir: &'a Path,
+    pub etc_binds: &'a [(String, String)],
+    /// The sandbox's host name (also in its `/etc/hosts`).
+    pub hostname: &'a str,
+    pub network: Network,
+    /// Descriptors holding compiled seccomp filters, installed in order.
+    pub seccomp_fds: &'a [RawFd],
+    /// Size of the `/` and `/tmp` tmpfs; `None` leaves the kernel's default.
+    pub tmpfs_bytes: Option<u64>,
+}
+
+/// What bubblewrap does about the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// Stay in the namespace bubblewrap starts in: the group's (joined
+    /// before exec) or, when allowed, the host's.
+    Inherit,
+    /// A new namespace for this task alone.
+    Own,
 }
 
 /// The arguments passed to bwrap (not including the bwrap binary itself).
@@ -56,19 +115,30 @@ pub fn bwrap_args(spec: &SandboxSpec<'_>) -> Vec<OsString> {
     args.push([
         "--die-with-parent",
         "--new-session",
+        "--unshare-user",
+        "--disable-userns",
+        "--cap-drop",
+        "ALL",
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-uts",
         "--unshare-cgroup-try",
-        "--tmpfs",
-        "/",
-        "--ro-bind",
-        "/usr",
-        "/usr",
-        "--ro-bind",
-        "/etc",
-        "/etc",
     ]);
+    let (uid, gid) = (TASK_UID.to_string(), TASK_GID.to_string());
+    args.push(["--uid", uid.as_str(), "--gid", gid.as_str()]);
+    args.push(["--hostname", spec.hostname]);
+    if spec.network == Network::Own {
+        args.push(["--unshare-net"]);
+    }
+    for fd in spec.seccomp_fds {
+        let fd = fd.to_string();
+        args.push(["--add-seccomp-fd", fd.as_str()]);
+    }
+    let size = spec.tmpfs_bytes.map(|bytes| bytes.to_string());
+    if let Some(size) = &size {
+        args.push(["--size", size.as_str()]);
+    }
+    args.push(["--tmpfs", "/", "--ro-bind", "/usr", "/usr"]);
     for entry in ROOT_LINKS {
         let host = Path::new(entry);
         // A link is recreated as the same link, so it resolves into the
@@ -81,7 +151,17 @@ pub fn bwrap_args(spec: &SandboxSpec<'_>) -> Vec<OsString> {
             args.push(["--ro-bind", entry, entry]);
         }
     }
-    args.push(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+    args.push(["--ro-bind"]);
+    args.push_os(spec.etc_dir.as_os_str().to_os_string());
+    args.push(["/etc"]);
+    for (host, inside) in spec.etc_binds {
+        args.push(["--ro-bind", host.as_str(), inside.as_str()]);
+    }
+    args.push(["--proc", "/proc", "--dev", "/dev"]);
+    if let Some(size) = &size {
+        args.push(["--size", size.as_str()]);
+    }
+    args.push(["--tmpfs", "/tmp"]);
 
     args.push(["--bind"]);
     args.push_os(spec.output_dir.as_os_str().to_os_string());
@@ -156,6 +236,12 @@ mod tests {
             files: &[(PathBuf::from("/w/f0"), "/etc/app.conf".to_string())],
             environment: &environment,
             argv: &argv,
+            etc_dir: Path::new("/w/etc"),
+            etc_binds: &[("/etc/ssl/certs".into(), "/etc/ssl/certs".into())],
+            hostname: "train",
+            network: Network::Inherit,
+            seccomp_fds: &[7, 8],
+            tmpfs_bytes: Some(1 << 20),
         });
         let args: Vec<String> = args
             .iter()
@@ -164,6 +250,30 @@ mod tests {
         let sep = args.iter().position(|a| a == "--").unwrap_or(usize::MAX);
         assert_eq!(&args[sep + 1..], &["echo", "--chdir"]);
         assert!(!args.iter().any(|a| a == "--unshare-net"));
+        // The user namespace, its ids and the dropped capabilities come
+        // before anything runs; both filters are installed.
+        for window in [
+            &["--cap-drop", "ALL"][..],
+            &["--uid", "1000", "--gid", "1000"],
+            &["--add-seccomp-fd", "7"],
+            &["--add-seccomp-fd", "8"],
+            &["--ro-bind", "/w/etc", "/etc"],
+            &["--size", "1048576", "--tmpfs", "/tmp"],
+            &["--size", "1048576", "--tmpfs", "/"],
+        ] {
+            assert!(
+                args.windows(window.len()).any(|w| w == window),
+                "{window:?} in {args:?}"
+            );
+        }
+        assert!(args[..sep].iter().any(|a| a == "--unshare-user"));
+        assert!(args[..sep].iter().any(|a| a == "--disable-userns"));
+        assert!(
+            !args[..sep]
+                .windows(3)
+                .any(|w| w == ["--ro-bind", "/etc", "/etc"]),
+            "the host's /etc is never bound"
+        );
         let setenv = |name: &str| -> Vec<String> {
             args.windows(3)
                 .filter(|w| w[0] == "--setenv" && w[1] == name)
@@ -183,6 +293,14 @@ mod tests {
         assert!(args
             .windows(3)
             .any(|w| w == ["--bind", "/w/out", "/osmo/data/output"]));
+    }
+
+    #[test]
+    fn versions_are_read_from_bwraps_answer() {
+        assert_eq!(version_of("bubblewrap 0.8.0\n"), Some((0, 8)));
+        assert_eq!(version_of("bubblewrap 0.11.1"), Some((0, 11)));
+        assert!(version_of("bubblewrap 0.6.1").is_some_and(|v| v < BWRAP_MIN));
+        assert_eq!(version_of("something else"), None);
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //!
 //! Layout under the executor's work dir, per task:
 //! `<work_dir>/<workflow_id>/<task>/output` (the task's output, uploaded
-//! after exit), `.../files/N` (launch file N) and `.../inputs/N` (input N).
+//! after exit), `.../files/N` (launch file N), `.../inputs/N` (input N) and
+//! `.../etc` (the task's `/etc`, see `etc`; launch files under `/etc` are
+//! written into it). [`remove`] deletes the task's directory once its run
+//! is over.
 //!
 //! Invariants: every name taken from a launch is checked to be one plain path
 //! component (or, for file paths, a clean absolute path) before it touches the
@@ -13,6 +16,7 @@
 //! must not see a previous attempt's output or inputs.
 
 use super::error::ExecError;
+use super::etc;
 use super::sandbox::{SANDBOX_INPUTS, SANDBOX_OUTPUT};
 use crate::protocol::TaskLaunch;
 use std::fs;
@@ -25,6 +29,9 @@ pub struct Prepared {
     pub inputs: Vec<PathBuf>,
     /// (host file, absolute path inside the sandbox).
     pub files: Vec<(PathBuf, String)>,
+    /// The task's `/etc`, and the host entries to bind over it.
+    pub etc_dir: PathBuf,
+    pub etc_binds: Vec<(String, String)>,
 }
 
 fn task_dir(work_dir: &Path, workflow_id: &str, task: &str) -> Result<PathBuf, ExecError> {
@@ -40,13 +47,27 @@ pub fn prepare(work_dir: &Path, launch: &TaskLaunch) -> Result<Prepared, ExecErr
     let output_dir = dir.join("output");
     let files_dir = dir.join("files");
     let inputs_dir = dir.join("inputs");
-    for fresh in [&output_dir, &files_dir, &inputs_dir] {
+    let etc_dir = dir.join("etc");
+    for fresh in [&output_dir, &files_dir, &inputs_dir, &etc_dir] {
         remove_dir_if_present(fresh)?;
         fs::create_dir_all(fresh).map_err(|e| ExecError::io("cannot create", fresh, e))?;
     }
 
+    let etc_binds = etc::write(&etc_dir, &hostname(&launch.key.task))?;
     let mut files = Vec::with_capacity(launch.files.len());
     for (index, file) in launch.files.iter().enumerate() {
+        // The task's /etc is its own: a file there is written into it (and
+        // is read-only with the rest of it).
+        if let Ok(relative) = Path::new(&file.path).strip_prefix("/etc") {
+            let host = etc_dir.join(relative);
+            if let Some(parent) = host.parent() {
+                fs::create_dir_all(parent)
+                    .map_err(|e| ExecError::io("cannot create", parent, e))?;
+            }
+            fs::write(&host, &file.contents)
+                .map_err(|e| ExecError::io("cannot write", &host, e))?;
+            continue;
+        }
         // One staged file per entry, named by index, so two launch paths can
         // never collide on the host.
         let host = files_dir.join(index.to_string());
@@ -64,7 +85,26 @@ pub fn prepare(work_dir: &Path, launch: &TaskLaunch) -> Result<Prepared, ExecErr
         output_dir,
         inputs,
         files,
+        etc_dir,
+        etc_binds,
     })
+}
+
+/// The sandbox's host name: the task's name as a DNS label.
+pub fn hostname(task: &str) -> String {
+    crate::protocol::task_host::dns_label(task)
+}
+
+/// Blocking: deletes the task's directory (and its workflow's, once
+/// empty). Its output was uploaded, or is not kept.
+pub fn remove(work_dir: &Path, workflow_id: &str, task: &str) -> Result<(), ExecError> {
+    let dir = task_dir(work_dir, workflow_id, task)?;
+    remove_dir_if_present(&dir)?;
+    if let Some(workflow_dir) = dir.parent() {
+        // Fails while another task of the workflow still has its directory.
+        let _ = fs::remove_dir(workflow_dir);
+    }
+    Ok(())
 }
 
 /// Rejects launch fields bwrap or the host would misinterpret, before any
@@ -143,6 +183,17 @@ fn check_sandbox_path(path: &str) -> Result<(), ExecError> {
             "must not be inside /osmo/data/input or /osmo/data/output",
         ));
     }
+    // Host entries bound into the task's /etc: read-only host trees.
+    if etc::HOST_ENTRIES
+        .iter()
+        .any(|entry| parsed.starts_with(entry) && parsed != Path::new(entry))
+    {
+        return Err(invalid(
+            "file path",
+            path,
+            "is inside a host directory the task reads read-only (CA certificates, loader configuration, alternatives)",
+        ));
+    }
     // Trees bound read-only from the host (or by the kernel): bwrap cannot
     // create a mount point inside them, only mount over a file already there.
     if READ_ONLY_TREES.iter().any(|tree| parsed.starts_with(tree)) {
@@ -159,8 +210,8 @@ fn check_sandbox_path(path: &str) -> Result<(), ExecError> {
 }
 
 /// Directories that are read-only in the sandbox (see `sandbox`).
-const READ_ONLY_TREES: [&str; 9] = [
-    "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/proc",
+const READ_ONLY_TREES: [&str; 8] = [
+    "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/proc",
 ];
 
 fn invalid(what: &'static str, value: &str, why: &'static str) -> ExecError {
@@ -188,12 +239,13 @@ mod tests {
             "/a/./b",
             "/osmo/data/input/0/x",
             "/osmo/data/output/f",
-            "/etc/new-dir/x.conf",
+            "/etc/ssl/certs/extra.pem",
             "/usr/new",
         ] {
             assert!(check_sandbox_path(bad).is_err(), "{bad:?}");
         }
         assert!(check_sandbox_path("/opt/app/config.yaml").is_ok());
         assert!(check_sandbox_path("/tmp/config.yaml").is_ok());
+        assert!(check_sandbox_path("/etc/app/new.conf").is_ok());
     }
 }

@@ -50,6 +50,7 @@ impl Harness {
             backend: "local-test".into(),
             work_dir: work.path().to_path_buf(),
             bwrap,
+            pids_max: None,
         }));
         let (to_op, from_op, serving) = connect(&op);
         let mut harness = Harness {
@@ -416,14 +417,14 @@ async fn a_file_that_cannot_be_placed_fails_the_start() {
     let mut h = Harness::new().await;
     let mut task = launch("wf-badfile", "t", "true");
     task.files = vec![LaunchFile {
-        path: "/etc/gantry-test/new.conf".into(),
+        path: "/usr/gantry-test/new.conf".into(),
         contents: b"x".to_vec(),
     }];
     h.create(false, vec![task]).await;
     let events = h.run_to_end(&key("wf-badfile", "t")).await;
     let (status, code, message) = final_of(&events);
     assert_eq!((status, code), (TaskStatus::FailedStartError, Some(3003)));
-    assert!(message.contains("/etc/gantry-test/new.conf"), "{message}");
+    assert!(message.contains("/usr/gantry-test/new.conf"), "{message}");
 }
 
 #[tokio::test]
@@ -705,19 +706,19 @@ async fn output_is_writable_and_host_paths_are_hidden() {
         "wf-iso",
         "t",
         "for p in /root /home /work /var /opt; do test -e $p && echo visible $p; done; \
-         echo $$$$ > /osmo/data/output/pid; echo done",
+         echo $$$$ > /osmo/data/output/pid; cat /osmo/data/output/pid",
     );
     h.create(false, vec![task]).await;
     let events = h.run_to_end(&key("wf-iso", "t")).await;
     assert_eq!(statuses(&events), RAN);
-    assert_eq!(lines(&events, LogStream::Stdout), ["done"]);
     // A fresh PID namespace: the task's shell is not the host's view of it.
-    let pid =
-        std::fs::read_to_string(h.work.path().join("wf-iso/t/output/pid")).unwrap_or_default();
+    let out = lines(&events, LogStream::Stdout);
     assert!(
-        pid.trim().parse::<u32>().is_ok_and(|pid| pid < 10),
-        "pid {pid:?}"
+        out.len() == 1 && out[0].parse::<u32>().is_ok_and(|pid| pid < 10),
+        "{out:?}"
     );
+    // The run is over: its host directory is gone.
+    assert!(!h.work.path().join("wf-iso/t").exists());
 }
 
 #[tokio::test]
@@ -914,4 +915,55 @@ async fn a_heartbeat_with_this_host_follows_hello() {
     assert!(nodes[0].cpu_millis >= 1000, "{nodes:?}");
     assert!(nodes[0].memory_bytes > 0, "{nodes:?}");
     assert!(nodes[0].ephemeral_storage_bytes > 0, "{nodes:?}");
+}
+
+#[tokio::test]
+async fn a_group_shares_one_network_namespace_even_across_launches() {
+    let mut h = Harness::new().await;
+    let mark = marker();
+    let netns = "readlink /proc/self/ns/net";
+    let mut first = launch("wf-net", "a", &format!("{netns}; sleep {mark}"));
+    first.group = "g".into();
+    h.create(false, vec![first]).await;
+    h.wait_status(&key("wf-net", "a"), |s| s == TaskStatus::Running)
+        .await;
+    assert_eq!(wait_for_processes(&mark, |n| n == 1).await, 1);
+
+    // A task of the same group launched on its own (as a retry is) joins
+    // the running one's namespace; another group has its own, and neither
+    // is this host's.
+    let mut second = launch("wf-net", "b", netns);
+    second.group = "g".into();
+    h.create(false, vec![second]).await;
+    let other = launch("wf-net", "c", netns);
+    h.create(false, vec![other]).await;
+    let b = lines(&h.run_to_end(&key("wf-net", "b")).await, LogStream::Stdout);
+    let c = lines(&h.run_to_end(&key("wf-net", "c")).await, LogStream::Stdout);
+    h.cancel("wf-net", "g").await;
+    let a = lines(&h.run_to_end(&key("wf-net", "a")).await, LogStream::Stdout);
+    let host = std::fs::read_link("/proc/self/ns/net")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert!(a[0].starts_with("net:["), "{a:?}");
+    assert_eq!(a, b, "same group, same namespace");
+    assert_ne!(a, c, "another group, another namespace");
+    assert_ne!(a[0], host);
+    assert_ne!(c[0], host);
+}
+
+#[tokio::test]
+async fn a_pod_template_with_host_network_gives_the_hosts_network() {
+    let mut h = Harness::new().await;
+    let mut task = launch("wf-hostnet", "hil", "readlink /proc/self/ns/net");
+    task.placement.pod_templates = vec![serde_json::json!({"spec": {"hostNetwork": true}})];
+    h.create(false, vec![task]).await;
+    let out = lines(
+        &h.run_to_end(&key("wf-hostnet", "hil")).await,
+        LogStream::Stdout,
+    );
+    let host = std::fs::read_link("/proc/self/ns/net")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    assert_eq!(out, [host]);
 }

@@ -19,17 +19,30 @@
 //!   then the download's lines, the process output, the upload's lines.
 //! - The command and args run with their `$(VAR)` references expanded from
 //!   the task's environment, as kubelet runs them on Kubernetes.
+//! - A task runs in its own cgroup with the limits of its `resources`
+//!   (as root always: without cgroups it fails to start; an unprivileged
+//!   operator without a delegated cgroup runs it unlimited and says so in
+//!   its log). A kill by the memory limit or output past the storage limit
+//!   ends it FAILED_EVICTED (3004), as OSMO reports an OOMKilled or evicted
+//!   pod.
+//! - The task's directories are removed once its run is over (after the
+//!   upload), before its final report.
 
 use super::Shared;
 use crate::clock::now_ms;
+use crate::operator::local::cgroup::{Limits, TaskCgroup};
 use crate::operator::local::error::{ExecError, Stopped};
 use crate::operator::local::expansion;
 use crate::operator::local::log_lines;
-use crate::operator::local::process::{self, Exit};
-use crate::operator::local::sandbox::{self, SandboxSpec};
+use crate::operator::local::netns::TaskNet;
+use crate::operator::local::process::{self, ChildSetup, Exit};
+use crate::operator::local::sandbox::{self, Network, SandboxSpec};
 use crate::operator::local::staging::{self, Prepared};
+use crate::operator::local::usage;
 use crate::protocol::{FromOperator, LogLine, LogStream, TaskLaunch};
 use gantry_storage::TaskStatus;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -68,9 +81,24 @@ impl Shared {
         launch: TaskLaunch,
         cancel: watch::Receiver<Option<String>>,
         gate: Option<GroupGate>,
+        net: TaskNet,
     ) {
         let key = launch.key.clone();
-        let outcome = self.run(&launch, cancel, gate).await;
+        let outcome = self.run(&launch, cancel, gate, net).await;
+        // The output was uploaded (or is not kept): the task's host
+        // directories go before the final report.
+        let (work_dir, workflow, task) = (
+            self.config.work_dir.clone(),
+            key.workflow_id.clone(),
+            key.task.clone(),
+        );
+        let removed =
+            tokio::task::spawn_blocking(move || staging::remove(&work_dir, &workflow, &task)).await;
+        match removed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "removing the task's directory"),
+            Err(error) => tracing::warn!(%error, "removing the task's directory"),
+        }
         // Leave the running set before the final report: see the outbox's
         // reconnect invariant.
         self.tasks.remove(&key);
@@ -97,6 +125,7 @@ impl Shared {
         launch: &TaskLaunch,
         mut cancel: watch::Receiver<Option<String>>,
         gate: Option<GroupGate>,
+        net: TaskNet,
     ) -> Result<Exit, Stopped> {
         // The executor's own note takes the run's first offset; data phase
         // lines and output follow in order.
@@ -131,6 +160,11 @@ impl Shared {
             .chain(&launch.args)
             .map(|part| expansion::expand(part, &launch.environment))
             .collect();
+        let resources = &launch.placement.resources;
+        let (cgroup, next_offset) = self.task_cgroup(launch, next_offset).await?;
+        let seccomp = self.seccomp_fds()?;
+        let seccomp_fds: Vec<i32> = seccomp.iter().map(AsRawFd::as_raw_fd).collect();
+        let hostname = staging::hostname(&launch.key.task);
         let args = sandbox::bwrap_args(&SandboxSpec {
             key: &launch.key,
             output_dir: &prepared.output_dir,
@@ -138,8 +172,37 @@ impl Shared {
             files: &prepared.files,
             environment: &launch.environment,
             argv: &argv,
+            etc_dir: &prepared.etc_dir,
+            etc_binds: &prepared.etc_binds,
+            hostname: &hostname,
+            network: match net {
+                TaskNet::Own => Network::Own,
+                TaskNet::Host | TaskNet::Group(_) => Network::Inherit,
+            },
+            seccomp_fds: &seccomp_fds,
+            tmpfs_bytes: resources.storage_bytes,
         });
-        let child = process::spawn(&bwrap, args)?;
+        let setup = ChildSetup {
+            cgroup_procs: cgroup
+                .as_ref()
+                .map(TaskCgroup::join_fds)
+                .unwrap_or_default(),
+            netns: match &net {
+                TaskNet::Group(group) => Some(group.raw_fd()),
+                TaskNet::Host | TaskNet::Own => None,
+            },
+            inherit: seccomp_fds.clone(),
+        };
+        let child = process::spawn(&bwrap, args, setup);
+        // The child holds its own copies now.
+        drop(seccomp);
+        let child = match child {
+            Ok(child) => child,
+            Err(error) => {
+                remove_cgroup(cgroup).await;
+                return Err(error.into());
+            }
+        };
         self.outbox
             .task_status(&launch.key, TaskStatus::Running, None, None)
             .await;
@@ -148,11 +211,29 @@ impl Shared {
             &launch.key,
             &self.outbox,
             cancel.clone(),
+            usage::exceeded(prepared.output_dir.clone(), resources.storage_bytes),
             next_offset,
         )
-        .await?;
-        // OSMO uploads after every exit except a cancel.
-        if exit.canceled.is_none() {
+        .await;
+        // Read before the cgroup goes; its count is the OOM killer's verdict.
+        let oom_kills = remove_cgroup(cgroup).await;
+        let mut exit = exit?;
+        // Set by the storage watch: the whole task was evicted, as kubelet
+        // evicts a pod (its output is over its bound and not uploaded).
+        let evicted_for_storage = exit.evicted.is_some();
+        if oom_kills > 0 && exit.code != 0 && exit.canceled.is_none() && exit.evicted.is_none() {
+            let limit = resources.memory_bytes.map_or_else(
+                || "its memory".to_string(),
+                |b| format!("its memory limit of {b} bytes"),
+            );
+            exit.evicted = Some(format!(
+                "the task ran out of memory (OOMKilled): {oom_kills} process(es) killed at {limit}"
+            ));
+        }
+        // OSMO uploads after every exit except a cancel (or an eviction of
+        // the pod: its uploader goes with it). An OOM kill is the task's
+        // container only, so its output is uploaded.
+        if exit.canceled.is_none() && !evicted_for_storage {
             self.upload(launch, &prepared, &mut cancel, exit.next_offset)
                 .await?;
         }
@@ -196,7 +277,104 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The task's cgroup with the limits of its resources, or `None` with a
+    /// log line when this operator has no cgroups and is not root.
+    async fn task_cgroup(
+        &self,
+        launch: &TaskLaunch,
+        next_offset: u64,
+    ) -> Result<(Option<TaskCgroup>, u64), Stopped> {
+        let cgroups = match &self.cgroups {
+            Ok(cgroups) => Arc::clone(cgroups),
+            Err(why) if !nix::unistd::geteuid().is_root() => {
+                self.note(
+                    launch,
+                    next_offset,
+                    format!("resource limits are not enforced: {why}"),
+                )
+                .await;
+                return Ok((None, next_offset + 1));
+            }
+            Err(why) => return Err(ExecError::Limits(why.clone()).into()),
+        };
+        let resources = &launch.placement.resources;
+        let limits = Limits {
+            cpus: resources.cpu,
+            memory_bytes: resources.memory_bytes,
+            pids_max: Some(
+                self.config
+                    .pids_max
+                    .unwrap_or_else(|| super::default_pids_max(resources.cpu)),
+            ),
+        };
+        let key = &launch.key;
+        let name = format!("{}.{}.{}", key.workflow_id, key.task, key.retry_id);
+        // Workflow and task names were checked as path components in staging.
+        let made = tokio::task::spawn_blocking(move || cgroups.create(&name, &limits))
+            .await
+            .map_err(|e| ExecError::Join(e.to_string()))?;
+        let cgroup = made.map_err(|e| ExecError::Limits(e.to_string()))?;
+        Ok((Some(cgroup), next_offset))
+    }
+
+    /// The seccomp filters, each in a pipe the sandbox reads.
+    fn seccomp_fds(&self) -> Result<Vec<OwnedFd>, ExecError> {
+        let programs = self
+            .seccomp
+            .as_ref()
+            .map_err(|why| ExecError::Seccomp(why.clone()))?;
+        programs
+            .iter()
+            .map(|program| {
+                let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(|e| ExecError::Seccomp(format!("pipe: {e}")))?;
+                // A filter is a few KiB, far below a pipe's buffer.
+                std::fs::File::from(write)
+                    .write_all(program)
+                    .map_err(|e| ExecError::Seccomp(format!("writing the filter: {e}")))?;
+                Ok(read)
+            })
+            .collect()
+    }
+
+    /// One line of the executor's own in the task's log.
+    async fn note(&self, launch: &TaskLaunch, offset: u64, text: String) {
+        let line = LogLine {
+            offset,
+            stream: LogStream::Osmo,
+            time: now_ms(),
+            text,
+        };
+        self.outbox
+            .send(FromOperator::Logs {
+                key: launch.key.clone(),
+                lines: vec![line],
+            })
+            .await;
+    }
+}
+
+/// Removes the task's cgroup; returns how many of its processes the OOM
+/// killer had killed.
+async fn remove_cgroup(cgroup: Option<TaskCgroup>) -> u64 {
+    let Some(cgroup) = cgroup else {
+        return 0;
+    };
+    tokio::task::spawn_blocking(move || {
+        let kills = cgroup.oom_kills();
+        cgroup.remove();
+        kills
+    })
+    .await
+    .unwrap_or(0)
+}
+
 fn final_status(exit: &Exit) -> (TaskStatus, Option<i32>, Option<String>) {
+    if let Some(reason) = &exit.evicted {
+        let status = TaskStatus::FailedEvicted;
+        return (status, status.default_exit_code(), Some(reason.clone()));
+    }
     if exit.code == 0 {
         return (TaskStatus::Completed, Some(0), None);
     }

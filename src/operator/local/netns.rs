@@ -1,0 +1,141 @@
+//! Task networks: one network namespace per group, shared by the group's
+//! tasks, or the host's network for groups whose platform asks for it.
+//!
+//! Invariants:
+//! - A group's namespace holds only a loopback interface that is up: its
+//!   tasks reach each other on `localhost` (what `{{host:<task>}}` becomes
+//!   on this executor) and nothing else: not the host's loopback, not other
+//!   groups, not the outside.
+//! - The namespace lives as long as a handle to it ([`GroupNet`]) or a
+//!   process inside it; the executor drops its handle when the group's last
+//!   task ends.
+//! - The host network is used only when the launch's pod templates (the
+//!   POOL's and platform's, set by an administrator) say
+//!   `spec.hostNetwork: true`, as they would for a Kubernetes pod.
+//! - Creating a namespace needs `CAP_SYS_ADMIN`; an operator without it
+//!   gets [`NetError::Unprivileged`] and gives each task a namespace of its
+//!   own (bubblewrap's `--unshare-net`), so a group's tasks cannot reach
+//!   each other there.
+
+use crate::protocol::TaskPlacement;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// How a task is networked.
+#[derive(Clone, Debug)]
+pub enum TaskNet {
+    /// The host's network (HIL tasks; an administrator's setting).
+    Host,
+    /// The group's namespace, joined before bubblewrap starts.
+    Group(std::sync::Arc<GroupNet>),
+    /// A namespace of the task's own (`--unshare-net`).
+    Own,
+}
+
+/// A handle that keeps a group's network namespace alive.
+#[derive(Debug)]
+pub struct GroupNet {
+    fd: OwnedFd,
+}
+
+impl GroupNet {
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("creating a network namespace needs CAP_SYS_ADMIN")]
+    Unprivileged,
+    #[error("setting up the group's network namespace: {0}")]
+    Setup(String),
+}
+
+/// Whether the task's pod templates ask for the host's network (the last
+/// template that says wins, as in OSMO's merge order).
+pub fn wants_host_network(placement: &TaskPlacement) -> bool {
+    placement
+        .pod_templates
+        .iter()
+        .filter_map(|template| template.pointer("/spec/hostNetwork"))
+        .filter_map(serde_json::Value::as_bool)
+        .next_back()
+        .unwrap_or(false)
+}
+
+/// A fresh network namespace with loopback up. Blocking (a short-lived
+/// thread enters it, since a namespace change is per thread).
+pub fn new_group_net() -> Result<GroupNet, NetError> {
+    let thread = std::thread::Builder::new()
+        .name("task-netns".into())
+        .spawn(|| -> Result<GroupNet, NetError> {
+            match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+                Ok(()) => {}
+                Err(nix::errno::Errno::EPERM) => return Err(NetError::Unprivileged),
+                Err(errno) => return Err(NetError::Setup(format!("unshare: {errno}"))),
+            }
+            loopback_up().map_err(|e| NetError::Setup(format!("bringing up lo: {e}")))?;
+            let file = File::open("/proc/thread-self/ns/net")
+                .map_err(|e| NetError::Setup(format!("opening the namespace: {e}")))?;
+            Ok(GroupNet { fd: file.into() })
+        })
+        .map_err(|e| NetError::Setup(format!("spawning a thread: {e}")))?;
+    thread
+        .join()
+        .map_err(|_| NetError::Setup("the setup thread panicked".into()))?
+}
+
+/// Sets IFF_UP on `lo` of the calling thread's network namespace.
+// ioctl's request is an unsigned long on glibc and an int on musl.
+#[allow(clippy::unnecessary_cast)]
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: socket(2) with constant arguments; the result is checked and
+    // owned by `OwnedFd` from here on.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a descriptor we just opened and nothing else owns.
+    let socket = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    // SAFETY: an all-zero `ifreq` is valid (a name of NULs, zero flags).
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *slot = *byte as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write `request`, a live
+    // `ifreq` with a NUL-terminated name, on an open socket.
+    unsafe {
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut request) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS as _, &request) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_last_template_that_names_host_network_wins() {
+        let mut placement = TaskPlacement::default();
+        assert!(!wants_host_network(&placement));
+        placement.pod_templates = vec![
+            json!({"spec": {"hostNetwork": true}}),
+            json!({"metadata": {"labels": {"a": "b"}}}),
+        ];
+        assert!(wants_host_network(&placement));
+        placement
+            .pod_templates
+            .push(json!({"spec": {"hostNetwork": false}}));
+        assert!(!wants_host_network(&placement));
+        placement.pod_templates = vec![json!({"spec": {"hostNetwork": "true"}})];
+        assert!(!wants_host_network(&placement), "only a boolean counts");
+    }
+}
