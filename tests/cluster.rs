@@ -630,13 +630,20 @@ fn a_submit_retried_through_a_lost_quorum_creates_one_workflow() {
 }
 
 /// A leader whose wall clock runs an hour fast fires no timer early: timers
-/// follow the voters' median clock. No operator runs, so a workflow
-/// submitted through a follower with a true clock stays queued; its
-/// 30-minute queue timeout, judged by the leader's own clock, would be due
-/// at once (the timer monitor looks every 200 ms).
+/// follow the voters' median clock. A task with a 30-minute exec timeout
+/// starts while a true-clocked member leads; then the member whose clock
+/// is an hour ahead is made leader (the others are paused in turn until it
+/// wins an election). Judged by its own clock that timeout and the
+/// backend's liveness timers are due at once (the timer monitor looks every
+/// 200 ms; without the median the backend is declared lost and the task
+/// fails); by the voters' median they are not.
 #[test]
 fn a_leader_with_a_fast_clock_times_nothing_out_early() {
-    if std::process::Command::new("faketime").arg("--help").output().is_err() {
+    if std::process::Command::new("faketime")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
         assert!(
             std::env::var("CI").is_err(),
             "faketime is required under CI (Debian package faketime)"
@@ -649,19 +656,7 @@ fn a_leader_with_a_fast_clock_times_nothing_out_early() {
     let data: Vec<PathBuf> = (1..=3)
         .map(|index| dir.path().join(format!("node{index}")))
         .collect();
-    // No executor anywhere: the workflow stays queued.
-    let args_of = |cluster: &Cluster, index: usize, extra: &[&str]| -> Vec<String> {
-        let mut args = cluster.server_args(index, extra);
-        args.retain(|arg| arg != "--local-backend");
-        args
-    };
-    let args = args_of(&cluster, 1, &["--bootstrap"]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let first = DevServer::start_wrapped(
-        &["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", "faketime", "-f", "+1h"],
-        &data[0],
-        &args,
-    );
+    let first = cluster.start(&data[0], 1, &["--bootstrap"]);
     cluster.token = std::fs::read_to_string(data[0].join("bootstrap-admin-token")).unwrap();
     let first_peer = cluster.members(&first)["members"][0]["peer_address"]
         .as_str()
@@ -669,35 +664,94 @@ fn a_leader_with_a_fast_clock_times_nothing_out_early() {
         .to_string();
     let mut servers = vec![first];
     for index in 2..=3 {
-        let args = args_of(&cluster, index, &["--join", &first_peer]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        servers.push(DevServer::start_with(&data[index - 1], &args));
-    }
-    wait_for(Duration::from_secs(30), "three voters", || {
-        let members = cluster.members(&servers[1]);
-        match members["members"].as_array() {
-            Some(list) if list.len() == 3 => Ok(()),
-            _ => Err(members.to_string()),
+        let mut args = cluster.server_args(index, &["--join", &first_peer]);
+        if index == 2 {
+            // Nothing of node 2 stamps a command until it leads (a local
+            // operator's heartbeats would move the state's clock ahead).
+            args.retain(|arg| arg != "--local-backend");
         }
-    });
-    // The leader measures the voters' clocks every 2 s.
-    std::thread::sleep(Duration::from_secs(3));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // Node 2's clock runs an hour ahead.
+        let wrapper: &[&str] = if index == 2 {
+            &[
+                "env",
+                "FAKETIME_DONT_FAKE_MONOTONIC=1",
+                "faketime",
+                "-f",
+                "+1h",
+            ]
+        } else {
+            &[]
+        };
+        servers.push(DevServer::start_wrapped(wrapper, &data[index - 1], &args));
+    }
+    let ids: Vec<u64> = servers
+        .iter()
+        .map(|server| cluster.members(server)["node_id"].as_u64().unwrap())
+        .collect();
+    // (members listed, index of the leader) as `asked` sees them.
+    let leader_of = |cluster: &Cluster, asked: &DevServer| {
+        let members = cluster.members(asked);
+        let leader = members["leader_id"].as_u64();
+        let list = members["members"].as_array().map_or(0, Vec::len);
+        (list, ids.iter().position(|&id| Some(id) == leader))
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "three voters",
+        || match leader_of(&cluster, &servers[2]) {
+            (3, Some(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+
     let response = cluster
         .http
-        .post(format!("{}/api/pool/default/workflow", servers[1].url))
+        .post(format!("{}/api/pool/default/workflow", servers[2].url))
         .bearer_auth(&cluster.token)
-        .json(&serde_json::json!({ "file": "workflow:\n  name: patient\n  timeout: {queue_timeout: 30m}\n  tasks:\n  - name: nap\n    image: ubuntu\n    command: [sleep, \"4\"]\n" }))
+        .json(&serde_json::json!({ "file": "workflow:\n  name: patient\n  timeout: {exec_timeout: 30m}\n  tasks:\n  - name: nap\n    image: ubuntu\n    command: [sleep, \"120\"]\n" }))
         .send()
         .expect("submit");
     let status = response.status().as_u16();
     let body = response.json::<Value>().unwrap();
     assert_eq!(status, 200, "{body}");
     let id = body["name"].as_str().unwrap().to_string();
+    // Running: its exec timeout is set by a true clock.
+    wait_for(Duration::from_secs(60), "the task runs", || {
+        let (_, workflow) = cluster.get(&servers[2], &format!("/api/workflow/{id}"));
+        match workflow["status"].as_str() {
+            Some("RUNNING") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+
+    // Pause whoever leads until the fast member wins an election.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let asked = &servers[1];
+        let (_, leader) = leader_of(&cluster, asked);
+        match leader {
+            Some(1) => break,
+            Some(other) => {
+                signal(&servers[other], "STOP");
+                wait_for(
+                    Duration::from_secs(30),
+                    "another leader",
+                    || match leader_of(&cluster, asked).1 {
+                        Some(now) if now != other => Ok(()),
+                        seen => Err(format!("{seen:?}")),
+                    },
+                );
+                signal(&servers[other], "CONT");
+            }
+            None => std::thread::sleep(Duration::from_millis(200)),
+        }
+        assert!(Instant::now() < deadline, "the fast member never led");
+    }
     std::thread::sleep(Duration::from_secs(4));
-    let (_, workflow) = cluster.get(&servers[1], &format!("/api/workflow/{id}"));
-    eprintln!("DEBUGWF {workflow}\nLEADER {}", servers[0].log());
-    assert!(
-        workflow["status"] == "PENDING" || workflow["status"] == "PROCESSING",
-        "no early queue timeout: {workflow}"
+    let (_, workflow) = cluster.get(&servers[2], &format!("/api/workflow/{id}"));
+    assert_eq!(
+        workflow["status"], "RUNNING",
+        "no timer fired early (exec timeout, backend liveness): {workflow}"
     );
 }

@@ -108,11 +108,6 @@ impl DevServer {
 
     /// SIGKILL without waiting (to kill several processes at once); the
     /// handle reaps it when dropped.
-    /// The process id (to stop and continue it with signals).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     pub fn kill_now(&mut self) {
         let _ = self.child.kill();
     }
