@@ -9,9 +9,10 @@
 use super::error::SpecError;
 use super::isolate::RenderIsolation;
 use super::jinja::RenderLimits;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpecInput {
     pub text: String,
     /// `k=v`, value typed like a YAML scalar (int, float, bool, else string).
@@ -22,7 +23,7 @@ pub struct SpecInput {
     pub set_env: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpecLimits {
     pub max_tasks: usize,
     pub max_name_length: usize,
@@ -34,9 +35,11 @@ pub struct SpecLimits {
     /// Larger timeouts are clamped to these (not rejected).
     pub max_exec_timeout_seconds: Option<u64>,
     pub max_queue_timeout_seconds: Option<u64>,
-    /// Render Jinja in a resource-limited child process (the server sets
-    /// this: fuel does not bound memory); `None` renders in-process, which
-    /// is what unit tests and the CLI-side tooling want.
+    /// Render and read large specs in a resource-limited child process
+    /// (the server sets this: fuel does not bound memory); `None` works
+    /// in-process, which is what unit tests and the CLI-side tooling want.
+    /// Never sent to the child, which must not isolate again.
+    #[serde(skip)]
     pub render_isolation: Option<RenderIsolation>,
 }
 
@@ -80,7 +83,12 @@ fn split_item<'a>(flag: &str, item: &'a str) -> Result<(&'a str, &'a str), SpecE
 /// Types a `--set` value the way YAML would type a plain scalar; anything
 /// that is not a bool or number stays the literal string.
 fn typed_value(raw: &str) -> serde_yaml_ng::Value {
-    match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(raw) {
+    // Bounded first: a nesting bomb in a `--set` value is just a string.
+    let parsed = match super::yaml_bounds::check(raw) {
+        Ok(()) => serde_yaml_ng::from_str::<serde_yaml_ng::Value>(raw),
+        Err(_) => return serde_yaml_ng::Value::String(raw.to_string()),
+    };
+    match parsed {
         Ok(value @ (serde_yaml_ng::Value::Bool(_) | serde_yaml_ng::Value::Number(_))) => value,
         _ => serde_yaml_ng::Value::String(raw.to_string()),
     }

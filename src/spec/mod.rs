@@ -2,11 +2,14 @@
 //!
 //! Pipeline of [`prepare`]: `--set` items → cut out `default-values` →
 //! render with Jinja (limits, tokens protected; skipped without Jinja
-//! syntax; in a limited child process when configured) → parse YAML as
-//! OSMO does (a repeated key: the last value wins, with a warning) →
+//! syntax) → parse YAML as OSMO does (depth and aliases bounded first; a
+//! repeated key: the last value wins, with a warning) →
 //! settle the workflow name → version check → typed parse → rules and
-//! expansion into a [`WorkflowPlan`]. [`read_document`] is the first half
-//! (through the YAML), for the CLI.
+//! expansion into a [`WorkflowPlan`]. With isolation configured (the
+//! server), the whole pipeline runs in a limited child process whenever
+//! there is Jinja to render or the text is larger than
+//! [`IN_PROCESS_BYTES_MAX`]. [`read_document`] is the first half (through
+//! the YAML), for the CLI.
 //!
 //! Invariant: the outer `Err` of [`prepare`] means nothing can be stored
 //! (no usable YAML or no valid name); once a name is known every further
@@ -26,6 +29,7 @@ mod special_tokens;
 mod template;
 mod validate;
 mod yaml;
+mod yaml_bounds;
 
 #[cfg(test)]
 mod tests;
@@ -63,7 +67,37 @@ pub struct Document {
     pub warnings: Vec<String>,
 }
 
+/// Texts up to this size without Jinja are read in-process even when
+/// [`SpecLimits::render_isolation`] is set: reading them is linear (see
+/// `yaml_bounds`) and takes about a millisecond, less than starting a
+/// worker. Larger texts and every render go to the worker, under its limits.
+pub const IN_PROCESS_BYTES_MAX: usize = 64 << 10;
+
+/// [`prepare_cancellable`] that nobody cancels.
 pub fn prepare(input: &SpecInput, limits: &SpecLimits) -> Result<Prepared, SpecError> {
+    prepare_cancellable(input, limits, &tokio_util::sync::CancellationToken::new())
+}
+
+/// The whole pipeline: in a limited child process when `limits` say so and
+/// the input needs rendering or is large, else here. `cancel` stops the
+/// child (a caller that left).
+pub fn prepare_cancellable(
+    input: &SpecInput,
+    limits: &SpecLimits,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<Prepared, SpecError> {
+    match &limits.render_isolation {
+        Some(isolation)
+            if input.text.len() > IN_PROCESS_BYTES_MAX || template::needs_render(&input.text) =>
+        {
+            isolate::prepare(input, limits, isolation, cancel)
+        }
+        _ => prepare_here(input, limits),
+    }
+}
+
+/// The pipeline in this process (the worker's side of `isolate`).
+fn prepare_here(input: &SpecInput, limits: &SpecLimits) -> Result<Prepared, SpecError> {
     // Usage errors first, `--set` before `--set-env`, whatever the spec.
     input::template_overrides(input)?;
     let env = input::env_overrides(input)?;
@@ -93,7 +127,10 @@ pub fn read_document(input: &SpecInput, limits: &SpecLimits) -> Result<Document,
     let parsed = yaml::parse(&rendered).map_err(|err| SpecError {
         kind: SpecErrorKind::NotYaml,
         path: None,
-        message: format!("not valid YAML: {err}"),
+        message: match err {
+            yaml::ParseError::Bounds(exceeded) => format!("YAML refused: {exceeded}"),
+            yaml::ParseError::Yaml(err) => format!("not valid YAML: {err}"),
+        },
     })?;
     let mut warnings = duplicate_warnings(&split.duplicates, |line| format!("line {line}"));
     // A line Jinja left in place (same line count, same text) is the
