@@ -86,14 +86,25 @@ pub fn prepare_cancellable(
     limits: &SpecLimits,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<Prepared, SpecError> {
-    match &limits.render_isolation {
-        Some(isolation)
-            if input.text.len() > IN_PROCESS_BYTES_MAX || template::needs_render(&input.text) =>
-        {
-            isolate::prepare(input, limits, isolation, cancel)
-        }
-        _ => prepare_here(input, limits),
+    let Some(isolation) = &limits.render_isolation else {
+        return prepare_here(input, limits);
+    };
+    let render = template::needs_render(&input.text);
+    if !render && input.text.len() <= IN_PROCESS_BYTES_MAX {
+        return prepare_here(input, limits);
     }
+    if !render {
+        // Unrendered, the text is what gets parsed (body and defaults
+        // block alike): a bomb is refused here in linear time, without a
+        // worker.
+        yaml_bounds::check(&input.text).map_err(bounds_error)?;
+    }
+    isolate::prepare(input, limits, isolation, cancel)
+}
+
+/// The answer to a text past a bound of `yaml_bounds`.
+fn bounds_error(exceeded: yaml_bounds::Exceeded) -> SpecError {
+    SpecError::new(SpecErrorKind::NotYaml, format!("YAML refused: {exceeded}"))
 }
 
 /// The pipeline in this process (the worker's side of `isolate`).
@@ -124,13 +135,11 @@ pub fn read_document(input: &SpecInput, limits: &SpecLimits) -> Result<Document,
         vars.insert(Value::String(key), value);
     }
     let rendered = template::render(&split.body, &vars, limits, split.lines)?;
-    let parsed = yaml::parse(&rendered).map_err(|err| SpecError {
-        kind: SpecErrorKind::NotYaml,
-        path: None,
-        message: match err {
-            yaml::ParseError::Bounds(exceeded) => format!("YAML refused: {exceeded}"),
-            yaml::ParseError::Yaml(err) => format!("not valid YAML: {err}"),
-        },
+    let parsed = yaml::parse(&rendered).map_err(|err| match err {
+        yaml::ParseError::Bounds(exceeded) => bounds_error(exceeded),
+        yaml::ParseError::Yaml(err) => {
+            SpecError::new(SpecErrorKind::NotYaml, format!("not valid YAML: {err}"))
+        }
     })?;
     let mut warnings = duplicate_warnings(&split.duplicates, |line| format!("line {line}"));
     // A line Jinja left in place (same line count, same text) is the
