@@ -116,3 +116,122 @@ fn nesting_bombs_are_refused_while_queries_keep_answering() {
         "COMPLETED"
     );
 }
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Every directory and file under `dir` (with `dir`), depth first.
+fn tree(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = vec![dir.to_path_buf()];
+    if dir.is_dir() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            found.extend(tree(&entry.unwrap().path()));
+        }
+    }
+    found
+}
+
+/// Runs `gantry ARGS` with umask 000 (the umask a careless unit might give).
+fn with_open_umask(args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new("sh");
+    command
+        .args(["-c", "umask 000; exec \"$0\" \"$@\"", common::BINARY])
+        .args(args);
+    command
+}
+
+#[test]
+fn the_data_directory_and_its_secrets_are_private_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    // Found wide open: tightened.
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let server = DevServer::start_wrapped(
+        &["sh", "-c", "umask 000; exec \"$0\" \"$@\""],
+        &data,
+        &[
+            "server",
+            "--bootstrap",
+            "--local-backend",
+            "--listen",
+            "127.0.0.1:0",
+            "--peer-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let token = std::fs::read_to_string(data.join("bootstrap-admin-token")).unwrap();
+    let snapshot = dir.path().join("backup.snapshot");
+    let output = with_open_umask(&["snapshot", "save", snapshot.to_str().unwrap()])
+        .env("GANTRY_URL", &server.url)
+        .env("GANTRY_TOKEN", token.trim())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(mode(&snapshot), 0o600, "snapshot save output");
+
+    // A restore seeds a private directory too.
+    let restored = dir.path().join("restored");
+    let output = with_open_umask(&[
+        "snapshot",
+        "restore",
+        snapshot.to_str().unwrap(),
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    for (root, must) in [
+        (
+            &data,
+            &[
+                "raft",
+                "raft/state.redb",
+                "raft/raft-log.redb",
+                "node-id",
+                "gantry.lock",
+                "bootstrap-admin-token",
+            ][..],
+        ),
+        (&restored, &["raft", "raft/state.redb"][..]),
+    ] {
+        for name in must {
+            assert!(root.join(name).exists(), "{name} under {}", root.display());
+        }
+        assert_eq!(mode(root), 0o700, "{}", root.display());
+        let raft = root.join("raft");
+        for path in tree(&raft)
+            .into_iter()
+            .chain(must.iter().map(|n| root.join(n)))
+        {
+            let want = if path.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode(&path), want, "{}", path.display());
+        }
+    }
+    // Nothing under the data directory is reachable by others, whatever
+    // its own mode: the directory itself is closed.
+    eprintln!(
+        "modes with umask 000: {}",
+        tree(&data)
+            .iter()
+            .map(|p| format!("{} {:o}", p.strip_prefix(&data).unwrap().display(), mode(p)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
