@@ -3,7 +3,9 @@
 //! Invariant: bad input is always a 4xx naming what was wrong; 500 is kept
 //! for real server faults (storage, Raft). A `503` with `Retry-After` means
 //! the call was certainly not carried out (no leader could take it), so a
-//! client may send it again, to this node or another.
+//! client may send it again, to this node or another; a `503` without it
+//! means the leader was lost while it held the call, which may or may not
+//! have been carried out.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -73,6 +75,28 @@ impl From<RaftError> for ApiError {
                     format!("the control plane is not ready: {error}"),
                 )
             },
+            // Never sent to a leader (the one known was unreachable all
+            // through the wait for an election): safe to send again.
+            RaftError::PeerUnreachable { .. } => ApiError {
+                retry_after_secs: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "SERVER",
+                    format!("no leader could take the call: {error}"),
+                )
+            },
+            // The leader was lost after it received the call: the control
+            // plane is changing leader, but the call may have been carried
+            // out, so no `Retry-After` (a client that retries blindly could
+            // do it twice).
+            RaftError::Peer { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVER",
+                format!(
+                    "the leader was lost before it answered ({error}): the call may or may \
+                     not have been carried out; check before sending it again"
+                ),
+            ),
             RaftError::ShuttingDown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "SERVER",
@@ -111,5 +135,49 @@ impl IntoResponse for ApiError {
                 .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(error: RaftError) -> (u16, Option<String>, String) {
+        let api = ApiError::from(error);
+        let message = api.message.clone();
+        let response = api.into_response();
+        let retry = response
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        (response.status().as_u16(), retry, message)
+    }
+
+    #[test]
+    fn losing_the_leader_is_a_503_and_retry_after_only_when_not_carried_out() {
+        let peer = || "10.0.0.1:7001".to_string();
+        let not_sent = answer(RaftError::PeerUnreachable {
+            peer: peer(),
+            reason: "connection: connection closed".into(),
+        });
+        assert_eq!((not_sent.0, not_sent.1.as_deref()), (503, Some("1")));
+        let lost = answer(RaftError::Peer {
+            peer: peer(),
+            reason: "lost: connection error".into(),
+        });
+        assert_eq!((lost.0, lost.1.as_deref()), (503, None));
+        assert!(
+            lost.2.contains("may or may not have been carried out"),
+            "{}",
+            lost.2
+        );
+        let no_leader = answer(RaftError::NotLeader {
+            leader_id: None,
+            leader: None,
+        });
+        assert_eq!((no_leader.0, no_leader.1.as_deref()), (503, Some("1")));
+        let storage = answer(RaftError::RaftStorage("disk full".into()));
+        assert_eq!((storage.0, storage.1), (500, None));
     }
 }
