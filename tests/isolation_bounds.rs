@@ -235,3 +235,133 @@ fn the_data_directory_and_its_secrets_are_private_whatever_the_umask() {
             .join(", ")
     );
 }
+
+/// One refusal as curl sees it: exit code, status and body.
+fn curl_post(
+    version: &str,
+    ca: &std::path::Path,
+    url: &str,
+    token: &str,
+    body: &std::path::Path,
+) -> (i32, String, String) {
+    let output = std::process::Command::new("curl")
+        .args(["-s", version, "--cacert"])
+        .arg(ca)
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-H", "content-type: application/json", "--data-binary"])
+        .arg(format!("@{}", body.display()))
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("{url}/api/pool/default/workflow"))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (
+        output.status.code().unwrap_or(-1),
+        status.to_string(),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn refusals_before_the_body_is_read_reach_the_caller_over_http2_and_http1() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "curl is required"
+        );
+        eprintln!("SKIPPED: curl is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::Pki::create(dir.path(), &[("node", &["127.0.0.1"])]);
+    let mut args: Vec<String> = [
+        "server",
+        "--bootstrap",
+        "--local-backend",
+        "--listen",
+        "127.0.0.1:0",
+        "--peer-listen",
+        "127.0.0.1:0",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(pki.server_flags("node"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let data = dir.path().join("node");
+    let server = DevServer::start_with(&data, &args);
+    let admin = std::fs::read_to_string(data.join("bootstrap-admin-token")).unwrap();
+    let admin = admin.trim().to_string();
+    let ca = pki.dir.join("ca.pem");
+    // A service token of the `backend` role: no `workflow:Create`.
+    let output = std::process::Command::new(common::BINARY)
+        .args([
+            "token",
+            "set",
+            "no-submit",
+            "--service",
+            "--roles",
+            "backend",
+            "-t",
+            "json",
+        ])
+        .env("GANTRY_URL", &server.url)
+        .env("GANTRY_CA", &ca)
+        .env("GANTRY_TOKEN", &admin)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let minted: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let limited = minted["token"].as_str().unwrap().to_string();
+
+    let small = dir.path().join("200k.json");
+    let spec = format!("workflow:\n  name: x\n# {}\n", "x".repeat(200_000));
+    std::fs::write(
+        &small,
+        serde_json::to_vec(&json!({ "file": spec })).unwrap(),
+    )
+    .unwrap();
+    let large = dir.path().join("5m.json");
+    std::fs::write(
+        &large,
+        serde_json::to_vec(&json!({ "file": "x".repeat(BODY_BYTES_MAX + (1 << 20)) })).unwrap(),
+    )
+    .unwrap();
+
+    let cases = [
+        ("401", "not-a-token", &small, "CREDENTIAL"),
+        ("403", limited.as_str(), &small, "workflow:Create"),
+        ("413", admin.as_str(), &large, "larger than the limit"),
+    ];
+    let mut failures = Vec::new();
+    for version in ["--http2", "--http1.1"] {
+        for (status, token, body, says) in &cases {
+            let mut seen = 0;
+            for _ in 0..40 {
+                let (code, got, text) = curl_post(version, &ca, &server.url, token, body);
+                if code == 0 && got == *status && text.contains(says) {
+                    seen += 1;
+                } else {
+                    failures.push(format!(
+                        "{version} {status}: curl exit {code}, status {got}, {text:.120}"
+                    ));
+                }
+            }
+            eprintln!("{version} {status}: {seen}/40 refusals seen with their message");
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} not seen:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
