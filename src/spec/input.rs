@@ -7,10 +7,11 @@
 //! outcome never depends on argument order.
 
 use super::error::SpecError;
-use super::isolate::RenderIsolation;
 use super::jinja::RenderLimits;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpecInput {
@@ -65,6 +66,40 @@ impl Default for SpecLimits {
             max_exec_timeout_seconds: None,
             max_queue_timeout_seconds: None,
             render_isolation: None,
+        }
+    }
+}
+
+/// Default address-space limit. Measured with `prlimit --as` on the debug
+/// binary (the larger one): rendering `examples/templated.yaml` needs
+/// 36 MiB of address space (15 MiB resident), a 1000-task render of
+/// 3.4 MB, near the 4 MiB output cap, needs 46 MiB (25 MiB resident).
+/// 512 MiB is over ten times that, for large requests and allocator
+/// slack, while the doubling bomb of the module doc dies at its ~400 MB
+/// step, about 0.5 s in.
+pub const MEMORY_BYTES_MAX_DEFAULT: u64 = 512 << 20;
+
+/// Default wall-clock limit; a normal render takes a few milliseconds.
+pub const TIME_MAX_DEFAULT: Duration = Duration::from_secs(2);
+
+/// How to run renders out of process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderIsolation {
+    /// The program to run with [`RENDER_WORKER_ARG`]; normally
+    /// `std::env::current_exe()`.
+    pub executable: PathBuf,
+    /// `RLIMIT_AS` of the child, in bytes.
+    pub memory_bytes_max: u64,
+    /// Wall-clock limit; `RLIMIT_CPU` is set just above it as a backstop.
+    pub time_max: Duration,
+}
+
+impl RenderIsolation {
+    pub fn new(executable: PathBuf) -> Self {
+        RenderIsolation {
+            executable,
+            memory_bytes_max: MEMORY_BYTES_MAX_DEFAULT,
+            time_max: TIME_MAX_DEFAULT,
         }
     }
 }

@@ -26,7 +26,7 @@
 //!   in-process for the same input and limits.
 
 use super::error::{SpecError, SpecErrorKind};
-use super::input::{SpecInput, SpecLimits};
+use super::input::{RenderIsolation, SpecInput, SpecLimits};
 use super::Prepared;
 use gantry_storage::plan::WorkflowPlan;
 use nix::sys::resource::{setrlimit, Resource};
@@ -34,7 +34,6 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -44,18 +43,6 @@ use tokio_util::sync::CancellationToken;
 /// The hidden first argument that turns the gantry binary into a worker.
 pub const RENDER_WORKER_ARG: &str = "__render-template";
 
-/// Default address-space limit. Measured with `prlimit --as` on the debug
-/// binary (the larger one): rendering `examples/templated.yaml` needs
-/// 36 MiB of address space (15 MiB resident), a 1000-task render of
-/// 3.4 MB, near the 4 MiB output cap, needs 46 MiB (25 MiB resident).
-/// 512 MiB is over ten times that, for large requests and allocator
-/// slack, while the doubling bomb of the module doc dies at its ~400 MB
-/// step, about 0.5 s in.
-pub const MEMORY_BYTES_MAX_DEFAULT: u64 = 512 << 20;
-
-/// Default wall-clock limit; a normal render takes a few milliseconds.
-pub const TIME_MAX_DEFAULT: Duration = Duration::from_secs(2);
-
 /// Longest pause between looks at the child, the deadline and a cancel.
 const POLL_MAX: Duration = Duration::from_millis(20);
 
@@ -64,28 +51,6 @@ const STDERR_BYTES_MAX: usize = 8 << 10;
 
 /// What Rust's default allocation-error handler prints before aborting.
 const ALLOC_FAILURE: &str = "memory allocation of";
-
-/// How to run renders out of process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenderIsolation {
-    /// The program to run with [`RENDER_WORKER_ARG`]; normally
-    /// `std::env::current_exe()`.
-    pub executable: PathBuf,
-    /// `RLIMIT_AS` of the child, in bytes.
-    pub memory_bytes_max: u64,
-    /// Wall-clock limit; `RLIMIT_CPU` is set just above it as a backstop.
-    pub time_max: Duration,
-}
-
-impl RenderIsolation {
-    pub fn new(executable: PathBuf) -> Self {
-        RenderIsolation {
-            executable,
-            memory_bytes_max: MEMORY_BYTES_MAX_DEFAULT,
-            time_max: TIME_MAX_DEFAULT,
-        }
-    }
-}
 
 /// Parent → child: the whole `prepare` call.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -564,6 +529,7 @@ fn read_stderr(stderr: Option<ChildStderr>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn input(text: &str) -> SpecInput {
         SpecInput {

@@ -35,8 +35,8 @@ mod yaml_bounds;
 mod tests;
 
 pub use error::{SpecError, SpecErrorKind};
-pub use input::{SpecInput, SpecLimits};
-pub use isolate::{render_worker_main, RenderIsolation, RENDER_WORKER_ARG};
+pub use input::{RenderIsolation, SpecInput, SpecLimits};
+pub use isolate::{render_worker_main, RENDER_WORKER_ARG};
 pub use restart::restart_plan;
 pub use special_tokens::{substitute_task, substitute_tokens, TokenContext};
 pub use template::literal;
