@@ -597,7 +597,7 @@ mod tests {
         let plan = hello.map(|hello| hello.plan);
         assert!(matches!(plan, Ok(Ok(_))), "{plan:?}");
         for result in [
-            Ok(prepared("a: 1", plan.unwrap_or_else(|e| Err(e)))),
+            Ok(prepared("a: 1", plan.unwrap_or_else(Err))),
             Ok(prepared("a: \"\\u0000\"", Err(invalid.clone()))),
             Err(SpecError::template("template error: boom")),
             Err(SpecError::usage("u")),

@@ -25,7 +25,7 @@ use std::ffi::CStr;
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
-use unsafe_libyaml as sys;
+use unsafe_libyaml as unsafe_sys;
 
 /// Collections nested in one another, at most. Below serde_yaml_ng's own
 /// recursion limit (128), so this is the limit users meet; OSMO specs nest
@@ -195,25 +195,25 @@ impl Walk {
 struct Events<'input> {
     /// Boxed: libyaml keeps a pointer to the parser itself (its read
     /// handler's data), so it must not move once the input is set.
-    parser: Box<MaybeUninit<sys::yaml_parser_t>>,
+    parser: Box<MaybeUninit<unsafe_sys::yaml_parser_t>>,
     failed: bool,
     input: PhantomData<&'input [u8]>,
 }
 
 impl<'input> Events<'input> {
     fn new(input: &'input [u8]) -> Option<Events<'input>> {
-        let mut parser = Box::new(MaybeUninit::<sys::yaml_parser_t>::uninit());
+        let mut parser = Box::new(MaybeUninit::<unsafe_sys::yaml_parser_t>::uninit());
         let raw = parser.as_mut_ptr();
         // SAFETY: `raw` points to writable memory for a parser, which
         // `yaml_parser_initialize` zeroes and sets up before anything reads
         // it. The input outlives the parser (`'input` on `Events`), and the
         // parser stays in its box until `Drop` deletes it.
         unsafe {
-            if sys::yaml_parser_initialize(raw).fail {
+            if unsafe_sys::yaml_parser_initialize(raw).fail {
                 return None;
             }
-            sys::yaml_parser_set_encoding(raw, sys::YAML_UTF8_ENCODING);
-            sys::yaml_parser_set_input_string(raw, input.as_ptr(), input.len() as u64);
+            unsafe_sys::yaml_parser_set_encoding(raw, unsafe_sys::YAML_UTF8_ENCODING);
+            unsafe_sys::yaml_parser_set_input_string(raw, input.as_ptr(), input.len() as u64);
         }
         Some(Events {
             parser,
@@ -227,32 +227,34 @@ impl<'input> Events<'input> {
         if self.failed {
             return None;
         }
-        let mut event = MaybeUninit::<sys::yaml_event_t>::uninit();
+        let mut event = MaybeUninit::<unsafe_sys::yaml_event_t>::uninit();
         // SAFETY: the parser was initialized in `new` and is not shared.
         // `yaml_parser_parse` fills `event` when it succeeds (and only then
         // is it read); every pointer read from it is either null or a
         // NUL-terminated string owned by the event, copied before
         // `yaml_event_delete` frees it.
         unsafe {
-            if sys::yaml_parser_parse(self.parser.as_mut_ptr(), event.as_mut_ptr()).fail {
+            if unsafe_sys::yaml_parser_parse(self.parser.as_mut_ptr(), event.as_mut_ptr()).fail {
                 self.failed = true;
                 return None;
             }
             let raw = &*event.as_ptr();
             let (kind, anchor) = match raw.type_ {
-                sys::YAML_DOCUMENT_START_EVENT => (Kind::DocumentStart, std::ptr::null_mut()),
-                sys::YAML_SCALAR_EVENT => (Kind::Scalar, raw.data.scalar.anchor),
-                sys::YAML_ALIAS_EVENT => (Kind::Alias, raw.data.alias.anchor),
-                sys::YAML_SEQUENCE_START_EVENT => {
+                unsafe_sys::YAML_DOCUMENT_START_EVENT => {
+                    (Kind::DocumentStart, std::ptr::null_mut())
+                }
+                unsafe_sys::YAML_SCALAR_EVENT => (Kind::Scalar, raw.data.scalar.anchor),
+                unsafe_sys::YAML_ALIAS_EVENT => (Kind::Alias, raw.data.alias.anchor),
+                unsafe_sys::YAML_SEQUENCE_START_EVENT => {
                     (Kind::CollectionStart, raw.data.sequence_start.anchor)
                 }
-                sys::YAML_MAPPING_START_EVENT => {
+                unsafe_sys::YAML_MAPPING_START_EVENT => {
                     (Kind::CollectionStart, raw.data.mapping_start.anchor)
                 }
-                sys::YAML_SEQUENCE_END_EVENT | sys::YAML_MAPPING_END_EVENT => {
+                unsafe_sys::YAML_SEQUENCE_END_EVENT | unsafe_sys::YAML_MAPPING_END_EVENT => {
                     (Kind::CollectionEnd, std::ptr::null_mut())
                 }
-                sys::YAML_STREAM_END_EVENT => (Kind::StreamEnd, std::ptr::null_mut()),
+                unsafe_sys::YAML_STREAM_END_EVENT => (Kind::StreamEnd, std::ptr::null_mut()),
                 _ => (Kind::Other, std::ptr::null_mut()),
             };
             let anchor = (!anchor.is_null()).then(|| {
@@ -266,7 +268,7 @@ impl<'input> Events<'input> {
                 line: usize::try_from(raw.start_mark.line).unwrap_or(usize::MAX),
                 column: usize::try_from(raw.start_mark.column).unwrap_or(usize::MAX),
             };
-            sys::yaml_event_delete(event.as_mut_ptr());
+            unsafe_sys::yaml_event_delete(event.as_mut_ptr());
             Some(copied)
         }
     }
@@ -276,7 +278,7 @@ impl Drop for Events<'_> {
     fn drop(&mut self) {
         // SAFETY: initialized in `new` (a failed initialization returns no
         // `Events`), deleted once, here.
-        unsafe { sys::yaml_parser_delete(self.parser.as_mut_ptr()) }
+        unsafe { unsafe_sys::yaml_parser_delete(self.parser.as_mut_ptr()) }
     }
 }
 
