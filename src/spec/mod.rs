@@ -89,6 +89,9 @@ pub fn prepare_cancellable(
     let Some(isolation) = &limits.render_isolation else {
         return prepare_here(input, limits);
     };
+    // Usage errors first wherever the work runs (cheap, no YAML document).
+    input::template_overrides(input)?;
+    input::env_overrides(input)?;
     let render = template::needs_render(&input.text);
     if !render && input.text.len() <= IN_PROCESS_BYTES_MAX {
         return prepare_here(input, limits);
