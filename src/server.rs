@@ -107,7 +107,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
             anyhow::bail!("--advertise-api must be an http(s):// URL, got '{api}'");
         }
     }
-    std::fs::create_dir_all(&options.data_dir)
+    gantry_raft::private_fs::create_dir(&options.data_dir)
         .with_context(|| format!("creating data directory {}", options.data_dir.display()))?;
     let data_dir_lock = lock_data_dir(&options.data_dir)?;
     let listener = tokio::net::TcpListener::bind(options.listen)
@@ -376,12 +376,14 @@ pub const DATA_DIR_LOCK_FILE: &str = "gantry.lock";
 /// server leaves nothing to clean up.
 fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<Flock<std::fs::File>> {
     use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join(DATA_DIR_LOCK_FILE);
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(gantry_raft::private_fs::FILE_MODE)
         .open(&path)
         .with_context(|| format!("opening the data directory's lock file {}", path.display()))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -450,7 +452,7 @@ fn node_id(data_dir: &std::path::Path) -> anyhow::Result<u64> {
                 // Small enough to read, large enough never to collide in one cluster.
                 u64::from_le_bytes(bytes) % 1_000_000_000 + 1
             };
-            std::fs::write(&path, id.to_string())
+            gantry_raft::private_fs::write_file(&path, id.to_string().as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
             Ok(id)
         }

@@ -63,6 +63,101 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
         assert_eq!(stored["failure_message"].as_str(), Some(message));
     }
 
+    // What could only fail at launch is refused at submit, naming the field
+    // and the reason.
+    let task = |name: &str, extra: &str| {
+        format!("workflow:\n  name: {name}\n  tasks:\n  - name: a\n    image: x\n    command: [\"true\"]\n{extra}")
+    };
+    let launch_failures = [
+        (
+            "nul-arg",
+            "    args: [ok, \"a\\0b\"]\n",
+            "workflow.tasks[0].args[1]",
+            "NUL",
+        ),
+        (
+            "env-equals",
+            "    environment: {\"A=B\": x}\n",
+            "workflow.tasks[0].environment.A=B",
+            "'='",
+        ),
+        (
+            "env-nul-name",
+            "    environment: {\"A\\0\": x}\n",
+            "workflow.tasks[0].environment.A",
+            "'=' or NUL",
+        ),
+        (
+            "env-empty",
+            "    environment: {\"\": x}\n",
+            "workflow.tasks[0].environment",
+            "must not be empty",
+        ),
+        (
+            "env-nul-value",
+            "    environment: {A: \"x\\0\"}\n",
+            "workflow.tasks[0].environment.A",
+            "NUL",
+        ),
+        (
+            "file-etc",
+            "    files: [{path: /etc/app.conf, contents: hi}]\n",
+            "workflow.tasks[0].files[0].path",
+            "system directory",
+        ),
+        (
+            "file-proc",
+            "    files: [{path: /proc/x, contents: hi}]\n",
+            "workflow.tasks[0].files[0].path",
+            "system directory",
+        ),
+        (
+            "file-dir",
+            "    files: [{path: /opt/app/, contents: hi}]\n",
+            "workflow.tasks[0].files[0].path",
+            "names a directory",
+        ),
+        (
+            "file-dot",
+            "    files: [{path: /opt/./a, contents: hi}]\n",
+            "workflow.tasks[0].files[0].path",
+            "'.' segments",
+        ),
+        (
+            "cred-env",
+            "    credentials: {c: {\"A=B\": key}}\n",
+            "workflow.tasks[0].credentials.c.A=B",
+            "'='",
+        ),
+    ];
+    for (name, extra, field, reason) in launch_failures {
+        let spec = task(name, extra);
+        let reply = api.submit(&spec);
+        assert_eq!(reply.status, 400, "{spec}: {}", reply.body);
+        let body = reply.json();
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with(field) && message.contains(reason),
+            "{spec}: message {message:?} should name {field} and say {reason}"
+        );
+        assert_eq!(body["error_code"], "SUBMISSION");
+        assert!(body["workflow_id"].is_string(), "{body}");
+    }
+    // --set-env names are environment names too.
+    let reply = api.post(
+        "/api/pool/default/workflow?env_vars=%00X%3Dy",
+        Some(&json!({ "file": VALID })),
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(
+        reply.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("environment"),
+        "{}",
+        reply.body
+    );
+
     // Template errors and bombs are refused quickly.
     for spec in [
         "workflow:\n  name: \"{{ undefined_variable }}\"\n",

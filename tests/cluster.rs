@@ -755,3 +755,110 @@ fn a_leader_with_a_fast_clock_times_nothing_out_early() {
         "no timer fired early (exec timeout, backend liveness): {workflow}"
     );
 }
+
+/// Writes forwarded by a follower while the leader is SIGKILLed: each is
+/// answered 200, or 503 — with `Retry-After` when no leader took it, without
+/// it (saying so) when the leader died holding it — never a 500.
+#[test]
+fn forwarded_writes_that_lose_the_leader_answer_503_not_500() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = new_cluster(dir.path());
+    let data: Vec<PathBuf> = (1..=3)
+        .map(|index| dir.path().join(format!("node{index}")))
+        .collect();
+    let first = cluster.start(&data[0], 1, &["--bootstrap"]);
+    cluster.token = std::fs::read_to_string(data[0].join("bootstrap-admin-token")).unwrap();
+    let first_peer = cluster.members(&first)["members"][0]["peer_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut servers = vec![Some(first)];
+    for index in 2..=3 {
+        servers.push(Some(cluster.start(
+            &data[index - 1],
+            index,
+            &["--join", &first_peer],
+        )));
+    }
+    let node = |i: usize| servers[i].as_ref().unwrap();
+    let leader_id = wait_for(Duration::from_secs(20), "three voters", || {
+        let members = cluster.members(node(0));
+        let voters = members["members"].as_array().map_or(0, |m| m.len());
+        match members["leader_id"].as_u64() {
+            Some(id) if voters == 3 => Ok(id),
+            _ => Err(members.to_string()),
+        }
+    });
+    let ids: Vec<u64> = (0..3)
+        .map(|i| cluster.members(node(i))["node_id"].as_u64().unwrap())
+        .collect();
+    let leader = ids.iter().position(|&id| id == leader_id).unwrap();
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    let url = node(follower).url.clone();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            let (http, token, url, stop) = (
+                cluster.http.clone(),
+                cluster.token.clone(),
+                url.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let Ok(response) = http
+                        .post(format!("{url}/api/pool/default/workflow"))
+                        .bearer_auth(&token)
+                        .json(&serde_json::json!({ "file": HELLO }))
+                        .send()
+                    else {
+                        continue;
+                    };
+                    let status = response.status().as_u16();
+                    let retry_after = response.headers().contains_key("retry-after");
+                    let body: Value = response.json().unwrap_or(Value::Null);
+                    let message = body["message"].as_str().unwrap_or_default().to_string();
+                    answers.push((status, retry_after, message));
+                }
+                answers
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    servers[leader].take().unwrap().kill9();
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let per_writer: Vec<Vec<(u16, bool, String)>> = writers
+        .into_iter()
+        .map(|writer| writer.join().unwrap())
+        .collect();
+    // Writes went on under the new leader: each writer's last one worked.
+    for answers in &per_writer {
+        assert_eq!(answers.last().map(|a| a.0), Some(200), "{answers:?}");
+    }
+    let answers: Vec<(u16, bool, String)> = per_writer.into_iter().flatten().collect();
+    let count = |wanted: &dyn Fn(&(u16, bool, String)) -> bool| {
+        answers.iter().filter(|a| wanted(a)).count()
+    };
+    eprintln!(
+        "{} forwarded writes across a leader kill: {} answered 200, {} 503 + Retry-After, {} 503 (maybe carried out), {} other",
+        answers.len(),
+        count(&|a| a.0 == 200),
+        count(&|a| a.0 == 503 && a.1),
+        count(&|a| a.0 == 503 && !a.1),
+        count(&|a| a.0 != 200 && a.0 != 503),
+    );
+    for (status, retry_after, message) in &answers {
+        match status {
+            200 => {}
+            503 if *retry_after => {}
+            503 => assert!(
+                message.contains("may or may not have been carried out"),
+                "{message}"
+            ),
+            other => panic!("{other}: {message}"),
+        }
+    }
+}

@@ -20,6 +20,19 @@ const MILLION: &str = r#"workflow:
     command: [sh, -c, 'awk "BEGIN { for (i = 1; i <= 1000000; i++) printf \"step %d loss=%.4f lr=0.0003 throughput=1843.2 samples/s\\n\", i, 1 / (1 + i / 1000) }"']
 "#;
 
+/// Raises the WORKFLOW config's log-line limits (OSMO's defaults keep 1,000
+/// lines per task) to `lines`, for the tests that need more.
+fn allow_log_lines(api: &common::Api, lines: u64) {
+    let reply = api.put(
+        "/api/configs/workflow",
+        &serde_json::json!({
+            "configs": {"max_task_log_lines": lines, "max_log_lines": lines},
+            "description": "room for the test's lines",
+        }),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
 /// The numbers of `step N` lines, in the order the logs show them.
 fn step_numbers(text: &str) -> Vec<u64> {
     text.lines()
@@ -85,6 +98,7 @@ fn a_million_lines_come_back_once_in_order_and_the_tail_reads_few_chunks() {
     let data = dir.path().join("dev");
     let server = DevServer::start(&data);
     let api = server.client();
+    allow_log_lines(&api, 2_000_000);
     let id = api.submit_ok(MILLION);
     let running = wait_for(Duration::from_secs(60), "the task to run", || {
         let workflow = api.workflow(&id);
@@ -209,6 +223,7 @@ fn logs_go_to_a_real_s3_compatible_store() {
         &["dev", "--listen", "127.0.0.1:0", "--object-store", &store],
     );
     let api = server.client();
+    allow_log_lines(&api, 100_000);
     let id = api.submit_ok(
         r#"workflow:
   name: s3logs
@@ -256,6 +271,7 @@ fn a_store_that_refuses_chunks_holds_lines_back_until_it_takes_them_again() {
     std::fs::create_dir_all(&workflow_dir).unwrap();
     let blocker = workflow_dir.join("logs");
     std::fs::write(&blocker, "not a directory").unwrap();
+    allow_log_lines(&api, 100_000);
     let id = api.submit_ok(
         r#"workflow:
   name: refused
@@ -405,6 +421,17 @@ fn killing_the_leader_while_a_task_logs_loses_and_repeats_no_line() {
             .unwrap(),
     };
     let any = api_of(&urls[0]);
+    let raised = any
+        .http
+        .put(format!("{}/api/configs/workflow", any.url))
+        .bearer_auth(&any.token)
+        .json(&serde_json::json!({
+            "configs": {"max_task_log_lines": 100_000, "max_log_lines": 100_000},
+            "description": "room for the test's lines",
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(raised.status().as_u16(), 200);
     // 6000 numbered lines over about 6 s.
     let id = any.submit_ok(
         r#"workflow:
@@ -557,4 +584,65 @@ fn credential_values_are_masked_in_stored_and_live_lines() {
         let raw = zstd::decode_all(std::fs::File::open(&chunk).unwrap()).unwrap();
         assert!(!String::from_utf8_lossy(&raw).contains(secret), "{chunk:?}");
     }
+}
+
+#[test]
+fn lines_past_the_log_limits_are_dropped_after_one_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let server = DevServer::start(&data);
+    let api = server.client();
+    // OSMO's defaults: 1,000 lines per task; the workflow limit lowered so
+    // two tasks reach it together.
+    let reply = api.put(
+        "/api/configs/workflow",
+        &serde_json::json!({
+            "configs": {"max_task_log_lines": 1000, "max_log_lines": 1500},
+            "description": "log limits",
+        }),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let id = api.submit_ok(
+        r#"workflow:
+  name: yes
+  groups:
+  - name: g
+    tasks:
+    - name: a
+      image: ubuntu
+      lead: true
+      command: [sh, -c, 'timeout 3 yes; true']
+    - name: b
+      image: ubuntu
+      command: [sh, -c, 'timeout 3 yes; true']
+"#,
+    );
+    let workflow = api.wait_finished(&id, Duration::from_secs(120));
+    assert_eq!(workflow["status"], "COMPLETED", "{workflow}");
+    let (text, _, _) = get_logs(&server.url, &id, "");
+    let mut total = 0;
+    for task in ["a", "b"] {
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains(&format!(" [{task}")))
+            .collect();
+        let markers: Vec<&&str> = lines
+            .iter()
+            .filter(|line| line.contains("later lines are dropped"))
+            .collect();
+        let ys = lines.iter().filter(|line| line.ends_with("] y")).count();
+        eprintln!(
+            "task {task}: {} lines stored, {ys} of `yes`, marker {:?}",
+            lines.len(),
+            markers
+        );
+        assert_eq!(markers.len(), 1, "task {task}: {lines:?}");
+        assert!(ys <= 1000, "task {task}: {ys} lines of yes");
+        total += lines.len();
+    }
+    // At most 1,500 lines for the workflow, plus each task's marker and the
+    // executor's own notes written before the limit applied.
+    assert!(total <= 1500 + 2, "{total} lines stored");
+    let (tail, _, _) = get_logs(&server.url, &id, "?last_n_lines=1&task_name=a");
+    assert!(tail.contains("later lines are dropped"), "{tail}");
 }

@@ -169,7 +169,19 @@ fn a_remote_operator_runs_workflows_over_mutual_tls() {
     assert_counted_once(&logs(&api, &id));
     assert!(operator.log().contains("connected to the control plane"));
 
-    // The stream outlives any request-size limit: 6 MB of log lines.
+    // The stream outlives any request-size limit: 6 MB of log lines (the
+    // WORKFLOW config's log-line limits raised to take them).
+    let raised = api
+        .http
+        .put(format!("{}/api/configs/workflow", api.url))
+        .bearer_auth(&api.token)
+        .json(&serde_json::json!({
+            "configs": {"max_task_log_lines": 100_000, "max_log_lines": 100_000},
+            "description": "room for the test's lines",
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(raised.status().as_u16(), 200);
     let chatty = "workflow:
   name: chatty
   tasks:

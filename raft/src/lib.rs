@@ -20,6 +20,7 @@ pub mod log_store;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod private_fs;
 pub mod proposer;
 pub mod snapshot_file;
 pub mod state_machine;

@@ -127,7 +127,7 @@ impl StateMachine {
         use std::io::Write;
         let temporary = self.snapshot_path.with_extension("tmp");
         {
-            let mut file = std::fs::File::create(&temporary)?;
+            let mut file = crate::private_fs::create_file(&temporary)?;
             file.write_all(archive)?;
             file.sync_all()?;
         }
@@ -364,7 +364,8 @@ pub fn seed_state(
             data_dir.display()
         )));
     }
-    std::fs::create_dir_all(data_dir)?;
+    crate::private_fs::create_dir(data_dir)?;
+    crate::private_fs::prepare_file(&state_path)?;
     let store = Store::open(&state_path)?;
     let empty = encode(&AppliedMeta::default()).map_err(crate::RaftError::Raft)?;
     store.install_snapshot(&image, &empty)?;

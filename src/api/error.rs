@@ -2,10 +2,11 @@
 //!
 //! Invariant: bad input is always a 4xx naming what was wrong; 500 is kept
 //! for real server faults (storage, Raft). A `503` with `Retry-After` means
-//! the call was not carried out (no leader could take it) or its outcome is
-//! unknown (it was proposed but not seen to commit in time; the message says
-//! which): a client may send it again, to this node or another, under the
-//! same `Idempotency-Key`, which makes the retry safe in both cases.
+//! the call was certainly not carried out (no leader could take it), so a
+//! client may send it again, to this node or another. A `503` without it
+//! means the outcome is unknown (proposed but not seen to commit in time, or
+//! the leader was lost while it held the call): only a retry under the same
+//! `Idempotency-Key` is safe, and it answers the first outcome.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -83,22 +84,30 @@ impl From<RaftError> for ApiError {
                     "{error}; split the workflow into smaller workflows or reduce repeated content"
                 ),
             ),
-            // Proposed, or sent to the leader, and then no answer in time:
-            // it may still be carried out. Only a retry under the same
-            // Idempotency-Key is safe, and it answers the first outcome.
+            // Never sent to a leader (the one known was unreachable all
+            // through the wait for an election): safe to send again.
+            RaftError::PeerUnreachable { .. } => ApiError {
+                retry_after_secs: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "SERVER",
+                    format!("no leader could take the call: {error}"),
+                )
+            },
+            // Proposed, or held by a leader that was lost, and no answer in
+            // time: it may still be carried out. No `Retry-After` (a client
+            // retrying blindly could do it twice); a retry under the same
+            // Idempotency-Key is safe and answers the first outcome.
             RaftError::OutcomeUnknown(_) | RaftError::Peer { .. } | RaftError::Timeout(_) => {
-                ApiError {
-                    retry_after_secs: Some(1),
-                    ..ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "SERVER",
-                        format!(
-                            "the request may or may not have been carried out ({error}); \
-                             send it again with the same Idempotency-Key header to learn \
-                             its outcome without carrying it out twice"
-                        ),
-                    )
-                }
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "SERVER",
+                    format!(
+                        "the call may or may not have been carried out ({error}); send it \
+                         again with the same Idempotency-Key header to learn its outcome \
+                         without carrying it out twice"
+                    ),
+                )
             }
             RaftError::ShuttingDown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -138,5 +147,49 @@ impl IntoResponse for ApiError {
                 .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(error: RaftError) -> (u16, Option<String>, String) {
+        let api = ApiError::from(error);
+        let message = api.message.clone();
+        let response = api.into_response();
+        let retry = response
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        (response.status().as_u16(), retry, message)
+    }
+
+    #[test]
+    fn losing_the_leader_is_a_503_and_retry_after_only_when_not_carried_out() {
+        let peer = || "10.0.0.1:7001".to_string();
+        let not_sent = answer(RaftError::PeerUnreachable {
+            peer: peer(),
+            reason: "connection: connection closed".into(),
+        });
+        assert_eq!((not_sent.0, not_sent.1.as_deref()), (503, Some("1")));
+        let lost = answer(RaftError::Peer {
+            peer: peer(),
+            reason: "lost: connection error".into(),
+        });
+        assert_eq!((lost.0, lost.1.as_deref()), (503, None));
+        assert!(
+            lost.2.contains("may or may not have been carried out"),
+            "{}",
+            lost.2
+        );
+        let no_leader = answer(RaftError::NotLeader {
+            leader_id: None,
+            leader: None,
+        });
+        assert_eq!((no_leader.0, no_leader.1.as_deref()), (503, Some("1")));
+        let storage = answer(RaftError::RaftStorage("disk full".into()));
+        assert_eq!((storage.0, storage.1), (500, None));
     }
 }

@@ -9,6 +9,7 @@ mod access_tokens;
 pub mod auth;
 mod cluster;
 mod configs;
+mod drain;
 mod error;
 mod events;
 mod names;
@@ -86,6 +87,14 @@ pub fn router(state: AppState) -> Router {
             auth::authenticate,
         ))
         .layer(axum::middleware::from_fn(crate::metrics::http::record))
+        // Outermost, so refusals of every layer reach the caller.
+        .layer(axum::middleware::from_fn_with_state(
+            state
+                .config
+                .body_bytes_max
+                .saturating_mul(drain::DRAIN_LIMITS),
+            drain::drain_unread,
+        ))
         .with_state(state)
 }
 

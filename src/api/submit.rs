@@ -18,7 +18,7 @@ use super::views::Links;
 use super::workflow::{propose, read_body};
 use super::AppState;
 use crate::clock::now_ms;
-use crate::spec::{literal, prepare, restart_plan, Prepared, SpecErrorKind, SpecInput};
+use crate::spec::{literal, prepare_cancellable, restart_plan, Prepared, SpecErrorKind, SpecInput};
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -251,15 +251,20 @@ async fn prepare_spec(state: &AppState, input: SpecInput) -> Result<Prepared, Ap
         )
     })?;
     let limits = state.config.spec_limits.clone();
-    let prepared = tokio::task::spawn_blocking(move || prepare(&input, &limits))
-        .await
-        .map_err(|error| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "SERVER",
-                format!("Internal server error: {error}"),
-            )
-        })?;
+    // A client that leaves drops this future, and with it the guard: the
+    // worker process is killed rather than left to run out its limits.
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let _cancel_on_drop = cancel.clone().drop_guard();
+    let prepared =
+        tokio::task::spawn_blocking(move || prepare_cancellable(&input, &limits, &cancel))
+            .await
+            .map_err(|error| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "SERVER",
+                    format!("Internal server error: {error}"),
+                )
+            })?;
     prepared.map_err(|error| {
         let code = match error.kind {
             SpecErrorKind::Usage => "USAGE",

@@ -17,7 +17,7 @@
 //!   carries it out at most once and answers a retry with the first
 //!   outcome. So a write is also sent again when its outcome is unknown
 //!   (`503`: proposed but not seen to commit; or the connection failed after
-//!   sending), for up to `KEYED_WAIT_MAX`.
+//!   sending; a `503` without `Retry-After`), for up to `KEYED_WAIT_MAX`.
 //! - The URL that last answered is tried first next time, so a client talking
 //!   to a cluster with a dead member pays the connect failure once.
 //! - Responses are returned as `serde_json::Value` unchanged, so `-t json` can
@@ -539,7 +539,7 @@ impl Client {
             }
             match request.send().await {
                 Ok(resp) => {
-                    if let Some(retry_after) = not_carried_out(&resp) {
+                    if let Some(retry_after) = may_send_again(&resp, key.is_some()) {
                         let error = check_status(url, resp).await.err().unwrap_or_else(|| {
                             ClientError::InvalidUrl {
                                 url: String::new(),
@@ -592,13 +592,24 @@ enum Round {
 
 /// `Some(pause)` when `resp` says the request was certainly not carried
 /// out and may be sent again: `503` with `Retry-After` (in seconds).
-fn not_carried_out(resp: &Response) -> Option<Duration> {
+/// Whether a `503` may be sent again, and after how long: when it was not
+/// carried out (`Retry-After`), or, for a write under an idempotency key,
+/// also when its outcome is unknown (no `Retry-After`): the retry answers
+/// the first outcome instead of carrying it out twice.
+fn may_send_again(resp: &Response, keyed: bool) -> Option<Duration> {
     if resp.status() != StatusCode::SERVICE_UNAVAILABLE {
         return None;
     }
-    let value = resp.headers().get(reqwest::header::RETRY_AFTER)?;
-    let secs = value.to_str().ok()?.trim().parse::<u64>().ok()?;
-    Some(Duration::from_secs(secs))
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    match (retry_after, keyed) {
+        (Some(after), _) => Some(after),
+        (None, true) => Some(NOT_READY_PAUSE_MAX),
+        (None, false) => None,
+    }
 }
 
 /// Turns a non-success response into [`ClientError::Http`].

@@ -188,7 +188,8 @@ pub async fn run_snapshot(args: &ClientArgs, command: SnapshotCommand) -> anyhow
             gantry_raft::snapshot_file::read(&bytes)
                 .context("the server sent a snapshot that does not check out")?;
             let temporary = file.with_extension("partial");
-            std::fs::write(&temporary, &bytes)
+            // 0600 whatever the umask: a snapshot holds the whole state.
+            gantry_raft::private_fs::write_file(&temporary, &bytes)
                 .with_context(|| format!("writing {}", temporary.display()))?;
             std::fs::rename(&temporary, &file)
                 .with_context(|| format!("writing {}", file.display()))?;
@@ -201,6 +202,8 @@ pub async fn run_snapshot(args: &ClientArgs, command: SnapshotCommand) -> anyhow
         SnapshotCommand::Restore { file, data_dir } => {
             let archive =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            gantry_raft::private_fs::create_dir(&data_dir)
+                .with_context(|| format!("creating {}", data_dir.display()))?;
             gantry_raft::state_machine::seed_state(&data_dir.join("raft"), &archive)
                 .with_context(|| format!("restoring {}", file.display()))?;
             println!(

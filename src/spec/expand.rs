@@ -402,6 +402,15 @@ fn build_task(
         input_tasks: &input_tasks,
         group_tasks,
     };
+    if task.image.contains('\0') {
+        return Err(SpecError::invalid(
+            join(path, "image"),
+            "must not contain a NUL character",
+        ));
+    }
+    validate::exec_words(&join(path, "command"), &command)?;
+    validate::exec_words(&join(path, "args"), &args)?;
+    validate::environment(&join(path, "environment"), &environment)?;
     // The fields `special_tokens::substitute_task` substitutes at launch.
     validate::tokens(&join(path, "image"), &task.image, &scope)?;
     for (i, item) in command.iter().enumerate() {

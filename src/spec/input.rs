@@ -7,11 +7,13 @@
 //! outcome never depends on argument order.
 
 use super::error::SpecError;
-use super::isolate::RenderIsolation;
 use super::jinja::RenderLimits;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpecInput {
     pub text: String,
     /// `k=v`, value typed like a YAML scalar (int, float, bool, else string).
@@ -22,7 +24,7 @@ pub struct SpecInput {
     pub set_env: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpecLimits {
     pub max_tasks: usize,
     pub max_name_length: usize,
@@ -34,9 +36,11 @@ pub struct SpecLimits {
     /// Larger timeouts are clamped to these (not rejected).
     pub max_exec_timeout_seconds: Option<u64>,
     pub max_queue_timeout_seconds: Option<u64>,
-    /// Render Jinja in a resource-limited child process (the server sets
-    /// this: fuel does not bound memory); `None` renders in-process, which
-    /// is what unit tests and the CLI-side tooling want.
+    /// Render and read large specs in a resource-limited child process
+    /// (the server sets this: fuel does not bound memory); `None` works
+    /// in-process, which is what unit tests and the CLI-side tooling want.
+    /// Never sent to the child, which must not isolate again.
+    #[serde(skip)]
     pub render_isolation: Option<RenderIsolation>,
 }
 
@@ -66,6 +70,40 @@ impl Default for SpecLimits {
     }
 }
 
+/// Default address-space limit. Measured with `prlimit --as` on the debug
+/// binary (the larger one): rendering `examples/templated.yaml` needs
+/// 36 MiB of address space (15 MiB resident), a 1000-task render of
+/// 3.4 MB, near the 4 MiB output cap, needs 46 MiB (25 MiB resident).
+/// 512 MiB is over ten times that, for large requests and allocator
+/// slack, while the doubling bomb of the module doc dies at its ~400 MB
+/// step, about 0.5 s in.
+pub const MEMORY_BYTES_MAX_DEFAULT: u64 = 512 << 20;
+
+/// Default wall-clock limit; a normal render takes a few milliseconds.
+pub const TIME_MAX_DEFAULT: Duration = Duration::from_secs(2);
+
+/// How to run renders out of process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderIsolation {
+    /// The program to run with [`RENDER_WORKER_ARG`]; normally
+    /// `std::env::current_exe()`.
+    pub executable: PathBuf,
+    /// `RLIMIT_AS` of the child, in bytes.
+    pub memory_bytes_max: u64,
+    /// Wall-clock limit; `RLIMIT_CPU` is set just above it as a backstop.
+    pub time_max: Duration,
+}
+
+impl RenderIsolation {
+    pub fn new(executable: PathBuf) -> Self {
+        RenderIsolation {
+            executable,
+            memory_bytes_max: MEMORY_BYTES_MAX_DEFAULT,
+            time_max: TIME_MAX_DEFAULT,
+        }
+    }
+}
+
 fn split_item<'a>(flag: &str, item: &'a str) -> Result<(&'a str, &'a str), SpecError> {
     let (key, value) = item
         .split_once('=')
@@ -80,7 +118,12 @@ fn split_item<'a>(flag: &str, item: &'a str) -> Result<(&'a str, &'a str), SpecE
 /// Types a `--set` value the way YAML would type a plain scalar; anything
 /// that is not a bool or number stays the literal string.
 fn typed_value(raw: &str) -> serde_yaml_ng::Value {
-    match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(raw) {
+    // Bounded first: a nesting bomb in a `--set` value is just a string.
+    let parsed = match super::yaml_bounds::check(raw) {
+        Ok(()) => serde_yaml_ng::from_str::<serde_yaml_ng::Value>(raw),
+        Err(_) => return serde_yaml_ng::Value::String(raw.to_string()),
+    };
+    match parsed {
         Ok(value @ (serde_yaml_ng::Value::Bool(_) | serde_yaml_ng::Value::Number(_))) => value,
         _ => serde_yaml_ng::Value::String(raw.to_string()),
     }

@@ -1,53 +1,50 @@
-//! Jinja rendering in a resource-limited child process, both sides of it.
+//! The spec pipeline ([`super::prepare`]) in a resource-limited child
+//! process, both sides of it.
 //!
 //! minijinja's fuel counts instructions, not bytes: `{% set a = a ~ a %}`
 //! doubles memory per instruction, so a few dozen instructions can exhaust
-//! the server's memory. OSMO renders in a sandboxed subprocess (0.5 s,
-//! 100 MiB); this module does the same. The parent ([`render`]) spawns the
-//! configured executable (the gantry binary) with [`RENDER_WORKER_ARG`],
-//! writes one JSON [`Request`] to its stdin and reads one JSON [`Reply`]
-//! from its stdout; the child ([`render_worker_main`]) renders with the same
-//! in-process code and minijinja limits.
+//! the server's memory; and reading YAML costs time and memory that grow
+//! with the text. OSMO renders in a sandboxed subprocess (0.5 s, 100 MiB);
+//! this module does the same for rendering and parsing together. The parent
+//! ([`prepare`]) spawns the configured executable (the gantry binary) with
+//! [`RENDER_WORKER_ARG`], writes one JSON [`Request`] (the input and the
+//! limits) to its stdin and reads one JSON [`Reply`] (the prepared spec or
+//! the error) from its stdout; the child ([`render_worker_main`]) runs the
+//! same in-process code.
 //!
 //! Invariants:
 //! - the child runs under `RLIMIT_AS` (address space), `RLIMIT_CPU` and no
 //!   core dumps, set between fork and exec, and the parent kills it once
-//!   the wall-clock limit passes, so a render can neither grow the server
-//!   nor outlive its time limit by more than the poll interval;
+//!   the wall-clock limit passes or the caller cancels (a client that left),
+//!   so the work can neither grow the server nor outlive its time limit or
+//!   its caller by more than the poll interval;
 //! - every way the child can end (limit, crash, timeout, garbage on stdout,
 //!   failure to start) becomes a `Template` [`SpecError`]; nothing here
 //!   panics on child output and the child is always reaped;
-//! - the wire format carries the variables as YAML text, so non-string
-//!   keys and tagged values reach the child exactly as parsed.
+//! - the child never spawns a child of its own (its limits have no
+//!   isolation), and its answer is exactly what [`super::prepare`] gives
+//!   in-process for the same input and limits.
 
-use super::defaults::LineMap;
 use super::error::{SpecError, SpecErrorKind};
-use super::jinja::{self, RenderLimits};
+use super::input::{RenderIsolation, SpecInput, SpecLimits};
+use super::Prepared;
+use gantry_storage::plan::WorkflowPlan;
 use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// The hidden first argument that turns the gantry binary into a worker.
 pub const RENDER_WORKER_ARG: &str = "__render-template";
 
-/// Default address-space limit. Measured with `prlimit --as` on the debug
-/// binary (the larger one): rendering `examples/templated.yaml` needs
-/// 36 MiB of address space (15 MiB resident), a 1000-task render of
-/// 3.4 MB, near the 4 MiB output cap, needs 46 MiB (25 MiB resident).
-/// 512 MiB is over ten times that, for large requests and allocator
-/// slack, while the doubling bomb of the module doc dies at its ~400 MB
-/// step, about 0.5 s in.
-pub const MEMORY_BYTES_MAX_DEFAULT: u64 = 512 << 20;
-
-/// Default wall-clock limit; a normal render takes a few milliseconds.
-pub const TIME_MAX_DEFAULT: Duration = Duration::from_secs(2);
+/// Longest pause between looks at the child, the deadline and a cancel.
+const POLL_MAX: Duration = Duration::from_millis(20);
 
 /// Stderr kept for classifying a failure; the rest is drained and dropped.
 const STDERR_BYTES_MAX: usize = 8 << 10;
@@ -55,52 +52,60 @@ const STDERR_BYTES_MAX: usize = 8 << 10;
 /// What Rust's default allocation-error handler prints before aborting.
 const ALLOC_FAILURE: &str = "memory allocation of";
 
-/// How to run renders out of process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenderIsolation {
-    /// The program to run with [`RENDER_WORKER_ARG`]; normally
-    /// `std::env::current_exe()`.
-    pub executable: PathBuf,
-    /// `RLIMIT_AS` of the child, in bytes.
-    pub memory_bytes_max: u64,
-    /// Wall-clock limit; `RLIMIT_CPU` is set just above it as a backstop.
-    pub time_max: Duration,
-}
-
-impl RenderIsolation {
-    pub fn new(executable: PathBuf) -> Self {
-        RenderIsolation {
-            executable,
-            memory_bytes_max: MEMORY_BYTES_MAX_DEFAULT,
-            time_max: TIME_MAX_DEFAULT,
-        }
-    }
-}
-
-/// Parent → child.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Parent → child: the whole `prepare` call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Request {
-    /// The spec body with special tokens already protected.
-    body: String,
-    /// The variables, as a YAML mapping.
-    vars_yaml: String,
-    limits: RenderLimits,
-    /// How error lines map to the input's (absent from an older parent:
-    /// body lines as they are).
-    #[serde(default)]
-    lines: LineMap,
+    input: SpecInput,
+    /// Without `render_isolation` (skipped): the child works in-process.
+    limits: SpecLimits,
 }
 
 /// Child → parent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 enum Reply {
-    Rendered { text: String },
-    Failed { kind: WireKind, message: String },
+    Prepared {
+        name: String,
+        rendered: String,
+        plan: Result<WorkflowPlan, WireError>,
+        warnings: Vec<String>,
+    },
+    Failed {
+        error: WireError,
+    },
 }
 
-/// [`SpecErrorKind`] on the wire, kept apart so the error type stays free
-/// of serde.
+/// [`SpecError`] on the wire, kept apart so the error type stays free of
+/// serde.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct WireError {
+    kind: WireKind,
+    #[serde(default)]
+    path: Option<String>,
+    message: String,
+}
+
+impl From<SpecError> for WireError {
+    fn from(error: SpecError) -> Self {
+        WireError {
+            kind: error.kind.into(),
+            path: error.path,
+            message: error.message,
+        }
+    }
+}
+
+impl From<WireError> for SpecError {
+    fn from(error: WireError) -> Self {
+        SpecError {
+            kind: error.kind.into(),
+            path: error.path,
+            message: error.message,
+        }
+    }
+}
+
+/// [`SpecErrorKind`] on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum WireKind {
@@ -132,59 +137,60 @@ impl From<WireKind> for SpecErrorKind {
     }
 }
 
-/// What the child renders: the protected body, its variables, its limits
-/// and its line map.
-type Job = (String, serde_yaml_ng::Mapping, RenderLimits, LineMap);
-
-fn encode_request(
-    body: &str,
-    vars: &serde_yaml_ng::Mapping,
-    limits: RenderLimits,
-    lines: LineMap,
-) -> Result<Vec<u8>, SpecError> {
-    let vars_yaml = serde_yaml_ng::to_string(vars)
-        .map_err(|err| SpecError::template(format!("template variables: {err}")))?;
+fn encode_request(input: &SpecInput, limits: &SpecLimits) -> Result<Vec<u8>, SpecError> {
     let request = Request {
-        body: body.to_string(),
-        vars_yaml,
-        limits,
-        lines,
-    };
-    serde_json::to_vec(&request)
-        .map_err(|err| SpecError::template(format!("template render request: {err}")))
-}
-
-fn decode_request(bytes: &[u8]) -> Result<Job, SpecError> {
-    let request: Request = serde_json::from_slice(bytes)
-        .map_err(|err| SpecError::template(format!("malformed render request: {err}")))?;
-    let vars = serde_yaml_ng::from_str(&request.vars_yaml)
-        .map_err(|err| SpecError::template(format!("malformed render variables: {err}")))?;
-    Ok((request.body, vars, request.limits, request.lines))
-}
-
-fn encode_reply(result: &Result<String, SpecError>) -> Vec<u8> {
-    let reply = match result {
-        Ok(text) => Reply::Rendered { text: text.clone() },
-        Err(err) => Reply::Failed {
-            kind: err.kind.into(),
-            // The render path sets no path; keep one if it ever does.
-            message: err.to_string(),
+        input: input.clone(),
+        limits: SpecLimits {
+            render_isolation: None,
+            ..limits.clone()
         },
     };
-    // Strings and unit variants always serialize; the fallback only keeps
-    // this function total.
+    serde_json::to_vec(&request)
+        .map_err(|err| SpecError::template(format!("spec preparation request: {err}")))
+}
+
+fn decode_request(bytes: &[u8]) -> Result<Request, SpecError> {
+    let mut request: Request = serde_json::from_slice(bytes)
+        .map_err(|err| SpecError::template(format!("malformed spec preparation request: {err}")))?;
+    // Never nest: the child is the isolation.
+    request.limits.render_isolation = None;
+    Ok(request)
+}
+
+fn encode_reply(result: &Result<Prepared, SpecError>) -> Vec<u8> {
+    let reply = match result {
+        Ok(prepared) => Reply::Prepared {
+            name: prepared.name.clone(),
+            rendered: prepared.rendered.clone(),
+            plan: prepared.plan.clone().map_err(WireError::from),
+            warnings: prepared.warnings.clone(),
+        },
+        Err(err) => Reply::Failed {
+            error: err.clone().into(),
+        },
+    };
     serde_json::to_vec(&reply).unwrap_or_else(|_| {
-        br#"{"status":"failed","kind":"template","message":"render reply could not be encoded"}"#
+        br#"{"status":"failed","error":{"kind":"template","message":"spec preparation reply could not be encoded"}}"#
             .to_vec()
     })
 }
 
-fn decode_reply(bytes: &[u8]) -> Result<String, SpecError> {
+fn decode_reply(bytes: &[u8]) -> Result<Prepared, SpecError> {
     match serde_json::from_slice::<Reply>(bytes) {
-        Ok(Reply::Rendered { text }) => Ok(text),
-        Ok(Reply::Failed { kind, message }) => Err(SpecError::new(kind.into(), message)),
+        Ok(Reply::Prepared {
+            name,
+            rendered,
+            plan,
+            warnings,
+        }) => Ok(Prepared {
+            name,
+            rendered,
+            plan: plan.map_err(SpecError::from),
+            warnings,
+        }),
+        Ok(Reply::Failed { error }) => Err(error.into()),
         Err(err) => Err(SpecError::template(format!(
-            "template rendering returned a malformed reply: {err}"
+            "spec preparation returned a malformed reply: {err}"
         ))),
     }
 }
@@ -194,16 +200,16 @@ fn decode_reply(bytes: &[u8]) -> Result<String, SpecError> {
 pub fn render_worker_main() -> i32 {
     let mut input = Vec::new();
     let result = match io::stdin().lock().read_to_end(&mut input) {
-        Ok(_) => decode_request(&input).and_then(|(body, vars, limits, lines)| {
-            // Free the raw request before the render needs the memory.
+        Ok(_) => decode_request(&input).and_then(|request| {
+            // Free the raw request before the work needs the memory.
             drop(std::mem::take(&mut input));
             // A panic would otherwise reach the parent as a bare exit code;
             // the default hook still prints it to stderr for diagnosis.
-            std::panic::catch_unwind(|| jinja::render_protected(&body, &vars, limits, lines))
-                .unwrap_or_else(|_| Err(SpecError::template("template rendering panicked")))
+            std::panic::catch_unwind(|| super::prepare_here(&request.input, &request.limits))
+                .unwrap_or_else(|_| Err(SpecError::template("spec preparation panicked")))
         }),
         Err(err) => Err(SpecError::template(format!(
-            "render worker could not read its request: {err}"
+            "spec worker could not read its request: {err}"
         ))),
     };
     let reply = encode_reply(&result);
@@ -214,23 +220,24 @@ pub fn render_worker_main() -> i32 {
     }
 }
 
-/// Renders an already protected `body` in a child process under the
-/// limits of `isolation`.
-pub fn render(
-    body: &str,
-    vars: &serde_yaml_ng::Mapping,
-    limits: RenderLimits,
-    lines: LineMap,
+/// Runs [`super::prepare`] in a child process under the limits of
+/// `isolation`; `cancel` (the caller left) kills it.
+pub fn prepare(
+    input: &SpecInput,
+    limits: &SpecLimits,
     isolation: &RenderIsolation,
-) -> Result<String, SpecError> {
-    let request = encode_request(body, vars, limits, lines)?;
-    // JSON escapes at most 6 bytes per byte (`\u0000`); more than that is
-    // not a reply from our worker, and must not grow the server either.
+    cancel: &CancellationToken,
+) -> Result<Prepared, SpecError> {
+    let request = encode_request(input, limits)?;
+    // JSON escapes at most 6 bytes per byte (`\u0000`); the reply holds the
+    // rendered text and a plan of about its size. More than that is not a
+    // reply from our worker, and must not grow the server either.
     let reply_bytes_max = limits
-        .output_bytes
-        .saturating_mul(6)
+        .template_output_bytes
+        .max(input.text.len())
+        .saturating_mul(12)
         .saturating_add(64 << 10);
-    let outcome = run_child(isolation, &request, reply_bytes_max)?;
+    let outcome = run_child(isolation, &request, reply_bytes_max, cancel)?;
     classify(outcome, isolation)
 }
 
@@ -240,7 +247,15 @@ struct Outcome {
     status: ExitStatus,
     stdout: Captured,
     stderr: Vec<u8>,
-    timed_out: bool,
+    ended: Ended,
+}
+
+/// Why the wait for the child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Exited,
+    TimedOut,
+    Cancelled,
 }
 
 #[derive(Debug, Default)]
@@ -249,25 +264,31 @@ struct Captured {
     overflowed: bool,
 }
 
-fn classify(outcome: Outcome, isolation: &RenderIsolation) -> Result<String, SpecError> {
+fn classify(outcome: Outcome, isolation: &RenderIsolation) -> Result<Prepared, SpecError> {
     let memory = || {
         SpecError::template(format!(
-            "template rendering exceeded its memory limit ({})",
+            "reading the spec exceeded its memory limit ({})",
             mebibytes(isolation.memory_bytes_max)
         ))
     };
     let time = || {
         SpecError::template(format!(
-            "template rendering exceeded its time limit ({})",
+            "reading the spec exceeded its time limit ({})",
             seconds(isolation.time_max)
         ))
     };
-    if outcome.timed_out {
-        return Err(time());
+    match outcome.ended {
+        Ended::Exited => {}
+        Ended::TimedOut => return Err(time()),
+        Ended::Cancelled => {
+            return Err(SpecError::template(
+                "reading the spec was cancelled: its caller left",
+            ))
+        }
     }
     if outcome.stdout.overflowed {
         return Err(SpecError::template(
-            "template rendering returned an oversized reply",
+            "reading the spec returned an oversized reply",
         ));
     }
     if outcome.status.success() {
@@ -287,13 +308,13 @@ fn classify(outcome: Outcome, isolation: &RenderIsolation) -> Result<String, Spe
         Some(Signal::SIGXCPU) => time(),
         // RLIMIT_CPU's hard limit, or the kernel's OOM killer.
         Some(Signal::SIGKILL) => SpecError::template(format!(
-            "template rendering was killed (over its memory limit of {} or its time limit of {})",
+            "reading the spec was killed (over its memory limit of {} or its time limit of {})",
             mebibytes(isolation.memory_bytes_max),
             seconds(isolation.time_max)
         )),
-        Some(signal) => SpecError::template(format!("template rendering crashed ({signal})")),
+        Some(signal) => SpecError::template(format!("reading the spec crashed ({signal})")),
         None => SpecError::template(format!(
-            "template rendering failed ({}): {}",
+            "reading the spec failed ({}): {}",
             outcome.status,
             first_line(&stderr)
         )),
@@ -338,6 +359,7 @@ fn run_child(
     isolation: &RenderIsolation,
     request: &[u8],
     reply_bytes_max: usize,
+    cancel: &CancellationToken,
 ) -> Result<Outcome, SpecError> {
     let mut command = Command::new(&isolation.executable);
     command
@@ -369,7 +391,7 @@ fn run_child(
     let started = Instant::now();
     let mut child = command.spawn().map_err(|err| {
         SpecError::template(format!(
-            "template rendering could not start {}: {err}",
+            "reading the spec could not start {}: {err}",
             isolation.executable.display()
         ))
     })?;
@@ -405,16 +427,24 @@ fn run_child(
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(SpecError::template(format!(
-                    "template rendering could not start an I/O thread: {err}"
+                    "reading the spec could not start an I/O thread: {err}"
                 )));
             }
         };
 
-        let received = reply_rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        // The reply, awaited in short slices so a cancel is seen promptly.
+        let received = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match reply_rx.recv_timeout(left.min(POLL_MAX)) {
+                Err(mpsc::RecvTimeoutError::Timeout)
+                    if !left.is_zero() && !cancel.is_cancelled() => {}
+                received => break received,
+            }
+        };
         if matches!(&received, Ok(captured) if captured.overflowed) {
             let _ = child.kill();
         }
-        let (status, timed_out) = wait_until(&mut child, deadline)?;
+        let (status, ended) = wait_until(&mut child, deadline, cancel)?;
         // After the child is gone its pipes are closed, so these finish.
         let stdout = match received {
             Ok(captured) => captured,
@@ -425,20 +455,25 @@ fn run_child(
             status,
             stdout,
             stderr,
-            timed_out,
+            ended,
         })
     })
 }
 
-/// Waits for `child` until `deadline`, then kills it; always reaps it.
-fn wait_until(child: &mut Child, deadline: Instant) -> Result<(ExitStatus, bool), SpecError> {
+/// Waits for `child` until `deadline` or a cancel, then kills it; always
+/// reaps it.
+fn wait_until(
+    child: &mut Child,
+    deadline: Instant,
+    cancel: &CancellationToken,
+) -> Result<(ExitStatus, Ended), SpecError> {
     let waited = |err: io::Error| {
-        SpecError::template(format!("template rendering: waiting for the worker: {err}"))
+        SpecError::template(format!("reading the spec: waiting for the worker: {err}"))
     };
     let mut pause = Duration::from_millis(1);
     loop {
         match child.try_wait() {
-            Ok(Some(status)) => return Ok((status, false)),
+            Ok(Some(status)) => return Ok((status, Ended::Exited)),
             Ok(None) => {}
             Err(err) => {
                 let _ = child.kill();
@@ -447,15 +482,22 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Result<(ExitStatus, bool)
             }
         }
         let now = Instant::now();
-        if now >= deadline {
+        let ended = if cancel.is_cancelled() {
+            Some(Ended::Cancelled)
+        } else if now >= deadline {
+            Some(Ended::TimedOut)
+        } else {
+            None
+        };
+        if let Some(ended) = ended {
             // kill fails only if the child has already exited, which the
             // wait below then reports; either way it is reaped.
             let _ = child.kill();
             let status = child.wait().map_err(waited)?;
-            return Ok((status, true));
+            return Ok((status, ended));
         }
         thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(20));
+        pause = (pause * 2).min(POLL_MAX);
     }
 }
 
@@ -487,60 +529,83 @@ fn read_stderr(stderr: Option<ChildStderr>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_yaml_ng::{Mapping, Value};
+    use std::path::PathBuf;
 
-    fn limits() -> RenderLimits {
-        RenderLimits {
-            fuel: 1000,
-            output_bytes: 4096,
-            recursion: 10,
+    fn input(text: &str) -> SpecInput {
+        SpecInput {
+            text: text.to_string(),
+            ..SpecInput::default()
+        }
+    }
+
+    fn prepared(text: &str, plan: Result<WorkflowPlan, SpecError>) -> Prepared {
+        Prepared {
+            name: "wf".into(),
+            rendered: text.into(),
+            plan,
+            warnings: vec!["duplicate key 'a' at line 3: the last value is used".into()],
+        }
+    }
+
+    fn same(a: &Result<Prepared, SpecError>, b: &Result<Prepared, SpecError>) -> bool {
+        match (a, b) {
+            (Ok(a), Ok(b)) => {
+                a.name == b.name
+                    && a.rendered == b.rendered
+                    && a.plan == b.plan
+                    && a.warnings == b.warnings
+            }
+            (Err(a), Err(b)) => a == b,
+            _ => false,
         }
     }
 
     #[test]
-    fn request_round_trips_with_odd_variables() {
-        let vars: Mapping = serde_yaml_ng::from_str(
-            "name: wf\n1: one\ntrue: yes\nlist: [1, 2.5, null]\nnested: {a: {b: c}}\ntagged: !t x\ntext: \"\\u0000\\ue000 \\\"q\\\"\"\n",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let body = "workflow: {{ name }}\u{E000}0\u{E001}\n";
-        let lines = LineMap {
-            cut_at: 2,
-            cut_lines: 3,
+    fn requests_round_trip_without_isolation() {
+        let input = SpecInput {
+            text: "workflow: {{ name }}\u{E000}0\u{E001}\n\0".into(),
+            set_variables: vec!["a=1".into()],
+            set_string_variables: vec!["b=x".into()],
+            set_env: vec!["C=y".into()],
         };
-        let bytes = encode_request(body, &vars, limits(), lines).unwrap_or_else(|e| panic!("{e}"));
-        let (got_body, got_vars, got_limits, got_lines) =
-            decode_request(&bytes).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(got_body, body);
-        assert_eq!(got_vars, vars);
-        assert_eq!(got_limits, limits());
-        assert_eq!(got_lines, lines);
-    }
-
-    #[test]
-    fn a_request_without_a_line_map_keeps_body_lines() {
-        let request = br#"{"body": "x", "vars_yaml": "{}", "limits": {"fuel": 1, "output_bytes": 1, "recursion": 1}}"#;
-        let lines = decode_request(request).ok().map(|job| job.3);
-        assert_eq!(lines, Some(LineMap::default()));
+        let limits = SpecLimits {
+            max_tasks: 7,
+            template_fuel: 99,
+            max_exec_timeout_seconds: Some(5),
+            render_isolation: Some(RenderIsolation::new(PathBuf::from("/bin/gantry"))),
+            ..SpecLimits::default()
+        };
+        let bytes = encode_request(&input, &limits).unwrap_or_else(|e| panic!("{e}"));
+        let request = decode_request(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(request.input, input);
+        assert_eq!(
+            request.limits,
+            SpecLimits {
+                render_isolation: None,
+                ..limits
+            }
+        );
     }
 
     #[test]
     fn replies_round_trip() {
-        let ok = encode_reply(&Ok("a: \"{{x}}\"\n\u{E000}1\u{E001}".to_string()));
-        assert_eq!(
-            decode_reply(&ok).ok().as_deref(),
-            Some("a: \"{{x}}\"\n\u{E000}1\u{E001}")
+        let invalid = SpecError::invalid("workflow.tasks[0].name", "is required");
+        let hello = super::super::prepare(
+            &input(include_str!("../../examples/hello.yaml")),
+            &SpecLimits::default(),
         );
-        let err = encode_reply(&Err(SpecError::template("template error: boom")));
-        assert_eq!(
-            decode_reply(&err).err(),
-            Some(SpecError::template("template error: boom"))
-        );
-        let usage = encode_reply(&Err(SpecError::usage("u")));
-        assert_eq!(
-            decode_reply(&usage).err().map(|e| e.kind),
-            Some(SpecErrorKind::Usage)
-        );
+        let plan = hello.map(|hello| hello.plan);
+        assert!(matches!(plan, Ok(Ok(_))), "{plan:?}");
+        for result in [
+            Ok(prepared("a: 1", plan.unwrap_or_else(Err))),
+            Ok(prepared("a: \"\\u0000\"", Err(invalid.clone()))),
+            Err(SpecError::template("template error: boom")),
+            Err(SpecError::usage("u")),
+            Err(invalid),
+        ] {
+            let back = decode_reply(&encode_reply(&result));
+            assert!(same(&back, &result), "{back:?} != {result:?}");
+        }
     }
 
     #[test]
@@ -548,7 +613,7 @@ mod tests {
         for bytes in [
             &b""[..],
             b"null",
-            b"{\"status\":\"rendered\"}",
+            b"{\"status\":\"prepared\"}",
             b"{\"status\":\"other\",\"text\":\"x\"}",
             b"\xff\xfe",
         ] {
@@ -572,17 +637,19 @@ mod tests {
         assert_eq!(cpu_seconds(Duration::ZERO), 1);
     }
 
+    fn run(text: &str, isolation: &RenderIsolation) -> Result<Prepared, SpecError> {
+        prepare(
+            &input(text),
+            &SpecLimits::default(),
+            isolation,
+            &CancellationToken::new(),
+        )
+    }
+
     #[test]
     fn missing_executable_is_a_template_error() {
         let isolation = RenderIsolation::new(PathBuf::from("/nonexistent/gantry"));
-        let err = render(
-            "{{ 1 }}",
-            &Mapping::new(),
-            limits(),
-            LineMap::default(),
-            &isolation,
-        )
-        .err();
+        let err = run("{{ 1 }}", &isolation).err();
         assert_eq!(err.map(|e| e.kind), Some(SpecErrorKind::Template));
     }
 
@@ -591,33 +658,21 @@ mod tests {
         // `sh __render-template` finds no such script in `/`, ignores its
         // stdin and exits 127: classified, not a panic or a hang.
         let isolation = RenderIsolation::new(PathBuf::from("/bin/sh"));
-        let err = render(
-            "{{ 1 }}",
-            &Mapping::new(),
-            limits(),
-            LineMap::default(),
-            &isolation,
-        )
-        .err();
+        let err = run("{{ 1 }}", &isolation).err();
         assert_eq!(err.map(|e| e.kind), Some(SpecErrorKind::Template));
-    }
-
-    fn mapping(vars: &[(&str, Value)]) -> Mapping {
-        vars.iter()
-            .map(|(k, v)| (Value::String(k.to_string()), v.clone()))
-            .collect()
     }
 
     #[test]
     fn worker_logic_matches_in_process() {
         // What the worker does with a request, minus the process.
-        let vars = mapping(&[("n", Value::from(3))]);
-        let body = "{% for i in range(n) %}{{ i }}{% endfor %}";
-        let bytes = encode_request(body, &vars, limits(), LineMap::default())
-            .unwrap_or_else(|e| panic!("{e}"));
-        let (b, v, l, m) = decode_request(&bytes).unwrap_or_else(|e| panic!("{e}"));
-        let reply = encode_reply(&jinja::render_protected(&b, &v, l, m));
-        assert_eq!(decode_reply(&reply).ok().as_deref(), Some("012"));
+        let text = "workflow:\n  name: wf\n  tasks: [{name: t, image: i, command: ['{% for i in range(3) %}{{ i }}{% endfor %}']}]\n";
+        let bytes =
+            encode_request(&input(text), &SpecLimits::default()).unwrap_or_else(|e| panic!("{e}"));
+        let request = decode_request(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        let reply = encode_reply(&super::super::prepare_here(&request.input, &request.limits));
+        let back = decode_reply(&reply).unwrap_or_else(|e| panic!("{e}"));
+        assert!(back.rendered.contains("'012'"), "{}", back.rendered);
+        assert!(back.plan.is_ok(), "{:?}", back.plan);
     }
 
     /// The built gantry binary next to this test binary
@@ -634,19 +689,15 @@ mod tests {
         }
     }
 
-    fn isolated_limits(isolation: RenderIsolation) -> super::super::SpecLimits {
-        super::super::SpecLimits {
+    fn isolated_limits(isolation: RenderIsolation) -> SpecLimits {
+        SpecLimits {
             render_isolation: Some(isolation),
-            ..super::super::SpecLimits::default()
+            ..SpecLimits::default()
         }
     }
 
-    fn prepare_with(text: &str, limits: &super::super::SpecLimits) -> Result<String, SpecError> {
-        let input = super::super::SpecInput {
-            text: text.to_string(),
-            ..Default::default()
-        };
-        super::super::prepare(&input, limits).map(|prepared| prepared.rendered)
+    fn prepare_with(text: &str, limits: &SpecLimits) -> Result<String, SpecError> {
+        super::super::prepare(&input(text), limits).map(|prepared| prepared.rendered)
     }
 
     #[test]
@@ -669,24 +720,22 @@ mod tests {
         let elapsed = started.elapsed();
         assert_eq!(
             err.as_ref().map(|e| e.message.as_str()),
-            Some("template rendering exceeded its memory limit (512 MiB)"),
+            Some("reading the spec exceeded its memory limit (512 MiB)"),
             "{err:?}"
         );
         assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
         eprintln!("bomb rejected in {elapsed:?}");
     }
 
+    const LOOPS: &str =
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+
     #[test]
     fn long_loops_hit_fuel_or_the_time_limit() {
         let Some(isolation) = gantry() else { return };
-        let body =
-            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+        let text = format!("workflow:\n  name: wf\n  pool: \"{LOOPS}\"\n");
         // Default fuel stops it inside the worker, as in-process.
-        let err = prepare_with(
-            &format!("workflow:\n  name: wf\n  pool: \"{body}\"\n"),
-            &isolated_limits(isolation.clone()),
-        )
-        .err();
+        let err = prepare_with(&text, &isolated_limits(isolation.clone())).err();
         assert_eq!(err.as_ref().map(|e| e.kind), Some(SpecErrorKind::Template));
         assert!(
             err.as_ref()
@@ -698,43 +747,76 @@ mod tests {
             time_max: Duration::from_millis(500),
             ..isolation
         };
-        let unlimited = RenderLimits {
-            fuel: 1 << 40,
-            ..limits()
+        let unlimited = SpecLimits {
+            template_fuel: 1 << 40,
+            ..isolated_limits(isolation)
         };
         let started = Instant::now();
-        let err = render(
-            body,
-            &Mapping::new(),
-            unlimited,
-            LineMap::default(),
-            &isolation,
-        )
-        .err();
+        let err = prepare_with(&text, &unlimited).err();
         let elapsed = started.elapsed();
         assert_eq!(
             err.as_ref().map(|e| e.message.as_str()),
-            Some("template rendering exceeded its time limit (500 ms)"),
+            Some("reading the spec exceeded its time limit (500 ms)"),
             "{err:?}"
         );
         assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
     }
 
     #[test]
-    fn examples_render_identically_when_isolated() {
+    fn a_cancel_kills_the_worker() {
+        let Some(isolation) = gantry() else { return };
+        let isolation = RenderIsolation {
+            time_max: Duration::from_secs(30),
+            ..isolation
+        };
+        let limits = SpecLimits {
+            template_fuel: 1 << 40,
+            ..SpecLimits::default()
+        };
+        let cancel = CancellationToken::new();
+        let canceller = {
+            let cancel = cancel.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(300));
+                cancel.cancel();
+            })
+        };
+        let started = Instant::now();
+        let text = format!("workflow:\n  name: wf\n  pool: \"{LOOPS}\"\n");
+        let err = prepare(&input(&text), &limits, &isolation, &cancel).err();
+        let elapsed = started.elapsed();
+        let _ = canceller.join();
+        assert_eq!(
+            err.as_ref().map(|e| e.message.as_str()),
+            Some("reading the spec was cancelled: its caller left"),
+            "{err:?}"
+        );
+        assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    }
+
+    #[test]
+    fn isolated_and_in_process_agree() {
         let Some(isolation) = gantry() else { return };
         let isolated = isolated_limits(isolation);
-        let in_process = super::super::SpecLimits::default();
+        let in_process = SpecLimits::default();
+        // Large enough to be read in the child without any Jinja.
+        let large = format!(
+            "workflow:\n  name: big\n  tasks:\n  - name: t\n    image: i\n    command: [sh]\n    args: [\"{}\"]\n",
+            "x".repeat(2 * super::super::IN_PROCESS_BYTES_MAX)
+        );
         let texts = [
             include_str!("../../examples/templated.yaml"),
             include_str!("../../examples/hello.yaml"),
             "workflow:\n  name: \"{{ n }}-{{ '{{output}}' }}\"\n  tasks: [{name: t, image: i, command: ['{{output}}', '{{ input:0 }}']}]\ndefault-values: {n: 7}\n",
             "{{ undefined }}",
+            "workflow:\n  name: \"{{ 'bad name!' }}\"\n",
+            "workflow:\n  name: wf{{ '' }}\n  tasks: [{name: t}]\n",
+            &large,
         ];
         for text in texts {
-            let want = prepare_with(text, &in_process);
-            let got = prepare_with(text, &isolated);
-            assert_eq!(got, want, "{text}");
+            let want = super::super::prepare(&input(text), &in_process);
+            let got = super::super::prepare(&input(text), &isolated);
+            assert!(same(&got, &want), "{text}: {got:?} != {want:?}");
         }
     }
 }

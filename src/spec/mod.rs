@@ -2,11 +2,14 @@
 //!
 //! Pipeline of [`prepare`]: `--set` items → cut out `default-values` →
 //! render with Jinja (limits, tokens protected; skipped without Jinja
-//! syntax; in a limited child process when configured) → parse YAML as
-//! OSMO does (a repeated key: the last value wins, with a warning) →
+//! syntax) → parse YAML as OSMO does (depth and aliases bounded first; a
+//! repeated key: the last value wins, with a warning) →
 //! settle the workflow name → version check → typed parse → rules and
-//! expansion into a [`WorkflowPlan`]. [`read_document`] is the first half
-//! (through the YAML), for the CLI.
+//! expansion into a [`WorkflowPlan`]. With isolation configured (the
+//! server), the whole pipeline runs in a limited child process whenever
+//! there is Jinja to render or the text is larger than
+//! [`IN_PROCESS_BYTES_MAX`]. [`read_document`] is the first half (through
+//! the YAML), for the CLI.
 //!
 //! Invariant: the outer `Err` of [`prepare`] means nothing can be stored
 //! (no usable YAML or no valid name); once a name is known every further
@@ -26,13 +29,14 @@ mod special_tokens;
 mod template;
 mod validate;
 mod yaml;
+mod yaml_bounds;
 
 #[cfg(test)]
 mod tests;
 
 pub use error::{SpecError, SpecErrorKind};
-pub use input::{SpecInput, SpecLimits};
-pub use isolate::{render_worker_main, RenderIsolation, RENDER_WORKER_ARG};
+pub use input::{RenderIsolation, SpecInput, SpecLimits};
+pub use isolate::{render_worker_main, RENDER_WORKER_ARG};
 pub use restart::restart_plan;
 pub use special_tokens::{substitute_task, substitute_tokens, TokenContext};
 pub use template::literal;
@@ -63,7 +67,51 @@ pub struct Document {
     pub warnings: Vec<String>,
 }
 
+/// Texts up to this size without Jinja are read in-process even when
+/// [`SpecLimits::render_isolation`] is set: reading them is linear (see
+/// `yaml_bounds`) and takes about a millisecond, less than starting a
+/// worker. Larger texts and every render go to the worker, under its limits.
+pub const IN_PROCESS_BYTES_MAX: usize = 64 << 10;
+
+/// [`prepare_cancellable`] that nobody cancels.
 pub fn prepare(input: &SpecInput, limits: &SpecLimits) -> Result<Prepared, SpecError> {
+    prepare_cancellable(input, limits, &tokio_util::sync::CancellationToken::new())
+}
+
+/// The whole pipeline: in a limited child process when `limits` say so and
+/// the input needs rendering or is large, else here. `cancel` stops the
+/// child (a caller that left).
+pub fn prepare_cancellable(
+    input: &SpecInput,
+    limits: &SpecLimits,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<Prepared, SpecError> {
+    let Some(isolation) = &limits.render_isolation else {
+        return prepare_here(input, limits);
+    };
+    // Usage errors first wherever the work runs (cheap, no YAML document).
+    input::template_overrides(input)?;
+    input::env_overrides(input)?;
+    let render = template::needs_render(&input.text);
+    if !render && input.text.len() <= IN_PROCESS_BYTES_MAX {
+        return prepare_here(input, limits);
+    }
+    if !render {
+        // Unrendered, the text is what gets parsed (body and defaults
+        // block alike): a bomb is refused here in linear time, without a
+        // worker.
+        yaml_bounds::check(&input.text).map_err(bounds_error)?;
+    }
+    isolate::prepare(input, limits, isolation, cancel)
+}
+
+/// The answer to a text past a bound of `yaml_bounds`.
+fn bounds_error(exceeded: yaml_bounds::Exceeded) -> SpecError {
+    SpecError::new(SpecErrorKind::NotYaml, format!("YAML refused: {exceeded}"))
+}
+
+/// The pipeline in this process (the worker's side of `isolate`).
+fn prepare_here(input: &SpecInput, limits: &SpecLimits) -> Result<Prepared, SpecError> {
     // Usage errors first, `--set` before `--set-env`, whatever the spec.
     input::template_overrides(input)?;
     let env = input::env_overrides(input)?;
@@ -90,10 +138,11 @@ pub fn read_document(input: &SpecInput, limits: &SpecLimits) -> Result<Document,
         vars.insert(Value::String(key), value);
     }
     let rendered = template::render(&split.body, &vars, limits, split.lines)?;
-    let parsed = yaml::parse(&rendered).map_err(|err| SpecError {
-        kind: SpecErrorKind::NotYaml,
-        path: None,
-        message: format!("not valid YAML: {err}"),
+    let parsed = yaml::parse(&rendered).map_err(|err| match err {
+        yaml::ParseError::Bounds(exceeded) => bounds_error(exceeded),
+        yaml::ParseError::Yaml(err) => {
+            SpecError::new(SpecErrorKind::NotYaml, format!("not valid YAML: {err}"))
+        }
     })?;
     let mut warnings = duplicate_warnings(&split.duplicates, |line| format!("line {line}"));
     // A line Jinja left in place (same line count, same text) is the

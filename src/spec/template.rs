@@ -1,5 +1,5 @@
-//! Rendering the spec body: special tokens protected, Jinja rendered
-//! in-process or in an isolated child, tokens restored.
+//! Rendering the spec body: special tokens protected, Jinja rendered,
+//! tokens restored.
 //!
 //! Invariants:
 //! - special tokens survive rendering byte for byte: they are swapped for
@@ -13,10 +13,9 @@
 //!   rendered at all (its rendering would be the identity), so plain specs
 //!   never pay for an environment, let alone a worker process;
 //! - fuel bounds instructions, not bytes, so with
-//!   [`SpecLimits::render_isolation`] set the render runs in a child process
-//!   under address-space, CPU and wall-clock limits (see `isolate`); the
-//!   token protection and restoration stay here either way, and both paths
-//!   render with `jinja`;
+//!   [`SpecLimits::render_isolation`] set the caller ([`super::prepare`])
+//!   runs this whole step in a child process under address-space, CPU and
+//!   wall-clock limits (see `isolate`), and [`needs_render`] tells it when;
 //! - [`literal`] of a text renders back to that text, so text that was
 //!   rendered once (by the CLI, before inlining local files) is not
 //!   rendered again by the server.
@@ -24,7 +23,6 @@
 use super::defaults::LineMap;
 use super::error::SpecError;
 use super::input::SpecLimits;
-use super::isolate;
 use super::jinja::{check_output_size, has_jinja, render_protected};
 use super::special_tokens::token_regex;
 
@@ -41,7 +39,9 @@ pub fn render(
     limits: &SpecLimits,
     lines: LineMap,
 ) -> Result<String, SpecError> {
-    if body.contains([OPEN, CLOSE]) {
+    // Two single-character searches (memchr) rather than one over a set of
+    // characters, which decodes every character.
+    if body.contains(OPEN) || body.contains(CLOSE) {
         return Err(SpecError::template(
             "the spec contains reserved characters U+E000/U+E001",
         ));
@@ -62,19 +62,21 @@ pub fn render(
         return Ok(body.to_string());
     }
 
-    let rendered = match &limits.render_isolation {
-        Some(isolation) => isolate::render(&protected, vars, render_limits, lines, isolation)?,
-        None => render_protected(&protected, vars, render_limits, lines)?,
-    };
+    let rendered = render_protected(&protected, vars, render_limits, lines)?;
     Ok(restore(&rendered, &saved))
+}
+
+/// Whether [`render`] would run Jinja on `text` (or a body cut from it):
+/// any Jinja syntax besides special tokens.
+pub fn needs_render(text: &str) -> bool {
+    has_jinja(&token_regex().replace_all(text, " "))
 }
 
 /// A template whose rendering is `text` itself: `text` when it holds no
 /// Jinja syntax besides special tokens, else `text` in a raw block (left
 /// as is if it holds `endraw`, which a raw block cannot carry).
 pub fn literal(text: &str) -> String {
-    let without_tokens = token_regex().replace_all(text, " ");
-    if !has_jinja(&without_tokens) || text.contains("endraw") {
+    if !needs_render(text) || text.contains("endraw") {
         return text.to_string();
     }
     format!("{{% raw %}}{text}{{% endraw %}}")

@@ -329,25 +329,89 @@ fn normal_path(path: &str) -> String {
         .join("/")
 }
 
+/// Top directories a task cannot place a file in: the kernel's (`/proc`,
+/// `/sys`, `/dev`) and the system trees the local sandbox binds read-only
+/// (a file there fails at launch).
+const SYSTEM_TREES: [&str; 11] = [
+    "proc", "sys", "dev", "etc", "usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32",
+];
+
 /// What is wrong with a file path, if anything: it must be absolute,
-/// without `..`, name a file, outside `/osmo`.
+/// written plainly (no `..`, `.`, empty segments or NUL), name a file (not
+/// a directory), and lie outside `/osmo` and the system trees.
 fn file_path_problem(path: &str) -> Option<&'static str> {
     if !path.starts_with('/') {
         return Some("must be absolute");
     }
+    if path.contains('\0') {
+        return Some("must not contain a NUL character");
+    }
+    if path.split('/').all(str::is_empty) {
+        return Some("must name a file");
+    }
+    if path.ends_with('/') {
+        return Some("names a directory (it ends with '/'), not a file");
+    }
     let mut parts = Vec::new();
-    for part in path.split('/') {
+    let mut plain = true;
+    for part in path.split('/').skip(1) {
         match part {
-            "" | "." => {}
             ".." => return Some("must not contain '..'"),
+            "" | "." => plain = false,
             other => parts.push(other),
         }
     }
     match parts.first() {
         None => Some("must name a file"),
         Some(&"osmo") => Some("must not be under /osmo"),
+        Some(top) if SYSTEM_TREES.contains(top) => {
+            Some("is inside a system directory tasks cannot write (use e.g. /tmp or /opt)")
+        }
+        // The executor takes the path as written.
+        Some(_) if !plain => Some("must not contain empty or '.' segments"),
         Some(_) => None,
     }
+}
+
+/// Words handed to the program (`command`, `args`): a NUL would end the C
+/// string the executor passes on, so it cannot launch.
+pub fn exec_words(path: &str, words: &[String]) -> Result<(), SpecError> {
+    for (index, word) in words.iter().enumerate() {
+        if word.contains('\0') {
+            return Err(SpecError::invalid(
+                format!("{path}[{index}]"),
+                "must not contain a NUL character",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Environment names are non-empty, without `=` or NUL, and values without
+/// NUL: anything else cannot be put in a process environment.
+pub fn environment(path: &str, environment: &BTreeMap<String, String>) -> Result<(), SpecError> {
+    for (name, value) in environment {
+        let at = join(path, name);
+        if name.is_empty() {
+            return Err(SpecError::invalid(
+                path,
+                "environment variable names must not be empty",
+            ));
+        }
+        if name.contains('=') || name.contains('\0') {
+            return Err(SpecError::invalid(
+                at,
+                format!("environment variable name {name:?} must not contain '=' or NUL"),
+            ));
+        }
+        if value.contains('\0') {
+            return Err(SpecError::invalid(
+                at,
+                "environment variable value must not contain a NUL character",
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub fn checkpoints(path: &str, checkpoints: &[CheckpointSpec]) -> Result<(), SpecError> {
@@ -401,6 +465,9 @@ pub fn credentials(
                         _ => return Err(SpecError::invalid(at, shape)),
                     }
                 }
+                // The keys become environment names of the task.
+                let names = env.keys().map(|k| (k.clone(), String::new()));
+                environment(&at, &names.collect())?;
                 CredentialUse::Env(env)
             }
             _ => return Err(SpecError::invalid(at, shape)),

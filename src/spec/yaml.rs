@@ -11,9 +11,12 @@
 //! - duplicates are listed in document order; locating one costs one more
 //!   parse (stopped at that key), so only the first [`LOCATED_MAX`] get a
 //!   line, which bounds the work an adversarial document can cause;
+//! - the text passes [`yaml_bounds`] first (nesting depth, what aliases
+//!   copy), so reading it is linear in time and memory;
 //! - nothing here panics on any input.
 
 use super::error::join;
+use super::yaml_bounds::{self, Exceeded};
 use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, Visitor};
 use serde::de::{Error as _, VariantAccess};
 use serde_yaml_ng::value::{Tag, TaggedValue};
@@ -45,8 +48,19 @@ pub struct Parsed {
     pub duplicates: Vec<DuplicateKey>,
 }
 
+/// Why a text was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// Past a bound of [`yaml_bounds`]; nothing was parsed beyond it.
+    #[error("{0}")]
+    Bounds(Exceeded),
+    #[error("{0}")]
+    Yaml(#[from] serde_yaml_ng::Error),
+}
+
 /// Parses `text` as one YAML document, the last of repeated keys winning.
-pub fn parse(text: &str) -> Result<Parsed, serde_yaml_ng::Error> {
+pub fn parse(text: &str) -> Result<Parsed, ParseError> {
+    yaml_bounds::check(text).map_err(ParseError::Bounds)?;
     let (value, found) = read(text, None)?;
     let duplicates = found
         .into_iter()

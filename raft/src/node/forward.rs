@@ -18,6 +18,14 @@ use openraft::error::{CheckIsLeaderError, Fatal};
 use std::future::Future;
 use std::time::Duration;
 
+/// Whether a forwarded call changes anything, which decides whether one
+/// lost after it was sent may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Effect {
+    None,
+    Write,
+}
+
 /// Forwarded attempts of one call (across leader changes), at most.
 pub const FORWARD_ATTEMPTS_MAX: u32 = 5;
 /// Longest a read waits for this replica to apply up to the read index.
@@ -68,6 +76,7 @@ impl RaftNode {
         // Refused here rather than after a forward to the leader.
         crate::proposer::checked_command_bytes(&command)?;
         let proposed = self.at_leader(
+            Effect::Write,
             || self.proposer.propose(command.clone()),
             |transport, peer| {
                 let command = command.clone();
@@ -106,6 +115,7 @@ impl RaftNode {
     pub async fn read(&self) -> Result<ReadView, RaftError> {
         let read_log_id = self
             .at_leader(
+                Effect::None,
                 || self.read_index_here(),
                 |transport, peer| async move { transport.read_index(&peer).await },
             )
@@ -126,9 +136,11 @@ impl RaftNode {
     /// is known, or the one asked no longer leads or could not be reached
     /// before the call was sent — for at most [`ELECTION_WAIT_MAX`] and
     /// [`FORWARD_ATTEMPTS_MAX`] forwards. Any other failure is returned: a
-    /// call that may have been carried out is not repeated.
+    /// call that may have been carried out is not repeated, unless it has
+    /// no effect (`Effect::None`: a read index), which is asked again.
     pub(super) async fn at_leader<T, Here, HereFut, There, ThereFut>(
         &self,
+        effect: Effect,
         mut here: Here,
         mut there: There,
     ) -> Result<T, RaftError>
@@ -190,6 +202,9 @@ impl RaftNode {
                             forwards -= 1;
                             unsent
                         }
+                        // Lost after it was sent: a call without effect can
+                        // be asked again of the next leader.
+                        Err(lost @ RaftError::Peer { .. }) if effect == Effect::None => lost,
                         Err(other) => return Err(other),
                     }
                 }

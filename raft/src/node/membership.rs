@@ -110,6 +110,7 @@ impl RaftNode {
         change: MembershipChange,
     ) -> Result<Vec<NodeId>, RaftError> {
         self.at_leader(
+            super::forward::Effect::Write,
             || self.change_membership_here(change.clone()),
             |transport, peer| {
                 let change = change.clone();

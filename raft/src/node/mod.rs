@@ -69,10 +69,16 @@ impl RaftNode {
         config: NodeConfig,
         transport: Option<PeerTransport>,
     ) -> Result<RaftNode, RaftError> {
-        std::fs::create_dir_all(&config.data_dir)?;
+        // Private whatever the umask: the log and the state hold every
+        // credential the cluster was given.
+        crate::private_fs::create_dir(&config.data_dir)?;
+        let log_path = config.data_dir.join("raft-log.redb");
+        let state_path = config.data_dir.join("state.redb");
+        crate::private_fs::prepare_file(&log_path)?;
+        crate::private_fs::prepare_file(&state_path)?;
         let raft_config = config.raft_config()?;
-        let log_store = LogStore::open(&config.data_dir.join("raft-log.redb"))?;
-        let store = Arc::new(Store::open(&config.data_dir.join("state.redb"))?);
+        let log_store = LogStore::open(&log_path)?;
+        let store = Arc::new(Store::open(&state_path)?);
         let log_activity = log_store.activity();
         let state_machine = StateMachine::new(store.clone(), config.data_dir.join("snapshot.bin"));
         let raft = match &transport {

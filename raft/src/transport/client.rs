@@ -223,10 +223,19 @@ impl PeerTransport {
                 .ready()
                 .await
                 .map_err(|e| CallError::NotSent(format!("connection: {e}")))?;
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| CallError::Lost(e.to_string()))?;
+            // `try_send_request` hands the request back when it never
+            // left (the connection closed first, as when the leader dies),
+            // which is safe to send elsewhere; anything else may have
+            // been carried out.
+            let response = sender.try_send_request(request).await.map_err(|mut e| {
+                let unsent = e.take_message().is_some();
+                let reason = e.into_error().to_string();
+                if unsent {
+                    CallError::NotSent(format!("connection: {reason}"))
+                } else {
+                    CallError::Lost(reason)
+                }
+            })?;
             let status = response.status();
             let bytes = Limited::new(response.into_body(), RESPONSE_BODY_MAX)
                 .collect()

@@ -26,6 +26,7 @@
 mod commit;
 mod heartbeat;
 mod in_process;
+mod log_limits;
 mod prepare;
 mod registry;
 mod scope;

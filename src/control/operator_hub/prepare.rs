@@ -16,9 +16,13 @@
 //!   after all).
 //! - Reports on work not dispatched to the connection's backend are
 //!   dropped before they become commands (`scope`).
+//! - Lines past the WORKFLOW config's `max_task_log_lines` (per run) and
+//!   `max_log_lines` (per workflow) are dropped, the first of them replaced
+//!   by one marker line that closes the run (`log_limits`).
 //! - A chunk write is aborted with its batch: a batch given up (its
 //!   connection ended) stops writing.
 
+use super::log_limits::{self, LogLimits, Stored};
 use super::scope::Scope;
 use super::{ConnectionEnd, OperatorHub};
 use crate::clock::now_ms;
@@ -28,6 +32,7 @@ use crate::protocol::wire::Up;
 use crate::protocol::FromOperator;
 use crate::protocol::LogLine;
 use gantry_raft::RaftError;
+use gantry_storage::config::workflow::WorkflowConfig;
 use gantry_storage::{Command, TaskKey, TaskReport};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -41,6 +46,10 @@ pub(super) struct Intake {
     /// Highest log offset per task run taken into a chunk on this
     /// connection, or indexed when the run was first seen here.
     taken: HashMap<TaskKey, u64>,
+    /// Lines stored per task run and per workflow (indexed when first seen
+    /// here, plus those taken since), for the log-line limits.
+    stored_runs: HashMap<TaskKey, u64>,
+    stored_workflows: HashMap<String, u64>,
 }
 
 impl Intake {
@@ -51,6 +60,8 @@ impl Intake {
             backend,
             seq: acked,
             taken: HashMap::new(),
+            stored_runs: HashMap::new(),
+            stored_workflows: HashMap::new(),
         }
     }
 }
@@ -92,6 +103,7 @@ impl OperatorHub {
         let mut pending_logs: BTreeMap<TaskKey, (u64, Vec<LogLine>)> = BTreeMap::new();
         let mut masker: Option<Arc<Masker>> = None;
         let mut scope = Scope::new(&backend);
+        let mut limits: Option<LogLimits> = None;
         for Up::Report { seq, message } in frames {
             metrics::counter!(
                 crate::metrics::OPERATOR_MESSAGES_RECEIVED,
@@ -174,15 +186,23 @@ impl OperatorHub {
                     let floor = self.taken_offset(intake, &key).await?;
                     let entry = pending_logs.entry(key.clone()).or_default();
                     let mut above = entry.1.last().map(|line| line.offset).or(floor);
-                    let masker = match &masker {
-                        Some(masker) => masker.clone(),
-                        None => {
+                    let (masker, limits) = match (&masker, limits) {
+                        (Some(masker), Some(limits)) => (masker.clone(), limits),
+                        _ => {
                             let view = self.node.read_local().map_err(ConnectionEnd::Propose)?;
                             let current = self
                                 .masks
                                 .current(&view)
                                 .map_err(|e| ConnectionEnd::Propose(RaftError::from(e)))?;
-                            masker.insert(current).clone()
+                            let config = WorkflowConfig::in_force(&view);
+                            let current_limits = LogLimits {
+                                task_lines: config.max_task_log_lines,
+                                workflow_lines: config.max_log_lines,
+                            };
+                            (
+                                masker.insert(current).clone(),
+                                *limits.insert(current_limits),
+                            )
                         }
                     };
                     let fresh: Vec<LogLine> = lines
@@ -201,6 +221,12 @@ impl OperatorHub {
                             line
                         })
                         .collect();
+                    let mut stored = self.stored(intake, &key).await?;
+                    let fresh = log_limits::cap(fresh, &mut stored, limits);
+                    intake.stored_runs.insert(key.clone(), stored.run);
+                    intake
+                        .stored_workflows
+                        .insert(key.workflow_id.clone(), stored.workflow);
                     if !fresh.is_empty() {
                         self.logs.push_live(&key, &fresh);
                         entry.0 = seq;
@@ -238,6 +264,38 @@ impl OperatorHub {
             last_seq,
             hello,
         }))
+    }
+
+    /// Lines stored for `key`'s run and its workflow: this connection's
+    /// count, else (first seen here) what the index holds, read
+    /// linearizably.
+    async fn stored(&self, intake: &Intake, key: &TaskKey) -> Result<Stored, ConnectionEnd> {
+        let run = intake.stored_runs.get(key).copied();
+        let workflow = intake.stored_workflows.get(&key.workflow_id).copied();
+        if let (Some(run), Some(workflow)) = (run, workflow) {
+            return Ok(Stored { run, workflow });
+        }
+        let view = self.node.read().await.map_err(ConnectionEnd::Propose)?;
+        let lines = |task: Option<&str>, retry: Option<u32>| {
+            view.log_chunks(&key.workflow_id, task, retry)
+                .map(|chunks| {
+                    chunks
+                        .iter()
+                        .map(|indexed| indexed.chunk.lines)
+                        .sum::<u64>()
+                })
+                .map_err(|error| ConnectionEnd::Propose(RaftError::from(error)))
+        };
+        Ok(Stored {
+            run: match run {
+                Some(run) => run,
+                None => lines(Some(&key.task), Some(key.retry_id))?,
+            },
+            workflow: match workflow {
+                Some(workflow) => workflow,
+                None => lines(None, None)?,
+            },
+        })
     }
 
     /// The highest offset of `key`'s run already taken into a chunk: from
