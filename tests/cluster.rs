@@ -411,6 +411,45 @@ fn three_servers_replicate_fail_over_and_restore_from_a_snapshot() {
     cluster.wait_completed(&restored, &next);
 }
 
+/// Node 1 bootstraps, nodes 2 and 3 join it; returns once every node lists
+/// three voters and a leader. `start` starts node 2 or 3 with the given
+/// flags (most tests: [`Cluster::start`]).
+fn start_three(
+    cluster: &mut Cluster,
+    dir: &Path,
+    start: impl Fn(&Cluster, &Path, usize, &[&str]) -> DevServer,
+) -> Vec<DevServer> {
+    let data: Vec<PathBuf> = (1..=3)
+        .map(|index| dir.join(format!("node{index}")))
+        .collect();
+    let first = cluster.start(&data[0], 1, &["--bootstrap"]);
+    cluster.token = std::fs::read_to_string(data[0].join("bootstrap-admin-token")).unwrap();
+    let first_peer = cluster.members(&first)["members"][0]["peer_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut servers = vec![first];
+    for index in 2..=3 {
+        servers.push(start(
+            cluster,
+            &data[index - 1],
+            index,
+            &["--join", &first_peer],
+        ));
+    }
+    for server in &servers {
+        wait_for(Duration::from_secs(30), "three voters and a leader", || {
+            let members = cluster.members(server);
+            let voters = members["members"].as_array().map_or(0, Vec::len);
+            match members["leader_id"].as_u64() {
+                Some(_) if voters == 3 => Ok(()),
+                _ => Err(members.to_string()),
+            }
+        });
+    }
+    servers
+}
+
 /// A spec whose one task carries a file of `bytes` characters that do not
 /// compress much (so its submission stays about that large when packed).
 fn large_spec(name: &str, bytes: usize, seed: u64) -> String {
@@ -429,34 +468,17 @@ fn large_spec(name: &str, bytes: usize, seed: u64) -> String {
     )
 }
 
-/// No log entry is larger than the transport can carry: 20 concurrent
-/// submits of nearly the largest size one command may hold all commit (the
-/// proposer cuts batches by bytes, not count), writes keep committing after
-/// them, and every member holds them; a submit over the limit is refused
-/// with 413 before it is proposed, naming the limit.
+/// No log entry is larger than the transport can carry: 20 concurrent large
+/// submits all commit (the proposer cuts batches by bytes, not count),
+/// writes keep committing after them, and every member holds them; a
+/// command over the limit is refused with 413 before it is proposed,
+/// naming the limit.
 #[test]
-fn twenty_concurrent_large_submits_commit_and_larger_ones_are_refused() {
+fn twenty_concurrent_large_submits_commit_and_oversized_commands_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = new_cluster(dir.path());
-    let data: Vec<PathBuf> = (1..=3)
-        .map(|index| dir.path().join(format!("node{index}")))
-        .collect();
-    let first = cluster.start(&data[0], 1, &["--bootstrap"]);
-    cluster.token = std::fs::read_to_string(data[0].join("bootstrap-admin-token")).unwrap();
-    let first_peer = cluster.members(&first)["members"][0]["peer_address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut servers = vec![first];
-    for index in 2..=3 {
-        servers.push(cluster.start(&data[index - 1], index, &["--join", &first_peer]));
-    }
-    wait_for(Duration::from_secs(30), "three voters", || {
-        let members = cluster.members(&servers[2]);
-        match members["members"].as_array() {
-            Some(list) if list.len() == 3 => Ok(()),
-            _ => Err(members.to_string()),
-        }
+    let servers = start_three(&mut cluster, dir.path(), |cluster, data, index, extra| {
+        cluster.start(data, index, extra)
     });
 
     // As the CLI does: one idempotency key per request, the same on every
@@ -481,12 +503,24 @@ fn twenty_concurrent_large_submits_commit_and_larger_ones_are_refused() {
         }
     };
 
-    // Over the limit: refused before it is proposed, naming the limit.
-    let (status, body) = post(
-        &servers[1],
-        &large_spec("too-large", 1_500_000, 99),
-        "k-big",
-    );
+    // Over the limit: refused before it is proposed, naming the limit (a
+    // config write, whose body is cheap to read whatever its size).
+    let description: String = large_spec("x", 1_500_000, 99)
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    let response = cluster
+        .http
+        .put(format!("{}/api/configs/pool/huge", servers[1].url))
+        .bearer_auth(&cluster.token)
+        .json(&serde_json::json!({
+            "description": description,
+            "configs": {"backend": "local"},
+        }))
+        .send()
+        .expect("put config");
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().unwrap_or(Value::Null);
     assert_eq!(status, 413, "{body}");
     let message = body["message"].as_str().unwrap_or_default();
     assert!(
@@ -494,14 +528,16 @@ fn twenty_concurrent_large_submits_commit_and_larger_ones_are_refused() {
         "{body}"
     );
 
-    // Twenty near the limit at once, through all three members.
+    // Twenty large ones at once, through all three members: 1.5 MB of
+    // commands that leave in entries of at most 1 MiB (a count-capped
+    // batch would carry them all in one entry).
     let names: Vec<String> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..20)
             .map(|i| {
                 let server = &servers[i % 3];
                 let post = &post;
                 scope.spawn(move || {
-                    let spec = large_spec(&format!("large-{i}"), 1_000_000, i as u64);
+                    let spec = large_spec(&format!("large-{i}"), 100_000, i as u64);
                     let (status, body) = post(server, &spec, &format!("k-{i}"));
                     assert_eq!(status, 200, "large submit {i}: {body}");
                     body["name"].as_str().unwrap().to_string()
@@ -511,6 +547,22 @@ fn twenty_concurrent_large_submits_commit_and_larger_ones_are_refused() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(names.len(), 20);
+
+    // No entry was proposed over the limit, on any member.
+    for server in &servers {
+        let metrics = cluster
+            .http
+            .get(format!("{}/metrics", server.url))
+            .bearer_auth(&cluster.token)
+            .send()
+            .and_then(|response| response.text())
+            .expect("metrics");
+        let largest = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("gantry_raft_proposal_batch_bytes{quantile=\"1\"} "))
+            .map_or(0.0, |value| value.trim().parse::<f64>().unwrap_or(f64::MAX));
+        assert!(largest <= 1_048_576.0, "an entry of {largest} bytes");
+    }
 
     // The log still moves: a small write commits and every member has all.
     let small = cluster.submit(&servers[2]);
@@ -548,26 +600,10 @@ fn signal(server: &DevServer, name: &str) {
 fn a_submit_retried_through_a_lost_quorum_creates_one_workflow() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = new_cluster(dir.path());
-    let data: Vec<PathBuf> = (1..=3)
-        .map(|index| dir.path().join(format!("node{index}")))
-        .collect();
-    let first = cluster.start(&data[0], 1, &["--bootstrap"]);
-    cluster.token = std::fs::read_to_string(data[0].join("bootstrap-admin-token")).unwrap();
-    let first_peer = cluster.members(&first)["members"][0]["peer_address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut servers = vec![first];
-    for index in 2..=3 {
-        servers.push(cluster.start(&data[index - 1], index, &["--join", &first_peer]));
-    }
-    let leader_id = wait_for(Duration::from_secs(30), "three voters and a leader", || {
-        let members = cluster.members(&servers[0]);
-        match (members["members"].as_array(), members["leader_id"].as_u64()) {
-            (Some(list), Some(leader)) if list.len() == 3 => Ok(leader),
-            _ => Err(members.to_string()),
-        }
+    let servers = start_three(&mut cluster, dir.path(), |cluster, data, index, extra| {
+        cluster.start(data, index, extra)
     });
+    let leader_id = cluster.members(&servers[0])["leader_id"].as_u64().unwrap();
     let leader = (0..3)
         .find(|&i| cluster.members(&servers[i])["node_id"].as_u64() == Some(leader_id))
         .unwrap();
@@ -653,38 +689,25 @@ fn a_leader_with_a_fast_clock_times_nothing_out_early() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = new_cluster(dir.path());
-    let data: Vec<PathBuf> = (1..=3)
-        .map(|index| dir.path().join(format!("node{index}")))
-        .collect();
-    let first = cluster.start(&data[0], 1, &["--bootstrap"]);
-    cluster.token = std::fs::read_to_string(data[0].join("bootstrap-admin-token")).unwrap();
-    let first_peer = cluster.members(&first)["members"][0]["peer_address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut servers = vec![first];
-    for index in 2..=3 {
-        let mut args = cluster.server_args(index, &["--join", &first_peer]);
-        if index == 2 {
-            // Nothing of node 2 stamps a command until it leads (a local
-            // operator's heartbeats would move the state's clock ahead).
-            args.retain(|arg| arg != "--local-backend");
+    let servers = start_three(&mut cluster, dir.path(), |cluster, data, index, extra| {
+        if index != 2 {
+            return cluster.start(data, index, extra);
         }
+        // Node 2's clock runs an hour ahead, and nothing of it stamps a
+        // command until it leads (a local operator's heartbeats would move
+        // the state's clock ahead).
+        let mut args = cluster.server_args(index, extra);
+        args.retain(|arg| arg != "--local-backend");
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        // Node 2's clock runs an hour ahead.
-        let wrapper: &[&str] = if index == 2 {
-            &[
-                "env",
-                "FAKETIME_DONT_FAKE_MONOTONIC=1",
-                "faketime",
-                "-f",
-                "+1h",
-            ]
-        } else {
-            &[]
-        };
-        servers.push(DevServer::start_wrapped(wrapper, &data[index - 1], &args));
-    }
+        let fast = [
+            "env",
+            "FAKETIME_DONT_FAKE_MONOTONIC=1",
+            "faketime",
+            "-f",
+            "+1h",
+        ];
+        DevServer::start_wrapped(&fast, data, &args)
+    });
     let ids: Vec<u64> = servers
         .iter()
         .map(|server| cluster.members(server)["node_id"].as_u64().unwrap())
@@ -763,23 +786,13 @@ fn a_leader_with_a_fast_clock_times_nothing_out_early() {
 fn forwarded_writes_that_lose_the_leader_answer_503_not_500() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = new_cluster(dir.path());
-    let data: Vec<PathBuf> = (1..=3)
-        .map(|index| dir.path().join(format!("node{index}")))
+    let mut servers: Vec<Option<DevServer>> =
+        start_three(&mut cluster, dir.path(), |cluster, data, index, extra| {
+            cluster.start(data, index, extra)
+        })
+        .into_iter()
+        .map(Some)
         .collect();
-    let first = cluster.start(&data[0], 1, &["--bootstrap"]);
-    cluster.token = std::fs::read_to_string(data[0].join("bootstrap-admin-token")).unwrap();
-    let first_peer = cluster.members(&first)["members"][0]["peer_address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut servers = vec![Some(first)];
-    for index in 2..=3 {
-        servers.push(Some(cluster.start(
-            &data[index - 1],
-            index,
-            &["--join", &first_peer],
-        )));
-    }
     let node = |i: usize| servers[i].as_ref().unwrap();
     let leader_id = wait_for(Duration::from_secs(20), "three voters", || {
         let members = cluster.members(node(0));
