@@ -12,9 +12,9 @@
 //!   have taken effect. When every URL said "no leader", the client pauses
 //!   (`NOT_READY_PAUSE_MIN` doubling up to the server's `Retry-After`) and
 //!   goes round again, for at most `NOT_READY_WAIT_MAX`.
-//! - Every write (any method but GET) carries an `Idempotency-Key` made once
-//!   per call and sent unchanged on every retry, to every URL: the server
-//!   carries it out at most once and answers a retry with the first
+//! - Submit, restart and cancel carry an `Idempotency-Key` made once per
+//!   call and sent unchanged on every retry, to every URL: the server
+//!   carries them out at most once and answers a retry with the first
 //!   outcome. So a write is also sent again when its outcome is unknown
 //!   (`503`: proposed but not seen to commit; or the connection failed after
 //!   sending; a `503` without `Retry-After`), for up to `KEYED_WAIT_MAX`.
@@ -484,7 +484,7 @@ impl Client {
         bounded: bool,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<(String, Response), ClientError> {
-        let key = (method != Method::GET).then(|| uuid::Uuid::new_v4().to_string());
+        let key = honours_request_key(&method, path).then(|| uuid::Uuid::new_v4().to_string());
         let wait_max = match key {
             Some(_) => KEYED_WAIT_MAX,
             None => NOT_READY_WAIT_MAX,
@@ -592,6 +592,22 @@ enum Round {
 
 /// `Some(pause)` when `resp` says the request was certainly not carried
 /// out and may be sent again: `503` with `Retry-After` (in seconds).
+/// Whether the server carries this call out at most once per
+/// `Idempotency-Key`: submit (and resubmit), restart and cancel. Other
+/// writes get no key, so they are never resent when their outcome is
+/// unknown.
+fn honours_request_key(method: &Method, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    *method == Method::POST
+        && matches!(
+            segments.as_slice(),
+            ["api", "pool", _, "workflow"]
+                | ["api", "pool", _, "workflow", _, "restart"]
+                | ["api", "workflow", _, "cancel"]
+        )
+}
+
 /// Whether a `503` may be sent again, and after how long: when it was not
 /// carried out (`Retry-After`), or, for a write under an idempotency key,
 /// also when its outcome is unknown (no `Retry-After`): the retry answers
@@ -683,6 +699,27 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_writes_the_server_keys_get_a_key() {
+        for (method, path, keyed) in [
+            (Method::POST, "/api/pool/default/workflow", true),
+            (Method::POST, "/api/pool/my%20pool/workflow", true),
+            (
+                Method::POST,
+                "/api/pool/default/workflow/wf-1/restart",
+                true,
+            ),
+            (Method::POST, "/api/workflow/wf-1/cancel", true),
+            (Method::GET, "/api/workflow/wf-1", false),
+            (Method::POST, "/api/auth/access_token/user/a/b", false),
+            (Method::PUT, "/api/configs/pool/default", false),
+            (Method::POST, "/api/workflow/wf-1/cancel/extra", false),
+        ] {
+            assert_eq!(honours_request_key(&method, path), keyed, "{method} {path}");
+        }
+    }
+
     use super::*;
 
     #[test]
