@@ -33,6 +33,8 @@ pub const RAFT_APPLIED_INDEX: &str = "gantry_raft_applied_index";
 pub const RAFT_COMMIT_INDEX: &str = gantry_raft::metrics::COMMIT_INDEX;
 /// Histogram: commands per proposed log entry (recorded in `raft/`).
 pub const RAFT_PROPOSAL_BATCH_COMMANDS: &str = gantry_raft::metrics::PROPOSAL_BATCH_COMMANDS;
+/// Histogram: encoded bytes per proposed log entry (recorded in `raft/`).
+pub const RAFT_PROPOSAL_BATCH_BYTES: &str = gantry_raft::metrics::PROPOSAL_BATCH_BYTES;
 /// Histogram: seconds from proposing a batch to its outcome (recorded in `raft/`).
 pub const RAFT_PROPOSAL_SECONDS: &str = gantry_raft::metrics::PROPOSAL_SECONDS;
 /// Histogram: seconds per durable log append (recorded in `raft/`).
@@ -112,7 +114,7 @@ const fn metric(
 
 /// Every metric Gantry exports.
 #[rustfmt::skip]
-pub const METRICS: [Metric; 26] = [
+pub const METRICS: [Metric; 27] = [
     metric(BUILD_INFO, Kind::Gauge, &["version", "git_hash"], "Gantry's version and git hash (always 1)"),
     metric(RAFT_TERM, Kind::Gauge, &[], "Raft term this member is in"),
     metric(RAFT_IS_LEADER, Kind::Gauge, &[], "1 while this member leads"),
@@ -123,6 +125,7 @@ pub const METRICS: [Metric; 26] = [
     metric(RAFT_LEADER_CHANGES, Kind::Counter, &[], "Leader changes this member saw"),
     metric(RAFT_FOLLOWER_LAG_ENTRIES, Kind::Gauge, &["follower"], "Log entries a member lags behind the leader (reported by the leader)"),
     metric(RAFT_PROPOSAL_BATCH_COMMANDS, Kind::Histogram, &[], "Commands carried by one proposed Raft log entry"),
+    metric(RAFT_PROPOSAL_BATCH_BYTES, Kind::Histogram, &[], "Encoded bytes of the commands of one proposed Raft log entry (at most 1 MiB)"),
     metric(RAFT_PROPOSAL_SECONDS, Kind::Histogram, &[], "Seconds from proposing a batch to its outcome"),
     metric(RAFT_LOG_FSYNC_SECONDS, Kind::Histogram, &[], "Seconds one Raft log append takes to become durable (fsync)"),
     metric(API_REQUESTS, Kind::Counter, &["method", "route", "status"], "API requests by method, route template and status"),
@@ -151,6 +154,12 @@ const BATCH_BUCKETS: [f64; 11] = [
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
+/// Buckets for encoded bytes per log entry, up to the entry limit (1 MiB)
+/// and past it, so an entry over the limit would show.
+const BATCH_BYTES_BUCKETS: [f64; 9] = [
+    256.0, 4096.0, 16384.0, 65536.0, 262144.0, 524288.0, 1048576.0, 2097152.0, 4194304.0,
+];
+
 /// How often histograms are drained when nobody scrapes (bounds memory).
 pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -176,6 +185,10 @@ pub fn install() -> Result<(), MetricsError> {
         .set_buckets_for_metric(
             Matcher::Full(RAFT_PROPOSAL_BATCH_COMMANDS.to_string()),
             &BATCH_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(RAFT_PROPOSAL_BATCH_BYTES.to_string()),
+            &BATCH_BYTES_BUCKETS,
         )?
         .build_recorder();
     let handle = recorder.handle();
