@@ -205,6 +205,22 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
         assert_eq!(api.get(path).status, 404, "{path}");
     }
     assert_eq!(api.post("/api/workflow/nope-7/cancel", None).status, 404);
+    // An unbounded tail would hold a workflow's whole log in memory.
+    for path in [
+        "/api/workflow/nope-7/logs?last_n_lines=100000001",
+        "/api/workflow/nope-7/error_logs?last_n_lines=100000001",
+    ] {
+        let reply = api.get(path);
+        assert_eq!(reply.status, 400, "{path}: {}", reply.body);
+        assert!(
+            reply.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("'last_n_lines' is at most 100000"),
+            "{}",
+            reply.body
+        );
+    }
     let reply = api.get("/api/workflow?statuses=BOGUS");
     assert_eq!(reply.status, 400, "{}", reply.body);
     assert!(reply.json()["message"].as_str().unwrap().contains("BOGUS"));

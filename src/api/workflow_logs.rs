@@ -100,6 +100,22 @@ impl Filter {
     }
 }
 
+/// Most lines `last_n_lines` may ask for: the answer is assembled in memory
+/// from the chunks holding them, so an unbounded N would let one request
+/// hold a whole workflow's logs at once.
+pub const LAST_N_LINES_MAX: u64 = 100_000;
+
+/// `last_n_lines`, refused with 400 past [`LAST_N_LINES_MAX`].
+fn last_n_lines(params: &Params) -> Result<Option<u64>, ApiError> {
+    match params.number("last_n_lines")? {
+        Some(n) if n > LAST_N_LINES_MAX => Err(ApiError::bad_request(
+            "USAGE",
+            format!("query parameter 'last_n_lines' is at most {LAST_N_LINES_MAX}, not {n}"),
+        )),
+        n => Ok(n),
+    }
+}
+
 /// `GET /api/workflow/{name}/error_logs`: the last lines (`last_n_lines`,
 /// default 100) of each failed task run, task by task; no follow.
 pub async fn error_logs(
@@ -108,11 +124,9 @@ pub async fn error_logs(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref());
-    let n = params
-        .number("last_n_lines")?
-        .map_or(ERROR_LINES_DEFAULT, |n| {
-            usize::try_from(n).unwrap_or(usize::MAX)
-        });
+    let n = last_n_lines(&params)?.map_or(ERROR_LINES_DEFAULT, |n| {
+        usize::try_from(n).unwrap_or(usize::MAX)
+    });
     let only_task = params.get("task_name").map(str::to_string);
     let only_retry = params.retry_id()?;
     let view = read(&state, &params).await?;
@@ -282,7 +296,7 @@ pub async fn logs(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref());
-    let last_n = params.number("last_n_lines")?;
+    let last_n = last_n_lines(&params)?;
     let retry_id = params.retry_id()?;
     let filter = Filter {
         task: params.get("task_name").map(str::to_string),
