@@ -160,23 +160,13 @@ fn new_cluster(dir: &Path) -> Cluster {
 fn a_follower_lists_the_members_as_the_leader_sees_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = new_cluster(dir.path());
-    let data: Vec<PathBuf> = (1..=3)
-        .map(|index| dir.path().join(format!("node{index}")))
+    let mut servers: Vec<Option<DevServer>> =
+        start_three(&mut cluster, dir.path(), |cluster, data, index, extra| {
+            cluster.start(data, index, extra)
+        })
+        .into_iter()
+        .map(Some)
         .collect();
-    let first = cluster.start(&data[0], 1, &["--bootstrap"]);
-    cluster.token = std::fs::read_to_string(data[0].join("bootstrap-admin-token")).unwrap();
-    let first_peer = cluster.members(&first)["members"][0]["peer_address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut servers = vec![Some(first)];
-    for index in 2..=3 {
-        servers.push(Some(cluster.start(
-            &data[index - 1],
-            index,
-            &["--join", &first_peer],
-        )));
-    }
     let node = |i: usize| servers[i].as_ref().unwrap();
     let leader_id = cluster.members(node(0))["leader_id"].as_u64().unwrap();
     let ids: Vec<u64> = (0..3)
@@ -301,24 +291,13 @@ fn three_servers_replicate_fail_over_and_restore_from_a_snapshot() {
     let mut cluster = new_cluster(dir.path());
     let pki = cluster.pki.clone();
 
-    let data: Vec<PathBuf> = (1..=3)
-        .map(|index| dir.path().join(format!("node{index}")))
+    let mut servers: Vec<Option<DevServer>> =
+        start_three(&mut cluster, dir.path(), |cluster, data, index, extra| {
+            cluster.start(data, index, extra)
+        })
+        .into_iter()
+        .map(Some)
         .collect();
-    let first = cluster.start(&data[0], 1, &["--bootstrap"]);
-    cluster.token = std::fs::read_to_string(data[0].join("bootstrap-admin-token")).unwrap();
-    let members = cluster.members(&first);
-    let first_peer = members["members"][0]["peer_address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut servers = vec![Some(first)];
-    for index in 2..=3 {
-        servers.push(Some(cluster.start(
-            &data[index - 1],
-            index,
-            &["--join", &first_peer],
-        )));
-    }
 
     // Every node sees three voters and one leader.
     for server in servers.iter().flatten() {
