@@ -4,7 +4,8 @@ use crate::types::NodeId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RaftError {
-    #[error("storage: {0}")]
+    /// The state's own words (they name the table, key or file).
+    #[error(transparent)]
     Storage(#[from] gantry_storage::StorageError),
     #[error("raft storage: {0}")]
     RaftStorage(String),

@@ -45,8 +45,26 @@ fn io_error(error: impl ToString) -> std::io::Error {
 
 impl LogStore {
     pub fn open(path: &Path) -> Result<LogStore, crate::RaftError> {
-        let db =
-            Database::create(path).map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
+        // Every page's checksum is verified first: a log changed outside the
+        // database is refused here, never replicated or applied.
+        let db = redb::Builder::new()
+            .set_check_integrity_on_open(true)
+            .create(path)
+            .map_err(|error| {
+                let corrupt = matches!(
+                    error,
+                    redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))
+                );
+                crate::RaftError::RaftStorage(match corrupt {
+                    true => format!(
+                        "{} is corrupt ({error}); nothing was served from it. Rebuild this \
+                         member from a healthy one (see the operations guide: rebuilding a \
+                         member)",
+                        path.display()
+                    ),
+                    false => format!("{}: {error}", path.display()),
+                })
+            })?;
         let txn = db
             .begin_write()
             .map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;

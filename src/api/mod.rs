@@ -114,6 +114,7 @@ async fn health() -> Json<serde_json::Value> {
 async fn liveness(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    refuse_corrupt_state(&state)?;
     match state.node.stopped_reason() {
         None => Ok(Json(json!({"status": "OK"}))),
         Some(reason) => Err(ApiError::new(
@@ -124,11 +125,28 @@ async fn liveness(
     }
 }
 
+/// 503 once this member's state met a corrupt row: it stays unhealthy (and
+/// unready) until it is rebuilt, however well its Raft core runs.
+fn refuse_corrupt_state(state: &AppState) -> Result<(), ApiError> {
+    match state.node.state_corruption() {
+        None => Ok(()),
+        Some(corruption) => Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "SERVER",
+            format!(
+                "this member's state is corrupt and must be rebuilt from a healthy member: \
+                 {corruption}"
+            ),
+        )),
+    }
+}
+
 /// Ready: a member of a cluster with a leader, applied up to what the
 /// leader has committed (a linearizable read succeeds).
 async fn ready(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    refuse_corrupt_state(&state)?;
     match tokio::time::timeout(READY_CHECK_MAX, state.node.read()).await {
         Ok(Ok(_)) => Ok(Json(json!({"status": "READY"}))),
         Ok(Err(error)) => Err(ApiError::new(

@@ -92,7 +92,7 @@ pub fn routes() -> Vec<Route> {
     let mut routes = vec![
         // Probes, version, metrics, this document: open.
         Route::new(M::GET, "/health", "Liveness as OSMO reports it", Access::Open, get(super::health)),
-        Route::new(M::GET, "/healthz", "Liveness: the process and its Raft core run", Access::Open, get(super::liveness)),
+        Route::new(M::GET, "/healthz", "Liveness: the process and its Raft core run, and its state reads clean", Access::Open, get(super::liveness)),
         Route::new(M::GET, "/readyz", "Readiness: a linearizable read succeeds", Access::Open, get(super::ready)),
         Route::new(M::GET, "/api/version", "The server's version", Access::Open, get(super::version)),
         Route::new(M::GET, "/metrics", "Prometheus metrics", Access::Open, get(super::prometheus_metrics)).response(Content::Text),

@@ -9,6 +9,20 @@ pub enum StorageError {
     Encode(String),
     #[error("decode: {0}")]
     Decode(String),
+    /// A stored value failed its check: the disk or the file changed under
+    /// the database. The store notes it and the node reports itself unhealthy.
+    #[error("corrupt row in table `{table}`, key {key}: {reason}")]
+    Corrupt {
+        table: String,
+        key: String,
+        reason: String,
+    },
+    /// The state file failed redb's page checks when it was opened.
+    #[error(
+        "{path} is corrupt ({reason}); nothing was served from it. Rebuild this member \
+         from a healthy one (see the operations guide: rebuilding a member)"
+    )]
+    CorruptFile { path: String, reason: String },
     #[error("snapshot: {0}")]
     Snapshot(String),
     #[error("io: {0}")]

@@ -32,6 +32,7 @@ pub use record::*;
 pub use status::{Priority, TaskStatus, WorkflowStatus};
 mod apply;
 mod lifecycle;
+mod row;
 mod schema;
 pub mod snapshot;
 pub mod store;

@@ -25,6 +25,11 @@ pub(crate) trait RegisteredTable {
         txn: &WriteTransaction,
         rows: &[(Vec<u8>, Vec<u8>)],
     ) -> Result<(), StorageError>;
+    /// Seals every value in place, if the table's values are bytes (see
+    /// [`crate::row`]); other tables are left as they are.
+    fn seal_values(&self, txn: &WriteTransaction) -> Result<(), StorageError>;
+    /// Checks every value's envelope, if the table's values are bytes.
+    fn check_sealed(&self, rows: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StorageError>;
 }
 
 impl<K: Key + 'static, V: Value + 'static> RegisteredTable for TableDefinition<'static, K, V> {
@@ -74,6 +79,35 @@ impl<K: Key + 'static, V: Value + 'static> RegisteredTable for TableDefinition<'
             table.insert(K::from_bytes(key), V::from_bytes(value))?;
         }
         Ok(())
+    }
+
+    fn check_sealed(&self, rows: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StorageError> {
+        if V::type_name() != <&[u8]>::type_name() {
+            return Ok(());
+        }
+        for (key, value) in rows {
+            // The key's own bytes name the row: its type is not trusted yet.
+            let key = String::from_utf8_lossy(key);
+            crate::row::unseal(self, &key, value)?;
+        }
+        Ok(())
+    }
+
+    fn seal_values(&self, txn: &WriteTransaction) -> Result<(), StorageError> {
+        if V::type_name() != <&[u8]>::type_name() {
+            return Ok(());
+        }
+        let rows = txn.open_table(*self)?;
+        let mut sealed = Vec::new();
+        for row in rows.iter()? {
+            let (key, value) = row?;
+            sealed.push((
+                K::as_bytes(&key.value()).as_ref().to_vec(),
+                crate::row::seal(V::as_bytes(&value.value()).as_ref()),
+            ));
+        }
+        drop(rows);
+        self.replace(txn, &sealed)
     }
 }
 

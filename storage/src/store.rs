@@ -13,13 +13,19 @@ use crate::error::StorageError;
 use crate::record::{
     GroupRecord, JobRecord, Millis, PoolRecord, TaskRecord, TimerRecord, WorkflowRecord,
 };
+use crate::row::{self, unseal};
 use crate::status::WorkflowStatus;
-use crate::tables::{self, decode, Tables};
+use crate::tables::{self, Tables};
+use redb::TableHandle;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 pub struct Store {
     db: Database,
+    corruption: Arc<OnceLock<String>>,
 }
 
 /// Filters of the workflow list (OSMO `GET /api/workflow`).
@@ -35,12 +41,37 @@ pub struct ListFilter {
 }
 
 impl Store {
+    /// Opens (or creates) the state file. Every page's checksum is verified
+    /// first, so a file changed outside the database is refused here with
+    /// [`StorageError::CorruptFile`] rather than served; a store written before
+    /// rows were sealed is sealed once (see [`crate::row`]).
     pub fn open(path: &Path) -> Result<Store, StorageError> {
-        let db = Database::create(path)?;
+        let db = redb::Builder::new()
+            .set_check_integrity_on_open(true)
+            .create(path)
+            .map_err(|error| match error {
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => {
+                    StorageError::CorruptFile {
+                        path: path.display().to_string(),
+                        reason,
+                    }
+                }
+                other => other.into(),
+            })?;
         let txn = db.begin_write()?;
         tables::create_all(&txn)?;
+        row::seal_legacy_rows(&txn)?;
         txn.commit()?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            corruption: Arc::default(),
+        })
+    }
+
+    /// The first corrupt row a read met since the process started, if any:
+    /// while it is set the node is unhealthy.
+    pub fn corruption(&self) -> Option<String> {
+        self.corruption.get().cloned()
     }
 
     /// Applies batches of commands and stores `raft_meta`, atomically.
@@ -85,14 +116,21 @@ impl Store {
         let table = txn.open_table(tables::META)?;
         let value = table
             .get(tables::RAFT_META_KEY)?
-            .map(|v| v.value().to_vec());
-        Ok(value)
+            .map(|v| unseal(&tables::META, &tables::RAFT_META_KEY, v.value()).map(<[u8]>::to_vec))
+            .transpose();
+        self.note(value)
     }
 
     pub fn read(&self) -> Result<ReadView, StorageError> {
         Ok(ReadView {
             txn: self.db.begin_read()?,
+            corruption: Arc::clone(&self.corruption),
         })
+    }
+
+    /// Passes `result` on, noting a corrupt row first.
+    pub(crate) fn note<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        note_corruption(&self.corruption, result)
     }
 
     pub(crate) fn database(&self) -> &Database {
@@ -100,12 +138,43 @@ impl Store {
     }
 }
 
+fn note_corruption<T>(
+    note: &OnceLock<String>,
+    result: Result<T, StorageError>,
+) -> Result<T, StorageError> {
+    if let Err(error @ StorageError::Corrupt { .. }) = &result {
+        let _ = note.set(error.to_string());
+    }
+    result
+}
+
 /// A consistent view of committed state.
 pub struct ReadView {
     txn: ReadTransaction,
+    corruption: Arc<OnceLock<String>>,
 }
 
 impl ReadView {
+    /// A sealed row checked and decoded; a corrupt one is noted in the store.
+    fn row<T: DeserializeOwned>(
+        &self,
+        table: &impl TableHandle,
+        key: &dyn Debug,
+        sealed: &[u8],
+    ) -> Result<T, StorageError> {
+        note_corruption(&self.corruption, row::decode_row(table, key, sealed))
+    }
+
+    /// A sealed row's payload, checked; a corrupt one is noted in the store.
+    fn unseal<'a>(
+        &self,
+        table: &impl TableHandle,
+        key: &dyn Debug,
+        sealed: &'a [u8],
+    ) -> Result<&'a [u8], StorageError> {
+        note_corruption(&self.corruption, unseal(table, key, sealed))
+    }
+
     /// The state's clock: the latest command time applied (0 before any).
     pub fn clock(&self) -> Result<Millis, StorageError> {
         let table = self.txn.open_table(tables::COUNTERS)?;
@@ -119,7 +188,8 @@ impl ReadView {
     pub fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>, StorageError> {
         let table = self.txn.open_table(tables::WORKFLOWS)?;
         let row = table.get(id)?;
-        row.map(|v| decode(v.value())).transpose()
+        row.map(|v| self.row(&tables::WORKFLOWS, &id, v.value()))
+            .transpose()
     }
 
     pub fn groups(&self, workflow: &WorkflowRecord) -> Result<Vec<GroupRecord>, StorageError> {
@@ -127,7 +197,11 @@ impl ReadView {
         let mut groups = Vec::with_capacity(workflow.groups.len());
         for name in &workflow.groups {
             if let Some(row) = table.get((workflow.id.as_str(), name.as_str()))? {
-                groups.push(decode(row.value())?);
+                groups.push(self.row(
+                    &tables::GROUPS,
+                    &(workflow.id.as_str(), name.as_str()),
+                    row.value(),
+                )?);
             }
         }
         Ok(groups)
@@ -140,7 +214,8 @@ impl ReadView {
     ) -> Result<Option<GroupRecord>, StorageError> {
         let table = self.txn.open_table(tables::GROUPS)?;
         let row = table.get((workflow_id, name))?;
-        row.map(|v| decode(v.value())).transpose()
+        row.map(|v| self.row(&tables::GROUPS, &(workflow_id, name), v.value()))
+            .transpose()
     }
 
     /// A task with its plan.
@@ -149,10 +224,10 @@ impl ReadView {
         let Some(row) = table.get((workflow_id, name))? else {
             return Ok(None);
         };
-        let mut task: TaskRecord = decode(row.value())?;
+        let mut task: TaskRecord = self.row(&tables::TASKS, &(workflow_id, name), row.value())?;
         let plans = self.txn.open_table(tables::TASK_PLANS)?;
         if let Some(plan) = plans.get((workflow_id, name))? {
-            task.plan = decode(plan.value())?;
+            task.plan = self.row(&tables::TASK_PLANS, &(workflow_id, name), plan.value())?;
         }
         Ok(Some(task))
     }
@@ -166,8 +241,8 @@ impl ReadView {
         let table = self.txn.open_table(tables::TASK_RUNS)?;
         let mut runs = Vec::new();
         for row in table.range((workflow_id, name, 0)..=(workflow_id, name, u32::MAX))? {
-            let (_, value) = row?;
-            runs.push(decode(value.value())?);
+            let (key, value) = row?;
+            runs.push(self.row(&tables::TASK_RUNS, &key.value(), value.value())?);
         }
         Ok(runs)
     }
@@ -218,7 +293,7 @@ impl ReadView {
             let Some(row) = table.get(id.as_str())? else {
                 continue;
             };
-            let workflow: WorkflowRecord = decode(row.value())?;
+            let workflow: WorkflowRecord = self.row(&tables::WORKFLOWS, &id, row.value())?;
             if !filter.pools.is_empty() && !filter.pools.contains(&workflow.pool) {
                 continue;
             }
@@ -239,8 +314,8 @@ impl ReadView {
         let table = self.txn.open_table(tables::POOLS)?;
         let mut pools = Vec::new();
         for row in table.iter()? {
-            let (_, value) = row?;
-            pools.push(decode(value.value())?);
+            let (key, value) = row?;
+            pools.push(self.row(&tables::POOLS, &key.value(), value.value())?);
         }
         Ok(pools)
     }
@@ -248,7 +323,8 @@ impl ReadView {
     pub fn pool(&self, name: &str) -> Result<Option<PoolRecord>, StorageError> {
         let table = self.txn.open_table(tables::POOLS)?;
         let row = table.get(name)?;
-        row.map(|v| decode(v.value())).transpose()
+        row.map(|v| self.row(&tables::POOLS, &name, v.value()))
+            .transpose()
     }
 
     /// Queued operator jobs, oldest first.
@@ -256,8 +332,8 @@ impl ReadView {
         let table = self.txn.open_table(tables::JOBS)?;
         let mut jobs = Vec::new();
         for row in table.iter()?.take(limit) {
-            let (_, value) = row?;
-            jobs.push(decode(value.value())?);
+            let (key, value) = row?;
+            jobs.push(self.row(&tables::JOBS, &key.value(), value.value())?);
         }
         Ok(jobs)
     }
@@ -266,7 +342,8 @@ impl ReadView {
     pub fn job(&self, id: u64) -> Result<Option<JobRecord>, StorageError> {
         let table = self.txn.open_table(tables::JOBS)?;
         let row = table.get(id)?;
-        row.map(|v| decode(v.value())).transpose()
+        row.map(|v| self.row(&tables::JOBS, &id, v.value()))
+            .transpose()
     }
 
     /// Timers due at or before `now`, earliest first.
@@ -274,8 +351,8 @@ impl ReadView {
         let table = self.txn.open_table(tables::TIMERS)?;
         let mut timers = Vec::new();
         for row in table.range(..=(now, u64::MAX))?.take(limit) {
-            let (_, value) = row?;
-            timers.push(decode(value.value())?);
+            let (key, value) = row?;
+            timers.push(self.row(&tables::TIMERS, &key.value(), value.value())?);
         }
         Ok(timers)
     }
@@ -301,7 +378,7 @@ impl ReadView {
             if timers.len() == limit {
                 break;
             }
-            timers.push(decode(value.value())?);
+            timers.push(self.row(&tables::TIMERS, &key.value(), value.value())?);
         }
         Ok(timers)
     }
@@ -313,7 +390,8 @@ impl ReadView {
     ) -> Result<Option<crate::record::WorkflowArchive>, StorageError> {
         let table = self.txn.open_table(tables::WORKFLOW_ARCHIVE)?;
         let row = table.get(workflow_id)?;
-        row.map(|v| decode(v.value())).transpose()
+        row.map(|v| self.row(&tables::WORKFLOW_ARCHIVE, &workflow_id, v.value()))
+            .transpose()
     }
 
     /// Due time of the earliest pending timer.
@@ -347,7 +425,8 @@ impl ReadView {
             if key.value().0 != workflow_id {
                 break;
             }
-            let indexed: crate::record::IndexedLogChunk = decode(value.value())?;
+            let indexed: crate::record::IndexedLogChunk =
+                self.row(&tables::LOG_CHUNKS, &key.value(), value.value())?;
             if retry_id.is_some_and(|retry| indexed.chunk.retry_id != retry) {
                 continue;
             }
@@ -374,13 +453,15 @@ impl ReadView {
         };
         let tokens = self.txn.open_table(tables::TOKENS)?;
         let row = tokens.get(name.value())?;
-        row.map(|v| decode(v.value())).transpose()
+        row.map(|v| self.row(&tables::TOKENS, &name.value(), v.value()))
+            .transpose()
     }
 
     pub fn token(&self, name: &str) -> Result<Option<crate::record::TokenRecord>, StorageError> {
         let tokens = self.txn.open_table(tables::TOKENS)?;
         let row = tokens.get(name)?;
-        row.map(|v| decode(v.value())).transpose()
+        row.map(|v| self.row(&tables::TOKENS, &name, v.value()))
+            .transpose()
     }
 
     /// Every token, by name.
@@ -388,8 +469,8 @@ impl ReadView {
         let table = self.txn.open_table(tables::TOKENS)?;
         let mut tokens = Vec::new();
         for row in table.iter()? {
-            let (_, value) = row?;
-            tokens.push(decode(value.value())?);
+            let (key, value) = row?;
+            tokens.push(self.row(&tables::TOKENS, &key.value(), value.value())?);
         }
         Ok(tokens)
     }
@@ -397,7 +478,8 @@ impl ReadView {
     pub fn backend(&self, name: &str) -> Result<Option<BackendRecord>, StorageError> {
         let table = self.txn.open_table(tables::BACKENDS)?;
         let row = table.get(name)?;
-        row.map(|v| BackendRecord::decode(v.value())).transpose()
+        row.map(|v| BackendRecord::decode(self.unseal(&tables::BACKENDS, &name, v.value())?))
+            .transpose()
     }
 
     /// Every backend, by name.
@@ -405,8 +487,12 @@ impl ReadView {
         let table = self.txn.open_table(tables::BACKENDS)?;
         let mut backends = Vec::new();
         for row in table.iter()? {
-            let (_, value) = row?;
-            backends.push(BackendRecord::decode(value.value())?);
+            let (key, value) = row?;
+            backends.push(BackendRecord::decode(self.unseal(
+                &tables::BACKENDS,
+                &key.value(),
+                value.value(),
+            )?)?);
         }
         Ok(backends)
     }
@@ -433,7 +519,14 @@ impl ReadView {
     ) -> Result<Option<ConfigRevision>, StorageError> {
         let table = self.txn.open_table(tables::CONFIG_HISTORY)?;
         let row = table.get((config_type.code(), revision))?;
-        row.map(|v| decode(v.value())).transpose()
+        row.map(|v| {
+            self.row(
+                &tables::CONFIG_HISTORY,
+                &(config_type.code(), revision),
+                v.value(),
+            )
+        })
+        .transpose()
     }
 
     /// The revision in force of `(config_type, name)`.
@@ -498,8 +591,8 @@ impl ReadView {
         let table = self.txn.open_table(tables::CONFIG_HISTORY)?;
         let mut history = Vec::new();
         for row in table.range((code, 0)..=(code, u64::MAX))? {
-            let (_, value) = row?;
-            history.push(decode(value.value())?);
+            let (key, value) = row?;
+            history.push(self.row(&tables::CONFIG_HISTORY, &key.value(), value.value())?);
         }
         Ok(history)
     }

@@ -1,6 +1,7 @@
 //! redb table definitions and typed access inside one transaction.
 //!
-//! Invariants: every row value is `bincode(serde)` of its record type; the
+//! Invariants: every value of a bytes-valued table is `bincode(serde)` of
+//! its record type sealed by [`crate::row::seal`] (format and checksum); the
 //! status and submit-order indexes are written only through
 //! [`Tables::put_workflow`], so they always agree with the workflows table;
 //! `active_groups` holds exactly the dispatched, unfinished groups.
@@ -12,6 +13,7 @@ use crate::plan::TaskPlan;
 use crate::record::{
     GroupRecord, JobRecord, Millis, PoolRecord, TaskRecord, TimerRecord, WorkflowRecord,
 };
+use crate::row::{decode_row, encode_row, seal, unseal};
 use redb::{ReadableTable, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -78,7 +80,8 @@ impl<'a> Tables<'a> {
     pub fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>, StorageError> {
         let table = self.txn.open_table(WORKFLOWS)?;
         let row = table.get(id)?;
-        row.map(|v| decode(v.value())).transpose()
+        row.map(|v| decode_row(&WORKFLOWS, &id, v.value()))
+            .transpose()
     }
 
     /// Writes a workflow and keeps both indexes in step with it.
@@ -101,7 +104,7 @@ impl<'a> Tables<'a> {
         )?;
         self.txn
             .open_table(WORKFLOWS)?
-            .insert(workflow.id.as_str(), encode(workflow)?.as_slice())?;
+            .insert(workflow.id.as_str(), encode_row(workflow)?.as_slice())?;
         Ok(())
     }
 
@@ -112,13 +115,14 @@ impl<'a> Tables<'a> {
     ) -> Result<Option<GroupRecord>, StorageError> {
         let table = self.txn.open_table(GROUPS)?;
         let row = table.get((workflow_id, name))?;
-        row.map(|v| decode(v.value())).transpose()
+        row.map(|v| decode_row(&GROUPS, &(workflow_id, name), v.value()))
+            .transpose()
     }
 
     pub fn put_group(&self, group: &GroupRecord) -> Result<(), StorageError> {
         self.txn.open_table(GROUPS)?.insert(
             (group.workflow_id.as_str(), group.name.as_str()),
-            encode(group)?.as_slice(),
+            encode_row(group)?.as_slice(),
         )?;
         Ok(())
     }
@@ -128,7 +132,7 @@ impl<'a> Tables<'a> {
         let plans = self.txn.open_table(TASK_PLANS)?;
         let row = plans.get((workflow_id, name))?;
         Ok(row
-            .map(|v| decode(v.value()))
+            .map(|v| decode_row(&TASK_PLANS, &(workflow_id, name), v.value()))
             .transpose()?
             .unwrap_or_default())
     }
@@ -141,14 +145,15 @@ impl<'a> Tables<'a> {
     ) -> Result<Option<TaskRecord>, StorageError> {
         let table = self.txn.open_table(TASKS)?;
         let row = table.get((workflow_id, name))?;
-        row.map(|v| decode(v.value())).transpose()
+        row.map(|v| decode_row(&TASKS, &(workflow_id, name), v.value()))
+            .transpose()
     }
 
     /// Writes a new task and its plan.
     pub fn insert_task(&self, task: &TaskRecord) -> Result<(), StorageError> {
         self.txn.open_table(TASK_PLANS)?.insert(
             (task.workflow_id.as_str(), task.name.as_str()),
-            encode(&task.plan)?.as_slice(),
+            encode_row(&task.plan)?.as_slice(),
         )?;
         self.put_task(task)
     }
@@ -157,7 +162,7 @@ impl<'a> Tables<'a> {
     pub fn put_task(&self, task: &TaskRecord) -> Result<(), StorageError> {
         self.txn.open_table(TASKS)?.insert(
             (task.workflow_id.as_str(), task.name.as_str()),
-            encode(task)?.as_slice(),
+            encode_row(task)?.as_slice(),
         )?;
         Ok(())
     }
@@ -166,7 +171,7 @@ impl<'a> Tables<'a> {
     pub fn put_task_run(&self, run: &TaskRecord) -> Result<(), StorageError> {
         self.txn.open_table(TASK_RUNS)?.insert(
             (run.workflow_id.as_str(), run.name.as_str(), run.retry_id),
-            encode(run)?.as_slice(),
+            encode_row(run)?.as_slice(),
         )?;
         Ok(())
     }
@@ -186,13 +191,14 @@ impl<'a> Tables<'a> {
     pub fn pool(&self, name: &str) -> Result<Option<PoolRecord>, StorageError> {
         let table = self.txn.open_table(POOLS)?;
         let row = table.get(name)?;
-        row.map(|v| decode(v.value())).transpose()
+        row.map(|v| decode_row(&POOLS, &name, v.value()))
+            .transpose()
     }
 
     pub fn put_pool(&self, pool: &PoolRecord) -> Result<(), StorageError> {
         self.txn
             .open_table(POOLS)?
-            .insert(pool.name.as_str(), encode(pool)?.as_slice())?;
+            .insert(pool.name.as_str(), encode_row(pool)?.as_slice())?;
         Ok(())
     }
 
@@ -205,14 +211,16 @@ impl<'a> Tables<'a> {
         let timer = TimerRecord { id, due, kind };
         self.txn
             .open_table(TIMERS)?
-            .insert((due, id), encode(&timer)?.as_slice())?;
+            .insert((due, id), encode_row(&timer)?.as_slice())?;
         Ok(id)
     }
 
     pub fn take_timer(&self, due: Millis, id: u64) -> Result<Option<TimerRecord>, StorageError> {
         let mut table = self.txn.open_table(TIMERS)?;
         let removed = table.remove((due, id))?;
-        removed.map(|v| decode(v.value())).transpose()
+        removed
+            .map(|v| decode_row(&TIMERS, &(due, id), v.value()))
+            .transpose()
     }
 
     pub fn add_job(
@@ -230,7 +238,7 @@ impl<'a> Tables<'a> {
         };
         self.txn
             .open_table(JOBS)?
-            .insert(id, encode(&job)?.as_slice())?;
+            .insert(id, encode_row(&job)?.as_slice())?;
         Ok(id)
     }
 
@@ -242,8 +250,8 @@ impl<'a> Tables<'a> {
         let table = self.txn.open_table(JOBS)?;
         let mut jobs = Vec::new();
         for row in table.iter()? {
-            let (_, value) = row?;
-            jobs.push(decode(value.value())?);
+            let (key, value) = row?;
+            jobs.push(decode_row(&JOBS, &key.value(), value.value())?);
         }
         Ok(jobs)
     }
@@ -283,7 +291,7 @@ impl<'a> Tables<'a> {
         self.remove_token(&token.name)?;
         self.txn
             .open_table(TOKENS)?
-            .insert(token.name.as_str(), encode(token)?.as_slice())?;
+            .insert(token.name.as_str(), encode_row(token)?.as_slice())?;
         self.txn
             .open_table(TOKENS_BY_HASH)?
             .insert(token.hash.as_str(), token.name.as_str())?;
@@ -294,7 +302,8 @@ impl<'a> Tables<'a> {
         let removed: Option<crate::record::TokenRecord> = {
             let mut table = self.txn.open_table(TOKENS)?;
             let row = table.remove(name)?;
-            row.map(|v| decode(v.value())).transpose()?
+            row.map(|v| decode_row(&TOKENS, &name, v.value()))
+                .transpose()?
         };
         if let Some(token) = &removed {
             self.txn
@@ -316,8 +325,9 @@ impl<'a> Tables<'a> {
             .range((workflow_id, task, retry_id, 0)..=(workflow_id, task, retry_id, u64::MAX))?;
         let last = match range.next_back() {
             Some(row) => {
-                let (_, value) = row?;
-                let indexed: crate::record::IndexedLogChunk = decode(value.value())?;
+                let (key, value) = row?;
+                let indexed: crate::record::IndexedLogChunk =
+                    decode_row(&LOG_CHUNKS, &key.value(), value.value())?;
                 Some(indexed.chunk.last_offset)
             }
             None => None,
@@ -339,7 +349,7 @@ impl<'a> Tables<'a> {
                 chunk.retry_id,
                 chunk.first_offset,
             ),
-            encode(&indexed)?.as_slice(),
+            encode_row(&indexed)?.as_slice(),
         )?;
         Ok(())
     }
@@ -368,16 +378,18 @@ impl<'a> Tables<'a> {
     ) -> Result<Option<crate::record::WorkflowArchive>, StorageError> {
         let table = self.txn.open_table(WORKFLOW_ARCHIVE)?;
         let row = table.get(workflow_id)?;
-        row.map(|v| decode(v.value())).transpose()
+        row.map(|v| decode_row(&WORKFLOW_ARCHIVE, &workflow_id, v.value()))
+            .transpose()
     }
 
     pub fn put_workflow_archive(
         &self,
         archive: &crate::record::WorkflowArchive,
     ) -> Result<(), StorageError> {
-        self.txn
-            .open_table(WORKFLOW_ARCHIVE)?
-            .insert(archive.workflow_id.as_str(), encode(archive)?.as_slice())?;
+        self.txn.open_table(WORKFLOW_ARCHIVE)?.insert(
+            archive.workflow_id.as_str(),
+            encode_row(archive)?.as_slice(),
+        )?;
         Ok(())
     }
 
@@ -417,7 +429,8 @@ impl<'a> Tables<'a> {
     pub fn token(&self, name: &str) -> Result<Option<crate::record::TokenRecord>, StorageError> {
         let table = self.txn.open_table(TOKENS)?;
         let row = table.get(name)?;
-        row.map(|v| decode(v.value())).transpose()
+        row.map(|v| decode_row(&TOKENS, &name, v.value()))
+            .transpose()
     }
 
     pub fn remove_pool(&self, name: &str) -> Result<bool, StorageError> {
@@ -428,8 +441,8 @@ impl<'a> Tables<'a> {
         let table = self.txn.open_table(POOLS)?;
         let mut pools = Vec::new();
         for row in table.iter()? {
-            let (_, value) = row?;
-            pools.push(decode(value.value())?);
+            let (key, value) = row?;
+            pools.push(decode_row(&POOLS, &key.value(), value.value())?);
         }
         Ok(pools)
     }
@@ -437,13 +450,14 @@ impl<'a> Tables<'a> {
     pub fn backend(&self, name: &str) -> Result<Option<BackendRecord>, StorageError> {
         let table = self.txn.open_table(BACKENDS)?;
         let row = table.get(name)?;
-        row.map(|v| BackendRecord::decode(v.value())).transpose()
+        row.map(|v| BackendRecord::decode(unseal(&BACKENDS, &name, v.value())?))
+            .transpose()
     }
 
     pub fn put_backend(&self, backend: &BackendRecord) -> Result<(), StorageError> {
         self.txn
             .open_table(BACKENDS)?
-            .insert(backend.name.as_str(), encode(backend)?.as_slice())?;
+            .insert(backend.name.as_str(), encode_row(backend)?.as_slice())?;
         Ok(())
     }
 
@@ -464,7 +478,8 @@ impl<'a> Tables<'a> {
     ) -> Result<Option<ConfigRevision>, StorageError> {
         let table = self.txn.open_table(CONFIG_HISTORY)?;
         let row = table.get((config_type.code(), revision))?;
-        row.map(|v| decode(v.value())).transpose()
+        row.map(|v| decode_row(&CONFIG_HISTORY, &(config_type.code(), revision), v.value()))
+            .transpose()
     }
 
     /// The revision in force for `(config_type, name)`, if any.
@@ -490,7 +505,7 @@ impl<'a> Tables<'a> {
         let code = revision.config_type.code();
         self.txn
             .open_table(CONFIG_HISTORY)?
-            .insert((code, revision.revision), encode(revision)?.as_slice())?;
+            .insert((code, revision.revision), encode_row(revision)?.as_slice())?;
         let mut current = self.txn.open_table(CONFIG_CURRENT)?;
         if revision.data.is_some() {
             current.insert((code, revision.name.as_str()), revision.revision)?;
@@ -518,13 +533,14 @@ impl<'a> Tables<'a> {
     pub fn remembered_outcome(&self, key: &str) -> Result<Option<Outcome>, StorageError> {
         let table = self.txn.open_table(REQUEST_KEYS)?;
         let row = table.get(key)?;
-        row.map(|v| decode(v.value())).transpose()
+        row.map(|v| decode_row(&REQUEST_KEYS, &key, v.value()))
+            .transpose()
     }
 
     pub fn remember_outcome(&self, key: &str, outcome: &Outcome) -> Result<(), StorageError> {
         self.txn
             .open_table(REQUEST_KEYS)?
-            .insert(key, encode(outcome)?.as_slice())?;
+            .insert(key, encode_row(outcome)?.as_slice())?;
         Ok(())
     }
 
@@ -533,8 +549,11 @@ impl<'a> Tables<'a> {
         Ok(())
     }
 
+    /// Stores `value` sealed under `key` in `meta`.
     pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
-        self.txn.open_table(META)?.insert(key, value)?;
+        self.txn
+            .open_table(META)?
+            .insert(key, seal(value).as_slice())?;
         Ok(())
     }
 }

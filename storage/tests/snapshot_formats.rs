@@ -108,3 +108,92 @@ fn damaged_images_are_refused_and_change_nothing() {
         assert_eq!(store.export_snapshot().expect("export"), before, "{case}");
     }
 }
+
+/// The tables of a format-2 image.
+fn tables_of(image: &[u8]) -> Vec<(String, Vec<Row>)> {
+    let body = &image[8 + 32..];
+    bincode::serde::decode_from_slice(body, bincode::config::standard())
+        .expect("decode")
+        .0
+}
+
+/// Whether `value` is a sealed row (format byte 1, CRC-32C trailer).
+fn is_sealed(value: &[u8]) -> bool {
+    value.len() >= 5 && value[0] == 1 && {
+        let (body, sum) = value.split_at(value.len() - 4);
+        crc32c::crc32c(body).to_le_bytes() == sum
+    }
+}
+
+#[test]
+fn every_bytes_value_of_an_export_is_sealed() {
+    let (_dir, store) = open();
+    store.install_snapshot(FORMAT_1, b"m").expect("install");
+    let tables = tables_of(&store.export_snapshot().expect("export"));
+    for (table, rows) in &tables {
+        if [
+            "workflows",
+            "groups",
+            "tasks",
+            "task_plans",
+            "timers",
+            "config_history",
+        ]
+        .contains(&table.as_str())
+        {
+            assert!(!rows.is_empty(), "the fixture fills {table}");
+            assert!(rows.iter().all(|(_, value)| is_sealed(value)), "{table}");
+        }
+    }
+}
+
+#[test]
+fn an_image_from_before_rows_were_sealed_installs_sealed() {
+    let (_a_dir, a) = open();
+    a.install_snapshot(FORMAT_1, b"m").expect("install");
+    let sealed = a.export_snapshot().expect("export");
+    // The same state as a format-2 image of the version before sealing.
+    let legacy: Vec<(String, Vec<Row>)> = tables_of(&sealed)
+        .into_iter()
+        .map(|(table, rows)| {
+            let rows = rows
+                .into_iter()
+                .filter(|(key, _)| key.as_slice() != b"\0row_format")
+                .map(|(key, value)| match is_sealed(&value) {
+                    true => (key, value[1..value.len() - 4].to_vec()),
+                    false => (key, value),
+                })
+                .collect();
+            (table, rows)
+        })
+        .collect();
+    let (_b_dir, b) = open();
+    b.install_snapshot(&format_2(&legacy), b"n")
+        .expect("install the older image");
+    assert_eq!(b.export_snapshot().expect("export"), sealed);
+    assert_eq!(b.raft_meta().expect("meta").as_deref(), Some(&b"n"[..]));
+}
+
+#[test]
+fn a_sealed_image_with_a_damaged_row_is_refused_naming_the_row() {
+    let (_dir, store) = open();
+    store.install_snapshot(FORMAT_1, b"m").expect("install");
+    let before = store.export_snapshot().expect("export");
+    let mut tables = tables_of(&before);
+    let (_, rows) = tables
+        .iter_mut()
+        .find(|(table, _)| table == "workflows")
+        .expect("workflows");
+    let (key, value) = &mut rows[0];
+    let key = String::from_utf8_lossy(key).into_owned();
+    value[3] ^= 0x01;
+    let error = store
+        .install_snapshot(&format_2(&tables), b"x")
+        .expect_err("a damaged row")
+        .to_string();
+    assert!(
+        error.contains("table `workflows`") && error.contains(&key),
+        "{error}"
+    );
+    assert_eq!(store.export_snapshot().expect("export"), before);
+}

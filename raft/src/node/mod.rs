@@ -170,6 +170,12 @@ impl RaftNode {
             .await
             .map_err(|e| RaftError::Raft(e.to_string()))
     }
+    /// The first corrupt row this member's state met since it started, if
+    /// any: the member is then unhealthy until it is rebuilt.
+    pub fn state_corruption(&self) -> Option<String> {
+        self.store.corruption()
+    }
+
     /// This replica's applied state, without a leadership check.
     pub fn read_local(&self) -> Result<ReadView, RaftError> {
         Ok(self.store.read()?)

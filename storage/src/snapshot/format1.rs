@@ -138,6 +138,8 @@ pub(super) fn install(store: &Store, body: &[u8], raft_meta: &[u8]) -> Result<()
             table.insert((a.as_str(), b.as_str(), c.as_str()), ())?;
         }
     }
+    // Format 1 predates sealed rows: every value is sealed here.
+    crate::row::seal_legacy_rows(&txn)?;
     txn.commit()?;
     Ok(())
 }

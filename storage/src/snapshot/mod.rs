@@ -4,8 +4,8 @@
 //! - An export reads the Raft layer's metadata row and every table in one
 //!   read transaction, so the image is exactly the state at the applied
 //!   position the metadata names — never ahead of it.
-//! - An install checks the image whole (magic, checksum, known tables)
-//!   before it changes anything, then replaces every registered table in one
+//! - An install checks the image whole (magic, checksum, known tables,
+//!   every sealed row's checksum) before it changes anything, then replaces every registered table in one
 //!   write transaction: a reader sees the old state or the new one.
 //! - Tables come from [`crate::schema::ALL`]: a table cannot be missing from
 //!   an export or survive an install. A table the image lacks (written
@@ -21,9 +21,10 @@
 mod format1;
 
 use crate::error::StorageError;
-use crate::schema::{self, RawRows};
+use crate::row;
+use crate::schema::{self, RawRows, RegisteredTable};
 use crate::store::Store;
-use crate::tables::{self, decode, encode};
+use crate::tables::{self, decode, encode, Tables};
 use redb::{ReadableDatabase, TableHandle};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -53,7 +54,12 @@ impl Store {
         let raft_meta = txn
             .open_table(tables::META)?
             .get(tables::RAFT_META_KEY)?
-            .map(|value| value.value().to_vec());
+            .map(|value| {
+                row::unseal(&tables::META, &tables::RAFT_META_KEY, value.value())
+                    .map(<[u8]>::to_vec)
+            })
+            .transpose();
+        let raft_meta = self.note(raft_meta)?;
         fail::fail_point!("storage::export::after_meta");
         let mut images = Vec::with_capacity(schema::ALL.len());
         for table in schema::ALL {
@@ -85,17 +91,28 @@ impl Store {
             return format1::install(self, body, raft_meta);
         }
         let images = decode_image(bytes)?;
-        let txn = self.database().begin_write()?;
-        for table in schema::ALL {
-            let rows = images
+        let rows_of = |table: &dyn RegisteredTable| {
+            images
                 .iter()
                 .find(|image| image.name == table.table_name())
                 .map(|image| image.rows.as_slice())
-                .unwrap_or_default();
-            table.replace(&txn, rows)?;
+                .unwrap_or_default()
+        };
+        let sealed = rows_of(&tables::META)
+            .iter()
+            .any(|(key, _)| key.as_slice() == row::FORMAT_MARKER_KEY.as_bytes());
+        if sealed {
+            for table in schema::ALL {
+                table.check_sealed(rows_of(*table))?;
+            }
         }
-        txn.open_table(tables::META)?
-            .insert(tables::RAFT_META_KEY, raft_meta)?;
+        let txn = self.database().begin_write()?;
+        for table in schema::ALL {
+            table.replace(&txn, rows_of(*table))?;
+        }
+        // An image from before rows were sealed is sealed here, once.
+        row::seal_legacy_rows(&txn)?;
+        Tables::new(&txn).set_meta(tables::RAFT_META_KEY, raft_meta)?;
         txn.commit()?;
         Ok(())
     }
