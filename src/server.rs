@@ -322,7 +322,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
             auth_required: options.auth_required,
             operator_certificate_required: options.tls.is_some(),
         }),
-        render_slots: Arc::new(tokio::sync::Semaphore::new(api::SPEC_RENDERS_MAX)),
+        render_slots: Arc::new(tokio::sync::Semaphore::new(api::spec_renders_max())),
     };
     let router = api::router(state);
     let stop = shutdown.clone();

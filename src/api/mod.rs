@@ -59,13 +59,24 @@ pub struct AppState {
     /// Init and join for a node that is not a cluster member yet.
     pub membership: Arc<crate::control::membership::Membership>,
     pub config: Arc<ApiConfig>,
-    /// Specs being parsed and rendered at once, at most [`SPEC_RENDERS_MAX`].
+    /// Specs being parsed and rendered at once, at most [`spec_renders_max`].
     pub render_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Specs parsed and rendered concurrently, at most (each isolated render may
 /// hold a child process with up to its memory limit).
 pub const SPEC_RENDERS_MAX: usize = 8;
+
+/// Concurrent renders on this machine: one per CPU, at most
+/// [`SPEC_RENDERS_MAX`]. More would only share the same CPUs, so each
+/// would come nearer its wall-clock limit, and the server's own work would
+/// wait behind them; a submit beyond it waits for a slot without using its
+/// time limit.
+pub fn spec_renders_max() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, SPEC_RENDERS_MAX)
+}
 
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();

@@ -46,6 +46,11 @@ pub const RENDER_WORKER_ARG: &str = "__render-template";
 /// Longest pause between looks at the child, the deadline and a cancel.
 const POLL_MAX: Duration = Duration::from_millis(20);
 
+/// How much nicer than the server a worker runs: a flood of submits then
+/// costs the workers' CPU time, never the server's Raft heartbeats (starved
+/// heartbeats cost the cluster its leader, and every write with it).
+const WORKER_NICENESS_INCREMENT: i32 = 10;
+
 /// Stderr kept for classifying a failure; the rest is drained and dropped.
 const STDERR_BYTES_MAX: usize = 8 << 10;
 
@@ -374,11 +379,14 @@ fn run_child(
     let memory = isolation.memory_bytes_max;
     let cpu = cpu_seconds(isolation.time_max);
     // SAFETY: the closure runs in the forked child before exec, where only
-    // async-signal-safe calls are allowed. It calls setrlimit(2), a plain
-    // system call that is async-signal-safe, takes its inputs by copy,
-    // allocates nothing and builds its error from the raw errno.
+    // async-signal-safe calls are allowed. It calls setrlimit(2) and
+    // nice(2), plain system calls that are async-signal-safe, takes its
+    // inputs by copy, allocates nothing and builds its error from the raw
+    // errno.
     unsafe {
         command.pre_exec(move || {
+            // Best effort: a worker that cannot be made nicer still runs.
+            libc::nice(WORKER_NICENESS_INCREMENT);
             setrlimit(Resource::RLIMIT_AS, memory, memory)?;
             // SIGXCPU at the soft limit, SIGKILL at the hard one.
             setrlimit(Resource::RLIMIT_CPU, cpu, cpu.saturating_add(1))?;
