@@ -24,7 +24,13 @@
 //!   member that later shows a different entry there fails the run; no
 //!   command is committed at two indexes;
 //! - an acknowledged write whose index a member has applied is in that
-//!   member's redb state (checked again after each restart).
+//!   member's redb state (checked again after each restart);
+//! - no committed entry holds more than `ENTRY_BYTES_MAX` bytes of commands
+//!   (the workload now and then sends a command of up to 900 KB, so the
+//!   proposer must cut batches by bytes);
+//! - a member's state clock never goes back within one incarnation,
+//!   though a tenth of the commands carry a time an hour ahead (a leader
+//!   with a fast clock).
 //!
 //! After the chaos the network is healed and every member restarted; once a
 //! fresh write is acknowledged and all members have applied the leader's
@@ -49,7 +55,7 @@
 //! interleaving: run it a few times, or run the neighbouring seeds.
 
 use gantry_raft::log_store::LogStore;
-use gantry_raft::proposer::Proposer;
+use gantry_raft::proposer::{encoded_bytes, Proposer, ENTRY_BYTES_MAX};
 use gantry_raft::state_machine::StateMachine;
 use gantry_raft::{GantryNode, NodeId, TypeConfig};
 use gantry_storage::plan::{GroupPlan, ResourcePlan, TaskPlan, WorkflowPlan};
@@ -95,6 +101,11 @@ const SNAPSHOT_EVERY_LOGS: u64 = 25;
 const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 5;
 const SNAPSHOT_CHUNK_BYTES: u64 = 512;
 const CLIENTS: u64 = 4;
+/// Chance that a write is a large command (see `command_for`).
+const LARGE_COMMAND_CHANCE: f64 = 0.02;
+/// Chance that a command's time is an hour ahead (see `command_time`).
+const CLOCK_SKEW_CHANCE: f64 = 0.1;
+const CLOCK_SKEW_MS: i64 = 3_600_000;
 const CLIENT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const FRAME_MAX: usize = 64 * 1024 * 1024;
 
@@ -305,6 +316,8 @@ enum Phase {
 
 #[derive(Clone, Debug)]
 enum Written {
+    /// A command that applies nothing (refused by the state machine).
+    Nothing,
     Pool(String),
     /// uuid, and the workflow id the state machine gave it.
     Workflow(String, Option<String>),
@@ -468,8 +481,22 @@ fn pool(name: String) -> PoolRecord {
     }
 }
 
-/// A write: a pool, or (once the pool workflows go to exists) a workflow.
+/// A write: a pool, or (once the pool workflows go to exists) a workflow;
+/// now and then a large command that applies nothing (a cancel of an
+/// unknown workflow carrying up to 900 KB), so entries are cut by bytes
+/// and replicated near their size limit.
 fn command_for(op: u64, pool_ready: bool, rng: &mut StdRng) -> (Command, Written) {
+    if rng.random_bool(LARGE_COMMAND_CHANCE) {
+        let bytes = rng.random_range(100_000..900_000);
+        let command = Command::CancelWorkflow {
+            now: command_time(op, rng),
+            workflow_id: format!("absent-{op}"),
+            user: "sim".into(),
+            message: Some("x".repeat(bytes)),
+            force: false,
+        };
+        return (command, Written::Nothing);
+    }
     if !pool_ready || rng.random_bool(0.6) {
         let name = if pool_ready {
             format!("pool-{op}")
@@ -485,7 +512,7 @@ fn command_for(op: u64, pool_ready: bool, rng: &mut StdRng) -> (Command, Written
     } else {
         let uuid = format!("uuid-{op}");
         let command = Command::SubmitWorkflow {
-            now: 1_700_000_000_000 + op as i64,
+            now: command_time(op, rng),
             submission: Submission {
                 name: "sim".into(),
                 uuid: uuid.clone(),
@@ -499,6 +526,18 @@ fn command_for(op: u64, pool_ready: bool, rng: &mut StdRng) -> (Command, Written
         };
         (command, Written::Workflow(uuid, None))
     }
+}
+
+/// A command's time: its proposer's clock, an hour fast now and then (a
+/// leader with a skewed clock). The state's clock must never go back
+/// after such a command, whatever comes after it.
+fn command_time(op: u64, rng: &mut StdRng) -> i64 {
+    let skew = if rng.random_bool(CLOCK_SKEW_CHANCE) {
+        CLOCK_SKEW_MS
+    } else {
+        0
+    };
+    1_700_000_000_000 + op as i64 + skew
 }
 
 enum Proposed {
@@ -622,6 +661,10 @@ struct Checker {
     verified: BTreeSet<(u64, u64)>,
     /// Snapshots seen: (member, snapshot's last log index).
     snapshots: BTreeSet<(NodeId, u64)>,
+    /// The state's clock last seen in each member incarnation.
+    clocks: BTreeMap<(NodeId, u64), i64>,
+    /// The largest committed entry seen (bytes).
+    entry_bytes_max: usize,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -714,6 +757,7 @@ impl Checker {
                     continue;
                 }
                 let key = match written {
+                    Written::Nothing => continue,
                     Written::Pool(name) if name == "pool-sim" => continue,
                     Written::Pool(name) => format!("pool:{name}"),
                     Written::Workflow(uuid, _) => format!("wf:{uuid}"),
@@ -729,6 +773,29 @@ impl Checker {
                 written_in(view, id, *op, written)?;
                 self.verified.insert((member.incarnation, *op));
             }
+        }
+        Ok(())
+    }
+
+    /// The state's clock never goes back within a member incarnation (a
+    /// restart may roll back to an earlier durable state, and its clock
+    /// with it), however far ahead a command's time was.
+    fn check_clocks(&mut self, shared: &Shared) -> Result<(), String> {
+        for (&id, member) in shared.live.borrow().iter() {
+            let clock = member
+                .store
+                .read()
+                .and_then(|view| view.clock())
+                .map_err(|e| format!("node {id}: reading its clock: {e}"))?;
+            let key = (id, member.incarnation);
+            if let Some(&seen) = self.clocks.get(&key) {
+                if clock < seen {
+                    return Err(format!(
+                        "node {id}'s state clock went back from {seen} to {clock}"
+                    ));
+                }
+            }
+            self.clocks.insert(key, clock);
         }
         Ok(())
     }
@@ -759,6 +826,16 @@ impl Checker {
             for entry in entries {
                 let index = entry.log_id.index;
                 let bytes = encode(&entry);
+                if let openraft::EntryPayload::Normal(batch) = &entry.payload {
+                    let size = encoded_bytes(&batch.commands);
+                    if size > ENTRY_BYTES_MAX {
+                        return Err(format!(
+                            "entry {index} on node {id} holds {size} bytes of commands, \
+                             over the {ENTRY_BYTES_MAX}-byte limit"
+                        ));
+                    }
+                    self.entry_bytes_max = self.entry_bytes_max.max(size);
+                }
                 match self.committed.get(&index) {
                     Some(seen) if *seen != bytes => {
                         let seen: openraft::Entry<TypeConfig> =
@@ -800,6 +877,8 @@ struct Outcomes {
     leaders: usize,
     committed: usize,
     snapshots: usize,
+    /// The largest committed entry (bytes of commands).
+    entry_bytes_max: usize,
 }
 
 impl Outcomes {
@@ -809,6 +888,7 @@ impl Outcomes {
         self.leaders += other.leaders;
         self.committed += other.committed;
         self.snapshots += other.snapshots;
+        self.entry_bytes_max = self.entry_bytes_max.max(other.entry_bytes_max);
     }
 }
 
@@ -890,6 +970,7 @@ fn simulate(seed: u64, rng: &mut StdRng, shared: &Rc<Shared>) -> Result<Outcomes
         if n.is_multiple_of(LOG_CHECK_EVERY) {
             checker.check_logs(shared)?;
             checker.check_applied_state(shared)?;
+            checker.check_clocks(shared)?;
         }
         Ok(())
     };
@@ -1013,6 +1094,7 @@ fn simulate(seed: u64, rng: &mut StdRng, shared: &Rc<Shared>) -> Result<Outcomes
         leaders: checker.leaders.len(),
         committed: checker.committed.len(),
         snapshots: checker.snapshots.len(),
+        entry_bytes_max: checker.entry_bytes_max,
     })
 }
 
@@ -1061,6 +1143,7 @@ fn written_in(
     written: &Written,
 ) -> Result<(), String> {
     match written {
+        Written::Nothing => {}
         Written::Pool(name) => {
             if view.pool(name).map_err(|e| e.to_string())?.is_none() {
                 return Err(format!("node {id} lost acknowledged op {op}: pool {name}"));
@@ -1208,13 +1291,14 @@ fn raft_survives_seeded_crashes_partitions_and_delays() {
     }
     eprintln!(
         "simulated {} seeds in {:.1?}: {} writes acknowledged, {} of unknown outcome, \
-         {} leader terms, {} committed entries checked, {} snapshots",
+         {} leader terms, {} committed entries checked (largest {} bytes), {} snapshots",
         seeds.len(),
         started.elapsed(),
         totals.acked,
         totals.unknown,
         totals.leaders,
         totals.committed,
+        totals.entry_bytes_max,
         totals.snapshots,
     );
     if !failures.is_empty() {
