@@ -87,7 +87,27 @@ pub struct RunningServer {
     _data_dir_lock: Flock<std::fs::File>,
 }
 
+/// Open files the server wants: the API's connections, the peers', files.
+const OPEN_FILES_WANTED: u64 = 65_536;
+
+/// Raises the soft open-file limit towards [`OPEN_FILES_WANTED`] (within
+/// the hard limit), as the systemd unit's `LimitNOFILE` does, so the API's
+/// connection limit is reachable when started by hand; best effort.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let wanted = OPEN_FILES_WANTED.min(hard);
+    if soft < wanted {
+        if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, wanted, hard) {
+            tracing::warn!(%error, soft, wanted, "could not raise the open-file limit");
+        }
+    }
+}
+
 pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> {
+    raise_open_file_limit();
     // One pod template for every member of a StatefulSet: the member that
     // is told to join through itself starts the cluster.
     if options.join.is_some() && options.join == options.advertise_peer {

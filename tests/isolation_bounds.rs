@@ -365,3 +365,43 @@ fn refusals_before_the_body_is_read_reach_the_caller_over_http2_and_http1() {
         failures.join("\n")
     );
 }
+
+/// The API's connections have a limit of their own, far above the peers'
+/// 64: a hundred clients that each hold an idle connection (as `logs -f`
+/// does) leave the API answering new callers.
+#[test]
+fn a_hundred_held_api_connections_leave_the_api_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::Pki::create(dir.path(), &[("node", &["127.0.0.1"])]);
+    let mut args: Vec<String> = [
+        "server",
+        "--bootstrap",
+        "--listen",
+        "127.0.0.1:0",
+        "--peer-listen",
+        "127.0.0.1:0",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(pki.server_flags("node"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = DevServer::start_with(&dir.path().join("node"), &args);
+    let version = format!("{}/api/version", server.url);
+    let held: Vec<reqwest::blocking::Client> = (0..100)
+        .map(|n| {
+            let client = pki.client(Duration::from_secs(10));
+            let status = client
+                .get(&version)
+                .send()
+                .unwrap_or_else(|e| panic!("connection {n}: {e}"))
+                .status();
+            assert!(status.is_success(), "connection {n}: {status}");
+            client
+        })
+        .collect();
+    // Each client keeps its connection open; a new caller is still served.
+    let fresh = pki.client(Duration::from_secs(10));
+    let status = fresh.get(&version).send().expect("a new caller").status();
+    assert!(status.is_success(), "{status}");
+    drop(held);
+}

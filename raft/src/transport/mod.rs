@@ -16,8 +16,10 @@
 //! - Every RPC is bounded in time ([`RPC_TIMEOUT_MAX`], or openraft's shorter
 //!   `hard_ttl`) and every body in size ([`REQUEST_BODY_MAX`],
 //!   [`RESPONSE_BODY_MAX`]).
-//! - The server accepts at most [`PEER_CONNECTIONS_MAX`] connections, each
-//!   bounded by [`TLS_HANDSHAKE_TIMEOUT`] to complete its handshake ([`server`]).
+//! - A peer listener accepts at most [`PEER_CONNECTIONS_MAX`] connections and
+//!   an API listener at most [`API_CONNECTIONS_MAX`], each limit its own;
+//!   each connection has [`TLS_HANDSHAKE_TIMEOUT`] to complete its handshake
+//!   ([`server`]).
 
 pub mod client;
 pub mod server;
@@ -89,6 +91,11 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Peer connections served at once, at most (a cluster has 3–5 members, each
 /// holding one; the rest is headroom for reconnects).
 pub const PEER_CONNECTIONS_MAX: usize = 64;
+/// API connections served at once, at most, on one listener of their own:
+/// many clients following logs hold a connection each, and must not take
+/// the slots of the peers (or of each other's queries) — 64 of them once
+/// starved everything. The server raises its open-file limit to fit.
+pub const API_CONNECTIONS_MAX: usize = 4096;
 /// Concurrent HTTP/2 streams per peer connection, at most.
 pub const PEER_STREAMS_MAX: u32 = 256;
 /// HTTP/2 ping interval on idle peer connections, and how long a ping may go

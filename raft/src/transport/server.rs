@@ -10,9 +10,10 @@
 
 use super::{
     ForwardError, MembersReply, MembershipChange, MembershipReply, ProposeReply, ReadIndexReply,
-    APPEND_PATH, CLOCK_PATH, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MEMBERSHIP_PATH, MEMBERS_PATH,
-    PEER_CONNECTIONS_MAX, PEER_STREAMS_MAX, PROPOSE_PATH, READ_INDEX_PATH, REQUEST_BODY_MAX,
-    SHUTDOWN_GRACE, SNAPSHOT_PATH, TLS_HANDSHAKE_TIMEOUT, VOTE_PATH,
+    API_CONNECTIONS_MAX, APPEND_PATH, CLOCK_PATH, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
+    MEMBERSHIP_PATH, MEMBERS_PATH, PEER_CONNECTIONS_MAX, PEER_STREAMS_MAX, PROPOSE_PATH,
+    READ_INDEX_PATH, REQUEST_BODY_MAX, SHUTDOWN_GRACE, SNAPSHOT_PATH, TLS_HANDSHAKE_TIMEOUT,
+    VOTE_PATH,
 };
 use crate::node::RaftNode;
 use crate::types::{decode, encode, NodeId, TypeConfig};
@@ -171,6 +172,16 @@ pub enum HttpVersions {
     Http1And2,
 }
 
+impl HttpVersions {
+    /// Connections a listener of this kind serves at once.
+    pub fn connections_max(self) -> usize {
+        match self {
+            HttpVersions::Http2 => PEER_CONNECTIONS_MAX,
+            HttpVersions::Http1And2 => API_CONNECTIONS_MAX,
+        }
+    }
+}
+
 /// Serves `router` over TLS on `listener` until `shutdown` completes, then
 /// lets open connections finish for up to [`SHUTDOWN_GRACE`].
 pub async fn serve_tls(
@@ -181,7 +192,7 @@ pub async fn serve_tls(
     versions: HttpVersions,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let slots = Arc::new(Semaphore::new(PEER_CONNECTIONS_MAX));
+    let slots = Arc::new(Semaphore::new(versions.connections_max()));
     let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
