@@ -76,6 +76,14 @@ impl<K: Key + 'static, V: Value + 'static> RegisteredTable for TableDefinition<'
                     )));
                 }
             }
+            if !reads_back::<K>(key) || !reads_back::<V>(value) {
+                return Err(StorageError::Snapshot(format!(
+                    "table {}: a row whose bytes are not a valid key and value \
+                     (key bytes {:02x?}…)",
+                    self.name(),
+                    &key[..key.len().min(16)]
+                )));
+            }
             table.insert(K::from_bytes(key), V::from_bytes(value))?;
         }
         Ok(())
@@ -109,6 +117,16 @@ impl<K: Key + 'static, V: Value + 'static> RegisteredTable for TableDefinition<'
         drop(rows);
         self.replace(txn, &sealed)
     }
+}
+
+/// Whether `bytes` are a well-formed `T`: redb's own decoders trust their
+/// input and panic on malformed bytes (a string that is not UTF-8, a tuple
+/// whose lengths overrun), so a crafted snapshot row is decoded here under
+/// `catch_unwind` and must encode back to the same bytes before it is
+/// inserted.
+fn reads_back<T: Value>(bytes: &[u8]) -> bool {
+    std::panic::catch_unwind(|| T::as_bytes(&T::from_bytes(bytes)).as_ref() == bytes)
+        .unwrap_or(false)
 }
 
 /// Declares each table's constant and lists them all in [`ALL`].

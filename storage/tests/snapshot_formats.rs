@@ -88,7 +88,22 @@ fn damaged_images_are_refused_and_change_nothing() {
         "counters".to_string(),
         vec![(b"name".to_vec(), vec![1, 2, 3])],
     )]);
+    // Crafted rows redb's own decoders would panic on.
+    let not_utf8 = format_2(&[(
+        "workflows".to_string(),
+        vec![(vec![0xff, 0xfe], vec![1, 2, 3])],
+    )]);
+    let overrun_tuple = format_2(&[(
+        "groups".to_string(),
+        vec![(vec![0xff, 0xff, 0xff, 0x7f, b'a'], vec![1])],
+    )]);
     for (case, image, expected) in [
+        ("key not UTF-8", not_utf8.as_slice(), "table workflows"),
+        (
+            "tuple key overrun",
+            overrun_tuple.as_slice(),
+            "table groups",
+        ),
         ("bit flip", flipped.as_slice(), "checksum mismatch"),
         ("truncated", truncated, "checksum mismatch"),
         ("short", &before[..20], "truncated"),
