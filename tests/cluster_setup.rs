@@ -56,6 +56,7 @@ fn start(pki: &Pki, data: &std::path::Path, index: usize) -> DevServer {
         format!("{ip}:0"),
     ]);
     args.extend(pki.server_flags(&format!("node{index}")));
+    args.extend(common::shared_store_flags(data));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     DevServer::start_with(data, &args)
 }

@@ -167,6 +167,18 @@ fn nix_kill(pid: u32, signal: &str) -> std::io::Result<std::process::ExitStatus>
         .status()
 }
 
+/// `--object-store` and a `file://` directory beside `data_dir`, the same
+/// for every member whose data directory sits in the same parent: the one
+/// store a cluster's members share (a member may not keep objects in its
+/// own data directory).
+pub fn shared_store_flags(data_dir: &Path) -> [String; 2] {
+    let parent = data_dir.parent().unwrap_or(data_dir);
+    [
+        "--object-store".into(),
+        format!("file://{}", parent.join("shared-objects").display()),
+    ]
+}
+
 /// A small blocking HTTP client for the API.
 #[derive(Clone)]
 pub struct Api {

@@ -1,0 +1,448 @@
+//! The shared object store of a cluster, checked: real `gantry server`
+//! processes on 127.0.0.1-3 with certificates from `gantry tls`. Members
+//! sharing one `file://` directory pass the probe exchange; a node whose
+//! store is its own (a private directory, or the default inside its data
+//! directory) is refused when it asks to join, with a message naming
+//! `--object-store` and what to set it to; and the failover trial: the
+//! leader is SIGKILLed while a producer task publishes output that a
+//! consumer task reads and a client follows the logs.
+
+mod common;
+
+use common::{gantry_ok, wait_for, DevServer, Https, Pki, BINARY};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn three_node_pki(dir: &Path) -> Pki {
+    Pki::create(
+        &dir.join("pki"),
+        &[
+            ("node1", &["127.0.0.1"]),
+            ("node2", &["127.0.0.2"]),
+            ("node3", &["127.0.0.3"]),
+        ],
+    )
+}
+
+/// `gantry server` arguments for node `index` on 127.0.0.`index`, with
+/// `store` as its `--object-store` (`None`: the default in its data dir).
+fn server_args(pki: &Pki, index: usize, store: Option<&str>, extra: &[&str]) -> Vec<String> {
+    let ip = format!("127.0.0.{index}");
+    let mut args: Vec<String> = vec![
+        "server".into(),
+        "--listen".into(),
+        format!("{ip}:0"),
+        "--peer-listen".into(),
+        format!("{ip}:0"),
+    ];
+    args.extend(pki.server_flags(&format!("node{index}")));
+    if let Some(store) = store {
+        args.extend(["--object-store".to_string(), store.to_string()]);
+    }
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    args
+}
+
+fn start(dir: &Path, pki: &Pki, index: usize, store: Option<&str>, extra: &[&str]) -> DevServer {
+    let args = server_args(pki, index, store, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    DevServer::start_with(&dir.join(format!("node{index}")), &args)
+}
+
+/// Runs a server that is expected to refuse to start: its exit status and
+/// everything it wrote to stderr.
+fn run_refused(data: &Path, args: &[String]) -> (std::process::ExitStatus, String) {
+    std::fs::create_dir_all(data).unwrap();
+    let log = data.with_extension("log");
+    let mut child = Killed(
+        Command::new(BINARY)
+            .args(args)
+            .arg("--data-dir")
+            .arg(data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let status = wait_for(
+        Duration::from_secs(60),
+        "the refused server to exit",
+        || {
+            child
+                .0
+                .try_wait()
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "still running".to_string())
+        },
+    );
+    (status, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn api(pki: &Pki, url: &str, token: &str) -> Https {
+    Https {
+        http: pki.client(Duration::from_secs(30)),
+        url: url.to_string(),
+        token: token.to_string(),
+    }
+}
+
+fn token_of(first: &DevServer) -> String {
+    std::fs::read_to_string(first.data_dir.join("bootstrap-admin-token"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn peer_of(api: &Https) -> String {
+    api.members().expect("members")["members"][0]["peer_address"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Node 1 bootstraps, nodes 2 and 3 join it, all on `store`; returns once
+/// node 1 lists three voters.
+fn start_three(dir: &Path, pki: &Pki, store: &str, extra: &[&str]) -> (Vec<DevServer>, String) {
+    let mut bootstrap = vec!["--bootstrap"];
+    bootstrap.extend(extra);
+    let first = start(dir, pki, 1, Some(store), &bootstrap);
+    let token = token_of(&first);
+    let peer = peer_of(&api(pki, &first.url, &token));
+    let mut servers = vec![first];
+    for index in 2..=3 {
+        let mut join = vec!["--join", peer.as_str()];
+        join.extend(extra);
+        servers.push(start(dir, pki, index, Some(store), &join));
+    }
+    let first = api(pki, &servers[0].url, &token);
+    wait_for(Duration::from_secs(30), "three voters", || {
+        let members = first.members().ok_or("no answer")?;
+        match members["members"].as_array().map(Vec::len) {
+            Some(3) => Ok(()),
+            _ => Err(members.to_string()),
+        }
+    });
+    (servers, token)
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Three members on one `file://` directory: each wrote its probe there,
+/// each sees every other's store as SHARED in `cluster members`, exports
+/// no diverged member, and is ready.
+#[test]
+fn members_sharing_one_directory_pass_the_store_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = three_node_pki(dir.path());
+    let shared = dir.path().join("shared-objects");
+    let store = format!("file://{}", shared.display());
+    let (servers, token) = start_three(dir.path(), &pki, &store, &[]);
+    for server in &servers {
+        let api = api(&pki, &server.url, &token);
+        let members = wait_for(
+            Duration::from_secs(30),
+            "every other member's store SHARED",
+            || {
+                let members = api.members().ok_or("no answer")?;
+                let list = members["members"].as_array().cloned().unwrap_or_default();
+                let labels: Vec<&str> = list
+                    .iter()
+                    .map(|m| m["object_store"].as_str().unwrap_or("-"))
+                    .collect();
+                let mut sorted = labels.clone();
+                sorted.sort();
+                if sorted == ["SELF", "SHARED", "SHARED"] {
+                    Ok(members)
+                } else {
+                    Err(members.to_string())
+                }
+            },
+        );
+        assert_eq!(members["object_store"].as_str(), Some(store.as_str()));
+        assert_eq!(members["warnings"], serde_json::json!([]), "{members}");
+        let (status, body) = api.get("/readyz");
+        assert_eq!(status, 200, "{body}");
+        let text = api
+            .http
+            .get(format!("{}/metrics", server.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        assert_eq!(
+            metric(&text, "gantry_object_store_diverged_members"),
+            Some(0.0),
+            "{text}"
+        );
+    }
+    let members = api(&pki, &servers[0].url, &token).members().unwrap();
+    for member in members["members"].as_array().unwrap() {
+        let id = member["id"].as_u64().unwrap();
+        assert!(
+            shared.join(format!("cluster/probes/{id}")).is_file(),
+            "no probe of node {id} in the shared directory"
+        );
+    }
+}
+
+/// A node whose store is a directory of its own asks to join (`--join`):
+/// it is refused before it becomes a member, with a message naming what
+/// the member it asked could not read and what to configure; a node on
+/// the default store (`<data-dir>/objects`) asking through `gantry cluster
+/// join` is refused the same way. The cluster keeps its one voter.
+#[test]
+fn a_member_on_a_store_of_its_own_is_refused_when_it_joins() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = three_node_pki(dir.path());
+    let shared = format!("file://{}", dir.path().join("shared-objects").display());
+    let first = start(dir.path(), &pki, 1, Some(&shared), &["--bootstrap"]);
+    let token = token_of(&first);
+    let cluster = api(&pki, &first.url, &token);
+    let peer = peer_of(&cluster);
+
+    let private = format!("file://{}", dir.path().join("private-objects").display());
+    let args = server_args(&pki, 2, Some(&private), &["--join", &peer]);
+    let (status, log) = run_refused(&dir.path().join("node2"), &args);
+    assert!(!status.success(), "the private store joined: {log}");
+    for expected in [
+        "refusing to join the cluster",
+        "cannot read this node's probe",
+        "--object-store",
+        "s3://",
+        "a file:// path on a filesystem every member mounts",
+    ] {
+        assert!(log.contains(expected), "no {expected:?} in:\n{log}");
+    }
+
+    // Node 3 waits for `cluster join`, on the default store.
+    let third = start(dir.path(), &pki, 3, None, &[]);
+    let join_token = dir.path().join("node3/join-token");
+    let output = Command::new(BINARY)
+        .args(["cluster", "join", &peer, "--url", &third.url])
+        .arg("--ca")
+        .arg(pki.dir.join("ca.pem"))
+        .arg("--join-token-file")
+        .arg(&join_token)
+        .env("XDG_CONFIG_HOME", dir.path().join("cli-config"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the default store joined");
+    for expected in ["inside its own data directory", "--object-store", "s3://"] {
+        assert!(stderr.contains(expected), "no {expected:?} in: {stderr}");
+    }
+
+    let members = cluster.members().unwrap();
+    assert_eq!(
+        members["members"].as_array().map(Vec::len),
+        Some(1),
+        "{members}"
+    );
+    let (status, body) = cluster.get("/readyz");
+    assert_eq!(status, 200, "a cluster of one stays ready: {body}");
+}
+
+/// A `gantry operator` process for backend `local`, following the leader.
+fn start_operator(dir: &Path, pki: &Pki, urls: &[String], token: &str) -> Killed {
+    let pki_dir = pki.dir.to_str().unwrap();
+    gantry_ok(&[
+        "tls", "cert", "create", "--ca", pki_dir, "--name", "edge", "--kind", "operator", "--out",
+        pki_dir,
+    ]);
+    let token_file = dir.join("edge-token");
+    std::fs::write(&token_file, token).unwrap();
+    Killed(
+        Command::new(BINARY)
+            .args([
+                "operator",
+                "--servers",
+                &urls.join(","),
+                "--backend",
+                "local",
+            ])
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--tls-ca")
+            .arg(pki.dir.join("ca.pem"))
+            .arg("--tls-cert")
+            .arg(pki.dir.join("edge.pem"))
+            .arg("--tls-key")
+            .arg(pki.dir.join("edge-key.pem"))
+            .arg("--work-dir")
+            .arg(dir.join("edge-work"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("edge.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn leader_url(api: &Https) -> String {
+    wait_for(Duration::from_secs(30), "a leader", || {
+        let members = api.members().ok_or("no members")?;
+        let leader = members["leader_id"].as_u64().ok_or("no leader yet")?;
+        members["members"]
+            .as_array()
+            .and_then(|list| list.iter().find(|m| m["id"].as_u64() == Some(leader)))
+            .and_then(|m| m["api_url"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| format!("leader {leader} not listed"))
+    })
+}
+
+const PRODUCER_LINES: u64 = 60;
+
+fn handoff_spec() -> String {
+    format!(
+        r#"workflow:
+  name: handoff
+  tasks:
+  - name: produce
+    image: ubuntu
+    command: [sh, -c, 'i=1; while [ $i -le {PRODUCER_LINES} ]; do echo "step $i"; sleep 0.1; i=$((i+1)); done; echo payload-from-produce > {{{{output}}}}/result.txt']
+  - name: consume
+    image: ubuntu
+    command: [sh, -c, 'cat {{{{input:0}}}}/result.txt']
+    inputs:
+    - task: produce
+"#
+    )
+}
+
+fn step_numbers(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|line| line.split("] step ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+/// The failover trial, as the README's cluster recipe sets it up (one
+/// shared store): the leader, which writes the producer's log chunks, is
+/// SIGKILLed while the producer runs; the producer's output reaches the
+/// store, the consumer reads it on the new leader's launch, and a client
+/// following the logs from the dead leader resumes on a survivor and ends
+/// with every line once.
+#[test]
+fn a_leader_killed_mid_handoff_loses_no_output_and_no_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = three_node_pki(dir.path());
+    let shared = dir.path().join("shared-objects");
+    let store = format!("file://{}", shared.display());
+    let (servers, token) = start_three(dir.path(), &pki, &store, &[]);
+    let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+    let mut servers: Vec<Option<DevServer>> = servers.into_iter().map(Some).collect();
+    let _operator = start_operator(dir.path(), &pki, &urls, &token);
+    let any = api(&pki, &urls[0], &token);
+    let id = any.submit_ok(&handoff_spec());
+
+    let leader = leader_url(&any);
+    let mut follow_urls = vec![leader.clone()];
+    follow_urls.extend(urls.iter().filter(|url| **url != leader).cloned());
+    let follow_out = dir.path().join("follow.out");
+    let mut follower = Killed(
+        Command::new(BINARY)
+            .args(["workflow", "logs", &id, "--url", &follow_urls.join(",")])
+            .arg("--ca")
+            .arg(pki.dir.join("ca.pem"))
+            .env("GANTRY_TOKEN", &token)
+            .env("XDG_CONFIG_HOME", dir.path().join("cli-config"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&follow_out).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("follow.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    // Kill the leader once the producer runs and some of its lines are in
+    // chunks the leader wrote.
+    wait_for(
+        Duration::from_secs(60),
+        "the producer's first chunks",
+        || {
+            let (status, body) = any.get(&format!("/api/workflow/{id}"));
+            let running =
+                common::task_of(&body, "produce").is_some_and(|t| t["status"] == "RUNNING");
+            let chunks = shared.join(&id).join("logs/produce");
+            if status == 200 && running && chunks.exists() {
+                Ok(())
+            } else {
+                Err(format!("{status}: {body}"))
+            }
+        },
+    );
+    assert_eq!(
+        leader_url(&any),
+        leader,
+        "the leader changed before the kill"
+    );
+    let killed = urls.iter().position(|url| *url == leader).unwrap();
+    servers[killed].take().unwrap().kill9();
+    let survivor = api(
+        &pki,
+        urls.iter().find(|url| **url != leader).unwrap(),
+        &token,
+    );
+    let workflow: Value =
+        wait_for(
+            Duration::from_secs(90),
+            "the workflow to finish",
+            || match survivor.try_get(&format!("/api/workflow/{id}")) {
+                Ok((200, body))
+                    if !matches!(
+                        body["status"].as_str(),
+                        Some("PENDING" | "RUNNING" | "WAITING")
+                    ) =>
+                {
+                    Ok(body)
+                }
+                Ok((status, body)) => Err(format!("{status}: {}", body["status"])),
+                Err(error) => Err(error.to_string()),
+            },
+        );
+    assert_eq!(workflow["status"], "COMPLETED", "{workflow:#}");
+    assert_eq!(
+        common::task_of(&workflow, "consume").unwrap()["exit_code"],
+        0
+    );
+
+    let started = Instant::now();
+    let follow_status = wait_for(Duration::from_secs(60), "the follower to end", || {
+        follower
+            .0
+            .try_wait()
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("still following after {:?}", started.elapsed()))
+    });
+    let followed = std::fs::read_to_string(&follow_out).unwrap();
+    assert!(
+        follow_status.success(),
+        "the follower failed: {}",
+        std::fs::read_to_string(dir.path().join("follow.err")).unwrap_or_default()
+    );
+    assert_eq!(
+        step_numbers(&followed),
+        (1..=PRODUCER_LINES).collect::<Vec<u64>>(),
+        "{followed}"
+    );
+    assert!(
+        followed.contains("payload-from-produce"),
+        "the consumer's line is missing:\n{followed}"
+    );
+}
