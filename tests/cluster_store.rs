@@ -9,6 +9,7 @@
 mod common;
 
 use common::{wait_for, DevServer, Https, Pki, BINARY};
+use serde_json::Value;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -196,6 +197,114 @@ fn members_sharing_one_directory_pass_the_store_probe() {
             shared.join(format!("cluster/probes/{id}")).is_file(),
             "no probe of node {id} in the shared directory"
         );
+    }
+}
+
+/// A member restarted on a directory of its own (a restart asks nobody to
+/// let it in) diverges: the periodic exchange shows it DIVERGED from both
+/// sides, it exports two diverged members and fails `/readyz` naming
+/// why; the two that still share a store stay ready. Restarted on the
+/// default store, it refuses to start.
+#[test]
+fn a_member_restarted_on_another_store_diverges_and_is_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = three_node_pki(dir.path());
+    let store = format!("file://{}", dir.path().join("shared-objects").display());
+    let (mut servers, token) = start_three(dir.path(), &pki, &store, &[]);
+    let first = api(&pki, &servers[0].url, &token);
+    let members = first.members().unwrap();
+    let third = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["api_url"].as_str() == Some(servers[2].url.as_str()))
+        .cloned()
+        .expect("node 3 listed");
+    let third_id = third["id"].as_u64().unwrap();
+    let listen = servers[2].url.trim_start_matches("https://").to_string();
+    let peer = third["peer_address"].as_str().unwrap().to_string();
+    servers.pop().unwrap().stop();
+
+    let private = format!("file://{}", dir.path().join("node3-objects").display());
+    let mut args: Vec<String> = vec![
+        "server".into(),
+        "--listen".into(),
+        listen,
+        "--peer-listen".into(),
+        peer,
+        "--object-store".into(),
+        private,
+    ];
+    args.extend(pki.server_flags("node3"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let restarted = DevServer::start_with(&dir.path().join("node3"), &args);
+    let moved = api(&pki, &restarted.url, &token);
+
+    let problem = wait_for(Duration::from_secs(30), "node 3 not ready", || match moved
+        .try_get("/readyz")
+    {
+        Ok((503, body)) => Ok(body["message"].as_str().unwrap_or_default().to_string()),
+        other => Err(format!("{other:?}")),
+    });
+    for expected in ["not a majority", "cannot read", "--object-store"] {
+        assert!(problem.contains(expected), "no {expected:?} in {problem}");
+    }
+    let members = moved.members().unwrap();
+    let mut labels: Vec<&str> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["object_store"].as_str().unwrap_or("-"))
+        .collect();
+    labels.sort();
+    assert_eq!(labels, ["DIVERGED", "DIVERGED", "SELF"], "{members}");
+    let scrape = |url: &str| {
+        let text = pki
+            .client(Duration::from_secs(10))
+            .get(format!("{url}/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        metric(&text, "gantry_object_store_diverged_members")
+    };
+    assert_eq!(scrape(&restarted.url), Some(2.0));
+
+    wait_for(
+        Duration::from_secs(30),
+        "node 1 to see node 3 diverged",
+        || {
+            let members = first.members().ok_or("no answer")?;
+            let verdict = members["members"]
+                .as_array()
+                .and_then(|list| list.iter().find(|m| m["id"].as_u64() == Some(third_id)))
+                .map(|m| m["object_store"].clone());
+            match verdict {
+                Some(Value::String(label)) if label == "DIVERGED" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+    assert_eq!(scrape(&servers[0].url), Some(1.0));
+    let (status, body) = first.get("/readyz");
+    assert_eq!(status, 200, "two of three share the store: {body}");
+
+    // Restarted once more on the default store, it does not start.
+    restarted.stop();
+    let default_args: Vec<String> = args
+        .iter()
+        .map(|arg| arg.to_string())
+        .filter(|arg| arg != "--object-store" && !arg.contains("node3-objects"))
+        .collect();
+    let (status, log) = run_refused(&dir.path().join("node3"), &default_args);
+    assert!(!status.success(), "started on the default store: {log}");
+    for expected in [
+        "is a member of a cluster of 3",
+        "inside its own data directory",
+        "--object-store",
+        "s3://",
+    ] {
+        assert!(log.contains(expected), "no {expected:?} in:\n{log}");
     }
 }
 
