@@ -258,17 +258,23 @@ impl StoreProbes {
     /// membership; verdicts of nodes no longer members are dropped.
     pub async fn check_members(&self, node: &RaftNode, transport: &PeerTransport) {
         let members = node.members();
+        let before = self.verdicts();
         let mut verdicts = BTreeMap::new();
         for member in members.iter().filter(|m| m.id != self.own.id) {
             let verdict = match self.exchange(transport, &member.node.peer).await {
                 Ok(_) => Verdict::Shared,
                 Err(verdict) => verdict,
             };
-            if let Verdict::Diverged(why) = &verdict {
-                tracing::error!(
-                    node_id = member.id,
-                    "object store not shared: {why}; {SHARED_STORE_ADVICE}"
-                );
+            // Said when it changes, not every round.
+            if before.get(&member.id) != Some(&verdict) {
+                match &verdict {
+                    Verdict::Diverged(why) => tracing::error!(
+                        node_id = member.id,
+                        "object store not shared: {why}; {SHARED_STORE_ADVICE}"
+                    ),
+                    Verdict::Shared => tracing::info!(node_id = member.id, "object store shared"),
+                    Verdict::Unknown(_) => {}
+                }
             }
             verdicts.insert(member.id, verdict);
         }
