@@ -64,6 +64,15 @@ impl Verdict {
     }
 }
 
+/// Why one probe exchange did not find the two stores one.
+#[derive(Debug)]
+pub enum ExchangeFailure {
+    /// The other member did not answer: nothing is known.
+    Unreachable(String),
+    /// They are not one store; why.
+    Diverged(String),
+}
+
 /// Why a node may not join (see [`StoreProbes::check_before_join`]).
 #[derive(Debug)]
 pub enum JoinCheck {
@@ -184,36 +193,40 @@ impl StoreProbes {
     }
 
     /// One exchange with the member at `peer`: both probes read, both
-    /// stores outside a data directory. `Err` is `Diverged` or `Unknown`.
+    /// stores outside a data directory.
     pub async fn exchange(
         &self,
         transport: &PeerTransport,
         peer: &str,
-    ) -> Result<StoreProbeAnswer, Verdict> {
-        self.ensure_written().await.map_err(Verdict::Diverged)?;
+    ) -> Result<StoreProbeAnswer, ExchangeFailure> {
+        self.ensure_written()
+            .await
+            .map_err(ExchangeFailure::Diverged)?;
         let answer = transport
             .store_probe(peer, &self.own)
             .await
-            .map_err(|error| Verdict::Unknown(error.to_string()))?;
+            .map_err(|error| ExchangeFailure::Unreachable(error.to_string()))?;
         let theirs = &answer.probe;
         let them = format!("node {} at {peer}", theirs.id);
         if self.own.in_data_dir {
-            return Err(Verdict::Diverged(in_data_dir_message(
+            return Err(ExchangeFailure::Diverged(in_data_dir_message(
                 "this node",
                 &self.own,
             )));
         }
         if theirs.in_data_dir {
-            return Err(Verdict::Diverged(in_data_dir_message(&them, theirs)));
+            return Err(ExchangeFailure::Diverged(in_data_dir_message(
+                &them, theirs,
+            )));
         }
         if let Err(why) = &answer.read_yours {
-            return Err(Verdict::Diverged(format!(
+            return Err(ExchangeFailure::Diverged(format!(
                 "{them} (store {}) cannot read this node's probe (store {}): {why}",
                 theirs.store, self.own.store
             )));
         }
         if let Err(why) = self.read(theirs).await {
-            return Err(Verdict::Diverged(format!(
+            return Err(ExchangeFailure::Diverged(format!(
                 "this node cannot read the probe of {them} (store {}): {why}",
                 theirs.store
             )));
@@ -235,9 +248,8 @@ impl StoreProbes {
         }
         let answer = match self.exchange(transport, peer).await {
             Ok(answer) => answer,
-            Err(Verdict::Diverged(why)) => return Err(refused(why)),
-            Err(Verdict::Unknown(why)) => return Err(JoinCheck::Unreachable(why)),
-            Err(Verdict::Shared) => return Err(JoinCheck::Unreachable(String::new())),
+            Err(ExchangeFailure::Diverged(why)) => return Err(refused(why)),
+            Err(ExchangeFailure::Unreachable(why)) => return Err(JoinCheck::Unreachable(why)),
         };
         for (id, address) in &answer.members {
             if *id == self.own.id || *id == answer.probe.id {
@@ -245,9 +257,9 @@ impl StoreProbes {
             }
             match self.exchange(transport, address).await {
                 Ok(_) => {}
-                Err(Verdict::Diverged(why)) => return Err(refused(why)),
-                Err(verdict) => {
-                    tracing::warn!(node_id = id, %address, ?verdict, "member did not answer the object-store probe; the periodic check will")
+                Err(ExchangeFailure::Diverged(why)) => return Err(refused(why)),
+                Err(ExchangeFailure::Unreachable(why)) => {
+                    tracing::warn!(node_id = id, %address, reason = %why, "member did not answer the object-store probe; the periodic check will")
                 }
             }
         }
@@ -263,7 +275,8 @@ impl StoreProbes {
         for member in members.iter().filter(|m| m.id != self.own.id) {
             let verdict = match self.exchange(transport, &member.node.peer).await {
                 Ok(_) => Verdict::Shared,
-                Err(verdict) => verdict,
+                Err(ExchangeFailure::Diverged(why)) => Verdict::Diverged(why),
+                Err(ExchangeFailure::Unreachable(why)) => Verdict::Unknown(why),
             };
             // Said when it changes, not every round.
             if before.get(&member.id) != Some(&verdict) {
