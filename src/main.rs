@@ -147,8 +147,9 @@ struct ServerArgs {
     #[arg(long, value_name = "FILE", requires = "bootstrap")]
     bootstrap_token_file: Option<PathBuf>,
     /// Object store for logs: file:///dir or s3://bucket/prefix[?endpoint=URL&region=R&path_style=true]
-    /// (S3 credentials from AWS_* variables); default <data-dir>/objects.
-    /// Members of a cluster must share one store.
+    /// (S3 credentials from AWS_* variables); default <data-dir>/objects, for a
+    /// cluster of one. Members of a larger cluster must share one store (an S3
+    /// URL, or a file:// path every member mounts): checked when a node joins.
     #[arg(long, env = "GANTRY_OBJECT_STORE", value_name = "URL")]
     object_store: Option<String>,
 }

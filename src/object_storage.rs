@@ -9,7 +9,8 @@
 //! `AWS_ENDPOINT_URL`, …), never from the URL, so they stay out of process
 //! listings. Invariants: every key is relative to the store's prefix; a
 //! cluster's members must share one store (S3, or a shared directory) for
-//! logs written on one node to be read on another. Task data defaults to
+//! logs written on one node to be read on another (checked by
+//! `control::store_probe`). Task data defaults to
 //! the same store under `data/` (see [`ObjectStorage::data_root`]).
 
 use bytes::Bytes;
@@ -207,6 +208,11 @@ impl ObjectStorage {
             }
             other => Err(bad(&format!("unsupported scheme '{other}' (file, s3)"))),
         }
+    }
+
+    /// The directory of a `file://` store (canonical); `None` for S3.
+    pub fn local_root(&self) -> Option<&Path> {
+        self.local_root.as_deref()
     }
 
     fn path(&self, key: &str) -> ObjectPath {

@@ -6,12 +6,16 @@
 //! cluster of one with a `local` backend and pool `default`), not a second
 //! implementation; one process at a time uses a data directory (an
 //! exclusive lock on `<data>/gantry.lock`, taken before anything else is
-//! opened or bound, held until the server stops).
+//! opened or bound, held until the server stops); a member of a cluster of
+//! more than one does not start on a store inside its data directory, and
+//! with peers it serves and runs the object-store probe exchange
+//! (`control::store_probe`).
 
 use crate::api::{self, ApiConfig, AppState};
 use crate::control::logger::Logger;
 use crate::control::membership::{self, Membership, DEFAULT_POOL, LOCAL_BACKEND};
 use crate::control::operator_hub::OperatorHub;
+use crate::control::store_probe::{self, StoreProbes};
 use crate::control::{dispatch, leader, timers};
 use crate::operator::local::{LocalConfig, LocalOperator};
 use crate::spec::SpecLimits;
@@ -137,7 +141,13 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let node_id = node_id(&options.data_dir)?;
-    let (node, peer_tls) = match &options.tls {
+    let objects = crate::object_storage::ObjectStorage::open(
+        options.object_store.as_deref(),
+        &options.data_dir,
+    )
+    .context("opening the object store")?;
+    tracing::info!(store = %objects.display, "object store for logs");
+    let (node, peer_tls, probes) = match &options.tls {
         Some(files) => {
             let peer_listener = tokio::net::TcpListener::bind(options.peer_listen)
                 .await
@@ -163,7 +173,20 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
             )
             .await
             .context("opening the Raft node")?;
-            let router = transport::peer_router(node.clone());
+            let probes = StoreProbes::new(objects.clone(), node_id, &options.data_dir)?;
+            // A member of a cluster of more than one must not start on a
+            // store no other member reads (a restart after a failover
+            // would lose what it wrote).
+            if node.is_initialized_member() && node.members().len() > 1 {
+                if let Some(refusal) = probes.refusal_of_own_store() {
+                    anyhow::bail!(
+                        "node {node_id} is a member of a cluster of {} and {refusal}",
+                        node.members().len()
+                    );
+                }
+            }
+            let router = transport::peer_router(node.clone())
+                .merge(store_probe::peer_routes(probes.clone(), node.clone()));
             let tls = crate::tls::peer_server_config(files)?;
             let stop = shutdown.clone();
             tasks.spawn(transport::serve_peer(
@@ -173,7 +196,13 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
                 async move { stop.cancelled().await },
             ));
             tracing::info!(%peer_address, node_id, "Raft peers listening (mTLS)");
-            (node, Some(transport))
+            tasks.spawn(store_probe::run(
+                probes.clone(),
+                node.clone(),
+                transport.clone(),
+                shutdown.clone(),
+            ));
+            (node, Some(transport), Some(probes))
         }
         None => {
             if options.join.is_some() {
@@ -194,7 +223,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
             )
             .await
             .context("opening the Raft node")?;
-            (node, None)
+            (node, None, None)
         }
     };
     crate::metrics::install().context("installing the metrics recorder")?;
@@ -212,6 +241,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
     let membership = Arc::new(Membership::new(
         node.clone(),
         peer_tls.clone(),
+        probes,
         &options.data_dir,
         options.auth_required,
     ));
@@ -233,12 +263,6 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
     } else {
         membership.spend_join_token();
     }
-    let objects = crate::object_storage::ObjectStorage::open(
-        options.object_store.as_deref(),
-        &options.data_dir,
-    )
-    .context("opening the object store")?;
-    tracing::info!(store = %objects.display, "object store for logs");
     let default_data = crate::data::DataStore::default_in(&objects);
     let logs = Logger::new(objects);
     let hub = OperatorHub::new(node.clone(), logs.clone());

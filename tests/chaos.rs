@@ -305,7 +305,9 @@ impl Cluster {
     }
 
     fn start(&self, index: usize, api: &str, peer: &str, restart: bool) -> DevServer {
-        let args = self.args(index, api, peer, &self.role_flags(index, restart));
+        let mut flags = self.role_flags(index, restart);
+        flags.extend(common::shared_store_flags(&self.nodes[index].data));
+        let args = self.args(index, api, peer, &flags);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         DevServer::start_with(&self.nodes[index].data, &args)
     }

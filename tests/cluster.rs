@@ -51,6 +51,8 @@ impl Cluster {
                 .to_string(),
         ];
         args.extend(extra.iter().map(|arg| arg.to_string()));
+        // The PKI sits beside the data directories: one store for all.
+        args.extend(common::shared_store_flags(&self.pki));
         args
     }
 

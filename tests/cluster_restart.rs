@@ -37,6 +37,7 @@ impl NodeSpec {
         ];
         args.extend(pki.server_flags(&format!("node{}", self.index)));
         args.extend(self.role.iter().cloned());
+        args.extend(common::shared_store_flags(&self.data));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         DevServer::start_with(&self.data, &args)
     }

@@ -5,7 +5,8 @@
 //! join PEER_ADDR` brings in the other two (a warning when the voter count
 //! is even), and the cluster then serves writes through any node. And the
 //! README's recipes for a three-node cluster, run as written (only the
-//! machines' addresses and data directories swapped for loopback ones).
+//! machines' addresses, data directories and shared mount swapped for
+//! loopback ones), and the failover trial on the first.
 
 mod common;
 
@@ -56,6 +57,7 @@ fn start(pki: &Pki, data: &std::path::Path, index: usize) -> DevServer {
         format!("{ip}:0"),
     ]);
     args.extend(pki.server_flags(&format!("node{index}")));
+    args.extend(common::shared_store_flags(data));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     DevServer::start_with(data, &args)
 }
@@ -289,8 +291,9 @@ fn readme_cluster_blocks() -> Vec<Vec<String>> {
         .collect()
 }
 
-/// The README's machines 10.0.0.1-3 as 127.0.0.1-3 with free ports, and
-/// each machine's /var/lib/gantry as a directory of its own.
+/// The README's machines 10.0.0.1-3 as 127.0.0.1-3 with free ports, each
+/// machine's /var/lib/gantry as a directory of its own, and the filesystem
+/// they all mount at /mnt/gantry-objects as one directory.
 struct Machines {
     root: std::path::PathBuf,
     /// (API port, peer port) of machine N at index N - 1.
@@ -328,10 +331,19 @@ impl Machines {
                 .replace(&format!("10.0.0.{n}:8470"), &format!("127.0.0.{n}:{api}"))
                 .replace(&format!("10.0.0.{n}:8471"), &format!("127.0.0.{n}:{peer}"));
         }
-        line.replace("10.0.0.", "127.0.0.").replace(
-            "/var/lib/gantry",
-            &self.data_dir(machine).display().to_string(),
-        )
+        line.replace("10.0.0.", "127.0.0.")
+            .replace(
+                "/var/lib/gantry",
+                &self.data_dir(machine).display().to_string(),
+            )
+            .replace(
+                "/mnt/gantry-objects",
+                &self.shared_store().display().to_string(),
+            )
+    }
+
+    fn shared_store(&self) -> std::path::PathBuf {
+        self.root.join("mnt-gantry-objects")
     }
 
     /// Runs `gantry server ...` as the line says, on the machine whose
@@ -408,19 +420,11 @@ fn three_voters_one_leader(table: &str) -> bool {
         && rows.iter().filter(|row| row.contains("FOLLOWER")).count() == 2
 }
 
-/// The README's cluster recipe, every command as written: certificates,
-/// node 1 bootstraps, nodes 2 and 3 join, then `gantry cluster members`
-/// with the URL, CA and token set as shown lists three voters. Then its
-/// second recipe: three servers started with neither flag, `cluster
-/// init` and a `cluster join` for each of nodes 2 and 3.
-#[test]
-fn the_readme_cluster_recipes_work_as_written() {
-    let blocks = readme_cluster_blocks();
-    assert!(blocks.len() >= 2, "{blocks:?}");
-    let dir = tempfile::tempdir().unwrap();
-    let machines = Machines::new(dir.path());
-
-    let recipe = &blocks[0];
+/// Runs the README's cluster recipe up to its third server as written:
+/// the commands before the first server (certificates), then each server
+/// (only comments may stand between them). Returns the servers and where
+/// in the recipe each was started.
+fn start_recipe_servers(machines: &Machines, recipe: &[String]) -> (Vec<DevServer>, Vec<usize>) {
     let servers_at: Vec<usize> = (0..recipe.len())
         .filter(|&i| recipe[i].starts_with("gantry server "))
         .collect();
@@ -439,6 +443,63 @@ fn the_readme_cluster_recipes_work_as_written() {
         }
         servers.push(machines.start_server(&recipe[at]));
     }
+    (servers, servers_at)
+}
+
+/// The README's cluster recipe as written (its members share the store it
+/// configures), then the failover trial: the leader SIGKILLed while a
+/// producer publishes output for a consumer and a client follows the logs
+/// (`common::failover_trial`).
+#[test]
+fn the_readme_cluster_passes_the_failover_trial() {
+    let blocks = readme_cluster_blocks();
+    let dir = tempfile::tempdir().unwrap();
+    let machines = Machines::new(dir.path());
+    let (servers, _) = start_recipe_servers(&machines, &blocks[0]);
+    let token = std::fs::read_to_string(machines.data_dir(1).join("bootstrap-admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let first = Https {
+        http: Pki {
+            dir: dir.path().join("pki"),
+        }
+        .client(Duration::from_secs(30)),
+        url: servers[0].url.clone(),
+        token: token.clone(),
+    };
+    wait_for(Duration::from_secs(30), "three voters", || {
+        let members = first.members().ok_or("no answer")?;
+        match members["members"].as_array().map(Vec::len) {
+            Some(3) => Ok(()),
+            _ => Err(members.to_string()),
+        }
+    });
+    common::failover_trial::run(
+        dir.path(),
+        &Pki {
+            dir: dir.path().join("pki"),
+        },
+        servers,
+        &token,
+        &machines.shared_store(),
+    );
+}
+
+/// The README's cluster recipe, every command as written: certificates,
+/// node 1 bootstraps, nodes 2 and 3 join, then `gantry cluster members`
+/// with the URL, CA and token set as shown lists three voters. Then its
+/// second recipe: three servers started with neither flag, `cluster
+/// init` and a `cluster join` for each of nodes 2 and 3.
+#[test]
+fn the_readme_cluster_recipes_work_as_written() {
+    let blocks = readme_cluster_blocks();
+    assert!(blocks.len() >= 2, "{blocks:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let machines = Machines::new(dir.path());
+
+    let recipe = &blocks[0];
+    let (servers, servers_at) = start_recipe_servers(&machines, recipe);
     let (code, stdout, stderr) = machines.sh(&recipe[servers_at[2] + 1..]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(three_voters_one_leader(&stdout), "{stdout}{stderr}");

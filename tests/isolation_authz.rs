@@ -148,6 +148,7 @@ fn server(dir: &Path, pki: &Pki, name: &str, ip: &str, extra: &[&str]) -> (DevSe
     ];
     args.extend(pki.server_flags(name));
     args.extend(extra.iter().map(|arg| arg.to_string()));
+    args.extend(common::shared_store_flags(&dir.join(name)));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = DevServer::start_with(&dir.join(name), &args);
     let https = Https {
@@ -547,6 +548,7 @@ fn a_lagging_follower_checks_a_workflow_it_does_not_hold_yet() {
         peer.clone(),
     ];
     args.extend(pki.server_flags("node3"));
+    args.extend(common::shared_store_flags(&dir.path().join("node3")));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let third = DevServer::start_with(&dir.path().join("node3"), &args);
     let lagging = Https {

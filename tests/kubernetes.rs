@@ -598,8 +598,10 @@ fn members_told_to_join_the_first_name_form_one_cluster_by_names() {
     let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
     let join = format!("localhost:{}", ports[0]);
     let start = |index: usize| {
+        let data = dir.path().join(format!("node{index}"));
         let args: Vec<String> = vec![
             "server".into(),
+            format!("--object-store={}", common::shared_store_flags(&data)[1]),
             "--listen".into(),
             "127.0.0.1:0".into(),
             format!("--peer-listen=127.0.0.1:{}", ports[index]),
@@ -610,7 +612,7 @@ fn members_told_to_join_the_first_name_form_one_cluster_by_names() {
             format!("--tls-key={pki_text}/server-key.pem"),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        DevServer::start_with(&dir.path().join(format!("node{index}")), &args)
+        DevServer::start_with(&data, &args)
     };
     let first = start(0);
     // The first started the cluster: it made the bootstrap token.

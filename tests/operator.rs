@@ -422,6 +422,9 @@ fn start_member(dir: &Path, pki: &Pki, index: usize, extra: &[&str]) -> DevServe
     ];
     args.extend(pki.server_flags(&format!("node{index}")));
     args.extend(extra.iter().map(|arg| arg.to_string()));
+    args.extend(common::shared_store_flags(
+        &dir.join(format!("node{index}")),
+    ));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     DevServer::start_with(&dir.join(format!("node{index}")), &args)
 }

@@ -188,6 +188,9 @@ fn a_partitioned_leader_stops_acknowledging_and_converges_after_healing() {
         ];
         args.extend(pki.server_flags(&format!("node{}", index + 1)));
         args.extend(role.iter().map(|s| s.to_string()));
+        args.extend(common::shared_store_flags(
+            &dir.path().join(format!("node{}", index + 1)),
+        ));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         DevServer::start_wrapped(
             &["ip", "netns", "exec", &namespaces.nodes[index]],

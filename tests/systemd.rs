@@ -323,6 +323,7 @@ fn a_joining_server_is_ready_only_once_it_is_a_member() {
         peer_a.clone(),
     ];
     args_b.extend(tls("b"));
+    args_b.extend(common::shared_store_flags(&dir.path().join("b")));
     let data_b = dir.path().join("b");
     let _b = Killed(spawn_server(
         &args_b,
@@ -350,6 +351,7 @@ fn a_joining_server_is_ready_only_once_it_is_a_member() {
         peer_a.clone(),
     ];
     args_a.extend(tls("a"));
+    args_a.extend(common::shared_store_flags(&dir.path().join("a")));
     let args_a: Vec<&str> = args_a.iter().map(String::as_str).collect();
     let a = DevServer::start_with(&dir.path().join("a"), &args_a);
     assert!(

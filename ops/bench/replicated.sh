@@ -95,6 +95,7 @@ start_gantry() { # I [--bootstrap | --join PEER]
     GANTRY_LOG=warn $gantry server --data-dir "$tmp/gantry$i" \
         --listen "127.0.0.1:$(api_port "$i")" --peer-listen "127.0.0.1:$(peer_port "$i")" \
         --tls-ca "$pki/ca.pem" --tls-cert "$pki/node$i.pem" --tls-key "$pki/node$i-key.pem" \
+        --object-store "file://$tmp/shared-objects" \
         "$@" >>"$tmp/gantry$i.log" 2>&1 &
     pids[gantry$i]=$!
     wait_for "gantry node $i" curl -fsS --cacert "$GANTRY_CA" "https://127.0.0.1:$(api_port "$i")/health"

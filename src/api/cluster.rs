@@ -10,6 +10,7 @@ use super::error::ApiError;
 use super::params::Params;
 use super::AppState;
 use crate::control::membership::{even_voters_warning, InitOutcome, JoinOutcome};
+use crate::control::store_probe::Verdict;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -27,9 +28,16 @@ const JOIN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 /// naming whose view it is; when the leader's cannot be had, this node's
 /// own view and a warning saying why. A member the leader has not heard
 /// from within the election timeout is `UNREACHABLE`, whatever its role.
+/// Each member's `object_store` is whether its store is this node's, as
+/// this node's last probe exchange with it found (`SHARED`, `DIVERGED`,
+/// `UNKNOWN`; `SELF`); a diverged store that costs this node its
+/// readiness is a warning.
 pub async fn members(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let leader = state.node.leader().map(|(id, _)| id);
     let (list, view) = state.node.leader_members().await;
+    let probes = state.membership.store_probes();
+    let verdicts = probes.map(|probes| probes.verdicts()).unwrap_or_default();
+    let node_id = state.node.id();
     let members: Vec<Value> = list
         .into_iter()
         .map(|member| {
@@ -47,11 +55,19 @@ pub async fn members(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
                 "match_index": member.matched,
                 "last_contact_ms": member.last_contact_ms,
                 "reachable": member.reachable,
+                "object_store": if member.id == node_id {
+                    probes.map(|_| "SELF")
+                } else {
+                    verdicts.get(&member.id).map(Verdict::label)
+                },
+                "object_store_detail": verdicts.get(&member.id).and_then(|verdict| match verdict {
+                    Verdict::Shared => None,
+                    Verdict::Diverged(why) | Verdict::Unknown(why) => Some(why.clone()),
+                }),
             })
         })
         .collect();
-    let node_id = state.node.id();
-    let (view_of, leader_view, warnings) = match view {
+    let (view_of, leader_view, mut warnings) = match view {
         MembersView::Leader(id) => (id, true, Vec::new()),
         MembersView::Own(why) => (
             node_id,
@@ -61,8 +77,12 @@ pub async fn members(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
             )],
         ),
     };
+    if let Some(problem) = probes.and_then(|probes| probes.problem(&state.node)) {
+        warnings.push(problem);
+    }
     Ok(Json(json!({
         "node_id": node_id,
+        "object_store": probes.map(|probes| probes.own().store.clone()),
         "leader_id": leader,
         "view_of": view_of,
         "leader_view": leader_view,

@@ -153,13 +153,25 @@ fn refuse_corrupt_state(state: &AppState) -> Result<(), ApiError> {
 }
 
 /// Ready: a member of a cluster with a leader, applied up to what the
-/// leader has committed (a linearizable read succeeds).
+/// leader has committed (a linearizable read succeeds), whose object store
+/// a majority of the members share (`control::store_probe`).
 async fn ready(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     refuse_corrupt_state(&state)?;
     match tokio::time::timeout(READY_CHECK_MAX, state.node.read()).await {
-        Ok(Ok(_)) => Ok(Json(json!({"status": "READY"}))),
+        Ok(Ok(_)) => match state
+            .membership
+            .store_probes()
+            .and_then(|probes| probes.problem(&state.node))
+        {
+            None => Ok(Json(json!({"status": "READY"}))),
+            Some(problem) => Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "SERVER",
+                format!("not ready: {problem}"),
+            )),
+        },
         Ok(Err(error)) => Err(ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "SERVER",

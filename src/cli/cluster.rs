@@ -13,7 +13,9 @@ use std::path::PathBuf;
 #[derive(clap::Subcommand, Debug)]
 pub enum ClusterCommand {
     /// List members as the leader sees them: id, addresses, role (UNREACHABLE
-    /// when the leader has not heard from it lately), last contact, match index
+    /// when the leader has not heard from it lately), last contact, match index,
+    /// and whether its object store is the answering node's (SHARED, DIVERGED,
+    /// UNKNOWN, SELF)
     Members {
         #[command(flatten)]
         output: FormatArg,
@@ -145,6 +147,7 @@ pub async fn run_cluster(args: &ClientArgs, command: ClusterCommand) -> anyhow::
             "API",
             "Last Contact",
             "Match Index",
+            "Object Store",
         ]);
         for member in members {
             let dash = || "-".to_string();
@@ -162,6 +165,9 @@ pub async fn run_cluster(args: &ClientArgs, command: ClusterCommand) -> anyhow::
                 member["match_index"]
                     .as_u64()
                     .map_or_else(dash, |index| index.to_string()),
+                member["object_store"]
+                    .as_str()
+                    .map_or_else(dash, str::to_string),
             ]);
         }
         println!("{table}");

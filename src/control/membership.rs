@@ -11,14 +11,18 @@
 //! join holds a one-time join token (secret in `<data>/join-token`, 0600,
 //! and on stdout; only its SHA-256 in memory) that the API demands for
 //! those two calls; it is spent (forgotten, its file removed) once the node
-//! is a member, after which they need `cluster:Update`.
+//! is a member, after which they need `cluster:Update`. A node joins only
+//! once its object store and the members' are found to be one
+//! (`store_probe`); otherwise the join is refused before it is asked.
 
+use super::store_probe::{JoinCheck, StoreProbes};
 use crate::clock::now_ms;
 use anyhow::Context;
 use gantry_raft::transport::{MembershipChange, PeerTransport};
 use gantry_raft::RaftNode;
 use gantry_storage::{Command, ConfigData, ConfigMeta, ConfigType, PoolConfig, PoolRecord};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Backend and pool a new cluster starts with.
@@ -57,6 +61,8 @@ pub fn even_voters_warning(voters: usize) -> Option<String> {
 pub struct Membership {
     node: RaftNode,
     transport: Option<PeerTransport>,
+    /// This node's object-store probe (with a peer transport).
+    probes: Option<Arc<StoreProbes>>,
     data_dir: PathBuf,
     auth_required: bool,
     changing: tokio::sync::Mutex<()>,
@@ -71,12 +77,14 @@ impl Membership {
     pub fn new(
         node: RaftNode,
         transport: Option<PeerTransport>,
+        probes: Option<Arc<StoreProbes>>,
         data_dir: &Path,
         auth_required: bool,
     ) -> Membership {
         Membership {
             node,
             transport,
+            probes,
             data_dir: data_dir.to_path_buf(),
             auth_required,
             changing: tokio::sync::Mutex::new(()),
@@ -148,6 +156,11 @@ impl Membership {
         self.node.is_initialized_member()
     }
 
+    /// This node's object-store probe and its verdicts (with a peer transport).
+    pub fn store_probes(&self) -> Option<&Arc<StoreProbes>> {
+        self.probes.as_ref()
+    }
+
     /// Whether this node can join a cluster (it has a peer transport).
     pub fn can_join(&self) -> bool {
         self.transport.is_some()
@@ -184,7 +197,9 @@ impl Membership {
 
     /// Asks the cluster, through the member at `peer` (its peer address),
     /// to add this node as a learner and then a voter; keeps asking while
-    /// the cluster cannot take the change, for at most `wait_max`.
+    /// the cluster cannot take the change, for at most `wait_max`. First
+    /// checks that this node and the members share one object store, and
+    /// refuses at once when they do not.
     pub async fn join(&self, peer: &str, wait_max: Duration) -> anyhow::Result<JoinOutcome> {
         let _one_at_a_time = self.changing.lock().await;
         if self.is_member() {
@@ -203,17 +218,29 @@ impl Membership {
         };
         let deadline = tokio::time::Instant::now() + wait_max;
         loop {
-            let error = match transport.change_membership(peer, &change).await {
-                Ok(Ok(voters)) => {
-                    tracing::info!(node_id = self.node.id(), ?voters, "joined the cluster");
-                    self.spend_join_token();
-                    if let Some(warning) = even_voters_warning(voters.len()) {
-                        tracing::warn!("{warning}");
-                    }
-                    return Ok(JoinOutcome::Joined { voters });
+            let checked = match &self.probes {
+                Some(probes) => probes.check_before_join(transport, peer).await,
+                None => Ok(()),
+            };
+            let error = match checked {
+                Err(JoinCheck::Refused(why)) => {
+                    anyhow::bail!("refusing to join the cluster through {peer}: {why}")
                 }
-                Ok(Err(error)) => format!("{error:?}"),
-                Err(error) => error.to_string(),
+                Err(JoinCheck::Unreachable(why)) => {
+                    format!("the object-store probe exchange did not happen: {why}")
+                }
+                Ok(()) => match transport.change_membership(peer, &change).await {
+                    Ok(Ok(voters)) => {
+                        tracing::info!(node_id = self.node.id(), ?voters, "joined the cluster");
+                        self.spend_join_token();
+                        if let Some(warning) = even_voters_warning(voters.len()) {
+                            tracing::warn!("{warning}");
+                        }
+                        return Ok(JoinOutcome::Joined { voters });
+                    }
+                    Ok(Err(error)) => format!("{error:?}"),
+                    Err(error) => error.to_string(),
+                },
             };
             if tokio::time::Instant::now() + JOIN_RETRY_PAUSE > deadline {
                 anyhow::bail!("could not join the cluster through {peer}: {error}");

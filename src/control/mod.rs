@@ -1,5 +1,6 @@
 //! The control plane's roles inside one server process: the operator hub
 //! (operator connections), the logger, cluster membership (init, join),
+//! the shared-object-store check,
 //! and the leader-only loops (job dispatch, timers) that turn replicated
 //! state into effects.
 //!
@@ -15,4 +16,5 @@ pub mod masking;
 pub mod membership;
 pub mod operator_hub;
 pub mod placement;
+pub mod store_probe;
 pub mod timers;

@@ -417,6 +417,7 @@ fn alert_rules_query_only_exported_metrics() {
         "GantryTimerLag",
         "GantryBackendOffline",
         "GantryObjectStoreErrors",
+        "GantryObjectStoreNotShared",
     ] {
         assert!(alerts.contains(required), "no {required} alert");
     }

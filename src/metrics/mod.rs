@@ -71,6 +71,9 @@ pub const LOG_CHUNKS_WRITTEN: &str = "gantry_log_chunks_written_total";
 /// Counter: failed object-store calls (registered at zero until the
 /// object store arrives).
 pub const OBJECT_STORE_ERRORS: &str = "gantry_object_store_errors_total";
+/// Gauge: other members whose object store this member's last probe
+/// exchange found not shared with its own (`control::store_probe`).
+pub const OBJECT_STORE_DIVERGED_MEMBERS: &str = "gantry_object_store_diverged_members";
 
 /// Gauge: seconds the last scrape spent computing the state gauges.
 pub const SCRAPE_STATE_SECONDS: &str = "gantry_scrape_state_seconds";
@@ -114,7 +117,7 @@ const fn metric(
 
 /// Every metric Gantry exports.
 #[rustfmt::skip]
-pub const METRICS: [Metric; 27] = [
+pub const METRICS: [Metric; 28] = [
     metric(BUILD_INFO, Kind::Gauge, &["version", "git_hash"], "Gantry's version and git hash (always 1)"),
     metric(RAFT_TERM, Kind::Gauge, &[], "Raft term this member is in"),
     metric(RAFT_IS_LEADER, Kind::Gauge, &[], "1 while this member leads"),
@@ -140,6 +143,7 @@ pub const METRICS: [Metric; 27] = [
     metric(LOG_RECEIVED_BYTES, Kind::Counter, &[], "Bytes of task log lines received from operators"),
     metric(LOG_CHUNKS_WRITTEN, Kind::Counter, &[], "Log chunks written to object storage"),
     metric(OBJECT_STORE_ERRORS, Kind::Counter, &[], "Failed object-store calls"),
+    metric(OBJECT_STORE_DIVERGED_MEMBERS, Kind::Gauge, &[], "Other members whose object store the last probe exchange found not shared with this member's"),
     metric(SCRAPE_STATE_SECONDS, Kind::Gauge, &[], "Seconds the last scrape spent reading the replicated state"),
     metric(SCRAPE_WORKFLOWS_SKIPPED, Kind::Gauge, &[], "Unfinished workflows left out of gantry_tasks in the last scrape (over the scan bound)"),
 ];

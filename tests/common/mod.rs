@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod failover_trial;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -165,6 +167,18 @@ fn nix_kill(pid: u32, signal: &str) -> std::io::Result<std::process::ExitStatus>
         .arg(format!("-{signal}"))
         .arg(pid.to_string())
         .status()
+}
+
+/// `--object-store` and a `file://` directory beside `data_dir`, the same
+/// for every member whose data directory sits in the same parent: the one
+/// store a cluster's members share (a member may not keep objects in its
+/// own data directory).
+pub fn shared_store_flags(data_dir: &Path) -> [String; 2] {
+    let parent = data_dir.parent().unwrap_or(data_dir);
+    [
+        "--object-store".into(),
+        format!("file://{}", parent.join("shared-objects").display()),
+    ]
 }
 
 /// A small blocking HTTP client for the API.

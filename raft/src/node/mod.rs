@@ -61,6 +61,9 @@ fn wait_error(error: WaitError) -> RaftError {
     }
 }
 
+/// Longest [`RaftNode::open`] waits for the core's first metrics report.
+const FIRST_METRICS_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl RaftNode {
     /// Opens the member stored in `config.data_dir`. With a `transport` it
     /// replicates to and forwards calls to its peers; without one it can
@@ -104,6 +107,16 @@ impl RaftNode {
             }
         }
         .map_err(|e| RaftError::Raft(e.to_string()))?;
+        // Until the core's first report the metrics hold openraft's empty
+        // initial state: wait for it, so that what callers read right after
+        // opening (`is_initialized_member`, `members`) is the stored membership.
+        let mut metrics = raft.metrics();
+        if tokio::time::timeout(FIRST_METRICS_WAIT_MAX, metrics.changed())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the Raft core reported no state within {FIRST_METRICS_WAIT_MAX:?}");
+        }
         let proposer = Proposer::start(raft.clone(), Some(log_activity));
         Ok(RaftNode {
             id: config.node_id,

@@ -305,6 +305,23 @@ impl PeerTransport {
         .map_err(|e| e.into_gantry(peer))
     }
 
+    /// Exchanges object-store probes with `peer` (any member, or a node
+    /// waiting to join): it reads `probe` from its store and names its own.
+    pub async fn store_probe(
+        &self,
+        peer: &str,
+        probe: &super::StoreProbe,
+    ) -> Result<super::StoreProbeAnswer, GantryError> {
+        self.call::<_, super::StoreProbeAnswer>(
+            peer,
+            super::STORE_PROBE_PATH,
+            probe,
+            super::STORE_PROBE_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.into_gantry(peer))
+    }
+
     /// Asks `peer`, as leader, for a linearizable read index.
     pub async fn read_index(
         &self,

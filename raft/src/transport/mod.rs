@@ -3,7 +3,10 @@
 //! Owns the wire protocol between members: the three openraft RPCs
 //! (`/raft/append`, `/raft/vote`, `/raft/snapshot`) and the Gantry calls
 //! that let any member serve any client call (`/gantry/propose`,
-//! `/gantry/read-index`, `/gantry/membership`, `/gantry/members`). Every body is bincode (the serde API of bincode 2,
+//! `/gantry/read-index`, `/gantry/membership`, `/gantry/members`,
+//! `/gantry/clock`), and the object-store probe exchange
+//! (`/gantry/store-probe`, answered by the binary, which owns the store:
+//! [`server::store_probe_router`]). Every body is bincode (the serde API of bincode 2,
 //! standard config); every handled call answers `200` with a bincode
 //! `Result`, so a non-200 status always means the transport, not Raft, failed.
 //!
@@ -29,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 pub use client::{PeerClient, PeerTransport};
-pub use server::{peer_router, serve_peer, serve_tls, HttpVersions, TlsPeer};
+pub use server::{peer_router, serve_peer, serve_tls, store_probe_router, HttpVersions, TlsPeer};
 
 /// A change of the voting membership, carried out by the leader.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +59,41 @@ pub const MEMBERSHIP_PATH: &str = "/gantry/membership";
 pub const MEMBERS_PATH: &str = "/gantry/members";
 /// A member's wall clock (Unix ms), for the voters' median time.
 pub const CLOCK_PATH: &str = "/gantry/clock";
+
+/// One object-store probe exchange: the caller names its probe, the callee
+/// reads it from its own store and answers with its own probe.
+pub const STORE_PROBE_PATH: &str = "/gantry/store-probe";
+/// Longest one probe exchange may take (two small object-store reads and a
+/// round trip).
+pub const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A member's probe object: it wrote `nonce` under its probe key in its
+/// object store at its start, so any member that reads the same nonce
+/// there reads the same store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreProbe {
+    pub id: NodeId,
+    /// Random, new at every start.
+    pub nonce: String,
+    /// The store's URL, for messages (it holds no credentials).
+    pub store: String,
+    /// Whether it is a directory inside the member's own data directory
+    /// (the default store), which no other member reads.
+    pub in_data_dir: bool,
+}
+
+/// The callee's half of a probe exchange.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreProbeAnswer {
+    /// The callee's own probe.
+    pub probe: StoreProbe,
+    /// Whether the callee read the caller's probe, nonce and all, from its
+    /// own store; why not.
+    pub read_yours: Result<(), String>,
+    /// Every other member of the callee's membership (ID, peer address),
+    /// so a node about to join can exchange probes with all of them.
+    pub members: Vec<(NodeId, String)>,
+}
 
 /// Longest a membership change may take end to end (a joining learner
 /// catches up first).

@@ -12,9 +12,10 @@ use super::{
     ForwardError, MembersReply, MembershipChange, MembershipReply, ProposeReply, ReadIndexReply,
     API_CONNECTIONS_MAX, APPEND_PATH, CLOCK_PATH, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
     MEMBERSHIP_PATH, MEMBERS_PATH, PEER_CONNECTIONS_MAX, PEER_STREAMS_MAX, PROPOSE_PATH,
-    READ_INDEX_PATH, REQUEST_BODY_MAX, SHUTDOWN_GRACE, SNAPSHOT_PATH, TLS_HANDSHAKE_TIMEOUT,
-    VOTE_PATH,
+    READ_INDEX_PATH, REQUEST_BODY_MAX, SHUTDOWN_GRACE, SNAPSHOT_PATH, STORE_PROBE_PATH,
+    TLS_HANDSHAKE_TIMEOUT, VOTE_PATH,
 };
+use super::{StoreProbe, StoreProbeAnswer};
 use crate::node::RaftNode;
 use crate::types::{decode, encode, NodeId, TypeConfig};
 use axum::extract::{DefaultBodyLimit, State};
@@ -131,6 +132,26 @@ async fn membership(State(node): State<RaftNode>, body: Bytes) -> Response {
 async fn members(State(node): State<RaftNode>) -> Response {
     let result: MembersReply = node.members_here().map_err(ForwardError::from);
     reply(&result)
+}
+
+/// The probe-exchange route (`/gantry/store-probe`), answered by `answer`:
+/// the binary owns the object store, so it merges this into the peer
+/// router it serves. Serve it only behind mutual TLS, as [`peer_router`].
+pub fn store_probe_router<F, Fut>(answer: F) -> Router
+where
+    F: Fn(StoreProbe) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = StoreProbeAnswer> + Send + 'static,
+{
+    Router::new().route(
+        STORE_PROBE_PATH,
+        post(move |body: Bytes| async move {
+            let probe: StoreProbe = match request(&body) {
+                Ok(probe) => probe,
+                Err(response) => return *response,
+            };
+            reply(&answer(probe).await)
+        }),
+    )
 }
 
 async fn clock() -> Response {
