@@ -34,7 +34,9 @@ mod apply;
 mod lifecycle;
 mod schema;
 pub mod snapshot;
+pub mod state_hash;
 pub mod store;
 mod tables;
 
+pub use state_hash::StateHash;
 pub use store::{ListFilter, ReadView, Store};

@@ -106,6 +106,11 @@ pub struct ReadView {
 }
 
 impl ReadView {
+    /// The read transaction behind this view.
+    pub(crate) fn transaction(&self) -> &ReadTransaction {
+        &self.txn
+    }
+
     /// The state's clock: the latest command time applied (0 before any).
     pub fn clock(&self) -> Result<Millis, StorageError> {
         let table = self.txn.open_table(tables::COUNTERS)?;
