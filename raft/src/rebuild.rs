@@ -1,0 +1,140 @@
+//! Rebuilding a member from a healthy member's snapshot, offline: what
+//! `gantry cluster rebuild` runs on a member whose state a state check
+//! found corrupt (or that is known bad for any other reason).
+//!
+//! The member keeps its identity and its vote; its state is replaced by the
+//! snapshot's, at the snapshot's log position, and its log is cut to match:
+//! entries up to that position are purged (the snapshot holds their
+//! effect), and entries after it are kept only when the member's entry at
+//! that position is the snapshot's own (otherwise they belong to another
+//! history and are dropped, as an InstallSnapshot would). On its next start
+//! it catches up from the leader like any member that was down.
+//!
+//! Invariants:
+//! - Refused unless the directory holds a member's Raft state, the member
+//!   is in the snapshot's membership (it comes from this cluster), and the
+//!   snapshot is not behind what the member already applied or knew
+//!   committed (a snapshot taken after the member stopped never is; an
+//!   older one would drop committed entries from its log).
+//! - Crash-safe in the state machine's own way: the snapshot file is
+//!   written first, so a crash anywhere after it leaves a snapshot file
+//!   ahead of the tables, which the next start installs
+//!   ([`crate::state_machine`]); the corrupt mark is removed last.
+//! - The caller holds the data directory's lock (no server runs on it).
+
+use crate::error::RaftError;
+use crate::log_store::LogStore;
+use crate::node::CORRUPT_MARK_FILE;
+use crate::snapshot_file;
+use crate::state_machine::AppliedMeta;
+use crate::types::{decode, encode, LogId, NodeId};
+use gantry_storage::Store;
+use openraft::storage::{RaftLogReader, RaftLogStorage};
+use std::path::Path;
+
+/// What a rebuild did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// The log position the member's state is now at (the snapshot's).
+    pub index: Option<u64>,
+    /// The position its state was at before.
+    pub was_applied: Option<u64>,
+    /// Whether log entries after the snapshot's position were dropped
+    /// (they did not follow from it).
+    pub dropped_later_entries: bool,
+}
+
+fn raft_error(error: impl ToString) -> RaftError {
+    RaftError::Raft(error.to_string())
+}
+
+/// Replaces the state of the member stored in `raft_dir` (node `node_id`)
+/// with the snapshot `archive` (a [`snapshot_file`]); see the module doc.
+pub async fn rebuild_member(
+    raft_dir: &Path,
+    node_id: NodeId,
+    archive: &[u8],
+) -> Result<Rebuilt, RaftError> {
+    let (file_meta, image) = snapshot_file::read(archive).map_err(raft_error)?;
+    let snapshot = file_meta.snapshot_meta();
+    let state_path = raft_dir.join("state.redb");
+    let log_path = raft_dir.join("raft-log.redb");
+    if !state_path.exists() || !log_path.exists() {
+        return Err(RaftError::Raft(format!(
+            "{} holds no member's Raft state: a new member joins with `gantry server --join`, a new cluster starts from `gantry snapshot restore`",
+            raft_dir.display()
+        )));
+    }
+    if snapshot
+        .last_membership
+        .membership()
+        .get_node(&node_id)
+        .is_none()
+    {
+        return Err(RaftError::Raft(format!(
+            "node {node_id} is not a member in the snapshot's membership: it comes from another cluster, or the node left"
+        )));
+    }
+    let Some(at) = snapshot.last_log_id else {
+        return Err(RaftError::Raft(
+            "the snapshot holds no applied position".into(),
+        ));
+    };
+    let store = Store::open(&state_path)?;
+    let applied: AppliedMeta = match store.raft_meta()? {
+        Some(bytes) => decode(&bytes).map_err(RaftError::Raft)?,
+        None => AppliedMeta::default(),
+    };
+    let mut log = LogStore::open(&log_path)?;
+    let committed = log.read_committed().await.map_err(raft_error)?;
+    for (what, position) in [
+        ("applied", applied.last_applied),
+        ("known committed", committed),
+    ] {
+        if let Some(position) = position.filter(|position| position.index > at.index) {
+            return Err(RaftError::Raft(format!(
+                "the snapshot is at log index {}, behind the {} this member already {what}; take a new snapshot from a healthy member",
+                at.index, position.index
+            )));
+        }
+    }
+    crate::state_machine::write_snapshot_file(&raft_dir.join("snapshot.bin"), archive)?;
+    let dropped_later_entries = cut_log(&mut log, at).await?;
+    let meta = AppliedMeta {
+        last_applied: snapshot.last_log_id,
+        membership: snapshot.last_membership.clone(),
+    };
+    store.install_snapshot(&image, &encode(&meta).map_err(RaftError::Raft)?)?;
+    match std::fs::remove_file(raft_dir.join(CORRUPT_MARK_FILE)) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error.into()),
+    }
+    Ok(Rebuilt {
+        index: Some(at.index),
+        was_applied: applied.last_applied.map(|id| id.index),
+        dropped_later_entries,
+    })
+}
+
+/// Purges the log up to `at`; drops the entries after it too unless the
+/// entry at `at` is the snapshot's own. Returns whether any were dropped.
+async fn cut_log(log: &mut LogStore, at: LogId) -> Result<bool, RaftError> {
+    let state = log.get_log_state().await.map_err(raft_error)?;
+    let last = state.last_log_id.map_or(0, |id| id.index);
+    let mut dropped = false;
+    if last > at.index {
+        let entry = log
+            .try_get_log_entries(at.index..=at.index)
+            .await
+            .map_err(raft_error)?;
+        if entry.first().map(|entry| entry.log_id) != Some(at) {
+            // `truncate` removes from the index of the log id it is given.
+            let next = LogId::new(at.leader_id, at.index + 1);
+            log.truncate(next).await.map_err(raft_error)?;
+            dropped = true;
+        }
+    }
+    log.purge(at).await.map_err(raft_error)?;
+    Ok(dropped)
+}
