@@ -14,6 +14,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use gantry_raft::node::CheckState;
 use gantry_raft::transport::MembershipChange;
 use gantry_raft::MembersView;
 use serde_json::{json, Value};
@@ -27,9 +28,13 @@ const JOIN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 /// naming whose view it is; when the leader's cannot be had, this node's
 /// own view and a warning saying why. A member the leader has not heard
 /// from within the election timeout is `UNREACHABLE`, whatever its role.
+/// `state` is what the leader's last state check found (`HEALTHY`,
+/// `CORRUPT`, `UNDECIDED`, `NO_ANSWER`, `UNCOMPARED`; `UNCHECKED` before
+/// any), with a warning for each member whose state is in doubt.
 pub async fn members(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let leader = state.node.leader().map(|(id, _)| id);
     let (list, view) = state.node.leader_members().await;
+    let mut state_warnings = Vec::new();
     let members: Vec<Value> = list
         .into_iter()
         .map(|member| {
@@ -38,6 +43,20 @@ pub async fn members(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
             } else {
                 format!("{:?}", member.role).to_ascii_uppercase()
             };
+            let check = member.state_check.as_ref();
+            let state = check.map_or("UNCHECKED", |check| state_name(&check.state));
+            match check.map(|check| &check.state) {
+                Some(CheckState::Corrupt) => state_warnings.push(format!(
+                    "node {}'s state differs from the majority's{}: it refuses reads; rebuild it from a healthy member (stop it, run `gantry cluster rebuild --data-dir DIR` against another member, start it)",
+                    member.id,
+                    check.and_then(|check| check.index).map_or(String::new(), |index| format!(" at log index {index}"))
+                )),
+                Some(CheckState::Undecided) => state_warnings.push(format!(
+                    "node {}'s state hash differs from another member's and no hash has a majority: compare the members and rebuild the wrong one",
+                    member.id
+                )),
+                _ => {}
+            }
             json!({
                 "id": member.id,
                 "peer_address": member.node.peer,
@@ -47,11 +66,14 @@ pub async fn members(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
                 "match_index": member.matched,
                 "last_contact_ms": member.last_contact_ms,
                 "reachable": member.reachable,
+                "state": state,
+                "state_index": check.and_then(|check| check.index),
+                "state_detail": check.map(|check| check.detail.clone()),
             })
         })
         .collect();
     let node_id = state.node.id();
-    let (view_of, leader_view, warnings) = match view {
+    let (view_of, leader_view, mut warnings) = match view {
         MembersView::Leader(id) => (id, true, Vec::new()),
         MembersView::Own(why) => (
             node_id,
@@ -61,6 +83,7 @@ pub async fn members(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
             )],
         ),
     };
+    warnings.extend(state_warnings);
     Ok(Json(json!({
         "node_id": node_id,
         "leader_id": leader,
@@ -193,6 +216,17 @@ pub async fn join(
                 "node {node_id} is already a member of a cluster with {voters} voter(s); nothing to do"
             ),
         }))),
+    }
+}
+
+/// A state check's result as `cluster members` shows it.
+fn state_name(state: &CheckState) -> &'static str {
+    match state {
+        CheckState::Healthy => "HEALTHY",
+        CheckState::Corrupt => "CORRUPT",
+        CheckState::Undecided => "UNDECIDED",
+        CheckState::NoAnswer => "NO_ANSWER",
+        CheckState::Uncompared => "UNCOMPARED",
     }
 }
 
