@@ -12,6 +12,11 @@
 //! together, so openraft replays the log from there. Before a snapshot is
 //! built (after which the log may be purged) everything is made durable.
 //!
+//! Checkpoints (entries with an empty batch, see [`crate::checkpoints`])
+//! end an apply transaction: entries up to one commit together, a read
+//! view of exactly that state is kept for the state check, and the rest of
+//! the call's entries commit in a transaction of their own.
+//!
 //! Snapshot data — on disk, on the wire and in backups — is a
 //! [`crate::snapshot_file`] (tar + zstd: `meta.json`, `state.bin`).
 //!
