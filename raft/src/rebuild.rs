@@ -128,7 +128,11 @@ async fn cut_log(log: &mut LogStore, at: LogId) -> Result<bool, RaftError> {
             .try_get_log_entries(at.index..=at.index)
             .await
             .map_err(raft_error)?;
-        if entry.first().map(|entry| entry.log_id) != Some(at) {
+        // The entry may be purged already (then the purge point names it).
+        let here = entry.first().map(|entry| entry.log_id).or(state
+            .last_purged_log_id
+            .filter(|purged| purged.index == at.index));
+        if here != Some(at) {
             // `truncate` removes from the index of the log id it is given.
             let next = LogId::new(at.leader_id, at.index + 1);
             log.truncate(next).await.map_err(raft_error)?;
