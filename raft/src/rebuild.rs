@@ -142,3 +142,142 @@ async fn cut_log(log: &mut LogStore, at: LogId) -> Result<bool, RaftError> {
     log.purge(at).await.map_err(raft_error)?;
     Ok(dropped)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Entry, GantryNode, StoredMembership};
+    use openraft::{CommittedLeaderId, EntryPayload, Membership, SnapshotMeta};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    /// A snapshot at `at` of a state with one applied batch, for a cluster
+    /// of node 1.
+    fn archive(dir: &Path, at: LogId) -> Vec<u8> {
+        let healthy = Store::open(&dir.join("healthy.redb")).expect("open");
+        healthy.apply(&[], b"healthy", true).expect("apply");
+        let membership = Membership::new(
+            vec![BTreeSet::from([1])],
+            BTreeMap::from([(1, GantryNode::default())]),
+        );
+        let meta = SnapshotMeta {
+            last_log_id: Some(at),
+            last_membership: StoredMembership::new(Some(log_id(1, 1)), membership),
+            snapshot_id: "test".into(),
+        };
+        snapshot_file::write(&meta, &healthy.export_snapshot().expect("export")).expect("write")
+    }
+
+    /// A member's directory: applied up to `applied`, entries 1..=8 of
+    /// term 1 in its log.
+    async fn member(dir: &Path, applied: u64) {
+        let raft = dir.join("raft");
+        std::fs::create_dir_all(&raft).expect("dir");
+        let store = Store::open(&raft.join("state.redb")).expect("open");
+        let meta = AppliedMeta {
+            last_applied: Some(log_id(1, applied)),
+            membership: StoredMembership::default(),
+        };
+        store
+            .apply(&[], &encode(&meta).expect("meta"), true)
+            .expect("apply");
+        let log = LogStore::open(&raft.join("raft-log.redb")).expect("log");
+        let entries: Vec<Entry> = (1..=8)
+            .map(|index| Entry {
+                log_id: log_id(1, index),
+                payload: EntryPayload::Blank,
+            })
+            .collect();
+        log.put_entries(&entries).expect("entries");
+    }
+
+    /// The member's log: its entries' indexes and its purge point.
+    async fn log_of(dir: &Path) -> (Vec<u64>, Option<LogId>) {
+        let mut log = LogStore::open(&dir.join("raft").join("raft-log.redb")).expect("log");
+        let purged = log.get_log_state().await.expect("state").last_purged_log_id;
+        let indexes = log
+            .try_get_log_entries(0..100)
+            .await
+            .expect("read")
+            .iter()
+            .map(|entry| entry.log_id.index)
+            .collect();
+        (indexes, purged)
+    }
+
+    #[tokio::test]
+    async fn the_state_takes_the_snapshots_position_and_the_log_follows_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        member(dir.path(), 3).await;
+        std::fs::write(dir.path().join("raft").join(CORRUPT_MARK_FILE), "bad").expect("mark");
+        let rebuilt = rebuild_member(
+            &dir.path().join("raft"),
+            1,
+            &archive(dir.path(), log_id(1, 5)),
+        )
+        .await
+        .expect("rebuild");
+        assert_eq!(rebuilt.index, Some(5));
+        assert_eq!(rebuilt.was_applied, Some(3));
+        assert!(!rebuilt.dropped_later_entries);
+        // The entries after the snapshot follow from it: kept.
+        assert_eq!(
+            log_of(dir.path()).await,
+            (vec![6, 7, 8], Some(log_id(1, 5)))
+        );
+        assert!(!dir.path().join("raft").join(CORRUPT_MARK_FILE).exists());
+        let store = Store::open(&dir.path().join("raft").join("state.redb")).expect("open");
+        let meta: AppliedMeta =
+            decode(&store.raft_meta().expect("meta").expect("some")).expect("decode");
+        assert_eq!(meta.last_applied, Some(log_id(1, 5)));
+        assert!(dir.path().join("raft").join("snapshot.bin").exists());
+    }
+
+    #[tokio::test]
+    async fn entries_of_another_history_after_the_snapshot_are_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Its entry 5 is of term 1; the cluster committed term 2's.
+        member(dir.path(), 3).await;
+        let rebuilt = rebuild_member(
+            &dir.path().join("raft"),
+            1,
+            &archive(dir.path(), log_id(2, 5)),
+        )
+        .await
+        .expect("rebuild");
+        assert!(rebuilt.dropped_later_entries);
+        assert_eq!(log_of(dir.path()).await, (vec![], Some(log_id(2, 5))));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_behind_the_member_or_of_another_cluster_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        member(dir.path(), 6).await;
+        let behind = rebuild_member(
+            &dir.path().join("raft"),
+            1,
+            &archive(dir.path(), log_id(1, 5)),
+        )
+        .await
+        .expect_err("behind");
+        assert!(behind.to_string().contains("behind"), "{behind}");
+        let foreign = rebuild_member(
+            &dir.path().join("raft"),
+            9,
+            &archive(dir.path(), log_id(1, 7)),
+        )
+        .await
+        .expect_err("foreign");
+        assert!(foreign.to_string().contains("not a member"), "{foreign}");
+        // Nothing changed.
+        assert_eq!(log_of(dir.path()).await, ((1..=8).collect(), None));
+        let empty = tempfile::tempdir().expect("tempdir");
+        let none = rebuild_member(empty.path(), 1, &archive(dir.path(), log_id(1, 7)))
+            .await
+            .expect_err("no member here");
+        assert!(none.to_string().contains("holds no member"), "{none}");
+    }
+}
