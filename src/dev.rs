@@ -73,6 +73,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
         auth_required,
         bootstrap_token_file: None,
         object_store: args.object_store.clone(),
+        // A cluster of one has nobody to compare its state with.
+        state_check_interval: None,
     })
     .await?;
     eprintln!(

@@ -26,6 +26,7 @@ pub mod protocol;
 // Base
 pub mod access_token;
 pub mod clock;
+pub mod data_dir;
 pub mod metrics;
 pub mod object_storage;
 pub mod spec;

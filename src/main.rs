@@ -152,6 +152,15 @@ struct ServerArgs {
     /// URL, or a file:// path every member mounts): checked when a node joins.
     #[arg(long, env = "GANTRY_OBJECT_STORE", value_name = "URL")]
     object_store: Option<String>,
+    /// While this node leads: how often members compare the hashes of
+    /// their states (e.g. 30s, 5m, 1h); 0 turns the check off
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = state_check_interval)]
+    state_check_interval: std::time::Duration,
+}
+
+/// `--state-check-interval`: a duration as configs write it.
+fn state_check_interval(text: &str) -> Result<std::time::Duration, String> {
+    gantry_storage::config::parse_duration_seconds(text).map(std::time::Duration::from_secs)
 }
 
 fn init_tracing() {
@@ -197,6 +206,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 auth_required: true,
                 bootstrap_token_file: args.bootstrap_token_file,
                 object_store: args.object_store,
+                state_check_interval: Some(args.state_check_interval)
+                    .filter(|interval| !interval.is_zero()),
             })
             .await?;
             eprintln!("gantry server: API on {}", running.base_url);

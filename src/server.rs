@@ -16,7 +16,7 @@ use crate::control::logger::Logger;
 use crate::control::membership::{self, Membership, DEFAULT_POOL, LOCAL_BACKEND};
 use crate::control::operator_hub::OperatorHub;
 use crate::control::store_probe::{self, StoreProbes};
-use crate::control::{dispatch, leader, timers};
+use crate::control::{dispatch, leader, state_check, timers};
 use crate::operator::local::{LocalConfig, LocalOperator};
 use crate::spec::SpecLimits;
 use crate::tls::TlsFiles;
@@ -24,8 +24,7 @@ use anyhow::Context;
 use gantry_raft::transport::{self, HttpVersions, PeerTransport};
 use gantry_raft::GantryNode;
 use gantry_raft::{NodeConfig, RaftNode};
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -77,6 +76,8 @@ pub struct ServerOptions {
     /// Where logs go (`file:///dir`, `s3://bucket/prefix?...`); `None`:
     /// `<data_dir>/objects`.
     pub object_store: Option<String>,
+    /// Time between two state checks while this node leads (`None`: none).
+    pub state_check_interval: Option<std::time::Duration>,
 }
 
 pub struct RunningServer {
@@ -133,14 +134,14 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
     }
     gantry_raft::private_fs::create_dir(&options.data_dir)
         .with_context(|| format!("creating data directory {}", options.data_dir.display()))?;
-    let data_dir_lock = lock_data_dir(&options.data_dir)?;
+    let data_dir_lock = crate::data_dir::lock(&options.data_dir)?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("listening on {}", options.listen))?;
     let address = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let node_id = node_id(&options.data_dir)?;
+    let node_id = crate::data_dir::node_id(&options.data_dir)?;
     let objects = crate::object_storage::ObjectStorage::open(
         options.object_store.as_deref(),
         &options.data_dir,
@@ -274,6 +275,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
     // A new cluster gets pool `default` on backend `local`, served by the
     // in-process operator when there is one.
     let ensure_local_pool = options.local_backend || options.bootstrap;
+    let state_check_interval = options.state_check_interval;
     tasks.spawn(leader::run_while_leader(
         node.clone(),
         shutdown.clone(),
@@ -288,9 +290,19 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
                         tracing::warn!(%error, "could not create the default pool");
                     }
                 }
+                let checks = {
+                    let node = node.clone();
+                    let stop = stop.clone();
+                    async move {
+                        if let Some(interval) = state_check_interval {
+                            state_check::run(node, interval, stop).await;
+                        }
+                    }
+                };
                 tokio::join!(
                     dispatch::run(node.clone(), hub, default_data, stop.clone()),
-                    timers::run(node, objects, stop)
+                    timers::run(node, objects, stop),
+                    checks
                 );
             }
         },
@@ -411,58 +423,6 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
     })
 }
 
-/// The lock file in a data directory: held (`flock`, exclusive) by the one
-/// process using the directory, and holding its process ID for messages.
-pub const DATA_DIR_LOCK_FILE: &str = "gantry.lock";
-
-/// Takes the data directory's exclusive lock, or says which process holds
-/// it. The lock goes with the process (and the returned handle): a killed
-/// server leaves nothing to clean up.
-fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<Flock<std::fs::File>> {
-    use std::io::{Read, Seek, Write};
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = data_dir.join(DATA_DIR_LOCK_FILE);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(gantry_raft::private_fs::FILE_MODE)
-        .open(&path)
-        .with_context(|| format!("opening the data directory's lock file {}", path.display()))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => {
-            let mut file: &std::fs::File = &lock;
-            let noted = file
-                .set_len(0)
-                .and_then(|()| file.rewind())
-                .and_then(|()| writeln!(file, "{}", std::process::id()));
-            if let Err(error) = noted {
-                tracing::warn!(path = %path.display(), %error, "cannot note this process in the lock file");
-            }
-            Ok(lock)
-        }
-        Err((mut file, Errno::EWOULDBLOCK)) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = match holder.trim().parse::<u32>() {
-                Ok(pid) => format!("pid {pid} holds {}", path.display()),
-                Err(_) => format!("it holds {}", path.display()),
-            };
-            anyhow::bail!(
-                "another gantry process is using {} ({holder}); stop it first",
-                data_dir.display()
-            )
-        }
-        Err((_, errno)) => Err(anyhow::anyhow!(
-            "cannot lock the data directory {} through {}: {}",
-            data_dir.display(),
-            path.display(),
-            errno.desc()
-        )),
-    }
-}
-
 /// Waits until the leader loop has created `pool` (it needs an elected leader).
 async fn wait_for_pool(node: &RaftNode, pool: &str) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -474,33 +434,6 @@ async fn wait_for_pool(node: &RaftNode, pool: &str) -> anyhow::Result<()> {
             anyhow::bail!("pool '{pool}' was not created within 30 s: no Raft leader was elected");
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
-/// This node's Raft ID: random on first start, kept in `<data>/node-id`.
-/// (A data directory from before IDs were kept belongs to node 1.)
-fn node_id(data_dir: &std::path::Path) -> anyhow::Result<u64> {
-    let path = data_dir.join("node-id");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .with_context(|| format!("{} does not hold a node ID", path.display())),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let id = if data_dir.join("raft").exists() {
-                1
-            } else {
-                let mut bytes = [0u8; 8];
-                getrandom::fill(&mut bytes)
-                    .map_err(|e| anyhow::anyhow!("generating a node ID: {e}"))?;
-                // Small enough to read, large enough never to collide in one cluster.
-                u64::from_le_bytes(bytes) % 1_000_000_000 + 1
-            };
-            gantry_raft::private_fs::write_file(&path, id.to_string().as_bytes())
-                .with_context(|| format!("writing {}", path.display()))?;
-            Ok(id)
-        }
-        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
     }
 }
 

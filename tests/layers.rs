@@ -40,6 +40,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "supervisor",
             "clock",
             "access_token",
+            "data_dir",
         ],
     ),
 ];

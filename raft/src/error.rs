@@ -36,6 +36,12 @@ pub enum RaftError {
     /// still commit later (or never).
     #[error("no commit within {0:?}; the outcome is unknown")]
     OutcomeUnknown(std::time::Duration),
+    /// A state check found this member's state different from the
+    /// majority's: it serves no reads until it is rebuilt.
+    #[error(
+        "this member's state is marked corrupt ({0}); rebuild it with `gantry cluster rebuild`"
+    )]
+    StateCorrupt(String),
     /// A bounded wait ran out.
     #[error("timed out: {0}")]
     Timeout(String),

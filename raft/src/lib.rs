@@ -15,6 +15,7 @@
 //!   [`state_machine`]) exist only with the `failpoints` feature, which only
 //!   test builds turn on; without it the macro expands to nothing.
 
+pub mod checkpoints;
 pub mod error;
 pub mod log_store;
 pub mod metrics;
@@ -22,6 +23,7 @@ pub mod network;
 pub mod node;
 pub mod private_fs;
 pub mod proposer;
+pub mod rebuild;
 pub mod snapshot_file;
 pub mod state_machine;
 pub mod transport;

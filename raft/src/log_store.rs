@@ -80,6 +80,23 @@ impl LogStore {
         })
     }
 
+    /// Stores `entries` as they are (tests only: openraft's append needs a
+    /// callback only openraft can make).
+    #[cfg(test)]
+    pub(crate) fn put_entries(&self, entries: &[Entry]) -> Result<(), std::io::Error> {
+        let txn = self.db.begin_write().map_err(io_error)?;
+        {
+            let mut table = txn.open_table(LOG).map_err(io_error)?;
+            for entry in entries {
+                let bytes = encode(entry).map_err(io_error)?;
+                table
+                    .insert(entry.log_id.index, bytes.as_slice())
+                    .map_err(io_error)?;
+            }
+        }
+        txn.commit().map_err(io_error)
+    }
+
     /// Counts of append calls `(started, finished)`. openraft 0.9 writes
     /// one append at a time and waits for its fsync before it takes the
     /// next, so a proposal sent while an append is in progress would become

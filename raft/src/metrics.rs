@@ -19,11 +19,28 @@ pub const LOG_FSYNC_SECONDS: &str = "gantry_raft_log_fsync_seconds";
 /// Gauge: the highest log index this member knows to be committed.
 pub const COMMIT_INDEX: &str = "gantry_raft_commit_index";
 
+/// Gauge: 1 while a state check has this member's state marked corrupt
+/// (it refuses reads).
+pub const STATE_CORRUPT: &str = "gantry_state_corrupt";
+/// Gauge, label `member` (on the leader): 1 when the member's state hash
+/// differed from the majority's, or from another's with no majority, in
+/// the last state check.
+pub const STATE_HASH_MISMATCH: &str = "gantry_state_hash_mismatch";
+/// Counter, label `outcome` (`agreed`, `mismatch`, `undecided`): state
+/// checks the leader ran.
+pub const STATE_CHECKS: &str = "gantry_state_checks_total";
+/// Histogram: seconds one hash of this member's whole state took.
+pub const STATE_HASH_SECONDS: &str = "gantry_state_hash_seconds";
+
 /// Every name above (the binary describes them for Prometheus).
-pub const ALL: [&str; 5] = [
+pub const ALL: [&str; 9] = [
     PROPOSAL_BATCH_COMMANDS,
     PROPOSAL_BATCH_BYTES,
     PROPOSAL_SECONDS,
     LOG_FSYNC_SECONDS,
     COMMIT_INDEX,
+    STATE_CORRUPT,
+    STATE_HASH_MISMATCH,
+    STATE_CHECKS,
+    STATE_HASH_SECONDS,
 ];

@@ -12,6 +12,11 @@
 //! together, so openraft replays the log from there. Before a snapshot is
 //! built (after which the log may be purged) everything is made durable.
 //!
+//! Checkpoints (entries with an empty batch, see [`crate::checkpoints`])
+//! end an apply transaction: entries up to one commit together, a read
+//! view of exactly that state is kept for the state check, and the rest of
+//! the call's entries commit in a transaction of their own.
+//!
 //! Snapshot data — on disk, on the wire and in backups — is a
 //! [`crate::snapshot_file`] (tar + zstd: `meta.json`, `state.bin`).
 //!
@@ -32,6 +37,7 @@
 //! snapshot file is written but the tables are not yet replaced, as when a
 //! crash lands there).
 
+use crate::checkpoints::Checkpoints;
 #[cfg_attr(not(feature = "failpoints"), allow(unused_imports))]
 use crate::error::failpoint_error;
 use crate::snapshot_file;
@@ -70,6 +76,16 @@ pub struct StateMachine {
     store: Arc<Store>,
     snapshot_path: PathBuf,
     last_durable_apply: Arc<Mutex<Instant>>,
+    checkpoints: Checkpoints,
+}
+
+/// Entries applied in one transaction: their batches, the Raft metadata
+/// after the last of them, and its log id if it is a checkpoint.
+#[derive(Default)]
+struct Segment {
+    batches: Vec<Vec<Command>>,
+    meta: Vec<u8>,
+    checkpoint: Option<LogId>,
 }
 
 fn io_error(error: impl ToString) -> std::io::Error {
@@ -77,11 +93,18 @@ fn io_error(error: impl ToString) -> std::io::Error {
 }
 
 impl StateMachine {
-    pub fn new(store: Arc<Store>, snapshot_path: PathBuf) -> StateMachine {
+    /// A state machine over `store` that keeps the read views of the
+    /// checkpoints it applies in `checkpoints`.
+    pub fn new(
+        store: Arc<Store>,
+        snapshot_path: PathBuf,
+        checkpoints: Checkpoints,
+    ) -> StateMachine {
         StateMachine {
             store,
             snapshot_path,
             last_durable_apply: Arc::new(Mutex::new(Instant::now())),
+            checkpoints,
         }
     }
 
@@ -124,18 +147,7 @@ impl StateMachine {
     /// Replaces the snapshot file: temporary name, fsync, rename, fsync of
     /// the directory (so the rename itself is durable).
     fn write_snapshot_file(&self, archive: &[u8]) -> Result<(), std::io::Error> {
-        use std::io::Write;
-        let temporary = self.snapshot_path.with_extension("tmp");
-        {
-            let mut file = crate::private_fs::create_file(&temporary)?;
-            file.write_all(archive)?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&temporary, &self.snapshot_path)?;
-        if let Some(directory) = self.snapshot_path.parent() {
-            std::fs::File::open(directory)?.sync_all()?;
-        }
-        Ok(())
+        write_snapshot_file(&self.snapshot_path, archive)
     }
 
     /// Replaces the tables with `image`, at the position `meta` names.
@@ -172,6 +184,26 @@ impl StateMachine {
         let (_, image) = snapshot_file::read(&file.archive).map_err(io_error)?;
         self.install_tables(&file.meta, &image)
     }
+}
+
+/// Replaces the snapshot file at `path`: temporary name, fsync, rename,
+/// fsync of the directory (so the rename itself is durable).
+pub(crate) fn write_snapshot_file(
+    path: &std::path::Path,
+    archive: &[u8],
+) -> Result<(), std::io::Error> {
+    use std::io::Write;
+    let temporary = path.with_extension("tmp");
+    {
+        let mut file = crate::private_fs::create_file(&temporary)?;
+        file.write_all(archive)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&temporary, path)?;
+    if let Some(directory) = path.parent() {
+        std::fs::File::open(directory)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The whole state of `store` as a snapshot archive, with the applied
@@ -251,20 +283,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let machine = self.clone();
         tokio::task::spawn_blocking(move || -> Result<Vec<BatchOutcome>, std::io::Error> {
             let mut meta = machine.applied_meta()?;
-            let mut batches: Vec<Vec<Command>> = Vec::with_capacity(entries.len());
+            // One transaction per segment; a segment ends at a checkpoint
+            // (see `crate::checkpoints`), so its view is of exactly that index.
+            let mut segments: Vec<Segment> = vec![Segment::default()];
             for entry in entries {
+                let checkpoint = crate::checkpoints::is_checkpoint(&entry);
                 meta.last_applied = Some(entry.log_id);
+                let segment = segments.last_mut().ok_or_else(|| io_error("no segment"))?;
                 match entry.payload {
-                    EntryPayload::Normal(batch) => batches.push(batch.commands),
+                    EntryPayload::Normal(batch) => segment.batches.push(batch.commands),
                     EntryPayload::Membership(membership) => {
                         meta.membership = StoredMembership::new(Some(entry.log_id), membership);
-                        batches.push(Vec::new());
+                        segment.batches.push(Vec::new());
                     }
-                    EntryPayload::Blank => batches.push(Vec::new()),
+                    EntryPayload::Blank => segment.batches.push(Vec::new()),
+                }
+                segment.meta = encode(&meta).map_err(io_error)?;
+                if checkpoint {
+                    segment.checkpoint = Some(entry.log_id);
+                    segments.push(Segment::default());
                 }
             }
-            let meta_bytes = encode(&meta).map_err(io_error)?;
-            let slices: Vec<&[Command]> = batches.iter().map(Vec::as_slice).collect();
             let durable = {
                 let mut last = machine
                     .last_durable_apply
@@ -279,10 +318,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             fail::fail_point!("raft::sm::apply::before_store", |_| Err(failpoint_error(
                 "raft::sm::apply::before_store"
             )));
-            let outcomes = machine
-                .store
-                .apply(&slices, &meta_bytes, durable)
-                .map_err(io_error)?;
+            machine.checkpoints.expire();
+            let mut outcomes = Vec::new();
+            for segment in segments
+                .iter()
+                .filter(|segment| !segment.batches.is_empty())
+            {
+                let slices: Vec<&[Command]> = segment.batches.iter().map(Vec::as_slice).collect();
+                outcomes.extend(
+                    machine
+                        .store
+                        .apply(&slices, &segment.meta, durable)
+                        .map_err(io_error)?,
+                );
+                if let Some(log_id) = segment.checkpoint {
+                    let view = machine.store.read().map_err(io_error)?;
+                    machine.checkpoints.record(log_id, view);
+                }
+            }
             Ok(outcomes
                 .into_iter()
                 .map(|outcomes| BatchOutcome { outcomes })
@@ -327,6 +380,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             fail::fail_point!("raft::sm::snapshot::install::after_file", |_| Err(
                 failpoint_error("raft::sm::snapshot::install::after_file")
             ));
+            // Views of the replaced state are of no further use.
+            machine.checkpoints.clear();
             machine.install_tables(&meta_sent, &image)
         })
         .await

@@ -447,7 +447,7 @@ fn entry(index: u64, name: &str) -> Entry {
 
 fn machine(dir: &Path) -> (Arc<Store>, StateMachine) {
     let store = Arc::new(Store::open(&dir.join("state.redb")).expect("store"));
-    let machine = StateMachine::new(store.clone(), dir.join("snapshot.bin"));
+    let machine = StateMachine::new(store.clone(), dir.join("snapshot.bin"), Default::default());
     (store, machine)
 }
 

@@ -376,7 +376,7 @@ async fn member(id: NodeId, shared: Rc<Shared>) -> turmoil::Result {
     let election_ms = shared.election_ms.borrow()[&id];
     let log = LogStore::open(&dir.join("raft-log.redb"))?;
     let store = Arc::new(Store::open(&dir.join("state.redb"))?);
-    let machine = StateMachine::new(store.clone(), dir.join("snapshot.bin"));
+    let machine = StateMachine::new(store.clone(), dir.join("snapshot.bin"), Default::default());
     let raft = Raft::new(
         id,
         raft_config(election_ms),

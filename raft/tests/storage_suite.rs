@@ -19,7 +19,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RedbBuilder {
             .map_err(|e| openraft::StorageIOError::write(&e))?;
         let store = Store::open(&dir.path().join("state.redb"))
             .map_err(|e| openraft::StorageIOError::write(&e))?;
-        let machine = StateMachine::new(Arc::new(store), dir.path().join("snapshot.bin"));
+        let machine = StateMachine::new(
+            Arc::new(store),
+            dir.path().join("snapshot.bin"),
+            Default::default(),
+        );
         Ok((dir, log, machine))
     }
 }

@@ -15,6 +15,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use gantry_raft::node::CheckState;
 use gantry_raft::transport::MembershipChange;
 use gantry_raft::MembersView;
 use serde_json::{json, Value};
@@ -32,12 +33,16 @@ const JOIN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 /// this node's last probe exchange with it found (`SHARED`, `DIVERGED`,
 /// `UNKNOWN`; `SELF`); a diverged store that costs this node its
 /// readiness is a warning.
+/// `state` is what the leader's last state check found (`HEALTHY`,
+/// `CORRUPT`, `UNDECIDED`, `NO_ANSWER`, `UNCOMPARED`; `UNCHECKED` before
+/// any), with a warning for each member whose state is in doubt.
 pub async fn members(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let leader = state.node.leader().map(|(id, _)| id);
     let (list, view) = state.node.leader_members().await;
     let probes = state.membership.store_probes();
     let verdicts = probes.map(|probes| probes.verdicts()).unwrap_or_default();
     let node_id = state.node.id();
+    let mut state_warnings = Vec::new();
     let members: Vec<Value> = list
         .into_iter()
         .map(|member| {
@@ -46,6 +51,20 @@ pub async fn members(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
             } else {
                 format!("{:?}", member.role).to_ascii_uppercase()
             };
+            let check = member.state_check.as_ref();
+            let state = check.map_or("UNCHECKED", |check| state_name(&check.state));
+            match check.map(|check| &check.state) {
+                Some(CheckState::Corrupt) => state_warnings.push(format!(
+                    "node {}'s state differs from the majority's{}: it refuses reads; rebuild it from a healthy member (stop it, run `gantry cluster rebuild --data-dir DIR` against another member, start it)",
+                    member.id,
+                    check.and_then(|check| check.index).map_or(String::new(), |index| format!(" at log index {index}"))
+                )),
+                Some(CheckState::Undecided) => state_warnings.push(format!(
+                    "node {}'s state hash differs from another member's and no hash has a majority: compare the members and rebuild the wrong one",
+                    member.id
+                )),
+                _ => {}
+            }
             json!({
                 "id": member.id,
                 "peer_address": member.node.peer,
@@ -64,6 +83,9 @@ pub async fn members(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
                     Verdict::Shared => None,
                     Verdict::Diverged(why) | Verdict::Unknown(why) => Some(why.clone()),
                 }),
+                "state": state,
+                "state_index": check.and_then(|check| check.index),
+                "state_detail": check.map(|check| check.detail.clone()),
             })
         })
         .collect();
@@ -80,6 +102,7 @@ pub async fn members(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
     if let Some(problem) = probes.and_then(|probes| probes.problem(&state.node)) {
         warnings.push(problem);
     }
+    warnings.extend(state_warnings);
     Ok(Json(json!({
         "node_id": node_id,
         "object_store": probes.map(|probes| probes.own().store.clone()),
@@ -213,6 +236,17 @@ pub async fn join(
                 "node {node_id} is already a member of a cluster with {voters} voter(s); nothing to do"
             ),
         }))),
+    }
+}
+
+/// A state check's result as `cluster members` shows it.
+fn state_name(state: &CheckState) -> &'static str {
+    match state {
+        CheckState::Healthy => "HEALTHY",
+        CheckState::Corrupt => "CORRUPT",
+        CheckState::Undecided => "UNDECIDED",
+        CheckState::NoAnswer => "NO_ANSWER",
+        CheckState::Uncompared => "UNCOMPARED",
     }
 }
 

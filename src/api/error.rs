@@ -109,6 +109,13 @@ impl From<RaftError> for ApiError {
                     ),
                 )
             }
+            // This replica's state differs from the majority's: no read of
+            // it is served. No `Retry-After`: it stays so until rebuilt.
+            RaftError::StateCorrupt(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVER",
+                format!("this server does not serve reads: {error}; use another member"),
+            ),
             RaftError::ShuttingDown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "SERVER",

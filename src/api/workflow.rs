@@ -39,12 +39,16 @@ pub(super) async fn propose(state: &AppState, command: Command) -> Result<Outcom
 
 /// A read view: linearizable (the node waits out an election) unless the
 /// client asked for `stale=true`, which reads this replica's applied state
-/// without asking the leader (faster, possibly behind).
+/// without asking the leader (faster, possibly behind). Neither is served
+/// while a state check has this replica's state marked corrupt.
 pub(super) async fn read(
     state: &AppState,
     params: &Params,
 ) -> Result<gantry_storage::ReadView, ApiError> {
     if params.flag("stale")? {
+        if let Some(reason) = state.node.state_corrupt() {
+            return Err(gantry_raft::RaftError::StateCorrupt(reason).into());
+        }
         return Ok(state.node.read_local()?);
     }
     Ok(state.node.read().await?)

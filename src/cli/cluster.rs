@@ -1,7 +1,10 @@
-//! `gantry cluster members|init|join|leave` and `gantry snapshot save|restore`.
+//! `gantry cluster members|init|join|leave|rebuild` and `gantry snapshot
+//! save|restore`.
 //!
 //! Invariants: `-t json` prints the API's JSON unchanged; `snapshot restore`
-//! works offline on a new data directory and never overwrites Raft state.
+//! works offline on a new data directory and never overwrites Raft state;
+//! `cluster rebuild` works on a stopped member's data directory (it takes
+//! the directory's lock) with a snapshot taken after it stopped.
 
 use super::client::Client;
 use super::output::{print_json, with_spinner};
@@ -13,7 +16,8 @@ use std::path::PathBuf;
 #[derive(clap::Subcommand, Debug)]
 pub enum ClusterCommand {
     /// List members as the leader sees them: id, addresses, role (UNREACHABLE
-    /// when the leader has not heard from it lately), last contact, match index,
+    /// when the leader has not heard from it lately), state (CORRUPT when its
+    /// state hash differed from the majority's), last contact, match index,
     /// and whether its object store is the answering node's (SHARED, DIVERGED,
     /// UNKNOWN, SELF)
     Members {
@@ -44,6 +48,16 @@ pub enum ClusterCommand {
         /// Node ID to remove
         #[arg(long)]
         id: Option<u64>,
+        #[command(flatten)]
+        output: FormatArg,
+    },
+    /// Replace the state of a stopped member (e.g. one shown CORRUPT) with a
+    /// snapshot taken now from the healthy member at --url; start it again
+    /// afterwards and it catches up from the leader
+    Rebuild {
+        /// The stopped member's data directory (as given to `gantry server`)
+        #[arg(long)]
+        data_dir: PathBuf,
         #[command(flatten)]
         output: FormatArg,
     },
@@ -85,7 +99,8 @@ impl ClusterCommand {
             ClusterCommand::Members { output }
             | ClusterCommand::Init { output, .. }
             | ClusterCommand::Join { output, .. }
-            | ClusterCommand::Leave { output, .. } => output.format,
+            | ClusterCommand::Leave { output, .. }
+            | ClusterCommand::Rebuild { output, .. } => output.format,
         }
     }
 }
@@ -124,6 +139,7 @@ pub async fn run_cluster(args: &ClientArgs, command: ClusterCommand) -> anyhow::
             let client = Client::from_args(args)?;
             with_spinner(format, "Changing membership", client.leave(id)).await?
         }
+        ClusterCommand::Rebuild { data_dir, .. } => rebuild(args, format, &data_dir).await?,
     };
     for warning in response["warnings"].as_array().into_iter().flatten() {
         eprintln!("warning: {}", warning.as_str().unwrap_or_default());
@@ -143,6 +159,7 @@ pub async fn run_cluster(args: &ClientArgs, command: ClusterCommand) -> anyhow::
             "ID",
             "Role",
             "Voter",
+            "State",
             "Peer Address",
             "API",
             "Last Contact",
@@ -157,6 +174,7 @@ pub async fn run_cluster(args: &ClientArgs, command: ClusterCommand) -> anyhow::
                 member["voter"]
                     .as_bool()
                     .map_or_else(dash, |voter| if voter { "yes" } else { "no" }.to_string()),
+                member["state"].as_str().map_or_else(dash, str::to_string),
                 member["peer_address"].as_str().unwrap_or("").to_string(),
                 member["api_url"].as_str().unwrap_or("").to_string(),
                 member["last_contact_ms"]
@@ -182,6 +200,41 @@ pub async fn run_cluster(args: &ClientArgs, command: ClusterCommand) -> anyhow::
         );
     }
     Ok(())
+}
+
+/// `cluster rebuild`: with the member stopped (its data directory's lock
+/// taken for the whole rebuild), a snapshot from --url replaces its state.
+async fn rebuild(
+    args: &ClientArgs,
+    format: OutputFormat,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<serde_json::Value> {
+    let _lock = crate::data_dir::lock(data_dir)?;
+    let node_id = crate::data_dir::existing_node_id(data_dir)?;
+    let client = Client::from_args(args)?;
+    let archive = with_spinner(
+        format,
+        "Taking a snapshot from a healthy member",
+        client.snapshot(),
+    )
+    .await?;
+    let rebuilt = gantry_raft::rebuild::rebuild_member(&data_dir.join("raft"), node_id, &archive)
+        .await
+        .with_context(|| format!("rebuilding node {node_id} in {}", data_dir.display()))?;
+    let index = rebuilt
+        .index
+        .map_or_else(|| "-".to_string(), |index| index.to_string());
+    Ok(serde_json::json!({
+        "node_id": node_id,
+        "index": rebuilt.index,
+        "was_applied": rebuilt.was_applied,
+        "dropped_later_entries": rebuilt.dropped_later_entries,
+        "message": format!(
+            "node {node_id}: state replaced by a snapshot at log index {index} ({} bytes); start its server again and it catches up from the leader",
+            archive.len()
+        ),
+        "warnings": [],
+    }))
 }
 
 pub async fn run_snapshot(args: &ClientArgs, command: SnapshotCommand) -> anyhow::Result<()> {

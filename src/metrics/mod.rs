@@ -75,6 +75,16 @@ pub const OBJECT_STORE_ERRORS: &str = "gantry_object_store_errors_total";
 /// exchange found not shared with its own (`control::store_probe`).
 pub const OBJECT_STORE_DIVERGED_MEMBERS: &str = "gantry_object_store_diverged_members";
 
+/// Gauge: 1 while a state check has this member's state marked corrupt (recorded in `raft/`).
+pub const STATE_CORRUPT: &str = gantry_raft::metrics::STATE_CORRUPT;
+/// Gauge, label `member` (leader): 1 when the member's state hash differed
+/// in the last state check (recorded in `raft/`).
+pub const STATE_HASH_MISMATCH: &str = gantry_raft::metrics::STATE_HASH_MISMATCH;
+/// Counter, label `outcome`: state checks the leader ran (recorded in `raft/`).
+pub const STATE_CHECKS: &str = gantry_raft::metrics::STATE_CHECKS;
+/// Histogram: seconds one hash of this member's whole state took (recorded in `raft/`).
+pub const STATE_HASH_SECONDS: &str = gantry_raft::metrics::STATE_HASH_SECONDS;
+
 /// Gauge: seconds the last scrape spent computing the state gauges.
 pub const SCRAPE_STATE_SECONDS: &str = "gantry_scrape_state_seconds";
 /// Gauge: unfinished workflows whose tasks the last scrape did not count
@@ -117,7 +127,7 @@ const fn metric(
 
 /// Every metric Gantry exports.
 #[rustfmt::skip]
-pub const METRICS: [Metric; 28] = [
+pub const METRICS: [Metric; 32] = [
     metric(BUILD_INFO, Kind::Gauge, &["version", "git_hash"], "Gantry's version and git hash (always 1)"),
     metric(RAFT_TERM, Kind::Gauge, &[], "Raft term this member is in"),
     metric(RAFT_IS_LEADER, Kind::Gauge, &[], "1 while this member leads"),
@@ -144,6 +154,10 @@ pub const METRICS: [Metric; 28] = [
     metric(LOG_CHUNKS_WRITTEN, Kind::Counter, &[], "Log chunks written to object storage"),
     metric(OBJECT_STORE_ERRORS, Kind::Counter, &[], "Failed object-store calls"),
     metric(OBJECT_STORE_DIVERGED_MEMBERS, Kind::Gauge, &[], "Other members whose object store the last probe exchange found not shared with this member's"),
+    metric(STATE_CORRUPT, Kind::Gauge, &[], "1 while a state check has this member's state marked corrupt (it refuses reads)"),
+    metric(STATE_HASH_MISMATCH, Kind::Gauge, &["member"], "1 when the member's state hash differed from the majority's (or from another's, with no majority) in the leader's last state check"),
+    metric(STATE_CHECKS, Kind::Counter, &["outcome"], "State checks the leader ran, by outcome (agreed, mismatch, undecided)"),
+    metric(STATE_HASH_SECONDS, Kind::Histogram, &[], "Seconds one hash of this member's whole state took"),
     metric(SCRAPE_STATE_SECONDS, Kind::Gauge, &[], "Seconds the last scrape spent reading the replicated state"),
     metric(SCRAPE_WORKFLOWS_SKIPPED, Kind::Gauge, &[], "Unfinished workflows left out of gantry_tasks in the last scrape (over the scan bound)"),
 ];

@@ -1,6 +1,6 @@
 //! Raft gauges from openraft's metrics watch: term, last log and applied
-//! indexes, leadership, leader changes and (on the leader) how far each
-//! member lags.
+//! indexes, leadership, leader changes, (on the leader) how far each
+//! member lags, and whether this member's state is marked corrupt.
 //!
 //! Invariants: reads openraft's own metrics, so `raft/` needs no recording
 //! calls for these; a leader change is counted once per change of the known
@@ -9,7 +9,7 @@
 
 use super::{
     RAFT_APPLIED_INDEX, RAFT_FOLLOWER_LAG_ENTRIES, RAFT_HAS_LEADER, RAFT_IS_LEADER,
-    RAFT_LAST_LOG_INDEX, RAFT_LEADER_CHANGES, RAFT_TERM,
+    RAFT_LAST_LOG_INDEX, RAFT_LEADER_CHANGES, RAFT_TERM, STATE_CORRUPT,
 };
 use gantry_raft::node::Metrics;
 use gantry_raft::{NodeId, RaftNode};
@@ -44,6 +44,13 @@ struct Tracker {
 impl Tracker {
     fn update(&mut self, node: &RaftNode, metrics: &Metrics) {
         metrics::gauge!(RAFT_TERM).set(metrics.current_term as f64);
+        // Also set when the mark changes; here so it shows from the start
+        // (the mark is read before the recorder is installed).
+        metrics::gauge!(STATE_CORRUPT).set(if node.state_corrupt().is_some() {
+            1.0
+        } else {
+            0.0
+        });
         metrics::gauge!(RAFT_LAST_LOG_INDEX).set(metrics.last_log_index.unwrap_or(0) as f64);
         metrics::gauge!(RAFT_APPLIED_INDEX)
             .set(metrics.last_applied.map_or(0, |log_id| log_id.index) as f64);

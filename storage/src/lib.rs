@@ -35,7 +35,9 @@ mod lifecycle;
 mod row;
 mod schema;
 pub mod snapshot;
+pub mod state_hash;
 pub mod store;
 mod tables;
 
+pub use state_hash::StateHash;
 pub use store::{ListFilter, ReadView, Store};

@@ -19,6 +19,13 @@ pub(crate) trait RegisteredTable {
     fn table_name(&self) -> &str;
     fn create(&self, txn: &WriteTransaction) -> Result<(), StorageError>;
     fn export(&self, txn: &ReadTransaction) -> Result<RawRows, StorageError>;
+    /// Hands every row's key and value bytes to `visit`, in key order,
+    /// without holding the table in memory; returns how many rows it saw.
+    fn visit_rows(
+        &self,
+        txn: &ReadTransaction,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<u64, StorageError>;
     /// Empties the table, then inserts `rows` (bytes from [`Self::export`]).
     fn replace(
         &self,
@@ -51,6 +58,24 @@ impl<K: Key + 'static, V: Value + 'static> RegisteredTable for TableDefinition<'
                 K::as_bytes(&key.value()).as_ref().to_vec(),
                 V::as_bytes(&value.value()).as_ref().to_vec(),
             ));
+        }
+        Ok(rows)
+    }
+
+    fn visit_rows(
+        &self,
+        txn: &ReadTransaction,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<u64, StorageError> {
+        let table = txn.open_table(*self)?;
+        let mut rows = 0;
+        for row in table.iter()? {
+            let (key, value) = row?;
+            visit(
+                K::as_bytes(&key.value()).as_ref(),
+                V::as_bytes(&value.value()).as_ref(),
+            );
+            rows += 1;
         }
         Ok(rows)
     }

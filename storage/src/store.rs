@@ -175,6 +175,11 @@ impl ReadView {
         note_corruption(&self.corruption, unseal(table, key, sealed))
     }
 
+    /// The read transaction behind this view.
+    pub(crate) fn transaction(&self) -> &ReadTransaction {
+        &self.txn
+    }
+
     /// The state's clock: the latest command time applied (0 before any).
     pub fn clock(&self) -> Result<Millis, StorageError> {
         let table = self.txn.open_table(tables::COUNTERS)?;

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cluster;
 pub mod failover_trial;
 
 use serde_json::Value;

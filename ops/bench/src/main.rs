@@ -19,6 +19,7 @@
 
 mod operator;
 mod startup;
+mod state_hash;
 mod training_log;
 
 use anyhow::Context;
@@ -91,6 +92,19 @@ pub enum BenchCommand {
         /// the write path)
         #[arg(long)]
         killed_id: Option<u64>,
+    },
+    /// Time to hash a member's whole state (as each state check does), and
+    /// apply latency with and without a hash running
+    StateHash {
+        /// Workflows in the state
+        #[arg(long, default_value_t = 100_000)]
+        workflows: usize,
+        /// Bytes of each workflow's spec (stored twice: template and rendered)
+        #[arg(long, default_value_t = 1_000)]
+        spec_bytes: usize,
+        /// Directory for the state file (removed afterwards)
+        #[arg(long, default_value = "target/bench-state-hash")]
+        dir: PathBuf,
     },
     /// Cold start of `gantry server --bootstrap` on new data directories to
     /// /health answering, then the idle RSS of the last one
@@ -186,6 +200,13 @@ async fn run(command: BenchCommand) -> anyhow::Result<()> {
             idle_secs,
             binary,
         } => startup::run(runs, idle_secs, binary).await,
+        BenchCommand::StateHash {
+            workflows,
+            spec_bytes,
+            dir,
+        } => tokio::task::spawn_blocking(move || state_hash::run(workflows, spec_bytes, &dir))
+            .await
+            .context("the state-hash benchmark")?,
         BenchCommand::Submit {
             target,
             load,

@@ -111,8 +111,12 @@ impl RaftNode {
     /// A linearizable read on any member: gets the read index (from the
     /// leader when this member follows), waits for this replica to apply up
     /// to it (at most [`READ_CATCH_UP_MAX`]), then opens a read view. Waits
-    /// out an election like [`RaftNode::propose`].
+    /// out an election like [`RaftNode::propose`]. Refused (`StateCorrupt`)
+    /// while a state check has this member's state marked corrupt.
     pub async fn read(&self) -> Result<ReadView, RaftError> {
+        if let Some(reason) = self.state_corrupt() {
+            return Err(RaftError::StateCorrupt(reason));
+        }
         let read_log_id = self
             .at_leader(
                 Effect::None,

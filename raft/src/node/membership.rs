@@ -51,6 +51,9 @@ pub struct MemberInfo {
     /// itself). A member that is not is down or cut off, whatever its role
     /// in the membership.
     pub reachable: Option<bool>,
+    /// What the last state check found about the member: known while this
+    /// node leads and has run one; a follower knows only its own mark.
+    pub state_check: Option<super::StateCheck>,
 }
 
 /// Whose view a member list is ([`RaftNode::leader_members`]).
@@ -272,6 +275,17 @@ impl RaftNode {
                     let reachable = since.is_some_and(|since| since <= heard_within);
                     (matched, contact, Some(reachable))
                 };
+                let state_check = if leading {
+                    self.state_check_of(id)
+                } else if id == self.id {
+                    self.state_corrupt().map(|reason| super::StateCheck {
+                        state: super::CheckState::Corrupt,
+                        index: None,
+                        detail: reason,
+                    })
+                } else {
+                    None
+                };
                 MemberInfo {
                     id,
                     node: node.clone(),
@@ -280,6 +294,7 @@ impl RaftNode {
                     matched,
                     last_contact_ms,
                     reachable,
+                    state_check,
                 }
             })
             .collect()

@@ -2,20 +2,25 @@
 //! instance, opened from a data directory; bootstrap, accessors and
 //! shutdown. What a member serves lives beside this file: `forward`
 //! (proposals and linearizable reads from any member, forwarded to the
-//! leader) and `membership` (`members`, voter changes); `config` holds its
-//! settings.
+//! leader), `membership` (`members`, voter changes), `state_check` (the
+//! leader's comparison of state hashes) and `integrity` (this member's
+//! verdict); `config` holds its settings.
 //!
 //! Invariants: the data directory holds `raft-log.redb` (log, vote),
 //! `state.redb` (tables and applied position) and `snapshot.bin` (the
 //! latest snapshot, a [`crate::snapshot_file`]); reads through
 //! [`RaftNode::read`] are linearizable on every member, reads through
 //! [`RaftNode::read_local`] see this replica's applied state; forwarding
-//! never applies a command twice (see `forward`).
+//! never applies a command twice (see `forward`); a member whose state a
+//! state check found corrupt refuses [`RaftNode::read`] (`state_check`,
+//! `integrity`).
 
 mod clock;
 mod config;
 mod forward;
+mod integrity;
 mod membership;
+mod state_check;
 
 pub use clock::{lower_median, wall_clock_ms, CLOCK_PROBE_TIMEOUT};
 pub use config::{
@@ -24,8 +29,13 @@ pub use config::{
     SNAPSHOT_CHUNK_TIMEOUT, SNAPSHOT_EVERY_LOGS_DEFAULT,
 };
 pub use forward::{ELECTION_WAIT_MAX, FORWARD_ATTEMPTS_MAX, PROPOSE_WAIT_MAX, READ_CATCH_UP_MAX};
+pub use integrity::{StateVerdict, CORRUPT_MARK_FILE};
 pub use membership::{MemberInfo, MemberRole, MembersView, LEARNER_CATCH_UP_MAX};
+pub use state_check::{
+    judge, CheckRound, CheckState, Digest, StateCheck, STATE_HASH_APPLY_WAIT, STATE_HASH_TIMEOUT,
+};
 
+use crate::checkpoints::Checkpoints;
 use crate::error::RaftError;
 use crate::log_store::LogStore;
 use crate::network::NoPeerTransport;
@@ -48,6 +58,14 @@ pub struct RaftNode {
     store: Arc<Store>,
     proposer: Proposer,
     transport: Option<PeerTransport>,
+    /// Read views at the last checkpoints (see [`crate::checkpoints`]).
+    checkpoints: Checkpoints,
+    /// Whether a state check found this member's state corrupt.
+    integrity: integrity::Integrity,
+    /// One state hash at a time on this member.
+    hashing: Arc<tokio::sync::Mutex<()>>,
+    /// The results of the last state check this node ran as leader.
+    state_checks: Arc<std::sync::Mutex<BTreeMap<NodeId, StateCheck>>>,
 }
 
 pub type Metrics = RaftMetrics<NodeId, GantryNode>;
@@ -83,7 +101,13 @@ impl RaftNode {
         let log_store = LogStore::open(&log_path)?;
         let store = Arc::new(Store::open(&state_path)?);
         let log_activity = log_store.activity();
-        let state_machine = StateMachine::new(store.clone(), config.data_dir.join("snapshot.bin"));
+        let checkpoints = Checkpoints::default();
+        let integrity = integrity::Integrity::open(&config.data_dir)?;
+        let state_machine = StateMachine::new(
+            store.clone(),
+            config.data_dir.join("snapshot.bin"),
+            checkpoints.clone(),
+        );
         let raft = match &transport {
             Some(transport) => {
                 Raft::new(
@@ -125,6 +149,10 @@ impl RaftNode {
             store,
             proposer,
             transport,
+            checkpoints,
+            integrity,
+            hashing: Arc::new(tokio::sync::Mutex::new(())),
+            state_checks: Arc::default(),
         })
     }
 

@@ -322,6 +322,39 @@ impl PeerTransport {
         .map_err(|e| e.into_gantry(peer))
     }
 
+    /// The hash of `peer`'s state at checkpoint `index` (it waits to apply
+    /// that far first).
+    pub async fn state_hash(
+        &self,
+        peer: &str,
+        index: u64,
+    ) -> Result<super::StateHashReply, GantryError> {
+        self.call::<_, super::StateHashReply>(
+            peer,
+            super::STATE_HASH_PATH,
+            &index,
+            crate::node::STATE_HASH_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.into_gantry(peer))
+    }
+
+    /// Hands `peer` the leader's verdict on its state.
+    pub async fn state_verdict(
+        &self,
+        peer: &str,
+        verdict: &crate::node::StateVerdict,
+    ) -> Result<super::StateVerdictReply, GantryError> {
+        self.call::<_, super::StateVerdictReply>(
+            peer,
+            super::STATE_VERDICT_PATH,
+            verdict,
+            super::MEMBERS_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.into_gantry(peer))
+    }
+
     /// Asks `peer`, as leader, for a linearizable read index.
     pub async fn read_index(
         &self,

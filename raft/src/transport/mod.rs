@@ -4,7 +4,8 @@
 //! (`/raft/append`, `/raft/vote`, `/raft/snapshot`) and the Gantry calls
 //! that let any member serve any client call (`/gantry/propose`,
 //! `/gantry/read-index`, `/gantry/membership`, `/gantry/members`,
-//! `/gantry/clock`), and the object-store probe exchange
+//! `/gantry/clock`) or check the others' state (`/gantry/state-hash`,
+//! `/gantry/state-verdict`), and the object-store probe exchange
 //! (`/gantry/store-probe`, answered by the binary, which owns the store:
 //! [`server::store_probe_router`]). Every body is bincode (the serde API of bincode 2,
 //! standard config); every handled call answers `200` with a bincode
@@ -59,6 +60,10 @@ pub const MEMBERSHIP_PATH: &str = "/gantry/membership";
 pub const MEMBERS_PATH: &str = "/gantry/members";
 /// A member's wall clock (Unix ms), for the voters' median time.
 pub const CLOCK_PATH: &str = "/gantry/clock";
+/// The hash of a member's state at a checkpoint index (the leader asks).
+pub const STATE_HASH_PATH: &str = "/gantry/state-hash";
+/// The leader's verdict on a member's state after a state check.
+pub const STATE_VERDICT_PATH: &str = "/gantry/state-verdict";
 
 /// One object-store probe exchange: the caller names its probe, the callee
 /// reads it from its own store and answers with its own probe.
@@ -177,5 +182,10 @@ impl From<crate::RaftError> for ForwardError {
 pub type ReadIndexReply = Result<Option<LogId>, ForwardError>;
 /// Answer of `/gantry/members`: the leader's view of every member.
 pub type MembersReply = Result<Vec<crate::node::MemberInfo>, ForwardError>;
+/// Answer of `/gantry/state-hash`: the SHA-256 of the member's state at the
+/// index asked, or why it has none.
+pub type StateHashReply = Result<crate::node::Digest, ForwardError>;
+/// Answer of `/gantry/state-verdict`.
+pub type StateVerdictReply = Result<(), ForwardError>;
 /// Answer of `/gantry/propose`.
 pub type ProposeReply = Result<gantry_storage::Outcome, ForwardError>;

@@ -12,10 +12,10 @@ use super::{
     ForwardError, MembersReply, MembershipChange, MembershipReply, ProposeReply, ReadIndexReply,
     API_CONNECTIONS_MAX, APPEND_PATH, CLOCK_PATH, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
     MEMBERSHIP_PATH, MEMBERS_PATH, PEER_CONNECTIONS_MAX, PEER_STREAMS_MAX, PROPOSE_PATH,
-    READ_INDEX_PATH, REQUEST_BODY_MAX, SHUTDOWN_GRACE, SNAPSHOT_PATH, STORE_PROBE_PATH,
-    TLS_HANDSHAKE_TIMEOUT, VOTE_PATH,
+    READ_INDEX_PATH, REQUEST_BODY_MAX, SHUTDOWN_GRACE, SNAPSHOT_PATH, STATE_HASH_PATH,
+    STATE_VERDICT_PATH, STORE_PROBE_PATH, TLS_HANDSHAKE_TIMEOUT, VOTE_PATH,
 };
-use super::{StoreProbe, StoreProbeAnswer};
+use super::{StateHashReply, StateVerdictReply, StoreProbe, StoreProbeAnswer};
 use crate::node::RaftNode;
 use crate::types::{decode, encode, NodeId, TypeConfig};
 use axum::extract::{DefaultBodyLimit, State};
@@ -58,6 +58,8 @@ pub fn peer_router(node: RaftNode) -> Router {
         .route(MEMBERSHIP_PATH, post(membership))
         .route(MEMBERS_PATH, post(members))
         .route(CLOCK_PATH, post(clock))
+        .route(STATE_HASH_PATH, post(state_hash))
+        .route(STATE_VERDICT_PATH, post(state_verdict))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_MAX))
         .with_state(node)
 }
@@ -156,6 +158,24 @@ where
 
 async fn clock() -> Response {
     reply(&crate::node::wall_clock_ms())
+}
+
+async fn state_hash(State(node): State<RaftNode>, body: Bytes) -> Response {
+    let index: u64 = match request(&body) {
+        Ok(index) => index,
+        Err(response) => return *response,
+    };
+    let result: StateHashReply = node.state_hash_at(index).await.map_err(ForwardError::from);
+    reply(&result)
+}
+
+async fn state_verdict(State(node): State<RaftNode>, body: Bytes) -> Response {
+    let verdict: crate::node::StateVerdict = match request(&body) {
+        Ok(verdict) => verdict,
+        Err(response) => return *response,
+    };
+    let result: StateVerdictReply = node.take_verdict(&verdict).map_err(ForwardError::from);
+    reply(&result)
 }
 
 async fn read_index(State(node): State<RaftNode>) -> Response {
