@@ -80,11 +80,7 @@ pub async fn rebuild_member(
             "the snapshot holds no applied position".into(),
         ));
     };
-    let store = Store::open(&state_path)?;
-    let applied: AppliedMeta = match store.raft_meta()? {
-        Some(bytes) => decode(&bytes).map_err(RaftError::Raft)?,
-        None => AppliedMeta::default(),
-    };
+    let (store, applied) = open_state(&state_path)?;
     let mut log = LogStore::open(&log_path)?;
     let committed = log.read_committed().await.map_err(raft_error)?;
     for (what, position) in [
@@ -115,6 +111,36 @@ pub async fn rebuild_member(
         was_applied: applied.last_applied.map(|id| id.index),
         dropped_later_entries,
     })
+}
+
+/// The member's state and the position it was applied to. A state file
+/// that fails its page checks on open (or whose Raft row is corrupt) is
+/// moved aside to `state.redb.corrupt` and a new, empty one takes its
+/// place: the snapshot replaces every table anyway, and the log's commit
+/// position still guards against a snapshot that is behind.
+fn open_state(state_path: &Path) -> Result<(Store, AppliedMeta), RaftError> {
+    let opened = Store::open(state_path).and_then(|store| {
+        let meta = store.raft_meta()?;
+        Ok((store, meta))
+    });
+    let (store, meta) = match opened {
+        Ok(opened) => opened,
+        Err(
+            error @ (gantry_storage::StorageError::CorruptFile { .. }
+            | gantry_storage::StorageError::Corrupt { .. }),
+        ) => {
+            let aside = state_path.with_extension("redb.corrupt");
+            tracing::warn!(%error, aside = %aside.display(), "the member's state is corrupt: moved aside, rebuilt whole");
+            std::fs::rename(state_path, &aside)?;
+            (Store::open(state_path)?, None)
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let applied = match meta {
+        Some(bytes) => decode(&bytes).map_err(RaftError::Raft)?,
+        None => AppliedMeta::default(),
+    };
+    Ok((store, applied))
 }
 
 /// Purges the log up to `at`; drops the entries after it too unless the
@@ -234,6 +260,33 @@ mod tests {
             decode(&store.raft_meta().expect("meta").expect("some")).expect("decode");
         assert_eq!(meta.last_applied, Some(log_id(1, 5)));
         assert!(dir.path().join("raft").join("snapshot.bin").exists());
+    }
+
+    #[tokio::test]
+    async fn a_state_file_that_fails_its_checks_is_moved_aside_and_rebuilt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        member(dir.path(), 3).await;
+        let state = dir.path().join("raft").join("state.redb");
+        // Zero the file's second page: the open's page checks fail.
+        let mut bytes = std::fs::read(&state).expect("read");
+        let end = bytes.len().min(8192);
+        bytes[4096.min(end)..end].fill(0);
+        std::fs::write(&state, &bytes).expect("damage");
+        assert!(Store::open(&state).is_err(), "the damage is seen");
+        let rebuilt = rebuild_member(
+            &dir.path().join("raft"),
+            1,
+            &archive(dir.path(), log_id(1, 5)),
+        )
+        .await
+        .expect("rebuild");
+        assert_eq!(rebuilt.index, Some(5));
+        assert_eq!(rebuilt.was_applied, None, "the damaged state said nothing");
+        assert!(state.with_extension("redb.corrupt").exists(), "kept aside");
+        let store = Store::open(&state).expect("the rebuilt state opens");
+        let meta: AppliedMeta =
+            decode(&store.raft_meta().expect("meta").expect("some")).expect("decode");
+        assert_eq!(meta.last_applied, Some(log_id(1, 5)));
     }
 
     #[tokio::test]

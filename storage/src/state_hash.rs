@@ -61,7 +61,11 @@ impl ReadView {
         let raft_meta = txn
             .open_table(tables::META)?
             .get(tables::RAFT_META_KEY)?
-            .map(|value| value.value().to_vec());
+            .map(|value| {
+                crate::row::unseal(&tables::META, &tables::RAFT_META_KEY, value.value())
+                    .map(<[u8]>::to_vec)
+            })
+            .transpose()?;
         let mut hasher = Sha256::new();
         hasher.update(HASH_DOMAIN);
         let mut rows = 0;
