@@ -9,6 +9,10 @@ pub enum StorageError {
     Encode(String),
     #[error("decode: {0}")]
     Decode(String),
+    /// A tally disagrees with the rows it counts: a bug, never a user's
+    /// doing; applying stops rather than aggregate from wrong counts.
+    #[error("tally: {0}")]
+    Tally(String),
     #[error("snapshot: {0}")]
     Snapshot(String),
     #[error("io: {0}")]

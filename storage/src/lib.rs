@@ -30,11 +30,13 @@ pub use config::{
 pub use error::StorageError;
 pub use record::*;
 pub use status::{Priority, TaskStatus, WorkflowStatus};
+mod aggregate;
 mod apply;
 mod lifecycle;
 mod schema;
 pub mod snapshot;
 pub mod store;
 mod tables;
+mod tally;
 
 pub use store::{ListFilter, ReadView, Store};

@@ -39,6 +39,8 @@ impl Store {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
         tables::create_all(&txn)?;
+        // A state written before the tallies existed has them counted now.
+        crate::tally::rebuild_if_stale(&txn)?;
         txn.commit()?;
         Ok(Store { db })
     }

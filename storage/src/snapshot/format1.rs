@@ -138,6 +138,8 @@ pub(super) fn install(store: &Store, body: &[u8], raft_meta: &[u8]) -> Result<()
             table.insert((a.as_str(), b.as_str(), c.as_str()), ())?;
         }
     }
+    // Format 1 predates the tallies: they are counted from the rows.
+    crate::tally::rebuild_if_stale(&txn)?;
     txn.commit()?;
     Ok(())
 }
