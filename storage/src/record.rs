@@ -39,7 +39,7 @@ pub struct WorkflowRecord {
     pub groups: Vec<String>,
 }
 
-/// What the lifecycle needs of a workflow to act on its groups: the parts
+/// What the lifecycle (and a group's launch) needs of a workflow: the parts
 /// of [`WorkflowRecord`] fixed at submit, without its specs and group list,
 /// so a task report reads a few bytes rather than the whole workflow.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +48,8 @@ pub struct WorkflowCore {
     pub uuid: String,
     pub pool: String,
     pub backend: String,
+    pub user: String,
+    pub priority: Priority,
     pub exec_timeout_seconds: Option<u64>,
     pub queue_timeout_seconds: Option<u64>,
 }
@@ -59,6 +61,8 @@ impl WorkflowRecord {
             uuid: self.uuid.clone(),
             pool: self.pool.clone(),
             backend: self.backend.clone(),
+            user: self.user.clone(),
+            priority: self.priority,
             exec_timeout_seconds: self.exec_timeout_seconds,
             queue_timeout_seconds: self.queue_timeout_seconds,
         }

@@ -124,6 +124,15 @@ impl ReadView {
         row.map(|v| decode(v.value())).transpose()
     }
 
+    /// A workflow's [`crate::WorkflowCore`]: a few bytes, where its row
+    /// holds its specs and every group's name.
+    pub fn workflow_core(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::record::WorkflowCore>, StorageError> {
+        crate::tally::workflow_core(&self.txn, id)
+    }
+
     pub fn groups(&self, workflow: &WorkflowRecord) -> Result<Vec<GroupRecord>, StorageError> {
         let table = self.txn.open_table(tables::GROUPS)?;
         let mut groups = Vec::with_capacity(workflow.groups.len());

@@ -267,6 +267,17 @@ impl Tables<'_> {
     }
 }
 
+/// A workflow's core from its tally, in a read transaction.
+pub(crate) fn workflow_core(
+    txn: &redb::ReadTransaction,
+    workflow_id: &str,
+) -> Result<Option<WorkflowCore>, StorageError> {
+    let table = txn.open_table(WORKFLOW_TALLIES)?;
+    let row = table.get(workflow_id)?;
+    row.map(|v| decode::<WorkflowTally>(v.value()).map(|tally| tally.core))
+        .transpose()
+}
+
 /// Every tally as the rows say it should be.
 #[derive(Debug, Default, PartialEq)]
 struct Recounted {
