@@ -17,8 +17,8 @@
 # Usage: ops/bench/operator.sh [WORKFLOWS [TASKS [GROUPS]]]
 #        ops/bench/operator.sh shapes [SIZE...]
 # Env: GANTRY_BENCH_PORT (first of 20 ports, default 18600), GANTRY_BENCH_KEEP=1,
-#      GANTRY_BIN=PATH uses that binary instead of building one,
-#      GOAL_SECONDS, LIMIT_SECONDS.
+#      GANTRY_BIN=PATH and GANTRY_BENCH_BIN=PATH use those binaries
+#      instead of building them, GOAL_SECONDS, LIMIT_SECONDS.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 sizes=()

@@ -15,11 +15,13 @@
 //! a group's row only when its status changes, a workflow's only when its
 //! status changes.
 
+use crate::aggregate;
 use crate::config::{ConfigData, ConfigRevision, ConfigType, WorkflowConfig};
 use crate::error::StorageError;
 use crate::plan::TaskPlan;
-use crate::aggregate;
-use crate::record::{GroupRecord, JobKind, Millis, TaskRecord, TimerKind, WorkflowArchive, WorkflowCore};
+use crate::record::{
+    GroupRecord, JobKind, Millis, TaskRecord, TimerKind, WorkflowArchive, WorkflowCore,
+};
 use crate::status::{TaskStatus, WorkflowStatus};
 use crate::tables::Tables;
 use crate::tally::GroupTally;
@@ -395,14 +397,15 @@ pub(crate) fn settle_group(
         group.end_time = Some(now);
         if status.is_failure() {
             let (_, tasks) = group_with_tasks(tables, workflow, group_name, &mut ordered)?;
-            group.failure_message = tasks
-                .iter()
-                .find(|task| task.status == status)
-                .and_then(|task| {
-                    task.failure_message
-                        .clone()
-                        .map(|message| format!("task '{}': {message}", task.name))
-                });
+            group.failure_message =
+                tasks
+                    .iter()
+                    .find(|task| task.status == status)
+                    .and_then(|task| {
+                        task.failure_message
+                            .clone()
+                            .map(|message| format!("task '{}': {message}", task.name))
+                    });
         }
         if group.dispatched {
             tables.set_active(&workflow.backend, &workflow.id, &group.name, false)?;
@@ -450,8 +453,8 @@ fn group_with_tasks<'a>(
 /// finished lead ends its siblings; with `ignoreNonleadStatus: false` a
 /// failed task ends them too.
 fn siblings_to_stop(tally: &GroupTally) -> bool {
-    let decided = tally.leads.finished() > 0
-        || (!tally.ignore_nonlead_status && tally.tasks.failures() > 0);
+    let decided =
+        tally.leads.finished() > 0 || (!tally.ignore_nonlead_status && tally.tasks.failures() > 0);
     decided && tally.tasks.unfinished() > 0
 }
 

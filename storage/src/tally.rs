@@ -253,12 +253,15 @@ impl Tables<'_> {
         self.put_workflow_tally(&workflow)
     }
 
-    /// Records `workflow`'s status in its tally (creating it at submit).
+    /// Records `workflow`'s status and core in its tally (creating it at
+    /// submit); workflow writes are few, so the core is compared each time.
     pub(crate) fn count_workflow(&self, workflow: &WorkflowRecord) -> Result<(), StorageError> {
+        let core = workflow.core();
         let tally = match self.workflow_tally(&workflow.id)? {
-            Some(tally) if tally.status == workflow.status => return Ok(()),
+            Some(tally) if tally.status == workflow.status && tally.core == core => return Ok(()),
             Some(tally) => WorkflowTally {
                 status: workflow.status,
+                core,
                 ..tally
             },
             None => WorkflowTally::empty(workflow),

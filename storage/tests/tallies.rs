@@ -117,13 +117,29 @@ fn setup() -> Vec<Command> {
 /// One step of a run, resolved against the state when it is applied.
 #[derive(Clone, Debug)]
 enum Step {
-    Submit { shape: u8, ignore: bool, timeouts: bool },
-    Report { pick: usize, outcome: u8 },
-    FireTimer { pick: usize },
-    CompleteJob { pick: usize },
-    Cancel { pick: usize, force: bool },
+    Submit {
+        shape: u8,
+        ignore: bool,
+        timeouts: bool,
+    },
+    Report {
+        pick: usize,
+        outcome: u8,
+    },
+    FireTimer {
+        pick: usize,
+    },
+    CompleteJob {
+        pick: usize,
+    },
+    Cancel {
+        pick: usize,
+        force: bool,
+    },
     /// An operator restart that still runs the tasks `keep` selects.
-    Hello { keep: u8 },
+    Hello {
+        keep: u8,
+    },
     /// A heartbeat whose lost timer fails the backend's groups when it fires.
     Heartbeat,
 }
@@ -372,7 +388,10 @@ fn an_image_from_before_the_tallies_installs_with_them_counted_from_its_rows() {
 
     let (_other_dir, other) = open();
     other.install_snapshot(&old, b"n").expect("install");
-    assert_eq!(other.tally_mismatches().expect("recount"), Vec::<String>::new());
+    assert_eq!(
+        other.tally_mismatches().expect("recount"),
+        Vec::<String>::new()
+    );
     assert_eq!(
         other.export_snapshot().expect("export"),
         image,
@@ -395,7 +414,10 @@ fn an_image_from_before_the_tallies_installs_with_them_counted_from_its_rows() {
             },
         },
     );
-    assert_eq!(other.tally_mismatches().expect("recount"), Vec::<String>::new());
+    assert_eq!(
+        other.tally_mismatches().expect("recount"),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -420,6 +442,9 @@ fn a_state_file_from_before_the_tallies_has_them_counted_when_opened() {
         txn.commit().expect("commit");
     }
     let reopened = Store::open(&path).expect("open");
-    assert_eq!(reopened.tally_mismatches().expect("recount"), Vec::<String>::new());
+    assert_eq!(
+        reopened.tally_mismatches().expect("recount"),
+        Vec::<String>::new()
+    );
     assert_eq!(reopened.export_snapshot().expect("export"), image);
 }

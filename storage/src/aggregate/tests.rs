@@ -27,7 +27,10 @@ fn workflow_aggregation_follows_osmo_precedence() {
             &[FailedExecTimeout, FailedCanceled],
             WorkflowStatus::FailedCanceled,
         ),
-        (&[FailedImagePull, FailedImagePull], WorkflowStatus::FailedImagePull),
+        (
+            &[FailedImagePull, FailedImagePull],
+            WorkflowStatus::FailedImagePull,
+        ),
         (&[], WorkflowStatus::Completed),
     ];
     for (groups, expected) in cases {
@@ -36,7 +39,10 @@ fn workflow_aggregation_follows_osmo_precedence() {
 }
 
 /// A group of `statuses` (the first task leads) and its tally.
-fn group_of(statuses: &[TaskStatus], ignore_nonlead_status: bool) -> (GroupRecord, Vec<TaskRecord>, GroupTally) {
+fn group_of(
+    statuses: &[TaskStatus],
+    ignore_nonlead_status: bool,
+) -> (GroupRecord, Vec<TaskRecord>, GroupTally) {
     let tasks: Vec<TaskRecord> = statuses
         .iter()
         .enumerate()
@@ -87,7 +93,11 @@ fn mixed_failures_are_decided_in_spec_order() {
     assert_eq!(group_status(&tally), None);
     assert_eq!(group_status_in_order(&group, &tasks), Failed);
     let (_, _, tally) = group_of(&[Completed, FailedImagePull, Completed], true);
-    assert_eq!(group_status(&tally), Some(Completed), "only the lead counts");
+    assert_eq!(
+        group_status(&tally),
+        Some(Completed),
+        "only the lead counts"
+    );
 }
 
 fn any_status() -> impl Strategy<Value = TaskStatus> {
