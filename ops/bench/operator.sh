@@ -31,6 +31,11 @@ else
     tasks=${2:-25}
     groups=${3:-1}
 fi
+# The servers take workflows of as many tasks as the largest run has.
+max_tasks=100
+for size in "${sizes[@]}" $((${tasks:-0} * ${groups:-0})); do
+    ((size <= max_tasks)) || max_tasks=$size
+done
 goal=${GOAL_SECONDS:-10}
 limit=${LIMIT_SECONDS:-600}
 base=${GANTRY_BENCH_PORT:-18600}
@@ -51,7 +56,7 @@ start_gantry() { # I [--bootstrap | --join PEER]
     GANTRY_LOG=warn $gantry server --data-dir "$tmp/gantry$i" \
         --listen "127.0.0.1:$((base + i))" --peer-listen "127.0.0.1:$((base + 10 + i))" \
         --tls-ca "$pki/ca.pem" --tls-cert "$pki/node$i.pem" --tls-key "$pki/node$i-key.pem" \
-        "$@" >>"$tmp/gantry$i.log" 2>&1 &
+        --max-tasks "$max_tasks" "$@" >>"$tmp/gantry$i.log" 2>&1 &
     pids+=($!)
     wait_for "gantry node $i" curl -fsS --cacert "$GANTRY_CA" "https://127.0.0.1:$((base + i))/health"
 }
