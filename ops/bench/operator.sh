@@ -94,9 +94,9 @@ for size in "${sizes[@]}"; do
         read -r groups tasks <<<"$shape"
         label="$groups group(s) x $tasks task(s)"
         echo "== shape: one workflow of $label"
-        if output=$(run_bench 1 "$groups" "$tasks" | tee /dev/stderr); then
-            seconds=$(sed -n 's/^completion_seconds=//p' <<<"$output")
-            completed=$(grep -c '^workflows COMPLETED: 1/1$' <<<"$output" || true)
+        if run_bench 1 "$groups" "$tasks" | tee "$tmp/run.out"; then
+            seconds=$(sed -n 's/^completion_seconds=//p' "$tmp/run.out")
+            completed=$(grep -c '^workflows COMPLETED: 1/1$' "$tmp/run.out" || true)
         else
             seconds="" completed=0
         fi
