@@ -4,15 +4,17 @@
 # every process started into `pids`, and polling.
 #
 # Env: GANTRY_BIN=PATH uses that gantry binary instead of building one;
-#      GANTRY_BENCH_KEEP=1 keeps the scratch directory.
+#      GANTRY_BENCH_BIN=PATH likewise for gantry-bench (with both set,
+#      nothing is built: e.g. binaries of an earlier commit, for a before
+#      and after); GANTRY_BENCH_KEEP=1 keeps the scratch directory.
 
-bench=${CARGO_TARGET_DIR:-./target}/release/gantry-bench
-if [[ -n ${GANTRY_BIN:-} ]]; then
-    gantry=$GANTRY_BIN
-    cargo build --release --quiet -p gantry-bench
-else
-    gantry=${CARGO_TARGET_DIR:-./target}/release/gantry
-    cargo build --release --quiet -p gantry -p gantry-bench
+gantry=${GANTRY_BIN:-${CARGO_TARGET_DIR:-./target}/release/gantry}
+bench=${GANTRY_BENCH_BIN:-${CARGO_TARGET_DIR:-./target}/release/gantry-bench}
+to_build=()
+[[ -n ${GANTRY_BIN:-} ]] || to_build+=(-p gantry)
+[[ -n ${GANTRY_BENCH_BIN:-} ]] || to_build+=(-p gantry-bench)
+if [[ ${#to_build[@]} -gt 0 ]]; then
+    cargo build --release --quiet "${to_build[@]}"
 fi
 
 tmp=$(mktemp -d)

@@ -23,6 +23,10 @@ pub enum StorageError {
          from a healthy one (see the operations guide: rebuilding a member)"
     )]
     CorruptFile { path: String, reason: String },
+    /// A tally disagrees with the rows it counts: a bug, never a user's
+    /// doing; applying stops rather than aggregate from wrong counts.
+    #[error("tally: {0}")]
+    Tally(String),
     #[error("snapshot: {0}")]
     Snapshot(String),
     #[error("io: {0}")]

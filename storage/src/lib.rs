@@ -30,6 +30,7 @@ pub use config::{
 pub use error::StorageError;
 pub use record::*;
 pub use status::{Priority, TaskStatus, WorkflowStatus};
+mod aggregate;
 mod apply;
 mod lifecycle;
 mod row;
@@ -38,6 +39,7 @@ pub mod snapshot;
 pub mod state_hash;
 pub mod store;
 mod tables;
+mod tally;
 
 pub use state_hash::StateHash;
 pub use store::{ListFilter, ReadView, Store};

@@ -6,15 +6,25 @@
 //! Invariants: a group is in `active_groups` exactly while it is dispatched
 //! and unfinished; every group that reaches a finished status has all its
 //! tasks finished; workflow status is always the aggregation of its groups.
+//!
+//! Cost: settling after a task report reads the group's and workflow's
+//! tallies, not their tasks or groups. A group's tasks are read only when
+//! the group ends — its siblings stopped by lead semantics, or a failure
+//! whose spec order decides its status and message — which happens once
+//! per group run, so the reads stay bounded by the writes they come with;
+//! a group's row only when its status changes, a workflow's only when its
+//! status changes.
 
+use crate::aggregate;
 use crate::config::{ConfigData, ConfigRevision, ConfigType, WorkflowConfig};
 use crate::error::StorageError;
 use crate::plan::TaskPlan;
 use crate::record::{
-    GroupRecord, JobKind, Millis, TaskRecord, TimerKind, WorkflowArchive, WorkflowRecord,
+    GroupRecord, JobKind, Millis, TaskRecord, TimerKind, WorkflowArchive, WorkflowCore,
 };
 use crate::status::{TaskStatus, WorkflowStatus};
 use crate::tables::Tables;
+use crate::tally::GroupTally;
 use uuid::Uuid;
 
 /// Namespace of every id [`derive_uuid`] makes. Fixed forever: every
@@ -38,7 +48,7 @@ pub(crate) fn derive_uuid(parts: &[&str]) -> String {
 /// Moves a waiting group to PROCESSING and queues its creation on the backend.
 pub(crate) fn start_group(
     tables: &Tables,
-    workflow: &WorkflowRecord,
+    workflow: &WorkflowCore,
     group_name: &str,
     now: Millis,
 ) -> Result<(), StorageError> {
@@ -61,7 +71,7 @@ pub(crate) fn start_group(
 /// Queues the job that hands a group to its backend's operator.
 fn queue_create(
     tables: &Tables,
-    workflow: &WorkflowRecord,
+    workflow: &WorkflowCore,
     group: &str,
     now: Millis,
 ) -> Result<(), StorageError> {
@@ -158,7 +168,7 @@ pub(crate) fn max_retry_per_task(tables: &Tables) -> Result<u64, StorageError> {
 /// first (a cancel job ahead of the create job).
 pub(crate) fn start_next_runs(
     tables: &Tables,
-    workflow: &WorkflowRecord,
+    workflow: &WorkflowCore,
     mut group: GroupRecord,
     names: &[String],
     reason: &str,
@@ -225,7 +235,7 @@ fn finish_task(task: &mut TaskRecord, status: TaskStatus, message: &str, now: Mi
 /// instead ends every unfinished group itself).
 pub(crate) fn finish_group(
     tables: &Tables,
-    workflow: &WorkflowRecord,
+    workflow: &WorkflowCore,
     group: &mut GroupRecord,
     status: TaskStatus,
     reason: &str,
@@ -252,7 +262,7 @@ pub(crate) fn finish_group(
 /// Stops what may still run of a finished group and drops it from the active set.
 fn close_group(
     tables: &Tables,
-    workflow: &WorkflowRecord,
+    workflow: &WorkflowCore,
     group: &GroupRecord,
     reason: &str,
     now: Millis,
@@ -267,7 +277,7 @@ fn close_group(
 /// Queues the job that stops what runs of a group on its backend.
 fn queue_cancel(
     tables: &Tables,
-    workflow: &WorkflowRecord,
+    workflow: &WorkflowCore,
     group: &str,
     reason: &str,
     now: Millis,
@@ -286,7 +296,7 @@ fn queue_cancel(
 
 fn fail_downstream(
     tables: &Tables,
-    workflow: &WorkflowRecord,
+    workflow: &WorkflowCore,
     failed: &GroupRecord,
     now: Millis,
 ) -> Result<(), StorageError> {
@@ -315,67 +325,42 @@ fn fail_downstream(
     Ok(())
 }
 
-/// Status of a group from its tasks (OSMO `TaskGroup._aggregate_status`).
-fn aggregate_group(group: &GroupRecord, tasks: &[TaskRecord]) -> TaskStatus {
-    if tasks.iter().any(|task| !task.status.is_finished()) {
-        if tasks
-            .iter()
-            .any(|task| task.status == TaskStatus::Running || task.status.is_finished())
-        {
-            return TaskStatus::Running;
-        }
-        return tasks
-            .iter()
-            .map(|task| task.status)
-            .max_by_key(|status| status.phase_rank())
-            .unwrap_or(group.status);
-    }
-    let considered: Vec<TaskStatus> = tasks
-        .iter()
-        .filter(|task| task.lead || !group.ignore_nonlead_status)
-        .map(|task| task.status)
-        .collect();
-    let any = |status: TaskStatus| tasks.iter().any(|task| task.status == status);
-    if any(TaskStatus::FailedUpstream) {
-        return TaskStatus::FailedUpstream;
-    }
-    if any(TaskStatus::FailedServerError) {
-        return TaskStatus::FailedServerError;
-    }
-    if any(TaskStatus::FailedPreempted) {
-        return TaskStatus::FailedPreempted;
-    }
-    if considered.contains(&TaskStatus::FailedEvicted) {
-        return TaskStatus::FailedEvicted;
-    }
-    considered
-        .iter()
-        .copied()
-        .find(|status| status.is_failure())
-        .unwrap_or(TaskStatus::Completed)
-}
-
 /// Recomputes a group after one of its tasks changed, and carries the
 /// consequences: lead semantics, timers, downstream start or failure.
 pub(crate) fn settle_group(
     tables: &Tables,
-    workflow: &WorkflowRecord,
+    workflow: &WorkflowCore,
     group_name: &str,
     now: Millis,
 ) -> Result<(), StorageError> {
+    let Some(mut tally) = tables.group_tally(&workflow.id, group_name)? else {
+        return Ok(());
+    };
+    if tally.status.is_finished() {
+        return Ok(());
+    }
+    if siblings_to_stop(&tally) {
+        stop_siblings(tables, workflow, group_name, now)?;
+        let Some(stopped) = tables.group_tally(&workflow.id, group_name)? else {
+            return Ok(());
+        };
+        tally = stopped;
+    }
+    // Read once, and only when the group ends with a failure.
+    let mut ordered: Option<(GroupRecord, Vec<TaskRecord>)> = None;
+    let status = match aggregate::group_status(&tally) {
+        Some(status) => status,
+        None => {
+            let (group, tasks) = group_with_tasks(tables, workflow, group_name, &mut ordered)?;
+            aggregate::group_status_in_order(group, tasks)
+        }
+    };
+    if status == tally.status {
+        return Ok(());
+    }
     let Some(mut group) = tables.group(&workflow.id, group_name)? else {
         return Ok(());
     };
-    if group.status.is_finished() {
-        return Ok(());
-    }
-    let mut tasks = tables.group_tasks(&group)?;
-    stop_siblings_if_decided(tables, &group, &mut tasks, now)?;
-    let previous = group.status;
-    let status = aggregate_group(&group, &tasks);
-    if status == previous {
-        return Ok(());
-    }
     group.status = status;
     if status.phase_rank() >= TaskStatus::Scheduling.phase_rank()
         && group.scheduling_start_time.is_none()
@@ -411,6 +396,7 @@ pub(crate) fn settle_group(
     if status.is_finished() {
         group.end_time = Some(now);
         if status.is_failure() {
+            let (_, tasks) = group_with_tasks(tables, workflow, group_name, &mut ordered)?;
             group.failure_message =
                 tasks
                     .iter()
@@ -440,14 +426,51 @@ fn seconds_to_millis(seconds: u64) -> Millis {
     Millis::try_from(seconds.saturating_mul(1000)).unwrap_or(Millis::MAX)
 }
 
-/// A finished lead ends its siblings with its status; with
-/// `ignoreNonleadStatus: false` a failed task ends its siblings too.
-fn stop_siblings_if_decided(
+/// A group's row and its tasks in spec order, read into `slot` once.
+fn group_with_tasks<'a>(
     tables: &Tables,
-    group: &GroupRecord,
-    tasks: &mut [TaskRecord],
+    workflow: &WorkflowCore,
+    group_name: &str,
+    slot: &'a mut Option<(GroupRecord, Vec<TaskRecord>)>,
+) -> Result<&'a (GroupRecord, Vec<TaskRecord>), StorageError> {
+    let loaded = match slot.take() {
+        Some(loaded) => loaded,
+        None => {
+            let group = tables.group(&workflow.id, group_name)?.ok_or_else(|| {
+                StorageError::Tally(format!(
+                    "group {group_name} of {} has a tally but no row",
+                    workflow.id
+                ))
+            })?;
+            let tasks = tables.group_tasks(&group)?;
+            (group, tasks)
+        }
+    };
+    Ok(slot.insert(loaded))
+}
+
+/// Whether lead semantics decided the group while some tasks still run: a
+/// finished lead ends its siblings; with `ignoreNonleadStatus: false` a
+/// failed task ends them too.
+fn siblings_to_stop(tally: &GroupTally) -> bool {
+    let decided =
+        tally.leads.finished() > 0 || (!tally.ignore_nonlead_status && tally.tasks.failures() > 0);
+    decided && tally.tasks.unfinished() > 0
+}
+
+/// Ends the unfinished tasks of a decided group with the decider's outcome
+/// (the first finished lead, else the first failed task, in spec order) and
+/// stops what runs of it.
+fn stop_siblings(
+    tables: &Tables,
+    workflow: &WorkflowCore,
+    group_name: &str,
     now: Millis,
 ) -> Result<(), StorageError> {
+    let Some(group) = tables.group(&workflow.id, group_name)? else {
+        return Ok(());
+    };
+    let mut tasks = tables.group_tasks(&group)?;
     let decider = tasks
         .iter()
         .find(|task| task.lead && task.status.is_finished())
@@ -460,9 +483,6 @@ fn stop_siblings_if_decided(
     let Some((decider, decided)) = decider else {
         return Ok(());
     };
-    if tasks.iter().all(|task| task.status.is_finished()) {
-        return Ok(());
-    }
     // Siblings take the lead's outcome; special failures become plain FAILED.
     let sibling_status = match decided {
         TaskStatus::Completed => TaskStatus::Completed,
@@ -474,25 +494,14 @@ fn stop_siblings_if_decided(
         tables.put_task(task)?;
     }
     if group.dispatched {
-        tables.add_job(
-            &tables
-                .workflow(&group.workflow_id)?
-                .map(|workflow| workflow.backend)
-                .unwrap_or_default(),
-            now,
-            JobKind::CancelGroup {
-                workflow_id: group.workflow_id.clone(),
-                group: group.name.clone(),
-                reason,
-            },
-        )?;
+        queue_cancel(tables, workflow, &group.name, &reason, now)?;
     }
     Ok(())
 }
 
 fn start_ready_downstream(
     tables: &Tables,
-    workflow: &WorkflowRecord,
+    workflow: &WorkflowCore,
     completed: &GroupRecord,
     now: Millis,
 ) -> Result<(), StorageError> {
@@ -512,60 +521,26 @@ fn start_ready_downstream(
     Ok(())
 }
 
-/// Workflow status from its groups (OSMO §2.2).
-fn aggregate_workflow(statuses: &[TaskStatus]) -> WorkflowStatus {
-    if statuses.iter().any(|status| !status.is_finished()) {
-        return if statuses.contains(&TaskStatus::Running) {
-            WorkflowStatus::Running
-        } else {
-            WorkflowStatus::Pending
-        };
-    }
-    for precedence in [
-        TaskStatus::FailedCanceled,
-        TaskStatus::FailedServerError,
-        TaskStatus::FailedExecTimeout,
-        TaskStatus::FailedQueueTimeout,
-    ] {
-        if statuses.contains(&precedence) {
-            return WorkflowStatus::from_group_failure(precedence);
-        }
-    }
-    let mut failures = statuses
-        .iter()
-        .copied()
-        .filter(|status| status.is_failure() && *status != TaskStatus::FailedUpstream);
-    match failures.next() {
-        None if statuses.iter().any(|status| status.is_failure()) => WorkflowStatus::Failed,
-        None => WorkflowStatus::Completed,
-        Some(first) if failures.all(|status| status == first) => {
-            WorkflowStatus::from_group_failure(first)
-        }
-        Some(_) => WorkflowStatus::Failed,
-    }
-}
-
+/// Recomputes a workflow from its groups' tally; ends it when they are
+/// all finished.
 pub(crate) fn settle_workflow(
     tables: &Tables,
     workflow_id: &str,
     now: Millis,
 ) -> Result<(), StorageError> {
+    let Some(tally) = tables.workflow_tally(workflow_id)? else {
+        return Ok(());
+    };
+    if !tally.status.is_alive() {
+        return Ok(());
+    }
+    let status = aggregate::workflow_status(&tally.groups);
+    if status == tally.status {
+        return Ok(());
+    }
     let Some(workflow) = tables.workflow(workflow_id)? else {
         return Ok(());
     };
-    if !workflow.status.is_alive() {
-        return Ok(());
-    }
-    let mut statuses = Vec::with_capacity(workflow.groups.len());
-    for name in &workflow.groups {
-        if let Some(group) = tables.group(workflow_id, name)? {
-            statuses.push(group.status);
-        }
-    }
-    let status = aggregate_workflow(&statuses);
-    if status == workflow.status {
-        return Ok(());
-    }
     let mut updated = workflow.clone();
     updated.status = status;
     if status == WorkflowStatus::Running && updated.start_time.is_none() {
@@ -630,33 +605,6 @@ pub(crate) fn workflow_ended(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn workflow_aggregation_follows_osmo_precedence() {
-        use TaskStatus::*;
-        let cases: &[(&[TaskStatus], WorkflowStatus)] = &[
-            (&[Completed, Completed], WorkflowStatus::Completed),
-            (&[Completed, Running], WorkflowStatus::Running),
-            (&[Completed, Processing], WorkflowStatus::Pending),
-            (&[Failed, FailedUpstream], WorkflowStatus::Failed),
-            (
-                &[FailedEvicted, FailedUpstream],
-                WorkflowStatus::FailedEvicted,
-            ),
-            (&[FailedEvicted, Failed], WorkflowStatus::Failed),
-            (
-                &[Failed, FailedExecTimeout],
-                WorkflowStatus::FailedExecTimeout,
-            ),
-            (
-                &[FailedExecTimeout, FailedCanceled],
-                WorkflowStatus::FailedCanceled,
-            ),
-        ];
-        for (groups, expected) in cases {
-            assert_eq!(aggregate_workflow(groups), *expected, "groups {groups:?}");
-        }
-    }
 
     #[test]
     fn derived_uuids_are_stable_and_distinct() {

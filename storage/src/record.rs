@@ -39,6 +39,36 @@ pub struct WorkflowRecord {
     pub groups: Vec<String>,
 }
 
+/// What the lifecycle (and a group's launch) needs of a workflow: the parts
+/// of [`WorkflowRecord`] fixed at submit, without its specs and group list,
+/// so a task report reads a few bytes rather than the whole workflow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowCore {
+    pub id: String,
+    pub uuid: String,
+    pub pool: String,
+    pub backend: String,
+    pub user: String,
+    pub priority: Priority,
+    pub exec_timeout_seconds: Option<u64>,
+    pub queue_timeout_seconds: Option<u64>,
+}
+
+impl WorkflowRecord {
+    pub fn core(&self) -> WorkflowCore {
+        WorkflowCore {
+            id: self.id.clone(),
+            uuid: self.uuid.clone(),
+            pool: self.pool.clone(),
+            backend: self.backend.clone(),
+            user: self.user.clone(),
+            priority: self.priority,
+            exec_timeout_seconds: self.exec_timeout_seconds,
+            queue_timeout_seconds: self.queue_timeout_seconds,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GroupRecord {
     pub workflow_id: String,

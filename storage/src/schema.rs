@@ -211,6 +211,12 @@ declare_tables! {
     /// Idempotency key of a request → its `RememberedOutcome`, until the
     /// key's `ForgetRequestKey` timer fires.
     REQUEST_KEYS: &str => &[u8] = "request_keys";
+    /// (workflow id, group name) → `GroupTally`: the group's tasks counted
+    /// by status, kept in step with `tasks` and `groups` (see `tally`).
+    GROUP_TALLIES: (&str, &str) => &[u8] = "group_tallies";
+    /// workflow id → `WorkflowTally`: its groups counted by status, its
+    /// status, and what the lifecycle needs of it (see `tally`).
+    WORKFLOW_TALLIES: &str => &[u8] = "workflow_tallies";
 }
 
 /// The registered table called `name`.

@@ -61,6 +61,8 @@ impl Store {
         let txn = db.begin_write()?;
         tables::create_all(&txn)?;
         row::seal_legacy_rows(&txn)?;
+        // A state written before the tallies existed has them counted now.
+        crate::tally::rebuild_if_stale(&txn)?;
         txn.commit()?;
         Ok(Store {
             db,
@@ -195,6 +197,15 @@ impl ReadView {
         let row = table.get(id)?;
         row.map(|v| self.row(&tables::WORKFLOWS, &id, v.value()))
             .transpose()
+    }
+
+    /// A workflow's [`crate::WorkflowCore`]: a few bytes, where its row
+    /// holds its specs and every group's name.
+    pub fn workflow_core(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::record::WorkflowCore>, StorageError> {
+        crate::tally::workflow_core(&self.txn, id)
     }
 
     pub fn groups(&self, workflow: &WorkflowRecord) -> Result<Vec<GroupRecord>, StorageError> {

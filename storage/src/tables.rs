@@ -4,7 +4,8 @@
 //! its record type sealed by [`crate::row::seal`] (format and checksum); the
 //! status and submit-order indexes are written only through
 //! [`Tables::put_workflow`], so they always agree with the workflows table;
-//! `active_groups` holds exactly the dispatched, unfinished groups.
+//! the tallies (`crate::tally`) move with every workflow, group and task
+//! write; `active_groups` holds exactly the dispatched, unfinished groups.
 
 use crate::command::Outcome;
 use crate::config::{BackendRecord, ConfigRevision, ConfigType};
@@ -20,8 +21,9 @@ use serde::Serialize;
 
 pub(crate) use crate::schema::{
     ACTIVE_GROUPS, BACKENDS, BY_STATUS, BY_SUBMIT, CONFIG_CURRENT, CONFIG_HISTORY, COUNTERS,
-    GROUPS, JOBS, LOG_CHUNKS, META, OPERATOR_SEQS, POOLS, REQUEST_KEYS, TASKS, TASK_PLANS,
-    TASK_RUNS, TIMERS, TOKENS, TOKENS_BY_HASH, WORKFLOWS, WORKFLOW_ARCHIVE,
+    GROUPS, GROUP_TALLIES, JOBS, LOG_CHUNKS, META, OPERATOR_SEQS, POOLS, REQUEST_KEYS, TASKS,
+    TASK_PLANS, TASK_RUNS, TIMERS, TOKENS, TOKENS_BY_HASH, WORKFLOWS, WORKFLOW_ARCHIVE,
+    WORKFLOW_TALLIES,
 };
 
 pub(crate) const RAFT_META_KEY: &str = "raft";
@@ -105,7 +107,7 @@ impl<'a> Tables<'a> {
         self.txn
             .open_table(WORKFLOWS)?
             .insert(workflow.id.as_str(), encode_row(workflow)?.as_slice())?;
-        Ok(())
+        self.count_workflow(workflow)
     }
 
     pub fn group(
@@ -119,12 +121,13 @@ impl<'a> Tables<'a> {
             .transpose()
     }
 
+    /// Writes a group (its workflow first) and moves it in the tallies.
     pub fn put_group(&self, group: &GroupRecord) -> Result<(), StorageError> {
         self.txn.open_table(GROUPS)?.insert(
             (group.workflow_id.as_str(), group.name.as_str()),
             encode_row(group)?.as_slice(),
         )?;
-        Ok(())
+        self.count_group(group)
     }
 
     /// A task's plan (empty if it has none).
@@ -158,13 +161,18 @@ impl<'a> Tables<'a> {
         self.put_task(task)
     }
 
-    /// Writes a task's state; its plan, written by `insert_task`, stays.
+    /// Writes a task's state (its group first) and moves it in its group's
+    /// tally; its plan, written by `insert_task`, stays.
     pub fn put_task(&self, task: &TaskRecord) -> Result<(), StorageError> {
-        self.txn.open_table(TASKS)?.insert(
-            (task.workflow_id.as_str(), task.name.as_str()),
-            encode_row(task)?.as_slice(),
-        )?;
-        Ok(())
+        let previous: Option<TaskRecord> = {
+            let mut table = self.txn.open_table(TASKS)?;
+            let key = (task.workflow_id.as_str(), task.name.as_str());
+            let replaced = table.insert(key, encode_row(task)?.as_slice())?;
+            replaced
+                .map(|v| decode_row(&TASKS, &key, v.value()))
+                .transpose()?
+        };
+        self.count_task(previous.as_ref(), task)
     }
 
     /// Keeps an ended run of a task (its record as it ended).

@@ -1,13 +1,16 @@
 //! `gantry-bench operator`: status ingest through the real operator stream.
 //!
-//! Submits `--workflows` workflows of one group with `--tasks` tasks each
-//! to a pool of the backend, then connects as that backend's operator (TLS,
-//! HTTP/2, the same frames as `gantry operator`) and answers every
-//! CreateGroup job at once: JobDone, then SCHEDULING, INITIALIZING, RUNNING
-//! and COMPLETED for each task. It prints the messages acknowledged per
-//! second (acknowledged = committed through Raft and applied), measured
-//! from the first job to the last acknowledgement, and checks that every
-//! workflow ended COMPLETED. It asserts nothing about speed.
+//! Submits `--workflows` workflows of `--groups` independent groups with
+//! `--tasks` tasks each (the first task of a group leads it) to a pool of
+//! the backend, then connects as that backend's operator (TLS, HTTP/2, the
+//! same frames as `gantry operator`) and answers every CreateGroup job at
+//! once: JobDone, then SCHEDULING, INITIALIZING, RUNNING and COMPLETED for
+//! each task. It prints the messages acknowledged per second
+//! (acknowledged = committed through Raft and applied), measured from the
+//! first job to the last acknowledgement; the completion time, measured
+//! from the moment every submit was acknowledged to the last
+//! acknowledgement (a `completion_seconds=` line for scripts); and checks
+//! that every workflow ended COMPLETED. It asserts nothing about speed.
 //!
 //! With `--log-lines N` each task also sends N lines of synthetic training
 //! log between RUNNING and COMPLETED (in messages of
@@ -45,9 +48,12 @@ pub struct OperatorBench {
     backend: String,
     #[arg(long, default_value = "default")]
     pool: String,
-    /// Workflows to submit (one group each)
+    /// Workflows to submit
     #[arg(long, default_value_t = 400)]
     workflows: usize,
+    /// Groups per workflow, independent of each other (all start at once)
+    #[arg(long, default_value_t = 1)]
+    groups: usize,
     /// Tasks per group (each gets four status messages)
     #[arg(long, default_value_t = 25)]
     tasks: usize,
@@ -57,6 +63,9 @@ pub struct OperatorBench {
     /// Also write every task's log lines as Redis XADD commands (RESP) here
     #[arg(long, value_name = "FILE")]
     redis_resp: Option<PathBuf>,
+    /// Longest the run may take before it gives up, in seconds
+    #[arg(long, default_value_t = 600)]
+    limit_seconds: u64,
 }
 
 /// Log lines per `Logs` message, as an executor batches a busy task's output.
@@ -64,8 +73,6 @@ const LOG_LINES_PER_MESSAGE: u64 = 1_000;
 
 /// Workflow submits outstanding at once while preparing.
 const SUBMITS_IN_FLIGHT: usize = 32;
-/// Longest the run may take before it gives up.
-const RUN_LIMIT: Duration = Duration::from_secs(600);
 
 pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
     // The token reaches the client through GANTRY_TOKEN, as for every verb.
@@ -75,11 +82,13 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
         format: gantry::cli::OutputFormat::Text,
     })
     .context("building the API client")?;
-    let spec = spec(args.tasks);
-    eprintln!(
-        "bench operator: submitting {} workflows of {} tasks",
-        args.workflows, args.tasks
+    let spec = spec(args.groups, args.tasks);
+    let shape = format!(
+        "{} workflow(s) x {} group(s) x {} task(s)",
+        args.workflows, args.groups, args.tasks
     );
+    eprintln!("bench operator: submitting {shape}");
+    let submit_started = Instant::now();
     let mut ids = Vec::with_capacity(args.workflows);
     for chunk in (0..args.workflows)
         .collect::<Vec<_>>()
@@ -93,6 +102,9 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
             ids.push(response["name"].as_str().unwrap_or_default().to_string());
         }
     }
+
+    let submit_elapsed = submit_started.elapsed();
+    let submitted = Instant::now();
 
     let tls = match (&args.ca, &args.cert, &args.key) {
         (Some(ca), Some(cert), Some(key)) => {
@@ -126,14 +138,14 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
         .await
         .context("sending hello")?;
 
-    let expected_groups = args.workflows;
+    let expected_groups = args.workflows * args.groups;
     let mut groups_done = 0usize;
     let mut started: Option<Instant> = None;
     let mut messages = 0u64;
     let (mut log_lines, mut log_bytes) = (0u64, 0u64);
     // Generated before the clock starts: the figure is the server's ingest.
     let (mut prepared_logs, prepared_bytes) = log_messages(args.log_lines);
-    let deadline = Instant::now() + RUN_LIMIT;
+    let deadline = Instant::now() + Duration::from_secs(args.limit_seconds);
     let mut acked = 0u64;
     while groups_done < expected_groups || acked < seq {
         let frame = tokio::time::timeout_at(deadline.into(), link.down.recv())
@@ -201,12 +213,19 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
             }
         }
     }
+    let completion = submitted.elapsed();
     let elapsed = started.map(|s| s.elapsed()).unwrap_or_default();
     let per_second = messages as f64 / elapsed.as_secs_f64().max(1e-9);
     println!(
         "operator ingest: {messages} messages acknowledged in {:.2} s = {per_second:.0} messages/s",
         elapsed.as_secs_f64()
     );
+    println!(
+        "{shape}: submitted in {:.2} s, completed {:.2} s after submit",
+        submit_elapsed.as_secs_f64(),
+        completion.as_secs_f64()
+    );
+    println!("completion_seconds={:.2}", completion.as_secs_f64());
     if log_lines > 0 {
         println!(
             "log ingest: {log_lines} lines ({:.1} MiB) durable in {:.2} s = {:.0} lines/s",
@@ -221,14 +240,8 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
         );
         let now = chrono::Utc::now().timestamp_millis();
         for id in &ids {
-            for index in 0..args.tasks {
-                crate::training_log::write_redis_xadd(
-                    &mut out,
-                    id,
-                    &format!("t{index}"),
-                    args.log_lines,
-                    now,
-                )?;
+            for name in task_names(args.groups, args.tasks) {
+                crate::training_log::write_redis_xadd(&mut out, id, &name, args.log_lines, now)?;
             }
         }
         std::io::Write::flush(&mut out)?;
@@ -276,13 +289,38 @@ fn log_messages(count: u64) -> (Vec<Vec<LogLine>>, u64) {
     (batches, bytes)
 }
 
-fn spec(tasks: usize) -> String {
-    let mut spec = String::from("workflow:\n  name: ingest\n  groups:\n  - name: g\n    tasks:\n");
-    for index in 0..tasks {
+/// Task names of every group, in spec order: `t<i>` with one group (as
+/// earlier runs named them), `g<j>t<i>` with several.
+fn task_names(groups: usize, tasks: usize) -> Vec<String> {
+    (0..groups)
+        .flat_map(|group| {
+            (0..tasks).map(move |index| match groups {
+                1 => format!("t{index}"),
+                _ => format!("g{group}t{index}"),
+            })
+        })
+        .collect()
+}
+
+/// A workflow of `groups` independent groups of `tasks` tasks each.
+fn spec(groups: usize, tasks: usize) -> String {
+    let names = task_names(groups, tasks);
+    let mut spec = String::from("workflow:\n  name: ingest\n  groups:\n");
+    for group in 0..groups {
         spec.push_str(&format!(
-            "    - name: t{index}\n      image: ubuntu\n      command: [\"true\"]\n{}",
-            if index == 0 { "      lead: true\n" } else { "" }
+            "  - name: g{}\n    tasks:\n",
+            if groups == 1 {
+                String::new()
+            } else {
+                group.to_string()
+            }
         ));
+        for (index, name) in names[group * tasks..(group + 1) * tasks].iter().enumerate() {
+            spec.push_str(&format!(
+                "    - name: {name}\n      image: ubuntu\n      command: [\"true\"]\n{}",
+                if index == 0 { "      lead: true\n" } else { "" }
+            ));
+        }
     }
     spec
 }

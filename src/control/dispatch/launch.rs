@@ -51,8 +51,10 @@ pub(super) fn build_launch(
     let tasks = view
         .group_tasks(&group)
         .map_err(|e| failure(e.to_string()))?;
+    // The core, not the row: launching each of many groups must not read
+    // the workflow's specs each time.
     let workflow = view
-        .workflow(workflow_id)
+        .workflow_core(workflow_id)
         .map_err(|e| failure(e.to_string()))?
         .ok_or_else(|| failure(format!("workflow {workflow_id} vanished")))?;
     let backend = view
@@ -88,6 +90,10 @@ pub(super) fn build_launch(
     })?;
     // Only a task with `outputs` needs to know whether others consume it.
     let consumed = if tasks.iter().any(|task| !task.plan.outputs.is_empty()) {
+        let workflow = view
+            .workflow(workflow_id)
+            .map_err(|e| failure(e.to_string()))?
+            .ok_or_else(|| failure(format!("workflow {workflow_id} vanished")))?;
         consumed_tasks(view, &workflow).map_err(|e| failure(e.to_string()))?
     } else {
         BTreeSet::new()

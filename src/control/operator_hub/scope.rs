@@ -51,7 +51,9 @@ impl OperatorHub {
         if let Some(owned) = scope.workflows.get(workflow_id) {
             return Ok(self.allowed(scope.backend, *owned, kind, workflow_id));
         }
-        let lookup = |view: ReadView| view.workflow(workflow_id).map_err(read_error);
+        // The core (a few bytes), not the row: a workflow of many groups has
+        // a large row, and each batch of its reports asks once.
+        let lookup = |view: ReadView| view.workflow_core(workflow_id).map_err(read_error);
         let local = self.node.read_local().map_err(ConnectionEnd::Propose)?;
         let workflow = match lookup(local)? {
             Some(workflow) => Some(workflow),

@@ -302,7 +302,7 @@ pub(crate) fn fire_backend_timer(
         format!("backend '{name}' sent no heartbeat for {silent_seconds} s; its tasks are lost");
     for (workflow_id, group_name) in tables.active_groups(name)? {
         let (Some(workflow), Some(mut group)) = (
-            tables.workflow(&workflow_id)?,
+            tables.workflow_core(&workflow_id)?,
             tables.group(&workflow_id, &group_name)?,
         ) else {
             continue;

@@ -180,7 +180,7 @@ pub(super) fn apply_operator_hello(
             continue;
         }
         let (Some(workflow), Some(group)) = (
-            tables.workflow(&workflow_id)?,
+            tables.workflow_core(&workflow_id)?,
             tables.group(&workflow_id, &group_name)?,
         ) else {
             continue;

@@ -89,7 +89,8 @@ pub(super) fn apply_task_report(
     if report.status == task.status {
         return Ok(Outcome::Applied);
     }
-    let Some(workflow) = tables.workflow(&key.workflow_id)? else {
+    // The workflow's core, not its row: a report reads a few bytes of it.
+    let Some(workflow) = tables.workflow_core(&key.workflow_id)? else {
         return Ok(Outcome::rejected(
             RejectionKind::NotFound,
             "workflow vanished",
@@ -179,7 +180,7 @@ fn pool_default_exit_action(
 /// next run alone while its siblings go on.
 fn reschedule_task(
     tables: &Tables,
-    workflow: &crate::record::WorkflowRecord,
+    workflow: &crate::record::WorkflowCore,
     task: &TaskRecord,
     reason: &str,
     now: Millis,

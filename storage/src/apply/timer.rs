@@ -66,7 +66,7 @@ pub(super) fn apply_timer_fire(
             }
         };
     let (Some(workflow), Some(mut group)) = (
-        tables.workflow(workflow_id)?,
+        tables.workflow_core(workflow_id)?,
         tables.group(workflow_id, group_name)?,
     ) else {
         return Ok(Outcome::Applied);

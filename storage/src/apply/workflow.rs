@@ -111,6 +111,8 @@ pub(super) fn apply_workflow_submit(
             failure_message: None,
             dispatched: false,
         };
+        // The group first: its tally counts the tasks as they are written.
+        tables.put_group(&group)?;
         for task_plan in &group_plan.tasks {
             tables.insert_task(&TaskRecord::unstarted(
                 &id,
@@ -120,10 +122,10 @@ pub(super) fn apply_workflow_submit(
                 0,
             ))?;
         }
-        tables.put_group(&group)?;
     }
+    let core = workflow.core();
     for group_plan in plan.groups.iter().filter(|group| group.upstream.is_empty()) {
-        lifecycle::start_group(tables, &workflow, &group_plan.name, now)?;
+        lifecycle::start_group(tables, &core, &group_plan.name, now)?;
     }
     Ok(Outcome::Submitted {
         workflow_id: id,
@@ -190,6 +192,7 @@ pub(super) fn apply_workflow_cancel(
         ));
     }
     let reason = message.map_or_else(|| format!("canceled by {user}"), str::to_string);
+    let core = workflow.core();
     for group_name in &workflow.groups {
         let Some(mut group) = tables.group(workflow_id, group_name)? else {
             continue;
@@ -210,7 +213,7 @@ pub(super) fn apply_workflow_cancel(
         }
         lifecycle::finish_group(
             tables,
-            &workflow,
+            &core,
             &mut group,
             TaskStatus::FailedCanceled,
             &reason,

@@ -140,6 +140,8 @@ pub(super) fn install(store: &Store, body: &[u8], raft_meta: &[u8]) -> Result<()
     }
     // Format 1 predates sealed rows: every value is sealed here.
     crate::row::seal_legacy_rows(&txn)?;
+    // Format 1 predates the tallies: they are counted from the rows.
+    crate::tally::rebuild_if_stale(&txn)?;
     txn.commit()?;
     Ok(())
 }

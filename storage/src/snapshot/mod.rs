@@ -9,8 +9,9 @@
 //!   write transaction: a reader sees the old state or the new one.
 //! - Tables come from [`crate::schema::ALL`]: a table cannot be missing from
 //!   an export or survive an install. A table the image lacks (written
-//!   before the table existed) is installed empty; a table this version does
-//!   not know is refused by name.
+//!   before the table existed) is installed empty — the tallies, derived
+//!   from the rows, are then counted from them (`tally::rebuild_if_stale`);
+//!   a table this version does not know is refused by name.
 //!
 //! Format 2: `GNTSNAP2`, the SHA-256 of the body, then the body: bincode of
 //! the tables' names and raw rows. Format 1 ([`format1`]) is still read.
@@ -113,6 +114,8 @@ impl Store {
         // An image from before rows were sealed is sealed here, once.
         row::seal_legacy_rows(&txn)?;
         Tables::new(&txn).set_meta(tables::RAFT_META_KEY, raft_meta)?;
+        // An image from before the tallies holds none: counted from its rows.
+        crate::tally::rebuild_if_stale(&txn)?;
         txn.commit()?;
         Ok(())
     }
