@@ -57,9 +57,9 @@ impl LogStore {
                 );
                 crate::RaftError::RaftStorage(match corrupt {
                     true => format!(
-                        "{} is corrupt ({error}); nothing was served from it. Rebuild this \
-                         member from a healthy one (see the operations guide: rebuilding a \
-                         member)",
+                        "{} is corrupt ({error}); nothing was served from it. Replace this \
+                         member: remove it, then join it again with an empty data directory \
+                         (ops/runbooks/replace-a-dead-server.md)",
                         path.display()
                     ),
                     false => format!("{}: {error}", path.display()),

@@ -20,7 +20,8 @@ pub enum StorageError {
     /// The state file failed redb's page checks when it was opened.
     #[error(
         "{path} is corrupt ({reason}); nothing was served from it. Rebuild this member \
-         from a healthy one (see the operations guide: rebuilding a member)"
+         from a healthy one: `gantry cluster rebuild --data-dir DIR` with the server \
+         stopped (ops/runbooks/rebuild-a-corrupt-member.md)"
     )]
     CorruptFile { path: String, reason: String },
     /// A tally disagrees with the rows it counts: a bug, never a user's
