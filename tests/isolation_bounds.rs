@@ -278,22 +278,8 @@ fn refusals_before_the_body_is_read_reach_the_caller_over_http2_and_http1() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let pki = common::Pki::create(dir.path(), &[("node", &["127.0.0.1"])]);
-    let mut args: Vec<String> = [
-        "server",
-        "--bootstrap",
-        "--local-backend",
-        "--listen",
-        "127.0.0.1:0",
-        "--peer-listen",
-        "127.0.0.1:0",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(pki.server_flags("node"));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (pki, server) = common::start_tls_server(dir.path(), &["--local-backend"]);
     let data = dir.path().join("node");
-    let server = DevServer::start_with(&data, &args);
     let admin = std::fs::read_to_string(data.join("bootstrap-admin-token")).unwrap();
     let admin = admin.trim().to_string();
     let ca = pki.dir.join("ca.pem");
@@ -372,20 +358,7 @@ fn refusals_before_the_body_is_read_reach_the_caller_over_http2_and_http1() {
 #[test]
 fn a_hundred_held_api_connections_leave_the_api_answering() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = common::Pki::create(dir.path(), &[("node", &["127.0.0.1"])]);
-    let mut args: Vec<String> = [
-        "server",
-        "--bootstrap",
-        "--listen",
-        "127.0.0.1:0",
-        "--peer-listen",
-        "127.0.0.1:0",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(pki.server_flags("node"));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = DevServer::start_with(&dir.path().join("node"), &args);
+    let (pki, server) = common::start_tls_server(dir.path(), &[]);
     let version = format!("{}/api/version", server.url);
     let held: Vec<reqwest::blocking::Client> = (0..100)
         .map(|n| {

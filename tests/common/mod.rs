@@ -432,6 +432,27 @@ impl Pki {
     }
 }
 
+/// A bootstrapped one-node `gantry server` with TLS on 127.0.0.1 (data in
+/// `dir/node`, certificates in `dir`), with `extra` flags.
+pub fn start_tls_server(dir: &Path, extra: &[&str]) -> (Pki, DevServer) {
+    let pki = Pki::create(dir, &[("node", &["127.0.0.1"])]);
+    let mut args: Vec<String> = [
+        "server",
+        "--bootstrap",
+        "--listen",
+        "127.0.0.1:0",
+        "--peer-listen",
+        "127.0.0.1:0",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    args.extend(pki.server_flags("node"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = DevServer::start_with(&dir.join("node"), &args);
+    (pki, server)
+}
+
 /// The API of one server over HTTPS with a bearer token.
 #[derive(Clone)]
 pub struct Https {
