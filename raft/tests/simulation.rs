@@ -57,6 +57,8 @@
 use gantry_raft::log_store::LogStore;
 use gantry_raft::proposer::{encoded_bytes, Proposer, ENTRY_BYTES_MAX};
 use gantry_raft::state_machine::StateMachine;
+use gantry_raft::transport::client::entries_within;
+use gantry_raft::transport::APPEND_BYTES_TARGET;
 use gantry_raft::{GantryNode, NodeId, TypeConfig};
 use gantry_storage::plan::{GroupPlan, ResourcePlan, TaskPlan, WorkflowPlan};
 use gantry_storage::{Command, Outcome, PoolRecord, Priority, Store, Submission};
@@ -264,6 +266,15 @@ impl RaftNetwork<TypeConfig> for SimPeer {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, GantryNode, RaftError<NodeId>>>
     {
+        // As the product's transport does: a request carries at most
+        // APPEND_BYTES_TARGET beyond its first entry, so it can finish
+        // within openraft's one-heartbeat timeout.
+        let fitting = entries_within(&rpc.entries, APPEND_BYTES_TARGET);
+        if fitting < rpc.entries.len() {
+            return Err(RPCError::PayloadTooLarge(
+                openraft::error::PayloadTooLarge::new_entries_hint(fitting as u64),
+            ));
+        }
         match self.rpc(Request::Append(rpc), &option).await? {
             Reply::Append(reply) => reply.map_err(|e| self.remote(e)),
             _ => Err(Self::protocol()),

@@ -393,7 +393,9 @@ impl RaftNetworkFactory<TypeConfig> for PeerTransport {
 
 /// How many leading entries fit in `budget` encoded bytes (at least one, so
 /// a single large entry still goes alone).
-fn entries_within(entries: &[crate::types::Entry], budget: usize) -> usize {
+/// How many of `entries`, from the first, fit in `budget` encoded bytes (the
+/// first always does): what one AppendEntries request carries.
+pub fn entries_within(entries: &[crate::types::Entry], budget: usize) -> usize {
     if entries.len() <= 1 {
         return entries.len();
     }
