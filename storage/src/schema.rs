@@ -50,15 +50,10 @@ impl<K: Key + 'static, V: Value + 'static> RegisteredTable for TableDefinition<'
     }
 
     fn export(&self, txn: &ReadTransaction) -> Result<RawRows, StorageError> {
-        let table = txn.open_table(*self)?;
         let mut rows = Vec::new();
-        for row in table.iter()? {
-            let (key, value) = row?;
-            rows.push((
-                K::as_bytes(&key.value()).as_ref().to_vec(),
-                V::as_bytes(&value.value()).as_ref().to_vec(),
-            ));
-        }
+        self.visit_rows(txn, &mut |key, value| {
+            rows.push((key.to_vec(), value.to_vec()))
+        })?;
         Ok(rows)
     }
 
