@@ -35,53 +35,87 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> DataDirError {
     move |source| DataDirError::Io { what, source }
 }
 
-/// Takes the data directory's exclusive lock, or says which process holds
-/// it. Held until the returned handle is dropped.
+/// How long [`lock`] waits for a holder to let go. A process that was
+/// just killed (a supervisor restarting a crashed server, a test killing a
+/// whole cluster) can hold the lock for a moment while the kernel tears it
+/// down; a live server holds it for good, and the wait then ends in
+/// [`DataDirError::Busy`].
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Takes the data directory's exclusive lock, waiting up to [`LOCK_WAIT`]
+/// for a holder to go, or says which process holds it. Held until the
+/// returned handle is dropped.
 pub fn lock(data_dir: &Path) -> Result<Flock<std::fs::File>, DataDirError> {
-    use std::io::{Read, Seek, Write};
+    use std::io::{Seek, Write};
     use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join(DATA_DIR_LOCK_FILE);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(gantry_raft::private_fs::FILE_MODE)
-        .open(&path)
-        .map_err(io(format!(
-            "opening the data directory's lock file {}",
-            path.display()
-        )))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => {
-            let mut file: &std::fs::File = &lock;
-            let noted = file
-                .set_len(0)
-                .and_then(|()| file.rewind())
-                .and_then(|()| writeln!(file, "{}", std::process::id()));
-            if let Err(error) = noted {
-                tracing::warn!(path = %path.display(), %error, "cannot note this process in the lock file");
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut waiting_noted = false;
+    loop {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(gantry_raft::private_fs::FILE_MODE)
+            .open(&path)
+            .map_err(io(format!(
+                "opening the data directory's lock file {}",
+                path.display()
+            )))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => {
+                let mut file: &std::fs::File = &lock;
+                let noted = file
+                    .set_len(0)
+                    .and_then(|()| file.rewind())
+                    .and_then(|()| writeln!(file, "{}", std::process::id()));
+                if let Err(error) = noted {
+                    tracing::warn!(path = %path.display(), %error, "cannot note this process in the lock file");
+                }
+                return Ok(lock);
             }
-            Ok(lock)
+            Err((file, Errno::EWOULDBLOCK)) => {
+                let holder = describe_holder(file, &path);
+                if std::time::Instant::now() >= deadline {
+                    return Err(DataDirError::Busy {
+                        dir: data_dir.display().to_string(),
+                        holder,
+                    });
+                }
+                if !waiting_noted {
+                    waiting_noted = true;
+                    tracing::debug!(dir = %data_dir.display(), %holder, wait = ?LOCK_WAIT, "the data directory is locked; waiting for its holder to go");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err((_, errno)) => {
+                return Err(DataDirError::Invalid(format!(
+                    "cannot lock the data directory {} through {}: {}",
+                    data_dir.display(),
+                    path.display(),
+                    errno.desc()
+                )))
+            }
         }
-        Err((mut file, Errno::EWOULDBLOCK)) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = match holder.trim().parse::<u32>() {
-                Ok(pid) => format!("pid {pid} holds {}", path.display()),
-                Err(_) => format!("it holds {}", path.display()),
+    }
+}
+
+/// Names the process noted in the lock file, and whether it still runs
+/// (a holder that is gone points at a descendant that inherited the lock).
+fn describe_holder(mut file: std::fs::File, path: &Path) -> String {
+    use std::io::Read;
+    let mut noted = String::new();
+    let _ = file.read_to_string(&mut noted);
+    match noted.trim().parse::<u32>() {
+        Ok(pid) => {
+            let state = match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+                Ok(name) => format!("running as {}", name.trim()),
+                Err(_) => "no longer running".to_string(),
             };
-            Err(DataDirError::Busy {
-                dir: data_dir.display().to_string(),
-                holder,
-            })
+            format!("pid {pid}, {state}, holds {}", path.display())
         }
-        Err((_, errno)) => Err(DataDirError::Invalid(format!(
-            "cannot lock the data directory {} through {}: {}",
-            data_dir.display(),
-            path.display(),
-            errno.desc()
-        ))),
+        Err(_) => format!("it holds {}", path.display()),
     }
 }
 

@@ -210,7 +210,7 @@ fn a_second_process_on_a_data_directory_is_refused_naming_it() {
         assert_eq!(
             stderr,
             format!(
-                "error: another gantry process is using {} (pid {holder} holds {}); stop it first\n",
+                "error: another gantry process is using {} (pid {holder}, running as gantry, holds {}); stop it first\n",
                 data.display(),
                 data.join("gantry.lock").display()
             ),
