@@ -42,6 +42,10 @@ pub enum RaftError {
         "this member's state is marked corrupt ({0}); rebuild it with `gantry cluster rebuild`"
     )]
     StateCorrupt(String),
+    /// A command kind some member does not understand yet (version
+    /// gating): refused before it was proposed.
+    #[error("{0}")]
+    NotUnderstood(String),
     /// A bounded wait ran out.
     #[error("timed out: {0}")]
     Timeout(String),

@@ -15,7 +15,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use gantry_raft::node::CheckState;
+use gantry_raft::node::{Announced, CheckState};
 use gantry_raft::transport::MembershipChange;
 use gantry_raft::MembersView;
 use serde_json::{json, Value};
@@ -42,6 +42,7 @@ pub async fn members(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
     let probes = state.membership.store_probes();
     let verdicts = probes.map(|probes| probes.verdicts()).unwrap_or_default();
     let node_id = state.node.id();
+    let builds = state.node.member_builds().await;
     let mut state_warnings = Vec::new();
     let members: Vec<Value> = list
         .into_iter()
@@ -83,6 +84,16 @@ pub async fn members(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
                     Verdict::Shared => None,
                     Verdict::Diverged(why) | Verdict::Unknown(why) => Some(why.clone()),
                 }),
+                "version": match builds.get(&member.id) {
+                    Some(Ok(Announced::Build(build))) => Some(build.version.clone()),
+                    _ => None,
+                },
+                "command_kinds": builds.get(&member.id).and_then(|build| build.as_ref().ok()).map(Announced::command_kinds),
+                "build_detail": builds.get(&member.id).and_then(|build| match build {
+                    Ok(Announced::Build(_)) => None,
+                    Ok(before @ Announced::BeforeGating) => Some(before.to_string()),
+                    Err(why) => Some(why.clone()),
+                }),
                 "state": state,
                 "state_index": check.and_then(|check| check.index),
                 "state_detail": check.map(|check| check.detail.clone()),
@@ -103,7 +114,25 @@ pub async fn members(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
         warnings.push(problem);
     }
     warnings.extend(state_warnings);
+    let kinds: Vec<u16> = builds
+        .values()
+        .filter_map(|build| build.as_ref().ok().map(Announced::command_kinds))
+        .collect();
+    let agreed = (kinds.len() == builds.len())
+        .then(|| kinds.iter().copied().min())
+        .flatten();
+    if kinds.iter().min() != kinds.iter().max() {
+        warnings.push(format!(
+            "the members run builds that understand different command kinds ({}): a rolling upgrade is under way, and commands of the newer kinds are refused until every member understands them",
+            builds
+                .iter()
+                .filter_map(|(id, build)| build.as_ref().ok().map(|build| format!("node {id}: {build}")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
     Ok(Json(json!({
+        "command_kinds_agreed": agreed,
         "node_id": node_id,
         "object_store": probes.map(|probes| probes.own().store.clone()),
         "leader_id": leader,
@@ -112,6 +141,18 @@ pub async fn members(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
         "members": members,
         "warnings": warnings,
     })))
+}
+
+/// `POST /api/cluster/upgrade-drill`, only in the rehearsal build: proposes
+/// the command kind that the build without the feature lacks, which version
+/// gating refuses (503) until every member runs this build.
+#[cfg(feature = "upgrade-drill")]
+pub async fn upgrade_drill(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let command = gantry_storage::Command::UpgradeDrill {
+        note: format!("proposed through node {}", state.node.id()),
+    };
+    let outcome = state.node.propose(command).await?;
+    Ok(Json(json!({ "outcome": format!("{outcome:?}") })))
 }
 
 pub async fn leave(

@@ -116,6 +116,12 @@ impl From<RaftError> for ApiError {
                 "SERVER",
                 format!("this server does not serve reads: {error}; use another member"),
             ),
+            // Refused before it was proposed (version gating), until the
+            // rolling upgrade is done: nothing happened.
+            RaftError::NotUnderstood(_) => ApiError {
+                retry_after_secs: Some(10),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "SERVER", error.to_string())
+            },
             RaftError::ShuttingDown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "SERVER",

@@ -176,6 +176,9 @@ pub fn routes() -> Vec<Route> {
         routes.push(Route::new(M::PUT, item, "Create or replace a config", update, configs::put(config_type)).body(Content::Json));
         routes.push(Route::new(M::DELETE, item, "Delete a config", update, configs::delete(config_type)).body(Content::Json));
     }
+    // Only in the rolling-upgrade rehearsal build (ops/upgrade/drill.sh).
+    #[cfg(feature = "upgrade-drill")]
+    routes.push(Route::new(M::POST, "/api/cluster/upgrade-drill", "Propose the command kind only this build knows", allow("cluster:Update", ANY), post(cluster::upgrade_drill)));
     routes
 }
 

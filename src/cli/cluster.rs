@@ -165,6 +165,7 @@ pub async fn run_cluster(args: &ClientArgs, command: ClusterCommand) -> anyhow::
             "Last Contact",
             "Match Index",
             "Object Store",
+            "Build",
         ]);
         for member in members {
             let dash = || "-".to_string();
@@ -186,6 +187,11 @@ pub async fn run_cluster(args: &ClientArgs, command: ClusterCommand) -> anyhow::
                 member["object_store"]
                     .as_str()
                     .map_or_else(dash, str::to_string),
+                match (member["version"].as_str(), member["command_kinds"].as_u64()) {
+                    (Some(version), Some(kinds)) => format!("{version} ({kinds} kinds)"),
+                    (None, Some(kinds)) => format!("older ({kinds} kinds)"),
+                    _ => dash(),
+                },
             ]);
         }
         println!("{table}");

@@ -137,7 +137,24 @@ pub enum Command {
         key: String,
         command: Box<Command>,
     },
+    /// 19, only in a build with the `upgrade-drill` feature: a command kind
+    ///     that the build without it does not know, to rehearse a rolling
+    ///     upgrade (see [`COMMAND_KINDS_UNGATED`]). Applies as a no-op.
+    #[cfg(feature = "upgrade-drill")]
+    UpgradeDrill { note: String },
 }
+
+/// Command kinds this build understands: the variants `0..COMMAND_KINDS`.
+#[cfg(not(feature = "upgrade-drill"))]
+pub const COMMAND_KINDS: u16 = 19;
+#[cfg(feature = "upgrade-drill")]
+pub const COMMAND_KINDS: u16 = 20;
+
+/// Command kinds every member understands without saying so: those of the
+/// release that introduced version gating. A leader proposes a kind at or
+/// above this only once every member has announced that it understands it
+/// (a member of an older build announces nothing); below it, freely.
+pub const COMMAND_KINDS_UNGATED: u16 = 19;
 
 /// How long an idempotency key's outcome is remembered: far longer than any
 /// client keeps retrying one request.
@@ -168,7 +185,52 @@ impl Command {
             | Command::RevokeToken { .. }
             | Command::AppendLogChunk { .. }
             | Command::RecordTaskDataTimes { .. } => None,
+            #[cfg(feature = "upgrade-drill")]
+            Command::UpgradeDrill { .. } => None,
         }
+    }
+
+    /// The variant index, as the log's encoding carries it.
+    pub fn kind(&self) -> u16 {
+        match self {
+            Command::SubmitWorkflow { .. } => 0,
+            Command::CancelWorkflow { .. } => 1,
+            Command::ReportTask { .. } => 2,
+            Command::CompleteJob { .. } => 3,
+            Command::FireTimer { .. } => 4,
+            Command::PutPool { .. } => 5,
+            Command::OperatorHello { .. } => 6,
+            Command::IssueToken { .. } => 7,
+            Command::RevokeToken { .. } => 8,
+            Command::PutConfig { .. } => 9,
+            Command::DeleteConfig { .. } => 10,
+            Command::RollbackConfig { .. } => 11,
+            Command::BackendHeartbeat { .. } => 12,
+            Command::OperatorReports { .. } => 13,
+            Command::AppendLogChunk { .. } => 14,
+            Command::OperatorHelloWithExecutor { .. } => 15,
+            Command::RecordTaskDataTimes { .. } => 16,
+            Command::SubmitPackedWorkflow { .. } => 17,
+            Command::Idempotent { .. } => 18,
+            #[cfg(feature = "upgrade-drill")]
+            Command::UpgradeDrill { .. } => 19,
+        }
+    }
+
+    /// The highest kind in this command, counting the commands it carries
+    /// (an idempotent wrapper's, an operator batch's): what a member must
+    /// understand to apply it.
+    pub fn newest_kind(&self) -> u16 {
+        let carried = match self {
+            Command::Idempotent { command, .. } => command.newest_kind(),
+            Command::OperatorReports { commands, .. } => commands
+                .iter()
+                .map(|(_, command)| command.newest_kind())
+                .max()
+                .unwrap_or(0),
+            _ => 0,
+        };
+        self.kind().max(carried)
     }
 }
 

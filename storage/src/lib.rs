@@ -20,7 +20,8 @@ pub mod status;
 
 pub use command::{
     Command, Outcome, PackedSubmission, Rejection, RejectionKind, TaskDataTimes, TaskKey,
-    TaskReport, REQUEST_KEY_BYTES_MAX, REQUEST_KEY_RETENTION_MS,
+    TaskReport, COMMAND_KINDS, COMMAND_KINDS_UNGATED, REQUEST_KEY_BYTES_MAX,
+    REQUEST_KEY_RETENTION_MS,
 };
 pub use config::{
     BackendRecord, BackendSettings, ConfigData, ConfigMeta, ConfigRevision, ConfigType, GpuQuota,

@@ -307,5 +307,35 @@ fn every_command_fixture_decodes_and_encodes_to_the_same_bytes() {
 fn the_samples_cover_every_kind_in_order() {
     for (n, command) in samples().iter().enumerate() {
         assert_eq!(usize::from(variant(&encode(command))), n, "{command:?}");
+        // The kind version gating compares is the one the log carries.
+        assert_eq!(usize::from(command.kind()), n, "{command:?}");
     }
+    assert_eq!(
+        usize::from(gantry_storage::COMMAND_KINDS),
+        samples().len(),
+        "COMMAND_KINDS counts every kind"
+    );
+}
+
+/// A wrapper is as new as the newest command it carries: a leader gates an
+/// idempotent or batched command by what is inside.
+#[test]
+fn a_wrapped_command_is_as_new_as_what_it_carries() {
+    let samples = samples();
+    let newest = samples.last().expect("samples").clone();
+    let wrapped = Command::Idempotent {
+        now: 1,
+        key: "k".into(),
+        command: Box::new(newest.clone()),
+    };
+    assert_eq!(wrapped.newest_kind(), newest.kind().max(wrapped.kind()));
+    let batch = Command::OperatorReports {
+        now: 1,
+        backend: "local".into(),
+        instance: 7,
+        last_seq: 2,
+        commands: vec![(1, samples[14].clone()), (2, samples[16].clone())],
+    };
+    assert_eq!(batch.newest_kind(), 16);
+    assert_eq!(samples[0].newest_kind(), 0);
 }

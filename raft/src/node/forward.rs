@@ -77,7 +77,7 @@ impl RaftNode {
         crate::proposer::checked_command_bytes(&command)?;
         let proposed = self.at_leader(
             Effect::Write,
-            || self.proposer.propose(command.clone()),
+            || self.propose_as_leader(command.clone()),
             |transport, peer| {
                 let command = command.clone();
                 async move { transport.forward_propose(&peer, &command).await }
@@ -91,7 +91,7 @@ impl RaftNode {
     /// Proposes on this member only: `NotLeader` unless it leads. What
     /// `/gantry/propose` runs, so a forwarded call is never forwarded again.
     pub async fn propose_here(&self, command: Command) -> Result<Outcome, RaftError> {
-        tokio::time::timeout(PROPOSE_WAIT_MAX, self.proposer.propose(command))
+        tokio::time::timeout(PROPOSE_WAIT_MAX, self.propose_as_leader(command))
             .await
             .unwrap_or(Err(RaftError::OutcomeUnknown(PROPOSE_WAIT_MAX)))
     }
@@ -193,6 +193,9 @@ impl RaftNode {
                         }
                         Ok(Err(ForwardError::OutcomeUnknown { waited_ms })) => {
                             return Err(RaftError::OutcomeUnknown(Duration::from_millis(waited_ms)))
+                        }
+                        Ok(Err(ForwardError::NotUnderstood(reason))) => {
+                            return Err(RaftError::NotUnderstood(reason))
                         }
                         Ok(Err(ForwardError::Failed(reason))) => {
                             return Err(RaftError::Peer {

@@ -3,8 +3,9 @@
 //! shutdown. What a member serves lives beside this file: `forward`
 //! (proposals and linearizable reads from any member, forwarded to the
 //! leader), `membership` (`members`, voter changes), `state_check` (the
-//! leader's comparison of state hashes) and `integrity` (this member's
-//! verdict); `config` holds its settings.
+//! leader's comparison of state hashes), `integrity` (this member's
+//! verdict) and `versions` (version gating of new command kinds); `config`
+//! holds its settings.
 //!
 //! Invariants: the data directory holds `raft-log.redb` (log, vote),
 //! `state.redb` (tables and applied position) and `snapshot.bin` (the
@@ -21,6 +22,7 @@ mod forward;
 mod integrity;
 mod membership;
 mod state_check;
+mod versions;
 
 pub use clock::{lower_median, wall_clock_ms, CLOCK_PROBE_TIMEOUT};
 pub use config::{
@@ -34,6 +36,7 @@ pub use membership::{MemberInfo, MemberRole, MembersView, LEARNER_CATCH_UP_MAX};
 pub use state_check::{
     judge, CheckRound, CheckState, Digest, StateCheck, STATE_HASH_APPLY_WAIT, STATE_HASH_TIMEOUT,
 };
+pub use versions::{Announced, ANNOUNCEMENT_AGE_MAX};
 
 use crate::checkpoints::Checkpoints;
 use crate::error::RaftError;
@@ -66,6 +69,8 @@ pub struct RaftNode {
     hashing: Arc<tokio::sync::Mutex<()>>,
     /// The results of the last state check this node ran as leader.
     state_checks: Arc<std::sync::Mutex<BTreeMap<NodeId, StateCheck>>>,
+    /// The members' builds as they announced them (version gating).
+    announcements: versions::Announcements,
 }
 
 pub type Metrics = RaftMetrics<NodeId, GantryNode>;
@@ -153,6 +158,7 @@ impl RaftNode {
             integrity,
             hashing: Arc::new(tokio::sync::Mutex::new(())),
             state_checks: Arc::default(),
+            announcements: versions::Announcements::default(),
         })
     }
 

@@ -63,6 +63,8 @@ enum CallError {
     Protocol(String),
     /// The request is larger than [`REQUEST_BODY_MAX`].
     TooLarge(usize),
+    /// The peer has no such route (404): a member of an older build.
+    NoRoute,
 }
 
 impl std::fmt::Display for CallError {
@@ -74,6 +76,7 @@ impl std::fmt::Display for CallError {
             CallError::TooLarge(size) => {
                 write!(f, "request of {size} bytes exceeds {REQUEST_BODY_MAX}")
             }
+            CallError::NoRoute => write!(f, "no such route (an older build)"),
         }
     }
 }
@@ -97,7 +100,7 @@ impl CallError {
             CallError::NotSent(_) | CallError::Lost(_) => {
                 RPCError::Unreachable(Unreachable::new(&error))
             }
-            CallError::Protocol(_) | CallError::TooLarge(_) => {
+            CallError::Protocol(_) | CallError::TooLarge(_) | CallError::NoRoute => {
                 RPCError::Network(NetworkError::new(&error))
             }
         }
@@ -242,6 +245,9 @@ impl PeerTransport {
                 .await
                 .map_err(|e| CallError::Lost(format!("reading reply: {e}")))?
                 .to_bytes();
+            if status == http::StatusCode::NOT_FOUND {
+                return Err(CallError::NoRoute);
+            }
             if status != http::StatusCode::OK {
                 let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
                 return Err(CallError::Protocol(format!("{status}: {text}")));
@@ -291,6 +297,19 @@ impl PeerTransport {
         self.call::<_, super::MembersReply>(peer, super::MEMBERS_PATH, &(), super::MEMBERS_TIMEOUT)
             .await
             .map_err(|e| e.into_gantry(peer))
+    }
+
+    /// What `peer`'s build understands; `None` from a member of a build
+    /// from before version gating (which has no such route).
+    pub async fn build_info(&self, peer: &str) -> Result<Option<super::BuildInfo>, GantryError> {
+        match self
+            .call::<_, super::BuildInfo>(peer, super::BUILD_PATH, &(), super::BUILD_PROBE_TIMEOUT)
+            .await
+        {
+            Ok(build) => Ok(Some(build)),
+            Err(CallError::NoRoute) => Ok(None),
+            Err(other) => Err(other.into_gantry(peer)),
+        }
     }
 
     /// `peer`'s wall clock, in Unix milliseconds.

@@ -64,6 +64,30 @@ pub const CLOCK_PATH: &str = "/gantry/clock";
 pub const STATE_HASH_PATH: &str = "/gantry/state-hash";
 /// The leader's verdict on a member's state after a state check.
 pub const STATE_VERDICT_PATH: &str = "/gantry/state-verdict";
+/// What a member's build understands ([`BuildInfo`]); a member of a build
+/// from before version gating answers 404.
+pub const BUILD_PATH: &str = "/gantry/build";
+/// Longest one build probe may take.
+pub const BUILD_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A member's build, as it announces it to the leader (version gating).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildInfo {
+    /// The release, e.g. `0.1.0`.
+    pub version: String,
+    /// Command kinds it understands: `0..command_kinds`.
+    pub command_kinds: u16,
+}
+
+impl BuildInfo {
+    /// This process's build.
+    pub fn this_build() -> BuildInfo {
+        BuildInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            command_kinds: gantry_storage::COMMAND_KINDS,
+        }
+    }
+}
 
 /// One object-store probe exchange: the caller names its probe, the callee
 /// reads it from its own store and answers with its own probe.
@@ -162,6 +186,9 @@ pub enum ForwardError {
     OutcomeUnknown {
         waited_ms: u64,
     },
+    /// The leader refused a command kind that some member does not
+    /// understand yet (version gating); nothing was proposed.
+    NotUnderstood(String),
 }
 
 impl From<crate::RaftError> for ForwardError {
@@ -172,6 +199,7 @@ impl From<crate::RaftError> for ForwardError {
             crate::RaftError::OutcomeUnknown(waited) => ForwardError::OutcomeUnknown {
                 waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
             },
+            crate::RaftError::NotUnderstood(reason) => ForwardError::NotUnderstood(reason),
             other => ForwardError::Failed(other.to_string()),
         }
     }

@@ -9,13 +9,15 @@
 //! certificates required), which the caller supplies.
 
 use super::{
+    BuildInfo, StateHashReply, StateVerdictReply, StoreProbe, StoreProbeAnswer, BUILD_PATH,
+};
+use super::{
     ForwardError, MembersReply, MembershipChange, MembershipReply, ProposeReply, ReadIndexReply,
     API_CONNECTIONS_MAX, APPEND_PATH, CLOCK_PATH, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
     MEMBERSHIP_PATH, MEMBERS_PATH, PEER_CONNECTIONS_MAX, PEER_STREAMS_MAX, PROPOSE_PATH,
     READ_INDEX_PATH, REQUEST_BODY_MAX, SHUTDOWN_GRACE, SNAPSHOT_PATH, STATE_HASH_PATH,
     STATE_VERDICT_PATH, STORE_PROBE_PATH, TLS_HANDSHAKE_TIMEOUT, VOTE_PATH,
 };
-use super::{StateHashReply, StateVerdictReply, StoreProbe, StoreProbeAnswer};
 use crate::node::RaftNode;
 use crate::types::{decode, encode, NodeId, TypeConfig};
 use axum::extract::{DefaultBodyLimit, State};
@@ -60,6 +62,7 @@ pub fn peer_router(node: RaftNode) -> Router {
         .route(CLOCK_PATH, post(clock))
         .route(STATE_HASH_PATH, post(state_hash))
         .route(STATE_VERDICT_PATH, post(state_verdict))
+        .route(BUILD_PATH, post(build))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_MAX))
         .with_state(node)
 }
@@ -129,6 +132,10 @@ async fn membership(State(node): State<RaftNode>, body: Bytes) -> Response {
         .await
         .map_err(ForwardError::from);
     reply(&result)
+}
+
+async fn build() -> Response {
+    reply(&BuildInfo::this_build())
 }
 
 async fn members(State(node): State<RaftNode>) -> Response {

@@ -60,6 +60,8 @@ fn apply_at(
             request_key::apply_idempotent(tables, at(now), key, command, |inner| apply(txn, inner))
         }
         Command::AppendLogChunk { chunk } => apply_log_chunk_append(tables, chunk),
+        #[cfg(feature = "upgrade-drill")]
+        Command::UpgradeDrill { .. } => Ok(Outcome::Applied),
         Command::SubmitWorkflow { now, submission } => {
             apply_workflow_submit(tables, at(now), submission)
         }
