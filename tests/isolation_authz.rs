@@ -10,7 +10,7 @@ mod common;
 
 use bytes::BytesMut;
 use common::{gantry_ok, wait_for, DevServer, Https, Pki, BINARY};
-use gantry::protocol::wire::{encode_frame_into, Up};
+use gantry::protocol::wire::{encode_frame_into, FrameFormat, Up};
 use gantry::protocol::FromOperator;
 use gantry_storage::{TaskKey, TaskStatus};
 use serde_json::{json, Value};
@@ -163,7 +163,13 @@ fn server(dir: &Path, pki: &Pki, name: &str, ip: &str, extra: &[&str]) -> (DevSe
 fn frames(reports: Vec<FromOperator>) -> Vec<u8> {
     let mut body = BytesMut::new();
     for (index, message) in reports.into_iter().enumerate() {
-        encode_frame_into(&Up::report(index as u64 + 1, message), &mut body).unwrap();
+        // Format 1, as an operator from before format negotiation sends it.
+        encode_frame_into(
+            &Up::report(index as u64 + 1, message),
+            FrameFormat::Bincode,
+            &mut body,
+        )
+        .unwrap();
     }
     body.to_vec()
 }

@@ -45,6 +45,7 @@ pub async fn connect(
     State(state): State<AppState>,
     peer: Option<Extension<TlsPeer>>,
     Query(params): Query<ConnectParams>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let backend = params
@@ -70,6 +71,16 @@ pub async fn connect(
         return Ok(not_leader(&state));
     }
 
+    // The newest format at or below the operator's offer; none offered:
+    // an operator from before formats were negotiated.
+    let format = wire::FrameFormat::from_header(
+        headers
+            .get(wire::FRAME_FORMAT_HEADER)
+            .and_then(|value| value.to_str().ok()),
+    );
+    if format != wire::FrameFormat::NEWEST {
+        tracing::info!(%backend, format = format.number(), "the operator speaks an older frame format");
+    }
     let (accepted, down) = state.hub.accept(&backend, instance, true).await?;
     let (up_sender, up_receiver) = mpsc::channel(UP_QUEUE_MAX);
     let reader = StreamReader::new(
@@ -77,14 +88,20 @@ pub async fn connect(
             .map(|chunk| chunk.map_err(std::io::Error::other)),
     );
     tokio::spawn(async move {
-        let reason = wire::pump_frames::<Up>(reader, up_sender).await;
+        let reason = wire::pump_frames::<Up>(reader, format, up_sender).await;
         tracing::debug!("operator stream closed: {reason}");
     });
     let hub = state.hub.clone();
     tokio::spawn(async move { hub.serve(accepted, up_receiver).await });
-    let frames = wire::body_chunks(down);
+    let frames = wire::body_chunks(down, format);
     Ok((
-        [(header::CONTENT_TYPE, "application/octet-stream")],
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::HeaderName::from_static(wire::FRAME_FORMAT_HEADER),
+                format.number().to_string(),
+            ),
+        ],
         Body::from_stream(frames),
     )
         .into_response())

@@ -170,8 +170,10 @@ impl Connector {
     }
 
     async fn attempt(&self, url: &str, instance: u64) -> Result<Link, Attempt> {
-        let (up, up_frames) = mpsc::channel::<Up>(UP_QUEUE_MAX);
-        let body = wire::body_chunks(ReceiverStream::new(up_frames));
+        // The body carries encoded chunks; frames are encoded only once the
+        // server has named the format (no frame can be sent before: the
+        // link is handed out after the answer).
+        let (body_sender, body_chunks) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
         let mut request = self
             .client
             .post(format!("{url}/api/agent/connect"))
@@ -179,7 +181,11 @@ impl Connector {
                 ("backend", self.backend.clone()),
                 ("instance", instance.to_string()),
             ])
-            .body(reqwest::Body::wrap_stream(body));
+            .header(
+                wire::FRAME_FORMAT_HEADER,
+                wire::FrameFormat::NEWEST.number().to_string(),
+            )
+            .body(reqwest::Body::wrap_stream(ReceiverStream::new(body_chunks)));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -200,6 +206,27 @@ impl Connector {
                 _ => Attempt::Failed(format!("{status}: {message}")),
             });
         }
+        // A server that names no format is of a build from before formats
+        // were negotiated: format 1.
+        let format = wire::FrameFormat::from_header(
+            response
+                .headers()
+                .get(wire::FRAME_FORMAT_HEADER)
+                .and_then(|value| value.to_str().ok()),
+        );
+        if format != wire::FrameFormat::NEWEST {
+            tracing::info!(%url, format = format.number(), "the control plane speaks an older frame format");
+        }
+        let (up, up_frames) = mpsc::channel::<Up>(UP_QUEUE_MAX);
+        tokio::spawn(async move {
+            let mut chunks =
+                std::pin::pin!(wire::body_chunks(ReceiverStream::new(up_frames), format));
+            while let Some(chunk) = chunks.next().await {
+                if body_sender.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
         let (down_sender, down) = mpsc::channel::<Down>(DOWN_QUEUE_MAX);
         let reader = StreamReader::new(
             response
@@ -207,7 +234,7 @@ impl Connector {
                 .map(|chunk| chunk.map_err(|error| std::io::Error::other(error_chain(&error)))),
         );
         tokio::spawn(async move {
-            let reason = wire::pump_frames(reader, down_sender).await;
+            let reason = wire::pump_frames(reader, format, down_sender).await;
             tracing::info!("control plane stream closed: {reason}");
         });
         Ok(Link { up, down })
@@ -223,4 +250,68 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::wire::FrameFormat;
+    use crate::protocol::FromOperator;
+    use axum::body::Body;
+    use axum::http::HeaderMap;
+
+    /// A server of a build from before frame formats were negotiated: it
+    /// names no format and speaks format 1 both ways.
+    async fn older_server(offers: mpsc::Sender<Option<String>>, ups: mpsc::Sender<Up>) -> String {
+        let handler = move |headers: HeaderMap, body: Body| {
+            let (offers, ups) = (offers.clone(), ups.clone());
+            async move {
+                let offer = headers
+                    .get(wire::FRAME_FORMAT_HEADER)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_string);
+                let _ = offers.send(offer).await;
+                let reader = StreamReader::new(
+                    body.into_data_stream()
+                        .map(|chunk| chunk.map_err(std::io::Error::other)),
+                );
+                tokio::spawn(wire::pump_frames(reader, FrameFormat::Bincode, ups));
+                let down = futures::stream::iter([Down::Resume { acked: 0 }])
+                    .chain(futures::stream::pending());
+                Body::from_stream(wire::body_chunks(down, FrameFormat::Bincode))
+            }
+        };
+        let app = axum::Router::new().route("/api/agent/connect", axum::routing::post(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{address}")
+    }
+
+    #[tokio::test]
+    async fn an_operator_offers_format_2_and_speaks_format_1_to_an_older_server() {
+        let (offers, mut offered) = mpsc::channel(1);
+        let (ups, mut received) = mpsc::channel(8);
+        let url = older_server(offers, ups).await;
+        let mut connector = Connector::new(ConnectorConfig {
+            urls: vec![url],
+            backend: "lab".into(),
+            token: None,
+            tls: None,
+        })
+        .unwrap();
+        let mut link = connector.connect(7).await;
+        assert_eq!(offered.recv().await.unwrap().as_deref(), Some("2"));
+        assert!(matches!(
+            link.down.recv().await,
+            Some(Down::Resume { acked: 0 })
+        ));
+        link.up
+            .send(Up::report(1, FromOperator::JobDone { job_id: 5 }))
+            .await
+            .unwrap();
+        let Up::Report { seq, message } = received.recv().await.unwrap();
+        assert_eq!(seq, 1);
+        assert!(matches!(*message, FromOperator::JobDone { job_id: 5 }));
+    }
 }

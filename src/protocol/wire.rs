@@ -1,11 +1,18 @@
 //! Frames of the operator stream: one long-lived HTTP/2 request whose body
 //! carries [`Up`] frames and whose response carries [`Down`] frames, each a
-//! length-prefixed bincode value.
+//! length-prefixed value in the connection's [`FrameFormat`].
 //!
 //! Invariants: a frame is at most [`FRAME_BYTES_MAX`] bytes (both ends
 //! refuse larger ones); sequence numbers of `Up::Report` start at 1 and
 //! grow by one per message of an operator instance, across connections;
-//! the first `Down` frame of every connection is `Resume`.
+//! the first `Down` frame of every connection is `Resume`; both directions
+//! of a connection use the one format the server chose from what the
+//! operator offered ([`FRAME_FORMAT_HEADER`]), and a side that offers or
+//! answers nothing is of a build from before formats were negotiated
+//! (format 1). Messages only ever gain fields, each with a default, so in
+//! format 2 a field one side lacks takes its default and a field it does
+//! not know is skipped: operators and servers one version apart
+//! interoperate.
 
 use super::{FromOperator, ToOperator};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -72,6 +79,44 @@ pub enum WireError {
     TooLarge(usize),
 }
 
+/// The request header in which an operator offers the newest frame format
+/// it speaks, and the response header in which the server names the one
+/// the connection uses.
+pub const FRAME_FORMAT_HEADER: &str = "gantry-frame-format";
+
+/// How the frames of one connection encode their values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameFormat {
+    /// 1: positional bincode, what builds from before format negotiation
+    /// speak; a field added to a message breaks it.
+    Bincode,
+    /// 2: MessagePack with field and variant names: a missing field takes
+    /// its default, an unknown one is skipped.
+    Named,
+}
+
+impl FrameFormat {
+    /// The newest format this build speaks (what an operator offers).
+    pub const NEWEST: FrameFormat = FrameFormat::Named;
+
+    pub fn number(self) -> u8 {
+        match self {
+            FrameFormat::Bincode => 1,
+            FrameFormat::Named => 2,
+        }
+    }
+
+    /// The format for a peer's header: the newest this build speaks at or
+    /// below the one offered; format 1 when there is no header (an older
+    /// build) or it is not a number.
+    pub fn from_header(value: Option<&str>) -> FrameFormat {
+        match value.and_then(|text| text.trim().parse::<u32>().ok()) {
+            Some(offered) if offered >= 2 => FrameFormat::Named,
+            _ => FrameFormat::Bincode,
+        }
+    }
+}
+
 /// The length-delimited codec both ends frame with.
 pub fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
@@ -82,17 +127,27 @@ pub fn codec() -> LengthDelimitedCodec {
 /// Appends one frame, its 4-byte big-endian length prefix first, to
 /// `buffer`: the value is
 /// encoded in place, not copied in afterwards. On error `buffer` is as it was.
-pub fn encode_frame_into<T: Serialize>(value: &T, buffer: &mut BytesMut) -> Result<(), WireError> {
+pub fn encode_frame_into<T: Serialize>(
+    value: &T,
+    format: FrameFormat,
+    buffer: &mut BytesMut,
+) -> Result<(), WireError> {
     let start = buffer.len();
     buffer.put_u32(0);
-    let encoded = bincode::serde::encode_into_std_write(
-        value,
-        &mut (&mut *buffer).writer(),
-        bincode::config::standard(),
-    );
+    let mut writer = (&mut *buffer).writer();
+    let encoded = match format {
+        FrameFormat::Bincode => {
+            bincode::serde::encode_into_std_write(value, &mut writer, bincode::config::standard())
+                .map(drop)
+                .map_err(|error| error.to_string())
+        }
+        FrameFormat::Named => {
+            rmp_serde::encode::write_named(&mut writer, value).map_err(|error| error.to_string())
+        }
+    };
     let body = buffer.len() - start - 4;
     let result = match encoded {
-        Err(error) => Err(WireError::Encode(error.to_string())),
+        Err(error) => Err(WireError::Encode(error)),
         Ok(_) if body > FRAME_BYTES_MAX => Err(WireError::TooLarge(body)),
         Ok(_) => {
             // Bounded by FRAME_BYTES_MAX above, so it fits in u32.
@@ -113,28 +168,37 @@ const FRAMES_PER_CHUNK_MAX: usize = 512;
 /// the peer's HTTP/2 stack rightly treats as abuse).
 pub fn body_chunks<T: Serialize>(
     frames: impl futures::Stream<Item = T>,
+    format: FrameFormat,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
     use futures::StreamExt;
-    frames.ready_chunks(FRAMES_PER_CHUNK_MAX).map(|batch| {
+    frames.ready_chunks(FRAMES_PER_CHUNK_MAX).map(move |batch| {
         let mut chunk = BytesMut::new();
         for frame in &batch {
-            encode_frame_into(frame, &mut chunk).map_err(std::io::Error::other)?;
+            encode_frame_into(frame, format, &mut chunk).map_err(std::io::Error::other)?;
         }
         Ok(chunk.freeze())
     })
 }
 
 /// Decodes the body of one frame (without its length prefix).
-pub fn decode_frame<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
-    bincode::serde::decode_from_slice(body, bincode::config::standard())
-        .map(|(value, _)| value)
-        .map_err(|error| WireError::Decode(error.to_string()))
+pub fn decode_frame<T: DeserializeOwned>(body: &[u8], format: FrameFormat) -> Result<T, WireError> {
+    match format {
+        FrameFormat::Bincode => {
+            bincode::serde::decode_from_slice(body, bincode::config::standard())
+                .map(|(value, _)| value)
+                .map_err(|error| WireError::Decode(error.to_string()))
+        }
+        FrameFormat::Named => {
+            rmp_serde::from_slice(body).map_err(|error| WireError::Decode(error.to_string()))
+        }
+    }
 }
 
 /// Decodes frames from `reader` into `frames` until the reader ends, a
 /// frame is malformed, or the receiver goes away; returns why it stopped.
 pub async fn pump_frames<T: DeserializeOwned>(
     reader: impl tokio::io::AsyncRead + Unpin,
+    format: FrameFormat,
     frames: tokio::sync::mpsc::Sender<T>,
 ) -> String {
     use futures::StreamExt;
@@ -142,7 +206,7 @@ pub async fn pump_frames<T: DeserializeOwned>(
     while let Some(frame) = reader.next().await {
         let decoded = frame
             .map_err(|error| error.to_string())
-            .and_then(|bytes| decode_frame::<T>(&bytes).map_err(|error| error.to_string()));
+            .and_then(|bytes| decode_frame::<T>(&bytes, format).map_err(|error| error.to_string()));
         match decoded {
             Ok(frame) => {
                 if frames.send(frame).await.is_err() {
@@ -164,11 +228,18 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_through_the_codec() {
         let mut joined = BytesMut::new();
-        encode_frame_into(&Down::Resume { acked: 7 }, &mut joined).unwrap();
-        encode_frame_into(&Down::Ack { seq: 9 }, &mut joined).unwrap();
+        encode_frame_into(
+            &Down::Resume { acked: 7 },
+            FrameFormat::Bincode,
+            &mut joined,
+        )
+        .unwrap();
+        encode_frame_into(&Down::Ack { seq: 9 }, FrameFormat::Named, &mut joined).unwrap();
         let mut reader = FramedRead::new(&joined[..], codec());
-        let first: Down = decode_frame(&reader.next().await.unwrap().unwrap()).unwrap();
-        let second: Down = decode_frame(&reader.next().await.unwrap().unwrap()).unwrap();
+        let first: Down =
+            decode_frame(&reader.next().await.unwrap().unwrap(), FrameFormat::Bincode).unwrap();
+        let second: Down =
+            decode_frame(&reader.next().await.unwrap().unwrap(), FrameFormat::Named).unwrap();
         assert!(matches!(first, Down::Resume { acked: 7 }));
         assert!(matches!(second, Down::Ack { seq: 9 }));
         assert!(reader.next().await.is_none());
@@ -185,11 +256,11 @@ mod tests {
     #[test]
     fn an_oversized_frame_is_refused_and_leaves_the_buffer_as_it_was() {
         let mut buffer = BytesMut::new();
-        encode_frame_into(&Down::Ack { seq: 1 }, &mut buffer).unwrap();
+        encode_frame_into(&Down::Ack { seq: 1 }, FrameFormat::Named, &mut buffer).unwrap();
         let before = buffer.clone();
         let huge = vec![7u8; FRAME_BYTES_MAX + 1];
         assert!(matches!(
-            encode_frame_into(&huge, &mut buffer),
+            encode_frame_into(&huge, FrameFormat::Named, &mut buffer),
             Err(WireError::TooLarge(_))
         ));
         assert_eq!(buffer, before);
@@ -200,7 +271,7 @@ mod tests {
         let frames = futures::stream::iter(
             (1..=3).map(|seq| Up::report(seq, FromOperator::JobDone { job_id: seq * 10 })),
         );
-        let chunks: Vec<Bytes> = body_chunks(frames)
+        let chunks: Vec<Bytes> = body_chunks(frames, FrameFormat::Named)
             .map(|chunk| chunk.unwrap())
             .collect()
             .await;
@@ -208,7 +279,7 @@ mod tests {
         let mut reader = FramedRead::new(joined.as_slice(), codec());
         for expected in 1..=3u64 {
             let Up::Report { seq, message } =
-                decode_frame(&reader.next().await.unwrap().unwrap()).unwrap();
+                decode_frame(&reader.next().await.unwrap().unwrap(), FrameFormat::Named).unwrap();
             assert_eq!(seq, expected);
             assert!(
                 matches!(*message, FromOperator::JobDone { job_id } if job_id == expected * 10)
@@ -218,10 +289,22 @@ mod tests {
     }
 
     #[test]
+    fn the_format_is_the_newest_at_or_below_the_offer() {
+        assert_eq!(FrameFormat::from_header(None), FrameFormat::Bincode);
+        assert_eq!(FrameFormat::from_header(Some("1")), FrameFormat::Bincode);
+        assert_eq!(FrameFormat::from_header(Some("2")), FrameFormat::Named);
+        // A newer operator's offer: this build's newest.
+        assert_eq!(FrameFormat::from_header(Some("7")), FrameFormat::Named);
+        assert_eq!(FrameFormat::from_header(Some("two")), FrameFormat::Bincode);
+    }
+
+    #[test]
     fn garbage_is_a_decode_error() {
-        assert!(matches!(
-            decode_frame::<Down>(&[0xff, 0xff, 0xff]),
-            Err(WireError::Decode(_))
-        ));
+        for format in [FrameFormat::Bincode, FrameFormat::Named] {
+            assert!(matches!(
+                decode_frame::<Down>(&[0xff, 0xff, 0xff], format),
+                Err(WireError::Decode(_))
+            ));
+        }
     }
 }
