@@ -3,7 +3,12 @@
 //! Invariants: an append is durable (redb immediate commit, i.e. fsync)
 //! before openraft is told it completed; entries are keyed by log index and
 //! contiguous from `last_purged + 1`; redb work runs on blocking threads so
-//! fsyncs never stall the async runtime.
+//! fsyncs never stall the async runtime; every value (entries, vote,
+//! commit position, purge position) is in the row envelope
+//! (`gantry_storage::seal`: format byte, payload, CRC-32C) and checked on
+//! every read, so a flipped bit fails the read, naming the table and key,
+//! instead of being replicated or applied; a log written before the
+//! envelope (no [`ENVELOPE_MARKER_KEY`] row) is sealed once when opened.
 //!
 //! Failpoints (compiled in only with the `failpoints` feature, i.e. in
 //! tests; each returns an I/O error, which openraft treats as fatal):
@@ -30,6 +35,8 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_log_meta")
 const VOTE_KEY: &str = "vote";
 const COMMITTED_KEY: &str = "committed";
 const PURGED_KEY: &str = "last_purged";
+/// `raft_log_meta` row whose presence says every value is sealed.
+const ENVELOPE_MARKER_KEY: &str = "\0envelope";
 
 #[derive(Clone)]
 pub struct LogStore {
@@ -65,15 +72,9 @@ impl LogStore {
                     false => format!("{}: {error}", path.display()),
                 })
             })?;
-        let txn = db
-            .begin_write()
-            .map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
-        txn.open_table(LOG)
-            .map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
-        txn.open_table(META)
-            .map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
-        txn.commit()
-            .map_err(|e| crate::RaftError::RaftStorage(e.to_string()))?;
+        seal_legacy_values(&db).map_err(|e| {
+            crate::RaftError::RaftStorage(format!("{}: sealing the log: {e}", path.display()))
+        })?;
         Ok(LogStore {
             db: Arc::new(db),
             activity: Arc::new(watch::channel((0, 0)).0),
@@ -88,7 +89,7 @@ impl LogStore {
         {
             let mut table = txn.open_table(LOG).map_err(io_error)?;
             for entry in entries {
-                let bytes = encode(entry).map_err(io_error)?;
+                let bytes = sealed(entry)?;
                 table
                     .insert(entry.log_id.index, bytes.as_slice())
                     .map_err(io_error)?;
@@ -126,9 +127,7 @@ impl LogStore {
             let txn = db.begin_read().map_err(io_error)?;
             let table = txn.open_table(META).map_err(io_error)?;
             let value = table.get(key).map_err(io_error)?;
-            value
-                .map(|v| decode(v.value()).map_err(io_error))
-                .transpose()
+            value.map(|v| unsealed(&META, &key, v.value())).transpose()
         })
         .await
     }
@@ -142,7 +141,7 @@ impl LogStore {
         value: &T,
         durable: bool,
     ) -> Result<(), std::io::Error> {
-        let bytes = encode(value).map_err(io_error)?;
+        let bytes = sealed(value)?;
         self.blocking(move |db| {
             let mut txn = db.begin_write().map_err(io_error)?;
             if !durable {
@@ -173,6 +172,55 @@ impl LogStore {
     }
 }
 
+/// `value` encoded and in the row envelope.
+fn sealed<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, std::io::Error> {
+    Ok(gantry_storage::seal(&encode(value).map_err(io_error)?))
+}
+
+/// A value of `table` checked against its envelope and decoded; the error
+/// names the table and the key.
+fn unsealed<T: serde::de::DeserializeOwned>(
+    table: &impl redb::TableHandle,
+    key: &dyn Debug,
+    bytes: &[u8],
+) -> Result<T, std::io::Error> {
+    let payload = gantry_storage::unseal(table, key, bytes).map_err(io_error)?;
+    decode(payload)
+        .map_err(|error| io_error(format!("table `{}`, key {key:?}: {error}", table.name())))
+}
+
+/// Creates the tables and seals every value of a log written before the
+/// envelope, once, in one transaction that also writes the marker (a new
+/// log only gains the marker).
+fn seal_legacy_values(db: &Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut log = txn.open_table(LOG)?;
+        let mut meta = txn.open_table(META)?;
+        if meta.get(ENVELOPE_MARKER_KEY)?.is_none() {
+            let mut bare = Vec::new();
+            for row in log.iter()? {
+                let (index, value) = row?;
+                bare.push((index.value(), value.value().to_vec()));
+            }
+            for (index, value) in bare {
+                log.insert(index, gantry_storage::seal(&value).as_slice())?;
+            }
+            let mut bare = Vec::new();
+            for row in meta.iter()? {
+                let (key, value) = row?;
+                bare.push((key.value().to_string(), value.value().to_vec()));
+            }
+            for (key, value) in bare {
+                meta.insert(key.as_str(), gantry_storage::seal(&value).as_slice())?;
+            }
+            meta.insert(ENVELOPE_MARKER_KEY, gantry_storage::seal(&[]).as_slice())?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
 /// Counts an append as finished however it ends (error or cancellation).
 struct FinishOnDrop<'a>(&'a watch::Sender<(u64, u64)>);
 
@@ -196,8 +244,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 return Ok(entries);
             }
             for row in table.range(start..end).map_err(io_error)? {
-                let (_, value) = row.map_err(io_error)?;
-                entries.push(decode::<Entry>(value.value()).map_err(io_error)?);
+                let (index, value) = row.map_err(io_error)?;
+                entries.push(unsealed::<Entry>(&LOG, &index.value(), value.value())?);
             }
             Ok(entries)
         })
@@ -219,10 +267,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let txn = db.begin_read().map_err(io_error)?;
                 let table = txn.open_table(LOG).map_err(io_error)?;
                 let last = table.last().map_err(io_error)?;
-                last.map(|(_, v)| {
-                    decode::<Entry>(v.value())
-                        .map(|entry| entry.log_id)
-                        .map_err(io_error)
+                last.map(|(index, v)| {
+                    unsealed::<Entry>(&LOG, &index.value(), v.value()).map(|entry| entry.log_id)
                 })
                 .transpose()
             })
@@ -285,7 +331,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let finished = FinishOnDrop(&self.activity);
         let mut rows = Vec::new();
         for entry in entries {
-            let bytes = encode(&entry).map_err(|e| StorageIOError::write_logs(&io_error(e)))?;
+            let bytes = sealed(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
             rows.push((entry.log_id.index, bytes));
         }
         let result = self
@@ -340,7 +386,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let upto = log_id.index;
-        let purged = encode(&log_id).map_err(|e| StorageIOError::write_logs(&io_error(e)))?;
+        let purged = sealed(&log_id).map_err(|e| StorageIOError::write_logs(&e))?;
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(io_error)?;
             txn.open_table(META)
@@ -358,5 +404,83 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
         .await
         .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Batch, Entry};
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Batch::default()),
+        }
+    }
+
+    /// A log from before the envelope (bare values, no marker) is sealed
+    /// when opened and reads back the same.
+    #[tokio::test]
+    async fn a_log_from_before_the_envelope_is_sealed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-log.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut log = txn.open_table(LOG).unwrap();
+                for index in 1..=3 {
+                    log.insert(index, encode(&entry(index)).unwrap().as_slice())
+                        .unwrap();
+                }
+                let vote = Vote::<NodeId>::new(1, 1);
+                txn.open_table(META)
+                    .unwrap()
+                    .insert(VOTE_KEY, encode(&vote).unwrap().as_slice())
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let mut store = LogStore::open(&path).unwrap();
+        let entries = store.try_get_log_entries(1..=3).await.unwrap();
+        assert_eq!(entries, (1..=3).map(entry).collect::<Vec<_>>());
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(1, 1)));
+        drop(store);
+        // Sealed once: a second open finds the marker and changes nothing.
+        let mut again = LogStore::open(&path).unwrap();
+        assert_eq!(again.try_get_log_entries(1..=3).await.unwrap().len(), 3);
+    }
+
+    /// A bit flipped in a stored entry fails the read, naming the table and
+    /// the index, instead of handing the entry to Raft.
+    #[tokio::test]
+    async fn a_flipped_bit_in_an_entry_fails_the_read_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-log.redb");
+        let store = LogStore::open(&path).unwrap();
+        store.put_entries(&[entry(1), entry(2)]).unwrap();
+        {
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut log = txn.open_table(LOG).unwrap();
+                let mut value = log.get(2).unwrap().unwrap().value().to_vec();
+                value[3] ^= 0x10;
+                log.insert(2, value.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let mut reader = store.clone();
+        let error = reader
+            .try_get_log_entries(1..=2)
+            .await
+            .expect_err("a flipped entry is not read");
+        let text = error.to_string();
+        assert!(
+            text.contains("raft_log") && text.contains("2") && text.contains("checksum"),
+            "{text}"
+        );
+        assert_eq!(reader.try_get_log_entries(1..=1).await.unwrap().len(), 1);
     }
 }

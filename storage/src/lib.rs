@@ -30,6 +30,8 @@ pub use config::{
 };
 pub use error::StorageError;
 pub use record::*;
+/// The row envelope, for the Raft log's file (which this crate does not own).
+pub use row::{seal, unseal};
 pub use status::{Priority, TaskStatus, WorkflowStatus};
 mod aggregate;
 mod apply;

@@ -10,7 +10,8 @@
 //!
 //! Invariants:
 //! - Every value of a table whose value type is bytes is sealed, the Raft
-//!   layer's row included; fixed-width and index tables (counters, the
+//!   layer's row included, and so is every value of the Raft log's own
+//!   file (`gantry-raft`'s `log_store`); fixed-width and index tables (counters, the
 //!   status index, …) are covered by redb's page checksums, checked when the
 //!   file is opened, and by the replicas' state comparison.
 //! - A store, or a snapshot image, written before rows were sealed has no
@@ -31,7 +32,7 @@ const CHECKSUM_BYTES: usize = 4;
 pub(crate) const FORMAT_MARKER_KEY: &str = "\0row_format";
 
 /// `payload` in the envelope.
-pub(crate) fn seal(payload: &[u8]) -> Vec<u8> {
+pub fn seal(payload: &[u8]) -> Vec<u8> {
     let mut sealed = Vec::with_capacity(1 + payload.len() + CHECKSUM_BYTES);
     sealed.push(ROW_FORMAT);
     sealed.extend_from_slice(payload);
@@ -47,7 +48,7 @@ pub(crate) fn encode_row<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageErro
 
 /// The payload of a sealed value, checked; `table` and `key` name the row
 /// in the error.
-pub(crate) fn unseal<'a>(
+pub fn unseal<'a>(
     table: &impl TableHandle,
     key: &dyn Debug,
     sealed: &'a [u8],
