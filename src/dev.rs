@@ -75,6 +75,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
         object_store: args.object_store.clone(),
         // A cluster of one has nobody to compare its state with.
         state_check_interval: None,
+        cluster_key: None,
     })
     .await?;
     eprintln!(

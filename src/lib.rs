@@ -29,6 +29,7 @@ pub mod clock;
 pub mod data_dir;
 pub mod metrics;
 pub mod object_storage;
+pub mod secrets;
 pub mod spec;
 pub mod supervisor;
 pub mod tls;

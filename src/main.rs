@@ -156,6 +156,11 @@ struct ServerArgs {
     /// their states (e.g. 30s, 5m, 1h); 0 turns the check off
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = state_check_interval)]
     state_check_interval: std::time::Duration,
+    /// Cluster key file (`gantry cluster key create`), the same on every
+    /// member: credential values in configs are sealed with it, so the Raft
+    /// log, the state and snapshots never hold them in the clear
+    #[arg(long, env = "GANTRY_CLUSTER_KEY", value_name = "FILE")]
+    cluster_key: Option<PathBuf>,
 }
 
 /// `--state-check-interval`: a duration as configs write it.
@@ -208,6 +213,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 object_store: args.object_store,
                 state_check_interval: Some(args.state_check_interval)
                     .filter(|interval| !interval.is_zero()),
+                cluster_key: args.cluster_key,
             })
             .await?;
             eprintln!("gantry server: API on {}", running.base_url);

@@ -78,6 +78,9 @@ pub struct ServerOptions {
     pub object_store: Option<String>,
     /// Time between two state checks while this node leads (`None`: none).
     pub state_check_interval: Option<std::time::Duration>,
+    /// The cluster key file that seals credential values (`secrets`);
+    /// `None`: they are stored as given.
+    pub cluster_key: Option<PathBuf>,
 }
 
 pub struct RunningServer {
@@ -135,6 +138,20 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
     gantry_raft::private_fs::create_dir(&options.data_dir)
         .with_context(|| format!("creating data directory {}", options.data_dir.display()))?;
     let data_dir_lock = crate::data_dir::lock(&options.data_dir)?;
+    match &options.cluster_key {
+        Some(path) => {
+            let ring = crate::secrets::KeyRing::load(path)?;
+            tracing::info!(
+                key = ring.primary(),
+                "credential values are sealed with the cluster key"
+            );
+            crate::secrets::install(Some(ring));
+        }
+        None => {
+            tracing::warn!("no --cluster-key: credential values are stored in the state as given");
+            crate::secrets::install(None);
+        }
+    }
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("listening on {}", options.listen))?;

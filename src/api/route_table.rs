@@ -137,6 +137,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::POST, "/api/cluster/init", "Make this waiting node a new cluster of one", Access::ClusterSetup, post(cluster::init)),
         Route::new(M::POST, "/api/cluster/join", "Make this waiting node join a cluster", Access::ClusterSetup, post(cluster::join))
             .query(&[gantry("peer", String)]),
+        Route::new(M::POST, "/api/cluster/key/reseal", "Seal the stored credentials with the newest cluster key", allow("config:Update", Target::Fixed("config/workflow")), post(configs::reseal)),
         Route::new(M::GET, "/api/cluster/snapshot", "The whole state as a snapshot archive", allow("cluster:Update", ANY), get(cluster::snapshot))
             .response(Content::Archive),
         // Profile and access tokens.

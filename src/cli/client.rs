@@ -427,6 +427,13 @@ impl Client {
         .await
     }
 
+    /// `POST /api/cluster/key/reseal`: the stored credentials sealed with
+    /// the newest cluster key.
+    pub async fn reseal(&self) -> Result<Value, ClientError> {
+        self.json(Method::POST, "/api/cluster/key/reseal", |r| r)
+            .await
+    }
+
     /// `POST /api/cluster/init`: makes the node a new cluster of one.
     pub async fn init(&self) -> Result<Value, ClientError> {
         self.json(Method::POST, "/api/cluster/init", |r| r).await

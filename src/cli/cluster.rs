@@ -61,6 +61,32 @@ pub enum ClusterCommand {
         #[command(flatten)]
         output: FormatArg,
     },
+    /// The cluster key that seals credential values at rest (`gantry server
+    /// --cluster-key FILE`, the same file on every member)
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Write a new key file (mode 0600); never replaces one
+    Create {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Put a new key first in FILE, keeping the old ones (they still open
+    /// what they sealed); copy FILE to every member, restart them one at a
+    /// time, then run `reseal`
+    Rotate {
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Seal every stored credential with the newest key (a new WORKFLOW
+    /// config revision); afterwards the older keys may leave the file
+    Reseal {
+        #[command(flatten)]
+        output: FormatArg,
+    },
 }
 
 /// The credential a waiting node demands for init and join.
@@ -100,7 +126,9 @@ impl ClusterCommand {
             | ClusterCommand::Init { output, .. }
             | ClusterCommand::Join { output, .. }
             | ClusterCommand::Leave { output, .. }
-            | ClusterCommand::Rebuild { output, .. } => output.format,
+            | ClusterCommand::Rebuild { output, .. }
+            | ClusterCommand::Key(KeyCommand::Reseal { output }) => output.format,
+            ClusterCommand::Key(_) => OutputFormat::Text,
         }
     }
 }
@@ -140,6 +168,20 @@ pub async fn run_cluster(args: &ClientArgs, command: ClusterCommand) -> anyhow::
             with_spinner(format, "Changing membership", client.leave(id)).await?
         }
         ClusterCommand::Rebuild { data_dir, .. } => rebuild(args, format, &data_dir).await?,
+        ClusterCommand::Key(KeyCommand::Create { out }) => {
+            let id = crate::secrets::KeyRing::write_new_key(&out, false)?;
+            println!("wrote {} (cluster key {id}, mode 0600): give the same file to every member with --cluster-key", out.display());
+            return Ok(());
+        }
+        ClusterCommand::Key(KeyCommand::Rotate { file }) => {
+            let id = crate::secrets::KeyRing::write_new_key(&file, true)?;
+            println!("{}: new key {id} first, older keys kept; copy it to every member, restart them one at a time, then run `gantry cluster key reseal`", file.display());
+            return Ok(());
+        }
+        ClusterCommand::Key(KeyCommand::Reseal { .. }) => {
+            let client = Client::from_args(args)?;
+            with_spinner(format, "Sealing credentials", client.reseal()).await?
+        }
     };
     for warning in response["warnings"].as_array().into_iter().flatten() {
         eprintln!("warning: {}", warning.as_str().unwrap_or_default());

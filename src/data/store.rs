@@ -95,7 +95,14 @@ impl DataStore {
             endpoint: credential.override_url.clone(),
             path_style: credential.path_style(),
             access_key_id: credential.access_key_id.clone(),
-            access_key: credential.access_key.clone(),
+            // Sealed at rest with the cluster key (`secrets`): opened here,
+            // where it is used.
+            access_key: credential
+                .access_key
+                .as_deref()
+                .map(crate::secrets::open)
+                .transpose()
+                .map_err(|error| format!("{DATA_CREDENTIAL}.access_key: {error}"))?,
         };
         store
             .open(&store.root)

@@ -43,6 +43,12 @@ pub fn read_singleton(config_type: ConfigType) -> MethodRouter<AppState> {
     })
 }
 
+/// `POST /api/cluster/key/reseal`: the WORKFLOW config's credentials
+/// sealed under the newest cluster key.
+pub async fn reseal(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Reply {
+    write::reseal_secrets(state, caller).await
+}
+
 /// `PATCH` of a singleton: the fields given replace the stored ones.
 pub fn patch_singleton(config_type: ConfigType) -> MethodRouter<AppState> {
     patch(

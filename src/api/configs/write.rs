@@ -15,12 +15,14 @@ use crate::clock::now_ms;
 use crate::data::DataStore;
 use axum::body::Body;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Extension;
+use axum::Json;
 use gantry_storage::config::backend::merge_backend;
 use gantry_storage::config::{self, WorkflowConfig};
 use gantry_storage::{BackendSettings, Command, ConfigData, ConfigType, ReadView};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 /// `{description?, tags?, configs}`: PUT and POST bodies.
 #[derive(Deserialize)]
@@ -119,7 +121,80 @@ fn restore_secrets(
         return Ok(());
     }
     let stored = view.config(config_type, "")?.and_then(|c| c.data);
-    config::workflow::restore_masked_secrets(body, stored.as_ref()).map_err(usage)
+    config::workflow::restore_masked_secrets(body, stored.as_ref()).map_err(usage)?;
+    seal_secrets(body).map(drop)
+}
+
+/// Seals the WORKFLOW config's credential values with the cluster key (a
+/// server without one stores them as given): what is proposed, and so the
+/// log, the state and snapshots, holds only ciphertext. Whether anything
+/// changed.
+fn seal_secrets(body: &mut Value) -> Result<bool, ApiError> {
+    let Some(ring) = crate::secrets::ring() else {
+        return Ok(false);
+    };
+    ring.seal_at(
+        body,
+        config::workflow::SECRET_POINTERS,
+        config::workflow::MASK,
+    )
+    .map_err(|error| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SERVER",
+            error.to_string(),
+        )
+    })
+}
+
+/// `POST /api/cluster/key/reseal`: the WORKFLOW config's credentials
+/// sealed again under the newest cluster key (after `gantry cluster key
+/// rotate`), or sealed for the first time (stored before a key was
+/// given), as a new revision; nothing when they already are.
+pub(super) async fn reseal_secrets(state: AppState, caller: Caller) -> Reply {
+    let Some(ring) = crate::secrets::ring() else {
+        return Err(usage(
+            "this server has no cluster key (--cluster-key): credentials are stored as given",
+        ));
+    };
+    let view = state.node.read().await?;
+    // As stored (the read routes mask the credentials).
+    let stored = view
+        .config(ConfigType::Workflow, "")?
+        .and_then(|config| config.data);
+    let Some(ConfigData::Json(text)) = stored else {
+        return Ok(Json(
+            json!({ "message": "no WORKFLOW config is stored: nothing to seal" }),
+        ));
+    };
+    let mut current: Value = serde_json::from_str(&text).map_err(|error| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SERVER",
+            format!("the stored WORKFLOW config: {error}"),
+        )
+    })?;
+    if !seal_secrets(&mut current)? {
+        return Ok(Json(json!({
+            "message": format!("every credential is sealed with cluster key {} already", ring.primary()),
+        })));
+    }
+    let data = config::parse(ConfigType::Workflow, "", current).map_err(usage)?;
+    let command = Command::PutConfig {
+        now: now_ms(),
+        config_type: ConfigType::Workflow,
+        name: String::new(),
+        meta: meta(
+            &caller,
+            Some(format!(
+                "credentials sealed with cluster key {}",
+                ring.primary()
+            )),
+            None,
+        ),
+        data: Box::new(data),
+    };
+    commit(&state, command, ConfigType::Workflow, "").await
 }
 
 /// A WORKFLOW config's data credential must also open as a data store (the

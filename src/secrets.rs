@@ -1,0 +1,318 @@
+//! Credential values at rest: sealed with the cluster key before they are
+//! proposed, so the Raft log, the state and every snapshot hold only
+//! ciphertext; opened where they are used.
+//!
+//! Invariants: a sealed value is `gantry-sealed:1:<key id>:<base64 of
+//! nonce, ciphertext and tag>` (AES-256-GCM with a random 96-bit nonce and
+//! the key id as associated data, so a value cannot be moved under another
+//! key); the key ring lives in a file outside the data directory's state
+//! (the systemd unit loads it with `LoadCredential`), every member holds
+//! the same file, its first key seals and any of its keys opens; a value
+//! without the prefix was stored before sealing (or by a server without a
+//! ring) and opens as itself; the ring is installed once, at start, before
+//! any request or dispatch runs.
+
+use base64::Engine;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// What every sealed value starts with (format 1).
+pub const SEALED_PREFIX: &str = "gantry-sealed:1:";
+const KEY_BYTES: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cluster key file {path}: {reason}")]
+    KeyFile { path: String, reason: String },
+    #[error(
+        "a credential is sealed with cluster key {0}, which this server's key file does not hold; \
+         give every member the same key file (keep old keys in it until `gantry cluster key reseal` has run)"
+    )]
+    UnknownKey(String),
+    #[error("a sealed credential does not open: {0}")]
+    Corrupt(String),
+    #[error("cannot seal a credential: {0}")]
+    Seal(String),
+}
+
+/// The cluster's keys, newest first.
+pub struct KeyRing {
+    keys: Vec<(String, LessSafeKey)>,
+}
+
+/// The id of `key`: the first 12 hex digits of its SHA-256.
+fn key_id(key: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, key);
+    hex::encode(&digest.as_ref()[..6])
+}
+
+fn engine() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+impl KeyRing {
+    /// Reads a key file: one base64 key of 32 bytes a line, newest first
+    /// (blank lines and `#` comments skipped).
+    pub fn load(path: &Path) -> Result<KeyRing, SecretError> {
+        let bad = |reason: String| SecretError::KeyFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|error| bad(error.to_string()))?;
+        let mut keys = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bytes = engine()
+                .decode(line)
+                .ok()
+                .filter(|bytes| bytes.len() == KEY_BYTES)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "line {}: not a base64 key of {KEY_BYTES} bytes",
+                        number + 1
+                    ))
+                })?;
+            let unbound = UnboundKey::new(&AES_256_GCM, &bytes)
+                .map_err(|_| bad(format!("line {}: not a usable key", number + 1)))?;
+            keys.push((key_id(&bytes), LessSafeKey::new(unbound)));
+        }
+        if keys.is_empty() {
+            return Err(bad("holds no key".into()));
+        }
+        Ok(KeyRing { keys })
+    }
+
+    /// Writes a key file with one new key (mode 0600), refusing to replace
+    /// a file; or, with `rotate`, puts a new key first in an existing one
+    /// and keeps the others (they still open what they sealed).
+    pub fn write_new_key(path: &Path, rotate: bool) -> Result<String, SecretError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let bad = |reason: String| SecretError::KeyFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let mut key = [0u8; KEY_BYTES];
+        SystemRandom::new()
+            .fill(&mut key)
+            .map_err(|_| bad("no randomness".into()))?;
+        let existing = match rotate {
+            true => std::fs::read_to_string(path).map_err(|error| bad(error.to_string()))?,
+            false if path.exists() => return Err(bad("exists already; rotate it instead".into())),
+            false => String::new(),
+        };
+        let text = format!("{}\n{existing}", engine().encode(key));
+        let staged = path.with_extension("new");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&staged)
+            .map_err(|error| bad(error.to_string()))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::rename(&staged, path))
+            .map_err(|error| bad(error.to_string()))?;
+        Ok(key_id(&key))
+    }
+
+    /// The id of the key that seals.
+    pub fn primary(&self) -> &str {
+        &self.keys[0].0
+    }
+
+    /// `plaintext` sealed with the newest key.
+    pub fn seal(&self, plaintext: &str) -> Result<String, SecretError> {
+        let (id, key) = &self.keys[0];
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| SecretError::Seal("no randomness".into()))?;
+        let mut sealed = plaintext.as_bytes().to_vec();
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(id.as_bytes()),
+            &mut sealed,
+        )
+        .map_err(|_| SecretError::Seal("encryption failed".into()))?;
+        let mut payload = nonce.to_vec();
+        payload.extend(sealed);
+        Ok(format!("{SEALED_PREFIX}{id}:{}", engine().encode(payload)))
+    }
+
+    /// The plaintext of `value` (a value stored before sealing is its own).
+    pub fn open(&self, value: &str) -> Result<String, SecretError> {
+        let Some(rest) = value.strip_prefix(SEALED_PREFIX) else {
+            return Ok(value.to_string());
+        };
+        let (id, payload) = rest
+            .split_once(':')
+            .ok_or_else(|| SecretError::Corrupt("no key id".into()))?;
+        let (_, key) = self
+            .keys
+            .iter()
+            .find(|(known, _)| known == id)
+            .ok_or_else(|| SecretError::UnknownKey(id.to_string()))?;
+        let payload = engine()
+            .decode(payload)
+            .map_err(|error| SecretError::Corrupt(error.to_string()))?;
+        if payload.len() < NONCE_LEN {
+            return Err(SecretError::Corrupt("shorter than its nonce".into()));
+        }
+        let (nonce, sealed) = payload.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce)
+            .map_err(|_| SecretError::Corrupt("bad nonce".into()))?;
+        let mut sealed = sealed.to_vec();
+        let plain = key
+            .open_in_place(nonce, Aad::from(id.as_bytes()), &mut sealed)
+            .map_err(|_| SecretError::Corrupt("authentication failed".into()))?;
+        String::from_utf8(plain.to_vec()).map_err(|error| SecretError::Corrupt(error.to_string()))
+    }
+
+    /// Seals, in place, every string at `pointers` that is not sealed yet
+    /// and is not `keep` (a placeholder such as the API's mask); a sealed
+    /// one under an older key is sealed again under the newest. Returns
+    /// whether anything changed.
+    pub fn seal_at(
+        &self,
+        value: &mut Value,
+        pointers: &[&str],
+        keep: &str,
+    ) -> Result<bool, SecretError> {
+        let mut changed = false;
+        for pointer in pointers {
+            let Some(slot) = value.pointer_mut(pointer) else {
+                continue;
+            };
+            let Some(text) = slot.as_str() else {
+                continue;
+            };
+            let current = format!("{SEALED_PREFIX}{}:", self.primary());
+            if text == keep || text.starts_with(&current) {
+                continue;
+            }
+            let plain = self.open(text)?;
+            *slot = Value::String(self.seal(&plain)?);
+            changed = true;
+        }
+        Ok(changed)
+    }
+}
+
+static RING: OnceLock<Option<KeyRing>> = OnceLock::new();
+
+/// Installs this process's key ring (`None`: credentials are stored as
+/// given). The first call wins.
+pub fn install(ring: Option<KeyRing>) {
+    let _ = RING.set(ring);
+}
+
+/// This process's key ring, if it has one.
+pub fn ring() -> Option<&'static KeyRing> {
+    RING.get().and_then(Option::as_ref)
+}
+
+/// The plaintext of a stored credential value.
+pub fn open(value: &str) -> Result<String, SecretError> {
+    match ring() {
+        Some(ring) => ring.open(value),
+        None if value.starts_with(SEALED_PREFIX) => Err(SecretError::UnknownKey(
+            value[SEALED_PREFIX.len()..]
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        )),
+        None => Ok(value.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring_in(dir: &Path) -> KeyRing {
+        let path = dir.join("cluster-key");
+        KeyRing::write_new_key(&path, false).unwrap();
+        KeyRing::load(&path).unwrap()
+    }
+
+    #[test]
+    fn a_sealed_value_opens_and_hides_its_plaintext() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = ring_in(dir.path());
+        let sealed = ring.seal("xoxb-very-secret").unwrap();
+        assert!(sealed.starts_with(SEALED_PREFIX), "{sealed}");
+        assert!(!sealed.contains("very-secret"));
+        assert_ne!(
+            sealed,
+            ring.seal("xoxb-very-secret").unwrap(),
+            "a fresh nonce"
+        );
+        assert_eq!(ring.open(&sealed).unwrap(), "xoxb-very-secret");
+        assert_eq!(ring.open("stored-before").unwrap(), "stored-before");
+    }
+
+    #[test]
+    fn a_tampered_value_or_another_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = ring_in(dir.path());
+        let sealed = ring.seal("secret").unwrap();
+        let mut tampered = sealed.clone().into_bytes();
+        let last = tampered.len() - 3;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert!(matches!(ring.open(&tampered), Err(SecretError::Corrupt(_))));
+        let other = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            ring_in(other.path()).open(&sealed),
+            Err(SecretError::UnknownKey(_))
+        ));
+    }
+
+    #[test]
+    fn after_a_rotation_old_values_open_and_reseal_under_the_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster-key");
+        KeyRing::write_new_key(&path, false).unwrap();
+        let old = KeyRing::load(&path).unwrap();
+        let mut config = serde_json::json!({"a": {"key": old.seal("s1").unwrap()}, "b": "plain", "c": "[MASKED]"});
+        let new_id = KeyRing::write_new_key(&path, true).unwrap();
+        let rotated = KeyRing::load(&path).unwrap();
+        assert_eq!(rotated.primary(), new_id);
+        assert!(rotated
+            .seal_at(&mut config, &["/a/key", "/b", "/c", "/absent"], "[MASKED]")
+            .unwrap());
+        for pointer in ["/a/key", "/b"] {
+            let text = config.pointer(pointer).unwrap().as_str().unwrap();
+            assert!(
+                text.starts_with(&format!("{SEALED_PREFIX}{new_id}:")),
+                "{text}"
+            );
+        }
+        assert_eq!(config["c"], "[MASKED]");
+        assert_eq!(
+            rotated.open(config["a"]["key"].as_str().unwrap()).unwrap(),
+            "s1"
+        );
+        assert_eq!(
+            rotated.open(config["b"].as_str().unwrap()).unwrap(),
+            "plain"
+        );
+        // Sealed under the newest already: nothing to do.
+        assert!(!rotated
+            .seal_at(&mut config, &["/a/key", "/b"], "[MASKED]")
+            .unwrap());
+        assert!(
+            KeyRing::write_new_key(&path, false).is_err(),
+            "never replaced"
+        );
+    }
+}
