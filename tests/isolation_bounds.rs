@@ -378,3 +378,52 @@ fn a_hundred_held_api_connections_leave_the_api_answering() {
     assert!(status.is_success(), "{status}");
     drop(held);
 }
+
+/// One caller follows at most `FOLLOWERS_PER_CALLER_MAX` (64) running
+/// workflows' logs on a server: the next follow is refused with 429 and a
+/// message that says why, another caller is not affected, and a closed
+/// follow gives its slot back.
+#[test]
+fn a_caller_follows_a_bounded_number_of_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, server) = common::start_tls_server(dir.path(), &["--local-backend"]);
+    let admin = std::fs::read_to_string(server.data_dir.join("bootstrap-admin-token")).unwrap();
+    let api = common::Https {
+        http: pki.client(Duration::from_secs(30)),
+        url: server.url.clone(),
+        token: admin.clone(),
+    };
+    let id = api.submit_ok(
+        "workflow:\n  name: long\n  tasks:\n  - name: sleeper\n    image: ubuntu:24.04\n    command: [sleep, '600']\n",
+    );
+    let logs = format!("{}/api/workflow/{id}/logs", server.url);
+    let follow = |client: &reqwest::blocking::Client, token: &str| {
+        client.get(&logs).bearer_auth(token).send().expect("follow")
+    };
+    let client = pki.client(Duration::from_secs(30));
+    let held: Vec<reqwest::blocking::Response> = (0..64)
+        .map(|n| {
+            let response = follow(&client, &admin);
+            assert_eq!(response.status(), 200, "follow {n}");
+            response
+        })
+        .collect();
+    let refused = follow(&client, &admin);
+    assert_eq!(refused.status(), 429);
+    let body: serde_json::Value = refused.json().unwrap_or_default();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already follows 64"),
+        "{body}"
+    );
+    drop(held);
+    common::wait_for(Duration::from_secs(10), "a slot back", || {
+        let response = follow(&client, &admin);
+        match response.status().as_u16() {
+            200 => Ok(()),
+            other => Err(other.to_string()),
+        }
+    });
+}

@@ -30,6 +30,7 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use gantry_storage::IndexedLogChunk;
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -292,6 +293,7 @@ fn internal(error: impl std::fmt::Display) -> ApiError {
 
 pub async fn logs(
     State(state): State<AppState>,
+    Extension(caller): Extension<crate::api::auth::Caller>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -322,6 +324,21 @@ pub async fn logs(
     let chunks = view.log_chunks(&id, filter.task.as_deref(), filter.retry_id)?;
     drop(view);
     let follow = workflow.status.is_alive();
+    let follow_slot = match follow {
+        true => Some(state.logs.follow_slot(&caller.user).ok_or_else(|| ApiError {
+            retry_after_secs: Some(5),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "USAGE",
+                format!(
+                    "user '{}' already follows {} running workflows' logs on this server; stop some of them first",
+                    caller.user,
+                    crate::control::logger::FOLLOWERS_PER_CALLER_MAX
+                ),
+            )
+        })?),
+        false => None,
+    };
     let (sender, receiver) = mpsc::channel::<Result<String, Infallible>>(4);
     let chunks_read;
     let first = match last_n {
@@ -338,6 +355,8 @@ pub async fn logs(
     };
     let state = state.clone();
     tokio::spawn(async move {
+        // Held for as long as the stream is followed.
+        let _follow_slot = follow_slot;
         let complete = async {
             match first {
                 Some(text) => send(&sender, text).await?,
@@ -480,9 +499,13 @@ async fn follow_live(
     sender: &Sender,
 ) -> Result<(), ()> {
     let mut appended = state.logs.subscribe();
+    // Each wakeup copies only the live lines not seen yet; a line passed
+    // over (its run's buffer has a gap) reaches the follower in its chunk.
+    let mut seen_up_to = 0;
     loop {
         // The status first: chunks committed before the end are then all read below.
-        let live = state.logs.live(id);
+        let live = state.logs.live_since(id, seen_up_to);
+        seen_up_to = live.next_seq;
         let view = state.node.read_local().map_err(|_| ())?;
         let finished = match view.workflow(id) {
             Ok(Some(workflow)) => !workflow.status.is_alive(),
@@ -511,7 +534,12 @@ async fn follow_live(
                 }
             }
         };
-        let _ = tokio::time::timeout(FOLLOW_POLL, wait_for_append).await;
+        // A client that went away ends the follow now, not at the next
+        // line (a quiet task may print nothing for hours).
+        tokio::select! {
+            _ = sender.closed() => return Err(()),
+            _ = tokio::time::timeout(FOLLOW_POLL, wait_for_append) => {}
+        }
     }
 }
 

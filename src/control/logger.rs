@@ -11,9 +11,15 @@
 //! Invariants: a chunk holds lines of one task run with strictly increasing
 //! offsets and is written before its index entry is proposed; the live
 //! buffer holds only lines above a run's durable offset (committed lines are
-//! trimmed, the chunks serve them), at most [`LIVE_LINES_MAX`] per workflow,
-//! and remembers the highest offset it evicted early so readers never skip
-//! a line; followers are woken after every change.
+//! trimmed, the chunks serve them), at most [`LIVE_LINES_MAX`] lines and
+//! [`LIVE_BYTES_PER_WORKFLOW_MAX`] bytes per workflow and [`LIVE_BYTES_MAX`]
+//! in all (the oldest lines of the largest workflow go first), and
+//! remembers the highest offset it evicted early so readers never skip a
+//! line; every live line has a sequence number, increasing per workflow,
+//! so a follower asks only for the lines after the last it saw
+//! ([`Logger::live_since`]); a workflow with no live lines is forgotten
+//! once nothing arrived for it for [`LIVE_IDLE_FORGET`]; followers are
+//! woken after every change.
 
 use crate::log_chunk::{self, StoredLine};
 use crate::object_storage::{ObjectStorage, ObjectStorageError};
@@ -21,6 +27,7 @@ use crate::protocol::LogLine;
 use gantry_storage::{LogChunk, TaskKey};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::broadcast;
 
 /// A chunk is cut once a task run's pending lines reach this many bytes.
@@ -29,6 +36,18 @@ pub const CHUNK_RAW_BYTES_TARGET: usize = 1024 * 1024;
 pub const CHUNK_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 /// Live (not yet durable) lines kept per workflow, at most.
 pub const LIVE_LINES_MAX: usize = 200_000;
+/// Bytes of live lines kept per workflow, at most.
+pub const LIVE_BYTES_PER_WORKFLOW_MAX: usize = 64 << 20;
+/// Bytes of live lines kept in all, at most.
+pub const LIVE_BYTES_MAX: usize = 512 << 20;
+/// How long a workflow with no live lines keeps its resend filter after
+/// the last lines arrived (a resend comes within seconds).
+pub const LIVE_IDLE_FORGET: std::time::Duration = std::time::Duration::from_secs(600);
+/// How often idle workflows are looked for.
+const LIVE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// What a live line costs beyond its text and task name (the record, the
+/// queue slot).
+const LINE_OVERHEAD_BYTES: usize = 96;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -44,26 +63,139 @@ pub enum LogError {
 /// A task run within a workflow.
 type Run = (String, u32);
 
-#[derive(Default)]
 struct LiveWorkflow {
-    lines: VecDeque<StoredLine>,
+    /// Lines with their sequence numbers, oldest first.
+    lines: VecDeque<(u64, StoredLine)>,
+    /// What `lines` costs ([`line_bytes`]).
+    bytes: usize,
     /// Highest offset accepted into the buffer, per run.
     accepted: HashMap<Run, u64>,
     /// Highest offset evicted before it was durable, per run.
     evicted: HashMap<Run, u64>,
+    /// When lines last arrived.
+    touched: Instant,
 }
+
+impl LiveWorkflow {
+    fn new() -> LiveWorkflow {
+        LiveWorkflow {
+            lines: VecDeque::new(),
+            bytes: 0,
+            accepted: HashMap::new(),
+            evicted: HashMap::new(),
+            touched: Instant::now(),
+        }
+    }
+
+    /// Drops the oldest line, remembering its offset as evicted early;
+    /// returns the bytes freed.
+    fn evict_oldest(&mut self) -> usize {
+        let Some((_, old)) = self.lines.pop_front() else {
+            return 0;
+        };
+        let freed = line_bytes(&old);
+        self.bytes -= freed;
+        let evicted = self.evicted.entry((old.task, old.retry_id)).or_default();
+        *evicted = (*evicted).max(old.offset);
+        freed
+    }
+}
+
+fn line_bytes(line: &StoredLine) -> usize {
+    line.text.len() + line.task.len() + LINE_OVERHEAD_BYTES
+}
+
+struct Live {
+    workflows: HashMap<String, LiveWorkflow>,
+    /// Bytes of every workflow's lines.
+    bytes: usize,
+    swept: Instant,
+    /// The sequence number of the next line (of any workflow, so a
+    /// workflow forgotten and seen again never reuses one).
+    next_seq: u64,
+}
+
+impl Live {
+    /// Evicts the oldest lines of the largest workflows until the total is
+    /// within [`LIVE_BYTES_MAX`].
+    fn bound_total(&mut self) {
+        while self.bytes > LIVE_BYTES_MAX {
+            let largest = self
+                .workflows
+                .values_mut()
+                .max_by_key(|workflow| workflow.bytes);
+            let Some(largest) = largest else {
+                return;
+            };
+            // Down to what leaves room, in one go for this workflow.
+            let mut freed = 0;
+            while self.bytes - freed > LIVE_BYTES_MAX {
+                let one = largest.evict_oldest();
+                if one == 0 {
+                    break;
+                }
+                freed += one;
+            }
+            if freed == 0 {
+                return;
+            }
+            self.bytes -= freed;
+        }
+    }
+
+    /// Forgets workflows with no live lines that nothing arrived for
+    /// within [`LIVE_IDLE_FORGET`]; at most once per sweep interval.
+    fn sweep(&mut self) {
+        if self.swept.elapsed() < LIVE_SWEEP_INTERVAL {
+            return;
+        }
+        self.swept = Instant::now();
+        self.workflows.retain(|_, workflow| {
+            !workflow.lines.is_empty() || workflow.touched.elapsed() < LIVE_IDLE_FORGET
+        });
+    }
+}
+
+/// Log streams one caller may follow at once on one server: a follower
+/// holds a connection and wakes on every change of its workflow.
+pub const FOLLOWERS_PER_CALLER_MAX: usize = 64;
 
 #[derive(Clone)]
 pub struct Logger {
     objects: ObjectStorage,
-    live: Arc<Mutex<HashMap<String, LiveWorkflow>>>,
+    live: Arc<Mutex<Live>>,
     appended: broadcast::Sender<String>,
+    /// Log streams followed now, per caller.
+    followers: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One followed log stream of a caller, counted until dropped.
+pub struct FollowSlot {
+    followers: Arc<Mutex<HashMap<String, usize>>>,
+    caller: String,
+}
+
+impl Drop for FollowSlot {
+    fn drop(&mut self) {
+        let mut followers = self
+            .followers
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(count) = followers.get_mut(&self.caller) {
+            *count -= 1;
+            if *count == 0 {
+                followers.remove(&self.caller);
+            }
+        }
+    }
 }
 
 /// Live lines of a workflow, and per run the highest offset evicted early.
 pub struct LiveView {
     pub lines: Vec<StoredLine>,
     pub evicted: HashMap<Run, u64>,
+    /// The sequence number to ask [`Logger::live_since`] for next.
+    pub next_seq: u64,
 }
 
 impl Logger {
@@ -71,8 +203,14 @@ impl Logger {
         let (appended, _) = broadcast::channel(1024);
         Logger {
             objects,
-            live: Arc::default(),
+            live: Arc::new(Mutex::new(Live {
+                workflows: HashMap::new(),
+                bytes: 0,
+                swept: Instant::now(),
+                next_seq: 1,
+            })),
             appended,
+            followers: Arc::default(),
         }
     }
 
@@ -81,7 +219,7 @@ impl Logger {
         &self.objects
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveWorkflow>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Live> {
         self.live
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -92,28 +230,38 @@ impl Logger {
     pub fn push_live(&self, key: &TaskKey, lines: &[LogLine]) {
         {
             let mut live = self.lock();
-            let workflow = live.entry(key.workflow_id.clone()).or_default();
+            let live = &mut *live;
+            let workflow = live
+                .workflows
+                .entry(key.workflow_id.clone())
+                .or_insert_with(LiveWorkflow::new);
+            workflow.touched = Instant::now();
             let run: Run = (key.task.clone(), key.retry_id);
             let mut accepted = workflow.accepted.get(&run).copied();
+            let bytes_before = workflow.bytes;
             for line in lines {
                 if accepted.is_some_and(|last| line.offset <= last) {
                     continue;
                 }
                 accepted = Some(line.offset);
-                workflow.lines.push_back(StoredLine::of(key, line));
+                let stored = StoredLine::of(key, line);
+                workflow.bytes += line_bytes(&stored);
+                workflow.lines.push_back((live.next_seq, stored));
+                live.next_seq += 1;
             }
             if let Some(last) = accepted {
                 workflow.accepted.insert(run, last);
             }
-            while workflow.lines.len() > LIVE_LINES_MAX {
-                if let Some(old) = workflow.lines.pop_front() {
-                    let evicted = workflow
-                        .evicted
-                        .entry((old.task, old.retry_id))
-                        .or_default();
-                    *evicted = (*evicted).max(old.offset);
+            while workflow.lines.len() > LIVE_LINES_MAX
+                || workflow.bytes > LIVE_BYTES_PER_WORKFLOW_MAX
+            {
+                if workflow.evict_oldest() == 0 {
+                    break;
                 }
             }
+            live.bytes = live.bytes - bytes_before + workflow.bytes;
+            live.bound_total();
+            live.sweep();
         }
         metrics::counter!(crate::metrics::LOG_RECEIVED_BYTES)
             .increment(lines.iter().map(|line| line.text.len() as u64).sum::<u64>());
@@ -124,30 +272,81 @@ impl Logger {
     /// committed chunk now).
     pub fn trim_live(&self, key: &TaskKey, durable_offset: u64) {
         let mut live = self.lock();
-        if let Some(workflow) = live.get_mut(&key.workflow_id) {
-            workflow.lines.retain(|line| {
-                !(line.task == key.task
+        let live_ref = &mut *live;
+        if let Some(workflow) = live_ref.workflows.get_mut(&key.workflow_id) {
+            let before = workflow.bytes;
+            let mut freed = 0;
+            workflow.lines.retain(|(_, line)| {
+                let durable = line.task == key.task
                     && line.retry_id == key.retry_id
-                    && line.offset <= durable_offset)
+                    && line.offset <= durable_offset;
+                if durable {
+                    freed += line_bytes(line);
+                }
+                !durable
             });
+            workflow.bytes = before - freed;
+            live_ref.bytes -= freed;
         }
+        live_ref.sweep();
         drop(live);
         let _ = self.appended.send(key.workflow_id.clone());
     }
 
     /// The workflow's live lines (in arrival order).
     pub fn live(&self, workflow_id: &str) -> LiveView {
+        self.live_since(workflow_id, 0)
+    }
+
+    /// The workflow's live lines with sequence numbers from `next_seq` on
+    /// (in arrival order): what a follower has not seen yet, without
+    /// copying what it has.
+    pub fn live_since(&self, workflow_id: &str, next_seq: u64) -> LiveView {
         let live = self.lock();
-        match live.get(workflow_id) {
-            Some(workflow) => LiveView {
-                lines: workflow.lines.iter().cloned().collect(),
-                evicted: workflow.evicted.clone(),
-            },
+        match live.workflows.get(workflow_id) {
+            Some(workflow) => {
+                // Sequence numbers increase along the queue (trimming keeps
+                // the order): find the first wanted one by bisection.
+                let skip = workflow.lines.partition_point(|(seq, _)| *seq < next_seq);
+                LiveView {
+                    lines: workflow
+                        .lines
+                        .range(skip..)
+                        .map(|(_, line)| line.clone())
+                        .collect(),
+                    evicted: workflow.evicted.clone(),
+                    next_seq: live.next_seq,
+                }
+            }
             None => LiveView {
                 lines: Vec::new(),
                 evicted: HashMap::new(),
+                next_seq: live.next_seq,
             },
         }
+    }
+
+    /// A slot for `caller` to follow one more log stream, or `None` when it
+    /// follows [`FOLLOWERS_PER_CALLER_MAX`] already.
+    pub fn follow_slot(&self, caller: &str) -> Option<FollowSlot> {
+        let mut followers = self
+            .followers
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let count = followers.entry(caller.to_string()).or_default();
+        if *count >= FOLLOWERS_PER_CALLER_MAX {
+            return None;
+        }
+        *count += 1;
+        Some(FollowSlot {
+            followers: self.followers.clone(),
+            caller: caller.to_string(),
+        })
+    }
+
+    /// Bytes of live lines held in all.
+    pub fn live_bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<String> {
@@ -288,5 +487,63 @@ mod tests {
         assert_eq!(offsets, (10..=14).collect::<Vec<_>>());
         logger.push_live(&key(), &lines(0..=3)); // durable and resent: dropped
         assert_eq!(logger.live("wf-1").lines.len(), 5);
+    }
+
+    #[test]
+    fn a_follower_gets_only_the_lines_after_its_cursor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logger = Logger::new(ObjectStorage::open(None, dir.path()).expect("objects"));
+        let first = logger.live_since("wf-1", 0);
+        assert!(first.lines.is_empty());
+        logger.push_live(&key(), &lines(0..=9));
+        let seen = logger.live_since("wf-1", first.next_seq);
+        assert_eq!(seen.lines.len(), 10);
+        logger.push_live(&key(), &lines(10..=12));
+        logger.trim_live(&key(), 4); // a trim in between keeps the order
+        let fresh = logger.live_since("wf-1", seen.next_seq);
+        let offsets: Vec<u64> = fresh.lines.iter().map(|l| l.offset).collect();
+        assert_eq!(offsets, vec![10, 11, 12]);
+        assert!(logger.live_since("wf-1", fresh.next_seq).lines.is_empty());
+    }
+
+    #[test]
+    fn live_lines_are_bounded_in_bytes_per_workflow_and_counted_back_down() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logger = Logger::new(ObjectStorage::open(None, dir.path()).expect("objects"));
+        let big = "x".repeat(64 * 1024);
+        let batch: Vec<LogLine> = (0..2048u64)
+            .map(|offset| LogLine {
+                offset,
+                stream: LogStream::Stdout,
+                time: 0,
+                text: big.clone(),
+            })
+            .collect();
+        logger.push_live(&key(), &batch); // 128 MiB offered
+        let view = logger.live("wf-1");
+        assert!(
+            logger.live_bytes() <= LIVE_BYTES_PER_WORKFLOW_MAX,
+            "{}",
+            logger.live_bytes()
+        );
+        assert!(view.lines.len() < 2048);
+        // The oldest went, and are remembered as evicted early.
+        let evicted = view.evicted.get(&("a".to_string(), 0)).copied();
+        assert_eq!(evicted, Some(view.lines[0].offset - 1));
+        logger.trim_live(&key(), 2047);
+        assert_eq!(logger.live_bytes(), 0, "trimming gives the bytes back");
+    }
+
+    #[test]
+    fn a_caller_follows_a_bounded_number_of_streams() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logger = Logger::new(ObjectStorage::open(None, dir.path()).expect("objects"));
+        let slots: Vec<FollowSlot> = (0..FOLLOWERS_PER_CALLER_MAX)
+            .map(|_| logger.follow_slot("alice").expect("a slot"))
+            .collect();
+        assert!(logger.follow_slot("alice").is_none());
+        assert!(logger.follow_slot("bob").is_some(), "per caller");
+        drop(slots);
+        assert!(logger.follow_slot("alice").is_some(), "slots come back");
     }
 }
