@@ -25,6 +25,7 @@ pub mod private_fs;
 pub mod proposer;
 pub mod rebuild;
 pub mod snapshot_file;
+pub mod snapshot_receive;
 pub mod state_machine;
 pub mod transport;
 pub mod types;

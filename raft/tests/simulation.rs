@@ -7,6 +7,10 @@
 //! length-prefixed bincode frames over turmoil's simulated TCP, so the
 //! simulation owns every message: it delays them, drops them, partitions
 //! links. Proposals go through the product's [`Proposer`] (group commit).
+//! As in the product's transport, an AppendEntries carries at most
+//! `APPEND_BYTES_TARGET` bytes beyond its first entry, and a member takes a
+//! snapshot chunk through [`install_snapshot_chunk`] (the chunk counts as
+//! hearing from the leader).
 //!
 //! One seed drives everything random: turmoil's network (latency, random
 //! link failures), the workload (which member a client asks, what it
@@ -56,6 +60,7 @@
 
 use gantry_raft::log_store::LogStore;
 use gantry_raft::proposer::{encoded_bytes, Proposer, ENTRY_BYTES_MAX};
+use gantry_raft::snapshot_receive::install_snapshot_chunk;
 use gantry_raft::state_machine::StateMachine;
 use gantry_raft::transport::client::entries_within;
 use gantry_raft::transport::APPEND_BYTES_TARGET;
@@ -428,7 +433,7 @@ async fn serve(raft: Raft<TypeConfig>, proposer: Proposer, mut stream: TcpStream
     let reply = match request {
         Request::Append(rpc) => Reply::Append(raft.append_entries(rpc).await),
         Request::Vote(rpc) => Reply::Vote(raft.vote(rpc).await),
-        Request::Snapshot(rpc) => Reply::Snapshot(raft.install_snapshot(rpc).await),
+        Request::Snapshot(rpc) => Reply::Snapshot(install_snapshot_chunk(&raft, rpc).await),
         Request::Propose(command) => Reply::Propose(match proposer.propose(command).await {
             Ok(outcome) => Ok(outcome),
             Err(gantry_raft::RaftError::NotLeader { leader_id, .. }) => {

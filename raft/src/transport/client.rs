@@ -410,8 +410,6 @@ impl RaftNetworkFactory<TypeConfig> for PeerTransport {
     }
 }
 
-/// How many leading entries fit in `budget` encoded bytes (at least one, so
-/// a single large entry still goes alone).
 /// How many of `entries`, from the first, fit in `budget` encoded bytes (the
 /// first always does): what one AppendEntries request carries.
 pub fn entries_within(entries: &[crate::types::Entry], budget: usize) -> usize {

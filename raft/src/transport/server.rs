@@ -108,7 +108,7 @@ async fn snapshot(State(node): State<RaftNode>, body: Bytes) -> Response {
         Err(response) => return *response,
     };
     let result: Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> =
-        node.raft().install_snapshot(rpc).await;
+        crate::snapshot_receive::install_snapshot_chunk(node.raft(), rpc).await;
     reply(&result)
 }
 
