@@ -54,6 +54,23 @@ fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
     found
 }
 
+/// The server of `start_tls_server` started again on its data, with `key`.
+fn restart(dir: &Path, pki: &common::Pki, key: &str) -> DevServer {
+    let mut args: Vec<String> = [
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--peer-listen",
+        "127.0.0.1:0",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(pki.server_flags("node"));
+    args.extend(["--cluster-key".to_string(), key.to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    DevServer::start_with(&dir.join("node"), &args)
+}
+
 fn api(server: &DevServer, pki: &common::Pki) -> Https {
     Https {
         http: pki.client(Duration::from_secs(30)),
@@ -154,24 +171,7 @@ fn credentials_are_sealed_in_the_log_the_state_and_snapshots() {
         "--out",
         &other_key.display().to_string(),
     ]);
-    let server = DevServer::start_with(
-        &dir.path().join("node"),
-        &[
-            &[
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--peer-listen",
-                "127.0.0.1:0",
-            ][..],
-            &pki.server_flags("node")
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-            &["--cluster-key", &other_key.display().to_string()],
-        ]
-        .concat(),
-    );
+    let server = restart(dir.path(), &pki, &other_key.display().to_string());
     let api = Https {
         url: server.url.clone(),
         ..api
@@ -202,24 +202,7 @@ fn credentials_are_sealed_in_the_log_the_state_and_snapshots() {
         .and_then(|rest| rest.split_whitespace().next())
         .expect("the new key's id")
         .to_string();
-    let server = DevServer::start_with(
-        &dir.path().join("node"),
-        &[
-            &[
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--peer-listen",
-                "127.0.0.1:0",
-            ][..],
-            &pki.server_flags("node")
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-            &["--cluster-key", &key_arg],
-        ]
-        .concat(),
-    );
+    let server = restart(dir.path(), &pki, &key_arg);
     let api = Https {
         url: server.url.clone(),
         ..api
