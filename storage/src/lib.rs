@@ -43,6 +43,7 @@ pub mod state_hash;
 pub mod store;
 mod tables;
 mod tally;
+mod workflow_specs;
 
 pub use state_hash::StateHash;
 pub use store::{ListFilter, ReadView, Store};

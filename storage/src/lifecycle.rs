@@ -13,7 +13,9 @@
 //! whose spec order decides its status and message — which happens once
 //! per group run, so the reads stay bounded by the writes they come with;
 //! a group's row only when its status changes, a workflow's only when its
-//! status changes.
+//! status changes, and then its row alone, not its specs and group list
+//! (`workflow_specs`), since a workflow of many short groups changes
+//! status about twice per group.
 
 use crate::aggregate;
 use crate::config::{ConfigData, ConfigRevision, ConfigType, WorkflowConfig};
@@ -538,7 +540,9 @@ pub(crate) fn settle_workflow(
     if status == tally.status {
         return Ok(());
     }
-    let Some(workflow) = tables.workflow(workflow_id)? else {
+    // The row alone: a workflow of many short groups changes status about
+    // twice per group, and its specs stay as they are.
+    let Some(workflow) = tables.workflow_row(workflow_id)? else {
         return Ok(());
     };
     let mut updated = workflow.clone();

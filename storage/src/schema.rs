@@ -212,6 +212,9 @@ declare_tables! {
     /// workflow id → `WorkflowTally`: its groups counted by status, its
     /// status, and what the lifecycle needs of it (see `tally`).
     WORKFLOW_TALLIES: &str => &[u8] = "workflow_tallies";
+    /// workflow id → its specs and group list, apart from its row so a
+    /// status change rewrites a small row (see `workflow_specs`).
+    WORKFLOW_SPECS: &str => &[u8] = "workflow_specs";
 }
 
 /// The registered table called `name`.

@@ -16,6 +16,7 @@ use crate::record::{
 use crate::row::{self, unseal};
 use crate::status::WorkflowStatus;
 use crate::tables::{self, Tables};
+use crate::workflow_specs::attach_specs;
 use redb::TableHandle;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 use serde::de::DeserializeOwned;
@@ -194,9 +195,12 @@ impl ReadView {
 
     pub fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>, StorageError> {
         let table = self.txn.open_table(tables::WORKFLOWS)?;
-        let row = table.get(id)?;
-        row.map(|v| self.row(&tables::WORKFLOWS, &id, v.value()))
-            .transpose()
+        let Some(row) = table.get(id)? else {
+            return Ok(None);
+        };
+        let workflow = self.row(&tables::WORKFLOWS, &id, row.value())?;
+        let specs = self.txn.open_table(tables::WORKFLOW_SPECS)?;
+        note_corruption(&self.corruption, attach_specs(&specs, workflow)).map(Some)
     }
 
     /// A workflow's [`crate::WorkflowCore`]: a few bytes, where its row
@@ -297,6 +301,7 @@ impl ReadView {
             seqs.reverse();
         }
         let table = self.txn.open_table(tables::WORKFLOWS)?;
+        let specs = self.txn.open_table(tables::WORKFLOW_SPECS)?;
         let mut matched = Vec::new();
         let mut skipped = 0;
         let mut more = false;
@@ -321,7 +326,10 @@ impl ReadView {
                 more = true;
                 break;
             }
-            matched.push(workflow);
+            matched.push(note_corruption(
+                &self.corruption,
+                attach_specs(&specs, workflow),
+            )?);
         }
         Ok((matched, more))
     }

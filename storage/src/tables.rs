@@ -23,7 +23,7 @@ pub(crate) use crate::schema::{
     ACTIVE_GROUPS, BACKENDS, BY_STATUS, BY_SUBMIT, CONFIG_CURRENT, CONFIG_HISTORY, COUNTERS,
     GROUPS, GROUP_TALLIES, JOBS, LOG_CHUNKS, META, OPERATOR_SEQS, POOLS, REQUEST_KEYS, TASKS,
     TASK_PLANS, TASK_RUNS, TIMERS, TOKENS, TOKENS_BY_HASH, WORKFLOWS, WORKFLOW_ARCHIVE,
-    WORKFLOW_TALLIES,
+    WORKFLOW_SPECS, WORKFLOW_TALLIES,
 };
 
 pub(crate) const RAFT_META_KEY: &str = "raft";
@@ -79,14 +79,8 @@ impl<'a> Tables<'a> {
         self.next_counter(SEQ_COUNTER)
     }
 
-    pub fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>, StorageError> {
-        let table = self.txn.open_table(WORKFLOWS)?;
-        let row = table.get(id)?;
-        row.map(|v| decode_row(&WORKFLOWS, &id, v.value()))
-            .transpose()
-    }
-
-    /// Writes a workflow and keeps both indexes in step with it.
+    /// Writes a workflow and keeps both indexes in step with it; its specs
+    /// and group list go apart (`crate::workflow_specs`).
     pub fn put_workflow(
         &self,
         previous: Option<&WorkflowRecord>,
@@ -104,9 +98,7 @@ impl<'a> Tables<'a> {
             (workflow.status.code(), workflow.submit_seq),
             workflow.id.as_str(),
         )?;
-        self.txn
-            .open_table(WORKFLOWS)?
-            .insert(workflow.id.as_str(), encode_row(workflow)?.as_slice())?;
+        self.put_workflow_row(workflow)?;
         self.count_workflow(workflow)
     }
 

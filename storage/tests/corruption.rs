@@ -177,7 +177,8 @@ fn a_store_written_before_rows_were_sealed_is_sealed_on_open() {
         "tokens": &str, "config_history": (u8, u64), "backends": &str,
         "log_chunks": (&str, &str, u32, u64), "workflow_archive": &str,
         "task_runs": (&str, &str, u32), "request_keys": &str,
-        "group_tallies": (&str, &str), "workflow_tallies": &str
+        "group_tallies": (&str, &str), "workflow_tallies": &str,
+        "workflow_specs": &str
     );
     let store = Store::open(&path).expect("the older store opens");
     assert_eq!(all_workflows(&store).expect("list"), ids);

@@ -222,7 +222,7 @@ pub(super) fn apply_workflow_cancel(
         )?;
     }
     lifecycle::settle_workflow(tables, workflow_id, now)?;
-    if let Some(settled) = tables.workflow(workflow_id)? {
+    if let Some(settled) = tables.workflow_row(workflow_id)? {
         let mut updated = settled.clone();
         updated.cancelled_by = Some(user.to_string());
         updated.cancel_message = message.map(str::to_string);
