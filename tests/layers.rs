@@ -41,6 +41,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "clock",
             "access_token",
             "data_dir",
+            "secrets",
         ],
     ),
 ];
