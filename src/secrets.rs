@@ -108,11 +108,20 @@ impl KeyRing {
             false => String::new(),
         };
         let text = format!("{}\n{existing}", engine().encode(key));
-        let staged = path.with_extension("new");
+        // Written beside the file under a name of its own, created afresh
+        // (never through a file or link already there), then renamed over it.
+        let mut staged = path.as_os_str().to_owned();
+        staged.push(".new");
+        let staged = std::path::PathBuf::from(staged);
+        match std::fs::remove_file(&staged) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(bad(format!("{}: {error}", staged.display())))
+            }
+            _ => {}
+        }
         let mut file = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&staged)
             .map_err(|error| bad(error.to_string()))?;
@@ -194,11 +203,20 @@ impl KeyRing {
             let Some(text) = slot.as_str() else {
                 continue;
             };
-            let current = format!("{SEALED_PREFIX}{}:", self.primary());
-            if text == keep || text.starts_with(&current) {
+            if text == keep {
                 continue;
             }
-            let plain = self.open(text)?;
+            // Every value that looks sealed must open, the newest key's too
+            // (a caller may send one); one that does not names its field.
+            let plain = self.open(text).map_err(|error| match error {
+                SecretError::Corrupt(reason) => {
+                    SecretError::Corrupt(format!("configs{}: {reason}", pointer.replace('/', ".")))
+                }
+                other => other,
+            })?;
+            if text.starts_with(&format!("{SEALED_PREFIX}{}:", self.primary())) {
+                continue;
+            }
             *slot = Value::String(self.seal(&plain)?);
             changed = true;
         }
@@ -314,5 +332,20 @@ mod tests {
             KeyRing::write_new_key(&path, false).is_err(),
             "never replaced"
         );
+    }
+
+    /// A caller that sends a value dressed as sealed under the current key
+    /// is refused, naming the field, instead of having it stored.
+    #[test]
+    fn a_forged_sealed_value_is_refused_naming_its_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = ring_in(dir.path());
+        let forged = format!("{SEALED_PREFIX}{}:AAAAAAAAAAAAAAAAAAAAAAAA", ring.primary());
+        let mut config = serde_json::json!({"alerts": {"token": forged}});
+        let error = ring
+            .seal_at(&mut config, &["/alerts/token"], "[MASKED]")
+            .expect_err("a forged value");
+        assert!(matches!(error, SecretError::Corrupt(_)), "{error}");
+        assert!(error.to_string().contains("configs.alerts.token"), "{error}");
     }
 }

@@ -138,12 +138,16 @@ fn seal_secrets(body: &mut Value) -> Result<bool, ApiError> {
         config::workflow::SECRET_POINTERS,
         config::workflow::MASK,
     )
-    .map_err(|error| {
-        ApiError::new(
+    .map_err(|error| match error {
+        // What the caller sent: a value dressed as a sealed one that does
+        // not open (a sealed value is never shown through the API).
+        crate::secrets::SecretError::Corrupt(_) => usage(error.to_string()),
+        // This server's key file lacks a key the stored values need.
+        other => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "SERVER",
-            error.to_string(),
-        )
+            other.to_string(),
+        ),
     })
 }
 
