@@ -76,15 +76,17 @@ pub fn lock(data_dir: &Path) -> Result<Flock<std::fs::File>, DataDirError> {
                 return Ok(lock);
             }
             Err((file, Errno::EWOULDBLOCK)) => {
-                let holder = describe_holder(file, &path);
+                // The holder is described only when it is told: at the
+                // first wait and when the wait gives up.
                 if std::time::Instant::now() >= deadline {
                     return Err(DataDirError::Busy {
                         dir: data_dir.display().to_string(),
-                        holder,
+                        holder: describe_holder(file, &path),
                     });
                 }
                 if !waiting_noted {
                     waiting_noted = true;
+                    let holder = describe_holder(file, &path);
                     tracing::debug!(dir = %data_dir.display(), %holder, wait = ?LOCK_WAIT, "the data directory is locked; waiting for its holder to go");
                 }
                 std::thread::sleep(std::time::Duration::from_millis(100));

@@ -346,6 +346,9 @@ mod tests {
             .seal_at(&mut config, &["/alerts/token"], "[MASKED]")
             .expect_err("a forged value");
         assert!(matches!(error, SecretError::Corrupt(_)), "{error}");
-        assert!(error.to_string().contains("configs.alerts.token"), "{error}");
+        assert!(
+            error.to_string().contains("configs.alerts.token"),
+            "{error}"
+        );
     }
 }

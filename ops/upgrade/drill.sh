@@ -179,6 +179,13 @@ for i in "${order[@]}"; do
             fail "the refusal does not say why: $(cat "$tmp/drill.json")"
         echo "   new kind refused while $((3 - steps)) member(s) run the old build: $(jq -r .message "$tmp/drill.json")"
     else
+        # The leader trusts an announcement for up to 5 s, so the last
+        # member's new build may take that long to be noticed.
+        for _ in $(seq 20); do
+            [[ $status == 200 ]] && break
+            sleep 0.5
+            status=$(drill_answer "$i")
+        done
         [[ $status == 200 ]] || fail "the new kind was refused with every member upgraded ($status: $(cat "$tmp/drill.json"))"
         echo "   new kind accepted once every member runs the new build"
     fi

@@ -353,6 +353,8 @@ pub async fn logs(
             None
         }
     };
+    // The live lines read above are sent below: following starts after them.
+    let seen_up_to = live.next_seq;
     let state = state.clone();
     tokio::spawn(async move {
         // Held for as long as the stream is followed.
@@ -373,7 +375,10 @@ pub async fn logs(
                 send(&sender, sent.cursor()).await?;
             }
             if follow {
-                follow_live(&state, &id, &filter, encoding, &mut sent, &sender).await?;
+                follow_live(
+                    &state, &id, &filter, encoding, &mut sent, &sender, seen_up_to,
+                )
+                .await?;
             }
             Ok::<(), ()>(())
         };
@@ -497,11 +502,12 @@ async fn follow_live(
     encoding: Encoding,
     sent: &mut Sent,
     sender: &Sender,
+    mut seen_up_to: u64,
 ) -> Result<(), ()> {
     let mut appended = state.logs.subscribe();
-    // Each wakeup copies only the live lines not seen yet; a line passed
-    // over (its run's buffer has a gap) reaches the follower in its chunk.
-    let mut seen_up_to = 0;
+    // Each wakeup copies only the live lines not seen yet (after
+    // `seen_up_to`); a line passed over (its run's buffer has a gap)
+    // reaches the follower in its chunk.
     loop {
         // The status first: chunks committed before the end are then all read below.
         let live = state.logs.live_since(id, seen_up_to);

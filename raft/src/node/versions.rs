@@ -78,14 +78,27 @@ impl RaftNode {
             .collect()
     }
 
-    /// What each member announces now, asked side by side (this member
-    /// answers for itself); for one that could not be asked, why not.
+    /// What each member announces (this member answers for itself): an
+    /// announcement younger than [`ANNOUNCEMENT_AGE_MAX`] as heard, the
+    /// others asked now, side by side; for one that could not be asked, why
+    /// not. So a caller polling `cluster members` costs the peers at most
+    /// one probe each per that age.
     pub async fn member_builds(&self) -> BTreeMap<NodeId, Result<Announced, String>> {
         let mut builds = BTreeMap::new();
         let mut probes = tokio::task::JoinSet::new();
         for (id, peer) in self.all_members() {
             if id == self.id {
                 builds.insert(id, Ok(Announced::Build(BuildInfo::this_build())));
+                continue;
+            }
+            let fresh = self
+                .announcements
+                .lock()
+                .get(&id)
+                .filter(|(at, _)| at.elapsed() < ANNOUNCEMENT_AGE_MAX)
+                .map(|(_, announced)| announced.clone());
+            if let Some(announced) = fresh {
+                builds.insert(id, Ok(announced));
                 continue;
             }
             let Some(transport) = self.transport.clone() else {
