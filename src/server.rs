@@ -412,6 +412,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
         }
         None => {
             tasks.spawn(async move {
+                let listener = api::plain_listener::PlainListener::new(listener);
                 let served = axum::serve(listener, router)
                     .with_graceful_shutdown(async move { stop.cancelled().await })
                     .await;

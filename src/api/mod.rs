@@ -16,6 +16,7 @@ mod names;
 mod openapi;
 mod operator_stream;
 mod params;
+pub mod plain_listener;
 mod policy;
 mod request_key;
 mod resources;

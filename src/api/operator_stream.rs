@@ -18,6 +18,7 @@
 use super::error::ApiError;
 use super::names;
 use super::AppState;
+use crate::protocol::byte_queue;
 use crate::protocol::wire::{self, Up};
 use crate::tls::CertKind;
 use axum::body::Body;
@@ -29,11 +30,14 @@ use futures::StreamExt;
 use gantry_raft::transport::TlsPeer;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio_util::io::StreamReader;
 
-/// Operator frames buffered between the socket and the batch loop.
+/// Operator frames buffered between the socket and the batch loop, at most:
+/// enough for the loop to fold thousands of small reports into one command.
 const UP_QUEUE_MAX: usize = 8192;
+/// Encoded bytes of those frames, at most: two of the largest log batches
+/// (the frame limit is 16 MiB), or thousands of small reports.
+const UP_QUEUE_BYTES_MAX: usize = 32 << 20;
 
 #[derive(Debug, Deserialize)]
 pub struct ConnectParams {
@@ -82,7 +86,7 @@ pub async fn connect(
         tracing::info!(%backend, format = format.number(), "the operator speaks an older frame format");
     }
     let (accepted, down) = state.hub.accept(&backend, instance, true).await?;
-    let (up_sender, up_receiver) = mpsc::channel(UP_QUEUE_MAX);
+    let (up_sender, up_receiver) = byte_queue::channel(UP_QUEUE_MAX, UP_QUEUE_BYTES_MAX);
     let reader = StreamReader::new(
         body.into_data_stream()
             .map(|chunk| chunk.map_err(std::io::Error::other)),

@@ -39,6 +39,10 @@ use tokio::sync::mpsc;
 
 /// How often a follower re-checks a quiet workflow (new chunks, its end).
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
+/// Live bytes one follower wakeup copies and sends at most: a follower
+/// behind by a whole buffer catches up page by page, at the pace its
+/// client reads, instead of holding a copy of the buffer.
+const FOLLOW_PAGE_BYTES: usize = 256 << 10;
 /// Response header: chunks read from object storage for the first answer.
 pub const CHUNKS_READ_HEADER: &str = "x-gantry-log-chunks-read";
 
@@ -346,7 +350,7 @@ pub async fn logs(
             let n = usize::try_from(n).unwrap_or(usize::MAX);
             let (lines, read_count) = tail(&state, &chunks, &live, &filter, n, &mut sent).await?;
             chunks_read = read_count;
-            Some(encoding.lines(&lines))
+            Some(lines)
         }
         None => {
             chunks_read = chunks.iter().filter(|c| sent.chunk_is_new(c)).count();
@@ -361,14 +365,14 @@ pub async fn logs(
         let _follow_slot = follow_slot;
         let complete = async {
             match first {
-                Some(text) => send(&sender, text).await?,
+                Some(lines) => send_lines(&sender, encoding, &lines).await?,
                 None => {
                     send_chunks(&state, &chunks, &filter, encoding, &mut sent, &sender).await?;
                     let fresh: Vec<StoredLine> = sent.live_lines(&live, &filter).cloned().collect();
                     for line in &fresh {
                         sent.note(&line.task, line.retry_id, line.offset);
                     }
-                    send(&sender, encoding.lines(&fresh)).await?;
+                    send_lines(&sender, encoding, &fresh).await?;
                 }
             }
             if encoding == Encoding::JsonLines {
@@ -410,6 +414,19 @@ async fn send(sender: &Sender, text: String) -> Result<(), ()> {
         return Ok(());
     }
     sender.send(Ok(text)).await.map_err(|_| ())
+}
+
+/// Sends `lines` in pieces of about [`FOLLOW_PAGE_BYTES`], so no more than
+/// a few pieces wait in the response at once, whatever the lines.
+async fn send_lines(sender: &Sender, encoding: Encoding, lines: &[StoredLine]) -> Result<(), ()> {
+    let mut piece = String::new();
+    for line in lines {
+        piece.push_str(&encoding.line(line));
+        if piece.len() >= FOLLOW_PAGE_BYTES {
+            send(sender, std::mem::take(&mut piece)).await?;
+        }
+    }
+    send(sender, piece).await
 }
 
 /// The last `n` lines: live lines above the index, then chunks read from
@@ -510,7 +527,7 @@ async fn follow_live(
     // reaches the follower in its chunk.
     loop {
         // The status first: chunks committed before the end are then all read below.
-        let live = state.logs.live_since(id, seen_up_to);
+        let live = state.logs.live_since(id, seen_up_to, FOLLOW_PAGE_BYTES);
         seen_up_to = live.next_seq;
         let view = state.node.read_local().map_err(|_| ())?;
         let finished = match view.workflow(id) {
@@ -527,7 +544,11 @@ async fn follow_live(
         for line in &fresh {
             sent.note(&line.task, line.retry_id, line.offset);
         }
-        send(sender, encoding.lines(&fresh)).await?;
+        send_lines(sender, encoding, &fresh).await?;
+        if live.more {
+            // The rest of the backlog at once, a page per wakeup.
+            continue;
+        }
         if finished {
             return Ok(());
         }

@@ -196,6 +196,8 @@ pub struct LiveView {
     pub evicted: HashMap<Run, u64>,
     /// The sequence number to ask [`Logger::live_since`] for next.
     pub next_seq: u64,
+    /// Lines past these are live already (the read stopped at its bound).
+    pub more: bool,
 }
 
 impl Logger {
@@ -295,34 +297,43 @@ impl Logger {
 
     /// The workflow's live lines (in arrival order).
     pub fn live(&self, workflow_id: &str) -> LiveView {
-        self.live_since(workflow_id, 0)
+        self.live_since(workflow_id, 0, usize::MAX)
     }
 
     /// The workflow's live lines with sequence numbers from `next_seq` on
-    /// (in arrival order): what a follower has not seen yet, without
-    /// copying what it has.
-    pub fn live_since(&self, workflow_id: &str, next_seq: u64) -> LiveView {
+    /// (in arrival order), about `bytes_max` bytes of them at most (at least
+    /// one line): what a follower has not seen yet, without copying what it
+    /// has, nor more than one wakeup should hold. `more` says lines were
+    /// left for the next call.
+    pub fn live_since(&self, workflow_id: &str, next_seq: u64, bytes_max: usize) -> LiveView {
         let live = self.lock();
-        match live.workflows.get(workflow_id) {
-            Some(workflow) => {
-                // Sequence numbers increase along the queue (trimming keeps
-                // the order): find the first wanted one by bisection.
-                let skip = workflow.lines.partition_point(|(seq, _)| *seq < next_seq);
-                LiveView {
-                    lines: workflow
-                        .lines
-                        .range(skip..)
-                        .map(|(_, line)| line.clone())
-                        .collect(),
-                    evicted: workflow.evicted.clone(),
-                    next_seq: live.next_seq,
-                }
-            }
-            None => LiveView {
+        let Some(workflow) = live.workflows.get(workflow_id) else {
+            return LiveView {
                 lines: Vec::new(),
                 evicted: HashMap::new(),
                 next_seq: live.next_seq,
-            },
+                more: false,
+            };
+        };
+        // Sequence numbers increase along the queue (trimming keeps the
+        // order): find the first wanted one by bisection.
+        let skip = workflow.lines.partition_point(|(seq, _)| *seq < next_seq);
+        let mut lines = Vec::new();
+        let mut bytes = 0;
+        let mut resume_at = None;
+        for (seq, line) in workflow.lines.range(skip..) {
+            if bytes >= bytes_max {
+                resume_at = Some(*seq);
+                break;
+            }
+            bytes += line_bytes(line);
+            lines.push(line.clone());
+        }
+        LiveView {
+            lines,
+            evicted: workflow.evicted.clone(),
+            next_seq: resume_at.unwrap_or(live.next_seq),
+            more: resume_at.is_some(),
         }
     }
 
@@ -493,17 +504,46 @@ mod tests {
     fn a_follower_gets_only_the_lines_after_its_cursor() {
         let dir = tempfile::tempdir().expect("tempdir");
         let logger = Logger::new(ObjectStorage::open(None, dir.path()).expect("objects"));
-        let first = logger.live_since("wf-1", 0);
+        let first = logger.live_since("wf-1", 0, usize::MAX);
         assert!(first.lines.is_empty());
         logger.push_live(&key(), &lines(0..=9));
-        let seen = logger.live_since("wf-1", first.next_seq);
+        let seen = logger.live_since("wf-1", first.next_seq, usize::MAX);
         assert_eq!(seen.lines.len(), 10);
         logger.push_live(&key(), &lines(10..=12));
         logger.trim_live(&key(), 4); // a trim in between keeps the order
-        let fresh = logger.live_since("wf-1", seen.next_seq);
+        let fresh = logger.live_since("wf-1", seen.next_seq, usize::MAX);
         let offsets: Vec<u64> = fresh.lines.iter().map(|l| l.offset).collect();
         assert_eq!(offsets, vec![10, 11, 12]);
-        assert!(logger.live_since("wf-1", fresh.next_seq).lines.is_empty());
+        assert!(logger
+            .live_since("wf-1", fresh.next_seq, usize::MAX)
+            .lines
+            .is_empty());
+    }
+
+    #[test]
+    fn a_follower_reads_a_long_backlog_a_bounded_page_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logger = Logger::new(ObjectStorage::open(None, dir.path()).expect("objects"));
+        logger.push_live(&key(), &lines(0..=999));
+        let page_bytes = 10 * line_bytes(&logger.live("wf-1").lines[0]);
+        let mut next_seq = 0;
+        let mut offsets = Vec::new();
+        let mut pages = 0;
+        loop {
+            let page = logger.live_since("wf-1", next_seq, page_bytes);
+            assert!(page.lines.len() <= 11, "{}", page.lines.len());
+            offsets.extend(page.lines.iter().map(|l| l.offset));
+            next_seq = page.next_seq;
+            pages += 1;
+            if !page.more {
+                break;
+            }
+        }
+        assert_eq!(offsets, (0..=999).collect::<Vec<_>>());
+        assert!(pages >= 90, "{pages}");
+        // A page bound below one line still makes progress.
+        let one = logger.live_since("wf-1", 0, 1);
+        assert_eq!((one.lines.len(), one.more), (1, true));
     }
 
     #[test]

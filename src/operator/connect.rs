@@ -7,6 +7,7 @@
 //! rounds of failures, so a down cluster is not hammered; a refused
 //! credential is logged as such, never retried in a tight loop.
 
+use crate::protocol::byte_queue;
 use crate::protocol::wire::{self, Down, Link, Up};
 use futures::StreamExt;
 use std::time::Duration;
@@ -16,8 +17,11 @@ use tokio_util::io::StreamReader;
 
 /// Operator frames queued toward the server per link.
 const UP_QUEUE_MAX: usize = 1024;
-/// Server frames queued toward the session per link.
+/// Server frames queued toward the session per link, at most.
 const DOWN_QUEUE_MAX: usize = 1024;
+/// Encoded bytes of the server frames queued toward the session, at most
+/// (jobs carry their tasks' files).
+const DOWN_QUEUE_BYTES_MAX: usize = 32 << 20;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Longest wait for a server to answer the stream request.
@@ -227,7 +231,7 @@ impl Connector {
                 }
             }
         });
-        let (down_sender, down) = mpsc::channel::<Down>(DOWN_QUEUE_MAX);
+        let (down_sender, down) = byte_queue::channel::<Down>(DOWN_QUEUE_MAX, DOWN_QUEUE_BYTES_MAX);
         let reader = StreamReader::new(
             response
                 .bytes_stream()
@@ -262,7 +266,10 @@ mod tests {
 
     /// A server of a build from before frame formats were negotiated: it
     /// names no format and speaks format 1 both ways.
-    async fn older_server(offers: mpsc::Sender<Option<String>>, ups: mpsc::Sender<Up>) -> String {
+    async fn older_server(
+        offers: mpsc::Sender<Option<String>>,
+        ups: byte_queue::Sender<Up>,
+    ) -> String {
         let handler = move |headers: HeaderMap, body: Body| {
             let (offers, ups) = (offers.clone(), ups.clone());
             async move {
@@ -291,7 +298,7 @@ mod tests {
     #[tokio::test]
     async fn an_operator_offers_format_2_and_speaks_format_1_to_an_older_server() {
         let (offers, mut offered) = mpsc::channel(1);
-        let (ups, mut received) = mpsc::channel(8);
+        let (ups, mut received) = byte_queue::channel(8, 1 << 20);
         let url = older_server(offers, ups).await;
         let mut connector = Connector::new(ConnectorConfig {
             urls: vec![url],

@@ -117,7 +117,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<i32> {
             loop {
                 let link = connector.connect(session.instance()).await;
                 let end = session.serve_link(link).await;
-                tracing::warn!(?end, unacknowledged = session.unacknowledged(), "link to the control plane lost; reconnecting");
+                tracing::warn!(?end, unacknowledged = session.unacknowledged(), unacknowledged_bytes = session.unacknowledged_bytes(), "link to the control plane lost; reconnecting");
                 connector.link_lost();
                 tokio::time::sleep(RELINK_PAUSE).await;
             }

@@ -14,8 +14,10 @@
 //!   applied every earlier report (finished tasks, done jobs) before the
 //!   hello re-queues what the executor does not run, and it hands out jobs
 //!   only after that hello is committed.
-//! - At most [`BACKLOG_MAX`] messages wait unacknowledged; beyond that the
-//!   executor waits (its channel fills), nothing is dropped.
+//! - At most [`BACKLOG_MAX`] messages, and about [`BACKLOG_BYTES_MAX`]
+//!   bytes (`FromOperator::approx_bytes`; the last message may pass the
+//!   bound), wait unacknowledged; beyond that the executor waits (its channel
+//!   fills), nothing is dropped.
 
 use super::Executor;
 use crate::protocol::wire::{Down, Link, Up};
@@ -27,6 +29,10 @@ use tokio::sync::mpsc;
 
 /// Unacknowledged messages kept at most before the executor is held back.
 pub const BACKLOG_MAX: usize = 65_536;
+/// Bytes of unacknowledged messages kept before the executor is held back:
+/// a few seconds of a fast log stream, while a commit or a reconnect takes
+/// its time.
+pub const BACKLOG_BYTES_MAX: usize = 64 << 20;
 /// Executor messages buffered before they get a sequence number.
 pub const EXECUTOR_QUEUE_MAX: usize = 4_096;
 /// Jobs buffered for the executor per link.
@@ -48,8 +54,36 @@ pub struct Session {
     executor: Executor,
     from_executor: mpsc::Receiver<FromOperator>,
     to_session: mpsc::Sender<FromOperator>,
-    backlog: VecDeque<(u64, Arc<FromOperator>)>,
+    backlog: Backlog,
     next_seq: u64,
+}
+
+/// Messages sent and not yet acknowledged, in sequence order, with their
+/// bytes counted.
+#[derive(Default)]
+struct Backlog {
+    messages: VecDeque<(u64, Arc<FromOperator>)>,
+    /// `approx_bytes` of `messages`.
+    bytes: usize,
+}
+
+impl Backlog {
+    fn has_room(&self) -> bool {
+        self.messages.len() < BACKLOG_MAX && self.bytes < BACKLOG_BYTES_MAX
+    }
+
+    fn push(&mut self, seq: u64, message: Arc<FromOperator>) {
+        self.bytes += message.approx_bytes();
+        self.messages.push_back((seq, message));
+    }
+
+    fn acknowledge(&mut self, acked: u64) {
+        while self.messages.front().is_some_and(|(seq, _)| *seq <= acked) {
+            if let Some((_, message)) = self.messages.pop_front() {
+                self.bytes -= message.approx_bytes();
+            }
+        }
+    }
 }
 
 impl Session {
@@ -60,7 +94,7 @@ impl Session {
             executor,
             from_executor,
             to_session,
-            backlog: VecDeque::new(),
+            backlog: Backlog::default(),
             next_seq: 1,
         }
     }
@@ -71,26 +105,25 @@ impl Session {
 
     /// Messages sent and not yet acknowledged.
     pub fn unacknowledged(&self) -> usize {
-        self.backlog.len()
+        self.backlog.messages.len()
     }
 
-    fn acknowledge(&mut self, acked: u64) {
-        while self.backlog.front().is_some_and(|(seq, _)| *seq <= acked) {
-            self.backlog.pop_front();
-        }
+    /// About the bytes of the messages sent and not yet acknowledged.
+    pub fn unacknowledged_bytes(&self) -> usize {
+        self.backlog.bytes
     }
 
     /// Serves one link until it closes.
     pub async fn serve_link(&mut self, mut link: Link) -> LinkEnd {
         match tokio::time::timeout(RESUME_WAIT_MAX, link.down.recv()).await {
-            Ok(Some(Down::Resume { acked })) => self.acknowledge(acked),
+            Ok(Some(Down::Resume { acked })) => self.backlog.acknowledge(acked),
             Ok(Some(other)) => {
                 tracing::warn!(?other, "server did not start the stream with Resume");
                 return LinkEnd::NoResume;
             }
             Ok(None) | Err(_) => return LinkEnd::NoResume,
         }
-        for (seq, message) in &self.backlog {
+        for (seq, message) in &self.backlog.messages {
             let frame = Up::Report {
                 seq: *seq,
                 message: Arc::clone(message),
@@ -99,9 +132,9 @@ impl Session {
                 return LinkEnd::Closed;
             }
         }
-        if !self.backlog.is_empty() {
+        if !self.backlog.messages.is_empty() {
             tracing::info!(
-                resent = self.backlog.len(),
+                resent = self.backlog.messages.len(),
                 "resent unacknowledged messages"
             );
         }
@@ -115,7 +148,7 @@ impl Session {
         loop {
             tokio::select! {
                 frame = link.down.recv() => match frame {
-                    Some(Down::Ack { seq }) | Some(Down::Resume { acked: seq }) => self.acknowledge(seq),
+                    Some(Down::Ack { seq }) | Some(Down::Resume { acked: seq }) => self.backlog.acknowledge(seq),
                     Some(Down::Job(job)) => pending_jobs.push_back(job),
                     None => return LinkEnd::Closed,
                 },
@@ -124,12 +157,12 @@ impl Session {
                     (Ok(permit), Some(job)) => permit.send(job),
                     _ => return LinkEnd::Closed,
                 },
-                message = self.from_executor.recv(), if self.backlog.len() < BACKLOG_MAX => {
+                message = self.from_executor.recv(), if self.backlog.has_room() => {
                     let Some(message) = message else { return LinkEnd::Closed };
                     let seq = self.next_seq;
                     self.next_seq += 1;
                     let message = Arc::new(message);
-                    self.backlog.push_back((seq, Arc::clone(&message)));
+                    self.backlog.push(seq, Arc::clone(&message));
                     if link.up.send(Up::Report { seq, message }).await.is_err() {
                         return LinkEnd::Closed;
                     }
@@ -147,4 +180,44 @@ fn new_instance() -> u64 {
         return u64::try_from(crate::clock::now_ms()).unwrap_or(1).max(1);
     }
     u64::from_le_bytes(bytes).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{LogLine, LogStream};
+    use gantry_storage::TaskKey;
+
+    fn log_batch(text_bytes: usize) -> Arc<FromOperator> {
+        Arc::new(FromOperator::Logs {
+            key: TaskKey {
+                workflow_id: "wf-1".into(),
+                task: "t".into(),
+                retry_id: 0,
+            },
+            lines: vec![LogLine {
+                offset: 1,
+                stream: LogStream::Stdout,
+                time: 0,
+                text: "y".repeat(text_bytes),
+            }],
+        })
+    }
+
+    #[test]
+    fn the_backlog_is_full_by_bytes_long_before_it_is_full_by_count() {
+        let mut backlog = Backlog::default();
+        let mut seq = 0;
+        while backlog.has_room() {
+            seq += 1;
+            backlog.push(seq, log_batch(1 << 20));
+        }
+        // 64 MiB of 1 MiB batches: 64 of them, not 65,536.
+        assert_eq!(seq, 64);
+        assert!(backlog.bytes >= BACKLOG_BYTES_MAX);
+        backlog.acknowledge(1);
+        assert!(backlog.has_room());
+        backlog.acknowledge(seq);
+        assert_eq!((backlog.messages.len(), backlog.bytes), (0, 0));
+    }
 }

@@ -1,12 +1,14 @@
 //! What the control plane and a backend operator say to each other: the
-//! messages (here), the frames that carry them (`wire`), and the task host
-//! names both sides compute (`task_host`).
+//! messages (here), the frames that carry them (`wire`), the queues bounded
+//! in bytes that hold frames between socket and consumer (`byte_queue`), and
+//! the task host names both sides compute (`task_host`).
 //!
 //! The same types travel in-process (`gantry dev`) and over the operator's
 //! mTLS HTTP/2 stream. Invariant: a message never carries a reference into
 //! server memory; everything an executor needs to run a task is in
 //! [`TaskLaunch`].
 
+pub mod byte_queue;
 pub mod task_host;
 pub mod wire;
 
@@ -64,6 +66,42 @@ pub enum FromOperator {
 }
 
 impl FromOperator {
+    /// About the bytes this message holds in memory: its text and the fixed
+    /// size of its parts. What bounds the operator's backlog; cheap (no
+    /// encoding), and within a small factor of the encoded size.
+    pub fn approx_bytes(&self) -> usize {
+        const FIXED: usize = 64;
+        match self {
+            FromOperator::Hello {
+                backend,
+                version,
+                running,
+                executor,
+            } => {
+                FIXED
+                    + backend.len()
+                    + version.len()
+                    + executor.len()
+                    + running.iter().map(key_bytes).sum::<usize>()
+            }
+            FromOperator::JobDone { .. } => FIXED,
+            FromOperator::TaskStatus { key, message, .. } => {
+                FIXED + key_bytes(key) + message.as_ref().map_or(0, String::len)
+            }
+            FromOperator::Logs { key, lines } => {
+                FIXED
+                    + key_bytes(key)
+                    + lines
+                        .iter()
+                        .map(|line| FIXED + line.text.len())
+                        .sum::<usize>()
+            }
+            // A node's labels and conditions: a few KiB on Kubernetes.
+            FromOperator::Heartbeat { nodes } => FIXED + nodes.len() * 4096,
+            FromOperator::DataTimes { key, .. } => FIXED + key_bytes(key),
+        }
+    }
+
     /// The `kind` label of this message in metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -75,6 +113,10 @@ impl FromOperator {
             FromOperator::DataTimes { .. } => "data_times",
         }
     }
+}
+
+fn key_bytes(key: &TaskKey) -> usize {
+    std::mem::size_of::<TaskKey>() + key.workflow_id.len() + key.task.len()
 }
 
 pub use gantry_storage::EXECUTOR_LOCAL;

@@ -14,7 +14,7 @@
 //! not know is skipped: operators and servers one version apart
 //! interoperate.
 
-use super::{FromOperator, ToOperator};
+use super::{byte_queue, FromOperator, ToOperator};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,7 @@ pub const FRAME_BYTES_MAX: usize = 16 << 20;
 /// in-process link).
 pub struct Link {
     pub up: mpsc::Sender<Up>,
-    pub down: mpsc::Receiver<Down>,
+    pub down: byte_queue::Receiver<Down>,
 }
 
 /// Operator → server.
@@ -196,20 +196,25 @@ pub fn decode_frame<T: DeserializeOwned>(body: &[u8], format: FrameFormat) -> Re
 
 /// Decodes frames from `reader` into `frames` until the reader ends, a
 /// frame is malformed, or the receiver goes away; returns why it stopped.
+/// Each frame takes its encoded size from the queue's byte budget, so the
+/// reader stops (and the peer's flow control holds the sender back) while
+/// the decoded frames waiting hold that many bytes.
 pub async fn pump_frames<T: DeserializeOwned>(
     reader: impl tokio::io::AsyncRead + Unpin,
     format: FrameFormat,
-    frames: tokio::sync::mpsc::Sender<T>,
+    frames: byte_queue::Sender<T>,
 ) -> String {
     use futures::StreamExt;
     let mut reader = tokio_util::codec::FramedRead::new(reader, codec());
     while let Some(frame) = reader.next().await {
-        let decoded = frame
-            .map_err(|error| error.to_string())
-            .and_then(|bytes| decode_frame::<T>(&bytes, format).map_err(|error| error.to_string()));
+        let decoded = frame.map_err(|error| error.to_string()).and_then(|bytes| {
+            decode_frame::<T>(&bytes, format)
+                .map(|frame| (frame, bytes.len()))
+                .map_err(|error| error.to_string())
+        });
         match decoded {
-            Ok(frame) => {
-                if frames.send(frame).await.is_err() {
+            Ok((frame, bytes)) => {
+                if frames.send(frame, bytes).await.is_err() {
                     return "the receiver closed".to_string();
                 }
             }

@@ -6,6 +6,7 @@
 //! reports are forwarded to the leader like any proposal.
 
 use super::OperatorHub;
+use crate::protocol::byte_queue;
 use crate::protocol::wire::Link;
 use futures::StreamExt;
 use gantry_raft::RaftError;
@@ -21,7 +22,10 @@ impl OperatorHub {
     /// forwarded to the leader like any proposal.
     pub async fn link_in_process(&self, backend: &str, instance: u64) -> Result<Link, RaftError> {
         let (accepted, down_frames) = self.accept(backend, instance, false).await?;
+        // The frames share their messages with the operator's backlog, which
+        // counts their bytes.
         let (up, up_receiver) = mpsc::channel(IN_PROCESS_QUEUE_MAX);
+        let up_receiver = byte_queue::Receiver::from_counted(up_receiver);
         let (down_sender, down) = mpsc::channel(IN_PROCESS_QUEUE_MAX);
         tokio::spawn(async move {
             let mut down_frames = std::pin::pin!(down_frames);
@@ -33,6 +37,9 @@ impl OperatorHub {
         });
         let hub = self.clone();
         tokio::spawn(async move { hub.serve(accepted, up_receiver).await });
-        Ok(Link { up, down })
+        Ok(Link {
+            up,
+            down: byte_queue::Receiver::from_counted(down),
+        })
     }
 }

@@ -18,6 +18,7 @@ use super::commit::{committer_end, finish_commits, Committing};
 use super::prepare::Intake;
 use super::{Accepted, ConnectionEnd, OperatorHub};
 use crate::control::logger::{CHUNK_AGE_MAX, CHUNK_RAW_BYTES_TARGET};
+use crate::protocol::byte_queue;
 use crate::protocol::wire::Up;
 use crate::protocol::FromOperator;
 use gantry_raft::RaftNode;
@@ -45,7 +46,11 @@ impl OperatorHub {
     /// committer commits them one at a time, in order, and acknowledges.
     /// The next batches are prepared while one commits, so encoding,
     /// compression and the chunk writes overlap the Raft commit.
-    pub async fn serve(&self, accepted: Accepted, mut up: mpsc::Receiver<Up>) -> ConnectionEnd {
+    pub async fn serve(
+        &self,
+        accepted: Accepted,
+        mut up: byte_queue::Receiver<Up>,
+    ) -> ConnectionEnd {
         let connections_gauge = metrics::gauge!(
             crate::metrics::OPERATOR_CONNECTIONS,
             "backend" => accepted.backend.clone()
@@ -154,7 +159,7 @@ fn log_bytes(frames: &[Up]) -> Option<usize> {
 /// While `frames` holds only log lines, waits for more until the chunk
 /// target size or age is reached or another message arrives. Returns
 /// whether the operator closed the stream meanwhile.
-async fn gather_log_frames(up: &mut mpsc::Receiver<Up>, frames: &mut Vec<Up>) -> bool {
+async fn gather_log_frames(up: &mut byte_queue::Receiver<Up>, frames: &mut Vec<Up>) -> bool {
     let Some(mut bytes) = log_bytes(frames) else {
         return false;
     };
