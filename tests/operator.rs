@@ -361,6 +361,47 @@ fn cutting_the_operator_connection_loses_and_repeats_nothing() {
     );
 }
 
+/// Probe: two executors serve one backend (as `--local-backend` on several
+/// members does, or an operator started beside one still connected). Each
+/// new link of either is greeted with a hello listing what that executor
+/// runs; the cluster took the other's task as lost at every such hello and
+/// ran it again as the next retry while the first run went on (the cluster
+/// test with a fast clock failed so, now and then). A hello of a live
+/// process on a new link now proposes nothing.
+#[test]
+fn two_operators_of_one_backend_relinking_rerun_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(dir.path(), &[("node", &["127.0.0.1"])]);
+    cert(&pki, "first", "operator");
+    cert(&pki, "second", "operator");
+    let (server, api) = start_server(dir.path(), &pki, "127.0.0.1:0");
+    let operators = [
+        Operator::start(dir.path(), &pki, "first", &server.url, &api.token),
+        Operator::start(dir.path(), &pki, "second", &server.url, &api.token),
+    ];
+    // Both have said hello once: what they run from now on is theirs.
+    wait_for(Duration::from_secs(30), "two hellos", || {
+        match server.log().matches("relinked=false").count() {
+            2.. => Ok(()),
+            seen => Err(format!("{seen} hellos")),
+        }
+    });
+    let id = api.submit_ok(COUNTER);
+    let workflow = wait_status(&api, &id, "COMPLETED", Duration::from_secs(90));
+    let task = common::task_of(&workflow, "count").unwrap();
+    assert_eq!(task["retry_id"], 0, "{workflow}");
+    assert_eq!(task["exit_code"], 0);
+    assert_counted_once(&logs(&api, &id));
+    // The executors took turns on the backend's connection meanwhile.
+    let relinks = server.log().matches("relinked=true").count();
+    assert!(
+        relinks >= 2,
+        "{relinks} relinks; logs:\n{}\n{}",
+        operators[0].log(),
+        operators[1].log()
+    );
+}
+
 #[test]
 fn the_operator_outlives_a_killed_server() {
     let dir = tempfile::tempdir().unwrap();

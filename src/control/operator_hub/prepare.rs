@@ -21,6 +21,13 @@
 //!   by one marker line that closes the run (`log_limits`).
 //! - A chunk write is aborted with its batch: a batch given up (its
 //!   connection ended) stops writing.
+//! - A `Hello` proposes `OperatorHelloWithExecutor` (which runs again what
+//!   the executor does not list) only from an operator instance the cluster
+//!   has not acknowledged anything of yet: a new process. A hello on a new
+//!   link of a live process lost no run, and other executors of the same
+//!   backend (`--local-backend` on several members) run what it does not
+//!   list; it readies its connection, acknowledged with its batch, and
+//!   proposes nothing.
 
 use super::log_limits::{self, LogLimits, Stored};
 use super::scope::Scope;
@@ -50,6 +57,9 @@ pub(super) struct Intake {
     /// here, plus those taken since), for the log-line limits.
     stored_runs: HashMap<TaskKey, u64>,
     stored_workflows: HashMap<String, u64>,
+    /// The cluster had acknowledged messages of this operator instance
+    /// before this connection: it is a live process on a new link.
+    relinked: bool,
 }
 
 impl Intake {
@@ -62,6 +72,7 @@ impl Intake {
             taken: HashMap::new(),
             stored_runs: HashMap::new(),
             stored_workflows: HashMap::new(),
+            relinked: acked > 0,
         }
     }
 }
@@ -146,8 +157,11 @@ impl OperatorHub {
                             "hello names backend '{named}' on a connection of backend '{backend}'"
                         )));
                     }
-                    tracing::info!(%backend, %version, %executor, running = running.len(), "operator hello");
+                    tracing::info!(%backend, %version, %executor, running = running.len(), relinked = intake.relinked, "operator hello");
                     hello = true;
+                    if intake.relinked {
+                        continue;
+                    }
                     Command::OperatorHelloWithExecutor {
                         now,
                         backend: backend.clone(),
