@@ -44,6 +44,9 @@ pub enum ExecError {
     Seccomp(String),
     #[error("the executor is shutting down")]
     ShuttingDown,
+    /// The network the task's pool asks for cannot be given.
+    #[error("{0}")]
+    Network(String),
     #[error("a background preparation step failed: {0}")]
     Join(String),
 }

@@ -203,7 +203,11 @@ impl LocalOperator {
             .iter()
             .any(|(launch, _)| !netns::wants_host_network(&launch.placement))
         {
-            self.group_network(&group).await
+            let outbound = accepted.iter().any(|(launch, _)| {
+                !netns::wants_host_network(&launch.placement)
+                    && netns::wants_outbound_network(&launch.placement)
+            });
+            self.group_network(&group, outbound).await
         } else {
             TaskNet::Own
         };
@@ -224,7 +228,7 @@ impl LocalOperator {
     /// The group's network namespace (the one its running tasks are in, else
     /// a new one); a namespace per task where none can be made (an
     /// unprivileged operator).
-    async fn group_network(&self, group: &GroupLaunch) -> TaskNet {
+    async fn group_network(&self, group: &GroupLaunch, outbound: bool) -> TaskNet {
         let key = (group.workflow_id.clone(), group.group.clone());
         let running = {
             let nets = self
@@ -237,7 +241,8 @@ impl LocalOperator {
         if let Some(net) = running {
             return TaskNet::Group(net);
         }
-        let net = new_network(group).await;
+        let scratch = outbound.then(|| self.shared.config.work_dir.clone());
+        let net = new_network(group, scratch).await;
         if let TaskNet::Group(made) = &net {
             let mut nets = self
                 .shared
@@ -251,9 +256,21 @@ impl LocalOperator {
     }
 }
 
-async fn new_network(group: &GroupLaunch) -> TaskNet {
-    match tokio::task::spawn_blocking(netns::new_group_net).await {
+/// A namespace for `group`, with outbound network when `outbound_scratch`
+/// names where its daemon keeps files. Outbound network asked for and not
+/// given refuses the tasks; otherwise a failure leaves each task a
+/// namespace of its own.
+async fn new_network(group: &GroupLaunch, outbound_scratch: Option<PathBuf>) -> TaskNet {
+    let outbound = outbound_scratch.is_some();
+    let made =
+        tokio::task::spawn_blocking(move || netns::new_group_net(outbound_scratch.as_deref()))
+            .await;
+    match made {
         Ok(Ok(net)) => TaskNet::Group(Arc::new(net)),
+        Ok(Err(error @ NetError::Outbound(_))) => TaskNet::Refused(error.to_string()),
+        Ok(Err(error)) if outbound => TaskNet::Refused(format!(
+            "the pool allows outbound network, which needs a network namespace of the group's own: {error}"
+        )),
         Ok(Err(NetError::Unprivileged)) => TaskNet::Own,
         Ok(Err(error)) => {
             tracing::warn!(workflow = %group.workflow_id, group = %group.group, %error, "each task gets a network namespace of its own");

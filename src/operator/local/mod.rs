@@ -22,6 +22,9 @@ mod expansion;
 mod inventory;
 mod log_lines;
 mod netns;
+mod outbound;
+#[cfg(test)]
+mod outbound_tests;
 mod outbox;
 mod process;
 mod sandbox;

@@ -12,11 +12,15 @@
 //! - The host network is used only when the launch's pod templates (the
 //!   POOL's and platform's, set by an administrator) say
 //!   `spec.hostNetwork: true`, as they would for a Kubernetes pod.
+//! - A group namespace reaches beyond the host only when a pod template
+//!   has the annotation `gantry.io/outbound-network: "true"` (`outbound`);
+//!   even then, never the host's loopback.
 //! - Creating a namespace needs `CAP_SYS_ADMIN`; an operator without it
 //!   gets [`NetError::Unprivileged`] and gives each task a namespace of its
 //!   own (bubblewrap's `--unshare-net`), so a group's tasks cannot reach
 //!   each other there.
 
+use super::outbound::{self, Outbound, OUTBOUND_ANNOTATION};
 use crate::protocol::TaskPlacement;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -30,11 +34,17 @@ pub enum TaskNet {
     Group(std::sync::Arc<GroupNet>),
     /// A namespace of the task's own (`--unshare-net`).
     Own,
+    /// The network the task's pool asks for cannot be given; the task
+    /// fails to start with this reason.
+    Refused(String),
 }
 
-/// A handle that keeps a group's network namespace alive.
+/// A handle that keeps a group's network namespace alive (and its outbound
+/// network, if it has one).
 #[derive(Debug)]
 pub struct GroupNet {
+    // Dropped first: the daemon goes before the namespace it serves.
+    _outbound: Option<Outbound>,
     fd: OwnedFd,
 }
 
@@ -50,6 +60,8 @@ pub enum NetError {
     Unprivileged,
     #[error("setting up the group's network namespace: {0}")]
     Setup(String),
+    #[error("the pool allows outbound network, but it cannot be given: {0}")]
+    Outbound(String),
 }
 
 /// Whether the task's pod templates ask for the host's network (the last
@@ -64,12 +76,45 @@ pub fn wants_host_network(placement: &TaskPlacement) -> bool {
         .unwrap_or(false)
 }
 
-/// A fresh network namespace with loopback up. Blocking (a short-lived
-/// thread enters it, since a namespace change is per thread).
-pub fn new_group_net() -> Result<GroupNet, NetError> {
+/// Whether the task's pod templates allow outbound network (the
+/// annotation [`OUTBOUND_ANNOTATION`] is `"true"` in the last template that
+/// has it).
+pub fn wants_outbound_network(placement: &TaskPlacement) -> bool {
+    let pointer = format!(
+        "/metadata/annotations/{}",
+        OUTBOUND_ANNOTATION.replace('~', "~0").replace('/', "~1")
+    );
+    placement
+        .pod_templates
+        .iter()
+        .filter_map(|template| template.pointer(&pointer))
+        .filter_map(serde_json::Value::as_str)
+        .next_back()
+        .is_some_and(|value| value == "true")
+}
+
+/// A fresh network namespace with loopback up, and with outbound network
+/// when `outbound_scratch` names a directory for its daemon's files.
+/// Blocking (a short-lived thread enters the namespace, since a namespace
+/// change is per thread; the daemon starts after).
+pub fn new_group_net(outbound_scratch: Option<&std::path::Path>) -> Result<GroupNet, NetError> {
+    let fd = new_namespace()?;
+    let outbound = match outbound_scratch {
+        Some(scratch) => {
+            Some(outbound::attach(fd.as_raw_fd(), scratch).map_err(NetError::Outbound)?)
+        }
+        None => None,
+    };
+    Ok(GroupNet {
+        _outbound: outbound,
+        fd,
+    })
+}
+
+fn new_namespace() -> Result<OwnedFd, NetError> {
     let thread = std::thread::Builder::new()
         .name("task-netns".into())
-        .spawn(|| -> Result<GroupNet, NetError> {
+        .spawn(|| -> Result<OwnedFd, NetError> {
             match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
                 Ok(()) => {}
                 Err(nix::errno::Errno::EPERM) => return Err(NetError::Unprivileged),
@@ -78,7 +123,7 @@ pub fn new_group_net() -> Result<GroupNet, NetError> {
             loopback_up().map_err(|e| NetError::Setup(format!("bringing up lo: {e}")))?;
             let file = File::open("/proc/thread-self/ns/net")
                 .map_err(|e| NetError::Setup(format!("opening the namespace: {e}")))?;
-            Ok(GroupNet { fd: file.into() })
+            Ok(OwnedFd::from(file))
         })
         .map_err(|e| NetError::Setup(format!("spawning a thread: {e}")))?;
     thread

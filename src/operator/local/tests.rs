@@ -21,12 +21,12 @@ use tokio::task::JoinHandle;
 const GUARD: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq)]
-enum Event {
+pub(super) enum Event {
     Status(TaskStatus, Option<i32>, Option<String>),
     Line(LogStream, String),
 }
 
-struct Harness {
+pub(super) struct Harness {
     op: Arc<LocalOperator>,
     work: TempDir,
     to_op: Option<mpsc::Sender<ToOperator>>,
@@ -40,7 +40,7 @@ struct Harness {
 }
 
 impl Harness {
-    async fn new() -> Harness {
+    pub(super) async fn new() -> Harness {
         Harness::with_bwrap(None).await
     }
 
@@ -122,7 +122,7 @@ impl Harness {
             .expect("operator accepts messages");
     }
 
-    async fn create(&mut self, barrier: bool, tasks: Vec<TaskLaunch>) -> u64 {
+    pub(super) async fn create(&mut self, barrier: bool, tasks: Vec<TaskLaunch>) -> u64 {
         let job_id = self.job();
         let workflow_id = tasks
             .first()
@@ -186,7 +186,7 @@ impl Harness {
         }
     }
 
-    async fn run_to_end(&mut self, key: &TaskKey) -> Vec<Event> {
+    pub(super) async fn run_to_end(&mut self, key: &TaskKey) -> Vec<Event> {
         self.wait_status(key, TaskStatus::is_finished).await
     }
 
@@ -225,7 +225,7 @@ fn connect(
     (to_op, from_op, serving)
 }
 
-fn key(workflow_id: &str, task: &str) -> TaskKey {
+pub(super) fn key(workflow_id: &str, task: &str) -> TaskKey {
     TaskKey {
         workflow_id: workflow_id.into(),
         task: task.into(),
@@ -233,7 +233,7 @@ fn key(workflow_id: &str, task: &str) -> TaskKey {
     }
 }
 
-fn launch(workflow_id: &str, task: &str, script: &str) -> TaskLaunch {
+pub(super) fn launch(workflow_id: &str, task: &str, script: &str) -> TaskLaunch {
     TaskLaunch {
         key: key(workflow_id, task),
         group: format!("{task}-group"),
@@ -249,7 +249,7 @@ fn launch(workflow_id: &str, task: &str, script: &str) -> TaskLaunch {
     }
 }
 
-fn statuses(events: &[Event]) -> Vec<TaskStatus> {
+pub(super) fn statuses(events: &[Event]) -> Vec<TaskStatus> {
     events
         .iter()
         .filter_map(|e| match e {
@@ -259,7 +259,7 @@ fn statuses(events: &[Event]) -> Vec<TaskStatus> {
         .collect()
 }
 
-fn lines(events: &[Event], stream: LogStream) -> Vec<String> {
+pub(super) fn lines(events: &[Event], stream: LogStream) -> Vec<String> {
     events
         .iter()
         .filter_map(|e| match e {

@@ -127,6 +127,9 @@ impl Shared {
         gate: Option<GroupGate>,
         net: TaskNet,
     ) -> Result<Exit, Stopped> {
+        if let TaskNet::Refused(reason) = &net {
+            return Err(ExecError::Network(reason.clone()).into());
+        }
         // The executor's own note takes the run's first offset; data phase
         // lines and output follow in order.
         let first_offset = log_lines::run_offset_base();
@@ -176,7 +179,7 @@ impl Shared {
             etc_binds: &prepared.etc_binds,
             hostname: &hostname,
             network: match net {
-                TaskNet::Own => Network::Own,
+                TaskNet::Own | TaskNet::Refused(_) => Network::Own,
                 TaskNet::Host | TaskNet::Group(_) => Network::Inherit,
             },
             seccomp_fds: &seccomp_fds,
@@ -189,7 +192,7 @@ impl Shared {
                 .unwrap_or_default(),
             netns: match &net {
                 TaskNet::Group(group) => Some(group.raw_fd()),
-                TaskNet::Host | TaskNet::Own => None,
+                TaskNet::Host | TaskNet::Own | TaskNet::Refused(_) => None,
             },
             inherit: seccomp_fds.clone(),
         };
