@@ -8,6 +8,8 @@
 //! - `failover`: the time from an instant the caller gives (when it
 //!   SIGKILLed the leader) to the first write acknowledged by a survivor.
 //! - `startup` (in `startup`): cold start to `/health` and idle RSS.
+//! - `flood` (in `flood`): query latency and server memory under a log
+//!   flood with hundreds of followers.
 //!
 //! Load shape of `submit` and `etcd`: `--concurrency` clients, each with one
 //! request outstanding; with several URLs, client `i` uses URL
@@ -17,6 +19,7 @@
 //! run whose clients fall behind reports the queueing too instead of hiding
 //! it (no coordinated omission).
 
+mod flood;
 mod operator;
 mod startup;
 mod state_hash;
@@ -68,6 +71,9 @@ pub enum BenchCommand {
     },
     /// Operator status ingest through the real stream (TLS, acks after commit)
     Operator(crate::operator::OperatorBench),
+    /// Query latency and server memory while tasks flood logs to hundreds
+    /// of followers and clients submit and query workflows
+    Flood(crate::flood::FloodBench),
     /// Time from --since-ms (e.g. when the leader was killed) to the first
     /// submit acknowledged through any of the URLs
     Failover {
@@ -195,6 +201,7 @@ fn main() {
 async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Operator(bench) => crate::operator::run(bench).await,
+        BenchCommand::Flood(bench) => crate::flood::run(bench).await,
         BenchCommand::Startup {
             runs,
             idle_secs,
