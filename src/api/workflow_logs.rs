@@ -310,9 +310,23 @@ pub async fn logs(
     };
     let encoding = Encoding::parse(&params)?;
     let mut sent = Sent::after(&params)?;
+    // A stream that will follow reads the live lines page by page as it
+    // follows (from the start of the buffer), instead of a copy of the
+    // whole buffer now; one that ends at once (a finished workflow, a tail)
+    // reads them here.
+    let will_follow = last_n.is_none()
+        && state
+            .node
+            .read_local()
+            .ok()
+            .and_then(|view| view.workflow(&id).ok().flatten())
+            .is_some_and(|workflow| workflow.status.is_alive());
     // Live lines first, then the index: a line that left the buffer in
     // between is in a chunk the index read sees.
-    let live = state.logs.live(&id);
+    let live = match will_follow {
+        true => LiveView::empty_from_start(),
+        false => state.logs.live(&id),
+    };
     let view = read(&state, &params).await?;
     let workflow = view
         .workflow(&id)?
@@ -327,7 +341,9 @@ pub async fn logs(
     }
     let chunks = view.log_chunks(&id, filter.task.as_deref(), filter.retry_id)?;
     drop(view);
-    let follow = workflow.status.is_alive();
+    // Once following, the stream ends only when the workflow has and every
+    // line is sent (its live lines were left for the follow to read).
+    let follow = will_follow || workflow.status.is_alive();
     let follow_slot = match follow {
         true => Some(state.logs.follow_slot(&caller.user).ok_or_else(|| ApiError {
             retry_after_secs: Some(5),

@@ -200,6 +200,19 @@ pub struct LiveView {
     pub more: bool,
 }
 
+impl LiveView {
+    /// No lines yet, and a cursor before every live line: what a follower
+    /// that reads the buffer page by page starts from.
+    pub fn empty_from_start() -> LiveView {
+        LiveView {
+            lines: Vec::new(),
+            evicted: HashMap::new(),
+            next_seq: 0,
+            more: false,
+        }
+    }
+}
+
 impl Logger {
     pub fn new(objects: ObjectStorage) -> Logger {
         let (appended, _) = broadcast::channel(1024);
