@@ -29,11 +29,10 @@ use super::error::{SpecError, SpecErrorKind};
 use super::input::{RenderIsolation, SpecInput, SpecLimits};
 use super::Prepared;
 use gantry_storage::plan::WorkflowPlan;
-use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -348,6 +347,43 @@ fn first_line(text: &str) -> String {
     line.unwrap_or("no diagnostics").chars().take(200).collect()
 }
 
+/// The worker's limits, set from outside (prlimit(2), setpriority(2)):
+/// address space, CPU time (SIGXCPU at the soft limit, SIGKILL at the hard
+/// one) and no core file (an abort on a failed allocation must not write
+/// one of up to the memory limit's size).
+fn limit_worker(pid: u32, isolation: &RenderIsolation) -> Result<(), nix::errno::Errno> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| nix::errno::Errno::ESRCH)?;
+    let memory = isolation.memory_bytes_max;
+    let cpu = cpu_seconds(isolation.time_max);
+    for (resource, soft, hard) in [
+        (libc::RLIMIT_AS, memory, memory),
+        (libc::RLIMIT_CPU, cpu, cpu.saturating_add(1)),
+        (libc::RLIMIT_CORE, 0, 0),
+    ] {
+        let limit = libc::rlimit {
+            rlim_cur: soft as libc::rlim_t,
+            rlim_max: hard as libc::rlim_t,
+        };
+        // SAFETY: prlimit(2) reads `limit`, a live value, and is given no
+        // pointer to write to.
+        let result = unsafe { libc::prlimit(pid, resource, &limit, std::ptr::null_mut()) };
+        if result != 0 {
+            return Err(nix::errno::Errno::last());
+        }
+    }
+    // Best effort: a worker that cannot be made nicer still runs.
+    // SAFETY: getpriority/setpriority(2) take plain integers.
+    unsafe {
+        let current = libc::getpriority(libc::PRIO_PROCESS, 0);
+        libc::setpriority(
+            libc::PRIO_PROCESS,
+            pid as libc::id_t,
+            current.saturating_add(WORKER_NICENESS_INCREMENT),
+        );
+    }
+    Ok(())
+}
+
 /// `RLIMIT_CPU` in whole seconds, rounded up and at least 1: a backstop
 /// for when the parent is gone, not the primary time limit.
 fn cpu_seconds(time_max: Duration) -> u64 {
@@ -376,26 +412,11 @@ fn run_child(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let memory = isolation.memory_bytes_max;
-    let cpu = cpu_seconds(isolation.time_max);
-    // SAFETY: the closure runs in the forked child before exec, where only
-    // async-signal-safe calls are allowed. It calls setrlimit(2) and
-    // nice(2), plain system calls that are async-signal-safe, takes its
-    // inputs by copy, allocates nothing and builds its error from the raw
-    // errno.
-    unsafe {
-        command.pre_exec(move || {
-            // Best effort: a worker that cannot be made nicer still runs.
-            libc::nice(WORKER_NICENESS_INCREMENT);
-            setrlimit(Resource::RLIMIT_AS, memory, memory)?;
-            // SIGXCPU at the soft limit, SIGKILL at the hard one.
-            setrlimit(Resource::RLIMIT_CPU, cpu, cpu.saturating_add(1))?;
-            // An abort on a failed allocation must not write a core file
-            // of up to `memory` bytes.
-            setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
-            Ok(())
-        });
-    }
+    // Spawned without a `pre_exec` hook, so the standard library uses
+    // posix_spawn (a vfork) rather than a fork of the whole server, whose
+    // page tables a busy server would copy on every submit; the limits are
+    // set on the child right after, before it is sent the spec: the worker
+    // touches nothing of the caller's until then.
     let started = Instant::now();
     let mut child = command.spawn().map_err(|err| {
         SpecError::template(format!(
@@ -403,6 +424,13 @@ fn run_child(
             isolation.executable.display()
         ))
     })?;
+    if let Err(errno) = limit_worker(child.id(), isolation) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(SpecError::template(format!(
+            "reading the spec could not limit its worker: {errno}"
+        )));
+    }
     let deadline = started + isolation.time_max;
     let stdin = child.stdin.take();
     let stdout = child.stdout.take();
