@@ -64,6 +64,17 @@ fn call(
     (status, response.json().unwrap_or(Value::Null))
 }
 
+fn workflow(http: &reqwest::blocking::Client, url: &str, token: &str, id: &str) -> Value {
+    let (_, workflow) = call(
+        http,
+        reqwest::Method::GET,
+        format!("{url}/api/workflow/{id}"),
+        token,
+        None,
+    );
+    workflow
+}
+
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     let index = ((sorted.len() as f64 * fraction).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[index]
@@ -124,19 +135,14 @@ fn a_log_flood_with_hundreds_of_followers_leaves_memory_bounded_and_requests_ans
         }
     }
     for (token, id) in &flooders {
-        common::wait_for(Duration::from_secs(60), "the flood running", || {
-            let (_, workflow) = call(
-                &http,
-                reqwest::Method::GET,
-                format!("{url}/api/workflow/{id}"),
-                token,
-                None,
-            );
-            match workflow["status"].as_str() {
+        common::wait_for(
+            Duration::from_secs(60),
+            "the flood running",
+            || match workflow(&http, &url, token, id)["status"].as_str() {
                 Some("RUNNING") => Ok(()),
                 other => Err(format!("{other:?}")),
-            }
-        });
+            },
+        );
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -270,13 +276,7 @@ fn a_log_flood_with_hundreds_of_followers_leaves_memory_bounded_and_requests_ans
     // the optimized figures are the benchmark's.
     assert!(p99 < Duration::from_secs(5), "p99 {p99:?}");
     for (token, id) in &flooders {
-        let (_, workflow) = call(
-            &http,
-            reqwest::Method::GET,
-            format!("{url}/api/workflow/{id}"),
-            token,
-            None,
-        );
-        assert_ne!(workflow["status"], "RUNNING", "{workflow}");
+        let ended = workflow(&http, &url, token, id);
+        assert_ne!(ended["status"], "RUNNING", "{ended}");
     }
 }

@@ -133,7 +133,9 @@ mod tests {
     fn without_pasta_the_error_says_what_to_install() {
         let scratch = tempfile::tempdir().unwrap();
         let missing = scratch.path().join("no-pasta-here");
-        let error = attach_with(&missing, 0, scratch.path()).unwrap_err();
+        let namespace = scratch.path().join("netns");
+        let pid_file = scratch.path().join("pid");
+        let error = run_pasta(&missing, &namespace, &pid_file).unwrap_err();
         assert!(error.contains("needs `pasta`"), "{error}");
         assert!(error.contains("passt"), "{error}");
     }
