@@ -464,7 +464,7 @@ async fn verbs_drive_the_api() {
         let err = super::run_workflow(
             &args,
             WorkflowCommand::Cancel {
-                id: "done-1".into(),
+                ids: vec!["done-1".into()],
                 message: None,
                 force: false,
                 output: super::FormatArg { format },
@@ -589,4 +589,40 @@ async fn no_leader_answers_move_on_and_come_round_again() {
     assert_eq!(error.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
     assert_eq!(*plain_seen.lock().unwrap(), 1);
     assert_eq!(*other_seen.lock().unwrap(), 0);
+}
+
+/// `workflow cancel A B` as OSMO's CLI takes it: every ID is tried, the
+/// one that fails does not stop the next, and the exit status says which
+/// failed.
+#[tokio::test]
+async fn cancel_takes_several_workflows_and_names_the_ones_that_failed() {
+    let (url, state, _ack) = start_server().await;
+    let args = ClientArgs {
+        ca: None,
+        url: vec![url],
+        format: OutputFormat::Text,
+    };
+    let err = super::run_workflow(
+        &args,
+        WorkflowCommand::Cancel {
+            ids: vec!["done-1".into(), "train-7".into()],
+            message: None,
+            force: false,
+            output: super::FormatArg {
+                format: OutputFormat::Text,
+            },
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(format!("{err:#}"), "1 of 2 cancellations failed: done-1");
+    let seen = state.seen.lock().unwrap().clone();
+    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/workflow/done-1/cancel",
+            "/api/workflow/train-7/cancel"
+        ]
+    );
 }

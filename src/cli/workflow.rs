@@ -150,8 +150,10 @@ pub enum WorkflowCommand {
     Cancel {
         #[command(flatten)]
         output: FormatArg,
-        /// Workflow ID (<name>-<n>)
-        id: String,
+        /// Workflow IDs (<name>-<n>); each is cancelled, one failing does
+        /// not stop the others
+        #[arg(required = true, num_args = 1..)]
+        ids: Vec<String>,
         /// Reason, recorded with the cancellation
         #[arg(short = 'm', long)]
         message: Option<String>,
@@ -394,19 +396,45 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             stream_logs(&client, &id, &query).await?
         }
         WorkflowCommand::Cancel {
-            id, message, force, ..
+            ids,
+            message,
+            force,
+            ..
         } => {
-            let response = with_spinner(
-                format,
-                "Cancelling workflow",
-                client.cancel(&id, message.as_deref(), force),
-            )
-            .await?;
-            if json {
-                return output::print_json(&response);
+            // As OSMO's CLI: every ID is tried, each answer printed as it
+            // comes; unlike it, the exit status says whether any failed.
+            let mut failed = Vec::new();
+            for id in &ids {
+                let cancelled = with_spinner(
+                    format,
+                    "Cancelling workflow",
+                    client.cancel(id, message.as_deref(), force),
+                )
+                .await;
+                let response = match cancelled {
+                    Ok(response) => response,
+                    Err(error) if ids.len() == 1 => return Err(error.into()),
+                    Err(error) => {
+                        eprintln!("Workflow cancelation failed for workflow {id}: {error}");
+                        failed.push(id.as_str());
+                        continue;
+                    }
+                };
+                if json {
+                    output::print_json(&response)?;
+                    continue;
+                }
+                let name = response.get("name").and_then(Value::as_str).unwrap_or(id);
+                println!("Cancel job for workflow {name} is submitted.");
             }
-            let name = response.get("name").and_then(Value::as_str).unwrap_or(&id);
-            println!("Cancel job for workflow {name} is submitted.");
+            if !failed.is_empty() {
+                anyhow::bail!(
+                    "{} of {} cancellations failed: {}",
+                    failed.len(),
+                    ids.len(),
+                    failed.join(", ")
+                );
+            }
         }
         WorkflowCommand::Events { id, task, retry_id } => {
             let text = client.events(&id, task.as_deref(), retry_id).await?;
