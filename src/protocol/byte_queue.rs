@@ -20,7 +20,10 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 /// A queue of `items_max` items and `bytes_max` bytes at most.
 pub fn channel<T>(items_max: usize, bytes_max: usize) -> (Sender<T>, Receiver<T>) {
     let (sender, receiver) = mpsc::channel(items_max);
-    let bytes_max = bytes_max.clamp(1, Semaphore::MAX_PERMITS) as u32;
+    // Permits are taken as a `u32` at a time: the budget is one too.
+    let bytes_max = u32::try_from(bytes_max.min(Semaphore::MAX_PERMITS))
+        .unwrap_or(u32::MAX)
+        .max(1);
     let budget = Arc::new(Semaphore::new(bytes_max as usize));
     (
         Sender {
@@ -147,6 +150,12 @@ mod tests {
         assert_eq!(receiver.recv().await, Some(1));
         huge.await.unwrap().unwrap();
         assert_eq!(receiver.recv().await, Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_budget_past_four_gibibytes_is_four_gibibytes_not_a_wrapped_one() {
+        let (sender, _receiver) = channel::<u8>(1, (8usize << 30) + 5);
+        assert_eq!(sender.bytes_free(), u32::MAX as usize);
     }
 
     #[tokio::test]
