@@ -14,6 +14,8 @@
 pub mod cli;
 pub mod dev;
 pub mod server;
+// Runtimes
+pub mod bulk;
 // The HTTP API
 pub mod api;
 // Roles

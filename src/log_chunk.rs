@@ -104,12 +104,27 @@ pub fn chunk_key(key: &TaskKey, first: u64, last: u64) -> String {
 
 /// OSMO's rendered line: `YYYY/MM/DD HH:MM:SS [<task>] <text>`.
 pub fn render_line(line: &StoredLine) -> String {
-    let time = osmo_time(line.time);
-    let source = run_source(&line.task, line.retry_id);
-    match line.stream {
-        LogStream::Osmo => format!("{time} [{source}][osmo] {}\n", line.text),
-        LogStream::Stdout | LogStream::Stderr => format!("{time} [{source}] {}\n", line.text),
+    let mut out = String::with_capacity(line.text.len() + line.task.len() + 32);
+    render_line_into(&mut out, line);
+    out
+}
+
+/// [`render_line`], appended to `out` (no allocation of its own: a
+/// follower renders every line it sends).
+pub fn render_line_into(out: &mut String, line: &StoredLine) {
+    use std::fmt::Write;
+    // Writing into a String cannot fail.
+    let _ = write!(out, "{} [{}", osmo_time(line.time), line.task);
+    if line.retry_id > 0 {
+        let _ = write!(out, " retry-{}", line.retry_id);
     }
+    out.push(']');
+    if line.stream == LogStream::Osmo {
+        out.push_str("[osmo]");
+    }
+    out.push(' ');
+    out.push_str(&line.text);
+    out.push('\n');
 }
 
 /// `after=` of a resumed `/logs` stream: task run `task`/`retry_id` was
@@ -134,9 +149,17 @@ pub fn parse_after_param(value: &str) -> Result<(&str, u32, u64), String> {
 
 /// OSMO's time in log and event lines: `YYYY/MM/DD HH:MM:SS` (UTC).
 pub fn osmo_time(ms: i64) -> impl std::fmt::Display {
+    // Parsed once: every line sent to every follower is formatted, and
+    // parsing the pattern each time cost more than the formatting.
+    static ITEMS: std::sync::LazyLock<Vec<chrono::format::Item<'static>>> =
+        std::sync::LazyLock::new(|| {
+            chrono::format::StrftimeItems::new("%Y/%m/%d %H:%M:%S")
+                .parse()
+                .unwrap_or_default()
+        });
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
-        .format("%Y/%m/%d %H:%M:%S")
+        .format_with_items(ITEMS.iter())
 }
 
 /// How a task run is named in log and event lines: `task` or `task retry-N`.

@@ -12,6 +12,7 @@
 //! (`control::store_probe`).
 
 use crate::api::{self, ApiConfig, AppState};
+use crate::bulk::BulkRuntime;
 use crate::control::logger::Logger;
 use crate::control::membership::{self, Membership, DEFAULT_POOL, LOCAL_BACKEND};
 use crate::control::operator_hub::OperatorHub;
@@ -91,6 +92,9 @@ pub struct RunningServer {
     tasks: JoinSet<()>,
     node: RaftNode,
     operator: Option<Arc<LocalOperator>>,
+    /// Log traffic and the in-process operator (`bulk`); shut down when
+    /// the server is dropped.
+    _bulk: BulkRuntime,
     /// Released when the server is dropped (after `stop`).
     _data_dir_lock: Flock<std::fs::File>,
 }
@@ -283,6 +287,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
     }
     let default_data = crate::data::DataStore::default_in(&objects);
     let logs = Logger::new(objects);
+    let bulk = BulkRuntime::start(bulk_workers()).context("starting the bulk runtime")?;
     let hub = OperatorHub::new(node.clone(), logs.clone());
 
     let leader_node = node.clone();
@@ -362,13 +367,18 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
             pids_max: None,
         }));
         let local_hub = hub.clone();
-        tasks.spawn(crate::operator::run::run_in_process(
-            crate::operator::Executor::Local(operator.clone()),
-            move |instance| {
-                let hub = local_hub.clone();
-                async move { hub.link_in_process(LOCAL_BACKEND, instance).await }
-            },
-        ));
+        // On the bulk runtime: the link's batches (task output) are read,
+        // batched and taken in there, below the API and Raft.
+        tasks.spawn_on(
+            crate::operator::run::run_in_process(
+                crate::operator::Executor::Local(operator.clone()),
+                move |instance| {
+                    let hub = local_hub.clone();
+                    async move { hub.link_in_process(LOCAL_BACKEND, instance).await }
+                },
+            ),
+            bulk.handle(),
+        );
         Some(operator)
     } else {
         None
@@ -396,6 +406,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
             operator_certificate_required: options.tls.is_some(),
         }),
         render_slots: Arc::new(tokio::sync::Semaphore::new(api::spec_renders_max())),
+        bulk: bulk.handle().clone(),
     };
     let router = api::router(state);
     let stop = shutdown.clone();
@@ -437,8 +448,14 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
         tasks,
         node,
         operator,
+        _bulk: bulk,
         _data_dir_lock: data_dir_lock,
     })
+}
+
+/// Worker threads of the bulk runtime: one per CPU, as the server's own.
+fn bulk_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
 }
 
 /// Waits until the leader loop has created `pool` (it needs an elected leader).

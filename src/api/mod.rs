@@ -62,6 +62,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// Specs being parsed and rendered at once, at most [`spec_renders_max`].
     pub render_slots: Arc<tokio::sync::Semaphore>,
+    /// The bulk runtime (`crate::bulk`): log followers' streams run there.
+    pub bulk: tokio::runtime::Handle,
 }
 
 /// Specs parsed and rendered concurrently, at most (each isolated render may

@@ -91,12 +91,16 @@ pub async fn connect(
         body.into_data_stream()
             .map(|chunk| chunk.map_err(std::io::Error::other)),
     );
-    tokio::spawn(async move {
+    // Decoding and taking in the operator's frames (mostly task output) on
+    // the bulk runtime, below the API and Raft.
+    state.bulk.spawn(async move {
         let reason = wire::pump_frames::<Up>(reader, format, up_sender).await;
         tracing::debug!("operator stream closed: {reason}");
     });
     let hub = state.hub.clone();
-    tokio::spawn(async move { hub.serve(accepted, up_receiver).await });
+    state
+        .bulk
+        .spawn(async move { hub.serve(accepted, up_receiver).await });
     let frames = wire::body_chunks(down, format);
     Ok((
         [

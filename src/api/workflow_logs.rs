@@ -25,7 +25,7 @@ use super::params::Params;
 use super::workflow::read;
 use super::AppState;
 use crate::control::logger::LiveView;
-use crate::log_chunk::{parse_after_param, render_line, StoredLine};
+use crate::log_chunk::{parse_after_param, render_line_into, StoredLine};
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
@@ -39,6 +39,10 @@ use tokio::sync::mpsc;
 
 /// How often a follower re-checks a quiet workflow (new chunks, its end).
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
+/// After a wakeup, how long a follower lets more lines gather before it
+/// reads: a busy workflow costs each follower at most one pass per
+/// interval, not one per arriving batch.
+const FOLLOW_GATHER: Duration = Duration::from_millis(100);
 /// Live bytes one follower wakeup copies and sends at most: a follower
 /// behind by a whole buffer catches up page by page, at the pace its
 /// client reads, instead of holding a copy of the buffer.
@@ -81,20 +85,26 @@ impl Encoding {
         }
     }
 
-    fn line(self, line: &StoredLine) -> String {
+    /// Appends `line` in this encoding to `out`.
+    fn line_into(self, out: &mut String, line: &StoredLine) {
         match self {
-            Encoding::Text => render_line(line),
+            Encoding::Text => render_line_into(out, line),
             Encoding::JsonLines => {
                 // A StoredLine always serializes; the fallback keeps the stream valid.
-                let mut json = serde_json::to_string(line).unwrap_or_default();
-                json.push('\n');
-                json
+                if let Ok(json) = serde_json::to_string(line) {
+                    out.push_str(&json);
+                }
+                out.push('\n');
             }
         }
     }
 
     fn lines<'a>(self, lines: impl IntoIterator<Item = &'a StoredLine>) -> String {
-        lines.into_iter().map(|line| self.line(line)).collect()
+        let mut out = String::new();
+        for line in lines {
+            self.line_into(&mut out, line);
+        }
+        out
     }
 }
 
@@ -376,7 +386,9 @@ pub async fn logs(
     // The live lines read above are sent below: following starts after them.
     let seen_up_to = live.next_seq;
     let state = state.clone();
-    tokio::spawn(async move {
+    // On the bulk runtime: a follower's work grows with what its tasks
+    // print, and must not queue in front of other requests.
+    state.bulk.clone().spawn(async move {
         // Held for as long as the stream is followed.
         let _follow_slot = follow_slot;
         let complete = async {
@@ -437,7 +449,7 @@ async fn send(sender: &Sender, text: String) -> Result<(), ()> {
 async fn send_lines(sender: &Sender, encoding: Encoding, lines: &[StoredLine]) -> Result<(), ()> {
     let mut piece = String::new();
     for line in lines {
-        piece.push_str(&encoding.line(line));
+        encoding.line_into(&mut piece, line);
         if piece.len() >= FOLLOW_PAGE_BYTES {
             send(sender, std::mem::take(&mut piece)).await?;
         }
@@ -537,7 +549,7 @@ async fn follow_live(
     sender: &Sender,
     mut seen_up_to: u64,
 ) -> Result<(), ()> {
-    let mut appended = state.logs.subscribe();
+    let mut changes = state.logs.subscribe(id);
     // Each wakeup copies only the live lines not seen yet (after
     // `seen_up_to`); a line passed over (its run's buffer has a gap)
     // reaches the follower in its chunk.
@@ -568,20 +580,21 @@ async fn follow_live(
         if finished {
             return Ok(());
         }
-        let wait_for_append = async {
-            loop {
-                match appended.recv().await {
-                    Ok(workflow) if workflow == id => return,
-                    Ok(_) => continue,
-                    Err(_) => return,
-                }
-            }
-        };
         // A client that went away ends the follow now, not at the next
         // line (a quiet task may print nothing for hours).
         tokio::select! {
             _ = sender.closed() => return Err(()),
-            _ = tokio::time::timeout(FOLLOW_POLL, wait_for_append) => {}
+            changed = tokio::time::timeout(FOLLOW_POLL, changes.changed()) => {
+                if let Ok(Err(_)) = changed {
+                    // No more wakeups (cannot happen while the logger lives):
+                    // poll instead of spinning.
+                    tokio::time::sleep(FOLLOW_POLL).await;
+                }
+            }
+        }
+        tokio::select! {
+            _ = sender.closed() => return Err(()),
+            _ = tokio::time::sleep(FOLLOW_GATHER) => {}
         }
     }
 }

@@ -18,8 +18,9 @@
 //! line; every live line has a sequence number, increasing per workflow,
 //! so a follower asks only for the lines after the last it saw
 //! ([`Logger::live_since`]); a workflow with no live lines is forgotten
-//! once nothing arrived for it for [`LIVE_IDLE_FORGET`]; followers are
-//! woken after every change.
+//! once nothing arrived for it for [`LIVE_IDLE_FORGET`]; the followers of
+//! a workflow are woken after each change of that workflow (only), and
+//! changes that come while a follower works coalesce into one wakeup.
 
 use crate::log_chunk::{self, StoredLine};
 use crate::object_storage::{ObjectStorage, ObjectStorageError};
@@ -28,7 +29,7 @@ use gantry_storage::{LogChunk, TaskKey};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
 /// A chunk is cut once a task run's pending lines reach this many bytes.
 pub const CHUNK_RAW_BYTES_TARGET: usize = 1024 * 1024;
@@ -164,7 +165,9 @@ pub const FOLLOWERS_PER_CALLER_MAX: usize = 64;
 pub struct Logger {
     objects: ObjectStorage,
     live: Arc<Mutex<Live>>,
-    appended: broadcast::Sender<String>,
+    /// Per followed workflow, a counter of its changes; a workflow nobody
+    /// follows has none, so a change of it costs no wakeup at all.
+    changes: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
     /// Log streams followed now, per caller.
     followers: Arc<Mutex<HashMap<String, usize>>>,
 }
@@ -215,7 +218,6 @@ impl LiveView {
 
 impl Logger {
     pub fn new(objects: ObjectStorage) -> Logger {
-        let (appended, _) = broadcast::channel(1024);
         Logger {
             objects,
             live: Arc::new(Mutex::new(Live {
@@ -224,7 +226,7 @@ impl Logger {
                 swept: Instant::now(),
                 next_seq: 1,
             })),
-            appended,
+            changes: Arc::default(),
             followers: Arc::default(),
         }
     }
@@ -280,7 +282,18 @@ impl Logger {
         }
         metrics::counter!(crate::metrics::LOG_RECEIVED_BYTES)
             .increment(lines.iter().map(|line| line.text.len() as u64).sum::<u64>());
-        let _ = self.appended.send(key.workflow_id.clone());
+        self.changed(&key.workflow_id);
+    }
+
+    /// Wakes the workflow's followers, if it has any.
+    fn changed(&self, workflow_id: &str) {
+        let changes = self
+            .changes
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(sender) = changes.get(workflow_id) {
+            sender.send_modify(|count| *count = count.wrapping_add(1));
+        }
     }
 
     /// Drops live lines of the run up to `durable_offset` (they are in a
@@ -305,7 +318,7 @@ impl Logger {
         }
         live_ref.sweep();
         drop(live);
-        let _ = self.appended.send(key.workflow_id.clone());
+        self.changed(&key.workflow_id);
     }
 
     /// The workflow's live lines (in arrival order).
@@ -373,8 +386,25 @@ impl Logger {
         self.lock().bytes
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<String> {
-        self.appended.subscribe()
+    /// Wakes on every later change of `workflow_id`'s log (several changes
+    /// between two waits wake it once). Dropping the last receiver of a
+    /// workflow stops its wakeups (the next subscriber starts them again).
+    pub fn subscribe(&self, workflow_id: &str) -> watch::Receiver<u64> {
+        let mut changes = self
+            .changes
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        // Workflows whose followers all left are forgotten here, so the map
+        // holds only followed workflows.
+        changes.retain(|_, sender| sender.receiver_count() > 0);
+        match changes.get(workflow_id) {
+            Some(sender) => sender.subscribe(),
+            None => {
+                let (sender, receiver) = watch::channel(0);
+                changes.insert(workflow_id.to_string(), sender);
+                receiver
+            }
+        }
     }
 
     /// Compresses `lines` (one task run, offsets increasing, not empty) and
