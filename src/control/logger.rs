@@ -544,6 +544,35 @@ mod tests {
     }
 
     #[test]
+    fn followers_wake_for_their_own_workflow_once_per_burst() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logger = Logger::new(ObjectStorage::open(None, dir.path()).expect("objects"));
+        let mut follower = logger.subscribe("wf-1");
+        let other = TaskKey {
+            workflow_id: "wf-2".into(),
+            ..key()
+        };
+        logger.push_live(&other, &lines(0..=9));
+        assert!(
+            !follower.has_changed().unwrap_or(true),
+            "another workflow's lines"
+        );
+        logger.push_live(&key(), &lines(0..=9));
+        logger.push_live(&key(), &lines(10..=19));
+        logger.trim_live(&key(), 9);
+        assert!(follower.has_changed().unwrap_or(false));
+        follower.borrow_and_update();
+        assert!(
+            !follower.has_changed().unwrap_or(true),
+            "three changes, one wakeup"
+        );
+        // The last follower gone, the workflow's watch goes at the next subscribe.
+        drop(follower);
+        let _again = logger.subscribe("wf-3");
+        assert_eq!(logger.changes.lock().map(|c| c.len()).unwrap_or(0), 1);
+    }
+
+    #[test]
     fn a_follower_gets_only_the_lines_after_its_cursor() {
         let dir = tempfile::tempdir().expect("tempdir");
         let logger = Logger::new(ObjectStorage::open(None, dir.path()).expect("objects"));
