@@ -86,6 +86,7 @@ pub async fn list(
         offset: params.number("offset")?.unwrap_or(0) as usize,
         limit,
         descending,
+        ..ListFilter::default()
     };
     let (workflows, more) = read(&state, &params).await?.list(&filter)?;
     let links = Links {
