@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::client::{Client, ClientError, SubmitRequest};
+use super::client::{Client, ClientError, ListQuery, SubmitRequest};
 use super::{ClientArgs, OutputFormat, PoolCommand, WorkflowCommand};
 
 /// One request as the server saw it.
@@ -246,14 +246,21 @@ async fn list_sends_filters_and_paging() {
     let (url, state, _ack) = start_server().await;
     let client = Client::new(vec![format!("{url}/")], None).unwrap();
     let response = client
-        .list(
-            &["RUNNING".into(), "PENDING".into()],
-            Some("train"),
-            &["gpu".into()],
-            40,
-            20,
-            true,
-        )
+        .list(&ListQuery {
+            statuses: vec!["RUNNING".into(), "PENDING".into()],
+            name: Some("train".into()),
+            pools: vec!["gpu".into()],
+            users: vec!["ann".into(), "bob".into()],
+            tags: vec!["nightly".into()],
+            priorities: vec!["HIGH".into()],
+            labels: vec!["team=robotics_(a|b)".into()],
+            no_labels: vec!["project".into()],
+            submitted_after: Some("2026-05-03T00:00:00".into()),
+            offset: 40,
+            limit: 20,
+            order_desc: true,
+            ..ListQuery::default()
+        })
         .await
         .unwrap();
     assert_eq!(response, json!({"workflows": [], "more_entries": false}));
@@ -268,6 +275,13 @@ async fn list_sends_filters_and_paging() {
             ("statuses", "PENDING"),
             ("name", "train"),
             ("pools", "gpu"),
+            ("users", "ann"),
+            ("users", "bob"),
+            ("tags", "nightly"),
+            ("priority", "HIGH"),
+            ("label", "team=robotics_(a|b)"),
+            ("no_label", "project"),
+            ("submitted_after", "2026-05-03T00:00:00"),
             ("offset", "40"),
             ("limit", "20"),
             ("order", "DESC"),
@@ -372,7 +386,11 @@ async fn refused_connections_name_each_url_once_with_a_hint() {
     let dead = refused_url();
     let err = Client::new(vec![dead.clone()], None)
         .unwrap()
-        .list(&[], None, &[], 0, 20, false)
+        .list(&ListQuery {
+            limit: 20,
+            all_users: true,
+            ..ListQuery::default()
+        })
         .await
         .unwrap_err();
     let printed = format!("{:#}", anyhow::Error::from(err));
@@ -445,6 +463,14 @@ async fn verbs_drive_the_api() {
                 offset: 0,
                 name: None,
                 pools: vec![],
+                users: vec![],
+                all_users: false,
+                submitted_after: None,
+                submitted_before: None,
+                tags: vec![],
+                priorities: vec![],
+                labels: vec![],
+                no_labels: vec![],
                 order: super::workflow::ListOrder::Asc,
                 output: super::FormatArg { format },
             },
