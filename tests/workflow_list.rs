@@ -287,6 +287,32 @@ fn the_list_is_scoped_filtered_labelled_and_tagged_as_osmo_does() {
         ids(&[&a, &b, &c])
     );
     assert!(gantry(&["-a", "--submitted-after", &after(tomorrow)]).is_empty());
+    // `gantry workflow submit --label` over the spec's labels.
+    let dir_spec = dir.path().join("labelled.yaml");
+    std::fs::write(&dir_spec, &labelled).unwrap();
+    let spec_path = dir_spec.display().to_string();
+    let (code, stdout, stderr) = cli(
+        &url,
+        &[
+            "workflow",
+            "submit",
+            &spec_path,
+            "--label",
+            "team=robotics_b",
+            "-t",
+            "json",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let d = serde_json::from_str::<Value>(&stdout).unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, workflow) = call(&url, "GET", &format!("/api/workflow/{d}"), "carol", None);
+    assert_eq!(
+        workflow["labels"],
+        json!({"project": "sim_cars", "team": "robotics_b"})
+    );
     let (code, _, stderr) = cli(&url, &["workflow", "list", "-u", "bob", "-a"]);
     assert_ne!(code, 0);
     assert!(stderr.contains("--all-users"), "{stderr}");

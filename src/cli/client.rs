@@ -65,6 +65,8 @@ pub struct SubmitRequest<'a> {
     pub set_env: &'a [String],
     /// `HIGH`, `NORMAL` or `LOW`; None leaves the server's default.
     pub priority: Option<&'a str>,
+    /// `KEY=VALUE` labels over the spec's own, sent as repeated `label`.
+    pub labels: &'a [String],
     pub dry_run: bool,
     pub validation_only: bool,
 }
@@ -211,6 +213,7 @@ impl Client {
             set_string,
             set_env,
             priority: None,
+            labels: &[],
             dry_run,
             validation_only,
         })
@@ -228,6 +231,7 @@ impl Client {
             query.push(("priority", p.to_owned()));
         }
         query.extend(req.set_env.iter().map(|kv| ("env_vars", kv.clone())));
+        query.extend(req.labels.iter().map(|kv| ("label", kv.clone())));
         let body = TemplateSpec {
             file: req.file_text,
             set_variables: req.set,
@@ -244,12 +248,14 @@ impl Client {
         pool: &str,
         id: &str,
         priority: Option<&str>,
+        labels: &[String],
     ) -> Result<Value, ClientError> {
         let path = format!("/api/pool/{}/workflow", encode_segment(pool));
         let mut query: Vec<(&str, String)> = vec![("workflow_id", id.to_owned())];
         if let Some(p) = priority {
             query.push(("priority", p.to_owned()));
         }
+        query.extend(labels.iter().map(|kv| ("label", kv.clone())));
         self.json(Method::POST, &path, |r| r.query(&query)).await
     }
 

@@ -199,6 +199,7 @@ async fn submit_sends_osmo_request() {
             set_string: &["tag=007".into()],
             set_env: &["A=1".into(), "B=x y".into()],
             priority: Some("HIGH"),
+            labels: &["team=robotics".into()],
             dry_run: false,
             validation_only: false,
         })
@@ -217,6 +218,7 @@ async fn submit_sends_osmo_request() {
             ("priority", "HIGH"),
             ("env_vars", "A=1"),
             ("env_vars", "B=x y"),
+            ("label", "team=robotics"),
         ])
     );
     assert_eq!(seen.authorization.as_deref(), Some("Bearer secret"));
@@ -450,6 +452,7 @@ async fn verbs_drive_the_api() {
                 set_env: vec!["A=1".into()],
                 dry_run: false,
                 priority: Some(gantry_storage::Priority::Low),
+                labels: vec![],
                 output: super::FormatArg { format },
             },
         )
@@ -531,6 +534,7 @@ async fn verbs_drive_the_api() {
             set_env: vec![],
             dry_run: false,
             priority: None,
+            labels: vec![],
             output: super::FormatArg {
                 format: OutputFormat::Text,
             },

@@ -55,6 +55,9 @@ pub enum WorkflowCommand {
         /// Scheduling priority: HIGH, NORMAL or LOW
         #[arg(long, value_parser = parse_priority)]
         priority: Option<Priority>,
+        /// A label over the spec's `workflow.labels`; repeatable
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        labels: Vec<String>,
     },
     /// Re-run a failed workflow's groups that did not complete, as a new workflow
     Restart {
@@ -270,6 +273,7 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             set_env,
             dry_run,
             priority,
+            labels,
             ..
         } => {
             // OSMO's CLI: a word that is no file but a workflow ID submits
@@ -283,7 +287,7 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
                 let response = with_spinner(
                     format,
                     "Submitting workflow",
-                    client.resubmit(&pool, &id, priority.map(Priority::as_str)),
+                    client.resubmit(&pool, &id, priority.map(Priority::as_str), &labels),
                 )
                 .await?;
                 if json {
@@ -303,6 +307,7 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
                 set_string: &set_string,
                 set_env: &set_env,
                 priority: priority.map(Priority::as_str),
+                labels: &labels,
                 dry_run,
                 validation_only: false,
             };
@@ -364,6 +369,7 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
                 set_string: &set_string,
                 set_env: &[],
                 priority: None,
+                labels: &[],
                 dry_run: false,
                 validation_only: true,
             };
