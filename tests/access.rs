@@ -125,6 +125,8 @@ fn routes() -> Vec<(&'static str, String, Option<Value>, bool)> {
         ("POST", "/api/workflow/hi-1/cancel".into(), None, false),
         ("GET", "/api/workflow/hi-1/spec".into(), None, false),
         ("GET", "/api/workflow/hi-1/logs".into(), None, false),
+        ("POST", "/api/workflow/hi-1/tag?add=x".into(), None, false),
+        ("GET", "/api/tag".into(), None, false),
         ("GET", "/api/cluster/members".into(), None, false),
         ("POST", "/api/cluster/leave?id=999".into(), None, false),
         ("GET", "/api/cluster/snapshot".into(), None, false),

@@ -239,6 +239,50 @@ fn workflows_through_osmos_cli() {
         .collect();
     assert_eq!(names, [id.as_str(), sleeping.as_str()], "{text}");
 
+    // Scoped as OSMO's list is: the caller's own workflows, another user's
+    // with -u, everyone's with -a; and a submit-time window of days.
+    let bobs = submit_as(&server.url, "bob", HELLO);
+    let text = osmo.ok(&["workflow", "list"]);
+    assert!(text.contains(&id) && !text.contains(&bobs), "{text}");
+    let text = osmo.ok(&["workflow", "list", "-u", "bob"]);
+    assert!(text.contains(&bobs) && !text.contains(&id), "{text}");
+    let text = osmo.ok(&["workflow", "list", "-a"]);
+    assert!(text.contains(&bobs) && text.contains(&id), "{text}");
+    let today = chrono::Local::now().date_naive();
+    let day = |date: chrono::NaiveDate| date.format("%Y-%m-%d").to_string();
+    let (yesterday, tomorrow) = (
+        day(today.pred_opt().unwrap()),
+        day(today.succ_opt().unwrap()),
+    );
+    let text = osmo.ok(&["workflow", "list", "-a", "--submitted-after", &yesterday]);
+    assert!(text.contains(&bobs) && text.contains(&id), "{text}");
+    let text = osmo.ok(&["workflow", "list", "-a", "--submitted-after", &tomorrow]);
+    assert!(text.contains("There are no workflows to view."), "{text}");
+    let text = osmo.ok(&["workflow", "list", "--submitted-before", &yesterday]);
+    assert!(text.contains("There are no workflows to view."), "{text}");
+
+    // Tags: the ones the WORKFLOW config allows, set and listed by.
+    let reply = api.put(
+        "/api/configs/workflow",
+        &json!({"configs": {"workflow_info": {"tags": ["nightly", "sim"]}}}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let text = osmo.ok(&["workflow", "tag"]);
+    assert!(
+        text.contains("- nightly") && text.contains("- sim"),
+        "{text}"
+    );
+    let text = osmo.ok(&["workflow", "tag", "-w", &id, "-a", "nightly", "sim"]);
+    assert!(text.contains(&format!("Workflow {id} updated.")), "{text}");
+    osmo.ok(&["workflow", "tag", "-w", &id, "-r", "sim"]);
+    let text = osmo.ok(&["workflow", "list", "--tags", "nightly"]);
+    assert!(text.contains(&id) && !text.contains(&sleeping), "{text}");
+    let text = osmo.ok(&["workflow", "list", "--tags", "sim"]);
+    assert!(text.contains("There are no workflows to view."), "{text}");
+    let text = osmo.ok(&["workflow", "query", &id, "-t", "json"]);
+    let queried: Value = serde_json::from_str(&text).expect("query -t json");
+    assert_eq!(queried["tags"], json!(["nightly"]), "{text}");
+
     // A cancelled (failed) workflow restarted, and one resubmitted by ID.
     let text = osmo.ok(&["workflow", "restart", &sleeping]);
     assert!(
@@ -403,6 +447,19 @@ fn with_auth_on_a_dev_login_names_nobody() {
         output.stderr
     );
     server.stop();
+}
+
+/// Submits `spec` to pool `default` as `user` (its `x-osmo-user`); the ID.
+fn submit_as(url: &str, user: &str, spec: &str) -> String {
+    let reply = reqwest::blocking::Client::new()
+        .post(format!("{url}/api/pool/default/workflow"))
+        .header("x-osmo-user", user)
+        .json(&json!({ "file": spec }))
+        .send()
+        .expect("submit");
+    assert_eq!(reply.status().as_u16(), 200);
+    let body: Value = reply.json().expect("submit answer");
+    body["name"].as_str().expect("name").to_string()
 }
 
 /// A GET with `x-osmo-user` (and a token, if given).

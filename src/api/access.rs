@@ -44,7 +44,7 @@ pub enum Target {
     Param(&'static str, &'static str),
     /// `user/<the caller's user>`.
     Caller,
-    /// `pool/<pool of the workflow in path parameter name>`.
+    /// `pool/<pool of the workflow in path parameter name>` (its ID or uuid).
     WorkflowPool,
     /// `prefix` + the required query parameter `param`, e.g. `backend/` +
     /// `?backend=`.
@@ -101,7 +101,7 @@ async fn resource_of(
         }
         Target::WorkflowPool => {
             let id = param("name")?;
-            let local = state.node.read_local()?.workflow(&id)?;
+            let local = state.node.read_local()?.find_workflow(&id)?;
             let workflow = match local {
                 Some(workflow) => workflow,
                 // This replica may lag: ask the leader's state before
@@ -110,7 +110,7 @@ async fn resource_of(
                     .node
                     .read()
                     .await?
-                    .workflow(&id)?
+                    .find_workflow(&id)?
                     .ok_or_else(|| ApiError::not_found(format!("Workflow '{id}' not found")))?,
             };
             format!("pool/{}", workflow.pool)

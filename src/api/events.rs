@@ -28,10 +28,10 @@ pub async fn events(
     };
     let view = read(&state, &params).await?;
     let workflow = view
-        .workflow(&id)?
+        .find_workflow(&id)?
         .ok_or_else(|| ApiError::not_found(format!("Workflow '{id}' not found")))?;
     if let Some(task) = &filter.task {
-        if view.task(&id, task)?.is_none() {
+        if view.task(&workflow.id, task)?.is_none() {
             return Err(ApiError::not_found(format!(
                 "Task '{task}' not found in workflow '{id}'"
             )));

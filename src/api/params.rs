@@ -73,6 +73,23 @@ impl Params {
         }
     }
 
+    /// A point in time, as OSMO's CLI and FastAPI accept it: naive
+    /// `YYYY-MM-DDTHH:MM:SS[.ffffff]` (UTC, `T` or a space), an RFC 3339
+    /// time with its offset, or a date `YYYY-MM-DD` (midnight UTC); as Unix
+    /// milliseconds.
+    pub fn time(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.get(name)
+            .map(|value| {
+                parse_time(value.trim()).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "USAGE",
+                        format!("query parameter '{name}' must be a time (YYYY-MM-DDTHH:MM:SS in UTC, an RFC 3339 time or YYYY-MM-DD), not '{value}'"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
     pub fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
         self.get(name)
             .map(|value| {
@@ -81,5 +98,51 @@ impl Params {
                 })
             })
             .transpose()
+    }
+}
+
+/// See [`Params::time`].
+fn parse_time(text: &str) -> Option<i64> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(time.timestamp_millis());
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M:%S%.f",
+    ] {
+        if let Ok(time) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Some(time.and_utc().timestamp_millis());
+        }
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .map(|time| time.and_utc().timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_in_the_forms_osmo_sends_them() {
+        let params = Params::parse(Some(
+            "a=2023-05-03T00:00:00&b=2023-05-03&c=2023-05-03T02:00:00%2B02:00&d=2023-05-03%2000:00:00.250&e=May+3&f=2023-05-03T00:00:00Z",
+        ));
+        let midnight = 1_683_072_000_000;
+        assert_eq!(params.time("a").unwrap(), Some(midnight));
+        assert_eq!(params.time("b").unwrap(), Some(midnight));
+        assert_eq!(params.time("c").unwrap(), Some(midnight));
+        assert_eq!(params.time("d").unwrap(), Some(midnight + 250));
+        assert_eq!(params.time("f").unwrap(), Some(midnight));
+        assert_eq!(params.time("none").unwrap(), None);
+        let error = params.time("e").unwrap_err();
+        assert!(
+            error.message.contains("'e' must be a time"),
+            "{}",
+            error.message
+        );
     }
 }

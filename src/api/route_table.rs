@@ -107,11 +107,11 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::GET, "/api/resources/{name}", "One node as the operators report it", allow("resources:Read", ANY), get(resources::resource)),
         // Workflows.
         Route::new(M::POST, "/api/pool/{pool_name}/workflow", "Submit a workflow", allow("workflow:Create", Target::Param("pool/", "pool_name")), post(submit::submit))
-            .query(&[optional("workflow_id", String), optional("dry_run", Boolean), optional("validation_only", Boolean), optional("priority", String), optional("env_vars", List)])
+            .query(&[optional("workflow_id", String), optional("dry_run", Boolean), optional("validation_only", Boolean), optional("priority", String), optional("env_vars", List), optional("label", List)])
             .body(Content::Json),
         Route::new(M::POST, "/api/pool/{pool_name}/workflow/{workflow_id}/restart", "Restart a failed workflow from its groups that did not complete", allow("workflow:Create", Target::Param("pool/", "pool_name")), post(submit::restart)),
         Route::new(M::GET, "/api/workflow", "List workflows", allow("workflow:List", ANY), get(workflow::list))
-            .query(&[optional("name", String), optional("statuses", List), optional("pools", List), optional("offset", Integer), optional("limit", Integer), optional("order", String), STALE]),
+            .query(&[optional("users", List), optional("all_users", Boolean), optional("name", String), optional("statuses", List), optional("pools", List), optional("all_pools", Boolean), optional("submitted_before", String), optional("submitted_after", String), optional("tags", List), optional("priority", List), optional("label", List), optional("no_label", List), optional("offset", Integer), optional("limit", Integer), optional("order", String), STALE]),
         Route::new(M::GET, "/api/workflow/{name}", "A workflow with its groups and tasks", allow("workflow:Read", WORKFLOW_POOL), get(workflow::query))
             .query(&[optional("skip_groups", Boolean), optional("verbose", Boolean), STALE]),
         Route::new(M::POST, "/api/workflow/{name}/cancel", "Cancel a workflow", allow("workflow:Cancel", WORKFLOW_POOL), post(workflow::cancel))
@@ -125,6 +125,10 @@ pub fn routes() -> Vec<Route> {
             .query(&[optional("last_n_lines", Integer), optional("task_name", String), optional("retry_id", Integer), STALE]).response(Content::Text),
         Route::new(M::GET, "/api/workflow/{name}/events", "The workflow's events in time order", allow("workflow:Read", WORKFLOW_POOL), get(events::events))
             .query(&[optional("task_name", String), optional("retry_id", Integer), STALE]).response(Content::Text),
+        Route::new(M::POST, "/api/workflow/{name}/tag", "Remove, then add tags of a workflow", allow("workflow:Update", WORKFLOW_POOL), post(workflow::tag))
+            .query(&[optional("add", List), optional("remove", List)]),
+        Route::new(M::GET, "/api/tag", "The tags users may give workflows", allow("workflow:List", ANY), get(workflow::allowed_tags))
+            .query(&[STALE]),
         // Operators: a stream for as long as the operator lives. Each frame
         // is bounded (`protocol::wire::FRAME_BYTES_MAX`), the whole body is not.
         Route::new(M::POST, "/api/agent/connect", "The operator stream (mutual TLS, HTTP/2)", allow("backend:Connect", Target::Query("backend/", "backend")),

@@ -8,14 +8,17 @@
 //! workflow ID; `validation_only` runs every check a submit runs (the
 //! resource checks against the pool's nodes included) and stores nothing;
 //! reusing an earlier workflow's spec needs `workflow:Read` on its pool, so
-//! a resubmit or restart shows nobody a spec they could not read.
+//! a resubmit or restart shows nobody a spec they could not read. Labels
+//! (OSMO's): the spec's `workflow.labels` — an earlier workflow's own
+//! labels for a resubmit or restart — then each `label=KEY=VALUE` of the
+//! query, the last one winning; a bad one is a 400 and stores nothing.
 
 use super::auth::Caller;
 use super::error::ApiError;
 use super::params::Params;
 use super::request_key::RequestKey;
 use super::views::Links;
-use super::workflow::{propose, read_body};
+use super::workflow::{propose, propose_gated, read_body};
 use super::AppState;
 use crate::clock::now_ms;
 use crate::spec::{literal, prepare_cancellable, restart_plan, Prepared, SpecErrorKind, SpecInput};
@@ -24,6 +27,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use gantry_storage::config::pool::pool_status;
+use gantry_storage::labels::{self, Labels};
 use gantry_storage::plan::WorkflowPlan;
 use gantry_storage::{
     Command, ConfigData, ConfigType, Outcome, PackedSubmission, Priority, ReadView, Submission,
@@ -65,11 +69,14 @@ pub async fn submit(
             .map_err(|message| ApiError::bad_request("USAGE", format!("priority: {message}")))?,
         None => Priority::Normal,
     };
+    let overrides = label_overrides(&params)?;
+    let mut canonical_labels = None;
     let body = read_body(body, state.config.body_bytes_max).await?;
     let template = match params.get("workflow_id") {
         Some(earlier) if body.iter().all(u8::is_ascii_whitespace) => {
             let view = state.node.read().await?;
             let workflow = readable_workflow(&view, &caller, earlier)?;
+            canonical_labels = Some(view.workflow_labels(&workflow.id)?);
             // What ran, exactly: the rendered spec, taken as it is.
             TemplateSpec {
                 file: literal(&workflow.rendered_spec),
@@ -101,6 +108,10 @@ pub async fn submit(
     };
     let prepared = prepare_spec(&state, input).await?;
     let warnings = prepared.warnings.clone();
+    let labels = merged_labels(
+        canonical_labels.unwrap_or_else(|| prepared.labels.clone()),
+        overrides,
+    )?;
     if dry_run {
         prepared
             .plan
@@ -136,7 +147,14 @@ pub async fn submit(
         rendered_spec: prepared.rendered,
         plan,
     };
-    commit_submission(&state, (&caller, &request_key), submission, warnings).await
+    commit_submission(
+        &state,
+        (&caller, &request_key),
+        submission,
+        labels,
+        warnings,
+    )
+    .await
 }
 
 /// `POST /api/pool/{pool_name}/workflow/{workflow_id}/restart`: a new
@@ -182,6 +200,7 @@ pub async fn restart(
         .and_then(|plan| restart_plan(plan, &completed, &workflow.id))
         .map_err(|message| ApiError::bad_request("SUBMISSION", message).with_workflow(&earlier))?;
     let plan = checked_plan(&state, &pool, Ok(plan))?;
+    let labels = view.workflow_labels(&workflow.id)?;
     let submission = Submission {
         name: prepared.name,
         uuid: uuid::Uuid::new_v4().simple().to_string(),
@@ -196,9 +215,30 @@ pub async fn restart(
         &state,
         (&caller, &request_key),
         submission,
+        labels,
         prepared.warnings,
     )
     .await
+}
+
+/// The query's `label=KEY=VALUE` overrides, in order.
+fn label_overrides(params: &Params) -> Result<Vec<(String, String)>, ApiError> {
+    params
+        .all("label")
+        .iter()
+        .map(|assignment| {
+            labels::parse_assignment(assignment)
+                .map_err(|message| ApiError::bad_request("USAGE", format!("label: {message}")))
+        })
+        .collect()
+}
+
+/// `base` with the overrides applied (the last value of a key wins), checked.
+fn merged_labels(mut base: Labels, overrides: Vec<(String, String)>) -> Result<Labels, ApiError> {
+    base.extend(overrides);
+    labels::check_labels(&base)
+        .map_err(|message| ApiError::bad_request("USAGE", format!("label: {message}")))?;
+    Ok(base)
 }
 
 /// `id`'s record, if the caller may read it (`workflow:Read` on its pool).
@@ -208,7 +248,7 @@ fn readable_workflow(
     id: &str,
 ) -> Result<WorkflowRecord, ApiError> {
     let workflow = view
-        .workflow(id)?
+        .find_workflow(id)?
         .ok_or_else(|| ApiError::not_found(format!("Workflow '{id}' not found")))?;
     let resource = format!("pool/{}", workflow.pool);
     if !caller.allows("workflow:Read", &resource) {
@@ -291,17 +331,38 @@ fn checked_plan(
     })
 }
 
-/// Proposes the submission and answers as OSMO's `SubmitResponse`.
+/// Proposes the submission and answers as OSMO's `SubmitResponse`. With
+/// labels it needs a command kind that members of an older build lack:
+/// until every member understands it, 503 naming those behind (see
+/// `gantry_raft`'s version gating).
 async fn commit_submission(
     state: &AppState,
     (caller, request_key): (&Caller, &RequestKey),
     submission: Submission,
+    labels: Labels,
     warnings: Vec<String>,
 ) -> Result<Json<Value>, ApiError> {
     let packed = PackedSubmission::pack(&submission)?;
     let now = now_ms();
-    let command = Command::SubmitPackedWorkflow { now, packed };
-    match propose(state, request_key.wrap(caller, now, command)).await? {
+    // Without labels, the kind every member understands: a submit is never
+    // refused for a rolling upgrade that is still under way.
+    let outcome = if labels.is_empty() {
+        let command = Command::SubmitPackedWorkflow { now, packed };
+        propose(state, request_key.wrap(caller, now, command)).await?
+    } else {
+        let command = Command::SubmitWorkflowWithLabels {
+            now,
+            packed,
+            labels,
+        };
+        propose_gated(
+            state,
+            "workflow labels",
+            request_key.wrap(caller, now, command),
+        )
+        .await?
+    };
+    match outcome {
         Outcome::Submitted {
             workflow_id,
             failure: Some(message),

@@ -5,6 +5,7 @@
 //! (pools: `gantry_storage::config::pool::pool_json`); every time in the
 //! API's JSON goes through [`time`], in OSMO's form.
 
+use gantry_storage::labels::Labels;
 use gantry_storage::{GroupRecord, Millis, TaskRecord, WorkflowRecord};
 use serde_json::{json, Value};
 
@@ -52,7 +53,14 @@ impl Links<'_> {
     }
 }
 
-pub fn list_entry(workflow: &WorkflowRecord, links: &Links, now: Millis) -> Value {
+/// What a workflow is marked with besides its record: its labels (set at
+/// submit) and its tags (changed since).
+pub struct Marks {
+    pub labels: Labels,
+    pub tags: Vec<String>,
+}
+
+pub fn list_entry(workflow: &WorkflowRecord, labels: &Labels, links: &Links, now: Millis) -> Value {
     json!({
         "user": workflow.user,
         "name": workflow.id,
@@ -73,7 +81,7 @@ pub fn list_entry(workflow: &WorkflowRecord, links: &Links, now: Millis) -> Valu
         "app_name": Value::Null,
         "app_version": Value::Null,
         "priority": workflow.priority.as_str(),
-        "labels": {},
+        "labels": labels,
     })
 }
 
@@ -130,6 +138,7 @@ fn group_entry(group: &GroupRecord, tasks: &[TaskRecord], links: &Links) -> Valu
 
 pub fn query(
     workflow: &WorkflowRecord,
+    marks: &Marks,
     groups: &[(GroupRecord, Vec<TaskRecord>)],
     links: &Links,
     now: Millis,
@@ -148,7 +157,7 @@ pub fn query(
         "parent_job_id": Value::Null,
         "dashboard_url": Value::Null,
         "grafana_url": Value::Null,
-        "tags": [],
+        "tags": marks.tags,
         "submit_time": time(Some(workflow.submit_time)),
         "start_time": time(workflow.start_time),
         "end_time": time(workflow.end_time),
@@ -167,7 +176,7 @@ pub fn query(
         "app_version": Value::Null,
         "plugins": {"rsync": false},
         "priority": workflow.priority.as_str(),
-        "labels": {},
+        "labels": marks.labels,
         "warnings": [],
     })
 }

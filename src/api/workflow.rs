@@ -1,8 +1,9 @@
-//! Workflow routes: list, query, cancel, spec; and the pool list (submit
-//! and restart are `submit`).
+//! Workflow routes: list, query, cancel, spec, tags; and the pool list
+//! (submit and restart are `submit`).
 //!
-//! Invariants: unknown IDs and pools are 404; reads are linearizable unless
-//! the caller asks for `stale=true`.
+//! Invariants: unknown IDs and pools are 404; a workflow is found by its ID
+//! or its uuid; reads are linearizable unless the caller asks for
+//! `stale=true`; a malformed filter is a 400 naming its parameter.
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -17,7 +18,12 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use gantry_storage::config::pool::{pool_json, pool_status};
-use gantry_storage::{Command, ConfigData, ConfigType, ListFilter, Outcome, WorkflowStatus};
+use gantry_storage::config::workflow::WorkflowConfig;
+use gantry_storage::labels::{self, LabelSelector};
+use gantry_storage::{
+    Command, ConfigData, ConfigType, ListFilter, Outcome, Priority, ReadView, WorkflowRecord,
+    WorkflowStatus,
+};
 use serde_json::{json, Value};
 use std::str::FromStr;
 
@@ -37,6 +43,27 @@ pub(super) async fn propose(state: &AppState, command: Command) -> Result<Outcom
     Ok(state.node.propose(command).await?)
 }
 
+/// [`propose`] for a command of a kind newer than some builds know: while
+/// a rolling upgrade leaves a member of an older build, the 503 says that
+/// `feature` waits for it (and which members are behind).
+pub(super) async fn propose_gated(
+    state: &AppState,
+    feature: &str,
+    command: Command,
+) -> Result<Outcome, ApiError> {
+    state
+        .node
+        .propose(command)
+        .await
+        .map_err(|error| match error {
+            gantry_raft::RaftError::NotUnderstood(reason) => gantry_raft::RaftError::NotUnderstood(
+                format!("{feature} needs every member on a build that knows it: {reason}"),
+            )
+            .into(),
+            other => other.into(),
+        })
+}
+
 /// A read view: linearizable (the node waits out an election) unless the
 /// client asked for `stale=true`, which reads this replica's applied state
 /// without asking the leader (faster, possibly behind). Neither is served
@@ -54,8 +81,13 @@ pub(super) async fn read(
     Ok(state.node.read().await?)
 }
 
+/// OSMO's `GET /api/workflow`, scoped as OSMO scopes it: the caller's own
+/// workflows unless `users` or `all_users` say otherwise; every pool
+/// unless `pools` names some (OSMO's CLI always sends `all_pools` or
+/// `pools`).
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
@@ -79,23 +111,72 @@ pub async fn list(
         }
     };
     let limit = params.number("limit")?.unwrap_or(20).min(1000) as usize;
+    let mut users = params.list("users");
+    if users.is_empty() && !params.flag("all_users")? {
+        users.push(caller.user.clone());
+    }
+    let pools = if params.flag("all_pools")? {
+        Vec::new()
+    } else {
+        params.list("pools")
+    };
+    let priorities = params
+        .list("priority")
+        .iter()
+        .map(|priority| {
+            Priority::from_str(priority)
+                .map_err(|message| ApiError::bad_request("USAGE", format!("priority: {message}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let labels = params
+        .all("label")
+        .iter()
+        .map(|selector| {
+            LabelSelector::parse(selector)
+                .map_err(|message| ApiError::bad_request("USAGE", format!("label: {message}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let no_labels = params.all("no_label");
+    for key in &no_labels {
+        labels::check_key(key)
+            .map_err(|message| ApiError::bad_request("USAGE", format!("no_label: {message}")))?;
+    }
     let filter = ListFilter {
         statuses,
         name: params.get("name").map(str::to_string),
-        pools: params.list("pools"),
+        pools,
         offset: params.number("offset")?.unwrap_or(0) as usize,
         limit,
         descending,
+        users,
+        tags: params.list("tags"),
+        priorities,
+        submitted_after: params.time("submitted_after")?,
+        submitted_before: params.time("submitted_before")?,
+        labels,
+        no_labels,
     };
-    let (workflows, more) = read(&state, &params).await?.list(&filter)?;
+    let view = read(&state, &params).await?;
+    let (workflows, more) = view.list(&filter)?;
     let links = Links {
         base_url: &state.config.base_url,
     };
     let now = now_ms();
+    let mut entries = Vec::with_capacity(workflows.len());
+    for workflow in &workflows {
+        let labels = view.workflow_labels(&workflow.id)?;
+        entries.push(views::list_entry(workflow, &labels, &links, now));
+    }
     Ok(Json(json!({
-        "workflows": workflows.iter().map(|workflow| views::list_entry(workflow, &links, now)).collect::<Vec<_>>(),
+        "workflows": entries,
         "more_entries": more,
     })))
+}
+
+/// The workflow `id` names: its ID or its uuid (as OSMO looks it up).
+pub(super) fn find(view: &ReadView, id: &str) -> Result<WorkflowRecord, ApiError> {
+    view.find_workflow(id)?
+        .ok_or_else(|| ApiError::not_found(format!("Workflow '{id}' not found")))
 }
 
 pub async fn query(
@@ -108,9 +189,7 @@ pub async fn query(
     // OSMO's `verbose`: every run of a task, not only its current one.
     let verbose = params.flag("verbose")?;
     let view = read(&state, &params).await?;
-    let workflow = view
-        .workflow(&id)?
-        .ok_or_else(|| ApiError::not_found(format!("Workflow '{id}' not found")))?;
+    let workflow = find(&view, &id)?;
     let mut groups = Vec::new();
     if !skip_groups {
         for group in view.groups(&workflow)? {
@@ -127,7 +206,17 @@ pub async fn query(
     let links = Links {
         base_url: &state.config.base_url,
     };
-    Ok(Json(views::query(&workflow, &groups, &links, now_ms())))
+    let marks = views::Marks {
+        labels: view.workflow_labels(&workflow.id)?,
+        tags: view.workflow_tags(&workflow.id)?,
+    };
+    Ok(Json(views::query(
+        &workflow,
+        &marks,
+        &groups,
+        &links,
+        now_ms(),
+    )))
 }
 
 pub async fn cancel(
@@ -138,6 +227,13 @@ pub async fn cancel(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
+    // A uuid names its workflow (this replica's state first: a uuid never
+    // changes its workflow); an unknown name is apply's 404.
+    let found = match state.node.read_local()?.find_workflow(&id)? {
+        Some(workflow) => Some(workflow),
+        None => read(&state, &params).await?.find_workflow(&id)?,
+    };
+    let id = found.map_or(id, |workflow| workflow.id);
     let now = now_ms();
     let command = Command::CancelWorkflow {
         now,
@@ -164,16 +260,67 @@ pub async fn spec(
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref());
     let use_template = params.flag("use_template")?;
-    let workflow = read(&state, &params)
-        .await?
-        .workflow(&id)?
-        .ok_or_else(|| ApiError::not_found(format!("Workflow '{id}' not found")))?;
+    let workflow = find(&read(&state, &params).await?, &id)?;
     let text = if use_template {
         workflow.template_spec
     } else {
         workflow.rendered_spec
     };
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+/// OSMO's `POST /api/workflow/{name}/tag?add=&remove=`: remove, then add
+/// (only tags the WORKFLOW config's `workflow_info.tags` allows).
+pub async fn tag(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let (add, remove) = (params.list("add"), params.list("remove"));
+    if add.is_empty() && remove.is_empty() {
+        return Err(ApiError::bad_request(
+            "USER",
+            "No tags specified! (add, remove)",
+        ));
+    }
+    let workflow = find(&state.node.read().await?, &id)?;
+    let command = Command::TagWorkflow {
+        workflow_id: workflow.id.clone(),
+        add,
+        remove,
+    };
+    match propose_gated(&state, "workflow tags", command).await? {
+        Outcome::Applied => {
+            let tags = state.node.read().await?.workflow_tags(&workflow.id)?;
+            Ok(Json(json!({ "name": workflow.id, "tags": tags })))
+        }
+        Outcome::Rejected(rejection) => {
+            Err(ApiError::from_rejection(rejection).with_workflow(workflow.id))
+        }
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SERVER",
+            format!("Internal server error: unexpected outcome {other:?}"),
+        )),
+    }
+}
+
+/// OSMO's `GET /api/tag`: the tags users may give workflows (the WORKFLOW
+/// config's `workflow_info.tags`).
+pub async fn allowed_tags(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let config = WorkflowConfig::in_force(&read(&state, &params).await?);
+    let tags = config
+        .workflow_info
+        .get("tags")
+        .filter(|tags| tags.is_array())
+        .cloned()
+        .unwrap_or_else(|| json!([]));
+    Ok(Json(json!({ "tags": tags })))
 }
 
 pub async fn list_pools(

@@ -65,6 +65,8 @@ pub struct SubmitRequest<'a> {
     pub set_env: &'a [String],
     /// `HIGH`, `NORMAL` or `LOW`; None leaves the server's default.
     pub priority: Option<&'a str>,
+    /// `KEY=VALUE` labels over the spec's own, sent as repeated `label`.
+    pub labels: &'a [String],
     pub dry_run: bool,
     pub validation_only: bool,
 }
@@ -211,6 +213,7 @@ impl Client {
             set_string,
             set_env,
             priority: None,
+            labels: &[],
             dry_run,
             validation_only,
         })
@@ -228,6 +231,7 @@ impl Client {
             query.push(("priority", p.to_owned()));
         }
         query.extend(req.set_env.iter().map(|kv| ("env_vars", kv.clone())));
+        query.extend(req.labels.iter().map(|kv| ("label", kv.clone())));
         let body = TemplateSpec {
             file: req.file_text,
             set_variables: req.set,
@@ -244,12 +248,14 @@ impl Client {
         pool: &str,
         id: &str,
         priority: Option<&str>,
+        labels: &[String],
     ) -> Result<Value, ClientError> {
         let path = format!("/api/pool/{}/workflow", encode_segment(pool));
         let mut query: Vec<(&str, String)> = vec![("workflow_id", id.to_owned())];
         if let Some(p) = priority {
             query.push(("priority", p.to_owned()));
         }
+        query.extend(labels.iter().map(|kv| ("label", kv.clone())));
         self.json(Method::POST, &path, |r| r.query(&query)).await
     }
 
@@ -264,25 +270,8 @@ impl Client {
     }
 
     /// `GET /api/workflow` with OSMO's filters and paging.
-    pub async fn list(
-        &self,
-        statuses: &[String],
-        name: Option<&str>,
-        pools: &[String],
-        offset: u64,
-        limit: u64,
-        order_desc: bool,
-    ) -> Result<Value, ClientError> {
-        let mut query: Vec<(&str, String)> = Vec::new();
-        query.extend(statuses.iter().map(|s| ("statuses", s.clone())));
-        if let Some(n) = name {
-            query.push(("name", n.to_owned()));
-        }
-        query.extend(pools.iter().map(|p| ("pools", p.clone())));
-        query.push(("offset", offset.to_string()));
-        query.push(("limit", limit.to_string()));
-        query.push(("order", if order_desc { "DESC" } else { "ASC" }.to_owned()));
-        self.json(Method::GET, "/api/workflow", |r| r.query(&query))
+    pub async fn list(&self, list: &ListQuery) -> Result<Value, ClientError> {
+        self.json(Method::GET, "/api/workflow", |r| r.query(&list.pairs()))
             .await
     }
 
@@ -683,6 +672,64 @@ pub fn encode_segment(segment: &str) -> String {
         }
     }
     out
+}
+
+/// The filters and paging of `GET /api/workflow`, as OSMO's CLI sends them
+/// (lists as repeated keys; what is unset is left out).
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    pub statuses: Vec<String>,
+    pub name: Option<String>,
+    pub pools: Vec<String>,
+    /// Submitted by any of these users (none: the caller, unless `all_users`).
+    pub users: Vec<String>,
+    pub all_users: bool,
+    pub tags: Vec<String>,
+    pub priorities: Vec<String>,
+    /// `KEY=SELECTOR` each.
+    pub labels: Vec<String>,
+    pub no_labels: Vec<String>,
+    /// `YYYY-MM-DDTHH:MM:SS` in UTC.
+    pub submitted_after: Option<String>,
+    pub submitted_before: Option<String>,
+    pub offset: u64,
+    pub limit: u64,
+    pub order_desc: bool,
+}
+
+impl ListQuery {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let optional = |value: &Option<String>| value.iter().cloned().collect::<Vec<_>>();
+        let all_users = if self.all_users {
+            vec!["true".to_owned()]
+        } else {
+            Vec::new()
+        };
+        let lists: [(&'static str, Vec<String>); 11] = [
+            ("statuses", self.statuses.clone()),
+            ("name", optional(&self.name)),
+            ("pools", self.pools.clone()),
+            ("users", self.users.clone()),
+            ("all_users", all_users),
+            ("tags", self.tags.clone()),
+            ("priority", self.priorities.clone()),
+            ("label", self.labels.clone()),
+            ("no_label", self.no_labels.clone()),
+            ("submitted_after", optional(&self.submitted_after)),
+            ("submitted_before", optional(&self.submitted_before)),
+        ];
+        let mut query: Vec<(&'static str, String)> = lists
+            .into_iter()
+            .flat_map(|(key, values)| values.into_iter().map(move |value| (key, value)))
+            .collect();
+        query.push(("offset", self.offset.to_string()));
+        query.push(("limit", self.limit.to_string()));
+        query.push((
+            "order",
+            if self.order_desc { "DESC" } else { "ASC" }.to_owned(),
+        ));
+        query
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::client::{Client, ClientError, SubmitRequest};
+use super::client::{Client, ClientError, ListQuery, SubmitRequest};
 use super::{ClientArgs, OutputFormat, PoolCommand, WorkflowCommand};
 
 /// One request as the server saw it.
@@ -199,6 +199,7 @@ async fn submit_sends_osmo_request() {
             set_string: &["tag=007".into()],
             set_env: &["A=1".into(), "B=x y".into()],
             priority: Some("HIGH"),
+            labels: &["team=robotics".into()],
             dry_run: false,
             validation_only: false,
         })
@@ -217,6 +218,7 @@ async fn submit_sends_osmo_request() {
             ("priority", "HIGH"),
             ("env_vars", "A=1"),
             ("env_vars", "B=x y"),
+            ("label", "team=robotics"),
         ])
     );
     assert_eq!(seen.authorization.as_deref(), Some("Bearer secret"));
@@ -246,14 +248,21 @@ async fn list_sends_filters_and_paging() {
     let (url, state, _ack) = start_server().await;
     let client = Client::new(vec![format!("{url}/")], None).unwrap();
     let response = client
-        .list(
-            &["RUNNING".into(), "PENDING".into()],
-            Some("train"),
-            &["gpu".into()],
-            40,
-            20,
-            true,
-        )
+        .list(&ListQuery {
+            statuses: vec!["RUNNING".into(), "PENDING".into()],
+            name: Some("train".into()),
+            pools: vec!["gpu".into()],
+            users: vec!["ann".into(), "bob".into()],
+            tags: vec!["nightly".into()],
+            priorities: vec!["HIGH".into()],
+            labels: vec!["team=robotics_(a|b)".into()],
+            no_labels: vec!["project".into()],
+            submitted_after: Some("2026-05-03T00:00:00".into()),
+            offset: 40,
+            limit: 20,
+            order_desc: true,
+            ..ListQuery::default()
+        })
         .await
         .unwrap();
     assert_eq!(response, json!({"workflows": [], "more_entries": false}));
@@ -268,6 +277,13 @@ async fn list_sends_filters_and_paging() {
             ("statuses", "PENDING"),
             ("name", "train"),
             ("pools", "gpu"),
+            ("users", "ann"),
+            ("users", "bob"),
+            ("tags", "nightly"),
+            ("priority", "HIGH"),
+            ("label", "team=robotics_(a|b)"),
+            ("no_label", "project"),
+            ("submitted_after", "2026-05-03T00:00:00"),
             ("offset", "40"),
             ("limit", "20"),
             ("order", "DESC"),
@@ -372,7 +388,11 @@ async fn refused_connections_name_each_url_once_with_a_hint() {
     let dead = refused_url();
     let err = Client::new(vec![dead.clone()], None)
         .unwrap()
-        .list(&[], None, &[], 0, 20, false)
+        .list(&ListQuery {
+            limit: 20,
+            all_users: true,
+            ..ListQuery::default()
+        })
         .await
         .unwrap_err();
     let printed = format!("{:#}", anyhow::Error::from(err));
@@ -432,6 +452,7 @@ async fn verbs_drive_the_api() {
                 set_env: vec!["A=1".into()],
                 dry_run: false,
                 priority: Some(gantry_storage::Priority::Low),
+                labels: vec![],
                 output: super::FormatArg { format },
             },
         )
@@ -445,6 +466,14 @@ async fn verbs_drive_the_api() {
                 offset: 0,
                 name: None,
                 pools: vec![],
+                users: vec![],
+                all_users: false,
+                submitted_after: None,
+                submitted_before: None,
+                tags: vec![],
+                priorities: vec![],
+                labels: vec![],
+                no_labels: vec![],
                 order: super::workflow::ListOrder::Asc,
                 output: super::FormatArg { format },
             },
@@ -505,6 +534,7 @@ async fn verbs_drive_the_api() {
             set_env: vec![],
             dry_run: false,
             priority: None,
+            labels: vec![],
             output: super::FormatArg {
                 format: OutputFormat::Text,
             },

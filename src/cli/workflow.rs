@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde_json::Value;
 
-use super::client::{encode_segment, Client, LogQuery, SubmitRequest};
+use super::client::{encode_segment, Client, ListQuery, LogQuery, SubmitRequest};
 use super::error::ClientError;
 use super::output::{self, with_spinner};
 use super::{ClientArgs, FormatArg, OutputFormat};
@@ -55,6 +55,9 @@ pub enum WorkflowCommand {
         /// Scheduling priority: HIGH, NORMAL or LOW
         #[arg(long, value_parser = parse_priority)]
         priority: Option<Priority>,
+        /// A label over the spec's `workflow.labels`; repeatable
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        labels: Vec<String>,
     },
     /// Re-run a failed workflow's groups that did not complete, as a new workflow
     Restart {
@@ -101,6 +104,31 @@ pub enum WorkflowCommand {
         /// Only workflows in this pool; repeatable
         #[arg(short = 'p', long = "pool", value_name = "POOL")]
         pools: Vec<String>,
+        /// Only workflows these users submitted (default: your own)
+        #[arg(short = 'u', long = "user", value_name = "USER", num_args = 1.., conflicts_with = "all_users")]
+        users: Vec<String>,
+        /// Workflows of every user
+        #[arg(short = 'a', long = "all-users")]
+        all_users: bool,
+        /// Only workflows submitted on or after this day (your time zone)
+        #[arg(long = "submitted-after", value_name = "YYYY-MM-DD", value_parser = parse_day)]
+        submitted_after: Option<chrono::NaiveDate>,
+        /// Only workflows submitted before this day (your time zone)
+        #[arg(long = "submitted-before", value_name = "YYYY-MM-DD", value_parser = parse_day)]
+        submitted_before: Option<chrono::NaiveDate>,
+        /// Only workflows carrying any of these tags
+        #[arg(long = "tags", value_name = "TAG", num_args = 1..)]
+        tags: Vec<String>,
+        /// Only workflows of these priorities (HIGH, NORMAL, LOW)
+        #[arg(long = "priority", value_name = "PRIORITY", num_args = 1.., value_parser = parse_upper)]
+        priorities: Vec<String>,
+        /// Only workflows whose label KEY matches SELECTOR (a value, `*`
+        /// wildcards, `(a|b)` alternatives); repeatable, all must match
+        #[arg(long = "label", value_name = "KEY=SELECTOR")]
+        labels: Vec<String>,
+        /// Only workflows without label KEY; repeatable
+        #[arg(long = "no-label", value_name = "KEY")]
+        no_labels: Vec<String>,
         /// Order by submit time
         #[arg(
             short = 'o',
@@ -208,6 +236,25 @@ fn parse_key_value(raw: &str) -> Result<String, String> {
     }
 }
 
+/// `--submitted-after/--submitted-before`: a day, as OSMO's CLI takes it.
+fn parse_day(raw: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d")
+        .map_err(|_| format!("expected a day as YYYY-MM-DD, got {raw:?}"))
+}
+
+/// Midnight of `day` in this machine's time zone, in UTC, as the API
+/// takes times (OSMO's CLI sends the same).
+fn local_midnight_utc(day: chrono::NaiveDate) -> String {
+    use chrono::TimeZone;
+    let midnight = day.and_time(chrono::NaiveTime::MIN);
+    let utc = match chrono::Local.from_local_datetime(&midnight).earliest() {
+        Some(local) => local.naive_utc(),
+        // A day that starts in a gap of the zone's clock: take it as UTC.
+        None => midnight,
+    };
+    utc.format("%Y-%m-%dT%H:%M:%S").to_string()
+}
+
 /// Statuses are upper case in the API; accept `-s running` too.
 fn parse_upper(raw: &str) -> Result<String, String> {
     Ok(raw.trim().to_ascii_uppercase())
@@ -226,6 +273,7 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             set_env,
             dry_run,
             priority,
+            labels,
             ..
         } => {
             // OSMO's CLI: a word that is no file but a workflow ID submits
@@ -239,7 +287,7 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
                 let response = with_spinner(
                     format,
                     "Submitting workflow",
-                    client.resubmit(&pool, &id, priority.map(Priority::as_str)),
+                    client.resubmit(&pool, &id, priority.map(Priority::as_str), &labels),
                 )
                 .await?;
                 if json {
@@ -259,6 +307,7 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
                 set_string: &set_string,
                 set_env: &set_env,
                 priority: priority.map(Priority::as_str),
+                labels: &labels,
                 dry_run,
                 validation_only: false,
             };
@@ -320,6 +369,7 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
                 set_string: &set_string,
                 set_env: &[],
                 priority: None,
+                labels: &[],
                 dry_run: false,
                 validation_only: true,
             };
@@ -346,22 +396,41 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             offset,
             name,
             pools,
+            users,
+            all_users,
+            submitted_after,
+            submitted_before,
+            tags,
+            priorities,
+            labels,
+            no_labels,
             order,
             ..
         } => {
-            let response = with_spinner(
-                format,
-                "Listing workflows",
-                client.list(
-                    &statuses,
-                    name.as_deref(),
-                    &pools,
-                    offset,
-                    count,
-                    order == ListOrder::Desc,
-                ),
-            )
-            .await?;
+            if let (Some(after), Some(before)) = (submitted_after, submitted_before) {
+                if after > before {
+                    anyhow::bail!(
+                        "--submitted-before ({before}) needs to be later than --submitted-after ({after})"
+                    );
+                }
+            }
+            let query = ListQuery {
+                statuses,
+                name,
+                pools,
+                users,
+                all_users,
+                tags,
+                priorities,
+                labels,
+                no_labels,
+                submitted_after: submitted_after.map(local_midnight_utc),
+                submitted_before: submitted_before.map(local_midnight_utc),
+                offset,
+                limit: count,
+                order_desc: order == ListOrder::Desc,
+            };
+            let response = with_spinner(format, "Listing workflows", client.list(&query)).await?;
             if json {
                 return output::print_json(&response);
             }

@@ -56,11 +56,8 @@ fn refresh_blocking(
             .into_iter()
             .filter(|status| status.is_alive())
             .collect(),
-        name: None,
-        pools: Vec::new(),
-        offset: 0,
         limit: ACTIVE_WORKFLOWS_SCANNED_MAX,
-        descending: false,
+        ..ListFilter::default()
     };
     let (workflows, _) = view.list(&filter).map_err(|error| error.to_string())?;
     let alive: u64 = counts

@@ -73,6 +73,8 @@ enum Reply {
         rendered: String,
         plan: Result<WorkflowPlan, WireError>,
         warnings: Vec<String>,
+        #[serde(default)]
+        labels: std::collections::BTreeMap<String, String>,
     },
     Failed {
         error: WireError,
@@ -168,6 +170,7 @@ fn encode_reply(result: &Result<Prepared, SpecError>) -> Vec<u8> {
             rendered: prepared.rendered.clone(),
             plan: prepared.plan.clone().map_err(WireError::from),
             warnings: prepared.warnings.clone(),
+            labels: prepared.labels.clone(),
         },
         Err(err) => Reply::Failed {
             error: err.clone().into(),
@@ -186,11 +189,13 @@ fn decode_reply(bytes: &[u8]) -> Result<Prepared, SpecError> {
             rendered,
             plan,
             warnings,
+            labels,
         }) => Ok(Prepared {
             name,
             rendered,
             plan: plan.map_err(SpecError::from),
             warnings,
+            labels,
         }),
         Ok(Reply::Failed { error }) => Err(error.into()),
         Err(err) => Err(SpecError::template(format!(

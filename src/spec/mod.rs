@@ -44,6 +44,7 @@ pub use template::literal;
 use error::render_path;
 use gantry_storage::plan::WorkflowPlan;
 use serde_yaml_ng::Value;
+use std::collections::BTreeMap;
 use yaml::DuplicateKey;
 
 /// A spec that got far enough to be recorded under `name`.
@@ -56,6 +57,9 @@ pub struct Prepared {
     /// What was accepted but deserves a word (e.g. repeated keys), for the
     /// submit answer's `warnings`.
     pub warnings: Vec<String>,
+    /// The spec's `workflow.labels` when they are valid (otherwise `plan`
+    /// says why, and there are none).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The spec rendered and read as YAML, before any rule is applied.
@@ -117,12 +121,14 @@ fn prepare_here(input: &SpecInput, limits: &SpecLimits) -> Result<Prepared, Spec
     let env = input::env_overrides(input)?;
     let document = read_document(input, limits)?;
     let name = workflow_name(&document.root, limits)?;
+    let labels = spec_labels(&document.root);
     let plan = plan(document.root, &env, limits);
     Ok(Prepared {
         name,
         rendered: document.rendered,
         plan,
         warnings: document.warnings,
+        labels,
     })
 }
 
@@ -214,6 +220,19 @@ fn workflow_name(root: &Value, limits: &SpecLimits) -> Result<String, SpecError>
         }
         Some(_) => Err(SpecError::invalid("workflow.name", "must be a string")),
         None => Err(SpecError::invalid("workflow.name", "is required")),
+    }
+}
+
+/// `workflow.labels` as a map of strings, if it is one that passes the
+/// label rules (the plan reports any other).
+fn spec_labels(root: &Value) -> BTreeMap<String, String> {
+    let labels: Option<BTreeMap<String, String>> = root
+        .get("workflow")
+        .and_then(|workflow| workflow.get("labels"))
+        .and_then(|labels| serde_yaml_ng::from_value(labels.clone()).ok());
+    match labels {
+        Some(labels) if validate::labels(Some(&labels)).is_ok() => labels,
+        _ => BTreeMap::new(),
     }
 }
 

@@ -8,6 +8,7 @@
 
 use crate::config::{ConfigData, ConfigMeta, ConfigType, NodeInventory};
 use crate::error::StorageError;
+use crate::labels::Labels;
 use crate::record::{LogChunk, Millis, PoolRecord, Submission, TokenRecord};
 use crate::status::TaskStatus;
 use serde::{Deserialize, Serialize};
@@ -137,18 +138,54 @@ pub enum Command {
         key: String,
         command: Box<Command>,
     },
-    /// 19, only in a build with the `upgrade-drill` feature: a command kind
+    /// 19. [`Command::SubmitPackedWorkflow`] with the workflow's labels (the
+    ///     spec's `workflow.labels` and the submit's `label` overrides, as
+    ///     the proposer merged them). Rejected, writing nothing, when they
+    ///     break [`crate::labels::check_labels`]. A separate variant because
+    ///     bincode commands in old logs cannot grow a field; gated (see
+    ///     [`COMMAND_KINDS_UNGATED`]), so a submit without labels keeps
+    ///     the older kinds.
+    SubmitWorkflowWithLabels {
+        now: Millis,
+        packed: PackedSubmission,
+        labels: Labels,
+    },
+    /// 20. OSMO's workflow tags: `remove` first, then `add`. Every added tag
+    ///     must be one the WORKFLOW config in force allows
+    ///     (`workflow_info.tags`), or nothing changes.
+    TagWorkflow {
+        workflow_id: String,
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
+    /// 21. Tags of one config revision in the history: `set` added, then
+    ///     `delete` removed (OSMO's `set_tags`, `delete_tags`). The config
+    ///     itself does not change.
+    TagConfigRevision {
+        config_type: ConfigType,
+        revision: u64,
+        set: Vec<String>,
+        delete: Vec<String>,
+    },
+    /// 22. Drop a revision from a type's history; refused for a revision in
+    ///     force (OSMO's "current revision").
+    DeleteConfigRevision {
+        config_type: ConfigType,
+        revision: u64,
+    },
+    /// 23, only in a build with the `upgrade-drill` feature: a command kind
     ///     that the build without it does not know, to rehearse a rolling
-    ///     upgrade (see [`COMMAND_KINDS_UNGATED`]). Applies as a no-op.
+    ///     upgrade (see [`COMMAND_KINDS_UNGATED`]). Applies as a no-op. It
+    ///     stays the last variant: a new kind goes before it.
     #[cfg(feature = "upgrade-drill")]
     UpgradeDrill { note: String },
 }
 
 /// Command kinds this build understands: the variants `0..COMMAND_KINDS`.
 #[cfg(not(feature = "upgrade-drill"))]
-pub const COMMAND_KINDS: u16 = 19;
+pub const COMMAND_KINDS: u16 = 23;
 #[cfg(feature = "upgrade-drill")]
-pub const COMMAND_KINDS: u16 = 20;
+pub const COMMAND_KINDS: u16 = 24;
 
 /// Command kinds every member understands without saying so: those of the
 /// release that introduced version gating. A leader proposes a kind at or
@@ -178,13 +215,17 @@ impl Command {
             | Command::OperatorReports { now, .. }
             | Command::OperatorHelloWithExecutor { now, .. }
             | Command::SubmitPackedWorkflow { now, .. }
-            | Command::Idempotent { now, .. } => Some(*now),
+            | Command::Idempotent { now, .. }
+            | Command::SubmitWorkflowWithLabels { now, .. } => Some(*now),
             Command::CompleteJob { .. }
             | Command::PutPool { .. }
             | Command::IssueToken { .. }
             | Command::RevokeToken { .. }
             | Command::AppendLogChunk { .. }
-            | Command::RecordTaskDataTimes { .. } => None,
+            | Command::RecordTaskDataTimes { .. }
+            | Command::TagWorkflow { .. }
+            | Command::TagConfigRevision { .. }
+            | Command::DeleteConfigRevision { .. } => None,
             #[cfg(feature = "upgrade-drill")]
             Command::UpgradeDrill { .. } => None,
         }
@@ -212,8 +253,12 @@ impl Command {
             Command::RecordTaskDataTimes { .. } => 16,
             Command::SubmitPackedWorkflow { .. } => 17,
             Command::Idempotent { .. } => 18,
+            Command::SubmitWorkflowWithLabels { .. } => 19,
+            Command::TagWorkflow { .. } => 20,
+            Command::TagConfigRevision { .. } => 21,
+            Command::DeleteConfigRevision { .. } => 22,
             #[cfg(feature = "upgrade-drill")]
-            Command::UpgradeDrill { .. } => 19,
+            Command::UpgradeDrill { .. } => 23,
         }
     }
 

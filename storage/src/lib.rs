@@ -14,6 +14,7 @@
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod labels;
 pub mod plan;
 pub mod record;
 pub mod status;
@@ -35,7 +36,9 @@ pub use row::{seal, unseal};
 pub use status::{Priority, TaskStatus, WorkflowStatus};
 mod aggregate;
 mod apply;
+mod indexes;
 mod lifecycle;
+mod list;
 mod row;
 mod schema;
 pub mod snapshot;

@@ -215,6 +215,22 @@ declare_tables! {
     /// workflow id → its specs and group list, apart from its row so a
     /// status change rewrites a small row (see `workflow_specs`).
     WORKFLOW_SPECS: &str => &[u8] = "workflow_specs";
+    /// (user, submit seq) → workflow id (see `indexes`).
+    BY_USER: (&str, u64) => &str = "workflows_by_user";
+    /// (pool, submit seq) → workflow id.
+    BY_POOL: (&str, u64) => &str = "workflows_by_pool";
+    /// workflow uuid → workflow id.
+    BY_UUID: &str => &str = "workflows_by_uuid";
+    /// (submit time, submit seq) → workflow id. Submit times rise with
+    /// submit order (the state's clock never runs back), so a time window
+    /// is a window of submit seqs.
+    BY_TIME: (i64, u64) => &str = "workflows_by_time";
+    /// workflow id → its labels (`labels::Labels`), for workflows with labels.
+    WORKFLOW_LABELS: &str => &[u8] = "workflow_labels";
+    /// (workflow id, tag) → () for every tag a workflow carries.
+    WORKFLOW_TAGS: (&str, &str) => () = "workflow_tags";
+    /// (tag, submit seq) → workflow id.
+    BY_TAG: (&str, u64) => &str = "workflows_by_tag";
 }
 
 /// The registered table called `name`.

@@ -10,6 +10,8 @@ use crate::apply::apply;
 use crate::command::{Command, Outcome};
 use crate::config::{BackendRecord, ConfigRevision, ConfigType};
 use crate::error::StorageError;
+use crate::labels::Labels;
+pub use crate::list::ListFilter;
 use crate::record::{
     GroupRecord, JobRecord, Millis, PoolRecord, TaskRecord, TimerRecord, WorkflowRecord,
 };
@@ -27,18 +29,6 @@ use std::sync::{Arc, OnceLock};
 pub struct Store {
     db: Database,
     corruption: Arc<OnceLock<String>>,
-}
-
-/// Filters of the workflow list (OSMO `GET /api/workflow`).
-#[derive(Clone, Debug, Default)]
-pub struct ListFilter {
-    pub statuses: Vec<WorkflowStatus>,
-    /// Substring of the workflow ID.
-    pub name: Option<String>,
-    pub pools: Vec<String>,
-    pub offset: usize,
-    pub limit: usize,
-    pub descending: bool,
 }
 
 impl Store {
@@ -64,6 +54,8 @@ impl Store {
         row::seal_legacy_rows(&txn)?;
         // A state written before the tallies existed has them counted now.
         crate::tally::rebuild_if_stale(&txn)?;
+        // And the list's indexes, if it predates them.
+        crate::indexes::rebuild_if_stale(&txn)?;
         txn.commit()?;
         Ok(Store {
             db,
@@ -277,61 +269,62 @@ impl ReadView {
         Ok(tasks)
     }
 
-    /// Workflows matching `filter` in submit order, and whether more match.
+    /// Workflows matching `filter` in submit order, and whether more match
+    /// (see `list` for how the indexes answer it).
     pub fn list(&self, filter: &ListFilter) -> Result<(Vec<WorkflowRecord>, bool), StorageError> {
-        let mut seqs: Vec<(u64, String)> = Vec::new();
-        if filter.statuses.is_empty() {
-            let table = self.txn.open_table(tables::BY_SUBMIT)?;
-            for row in table.iter()? {
-                let (seq, id) = row?;
-                seqs.push((seq.value(), id.value().to_string()));
-            }
-        } else {
-            let table = self.txn.open_table(tables::BY_STATUS)?;
-            for status in &filter.statuses {
-                let code = status.code();
-                for row in table.range((code, 0)..=(code, u64::MAX))? {
-                    let (key, id) = row?;
-                    seqs.push((key.value().1, id.value().to_string()));
-                }
-            }
-            seqs.sort_unstable_by_key(|(seq, _)| *seq);
-        }
-        if filter.descending {
-            seqs.reverse();
-        }
-        let table = self.txn.open_table(tables::WORKFLOWS)?;
+        let workflows = self.txn.open_table(tables::WORKFLOWS)?;
         let specs = self.txn.open_table(tables::WORKFLOW_SPECS)?;
-        let mut matched = Vec::new();
-        let mut skipped = 0;
-        let mut more = false;
-        for (_, id) in seqs {
-            if let Some(name) = &filter.name {
-                if !id.contains(name.as_str()) {
-                    continue;
-                }
-            }
-            let Some(row) = table.get(id.as_str())? else {
-                continue;
+        let labels = self.txn.open_table(tables::WORKFLOW_LABELS)?;
+        let record = |id: &str, with_specs: bool| -> Result<Option<WorkflowRecord>, StorageError> {
+            let Some(row) = workflows.get(id)? else {
+                return Ok(None);
             };
-            let workflow: WorkflowRecord = self.row(&tables::WORKFLOWS, &id, row.value())?;
-            if !filter.pools.is_empty() && !filter.pools.contains(&workflow.pool) {
-                continue;
+            let workflow = self.row(&tables::WORKFLOWS, &id, row.value())?;
+            if !with_specs {
+                return Ok(Some(workflow));
             }
-            if skipped < filter.offset {
-                skipped += 1;
-                continue;
-            }
-            if matched.len() == filter.limit {
-                more = true;
-                break;
-            }
-            matched.push(note_corruption(
-                &self.corruption,
-                attach_specs(&specs, workflow),
-            )?);
+            note_corruption(&self.corruption, attach_specs(&specs, workflow)).map(Some)
+        };
+        let labels_of = |id: &str| -> Result<Labels, StorageError> {
+            let row = labels.get(id)?;
+            Ok(row
+                .map(|v| self.row(&tables::WORKFLOW_LABELS, &id, v.value()))
+                .transpose()?
+                .unwrap_or_default())
+        };
+        crate::list::list(&self.txn, filter, record, labels_of)
+    }
+
+    /// A workflow by its ID or, failing that, its uuid (as OSMO looks
+    /// workflows up).
+    pub fn find_workflow(&self, id_or_uuid: &str) -> Result<Option<WorkflowRecord>, StorageError> {
+        if let Some(workflow) = self.workflow(id_or_uuid)? {
+            return Ok(Some(workflow));
         }
-        Ok((matched, more))
+        let id = {
+            let table = self.txn.open_table(tables::BY_UUID)?;
+            let row = table.get(id_or_uuid)?;
+            row.map(|v| v.value().to_string())
+        };
+        match id {
+            Some(id) => self.workflow(&id),
+            None => Ok(None),
+        }
+    }
+
+    /// A workflow's labels (empty without any).
+    pub fn workflow_labels(&self, id: &str) -> Result<Labels, StorageError> {
+        let table = self.txn.open_table(tables::WORKFLOW_LABELS)?;
+        let row = table.get(id)?;
+        Ok(row
+            .map(|v| self.row(&tables::WORKFLOW_LABELS, &id, v.value()))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// A workflow's tags, in tag order.
+    pub fn workflow_tags(&self, id: &str) -> Result<Vec<String>, StorageError> {
+        crate::indexes::tags_of(&self.txn.open_table(tables::WORKFLOW_TAGS)?, id)
     }
 
     pub fn pools(&self) -> Result<Vec<PoolRecord>, StorageError> {

@@ -2,14 +2,17 @@
 //!
 //! Invariants: every value of a bytes-valued table is `bincode(serde)` of
 //! its record type sealed by [`crate::row::seal`] (format and checksum); the
-//! status and submit-order indexes are written only through
-//! [`Tables::put_workflow`], so they always agree with the workflows table;
+//! workflow indexes (status, submit order, user, pool, uuid, submit time)
+//! are written only through [`Tables::put_workflow`], so they always agree
+//! with the workflows table; the tag index only through
+//! [`Tables::set_workflow_tags`], so it agrees with `workflow_tags`;
 //! the tallies (`crate::tally`) move with every workflow, group and task
 //! write; `active_groups` holds exactly the dispatched, unfinished groups.
 
 use crate::command::Outcome;
 use crate::config::{BackendRecord, ConfigRevision, ConfigType};
 use crate::error::StorageError;
+use crate::labels::Labels;
 use crate::plan::TaskPlan;
 use crate::record::{
     GroupRecord, JobRecord, Millis, PoolRecord, TaskRecord, TimerRecord, WorkflowRecord,
@@ -20,10 +23,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub(crate) use crate::schema::{
-    ACTIVE_GROUPS, BACKENDS, BY_STATUS, BY_SUBMIT, CONFIG_CURRENT, CONFIG_HISTORY, COUNTERS,
-    GROUPS, GROUP_TALLIES, JOBS, LOG_CHUNKS, META, OPERATOR_SEQS, POOLS, REQUEST_KEYS, TASKS,
-    TASK_PLANS, TASK_RUNS, TIMERS, TOKENS, TOKENS_BY_HASH, WORKFLOWS, WORKFLOW_ARCHIVE,
-    WORKFLOW_SPECS, WORKFLOW_TALLIES,
+    ACTIVE_GROUPS, BACKENDS, BY_POOL, BY_STATUS, BY_SUBMIT, BY_TAG, BY_TIME, BY_USER, BY_UUID,
+    CONFIG_CURRENT, CONFIG_HISTORY, COUNTERS, GROUPS, GROUP_TALLIES, JOBS, LOG_CHUNKS, META,
+    OPERATOR_SEQS, POOLS, REQUEST_KEYS, TASKS, TASK_PLANS, TASK_RUNS, TIMERS, TOKENS,
+    TOKENS_BY_HASH, WORKFLOWS, WORKFLOW_ARCHIVE, WORKFLOW_LABELS, WORKFLOW_SPECS, WORKFLOW_TAGS,
+    WORKFLOW_TALLIES,
 };
 
 pub(crate) const RAFT_META_KEY: &str = "raft";
@@ -79,8 +83,9 @@ impl<'a> Tables<'a> {
         self.next_counter(SEQ_COUNTER)
     }
 
-    /// Writes a workflow and keeps both indexes in step with it; its specs
-    /// and group list go apart (`crate::workflow_specs`).
+    /// Writes a workflow and keeps its indexes in step with it (all but the
+    /// status index hold what never changes, written with a new one); its
+    /// specs and group list go apart (`crate::workflow_specs`).
     pub fn put_workflow(
         &self,
         previous: Option<&WorkflowRecord>,
@@ -93,6 +98,7 @@ impl<'a> Tables<'a> {
             self.txn
                 .open_table(BY_SUBMIT)?
                 .insert(workflow.submit_seq, workflow.id.as_str())?;
+            crate::indexes::index_new_workflow(self.txn, workflow)?;
         }
         by_status.insert(
             (workflow.status.code(), workflow.submit_seq),
@@ -547,6 +553,79 @@ impl<'a> Tables<'a> {
     pub fn forget_request_key(&self, key: &str) -> Result<(), StorageError> {
         self.txn.open_table(REQUEST_KEYS)?.remove(key)?;
         Ok(())
+    }
+
+    /// Stores a new workflow's labels (nothing for none).
+    pub fn put_workflow_labels(&self, id: &str, labels: &Labels) -> Result<(), StorageError> {
+        if !labels.is_empty() {
+            self.txn
+                .open_table(WORKFLOW_LABELS)?
+                .insert(id, encode_row(labels)?.as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// A workflow's tags, in tag order.
+    pub fn workflow_tags(&self, id: &str) -> Result<Vec<String>, StorageError> {
+        crate::indexes::tags_of(&self.txn.open_table(WORKFLOW_TAGS)?, id)
+    }
+
+    /// Gives `workflow` exactly `tags`, keeping the tag index in step.
+    pub fn set_workflow_tags(
+        &self,
+        workflow: &WorkflowRecord,
+        tags: &[String],
+    ) -> Result<(), StorageError> {
+        let id = workflow.id.as_str();
+        let old_tags = self.workflow_tags(id)?;
+        let mut by_workflow = self.txn.open_table(WORKFLOW_TAGS)?;
+        let mut by_tag = self.txn.open_table(BY_TAG)?;
+        for old in old_tags {
+            if !tags.contains(&old) {
+                by_workflow.remove((id, old.as_str()))?;
+                by_tag.remove((old.as_str(), workflow.submit_seq))?;
+            }
+        }
+        for tag in tags {
+            by_workflow.insert((id, tag.as_str()), ())?;
+            by_tag.insert((tag.as_str(), workflow.submit_seq), id)?;
+        }
+        Ok(())
+    }
+
+    /// Removes one revision from a type's history (what is in force stays).
+    pub fn remove_config_revision(
+        &self,
+        config_type: ConfigType,
+        revision: u64,
+    ) -> Result<bool, StorageError> {
+        let removed = self
+            .txn
+            .open_table(CONFIG_HISTORY)?
+            .remove((config_type.code(), revision))?
+            .is_some();
+        Ok(removed)
+    }
+
+    /// Rewrites a revision in the history only (its tags); what is in
+    /// force does not change.
+    pub fn replace_config_revision(&self, revision: &ConfigRevision) -> Result<(), StorageError> {
+        self.txn.open_table(CONFIG_HISTORY)?.insert(
+            (revision.config_type.code(), revision.revision),
+            encode_row(revision)?.as_slice(),
+        )?;
+        Ok(())
+    }
+
+    /// The number of the revision in force of `(config_type, name)`.
+    pub fn config_revision_in_force(
+        &self,
+        config_type: ConfigType,
+        name: &str,
+    ) -> Result<Option<u64>, StorageError> {
+        let table = self.txn.open_table(CONFIG_CURRENT)?;
+        let row = table.get((config_type.code(), name))?;
+        Ok(row.map(|v| v.value()))
     }
 
     /// Stores `value` sealed under `key` in `meta`.

@@ -231,6 +231,29 @@ fn samples() -> Vec<Command> {
                 force: true,
             }),
         },
+        Command::SubmitWorkflowWithLabels {
+            now,
+            packed: PackedSubmission::pack(&submission()).expect("pack"),
+            labels: BTreeMap::from([
+                ("project".into(), "sim_cars".into()),
+                ("example.com/team".into(), "robotics".into()),
+            ]),
+        },
+        Command::TagWorkflow {
+            workflow_id: "train-1".into(),
+            add: vec!["nightly".into()],
+            remove: vec!["sim".into()],
+        },
+        Command::TagConfigRevision {
+            config_type: ConfigType::Pool,
+            revision: 7,
+            set: vec!["stable".into()],
+            delete: vec!["candidate".into()],
+        },
+        Command::DeleteConfigRevision {
+            config_type: ConfigType::Pool,
+            revision: 6,
+        },
     ]
 }
 

@@ -23,7 +23,11 @@
 //!     Shorthand for one group: `group=train tasks=master*,w1,w2`.
 //!     CODES: `1`, `1-10`, `0,2-5`; ACTION: COMPLETE | FAIL | RESCHEDULE.
 //!     Every task runs `["true"]` with the image `ubuntu:24.04`.
-//! submit-invalid name=N at=T error=MSG [pool=default]  plan = Err(MSG)
+//!     [labels=KEY=VALUE,...]  SubmitWorkflowWithLabels instead of SubmitWorkflow
+//! submit-invalid name=N at=T error=MSG [pool=default] [labels=...]  plan = Err(MSG)
+//! tag WF [add=a,b] [remove=c,d]        TagWorkflow
+//! config-tag TYPE revision=N [set=a,b] [delete=c]   TagConfigRevision
+//! config-delete-revision TYPE revision=N            DeleteConfigRevision
 //! report WF TASK STATUS at=T [exit=N] [message=M] [node=X] [time=T] [retry=N]
 //! cancel WF by=USER at=T [force] [message=M]
 //! fire-due at=T                        FireTimer for every timer due at or before T,
@@ -60,7 +64,7 @@
 //! expect unchanged                     export_snapshot equals the one taken
 //!                                      just before the previous command
 //! expect workflow ID STATUS [cancelled_by=U] [cancel_message=M] [failure=M]
-//!                 [start=T] [end=T] [pool=P] [backend=B]
+//!                 [submit=T] [start=T] [end=T] [pool=P] [backend=B]
 //! expect group WF NAME STATUS [dispatched=BOOL] [start=T] [end=T] [failure=M]
 //!                 [remaining_upstream=a,b]
 //! expect task WF NAME STATUS [exit=N] [failure=M] [start=T] [end=T] [node=X] [retry=N]
@@ -71,7 +75,13 @@
 //!               offline:BACKEND@DUE lost:BACKEND@DUE archive:WF@DUE purge:WF@DUE ...
 //!     pending timers (earliest first) from due_timers(i64::MAX, ...)
 //! expect next-timer T | none
-//! expect list [status=A,B] [name=S] [pool=P,Q] [offset=N] [limit=N] [desc] -> ID... [+more]
+//! expect list [status=A,B] [name=S] [pool=P,Q] [user=U,V] [tag=T,U] [priority=P,Q]
+//!             [after=T] [before=T] [label=KEY=SEL;KEY=SEL] [no_label=K,L]
+//!             [offset=N] [limit=N] [desc] -> ID... [+more]
+//! expect find ID-OR-UUID -> ID | none  the workflow a lookup by ID or uuid finds
+//! expect labels WF -> KEY:VALUE ... | none
+//! expect tags WF -> TAG ... | none
+//! expect history-tags TYPE revision=N -> TAG ... | none
 //! expect counts none | STATUS=N ...    exact count_by_status (any order)
 //! expect config TYPE [NAME] revision=N|none [user=U] [description=D] [backend=B]
 //! expect history TYPE -> REV:NAME:put|delete ... | none
@@ -96,14 +106,15 @@
 //! differ from the OSMO reference. They are run too, and must still FAIL: when
 //! one starts passing, move it into a `.txt` file.
 
+use gantry_storage::labels::LabelSelector;
 use gantry_storage::plan::{
     ExitAction, ExitActionPlan, GroupPlan, ResourcePlan, TaskPlan, WorkflowPlan,
 };
 use gantry_storage::{
     BackendSettings, Command, ConfigData, ConfigMeta, ConfigType, JobKind, ListFilter, LogChunk,
-    NodeInventory, Outcome, Policy, PolicyEffect, PoolConfig, PoolRecord, Priority, RejectionKind,
-    RoleConfig, SchedulerType, Store, Submission, TaskDataTimes, TaskKey, TaskReport, TaskStatus,
-    TimerKind, WorkflowStatus,
+    NodeInventory, Outcome, PackedSubmission, Policy, PolicyEffect, PoolConfig, PoolRecord,
+    Priority, RejectionKind, RoleConfig, SchedulerType, Store, Submission, TaskDataTimes, TaskKey,
+    TaskReport, TaskStatus, TimerKind, WorkflowStatus,
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -212,6 +223,32 @@ impl Args {
             .map(String::as_str)
             .ok_or_else(|| format!("missing {what}"))
     }
+}
+
+/// `a,b,c` as a list (nothing for `None`).
+fn split_list(value: Option<&str>) -> Vec<String> {
+    value
+        .map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The words after `->`, without a lone `none`.
+fn after_arrow(args: &Args, missing: &str) -> Res<Vec<String>> {
+    let arrow = args
+        .pos
+        .iter()
+        .position(|p| p == "->")
+        .ok_or_else(|| missing.to_string())?;
+    Ok(args.pos[arrow + 1..]
+        .iter()
+        .filter(|w| *w != "none")
+        .cloned()
+        .collect())
 }
 
 fn unquote(s: &str) -> String {
@@ -845,13 +882,14 @@ impl Case {
             "submit" | "submit-invalid" => {
                 let invalid = verb == "submit-invalid";
                 if invalid {
-                    args.allow(&["name", "at", "pool", "user", "error"])?;
+                    args.allow(&["name", "at", "pool", "user", "error", "labels"])?;
                 } else {
                     args.allow(&[
                         "name",
                         "at",
                         "pool",
                         "user",
+                        "labels",
                         "priority",
                         "groups",
                         "group",
@@ -897,7 +935,51 @@ impl Case {
                     rendered_spec: format!("workflow: {{name: {name}}}"),
                     plan,
                 };
-                self.run(vec![Command::SubmitWorkflow { now, submission }])
+                match args.get("labels") {
+                    None => self.run(vec![Command::SubmitWorkflow { now, submission }]),
+                    Some(text) => {
+                        let labels = text
+                            .split(',')
+                            .filter(|pair| !pair.is_empty())
+                            .map(|pair| {
+                                pair.split_once('=')
+                                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                                    .ok_or_else(|| format!("label '{pair}' is not KEY=VALUE"))
+                            })
+                            .collect::<Res<BTreeMap<_, _>>>()?;
+                        let packed = PackedSubmission::pack(&submission)
+                            .map_err(|e| format!("pack: {e}"))?;
+                        self.run(vec![Command::SubmitWorkflowWithLabels {
+                            now,
+                            packed,
+                            labels,
+                        }])
+                    }
+                }
+            }
+            "tag" => {
+                args.allow(&["add", "remove"])?;
+                self.run(vec![Command::TagWorkflow {
+                    workflow_id: args.pos(0, "workflow id")?.to_string(),
+                    add: split_list(args.get("add")),
+                    remove: split_list(args.get("remove")),
+                }])
+            }
+            "config-tag" => {
+                args.allow(&["revision", "set", "delete"])?;
+                self.run(vec![Command::TagConfigRevision {
+                    config_type: args.pos(0, "config type")?.parse()?,
+                    revision: args.need_num("revision")?,
+                    set: split_list(args.get("set")),
+                    delete: split_list(args.get("delete")),
+                }])
+            }
+            "config-delete-revision" => {
+                args.allow(&["revision"])?;
+                self.run(vec![Command::DeleteConfigRevision {
+                    config_type: args.pos(0, "config type")?.parse()?,
+                    revision: args.need_num("revision")?,
+                }])
             }
             "data" => {
                 args.allow(&["retry", "download", "upload"])?;
@@ -1226,6 +1308,7 @@ impl Case {
                     "cancelled_by",
                     "cancel_message",
                     "failure",
+                    "submit",
                     "start",
                     "end",
                     "pool",
@@ -1254,6 +1337,7 @@ impl Case {
                     args.entry("cancel_message"),
                 )?;
                 check_field("failure", opt(&w.failure_message), args.entry("failure"))?;
+                check_field("submit", w.submit_time.to_string(), args.entry("submit"))?;
                 check_field("start", opt(&w.start_time), args.entry("start"))?;
                 check_field("end", opt(&w.end_time), args.entry("end"))?;
                 check_field("pool", w.pool.clone(), args.entry("pool"))?;
@@ -1576,18 +1660,33 @@ impl Case {
                 Ok(())
             }
             "list" => {
-                args.allow(&["status", "name", "pool", "offset", "limit"])?;
-                let split = |v: Option<&str>| -> Vec<String> {
-                    v.map(|v| v.split(',').map(str::to_string).collect())
-                        .unwrap_or_default()
-                };
+                args.allow(&[
+                    "status", "name", "pool", "user", "tag", "priority", "after", "before",
+                    "label", "no_label", "offset", "limit",
+                ])?;
                 let filter = ListFilter {
-                    statuses: split(args.get("status"))
+                    statuses: split_list(args.get("status"))
                         .iter()
                         .map(|s| s.parse::<WorkflowStatus>())
                         .collect::<Result<_, _>>()?,
                     name: args.get("name").map(str::to_string),
-                    pools: split(args.get("pool")),
+                    pools: split_list(args.get("pool")),
+                    users: split_list(args.get("user")),
+                    tags: split_list(args.get("tag")),
+                    priorities: split_list(args.get("priority"))
+                        .iter()
+                        .map(|p| p.parse::<Priority>())
+                        .collect::<Result<_, _>>()?,
+                    submitted_after: args.num("after")?,
+                    submitted_before: args.num("before")?,
+                    labels: args
+                        .get("label")
+                        .unwrap_or("")
+                        .split(';')
+                        .filter(|s| !s.is_empty())
+                        .map(LabelSelector::parse)
+                        .collect::<Result<_, _>>()?,
+                    no_labels: split_list(args.get("no_label")),
                     offset: args.num("offset")?.unwrap_or(0),
                     limit: args.num("limit")?.unwrap_or(1000),
                     descending: args.flag("desc"),
@@ -1607,6 +1706,65 @@ impl Case {
                 if actual != wanted || more != wanted_more {
                     return Err(format!(
                         "list: expected [{}] more={wanted_more}, got [{}] more={more}",
+                        wanted.join(" "),
+                        actual.join(" ")
+                    ));
+                }
+                Ok(())
+            }
+            "find" => {
+                args.allow(&[])?;
+                let wanted = after_arrow(args, "expect find needs '-> ID|none'")?;
+                let wanted = if wanted.is_empty() {
+                    "none".to_string()
+                } else {
+                    wanted.join(" ")
+                };
+                let found = read
+                    .find_workflow(args.pos(1, "workflow id or uuid")?)
+                    .map_err(|e| e.to_string())?
+                    .map_or_else(|| "none".to_string(), |w| w.id);
+                if found != wanted {
+                    return Err(format!("find: expected {wanted}, got {found}"));
+                }
+                Ok(())
+            }
+            "labels" | "tags" => {
+                args.allow(&[])?;
+                let id = args.pos(1, "workflow id")?;
+                let actual: Vec<String> = if what == "labels" {
+                    read.workflow_labels(id)
+                        .map_err(|e| e.to_string())?
+                        .into_iter()
+                        .map(|(k, v)| format!("{k}:{v}"))
+                        .collect()
+                } else {
+                    read.workflow_tags(id).map_err(|e| e.to_string())?
+                };
+                let wanted = after_arrow(args, "expect labels|tags needs '-> ...|none'")?;
+                if actual != wanted {
+                    return Err(format!(
+                        "{what} of {id}: expected [{}], got [{}]",
+                        wanted.join(" "),
+                        actual.join(" ")
+                    ));
+                }
+                Ok(())
+            }
+            "history-tags" => {
+                args.allow(&["revision"])?;
+                let config_type: ConfigType = args.pos(1, "config type")?.parse()?;
+                let revision: u64 = args.need_num("revision")?;
+                let actual = read
+                    .config_revision(config_type, revision)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("{config_type} has no revision {revision}"))?
+                    .meta
+                    .tags;
+                let wanted = after_arrow(args, "expect history-tags needs '-> ...|none'")?;
+                if actual != wanted {
+                    return Err(format!(
+                        "tags of {config_type}:{revision}: expected [{}], got [{}]",
                         wanted.join(" "),
                         actual.join(" ")
                     ));

@@ -10,6 +10,8 @@
 //! - `startup` (in `startup`): cold start to `/health` and idle RSS.
 //! - `flood` (in `flood`): query latency and server memory under a log
 //!   flood with hundreds of followers.
+//! - `list` (in `list`): a page of the workflow list from a state of many
+//!   workflows, filter by filter.
 //!
 //! Load shape of `submit` and `etcd`: `--concurrency` clients, each with one
 //! request outstanding; with several URLs, client `i` uses URL
@@ -20,6 +22,7 @@
 //! it (no coordinated omission).
 
 mod flood;
+mod list;
 mod operator;
 mod startup;
 mod state_hash;
@@ -98,6 +101,19 @@ pub enum BenchCommand {
         /// the write path)
         #[arg(long)]
         killed_id: Option<u64>,
+    },
+    /// How long a page of the workflow list takes from a state of many
+    /// workflows, filter by filter
+    List {
+        /// Workflows in the state
+        #[arg(long, default_value_t = 100_000)]
+        workflows: usize,
+        /// Users who submitted them, in turn
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        /// Directory for the state file (removed afterwards)
+        #[arg(long, default_value = "target/bench-list")]
+        dir: PathBuf,
     },
     /// Time to hash a member's whole state (as each state check does), and
     /// apply latency with and without a hash running
@@ -207,6 +223,13 @@ async fn run(command: BenchCommand) -> anyhow::Result<()> {
             idle_secs,
             binary,
         } => startup::run(runs, idle_secs, binary).await,
+        BenchCommand::List {
+            workflows,
+            users,
+            dir,
+        } => tokio::task::spawn_blocking(move || list::run(workflows, users, &dir))
+            .await
+            .context("the list benchmark")?,
         BenchCommand::StateHash {
             workflows,
             spec_bytes,

@@ -16,6 +16,7 @@ fn prepared(text: &str, plan: Result<WorkflowPlan, SpecError>) -> Prepared {
         rendered: text.into(),
         plan,
         warnings: vec!["duplicate key 'a' at line 3: the last value is used".into()],
+        labels: [("team".to_string(), "robotics".to_string())].into(),
     }
 }
 
@@ -26,6 +27,7 @@ fn same(a: &Result<Prepared, SpecError>, b: &Result<Prepared, SpecError>) -> boo
                 && a.rendered == b.rendered
                 && a.plan == b.plan
                 && a.warnings == b.warnings
+                && a.labels == b.labels
         }
         (Err(a), Err(b)) => a == b,
         _ => false,

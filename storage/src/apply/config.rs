@@ -1,8 +1,10 @@
 //! Appliers for versioned configs and backend liveness: `PutConfig`,
-//! `DeleteConfig`, `RollbackConfig`, `BackendHeartbeat`, and the two
-//! backend timers.
+//! `DeleteConfig`, `RollbackConfig`, `TagConfigRevision`,
+//! `DeleteConfigRevision`, `BackendHeartbeat`, and the two backend timers.
 //!
-//! Invariants: every config change appends exactly one revision; the pools
+//! Invariants: every config change appends exactly one revision (tagging
+//! or dropping an old revision changes the history, never what is in
+//! force, and the revision in force cannot be dropped); the pools
 //! table and the backends' settings always equal the POOL and BACKEND
 //! revisions in force; a backend has at most one offline and one lost timer
 //! armed, and a timer acts only if it is the one its backend still records
@@ -322,4 +324,52 @@ pub(crate) fn fire_backend_timer(
         lifecycle::settle_workflow(tables, &workflow_id, now)?;
     }
     Ok(())
+}
+
+/// Tags of one revision in the history: `set` added (once each), then
+/// `delete` removed. What is in force does not change.
+pub(super) fn apply_config_tag(
+    tables: &Tables,
+    config_type: ConfigType,
+    revision: u64,
+    set: &[String],
+    delete: &[String],
+) -> Result<Outcome, StorageError> {
+    let Some(mut entry) = tables.config_revision(config_type, revision)? else {
+        return Ok(Outcome::rejected(
+            RejectionKind::NotFound,
+            format!("No config history entry found for type {config_type} at revision {revision}"),
+        ));
+    };
+    for tag in set {
+        if !entry.meta.tags.contains(tag) {
+            entry.meta.tags.push(tag.clone());
+        }
+    }
+    entry.meta.tags.retain(|tag| !delete.contains(tag));
+    tables.replace_config_revision(&entry)?;
+    Ok(Outcome::Revision { revision })
+}
+
+/// Drops a revision from the history; the revision in force for its name
+/// (OSMO's current revision) stays.
+pub(super) fn apply_config_revision_delete(
+    tables: &Tables,
+    config_type: ConfigType,
+    revision: u64,
+) -> Result<Outcome, StorageError> {
+    let Some(entry) = tables.config_revision(config_type, revision)? else {
+        return Ok(Outcome::rejected(
+            RejectionKind::NotFound,
+            format!("No config history entry found for type {config_type} at revision {revision}"),
+        ));
+    };
+    if tables.config_revision_in_force(config_type, &entry.name)? == Some(revision) {
+        return Ok(Outcome::rejected(
+            RejectionKind::Conflict,
+            format!("Cannot delete the current revision {revision} for config type {config_type}"),
+        ));
+    }
+    tables.remove_config_revision(config_type, revision)?;
+    Ok(Outcome::Revision { revision })
 }

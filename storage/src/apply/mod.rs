@@ -17,10 +17,12 @@ mod workflow;
 
 use crate::command::{Command, Outcome, RejectionKind};
 use crate::error::StorageError;
+use crate::labels::Labels;
 use crate::record::Millis;
 use crate::tables::Tables;
 use config::{
-    apply_backend_heartbeat, apply_config_delete, apply_config_put, apply_config_rollback,
+    apply_backend_heartbeat, apply_config_delete, apply_config_put, apply_config_revision_delete,
+    apply_config_rollback, apply_config_tag,
 };
 use operator::{
     apply_job_complete, apply_log_chunk_append, apply_operator_hello, apply_operator_reports,
@@ -30,7 +32,7 @@ use redb::WriteTransaction;
 use task::{apply_task_data_times_record, apply_task_report};
 use timer::apply_timer_fire;
 use token::{apply_token_issue, apply_token_revoke};
-use workflow::{apply_workflow_cancel, apply_workflow_submit};
+use workflow::{apply_workflow_cancel, apply_workflow_submit, apply_workflow_tag};
 
 /// Applies one command inside `txn`, at the state's clock: the command's
 /// time, or the last time applied if that is later, so time in the state
@@ -63,13 +65,36 @@ fn apply_at(
         #[cfg(feature = "upgrade-drill")]
         Command::UpgradeDrill { .. } => Ok(Outcome::Applied),
         Command::SubmitWorkflow { now, submission } => {
-            apply_workflow_submit(tables, at(now), submission)
+            apply_workflow_submit(tables, at(now), submission, &Labels::new())
         }
         Command::SubmitPackedWorkflow { now, packed } => match packed.unpack() {
-            Ok(submission) => apply_workflow_submit(tables, at(now), &submission),
+            Ok(submission) => apply_workflow_submit(tables, at(now), &submission, &Labels::new()),
             // Refused, not fatal: a bad entry must not stop every replica.
             Err(error) => Ok(Outcome::rejected(RejectionKind::Invalid, error.to_string())),
         },
+        Command::SubmitWorkflowWithLabels {
+            now,
+            packed,
+            labels,
+        } => match packed.unpack() {
+            Ok(submission) => apply_workflow_submit(tables, at(now), &submission, labels),
+            Err(error) => Ok(Outcome::rejected(RejectionKind::Invalid, error.to_string())),
+        },
+        Command::TagWorkflow {
+            workflow_id,
+            add,
+            remove,
+        } => apply_workflow_tag(tables, workflow_id, add, remove),
+        Command::TagConfigRevision {
+            config_type,
+            revision,
+            set,
+            delete,
+        } => apply_config_tag(tables, *config_type, *revision, set, delete),
+        Command::DeleteConfigRevision {
+            config_type,
+            revision,
+        } => apply_config_revision_delete(tables, *config_type, *revision),
         Command::CancelWorkflow {
             now,
             workflow_id,

@@ -1,14 +1,19 @@
 //! Appliers for a workflow as a whole: `SubmitWorkflow` (with the plan's
-//! structural check) and `CancelWorkflow`.
+//! structural check, and its labels), `CancelWorkflow` and `TagWorkflow`.
 //!
 //! Invariants: a submit whose plan breaks the structure `apply` relies on is
 //! stored as FAILED_SUBMISSION without groups, tasks or jobs; group and task
 //! uuids derive from the submission alone, so every replica writes the same
-//! ones; a cancel leaves finished groups as they are and, only when forced,
-//! queues their cancel job again.
+//! ones; a submit whose labels break the label rules is rejected and writes
+//! nothing; a cancel leaves finished groups as they are and, only when
+//! forced, queues their cancel job again; a workflow carries only tags the
+//! WORKFLOW config allowed when they were added.
 
 use crate::command::{Outcome, RejectionKind};
+use crate::config::workflow::WorkflowConfig;
+use crate::config::{ConfigRevision, ConfigType};
 use crate::error::StorageError;
+use crate::labels::{check_labels, Labels};
 use crate::lifecycle::{self, derive_uuid};
 use crate::plan::WorkflowPlan;
 use crate::record::{GroupRecord, JobKind, Millis, Submission, TaskRecord, WorkflowRecord};
@@ -20,6 +25,7 @@ pub(super) fn apply_workflow_submit(
     tables: &Tables,
     now: Millis,
     submission: &Submission,
+    labels: &Labels,
 ) -> Result<Outcome, StorageError> {
     let Some(pool) = tables.pool(&submission.pool)? else {
         return Ok(Outcome::rejected(
@@ -27,6 +33,12 @@ pub(super) fn apply_workflow_submit(
             format!("pool '{}' does not exist", submission.pool),
         ));
     };
+    if let Err(message) = check_labels(labels) {
+        return Ok(Outcome::rejected(
+            RejectionKind::Invalid,
+            format!("labels: {message}"),
+        ));
+    }
     let plan = submission
         .plan
         .clone()
@@ -55,6 +67,7 @@ pub(super) fn apply_workflow_submit(
         queue_timeout_seconds: None,
         groups: Vec::new(),
     };
+    tables.put_workflow_labels(&id, labels)?;
     let plan = match plan {
         Ok(plan) => plan,
         Err(message) => {
@@ -231,4 +244,60 @@ pub(super) fn apply_workflow_cancel(
     Ok(Outcome::Canceled {
         workflow_id: workflow_id.to_string(),
     })
+}
+
+/// OSMO's `POST /api/workflow/{name}/tag`: `remove`, then `add`; an added
+/// tag must be in the WORKFLOW config's `workflow_info.tags`.
+pub(super) fn apply_workflow_tag(
+    tables: &Tables,
+    workflow_id: &str,
+    add: &[String],
+    remove: &[String],
+) -> Result<Outcome, StorageError> {
+    let Some(workflow) = tables.workflow_row(workflow_id)? else {
+        return Ok(Outcome::rejected(
+            RejectionKind::NotFound,
+            format!("workflow '{workflow_id}' does not exist"),
+        ));
+    };
+    if !add.is_empty() {
+        let allowed = allowed_tags(tables)?;
+        if add.iter().any(|tag| !allowed.contains(tag)) {
+            return Ok(Outcome::rejected(
+                RejectionKind::Invalid,
+                format!(
+                    "Invalid tag detected. Users can only set specified tags: {}",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    let mut tags = tables.workflow_tags(workflow_id)?;
+    tags.retain(|tag| !remove.contains(tag));
+    for tag in add {
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
+    tables.set_workflow_tags(&workflow, &tags)?;
+    Ok(Outcome::Applied)
+}
+
+/// The tags users may give workflows: the WORKFLOW config's
+/// `workflow_info.tags` (none when never set).
+fn allowed_tags(tables: &Tables) -> Result<Vec<String>, StorageError> {
+    let config = match tables.config_current(ConfigType::Workflow, "")? {
+        Some(ConfigRevision {
+            data: Some(data), ..
+        }) => WorkflowConfig::from_data(&data).unwrap_or_default(),
+        _ => WorkflowConfig::default(),
+    };
+    Ok(config.workflow_info["tags"]
+        .as_array()
+        .map(|tags| {
+            tags.iter()
+                .filter_map(|tag| tag.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default())
 }

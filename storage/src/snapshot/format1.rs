@@ -142,6 +142,7 @@ pub(super) fn install(store: &Store, body: &[u8], raft_meta: &[u8]) -> Result<()
     crate::row::seal_legacy_rows(&txn)?;
     // Format 1 predates the tallies: they are counted from the rows.
     crate::tally::rebuild_if_stale(&txn)?;
+    crate::indexes::rebuild_if_stale(&txn)?;
     txn.commit()?;
     Ok(())
 }

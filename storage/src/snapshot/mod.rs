@@ -9,8 +9,10 @@
 //!   write transaction: a reader sees the old state or the new one.
 //! - Tables come from [`crate::schema::ALL`]: a table cannot be missing from
 //!   an export or survive an install. A table the image lacks (written
-//!   before the table existed) is installed empty — the tallies, derived
-//!   from the rows, are then counted from them (`tally::rebuild_if_stale`);
+//!   before the table existed) is installed empty — the tallies and the
+//!   list's indexes, derived from the rows, are then built from them
+//!   (`tally::rebuild_if_stale`, `indexes::rebuild_if_stale`); new tables
+//!   go at the end of the registry, so at the end of an image;
 //!   a table this version does not know is refused by name.
 //!
 //! Format 2: `GNTSNAP2`, the SHA-256 of the body, then the body: bincode of
@@ -116,6 +118,8 @@ impl Store {
         Tables::new(&txn).set_meta(tables::RAFT_META_KEY, raft_meta)?;
         // An image from before the tallies holds none: counted from its rows.
         crate::tally::rebuild_if_stale(&txn)?;
+        // And none of the list's indexes: built from its workflows.
+        crate::indexes::rebuild_if_stale(&txn)?;
         txn.commit()?;
         Ok(())
     }
