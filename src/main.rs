@@ -35,6 +35,13 @@ enum Top {
         #[command(subcommand)]
         command: cli::WorkflowCommand,
     },
+    /// List tasks across workflows (OSMO's `task list`)
+    Task {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::TaskCommand,
+    },
     /// Cluster membership: members, leave
     Cluster {
         #[command(flatten)]
@@ -231,6 +238,13 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             client.format = command.format();
             cli::run_workflow(&client, command).await.map(|()| 0)
+        }
+        Top::Task {
+            mut client,
+            command,
+        } => {
+            client.format = command.format();
+            cli::run_task(&client, command).await.map(|()| 0)
         }
         Top::Cluster {
             mut client,

@@ -575,3 +575,39 @@ fn with_auth_on_the_osmo_user_header_is_ignored() {
     assert_eq!(workflow["submitted_by"], profile["profile"]["username"]);
     server.stop();
 }
+
+#[test]
+fn task_list_through_osmos_cli() {
+    let Some(osmo) = Osmo::find() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(&dir.path().join("dev"));
+    let api = server.client();
+    osmo.login(&server.url, "alice");
+    let hello = spec_file(dir.path(), "hello.yaml", HELLO);
+    let sleeper = spec_file(dir.path(), "sleeper.yaml", SLEEPER);
+    let done = submitted_id(&osmo.ok(&["workflow", "submit", &hello]));
+    let sleeping = submitted_id(&osmo.ok(&["workflow", "submit", &sleeper]));
+    api.wait_finished(&done, Duration::from_secs(60));
+    api.wait_task(&sleeping, "nap", "RUNNING", Duration::from_secs(60));
+
+    // The CLI's default: the caller's tasks in the live statuses.
+    let text = osmo.ok(&["task", "list"]);
+    let nap = row(&text, "alice");
+    assert!(
+        nap.contains(&sleeping) && nap.contains("nap") && nap.contains("RUNNING"),
+        "{text}"
+    );
+    assert!(!text.contains(&done), "{text}");
+    let text = osmo.ok(&["task", "list", "-s", "COMPLETED", "RUNNING"]);
+    assert!(text.contains(&done) && text.contains("greet"), "{text}");
+    assert!(text.contains(&sleeping), "{text}");
+    let text = osmo.ok(&["task", "list", "-S"]);
+    assert!(row(&text, "alice").contains("default"), "{text}");
+    let text = osmo.ok(&["task", "list", "-t", "json"]);
+    let listed: Value = serde_json::from_str(&text).expect("task list -t json");
+    assert_eq!(listed["tasks"][0]["task_name"], "nap", "{text}");
+    assert_eq!(listed["tasks"][0]["workflow_id"], sleeping.as_str());
+
+    api.post(&format!("/api/workflow/{sleeping}/cancel"), None);
+    server.stop();
+}

@@ -23,6 +23,7 @@ mod resources;
 mod route_table;
 mod routes;
 mod submit;
+mod tasks;
 mod views;
 mod workflow;
 mod workflow_logs;

@@ -10,7 +10,7 @@
 use super::access::{Access, Target};
 use super::routes::{gantry, optional, required, Content, Kind, QueryParam, Route};
 use super::{
-    access_tokens, cluster, configs, events, operator_stream, resources, submit, workflow,
+    access_tokens, cluster, configs, events, operator_stream, resources, submit, tasks, workflow,
     workflow_logs,
 };
 use axum::http::Method;
@@ -129,6 +129,10 @@ pub fn routes() -> Vec<Route> {
             .query(&[optional("add", List), optional("remove", List)]),
         Route::new(M::GET, "/api/tag", "The tags users may give workflows", allow("workflow:List", ANY), get(workflow::allowed_tags))
             .query(&[STALE]),
+        Route::new(M::GET, "/api/workflow/{name}/task/{task_name}", "A task's latest run", allow("workflow:Read", WORKFLOW_POOL), get(tasks::get))
+            .query(&[STALE]),
+        Route::new(M::GET, "/api/task", "Task runs across workflows, or their requests summed", allow("workflow:List", ANY), get(tasks::list))
+            .query(&[optional("workflow_id", String), optional("statuses", List), optional("users", List), optional("all_users", Boolean), optional("pools", List), optional("all_pools", Boolean), optional("nodes", List), optional("started_after", String), optional("started_before", String), optional("offset", Integer), optional("limit", Integer), optional("order", String), optional("summary", Boolean), optional("aggregate_by_workflow", Boolean), optional("priority", List), STALE]),
         // Operators: a stream for as long as the operator lives. Each frame
         // is bounded (`protocol::wire::FRAME_BYTES_MAX`), the whole body is not.
         Route::new(M::POST, "/api/agent/connect", "The operator stream (mutual TLS, HTTP/2)", allow("backend:Connect", Target::Query("backend/", "backend")),

@@ -2,10 +2,12 @@
 //!
 //! Invariant: field names are exactly OSMO's (`../shared/osmo/openapi.json`):
 //! WorkflowQueryResponse, GroupQueryResponse, TaskQueryResponse, ListEntry,
+//! TaskEntry, ListTaskEntry, ListTaskSummaryEntry, ListTaskAggregatedEntry
 //! (pools: `gantry_storage::config::pool::pool_json`); every time in the
 //! API's JSON goes through [`time`], in OSMO's form.
 
 use gantry_storage::labels::Labels;
+use gantry_storage::plan::ResourcePlan;
 use gantry_storage::{GroupRecord, Millis, TaskRecord, WorkflowRecord};
 use serde_json::{json, Value};
 
@@ -50,6 +52,9 @@ impl Links<'_> {
     }
     pub fn events(&self, id: &str) -> String {
         format!("{}/api/workflow/{id}/events", self.base_url)
+    }
+    pub fn error_logs(&self, id: &str) -> String {
+        format!("{}/api/workflow/{id}/error_logs", self.base_url)
     }
 }
 
@@ -179,6 +184,130 @@ pub fn query(
         "labels": marks.labels,
         "warnings": [],
     })
+}
+
+/// A task's resource request as OSMO's task rows count it (`cpu_count`,
+/// `gpu_count`, `memory_count`, `disk_count`): whole CPUs and GPUs, memory
+/// and storage in GiB; an amount the spec leaves out counts 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TaskRequest {
+    pub cpu: u64,
+    pub gpu: u64,
+    pub memory_bytes: u64,
+    pub storage_bytes: u64,
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+impl TaskRequest {
+    pub fn of(resource: &ResourcePlan) -> TaskRequest {
+        TaskRequest {
+            cpu: resource.cpu.unwrap_or(0),
+            gpu: resource.gpu.unwrap_or(0),
+            memory_bytes: resource.memory_bytes.unwrap_or(0),
+            storage_bytes: resource.storage_bytes.unwrap_or(0),
+        }
+    }
+
+    pub fn add(&mut self, other: TaskRequest) {
+        self.cpu = self.cpu.saturating_add(other.cpu);
+        self.gpu = self.gpu.saturating_add(other.gpu);
+        self.memory_bytes = self.memory_bytes.saturating_add(other.memory_bytes);
+        self.storage_bytes = self.storage_bytes.saturating_add(other.storage_bytes);
+    }
+
+    /// `storage`, `cpu`, `memory`, `gpu` as OSMO writes them.
+    fn fields(&self) -> [(&'static str, Value); 4] {
+        [
+            ("storage", json!(self.storage_bytes as f64 / GIB)),
+            ("cpu", json!(self.cpu)),
+            ("memory", json!(self.memory_bytes as f64 / GIB)),
+            ("gpu", json!(self.gpu)),
+        ]
+    }
+}
+
+fn with_request(mut entry: Value, request: &TaskRequest) -> Value {
+    if let Some(object) = entry.as_object_mut() {
+        for (key, value) in request.fields() {
+            object.insert(key.to_string(), value);
+        }
+    }
+    entry
+}
+
+/// OSMO's `TaskEntry` (`GET /api/workflow/{name}/task/{task_name}`): the
+/// task's latest run.
+pub fn task_get_entry(task: &TaskRecord, request: &TaskRequest) -> Value {
+    with_request(
+        json!({
+            "workflow_id": task.workflow_id,
+            "task_name": task.name,
+            "node": task.node_name,
+            "start_time": time(task.start_time),
+            "end_time": time(task.end_time),
+            "status": task.status.as_str(),
+        }),
+        request,
+    )
+}
+
+/// OSMO's `ListTaskEntry` (`GET /api/task`): one run of a task. Its
+/// `duration` runs until now while the run has not ended, as OSMO's does.
+pub fn list_task_entry(
+    workflow: &WorkflowRecord,
+    task: &TaskRecord,
+    request: &TaskRequest,
+    links: &Links,
+    now: Millis,
+) -> Value {
+    let duration = task
+        .start_time
+        .map(|start| (task.end_time.unwrap_or(now) - start) as f64 / 1000.0);
+    let failed = task.status.as_str().starts_with("FAILED");
+    with_request(
+        json!({
+            "user": workflow.user,
+            "workflow_id": workflow.id,
+            "workflow_uuid": workflow.uuid,
+            "task_name": task.name,
+            "retry_id": task.retry_id,
+            "pool": workflow.pool,
+            "node": task.node_name,
+            "start_time": time(task.start_time),
+            "end_time": time(task.end_time),
+            "duration": duration,
+            "status": task.status.as_str(),
+            "overview": links.overview(&workflow.id),
+            "logs": format!("{}?task_name={}", links.logs(&workflow.id), task.name),
+            "error_logs": failed.then(|| format!("{}?task_name={}", links.error_logs(&workflow.id), task.name)),
+            "grafana_url": Value::Null,
+            "dashboard_url": Value::Null,
+            "priority": workflow.priority.as_str(),
+        }),
+        request,
+    )
+}
+
+/// OSMO's `ListTaskSummaryEntry`: the requests of a user's tasks in a pool
+/// at a priority, summed.
+pub fn task_summary_entry(user: &str, pool: &str, priority: &str, request: &TaskRequest) -> Value {
+    with_request(
+        json!({"user": user, "pool": pool, "priority": priority}),
+        request,
+    )
+}
+
+/// OSMO's `ListTaskAggregatedEntry`: [`task_summary_entry`] per workflow.
+pub fn task_aggregated_entry(workflow: &WorkflowRecord, request: &TaskRequest) -> Value {
+    let mut entry = task_summary_entry(
+        &workflow.user,
+        &workflow.pool,
+        workflow.priority.as_str(),
+        request,
+    );
+    entry["workflow_id"] = json!(workflow.id);
+    entry
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! CLI verbs that talk to a Gantry server over its OSMO-compatible REST API.
 //!
-//! Owns the clap definitions of `workflow`, `pool`, `resource`, `token`,
+//! Owns the clap definitions of `workflow`, `task`, `pool`, `resource`, `token`,
 //! `login`, `config` and `version` and their output; `main.rs` only parses
 //! and dispatches. Submodules: `config` (where the server and token come
 //! from, the login file), `client` (HTTP, failover, typed errors), `output`
-//! (JSON, tables, spinner), and the verbs: `workflow`, `pool` (also
+//! (JSON, tables, spinner), and the verbs: `workflow`, `task`, `pool` (also
 //! `resource`), `token` (also `login`), `configs`, `cluster`.
 //!
 //! Invariants: with `-t json` a verb prints the API's JSON unchanged and nothing
@@ -19,6 +19,7 @@ pub mod error;
 pub mod follow;
 pub mod output;
 pub mod pool;
+pub mod task;
 pub mod token;
 pub mod workflow;
 
@@ -29,6 +30,7 @@ pub use client::Client;
 pub use cluster::{run_cluster, run_snapshot, ClusterCommand, SnapshotCommand};
 pub use configs::{run_config, ConfigCommand};
 pub use pool::{run_pool, run_resource, PoolCommand, ResourceCommand};
+pub use task::{run_task, TaskCommand};
 pub use token::{run_login, run_token, LoginArgs, TokenCommand};
 pub use workflow::{run_workflow, WorkflowCommand};
 

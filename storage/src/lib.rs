@@ -46,7 +46,9 @@ pub mod state_hash;
 pub mod store;
 mod tables;
 mod tally;
+pub mod task_list;
 mod workflow_specs;
 
 pub use state_hash::StateHash;
 pub use store::{ListFilter, ReadView, Store};
+pub use task_list::TaskFilter;

@@ -145,13 +145,13 @@ fn note_corruption<T>(
 
 /// A consistent view of committed state.
 pub struct ReadView {
-    txn: ReadTransaction,
+    pub(crate) txn: ReadTransaction,
     corruption: Arc<OnceLock<String>>,
 }
 
 impl ReadView {
     /// A sealed row checked and decoded; a corrupt one is noted in the store.
-    fn row<T: DeserializeOwned>(
+    pub(crate) fn row<T: DeserializeOwned>(
         &self,
         table: &impl TableHandle,
         key: &dyn Debug,

@@ -83,6 +83,9 @@
 //! expect tags WF -> TAG ... | none
 //! expect history-tags TYPE revision=N -> TAG ... | none
 //! expect counts none | STATUS=N ...    exact count_by_status (any order)
+//! expect tasks [status=A,B] [workflow=S] [user=U,V] [pool=P,Q] [node=N,M]
+//!              [priority=HIGH,..] [after=T] [before=T] [limit=N] -> WF/TASK/RETRY ...
+//!     the task list (`visit_tasks`) in its order, the first `limit` runs
 //! expect config TYPE [NAME] revision=N|none [user=U] [description=D] [backend=B]
 //! expect history TYPE -> REV:NAME:put|delete ... | none
 //! expect backend NAME none | [online=BOOL] [last_heartbeat=T] [nodes=N]
@@ -113,8 +116,8 @@ use gantry_storage::plan::{
 use gantry_storage::{
     BackendSettings, Command, ConfigData, ConfigMeta, ConfigType, JobKind, ListFilter, LogChunk,
     NodeInventory, Outcome, PackedSubmission, Policy, PolicyEffect, PoolConfig, PoolRecord,
-    Priority, RejectionKind, RoleConfig, SchedulerType, Store, Submission, TaskDataTimes, TaskKey,
-    TaskReport, TaskStatus, TimerKind, WorkflowStatus,
+    Priority, RejectionKind, RoleConfig, SchedulerType, Store, Submission, TaskDataTimes,
+    TaskFilter, TaskKey, TaskReport, TaskStatus, TimerKind, WorkflowStatus,
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -1790,6 +1793,57 @@ impl Case {
                 }
                 if actual != wanted {
                     return Err(format!("counts: expected {wanted:?}, got {actual:?}"));
+                }
+                Ok(())
+            }
+            "tasks" => {
+                args.allow(&[
+                    "status", "workflow", "user", "pool", "node", "priority", "after", "before",
+                    "limit",
+                ])?;
+                let split = |v: Option<&str>| -> Vec<String> {
+                    v.map(|v| v.split(',').map(str::to_string).collect())
+                        .unwrap_or_default()
+                };
+                let filter = TaskFilter {
+                    workflow_id: args.get("workflow").map(str::to_string),
+                    statuses: split(args.get("status"))
+                        .iter()
+                        .map(|s| s.parse::<TaskStatus>())
+                        .collect::<Result<_, _>>()?,
+                    users: split(args.get("user")),
+                    pools: split(args.get("pool")),
+                    nodes: split(args.get("node")),
+                    started_after: args.num("after")?,
+                    started_before: args.num("before")?,
+                    priorities: split(args.get("priority"))
+                        .iter()
+                        .map(|s| s.parse::<Priority>())
+                        .collect::<Result<_, _>>()?,
+                };
+                let limit: usize = args.num("limit")?.unwrap_or(usize::MAX);
+                let arrow = args
+                    .pos
+                    .iter()
+                    .position(|p| p == "->")
+                    .ok_or("expect tasks needs '-> RUNS'")?;
+                let wanted: Vec<String> = args.pos[arrow + 1..].to_vec();
+                let mut actual: Vec<String> = Vec::new();
+                read.visit_tasks(&filter, |workflow, task| {
+                    actual.push(format!("{}/{}/{}", workflow.id, task.name, task.retry_id));
+                    Ok(if actual.len() >= limit {
+                        std::ops::ControlFlow::Break(())
+                    } else {
+                        std::ops::ControlFlow::Continue(())
+                    })
+                })
+                .map_err(|e| e.to_string())?;
+                if actual != wanted {
+                    return Err(format!(
+                        "tasks: expected [{}], got [{}]",
+                        wanted.join(" "),
+                        actual.join(" ")
+                    ));
                 }
                 Ok(())
             }
