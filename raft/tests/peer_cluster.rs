@@ -4,7 +4,8 @@
 //! Every wait is a condition polled until a generous deadline: the deadline
 //! only turns a hang into a failure, the assertions are on behaviour.
 
-use gantry_raft::node::MemberRole;
+use gantry_raft::node::{CheckState, MemberRole, StateVerdict};
+use gantry_raft::transport::STATE_SCHEMA_PATH;
 use gantry_raft::{peer_router, serve_peer, GantryNode, NodeConfig, PeerTransport, RaftNode};
 use gantry_storage::{Command, Outcome, PoolRecord};
 use openraft::error::RPCError;
@@ -138,6 +139,18 @@ fn address(port: u16) -> GantryNode {
 const SNAPSHOT_EVERY: u64 = 50;
 
 async fn start(id: u64, dir: &Path, listener: TcpListener, tls: &Tls) -> Member {
+    start_serving(id, dir, listener, tls, |router| router).await
+}
+
+/// [`start`], with the peer routes passed through `wrap` (to play a
+/// member of another build).
+async fn start_serving(
+    id: u64,
+    dir: &Path,
+    listener: TcpListener,
+    tls: &Tls,
+    wrap: impl FnOnce(axum::Router) -> axum::Router,
+) -> Member {
     let port = listener.local_addr().expect("local address").port();
     let mut config = NodeConfig::new(id, dir, address(port));
     config.snapshot_every_logs = SNAPSHOT_EVERY;
@@ -159,7 +172,7 @@ async fn start(id: u64, dir: &Path, listener: TcpListener, tls: &Tls) -> Member 
     let server = tokio::spawn(serve_peer(
         listener,
         tls.server.clone(),
-        peer_router(node.clone()),
+        wrap(peer_router(node.clone())),
         async move {
             let _ = stopped.await;
         },
@@ -490,6 +503,100 @@ async fn a_peer_from_another_ca_is_refused() {
     assert!(!pool_names_local(leader).contains("rogue"));
 
     rogue.stop().await;
+    for member in members {
+        member.stop().await;
+    }
+}
+
+/// Answers the state-schema probe as a build whose state hash covers other
+/// tables would (one table more, mid-upgrade).
+async fn another_schema(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if request.uri().path() == STATE_SCHEMA_PATH {
+        let bytes = bincode::serde::encode_to_vec("0123456789abcdef", bincode::config::standard())
+            .expect("encode");
+        return bytes.into_response();
+    }
+    next.run(request).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_checks_compare_only_members_that_hash_the_same_tables() {
+    let pki = Pki::new("cluster CA");
+    let root = TempDir::new().expect("temp dir");
+    let mut members = cluster(&pki, root.path()).await;
+    members[0]
+        .node
+        .propose(pool("before"))
+        .await
+        .expect("propose");
+    let round = members[0].node.check_states().await.expect("round");
+    assert!(
+        round
+            .checks
+            .values()
+            .all(|c| c.state == CheckState::Healthy),
+        "{round:?}"
+    );
+
+    // Member 3 comes back as a build whose hash covers other tables: the
+    // round compares nothing and marks nobody.
+    let (id, port, dir) = members.remove(2).stop().await;
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("rebind");
+    let tls = pki.member("n3");
+    members.push(
+        start_serving(id, &dir, listener, &tls, |router| {
+            router.layer(axum::middleware::from_fn(another_schema))
+        })
+        .await,
+    );
+    let round = members[0].node.check_states().await.expect("round");
+    assert_eq!(round.checks.len(), 3, "{round:?}");
+    for check in round.checks.values() {
+        assert_eq!(check.state, CheckState::Uncompared, "{round:?}");
+        assert!(
+            check
+                .detail
+                .contains("node 3 hashes schema 0123456789abcdef"),
+            "{}",
+            check.detail
+        );
+    }
+    assert!(members.iter().all(|m| m.node.state_corrupt().is_none()));
+
+    // A verdict judged under another schema is not taken; under this
+    // build's it is, and a healthy one clears it.
+    let peer = address(members[1].port).peer;
+    let corrupt = StateVerdict::Corrupt {
+        index: round.index,
+        reason: "a test verdict".into(),
+    };
+    let transport = &members[0].transport;
+    let taken = transport
+        .state_verdict(&peer, "0123456789abcdef", &corrupt)
+        .await
+        .expect("delivered");
+    assert!(taken.is_ok());
+    assert!(members[1].node.state_corrupt().is_none());
+    let schema = gantry_storage::state_hash::state_schema();
+    let taken = transport
+        .state_verdict(&peer, &schema, &corrupt)
+        .await
+        .expect("delivered");
+    assert!(taken.is_ok());
+    assert!(members[1].node.state_corrupt().is_some());
+    let healthy = StateVerdict::Healthy { index: round.index };
+    let taken = transport
+        .state_verdict(&peer, &schema, &healthy)
+        .await
+        .expect("delivered");
+    assert!(taken.is_ok());
+    assert!(members[1].node.state_corrupt().is_none());
     for member in members {
         member.stop().await;
     }

@@ -26,6 +26,20 @@ use sha2::{Digest, Sha256};
 /// Domain separation: a future change of what is hashed changes this tag.
 const HASH_DOMAIN: &[u8] = b"gantry-state-hash-1\0";
 
+/// What this build's state hash covers: a fingerprint of the hash's domain
+/// tag and every table's name, in order. Two builds whose fingerprints
+/// differ hash different things, so their hashes of one state differ and
+/// must not be compared (a rolling upgrade that adds a table).
+pub fn state_schema() -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(HASH_DOMAIN);
+    for table in schema::ALL {
+        feed(&mut hasher, table.table_name().as_bytes());
+    }
+    let digest: [u8; 32] = hasher.finalize().into();
+    hex_of(&digest[..8])
+}
+
 /// The hash of a state and the position it was taken at.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateHash {

@@ -7,9 +7,17 @@
 //! hash its own view at that index and ask every other member for the hash
 //! of its view at the same index (`/gantry/state-hash`, which waits for the
 //! member to apply that far); judge ([`judge`]); send each member answered
-//! its verdict (`/gantry/state-verdict`); keep the results for `members`.
+//! its verdict (`/gantry/state-verdict-schema`, with the state schema it
+//! judged under); keep the results for `members`.
 //!
 //! Invariants:
+//! - Hashes are compared only between builds that hash the same tables
+//!   (`gantry_storage::state_hash::state_schema`): while a member answers
+//!   another schema, or is of a build from before schemas were announced
+//!   (mid-upgrade), a round compares nothing and every member shows
+//!   `Uncompared` with the reason; a member takes a verdict only when it was
+//!   judged under its own schema, and never takes a corrupt verdict from a
+//!   leader of a build from before schemas (`/gantry/state-verdict`).
 //! - Hashes are compared only at the same index, each from a read view
 //!   taken right after that index was applied, and computed off the apply
 //!   path (on a blocking thread, one at a time per member).
@@ -185,6 +193,25 @@ impl RaftNode {
             .nodes()
             .map(|(id, node)| (*id, node.peer.clone()))
             .collect();
+        if let Some(reason) = self.schemas_differ(&members).await {
+            // Hashes of different table sets always differ: no verdicts
+            // until every member runs this build's schema.
+            let checks: BTreeMap<NodeId, StateCheck> = members
+                .iter()
+                .map(|(id, _)| {
+                    let check = StateCheck {
+                        state: CheckState::Uncompared,
+                        index: Some(index),
+                        detail: reason.clone(),
+                    };
+                    (*id, check)
+                })
+                .collect();
+            self.keep_results(&checks);
+            metrics::counter!(crate::metrics::STATE_CHECKS, "outcome" => "schemas_differ")
+                .increment(1);
+            return Ok(CheckRound { index, checks });
+        }
         let mut asks = tokio::task::JoinSet::new();
         for (id, peer) in members {
             let node = self.clone();
@@ -230,6 +257,39 @@ impl RaftNode {
         };
         metrics::counter!(crate::metrics::STATE_CHECKS, "outcome" => outcome).increment(1);
         Ok(CheckRound { index, checks })
+    }
+
+    /// Why this round cannot compare hashes: a member whose state hash
+    /// covers other tables (another build, mid-upgrade); `None` when every
+    /// member that answers hashes what this one does. A member that cannot
+    /// be asked does not stop the round (it will not answer the hash either).
+    async fn schemas_differ(&self, members: &[(NodeId, String)]) -> Option<String> {
+        let transport = self.transport.clone()?;
+        let own = gantry_storage::state_hash::state_schema();
+        let mut asks = tokio::task::JoinSet::new();
+        for (id, peer) in members.iter().filter(|(id, _)| *id != self.id).cloned() {
+            let transport = transport.clone();
+            asks.spawn(async move { (id, transport.state_schema(&peer).await) });
+        }
+        let mut differing = Vec::new();
+        while let Some(joined) = asks.join_next().await {
+            match joined {
+                Ok((id, Ok(Some(schema)))) if schema != own => {
+                    differing.push(format!("node {id} hashes schema {schema}"));
+                }
+                Ok((id, Ok(None))) => {
+                    differing.push(format!("node {id} runs a build from before state schemas"));
+                }
+                _ => {}
+            }
+        }
+        differing.sort();
+        (!differing.is_empty()).then(|| {
+            format!(
+                "not compared: {} (this leader: schema {own}); checks resume once every member runs one build's tables",
+                differing.join(", ")
+            )
+        })
     }
 
     async fn peer_state_hash(&self, peer: &str, index: u64) -> Result<Digest, String> {
@@ -281,7 +341,11 @@ impl RaftNode {
                 "node {id} cannot be reached from here"
             )));
         };
-        match transport.state_verdict(&node.peer, verdict).await? {
+        let schema = gantry_storage::state_hash::state_schema();
+        match transport
+            .state_verdict(&node.peer, &schema, verdict)
+            .await?
+        {
             Ok(()) => Ok(()),
             Err(error) => Err(RaftError::Raft(format!("{error:?}"))),
         }

@@ -358,20 +358,40 @@ impl PeerTransport {
         .map_err(|e| e.into_gantry(peer))
     }
 
-    /// Hands `peer` the leader's verdict on its state.
+    /// Hands `peer` the leader's verdict on its state, judged under the
+    /// state schema `schema`.
     pub async fn state_verdict(
         &self,
         peer: &str,
+        schema: &str,
         verdict: &crate::node::StateVerdict,
     ) -> Result<super::StateVerdictReply, GantryError> {
         self.call::<_, super::StateVerdictReply>(
             peer,
-            super::STATE_VERDICT_PATH,
-            verdict,
+            super::STATE_VERDICT_SCHEMA_PATH,
+            &(schema, verdict),
             super::MEMBERS_TIMEOUT,
         )
         .await
         .map_err(|e| e.into_gantry(peer))
+    }
+
+    /// What `peer`'s state hash covers; `None` from a build from before
+    /// state schemas were announced.
+    pub async fn state_schema(&self, peer: &str) -> Result<Option<String>, GantryError> {
+        match self
+            .call::<_, String>(
+                peer,
+                super::STATE_SCHEMA_PATH,
+                &(),
+                super::BUILD_PROBE_TIMEOUT,
+            )
+            .await
+        {
+            Ok(schema) => Ok(Some(schema)),
+            Err(CallError::NoRoute) => Ok(None),
+            Err(other) => Err(other.into_gantry(peer)),
+        }
     }
 
     /// Asks `peer`, as leader, for a linearizable read index.

@@ -64,6 +64,13 @@ pub const CLOCK_PATH: &str = "/gantry/clock";
 pub const STATE_HASH_PATH: &str = "/gantry/state-hash";
 /// The leader's verdict on a member's state after a state check.
 pub const STATE_VERDICT_PATH: &str = "/gantry/state-verdict";
+/// What a member's state hash covers (`gantry_storage::state_hash::state_schema`);
+/// a member of a build from before schemas were announced answers 404.
+pub const STATE_SCHEMA_PATH: &str = "/gantry/state-schema";
+/// The leader's verdict with the state schema it judged under: a member
+/// takes it only when its own schema is the same. (Builds from before
+/// schemas were announced send theirs to [`STATE_VERDICT_PATH`].)
+pub const STATE_VERDICT_SCHEMA_PATH: &str = "/gantry/state-verdict-schema";
 /// What a member's build understands ([`BuildInfo`]); a member of a build
 /// from before version gating answers 404.
 pub const BUILD_PATH: &str = "/gantry/build";

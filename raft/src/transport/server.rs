@@ -16,7 +16,8 @@ use super::{
     API_CONNECTIONS_MAX, APPEND_PATH, CLOCK_PATH, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
     MEMBERSHIP_PATH, MEMBERS_PATH, PEER_CONNECTIONS_MAX, PEER_STREAMS_MAX, PROPOSE_PATH,
     READ_INDEX_PATH, REQUEST_BODY_MAX, SHUTDOWN_GRACE, SNAPSHOT_PATH, STATE_HASH_PATH,
-    STATE_VERDICT_PATH, STORE_PROBE_PATH, TLS_HANDSHAKE_TIMEOUT, VOTE_PATH,
+    STATE_SCHEMA_PATH, STATE_VERDICT_PATH, STATE_VERDICT_SCHEMA_PATH, STORE_PROBE_PATH,
+    TLS_HANDSHAKE_TIMEOUT, VOTE_PATH,
 };
 use crate::node::RaftNode;
 use crate::types::{decode, encode, NodeId, TypeConfig};
@@ -62,6 +63,8 @@ pub fn peer_router(node: RaftNode) -> Router {
         .route(CLOCK_PATH, post(clock))
         .route(STATE_HASH_PATH, post(state_hash))
         .route(STATE_VERDICT_PATH, post(state_verdict))
+        .route(STATE_VERDICT_SCHEMA_PATH, post(state_verdict_with_schema))
+        .route(STATE_SCHEMA_PATH, post(state_schema))
         .route(BUILD_PATH, post(build))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_MAX))
         .with_state(node)
@@ -176,13 +179,43 @@ async fn state_hash(State(node): State<RaftNode>, body: Bytes) -> Response {
     reply(&result)
 }
 
+/// A verdict from a leader of a build from before state schemas were
+/// announced: its hashes may cover other tables than this build's (a
+/// rolling upgrade), so only its clearing is taken, never a mark.
 async fn state_verdict(State(node): State<RaftNode>, body: Bytes) -> Response {
     let verdict: crate::node::StateVerdict = match request(&body) {
         Ok(verdict) => verdict,
         Err(response) => return *response,
     };
-    let result: StateVerdictReply = node.take_verdict(&verdict).map_err(ForwardError::from);
+    let result: StateVerdictReply = match verdict {
+        crate::node::StateVerdict::Healthy { .. } => {
+            node.take_verdict(&verdict).map_err(ForwardError::from)
+        }
+        crate::node::StateVerdict::Corrupt { index, reason } => {
+            tracing::warn!(index, %reason, "state check: a corrupt verdict from a leader of an older build, whose hash covers other tables, is ignored");
+            Ok(())
+        }
+    };
     reply(&result)
+}
+
+/// A verdict judged under a state schema: taken when it is this build's.
+async fn state_verdict_with_schema(State(node): State<RaftNode>, body: Bytes) -> Response {
+    let (schema, verdict): (String, crate::node::StateVerdict) = match request(&body) {
+        Ok(judged) => judged,
+        Err(response) => return *response,
+    };
+    let result: StateVerdictReply = if schema == gantry_storage::state_hash::state_schema() {
+        node.take_verdict(&verdict).map_err(ForwardError::from)
+    } else {
+        tracing::warn!(leader_schema = %schema, ?verdict, "state check: a verdict judged under another state schema is ignored");
+        Ok(())
+    };
+    reply(&result)
+}
+
+async fn state_schema() -> Response {
+    reply(&gantry_storage::state_hash::state_schema())
 }
 
 async fn read_index(State(node): State<RaftNode>) -> Response {
