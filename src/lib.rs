@@ -14,8 +14,6 @@
 pub mod cli;
 pub mod dev;
 pub mod server;
-// Runtimes
-pub mod bulk;
 // The HTTP API
 pub mod api;
 // Roles
@@ -27,6 +25,7 @@ pub mod log_chunk;
 pub mod protocol;
 // Base
 pub mod access_token;
+pub mod bulk;
 pub mod clock;
 pub mod data_dir;
 pub mod metrics;

@@ -42,6 +42,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "access_token",
             "data_dir",
             "secrets",
+            "bulk",
         ],
     ),
 ];
