@@ -260,6 +260,22 @@ fn the_list_is_scoped_filtered_labelled_and_tagged_as_osmo_does() {
     );
     assert_eq!(status, 200);
     assert_eq!(list("carol", "?all_users=true&tags=sim"), ids(&[&a, &b]));
+    // ... and its logs and events, once it has ended.
+    server
+        .client()
+        .wait_finished(&a, std::time::Duration::from_secs(60));
+    for path in ["logs", "error_logs", "events"] {
+        let response = reqwest::blocking::Client::new()
+            .get(format!("{url}/api/workflow/{uuid}/{path}"))
+            .header("x-osmo-user", "bob")
+            .send()
+            .expect("GET");
+        assert_eq!(response.status().as_u16(), 200, "{path} by uuid");
+        let text = response.text().unwrap_or_default();
+        if path == "events" {
+            assert!(text.contains("COMPLETED"), "{path}: {text}");
+        }
+    }
 
     // The same through `gantry workflow list` (auth off: the CLI's user is
     // `anonymous`, who submitted nothing).

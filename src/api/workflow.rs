@@ -173,6 +173,21 @@ pub async fn list(
     })))
 }
 
+/// The ID of the workflow `id` names, its ID or its uuid (as OSMO looks
+/// it up): this replica's state first (a uuid never changes its workflow),
+/// else a read as `params` ask; a name that is neither stays as given.
+pub(super) async fn resolve_id(
+    state: &AppState,
+    params: &Params,
+    id: String,
+) -> Result<String, ApiError> {
+    let found = match state.node.read_local()?.find_workflow(&id)? {
+        Some(workflow) => Some(workflow),
+        None => read(state, params).await?.find_workflow(&id)?,
+    };
+    Ok(found.map_or(id, |workflow| workflow.id))
+}
+
 /// The workflow `id` names: its ID or its uuid (as OSMO looks it up).
 pub(super) fn find(view: &ReadView, id: &str) -> Result<WorkflowRecord, ApiError> {
     view.find_workflow(id)?
@@ -227,13 +242,8 @@ pub async fn cancel(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
-    // A uuid names its workflow (this replica's state first: a uuid never
-    // changes its workflow); an unknown name is apply's 404.
-    let found = match state.node.read_local()?.find_workflow(&id)? {
-        Some(workflow) => Some(workflow),
-        None => read(&state, &params).await?.find_workflow(&id)?,
-    };
-    let id = found.map_or(id, |workflow| workflow.id);
+    // An unknown name is apply's 404.
+    let id = resolve_id(&state, &params, id).await?;
     let now = now_ms();
     let command = Command::CancelWorkflow {
         now,

@@ -22,7 +22,7 @@
 
 use super::error::ApiError;
 use super::params::Params;
-use super::workflow::read;
+use super::workflow::{read, resolve_id};
 use super::AppState;
 use crate::control::logger::LiveView;
 use crate::log_chunk::{parse_after_param, render_line_into, StoredLine};
@@ -144,6 +144,7 @@ pub async fn error_logs(
     });
     let only_task = params.get("task_name").map(str::to_string);
     let only_retry = params.retry_id()?;
+    let id = resolve_id(&state, &params, id).await?;
     let view = read(&state, &params).await?;
     let workflow = view
         .workflow(&id)?
@@ -320,6 +321,7 @@ pub async fn logs(
     };
     let encoding = Encoding::parse(&params)?;
     let mut sent = Sent::after(&params)?;
+    let id = resolve_id(&state, &params, id).await?;
     // A stream that will follow reads the live lines page by page as it
     // follows (from the start of the buffer), instead of a copy of the
     // whole buffer now; one that ends at once (a finished workflow, a tail)
