@@ -141,6 +141,21 @@ fn a_million_lines_come_back_once_in_order_and_the_tail_reads_few_chunks() {
         tail_time < Duration::from_secs(2),
         "-n 10 took {tail_time:?}"
     );
+    // `query`: only the matching lines, the last N of them with a tail
+    // (which reads back until it has them).
+    let (found, _, _) = get_logs(&server.url, &id, "?query=^step%20(1|500000)%20");
+    assert_eq!(step_numbers(&found), vec![1, 500_000], "{found}");
+    let (found, chunks_read, _) = get_logs(
+        &server.url,
+        &id,
+        "?last_n_lines=2&query=^step%20[0-9]{1,2}%20",
+    );
+    assert_eq!(step_numbers(&found), vec![98, 99], "{found}");
+    // Read back far past the two chunks a plain tail reads.
+    assert!(
+        chunks_read > chunks_all / 2,
+        "{chunks_read} of {chunks_all}"
+    );
     let (cli_code, cli_out, cli_err) = cli(
         &server.url,
         &["workflow", "logs", &id, "-t", "train", "-n", "3"],
@@ -199,6 +214,64 @@ fn error_logs_show_the_last_lines_of_failed_tasks() {
     );
     assert_eq!(code, 0);
     assert_eq!(step_numbers(&out), vec![9999], "{out}");
+    let error_lines = |query: &str| {
+        let response = reqwest::blocking::get(format!(
+            "{}/api/workflow/{id}/error_logs{query}",
+            server.url
+        ))
+        .expect("GET error_logs");
+        (
+            response.status().as_u16(),
+            response.text().unwrap_or_default(),
+        )
+    };
+    let (status, text) = error_lines("?query=boom");
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(step_numbers(&text), vec![501], "{text}");
+    let (status, text) = error_lines("?query=(");
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("query"), "{text}");
+}
+
+#[test]
+fn query_sends_only_matching_lines_while_following() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(&dir.path().join("dev"));
+    let api = server.client();
+    let id = api.submit_ok(
+        r#"workflow:
+  name: checkpoints
+  tasks:
+  - name: train
+    image: ubuntu
+    command: [sh, -c, 'for i in $(seq 1 40); do echo "step $i"; [ $((i % 10)) = 0 ] && echo "checkpoint $i saved"; sleep 0.05; done']
+"#,
+    );
+    api.wait_task(&id, "train", "RUNNING", Duration::from_secs(60));
+    // Followed from the start while the task runs, until its end.
+    let (text, _, _) = get_logs(&server.url, &id, "?query=checkpoint%20[0-9]%2B%20saved");
+    let saved: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.split("] ").nth(1))
+        .collect();
+    assert_eq!(
+        saved,
+        [
+            "checkpoint 10 saved",
+            "checkpoint 20 saved",
+            "checkpoint 30 saved",
+            "checkpoint 40 saved"
+        ],
+        "{text}"
+    );
+    let response = reqwest::blocking::get(format!(
+        "{}/api/workflow/{id}/logs?query={}",
+        server.url,
+        "x".repeat(2000)
+    ))
+    .expect("GET logs");
+    assert_eq!(response.status().as_u16(), 400);
+    assert!(response.text().unwrap_or_default().contains("query"));
 }
 
 #[test]

@@ -119,10 +119,10 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::GET, "/api/workflow/{name}/spec", "The workflow's spec, rendered or as templated", allow("workflow:Read", WORKFLOW_POOL), get(workflow::spec))
             .query(&[optional("use_template", Boolean), STALE]).response(Content::Text),
         Route::new(M::GET, "/api/workflow/{name}/logs", "The workflow's logs, followed while it runs", allow("workflow:Read", WORKFLOW_POOL), get(workflow_logs::logs))
-            .query(&[optional("last_n_lines", Integer), optional("task_name", String), optional("retry_id", Integer), gantry("format", String), gantry("after", String), STALE])
+            .query(&[optional("last_n_lines", Integer), optional("task_name", String), optional("retry_id", Integer), optional("query", String), gantry("format", String), gantry("after", String), STALE])
             .response(Content::Text),
         Route::new(M::GET, "/api/workflow/{name}/error_logs", "The last lines of failed task runs", allow("workflow:Read", WORKFLOW_POOL), get(workflow_logs::error_logs))
-            .query(&[optional("last_n_lines", Integer), optional("task_name", String), optional("retry_id", Integer), STALE]).response(Content::Text),
+            .query(&[optional("last_n_lines", Integer), optional("task_name", String), optional("retry_id", Integer), optional("query", String), STALE]).response(Content::Text),
         Route::new(M::GET, "/api/workflow/{name}/events", "The workflow's events in time order", allow("workflow:Read", WORKFLOW_POOL), get(events::events))
             .query(&[optional("task_name", String), optional("retry_id", Integer), STALE]).response(Content::Text),
         Route::new(M::POST, "/api/workflow/{name}/tag", "Remove, then add tags of a workflow", allow("workflow:Update", WORKFLOW_POOL), post(workflow::tag))

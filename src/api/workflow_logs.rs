@@ -59,6 +59,37 @@ const ERROR_LINES_DEFAULT: usize = 100;
 struct Filter {
     task: Option<String>,
     retry_id: Option<u32>,
+    /// OSMO's `query`: only lines whose text matches are sent (every line
+    /// of the runs still counts as read, so a follow never reads it again).
+    pattern: Option<regex::Regex>,
+}
+
+/// Longest `query` pattern, and the most memory its compiled form may take:
+/// the regex engine matches in linear time, these bound the compiling.
+const QUERY_PATTERN_BYTES_MAX: usize = 1024;
+const QUERY_COMPILED_BYTES_MAX: usize = 1 << 20;
+
+/// `query`, compiled; a 400 naming it when it is not a usable pattern.
+fn query_pattern(params: &Params) -> Result<Option<regex::Regex>, ApiError> {
+    let Some(pattern) = params.get("query") else {
+        return Ok(None);
+    };
+    if pattern.len() > QUERY_PATTERN_BYTES_MAX {
+        return Err(ApiError::bad_request(
+            "USAGE",
+            format!("query: the pattern is at most {QUERY_PATTERN_BYTES_MAX} bytes"),
+        ));
+    }
+    regex::RegexBuilder::new(pattern)
+        .size_limit(QUERY_COMPILED_BYTES_MAX)
+        .build()
+        .map(Some)
+        .map_err(|error| {
+            ApiError::bad_request(
+                "USAGE",
+                format!("query: not a usable regular expression: {error}"),
+            )
+        })
 }
 
 /// How lines go on the wire.
@@ -109,9 +140,19 @@ impl Encoding {
 }
 
 impl Filter {
+    /// The line belongs to a task run asked for.
     fn keeps(&self, line: &StoredLine) -> bool {
         self.task.as_ref().is_none_or(|task| &line.task == task)
             && self.retry_id.is_none_or(|retry| line.retry_id == retry)
+    }
+
+    /// The line is sent: its run is asked for and its text matches `query`.
+    fn shows(&self, line: &StoredLine) -> bool {
+        self.keeps(line)
+            && self
+                .pattern
+                .as_ref()
+                .is_none_or(|pattern| pattern.is_match(&line.text))
     }
 }
 
@@ -144,6 +185,7 @@ pub async fn error_logs(
     });
     let only_task = params.get("task_name").map(str::to_string);
     let only_retry = params.retry_id()?;
+    let pattern = query_pattern(&params)?;
     let id = resolve_id(&state, &params, id).await?;
     let view = read(&state, &params).await?;
     let workflow = view
@@ -169,6 +211,7 @@ pub async fn error_logs(
         let filter = Filter {
             task: Some(task),
             retry_id: Some(retry_id),
+            pattern: pattern.clone(),
         };
         let (lines, read_count) =
             tail(&state, &chunks, &live, &filter, n, &mut Sent::default()).await?;
@@ -318,6 +361,7 @@ pub async fn logs(
     let filter = Filter {
         task: params.get("task_name").map(str::to_string),
         retry_id,
+        pattern: query_pattern(&params)?,
     };
     let encoding = Encoding::parse(&params)?;
     let mut sent = Sent::after(&params)?;
@@ -395,14 +439,14 @@ pub async fn logs(
         let _follow_slot = follow_slot;
         let complete = async {
             match first {
-                Some(lines) => send_lines(&sender, encoding, &lines).await?,
+                Some(lines) => send_lines(&sender, encoding, &filter, &lines).await?,
                 None => {
                     send_chunks(&state, &chunks, &filter, encoding, &mut sent, &sender).await?;
                     let fresh: Vec<StoredLine> = sent.live_lines(&live, &filter).cloned().collect();
                     for line in &fresh {
                         sent.note(&line.task, line.retry_id, line.offset);
                     }
-                    send_lines(&sender, encoding, &fresh).await?;
+                    send_lines(&sender, encoding, &filter, &fresh).await?;
                 }
             }
             if encoding == Encoding::JsonLines {
@@ -448,9 +492,14 @@ async fn send(sender: &Sender, text: String) -> Result<(), ()> {
 
 /// Sends `lines` in pieces of about [`FOLLOW_PAGE_BYTES`], so no more than
 /// a few pieces wait in the response at once, whatever the lines.
-async fn send_lines(sender: &Sender, encoding: Encoding, lines: &[StoredLine]) -> Result<(), ()> {
+async fn send_lines(
+    sender: &Sender,
+    encoding: Encoding,
+    filter: &Filter,
+    lines: &[StoredLine],
+) -> Result<(), ()> {
     let mut piece = String::new();
-    for line in lines {
+    for line in lines.iter().filter(|line| filter.shows(line)) {
         encoding.line_into(&mut piece, line);
         if piece.len() >= FOLLOW_PAGE_BYTES {
             send(sender, std::mem::take(&mut piece)).await?;
@@ -477,34 +526,41 @@ async fn tail(
             indexed.chunk.last_offset,
         );
     }
-    // Chunks are per run and filtered like lines, so `lines` counts exactly.
-    let live_lines: Vec<StoredLine> = sent.live_lines(live, filter).cloned().collect();
+    let live_lines: Vec<StoredLine> = sent
+        .live_lines(live, filter)
+        .filter(|line| filter.shows(line))
+        .cloned()
+        .collect();
     let mut need = n.saturating_sub(live_lines.len());
-    let mut picked = Vec::new();
+    // Chunks are per run and filtered by run like lines, so without `query`
+    // a chunk's `lines` counts exactly what it adds and only the chunks
+    // needed are read; with `query` each one read says how many matched.
+    let mut pieces: Vec<Vec<StoredLine>> = Vec::new();
     for indexed in chunks.iter().rev() {
         if need == 0 {
             break;
         }
-        picked.push(indexed);
-        need = need.saturating_sub(usize::try_from(indexed.chunk.lines).unwrap_or(usize::MAX));
-    }
-    picked.reverse();
-    let mut lines: Vec<StoredLine> = Vec::new();
-    for indexed in &picked {
         let chunk_lines = state
             .logs
             .read_chunk(&indexed.chunk)
             .await
             .map_err(internal)?;
-        lines.extend(chunk_lines.into_iter().filter(|line| filter.keeps(line)));
+        let shown: Vec<StoredLine> = chunk_lines
+            .into_iter()
+            .filter(|line| filter.shows(line))
+            .collect();
+        need = need.saturating_sub(shown.len());
+        pieces.push(shown);
     }
-    for line in &live_lines {
+    let chunks_read = pieces.len();
+    for line in sent.live_lines(live, filter).collect::<Vec<_>>() {
         sent.note(&line.task, line.retry_id, line.offset);
     }
+    let mut lines: Vec<StoredLine> = pieces.into_iter().rev().flatten().collect();
     lines.extend(live_lines);
     let skip = lines.len().saturating_sub(n);
     lines.drain(..skip);
-    Ok((lines, picked.len()))
+    Ok((lines, chunks_read))
 }
 
 /// Sends the lines of every chunk not yet (fully) sent, in index order.
@@ -530,7 +586,7 @@ async fn send_chunks(
         let text = encoding.lines(
             lines
                 .iter()
-                .filter(|line| filter.keeps(line) && sent.is_new(line)),
+                .filter(|line| filter.shows(line) && sent.is_new(line)),
         );
         let chunk = &indexed.chunk;
         sent.note(&chunk.task, chunk.retry_id, chunk.last_offset);
@@ -574,7 +630,7 @@ async fn follow_live(
         for line in &fresh {
             sent.note(&line.task, line.retry_id, line.offset);
         }
-        send_lines(sender, encoding, &fresh).await?;
+        send_lines(sender, encoding, filter, &fresh).await?;
         if live.more {
             // The rest of the backlog at once, a page per wakeup.
             continue;
