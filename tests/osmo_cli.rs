@@ -74,6 +74,8 @@ impl Osmo {
             .env("XDG_CONFIG_HOME", self.home.path().join("config"))
             .env("XDG_STATE_HOME", self.home.path().join("state"))
             .env("PYTHONDONTWRITEBYTECODE", "1")
+            // Times the CLI is given and shows are local: UTC here.
+            .env("TZ", "UTC")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).expect("stdout file"))
             .stderr(std::fs::File::create(&err).expect("stderr file"))
@@ -395,6 +397,11 @@ fn pools_nodes_profile_tokens_and_configs_through_osmos_cli() {
         "service.json",
         r#"{"backend_heartbeat_grace": "90s"}"#,
     );
+    // A second that lies after the first revisions and before the update
+    // (the CLI sends whole seconds).
+    std::thread::sleep(Duration::from_millis(1100));
+    let mark = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string();
+    std::thread::sleep(Duration::from_millis(1100));
     let text = osmo.ok(&[
         "config",
         "update",
@@ -418,6 +425,29 @@ fn pools_nodes_profile_tokens_and_configs_through_osmos_cli() {
         service.contains("alice") && service.contains("longer grace"),
         "{text}"
     );
+    // The history filtered in time: what was in force at the mark, what
+    // was written after it.
+    let descriptions = |config: &str, args: &[&str]| -> Vec<String> {
+        let mut all = vec!["config", "history", config, "-t", "json"];
+        all.extend(args);
+        let text = osmo.ok(&all);
+        let history: Value = serde_json::from_str(&text).expect("history -t json");
+        history["configs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{text}"))
+            .iter()
+            .map(|c| c["description"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    // SERVICE was first written by the update; the pool long before.
+    assert!(descriptions("SERVICE", &["--at-timestamp", &mark]).is_empty());
+    assert_eq!(descriptions("POOL", &["--at-timestamp", &mark]).len(), 1);
+    assert_eq!(
+        descriptions("SERVICE", &["--created-after", &mark]),
+        ["longer grace"]
+    );
+    assert!(descriptions("SERVICE", &["--created-before", &mark]).is_empty());
+    assert!(descriptions("POOL", &["--created-after", &mark]).is_empty());
     server.stop();
 }
 

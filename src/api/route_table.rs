@@ -168,7 +168,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::DELETE, "/api/configs/backend/{name}", "Delete a backend", allow("config:Update", Target::Fixed("config/backend")), configs::delete(ConfigType::Backend))
             .body(Content::Json),
         Route::new(M::GET, "/api/configs/history", "Every revision of the configs", allow("config:Read", Target::Fixed("config/*")), get(configs::history))
-            .query(&[optional("config_types", List), optional("name", String), optional("revision", Integer), optional("omit_data", Boolean), optional("offset", Integer), optional("limit", Integer), optional("order", String)]),
+            .query(&[optional("config_types", List), optional("name", String), optional("revision", Integer), optional("tags", List), optional("created_before", String), optional("created_after", String), optional("at_timestamp", String), optional("omit_data", Boolean), optional("offset", Integer), optional("limit", Integer), optional("order", String)]),
         Route::new(M::POST, "/api/configs/history/rollback", "Write a new revision equal to an old one", allow("config:Update", Target::Fixed("config/*")), post(configs::rollback))
             .body(Content::Json),
     ];

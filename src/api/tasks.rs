@@ -21,7 +21,7 @@ use crate::clock::now_ms;
 use axum::extract::{Path, RawQuery, State};
 use axum::{Extension, Json};
 use gantry_storage::{
-    Millis, Priority, ReadView, StorageError, TaskFilter, TaskRecord, TaskStatus, WorkflowRecord,
+    Priority, ReadView, StorageError, TaskFilter, TaskRecord, TaskStatus, WorkflowRecord,
 };
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -42,33 +42,6 @@ fn parsed_list<T: FromStr<Err = String>>(params: &Params, name: &str) -> Result<
                 .map_err(|message| ApiError::bad_request("USAGE", format!("{name}: {message}")))
         })
         .collect()
-}
-
-/// A time parameter: an ISO 8601 time with an offset, one without (UTC, as
-/// OSMO's CLI sends them), or a date (its midnight UTC).
-fn time_param(params: &Params, name: &str) -> Result<Option<Millis>, ApiError> {
-    let Some(text) = params.get(name) else {
-        return Ok(None);
-    };
-    let text = text.trim();
-    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(Some(time.timestamp_millis()));
-    }
-    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
-        if let Ok(time) = chrono::NaiveDateTime::parse_from_str(text, format) {
-            return Ok(Some(time.and_utc().timestamp_millis()));
-        }
-    }
-    if let Some(midnight) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|date| date.and_hms_opt(0, 0, 0))
-    {
-        return Ok(Some(midnight.and_utc().timestamp_millis()));
-    }
-    Err(ApiError::bad_request(
-        "USAGE",
-        format!("{name}: '{text}' is not a time (YYYY-MM-DDTHH:MM:SS, with or without an offset, or YYYY-MM-DD)"),
-    ))
 }
 
 /// `order`: `ASC` (the default) or `DESC`, any case; whether descending.
@@ -151,8 +124,8 @@ pub async fn list(
             params.list("pools")
         },
         nodes: params.list("nodes"),
-        started_after: time_param(&params, "started_after")?,
-        started_before: time_param(&params, "started_before")?,
+        started_after: params.time("started_after")?,
+        started_before: params.time("started_before")?,
         priorities: parsed_list::<Priority>(&params, "priority")?,
     };
     let view = read(&state, &params).await?;
@@ -266,41 +239,6 @@ pub async fn get(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::StatusCode;
-
-    #[test]
-    fn times_as_osmos_cli_sends_them_and_bad_ones_named() {
-        let at = |query: &str| time_param(&Params::parse(Some(query)), "started_after");
-        // 2023-05-03T00:00:00Z
-        let midnight = 1_683_072_000_000;
-        assert_eq!(
-            at("started_after=2023-05-03T00:00:00").unwrap(),
-            Some(midnight)
-        );
-        assert_eq!(at("started_after=2023-05-03").unwrap(), Some(midnight));
-        assert_eq!(
-            at("started_after=2023-05-03T02:00:00%2B02:00").unwrap(),
-            Some(midnight)
-        );
-        assert_eq!(
-            at("started_after=2023-05-03 00:00:00.5").unwrap(),
-            Some(midnight + 500)
-        );
-        assert_eq!(at("").unwrap(), None);
-        for bad in [
-            "started_after=yesterday",
-            "started_after=2023-13-01",
-            "started_after=",
-        ] {
-            let error = at(bad).unwrap_err();
-            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{bad}");
-            assert!(
-                error.message.starts_with("started_after:"),
-                "{}",
-                error.message
-            );
-        }
-    }
 
     #[test]
     fn bad_statuses_priorities_and_orders_are_named() {

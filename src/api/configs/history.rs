@@ -1,4 +1,6 @@
-//! `GET /api/configs/history` (every revision, filtered and paged) and
+//! `GET /api/configs/history` (every revision, filtered as OSMO filters
+//! it — type, name, revision, tags, creation window, or the revisions in
+//! force at a time — and paged) and
 //! `POST /api/configs/history/rollback` (a new revision equal to an old
 //! one).
 //!
@@ -63,14 +65,27 @@ pub async fn history(State(state): State<AppState>, RawQuery(query): RawQuery) -
         "DESC" => true,
         other => return Err(usage(format!("order must be ASC or DESC, not '{other}'"))),
     };
+    let tags = params.list("tags");
+    let created_before = params.time("created_before")?;
+    let created_after = params.time("created_after")?;
+    let at = params.time("at_timestamp")?;
     let view = state.node.read().await?;
     let mut entries: Vec<ConfigRevision> = Vec::new();
     for config_type in types {
+        let mut revisions = view.config_history(config_type)?;
+        if let Some(at) = at {
+            revisions = in_force_at(revisions, at);
+        }
         entries.extend(
-            view.config_history(config_type)?
+            revisions
                 .into_iter()
                 .filter(|entry| name.is_none_or(|name| entry.name == name))
-                .filter(|entry| revision.is_none_or(|revision| entry.revision == revision)),
+                .filter(|entry| revision.is_none_or(|revision| entry.revision == revision))
+                .filter(|entry| {
+                    tags.is_empty() || tags.iter().any(|tag| entry.meta.tags.contains(tag))
+                })
+                .filter(|entry| created_before.is_none_or(|before| entry.time < before))
+                .filter(|entry| created_after.is_none_or(|after| entry.time > after)),
         );
     }
     entries.sort_by_key(|entry| (entry.time, entry.config_type.code(), entry.revision));
@@ -96,6 +111,21 @@ pub async fn history(State(state): State<AppState>, RawQuery(query): RawQuery) -
         })
         .collect();
     Ok(Json(json!({ "configs": configs })))
+}
+
+/// OSMO's `at_timestamp`: of each config, the revision in force at `at`
+/// (the last written at or before it), unless that revision deleted it.
+fn in_force_at(mut revisions: Vec<ConfigRevision>, at: i64) -> Vec<ConfigRevision> {
+    revisions.sort_by_key(|entry| (entry.time, entry.revision));
+    let mut in_force: std::collections::BTreeMap<String, ConfigRevision> =
+        std::collections::BTreeMap::new();
+    for entry in revisions.into_iter().filter(|entry| entry.time <= at) {
+        in_force.insert(entry.name.clone(), entry);
+    }
+    in_force
+        .into_values()
+        .filter(|entry| entry.data.is_some())
+        .collect()
 }
 
 /// OSMO's `POST /api/configs/history/rollback`.
