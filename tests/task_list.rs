@@ -173,6 +173,19 @@ fn tasks_across_workflows_as_osmo_lists_them() {
         assert!(message.contains(name), "{query}: {message}");
     }
 
+    // The query names each run's pod as the Kubernetes executor names it:
+    // `<workflow_uuid[:16]>-<task_uuid[:16]>`.
+    let workflow = api.workflow(&alices);
+    let uuid = workflow["uuid"].as_str().expect("uuid").to_string();
+    for task in workflow["groups"][0]["tasks"].as_array().expect("tasks") {
+        let task_uuid = task["task_uuid"].as_str().expect("task_uuid");
+        assert_eq!(
+            task["pod_name"],
+            format!("{}-{}", &uuid[..16], &task_uuid[..16]),
+            "{task}"
+        );
+    }
+
     // One task's latest run, in OSMO's TaskEntry shape.
     let (status, entry) = get_as(&url, &format!("/api/workflow/{alices}/task/done"), "bob");
     assert_eq!(status, 200, "{entry}");

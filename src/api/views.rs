@@ -90,7 +90,7 @@ pub fn list_entry(workflow: &WorkflowRecord, labels: &Labels, links: &Links, now
     })
 }
 
-fn task_entry(task: &TaskRecord, links: &Links) -> Value {
+fn task_entry(task: &TaskRecord, workflow_uuid: &str, links: &Links) -> Value {
     json!({
         "name": task.name,
         "retry_id": task.retry_id,
@@ -116,7 +116,9 @@ fn task_entry(task: &TaskRecord, links: &Links) -> Value {
         // Gantry's: OSMO records only the upload's start.
         "output_upload_end_time": time(task.output_upload_end_time),
         "dashboard_url": Value::Null,
-        "pod_name": format!("{}-{}", &task.workflow_id, task.name),
+        // The pod's name on the Kubernetes executor (the local one has none
+        // and reports the same name for the run).
+        "pod_name": crate::protocol::task_host::kubernetes_pod_name(workflow_uuid, &task.uuid),
         "pod_ip": Value::Null,
         "task_uuid": task.uuid,
         "node_name": task.node_name,
@@ -125,7 +127,12 @@ fn task_entry(task: &TaskRecord, links: &Links) -> Value {
     })
 }
 
-fn group_entry(group: &GroupRecord, tasks: &[TaskRecord], links: &Links) -> Value {
+fn group_entry(
+    group: &GroupRecord,
+    tasks: &[TaskRecord],
+    workflow_uuid: &str,
+    links: &Links,
+) -> Value {
     json!({
         "name": group.name,
         "status": group.status.as_str(),
@@ -137,7 +144,7 @@ fn group_entry(group: &GroupRecord, tasks: &[TaskRecord], links: &Links) -> Valu
         "remaining_upstream_groups": group.remaining_upstream,
         "downstream_groups": group.downstream,
         "failure_message": group.failure_message,
-        "tasks": tasks.iter().map(|task| task_entry(task, links)).collect::<Vec<_>>(),
+        "tasks": tasks.iter().map(|task| task_entry(task, workflow_uuid, links)).collect::<Vec<_>>(),
     })
 }
 
@@ -173,7 +180,7 @@ pub fn query(
         "status": workflow.status.as_str(),
         "failure_message": workflow.failure_message,
         "outputs": "",
-        "groups": groups.iter().map(|(group, tasks)| group_entry(group, tasks, links)).collect::<Vec<_>>(),
+        "groups": groups.iter().map(|(group, tasks)| group_entry(group, tasks, &workflow.uuid, links)).collect::<Vec<_>>(),
         "pool": workflow.pool,
         "backend": workflow.backend,
         "app_owner": Value::Null,

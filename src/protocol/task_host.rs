@@ -19,6 +19,18 @@ pub fn kubernetes_task_host(group_uuid: &str, task_uuid: &str) -> String {
     )
 }
 
+/// A task run's pod name on the Kubernetes executor, as OSMO names pods:
+/// `<workflow_uuid[:16]>-<task_uuid[:16]>` (what the API reports as the
+/// task's `pod_name`).
+pub fn kubernetes_pod_name(workflow_uuid: &str, task_uuid: &str) -> String {
+    let name = format!(
+        "{}-{}",
+        prefix(&dns_label(workflow_uuid), 16).trim_end_matches('-'),
+        prefix(&dns_label(task_uuid), 16).trim_end_matches('-')
+    );
+    dns_label(&name)
+}
+
 /// The subdomain (headless Service name) of a group's pods.
 pub fn kubernetes_group_subdomain(group_uuid: &str) -> String {
     // A Service name must start with a letter; a UUID may not.

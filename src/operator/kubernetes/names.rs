@@ -11,7 +11,8 @@
 //!   annotations, so a task key read back from a pod is never a lossy copy.
 
 use crate::protocol::task_host::{
-    dns_label, kubernetes_group_subdomain, kubernetes_task_host, prefix, sha256_hex, short_hash,
+    dns_label, kubernetes_group_subdomain, kubernetes_pod_name, kubernetes_task_host, prefix,
+    sha256_hex, short_hash,
 };
 use crate::protocol::{GroupLaunch, TaskLaunch};
 use gantry_storage::{Priority, TaskKey};
@@ -160,12 +161,7 @@ pub fn task_uuid(task: &TaskLaunch) -> String {
 
 /// Pod name: `<workflow_uuid[:16]>-<task_uuid[:16]>`, as OSMO names pods.
 pub fn pod_name(group: &GroupNames, task_uuid: &str) -> String {
-    let name = format!(
-        "{}-{}",
-        prefix(&dns_label(&group.workflow_uuid), 16).trim_end_matches('-'),
-        prefix(&dns_label(task_uuid), 16).trim_end_matches('-')
-    );
-    dns_label(&name)
+    kubernetes_pod_name(&group.workflow_uuid, task_uuid)
 }
 
 /// The host name of a task inside its group: `<task_uuid>.<subdomain>`,
