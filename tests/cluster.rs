@@ -560,15 +560,24 @@ fn a_leader_with_a_fast_clock_times_nothing_out_early() {
         }
     });
 
-    // Pause whoever leads until the fast member wins an election.
-    let deadline = Instant::now() + Duration::from_secs(90);
+    // Make the fast member win an election: pause whoever leads and the
+    // other true-clocked member, so only the fast one times out and asks
+    // for votes (its term then beats theirs); let the other one answer
+    // after a few election timeouts. Again until it leads.
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let asked = &servers[1];
         let (_, leader) = leader_of(&cluster, asked);
         match leader {
             Some(1) => break,
             Some(other) => {
+                let third = (0..3)
+                    .find(|&i| i != 1 && i != other)
+                    .expect("a third member");
                 signal(&servers[other], "STOP");
+                signal(&servers[third], "STOP");
+                std::thread::sleep(Duration::from_millis(1500));
+                signal(&servers[third], "CONT");
                 wait_for(
                     Duration::from_secs(30),
                     "another leader",

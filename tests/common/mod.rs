@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod failover_trial;
 
 use serde_json::Value;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -74,7 +75,10 @@ impl DevServer {
             }
             None => Command::new(BINARY),
         };
+        // Its own process group, so killing the group takes the server
+        // even through a wrapper that forks it (`faketime` does).
         let child = command
+            .process_group(0)
             .args(args)
             .arg("--data-dir")
             .arg(data_dir)
@@ -158,9 +162,18 @@ impl DevServer {
 
 impl Drop for DevServer {
     fn drop(&mut self) {
+        let _ = kill_group(self.child.id(), "KILL");
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Signals the process group `pid` leads (a server and whatever wraps it).
+fn kill_group(pid: u32, signal: &str) -> std::io::Result<std::process::ExitStatus> {
+    Command::new("kill")
+        .args([format!("-{signal}"), "--".to_string(), format!("-{pid}")])
+        .stderr(Stdio::null())
+        .status()
 }
 
 fn nix_kill(pid: u32, signal: &str) -> std::io::Result<std::process::ExitStatus> {
