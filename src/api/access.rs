@@ -101,18 +101,11 @@ async fn resource_of(
         }
         Target::WorkflowPool => {
             let id = param("name")?;
-            let local = state.node.read_local()?.find_workflow(&id)?;
-            let workflow = match local {
-                Some(workflow) => workflow,
-                // This replica may lag: ask the leader's state before
-                // concluding that the workflow does not exist.
-                None => state
-                    .node
-                    .read()
-                    .await?
-                    .find_workflow(&id)?
-                    .ok_or_else(|| ApiError::not_found(format!("Workflow '{id}' not found")))?,
-            };
+            // A missing workflow is looked for in the leader's state (as
+            // the request asks) before it is denied.
+            let workflow = super::workflow::lookup(state, &Params::parse(query), &id)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("Workflow '{id}' not found")))?;
             format!("pool/{}", workflow.pool)
         }
     })

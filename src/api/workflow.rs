@@ -173,19 +173,31 @@ pub async fn list(
     })))
 }
 
-/// The ID of the workflow `id` names, its ID or its uuid (as OSMO looks
-/// it up): this replica's state first (a uuid never changes its workflow),
-/// else a read as `params` ask; a name that is neither stays as given.
+/// The workflow `id` names, by its ID or its uuid (as OSMO looks it up):
+/// this replica's state first (neither ever changes its workflow), else a
+/// read as `params` ask (this replica may lag). What the access check and
+/// the routes that take a uuid resolve it with.
+pub(super) async fn lookup(
+    state: &AppState,
+    params: &Params,
+    id: &str,
+) -> Result<Option<WorkflowRecord>, ApiError> {
+    if let Some(workflow) = state.node.read_local()?.find_workflow(id)? {
+        return Ok(Some(workflow));
+    }
+    Ok(read(state, params).await?.find_workflow(id)?)
+}
+
+/// The ID of the workflow `id` names ([`lookup`]); a name that is neither
+/// an ID nor a uuid stays as given (the route answers its 404).
 pub(super) async fn resolve_id(
     state: &AppState,
     params: &Params,
     id: String,
 ) -> Result<String, ApiError> {
-    let found = match state.node.read_local()?.find_workflow(&id)? {
-        Some(workflow) => Some(workflow),
-        None => read(state, params).await?.find_workflow(&id)?,
-    };
-    Ok(found.map_or(id, |workflow| workflow.id))
+    Ok(lookup(state, params, &id)
+        .await?
+        .map_or(id, |workflow| workflow.id))
 }
 
 /// The workflow `id` names: its ID or its uuid (as OSMO looks it up).

@@ -526,10 +526,13 @@ async fn tail(
             indexed.chunk.last_offset,
         );
     }
-    let live_lines: Vec<StoredLine> = sent
-        .live_lines(live, filter)
+    // Every new live line of the runs asked for counts as read; those that
+    // match `query` are the ones kept.
+    let live_in_runs: Vec<&StoredLine> = sent.live_lines(live, filter).collect();
+    let live_lines: Vec<StoredLine> = live_in_runs
+        .iter()
         .filter(|line| filter.shows(line))
-        .cloned()
+        .map(|line| (*line).clone())
         .collect();
     let mut need = n.saturating_sub(live_lines.len());
     // Chunks are per run and filtered by run like lines, so without `query`
@@ -553,7 +556,7 @@ async fn tail(
         pieces.push(shown);
     }
     let chunks_read = pieces.len();
-    for line in sent.live_lines(live, filter).collect::<Vec<_>>() {
+    for line in live_in_runs {
         sent.note(&line.task, line.retry_id, line.offset);
     }
     let mut lines: Vec<StoredLine> = pieces.into_iter().rev().flatten().collect();

@@ -249,7 +249,7 @@ fn request_cells(entry: &Value, sums: &mut [f64; 4]) -> Vec<String> {
 }
 
 fn total_row(leading: usize, sums: &[f64; 4]) -> Vec<String> {
-    let mut row = vec![String::new(); leading];
+    let mut row = vec![String::new(); leading.max(1)];
     row[0] = "Total".to_string();
     row.extend(sums.iter().map(|sum| amount(*sum)));
     row

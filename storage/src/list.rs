@@ -76,6 +76,15 @@ enum Dimension {
     },
 }
 
+/// The first row of `rows` in the list's direction.
+fn nearest<I: DoubleEndedIterator>(mut rows: I, descending: bool) -> Option<I::Item> {
+    if descending {
+        rows.next_back()
+    } else {
+        rows.next()
+    }
+}
+
 impl Dimension {
     /// The nearest `(seq, id)` of this dimension at `from` or beyond it in
     /// the list's direction.
@@ -95,57 +104,39 @@ impl Dimension {
                 }
             }
         };
+        // Each index range is walked from `from` in the list's direction.
+        let (low, high) = if descending {
+            (0, from)
+        } else {
+            (from, u64::MAX)
+        };
         match self {
             Dimension::Keyed { table, keys } => {
                 for key in keys {
                     let key = key.as_str();
-                    let mut range = if descending {
-                        table.range((key, 0)..=(key, from))?
-                    } else {
-                        table.range((key, from)..=(key, u64::MAX))?
-                    };
-                    let row = if descending {
-                        range.next_back()
-                    } else {
-                        range.next()
-                    };
+                    let range = table.range((key, low)..=(key, high))?;
                     consider(
-                        row.transpose()?
+                        nearest(range, descending)
+                            .transpose()?
                             .map(|(k, v)| (k.value().1, v.value().to_string())),
                     );
                 }
             }
             Dimension::Status { table, codes } => {
                 for &code in codes {
-                    let mut range = if descending {
-                        table.range((code, 0)..=(code, from))?
-                    } else {
-                        table.range((code, from)..=(code, u64::MAX))?
-                    };
-                    let row = if descending {
-                        range.next_back()
-                    } else {
-                        range.next()
-                    };
+                    let range = table.range((code, low)..=(code, high))?;
                     consider(
-                        row.transpose()?
+                        nearest(range, descending)
+                            .transpose()?
                             .map(|(k, v)| (k.value().1, v.value().to_string())),
                     );
                 }
             }
             Dimension::All { table } => {
-                let mut range = if descending {
-                    table.range(0..=from)?
-                } else {
-                    table.range(from..)?
-                };
-                let row = if descending {
-                    range.next_back()
-                } else {
-                    range.next()
-                };
+                let range = table.range(low..=high)?;
                 consider(
-                    row.transpose()?
+                    nearest(range, descending)
+                        .transpose()?
                         .map(|(k, v)| (k.value(), v.value().to_string())),
                 );
             }
