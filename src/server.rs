@@ -156,6 +156,9 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
             crate::secrets::install(None);
         }
     }
+    // Before anything records: what is recorded before the recorder is
+    // installed is lost (a first store-probe round once was).
+    crate::metrics::install().context("installing the metrics recorder")?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("listening on {}", options.listen))?;
@@ -248,7 +251,6 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
             (node, None, None)
         }
     };
-    crate::metrics::install().context("installing the metrics recorder")?;
     tasks.spawn(crate::metrics::raft::follow(node.clone(), shutdown.clone()));
     tasks.spawn(crate::metrics::upkeep(shutdown.clone()));
     // Before bootstrap or join: systemd hears READY=1 once that is done.
