@@ -142,7 +142,10 @@ fn resource_validation_rules_of_the_pool_and_platform_decide() {
 
     // A rule the pool names that was deleted since is an error, not a pass.
     let deleted = reqwest::blocking::Client::new()
-        .delete(format!("{}/api/configs/resource_validation/small", server.url))
+        .delete(format!(
+            "{}/api/configs/resource_validation/small",
+            server.url
+        ))
         .send()
         .unwrap();
     assert_eq!(deleted.status(), 200);
@@ -275,4 +278,15 @@ fn a_pool_whose_backend_is_offline_accepts_with_a_warning() {
         ["PENDING", "WAITING", "PROCESSING", "SCHEDULING"].contains(&status),
         "it waits for the backend: {workflow}"
     );
+    // Its events say why, as OSMO's PENDING reasons do.
+    let events = api.get(&format!("/api/workflow/{id}/events")).body;
+    assert!(
+        events.contains("PENDING: pool 'far' is OFFLINE: its backend 'far-lab'"),
+        "{events}"
+    );
+    // One that runs on an online pool has no such event.
+    let ran = api.submit_ok(&task("here", "{cpu: 1}", ""));
+    api.wait_finished(&ran, FINISH_LIMIT);
+    let events = api.get(&format!("/api/workflow/{ran}/events")).body;
+    assert!(!events.contains("PENDING"), "{events}");
 }
