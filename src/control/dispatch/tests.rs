@@ -47,6 +47,50 @@ fn admin() -> ConfigMeta {
 }
 
 impl Fixture {
+    /// A fresh store with nothing in it.
+    fn empty() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("state.redb")).expect("store");
+        Fixture {
+            _dir: dir,
+            store,
+            workflow_id: String::new(),
+        }
+    }
+
+    /// Submits `spec` to pool `gpu` as alice; it must be accepted.
+    fn submit(&mut self, spec: &str, uuid: &str) {
+        let prepared = prepare(
+            &SpecInput {
+                text: spec.into(),
+                ..SpecInput::default()
+            },
+            &SpecLimits::default(),
+        )
+        .expect("spec");
+        let outcome = self.apply(Command::SubmitWorkflow {
+            now: 3,
+            submission: Submission {
+                name: prepared.name,
+                uuid: uuid.into(),
+                pool: "gpu".into(),
+                user: "alice".into(),
+                priority: Priority::Normal,
+                template_spec: spec.into(),
+                rendered_spec: prepared.rendered,
+                plan: prepared.plan.map_err(|error| error.to_string()),
+            },
+        });
+        let Outcome::Submitted {
+            workflow_id,
+            failure: None,
+        } = outcome
+        else {
+            panic!("not submitted: {outcome:?}");
+        };
+        self.workflow_id = workflow_id;
+    }
+
     fn apply(&self, command: Command) -> Outcome {
         let mut outcomes = self.store.apply(&[&[command]], b"", false).expect("apply");
         outcomes.remove(0).remove(0)
@@ -96,13 +140,7 @@ impl Fixture {
 /// common templates `base` and `shm`, h100 override `h100-extra`) and
 /// the workflow [`SPEC`] submitted to it.
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("state.redb")).expect("store");
-    let mut fixture = Fixture {
-        _dir: dir,
-        store,
-        workflow_id: String::new(),
-    };
+    let mut fixture = Fixture::empty();
     fixture.put(
         ConfigType::PodTemplate,
         "base",
@@ -138,35 +176,7 @@ fn fixture() -> Fixture {
             },
         }),
     );
-    let prepared = prepare(
-        &SpecInput {
-            text: SPEC.into(),
-            ..SpecInput::default()
-        },
-        &SpecLimits::default(),
-    )
-    .expect("spec");
-    let outcome = fixture.apply(Command::SubmitWorkflow {
-        now: 3,
-        submission: Submission {
-            name: prepared.name,
-            uuid: "0a1b2c3d4e5f".into(),
-            pool: "gpu".into(),
-            user: "alice".into(),
-            priority: Priority::Normal,
-            template_spec: SPEC.into(),
-            rendered_spec: prepared.rendered,
-            plan: prepared.plan.map_err(|error| error.to_string()),
-        },
-    });
-    let Outcome::Submitted {
-        workflow_id,
-        failure: None,
-    } = outcome
-    else {
-        panic!("not submitted: {outcome:?}");
-    };
-    fixture.workflow_id = workflow_id;
+    fixture.submit(SPEC, "0a1b2c3d4e5f");
     fixture
 }
 
@@ -397,13 +407,7 @@ workflow:
 /// network and two host mounts, on a Kubernetes backend, and
 /// [`PRIVILEGED_SPEC`] submitted to it.
 fn privileged_fixture() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("state.redb")).expect("store");
-    let mut fixture = Fixture {
-        _dir: dir,
-        store,
-        workflow_id: String::new(),
-    };
+    let mut fixture = Fixture::empty();
     fixture.put(
         ConfigType::Pool,
         "gpu",
@@ -412,35 +416,7 @@ fn privileged_fixture() -> Fixture {
                                      "allowed_mounts": ["/data", "/scratch"]}}}),
     );
     fixture.hello("kubernetes");
-    let prepared = prepare(
-        &SpecInput {
-            text: PRIVILEGED_SPEC.into(),
-            ..SpecInput::default()
-        },
-        &SpecLimits::default(),
-    )
-    .expect("spec");
-    let outcome = fixture.apply(Command::SubmitWorkflow {
-        now: 3,
-        submission: Submission {
-            name: prepared.name,
-            uuid: "5e5e5e5e".into(),
-            pool: "gpu".into(),
-            user: "alice".into(),
-            priority: Priority::Normal,
-            template_spec: PRIVILEGED_SPEC.into(),
-            rendered_spec: prepared.rendered,
-            plan: prepared.plan.map_err(|error| error.to_string()),
-        },
-    });
-    let Outcome::Submitted {
-        workflow_id,
-        failure: None,
-    } = outcome
-    else {
-        panic!("not submitted: {outcome:?}");
-    };
-    fixture.workflow_id = workflow_id;
+    fixture.submit(PRIVILEGED_SPEC, "5e5e5e5e");
     fixture
 }
 
