@@ -6,7 +6,6 @@
 
 use crate::cli::Client;
 use crate::server::{self, ServerOptions};
-use crate::spec::SpecLimits;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,7 +67,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
         advertise_api: None,
         local_backend: true,
         body_bytes_max: server::BODY_BYTES_MAX_DEFAULT,
-        spec_limits: server::server_spec_limits(SpecLimits::default().max_tasks),
+        spec_limits: server::server_spec_limits(),
         // Like `nomad agent -dev`: loopback only, no auth (unless asked).
         auth_required,
         bootstrap_token_file: None,

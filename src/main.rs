@@ -146,9 +146,10 @@ struct ServerArgs {
     /// Largest API request body, in bytes
     #[arg(long, default_value_t = server::BODY_BYTES_MAX_DEFAULT)]
     body_bytes_max: usize,
-    /// Most tasks a workflow may have
-    #[arg(long, default_value_t = spec::SpecLimits::default().max_tasks)]
-    max_tasks: usize,
+    /// Gone: the WORKFLOW config's `max_num_tasks` decides (refused with
+    /// that advice rather than ignored)
+    #[arg(long, hide = true, value_name = "N")]
+    max_tasks: Option<String>,
     /// With --bootstrap: take the admin token's secret from this file instead
     /// of generating and printing one (unattended installs)
     #[arg(long, value_name = "FILE", requires = "bootstrap")]
@@ -199,6 +200,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             dev::run(args).await
         }
         Top::Server(args) => {
+            if args.max_tasks.is_some() {
+                anyhow::bail!(
+                    "--max-tasks is gone: the WORKFLOW config's max_num_tasks (100 until set, as OSMO's chart deploys it) decides how many tasks a workflow may have; set it with `gantry config update WORKFLOW --file F` (F holding {{\"max_num_tasks\": N}}) and drop the flag"
+                );
+            }
             init_tracing();
             let running = server::start(server::ServerOptions {
                 data_dir: args.data_dir,
@@ -214,7 +220,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 advertise_api: args.advertise_api,
                 local_backend: args.local_backend,
                 body_bytes_max: args.body_bytes_max,
-                spec_limits: server::server_spec_limits(args.max_tasks),
+                spec_limits: server::server_spec_limits(),
                 auth_required: true,
                 bootstrap_token_file: args.bootstrap_token_file,
                 object_store: args.object_store,

@@ -34,10 +34,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Spec limits for a server: defaults, with Jinja rendered in a child
 /// process under memory and time limits (a template must not be able to
-/// exhaust the control plane's memory).
-pub fn server_spec_limits(max_tasks: usize) -> SpecLimits {
+/// exhaust the control plane's memory). The task limit is not here: the
+/// WORKFLOW config in force sets it per submit (`max_num_tasks`).
+pub fn server_spec_limits() -> SpecLimits {
     SpecLimits {
-        max_tasks,
         render_isolation: std::env::current_exe()
             .ok()
             .map(crate::spec::RenderIsolation::new),

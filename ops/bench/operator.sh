@@ -31,7 +31,7 @@ else
     tasks=${2:-25}
     groups=${3:-1}
 fi
-# The servers take workflows of as many tasks as the largest run has.
+# The WORKFLOW config lets workflows have as many tasks as the largest run has.
 max_tasks=100
 for size in "${sizes[@]}" $((${tasks:-0} * ${groups:-0})); do
     ((size <= max_tasks)) || max_tasks=$size
@@ -57,7 +57,7 @@ start_gantry() { # I [--bootstrap | --join PEER]
         --listen "127.0.0.1:$((base + i))" --peer-listen "127.0.0.1:$((base + 10 + i))" \
         --tls-ca "$pki/ca.pem" --tls-cert "$pki/node$i.pem" --tls-key "$pki/node$i-key.pem" \
         --object-store "file://$tmp/shared-objects" \
-        --max-tasks "$max_tasks" "$@" >>"$tmp/gantry$i.log" 2>&1 &
+        "$@" >>"$tmp/gantry$i.log" 2>&1 &
     pids+=($!)
     wait_for "gantry node $i" curl -fsS --cacert "$GANTRY_CA" "https://127.0.0.1:$((base + i))/health"
 }
@@ -74,6 +74,9 @@ for i in 2 3; do
     start_gantry "$i" --join "127.0.0.1:$((base + 11))"
 done
 wait_for "three voters" three_voters
+echo "{\"max_num_tasks\": $max_tasks}" >"$tmp/workflow-config.json"
+$gantry config update WORKFLOW --file "$tmp/workflow-config.json" \
+    --url "https://127.0.0.1:$((base + 1))" >/dev/null
 urls=$(for i in 1 2 3; do echo -n "https://127.0.0.1:$((base + i)),"; done)
 
 run_bench() { # WORKFLOWS GROUPS TASKS

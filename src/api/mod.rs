@@ -19,6 +19,7 @@ mod params;
 pub mod plain_listener;
 mod policy;
 mod request_key;
+mod resource_rules;
 mod resources;
 mod route_table;
 mod routes;

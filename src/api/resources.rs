@@ -1,7 +1,8 @@
 //! Capacity: which nodes a pool's platforms cover, what runs on them, OSMO's
 //! `GET /api/pool_quota` and `GET /api/resources[/{name}]` (in the shape
 //! OSMO's CLI reads), and the submit-time check of task resources against
-//! the pool's nodes (OSMO §3.4 default rules).
+//! the pool and the configs in force: admission (`gantry_storage::admission`),
+//! RESOURCE_VALIDATION rules (`resource_rules`), OSMO §3.4's default rules.
 //!
 //! Invariants: a node belongs to a platform when it has every label of the
 //! platform and the platform tolerates each of its NoSchedule/NoExecute
@@ -10,17 +11,21 @@
 
 use super::error::ApiError;
 use super::params::Params;
+use super::resource_rules::{evaluate, node_tokens, user_tokens, Rule, RuleError};
 use super::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
+use gantry_storage::admission::{task_platform, InForce};
 use gantry_storage::config::backend::format_cpu;
 use gantry_storage::config::pool::pool_status;
-use gantry_storage::plan::{ResourcePlan, WorkflowPlan};
+use gantry_storage::config::resource_validation::assertions;
+use gantry_storage::plan::{ResourcePlan, TaskPlan, WorkflowPlan};
 use gantry_storage::{
-    BackendRecord, ConfigData, ConfigType, NodeInventory, PlatformConfig, PoolConfig, ReadView,
+    BackendRecord, ConfigData, ConfigType, NodeInventory, PlatformConfig, PoolConfig, Priority,
+    ReadView,
 };
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Requests or capacity of one kind each.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -376,107 +381,241 @@ fn resource_entries(
     Ok(entries)
 }
 
-/// OSMO §3.4's default rules against the pool's nodes: for each task, some
-/// node of its platform must have at least the CPU, memory, GPUs and (more
-/// than) the storage it asks for. Skipped while no operator has reported
-/// nodes for the pool's backend. `Err` names the task, resource and limit.
+/// Every submit-time check of a plan against its pool, in OSMO's order:
+/// the configs in force (`admission`: the WORKFLOW config's
+/// `max_num_tasks`, the GPU guarantee for `priority`, each task's platform
+/// and what it allows, what the executor can honour), then each task's
+/// resources against the RESOURCE_VALIDATION rules its pool and platform
+/// name (OSMO's expressions: static rules once, node rules on some node of
+/// the platform), or, where they name none, OSMO's default rules (§3.4:
+/// some node has at least the CPU, memory and GPUs and more than the
+/// storage asked for). Node checks wait until an operator has reported the
+/// backend's nodes. Submit, `validation_only`, resubmit and restart all
+/// call this; `Ok` holds the warnings for the answer (an offline pool),
+/// `Err` names the task and the rule.
 pub fn check_resources(
     view: &ReadView,
     pool_name: &str,
     plan: &WorkflowPlan,
-) -> Result<(), String> {
-    let Ok(Some(config)) = view.config(ConfigType::Pool, pool_name) else {
-        return Ok(());
+    priority: Priority,
+) -> Result<Vec<String>, String> {
+    let in_force = InForce::read(view, pool_name).map_err(|error| error.to_string())?;
+    in_force.check(plan, priority)?;
+    let Some(pool) = &in_force.pool else {
+        return Ok(Vec::new());
     };
-    let Some(ConfigData::Pool(pool)) = config.data else {
-        return Ok(());
-    };
-    let Ok(Some(backend)) = view.backend(&pool.backend) else {
-        return Ok(());
-    };
-    if backend.nodes.is_empty() {
-        return Ok(());
-    }
+    let nodes: &[NodeInventory] = in_force
+        .backend
+        .as_ref()
+        .map_or(&[], |backend| backend.nodes.as_slice());
+    // A resource profile on a platform is checked once (OSMO caches it too).
+    let mut passed: BTreeSet<(Option<String>, String)> = BTreeSet::new();
     for group in &plan.groups {
         for task in &group.tasks {
-            let resource = &task.resource;
-            let candidates: Vec<&NodeInventory> = if pool.platforms.is_empty() {
-                backend.nodes.iter().collect()
-            } else {
-                let platform_name = resource
-                    .platform
-                    .clone()
-                    .or_else(|| pool.default_platform.clone())
-                    .ok_or_else(|| {
-                        format!("Resource {} does not have a platform! (task '{}'; pool '{pool_name}' has no default platform)", resource.name, task.name)
-                    })?;
-                let platform = pool.platforms.get(&platform_name).ok_or_else(|| {
-                    format!(
-                        "workflow.resources.{}.platform: '{platform_name}' is not a platform of pool '{pool_name}' (platforms: {})",
-                        resource.name,
-                        pool.platforms.keys().cloned().collect::<Vec<_>>().join(", ")
-                    )
-                })?;
-                backend
-                    .nodes
-                    .iter()
-                    .filter(|node| on_platform(platform, node))
-                    .collect()
-            };
-            if candidates.is_empty() {
-                return Err(format!(
-                    "task '{}': no node of pool '{pool_name}' matches its platform",
-                    task.name
-                ));
-            }
-            let request = Amounts::of_request(resource);
-            let fits = |node: &&NodeInventory| {
-                request.cpu_millis <= node.cpu_millis
-                    && request.memory_bytes <= node.memory_bytes
-                    && request.gpus <= node.gpu_count
-                    && (resource.storage_bytes.is_none()
-                        || request.storage_bytes < node.ephemeral_storage_bytes)
-            };
-            if candidates.iter().any(fits) {
+            let platform = task_platform(pool, task)?;
+            let key = (
+                platform.map(|(name, _)| name.to_string()),
+                task.resource.name.clone(),
+            );
+            if passed.contains(&key) {
                 continue;
             }
-            let largest =
-                |f: fn(&NodeInventory) -> u64| candidates.iter().map(|n| f(n)).max().unwrap_or(0);
-            let prefix = format!(
-                "workflow.resources.{} (task '{}')",
-                resource.name, task.name
-            );
-            let message = if request.cpu_millis > largest(|n| n.cpu_millis) {
-                format!(
-                    "{prefix}: cpu {} is more than any node of pool '{pool_name}' can allocate (largest: {})",
-                    format_cpu(request.cpu_millis),
-                    format_cpu(largest(|n| n.cpu_millis))
-                )
-            } else if request.memory_bytes > largest(|n| n.memory_bytes) {
-                format!(
-                    "{prefix}: memory {}Ki is more than any node of pool '{pool_name}' can allocate (largest: {}Ki)",
-                    request.memory_bytes / 1024,
-                    largest(|n| n.memory_bytes) / 1024
-                )
-            } else if request.gpus > largest(|n| n.gpu_count) {
-                format!(
-                    "{prefix}: gpu {} is more than any node of pool '{pool_name}' has (largest: {})",
-                    request.gpus,
-                    largest(|n| n.gpu_count)
-                )
-            } else if request.storage_bytes >= largest(|n| n.ephemeral_storage_bytes) {
-                format!(
-                    "{prefix}: storage {}Ki is not less than any node of pool '{pool_name}' has (largest: {}Ki)",
-                    request.storage_bytes / 1024,
-                    largest(|n| n.ephemeral_storage_bytes) / 1024
-                )
-            } else {
-                format!("{prefix}: no single node of pool '{pool_name}' has all of cpu, memory, gpu and storage requested")
+            let candidates: Vec<&NodeInventory> = match platform {
+                Some((_, config)) => nodes.iter().filter(|n| on_platform(config, n)).collect(),
+                None => nodes.iter().collect(),
             };
-            return Err(message);
+            let rules = named_rules(view, pool, platform)?;
+            if rules.is_empty() {
+                default_rules(pool_name, nodes, &candidates, task)?;
+            } else {
+                configured_rules(pool_name, platform, nodes, &candidates, &rules, task)?;
+            }
+            passed.insert(key);
         }
     }
-    Ok(())
+    Ok(in_force.waiting_reason().into_iter().collect())
+}
+
+/// The rules of the RESOURCE_VALIDATION configs `pool` names in
+/// `common_resource_validations`, then those `platform` names in its
+/// `resource_validations`; one that does not exist is an error naming it.
+fn named_rules(
+    view: &ReadView,
+    pool: &PoolConfig,
+    platform: Option<(&str, &PlatformConfig)>,
+) -> Result<Vec<Rule>, String> {
+    let mut named: Vec<(String, &str)> = pool
+        .common_resource_validations
+        .iter()
+        .map(|name| ("common_resource_validations".to_string(), name.as_str()))
+        .collect();
+    if let Some((platform_name, config)) = platform {
+        named.extend(config.resource_validations.iter().map(|name| {
+            (
+                format!("platforms.{platform_name}.resource_validations"),
+                name.as_str(),
+            )
+        }));
+    }
+    let mut rules = Vec::new();
+    for (field, name) in named {
+        let revision = view
+            .config(ConfigType::ResourceValidation, name)
+            .map_err(|error| error.to_string())?;
+        let Some(data) = revision.and_then(|revision| revision.data) else {
+            return Err(format!(
+                "pool '{}' names RESOURCE_VALIDATION '{name}' in {field}, which does not exist; ask an admin to restore it or change the pool",
+                pool.name
+            ));
+        };
+        let assertions =
+            assertions(&data).map_err(|error| format!("RESOURCE_VALIDATION '{name}': {error}"))?;
+        rules.extend(
+            assertions
+                .into_iter()
+                .enumerate()
+                .map(|(index, assertion)| Rule {
+                    config: name.to_string(),
+                    index,
+                    assertion,
+                }),
+        );
+    }
+    Ok(rules)
+}
+
+/// Most nodes a refusal lists, one line each.
+const NODES_LISTED_MAX: usize = 10;
+
+/// OSMO's rule evaluation for one task: every static rule holds, and some
+/// node of the task's platform satisfies every node rule (once nodes are
+/// reported).
+fn configured_rules(
+    pool_name: &str,
+    platform: Option<(&str, &PlatformConfig)>,
+    nodes: &[NodeInventory],
+    candidates: &[&NodeInventory],
+    rules: &[Rule],
+    task: &TaskPlan,
+) -> Result<(), String> {
+    let failed = |detail: String| {
+        format!(
+            "Resource validation failed for task: {}\n{detail}",
+            task.name
+        )
+    };
+    let user = user_tokens(&task.resource);
+    let (node_rules, static_rules): (Vec<&Rule>, Vec<&Rule>) =
+        rules.iter().partition(|rule| rule.is_node_rule());
+    for rule in static_rules {
+        match evaluate(rule, &user, &task.name) {
+            Ok(()) => {}
+            Err(RuleError::Failed(message) | RuleError::Broken(message)) => {
+                return Err(failed(message))
+            }
+        }
+    }
+    if node_rules.is_empty() || nodes.is_empty() {
+        return Ok(());
+    }
+    let place = match platform {
+        Some((name, _)) => format!("platform '{name}' of pool '{pool_name}'"),
+        None => format!("pool '{pool_name}'"),
+    };
+    if candidates.is_empty() {
+        return Err(failed(format!("There are no resources in {place}!")));
+    }
+    let mut reasons = Vec::new();
+    'nodes: for node in candidates {
+        let mut tokens = user.clone();
+        tokens.extend(node_tokens(node));
+        for rule in &node_rules {
+            match evaluate(rule, &tokens, &task.name) {
+                Ok(()) => {}
+                Err(RuleError::Broken(message)) => return Err(failed(message)),
+                Err(RuleError::Failed(message)) => {
+                    reasons.push(format!("  {}: {message}", node.name));
+                    continue 'nodes;
+                }
+            }
+        }
+        return Ok(());
+    }
+    let more = reasons.len().saturating_sub(NODES_LISTED_MAX);
+    reasons.truncate(NODES_LISTED_MAX);
+    if more > 0 {
+        reasons.push(format!("  ... and {more} more nodes"));
+    }
+    Err(failed(format!(
+        "no node of {place} passes its RESOURCE_VALIDATION rules:\n{}\nPlease check available resources with \"resource list\".",
+        reasons.join("\n")
+    )))
+}
+
+/// OSMO §3.4's default rules, for pools and platforms that name no
+/// RESOURCE_VALIDATION: some node of the task's platform has at least the
+/// CPU, memory and GPUs and (more than) the storage it asks for. Skipped
+/// while no operator has reported nodes for the pool's backend.
+fn default_rules(
+    pool_name: &str,
+    nodes: &[NodeInventory],
+    candidates: &[&NodeInventory],
+    task: &TaskPlan,
+) -> Result<(), String> {
+    if nodes.is_empty() {
+        return Ok(());
+    }
+    if candidates.is_empty() {
+        return Err(format!(
+            "task '{}': no node of pool '{pool_name}' matches its platform",
+            task.name
+        ));
+    }
+    let resource = &task.resource;
+    let request = Amounts::of_request(resource);
+    let fits = |node: &&NodeInventory| {
+        request.cpu_millis <= node.cpu_millis
+            && request.memory_bytes <= node.memory_bytes
+            && request.gpus <= node.gpu_count
+            && (resource.storage_bytes.is_none()
+                || request.storage_bytes < node.ephemeral_storage_bytes)
+    };
+    if candidates.iter().any(fits) {
+        return Ok(());
+    }
+    let largest = |f: fn(&NodeInventory) -> u64| candidates.iter().map(|n| f(n)).max().unwrap_or(0);
+    let prefix = format!(
+        "workflow.resources.{} (task '{}')",
+        resource.name, task.name
+    );
+    let message = if request.cpu_millis > largest(|n| n.cpu_millis) {
+        format!(
+            "{prefix}: cpu {} is more than any node of pool '{pool_name}' can allocate (largest: {})",
+            format_cpu(request.cpu_millis),
+            format_cpu(largest(|n| n.cpu_millis))
+        )
+    } else if request.memory_bytes > largest(|n| n.memory_bytes) {
+        format!(
+            "{prefix}: memory {}Ki is more than any node of pool '{pool_name}' can allocate (largest: {}Ki)",
+            request.memory_bytes / 1024,
+            largest(|n| n.memory_bytes) / 1024
+        )
+    } else if request.gpus > largest(|n| n.gpu_count) {
+        format!(
+            "{prefix}: gpu {} is more than any node of pool '{pool_name}' has (largest: {})",
+            request.gpus,
+            largest(|n| n.gpu_count)
+        )
+    } else if request.storage_bytes >= largest(|n| n.ephemeral_storage_bytes) {
+        format!(
+            "{prefix}: storage {}Ki is not less than any node of pool '{pool_name}' has (largest: {}Ki)",
+            request.storage_bytes / 1024,
+            largest(|n| n.ephemeral_storage_bytes) / 1024
+        )
+    } else {
+        format!("{prefix}: no single node of pool '{pool_name}' has all of cpu, memory, gpu and storage requested")
+    };
+    Err(message)
 }
 
 #[cfg(test)]

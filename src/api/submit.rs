@@ -27,6 +27,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use gantry_storage::config::pool::pool_status;
+use gantry_storage::config::WorkflowConfig;
 use gantry_storage::labels::{self, Labels};
 use gantry_storage::plan::WorkflowPlan;
 use gantry_storage::{
@@ -107,7 +108,8 @@ pub async fn submit(
         set_env: params.all("env_vars"),
     };
     let prepared = prepare_spec(&state, input).await?;
-    let warnings = prepared.warnings.clone();
+    let mut warnings = prepared.warnings.clone();
+    warnings.extend(declared_pool_warning(&prepared, &pool));
     let labels = merged_labels(
         canonical_labels.unwrap_or_else(|| prepared.labels.clone()),
         overrides,
@@ -125,7 +127,13 @@ pub async fn submit(
             "warnings": warnings,
         })));
     }
-    let plan = checked_plan(&state, &pool, prepared.plan.map_err(|e| e.to_string()))?;
+    let (plan, admitted) = checked_plan(
+        &state,
+        &pool,
+        priority,
+        prepared.plan.map_err(|e| e.to_string()),
+    )?;
+    warnings.extend(admitted);
     if validation_only {
         plan.map_err(|message| ApiError::bad_request("SUBMISSION", message))?;
         return Ok(Json(json!({
@@ -199,8 +207,10 @@ pub async fn restart(
         .map_err(|error| error.to_string())
         .and_then(|plan| restart_plan(plan, &completed, &workflow.id))
         .map_err(|message| ApiError::bad_request("SUBMISSION", message).with_workflow(&earlier))?;
-    let plan = checked_plan(&state, &pool, Ok(plan))?;
+    let (plan, admitted) = checked_plan(&state, &pool, workflow.priority, Ok(plan))?;
     let labels = view.workflow_labels(&workflow.id)?;
+    let mut warnings = prepared.warnings;
+    warnings.extend(admitted);
     let submission = Submission {
         name: prepared.name,
         uuid: uuid::Uuid::new_v4().simple().to_string(),
@@ -216,7 +226,7 @@ pub async fn restart(
         (&caller, &request_key),
         submission,
         labels,
-        prepared.warnings,
+        warnings,
     )
     .await
 }
@@ -290,7 +300,11 @@ async fn prepare_spec(state: &AppState, input: SpecInput) -> Result<Prepared, Ap
             "the server is shutting down",
         )
     })?;
-    let limits = state.config.spec_limits.clone();
+    let mut limits = state.config.spec_limits.clone();
+    // The WORKFLOW config in force decides how many tasks a workflow may
+    // have.
+    let max_tasks = WorkflowConfig::in_force(&state.node.read_local()?).max_num_tasks;
+    limits.max_tasks = usize::try_from(max_tasks).unwrap_or(usize::MAX);
     // A client that leaves drops this future, and with it the guard: the
     // worker process is killed rather than left to run out its limits.
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -314,21 +328,41 @@ async fn prepare_spec(state: &AppState, input: SpecInput) -> Result<Prepared, Ap
     })
 }
 
-/// OSMO §3.4: resources are checked against the pool's nodes; a failure is
-/// recorded like any other validation failure. Validation runs the same
-/// checks, so it passes exactly what a submit would accept.
+/// Every check of a plan against its pool and the configs in force
+/// (`resources::check_resources`, the one place submit, validation,
+/// resubmit and restart share); a failure is recorded like any other
+/// validation failure. Validation runs the same checks, so it passes
+/// exactly what a submit would accept. Also the warnings they give.
 fn checked_plan(
     state: &AppState,
     pool: &str,
+    priority: Priority,
     plan: Result<WorkflowPlan, String>,
-) -> Result<Result<WorkflowPlan, String>, ApiError> {
+) -> Result<(Result<WorkflowPlan, String>, Vec<String>), ApiError> {
     Ok(match plan {
         Ok(plan) => {
             let view = state.node.read_local()?;
-            super::resources::check_resources(&view, pool, &plan).map(|()| plan)
+            match super::resources::check_resources(&view, pool, &plan, priority) {
+                Ok(warnings) => (Ok(plan), warnings),
+                Err(error) => (Err(error), Vec::new()),
+            }
         }
-        Err(error) => Err(error),
+        Err(error) => (Err(error), Vec::new()),
     })
+}
+
+/// OSMO keeps `workflow.pool` for information only: the submit's pool
+/// decides. A spec naming another pool says so in the answer.
+fn declared_pool_warning(prepared: &Prepared, pool: &str) -> Option<String> {
+    prepared
+        .declared_pool
+        .as_deref()
+        .filter(|declared| !declared.is_empty() && *declared != pool)
+        .map(|declared| {
+            format!(
+                "workflow.pool is '{declared}', but the workflow runs in pool '{pool}' (the pool it is submitted to, as OSMO)"
+            )
+        })
 }
 
 /// Proposes the submission and answers as OSMO's `SubmitResponse`. With

@@ -20,21 +20,24 @@ pub enum TokenCommand {
     Set {
         /// Token name
         name: String,
-        /// Last day it is valid: YYYY-MM-DD (or an RFC 3339 time); default: no expiry
-        #[arg(long)]
+        /// When it expires: YYYY-MM-DD (UTC) or an RFC 3339 time, or
+        /// `never`; default: 31 days from today, as OSMO's CLI (a --service
+        /// token: never)
+        #[arg(short = 'e', long)]
         expires_at: Option<String>,
-        #[arg(long, default_value = "")]
+        #[arg(short = 'd', long, default_value = "")]
         description: String,
         /// A service account's token (e.g. for a backend operator); its user
         /// is --user, or the token's name
         #[arg(long)]
         service: bool,
-        /// Roles, comma-separated (admin, user, backend or ROLE configs);
-        /// default: the caller's roles for its own tokens, `user` otherwise
-        #[arg(long, value_delimiter = ',')]
+        /// Roles (admin, user, backend or ROLE configs): comma-separated,
+        /// several after one flag or the flag repeated; default: the
+        /// caller's roles for its own tokens, `user` otherwise
+        #[arg(short = 'r', long, value_delimiter = ',', num_args = 1..)]
         roles: Vec<String>,
         /// Create the token for this user (admins)
-        #[arg(long)]
+        #[arg(short = 'u', long)]
         user: Option<String>,
         #[command(flatten)]
         output: FormatArg,
@@ -70,6 +73,29 @@ impl TokenCommand {
     }
 }
 
+/// OSMO's CLI gives a personal token 31 days unless told otherwise.
+const PERSONAL_TOKEN_DAYS: i64 = 31;
+
+/// The `expires_at` to send: as given, none for `never`, else 31 days from
+/// `today` for a personal token and none for a service account's (an
+/// operator's token must not lapse unattended).
+fn expiry(
+    given: Option<String>,
+    service: bool,
+    today: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    match given {
+        Some(text) if text.eq_ignore_ascii_case("never") => None,
+        Some(text) => Some(text),
+        None if service => None,
+        None => Some(
+            (today + chrono::Duration::days(PERSONAL_TOKEN_DAYS))
+                .format("%Y-%m-%d")
+                .to_string(),
+        ),
+    }
+}
+
 fn user_path(user: Option<&str>, rest: &str) -> String {
     match user {
         Some(user) => format!("/api/auth/user/{}/access_token{rest}", encode_segment(user)),
@@ -91,7 +117,7 @@ pub async fn run_token(args: &ClientArgs, command: TokenCommand) -> anyhow::Resu
         } => {
             let user = user.or_else(|| service.then(|| name.clone()));
             let mut query = vec![("description", description)];
-            if let Some(expires_at) = expires_at {
+            if let Some(expires_at) = expiry(expires_at, service, chrono::Utc::now()) {
                 query.push(("expires_at", expires_at));
             }
             if service {
@@ -220,4 +246,66 @@ pub async fn run_login(args: LoginArgs) -> anyhow::Result<()> {
         path.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn personal_tokens_last_31_days_unless_told_service_tokens_never() {
+        let today = chrono::Utc.with_ymd_and_hms(2026, 12, 7, 10, 0, 0).unwrap();
+        assert_eq!(expiry(None, false, today).as_deref(), Some("2027-01-07"));
+        assert_eq!(expiry(None, true, today), None);
+        assert_eq!(expiry(Some("never".into()), false, today), None);
+        assert_eq!(
+            expiry(Some("2030-01-01".into()), true, today).as_deref(),
+            Some("2030-01-01")
+        );
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(subcommand)]
+        token: TokenCommand,
+    }
+
+    #[test]
+    fn osmos_short_flags_and_several_roles_after_one_flag() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "token",
+            "set",
+            "laptop",
+            "-e",
+            "2099-01-31",
+            "-d",
+            "mine",
+            "-u",
+            "bob",
+            "-r",
+            "a",
+            "b",
+            "-r",
+            "c,d",
+        ])
+        .expect("parses");
+        let TokenCommand::Set {
+            name,
+            expires_at,
+            description,
+            roles,
+            user,
+            ..
+        } = cli.token
+        else {
+            panic!("not set");
+        };
+        assert_eq!(name, "laptop");
+        assert_eq!(expires_at.as_deref(), Some("2099-01-31"));
+        assert_eq!(description, "mine");
+        assert_eq!(user.as_deref(), Some("bob"));
+        assert_eq!(roles, ["a", "b", "c", "d"]);
+    }
 }

@@ -5,12 +5,14 @@
 //! `YYYY/MM/DD HH:MM:SS [<source>] <STATUS>[: <detail>]`.
 //!
 //! Gantry collects no Kubernetes events yet; these are what the state
-//! machine recorded. Invariants: the same records give the same text (events
+//! machine recorded, and why a workflow that has not started waits when
+//! its pool's backend is offline. Invariants: the same records give the same text (events
 //! at the same millisecond are ordered by cause — submit, then processing
 //! top-down, then reports bottom-up: task, group, workflow — then spec
 //! order); nothing here writes, so serving events costs the status path
 //! nothing.
 
+use gantry_storage::admission::InForce;
 use gantry_storage::{
     GroupRecord, Millis, ReadView, StorageError, TaskRecord, TaskStatus, WorkflowRecord,
     WorkflowStatus,
@@ -206,6 +208,29 @@ fn workflow_events(events: &mut Vec<Event>, workflow: &WorkflowRecord) {
     }
 }
 
+/// Why a workflow that has not started waits, while its pool's backend is
+/// offline (as OSMO's PENDING reasons): said at its submit time, derived
+/// from the backend's state now, so it goes once the operator connects.
+fn waiting_event(
+    events: &mut Vec<Event>,
+    view: &ReadView,
+    workflow: &WorkflowRecord,
+) -> Result<(), StorageError> {
+    if !workflow.status.is_alive() || workflow.start_time.is_some() {
+        return Ok(());
+    }
+    let reason = InForce::read(view, &workflow.pool)?.waiting_reason();
+    push(
+        events,
+        reason.is_some().then_some(workflow.submit_time),
+        TIER_SUBMIT,
+        &workflow.id,
+        "PENDING",
+        reason,
+    );
+    Ok(())
+}
+
 /// The events of `workflow` kept by `filter`, in time order.
 pub fn collect(
     view: &ReadView,
@@ -215,6 +240,7 @@ pub fn collect(
     let mut events = Vec::new();
     if filter.task.is_none() {
         workflow_events(&mut events, workflow);
+        waiting_event(&mut events, view, workflow)?;
     }
     for group in view.groups(workflow)? {
         if filter.task.is_none() {

@@ -9,6 +9,7 @@
 //! [`TaskLaunch`].
 
 pub mod byte_queue;
+pub mod host_access;
 pub mod task_host;
 pub mod wire;
 

@@ -147,7 +147,7 @@ pub fn build(
         return Err(SpecError::invalid(
             at,
             format!(
-                "{task_count} tasks exceed the limit of {}",
+                "{task_count} tasks exceed the limit of {} (the WORKFLOW config's max_num_tasks)",
                 limits.max_tasks
             ),
         ));
@@ -381,6 +381,7 @@ fn build_task(
     validate::checkpoints(&join(path, "checkpoint"), &task.checkpoint)?;
     let credentials = validate::credentials(&join(path, "credentials"), &task.credentials)?;
     validate::volume_mounts(&join(path, "volumeMounts"), &task.volume_mounts)?;
+    validate::unsupported_task_fields(path, task)?;
 
     let mut environment: BTreeMap<String, String> = task
         .environment

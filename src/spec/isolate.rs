@@ -75,6 +75,8 @@ enum Reply {
         warnings: Vec<String>,
         #[serde(default)]
         labels: std::collections::BTreeMap<String, String>,
+        #[serde(default)]
+        declared_pool: Option<String>,
     },
     Failed {
         error: WireError,
@@ -171,6 +173,7 @@ fn encode_reply(result: &Result<Prepared, SpecError>) -> Vec<u8> {
             plan: prepared.plan.clone().map_err(WireError::from),
             warnings: prepared.warnings.clone(),
             labels: prepared.labels.clone(),
+            declared_pool: prepared.declared_pool.clone(),
         },
         Err(err) => Reply::Failed {
             error: err.clone().into(),
@@ -190,12 +193,14 @@ fn decode_reply(bytes: &[u8]) -> Result<Prepared, SpecError> {
             plan,
             warnings,
             labels,
+            declared_pool,
         }) => Ok(Prepared {
             name,
             rendered,
             plan: plan.map_err(SpecError::from),
             warnings,
             labels,
+            declared_pool,
         }),
         Ok(Reply::Failed { error }) => Err(error.into()),
         Err(err) => Err(SpecError::template(format!(

@@ -54,12 +54,15 @@ pub struct Prepared {
     /// The YAML after Jinja rendering, without the `default-values` block.
     pub rendered: String,
     pub plan: Result<WorkflowPlan, SpecError>,
-    /// What was accepted but deserves a word (e.g. repeated keys), for the
-    /// submit answer's `warnings`.
+    /// What was accepted but deserves a word (e.g. repeated keys, fields
+    /// the server sets), for the submit answer's `warnings`.
     pub warnings: Vec<String>,
     /// The spec's `workflow.labels` when they are valid (otherwise `plan`
     /// says why, and there are none).
     pub labels: BTreeMap<String, String>,
+    /// `workflow.pool` as written: OSMO keeps it for information only (the
+    /// submit's pool decides); the caller compares it.
+    pub declared_pool: Option<String>,
 }
 
 /// The spec rendered and read as YAML, before any rule is applied.
@@ -122,13 +125,24 @@ fn prepare_here(input: &SpecInput, limits: &SpecLimits) -> Result<Prepared, Spec
     let document = read_document(input, limits)?;
     let name = workflow_name(&document.root, limits)?;
     let labels = spec_labels(&document.root);
-    let plan = plan(document.root, &env, limits);
+    let mut warnings = document.warnings;
+    let (plan, declared_pool) = match parse(document.root) {
+        Ok(spec) => {
+            warnings.extend(server_set_fields(&spec));
+            (
+                expand::build(&spec, &env, limits),
+                spec.workflow.pool.clone(),
+            )
+        }
+        Err(error) => (Err(error), None),
+    };
     Ok(Prepared {
         name,
         rendered: document.rendered,
         plan,
-        warnings: document.warnings,
+        warnings,
         labels,
+        declared_pool,
     })
 }
 
@@ -236,13 +250,65 @@ fn spec_labels(root: &Value) -> BTreeMap<String, String> {
     }
 }
 
-fn plan(
-    root: Value,
-    env: &std::collections::BTreeMap<String, String>,
-    limits: &SpecLimits,
-) -> Result<WorkflowPlan, SpecError> {
+fn parse(root: Value) -> Result<model::SpecFile, SpecError> {
     validate::check_version(&root)?;
-    let spec: model::SpecFile = serde_path_to_error::deserialize(root)
-        .map_err(|err| SpecError::invalid(render_path("", err.path()), err.inner().to_string()))?;
-    expand::build(&spec, env, limits)
+    serde_path_to_error::deserialize(root)
+        .map_err(|err| SpecError::invalid(render_path("", err.path()), err.inner().to_string()))
+}
+
+/// OSMO's internal fields, which its service overwrites (`workflow.backend`:
+/// the pool's; a task's `backend` and `resources`: the pool's backend and
+/// the `workflow.resources` entry it names): accepted as OSMO accepts
+/// them, and the answer says the value is not used.
+fn server_set_fields(spec: &model::SpecFile) -> Vec<String> {
+    let set = |value: &Option<Value>| {
+        value
+            .as_ref()
+            .is_some_and(|v| !matches!(v, Value::Null) && v.as_str() != Some(""))
+    };
+    let mut warnings = Vec::new();
+    if spec
+        .workflow
+        .backend
+        .as_deref()
+        .is_some_and(|b| !b.is_empty())
+    {
+        warnings.push(
+            "workflow.backend is set by the server (the pool's backend); the spec's value is not used, as OSMO"
+                .to_string(),
+        );
+    }
+    let tasks: Vec<(String, &model::TaskSpec)> = match (&spec.workflow.tasks, &spec.workflow.groups)
+    {
+        (Some(tasks), _) => tasks
+            .iter()
+            .enumerate()
+            .map(|(i, task)| (format!("workflow.tasks[{i}]"), task))
+            .collect(),
+        (None, Some(groups)) => groups
+            .iter()
+            .enumerate()
+            .flat_map(|(g, group)| {
+                group
+                    .tasks
+                    .iter()
+                    .enumerate()
+                    .map(move |(t, task)| (format!("workflow.groups[{g}].tasks[{t}]"), task))
+            })
+            .collect(),
+        (None, None) => Vec::new(),
+    };
+    for (path, task) in tasks {
+        if set(&task.backend) {
+            warnings.push(format!(
+                "{path}.backend is set by the server (the pool's backend); the spec's value is not used, as OSMO"
+            ));
+        }
+        if set(&task.resources) {
+            warnings.push(format!(
+                "{path}.resources is set by the server from workflow.resources (`resource` names the entry); the spec's value is not used, as OSMO"
+            ));
+        }
+    }
+    warnings
 }

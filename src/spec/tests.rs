@@ -2,7 +2,7 @@
 //! reference examples, coercions, templating limits and a no-panic property.
 
 use super::*;
-use gantry_storage::plan::{CredentialUse, ExitAction, InputPlan};
+use gantry_storage::plan::{ExitAction, InputPlan};
 
 fn input(text: &str) -> SpecInput {
     SpecInput {
@@ -201,6 +201,15 @@ const INVALID: &[(&str, &str, &str)] = &[
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], credentials: {c: [1]}}]}", "workflow.tasks[0].credentials.c", "mount directory"),
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], volumeMounts: ['/a:/b:/c']}]}", "workflow.tasks[0].volumeMounts[0]", "invalid volume mount"),
     ("workflow: {name: wf, labels: {'bad key!': v}, tasks: [{name: a, image: i, command: [x]}]}", "workflow.labels.bad key!", "invalid label key"),
+    // OSMO fields Gantry refuses until it can honour them: never
+    // accepted and ignored.
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], credentials: {c: /secrets}}]}", "workflow.tasks[0].credentials", "`credentials` is not supported yet: Gantry stores no user credentials"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], checkpoint: [{path: /c, url: s3://b, frequency: 1m}]}]}", "workflow.tasks[0].checkpoint", "`checkpoint` is not supported yet: Gantry does not upload checkpoints"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], kpis: [{index: 0, path: /k}]}]}", "workflow.tasks[0].kpis", "`kpis` is not supported yet"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], cacheSize: 50%}]}", "workflow.tasks[0].cacheSize", "USER_CACHE"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], downloadType: mount}]}", "workflow.tasks[0].downloadType", "the only one is \"download\""),
+    ("workflow: {name: wf, resources: {default: {nodesExcluded: [n1]}}, tasks: [{name: a, image: i, command: [x]}]}", "workflow.resources.default.nodesExcluded", "USER_EXCLUDED_NODES"),
+    ("workflow: {name: wf, resources: {default: {topology: [{key: gpu-clique}]}}, tasks: [{name: a, image: i, command: [x]}]}", "workflow.resources.default.topology[0].key", "topology key \"gpu-clique\" is not available in any pool"),
     ("workflow: {name: wf, labels: {k: ''}, tasks: [{name: a, image: i, command: [x]}]}", "workflow.labels.k", "invalid label value"),
     // special tokens
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], args: ['{{input:0}}']}]}", "workflow.tasks[0].args[0]", "refers to input 0"),
@@ -457,28 +466,60 @@ fn example_b_with_set_overrides() {
         == Some("INFO")));
 }
 
+/// Example C's credentials and checkpoint are refused (Gantry cannot
+/// honour them yet); its files work.
 #[test]
-fn example_c_files_credentials_checkpoint() {
-    let plan = plan_of(EXAMPLE_C);
+fn example_c_credentials_and_checkpoint_are_refused_files_work() {
+    let refused = |text: &str| match run(text) {
+        Ok(Prepared { plan: Err(err), .. }) => err,
+        other => panic!("not refused: {other:?}"),
+    };
+    let err = refused(EXAMPLE_C);
+    assert_eq!(err.path.as_deref(), Some("workflow.tasks[0].credentials"));
+    assert!(err.message.contains("stores no user credentials"), "{err}");
+    let without_credentials = EXAMPLE_C
+        .replace("    credentials:\n", "")
+        .replace(
+            "      wandb: {WANDB_API_KEY: key}      # env var from generic credential\n",
+            "",
+        )
+        .replace(
+            "      aws_keys: /root/.aws              # each key mounted as a file\n",
+            "",
+        );
+    let err = refused(&without_credentials);
+    assert_eq!(err.path.as_deref(), Some("workflow.tasks[0].checkpoint"));
+    assert!(err.message.contains("does not upload checkpoints"), "{err}");
+    let files_only: String = without_credentials
+        .lines()
+        .filter(|line| !line.contains("checkpoint"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let plan = plan_of(&files_only);
     let task = &plan.groups[0].tasks[0];
     assert_eq!(task.files[0].path, "/tmp/train.py");
     assert!(!task.files[0].base64);
-    assert_eq!(
-        task.credentials.get("aws_keys"),
-        Some(&CredentialUse::Mount("/root/.aws".into()))
-    );
-    match task.credentials.get("wandb") {
-        Some(CredentialUse::Env(env)) => {
-            assert_eq!(env.get("WANDB_API_KEY").map(String::as_str), Some("key"))
-        }
-        other => panic!("{other:?}"),
-    }
+    assert!(task.credentials.is_empty());
     assert_eq!(task.resource.name, "default");
 }
 
 #[test]
 fn example_d_platforms() {
-    let plan = plan_of(EXAMPLE_D);
+    // Pools have no topology keys yet, so no topology key is available.
+    match run(EXAMPLE_D) {
+        Ok(Prepared { plan: Err(err), .. }) => {
+            assert_eq!(
+                err.path.as_deref(),
+                Some("workflow.resources.big.topology[0].key")
+            );
+            assert!(
+                err.message.contains("no topology-aware gang scheduling"),
+                "{err}"
+            );
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+    let plan = plan_of(&EXAMPLE_D.replace(", topology: [{key: gpu-clique}]", ""));
     assert_eq!(
         plan.groups[1].tasks[0].resource.platform.as_deref(),
         Some("gb200")
@@ -521,7 +562,7 @@ fn coercions() {
 #[test]
 fn defaults_and_accepted_extras() {
     let plan = plan_of(&task_with(
-        "    lead: false\n    privileged: true\n    hostNetwork: true\n    volumeMounts: [/data, /a:/b]\n    downloadType: download\n    cacheSize: 50%\n    kpis: [{index: 0, path: /k}]\n    inputs: [{url: s3://b/in, regex: '.*'}, {task: 'other-1:prep'}]\n",
+        "    lead: false\n    privileged: true\n    hostNetwork: true\n    volumeMounts: [/data, /a:/b]\n    downloadType: download\n    inputs: [{url: s3://b/in, regex: '.*'}, {task: 'other-1:prep'}]\n",
     ));
     let group = &plan.groups[0];
     assert_eq!(group.name, "t-group");

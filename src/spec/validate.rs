@@ -9,7 +9,7 @@
 
 use super::error::{join, SpecError};
 use super::input::SpecLimits;
-use super::model::{CheckpointSpec, FileSpec, ResourceSpec, Text, TimeoutSpec};
+use super::model::{CheckpointSpec, FileSpec, ResourceSpec, TaskSpec, Text, TimeoutSpec};
 use super::quantity::{parse_duration, parse_quantity};
 use super::special_tokens::{probe_tokens, scan, Token};
 use base64::Engine as _;
@@ -129,6 +129,25 @@ pub fn resource(path: &str, name: &str, spec: &ResourceSpec) -> Result<ResourceP
             }
         }
     }
+    if let Some(first) = spec.topology.first() {
+        return Err(SpecError::invalid(
+            format!("{}[0].key", join(path, "topology")),
+            format!(
+                "topology key {:?} is not available in any pool: Gantry's pools have no topology_keys yet \
+                 (no topology-aware gang scheduling); remove `topology`",
+                first.key
+            ),
+        ));
+    }
+    if !spec.nodes_excluded.is_empty() {
+        return Err(SpecError::invalid(
+            join(path, "nodesExcluded"),
+            not_yet(
+                "nodesExcluded",
+                "it sets the pod template variable USER_EXCLUDED_NODES, which Gantry's pod templates do not have",
+            ),
+        ));
+    }
     Ok(ResourcePlan {
         name: name.to_string(),
         cpu: count("cpu", spec.cpu)?,
@@ -137,6 +156,58 @@ pub fn resource(path: &str, name: &str, spec: &ResourceSpec) -> Result<ResourceP
         storage_bytes: quantity("storage", &spec.storage)?,
         platform: spec.platform.clone(),
     })
+}
+
+/// The message for a field OSMO has and Gantry refuses until it can honour
+/// it: never accepted and ignored.
+pub fn not_yet(field: &str, why: &str) -> String {
+    format!("`{field}` is not supported yet: {why}; remove it from the spec")
+}
+
+/// The task fields Gantry refuses (saying why) once
+/// their shape has been checked: `credentials`, `checkpoint`, `kpis`,
+/// `cacheSize`; and `downloadType` other than `download`, OSMO's only one.
+pub fn unsupported_task_fields(path: &str, task: &TaskSpec) -> Result<(), SpecError> {
+    if !task.credentials.is_empty() {
+        return Err(SpecError::invalid(
+            join(path, "credentials"),
+            not_yet(
+                "credentials",
+                "Gantry stores no user credentials, so none can reach a task",
+            ),
+        ));
+    }
+    if !task.checkpoint.is_empty() {
+        return Err(SpecError::invalid(
+            join(path, "checkpoint"),
+            not_yet(
+                "checkpoint",
+                "Gantry does not upload checkpoints while a task runs (write them under an `outputs` path, uploaded when the task ends)",
+            ),
+        ));
+    }
+    if !task.kpis.is_empty() {
+        return Err(SpecError::invalid(
+            join(path, "kpis"),
+            not_yet("kpis", "Gantry does not upload KPI files"),
+        ));
+    }
+    if task.cache_size.is_some() {
+        return Err(SpecError::invalid(
+            join(path, "cacheSize"),
+            not_yet(
+                "cacheSize",
+                "it sets the pod template variable USER_CACHE, which Gantry's pod templates do not have",
+            ),
+        ));
+    }
+    match task.download_type.as_deref() {
+        None | Some("download") => Ok(()),
+        Some(other) => Err(SpecError::invalid(
+            join(path, "downloadType"),
+            format!("downloadType {other:?} is not a download type: the only one is \"download\""),
+        )),
+    }
 }
 
 fn duration(path: &str, text: &Text) -> Result<u64, SpecError> {

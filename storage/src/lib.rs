@@ -11,6 +11,7 @@
 //! - A rejected command changes nothing and returns [`Outcome::Rejected`].
 //! - This crate knows nothing of tokio, openraft or the network.
 
+pub mod admission;
 pub mod command;
 pub mod config;
 pub mod error;

@@ -9,18 +9,23 @@
 //! headless Service on Kubernetes), the platform placement and pod
 //! templates of the workflow's pool, the backend's scheduler settings (only
 //! when an admin's BACKEND config sets them), and where each task's data
-//! comes from and goes (the data store in force). A group that cannot be
-//! built names the tasks that fail with it.
+//! comes from and goes (the data store in force), and the spec's
+//! `privileged`, `hostNetwork` and `volumeMounts` as the task's last pod
+//! template (`protocol::host_access`) once the platform still allows them
+//! and the executor can honour them. A group that cannot be built names
+//! the tasks that fail with it.
 
 use crate::control::placement::PoolPlacement;
 use crate::data::{DataInput, DataOutput, DataStore, TaskData};
+use crate::protocol::host_access;
 use crate::protocol::task_host::kubernetes_task_host;
 use crate::protocol::{
     GroupLaunch, GroupMeta, LaunchFile, LaunchInput, LaunchResources, LaunchScheduler, TaskLaunch,
-    TaskPlacement, EXECUTOR_KUBERNETES,
+    TaskPlacement, EXECUTOR_KUBERNETES, EXECUTOR_LOCAL,
 };
 use crate::spec::{substitute_task, TokenContext};
 use base64::Engine;
+use gantry_storage::admission::{check_allowed, check_executor, task_platform, InForce};
 use gantry_storage::plan::InputPlan;
 use gantry_storage::{ReadView, TaskKey};
 use std::collections::{BTreeMap, BTreeSet};
@@ -63,6 +68,10 @@ pub(super) fn build_launch(
     let on_kubernetes = backend
         .as_ref()
         .is_some_and(|backend| backend.executor == EXECUTOR_KUBERNETES);
+    let executor = backend
+        .as_ref()
+        .map_or(EXECUTOR_LOCAL, |backend| backend.executor.as_str())
+        .to_string();
     // Tasks of one local group share the host's network; on Kubernetes each
     // pod is named by the group's headless Service.
     let hosts: BTreeMap<String, String> = tasks
@@ -88,6 +97,8 @@ pub(super) fn build_launch(
         tasks: keys.clone(),
         message,
     })?;
+    let in_force =
+        InForce::read(view, &workflow.pool).map_err(|error| failure(error.to_string()))?;
     // Only a task with `outputs` needs to know whether others consume it.
     let consumed = if tasks.iter().any(|task| !task.plan.outputs.is_empty()) {
         let workflow = view
@@ -125,6 +136,22 @@ pub(super) fn build_launch(
                 tasks: keys.clone(),
                 message: format!("task '{}': {error}", task.name),
             })?;
+        // What the platform allows and the executor can honour, as at
+        // submit: the configs may have changed since (OSMO checks again
+        // when it builds the pod).
+        if task.plan.privileged || task.plan.host_network || !task.plan.volume_mounts.is_empty() {
+            let allowed = match &in_force.pool {
+                Some(pool_config) => task_platform(pool_config, &task.plan)
+                    .and_then(|platform| check_allowed(pool_config, platform, &task.plan)),
+                None => Ok(()),
+            };
+            allowed
+                .and_then(|()| check_executor(&executor, backend_name, &task.plan))
+                .map_err(|message| LaunchFailure {
+                    tasks: keys.clone(),
+                    message,
+                })?;
+        }
         // Every field a launch uses, tokens substituted (OSMO substitutes
         // in the whole task; outputs' URLs included).
         let plan = substitute_task(&task.plan, &context).map_err(|error| LaunchFailure {
@@ -197,7 +224,15 @@ pub(super) fn build_launch(
                 platform: placed.platform,
                 node_selector: placed.node_selector,
                 tolerations: placed.tolerations,
-                pod_templates: placed.pod_templates,
+                pod_templates: placed
+                    .pod_templates
+                    .into_iter()
+                    .chain(host_access::pod_template(
+                        plan.privileged,
+                        plan.host_network,
+                        &plan.volume_mounts,
+                    ))
+                    .collect(),
             },
         });
     }

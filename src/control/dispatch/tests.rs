@@ -47,6 +47,50 @@ fn admin() -> ConfigMeta {
 }
 
 impl Fixture {
+    /// A fresh store with nothing in it.
+    fn empty() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("state.redb")).expect("store");
+        Fixture {
+            _dir: dir,
+            store,
+            workflow_id: String::new(),
+        }
+    }
+
+    /// Submits `spec` to pool `gpu` as alice; it must be accepted.
+    fn submit(&mut self, spec: &str, uuid: &str) {
+        let prepared = prepare(
+            &SpecInput {
+                text: spec.into(),
+                ..SpecInput::default()
+            },
+            &SpecLimits::default(),
+        )
+        .expect("spec");
+        let outcome = self.apply(Command::SubmitWorkflow {
+            now: 3,
+            submission: Submission {
+                name: prepared.name,
+                uuid: uuid.into(),
+                pool: "gpu".into(),
+                user: "alice".into(),
+                priority: Priority::Normal,
+                template_spec: spec.into(),
+                rendered_spec: prepared.rendered,
+                plan: prepared.plan.map_err(|error| error.to_string()),
+            },
+        });
+        let Outcome::Submitted {
+            workflow_id,
+            failure: None,
+        } = outcome
+        else {
+            panic!("not submitted: {outcome:?}");
+        };
+        self.workflow_id = workflow_id;
+    }
+
     fn apply(&self, command: Command) -> Outcome {
         let mut outcomes = self.store.apply(&[&[command]], b"", false).expect("apply");
         outcomes.remove(0).remove(0)
@@ -96,13 +140,7 @@ impl Fixture {
 /// common templates `base` and `shm`, h100 override `h100-extra`) and
 /// the workflow [`SPEC`] submitted to it.
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("state.redb")).expect("store");
-    let mut fixture = Fixture {
-        _dir: dir,
-        store,
-        workflow_id: String::new(),
-    };
+    let mut fixture = Fixture::empty();
     fixture.put(
         ConfigType::PodTemplate,
         "base",
@@ -138,35 +176,7 @@ fn fixture() -> Fixture {
             },
         }),
     );
-    let prepared = prepare(
-        &SpecInput {
-            text: SPEC.into(),
-            ..SpecInput::default()
-        },
-        &SpecLimits::default(),
-    )
-    .expect("spec");
-    let outcome = fixture.apply(Command::SubmitWorkflow {
-        now: 3,
-        submission: Submission {
-            name: prepared.name,
-            uuid: "0a1b2c3d4e5f".into(),
-            pool: "gpu".into(),
-            user: "alice".into(),
-            priority: Priority::Normal,
-            template_spec: SPEC.into(),
-            rendered_spec: prepared.rendered,
-            plan: prepared.plan.map_err(|error| error.to_string()),
-        },
-    });
-    let Outcome::Submitted {
-        workflow_id,
-        failure: None,
-    } = outcome
-    else {
-        panic!("not submitted: {outcome:?}");
-    };
-    fixture.workflow_id = workflow_id;
+    fixture.submit(SPEC, "0a1b2c3d4e5f");
     fixture
 }
 
@@ -372,5 +382,89 @@ fn a_missing_template_or_platform_fails_every_task_with_its_name() {
             .contains("task 'worker': platform 'a100' is not a platform of pool 'gpu'"),
         "{}",
         failure.message
+    );
+}
+
+const PRIVILEGED_SPEC: &str = r#"
+workflow:
+  name: sim
+  groups:
+  - name: train
+    tasks:
+    - name: master
+      lead: true
+      image: ubuntu:24.04
+      command: ["true"]
+      privileged: true
+      hostNetwork: true
+      volumeMounts: [/data, "/scratch:/mnt/scratch"]
+    - name: worker
+      image: ubuntu:24.04
+      command: ["true"]
+"#;
+
+/// Pool `gpu` whose only platform allows privileged tasks, the host's
+/// network and two host mounts, on a Kubernetes backend, and
+/// [`PRIVILEGED_SPEC`] submitted to it.
+fn privileged_fixture() -> Fixture {
+    let mut fixture = Fixture::empty();
+    fixture.put(
+        ConfigType::Pool,
+        "gpu",
+        json!({"name": "gpu", "backend": "k8s", "default_platform": "dgx",
+               "platforms": {"dgx": {"privileged_allowed": true, "host_network_allowed": true,
+                                     "allowed_mounts": ["/data", "/scratch"]}}}),
+    );
+    fixture.hello("kubernetes");
+    fixture.submit(PRIVILEGED_SPEC, "5e5e5e5e");
+    fixture
+}
+
+#[test]
+fn privileged_host_network_and_mounts_reach_a_kubernetes_launch_while_allowed() {
+    let f = privileged_fixture();
+    let launch = f.launch().map_err(|f| f.message).expect("launch");
+    let master = &task(&launch, "master").placement;
+    assert_eq!(
+        master.pod_templates.last(),
+        crate::protocol::host_access::pod_template(
+            true,
+            true,
+            &["/data".into(), "/scratch:/mnt/scratch".into()]
+        )
+        .as_ref()
+    );
+    let worker = &task(&launch, "worker").placement;
+    assert!(
+        worker.pod_templates.is_empty(),
+        "{:?}",
+        worker.pod_templates
+    );
+
+    // The backend now runs the local executor: its sandbox cannot.
+    f.hello("local");
+    let failure = f.launch().expect_err("refused");
+    assert_eq!(failure.tasks.len(), 2);
+    assert!(
+        failure
+            .message
+            .starts_with("task 'master': privileged: the local executor (backend 'k8s')"),
+        "{}",
+        failure.message
+    );
+
+    // The platform no longer allows it: the group fails naming it.
+    f.hello("kubernetes");
+    f.put(
+        ConfigType::Pool,
+        "gpu",
+        json!({"name": "gpu", "backend": "k8s", "default_platform": "dgx",
+               "platforms": {"dgx": {"host_network_allowed": true,
+                                     "allowed_mounts": ["/data", "/scratch"]}}}),
+    );
+    let failure = f.launch().expect_err("refused");
+    assert_eq!(
+        failure.message,
+        "task 'master': privileged: platform 'dgx' of pool 'gpu' does not allow it (privileged_allowed is false)"
     );
 }

@@ -1068,6 +1068,55 @@ async fn pod_templates_merge_and_cannot_move_system_labels() {
     assert_eq!(pod["spec"]["tolerations"].as_array().map(Vec::len), Some(2));
 }
 
+#[tokio::test]
+async fn privileged_host_network_and_host_mounts_reach_the_pod_as_osmo_sets_them() {
+    let mut h = Harness::start(SchedulerSettings::default()).await;
+    h.hello().await;
+    let mut sim = task("train", 0, true);
+    sim.placement.pod_templates = crate::protocol::host_access::pod_template(
+        true,
+        true,
+        &["/data".into(), "/scratch:/mnt/scratch".into()],
+    )
+    .into_iter()
+    .collect();
+    let plain = task("worker", 1, false);
+    let job = h.create(group(vec![sim, plain])).await;
+    h.until_done(job).await;
+    let pods = posted(&h.api.actions(), PODS);
+    let pod = pods
+        .iter()
+        .find(|p| p["metadata"]["labels"]["osmo.task_name"] == "train")
+        .expect("train pod");
+    assert_eq!(pod["spec"]["hostNetwork"], true);
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(container["securityContext"], json!({"privileged": true}));
+    let mounts = container["volumeMounts"].as_array().expect("mounts");
+    assert!(mounts.contains(&json!({"name": "host-mount-0", "mountPath": "/data"})));
+    assert!(mounts.contains(&json!({"name": "host-mount-1", "mountPath": "/mnt/scratch"})));
+    let volumes = pod["spec"]["volumes"].as_array().expect("volumes");
+    assert!(volumes.contains(&json!({"name": "host-mount-0", "hostPath": {"path": "/data"}})));
+    assert!(volumes.contains(&json!({"name": "host-mount-1", "hostPath": {"path": "/scratch"}})));
+    // The init container gets none of it.
+    assert!(pod["spec"]["initContainers"][0]
+        .get("securityContext")
+        .is_none());
+    // A task that asks for nothing gets nothing.
+    let worker = pods
+        .iter()
+        .find(|p| p["metadata"]["labels"]["osmo.task_name"] == "worker")
+        .expect("worker pod");
+    assert!(worker["spec"].get("hostNetwork").is_none());
+    assert!(worker["spec"]["containers"][0]
+        .get("securityContext")
+        .is_none());
+    assert!(!worker["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .any(|v| v.get("hostPath").is_some()));
+}
+
 /// OSMO's 35 shared cases. The fixture belongs to the OSMO reference
 /// material, which sits in `shared/osmo/` beside the repository (it is not
 /// copied into the project); the test looks for it in the ancestors of the

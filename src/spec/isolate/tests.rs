@@ -17,6 +17,7 @@ fn prepared(text: &str, plan: Result<WorkflowPlan, SpecError>) -> Prepared {
         plan,
         warnings: vec!["duplicate key 'a' at line 3: the last value is used".into()],
         labels: [("team".to_string(), "robotics".to_string())].into(),
+        declared_pool: Some("robots".into()),
     }
 }
 
@@ -28,6 +29,7 @@ fn same(a: &Result<Prepared, SpecError>, b: &Result<Prepared, SpecError>) -> boo
                 && a.plan == b.plan
                 && a.warnings == b.warnings
                 && a.labels == b.labels
+                && a.declared_pool == b.declared_pool
         }
         (Err(a), Err(b)) => a == b,
         _ => false,

@@ -2,10 +2,10 @@
 //! `ResourceAssertion`s (`left_operand <operator> right_operand`, else
 //! `assert_message`) that pools and platforms apply to task resources.
 //!
-//! Owns the check of a body. The list is stored as the JSON text given
-//! ([`crate::ConfigData::Json`]) and shown as stored; evaluating the
-//! assertions against a task is not done yet (submit applies OSMO's
-//! default resource rules only).
+//! Owns the check of a body and its typed reading ([`assertions`]). The
+//! list is stored as the JSON text given ([`crate::ConfigData::Json`]) and
+//! shown as stored; the binary's API evaluates the assertions at submit
+//! (their operands are Jinja templates, which this crate does not render).
 //!
 //! Invariants: every assertion has exactly the four fields, an operator of
 //! LE, GE, LT, GT, EQ or NE, and operands that are not blank; errors name
@@ -15,13 +15,27 @@ use super::typed;
 use serde::Deserialize;
 use serde_json::Value;
 
-#[derive(Debug, Deserialize)]
+/// OSMO's `ResourceAssertion`: `left_operand <operator> right_operand`,
+/// else `assert_message`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AssertionBody {
-    operator: String,
-    left_operand: String,
-    right_operand: String,
-    assert_message: String,
+pub struct ResourceAssertion {
+    /// LE, GE, LT, GT, EQ or NE.
+    pub operator: String,
+    pub left_operand: String,
+    pub right_operand: String,
+    pub assert_message: String,
+}
+
+type AssertionBody = ResourceAssertion;
+
+/// The assertions of a stored RESOURCE_VALIDATION body.
+pub fn assertions(data: &crate::ConfigData) -> Result<Vec<ResourceAssertion>, String> {
+    match data {
+        crate::ConfigData::Json(text) => serde_json::from_str(text)
+            .map_err(|error| format!("the stored rules do not read back: {error}")),
+        _ => Err("not a RESOURCE_VALIDATION body".into()),
+    }
 }
 
 /// A RESOURCE_VALIDATION body, checked: what is stored.

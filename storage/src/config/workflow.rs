@@ -91,7 +91,9 @@ impl Default for WorkflowConfig {
             user_workflow_limits: json!({}),
             plugins_config: json!({}),
             labels_config: json!({}),
-            max_num_tasks: 20,
+            // OSMO's code says 20, the chart it deploys with 100 (what its
+            // users meet), and Gantry's former server flag said 100.
+            max_num_tasks: 100,
             max_num_ports_per_task: 30,
             max_retry_per_task: 0,
             max_retry_per_job: 5,
