@@ -382,6 +382,23 @@ fn revision_verbs_through_the_cli() {
         table.contains("latest,new") && table.contains("stable"),
         "{table}"
     );
+    let table = gantry_ok(url, &["config", "history", "POOL", "--tags", "stable"]);
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|line| line.starts_with("POOL "))
+        .collect();
+    assert_eq!(rows.len(), 1, "{table}");
+    assert!(rows[0].contains(&format!(" {first} ")), "{table}");
+    let table = gantry_ok(
+        url,
+        &["config", "history", "POOL", "-r", &second.to_string()],
+    );
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|line| line.starts_with("POOL "))
+        .collect();
+    assert_eq!(rows.len(), 1, "{table}");
+    assert!(rows[0].contains("latest,new"), "{table}");
     let stderr = gantry_fails(url, &["config", "tag", &at]);
     assert!(stderr.contains("--set"), "{stderr}");
 

@@ -77,6 +77,12 @@ pub enum ConfigCommand {
         /// Most revisions to show
         #[arg(long, short = 'c', default_value_t = 20)]
         count: u64,
+        /// Only this revision (of TYPE)
+        #[arg(long, short = 'r')]
+        revision: Option<u64>,
+        /// Only revisions carrying any of these tags, comma-separated or several
+        #[arg(long, num_args = 1.., value_delimiter = ',')]
+        tags: Vec<String>,
         #[command(flatten)]
         output: FormatArg,
     },
@@ -245,9 +251,15 @@ pub async fn run_config(args: &ClientArgs, command: ConfigCommand) -> anyhow::Re
             config_type,
             name,
             count,
+            revision,
+            tags,
             ..
         } => {
             let mut query = vec![("order", "DESC".to_string()), ("limit", count.to_string())];
+            if let Some(revision) = revision {
+                query.push(("revision", revision.to_string()));
+            }
+            query.extend(tags.into_iter().map(|tag| ("tags", tag)));
             if let Some(config_type) = config_type {
                 query.push((
                     "config_types",
