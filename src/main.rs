@@ -79,7 +79,7 @@ enum Top {
     },
     /// Save a server URL, token and CA for later commands
     Login(cli::LoginArgs),
-    /// Versioned configs: show, update, history, rollback, delete
+    /// Versioned configs: list, show, update, set, history, rollback, delete, tag, diff
     Config {
         #[command(flatten)]
         client: cli::ClientArgs,

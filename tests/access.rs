@@ -245,6 +245,24 @@ fn routes() -> Vec<(&'static str, String, Option<Value>, bool)> {
             Some(json!({"config_type": "POOL", "revision": 1})),
             false,
         ),
+        (
+            "POST",
+            "/api/configs/history/pool/revision/1/tags".into(),
+            Some(json!({"set_tags": ["t"]})),
+            false,
+        ),
+        (
+            "DELETE",
+            "/api/configs/history/pool/revision/1".into(),
+            None,
+            false,
+        ),
+        (
+            "GET",
+            "/api/configs/diff?config_type=POOL&first_revision=1&second_revision=1".into(),
+            None,
+            true,
+        ),
     ]
 }
 

@@ -448,6 +448,102 @@ fn pools_nodes_profile_tokens_and_configs_through_osmos_cli() {
     );
     assert!(descriptions("SERVICE", &["--created-before", &mark]).is_empty());
     assert!(descriptions("POOL", &["--created-after", &mark]).is_empty());
+
+    // Revisions as OSMO's CLI names them (TYPE:REV): shown, tagged,
+    // compared with the current one and with each other, removed.
+    let change = spec_file(
+        dir.path(),
+        "service2.json",
+        r#"{"backend_heartbeat_grace": "100s"}"#,
+    );
+    osmo.ok(&[
+        "config",
+        "update",
+        "SERVICE",
+        "--file",
+        &change,
+        "--description",
+        "longer still",
+    ]);
+    let revisions: Vec<u64> = api.get("/api/configs/history?config_types=SERVICE").json()
+        ["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["revision"].as_u64().unwrap())
+        .collect();
+    let [old, current] = revisions[..] else {
+        panic!("two SERVICE revisions: {revisions:?}")
+    };
+    let (old_ref, current_ref) = (format!("SERVICE:{old}"), format!("SERVICE:{current}"));
+    let text = osmo.ok(&["config", "show", &old_ref, "backend_heartbeat_grace"]);
+    assert_eq!(text.trim(), "\"90s\"");
+    let text = osmo.ok(&["config", "tag", &old_ref, "--set", "stable", "old"]);
+    assert!(
+        text.contains(&format!("Successfully updated tags for {old_ref}")),
+        "{text}"
+    );
+    osmo.ok(&["config", "tag", &old_ref, "--delete", "old"]);
+    let text = osmo.ok(&["config", "history", "SERVICE", "--tags", "stable"]);
+    let tagged = row(&text, "SERVICE");
+    assert!(
+        tagged.contains("longer grace") && tagged.contains("stable") && !tagged.contains("old"),
+        "{text}"
+    );
+    let text = osmo.ok(&["config", "diff", &old_ref]);
+    assert!(
+        text.contains("-  \"backend_heartbeat_grace\": \"90s\"")
+            && text.contains("+  \"backend_heartbeat_grace\": \"100s\""),
+        "{text}"
+    );
+    let text = osmo.ok(&["config", "diff", &old_ref, &old_ref]);
+    assert!(
+        text.contains("No differences were found between the two revisions"),
+        "{text}"
+    );
+    let text = osmo.ok(&["config", "list"]);
+    let service = row(&text, "SERVICE");
+    assert!(
+        service.contains(&current.to_string()) && service.contains("alice"),
+        "{text}"
+    );
+    let refused = osmo.run(&["config", "delete", &current_ref]);
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(
+        format!("{}{}", refused.stdout, refused.stderr).contains("current revision of SERVICE"),
+        "{}{}",
+        refused.stdout,
+        refused.stderr
+    );
+    let text = osmo.ok(&["config", "delete", &old_ref]);
+    assert!(
+        text.contains(&format!(
+            "Successfully deleted revision {old} of SERVICE config"
+        )),
+        "{text}"
+    );
+    let gone = osmo.run(&["config", "show", &old_ref]);
+    assert_ne!(gone.code, 0, "{}", gone.stdout);
+    // `config set`: OSMO's generated pool role, stored as a ROLE config.
+    let text = osmo.ok(&[
+        "config",
+        "set",
+        "ROLE",
+        "osmo-default",
+        "pool",
+        "--description",
+        "default's users",
+    ]);
+    assert!(
+        text.contains("Successfully set ROLE config \"osmo-default\""),
+        "{text}"
+    );
+    let role = api.get("/api/configs/role/osmo-default").json();
+    assert_eq!(
+        role["policies"][0]["resources"],
+        json!(["pool/default*"]),
+        "{role}"
+    );
     server.stop();
 }
 

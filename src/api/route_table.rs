@@ -160,7 +160,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::POST, "/api/auth/user/{user_id}/access_token/{token_name}", "Create a token for a user", allow("token:Create", user), post(access_tokens::create_for_user))
             .query(&token_query),
         Route::new(M::DELETE, "/api/auth/user/{user_id}/access_token/{token_name}", "Delete a user's token", allow("token:Delete", user), delete(access_tokens::delete_for_user)),
-        // Configs: BACKEND, history and rollback; the other types below.
+        // Configs: BACKEND, history, rollback, revision tags and diff; the other types below.
         Route::new(M::GET, "/api/configs/backend", "Every backend", allow("config:Read", Target::Fixed("config/backend")), configs::list(ConfigType::Backend)),
         Route::new(M::GET, "/api/configs/backend/{name}", "One backend", allow("config:Read", Target::Fixed("config/backend")), configs::read(ConfigType::Backend)),
         Route::new(M::POST, "/api/configs/backend/{name}", "Create or partly update a backend", allow("config:Update", Target::Fixed("config/backend")), post(configs::post_backend))
@@ -171,6 +171,11 @@ pub fn routes() -> Vec<Route> {
             .query(&[optional("config_types", List), optional("name", String), optional("revision", Integer), optional("tags", List), optional("created_before", String), optional("created_after", String), optional("at_timestamp", String), optional("omit_data", Boolean), optional("offset", Integer), optional("limit", Integer), optional("order", String)]),
         Route::new(M::POST, "/api/configs/history/rollback", "Write a new revision equal to an old one", allow("config:Update", Target::Fixed("config/*")), post(configs::rollback))
             .body(Content::Json),
+        Route::new(M::DELETE, "/api/configs/history/{config_type}/revision/{revision}", "Remove a revision from its type's history (never the one in force)", allow("config:Update", Target::Fixed("config/*")), delete(configs::delete_revision)),
+        Route::new(M::POST, "/api/configs/history/{config_type}/revision/{revision}/tags", "Add, then remove tags of a revision", allow("config:Update", Target::Fixed("config/*")), post(configs::tag_revision))
+            .body(Content::Json),
+        Route::new(M::GET, "/api/configs/diff", "A type's configs as they stood at two of its revisions, secrets masked", allow("config:Read", Target::Fixed("config/*")), get(configs::diff))
+            .query(&[required("config_type", String), required("first_revision", Integer), required("second_revision", Integer)]),
     ];
     for (config_type, path, resource) in SINGLETON_CONFIGS {
         let (read, update) = (allow("config:Read", Target::Fixed(resource)), allow("config:Update", Target::Fixed(resource)));

@@ -1,12 +1,13 @@
 //! `GET /api/configs/history` (every revision, filtered as OSMO filters
 //! it — type, name, revision, tags, creation window, or the revisions in
-//! force at a time — and paged) and
+//! force at a time — and paged; OSMO's types Gantry does not keep have
+//! none) and
 //! `POST /api/configs/history/rollback` (a new revision equal to an old
 //! one).
 //!
 //! Invariant: a rollback writes a new revision; history is never rewritten.
 
-use super::{commit, json_body, meta, usage, Reply};
+use super::{commit, config_type_of, json_body, meta, require, usage, Reply};
 use crate::api::auth::Caller;
 use crate::api::error::ApiError;
 use crate::api::params::Params;
@@ -15,12 +16,16 @@ use crate::api::AppState;
 use crate::clock::now_ms;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
 use axum::{Extension, Json};
 use gantry_storage::config;
 use gantry_storage::{Command, ConfigRevision, ConfigType};
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+/// OSMO's config types that Gantry does not keep: a filter may name them
+/// (OSMO's `config list` sends every type it knows), and they have no
+/// revisions.
+const OSMO_TYPES_NOT_KEPT: [&str; 3] = ["DATASET", "GROUP_TEMPLATE", "BACKEND_TEST"];
 
 /// OSMO's `RollbackConfigRequest`.
 #[derive(Deserialize)]
@@ -37,19 +42,16 @@ struct RollbackBody {
 /// OSMO's `GET /api/configs/history` → `{configs: [ConfigHistory]}`.
 pub async fn history(State(state): State<AppState>, RawQuery(query): RawQuery) -> Reply {
     let params = Params::parse(query.as_deref());
-    let types = params
-        .list("config_types")
-        .iter()
-        .map(|text| {
-            text.parse::<ConfigType>()
-                .map_err(|message| usage(format!("config_types: {message}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let types = if types.is_empty() {
-        ConfigType::ALL.to_vec()
-    } else {
-        types
-    };
+    let named = params.list("config_types");
+    let mut types = Vec::new();
+    for text in &named {
+        if !OSMO_TYPES_NOT_KEPT.contains(&text.to_ascii_uppercase().as_str()) {
+            types.push(config_type_of("config_types", text)?);
+        }
+    }
+    if named.is_empty() {
+        types = ConfigType::ALL.to_vec();
+    }
     let name = params.get("name");
     let revision = params.number("revision")?;
     let omit_data = params.flag("omit_data")?;
@@ -137,24 +139,8 @@ pub async fn rollback(
     let request: RollbackBody = json_body(&state, body, "body")
         .await?
         .ok_or_else(|| usage("the request body is empty; send {\"config_type\", \"revision\"}"))?;
-    let config_type: ConfigType = request
-        .config_type
-        .parse()
-        .map_err(|message: String| usage(format!("config_type: {message}")))?;
-    if !caller.allows(
-        "config:Update",
-        &format!("config/{}", config_type.as_str().to_ascii_lowercase()),
-    ) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "CREDENTIAL",
-            format!(
-                "{} is not allowed config:Update on config/{}",
-                caller.describe(),
-                config_type.as_str().to_ascii_lowercase()
-            ),
-        ));
-    }
+    let config_type = config_type_of("config_type", &request.config_type)?;
+    require(&caller, "config:Update", config_type)?;
     let view = state.node.read().await?;
     let old = view
         .config_revision(config_type, request.revision)?

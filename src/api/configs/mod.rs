@@ -1,19 +1,27 @@
 //! Config routes under `/api/configs/...` (OSMO's paths and bodies):
 //! SERVICE, WORKFLOW, BACKEND, POOL, POD_TEMPLATE, RESOURCE_VALIDATION and
-//! ROLE; their history and rollback. Here: one handler per operation for
-//! every config type (the route table mounts them per type) and what the
-//! operations share; reads in `read`, changes in `write`, history and
-//! rollback in `history`. Bodies are parsed by `gantry_storage::config`.
+//! ROLE; their history, rollback, revision tags and diff. Here: one handler
+//! per operation for every config type (the route table mounts them per
+//! type) and what the operations share; reads in `read`, changes in
+//! `write`, history and rollback in `history`, a revision's tags and
+//! removal in `revisions`, two revisions side by side in `diff`. Bodies are
+//! parsed by `gantry_storage::config`.
 //!
-//! Invariants: every change is one command that writes one revision with the
-//! caller as its user; bodies are checked (field paths in messages) before
-//! anything is proposed; a config's name in the path wins over one in the body.
+//! Invariants: every change of a config is one command that writes one
+//! revision with the caller as its user (tagging or removing an old
+//! revision changes the history only); bodies are checked (field paths in
+//! messages) before anything is proposed; a config's name in the path wins
+//! over one in the body.
 
+mod diff;
 mod history;
 mod read;
+mod revisions;
 mod write;
 
+pub use diff::diff;
 pub use history::{history, rollback};
+pub use revisions::{delete_revision, tag_revision};
 pub use write::post_backend;
 
 use super::auth::Caller;
@@ -101,6 +109,41 @@ pub fn delete(config_type: ConfigType) -> MethodRouter<AppState> {
 
 fn usage(message: impl Into<String>) -> ApiError {
     ApiError::bad_request("USAGE", message)
+}
+
+/// A config type named by `field` (a path or query parameter, a body
+/// field), or a 400 naming the field and the types there are.
+fn config_type_of(field: &str, text: &str) -> Result<ConfigType, ApiError> {
+    text.parse()
+        .map_err(|message: String| usage(format!("{field}: {message}")))
+}
+
+/// A revision named by `field`: a whole number from 1, as OSMO takes it.
+fn revision_of(field: &str, text: &str) -> Result<u64, ApiError> {
+    match text.trim().parse::<u64>() {
+        Ok(revision) if revision > 0 => Ok(revision),
+        _ => Err(usage(format!(
+            "{field}: '{text}' is not a revision (a whole number from 1)"
+        ))),
+    }
+}
+
+/// The routes on the whole history are ruled on `config/*`; a change to
+/// one type's history also needs `action` on that type's own resource
+/// (`config/pool`), as its other routes do.
+fn require(caller: &Caller, action: &str, config_type: ConfigType) -> Result<(), ApiError> {
+    let resource = format!("config/{}", config_type.as_str().to_ascii_lowercase());
+    if caller.allows(action, &resource) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "CREDENTIAL",
+        format!(
+            "{} is not allowed {action} on {resource}",
+            caller.describe()
+        ),
+    ))
 }
 
 async fn json_body<T: serde::de::DeserializeOwned>(

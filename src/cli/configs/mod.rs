@@ -1,9 +1,15 @@
-//! `gantry config show|update|history|rollback|delete TYPE [NAME]`.
+//! `gantry config list|show|update|set|history|rollback|delete|tag|diff`,
+//! with OSMO's ways of naming a config: `TYPE [NAME]`, or a revision
+//! `TYPE:REV` (the verbs on revisions are in `revisions`, the diff's text
+//! in `unified_diff`).
 //!
 //! Invariants: TYPE is checked before any request (one of SERVICE,
 //! WORKFLOW, BACKEND, POOL, POD_TEMPLATE, RESOURCE_VALIDATION, ROLE); a
 //! `--file` may be JSON or YAML and is sent as OSMO's `configs`; `-t json`
 //! prints the API's JSON unchanged.
+
+mod revisions;
+mod unified_diff;
 
 use super::client::{encode_segment, Client};
 use super::output::{self, print_json, text_field, with_spinner};
@@ -11,16 +17,24 @@ use super::{ClientArgs, FormatArg, OutputFormat};
 use anyhow::Context;
 use gantry_storage::ConfigType;
 use reqwest::Method;
+use revisions::parse_ref;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ConfigCommand {
-    /// Show a config (SERVICE, WORKFLOW) or one named config; without NAME,
-    /// every config of TYPE
+    /// List the revision in force of every config
+    List {
+        #[command(flatten)]
+        output: FormatArg,
+    },
+    /// Show a config (SERVICE, WORKFLOW) or one named config (without NAME,
+    /// every config of TYPE), or a revision TYPE:REV; further NAMEs index
+    /// into it (keys, list positions, names)
     Show {
-        config_type: String,
-        name: Option<String>,
+        /// TYPE, or TYPE:REV for a revision
+        config: String,
+        names: Vec<String>,
         #[command(flatten)]
         output: FormatArg,
     },
@@ -38,6 +52,24 @@ pub enum ConfigCommand {
         #[command(flatten)]
         output: FormatArg,
     },
+    /// Write a generated ROLE: `set ROLE osmo-POOL pool`, or
+    /// `set ROLE NAME backend --field BACKEND`
+    Set {
+        config_type: String,
+        name: String,
+        /// pool or backend
+        role_type: String,
+        /// The backend a backend role is for
+        #[arg(long)]
+        field: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Tags, comma-separated or repeated
+        #[arg(long, num_args = 1.., value_delimiter = ',')]
+        tags: Vec<String>,
+        #[command(flatten)]
+        output: FormatArg,
+    },
     /// List revisions, newest first
     History {
         config_type: Option<String>,
@@ -45,24 +77,54 @@ pub enum ConfigCommand {
         /// Most revisions to show
         #[arg(long, short = 'c', default_value_t = 20)]
         count: u64,
+        /// Only this revision (of TYPE)
+        #[arg(long, short = 'r')]
+        revision: Option<u64>,
+        /// Only revisions carrying any of these tags, comma-separated or several
+        #[arg(long, num_args = 1.., value_delimiter = ',')]
+        tags: Vec<String>,
         #[command(flatten)]
         output: FormatArg,
     },
-    /// Write a new revision equal to revision REVISION of TYPE
+    /// Write a new revision equal to an old one: TYPE:REV, or TYPE REVISION
     Rollback {
-        config_type: String,
-        revision: u64,
+        /// TYPE:REV, or TYPE followed by REVISION
+        config: String,
+        revision: Option<u64>,
         #[arg(long)]
         description: Option<String>,
         #[command(flatten)]
         output: FormatArg,
     },
-    /// Delete a named config (the deletion is a revision too)
+    /// Delete a named config (TYPE NAME; the deletion is a revision too), or
+    /// remove a revision from its history (TYPE:REV; never the one in force)
     Delete {
-        config_type: String,
-        name: String,
+        /// TYPE (with NAME), or TYPE:REV
+        config: String,
+        name: Option<String>,
         #[arg(long)]
         description: Option<String>,
+        #[command(flatten)]
+        output: FormatArg,
+    },
+    /// Add and remove tags of a revision (TYPE:REV; TYPE alone: its latest)
+    Tag {
+        /// TYPE:REV, or TYPE for its latest revision
+        config: String,
+        /// Tags to add, comma-separated or several
+        #[arg(long, short = 's', visible_alias = "add", num_args = 1.., value_delimiter = ',')]
+        set: Vec<String>,
+        /// Tags to remove, comma-separated or several
+        #[arg(long, short = 'd', visible_alias = "remove", num_args = 1.., value_delimiter = ',')]
+        delete: Vec<String>,
+        #[command(flatten)]
+        output: FormatArg,
+    },
+    /// Compare a revision with the type's latest, or with another revision
+    /// (TYPE[:REV] [TYPE[:REV]]); secrets show only whether they changed
+    Diff {
+        first: String,
+        second: Option<String>,
         #[command(flatten)]
         output: FormatArg,
     },
@@ -71,11 +133,15 @@ pub enum ConfigCommand {
 impl ConfigCommand {
     pub fn format(&self) -> OutputFormat {
         match self {
-            ConfigCommand::Show { output, .. }
+            ConfigCommand::List { output }
+            | ConfigCommand::Show { output, .. }
             | ConfigCommand::Update { output, .. }
+            | ConfigCommand::Set { output, .. }
             | ConfigCommand::History { output, .. }
             | ConfigCommand::Rollback { output, .. }
-            | ConfigCommand::Delete { output, .. } => output.format,
+            | ConfigCommand::Delete { output, .. }
+            | ConfigCommand::Tag { output, .. }
+            | ConfigCommand::Diff { output, .. } => output.format,
         }
     }
 }
@@ -110,10 +176,18 @@ fn read_body(path: &PathBuf) -> anyhow::Result<Value> {
 pub async fn run_config(args: &ClientArgs, command: ConfigCommand) -> anyhow::Result<()> {
     let client = Client::from_args(args)?;
     let reply = match command {
-        ConfigCommand::Show {
-            config_type, name, ..
-        } => {
-            let path = config_path(parse_type(&config_type)?, name.as_deref())?;
+        ConfigCommand::List { .. } => return revisions::list(args, &client).await,
+        ConfigCommand::Show { config, names, .. } => {
+            let (config_type, revision) = parse_ref(&config)?;
+            if let Some(revision) = revision {
+                return revisions::show(&client, config_type, revision, &names).await;
+            }
+            // A named type's first NAME is the config; the rest index into it.
+            let (name, index) = match names.split_first() {
+                Some((name, rest)) if !config_type.is_singleton() => (Some(name.as_str()), rest),
+                _ => (None, names.as_slice()),
+            };
+            let path = config_path(config_type, name)?;
             let value = with_spinner(
                 args.format,
                 "Reading config",
@@ -121,7 +195,31 @@ pub async fn run_config(args: &ClientArgs, command: ConfigCommand) -> anyhow::Re
             )
             .await?;
             // Configs are documents: text output is the same JSON, indented.
-            return print_json(&value);
+            return print_json(&revisions::index_into(value, index)?);
+        }
+        ConfigCommand::Set {
+            config_type,
+            name,
+            role_type,
+            field,
+            description,
+            tags,
+            ..
+        } => {
+            let config_type = parse_type(&config_type)?;
+            let role = revisions::generated_role(config_type, &name, &role_type, field.as_deref())?;
+            let body = json!({ "description": description, "tags": tags, "configs": role });
+            let path = config_path(config_type, Some(&name))?;
+            client.call(Method::PUT, &path, &[], Some(&body)).await?
+        }
+        ConfigCommand::Tag {
+            config,
+            set,
+            delete,
+            ..
+        } => return revisions::tag(args, &client, &config, set, delete).await,
+        ConfigCommand::Diff { first, second, .. } => {
+            return revisions::diff(args, &client, &first, second.as_deref()).await
         }
         ConfigCommand::Update {
             config_type,
@@ -153,9 +251,15 @@ pub async fn run_config(args: &ClientArgs, command: ConfigCommand) -> anyhow::Re
             config_type,
             name,
             count,
+            revision,
+            tags,
             ..
         } => {
             let mut query = vec![("order", "DESC".to_string()), ("limit", count.to_string())];
+            if let Some(revision) = revision {
+                query.push(("revision", revision.to_string()));
+            }
+            query.extend(tags.into_iter().map(|tag| ("tags", tag)));
             if let Some(config_type) = config_type {
                 query.push((
                     "config_types",
@@ -178,13 +282,24 @@ pub async fn run_config(args: &ClientArgs, command: ConfigCommand) -> anyhow::Re
             return Ok(());
         }
         ConfigCommand::Rollback {
-            config_type,
+            config,
             revision,
             description,
             ..
         } => {
+            let (config_type, revision) = match (parse_ref(&config)?, revision) {
+                ((config_type, Some(revision)), None) | ((config_type, None), Some(revision)) => {
+                    (config_type, revision)
+                }
+                ((_, Some(_)), Some(_)) => {
+                    anyhow::bail!("give the revision once: TYPE:REV or TYPE REVISION")
+                }
+                ((config_type, None), None) => {
+                    anyhow::bail!("which revision? {config_type}:REV or {config_type} REVISION")
+                }
+            };
             let body = json!({
-                "config_type": parse_type(&config_type)?.as_str(),
+                "config_type": config_type.as_str(),
                 "revision": revision,
                 "description": description,
             });
@@ -198,15 +313,28 @@ pub async fn run_config(args: &ClientArgs, command: ConfigCommand) -> anyhow::Re
                 .await?
         }
         ConfigCommand::Delete {
-            config_type,
+            config,
             name,
             description,
             ..
-        } => {
-            let path = config_path(parse_type(&config_type)?, Some(&name))?;
-            let body = json!({ "description": description });
-            client.call(Method::DELETE, &path, &[], Some(&body)).await?
-        }
+        } => match (parse_ref(&config)?, name) {
+            ((config_type, Some(revision)), None) => {
+                return revisions::delete(args, &client, config_type, revision).await
+            }
+            ((_, Some(_)), Some(name)) => {
+                anyhow::bail!(
+                    "delete either a revision (TYPE:REV) or a config (TYPE {name}), not both"
+                )
+            }
+            ((config_type, None), None) => {
+                anyhow::bail!("which {config_type}? gantry config delete {config_type} NAME, or {config_type}:REV for a revision")
+            }
+            ((config_type, None), Some(name)) => {
+                let path = config_path(config_type, Some(&name))?;
+                let body = json!({ "description": description });
+                client.call(Method::DELETE, &path, &[], Some(&body)).await?
+            }
+        },
     };
     if args.format == OutputFormat::Json {
         return print_json(&reply);
