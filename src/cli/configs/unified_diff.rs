@@ -1,22 +1,19 @@
 //! A unified diff of two texts by lines (`diff -u`'s form, 3 lines of
-//! context), for `config diff`: pure, no external `diff` program.
+//! context), for `config diff`: `similar`'s Myers diff, no external `diff`
+//! program.
 //!
-//! Invariants: the common head and tail are cut before any matching, and
-//! the middle is matched by longest common subsequence only while it fits
-//! [`MATCH_CELLS_MAX`]; beyond that the middle is shown as removed, then
-//! added — still a correct diff, only not a minimal one.
+//! Invariants: equal texts have no diff; the matching is bounded in time
+//! ([`DIFF_TIME_MAX`]), past which the diff is still correct but may not
+//! be minimal.
 
-/// Largest middle (lines of one side × lines of the other) matched line by line.
-const MATCH_CELLS_MAX: usize = 4_000_000;
+use similar::TextDiff;
+use std::time::Duration;
+
+/// Longest the line matching may take (configs are small; a huge one must
+/// not hang the CLI).
+const DIFF_TIME_MAX: Duration = Duration::from_secs(2);
 /// Unchanged lines shown around each change.
 const CONTEXT_LINES: usize = 3;
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Edit {
-    Same,
-    Removed,
-    Added,
-}
 
 /// `None` when the texts are equal; else the hunks under `--- first` and
 /// `+++ second` headers.
@@ -24,119 +21,15 @@ pub fn unified(first_label: &str, first: &str, second_label: &str, second: &str)
     if first == second {
         return None;
     }
-    let old: Vec<&str> = first.lines().collect();
-    let new: Vec<&str> = second.lines().collect();
-    let edits = edits(&old, &new);
-    let mut out = format!("--- {first_label}\n+++ {second_label}\n");
-    // Each edit with the line numbers it stands at (0-based) on both sides.
-    let mut at = Vec::with_capacity(edits.len());
-    let (mut i, mut j) = (0, 0);
-    for edit in &edits {
-        at.push((*edit, i, j));
-        match edit {
-            Edit::Same => (i, j) = (i + 1, j + 1),
-            Edit::Removed => i += 1,
-            Edit::Added => j += 1,
-        }
-    }
-    let changed: Vec<usize> = (0..at.len()).filter(|&k| at[k].0 != Edit::Same).collect();
-    let mut k = 0;
-    while k < changed.len() {
-        let start = changed[k].saturating_sub(CONTEXT_LINES);
-        let mut end = changed[k];
-        // Join changes whose contexts touch.
-        while k + 1 < changed.len() && changed[k + 1] <= end + 2 * CONTEXT_LINES + 1 {
-            k += 1;
-            end = changed[k];
-        }
-        let end = (end + CONTEXT_LINES + 1).min(at.len());
-        let hunk = &at[start..end];
-        let old_count = hunk.iter().filter(|e| e.0 != Edit::Added).count();
-        let new_count = hunk.iter().filter(|e| e.0 != Edit::Removed).count();
-        let (_, old_at, new_at) = hunk[0];
-        out.push_str(&format!(
-            "@@ -{} +{} @@\n",
-            range(old_at, old_count),
-            range(new_at, new_count)
-        ));
-        for (edit, i, j) in hunk {
-            let (mark, line) = match edit {
-                Edit::Same => (' ', old[*i]),
-                Edit::Removed => ('-', old[*i]),
-                Edit::Added => ('+', new[*j]),
-            };
-            out.push(mark);
-            out.push_str(line);
-            out.push('\n');
-        }
-        k += 1;
-    }
-    Some(out)
-}
-
-/// `diff -u`'s range: 1-based start and count (an empty range starts
-/// before its line).
-fn range(at: usize, count: usize) -> String {
-    match count {
-        0 => format!("{at},0"),
-        1 => format!("{}", at + 1),
-        _ => format!("{},{count}", at + 1),
-    }
-}
-
-/// The edits that turn `old` into `new`.
-fn edits(old: &[&str], new: &[&str]) -> Vec<Edit> {
-    let head = old.iter().zip(new).take_while(|(a, b)| a == b).count();
-    let tail = old[head..]
-        .iter()
-        .rev()
-        .zip(new[head..].iter().rev())
-        .take_while(|(a, b)| a == b)
-        .count();
-    let (old_mid, new_mid) = (&old[head..old.len() - tail], &new[head..new.len() - tail]);
-    let mut edits = vec![Edit::Same; head];
-    if old_mid.len().saturating_mul(new_mid.len()) <= MATCH_CELLS_MAX {
-        edits.extend(matched(old_mid, new_mid));
-    } else {
-        edits.extend(std::iter::repeat_n(Edit::Removed, old_mid.len()));
-        edits.extend(std::iter::repeat_n(Edit::Added, new_mid.len()));
-    }
-    edits.extend(std::iter::repeat_n(Edit::Same, tail));
-    edits
-}
-
-/// Longest common subsequence by lines: removals before additions within
-/// each change, as `diff` prints them.
-fn matched(old: &[&str], new: &[&str]) -> Vec<Edit> {
-    let (n, m) = (old.len(), new.len());
-    // lengths[i][j]: LCS of old[i..] and new[j..], row-major, (n+1)×(m+1).
-    let mut lengths = vec![0u32; (n + 1) * (m + 1)];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lengths[i * (m + 1) + j] = if old[i] == new[j] {
-                lengths[(i + 1) * (m + 1) + j + 1] + 1
-            } else {
-                lengths[(i + 1) * (m + 1) + j].max(lengths[i * (m + 1) + j + 1])
-            };
-        }
-    }
-    let mut edits = Vec::with_capacity(n + m);
-    let (mut i, mut j) = (0, 0);
-    while i < n || j < m {
-        if i < n && j < m && old[i] == new[j] {
-            edits.push(Edit::Same);
-            (i, j) = (i + 1, j + 1);
-        } else if i < n
-            && (j == m || lengths[(i + 1) * (m + 1) + j] >= lengths[i * (m + 1) + j + 1])
-        {
-            edits.push(Edit::Removed);
-            i += 1;
-        } else {
-            edits.push(Edit::Added);
-            j += 1;
-        }
-    }
-    edits
+    let diff = TextDiff::configure()
+        .timeout(DIFF_TIME_MAX)
+        .diff_lines(first, second);
+    Some(
+        diff.unified_diff()
+            .context_radius(CONTEXT_LINES)
+            .header(first_label, second_label)
+            .to_string(),
+    )
 }
 
 #[cfg(test)]
