@@ -555,7 +555,15 @@ async fn state_checks_compare_only_members_that_hash_the_same_tables() {
         })
         .await,
     );
+    let last_log = || members[0].node.metrics().borrow().last_log_index;
+    let before = last_log();
     let round = members[0].node.check_states().await.expect("round");
+    assert_eq!(
+        last_log(),
+        before,
+        "a round that compares nothing writes no checkpoint"
+    );
+    assert_eq!(Some(round.index), before);
     assert_eq!(round.checks.len(), 3, "{round:?}");
     for check in round.checks.values() {
         assert_eq!(check.state, CheckState::Uncompared, "{round:?}");

@@ -14,8 +14,9 @@
 //! - Hashes are compared only between builds that hash the same tables
 //!   (`gantry_storage::state_hash::state_schema`): while a member answers
 //!   another schema, or is of a build from before schemas were announced
-//!   (mid-upgrade), a round compares nothing and every member shows
-//!   `Uncompared` with the reason; a member takes a verdict only when it was
+//!   (mid-upgrade), a round compares nothing, writes no checkpoint, and
+//!   every member shows `Uncompared` (at the leader's last log index) with
+//!   the reason; a member takes a verdict only when it was
 //!   judged under its own schema, and never takes a corrupt verdict from a
 //!   leader of a build from before schemas (`/gantry/state-verdict`).
 //! - Hashes are compared only at the same index, each from a read view
@@ -179,21 +180,16 @@ impl RaftNode {
                 leader: None,
             });
         }
-        let written = tokio::time::timeout(
-            CHECKPOINT_WRITE_MAX,
-            self.raft.client_write(Batch::default()),
-        )
-        .await
-        .map_err(|_| RaftError::OutcomeUnknown(CHECKPOINT_WRITE_MAX))?
-        .map_err(|e| write_error(&e))?;
-        let index = written.log_id.index;
         let members: Vec<(NodeId, String)> = metrics
             .membership_config
             .membership()
             .nodes()
             .map(|(id, node)| (*id, node.peer.clone()))
             .collect();
+        // Asked before the checkpoint is written: a round that compares
+        // nothing adds no entry to the log.
         if let Some(reason) = self.schemas_differ(&members).await {
+            let index = metrics.last_log_index.unwrap_or(0);
             // Hashes of different table sets always differ: no verdicts
             // until every member runs this build's schema.
             let checks: BTreeMap<NodeId, StateCheck> = members
@@ -212,6 +208,14 @@ impl RaftNode {
                 .increment(1);
             return Ok(CheckRound { index, checks });
         }
+        let written = tokio::time::timeout(
+            CHECKPOINT_WRITE_MAX,
+            self.raft.client_write(Batch::default()),
+        )
+        .await
+        .map_err(|_| RaftError::OutcomeUnknown(CHECKPOINT_WRITE_MAX))?
+        .map_err(|e| write_error(&e))?;
+        let index = written.log_id.index;
         let mut asks = tokio::task::JoinSet::new();
         for (id, peer) in members {
             let node = self.clone();
