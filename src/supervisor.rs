@@ -1,11 +1,14 @@
 //! How a process talks with whatever supervises it: systemd notifications
-//! for `Type=notify` units (`READY=1` once this server is a member of a
+//! for `Type=notify` units (a server: `READY=1` once it is a member of a
 //! cluster with a leader, `WATCHDOG=1` while its Raft core runs,
-//! `STOPPING=1` on shutdown) and the signals that end it (SIGINT, SIGTERM).
+//! `STOPPING=1` on shutdown; an operator: `READY=1` once it holds a stream
+//! to the control plane, its connection in `STATUS`) and the signals that
+//! end it (SIGINT, SIGTERM).
 //!
 //! Invariants: without `NOTIFY_SOCKET` nothing is sent (the `sd-notify`
-//! crate checks); ready means what `/readyz` means (a linearizable read
-//! succeeds: a leader confirmed this member's state), sent once; the
+//! crate checks); a server's ready means what `/readyz` means (a
+//! linearizable read succeeds: a leader confirmed this member's state), an
+//! operator's that the leader took its stream; each is sent once; the
 //! watchdog is fed every half `WATCHDOG_USEC` only while the node is
 //! healthy as `/healthz` judges it, so a node whose Raft core stopped (a
 //! full disk) is restarted by systemd.
@@ -34,6 +37,25 @@ pub async fn run(node: RaftNode, stop: CancellationToken) {
         _ = stop.cancelled() => {}
         _ = work => {}
     }
+}
+
+/// Whether this operator has said `READY=1` yet.
+static OPERATOR_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// An operator holds a stream to `url`: `READY=1` the first time, the
+/// connection in `STATUS` every time (after a reconnect too).
+pub fn operator_connected(url: &str, backend: &str) {
+    let status = format!("connected to {url} as backend {backend}");
+    if OPERATOR_READY.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        send(&[NotifyState::Status(&status)]);
+    } else {
+        send(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    }
+}
+
+/// Why an operator is not connected, for `systemctl status`.
+pub fn operator_status(text: &str) {
+    send(&[NotifyState::Status(text)]);
 }
 
 /// Tells systemd the server is stopping (before it stops serving).

@@ -1,9 +1,11 @@
 //! `gantry operator` as its own process: it dials the server over mutual
-//! TLS and HTTP/2, runs tasks with the local executor, and loses nothing
-//! when its connection is cut or the server is killed.
+//! TLS and HTTP/2, runs tasks with the local executor, loses nothing when
+//! its connection is cut or the server is killed, and tells systemd it is
+//! ready only once it is connected.
 
 mod common;
 
+use common::notify::NotifySocket;
 use common::{gantry_ok, wait_for, DevServer, Https, Pki, BINARY};
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -30,6 +32,17 @@ struct Operator {
 
 impl Operator {
     fn start(dir: &Path, pki: &Pki, cert: &str, servers: &str, token: &str) -> Operator {
+        Operator::start_with_env(dir, pki, cert, servers, token, &[])
+    }
+
+    fn start_with_env(
+        dir: &Path,
+        pki: &Pki,
+        cert: &str,
+        servers: &str,
+        token: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Operator {
         let token_file = dir.join(format!("{cert}-token"));
         std::fs::write(&token_file, token).unwrap();
         let log_path = dir.join(format!("{cert}.log"));
@@ -47,6 +60,7 @@ impl Operator {
             .arg("--work-dir")
             .arg(dir.join(format!("{cert}-work")))
             .env("GANTRY_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -58,6 +72,78 @@ impl Operator {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
+}
+
+#[test]
+fn the_operator_tells_systemd_it_is_ready_once_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(dir.path(), &[("node", &["127.0.0.1"])]);
+    cert(&pki, "edge", "operator");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let secret = "operator-notify-secret-0123456789";
+    let secret_file = dir.path().join("admin-token");
+    std::fs::write(&secret_file, secret).unwrap();
+    let mut socket = NotifySocket::bind(dir.path());
+
+    // No server yet: the operator keeps trying and is not ready.
+    let operator = Operator::start_with_env(
+        dir.path(),
+        &pki,
+        "edge",
+        &format!("https://{listen}"),
+        secret,
+        &[("NOTIFY_SOCKET", socket.path.as_os_str())],
+    );
+    assert!(
+        !socket.wait_for("READY=1", Duration::from_secs(3)),
+        "ready without a server: {:?}",
+        socket.messages()
+    );
+    assert!(
+        socket
+            .messages()
+            .iter()
+            .any(|m| m.contains("STATUS=cannot connect to https://127.0.0.1")),
+        "{:?}",
+        socket.messages()
+    );
+
+    // The server comes: the operator connects and says so.
+    let mut args: Vec<String> = [
+        "server",
+        "--bootstrap",
+        "--listen",
+        &listen,
+        "--peer-listen",
+        "127.0.0.1:0",
+        "--bootstrap-token-file",
+        secret_file.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(pki.server_flags("node"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = DevServer::start_with(&dir.path().join("node"), &args);
+    assert!(
+        socket.wait_for("READY=1", Duration::from_secs(30)),
+        "no READY=1 once the server runs: {:?}\n{}",
+        socket.messages(),
+        operator.log()
+    );
+    assert!(
+        socket.messages().iter().any(|m| m.contains(&format!(
+            "STATUS=connected to https://{listen} as backend local"
+        ))),
+        "{:?}",
+        socket.messages()
+    );
+    drop(operator);
+    server.stop();
 }
 
 impl Drop for Operator {

@@ -9,8 +9,8 @@
 
 mod common;
 
+use common::notify::NotifySocket;
 use common::{gantry_ok, repo_path, DevServer, BINARY};
-use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -114,61 +114,6 @@ fn operator_unit_names_the_operator_flags() {
     let help = String::from_utf8_lossy(&help.stdout);
     for flag in flags {
         assert!(help_has(&help, flag), "`gantry operator` has no {flag}");
-    }
-}
-
-/// A unix datagram socket standing in for systemd's notification socket.
-struct NotifySocket {
-    socket: UnixDatagram,
-    path: std::path::PathBuf,
-    received: Vec<(Instant, String)>,
-}
-
-impl NotifySocket {
-    fn bind(dir: &Path) -> NotifySocket {
-        let path = dir.join("notify.sock");
-        let socket = UnixDatagram::bind(&path).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        NotifySocket {
-            socket,
-            path,
-            received: Vec::new(),
-        }
-    }
-
-    /// Reads datagrams for up to `limit`, until one holds `line`; returns
-    /// whether it came.
-    fn wait_for(&mut self, line: &str, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        if self.count(line) > 0 {
-            return true;
-        }
-        let mut buffer = [0u8; 4096];
-        while Instant::now() < deadline {
-            if let Ok(length) = self.socket.recv(&mut buffer) {
-                let message = String::from_utf8_lossy(&buffer[..length]).to_string();
-                let found = message.lines().any(|l| l == line);
-                self.received.push((Instant::now(), message));
-                if found {
-                    return true;
-                }
-            }
-        }
-        false
-    }
-
-    /// Datagrams received so far holding `line`.
-    fn count(&self, line: &str) -> usize {
-        self.received
-            .iter()
-            .filter(|(_, message)| message.lines().any(|l| l == line))
-            .count()
-    }
-
-    fn messages(&self) -> Vec<&str> {
-        self.received.iter().map(|(_, m)| m.as_str()).collect()
     }
 }
 

@@ -137,6 +137,7 @@ impl Connector {
             match self.attempt(&url, instance).await {
                 Ok(link) => {
                     tracing::info!(%url, backend = %self.backend, "connected to the control plane");
+                    crate::supervisor::operator_connected(&url, &self.backend);
                     self.backoff = BACKOFF_MIN;
                     // Reconnect here first next time: it was the leader.
                     self.leader = Some(url);
@@ -153,10 +154,14 @@ impl Connector {
                 }
                 Err(Attempt::Refused(reason)) => {
                     tracing::error!(%url, "the control plane refused this operator: {reason}");
+                    crate::supervisor::operator_status(&format!("refused by {url}: {reason}"));
                     self.backoff = BACKOFF_MAX;
                 }
                 Err(Attempt::Failed(reason)) => {
                     tracing::warn!(%url, "cannot connect: {reason}");
+                    crate::supervisor::operator_status(&format!(
+                        "cannot connect to {url}: {reason}"
+                    ));
                 }
             }
             redirects = 0;

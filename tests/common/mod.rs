@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod failover_trial;
+pub mod notify;
 
 use serde_json::Value;
 use std::os::unix::process::CommandExt;
