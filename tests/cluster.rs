@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::cluster::{gantry, new_cluster, start_three, Cluster, HELLO};
+use common::cluster::{gantry, new_cluster, start_three, start_three_stoppable, Cluster, HELLO};
 use common::{wait_for, DevServer, BINARY};
 use serde_json::Value;
 use std::process::Command;
@@ -20,13 +20,7 @@ use std::time::{Duration, Instant};
 fn a_follower_lists_the_members_as_the_leader_sees_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = new_cluster(dir.path());
-    let mut servers: Vec<Option<DevServer>> =
-        start_three(&mut cluster, dir.path(), |cluster, data, index, extra| {
-            cluster.start(data, index, extra)
-        })
-        .into_iter()
-        .map(Some)
-        .collect();
+    let mut servers = start_three_stoppable(&mut cluster, dir.path());
     let node = |i: usize| servers[i].as_ref().unwrap();
     let leader_id = cluster.members(node(0))["leader_id"].as_u64().unwrap();
     let ids: Vec<u64> = (0..3)
@@ -151,13 +145,7 @@ fn three_servers_replicate_fail_over_and_restore_from_a_snapshot() {
     let mut cluster = new_cluster(dir.path());
     let pki = cluster.pki.clone();
 
-    let mut servers: Vec<Option<DevServer>> =
-        start_three(&mut cluster, dir.path(), |cluster, data, index, extra| {
-            cluster.start(data, index, extra)
-        })
-        .into_iter()
-        .map(Some)
-        .collect();
+    let mut servers = start_three_stoppable(&mut cluster, dir.path());
 
     // Every node sees three voters and one leader.
     for server in servers.iter().flatten() {
@@ -607,13 +595,7 @@ fn a_leader_with_a_fast_clock_times_nothing_out_early() {
 fn forwarded_writes_that_lose_the_leader_answer_503_not_500() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = new_cluster(dir.path());
-    let mut servers: Vec<Option<DevServer>> =
-        start_three(&mut cluster, dir.path(), |cluster, data, index, extra| {
-            cluster.start(data, index, extra)
-        })
-        .into_iter()
-        .map(Some)
-        .collect();
+    let mut servers = start_three_stoppable(&mut cluster, dir.path());
     let node = |i: usize| servers[i].as_ref().unwrap();
     let leader_id = wait_for(Duration::from_secs(20), "three voters", || {
         let members = cluster.members(node(0));

@@ -8,8 +8,8 @@
 
 mod common;
 
-use common::cluster::{new_cluster, start_three, Cluster};
-use common::{wait_for, DevServer};
+use common::cluster::{new_cluster, start_three_stoppable, Cluster};
+use common::wait_for;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -43,13 +43,7 @@ fn call(
 fn revision_changes_wait_until_every_member_knows_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = new_cluster(dir.path());
-    let mut servers: Vec<Option<DevServer>> =
-        start_three(&mut cluster, dir.path(), |cluster, data, index, extra| {
-            cluster.start(data, index, extra)
-        })
-        .into_iter()
-        .map(Some)
-        .collect();
+    let mut servers = start_three_stoppable(&mut cluster, dir.path());
     let ids: Vec<u64> = servers
         .iter()
         .map(|server| {

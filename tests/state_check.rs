@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::cluster::{new_cluster, start_three, Cluster};
+use common::cluster::{new_cluster, start_three_stoppable, Cluster};
 use common::{wait_for, DevServer, BINARY};
 use serde_json::Value;
 use std::path::Path;
@@ -122,13 +122,7 @@ fn a_member_whose_state_differs_is_flagged_refuses_reads_and_is_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = new_cluster(dir.path());
     cluster.extra = vec!["--state-check-interval".into(), "1s".into()];
-    let mut servers: Vec<Option<DevServer>> =
-        start_three(&mut cluster, dir.path(), |cluster, data, index, extra| {
-            cluster.start(data, index, extra)
-        })
-        .into_iter()
-        .map(Some)
-        .collect();
+    let mut servers = start_three_stoppable(&mut cluster, dir.path());
     let ids: Vec<u64> = (0..3)
         .map(|i| {
             cluster.members(node(&servers, i))["node_id"]

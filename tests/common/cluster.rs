@@ -177,6 +177,17 @@ pub fn new_cluster(dir: &Path) -> Cluster {
 /// Node 1 bootstraps, nodes 2 and 3 join it; returns once every node lists
 /// three voters and a leader. `start` starts node 2 or 3 with the given
 /// flags (most tests: [`Cluster::start`]).
+/// Three plain members (as [`start_three`] starts them), each held in an
+/// `Option` so a test can stop one and start it again.
+pub fn start_three_stoppable(cluster: &mut Cluster, dir: &Path) -> Vec<Option<DevServer>> {
+    start_three(cluster, dir, |cluster, data, index, extra| {
+        cluster.start(data, index, extra)
+    })
+    .into_iter()
+    .map(Some)
+    .collect()
+}
+
 pub fn start_three(
     cluster: &mut Cluster,
     dir: &Path,
