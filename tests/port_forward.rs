@@ -435,3 +435,66 @@ fn port_forward_through_a_remote_operator_over_mutual_tls() {
         assert!(cancel.status().is_success());
     });
 }
+
+#[test]
+fn a_session_asked_of_a_follower_is_sent_to_the_leader() {
+    if !python_present() {
+        eprintln!("skipped: the task's server needs python3 under /usr");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = common::cluster::new_cluster(dir.path());
+    let servers =
+        common::cluster::start_three(&mut cluster, dir.path(), |c, data, index, extra| {
+            c.start(data, index, extra)
+        });
+    let token = cluster.token.trim().to_string();
+    let members = cluster.members(&servers[0]);
+    let leader_id = members["leader_id"].as_u64().unwrap();
+    let leader_url = members["members"]
+        .as_array()
+        .and_then(|list| list.iter().find(|m| m["id"].as_u64() == Some(leader_id)))
+        .and_then(|m| m["api_url"].as_str())
+        .unwrap()
+        .to_string();
+    let follower = servers
+        .iter()
+        .find(|server| server.url != leader_url)
+        .unwrap();
+    let http = &cluster.http;
+    let submitted: Value = http
+        .post(format!("{}/api/pool/default/workflow", follower.url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"file": SERVE}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = submitted["name"].as_str().expect("submitted").to_string();
+    wait_task(http, &follower.url, Some(&token), &id, "serve", "RUNNING");
+
+    let url = format!(
+        "{}/api/workflow/{id}/portforward/serve?port=7000",
+        follower.url
+    );
+    let (status, body) = ask(http, &url, Some(&token));
+    assert_eq!(status, 421, "{body}");
+    assert_eq!(body["leader_url"], leader_url.as_str(), "{body}");
+
+    // The CLI, told only of the follower, follows it to the leader.
+    let env = [
+        ("GANTRY_URL", follower.url.clone()),
+        (
+            "GANTRY_CA",
+            cluster.pki.join("ca.pem").display().to_string(),
+        ),
+        ("GANTRY_TOKEN", token.clone()),
+        (
+            "XDG_CONFIG_HOME",
+            dir.path().join("no-config").display().to_string(),
+        ),
+    ];
+    let forward = Forward::start(&env, &id, "serve", 7000);
+    wait_serving(forward.port);
+    many_connections_each_get_their_own_bytes(forward.port);
+}

@@ -5,8 +5,8 @@
 //! Invariants: authorized as `workflow:PortForward` on the workflow's pool
 //! (by `access`, before this runs); an unknown workflow or task is a 404,
 //! a task that is not RUNNING a 409 naming its status; a session is opened
-//! where the backend's operator is connected (the leader for remote
-//! operators: another member answers 421 naming it); 101 is answered only
+//! on the leader, where the operator running the task is linked (another
+//! member answers 421 naming the leader); 101 is answered only
 //! once the operator has its end (connected to the task's port), so every
 //! failure before is an HTTP error with a message; the bytes go between
 //! the two ends here and nowhere else (never a Raft command); every
@@ -70,6 +70,12 @@ pub async fn port_forward(
         )
         .with_workflow(&workflow.id));
     }
+    // The leader dispatches every job, so the operator running the task is
+    // linked to it (a remote operator's stream, or its own in-process one).
+    let node = state.hub.node();
+    if node.leader_term(&node.metrics().borrow()).is_none() {
+        return Ok(leader_elsewhere(&state, "sessions into tasks go"));
+    }
     let asks_upgrade = request
         .headers()
         .get(header::UPGRADE)
@@ -91,10 +97,6 @@ pub async fn port_forward(
             )
         })?;
     let backend = workflow.backend.clone();
-    let node = state.hub.node();
-    if !state.hub.serves_backend(&backend) && node.leader_term(&node.metrics().borrow()).is_none() {
-        return Ok(leader_elsewhere(&state, "sessions into tasks go"));
-    }
     let key = TaskKey {
         workflow_id: workflow.id.clone(),
         task: task_name.clone(),

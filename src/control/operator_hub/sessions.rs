@@ -70,11 +70,6 @@ impl Drop for Forget<'_> {
 }
 
 impl OperatorHub {
-    /// Whether `backend`'s operator is connected here, ready for jobs.
-    pub fn serves_backend(&self, backend: &str) -> bool {
-        self.lock().get(backend).is_some_and(|c| c.ready)
-    }
-
     /// Opens a session of `kind` into task `key` of `backend` and returns
     /// the operator's end once it has attached it.
     pub async fn open_session(
