@@ -27,6 +27,9 @@ use tokio::net::{TcpListener, TcpStream};
 /// Servers redirected to (421) in a row before giving up on a session.
 const REDIRECTS_MAX: usize = 3;
 
+/// Bytes copied at once each way between a connection and its session.
+const SPLICE_BUFFER_BYTES: usize = 64 << 10;
+
 /// `gantry workflow port-forward` (OSMO's flags).
 #[derive(clap::Args, Debug)]
 pub struct PortForwardArgs {
@@ -286,10 +289,15 @@ async fn forward(
         .await
         .map_err(|_| format!("no session within {} s", timeout.as_secs()))??;
     let mut session = upgraded;
-    tokio::io::copy_bidirectional(&mut connection, &mut session)
-        .await
-        .map(drop)
-        .map_err(|error| error.to_string())
+    tokio::io::copy_bidirectional_with_sizes(
+        &mut connection,
+        &mut session,
+        SPLICE_BUFFER_BYTES,
+        SPLICE_BUFFER_BYTES,
+    )
+    .await
+    .map(drop)
+    .map_err(|error| error.to_string())
 }
 
 #[cfg(test)]
