@@ -123,6 +123,12 @@ fn routes() -> Vec<(&'static str, String, Option<Value>, bool)> {
         ("GET", "/api/workflow".into(), None, false),
         ("GET", "/api/workflow/hi-1".into(), None, false),
         ("POST", "/api/workflow/hi-1/cancel".into(), None, false),
+        (
+            "GET",
+            "/api/workflow/hi-1/portforward/hello?port=8000".into(),
+            None,
+            false,
+        ),
         ("GET", "/api/workflow/hi-1/spec".into(), None, false),
         ("GET", "/api/workflow/hi-1/logs".into(), None, false),
         ("POST", "/api/workflow/hi-1/tag?add=x".into(), None, false),

@@ -14,7 +14,8 @@ use gantry::data::{DataInput, DataOutput, DataStore, TaskData};
 use gantry::protocol::wire::{decode_frame, encode_frame_into, Down, FrameFormat, Up};
 use gantry::protocol::{
     FromOperator, GroupLaunch, GroupMeta, LaunchFile, LaunchInput, LaunchResources,
-    LaunchScheduler, LogLine, LogStream, NodeInventory, TaskLaunch, TaskPlacement, ToOperator,
+    LaunchScheduler, LogLine, LogStream, NodeInventory, SessionKind, TaskLaunch, TaskPlacement,
+    ToOperator,
 };
 use gantry_storage::{Priority, SchedulerType, TaskDataTimes, TaskKey, TaskStatus};
 use serde::Serialize;
@@ -215,6 +216,14 @@ fn samples(format: FrameFormat) -> Vec<(&'static str, Sample)> {
                 workflow_id: "train-1".into(),
                 group: "training".into(),
                 reason: "canceled by alice".into(),
+            })),
+        ),
+        (
+            "down-open-session",
+            Sample::Down(Down::Job(ToOperator::OpenSession {
+                session: "0b3c6f7e-2a51-4d8e-9c1f-5e6a7b8c9d0e".into(),
+                key: key(),
+                kind: SessionKind::PortForward { port: 8888 },
             })),
         ),
     ]

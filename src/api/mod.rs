@@ -6,6 +6,7 @@
 
 pub mod access;
 mod access_tokens;
+mod agent_session;
 pub mod auth;
 mod cluster;
 mod configs;
@@ -18,6 +19,7 @@ mod operator_stream;
 mod params;
 pub mod plain_listener;
 mod policy;
+mod port_forward;
 mod request_key;
 mod resource_rules;
 mod resources;

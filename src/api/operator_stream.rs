@@ -85,7 +85,9 @@ pub async fn connect(
     if format != wire::FrameFormat::NEWEST {
         tracing::info!(%backend, format = format.number(), "the operator speaks an older frame format");
     }
-    let (accepted, down) = state.hub.accept(&backend, instance, true).await?;
+    // An operator that says so answers sessions into its tasks.
+    let sessions = headers.contains_key(crate::protocol::session::SESSIONS_HEADER);
+    let (accepted, down) = state.hub.accept(&backend, instance, true, sessions).await?;
     let (up_sender, up_receiver) = byte_queue::channel(UP_QUEUE_MAX, UP_QUEUE_BYTES_MAX);
     let reader = StreamReader::new(
         body.into_data_stream()
@@ -115,7 +117,7 @@ pub async fn connect(
         .into_response())
 }
 
-fn check_operator_certificate(peer: Option<&TlsPeer>) -> Result<(), ApiError> {
+pub(super) fn check_operator_certificate(peer: Option<&TlsPeer>) -> Result<(), ApiError> {
     let certificate = peer
         .and_then(|peer| peer.certificate.as_ref())
         .ok_or_else(|| {
@@ -144,7 +146,7 @@ fn check_operator_certificate(peer: Option<&TlsPeer>) -> Result<(), ApiError> {
     }
 }
 
-fn validate_backend_name(backend: &str) -> Result<(), ApiError> {
+pub(super) fn validate_backend_name(backend: &str) -> Result<(), ApiError> {
     if names::is_backend_name(backend) {
         Ok(())
     } else {
@@ -160,11 +162,17 @@ fn validate_backend_name(backend: &str) -> Result<(), ApiError> {
 
 /// 421 with the leader's API URL (or 503 while there is none).
 fn not_leader(state: &AppState) -> Response {
+    leader_elsewhere(state, "operators connect")
+}
+
+/// 421 naming the leader's API URL in `leader_url`: `who` (e.g. "operators
+/// connect") to the leader; 503 while there is none.
+pub(super) fn leader_elsewhere(state: &AppState, who: &str) -> Response {
     match state.hub.node().leader() {
         Some((id, leader)) => (
             StatusCode::MISDIRECTED_REQUEST,
             Json(json!({
-                "message": format!("operators connect to the leader (node {id}) at {}", leader.api),
+                "message": format!("{who} to the leader (node {id}) at {}", leader.api),
                 "error_code": "SERVER",
                 "leader_url": leader.api,
             })),

@@ -10,8 +10,8 @@
 use super::access::{Access, Target};
 use super::routes::{gantry, optional, required, Content, Kind, QueryParam, Route};
 use super::{
-    access_tokens, cluster, configs, events, operator_stream, resources, submit, tasks, workflow,
-    workflow_logs,
+    access_tokens, agent_session, cluster, configs, events, operator_stream, port_forward,
+    resources, submit, tasks, workflow, workflow_logs,
 };
 use axum::http::Method;
 use axum::routing::{delete, get, post};
@@ -131,6 +131,8 @@ pub fn routes() -> Vec<Route> {
             .query(&[STALE]),
         Route::new(M::GET, "/api/workflow/{name}/task/{task_name}", "A task's latest run", allow("workflow:Read", WORKFLOW_POOL), get(tasks::get))
             .query(&[STALE]),
+        Route::new(M::GET, "/api/workflow/{name}/portforward/{task_name}", "A TCP connection to a port of a running task: the request upgraded (HTTP/1.1 `Upgrade: gantry-port-forward`) to the byte stream", allow("workflow:PortForward", WORKFLOW_POOL), get(port_forward::port_forward))
+            .query(&[gantry("port", Integer)]),
         Route::new(M::GET, "/api/task", "Task runs across workflows, or their requests summed", allow("workflow:List", ANY), get(tasks::list))
             .query(&[optional("workflow_id", String), optional("statuses", List), optional("users", List), optional("all_users", Boolean), optional("pools", List), optional("all_pools", Boolean), optional("nodes", List), optional("started_after", String), optional("started_before", String), optional("offset", Integer), optional("limit", Integer), optional("order", String), optional("summary", Boolean), optional("aggregate_by_workflow", Boolean), optional("priority", List), STALE]),
         // Operators: a stream for as long as the operator lives. Each frame
@@ -138,6 +140,9 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::POST, "/api/agent/connect", "The operator stream (mutual TLS, HTTP/2)", allow("backend:Connect", Target::Query("backend/", "backend")),
             post(operator_stream::connect).layer(axum::extract::DefaultBodyLimit::disable()))
             .query(&[gantry("backend", String), gantry("instance", Integer)]).body(Content::Frames).response(Content::Frames),
+        Route::new(M::POST, "/api/agent/session/{session_id}", "An operator's end of a session into a task (mutual TLS, HTTP/2)", allow("backend:Connect", Target::Query("backend/", "backend")),
+            post(agent_session::attach).layer(axum::extract::DefaultBodyLimit::disable()))
+            .query(&[gantry("backend", String)]).body(Content::Frames).response(Content::Frames),
         // Cluster membership and backups.
         Route::new(M::GET, "/api/cluster/members", "Members, their roles and replication", allow("cluster:Read", ANY), get(cluster::members)),
         Route::new(M::POST, "/api/cluster/leave", "Remove a member", allow("cluster:Update", ANY), post(cluster::leave))

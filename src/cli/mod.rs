@@ -19,6 +19,7 @@ pub mod error;
 pub mod follow;
 pub mod output;
 pub mod pool;
+pub mod port_forward;
 pub mod task;
 pub mod token;
 pub mod workflow;

@@ -189,6 +189,8 @@ pub enum WorkflowCommand {
         #[arg(short = 'f', long)]
         force: bool,
     },
+    /// Forward local TCP ports to ports of a running task (one session per connection)
+    PortForward(super::port_forward::PortForwardArgs),
     /// Print a workflow's spec
     Spec {
         #[command(flatten)]
@@ -212,7 +214,9 @@ impl WorkflowCommand {
             | WorkflowCommand::Query { output, .. }
             | WorkflowCommand::Cancel { output, .. }
             | WorkflowCommand::Spec { output, .. } => output.format,
-            WorkflowCommand::Logs { .. } | WorkflowCommand::Events { .. } => OutputFormat::Text,
+            WorkflowCommand::Logs { .. }
+            | WorkflowCommand::Events { .. }
+            | WorkflowCommand::PortForward(_) => OutputFormat::Text,
         }
     }
 }
@@ -509,6 +513,7 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             let text = client.events(&id, task.as_deref(), retry_id).await?;
             print_text(&text);
         }
+        WorkflowCommand::PortForward(forward) => super::port_forward::run(args, forward).await?,
         WorkflowCommand::Spec { id, template, .. } => {
             let spec = with_spinner(format, "Fetching spec", client.spec(&id, template)).await?;
             print_text(&spec);

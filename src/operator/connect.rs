@@ -1,6 +1,11 @@
 //! Dialing the control plane: one HTTP/2 stream per link to
 //! `POST /api/agent/connect`, over mutual TLS with an operator certificate.
 //!
+//! Sessions into tasks (the router's data path) are requests of their own
+//! on the link's HTTP/2 connection, `POST /api/agent/session/{id}`, each
+//! with its own flow control, so a slow session never holds another back
+//! nor the stream of reports.
+//!
 //! Invariants: servers never dial operators; the connector moves to the
 //! next URL when one fails, jumps straight to the leader when a member
 //! answers 421 with its URL, and backs off (bounded, growing) between
@@ -8,9 +13,12 @@
 //! credential is logged as such, never retried in a tight loop.
 
 use crate::protocol::byte_queue;
+use crate::protocol::session::{self, AttachSession, SessionAnswer};
 use crate::protocol::wire::{self, Down, Link, Up};
 use futures::StreamExt;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::io::StreamReader;
@@ -22,6 +30,10 @@ const DOWN_QUEUE_MAX: usize = 1024;
 /// Encoded bytes of the server frames queued toward the session, at most
 /// (jobs carry their tasks' files).
 const DOWN_QUEUE_BYTES_MAX: usize = 32 << 20;
+/// Chunks of a session's task bytes queued toward its request body.
+const SESSION_CHUNKS_MAX: usize = 4;
+/// Bytes read from a task's socket at once, at most.
+const SESSION_CHUNK_BYTES: usize = 64 << 10;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Longest wait for a server to answer the stream request.
@@ -194,6 +206,7 @@ impl Connector {
                 wire::FRAME_FORMAT_HEADER,
                 wire::FrameFormat::NEWEST.number().to_string(),
             )
+            .header(session::SESSIONS_HEADER, "1")
             .body(reqwest::Body::wrap_stream(ReceiverStream::new(body_chunks)));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -246,7 +259,129 @@ impl Connector {
             let reason = wire::pump_frames(reader, format, down_sender).await;
             tracing::info!("control plane stream closed: {reason}");
         });
-        Ok(Link { up, down })
+        let sessions = session_attacher(SessionTarget {
+            client: self.client.clone(),
+            url: url.to_string(),
+            backend: self.backend.clone(),
+            token: self.token.clone(),
+        });
+        Ok(Link { up, down, sessions })
+    }
+}
+
+/// Where this link's operator attaches its ends of sessions: a request of
+/// its own on the same HTTP/2 connection, to the server the link is on.
+#[derive(Clone)]
+struct SessionTarget {
+    client: reqwest::Client,
+    url: String,
+    backend: String,
+    token: Option<String>,
+}
+
+fn session_attacher(target: SessionTarget) -> AttachSession {
+    Arc::new(move |session: String, answer: SessionAnswer| {
+        let target = target.clone();
+        Box::pin(async move {
+            if let Err(reason) = attach(&target, &session, answer).await {
+                tracing::info!(%session, "session ended: {reason}");
+            }
+        })
+    })
+}
+
+/// `POST /api/agent/session/{id}`: the request body carries the task's
+/// bytes up, the response body the user's bytes down, until either side
+/// ends; a refusal is the header [`session::SESSION_REFUSED_HEADER`] and
+/// the reason as the body.
+async fn attach(
+    target: &SessionTarget,
+    session: &str,
+    answer: SessionAnswer,
+) -> Result<(), String> {
+    let mut request = target
+        .client
+        .post(format!("{}/api/agent/session/{session}", target.url))
+        .query(&[("backend", target.backend.as_str())]);
+    if let Some(token) = &target.token {
+        request = request.bearer_auth(token);
+    }
+    let mut task = match answer {
+        Ok(task) => task,
+        Err(mut reason) => {
+            truncate_at_char(&mut reason, session::SESSION_REASON_BYTES_MAX);
+            let response = request
+                .header(session::SESSION_REFUSED_HEADER, "1")
+                .body(reason)
+                .send()
+                .await
+                .map_err(|error| error_chain(&error))?;
+            return match response.status() {
+                status if status.is_success() => Ok(()),
+                status => Err(format!("the server answered the refusal with {status}")),
+            };
+        }
+    };
+    // Task → user: the task's bytes as the request body, read as the
+    // server's flow control allows; user → task: the response body.
+    let (mut task_reader, mut task_writer) = tokio::io::split(&mut task);
+    let (up, up_chunks) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(SESSION_CHUNKS_MAX);
+    let request = request.body(reqwest::Body::wrap_stream(ReceiverStream::new(up_chunks)));
+    let upward = async move {
+        let mut buffer = bytes::BytesMut::with_capacity(SESSION_CHUNK_BYTES);
+        loop {
+            buffer.reserve(SESSION_CHUNK_BYTES);
+            match task_reader.read_buf(&mut buffer).await {
+                Ok(0) => return,
+                Ok(_) => {
+                    if up.send(Ok(buffer.split().freeze())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    let _ = up.send(Err(error)).await;
+                    return;
+                }
+            }
+        }
+    };
+    let downward = async move {
+        let response = request.send().await.map_err(|error| error_chain(&error))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            return Err(format!(
+                "{status}: {}",
+                body["message"].as_str().unwrap_or("no message")
+            ));
+        }
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|error| error_chain(&error))?;
+            task_writer
+                .write_all(&chunk)
+                .await
+                .map_err(|error| format!("writing to the task: {error}"))?;
+        }
+        // The user closed its side: so does the task's.
+        task_writer
+            .shutdown()
+            .await
+            .map_err(|error| format!("closing toward the task: {error}"))
+    };
+    // Both directions run until each ends (half-closes pass through).
+    let (_, down) = tokio::join!(upward, downward);
+    down
+}
+
+/// Cuts `text` to at most `bytes` bytes, at a character boundary.
+fn truncate_at_char(text: &mut String, bytes: usize) {
+    if text.len() > bytes {
+        let mut end = bytes;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
     }
 }
 

@@ -14,7 +14,9 @@ pub mod local;
 pub mod run;
 pub mod session;
 
-use crate::protocol::{FromOperator, ToOperator};
+use crate::protocol::session::SessionAnswer;
+use crate::protocol::{FromOperator, SessionKind, ToOperator};
+use gantry_storage::TaskKey;
 use local::LocalOperator;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -39,6 +41,18 @@ impl Executor {
         match self {
             Executor::Local(local) => local.serve(jobs, reports).await,
             Executor::Kubernetes(kubernetes) => kubernetes.serve(jobs, reports).await,
+        }
+    }
+
+    /// This executor's end of a session into running task `key`, or why
+    /// there is none.
+    pub async fn open_session(&self, key: &TaskKey, kind: &SessionKind) -> SessionAnswer {
+        match self {
+            Executor::Local(local) => local.open_session(key, kind).await,
+            Executor::Kubernetes(_) => Err(format!(
+                "{} into a Kubernetes task is not supported yet",
+                kind.verb()
+            )),
         }
     }
 

@@ -14,6 +14,8 @@
 //!   applied every earlier report (finished tasks, done jobs) before the
 //!   hello re-queues what the executor does not run, and it hands out jobs
 //!   only after that hello is committed.
+//! - A `ToOperator::OpenSession` does not queue behind jobs: the executor
+//!   opens its end and the link attaches it (`protocol::session`) at once.
 //! - At most [`BACKLOG_MAX`] messages, and about [`BACKLOG_BYTES_MAX`]
 //!   bytes (`FromOperator::approx_bytes`; the last message may pass the
 //!   bound), wait unacknowledged; beyond that the executor waits (its channel
@@ -149,6 +151,17 @@ impl Session {
             tokio::select! {
                 frame = link.down.recv() => match frame {
                     Some(Down::Ack { seq }) | Some(Down::Resume { acked: seq }) => self.backlog.acknowledge(seq),
+                    // A session is answered at once, beside the jobs.
+                    Some(Down::Job(ToOperator::OpenSession { session, key, kind })) => {
+                        let (executor, attach) = (self.executor.clone(), link.sessions.clone());
+                        tokio::spawn(async move {
+                            let answer = executor.open_session(&key, &kind).await;
+                            if let Err(reason) = &answer {
+                                tracing::info!(workflow = %key.workflow_id, task = %key.task, ?kind, "session refused: {reason}");
+                            }
+                            attach(session, answer).await;
+                        });
+                    }
                     Some(Down::Job(job)) => pending_jobs.push_back(job),
                     None => return LinkEnd::Closed,
                 },

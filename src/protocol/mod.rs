@@ -10,6 +10,7 @@
 
 pub mod byte_queue;
 pub mod host_access;
+pub mod session;
 pub mod task_host;
 pub mod wire;
 
@@ -31,6 +32,31 @@ pub enum ToOperator {
         group: String,
         reason: String,
     },
+    /// Open a byte session into a running task (the router): the operator
+    /// answers by attaching its end to `session` (`session::AttachSession`),
+    /// never through the numbered reports. Not a job: it is not numbered,
+    /// not acknowledged and not resent (a session lives on one link).
+    OpenSession {
+        session: String,
+        key: TaskKey,
+        kind: SessionKind,
+    },
+}
+
+/// What a session carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionKind {
+    /// TCP to `port` on the task's own loopback.
+    PortForward { port: u16 },
+}
+
+impl SessionKind {
+    /// What the user asked for, as the CLI names it.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            SessionKind::PortForward { .. } => "port-forward",
+        }
+    }
 }
 
 /// Operator → server.

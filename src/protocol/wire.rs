@@ -31,6 +31,8 @@ pub const FRAME_BYTES_MAX: usize = 16 << 20;
 pub struct Link {
     pub up: mpsc::Sender<Up>,
     pub down: byte_queue::Receiver<Down>,
+    /// How the operator answers a `ToOperator::OpenSession` of this link.
+    pub sessions: super::session::AttachSession,
 }
 
 /// Operator → server.

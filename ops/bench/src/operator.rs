@@ -211,6 +211,8 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
                     .send(Up::report(seq, FromOperator::JobDone { job_id }))
                     .await?;
             }
+            // The benchmark opens no sessions.
+            Down::Job(ToOperator::OpenSession { .. }) => {}
         }
     }
     let completion = submitted.elapsed();

@@ -360,7 +360,9 @@ async fn serve_connection(
         .max_concurrent_streams(PEER_STREAMS_MAX)
         .keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT);
-    let connection = builder.serve_connection(io, service);
+    // With upgrades: an API request may become a raw byte stream (a
+    // port-forward session over HTTP/1.1).
+    let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,

@@ -3,13 +3,16 @@
 //!
 //! Invariant: the link gets the same frames and the same batch loop as a
 //! remote stream, but does not follow the leader: on a follower its
-//! reports are forwarded to the leader like any proposal.
+//! reports are forwarded to the leader like any proposal. A session's end
+//! is handed to the hub directly (no HTTP request to itself).
 
 use super::OperatorHub;
 use crate::protocol::byte_queue;
+use crate::protocol::session::AttachSession;
 use crate::protocol::wire::Link;
 use futures::StreamExt;
 use gantry_raft::RaftError;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Frames queued between the in-process operator and the hub.
@@ -21,7 +24,7 @@ impl OperatorHub {
     /// socket. It does not follow the leader: on a follower its reports are
     /// forwarded to the leader like any proposal.
     pub async fn link_in_process(&self, backend: &str, instance: u64) -> Result<Link, RaftError> {
-        let (accepted, down_frames) = self.accept(backend, instance, false).await?;
+        let (accepted, down_frames) = self.accept(backend, instance, false, true).await?;
         // The frames share their messages with the operator's backlog, which
         // counts their bytes.
         let (up, up_receiver) = mpsc::channel(IN_PROCESS_QUEUE_MAX);
@@ -37,9 +40,18 @@ impl OperatorHub {
         });
         let hub = self.clone();
         tokio::spawn(async move { hub.serve(accepted, up_receiver).await });
+        // A session's end is handed over as it is: the task's own socket.
+        let (hub, backend) = (self.clone(), backend.to_string());
+        let sessions: AttachSession = Arc::new(move |session: String, answer| {
+            if hub.answer_session(&backend, &session, answer).is_err() {
+                tracing::debug!(%session, "a session answered after its opener left");
+            }
+            Box::pin(async {})
+        });
         Ok(Link {
             up,
             down: byte_queue::Receiver::from_counted(down),
+            sessions,
         })
     }
 }

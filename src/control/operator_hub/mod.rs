@@ -8,7 +8,8 @@
 //! time and acknowledges. Down, `registry` holds each backend's current
 //! connection, the jobs sent on it and its frames; `scope` keeps each
 //! operator to its own backend's work. `heartbeat` rate-limits
-//! `BackendHeartbeat`; `in_process` links an operator of this process.
+//! `BackendHeartbeat`; `in_process` links an operator of this process;
+//! `sessions` pairs a user's session into a task with its operator's end.
 //!
 //! Public API: [`OperatorHub::accept`] then [`OperatorHub::serve`] (a remote
 //! stream), [`OperatorHub::link_in_process`], and for the dispatcher
@@ -31,10 +32,12 @@ mod prepare;
 mod registry;
 mod scope;
 mod serve;
+mod sessions;
 
 pub use heartbeat::HEARTBEAT_PROPOSE_INTERVAL_MIN;
 pub use registry::OPERATOR_QUEUE_MAX;
 pub use serve::REPORTS_PER_COMMAND_MAX;
+pub use sessions::{SessionError, SESSION_ANSWER_WAIT};
 
 use super::logger::{LogError, Logger};
 use super::masking::Masks;
@@ -58,6 +61,8 @@ pub struct OperatorHub {
     pub connected: Arc<Notify>,
     /// Secrets to mask out of log lines, per WORKFLOW config revision.
     masks: Arc<Masks>,
+    /// Sessions into tasks waiting for their operator's end.
+    sessions: Arc<sessions::PendingSessions>,
 }
 
 /// A registered connection, to be served with [`OperatorHub::serve`].
@@ -98,6 +103,7 @@ impl OperatorHub {
             last_heartbeat: Arc::default(),
             connected: Arc::default(),
             masks: Arc::default(),
+            sessions: Arc::default(),
         }
     }
 

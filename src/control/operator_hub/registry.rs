@@ -27,21 +27,25 @@ pub const OPERATOR_QUEUE_MAX: usize = 1024;
 /// A backend's current connection, as the dispatcher sees it.
 pub(super) struct Connection {
     generation: u64,
-    jobs: mpsc::Sender<ToOperator>,
+    pub(super) jobs: mpsc::Sender<ToOperator>,
     sent_jobs: HashSet<u64>,
     /// A hello of this connection is committed: jobs may go out.
-    ready: bool,
+    pub(super) ready: bool,
+    /// The operator answers `ToOperator::OpenSession`.
+    pub(super) sessions: bool,
 }
 
 impl OperatorHub {
     /// Registers a connection of `backend`'s operator `instance` (replacing
     /// an older one of the same backend) and returns it with the frames to
     /// send down: `Resume` first, then jobs and acknowledgements.
+    /// `sessions`: the operator answers sessions into its tasks.
     pub async fn accept(
         &self,
         backend: &str,
         instance: u64,
         follow_leader: bool,
+        sessions: bool,
     ) -> Result<(Accepted, impl Stream<Item = Down> + Send + 'static), RaftError> {
         let acked = self.node.read().await?.operator_seq(backend, instance)?;
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
@@ -54,6 +58,7 @@ impl OperatorHub {
                 jobs,
                 sent_jobs: HashSet::new(),
                 ready: false,
+                sessions,
             },
         );
         tracing::info!(%backend, instance, acked, "operator connected");
@@ -94,7 +99,7 @@ impl OperatorHub {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Connection>> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Connection>> {
         self.connections
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())

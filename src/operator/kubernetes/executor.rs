@@ -132,6 +132,8 @@ impl KubernetesOperator {
                     shared.cancel_group(&workflow_id, &group, &reason).await;
                     job_id
                 }
+                // Answered by the session (`Executor::open_session`).
+                ToOperator::OpenSession { .. } => continue,
             };
             shared.outbox.send(FromOperator::JobDone { job_id }).await;
         }

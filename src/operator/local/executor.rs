@@ -8,6 +8,8 @@
 //! Invariants:
 //! - Task state lives outside any connection, so a reconnect (`serve` again)
 //!   finds running tasks, and their later reports go to the newest sender.
+//! - A session connects in the task's own network (`open_session`): what
+//!   the task could not reach, a session cannot either.
 //! - `shutdown` kills every running task and waits at most `SHUTDOWN_GRACE`
 //!   for their final reports; from then on a task fails to start.
 
@@ -21,8 +23,9 @@ use super::netns::{self, GroupNet, NetError, TaskNet};
 use super::outbox::Outbox;
 use super::sandbox;
 use super::seccomp;
-use crate::protocol::{FromOperator, GroupLaunch, ToOperator, HEARTBEAT_INTERVAL};
-use gantry_storage::TaskStatus;
+use crate::protocol::session::SessionAnswer;
+use crate::protocol::{FromOperator, GroupLaunch, SessionKind, ToOperator, HEARTBEAT_INTERVAL};
+use gantry_storage::{TaskKey, TaskStatus};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -168,11 +171,40 @@ impl LocalOperator {
                         .cancel_group(&workflow_id, &group, &reason);
                     job_id
                 }
+                // Answered by the session (`open_session`), never queued here.
+                ToOperator::OpenSession { .. } => continue,
             };
             self.shared
                 .outbox
                 .send(FromOperator::JobDone { job_id })
                 .await;
+        }
+    }
+
+    /// A TCP connection to the port a session names, made in the task's
+    /// network (its group's namespace: the task's `localhost`).
+    pub async fn open_session(&self, key: &TaskKey, kind: &SessionKind) -> SessionAnswer {
+        let task = format!("task '{}' of {}", key.task, key.workflow_id);
+        let net = match self.shared.tasks.net_of(key) {
+            None => return Err(format!("{task} is not running on this operator")),
+            Some(None) => return Err(format!("{task} is still starting")),
+            Some(Some(net)) => net,
+        };
+        let SessionKind::PortForward { port } = *kind;
+        let stream = match net {
+            TaskNet::Host => tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port))
+                .await
+                .map_err(|error| error.to_string()),
+            TaskNet::Group(net) => netns::connect_inside(net, port).await,
+            TaskNet::Own => Err("the task has a network namespace of its own (this operator cannot create group namespaces without CAP_SYS_ADMIN), which sessions cannot enter".to_string()),
+            TaskNet::Refused(reason) => Err(reason),
+        };
+        match stream {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                Ok(Box::new(stream))
+            }
+            Err(error) => Err(format!("cannot connect to port {port} in {task}: {error}")),
         }
     }
 
@@ -219,6 +251,7 @@ impl LocalOperator {
             } else {
                 group_net.clone()
             };
+            self.shared.tasks.set_net(&launch.key, &net);
             tokio::spawn(async move { shared.drive(launch, cancel, gate, net).await });
         }
     }

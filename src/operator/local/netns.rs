@@ -15,6 +15,8 @@
 //! - A group namespace reaches beyond the host only when a pod template
 //!   has the annotation `gantry.io/outbound-network: "true"` (`outbound`);
 //!   even then, never the host's loopback.
+//! - A session into a task connects from inside its namespace
+//!   (`connect_inside`), to its loopback only.
 //! - Creating a namespace needs `CAP_SYS_ADMIN`; an operator without it
 //!   gets [`NetError::Unprivileged`] and gives each task a namespace of its
 //!   own (bubblewrap's `--unshare-net`), so a group's tasks cannot reach
@@ -129,6 +131,42 @@ fn new_namespace() -> Result<OwnedFd, NetError> {
     thread
         .join()
         .map_err(|_| NetError::Setup("the setup thread panicked".into()))?
+}
+
+/// Longest wait for a task's port to accept a session's connection.
+const SESSION_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A TCP connection to `127.0.0.1:port` inside the group's namespace: a
+/// thread of its own joins the namespace (a namespace change is per thread,
+/// so never a thread of a pool), connects, and ends; the socket stays in
+/// the namespace it was made in and is used from tokio.
+pub async fn connect_inside(
+    net: std::sync::Arc<GroupNet>,
+    port: u16,
+) -> Result<tokio::net::TcpStream, String> {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("session-netns".into())
+        .spawn(move || {
+            let _ = sender.send(connect_in_namespace(&net, port));
+        })
+        .map_err(|error| format!("spawning a thread: {error}"))?;
+    let stream = receiver
+        .await
+        .map_err(|_| "the connecting thread panicked".to_string())??;
+    tokio::net::TcpStream::from_std(stream).map_err(|error| error.to_string())
+}
+
+fn connect_in_namespace(net: &GroupNet, port: u16) -> Result<std::net::TcpStream, String> {
+    nix::sched::setns(&net.fd, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|errno| format!("entering the task's network namespace: {errno}"))?;
+    let address = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+    let stream = std::net::TcpStream::connect_timeout(&address, SESSION_CONNECT_TIMEOUT)
+        .map_err(|error| error.to_string())?;
+    stream
+        .set_nonblocking(true)
+        .map_err(|error| error.to_string())?;
+    Ok(stream)
 }
 
 /// Sets IFF_UP on `lo` of the calling thread's network namespace.

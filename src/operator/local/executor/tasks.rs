@@ -6,9 +6,12 @@
 //!   until just before its final status is sent; the table is what `Hello`
 //!   reports as running, and what makes a duplicate CreateGroup a no-op
 //!   while a finished key may run again (a re-dispatch after a restart).
+//! - A task's network is recorded once chosen, so a session into the task
+//!   connects where the task listens.
 //! - Every removal wakes `drained`, so a shutdown waits exactly as long as
 //!   tasks are left.
 
+use super::super::netns::TaskNet;
 use crate::protocol::{GroupLaunch, TaskLaunch};
 use gantry_storage::TaskKey;
 use std::collections::HashMap;
@@ -26,6 +29,8 @@ pub(super) struct TaskTable {
 struct Tracked {
     workflow_id: String,
     group: String,
+    /// The task's network, once chosen (what a session connects in).
+    net: Option<TaskNet>,
     /// Set to `Some(reason)` to stop the task wherever it is.
     cancel: watch::Sender<Option<String>>,
 }
@@ -65,12 +70,26 @@ impl TaskTable {
                 Tracked {
                     workflow_id: group.workflow_id.clone(),
                     group: group.group.clone(),
+                    net: None,
                     cancel,
                 },
             );
             accepted.push((launch.clone(), canceled));
         }
         accepted
+    }
+
+    /// Records the network task `key` runs in.
+    pub(super) fn set_net(&self, key: &TaskKey, net: &TaskNet) {
+        if let Some(tracked) = self.lock().get_mut(key) {
+            tracked.net = Some(net.clone());
+        }
+    }
+
+    /// The network of task `key` while it is tracked here; `None` for a
+    /// task not running here (finished, or never sent to this operator).
+    pub(super) fn net_of(&self, key: &TaskKey) -> Option<Option<TaskNet>> {
+        self.lock().get(key).map(|tracked| tracked.net.clone())
     }
 
     /// Cancels the running tasks of one group (every dispatch of it).
