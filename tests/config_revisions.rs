@@ -402,6 +402,45 @@ fn revision_verbs_through_the_cli() {
     let stderr = gantry_fails(url, &["config", "tag", &at]);
     assert!(stderr.contains("--set"), "{stderr}");
 
+    // OSMO's paging, order and time windows.
+    let revisions = |args: &[&str]| -> Vec<u64> {
+        let mut all = vec!["config", "history", "POOL", "gpu", "-t", "json"];
+        all.extend_from_slice(args);
+        let reply: Value = serde_json::from_str(&gantry_ok(url, &all)).unwrap();
+        reply["configs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|entry| entry["revision"].as_u64())
+            .collect()
+    };
+    assert_eq!(revisions(&["--order", "asc"]), [first, second]);
+    assert_eq!(revisions(&[]), [second, first]);
+    assert_eq!(revisions(&["--order", "asc", "-o", "1"]), [second]);
+    assert_eq!(
+        revisions(&["--created-after", "2999-01-01"]),
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        revisions(&["--created-before", "2999-01-01T00:00:00"]).len(),
+        2
+    );
+    assert_eq!(revisions(&["--at-timestamp", "2999-01-01"]), [second]);
+    let stderr = gantry_fails(url, &["config", "history", "--created-after", "yesterday"]);
+    assert!(stderr.contains("--created-after: 'yesterday'"), "{stderr}");
+    let stderr = gantry_fails(
+        url,
+        &[
+            "config",
+            "history",
+            "--at-timestamp",
+            "2030-01-01",
+            "--created-before",
+            "2030-01-01",
+        ],
+    );
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+
     // diff: a revision against the latest, or two; JSON carries both sides.
     let text = gantry_ok(url, &["config", "diff", &at]);
     assert!(

@@ -83,6 +83,22 @@ pub enum ConfigCommand {
         /// Only revisions carrying any of these tags, comma-separated or several
         #[arg(long, num_args = 1.., value_delimiter = ',')]
         tags: Vec<String>,
+        /// Revisions to skip (paging)
+        #[arg(long, short = 'o', default_value_t = 0)]
+        offset: u64,
+        /// By creation time: newest first (desc, the default) or oldest first
+        #[arg(long, value_enum, default_value = "desc")]
+        order: HistoryOrder,
+        /// Only revisions made before this UTC time (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS)
+        #[arg(long, conflicts_with = "at_timestamp")]
+        created_before: Option<String>,
+        /// Only revisions made after this UTC time (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS)
+        #[arg(long, conflicts_with = "at_timestamp")]
+        created_after: Option<String>,
+        /// Each config's revision in force at this UTC time (YYYY-MM-DD or
+        /// YYYY-MM-DDTHH:MM:SS)
+        #[arg(long)]
+        at_timestamp: Option<String>,
         #[command(flatten)]
         output: FormatArg,
     },
@@ -144,6 +160,37 @@ impl ConfigCommand {
             | ConfigCommand::Diff { output, .. } => output.format,
         }
     }
+}
+
+/// The order of `config history`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum HistoryOrder {
+    Asc,
+    Desc,
+}
+
+impl HistoryOrder {
+    fn as_query(self) -> &'static str {
+        match self {
+            HistoryOrder::Asc => "ASC",
+            HistoryOrder::Desc => "DESC",
+        }
+    }
+}
+
+/// A `--created-before`-style time as the API takes it: a day means its
+/// start (OSMO's CLI does the same), a time is taken as UTC.
+fn utc_time(flag: &str, text: &str) -> anyhow::Result<String> {
+    if chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok() {
+        return Ok(format!("{text}T00:00:00"));
+    }
+    if chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").is_ok() {
+        return Ok(text.to_string());
+    }
+    anyhow::bail!(
+        "--{}: '{text}' is neither YYYY-MM-DD nor YYYY-MM-DDTHH:MM:SS",
+        flag.replace('_', "-")
+    )
 }
 
 fn parse_type(text: &str) -> anyhow::Result<ConfigType> {
@@ -253,9 +300,27 @@ pub async fn run_config(args: &ClientArgs, command: ConfigCommand) -> anyhow::Re
             count,
             revision,
             tags,
+            offset,
+            order,
+            created_before,
+            created_after,
+            at_timestamp,
             ..
         } => {
-            let mut query = vec![("order", "DESC".to_string()), ("limit", count.to_string())];
+            let mut query = vec![
+                ("order", order.as_query().to_string()),
+                ("limit", count.to_string()),
+                ("offset", offset.to_string()),
+            ];
+            for (key, value) in [
+                ("created_before", created_before),
+                ("created_after", created_after),
+                ("at_timestamp", at_timestamp),
+            ] {
+                if let Some(value) = value {
+                    query.push((key, utc_time(key, &value)?));
+                }
+            }
             if let Some(revision) = revision {
                 query.push(("revision", revision.to_string()));
             }
