@@ -426,6 +426,31 @@ fn port_forward_through_a_remote_operator_over_mutual_tls() {
     let (status, _) = ask(&http, &url, None);
     assert_eq!(status, 401);
 
+    // An operator's credentials answer only a session the server asked of
+    // their backend: a made-up session is 404, and no stream opens.
+    let mut pem = std::fs::read(pki.dir.join("edge.pem")).unwrap();
+    pem.extend(std::fs::read(pki.dir.join("edge-key.pem")).unwrap());
+    let ca = std::fs::read(pki.dir.join("ca.pem")).unwrap();
+    let operator_client = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .tls_built_in_root_certs(false)
+        .identity(reqwest::Identity::from_pem(&pem).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let hijack = operator_client
+        .post(format!(
+            "{}/api/agent/session/00000000-0000-0000-0000-000000000000?backend=local",
+            server.url
+        ))
+        .bearer_auth(&admin)
+        .body(b"from a stranger".to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(hijack.status().as_u16(), 404);
+    let text = hijack.text().unwrap_or_default();
+    assert!(text.contains("waits for its operator"), "{text}");
+
     the_session_ends_with_the_task(forward.port, || {
         let cancel = http
             .post(format!("{}/api/workflow/{id}/cancel", server.url))
