@@ -639,7 +639,7 @@ async fn check_status(url: String, resp: Response) -> Result<Response, ClientErr
 
 /// Accepts `host:port` as shorthand for `http://host:port` and strips a
 /// trailing slash so paths can be appended.
-fn normalize_url(raw: &str) -> Result<String, ClientError> {
+pub fn normalize_url(raw: &str) -> Result<String, ClientError> {
     let raw = raw.trim();
     let with_scheme = if raw.contains("://") {
         raw.to_owned()

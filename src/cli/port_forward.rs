@@ -121,15 +121,8 @@ impl Opener {
         let urls = resolved
             .urls
             .iter()
-            .map(|url| {
-                let url = url.trim().trim_end_matches('/');
-                if url.contains("://") {
-                    url.to_string()
-                } else {
-                    format!("http://{url}")
-                }
-            })
-            .collect();
+            .map(|url| crate::cli::client::normalize_url(url))
+            .collect::<Result<_, _>>()?;
         Ok(Opener {
             http: builder.build().context("building the HTTP client")?,
             urls,

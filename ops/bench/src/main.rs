@@ -342,15 +342,8 @@ impl Submitter {
         let urls: Vec<String> = target
             .urls
             .iter()
-            .map(|url| {
-                let url = url.trim().trim_end_matches('/');
-                if url.contains("://") {
-                    url.to_string()
-                } else {
-                    format!("http://{url}")
-                }
-            })
-            .collect();
+            .map(|url| gantry::cli::client::normalize_url(url))
+            .collect::<Result<_, _>>()?;
         let endpoints = urls
             .iter()
             .map(|url| {

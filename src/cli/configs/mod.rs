@@ -438,12 +438,8 @@ pub fn render_history(history: &Value) -> String {
                     .join(",")
             })
             .unwrap_or_default();
-        table.add_row(vec![
-            text_field(entry, "config_type"),
-            text_field(entry, "name"),
-            text_field(entry, "revision"),
-            text_field(entry, "username"),
-            text_field(entry, "created_at"),
+        let mut row = revision_cells(entry);
+        row.extend([
             if entry["deleted"] == true {
                 "delete"
             } else {
@@ -453,6 +449,16 @@ pub fn render_history(history: &Value) -> String {
             text_field(entry, "description"),
             tags,
         ]);
+        table.add_row(row);
     }
     output::render_table(&table)
+}
+
+/// A history entry's type, name, revision, user and time: the first cells
+/// of every table of revisions.
+pub(super) fn revision_cells(entry: &Value) -> Vec<String> {
+    ["config_type", "name", "revision", "username", "created_at"]
+        .into_iter()
+        .map(|field| text_field(entry, field))
+        .collect()
 }

@@ -298,13 +298,7 @@ pub async fn list(args: &ClientArgs, client: &Client) -> anyhow::Result<()> {
     entries.sort_by_key(|entry| (text_field(entry, "config_type"), text_field(entry, "name")));
     let mut table = output::table(&["Type", "Name", "Revision", "User", "Time"]);
     for entry in entries {
-        table.add_row(vec![
-            text_field(entry, "config_type"),
-            text_field(entry, "name"),
-            text_field(entry, "revision"),
-            text_field(entry, "username"),
-            text_field(entry, "created_at"),
-        ]);
+        table.add_row(super::revision_cells(entry));
     }
     print!("{}", output::render_table(&table));
     Ok(())
