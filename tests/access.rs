@@ -129,6 +129,12 @@ fn routes() -> Vec<(&'static str, String, Option<Value>, bool)> {
             None,
             false,
         ),
+        (
+            "POST",
+            "/api/workflow/hi-1/portforward/hello".into(),
+            None,
+            false,
+        ),
         ("GET", "/api/workflow/hi-1/spec".into(), None, false),
         ("GET", "/api/workflow/hi-1/logs".into(), None, false),
         ("POST", "/api/workflow/hi-1/tag?add=x".into(), None, false),

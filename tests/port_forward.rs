@@ -267,6 +267,14 @@ fn port_forward_through_the_in_process_operator() {
         body["message"].as_str().unwrap().contains("COMPLETED"),
         "{body}"
     );
+    // OSMO's CLI asks POST and OSMO's router protocol: refused by name.
+    let osmo = http
+        .post(format!("{base}/serve?task_ports=7000"))
+        .send()
+        .unwrap();
+    assert_eq!(osmo.status().as_u16(), 501);
+    let text = osmo.text().unwrap_or_default();
+    assert!(text.contains("gantry workflow port-forward"), "{text}");
     let (status, body) = ask(&http, &format!("{base}/serve?port=7001"), None);
     assert_eq!(status, 502, "{body}");
     assert!(

@@ -133,6 +133,8 @@ pub fn routes() -> Vec<Route> {
             .query(&[STALE]),
         Route::new(M::GET, "/api/workflow/{name}/portforward/{task_name}", "A TCP connection to a port of a running task: the request upgraded (HTTP/1.1 `Upgrade: gantry-port-forward`) to the byte stream", allow("workflow:PortForward", WORKFLOW_POOL), get(port_forward::port_forward))
             .query(&[gantry("port", Integer)]),
+        Route::new(M::POST, "/api/workflow/{name}/portforward/{task_name}", "OSMO's port-forward, which goes through OSMO's router: refused (501) naming Gantry's", allow("workflow:PortForward", WORKFLOW_POOL), post(port_forward::osmo_port_forward))
+            .query(&[optional("task_ports", List), optional("use_udp", Boolean)]),
         Route::new(M::GET, "/api/task", "Task runs across workflows, or their requests summed", allow("workflow:List", ANY), get(tasks::list))
             .query(&[optional("workflow_id", String), optional("statuses", List), optional("users", List), optional("all_users", Boolean), optional("pools", List), optional("all_pools", Boolean), optional("nodes", List), optional("started_after", String), optional("started_before", String), optional("offset", Integer), optional("limit", Integer), optional("order", String), optional("summary", Boolean), optional("aggregate_by_workflow", Boolean), optional("priority", List), STALE]),
         // Operators: a stream for as long as the operator lives. Each frame
