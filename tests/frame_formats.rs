@@ -13,9 +13,9 @@
 use gantry::data::{DataInput, DataOutput, DataStore, TaskData};
 use gantry::protocol::wire::{decode_frame, encode_frame_into, Down, FrameFormat, Up};
 use gantry::protocol::{
-    FromOperator, GroupLaunch, GroupMeta, LaunchFile, LaunchInput, LaunchResources,
-    LaunchScheduler, LogLine, LogStream, NodeInventory, SessionKind, TaskLaunch, TaskPlacement,
-    ToOperator,
+    CheckpointPlan, FromOperator, GroupLaunch, GroupMeta, LaunchFile, LaunchInput, LaunchResources,
+    LaunchScheduler, LogLine, LogStream, NodeInventory, SessionKind, TaskExtras, TaskLaunch,
+    TaskPlacement, ToOperator,
 };
 use gantry_storage::{Priority, SchedulerType, TaskDataTimes, TaskKey, TaskStatus};
 use serde::Serialize;
@@ -105,6 +105,8 @@ fn launch(json_values: bool) -> GroupLaunch {
             }],
             intermediate: Some("s3://bucket/workflows/train-1/worker/".into()),
         }),
+        // Never in a launch's own encoding: see `down-create-group-with-extras`.
+        extras: TaskExtras::default(),
     };
     GroupLaunch {
         workflow_id: "train-1".into(),
@@ -224,6 +226,24 @@ fn samples(format: FrameFormat) -> Vec<(&'static str, Sample)> {
                 session: "0b3c6f7e-2a51-4d8e-9c1f-5e6a7b8c9d0e".into(),
                 key: key(),
                 kind: SessionKind::PortForward { port: 8888 },
+            })),
+        ),
+        (
+            "down-create-group-with-extras",
+            Sample::Down(Down::Job(ToOperator::CreateGroupWithExtras {
+                job_id: 45,
+                group: launch(format == FrameFormat::Named),
+                extras: BTreeMap::from([(
+                    "worker".into(),
+                    TaskExtras {
+                        checkpoints: vec![CheckpointPlan {
+                            path: "/tmp/models".into(),
+                            url: "s3://bucket/ckpt/train-1".into(),
+                            frequency_seconds: 600,
+                            regex: Some(r".*\.pth".into()),
+                        }],
+                    },
+                )]),
             })),
         ),
     ]

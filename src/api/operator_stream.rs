@@ -18,6 +18,7 @@
 use super::error::ApiError;
 use super::names;
 use super::AppState;
+use crate::control::operator_hub::OperatorAbilities;
 use crate::protocol::byte_queue;
 use crate::protocol::wire::{self, Up};
 use crate::tls::CertKind;
@@ -85,9 +86,17 @@ pub async fn connect(
     if format != wire::FrameFormat::NEWEST {
         tracing::info!(%backend, format = format.number(), "the operator speaks an older frame format");
     }
-    // An operator that says so answers sessions into its tasks.
-    let sessions = headers.contains_key(crate::protocol::session::SESSIONS_HEADER);
-    let (accepted, down) = state.hub.accept(&backend, instance, true, sessions).await?;
+    // What the operator's build says it takes beyond every build's jobs;
+    // extras need the named format.
+    let abilities = OperatorAbilities {
+        sessions: headers.contains_key(crate::protocol::session::SESSIONS_HEADER),
+        launch_extras: format == wire::FrameFormat::Named
+            && headers.contains_key(crate::protocol::launch_extras::LAUNCH_EXTRAS_HEADER),
+    };
+    let (accepted, down) = state
+        .hub
+        .accept(&backend, instance, true, abilities)
+        .await?;
     let (up_sender, up_receiver) = byte_queue::channel(UP_QUEUE_MAX, UP_QUEUE_BYTES_MAX);
     let reader = StreamReader::new(
         body.into_data_stream()

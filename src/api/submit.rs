@@ -28,6 +28,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use gantry_storage::config::pool::pool_status;
 use gantry_storage::config::WorkflowConfig;
+use gantry_storage::extras::WorkflowExtras;
 use gantry_storage::labels::{self, Labels};
 use gantry_storage::plan::WorkflowPlan;
 use gantry_storage::{
@@ -131,7 +132,7 @@ pub async fn submit(
         &state,
         &pool,
         priority,
-        prepared.plan.map_err(|e| e.to_string()),
+        (prepared.plan.map_err(|e| e.to_string()), &prepared.extras),
     )?;
     warnings.extend(admitted);
     if validation_only {
@@ -159,7 +160,7 @@ pub async fn submit(
         &state,
         (&caller, &request_key),
         submission,
-        labels,
+        (labels, prepared.extras),
         warnings,
     )
     .await
@@ -207,7 +208,15 @@ pub async fn restart(
         .map_err(|error| error.to_string())
         .and_then(|plan| restart_plan(plan, &completed, &workflow.id))
         .map_err(|message| ApiError::bad_request("SUBMISSION", message).with_workflow(&earlier))?;
-    let (plan, admitted) = checked_plan(&state, &pool, workflow.priority, Ok(plan))?;
+    // The kept tasks' extras (the others do not run again).
+    let mut extras = prepared.extras;
+    let kept: BTreeSet<&str> = plan
+        .groups
+        .iter()
+        .flat_map(|group| group.tasks.iter().map(|task| task.name.as_str()))
+        .collect();
+    extras.retain_tasks(|task| kept.contains(task));
+    let (plan, admitted) = checked_plan(&state, &pool, workflow.priority, (Ok(plan), &extras))?;
     let labels = view.workflow_labels(&workflow.id)?;
     let mut warnings = prepared.warnings;
     warnings.extend(admitted);
@@ -225,7 +234,7 @@ pub async fn restart(
         &state,
         (&caller, &request_key),
         submission,
-        labels,
+        (labels, extras),
         warnings,
     )
     .await
@@ -337,12 +346,12 @@ fn checked_plan(
     state: &AppState,
     pool: &str,
     priority: Priority,
-    plan: Result<WorkflowPlan, String>,
+    (plan, extras): (Result<WorkflowPlan, String>, &WorkflowExtras),
 ) -> Result<(Result<WorkflowPlan, String>, Vec<String>), ApiError> {
     Ok(match plan {
         Ok(plan) => {
             let view = state.node.read_local()?;
-            match super::resources::check_resources(&view, pool, &plan, priority) {
+            match super::resources::check_resources(&view, pool, (&plan, extras), priority) {
                 Ok(warnings) => (Ok(plan), warnings),
                 Err(error) => (Err(error), Vec::new()),
             }
@@ -373,14 +382,22 @@ async fn commit_submission(
     state: &AppState,
     (caller, request_key): (&Caller, &RequestKey),
     submission: Submission,
-    labels: Labels,
+    (labels, extras): (Labels, WorkflowExtras),
     warnings: Vec<String>,
 ) -> Result<Json<Value>, ApiError> {
     let packed = PackedSubmission::pack(&submission)?;
     let now = now_ms();
-    // Without labels, the kind every member understands: a submit is never
-    // refused for a rolling upgrade that is still under way.
-    let outcome = if labels.is_empty() {
+    // Without labels or extras, the kind every member understands: a submit
+    // is never refused for a rolling upgrade that is still under way.
+    let outcome = if !extras.is_empty() && submission.plan.is_ok() {
+        let command = Command::SubmitWorkflowWithExtras {
+            now,
+            packed,
+            labels,
+            extras: extras.to_text(),
+        };
+        propose_gated(state, "checkpoint", request_key.wrap(caller, now, command)).await?
+    } else if labels.is_empty() {
         let command = Command::SubmitPackedWorkflow { now, packed };
         propose(state, request_key.wrap(caller, now, command)).await?
     } else {

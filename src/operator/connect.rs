@@ -207,6 +207,7 @@ impl Connector {
                 wire::FrameFormat::NEWEST.number().to_string(),
             )
             .header(session::SESSIONS_HEADER, "1")
+            .header(crate::protocol::launch_extras::LAUNCH_EXTRAS_HEADER, "1")
             .body(reqwest::Body::wrap_stream(ReceiverStream::new(body_chunks)));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);

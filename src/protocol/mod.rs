@@ -10,11 +10,13 @@
 
 pub mod byte_queue;
 pub mod host_access;
+pub mod launch_extras;
 pub mod session;
 pub mod task_host;
 pub mod wire;
 
 use crate::data::TaskData;
+pub use gantry_storage::extras::{CheckpointPlan, TaskExtras};
 pub use gantry_storage::NodeInventory;
 use gantry_storage::{Millis, Priority, SchedulerType, TaskDataTimes, TaskKey, TaskStatus};
 use serde::{Deserialize, Serialize};
@@ -40,6 +42,15 @@ pub enum ToOperator {
         session: String,
         key: TaskKey,
         kind: SessionKind,
+    },
+    /// [`ToOperator::CreateGroup`] whose tasks need more than a
+    /// [`TaskLaunch`] carries on every connection: `extras` by task name
+    /// (see `launch_extras`). Sent only to operators that announce they
+    /// take it.
+    CreateGroupWithExtras {
+        job_id: u64,
+        group: GroupLaunch,
+        extras: BTreeMap<String, TaskExtras>,
     },
 }
 
@@ -217,6 +228,11 @@ pub struct TaskLaunch {
     /// input N); `None` from an older server, which sends no data.
     #[serde(default)]
     pub data: Option<TaskData>,
+    /// What the task needs beyond the fields above. Never in this
+    /// struct's encoding (format 1 is positional): it travels in
+    /// [`ToOperator::CreateGroupWithExtras`] (see `launch_extras`).
+    #[serde(skip)]
+    pub extras: TaskExtras,
 }
 
 /// Where and with what a task runs on a cluster backend.

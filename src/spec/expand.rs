@@ -12,6 +12,7 @@ use super::error::{join, SpecError};
 use super::input::SpecLimits;
 use super::model::{GroupSpec, SpecFile, TaskSpec};
 use super::validate::{self, TokenScope};
+use gantry_storage::extras::{TaskExtras, WorkflowExtras};
 use gantry_storage::plan::{
     GroupPlan, InputPlan, OutputPlan, ResourcePlan, TaskPlan, WorkflowPlan,
 };
@@ -135,7 +136,7 @@ pub fn build(
     spec: &SpecFile,
     env_overrides: &BTreeMap<String, String>,
     limits: &SpecLimits,
-) -> Result<WorkflowPlan, SpecError> {
+) -> Result<(WorkflowPlan, WorkflowExtras), SpecError> {
     let groups = views(spec)?;
     let task_count: usize = groups.iter().map(|g| g.tasks.len()).sum();
     if task_count > limits.max_tasks {
@@ -178,32 +179,34 @@ pub fn build(
 
     let placement = task_groups(&groups);
     let mut plans = Vec::with_capacity(groups.len());
+    let mut extras = WorkflowExtras::default();
     for (index, group) in groups.iter().enumerate() {
         plans.push(build_group(
             index,
             group,
-            &placement,
-            &groups,
+            (&placement, &groups),
             &resources,
             env_overrides,
             limits,
+            &mut extras,
         )?);
     }
-    Ok(WorkflowPlan {
+    let plan = WorkflowPlan {
         groups: plans,
         exec_timeout_seconds,
         queue_timeout_seconds,
-    })
+    };
+    Ok((plan, extras))
 }
 
 fn build_group(
     index: usize,
     group: &GroupView,
-    placement: &BTreeMap<String, usize>,
-    groups: &[GroupView],
+    (placement, groups): (&BTreeMap<String, usize>, &[GroupView]),
     resources: &BTreeMap<String, ResourcePlan>,
     env_overrides: &BTreeMap<String, String>,
     limits: &SpecLimits,
+    extras: &mut WorkflowExtras,
 ) -> Result<GroupPlan, SpecError> {
     let group_path = group.path.clone().unwrap_or_default();
     if group.tasks.is_empty() {
@@ -229,7 +232,7 @@ fn build_group(
     for (path, task) in &group.tasks {
         let inputs = task_inputs(path, task, index, placement, &mut upstream, limits)?;
         let lead = group.tasks.len() == 1 || task.lead;
-        tasks.push(build_task(
+        let (plan, task_extras) = build_task(
             path,
             task,
             lead,
@@ -237,7 +240,11 @@ fn build_group(
             &group_tasks,
             resources,
             env_overrides,
-        )?);
+        )?;
+        if !task_extras.is_empty() {
+            extras.tasks.insert(plan.name.clone(), task_extras);
+        }
+        tasks.push(plan);
     }
     Ok(GroupPlan {
         name: group.name.clone(),
@@ -332,7 +339,7 @@ fn build_task(
     group_tasks: &[String],
     resources: &BTreeMap<String, ResourcePlan>,
     env_overrides: &BTreeMap<String, String>,
-) -> Result<TaskPlan, SpecError> {
+) -> Result<(TaskPlan, TaskExtras), SpecError> {
     if task.image.trim().is_empty() {
         return Err(SpecError::invalid(
             join(path, "image"),
@@ -378,7 +385,7 @@ fn build_task(
     }
     let files = validate::files(&join(path, "files"), &task.files)?;
     let exit_actions = validate::exit_actions(&join(path, "exitActions"), &task.exit_actions)?;
-    validate::checkpoints(&join(path, "checkpoint"), &task.checkpoint)?;
+    let checkpoints = validate::checkpoints(&join(path, "checkpoint"), &task.checkpoint)?;
     let credentials = validate::credentials(&join(path, "credentials"), &task.credentials)?;
     validate::volume_mounts(&join(path, "volumeMounts"), &task.volume_mounts)?;
     validate::unsupported_task_fields(path, task)?;
@@ -452,8 +459,13 @@ fn build_task(
             validate::tokens(&format!("{path}.outputs[{i}].regex"), regex, &scope)?;
         }
     }
+    for (i, checkpoint) in checkpoints.iter().enumerate() {
+        let at = format!("{path}.checkpoint[{i}]");
+        validate::tokens(&join(&at, "url"), &checkpoint.url, &scope)?;
+        validate::tokens(&join(&at, "path"), &checkpoint.path, &scope)?;
+    }
 
-    Ok(TaskPlan {
+    let plan = TaskPlan {
         name: task.name.clone(),
         lead,
         image: task.image.clone(),
@@ -469,5 +481,6 @@ fn build_task(
         privileged: task.privileged,
         host_network: task.host_network,
         volume_mounts: task.volume_mounts.clone(),
-    })
+    };
+    Ok((plan, TaskExtras { checkpoints }))
 }

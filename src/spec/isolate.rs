@@ -28,6 +28,7 @@
 use super::error::{SpecError, SpecErrorKind};
 use super::input::{RenderIsolation, SpecInput, SpecLimits};
 use super::Prepared;
+use gantry_storage::extras::WorkflowExtras;
 use gantry_storage::plan::WorkflowPlan;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
@@ -77,6 +78,8 @@ enum Reply {
         labels: std::collections::BTreeMap<String, String>,
         #[serde(default)]
         declared_pool: Option<String>,
+        #[serde(default)]
+        extras: WorkflowExtras,
     },
     Failed {
         error: WireError,
@@ -174,6 +177,7 @@ fn encode_reply(result: &Result<Prepared, SpecError>) -> Vec<u8> {
             warnings: prepared.warnings.clone(),
             labels: prepared.labels.clone(),
             declared_pool: prepared.declared_pool.clone(),
+            extras: prepared.extras.clone(),
         },
         Err(err) => Reply::Failed {
             error: err.clone().into(),
@@ -194,10 +198,12 @@ fn decode_reply(bytes: &[u8]) -> Result<Prepared, SpecError> {
             warnings,
             labels,
             declared_pool,
+            extras,
         }) => Ok(Prepared {
             name,
             rendered,
             plan: plan.map_err(SpecError::from),
+            extras,
             warnings,
             labels,
             declared_pool,

@@ -42,6 +42,7 @@ pub use special_tokens::{substitute_task, substitute_tokens, TokenContext};
 pub use template::literal;
 
 use error::render_path;
+use gantry_storage::extras::WorkflowExtras;
 use gantry_storage::plan::WorkflowPlan;
 use serde_yaml_ng::Value;
 use std::collections::BTreeMap;
@@ -54,6 +55,8 @@ pub struct Prepared {
     /// The YAML after Jinja rendering, without the `default-values` block.
     pub rendered: String,
     pub plan: Result<WorkflowPlan, SpecError>,
+    /// What the plan's tasks need beyond it (empty when `plan` failed).
+    pub extras: WorkflowExtras,
     /// What was accepted but deserves a word (e.g. repeated keys, fields
     /// the server sets), for the submit answer's `warnings`.
     pub warnings: Vec<String>,
@@ -126,20 +129,22 @@ fn prepare_here(input: &SpecInput, limits: &SpecLimits) -> Result<Prepared, Spec
     let name = workflow_name(&document.root, limits)?;
     let labels = spec_labels(&document.root);
     let mut warnings = document.warnings;
-    let (plan, declared_pool) = match parse(document.root) {
+    let (plan, extras, declared_pool) = match parse(document.root) {
         Ok(spec) => {
             warnings.extend(server_set_fields(&spec));
-            (
-                expand::build(&spec, &env, limits),
-                spec.workflow.pool.clone(),
-            )
+            let (plan, extras) = match expand::build(&spec, &env, limits) {
+                Ok((plan, extras)) => (Ok(plan), extras),
+                Err(error) => (Err(error), WorkflowExtras::default()),
+            };
+            (plan, extras, spec.workflow.pool.clone())
         }
-        Err(error) => (Err(error), None),
+        Err(error) => (Err(error), WorkflowExtras::default(), None),
     };
     Ok(Prepared {
         name,
         rendered: document.rendered,
         plan,
+        extras,
         warnings,
         labels,
         declared_pool,

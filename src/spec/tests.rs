@@ -2,6 +2,7 @@
 //! reference examples, coercions, templating limits and a no-panic property.
 
 use super::*;
+use gantry_storage::extras::CheckpointPlan;
 use gantry_storage::plan::{ExitAction, InputPlan};
 
 fn input(text: &str) -> SpecInput {
@@ -204,7 +205,8 @@ const INVALID: &[(&str, &str, &str)] = &[
     // OSMO fields Gantry refuses until it can honour them: never
     // accepted and ignored.
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], credentials: {c: /secrets}}]}", "workflow.tasks[0].credentials", "`credentials` is not supported yet: Gantry stores no user credentials"),
-    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], checkpoint: [{path: /c, url: s3://b, frequency: 1m}]}]}", "workflow.tasks[0].checkpoint", "`checkpoint` is not supported yet: Gantry does not upload checkpoints"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], checkpoint: [{path: '', url: s3://b, frequency: 1m}]}]}", "workflow.tasks[0].checkpoint[0].path", "must name a directory"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], checkpoint: [{path: /c, url: 's3://b/{{input:0}}', frequency: 1m}]}]}", "workflow.tasks[0].checkpoint[0].url", "refers to input 0"),
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], kpis: [{index: 0, path: /k}]}]}", "workflow.tasks[0].kpis", "`kpis` is not supported yet"),
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], cacheSize: 50%}]}", "workflow.tasks[0].cacheSize", "USER_CACHE"),
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], downloadType: mount}]}", "workflow.tasks[0].downloadType", "the only one is \"download\""),
@@ -466,10 +468,10 @@ fn example_b_with_set_overrides() {
         == Some("INFO")));
 }
 
-/// Example C's credentials and checkpoint are refused (Gantry cannot
-/// honour them yet); its files work.
+/// Example C's credentials are refused (Gantry stores none yet); its
+/// checkpoint and files are planned.
 #[test]
-fn example_c_credentials_and_checkpoint_are_refused_files_work() {
+fn example_c_credentials_are_refused_checkpoint_and_files_work() {
     let refused = |text: &str| match run(text) {
         Ok(Prepared { plan: Err(err), .. }) => err,
         other => panic!("not refused: {other:?}"),
@@ -487,20 +489,39 @@ fn example_c_credentials_and_checkpoint_are_refused_files_work() {
             "      aws_keys: /root/.aws              # each key mounted as a file\n",
             "",
         );
-    let err = refused(&without_credentials);
-    assert_eq!(err.path.as_deref(), Some("workflow.tasks[0].checkpoint"));
-    assert!(err.message.contains("does not upload checkpoints"), "{err}");
-    let files_only: String = without_credentials
-        .lines()
-        .filter(|line| !line.contains("checkpoint"))
-        .map(|line| format!("{line}\n"))
-        .collect();
-    let plan = plan_of(&files_only);
+    let prepared = run(&without_credentials).expect("prepared");
+    let plan = prepared.plan.expect("planned");
     let task = &plan.groups[0].tasks[0];
     assert_eq!(task.files[0].path, "/tmp/train.py");
     assert!(!task.files[0].base64);
     assert!(task.credentials.is_empty());
     assert_eq!(task.resource.name, "default");
+    assert_eq!(
+        prepared.extras.tasks["train"].checkpoints,
+        vec![CheckpointPlan {
+            path: "/ckpt".into(),
+            url: "s3://b/ckpt".into(),
+            frequency_seconds: 30 * 60,
+            regex: Some(r".*\.pth".into()),
+        }]
+    );
+}
+
+/// OSMO reads a relative checkpoint path from the root; a frequency may be
+/// a number of seconds; a task without checkpoints has no extras.
+#[test]
+fn checkpoint_paths_and_frequencies_as_osmo_reads_them() {
+    let prepared = run(&task_with(
+        "    checkpoint:\n    - {path: experiments/checkpoints, url: 's3://b/{{workflow_id}}', frequency: 10}\n",
+    ))
+    .expect("prepared");
+    assert!(prepared.plan.is_ok(), "{:?}", prepared.plan);
+    let checkpoint = &prepared.extras.tasks["t"].checkpoints[0];
+    assert_eq!(checkpoint.path, "/experiments/checkpoints");
+    assert_eq!(checkpoint.url, "s3://b/{{workflow_id}}");
+    assert_eq!(checkpoint.frequency_seconds, 10);
+    assert_eq!(checkpoint.regex, None);
+    assert!(run(&task_with("")).expect("prepared").extras.is_empty());
 }
 
 #[test]

@@ -13,6 +13,7 @@ use super::model::{CheckpointSpec, FileSpec, ResourceSpec, TaskSpec, Text, Timeo
 use super::quantity::{parse_duration, parse_quantity};
 use super::special_tokens::{probe_tokens, scan, Token};
 use base64::Engine as _;
+use gantry_storage::extras::CheckpointPlan;
 use gantry_storage::plan::{CredentialUse, ExitAction, ExitActionPlan, FilePlan, ResourcePlan};
 use regex::Regex;
 use serde_yaml_ng::Value;
@@ -165,7 +166,7 @@ pub fn not_yet(field: &str, why: &str) -> String {
 }
 
 /// The task fields Gantry refuses (saying why) once
-/// their shape has been checked: `credentials`, `checkpoint`, `kpis`,
+/// their shape has been checked: `credentials`, `kpis`,
 /// `cacheSize`; and `downloadType` other than `download`, OSMO's only one.
 pub fn unsupported_task_fields(path: &str, task: &TaskSpec) -> Result<(), SpecError> {
     if !task.credentials.is_empty() {
@@ -174,15 +175,6 @@ pub fn unsupported_task_fields(path: &str, task: &TaskSpec) -> Result<(), SpecEr
             not_yet(
                 "credentials",
                 "Gantry stores no user credentials, so none can reach a task",
-            ),
-        ));
-    }
-    if !task.checkpoint.is_empty() {
-        return Err(SpecError::invalid(
-            join(path, "checkpoint"),
-            not_yet(
-                "checkpoint",
-                "Gantry does not upload checkpoints while a task runs (write them under an `outputs` path, uploaded when the task ends)",
             ),
         ));
     }
@@ -485,13 +477,17 @@ pub fn environment(path: &str, environment: &BTreeMap<String, String>) -> Result
     Ok(())
 }
 
-pub fn checkpoints(path: &str, checkpoints: &[CheckpointSpec]) -> Result<(), SpecError> {
+pub fn checkpoints(
+    path: &str,
+    checkpoints: &[CheckpointSpec],
+) -> Result<Vec<CheckpointPlan>, SpecError> {
+    let mut plans = Vec::with_capacity(checkpoints.len());
     for (index, checkpoint) in checkpoints.iter().enumerate() {
         let at = format!("{path}[{index}]");
-        if !checkpoint.path.starts_with('/') {
+        if checkpoint.path.trim().is_empty() || checkpoint.path.contains('\0') {
             return Err(SpecError::invalid(
                 join(&at, "path"),
-                "checkpoint path must be absolute",
+                "checkpoint path must name a directory",
             ));
         }
         if checkpoint.url.trim().is_empty() {
@@ -500,10 +496,20 @@ pub fn checkpoints(path: &str, checkpoints: &[CheckpointSpec]) -> Result<(), Spe
                 "checkpoint url must not be empty",
             ));
         }
-        duration(&join(&at, "frequency"), &checkpoint.frequency)?;
-        regex(&join(&at, "regex"), &checkpoint.regex)?;
+        // OSMO reads a relative path from the file system's root.
+        let absolute = if checkpoint.path.starts_with('/') {
+            checkpoint.path.clone()
+        } else {
+            format!("/{}", checkpoint.path)
+        };
+        plans.push(CheckpointPlan {
+            path: absolute,
+            url: checkpoint.url.clone(),
+            frequency_seconds: duration(&join(&at, "frequency"), &checkpoint.frequency)?,
+            regex: regex(&join(&at, "regex"), &checkpoint.regex)?,
+        });
     }
-    Ok(())
+    Ok(plans)
 }
 
 /// `name: "/dir"` mounts every key; `name: {ENV: key}` maps keys to env.

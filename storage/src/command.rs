@@ -173,7 +173,18 @@ pub enum Command {
         config_type: ConfigType,
         revision: u64,
     },
-    /// 23, only in a build with the `upgrade-drill` feature: a command kind
+    /// 23. [`Command::SubmitWorkflowWithLabels`] with the plan's extras
+    ///     (`crate::extras`: what tasks need beyond their plan, such as
+    ///     periodic checkpoints) as JSON text, stored as sent. Rejected,
+    ///     writing nothing, when the text does not read as extras. Gated,
+    ///     so a submit without extras keeps the older kinds.
+    SubmitWorkflowWithExtras {
+        now: Millis,
+        packed: PackedSubmission,
+        labels: Labels,
+        extras: String,
+    },
+    /// 24, only in a build with the `upgrade-drill` feature: a command kind
     ///     that the build without it does not know, to rehearse a rolling
     ///     upgrade (see [`COMMAND_KINDS_UNGATED`]). Applies as a no-op. It
     ///     stays the last variant: a new kind goes before it.
@@ -183,9 +194,9 @@ pub enum Command {
 
 /// Command kinds this build understands: the variants `0..COMMAND_KINDS`.
 #[cfg(not(feature = "upgrade-drill"))]
-pub const COMMAND_KINDS: u16 = 23;
-#[cfg(feature = "upgrade-drill")]
 pub const COMMAND_KINDS: u16 = 24;
+#[cfg(feature = "upgrade-drill")]
+pub const COMMAND_KINDS: u16 = 25;
 
 /// Command kinds every member understands without saying so: those of the
 /// release that introduced version gating. A leader proposes a kind at or
@@ -216,7 +227,8 @@ impl Command {
             | Command::OperatorHelloWithExecutor { now, .. }
             | Command::SubmitPackedWorkflow { now, .. }
             | Command::Idempotent { now, .. }
-            | Command::SubmitWorkflowWithLabels { now, .. } => Some(*now),
+            | Command::SubmitWorkflowWithLabels { now, .. }
+            | Command::SubmitWorkflowWithExtras { now, .. } => Some(*now),
             Command::CompleteJob { .. }
             | Command::PutPool { .. }
             | Command::IssueToken { .. }
@@ -257,8 +269,9 @@ impl Command {
             Command::TagWorkflow { .. } => 20,
             Command::TagConfigRevision { .. } => 21,
             Command::DeleteConfigRevision { .. } => 22,
+            Command::SubmitWorkflowWithExtras { .. } => 23,
             #[cfg(feature = "upgrade-drill")]
-            Command::UpgradeDrill { .. } => 23,
+            Command::UpgradeDrill { .. } => 24,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod admission;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod extras;
 pub mod labels;
 pub mod plan;
 pub mod record;

@@ -227,6 +227,9 @@ declare_tables! {
     BY_TIME: (i64, u64) => &str = "workflows_by_time";
     /// workflow id → its labels (`labels::Labels`), for workflows with labels.
     WORKFLOW_LABELS: &str => &[u8] = "workflow_labels";
+    /// workflow id → its plan extras as JSON text (`extras`), for
+    /// workflows that have any.
+    WORKFLOW_EXTRAS: &str => &[u8] = "workflow_extras";
     /// (workflow id, tag) → () for every tag a workflow carries.
     WORKFLOW_TAGS: (&str, &str) => () = "workflow_tags";
     /// (tag, submit seq) → workflow id.

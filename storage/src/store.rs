@@ -10,6 +10,7 @@ use crate::apply::apply;
 use crate::command::{Command, Outcome};
 use crate::config::{BackendRecord, ConfigRevision, ConfigType};
 use crate::error::StorageError;
+use crate::extras::WorkflowExtras;
 use crate::labels::Labels;
 pub use crate::list::ListFilter;
 use crate::record::{
@@ -320,6 +321,18 @@ impl ReadView {
             .map(|v| self.row(&tables::WORKFLOW_LABELS, &id, v.value()))
             .transpose()?
             .unwrap_or_default())
+    }
+
+    /// A workflow's plan extras (empty without any).
+    pub fn workflow_extras(&self, id: &str) -> Result<WorkflowExtras, StorageError> {
+        let table = self.txn.open_table(tables::WORKFLOW_EXTRAS)?;
+        let Some(row) = table.get(id)? else {
+            return Ok(WorkflowExtras::default());
+        };
+        let text: String = self.row(&tables::WORKFLOW_EXTRAS, &id, row.value())?;
+        // Checked when it was applied: a text that no longer reads is a
+        // build that cannot read what an older one wrote.
+        WorkflowExtras::from_text(&text).map_err(StorageError::Decode)
     }
 
     /// A workflow's tags, in tag order.

@@ -26,8 +26,8 @@ pub(crate) use crate::schema::{
     ACTIVE_GROUPS, BACKENDS, BY_POOL, BY_STATUS, BY_SUBMIT, BY_TAG, BY_TIME, BY_USER, BY_UUID,
     CONFIG_CURRENT, CONFIG_HISTORY, COUNTERS, GROUPS, GROUP_TALLIES, JOBS, LOG_CHUNKS, META,
     OPERATOR_SEQS, POOLS, REQUEST_KEYS, TASKS, TASK_PLANS, TASK_RUNS, TIMERS, TOKENS,
-    TOKENS_BY_HASH, WORKFLOWS, WORKFLOW_ARCHIVE, WORKFLOW_LABELS, WORKFLOW_SPECS, WORKFLOW_TAGS,
-    WORKFLOW_TALLIES,
+    TOKENS_BY_HASH, WORKFLOWS, WORKFLOW_ARCHIVE, WORKFLOW_EXTRAS, WORKFLOW_LABELS, WORKFLOW_SPECS,
+    WORKFLOW_TAGS, WORKFLOW_TALLIES,
 };
 
 pub(crate) const RAFT_META_KEY: &str = "raft";
@@ -562,6 +562,14 @@ impl<'a> Tables<'a> {
                 .open_table(WORKFLOW_LABELS)?
                 .insert(id, encode_row(labels)?.as_slice())?;
         }
+        Ok(())
+    }
+
+    /// Stores a new workflow's plan extras, as the proposer's text.
+    pub fn put_workflow_extras(&self, id: &str, extras: &str) -> Result<(), StorageError> {
+        self.txn
+            .open_table(WORKFLOW_EXTRAS)?
+            .insert(id, encode_row(&extras)?.as_slice())?;
         Ok(())
     }
 

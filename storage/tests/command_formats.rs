@@ -254,6 +254,12 @@ fn samples() -> Vec<Command> {
             config_type: ConfigType::Pool,
             revision: 6,
         },
+        Command::SubmitWorkflowWithExtras {
+            now,
+            packed: PackedSubmission::pack(&submission()).expect("pack"),
+            labels: BTreeMap::from([("project".into(), "sim_cars".into())]),
+            extras: r#"{"tasks":{"worker":{"checkpoints":[{"path":"/ckpt","url":"s3://b/ckpt","frequency_seconds":60,"regex":".*\\.pth"}]}}}"#.into(),
+        },
     ]
 }
 

@@ -154,7 +154,10 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
             .context("the server closed the stream")?;
         match frame {
             Down::Ack { seq: up_to } | Down::Resume { acked: up_to } => acked = up_to,
-            Down::Job(ToOperator::CreateGroup { job_id, group }) => {
+            Down::Job(
+                ToOperator::CreateGroup { job_id, group }
+                | ToOperator::CreateGroupWithExtras { job_id, group, .. },
+            ) => {
                 started.get_or_insert_with(Instant::now);
                 groups_done += 1;
                 let mut reports = vec![FromOperator::JobDone { job_id }];

@@ -12,8 +12,9 @@
 //! comes from and goes (the data store in force), and the spec's
 //! `privileged`, `hostNetwork` and `volumeMounts` as the task's last pod
 //! template (`protocol::host_access`) once the platform still allows them
-//! and the executor can honour them. A group that cannot be built names
-//! the tasks that fail with it.
+//! and the executor can honour them; each task's extras (checkpoints, with
+//! special tokens substituted) once the executor can honour them. A group
+//! that cannot be built names the tasks that fail with it.
 
 use crate::control::placement::PoolPlacement;
 use crate::data::{DataInput, DataOutput, DataStore, TaskData};
@@ -23,9 +24,12 @@ use crate::protocol::{
     GroupLaunch, GroupMeta, LaunchFile, LaunchInput, LaunchResources, LaunchScheduler, TaskLaunch,
     TaskPlacement, EXECUTOR_KUBERNETES, EXECUTOR_LOCAL,
 };
-use crate::spec::{substitute_task, TokenContext};
+use crate::spec::{substitute_task, substitute_tokens, TokenContext};
 use base64::Engine;
-use gantry_storage::admission::{check_allowed, check_executor, task_platform, InForce};
+use gantry_storage::admission::{
+    check_allowed, check_executor, check_executor_extras, task_platform, InForce,
+};
+use gantry_storage::extras::{TaskExtras, WorkflowExtras};
 use gantry_storage::plan::InputPlan;
 use gantry_storage::{ReadView, TaskKey};
 use std::collections::{BTreeMap, BTreeSet};
@@ -99,6 +103,9 @@ pub(super) fn build_launch(
     })?;
     let in_force =
         InForce::read(view, &workflow.pool).map_err(|error| failure(error.to_string()))?;
+    let extras = view
+        .workflow_extras(workflow_id)
+        .map_err(|error| failure(error.to_string()))?;
     // Only a task with `outputs` needs to know whether others consume it.
     let consumed = if tasks.iter().any(|task| !task.plan.outputs.is_empty()) {
         let workflow = view
@@ -234,6 +241,17 @@ pub(super) fn build_launch(
                     ))
                     .collect(),
             },
+            extras: task_extras(&extras, &task.name, &context)
+                .and_then(|task_extras| {
+                    // Checked at submit too, but the executor may not have
+                    // been known then (no operator had connected).
+                    check_executor_extras(&executor, backend_name, &task.name, &task_extras)
+                        .map(|()| task_extras)
+                })
+                .map_err(|message| LaunchFailure {
+                    tasks: keys.clone(),
+                    message,
+                })?,
         });
     }
     Ok(GroupLaunch {
@@ -332,4 +350,26 @@ pub(super) fn task_data(
         intermediate: (consumed || plan.outputs.is_empty())
             .then(|| store.task_url(workflow_id, task)),
     }
+}
+
+/// Task `name`'s extras for its launch: special tokens substituted in the
+/// checkpoints' paths and URLs, as in the task's other fields.
+fn task_extras(
+    extras: &WorkflowExtras,
+    name: &str,
+    context: &TokenContext,
+) -> Result<TaskExtras, String> {
+    let Some(task) = extras.tasks.get(name) else {
+        return Ok(TaskExtras::default());
+    };
+    let substitute = |field: &str, text: &str| {
+        substitute_tokens(text, context)
+            .map_err(|error| format!("task '{name}': checkpoint {field}: {error}"))
+    };
+    let mut substituted = task.clone();
+    for checkpoint in &mut substituted.checkpoints {
+        checkpoint.path = substitute("path", &checkpoint.path)?;
+        checkpoint.url = substitute("url", &checkpoint.url)?;
+    }
+    Ok(substituted)
 }

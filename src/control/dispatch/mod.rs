@@ -68,6 +68,19 @@ async fn dispatch_round(
             DataStore::from_workflow_config(&view).unwrap_or_else(|| default_data.clone())
         });
         match build_message(&view, &job, data_store) {
+            Ok(message)
+                if message.needs_launch_extras() && !hub.takes_launch_extras(&job.backend) =>
+            {
+                let failure = LaunchFailure {
+                    tasks: message.create_keys(),
+                    message: format!(
+                        "the operator of backend '{}' is of a build that cannot honour this launch ({}); upgrade it",
+                        job.backend,
+                        message.extras_needed().unwrap_or_default()
+                    ),
+                };
+                fail_unlaunchable(node, &job, failure).await?
+            }
             Ok(message) => {
                 hub.send_job(&job.backend, job.id, message).await;
             }
@@ -96,10 +109,7 @@ fn build_message(
         }),
         JobKind::CreateGroup { workflow_id, group } => {
             let launch = build_launch(view, &job.backend, workflow_id, group, data_store)?;
-            Ok(ToOperator::CreateGroup {
-                job_id: job.id,
-                group: launch,
-            })
+            Ok(launch.into_job(job.id))
         }
     }
 }

@@ -6,7 +6,9 @@ use crate::data::DataStore;
 use crate::protocol::{GroupLaunch, LaunchScheduler, TaskLaunch};
 use crate::spec::{prepare, SpecInput, SpecLimits};
 use gantry_storage::plan::InputPlan;
-use gantry_storage::{Command, ConfigMeta, ConfigType, Outcome, Priority, Store, Submission};
+use gantry_storage::{
+    Command, ConfigMeta, ConfigType, Outcome, PackedSubmission, Priority, Store, Submission,
+};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -68,19 +70,27 @@ impl Fixture {
             &SpecLimits::default(),
         )
         .expect("spec");
-        let outcome = self.apply(Command::SubmitWorkflow {
-            now: 3,
-            submission: Submission {
-                name: prepared.name,
-                uuid: uuid.into(),
-                pool: "gpu".into(),
-                user: "alice".into(),
-                priority: Priority::Normal,
-                template_spec: spec.into(),
-                rendered_spec: prepared.rendered,
-                plan: prepared.plan.map_err(|error| error.to_string()),
-            },
-        });
+        let submission = Submission {
+            name: prepared.name,
+            uuid: uuid.into(),
+            pool: "gpu".into(),
+            user: "alice".into(),
+            priority: Priority::Normal,
+            template_spec: spec.into(),
+            rendered_spec: prepared.rendered,
+            plan: prepared.plan.map_err(|error| error.to_string()),
+        };
+        // As the API proposes it: extras need the newer kind.
+        let outcome = if prepared.extras.is_empty() {
+            self.apply(Command::SubmitWorkflow { now: 3, submission })
+        } else {
+            self.apply(Command::SubmitWorkflowWithExtras {
+                now: 3,
+                packed: PackedSubmission::pack(&submission).expect("pack"),
+                labels: BTreeMap::new(),
+                extras: prepared.extras.to_text(),
+            })
+        };
         let Outcome::Submitted {
             workflow_id,
             failure: None,
@@ -466,5 +476,69 @@ fn privileged_host_network_and_mounts_reach_a_kubernetes_launch_while_allowed() 
     assert_eq!(
         failure.message,
         "task 'master': privileged: platform 'dgx' of pool 'gpu' does not allow it (privileged_allowed is false)"
+    );
+}
+
+const CHECKPOINT_SPEC: &str = r#"
+workflow:
+  name: ckpt
+  groups:
+  - name: train
+    tasks:
+    - name: master
+      lead: true
+      image: ubuntu:24.04
+      command: [sh, -c, "train"]
+      checkpoint:
+      - {path: models, url: "s3://ckpt/{{workflow_id}}/models", frequency: 5m, regex: '.*\.pth'}
+    - name: worker
+      image: ubuntu:24.04
+      command: [sh, -c, "work"]
+"#;
+
+#[test]
+fn checkpoints_reach_a_kubernetes_launch_with_tokens_substituted_and_a_local_one_fails() {
+    let mut f = Fixture::empty();
+    f.put(
+        ConfigType::Pool,
+        "gpu",
+        json!({"name": "gpu", "backend": "k8s"}),
+    );
+    f.hello("kubernetes");
+    f.submit(CHECKPOINT_SPEC, "c0c0c0c0");
+    let launch = f.launch().map_err(|f| f.message).expect("launch");
+    let master = &task(&launch, "master").extras;
+    assert_eq!(
+        master.checkpoints,
+        vec![crate::protocol::CheckpointPlan {
+            path: "/models".into(),
+            url: format!("s3://ckpt/{}/models", f.workflow_id),
+            frequency_seconds: 300,
+            regex: Some(r".*\.pth".into()),
+        }]
+    );
+    assert!(task(&launch, "worker").extras.is_empty());
+    // The job carries them apart from the launch, and the operator folds
+    // them back in.
+    let job = launch.clone().into_job(7);
+    assert!(job.needs_launch_extras());
+    match job.with_extras_folded() {
+        crate::protocol::ToOperator::CreateGroup { group, .. } => {
+            assert_eq!(&task(&group, "master").extras, master);
+            assert!(task(&group, "worker").extras.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The backend now runs the local executor, which cannot.
+    f.hello("local");
+    let failure = f.launch().expect_err("refused");
+    assert_eq!(failure.tasks.len(), 2);
+    assert!(
+        failure.message.starts_with(
+            "task 'master': checkpoint: the local executor (backend 'k8s') cannot honour it yet"
+        ),
+        "{}",
+        failure.message
     );
 }

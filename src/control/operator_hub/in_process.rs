@@ -6,7 +6,7 @@
 //! reports are forwarded to the leader like any proposal. A session's end
 //! is handed to the hub directly (no HTTP request to itself).
 
-use super::OperatorHub;
+use super::{OperatorAbilities, OperatorHub};
 use crate::protocol::byte_queue;
 use crate::protocol::session::AttachSession;
 use crate::protocol::wire::Link;
@@ -24,7 +24,17 @@ impl OperatorHub {
     /// socket. It does not follow the leader: on a follower its reports are
     /// forwarded to the leader like any proposal.
     pub async fn link_in_process(&self, backend: &str, instance: u64) -> Result<Link, RaftError> {
-        let (accepted, down_frames) = self.accept(backend, instance, false, true).await?;
+        let (accepted, down_frames) = self
+            .accept(
+                backend,
+                instance,
+                false,
+                OperatorAbilities {
+                    sessions: true,
+                    launch_extras: true,
+                },
+            )
+            .await?;
         // The frames share their messages with the operator's backlog, which
         // counts their bytes.
         let (up, up_receiver) = mpsc::channel(IN_PROCESS_QUEUE_MAX);

@@ -35,7 +35,7 @@ mod serve;
 mod sessions;
 
 pub use heartbeat::HEARTBEAT_PROPOSE_INTERVAL_MIN;
-pub use registry::OPERATOR_QUEUE_MAX;
+pub use registry::{OperatorAbilities, OPERATOR_QUEUE_MAX};
 pub use serve::REPORTS_PER_COMMAND_MAX;
 pub use sessions::{SessionError, SESSION_ANSWER_WAIT};
 

@@ -31,21 +31,29 @@ pub(super) struct Connection {
     sent_jobs: HashSet<u64>,
     /// A hello of this connection is committed: jobs may go out.
     pub(super) ready: bool,
-    /// The operator answers `ToOperator::OpenSession`.
-    pub(super) sessions: bool,
+    pub(super) abilities: OperatorAbilities,
+}
+
+/// What an operator's build announced it takes, beyond the jobs every
+/// build takes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OperatorAbilities {
+    /// It answers `ToOperator::OpenSession`.
+    pub sessions: bool,
+    /// It takes `ToOperator::CreateGroupWithExtras`.
+    pub launch_extras: bool,
 }
 
 impl OperatorHub {
     /// Registers a connection of `backend`'s operator `instance` (replacing
     /// an older one of the same backend) and returns it with the frames to
     /// send down: `Resume` first, then jobs and acknowledgements.
-    /// `sessions`: the operator answers sessions into its tasks.
     pub async fn accept(
         &self,
         backend: &str,
         instance: u64,
         follow_leader: bool,
-        sessions: bool,
+        abilities: OperatorAbilities,
     ) -> Result<(Accepted, impl Stream<Item = Down> + Send + 'static), RaftError> {
         let acked = self.node.read().await?.operator_seq(backend, instance)?;
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
@@ -58,7 +66,7 @@ impl OperatorHub {
                 jobs,
                 sent_jobs: HashSet::new(),
                 ready: false,
-                sessions,
+                abilities,
             },
         );
         tracing::info!(%backend, instance, acked, "operator connected");
@@ -121,6 +129,13 @@ impl OperatorHub {
         metrics::counter!(crate::metrics::OPERATOR_MESSAGES_SENT, "backend" => backend.to_string())
             .increment(1);
         sender.send(message).await.is_ok()
+    }
+
+    /// Whether `backend`'s operator takes launches with extras.
+    pub fn takes_launch_extras(&self, backend: &str) -> bool {
+        self.lock()
+            .get(backend)
+            .is_some_and(|c| c.abilities.launch_extras)
     }
 
     /// Whether job `job_id` should go to `backend` now: its operator is

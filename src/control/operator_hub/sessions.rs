@@ -84,7 +84,7 @@ impl OperatorHub {
                 .get(backend)
                 .filter(|c| c.ready)
                 .ok_or_else(|| SessionError::NotConnected(backend.to_string()))?;
-            if !connection.sessions {
+            if !connection.abilities.sessions {
                 return Err(SessionError::Unsupported(backend.to_string()));
             }
             connection.jobs.clone()

@@ -118,8 +118,10 @@ impl KubernetesOperator {
             shared.outbox.task_status(&key, status, None, None).await;
         }
         while let Some(message) = from_server.recv().await {
-            let job_id = match message {
-                ToOperator::CreateGroup { job_id, group } => {
+            // Folded, a create job is always `CreateGroup`.
+            let job_id = match message.with_extras_folded() {
+                ToOperator::CreateGroup { job_id, group }
+                | ToOperator::CreateGroupWithExtras { job_id, group, .. } => {
                     shared.create_group(&group).await;
                     job_id
                 }

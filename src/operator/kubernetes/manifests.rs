@@ -77,8 +77,12 @@ pub fn build_group(
         // The task's data description (with the store's credential) reaches
         // the runtime as a Secret file, never on the command line.
         if let Some(data) = &task.data {
-            let contents =
-                serde_json::to_vec(data).map_err(|error| KubeError::invalid("task data", error))?;
+            let runtime_data = super::task_runtime::RuntimeData {
+                data: data.clone(),
+                checkpoints: task.extras.checkpoints.clone(),
+            };
+            let contents = serde_json::to_vec(&runtime_data)
+                .map_err(|error| KubeError::invalid("task data", error))?;
             let secret_name = names.file_secret(&crate::protocol::task_host::sha256_hex(&contents));
             if !secrets.contains_key(&secret_name) {
                 secrets.insert(

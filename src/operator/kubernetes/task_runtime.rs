@@ -30,6 +30,8 @@
 //! reason on stderr.
 
 use crate::data::{self, TaskData};
+use gantry_storage::extras::CheckpointPlan;
+use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -41,6 +43,16 @@ pub const EXIT_RUNTIME_FAILURE: i32 = 255;
 pub const EXIT_DATA_PHASE_FAILED: i32 = 1;
 /// Where the Kubernetes executor mounts the task's data description.
 pub const DATA_SPEC_PATH: &str = "/osmo/run/data.json";
+
+/// What `--data FILE` holds: the task's data phases and its checkpoints
+/// (uploaded while the command runs and once after it exits).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeData {
+    #[serde(flatten)]
+    pub data: TaskData,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<CheckpointPlan>,
+}
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TaskRuntimeCommand {
@@ -103,12 +115,12 @@ pub async fn run(command: TaskRuntimeCommand) -> i32 {
             data,
             termination_log,
             command,
-        } => match data.as_deref().map(read_task_data).transpose() {
-            Ok(task_data) => {
+        } => match data.as_deref().map(read_runtime_data).transpose() {
+            Ok(runtime_data) => {
                 exec(
                     &data_dir,
                     inputs,
-                    task_data.as_ref(),
+                    runtime_data.as_ref(),
                     Some(&termination_log),
                     &command,
                 )
@@ -158,7 +170,7 @@ pub fn install(dir: &Path) -> Result<PathBuf, RuntimeError> {
     Ok(target)
 }
 
-fn read_task_data(path: &Path) -> Result<TaskData, RuntimeError> {
+fn read_runtime_data(path: &Path) -> Result<RuntimeData, RuntimeError> {
     let text = std::fs::read(path).map_err(|source| RuntimeError::Io {
         context: "cannot read",
         path: path.to_path_buf(),
@@ -170,12 +182,12 @@ fn read_task_data(path: &Path) -> Result<TaskData, RuntimeError> {
     })
 }
 
-/// Prepares the data directories, downloads inputs, runs the command,
-/// uploads outputs.
+/// Prepares the data directories, downloads inputs, runs the command
+/// (uploading checkpoints while it runs and once after), uploads outputs.
 pub async fn exec(
     data_dir: &Path,
     inputs: usize,
-    task_data: Option<&TaskData>,
+    runtime_data: Option<&RuntimeData>,
     termination_log: Option<&Path>,
     command: &[OsString],
 ) -> Result<i32, RuntimeError> {
@@ -197,6 +209,8 @@ pub async fn exec(
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command given"),
         });
     };
+    let task_data = runtime_data.map(|runtime| &runtime.data);
+    let checkpoints = runtime_data.map_or(&[][..], |runtime| &runtime.checkpoints[..]);
     let output_dir = data_dir.join("output");
     create_dir(&output_dir)?;
     let inputs = inputs.max(task_data.map_or(0, |data| data.inputs.len()));
@@ -216,14 +230,24 @@ pub async fn exec(
             command: program.clone(),
             source,
         })?;
-    let (status, signaled) = supervise(&mut child)
-        .await
-        .map_err(|source| RuntimeError::Io {
-            context: "lost track of the command",
-            path: PathBuf::from(program),
-            source,
-        })?;
+    // In the container the checkpoint's path is the task's own.
+    let in_container = |path: &str| PathBuf::from(path);
+    let supervised = match task_data {
+        Some(task_data) => tokio::select! {
+            supervised = supervise(&mut child) => supervised,
+            never = data::checkpoint_periodically(&task_data.store, checkpoints, &in_container, &say) => match never {},
+        },
+        None => supervise(&mut child).await,
+    };
+    let (status, signaled) = supervised.map_err(|source| RuntimeError::Io {
+        context: "lost track of the command",
+        path: PathBuf::from(program),
+        source,
+    })?;
     let code = exit_code(status);
+    if let (Some(task_data), false) = (task_data, signaled) {
+        data::checkpoint_finally(&task_data.store, checkpoints, &in_container, &say).await;
+    }
     // OSMO uploads after every exit except a cancel (the pod's deletion
     // is what signals the runtime).
     if let (Some(task_data), false) = (task_data, signaled) {
@@ -388,6 +412,63 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn exec_uploads_checkpoints_while_the_command_runs_and_once_after() {
+        use crate::data::DataStore;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = DataStore {
+            root: format!("file://{}/store", dir.path().display()),
+            ..DataStore::default()
+        };
+        std::fs::create_dir_all(dir.path().join("store")).expect("dirs");
+        let work = dir.path().join("work");
+        let runtime_data = RuntimeData {
+            data: TaskData {
+                store: store.clone(),
+                ..TaskData::default()
+            },
+            checkpoints: vec![CheckpointPlan {
+                path: work.display().to_string(),
+                url: store.task_url("wf-1", "ckpt"),
+                frequency_seconds: 1,
+                regex: Some(r"\.pth$".into()),
+            }],
+        };
+        let spec = dir.path().join("data.json");
+        std::fs::write(&spec, serde_json::to_vec(&runtime_data).expect("json")).expect("write");
+        let runtime_data = read_runtime_data(&spec).expect("reads back");
+        assert_eq!(runtime_data.checkpoints.len(), 1);
+        // The command sees its first checkpoint uploaded while it runs,
+        // then writes one more that only the last upload takes.
+        let uploaded = dir.path().join("store/wf-1/ckpt");
+        let script = "mkdir -p \"$0\" && echo 1 > \"$0/epoch-1.pth\" && echo x > \"$0/notes\" \
+             && for i in 1 2 3 4 5 6 7 8 9 10; do test -f \"$1/epoch-1.pth\" && break; sleep 0.5; done \
+             && test -f \"$1/epoch-1.pth\" && echo 2 > \"$0/epoch-2.pth\"";
+        let command: Vec<OsString> = ["sh", "-c", script]
+            .iter()
+            .map(OsString::from)
+            .chain([work.as_os_str().to_owned(), uploaded.as_os_str().to_owned()])
+            .collect();
+        let code = exec(
+            &dir.path().join("pod"),
+            0,
+            Some(&runtime_data),
+            None,
+            &command,
+        )
+        .await
+        .expect("runs");
+        assert_eq!(
+            code, 0,
+            "the first checkpoint was uploaded while the command ran"
+        );
+        assert!(uploaded.join("epoch-2.pth").is_file(), "the last upload");
+        assert!(
+            !uploaded.join("notes").exists(),
+            "the regex keeps only .pth files"
+        );
+    }
+
+    #[tokio::test]
     async fn exec_moves_data_through_a_file_store() {
         use crate::data::{DataInput, DataOutput, DataStore};
         let dir = tempfile::tempdir().expect("temp dir");
@@ -414,8 +495,10 @@ mod tests {
             intermediate: Some(store.task_url("wf-1", "consume")),
         };
         let spec = dir.path().join("data.json");
+        // A description without checkpoints, as a server before them wrote.
         std::fs::write(&spec, serde_json::to_vec(&task_data).expect("json")).expect("write");
-        let task_data = read_task_data(&spec).expect("reads back");
+        let task_data = read_runtime_data(&spec).expect("reads back");
+        assert!(task_data.checkpoints.is_empty());
         let pod = dir.path().join("pod");
         let command: Vec<OsString> = ["sh", "-c", "ls \"$0/input/0\" > \"$0/output/listing\""]
             .iter()
@@ -438,7 +521,7 @@ mod tests {
 
         // A missing input: 2010, and the command never runs.
         let mut missing = task_data.clone();
-        missing.inputs[0].url = store.task_url("wf-1", "ghost");
+        missing.data.inputs[0].url = store.task_url("wf-1", "ghost");
         let marker = dir.path().join("ran");
         let command: Vec<OsString> = ["sh", "-c", "touch \"$0\""]
             .iter()

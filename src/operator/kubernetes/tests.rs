@@ -102,7 +102,8 @@ impl Harness {
     async fn create(&mut self, group: GroupLaunch) -> u64 {
         self.next_job += 1;
         let job_id = self.next_job;
-        self.send(ToOperator::CreateGroup { job_id, group }).await;
+        // As the dispatcher sends it: extras split out when there are any.
+        self.send(group.into_job(job_id)).await;
         job_id
     }
 
@@ -182,6 +183,7 @@ fn task(name: &str, index: usize, lead: bool) -> TaskLaunch {
         files: Vec::new(),
         inputs: Vec::new(),
         data: None,
+        extras: Default::default(),
         placement: TaskPlacement {
             task_uuid: task_uuid(index),
             resources: LaunchResources {
@@ -364,7 +366,7 @@ fn container_status(name: &str, state: Value, phase: &str) -> Value {
 }
 
 #[tokio::test]
-async fn the_pod_gets_its_task_data_from_a_secret_file_not_its_command_line() {
+async fn the_pod_gets_its_task_data_and_checkpoints_from_a_secret_file_not_its_command_line() {
     use crate::data::{DataInput, DataStore, TaskData};
     use base64::Engine;
     let mut h = Harness::start(SchedulerSettings::default()).await;
@@ -392,7 +394,19 @@ async fn the_pod_gets_its_task_data_from_a_secret_file_not_its_command_line() {
         outputs: Vec::new(),
         intermediate: Some(store.task_url("train-7", "train")),
     });
-    let expected = serde_json::to_vec(single.data.as_ref().expect("data")).expect("json");
+    single.extras.checkpoints = vec![crate::protocol::CheckpointPlan {
+        path: "/tmp/models".into(),
+        url: "s3://data/ckpt/train-7".into(),
+        frequency_seconds: 60,
+        regex: None,
+    }];
+    // The runtime reads the task's data and its checkpoints, which reached
+    // the operator apart from the launch (`CreateGroupWithExtras`).
+    let expected = serde_json::to_vec(&super::task_runtime::RuntimeData {
+        data: single.data.clone().expect("data"),
+        checkpoints: single.extras.checkpoints.clone(),
+    })
+    .expect("json");
     let job = h.create(group(vec![single])).await;
     h.until_done(job).await;
 

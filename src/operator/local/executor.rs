@@ -155,8 +155,10 @@ impl LocalOperator {
         let _stop_heartbeats = AbortOnDrop(heartbeats);
 
         while let Some(message) = from_server.recv().await {
-            let job_id = match message {
-                ToOperator::CreateGroup { job_id, group } => {
+            // Folded, a create job is always `CreateGroup`.
+            let job_id = match message.with_extras_folded() {
+                ToOperator::CreateGroup { job_id, group }
+                | ToOperator::CreateGroupWithExtras { job_id, group, .. } => {
                     self.create_group(group).await;
                     job_id
                 }

@@ -246,6 +246,7 @@ pub(super) fn launch(workflow_id: &str, task: &str, script: &str) -> TaskLaunch 
         inputs: Vec::new(),
         placement: Default::default(),
         data: None,
+        extras: Default::default(),
     }
 }
 

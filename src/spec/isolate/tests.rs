@@ -1,6 +1,7 @@
 //! Unit tests of the parent module.
 
 use super::*;
+use gantry_storage::extras::{CheckpointPlan, TaskExtras};
 use std::path::PathBuf;
 
 fn input(text: &str) -> SpecInput {
@@ -18,6 +19,20 @@ fn prepared(text: &str, plan: Result<WorkflowPlan, SpecError>) -> Prepared {
         warnings: vec!["duplicate key 'a' at line 3: the last value is used".into()],
         labels: [("team".to_string(), "robotics".to_string())].into(),
         declared_pool: Some("robots".into()),
+        extras: WorkflowExtras {
+            tasks: [(
+                "train".to_string(),
+                TaskExtras {
+                    checkpoints: vec![CheckpointPlan {
+                        path: "/ckpt".into(),
+                        url: "s3://b/{{workflow_id}}".into(),
+                        frequency_seconds: 60,
+                        regex: Some(".*\\.pth".into()),
+                    }],
+                },
+            )]
+            .into(),
+        },
     }
 }
 
@@ -30,6 +45,7 @@ fn same(a: &Result<Prepared, SpecError>, b: &Result<Prepared, SpecError>) -> boo
                 && a.warnings == b.warnings
                 && a.labels == b.labels
                 && a.declared_pool == b.declared_pool
+                && a.extras == b.extras
         }
         (Err(a), Err(b)) => a == b,
         _ => false,

@@ -17,6 +17,7 @@ mod workflow;
 
 use crate::command::{Command, Outcome, RejectionKind};
 use crate::error::StorageError;
+use crate::extras::WorkflowExtras;
 use crate::labels::Labels;
 use crate::record::Millis;
 use crate::tables::Tables;
@@ -79,6 +80,28 @@ fn apply_at(
         } => match packed.unpack() {
             Ok(submission) => apply_workflow_submit(tables, at(now), &submission, labels),
             Err(error) => Ok(Outcome::rejected(RejectionKind::Invalid, error.to_string())),
+        },
+        Command::SubmitWorkflowWithExtras {
+            now,
+            packed,
+            labels,
+            extras,
+        } => match (packed.unpack(), WorkflowExtras::from_text(extras)) {
+            (Ok(submission), Ok(_)) => {
+                let outcome = apply_workflow_submit(tables, at(now), &submission, labels)?;
+                // Stored as sent (see `crate::extras`), for a workflow that
+                // was recorded with a plan.
+                if let Outcome::Submitted {
+                    workflow_id,
+                    failure: None,
+                } = &outcome
+                {
+                    tables.put_workflow_extras(workflow_id, extras)?;
+                }
+                Ok(outcome)
+            }
+            (Err(error), _) => Ok(Outcome::rejected(RejectionKind::Invalid, error.to_string())),
+            (_, Err(message)) => Ok(Outcome::rejected(RejectionKind::Invalid, message)),
         },
         Command::TagWorkflow {
             workflow_id,

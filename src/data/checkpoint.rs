@@ -1,0 +1,141 @@
+//! OSMO's `checkpoint`: a directory of a running task uploaded every
+//! `frequency` and once more after its command exits.
+//!
+//! Invariants (OSMO's `osmo-ctrl`): the wait is counted from the end of
+//! one upload to the start of the next, so uploads of one checkpoint never
+//! overlap; a checkpoint upload that fails is said in the task's log and
+//! never fails the task (the outputs' upload decides that); each upload
+//! moves the files below the directory whose relative path matches the
+//! regex, skipping symlinks, as an output upload does.
+
+use super::store::DataStore;
+use super::transfer;
+use super::Say;
+use gantry_storage::extras::CheckpointPlan;
+use regex::Regex;
+use std::convert::Infallible;
+use std::path::Path;
+use std::time::Duration;
+
+/// Uploads every checkpoint each `frequency_seconds`, forever (never
+/// ends, with or without checkpoints): the caller drops the future once
+/// the command has exited. `dir` gives the local directory of a
+/// checkpoint's `path`.
+pub async fn checkpoint_periodically(
+    store: &DataStore,
+    checkpoints: &[CheckpointPlan],
+    dir: &(dyn Fn(&str) -> std::path::PathBuf + Sync),
+    say: Say<'_>,
+) -> Infallible {
+    let loops = checkpoints.iter().map(|checkpoint| async move {
+        let every = Duration::from_secs(checkpoint.frequency_seconds.max(1));
+        loop {
+            tokio::time::sleep(every).await;
+            upload_checkpoint(store, checkpoint, &dir(&checkpoint.path), say).await;
+        }
+    });
+    futures::future::join_all(loops).await;
+    std::future::pending().await
+}
+
+/// The last upload of every checkpoint, after the command exited.
+pub async fn checkpoint_finally(
+    store: &DataStore,
+    checkpoints: &[CheckpointPlan],
+    dir: &(dyn Fn(&str) -> std::path::PathBuf + Sync),
+    say: Say<'_>,
+) {
+    for checkpoint in checkpoints {
+        upload_checkpoint(store, checkpoint, &dir(&checkpoint.path), say).await;
+    }
+}
+
+/// One upload of `checkpoint` from `dir`; a failure is said, not returned.
+async fn upload_checkpoint(
+    store: &DataStore,
+    checkpoint: &CheckpointPlan,
+    dir: &Path,
+    say: Say<'_>,
+) {
+    let label = format!("[checkpoint] {} to {}", checkpoint.path, checkpoint.url);
+    let result = async {
+        let regex = checkpoint
+            .regex
+            .as_deref()
+            .map(Regex::new)
+            .transpose()
+            .map_err(|error| error.to_string())?;
+        let location = store.open(&checkpoint.url).map_err(|e| e.to_string())?;
+        transfer::upload(dir, &location, regex.as_ref(), &label, say)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    if let Err(error) = result {
+        say(format!("{label} failed: {error}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn checkpoint(path: &Path, url: &str, regex: Option<&str>) -> CheckpointPlan {
+        CheckpointPlan {
+            path: path.display().to_string(),
+            url: url.into(),
+            frequency_seconds: 1,
+            regex: regex.map(str::to_string),
+        }
+    }
+
+    #[tokio::test]
+    async fn uploads_repeat_while_the_command_runs_and_a_failure_is_only_said() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (work, store_dir) = (dir.path().join("ckpt"), dir.path().join("store"));
+        std::fs::create_dir_all(work.join("sub")).expect("mkdir");
+        std::fs::create_dir_all(&store_dir).expect("mkdir");
+        std::fs::write(work.join("sub/epoch-1.pth"), b"weights").expect("write");
+        std::fs::write(work.join("notes.txt"), b"skip me").expect("write");
+        let storage =
+            crate::object_storage::ObjectStorage::open(None, &store_dir).expect("local storage");
+        let store = DataStore::default_in(&storage);
+        let url = store.task_url("wf-1", "ckpt");
+        let said = Mutex::new(Vec::<String>::new());
+        let say = |line: String| said.lock().expect("lock").push(line);
+        let checkpoints = [
+            checkpoint(&work, &url, Some(r".*\.pth")),
+            checkpoint(Path::new("/nonexistent-dir"), &url, None),
+        ];
+        let locate = |path: &str| std::path::PathBuf::from(path);
+        // Two periods pass while "the command runs".
+        let _ = tokio::time::timeout(
+            Duration::from_millis(2_500),
+            checkpoint_periodically(&store, &checkpoints, &locate, &say),
+        )
+        .await;
+        std::fs::write(work.join("sub/epoch-2.pth"), b"weights 2").expect("write");
+        checkpoint_finally(&store, &checkpoints[..1], &locate, &say).await;
+        let said = said.into_inner().expect("lock");
+        let uploads = said
+            .iter()
+            .filter(|line| line.contains("1 files") || line.contains("2 files"))
+            .count();
+        assert!(uploads >= 3, "two periodic uploads and the last: {said:#?}");
+        assert!(
+            said.iter()
+                .any(|line| line.contains("/nonexistent-dir") && line.contains("failed")),
+            "{said:#?}"
+        );
+        let stored: Vec<String> = walkdir::WalkDir::new(&store_dir)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_type().is_file())
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(stored.contains(&"epoch-1.pth".to_string()), "{stored:?}");
+        assert!(stored.contains(&"epoch-2.pth".to_string()), "{stored:?}");
+        assert!(!stored.contains(&"notes.txt".to_string()), "{stored:?}");
+    }
+}

@@ -1,0 +1,115 @@
+//! A workflow's plan extras: what its tasks need beyond the [`TaskPlan`]
+//! (periodic checkpoints today), kept as JSON so they can grow.
+//!
+//! Why apart from the plan: task plans are stored and logged as bincode,
+//! which is positional, so a field added to [`TaskPlan`] would misread
+//! every row and log entry written before it. Extras travel in
+//! [`crate::Command::SubmitWorkflowWithExtras`] and are stored in table
+//! `workflow_extras` as the proposer's JSON text, exactly as sent: a field
+//! a member's build does not know is kept (not dropped by re-encoding), so
+//! members of two builds store the same bytes, and a later build reads it.
+//!
+//! Invariants: a stored text parses as [`WorkflowExtras`]; a workflow
+//! without extras has no row; every field has a default, so a text written
+//! by an older build reads with the newer fields empty.
+//!
+//! [`TaskPlan`]: crate::plan::TaskPlan
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Longest extras text a submit may carry, in bytes.
+pub const EXTRAS_BYTES_MAX: usize = 1 << 20;
+
+/// The extras of one workflow, by task name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkflowExtras {
+    /// Only tasks that have any.
+    pub tasks: BTreeMap<String, TaskExtras>,
+}
+
+/// What one task needs beyond its plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskExtras {
+    /// OSMO's `checkpoint`: directories uploaded while the task runs.
+    pub checkpoints: Vec<CheckpointPlan>,
+}
+
+/// One `checkpoint` entry of a task, validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CheckpointPlan {
+    /// Absolute path in the task's file system (OSMO puts a `/` before a
+    /// relative one).
+    pub path: String,
+    /// Where the directory's files go; special tokens are substituted at
+    /// launch.
+    pub url: String,
+    /// Seconds from the end of one upload to the start of the next.
+    pub frequency_seconds: u64,
+    /// Only files whose path below `path` matches are uploaded.
+    pub regex: Option<String>,
+}
+
+impl TaskExtras {
+    pub fn is_empty(&self) -> bool {
+        self.checkpoints.is_empty()
+    }
+}
+
+impl WorkflowExtras {
+    pub fn is_empty(&self) -> bool {
+        self.tasks.values().all(TaskExtras::is_empty)
+    }
+
+    /// The JSON text a submit carries.
+    pub fn to_text(&self) -> String {
+        // Strings, numbers and maps with string keys: always encodable.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads a stored or proposed text.
+    pub fn from_text(text: &str) -> Result<WorkflowExtras, String> {
+        if text.len() > EXTRAS_BYTES_MAX {
+            return Err(format!(
+                "plan extras of {} bytes are larger than the limit of {EXTRAS_BYTES_MAX}",
+                text.len()
+            ));
+        }
+        serde_json::from_str(text).map_err(|error| format!("malformed plan extras: {error}"))
+    }
+
+    /// The extras of the tasks `keep` names (a restart's kept tasks).
+    pub fn retain_tasks(&mut self, keep: impl Fn(&str) -> bool) {
+        self.tasks.retain(|name, _| keep(name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_text_with_fields_of_a_newer_build_reads_and_one_of_an_older_build_takes_defaults() {
+        let newer = r#"{"tasks":{"train":{"checkpoints":[{"path":"/ckpt","url":"s3://b/c","frequency_seconds":60,"regex":null,"compress":true}],"topology":[]}},"future":1}"#;
+        let extras = WorkflowExtras::from_text(newer).unwrap();
+        assert_eq!(extras.tasks["train"].checkpoints[0].frequency_seconds, 60);
+        let older = r#"{"tasks":{"train":{}}}"#;
+        assert!(WorkflowExtras::from_text(older).unwrap().is_empty());
+    }
+
+    #[test]
+    fn malformed_or_oversized_texts_are_refused() {
+        assert!(WorkflowExtras::from_text("{").is_err());
+        assert!(WorkflowExtras::from_text(r#"{"tasks":[]}"#).is_err());
+        let big = format!(
+            r#"{{"tasks":{{}},"pad":"{}"}}"#,
+            "x".repeat(EXTRAS_BYTES_MAX)
+        );
+        assert!(WorkflowExtras::from_text(&big)
+            .unwrap_err()
+            .contains("larger than the limit"));
+    }
+}
