@@ -288,3 +288,76 @@ fn tasks_pass_files_through_an_s3_store_set_in_the_workflow_config() {
         "nothing in the local default store"
     );
 }
+
+/// OSMO's `checkpoint` on the local executor: a task's directory (a
+/// relative path, read from `/`) is uploaded while the task runs and once
+/// more after its command exits, only the files the regex keeps and never
+/// a link. A checkpoint path the task links to a host directory resolves
+/// inside the task's own file system, so nothing of the host's is read.
+#[test]
+fn checkpoints_upload_while_the_task_runs_and_once_after_and_never_follow_links_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("dev");
+    let server = DevServer::start(&data_dir);
+    // A host directory the task must never reach through a link.
+    let host_secret = dir.path().join("host-secret");
+    std::fs::create_dir_all(&host_secret).unwrap();
+    std::fs::write(host_secret.join("stolen.pth"), "host data").unwrap();
+    let store = data_dir.join("objects/data");
+    let spec = format!(
+        r#"
+workflow:
+  name: ckpt
+  tasks:
+  - name: train
+    image: ubuntu
+    command: [sh, -c]
+    args:
+    - |
+      mkdir -p /tmp/models
+      echo 1 > /tmp/models/epoch-1.pth
+      echo notes > /tmp/models/notes.txt
+      ln -s /etc/hostname /tmp/models/host.pth
+      ln -s {secret} /tmp/evil
+      sleep 5
+      echo 2 > /tmp/models/epoch-2.pth
+    checkpoint:
+    - {{path: tmp/models, url: "file://{store}/ckpt/{{{{workflow_id}}}}", frequency: 1s, regex: '\.pth$'}}
+    - {{path: /tmp/evil, url: "file://{store}/evil/{{{{workflow_id}}}}", frequency: 1s}}
+"#,
+        secret = host_secret.display(),
+        store = store.display(),
+    );
+    let api = server.client();
+    let id = api.submit_ok(&spec);
+    let uploaded = store.join("ckpt").join(&id);
+    // The first checkpoint lands while the task still runs.
+    common::wait_for(Duration::from_secs(60), "the first checkpoint", || {
+        if uploaded.join("epoch-1.pth").is_file() {
+            Ok(())
+        } else {
+            Err(format!("nothing under {}", uploaded.display()))
+        }
+    });
+    let running = api.workflow(&id);
+    assert_eq!(running["status"], "RUNNING", "{running:#}");
+    assert!(!uploaded.join("epoch-2.pth").exists());
+
+    let workflow = api.wait_finished(&id, FINISH_LIMIT);
+    assert_eq!(workflow["status"], "COMPLETED", "{workflow:#}");
+    // The last upload, after the command exited, took what it wrote last.
+    assert_eq!(files_under(&uploaded), ["epoch-1.pth", "epoch-2.pth"]);
+    // The link to the host's directory led nowhere: nothing uploaded.
+    assert!(
+        files_under(&store.join("evil")).is_empty(),
+        "{:?}",
+        files_under(&store.join("evil"))
+    );
+    let log = logs(&server.url, &id, "train");
+    assert!(log.contains("[checkpoint] /tmp/models to file://"), "{log}");
+    assert!(
+        log.contains("[checkpoint] /tmp/evil to file://") && log.contains("failed"),
+        "{log}"
+    );
+    assert!(log.contains("symlinks skipped"), "{log}");
+}

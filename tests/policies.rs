@@ -3,7 +3,7 @@
 //! RESOURCE_VALIDATION rules named by the pool and its platform (static
 //! and node rules), the GPU guarantee by priority, platforms that must
 //! exist, `privileged`/`hostNetwork`/`volumeMounts` against the platform's
-//! settings and the executor, `checkpoint` against the executor, and a pool whose backend is offline
+//! settings and the executor, and a pool whose backend is offline
 //! (accepted, with a warning). `workflow validate` answers as submit does.
 
 mod common;
@@ -245,20 +245,6 @@ fn task_limit_gpu_guarantee_and_host_access_follow_the_configs() {
             "    volumeMounts: ['/data:/mnt/data']\n",
         ),
         &["volumeMounts: the local executor"],
-    );
-    // A checkpoint is planned, but the local executor cannot upload one
-    // while the task runs yet: refused naming the field and the executor.
-    refused(
-        &api,
-        &task(
-            "ckpt",
-            "{cpu: 1}",
-            "    checkpoint: [{path: models, url: 's3://b/{{workflow_id}}', frequency: 1m}]\n",
-        ),
-        &[
-            "task 't': checkpoint: the local executor (backend",
-            "cannot honour it yet",
-        ],
     );
 }
 

@@ -19,7 +19,6 @@ use gantry_storage::admission::{task_platform, InForce};
 use gantry_storage::config::backend::format_cpu;
 use gantry_storage::config::pool::pool_status;
 use gantry_storage::config::resource_validation::assertions;
-use gantry_storage::extras::WorkflowExtras;
 use gantry_storage::plan::{ResourcePlan, TaskPlan, WorkflowPlan};
 use gantry_storage::{
     BackendRecord, ConfigData, ConfigType, NodeInventory, PlatformConfig, PoolConfig, Priority,
@@ -397,12 +396,11 @@ fn resource_entries(
 pub fn check_resources(
     view: &ReadView,
     pool_name: &str,
-    (plan, extras): (&WorkflowPlan, &WorkflowExtras),
+    plan: &WorkflowPlan,
     priority: Priority,
 ) -> Result<Vec<String>, String> {
     let in_force = InForce::read(view, pool_name).map_err(|error| error.to_string())?;
     in_force.check(plan, priority)?;
-    in_force.check_extras(extras)?;
     let Some(pool) = &in_force.pool else {
         return Ok(Vec::new());
     };

@@ -132,7 +132,7 @@ pub async fn submit(
         &state,
         &pool,
         priority,
-        (prepared.plan.map_err(|e| e.to_string()), &prepared.extras),
+        prepared.plan.map_err(|e| e.to_string()),
     )?;
     warnings.extend(admitted);
     if validation_only {
@@ -216,7 +216,7 @@ pub async fn restart(
         .flat_map(|group| group.tasks.iter().map(|task| task.name.as_str()))
         .collect();
     extras.retain_tasks(|task| kept.contains(task));
-    let (plan, admitted) = checked_plan(&state, &pool, workflow.priority, (Ok(plan), &extras))?;
+    let (plan, admitted) = checked_plan(&state, &pool, workflow.priority, Ok(plan))?;
     let labels = view.workflow_labels(&workflow.id)?;
     let mut warnings = prepared.warnings;
     warnings.extend(admitted);
@@ -346,12 +346,12 @@ fn checked_plan(
     state: &AppState,
     pool: &str,
     priority: Priority,
-    (plan, extras): (Result<WorkflowPlan, String>, &WorkflowExtras),
+    plan: Result<WorkflowPlan, String>,
 ) -> Result<(Result<WorkflowPlan, String>, Vec<String>), ApiError> {
     Ok(match plan {
         Ok(plan) => {
             let view = state.node.read_local()?;
-            match super::resources::check_resources(&view, pool, (&plan, extras), priority) {
+            match super::resources::check_resources(&view, pool, &plan, priority) {
                 Ok(warnings) => (Ok(plan), warnings),
                 Err(error) => (Err(error), Vec::new()),
             }

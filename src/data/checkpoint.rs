@@ -8,30 +8,44 @@
 //! moves the files below the directory whose relative path matches the
 //! regex, skipping symlinks, as an output upload does.
 
+use super::beneath::regular_files;
 use super::store::DataStore;
 use super::transfer;
-use super::Say;
+use super::{DataError, Say};
 use gantry_storage::extras::CheckpointPlan;
 use regex::Regex;
 use std::convert::Infallible;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::Duration;
 
+/// Where a checkpoint's `path` is read.
+#[derive(Clone, Copy)]
+pub enum TaskFiles<'a> {
+    /// In this process's own file system (the in-pod runtime runs in the
+    /// task's container).
+    Own,
+    /// In a running task's file system, which this process does not
+    /// trust: the function opens the directory at a checkpoint's `path`
+    /// with every lookup confined to that file system (`beneath`), and
+    /// the walk below it is too.
+    Beneath(&'a (dyn Fn(&str) -> std::io::Result<OwnedFd> + Sync)),
+}
+
 /// Uploads every checkpoint each `frequency_seconds`, forever (never
 /// ends, with or without checkpoints): the caller drops the future once
-/// the command has exited. `dir` gives the local directory of a
-/// checkpoint's `path`.
+/// the command has exited.
 pub async fn checkpoint_periodically(
     store: &DataStore,
     checkpoints: &[CheckpointPlan],
-    dir: &(dyn Fn(&str) -> std::path::PathBuf + Sync),
+    files: TaskFiles<'_>,
     say: Say<'_>,
 ) -> Infallible {
     let loops = checkpoints.iter().map(|checkpoint| async move {
         let every = Duration::from_secs(checkpoint.frequency_seconds.max(1));
         loop {
             tokio::time::sleep(every).await;
-            upload_checkpoint(store, checkpoint, &dir(&checkpoint.path), say).await;
+            upload_checkpoint(store, checkpoint, files, say).await;
         }
     });
     futures::future::join_all(loops).await;
@@ -42,22 +56,23 @@ pub async fn checkpoint_periodically(
 pub async fn checkpoint_finally(
     store: &DataStore,
     checkpoints: &[CheckpointPlan],
-    dir: &(dyn Fn(&str) -> std::path::PathBuf + Sync),
+    files: TaskFiles<'_>,
     say: Say<'_>,
 ) {
     for checkpoint in checkpoints {
-        upload_checkpoint(store, checkpoint, &dir(&checkpoint.path), say).await;
+        upload_checkpoint(store, checkpoint, files, say).await;
     }
 }
 
-/// One upload of `checkpoint` from `dir`; a failure is said, not returned.
+/// One upload of `checkpoint`; a failure is said, not returned.
 async fn upload_checkpoint(
     store: &DataStore,
     checkpoint: &CheckpointPlan,
-    dir: &Path,
+    files: TaskFiles<'_>,
     say: Say<'_>,
 ) {
     let label = format!("[checkpoint] {} to {}", checkpoint.path, checkpoint.url);
+    let dir = Path::new(&checkpoint.path);
     let result = async {
         let regex = checkpoint
             .regex
@@ -66,9 +81,22 @@ async fn upload_checkpoint(
             .transpose()
             .map_err(|error| error.to_string())?;
         let location = store.open(&checkpoint.url).map_err(|e| e.to_string())?;
-        transfer::upload(dir, &location, regex.as_ref(), &label, say)
-            .await
-            .map_err(|e| e.to_string())
+        let moved = match files {
+            TaskFiles::Own => transfer::upload(dir, &location, regex.as_ref(), &label, say).await,
+            TaskFiles::Beneath(open_dir) => {
+                async {
+                    let cannot_read = |e| DataError::io("cannot read", dir, e);
+                    let top = open_dir(&checkpoint.path).map_err(cannot_read)?;
+                    let tree = tokio::task::spawn_blocking(move || regular_files(top))
+                        .await
+                        .map_err(|e| cannot_read(std::io::Error::other(e)))?
+                        .map_err(cannot_read)?;
+                    transfer::upload_tree(tree, dir, &location, regex.as_ref(), (&label, say)).await
+                }
+                .await
+            }
+        };
+        moved.map_err(|e| e.to_string())
     }
     .await;
     if let Err(error) = result {
@@ -108,15 +136,14 @@ mod tests {
             checkpoint(&work, &url, Some(r".*\.pth")),
             checkpoint(Path::new("/nonexistent-dir"), &url, None),
         ];
-        let locate = |path: &str| std::path::PathBuf::from(path);
         // Two periods pass while "the command runs".
         let _ = tokio::time::timeout(
             Duration::from_millis(2_500),
-            checkpoint_periodically(&store, &checkpoints, &locate, &say),
+            checkpoint_periodically(&store, &checkpoints, TaskFiles::Own, &say),
         )
         .await;
         std::fs::write(work.join("sub/epoch-2.pth"), b"weights 2").expect("write");
-        checkpoint_finally(&store, &checkpoints[..1], &locate, &say).await;
+        checkpoint_finally(&store, &checkpoints[..1], TaskFiles::Own, &say).await;
         let said = said.into_inner().expect("lock");
         let uploads = said
             .iter()

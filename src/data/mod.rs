@@ -7,7 +7,8 @@
 //! directory); `transfer` moves one prefix to or from one local directory
 //! with a regex filter and progress lines; `task` runs a task's whole
 //! download or upload phase and turns failures into OSMO's exit codes;
-//! `checkpoint` uploads a running task's checkpoint directories.
+//! `checkpoint` uploads a running task's checkpoint directories, read
+//! through `beneath` where the task's file system is not the reader's.
 //! The local executor and the in-pod runtime (`gantry task-runtime exec`)
 //! both call `task`, so the two paths move data the same way.
 //!
@@ -16,12 +17,13 @@
 //! output directory is ever read on upload (symlinks are skipped, not
 //! followed), and secrets never appear in `Debug` output or log lines.
 
+pub mod beneath;
 mod checkpoint;
 mod store;
 mod task;
 mod transfer;
 
-pub use checkpoint::{checkpoint_finally, checkpoint_periodically};
+pub use checkpoint::{checkpoint_finally, checkpoint_periodically, TaskFiles};
 pub use store::DataStore;
 pub use task::{
     download_inputs, upload_outputs, DataInput, DataOutput, PhaseFailure, TaskData,

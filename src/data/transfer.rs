@@ -11,6 +11,7 @@
 //! directory (symlinks are skipped and counted, never followed); large files
 //! are streamed, never held whole in memory.
 
+use super::beneath::TreeFile;
 use super::store::Location;
 use super::{DataError, Say};
 use futures::StreamExt;
@@ -294,9 +295,56 @@ async fn put_file(
     key: &ObjectPath,
     progress: &mut Progress<'_>,
 ) -> Result<(), DataError> {
-    let mut file = tokio::fs::File::open(path)
+    let file = tokio::fs::File::open(path)
         .await
         .map_err(|e| DataError::io("cannot open", path, e))?;
+    put_open_file(location, file, path, key, progress).await
+}
+
+/// Uploads the files of a tree read with `beneath` (a running task's, not
+/// trusted) whose relative path matches `regex` to `location`; `dir`
+/// names the tree in messages.
+pub async fn upload_tree(
+    (files, skipped_links): (Vec<TreeFile>, u64),
+    dir: &Path,
+    location: &Location,
+    regex: Option<&Regex>,
+    (label, say): (&str, Say<'_>),
+) -> Result<Transferred, DataError> {
+    let mut progress = Progress::new(say, label);
+    for file in files {
+        if regex.is_some_and(|r| !r.is_match(&file.relative)) {
+            continue;
+        }
+        let path = dir.join(&file.relative);
+        let opened = file
+            .open()
+            .map_err(|e| DataError::io("cannot open", &path, e))?;
+        let key = file
+            .relative
+            .split('/')
+            .fold(location.prefix.clone(), |key, part| key.child(part));
+        put_open_file(
+            location,
+            tokio::fs::File::from_std(opened),
+            &path,
+            &key,
+            &mut progress,
+        )
+        .await?;
+        progress.files += 1;
+    }
+    Ok(progress.finish(skipped_links))
+}
+
+/// Uploads an open file (`path` names it in messages).
+async fn put_open_file(
+    location: &Location,
+    mut file: tokio::fs::File,
+    path: &Path,
+    key: &ObjectPath,
+    progress: &mut Progress<'_>,
+) -> Result<(), DataError> {
     let size = file
         .metadata()
         .await

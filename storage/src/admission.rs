@@ -19,7 +19,6 @@ use crate::config::{
     WorkflowConfig, EXECUTOR_LOCAL,
 };
 use crate::error::StorageError;
-use crate::extras::{TaskExtras, WorkflowExtras};
 use crate::plan::{TaskPlan, WorkflowPlan};
 use crate::record::PoolRecord;
 use crate::status::Priority;
@@ -105,17 +104,6 @@ impl InForce {
                 if let (Some(executor), Some(backend)) = (self.executor(), &self.backend) {
                     check_executor(executor, &backend.name, task)?;
                 }
-            }
-        }
-        Ok(())
-    }
-
-    /// What the pool's executor cannot honour of the plan's extras (once
-    /// an operator has said which executor it is).
-    pub fn check_extras(&self, extras: &WorkflowExtras) -> Result<(), String> {
-        if let (Some(executor), Some(backend)) = (self.executor(), &self.backend) {
-            for (task, task_extras) in &extras.tasks {
-                check_executor_extras(executor, &backend.name, task, task_extras)?;
             }
         }
         Ok(())
@@ -313,22 +301,6 @@ pub fn check_executor(executor: &str, backend: &str, task: &TaskPlan) -> Result<
         return Err(format!(
             "task '{}': volumeMounts: the local executor (backend '{backend}') cannot honour it: its sandbox mounts no host paths; submit to a pool of a Kubernetes backend",
             task.name
-        ));
-    }
-    Ok(())
-}
-
-/// What the local executor cannot honour of a task's extras yet:
-/// `checkpoint` (its sandbox's files are not read while the task runs).
-pub fn check_executor_extras(
-    executor: &str,
-    backend: &str,
-    task: &str,
-    extras: &TaskExtras,
-) -> Result<(), String> {
-    if executor == EXECUTOR_LOCAL && !extras.checkpoints.is_empty() {
-        return Err(format!(
-            "task '{task}': checkpoint: the local executor (backend '{backend}') cannot honour it yet: it does not read a task's files while it runs; write checkpoints under an `outputs` path (uploaded when the task ends), or submit to a pool of a Kubernetes backend"
         ));
     }
     Ok(())

@@ -13,8 +13,8 @@
 //! `privileged`, `hostNetwork` and `volumeMounts` as the task's last pod
 //! template (`protocol::host_access`) once the platform still allows them
 //! and the executor can honour them; each task's extras (checkpoints, with
-//! special tokens substituted) once the executor can honour them. A group
-//! that cannot be built names the tasks that fail with it.
+//! special tokens substituted). A group that cannot be built names the
+//! tasks that fail with it.
 
 use crate::control::placement::PoolPlacement;
 use crate::data::{DataInput, DataOutput, DataStore, TaskData};
@@ -26,9 +26,7 @@ use crate::protocol::{
 };
 use crate::spec::{substitute_task, substitute_tokens, TokenContext};
 use base64::Engine;
-use gantry_storage::admission::{
-    check_allowed, check_executor, check_executor_extras, task_platform, InForce,
-};
+use gantry_storage::admission::{check_allowed, check_executor, task_platform, InForce};
 use gantry_storage::extras::{TaskExtras, WorkflowExtras};
 use gantry_storage::plan::InputPlan;
 use gantry_storage::{ReadView, TaskKey};
@@ -241,17 +239,12 @@ pub(super) fn build_launch(
                     ))
                     .collect(),
             },
-            extras: task_extras(&extras, &task.name, &context)
-                .and_then(|task_extras| {
-                    // Checked at submit too, but the executor may not have
-                    // been known then (no operator had connected).
-                    check_executor_extras(&executor, backend_name, &task.name, &task_extras)
-                        .map(|()| task_extras)
-                })
-                .map_err(|message| LaunchFailure {
+            extras: task_extras(&extras, &task.name, &context).map_err(|message| {
+                LaunchFailure {
                     tasks: keys.clone(),
                     message,
-                })?,
+                }
+            })?,
         });
     }
     Ok(GroupLaunch {

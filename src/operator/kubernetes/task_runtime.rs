@@ -231,11 +231,11 @@ pub async fn exec(
             source,
         })?;
     // In the container the checkpoint's path is the task's own.
-    let in_container = |path: &str| PathBuf::from(path);
+    let in_container = data::TaskFiles::Own;
     let supervised = match task_data {
         Some(task_data) => tokio::select! {
             supervised = supervise(&mut child) => supervised,
-            never = data::checkpoint_periodically(&task_data.store, checkpoints, &in_container, &say) => match never {},
+            never = data::checkpoint_periodically(&task_data.store, checkpoints, in_container, &say) => match never {},
         },
         None => supervise(&mut child).await,
     };
@@ -246,7 +246,7 @@ pub async fn exec(
     })?;
     let code = exit_code(status);
     if let (Some(task_data), false) = (task_data, signaled) {
-        data::checkpoint_finally(&task_data.store, checkpoints, &in_container, &say).await;
+        data::checkpoint_finally(&task_data.store, checkpoints, in_container, &say).await;
     }
     // OSMO uploads after every exit except a cancel (the pod's deletion
     // is what signals the runtime).

@@ -9,7 +9,8 @@
 //! `etc` (the task's generated `/etc`), `seccomp` (its system call
 //! filters), `netns` (its group's network namespace) and `cgroup` (its
 //! resource limits); `usage` watches its output against its storage limit;
-//! `process` spawns, streams and kills; `log_lines` turns output into
+//! `process` spawns, streams and kills; `task_files` reads a running
+//! task's checkpoint directories through its sandbox's root; `log_lines` turns output into
 //! batched log lines; `outbox` routes reports to the newest connection;
 //! `inventory` describes this host for heartbeats; `error` holds why a task
 //! failed or stopped.
@@ -30,6 +31,7 @@ mod process;
 mod sandbox;
 mod seccomp;
 mod staging;
+mod task_files;
 #[cfg(test)]
 mod tests;
 mod usage;

@@ -13,7 +13,7 @@
 use super::error::ExecError;
 use super::log_lines;
 use super::outbox::Outbox;
-use crate::protocol::LogStream;
+use crate::protocol::{LogLine, LogStream};
 use gantry_storage::TaskKey;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -100,19 +100,33 @@ pub fn spawn(bwrap: &Path, args: Vec<OsString>, setup: ChildSetup) -> Result<Chi
 
 /// Streams the child's output to the outbox and waits for it to end, killing
 /// its process group as soon as `cancel` holds a reason or `evict` resolves
-/// with one.
+/// with one. `side_lines` (the executor's own, e.g. checkpoint uploads)
+/// join the output in the run's offsets until the child exits.
 pub async fn supervise(
     mut child: Child,
-    key: &TaskKey,
-    outbox: &Outbox,
+    (key, outbox): (&TaskKey, &Outbox),
     mut cancel: watch::Receiver<Option<String>>,
     evict: impl Future<Output = String>,
-    first_offset: u64,
+    (first_offset, mut side_lines): (u64, mpsc::Receiver<LogLine>),
 ) -> Result<Exit, ExecError> {
     let (line_tx, line_rx) = mpsc::channel(log_lines::BATCH_LINES * 4);
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let (exited_tx, mut exited_rx) = watch::channel(false);
+    let mut side_exited = exited_rx.clone();
+    let side_tx = line_tx.clone();
+    let side = async move {
+        tokio::select! {
+            _ = async {
+                while let Some(line) = side_lines.recv().await {
+                    if side_tx.send(line).await.is_err() {
+                        break;
+                    }
+                }
+            } => {}
+            _ = side_exited.wait_for(|exited| *exited) => {}
+        }
+    };
 
     let readers = async move {
         let out = async {
@@ -157,8 +171,9 @@ pub async fn supervise(
         (status, canceled, evicted)
     };
 
-    let ((), next_offset, (status, canceled, evicted)) = tokio::join!(
+    let ((), (), next_offset, (status, canceled, evicted)) = tokio::join!(
         readers,
+        side,
         log_lines::batch(key, line_rx, outbox, first_offset),
         waiter
     );

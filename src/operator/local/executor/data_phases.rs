@@ -20,6 +20,7 @@ use crate::operator::local::error::{ExecError, Stopped};
 use crate::operator::local::log_lines;
 use crate::operator::local::process;
 use crate::operator::local::staging::Prepared;
+use crate::operator::local::task_files::TaskFiles;
 use crate::protocol::{FromOperator, LogLine, LogStream, TaskLaunch};
 use gantry_storage::{TaskDataTimes, TaskKey};
 use std::sync::Mutex;
@@ -110,6 +111,47 @@ impl Shared {
         match result {
             PhaseEnd::Done(Ok(())) => Ok(()),
             PhaseEnd::Done(Err(failure)) => Err(ExecError::Data(failure).into()),
+            PhaseEnd::Canceled(reason) => Err(Stopped::Canceled(reason)),
+        }
+    }
+
+    /// The last upload of the task's checkpoints, after its command exited
+    /// (read through the directories `files` kept open); returns the next
+    /// free log offset.
+    pub(super) async fn last_checkpoints(
+        &self,
+        launch: &TaskLaunch,
+        files: &TaskFiles,
+        cancel: &mut watch::Receiver<Option<String>>,
+        first_offset: u64,
+    ) -> Result<u64, Stopped> {
+        let (Some(data), false) = (&launch.data, launch.extras.checkpoints.is_empty()) else {
+            return Ok(first_offset);
+        };
+        let (lines, line_rx) = PhaseLines::new();
+        let say = |text: String| lines.say(text);
+        let open_dir = |path: &str| files.open_dir(path);
+        let checkpoints = async {
+            data::checkpoint_finally(
+                &data.store,
+                &launch.extras.checkpoints,
+                data::TaskFiles::Beneath(&open_dir),
+                &say,
+            )
+            .await;
+            Ok(())
+        };
+        let (end, next_offset) = self
+            .data_phase(
+                &launch.key,
+                cancel,
+                first_offset,
+                (&lines, line_rx),
+                checkpoints,
+            )
+            .await;
+        match end {
+            PhaseEnd::Done(_) => Ok(next_offset),
             PhaseEnd::Canceled(reason) => Err(Stopped::Canceled(reason)),
         }
     }

@@ -16,7 +16,11 @@
 //!   them is prepared; a task that fails or is canceled before that still
 //!   counts itself in, so it never strands the rest.
 //! - The run's log offsets are one sequence: the executor's note first,
-//!   then the download's lines, the process output, the upload's lines.
+//!   then the download's lines, the process output (checkpoint lines
+//!   among it), the last checkpoints' lines, the upload's lines.
+//! - Checkpoints are read inside the task's sandbox (`task_files`),
+//!   uploaded every `frequency` while the command runs and once after it
+//!   exits (not after a cancel or an eviction, as the output).
 //! - The command and args run with their `$(VAR)` references expanded from
 //!   the task's environment, as kubelet runs them on Kubernetes.
 //! - A task runs in its own cgroup with the limits of its `resources`
@@ -30,6 +34,7 @@
 
 use super::Shared;
 use crate::clock::now_ms;
+use crate::data;
 use crate::operator::local::cgroup::{Limits, TaskCgroup};
 use crate::operator::local::error::{ExecError, Stopped};
 use crate::operator::local::expansion;
@@ -38,15 +43,20 @@ use crate::operator::local::netns::TaskNet;
 use crate::operator::local::process::{self, ChildSetup, Exit};
 use crate::operator::local::sandbox::{self, Network, SandboxSpec};
 use crate::operator::local::staging::{self, Prepared};
+use crate::operator::local::task_files::{self, TaskFiles};
 use crate::operator::local::usage;
-use crate::protocol::{FromOperator, LogLine, LogStream, TaskLaunch};
+use crate::protocol::{CheckpointPlan, FromOperator, LogLine, LogStream, TaskLaunch};
 use gantry_storage::TaskStatus;
+use std::convert::Infallible;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+
+/// Checkpoint lines waiting for the run's batcher, at most.
+const SIDE_LINES_QUEUED_MAX: usize = 1024;
 
 /// Holds tasks of a barrier group until every one of them is prepared.
 /// A count rather than `tokio::sync::Barrier`: a task that fails or is
@@ -209,15 +219,35 @@ impl Shared {
         self.outbox
             .task_status(&launch.key, TaskStatus::Running, None, None)
             .await;
-        let exit = process::supervise(
+        // Checkpoints read the task's files through its sandbox's root.
+        let files = child.id().map(TaskFiles::new);
+        let (side_tx, side_lines) = mpsc::channel(SIDE_LINES_QUEUED_MAX);
+        let supervised = process::supervise(
             child,
-            &launch.key,
-            &self.outbox,
+            (&launch.key, &self.outbox),
             cancel.clone(),
             usage::exceeded(prepared.output_dir.clone(), resources.storage_bytes),
-            next_offset,
-        )
-        .await;
+            (next_offset, side_lines),
+        );
+        let exit = match (&launch.data, &files) {
+            (Some(data), Some(files)) if !launch.extras.checkpoints.is_empty() => {
+                let say = |text: String| {
+                    // Best effort, as progress lines are.
+                    let _ = side_tx.try_send(executor_line(text));
+                };
+                let open_dir = |path: &str| files.open_dir(path);
+                let checkpoints = &launch.extras.checkpoints;
+                tokio::select! {
+                    exit = supervised => exit,
+                    never = data::checkpoint_periodically(&data.store, checkpoints, data::TaskFiles::Beneath(&open_dir), &say) => match never {},
+                    never = keep_open(files, checkpoints) => match never {},
+                }
+            }
+            _ => {
+                drop(side_tx);
+                supervised.await
+            }
+        };
         // Read before the cgroup goes; its count is the OOM killer's verdict.
         let oom_kills = remove_cgroup(cgroup).await;
         let mut exit = exit?;
@@ -237,7 +267,13 @@ impl Shared {
         // the pod: its uploader goes with it). An OOM kill is the task's
         // container only, so its output is uploaded.
         if exit.canceled.is_none() && !evicted_for_storage {
-            self.upload(launch, &prepared, &mut cancel, exit.next_offset)
+            let mut next_offset = exit.next_offset;
+            if let Some(files) = &files {
+                next_offset = self
+                    .last_checkpoints(launch, files, &mut cancel, next_offset)
+                    .await?;
+            }
+            self.upload(launch, &prepared, &mut cancel, next_offset)
                 .await?;
         }
         Ok(exit)
@@ -355,6 +391,28 @@ impl Shared {
                 lines: vec![line],
             })
             .await;
+    }
+}
+
+/// A line of the executor's own; the batcher gives it its offset.
+fn executor_line(text: String) -> LogLine {
+    LogLine {
+        offset: 0,
+        stream: LogStream::Osmo,
+        time: now_ms(),
+        text,
+    }
+}
+
+/// Opens the checkpoints' directories again and again while the task
+/// runs, so their last upload reads them after the sandbox is gone.
+async fn keep_open(files: &TaskFiles, checkpoints: &[CheckpointPlan]) -> Infallible {
+    loop {
+        for checkpoint in checkpoints {
+            // Not there yet, or gone: the last one opened is kept.
+            let _ = files.open_dir(&checkpoint.path);
+        }
+        tokio::time::sleep(task_files::REFRESH_INTERVAL).await;
     }
 }
 
