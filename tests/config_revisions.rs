@@ -129,7 +129,7 @@ fn revision_tags_removal_and_diff_through_the_api() {
             "/api/configs/history/pool/revision/999/tags",
             Some(&json!({"set_tags": ["t"]})),
         ),
-        404,
+        400,
         &["revision", "POOL has no revision 999"],
     );
     refused(
@@ -188,7 +188,7 @@ fn revision_tags_removal_and_diff_through_the_api() {
             &format!("/api/configs/history/pool/revision/{first}"),
             None,
         ),
-        404,
+        400,
         &["revision", &format!("POOL has no revision {first}")],
     );
     refused(
@@ -299,7 +299,7 @@ fn revision_tags_removal_and_diff_through_the_api() {
             ),
             None,
         ),
-        404,
+        400,
         &["first_revision", "WORKFLOW has no revision 99"],
     );
     refused(

@@ -196,7 +196,8 @@ pub struct LoginArgs {
     /// The server's URL (https://HOST:8470)
     pub url: String,
     /// An access token (from `gantry token set`, or the bootstrap admin token)
-    #[arg(long, env = "GANTRY_TOKEN")]
+    // A token is URL-safe base64 and may begin with `-`.
+    #[arg(long, env = "GANTRY_TOKEN", allow_hyphen_values = true)]
     pub token: String,
     /// The CA certificate that signed the server's certificate
     #[arg(long)]
@@ -252,6 +253,23 @@ pub async fn run_login(args: LoginArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_token_that_begins_with_a_hyphen_is_a_token_not_a_flag() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            login: LoginArgs,
+        }
+        let parsed = <Cli as clap::Parser>::try_parse_from([
+            "login",
+            "https://gantry:8470",
+            "--token",
+            "-jq3b_Xy",
+        ])
+        .map(|cli| cli.login.token);
+        assert_eq!(parsed.ok().as_deref(), Some("-jq3b_Xy"));
+    }
 
     #[test]
     fn personal_tokens_last_31_days_unless_told_service_tokens_never() {

@@ -44,9 +44,10 @@ pub async fn diff(State(state): State<AppState>, RawQuery(query): RawQuery) -> R
     let history = state.node.read().await?.config_history(config_type)?;
     for (field, revision) in [("first_revision", first), ("second_revision", second)] {
         if !history.iter().any(|entry| entry.revision == revision) {
-            return Err(ApiError::not_found(format!(
-                "{field}: {config_type} has no revision {revision} in its history"
-            )));
+            return Err(ApiError::bad_request(
+                "USER",
+                format!("{field}: {config_type} has no revision {revision} in its history"),
+            ));
         }
     }
     let mut first_data = state_at(&history, config_type, first);

@@ -145,10 +145,10 @@ pub async fn rollback(
     let old = view
         .config_revision(config_type, request.revision)?
         .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "{config_type} has no revision {}",
-                request.revision
-            ))
+            ApiError::bad_request(
+                "USER",
+                format!("{config_type} has no revision {}", request.revision),
+            )
         })?;
     let command = Command::RollbackConfig {
         now: now_ms(),

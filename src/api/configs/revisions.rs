@@ -50,17 +50,18 @@ fn target(
     Ok((config_type, revision))
 }
 
-/// The revision as this replica's leader-read state has it, or a 404
-/// naming it.
+/// The revision as this replica's leader-read state has it, or a 400
+/// naming it (OSMO's user error for a revision that does not exist).
 fn existing(
     view: &ReadView,
     config_type: ConfigType,
     revision: u64,
 ) -> Result<ConfigRevision, ApiError> {
     view.config_revision(config_type, revision)?.ok_or_else(|| {
-        ApiError::not_found(format!(
-            "revision: {config_type} has no revision {revision} in its history"
-        ))
+        ApiError::bad_request(
+            "USER",
+            format!("revision: {config_type} has no revision {revision} in its history"),
+        )
     })
 }
 
