@@ -174,14 +174,21 @@ impl Harness {
         key: &TaskKey,
         wanted: impl Fn(TaskStatus) -> bool,
     ) -> Vec<Event> {
+        // Heartbeats keep arriving, so each receive's guard alone would
+        // never end a wait for a status that does not come.
+        let deadline = Instant::now() + GUARD;
         loop {
             let events = self.events(key);
             if events
                 .iter()
-                .any(|e| matches!(e, Event::Status(s, _, _) if wanted(*s)))
+                .any(|e| matches!(e, Event::Status(s, _, _) if wanted(*s) || s.is_finished()))
             {
                 return events;
             }
+            assert!(
+                Instant::now() < deadline,
+                "no such status of {key:?} within {GUARD:?}: {events:?}"
+            );
             self.recv().await;
         }
     }
