@@ -318,6 +318,37 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.contains("configs.default_exec_timeout"), "{error}");
+        // Accepted and ignored would be a defect: refused, naming the field.
+        let error = parse(
+            ConfigType::Pool,
+            "p",
+            json!({"backend": "b", "common_default_variables": {"USER_CPU": 1}}),
+        )
+        .unwrap_err();
+        assert!(
+            error.starts_with(
+                "configs.common_default_variables: default variables are not supported yet"
+            ),
+            "{error}"
+        );
+        let error = parse(
+            ConfigType::Pool,
+            "p",
+            json!({"backend": "b", "platforms": {"gpu": {"default_variables": {"USER_GPU": 0}}}}),
+        )
+        .unwrap_err();
+        assert!(
+            error.starts_with("configs.platforms.gpu.default_variables:"),
+            "{error}"
+        );
+        // Empty, and the derived `default_mounts`, load as OSMO writes them.
+        assert!(parse(
+            ConfigType::Pool,
+            "p",
+            json!({"backend": "b", "common_default_variables": {},
+                   "platforms": {"gpu": {"default_variables": {}, "default_mounts": ["/data"]}}}),
+        )
+        .is_ok());
         let error = parse(
             ConfigType::Service,
             "",

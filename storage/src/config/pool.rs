@@ -202,10 +202,11 @@ struct PlatformBody {
     labels: BTreeMap<String, String>,
     resource_validations: Vec<String>,
     override_pod_template: Vec<String>,
-    /// Derived or unsupported in Gantry; accepted so OSMO bodies load.
+    /// Derived (from the platform's pod templates, as OSMO derives it);
+    /// accepted so OSMO bodies load.
     #[allow(dead_code)]
     default_mounts: Vec<String>,
-    #[allow(dead_code)]
+    /// Refused unless empty (see `parse`).
     default_variables: Map<String, Value>,
     #[allow(dead_code)]
     parsed_resource_validations: Value,
@@ -268,8 +269,8 @@ struct PoolBody {
     download_type: Option<Value>,
     #[serde(default)]
     topology_keys: Vec<Value>,
+    /// Refused unless empty (see `parse`).
     #[serde(default)]
-    #[allow(dead_code)]
     common_default_variables: Map<String, Value>,
     #[serde(default)]
     common_group_templates: Vec<String>,
@@ -311,6 +312,24 @@ pub fn parse(name: &str, body: Value) -> Result<PoolConfig, String> {
     }
     if !body.topology_keys.is_empty() {
         return Err("configs.topology_keys: topology-aware scheduling is not supported yet".into());
+    }
+    // Pod template and validation variables' defaults: stored, they would
+    // change what a pool record is; refused until they are, never accepted
+    // and ignored.
+    let variables_refused = |field: String| {
+        format!(
+            "{field}: default variables are not supported yet: Gantry's pod templates and resource validations see only the task's own values; remove them (or set the resources in the workflow)"
+        )
+    };
+    if !body.common_default_variables.is_empty() {
+        return Err(variables_refused("configs.common_default_variables".into()));
+    }
+    for (platform_name, platform) in &body.platforms {
+        if !platform.default_variables.is_empty() {
+            return Err(variables_refused(format!(
+                "configs.platforms.{platform_name}.default_variables"
+            )));
+        }
     }
     if !body.common_group_templates.is_empty() {
         return Err("configs.common_group_templates: group templates are not supported yet".into());
