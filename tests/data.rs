@@ -293,7 +293,8 @@ fn tasks_pass_files_through_an_s3_store_set_in_the_workflow_config() {
 /// relative path, read from `/`) is uploaded while the task runs and once
 /// more after its command exits, only the files the regex keeps and never
 /// a link. A checkpoint path the task links to a host directory resolves
-/// inside the task's own file system, so nothing of the host's is read.
+/// inside the task's own file system, so nothing of the host's is read;
+/// nor is a kernel file system (`/proc`).
 #[test]
 fn checkpoints_upload_while_the_task_runs_and_once_after_and_never_follow_links_out() {
     let dir = tempfile::tempdir().unwrap();
@@ -324,6 +325,7 @@ workflow:
     checkpoint:
     - {{path: tmp/models, url: "file://{store}/ckpt/{{{{workflow_id}}}}", frequency: 1s, regex: '\.pth$'}}
     - {{path: /tmp/evil, url: "file://{store}/evil/{{{{workflow_id}}}}", frequency: 1s}}
+    - {{path: /proc, url: "file://{store}/proc/{{{{workflow_id}}}}", frequency: 1s, regex: 'kcore|version|environ'}}
 "#,
         secret = host_secret.display(),
         store = store.display(),
@@ -353,7 +355,11 @@ workflow:
         "{:?}",
         files_under(&store.join("evil"))
     );
+    // Nor is the kernel's state read on the task's behalf (as root the
+    // executor could read /proc/kcore).
+    assert!(files_under(&store.join("proc")).is_empty());
     let log = logs(&server.url, &id, "train");
+    assert!(log.contains("on the kernel file system proc"), "{log}");
     assert!(log.contains("[checkpoint] /tmp/models to file://"), "{log}");
     assert!(
         log.contains("[checkpoint] /tmp/evil to file://") && log.contains("failed"),

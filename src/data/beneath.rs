@@ -10,11 +10,15 @@
 //! counted and skipped, as an output upload skips them) and a directory
 //! swapped for a link between listing and opening is refused, not
 //! followed; only regular files are handed out; the walk is bounded in
-//! depth and entries, so a hostile tree cannot exhaust the reader.
+//! depth and entries, so a hostile tree cannot exhaust the reader; nothing
+//! on a kernel file system (`/proc`, `/sys` and their kin) is read, so a
+//! privileged reader never hands out what only its privilege could read
+//! (`/proc/kcore`, say).
 
 use nix::dir::{Dir, Type};
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, Mode, SFlag};
+use nix::sys::statfs::{self, fstatfs, FsType};
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -25,6 +29,64 @@ use std::sync::Arc;
 const DEPTH_MAX: usize = 64;
 /// Most entries one walk looks at.
 const ENTRIES_MAX: usize = 100_000;
+
+/// File systems of the kernel's own state, never read: their files are
+/// no task's data, and a privileged reader would see more than the task.
+fn kernel_file_system(fs: FsType) -> Option<&'static str> {
+    // Types libc names no constant for: cgroup2, configfs, efivarfs,
+    // pstore, mqueue, binfmt_misc.
+    const OTHERS: [(i64, &str); 6] = [
+        (0x6367_7270, "cgroup2"),
+        (0x6265_6570, "configfs"),
+        (0xde5e_81e4, "efivarfs"),
+        (0x6165_676c, "pstore"),
+        (0x1980_0202, "mqueue"),
+        (0x4249_4e4d, "binfmt_misc"),
+    ];
+    let named = [
+        (statfs::PROC_SUPER_MAGIC, "proc"),
+        (statfs::SYSFS_MAGIC, "sysfs"),
+        (statfs::DEBUGFS_MAGIC, "debugfs"),
+        (statfs::TRACEFS_MAGIC, "tracefs"),
+        (statfs::SECURITYFS_MAGIC, "securityfs"),
+        (statfs::SELINUX_MAGIC, "selinuxfs"),
+        (statfs::SMACK_MAGIC, "smackfs"),
+        (statfs::CGROUP_SUPER_MAGIC, "cgroup"),
+        (statfs::BPF_FS_MAGIC, "bpf"),
+        (statfs::DEVPTS_SUPER_MAGIC, "devpts"),
+        (statfs::NSFS_MAGIC, "nsfs"),
+        (statfs::RDTGROUP_SUPER_MAGIC, "resctrl"),
+    ];
+    named
+        .iter()
+        .find(|(magic, _)| *magic == fs)
+        .map(|(_, name)| *name)
+        .or_else(|| {
+            OTHERS
+                .iter()
+                .find(|(magic, _)| magic_number(fs) == *magic)
+                .map(|(_, name)| *name)
+        })
+}
+
+/// A file system's type as a number. Its C type's width and sign differ
+/// by C library (glibc: i64; musl, the shipped static build: u64).
+#[allow(clippy::unnecessary_cast)]
+fn magic_number(fs: FsType) -> i64 {
+    fs.0 as i64
+}
+
+/// Refuses a descriptor on a kernel file system.
+fn not_kernel_state(fd: &OwnedFd) -> io::Result<()> {
+    let fs = fstatfs(fd).map_err(io::Error::from)?.filesystem_type();
+    match kernel_file_system(fs) {
+        Some(name) => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("on the kernel file system {name}: not read"),
+        )),
+        None => Ok(()),
+    }
+}
 
 /// A regular file found by [`regular_files`], opened when it is read.
 pub struct TreeFile {
@@ -46,6 +108,7 @@ impl TreeFile {
             Mode::empty(),
         )
         .map_err(io::Error::from)?;
+        not_kernel_state(&fd)?;
         let stat = fstat(&fd).map_err(io::Error::from)?;
         if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
             return Err(io::Error::new(
@@ -63,7 +126,9 @@ pub fn open_dir_beneath(root: &OwnedFd, path: &str) -> io::Result<OwnedFd> {
     let how = OpenHow::new()
         .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    openat2(root.as_fd(), path, how).map_err(io::Error::from)
+    let dir = openat2(root.as_fd(), path, how).map_err(io::Error::from)?;
+    not_kernel_state(&dir)?;
+    Ok(dir)
 }
 
 /// Every regular file below `dir`, in name order per directory, and how
@@ -177,5 +242,18 @@ mod tests {
         std::fs::remove_file(root.join("ckpt/a.pth")).expect("remove");
         std::os::unix::fs::symlink(outside.join("secret"), root.join("ckpt/a.pth")).expect("link");
         assert!(files[0].open().is_err(), "opened through a link");
+    }
+
+    #[test]
+    fn kernel_file_systems_are_never_read() {
+        let host_root = open_root(std::path::Path::new("/"));
+        for path in ["/proc", "/proc/self", "/sys", "/sys/kernel"] {
+            let error = open_dir_beneath(&host_root, path).map(drop).unwrap_err();
+            assert!(
+                error.to_string().contains("kernel file system"),
+                "{path}: {error}"
+            );
+        }
+        assert!(open_dir_beneath(&host_root, "/usr").is_ok());
     }
 }
