@@ -42,11 +42,14 @@ pub enum DataError {
     Missing { url: String },
     #[error("object '{key}' under {url} is not a safe relative path")]
     UnsafeKey { url: String, key: String },
-    #[error("{url}: {source}")]
+    /// `note` says how the store was reached when that may be why
+    /// (credentials), else it is empty.
+    #[error("{url}: {source}{note}")]
     Store {
         url: String,
         #[source]
         source: object_store::Error,
+        note: String,
     },
     #[error("{context} {path}: {source}", path = path.display())]
     Io {

@@ -61,6 +61,9 @@ pub struct Location {
     pub(crate) prefix: ObjectPath,
     /// The URL, for messages.
     pub url: String,
+    /// How it is reached, when a failure may come from that (see
+    /// [`DataError::Store`]).
+    pub(crate) credential_note: String,
 }
 
 impl std::fmt::Debug for Location {
@@ -132,6 +135,7 @@ impl DataStore {
         if parsed.query().is_some() || parsed.fragment().is_some() {
             return Err(bad("takes no query or fragment"));
         }
+        let mut credential_note = String::new();
         let (store, path): (Arc<dyn ObjectStore>, String) = match parsed.scheme() {
             "file" => {
                 if parsed.host_str().is_some_and(|host| !host.is_empty()) {
@@ -170,9 +174,18 @@ impl DataStore {
                     path_style: Some(self.path_style),
                     keys,
                 };
+                // Without the data credential's keys, the host's own AWS
+                // credentials are all there is: said with a failure, whose
+                // bare text (an instance-metadata error, say) hides why.
+                if settings.keys.is_none() {
+                    credential_note = format!(
+                        " (bucket '{bucket}' is outside the data credential's, so it is reached with this host's default AWS credentials; Gantry has no per-user data credentials yet)"
+                    );
+                }
                 let store = s3_store(bucket, &settings).map_err(|source| DataError::Store {
                     url: url.to_string(),
                     source,
+                    note: credential_note.clone(),
                 })?;
                 (Arc::new(store), path)
             }
@@ -187,6 +200,7 @@ impl DataStore {
             store,
             prefix,
             url: url.to_string(),
+            credential_note,
         })
     }
 
@@ -271,6 +285,29 @@ mod tests {
             );
         }
         assert!(store().open("s3://other/x").is_ok());
+    }
+
+    #[test]
+    fn a_url_reached_without_the_credential_says_so_in_its_failures() {
+        let own = store().open("s3://data/root/wf-1/a").expect("own bucket");
+        assert!(own.credential_note.is_empty());
+        let other = store().open("s3://my-bucket/data/").expect("other bucket");
+        assert!(
+            other
+                .credential_note
+                .contains("bucket 'my-bucket' is outside the data credential's")
+                && other.credential_note.contains("default AWS credentials"),
+            "{}",
+            other.credential_note
+        );
+        let failure = DataError::Store {
+            url: other.url.clone(),
+            source: object_store::Error::NotImplemented,
+            note: other.credential_note.clone(),
+        };
+        assert!(failure
+            .to_string()
+            .ends_with("no per-user data credentials yet)"));
     }
 
     #[test]

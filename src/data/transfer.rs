@@ -117,6 +117,7 @@ fn store_error(location: &Location) -> impl Fn(object_store::Error) -> DataError
     move |source| DataError::Store {
         url: location.url.clone(),
         source,
+        note: location.credential_note.clone(),
     }
 }
 
