@@ -4,7 +4,9 @@
 //! processes: with one member down and never heard from by the others
 //! since they restarted, both routes answer 503 with `Retry-After`, naming
 //! the feature and the member, and change nothing; once it is back, they
-//! go through. A config change (an older kind) never waits.
+//! go through. A config change (an older kind) never waits; nor does a
+//! submit without checkpoints, while one with them (plan extras, a newer
+//! kind) waits as the revision routes do.
 
 mod common;
 
@@ -134,6 +136,41 @@ fn revision_changes_wait_until_every_member_knows_them() {
             .contains("deleting config revisions needs every member"),
         "{reply}"
     );
+    // A submit whose task checkpoints carries plan extras, a newer kind
+    // too: refused the same way, while one without them goes through.
+    let spec = |name: &str, extra: &str| {
+        format!(
+            "workflow:\n  name: {name}\n  tasks:\n  - name: t\n    image: ubuntu\n    command: [sh, -c, 'true']\n{extra}"
+        )
+    };
+    let checkpointed = spec(
+        "ckpt",
+        "    checkpoint: [{path: /tmp/m, url: 's3://b/{{workflow_id}}', frequency: 1m}]\n",
+    );
+    let (status, retry_after, reply) = call(
+        &cluster,
+        node,
+        "POST",
+        "/api/pool/default/workflow",
+        Some(&json!({ "file": checkpointed })),
+    );
+    assert_eq!(status, 503, "{reply}");
+    assert!(retry_after.is_some(), "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("checkpoint needs every member on a build that knows it"),
+        "{reply}"
+    );
+    let (status, _, reply) = call(
+        &cluster,
+        node,
+        "POST",
+        "/api/pool/default/workflow",
+        Some(&json!({ "file": spec("plain", "") })),
+    );
+    assert_eq!(status, 200, "{reply}");
     // Nothing changed.
     let (_, _, history) = call(
         &cluster,
