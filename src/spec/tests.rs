@@ -522,6 +522,16 @@ fn checkpoint_paths_and_frequencies_as_osmo_reads_them() {
     assert_eq!(checkpoint.frequency_seconds, 10);
     assert_eq!(checkpoint.regex, None);
     assert!(run(&task_with("")).expect("prepared").extras.is_empty());
+    let many: String = (0..=validate::CHECKPOINTS_PER_TASK_MAX)
+        .map(|n| format!("    - {{path: /c{n}, url: s3://b/{n}, frequency: 1s}}\n"))
+        .collect();
+    match run(&task_with(&format!("    checkpoint:\n{many}"))) {
+        Ok(Prepared { plan: Err(err), .. }) => {
+            assert_eq!(err.path.as_deref(), Some("workflow.tasks[0].checkpoint"));
+            assert!(err.message.contains("at most 16 per task"), "{err}");
+        }
+        other => panic!("not refused: {other:?}"),
+    }
 }
 
 #[test]

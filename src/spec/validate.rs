@@ -477,10 +477,24 @@ pub fn environment(path: &str, environment: &BTreeMap<String, String>) -> Result
     Ok(())
 }
 
+/// Most `checkpoint` entries one task may have.
+pub const CHECKPOINTS_PER_TASK_MAX: usize = 16;
+
 pub fn checkpoints(
     path: &str,
     checkpoints: &[CheckpointSpec],
 ) -> Result<Vec<CheckpointPlan>, SpecError> {
+    // Each is a loop of uploads on the executor: a bound keeps one task
+    // from keeping it busy.
+    if checkpoints.len() > CHECKPOINTS_PER_TASK_MAX {
+        return Err(SpecError::invalid(
+            path,
+            format!(
+                "{} checkpoints; at most {CHECKPOINTS_PER_TASK_MAX} per task",
+                checkpoints.len()
+            ),
+        ));
+    }
     let mut plans = Vec::with_capacity(checkpoints.len());
     for (index, checkpoint) in checkpoints.iter().enumerate() {
         let at = format!("{path}[{index}]");
