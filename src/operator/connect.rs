@@ -109,9 +109,6 @@ impl Connector {
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .http2_keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .http2_keep_alive_while_idle(true)
-            // Session bytes to a task flow down this connection: windows
-            // grow with its bandwidth-delay product instead of 64 KiB.
-            .http2_adaptive_window(true)
             .tcp_nodelay(true);
         let builder = match config.tls {
             Some(mut tls) => {

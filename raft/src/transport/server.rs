@@ -358,10 +358,6 @@ async fn serve_connection(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(PEER_STREAMS_MAX)
-        // Windows sized to the connection's bandwidth-delay product: a
-        // session's bulk bytes (an operator's upload of a task's port) are
-        // not held to the 64 KiB default window per round trip.
-        .adaptive_window(true)
         .keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT);
     // With upgrades: an API request may become a raw byte stream (a
