@@ -298,29 +298,6 @@ fn port_forward_through_the_in_process_operator() {
             && log.contains("task=serve port=7000"),
         "every session is logged with who, what and where:\n{log}"
     );
-    // And recorded as events of the workflow, on the task (who, when,
-    // what, how much).
-    common::wait_for(Duration::from_secs(20), "session events", || {
-        let events = http
-            .get(format!(
-                "{}/api/workflow/{id}/events?task_name=serve",
-                server.url
-            ))
-            .send()
-            .and_then(|reply| reply.text())
-            .map_err(|error| error.to_string())?;
-        let opened = events
-            .matches("[serve] PORT_FORWARD: anonymous opened port 7000")
-            .count();
-        let closed = events
-            .matches("anonymous's session to port 7000 closed after")
-            .count();
-        if opened >= 20 && closed >= 20 && events.contains("to the task") {
-            Ok(())
-        } else {
-            Err(events)
-        }
-    });
 
     the_session_ends_with_the_task(forward.port, || {
         let cancel = http

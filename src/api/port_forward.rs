@@ -18,16 +18,14 @@ use super::operator_stream::leader_elsewhere;
 use super::params::Params;
 use super::workflow::{lookup, read};
 use super::AppState;
-use crate::clock::now_ms;
 use crate::control::operator_hub::SessionError;
-use crate::data::human_bytes;
 use crate::protocol::session::PORT_FORWARD_PROTOCOL;
 use crate::protocol::SessionKind;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use gantry_storage::{Command, Outcome, RecordedEvent, TaskKey, TaskStatus};
+use gantry_storage::{TaskKey, TaskStatus};
 
 /// Bytes copied at once each way (tokio's default, 8 KiB, costs a system
 /// call and an HTTP/2 DATA frame per 8 KiB of a bulk transfer).
@@ -125,13 +123,6 @@ pub async fn port_forward(
         .map_err(|error| session_error(error).with_workflow(&workflow.id))?;
     let (user, workflow_id) = (caller.user, workflow.id);
     tracing::info!(%user, workflow = %workflow_id, task = %task_name, port, "port-forward session opened");
-    let opened = std::time::Instant::now();
-    let audit = SessionAudit {
-        state: state.clone(),
-        workflow_id: workflow_id.clone(),
-        task: task_name.clone(),
-    };
-    audit.record(format!("{user} opened port {port}"));
     state.bulk.spawn(async move {
         let outcome = match upgrade.await {
             Ok(upgraded) => {
@@ -148,21 +139,12 @@ pub async fn port_forward(
             }
             Err(error) => Err(format!("the upgrade failed: {error}")),
         };
-        let seconds = opened.elapsed().as_secs();
         match outcome {
             Ok((to_task, from_task)) => {
                 tracing::info!(%user, workflow = %workflow_id, task = %task_name, port, to_task, from_task, "port-forward session closed");
-                audit.record(format!(
-                    "{user}'s session to port {port} closed after {seconds} s: {} to the task, {} from it",
-                    human_bytes(to_task),
-                    human_bytes(from_task)
-                ));
             }
             Err(error) => {
                 tracing::info!(%user, workflow = %workflow_id, task = %task_name, port, %error, "port-forward session ended");
-                audit.record(format!(
-                    "{user}'s session to port {port} ended after {seconds} s: {error}"
-                ));
             }
         }
     });
@@ -174,43 +156,6 @@ pub async fn port_forward(
         HeaderValue::from_static(PORT_FORWARD_PROTOCOL),
     );
     Ok(response)
-}
-
-/// Records a session's opening and end as events of its workflow (who,
-/// when, what), beside the log line. Off the session's path: a cluster that
-/// cannot record yet (a member of an older build) only logs it.
-struct SessionAudit {
-    state: AppState,
-    workflow_id: String,
-    task: String,
-}
-
-impl SessionAudit {
-    fn record(&self, detail: String) {
-        let now = now_ms();
-        let command = Command::RecordWorkflowEvent {
-            now,
-            workflow_id: self.workflow_id.clone(),
-            event: RecordedEvent {
-                time: now,
-                source: self.task.clone(),
-                reason: "PORT_FORWARD".into(),
-                detail: Some(detail),
-            },
-        };
-        let (state, workflow_id) = (self.state.clone(), self.workflow_id.clone());
-        tokio::spawn(async move {
-            match state.node.propose(command).await {
-                Ok(Outcome::Applied) => {}
-                Ok(outcome) => {
-                    tracing::warn!(workflow = %workflow_id, ?outcome, "session event not recorded")
-                }
-                Err(error) => {
-                    tracing::warn!(workflow = %workflow_id, %error, "session event not recorded")
-                }
-            }
-        });
-    }
 }
 
 fn session_error(error: SessionError) -> ApiError {

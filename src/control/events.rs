@@ -5,9 +5,8 @@
 //! `YYYY/MM/DD HH:MM:SS [<source>] <STATUS>[: <detail>]`.
 //!
 //! Gantry collects no Kubernetes events yet; these are what the state
-//! machine recorded, why a workflow that has not started waits when its
-//! pool's backend is offline, and the events recorded as they happened
-//! (`RecordWorkflowEvent`: users' sessions into tasks). Invariants: the same records give the same text (events
+//! machine recorded, and why a workflow that has not started waits when
+//! its pool's backend is offline. Invariants: the same records give the same text (events
 //! at the same millisecond are ordered by cause — submit, then processing
 //! top-down, then reports bottom-up: task, group, workflow — then spec
 //! order); nothing here writes, so serving events costs the status path
@@ -44,7 +43,6 @@ const TIER_TASK_PROCESSING: u8 = 2;
 const TIER_TASK: u8 = 3;
 const TIER_GROUP: u8 = 4;
 const TIER_WORKFLOW: u8 = 5;
-const TIER_RECORDED: u8 = 6;
 
 fn push(
     events: &mut Vec<Event>,
@@ -266,24 +264,6 @@ pub fn collect(
                 task_events(&mut events, run);
             }
         }
-    }
-    // What no record holds (a user's session into a task, say), recorded
-    // as it happened.
-    for recorded in view.workflow_events(&workflow.id)? {
-        if filter
-            .task
-            .as_ref()
-            .is_some_and(|name| *name != recorded.source)
-        {
-            continue;
-        }
-        events.push(Event {
-            time: recorded.time,
-            tier: TIER_RECORDED,
-            source: recorded.source,
-            reason: recorded.reason,
-            detail: recorded.detail,
-        });
     }
     order(&mut events);
     Ok(events)

@@ -29,7 +29,6 @@ pub use task::{
     download_inputs, upload_outputs, DataInput, DataOutput, PhaseFailure, TaskData,
     EXIT_DOWNLOAD_FAILED, EXIT_UPLOAD_FAILED,
 };
-pub use transfer::human_bytes;
 
 /// A line for the task's log (progress and summaries).
 pub type Say<'a> = &'a (dyn Fn(String) + Send + Sync);

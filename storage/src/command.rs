@@ -184,16 +184,7 @@ pub enum Command {
         labels: Labels,
         extras: String,
     },
-    /// 24. Something that happened to a workflow beyond its records (a
-    ///     user's session into a task, say), for `workflow events`.
-    ///     Rejected for an unknown workflow, fields past their bounds, or
-    ///     a workflow that holds [`WORKFLOW_EVENTS_MAX`] already.
-    RecordWorkflowEvent {
-        now: Millis,
-        workflow_id: String,
-        event: RecordedEvent,
-    },
-    /// 25, only in a build with the `upgrade-drill` feature: a command kind
+    /// 24, only in a build with the `upgrade-drill` feature: a command kind
     ///     that the build without it does not know, to rehearse a rolling
     ///     upgrade (see [`COMMAND_KINDS_UNGATED`]). Applies as a no-op. It
     ///     stays the last variant: a new kind goes before it.
@@ -203,9 +194,9 @@ pub enum Command {
 
 /// Command kinds this build understands: the variants `0..COMMAND_KINDS`.
 #[cfg(not(feature = "upgrade-drill"))]
-pub const COMMAND_KINDS: u16 = 25;
+pub const COMMAND_KINDS: u16 = 24;
 #[cfg(feature = "upgrade-drill")]
-pub const COMMAND_KINDS: u16 = 26;
+pub const COMMAND_KINDS: u16 = 25;
 
 /// Command kinds every member understands without saying so: those of the
 /// release that introduced version gating. A leader proposes a kind at or
@@ -237,8 +228,7 @@ impl Command {
             | Command::SubmitPackedWorkflow { now, .. }
             | Command::Idempotent { now, .. }
             | Command::SubmitWorkflowWithLabels { now, .. }
-            | Command::SubmitWorkflowWithExtras { now, .. }
-            | Command::RecordWorkflowEvent { now, .. } => Some(*now),
+            | Command::SubmitWorkflowWithExtras { now, .. } => Some(*now),
             Command::CompleteJob { .. }
             | Command::PutPool { .. }
             | Command::IssueToken { .. }
@@ -280,9 +270,8 @@ impl Command {
             Command::TagConfigRevision { .. } => 21,
             Command::DeleteConfigRevision { .. } => 22,
             Command::SubmitWorkflowWithExtras { .. } => 23,
-            Command::RecordWorkflowEvent { .. } => 24,
             #[cfg(feature = "upgrade-drill")]
-            Command::UpgradeDrill { .. } => 25,
+            Command::UpgradeDrill { .. } => 24,
         }
     }
 
@@ -333,27 +322,6 @@ impl PackedSubmission {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-}
-
-/// Most recorded events one workflow holds.
-pub const WORKFLOW_EVENTS_MAX: u64 = 10_000;
-/// Longest `source` and `reason` of a recorded event, in bytes.
-pub const EVENT_NAME_BYTES_MAX: usize = 256;
-/// Longest `detail` of a recorded event, in bytes.
-pub const EVENT_DETAIL_BYTES_MAX: usize = 2048;
-
-/// An event of a workflow that no record of it holds (see
-/// [`Command::RecordWorkflowEvent`]): shown by `workflow events` as
-/// `<time> [<source>] <reason>: <detail>`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordedEvent {
-    /// Proposer's time.
-    pub time: Millis,
-    /// A task name, or the workflow ID for the whole workflow.
-    pub source: String,
-    /// Upper case, as OSMO's statuses: `PORT_FORWARD`.
-    pub reason: String,
-    pub detail: Option<String>,
 }
 
 /// Start and end of a task run's data phases, in executor time.

@@ -22,9 +22,9 @@ pub mod record;
 pub mod status;
 
 pub use command::{
-    Command, Outcome, PackedSubmission, RecordedEvent, Rejection, RejectionKind, TaskDataTimes,
-    TaskKey, TaskReport, COMMAND_KINDS, COMMAND_KINDS_UNGATED, EVENT_DETAIL_BYTES_MAX,
-    EVENT_NAME_BYTES_MAX, REQUEST_KEY_BYTES_MAX, REQUEST_KEY_RETENTION_MS, WORKFLOW_EVENTS_MAX,
+    Command, Outcome, PackedSubmission, Rejection, RejectionKind, TaskDataTimes, TaskKey,
+    TaskReport, COMMAND_KINDS, COMMAND_KINDS_UNGATED, REQUEST_KEY_BYTES_MAX,
+    REQUEST_KEY_RETENTION_MS,
 };
 pub use config::{
     BackendRecord, BackendSettings, ConfigData, ConfigMeta, ConfigRevision, ConfigType, GpuQuota,

@@ -230,9 +230,6 @@ declare_tables! {
     /// workflow id → its plan extras as JSON text (`extras`), for
     /// workflows that have any.
     WORKFLOW_EXTRAS: &str => &[u8] = "workflow_extras";
-    /// (workflow id, sequence from 1) → `RecordedEvent`, for workflows
-    /// with events beyond their records.
-    WORKFLOW_EVENTS: (&str, u64) => &[u8] = "workflow_events";
     /// (workflow id, tag) → () for every tag a workflow carries.
     WORKFLOW_TAGS: (&str, &str) => () = "workflow_tags";
     /// (tag, submit seq) → workflow id.

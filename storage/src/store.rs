@@ -7,7 +7,7 @@
 //! the caller's choice (see [`Store::apply`]).
 
 use crate::apply::apply;
-use crate::command::{Command, Outcome, RecordedEvent};
+use crate::command::{Command, Outcome};
 use crate::config::{BackendRecord, ConfigRevision, ConfigType};
 use crate::error::StorageError;
 use crate::extras::WorkflowExtras;
@@ -321,17 +321,6 @@ impl ReadView {
             .map(|v| self.row(&tables::WORKFLOW_LABELS, &id, v.value()))
             .transpose()?
             .unwrap_or_default())
-    }
-
-    /// A workflow's recorded events, in the order they were recorded.
-    pub fn workflow_events(&self, id: &str) -> Result<Vec<RecordedEvent>, StorageError> {
-        let table = self.txn.open_table(tables::WORKFLOW_EVENTS)?;
-        let mut events = Vec::new();
-        for row in table.range((id, 0)..=(id, u64::MAX))? {
-            let (key, value) = row?;
-            events.push(self.row(&tables::WORKFLOW_EVENTS, &key.value(), value.value())?);
-        }
-        Ok(events)
     }
 
     /// A workflow's plan extras (empty without any).

@@ -9,7 +9,7 @@
 //! the tallies (`crate::tally`) move with every workflow, group and task
 //! write; `active_groups` holds exactly the dispatched, unfinished groups.
 
-use crate::command::{Outcome, RecordedEvent};
+use crate::command::Outcome;
 use crate::config::{BackendRecord, ConfigRevision, ConfigType};
 use crate::error::StorageError;
 use crate::labels::Labels;
@@ -26,8 +26,8 @@ pub(crate) use crate::schema::{
     ACTIVE_GROUPS, BACKENDS, BY_POOL, BY_STATUS, BY_SUBMIT, BY_TAG, BY_TIME, BY_USER, BY_UUID,
     CONFIG_CURRENT, CONFIG_HISTORY, COUNTERS, GROUPS, GROUP_TALLIES, JOBS, LOG_CHUNKS, META,
     OPERATOR_SEQS, POOLS, REQUEST_KEYS, TASKS, TASK_PLANS, TASK_RUNS, TIMERS, TOKENS,
-    TOKENS_BY_HASH, WORKFLOWS, WORKFLOW_ARCHIVE, WORKFLOW_EVENTS, WORKFLOW_EXTRAS, WORKFLOW_LABELS,
-    WORKFLOW_SPECS, WORKFLOW_TAGS, WORKFLOW_TALLIES,
+    TOKENS_BY_HASH, WORKFLOWS, WORKFLOW_ARCHIVE, WORKFLOW_EXTRAS, WORKFLOW_LABELS, WORKFLOW_SPECS,
+    WORKFLOW_TAGS, WORKFLOW_TALLIES,
 };
 
 pub(crate) const RAFT_META_KEY: &str = "raft";
@@ -563,27 +563,6 @@ impl<'a> Tables<'a> {
                 .insert(id, encode_row(labels)?.as_slice())?;
         }
         Ok(())
-    }
-
-    /// Appends a recorded event to a workflow's; returns false (nothing
-    /// written) when it holds `limit` already.
-    pub fn push_workflow_event(
-        &self,
-        id: &str,
-        event: &RecordedEvent,
-        limit: u64,
-    ) -> Result<bool, StorageError> {
-        let mut table = self.txn.open_table(WORKFLOW_EVENTS)?;
-        let last = table
-            .range((id, 0)..=(id, u64::MAX))?
-            .next_back()
-            .transpose()?
-            .map_or(0, |(key, _)| key.value().1);
-        if last >= limit {
-            return Ok(false);
-        }
-        table.insert((id, last + 1), encode_row(event)?.as_slice())?;
-        Ok(true)
     }
 
     /// Stores a new workflow's plan extras, as the proposer's text.

@@ -13,8 +13,7 @@
 use gantry_storage::plan::{GroupPlan, ResourcePlan, TaskPlan, WorkflowPlan};
 use gantry_storage::{
     Command, ConfigData, ConfigMeta, ConfigType, LogChunk, NodeInventory, PackedSubmission,
-    PoolRecord, Priority, RecordedEvent, Submission, TaskDataTimes, TaskKey, TaskReport,
-    TaskStatus, TokenRecord,
+    PoolRecord, Priority, Submission, TaskDataTimes, TaskKey, TaskReport, TaskStatus, TokenRecord,
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -260,16 +259,6 @@ fn samples() -> Vec<Command> {
             packed: PackedSubmission::pack(&submission()).expect("pack"),
             labels: BTreeMap::from([("project".into(), "sim_cars".into())]),
             extras: r#"{"tasks":{"worker":{"checkpoints":[{"path":"/ckpt","url":"s3://b/ckpt","frequency_seconds":60,"regex":".*\\.pth"}]}}}"#.into(),
-        },
-        Command::RecordWorkflowEvent {
-            now,
-            workflow_id: "train-1".into(),
-            event: RecordedEvent {
-                time: now,
-                source: "worker".into(),
-                reason: "PORT_FORWARD".into(),
-                detail: Some("alice opened port 8888".into()),
-            },
         },
     ]
 }

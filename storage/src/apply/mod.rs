@@ -33,9 +33,7 @@ use redb::WriteTransaction;
 use task::{apply_task_data_times_record, apply_task_report};
 use timer::apply_timer_fire;
 use token::{apply_token_issue, apply_token_revoke};
-use workflow::{
-    apply_workflow_cancel, apply_workflow_event, apply_workflow_submit, apply_workflow_tag,
-};
+use workflow::{apply_workflow_cancel, apply_workflow_submit, apply_workflow_tag};
 
 /// Applies one command inside `txn`, at the state's clock: the command's
 /// time, or the last time applied if that is later, so time in the state
@@ -110,11 +108,6 @@ fn apply_at(
             add,
             remove,
         } => apply_workflow_tag(tables, workflow_id, add, remove),
-        Command::RecordWorkflowEvent {
-            now: _,
-            workflow_id,
-            event,
-        } => apply_workflow_event(tables, workflow_id, event),
         Command::TagConfigRevision {
             config_type,
             revision,

@@ -9,10 +9,7 @@
 //! forced, queues their cancel job again; a workflow carries only tags the
 //! WORKFLOW config allowed when they were added.
 
-use crate::command::{
-    Outcome, RecordedEvent, RejectionKind, EVENT_DETAIL_BYTES_MAX, EVENT_NAME_BYTES_MAX,
-    WORKFLOW_EVENTS_MAX,
-};
+use crate::command::{Outcome, RejectionKind};
 use crate::config::workflow::WorkflowConfig;
 use crate::config::{ConfigRevision, ConfigType};
 use crate::error::StorageError;
@@ -303,42 +300,4 @@ fn allowed_tags(tables: &Tables) -> Result<Vec<String>, StorageError> {
                 .collect()
         })
         .unwrap_or_default())
-}
-
-/// Records an event of a workflow, within its bounds.
-pub(super) fn apply_workflow_event(
-    tables: &Tables,
-    workflow_id: &str,
-    event: &RecordedEvent,
-) -> Result<Outcome, StorageError> {
-    if tables.workflow_row(workflow_id)?.is_none() {
-        return Ok(Outcome::rejected(
-            RejectionKind::NotFound,
-            format!("workflow '{workflow_id}' does not exist"),
-        ));
-    }
-    let too_long = [
-        ("source", event.source.len(), EVENT_NAME_BYTES_MAX),
-        ("reason", event.reason.len(), EVENT_NAME_BYTES_MAX),
-        (
-            "detail",
-            event.detail.as_deref().map_or(0, str::len),
-            EVENT_DETAIL_BYTES_MAX,
-        ),
-    ]
-    .into_iter()
-    .find(|(_, length, max)| length > max);
-    if let Some((field, length, max)) = too_long {
-        return Ok(Outcome::rejected(
-            RejectionKind::Invalid,
-            format!("event {field}: {length} bytes, at most {max}"),
-        ));
-    }
-    if !tables.push_workflow_event(workflow_id, event, WORKFLOW_EVENTS_MAX)? {
-        return Ok(Outcome::rejected(
-            RejectionKind::Invalid,
-            format!("workflow '{workflow_id}' holds {WORKFLOW_EVENTS_MAX} recorded events already"),
-        ));
-    }
-    Ok(Outcome::Applied)
 }
