@@ -347,8 +347,13 @@ workflow:
 
     let workflow = api.wait_finished(&id, FINISH_LIMIT);
     assert_eq!(workflow["status"], "COMPLETED", "{workflow:#}");
+    let log = logs(&server.url, &id, "train");
     // The last upload, after the command exited, took what it wrote last.
-    assert_eq!(files_under(&uploaded), ["epoch-1.pth", "epoch-2.pth"]);
+    assert_eq!(
+        files_under(&uploaded),
+        ["epoch-1.pth", "epoch-2.pth"],
+        "{log}"
+    );
     // The link to the host's directory led nowhere: nothing uploaded.
     assert!(
         files_under(&store.join("evil")).is_empty(),
@@ -358,7 +363,6 @@ workflow:
     // Nor is the kernel's state read on the task's behalf (as root the
     // executor could read /proc/kcore).
     assert!(files_under(&store.join("proc")).is_empty());
-    let log = logs(&server.url, &id, "train");
     assert!(log.contains("on the kernel file system proc"), "{log}");
     assert!(log.contains("[checkpoint] /tmp/models to file://"), "{log}");
     assert!(
