@@ -10,10 +10,10 @@
 
 use super::beneath::regular_files;
 use super::store::DataStore;
+use super::task::compile;
 use super::transfer;
 use super::{DataError, Say};
 use gantry_storage::extras::CheckpointPlan;
-use regex::Regex;
 use std::convert::Infallible;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -74,12 +74,7 @@ async fn upload_checkpoint(
     let label = format!("[checkpoint] {} to {}", checkpoint.path, checkpoint.url);
     let dir = Path::new(&checkpoint.path);
     let result = async {
-        let regex = checkpoint
-            .regex
-            .as_deref()
-            .map(Regex::new)
-            .transpose()
-            .map_err(|error| error.to_string())?;
+        let regex = compile(checkpoint.regex.as_deref()).map_err(|e| e.to_string())?;
         let location = store.open(&checkpoint.url).map_err(|e| e.to_string())?;
         let moved = match files {
             TaskFiles::Own => transfer::upload(dir, &location, regex.as_ref(), &label, say).await,

@@ -59,7 +59,7 @@ pub struct PhaseFailure {
     pub message: String,
 }
 
-fn compile(pattern: Option<&str>) -> Result<Option<Regex>, DataError> {
+pub(super) fn compile(pattern: Option<&str>) -> Result<Option<Regex>, DataError> {
     pattern
         .map(|pattern| {
             Regex::new(pattern).map_err(|source| DataError::Regex {
