@@ -139,8 +139,16 @@ pub fn regular_files(dir: OwnedFd) -> io::Result<(Vec<TreeFile>, u64)> {
     let mut entries = 0;
     let mut pending = vec![(Arc::new(dir), String::new(), 0usize)];
     while let Some((parent, prefix, depth)) = pending.pop() {
-        let listing = Dir::from_fd(nix::unistd::dup(parent.as_fd()).map_err(io::Error::from)?)
-            .map_err(io::Error::from)?;
+        // A fresh open file description: a `dup` would share the offset
+        // of every other copy, and a copy already listed to its end lists
+        // nothing.
+        let listing = Dir::openat(
+            parent.as_fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io::Error::from)?;
         let mut names: Vec<(std::ffi::OsString, Option<Type>)> = Vec::new();
         for entry in listing {
             let entry = entry.map_err(io::Error::from)?;
@@ -242,6 +250,22 @@ mod tests {
         std::fs::remove_file(root.join("ckpt/a.pth")).expect("remove");
         std::os::unix::fs::symlink(outside.join("secret"), root.join("ckpt/a.pth")).expect("link");
         assert!(files[0].open().is_err(), "opened through a link");
+    }
+
+    /// Copies of one descriptor share its offset: a walk through one must
+    /// not leave the next walk through another with nothing to list (the
+    /// last checkpoint upload of a task reads a copy kept while it ran).
+    #[test]
+    fn a_directory_walked_once_is_walked_whole_again_through_a_copy() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(temp.path().join("ckpt")).expect("dirs");
+        std::fs::write(temp.path().join("ckpt/a.pth"), b"a").expect("write");
+        let dir = open_dir_beneath(&open_root(temp.path()), "/ckpt").expect("dir");
+        let copy = dir.try_clone().expect("dup");
+        for walked in [dir, copy] {
+            let (files, _) = regular_files(walked).expect("walk");
+            assert_eq!(files.len(), 1);
+        }
     }
 
     #[test]

@@ -52,7 +52,15 @@ impl TaskFiles {
                 Ok(dir)
             }
             Err(error) => match self.lock().get(path) {
-                Some(kept) => kept.try_clone(),
+                // Its own open file description, so what one reader listed
+                // never moves another's offset.
+                Some(kept) => openat(
+                    kept.as_fd(),
+                    ".",
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(io::Error::from),
                 None => Err(error),
             },
         }
