@@ -6,7 +6,8 @@
 //! the feature and the member, and change nothing; once it is back, they
 //! go through. A config change (an older kind) never waits; nor does a
 //! submit without checkpoints, while one with them (plan extras, a newer
-//! kind) waits as the revision routes do.
+//! kind) waits as the revision routes do; so does a pool with topology
+//! keys (pool extras), while one without goes through.
 
 mod common;
 
@@ -171,6 +172,34 @@ fn revision_changes_wait_until_every_member_knows_them() {
         Some(&json!({ "file": spec("plain", "") })),
     );
     assert_eq!(status, 200, "{reply}");
+    // A pool with topology keys (pool extras, a newer kind): refused the
+    // same way, while the same pool without them goes through.
+    let pool =
+        |topology: Value| json!({"configs": {"backend": "default", "topology_keys": topology}});
+    let (status, retry_after, reply) = call(
+        &cluster,
+        node,
+        "PUT",
+        "/api/configs/pool/racks",
+        Some(&pool(json!([{"key": "rack", "label": "example.com/rack"}]))),
+    );
+    assert_eq!(status, 503, "{reply}");
+    assert!(retry_after.is_some(), "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("a pool's topology_keys needs every member on a build that knows it"),
+        "{reply}"
+    );
+    let (status, _, reply) = call(
+        &cluster,
+        node,
+        "PUT",
+        "/api/configs/pool/racks",
+        Some(&pool(json!([]))),
+    );
+    assert_eq!(status, 200, "{reply}");
     // Nothing changed.
     let (_, _, history) = call(
         &cluster,
@@ -199,6 +228,14 @@ fn revision_changes_wait_until_every_member_knows_them() {
     );
     assert_eq!(reply["tags"], json!(["kept"]), "{reply}");
     let (status, _, reply) = call(&cluster, node, "DELETE", &removal, None);
+    assert_eq!(status, 200, "{reply}");
+    let (status, _, reply) = call(
+        &cluster,
+        node,
+        "PUT",
+        "/api/configs/pool/racks",
+        Some(&pool(json!([{"key": "rack", "label": "example.com/rack"}]))),
+    );
     assert_eq!(status, 200, "{reply}");
     for server in servers.into_iter().flatten() {
         server.stop();

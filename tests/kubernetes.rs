@@ -532,6 +532,7 @@ fn the_operator_has_its_token_certificate_and_rbac() {
         "secrets",
         "nodes",
         "priorityclasses",
+        "topologies",
     ] {
         assert!(
             granted.contains(resource),

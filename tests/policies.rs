@@ -290,3 +290,70 @@ fn a_pool_whose_backend_is_offline_accepts_with_a_warning() {
     let events = api.get(&format!("/api/workflow/{ran}/events")).body;
     assert!(!events.contains("PENDING"), "{events}");
 }
+
+/// OSMO's topology-aware scheduling as a user meets it: a pool without
+/// topology keys refuses a resource's `topology` naming the key; the admin
+/// gives the pool keys (shown back by `config show`, bad ones refused by
+/// field); keys the pool lacks and tasks with different key sets are
+/// refused by submit and validate alike; a workflow whose tasks share a
+/// rack runs to the end on the local executor, where a group is on one
+/// host, which every topology allows.
+#[test]
+fn topology_keys_of_the_pool_decide_what_a_workflow_may_ask_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(&dir.path().join("dev"));
+    let api = server.client();
+    let spec = |first: &str, second: &str| {
+        format!(
+            "workflow:\n  name: racks\n  resources:\n    a: {{topology: [{first}]}}\n    b: {{topology: [{second}]}}\n  groups:\n  - name: g\n    tasks:\n    - {{name: lead, lead: true, image: ubuntu, resource: a, command: [sh, -c, 'echo shard 1']}}\n    - {{name: other, image: ubuntu, resource: b, command: [sh, -c, 'echo shard 2']}}\n"
+        )
+    };
+    let same_rack = spec("{key: rack}", "{key: rack, requirementType: preferred}");
+    refused(
+        &api,
+        &same_rack,
+        &["topology key \"rack\" is not available in pool 'default' (it has no topology_keys)"],
+    );
+
+    let current = api.get("/api/configs/pool/default").json();
+    let mut configs = current.get("configs").cloned().unwrap_or(current);
+    configs["topology_keys"] = json!([{"key": "rack", "label": "kubernetes.io/hostname"}, {"key": "zone", "label": "topology.kubernetes.io/zone"}]);
+    let reply = api.put("/api/configs/pool/default", &json!({ "configs": configs }));
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(
+        message(&reply).contains(
+            "configs.topology_keys[0].label: kubernetes.io/hostname can only be the last"
+        ),
+        "{}",
+        reply.body
+    );
+    change_default_pool(
+        &api,
+        json!({"topology_keys": [
+            {"key": "zone", "label": "topology.kubernetes.io/zone"},
+            {"key": "rack", "label": "example.com/rack"},
+        ]}),
+    );
+    let shown = api.get("/api/configs/pool/default").json();
+    let shown = shown.get("configs").cloned().unwrap_or(shown);
+    assert_eq!(
+        shown["topology_keys"],
+        json!([
+            {"key": "zone", "label": "topology.kubernetes.io/zone"},
+            {"key": "rack", "label": "example.com/rack"},
+        ])
+    );
+    refused(
+        &api,
+        &spec("{key: clique}", "{key: clique}"),
+        &["task 'lead': resources.a.topology: topology key \"clique\" is not available in pool 'default' (its topology keys are zone, rack)"],
+    );
+    refused(
+        &api,
+        &spec("{key: zone}, {key: rack}", "{key: zone}"),
+        &["task 'other': resources.b.topology: all tasks must use the same topology keys"],
+    );
+    let id = api.submit_ok(&same_rack);
+    let workflow = api.wait_finished(&id, FINISH_LIMIT);
+    assert_eq!(workflow["status"], "COMPLETED", "{workflow:#}");
+}

@@ -90,8 +90,15 @@ pub async fn connect(
     // extras need the named format.
     let abilities = OperatorAbilities {
         sessions: headers.contains_key(crate::protocol::session::SESSIONS_HEADER),
-        launch_extras: format == wire::FrameFormat::Named
-            && headers.contains_key(crate::protocol::launch_extras::LAUNCH_EXTRAS_HEADER),
+        launch_extras: if format == wire::FrameFormat::Named {
+            crate::protocol::launch_extras::announced_level(
+                headers
+                    .get(crate::protocol::launch_extras::LAUNCH_EXTRAS_HEADER)
+                    .map(|value| value.as_bytes()),
+            )
+        } else {
+            0
+        },
     };
     let (accepted, down) = state
         .hub

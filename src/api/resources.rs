@@ -19,6 +19,7 @@ use gantry_storage::admission::{task_platform, InForce};
 use gantry_storage::config::backend::format_cpu;
 use gantry_storage::config::pool::pool_status;
 use gantry_storage::config::resource_validation::assertions;
+use gantry_storage::extras::WorkflowExtras;
 use gantry_storage::plan::{ResourcePlan, TaskPlan, WorkflowPlan};
 use gantry_storage::{
     BackendRecord, ConfigData, ConfigType, NodeInventory, PlatformConfig, PoolConfig, Priority,
@@ -178,10 +179,7 @@ fn pool_configs(view: &ReadView) -> Result<Vec<PoolConfig>, ApiError> {
     Ok(view
         .configs(ConfigType::Pool)?
         .into_iter()
-        .filter_map(|config| match config.data {
-            Some(ConfigData::Pool(pool)) => Some(pool),
-            _ => None,
-        })
+        .filter_map(|config| config.data.and_then(ConfigData::into_pool))
         .collect())
 }
 
@@ -396,11 +394,11 @@ fn resource_entries(
 pub fn check_resources(
     view: &ReadView,
     pool_name: &str,
-    plan: &WorkflowPlan,
+    (plan, extras): (&WorkflowPlan, &WorkflowExtras),
     priority: Priority,
 ) -> Result<Vec<String>, String> {
     let in_force = InForce::read(view, pool_name).map_err(|error| error.to_string())?;
-    in_force.check(plan, priority)?;
+    in_force.check(plan, extras, priority)?;
     let Some(pool) = &in_force.pool else {
         return Ok(Vec::new());
     };

@@ -130,9 +130,9 @@ pub async fn submit(
     }
     let (plan, admitted) = checked_plan(
         &state,
-        &pool,
-        priority,
+        (&pool, priority),
         prepared.plan.map_err(|e| e.to_string()),
+        &prepared.extras,
     )?;
     warnings.extend(admitted);
     if validation_only {
@@ -216,7 +216,7 @@ pub async fn restart(
         .flat_map(|group| group.tasks.iter().map(|task| task.name.as_str()))
         .collect();
     extras.retain_tasks(|task| kept.contains(task));
-    let (plan, admitted) = checked_plan(&state, &pool, workflow.priority, Ok(plan))?;
+    let (plan, admitted) = checked_plan(&state, (&pool, workflow.priority), Ok(plan), &extras)?;
     let labels = view.workflow_labels(&workflow.id)?;
     let mut warnings = prepared.warnings;
     warnings.extend(admitted);
@@ -344,14 +344,14 @@ async fn prepare_spec(state: &AppState, input: SpecInput) -> Result<Prepared, Ap
 /// exactly what a submit would accept. Also the warnings they give.
 fn checked_plan(
     state: &AppState,
-    pool: &str,
-    priority: Priority,
+    (pool, priority): (&str, Priority),
     plan: Result<WorkflowPlan, String>,
+    extras: &WorkflowExtras,
 ) -> Result<(Result<WorkflowPlan, String>, Vec<String>), ApiError> {
     Ok(match plan {
         Ok(plan) => {
             let view = state.node.read_local()?;
-            match super::resources::check_resources(&view, pool, &plan, priority) {
+            match super::resources::check_resources(&view, pool, (&plan, extras), priority) {
                 Ok(warnings) => (Ok(plan), warnings),
                 Err(error) => (Err(error), Vec::new()),
             }
@@ -396,7 +396,8 @@ async fn commit_submission(
             labels,
             extras: extras.to_text(),
         };
-        propose_gated(state, "checkpoint", request_key.wrap(caller, now, command)).await?
+        let feature = extras.feature_names();
+        propose_gated(state, &feature, request_key.wrap(caller, now, command)).await?
     } else if labels.is_empty() {
         let command = Command::SubmitPackedWorkflow { now, packed };
         propose(state, request_key.wrap(caller, now, command)).await?
@@ -445,11 +446,9 @@ async fn commit_submission(
 
 /// Whether `pool` is in maintenance (OSMO: only admins may submit then).
 fn pool_in_maintenance(view: &gantry_storage::ReadView, pool: &str) -> Result<bool, ApiError> {
-    Ok(match view.config(ConfigType::Pool, pool)? {
-        Some(gantry_storage::ConfigRevision {
-            data: Some(ConfigData::Pool(pool)),
-            ..
-        }) => pool_status(&pool, true) == gantry_storage::PoolStatus::Maintenance,
-        _ => false,
-    })
+    Ok(view
+        .config(ConfigType::Pool, pool)?
+        .and_then(|revision| revision.data)
+        .and_then(ConfigData::into_pool)
+        .is_some_and(|pool| pool_status(&pool, true) == gantry_storage::PoolStatus::Maintenance))
 }

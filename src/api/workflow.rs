@@ -21,8 +21,7 @@ use gantry_storage::config::pool::{pool_json, pool_status};
 use gantry_storage::config::workflow::WorkflowConfig;
 use gantry_storage::labels::{self, LabelSelector};
 use gantry_storage::{
-    Command, ConfigData, ConfigType, ListFilter, Outcome, Priority, ReadView, WorkflowRecord,
-    WorkflowStatus,
+    Command, ConfigType, ListFilter, Outcome, Priority, ReadView, WorkflowRecord, WorkflowStatus,
 };
 use serde_json::{json, Value};
 use std::str::FromStr;
@@ -353,11 +352,14 @@ pub async fn list_pools(
     let view = read(&state, &params).await?;
     let mut entries = serde_json::Map::new();
     for config in view.configs(ConfigType::Pool)? {
-        if let Some(ConfigData::Pool(pool)) = &config.data {
+        let Some(data) = &config.data else {
+            continue;
+        };
+        if let Some(pool) = data.as_pool() {
             let online = view.backend(&pool.backend)?.is_some_and(|b| b.online);
             entries.insert(
                 pool.name.clone(),
-                pool_json(pool, pool_status(pool, online)),
+                pool_json(pool, &data.pool_extras(), pool_status(pool, online)),
             );
         }
     }

@@ -39,10 +39,8 @@ impl PoolPlacement {
         let configured = view
             .config(ConfigType::Pool, pool_name)
             .map_err(|error| error.to_string())?
-            .and_then(|revision| match revision.data {
-                Some(ConfigData::Pool(pool)) => Some(pool),
-                _ => None,
-            });
+            .and_then(|revision| revision.data)
+            .and_then(ConfigData::into_pool);
         let pool = match configured {
             Some(pool) => Some(pool),
             None => view

@@ -207,7 +207,10 @@ impl Connector {
                 wire::FrameFormat::NEWEST.number().to_string(),
             )
             .header(session::SESSIONS_HEADER, "1")
-            .header(crate::protocol::launch_extras::LAUNCH_EXTRAS_HEADER, "1")
+            .header(
+                crate::protocol::launch_extras::LAUNCH_EXTRAS_HEADER,
+                crate::protocol::launch_extras::LAUNCH_EXTRAS_LEVEL.to_string(),
+            )
             .body(reqwest::Body::wrap_stream(ReceiverStream::new(body_chunks)));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);

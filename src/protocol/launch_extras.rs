@@ -6,7 +6,7 @@
 //! misread. The server sends a group whose tasks have extras as
 //! [`ToOperator::CreateGroupWithExtras`], only to an operator that
 //! announced [`LAUNCH_EXTRAS_HEADER`] on a format-2 connection (named
-//! fields, so extras can grow); the operator folds them back into each
+//! fields, so extras can grow) at a level that covers them; the operator folds them back into each
 //! [`TaskLaunch::extras`] on receipt, and executors read them there.
 //!
 //! Invariants: a group without extras travels as
@@ -19,8 +19,25 @@ use gantry_storage::TaskKey;
 use std::collections::BTreeMap;
 
 /// The request header in which an operator says it takes
-/// [`ToOperator::CreateGroupWithExtras`].
+/// [`ToOperator::CreateGroupWithExtras`], and at which level.
 pub const LAUNCH_EXTRAS_HEADER: &str = "gantry-launch-extras";
+
+/// The extras this build honours: 1, checkpoints; 2, also topology. A
+/// field of an extras level an operator did not announce would be decoded
+/// and ignored (named fields), so a launch never goes to it.
+pub const LAUNCH_EXTRAS_LEVEL: u8 = 2;
+
+/// The level an operator announced in [`LAUNCH_EXTRAS_HEADER`]: absent, 0;
+/// present without a number (the first builds sent `1`), 1.
+pub fn announced_level(header: Option<&[u8]>) -> u8 {
+    header.map_or(0, |value| {
+        std::str::from_utf8(value)
+            .ok()
+            .and_then(|text| text.trim().parse::<u8>().ok())
+            .unwrap_or(1)
+            .max(1)
+    })
+}
 
 impl GroupLaunch {
     /// The job that launches this group: with its tasks' extras split out
@@ -72,10 +89,14 @@ impl ToOperator {
     /// the first task with extras, for the failure message.
     pub fn extras_needed(&self) -> Option<String> {
         match self {
-            ToOperator::CreateGroupWithExtras { extras, .. } => extras
-                .keys()
-                .next()
-                .map(|task| format!("task '{task}' has `checkpoint`")),
+            ToOperator::CreateGroupWithExtras { extras, .. } => {
+                extras.iter().next().map(|(task, task_extras)| {
+                    format!(
+                        "task '{task}' has `{}`",
+                        task_extras.features().join("` and `")
+                    )
+                })
+            }
             _ => None,
         }
     }
@@ -91,9 +112,53 @@ impl ToOperator {
         }
     }
 
-    /// Whether only an operator that announced [`LAUNCH_EXTRAS_HEADER`]
-    /// can take this job.
-    pub fn needs_launch_extras(&self) -> bool {
-        matches!(self, ToOperator::CreateGroupWithExtras { .. })
+    /// The extras level an operator must have announced in
+    /// [`LAUNCH_EXTRAS_HEADER`] to take this job: 0 for a job without
+    /// extras, 2 when a task has topology, else 1.
+    pub fn launch_extras_needed(&self) -> u8 {
+        match self {
+            ToOperator::CreateGroupWithExtras { extras, .. } => {
+                if extras.values().any(|task| !task.topology.is_empty()) {
+                    2
+                } else {
+                    1
+                }
+            }
+            _ => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first builds announced `1` (checkpoints); an operator that did
+    /// not announce topology never gets a launch with it.
+    #[test]
+    fn levels_announced_and_needed() {
+        assert_eq!(announced_level(None), 0);
+        assert_eq!(announced_level(Some(b"1")), 1);
+        assert_eq!(announced_level(Some(b"2")), 2);
+        assert_eq!(announced_level(Some(b"yes")), 1);
+        assert_eq!(announced_level(Some(b"0")), 1);
+        let mut extras = gantry_storage::extras::TaskExtras::default();
+        extras
+            .topology
+            .push(gantry_storage::extras::TopologyRequirement::default());
+        let job = ToOperator::CreateGroupWithExtras {
+            job_id: 1,
+            group: GroupLaunch {
+                workflow_id: "w".into(),
+                group: "g".into(),
+                barrier: true,
+                tasks: Vec::new(),
+                meta: Default::default(),
+            },
+            extras: BTreeMap::from([("t".to_string(), extras)]),
+        };
+        assert_eq!(job.launch_extras_needed(), 2);
+        assert!(job.launch_extras_needed() > announced_level(Some(b"1")));
+        assert!(job.launch_extras_needed() <= LAUNCH_EXTRAS_LEVEL);
     }
 }

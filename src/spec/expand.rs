@@ -12,7 +12,7 @@ use super::error::{join, SpecError};
 use super::input::SpecLimits;
 use super::model::{GroupSpec, SpecFile, TaskSpec};
 use super::validate::{self, TokenScope};
-use gantry_storage::extras::{TaskExtras, WorkflowExtras};
+use gantry_storage::extras::{TaskExtras, TopologyRequirement, WorkflowExtras};
 use gantry_storage::plan::{
     GroupPlan, InputPlan, OutputPlan, ResourcePlan, TaskPlan, WorkflowPlan,
 };
@@ -156,11 +156,18 @@ pub fn build(
     check_names(&groups, limits)?;
 
     let mut resources: BTreeMap<String, ResourcePlan> = BTreeMap::new();
+    // Apart from the plans: a resource plan is stored as bincode, which
+    // cannot grow a field; topology travels in the extras.
+    let mut topologies: BTreeMap<String, Vec<TopologyRequirement>> = BTreeMap::new();
     match &spec.workflow.resources {
         Some(specs) => {
             for (name, resource) in specs {
                 let at = join("workflow.resources", name);
                 resources.insert(name.clone(), validate::resource(&at, name, resource)?);
+                let requirements = validate::topology(&join(&at, "topology"), &resource.topology)?;
+                if !requirements.is_empty() {
+                    topologies.insert(name.clone(), requirements);
+                }
             }
         }
         None => {
@@ -185,7 +192,10 @@ pub fn build(
             index,
             group,
             (&placement, &groups),
-            &resources,
+            &Resources {
+                plans: &resources,
+                topologies: &topologies,
+            },
             env_overrides,
             limits,
             &mut extras,
@@ -199,11 +209,18 @@ pub fn build(
     Ok((plan, extras))
 }
 
+/// The workflow's resources by name: their plans, and the topology of
+/// those that have one.
+struct Resources<'a> {
+    plans: &'a BTreeMap<String, ResourcePlan>,
+    topologies: &'a BTreeMap<String, Vec<TopologyRequirement>>,
+}
+
 fn build_group(
     index: usize,
     group: &GroupView,
     (placement, groups): (&BTreeMap<String, usize>, &[GroupView]),
-    resources: &BTreeMap<String, ResourcePlan>,
+    resources: &Resources,
     env_overrides: &BTreeMap<String, String>,
     limits: &SpecLimits,
     extras: &mut WorkflowExtras,
@@ -337,7 +354,7 @@ fn build_task(
     lead: bool,
     inputs: Vec<InputPlan>,
     group_tasks: &[String],
-    resources: &BTreeMap<String, ResourcePlan>,
+    resources: &Resources,
     env_overrides: &BTreeMap<String, String>,
 ) -> Result<(TaskPlan, TaskExtras), SpecError> {
     if task.image.trim().is_empty() {
@@ -362,7 +379,12 @@ fn build_task(
         }
     };
     let resource_name = task.resource.as_deref().unwrap_or(DEFAULT_RESOURCE);
-    let resource = resources.get(resource_name).cloned().ok_or_else(|| {
+    let topology = resources
+        .topologies
+        .get(resource_name)
+        .cloned()
+        .unwrap_or_default();
+    let resource = resources.plans.get(resource_name).cloned().ok_or_else(|| {
         SpecError::invalid(
             join(path, "resource"),
             format!("resource {resource_name:?} is not defined in workflow.resources"),
@@ -482,5 +504,12 @@ fn build_task(
         host_network: task.host_network,
         volume_mounts: task.volume_mounts.clone(),
     };
-    Ok((plan, TaskExtras { checkpoints }))
+    Ok((
+        plan,
+        TaskExtras {
+            checkpoints,
+            topology,
+            topology_levels: Vec::new(),
+        },
+    ))
 }

@@ -211,7 +211,8 @@ const INVALID: &[(&str, &str, &str)] = &[
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], cacheSize: 50%}]}", "workflow.tasks[0].cacheSize", "USER_CACHE"),
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], downloadType: mount}]}", "workflow.tasks[0].downloadType", "the only one is \"download\""),
     ("workflow: {name: wf, resources: {default: {nodesExcluded: [n1]}}, tasks: [{name: a, image: i, command: [x]}]}", "workflow.resources.default.nodesExcluded", "USER_EXCLUDED_NODES"),
-    ("workflow: {name: wf, resources: {default: {topology: [{key: gpu-clique}]}}, tasks: [{name: a, image: i, command: [x]}]}", "workflow.resources.default.topology[0].key", "topology key \"gpu-clique\" is not available in any pool"),
+    ("workflow: {name: wf, resources: {default: {topology: [{key: rack}, {key: rack, group: b}]}}, tasks: [{name: a, image: i, command: [x]}]}", "workflow.resources.default.topology[1].key", "topology key \"rack\" is given twice"),
+    ("workflow: {name: wf, resources: {default: {topology: [{key: rack, group: ' '}]}}, tasks: [{name: a, image: i, command: [x]}]}", "workflow.resources.default.topology[0].group", "must not be empty"),
     ("workflow: {name: wf, labels: {k: ''}, tasks: [{name: a, image: i, command: [x]}]}", "workflow.labels.k", "invalid label value"),
     // special tokens
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], args: ['{{input:0}}']}]}", "workflow.tasks[0].args[0]", "refers to input 0"),
@@ -536,20 +537,36 @@ fn checkpoint_paths_and_frequencies_as_osmo_reads_them() {
 
 #[test]
 fn example_d_platforms() {
-    // Pools have no topology keys yet, so no topology key is available.
-    match run(EXAMPLE_D) {
-        Ok(Prepared { plan: Err(err), .. }) => {
-            assert_eq!(
-                err.path.as_deref(),
-                Some("workflow.resources.big.topology[0].key")
-            );
-            assert!(
-                err.message.contains("no topology-aware gang scheduling"),
-                "{err}"
-            );
-        }
-        other => panic!("not refused: {other:?}"),
-    }
+    // The resource's topology travels in the train task's extras, in the
+    // spec's order, `required` and in group `default` unless it says;
+    // whether the pool has the key is the submit's check.
+    let prepared = run(EXAMPLE_D).expect("prepared");
+    assert!(prepared.plan.is_ok(), "{:?}", prepared.plan);
+    let train = &prepared.extras.tasks["train"];
+    assert_eq!(train.topology.len(), 1);
+    assert_eq!(
+        (
+            train.topology[0].key.as_str(),
+            train.topology[0].group.as_str(),
+            train.topology[0].required
+        ),
+        ("gpu-clique", "default", true)
+    );
+    assert!(!prepared.extras.tasks.contains_key("sim"));
+    let preferred = run(&EXAMPLE_D.replace(
+        "{key: gpu-clique}",
+        "{key: zone, group: g1, requirementType: preferred}, {key: gpu-clique}",
+    ))
+    .expect("prepared");
+    let keys: Vec<(&str, &str, bool)> = preferred.extras.tasks["train"]
+        .topology
+        .iter()
+        .map(|r| (r.key.as_str(), r.group.as_str(), r.required))
+        .collect();
+    assert_eq!(
+        keys,
+        [("zone", "g1", false), ("gpu-clique", "default", true)]
+    );
     let plan = plan_of(&EXAMPLE_D.replace(", topology: [{key: gpu-clique}]", ""));
     assert_eq!(
         plan.groups[1].tasks[0].resource.platform.as_deref(),

@@ -9,11 +9,13 @@
 
 use super::error::{join, SpecError};
 use super::input::SpecLimits;
-use super::model::{CheckpointSpec, FileSpec, ResourceSpec, TaskSpec, Text, TimeoutSpec};
+use super::model::{
+    CheckpointSpec, FileSpec, ResourceSpec, TaskSpec, Text, TimeoutSpec, TopologySpec,
+};
 use super::quantity::{parse_duration, parse_quantity};
 use super::special_tokens::{probe_tokens, scan, Token};
 use base64::Engine as _;
-use gantry_storage::extras::CheckpointPlan;
+use gantry_storage::extras::{CheckpointPlan, TopologyRequirement};
 use gantry_storage::plan::{CredentialUse, ExitAction, ExitActionPlan, FilePlan, ResourcePlan};
 use regex::Regex;
 use serde_yaml_ng::Value;
@@ -93,6 +95,57 @@ pub fn normalize(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
 
+/// A resource's `topology`, checked for its own shape: keys not empty,
+/// each key once, `requirementType` `required` (the default) or
+/// `preferred`. Whether the pool has the keys is the submit's check.
+pub fn topology(path: &str, specs: &[TopologySpec]) -> Result<Vec<TopologyRequirement>, SpecError> {
+    let mut requirements: Vec<TopologyRequirement> = Vec::with_capacity(specs.len());
+    for (index, topology) in specs.iter().enumerate() {
+        let at = format!("{path}[{index}]");
+        let key = topology.key.trim();
+        if key.is_empty() {
+            return Err(SpecError::invalid(
+                join(&at, "key"),
+                "topology key must not be empty",
+            ));
+        }
+        // Two requirements at one level would nest a level inside itself.
+        if requirements.iter().any(|earlier| earlier.key == key) {
+            return Err(SpecError::invalid(
+                join(&at, "key"),
+                format!("topology key {key:?} is given twice; give each key once"),
+            ));
+        }
+        let required = match topology.requirement_type.as_deref() {
+            None | Some("required") => true,
+            Some("preferred") => false,
+            Some(kind) => {
+                return Err(SpecError::invalid(
+                    join(&at, "requirementType"),
+                    format!("requirementType {kind:?} must be required or preferred"),
+                ))
+            }
+        };
+        let group = match topology.group.as_deref().map(str::trim) {
+            None => "default".to_string(),
+            Some("") => {
+                return Err(SpecError::invalid(
+                    join(&at, "group"),
+                    "topology group must not be empty",
+                ))
+            }
+            Some(group) => group.to_string(),
+        };
+        requirements.push(TopologyRequirement {
+            key: key.to_string(),
+            group,
+            required,
+            label: String::new(),
+        });
+    }
+    Ok(requirements)
+}
+
 pub fn resource(path: &str, name: &str, spec: &ResourceSpec) -> Result<ResourcePlan, SpecError> {
     let count = |field: &str, value: Option<i64>| -> Result<Option<u64>, SpecError> {
         match value {
@@ -113,33 +166,6 @@ pub fn resource(path: &str, name: &str, spec: &ResourceSpec) -> Result<ResourceP
                 .map_err(|msg| SpecError::invalid(join(path, field), msg)),
         }
     };
-    for (index, topology) in spec.topology.iter().enumerate() {
-        let at = format!("{}[{index}]", join(path, "topology"));
-        if topology.key.trim().is_empty() {
-            return Err(SpecError::invalid(
-                join(&at, "key"),
-                "topology key must not be empty",
-            ));
-        }
-        if let Some(kind) = &topology.requirement_type {
-            if kind != "required" && kind != "preferred" {
-                return Err(SpecError::invalid(
-                    join(&at, "requirementType"),
-                    format!("requirementType {kind:?} must be required or preferred"),
-                ));
-            }
-        }
-    }
-    if let Some(first) = spec.topology.first() {
-        return Err(SpecError::invalid(
-            format!("{}[0].key", join(path, "topology")),
-            format!(
-                "topology key {:?} is not available in any pool: Gantry's pools have no topology_keys yet \
-                 (no topology-aware gang scheduling); remove `topology`",
-                first.key
-            ),
-        ));
-    }
     if !spec.nodes_excluded.is_empty() {
         return Err(SpecError::invalid(
             join(path, "nodesExcluded"),

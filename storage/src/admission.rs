@@ -15,14 +15,16 @@
 //! group), the field and the config that refuses it.
 
 use crate::config::{
-    BackendRecord, ConfigData, ConfigRevision, ConfigType, PlatformConfig, PoolConfig,
+    BackendRecord, ConfigData, ConfigRevision, ConfigType, PlatformConfig, PoolConfig, PoolExtras,
     WorkflowConfig, EXECUTOR_LOCAL,
 };
 use crate::error::StorageError;
+use crate::extras::WorkflowExtras;
 use crate::plan::{TaskPlan, WorkflowPlan};
 use crate::record::PoolRecord;
 use crate::status::Priority;
 use crate::store::ReadView;
+use std::collections::BTreeSet;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// The configs a submission to one pool is admitted under.
@@ -31,19 +33,29 @@ pub struct InForce {
     /// The pool's POOL config, else its routing row (platforms without
     /// settings); `None` when the pool does not exist.
     pub pool: Option<PoolConfig>,
+    /// The POOL config's extras (its topology keys); empty without.
+    pub pool_extras: PoolExtras,
     pub workflow: WorkflowConfig,
     /// The pool's backend as its operator last reported it; `None` when no
     /// operator ever connected and no admin configured it.
     pub backend: Option<BackendRecord>,
 }
 
-fn pool_of(revision: Option<ConfigRevision>, record: Option<PoolRecord>) -> Option<PoolConfig> {
-    match revision {
-        Some(ConfigRevision {
-            data: Some(ConfigData::Pool(pool)),
-            ..
-        }) => Some(pool),
-        _ => record.map(|record| PoolConfig::from_record(&record)),
+fn pool_of(
+    revision: Option<ConfigRevision>,
+    record: Option<PoolRecord>,
+) -> (Option<PoolConfig>, PoolExtras) {
+    let data = revision.and_then(|revision| revision.data);
+    let extras = data
+        .as_ref()
+        .map(ConfigData::pool_extras)
+        .unwrap_or_default();
+    match data.and_then(ConfigData::into_pool) {
+        Some(pool) => (Some(pool), extras),
+        None => (
+            record.map(|record| PoolConfig::from_record(&record)),
+            PoolExtras::default(),
+        ),
     }
 }
 
@@ -59,13 +71,14 @@ fn workflow_of(revision: Option<ConfigRevision>) -> WorkflowConfig {
 impl InForce {
     /// The configs in force for `pool` in a read view (the API's side).
     pub fn read(view: &ReadView, pool: &str) -> Result<InForce, StorageError> {
-        let config = pool_of(view.config(ConfigType::Pool, pool)?, view.pool(pool)?);
+        let (config, pool_extras) = pool_of(view.config(ConfigType::Pool, pool)?, view.pool(pool)?);
         let backend = match &config {
             Some(config) => view.backend(&config.backend)?,
             None => None,
         };
         Ok(InForce {
             pool: config,
+            pool_extras,
             workflow: workflow_of(view.config(ConfigType::Workflow, "")?),
             backend,
         })
@@ -83,8 +96,14 @@ impl InForce {
     }
 
     /// Every rule of this module, in OSMO's order: the task limit, the GPU
-    /// guarantee, then each task's platform and what it allows.
-    pub fn check(&self, plan: &WorkflowPlan, priority: Priority) -> Result<(), String> {
+    /// guarantee, each task's platform and what it allows, then the
+    /// topology the tasks ask for.
+    pub fn check(
+        &self,
+        plan: &WorkflowPlan,
+        extras: &WorkflowExtras,
+        priority: Priority,
+    ) -> Result<(), String> {
         let limit = self.workflow.max_num_tasks;
         let count = plan.task_count() as u64;
         if count > limit {
@@ -106,7 +125,7 @@ impl InForce {
                 }
             }
         }
-        Ok(())
+        check_topology(pool, &self.pool_extras, plan, extras)
     }
 
     /// Why a workflow accepted now would wait: its pool's backend is
@@ -132,6 +151,66 @@ impl InForce {
             pool.name, pool.backend
         ))
     }
+}
+
+/// OSMO's topology rules: every key a task asks for is one of the pool's
+/// `topology_keys`, and every task that asks for any asks for the same set
+/// of keys (so the tasks form one tree of levels).
+fn check_topology(
+    pool: &PoolConfig,
+    pool_extras: &PoolExtras,
+    plan: &WorkflowPlan,
+    extras: &WorkflowExtras,
+) -> Result<(), String> {
+    let mut first_set: Option<(&str, BTreeSet<&str>)> = None;
+    for group in &plan.groups {
+        for task in &group.tasks {
+            let Some(requirements) = extras
+                .tasks
+                .get(&task.name)
+                .map(|task_extras| &task_extras.topology)
+                .filter(|requirements| !requirements.is_empty())
+            else {
+                continue;
+            };
+            for requirement in requirements {
+                if pool_extras.topology_level(&requirement.key).is_none() {
+                    let available: Vec<&str> = pool_extras
+                        .topology_keys
+                        .iter()
+                        .map(|key| key.key.as_str())
+                        .collect();
+                    let available = if available.is_empty() {
+                        "it has no topology_keys".to_string()
+                    } else {
+                        format!("its topology keys are {}", available.join(", "))
+                    };
+                    return Err(format!(
+                        "task '{}': resources.{}.topology: topology key \"{}\" is not available in pool '{}' ({available})",
+                        task.name, task.resource.name, requirement.key, pool.name
+                    ));
+                }
+            }
+            let keys: BTreeSet<&str> = requirements.iter().map(|r| r.key.as_str()).collect();
+            match &first_set {
+                None => first_set = Some((&task.name, keys)),
+                Some((first_task, first_keys)) if *first_keys != keys => {
+                    let list =
+                        |keys: &BTreeSet<&str>| keys.iter().copied().collect::<Vec<_>>().join(", ");
+                    return Err(format!(
+                        "task '{}': resources.{}.topology: all tasks must use the same topology keys, but task '{first_task}' uses {} and task '{}' uses {}; give every task with topology requirements the same keys",
+                        task.name,
+                        task.resource.name,
+                        list(first_keys),
+                        task.name,
+                        list(&keys)
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// OSMO: a NORMAL or HIGH priority group may ask for at most the pool's
@@ -354,17 +433,92 @@ mod tests {
 
     fn in_force(pool: PoolConfig) -> InForce {
         InForce {
+            pool_extras: PoolExtras::default(),
             pool: Some(pool),
             workflow: WorkflowConfig::default(),
             backend: None,
         }
     }
 
+    /// OSMO's rules: keys the pool has, and one set of keys for every task
+    /// that asks for any.
+    #[test]
+    fn topology_keys_must_be_the_pools_and_the_same_for_every_task() {
+        use crate::config::TopologyKey;
+        use crate::extras::{TaskExtras, TopologyRequirement};
+        let asking = |keys: &[&str]| TaskExtras {
+            topology: keys
+                .iter()
+                .map(|key| TopologyRequirement {
+                    key: key.to_string(),
+                    ..TopologyRequirement::default()
+                })
+                .collect(),
+            ..TaskExtras::default()
+        };
+        let extras = |tasks: &[(&str, &[&str])]| WorkflowExtras {
+            tasks: tasks
+                .iter()
+                .map(|(name, keys)| (name.to_string(), asking(keys)))
+                .collect(),
+        };
+        let wanted = plan(vec![task("a"), task("b"), task("c")]);
+        let mut configs = in_force(pool(&[], None));
+        let none = configs
+            .check(&wanted, &extras(&[("a", &["rack"])]), Priority::Normal)
+            .unwrap_err();
+        assert!(
+            none.contains(
+                "topology key \"rack\" is not available in pool 'gpu' (it has no topology_keys)"
+            ),
+            "{none}"
+        );
+        configs.pool_extras.topology_keys = ["zone", "rack"]
+            .iter()
+            .map(|key| TopologyKey {
+                key: key.to_string(),
+                label: format!("example.com/{key}"),
+            })
+            .collect();
+        let unknown = configs
+            .check(&wanted, &extras(&[("a", &["host"])]), Priority::Normal)
+            .unwrap_err();
+        assert!(
+            unknown.contains("its topology keys are zone, rack"),
+            "{unknown}"
+        );
+        let mixed = configs
+            .check(
+                &wanted,
+                &extras(&[("a", &["zone", "rack"]), ("b", &["zone"])]),
+                Priority::Normal,
+            )
+            .unwrap_err();
+        assert!(
+            mixed.starts_with("task 'b'")
+                && mixed.contains("all tasks must use the same topology keys"),
+            "{mixed}"
+        );
+        // A task without topology (c) may sit beside those with it.
+        assert_eq!(
+            configs.check(
+                &wanted,
+                &extras(&[("a", &["rack", "zone"]), ("b", &["zone", "rack"])]),
+                Priority::Normal
+            ),
+            Ok(())
+        );
+    }
+
     #[test]
     fn the_workflow_configs_task_limit_decides() {
         let tasks: Vec<TaskPlan> = (0..101).map(|i| task(&format!("t{i}"))).collect();
         let mut configs = in_force(pool(&[], None));
-        let error = configs.check(&plan(tasks.clone()), Priority::Normal);
+        let error = configs.check(
+            &plan(tasks.clone()),
+            &WorkflowExtras::default(),
+            Priority::Normal,
+        );
         assert_eq!(
             error,
             Err(
@@ -373,7 +527,10 @@ mod tests {
             )
         );
         configs.workflow.max_num_tasks = 101;
-        assert_eq!(configs.check(&plan(tasks), Priority::Normal), Ok(()));
+        assert_eq!(
+            configs.check(&plan(tasks), &WorkflowExtras::default(), Priority::Normal),
+            Ok(())
+        );
     }
 
     #[test]
@@ -388,7 +545,9 @@ mod tests {
         b.resource.gpu = Some(4);
         let wanted = plan(vec![a, b]);
         for priority in [Priority::Normal, Priority::High] {
-            let error = configs.check(&wanted, priority).unwrap_err();
+            let error = configs
+                .check(&wanted, &WorkflowExtras::default(), priority)
+                .unwrap_err();
             assert!(
                 error.contains("Pool gpu has 8 GPUs guaranteed")
                     && error.contains("group g requires 10 GPUs")
@@ -396,10 +555,16 @@ mod tests {
                 "{error}"
             );
         }
-        assert_eq!(configs.check(&wanted, Priority::Low), Ok(()));
+        assert_eq!(
+            configs.check(&wanted, &WorkflowExtras::default(), Priority::Low),
+            Ok(())
+        );
         // -1: no guarantee, no limit.
         let configs = in_force(pool(&[], None));
-        assert_eq!(configs.check(&wanted, Priority::High), Ok(()));
+        assert_eq!(
+            configs.check(&wanted, &WorkflowExtras::default(), Priority::High),
+            Ok(())
+        );
     }
 
     #[test]
@@ -413,22 +578,30 @@ mod tests {
         ));
         let mut t = task("train");
         assert_eq!(
-            configs.check(&plan(vec![t.clone()]), Priority::Normal),
+            configs.check(
+                &plan(vec![t.clone()]),
+                &WorkflowExtras::default(),
+                Priority::Normal
+            ),
             Ok(())
         );
         t.resource.platform = Some("h100".into());
         assert_eq!(
-            configs.check(&plan(vec![t.clone()]), Priority::Normal),
+            configs.check(&plan(vec![t.clone()]), &WorkflowExtras::default(), Priority::Normal),
             Err("task 'train': platform 'h100' (workflow.resources.default.platform) is not a platform of pool 'gpu' (its platforms: a100, l40)".into())
         );
         let bare = in_force(pool(&[], None));
         assert!(bare
-            .check(&plan(vec![t]), Priority::Normal)
+            .check(&plan(vec![t]), &WorkflowExtras::default(), Priority::Normal)
             .unwrap_err()
             .contains("is not a platform of pool 'gpu' (it has none)"));
         let no_default = in_force(pool(&[("a100", PlatformConfig::default())], None));
         assert!(no_default
-            .check(&plan(vec![task("x")]), Priority::Normal)
+            .check(
+                &plan(vec![task("x")]),
+                &WorkflowExtras::default(),
+                Priority::Normal
+            )
             .unwrap_err()
             .starts_with("Resource default does not have a platform! task 'x'"));
     }
@@ -450,17 +623,21 @@ mod tests {
         t.host_network = true;
         t.volume_mounts = vec!["/data:/mnt/data".into()];
         assert_eq!(
-            configs.check(&plan(vec![t.clone()]), Priority::Normal),
+            configs.check(&plan(vec![t.clone()]), &WorkflowExtras::default(), Priority::Normal),
             Err("task 'sim': privileged: platform 'closed' of pool 'gpu' does not allow it (privileged_allowed is false)".into())
         );
         t.resource.platform = Some("open".into());
         assert_eq!(
-            configs.check(&plan(vec![t.clone()]), Priority::Normal),
+            configs.check(
+                &plan(vec![t.clone()]),
+                &WorkflowExtras::default(),
+                Priority::Normal
+            ),
             Ok(())
         );
         t.volume_mounts.push("/etc".into());
         assert_eq!(
-            configs.check(&plan(vec![t]), Priority::Normal),
+            configs.check(&plan(vec![t]), &WorkflowExtras::default(), Priority::Normal),
             Err("task 'sim': volumeMounts[1] '/etc': platform 'open' of pool 'gpu' does not allow mounting '/etc' (allowed_mounts: /data)".into())
         );
     }
@@ -480,13 +657,21 @@ mod tests {
         let mut t = task("sim");
         t.privileged = true;
         assert_eq!(
-            configs.check(&plan(vec![t.clone()]), Priority::Normal),
+            configs.check(
+                &plan(vec![t.clone()]),
+                &WorkflowExtras::default(),
+                Priority::Normal
+            ),
             Ok(())
         );
         backend.last_heartbeat = Some(5);
         configs.backend = Some(backend.clone());
         let error = configs
-            .check(&plan(vec![t.clone()]), Priority::Normal)
+            .check(
+                &plan(vec![t.clone()]),
+                &WorkflowExtras::default(),
+                Priority::Normal,
+            )
             .unwrap_err();
         assert!(
             error.starts_with("task 'sim': privileged: the local executor (backend 'k8s')"),
@@ -495,18 +680,29 @@ mod tests {
         t.privileged = false;
         t.host_network = true;
         assert_eq!(
-            configs.check(&plan(vec![t.clone()]), Priority::Normal),
+            configs.check(
+                &plan(vec![t.clone()]),
+                &WorkflowExtras::default(),
+                Priority::Normal
+            ),
             Ok(())
         );
         t.volume_mounts = vec!["/data".into()];
         assert!(configs
-            .check(&plan(vec![t.clone()]), Priority::Normal)
+            .check(
+                &plan(vec![t.clone()]),
+                &WorkflowExtras::default(),
+                Priority::Normal
+            )
             .unwrap_err()
             .contains("volumeMounts: the local executor"));
         backend.executor = "kubernetes".into();
         configs.backend = Some(backend);
         t.privileged = true;
-        assert_eq!(configs.check(&plan(vec![t]), Priority::Normal), Ok(()));
+        assert_eq!(
+            configs.check(&plan(vec![t]), &WorkflowExtras::default(), Priority::Normal),
+            Ok(())
+        );
     }
 
     #[test]

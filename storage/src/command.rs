@@ -6,7 +6,7 @@
 //! matters, so `apply` is deterministic; the encoded form starts with
 //! [`COMMAND_FORMAT_VERSION`].
 
-use crate::config::{ConfigData, ConfigMeta, ConfigType, NodeInventory};
+use crate::config::{ConfigData, ConfigMeta, ConfigType, NodeInventory, PoolConfig};
 use crate::error::StorageError;
 use crate::labels::Labels;
 use crate::record::{LogChunk, Millis, PoolRecord, Submission, TokenRecord};
@@ -184,7 +184,19 @@ pub enum Command {
         labels: Labels,
         extras: String,
     },
-    /// 24, only in a build with the `upgrade-drill` feature: a command kind
+    /// 24. [`Command::PutConfig`] of a POOL config with its extras
+    ///     (`crate::config::pool_extras`: topology keys) as JSON text,
+    ///     stored as sent in [`ConfigData::PoolWithExtras`]. Rejected,
+    ///     writing nothing, when the text does not read as pool extras.
+    ///     Gated, so a pool without extras keeps [`Command::PutConfig`].
+    PutPoolWithExtras {
+        now: Millis,
+        name: String,
+        meta: ConfigMeta,
+        pool: Box<PoolConfig>,
+        extras: String,
+    },
+    /// 25, only in a build with the `upgrade-drill` feature: a command kind
     ///     that the build without it does not know, to rehearse a rolling
     ///     upgrade (see [`COMMAND_KINDS_UNGATED`]). Applies as a no-op. It
     ///     stays the last variant: a new kind goes before it.
@@ -194,9 +206,9 @@ pub enum Command {
 
 /// Command kinds this build understands: the variants `0..COMMAND_KINDS`.
 #[cfg(not(feature = "upgrade-drill"))]
-pub const COMMAND_KINDS: u16 = 24;
-#[cfg(feature = "upgrade-drill")]
 pub const COMMAND_KINDS: u16 = 25;
+#[cfg(feature = "upgrade-drill")]
+pub const COMMAND_KINDS: u16 = 26;
 
 /// Command kinds every member understands without saying so: those of the
 /// release that introduced version gating. A leader proposes a kind at or
@@ -211,6 +223,34 @@ pub const REQUEST_KEY_RETENTION_MS: Millis = 60 * 60 * 1000;
 pub const REQUEST_KEY_BYTES_MAX: usize = 512;
 
 impl Command {
+    /// The command that stores `data` as the config `config_type`/`name`:
+    /// a pool with extras as the gated [`Command::PutPoolWithExtras`],
+    /// anything else as [`Command::PutConfig`].
+    pub fn put_config(
+        now: Millis,
+        config_type: ConfigType,
+        name: String,
+        meta: ConfigMeta,
+        data: ConfigData,
+    ) -> Command {
+        match data {
+            ConfigData::PoolWithExtras(pool, extras) => Command::PutPoolWithExtras {
+                now,
+                name,
+                meta,
+                pool: Box::new(pool),
+                extras,
+            },
+            data => Command::PutConfig {
+                now,
+                config_type,
+                name,
+                meta,
+                data: Box::new(data),
+            },
+        }
+    }
+
     /// The proposer's time the command carries, if it carries one.
     pub fn time(&self) -> Option<Millis> {
         match self {
@@ -228,7 +268,8 @@ impl Command {
             | Command::SubmitPackedWorkflow { now, .. }
             | Command::Idempotent { now, .. }
             | Command::SubmitWorkflowWithLabels { now, .. }
-            | Command::SubmitWorkflowWithExtras { now, .. } => Some(*now),
+            | Command::SubmitWorkflowWithExtras { now, .. }
+            | Command::PutPoolWithExtras { now, .. } => Some(*now),
             Command::CompleteJob { .. }
             | Command::PutPool { .. }
             | Command::IssueToken { .. }
@@ -270,8 +311,9 @@ impl Command {
             Command::TagConfigRevision { .. } => 21,
             Command::DeleteConfigRevision { .. } => 22,
             Command::SubmitWorkflowWithExtras { .. } => 23,
+            Command::PutPoolWithExtras { .. } => 24,
             #[cfg(feature = "upgrade-drill")]
-            Command::UpgradeDrill { .. } => 24,
+            Command::UpgradeDrill { .. } => 25,
         }
     }
 

@@ -1,5 +1,6 @@
 //! A workflow's plan extras: what its tasks need beyond the [`TaskPlan`]
-//! (periodic checkpoints today), kept as JSON so they can grow.
+//! (periodic checkpoints, topology requirements), kept as JSON so they
+//! can grow.
 //!
 //! Why apart from the plan: task plans are stored and logged as bincode,
 //! which is positional, so a field added to [`TaskPlan`] would misread
@@ -35,6 +36,45 @@ pub struct WorkflowExtras {
 pub struct TaskExtras {
     /// OSMO's `checkpoint`: directories uploaded while the task runs.
     pub checkpoints: Vec<CheckpointPlan>,
+    /// OSMO's `resources.<r>.topology` of the task's resource: where it
+    /// runs relative to its group's other tasks, coarsest level first once
+    /// launched. Left out when empty, so extras without it encode as an
+    /// older build wrote them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub topology: Vec<TopologyRequirement>,
+    /// Set at launch only, on a task with `topology`: the pool's topology
+    /// levels (node labels, coarsest first) as the pool's `topology_keys`
+    /// are then, which the scheduler's topology object lists.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub topology_levels: Vec<String>,
+}
+
+/// One entry of a resource's `topology`, validated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TopologyRequirement {
+    /// One of the pool's `topology_keys[].key`.
+    pub key: String,
+    /// Tasks naming the same group (under the same groups of the coarser
+    /// levels) share one domain of this level: OSMO's default is
+    /// `default`, so all of them.
+    pub group: String,
+    /// `requirementType: required` (the default): the scheduler must;
+    /// `preferred`: it tries.
+    pub required: bool,
+    /// Set at launch only: the node label the pool gives `key`.
+    pub label: String,
+}
+
+impl Default for TopologyRequirement {
+    fn default() -> Self {
+        TopologyRequirement {
+            key: String::new(),
+            group: "default".into(),
+            required: true,
+            label: String::new(),
+        }
+    }
 }
 
 /// One `checkpoint` entry of a task, validated.
@@ -54,14 +94,35 @@ pub struct CheckpointPlan {
 }
 
 impl TaskExtras {
+    /// The spec fields that gave these extras.
+    pub fn features(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if !self.checkpoints.is_empty() {
+            names.push("checkpoint");
+        }
+        if !self.topology.is_empty() {
+            names.push("topology");
+        }
+        names
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.checkpoints.is_empty()
+        self.checkpoints.is_empty() && self.topology.is_empty() && self.topology_levels.is_empty()
     }
 }
 
 impl WorkflowExtras {
     pub fn is_empty(&self) -> bool {
         self.tasks.values().all(TaskExtras::is_empty)
+    }
+
+    /// The spec fields that gave these extras, for messages
+    /// (`checkpoint and topology`).
+    pub fn feature_names(&self) -> String {
+        let mut names: Vec<&str> = self.tasks.values().flat_map(TaskExtras::features).collect();
+        names.sort_unstable();
+        names.dedup();
+        names.join(" and ")
     }
 
     /// The JSON text a submit carries.

@@ -28,8 +28,8 @@ pub use command::{
 };
 pub use config::{
     BackendRecord, BackendSettings, ConfigData, ConfigMeta, ConfigRevision, ConfigType, GpuQuota,
-    NodeInventory, PlatformConfig, Policy, PolicyEffect, PoolConfig, PoolStatus, RoleConfig,
-    SchedulerType, Taint, Toleration, EXECUTOR_LOCAL,
+    NodeInventory, PlatformConfig, Policy, PolicyEffect, PoolConfig, PoolExtras, PoolStatus,
+    RoleConfig, SchedulerType, Taint, Toleration, TopologyKey, EXECUTOR_LOCAL,
 };
 pub use error::StorageError;
 pub use record::*;

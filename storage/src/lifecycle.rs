@@ -99,13 +99,10 @@ pub(crate) fn timeouts_in_force(
     exec: Option<u64>,
     queue: Option<u64>,
 ) -> Result<(Option<u64>, Option<u64>), StorageError> {
-    let pool = match tables.config_current(ConfigType::Pool, pool)? {
-        Some(ConfigRevision {
-            data: Some(ConfigData::Pool(config)),
-            ..
-        }) => Some(config),
-        _ => None,
-    };
+    let pool = tables
+        .config_current(ConfigType::Pool, pool)?
+        .and_then(|revision| revision.data)
+        .and_then(ConfigData::into_pool);
     let workflow = match tables.config_current(ConfigType::Workflow, "")? {
         Some(ConfigRevision {
             data: Some(data), ..

@@ -260,6 +260,19 @@ fn samples() -> Vec<Command> {
             labels: BTreeMap::from([("project".into(), "sim_cars".into())]),
             extras: r#"{"tasks":{"worker":{"checkpoints":[{"path":"/ckpt","url":"s3://b/ckpt","frequency_seconds":60,"regex":".*\\.pth"}]}}}"#.into(),
         },
+        Command::PutPoolWithExtras {
+            now,
+            name: "gpu".into(),
+            meta: meta(),
+            pool: Box::new(gantry_storage::PoolConfig::from_record(&PoolRecord {
+                name: "gpu".into(),
+                description: "rack-aware".into(),
+                backend: "k8s".into(),
+                default_platform: None,
+                platforms: vec!["a100".into()],
+            })),
+            extras: r#"{"topology_keys":[{"key":"zone","label":"topology.kubernetes.io/zone"},{"key":"rack","label":"example.com/rack"}]}"#.into(),
+        },
     ]
 }
 

@@ -115,9 +115,10 @@ use gantry_storage::plan::{
 };
 use gantry_storage::{
     BackendSettings, Command, ConfigData, ConfigMeta, ConfigType, JobKind, ListFilter, LogChunk,
-    NodeInventory, Outcome, PackedSubmission, Policy, PolicyEffect, PoolConfig, PoolRecord,
-    Priority, RejectionKind, RoleConfig, SchedulerType, Store, Submission, TaskDataTimes,
-    TaskFilter, TaskKey, TaskReport, TaskStatus, TimerKind, WorkflowStatus,
+    NodeInventory, Outcome, PackedSubmission, Policy, PolicyEffect, PoolConfig, PoolExtras,
+    PoolRecord, Priority, RejectionKind, RoleConfig, SchedulerType, Store, Submission,
+    TaskDataTimes, TaskFilter, TaskKey, TaskReport, TaskStatus, TimerKind, TopologyKey,
+    WorkflowStatus,
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -1146,17 +1147,53 @@ impl Case {
                     "default_queue_timeout",
                     "max_exec_timeout",
                     "max_queue_timeout",
+                    "topology",
+                    "extras",
                 ])?;
                 let config_type: ConfigType = args.pos(0, "config type")?.parse()?;
                 let name = args.pos.get(1).cloned().unwrap_or_default();
                 let data = config_data(config_type, &name, args)?;
-                self.run(vec![Command::PutConfig {
-                    now: args.need_num("at")?,
-                    config_type,
-                    name,
-                    meta: config_meta(args)?,
-                    data: Box::new(data),
-                }])
+                let now = args.need_num("at")?;
+                let meta = config_meta(args)?;
+                let command = match (args.get("topology"), args.get("extras"), data) {
+                    // `topology=zone:zone-label,rack:rack-label`: the API's way.
+                    (Some(keys), None, ConfigData::Pool(pool)) => {
+                        let extras = PoolExtras {
+                            topology_keys: keys
+                                .split(',')
+                                .filter_map(|pair| pair.split_once(':'))
+                                .map(|(key, label)| TopologyKey {
+                                    key: key.to_string(),
+                                    label: label.to_string(),
+                                })
+                                .collect(),
+                        };
+                        Command::put_config(
+                            now,
+                            config_type,
+                            name,
+                            meta,
+                            ConfigData::pool(pool, &extras),
+                        )
+                    }
+                    // `extras="<text>"`: the gated kind with any text.
+                    (None, Some(text), ConfigData::Pool(pool)) => Command::PutPoolWithExtras {
+                        now,
+                        name,
+                        meta,
+                        pool: Box::new(pool),
+                        extras: text.replace("\\\"", "\""),
+                    },
+                    (None, None, data) => Command::PutConfig {
+                        now,
+                        config_type,
+                        name,
+                        meta,
+                        data: Box::new(data),
+                    },
+                    _ => return Err("topology= or extras= only on a POOL config-put".into()),
+                };
+                self.run(vec![command])
             }
             "config-delete" => {
                 args.allow(&["at", "by", "description", "tags"])?;
@@ -1443,7 +1480,7 @@ impl Case {
                 Ok(())
             }
             "config" => {
-                args.allow(&["revision", "user", "description", "backend"])?;
+                args.allow(&["revision", "user", "description", "backend", "topology"])?;
                 let config_type: ConfigType = args.pos(1, "config type")?.parse()?;
                 let name = args.pos.get(2).map(String::as_str).unwrap_or("");
                 let config = read.config(config_type, name).map_err(|e| e.to_string())?;
@@ -1456,8 +1493,18 @@ impl Case {
                         config.meta.description.clone(),
                         args.entry("description"),
                     )?;
-                    if let Some(ConfigData::Pool(pool)) = &config.data {
-                        check_field("backend", pool.backend.clone(), args.entry("backend"))?;
+                    if let Some(data) = &config.data {
+                        if let Some(pool) = data.as_pool() {
+                            check_field("backend", pool.backend.clone(), args.entry("backend"))?;
+                        }
+                        // `key:label,...`; empty for a pool without extras.
+                        let topology: Vec<String> = data
+                            .pool_extras()
+                            .topology_keys
+                            .iter()
+                            .map(|key| format!("{}:{}", key.key, key.label))
+                            .collect();
+                        check_field("topology", topology.join(","), args.entry("topology"))?;
                     }
                 }
                 Ok(())

@@ -26,7 +26,7 @@ pub use write::post_backend;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::workflow::{propose, read_body};
+use super::workflow::{propose, propose_gated, read_body};
 use super::AppState;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -169,7 +169,12 @@ fn meta(caller: &Caller, description: Option<String>, tags: Option<Vec<String>>)
 }
 
 async fn commit(state: &AppState, command: Command, config_type: ConfigType, name: &str) -> Reply {
-    match propose(state, command).await? {
+    let outcome = if matches!(command, Command::PutPoolWithExtras { .. }) {
+        propose_gated(state, "a pool's topology_keys", command).await?
+    } else {
+        propose(state, command).await?
+    };
+    match outcome {
         Outcome::Revision { revision } => Ok(Json(json!({
             "config_type": config_type.as_str(),
             "name": name,

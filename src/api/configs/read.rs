@@ -43,9 +43,9 @@ fn named_json(
     data: &ConfigData,
 ) -> Result<Value, ApiError> {
     Ok(match data {
-        ConfigData::Pool(pool) => {
+        ConfigData::Pool(pool) | ConfigData::PoolWithExtras(pool, _) => {
             let online = backend_online(view, &pool.backend)?;
-            pool_json(pool, pool_status(pool, online))
+            pool_json(pool, &data.pool_extras(), pool_status(pool, online))
         }
         other => {
             let _ = config_type;
@@ -120,7 +120,11 @@ pub(super) async fn list_named(
             let backend_filter = params.get("backend");
             let mut pools = Map::new();
             for config in &configs {
-                if let Some(data @ ConfigData::Pool(pool)) = &config.data {
+                if let Some((data, pool)) = config
+                    .data
+                    .as_ref()
+                    .and_then(|data| data.as_pool().map(|pool| (data, pool)))
+                {
                     if backend_filter.is_some_and(|b| b != pool.backend) {
                         continue;
                     }

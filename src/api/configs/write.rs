@@ -20,7 +20,7 @@ use axum::Extension;
 use axum::Json;
 use gantry_storage::config::backend::merge_backend;
 use gantry_storage::config::{self, WorkflowConfig};
-use gantry_storage::{BackendSettings, Command, ConfigData, ConfigType, ReadView};
+use gantry_storage::{BackendSettings, Command, ConfigData, ConfigType, ReadView, SchedulerType};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -61,7 +61,7 @@ struct DeleteBody {
 
 /// Checks that names a pool refers to exist (templates, validations).
 fn check_pool_references(view: &ReadView, data: &ConfigData) -> Result<(), ApiError> {
-    let ConfigData::Pool(pool) = data else {
+    let Some(pool) = data.as_pool() else {
         return Ok(());
     };
     for (field, config_type, name) in pool.references() {
@@ -70,6 +70,35 @@ fn check_pool_references(view: &ReadView, data: &ConfigData) -> Result<(), ApiEr
                 "configs.{field}: {config_type} '{name}' does not exist"
             )));
         }
+    }
+    Ok(())
+}
+
+/// Refuses topology keys for a pool whose backend's scheduler cannot
+/// place by topology (OSMO's check). Only KAI can; a local backend runs
+/// a group on one host, which every topology constraint allows. A backend
+/// whose scheduler is not known yet is checked again at launch.
+fn check_pool_topology(view: &ReadView, data: &ConfigData) -> Result<(), ApiError> {
+    let Some(pool) = data.as_pool() else {
+        return Ok(());
+    };
+    if data.pool_extras().topology_keys.is_empty() {
+        return Ok(());
+    }
+    let Some(backend) = view.backend(&pool.backend)? else {
+        return Ok(());
+    };
+    let scheduler = backend.settings.scheduler_type;
+    if backend.configured
+        && backend.executor == crate::protocol::EXECUTOR_KUBERNETES
+        && scheduler != SchedulerType::Kai
+    {
+        return Err(usage(format!(
+            "configs.topology_keys: topology keys cannot be set for pool '{}' because backend '{}' uses scheduler '{}', which does not support topology constraints (only kai does)",
+            pool.name,
+            pool.backend,
+            scheduler.as_str()
+        )));
     }
     Ok(())
 }
@@ -100,13 +129,14 @@ pub(super) async fn put_config(
     let data = config::parse(config_type, &name, configs).map_err(usage)?;
     check_data_store(config_type, &data)?;
     check_pool_references(&view, &data)?;
-    let command = Command::PutConfig {
-        now: now_ms(),
+    check_pool_topology(&view, &data)?;
+    let command = Command::put_config(
+        now_ms(),
         config_type,
-        name: name.clone(),
-        meta: meta(&caller, change.description, change.tags),
-        data: Box::new(data),
-    };
+        name.clone(),
+        meta(&caller, change.description, change.tags),
+        data,
+    );
     commit(&state, command, config_type, &name).await
 }
 

@@ -29,6 +29,7 @@ use base64::Engine;
 use gantry_storage::admission::{check_allowed, check_executor, task_platform, InForce};
 use gantry_storage::extras::{TaskExtras, WorkflowExtras};
 use gantry_storage::plan::InputPlan;
+use gantry_storage::PoolExtras;
 use gantry_storage::{ReadView, TaskKey};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -239,12 +240,12 @@ pub(super) fn build_launch(
                     ))
                     .collect(),
             },
-            extras: task_extras(&extras, &task.name, &context).map_err(|message| {
-                LaunchFailure {
+            extras: task_extras(&extras, &task.name, &context, &in_force.pool_extras).map_err(
+                |message| LaunchFailure {
                     tasks: keys.clone(),
                     message,
-                }
-            })?,
+                },
+            )?,
         });
     }
     Ok(GroupLaunch {
@@ -346,11 +347,14 @@ pub(super) fn task_data(
 }
 
 /// Task `name`'s extras for its launch: special tokens substituted in the
-/// checkpoints' paths and URLs, as in the task's other fields.
+/// checkpoints' paths and URLs, as in the task's other fields; topology
+/// requirements given their node labels by the pool's topology keys as
+/// they are now (coarsest first), with the pool's levels.
 fn task_extras(
     extras: &WorkflowExtras,
     name: &str,
     context: &TokenContext,
+    pool_extras: &PoolExtras,
 ) -> Result<TaskExtras, String> {
     let Some(task) = extras.tasks.get(name) else {
         return Ok(TaskExtras::default());
@@ -363,6 +367,27 @@ fn task_extras(
     for checkpoint in &mut substituted.checkpoints {
         checkpoint.path = substitute("path", &checkpoint.path)?;
         checkpoint.url = substitute("url", &checkpoint.url)?;
+    }
+    if !substituted.topology.is_empty() {
+        let mut levelled = Vec::with_capacity(substituted.topology.len());
+        for mut requirement in std::mem::take(&mut substituted.topology) {
+            // The pool's keys may have changed since the submit.
+            let (level, label) = pool_extras.topology_level(&requirement.key).ok_or_else(|| {
+                format!(
+                    "task '{name}': topology key \"{}\" is no longer one of the pool's topology_keys",
+                    requirement.key
+                )
+            })?;
+            requirement.label = label.to_string();
+            levelled.push((level, requirement));
+        }
+        levelled.sort_by_key(|(level, _)| *level);
+        substituted.topology = levelled.into_iter().map(|(_, r)| r).collect();
+        substituted.topology_levels = pool_extras
+            .topology_keys
+            .iter()
+            .map(|key| key.label.clone())
+            .collect();
     }
     Ok(substituted)
 }

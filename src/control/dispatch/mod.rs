@@ -69,7 +69,7 @@ async fn dispatch_round(
         });
         match build_message(&view, &job, data_store) {
             Ok(message)
-                if message.needs_launch_extras() && !hub.takes_launch_extras(&job.backend) =>
+                if message.launch_extras_needed() > hub.launch_extras_level(&job.backend) =>
             {
                 let failure = LaunchFailure {
                     tasks: message.create_keys(),

@@ -116,13 +116,13 @@ impl Fixture {
             _ => gantry_storage::config::parse(config_type, name, body),
         }
         .expect("a valid config body");
-        let outcome = self.apply(Command::PutConfig {
-            now: 1,
+        let outcome = self.apply(Command::put_config(
+            1,
             config_type,
-            name: name.to_string(),
-            meta: admin(),
-            data: Box::new(data),
-        });
+            name.to_string(),
+            admin(),
+            data,
+        ));
         assert!(matches!(outcome, Outcome::Revision { .. }), "{outcome:?}");
     }
 
@@ -521,7 +521,7 @@ fn checkpoints_reach_the_launch_with_tokens_substituted_and_travel_apart_from_it
     // The job carries them apart from the launch, and the operator folds
     // them back in.
     let job = launch.clone().into_job(7);
-    assert!(job.needs_launch_extras());
+    assert_eq!(job.launch_extras_needed(), 1, "checkpoints only");
     match job.with_extras_folded() {
         crate::protocol::ToOperator::CreateGroup { group, .. } => {
             assert_eq!(&task(&group, "master").extras, master);
@@ -534,4 +534,75 @@ fn checkpoints_reach_the_launch_with_tokens_substituted_and_travel_apart_from_it
     f.hello("local");
     let launch = f.launch().map_err(|f| f.message).expect("launch");
     assert_eq!(&task(&launch, "master").extras, master);
+}
+
+/// A task's topology reaches the launch coarsest first, with the node
+/// labels and levels of the pool's topology keys as they are at launch; a
+/// key the pool has lost since the submit fails the group, naming it.
+#[test]
+fn topology_reaches_the_launch_with_the_pools_labels_and_levels() {
+    let mut f = Fixture::empty();
+    let keys = |keys: Value| json!({"name": "gpu", "backend": "k8s", "topology_keys": keys});
+    f.put(
+        ConfigType::Pool,
+        "gpu",
+        keys(json!([
+            {"key": "zone", "label": "topology.kubernetes.io/zone"},
+            {"key": "clique", "label": "nvidia.com/gpu-clique"},
+        ])),
+    );
+    f.hello("kubernetes");
+    f.submit(
+        r#"
+workflow:
+  name: shards
+  resources:
+    default: {topology: [{key: clique, group: m1}, {key: zone, requirementType: preferred}]}
+  groups:
+  - name: train
+    tasks:
+    - {name: a, image: i, command: [x]}
+"#,
+        "d0d0d0d0",
+    );
+    let launch = f.launch().map_err(|f| f.message).expect("launch");
+    let extras = &task(&launch, "a").extras;
+    let levels: Vec<(&str, &str, &str, bool)> = extras
+        .topology
+        .iter()
+        .map(|r| {
+            (
+                r.key.as_str(),
+                r.label.as_str(),
+                r.group.as_str(),
+                r.required,
+            )
+        })
+        .collect();
+    assert_eq!(
+        levels,
+        [
+            ("zone", "topology.kubernetes.io/zone", "default", false),
+            ("clique", "nvidia.com/gpu-clique", "m1", true),
+        ]
+    );
+    assert_eq!(
+        extras.topology_levels,
+        ["topology.kubernetes.io/zone", "nvidia.com/gpu-clique"]
+    );
+    assert_eq!(launch.clone().into_job(1).launch_extras_needed(), 2);
+
+    f.put(
+        ConfigType::Pool,
+        "gpu",
+        keys(json!([{"key": "zone", "label": "topology.kubernetes.io/zone"}])),
+    );
+    let failure = f.launch().expect_err("the key is gone");
+    assert!(
+        failure
+            .message
+            .contains("topology key \"clique\" is no longer one of the pool's topology_keys"),
+        "{}",
+        failure.message
+    );
 }

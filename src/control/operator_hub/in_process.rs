@@ -31,7 +31,7 @@ impl OperatorHub {
                 false,
                 OperatorAbilities {
                     sessions: true,
-                    launch_extras: true,
+                    launch_extras: crate::protocol::launch_extras::LAUNCH_EXTRAS_LEVEL,
                 },
             )
             .await?;

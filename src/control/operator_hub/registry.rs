@@ -40,8 +40,9 @@ pub(super) struct Connection {
 pub struct OperatorAbilities {
     /// It answers `ToOperator::OpenSession`.
     pub sessions: bool,
-    /// It takes `ToOperator::CreateGroupWithExtras`.
-    pub launch_extras: bool,
+    /// The level of `ToOperator::CreateGroupWithExtras` it takes (see
+    /// `protocol::launch_extras::LAUNCH_EXTRAS_LEVEL`); 0: none.
+    pub launch_extras: u8,
 }
 
 impl OperatorHub {
@@ -131,11 +132,11 @@ impl OperatorHub {
         sender.send(message).await.is_ok()
     }
 
-    /// Whether `backend`'s operator takes launches with extras.
-    pub fn takes_launch_extras(&self, backend: &str) -> bool {
+    /// The level of launch extras `backend`'s operator takes (0: none).
+    pub fn launch_extras_level(&self, backend: &str) -> u8 {
         self.lock()
             .get(backend)
-            .is_some_and(|c| c.abilities.launch_extras)
+            .map_or(0, |c| c.abilities.launch_extras)
     }
 
     /// Whether job `job_id` should go to `backend` now: its operator is

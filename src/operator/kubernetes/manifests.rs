@@ -1,5 +1,6 @@
 //! Builds the Kubernetes objects of one group from its launch: Secrets for
-//! files, the gang object, one Pod per task, and a headless Service.
+//! files, the pool's KAI `Topology` (when tasks ask for topology), the
+//! gang object, one Pod per task, and a headless Service.
 //!
 //! Invariants:
 //! - Pure: no I/O; the same launch and settings give the same objects (so a
@@ -13,14 +14,17 @@
 //!   image works (see `super::task_runtime`).
 
 use super::config::SchedulerSettings;
+use super::config::SchedulerType;
 use super::error::KubeError;
 use super::names::{self, GroupNames, LABEL_GROUP_UUID};
 use super::scheduler::{self, Gang};
 use super::template;
+use super::topology;
 use crate::protocol::{GroupLaunch, TaskLaunch};
 use base64::Engine;
 use gantry_storage::TaskKey;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::DynamicObject;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
@@ -46,6 +50,8 @@ pub struct BuildContext<'a> {
 /// The objects of one group, in creation order.
 pub struct GroupManifests {
     pub secrets: Vec<Secret>,
+    /// The pool's KAI `Topology`, when tasks ask for topology.
+    pub topology: Option<DynamicObject>,
     pub gang: Option<Gang>,
     pub pods: Vec<(TaskKey, Pod)>,
     /// Only for groups of more than one task.
@@ -58,7 +64,25 @@ pub fn build_group(
 ) -> Result<GroupManifests, KubeError> {
     let names = GroupNames::of(group);
     let task_count = group.tasks.len();
-    let gang = scheduler::gang(ctx.scheduler, &names, ctx.namespace, task_count)?;
+    let topology = topology::plan(group, ctx.namespace)?;
+    if topology.is_some() && ctx.scheduler.scheduler_type != SchedulerType::Kai {
+        return Err(KubeError::Unschedulable(format!(
+            "group '{}' asks for topology (resources.topology), which only the kai scheduler places by; this backend uses scheduler_type '{}'",
+            group.group,
+            ctx.scheduler.scheduler_type.as_str()
+        )));
+    }
+    let mut gang = scheduler::gang(ctx.scheduler, &names, ctx.namespace, task_count)?;
+    if let (Some(plan), Some(gang)) = (&topology, &mut gang) {
+        if let Some(spec) = gang
+            .object
+            .data
+            .get_mut("spec")
+            .and_then(Value::as_object_mut)
+        {
+            plan.apply_to_pod_group(spec);
+        }
+    }
     let mut secrets: BTreeMap<String, Secret> = BTreeMap::new();
     let mut pods = Vec::with_capacity(task_count);
     for task in &group.tasks {
@@ -92,7 +116,16 @@ pub fn build_group(
             }
             mounts.push((secret_name, super::task_runtime::DATA_SPEC_PATH.to_string()));
         }
-        let pod = build_pod(ctx, &names, task, task_count, &mounts)?;
+        let mut pod = build_pod(ctx, &names, task, task_count, &mounts)?;
+        if let Some(subgroup) = topology
+            .as_ref()
+            .and_then(|plan| plan.task_subgroups.get(&task.key.task))
+        {
+            pod.metadata
+                .labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert(topology::LABEL_SUBGROUP.to_string(), subgroup.clone());
+        }
         pods.push((task.key.clone(), pod));
     }
     let service = if task_count > 1 {
@@ -100,8 +133,13 @@ pub fn build_group(
     } else {
         None
     };
+    let topology = match &topology {
+        Some(plan) => Some(plan.topology_object(ctx.namespace, &group.meta.pool)?),
+        None => None,
+    };
     Ok(GroupManifests {
         secrets: secrets.into_values().collect(),
+        topology,
         gang,
         pods,
         service,

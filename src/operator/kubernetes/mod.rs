@@ -28,6 +28,7 @@ pub mod task_runtime;
 mod template;
 #[cfg(test)]
 mod tests;
+mod topology;
 
 pub use config::{
     default_runtime_image, KubernetesConfig, PoolQueue, SchedulerSettings, SchedulerType,

@@ -137,6 +137,12 @@ pub fn pool_queue(namespace: &str, pool: &str) -> String {
     dns_label(&format!("osmo-pool-{namespace}-{pool}"))
 }
 
+/// `osmo-pool-<namespace>-<pool>-topology`, KAI's `Topology` of a pool
+/// with topology keys (cluster-scoped, so named by namespace too).
+pub fn pool_topology(namespace: &str, pool: &str) -> String {
+    dns_label(&format!("osmo-pool-{namespace}-{pool}-topology"))
+}
+
 /// `osmo-default-<namespace>`, the parent of every pool queue.
 pub fn parent_queue(namespace: &str) -> String {
     dns_label(&format!("osmo-default-{namespace}"))

@@ -1423,3 +1423,289 @@ fn command_and_args_reach_kubelet_verbatim_for_its_var_expansion() {
         "{env:?}"
     );
 }
+
+const TOPOLOGIES: &str = "/apis/kai.scheduler/v1alpha1/topologies";
+const TOPOLOGY_NAME: &str = "osmo-pool-gantry-test-gpu-pool-topology";
+const ZONE: &str = "topology.kubernetes.io/zone";
+const CLIQUE: &str = "nvidia.com/gpu-clique";
+
+/// A task asking for `(key, group, required)` levels of the pool's
+/// zone → gpu-clique topology, as the dispatcher launches it.
+fn topology_task(
+    name: &str,
+    index: usize,
+    lead: bool,
+    levels: &[(&str, &str, bool)],
+) -> TaskLaunch {
+    let mut launched = task(name, index, lead);
+    launched.extras.topology = levels
+        .iter()
+        .map(
+            |(key, group, required)| gantry_storage::extras::TopologyRequirement {
+                key: key.to_string(),
+                group: group.to_string(),
+                required: *required,
+                label: if *key == "zone" { ZONE } else { CLIQUE }.to_string(),
+            },
+        )
+        .collect();
+    launched.extras.topology_levels = vec![ZONE.to_string(), CLIQUE.to_string()];
+    launched
+}
+
+/// OSMO's "multiple NVL72 racks in the same zone": every task shares the
+/// zone (the PodGroup's own constraint), each model's shards a gpu-clique
+/// (a subgroup each, with its shards as members), and the pool's
+/// `Topology` lists the levels, coarsest first.
+#[tokio::test]
+async fn topology_requirements_become_the_pod_groups_constraint_and_subgroups() {
+    let mut h = Harness::start(SchedulerSettings::default()).await;
+    h.hello().await;
+    let tasks = vec![
+        topology_task(
+            "m1-a",
+            0,
+            true,
+            &[("zone", "wf", true), ("gpu-clique", "model-1", true)],
+        ),
+        topology_task(
+            "m1-b",
+            1,
+            false,
+            &[("zone", "wf", true), ("gpu-clique", "model-1", true)],
+        ),
+        topology_task(
+            "m2-a",
+            2,
+            false,
+            &[("zone", "wf", true), ("gpu-clique", "model-2", false)],
+        ),
+    ];
+    let job = h.create(group(tasks)).await;
+    h.until_done(job).await;
+    let requests = h.api.actions();
+    let order: Vec<String> = posts(&requests).into_iter().map(|(path, _)| path).collect();
+    assert_eq!(
+        &order[..2],
+        [TOPOLOGIES, KAI_PODGROUPS],
+        "the Topology first"
+    );
+    assert_eq!(
+        posted(&requests, TOPOLOGIES),
+        vec![json!({
+            "apiVersion": "kai.scheduler/v1alpha1", "kind": "Topology",
+            "metadata": {"name": TOPOLOGY_NAME, "labels": {"osmo.namespace": NS, "osmo.pool": "gpu-pool"}},
+            "spec": {"levels": [{"nodeLabel": ZONE}, {"nodeLabel": CLIQUE}]},
+        })]
+    );
+    let spec = &posted(&requests, KAI_PODGROUPS)[0]["spec"];
+    assert_eq!(
+        *spec,
+        json!({
+            "queue": QUEUE, "priorityClassName": "osmo-high",
+            "topologyConstraint": {"requiredTopologyLevel": ZONE, "topology": TOPOLOGY_NAME},
+            "subGroups": [
+                {"name": "wf-model-1", "minMember": 2,
+                 "topologyConstraint": {"requiredTopologyLevel": CLIQUE, "topology": TOPOLOGY_NAME}},
+                {"name": "wf-model-2", "minMember": 1,
+                 "topologyConstraint": {"preferredTopologyLevel": CLIQUE, "topology": TOPOLOGY_NAME}},
+            ],
+        }),
+        "no minMember beside subgroups: KAI counts them per subgroup"
+    );
+    let subgroups: Vec<(String, String)> = posted(&requests, PODS)
+        .iter()
+        .map(|pod| {
+            (
+                pod["metadata"]["annotations"]["osmo.task_name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                pod["metadata"]["labels"]["kai.scheduler/subgroup-name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        subgroups,
+        [
+            ("m1-a".to_string(), "wf-model-1".to_string()),
+            ("m1-b".to_string(), "wf-model-1".to_string()),
+            ("m2-a".to_string(), "wf-model-2".to_string()),
+        ]
+    );
+}
+
+/// The tree's other shapes: one shared clique (no subgroups, `minMember`
+/// kept); two zones with cliques below (inner subgroups with parents);
+/// a zone with a single clique passes straight to it.
+#[test]
+fn topology_trees_of_every_shape() {
+    let plan_of = |tasks: Vec<TaskLaunch>| {
+        super::topology::plan(&group(tasks), NS)
+            .expect("plan")
+            .expect("topology")
+    };
+    let shared = plan_of(vec![
+        topology_task("a", 0, true, &[("gpu-clique", "default", true)]),
+        topology_task("b", 1, false, &[("gpu-clique", "default", true)]),
+    ]);
+    assert_eq!(
+        shared.shared.as_ref().map(|c| c.label.as_str()),
+        Some(CLIQUE)
+    );
+    assert!(shared.subgroups.is_empty() && shared.task_subgroups.is_empty());
+
+    let nested = plan_of(vec![
+        topology_task(
+            "a",
+            0,
+            true,
+            &[("zone", "z1", true), ("gpu-clique", "c1", true)],
+        ),
+        topology_task(
+            "b",
+            1,
+            false,
+            &[("zone", "z1", true), ("gpu-clique", "c2", true)],
+        ),
+        topology_task(
+            "c",
+            2,
+            false,
+            &[("zone", "z2", true), ("gpu-clique", "c1", true)],
+        ),
+        topology_task(
+            "d",
+            3,
+            false,
+            &[("zone", "z2", true), ("gpu-clique", "c1", true)],
+        ),
+    ]);
+    assert_eq!(nested.shared, None);
+    let shape: Vec<(String, Option<String>, usize, String)> = nested
+        .subgroups
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                s.parent.clone(),
+                s.min_member,
+                s.constraint.label.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("z1".into(), None, 2, ZONE.into()),
+            ("z1-c1".into(), Some("z1".into()), 1, CLIQUE.into()),
+            ("z1-c2".into(), Some("z1".into()), 1, CLIQUE.into()),
+            // z2 has one clique: its constraint is enough (it lies in z2).
+            ("z2-c1".into(), None, 2, CLIQUE.into()),
+        ]
+    );
+    assert_eq!(nested.task_subgroups["c"], "z2-c1");
+
+    // A task without topology joins no subgroup.
+    let mixed = plan_of(vec![
+        topology_task("a", 0, true, &[("gpu-clique", "x", true)]),
+        topology_task("b", 1, false, &[("gpu-clique", "y", true)]),
+        task("c", 2, false),
+    ]);
+    assert_eq!(mixed.subgroups.len(), 2);
+    assert!(!mixed.task_subgroups.contains_key("c"));
+    assert!(super::topology::plan(&group(vec![task("a", 0, true)]), NS)
+        .expect("plan")
+        .is_none());
+}
+
+/// The pool's levels changed since its `Topology` was made: KAI's levels
+/// are immutable, so it is replaced; an unchanged one is kept. A scheduler
+/// other than KAI cannot place by topology: the group fails, saying so.
+#[tokio::test]
+async fn a_changed_pool_topology_is_replaced_and_other_schedulers_refuse_topology() {
+    let mut h = Harness::start(SchedulerSettings::default()).await;
+    h.hello().await;
+    let job = h
+        .create(group(vec![topology_task(
+            "a",
+            0,
+            true,
+            &[("gpu-clique", "g", true)],
+        )]))
+        .await;
+    h.until_done(job).await;
+    // Again with the same levels: kept (no delete, no second create).
+    h.api.clear_requests();
+    let mut again = group(vec![topology_task(
+        "b",
+        1,
+        true,
+        &[("gpu-clique", "g", true)],
+    )]);
+    again.meta.group_uuid = "11111111-0000-4000-8000-000000000004".into();
+    again.group = "again".into();
+    let job = h.create(again).await;
+    h.until_done(job).await;
+    let requests = h.api.actions();
+    assert_eq!(
+        posted(&requests, KAI_PODGROUPS).len(),
+        1,
+        "the group was created"
+    );
+    assert!(posted(&requests, TOPOLOGIES).is_empty());
+    assert!(!requests.iter().any(|r| r.method == "DELETE"));
+    // The pool lost its zone level: replaced.
+    h.api.clear_requests();
+    let mut changed = topology_task("c", 2, true, &[("gpu-clique", "g", true)]);
+    changed.extras.topology_levels = vec![CLIQUE.to_string()];
+    let mut later = group(vec![changed]);
+    later.meta.group_uuid = "11111111-0000-4000-8000-000000000005".into();
+    later.group = "later".into();
+    let job = h.create(later).await;
+    h.until_done(job).await;
+    let requests = h.api.actions();
+    let calls: Vec<(String, String)> = requests
+        .iter()
+        .map(|r| (r.method.clone(), r.path.clone()))
+        .collect();
+    assert!(
+        calls.contains(&(
+            "DELETE".to_string(),
+            format!("{TOPOLOGIES}/{TOPOLOGY_NAME}")
+        )),
+        "{calls:?}"
+    );
+    assert_eq!(
+        posted(&requests, TOPOLOGIES)[0]["spec"],
+        json!({"levels": [{"nodeLabel": CLIQUE}]})
+    );
+
+    let mut h = Harness::start(SchedulerSettings::for_type(SchedulerType::Volcano)).await;
+    h.hello().await;
+    let job = h
+        .create(group(vec![topology_task(
+            "a",
+            0,
+            true,
+            &[("gpu-clique", "g", true)],
+        )]))
+        .await;
+    let seen = h.until_done(job).await;
+    let message = seen
+        .iter()
+        .find_map(|m| match m {
+            FromOperator::TaskStatus {
+                status: TaskStatus::FailedBackendError,
+                message: Some(message),
+                ..
+            } => Some(message.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no failure: {seen:?}"));
+    assert!(message.contains("only the kai scheduler"), "{message}");
+    assert!(posts(&h.api.actions()).is_empty(), "nothing created");
+}

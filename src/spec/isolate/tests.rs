@@ -1,7 +1,7 @@
 //! Unit tests of the parent module.
 
 use super::*;
-use gantry_storage::extras::{CheckpointPlan, TaskExtras};
+use gantry_storage::extras::{CheckpointPlan, TaskExtras, TopologyRequirement};
 use std::path::PathBuf;
 
 fn input(text: &str) -> SpecInput {
@@ -29,6 +29,11 @@ fn prepared(text: &str, plan: Result<WorkflowPlan, SpecError>) -> Prepared {
                         frequency_seconds: 60,
                         regex: Some(".*\\.pth".into()),
                     }],
+                    topology: vec![TopologyRequirement {
+                        key: "rack".into(),
+                        ..TopologyRequirement::default()
+                    }],
+                    topology_levels: Vec::new(),
                 },
             )]
             .into(),

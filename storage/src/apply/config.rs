@@ -13,6 +13,7 @@
 use crate::command::{Outcome, RejectionKind};
 use crate::config::{
     BackendRecord, ConfigData, ConfigMeta, ConfigRevision, ConfigType, NodeInventory, PoolConfig,
+    PoolExtras,
 };
 use crate::error::StorageError;
 use crate::lifecycle;
@@ -34,6 +35,10 @@ fn check_config(config_type: ConfigType, name: &str, data: &ConfigData) -> Resul
     match (config_type, data) {
         (ConfigType::Backend, ConfigData::Backend(_)) => Ok(()),
         (ConfigType::Pool, ConfigData::Pool(pool)) => check_pool(name, pool),
+        (ConfigType::Pool, ConfigData::PoolWithExtras(pool, extras)) => {
+            check_pool(name, pool)?;
+            PoolExtras::from_text(extras).map(drop)
+        }
         (ConfigType::Role, ConfigData::Role(role)) => {
             if role.name != name {
                 return Err(format!(
@@ -94,7 +99,9 @@ fn write_revision(
 ) -> Result<u64, StorageError> {
     let revision = tables.next_config_revision(config_type)?;
     match &data {
-        Some(ConfigData::Pool(pool)) => tables.put_pool(&pool.record())?,
+        Some(ConfigData::Pool(pool) | ConfigData::PoolWithExtras(pool, _)) => {
+            tables.put_pool(&pool.record())?
+        }
         Some(ConfigData::Backend(settings)) => {
             let mut backend = tables
                 .backend(name)?

@@ -16,6 +16,7 @@ mod token;
 mod workflow;
 
 use crate::command::{Command, Outcome, RejectionKind};
+use crate::config::{ConfigData, ConfigType, PoolExtras};
 use crate::error::StorageError;
 use crate::extras::WorkflowExtras;
 use crate::labels::Labels;
@@ -175,7 +176,32 @@ fn apply_at(
             name,
             meta,
             data,
-        } => apply_config_put(tables, at(now), *config_type, name, meta, data),
+        } => match **data {
+            // Only the gated kind carries extras: a member of an older
+            // build could not read them.
+            ConfigData::PoolWithExtras(..) => Ok(Outcome::rejected(
+                RejectionKind::Invalid,
+                "a pool with extras is written by PutPoolWithExtras only",
+            )),
+            _ => apply_config_put(tables, at(now), *config_type, name, meta, data),
+        },
+        Command::PutPoolWithExtras {
+            now,
+            name,
+            meta,
+            pool,
+            extras,
+        } => match PoolExtras::from_text(extras) {
+            // Stored as sent (see `crate::config::pool_extras`).
+            Ok(_) => {
+                let data = ConfigData::PoolWithExtras((**pool).clone(), extras.clone());
+                apply_config_put(tables, at(now), ConfigType::Pool, name, meta, &data)
+            }
+            Err(message) => Ok(Outcome::rejected(
+                RejectionKind::Invalid,
+                format!("topology_keys: {message}"),
+            )),
+        },
         Command::DeleteConfig {
             now,
             config_type,

@@ -9,7 +9,7 @@
 //! exit code no rule of the task names takes its pool's default action.
 
 use crate::command::{Outcome, RejectionKind, TaskDataTimes, TaskKey, TaskReport};
-use crate::config::{ConfigData, ConfigRevision, ConfigType};
+use crate::config::{ConfigData, ConfigType};
 use crate::error::StorageError;
 use crate::lifecycle;
 use crate::plan::ExitAction;
@@ -166,13 +166,11 @@ fn pool_default_exit_action(
     pool: &str,
     exit_code: i32,
 ) -> Result<Option<ExitAction>, StorageError> {
-    Ok(match tables.config_current(ConfigType::Pool, pool)? {
-        Some(ConfigRevision {
-            data: Some(ConfigData::Pool(config)),
-            ..
-        }) => crate::plan::exit_action_in(&config.default_exit_actions, exit_code),
-        _ => None,
-    })
+    Ok(tables
+        .config_current(ConfigType::Pool, pool)?
+        .and_then(|revision| revision.data)
+        .and_then(ConfigData::into_pool)
+        .and_then(|config| crate::plan::exit_action_in(&config.default_exit_actions, exit_code)))
 }
 
 /// OSMO's RESCHEDULE: a lead (or any task of a group that does not ignore

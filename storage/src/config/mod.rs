@@ -24,6 +24,7 @@
 pub mod backend;
 pub mod pod_template;
 pub mod pool;
+pub mod pool_extras;
 pub mod resource_validation;
 pub mod role;
 pub mod service;
@@ -33,6 +34,7 @@ pub use backend::{
     BackendRecord, BackendSettings, NodeInventory, SchedulerType, Taint, EXECUTOR_LOCAL,
 };
 pub use pool::{GpuQuota, PlatformConfig, PoolConfig, PoolStatus, Toleration};
+pub use pool_extras::{PoolExtras, TopologyKey};
 pub use role::{Policy, PolicyEffect, RoleConfig};
 pub use service::ServiceConfig;
 pub use workflow::WorkflowConfig;
@@ -127,6 +129,47 @@ pub enum ConfigData {
     Backend(BackendSettings),
     Pool(PoolConfig),
     Role(RoleConfig),
+    /// A pool with extras (`pool_extras`): the JSON text as its proposer
+    /// sent it. Only [`crate::Command::PutPoolWithExtras`] writes one.
+    PoolWithExtras(PoolConfig, String),
+}
+
+impl ConfigData {
+    /// The pool config, with or without extras.
+    pub fn as_pool(&self) -> Option<&PoolConfig> {
+        match self {
+            ConfigData::Pool(pool) | ConfigData::PoolWithExtras(pool, _) => Some(pool),
+            _ => None,
+        }
+    }
+
+    /// The pool config, with or without extras, owned.
+    pub fn into_pool(self) -> Option<PoolConfig> {
+        match self {
+            ConfigData::Pool(pool) | ConfigData::PoolWithExtras(pool, _) => Some(pool),
+            _ => None,
+        }
+    }
+
+    /// A pool's extras: empty for a pool without (and for other types).
+    /// A stored text always reads (the applier refuses one that does
+    /// not), so an unreadable one reads as none.
+    pub fn pool_extras(&self) -> PoolExtras {
+        match self {
+            ConfigData::PoolWithExtras(_, text) => PoolExtras::from_text(text).unwrap_or_default(),
+            _ => PoolExtras::default(),
+        }
+    }
+
+    /// A pool config and its extras as they are stored: without extras as
+    /// [`ConfigData::Pool`], as every build reads it.
+    pub fn pool(pool: PoolConfig, extras: &PoolExtras) -> ConfigData {
+        if extras.is_empty() {
+            ConfigData::Pool(pool)
+        } else {
+            ConfigData::PoolWithExtras(pool, extras.to_text())
+        }
+    }
 }
 
 /// Who changed a config, when and why (OSMO's history metadata).
@@ -160,7 +203,9 @@ pub fn parse(config_type: ConfigType, name: &str, body: Value) -> Result<ConfigD
         ConfigType::Workflow => workflow::parse(body)
             .and_then(|config| to_text(&config))
             .map(ConfigData::Json),
-        ConfigType::Pool => pool::parse(name, body).map(ConfigData::Pool),
+        ConfigType::Pool => {
+            pool::parse(name, body).map(|(pool, extras)| ConfigData::pool(pool, &extras))
+        }
         ConfigType::Role => role::parse(name, body).map(ConfigData::Role),
         ConfigType::PodTemplate => pod_template::parse(body)
             .and_then(|body| to_text(&body))
@@ -186,7 +231,9 @@ pub fn render(data: &ConfigData) -> Value {
             value
         }
         ConfigData::Backend(settings) => backend::settings_json(settings),
-        ConfigData::Pool(pool) => pool::pool_json(pool, pool.status),
+        ConfigData::Pool(pool) | ConfigData::PoolWithExtras(pool, _) => {
+            pool::pool_json(pool, &data.pool_extras(), pool.status)
+        }
         ConfigData::Role(role) => role::role_json(role, false),
     }
 }

@@ -15,6 +15,7 @@
 //! pool names must exist when it is stored: [`PoolConfig::references`]
 //! lists them for the caller to look up. No field is a secret.
 
+use super::pool_extras::{check_topology_keys, PoolExtras, TopologyKey};
 use super::{check_duration, typed, ConfigType};
 use crate::record::PoolRecord;
 use serde::{Deserialize, Serialize};
@@ -268,7 +269,7 @@ struct PoolBody {
     #[allow(dead_code)]
     download_type: Option<Value>,
     #[serde(default)]
-    topology_keys: Vec<Value>,
+    topology_keys: Vec<TopologyKey>,
     /// Refused unless empty (see `parse`).
     #[serde(default)]
     common_default_variables: Map<String, Value>,
@@ -298,8 +299,9 @@ fn check_codes(field: &str, codes: &str) -> Result<(), String> {
         .map_err(|_| format!("configs.{field}: '{codes}' is not a list of codes like \"1,2-10\""))
 }
 
-/// Parses a POOL body stored under `name`.
-pub fn parse(name: &str, body: Value) -> Result<PoolConfig, String> {
+/// Parses a POOL body stored under `name`: the config and its extras
+/// (`pool_extras`).
+pub fn parse(name: &str, body: Value) -> Result<(PoolConfig, PoolExtras), String> {
     let body: PoolBody = typed(body, "configs")?;
     if !body.name.is_empty() && body.name != name {
         return Err(format!(
@@ -310,9 +312,7 @@ pub fn parse(name: &str, body: Value) -> Result<PoolConfig, String> {
     if body.backend.trim().is_empty() {
         return Err("configs.backend: a pool needs a backend".into());
     }
-    if !body.topology_keys.is_empty() {
-        return Err("configs.topology_keys: topology-aware scheduling is not supported yet".into());
-    }
+    check_topology_keys(&body.topology_keys)?;
     // Pod template and validation variables' defaults: stored, they would
     // change what a pool record is; refused until they are, never accepted
     // and ignored.
@@ -407,7 +407,10 @@ pub fn parse(name: &str, body: Value) -> Result<PoolConfig, String> {
             },
         );
     }
-    Ok(PoolConfig {
+    let extras = PoolExtras {
+        topology_keys: body.topology_keys,
+    };
+    let pool = PoolConfig {
         name: name.to_string(),
         description: body.description,
         backend: body.backend,
@@ -425,7 +428,8 @@ pub fn parse(name: &str, body: Value) -> Result<PoolConfig, String> {
         default_exit_actions: body.default_exit_actions,
         common_pod_template: body.common_pod_template,
         common_resource_validations: body.common_resource_validations,
-    })
+    };
+    Ok((pool, extras))
 }
 
 /// The status OSMO shows: MAINTENANCE if set so, else OFFLINE if set so or
@@ -441,7 +445,7 @@ pub fn pool_status(pool: &PoolConfig, backend_online: bool) -> PoolStatus {
 }
 
 /// OSMO's `PoolEditable`, with `status` as it is now.
-pub fn pool_json(pool: &PoolConfig, status: PoolStatus) -> Value {
+pub fn pool_json(pool: &PoolConfig, extras: &PoolExtras, status: PoolStatus) -> Value {
     let platforms: Map<String, Value> = pool
         .platforms
         .iter()
@@ -482,6 +486,7 @@ pub fn pool_json(pool: &PoolConfig, status: PoolStatus) -> Value {
         }},
         "common_pod_template": pool.common_pod_template,
         "common_resource_validations": pool.common_resource_validations,
+        "topology_keys": extras.topology_keys,
         "platforms": platforms,
     })
 }

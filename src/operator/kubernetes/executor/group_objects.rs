@@ -12,9 +12,10 @@
 //!   cleanup or cancel deletes what is left.
 
 use crate::operator::kubernetes::config::{KubernetesConfig, SchedulerSettings};
-use crate::operator::kubernetes::error::{is_conflict, KubeError};
+use crate::operator::kubernetes::error::{is_conflict, is_not_found, KubeError};
 use crate::operator::kubernetes::manifests::GroupManifests;
 use crate::operator::kubernetes::scheduler;
+use crate::operator::kubernetes::topology;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 
@@ -33,6 +34,9 @@ pub(super) async fn create(
         let name = secret.metadata.name.clone().unwrap_or_default();
         tolerate_conflict(secrets.create(&post, secret).await)
             .map_err(|error| KubeError::api("create", "Secret", &name, error))?;
+    }
+    if let Some(topology) = &built.topology {
+        ensure_topology(client, topology).await?;
     }
     if let Some(gang) = &built.gang {
         let api: Api<DynamicObject> =
@@ -53,6 +57,32 @@ pub(super) async fn create(
             .map_err(|error| KubeError::api("create", "Service", &name, error))?;
     }
     Ok(())
+}
+
+/// Makes the pool's `Topology` what `wanted` says: created when missing,
+/// kept when its levels match, else deleted and created again (KAI's
+/// levels are immutable; OSMO replaces it the same way). Groups of the
+/// pool share it, so it is never deleted with a group.
+async fn ensure_topology(client: &kube::Client, wanted: &DynamicObject) -> Result<(), KubeError> {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &topology::topology_resource());
+    let name = wanted.metadata.name.clone().unwrap_or_default();
+    let create = || async {
+        tolerate_conflict(api.create(&PostParams::default(), wanted).await)
+            .map_err(|error| KubeError::api("create", "Topology", &name, error))
+    };
+    match api.get(&name).await {
+        Ok(existing) if topology::levels_of(&existing) == topology::levels_of(wanted) => Ok(()),
+        Ok(_) => {
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(error) if is_not_found(&error) => {}
+                Err(error) => return Err(KubeError::api("delete", "Topology", &name, error)),
+            }
+            create().await
+        }
+        Err(error) if is_not_found(&error) => create().await,
+        Err(error) => Err(KubeError::api("get", "Topology", &name, error)),
+    }
 }
 
 /// Deletes every object of a group by label selector: the PodGroups of
