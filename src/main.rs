@@ -307,6 +307,14 @@ fn main() {
     {
         std::process::exit(spec::render_worker_main());
     }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == operator::local::enter::ENTER_ARG)
+    {
+        std::process::exit(operator::local::enter::enter_main(
+            std::env::args_os().skip(2).collect(),
+        ));
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -320,6 +328,10 @@ fn main() {
     };
     let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        // `workflow exec` passes the command's exit code on, silently.
+        Err(error) if error.downcast_ref::<cli::exec::CommandExit>().is_some() => error
+            .downcast_ref::<cli::exec::CommandExit>()
+            .map_or(1, |exit| exit.0),
         Err(error) => {
             eprintln!("error: {error:#}");
             1

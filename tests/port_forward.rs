@@ -4,7 +4,8 @@
 //! in-process operator of `gantry dev`, and through a remote `gantry
 //! operator` over mutual TLS (the session a request of its own on the
 //! operator's HTTP/2 connection); many connections at once, each with its
-//! own bytes; 403, 404 and 409; the session ends when the task does.
+//! own bytes; 403, 404 and 409; the session ends when the task does. An
+//! exec travels the remote operator's path too.
 
 mod common;
 
@@ -294,6 +295,7 @@ fn port_forward_through_the_in_process_operator() {
     let log = server.log();
     assert!(
         log.contains("port-forward session opened")
+            && log.contains("port-forward session opening")
             && log.contains("user=anonymous")
             && log.contains("task=serve port=7000"),
         "every session is logged with who, what and where:\n{log}"
@@ -433,6 +435,36 @@ fn port_forward_through_a_remote_operator_over_mutual_tls() {
     );
     let (status, _) = ask(&http, &url, None);
     assert_eq!(status, 401);
+
+    // An exec goes the same way (over TLS, to the remote operator, into
+    // the task's sandbox); a token without workflow:Exec is refused.
+    let output = Command::new(BINARY)
+        .args([
+            "workflow",
+            "exec",
+            &id,
+            "serve",
+            "--",
+            "sh",
+            "-c",
+            "id -u; exit 4",
+        ])
+        .envs(env(&admin))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "1000\n");
+    let refused = http
+        .get(format!("{}/api/workflow/{id}/exec/task/serve", server.url))
+        .header("Connection", "upgrade")
+        .header("Upgrade", "gantry-exec")
+        .bearer_auth(&backend_token)
+        .send()
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 403);
+    let text = refused.text().unwrap_or_default();
+    assert!(text.contains("workflow:Exec"), "{text}");
 
     // An operator's credentials answer only a session the server asked of
     // their backend: a made-up session is 404, and no stream opens.

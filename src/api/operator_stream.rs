@@ -89,7 +89,11 @@ pub async fn connect(
     // What the operator's build says it takes beyond every build's jobs;
     // extras need the named format.
     let abilities = OperatorAbilities {
-        sessions: headers.contains_key(crate::protocol::session::SESSIONS_HEADER),
+        sessions: crate::protocol::launch_extras::announced_level(
+            headers
+                .get(crate::protocol::session::SESSIONS_HEADER)
+                .map(|value| value.as_bytes()),
+        ),
         launch_extras: if format == wire::FrameFormat::Named {
             crate::protocol::launch_extras::announced_level(
                 headers

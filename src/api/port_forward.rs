@@ -1,8 +1,13 @@
-//! `GET /api/workflow/{name}/portforward/{task_name}?port=N`: a TCP
-//! connection to port N of a running task, as this request upgraded
-//! (HTTP/1.1 `Upgrade: gantry-port-forward`) to a raw byte stream.
+//! Sessions into running tasks, as users open them: an HTTP/1.1 request
+//! upgraded to the session's stream. `GET
+//! /api/workflow/{name}/portforward/{task_name}?port=N` (`Upgrade:
+//! gantry-port-forward`) becomes a TCP connection to port N of the task;
+//! `GET /api/workflow/{name}/exec/task/{task_name}?entry=CMD&tty=BOOL`
+//! (`Upgrade: gantry-exec`) a command run inside it, as `protocol::exec`
+//! frames.
 //!
-//! Invariants: authorized as `workflow:PortForward` on the workflow's pool
+//! Invariants: authorized as `workflow:PortForward` / `workflow:Exec` on
+//! the workflow's pool
 //! (by `access`, before this runs); an unknown workflow or task is a 404,
 //! a task that is not RUNNING a 409 naming its status; a session is opened
 //! on the leader, where the operator running the task is linked (another
@@ -10,7 +15,7 @@
 //! once the operator has its end (connected to the task's port), so every
 //! failure before is an HTTP error with a message; the bytes go between
 //! the two ends here and nowhere else (never a Raft command); every
-//! session is logged with its user, workflow, task and port.
+//! session is logged with its user, workflow, task and what it opened.
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -19,6 +24,7 @@ use super::params::Params;
 use super::workflow::{lookup, read};
 use super::AppState;
 use crate::control::operator_hub::SessionError;
+use crate::protocol::exec::{ExecRequest, EXEC_PROTOCOL};
 use crate::protocol::session::PORT_FORWARD_PROTOCOL;
 use crate::protocol::SessionKind;
 use axum::extract::{Path, RawQuery, Request, State};
@@ -46,7 +52,7 @@ pub async fn port_forward(
     Extension(caller): Extension<Caller>,
     Path((name, task_name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
-    mut request: Request,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref());
     let port = params
@@ -59,6 +65,99 @@ pub async fn port_forward(
                 "query parameter `port` must be a port number (1-65535)",
             )
         })?;
+    let target = SessionTarget {
+        state,
+        caller,
+        workflow: name,
+        task: task_name,
+        params,
+    };
+    open_upgraded(
+        target,
+        request,
+        PORT_FORWARD_PROTOCOL,
+        SessionKind::PortForward { port },
+    )
+    .await
+}
+
+/// `GET /api/workflow/{name}/exec/task/{task_name}?entry=CMD&tty=BOOL`:
+/// a command run inside a running task (`entry`, split as a shell
+/// would, OSMO's `/bin/bash` by default), this request upgraded
+/// (`Upgrade: gantry-exec`) to a stream of `protocol::exec` frames.
+pub async fn exec(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((name, task_name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let entry = params.get("entry").unwrap_or(DEFAULT_ENTRY);
+    let argv = shlex::split(entry)
+        .filter(|argv| !argv.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "USAGE",
+                format!("query parameter `entry`: {entry:?} is not a command (quotes must close)"),
+            )
+        })?;
+    let tty = params.flag("tty")?;
+    let dimension = |field: &str| -> Result<Option<u16>, ApiError> {
+        params
+            .get(field)
+            .map(|text| {
+                text.parse::<u16>().map_err(|_| {
+                    ApiError::bad_request(
+                        "USAGE",
+                        format!("query parameter `{field}` must be a number of 0 to 65535"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let size = match (dimension("columns")?, dimension("rows")?) {
+        (Some(columns), Some(rows)) => Some((columns, rows)),
+        _ => None,
+    };
+    let target = SessionTarget {
+        state,
+        caller,
+        workflow: name,
+        task: task_name,
+        params,
+    };
+    let kind = SessionKind::Exec(ExecRequest { argv, tty, size });
+    open_upgraded(target, request, EXEC_PROTOCOL, kind).await
+}
+
+/// OSMO's default exec entry.
+const DEFAULT_ENTRY: &str = "/bin/bash";
+
+/// Who asks for a session into which task.
+struct SessionTarget {
+    state: AppState,
+    caller: Caller,
+    workflow: String,
+    task: String,
+    params: Params,
+}
+
+/// Opens a session of `kind` into the target's task and answers 101,
+/// splicing the upgraded request with the operator's end.
+async fn open_upgraded(
+    target: SessionTarget,
+    mut request: Request,
+    protocol: &'static str,
+    kind: SessionKind,
+) -> Result<Response, ApiError> {
+    let SessionTarget {
+        state,
+        caller,
+        workflow: name,
+        task: task_name,
+        params,
+    } = target;
     let workflow = lookup(&state, &params, &name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Workflow '{name}' not found")))?;
@@ -94,7 +193,7 @@ pub async fn port_forward(
         .headers()
         .get(header::UPGRADE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.eq_ignore_ascii_case(PORT_FORWARD_PROTOCOL));
+        .is_some_and(|value| value.eq_ignore_ascii_case(protocol));
     let upgrade = request
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>()
@@ -104,9 +203,10 @@ pub async fn port_forward(
                 StatusCode::UPGRADE_REQUIRED,
                 "USAGE",
                 format!(
-                    "this route becomes the task's TCP stream: send it over HTTP/1.1 with \
-                     `Connection: Upgrade` and `Upgrade: {PORT_FORWARD_PROTOCOL}` \
-                     (`gantry workflow port-forward` does)"
+                    "this route becomes the session's stream: send it over HTTP/1.1 with \
+                     `Connection: Upgrade` and `Upgrade: {protocol}` \
+                     (`gantry workflow {}` does)",
+                    kind.verb()
                 ),
             )
         })?;
@@ -116,13 +216,22 @@ pub async fn port_forward(
         task: task_name.clone(),
         retry_id: task.retry_id,
     };
+    let verb = kind.verb();
+    let (user, workflow_id) = (caller.user, workflow.id.clone());
+    match &kind {
+        SessionKind::PortForward { port } => {
+            tracing::info!(%user, workflow = %workflow_id, task = %task_name, port, "port-forward session opening");
+        }
+        SessionKind::Exec(request) => {
+            tracing::info!(%user, workflow = %workflow_id, task = %task_name, command = ?request.argv, tty = request.tty, "exec session opening");
+        }
+    }
     let task_end = state
         .hub
-        .open_session(&backend, key, SessionKind::PortForward { port })
+        .open_session(&backend, key, kind)
         .await
         .map_err(|error| session_error(error).with_workflow(&workflow.id))?;
-    let (user, workflow_id) = (caller.user, workflow.id);
-    tracing::info!(%user, workflow = %workflow_id, task = %task_name, port, "port-forward session opened");
+    tracing::info!(%user, workflow = %workflow_id, task = %task_name, "{verb} session opened");
     state.bulk.spawn(async move {
         let outcome = match upgrade.await {
             Ok(upgraded) => {
@@ -141,27 +250,24 @@ pub async fn port_forward(
         };
         match outcome {
             Ok((to_task, from_task)) => {
-                tracing::info!(%user, workflow = %workflow_id, task = %task_name, port, to_task, from_task, "port-forward session closed");
+                tracing::info!(%user, workflow = %workflow_id, task = %task_name, to_task, from_task, "{verb} session closed");
             }
             Err(error) => {
-                tracing::info!(%user, workflow = %workflow_id, task = %task_name, port, %error, "port-forward session ended");
+                tracing::info!(%user, workflow = %workflow_id, task = %task_name, %error, "{verb} session ended");
             }
         }
     });
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(
-        header::UPGRADE,
-        HeaderValue::from_static(PORT_FORWARD_PROTOCOL),
-    );
+    headers.insert(header::UPGRADE, HeaderValue::from_static(protocol));
     Ok(response)
 }
 
 fn session_error(error: SessionError) -> ApiError {
     let status = match &error {
         SessionError::NotConnected(_) => StatusCode::SERVICE_UNAVAILABLE,
-        SessionError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+        SessionError::Unsupported { .. } => StatusCode::NOT_IMPLEMENTED,
         SessionError::NoAnswer { .. } => StatusCode::GATEWAY_TIMEOUT,
         SessionError::Refused(_) => StatusCode::BAD_GATEWAY,
     };

@@ -133,6 +133,8 @@ pub fn routes() -> Vec<Route> {
             .query(&[STALE]),
         Route::new(M::GET, "/api/workflow/{name}/portforward/{task_name}", "A TCP connection to a port of a running task: the request upgraded (HTTP/1.1 `Upgrade: gantry-port-forward`) to the byte stream", allow("workflow:PortForward", WORKFLOW_POOL), get(port_forward::port_forward))
             .query(&[gantry("port", Integer)]),
+        Route::new(M::GET, "/api/workflow/{name}/exec/task/{task_name}", "A command run inside a running task: the request upgraded (HTTP/1.1 `Upgrade: gantry-exec`) to a stream of exec frames (stdin, resize; stdout, stderr, exit code)", allow("workflow:Exec", WORKFLOW_POOL), get(port_forward::exec))
+            .query(&[gantry("entry", String), gantry("tty", Boolean), gantry("columns", Integer), gantry("rows", Integer)]),
         Route::new(M::POST, "/api/workflow/{name}/portforward/{task_name}", "OSMO's port-forward, which goes through OSMO's router: refused (501) naming Gantry's", allow("workflow:PortForward", WORKFLOW_POOL), post(port_forward::osmo_port_forward))
             .query(&[optional("task_ports", List), optional("use_udp", Boolean)]),
         Route::new(M::GET, "/api/task", "Task runs across workflows, or their requests summed", allow("workflow:List", ANY), get(tasks::list))

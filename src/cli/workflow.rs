@@ -191,6 +191,8 @@ pub enum WorkflowCommand {
     },
     /// Forward local TCP ports to ports of a running task (one session per connection)
     PortForward(super::port_forward::PortForwardArgs),
+    /// Run a command inside a running task (a terminal when this one is); exits with its code
+    Exec(super::exec::ExecArgs),
     /// Print a workflow's spec
     Spec {
         #[command(flatten)]
@@ -216,7 +218,8 @@ impl WorkflowCommand {
             | WorkflowCommand::Spec { output, .. } => output.format,
             WorkflowCommand::Logs { .. }
             | WorkflowCommand::Events { .. }
-            | WorkflowCommand::PortForward(_) => OutputFormat::Text,
+            | WorkflowCommand::PortForward(_)
+            | WorkflowCommand::Exec(_) => OutputFormat::Text,
         }
     }
 }
@@ -514,6 +517,7 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             print_text(&text);
         }
         WorkflowCommand::PortForward(forward) => super::port_forward::run(args, forward).await?,
+        WorkflowCommand::Exec(exec) => super::exec::run(args, exec).await?,
         WorkflowCommand::Spec { id, template, .. } => {
             let spec = with_spinner(format, "Fetching spec", client.spec(&id, template)).await?;
             print_text(&spec);

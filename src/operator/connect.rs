@@ -206,7 +206,10 @@ impl Connector {
                 wire::FRAME_FORMAT_HEADER,
                 wire::FrameFormat::NEWEST.number().to_string(),
             )
-            .header(session::SESSIONS_HEADER, "1")
+            .header(
+                session::SESSIONS_HEADER,
+                session::SESSIONS_LEVEL.to_string(),
+            )
             .header(
                 crate::protocol::launch_extras::LAUNCH_EXTRAS_HEADER,
                 crate::protocol::launch_extras::LAUNCH_EXTRAS_LEVEL.to_string(),

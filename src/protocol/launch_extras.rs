@@ -27,8 +27,9 @@ pub const LAUNCH_EXTRAS_HEADER: &str = "gantry-launch-extras";
 /// and ignored (named fields), so a launch never goes to it.
 pub const LAUNCH_EXTRAS_LEVEL: u8 = 2;
 
-/// The level an operator announced in [`LAUNCH_EXTRAS_HEADER`]: absent, 0;
-/// present without a number (the first builds sent `1`), 1.
+/// The level an operator announced in a header of abilities
+/// ([`LAUNCH_EXTRAS_HEADER`], `session::SESSIONS_HEADER`): absent, 0;
+/// present without a number, 1 (the first builds sent `1`).
 pub fn announced_level(header: Option<&[u8]>) -> u8 {
     header.map_or(0, |value| {
         std::str::from_utf8(value)

@@ -9,6 +9,7 @@
 //! [`TaskLaunch`].
 
 pub mod byte_queue;
+pub mod exec;
 pub mod host_access;
 pub mod launch_extras;
 pub mod session;
@@ -59,6 +60,9 @@ pub enum ToOperator {
 pub enum SessionKind {
     /// TCP to `port` on the task's own loopback.
     PortForward { port: u16 },
+    /// A command run inside the task (see `exec`); only to operators that
+    /// announced sessions level 2.
+    Exec(exec::ExecRequest),
 }
 
 impl SessionKind {
@@ -66,6 +70,16 @@ impl SessionKind {
     pub fn verb(&self) -> &'static str {
         match self {
             SessionKind::PortForward { .. } => "port-forward",
+            SessionKind::Exec(_) => "exec",
+        }
+    }
+
+    /// The sessions level (`session::SESSIONS_LEVEL`) an operator must
+    /// have announced to decode this kind.
+    pub fn level(&self) -> u8 {
+        match self {
+            SessionKind::PortForward { .. } => 1,
+            SessionKind::Exec(_) => 2,
         }
     }
 }

@@ -28,9 +28,13 @@ pub type SessionAnswer = Result<SessionIo, String>;
 /// over the link it was asked on; the future ends when the session does.
 pub type AttachSession = Arc<dyn Fn(String, SessionAnswer) -> BoxFuture<'static, ()> + Send + Sync>;
 
-/// The request header in which an operator says it answers sessions (an
-/// operator of an older build is never asked: it could not decode one).
+/// The request header in which an operator says it answers sessions, and
+/// of which kinds (an operator is never asked a kind its build could not
+/// decode).
 pub const SESSIONS_HEADER: &str = "gantry-sessions";
+
+/// The session kinds this build answers: 1, port-forward; 2, also exec.
+pub const SESSIONS_LEVEL: u8 = 2;
 
 /// The request header that marks a session answer as a refusal: the body
 /// is then the reason, as text.

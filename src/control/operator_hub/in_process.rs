@@ -30,7 +30,7 @@ impl OperatorHub {
                 instance,
                 false,
                 OperatorAbilities {
-                    sessions: true,
+                    sessions: crate::protocol::session::SESSIONS_LEVEL,
                     launch_extras: crate::protocol::launch_extras::LAUNCH_EXTRAS_LEVEL,
                 },
             )

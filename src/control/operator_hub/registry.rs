@@ -38,8 +38,9 @@ pub(super) struct Connection {
 /// build takes.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OperatorAbilities {
-    /// It answers `ToOperator::OpenSession`.
-    pub sessions: bool,
+    /// The kinds of `ToOperator::OpenSession` it answers
+    /// (`protocol::session::SESSIONS_LEVEL`); 0: none.
+    pub sessions: u8,
     /// The level of `ToOperator::CreateGroupWithExtras` it takes (see
     /// `protocol::launch_extras::LAUNCH_EXTRAS_LEVEL`); 0: none.
     pub launch_extras: u8,

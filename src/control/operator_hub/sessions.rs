@@ -48,8 +48,8 @@ impl PendingSessions {
 pub enum SessionError {
     #[error("no operator of backend '{0}' is connected to this server")]
     NotConnected(String),
-    #[error("the operator of backend '{0}' is of a build that cannot open sessions; upgrade it")]
-    Unsupported(String),
+    #[error("the operator of backend '{backend}' is of a build that cannot open {verb} sessions; upgrade it")]
+    Unsupported { backend: String, verb: &'static str },
     #[error("the operator of backend '{backend}' did not answer within {seconds} s", seconds = SESSION_ANSWER_WAIT.as_secs())]
     NoAnswer { backend: String },
     /// The operator's reason (nothing listens on the port, the task is gone).
@@ -84,8 +84,11 @@ impl OperatorHub {
                 .get(backend)
                 .filter(|c| c.ready)
                 .ok_or_else(|| SessionError::NotConnected(backend.to_string()))?;
-            if !connection.abilities.sessions {
-                return Err(SessionError::Unsupported(backend.to_string()));
+            if connection.abilities.sessions < kind.level() {
+                return Err(SessionError::Unsupported {
+                    backend: backend.to_string(),
+                    verb: kind.verb(),
+                });
             }
             connection.jobs.clone()
         };

@@ -320,6 +320,15 @@ impl TaskCgroup {
         Ok(())
     }
 
+    /// The `cgroup.procs` files a later process of the task (an exec)
+    /// writes itself into.
+    pub fn procs_paths(&self) -> Vec<PathBuf> {
+        self.dirs
+            .iter()
+            .map(|dir| dir.join("cgroup.procs"))
+            .collect()
+    }
+
     /// Descriptors the child writes `0` to, to join the cgroup.
     pub fn join_fds(&self) -> Vec<RawFd> {
         self.procs.iter().map(AsRawFd::as_raw_fd).collect()

@@ -18,6 +18,7 @@ mod task_run;
 mod tasks;
 
 use super::cgroup::Cgroups;
+use super::exec_session;
 use super::inventory;
 use super::netns::{self, GroupNet, NetError, TaskNet};
 use super::outbox::Outbox;
@@ -192,7 +193,16 @@ impl LocalOperator {
             Some(None) => return Err(format!("{task} is still starting")),
             Some(Some(net)) => net,
         };
-        let SessionKind::PortForward { port } = *kind;
+        let port = match kind {
+            SessionKind::PortForward { port } => *port,
+            SessionKind::Exec(request) => {
+                return match self.shared.tasks.sandbox_of(key) {
+                    None => Err(format!("{task} is not running on this operator")),
+                    Some(None) => Err(format!("{task} is still starting")),
+                    Some(Some(sandbox)) => exec_session::open(&sandbox, request).await,
+                };
+            }
+        };
         let stream = match net {
             TaskNet::Host => tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port))
                 .await

@@ -16,8 +16,10 @@
 //! failed or stopped.
 
 mod cgroup;
+pub mod enter;
 mod error;
 mod etc;
+mod exec_session;
 mod executor;
 mod expansion;
 mod inventory;

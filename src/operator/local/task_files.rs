@@ -17,6 +17,7 @@ use crate::data::beneath::open_dir_beneath;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::Mode;
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
@@ -107,6 +108,43 @@ impl TaskFiles {
         )
         .map_err(io::Error::from)
     }
+}
+
+/// The first child of process `parent`, checked to be its child (so a
+/// recycled process id is never taken for it).
+fn first_child(parent: u32) -> io::Result<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))?;
+    let child: u32 = children
+        .split_whitespace()
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the sandbox has no process"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{child}/stat"))?;
+    if parent_of(&stat) != Some(parent) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the sandbox's process is gone",
+        ));
+    }
+    Ok(child)
+}
+
+/// The task's own process (the command `bwrap` started, else the
+/// sandbox's first process) and its environment: what an exec enters and
+/// runs with.
+pub fn task_process(sandbox_pid: u32) -> io::Result<(u32, Vec<(OsString, OsString)>)> {
+    let init = first_child(sandbox_pid)?;
+    let process = first_child(init).unwrap_or(init);
+    let environ = std::fs::read(format!("/proc/{process}/environ"))?;
+    let environment = environ
+        .split(|byte| *byte == 0)
+        .filter_map(|entry| {
+            let text = std::str::from_utf8(entry).ok()?;
+            let (name, value) = text.split_once('=')?;
+            Some((OsString::from(name), OsString::from(value)))
+        })
+        .collect();
+    Ok((process, environment))
 }
 
 /// The parent process id in a `/proc/<pid>/stat` line (the field after

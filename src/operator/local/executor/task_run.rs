@@ -37,6 +37,7 @@ use crate::clock::now_ms;
 use crate::data;
 use crate::operator::local::cgroup::{Limits, TaskCgroup};
 use crate::operator::local::error::{ExecError, Stopped};
+use crate::operator::local::exec_session::SandboxEntry;
 use crate::operator::local::expansion;
 use crate::operator::local::log_lines;
 use crate::operator::local::netns::TaskNet;
@@ -219,8 +220,21 @@ impl Shared {
         self.outbox
             .task_status(&launch.key, TaskStatus::Running, None, None)
             .await;
-        // Checkpoints read the task's files through its sandbox's root.
+        // Checkpoints read the task's files through its sandbox's root;
+        // an exec enters the sandbox and its cgroup.
         let files = child.id().map(TaskFiles::new);
+        if let Some(bwrap_pid) = child.id() {
+            self.tasks.set_sandbox(
+                &launch.key,
+                SandboxEntry {
+                    bwrap_pid,
+                    cgroup_procs: cgroup
+                        .as_ref()
+                        .map(TaskCgroup::procs_paths)
+                        .unwrap_or_default(),
+                },
+            );
+        }
         let (side_tx, side_lines) = mpsc::channel(SIDE_LINES_QUEUED_MAX);
         let supervised = process::supervise(
             child,

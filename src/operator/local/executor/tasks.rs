@@ -11,6 +11,7 @@
 //! - Every removal wakes `drained`, so a shutdown waits exactly as long as
 //!   tasks are left.
 
+use super::super::exec_session::SandboxEntry;
 use super::super::netns::TaskNet;
 use crate::protocol::{GroupLaunch, TaskLaunch};
 use gantry_storage::TaskKey;
@@ -31,6 +32,8 @@ struct Tracked {
     group: String,
     /// The task's network, once chosen (what a session connects in).
     net: Option<TaskNet>,
+    /// The task's sandbox, once started (what an exec enters).
+    sandbox: Option<SandboxEntry>,
     /// Set to `Some(reason)` to stop the task wherever it is.
     cancel: watch::Sender<Option<String>>,
 }
@@ -71,12 +74,26 @@ impl TaskTable {
                     workflow_id: group.workflow_id.clone(),
                     group: group.group.clone(),
                     net: None,
+                    sandbox: None,
                     cancel,
                 },
             );
             accepted.push((launch.clone(), canceled));
         }
         accepted
+    }
+
+    /// Records the sandbox task `key` runs in.
+    pub(super) fn set_sandbox(&self, key: &TaskKey, sandbox: SandboxEntry) {
+        if let Some(tracked) = self.lock().get_mut(key) {
+            tracked.sandbox = Some(sandbox);
+        }
+    }
+
+    /// The sandbox of task `key`: `None` for a task not running here,
+    /// `Some(None)` while it starts.
+    pub(super) fn sandbox_of(&self, key: &TaskKey) -> Option<Option<SandboxEntry>> {
+        self.lock().get(key).map(|tracked| tracked.sandbox.clone())
     }
 
     /// Records the network task `key` runs in.

@@ -1,0 +1,201 @@
+//! `gantry workflow exec WF TASK [--entry CMD] [-- CMD...]`: runs a
+//! command inside a running task through the control plane (`GET
+//! /api/workflow/{name}/exec/task/{task_name}`, upgraded to a stream of
+//! `protocol::exec` frames) and exits with its exit code.
+//!
+//! Invariants: with a terminal on both stdin and stdout (or `--tty`), the
+//! local terminal is in raw mode for the session (restored on every way
+//! out) and its size follows the window; otherwise stdin, stdout and
+//! stderr stay apart for scripts, and the end of stdin is passed on. The
+//! task is checked to be RUNNING first, so a wrong name fails at once.
+
+use super::session_client::{check_running, Opener};
+use super::ClientArgs;
+use crate::protocol::exec::{ExecCodec, ExecFrame, EXEC_PROTOCOL};
+use futures::{SinkExt, StreamExt};
+use nix::sys::termios::{self, SetArg, Termios};
+use std::io::{IsTerminal, Read, Write};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+
+/// Largest stdin read sent as one frame.
+const STDIN_CHUNK_BYTES: usize = 32 << 10;
+
+/// `gantry workflow exec` (OSMO's flags, and a command after `--`).
+#[derive(clap::Args, Debug)]
+pub struct ExecArgs {
+    /// The ID or UUID of the workflow
+    pub workflow_id: String,
+    /// Name of the task in the workflow
+    pub task: String,
+    /// The command to run, split as a shell would (OSMO's default)
+    #[arg(
+        long = "entry",
+        default_value = "/bin/bash",
+        conflicts_with = "command"
+    )]
+    pub entry: String,
+    /// Run with a terminal even if this one is not (default: when stdin and stdout are terminals)
+    #[arg(short = 't', long, conflicts_with = "no_tty")]
+    pub tty: bool,
+    /// Never with a terminal: stdout and stderr apart, for scripts
+    #[arg(short = 'T', long = "no-tty")]
+    pub no_tty: bool,
+    /// Seconds the session may take to open
+    #[arg(long = "connect-timeout", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout: u64,
+    /// The command and its arguments, instead of --entry
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+/// The command's exit code, for the process to exit with.
+#[derive(Debug, thiserror::Error)]
+#[error("the command exited with {0}")]
+pub struct CommandExit(pub i32);
+
+/// Restores the terminal when the session ends, however it ends.
+struct RawMode(Termios);
+
+impl RawMode {
+    fn enable() -> anyhow::Result<RawMode> {
+        let stdin = std::io::stdin();
+        let saved = termios::tcgetattr(&stdin)
+            .map_err(|error| anyhow::anyhow!("cannot read the terminal's mode: {error}"))?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(&stdin, SetArg::TCSANOW, &raw)
+            .map_err(|error| anyhow::anyhow!("cannot put the terminal in raw mode: {error}"))?;
+        Ok(RawMode(saved))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.0);
+    }
+}
+
+/// This terminal's size, `(columns, rows)`.
+fn terminal_size() -> Option<(u16, u16)> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: the ioctl writes a `winsize` that lives across the call.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_col > 0).then_some((size.ws_col, size.ws_row))
+}
+
+/// Runs the command; `Err(CommandExit(code))` when it exits non-zero.
+pub async fn run(client_args: &ClientArgs, args: ExecArgs) -> anyhow::Result<()> {
+    check_running(client_args, &args.workflow_id, &args.task).await?;
+    let entry = if args.command.is_empty() {
+        args.entry.clone()
+    } else {
+        shlex::try_join(args.command.iter().map(String::as_str))
+            .map_err(|error| anyhow::anyhow!("the command cannot be quoted: {error}"))?
+    };
+    let tty = !args.no_tty
+        && (args.tty || (std::io::stdin().is_terminal() && std::io::stdout().is_terminal()));
+    let mut query = vec![("entry", entry), ("tty", tty.to_string())];
+    if tty {
+        if let Some((columns, rows)) = terminal_size() {
+            query.push(("columns", columns.to_string()));
+            query.push(("rows", rows.to_string()));
+        }
+    }
+    let path = format!(
+        "/api/workflow/{}/exec/task/{}",
+        super::client::encode_segment(&args.workflow_id),
+        super::client::encode_segment(&args.task)
+    );
+    let timeout = Duration::from_secs(args.connect_timeout);
+    let opener = Opener::new(client_args, path, timeout)?;
+    let upgraded = tokio::time::timeout(timeout, opener.open(&query, EXEC_PROTOCOL))
+        .await
+        .map_err(|_| anyhow::anyhow!("no session within {} s", timeout.as_secs()))?
+        .map_err(|reason| anyhow::anyhow!(reason))?;
+    let raw = if tty && std::io::stdin().is_terminal() {
+        Some(RawMode::enable()?)
+    } else {
+        None
+    };
+    let code = session(Framed::new(upgraded, ExecCodec), tty).await;
+    drop(raw);
+    match code? {
+        0 => Ok(()),
+        code => Err(CommandExit(code).into()),
+    }
+}
+
+/// Stdin read on a thread of its own (a blocking read that never holds up
+/// the process's exit); `None` once it ended.
+fn stdin_chunks() -> mpsc::Receiver<Option<Vec<u8>>> {
+    let (sender, receiver) = mpsc::channel(4);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buffer = vec![0; STDIN_CHUNK_BYTES];
+        loop {
+            match stdin.read(&mut buffer) {
+                Ok(0) | Err(_) => {
+                    let _ = sender.blocking_send(None);
+                    return;
+                }
+                Ok(n) => {
+                    if sender.blocking_send(Some(buffer[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    receiver
+}
+
+async fn session(framed: Framed<reqwest::Upgraded, ExecCodec>, tty: bool) -> anyhow::Result<i32> {
+    let (mut to_task, mut from_task) = framed.split();
+    let mut stdin = stdin_chunks();
+    let mut stdin_open = true;
+    let mut resized =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
+    loop {
+        tokio::select! {
+            frame = from_task.next() => match frame {
+                Some(Ok(ExecFrame::Stdout(bytes))) => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&bytes)?;
+                    out.flush()?;
+                }
+                Some(Ok(ExecFrame::Stderr(bytes))) => {
+                    let mut err = std::io::stderr().lock();
+                    err.write_all(&bytes)?;
+                    err.flush()?;
+                }
+                Some(Ok(ExecFrame::Exit(code))) => return Ok(code),
+                Some(Ok(ExecFrame::Failed(reason))) => anyhow::bail!("exec: {reason}"),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => anyhow::bail!("exec: the session broke: {error}"),
+                None => anyhow::bail!("exec: the session ended before the command did"),
+            },
+            chunk = stdin.recv(), if stdin_open => match chunk {
+                Some(Some(bytes)) => to_task.send(ExecFrame::Stdin(bytes)).await?,
+                Some(None) | None => {
+                    stdin_open = false;
+                    // A terminal's end of input is a key the command reads.
+                    if !tty {
+                        to_task.send(ExecFrame::StdinClosed).await?;
+                    }
+                }
+            },
+            _ = resized.recv(), if tty => {
+                if let Some((columns, rows)) = terminal_size() {
+                    to_task.send(ExecFrame::Resize { columns, rows }).await?;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! `gantry workflow exec` end to end through `gantry dev`: the command runs
+//! inside the running task's sandbox — its files, its PID namespace, its
+//! user (uid 1000, no capability), its seccomp filters and cgroup, never
+//! the host's files — with stdin, stdout and stderr apart and the exit
+//! code passed back; with a terminal (driven through tmux, as a user
+//! types) the window size follows, Ctrl-C reaches the command and the
+//! shell's exit code comes back; a finished or unknown task is refused
+//! with its status; the session ends when the task does.
+
+mod common;
+
+use common::{wait_for, DevServer, BINARY};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SLEEPER: &str = r#"workflow:
+  name: shell
+  tasks:
+  - name: work
+    image: ubuntu
+    command: [sh, -c, 'echo from-the-task > /tmp/state; sleep 300']
+  - name: done
+    image: ubuntu
+    command: ["true"]
+"#;
+
+/// Runs the CLI with `stdin` fed in; `(exit code, stdout, stderr)`.
+fn exec(url: &str, config: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(BINARY)
+        .arg("workflow")
+        .arg("exec")
+        .args(args)
+        .env("GANTRY_URL", url)
+        .env("XDG_CONFIG_HOME", config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn start() -> (tempfile::TempDir, DevServer, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(&dir.path().join("dev"));
+    let api = server.client();
+    let id = api.submit_ok(SLEEPER);
+    api.wait_task(&id, "work", "RUNNING", Duration::from_secs(90));
+    api.wait_task(&id, "done", "COMPLETED", Duration::from_secs(90));
+    // The task has written its file once its command runs.
+    std::thread::sleep(Duration::from_millis(500));
+    (dir, server, id)
+}
+
+#[test]
+fn exec_runs_inside_the_task_as_the_task_with_streams_apart_and_its_exit_code() {
+    let (dir, server, id) = start();
+    let config = dir.path().join("no-config");
+    let host_secret = dir.path().join("host-secret");
+    std::fs::write(&host_secret, "host only").unwrap();
+    let script = format!(
+        "cat; cat /tmp/state; id -u; echo to-stderr >&2; \
+         grep -E '^(CapEff|CapBnd|Seccomp):' /proc/self/status; \
+         cat {secret} || echo no-host-file; \
+         unshare -U true 2>/dev/null || echo no-namespaces; \
+         test -d /proc/1 && echo sees-the-task-init; \
+         echo \"$OSMO_TASK_NAME\"; exit 3",
+        secret = host_secret.display()
+    );
+    let (code, stdout, stderr) = exec(
+        &server.url,
+        &config,
+        &[&id, "work", "--", "sh", "-c", &script],
+        "piped-in\n",
+    );
+    assert_eq!(code, 3, "stdout: {stdout}\nstderr: {stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "piped-in",
+            "from-the-task",
+            "1000",
+            "CapEff:\t0000000000000000",
+            "CapBnd:\t0000000000000000",
+            "Seccomp:\t2",
+            "no-host-file",
+            "no-namespaces",
+            "sees-the-task-init",
+            "work",
+        ],
+        "stderr: {stderr}"
+    );
+    assert!(stderr.contains("to-stderr"), "{stderr}");
+    assert!(!stdout.contains("to-stderr"));
+
+    // `--entry` as OSMO's CLI gives it; success is exit code 0.
+    let (code, stdout, _) = exec(
+        &server.url,
+        &config,
+        &[&id, "work", "--entry", "sh -c 'echo \"a b\"'"],
+        "",
+    );
+    assert_eq!((code, stdout.as_str()), (0, "a b\n"));
+
+    // A finished task and an unknown one are refused with why.
+    let (code, _, stderr) = exec(&server.url, &config, &[&id, "done", "--", "true"], "");
+    assert_ne!(code, 0);
+    assert!(stderr.contains("COMPLETED"), "{stderr}");
+    let http = reqwest::blocking::Client::new();
+    let base = format!("{}/api/workflow/{id}/exec/task", server.url);
+    let unknown = http
+        .get(format!("{base}/nope"))
+        .header("Connection", "upgrade")
+        .header("Upgrade", "gantry-exec")
+        .send()
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+    let plain = http.get(format!("{base}/work")).send().unwrap();
+    assert_eq!(plain.status().as_u16(), 426, "an exec needs the upgrade");
+    let unquoted = http
+        .get(format!("{base}/work?entry=sh%20-c%20%27oops"))
+        .header("Connection", "upgrade")
+        .header("Upgrade", "gantry-exec")
+        .send()
+        .unwrap();
+    assert_eq!(unquoted.status().as_u16(), 400);
+    let log = server.log();
+    assert!(
+        log.contains("exec session opening") && log.contains("task=work"),
+        "every exec is logged with who and what:\n{log}"
+    );
+
+    // A session ends with its task: the command is killed with it.
+    let mut long = Command::new(BINARY)
+        .args(["workflow", "exec", &id, "work", "--", "sleep", "200"])
+        .env("GANTRY_URL", &server.url)
+        .env("XDG_CONFIG_HOME", &config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let cancel = http
+        .post(format!("{}/api/workflow/{id}/cancel", server.url))
+        .send()
+        .unwrap();
+    assert!(cancel.status().is_success());
+    let started = Instant::now();
+    let status = wait_for(
+        Duration::from_secs(60),
+        "the exec to end with the task",
+        || {
+            long.try_wait()
+                .map_err(|error| error.to_string())?
+                .ok_or_else(|| "still running".to_string())
+        },
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_ne!(status.code(), Some(0), "{status:?}");
+}
+
+fn tmux_present() -> bool {
+    Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// The pane's text, trimmed of empty lines.
+fn pane(socket: &str) -> String {
+    let output = Command::new("tmux")
+        .args(["-L", socket, "capture-pane", "-p", "-t", "exec"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn tmux(socket: &str, args: &[&str]) {
+    let status = Command::new("tmux")
+        .args(["-L", socket])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "tmux {args:?}");
+}
+
+fn wait_pane(socket: &str, what: &str, wanted: &str) {
+    wait_for(Duration::from_secs(30), what, || {
+        let text = pane(socket);
+        if text.contains(wanted) {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    });
+}
+
+#[test]
+fn exec_with_a_terminal_follows_the_window_passes_ctrl_c_and_the_exit_code() {
+    if !tmux_present() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "tmux is missing (CI installs it)"
+        );
+        eprintln!("skipped: tmux is not installed");
+        return;
+    }
+    let (dir, server, id) = start();
+    let socket = format!("gantry-exec-{}", std::process::id());
+    let command = format!(
+        "GANTRY_URL={url} XDG_CONFIG_HOME={config} {bin} workflow exec {id} work --entry /bin/sh; echo EXITED=$?; sleep 60",
+        url = server.url,
+        config = dir.path().join("no-config").display(),
+        bin = BINARY,
+    );
+    tmux(
+        &socket,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "exec",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            &command,
+        ],
+    );
+    let _cleanup = KillTmux(socket.clone());
+    wait_pane(&socket, "the shell's prompt", "$");
+    tmux(
+        &socket,
+        &[
+            "send-keys",
+            "-t",
+            "exec",
+            "stty size; [ -t 0 ] && echo on-a-terminal",
+            "Enter",
+        ],
+    );
+    wait_pane(&socket, "the first size", "30 100");
+    wait_pane(&socket, "a terminal", "on-a-terminal");
+    tmux(
+        &socket,
+        &["resize-window", "-t", "exec", "-x", "80", "-y", "20"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    tmux(&socket, &["send-keys", "-t", "exec", "stty size", "Enter"]);
+    wait_pane(&socket, "the new size", "20 80");
+    tmux(
+        &socket,
+        &["send-keys", "-t", "exec", "sleep 100; echo slept", "Enter"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    tmux(&socket, &["send-keys", "-t", "exec", "C-c"]);
+    tmux(
+        &socket,
+        &["send-keys", "-t", "exec", "echo after-interrupt", "Enter"],
+    );
+    wait_pane(&socket, "Ctrl-C to stop the sleep", "after-interrupt");
+    assert!(!pane(&socket).contains("\nslept"), "{}", pane(&socket));
+    tmux(&socket, &["send-keys", "-t", "exec", "exit 5", "Enter"]);
+    wait_pane(&socket, "the exit code", "EXITED=5");
+}
+
+struct KillTmux(String);
+
+impl Drop for KillTmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .status();
+    }
+}
