@@ -1,4 +1,4 @@
-//! `gantry __sandbox-enter PID TTY -- ARGV...`: runs a command inside a
+//! `gantry __sandbox-enter PID PARENT TTY -- ARGV...`: runs a command inside a
 //! running task's sandbox (the local executor's side of `exec`), as a
 //! process of the task: in its namespaces (user, IPC, UTS, network,
 //! cgroup, PID, mount), under its root and in its `/tmp`, with no
@@ -12,7 +12,9 @@
 //! passes on (128 + N for signal N, as a shell does).
 //!
 //! Invariants: every namespace and the root are read through the target's
-//! `/proc` entries, opened before the first join; the command starts only
+//! `/proc` entries, opened before the first join, while a pidfd shows the
+//! target is still the task's process (its parent checked before, its
+//! life after); the command starts only
 //! once every join succeeded, and with the filters loaded (their failure
 //! stops it before `exec`); nothing of the host is reachable from the
 //! command that the task itself could not reach.
@@ -20,7 +22,7 @@
 use super::seccomp;
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 
@@ -42,7 +44,7 @@ const NAMESPACES: [(&str, libc::c_int); 6] = [
 ];
 
 /// `ioctl(NS_GET_PARENT)`: the user namespace a user namespace was made in.
-const NS_GET_PARENT: libc::c_ulong = 0xb702;
+const NS_GET_PARENT: u32 = 0xb702;
 
 /// The entry point: `args` are this process's arguments after
 /// [`ENTER_ARG`]. Returns the exit code.
@@ -57,12 +59,14 @@ pub fn enter_main(args: Vec<OsString>) -> i32 {
 }
 
 fn run(args: Vec<OsString>) -> Result<i32, String> {
-    let usage = || format!("usage: gantry {ENTER_ARG} PID TTY(0|1) -- COMMAND [ARG...]");
+    let usage = || format!("usage: gantry {ENTER_ARG} PID PARENT TTY(0|1) -- COMMAND [ARG...]");
     let mut args = args.into_iter();
-    let pid: u32 = args
-        .next()
-        .and_then(|a| a.to_str().and_then(|s| s.parse().ok()))
-        .ok_or_else(usage)?;
+    let mut number = || -> Result<u32, String> {
+        args.next()
+            .and_then(|a| a.to_str().and_then(|s| s.parse().ok()))
+            .ok_or_else(usage)
+    };
+    let (pid, parent) = (number()?, number()?);
     let tty = match args.next().as_ref().and_then(|a| a.to_str()) {
         Some("1") => true,
         Some("0") => false,
@@ -77,7 +81,7 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
     };
     // Built before joining: the filters are bytes computed here.
     let filters = seccomp::programs().map_err(|error| error.to_string())?;
-    join(pid)?;
+    join(pid, parent)?;
     let mut command = std::process::Command::new(program);
     command.args(rest).current_dir("/tmp");
     let filters_for_child = filters.clone();
@@ -104,8 +108,25 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
 /// to the host's (a group's): so the user namespaces are joined from the
 /// outermost in, and after each step (and before the first) every other
 /// namespace the rights held now allow.
-fn join(pid: u32) -> Result<(), String> {
+fn join(pid: u32, parent: u32) -> Result<(), String> {
     let open = |path: String| File::open(&path).map_err(|error| format!("{path}: {error}"));
+    // The process itself, whatever becomes of its id: checked to be the
+    // task's (its parent) now, and to be alive once everything is open,
+    // so nothing opened belongs to a process that reused the id.
+    // SAFETY: the syscall returns a new descriptor we then own.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(format!(
+            "the task's process {pid} is gone: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a descriptor just returned by the kernel, owned by no one.
+    let pidfd = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(pidfd as RawFd) };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    if super::task_files::parent_of(&stat) != Some(parent) {
+        return Err(format!("process {pid} is no longer the task's"));
+    }
     let same = |theirs: &File, name: &str| -> Result<bool, String> {
         let ours = std::fs::metadata(format!("/proc/self/ns/{name}"))
             .map_err(|error| format!("/proc/self/ns/{name}: {error}"))?;
@@ -122,6 +143,10 @@ fn join(pid: u32) -> Result<(), String> {
     }
     let users = user_namespaces(open(format!("/proc/{pid}/ns/user"))?, &same)?;
     let root = open(format!("/proc/{pid}/root"))?;
+    // SAFETY: signal 0 only asks whether the process is alive.
+    if unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), 0, 0, 0) } != 0 {
+        return Err(format!("the task's process {pid} ended"));
+    }
     join_allowed(&mut pending);
     for user in &users {
         // SAFETY: plain system call on a descriptor we own.
@@ -162,7 +187,7 @@ fn user_namespaces(
     let mut current = innermost;
     while !same(&current, "user")? {
         // SAFETY: the ioctl returns a new descriptor we then own.
-        let parent = unsafe { libc::ioctl(current.as_raw_fd(), NS_GET_PARENT) };
+        let parent = unsafe { libc::ioctl(current.as_raw_fd(), NS_GET_PARENT as _) };
         chain.push(current);
         if parent < 0 {
             // Its parent is outside what we may see: ours is above it.

@@ -63,7 +63,8 @@ pub async fn open(entry: &SandboxEntry, request: &ExecRequest) -> SessionAnswer 
     let mut command = tokio::process::Command::new(program);
     command
         .arg(ENTER_ARG)
-        .arg(target.to_string())
+        .arg(target.pid.to_string())
+        .arg(target.parent.to_string())
         .arg(if request.tty { "1" } else { "0" })
         .arg("--")
         .args(&request.argv)

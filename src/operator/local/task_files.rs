@@ -129,13 +129,30 @@ fn first_child(parent: u32) -> io::Result<u32> {
     Ok(child)
 }
 
+/// A process of a task, with the parent it was found under.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskProcess {
+    pub pid: u32,
+    pub parent: u32,
+}
+
 /// The task's own process (the command `bwrap` started, else the
 /// sandbox's first process) and its environment: what an exec enters and
 /// runs with.
-pub fn task_process(sandbox_pid: u32) -> io::Result<(u32, Vec<(OsString, OsString)>)> {
+pub fn task_process(sandbox_pid: u32) -> io::Result<(TaskProcess, Vec<(OsString, OsString)>)> {
     let init = first_child(sandbox_pid)?;
-    let process = first_child(init).unwrap_or(init);
-    let environ = std::fs::read(format!("/proc/{process}/environ"))?;
+    let process = match first_child(init) {
+        Ok(command) => TaskProcess {
+            pid: command,
+            parent: init,
+        },
+        Err(_) => TaskProcess {
+            pid: init,
+            parent: sandbox_pid,
+        },
+    };
+    let process_id = process.pid;
+    let environ = std::fs::read(format!("/proc/{process_id}/environ"))?;
     let environment = environ
         .split(|byte| *byte == 0)
         .filter_map(|entry| {
@@ -149,7 +166,7 @@ pub fn task_process(sandbox_pid: u32) -> io::Result<(u32, Vec<(OsString, OsStrin
 
 /// The parent process id in a `/proc/<pid>/stat` line (the field after
 /// the command, which may itself hold spaces and parentheses).
-fn parent_of(stat: &str) -> Option<u32> {
+pub fn parent_of(stat: &str) -> Option<u32> {
     let after_command = &stat[stat.rfind(')')? + 1..];
     after_command.split_whitespace().nth(1)?.parse().ok()
 }
