@@ -387,6 +387,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
     };
 
     let state = AppState {
+        router_tickets: crate::api::osmo_router::tickets(),
         node: node.clone(),
         logs,
         hub,

@@ -737,3 +737,178 @@ fn task_list_through_osmos_cli() {
     api.post(&format!("/api/workflow/{sleeping}/cancel"), None);
     server.stop();
 }
+
+/// OSMO's router protocol, as OSMO's CLI speaks it to Gantry:
+/// `osmo workflow port-forward` (a ticket per port, a control socket, a
+/// data socket per connection: 20 connections at once each get their own
+/// answer) and `osmo workflow exec` (typed into through tmux, as a user
+/// types: the task's files, its user, the window's size and its changes;
+/// `exit` ends the CLI); UDP is refused by name.
+#[test]
+fn exec_and_port_forward_through_osmos_cli() {
+    let Some(osmo) = Osmo::find() else { return };
+    let tmux_present = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        tmux_present || std::env::var("CI").as_deref() != Ok("true"),
+        "tmux is missing (CI installs it)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(&dir.path().join("dev"));
+    osmo.login(&server.url, "alice");
+    let spec = spec_file(
+        dir.path(),
+        "router.yaml",
+        r#"workflow:
+  name: router
+  tasks:
+  - name: web
+    image: ubuntu
+    command: [sh, -c]
+    args:
+    - |
+      echo from-the-task > /tmp/state
+      mkdir -p /tmp/site && echo site-index > /tmp/site/index.html
+      exec python3 -m http.server 7000 --bind 127.0.0.1 --directory /tmp/site
+"#,
+    );
+    let id = submitted_id(&osmo.ok(&["workflow", "submit", &spec]));
+    server
+        .client()
+        .wait_task(&id, "web", "RUNNING", Duration::from_secs(90));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut forward = Command::new(&osmo.launcher)
+        .args(["workflow", "port-forward", &id, "web", "--port"])
+        .arg(format!("{port}:7000"))
+        .env("XDG_CONFIG_HOME", osmo.home.path().join("config"))
+        .env("XDG_STATE_HOME", osmo.home.path().join("state"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let fetch = |port: u16| -> Result<String, String> {
+        reqwest::blocking::Client::new()
+            .get(format!("http://127.0.0.1:{port}/index.html"))
+            .timeout(Duration::from_secs(20))
+            .send()
+            .and_then(|response| response.text())
+            .map_err(|error| error.to_string())
+    };
+    let first = common::wait_for(Duration::from_secs(60), "the forwarded port", || {
+        fetch(port).and_then(|text| {
+            if text.contains("site-index") {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        })
+    });
+    assert_eq!(first.trim(), "site-index");
+    let answers: Vec<Result<String, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..20).map(|_| scope.spawn(|| fetch(port))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for answer in answers {
+        assert_eq!(answer.as_deref().map(str::trim), Ok("site-index"));
+    }
+    let _ = forward.kill();
+    let _ = forward.wait();
+    let udp = osmo.run(&[
+        "workflow",
+        "port-forward",
+        &id,
+        "web",
+        "--port",
+        "7001",
+        "--udp",
+    ]);
+    assert_ne!(udp.code, 0);
+    assert!(
+        format!("{}{}", udp.stdout, udp.stderr).contains("UDP"),
+        "{}{}",
+        udp.stdout,
+        udp.stderr
+    );
+
+    if !tmux_present {
+        eprintln!("skipped the exec half: tmux is not installed");
+        return;
+    }
+    let socket = format!("osmo-exec-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        let status = Command::new("tmux")
+            .args(["-L", &socket])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "tmux {args:?}");
+    };
+    let pane = || {
+        let output = Command::new("tmux")
+            .args(["-L", &socket, "capture-pane", "-p", "-t", "osmo"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let wait_pane = |what: &str, wanted: &str| {
+        common::wait_for(Duration::from_secs(60), what, || {
+            let text = pane();
+            if text.contains(wanted) {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        });
+    };
+    let command = format!(
+        "XDG_CONFIG_HOME={config} XDG_STATE_HOME={state} TZ=UTC {launcher} workflow exec {id} web --entry /bin/sh; echo EXITED; sleep 60",
+        config = osmo.home.path().join("config").display(),
+        state = osmo.home.path().join("state").display(),
+        launcher = osmo.launcher.display(),
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "osmo",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &command,
+    ]);
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .args(["-L", &self.0, "kill-server"])
+                .status();
+        }
+    }
+    let _kill = Kill(socket.clone());
+    wait_pane("the shell's prompt", "$");
+    tmux(&[
+        "send-keys",
+        "-t",
+        "osmo",
+        "cat /tmp/state; id -u; stty size",
+        "Enter",
+    ]);
+    wait_pane("the task's file", "from-the-task");
+    wait_pane("the task's user", "\n1000");
+    wait_pane("the window's size", "30 100");
+    tmux(&["resize-window", "-t", "osmo", "-x", "80", "-y", "20"]);
+    std::thread::sleep(Duration::from_millis(500));
+    tmux(&["send-keys", "-t", "osmo", "stty size", "Enter"]);
+    wait_pane("the new size", "20 80");
+    tmux(&["send-keys", "-t", "osmo", "exit", "Enter"]);
+    wait_pane("the CLI to end with the shell", "EXITED");
+}

@@ -268,14 +268,45 @@ fn port_forward_through_the_in_process_operator() {
         body["message"].as_str().unwrap().contains("COMPLETED"),
         "{body}"
     );
-    // OSMO's CLI asks POST and OSMO's router protocol: refused by name.
-    let osmo = http
-        .post(format!("{base}/serve?task_ports=7000"))
+    // OSMO's CLI asks POST for its router protocol's tickets (one per
+    // port, a WebSocket address on this server); UDP is refused by name.
+    let osmo: Value = http
+        .post(format!("{base}/serve?task_ports=7000,7001"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let tickets = osmo.as_array().expect("a ticket per port");
+    assert_eq!(tickets.len(), 2, "{osmo}");
+    assert!(
+        tickets[0]["router_address"]
+            .as_str()
+            .unwrap()
+            .starts_with("ws://"),
+        "{osmo}"
+    );
+    assert_ne!(tickets[0]["key"], tickets[1]["key"]);
+    let udp = http
+        .post(format!("{base}/serve?task_ports=7000&use_udp=true"))
         .send()
         .unwrap();
-    assert_eq!(osmo.status().as_u16(), 501);
-    let text = osmo.text().unwrap_or_default();
-    assert!(text.contains("gantry workflow port-forward"), "{text}");
+    assert_eq!(udp.status().as_u16(), 501);
+    assert!(udp.text().unwrap_or_default().contains("UDP"));
+    // A ticket is its user's: another user's socket finds nothing.
+    let stranger = http
+        .get(format!(
+            "{}/api/router/portforward/{id}/client/{}",
+            server.url,
+            tickets[0]["key"].as_str().unwrap()
+        ))
+        .header("x-osmo-user", "mallory")
+        .header("Connection", "upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .unwrap();
+    assert_eq!(stranger.status().as_u16(), 404, "{:?}", stranger.text());
     let (status, body) = ask(&http, &format!("{base}/serve?port=7001"), None);
     assert_eq!(status, 502, "{body}");
     assert!(

@@ -16,6 +16,7 @@ mod events;
 mod names;
 mod openapi;
 mod operator_stream;
+pub mod osmo_router;
 mod params;
 pub mod plain_listener;
 mod policy;
@@ -68,6 +69,9 @@ pub struct AppState {
     pub render_slots: Arc<tokio::sync::Semaphore>,
     /// The bulk runtime (`crate::bulk`): log followers' streams run there.
     pub bulk: tokio::runtime::Handle,
+    /// Sessions OSMO's CLI asked for and has not opened yet (its router
+    /// protocol: `osmo_router`).
+    pub router_tickets: Arc<osmo_router::RouterTickets>,
 }
 
 /// Specs parsed and rendered concurrently, at most (each isolated render may

@@ -37,16 +37,6 @@ use gantry_storage::{TaskKey, TaskStatus};
 /// call and an HTTP/2 DATA frame per 8 KiB of a bulk transfer).
 const SPLICE_BUFFER_BYTES: usize = 64 << 10;
 
-/// OSMO's CLI asks `POST` here and then speaks OSMO's router protocol,
-/// which Gantry does not: a clear refusal rather than a bare 405.
-pub async fn osmo_port_forward() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "SERVER",
-        "OSMO's port-forward protocol (its router) is not supported; use `gantry workflow port-forward WF TASK --port LOCAL[:REMOTE]`",
-    )
-}
-
 pub async fn port_forward(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

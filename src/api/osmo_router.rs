@@ -1,0 +1,581 @@
+//! OSMO's router protocol, so OSMO's own CLI can `workflow exec` and
+//! `workflow port-forward` into a Gantry task unchanged. The CLI first
+//! POSTs for a ticket (`/api/workflow/{id}/exec/task/{task}`,
+//! `/exec/group/{group}`, `/portforward/{task}?task_ports=`), gets
+//! `{router_address, key, cookie}`, then opens a WebSocket to
+//! `{router_address}/api/router/exec/{id}/client/{key}` (or
+//! `/api/router/portforward/{id}/client/{key}`). Here the router is this
+//! server: its WebSockets become sessions into the task, as Gantry's own
+//! upgraded requests do.
+//!
+//! OSMO's framing: an exec socket's first message is the terminal's size
+//! (`{"Rows":R,"Cols":C}`); then binary messages carry the terminal's
+//! bytes both ways, a client message starting `\0RESIZE:` carries a new
+//! size, and an empty message is the end. A port-forward ticket opens a
+//! control socket, on which the CLI announces each new TCP connection as
+//! `{"key": K, "cookie": C}` before it opens a data socket with that key;
+//! a data socket carries the connection's bytes, an empty message its end.
+//!
+//! Invariants: a ticket is taken once, by the user it was issued to, for
+//! the workflow it names, within [`TICKET_TTL`]; every socket is authorized
+//! as its route is (`workflow:Exec` / `workflow:PortForward` on the
+//! workflow's pool) before the ticket is looked at; a session is opened
+//! only on the leader, as Gantry's own sessions are; OSMO's UDP forwarding
+//! is refused by name.
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::params::Params;
+use super::workflow::{lookup, read};
+use super::AppState;
+use crate::protocol::exec::{ExecCodec, ExecFrame, ExecRequest};
+use crate::protocol::session::SessionIo;
+use crate::protocol::SessionKind;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::{Extension, Json};
+use futures::{SinkExt, StreamExt};
+use gantry_storage::{TaskKey, TaskStatus};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::codec::Framed;
+
+/// How long a ticket waits for its socket.
+pub const TICKET_TTL: Duration = Duration::from_secs(120);
+/// Tickets held at once by this server; the oldest go first beyond it.
+const TICKETS_MAX: usize = 10_000;
+/// OSMO's prefix of a client's resize message.
+const RESIZE_PREFIX: &[u8] = b"\x00RESIZE:";
+/// Bytes read from a port-forward session at once.
+const DATA_CHUNK_BYTES: usize = 64 << 10;
+
+/// What a ticket opens.
+#[derive(Clone, Debug)]
+enum TicketKind {
+    Exec { argv: Vec<String> },
+    PortForwardControl { port: u16 },
+    PortForwardData { port: u16 },
+}
+
+#[derive(Clone, Debug)]
+struct Ticket {
+    user: String,
+    workflow_id: String,
+    task: String,
+    kind: TicketKind,
+    issued: Instant,
+}
+
+/// Tickets issued by this server and not taken yet.
+#[derive(Default)]
+pub struct RouterTickets(Mutex<HashMap<String, Ticket>>);
+
+impl RouterTickets {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Ticket>> {
+        // Every update is one insert or remove: a poisoned map is consistent.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn issue(&self, key: String, ticket: Ticket) {
+        let mut tickets = self.lock();
+        tickets.retain(|_, t| t.issued.elapsed() < TICKET_TTL);
+        if tickets.len() >= TICKETS_MAX {
+            if let Some(oldest) = tickets
+                .iter()
+                .min_by_key(|(_, t)| t.issued)
+                .map(|(k, _)| k.clone())
+            {
+                tickets.remove(&oldest);
+            }
+        }
+        tickets.insert(key, ticket);
+    }
+
+    /// The ticket `key`, taken, if `caller` may use it for `workflow`.
+    fn take(&self, key: &str, caller: &str, workflow: &str) -> Option<Ticket> {
+        let mut tickets = self.lock();
+        let fits = tickets.get(key).is_some_and(|t| {
+            t.user == caller && t.workflow_id == workflow && t.issued.elapsed() < TICKET_TTL
+        });
+        fits.then(|| tickets.remove(key)).flatten()
+    }
+}
+
+fn new_key() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The WebSocket address of this server, as OSMO's `router_address`.
+fn router_address(state: &AppState) -> String {
+    let base = state.config.base_url.trim_end_matches('/');
+    if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        base.to_string()
+    }
+}
+
+fn ticket_json(state: &AppState, key: &str) -> Value {
+    json!({"router_address": router_address(state), "key": key, "cookie": ""})
+}
+
+/// The workflow (by ID or UUID) and its tasks named `names` (all running).
+async fn running_tasks(state: &AppState, name: &str, names: &[String]) -> Result<String, ApiError> {
+    let params = Params::parse(None);
+    let workflow = lookup(state, &params, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Workflow '{name}' not found")))?;
+    let view = read(state, &params).await?;
+    for task_name in names {
+        let task = view.task(&workflow.id, task_name)?.ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Task '{task_name}' not found in workflow '{}'",
+                workflow.id
+            ))
+        })?;
+        if task.status != TaskStatus::Running {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "USER",
+                format!(
+                    "Task '{task_name}' of workflow '{}' is {}, not RUNNING: only a running task takes sessions",
+                    workflow.id,
+                    task.status.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(workflow.id)
+}
+
+fn entry_argv(params: &Params) -> Result<Vec<String>, ApiError> {
+    let entry = params.get("entry_command").unwrap_or("/bin/bash");
+    shlex::split(entry)
+        .filter(|argv| !argv.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "USAGE",
+                format!("entry_command: {entry:?} is not a command (quotes must close)"),
+            )
+        })
+}
+
+/// OSMO's `POST /api/workflow/{id}/exec/task/{task}?entry_command=`.
+pub async fn exec_task(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((name, task)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let argv = entry_argv(&params)?;
+    let workflow_id = running_tasks(&state, &name, std::slice::from_ref(&task)).await?;
+    let key = new_key();
+    state.router_tickets.issue(
+        key.clone(),
+        Ticket {
+            user: caller.user,
+            workflow_id,
+            task,
+            kind: TicketKind::Exec { argv },
+            issued: Instant::now(),
+        },
+    );
+    Ok(Json(ticket_json(&state, &key)))
+}
+
+/// OSMO's `POST /api/workflow/{id}/exec/group/{group}`: a ticket per
+/// running task of the group, by task name.
+pub async fn exec_group(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((name, group)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let argv = entry_argv(&params)?;
+    let workflow = lookup(&state, &params, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Workflow '{name}' not found")))?;
+    let view = read(&state, &params).await?;
+    let group_record = view.group(&workflow.id, &group)?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "Group '{group}' not found in workflow '{}'",
+            workflow.id
+        ))
+    })?;
+    let tasks: Vec<String> = view
+        .group_tasks(&group_record)?
+        .into_iter()
+        .filter(|task| task.status == TaskStatus::Running)
+        .map(|task| task.name)
+        .collect();
+    if tasks.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "Group '{group}' of workflow '{}' has no running task",
+            workflow.id
+        )));
+    }
+    let mut answer = serde_json::Map::new();
+    for task in tasks {
+        let key = new_key();
+        state.router_tickets.issue(
+            key.clone(),
+            Ticket {
+                user: caller.user.clone(),
+                workflow_id: workflow.id.clone(),
+                task: task.clone(),
+                kind: TicketKind::Exec { argv: argv.clone() },
+                issued: Instant::now(),
+            },
+        );
+        answer.insert(task, ticket_json(&state, &key));
+    }
+    Ok(Json(Value::Object(answer)))
+}
+
+/// OSMO's `POST /api/workflow/{id}/portforward/{task}?task_ports=&use_udp=`:
+/// a control ticket per port, in order.
+pub async fn port_forward(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((name, task)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    if params.flag("use_udp")? {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "SERVER",
+            "UDP port-forward (use_udp) is not supported yet; forward TCP",
+        ));
+    }
+    let mut ports = Vec::new();
+    for text in params.all("task_ports") {
+        for item in text.split(',').filter(|item| !item.trim().is_empty()) {
+            let port = item
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|port| *port != 0)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "USAGE",
+                        format!("task_ports: '{item}' is not a port number (1-65535)"),
+                    )
+                })?;
+            ports.push(port);
+        }
+    }
+    if ports.is_empty() {
+        return Err(ApiError::bad_request(
+            "USAGE",
+            "task_ports: name at least one port of the task",
+        ));
+    }
+    let workflow_id = running_tasks(&state, &name, std::slice::from_ref(&task)).await?;
+    let tickets: Vec<Value> = ports
+        .into_iter()
+        .map(|port| {
+            let key = new_key();
+            state.router_tickets.issue(
+                key.clone(),
+                Ticket {
+                    user: caller.user.clone(),
+                    workflow_id: workflow_id.clone(),
+                    task: task.clone(),
+                    kind: TicketKind::PortForwardControl { port },
+                    issued: Instant::now(),
+                },
+            );
+            ticket_json(&state, &key)
+        })
+        .collect();
+    Ok(Json(Value::Array(tickets)))
+}
+
+/// `GET /api/router/version`: what OSMO's CLI asks for a connection's
+/// cookie (none is needed here).
+pub async fn version() -> Json<Value> {
+    Json(json!({"version": env!("CARGO_PKG_VERSION"), "router": "gantry"}))
+}
+
+/// The ticket of a socket, or why there is none.
+async fn ticket_for(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    key: &str,
+) -> Result<Ticket, ApiError> {
+    let workflow = lookup(state, &Params::parse(None), name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Workflow '{name}' not found")))?;
+    state
+        .router_tickets
+        .take(key, &caller.user, &workflow.id)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no router session '{key}' of workflow '{}' waits for {} (it was taken, or is older than {} s)",
+                workflow.id,
+                caller.user,
+                TICKET_TTL.as_secs()
+            ))
+        })
+}
+
+/// `GET /api/router/exec/{id}/client/{key}` (WebSocket).
+pub async fn exec_socket(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((name, key)): Path<(String, String)>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let ticket = ticket_for(&state, &caller, &name, &key).await?;
+    let TicketKind::Exec { argv } = ticket.kind.clone() else {
+        return Err(ApiError::not_found(format!(
+            "router session '{key}' is not an exec"
+        )));
+    };
+    tracing::info!(user = %caller.user, workflow = %ticket.workflow_id, task = %ticket.task, command = ?argv, "exec session opening (OSMO's router protocol)");
+    Ok(upgrade.on_upgrade(move |socket| exec_session(state, ticket, argv, socket)))
+}
+
+/// `GET /api/router/portforward/{id}/client/{key}` (WebSocket): a control
+/// socket for a port's ticket, a data socket for a connection's key.
+pub async fn port_forward_socket(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((name, key)): Path<(String, String)>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let ticket = ticket_for(&state, &caller, &name, &key).await?;
+    Ok(match ticket.kind {
+        TicketKind::PortForwardControl { port } => {
+            upgrade.on_upgrade(move |socket| control_session(state, ticket, port, socket))
+        }
+        TicketKind::PortForwardData { port } => {
+            tracing::info!(user = %caller.user, workflow = %ticket.workflow_id, task = %ticket.task, port, "port-forward session opening (OSMO's router protocol)");
+            upgrade.on_upgrade(move |socket| data_session(state, ticket, port, socket))
+        }
+        TicketKind::Exec { .. } => {
+            return Err(ApiError::not_found(format!(
+                "router session '{key}' is not a port-forward"
+            )))
+        }
+    })
+}
+
+/// Opens the ticket's session on this server (the leader's hub).
+async fn open(state: &AppState, ticket: &Ticket, kind: SessionKind) -> Result<SessionIo, String> {
+    let node = state.hub.node();
+    if node.leader_term(&node.metrics().borrow()).is_none() {
+        return Err(
+            "this server is not the leader: sessions into tasks go through the leader".into(),
+        );
+    }
+    let view = state.node.read_local().map_err(|error| error.to_string())?;
+    let workflow = view
+        .workflow_core(&ticket.workflow_id)
+        .map_err(|error| error.to_string())?
+        .ok_or_else(|| format!("workflow {} is gone", ticket.workflow_id))?;
+    let task = view
+        .task(&ticket.workflow_id, &ticket.task)
+        .map_err(|error| error.to_string())?
+        .filter(|task| task.status == TaskStatus::Running)
+        .ok_or_else(|| format!("task '{}' is no longer running", ticket.task))?;
+    let key = TaskKey {
+        workflow_id: ticket.workflow_id.clone(),
+        task: ticket.task.clone(),
+        retry_id: task.retry_id,
+    };
+    state
+        .hub
+        .open_session(&workflow.backend, key, kind)
+        .await
+        .map_err(|error| error.to_string())
+}
+
+/// Ends an OSMO socket: `text` (if any) for the user, then the empty
+/// message OSMO's CLI takes as the end, then the close.
+async fn finish(socket: &mut WebSocket, text: Option<String>) {
+    if let Some(text) = text {
+        let _ = socket.send(Message::Binary(text.into_bytes().into())).await;
+    }
+    let _ = socket.send(Message::Binary(Vec::new().into())).await;
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+/// `{"Rows": R, "Cols": C}` as `(columns, rows)`.
+fn terminal_size(bytes: &[u8]) -> Option<(u16, u16)> {
+    let size: Value = serde_json::from_slice(bytes).ok()?;
+    let dimension = |field: &str| size[field].as_u64().and_then(|n| u16::try_from(n).ok());
+    Some((dimension("Cols")?, dimension("Rows")?))
+}
+
+/// What a client's message means.
+enum Incoming {
+    /// Bytes (empty: OSMO's end of the stream).
+    Data(Vec<u8>),
+    /// A ping or pong (answered by the WebSocket layer).
+    Control,
+    /// The socket closed or broke.
+    Closed,
+}
+
+fn incoming(message: Option<Result<Message, axum::Error>>) -> Incoming {
+    match message {
+        Some(Ok(Message::Binary(bytes))) => Incoming::Data(bytes.to_vec()),
+        Some(Ok(Message::Text(text))) => Incoming::Data(text.as_bytes().to_vec()),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Control,
+        Some(Ok(Message::Close(_)) | Err(_)) | None => Incoming::Closed,
+    }
+}
+
+async fn exec_session(state: AppState, ticket: Ticket, argv: Vec<String>, mut socket: WebSocket) {
+    // OSMO's CLI sends the terminal's size first.
+    let size = loop {
+        match incoming(socket.recv().await) {
+            Incoming::Data(bytes) => break terminal_size(&bytes),
+            Incoming::Control => {}
+            Incoming::Closed => return,
+        }
+    };
+    let request = ExecRequest {
+        argv,
+        tty: true,
+        size,
+    };
+    let io = match open(&state, &ticket, SessionKind::Exec(request)).await {
+        Ok(io) => io,
+        Err(reason) => {
+            finish(&mut socket, Some(format!("exec: {reason}\r\n"))).await;
+            return;
+        }
+    };
+    let (mut to_task, mut from_task) = Framed::new(io, ExecCodec).split();
+    loop {
+        tokio::select! {
+            message = socket.recv() => {
+                let bytes = match incoming(message) {
+                    Incoming::Data(bytes) => bytes,
+                    Incoming::Control => continue,
+                    Incoming::Closed => break,
+                };
+                let frame = match bytes.strip_prefix(RESIZE_PREFIX).map(terminal_size) {
+                    Some(Some((columns, rows))) => ExecFrame::Resize { columns, rows },
+                    Some(None) => continue,
+                    None if bytes.is_empty() => continue,
+                    None => ExecFrame::Stdin(bytes),
+                };
+                if to_task.send(frame).await.is_err() {
+                    break;
+                }
+            }
+            frame = from_task.next() => match frame {
+                Some(Ok(ExecFrame::Stdout(bytes) | ExecFrame::Stderr(bytes))) => {
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    if socket.send(Message::Binary(bytes.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(ExecFrame::Failed(reason))) => {
+                    finish(&mut socket, Some(format!("exec: {reason}\r\n"))).await;
+                    return;
+                }
+                Some(Ok(ExecFrame::Exit(_))) | None | Some(Err(_)) => {
+                    finish(&mut socket, None).await;
+                    return;
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+/// A port's control socket: each connection the CLI announces gets a data
+/// ticket of its own, until the socket closes.
+async fn control_session(state: AppState, ticket: Ticket, port: u16, mut socket: WebSocket) {
+    loop {
+        let bytes = match incoming(socket.recv().await) {
+            Incoming::Data(bytes) => bytes,
+            Incoming::Control => continue,
+            Incoming::Closed => break,
+        };
+        let announced: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let Some(key) = announced["key"]
+            .as_str()
+            .filter(|key| !key.is_empty() && key.len() <= 256)
+        else {
+            continue;
+        };
+        state.router_tickets.issue(
+            key.to_string(),
+            Ticket {
+                kind: TicketKind::PortForwardData { port },
+                issued: Instant::now(),
+                ..ticket.clone()
+            },
+        );
+    }
+}
+
+/// One forwarded connection: the socket's messages to the task's port and
+/// back; an empty message (or a close) ends a direction.
+async fn data_session(state: AppState, ticket: Ticket, port: u16, mut socket: WebSocket) {
+    let io = match open(&state, &ticket, SessionKind::PortForward { port }).await {
+        Ok(io) => io,
+        Err(reason) => {
+            tracing::info!(workflow = %ticket.workflow_id, task = %ticket.task, port, %reason, "port-forward session refused");
+            finish(&mut socket, None).await;
+            return;
+        }
+    };
+    let (mut from_task, mut to_task) = tokio::io::split(io);
+    let mut buffer = vec![0; DATA_CHUNK_BYTES];
+    let mut user_open = true;
+    loop {
+        tokio::select! {
+            message = socket.recv(), if user_open => {
+                match incoming(message) {
+                    Incoming::Data(bytes) if !bytes.is_empty() => {
+                        if to_task.write_all(&bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                    Incoming::Control => {}
+                    Incoming::Data(_) | Incoming::Closed => {
+                        user_open = false;
+                        let _ = to_task.shutdown().await;
+                    }
+                }
+            }
+            read = from_task.read(&mut buffer) => match read {
+                Ok(0) | Err(_) => {
+                    finish(&mut socket, None).await;
+                    return;
+                }
+                Ok(n) => {
+                    if socket.send(Message::Binary(buffer[..n].to_vec().into())).await.is_err() {
+                        break;
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// The shared tickets of a server.
+pub fn tickets() -> Arc<RouterTickets> {
+    Arc::new(RouterTickets::default())
+}
