@@ -158,7 +158,9 @@ async fn running_tasks(state: &AppState, name: &str, names: &[String]) -> Result
 }
 
 fn entry_argv(params: &Params) -> Result<Vec<String>, ApiError> {
-    let entry = params.get("entry_command").unwrap_or("/bin/bash");
+    let entry = params.get("entry_command").ok_or_else(|| {
+        ApiError::bad_request("USAGE", "entry_command: the command to run is required")
+    })?;
     shlex::split(entry)
         .filter(|argv| !argv.is_empty())
         .ok_or_else(|| {

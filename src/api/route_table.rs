@@ -138,9 +138,9 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::POST, "/api/workflow/{name}/portforward/{task_name}", "OSMO's port-forward ticket per port (its router protocol): `{router_address, key, cookie}` each; UDP refused (501)", allow("workflow:PortForward", WORKFLOW_POOL), post(osmo_router::port_forward))
             .query(&[optional("task_ports", List), optional("use_udp", Boolean)]),
         Route::new(M::POST, "/api/workflow/{name}/exec/task/{task_name}", "OSMO's exec ticket (its router protocol): `{router_address, key, cookie}`", allow("workflow:Exec", WORKFLOW_POOL), post(osmo_router::exec_task))
-            .query(&[optional("entry_command", String)]),
+            .query(&[required("entry_command", String)]),
         Route::new(M::POST, "/api/workflow/{name}/exec/group/{group_name}", "OSMO's exec tickets for every running task of a group, by task name", allow("workflow:Exec", WORKFLOW_POOL), post(osmo_router::exec_group))
-            .query(&[optional("entry_command", String)]),
+            .query(&[required("entry_command", String)]),
         Route::new(M::GET, "/api/router/version", "OSMO's router version (what OSMO's CLI asks before each forwarded connection)", Access::Open, get(osmo_router::version)),
         Route::new(M::GET, "/api/router/exec/{name}/client/{key}", "OSMO's exec socket (WebSocket): the terminal's size, then its bytes both ways", allow("workflow:Exec", WORKFLOW_POOL), get(osmo_router::exec_socket)),
         Route::new(M::GET, "/api/router/portforward/{name}/client/{key}", "OSMO's port-forward sockets (WebSocket): a port's control socket, or one forwarded connection", allow("workflow:PortForward", WORKFLOW_POOL), get(osmo_router::port_forward_socket)),
