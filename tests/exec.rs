@@ -292,3 +292,83 @@ impl Drop for KillTmux {
             .status();
     }
 }
+
+fn rsync_present() -> bool {
+    Command::new("rsync")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// `gantry workflow rsync`: a tree up into the task and back, rsync's own
+/// protocol over an exec session; a second upload moves only the file
+/// that changed; without a task name, the first group's lead.
+#[test]
+fn rsync_moves_a_tree_both_ways_and_only_what_changed() {
+    if !rsync_present() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "rsync is missing (CI installs it)"
+        );
+        eprintln!("skipped: rsync is not installed");
+        return;
+    }
+    let (dir, server, id) = start();
+    let config = dir.path().join("no-config");
+    let local = dir.path().join("up");
+    std::fs::create_dir_all(local.join("sub")).unwrap();
+    std::fs::write(local.join("a.txt"), "one").unwrap();
+    std::fs::write(local.join("sub/b.txt"), "two").unwrap();
+    std::fs::write(local.join("big.bin"), vec![7u8; 3 << 20]).unwrap();
+    let rsync = |args: &[&str]| {
+        let output = Command::new(BINARY)
+            .args(["workflow", "rsync"])
+            .args(args)
+            .env("GANTRY_URL", &server.url)
+            .env("XDG_CONFIG_HOME", &config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "rsync {args:?}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let source = format!("{}/:/tmp/up", local.display());
+    let first = rsync(&["upload", &id, "work", &source, "--stats", "--no-progress"]);
+    assert!(
+        first.contains("Number of regular files transferred: 3"),
+        "{first}"
+    );
+    std::fs::write(local.join("a.txt"), "changed").unwrap();
+    let second = rsync(&["upload", &id, "work", &source, "--stats", "--no-progress"]);
+    assert!(
+        second.contains("Number of regular files transferred: 1"),
+        "{second}"
+    );
+    let (code, stdout, _) = exec(
+        &server.url,
+        &config,
+        &[
+            &id,
+            "work",
+            "--",
+            "cat",
+            "/tmp/up/a.txt",
+            "/tmp/up/sub/b.txt",
+        ],
+        "",
+    );
+    assert_eq!((code, stdout.as_str()), (0, "changedtwo"));
+    // Back down, naming no task: the first group's lead (`work`).
+    let back = dir.path().join("down");
+    rsync(&[
+        "download",
+        &id,
+        &format!("/tmp/up/:{}", back.display()),
+        "--no-progress",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(back.join("a.txt")).unwrap(),
+        "changed"
+    );
+    assert_eq!(std::fs::read(back.join("big.bin")).unwrap().len(), 3 << 20);
+}

@@ -21,6 +21,7 @@ pub mod follow;
 pub mod output;
 pub mod pool;
 pub mod port_forward;
+pub mod rsync;
 mod session_client;
 pub mod task;
 pub mod token;

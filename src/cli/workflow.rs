@@ -193,6 +193,14 @@ pub enum WorkflowCommand {
     PortForward(super::port_forward::PortForwardArgs),
     /// Run a command inside a running task (a terminal when this one is); exits with its code
     Exec(super::exec::ExecArgs),
+    /// Copy a directory tree to or from a running task with rsync (only what changed)
+    Rsync {
+        #[command(subcommand)]
+        command: super::rsync::RsyncCommand,
+    },
+    /// rsync's remote shell (used by `workflow rsync`)
+    #[command(name = "rsync-shell", hide = true)]
+    RsyncShell(super::rsync::RsyncShellArgs),
     /// Print a workflow's spec
     Spec {
         #[command(flatten)]
@@ -219,7 +227,9 @@ impl WorkflowCommand {
             WorkflowCommand::Logs { .. }
             | WorkflowCommand::Events { .. }
             | WorkflowCommand::PortForward(_)
-            | WorkflowCommand::Exec(_) => OutputFormat::Text,
+            | WorkflowCommand::Exec(_)
+            | WorkflowCommand::Rsync { .. }
+            | WorkflowCommand::RsyncShell(_) => OutputFormat::Text,
         }
     }
 }
@@ -518,6 +528,8 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
         }
         WorkflowCommand::PortForward(forward) => super::port_forward::run(args, forward).await?,
         WorkflowCommand::Exec(exec) => super::exec::run(args, exec).await?,
+        WorkflowCommand::Rsync { command } => super::rsync::run(args, command).await?,
+        WorkflowCommand::RsyncShell(shell) => super::rsync::run_shell(args, shell).await?,
         WorkflowCommand::Spec { id, template, .. } => {
             let spec = with_spinner(format, "Fetching spec", client.spec(&id, template)).await?;
             print_text(&spec);

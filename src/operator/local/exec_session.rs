@@ -49,8 +49,9 @@ pub async fn open(entry: &SandboxEntry, request: &ExecRequest) -> SessionAnswer 
     }
     let (target, environment) = task_files::task_process(entry.bwrap_pid)
         .map_err(|error| format!("the task's sandbox cannot be entered: {error}"))?;
-    let program =
-        std::env::current_exe().map_err(|error| format!("cannot find this executable: {error}"))?;
+    // This very executable, even once replaced on disk by an upgrade (its
+    // path would then name the new build, or nothing).
+    let program = "/proc/self/exe";
     let mut cgroup_files = Vec::new();
     for path in &entry.cgroup_procs {
         let file = std::fs::OpenOptions::new()
