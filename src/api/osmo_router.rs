@@ -26,6 +26,7 @@
 use super::auth::Caller;
 use super::error::ApiError;
 use super::params::Params;
+use super::port_forward::running_task;
 use super::workflow::{lookup, read};
 use super::AppState;
 use crate::protocol::exec::{ExecCodec, ExecFrame, ExecRequest};
@@ -128,33 +129,26 @@ fn ticket_json(state: &AppState, key: &str) -> Value {
     json!({"router_address": router_address(state), "key": key, "cookie": ""})
 }
 
-/// The workflow (by ID or UUID) and its tasks named `names` (all running).
-async fn running_tasks(state: &AppState, name: &str, names: &[String]) -> Result<String, ApiError> {
-    let params = Params::parse(None);
-    let workflow = lookup(state, &params, name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("Workflow '{name}' not found")))?;
-    let view = read(state, &params).await?;
-    for task_name in names {
-        let task = view.task(&workflow.id, task_name)?.ok_or_else(|| {
-            ApiError::not_found(format!(
-                "Task '{task_name}' not found in workflow '{}'",
-                workflow.id
-            ))
-        })?;
-        if task.status != TaskStatus::Running {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "USER",
-                format!(
-                    "Task '{task_name}' of workflow '{}' is {}, not RUNNING: only a running task takes sessions",
-                    workflow.id,
-                    task.status.as_str()
-                ),
-            ));
-        }
-    }
-    Ok(workflow.id)
+/// Issues a ticket of `kind` for `user` into `task` of `workflow_id`;
+/// OSMO's answer for it.
+fn issue(
+    state: &AppState,
+    user: &str,
+    (workflow_id, task): (&str, &str),
+    kind: TicketKind,
+) -> Value {
+    let key = new_key();
+    state.router_tickets.issue(
+        key.clone(),
+        Ticket {
+            user: user.to_string(),
+            workflow_id: workflow_id.to_string(),
+            task: task.to_string(),
+            kind,
+            issued: Instant::now(),
+        },
+    );
+    ticket_json(state, &key)
 }
 
 fn entry_argv(params: &Params) -> Result<Vec<String>, ApiError> {
@@ -180,19 +174,14 @@ pub async fn exec_task(
 ) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
     let argv = entry_argv(&params)?;
-    let workflow_id = running_tasks(&state, &name, std::slice::from_ref(&task)).await?;
-    let key = new_key();
-    state.router_tickets.issue(
-        key.clone(),
-        Ticket {
-            user: caller.user,
-            workflow_id,
-            task,
-            kind: TicketKind::Exec { argv },
-            issued: Instant::now(),
-        },
-    );
-    Ok(Json(ticket_json(&state, &key)))
+    let (workflow, _) = running_task(&state, &params, &name, &task).await?;
+    let kind = TicketKind::Exec { argv };
+    Ok(Json(issue(
+        &state,
+        &caller.user,
+        (&workflow.id, &task),
+        kind,
+    )))
 }
 
 /// OSMO's `POST /api/workflow/{id}/exec/group/{group}`: a ticket per
@@ -229,18 +218,9 @@ pub async fn exec_group(
     }
     let mut answer = serde_json::Map::new();
     for task in tasks {
-        let key = new_key();
-        state.router_tickets.issue(
-            key.clone(),
-            Ticket {
-                user: caller.user.clone(),
-                workflow_id: workflow.id.clone(),
-                task: task.clone(),
-                kind: TicketKind::Exec { argv: argv.clone() },
-                issued: Instant::now(),
-            },
-        );
-        answer.insert(task, ticket_json(&state, &key));
+        let kind = TicketKind::Exec { argv: argv.clone() };
+        let ticket = issue(&state, &caller.user, (&workflow.id, &task), kind);
+        answer.insert(task, ticket);
     }
     Ok(Json(Value::Object(answer)))
 }
@@ -284,22 +264,12 @@ pub async fn port_forward(
             "task_ports: name at least one port of the task",
         ));
     }
-    let workflow_id = running_tasks(&state, &name, std::slice::from_ref(&task)).await?;
+    let (workflow, _) = running_task(&state, &params, &name, &task).await?;
     let tickets: Vec<Value> = ports
         .into_iter()
         .map(|port| {
-            let key = new_key();
-            state.router_tickets.issue(
-                key.clone(),
-                Ticket {
-                    user: caller.user.clone(),
-                    workflow_id: workflow_id.clone(),
-                    task: task.clone(),
-                    kind: TicketKind::PortForwardControl { port },
-                    issued: Instant::now(),
-                },
-            );
-            ticket_json(&state, &key)
+            let kind = TicketKind::PortForwardControl { port };
+            issue(&state, &caller.user, (&workflow.id, &task), kind)
         })
         .collect();
     Ok(Json(Value::Array(tickets)))

@@ -31,7 +31,7 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use gantry_storage::{TaskKey, TaskStatus};
+use gantry_storage::{TaskKey, TaskRecord, TaskStatus, WorkflowRecord};
 
 /// Bytes copied at once each way (tokio's default, 8 KiB, costs a system
 /// call and an HTTP/2 DATA frame per 8 KiB of a bulk transfer).
@@ -133,27 +133,20 @@ struct SessionTarget {
     params: Params,
 }
 
-/// Opens a session of `kind` into the target's task and answers 101,
-/// splicing the upgraded request with the operator's end.
-async fn open_upgraded(
-    target: SessionTarget,
-    mut request: Request,
-    protocol: &'static str,
-    kind: SessionKind,
-) -> Result<Response, ApiError> {
-    let SessionTarget {
-        state,
-        caller,
-        workflow: name,
-        task: task_name,
-        params,
-    } = target;
-    let workflow = lookup(&state, &params, &name)
+/// Workflow `name` and its task `task_name`, which must be RUNNING: else
+/// 404 for an unknown one, 409 naming the status of one that is not.
+pub(super) async fn running_task(
+    state: &AppState,
+    params: &Params,
+    name: &str,
+    task_name: &str,
+) -> Result<(WorkflowRecord, TaskRecord), ApiError> {
+    let workflow = lookup(state, params, name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Workflow '{name}' not found")))?;
-    let task = read(&state, &params)
+    let task = read(state, params)
         .await?
-        .task(&workflow.id, &task_name)?
+        .task(&workflow.id, task_name)?
         .ok_or_else(|| {
             ApiError::not_found(format!(
                 "Task '{task_name}' not found in workflow '{}'",
@@ -173,6 +166,25 @@ async fn open_upgraded(
         )
         .with_workflow(&workflow.id));
     }
+    Ok((workflow, task))
+}
+
+/// Opens a session of `kind` into the target's task and answers 101,
+/// splicing the upgraded request with the operator's end.
+async fn open_upgraded(
+    target: SessionTarget,
+    mut request: Request,
+    protocol: &'static str,
+    kind: SessionKind,
+) -> Result<Response, ApiError> {
+    let SessionTarget {
+        state,
+        caller,
+        workflow: name,
+        task: task_name,
+        params,
+    } = target;
+    let (workflow, task) = running_task(&state, &params, &name, &task_name).await?;
     // The leader dispatches every job, so the operator running the task is
     // linked to it (a remote operator's stream, or its own in-process one).
     let node = state.hub.node();
