@@ -372,3 +372,67 @@ fn rsync_moves_a_tree_both_ways_and_only_what_changed() {
     );
     assert_eq!(std::fs::read(back.join("big.bin")).unwrap().len(), 3 << 20);
 }
+
+/// OSMO's `exec --group`: the command in every running task of a group,
+/// each line prefixed with its task; an interactive shell is refused, as
+/// OSMO refuses it; a failing task's code is the command's.
+#[test]
+fn exec_into_a_group_runs_in_every_task_with_its_name_before_each_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(&dir.path().join("dev"));
+    let api = server.client();
+    let id = api.submit_ok(
+        r#"workflow:
+  name: pair
+  groups:
+  - name: shards
+    tasks:
+    - {name: one, lead: true, image: ubuntu, command: [sh, -c, 'echo 1 > /tmp/shard; sleep 300']}
+    - {name: two, image: ubuntu, command: [sh, -c, 'echo 2 > /tmp/shard; sleep 300']}
+"#,
+    );
+    for task in ["one", "two"] {
+        api.wait_task(&id, task, "RUNNING", Duration::from_secs(90));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let config = dir.path().join("no-config");
+    let (code, stdout, stderr) = exec(
+        &server.url,
+        &config,
+        &[
+            &id,
+            "--group",
+            "shards",
+            "--",
+            "sh",
+            "-c",
+            "cat /tmp/shard; echo done",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["[one] 1", "[one] done", "[two] 2", "[two] done"]);
+    let (code, _, stderr) = exec(&server.url, &config, &[&id, "--group", "shards"], "");
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("interactive commands are not supported"),
+        "{stderr}"
+    );
+    let (code, _, _) = exec(
+        &server.url,
+        &config,
+        &[
+            &id,
+            "--group",
+            "shards",
+            "--",
+            "sh",
+            "-c",
+            "test \"$OSMO_TASK_NAME\" = one || exit 9",
+        ],
+        "",
+    );
+    assert_eq!(code, 9);
+}

@@ -28,7 +28,11 @@ pub struct ExecArgs {
     /// The ID or UUID of the workflow
     pub workflow_id: String,
     /// Name of the task in the workflow
-    pub task: String,
+    #[arg(required_unless_present = "group")]
+    pub task: Option<String>,
+    /// Run the command in every running task of this group instead (no terminal; each output line prefixed with its task)
+    #[arg(long, conflicts_with = "task")]
+    pub group: Option<String>,
     /// The command to run, split as a shell would (OSMO's default)
     #[arg(
         long = "entry",
@@ -90,15 +94,22 @@ fn terminal_size() -> Option<(u16, u16)> {
     (ok && size.ws_col > 0).then_some((size.ws_col, size.ws_row))
 }
 
+/// OSMO's interactive programs, refused for a group (as OSMO refuses them).
+const INTERACTIVE_COMMANDS: [&str; 7] = ["bash", "sh", "zsh", "fish", "tcsh", "csh", "ksh"];
+
 /// Runs the command; `Err(CommandExit(code))` when it exits non-zero.
 pub async fn run(client_args: &ClientArgs, args: ExecArgs) -> anyhow::Result<()> {
-    check_running(client_args, &args.workflow_id, &args.task).await?;
     let entry = if args.command.is_empty() {
         args.entry.clone()
     } else {
         shlex::try_join(args.command.iter().map(String::as_str))
             .map_err(|error| anyhow::anyhow!("the command cannot be quoted: {error}"))?
     };
+    let Some(task) = args.task.clone() else {
+        let group = args.group.clone().unwrap_or_default();
+        return run_group(client_args, &args, &group, entry).await;
+    };
+    check_running(client_args, &args.workflow_id, &task).await?;
     let tty = !args.no_tty
         && (args.tty || (std::io::stdin().is_terminal() && std::io::stdout().is_terminal()));
     let mut query = vec![("entry", entry), ("tty", tty.to_string())];
@@ -108,17 +119,7 @@ pub async fn run(client_args: &ClientArgs, args: ExecArgs) -> anyhow::Result<()>
             query.push(("rows", rows.to_string()));
         }
     }
-    let path = format!(
-        "/api/workflow/{}/exec/task/{}",
-        super::client::encode_segment(&args.workflow_id),
-        super::client::encode_segment(&args.task)
-    );
-    let timeout = Duration::from_secs(args.connect_timeout);
-    let opener = Opener::new(client_args, path, timeout)?;
-    let upgraded = tokio::time::timeout(timeout, opener.open(&query, EXEC_PROTOCOL))
-        .await
-        .map_err(|_| anyhow::anyhow!("no session within {} s", timeout.as_secs()))?
-        .map_err(|reason| anyhow::anyhow!(reason))?;
+    let upgraded = open(client_args, &args, &task, &query).await?;
     let raw = if tty && std::io::stdin().is_terminal() {
         Some(RawMode::enable()?)
     } else {
@@ -129,6 +130,139 @@ pub async fn run(client_args: &ClientArgs, args: ExecArgs) -> anyhow::Result<()>
     match code? {
         0 => Ok(()),
         code => Err(CommandExit(code).into()),
+    }
+}
+
+/// An exec session into `task`: the upgraded connection.
+async fn open(
+    client_args: &ClientArgs,
+    args: &ExecArgs,
+    task: &str,
+    query: &[(&str, String)],
+) -> anyhow::Result<reqwest::Upgraded> {
+    let path = format!(
+        "/api/workflow/{}/exec/task/{}",
+        super::client::encode_segment(&args.workflow_id),
+        super::client::encode_segment(task)
+    );
+    let timeout = Duration::from_secs(args.connect_timeout);
+    let opener = Opener::new(client_args, path, timeout)?;
+    tokio::time::timeout(timeout, opener.open(query, EXEC_PROTOCOL))
+        .await
+        .map_err(|_| anyhow::anyhow!("no session within {} s", timeout.as_secs()))?
+        .map_err(|reason| anyhow::anyhow!("task '{task}': {reason}"))
+}
+
+/// OSMO's `exec --group`: the command in every running task of the group
+/// at once, without a terminal or stdin, each output line prefixed
+/// `[task] `; the first non-zero exit code is the command's.
+async fn run_group(
+    client_args: &ClientArgs,
+    args: &ExecArgs,
+    group: &str,
+    entry: String,
+) -> anyhow::Result<()> {
+    // OSMO's test: the entry ends with a shell's name.
+    if INTERACTIVE_COMMANDS
+        .iter()
+        .any(|shell| entry.ends_with(shell))
+    {
+        anyhow::bail!("interactive commands are not supported for exec groups; use --entry (or a command after --) to run a non-interactive one");
+    }
+    let client = super::client::Client::from_args(client_args)?;
+    let path = format!(
+        "/api/workflow/{}",
+        super::client::encode_segment(&args.workflow_id)
+    );
+    let workflow = client
+        .call(reqwest::Method::GET, &path, &[], None)
+        .await
+        .map_err(|error| anyhow::anyhow!(error))?;
+    let tasks: Vec<String> = workflow["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|g| g["name"] == group)
+        .flat_map(|g| g["tasks"].as_array().cloned().unwrap_or_default())
+        .filter(|task| task["status"] == "RUNNING")
+        .filter_map(|task| task["name"].as_str().map(str::to_string))
+        .collect();
+    if tasks.is_empty() {
+        anyhow::bail!(
+            "group '{group}' of {} has no running task",
+            args.workflow_id
+        );
+    }
+    let query = [("entry", entry), ("tty", "false".to_string())];
+    let runs = tasks.iter().map(|task| async {
+        let upgraded = open(client_args, args, task, &query).await?;
+        prefixed_session(Framed::new(upgraded, ExecCodec), task).await
+    });
+    let mut code = 0;
+    for outcome in futures::future::join_all(runs).await {
+        match outcome {
+            Ok(0) => {}
+            Ok(failed) => code = if code == 0 { failed } else { code },
+            Err(error) => {
+                eprintln!("{error:#}");
+                code = if code == 0 { 1 } else { code };
+            }
+        }
+    }
+    match code {
+        0 => Ok(()),
+        code => Err(CommandExit(code).into()),
+    }
+}
+
+/// One task's session of a group exec: no input, each whole output line
+/// printed with the task's name before it.
+async fn prefixed_session(
+    framed: Framed<reqwest::Upgraded, ExecCodec>,
+    task: &str,
+) -> anyhow::Result<i32> {
+    let (mut to_task, mut from_task) = framed.split();
+    to_task.send(ExecFrame::StdinClosed).await?;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let print = |pending: &mut Vec<u8>, all: bool, to_stderr: bool| {
+        let cut = if all {
+            pending.len()
+        } else {
+            pending
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |at| at + 1)
+        };
+        let text = String::from_utf8_lossy(&pending[..cut]).into_owned();
+        pending.drain(..cut);
+        for line in text.lines() {
+            if to_stderr {
+                eprintln!("[{task}] {line}");
+            } else {
+                println!("[{task}] {line}");
+            }
+        }
+    };
+    loop {
+        match from_task.next().await {
+            Some(Ok(ExecFrame::Stdout(bytes))) => {
+                out.extend(bytes);
+                print(&mut out, false, false);
+            }
+            Some(Ok(ExecFrame::Stderr(bytes))) => {
+                err.extend(bytes);
+                print(&mut err, false, true);
+            }
+            Some(Ok(ExecFrame::Exit(code))) => {
+                print(&mut out, true, false);
+                print(&mut err, true, true);
+                return Ok(code);
+            }
+            Some(Ok(ExecFrame::Failed(reason))) => anyhow::bail!("[{task}] exec: {reason}"),
+            Some(Ok(_)) => {}
+            Some(Err(error)) => anyhow::bail!("[{task}] exec: the session broke: {error}"),
+            None => anyhow::bail!("[{task}] exec: the session ended before the command did"),
+        }
     }
 }
 

@@ -157,7 +157,8 @@ pub async fn run_shell(client_args: &ClientArgs, args: RsyncShellArgs) -> anyhow
         client_args,
         super::exec::ExecArgs {
             workflow_id: args.workflow_id,
-            task: args.task,
+            task: Some(args.task),
+            group: None,
             entry: String::new(),
             tty: false,
             no_tty: true,
