@@ -576,6 +576,19 @@ fn a_session_asked_of_a_follower_is_sent_to_the_leader() {
     let (status, body) = ask(http, &url, Some(&token));
     assert_eq!(status, 421, "{body}");
     assert_eq!(body["leader_url"], leader_url.as_str(), "{body}");
+    // OSMO's ticket routes too: a ticket lives where it was issued, and
+    // sessions open on the leader.
+    let osmo = http
+        .post(format!(
+            "{}/api/workflow/{id}/portforward/serve?task_ports=7000",
+            follower.url
+        ))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(osmo.status().as_u16(), 421);
+    let body: Value = osmo.json().unwrap();
+    assert_eq!(body["leader_url"], leader_url.as_str(), "{body}");
 
     // The CLI, told only of the follower, follows it to the leader.
     let env = [

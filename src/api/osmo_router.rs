@@ -19,8 +19,9 @@
 //! Invariants: a ticket is taken once, by the user it was issued to, for
 //! the workflow it names, within [`TICKET_TTL`]; every socket is authorized
 //! as its route is (`workflow:Exec` / `workflow:PortForward` on the
-//! workflow's pool) before the ticket is looked at; a session is opened
-//! only on the leader, as Gantry's own sessions are; OSMO's UDP forwarding
+//! workflow's pool) before the ticket is looked at; tickets are issued and
+//! sessions opened only on the leader (a follower answers 421 naming it),
+//! as Gantry's own sessions are; OSMO's UDP forwarding
 //! is refused by name.
 
 use super::auth::Caller;
@@ -35,7 +36,7 @@ use crate::protocol::SessionKind;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::{SinkExt, StreamExt};
 use gantry_storage::{TaskKey, TaskStatus};
@@ -165,23 +166,31 @@ fn entry_argv(params: &Params) -> Result<Vec<String>, ApiError> {
         })
 }
 
+/// On a follower, the answer that names the leader: sessions open there,
+/// and a ticket lives on the server that issued it.
+fn elsewhere(state: &AppState) -> Option<Response> {
+    let node = state.hub.node();
+    node.leader_term(&node.metrics().borrow())
+        .is_none()
+        .then(|| super::operator_stream::leader_elsewhere(state, "sessions into tasks go"))
+}
+
 /// OSMO's `POST /api/workflow/{id}/exec/task/{task}?entry_command=`.
 pub async fn exec_task(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((name, task)): Path<(String, String)>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
+    if let Some(elsewhere) = elsewhere(&state) {
+        return Ok(elsewhere);
+    }
     let params = Params::parse(query.as_deref());
     let argv = entry_argv(&params)?;
     let (workflow, _) = running_task(&state, &params, &name, &task).await?;
     let kind = TicketKind::Exec { argv };
-    Ok(Json(issue(
-        &state,
-        &caller.user,
-        (&workflow.id, &task),
-        kind,
-    )))
+    let ticket = issue(&state, &caller.user, (&workflow.id, &task), kind);
+    Ok(Json(ticket).into_response())
 }
 
 /// OSMO's `POST /api/workflow/{id}/exec/group/{group}`: a ticket per
@@ -191,7 +200,10 @@ pub async fn exec_group(
     Extension(caller): Extension<Caller>,
     Path((name, group)): Path<(String, String)>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
+    if let Some(elsewhere) = elsewhere(&state) {
+        return Ok(elsewhere);
+    }
     let params = Params::parse(query.as_deref());
     let argv = entry_argv(&params)?;
     let workflow = lookup(&state, &params, &name)
@@ -222,7 +234,7 @@ pub async fn exec_group(
         let ticket = issue(&state, &caller.user, (&workflow.id, &task), kind);
         answer.insert(task, ticket);
     }
-    Ok(Json(Value::Object(answer)))
+    Ok(Json(Value::Object(answer)).into_response())
 }
 
 /// OSMO's `POST /api/workflow/{id}/portforward/{task}?task_ports=&use_udp=`:
@@ -232,7 +244,10 @@ pub async fn port_forward(
     Extension(caller): Extension<Caller>,
     Path((name, task)): Path<(String, String)>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
+    if let Some(elsewhere) = elsewhere(&state) {
+        return Ok(elsewhere);
+    }
     let params = Params::parse(query.as_deref());
     if params.flag("use_udp")? {
         return Err(ApiError::new(
@@ -272,7 +287,7 @@ pub async fn port_forward(
             issue(&state, &caller.user, (&workflow.id, &task), kind)
         })
         .collect();
-    Ok(Json(Value::Array(tickets)))
+    Ok(Json(Value::Array(tickets)).into_response())
 }
 
 /// `GET /api/router/version`: what OSMO's CLI asks for a connection's
