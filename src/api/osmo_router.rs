@@ -17,7 +17,8 @@
 //! a data socket carries the connection's bytes, an empty message its end.
 //!
 //! Invariants: a ticket is taken once, by the user it was issued to, for
-//! the workflow it names, within [`TICKET_TTL`]; every socket is authorized
+//! the workflow it names, within [`TICKET_TTL`], and is never replaced
+//! by another (a data key is the client's choice); every socket is authorized
 //! as its route is (`workflow:Exec` / `workflow:PortForward` on the
 //! workflow's pool) before the ticket is looked at; tickets are issued and
 //! sessions opened only on the leader (a follower answers 421 naming it),
@@ -85,9 +86,14 @@ impl RouterTickets {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Holds `ticket` under `key`, unless a live ticket holds the key
+    /// already (a key a client chose never replaces another's ticket).
     fn issue(&self, key: String, ticket: Ticket) {
         let mut tickets = self.lock();
         tickets.retain(|_, t| t.issued.elapsed() < TICKET_TTL);
+        if tickets.contains_key(&key) {
+            return;
+        }
         if tickets.len() >= TICKETS_MAX {
             if let Some(oldest) = tickets
                 .iter()
@@ -565,4 +571,32 @@ async fn data_session(state: AppState, ticket: Ticket, port: u16, mut socket: We
 /// The shared tickets of a server.
 pub fn tickets() -> Arc<RouterTickets> {
     Arc::new(RouterTickets::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticket(user: &str) -> Ticket {
+        Ticket {
+            user: user.into(),
+            workflow_id: "wf-1".into(),
+            task: "t".into(),
+            kind: TicketKind::PortForwardData { port: 80 },
+            issued: Instant::now(),
+        }
+    }
+
+    /// A hostile user who learns another's key cannot take it, nor make
+    /// it theirs by announcing it on a control socket of their own.
+    #[test]
+    fn a_ticket_is_its_users_once_and_never_replaced() {
+        let tickets = RouterTickets::default();
+        tickets.issue("k".into(), ticket("alice"));
+        tickets.issue("k".into(), ticket("mallory"));
+        assert!(tickets.take("k", "mallory", "wf-1").is_none());
+        assert!(tickets.take("k", "alice", "wf-2").is_none());
+        assert!(tickets.take("k", "alice", "wf-1").is_some());
+        assert!(tickets.take("k", "alice", "wf-1").is_none(), "taken once");
+    }
 }
