@@ -266,6 +266,30 @@ async fn prefixed_session(
     }
 }
 
+/// Writes all of `bytes`, waiting out a full non-blocking pipe (a caller
+/// may hand over a non-blocking stdout: rsync does).
+async fn write_fully(out: &mut impl Write, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match out.write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    loop {
+        match out.flush() {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Stdin read on a thread of its own (a blocking read that never holds up
 /// the process's exit); `None` once it ended.
 fn stdin_chunks() -> mpsc::Receiver<Option<Vec<u8>>> {
@@ -275,6 +299,11 @@ fn stdin_chunks() -> mpsc::Receiver<Option<Vec<u8>>> {
         let mut buffer = vec![0; STDIN_CHUNK_BYTES];
         loop {
             match stdin.read(&mut buffer) {
+                // A caller may hand over a non-blocking stdin (rsync does).
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
                 Ok(0) | Err(_) => {
                     let _ = sender.blocking_send(None);
                     return;
@@ -299,16 +328,8 @@ async fn session(framed: Framed<reqwest::Upgraded, ExecCodec>, tty: bool) -> any
     loop {
         tokio::select! {
             frame = from_task.next() => match frame {
-                Some(Ok(ExecFrame::Stdout(bytes))) => {
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(&bytes)?;
-                    out.flush()?;
-                }
-                Some(Ok(ExecFrame::Stderr(bytes))) => {
-                    let mut err = std::io::stderr().lock();
-                    err.write_all(&bytes)?;
-                    err.flush()?;
-                }
+                Some(Ok(ExecFrame::Stdout(bytes))) => write_fully(&mut std::io::stdout(), &bytes).await?,
+                Some(Ok(ExecFrame::Stderr(bytes))) => write_fully(&mut std::io::stderr(), &bytes).await?,
                 Some(Ok(ExecFrame::Exit(code))) => return Ok(code),
                 Some(Ok(ExecFrame::Failed(reason))) => anyhow::bail!("exec: {reason}"),
                 Some(Ok(_)) => {}
