@@ -286,6 +286,17 @@ fn port_forward_through_the_in_process_operator() {
         "{osmo}"
     );
     assert_ne!(tickets[0]["key"], tickets[1]["key"]);
+    // OSMO's limit of ports per call (WORKFLOW max_num_ports_per_task, 30).
+    let many: Vec<String> = (7000..7031).map(|port| port.to_string()).collect();
+    let over = http
+        .post(format!("{base}/serve?task_ports={}", many.join(",")))
+        .send()
+        .unwrap();
+    assert_eq!(over.status().as_u16(), 400);
+    assert!(over
+        .text()
+        .unwrap_or_default()
+        .contains("max_num_ports_per_task"));
     let udp = http
         .post(format!("{base}/serve?task_ports=7000&use_udp=true"))
         .send()

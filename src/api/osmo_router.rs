@@ -28,7 +28,7 @@
 use super::auth::Caller;
 use super::error::ApiError;
 use super::params::Params;
-use super::port_forward::running_task;
+use super::port_forward::{not_the_leader, running_task};
 use super::workflow::{lookup, read};
 use super::AppState;
 use crate::protocol::exec::{ExecCodec, ExecFrame, ExecRequest};
@@ -50,8 +50,10 @@ use tokio_util::codec::Framed;
 
 /// How long a ticket waits for its socket.
 pub const TICKET_TTL: Duration = Duration::from_secs(120);
-/// Tickets held at once by this server; the oldest go first beyond it.
+/// Tickets held at once by this server.
 const TICKETS_MAX: usize = 10_000;
+/// Tickets one user may hold at once, so no user can crowd out others.
+const TICKETS_PER_USER_MAX: usize = 256;
 /// OSMO's prefix of a client's resize message.
 const RESIZE_PREFIX: &[u8] = b"\x00RESIZE:";
 /// Bytes read from a port-forward session at once.
@@ -87,23 +89,31 @@ impl RouterTickets {
     }
 
     /// Holds `ticket` under `key`, unless a live ticket holds the key
-    /// already (a key a client chose never replaces another's ticket).
-    fn issue(&self, key: String, ticket: Ticket) {
+    /// already (a key a client chose never replaces another's ticket), or
+    /// its user or this server holds as many as allowed (nothing is
+    /// evicted, so no one can push out another's tickets).
+    fn issue(&self, key: String, ticket: Ticket) -> Result<(), String> {
         let mut tickets = self.lock();
         tickets.retain(|_, t| t.issued.elapsed() < TICKET_TTL);
         if tickets.contains_key(&key) {
-            return;
+            return Err(format!("router session '{key}' is taken"));
+        }
+        let held = tickets.values().filter(|t| t.user == ticket.user).count();
+        if held >= TICKETS_PER_USER_MAX {
+            return Err(format!(
+                "{} holds {held} unopened router sessions, the most one user may; open or let them expire ({} s) first",
+                ticket.user,
+                TICKET_TTL.as_secs()
+            ));
         }
         if tickets.len() >= TICKETS_MAX {
-            if let Some(oldest) = tickets
-                .iter()
-                .min_by_key(|(_, t)| t.issued)
-                .map(|(k, _)| k.clone())
-            {
-                tickets.remove(&oldest);
-            }
+            return Err(
+                "this server holds as many unopened router sessions as it takes; try again shortly"
+                    .into(),
+            );
         }
         tickets.insert(key, ticket);
+        Ok(())
     }
 
     /// The ticket `key`, taken, if `caller` may use it for `workflow`.
@@ -143,19 +153,22 @@ fn issue(
     user: &str,
     (workflow_id, task): (&str, &str),
     kind: TicketKind,
-) -> Value {
+) -> Result<Value, ApiError> {
     let key = new_key();
-    state.router_tickets.issue(
-        key.clone(),
-        Ticket {
-            user: user.to_string(),
-            workflow_id: workflow_id.to_string(),
-            task: task.to_string(),
-            kind,
-            issued: Instant::now(),
-        },
-    );
-    ticket_json(state, &key)
+    state
+        .router_tickets
+        .issue(
+            key.clone(),
+            Ticket {
+                user: user.to_string(),
+                workflow_id: workflow_id.to_string(),
+                task: task.to_string(),
+                kind,
+                issued: Instant::now(),
+            },
+        )
+        .map_err(|reason| ApiError::new(StatusCode::TOO_MANY_REQUESTS, "USER", reason))?;
+    Ok(ticket_json(state, &key))
 }
 
 fn entry_argv(params: &Params) -> Result<Vec<String>, ApiError> {
@@ -172,15 +185,6 @@ fn entry_argv(params: &Params) -> Result<Vec<String>, ApiError> {
         })
 }
 
-/// On a follower, the answer that names the leader: sessions open there,
-/// and a ticket lives on the server that issued it.
-fn elsewhere(state: &AppState) -> Option<Response> {
-    let node = state.hub.node();
-    node.leader_term(&node.metrics().borrow())
-        .is_none()
-        .then(|| super::operator_stream::leader_elsewhere(state, "sessions into tasks go"))
-}
-
 /// OSMO's `POST /api/workflow/{id}/exec/task/{task}?entry_command=`.
 pub async fn exec_task(
     State(state): State<AppState>,
@@ -188,14 +192,16 @@ pub async fn exec_task(
     Path((name, task)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    if let Some(elsewhere) = elsewhere(&state) {
+    // A ticket lives on the server that issued it, and sessions open on
+    // the leader.
+    if let Some(elsewhere) = not_the_leader(&state) {
         return Ok(elsewhere);
     }
     let params = Params::parse(query.as_deref());
     let argv = entry_argv(&params)?;
     let (workflow, _) = running_task(&state, &params, &name, &task).await?;
     let kind = TicketKind::Exec { argv };
-    let ticket = issue(&state, &caller.user, (&workflow.id, &task), kind);
+    let ticket = issue(&state, &caller.user, (&workflow.id, &task), kind)?;
     Ok(Json(ticket).into_response())
 }
 
@@ -207,7 +213,9 @@ pub async fn exec_group(
     Path((name, group)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    if let Some(elsewhere) = elsewhere(&state) {
+    // A ticket lives on the server that issued it, and sessions open on
+    // the leader.
+    if let Some(elsewhere) = not_the_leader(&state) {
         return Ok(elsewhere);
     }
     let params = Params::parse(query.as_deref());
@@ -237,7 +245,7 @@ pub async fn exec_group(
     let mut answer = serde_json::Map::new();
     for task in tasks {
         let kind = TicketKind::Exec { argv: argv.clone() };
-        let ticket = issue(&state, &caller.user, (&workflow.id, &task), kind);
+        let ticket = issue(&state, &caller.user, (&workflow.id, &task), kind)?;
         answer.insert(task, ticket);
     }
     Ok(Json(Value::Object(answer)).into_response())
@@ -251,7 +259,9 @@ pub async fn port_forward(
     Path((name, task)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    if let Some(elsewhere) = elsewhere(&state) {
+    // A ticket lives on the server that issued it, and sessions open on
+    // the leader.
+    if let Some(elsewhere) = not_the_leader(&state) {
         return Ok(elsewhere);
     }
     let params = Params::parse(query.as_deref());
@@ -285,14 +295,32 @@ pub async fn port_forward(
             "task_ports: name at least one port of the task",
         ));
     }
+    // OSMO's limit per call, from the WORKFLOW config in force.
+    let limit = state
+        .node
+        .read_local()?
+        .config(gantry_storage::ConfigType::Workflow, "")?
+        .and_then(|revision| revision.data)
+        .and_then(|data| gantry_storage::config::WorkflowConfig::from_data(&data))
+        .unwrap_or_default()
+        .max_num_ports_per_task;
+    if ports.len() as u64 > limit {
+        return Err(ApiError::bad_request(
+            "USER",
+            format!(
+                "task_ports: {} ports exceed the limit of {limit} per call (the WORKFLOW config's max_num_ports_per_task)",
+                ports.len()
+            ),
+        ));
+    }
     let (workflow, _) = running_task(&state, &params, &name, &task).await?;
-    let tickets: Vec<Value> = ports
+    let tickets = ports
         .into_iter()
         .map(|port| {
             let kind = TicketKind::PortForwardControl { port };
             issue(&state, &caller.user, (&workflow.id, &task), kind)
         })
-        .collect();
+        .collect::<Result<Vec<Value>, ApiError>>()?;
     Ok(Json(Value::Array(tickets)).into_response())
 }
 
@@ -369,8 +397,7 @@ pub async fn port_forward_socket(
 
 /// Opens the ticket's session on this server (the leader's hub).
 async fn open(state: &AppState, ticket: &Ticket, kind: SessionKind) -> Result<SessionIo, String> {
-    let node = state.hub.node();
-    if node.leader_term(&node.metrics().borrow()).is_none() {
+    if not_the_leader(state).is_some() {
         return Err(
             "this server is not the leader: sessions into tasks go through the leader".into(),
         );
@@ -512,14 +539,18 @@ async fn control_session(state: AppState, ticket: Ticket, port: u16, mut socket:
         else {
             continue;
         };
-        state.router_tickets.issue(
+        // A refused key is the client's to see: its data socket finds no
+        // session (404).
+        if let Err(reason) = state.router_tickets.issue(
             key.to_string(),
             Ticket {
                 kind: TicketKind::PortForwardData { port },
                 issued: Instant::now(),
                 ..ticket.clone()
             },
-        );
+        ) {
+            tracing::info!(user = %ticket.user, workflow = %ticket.workflow_id, %reason, "port-forward connection refused");
+        }
     }
 }
 
@@ -592,11 +623,27 @@ mod tests {
     #[test]
     fn a_ticket_is_its_users_once_and_never_replaced() {
         let tickets = RouterTickets::default();
-        tickets.issue("k".into(), ticket("alice"));
-        tickets.issue("k".into(), ticket("mallory"));
+        assert!(tickets.issue("k".into(), ticket("alice")).is_ok());
+        assert!(tickets.issue("k".into(), ticket("mallory")).is_err());
         assert!(tickets.take("k", "mallory", "wf-1").is_none());
         assert!(tickets.take("k", "alice", "wf-2").is_none());
         assert!(tickets.take("k", "alice", "wf-1").is_some());
         assert!(tickets.take("k", "alice", "wf-1").is_none(), "taken once");
+    }
+
+    /// One user cannot fill the table: beyond their share they are
+    /// refused, and others' tickets stay.
+    #[test]
+    fn one_user_cannot_crowd_out_the_others() {
+        let tickets = RouterTickets::default();
+        assert!(tickets.issue("a".into(), ticket("alice")).is_ok());
+        for n in 0..TICKETS_PER_USER_MAX {
+            assert!(tickets.issue(format!("m{n}"), ticket("mallory")).is_ok());
+        }
+        let refused = tickets
+            .issue("one-more".into(), ticket("mallory"))
+            .unwrap_err();
+        assert!(refused.contains("the most one user may"), "{refused}");
+        assert!(tickets.take("a", "alice", "wf-1").is_some());
     }
 }

@@ -133,6 +133,17 @@ struct SessionTarget {
     params: Params,
 }
 
+/// On a follower, the answer that names the leader (421): the leader
+/// dispatches every job, so the operator running a task is linked to it
+/// (a remote operator's stream, or its own in-process one), and sessions
+/// open there.
+pub(super) fn not_the_leader(state: &AppState) -> Option<Response> {
+    let node = state.hub.node();
+    node.leader_term(&node.metrics().borrow())
+        .is_none()
+        .then(|| leader_elsewhere(state, "sessions into tasks go"))
+}
+
 /// Workflow `name` and its task `task_name`, which must be RUNNING: else
 /// 404 for an unknown one, 409 naming the status of one that is not.
 pub(super) async fn running_task(
@@ -185,11 +196,8 @@ async fn open_upgraded(
         params,
     } = target;
     let (workflow, task) = running_task(&state, &params, &name, &task_name).await?;
-    // The leader dispatches every job, so the operator running the task is
-    // linked to it (a remote operator's stream, or its own in-process one).
-    let node = state.hub.node();
-    if node.leader_term(&node.metrics().borrow()).is_none() {
-        return Ok(leader_elsewhere(&state, "sessions into tasks go"));
+    if let Some(elsewhere) = not_the_leader(&state) {
+        return Ok(elsewhere);
     }
     let asks_upgrade = request
         .headers()
