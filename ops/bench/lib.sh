@@ -39,3 +39,32 @@ wait_for() { # WHAT COMMAND...: polls COMMAND for up to 30 s
     echo "timed out waiting for $what" >&2
     return 1
 }
+
+# start_server_and_operator API_PORT PEER_PORT: a bootstrapped `gantry
+# server` with TLS on API_PORT and a remote `gantry operator` (backend
+# local) over mutual TLS, certificates under $tmp/pki; exports GANTRY_URL,
+# GANTRY_CA, GANTRY_TOKEN and XDG_CONFIG_HOME for the CLI.
+start_server_and_operator() {
+    local api_port=$1 peer_port=$2
+    local pki=$tmp/pki
+    $gantry tls ca create --out "$pki" >/dev/null
+    $gantry tls cert create --ca "$pki" --name node --kind server --ip 127.0.0.1 --out "$pki" >/dev/null
+    $gantry tls cert create --ca "$pki" --name edge --kind operator --out "$pki" >/dev/null
+    url="https://127.0.0.1:$api_port"
+    export GANTRY_URL=$url GANTRY_CA=$pki/ca.pem XDG_CONFIG_HOME=$tmp/config
+    echo "== gantry server (TLS) and a remote gantry operator (mutual TLS)"
+    GANTRY_LOG=warn $gantry server --bootstrap --data-dir "$tmp/node" \
+        --listen "127.0.0.1:$api_port" --peer-listen "127.0.0.1:$peer_port" \
+        --tls-ca "$pki/ca.pem" --tls-cert "$pki/node.pem" --tls-key "$pki/node-key.pem" \
+        >>"$tmp/server.log" 2>&1 &
+    pids+=("$!")
+    wait_for "the bootstrap token" test -s "$tmp/node/bootstrap-admin-token"
+    GANTRY_TOKEN=$(cat "$tmp/node/bootstrap-admin-token")
+    export GANTRY_TOKEN
+    cp "$tmp/node/bootstrap-admin-token" "$tmp/operator-token"
+    GANTRY_LOG=warn $gantry operator --servers "$url" --backend local \
+        --token-file "$tmp/operator-token" --work-dir "$tmp/operator" \
+        --tls-ca "$pki/ca.pem" --tls-cert "$pki/edge.pem" --tls-key "$pki/edge-key.pem" \
+        >>"$tmp/operator.log" 2>&1 &
+    pids+=("$!")
+}
