@@ -436,3 +436,36 @@ fn exec_into_a_group_runs_in_every_task_with_its_name_before_each_line() {
     );
     assert_eq!(code, 9);
 }
+
+/// A hostile task sets `LD_PRELOAD` to a library on the host: the exec's
+/// helper, privileged on the host until it joins the task, must never load
+/// it (it starts with an empty environment and reads the task's for the
+/// command only). The probe's "library" is not an ELF file, so a helper
+/// that loads it says so ("invalid ELF header"); inside the task the path
+/// does not exist, which the command may say instead.
+#[test]
+fn a_task_s_environment_never_reaches_the_privileged_helper() {
+    let dir = tempfile::tempdir().unwrap();
+    let evil = dir.path().join("evil.so");
+    std::fs::write(&evil, vec![b'x'; 4096]).unwrap();
+    let server = DevServer::start(&dir.path().join("dev"));
+    let api = server.client();
+    let spec = format!(
+        "workflow:\n  name: preload\n  tasks:\n  - name: work\n    image: ubuntu\n    command: [sh, -c, 'echo ok > /tmp/ready; sleep 300']\n    environment: {{LD_PRELOAD: '{}'}}\n",
+        evil.display()
+    );
+    let id = api.submit_ok(&spec);
+    api.wait_task(&id, "work", "RUNNING", Duration::from_secs(90));
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, stdout, stderr) = exec(
+        &server.url,
+        &dir.path().join("no-config"),
+        &[&id, "work", "--", "sh", "-c", "echo \"$LD_PRELOAD\""],
+        "",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    // The command itself keeps the task's environment.
+    assert_eq!(stdout.trim(), evil.display().to_string());
+    assert!(!stderr.contains("invalid ELF header"), "{stderr}");
+    assert!(!stderr.contains("file too short"), "{stderr}");
+}

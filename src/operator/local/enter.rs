@@ -1,9 +1,10 @@
 //! `gantry __sandbox-enter PID PARENT TTY -- ARGV...`: runs a command inside a
 //! running task's sandbox (the local executor's side of `exec`), as a
 //! process of the task: in its namespaces (user, IPC, UTS, network,
-//! cgroup, PID, mount), under its root and in its `/tmp`, with no
+//! cgroup, PID, mount), under its root and in its `/tmp`, with the task's
+//! environment (read here, and given to the command only), no
 //! capability, `no_new_privs` and the task's seccomp filters. The executor
-//! starts it in the task's cgroup with the task's environment.
+//! starts it in the task's cgroup with an empty environment.
 //!
 //! Why a process of its own: joining a user or mount namespace needs a
 //! single-threaded caller, and a PID namespace takes only the caller's
@@ -81,9 +82,13 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
     };
     // Built before joining: the filters are bytes computed here.
     let filters = seccomp::programs().map_err(|error| error.to_string())?;
-    join(pid, parent)?;
+    let environment = join(pid, parent)?;
     let mut command = std::process::Command::new(program);
-    command.args(rest).current_dir("/tmp");
+    command
+        .args(rest)
+        .current_dir("/tmp")
+        .env_clear()
+        .envs(environment);
     let filters_for_child = filters.clone();
     // SAFETY: runs in the forked child before exec; it only makes system
     // calls (setsid, ioctl, prctl, capset) on memory prepared before the
@@ -108,7 +113,7 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
 /// to the host's (a group's): so the user namespaces are joined from the
 /// outermost in, and after each step (and before the first) every other
 /// namespace the rights held now allow.
-fn join(pid: u32, parent: u32) -> Result<(), String> {
+fn join(pid: u32, parent: u32) -> Result<Vec<(OsString, OsString)>, String> {
     let open = |path: String| File::open(&path).map_err(|error| format!("{path}: {error}"));
     // The process itself, whatever becomes of its id: checked to be the
     // task's (its parent) now, and to be alive once everything is open,
@@ -143,6 +148,8 @@ fn join(pid: u32, parent: u32) -> Result<(), String> {
     }
     let users = user_namespaces(open(format!("/proc/{pid}/ns/user"))?, &same)?;
     let root = open(format!("/proc/{pid}/root"))?;
+    let environment = super::task_files::environment_of(pid)
+        .map_err(|error| format!("the task's environment: {error}"))?;
     // SAFETY: signal 0 only asks whether the process is alive.
     if unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), 0, 0, 0) } != 0 {
         return Err(format!("the task's process {pid} ended"));
@@ -174,7 +181,7 @@ fn join(pid: u32, parent: u32) -> Result<(), String> {
             std::io::Error::last_os_error()
         ));
     }
-    Ok(())
+    Ok(environment)
 }
 
 /// The user namespaces from just inside ours down to `innermost`,

@@ -47,7 +47,7 @@ pub async fn open(entry: &SandboxEntry, request: &ExecRequest) -> SessionAnswer 
     if request.argv.is_empty() {
         return Err("exec needs a command".into());
     }
-    let (target, environment) = task_files::task_process(entry.bwrap_pid)
+    let target = task_files::task_process(entry.bwrap_pid)
         .map_err(|error| format!("the task's sandbox cannot be entered: {error}"))?;
     // This very executable, even once replaced on disk by an upgrade (its
     // path would then name the new build, or nothing).
@@ -69,8 +69,11 @@ pub async fn open(entry: &SandboxEntry, request: &ExecRequest) -> SessionAnswer 
         .arg(if request.tty { "1" } else { "0" })
         .arg("--")
         .args(&request.argv)
+        // Nothing of the task's reaches the helper's own start (it runs
+        // privileged on the host until it joins): it reads the task's
+        // environment for the command itself (`LD_PRELOAD` set by a task
+        // would otherwise run code as the executor).
         .env_clear()
-        .envs(environment)
         .kill_on_drop(true);
     // SAFETY: runs in the forked child before exec; writes to descriptors
     // the parent keeps open until spawn returns and sets a signal, nothing

@@ -137,9 +137,8 @@ pub struct TaskProcess {
 }
 
 /// The task's own process (the command `bwrap` started, else the
-/// sandbox's first process) and its environment: what an exec enters and
-/// runs with.
-pub fn task_process(sandbox_pid: u32) -> io::Result<(TaskProcess, Vec<(OsString, OsString)>)> {
+/// sandbox's first process): what an exec enters.
+pub fn task_process(sandbox_pid: u32) -> io::Result<TaskProcess> {
     let init = first_child(sandbox_pid)?;
     let process = match first_child(init) {
         Ok(command) => TaskProcess {
@@ -151,17 +150,21 @@ pub fn task_process(sandbox_pid: u32) -> io::Result<(TaskProcess, Vec<(OsString,
             parent: sandbox_pid,
         },
     };
-    let process_id = process.pid;
-    let environ = std::fs::read(format!("/proc/{process_id}/environ"))?;
-    let environment = environ
+    Ok(process)
+}
+
+/// The environment of process `pid`, as it holds it now (the task's own:
+/// only ever given to a command that runs inside the task).
+pub fn environment_of(pid: u32) -> io::Result<Vec<(OsString, OsString)>> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ"))?;
+    Ok(environ
         .split(|byte| *byte == 0)
         .filter_map(|entry| {
             let text = std::str::from_utf8(entry).ok()?;
             let (name, value) = text.split_once('=')?;
             Some((OsString::from(name), OsString::from(value)))
         })
-        .collect();
-    Ok((process, environment))
+        .collect())
 }
 
 /// The parent process id in a `/proc/<pid>/stat` line (the field after
