@@ -49,10 +49,7 @@ impl Executor {
     pub async fn open_session(&self, key: &TaskKey, kind: &SessionKind) -> SessionAnswer {
         match self {
             Executor::Local(local) => local.open_session(key, kind).await,
-            Executor::Kubernetes(_) => Err(format!(
-                "{} into a Kubernetes task is not supported yet",
-                kind.verb()
-            )),
+            Executor::Kubernetes(kubernetes) => kubernetes.open_session(key, kind).await,
         }
     }
 

@@ -28,10 +28,13 @@ use super::error::KubeError;
 use super::names::{self, MANAGED_SELECTOR};
 use super::nodes::{node_inventory, NodeInventory};
 use super::queues;
+use super::sessions;
 use super::status::pod_status;
 use crate::operator::local::Outbox;
-use crate::protocol::{FromOperator, ToOperator};
+use crate::protocol::session::SessionAnswer;
+use crate::protocol::{FromOperator, SessionKind, ToOperator};
 use futures::StreamExt;
+use gantry_storage::TaskKey;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::{self, Store};
@@ -138,6 +141,30 @@ impl KubernetesOperator {
                 ToOperator::OpenSession { .. } => continue,
             };
             shared.outbox.send(FromOperator::JobDone { job_id }).await;
+        }
+    }
+
+    /// This executor's end of a session into task `key`: through the API
+    /// server's `exec` or `portforward` of the task's own pod.
+    pub async fn open_session(&self, key: &TaskKey, kind: &SessionKind) -> SessionAnswer {
+        let (pod, container) = {
+            let state = self.shared.lock();
+            let tracked = state
+                .tasks
+                .get(key)
+                .filter(|tracked| tracked.finished.is_none())
+                .ok_or_else(|| {
+                    format!(
+                        "task '{}' (retry {}) of workflow '{}' does not run on this backend",
+                        key.task, key.retry_id, key.workflow_id
+                    )
+                })?;
+            (tracked.pod.clone(), tracked.container.clone())
+        };
+        let pods = &self.shared.pods;
+        match kind {
+            SessionKind::PortForward { port } => sessions::port_forward(pods, &pod, *port).await,
+            SessionKind::Exec(request) => sessions::exec(pods, &pod, &container, request).await,
         }
     }
 

@@ -6,8 +6,9 @@
 //! (`/api/v1/...`, `/apis/<group>/<version>/...`, namespaced or not):
 //! create (409 on a duplicate), get (404), replace, list and watch with
 //! label selectors, delete, delete-collection by label selector, and
-//! `pods/<name>/log` with `follow`. Every request is recorded with its
-//! method, path, query and JSON body.
+//! `pods/<name>/log` with `follow`, and (`streams`) `pods/<name>/exec` and
+//! `pods/<name>/portforward` over WebSocket. Every request is recorded
+//! with its method, path, query and JSON body.
 //!
 //! Invariants: one resource-version counter orders every change; a watch
 //! replays the changes after the version it asks for and then follows new
@@ -19,6 +20,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Router;
 use futures::stream;
 use gantry_raft::transport::{serve_tls, HttpVersions};
@@ -31,6 +33,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+mod streams;
 
 #[derive(Clone, Debug)]
 pub struct Recorded {
@@ -69,6 +73,10 @@ struct Inner {
     requests: Vec<Recorded>,
     /// Pod name → (lines, closed).
     logs: HashMap<String, (Vec<String>, bool)>,
+    /// (pod, port) → where a port-forward to it connects.
+    pod_ports: HashMap<(String, u16), std::net::SocketAddr>,
+    /// Terminal sizes sent to execs: (pod, columns, rows).
+    resizes: Vec<(String, u64, u64)>,
 }
 
 struct Shared {
@@ -515,7 +523,13 @@ impl FakeApi {
             inner: Mutex::new(Inner::default()),
             changed: watch::channel(0).0,
         });
+        let pods = "/api/v1/namespaces/{namespace}/pods/{pod}";
         let router = Router::new()
+            .route(
+                &format!("{pods}/exec"),
+                get(streams::exec).post(streams::exec),
+            )
+            .route(&format!("{pods}/portforward"), get(streams::port_forward))
             .fallback(handle)
             .with_state(Arc::clone(&shared));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -618,6 +632,20 @@ impl FakeApi {
         let entry = inner.logs.entry(pod.to_string()).or_default();
         entry.0.extend(lines.iter().map(|l| l.to_string()));
         self.shared.bump(&mut inner);
+    }
+
+    /// Port-forwards to `port` of `pod` connect to `address` (the pod's
+    /// port, as the kubelet would reach it).
+    pub fn serve_pod_port(&self, pod: &str, port: u16, address: std::net::SocketAddr) {
+        self.shared
+            .lock()
+            .pod_ports
+            .insert((pod.to_string(), port), address);
+    }
+
+    /// Terminal sizes execs were sent: (pod, columns, rows).
+    pub fn resizes(&self) -> Vec<(String, u64, u64)> {
+        self.shared.lock().resizes.clone()
     }
 
     /// Ends a pod's log (the container exited).

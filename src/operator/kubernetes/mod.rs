@@ -9,8 +9,10 @@
 //! default variants, and `template` for pod templates); `status` maps pod
 //! state to OSMO statuses; `pod_logs` streams container logs; `nodes` turns
 //! Nodes into inventory; `queues` keeps per-pool queues and priority
-//! classes. `fake_api` (tests only) is a recording Kubernetes API server
-//! over HTTPS that the tests point kube-rs at.
+//! classes; `sessions` opens exec and port-forward sessions through the
+//! API server's streaming subresources. `fake_api` (tests only) is a
+//! recording Kubernetes API server over HTTPS that the tests point kube-rs
+//! at; it speaks the exec and port-forward WebSocket protocols too.
 
 mod config;
 mod error;
@@ -23,6 +25,7 @@ mod nodes;
 mod pod_logs;
 mod queues;
 mod scheduler;
+mod sessions;
 mod status;
 pub mod task_runtime;
 mod template;

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+mod sessions;
+
 const NS: &str = "gantry-test";
 const PODS: &str = "/api/v1/namespaces/gantry-test/pods";
 const SECRETS: &str = "/api/v1/namespaces/gantry-test/secrets";
@@ -1340,6 +1342,8 @@ fn operator_manifests_parse_and_grant_what_the_executor_uses() {
         ("", "pods", "watch"),
         ("", "pods", "deletecollection"),
         ("", "pods/log", "get"),
+        ("", "pods/exec", "create"),
+        ("", "pods/portforward", "create"),
         ("", "services", "create"),
         ("", "services", "list"),
         ("", "services", "delete"),
