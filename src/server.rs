@@ -388,6 +388,10 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
 
     let state = AppState {
         router_tickets: crate::api::osmo_router::tickets(),
+        relay: Arc::new(
+            crate::api::SessionRelay::new(options.tls.as_ref().map(|files| files.ca.as_path()))
+                .map_err(anyhow::Error::msg)?,
+        ),
         node: node.clone(),
         logs,
         hub,

@@ -543,8 +543,13 @@ fn port_forward_through_a_remote_operator_over_mutual_tls() {
     });
 }
 
+/// A three-member cluster whose members run the `local` backend in
+/// process (the leader's runs the tasks): sessions asked of a follower
+/// (Gantry's upgraded requests and OSMO's ticket POSTs) are relayed to
+/// the leader, where the operator is linked; a relayed request is never
+/// relayed again; a dead member's share goes to the next URL.
 #[test]
-fn a_session_asked_of_a_follower_is_sent_to_the_leader() {
+fn sessions_asked_of_a_follower_are_relayed_to_the_leader() {
     if !python_present() {
         eprintln!("skipped: the task's server needs python3 under /usr");
         return;
@@ -555,22 +560,14 @@ fn a_session_asked_of_a_follower_is_sent_to_the_leader() {
         common::cluster::start_three(&mut cluster, dir.path(), |c, data, index, extra| {
             c.start(data, index, extra)
         });
+    let pki = Pki {
+        dir: cluster.pki.clone(),
+    };
     let token = cluster.token.trim().to_string();
-    let members = cluster.members(&servers[0]);
-    let leader_id = members["leader_id"].as_u64().unwrap();
-    let leader_url = members["members"]
-        .as_array()
-        .and_then(|list| list.iter().find(|m| m["id"].as_u64() == Some(leader_id)))
-        .and_then(|m| m["api_url"].as_str())
-        .unwrap()
-        .to_string();
-    let follower = servers
-        .iter()
-        .find(|server| server.url != leader_url)
-        .unwrap();
-    let http = &cluster.http;
+    let urls: Vec<String> = servers.iter().map(|server| server.url.clone()).collect();
+    let http = pki.client(Duration::from_secs(30));
     let submitted: Value = http
-        .post(format!("{}/api/pool/default/workflow", follower.url))
+        .post(format!("{}/api/pool/default/workflow", urls[0]))
         .bearer_auth(&token)
         .json(&serde_json::json!({"file": SERVE}))
         .send()
@@ -578,43 +575,94 @@ fn a_session_asked_of_a_follower_is_sent_to_the_leader() {
         .json()
         .unwrap();
     let id = submitted["name"].as_str().expect("submitted").to_string();
-    wait_task(http, &follower.url, Some(&token), &id, "serve", "RUNNING");
-
-    let url = format!(
-        "{}/api/workflow/{id}/portforward/serve?port=7000",
-        follower.url
-    );
-    let (status, body) = ask(http, &url, Some(&token));
-    assert_eq!(status, 421, "{body}");
-    assert_eq!(body["leader_url"], leader_url.as_str(), "{body}");
-    // OSMO's ticket routes too: a ticket lives where it was issued, and
-    // sessions open on the leader.
-    let osmo = http
-        .post(format!(
-            "{}/api/workflow/{id}/portforward/serve?task_ports=7000",
-            follower.url
-        ))
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
-    assert_eq!(osmo.status().as_u16(), 421);
-    let body: Value = osmo.json().unwrap();
-    assert_eq!(body["leader_url"], leader_url.as_str(), "{body}");
-
-    // The CLI, told only of the follower, follows it to the leader.
+    wait_task(&http, &urls[0], Some(&token), &id, "serve", "RUNNING");
+    let members = cluster.members(&servers[0]);
+    let leader_id = members["leader_id"].as_u64().expect("a leader");
+    let leader_url = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|member| member["id"].as_u64() == Some(leader_id))
+        .and_then(|member| member["api_url"].as_str())
+        .expect("the leader's URL")
+        .trim_end_matches('/')
+        .to_string();
+    let followers: Vec<usize> = (0..servers.len())
+        .filter(|index| servers[*index].url.trim_end_matches('/') != leader_url)
+        .collect();
+    let (follower_index, other_follower) = (followers[0], followers[1]);
+    let follower = &servers[follower_index];
     let env = [
-        ("GANTRY_URL", follower.url.clone()),
         (
-            "GANTRY_CA",
-            cluster.pki.join("ca.pem").display().to_string(),
+            "GANTRY_URL",
+            format!("{},{}", follower.url, servers[other_follower].url),
         ),
+        ("GANTRY_CA", pki.dir.join("ca.pem").display().to_string()),
         ("GANTRY_TOKEN", token.clone()),
         (
             "XDG_CONFIG_HOME",
             dir.path().join("no-config").display().to_string(),
         ),
     ];
+
+    // Gantry's CLI, told only the follower's URL.
     let forward = Forward::start(&env, &id, "serve", 7000);
     wait_serving(forward.port);
     many_connections_each_get_their_own_bytes(forward.port);
+    let output = Command::new(BINARY)
+        .args(["workflow", "exec", &id, "serve", "--", "sh", "-c"])
+        .arg("echo relayed; exit 5")
+        .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(5), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "relayed\n");
+    let log = servers[follower_index].log();
+    assert!(
+        log.contains("session relayed to the leader"),
+        "the follower relayed, not redirected:\n{log}"
+    );
+
+    // OSMO's ticket POST, which its CLI never redirects: the leader's
+    // ticket comes back through the follower.
+    let ticket: Value = http
+        .post(format!(
+            "{}/api/workflow/{id}/exec/task/serve?entry_command=sh",
+            follower.url
+        ))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let router = ticket["router_address"].as_str().unwrap_or_default();
+    assert_eq!(
+        router.trim_start_matches("wss://"),
+        leader_url.trim_start_matches("https://"),
+        "{ticket}"
+    );
+
+    // A request that says it was relayed already is not passed on again
+    // (two members that each took the other for the leader would loop).
+    let twice = http
+        .get(format!(
+            "{}/api/workflow/{id}/portforward/serve?port=7000",
+            follower.url
+        ))
+        .bearer_auth(&token)
+        .header("Connection", "upgrade")
+        .header("Upgrade", UPGRADE)
+        .header("gantry-relayed-by", "9")
+        .send()
+        .unwrap();
+    assert_eq!(twice.status().as_u16(), 421);
+
+    // The member the CLI used dies: new connections go through the next
+    // URL it was given, relayed by that member.
+    let mut servers = servers;
+    servers[follower_index].kill_now();
+    wait_serving(forward.port);
+    let log = servers[other_follower].log();
+    assert!(log.contains("session relayed to the leader"), "{log}");
 }

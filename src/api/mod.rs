@@ -21,6 +21,8 @@ mod params;
 pub mod plain_listener;
 mod policy;
 mod port_forward;
+mod session_relay;
+pub use session_relay::SessionRelay;
 mod request_key;
 mod resource_rules;
 mod resources;
@@ -72,6 +74,8 @@ pub struct AppState {
     /// Sessions OSMO's CLI asked for and has not opened yet (its router
     /// protocol: `osmo_router`).
     pub router_tickets: Arc<osmo_router::RouterTickets>,
+    /// How a follower passes sessions on to the leader.
+    pub relay: Arc<session_relay::SessionRelay>,
 }
 
 /// Specs parsed and rendered concurrently, at most (each isolated render may
@@ -100,7 +104,15 @@ pub fn router(state: AppState) -> Router {
         }
         let authorize =
             axum::middleware::from_fn_with_state((state.clone(), route.access), access::authorize);
-        router = router.route(route.path, route.handler.route_layer(authorize));
+        let mut handler = route.handler.route_layer(authorize);
+        if route.relayed {
+            // Outside `authorize`: the leader decides, on its own state.
+            handler = handler.route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                session_relay::to_leader,
+            ));
+        }
+        router = router.route(route.path, handler);
     }
     router
         .fallback(not_found)

@@ -131,19 +131,19 @@ pub fn routes() -> Vec<Route> {
             .query(&[STALE]),
         Route::new(M::GET, "/api/workflow/{name}/task/{task_name}", "A task's latest run", allow("workflow:Read", WORKFLOW_POOL), get(tasks::get))
             .query(&[STALE]),
-        Route::new(M::GET, "/api/workflow/{name}/portforward/{task_name}", "A TCP connection to a port of a running task: the request upgraded (HTTP/1.1 `Upgrade: gantry-port-forward`) to the byte stream", allow("workflow:PortForward", WORKFLOW_POOL), get(port_forward::port_forward))
+        Route::new(M::GET, "/api/workflow/{name}/portforward/{task_name}", "A TCP connection to a port of a running task: the request upgraded (HTTP/1.1 `Upgrade: gantry-port-forward`) to the byte stream", allow("workflow:PortForward", WORKFLOW_POOL), get(port_forward::port_forward)).relayed()
             .query(&[gantry("port", Integer)]),
-        Route::new(M::GET, "/api/workflow/{name}/exec/task/{task_name}", "A command run inside a running task: the request upgraded (HTTP/1.1 `Upgrade: gantry-exec`) to a stream of exec frames (stdin, resize; stdout, stderr, exit code)", allow("workflow:Exec", WORKFLOW_POOL), get(port_forward::exec))
+        Route::new(M::GET, "/api/workflow/{name}/exec/task/{task_name}", "A command run inside a running task: the request upgraded (HTTP/1.1 `Upgrade: gantry-exec`) to a stream of exec frames (stdin, resize; stdout, stderr, exit code)", allow("workflow:Exec", WORKFLOW_POOL), get(port_forward::exec)).relayed()
             .query(&[gantry("entry", String), gantry("tty", Boolean), gantry("columns", Integer), gantry("rows", Integer)]),
-        Route::new(M::POST, "/api/workflow/{name}/portforward/{task_name}", "OSMO's port-forward ticket per port (its router protocol): `{router_address, key, cookie}` each; UDP refused (501)", allow("workflow:PortForward", WORKFLOW_POOL), post(osmo_router::port_forward))
+        Route::new(M::POST, "/api/workflow/{name}/portforward/{task_name}", "OSMO's port-forward ticket per port (its router protocol): `{router_address, key, cookie}` each; UDP refused (501)", allow("workflow:PortForward", WORKFLOW_POOL), post(osmo_router::port_forward)).relayed()
             .query(&[optional("task_ports", List), optional("use_udp", Boolean)]),
-        Route::new(M::POST, "/api/workflow/{name}/exec/task/{task_name}", "OSMO's exec ticket (its router protocol): `{router_address, key, cookie}`", allow("workflow:Exec", WORKFLOW_POOL), post(osmo_router::exec_task))
+        Route::new(M::POST, "/api/workflow/{name}/exec/task/{task_name}", "OSMO's exec ticket (its router protocol): `{router_address, key, cookie}`", allow("workflow:Exec", WORKFLOW_POOL), post(osmo_router::exec_task)).relayed()
             .query(&[required("entry_command", String)]),
-        Route::new(M::POST, "/api/workflow/{name}/exec/group/{group_name}", "OSMO's exec tickets for every running task of a group, by task name", allow("workflow:Exec", WORKFLOW_POOL), post(osmo_router::exec_group))
+        Route::new(M::POST, "/api/workflow/{name}/exec/group/{group_name}", "OSMO's exec tickets for every running task of a group, by task name", allow("workflow:Exec", WORKFLOW_POOL), post(osmo_router::exec_group)).relayed()
             .query(&[required("entry_command", String)]),
         Route::new(M::GET, "/api/router/version", "OSMO's router version (what OSMO's CLI asks before each forwarded connection)", Access::Open, get(osmo_router::version)),
-        Route::new(M::GET, "/api/router/exec/{name}/client/{key}", "OSMO's exec socket (WebSocket): the terminal's size, then its bytes both ways", allow("workflow:Exec", WORKFLOW_POOL), get(osmo_router::exec_socket)),
-        Route::new(M::GET, "/api/router/portforward/{name}/client/{key}", "OSMO's port-forward sockets (WebSocket): a port's control socket, or one forwarded connection", allow("workflow:PortForward", WORKFLOW_POOL), get(osmo_router::port_forward_socket)),
+        Route::new(M::GET, "/api/router/exec/{name}/client/{key}", "OSMO's exec socket (WebSocket): the terminal's size, then its bytes both ways", allow("workflow:Exec", WORKFLOW_POOL), get(osmo_router::exec_socket)).relayed(),
+        Route::new(M::GET, "/api/router/portforward/{name}/client/{key}", "OSMO's port-forward sockets (WebSocket): a port's control socket, or one forwarded connection", allow("workflow:PortForward", WORKFLOW_POOL), get(osmo_router::port_forward_socket)).relayed(),
         Route::new(M::GET, "/api/task", "Task runs across workflows, or their requests summed", allow("workflow:List", ANY), get(tasks::list))
             .query(&[optional("workflow_id", String), optional("statuses", List), optional("users", List), optional("all_users", Boolean), optional("pools", List), optional("all_pools", Boolean), optional("nodes", List), optional("started_after", String), optional("started_before", String), optional("offset", Integer), optional("limit", Integer), optional("order", String), optional("summary", Boolean), optional("aggregate_by_workflow", Boolean), optional("priority", List), STALE]),
         // Operators: a stream for as long as the operator lives. Each frame

@@ -90,6 +90,9 @@ pub struct Route {
     pub body: Option<Content>,
     pub response: Content,
     pub handler: MethodRouter<AppState>,
+    /// A session into a task: a follower relays it to the leader
+    /// (`session_relay`).
+    pub relayed: bool,
 }
 
 impl Route {
@@ -109,7 +112,14 @@ impl Route {
             body: None,
             response: Content::Json,
             handler,
+            relayed: false,
         }
+    }
+
+    /// Served by the leader only: a follower relays it there.
+    pub fn relayed(mut self) -> Route {
+        self.relayed = true;
+        self
     }
 
     pub fn query(mut self, query: &[QueryParam]) -> Route {
