@@ -388,6 +388,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
 
     let state = AppState {
         router_tickets: crate::api::osmo_router::tickets(),
+        session_events: Arc::default(),
         relay: Arc::new(
             crate::api::SessionRelay::new(options.tls.as_ref().map(|files| files.ca.as_path()))
                 .map_err(anyhow::Error::msg)?,

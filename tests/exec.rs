@@ -143,6 +143,29 @@ fn exec_runs_inside_the_task_as_the_task_with_streams_apart_and_its_exit_code() 
         log.contains("exec session opening") && log.contains("task=work"),
         "every exec is logged with who and what:\n{log}"
     );
+    // And recorded as events of the workflow: who, into which task, what.
+    let events_url = format!("{}/api/workflow/{id}/events?task_name=work", server.url);
+    let events = wait_for(Duration::from_secs(10), "the exec events", || {
+        let text = http
+            .get(&events_url)
+            .send()
+            .and_then(|reply| reply.text())
+            .map_err(|error| error.to_string())?;
+        if text.contains("EXEC: by anonymous: sh -c 'echo \"a b\"'") {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    });
+    assert!(
+        events.contains("[work] EXEC: by anonymous: sh -c \"cat; cat /tmp/state;"),
+        "{events}"
+    );
+    let running = events
+        .find("[work] RUNNING")
+        .expect("the task's own events");
+    let first_exec = events.find("EXEC").expect("an exec event");
+    assert!(running < first_exec, "in time order:\n{events}");
 
     // A session ends with its task: the command is killed with it.
     let mut long = Command::new(BINARY)

@@ -911,4 +911,16 @@ fn exec_and_port_forward_through_osmos_cli() {
     wait_pane("the new size", "20 80");
     tmux(&["send-keys", "-t", "osmo", "exit", "Enter"]);
     wait_pane("the CLI to end with the shell", "EXITED");
+
+    // Both sessions, opened through OSMO's router protocol, are events of
+    // the workflow with OSMO's user.
+    let events_url = format!("{}/api/workflow/{id}/events", server.url);
+    common::wait_for(Duration::from_secs(10), "the session events", || {
+        let text = reqwest::blocking::get(&events_url)
+            .and_then(|reply| reply.text())
+            .map_err(|error| error.to_string())?;
+        let both = text.contains("PORT-FORWARD: by alice to port 7000")
+            && text.contains("EXEC: by alice: ");
+        both.then_some(()).ok_or(text)
+    });
 }

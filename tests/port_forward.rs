@@ -343,6 +343,23 @@ fn port_forward_through_the_in_process_operator() {
         "every session is logged with who, what and where:\n{log}"
     );
 
+    // Recorded as an event of the workflow: once, however many
+    // connections the forward carried within a minute.
+    let events_url = format!("{}/api/workflow/{id}/events", server.url);
+    let events = wait_for(Duration::from_secs(10), "the port-forward event", || {
+        let text = http
+            .get(&events_url)
+            .send()
+            .and_then(|reply| reply.text())
+            .map_err(|error| error.to_string())?;
+        if text.contains("[serve] PORT-FORWARD: by anonymous to port 7000") {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    });
+    assert_eq!(events.matches("PORT-FORWARD").count(), 1, "{events}");
+
     the_session_ends_with_the_task(forward.port, || {
         let cancel = http
             .post(format!("{}/api/workflow/{id}/cancel", server.url))
@@ -532,6 +549,26 @@ fn port_forward_through_a_remote_operator_over_mutual_tls() {
     assert_eq!(hijack.status().as_u16(), 404);
     let text = hijack.text().unwrap_or_default();
     assert!(text.contains("waits for its operator"), "{text}");
+
+    // Recorded as an event of the workflow: once, however many
+    // connections the forward carried within a minute.
+    let events_url = format!("{}/api/workflow/{id}/events", server.url);
+    let events = wait_for(Duration::from_secs(10), "the session events", || {
+        let text = http
+            .get(&events_url)
+            .bearer_auth(&admin)
+            .send()
+            .and_then(|reply| reply.text())
+            .map_err(|error| error.to_string())?;
+        if text.contains("[serve] PORT-FORWARD: by admin to port 7000")
+            && text.contains("[serve] EXEC: by admin: sh -c")
+        {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    });
+    assert_eq!(events.matches("PORT-FORWARD").count(), 1, "{events}");
 
     the_session_ends_with_the_task(forward.port, || {
         let cancel = http

@@ -21,6 +21,7 @@ mod params;
 pub mod plain_listener;
 mod policy;
 mod port_forward;
+mod session_events;
 mod session_relay;
 pub use session_relay::SessionRelay;
 mod request_key;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub router_tickets: Arc<osmo_router::RouterTickets>,
     /// How a follower passes sessions on to the leader.
     pub relay: Arc<session_relay::SessionRelay>,
+    /// Sessions recorded as workflow events.
+    pub session_events: Arc<session_events::SessionEvents>,
 }
 
 /// Specs parsed and rendered concurrently, at most (each isolated render may

@@ -78,14 +78,41 @@ struct Ticket {
 
 /// Tickets issued by this server and not taken yet.
 #[derive(Default)]
-pub struct RouterTickets(Mutex<HashMap<String, Ticket>>);
+pub struct RouterTickets {
+    tickets: Mutex<HashMap<String, Ticket>>,
+    /// Woken at every issue: a data socket may arrive just before the
+    /// control socket's announcement of its key is read.
+    issued: tokio::sync::Notify,
+}
+
+/// How long a socket waits for its key to be announced: OSMO's CLI sends
+/// a connection's key on the port's control socket and opens the data
+/// socket at once, on another connection, so the data socket can win.
+const ANNOUNCE_WAIT: Duration = Duration::from_secs(2);
 
 impl RouterTickets {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Ticket>> {
         // Every update is one insert or remove: a poisoned map is consistent.
-        self.0
+        self.tickets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// [`Self::take`], waiting up to [`ANNOUNCE_WAIT`] for the key to be
+    /// issued.
+    async fn take_when_issued(&self, key: &str, caller: &str, workflow: &str) -> Option<Ticket> {
+        let deadline = tokio::time::Instant::now() + ANNOUNCE_WAIT;
+        loop {
+            // Registered before the check, so an issue between the check
+            // and the wait still wakes it.
+            let issued = self.issued.notified();
+            if let Some(ticket) = self.take(key, caller, workflow) {
+                return Some(ticket);
+            }
+            if tokio::time::timeout_at(deadline, issued).await.is_err() {
+                return None;
+            }
+        }
     }
 
     /// Holds `ticket` under `key`, unless a live ticket holds the key
@@ -113,6 +140,8 @@ impl RouterTickets {
             );
         }
         tickets.insert(key, ticket);
+        drop(tickets);
+        self.issued.notify_waiters();
         Ok(())
     }
 
@@ -342,7 +371,8 @@ async fn ticket_for(
         .ok_or_else(|| ApiError::not_found(format!("Workflow '{name}' not found")))?;
     state
         .router_tickets
-        .take(key, &caller.user, &workflow.id)
+        .take_when_issued(key, &caller.user, &workflow.id)
+        .await
         .ok_or_else(|| {
             ApiError::not_found(format!(
                 "no router session '{key}' of workflow '{}' waits for {} (it was taken, or is older than {} s)",
@@ -417,11 +447,15 @@ async fn open(state: &AppState, ticket: &Ticket, kind: SessionKind) -> Result<Se
         task: ticket.task.clone(),
         retry_id: task.retry_id,
     };
-    state
+    let end = state
         .hub
-        .open_session(&workflow.backend, key, kind)
+        .open_session(&workflow.backend, key.clone(), kind.clone())
         .await
-        .map_err(|error| error.to_string())
+        .map_err(|error| error.to_string())?;
+    state
+        .session_events
+        .record(&state.node, &state.bulk, &ticket.user, &key, &kind);
+    Ok(end)
 }
 
 /// Ends an OSMO socket: `text` (if any) for the user, then the empty

@@ -15,7 +15,8 @@
 //! once the operator has its end (connected to the task's port), so every
 //! failure before is an HTTP error with a message; the bytes go between
 //! the two ends here and nowhere else (never a Raft command); every
-//! session is logged with its user, workflow, task and what it opened.
+//! session is logged with its user, workflow, task and what it opened,
+//! and recorded as an event of its workflow (`session_events`).
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -238,9 +239,12 @@ async fn open_upgraded(
     }
     let task_end = state
         .hub
-        .open_session(&backend, key, kind)
+        .open_session(&backend, key.clone(), kind.clone())
         .await
         .map_err(|error| session_error(error).with_workflow(&workflow.id))?;
+    state
+        .session_events
+        .record(&state.node, &state.bulk, &user, &key, &kind);
     tracing::info!(%user, workflow = %workflow_id, task = %task_name, "{verb} session opened");
     state.bulk.spawn(async move {
         let outcome = match upgrade.await {

@@ -1,7 +1,9 @@
 //! A workflow's events, derived from its replicated records: the phase
 //! times of the workflow, its groups and its task runs (processing,
 //! scheduling, initializing, running, end with status, exit code and failure
-//! message), one line per event in time order, in OSMO's log-line style:
+//! message) and the sessions users opened into its tasks (exec,
+//! port-forward: who and what), one line per event in time order, in
+//! OSMO's log-line style:
 //! `YYYY/MM/DD HH:MM:SS [<source>] <STATUS>[: <detail>]`.
 //!
 //! Gantry collects no Kubernetes events yet; these are what the state
@@ -14,8 +16,8 @@
 
 use gantry_storage::admission::InForce;
 use gantry_storage::{
-    GroupRecord, Millis, ReadView, StorageError, TaskRecord, TaskStatus, WorkflowRecord,
-    WorkflowStatus,
+    GroupRecord, Millis, ReadView, SessionEvent, StorageError, TaskRecord, TaskStatus,
+    WorkflowRecord, WorkflowStatus,
 };
 
 /// Which events to keep: a task name (and retry) keeps only that task's.
@@ -43,6 +45,9 @@ const TIER_TASK_PROCESSING: u8 = 2;
 const TIER_TASK: u8 = 3;
 const TIER_GROUP: u8 = 4;
 const TIER_WORKFLOW: u8 = 5;
+/// Sessions come after the task's own events of their millisecond: a
+/// session opens into a task already running.
+const TIER_SESSION: u8 = 6;
 
 fn push(
     events: &mut Vec<Event>,
@@ -265,8 +270,44 @@ pub fn collect(
             }
         }
     }
+    for session in view.workflow_sessions(&workflow.id)? {
+        let kept = filter
+            .task
+            .as_ref()
+            .is_none_or(|name| *name == session.task)
+            && filter
+                .retry_id
+                .is_none_or(|retry| retry == session.retry_id);
+        if kept {
+            session_event(&mut events, &session);
+        }
+    }
     order(&mut events);
     Ok(events)
+}
+
+/// A session a user opened into a task: `EXEC: by ann: bash (terminal)`,
+/// `PORT-FORWARD: by ann to port 8888`.
+fn session_event(events: &mut Vec<Event>, session: &SessionEvent) {
+    let source = crate::log_chunk::run_source(&session.task, session.retry_id);
+    let (reason, detail) = match session.kind.as_str() {
+        "port-forward" => (
+            "PORT-FORWARD".to_string(),
+            format!("by {} to port {}", session.user, session.detail),
+        ),
+        other => (
+            other.to_ascii_uppercase(),
+            format!("by {}: {}", session.user, session.detail),
+        ),
+    };
+    push(
+        events,
+        Some(session.time),
+        TIER_SESSION,
+        &source,
+        &reason,
+        Some(detail),
+    );
 }
 
 /// Time order; at the same millisecond, by cause. Stable: equal keys keep

@@ -196,7 +196,18 @@ pub enum Command {
         pool: Box<PoolConfig>,
         extras: String,
     },
-    /// 25, only in a build with the `upgrade-drill` feature: a command kind
+    /// 25. A session a user opened into a running task of the workflow
+    ///     (`exec`, `port-forward`): who, into which run, what (the
+    ///     command, the port), at `now`. Kept with the workflow, the
+    ///     newest [`crate::SESSION_EVENTS_MAX`]; rejected for an unknown
+    ///     workflow or fields over their bounds. Gated: a member of an
+    ///     older build cannot apply it.
+    RecordSession {
+        now: Millis,
+        workflow_id: String,
+        event: crate::record::SessionEventInput,
+    },
+    /// 26, only in a build with the `upgrade-drill` feature: a command kind
     ///     that the build without it does not know, to rehearse a rolling
     ///     upgrade (see [`COMMAND_KINDS_UNGATED`]). Applies as a no-op. It
     ///     stays the last variant: a new kind goes before it.
@@ -206,9 +217,9 @@ pub enum Command {
 
 /// Command kinds this build understands: the variants `0..COMMAND_KINDS`.
 #[cfg(not(feature = "upgrade-drill"))]
-pub const COMMAND_KINDS: u16 = 25;
-#[cfg(feature = "upgrade-drill")]
 pub const COMMAND_KINDS: u16 = 26;
+#[cfg(feature = "upgrade-drill")]
+pub const COMMAND_KINDS: u16 = 27;
 
 /// Command kinds every member understands without saying so: those of the
 /// release that introduced version gating. A leader proposes a kind at or
@@ -269,7 +280,8 @@ impl Command {
             | Command::Idempotent { now, .. }
             | Command::SubmitWorkflowWithLabels { now, .. }
             | Command::SubmitWorkflowWithExtras { now, .. }
-            | Command::PutPoolWithExtras { now, .. } => Some(*now),
+            | Command::PutPoolWithExtras { now, .. }
+            | Command::RecordSession { now, .. } => Some(*now),
             Command::CompleteJob { .. }
             | Command::PutPool { .. }
             | Command::IssueToken { .. }
@@ -312,8 +324,9 @@ impl Command {
             Command::DeleteConfigRevision { .. } => 22,
             Command::SubmitWorkflowWithExtras { .. } => 23,
             Command::PutPoolWithExtras { .. } => 24,
+            Command::RecordSession { .. } => 25,
             #[cfg(feature = "upgrade-drill")]
-            Command::UpgradeDrill { .. } => 25,
+            Command::UpgradeDrill { .. } => 26,
         }
     }
 

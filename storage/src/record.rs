@@ -317,3 +317,34 @@ pub struct IndexedLogChunk {
     pub seq: u64,
     pub chunk: LogChunk,
 }
+
+/// Sessions kept per workflow, at most: the newest.
+pub const SESSION_EVENTS_MAX: usize = 256;
+/// Longest `detail` of a session event, in bytes.
+pub const SESSION_DETAIL_BYTES_MAX: usize = 1024;
+/// Longest user, task or kind of a session event, in bytes.
+pub const SESSION_NAME_BYTES_MAX: usize = 256;
+
+/// A session into a task as proposed (`Command::RecordSession`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEventInput {
+    pub user: String,
+    pub task: String,
+    pub retry_id: u32,
+    /// `exec` or `port-forward`.
+    pub kind: String,
+    /// What was opened: the command, or the port.
+    pub detail: String,
+}
+
+/// A session into a task as kept with its workflow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEvent {
+    /// When it was recorded (the command's time).
+    pub time: Millis,
+    pub user: String,
+    pub task: String,
+    pub retry_id: u32,
+    pub kind: String,
+    pub detail: String,
+}

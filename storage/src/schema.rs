@@ -234,6 +234,10 @@ declare_tables! {
     WORKFLOW_TAGS: (&str, &str) => () = "workflow_tags";
     /// (tag, submit seq) → workflow id.
     BY_TAG: (&str, u64) => &str = "workflows_by_tag";
+    /// workflow id → the sessions users opened into its tasks
+    /// (`Vec<SessionEvent>`, the newest `SESSION_EVENTS_MAX`), for
+    /// workflows that had any.
+    WORKFLOW_SESSIONS: &str => &[u8] = "workflow_sessions";
 }
 
 /// The registered table called `name`.

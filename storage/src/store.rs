@@ -14,7 +14,8 @@ use crate::extras::WorkflowExtras;
 use crate::labels::Labels;
 pub use crate::list::ListFilter;
 use crate::record::{
-    GroupRecord, JobRecord, Millis, PoolRecord, TaskRecord, TimerRecord, WorkflowRecord,
+    GroupRecord, JobRecord, Millis, PoolRecord, SessionEvent, TaskRecord, TimerRecord,
+    WorkflowRecord,
 };
 use crate::row::{self, unseal};
 use crate::status::WorkflowStatus;
@@ -319,6 +320,17 @@ impl ReadView {
         let row = table.get(id)?;
         Ok(row
             .map(|v| self.row(&tables::WORKFLOW_LABELS, &id, v.value()))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// The sessions users opened into a workflow's tasks, oldest first
+    /// (the newest `SESSION_EVENTS_MAX`; empty without any).
+    pub fn workflow_sessions(&self, id: &str) -> Result<Vec<SessionEvent>, StorageError> {
+        let table = self.txn.open_table(tables::WORKFLOW_SESSIONS)?;
+        let row = table.get(id)?;
+        Ok(row
+            .map(|v| self.row(&tables::WORKFLOW_SESSIONS, &id, v.value()))
             .transpose()?
             .unwrap_or_default())
     }

@@ -15,7 +15,8 @@ use crate::error::StorageError;
 use crate::labels::Labels;
 use crate::plan::TaskPlan;
 use crate::record::{
-    GroupRecord, JobRecord, Millis, PoolRecord, TaskRecord, TimerRecord, WorkflowRecord,
+    GroupRecord, JobRecord, Millis, PoolRecord, SessionEvent, TaskRecord, TimerRecord,
+    WorkflowRecord, SESSION_EVENTS_MAX,
 };
 use crate::row::{decode_row, encode_row, seal, unseal};
 use redb::{ReadableTable, WriteTransaction};
@@ -26,8 +27,8 @@ pub(crate) use crate::schema::{
     ACTIVE_GROUPS, BACKENDS, BY_POOL, BY_STATUS, BY_SUBMIT, BY_TAG, BY_TIME, BY_USER, BY_UUID,
     CONFIG_CURRENT, CONFIG_HISTORY, COUNTERS, GROUPS, GROUP_TALLIES, JOBS, LOG_CHUNKS, META,
     OPERATOR_SEQS, POOLS, REQUEST_KEYS, TASKS, TASK_PLANS, TASK_RUNS, TIMERS, TOKENS,
-    TOKENS_BY_HASH, WORKFLOWS, WORKFLOW_ARCHIVE, WORKFLOW_EXTRAS, WORKFLOW_LABELS, WORKFLOW_SPECS,
-    WORKFLOW_TAGS, WORKFLOW_TALLIES,
+    TOKENS_BY_HASH, WORKFLOWS, WORKFLOW_ARCHIVE, WORKFLOW_EXTRAS, WORKFLOW_LABELS,
+    WORKFLOW_SESSIONS, WORKFLOW_SPECS, WORKFLOW_TAGS, WORKFLOW_TALLIES,
 };
 
 pub(crate) const RAFT_META_KEY: &str = "raft";
@@ -576,6 +577,21 @@ impl<'a> Tables<'a> {
     /// A workflow's tags, in tag order.
     pub fn workflow_tags(&self, id: &str) -> Result<Vec<String>, StorageError> {
         crate::indexes::tags_of(&self.txn.open_table(WORKFLOW_TAGS)?, id)
+    }
+
+    /// Adds a session to workflow `id`'s, keeping the newest
+    /// [`SESSION_EVENTS_MAX`].
+    pub fn append_session(&self, id: &str, event: SessionEvent) -> Result<(), StorageError> {
+        let mut table = self.txn.open_table(WORKFLOW_SESSIONS)?;
+        let mut events: Vec<SessionEvent> = match table.get(id)? {
+            Some(row) => decode_row(&WORKFLOW_SESSIONS, &id, row.value())?,
+            None => Vec::new(),
+        };
+        events.push(event);
+        let excess = events.len().saturating_sub(SESSION_EVENTS_MAX);
+        events.drain(..excess);
+        table.insert(id, encode_row(&events)?.as_slice())?;
+        Ok(())
     }
 
     /// Gives `workflow` exactly `tags`, keeping the tag index in step.

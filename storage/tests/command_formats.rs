@@ -273,6 +273,17 @@ fn samples() -> Vec<Command> {
             })),
             extras: r#"{"topology_keys":[{"key":"zone","label":"topology.kubernetes.io/zone"},{"key":"rack","label":"example.com/rack"}]}"#.into(),
         },
+        Command::RecordSession {
+            now,
+            workflow_id: "train-1".into(),
+            event: gantry_storage::SessionEventInput {
+                user: "alice".into(),
+                task: "worker".into(),
+                retry_id: 1,
+                kind: "exec".into(),
+                detail: "/bin/bash".into(),
+            },
+        },
     ]
 }
 

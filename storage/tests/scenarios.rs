@@ -999,6 +999,20 @@ impl Case {
                 let times = parse_data_times(&spans)?;
                 self.run(vec![Command::RecordTaskDataTimes { key, times }])
             }
+            "session" => {
+                args.allow(&["at", "user", "kind", "detail", "retry"])?;
+                self.run(vec![Command::RecordSession {
+                    now: args.need_num("at")?,
+                    workflow_id: args.pos(0, "workflow id")?.to_string(),
+                    event: gantry_storage::SessionEventInput {
+                        user: args.get("user").unwrap_or("").to_string(),
+                        task: args.pos(1, "task name")?.to_string(),
+                        retry_id: args.num("retry")?.unwrap_or(0),
+                        kind: args.get("kind").unwrap_or("").to_string(),
+                        detail: args.get("detail").unwrap_or("").to_string(),
+                    },
+                }])
+            }
             "report" => {
                 args.allow(&["at", "exit", "message", "node", "time", "retry"])?;
                 let now: i64 = args.need_num("at")?;
@@ -1776,6 +1790,30 @@ impl Case {
                     .map_or_else(|| "none".to_string(), |w| w.id);
                 if found != wanted {
                     return Err(format!("find: expected {wanted}, got {found}"));
+                }
+                Ok(())
+            }
+            "sessions" => {
+                args.allow(&[])?;
+                let id = args.pos(1, "workflow id")?;
+                let actual: Vec<String> = read
+                    .workflow_sessions(id)
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(|e| {
+                        format!(
+                            "{}@{}:{}/{}:{}:{}",
+                            e.user, e.time, e.task, e.retry_id, e.kind, e.detail
+                        )
+                    })
+                    .collect();
+                let wanted = after_arrow(args, "expect sessions needs '-> ...|none'")?;
+                if actual != wanted {
+                    return Err(format!(
+                        "sessions of {id}: expected [{}], got [{}]",
+                        wanted.join(" "),
+                        actual.join(" ")
+                    ));
                 }
                 Ok(())
             }

@@ -1,6 +1,6 @@
 //! `apply`: one `match` over [`Command`], one `apply_<noun>_<verb>` per
 //! variant; the appliers live in files by noun (`workflow`, `task`,
-//! `operator`, `timer`, `pool`, `token`, `config`).
+//! `operator`, `timer`, `pool`, `token`, `config`, `session`).
 //!
 //! Invariants: appliers read only the command and the transaction; a
 //! rejection is decided before the first write, so a rejected command leaves
@@ -10,6 +10,7 @@ mod config;
 mod operator;
 mod pool;
 mod request_key;
+mod session;
 mod task;
 mod timer;
 mod token;
@@ -31,6 +32,7 @@ use operator::{
 };
 use pool::apply_pool_put;
 use redb::WriteTransaction;
+use session::apply_session_record;
 use task::{apply_task_data_times_record, apply_task_report};
 use timer::apply_timer_fire;
 use token::{apply_token_issue, apply_token_revoke};
@@ -137,6 +139,11 @@ fn apply_at(
         Command::RecordTaskDataTimes { key, times } => {
             apply_task_data_times_record(tables, key, times)
         }
+        Command::RecordSession {
+            now,
+            workflow_id,
+            event,
+        } => apply_session_record(tables, at(now), workflow_id, event),
         Command::CompleteJob { job_id } => apply_job_complete(tables, *job_id),
         Command::FireTimer { now, timer_id, due } => {
             apply_timer_fire(tables, at(now), *timer_id, *due)

@@ -7,8 +7,9 @@
 //! - An install checks the image whole (magic, checksum, known tables,
 //!   every sealed row's checksum) before it changes anything, then replaces every registered table in one
 //!   write transaction: a reader sees the old state or the new one.
-//! - Tables come from [`crate::schema::ALL`]: a table cannot be missing from
-//!   an export or survive an install. A table the image lacks (written
+//! - Tables come from [`crate::schema::ALL`]: a table with rows cannot be
+//!   missing from an export, and none survives an install. An empty table
+//!   is left out of the image; a table the image lacks (empty, or written
 //!   before the table existed) is installed empty — the tallies and the
 //!   list's indexes, derived from the rows, are then built from them
 //!   (`tally::rebuild_if_stale`, `indexes::rebuild_if_stale`); new tables
@@ -69,6 +70,14 @@ impl Store {
             let mut rows = table.export(&txn)?;
             if table.table_name() == tables::META.name() {
                 rows.retain(|(key, _)| key.as_slice() != tables::RAFT_META_KEY.as_bytes());
+            }
+            // Installed empty where the image lacks it, so nothing is lost;
+            // and a member of an older build, which refuses a table it does
+            // not know, still installs the image of a newer one until the
+            // new table holds rows (written only by a gated command, so
+            // once every member understands it).
+            if rows.is_empty() {
+                continue;
             }
             images.push(TableImage {
                 name: table.table_name().to_string(),
