@@ -771,6 +771,12 @@ fn exec_and_port_forward_through_osmos_cli() {
     - |
       echo from-the-task > /tmp/state
       mkdir -p /tmp/site && echo site-index > /tmp/site/index.html
+      python3 -c 'import socket
+      s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+      s.bind(("127.0.0.1", 7001))
+      while True:
+          data, peer = s.recvfrom(65535)
+          s.sendto(data.upper(), peer)' &
       exec python3 -m http.server 7000 --bind 127.0.0.1 --directory /tmp/site
 "#,
     );
@@ -821,22 +827,40 @@ fn exec_and_port_forward_through_osmos_cli() {
     }
     let _ = forward.kill();
     let _ = forward.wait();
-    let udp = osmo.run(&[
-        "workflow",
-        "port-forward",
-        &id,
-        "web",
-        "--port",
-        "7001",
-        "--udp",
-    ]);
-    assert_ne!(udp.code, 0);
-    assert!(
-        format!("{}{}", udp.stdout, udp.stderr).contains("UDP"),
-        "{}{}",
-        udp.stdout,
-        udp.stderr
-    );
+    // UDP (`--udp`): each local client's datagrams answered to it alone.
+    let udp_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut udp_forward = Command::new(&osmo.launcher)
+        .args(["workflow", "port-forward", &id, "web", "--port"])
+        .arg(format!("{udp_port}:7001"))
+        .arg("--udp")
+        .env("XDG_CONFIG_HOME", osmo.home.path().join("config"))
+        .env("XDG_STATE_HOME", osmo.home.path().join("state"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let exchange = |word: &str| -> Result<String, String> {
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        client
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .map_err(|e| e.to_string())?;
+        client
+            .send_to(word.as_bytes(), ("127.0.0.1", udp_port))
+            .map_err(|e| e.to_string())?;
+        let mut reply = [0u8; 64];
+        let (n, _) = client.recv_from(&mut reply).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&reply[..n]).into_owned())
+    };
+    let first = common::wait_for(Duration::from_secs(60), "a UDP reply", || exchange("alpha"));
+    assert_eq!(first, "ALPHA");
+    assert_eq!(exchange("beta").as_deref(), Ok("BETA"));
+    let _ = udp_forward.kill();
+    let _ = udp_forward.wait();
 
     if !tmux_present {
         eprintln!("skipped the exec half: tmux is not installed");

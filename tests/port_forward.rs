@@ -27,7 +27,14 @@ const SERVE: &str = r#"workflow:
     command: [python3, -c]
     args:
     - |
-      import socketserver
+      import socket, socketserver, threading
+      def udp():
+          sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+          sock.bind(("127.0.0.1", 7000))
+          while True:
+              data, peer = sock.recvfrom(65535)
+              sock.sendto(data.upper(), peer)
+      threading.Thread(target=udp, daemon=True).start()
       class Upper(socketserver.BaseRequestHandler):
           def handle(self):
               while True:
@@ -164,6 +171,61 @@ fn many_connections_each_get_their_own_bytes(port: u16) {
     }
 }
 
+/// `gantry workflow port-forward --udp`: datagrams of two local clients
+/// reach the task's UDP port 7000 and each gets its own reply.
+fn udp_forward_answers_each_client(env: &[(&str, String)], workflow: &str) {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BINARY)
+        .args([
+            "workflow",
+            "port-forward",
+            workflow,
+            "serve",
+            "--udp",
+            "--port",
+        ])
+        .arg(format!("{port}:7000"))
+        .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("Forwarding UDP from"), "{line}");
+    let exchange = |client: &std::net::UdpSocket, word: &str| -> Result<String, String> {
+        client
+            .send_to(word.as_bytes(), ("127.0.0.1", port))
+            .map_err(|e| e.to_string())?;
+        let mut reply = [0u8; 64];
+        let (n, _) = client.recv_from(&mut reply).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&reply[..n]).into_owned())
+    };
+    let clients: Vec<std::net::UdpSocket> = (0..2)
+        .map(|_| {
+            let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            client
+        })
+        .collect();
+    let first = wait_for(Duration::from_secs(30), "a UDP reply", || {
+        exchange(&clients[0], "alpha")
+    });
+    assert_eq!(first, "ALPHA");
+    assert_eq!(exchange(&clients[1], "beta").as_deref(), Ok("BETA"));
+    assert_eq!(exchange(&clients[0], "gamma").as_deref(), Ok("GAMMA"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A session stays open while the task runs and closes when it ends
 /// (`end_task` ends it).
 fn the_session_ends_with_the_task(port: u16, end_task: impl FnOnce()) {
@@ -269,7 +331,7 @@ fn port_forward_through_the_in_process_operator() {
         "{body}"
     );
     // OSMO's CLI asks POST for its router protocol's tickets (one per
-    // port, a WebSocket address on this server); UDP is refused by name.
+    // port, a WebSocket address on this server).
     let osmo: Value = http
         .post(format!("{base}/serve?task_ports=7000,7001"))
         .send()
@@ -297,12 +359,14 @@ fn port_forward_through_the_in_process_operator() {
         .text()
         .unwrap_or_default()
         .contains("max_num_ports_per_task"));
-    let udp = http
+    // UDP (`use_udp`): a ticket per port as well.
+    let udp: Value = http
         .post(format!("{base}/serve?task_ports=7000&use_udp=true"))
         .send()
+        .unwrap()
+        .json()
         .unwrap();
-    assert_eq!(udp.status().as_u16(), 501);
-    assert!(udp.text().unwrap_or_default().contains("UDP"));
+    assert_eq!(udp.as_array().map(Vec::len), Some(1), "{udp}");
     // A ticket is its user's: another user's socket finds nothing.
     let stranger = http
         .get(format!(
@@ -343,6 +407,9 @@ fn port_forward_through_the_in_process_operator() {
         "every session is logged with who, what and where:\n{log}"
     );
 
+    // UDP: two local clients, each answered alone, through one session.
+    udp_forward_answers_each_client(&env, &id);
+
     // Recorded as an event of the workflow: once, however many
     // connections the forward carried within a minute.
     let events_url = format!("{}/api/workflow/{id}/events", server.url);
@@ -352,13 +419,15 @@ fn port_forward_through_the_in_process_operator() {
             .send()
             .and_then(|reply| reply.text())
             .map_err(|error| error.to_string())?;
-        if text.contains("[serve] PORT-FORWARD: by anonymous to port 7000") {
+        if text.contains("[serve] PORT-FORWARD: by anonymous to port 7000")
+            && text.contains("[serve] PORT-FORWARD: by anonymous to port 7000/udp")
+        {
             Ok(text)
         } else {
             Err(text)
         }
     });
-    assert_eq!(events.matches("PORT-FORWARD").count(), 1, "{events}");
+    assert_eq!(events.matches("PORT-FORWARD").count(), 2, "{events}");
 
     the_session_ends_with_the_task(forward.port, || {
         let cancel = http

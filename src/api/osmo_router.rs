@@ -15,15 +15,16 @@
 //! control socket, on which the CLI announces each new TCP connection as
 //! `{"key": K, "cookie": C}` before it opens a data socket with that key;
 //! a data socket carries the connection's bytes, an empty message its end.
+//! A UDP ticket (`use_udp=true`) opens one socket per port whose messages
+//! are datagrams prefixed with the local client's IPv4 address and port.
 //!
 //! Invariants: a ticket is taken once, by the user it was issued to, for
 //! the workflow it names, within [`TICKET_TTL`], and is never replaced
 //! by another (a data key is the client's choice); every socket is authorized
 //! as its route is (`workflow:Exec` / `workflow:PortForward` on the
 //! workflow's pool) before the ticket is looked at; tickets are issued and
-//! sessions opened only on the leader (a follower answers 421 naming it),
-//! as Gantry's own sessions are; OSMO's UDP forwarding
-//! is refused by name.
+//! sessions opened only on the leader (a follower relays the request
+//! there), as Gantry's own sessions are.
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -33,6 +34,7 @@ use super::workflow::{lookup, read};
 use super::AppState;
 use crate::protocol::exec::{ExecCodec, ExecFrame, ExecRequest};
 use crate::protocol::session::SessionIo;
+use crate::protocol::udp::{self, Datagram, DatagramCodec};
 use crate::protocol::SessionKind;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
@@ -43,6 +45,7 @@ use futures::{SinkExt, StreamExt};
 use gantry_storage::{TaskKey, TaskStatus};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -62,9 +65,20 @@ const DATA_CHUNK_BYTES: usize = 64 << 10;
 /// What a ticket opens.
 #[derive(Clone, Debug)]
 enum TicketKind {
-    Exec { argv: Vec<String> },
-    PortForwardControl { port: u16 },
-    PortForwardData { port: u16 },
+    Exec {
+        argv: Vec<String>,
+    },
+    PortForwardControl {
+        port: u16,
+    },
+    PortForwardData {
+        port: u16,
+    },
+    /// A UDP port's socket: every message a datagram, prefixed with the
+    /// local client's IPv4 address and port (6 bytes), both ways.
+    PortForwardUdp {
+        port: u16,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -294,13 +308,7 @@ pub async fn port_forward(
         return Ok(elsewhere);
     }
     let params = Params::parse(query.as_deref());
-    if params.flag("use_udp")? {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "SERVER",
-            "UDP port-forward (use_udp) is not supported yet; forward TCP",
-        ));
-    }
+    let udp = params.flag("use_udp")?;
     let mut ports = Vec::new();
     for text in params.all("task_ports") {
         for item in text.split(',').filter(|item| !item.trim().is_empty()) {
@@ -346,7 +354,11 @@ pub async fn port_forward(
     let tickets = ports
         .into_iter()
         .map(|port| {
-            let kind = TicketKind::PortForwardControl { port };
+            let kind = if udp {
+                TicketKind::PortForwardUdp { port }
+            } else {
+                TicketKind::PortForwardControl { port }
+            };
             issue(&state, &caller.user, (&workflow.id, &task), kind)
         })
         .collect::<Result<Vec<Value>, ApiError>>()?;
@@ -416,6 +428,10 @@ pub async fn port_forward_socket(
         TicketKind::PortForwardData { port } => {
             tracing::info!(user = %caller.user, workflow = %ticket.workflow_id, task = %ticket.task, port, "port-forward session opening (OSMO's router protocol)");
             upgrade.on_upgrade(move |socket| data_session(state, ticket, port, socket))
+        }
+        TicketKind::PortForwardUdp { port } => {
+            tracing::info!(user = %caller.user, workflow = %ticket.workflow_id, task = %ticket.task, port, "UDP port-forward session opening (OSMO's router protocol)");
+            upgrade.on_upgrade(move |socket| udp_session(state, ticket, port, socket))
         }
         TicketKind::Exec { .. } => {
             return Err(ApiError::not_found(format!(
@@ -632,6 +648,55 @@ async fn data_session(state: AppState, ticket: Ticket, port: u16, mut socket: We
         }
     }
 }
+
+/// A UDP port: OSMO's messages (the client's address, then the datagram)
+/// to and from the task's port, as `protocol::udp` frames of the session.
+async fn udp_session(state: AppState, ticket: Ticket, port: u16, mut socket: WebSocket) {
+    let io = match open(&state, &ticket, SessionKind::UdpForward { port }).await {
+        Ok(io) => io,
+        Err(reason) => {
+            tracing::info!(workflow = %ticket.workflow_id, task = %ticket.task, port, %reason, "UDP port-forward session refused");
+            finish(&mut socket, None).await;
+            return;
+        }
+    };
+    let (mut to_task, mut from_task) = Framed::new(io, DatagramCodec).split();
+    loop {
+        tokio::select! {
+            message = socket.recv() => match incoming(message) {
+                Incoming::Data(bytes) if bytes.len() >= UDP_ADDRESS_BYTES => {
+                    let (address, payload) = bytes.split_at(UDP_ADDRESS_BYTES);
+                    let client = SocketAddrV4::new(
+                        Ipv4Addr::new(address[0], address[1], address[2], address[3]),
+                        u16::from_be_bytes([address[4], address[5]]),
+                    );
+                    let datagram = Datagram { flow: udp::flow_of(client), payload: payload.to_vec() };
+                    if to_task.send(datagram).await.is_err() {
+                        break;
+                    }
+                }
+                Incoming::Data(bytes) if bytes.is_empty() => break,
+                Incoming::Data(_) | Incoming::Control => {}
+                Incoming::Closed => break,
+            },
+            datagram = from_task.next() => {
+                let Some(Ok(datagram)) = datagram else { break };
+                let client = udp::address_of(datagram.flow);
+                let mut message = Vec::with_capacity(UDP_ADDRESS_BYTES + datagram.payload.len());
+                message.extend_from_slice(&client.ip().octets());
+                message.extend_from_slice(&client.port().to_be_bytes());
+                message.extend_from_slice(&datagram.payload);
+                if socket.send(Message::Binary(message.into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    finish(&mut socket, None).await;
+}
+
+/// OSMO's UDP messages start with the client's IPv4 address and port.
+const UDP_ADDRESS_BYTES: usize = 6;
 
 /// The shared tickets of a server.
 pub fn tickets() -> Arc<RouterTickets> {

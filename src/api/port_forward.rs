@@ -1,7 +1,8 @@
 //! Sessions into running tasks, as users open them: an HTTP/1.1 request
 //! upgraded to the session's stream. `GET
 //! /api/workflow/{name}/portforward/{task_name}?port=N` (`Upgrade:
-//! gantry-port-forward`) becomes a TCP connection to port N of the task;
+//! gantry-port-forward`) becomes a TCP connection to port N of the task
+//! (with `udp=true`, UDP datagrams framed as `protocol::udp` says);
 //! `GET /api/workflow/{name}/exec/task/{task_name}?entry=CMD&tty=BOOL`
 //! (`Upgrade: gantry-exec`) a command run inside it, as `protocol::exec`
 //! frames.
@@ -56,6 +57,12 @@ pub async fn port_forward(
                 "query parameter `port` must be a port number (1-65535)",
             )
         })?;
+    // UDP: the stream carries `protocol::udp` frames, not raw bytes.
+    let kind = if params.flag("udp")? {
+        SessionKind::UdpForward { port }
+    } else {
+        SessionKind::PortForward { port }
+    };
     let target = SessionTarget {
         state,
         caller,
@@ -63,13 +70,7 @@ pub async fn port_forward(
         task: task_name,
         params,
     };
-    open_upgraded(
-        target,
-        request,
-        PORT_FORWARD_PROTOCOL,
-        SessionKind::PortForward { port },
-    )
-    .await
+    open_upgraded(target, request, PORT_FORWARD_PROTOCOL, kind).await
 }
 
 /// `GET /api/workflow/{name}/exec/task/{task_name}?entry=CMD&tty=BOOL`:
@@ -232,6 +233,9 @@ async fn open_upgraded(
     match &kind {
         SessionKind::PortForward { port } => {
             tracing::info!(%user, workflow = %workflow_id, task = %task_name, port, "port-forward session opening");
+        }
+        SessionKind::UdpForward { port } => {
+            tracing::info!(%user, workflow = %workflow_id, task = %task_name, port, "UDP port-forward session opening");
         }
         SessionKind::Exec(request) => {
             tracing::info!(%user, workflow = %workflow_id, task = %task_name, command = ?request.argv, tty = request.tty, "exec session opening");

@@ -132,10 +132,10 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::GET, "/api/workflow/{name}/task/{task_name}", "A task's latest run", allow("workflow:Read", WORKFLOW_POOL), get(tasks::get))
             .query(&[STALE]),
         Route::new(M::GET, "/api/workflow/{name}/portforward/{task_name}", "A TCP connection to a port of a running task: the request upgraded (HTTP/1.1 `Upgrade: gantry-port-forward`) to the byte stream", allow("workflow:PortForward", WORKFLOW_POOL), get(port_forward::port_forward)).relayed()
-            .query(&[gantry("port", Integer)]),
+            .query(&[gantry("port", Integer), gantry("udp", Boolean)]),
         Route::new(M::GET, "/api/workflow/{name}/exec/task/{task_name}", "A command run inside a running task: the request upgraded (HTTP/1.1 `Upgrade: gantry-exec`) to a stream of exec frames (stdin, resize; stdout, stderr, exit code)", allow("workflow:Exec", WORKFLOW_POOL), get(port_forward::exec)).relayed()
             .query(&[gantry("entry", String), gantry("tty", Boolean), gantry("columns", Integer), gantry("rows", Integer)]),
-        Route::new(M::POST, "/api/workflow/{name}/portforward/{task_name}", "OSMO's port-forward ticket per port (its router protocol): `{router_address, key, cookie}` each; UDP refused (501)", allow("workflow:PortForward", WORKFLOW_POOL), post(osmo_router::port_forward)).relayed()
+        Route::new(M::POST, "/api/workflow/{name}/portforward/{task_name}", "OSMO's port-forward ticket per port (its router protocol): `{router_address, key, cookie}` each; with `use_udp` a UDP socket per port", allow("workflow:PortForward", WORKFLOW_POOL), post(osmo_router::port_forward)).relayed()
             .query(&[optional("task_ports", List), optional("use_udp", Boolean)]),
         Route::new(M::POST, "/api/workflow/{name}/exec/task/{task_name}", "OSMO's exec ticket (its router protocol): `{router_address, key, cookie}`", allow("workflow:Exec", WORKFLOW_POOL), post(osmo_router::exec_task)).relayed()
             .query(&[required("entry_command", String)]),

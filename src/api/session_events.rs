@@ -26,8 +26,9 @@ pub const QUIET: Duration = Duration::from_secs(60);
 /// forgotten first: the worst case is one event more).
 const REMEMBERED_MAX: usize = 4096;
 
-/// What identifies one port-forward for [`QUIET`].
-type ForwardKey = (String, TaskKey, u16);
+/// What identifies one port-forward for [`QUIET`]: user, run, and port
+/// with its protocol.
+type ForwardKey = (String, TaskKey, String);
 
 /// The recorder, shared by the API's session routes.
 #[derive(Default)]
@@ -47,11 +48,15 @@ impl SessionEvents {
         kind: &SessionKind,
     ) {
         let detail = match kind {
-            SessionKind::PortForward { port } => {
-                if !self.first_in_a_while((user.to_string(), key.clone(), *port)) {
+            SessionKind::PortForward { port } | SessionKind::UdpForward { port } => {
+                let detail = match kind {
+                    SessionKind::UdpForward { .. } => format!("{port}/udp"),
+                    _ => port.to_string(),
+                };
+                if !self.first_in_a_while((user.to_string(), key.clone(), detail.clone())) {
                     return;
                 }
-                port.to_string()
+                detail
             }
             SessionKind::Exec(request) => {
                 let command = shlex::try_join(request.argv.iter().map(String::as_str))
@@ -148,19 +153,22 @@ mod tests {
     #[test]
     fn a_forwards_connections_close_together_are_one_event() {
         let events = SessionEvents::default();
-        assert!(events.first_in_a_while(("ann".into(), key("a"), 80)));
-        assert!(!events.first_in_a_while(("ann".into(), key("a"), 80)));
-        // Another port, task or user is another event.
-        assert!(events.first_in_a_while(("ann".into(), key("a"), 81)));
-        assert!(events.first_in_a_while(("ann".into(), key("b"), 80)));
-        assert!(events.first_in_a_while(("bob".into(), key("a"), 80)));
+        let forward =
+            |user: &str, task: &str, port: &str| (user.to_string(), key(task), port.to_string());
+        assert!(events.first_in_a_while(forward("ann", "a", "80")));
+        assert!(!events.first_in_a_while(forward("ann", "a", "80")));
+        // Another port, protocol, task or user is another event.
+        assert!(events.first_in_a_while(forward("ann", "a", "81")));
+        assert!(events.first_in_a_while(forward("ann", "a", "80/udp")));
+        assert!(events.first_in_a_while(forward("ann", "b", "80")));
+        assert!(events.first_in_a_while(forward("bob", "a", "80")));
     }
 
     #[test]
     fn the_remembered_forwards_stay_bounded() {
         let events = SessionEvents::default();
-        for port in 0..(REMEMBERED_MAX as u16 + 10) {
-            events.first_in_a_while(("ann".into(), key("a"), port));
+        for port in 0..(REMEMBERED_MAX + 10) {
+            events.first_in_a_while(("ann".into(), key("a"), port.to_string()));
         }
         let remembered = events.recent_forwards.lock().map(|r| r.len()).unwrap_or(0);
         assert!(remembered <= REMEMBERED_MAX, "{remembered}");

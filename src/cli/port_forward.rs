@@ -2,7 +2,9 @@
 //! local ports and carries each accepted TCP connection to the task's port
 //! as a session of its own through the control plane
 //! (`GET /api/workflow/{name}/portforward/{task_name}?port=N`, upgraded to
-//! the byte stream).
+//! the byte stream). With `--udp`, each local port's datagrams travel in
+//! one session (`udp=true`, `protocol::udp` frames), each local client a
+//! flow of its own, so the task's replies reach the client they answer.
 //!
 //! Invariants: `--port` takes OSMO's forms (`8000`, `8000:2000`,
 //! `8000-8010:9000-9010,8015`; repeatable); one session per accepted
@@ -16,10 +18,14 @@
 use super::session_client::{check_running, Opener};
 use super::ClientArgs;
 use crate::protocol::session::PORT_FORWARD_PROTOCOL;
+use crate::protocol::udp::{self, Datagram, DatagramCodec, DATAGRAM_BYTES_MAX};
 use anyhow::Context;
+use futures::{SinkExt, StreamExt};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio_util::codec::Framed;
 
 /// Bytes copied at once each way between a connection and its session.
 const SPLICE_BUFFER_BYTES: usize = 64 << 10;
@@ -37,7 +43,8 @@ pub struct PortForwardArgs {
     /// The address local ports are bound on
     #[arg(long, default_value = "localhost")]
     pub host: String,
-    /// Forward UDP instead of TCP (not supported yet)
+    /// Forward UDP instead of TCP: each local client's datagrams reach
+    /// the task's port from a socket of their own, and its replies come back
     #[arg(long)]
     pub udp: bool,
     /// Seconds a session may take to open
@@ -89,9 +96,6 @@ fn parse_range(text: &str) -> Result<Vec<u16>, String> {
 
 /// Forwards until Ctrl-C (or every listener failed).
 pub async fn run(client_args: &ClientArgs, args: PortForwardArgs) -> anyhow::Result<()> {
-    if args.udp {
-        anyhow::bail!("--udp: UDP port-forward is not supported yet");
-    }
     let pairs: Vec<(u16, u16)> = args.ports.iter().flatten().copied().collect();
     check_running(client_args, &args.workflow_id, &args.task).await?;
     let path = format!(
@@ -108,6 +112,18 @@ pub async fn run(client_args: &ClientArgs, args: PortForwardArgs) -> anyhow::Res
     };
     let mut listeners = tokio::task::JoinSet::new();
     for (local, remote) in pairs {
+        if args.udp {
+            let socket = UdpSocket::bind((host, local))
+                .await
+                .with_context(|| format!("binding UDP {host}:{local}"))?;
+            let bound = socket.local_addr()?;
+            println!(
+                "Forwarding UDP from {bound} to port {remote} of {}/{}",
+                args.workflow_id, args.task
+            );
+            listeners.spawn(serve_udp(socket, Arc::clone(&opener), remote, timeout));
+            continue;
+        }
         let listener = TcpListener::bind((host, local))
             .await
             .with_context(|| format!("listening on {host}:{local}"))?;
@@ -146,6 +162,73 @@ async fn serve(
                 eprintln!("connection from {peer} to port {remote}: {reason}");
             }
         });
+    }
+}
+
+/// Carries the datagrams of `socket`'s clients to UDP port `remote` of the
+/// task, and the task's replies back to the client each answers; one
+/// session at a time, opened at the first datagram and again at the next
+/// one after a session ended.
+async fn serve_udp(
+    socket: UdpSocket,
+    opener: Arc<Opener>,
+    remote: u16,
+    timeout: Duration,
+) -> std::io::Error {
+    let mut buffer = vec![0; DATAGRAM_BYTES_MAX];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buffer).await {
+            Ok(received) => received,
+            Err(error) => return error,
+        };
+        let SocketAddr::V4(from) = from else { continue };
+        let query = [("port", remote.to_string()), ("udp", "true".to_string())];
+        let opened =
+            tokio::time::timeout(timeout, opener.open(&query, PORT_FORWARD_PROTOCOL)).await;
+        let session = match opened {
+            Ok(Ok(session)) => session,
+            Ok(Err(reason)) => {
+                eprintln!("UDP to port {remote}: {reason}");
+                continue;
+            }
+            Err(_) => {
+                eprintln!(
+                    "UDP to port {remote}: no session within {} s",
+                    timeout.as_secs()
+                );
+                continue;
+            }
+        };
+        let (mut to_task, mut from_task) = Framed::new(session, DatagramCodec).split();
+        let mut first = Some(Datagram {
+            flow: udp::flow_of(from),
+            payload: buffer[..n].to_vec(),
+        });
+        loop {
+            if let Some(datagram) = first.take() {
+                if to_task.send(datagram).await.is_err() {
+                    break;
+                }
+            }
+            tokio::select! {
+                received = socket.recv_from(&mut buffer) => match received {
+                    Ok((n, SocketAddr::V4(from))) => {
+                        first = Some(Datagram { flow: udp::flow_of(from), payload: buffer[..n].to_vec() });
+                    }
+                    Ok(_) => {}
+                    Err(error) => return error,
+                },
+                reply = from_task.next() => match reply {
+                    Some(Ok(datagram)) => {
+                        let _ = socket.send_to(&datagram.payload, udp::address_of(datagram.flow)).await;
+                    }
+                    _ => {
+                        eprintln!("UDP to port {remote}: the session ended; the next datagram opens another");
+                        break;
+                    }
+                },
+            }
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod host_access;
 pub mod launch_extras;
 pub mod session;
 pub mod task_host;
+pub mod udp;
 pub mod wire;
 
 use crate::data::TaskData;
@@ -63,13 +64,16 @@ pub enum SessionKind {
     /// A command run inside the task (see `exec`); only to operators that
     /// announced sessions level 2.
     Exec(exec::ExecRequest),
+    /// UDP to `port` on the task's own loopback, datagrams framed as
+    /// `udp` says; only to operators that announced sessions level 3.
+    UdpForward { port: u16 },
 }
 
 impl SessionKind {
     /// What the user asked for, as the CLI names it.
     pub fn verb(&self) -> &'static str {
         match self {
-            SessionKind::PortForward { .. } => "port-forward",
+            SessionKind::PortForward { .. } | SessionKind::UdpForward { .. } => "port-forward",
             SessionKind::Exec(_) => "exec",
         }
     }
@@ -80,6 +84,7 @@ impl SessionKind {
         match self {
             SessionKind::PortForward { .. } => 1,
             SessionKind::Exec(_) => 2,
+            SessionKind::UdpForward { .. } => 3,
         }
     }
 }

@@ -33,8 +33,9 @@ pub type AttachSession = Arc<dyn Fn(String, SessionAnswer) -> BoxFuture<'static,
 /// decode).
 pub const SESSIONS_HEADER: &str = "gantry-sessions";
 
-/// The session kinds this build answers: 1, port-forward; 2, also exec.
-pub const SESSIONS_LEVEL: u8 = 2;
+/// The session kinds this build answers: 1, port-forward; 2, also exec;
+/// 3, also UDP port-forward.
+pub const SESSIONS_LEVEL: u8 = 3;
 
 /// The request header that marks a session answer as a refusal: the body
 /// is then the reason, as text.

@@ -165,6 +165,10 @@ impl KubernetesOperator {
         match kind {
             SessionKind::PortForward { port } => sessions::port_forward(pods, &pod, *port).await,
             SessionKind::Exec(request) => sessions::exec(pods, &pod, &container, request).await,
+            SessionKind::UdpForward { .. } => Err(
+                "UDP port-forward into a Kubernetes task is not supported: the API server's port-forward carries TCP only"
+                    .into(),
+            ),
         }
     }
 

@@ -24,6 +24,7 @@ use super::netns::{self, GroupNet, NetError, TaskNet};
 use super::outbox::Outbox;
 use super::sandbox;
 use super::seccomp;
+use super::udp_session::{self, UdpTarget};
 use crate::protocol::session::SessionAnswer;
 use crate::protocol::{FromOperator, GroupLaunch, SessionKind, ToOperator, HEARTBEAT_INTERVAL};
 use gantry_storage::{TaskKey, TaskStatus};
@@ -184,8 +185,9 @@ impl LocalOperator {
         }
     }
 
-    /// A TCP connection to the port a session names, made in the task's
-    /// network (its group's namespace: the task's `localhost`).
+    /// A TCP connection (or UDP sockets, `udp_session`) to the port a
+    /// session names, made in the task's network (its group's namespace:
+    /// the task's `localhost`); or an exec in its sandbox.
     pub async fn open_session(&self, key: &TaskKey, kind: &SessionKind) -> SessionAnswer {
         let task = format!("task '{}' of {}", key.task, key.workflow_id);
         let net = match self.shared.tasks.net_of(key) {
@@ -195,6 +197,18 @@ impl LocalOperator {
         };
         let port = match kind {
             SessionKind::PortForward { port } => *port,
+            SessionKind::UdpForward { port } => {
+                let target = match net {
+                    TaskNet::Host => UdpTarget::Host,
+                    TaskNet::Group(net) => UdpTarget::Group(net),
+                    TaskNet::Own => return Err(
+                        "the task has a network namespace of its own, which sessions cannot enter"
+                            .to_string(),
+                    ),
+                    TaskNet::Refused(reason) => return Err(reason),
+                };
+                return udp_session::open(target, *port).await;
+            }
             SessionKind::Exec(request) => {
                 return match self.shared.tasks.sandbox_of(key) {
                     None => Err(format!("{task} is not running on this operator")),

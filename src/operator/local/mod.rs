@@ -36,6 +36,7 @@ mod staging;
 mod task_files;
 #[cfg(test)]
 mod tests;
+mod udp_session;
 mod usage;
 
 pub use executor::{LocalConfig, LocalOperator};

@@ -169,6 +169,42 @@ fn connect_in_namespace(net: &GroupNet, port: u16) -> Result<std::net::TcpStream
     Ok(stream)
 }
 
+/// A UDP socket in the group's namespace, connected to `127.0.0.1:port`
+/// there (made by a thread of its own, as [`connect_inside`] does).
+pub async fn udp_inside(
+    net: std::sync::Arc<GroupNet>,
+    port: u16,
+) -> Result<tokio::net::UdpSocket, String> {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("session-netns".into())
+        .spawn(move || {
+            let made = nix::sched::setns(&net.fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|errno| format!("entering the task's network namespace: {errno}"))
+                .and_then(|()| udp_to_loopback(port));
+            let _ = sender.send(made);
+        })
+        .map_err(|error| format!("spawning a thread: {error}"))?;
+    let socket = receiver
+        .await
+        .map_err(|_| "the connecting thread panicked".to_string())??;
+    tokio::net::UdpSocket::from_std(socket).map_err(|error| error.to_string())
+}
+
+/// A non-blocking UDP socket of the calling thread's namespace, connected
+/// to `127.0.0.1:port`.
+pub fn udp_to_loopback(port: u16) -> Result<std::net::UdpSocket, String> {
+    let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .map_err(|error| error.to_string())?;
+    socket
+        .connect((std::net::Ipv4Addr::LOCALHOST, port))
+        .map_err(|error| error.to_string())?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|error| error.to_string())?;
+    Ok(socket)
+}
+
 /// Sets IFF_UP on `lo` of the calling thread's network namespace.
 // ioctl's request is an unsigned long on glibc and an int on musl.
 #[allow(clippy::unnecessary_cast)]

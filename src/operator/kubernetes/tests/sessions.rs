@@ -137,6 +137,15 @@ async fn exec_and_port_forward_reach_the_tasks_pod_through_the_api_servers_strea
         "{last:?}"
     );
 
+    // UDP: the API server's port-forward carries TCP only, and says so.
+    let udp = h
+        .operator
+        .open_session(&train, &SessionKind::UdpForward { port: 8888 })
+        .await
+        .err()
+        .expect("no UDP into a pod");
+    assert!(udp.contains("TCP only"), "{udp}");
+
     // Port-forward: bytes both ways to what listens on the pod's port.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
