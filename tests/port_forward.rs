@@ -764,11 +764,44 @@ fn sessions_asked_of_a_follower_are_relayed_to_the_leader() {
         .unwrap();
     assert_eq!(twice.status().as_u16(), 421);
 
+    // An exec with `--keep-alive`, through the same member.
+    let mut kept = Command::new(BINARY)
+        .args(["workflow", "exec", &id, "serve", "--keep-alive", "-T", "--"])
+        .args(["sh", "-c", "echo started; sleep 120"])
+        .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, kept_lines) = std::sync::mpsc::channel();
+    let kept_stdout = BufReader::new(kept.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in kept_stdout.lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let started = kept_lines.recv_timeout(Duration::from_secs(30));
+    assert_eq!(started.as_deref(), Ok("started"));
+
     // The member the CLI used dies: new connections go through the next
-    // URL it was given, relayed by that member.
+    // URL it was given, relayed by that member; the exec runs again.
     let mut servers = servers;
     servers[follower_index].kill_now();
     wait_serving(forward.port);
+    let again = kept_lines.recv_timeout(Duration::from_secs(30));
+    assert_eq!(
+        again.as_deref(),
+        Ok("started"),
+        "--keep-alive ran the command again"
+    );
+    let _ = kept.kill();
+    let kept_output = kept.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&kept_output.stderr);
+    assert!(
+        stderr.contains("reconnecting to the exec session"),
+        "{stderr}"
+    );
     let log = servers[other_follower].log();
     assert!(log.contains("session relayed to the leader"), "{log}");
 }

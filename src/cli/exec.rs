@@ -11,7 +11,7 @@
 
 use super::session_client::{check_running, Opener};
 use super::ClientArgs;
-use crate::protocol::exec::{ExecCodec, ExecFrame, EXEC_PROTOCOL};
+use crate::protocol::exec::{ExecCodec, ExecFrame, ExecFrameError, EXEC_PROTOCOL};
 use futures::{SinkExt, StreamExt};
 use nix::sys::termios::{self, SetArg, Termios};
 use std::io::{IsTerminal, Read, Write};
@@ -49,6 +49,9 @@ pub struct ExecArgs {
     /// Seconds the session may take to open
     #[arg(long = "connect-timeout", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
+    /// Run the command again when the connection is lost (not when it exits)
+    #[arg(long = "keep-alive", conflicts_with = "group")]
+    pub keep_alive: bool,
     /// The command and its arguments, instead of --entry
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -119,19 +122,44 @@ pub async fn run(client_args: &ClientArgs, args: ExecArgs) -> anyhow::Result<()>
             query.push(("rows", rows.to_string()));
         }
     }
-    let upgraded = open(client_args, &args, &task, &query).await?;
-    let raw = if tty && std::io::stdin().is_terminal() {
-        Some(RawMode::enable()?)
-    } else {
-        None
-    };
-    let code = session(Framed::new(upgraded, ExecCodec), tty).await;
-    drop(raw);
-    match code? {
-        0 => Ok(()),
-        code => Err(CommandExit(code).into()),
+    // One reader for every session: a reconnect must not leave a second
+    // thread waiting on stdin.
+    let mut stdin = stdin_chunks();
+    loop {
+        let upgraded = open(client_args, &args, &task, &query).await?;
+        let raw = if tty && std::io::stdin().is_terminal() {
+            Some(RawMode::enable()?)
+        } else {
+            None
+        };
+        let ended = session(Framed::new(upgraded, ExecCodec), tty, &mut stdin).await;
+        drop(raw);
+        match ended {
+            Ok(0) => return Ok(()),
+            Ok(code) => return Err(CommandExit(code).into()),
+            Err(SessionEnd::Lost(reason)) if args.keep_alive => {
+                eprintln!("\r\nexec: {reason}; reconnecting to the exec session...");
+                tokio::time::sleep(RECONNECT_DELAY).await;
+                check_running(client_args, &args.workflow_id, &task).await?;
+            }
+            Err(end) => return Err(anyhow::anyhow!(end)),
+        }
     }
 }
+
+/// How an exec session ended without the command's exit code.
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    /// The connection broke or closed: `--keep-alive` runs the command again.
+    #[error("exec: {0}")]
+    Lost(String),
+    /// The command could not run, or this end failed.
+    #[error("exec: {0}")]
+    Failed(String),
+}
+
+/// The pause before `--keep-alive` opens the next session.
+const RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
 /// An exec session into `task`: the upgraded connection.
 async fn open(
@@ -319,36 +347,41 @@ fn stdin_chunks() -> mpsc::Receiver<Option<Vec<u8>>> {
     receiver
 }
 
-async fn session(framed: Framed<reqwest::Upgraded, ExecCodec>, tty: bool) -> anyhow::Result<i32> {
+async fn session(
+    framed: Framed<reqwest::Upgraded, ExecCodec>,
+    tty: bool,
+    stdin: &mut mpsc::Receiver<Option<Vec<u8>>>,
+) -> Result<i32, SessionEnd> {
     let (mut to_task, mut from_task) = framed.split();
-    let mut stdin = stdin_chunks();
+    let lost = |error: ExecFrameError| SessionEnd::Lost(format!("the session broke: {error}"));
+    let failed = |error: std::io::Error| SessionEnd::Failed(error.to_string());
     let mut stdin_open = true;
-    let mut resized =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
+    let mut resized = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+        .map_err(failed)?;
     loop {
         tokio::select! {
             frame = from_task.next() => match frame {
-                Some(Ok(ExecFrame::Stdout(bytes))) => write_fully(&mut std::io::stdout(), &bytes).await?,
-                Some(Ok(ExecFrame::Stderr(bytes))) => write_fully(&mut std::io::stderr(), &bytes).await?,
+                Some(Ok(ExecFrame::Stdout(bytes))) => write_fully(&mut std::io::stdout(), &bytes).await.map_err(failed)?,
+                Some(Ok(ExecFrame::Stderr(bytes))) => write_fully(&mut std::io::stderr(), &bytes).await.map_err(failed)?,
                 Some(Ok(ExecFrame::Exit(code))) => return Ok(code),
-                Some(Ok(ExecFrame::Failed(reason))) => anyhow::bail!("exec: {reason}"),
+                Some(Ok(ExecFrame::Failed(reason))) => return Err(SessionEnd::Failed(reason)),
                 Some(Ok(_)) => {}
-                Some(Err(error)) => anyhow::bail!("exec: the session broke: {error}"),
-                None => anyhow::bail!("exec: the session ended before the command did"),
+                Some(Err(error)) => return Err(lost(error)),
+                None => return Err(SessionEnd::Lost("the session ended before the command did".into())),
             },
             chunk = stdin.recv(), if stdin_open => match chunk {
-                Some(Some(bytes)) => to_task.send(ExecFrame::Stdin(bytes)).await?,
+                Some(Some(bytes)) => to_task.send(ExecFrame::Stdin(bytes)).await.map_err(lost)?,
                 Some(None) | None => {
                     stdin_open = false;
                     // A terminal's end of input is a key the command reads.
                     if !tty {
-                        to_task.send(ExecFrame::StdinClosed).await?;
+                        to_task.send(ExecFrame::StdinClosed).await.map_err(lost)?;
                     }
                 }
             },
             _ = resized.recv(), if tty => {
                 if let Some((columns, rows)) = terminal_size() {
-                    to_task.send(ExecFrame::Resize { columns, rows }).await?;
+                    to_task.send(ExecFrame::Resize { columns, rows }).await.map_err(lost)?;
                 }
             }
         }

@@ -163,6 +163,7 @@ pub async fn run_shell(client_args: &ClientArgs, args: RsyncShellArgs) -> anyhow
             tty: false,
             no_tty: true,
             connect_timeout: 60,
+            keep_alive: false,
             command: args.command,
         },
     )
