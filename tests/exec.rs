@@ -394,6 +394,77 @@ fn rsync_moves_a_tree_both_ways_and_only_what_changed() {
         "changed"
     );
     assert_eq!(std::fs::read(back.join("big.bin")).unwrap().len(), 3 << 20);
+
+    // OSMO's daemon: uploads again whenever the tree changes, listed by
+    // `status`, ended by `stop`.
+    let state = dir.path().join("state");
+    let daemon_cli = |args: &[&str]| {
+        let output = Command::new(BINARY)
+            .args(["workflow", "rsync"])
+            .args(args)
+            .env("GANTRY_URL", &server.url)
+            .env("XDG_CONFIG_HOME", &config)
+            .env("XDG_STATE_HOME", &state)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "rsync {args:?}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // Stopped however the test ends.
+    struct StopDaemons<F: Fn(&[&str]) -> String>(F);
+    impl<F: Fn(&[&str]) -> String> Drop for StopDaemons<F> {
+        fn drop(&mut self) {
+            (self.0)(&["stop"]);
+        }
+    }
+    let _stop = StopDaemons(daemon_cli);
+    let daemon_cli = |args: &[&str]| (_stop.0)(args);
+    let watched = format!("{}/:/tmp/watched", local.display());
+    let started = daemon_cli(&[
+        "upload",
+        &id,
+        "work",
+        &watched,
+        "--daemon",
+        "--poll-interval",
+        "0.2",
+        "--debounce-delay",
+        "0.2",
+    ]);
+    assert!(started.contains("rsync daemon"), "{started}");
+    let remote_file = |name: &str| {
+        let (code, stdout, _) = exec(
+            &server.url,
+            &config,
+            &[&id, "work", "--", "cat", &format!("/tmp/watched/{name}")],
+            "",
+        );
+        (code == 0)
+            .then_some(stdout)
+            .ok_or_else(|| format!("exit {code}"))
+    };
+    assert_eq!(
+        wait_for(Duration::from_secs(30), "the first upload", || remote_file(
+            "a.txt"
+        )),
+        "changed"
+    );
+    std::fs::write(local.join("new.txt"), "appeared").unwrap();
+    assert_eq!(
+        wait_for(Duration::from_secs(30), "the change uploaded", || {
+            remote_file("new.txt")
+        }),
+        "appeared"
+    );
+    let status = daemon_cli(&["status"]);
+    assert!(
+        status.contains(&id) && status.contains("/tmp/watched") && status.contains("uploaded"),
+        "{status}"
+    );
+    let stopped = daemon_cli(&["stop", &id]);
+    assert!(stopped.contains("Stopped rsync daemon"), "{stopped}");
+    assert!(daemon_cli(&["status"]).contains("No rsync daemon runs"));
 }
 
 /// OSMO's `exec --group`: the command in every running task of a group,

@@ -22,6 +22,7 @@ pub mod output;
 pub mod pool;
 pub mod port_forward;
 pub mod rsync;
+mod rsync_daemon;
 mod session_client;
 pub mod task;
 pub mod token;

@@ -29,6 +29,13 @@ pub enum RsyncCommand {
     Upload(RsyncArgs),
     /// Download REMOTE in the task to LOCAL
     Download(RsyncArgs),
+    /// The upload daemons running on this machine
+    Status,
+    /// Stop the upload daemons (all, or a workflow's)
+    Stop {
+        /// Only this workflow's daemons
+        workflow_id: Option<String>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -51,9 +58,34 @@ pub struct RsyncArgs {
     /// Print rsync's transfer statistics at the end
     #[arg(long)]
     pub stats: bool,
-    /// OSMO's background upload daemon (not supported)
-    #[arg(long, hide = true)]
+    /// Upload in the background, again whenever LOCAL changes (upload only)
+    #[arg(long)]
     pub daemon: bool,
+    /// Daemon: seconds between looks at LOCAL for changes
+    #[arg(long = "poll-interval", default_value_t = 2.0, value_parser = positive_seconds)]
+    pub poll_interval: f64,
+    /// Daemon: seconds without a change before the upload starts
+    #[arg(long = "debounce-delay", default_value_t = 1.0, value_parser = positive_seconds)]
+    pub debounce_delay: f64,
+    /// Daemon: seconds between uploads made whatever changed (a failed one resumes)
+    #[arg(long = "reconcile-interval", default_value_t = 60.0, value_parser = positive_seconds)]
+    pub reconcile_interval: f64,
+    /// Daemon: bytes of log kept before it is rotated
+    #[arg(long = "max-log-size", default_value_t = 2 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_log_size: u64,
+    /// Daemon: log each upload's file list
+    #[arg(long)]
+    pub verbose: bool,
+    /// Run as the daemon itself (what `--daemon` starts)
+    #[arg(long = "daemon-child", hide = true)]
+    pub daemon_child: bool,
+}
+
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|seconds| seconds.is_finite() && *seconds > 0.0 && *seconds <= 86_400.0)
+        .ok_or_else(|| format!("'{text}' is not a number of seconds (more than 0, at most 86400)"))
 }
 
 /// `gantry workflow rsync-shell WF TASK HOST COMMAND...`: rsync's remote
@@ -91,9 +123,13 @@ pub async fn run(client_args: &ClientArgs, command: RsyncCommand) -> anyhow::Res
     let (upload, args) = match command {
         RsyncCommand::Upload(args) => (true, args),
         RsyncCommand::Download(args) => (false, args),
+        RsyncCommand::Status => return super::rsync_daemon::status(),
+        RsyncCommand::Stop { workflow_id } => {
+            return super::rsync_daemon::stop(workflow_id.as_deref())
+        }
     };
-    if args.daemon {
-        anyhow::bail!("--daemon: the background upload daemon is not supported yet; run the upload again to send what changed");
+    if (args.daemon || args.daemon_child) && !upload {
+        anyhow::bail!("--daemon uploads; a download runs once");
     }
     let client = Client::from_args(client_args)?;
     let (task, path) = match args.task_and_path.as_slice() {
@@ -106,41 +142,21 @@ pub async fn run(client_args: &ClientArgs, command: RsyncCommand) -> anyhow::Res
         .filter(|(a, b)| !a.is_empty() && !b.is_empty())
         .ok_or_else(|| anyhow::anyhow!("the path must be SRC:DST, got {path:?}"))?;
     super::session_client::check_running(client_args, &args.workflow_id, &task).await?;
-    let me = std::env::current_exe().context("finding this executable")?;
-    let shell = shlex::try_join([
-        me.to_string_lossy().as_ref(),
-        "workflow",
-        "rsync-shell",
-        args.workflow_id.as_str(),
-        task.as_str(),
-    ])
-    .map_err(|error| anyhow::anyhow!("quoting the remote shell: {error}"))?;
-    let mut rsync = tokio::process::Command::new("rsync");
-    rsync.args(["--archive", "--partial", "--rsh", &shell]);
-    rsync.arg(format!("--timeout={}", args.timeout.max(60)));
-    if !args.no_progress {
-        rsync.arg("--info=progress2");
+    let transfer = Transfer {
+        workflow_id: args.workflow_id.clone(),
+        task,
+        source: source.to_string(),
+        destination: destination.to_string(),
+        upload,
+    };
+    if args.daemon {
+        return super::rsync_daemon::start(client_args, &args, &transfer);
     }
-    if args.stats {
-        rsync.arg("--stats");
+    if args.daemon_child {
+        return super::rsync_daemon::serve(client_args, &args, &transfer).await;
     }
-    if let Some(rate) = args.upload_rate_limit.filter(|_| upload) {
-        // rsync's unit is KiB per second.
-        rsync.arg(format!("--bwlimit={}", rate.div_ceil(1024)));
-    }
-    if upload {
-        rsync.arg(source).arg(format!("task:{destination}"));
-    } else {
-        rsync.arg(format!("task:{source}")).arg(destination);
-    }
-    // The remote shell is this program: it finds the same server.
-    if !client_args.url.is_empty() {
-        rsync.env("GANTRY_URL", client_args.url.join(","));
-    }
-    if let Some(ca) = &client_args.ca {
-        rsync.env("GANTRY_CA", ca);
-    }
-    let status = rsync
+    let status = transfer
+        .command(client_args, &args)?
         .status()
         .await
         .context("running rsync (install it: `apt-get install rsync`)")?;
@@ -148,6 +164,72 @@ pub async fn run(client_args: &ClientArgs, command: RsyncCommand) -> anyhow::Res
         Some(0) => Ok(()),
         Some(code) => Err(CommandExit(code).into()),
         None => Err(CommandExit(1).into()),
+    }
+}
+
+/// One rsync run's what and where.
+pub struct Transfer {
+    pub workflow_id: String,
+    pub task: String,
+    pub source: String,
+    pub destination: String,
+    pub upload: bool,
+}
+
+impl Transfer {
+    /// The rsync command of this transfer, its remote shell this program.
+    pub fn command(
+        &self,
+        client_args: &ClientArgs,
+        args: &RsyncArgs,
+    ) -> anyhow::Result<tokio::process::Command> {
+        let Transfer {
+            workflow_id,
+            task,
+            source,
+            destination,
+            upload,
+        } = self;
+        let upload = *upload;
+        let me = std::env::current_exe().context("finding this executable")?;
+        let shell = shlex::try_join([
+            me.to_string_lossy().as_ref(),
+            "workflow",
+            "rsync-shell",
+            workflow_id.as_str(),
+            task.as_str(),
+        ])
+        .map_err(|error| anyhow::anyhow!("quoting the remote shell: {error}"))?;
+        let mut rsync = tokio::process::Command::new("rsync");
+        rsync.args(["--archive", "--partial", "--rsh", &shell]);
+        rsync.arg(format!("--timeout={}", args.timeout.max(60)));
+        if args.daemon_child {
+            if args.verbose {
+                rsync.arg("--itemize-changes");
+            }
+        } else if !args.no_progress {
+            rsync.arg("--info=progress2");
+        }
+        if args.stats {
+            rsync.arg("--stats");
+        }
+        if let Some(rate) = args.upload_rate_limit.filter(|_| upload) {
+            // rsync's unit is KiB per second.
+            rsync.arg(format!("--bwlimit={}", rate.div_ceil(1024)));
+        }
+        if upload {
+            rsync.arg(source).arg(format!("task:{destination}"));
+        } else {
+            rsync.arg(format!("task:{source}")).arg(destination);
+        }
+        // The remote shell is this program: it finds the same server.
+        if !client_args.url.is_empty() {
+            rsync.env("GANTRY_URL", client_args.url.join(","));
+        }
+        if let Some(ca) = &client_args.ca {
+            rsync.env("GANTRY_CA", ca);
+        }
+        Ok(rsync)
     }
 }
 
