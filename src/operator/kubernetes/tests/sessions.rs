@@ -116,14 +116,24 @@ async fn exec_and_port_forward_reach_the_tasks_pod_through_the_api_servers_strea
         .operator
         .open_session(
             &train,
-            &exec(&["sh", "-c", "echo to-err >&2"], true, Some((120, 40))),
+            &exec(
+                &["sh", "-c", "read line; echo to-err >&2"],
+                true,
+                Some((120, 40)),
+            ),
         )
         .await
         .expect("exec with a terminal opens");
+    // The size travels beside the command's streams: the command waits
+    // for its input until it arrived.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while h.api.resizes().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(h.api.resizes(), vec![(pod_name(0), 120, 40)]);
     let (stdout, stderr, last) = run_to_end(end, b"").await;
     assert_eq!((stdout.as_str(), stderr.as_str()), ("to-err\n", ""));
     assert_eq!(last, ExecFrame::Exit(0));
-    assert_eq!(h.api.resizes(), vec![(pod_name(0), 120, 40)]);
 
     // A command that cannot start: the API server's reason.
     let end = h
