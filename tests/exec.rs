@@ -144,19 +144,14 @@ fn exec_runs_inside_the_task_as_the_task_with_streams_apart_and_its_exit_code() 
         "every exec is logged with who and what:\n{log}"
     );
     // And recorded as events of the workflow: who, into which task, what.
-    let events_url = format!("{}/api/workflow/{id}/events?task_name=work", server.url);
-    let events = wait_for(Duration::from_secs(10), "the exec events", || {
-        let text = http
-            .get(&events_url)
-            .send()
-            .and_then(|reply| reply.text())
-            .map_err(|error| error.to_string())?;
-        if text.contains("EXEC: by anonymous: sh -c 'echo \"a b\"'") {
-            Ok(text)
-        } else {
-            Err(text)
-        }
-    });
+    let events = common::wait_for_events(
+        &http,
+        &server.url,
+        None,
+        &id,
+        Some("work"),
+        &["EXEC: by anonymous: sh -c 'echo \"a b\"'"],
+    );
     assert!(
         events.contains("[work] EXEC: by anonymous: sh -c \"cat; cat /tmp/state;"),
         "{events}"

@@ -938,13 +938,12 @@ fn exec_and_port_forward_through_osmos_cli() {
 
     // Both sessions, opened through OSMO's router protocol, are events of
     // the workflow with OSMO's user.
-    let events_url = format!("{}/api/workflow/{id}/events", server.url);
-    common::wait_for(Duration::from_secs(10), "the session events", || {
-        let text = reqwest::blocking::get(&events_url)
-            .and_then(|reply| reply.text())
-            .map_err(|error| error.to_string())?;
-        let both = text.contains("PORT-FORWARD: by alice to port 7000")
-            && text.contains("EXEC: by alice: ");
-        both.then_some(()).ok_or(text)
-    });
+    common::wait_for_events(
+        &reqwest::blocking::Client::new(),
+        &server.url,
+        None,
+        &id,
+        None,
+        &["PORT-FORWARD: by alice to port 7000", "EXEC: by alice: "],
+    );
 }

@@ -412,21 +412,17 @@ fn port_forward_through_the_in_process_operator() {
 
     // Recorded as an event of the workflow: once, however many
     // connections the forward carried within a minute.
-    let events_url = format!("{}/api/workflow/{id}/events", server.url);
-    let events = wait_for(Duration::from_secs(10), "the port-forward event", || {
-        let text = http
-            .get(&events_url)
-            .send()
-            .and_then(|reply| reply.text())
-            .map_err(|error| error.to_string())?;
-        if text.contains("[serve] PORT-FORWARD: by anonymous to port 7000")
-            && text.contains("[serve] PORT-FORWARD: by anonymous to port 7000/udp")
-        {
-            Ok(text)
-        } else {
-            Err(text)
-        }
-    });
+    let events = common::wait_for_events(
+        &http,
+        &server.url,
+        None,
+        &id,
+        None,
+        &[
+            "[serve] PORT-FORWARD: by anonymous to port 7000\n",
+            "[serve] PORT-FORWARD: by anonymous to port 7000/udp",
+        ],
+    );
     assert_eq!(events.matches("PORT-FORWARD").count(), 2, "{events}");
 
     the_session_ends_with_the_task(forward.port, || {
@@ -621,22 +617,17 @@ fn port_forward_through_a_remote_operator_over_mutual_tls() {
 
     // Recorded as an event of the workflow: once, however many
     // connections the forward carried within a minute.
-    let events_url = format!("{}/api/workflow/{id}/events", server.url);
-    let events = wait_for(Duration::from_secs(10), "the session events", || {
-        let text = http
-            .get(&events_url)
-            .bearer_auth(&admin)
-            .send()
-            .and_then(|reply| reply.text())
-            .map_err(|error| error.to_string())?;
-        if text.contains("[serve] PORT-FORWARD: by admin to port 7000")
-            && text.contains("[serve] EXEC: by admin: sh -c")
-        {
-            Ok(text)
-        } else {
-            Err(text)
-        }
-    });
+    let events = common::wait_for_events(
+        &http,
+        &server.url,
+        Some(&admin),
+        &id,
+        None,
+        &[
+            "[serve] PORT-FORWARD: by admin to port 7000",
+            "[serve] EXEC: by admin: sh -c",
+        ],
+    );
     assert_eq!(events.matches("PORT-FORWARD").count(), 1, "{events}");
 
     the_session_ends_with_the_task(forward.port, || {

@@ -152,6 +152,29 @@ impl Encoder<ExecFrame> for ExecCodec {
     }
 }
 
+/// Largest read of a command's output sent as one frame.
+pub const OUTPUT_CHUNK_BYTES: usize = 32 << 10;
+
+/// Reads up to [`OUTPUT_CHUNK_BYTES`] of a command's output stream;
+/// `None` once it ended (or failed), after which the stream is `None`.
+pub async fn read_output(
+    stream: &mut Option<impl tokio::io::AsyncRead + Unpin>,
+) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let reader = stream.as_mut()?;
+    let mut buffer = vec![0; OUTPUT_CHUNK_BYTES];
+    match reader.read(&mut buffer).await {
+        Ok(0) | Err(_) => {
+            *stream = None;
+            None
+        }
+        Ok(n) => {
+            buffer.truncate(n);
+            Some(buffer)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

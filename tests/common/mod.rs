@@ -612,3 +612,35 @@ pub fn start_moto(bucket: &str) -> Option<Moto> {
     });
     Some(moto)
 }
+
+/// The events of `workflow` (`?task_name=` when `task` is given) once they
+/// hold every one of `wanted` (sessions are recorded beside the session,
+/// so shortly after it opened).
+pub fn wait_for_events(
+    http: &reqwest::blocking::Client,
+    base_url: &str,
+    token: Option<&str>,
+    workflow: &str,
+    task: Option<&str>,
+    wanted: &[&str],
+) -> String {
+    let mut url = format!("{base_url}/api/workflow/{workflow}/events");
+    if let Some(task) = task {
+        url.push_str(&format!("?task_name={task}"));
+    }
+    wait_for(Duration::from_secs(10), "the workflow's events", || {
+        let mut request = http.get(&url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let text = request
+            .send()
+            .and_then(|reply| reply.text())
+            .map_err(|error| error.to_string())?;
+        if wanted.iter().all(|line| text.contains(line)) {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    })
+}

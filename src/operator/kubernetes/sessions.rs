@@ -10,20 +10,18 @@
 //! the API server sends, or why it failed; a user who goes away ends the
 //! stream, which ends the command's connection.
 
-use crate::protocol::exec::{ExecCodec, ExecFrame, ExecRequest};
+use crate::protocol::exec::{read_output, ExecCodec, ExecFrame, ExecRequest};
 use crate::protocol::session::SessionAnswer;
 use futures::{SinkExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::{AttachParams, AttachedProcess, TerminalSize};
 use kube::Api;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_util::codec::Framed;
 
 /// Bytes buffered each way between the session's stream and the pod.
 const SESSION_BUFFER_BYTES: usize = 256 << 10;
-/// Largest read of the command's output sent as one frame.
-const OUTPUT_CHUNK_BYTES: usize = 32 << 10;
 
 /// A TCP stream to `port` of `pod`, as the kubelet connects it.
 pub async fn port_forward(pods: &Api<Pod>, pod: &str, port: u16) -> SessionAnswer {
@@ -90,22 +88,6 @@ pub async fn exec(
     Ok(Box::new(user_end))
 }
 
-/// Reads up to a chunk from an optional stream; `None` once it ended.
-async fn read_some(stream: &mut Option<impl AsyncRead + Unpin>) -> Option<Vec<u8>> {
-    let reader = stream.as_mut()?;
-    let mut buffer = vec![0; OUTPUT_CHUNK_BYTES];
-    match reader.read(&mut buffer).await {
-        Ok(0) | Err(_) => {
-            *stream = None;
-            None
-        }
-        Ok(n) => {
-            buffer.truncate(n);
-            Some(buffer)
-        }
-    }
-}
-
 /// Moves frames between the session and the pod's command until its
 /// output ends, then sends its exit status; a user who goes away aborts
 /// the command's connection.
@@ -145,14 +127,14 @@ async fn pump(session: Framed<tokio::io::DuplexStream, ExecCodec>, mut process: 
             },
             // Guarded, not pattern-matched: a stream's end must end this
             // `select!` so that the loop sees it.
-            bytes = read_some(&mut stdout), if stdout.is_some() => {
+            bytes = read_output(&mut stdout), if stdout.is_some() => {
                 if let Some(bytes) = bytes {
                     if to_user.send(ExecFrame::Stdout(bytes)).await.is_err() {
                         process.abort();
                     }
                 }
             }
-            bytes = read_some(&mut stderr), if stderr.is_some() => {
+            bytes = read_output(&mut stderr), if stderr.is_some() => {
                 if let Some(bytes) = bytes {
                     if to_user.send(ExecFrame::Stderr(bytes)).await.is_err() {
                         process.abort();

@@ -11,7 +11,7 @@
 
 use super::enter::ENTER_ARG;
 use super::task_files;
-use crate::protocol::exec::{ExecCodec, ExecFrame, ExecRequest};
+use crate::protocol::exec::{read_output, ExecCodec, ExecFrame, ExecRequest, OUTPUT_CHUNK_BYTES};
 use crate::protocol::session::SessionAnswer;
 use futures::{SinkExt, StreamExt};
 use nix::pty::{openpty, Winsize};
@@ -21,14 +21,12 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin};
 use tokio_util::codec::Framed;
 
 /// Bytes buffered between the session's stream and the command.
 const SESSION_BUFFER_BYTES: usize = 256 << 10;
-/// Largest read of the command's output sent as one frame.
-const OUTPUT_CHUNK_BYTES: usize = 32 << 10;
 /// How long output is still read after the command exited (a process it
 /// left behind may hold its terminal open).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
@@ -166,22 +164,6 @@ fn exit_code(status: ExitStatus) -> i32 {
         .unwrap_or(1)
 }
 
-/// Reads up to a chunk from an optional stream; `None` once it ended.
-async fn read_some(stream: &mut Option<impl AsyncRead + Unpin>) -> Option<Vec<u8>> {
-    let reader = stream.as_mut()?;
-    let mut buffer = vec![0; OUTPUT_CHUNK_BYTES];
-    match reader.read(&mut buffer).await {
-        Ok(0) | Err(_) => {
-            *stream = None;
-            None
-        }
-        Ok(n) => {
-            buffer.truncate(n);
-            Some(buffer)
-        }
-    }
-}
-
 /// Reads the terminal; `None` once the command's side closed (`EIO`).
 async fn read_terminal(master: &AsyncFd<OwnedFd>) -> Option<Vec<u8>> {
     let mut buffer = vec![0; OUTPUT_CHUNK_BYTES];
@@ -245,12 +227,12 @@ async fn pump(session: Session, mut child: Child, streams: Streams) {
                             let _ = child.start_kill();
                         }
                     },
-                    Some(bytes) = read_some(&mut stdout) => {
+                    Some(bytes) = read_output(&mut stdout) => {
                         if to_user.send(ExecFrame::Stdout(bytes)).await.is_err() {
                             let _ = child.start_kill();
                         }
                     }
-                    Some(bytes) = read_some(&mut stderr) => {
+                    Some(bytes) = read_output(&mut stderr) => {
                         if to_user.send(ExecFrame::Stderr(bytes)).await.is_err() {
                             let _ = child.start_kill();
                         }
@@ -261,10 +243,10 @@ async fn pump(session: Session, mut child: Child, streams: Streams) {
                         // keeps a pipe open does not hold the session.
                         tokio::time::sleep(DRAIN_AFTER_EXIT).await;
                         let deadline = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;
-                        while let Ok(Some(bytes)) = tokio::time::timeout_at(deadline, read_some(&mut stdout)).await {
+                        while let Ok(Some(bytes)) = tokio::time::timeout_at(deadline, read_output(&mut stdout)).await {
                             let _ = to_user.send(ExecFrame::Stdout(bytes)).await;
                         }
-                        while let Ok(Some(bytes)) = tokio::time::timeout_at(deadline, read_some(&mut stderr)).await {
+                        while let Ok(Some(bytes)) = tokio::time::timeout_at(deadline, read_output(&mut stderr)).await {
                             let _ = to_user.send(ExecFrame::Stderr(bytes)).await;
                         }
                         stdout = None;

@@ -136,58 +136,54 @@ fn new_namespace() -> Result<OwnedFd, NetError> {
 /// Longest wait for a task's port to accept a session's connection.
 const SESSION_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A TCP connection to `127.0.0.1:port` inside the group's namespace: a
-/// thread of its own joins the namespace (a namespace change is per thread,
-/// so never a thread of a pool), connects, and ends; the socket stays in
-/// the namespace it was made in and is used from tokio.
-pub async fn connect_inside(
+/// What `make` returns, made by a thread of its own that joined the
+/// group's namespace first (a namespace change is per thread, so never a
+/// thread of a pool); a socket made there stays in that namespace and is
+/// used from tokio.
+async fn made_inside<T: Send + 'static>(
     net: std::sync::Arc<GroupNet>,
-    port: u16,
-) -> Result<tokio::net::TcpStream, String> {
-    let (sender, receiver) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("session-netns".into())
-        .spawn(move || {
-            let _ = sender.send(connect_in_namespace(&net, port));
-        })
-        .map_err(|error| format!("spawning a thread: {error}"))?;
-    let stream = receiver
-        .await
-        .map_err(|_| "the connecting thread panicked".to_string())??;
-    tokio::net::TcpStream::from_std(stream).map_err(|error| error.to_string())
-}
-
-fn connect_in_namespace(net: &GroupNet, port: u16) -> Result<std::net::TcpStream, String> {
-    nix::sched::setns(&net.fd, nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|errno| format!("entering the task's network namespace: {errno}"))?;
-    let address = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
-    let stream = std::net::TcpStream::connect_timeout(&address, SESSION_CONNECT_TIMEOUT)
-        .map_err(|error| error.to_string())?;
-    stream
-        .set_nonblocking(true)
-        .map_err(|error| error.to_string())?;
-    Ok(stream)
-}
-
-/// A UDP socket in the group's namespace, connected to `127.0.0.1:port`
-/// there (made by a thread of its own, as [`connect_inside`] does).
-pub async fn udp_inside(
-    net: std::sync::Arc<GroupNet>,
-    port: u16,
-) -> Result<tokio::net::UdpSocket, String> {
+    make: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
     let (sender, receiver) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("session-netns".into())
         .spawn(move || {
             let made = nix::sched::setns(&net.fd, nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|errno| format!("entering the task's network namespace: {errno}"))
-                .and_then(|()| udp_to_loopback(port));
+                .and_then(|()| make());
             let _ = sender.send(made);
         })
         .map_err(|error| format!("spawning a thread: {error}"))?;
-    let socket = receiver
+    receiver
         .await
-        .map_err(|_| "the connecting thread panicked".to_string())??;
+        .map_err(|_| "the thread in the task's network panicked".to_string())?
+}
+
+/// A TCP connection to `127.0.0.1:port` inside the group's namespace.
+pub async fn connect_inside(
+    net: std::sync::Arc<GroupNet>,
+    port: u16,
+) -> Result<tokio::net::TcpStream, String> {
+    let stream = made_inside(net, move || {
+        let address = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+        let stream = std::net::TcpStream::connect_timeout(&address, SESSION_CONNECT_TIMEOUT)
+            .map_err(|error| error.to_string())?;
+        stream
+            .set_nonblocking(true)
+            .map_err(|error| error.to_string())?;
+        Ok(stream)
+    })
+    .await?;
+    tokio::net::TcpStream::from_std(stream).map_err(|error| error.to_string())
+}
+
+/// A UDP socket in the group's namespace, connected to `127.0.0.1:port`
+/// there.
+pub async fn udp_inside(
+    net: std::sync::Arc<GroupNet>,
+    port: u16,
+) -> Result<tokio::net::UdpSocket, String> {
+    let socket = made_inside(net, move || udp_to_loopback(port)).await?;
     tokio::net::UdpSocket::from_std(socket).map_err(|error| error.to_string())
 }
 

@@ -12,6 +12,7 @@
 //! of the port's channels with the port number, as the kubelet does.
 
 use super::{status, Recorded, Shared};
+use crate::protocol::exec::read_output;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -21,7 +22,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -81,21 +82,6 @@ fn binary(channel: u8, bytes: &[u8]) -> Message {
     framed.push(channel);
     framed.extend_from_slice(bytes);
     Message::Binary(framed.into())
-}
-
-async fn read_some(stream: &mut Option<impl AsyncRead + Unpin>) -> Option<Vec<u8>> {
-    let reader = stream.as_mut()?;
-    let mut buffer = vec![0; 32 << 10];
-    match reader.read(&mut buffer).await {
-        Ok(0) | Err(_) => {
-            *stream = None;
-            None
-        }
-        Ok(n) => {
-            buffer.truncate(n);
-            Some(buffer)
-        }
-    }
 }
 
 /// `GET .../pods/{pod}/exec?command=...&container=...&stdin=..&tty=..`
@@ -207,14 +193,14 @@ async fn run_exec(
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => return,
             },
-            bytes = read_some(&mut stdout), if stdout.is_some() => {
+            bytes = read_output(&mut stdout), if stdout.is_some() => {
                 if let Some(bytes) = bytes {
                     if sink.send(binary(STDOUT, &bytes)).await.is_err() {
                         return;
                     }
                 }
             }
-            bytes = read_some(&mut stderr), if stderr.is_some() => {
+            bytes = read_output(&mut stderr), if stderr.is_some() => {
                 if let Some(bytes) = bytes {
                     if sink.send(binary(error_channel, &bytes)).await.is_err() {
                         return;
@@ -305,7 +291,7 @@ pub(super) async fn port_forward(
                         Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                         Some(Ok(_)) => {}
                     },
-                    bytes = read_some(&mut reader) => match bytes {
+                    bytes = read_output(&mut reader) => match bytes {
                         Some(bytes) => {
                             if sink.send(binary(0, &bytes)).await.is_err() {
                                 break;
