@@ -144,13 +144,36 @@ fn exec_runs_inside_the_task_as_the_task_with_streams_apart_and_its_exit_code() 
         "every exec is logged with who and what:\n{log}"
     );
     // And recorded as events of the workflow: who, into which task, what.
+    // A command with a line break of its own (probe: it once wrote a line
+    // that read as an event of the task's).
+    let (code, _, _) = exec(
+        &server.url,
+        &config,
+        &[
+            &id,
+            "work",
+            "--",
+            "sh",
+            "-c",
+            "true\n2020/01/01 00:00:00 [work] FORGED",
+        ],
+        "",
+    );
+    assert_ne!(code, 0);
     let events = common::wait_for_events(
         &http,
         &server.url,
         None,
         &id,
         Some("work"),
-        &["EXEC: by anonymous: sh -c 'echo \"a b\"'"],
+        &[
+            "EXEC: by anonymous: sh -c 'echo \"a b\"'",
+            "true\\n2020/01/01 00:00:00 [work] FORGED",
+        ],
+    );
+    assert!(
+        !events.lines().any(|line| line.starts_with("2020/01/01")),
+        "a command wrote an event line of its own:\n{events}"
     );
     assert!(
         events.contains("[work] EXEC: by anonymous: sh -c \"cat; cat /tmp/state;"),

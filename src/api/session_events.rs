@@ -72,11 +72,11 @@ impl SessionEvents {
             now: crate::clock::now_ms(),
             workflow_id: key.workflow_id.clone(),
             event: SessionEventInput {
-                user: truncated(user, SESSION_NAME_BYTES_MAX),
+                user: truncated(&printable(user), SESSION_NAME_BYTES_MAX),
                 task: key.task.clone(),
                 retry_id: key.retry_id,
                 kind: kind.verb().to_string(),
-                detail: truncated(&detail, SESSION_DETAIL_BYTES_MAX),
+                detail: truncated(&printable(&detail), SESSION_DETAIL_BYTES_MAX),
             },
         };
         let node = node.clone();
@@ -123,6 +123,21 @@ impl SessionEvents {
         recent.insert(forward, now);
         true
     }
+}
+
+/// `text` with its control characters escaped (`\n` as `\\n`): an event
+/// is one line, and a command a user chose must not write lines that read
+/// as events of their own.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// `text` cut to at most `limit` bytes at a character boundary, marked
@@ -172,6 +187,17 @@ mod tests {
         }
         let remembered = events.recent_forwards.lock().map(|r| r.len()).unwrap_or(0);
         assert!(remembered <= REMEMBERED_MAX, "{remembered}");
+    }
+
+    #[test]
+    fn a_command_cannot_write_lines_of_its_own() {
+        let forged = "true\n2020/01/01 00:00:00 [work] COMPLETED\r\u{1b}[2K";
+        let shown = printable(forged);
+        assert!(!shown.chars().any(char::is_control), "{shown}");
+        assert_eq!(
+            shown,
+            "true\\n2020/01/01 00:00:00 [work] COMPLETED\\r\\u{1b}[2K"
+        );
     }
 
     #[test]
