@@ -110,10 +110,12 @@ const RUNS: &[(&str, &str)] = &[
         "tutorials/serial_workflow.yaml",
         "[task3] a line: Data from task 2",
     ),
-    // Groups with leads; a group's input from another group's task.
+    // Groups with leads; a group's input from another group's task. The
+    // lead's line: a non-lead (train-model-b) is stopped when its lead
+    // finishes, so whether its own lines come first is a race.
     (
         "tutorials/combination_workflow_simple.yaml",
-        "[train-model-b] 10 /osmo/data/input/0/data/training_data.csv",
+        "[train-model-a] sample_10,value_10",
     ),
 ];
 
