@@ -22,7 +22,6 @@ pub mod output;
 pub mod pool;
 pub mod port_forward;
 pub mod rsync;
-mod rsync_daemon;
 mod session_client;
 pub mod task;
 pub mod token;

@@ -17,9 +17,9 @@
 //! reused PID is not signalled); a failed upload is logged and retried,
 //! never fatal.
 
-use super::rsync::{RsyncArgs, Transfer};
-use super::session_client::check_running;
-use super::ClientArgs;
+use super::{RsyncArgs, Transfer};
+use crate::cli::session_client::check_running;
+use crate::cli::ClientArgs;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::hash::{Hash, Hasher};
@@ -334,7 +334,7 @@ pub fn status() -> anyhow::Result<()> {
         println!("No rsync daemon runs.");
         return Ok(());
     }
-    let mut table = super::output::table(&[
+    let mut table = crate::cli::output::table(&[
         "PID",
         "WORKFLOW",
         "TASK",
@@ -354,7 +354,7 @@ pub fn status() -> anyhow::Result<()> {
             d.last_result.clone(),
         ]);
     }
-    print!("{}", super::output::render_table(&table));
+    print!("{}", crate::cli::output::render_table(&table));
     Ok(())
 }
 

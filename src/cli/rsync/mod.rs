@@ -16,6 +16,8 @@
 //! the path is split at its first `:`; the task is checked to be RUNNING
 //! before rsync starts; rsync's exit code is this command's.
 
+mod daemon;
+
 use super::client::Client;
 use super::exec::CommandExit;
 use super::ClientArgs;
@@ -123,10 +125,8 @@ pub async fn run(client_args: &ClientArgs, command: RsyncCommand) -> anyhow::Res
     let (upload, args) = match command {
         RsyncCommand::Upload(args) => (true, args),
         RsyncCommand::Download(args) => (false, args),
-        RsyncCommand::Status => return super::rsync_daemon::status(),
-        RsyncCommand::Stop { workflow_id } => {
-            return super::rsync_daemon::stop(workflow_id.as_deref())
-        }
+        RsyncCommand::Status => return daemon::status(),
+        RsyncCommand::Stop { workflow_id } => return daemon::stop(workflow_id.as_deref()),
     };
     if (args.daemon || args.daemon_child) && !upload {
         anyhow::bail!("--daemon uploads; a download runs once");
@@ -150,10 +150,10 @@ pub async fn run(client_args: &ClientArgs, command: RsyncCommand) -> anyhow::Res
         upload,
     };
     if args.daemon {
-        return super::rsync_daemon::start(client_args, &args, &transfer);
+        return daemon::start(client_args, &args, &transfer);
     }
     if args.daemon_child {
-        return super::rsync_daemon::serve(client_args, &args, &transfer).await;
+        return daemon::serve(client_args, &args, &transfer).await;
     }
     let status = transfer
         .command(client_args, &args)?
