@@ -3,9 +3,10 @@
 //! user's) gets a UDP socket of its own in the task's network, connected
 //! to the task's port, so the task's replies go back to that client.
 //!
-//! Invariants: at most [`FLOWS_MAX`] flows per session (the least recently
-//! used goes first) and a flow idle for [`FLOW_IDLE`] is closed, so a
-//! session's sockets stay bounded; a datagram the task's port refuses
+//! Invariants: at most [`FLOWS_MAX`] flows per session (a new client's
+//! datagrams are dropped while it is full) and a flow idle for
+//! [`FLOW_IDLE`] is closed, so a session's sockets, and the sockets it
+//! makes per minute, stay bounded; a datagram the task's port refuses
 //! (nothing listens) is dropped, as UDP drops it; the session ends when
 //! the user's stream does.
 
@@ -95,11 +96,12 @@ async fn pump(
             frame = from_user.next() => {
                 let Some(Ok(datagram)) = frame else { break };
                 if !flows.contains_key(&datagram.flow) {
+                    // Full: a new client's datagram is dropped, not made
+                    // room for (evicting would let a stream of made-up
+                    // clients make a socket, and a thread to enter the
+                    // task's network, per datagram).
                     if flows.len() >= FLOWS_MAX {
-                        let oldest = flows.iter().min_by_key(|(_, flow)| flow.last).map(|(id, _)| *id);
-                        if let Some(oldest) = oldest {
-                            flows.remove(&oldest);
-                        }
+                        continue;
                     }
                     let socket = match spare.take() {
                         Some(socket) => socket,
@@ -154,5 +156,64 @@ async fn read_replies(socket: Arc<UdpSocket>, flow: u64, replies: mpsc::Sender<D
             Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {}
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Probe: made-up clients beyond the bound get no socket (each socket
+    /// in a group's network costs a thread to enter it), and the clients
+    /// that have one keep being answered.
+    #[tokio::test]
+    async fn clients_beyond_the_bound_are_dropped_not_made_room_for() {
+        let echo = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let port = echo.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let mut buffer = vec![0; 64];
+            while let Ok((n, peer)) = echo.recv_from(&mut buffer).await {
+                let _ = echo.send_to(&buffer[..n], peer).await;
+            }
+        });
+        let end = open(UdpTarget::Host, port).await.expect("session");
+        let (mut to_task, mut from_task) = Framed::new(end, DatagramCodec).split();
+        let flows = FLOWS_MAX as u64 + 44;
+        for flow in 0..flows {
+            let datagram = Datagram {
+                flow,
+                payload: flow.to_be_bytes().to_vec(),
+            };
+            to_task.send(datagram).await.expect("send");
+        }
+        // The first client again, after the made-up ones.
+        to_task
+            .send(Datagram {
+                flow: 0,
+                payload: b"again".to_vec(),
+            })
+            .await
+            .expect("send");
+        let mut answered = std::collections::BTreeSet::new();
+        let mut again = false;
+        while !again {
+            let reply = tokio::time::timeout(Duration::from_secs(10), from_task.next())
+                .await
+                .expect("replies in time")
+                .expect("a reply")
+                .expect("a frame");
+            again |= reply.payload == b"again";
+            answered.insert(reply.flow);
+        }
+        assert!(
+            answered.len() <= FLOWS_MAX,
+            "{} flows answered",
+            answered.len()
+        );
+        assert!(
+            answered.iter().all(|flow| *flow < FLOWS_MAX as u64),
+            "{answered:?}"
+        );
+        let _ = to_task.close().await;
     }
 }
