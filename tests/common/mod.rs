@@ -102,9 +102,14 @@ impl DevServer {
             let text = server.log();
             if let Some(position) = text[offset as usize..].find(marker) {
                 let rest = &text[offset as usize + position + marker.len()..];
-                let address: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                server.url = address;
-                return server;
+                // Only a whole line: a read while the server writes it can
+                // end inside the address (`http://127.0.0.` once read as
+                // 127.0.0.0).
+                if let Some((line, _)) = rest.split_once('\n') {
+                    let address: String = line.chars().take_while(|c| !c.is_whitespace()).collect();
+                    server.url = address;
+                    return server;
+                }
             }
             assert!(
                 Instant::now() < deadline,
