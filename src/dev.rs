@@ -43,6 +43,19 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/gantry/dev"))
 }
 
+/// The dev server's cluster key: `<data-dir>/cluster-key`, made at the
+/// first start, so user credentials work without a setup step (the data
+/// directory is private; the key is never part of the state or snapshots).
+fn dev_cluster_key(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    gantry_raft::private_fs::create_dir(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let path = data_dir.join("cluster-key");
+    if !path.exists() {
+        crate::secrets::KeyRing::write_new_key(&path, false)?;
+    }
+    Ok(path)
+}
+
 pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
     let data_dir = match args.data_dir {
         Some(dir) => dir,
@@ -56,6 +69,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
         specs.push((file.clone(), text));
     }
     let auth_required = args.auth || !args.listen.ip().is_loopback();
+    let cluster_key = dev_cluster_key(&data_dir)?;
     let running = server::start(ServerOptions {
         data_dir: data_dir.clone(),
         listen: args.listen,
@@ -74,7 +88,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
         object_store: args.object_store.clone(),
         // A cluster of one has nobody to compare its state with.
         state_check_interval: None,
-        cluster_key: None,
+        cluster_key: Some(cluster_key),
     })
     .await?;
     eprintln!(

@@ -28,6 +28,7 @@ pub mod access_token;
 pub mod bulk;
 pub mod clock;
 pub mod data_dir;
+pub mod image_ref;
 pub mod metrics;
 pub mod object_storage;
 pub mod secrets;

@@ -77,6 +77,13 @@ enum Top {
         #[command(subcommand)]
         command: cli::TokenCommand,
     },
+    /// Your credentials (registry, data, generic): set, list, delete
+    Credential {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::CredentialCommand,
+    },
     /// Save a server URL, token and CA for later commands
     Login(cli::LoginArgs),
     /// Versioned configs: list, show, update, set, history, rollback, delete, tag, diff
@@ -282,6 +289,13 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             client.format = command.format();
             cli::run_token(&client, command).await.map(|()| 0)
+        }
+        Top::Credential {
+            mut client,
+            command,
+        } => {
+            client.format = command.format();
+            cli::run_credential(&client, command).await.map(|()| 0)
         }
         Top::Login(args) => cli::run_login(args).await.map(|()| 0),
         Top::Config {

@@ -19,7 +19,8 @@ use serde_json::Value;
 use std::path::Path;
 use std::sync::OnceLock;
 
-/// What every sealed value starts with (format 1).
+/// What every sealed value starts with (format 1; the state machine
+/// refuses a user credential without [`gantry_storage::SEALED_VALUE_PREFIX`]).
 pub const SEALED_PREFIX: &str = "gantry-sealed:1:";
 const KEY_BYTES: usize = 32;
 
@@ -36,6 +37,11 @@ pub enum SecretError {
     Corrupt(String),
     #[error("cannot seal a credential: {0}")]
     Seal(String),
+    #[error(
+        "this server has no cluster key, and user credentials are stored only sealed with one: \
+         start every member with --cluster-key FILE (made by `gantry cluster key new`)"
+    )]
+    NoKey,
 }
 
 /// The cluster's keys, newest first.
@@ -252,6 +258,31 @@ pub fn open(value: &str) -> Result<String, SecretError> {
     }
 }
 
+/// A user credential's values (names to strings) sealed as one JSON
+/// object with this process's newest key; refused without a key ring (a
+/// user credential is never stored in clear).
+pub fn seal_values(
+    values: &std::collections::BTreeMap<String, String>,
+) -> Result<String, SecretError> {
+    let ring = ring().ok_or(SecretError::NoKey)?;
+    let text =
+        serde_json::to_string(values).map_err(|error| SecretError::Seal(error.to_string()))?;
+    ring.seal(&text)
+}
+
+/// The values [`seal_values`] sealed.
+pub fn open_values(
+    sealed: &str,
+) -> Result<std::collections::BTreeMap<String, String>, SecretError> {
+    if !sealed.starts_with(SEALED_PREFIX) {
+        return Err(SecretError::Corrupt(
+            "a user credential that is not sealed".into(),
+        ));
+    }
+    let text = open(sealed)?;
+    serde_json::from_str(&text).map_err(|error| SecretError::Corrupt(error.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +291,11 @@ mod tests {
         let path = dir.join("cluster-key");
         KeyRing::write_new_key(&path, false).unwrap();
         KeyRing::load(&path).unwrap()
+    }
+
+    #[test]
+    fn sealed_values_are_what_the_state_machine_takes_for_sealed() {
+        assert!(SEALED_PREFIX.starts_with(gantry_storage::SEALED_VALUE_PREFIX));
     }
 
     #[test]

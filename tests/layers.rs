@@ -43,6 +43,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "data_dir",
             "secrets",
             "bulk",
+            "image_ref",
         ],
     ),
 ];

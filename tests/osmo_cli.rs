@@ -738,6 +738,61 @@ fn task_list_through_osmos_cli() {
     server.stop();
 }
 
+/// `osmo credential set|list|delete` against Gantry: the three types in
+/// OSMO's envelopes, the list as OSMO's table and JSON, a workflow whose
+/// task takes a generic credential as an environment variable (its value
+/// masked in `osmo workflow logs`), and deletes answering what they removed.
+#[test]
+fn credentials_through_osmos_cli() {
+    let Some(osmo) = Osmo::find() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(&dir.path().join("dev"));
+    let api = server.client();
+    osmo.login(&server.url, "alice");
+    let text = osmo.ok(&["credential", "set", "wandb", "--type", "GENERIC", "--payload", "key=wandb-SECRET-0xC0FFEE"]);
+    assert!(text.contains("Set GENERIC credential wandb."), "{text}");
+    osmo.ok(&["credential", "set", "ngc", "--type", "REGISTRY", "--payload", "registry=nvcr.io", "username=$oauthtoken", "auth=ngc-SECRET"]);
+    osmo.ok(&["credential", "set", "bucket", "--type", "DATA", "--payload", "endpoint=s3://team-bucket/", "access_key_id=AKIAEXAMPLE", "access_key=data-SECRET-KEY"]);
+    let listed: Value = serde_json::from_str(&osmo.ok(&["credential", "--format-type", "json", "list"])).expect("credential list json");
+    assert_eq!(
+        listed["credentials"],
+        json!([
+            {"cred_name": "bucket", "cred_type": "DATA", "profile": "s3://team-bucket"},
+            {"cred_name": "ngc", "cred_type": "REGISTRY", "profile": "nvcr.io"},
+            {"cred_name": "wandb", "cred_type": "GENERIC", "profile": null},
+        ])
+    );
+    let table = osmo.ok(&["credential", "list"]);
+    assert!(row(&table, "ngc").contains("nvcr.io"), "{table}");
+    // The CLI kept the data credential in its own config: "Local" is Yes.
+    assert!(row(&table, "bucket").contains("Yes"), "{table}");
+    assert!(!table.contains("SECRET"), "{table}");
+
+    let spec = spec_file(
+        dir.path(),
+        "wandb.yaml",
+        "workflow:\n  name: osmo-creds\n  tasks:\n  - name: train\n    image: ubuntu\n    command: [sh, -c, 'test -n \"$WANDB_API_KEY\" && echo key=$WANDB_API_KEY']\n    credentials:\n      wandb: {WANDB_API_KEY: key}\n",
+    );
+    let id = submitted_id(&osmo.ok(&["workflow", "submit", &spec]));
+    let done = api.wait_finished(&id, Duration::from_secs(60));
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let logs = osmo.ok(&["workflow", "logs", &id]);
+    assert!(logs.contains("key=[MASKED]"), "{logs}");
+    assert!(!logs.contains("0xC0FFEE"), "{logs}");
+
+    let text = osmo.ok(&["credential", "delete", "bucket"]);
+    assert!(text.contains("Deleted credential bucket."), "{text}");
+    let missing = osmo.run(&["credential", "delete", "bucket"]);
+    assert_ne!(missing.code, 0);
+    assert!(
+        format!("{}{}", missing.stdout, missing.stderr).contains("Credential bucket does not exist"),
+        "{}{}",
+        missing.stdout,
+        missing.stderr
+    );
+    server.stop();
+}
+
 /// OSMO's router protocol, as OSMO's CLI speaks it to Gantry:
 /// `osmo workflow port-forward` (a ticket per port, a control socket, a
 /// data socket per connection: 20 connections at once each get their own

@@ -10,6 +10,7 @@ mod agent_session;
 pub mod auth;
 mod cluster;
 mod configs;
+mod credentials;
 mod drain;
 mod error;
 mod events;

@@ -10,8 +10,8 @@
 use super::access::{Access, Target};
 use super::routes::{gantry, optional, required, Content, Kind, QueryParam, Route};
 use super::{
-    access_tokens, agent_session, cluster, configs, events, operator_stream, osmo_router,
-    port_forward, resources, submit, tasks, workflow, workflow_logs,
+    access_tokens, agent_session, cluster, configs, credentials, events, operator_stream,
+    osmo_router, port_forward, resources, submit, tasks, workflow, workflow_logs,
 };
 use axum::http::Method;
 use axum::routing::{delete, get, post};
@@ -164,6 +164,11 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::POST, "/api/cluster/key/reseal", "Seal the stored credentials with the newest cluster key", allow("config:Update", Target::Fixed("config/workflow")), post(configs::reseal)),
         Route::new(M::GET, "/api/cluster/snapshot", "The whole state as a snapshot archive", allow("cluster:Update", ANY), get(cluster::snapshot))
             .response(Content::Archive),
+        // The caller's credentials.
+        Route::new(M::GET, "/api/credentials", "The caller's credentials (names, types and profiles, never values)", allow("credentials:Read", ANY), get(credentials::list)),
+        Route::new(M::POST, "/api/credentials/{cred_name}", "Create or replace one of the caller's credentials", allow("credentials:Update", ANY), post(credentials::set))
+            .body(Content::Json),
+        Route::new(M::DELETE, "/api/credentials/{cred_name}", "Delete one of the caller's credentials", allow("credentials:Delete", ANY), delete(credentials::delete)),
         // Profile and access tokens.
         Route::new(M::GET, "/api/profile/settings", "The caller's profile", allow("profile:Read", ANY), get(access_tokens::profile)),
         Route::new(M::GET, "/api/auth/access_token", "The caller's tokens", allow("token:List", Target::Caller), get(access_tokens::list_own))

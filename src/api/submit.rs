@@ -130,7 +130,7 @@ pub async fn submit(
     }
     let (plan, admitted) = checked_plan(
         &state,
-        (&pool, priority),
+        (&pool, priority, &caller.user),
         prepared.plan.map_err(|e| e.to_string()),
         &prepared.extras,
     )?;
@@ -216,7 +216,12 @@ pub async fn restart(
         .flat_map(|group| group.tasks.iter().map(|task| task.name.as_str()))
         .collect();
     extras.retain_tasks(|task| kept.contains(task));
-    let (plan, admitted) = checked_plan(&state, (&pool, workflow.priority), Ok(plan), &extras)?;
+    let (plan, admitted) = checked_plan(
+        &state,
+        (&pool, workflow.priority, &caller.user),
+        Ok(plan),
+        &extras,
+    )?;
     let labels = view.workflow_labels(&workflow.id)?;
     let mut warnings = prepared.warnings;
     warnings.extend(admitted);
@@ -344,14 +349,18 @@ async fn prepare_spec(state: &AppState, input: SpecInput) -> Result<Prepared, Ap
 /// exactly what a submit would accept. Also the warnings they give.
 fn checked_plan(
     state: &AppState,
-    (pool, priority): (&str, Priority),
+    (pool, priority, user): (&str, Priority, &str),
     plan: Result<WorkflowPlan, String>,
     extras: &WorkflowExtras,
 ) -> Result<(Result<WorkflowPlan, String>, Vec<String>), ApiError> {
     Ok(match plan {
         Ok(plan) => {
             let view = state.node.read_local()?;
-            match super::resources::check_resources(&view, pool, (&plan, extras), priority) {
+            let checked = gantry_storage::admission::check_credentials(&view, user, &plan)
+                .and_then(|()| {
+                    super::resources::check_resources(&view, pool, (&plan, extras), priority)
+                });
+            match checked {
                 Ok(warnings) => (Ok(plan), warnings),
                 Err(error) => (Err(error), Vec::new()),
             }

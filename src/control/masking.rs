@@ -4,8 +4,12 @@
 //!
 //! The secrets are the credential values held in the WORKFLOW config (the
 //! data, log and app store keys, the registry credential, the alert
-//! tokens). A [`Masks`] caches the matcher per config revision, so the
-//! ingest path rebuilds it only when the config changes.
+//! tokens; opened when sealed, since a task prints the plaintext), and, for
+//! a task's lines, the values of the user credentials its `credentials:`
+//! names (as OSMO: every value of a mounted credential, the keys an
+//! environment variable takes). A [`Masks`] caches the config's matcher per
+//! config revision and a task's matcher per task, so the ingest path
+//! rebuilds them only when the config changes or a task first logs.
 //!
 //! Invariants: masking happens once, on the node that takes a task's
 //! lines, before they enter the live buffer or a chunk, so no reader and
@@ -14,9 +18,15 @@
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use gantry_storage::config::workflow::{MASK, SECRET_POINTERS};
-use gantry_storage::{ConfigData, ConfigType, ReadView, StorageError};
+use gantry_storage::plan::CredentialUse;
+use gantry_storage::{ConfigData, ConfigType, ReadView, StorageError, TaskKey};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+/// Tasks whose credential matchers are kept; past this the cache starts
+/// over (a matcher is rebuilt from the state in microseconds).
+const TASK_MASKERS_MAX: usize = 4096;
 
 /// Shorter values are not masked: they would hide ordinary words.
 pub const SECRET_CHARS_MIN: usize = 8;
@@ -51,7 +61,8 @@ impl Masker {
                 .iter()
                 .filter_map(|pointer| config.pointer(pointer))
                 .filter_map(Value::as_str)
-                .map(str::to_string),
+                // Sealed at rest: the task sees, and may print, the plaintext.
+                .map(|value| crate::secrets::open(value).unwrap_or_else(|_| value.to_string())),
         )
     }
 
@@ -65,10 +76,13 @@ impl Masker {
     }
 }
 
-/// The masker in force, rebuilt when the WORKFLOW config's revision changes.
+/// The masker in force, rebuilt when the WORKFLOW config's revision
+/// changes, and each task's credential masker.
 #[derive(Default)]
 pub struct Masks {
     cached: Mutex<Option<(Option<u64>, Arc<Masker>)>>,
+    /// By task run; `None`: the task names no credential.
+    tasks: Mutex<HashMap<TaskKey, Option<Arc<Masker>>>>,
 }
 
 impl Masks {
@@ -93,6 +107,66 @@ impl Masks {
         *cached = Some((revision, masker.clone()));
         Ok(masker)
     }
+
+    /// The masker of the user credentials task run `key` names, built at
+    /// its first lines from the values its launch received.
+    pub fn for_task(
+        &self,
+        view: &ReadView,
+        key: &TaskKey,
+    ) -> Result<Option<Arc<Masker>>, StorageError> {
+        if let Some(known) = self.known_task(key) {
+            return Ok(known);
+        }
+        let built = task_secrets(view, key)?.map(|secrets| Arc::new(Masker::new(secrets)));
+        let mut tasks = self.lock_tasks();
+        if tasks.len() >= TASK_MASKERS_MAX {
+            tasks.clear();
+        }
+        tasks.insert(key.clone(), built.clone());
+        Ok(built)
+    }
+
+    /// The task's masker if it is built already (`Some(None)`: the task
+    /// names no credential), without reading the state.
+    pub fn known_task(&self, key: &TaskKey) -> Option<Option<Arc<Masker>>> {
+        self.lock_tasks().get(key).cloned()
+    }
+
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, HashMap<TaskKey, Option<Arc<Masker>>>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The values of the user credentials a task's `credentials:` names, as
+/// far as they open (`None` when it names none).
+fn task_secrets(view: &ReadView, key: &TaskKey) -> Result<Option<Vec<String>>, StorageError> {
+    let Some(task) = view.task(&key.workflow_id, &key.task)? else {
+        return Ok(None);
+    };
+    if task.plan.credentials.is_empty() {
+        return Ok(None);
+    }
+    let Some(workflow) = view.workflow_core(&key.workflow_id)? else {
+        return Ok(None);
+    };
+    let mut secrets = Vec::new();
+    for (name, usage) in &task.plan.credentials {
+        let Some(stored) = view.credential(&workflow.user, name)? else {
+            continue;
+        };
+        let Ok(values) = crate::secrets::open_values(&stored.sealed) else {
+            continue;
+        };
+        match usage {
+            CredentialUse::Mount(_) => secrets.extend(values.into_values()),
+            CredentialUse::Env(env) => secrets.extend(
+                env.values()
+                    .filter_map(|credential_key| values.get(credential_key).cloned()),
+            ),
+        }
+    }
+    Ok(Some(secrets))
 }
 
 #[cfg(test)]

@@ -22,10 +22,11 @@ use std::collections::BTreeMap;
 /// [`ToOperator::CreateGroupWithExtras`], and at which level.
 pub const LAUNCH_EXTRAS_HEADER: &str = "gantry-launch-extras";
 
-/// The extras this build honours: 1, checkpoints; 2, also topology. A
+/// The extras this build honours: 1, checkpoints; 2, also topology; 3,
+/// also credentials (a task's `credentials:` and registry auths). A
 /// field of an extras level an operator did not announce would be decoded
 /// and ignored (named fields), so a launch never goes to it.
-pub const LAUNCH_EXTRAS_LEVEL: u8 = 2;
+pub const LAUNCH_EXTRAS_LEVEL: u8 = 3;
 
 /// The level an operator announced in a header of abilities
 /// ([`LAUNCH_EXTRAS_HEADER`], `session::SESSIONS_HEADER`): absent, 0;
@@ -115,11 +116,14 @@ impl ToOperator {
 
     /// The extras level an operator must have announced in
     /// [`LAUNCH_EXTRAS_HEADER`] to take this job: 0 for a job without
-    /// extras, 2 when a task has topology, else 1.
+    /// extras, 3 when a task has credentials, 2 when one has topology,
+    /// else 1.
     pub fn launch_extras_needed(&self) -> u8 {
         match self {
             ToOperator::CreateGroupWithExtras { extras, .. } => {
-                if extras.values().any(|task| !task.topology.is_empty()) {
+                if extras.values().any(|task| task.has_secrets()) {
+                    3
+                } else if extras.values().any(|task| !task.topology.is_empty()) {
                     2
                 } else {
                     1

@@ -509,7 +509,7 @@ fn build_task(
         TaskExtras {
             checkpoints,
             topology,
-            topology_levels: Vec::new(),
+            ..TaskExtras::default()
         },
     ))
 }

@@ -3,7 +3,7 @@
 
 use super::*;
 use gantry_storage::extras::CheckpointPlan;
-use gantry_storage::plan::{ExitAction, InputPlan};
+use gantry_storage::plan::{CredentialUse, ExitAction, InputPlan};
 
 fn input(text: &str) -> SpecInput {
     SpecInput {
@@ -200,11 +200,14 @@ const INVALID: &[(&str, &str, &str)] = &[
     // credentials, mounts, labels
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], credentials: {c: rel}}]}", "workflow.tasks[0].credentials.c", "absolute"),
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], credentials: {c: [1]}}]}", "workflow.tasks[0].credentials.c", "mount directory"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], credentials: {c: /}}]}", "workflow.tasks[0].credentials.c", "not the root"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], credentials: {c: /a/../etc}}]}", "workflow.tasks[0].credentials.c", "'..'"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], credentials: {c: /osmo/x}}]}", "workflow.tasks[0].credentials.c", "/osmo"),
+    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], credentials: {c: \"/a\\0\"}}]}", "workflow.tasks[0].credentials.c", "NUL"),
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], volumeMounts: ['/a:/b:/c']}]}", "workflow.tasks[0].volumeMounts[0]", "invalid volume mount"),
     ("workflow: {name: wf, labels: {'bad key!': v}, tasks: [{name: a, image: i, command: [x]}]}", "workflow.labels.bad key!", "invalid label key"),
     // OSMO fields Gantry refuses until it can honour them: never
     // accepted and ignored.
-    ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], credentials: {c: /secrets}}]}", "workflow.tasks[0].credentials", "`credentials` is not supported yet: Gantry stores no user credentials"),
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], checkpoint: [{path: '', url: s3://b, frequency: 1m}]}]}", "workflow.tasks[0].checkpoint[0].path", "must name a directory"),
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], checkpoint: [{path: /c, url: 's3://b/{{input:0}}', frequency: 1m}]}]}", "workflow.tasks[0].checkpoint[0].url", "refers to input 0"),
     ("workflow: {name: wf, tasks: [{name: a, image: i, command: [x], kpis: [{index: 0, path: /k}]}]}", "workflow.tasks[0].kpis", "`kpis` is not supported yet"),
@@ -469,33 +472,23 @@ fn example_b_with_set_overrides() {
         == Some("INFO")));
 }
 
-/// Example C's credentials are refused (Gantry stores none yet); its
-/// checkpoint and files are planned.
+/// Example C's credentials, checkpoint and files are planned (whether the
+/// credentials exist is the submit's check, against its user's).
 #[test]
-fn example_c_credentials_are_refused_checkpoint_and_files_work() {
-    let refused = |text: &str| match run(text) {
-        Ok(Prepared { plan: Err(err), .. }) => err,
-        other => panic!("not refused: {other:?}"),
-    };
-    let err = refused(EXAMPLE_C);
-    assert_eq!(err.path.as_deref(), Some("workflow.tasks[0].credentials"));
-    assert!(err.message.contains("stores no user credentials"), "{err}");
-    let without_credentials = EXAMPLE_C
-        .replace("    credentials:\n", "")
-        .replace(
-            "      wandb: {WANDB_API_KEY: key}      # env var from generic credential\n",
-            "",
-        )
-        .replace(
-            "      aws_keys: /root/.aws              # each key mounted as a file\n",
-            "",
-        );
-    let prepared = run(&without_credentials).expect("prepared");
+fn example_c_credentials_checkpoint_and_files_are_planned() {
+    let prepared = run(EXAMPLE_C).expect("prepared");
     let plan = prepared.plan.expect("planned");
     let task = &plan.groups[0].tasks[0];
     assert_eq!(task.files[0].path, "/tmp/train.py");
     assert!(!task.files[0].base64);
-    assert!(task.credentials.is_empty());
+    assert_eq!(
+        task.credentials["wandb"],
+        CredentialUse::Env([("WANDB_API_KEY".to_string(), "key".to_string())].into())
+    );
+    assert_eq!(
+        task.credentials["aws_keys"],
+        CredentialUse::Mount("/root/.aws".into())
+    );
     assert_eq!(task.resource.name, "default");
     assert_eq!(
         prepared.extras.tasks["train"].checkpoints,

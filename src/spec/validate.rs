@@ -192,18 +192,9 @@ pub fn not_yet(field: &str, why: &str) -> String {
 }
 
 /// The task fields Gantry refuses (saying why) once
-/// their shape has been checked: `credentials`, `kpis`,
-/// `cacheSize`; and `downloadType` other than `download`, OSMO's only one.
+/// their shape has been checked: `kpis`, `cacheSize`; and `downloadType`
+/// other than `download`, OSMO's only one.
 pub fn unsupported_task_fields(path: &str, task: &TaskSpec) -> Result<(), SpecError> {
-    if !task.credentials.is_empty() {
-        return Err(SpecError::invalid(
-            join(path, "credentials"),
-            not_yet(
-                "credentials",
-                "Gantry stores no user credentials, so none can reach a task",
-            ),
-        ));
-    }
     if !task.kpis.is_empty() {
         return Err(SpecError::invalid(
             join(path, "kpis"),
@@ -552,6 +543,31 @@ pub fn checkpoints(
     Ok(plans)
 }
 
+/// A credential's mount directory: absolute (checked by the caller), not
+/// the root, no `..`, NUL or `/osmo` (the executor's own files).
+fn mount_dir(at: &str, dir: &str) -> Result<String, SpecError> {
+    let trimmed = dir.trim_end_matches('/');
+    let refuse = |why: &str| {
+        Err(SpecError::invalid(
+            at,
+            format!("credential mount directory '{dir}' {why}"),
+        ))
+    };
+    if trimmed.is_empty() {
+        return refuse("must be a directory, not the root");
+    }
+    if dir.contains('\0') {
+        return refuse("must not contain NUL");
+    }
+    if trimmed.split('/').any(|part| part == ".." || part == ".") {
+        return refuse("must not contain '.' or '..'");
+    }
+    if trimmed == "/osmo" || trimmed.starts_with("/osmo/") {
+        return refuse("must not be under /osmo");
+    }
+    Ok(trimmed.to_string())
+}
+
 /// `name: "/dir"` mounts every key; `name: {ENV: key}` maps keys to env.
 pub fn credentials(
     path: &str,
@@ -565,7 +581,9 @@ pub fn credentials(
         }
         let shape = "must be a mount directory (\"/dir\") or a map of ENV_VAR: key";
         let usage = match value {
-            Value::String(dir) if dir.starts_with('/') => CredentialUse::Mount(dir.clone()),
+            Value::String(dir) if dir.starts_with('/') => {
+                CredentialUse::Mount(mount_dir(&at, dir)?)
+            }
             Value::String(_) => {
                 return Err(SpecError::invalid(
                     at,

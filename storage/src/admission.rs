@@ -385,6 +385,37 @@ pub fn check_executor(executor: &str, backend: &str, task: &TaskPlan) -> Result<
     Ok(())
 }
 
+/// A task's `credentials:` against its user's credentials (OSMO's
+/// `validate_generic_cred`): every name must be one of the user's
+/// credentials (of any type, as OSMO), and every key an environment
+/// variable takes from it one of that credential's keys. Reads only names
+/// and keys: nothing is opened.
+pub fn check_credentials(view: &ReadView, user: &str, plan: &WorkflowPlan) -> Result<(), String> {
+    use crate::plan::CredentialUse;
+    for group in &plan.groups {
+        for task in &group.tasks {
+            for (name, usage) in &task.credentials {
+                let at = format!("task '{}': credentials.{name}", task.name);
+                let credential = view
+                    .credential(user, name)
+                    .map_err(|error| error.to_string())?
+                    .ok_or_else(|| format!("{at}: Could not find the credential: {name}."))?;
+                if let CredentialUse::Env(env) = usage {
+                    for (variable, key) in env {
+                        if !credential.keys.contains(key) {
+                            return Err(format!(
+                                "{at}.{variable}: {key} is not a valid credential key please choose from [{}]",
+                                credential.keys.join(", ")
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

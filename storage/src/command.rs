@@ -207,7 +207,21 @@ pub enum Command {
         workflow_id: String,
         event: crate::record::SessionEventInput,
     },
-    /// 26, only in a build with the `upgrade-drill` feature: a command kind
+    /// 26. A user's credential, created or replaced (OSMO's `POST
+    ///     /api/credentials/{name}`): its values sealed by the proposer.
+    ///     Rejected for a name or key out of syntax or bounds, a value not
+    ///     sealed, a name the user holds with another type, or a user at
+    ///     [`crate::record::CREDENTIALS_PER_USER_MAX`]. Gated.
+    PutCredential {
+        now: Millis,
+        user: String,
+        name: String,
+        credential: crate::record::CredentialRecord,
+    },
+    /// 27. A user's credential removed; rejected when the user has none of
+    ///     that name. Gated.
+    DeleteCredential { user: String, name: String },
+    /// 28, only in a build with the `upgrade-drill` feature: a command kind
     ///     that the build without it does not know, to rehearse a rolling
     ///     upgrade (see [`COMMAND_KINDS_UNGATED`]). Applies as a no-op. It
     ///     stays the last variant: a new kind goes before it.
@@ -217,9 +231,9 @@ pub enum Command {
 
 /// Command kinds this build understands: the variants `0..COMMAND_KINDS`.
 #[cfg(not(feature = "upgrade-drill"))]
-pub const COMMAND_KINDS: u16 = 26;
+pub const COMMAND_KINDS: u16 = 28;
 #[cfg(feature = "upgrade-drill")]
-pub const COMMAND_KINDS: u16 = 27;
+pub const COMMAND_KINDS: u16 = 29;
 
 /// Command kinds every member understands without saying so: those of the
 /// release that introduced version gating. A leader proposes a kind at or
@@ -281,7 +295,8 @@ impl Command {
             | Command::SubmitWorkflowWithLabels { now, .. }
             | Command::SubmitWorkflowWithExtras { now, .. }
             | Command::PutPoolWithExtras { now, .. }
-            | Command::RecordSession { now, .. } => Some(*now),
+            | Command::RecordSession { now, .. }
+            | Command::PutCredential { now, .. } => Some(*now),
             Command::CompleteJob { .. }
             | Command::PutPool { .. }
             | Command::IssueToken { .. }
@@ -290,7 +305,8 @@ impl Command {
             | Command::RecordTaskDataTimes { .. }
             | Command::TagWorkflow { .. }
             | Command::TagConfigRevision { .. }
-            | Command::DeleteConfigRevision { .. } => None,
+            | Command::DeleteConfigRevision { .. }
+            | Command::DeleteCredential { .. } => None,
             #[cfg(feature = "upgrade-drill")]
             Command::UpgradeDrill { .. } => None,
         }
@@ -325,8 +341,10 @@ impl Command {
             Command::SubmitWorkflowWithExtras { .. } => 23,
             Command::PutPoolWithExtras { .. } => 24,
             Command::RecordSession { .. } => 25,
+            Command::PutCredential { .. } => 26,
+            Command::DeleteCredential { .. } => 27,
             #[cfg(feature = "upgrade-drill")]
-            Command::UpgradeDrill { .. } => 26,
+            Command::UpgradeDrill { .. } => 28,
         }
     }
 

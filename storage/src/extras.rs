@@ -47,6 +47,61 @@ pub struct TaskExtras {
     /// are then, which the scheduler's topology object lists.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub topology_levels: Vec<String>,
+    /// Set at launch only, never stored (a stored or proposed text with
+    /// them is refused): the task's `credentials:`, opened, for its
+    /// operator to deliver.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<LaunchCredential>,
+    /// Set at launch only, never stored: the user's registry credentials
+    /// that cover the task's image, most specific first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub registry_auths: Vec<RegistryAuth>,
+}
+
+/// One entry of a task's `credentials:` as launched: where its values go
+/// and the values themselves (only those the task uses).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LaunchCredential {
+    /// The user's credential name.
+    pub name: String,
+    /// `name: /dir`: every key a file under this directory.
+    pub mount: Option<String>,
+    /// `name: {ENV: key}`: environment variable → key.
+    pub env: BTreeMap<String, String>,
+    /// Key → value.
+    pub values: BTreeMap<String, String>,
+}
+
+/// A registry credential as launched, for image pulls.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RegistryAuth {
+    /// The registry scope it covers (`nvcr.io`, `ghcr.io/team`).
+    pub scope: String,
+    pub username: String,
+    pub password: String,
+}
+
+// Values never reach a log through `Debug`.
+impl std::fmt::Debug for LaunchCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaunchCredential")
+            .field("name", &self.name)
+            .field("mount", &self.mount)
+            .field("env", &self.env)
+            .field("keys", &self.values.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("scope", &self.scope)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One entry of a resource's `topology`, validated.
@@ -103,11 +158,22 @@ impl TaskExtras {
         if !self.topology.is_empty() {
             names.push("topology");
         }
+        if !self.credentials.is_empty() || !self.registry_auths.is_empty() {
+            names.push("credentials");
+        }
         names
     }
 
     pub fn is_empty(&self) -> bool {
-        self.checkpoints.is_empty() && self.topology.is_empty() && self.topology_levels.is_empty()
+        self.checkpoints.is_empty()
+            && self.topology.is_empty()
+            && self.topology_levels.is_empty()
+            && !self.has_secrets()
+    }
+
+    /// Whether launch-only secret values are set.
+    pub fn has_secrets(&self) -> bool {
+        !self.credentials.is_empty() || !self.registry_auths.is_empty()
     }
 }
 
@@ -139,7 +205,13 @@ impl WorkflowExtras {
                 text.len()
             ));
         }
-        serde_json::from_str(text).map_err(|error| format!("malformed plan extras: {error}"))
+        let extras: WorkflowExtras = serde_json::from_str(text)
+            .map_err(|error| format!("malformed plan extras: {error}"))?;
+        // Credentials are opened at launch and must never be stored.
+        if extras.tasks.values().any(TaskExtras::has_secrets) {
+            return Err("plan extras must not carry credential values".into());
+        }
+        Ok(extras)
     }
 
     /// The extras of the tasks `keep` names (a restart's kept tasks).

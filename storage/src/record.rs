@@ -348,3 +348,75 @@ pub struct SessionEvent {
     pub kind: String,
     pub detail: String,
 }
+
+/// What every sealed credential value starts with: the state holds a
+/// user's credential only in this form (the binary seals it with the
+/// cluster key before proposing; `apply` refuses anything else).
+pub const SEALED_VALUE_PREFIX: &str = "gantry-sealed:";
+/// Credentials one user may hold.
+pub const CREDENTIALS_PER_USER_MAX: usize = 128;
+/// Longest credential name, in bytes.
+pub const CREDENTIAL_NAME_BYTES_MAX: usize = 64;
+/// Keys one credential may have.
+pub const CREDENTIAL_KEYS_MAX: usize = 64;
+/// Longest key of a credential, in bytes.
+pub const CREDENTIAL_KEY_BYTES_MAX: usize = 256;
+/// Longest profile (registry or endpoint), in bytes.
+pub const CREDENTIAL_PROFILE_BYTES_MAX: usize = 1024;
+/// Longest sealed value, in bytes (its plaintext is at most about three
+/// quarters of this).
+pub const CREDENTIAL_SEALED_BYTES_MAX: usize = 96 * 1024;
+
+/// OSMO's credential name syntax.
+pub fn is_credential_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let inner = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
+    match (bytes.first(), bytes.last()) {
+        (Some(first), Some(last)) => {
+            bytes.len() <= CREDENTIAL_NAME_BYTES_MAX
+                && first.is_ascii_alphabetic()
+                && last.is_ascii_alphanumeric()
+                && bytes.iter().all(inner)
+        }
+        _ => false,
+    }
+}
+
+/// OSMO's credential types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CredentialKind {
+    /// A container registry's user and password (image pulls).
+    Registry,
+    /// An object store's access key (the user's `s3://` URLs).
+    Data,
+    /// Any keys and values (a task's `credentials:`).
+    Generic,
+}
+
+impl CredentialKind {
+    /// OSMO's name: `REGISTRY`, `DATA`, `GENERIC`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Registry => "REGISTRY",
+            CredentialKind::Data => "DATA",
+            CredentialKind::Generic => "GENERIC",
+        }
+    }
+}
+
+/// A user's credential, as proposed (`Command::PutCredential`) and stored:
+/// what may be shown in clear, and the values sealed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialRecord {
+    pub kind: CredentialKind,
+    /// OSMO's `profile`: the registry (REGISTRY) or the endpoint (DATA)
+    /// the credential is for; the name for GENERIC.
+    pub profile: String,
+    /// The names of its values, sorted (a task's `credentials:` is checked
+    /// against them at submit without opening anything).
+    pub keys: Vec<String>,
+    /// The values as a JSON object of strings, sealed with the cluster key.
+    pub sealed: String,
+    /// When it was last set (the command's time; ignored as proposed).
+    pub updated: Millis,
+}

@@ -238,6 +238,8 @@ declare_tables! {
     /// (`Vec<SessionEvent>`, the newest `SESSION_EVENTS_MAX`), for
     /// workflows that had any.
     WORKFLOW_SESSIONS: &str => &[u8] = "workflow_sessions";
+    /// (user, credential name) → `CredentialRecord` (values sealed).
+    USER_CREDENTIALS: (&str, &str) => &[u8] = "user_credentials";
 }
 
 /// The registered table called `name`.

@@ -335,6 +335,37 @@ impl ReadView {
             .unwrap_or_default())
     }
 
+    /// A user's credential by name.
+    pub fn credential(
+        &self,
+        user: &str,
+        name: &str,
+    ) -> Result<Option<crate::record::CredentialRecord>, StorageError> {
+        let table = self.txn.open_table(tables::USER_CREDENTIALS)?;
+        let row = table.get((user, name))?;
+        row.map(|v| self.row(&tables::USER_CREDENTIALS, &(user, name), v.value()))
+            .transpose()
+    }
+
+    /// A user's credentials, by name.
+    pub fn credentials(
+        &self,
+        user: &str,
+    ) -> Result<Vec<(String, crate::record::CredentialRecord)>, StorageError> {
+        let table = self.txn.open_table(tables::USER_CREDENTIALS)?;
+        let mut credentials = Vec::new();
+        for row in table.range((user, "")..)? {
+            let (key, value) = row?;
+            let (owner, name) = key.value();
+            if owner != user {
+                break;
+            }
+            let record = self.row(&tables::USER_CREDENTIALS, &(owner, name), value.value())?;
+            credentials.push((name.to_string(), record));
+        }
+        Ok(credentials)
+    }
+
     /// A workflow's plan extras (empty without any).
     pub fn workflow_extras(&self, id: &str) -> Result<WorkflowExtras, StorageError> {
         let table = self.txn.open_table(tables::WORKFLOW_EXTRAS)?;

@@ -15,8 +15,8 @@ use crate::error::StorageError;
 use crate::labels::Labels;
 use crate::plan::TaskPlan;
 use crate::record::{
-    GroupRecord, JobRecord, Millis, PoolRecord, SessionEvent, TaskRecord, TimerRecord,
-    WorkflowRecord, SESSION_EVENTS_MAX,
+    CredentialRecord, GroupRecord, JobRecord, Millis, PoolRecord, SessionEvent, TaskRecord,
+    TimerRecord, WorkflowRecord, SESSION_EVENTS_MAX,
 };
 use crate::row::{decode_row, encode_row, seal, unseal};
 use redb::{ReadableTable, WriteTransaction};
@@ -27,8 +27,8 @@ pub(crate) use crate::schema::{
     ACTIVE_GROUPS, BACKENDS, BY_POOL, BY_STATUS, BY_SUBMIT, BY_TAG, BY_TIME, BY_USER, BY_UUID,
     CONFIG_CURRENT, CONFIG_HISTORY, COUNTERS, GROUPS, GROUP_TALLIES, JOBS, LOG_CHUNKS, META,
     OPERATOR_SEQS, POOLS, REQUEST_KEYS, TASKS, TASK_PLANS, TASK_RUNS, TIMERS, TOKENS,
-    TOKENS_BY_HASH, WORKFLOWS, WORKFLOW_ARCHIVE, WORKFLOW_EXTRAS, WORKFLOW_LABELS,
-    WORKFLOW_SESSIONS, WORKFLOW_SPECS, WORKFLOW_TAGS, WORKFLOW_TALLIES,
+    TOKENS_BY_HASH, USER_CREDENTIALS, WORKFLOWS, WORKFLOW_ARCHIVE, WORKFLOW_EXTRAS,
+    WORKFLOW_LABELS, WORKFLOW_SESSIONS, WORKFLOW_SPECS, WORKFLOW_TAGS, WORKFLOW_TALLIES,
 };
 
 pub(crate) const RAFT_META_KEY: &str = "raft";
@@ -577,6 +577,52 @@ impl<'a> Tables<'a> {
     /// A workflow's tags, in tag order.
     pub fn workflow_tags(&self, id: &str) -> Result<Vec<String>, StorageError> {
         crate::indexes::tags_of(&self.txn.open_table(WORKFLOW_TAGS)?, id)
+    }
+
+    /// A user's credential by name.
+    pub fn credential(
+        &self,
+        user: &str,
+        name: &str,
+    ) -> Result<Option<CredentialRecord>, StorageError> {
+        let table = self.txn.open_table(USER_CREDENTIALS)?;
+        let row = table.get((user, name))?;
+        row.map(|v| decode_row(&USER_CREDENTIALS, &(user, name), v.value()))
+            .transpose()
+    }
+
+    /// How many credentials a user holds.
+    pub fn credential_count(&self, user: &str) -> Result<usize, StorageError> {
+        let table = self.txn.open_table(USER_CREDENTIALS)?;
+        let mut count = 0;
+        for row in table.range((user, "")..)? {
+            let (key, _) = row?;
+            if key.value().0 != user {
+                break;
+            }
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    pub fn put_credential(
+        &self,
+        user: &str,
+        name: &str,
+        credential: &CredentialRecord,
+    ) -> Result<(), StorageError> {
+        self.txn
+            .open_table(USER_CREDENTIALS)?
+            .insert((user, name), encode_row(credential)?.as_slice())?;
+        Ok(())
+    }
+
+    pub fn remove_credential(&self, user: &str, name: &str) -> Result<bool, StorageError> {
+        Ok(self
+            .txn
+            .open_table(USER_CREDENTIALS)?
+            .remove((user, name))?
+            .is_some())
     }
 
     /// Adds a session to workflow `id`'s, keeping the newest

@@ -284,6 +284,22 @@ fn samples() -> Vec<Command> {
                 detail: "/bin/bash".into(),
             },
         },
+        Command::PutCredential {
+            now,
+            user: "alice".into(),
+            name: "hf".into(),
+            credential: gantry_storage::CredentialRecord {
+                kind: gantry_storage::CredentialKind::Registry,
+                profile: "nvcr.io".into(),
+                keys: vec!["auth".into(), "username".into()],
+                sealed: "gantry-sealed:1:0123456789ab:AAAA".into(),
+                updated: 0,
+            },
+        },
+        Command::DeleteCredential {
+            user: "alice".into(),
+            name: "hf".into(),
+        },
     ]
 }
 

@@ -1013,6 +1013,44 @@ impl Case {
                     },
                 }])
             }
+            "credential" => {
+                // credential USER NAME at=.. type=generic|registry|data keys=a,b sealed=..
+                args.allow(&["at", "type", "keys", "sealed", "profile"])?;
+                let kind = match args.get("type").unwrap_or("generic") {
+                    "generic" => gantry_storage::CredentialKind::Generic,
+                    "registry" => gantry_storage::CredentialKind::Registry,
+                    "data" => gantry_storage::CredentialKind::Data,
+                    other => return Err(format!("unknown credential type {other}")),
+                };
+                self.run(vec![Command::PutCredential {
+                    now: args.need_num("at")?,
+                    user: args.pos(0, "user")?.to_string(),
+                    name: args.pos(1, "credential name")?.to_string(),
+                    credential: gantry_storage::CredentialRecord {
+                        kind,
+                        profile: args.get("profile").unwrap_or("").to_string(),
+                        keys: args
+                            .get("keys")
+                            .unwrap_or("")
+                            .split(',')
+                            .filter(|key| !key.is_empty())
+                            .map(str::to_string)
+                            .collect(),
+                        sealed: args
+                            .get("sealed")
+                            .unwrap_or("gantry-sealed:1:k:AAAA")
+                            .to_string(),
+                        updated: 0,
+                    },
+                }])
+            }
+            "uncredential" => {
+                args.allow(&[])?;
+                self.run(vec![Command::DeleteCredential {
+                    user: args.pos(0, "user")?.to_string(),
+                    name: args.pos(1, "credential name")?.to_string(),
+                }])
+            }
             "report" => {
                 args.allow(&["at", "exit", "message", "node", "time", "retry"])?;
                 let now: i64 = args.need_num("at")?;
@@ -1790,6 +1828,33 @@ impl Case {
                     .map_or_else(|| "none".to_string(), |w| w.id);
                 if found != wanted {
                     return Err(format!("find: expected {wanted}, got {found}"));
+                }
+                Ok(())
+            }
+            "credentials" => {
+                args.allow(&[])?;
+                let user = args.pos(1, "user")?;
+                let actual: Vec<String> = read
+                    .credentials(user)
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(|(name, c)| {
+                        format!(
+                            "{name}:{}:{}:{}@{}",
+                            c.kind.as_str(),
+                            c.profile,
+                            c.keys.join(","),
+                            c.updated
+                        )
+                    })
+                    .collect();
+                let wanted = after_arrow(args, "expect credentials needs '-> ...|none'")?;
+                if actual != wanted {
+                    return Err(format!(
+                        "credentials of {user}: expected [{}], got [{}]",
+                        wanted.join(" "),
+                        actual.join(" ")
+                    ));
                 }
                 Ok(())
             }

@@ -13,9 +13,10 @@
 //! `privileged`, `hostNetwork` and `volumeMounts` as the task's last pod
 //! template (`protocol::host_access`) once the platform still allows them
 //! and the executor can honour them; each task's extras (checkpoints, with
-//! special tokens substituted). A group that cannot be built names the
+//! special tokens substituted; its credentials, opened: `credentials`). A group that cannot be built names the
 //! tasks that fail with it.
 
+use super::credentials::UserCredentials;
 use crate::control::placement::PoolPlacement;
 use crate::data::{DataInput, DataOutput, DataStore, TaskData};
 use crate::protocol::host_access;
@@ -115,6 +116,8 @@ pub(super) fn build_launch(
     } else {
         BTreeSet::new()
     };
+    // Read once per launch: every task of a group is the same user's.
+    let mut credentials = UserCredentials::read(view, &workflow.user).map_err(failure)?;
     let mut launches = Vec::with_capacity(tasks.len());
     for task in tasks.iter().filter(|task| !task.status.is_finished()) {
         let key = TaskKey {
@@ -240,12 +243,19 @@ pub(super) fn build_launch(
                     ))
                     .collect(),
             },
-            extras: task_extras(&extras, &task.name, &context, &in_force.pool_extras).map_err(
-                |message| LaunchFailure {
+            extras: task_extras(&extras, &task.name, &context, &in_force.pool_extras)
+                .and_then(|mut extras| {
+                    extras.credentials = credentials.for_task(plan)?;
+                    // Only a cluster executor pulls images today.
+                    if on_kubernetes {
+                        extras.registry_auths = credentials.registry_auths(&plan.image)?;
+                    }
+                    Ok(extras)
+                })
+                .map_err(|message| LaunchFailure {
                     tasks: keys.clone(),
                     message,
-                },
-            )?,
+                })?,
         });
     }
     Ok(GroupLaunch {

@@ -8,6 +8,7 @@
 //! scheduler settings, data stores); a group that cannot be launched fails
 //! its tasks and leaves the queue instead of blocking it.
 
+mod credentials;
 mod launch;
 #[cfg(test)]
 mod tests;

@@ -219,6 +219,15 @@ impl OperatorHub {
                             )
                         }
                     };
+                    let task_masker = match self.masks.known_task(&key) {
+                        Some(known) => known,
+                        None => {
+                            let view = self.node.read_local().map_err(ConnectionEnd::Propose)?;
+                            self.masks
+                                .for_task(&view, &key)
+                                .map_err(|e| ConnectionEnd::Propose(RaftError::from(e)))?
+                        }
+                    };
                     let fresh: Vec<LogLine> = lines
                         .into_iter()
                         .filter(|line| {
@@ -230,6 +239,12 @@ impl OperatorHub {
                         })
                         .map(|mut line| {
                             if let Some(masked) = masker.mask(&line.text) {
+                                line.text = masked;
+                            }
+                            if let Some(masked) = task_masker
+                                .as_ref()
+                                .and_then(|task_masker| task_masker.mask(&line.text))
+                            {
                                 line.text = masked;
                             }
                             line

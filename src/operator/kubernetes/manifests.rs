@@ -1,6 +1,9 @@
 //! Builds the Kubernetes objects of one group from its launch: Secrets for
-//! files, the pool's KAI `Topology` (when tasks ask for topology), the
-//! gang object, one Pod per task, and a headless Service.
+//! files, for the tasks' `credentials:` (one Secret, keys `<credential>.<key>`,
+//! read by `secretKeyRef` and mounted key by key as OSMO does) and for image
+//! pulls (`kubernetes.io/dockerconfigjson` of the user's registry
+//! credentials), the pool's KAI `Topology` (when tasks ask for topology),
+//! the gang object, one Pod per task, and a headless Service.
 //!
 //! Invariants:
 //! - Pure: no I/O; the same launch and settings give the same objects (so a
@@ -39,6 +42,10 @@ pub const DATA_DIR: &str = "/osmo/data";
 const FILE_KEY: &str = "file";
 /// Files from the spec are readable and executable (scripts).
 const FILE_MODE: i32 = 0o555;
+/// Credential files are readable, whatever user the image runs as.
+const CREDENTIAL_FILE_MODE: i32 = 0o444;
+/// The pod volume of the group's credential Secret.
+const CREDENTIALS_VOLUME: &str = "user-credentials";
 
 /// What is fixed per backend when building a group.
 pub struct BuildContext<'a> {
@@ -117,6 +124,7 @@ pub fn build_group(
             mounts.push((secret_name, super::task_runtime::DATA_SPEC_PATH.to_string()));
         }
         let mut pod = build_pod(ctx, &names, task, task_count, &mounts)?;
+        add_credentials(&mut pod, &names, task)?;
         if let Some(subgroup) = topology
             .as_ref()
             .and_then(|plan| plan.task_subgroups.get(&task.key.task))
@@ -127,6 +135,21 @@ pub fn build_group(
                 .insert(topology::LABEL_SUBGROUP.to_string(), subgroup.clone());
         }
         pods.push((task.key.clone(), pod));
+    }
+    if let Some(secret) = credentials_secret(ctx, &names, group)? {
+        secrets.insert(names.user_secrets(), secret);
+    }
+    if let Some(secret) = pull_secret(ctx, &names, group)? {
+        secrets.insert(names.user_pull_secret(), secret);
+        for (_, pod) in &mut pods {
+            if let Some(spec) = pod.spec.as_mut() {
+                spec.image_pull_secrets.get_or_insert_with(Vec::new).push(
+                    k8s_openapi::api::core::v1::LocalObjectReference {
+                        name: names.user_pull_secret(),
+                    },
+                );
+            }
+        }
     }
     let service = if task_count > 1 {
         Some(headless_service(ctx, &names)?)
@@ -160,6 +183,147 @@ fn file_secret(
         "data": {FILE_KEY: base64::engine::general_purpose::STANDARD.encode(contents)},
     }))
     .map_err(|error| KubeError::invalid(format!("Secret {name}"), error))
+}
+
+/// The key of a credential's value in the group's credential Secret.
+fn credential_key(credential: &str, key: &str) -> String {
+    format!("{credential}.{key}")
+}
+
+/// One Secret with every credential value the group's tasks use.
+fn credentials_secret(
+    ctx: &BuildContext<'_>,
+    names: &GroupNames,
+    group: &GroupLaunch,
+) -> Result<Option<Secret>, KubeError> {
+    let mut data = Map::new();
+    for task in &group.tasks {
+        for credential in &task.extras.credentials {
+            for (key, value) in &credential.values {
+                data.insert(
+                    credential_key(&credential.name, key),
+                    json!(base64::engine::general_purpose::STANDARD.encode(value)),
+                );
+            }
+        }
+    }
+    if data.is_empty() {
+        return Ok(None);
+    }
+    let name = names.user_secrets();
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": ctx.namespace, "labels": names.labels()},
+        "type": "Opaque",
+        "data": data,
+    }))
+    .map(Some)
+    .map_err(|error| KubeError::invalid(format!("Secret {name}"), error))
+}
+
+/// The Docker config of the group's registry credentials, keyed by scope
+/// as OSMO writes it (the most specific first wins a pull).
+fn pull_secret(
+    ctx: &BuildContext<'_>,
+    names: &GroupNames,
+    group: &GroupLaunch,
+) -> Result<Option<Secret>, KubeError> {
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut auths = Map::new();
+    for task in &group.tasks {
+        for auth in &task.extras.registry_auths {
+            auths.entry(auth.scope.clone()).or_insert_with(|| {
+                json!({
+                    "username": auth.username,
+                    "password": auth.password,
+                    "auth": engine.encode(format!("{}:{}", auth.username, auth.password)),
+                })
+            });
+        }
+    }
+    if auths.is_empty() {
+        return Ok(None);
+    }
+    let config = serde_json::to_vec(&json!({ "auths": auths }))
+        .map_err(|error| KubeError::invalid("image pull secret", error))?;
+    let name = names.user_pull_secret();
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": ctx.namespace, "labels": names.labels()},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": engine.encode(config)},
+    }))
+    .map(Some)
+    .map_err(|error| KubeError::invalid(format!("Secret {name}"), error))
+}
+
+/// The task's `credentials:` in its container: environment variables by
+/// `secretKeyRef`, mounted keys as read-only files by `subPath`, all from
+/// the group's credential Secret.
+fn add_credentials(pod: &mut Pod, names: &GroupNames, task: &TaskLaunch) -> Result<(), KubeError> {
+    use k8s_openapi::api::core::v1::{
+        EnvVar, EnvVarSource, SecretKeySelector, Volume, VolumeMount,
+    };
+    if task.extras.credentials.is_empty() {
+        return Ok(());
+    }
+    let secret = names.user_secrets();
+    let container_name = names::container_name(&task.key.task);
+    let spec = pod
+        .spec
+        .as_mut()
+        .ok_or_else(|| KubeError::invalid("Pod", "has no spec"))?;
+    let container = spec
+        .containers
+        .iter_mut()
+        .find(|container| container.name == container_name)
+        .ok_or_else(|| KubeError::invalid("Pod", "has no task container"))?;
+    let mut mounted = false;
+    for credential in &task.extras.credentials {
+        for (variable, key) in &credential.env {
+            let env = container.env.get_or_insert_with(Vec::new);
+            // A credential's variable wins over the spec's of the same name.
+            env.retain(|existing| existing.name != *variable);
+            env.push(EnvVar {
+                name: variable.clone(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret.clone(),
+                        key: credential_key(&credential.name, key),
+                        optional: Some(false),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            });
+        }
+        if let Some(dir) = &credential.mount {
+            for key in credential.values.keys() {
+                mounted = true;
+                container
+                    .volume_mounts
+                    .get_or_insert_with(Vec::new)
+                    .push(VolumeMount {
+                        name: CREDENTIALS_VOLUME.to_string(),
+                        mount_path: format!("{}/{key}", dir.trim_end_matches('/')),
+                        sub_path: Some(credential_key(&credential.name, key)),
+                        read_only: Some(true),
+                        ..VolumeMount::default()
+                    });
+            }
+        }
+    }
+    if mounted {
+        let volume: Volume = serde_json::from_value(json!({
+            "name": CREDENTIALS_VOLUME,
+            "secret": {"secretName": secret, "defaultMode": CREDENTIAL_FILE_MODE},
+        }))
+        .map_err(|error| KubeError::invalid("credential volume", error))?;
+        spec.volumes.get_or_insert_with(Vec::new).push(volume);
+    }
+    Ok(())
 }
 
 fn headless_service(ctx: &BuildContext<'_>, names: &GroupNames) -> Result<Service, KubeError> {

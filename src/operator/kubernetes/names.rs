@@ -116,6 +116,18 @@ impl GroupNames {
         )
     }
 
+    /// Name of the Secret holding the values of the group's `credentials:`
+    /// (OSMO's name).
+    pub fn user_secrets(&self) -> String {
+        format!("{}-user-secrets", dns_label(&self.group_uuid))
+    }
+
+    /// Name of the group's image pull Secret of the user's registry
+    /// credentials (OSMO's name).
+    pub fn user_pull_secret(&self) -> String {
+        format!("{}-user", dns_label(&self.group_uuid))
+    }
+
     /// The KAI (or Volcano) queue of the group's pool.
     pub fn queue(&self, namespace: &str) -> String {
         pool_queue(namespace, &self.pool)

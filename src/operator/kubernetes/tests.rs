@@ -1133,6 +1133,121 @@ async fn privileged_host_network_and_host_mounts_reach_the_pod_as_osmo_sets_them
         .any(|v| v.get("hostPath").is_some()));
 }
 
+/// A task's `credentials:` become one Secret read by `secretKeyRef` and
+/// mounted key by key; the user's registry credentials become the group's
+/// `kubernetes.io/dockerconfigjson` pull Secret, named by every pod; no
+/// value is on a pod.
+#[tokio::test]
+async fn credentials_become_secret_refs_mounts_and_an_image_pull_secret() {
+    use base64::Engine;
+    use gantry_storage::extras::{LaunchCredential, RegistryAuth};
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut h = Harness::start(SchedulerSettings::default()).await;
+    h.hello().await;
+    let mut train = task("train", 0, true);
+    train.image = "nvcr.io/nvidia/pytorch:24.01".into();
+    train
+        .environment
+        .insert("HF_TOKEN".into(), "from-the-spec".into());
+    train.extras.credentials = vec![
+        LaunchCredential {
+            name: "hf".into(),
+            mount: None,
+            env: [("HF_TOKEN".to_string(), "token".to_string())].into(),
+            values: [("token".to_string(), "hf_SECRET_VALUE".to_string())].into(),
+        },
+        LaunchCredential {
+            name: "aws".into(),
+            mount: Some("/root/.aws".into()),
+            env: BTreeMap::new(),
+            values: [
+                ("config".to_string(), "[default]".to_string()),
+                ("credentials".to_string(), "AWS_SECRET_VALUE".to_string()),
+            ]
+            .into(),
+        },
+    ];
+    train.extras.registry_auths = vec![RegistryAuth {
+        scope: "nvcr.io".into(),
+        username: "$oauthtoken".into(),
+        password: "NGC_SECRET_VALUE".into(),
+    }];
+    let plain = task("worker", 1, false);
+    let job = h.create(group(vec![train, plain])).await;
+    h.until_done(job).await;
+    let requests = h.api.actions();
+    let secrets = posted(&requests, SECRETS);
+    let by_name = |name: &str| {
+        secrets
+            .iter()
+            .find(|secret| secret["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no Secret {name}: {secrets:?}"))
+            .clone()
+    };
+    let values = by_name(&format!("{GROUP_UUID}-user-secrets"));
+    assert_eq!(values["type"], "Opaque");
+    let decoded = |value: &Value| {
+        String::from_utf8(
+            engine
+                .decode(value.as_str().expect("base64 text"))
+                .expect("base64"),
+        )
+        .expect("utf-8")
+    };
+    assert_eq!(decoded(&values["data"]["hf.token"]), "hf_SECRET_VALUE");
+    assert_eq!(
+        decoded(&values["data"]["aws.credentials"]),
+        "AWS_SECRET_VALUE"
+    );
+    let pull = by_name(&format!("{GROUP_UUID}-user"));
+    assert_eq!(pull["type"], "kubernetes.io/dockerconfigjson");
+    let config: Value =
+        serde_json::from_str(&decoded(&pull["data"][".dockerconfigjson"])).expect("docker config");
+    assert_eq!(
+        decoded(&config["auths"]["nvcr.io"]["auth"]),
+        "$oauthtoken:NGC_SECRET_VALUE"
+    );
+    let pods = posted(&requests, PODS);
+    for pod in &pods {
+        assert_eq!(
+            pod["spec"]["imagePullSecrets"],
+            json!([{"name": format!("{GROUP_UUID}-user")}]),
+            "every pod of the group pulls with it"
+        );
+        let text = pod.to_string();
+        for secret in ["hf_SECRET_VALUE", "AWS_SECRET_VALUE", "NGC_SECRET_VALUE"] {
+            assert!(!text.contains(secret), "a value on a pod: {text}");
+        }
+    }
+    let pod = pods
+        .iter()
+        .find(|p| p["metadata"]["labels"]["osmo.task_name"] == "train")
+        .expect("train pod");
+    let container = &pod["spec"]["containers"][0];
+    let env = container["env"].as_array().expect("env");
+    let hf: Vec<&Value> = env.iter().filter(|e| e["name"] == "HF_TOKEN").collect();
+    assert_eq!(
+        hf,
+        vec![&json!({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": format!("{GROUP_UUID}-user-secrets"), "key": "hf.token", "optional": false}}})],
+        "the credential's variable replaces the spec's"
+    );
+    let mounts = container["volumeMounts"].as_array().expect("mounts");
+    for key in ["config", "credentials"] {
+        assert!(
+            mounts.contains(&json!({"name": "user-credentials", "mountPath": format!("/root/.aws/{key}"), "subPath": format!("aws.{key}"), "readOnly": true})),
+            "{mounts:?}"
+        );
+    }
+    let volumes = pod["spec"]["volumes"].as_array().expect("volumes");
+    assert!(volumes.contains(&json!({"name": "user-credentials", "secret": {"secretName": format!("{GROUP_UUID}-user-secrets"), "defaultMode": 0o444}})));
+    let worker = pods
+        .iter()
+        .find(|p| p["metadata"]["labels"]["osmo.task_name"] == "worker")
+        .expect("worker pod");
+    assert!(!worker.to_string().contains("user-credentials"));
+}
+
 /// OSMO's 35 shared cases. The fixture belongs to the OSMO reference
 /// material, which sits in `shared/osmo/` beside the repository (it is not
 /// copied into the project); the test looks for it in the ancestors of the

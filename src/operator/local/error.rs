@@ -42,6 +42,8 @@ pub enum ExecError {
     Limits(String),
     #[error("cannot build the sandbox's system call filter: {0}")]
     Seccomp(String),
+    #[error("cannot hand the task its credentials: {0}")]
+    Secrets(String),
     #[error("the executor is shutting down")]
     ShuttingDown,
     /// The network the task's pool asks for cannot be given.

@@ -97,6 +97,10 @@ pub struct SandboxSpec<'a> {
     pub seccomp_fds: &'a [RawFd],
     /// Size of the `/` and `/tmp` tmpfs; `None` leaves the kernel's default.
     pub tmpfs_bytes: Option<u64>,
+    /// A descriptor of NUL-separated `--setenv` arguments (the task's
+    /// credentials), read by `bwrap --args` after the launch's environment
+    /// and before the task's identity.
+    pub secret_args_fd: Option<RawFd>,
 }
 
 /// What bubblewrap does about the network.
@@ -192,7 +196,15 @@ pub fn bwrap_args(spec: &SandboxSpec<'_>) -> Vec<OsString> {
     env.push(("OSMO_WORKFLOW_ID", spec.key.workflow_id.as_str()));
     env.push(("OSMO_TASK_NAME", spec.key.task.as_str()));
     env.push(("OSMO_RETRY_ID", retry.as_str()));
-    for (name, value) in env {
+    let (launch_env, identity) = env.split_at(env.len() - 3);
+    for (name, value) in launch_env {
+        args.push(["--setenv", name, value]);
+    }
+    if let Some(fd) = spec.secret_args_fd {
+        args.push(["--args"]);
+        args.push_os(fd.to_string().into());
+    }
+    for (name, value) in identity {
         args.push(["--setenv", name, value]);
     }
 
@@ -230,6 +242,7 @@ mod tests {
         environment.insert("HOME".to_string(), "/work".to_string());
         let argv = vec!["echo".to_string(), "--chdir".to_string()];
         let args = bwrap_args(&SandboxSpec {
+            secret_args_fd: None,
             key: &key,
             output_dir: Path::new("/w/out"),
             inputs: &[PathBuf::from("/w/in0")],

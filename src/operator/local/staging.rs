@@ -6,8 +6,10 @@
 //! `<work_dir>/<workflow_id>/<task>/output` (the task's output, uploaded
 //! after exit), `.../files/N` (launch file N), `.../inputs/N` (input N) and
 //! `.../etc` (the task's `/etc`, see `etc`; launch files under `/etc` are
-//! written into it). [`remove`] deletes the task's directory once its run
-//! is over.
+//! written into it) and `.../credentials/N-M` (key M of the task's mounted
+//! credential N, mode 0600 in a 0700 directory, bound read-only at
+//! `<dir>/<key>` as OSMO mounts each key). [`remove`] deletes the task's
+//! directory once its run is over.
 //!
 //! Invariants: every name taken from a launch is checked to be one plain path
 //! component (or, for file paths, a clean absolute path) before it touches the
@@ -48,7 +50,14 @@ pub fn prepare(work_dir: &Path, launch: &TaskLaunch) -> Result<Prepared, ExecErr
     let files_dir = dir.join("files");
     let inputs_dir = dir.join("inputs");
     let etc_dir = dir.join("etc");
-    for fresh in [&output_dir, &files_dir, &inputs_dir, &etc_dir] {
+    let credentials_dir = dir.join("credentials");
+    for fresh in [
+        &output_dir,
+        &files_dir,
+        &inputs_dir,
+        &etc_dir,
+        &credentials_dir,
+    ] {
         remove_dir_if_present(fresh)?;
         fs::create_dir_all(fresh).map_err(|e| ExecError::io("cannot create", fresh, e))?;
     }
@@ -75,6 +84,8 @@ pub fn prepare(work_dir: &Path, launch: &TaskLaunch) -> Result<Prepared, ExecErr
         files.push((host, file.path.clone()));
     }
 
+    stage_credentials(&credentials_dir, launch, &mut files)?;
+
     let mut inputs = Vec::with_capacity(launch.inputs.len());
     for index in 0..launch.inputs.len() {
         let staged = inputs_dir.join(index.to_string());
@@ -88,6 +99,57 @@ pub fn prepare(work_dir: &Path, launch: &TaskLaunch) -> Result<Prepared, ExecErr
         etc_dir,
         etc_binds,
     })
+}
+
+/// Each key of each mounted credential as its own file, readable by the
+/// executor's user only, to be bound at `<dir>/<key>` in the sandbox.
+fn stage_credentials(
+    dir: &Path,
+    launch: &TaskLaunch,
+    files: &mut Vec<(PathBuf, String)>,
+) -> Result<(), ExecError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| ExecError::io("cannot restrict", dir, e))?;
+    for (index, credential) in launch.extras.credentials.iter().enumerate() {
+        let Some(mount) = &credential.mount else {
+            continue;
+        };
+        for (key_index, (key, value)) in credential.values.iter().enumerate() {
+            let path = format!("{}/{key}", mount.trim_end_matches('/'));
+            check_sandbox_path(&path)?;
+            let host = dir.join(format!("{index}-{key_index}"));
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&host)
+                .and_then(|mut file| file.write_all(value.as_bytes()))
+                .map_err(|e| ExecError::io("cannot write", &host, e))?;
+            files.push((host, path));
+        }
+    }
+    Ok(())
+}
+
+/// The `bwrap` arguments that set a task's credential environment
+/// variables, NUL-separated for `--args FD` (so the values never appear on
+/// a command line another process of the host can read).
+pub fn credential_env_args(launch: &TaskLaunch) -> Vec<u8> {
+    let mut args = Vec::new();
+    for credential in &launch.extras.credentials {
+        for (variable, key) in &credential.env {
+            let Some(value) = credential.values.get(key) else {
+                continue;
+            };
+            for part in ["--setenv", variable.as_str(), value.as_str()] {
+                args.extend_from_slice(part.as_bytes());
+                args.push(0);
+            }
+        }
+    }
+    args
 }
 
 /// The sandbox's host name: the task's name as a DNS label.
@@ -136,6 +198,35 @@ fn check_launch(launch: &TaskLaunch) -> Result<(), ExecError> {
     }
     for file in &launch.files {
         check_sandbox_path(&file.path)?;
+    }
+    // A NUL would end a value early in `--args`, and what followed would
+    // be read as more of the sandbox's arguments.
+    for credential in &launch.extras.credentials {
+        for (variable, key) in &credential.env {
+            if variable.is_empty() || variable.contains(['=', '\0']) {
+                return Err(invalid(
+                    "credential environment name",
+                    variable,
+                    "must be non-empty without '=' or NUL",
+                ));
+            }
+            if !credential.values.contains_key(key) {
+                return Err(invalid("credential key", key, "has no value in the launch"));
+            }
+        }
+        for (key, value) in &credential.values {
+            check_component("credential key", key)?;
+            if value.contains('\0') {
+                return Err(invalid(
+                    "credential value of",
+                    &format!("{}.{key}", credential.name),
+                    "contains a NUL byte",
+                ));
+            }
+        }
+        if let Some(mount) = &credential.mount {
+            check_sandbox_path(mount)?;
+        }
     }
     Ok(())
 }

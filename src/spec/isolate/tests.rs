@@ -33,7 +33,7 @@ fn prepared(text: &str, plan: Result<WorkflowPlan, SpecError>) -> Prepared {
                         key: "rack".into(),
                         ..TopologyRequirement::default()
                     }],
-                    topology_levels: Vec::new(),
+                    ..TaskExtras::default()
                 },
             )]
             .into(),

@@ -1,12 +1,14 @@
 //! `apply`: one `match` over [`Command`], one `apply_<noun>_<verb>` per
 //! variant; the appliers live in files by noun (`workflow`, `task`,
-//! `operator`, `timer`, `pool`, `token`, `config`, `session`).
+//! `operator`, `timer`, `pool`, `token`, `config`, `session`,
+//! `credential`).
 //!
 //! Invariants: appliers read only the command and the transaction; a
 //! rejection is decided before the first write, so a rejected command leaves
 //! the tables untouched.
 
 mod config;
+mod credential;
 mod operator;
 mod pool;
 mod request_key;
@@ -27,6 +29,7 @@ use config::{
     apply_backend_heartbeat, apply_config_delete, apply_config_put, apply_config_revision_delete,
     apply_config_rollback, apply_config_tag,
 };
+use credential::{apply_credential_delete, apply_credential_put};
 use operator::{
     apply_job_complete, apply_log_chunk_append, apply_operator_hello, apply_operator_reports,
 };
@@ -144,6 +147,13 @@ fn apply_at(
             workflow_id,
             event,
         } => apply_session_record(tables, at(now), workflow_id, event),
+        Command::PutCredential {
+            now,
+            user,
+            name,
+            credential,
+        } => apply_credential_put(tables, at(now), user, name, credential),
+        Command::DeleteCredential { user, name } => apply_credential_delete(tables, user, name),
         Command::CompleteJob { job_id } => apply_job_complete(tables, *job_id),
         Command::FireTimer { now, timer_id, due } => {
             apply_timer_fire(tables, at(now), *timer_id, *due)

@@ -49,7 +49,7 @@ use crate::operator::local::usage;
 use crate::protocol::{CheckpointPlan, FromOperator, LogLine, LogStream, TaskLaunch};
 use gantry_storage::TaskStatus;
 use std::convert::Infallible;
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -178,6 +178,8 @@ impl Shared {
         let (cgroup, next_offset) = self.task_cgroup(launch, next_offset).await?;
         let seccomp = self.seccomp_fds()?;
         let seccomp_fds: Vec<i32> = seccomp.iter().map(AsRawFd::as_raw_fd).collect();
+        let secret_args = secret_args_fd(launch)?;
+        let secret_args_fd = secret_args.as_ref().map(AsRawFd::as_raw_fd);
         let hostname = staging::hostname(&launch.key.task);
         let args = sandbox::bwrap_args(&SandboxSpec {
             key: &launch.key,
@@ -195,6 +197,7 @@ impl Shared {
             },
             seccomp_fds: &seccomp_fds,
             tmpfs_bytes: resources.storage_bytes,
+            secret_args_fd,
         });
         let setup = ChildSetup {
             cgroup_procs: cgroup
@@ -205,11 +208,12 @@ impl Shared {
                 TaskNet::Group(group) => Some(group.raw_fd()),
                 TaskNet::Host | TaskNet::Own | TaskNet::Refused(_) => None,
             },
-            inherit: seccomp_fds.clone(),
+            inherit: seccomp_fds.iter().copied().chain(secret_args_fd).collect(),
         };
         let child = process::spawn(&bwrap, args, setup);
         // The child holds its own copies now.
         drop(seccomp);
+        drop(secret_args);
         let child = match child {
             Ok(child) => child,
             Err(error) => {
@@ -462,4 +466,25 @@ fn final_status(exit: &Exit) -> (TaskStatus, Option<i32>, Option<String>) {
         None => how,
     };
     (TaskStatus::Failed, Some(exit.code), Some(message))
+}
+
+/// A sealed memory file holding the task's credential `--setenv`
+/// arguments for `bwrap --args` (`None` without any): the values stay off
+/// every command line.
+fn secret_args_fd(launch: &TaskLaunch) -> Result<Option<OwnedFd>, ExecError> {
+    let args = staging::credential_env_args(launch);
+    if args.is_empty() {
+        return Ok(None);
+    }
+    let failed = |error: nix::Error| ExecError::Secrets(error.to_string());
+    let fd = nix::sys::memfd::memfd_create(
+        c"gantry-credentials",
+        nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+    )
+    .map_err(failed)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(&args)
+        .and_then(|()| file.seek(std::io::SeekFrom::Start(0)).map(|_| ()))
+        .map_err(|error| ExecError::Secrets(error.to_string()))?;
+    Ok(Some(OwnedFd::from(file)))
 }
