@@ -749,11 +749,41 @@ fn credentials_through_osmos_cli() {
     let server = DevServer::start(&dir.path().join("dev"));
     let api = server.client();
     osmo.login(&server.url, "alice");
-    let text = osmo.ok(&["credential", "set", "wandb", "--type", "GENERIC", "--payload", "key=wandb-SECRET-0xC0FFEE"]);
+    let text = osmo.ok(&[
+        "credential",
+        "set",
+        "wandb",
+        "--type",
+        "GENERIC",
+        "--payload",
+        "key=wandb-SECRET-0xC0FFEE",
+    ]);
     assert!(text.contains("Set GENERIC credential wandb."), "{text}");
-    osmo.ok(&["credential", "set", "ngc", "--type", "REGISTRY", "--payload", "registry=nvcr.io", "username=$oauthtoken", "auth=ngc-SECRET"]);
-    osmo.ok(&["credential", "set", "bucket", "--type", "DATA", "--payload", "endpoint=s3://team-bucket/", "access_key_id=AKIAEXAMPLE", "access_key=data-SECRET-KEY"]);
-    let listed: Value = serde_json::from_str(&osmo.ok(&["credential", "--format-type", "json", "list"])).expect("credential list json");
+    osmo.ok(&[
+        "credential",
+        "set",
+        "ngc",
+        "--type",
+        "REGISTRY",
+        "--payload",
+        "registry=nvcr.io",
+        "username=$oauthtoken",
+        "auth=ngc-SECRET",
+    ]);
+    osmo.ok(&[
+        "credential",
+        "set",
+        "bucket",
+        "--type",
+        "DATA",
+        "--payload",
+        "endpoint=s3://team-bucket/",
+        "access_key_id=AKIAEXAMPLE",
+        "access_key=data-SECRET-KEY",
+    ]);
+    let listed: Value =
+        serde_json::from_str(&osmo.ok(&["credential", "--format-type", "json", "list"]))
+            .expect("credential list json");
     assert_eq!(
         listed["credentials"],
         json!([
@@ -785,7 +815,8 @@ fn credentials_through_osmos_cli() {
     let missing = osmo.run(&["credential", "delete", "bucket"]);
     assert_ne!(missing.code, 0);
     assert!(
-        format!("{}{}", missing.stdout, missing.stderr).contains("Credential bucket does not exist"),
+        format!("{}{}", missing.stdout, missing.stderr)
+            .contains("Credential bucket does not exist"),
         "{}{}",
         missing.stdout,
         missing.stderr
