@@ -16,6 +16,7 @@ use std::time::Duration;
 
 const SLACK_TOKEN: &str = "xoxb-SLACK-SECRET-4242";
 const DATA_KEY: &str = "DATA-SECRET-KEY-9999";
+const USER_TOKEN: &str = "hf_USER-SECRET-8888";
 
 fn gantry(args: &[&str]) -> String {
     gantry_as(args, "")
@@ -121,6 +122,13 @@ fn credentials_are_sealed_in_the_log_the_state_and_snapshots() {
         Some(config),
     );
     assert_eq!(status, 200, "{body}");
+    let (status, body) = send(
+        &api,
+        reqwest::Method::POST,
+        "/api/credentials/hf",
+        Some(json!({"generic_credential": {"credential": {"token": USER_TOKEN}}})),
+    );
+    assert_eq!(status, 200, "{body}");
     let (status, shown) = send(&api, reqwest::Method::GET, "/api/configs/workflow", None);
     assert_eq!(status, 200, "{shown}");
     assert_eq!(
@@ -144,7 +152,7 @@ fn credentials_are_sealed_in_the_log_the_state_and_snapshots() {
     );
     let archive = std::fs::read(&snapshot).expect("snapshot");
     let (_meta, image) = gantry_raft::snapshot_file::read(&archive).expect("a snapshot");
-    for secret in [SLACK_TOKEN, DATA_KEY] {
+    for secret in [SLACK_TOKEN, DATA_KEY, USER_TOKEN] {
         assert!(
             !image.windows(secret.len()).any(|w| w == secret.as_bytes()),
             "{secret} in the snapshot's state"
@@ -216,8 +224,10 @@ fn credentials_are_sealed_in_the_log_the_state_and_snapshots() {
     assert_eq!(status, 200, "{body}");
     let (status, body) = send(&api, reqwest::Method::POST, "/api/cluster/key/reseal", None);
     assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_credentials_resealed"], 1, "{body}");
     let (status, body) = send(&api, reqwest::Method::POST, "/api/cluster/key/reseal", None);
     assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_credentials_resealed"], 0, "{body}");
     assert!(
         body["message"]
             .as_str()
@@ -239,5 +249,8 @@ fn credentials_are_sealed_in_the_log_the_state_and_snapshots() {
         .windows(under_new.len())
         .filter(|w| *w == under_new.as_bytes())
         .count();
-    assert!(count >= 2, "both credentials under key {new_id}: {count}");
+    assert!(
+        count >= 3,
+        "both config credentials and the user's under key {new_id}: {count}"
+    );
 }

@@ -183,6 +183,43 @@ pub async fn set(
     }
 }
 
+/// Every user credential not sealed under the newest cluster key, sealed
+/// again under it (after `gantry cluster key rotate`); how many were.
+pub async fn reseal_all(state: &AppState) -> Result<usize, ApiError> {
+    let Some(ring) = crate::secrets::ring() else {
+        return Ok(0);
+    };
+    let current = format!("{}{}:", crate::secrets::SEALED_PREFIX, ring.primary());
+    let stored = state.node.read().await?.all_credentials()?;
+    let mut resealed = 0;
+    for (user, name, credential) in stored {
+        if credential.sealed.starts_with(&current) {
+            continue;
+        }
+        let server_error = |error: SecretError| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "SERVER", format!("credential '{name}' of {user}: {error}"))
+        };
+        let values = crate::secrets::open_values(&credential.sealed).map_err(server_error)?;
+        let sealed = crate::secrets::seal_values(&values).map_err(server_error)?;
+        let command = Command::PutCredential {
+            now: now_ms(),
+            user: user.clone(),
+            name: name.clone(),
+            credential: CredentialRecord {
+                sealed,
+                ..credential
+            },
+        };
+        match propose_gated(state, "user credentials", command).await? {
+            Outcome::Applied => resealed += 1,
+            // Deleted or replaced meanwhile: its new value is sealed anew.
+            Outcome::Rejected(_) => {}
+            other => return Err(unexpected(other)),
+        }
+    }
+    Ok(resealed)
+}
+
 const OPTIONS: [&str; 3] = [
     "registry_credential",
     "data_credential",

@@ -347,6 +347,21 @@ impl ReadView {
             .transpose()
     }
 
+    /// Every user's credentials, by user and name.
+    pub fn all_credentials(
+        &self,
+    ) -> Result<Vec<(String, String, crate::record::CredentialRecord)>, StorageError> {
+        let table = self.txn.open_table(tables::USER_CREDENTIALS)?;
+        let mut credentials = Vec::new();
+        for row in table.iter()? {
+            let (key, value) = row?;
+            let (user, name) = key.value();
+            let record = self.row(&tables::USER_CREDENTIALS, &(user, name), value.value())?;
+            credentials.push((user.to_string(), name.to_string(), record));
+        }
+        Ok(credentials)
+    }
+
     /// A user's credentials, by name.
     pub fn credentials(
         &self,

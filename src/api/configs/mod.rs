@@ -54,7 +54,12 @@ pub fn read_singleton(config_type: ConfigType) -> MethodRouter<AppState> {
 /// `POST /api/cluster/key/reseal`: the WORKFLOW config's credentials
 /// sealed under the newest cluster key.
 pub async fn reseal(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Reply {
-    write::reseal_secrets(state, caller).await
+    let users = super::credentials::reseal_all(&state).await?;
+    let Json(mut reply) = write::reseal_secrets(state, caller).await?;
+    if let Some(object) = reply.as_object_mut() {
+        object.insert("user_credentials_resealed".into(), users.into());
+    }
+    Ok(Json(reply))
 }
 
 /// `PATCH` of a singleton: the fields given replace the stored ones.
