@@ -84,6 +84,13 @@ enum Top {
         #[command(subcommand)]
         command: cli::CredentialCommand,
     },
+    /// Your profile: roles, pools and saved preferences (default pool)
+    Profile {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::ProfileCommand,
+    },
     /// Save a server URL, token and CA for later commands
     Login(cli::LoginArgs),
     /// Versioned configs: list, show, update, set, history, rollback, delete, tag, diff
@@ -296,6 +303,13 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             client.format = command.format();
             cli::run_credential(&client, command).await.map(|()| 0)
+        }
+        Top::Profile {
+            mut client,
+            command,
+        } => {
+            client.format = command.format();
+            cli::run_profile(&client, command).await.map(|()| 0)
         }
         Top::Login(args) => cli::run_login(args).await.map(|()| 0),
         Top::Config {

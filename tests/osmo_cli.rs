@@ -741,9 +741,11 @@ fn task_list_through_osmos_cli() {
 /// `osmo credential set|list|delete` against Gantry: the three types in
 /// OSMO's envelopes, the list as OSMO's table and JSON, a workflow whose
 /// task takes a generic credential as an environment variable (its value
-/// masked in `osmo workflow logs`), and deletes answering what they removed.
+/// masked in `osmo workflow logs`), and deletes answering what they
+/// removed. Then `osmo profile set`: a saved default pool that a submit
+/// without `--pool` uses; notifications only off.
 #[test]
-fn credentials_through_osmos_cli() {
+fn credentials_and_profile_through_osmos_cli() {
     let Some(osmo) = Osmo::find() else { return };
     let dir = tempfile::tempdir().unwrap();
     let server = DevServer::start(&dir.path().join("dev"));
@@ -821,6 +823,40 @@ fn credentials_through_osmos_cli() {
         missing.stdout,
         missing.stderr
     );
+
+    // A saved default pool: `profile set pool`, then a submit without
+    // --pool goes there.
+    let reply = api.put(
+        "/api/configs/pool/robots",
+        &json!({"description": "bench robots", "configs": {"backend": "local"}}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(osmo
+        .ok(&["profile", "set", "pool", "robots"])
+        .contains("Profile Set"));
+    let text = osmo.ok(&["profile", "list"]);
+    assert!(text.contains("default: robots"), "{text}");
+    assert!(text.contains("- robots"), "{text}");
+    let hello = spec_file(dir.path(), "hello.yaml", HELLO);
+    let id = submitted_id(&osmo.ok(&["workflow", "submit", &hello]));
+    assert_eq!(api.workflow(&id)["pool"], "robots");
+    let refused = osmo.run(&["profile", "set", "pool", "nowhere"]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        format!("{}{}", refused.stdout, refused.stderr).contains("pool: 'nowhere'"),
+        "{}",
+        refused.stderr
+    );
+    let refused = osmo.run(&["profile", "set", "notifications", "email", "true"]);
+    assert!(
+        format!("{}{}", refused.stdout, refused.stderr).contains("sends no notifications"),
+        "{}",
+        refused.stderr
+    );
+    assert!(osmo
+        .ok(&["profile", "set", "notifications", "slack", "false"])
+        .contains("Profile Set"));
+    assert!(osmo.ok(&["profile", "list"]).contains("default: robots"));
     server.stop();
 }
 

@@ -249,21 +249,36 @@ pub async fn list_for_user(
     list(state, &caller, &user, query).await
 }
 
+/// The pools `caller` may submit to, by name.
+fn submittable_pools(
+    view: &gantry_storage::ReadView,
+    caller: &Caller,
+) -> Result<Vec<String>, ApiError> {
+    Ok(view
+        .pools()?
+        .into_iter()
+        .map(|pool| pool.name)
+        .filter(|pool| caller.allows("workflow:Create", &format!("pool/{pool}")))
+        .collect())
+}
+
 /// `GET /api/profile/settings`, OSMO's `ProfileResponse`: who the caller
-/// is (`profile.username`; no notifications are sent, so both are off), the
-/// default pool (the first it may submit to), its roles, the pools it may
-/// submit to, and the token it called with (`null` without one).
+/// is (`profile.username`), its saved preferences (the default pool: the
+/// one it saved while it may still submit there, else the first it may
+/// submit to; notifications: off unless saved, and Gantry sends none), its
+/// roles, the pools it may submit to, and the token it called with
+/// (`null` without one).
 pub async fn profile(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
     let view = state.node.read().await?;
-    let pools: Vec<String> = view
-        .pools()?
-        .into_iter()
-        .map(|pool| pool.name)
-        .filter(|pool| caller.allows("workflow:Create", &format!("pool/{pool}")))
-        .collect();
+    let pools = submittable_pools(&view, &caller)?;
+    let saved = view.user_profile(&caller.user)?;
+    let pool = saved
+        .pool
+        .filter(|pool| pools.contains(pool))
+        .or_else(|| pools.first().cloned());
     let token = match &caller.token {
         Some(name) => {
             let expires = view.token(name)?.and_then(|token| token.expires);
@@ -274,12 +289,91 @@ pub async fn profile(
     Ok(Json(json!({
         "profile": {
             "username": caller.user,
-            "email_notification": false,
-            "slack_notification": false,
-            "pool": pools.first(),
+            "email_notification": saved.email_notification.unwrap_or(false),
+            "slack_notification": saved.slack_notification.unwrap_or(false),
+            "pool": pool,
         },
         "roles": caller.roles,
         "pools": pools,
         "token": token,
     })))
+}
+
+/// `POST /api/profile/settings` (OSMO's `UserProfile`): the fields given
+/// are saved over the caller's profile. A pool must be one the caller may
+/// submit to; notifications can only be off (Gantry sends none, so turning
+/// them on would be accepted and ignored); the user name is the caller's.
+pub async fn set_profile(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(query): RawQuery,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    if params.flag("set_default_backend")? {
+        return Err(ApiError::bad_request(
+            "USAGE",
+            "set_default_backend: Gantry has no default backend; a profile's pool decides where a submit goes",
+        ));
+    }
+    let fields = body
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("USAGE", "the body must be a UserProfile object"))?;
+    let view = state.node.read().await?;
+    let mut profile = view.user_profile(&caller.user)?;
+    for (field, value) in fields {
+        match (field.as_str(), value) {
+            (_, Value::Null) => {}
+            ("username", Value::String(name)) if *name == caller.user => {}
+            ("username", _) => {
+                return Err(ApiError::bad_request(
+                    "USAGE",
+                    format!("username: a profile is its caller's ({}); it cannot name another user", caller.user),
+                ))
+            }
+            ("pool", Value::String(pool)) => {
+                if !submittable_pools(&view, &caller)?.contains(pool) {
+                    return Err(ApiError::bad_request(
+                        "USAGE",
+                        format!("pool: '{pool}' is not a pool {} may submit to", caller.describe()),
+                    ));
+                }
+                profile.pool = Some(pool.clone());
+            }
+            ("email_notification" | "slack_notification", Value::Bool(true)) => {
+                return Err(ApiError::bad_request(
+                    "USAGE",
+                    format!("{field}: Gantry sends no notifications, so they cannot be turned on"),
+                ))
+            }
+            ("email_notification", Value::Bool(false)) => profile.email_notification = Some(false),
+            ("slack_notification", Value::Bool(false)) => profile.slack_notification = Some(false),
+            ("pool" | "email_notification" | "slack_notification", _) => {
+                return Err(ApiError::bad_request(
+                    "USAGE",
+                    format!("{field}: {value} is not a {}", if field == "pool" { "pool name" } else { "boolean" }),
+                ))
+            }
+            (other, _) => {
+                return Err(ApiError::bad_request(
+                    "USAGE",
+                    format!("{other}: not a profile field (pool, email_notification, slack_notification, username)"),
+                ))
+            }
+        }
+    }
+    drop(view);
+    let command = Command::SetUserProfile {
+        user: caller.user.clone(),
+        profile: profile.to_text(),
+    };
+    match super::workflow::propose_gated(&state, "saved profiles", command).await? {
+        Outcome::Applied => Ok(Json(Value::Null)),
+        Outcome::Rejected(rejection) => Err(ApiError::from_rejection(rejection)),
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SERVER",
+            format!("Internal server error: unexpected outcome {other:?}"),
+        )),
+    }
 }

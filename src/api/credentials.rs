@@ -197,7 +197,11 @@ pub async fn reseal_all(state: &AppState) -> Result<usize, ApiError> {
             continue;
         }
         let server_error = |error: SecretError| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "SERVER", format!("credential '{name}' of {user}: {error}"))
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "SERVER",
+                format!("credential '{name}' of {user}: {error}"),
+            )
         };
         let values = crate::secrets::open_values(&credential.sealed).map_err(server_error)?;
         let sealed = crate::secrets::seal_values(&values).map_err(server_error)?;

@@ -63,6 +63,7 @@ pub fn builtin_policies(role: &str) -> Option<Vec<Policy>> {
                     "pool:List",
                     "resources:Read",
                     "profile:Read",
+                    "profile:Update",
                     "credentials:*",
                 ],
                 &["*"],

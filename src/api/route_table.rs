@@ -171,6 +171,9 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::DELETE, "/api/credentials/{cred_name}", "Delete one of the caller's credentials", allow("credentials:Delete", ANY), delete(credentials::delete)),
         // Profile and access tokens.
         Route::new(M::GET, "/api/profile/settings", "The caller's profile", allow("profile:Read", ANY), get(access_tokens::profile)),
+        Route::new(M::POST, "/api/profile/settings", "Save the caller's preferences (default pool)", allow("profile:Update", ANY), post(access_tokens::set_profile))
+            .query(&[optional("set_default_backend", Boolean)])
+            .body(Content::Json),
         Route::new(M::GET, "/api/auth/access_token", "The caller's tokens", allow("token:List", Target::Caller), get(access_tokens::list_own))
             .query(&[gantry("service", Boolean)]),
         Route::new(M::POST, "/api/auth/access_token/{token_name}", "Create a token for the caller", allow("token:Create", Target::Caller), post(access_tokens::create_own))

@@ -446,7 +446,7 @@ async fn verbs_drive_the_api() {
             &args,
             WorkflowCommand::Submit {
                 file: file.clone(),
-                pool: "gpu".into(),
+                pool: Some("gpu".into()),
                 set: vec![],
                 set_string: vec![],
                 set_env: vec!["A=1".into()],
@@ -528,7 +528,7 @@ async fn verbs_drive_the_api() {
         &missing,
         WorkflowCommand::Submit {
             file: dir.path().join("absent.yaml"),
-            pool: "gpu".into(),
+            pool: Some("gpu".into()),
             set: vec![],
             set_string: vec![],
             set_env: vec![],

@@ -37,9 +37,9 @@ pub enum WorkflowCommand {
         output: FormatArg,
         /// Workflow spec (YAML, OSMO version 2), or the ID of a workflow whose spec to submit again
         file: PathBuf,
-        /// Pool to run in
-        #[arg(short = 'p', long, default_value = "default")]
-        pool: String,
+        /// Pool to run in (default: your profile's pool, `gantry profile set pool NAME`)
+        #[arg(short = 'p', long)]
+        pool: Option<String>,
         /// Template variable (Jinja), parsed as YAML; repeatable
         #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         set: Vec<String>,
@@ -75,9 +75,9 @@ pub enum WorkflowCommand {
         output: FormatArg,
         /// Workflow spec (YAML, OSMO version 2)
         file: PathBuf,
-        /// Pool to validate against
-        #[arg(short = 'p', long, default_value = "default")]
-        pool: String,
+        /// Pool to validate against (default: your profile's pool)
+        #[arg(short = 'p', long)]
+        pool: Option<String>,
         /// Template variable (Jinja), parsed as YAML; repeatable
         #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         set: Vec<String>,
@@ -277,6 +277,25 @@ fn parse_upper(raw: &str) -> Result<String, String> {
     Ok(raw.trim().to_ascii_uppercase())
 }
 
+/// The pool given, else the caller's profile's default pool (its saved
+/// one, or the first it may submit to), as OSMO's CLI picks it.
+async fn pool_or_default(client: &Client, pool: Option<String>) -> anyhow::Result<String> {
+    if let Some(pool) = pool {
+        return Ok(pool);
+    }
+    let profile = client
+        .call(reqwest::Method::GET, "/api/profile/settings", &[], None)
+        .await?;
+    profile["profile"]["pool"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no default pool: you may submit to no pool; ask an admin for a pool's role, or pass --pool"
+            )
+        })
+}
+
 pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow::Result<()> {
     let client = Client::from_args(args)?;
     let format = command.format();
@@ -293,6 +312,7 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             labels,
             ..
         } => {
+            let pool = pool_or_default(&client, pool).await?;
             // OSMO's CLI: a word that is no file but a workflow ID submits
             // that workflow's spec again.
             if let Some(id) = earlier_workflow_id(&file) {
@@ -376,6 +396,7 @@ pub async fn run_workflow(args: &ClientArgs, command: WorkflowCommand) -> anyhow
             set_string,
             ..
         } => {
+            let pool = pool_or_default(&client, pool).await?;
             let file_text = read_spec(&file)?;
             let inlined = local_files::inline(&file, &file_text, &set, &set_string)?;
             print_local_warnings(inlined.as_ref());

@@ -221,7 +221,11 @@ pub enum Command {
     /// 27. A user's credential removed; rejected when the user has none of
     ///     that name. Gated.
     DeleteCredential { user: String, name: String },
-    /// 28, only in a build with the `upgrade-drill` feature: a command kind
+    /// 28. A user's saved preferences (`crate::record::UserProfile` as JSON
+    ///     text, stored as sent; the API merges and checks them). Rejected
+    ///     for an empty user or a text that does not read. Gated.
+    SetUserProfile { user: String, profile: String },
+    /// 29, only in a build with the `upgrade-drill` feature: a command kind
     ///     that the build without it does not know, to rehearse a rolling
     ///     upgrade (see [`COMMAND_KINDS_UNGATED`]). Applies as a no-op. It
     ///     stays the last variant: a new kind goes before it.
@@ -231,9 +235,9 @@ pub enum Command {
 
 /// Command kinds this build understands: the variants `0..COMMAND_KINDS`.
 #[cfg(not(feature = "upgrade-drill"))]
-pub const COMMAND_KINDS: u16 = 28;
-#[cfg(feature = "upgrade-drill")]
 pub const COMMAND_KINDS: u16 = 29;
+#[cfg(feature = "upgrade-drill")]
+pub const COMMAND_KINDS: u16 = 30;
 
 /// Command kinds every member understands without saying so: those of the
 /// release that introduced version gating. A leader proposes a kind at or
@@ -306,7 +310,8 @@ impl Command {
             | Command::TagWorkflow { .. }
             | Command::TagConfigRevision { .. }
             | Command::DeleteConfigRevision { .. }
-            | Command::DeleteCredential { .. } => None,
+            | Command::DeleteCredential { .. }
+            | Command::SetUserProfile { .. } => None,
             #[cfg(feature = "upgrade-drill")]
             Command::UpgradeDrill { .. } => None,
         }
@@ -343,8 +348,9 @@ impl Command {
             Command::RecordSession { .. } => 25,
             Command::PutCredential { .. } => 26,
             Command::DeleteCredential { .. } => 27,
+            Command::SetUserProfile { .. } => 28,
             #[cfg(feature = "upgrade-drill")]
-            Command::UpgradeDrill { .. } => 28,
+            Command::UpgradeDrill { .. } => 29,
         }
     }
 

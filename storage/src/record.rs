@@ -420,3 +420,37 @@ pub struct CredentialRecord {
     /// When it was last set (the command's time; ignored as proposed).
     pub updated: Millis,
 }
+
+/// Longest saved profile text, in bytes.
+pub const USER_PROFILE_BYTES_MAX: usize = 4096;
+
+/// A user's saved preferences (OSMO's `UserProfile` without the name),
+/// stored as JSON text so fields can be added; an absent field is unset.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UserProfile {
+    /// The pool a submit without one goes to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_notification: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slack_notification: Option<bool>,
+}
+
+impl UserProfile {
+    /// Reads a stored or proposed text (bounded).
+    pub fn from_text(text: &str) -> Result<UserProfile, String> {
+        if text.len() > USER_PROFILE_BYTES_MAX {
+            return Err(format!(
+                "a profile of {} bytes is over the limit of {USER_PROFILE_BYTES_MAX}",
+                text.len()
+            ));
+        }
+        serde_json::from_str(text).map_err(|error| format!("malformed profile: {error}"))
+    }
+
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

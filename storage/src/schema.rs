@@ -240,6 +240,8 @@ declare_tables! {
     WORKFLOW_SESSIONS: &str => &[u8] = "workflow_sessions";
     /// (user, credential name) → `CredentialRecord` (values sealed).
     USER_CREDENTIALS: (&str, &str) => &[u8] = "user_credentials";
+    /// user → saved profile (`UserProfile` as JSON text).
+    USER_PROFILES: &str => &[u8] = "user_profiles";
 }
 
 /// The registered table called `name`.

@@ -347,6 +347,18 @@ impl ReadView {
             .transpose()
     }
 
+    /// A user's saved profile (the default without one).
+    pub fn user_profile(&self, user: &str) -> Result<crate::record::UserProfile, StorageError> {
+        let table = self.txn.open_table(tables::USER_PROFILES)?;
+        let Some(row) = table.get(user)? else {
+            return Ok(crate::record::UserProfile::default());
+        };
+        let text: String = self.row(&tables::USER_PROFILES, &user, row.value())?;
+        // Checked when it was applied: a text that no longer reads is a
+        // newer build's; its fields are unknown here.
+        Ok(crate::record::UserProfile::from_text(&text).unwrap_or_default())
+    }
+
     /// Every user's credentials, by user and name.
     pub fn all_credentials(
         &self,

@@ -27,7 +27,7 @@ pub(crate) use crate::schema::{
     ACTIVE_GROUPS, BACKENDS, BY_POOL, BY_STATUS, BY_SUBMIT, BY_TAG, BY_TIME, BY_USER, BY_UUID,
     CONFIG_CURRENT, CONFIG_HISTORY, COUNTERS, GROUPS, GROUP_TALLIES, JOBS, LOG_CHUNKS, META,
     OPERATOR_SEQS, POOLS, REQUEST_KEYS, TASKS, TASK_PLANS, TASK_RUNS, TIMERS, TOKENS,
-    TOKENS_BY_HASH, USER_CREDENTIALS, WORKFLOWS, WORKFLOW_ARCHIVE, WORKFLOW_EXTRAS,
+    TOKENS_BY_HASH, USER_CREDENTIALS, USER_PROFILES, WORKFLOWS, WORKFLOW_ARCHIVE, WORKFLOW_EXTRAS,
     WORKFLOW_LABELS, WORKFLOW_SESSIONS, WORKFLOW_SPECS, WORKFLOW_TAGS, WORKFLOW_TALLIES,
 };
 
@@ -577,6 +577,13 @@ impl<'a> Tables<'a> {
     /// A workflow's tags, in tag order.
     pub fn workflow_tags(&self, id: &str) -> Result<Vec<String>, StorageError> {
         crate::indexes::tags_of(&self.txn.open_table(WORKFLOW_TAGS)?, id)
+    }
+
+    pub fn put_user_profile(&self, user: &str, text: &str) -> Result<(), StorageError> {
+        self.txn
+            .open_table(USER_PROFILES)?
+            .insert(user, encode_row(&text)?.as_slice())?;
+        Ok(())
     }
 
     /// A user's credential by name.

@@ -300,6 +300,10 @@ fn samples() -> Vec<Command> {
             user: "alice".into(),
             name: "hf".into(),
         },
+        Command::SetUserProfile {
+            user: "alice".into(),
+            profile: r#"{"pool":"robots","email_notification":false}"#.into(),
+        },
     ]
 }
 

@@ -1044,6 +1044,23 @@ impl Case {
                     },
                 }])
             }
+            "profile" => {
+                // profile USER text=RAW (stored as sent) or pool=.. email=..
+                args.allow(&["pool", "email", "text"])?;
+                let text = match args.get("text") {
+                    Some(raw) => raw.to_string(),
+                    None => gantry_storage::UserProfile {
+                        pool: args.get("pool").map(str::to_string),
+                        email_notification: args.get("email").map(|v| v == "true"),
+                        slack_notification: None,
+                    }
+                    .to_text(),
+                };
+                self.run(vec![Command::SetUserProfile {
+                    user: args.pos(0, "user")?.to_string(),
+                    profile: text,
+                }])
+            }
             "uncredential" => {
                 args.allow(&[])?;
                 self.run(vec![Command::DeleteCredential {
@@ -1828,6 +1845,25 @@ impl Case {
                     .map_or_else(|| "none".to_string(), |w| w.id);
                 if found != wanted {
                     return Err(format!("find: expected {wanted}, got {found}"));
+                }
+                Ok(())
+            }
+            "profile" => {
+                args.allow(&[])?;
+                let user = args.pos(1, "user")?;
+                let profile = read.user_profile(user).map_err(|e| e.to_string())?;
+                let actual = vec![format!(
+                    "pool:{},email:{}",
+                    opt(&profile.pool),
+                    opt(&profile.email_notification)
+                )];
+                let wanted = after_arrow(args, "expect profile needs '-> ...'")?;
+                if actual != wanted {
+                    return Err(format!(
+                        "profile of {user}: expected [{}], got [{}]",
+                        wanted.join(" "),
+                        actual.join(" ")
+                    ));
                 }
                 Ok(())
             }

@@ -1,4 +1,5 @@
-//! `PutCredential` and `DeleteCredential`: a user's credentials.
+//! `PutCredential` and `DeleteCredential`: a user's credentials; and
+//! `SetUserProfile`, the user's saved preferences.
 //!
 //! Invariants: a credential's values are in the state only sealed (the
 //! proposer seals them with the cluster key; a value without the sealed
@@ -137,4 +138,21 @@ pub(super) fn apply_credential_delete(
             format!("user '{user}' has no credential '{name}'"),
         )
     }
+}
+
+/// A profile text is stored as sent (a newer build's fields kept), once it
+/// reads as a profile.
+pub(super) fn apply_user_profile_set(
+    tables: &Tables,
+    user: &str,
+    text: &str,
+) -> Result<Outcome, StorageError> {
+    if user.is_empty() {
+        return refused(RejectionKind::Invalid, "a profile needs a user".into());
+    }
+    if let Err(message) = crate::record::UserProfile::from_text(text) {
+        return refused(RejectionKind::Invalid, message);
+    }
+    tables.put_user_profile(user, text)?;
+    Ok(Outcome::Applied)
 }

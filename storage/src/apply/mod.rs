@@ -29,7 +29,7 @@ use config::{
     apply_backend_heartbeat, apply_config_delete, apply_config_put, apply_config_revision_delete,
     apply_config_rollback, apply_config_tag,
 };
-use credential::{apply_credential_delete, apply_credential_put};
+use credential::{apply_credential_delete, apply_credential_put, apply_user_profile_set};
 use operator::{
     apply_job_complete, apply_log_chunk_append, apply_operator_hello, apply_operator_reports,
 };
@@ -154,6 +154,7 @@ fn apply_at(
             credential,
         } => apply_credential_put(tables, at(now), user, name, credential),
         Command::DeleteCredential { user, name } => apply_credential_delete(tables, user, name),
+        Command::SetUserProfile { user, profile } => apply_user_profile_set(tables, user, profile),
         Command::CompleteJob { job_id } => apply_job_complete(tables, *job_id),
         Command::FireTimer { now, timer_id, due } => {
             apply_timer_fire(tables, at(now), *timer_id, *due)
