@@ -47,7 +47,21 @@ pub enum SecretError {
 /// The cluster's keys, newest first.
 pub struct KeyRing {
     keys: Vec<(String, LessSafeKey)>,
+    /// Per key (same order and ids): the key that signs and checks
+    /// Gantry's access JWTs, derived from it, so a token never shares a key
+    /// with sealed values.
+    jwt_keys: Vec<[u8; KEY_BYTES]>,
 }
+
+/// The key of a purpose derived from a cluster key (HMAC-SHA256 as a PRF).
+fn derive(key: &[u8], purpose: &[u8]) -> [u8; KEY_BYTES] {
+    let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), purpose);
+    let mut out = [0u8; KEY_BYTES];
+    out.copy_from_slice(&tag.as_ref()[..KEY_BYTES]);
+    out
+}
+
+const JWT_PURPOSE: &[u8] = b"gantry access JWT v1";
 
 /// The id of `key`: the first 12 hex digits of its SHA-256.
 fn key_id(key: &[u8]) -> String {
@@ -69,6 +83,7 @@ impl KeyRing {
         };
         let text = std::fs::read_to_string(path).map_err(|error| bad(error.to_string()))?;
         let mut keys = Vec::new();
+        let mut jwt_keys = Vec::new();
         for (number, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -87,11 +102,12 @@ impl KeyRing {
             let unbound = UnboundKey::new(&AES_256_GCM, &bytes)
                 .map_err(|_| bad(format!("line {}: not a usable key", number + 1)))?;
             keys.push((key_id(&bytes), LessSafeKey::new(unbound)));
+            jwt_keys.push(derive(&bytes, JWT_PURPOSE));
         }
         if keys.is_empty() {
             return Err(bad("holds no key".into()));
         }
-        Ok(KeyRing { keys })
+        Ok(KeyRing { keys, jwt_keys })
     }
 
     /// Writes a key file with one new key (mode 0600), refusing to replace
@@ -141,6 +157,19 @@ impl KeyRing {
     /// The id of the key that seals.
     pub fn primary(&self) -> &str {
         &self.keys[0].0
+    }
+
+    /// The key that signs access JWTs now, with its id (the JWT's `kid`).
+    pub fn jwt_signing_key(&self) -> (&str, &[u8]) {
+        (&self.keys[0].0, &self.jwt_keys[0])
+    }
+
+    /// The JWT key of cluster key `id`, if the ring holds it.
+    pub fn jwt_key(&self, id: &str) -> Option<&[u8]> {
+        self.keys
+            .iter()
+            .position(|(known, _)| known == id)
+            .map(|index| self.jwt_keys[index].as_slice())
     }
 
     /// `plaintext` sealed with the newest key.

@@ -183,8 +183,36 @@ fn answers_fit_osmos_response_schemas() {
             .ok_or_else(|| "none yet".to_string())
     });
 
+    // A credential of each type, and one removed, for `/api/credentials`.
+    for (name, body) in [
+        (
+            "hf",
+            serde_json::json!({"generic_credential": {"credential": {"token": "t0ken-value"}}}),
+        ),
+        (
+            "ngc",
+            serde_json::json!({"registry_credential": {"registry": "nvcr.io", "auth": "a"}}),
+        ),
+        (
+            "bucket",
+            serde_json::json!({"data_credential": {"endpoint": "s3://b", "access_key_id": "k", "access_key": "s"}}),
+        ),
+    ] {
+        let reply = api.post(&format!("/api/credentials/{name}"), Some(&body));
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let removed = api.delete("/api/credentials/bucket");
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    problems.extend(misfit(
+        &osmo,
+        "delete",
+        "/api/credentials/{cred_name}",
+        &removed.json(),
+    ));
+
     // (OSMO's path template, the request that fills it.)
     let asked = [
+        ("/api/credentials", "/api/credentials".to_string()),
         ("/api/version", "/api/version".to_string()),
         ("/api/workflow", "/api/workflow".to_string()),
         (

@@ -150,9 +150,12 @@ pub async fn authenticate(
     } else {
         let secret = bearer_secret(request.headers())?;
         let view = state.node.read_local()?;
-        let token = view
-            .token_by_hash(&crate::access_token::hash_token(secret))?
-            .ok_or_else(|| credential_error("Token is not valid"))?;
+        let token = if super::jwt::looks_like_jwt(secret) {
+            super::jwt::verify(&view, secret)?
+        } else {
+            view.token_by_hash(&crate::access_token::hash_token(secret))?
+                .ok_or_else(|| credential_error("Token is not valid"))?
+        };
         if token.expires.is_some_and(|expires| expires <= now_ms()) {
             return Err(credential_error(format!(
                 "Token is expired: token '{}' expired",

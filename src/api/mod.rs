@@ -14,6 +14,7 @@ mod credentials;
 mod drain;
 mod error;
 mod events;
+mod jwt;
 mod names;
 mod openapi;
 mod operator_stream;

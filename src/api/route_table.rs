@@ -10,7 +10,7 @@
 use super::access::{Access, Target};
 use super::routes::{gantry, optional, required, Content, Kind, QueryParam, Route};
 use super::{
-    access_tokens, agent_session, cluster, configs, credentials, events, operator_stream,
+    access_tokens, agent_session, cluster, configs, credentials, events, jwt, operator_stream,
     osmo_router, port_forward, resources, submit, tasks, workflow, workflow_logs,
 };
 use axum::http::Method;
@@ -164,6 +164,11 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::POST, "/api/cluster/key/reseal", "Seal the stored credentials with the newest cluster key", allow("config:Update", Target::Fixed("config/workflow")), post(configs::reseal)),
         Route::new(M::GET, "/api/cluster/snapshot", "The whole state as a snapshot archive", allow("cluster:Update", ANY), get(cluster::snapshot))
             .response(Content::Archive),
+        // An access token exchanged for a short-lived JWT (the body or query carries the token).
+        Route::new(M::POST, "/api/auth/jwt/access_token", "A short-lived JWT for an access token", Access::Open, post(jwt::from_access_token))
+            .body(Content::Json),
+        Route::new(M::GET, "/api/auth/jwt/access_token", "A short-lived JWT for an access token (OSMO's deprecated form)", Access::Open, get(jwt::from_access_token_query))
+            .query(&[required("access_token", String)]),
         // The caller's credentials.
         Route::new(M::GET, "/api/credentials", "The caller's credentials (names, types and profiles, never values)", allow("credentials:Read", ANY), get(credentials::list)),
         Route::new(M::POST, "/api/credentials/{cred_name}", "Create or replace one of the caller's credentials", allow("credentials:Update", ANY), post(credentials::set))

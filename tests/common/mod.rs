@@ -261,6 +261,17 @@ impl Api {
         }
     }
 
+    pub fn delete(&self, path: &str) -> Reply {
+        let response = agent()
+            .delete(format!("{}{path}", self.url))
+            .send()
+            .expect("DELETE");
+        Reply {
+            status: response.status().as_u16(),
+            body: response.text().unwrap_or_default(),
+        }
+    }
+
     pub fn post_raw(&self, path: &str, body: Vec<u8>) -> Reply {
         let response = agent()
             .post(format!("{}{path}", self.url))
