@@ -311,3 +311,75 @@ fn a_sealed_workflow_config_secret_is_still_masked_in_task_logs() {
     assert!(!logs.contains(SLACK_TOKEN), "{logs}");
     server.stop();
 }
+
+/// A user's DATA credential opens that user's `s3://` URLs: the task's
+/// output goes to a bucket that only the credential's endpoint (an S3
+/// server on loopback) has; without the credential the same submit fails
+/// its upload (no such endpoint otherwise).
+#[test]
+fn a_users_data_credential_opens_their_bucket() {
+    let Some(moto) = common::start_moto("team-bucket") else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "moto_server is not installed (pip install 'moto[server]')"
+        );
+        println!("SKIPPED: moto_server is not installed (pip install 'moto[server]')");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // No AWS_* in the server's environment: nothing but the credential
+    // reaches the bucket.
+    let server = DevServer::start_wrapped(
+        &[
+            "env",
+            "-u",
+            "AWS_ENDPOINT_URL",
+            "-u",
+            "AWS_ACCESS_KEY_ID",
+            "-u",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_EC2_METADATA_DISABLED=true",
+        ],
+        &dir.path().join("dev"),
+        &["dev", "--listen", "127.0.0.1:0"],
+    );
+    let url = server.url.clone();
+    let api = server.client();
+    let spec = "workflow:\n  name: export\n  tasks:\n  - name: make\n    image: ubuntu\n    command: [sh, -c, 'echo result > {{output}}/result.txt']\n    outputs:\n    - url: s3://team-bucket/exports/{{workflow_id}}\n";
+    ok(
+        &url,
+        &[
+            "credential",
+            "set",
+            "team",
+            "--type",
+            "DATA",
+            "--payload",
+            "endpoint=s3://team-bucket",
+            &format!("override_url={}", moto.url),
+            "region=us-east-1",
+            "addressing_style=path",
+            "access_key_id=team-key",
+            "access_key=team-secret-value",
+        ],
+    );
+    let id = api.submit_ok(spec);
+    let done = api.wait_finished(&id, Duration::from_secs(120));
+    let logs = api.get(&format!("/api/workflow/{id}/logs")).body;
+    assert_eq!(done["status"], "COMPLETED", "{done}\n{logs}");
+    let listing = reqwest::blocking::get(format!("{}/team-bucket?list-type=2", moto.url))
+        .expect("list the bucket")
+        .text()
+        .expect("listing");
+    assert!(
+        listing.contains(&format!("<Key>exports/{id}/result.txt</Key>")),
+        "{listing}\n{logs}"
+    );
+    assert!(files_holding(&server.data_dir, b"team-secret-value").is_empty());
+
+    ok(&url, &["credential", "delete", "team"]);
+    let id = api.submit_ok(spec);
+    let done = api.wait_finished(&id, Duration::from_secs(120));
+    assert_eq!(done["status"], "FAILED", "without the credential: {done}");
+    server.stop();
+}

@@ -90,6 +90,7 @@ fn launch(json_values: bool) -> GroupLaunch {
             pod_templates: json(serde_json::json!({"spec": {"hostIPC": true}})),
         },
         data: Some(TaskData {
+            user_stores: Vec::new(),
             store: DataStore {
                 root: "s3://bucket/workflows".into(),
                 ..DataStore::default()

@@ -9,8 +9,8 @@
 //! regex, skipping symlinks, as an output upload does.
 
 use super::beneath::regular_files;
-use super::store::DataStore;
 use super::task::compile;
+use super::task::TaskData;
 use super::transfer;
 use super::{DataError, Say};
 use gantry_storage::extras::CheckpointPlan;
@@ -36,7 +36,7 @@ pub enum TaskFiles<'a> {
 /// ends, with or without checkpoints): the caller drops the future once
 /// the command has exited.
 pub async fn checkpoint_periodically(
-    store: &DataStore,
+    data: &TaskData,
     checkpoints: &[CheckpointPlan],
     files: TaskFiles<'_>,
     say: Say<'_>,
@@ -45,7 +45,7 @@ pub async fn checkpoint_periodically(
         let every = Duration::from_secs(checkpoint.frequency_seconds.max(1));
         loop {
             tokio::time::sleep(every).await;
-            upload_checkpoint(store, checkpoint, files, say).await;
+            upload_checkpoint(data, checkpoint, files, say).await;
         }
     });
     futures::future::join_all(loops).await;
@@ -54,19 +54,19 @@ pub async fn checkpoint_periodically(
 
 /// The last upload of every checkpoint, after the command exited.
 pub async fn checkpoint_finally(
-    store: &DataStore,
+    data: &TaskData,
     checkpoints: &[CheckpointPlan],
     files: TaskFiles<'_>,
     say: Say<'_>,
 ) {
     for checkpoint in checkpoints {
-        upload_checkpoint(store, checkpoint, files, say).await;
+        upload_checkpoint(data, checkpoint, files, say).await;
     }
 }
 
 /// One upload of `checkpoint`; a failure is said, not returned.
 async fn upload_checkpoint(
-    store: &DataStore,
+    data: &TaskData,
     checkpoint: &CheckpointPlan,
     files: TaskFiles<'_>,
     say: Say<'_>,
@@ -75,7 +75,10 @@ async fn upload_checkpoint(
     let dir = Path::new(&checkpoint.path);
     let result = async {
         let regex = compile(checkpoint.regex.as_deref()).map_err(|e| e.to_string())?;
-        let location = store.open(&checkpoint.url).map_err(|e| e.to_string())?;
+        let location = data
+            .store_for(&checkpoint.url)
+            .open(&checkpoint.url)
+            .map_err(|e| e.to_string())?;
         let moved = match files {
             TaskFiles::Own => transfer::upload(dir, &location, regex.as_ref(), &label, say).await,
             TaskFiles::Beneath(open_dir) => {
@@ -123,8 +126,12 @@ mod tests {
         std::fs::write(work.join("notes.txt"), b"skip me").expect("write");
         let storage =
             crate::object_storage::ObjectStorage::open(None, &store_dir).expect("local storage");
-        let store = DataStore::default_in(&storage);
+        let store = crate::data::DataStore::default_in(&storage);
         let url = store.task_url("wf-1", "ckpt");
+        let data = TaskData {
+            store: store.clone(),
+            ..TaskData::default()
+        };
         let said = Mutex::new(Vec::<String>::new());
         let say = |line: String| said.lock().expect("lock").push(line);
         let checkpoints = [
@@ -134,11 +141,11 @@ mod tests {
         // Two periods pass while "the command runs".
         let _ = tokio::time::timeout(
             Duration::from_millis(2_500),
-            checkpoint_periodically(&store, &checkpoints, TaskFiles::Own, &say),
+            checkpoint_periodically(&data, &checkpoints, TaskFiles::Own, &say),
         )
         .await;
         std::fs::write(work.join("sub/epoch-2.pth"), b"weights 2").expect("write");
-        checkpoint_finally(&store, &checkpoints[..1], TaskFiles::Own, &say).await;
+        checkpoint_finally(&data, &checkpoints[..1], TaskFiles::Own, &say).await;
         let said = said.into_inner().expect("lock");
         let uploads = said
             .iter()

@@ -113,6 +113,20 @@ impl DataStore {
         Ok(store)
     }
 
+    /// The store a user's DATA credential opens (keys as launched).
+    pub fn from_user_credential(
+        credential: &gantry_storage::extras::UserDataCredential,
+    ) -> DataStore {
+        DataStore {
+            root: credential.endpoint.trim_end_matches('/').to_string(),
+            region: credential.region.clone(),
+            endpoint: credential.override_url.clone(),
+            path_style: credential.path_style,
+            access_key_id: Some(credential.access_key_id.clone()),
+            access_key: Some(credential.access_key.clone()),
+        }
+    }
+
     /// The data store of the WORKFLOW config in force, if it names one.
     pub fn from_workflow_config(view: &ReadView) -> Option<DataStore> {
         let credential = WorkflowConfig::in_force(view).workflow_data.credential?;

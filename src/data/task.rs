@@ -34,6 +34,26 @@ pub struct TaskData {
     /// has downstream consumers, or no `outputs`).
     #[serde(default)]
     pub intermediate: Option<String>,
+    /// The user's DATA credentials for URLs below their endpoints (from
+    /// the launch's extras; never in this struct's own encodings).
+    #[serde(skip)]
+    pub user_stores: Vec<DataStore>,
+}
+
+impl TaskData {
+    /// The store that opens `url`: the user's credential whose root covers
+    /// it most closely, else the task's data store.
+    pub fn store_for(&self, url: &str) -> &DataStore {
+        self.user_stores
+            .iter()
+            .filter(|store| {
+                let root = store.root.trim_end_matches('/');
+                url.strip_prefix(root)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .max_by_key(|store| store.root.len())
+            .unwrap_or(&self.store)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,7 +118,7 @@ pub async fn download_inputs(
             }
         };
         let regex = compile(input.regex.as_deref()).map_err(fail)?;
-        let location = data.store.open(&input.url).map_err(fail)?;
+        let location = data.store_for(&input.url).open(&input.url).map_err(fail)?;
         transfer::download(
             &location,
             dir,
@@ -131,7 +151,10 @@ pub async fn upload_outputs(
     for (index, output) in data.outputs.iter().enumerate() {
         let what = &output.url;
         let regex = compile(output.regex.as_deref()).map_err(|e| fail(what, e))?;
-        let location = data.store.open(&output.url).map_err(|e| fail(what, e))?;
+        let location = data
+            .store_for(&output.url)
+            .open(&output.url)
+            .map_err(|e| fail(what, e))?;
         let label = format!("[upload] output {index} ({what})");
         transfer::upload(output_dir, &location, regex.as_ref(), &label, say)
             .await
@@ -154,4 +177,32 @@ pub async fn upload_outputs(
             .map_err(|e| fail(url, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A URL below a user's DATA credential is opened with it (the closest
+    /// one wins); any other URL with the task's data store.
+    #[test]
+    fn a_users_data_credential_opens_the_urls_below_its_endpoint() {
+        let store = |root: &str| DataStore {
+            root: root.into(),
+            ..DataStore::default()
+        };
+        let data = TaskData {
+            store: store("s3://gantry-data"),
+            user_stores: vec![store("s3://team"), store("s3://team/private")],
+            ..TaskData::default()
+        };
+        assert_eq!(data.store_for("s3://team/a/b").root, "s3://team");
+        assert_eq!(data.store_for("s3://team").root, "s3://team");
+        assert_eq!(
+            data.store_for("s3://team/private/x").root,
+            "s3://team/private"
+        );
+        assert_eq!(data.store_for("s3://teamwork/x").root, "s3://gantry-data");
+        assert_eq!(data.store_for("s3://other/x").root, "s3://gantry-data");
+    }
 }

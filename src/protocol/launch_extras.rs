@@ -78,6 +78,14 @@ impl ToOperator {
             } => {
                 for task in &mut group.tasks {
                     if let Some(task_extras) = extras.remove(&task.key.task) {
+                        // The user's data credentials open its URLs.
+                        if let Some(data) = &mut task.data {
+                            data.user_stores = task_extras
+                                .data_credentials
+                                .iter()
+                                .map(crate::data::DataStore::from_user_credential)
+                                .collect();
+                        }
                         task.extras = task_extras;
                     }
                 }

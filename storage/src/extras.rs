@@ -56,6 +56,41 @@ pub struct TaskExtras {
     /// that cover the task's image, most specific first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub registry_auths: Vec<RegistryAuth>,
+    /// Set at launch only, never stored: the user's DATA credentials that
+    /// cover the task's URLs (inputs, outputs, checkpoints).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub data_credentials: Vec<UserDataCredential>,
+}
+
+/// A user's DATA credential as launched: the store it opens and its keys.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UserDataCredential {
+    /// `s3://bucket[/prefix]`: the URLs it covers.
+    pub endpoint: String,
+    pub region: Option<String>,
+    pub override_url: Option<String>,
+    pub path_style: bool,
+    pub access_key_id: String,
+    pub access_key: String,
+}
+
+impl std::fmt::Debug for UserDataCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserDataCredential")
+            .field("endpoint", &self.endpoint)
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UserDataCredential {
+    /// Whether `url` is at or below this credential's endpoint.
+    pub fn covers(&self, url: &str) -> bool {
+        let root = self.endpoint.trim_end_matches('/');
+        url.strip_prefix(root)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
 }
 
 /// One entry of a task's `credentials:` as launched: where its values go
@@ -158,7 +193,7 @@ impl TaskExtras {
         if !self.topology.is_empty() {
             names.push("topology");
         }
-        if !self.credentials.is_empty() || !self.registry_auths.is_empty() {
+        if self.has_secrets() {
             names.push("credentials");
         }
         names
@@ -173,7 +208,9 @@ impl TaskExtras {
 
     /// Whether launch-only secret values are set.
     pub fn has_secrets(&self) -> bool {
-        !self.credentials.is_empty() || !self.registry_auths.is_empty()
+        !self.credentials.is_empty()
+            || !self.registry_auths.is_empty()
+            || !self.data_credentials.is_empty()
     }
 }
 

@@ -10,7 +10,7 @@
 //! registry auths are most specific first.
 
 use crate::image_ref::{image_scope, scope_covers};
-use gantry_storage::extras::{LaunchCredential, RegistryAuth};
+use gantry_storage::extras::{LaunchCredential, RegistryAuth, UserDataCredential};
 use gantry_storage::plan::{CredentialUse, TaskPlan};
 use gantry_storage::{CredentialKind, CredentialRecord, ReadView};
 use std::collections::BTreeMap;
@@ -80,6 +80,42 @@ impl UserCredentials {
                 }
             };
             launched.push(credential);
+        }
+        Ok(launched)
+    }
+
+    /// The user's DATA credentials whose endpoints cover any of `urls`
+    /// (OSMO chooses a user's data credential by the URL's bucket).
+    pub(super) fn data_credentials(
+        &mut self,
+        urls: &[String],
+    ) -> Result<Vec<UserDataCredential>, String> {
+        let covering: Vec<String> = self
+            .stored
+            .iter()
+            .filter(|(_, stored)| stored.kind == CredentialKind::Data)
+            .filter(|(_, stored)| {
+                let probe = UserDataCredential {
+                    endpoint: stored.profile.clone(),
+                    ..UserDataCredential::default()
+                };
+                urls.iter().any(|url| probe.covers(url))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut launched = Vec::with_capacity(covering.len());
+        for name in covering {
+            let values = self.open(&name)?;
+            let text = |key: &str| values.get(key).cloned().filter(|value| !value.is_empty());
+            launched.push(UserDataCredential {
+                endpoint: text("endpoint").unwrap_or_default(),
+                region: text("region"),
+                override_url: text("override_url"),
+                // OSMO: path style unless `virtual` is asked for.
+                path_style: text("addressing_style").as_deref() != Some("virtual"),
+                access_key_id: text("access_key_id").unwrap_or_default(),
+                access_key: text("access_key").unwrap_or_default(),
+            });
         }
         Ok(launched)
     }

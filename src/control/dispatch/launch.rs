@@ -246,6 +246,8 @@ pub(super) fn build_launch(
             extras: task_extras(&extras, &task.name, &context, &in_force.pool_extras)
                 .and_then(|mut extras| {
                     extras.credentials = credentials.for_task(plan)?;
+                    extras.data_credentials =
+                        credentials.data_credentials(&task_urls(plan, &extras))?;
                     // Only a cluster executor pulls images today.
                     if on_kubernetes {
                         extras.registry_auths = credentials.registry_auths(&plan.image)?;
@@ -353,7 +355,27 @@ pub(super) fn task_data(
             .collect(),
         intermediate: (consumed || plan.outputs.is_empty())
             .then(|| store.task_url(workflow_id, task)),
+        user_stores: Vec::new(),
     }
+}
+
+/// Every object-store URL a task reads or writes itself (inputs by URL,
+/// outputs, checkpoints), tokens already substituted.
+fn task_urls(plan: &gantry_storage::plan::TaskPlan, extras: &TaskExtras) -> Vec<String> {
+    plan.inputs
+        .iter()
+        .filter_map(|input| match input {
+            InputPlan::Url { url, .. } => Some(url.clone()),
+            InputPlan::Task { .. } => None,
+        })
+        .chain(plan.outputs.iter().map(|output| output.url.clone()))
+        .chain(
+            extras
+                .checkpoints
+                .iter()
+                .map(|checkpoint| checkpoint.url.clone()),
+        )
+        .collect()
 }
 
 /// Task `name`'s extras for its launch: special tokens substituted in the

@@ -111,6 +111,7 @@ pub fn build_group(
             let runtime_data = super::task_runtime::RuntimeData {
                 data: data.clone(),
                 checkpoints: task.extras.checkpoints.clone(),
+                user_stores: data.user_stores.clone(),
             };
             let contents = serde_json::to_vec(&runtime_data)
                 .map_err(|error| KubeError::invalid("task data", error))?;

@@ -29,7 +29,7 @@
 //! of the runtime itself (before the command starts) exits 255, with the
 //! reason on stderr.
 
-use crate::data::{self, TaskData};
+use crate::data::{self, DataStore, TaskData};
 use gantry_storage::extras::CheckpointPlan;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
@@ -52,6 +52,10 @@ pub struct RuntimeData {
     pub data: TaskData,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checkpoints: Vec<CheckpointPlan>,
+    /// The user's DATA credentials (`TaskData::user_stores`, which the
+    /// task data's own encoding leaves out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_stores: Vec<DataStore>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -176,10 +180,13 @@ fn read_runtime_data(path: &Path) -> Result<RuntimeData, RuntimeError> {
         path: path.to_path_buf(),
         source,
     })?;
-    serde_json::from_slice(&text).map_err(|error| RuntimeError::DataSpec {
-        path: path.to_path_buf(),
-        message: error.to_string(),
-    })
+    let mut runtime: RuntimeData =
+        serde_json::from_slice(&text).map_err(|error| RuntimeError::DataSpec {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        })?;
+    runtime.data.user_stores = std::mem::take(&mut runtime.user_stores);
+    Ok(runtime)
 }
 
 /// Prepares the data directories, downloads inputs, runs the command
@@ -235,7 +242,7 @@ pub async fn exec(
     let supervised = match task_data {
         Some(task_data) => tokio::select! {
             supervised = supervise(&mut child) => supervised,
-            never = data::checkpoint_periodically(&task_data.store, checkpoints, in_container, &say) => match never {},
+            never = data::checkpoint_periodically(task_data, checkpoints, in_container, &say) => match never {},
         },
         None => supervise(&mut child).await,
     };
@@ -246,7 +253,7 @@ pub async fn exec(
     })?;
     let code = exit_code(status);
     if let (Some(task_data), false) = (task_data, signaled) {
-        data::checkpoint_finally(&task_data.store, checkpoints, in_container, &say).await;
+        data::checkpoint_finally(task_data, checkpoints, in_container, &say).await;
     }
     // OSMO uploads after every exit except a cancel (the pod's deletion
     // is what signals the runtime).
@@ -413,7 +420,6 @@ mod tests {
 
     #[tokio::test]
     async fn exec_uploads_checkpoints_while_the_command_runs_and_once_after() {
-        use crate::data::DataStore;
         let dir = tempfile::tempdir().expect("temp dir");
         let store = DataStore {
             root: format!("file://{}/store", dir.path().display()),
@@ -422,6 +428,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("store")).expect("dirs");
         let work = dir.path().join("work");
         let runtime_data = RuntimeData {
+            user_stores: Vec::new(),
             data: TaskData {
                 store: store.clone(),
                 ..TaskData::default()
@@ -470,7 +477,7 @@ mod tests {
 
     #[tokio::test]
     async fn exec_moves_data_through_a_file_store() {
-        use crate::data::{DataInput, DataOutput, DataStore};
+        use crate::data::{DataInput, DataOutput};
         let dir = tempfile::tempdir().expect("temp dir");
         let store = DataStore {
             root: format!("file://{}/store", dir.path().display()),
@@ -482,6 +489,7 @@ mod tests {
         std::fs::write(upstream.join("b.txt"), "2\n").expect("write");
         let export = format!("file://{}/store/export", dir.path().display());
         let task_data = TaskData {
+            user_stores: Vec::new(),
             store: store.clone(),
             inputs: vec![DataInput {
                 source: "task produce".into(),

@@ -387,6 +387,7 @@ async fn the_pod_gets_its_task_data_and_checkpoints_from_a_secret_file_not_its_c
         regex: None,
     }];
     single.data = Some(TaskData {
+        user_stores: Vec::new(),
         store: store.clone(),
         inputs: vec![DataInput {
             source: "task prep".into(),
@@ -405,6 +406,7 @@ async fn the_pod_gets_its_task_data_and_checkpoints_from_a_secret_file_not_its_c
     // The runtime reads the task's data and its checkpoints, which reached
     // the operator apart from the launch (`CreateGroupWithExtras`).
     let expected = serde_json::to_vec(&super::task_runtime::RuntimeData {
+        user_stores: Vec::new(),
         data: single.data.clone().expect("data"),
         checkpoints: single.extras.checkpoints.clone(),
     })

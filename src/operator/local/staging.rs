@@ -2,8 +2,8 @@
 //! dir, the staged `files`, and one empty directory per input (filled from
 //! object storage by `crate::data` before the command starts).
 //!
-//! Layout under the executor's work dir, per task:
-//! `<work_dir>/<workflow_id>/<task>/output` (the task's output, uploaded
+//! Layout under the executor's work dir, per run of a task:
+//! `<work_dir>/<workflow_id>/<task>/<retry>/output` (the task's output, uploaded
 //! after exit), `.../files/N` (launch file N), `.../inputs/N` (input N) and
 //! `.../etc` (the task's `/etc`, see `etc`; launch files under `/etc` are
 //! written into it) and `.../credentials/N-M` (key M of the task's mounted
@@ -21,6 +21,7 @@ use super::error::ExecError;
 use super::etc;
 use super::sandbox::{SANDBOX_INPUTS, SANDBOX_OUTPUT};
 use crate::protocol::TaskLaunch;
+use gantry_storage::TaskKey;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
@@ -36,16 +37,22 @@ pub struct Prepared {
     pub etc_binds: Vec<(String, String)>,
 }
 
-fn task_dir(work_dir: &Path, workflow_id: &str, task: &str) -> Result<PathBuf, ExecError> {
-    check_component("workflow id", workflow_id)?;
-    check_component("task name", task)?;
-    Ok(work_dir.join(workflow_id).join(task))
+/// A run's own directory: two runs of a task (retries the control plane
+/// started while an older one was still winding down) never share one, so
+/// the end of one never removes the other's output.
+fn task_dir(work_dir: &Path, key: &TaskKey) -> Result<PathBuf, ExecError> {
+    check_component("workflow id", &key.workflow_id)?;
+    check_component("task name", &key.task)?;
+    Ok(work_dir
+        .join(&key.workflow_id)
+        .join(&key.task)
+        .join(key.retry_id.to_string()))
 }
 
 /// Blocking: creates and fills the task's directories. Run off the runtime.
 pub fn prepare(work_dir: &Path, launch: &TaskLaunch) -> Result<Prepared, ExecError> {
     check_launch(launch)?;
-    let dir = task_dir(work_dir, &launch.key.workflow_id, &launch.key.task)?;
+    let dir = task_dir(work_dir, &launch.key)?;
     let output_dir = dir.join("output");
     let files_dir = dir.join("files");
     let inputs_dir = dir.join("inputs");
@@ -157,14 +164,19 @@ pub fn hostname(task: &str) -> String {
     crate::protocol::task_host::dns_label(task)
 }
 
-/// Blocking: deletes the task's directory (and its workflow's, once
-/// empty). Its output was uploaded, or is not kept.
-pub fn remove(work_dir: &Path, workflow_id: &str, task: &str) -> Result<(), ExecError> {
-    let dir = task_dir(work_dir, workflow_id, task)?;
+/// Blocking: deletes the run's directory (and its task's and workflow's,
+/// once empty). Its output was uploaded, or is not kept.
+pub fn remove(work_dir: &Path, key: &TaskKey) -> Result<(), ExecError> {
+    let dir = task_dir(work_dir, key)?;
     remove_dir_if_present(&dir)?;
-    if let Some(workflow_dir) = dir.parent() {
-        // Fails while another task of the workflow still has its directory.
-        let _ = fs::remove_dir(workflow_dir);
+    // Each fails while another run of the task, or another task of the
+    // workflow, still has its directory.
+    if let Some(task_dir) = dir.parent() {
+        if fs::remove_dir(task_dir).is_ok() {
+            if let Some(workflow_dir) = task_dir.parent() {
+                let _ = fs::remove_dir(workflow_dir);
+            }
+        }
     }
     Ok(())
 }

@@ -495,6 +495,7 @@ fn with_data(mut task: TaskLaunch, store: &DataStore, inputs: Vec<DataInput>) ->
         })
         .collect();
     task.data = Some(TaskData {
+        user_stores: Vec::new(),
         store: store.clone(),
         inputs,
         outputs: Vec::new(),

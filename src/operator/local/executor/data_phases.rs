@@ -133,7 +133,7 @@ impl Shared {
         let open_dir = |path: &str| files.open_dir(path);
         let checkpoints = async {
             data::checkpoint_finally(
-                &data.store,
+                data,
                 &launch.extras.checkpoints,
                 data::TaskFiles::Beneath(&open_dir),
                 &say,

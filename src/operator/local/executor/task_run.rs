@@ -98,13 +98,8 @@ impl Shared {
         let outcome = self.run(&launch, cancel, gate, net).await;
         // The output was uploaded (or is not kept): the task's host
         // directories go before the final report.
-        let (work_dir, workflow, task) = (
-            self.config.work_dir.clone(),
-            key.workflow_id.clone(),
-            key.task.clone(),
-        );
-        let removed =
-            tokio::task::spawn_blocking(move || staging::remove(&work_dir, &workflow, &task)).await;
+        let (work_dir, run) = (self.config.work_dir.clone(), key.clone());
+        let removed = tokio::task::spawn_blocking(move || staging::remove(&work_dir, &run)).await;
         match removed {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(%error, "removing the task's directory"),
@@ -257,7 +252,7 @@ impl Shared {
                 let checkpoints = &launch.extras.checkpoints;
                 tokio::select! {
                     exit = supervised => exit,
-                    never = data::checkpoint_periodically(&data.store, checkpoints, data::TaskFiles::Beneath(&open_dir), &say) => match never {},
+                    never = data::checkpoint_periodically(data, checkpoints, data::TaskFiles::Beneath(&open_dir), &say) => match never {},
                     never = keep_open(files, checkpoints) => match never {},
                 }
             }
