@@ -8,31 +8,12 @@
 
 mod common;
 
-use common::{cli, DevServer};
+use common::{cli, files_holding, DevServer};
 use serde_json::{json, Value};
-use std::path::Path;
 use std::time::Duration;
 
 const TOKEN: &str = "hf_SECRET_TOKEN_4b1d9c";
 const AWS_KEY: &str = "AWS_SECRET_KEY_77aa0e";
-
-/// Every file under `dir` that holds `needle`.
-fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        if path.is_dir() {
-            for entry in std::fs::read_dir(&path).expect("read dir").flatten() {
-                stack.push(entry.path());
-            }
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            if bytes.windows(needle.len()).any(|window| window == needle) {
-                found.push(path.display().to_string());
-            }
-        }
-    }
-    found
-}
 
 fn ok(url: &str, args: &[&str]) -> String {
     let (code, stdout, stderr) = cli(url, args);
@@ -55,6 +36,8 @@ workflow:
       test "$(printf %s "$HF_TOKEN" | sha256sum | cut -c1-64)" = "TOKEN_DIGEST"
       test "$(sha256sum < /creds/aws/secret_key | cut -c1-64)" = "AWS_KEY_DIGEST"
       test "$(cat /creds/aws/region)" = "eu-1"
+      test "$(cat /etc/ngc/username)" = '$oauthtoken'
+      test "$(cat /etc/ngc/registry)" = nvcr.io
       echo "token is $HF_TOKEN"
       echo "key is $(cat /creds/aws/secret_key)"
       echo "region is $(cat /creds/aws/region)"
@@ -62,6 +45,7 @@ workflow:
     credentials:
       hf: {HF_TOKEN: token}
       aws: /creds/aws
+      ngc: /etc/ngc
 "#;
 
 fn digest(text: &str) -> String {

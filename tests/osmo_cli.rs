@@ -759,6 +759,17 @@ fn token_login_through_osmos_cli() {
             .contains("revoked"),
         "{body}"
     );
+    // A new token under the revoked one's name does not revive its JWTs.
+    let again = http
+        .post(format!(
+            "{}/api/auth/user/ann/access_token/laptop?roles=admin&expires_at=2099-01-31",
+            server.url
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .expect("token");
+    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(status_with(&jwt).status().as_u16(), 401);
     let output = osmo.run(&["profile", "list"]);
     assert_ne!(output.code, 0, "{}", output.stdout);
     server.stop();

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{start_tls_server, DevServer, Https, BINARY};
+use common::{files_holding, start_tls_server, DevServer, Https, BINARY};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
@@ -35,24 +35,6 @@ fn gantry_as(args: &[&str], token: &str) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Every file under `dir` that holds `needle`.
-fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        if path.is_dir() {
-            for entry in std::fs::read_dir(&path).expect("read dir").flatten() {
-                stack.push(entry.path());
-            }
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            if bytes.windows(needle.len()).any(|window| window == needle) {
-                found.push(path.display().to_string());
-            }
-        }
-    }
-    found
 }
 
 /// The server of `start_tls_server` started again on its data, with `key`.

@@ -22,7 +22,7 @@ use axum::{Extension, Json};
 use gantry_storage::config::workflow::DataCredential;
 use gantry_storage::{
     is_credential_name, Command, CredentialKind, CredentialRecord, Outcome,
-    CREDENTIAL_KEY_BYTES_MAX, CREDENTIAL_NAME_BYTES_MAX,
+    CREDENTIAL_KEY_BYTES_MAX, CREDENTIAL_NAME_BYTES_MAX, CREDENTIAL_SEALED_BYTES_MAX,
 };
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -164,10 +164,17 @@ pub async fn set(
             other.to_string(),
         ),
     })?;
+    if sealed.len() > CREDENTIAL_SEALED_BYTES_MAX {
+        return Err(usage(format!(
+            "its values take {} bytes once encoded and sealed, over the limit of {CREDENTIAL_SEALED_BYTES_MAX}: send fewer or shorter values",
+            sealed.len()
+        )));
+    }
     let command = Command::PutCredential {
         now: now_ms(),
         user: caller.user.clone(),
         name,
+        only_if_sealed: None,
         credential: CredentialRecord {
             kind: submitted.kind,
             profile: submitted.profile,
@@ -205,10 +212,14 @@ pub async fn reseal_all(state: &AppState) -> Result<usize, ApiError> {
         };
         let values = crate::secrets::open_values(&credential.sealed).map_err(server_error)?;
         let sealed = crate::secrets::seal_values(&values).map_err(server_error)?;
+        // Only over the value read: one deleted or replaced meanwhile is
+        // left as its user left it (its new value is sealed anew).
+        let only_if_sealed = Some(credential.sealed.clone());
         let command = Command::PutCredential {
             now: now_ms(),
             user: user.clone(),
             name: name.clone(),
+            only_if_sealed,
             credential: CredentialRecord {
                 sealed,
                 ..credential
@@ -216,7 +227,6 @@ pub async fn reseal_all(state: &AppState) -> Result<usize, ApiError> {
         };
         match propose_gated(state, "user credentials", command).await? {
             Outcome::Applied => resealed += 1,
-            // Deleted or replaced meanwhile: its new value is sealed anew.
             Outcome::Rejected(_) => {}
             other => return Err(unexpected(other)),
         }
@@ -345,6 +355,16 @@ fn data(fields: &Map<String, Value>) -> Result<Submitted, ApiError> {
         .map_err(|error| usage(format!("{AT}: {error}")))?;
     credential.check(AT).map_err(usage)?;
     let profile = credential.root().to_string();
+    // A user's store is reached by the executor on its host, outside the
+    // task's sandbox: never a host directory.
+    if !profile.starts_with("s3://") {
+        return Err(usage(format!(
+            "{AT}.endpoint: '{profile}' is not s3://bucket[/prefix] (a user's data credential is for an object store)"
+        )));
+    }
+    if let Some(url) = &credential.override_url {
+        check_override_url(url)?;
+    }
     let mut values = values;
     values.insert("endpoint".into(), profile.clone());
     Ok(Submitted {
@@ -352,6 +372,29 @@ fn data(fields: &Map<String, Value>) -> Result<Submitted, ApiError> {
         profile,
         values,
     })
+}
+
+/// An S3 service a user names is asked by the executor from its host:
+/// never a link-local address (cloud metadata services answer there).
+fn check_override_url(text: &str) -> Result<(), ApiError> {
+    const AT: &str = "data_credential.override_url";
+    let url = url::Url::parse(text).map_err(|error| usage(format!("{AT}: '{text}': {error}")))?;
+    let refused = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_link_local() || ip.is_unspecified() || ip.is_broadcast(),
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_unspecified()
+                || (ip.segments()[0] & 0xffc0) == 0xfe80
+                || ip.segments()[0] == 0xfd00
+        }
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("metadata.google.internal"),
+        None => true,
+    };
+    if refused {
+        return Err(usage(format!(
+            "{AT}: '{text}' is a link-local or metadata address, which a user's credential may not name"
+        )));
+    }
+    Ok(())
 }
 
 /// A generic credential's keys become file names under a task's mount

@@ -8,8 +8,9 @@
 //! round-trip, and a rotated key file still verifies JWTs of the older
 //! keys it keeps; issuer and audience are `gantry`; it lives at most
 //! [`JWT_LIFETIME_MS`] and never past its access token; it names the
-//! access token it came from, which must still exist (and not have
-//! expired) when the JWT is used, so revoking the token revokes its JWTs;
+//! access token it came from (by name and creation time), which must still
+//! exist (and not have expired) when the JWT is used, so revoking the token
+//! revokes its JWTs, and a new token of the same name does not revive them;
 //! a server without a cluster key issues none and takes none.
 
 use super::error::ApiError;
@@ -38,8 +39,11 @@ struct Claims {
     sub: String,
     /// The user again, where OSMO's CLI looks for a display name.
     name: String,
-    /// The access token this JWT was made from.
+    /// The access token this JWT was made from, and when that token was
+    /// made: a token deleted and made again under the same name does not
+    /// bring its predecessor's JWTs back.
     tok: String,
+    tci: i64,
     iat: i64,
     exp: i64,
 }
@@ -90,7 +94,7 @@ pub fn verify(view: &ReadView, jwt: &str) -> Result<TokenRecord, ApiError> {
         .claims;
     let token = view
         .token(&claims.tok)?
-        .filter(|token| token.user == claims.sub)
+        .filter(|token| token.user == claims.sub && token.created == claims.tci)
         .ok_or_else(|| {
             credential_error(format!(
                 "Token is not valid: access token '{}' it was made from is revoked",
@@ -126,6 +130,7 @@ fn issue(token: &TokenRecord) -> Result<(String, i64), ApiError> {
         sub: token.user.clone(),
         name: token.user.clone(),
         tok: token.name.clone(),
+        tci: token.created,
         iat: now / 1000,
         exp: expires / 1000,
     };

@@ -155,15 +155,33 @@ fn task_secrets(view: &ReadView, key: &TaskKey) -> Result<Option<Vec<String>>, S
         let Some(stored) = view.credential(&workflow.user, name)? else {
             continue;
         };
-        let Ok(values) = crate::secrets::open_values(&stored.sealed) else {
-            continue;
+        let values = match crate::secrets::open_values(&stored.sealed) {
+            Ok(values) => values,
+            Err(error) => {
+                // Every member needs the cluster key file; one without it
+                // cannot mask what the task was given.
+                tracing::warn!(workflow = %key.workflow_id, task = %key.task, credential = %name, %error, "a task's credential cannot be masked in its logs");
+                continue;
+            }
         };
-        match usage {
-            CredentialUse::Mount(_) => secrets.extend(values.into_values()),
-            CredentialUse::Env(env) => secrets.extend(
-                env.values()
-                    .filter_map(|credential_key| values.get(credential_key).cloned()),
-            ),
+        let used: Vec<String> = match usage {
+            CredentialUse::Mount(_) => values.into_values().collect(),
+            CredentialUse::Env(env) => env
+                .values()
+                .filter_map(|credential_key| values.get(credential_key).cloned())
+                .collect(),
+        };
+        for value in used {
+            // Logs arrive line by line: each line of a value of several
+            // (a PEM key) is masked on its own too.
+            if value.contains('\n') {
+                secrets.extend(
+                    value
+                        .lines()
+                        .map(|line| line.trim_end_matches('\r').to_string()),
+                );
+            }
+            secrets.push(value);
         }
     }
     Ok(Some(secrets))

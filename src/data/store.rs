@@ -193,7 +193,7 @@ impl DataStore {
                 // bare text (an instance-metadata error, say) hides why.
                 if settings.keys.is_none() {
                     credential_note = format!(
-                        " (bucket '{bucket}' is outside the data credential's, so it is reached with this host's default AWS credentials; Gantry has no per-user data credentials yet)"
+                        " (bucket '{bucket}' is outside the data credential's, so it is reached with this host's default AWS credentials; a DATA credential of your own for it: `gantry credential set NAME --type DATA`)"
                     );
                 }
                 let store = s3_store(bucket, &settings).map_err(|source| DataError::Store {
@@ -234,6 +234,20 @@ impl DataStore {
             .components()
             .all(|part| matches!(part, Component::RootDir | Component::Normal(_)));
         plain && path.starts_with(root)
+    }
+
+    /// Whether `url` is an `s3://` URL inside this store's root, exactly as
+    /// [`DataStore::open`] decides whether its keys go with a request: a
+    /// user's store is used only for such URLs, so its endpoint never sees
+    /// a request signed with anything but its own keys.
+    pub fn holds_url(&self, url: &str) -> bool {
+        let Ok(parsed) = url::Url::parse(url) else {
+            return false;
+        };
+        let Some(bucket) = parsed.host_str().filter(|_| parsed.scheme() == "s3") else {
+            return false;
+        };
+        percent_decode(parsed.path()).is_some_and(|path| self.holds_key(bucket, &path))
     }
 
     /// Whether `bucket` and key prefix `path` lie under an `s3://` root.

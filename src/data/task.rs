@@ -41,16 +41,14 @@ pub struct TaskData {
 }
 
 impl TaskData {
-    /// The store that opens `url`: the user's credential whose root covers
-    /// it most closely, else the task's data store.
+    /// The store that opens `url`: the user's credential whose `s3://`
+    /// root holds it most closely (as `DataStore::open` decides which keys
+    /// go with a request, so a user's endpoint only ever gets requests
+    /// signed with the user's keys), else the task's data store.
     pub fn store_for(&self, url: &str) -> &DataStore {
         self.user_stores
             .iter()
-            .filter(|store| {
-                let root = store.root.trim_end_matches('/');
-                url.strip_prefix(root)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            })
+            .filter(|store| store.holds_url(url))
             .max_by_key(|store| store.root.len())
             .unwrap_or(&self.store)
     }
@@ -204,5 +202,20 @@ mod tests {
         );
         assert_eq!(data.store_for("s3://teamwork/x").root, "s3://gantry-data");
         assert_eq!(data.store_for("s3://other/x").root, "s3://gantry-data");
+        // Spelled to climb out of a root: the store that holds the URL as
+        // it is requested opens it, or nothing does.
+        assert_eq!(data.store_for("s3://team/private/../x").root, "s3://team");
+        let smuggled = "s3://team/private%2F..%2Fx";
+        assert!(data.store_for(smuggled).open(smuggled).is_err());
+        // Never a user's store for a file URL.
+        let files = TaskData {
+            store: store("s3://gantry-data"),
+            user_stores: vec![store("file:///etc")],
+            ..TaskData::default()
+        };
+        assert_eq!(
+            files.store_for("file:///etc/shadow").root,
+            "s3://gantry-data"
+        );
     }
 }

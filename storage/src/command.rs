@@ -210,12 +210,17 @@ pub enum Command {
     /// 26. A user's credential, created or replaced (OSMO's `POST
     ///     /api/credentials/{name}`): its values sealed by the proposer.
     ///     Rejected for a name or key out of syntax or bounds, a value not
-    ///     sealed, a name the user holds with another type, or a user at
-    ///     [`crate::record::CREDENTIALS_PER_USER_MAX`]. Gated.
+    ///     sealed, a name the user holds with another type, a registry or
+    ///     endpoint another of the user's credentials has, or a user at
+    ///     [`crate::record::CREDENTIALS_PER_USER_MAX`]; with
+    ///     `only_if_sealed`, unless the credential is stored with exactly
+    ///     that sealed value (a reseal never revives a deleted or replaced
+    ///     one). Gated.
     PutCredential {
         now: Millis,
         user: String,
         name: String,
+        only_if_sealed: Option<String>,
         credential: crate::record::CredentialRecord,
     },
     /// 27. A user's credential removed; rejected when the user has none of

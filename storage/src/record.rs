@@ -359,8 +359,9 @@ pub const CREDENTIALS_PER_USER_MAX: usize = 128;
 pub const CREDENTIAL_NAME_BYTES_MAX: usize = 64;
 /// Keys one credential may have.
 pub const CREDENTIAL_KEYS_MAX: usize = 64;
-/// Longest key of a credential, in bytes.
-pub const CREDENTIAL_KEY_BYTES_MAX: usize = 256;
+/// Longest key of a credential, in bytes (`<name>.<key>` is a Secret's key
+/// on Kubernetes, at most 253 bytes).
+pub const CREDENTIAL_KEY_BYTES_MAX: usize = 188;
 /// Longest profile (registry or endpoint), in bytes.
 pub const CREDENTIAL_PROFILE_BYTES_MAX: usize = 1024;
 /// Longest sealed value, in bytes (its plaintext is at most about three

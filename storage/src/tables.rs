@@ -598,6 +598,29 @@ impl<'a> Tables<'a> {
             .transpose()
     }
 
+    /// The name of the user's credential of `kind` for `profile`, if any.
+    pub fn credential_with_profile(
+        &self,
+        user: &str,
+        kind: crate::record::CredentialKind,
+        profile: &str,
+    ) -> Result<Option<String>, StorageError> {
+        let table = self.txn.open_table(USER_CREDENTIALS)?;
+        for row in table.range((user, "")..)? {
+            let (key, value) = row?;
+            let (owner, name) = key.value();
+            if owner != user {
+                break;
+            }
+            let stored: CredentialRecord =
+                decode_row(&USER_CREDENTIALS, &(owner, name), value.value())?;
+            if stored.kind == kind && stored.profile == profile {
+                return Ok(Some(name.to_string()));
+            }
+        }
+        Ok(None)
+    }
+
     /// How many credentials a user holds.
     pub fn credential_count(&self, user: &str) -> Result<usize, StorageError> {
         let table = self.txn.open_table(USER_CREDENTIALS)?;

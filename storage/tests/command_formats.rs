@@ -288,6 +288,7 @@ fn samples() -> Vec<Command> {
             now,
             user: "alice".into(),
             name: "hf".into(),
+            only_if_sealed: Some("gantry-sealed:1:0123456789ab:AAAA".into()),
             credential: gantry_storage::CredentialRecord {
                 kind: gantry_storage::CredentialKind::Registry,
                 profile: "nvcr.io".into(),

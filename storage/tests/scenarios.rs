@@ -1014,8 +1014,8 @@ impl Case {
                 }])
             }
             "credential" => {
-                // credential USER NAME at=.. type=generic|registry|data keys=a,b sealed=..
-                args.allow(&["at", "type", "keys", "sealed", "profile"])?;
+                // credential USER NAME at=.. type=generic|registry|data keys=a,b sealed=.. if=SEALED
+                args.allow(&["at", "type", "keys", "sealed", "profile", "if"])?;
                 let kind = match args.get("type").unwrap_or("generic") {
                     "generic" => gantry_storage::CredentialKind::Generic,
                     "registry" => gantry_storage::CredentialKind::Registry,
@@ -1026,6 +1026,7 @@ impl Case {
                     now: args.need_num("at")?,
                     user: args.pos(0, "user")?.to_string(),
                     name: args.pos(1, "credential name")?.to_string(),
+                    only_if_sealed: args.get("if").map(str::to_string),
                     credential: gantry_storage::CredentialRecord {
                         kind,
                         profile: args.get("profile").unwrap_or("").to_string(),

@@ -660,3 +660,22 @@ pub fn wait_for_events(
         }
     })
 }
+
+/// Every file under `dir` that holds `needle` (a probe for values that must
+/// never be stored in the clear).
+pub fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read dir").flatten() {
+                stack.push(entry.path());
+            }
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            if bytes.windows(needle.len()).any(|window| window == needle) {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}

@@ -93,7 +93,11 @@ impl UserCredentials {
         let covering: Vec<String> = self
             .stored
             .iter()
-            .filter(|(_, stored)| stored.kind == CredentialKind::Data)
+            // Only object stores: a user's store is opened by the executor
+            // on its host, never a host directory.
+            .filter(|(_, stored)| {
+                stored.kind == CredentialKind::Data && stored.profile.starts_with("s3://")
+            })
             .filter(|(_, stored)| {
                 let probe = UserDataCredential {
                     endpoint: stored.profile.clone(),

@@ -176,12 +176,28 @@ fn file_secret(
     name: &str,
     contents: &[u8],
 ) -> Result<Secret, KubeError> {
+    let mut data = Map::new();
+    data.insert(
+        FILE_KEY.to_string(),
+        json!(base64::engine::general_purpose::STANDARD.encode(contents)),
+    );
+    secret(ctx, names, name, "Opaque", data)
+}
+
+/// A Secret of the group (its labels) with `data` (values base64).
+fn secret(
+    ctx: &BuildContext<'_>,
+    names: &GroupNames,
+    name: &str,
+    kind: &str,
+    data: Map<String, Value>,
+) -> Result<Secret, KubeError> {
     serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": name, "namespace": ctx.namespace, "labels": names.labels()},
-        "type": "Opaque",
-        "data": {FILE_KEY: base64::engine::general_purpose::STANDARD.encode(contents)},
+        "type": kind,
+        "data": data,
     }))
     .map_err(|error| KubeError::invalid(format!("Secret {name}"), error))
 }
@@ -211,16 +227,7 @@ fn credentials_secret(
     if data.is_empty() {
         return Ok(None);
     }
-    let name = names.user_secrets();
-    serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": ctx.namespace, "labels": names.labels()},
-        "type": "Opaque",
-        "data": data,
-    }))
-    .map(Some)
-    .map_err(|error| KubeError::invalid(format!("Secret {name}"), error))
+    secret(ctx, names, &names.user_secrets(), "Opaque", data).map(Some)
 }
 
 /// The Docker config of the group's registry credentials, keyed by scope
@@ -248,16 +255,19 @@ fn pull_secret(
     }
     let config = serde_json::to_vec(&json!({ "auths": auths }))
         .map_err(|error| KubeError::invalid("image pull secret", error))?;
-    let name = names.user_pull_secret();
-    serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": ctx.namespace, "labels": names.labels()},
-        "type": "kubernetes.io/dockerconfigjson",
-        "data": {".dockerconfigjson": engine.encode(config)},
-    }))
+    let mut data = Map::new();
+    data.insert(
+        ".dockerconfigjson".to_string(),
+        json!(engine.encode(config)),
+    );
+    secret(
+        ctx,
+        names,
+        &names.user_pull_secret(),
+        "kubernetes.io/dockerconfigjson",
+        data,
+    )
     .map(Some)
-    .map_err(|error| KubeError::invalid(format!("Secret {name}"), error))
 }
 
 /// The task's `credentials:` in its container: environment variables by

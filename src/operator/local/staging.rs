@@ -91,7 +91,7 @@ pub fn prepare(work_dir: &Path, launch: &TaskLaunch) -> Result<Prepared, ExecErr
         files.push((host, file.path.clone()));
     }
 
-    stage_credentials(&credentials_dir, launch, &mut files)?;
+    stage_credentials((&credentials_dir, &etc_dir), launch, &mut files)?;
 
     let mut inputs = Vec::with_capacity(launch.inputs.len());
     for index in 0..launch.inputs.len() {
@@ -111,7 +111,7 @@ pub fn prepare(work_dir: &Path, launch: &TaskLaunch) -> Result<Prepared, ExecErr
 /// Each key of each mounted credential as its own file, readable by the
 /// executor's user only, to be bound at `<dir>/<key>` in the sandbox.
 fn stage_credentials(
-    dir: &Path,
+    (dir, etc_dir): (&Path, &Path),
     launch: &TaskLaunch,
     files: &mut Vec<(PathBuf, String)>,
 ) -> Result<(), ExecError> {
@@ -126,7 +126,22 @@ fn stage_credentials(
         for (key_index, (key, value)) in credential.values.iter().enumerate() {
             let path = format!("{}/{key}", mount.trim_end_matches('/'));
             check_sandbox_path(&path)?;
-            let host = dir.join(format!("{index}-{key_index}"));
+            // As launch files: the task's /etc is its own, written into.
+            let host = match Path::new(&path).strip_prefix("/etc") {
+                Ok(relative) => {
+                    let host = etc_dir.join(relative);
+                    if let Some(parent) = host.parent() {
+                        fs::create_dir_all(parent)
+                            .map_err(|e| ExecError::io("cannot create", parent, e))?;
+                    }
+                    // Written afresh, never through what is there.
+                    remove_file_if_present(&host)?;
+                    Some(host)
+                }
+                Err(_) => None,
+            };
+            let in_etc = host.is_some();
+            let host = host.unwrap_or_else(|| dir.join(format!("{index}-{key_index}")));
             fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -134,10 +149,20 @@ fn stage_credentials(
                 .open(&host)
                 .and_then(|mut file| file.write_all(value.as_bytes()))
                 .map_err(|e| ExecError::io("cannot write", &host, e))?;
-            files.push((host, path));
+            if !in_etc {
+                files.push((host, path));
+            }
         }
     }
     Ok(())
+}
+
+fn remove_file_if_present(path: &Path) -> Result<(), ExecError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ExecError::io("cannot replace", path, e)),
+    }
 }
 
 /// The `bwrap` arguments that set a task's credential environment

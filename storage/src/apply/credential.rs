@@ -27,8 +27,8 @@ fn refused(kind: RejectionKind, message: String) -> Result<Outcome, StorageError
 pub(super) fn apply_credential_put(
     tables: &Tables,
     now: Millis,
-    user: &str,
-    name: &str,
+    (user, name): (&str, &str),
+    only_if_sealed: Option<&str>,
     credential: &CredentialRecord,
 ) -> Result<Outcome, StorageError> {
     use RejectionKind::{Conflict, Invalid};
@@ -95,7 +95,34 @@ pub(super) fn apply_credential_put(
             ),
         );
     }
-    match tables.credential(user, name)? {
+    let existing = tables.credential(user, name)?;
+    if let Some(expected) = only_if_sealed {
+        if existing
+            .as_ref()
+            .is_none_or(|stored| stored.sealed != expected)
+        {
+            return refused(
+                Conflict,
+                format!("credential '{name}' changed or was deleted meanwhile: left as it is"),
+            );
+        }
+    }
+    if credential.kind != crate::record::CredentialKind::Generic {
+        if let Some(other) =
+            tables.credential_with_profile(user, credential.kind, &credential.profile)?
+        {
+            if other != name {
+                return refused(
+                    Conflict,
+                    format!(
+                        "credential '{other}' is already for {}; a user has one credential per registry or endpoint",
+                        credential.profile
+                    ),
+                );
+            }
+        }
+    }
+    match existing {
         Some(existing) if existing.kind != credential.kind => {
             return refused(
                 Conflict,
