@@ -26,7 +26,8 @@ enum Outcome {
     Accepted,
     /// Refused with a message containing this fragment.
     Refused(&'static str),
-    /// Refused until Gantry stores user credentials: the task's path.
+    /// Refused for a user who lacks the credential the task names (the
+    /// test's user has none): OSMO's message naming it.
     Credentials(&'static str),
     /// Refused by the resource check: the message starts with this
     /// (`workflow.resources.R (task 'T'): `). Which resource it names
@@ -42,9 +43,9 @@ use Outcome::{Accepted, Credentials, Refused, TooLarge, TooLargeBelow};
 /// Every cookbook file: path under `cookbook/`, `--set` values, outcome.
 #[rustfmt::skip]
 const COOKBOOK: &[(&str, &[&str], Outcome)] = &[
-    ("cosmos/predict/cosmos_video2world.yaml", STORAGE, Credentials("workflow.tasks[0]")),
-    ("cosmos/reason/cosmos_reason.yaml", STORAGE, Credentials("workflow.tasks[0]")),
-    ("cosmos/transfer/cosmos_transfer.yaml", STORAGE, Credentials("workflow.tasks[1]")),
+    ("cosmos/predict/cosmos_video2world.yaml", STORAGE, Credentials("huggingface_token")),
+    ("cosmos/reason/cosmos_reason.yaml", STORAGE, Credentials("huggingface_token")),
+    ("cosmos/transfer/cosmos_transfer.yaml", STORAGE, Credentials("huggingface_token")),
     ("dnn_training/deepspeed_multinode/train.yaml", &["storage_url=s3://my-bucket/osmo-data", "n_nodes=2", "n_gpus_per_node=4", "n_epochs=10"], TooLarge("workflow.resources.default (task 'master'): ")),
     ("dnn_training/single_node/train.yaml", STORAGE, TooLarge("workflow.resources.default (task 'train'): ")),
     ("dnn_training/torchrun_elastic/train.yaml", &["storage_url=s3://my-bucket/osmo-data", "min_nodes=2", "max_nodes=4", "n_epochs=10"], TooLarge("workflow.resources.default (task 'master'): ")),
@@ -56,19 +57,21 @@ const COOKBOOK: &[(&str, &[&str], Outcome)] = &[
     ("groot/groot_notebook/groot_notebook.yaml", &[], TooLarge("workflow.resources.default (task 'tutorial'): ")),
     ("hil/hil_isaac_lab.yaml", &[], Refused("task 'locomotion-policy': platform 'agx-orin-jp7' (workflow.resources.jetson.platform) is not a platform of pool 'default'")),
     ("integration_and_tools/filebrowser/filebrowser.yaml", &[], Accepted),
-    ("integration_and_tools/github/github.yaml", &[], Credentials("workflow.tasks[0]")),
+    ("integration_and_tools/github/github.yaml", &[], Credentials("github-pat")),
     ("integration_and_tools/isaacsim/sim.yaml", &[], TooLarge("workflow.resources.default (task 'stream'): ")),
     ("integration_and_tools/jupyterlab/jupyter.yaml", &[], TooLargeBelow("workflow.resources.default (task 'notebook'): ", 4, 10)),
     ("integration_and_tools/ray/ray.yaml", &[], TooLarge("workflow.resources.default (task 'master'): ")),
     ("integration_and_tools/vscode/vscode.yaml", &[], Accepted),
-    ("integration_and_tools/wandb/train.yaml", STORAGE, Credentials("workflow.groups[0].tasks[0]")),
-    ("mobility_gen/cosmos_augmentation.yaml", STORAGE, Credentials("workflow.tasks[0]")),
+    ("integration_and_tools/wandb/train.yaml", STORAGE, Credentials("wandb")),
+    ("mobility_gen/cosmos_augmentation.yaml", STORAGE, Credentials("hf_token")),
     ("mobility_gen/mobility_gen.yaml", &[], TooLarge("workflow.resources.default (task 'mobilitygen_interactive'): ")),
-    ("nims/use_nim.yaml", &[], Credentials("workflow.groups[0].tasks[0]")),
+    // Its client names `{{host:nim-server}}`, the server task's resource; the
+    // task is `run-server`, and a host token names a task of the group.
+    ("nims/use_nim.yaml", &[], Refused("{{host:nim-server}}: task \"nim-server\" is not in the same group")),
     ("nut_pouring/01_mimic_generation.yaml", STORAGE, TooLarge("workflow.resources.default (task 'mimic_task'): ")),
-    ("nut_pouring/02_hdf5_to_mp4.yaml", STORAGE, Credentials("workflow.tasks[0]")),
-    ("nut_pouring/03_cosmos_augmentation.yaml", STORAGE, Credentials("workflow.groups[0].tasks[0]")),
-    ("nut_pouring/04_mp4_to_hdf5.yaml", STORAGE, Credentials("workflow.tasks[0]")),
+    ("nut_pouring/02_hdf5_to_mp4.yaml", STORAGE, Credentials("huggingface_token")),
+    ("nut_pouring/03_cosmos_augmentation.yaml", STORAGE, Credentials("huggingface_token")),
+    ("nut_pouring/04_mp4_to_hdf5.yaml", STORAGE, Credentials("huggingface_token")),
     ("nut_pouring/05_lerobot_conversion.yaml", STORAGE, TooLarge("workflow.resources.default (task 'master'): ")),
     ("nut_pouring/06_groot_finetune.yaml", STORAGE, TooLarge("workflow.resources.default (task 'master'): ")),
     ("reinforcement_learning/multi_gpu/train_policy.yaml", STORAGE, TooLarge("workflow.resources.default (task 'train'): ")),
@@ -211,10 +214,10 @@ fn every_cookbook_file_is_accepted_or_refused_with_its_reason_and_the_tutorials_
             }
             TooLargeBelow(..) | Accepted => accepted_cleanly(accepted, &stdout, &stderr),
             Refused(fragment) => refused(accepted, &stderr, fragment),
-            Credentials(task) => refused(
+            Credentials(name) => refused(
                 accepted,
                 &stderr,
-                &format!("{task}.credentials: `credentials` is not supported yet"),
+                &format!("credentials.{name}: Could not find the credential: {name}."),
             ),
             TooLarge(prefix) => too_large(accepted, &stderr, prefix),
         };
