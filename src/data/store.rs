@@ -335,7 +335,7 @@ mod tests {
         };
         assert!(failure
             .to_string()
-            .ends_with("no per-user data credentials yet)"));
+            .ends_with("`gantry credential set NAME --type DATA`)"));
     }
 
     #[test]
