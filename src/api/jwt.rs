@@ -28,6 +28,8 @@ use serde_json::{json, Value};
 
 /// How long a JWT is good for, at most.
 pub const JWT_LIFETIME_MS: i64 = 60 * 60 * 1000;
+/// The largest body of a JWT request (an access token in JSON).
+const JWT_REQUEST_BYTES_MAX: usize = 16 * 1024;
 /// The issuer and audience of Gantry's JWTs.
 const ISSUER: &str = "gantry";
 
@@ -176,7 +178,16 @@ pub async fn from_access_token(
     State(state): State<AppState>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let bytes = super::workflow::read_body(body, 16 * 1024).await?;
+    // Read here, not through the workflow module's reader: authentication
+    // (which verifies JWTs) sits below the routes.
+    let bytes = axum::body::to_bytes(body, JWT_REQUEST_BYTES_MAX)
+        .await
+        .map_err(|_| {
+            ApiError::bad_request(
+                "USAGE",
+                format!("the request body is larger than {JWT_REQUEST_BYTES_MAX} bytes"),
+            )
+        })?;
     let request: Value = serde_json::from_slice(&bytes).map_err(|error| {
         ApiError::bad_request("USAGE", format!("the request body is not JSON: {error}"))
     })?;
