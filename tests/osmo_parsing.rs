@@ -48,8 +48,8 @@ fn repeated_keys_keep_the_last_value_and_are_named_with_their_line() {
     let api = server.client();
 
     // The cookbook's github.yaml repeats a file's `path` (line 62). It
-    // also asks for a credential, which is refused by name until user
-    // credentials exist; without it, the file validates.
+    // also asks for a credential, refused by name while the user lacks it;
+    // once the user has it, the file validates unchanged.
     let original = osmo_reference("cookbook/integration_and_tools/github/github.yaml");
     let text = std::fs::read_to_string(&original).unwrap();
     let reply = validate(&api, &text);
@@ -58,15 +58,19 @@ fn repeated_keys_keep_the_last_value_and_are_named_with_their_line() {
         reply.json()["message"]
             .as_str()
             .unwrap_or_default()
-            .contains("workflow.tasks[0].credentials: `credentials` is not supported yet"),
+            .contains("credentials.github-pat: Could not find the credential: github-pat."),
         "{}",
         reply.body
     );
-    let text = text.replace("    credentials:\n      github-pat: /tmp/github\n", "");
+    let set = api.post(
+        "/api/credentials/github-pat",
+        Some(&serde_json::json!({"generic_credential": {"credential": {"token": "ghp_example"}}})),
+    );
+    assert_eq!(set.status, 200, "{}", set.body);
     let github = dir.path().join("github.yaml");
     std::fs::write(&github, &text).unwrap();
     let expected =
-        "duplicate key 'path' in workflow.tasks[0].files[1] at line 60: the last value is used";
+        "duplicate key 'path' in workflow.tasks[0].files[1] at line 62: the last value is used";
     let reply = validate(&api, &text);
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json()["logs"], "Workflow validation succeeded.");
