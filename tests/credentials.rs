@@ -255,6 +255,11 @@ fn a_task_reads_its_credentials_and_their_values_are_nowhere_else() {
             .contains(secret));
     }
 
+    // A profile update that is not JSON: OSMO's error shape, naming why.
+    let bad = api.post_raw("/api/profile/settings", b"{pool:".to_vec());
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert_eq!(bad.json()["error_code"], "USAGE", "{}", bad.body);
+
     let text = ok(&url, &["credential", "delete", "hf"]);
     assert!(text.contains("Deleted credential hf."), "{text}");
     let after: Value =

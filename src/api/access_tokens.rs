@@ -299,6 +299,9 @@ pub async fn profile(
     })))
 }
 
+/// The largest body of a profile update.
+const PROFILE_BODY_BYTES_MAX: usize = 16 * 1024;
+
 /// `POST /api/profile/settings` (OSMO's `UserProfile`): the fields given
 /// are saved over the caller's profile. A pool must be one the caller may
 /// submit to; notifications can only be off (Gantry sends none, so turning
@@ -307,8 +310,14 @@ pub async fn set_profile(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     RawQuery(query): RawQuery,
-    Json(body): Json<Value>,
+    body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
+    // Read as every other route reads a body, so bad input gets OSMO's
+    // error shape rather than the framework's.
+    let bytes = super::workflow::read_body(body, PROFILE_BODY_BYTES_MAX).await?;
+    let body: Value = serde_json::from_slice(&bytes).map_err(|error| {
+        ApiError::bad_request("USAGE", format!("the request body is not JSON: {error}"))
+    })?;
     let params = Params::parse(query.as_deref());
     if params.flag("set_default_backend")? {
         return Err(ApiError::bad_request(

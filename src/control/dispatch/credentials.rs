@@ -127,31 +127,21 @@ impl UserCredentials {
     /// The registry credentials that cover `image`, most specific first.
     pub(super) fn registry_auths(&mut self, image: &str) -> Result<Vec<RegistryAuth>, String> {
         let scope = image_scope(image);
-        let mut covering: Vec<String> = self
+        // (name, scope), most specific scope first.
+        let mut covering: Vec<(String, String)> = self
             .stored
             .iter()
             .filter(|(_, stored)| {
                 stored.kind == CredentialKind::Registry && scope_covers(&stored.profile, &scope)
             })
-            .map(|(name, _)| name.clone())
+            .map(|(name, stored)| (name.clone(), stored.profile.clone()))
             .collect();
-        covering.sort_by_key(|name| {
-            std::cmp::Reverse(
-                self.stored
-                    .get(name)
-                    .map_or(0, |stored| stored.profile.len()),
-            )
-        });
+        covering.sort_by_key(|(_, scope)| std::cmp::Reverse(scope.len()));
         let mut auths = Vec::with_capacity(covering.len());
-        for name in covering {
-            let profile = self
-                .stored
-                .get(&name)
-                .map(|stored| stored.profile.clone())
-                .unwrap_or_default();
+        for (name, scope) in covering {
             let values = self.open(&name)?;
             auths.push(RegistryAuth {
-                scope: profile,
+                scope,
                 username: values.get("username").cloned().unwrap_or_default(),
                 password: values.get("auth").cloned().unwrap_or_default(),
             });
