@@ -353,15 +353,16 @@ fn data(fields: &Map<String, Value>) -> Result<Submitted, ApiError> {
     }
     let credential: DataCredential = serde_json::from_value(Value::Object(fields.clone()))
         .map_err(|error| usage(format!("{AT}: {error}")))?;
-    credential.check(AT).map_err(usage)?;
     let profile = credential.root().to_string();
     // A user's store is reached by the executor on its host, outside the
-    // task's sandbox: never a host directory.
+    // task's sandbox: never a host directory. Checked before the config's
+    // own check, whose message offers file:// URLs.
     if !profile.starts_with("s3://") {
         return Err(usage(format!(
             "{AT}.endpoint: '{profile}' is not s3://bucket[/prefix] (a user's data credential is for an object store)"
         )));
     }
+    credential.check(AT).map_err(usage)?;
     if let Some(url) = &credential.override_url {
         check_override_url(url)?;
     }
