@@ -32,6 +32,10 @@ pub struct DevArgs {
     /// Object store for logs (file:///dir or s3://bucket/prefix?...); default <data-dir>/objects
     #[arg(long, env = "GANTRY_OBJECT_STORE", value_name = "URL")]
     pub object_store: Option<String>,
+    /// CA certificates (PEM) the identity provider's HTTPS certificate is
+    /// checked against, besides the system's (an IdP with a private CA)
+    #[arg(long, env = "GANTRY_IDP_CA", value_name = "FILE")]
+    pub idp_ca: Option<PathBuf>,
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -89,6 +93,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
         // A cluster of one has nobody to compare its state with.
         state_check_interval: None,
         cluster_key: Some(cluster_key),
+        idp_ca: args.idp_ca.clone(),
     })
     .await?;
     eprintln!(

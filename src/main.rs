@@ -84,6 +84,13 @@ enum Top {
         #[command(subcommand)]
         command: cli::CredentialCommand,
     },
+    /// Users and the roles given to them (admins): list, get, roles, create, update, delete, revoke
+    User {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::UserCommand,
+    },
     /// Your profile: roles, pools and saved preferences (default pool)
     Profile {
         #[command(flatten)]
@@ -183,6 +190,10 @@ struct ServerArgs {
     /// log, the state and snapshots never hold them in the clear
     #[arg(long, env = "GANTRY_CLUSTER_KEY", value_name = "FILE")]
     cluster_key: Option<PathBuf>,
+    /// CA certificates (PEM) the identity provider's HTTPS certificate is
+    /// checked against, besides the system's (an IdP with a private CA)
+    #[arg(long, env = "GANTRY_IDP_CA", value_name = "FILE")]
+    idp_ca: Option<PathBuf>,
 }
 
 /// `--state-check-interval`: a duration as configs write it.
@@ -241,6 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 state_check_interval: Some(args.state_check_interval)
                     .filter(|interval| !interval.is_zero()),
                 cluster_key: args.cluster_key,
+                idp_ca: args.idp_ca,
             })
             .await?;
             eprintln!("gantry server: API on {}", running.base_url);
@@ -303,6 +315,13 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             client.format = command.format();
             cli::run_credential(&client, command).await.map(|()| 0)
+        }
+        Top::User {
+            mut client,
+            command,
+        } => {
+            client.format = command.format();
+            cli::run_user(&client, command).await.map(|()| 0)
         }
         Top::Profile {
             mut client,

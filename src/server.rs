@@ -82,6 +82,9 @@ pub struct ServerOptions {
     /// The cluster key file that seals credential values (`secrets`);
     /// `None`: they are stored as given.
     pub cluster_key: Option<PathBuf>,
+    /// CA certificates (PEM) for the identity provider's HTTPS, besides the
+    /// system's roots.
+    pub idp_ca: Option<PathBuf>,
 }
 
 pub struct RunningServer {
@@ -386,7 +389,17 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
         None
     };
 
+    let idp_ca = match &options.idp_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|error| anyhow::anyhow!("--idp-ca {}: {error}", path.display()))?,
+        ),
+        None => None,
+    };
     let state = AppState {
+        idp: Arc::new(
+            crate::api::idp::IdpKeys::new(idp_ca.as_deref()).map_err(anyhow::Error::msg)?,
+        ),
         router_tickets: crate::api::osmo_router::tickets(),
         session_events: Arc::default(),
         relay: Arc::new(

@@ -100,7 +100,8 @@ const GANTRY_ADDITIONS: &[(&str, &str, &str, &str)] = &[
 const NOT_YET: &[(&str, &str)] = &[(
     "/api/configs/service",
     "OSMO's SERVICE config requires its JWT signing keys (`service_auth.keys`, `active_key`, \
-     `issuer`, `audience`), which come with single sign-on; Gantry's holds operator graces instead",
+     `issuer`, `audience`); Gantry signs its JWTs with the cluster key, so its service_auth holds \
+     the identity provider instead, and operator graces beside it",
 )];
 
 /// `value` without the field `field` in each object `at` points to.
@@ -210,9 +211,53 @@ fn answers_fit_osmos_response_schemas() {
         &removed.json(),
     ));
 
+    // A user with roles, for `/api/auth/user...` and `/api/users`.
+    for (method, template, path, body) in [
+        (
+            "post",
+            "/api/auth/user",
+            "/api/auth/user",
+            serde_json::json!({"id": "alice", "roles": ["osmo-user"]}),
+        ),
+        (
+            "post",
+            "/api/auth/user/{user_id}/roles",
+            "/api/auth/user/alice/roles",
+            serde_json::json!({"role_name": "osmo-admin"}),
+        ),
+        (
+            "post",
+            "/api/auth/roles/{role_name}/users",
+            "/api/auth/roles/user/users",
+            serde_json::json!({"user_ids": ["alice", "nobody"]}),
+        ),
+    ] {
+        let reply = api.post(path, Some(&body));
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        problems.extend(misfit(&osmo, method, template, &reply.json()));
+    }
+
     // (OSMO's path template, the request that fills it.)
     let asked = [
         ("/api/credentials", "/api/credentials".to_string()),
+        ("/api/auth/user", "/api/auth/user".to_string()),
+        (
+            "/api/auth/user",
+            "/api/auth/user?id_prefix=al&roles=osmo-admin".to_string(),
+        ),
+        (
+            "/api/auth/user/{user_id}",
+            "/api/auth/user/alice".to_string(),
+        ),
+        (
+            "/api/auth/user/{user_id}/roles",
+            "/api/auth/user/alice/roles".to_string(),
+        ),
+        (
+            "/api/auth/roles/{role_name}/users",
+            "/api/auth/roles/admin/users".to_string(),
+        ),
+        ("/api/users", "/api/users".to_string()),
         ("/api/version", "/api/version".to_string()),
         ("/api/workflow", "/api/workflow".to_string()),
         (

@@ -20,7 +20,8 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
-use gantry_storage::Policy;
+use gantry_storage::config::ServiceConfig;
+use gantry_storage::{Command, Policy, ReadView, UserWrite};
 use std::sync::Arc;
 
 /// Who is calling, as established by the token, and what their roles allow.
@@ -149,39 +150,140 @@ pub async fn authenticate(
         }
     } else {
         let secret = bearer_secret(request.headers())?;
-        let view = state.node.read_local()?;
-        let token = if super::jwt::looks_like_jwt(secret) {
-            super::jwt::verify(&view, secret)?
-        } else {
-            view.token_by_hash(&crate::access_token::hash_token(secret))?
-                .ok_or_else(|| credential_error("Token is not valid"))?
-        };
-        if token.expires.is_some_and(|expires| expires <= now_ms()) {
-            return Err(credential_error(format!(
-                "Token is expired: token '{}' expired",
-                token.name
-            )));
-        }
-        let mut roles = Vec::new();
-        let mut policies = Vec::new();
-        for role in &token.roles {
-            let role = policy::normalize_role(role);
-            // A role deleted since the token was made grants nothing.
-            if let Some(found) = policy::role_policies(&view, &role)? {
-                policies.extend(found);
+        let issuer = super::jwt::looks_like_jwt(secret)
+            .then(|| super::idp::unverified_issuer(secret))
+            .flatten();
+        match issuer {
+            Some(issuer) if issuer != super::jwt::ISSUER => {
+                let secret = secret.to_string();
+                idp_caller(&state, &issuer, &secret).await?
             }
-            roles.push(role);
-        }
-        Caller {
-            user: token.user,
-            token: Some(token.name),
-            roles,
-            policies,
-            unrestricted: false,
+            _ => token_caller(&state, secret)?,
         }
     };
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
+}
+
+/// The caller an access token, or a Gantry JWT made from one, names.
+fn token_caller(state: &AppState, secret: &str) -> Result<Caller, ApiError> {
+    let view = state.node.read_local()?;
+    let token = if super::jwt::looks_like_jwt(secret) {
+        let (token, issued_at_ms) = super::jwt::verify(&view, secret)?;
+        check_not_revoked(&view, &token.user, issued_at_ms)?;
+        token
+    } else {
+        view.token_by_hash(&crate::access_token::hash_token(secret))?
+            .ok_or_else(|| credential_error("Token is not valid"))?
+    };
+    if token.expires.is_some_and(|expires| expires <= now_ms()) {
+        return Err(credential_error(format!(
+            "Token is expired: token '{}' expired",
+            token.name
+        )));
+    }
+    with_roles(&view, token.user, Some(token.name), &token.roles)
+}
+
+/// Refuses a sign-in issued before the user's sessions were revoked.
+fn check_not_revoked(view: &ReadView, user: &str, issued_at_ms: i64) -> Result<(), ApiError> {
+    let revoked_at = view
+        .user(user)?
+        .and_then(|record| record.sessions_valid_from);
+    match revoked_at {
+        Some(at) if issued_at_ms < at => Err(credential_error(format!(
+            "Token is revoked: the sessions of user '{user}' were revoked after it was issued; sign in again"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The caller an ID token of the SERVICE config's identity provider names,
+/// with the roles every signed-in user holds, those given to the user and
+/// those its IdP groups bring. A user seen for the first time is recorded
+/// (in the background: the request does not wait for it).
+async fn idp_caller(state: &AppState, issuer: &str, token: &str) -> Result<Caller, ApiError> {
+    let auth = ServiceConfig::in_force(&state.node.read_local()?).service_auth;
+    let Some(idp) = auth.idp.as_ref() else {
+        return Err(credential_error(
+            "Token is not valid: wrong issuer (this server takes no ID tokens: no identity provider in the SERVICE config's service_auth.idp)",
+        ));
+    };
+    if issuer != idp.issuer {
+        return Err(credential_error("Token is not valid: wrong issuer"));
+    }
+    let identity = state.idp.verify(idp, token).await?;
+    let view = state.node.read_local()?;
+    check_not_revoked(&view, &identity.user, identity.issued_at_ms)?;
+    let record = view.user(&identity.user)?;
+    let mut roles = auth.user_roles.clone();
+    if let Some(record) = &record {
+        roles.extend(record.roles.iter().map(|grant| grant.role.clone()));
+    }
+    for group in &identity.groups {
+        if let Some(granted) = idp.group_roles.get(group) {
+            roles.extend(granted.iter().cloned());
+        }
+    }
+    if record.is_none() {
+        first_sign_in(state, &identity.user);
+    }
+    with_roles(&view, identity.user, None, &roles)
+}
+
+/// Records a user seen for the first time (at most one proposal in flight
+/// per user on this member).
+fn first_sign_in(state: &AppState, user: &str) {
+    if !state.idp.begin_first_sign_in(user) {
+        return;
+    }
+    let state = state.clone();
+    let user = user.to_string();
+    tokio::spawn(async move {
+        let command = Command::PutUser {
+            now: now_ms(),
+            user: user.clone(),
+            by: IDP_CREATOR.to_string(),
+            roles: Vec::new(),
+            mode: UserWrite::Ensure,
+        };
+        if let Err(error) = state.node.propose(command).await {
+            tracing::warn!(%user, %error, "recording a user's first sign-in");
+        }
+        state.idp.end_first_sign_in(&user);
+    });
+}
+
+/// Who created a user recorded at its first sign-in.
+pub const IDP_CREATOR: &str = "idp";
+
+/// A caller holding `role_names` (normalized; a role that no longer exists
+/// grants nothing), each once.
+fn with_roles(
+    view: &ReadView,
+    user: String,
+    token: Option<String>,
+    role_names: &[String],
+) -> Result<Caller, ApiError> {
+    let mut roles: Vec<String> = Vec::new();
+    let mut policies = Vec::new();
+    for role in role_names {
+        let role = policy::normalize_role(role);
+        if roles.contains(&role) {
+            continue;
+        }
+        if let Some(found) = policy::role_policies(view, &role)? {
+            policies.extend(found);
+        }
+        roles.push(role);
+    }
+    Ok(Caller {
+        user,
+        token,
+        roles,
+        policies,
+        unrestricted: false,
+    })
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub const JWT_LIFETIME_MS: i64 = 60 * 60 * 1000;
 /// The largest body of a JWT request (an access token in JSON).
 const JWT_REQUEST_BYTES_MAX: usize = 16 * 1024;
 /// The issuer and audience of Gantry's JWTs.
-const ISSUER: &str = "gantry";
+pub const ISSUER: &str = "gantry";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -61,8 +61,9 @@ pub fn looks_like_jwt(secret: &str) -> bool {
 }
 
 /// The access token a JWT stands for, once its signature, issuer,
-/// audience and expiry check out and the token still exists.
-pub fn verify(view: &ReadView, jwt: &str) -> Result<TokenRecord, ApiError> {
+/// audience and expiry check out and the token still exists; and when the
+/// JWT was issued, in milliseconds.
+pub fn verify(view: &ReadView, jwt: &str) -> Result<(TokenRecord, i64), ApiError> {
     let ring = crate::secrets::ring().ok_or_else(|| {
         credential_error("Token is not valid: this server has no cluster key to check JWTs with")
     })?;
@@ -109,7 +110,7 @@ pub fn verify(view: &ReadView, jwt: &str) -> Result<TokenRecord, ApiError> {
             token.name
         )));
     }
-    Ok(token)
+    Ok((token, claims.iat.saturating_mul(1000)))
 }
 
 /// A JWT for `token`, good until the earlier of an hour from now and the

@@ -14,6 +14,7 @@ mod credentials;
 mod drain;
 mod error;
 mod events;
+pub mod idp;
 mod jwt;
 mod names;
 mod openapi;
@@ -33,6 +34,7 @@ mod route_table;
 mod routes;
 mod submit;
 mod tasks;
+mod users;
 mod views;
 mod workflow;
 mod workflow_logs;
@@ -81,6 +83,8 @@ pub struct AppState {
     pub relay: Arc<session_relay::SessionRelay>,
     /// Sessions recorded as workflow events.
     pub session_events: Arc<session_events::SessionEvents>,
+    /// The identity provider's keys, for its users' ID tokens.
+    pub idp: Arc<idp::IdpKeys>,
 }
 
 /// Specs parsed and rendered concurrently, at most (each isolated render may

@@ -11,7 +11,7 @@ use super::access::{Access, Target};
 use super::routes::{gantry, optional, required, Content, Kind, QueryParam, Route};
 use super::{
     access_tokens, agent_session, cluster, configs, credentials, events, jwt, operator_stream,
-    osmo_router, port_forward, resources, submit, tasks, workflow, workflow_logs,
+    osmo_router, port_forward, resources, submit, tasks, users, workflow, workflow_logs,
 };
 use axum::http::Method;
 use axum::routing::{delete, get, post};
@@ -169,6 +169,23 @@ pub fn routes() -> Vec<Route> {
             .body(Content::Json),
         Route::new(M::GET, "/api/auth/jwt/access_token", "A short-lived JWT for an access token (OSMO's deprecated form)", Access::Open, get(jwt::from_access_token_query))
             .query(&[required("access_token", String)]),
+        // Where a CLI signs in, and users with their roles (admins).
+        Route::new(M::GET, "/api/auth/login", "Where a CLI signs in: the identity provider's endpoints and client ids", Access::Open, get(users::login_info)),
+        Route::new(M::GET, "/api/auth/user", "Users, by name prefix and role", allow("user:List", ANY), get(users::list))
+            .query(&[optional("start_index", Integer), optional("count", Integer), optional("id_prefix", String), optional("roles", List)]),
+        Route::new(M::POST, "/api/auth/user", "Create a user", allow("user:Update", ANY), post(users::create))
+            .body(Content::Json),
+        Route::new(M::GET, "/api/auth/user/{user_id}", "A user with its roles", allow("user:List", ANY), get(users::get_one)),
+        Route::new(M::DELETE, "/api/auth/user/{user_id}", "Delete a user with its tokens, credentials and profile", allow("user:Update", ANY), delete(users::delete)),
+        Route::new(M::GET, "/api/auth/user/{user_id}/roles", "The roles given to a user", allow("user:List", ANY), get(users::roles)),
+        Route::new(M::POST, "/api/auth/user/{user_id}/roles", "Give a user a role", allow("user:Update", ANY), post(users::assign))
+            .body(Content::Json),
+        Route::new(M::DELETE, "/api/auth/user/{user_id}/roles/{role_name}", "Take a role from a user", allow("user:Update", ANY), delete(users::unassign)),
+        Route::new(M::POST, "/api/auth/user/{user_id}/sessions/revoke", "Refuse every sign-in of the user issued until now (Gantry's)", allow("user:Update", ANY), post(users::revoke_sessions)),
+        Route::new(M::GET, "/api/auth/roles/{role_name}/users", "Users given a role", allow("user:List", ANY), get(users::role_users)),
+        Route::new(M::POST, "/api/auth/roles/{role_name}/users", "Give a role to several users", allow("user:Update", ANY), post(users::bulk_assign))
+            .body(Content::Json),
+        Route::new(M::GET, "/api/users", "Every user's name", allow("user:List", ANY), get(users::names)),
         // The caller's credentials.
         Route::new(M::GET, "/api/credentials", "The caller's credentials (names, types and profiles, never values)", allow("credentials:Read", ANY), get(credentials::list)),
         Route::new(M::POST, "/api/credentials/{cred_name}", "Create or replace one of the caller's credentials", allow("credentials:Update", ANY), post(credentials::set))

@@ -86,6 +86,9 @@ pub struct Client {
     /// Normalized without a trailing slash, so `base + "/api/..."` is the URL.
     base_urls: Vec<String>,
     token: Option<String>,
+    /// The login file's IdP sign-in (and the file), when the token is its
+    /// ID token: refreshed when it expires.
+    idp: Option<std::sync::Arc<tokio::sync::Mutex<(super::config::IdpLogin, std::path::PathBuf)>>>,
     /// Index into `base_urls` of the server that answered last.
     preferred: AtomicUsize,
 }
@@ -105,6 +108,7 @@ impl Client {
                 urls,
                 token,
                 ca: None,
+                idp: None,
             },
             None,
         )
@@ -129,6 +133,7 @@ impl Client {
                 urls: vec![url.to_string()],
                 token: Some(token.to_string()),
                 ca: None,
+                idp: None,
             },
             ca,
         )
@@ -137,7 +142,36 @@ impl Client {
     /// The same servers, calling with `token` instead.
     pub fn with_token(mut self, token: String) -> Client {
         self.token = Some(token);
+        self.idp = None;
         self
+    }
+
+    /// The same servers, calling without a token (public routes).
+    pub fn without_token(mut self) -> Client {
+        self.token = None;
+        self.idp = None;
+        self
+    }
+
+    /// The bearer token to send: the IdP sign-in's ID token, refreshed
+    /// first when it is about to expire, or the token as given.
+    async fn bearer(&self) -> Result<Option<String>, ClientError> {
+        let Some(idp) = &self.idp else {
+            return Ok(self.token.clone());
+        };
+        let mut held = idp.lock().await;
+        if super::sign_in::expiring(&held.0.id_token) {
+            let path = held.1.clone();
+            let refreshed = super::sign_in::refresh(&held.0, |login| {
+                super::sign_in::save_refreshed(&path, login)
+            })
+            .await
+            .map_err(|error| ClientError::SignIn {
+                reason: format!("{error:#}"),
+            })?;
+            held.0 = refreshed;
+        }
+        Ok(Some(held.0.id_token.clone()))
     }
 
     /// Any JSON call: `query` pairs and an optional JSON body.
@@ -188,6 +222,9 @@ impl Client {
             http,
             base_urls,
             token: resolved.token,
+            idp: resolved
+                .idp
+                .map(|login| std::sync::Arc::new(tokio::sync::Mutex::new(login))),
             preferred: AtomicUsize::new(0),
         })
     }
@@ -518,6 +555,7 @@ impl Client {
     ) -> Result<Round, ClientError> {
         let count = self.base_urls.len();
         let start = self.preferred.load(Ordering::Relaxed) % count;
+        let token = self.bearer().await?;
         let mut unreachable: Vec<(String, String)> = Vec::new();
         let mut not_ready: Option<(ClientError, Duration)> = None;
         for attempt in 0..count {
@@ -527,7 +565,7 @@ impl Client {
             if bounded {
                 request = request.timeout(REQUEST_TIMEOUT);
             }
-            if let Some(token) = &self.token {
+            if let Some(token) = &token {
                 request = request.bearer_auth(token);
             }
             if let Some(key) = key {

@@ -35,6 +35,23 @@ pub struct ConfigFile {
     /// The CA that signed the server's certificate (https URLs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<PathBuf>,
+    /// A sign-in through the server's identity provider (used when there
+    /// is no `token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp: Option<IdpLogin>,
+}
+
+/// An identity provider's ID token, and what refreshes it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct IdpLogin {
+    pub id_token: String,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    pub token_endpoint: String,
+    pub client_id: String,
+    /// The CA of the IdP's certificate, besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_ca: Option<PathBuf>,
 }
 
 /// `url` may be one string (possibly comma-separated) or a list, so a login
@@ -62,6 +79,9 @@ pub struct Resolved {
     pub token: Option<String>,
     /// From the config file, used when `--ca`/`GANTRY_CA` is not given.
     pub ca: Option<PathBuf>,
+    /// The config file's IdP sign-in, and the file (to save a refresh), when
+    /// `token` came from it.
+    pub idp: Option<(IdpLogin, PathBuf)>,
 }
 
 /// `$XDG_CONFIG_HOME/gantry/config.json`, or `$HOME/.config/gantry/config.json`.
@@ -114,6 +134,7 @@ pub fn resolve(
         .map(str::to_owned);
 
     let mut ca = None;
+    let mut idp = None;
     if urls.is_empty() || token.is_none() {
         let file = match config_path {
             Some(p) => load_config_file(p)?,
@@ -128,12 +149,23 @@ pub fn resolve(
             if token.is_none() {
                 token = file.token.filter(|t| !t.trim().is_empty());
             }
+            if token.is_none() {
+                if let (Some(login), Some(path)) = (file.idp, config_path) {
+                    token = Some(login.id_token.clone());
+                    idp = Some((login, path.to_path_buf()));
+                }
+            }
         }
     }
     if urls.is_empty() {
         urls.push(DEFAULT_URL.to_owned());
     }
-    Ok(Resolved { urls, token, ca })
+    Ok(Resolved {
+        urls,
+        token,
+        ca,
+        idp,
+    })
 }
 
 /// [`resolve`] fed from the real process environment; the only impure entry.
@@ -238,6 +270,31 @@ mod tests {
     }
 
     #[test]
+    fn an_idp_sign_in_gives_its_id_token_unless_a_token_is_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let login = IdpLogin {
+            id_token: "id.token.jwt".into(),
+            refresh_token: Some("r".into()),
+            token_endpoint: "https://idp/token".into(),
+            client_id: "gantry-cli".into(),
+            idp_ca: None,
+        };
+        let file = ConfigFile {
+            url: Some(UrlList::One("https://g:8470".into())),
+            token: None,
+            ca: None,
+            idp: Some(login.clone()),
+        };
+        write_config_file(&path, &file).unwrap();
+        let r = resolve(&[], None, Some(&path)).unwrap();
+        assert_eq!(r.token.as_deref(), Some("id.token.jwt"));
+        assert_eq!(r.idp, Some((login, path.clone())));
+        let r = resolve(&[], Some("tok"), Some(&path)).unwrap();
+        assert_eq!((r.token.as_deref(), r.idp), (Some("tok"), None));
+    }
+
+    #[test]
     fn written_file_is_private_and_reads_back() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
@@ -246,6 +303,7 @@ mod tests {
             url: Some(UrlList::One("https://g:8470".into())),
             token: Some("secret".into()),
             ca: Some(PathBuf::from("/etc/gantry/ca.pem")),
+            idp: None,
         };
         write_config_file(&path, &file).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;

@@ -11,6 +11,9 @@ use std::path::PathBuf;
 /// Why a request failed; callers match on `Http { status, .. }` (e.g. 404).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The IdP sign-in could not be refreshed.
+    #[error("{reason}")]
+    SignIn { reason: String },
     /// The server answered with a non-success status.
     #[error("{message}")]
     Http {

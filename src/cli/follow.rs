@@ -171,7 +171,8 @@ fn is_final(error: &ClientError) -> bool {
         ClientError::Connect { .. } | ClientError::Request { .. } => false,
         ClientError::Decode { .. }
         | ClientError::InvalidUrl { .. }
-        | ClientError::Config { .. } => true,
+        | ClientError::Config { .. }
+        | ClientError::SignIn { .. } => true,
     }
 }
 

@@ -25,8 +25,10 @@ pub mod port_forward;
 pub mod profile;
 pub mod rsync;
 mod session_client;
+pub mod sign_in;
 pub mod task;
 pub mod token;
+pub mod user;
 pub mod workflow;
 
 #[cfg(test)]
@@ -40,6 +42,7 @@ pub use pool::{run_pool, run_resource, PoolCommand, ResourceCommand};
 pub use profile::{run_profile, ProfileCommand};
 pub use task::{run_task, TaskCommand};
 pub use token::{run_login, run_token, LoginArgs, TokenCommand};
+pub use user::{run_user, UserCommand};
 pub use workflow::{run_workflow, WorkflowCommand};
 
 use serde_json::Value;

@@ -198,20 +198,73 @@ pub struct LoginArgs {
     /// An access token (from `gantry token set`, or the bootstrap admin token)
     // A token is URL-safe base64 and may begin with `-`.
     #[arg(long, env = "GANTRY_TOKEN", allow_hyphen_values = true)]
-    pub token: String,
+    pub token: Option<String>,
+    /// How to sign in: token (with --token), pkce (a browser; the default
+    /// without a token) or device (a code to enter on another device), the
+    /// last two through the server's identity provider
+    #[arg(long, value_enum)]
+    pub method: Option<super::sign_in::Method>,
     /// The CA certificate that signed the server's certificate
     #[arg(long)]
     pub ca: Option<PathBuf>,
+    /// The CA certificate of the identity provider's HTTPS, besides the
+    /// system's roots
+    #[arg(long, env = "GANTRY_IDP_CA")]
+    pub idp_ca: Option<PathBuf>,
+    /// The scopes asked of the identity provider
+    #[arg(long, default_value = super::sign_in::DEFAULT_SCOPE)]
+    pub scope: String,
+    /// The loopback port the browser comes back to (pkce; 0: any free one)
+    #[arg(long, default_value_t = 0)]
+    pub callback_port: u16,
 }
 
-/// `gantry login URL --token T [--ca FILE]`: checks them, then writes
-/// `$XDG_CONFIG_HOME/gantry/config.json` (0600).
+fn absolute(path: Option<PathBuf>) -> Option<PathBuf> {
+    path.map(|path| std::path::absolute(&path).unwrap_or(path))
+        .filter(|path| !path.as_os_str().is_empty())
+}
+
+/// `gantry login URL --token T [--ca FILE]`, or `--method pkce|device`
+/// through the server's identity provider: checks the sign-in against the
+/// server, then writes `$XDG_CONFIG_HOME/gantry/config.json` (0600).
 pub async fn run_login(args: LoginArgs) -> anyhow::Result<()> {
-    let ca = args
-        .ca
-        .map(|ca| std::path::absolute(&ca).unwrap_or(ca))
-        .filter(|ca| !ca.as_os_str().is_empty());
-    let client = Client::for_login(&args.url, &args.token, ca.as_deref())?;
+    use super::sign_in::Method as SignIn;
+    let ca = absolute(args.ca);
+    let method = match (args.method, &args.token) {
+        (Some(SignIn::Token) | None, Some(_)) => SignIn::Token,
+        (Some(SignIn::Token), None) => {
+            anyhow::bail!("--method token needs --token (or GANTRY_TOKEN)")
+        }
+        (Some(method), Some(_)) => {
+            anyhow::bail!("--token signs in by itself: drop it to sign in with --method {method:?}")
+        }
+        (Some(method), None) => method,
+        (None, None) => SignIn::Pkce,
+    };
+    let (token, idp) = match (method, args.token) {
+        (SignIn::Token, Some(token)) => (Some(token), None),
+        _ => {
+            let info = Client::for_login(&args.url, "", ca.as_deref())?
+                .without_token()
+                .call(Method::GET, "/api/auth/login", &[], None)
+                .await
+                .with_context(|| format!("asking {} where to sign in", args.url))?;
+            let login = super::sign_in::sign_in(
+                method,
+                &info,
+                absolute(args.idp_ca),
+                &args.scope,
+                args.callback_port,
+            )
+            .await?;
+            (None, Some(login))
+        }
+    };
+    let bearer = token
+        .clone()
+        .or_else(|| idp.as_ref().map(|login| login.id_token.clone()))
+        .unwrap_or_default();
+    let client = Client::for_login(&args.url, &bearer, ca.as_deref())?;
     let profile = client
         .call(Method::GET, "/api/profile/settings", &[], None)
         .await
@@ -225,8 +278,9 @@ pub async fn run_login(args: LoginArgs) -> anyhow::Result<()> {
         &path,
         &ConfigFile {
             url: Some(UrlList::One(args.url.clone())),
-            token: Some(args.token),
+            token,
             ca,
+            idp,
         },
     )
     .with_context(|| format!("writing {}", path.display()))?;
@@ -268,7 +322,7 @@ mod tests {
             "-jq3b_Xy",
         ])
         .map(|cli| cli.login.token);
-        assert_eq!(parsed.ok().as_deref(), Some("-jq3b_Xy"));
+        assert_eq!(parsed.ok().flatten().as_deref(), Some("-jq3b_Xy"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! TLS for Gantry: the air-gapped PKI (`gantry tls ca create`, `gantry tls
 //! cert create`) and the rustls configurations of the API and Raft peer ports.
 //!
-//! Layout: `pki` writes CA and leaf files, `kind` says which kind a
+//! Layout: `pki` writes CA and leaf files, `public` builds the HTTPS client
+//! for servers outside the PKI (an IdP), `kind` says which kind a
 //! certificate is, `config` builds rustls configs that accept each kind only
 //! where it belongs, `files` reads PEM, `error` is `TlsError`. This file
 //! holds only the clap command and its printing.
@@ -16,6 +17,7 @@ mod error;
 mod files;
 mod kind;
 mod pki;
+mod public;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +29,7 @@ pub use config::{
 };
 pub use kind::{cert_kind, CertKind};
 pub use pki::{ca_paths, create_ca, create_cert, leaf_paths};
+pub use public::public_https_client;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TlsCommand {

@@ -230,7 +230,31 @@ pub enum Command {
     ///     text, stored as sent; the API merges and checks them). Rejected
     ///     for an empty user or a text that does not read. Gated.
     SetUserProfile { user: String, profile: String },
-    /// 29, only in a build with the `upgrade-drill` feature: a command kind
+    /// 29. A user created or given roles (`roles` added to those it holds,
+    ///     each `assigned_by` `by` at `now`), as `mode` says: refused for
+    ///     a user that exists (`Create`) or does not (`Existing`), a role
+    ///     name out of syntax, or more than [`crate::record::USER_ROLES_MAX`]
+    ///     roles. Whether a role exists is the API's to check (roles are
+    ///     configs and built-ins). Gated.
+    PutUser {
+        now: Millis,
+        user: String,
+        by: String,
+        roles: Vec<String>,
+        mode: crate::record::UserWrite,
+    },
+    /// 30. A role taken from a user; refused when the user does not hold it
+    ///     directly. Gated.
+    RemoveUserRole { user: String, role: String },
+    /// 31. A user deleted with everything that is theirs: the user record,
+    ///     access tokens, credentials and profile (workflows stay: they are
+    ///     history). Refused when none of those exists. Gated.
+    DeleteUser { user: String },
+    /// 32. Every sign-in of the user issued before `now` refused from now
+    ///     on (IdP ID tokens and Gantry JWTs; access tokens are revoked one
+    ///     by one). Refused for an unknown user. Gated.
+    RevokeUserSessions { now: Millis, user: String },
+    /// 33, only in a build with the `upgrade-drill` feature: a command kind
     ///     that the build without it does not know, to rehearse a rolling
     ///     upgrade (see [`COMMAND_KINDS_UNGATED`]). Applies as a no-op. It
     ///     stays the last variant: a new kind goes before it.
@@ -240,9 +264,9 @@ pub enum Command {
 
 /// Command kinds this build understands: the variants `0..COMMAND_KINDS`.
 #[cfg(not(feature = "upgrade-drill"))]
-pub const COMMAND_KINDS: u16 = 29;
+pub const COMMAND_KINDS: u16 = 33;
 #[cfg(feature = "upgrade-drill")]
-pub const COMMAND_KINDS: u16 = 30;
+pub const COMMAND_KINDS: u16 = 34;
 
 /// Command kinds every member understands without saying so: those of the
 /// release that introduced version gating. A leader proposes a kind at or
@@ -305,7 +329,9 @@ impl Command {
             | Command::SubmitWorkflowWithExtras { now, .. }
             | Command::PutPoolWithExtras { now, .. }
             | Command::RecordSession { now, .. }
-            | Command::PutCredential { now, .. } => Some(*now),
+            | Command::PutCredential { now, .. }
+            | Command::PutUser { now, .. }
+            | Command::RevokeUserSessions { now, .. } => Some(*now),
             Command::CompleteJob { .. }
             | Command::PutPool { .. }
             | Command::IssueToken { .. }
@@ -316,7 +342,9 @@ impl Command {
             | Command::TagConfigRevision { .. }
             | Command::DeleteConfigRevision { .. }
             | Command::DeleteCredential { .. }
-            | Command::SetUserProfile { .. } => None,
+            | Command::SetUserProfile { .. }
+            | Command::RemoveUserRole { .. }
+            | Command::DeleteUser { .. } => None,
             #[cfg(feature = "upgrade-drill")]
             Command::UpgradeDrill { .. } => None,
         }
@@ -354,8 +382,12 @@ impl Command {
             Command::PutCredential { .. } => 26,
             Command::DeleteCredential { .. } => 27,
             Command::SetUserProfile { .. } => 28,
+            Command::PutUser { .. } => 29,
+            Command::RemoveUserRole { .. } => 30,
+            Command::DeleteUser { .. } => 31,
+            Command::RevokeUserSessions { .. } => 32,
             #[cfg(feature = "upgrade-drill")]
-            Command::UpgradeDrill { .. } => 29,
+            Command::UpgradeDrill { .. } => 33,
         }
     }
 

@@ -455,3 +455,39 @@ impl UserProfile {
         serde_json::to_string(self).unwrap_or_default()
     }
 }
+
+/// Most roles one user holds directly.
+pub const USER_ROLES_MAX: usize = 64;
+
+/// A role given to a user directly (not through an IdP group), OSMO's
+/// `UserRole`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleGrant {
+    pub role: String,
+    /// Who gave it: a user, or `idp` for a role the user's sign-in brought.
+    pub assigned_by: String,
+    pub assigned_at: Millis,
+}
+
+/// A user Gantry knows: made by an admin or at the user's first sign-in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub created: Millis,
+    pub created_by: String,
+    /// Sorted by role name, one grant per role.
+    pub roles: Vec<RoleGrant>,
+    /// Sign-ins (IdP ID tokens, Gantry JWTs) issued before this are
+    /// refused: the user's sessions were revoked then.
+    pub sessions_valid_from: Option<Millis>,
+}
+
+/// How [`crate::Command::PutUser`] treats a user that exists, or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserWrite {
+    /// Create; refused when the user exists.
+    Create,
+    /// Create when absent; add the roles either way (a first sign-in).
+    Ensure,
+    /// Add roles; refused when the user does not exist.
+    Existing,
+}

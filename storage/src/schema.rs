@@ -242,6 +242,8 @@ declare_tables! {
     USER_CREDENTIALS: (&str, &str) => &[u8] = "user_credentials";
     /// user → saved profile (`UserProfile` as JSON text).
     USER_PROFILES: &str => &[u8] = "user_profiles";
+    /// user → `UserRecord` (made by an admin or at first sign-in).
+    USERS: &str => &[u8] = "users";
 }
 
 /// The registered table called `name`.

@@ -347,6 +347,26 @@ impl ReadView {
             .transpose()
     }
 
+    /// A user Gantry knows.
+    pub fn user(&self, name: &str) -> Result<Option<crate::record::UserRecord>, StorageError> {
+        let table = self.txn.open_table(tables::USERS)?;
+        let row = table.get(name)?;
+        row.map(|v| self.row(&tables::USERS, &name, v.value()))
+            .transpose()
+    }
+
+    /// Every user Gantry knows, by name.
+    pub fn users(&self) -> Result<Vec<(String, crate::record::UserRecord)>, StorageError> {
+        let table = self.txn.open_table(tables::USERS)?;
+        let mut users = Vec::new();
+        for row in table.iter()? {
+            let (key, value) = row?;
+            let record = self.row(&tables::USERS, &key.value(), value.value())?;
+            users.push((key.value().to_string(), record));
+        }
+        Ok(users)
+    }
+
     /// A user's saved profile (the default without one).
     pub fn user_profile(&self, user: &str) -> Result<crate::record::UserProfile, StorageError> {
         let table = self.txn.open_table(tables::USER_PROFILES)?;

@@ -27,8 +27,9 @@ pub(crate) use crate::schema::{
     ACTIVE_GROUPS, BACKENDS, BY_POOL, BY_STATUS, BY_SUBMIT, BY_TAG, BY_TIME, BY_USER, BY_UUID,
     CONFIG_CURRENT, CONFIG_HISTORY, COUNTERS, GROUPS, GROUP_TALLIES, JOBS, LOG_CHUNKS, META,
     OPERATOR_SEQS, POOLS, REQUEST_KEYS, TASKS, TASK_PLANS, TASK_RUNS, TIMERS, TOKENS,
-    TOKENS_BY_HASH, USER_CREDENTIALS, USER_PROFILES, WORKFLOWS, WORKFLOW_ARCHIVE, WORKFLOW_EXTRAS,
-    WORKFLOW_LABELS, WORKFLOW_SESSIONS, WORKFLOW_SPECS, WORKFLOW_TAGS, WORKFLOW_TALLIES,
+    TOKENS_BY_HASH, USERS, USER_CREDENTIALS, USER_PROFILES, WORKFLOWS, WORKFLOW_ARCHIVE,
+    WORKFLOW_EXTRAS, WORKFLOW_LABELS, WORKFLOW_SESSIONS, WORKFLOW_SPECS, WORKFLOW_TAGS,
+    WORKFLOW_TALLIES,
 };
 
 pub(crate) const RAFT_META_KEY: &str = "raft";
@@ -577,6 +578,72 @@ impl<'a> Tables<'a> {
     /// A workflow's tags, in tag order.
     pub fn workflow_tags(&self, id: &str) -> Result<Vec<String>, StorageError> {
         crate::indexes::tags_of(&self.txn.open_table(WORKFLOW_TAGS)?, id)
+    }
+
+    pub fn user(&self, name: &str) -> Result<Option<crate::record::UserRecord>, StorageError> {
+        let table = self.txn.open_table(USERS)?;
+        let row = table.get(name)?;
+        row.map(|v| decode_row(&USERS, &name, v.value()))
+            .transpose()
+    }
+
+    pub fn put_user(
+        &self,
+        name: &str,
+        record: &crate::record::UserRecord,
+    ) -> Result<(), StorageError> {
+        self.txn
+            .open_table(USERS)?
+            .insert(name, encode_row(record)?.as_slice())?;
+        Ok(())
+    }
+
+    pub fn remove_user(&self, name: &str) -> Result<bool, StorageError> {
+        Ok(self.txn.open_table(USERS)?.remove(name)?.is_some())
+    }
+
+    /// Removes every access token of `user`; how many there were.
+    pub fn remove_tokens_of(&self, user: &str) -> Result<usize, StorageError> {
+        let mut names = Vec::new();
+        {
+            let table = self.txn.open_table(TOKENS)?;
+            for row in table.iter()? {
+                let (key, value) = row?;
+                let token: crate::record::TokenRecord =
+                    decode_row(&TOKENS, &key.value(), value.value())?;
+                if token.user == user {
+                    names.push(token.name);
+                }
+            }
+        }
+        for name in &names {
+            self.remove_token(name)?;
+        }
+        Ok(names.len())
+    }
+
+    /// Removes every credential of `user`; how many there were.
+    pub fn remove_credentials_of(&self, user: &str) -> Result<usize, StorageError> {
+        let mut names = Vec::new();
+        {
+            let table = self.txn.open_table(USER_CREDENTIALS)?;
+            for row in table.range((user, "")..)? {
+                let (key, _) = row?;
+                let (owner, name) = key.value();
+                if owner != user {
+                    break;
+                }
+                names.push(name.to_string());
+            }
+        }
+        for name in &names {
+            self.remove_credential(user, name)?;
+        }
+        Ok(names.len())
+    }
+
+    pub fn remove_user_profile(&self, user: &str) -> Result<bool, StorageError> {
+        Ok(self.txn.open_table(USER_PROFILES)?.remove(user)?.is_some())
     }
 
     pub fn put_user_profile(&self, user: &str, text: &str) -> Result<(), StorageError> {

@@ -305,6 +305,24 @@ fn samples() -> Vec<Command> {
             user: "alice".into(),
             profile: r#"{"pool":"robots","email_notification":false}"#.into(),
         },
+        Command::PutUser {
+            now: 1_700_000_000_000,
+            user: "alice@example.com".into(),
+            by: "admin".into(),
+            roles: vec!["user".into(), "team-a".into()],
+            mode: gantry_storage::UserWrite::Ensure,
+        },
+        Command::RemoveUserRole {
+            user: "alice@example.com".into(),
+            role: "team-a".into(),
+        },
+        Command::DeleteUser {
+            user: "alice@example.com".into(),
+        },
+        Command::RevokeUserSessions {
+            now: 1_700_000_000_000,
+            user: "alice@example.com".into(),
+        },
     ]
 }
 

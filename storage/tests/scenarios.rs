@@ -730,6 +730,11 @@ fn without_clock(image: &[u8]) -> Result<Vec<TableRows>, String> {
     Ok(tables)
 }
 
+/// Lower-case hex of a name's bytes (a stand-in token hash).
+fn hex_of(name: &str) -> String {
+    name.bytes().map(|b| format!("{:x}", b & 0xf)).collect()
+}
+
 fn opt<T: ToString>(value: &Option<T>) -> String {
     value
         .as_ref()
@@ -1060,6 +1065,67 @@ impl Case {
                 self.run(vec![Command::SetUserProfile {
                     user: args.pos(0, "user")?.to_string(),
                     profile: text,
+                }])
+            }
+            "user" => {
+                // user NAME at=.. by=.. roles=a,b mode=create|ensure|existing
+                args.allow(&["at", "by", "roles", "mode"])?;
+                let mode = match args.get("mode").unwrap_or("ensure") {
+                    "create" => gantry_storage::UserWrite::Create,
+                    "ensure" => gantry_storage::UserWrite::Ensure,
+                    "existing" => gantry_storage::UserWrite::Existing,
+                    other => return Err(format!("unknown user mode {other}")),
+                };
+                self.run(vec![Command::PutUser {
+                    now: args.need_num("at")?,
+                    user: args.pos(0, "user")?.to_string(),
+                    by: args.get("by").unwrap_or("admin").to_string(),
+                    roles: args
+                        .get("roles")
+                        .unwrap_or("")
+                        .split(',')
+                        .filter(|role| !role.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    mode,
+                }])
+            }
+            "unrole" => {
+                args.allow(&[])?;
+                self.run(vec![Command::RemoveUserRole {
+                    user: args.pos(0, "user")?.to_string(),
+                    role: args.pos(1, "role")?.to_string(),
+                }])
+            }
+            "deluser" => {
+                args.allow(&[])?;
+                self.run(vec![Command::DeleteUser {
+                    user: args.pos(0, "user")?.to_string(),
+                }])
+            }
+            "revoke-sessions" => {
+                args.allow(&["at"])?;
+                self.run(vec![Command::RevokeUserSessions {
+                    now: args.need_num("at")?,
+                    user: args.pos(0, "user")?.to_string(),
+                }])
+            }
+            "token" => {
+                // token USER NAME: an access token (a fixed hash per name)
+                args.allow(&[])?;
+                let name = args.pos(1, "token name")?.to_string();
+                let hash = format!("{:0>64}", hex_of(&name));
+                self.run(vec![Command::IssueToken {
+                    token: gantry_storage::TokenRecord {
+                        name,
+                        service: false,
+                        hash,
+                        user: args.pos(0, "user")?.to_string(),
+                        roles: vec!["user".into()],
+                        description: String::new(),
+                        created: 0,
+                        expires: None,
+                    },
                 }])
             }
             "uncredential" => {
@@ -1862,6 +1928,50 @@ impl Case {
                 if actual != wanted {
                     return Err(format!(
                         "profile of {user}: expected [{}], got [{}]",
+                        wanted.join(" "),
+                        actual.join(" ")
+                    ));
+                }
+                Ok(())
+            }
+            "user" => {
+                args.allow(&[])?;
+                let user = args.pos(1, "user")?;
+                let actual: Vec<String> = match read.user(user).map_err(|e| e.to_string())? {
+                    None => Vec::new(),
+                    Some(record) => {
+                        let mut words = vec![format!("{}@{}", record.created_by, record.created)];
+                        words.extend(record.roles.iter().map(|grant| {
+                            format!("{}:{}@{}", grant.role, grant.assigned_by, grant.assigned_at)
+                        }));
+                        words.push(format!("from:{}", opt(&record.sessions_valid_from)));
+                        words
+                    }
+                };
+                let wanted = after_arrow(args, "expect user needs '-> ...|none'")?;
+                if actual != wanted {
+                    return Err(format!(
+                        "user {user}: expected [{}], got [{}]",
+                        wanted.join(" "),
+                        actual.join(" ")
+                    ));
+                }
+                Ok(())
+            }
+            "tokens" => {
+                args.allow(&[])?;
+                let user = args.pos(1, "user")?;
+                let actual: Vec<String> = read
+                    .tokens()
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .filter(|token| token.user == user)
+                    .map(|token| token.name)
+                    .collect();
+                let wanted = after_arrow(args, "expect tokens needs '-> ...|none'")?;
+                if actual != wanted {
+                    return Err(format!(
+                        "tokens of {user}: expected [{}], got [{}]",
                         wanted.join(" "),
                         actual.join(" ")
                     ));

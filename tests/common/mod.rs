@@ -6,7 +6,9 @@
 
 pub mod cluster;
 pub mod failover_trial;
+pub mod idp;
 pub mod notify;
+pub mod osmo;
 
 use serde_json::Value;
 use std::os::unix::process::CommandExt;

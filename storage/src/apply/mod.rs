@@ -16,6 +16,7 @@ mod session;
 mod task;
 mod timer;
 mod token;
+mod user;
 mod workflow;
 
 use crate::command::{Command, Outcome, RejectionKind};
@@ -162,6 +163,18 @@ fn apply_at(
         ),
         Command::DeleteCredential { user, name } => apply_credential_delete(tables, user, name),
         Command::SetUserProfile { user, profile } => apply_user_profile_set(tables, user, profile),
+        Command::PutUser {
+            now,
+            user,
+            by,
+            roles,
+            mode,
+        } => user::apply_user_put(tables, at(now), (user, by), roles, *mode),
+        Command::RemoveUserRole { user, role } => user::apply_user_role_remove(tables, user, role),
+        Command::DeleteUser { user } => user::apply_user_delete(tables, user),
+        Command::RevokeUserSessions { now, user } => {
+            user::apply_user_sessions_revoke(tables, at(now), user)
+        }
         Command::CompleteJob { job_id } => apply_job_complete(tables, *job_id),
         Command::FireTimer { now, timer_id, due } => {
             apply_timer_fire(tables, at(now), *timer_id, *due)

@@ -36,7 +36,7 @@ pub use backend::{
 pub use pool::{GpuQuota, PlatformConfig, PoolConfig, PoolStatus, Toleration};
 pub use pool_extras::{PoolExtras, TopologyKey};
 pub use role::{Policy, PolicyEffect, RoleConfig};
-pub use service::ServiceConfig;
+pub use service::{IdpConfig, LoginInfo, ServiceAuth, ServiceConfig};
 pub use workflow::WorkflowConfig;
 
 use crate::record::Millis;
