@@ -36,6 +36,15 @@ pub struct DevArgs {
     /// checked against, besides the system's (an IdP with a private CA)
     #[arg(long, env = "GANTRY_IDP_CA", value_name = "FILE")]
     pub idp_ca: Option<PathBuf>,
+    /// Tasks run on the host's /usr (the default: examples and tests run
+    /// offline) or in their image, pulled and cached under the data
+    /// directory
+    #[arg(long, value_enum, default_value = "host")]
+    pub task_root: crate::operator::local::TaskRootMode,
+    /// A registry (HOST:PORT) reached over plain HTTP or unverified TLS
+    /// (repeatable), as Docker's setting of the same name
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -94,16 +103,23 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
         state_check_interval: None,
         cluster_key: Some(cluster_key),
         idp_ca: args.idp_ca.clone(),
+        task_root: args
+            .task_root
+            .with(&data_dir.join("tasks"), &args.insecure_registries),
     })
     .await?;
     eprintln!(
-        "gantry dev: API on http://{} (data in {}); auth is {}",
+        "gantry dev: API on http://{} (data in {}); auth is {}; tasks run {}",
         running.address,
         data_dir.display(),
         if auth_required {
             "on"
         } else {
             "off on loopback"
+        },
+        match args.task_root {
+            crate::operator::local::TaskRootMode::Host => "on the host's /usr (--task-root host)",
+            crate::operator::local::TaskRootMode::Image => "in their images (--task-root image)",
         }
     );
     if specs.is_empty() {

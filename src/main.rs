@@ -253,6 +253,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     .filter(|interval| !interval.is_zero()),
                 cluster_key: args.cluster_key,
                 idp_ca: args.idp_ca,
+                // The in-process backend runs on the host's /usr, as before
+                // images; a pool of images is a `gantry operator`'s.
+                task_root: gantry::operator::local::TaskRoot::Host,
             })
             .await?;
             eprintln!("gantry server: API on {}", running.base_url);

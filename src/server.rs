@@ -85,6 +85,8 @@ pub struct ServerOptions {
     /// CA certificates (PEM) for the identity provider's HTTPS, besides the
     /// system's roots.
     pub idp_ca: Option<PathBuf>,
+    /// The in-process operator's task root (`local_backend`).
+    pub task_root: crate::operator::local::TaskRoot,
 }
 
 pub struct RunningServer {
@@ -370,6 +372,7 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
             work_dir: options.data_dir.join("tasks"),
             bwrap: None,
             pids_max: None,
+            task_root: options.task_root.clone(),
         }));
         let local_hub = hub.clone();
         // On the bulk runtime: the link's batches (task output) are read,

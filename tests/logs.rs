@@ -476,6 +476,9 @@ fn killing_the_leader_while_a_task_logs_loses_and_repeats_no_line() {
                 &urls.join(","),
                 "--backend",
                 "local",
+                // The tasks' images are not pulled here: host tools.
+                "--task-root",
+                "host",
             ])
             .arg("--token-file")
             .arg(&token_file)

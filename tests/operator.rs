@@ -49,6 +49,7 @@ impl Operator {
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(BINARY)
             .args(["operator", "--servers", servers, "--backend", "local"])
+            .args(["--task-root", "host"])
             .arg("--token-file")
             .arg(&token_file)
             .arg("--tls-ca")
@@ -767,6 +768,7 @@ fn a_backend_registers_goes_online_and_offline() {
 fn operator_refusal(pki: &Pki, url: &str, token_file: &Path) -> (i32, String) {
     let mut child = Command::new(BINARY)
         .args(["operator", "--servers", url, "--backend", "local"])
+        .args(["--task-root", "host"])
         .arg("--token-file")
         .arg(token_file)
         .arg("--tls-ca")

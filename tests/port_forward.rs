@@ -451,6 +451,7 @@ impl Operator {
         let file = |name: &str| -> PathBuf { pki.dir.join(name) };
         let child = Command::new(BINARY)
             .args(["operator", "--servers", servers, "--backend", "local"])
+            .args(["--task-root", "host"])
             .arg("--token-file")
             .arg(&token_file)
             .arg("--tls-ca")

@@ -62,7 +62,7 @@ start_server_and_operator() {
     GANTRY_TOKEN=$(cat "$tmp/node/bootstrap-admin-token")
     export GANTRY_TOKEN
     cp "$tmp/node/bootstrap-admin-token" "$tmp/operator-token"
-    GANTRY_LOG=warn $gantry operator --servers "$url" --backend local \
+    GANTRY_LOG=warn $gantry operator --servers "$url" --backend local --task-root host \
         --token-file "$tmp/operator-token" --work-dir "$tmp/operator" \
         --tls-ca "$pki/ca.pem" --tls-cert "$pki/edge.pem" --tls-key "$pki/edge-key.pem" \
         >>"$tmp/operator.log" 2>&1 &

@@ -63,6 +63,14 @@ pub struct OperatorArgs {
     /// 1024, or 256 per requested CPU when that is more)
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub task_pids_max: Option<u64>,
+    /// Local tasks run in their image (pulled and cached under the work
+    /// directory) or on the host's /usr
+    #[arg(long, value_enum, default_value = "image")]
+    pub task_root: super::local::TaskRootMode,
+    /// A registry (HOST:PORT) reached over plain HTTP or unverified TLS
+    /// (repeatable), as Docker's setting of the same name
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
 }
 
 pub async fn run(args: OperatorArgs) -> anyhow::Result<i32> {
@@ -94,6 +102,9 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<i32> {
             work_dir: args.work_dir.clone(),
             bwrap: None,
             pids_max: args.task_pids_max,
+            task_root: args
+                .task_root
+                .with(&args.work_dir, &args.insecure_registries),
         }))),
         ExecutorKind::Kubernetes => {
             let config = super::kubernetes::KubernetesConfig::infer(&args.backend, &args.namespace)

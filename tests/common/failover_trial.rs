@@ -79,6 +79,9 @@ fn start_operator(dir: &Path, pki: &Pki, urls: &[String], token: &str) -> Killed
                 &urls.join(","),
                 "--backend",
                 "local",
+                // The tasks' images are not pulled here: host tools.
+                "--task-root",
+                "host",
             ])
             .arg("--token-file")
             .arg(&token_file)

@@ -9,6 +9,7 @@ pub mod failover_trial;
 pub mod idp;
 pub mod notify;
 pub mod osmo;
+pub mod registry;
 
 use serde_json::Value;
 use std::os::unix::process::CommandExt;

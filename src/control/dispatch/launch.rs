@@ -248,10 +248,8 @@ pub(super) fn build_launch(
                     extras.credentials = credentials.for_task(plan)?;
                     extras.data_credentials =
                         credentials.data_credentials(&task_urls(plan, &extras))?;
-                    // Only a cluster executor pulls images today.
-                    if on_kubernetes {
-                        extras.registry_auths = credentials.registry_auths(&plan.image)?;
-                    }
+                    // Both executors pull images (the local one in image mode).
+                    extras.registry_auths = credentials.registry_auths(&plan.image)?;
                     Ok(extras)
                 })
                 .map_err(|message| LaunchFailure {

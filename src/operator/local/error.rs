@@ -51,6 +51,9 @@ pub enum ExecError {
     Network(String),
     #[error("a background preparation step failed: {0}")]
     Join(String),
+    /// The task's image could not be pulled, unpacked or mounted.
+    #[error("{0}")]
+    Image(String),
 }
 
 impl ExecError {
@@ -69,6 +72,7 @@ impl ExecError {
             // not a start error of the backend.
             ExecError::Data(failure) => (TaskStatus::Failed, failure.exit_code),
             ExecError::Wait(_) => backend_error(TaskStatus::FailedBackendError, 3001),
+            ExecError::Image(_) => backend_error(TaskStatus::FailedImagePull, 3002),
             _ => backend_error(TaskStatus::FailedStartError, 3003),
         }
     }

@@ -51,6 +51,8 @@ pub struct LocalConfig {
     /// Processes (and threads) a task may have at once; `None` is
     /// [`default_pids_max`] of the task's CPUs.
     pub pids_max: Option<u64>,
+    /// The task's image, or the host's `/usr` (`--task-root`).
+    pub task_root: super::image::TaskRoot,
 }
 
 /// A task's process limit when the operator sets none: 1024, or 256 per
@@ -73,6 +75,9 @@ struct Shared {
     seccomp: Result<Vec<Vec<u8>>, String>,
     /// The operator's cgroup subtree, or why there is none.
     cgroups: Result<Arc<Cgroups>, String>,
+    /// In image mode: the image cache, or why it cannot be opened (then
+    /// every task fails to start, naming why); `None` in host mode.
+    images: Option<Result<Arc<super::image::ImageStore>, String>>,
     /// Each group's network namespace while a task of it holds it, so a
     /// task launched again alone (a retry) joins its running siblings.
     nets: Mutex<HashMap<(String, String), Weak<GroupNet>>>,
@@ -95,12 +100,27 @@ impl LocalOperator {
         if let Err(message) = &cgroups {
             tracing::warn!("task resource limits: {message}");
         }
+        let images = match &config.task_root {
+            super::image::TaskRoot::Host => None,
+            super::image::TaskRoot::Image {
+                cache_dir,
+                insecure_registries,
+            } => {
+                let store = super::image::ImageStore::open(cache_dir, insecure_registries.clone())
+                    .map(Arc::new);
+                if let Err(message) = &store {
+                    tracing::error!("{message}");
+                }
+                Some(store)
+            }
+        };
         LocalOperator {
             shared: Arc::new(Shared {
                 config,
                 bwrap,
                 seccomp,
                 cgroups,
+                images,
                 nets: Mutex::default(),
                 tasks: TaskTable::default(),
                 outbox: Outbox::default(),

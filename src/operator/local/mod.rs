@@ -22,6 +22,7 @@ mod etc;
 mod exec_session;
 mod executor;
 mod expansion;
+pub mod image;
 mod inventory;
 mod log_lines;
 mod netns;
@@ -40,5 +41,6 @@ mod udp_session;
 mod usage;
 
 pub use executor::{LocalConfig, LocalOperator};
+pub use image::{TaskRoot, TaskRootMode};
 /// Shared with the Kubernetes executor, which routes reports the same way.
 pub(crate) use outbox::Outbox;

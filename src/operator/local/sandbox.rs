@@ -13,6 +13,12 @@
 //! network is the group's namespace (joined before bubblewrap starts), a
 //! namespace of the task's own, or the host's when an administrator's pod
 //! template asks for it (see `netns`).
+//!
+//! In image mode ([`SandboxRoot::Image`]) the root is instead the run's
+//! writable overlay over the task's image (`image::root`), with the image's
+//! own `/etc` and the generated files bound over it one by one; the task
+//! runs as the image's user (mapped in the same user namespace, without
+//! capabilities) in the image's working directory.
 
 use gantry_storage::TaskKey;
 use std::collections::BTreeMap;
@@ -101,6 +107,24 @@ pub struct SandboxSpec<'a> {
     /// credentials), read by `bwrap --args` after the launch's environment
     /// and before the task's identity.
     pub secret_args_fd: Option<RawFd>,
+    /// Where `/` comes from.
+    pub root: SandboxRoot<'a>,
+}
+
+/// The sandbox's root file system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SandboxRoot<'a> {
+    /// A tmpfs with the host's `/usr` and the generated `/etc`; the task
+    /// user, in `/tmp`.
+    Host,
+    /// The run's mounted root over its image (`etc_binds` then lists the
+    /// generated files to bind over the image's `/etc`).
+    Image {
+        root: &'a Path,
+        uid: u32,
+        gid: u32,
+        workdir: &'a str,
+    },
 }
 
 /// What bubblewrap does about the network.
@@ -128,7 +152,11 @@ pub fn bwrap_args(spec: &SandboxSpec<'_>) -> Vec<OsString> {
         "--unshare-uts",
         "--unshare-cgroup-try",
     ]);
-    let (uid, gid) = (TASK_UID.to_string(), TASK_GID.to_string());
+    let (uid, gid) = match spec.root {
+        SandboxRoot::Host => (TASK_UID, TASK_GID),
+        SandboxRoot::Image { uid, gid, .. } => (uid, gid),
+    };
+    let (uid, gid) = (uid.to_string(), gid.to_string());
     args.push(["--uid", uid.as_str(), "--gid", gid.as_str()]);
     args.push(["--hostname", spec.hostname]);
     if spec.network == Network::Own {
@@ -139,8 +167,33 @@ pub fn bwrap_args(spec: &SandboxSpec<'_>) -> Vec<OsString> {
         args.push(["--add-seccomp-fd", fd.as_str()]);
     }
     let size = spec.tmpfs_bytes.map(|bytes| bytes.to_string());
-    if let Some(size) = &size {
-        args.push(["--size", size.as_str()]);
+    match spec.root {
+        SandboxRoot::Host => host_root(&mut args, spec, size.as_deref()),
+        SandboxRoot::Image { root, .. } => {
+            args.push(["--bind"]);
+            args.push_os(root.as_os_str().to_os_string());
+            args.push(["/"]);
+            for (host, inside) in spec.etc_binds {
+                args.push(["--ro-bind", host.as_str(), inside.as_str()]);
+            }
+            args.push(["--proc", "/proc", "--dev", "/dev"]);
+        }
+    }
+    data_mounts(&mut args, spec);
+    environment(&mut args, spec);
+    let workdir = match spec.root {
+        SandboxRoot::Host => "/tmp",
+        SandboxRoot::Image { workdir, .. } => workdir,
+    };
+    args.push(["--chdir", workdir, "--"]);
+    args.push(spec.argv.iter().map(String::as_str));
+    args.0
+}
+
+/// `/` as a tmpfs with the host's `/usr`, the generated `/etc` and a `/tmp`.
+fn host_root(args: &mut Args, spec: &SandboxSpec<'_>, size: Option<&str>) {
+    if let Some(size) = size {
+        args.push(["--size", size]);
     }
     args.push(["--tmpfs", "/", "--ro-bind", "/usr", "/usr"]);
     for entry in ROOT_LINKS {
@@ -162,11 +215,14 @@ pub fn bwrap_args(spec: &SandboxSpec<'_>) -> Vec<OsString> {
         args.push(["--ro-bind", host.as_str(), inside.as_str()]);
     }
     args.push(["--proc", "/proc", "--dev", "/dev"]);
-    if let Some(size) = &size {
-        args.push(["--size", size.as_str()]);
+    if let Some(size) = size {
+        args.push(["--size", size]);
     }
     args.push(["--tmpfs", "/tmp"]);
+}
 
+/// The output, inputs and files.
+fn data_mounts(args: &mut Args, spec: &SandboxSpec<'_>) {
     args.push(["--bind"]);
     args.push_os(spec.output_dir.as_os_str().to_os_string());
     args.push([SANDBOX_OUTPUT]);
@@ -181,7 +237,11 @@ pub fn bwrap_args(spec: &SandboxSpec<'_>) -> Vec<OsString> {
         args.push_os(host.as_os_str().to_os_string());
         args.push([path.as_str()]);
     }
+}
 
+/// A cleared environment rebuilt from the launch, the credentials and the
+/// task's identity, in that order.
+fn environment(args: &mut Args, spec: &SandboxSpec<'_>) {
     args.push(["--clearenv"]);
     // Defaults first so the launch may override them; the OSMO_* identity
     // last so a task cannot pretend to be another one.
@@ -207,10 +267,6 @@ pub fn bwrap_args(spec: &SandboxSpec<'_>) -> Vec<OsString> {
     for (name, value) in identity {
         args.push(["--setenv", name, value]);
     }
-
-    args.push(["--chdir", "/tmp", "--"]);
-    args.push(spec.argv.iter().map(String::as_str));
-    args.0
 }
 
 #[derive(Default)]
@@ -255,6 +311,7 @@ mod tests {
             network: Network::Inherit,
             seccomp_fds: &[7, 8],
             tmpfs_bytes: Some(1 << 20),
+            root: SandboxRoot::Host,
         });
         let args: Vec<String> = args
             .iter()

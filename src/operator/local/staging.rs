@@ -35,6 +35,9 @@ pub struct Prepared {
     /// The task's `/etc`, and the host entries to bind over it.
     pub etc_dir: PathBuf,
     pub etc_binds: Vec<(String, String)>,
+    /// In image mode: the run's writable root over its image (see
+    /// `image::root`), unmounted by [`remove`].
+    pub image_root: Option<PathBuf>,
 }
 
 /// A run's own directory: two runs of a task (retries the control plane
@@ -49,10 +52,18 @@ fn task_dir(work_dir: &Path, key: &TaskKey) -> Result<PathBuf, ExecError> {
         .join(key.retry_id.to_string()))
 }
 
-/// Blocking: creates and fills the task's directories. Run off the runtime.
-pub fn prepare(work_dir: &Path, launch: &TaskLaunch) -> Result<Prepared, ExecError> {
-    check_launch(launch)?;
+/// Blocking: creates and fills the task's directories, and with `image`
+/// (an unpacked image root) mounts the run's root over it. Run off the
+/// runtime.
+pub fn prepare(
+    work_dir: &Path,
+    launch: &TaskLaunch,
+    image: Option<&Path>,
+) -> Result<Prepared, ExecError> {
+    // In an image the command may come from the image's entrypoint.
+    check_launch(launch, image.is_none())?;
     let dir = task_dir(work_dir, &launch.key)?;
+    super::image::root::unmount(&dir.join("image"));
     let output_dir = dir.join("output");
     let files_dir = dir.join("files");
     let inputs_dir = dir.join("inputs");
@@ -99,13 +110,56 @@ pub fn prepare(work_dir: &Path, launch: &TaskLaunch) -> Result<Prepared, ExecErr
         fs::create_dir_all(&staged).map_err(|e| ExecError::io("cannot create", &staged, e))?;
         inputs.push(staged);
     }
+    let image_root = match image {
+        Some(lower) => {
+            let image_dir = dir.join("image");
+            remove_dir_if_present(&image_dir)?;
+            Some(
+                super::image::root::mount(lower, &image_dir)
+                    .map_err(ExecError::Image)?
+                    .merged,
+            )
+        }
+        None => None,
+    };
     Ok(Prepared {
         output_dir,
         inputs,
         files,
         etc_dir,
         etc_binds,
+        image_root,
     })
+}
+
+/// In image mode the image keeps its own `/etc`: the generated files the
+/// task needs (`hosts`, `hostname`, `resolv.conf`) and those the launch
+/// and its credentials put there are bound over it one by one, as
+/// (host, sandbox) paths. The generated users and name service files are
+/// the image's own business. Blocking.
+pub fn image_etc_binds(etc_dir: &Path) -> Result<Vec<(String, String)>, ExecError> {
+    const IMAGE_OWNS: [&str; 3] = ["passwd", "group", "nsswitch.conf"];
+    let mut binds = Vec::new();
+    for entry in walkdir::WalkDir::new(etc_dir)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let entry = entry.map_err(|e| ExecError::io("cannot read", etc_dir, e.into()))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let Ok(relative) = entry.path().strip_prefix(etc_dir) else {
+            continue;
+        };
+        if IMAGE_OWNS.iter().any(|owned| relative == Path::new(owned)) {
+            continue;
+        }
+        let (Some(host), Some(relative)) = (entry.path().to_str(), relative.to_str()) else {
+            continue;
+        };
+        binds.push((host.to_string(), format!("/etc/{relative}")));
+    }
+    Ok(binds)
 }
 
 /// Each key of each mounted credential as its own file, readable by the
@@ -193,6 +247,8 @@ pub fn hostname(task: &str) -> String {
 /// once empty). Its output was uploaded, or is not kept.
 pub fn remove(work_dir: &Path, key: &TaskKey) -> Result<(), ExecError> {
     let dir = task_dir(work_dir, key)?;
+    // Never delete through a mounted root into the image beneath.
+    super::image::root::unmount(&dir.join("image"));
     remove_dir_if_present(&dir)?;
     // Each fails while another run of the task, or another task of the
     // workflow, still has its directory.
@@ -208,8 +264,8 @@ pub fn remove(work_dir: &Path, key: &TaskKey) -> Result<(), ExecError> {
 
 /// Rejects launch fields bwrap or the host would misinterpret, before any
 /// directory is touched.
-fn check_launch(launch: &TaskLaunch) -> Result<(), ExecError> {
-    if launch.command.is_empty() {
+fn check_launch(launch: &TaskLaunch, needs_command: bool) -> Result<(), ExecError> {
+    if needs_command && launch.command.is_empty() {
         return Err(ExecError::InvalidName {
             what: "command",
             value: String::new(),

@@ -51,6 +51,7 @@ impl Harness {
             work_dir: work.path().to_path_buf(),
             bwrap,
             pids_max: None,
+            task_root: super::TaskRoot::Host,
         }));
         let (to_op, from_op, serving) = connect(&op);
         let mut harness = Harness {

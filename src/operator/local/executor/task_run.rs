@@ -39,10 +39,11 @@ use crate::operator::local::cgroup::{Limits, TaskCgroup};
 use crate::operator::local::error::{ExecError, Stopped};
 use crate::operator::local::exec_session::SandboxEntry;
 use crate::operator::local::expansion;
+use crate::operator::local::image::{self as images, PulledImage};
 use crate::operator::local::log_lines;
 use crate::operator::local::netns::TaskNet;
 use crate::operator::local::process::{self, ChildSetup, Exit};
-use crate::operator::local::sandbox::{self, Network, SandboxSpec};
+use crate::operator::local::sandbox::{self, Network, SandboxRoot, SandboxSpec};
 use crate::operator::local::staging::{self, Prepared};
 use crate::operator::local::task_files::{self, TaskFiles};
 use crate::operator::local::usage;
@@ -55,6 +56,64 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
+
+/// What a run in an image needs beyond a host run.
+struct InImage {
+    argv: Vec<String>,
+    /// The image's environment under the launch's, `HOME` the user's.
+    environment: std::collections::BTreeMap<String, String>,
+    /// The generated files bound over the image's `/etc`.
+    etc_binds: Vec<(String, String)>,
+    root: PathBuf,
+    run_as: images::RunAs,
+    workdir: String,
+}
+
+/// The command, environment, user, working directory and `/etc` of a run in
+/// `image`, mounted at `root`; every mount point made safe under it.
+fn in_image(
+    image: &PulledImage,
+    root: &std::path::Path,
+    command: &[String],
+    args: &[String],
+    launch: &TaskLaunch,
+    prepared: &Prepared,
+) -> Result<InImage, ExecError> {
+    let argv = images::run_config::argv(&image.config, command, args)
+        .map_err(|error| ExecError::Image(format!("image {}: {error}", launch.image)))?;
+    let run_as = images::run_config::run_as(&image.rootfs, image.config.user.as_deref())
+        .map_err(|error| ExecError::Image(format!("image {}: {error}", launch.image)))?;
+    let mut environment = std::collections::BTreeMap::new();
+    environment.insert("HOME".to_string(), run_as.home.clone());
+    environment.extend(images::run_config::environment(&image.config));
+    environment.extend(launch.environment.clone());
+    let etc_binds = staging::image_etc_binds(&prepared.etc_dir)?;
+    let mut destinations: Vec<String> = vec![
+        "/proc".into(),
+        "/dev".into(),
+        sandbox::SANDBOX_OUTPUT.into(),
+    ];
+    destinations
+        .extend((0..prepared.inputs.len()).map(|n| format!("{}/{n}", sandbox::SANDBOX_INPUTS)));
+    destinations.extend(prepared.files.iter().map(|(_, inside)| inside.clone()));
+    destinations.extend(etc_binds.iter().map(|(_, inside)| inside.clone()));
+    let destinations: Vec<&str> = destinations.iter().map(String::as_str).collect();
+    images::root::prepare_mount_points(root, &destinations).map_err(ExecError::Image)?;
+    let workdir = image
+        .config
+        .working_dir
+        .clone()
+        .filter(|dir| dir.starts_with('/'))
+        .unwrap_or_else(|| "/".to_string());
+    Ok(InImage {
+        argv,
+        environment,
+        etc_binds,
+        root: root.to_path_buf(),
+        run_as,
+        workdir,
+    })
+}
 
 /// Checkpoint lines waiting for the run's batcher, at most.
 const SIDE_LINES_QUEUED_MAX: usize = 1024;
@@ -140,16 +199,16 @@ impl Shared {
         // lines and output follow in order.
         let first_offset = log_lines::run_offset_base();
         let prepared = match self.prepare(launch, first_offset).await {
-            Ok((bwrap, prepared)) => self
-                .download(launch, &prepared, &mut cancel, first_offset + 1)
+            Ok((bwrap, prepared, image, next_offset)) => self
+                .download(launch, &prepared, &mut cancel, next_offset)
                 .await
-                .map(|next_offset| (bwrap, prepared, next_offset)),
+                .map(|next_offset| (bwrap, prepared, image, next_offset)),
             Err(stopped) => Err(stopped),
         };
         if let Some(gate) = &gate {
             gate.arrive();
         }
-        let (bwrap, prepared, next_offset) = prepared?;
+        let (bwrap, prepared, image, next_offset) = prepared?;
         if let Some(gate) = &gate {
             tokio::select! {
                 _ = gate.all_arrived() => {}
@@ -163,12 +222,23 @@ impl Shared {
 
         // kubelet expands `$(VAR)` from the environment on Kubernetes; here
         // the executor does, so a spec behaves the same on both.
-        let argv: Vec<String> = launch
-            .command
-            .iter()
-            .chain(&launch.args)
-            .map(|part| expansion::expand(part, &launch.environment))
-            .collect();
+        let expand = |parts: &[String]| -> Vec<String> {
+            parts
+                .iter()
+                .map(|part| expansion::expand(part, &launch.environment))
+                .collect()
+        };
+        let (command, args) = (expand(&launch.command), expand(&launch.args));
+        let in_image = match (&image, &prepared.image_root) {
+            (Some(image), Some(root)) => {
+                Some(in_image(image, root, &command, &args, launch, &prepared)?)
+            }
+            _ => None,
+        };
+        let argv: Vec<String> = match &in_image {
+            Some(run) => run.argv.clone(),
+            None => command.into_iter().chain(args).collect(),
+        };
         let resources = &launch.placement.resources;
         let (cgroup, next_offset) = self.task_cgroup(launch, next_offset).await?;
         let seccomp = self.seccomp_fds()?;
@@ -181,10 +251,14 @@ impl Shared {
             output_dir: &prepared.output_dir,
             inputs: &prepared.inputs,
             files: &prepared.files,
-            environment: &launch.environment,
+            environment: in_image
+                .as_ref()
+                .map_or(&launch.environment, |run| &run.environment),
             argv: &argv,
             etc_dir: &prepared.etc_dir,
-            etc_binds: &prepared.etc_binds,
+            etc_binds: in_image
+                .as_ref()
+                .map_or(&prepared.etc_binds, |run| &run.etc_binds),
             hostname: &hostname,
             network: match net {
                 TaskNet::Own | TaskNet::Refused(_) => Network::Own,
@@ -193,6 +267,15 @@ impl Shared {
             seccomp_fds: &seccomp_fds,
             tmpfs_bytes: resources.storage_bytes,
             secret_args_fd,
+            root: match &in_image {
+                Some(run) => SandboxRoot::Image {
+                    root: &run.root,
+                    uid: run.run_as.uid,
+                    gid: run.run_as.gid,
+                    workdir: &run.workdir,
+                },
+                None => SandboxRoot::Host,
+            },
         });
         let setup = ChildSetup {
             cgroup_procs: cgroup
@@ -292,12 +375,14 @@ impl Shared {
         Ok(exit)
     }
 
-    /// INITIALIZING: checks the sandbox and builds the task's host dirs.
+    /// INITIALIZING: checks the sandbox, pulls the task's image in image
+    /// mode (its progress in the task's log), and builds the task's host
+    /// dirs; the next log offset.
     async fn prepare(
         &self,
         launch: &TaskLaunch,
         first_offset: u64,
-    ) -> Result<(PathBuf, Prepared), Stopped> {
+    ) -> Result<(PathBuf, Prepared, Option<PulledImage>, u64), Stopped> {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(ExecError::ShuttingDown.into());
         }
@@ -305,27 +390,95 @@ impl Shared {
         self.outbox
             .task_status(&launch.key, TaskStatus::Initializing, None, None)
             .await;
-        let note = LogLine {
-            offset: first_offset,
+        let mut offset = first_offset;
+        let image = match &self.images {
+            None => {
+                self.say(
+                    launch,
+                    &mut offset,
+                    format!(
+                        "image {} is not pulled by the local executor (--task-root host); the command runs on the host's /usr",
+                        launch.image
+                    ),
+                )
+                .await;
+                None
+            }
+            Some(Err(message)) => {
+                return Err(ExecError::Image(format!(
+                    "image {}: the image cache cannot be used: {message}",
+                    launch.image
+                ))
+                .into())
+            }
+            Some(Ok(store)) => Some(self.pull(store, launch, &mut offset).await?),
+        };
+        let work_dir = self.config.work_dir.clone();
+        let task = launch.clone();
+        let lower = image.as_ref().map(|image| image.rootfs.clone());
+        let prepared = tokio::task::spawn_blocking(move || {
+            staging::prepare(&work_dir, &task, lower.as_deref())
+        })
+        .await
+        .map_err(|e| ExecError::Join(e.to_string()))??;
+        Ok((bwrap, prepared, image, offset))
+    }
+
+    /// One executor line in the task's log at `offset` (then moved on).
+    async fn say(&self, launch: &TaskLaunch, offset: &mut u64, text: String) {
+        let line = LogLine {
+            offset: *offset,
             stream: LogStream::Osmo,
             time: now_ms(),
-            text: format!(
-                "image {} is not pulled by the local executor; the command runs on the host's /usr",
-                launch.image
-            ),
+            text,
         };
+        *offset += 1;
         self.outbox
             .send(FromOperator::Logs {
                 key: launch.key.clone(),
-                lines: vec![note],
+                lines: vec![line],
             })
             .await;
-        let work_dir = self.config.work_dir.clone();
-        let task = launch.clone();
-        let prepared = tokio::task::spawn_blocking(move || staging::prepare(&work_dir, &task))
-            .await
-            .map_err(|e| ExecError::Join(e.to_string()))??;
-        Ok((bwrap, prepared))
+    }
+
+    /// The task's image from the cache, pulled first when missing; each
+    /// step a line of the task's log.
+    async fn pull(
+        &self,
+        store: &images::ImageStore,
+        launch: &TaskLaunch,
+        offset: &mut u64,
+    ) -> Result<PulledImage, Stopped> {
+        let started = std::time::Instant::now();
+        let (lines, mut progress) = mpsc::unbounded_channel::<String>();
+        let pulling = async move {
+            let say = move |text: String| {
+                let _ = lines.send(text);
+            };
+            store
+                .ensure(&launch.image, &launch.extras.registry_auths, &say)
+                .await
+        };
+        let forwarding = async {
+            while let Some(text) = progress.recv().await {
+                self.say(launch, offset, text).await;
+            }
+        };
+        let (pulled, ()) = tokio::join!(pulling, forwarding);
+        let image = pulled.map_err(ExecError::Image)?;
+        let how = if image.cached { "cached" } else { "pulled" };
+        self.say(
+            launch,
+            offset,
+            format!(
+                "[image] {} ({}) {how}, ready in {} ms",
+                launch.image,
+                image.digest,
+                started.elapsed().as_millis()
+            ),
+        )
+        .await;
+        Ok(image)
     }
 }
 

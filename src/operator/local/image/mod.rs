@@ -1,0 +1,50 @@
+//! Running a task in its image: `store` pulls images (an OCI registry
+//! client, the user's registry credentials, insecure registries for
+//! air-gapped sites) into a content-addressed cache and unpacks each once
+//! (`layers`: whiteouts, digests checked as they are read); `run_config`
+//! decides what runs, as Kubernetes does (command over entrypoint, args
+//! over cmd, the image's environment, working directory and user); `root`
+//! gives each run a writable root over the read-only unpacked image.
+
+pub mod layers;
+pub mod root;
+pub mod run_config;
+pub mod store;
+
+pub use run_config::{ImageRunConfig, RunAs};
+pub use store::{ImageStore, PulledImage};
+
+/// `--task-root`: what a local task's root file system is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskRootMode {
+    /// The task's image, pulled from its registry and cached
+    Image,
+    /// The host's /usr; the spec's image is not used
+    Host,
+}
+
+impl TaskRootMode {
+    /// The setting, with the image cache under `work_dir` in image mode.
+    pub fn with(self, work_dir: &std::path::Path, insecure_registries: &[String]) -> TaskRoot {
+        match self {
+            TaskRootMode::Host => TaskRoot::Host,
+            TaskRootMode::Image => TaskRoot::Image {
+                cache_dir: work_dir.join("images"),
+                insecure_registries: insecure_registries.to_vec(),
+            },
+        }
+    }
+}
+
+/// Where a local task's root filesystem comes from (`--task-root`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskRoot {
+    /// The host's `/usr`, as before images: the spec's `image` is not used.
+    Host,
+    /// The task's image, pulled into the cache at `cache_dir`.
+    Image {
+        cache_dir: std::path::PathBuf,
+        /// `HOST:PORT` of registries reached over plain HTTP or unverified TLS.
+        insecure_registries: Vec<String>,
+    },
+}

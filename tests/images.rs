@@ -1,0 +1,330 @@
+//! Local tasks run in their images (`--task-root image`): pulled from a real
+//! OCI registry on loopback (Debian's `docker-registry`, plain HTTP, named
+//! with `--insecure-registry`) serving images built here from Debian's
+//! static busybox; cached, so the second task starts from the cache;
+//! pinned by digest; a multi-platform index resolved for this host; the
+//! image's environment, working directory and user applied; the host's
+//! tools out of sight. An image that does not exist, a corrupted layer and
+//! a private registry without the user's credential end the task
+//! FAILED_IMAGE_PULL naming the image; with the user's REGISTRY credential
+//! the private image runs.
+//!
+//! Needs root (the run's root is an overlay the operator mounts), bubblewrap,
+//! `docker-registry` and `busybox-static`; skips, saying why, unless
+//! `CI=true`.
+
+mod common;
+
+use common::registry::{
+    busybox_layer, corrupt_blob, foreign_architecture, have_busybox, push_image, push_index,
+    start_registry, Entry, ImageConfig, Layer, Registry,
+};
+use common::{task_of, DevServer};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const FINISH: Duration = Duration::from_secs(120);
+
+/// Why image tasks cannot run here, if they cannot.
+fn unavailable() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("image mode needs root (the operator mounts each run's root)".into());
+    }
+    if !have_busybox() {
+        return Some("busybox-static is not installed".into());
+    }
+    None
+}
+
+fn skip_unless_able() -> bool {
+    match unavailable() {
+        None => false,
+        Some(why) => {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+            eprintln!("SKIPPED: {why}");
+            true
+        }
+    }
+}
+
+fn image_server(dir: &std::path::Path, registry: &Registry) -> DevServer {
+    DevServer::start_with(
+        dir,
+        &[
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--task-root",
+            "image",
+            "--insecure-registry",
+            &registry.host,
+        ],
+    )
+}
+
+fn spec(name: &str, image: &str, script: &str) -> String {
+    format!(
+        "workflow:\n  name: {name}\n  tasks:\n  - name: run\n    image: {image}\n    command: [sh, -c, {}]\n    environment:\n      FROM_SPEC: spec-value\n",
+        serde_json::to_string(script).unwrap()
+    )
+}
+
+/// Submits as `user`, waits for the end; (workflow, the task's log text).
+fn run_as(server: &DevServer, user: &str, spec: &str) -> (Value, String) {
+    let http = reqwest::blocking::Client::new();
+    let reply: Value = http
+        .post(format!("{}/api/pool/default/workflow", server.url))
+        .header("x-osmo-user", user)
+        .json(&json!({ "file": spec }))
+        .send()
+        .expect("submit")
+        .json()
+        .expect("submit answer");
+    let id = reply["name"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{reply}"))
+        .to_string();
+    let workflow = server.client().wait_finished(&id, FINISH);
+    let logs = http
+        .get(format!("{}/api/workflow/{id}/logs", server.url))
+        .send()
+        .and_then(|reply| reply.text())
+        .unwrap_or_default();
+    (workflow, logs)
+}
+
+fn status_of(workflow: &Value) -> (String, String) {
+    let task = task_of(workflow, "run").unwrap_or_else(|| panic!("no task in {workflow}"));
+    (
+        task["status"].as_str().unwrap_or_default().to_string(),
+        task["failure_message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// `ready in N ms` of the `[image]` line.
+fn ready_ms(logs: &str, how: &str) -> u64 {
+    logs.lines()
+        .find(|line| line.contains("[image]") && line.contains(&format!(") {how}, ready in")))
+        .and_then(|line| line.split("ready in ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no '{how}' image line in:\n{logs}"))
+}
+
+#[test]
+fn tasks_run_in_their_images() {
+    if skip_unless_able() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(registry) = start_registry(&dir.path().join("registry"), None) else {
+        return;
+    };
+    let config = ImageConfig {
+        env: vec!["GREETING=hello from the image".into(), "PATH=/bin".into()],
+        working_dir: Some("/home/runner".into()),
+        user: Some("runner".into()),
+        ..Default::default()
+    };
+    let pushed = push_image(
+        &registry,
+        None,
+        "tools/busybox",
+        "1.36",
+        &[busybox_layer()],
+        &config,
+    );
+    let server = image_server(&dir.path().join("dev"), &registry);
+    let image = format!("{}/tools/busybox:1.36", registry.host);
+
+    // The image's environment, user and working directory; the spec's
+    // environment on top; the host's /usr out of sight; a writable root.
+    let script =
+        "echo \"$GREETING\"; echo \"spec=$FROM_SPEC\"; echo uid=$(id -u); echo pwd=$(pwd); \
+                  echo home=$HOME; test -e /usr/bin/python3 && echo HOST-VISIBLE; \
+                  echo scratch > /root-write-test 2>/dev/null || touch /tmp/x; cat /etc/hostname";
+    let (workflow, logs) = run_as(&server, "alice", &spec("in-image", &image, script));
+    assert_eq!(status_of(&workflow).0, "COMPLETED", "{workflow}\n{logs}");
+    for wanted in [
+        "hello from the image",
+        "spec=spec-value",
+        "uid=1234",
+        "pwd=/home/runner",
+        "home=/home/runner",
+        "[image] pulling",
+    ] {
+        assert!(logs.contains(wanted), "{wanted} in:\n{logs}");
+    }
+    assert!(!logs.contains("HOST-VISIBLE"), "{logs}");
+    let pulled_ms = ready_ms(&logs, "pulled");
+
+    // The second task starts from the cache; a digest pins the same image.
+    let (workflow, logs) = run_as(&server, "alice", &spec("cached", &image, "echo again"));
+    assert_eq!(status_of(&workflow).0, "COMPLETED", "{logs}");
+    let cached_ms = ready_ms(&logs, "cached");
+    println!("image ready: pulled in {pulled_ms} ms, from the cache in {cached_ms} ms");
+    let pinned = format!("{}/tools/busybox@{}", registry.host, pushed.manifest_digest);
+    let (workflow, logs) = run_as(&server, "alice", &spec("pinned", &pinned, "echo pinned"));
+    assert_eq!(status_of(&workflow).0, "COMPLETED", "{logs}");
+    assert!(logs.contains(&pushed.manifest_digest), "{logs}");
+
+    // A multi-platform index: this host's entry is the one that runs.
+    let ours = push_image(
+        &registry,
+        None,
+        "tools/multi",
+        "ours",
+        &[busybox_layer()],
+        &ImageConfig {
+            env: vec!["PLATFORM=mine".into(), "PATH=/bin".into()],
+            ..Default::default()
+        },
+    );
+    let theirs = push_image(
+        &registry,
+        None,
+        "tools/multi",
+        "theirs",
+        &[busybox_layer()],
+        &ImageConfig {
+            env: vec!["PLATFORM=foreign".into(), "PATH=/bin".into()],
+            architecture: Some(foreign_architecture().into()),
+            ..Default::default()
+        },
+    );
+    push_index(
+        &registry,
+        None,
+        "tools/multi",
+        "1",
+        &[
+            (
+                theirs.manifest_digest.clone(),
+                theirs.manifest_size,
+                foreign_architecture(),
+            ),
+            (
+                ours.manifest_digest.clone(),
+                ours.manifest_size,
+                common::registry::host_architecture(),
+            ),
+        ],
+    );
+    let multi = format!("{}/tools/multi:1", registry.host);
+    let (workflow, logs) = run_as(
+        &server,
+        "alice",
+        &spec("multi", &multi, "echo platform=$PLATFORM"),
+    );
+    assert_eq!(status_of(&workflow).0, "COMPLETED", "{logs}");
+    assert!(logs.contains("platform=mine"), "{logs}");
+
+    // Whiteouts of an upper layer hide the lower layer's files.
+    let upper = Layer {
+        entries: vec![
+            Entry::whiteout("bin/wc"),
+            Entry::file("etc/motd", "layered\n", 0o644),
+        ],
+        compression: common::registry::Compression::Gzip,
+    };
+    push_image(
+        &registry,
+        None,
+        "tools/layered",
+        "1",
+        &[busybox_layer(), upper],
+        &ImageConfig::default(),
+    );
+    let layered = format!("{}/tools/layered:1", registry.host);
+    let (workflow, logs) = run_as(
+        &server,
+        "alice",
+        &spec(
+            "layered",
+            &layered,
+            "cat /etc/motd; test -e /bin/wc || echo wc-gone",
+        ),
+    );
+    assert_eq!(status_of(&workflow).0, "COMPLETED", "{logs}");
+    assert!(
+        logs.contains("layered") && logs.contains("wc-gone"),
+        "{logs}"
+    );
+
+    // An image that does not exist, and one whose layer was corrupted.
+    let missing = format!("{}/tools/nothing:1", registry.host);
+    let (workflow, _) = run_as(&server, "alice", &spec("missing", &missing, "true"));
+    let (status, message) = status_of(&workflow);
+    assert_eq!(status, "FAILED_IMAGE_PULL", "{workflow}");
+    assert!(message.contains("tools/nothing"), "{message}");
+    let broken = push_image(
+        &registry,
+        None,
+        "tools/broken",
+        "1",
+        &[Layer {
+            entries: vec![Entry::file("bin/tool", "#!/bin/sh\n", 0o755)],
+            compression: common::registry::Compression::None,
+        }],
+        &ImageConfig::default(),
+    );
+    corrupt_blob(&registry, &broken.layer_digests[0]);
+    let corrupted = format!("{}/tools/broken:1", registry.host);
+    let (workflow, _) = run_as(&server, "alice", &spec("corrupt", &corrupted, "true"));
+    let (status, message) = status_of(&workflow);
+    assert_eq!(status, "FAILED_IMAGE_PULL", "{workflow}");
+    assert!(
+        message.contains("tools/broken") && message.to_lowercase().contains("digest"),
+        "{message}"
+    );
+    server.stop();
+}
+
+#[test]
+fn private_images_need_the_users_registry_credential() {
+    if skip_unless_able() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let auth = ("puller", "pull-secret-1");
+    let Some(registry) = start_registry(&dir.path().join("registry"), Some(auth)) else {
+        return;
+    };
+    push_image(
+        &registry,
+        Some(auth),
+        "team/private",
+        "1",
+        &[busybox_layer()],
+        &ImageConfig {
+            env: vec!["PATH=/bin".into()],
+            ..Default::default()
+        },
+    );
+    let server = image_server(&dir.path().join("dev"), &registry);
+    let image = format!("{}/team/private:1", registry.host);
+    let (workflow, _) = run_as(&server, "alice", &spec("denied", &image, "echo inside"));
+    let (status, message) = status_of(&workflow);
+    assert_eq!(status, "FAILED_IMAGE_PULL", "{workflow}");
+    assert!(message.contains("team/private"), "{message}");
+
+    let set = reqwest::blocking::Client::new()
+        .post(format!("{}/api/credentials/registry", server.url))
+        .header("x-osmo-user", "alice")
+        .json(&json!({"registry_credential": {
+            "registry": registry.host, "username": auth.0, "auth": auth.1,
+        }}))
+        .send()
+        .expect("set credential");
+    assert_eq!(set.status().as_u16(), 200, "{:?}", set.text());
+    let (workflow, logs) = run_as(&server, "alice", &spec("allowed", &image, "echo inside"));
+    assert_eq!(status_of(&workflow).0, "COMPLETED", "{workflow}\n{logs}");
+    assert!(logs.contains("inside"), "{logs}");
+    // Another user's credential is not alice's: bob is still refused.
+    let (workflow, _) = run_as(&server, "bob", &spec("bobs", &image, "echo inside"));
+    assert_eq!(status_of(&workflow).0, "FAILED_IMAGE_PULL", "{workflow}");
+    server.stop();
+}
