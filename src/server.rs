@@ -373,6 +373,10 @@ pub async fn start(mut options: ServerOptions) -> anyhow::Result<RunningServer> 
             bwrap: None,
             pids_max: None,
             task_root: options.task_root.clone(),
+            cdi_dirs: crate::operator::local::gpu::CDI_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
         }));
         let local_hub = hub.clone();
         // On the bulk runtime: the link's batches (task output) are read,

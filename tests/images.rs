@@ -328,3 +328,126 @@ fn private_images_need_the_users_registry_credential() {
     assert_eq!(status_of(&workflow).0, "FAILED_IMAGE_PULL", "{workflow}");
     server.stop();
 }
+
+/// Two tasks of a group talk over their shared network (`{{host:server}}`)
+/// with the image's own `nc`, which the host need not have.
+#[test]
+fn a_groups_tasks_talk_with_their_images_tools() {
+    if skip_unless_able() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(registry) = start_registry(&dir.path().join("registry"), None) else {
+        return;
+    };
+    let config = ImageConfig {
+        env: vec!["PATH=/bin".into()],
+        ..Default::default()
+    };
+    push_image(
+        &registry,
+        None,
+        "tools/busybox",
+        "1",
+        &[busybox_layer()],
+        &config,
+    );
+    let server = image_server(&dir.path().join("dev"), &registry);
+    let image = format!("{}/tools/busybox:1", registry.host);
+    let spec = format!(
+        "workflow:\n  name: talk\n  groups:\n  - name: pair\n    tasks:\n    - name: server\n      lead: true\n      image: {image}\n      command: [sh, -c, 'nc -l -p 9000 > /tmp/got; echo \"server got $(cat /tmp/got)\"']\n    - name: client\n      image: {image}\n      command: [sh, -c, 'for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do echo ping | nc -w 1 {{{{host:server}}}} 9000 && exit 0; sleep 0.5; done; exit 1']\n"
+    );
+    let (workflow, logs) = run_as(&server, "alice", &spec);
+    assert_eq!(workflow["status"], "COMPLETED", "{workflow}\n{logs}");
+    assert!(logs.contains("server got ping"), "{logs}");
+    server.stop();
+}
+
+/// Past its size limit the cache evicts the least recently used image no
+/// task holds (with its blobs no other image needs); the next use pulls it
+/// again.
+#[test]
+fn the_cache_keeps_to_its_size_limit() {
+    if skip_unless_able() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(registry) = start_registry(&dir.path().join("registry"), None) else {
+        return;
+    };
+    // One image's unpacked root is about busybox's size and its blob less:
+    // one fits in twice that, two do not.
+    let busybox = std::fs::metadata("/bin/busybox").unwrap().len();
+    let limit = (2 * busybox).to_string();
+    let mut images = Vec::new();
+    for name in ["first", "second"] {
+        let marker = Layer {
+            entries: vec![Entry::file("etc/which", format!("{name}\n"), 0o644)],
+            compression: common::registry::Compression::None,
+        };
+        let pushed = push_image(
+            &registry,
+            None,
+            &format!("tools/{name}"),
+            "1",
+            &[busybox_layer(), marker],
+            &ImageConfig {
+                env: vec!["PATH=/bin".into()],
+                ..Default::default()
+            },
+        );
+        images.push((
+            format!("{}/tools/{name}:1", registry.host),
+            pushed.manifest_digest,
+        ));
+    }
+    let data = dir.path().join("dev");
+    let server = DevServer::start_with(
+        &data,
+        &[
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--task-root",
+            "image",
+            "--insecure-registry",
+            &registry.host,
+            "--image-cache-max",
+            &limit,
+        ],
+    );
+    let unpacked = |digest: &str| {
+        data.join("tasks/images/images")
+            .join(digest.trim_start_matches("sha256:"))
+            .is_dir()
+    };
+    let (workflow, logs) = run_as(
+        &server,
+        "alice",
+        &spec("first", &images[0].0, "cat /etc/which"),
+    );
+    assert_eq!(status_of(&workflow).0, "COMPLETED", "{logs}");
+    assert!(unpacked(&images[0].1));
+    let (workflow, logs) = run_as(
+        &server,
+        "alice",
+        &spec("second", &images[1].0, "cat /etc/which"),
+    );
+    assert_eq!(status_of(&workflow).0, "COMPLETED", "{logs}");
+    assert!(
+        logs.contains(&format!("[image] evicted {}", images[0].1)),
+        "{logs}"
+    );
+    assert!(!unpacked(&images[0].1) && unpacked(&images[1].1));
+    let (workflow, logs) = run_as(
+        &server,
+        "alice",
+        &spec("again", &images[0].0, "cat /etc/which"),
+    );
+    assert_eq!(status_of(&workflow).0, "COMPLETED", "{logs}");
+    assert!(
+        logs.contains(") pulled, ready in") && logs.contains("first"),
+        "{logs}"
+    );
+    server.stop();
+}

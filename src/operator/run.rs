@@ -71,6 +71,10 @@ pub struct OperatorArgs {
     /// (repeatable), as Docker's setting of the same name
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     pub insecure_registries: Vec<String>,
+    /// The image cache's size limit (e.g. 50Gi): past it, the least
+    /// recently used images no task is using are evicted
+    #[arg(long, value_name = "SIZE", default_value = "50Gi", value_parser = crate::operator::local::image::parse_cache_size)]
+    pub image_cache_max: u64,
 }
 
 pub async fn run(args: OperatorArgs) -> anyhow::Result<i32> {
@@ -102,9 +106,15 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<i32> {
             work_dir: args.work_dir.clone(),
             bwrap: None,
             pids_max: args.task_pids_max,
-            task_root: args
-                .task_root
-                .with(&args.work_dir, &args.insecure_registries),
+            cdi_dirs: super::local::gpu::CDI_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+            task_root: args.task_root.with(
+                &args.work_dir,
+                &args.insecure_registries,
+                args.image_cache_max,
+            ),
         }))),
         ExecutorKind::Kubernetes => {
             let config = super::kubernetes::KubernetesConfig::infer(&args.backend, &args.namespace)

@@ -51,6 +51,9 @@ pub enum ExecError {
     Network(String),
     #[error("a background preparation step failed: {0}")]
     Join(String),
+    /// The GPUs the task asks for cannot be given.
+    #[error("{0}")]
+    Gpu(String),
     /// The task's image could not be pulled, unpacked or mounted.
     #[error("{0}")]
     Image(String),

@@ -53,6 +53,8 @@ pub struct LocalConfig {
     pub pids_max: Option<u64>,
     /// The task's image, or the host's `/usr` (`--task-root`).
     pub task_root: super::image::TaskRoot,
+    /// Where CDI specs describe this host's GPUs (`gpu::CDI_DIRS`).
+    pub cdi_dirs: Vec<PathBuf>,
 }
 
 /// A task's process limit when the operator sets none: 1024, or 256 per
@@ -78,6 +80,8 @@ struct Shared {
     /// In image mode: the image cache, or why it cannot be opened (then
     /// every task fails to start, naming why); `None` in host mode.
     images: Option<Result<Arc<super::image::ImageStore>, String>>,
+    /// This host's GPUs and which are free.
+    gpus: super::gpu::Gpus,
     /// Each group's network namespace while a task of it holds it, so a
     /// task launched again alone (a retry) joins its running siblings.
     nets: Mutex<HashMap<(String, String), Weak<GroupNet>>>,
@@ -105,17 +109,27 @@ impl LocalOperator {
             super::image::TaskRoot::Image {
                 cache_dir,
                 insecure_registries,
+                cache_max_bytes,
             } => {
-                let store = super::image::ImageStore::open(cache_dir, insecure_registries.clone())
-                    .map(Arc::new);
+                let store = super::image::ImageStore::open(
+                    cache_dir,
+                    insecure_registries.clone(),
+                    Some(*cache_max_bytes),
+                )
+                .map(Arc::new);
                 if let Err(message) = &store {
                     tracing::error!("{message}");
                 }
                 Some(store)
             }
         };
+        let gpus = super::gpu::Gpus::discover(&config.cdi_dirs);
+        if gpus.count() > 0 {
+            tracing::info!(gpus = gpus.count(), "GPUs from the host's CDI specs");
+        }
         LocalOperator {
             shared: Arc::new(Shared {
+                gpus,
                 config,
                 bwrap,
                 seccomp,
@@ -154,13 +168,15 @@ impl LocalOperator {
             let shared = Arc::clone(&self.shared);
             tokio::spawn(async move {
                 loop {
-                    let (name, dir) = (
+                    let (name, dir, gpus) = (
                         shared.config.backend.clone(),
                         shared.config.work_dir.clone(),
+                        shared.gpus.count(),
                     );
-                    let node =
-                        tokio::task::spawn_blocking(move || inventory::this_host(&name, &dir))
-                            .await;
+                    let node = tokio::task::spawn_blocking(move || {
+                        inventory::this_host(&name, &dir, gpus)
+                    })
+                    .await;
                     match node {
                         Ok(node) => {
                             shared

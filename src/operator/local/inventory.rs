@@ -54,8 +54,8 @@ fn arch() -> &'static str {
 }
 
 /// This host: CPUs this process may use, total memory, the work directory's
-/// filesystem size; no GPUs (the local executor does not hand them out).
-pub fn this_host(fallback_name: &str, work_dir: &Path) -> NodeInventory {
+/// filesystem size, and the GPUs its CDI specs describe (`gpu`).
+pub fn this_host(fallback_name: &str, work_dir: &Path, gpus: u64) -> NodeInventory {
     let name = hostname(fallback_name);
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get() as u64);
     let labels = BTreeMap::from([
@@ -68,7 +68,7 @@ pub fn this_host(fallback_name: &str, work_dir: &Path) -> NodeInventory {
         cpu_millis: cpus * 1000,
         memory_bytes: memory_bytes(),
         ephemeral_storage_bytes: disk_bytes(work_dir),
-        gpu_count: 0,
+        gpu_count: gpus,
         gpu_model: String::new(),
         labels,
         taints: Vec::new(),
@@ -81,7 +81,7 @@ mod tests {
     #[test]
     fn this_host_has_cpus_memory_and_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let node = super::this_host("fallback", &dir.path().join("work"));
+        let node = super::this_host("fallback", &dir.path().join("work"), 0);
         assert!(node.cpu_millis >= 1000, "{node:?}");
         assert!(node.memory_bytes > 64 << 20, "{node:?}");
         assert!(node.ephemeral_storage_bytes > 0, "{node:?}");

@@ -22,6 +22,7 @@ mod etc;
 mod exec_session;
 mod executor;
 mod expansion;
+pub mod gpu;
 pub mod image;
 mod inventory;
 mod log_lines;

@@ -109,6 +109,11 @@ pub struct SandboxSpec<'a> {
     pub secret_args_fd: Option<RawFd>,
     /// Where `/` comes from.
     pub root: SandboxRoot<'a>,
+    /// (host, sandbox) device nodes the task may use (its GPUs).
+    pub devices: &'a [(String, String)],
+    /// (host, sandbox) files and directories bound read-only (the GPUs'
+    /// driver libraries and tools).
+    pub device_binds: &'a [(String, String)],
 }
 
 /// The sandbox's root file system.
@@ -178,6 +183,12 @@ pub fn bwrap_args(spec: &SandboxSpec<'_>) -> Vec<OsString> {
             }
             args.push(["--proc", "/proc", "--dev", "/dev"]);
         }
+    }
+    for (host, inside) in spec.devices {
+        args.push(["--dev-bind", host.as_str(), inside.as_str()]);
+    }
+    for (host, inside) in spec.device_binds {
+        args.push(["--ro-bind", host.as_str(), inside.as_str()]);
     }
     data_mounts(&mut args, spec);
     environment(&mut args, spec);
@@ -312,6 +323,8 @@ mod tests {
             seccomp_fds: &[7, 8],
             tmpfs_bytes: Some(1 << 20),
             root: SandboxRoot::Host,
+            devices: &[("/dev/nvidia0".into(), "/dev/nvidia0".into())],
+            device_binds: &[("/usr/bin/nvidia-smi".into(), "/usr/bin/nvidia-smi".into())],
         });
         let args: Vec<String> = args
             .iter()
@@ -328,6 +341,8 @@ mod tests {
             &["--add-seccomp-fd", "7"],
             &["--add-seccomp-fd", "8"],
             &["--ro-bind", "/w/etc", "/etc"],
+            &["--dev-bind", "/dev/nvidia0", "/dev/nvidia0"],
+            &["--ro-bind", "/usr/bin/nvidia-smi", "/usr/bin/nvidia-smi"],
             &["--size", "1048576", "--tmpfs", "/tmp"],
             &["--size", "1048576", "--tmpfs", "/"],
         ] {

@@ -52,6 +52,7 @@ impl Harness {
             bwrap,
             pids_max: None,
             task_root: super::TaskRoot::Host,
+            cdi_dirs: Vec::new(),
         }));
         let (to_op, from_op, serving) = connect(&op);
         let mut harness = Harness {
@@ -465,6 +466,8 @@ async fn environment_is_exactly_the_launch_and_identity() {
         "OSMO_RETRY_ID",
         // Set by bwrap's --chdir; a value of the sandbox, not of the host.
         "PWD",
+        // Empty for a task without GPUs, as OSMO sets it on Kubernetes.
+        "NVIDIA_VISIBLE_DEVICES",
     ]
     .into();
     assert_eq!(names, expected, "no host variable may leak in");
@@ -475,6 +478,7 @@ async fn environment_is_exactly_the_launch_and_identity() {
     assert_eq!(env["OSMO_WORKFLOW_ID"], "wf-env");
     assert_eq!(env["OSMO_TASK_NAME"], "printenv");
     assert_eq!(env["OSMO_RETRY_ID"], "4");
+    assert_eq!(env["NVIDIA_VISIBLE_DEVICES"], "");
 }
 
 /// A `file://` data store inside the harness's work dir.

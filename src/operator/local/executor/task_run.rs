@@ -39,6 +39,7 @@ use crate::operator::local::cgroup::{Limits, TaskCgroup};
 use crate::operator::local::error::{ExecError, Stopped};
 use crate::operator::local::exec_session::SandboxEntry;
 use crate::operator::local::expansion;
+use crate::operator::local::gpu;
 use crate::operator::local::image::{self as images, PulledImage};
 use crate::operator::local::log_lines;
 use crate::operator::local::netns::TaskNet;
@@ -74,10 +75,10 @@ struct InImage {
 fn in_image(
     image: &PulledImage,
     root: &std::path::Path,
-    command: &[String],
-    args: &[String],
+    (command, args): (&[String], &[String]),
     launch: &TaskLaunch,
     prepared: &Prepared,
+    gpus: &gpu::GpuPlan,
 ) -> Result<InImage, ExecError> {
     let argv = images::run_config::argv(&image.config, command, args)
         .map_err(|error| ExecError::Image(format!("image {}: {error}", launch.image)))?;
@@ -97,6 +98,12 @@ fn in_image(
         .extend((0..prepared.inputs.len()).map(|n| format!("{}/{n}", sandbox::SANDBOX_INPUTS)));
     destinations.extend(prepared.files.iter().map(|(_, inside)| inside.clone()));
     destinations.extend(etc_binds.iter().map(|(_, inside)| inside.clone()));
+    destinations.extend(
+        gpus.devices
+            .iter()
+            .chain(&gpus.binds)
+            .map(|(_, inside)| inside.clone()),
+    );
     let destinations: Vec<&str> = destinations.iter().map(String::as_str).collect();
     images::root::prepare_mount_points(root, &destinations).map_err(ExecError::Image)?;
     let workdir = image
@@ -229,12 +236,33 @@ impl Shared {
                 .collect()
         };
         let (command, args) = (expand(&launch.command), expand(&launch.args));
+        let gpus = self.gpus_for(launch)?;
+        let gpu_plan = gpus
+            .as_ref()
+            .map(|lease| lease.plan.clone())
+            .unwrap_or_default();
         let in_image = match (&image, &prepared.image_root) {
-            (Some(image), Some(root)) => {
-                Some(in_image(image, root, &command, &args, launch, &prepared)?)
-            }
+            (Some(image), Some(root)) => Some(in_image(
+                image,
+                root,
+                (&command, &args),
+                launch,
+                &prepared,
+                &gpu_plan,
+            )?),
             _ => None,
         };
+        let mut environment = in_image
+            .as_ref()
+            .map_or_else(|| launch.environment.clone(), |run| run.environment.clone());
+        if gpus.is_some() {
+            environment.extend(gpu_plan.env.iter().cloned());
+        } else {
+            // As on Kubernetes (OSMO): a task without GPUs sees none.
+            environment
+                .entry("NVIDIA_VISIBLE_DEVICES".to_string())
+                .or_default();
+        }
         let argv: Vec<String> = match &in_image {
             Some(run) => run.argv.clone(),
             None => command.into_iter().chain(args).collect(),
@@ -251,9 +279,7 @@ impl Shared {
             output_dir: &prepared.output_dir,
             inputs: &prepared.inputs,
             files: &prepared.files,
-            environment: in_image
-                .as_ref()
-                .map_or(&launch.environment, |run| &run.environment),
+            environment: &environment,
             argv: &argv,
             etc_dir: &prepared.etc_dir,
             etc_binds: in_image
@@ -276,6 +302,8 @@ impl Shared {
                 },
                 None => SandboxRoot::Host,
             },
+            devices: &gpu_plan.devices,
+            device_binds: &gpu_plan.binds,
         });
         let setup = ChildSetup {
             cgroup_procs: cgroup
@@ -422,6 +450,22 @@ impl Shared {
         .await
         .map_err(|e| ExecError::Join(e.to_string()))??;
         Ok((bwrap, prepared, image, offset))
+    }
+
+    /// The GPUs the task asks for, leased for its run.
+    fn gpus_for(&self, launch: &TaskLaunch) -> Result<Option<gpu::GpuLease>, ExecError> {
+        let count = launch.placement.resources.gpu.unwrap_or(0);
+        if count == 0 {
+            return Ok(None);
+        }
+        let lease = self.gpus.allocate(count).map_err(ExecError::Gpu)?;
+        if let Some(missing) = gpu::missing_on_host(&lease.plan) {
+            return Err(ExecError::Gpu(format!(
+                "GPU(s) {}: {missing}, which the CDI spec names, is not on this host",
+                lease.names.join(", ")
+            )));
+        }
+        Ok(Some(lease))
     }
 
     /// One executor line in the task's log at `offset` (then moved on).

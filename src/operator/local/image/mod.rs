@@ -25,15 +25,32 @@ pub enum TaskRootMode {
 
 impl TaskRootMode {
     /// The setting, with the image cache under `work_dir` in image mode.
-    pub fn with(self, work_dir: &std::path::Path, insecure_registries: &[String]) -> TaskRoot {
+    pub fn with(
+        self,
+        work_dir: &std::path::Path,
+        insecure_registries: &[String],
+        cache_max_bytes: u64,
+    ) -> TaskRoot {
         match self {
             TaskRootMode::Host => TaskRoot::Host,
             TaskRootMode::Image => TaskRoot::Image {
                 cache_dir: work_dir.join("images"),
                 insecure_registries: insecure_registries.to_vec(),
+                cache_max_bytes,
             },
         }
     }
+}
+
+/// `--image-cache-max`: a size as Kubernetes writes quantities (`50Gi`).
+pub fn parse_cache_size(text: &str) -> Result<u64, String> {
+    crate::spec::quantity::parse_quantity(text).and_then(|bytes| {
+        if bytes == 0 {
+            Err("the image cache needs room for at least one image".to_string())
+        } else {
+            Ok(bytes)
+        }
+    })
 }
 
 /// Where a local task's root filesystem comes from (`--task-root`).
@@ -46,5 +63,8 @@ pub enum TaskRoot {
         cache_dir: std::path::PathBuf,
         /// `HOST:PORT` of registries reached over plain HTTP or unverified TLS.
         insecure_registries: Vec<String>,
+        /// Past this many bytes the least recently used images no run
+        /// holds are evicted.
+        cache_max_bytes: u64,
     },
 }

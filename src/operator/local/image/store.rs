@@ -8,6 +8,11 @@
 //! manifest a tag resolved to last), and `tmp/` (downloads and unpacks in
 //! progress).
 //!
+//! Each unpacked image has `images/<hex>.meta` (its layers and size) and
+//! `images/<hex>.used` (touched at every use). Past the cache's size limit,
+//! the least recently used images no run is using are evicted after a
+//! pull, with the blobs no other image needs.
+//!
 //! Invariants: a blob or root reaches its final name only complete and
 //! checked (written under `tmp/`, then renamed), so a half-pulled layer is
 //! never used, and a SIGKILL leaves only `tmp/` to clear (done at start);
@@ -31,6 +36,34 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// A run's hold on an unpacked image: while one exists the image is not
+/// evicted.
+#[derive(Debug)]
+pub struct Lease {
+    hex: String,
+    in_use: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut in_use = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = in_use.get_mut(&self.hex) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                in_use.remove(&self.hex);
+            }
+        }
+    }
+}
+
+/// An unpacked image's layers and size on disk (the unpacked root; blobs
+/// are counted apart, once each).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Meta {
+    layers: Vec<String>,
+    bytes: u64,
+}
+
 /// An image ready to run.
 #[derive(Clone, Debug)]
 pub struct PulledImage {
@@ -41,12 +74,18 @@ pub struct PulledImage {
     pub digest: String,
     /// Whether it was already in the cache.
     pub cached: bool,
+    /// Keeps the image in the cache while the run lasts.
+    pub lease: Arc<Lease>,
 }
 
 /// Where pulls go and which registries are insecure.
 pub struct ImageStore {
     root: PathBuf,
     insecure: Vec<String>,
+    /// The cache's size limit in bytes (blobs and unpacked roots).
+    max_bytes: Option<u64>,
+    /// Runs holding each image (manifest hex).
+    in_use: Arc<std::sync::Mutex<HashMap<String, usize>>>,
     /// One lock per image reference: concurrent pulls of one image wait
     /// for the first.
     pulls: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -76,7 +115,11 @@ pub type Progress<'a> = &'a (dyn Fn(String) + Send + Sync);
 impl ImageStore {
     /// The cache at `root` (made if missing; downloads a SIGKILL left
     /// behind are removed).
-    pub fn open(root: &Path, insecure: Vec<String>) -> Result<ImageStore, String> {
+    pub fn open(
+        root: &Path,
+        insecure: Vec<String>,
+        max_bytes: Option<u64>,
+    ) -> Result<ImageStore, String> {
         for dir in ["blobs/sha256", "images", "tags"] {
             std::fs::create_dir_all(root.join(dir))
                 .map_err(|e| format!("image cache {}: {e}", root.join(dir).display()))?;
@@ -90,6 +133,8 @@ impl ImageStore {
         Ok(ImageStore {
             root: root.to_path_buf(),
             insecure,
+            max_bytes,
+            in_use: Default::default(),
             pulls: Default::default(),
         })
     }
@@ -108,6 +153,31 @@ impl ImageStore {
         self.root
             .join("tmp")
             .join(format!("{what}-{}", hex::encode(bytes)))
+    }
+
+    /// A lease on `hex`, taken before the image is looked at, so eviction
+    /// (which skips leased images) cannot remove it under the run.
+    fn lease(&self, hex: &str) -> Arc<Lease> {
+        let mut in_use = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        *in_use.entry(hex.to_string()).or_default() += 1;
+        Arc::new(Lease {
+            hex: hex.to_string(),
+            in_use: self.in_use.clone(),
+        })
+    }
+
+    /// The image `hex`, leased and marked used now, if unpacked.
+    fn use_unpacked(&self, hex: &str, digest: &str, cached: bool) -> Option<PulledImage> {
+        let lease = self.lease(hex);
+        let (rootfs, config) = self.unpacked(hex)?;
+        let _ = std::fs::write(self.root.join("images").join(format!("{hex}.used")), b"");
+        Some(PulledImage {
+            rootfs,
+            config,
+            digest: digest.to_string(),
+            cached,
+            lease,
+        })
     }
 
     /// The run config and root of an unpacked manifest, if complete.
@@ -166,13 +236,10 @@ impl ImageStore {
                 .join("images")
                 .join(format!("{hex}.private"))
                 .exists();
-            if let Some((rootfs, config)) = self.unpacked(hex).filter(|_| !private) {
-                return Ok(PulledImage {
-                    rootfs,
-                    config,
-                    digest: digest.trim().to_string(),
-                    cached: true,
-                });
+            if !private {
+                if let Some(image) = self.use_unpacked(hex, digest.trim(), true) {
+                    return Ok(image);
+                }
             }
         }
         let auth = self.auth_for(image, auths);
@@ -236,14 +303,9 @@ impl ImageStore {
                 let _ = std::fs::write(marker, b"");
             }
         };
-        if let Some((rootfs, config)) = self.unpacked(&manifest_hex) {
+        if let Some(image) = self.use_unpacked(&manifest_hex, &digest, true) {
             remember_tag();
-            return Ok(PulledImage {
-                rootfs,
-                config,
-                digest,
-                cached: true,
-            });
+            return Ok(image);
         }
         let mut config_bytes = Vec::new();
         client
@@ -303,6 +365,11 @@ impl ImageStore {
             .root
             .join("images")
             .join(format!("{manifest_hex}.json"));
+        let final_meta = self
+            .root
+            .join("images")
+            .join(format!("{manifest_hex}.meta"));
+        let layer_digests: Vec<String> = manifest.layers.iter().map(|l| l.digest.clone()).collect();
         let config_text = serde_json::to_vec(&RunConfigFile::from(&run_config))
             .map_err(|error| error.to_string())?;
         let unpacked = tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -326,6 +393,15 @@ impl ImageStore {
                     }
                 }
                 std::fs::write(&final_config, &config_text).map_err(|e| e.to_string())?;
+                let meta = Meta {
+                    layers: layer_digests,
+                    bytes: tree_bytes(&unpacking),
+                };
+                std::fs::write(
+                    &final_meta,
+                    serde_json::to_vec(&meta).map_err(|e| e.to_string())?,
+                )
+                .map_err(|e| e.to_string())?;
                 std::fs::rename(&unpacking, &unpacked_root).map_err(|e| e.to_string())
             })();
             if result.is_err() {
@@ -338,12 +414,118 @@ impl ImageStore {
         unpacked.map_err(|error| format!("image '{image}': {error}"))?;
         remember_tag();
         progress(format!("[image] {image} unpacked ({digest})"));
-        Ok(PulledImage {
-            rootfs: final_root,
-            config: run_config,
-            digest,
-            cached: false,
-        })
+        let pulled = self
+            .use_unpacked(&manifest_hex, &digest, false)
+            .ok_or_else(|| {
+                format!(
+                    "image '{image}': unpacked, then gone from {}",
+                    final_root.display()
+                )
+            })?;
+        if let Some(max) = self.max_bytes {
+            for evicted in self.evict(max) {
+                progress(format!(
+                    "[image] evicted {evicted} from the cache (over its {max} byte limit)"
+                ));
+            }
+        }
+        Ok(pulled)
+    }
+
+    /// Evicts the least recently used images no run holds until the cache
+    /// is within `max` bytes; the manifest digests evicted.
+    fn evict(&self, max: u64) -> Vec<String> {
+        let images = self.root.join("images");
+        let blobs = self.root.join("blobs/sha256");
+        let mut known: Vec<(String, Meta, std::time::SystemTime)> = std::fs::read_dir(&images)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let hex = name.strip_suffix(".meta")?.to_string();
+                let meta: Meta = serde_json::from_slice(&std::fs::read(entry.path()).ok()?).ok()?;
+                let used = std::fs::metadata(images.join(format!("{hex}.used")))
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                Some((hex, meta, used))
+            })
+            .collect();
+        let blob_size = |digest: &str| -> u64 {
+            hex_of(digest)
+                .ok()
+                .and_then(|hex| std::fs::metadata(blobs.join(hex)).ok())
+                .map_or(0, |meta| meta.len())
+        };
+        let all_blobs: std::collections::BTreeSet<String> = known
+            .iter()
+            .flat_map(|(_, meta, _)| meta.layers.clone())
+            .collect();
+        let mut total: u64 = known.iter().map(|(_, meta, _)| meta.bytes).sum::<u64>()
+            + all_blobs
+                .iter()
+                .map(|digest| blob_size(digest))
+                .sum::<u64>();
+        known.sort_by_key(|(_, _, used)| *used);
+        let mut evicted = Vec::new();
+        let mut kept: Vec<usize> = Vec::new();
+        for index in 0..known.len() {
+            if total <= max {
+                kept.extend(index..known.len());
+                break;
+            }
+            let hex = known[index].0.clone();
+            // Moved aside under the lease table's lock: a run leasing it
+            // now finds it gone and pulls it again, never half-deleted.
+            let aside = {
+                let in_use = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
+                if in_use.get(&hex).copied().unwrap_or(0) > 0 {
+                    kept.push(index);
+                    continue;
+                }
+                let aside = self.temporary("evicted");
+                let moved = std::fs::rename(images.join(&hex), &aside).is_ok();
+                for suffix in ["meta", "json", "private", "used"] {
+                    let _ = std::fs::remove_file(images.join(format!("{hex}.{suffix}")));
+                }
+                moved.then_some(aside)
+            };
+            if let Some(aside) = aside {
+                let _ = std::fs::remove_dir_all(aside);
+            }
+            total = total.saturating_sub(known[index].1.bytes);
+            // Blobs no other remaining image needs.
+            let needed: std::collections::BTreeSet<&String> = known
+                .iter()
+                .enumerate()
+                .filter(|(other, _)| *other > index || kept.contains(other))
+                .flat_map(|(_, (_, meta, _))| meta.layers.iter())
+                .collect();
+            for digest in known[index].1.layers.iter().filter(|d| !needed.contains(d)) {
+                let size = blob_size(digest);
+                if let Ok(hex) = hex_of(digest) {
+                    if std::fs::remove_file(blobs.join(hex)).is_ok() {
+                        total = total.saturating_sub(size);
+                    }
+                }
+            }
+            self.forget_tags(&format!("sha256:{hex}"));
+            evicted.push(format!("sha256:{hex}"));
+        }
+        evicted
+    }
+
+    /// Removes the tags that resolve to `digest`.
+    fn forget_tags(&self, digest: &str) {
+        for entry in std::fs::read_dir(self.root.join("tags"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if std::fs::read_to_string(entry.path()).is_ok_and(|text| text.trim() == digest) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 }
 
@@ -373,6 +555,18 @@ impl<'a> From<&'a ImageRunConfig> for RunConfigFile<'a> {
             user: &config.user,
         }
     }
+}
+
+/// Bytes of the files under `dir` (links counted as themselves).
+fn tree_bytes(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.metadata().ok())
+        .filter(|meta| meta.is_file())
+        .map(|meta| meta.len())
+        .sum()
 }
 
 /// A registry error in a sentence (the innermost cause included).
