@@ -41,14 +41,8 @@ pub struct DevArgs {
     /// directory
     #[arg(long, value_enum, default_value = "host")]
     pub task_root: crate::operator::local::TaskRootMode,
-    /// A registry (HOST:PORT) reached over plain HTTP or unverified TLS
-    /// (repeatable), as Docker's setting of the same name
-    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
-    pub insecure_registries: Vec<String>,
-    /// The image cache's size limit (e.g. 50Gi): past it, the least
-    /// recently used images no task is using are evicted
-    #[arg(long, value_name = "SIZE", default_value = "50Gi", value_parser = crate::operator::local::image::parse_cache_size)]
-    pub image_cache_max: u64,
+    #[command(flatten)]
+    pub registries: crate::operator::local::image::RegistryArgs,
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -107,11 +101,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
         state_check_interval: None,
         cluster_key: Some(cluster_key),
         idp_ca: args.idp_ca.clone(),
-        task_root: args.task_root.with(
-            &data_dir.join("tasks"),
-            &args.insecure_registries,
-            args.image_cache_max,
-        ),
+        task_root: args
+            .task_root
+            .with(&data_dir.join("tasks"), &args.registries),
     })
     .await?;
     eprintln!(

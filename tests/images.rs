@@ -451,3 +451,63 @@ fn the_cache_keeps_to_its_size_limit() {
     );
     server.stop();
 }
+
+/// An OSMO workflow naming a public image (`ubuntu:22.04`, Docker Hub) runs
+/// unchanged on a site without the Internet: `--registry-mirror
+/// docker.io=...` sends the pull to the site's registry (here holding a
+/// busybox image under that name).
+#[test]
+fn public_images_come_from_the_sites_mirror() {
+    if skip_unless_able() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(registry) = start_registry(&dir.path().join("registry"), None) else {
+        return;
+    };
+    let extra = Layer {
+        entries: vec![Entry::symlink("bin/hostname", "busybox")],
+        compression: common::registry::Compression::Gzip,
+    };
+    push_image(
+        &registry,
+        None,
+        "library/ubuntu",
+        "22.04",
+        &[busybox_layer(), extra],
+        &ImageConfig {
+            env: vec!["PATH=/bin".into()],
+            ..Default::default()
+        },
+    );
+    let mirror = format!("docker.io={}", registry.host);
+    let server = DevServer::start_with(
+        &dir.path().join("dev"),
+        &[
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--task-root",
+            "image",
+            "--insecure-registry",
+            &registry.host,
+            "--registry-mirror",
+            &mirror,
+        ],
+    );
+    let spec = std::fs::read_to_string(common::osmo_reference(
+        "cookbook/tutorials/serial_workflow.yaml",
+    ))
+    .expect("OSMO's serial workflow");
+    let (workflow, logs) = run_as(&server, "alice", &spec);
+    assert_eq!(workflow["status"], "COMPLETED", "{workflow}\n{logs}");
+    for wanted in [
+        "from the mirror",
+        "Hello from task1",
+        "a line: Data from task 1",
+        "Hello from task3",
+    ] {
+        assert!(logs.contains(wanted), "{wanted} in:\n{logs}");
+    }
+    server.stop();
+}

@@ -67,14 +67,8 @@ pub struct OperatorArgs {
     /// directory) or on the host's /usr
     #[arg(long, value_enum, default_value = "image")]
     pub task_root: super::local::TaskRootMode,
-    /// A registry (HOST:PORT) reached over plain HTTP or unverified TLS
-    /// (repeatable), as Docker's setting of the same name
-    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
-    pub insecure_registries: Vec<String>,
-    /// The image cache's size limit (e.g. 50Gi): past it, the least
-    /// recently used images no task is using are evicted
-    #[arg(long, value_name = "SIZE", default_value = "50Gi", value_parser = crate::operator::local::image::parse_cache_size)]
-    pub image_cache_max: u64,
+    #[command(flatten)]
+    pub registries: crate::operator::local::image::RegistryArgs,
 }
 
 pub async fn run(args: OperatorArgs) -> anyhow::Result<i32> {
@@ -110,11 +104,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<i32> {
                 .iter()
                 .map(PathBuf::from)
                 .collect(),
-            task_root: args.task_root.with(
-                &args.work_dir,
-                &args.insecure_registries,
-                args.image_cache_max,
-            ),
+            task_root: args.task_root.with(&args.work_dir, &args.registries),
         }))),
         ExecutorKind::Kubernetes => {
             let config = super::kubernetes::KubernetesConfig::infer(&args.backend, &args.namespace)

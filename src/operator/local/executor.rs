@@ -109,11 +109,13 @@ impl LocalOperator {
             super::image::TaskRoot::Image {
                 cache_dir,
                 insecure_registries,
+                mirrors,
                 cache_max_bytes,
             } => {
                 let store = super::image::ImageStore::open(
                     cache_dir,
                     insecure_registries.clone(),
+                    mirrors.clone(),
                     Some(*cache_max_bytes),
                 )
                 .map(Arc::new);

@@ -25,20 +25,46 @@ pub enum TaskRootMode {
 
 impl TaskRootMode {
     /// The setting, with the image cache under `work_dir` in image mode.
-    pub fn with(
-        self,
-        work_dir: &std::path::Path,
-        insecure_registries: &[String],
-        cache_max_bytes: u64,
-    ) -> TaskRoot {
+    pub fn with(self, work_dir: &std::path::Path, registries: &RegistryArgs) -> TaskRoot {
         match self {
             TaskRootMode::Host => TaskRoot::Host,
             TaskRootMode::Image => TaskRoot::Image {
                 cache_dir: work_dir.join("images"),
-                insecure_registries: insecure_registries.to_vec(),
-                cache_max_bytes,
+                insecure_registries: registries.insecure_registries.clone(),
+                mirrors: registries.registry_mirrors.clone(),
+                cache_max_bytes: registries.image_cache_max,
             },
         }
+    }
+}
+
+/// The image flags `gantry dev` and `gantry operator` share.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RegistryArgs {
+    /// A registry (HOST:PORT) reached over plain HTTP or unverified TLS
+    /// (repeatable), as Docker's setting of the same name
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
+    /// REGISTRY=MIRROR (repeatable): images of REGISTRY (e.g. docker.io)
+    /// are asked of MIRROR first (e.g. registry.lab:5000), for sites
+    /// without the Internet
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=MIRROR", value_parser = parse_mirror)]
+    pub registry_mirrors: Vec<(String, String)>,
+    /// The image cache's size limit (e.g. 50Gi): past it, the least
+    /// recently used images no task is using are evicted
+    #[arg(long, value_name = "SIZE", default_value = "50Gi", value_parser = parse_cache_size)]
+    pub image_cache_max: u64,
+}
+
+/// `REGISTRY=MIRROR`.
+fn parse_mirror(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((registry, mirror)) if !registry.trim().is_empty() && !mirror.trim().is_empty() => {
+            Ok((registry.trim().to_string(), mirror.trim().to_string()))
+        }
+        _ => Err(format!(
+            "'{text}' is not REGISTRY=MIRROR (e.g. docker.io=registry.lab:5000)"
+        )),
     }
 }
 
@@ -63,6 +89,9 @@ pub enum TaskRoot {
         cache_dir: std::path::PathBuf,
         /// `HOST:PORT` of registries reached over plain HTTP or unverified TLS.
         insecure_registries: Vec<String>,
+        /// (registry, mirror) pairs: a registry's images are asked of its
+        /// mirrors first.
+        mirrors: Vec<(String, String)>,
         /// Past this many bytes the least recently used images no run
         /// holds are evicted.
         cache_max_bytes: u64,

@@ -82,6 +82,9 @@ pub struct PulledImage {
 pub struct ImageStore {
     root: PathBuf,
     insecure: Vec<String>,
+    /// (registry, mirror): images of the registry are asked of the mirror
+    /// first (air-gapped sites).
+    mirrors: Vec<(String, String)>,
     /// The cache's size limit in bytes (blobs and unpacked roots).
     max_bytes: Option<u64>,
     /// Runs holding each image (manifest hex).
@@ -118,6 +121,7 @@ impl ImageStore {
     pub fn open(
         root: &Path,
         insecure: Vec<String>,
+        mirrors: Vec<(String, String)>,
         max_bytes: Option<u64>,
     ) -> Result<ImageStore, String> {
         for dir in ["blobs/sha256", "images", "tags"] {
@@ -133,6 +137,7 @@ impl ImageStore {
         Ok(ImageStore {
             root: root.to_path_buf(),
             insecure,
+            mirrors,
             max_bytes,
             in_use: Default::default(),
             pulls: Default::default(),
@@ -242,30 +247,74 @@ impl ImageStore {
                 }
             }
         }
-        let auth = self.auth_for(image, auths);
-        let registry = reference.resolve_registry().to_string();
-        let insecure = self.insecure.contains(&registry);
-        let clients: Vec<Client> = if insecure {
-            vec![
-                client(ClientProtocol::Https, true),
-                client(ClientProtocol::HttpsExcept(vec![registry.clone()]), false),
-            ]
-        } else {
-            vec![client(ClientProtocol::Https, false)]
-        };
-        let mut last_error = String::new();
-        for client in &clients {
-            match client.pull_image_manifest(&reference, &auth).await {
-                Ok((manifest, digest)) => {
-                    let private = !matches!(auth, RegistryAuth::Anonymous);
-                    return self
-                        .complete(client, &reference, manifest, digest, private, progress)
-                        .await;
+        let mut errors = Vec::new();
+        for source in self.sources(&reference) {
+            let source_name = source.whole();
+            let auth = self.auth_for(&source_name, auths);
+            let registry = source.resolve_registry().to_string();
+            let clients: Vec<Client> = if self.insecure.contains(&registry) {
+                vec![
+                    client(ClientProtocol::Https, true),
+                    client(ClientProtocol::HttpsExcept(vec![registry.clone()]), false),
+                ]
+            } else {
+                vec![client(ClientProtocol::Https, false)]
+            };
+            let mut last_error = String::new();
+            for client in &clients {
+                match client.pull_image_manifest(&source, &auth).await {
+                    Ok((manifest, digest)) => {
+                        if source_name != reference.whole() {
+                            progress(format!("[image] {image} from the mirror {registry}"));
+                        }
+                        let private = !matches!(auth, RegistryAuth::Anonymous);
+                        return self
+                            .complete(
+                                client,
+                                (&source, &reference),
+                                manifest,
+                                digest,
+                                private,
+                                progress,
+                            )
+                            .await;
+                    }
+                    Err(error) => last_error = describe(&error),
                 }
-                Err(error) => last_error = describe(&error),
             }
+            errors.push(if source_name == reference.whole() {
+                last_error
+            } else {
+                format!("mirror {registry}: {last_error}")
+            });
         }
-        Err(format!("image '{image}': {last_error}"))
+        Err(format!("image '{image}': {}", errors.join("; ")))
+    }
+
+    /// Where `reference` is asked for: its registry's mirrors first, then
+    /// the registry itself.
+    fn sources(&self, reference: &Reference) -> Vec<Reference> {
+        let registry = reference.registry();
+        let mut sources: Vec<Reference> = self
+            .mirrors
+            .iter()
+            .filter(|(of, _)| of == registry || of == reference.resolve_registry())
+            .map(|(_, mirror)| {
+                let repository = reference.repository().to_string();
+                match (reference.tag(), reference.digest()) {
+                    (_, Some(digest)) => {
+                        Reference::with_digest(mirror.clone(), repository, digest.to_string())
+                    }
+                    (tag, None) => Reference::with_tag(
+                        mirror.clone(),
+                        repository,
+                        tag.unwrap_or("latest").to_string(),
+                    ),
+                }
+            })
+            .collect();
+        sources.push(reference.clone());
+        sources
     }
 
     /// The user's registry credential that covers `image` (the most
@@ -283,7 +332,7 @@ impl ImageStore {
     async fn complete(
         &self,
         client: &Client,
-        reference: &Reference,
+        (source, reference): (&Reference, &Reference),
         manifest: oci_client::manifest::OciImageManifest,
         digest: String,
         private: bool,
@@ -309,7 +358,7 @@ impl ImageStore {
         }
         let mut config_bytes = Vec::new();
         client
-            .pull_blob(reference, &manifest.config, &mut config_bytes)
+            .pull_blob(source, &manifest.config, &mut config_bytes)
             .await
             .map_err(|error| format!("image '{image}': its config: {}", describe(&error)))?;
         let config: ImageConfigBlob = serde_json::from_slice(&config_bytes).map_err(|error| {
@@ -325,7 +374,7 @@ impl ImageStore {
                 let mut file = tokio::fs::File::create(&partial)
                     .await
                     .map_err(|error| format!("image cache {}: {error}", partial.display()))?;
-                let pulled = client.pull_blob(reference, layer, &mut file).await;
+                let pulled = client.pull_blob(source, layer, &mut file).await;
                 let synced = match pulled {
                     Ok(()) => file.sync_all().await.map_err(|error| error.to_string()),
                     Err(error) => Err(describe(&error)),
