@@ -511,3 +511,74 @@ fn public_images_come_from_the_sites_mirror() {
     }
     server.stop();
 }
+
+/// A disk that fills during a pull, and a registry that is not there, end
+/// the task FAILED_IMAGE_PULL naming the image and the cause; nothing half
+/// pulled is left to be used.
+#[test]
+fn a_full_disk_or_an_absent_registry_fails_the_pull() {
+    if skip_unless_able() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(registry) = start_registry(&dir.path().join("registry"), None) else {
+        return;
+    };
+    push_image(
+        &registry,
+        None,
+        "tools/busybox",
+        "1",
+        &[busybox_layer()],
+        &ImageConfig {
+            env: vec!["PATH=/bin".into()],
+            ..Default::default()
+        },
+    );
+    // The image cache on a file system far smaller than the image.
+    let data = dir.path().join("dev");
+    let cache = data.join("tasks/images");
+    std::fs::create_dir_all(&cache).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &cache,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=256k"),
+    )
+    .expect("mount a small tmpfs (root)");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(cache.clone());
+    let server = image_server(&data, &registry);
+    let image = format!("{}/tools/busybox:1", registry.host);
+    let (workflow, _) = run_as(&server, "alice", &spec("full", &image, "true"));
+    let (status, message) = status_of(&workflow);
+    assert_eq!(status, "FAILED_IMAGE_PULL", "{workflow}");
+    assert!(
+        message.contains("tools/busybox") && message.contains("No space left"),
+        "{message}"
+    );
+    assert_eq!(
+        std::fs::read_dir(cache.join("tmp")).unwrap().count(),
+        0,
+        "nothing half pulled kept"
+    );
+    assert_eq!(
+        std::fs::read_dir(cache.join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    let absent = "127.0.0.1:1/tools/busybox:1";
+    let (workflow, _) = run_as(&server, "alice", &spec("absent", absent, "true"));
+    let (status, message) = status_of(&workflow);
+    assert_eq!(status, "FAILED_IMAGE_PULL", "{workflow}");
+    assert!(message.contains(absent), "{message}");
+    server.stop();
+}

@@ -637,6 +637,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn what_a_kill_left_half_done_is_cleared_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cache");
+        ImageStore::open(&root, Vec::new(), Vec::new(), None).unwrap();
+        // A download and an unpack cut short by a SIGKILL.
+        std::fs::write(root.join("tmp/blob-0011"), b"half a layer").unwrap();
+        std::fs::create_dir_all(root.join("tmp/rootfs-0022/bin")).unwrap();
+        let store = ImageStore::open(&root, Vec::new(), Vec::new(), None).unwrap();
+        assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+        // Nothing under the final names, so nothing half-made is used.
+        assert!(store.unpacked(&"a".repeat(64)).is_none());
+    }
+
+    #[test]
     fn digests_are_sha256_hex_only() {
         assert!(hex_of(&format!("sha256:{}", "a".repeat(64))).is_ok());
         assert!(hex_of("sha256:../../etc").is_err());
