@@ -47,6 +47,22 @@ fn skip_unless_able() -> bool {
     }
 }
 
+/// A registry for one test (with `auth`), once image tasks can run here.
+fn registry_for(dir: &std::path::Path, auth: Option<(&str, &str)>) -> Option<Registry> {
+    if skip_unless_able() {
+        return None;
+    }
+    start_registry(&dir.join("registry"), auth)
+}
+
+/// An image config that only sets `PATH` (busybox's applets are in /bin).
+fn path_only() -> ImageConfig {
+    ImageConfig {
+        env: vec!["PATH=/bin".into()],
+        ..Default::default()
+    }
+}
+
 fn image_server(dir: &std::path::Path, registry: &Registry) -> DevServer {
     DevServer::start_with(
         dir,
@@ -116,11 +132,8 @@ fn ready_ms(logs: &str, how: &str) -> u64 {
 
 #[test]
 fn tasks_run_in_their_images() {
-    if skip_unless_able() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let Some(registry) = start_registry(&dir.path().join("registry"), None) else {
+    let Some(registry) = registry_for(dir.path(), None) else {
         return;
     };
     let config = ImageConfig {
@@ -285,12 +298,9 @@ fn tasks_run_in_their_images() {
 
 #[test]
 fn private_images_need_the_users_registry_credential() {
-    if skip_unless_able() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let auth = ("puller", "pull-secret-1");
-    let Some(registry) = start_registry(&dir.path().join("registry"), Some(auth)) else {
+    let Some(registry) = registry_for(dir.path(), Some(auth)) else {
         return;
     };
     push_image(
@@ -299,10 +309,7 @@ fn private_images_need_the_users_registry_credential() {
         "team/private",
         "1",
         &[busybox_layer()],
-        &ImageConfig {
-            env: vec!["PATH=/bin".into()],
-            ..Default::default()
-        },
+        &path_only(),
     );
     let server = image_server(&dir.path().join("dev"), &registry);
     let image = format!("{}/team/private:1", registry.host);
@@ -333,17 +340,11 @@ fn private_images_need_the_users_registry_credential() {
 /// with the image's own `nc`, which the host need not have.
 #[test]
 fn a_groups_tasks_talk_with_their_images_tools() {
-    if skip_unless_able() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let Some(registry) = start_registry(&dir.path().join("registry"), None) else {
+    let Some(registry) = registry_for(dir.path(), None) else {
         return;
     };
-    let config = ImageConfig {
-        env: vec!["PATH=/bin".into()],
-        ..Default::default()
-    };
+    let config = path_only();
     push_image(
         &registry,
         None,
@@ -368,11 +369,8 @@ fn a_groups_tasks_talk_with_their_images_tools() {
 /// again.
 #[test]
 fn the_cache_keeps_to_its_size_limit() {
-    if skip_unless_able() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let Some(registry) = start_registry(&dir.path().join("registry"), None) else {
+    let Some(registry) = registry_for(dir.path(), None) else {
         return;
     };
     // One image's unpacked root is about busybox's size and its blob less:
@@ -391,10 +389,7 @@ fn the_cache_keeps_to_its_size_limit() {
             &format!("tools/{name}"),
             "1",
             &[busybox_layer(), marker],
-            &ImageConfig {
-                env: vec!["PATH=/bin".into()],
-                ..Default::default()
-            },
+            &path_only(),
         );
         images.push((
             format!("{}/tools/{name}:1", registry.host),
@@ -458,11 +453,8 @@ fn the_cache_keeps_to_its_size_limit() {
 /// busybox image under that name).
 #[test]
 fn public_images_come_from_the_sites_mirror() {
-    if skip_unless_able() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let Some(registry) = start_registry(&dir.path().join("registry"), None) else {
+    let Some(registry) = registry_for(dir.path(), None) else {
         return;
     };
     let extra = Layer {
@@ -475,10 +467,7 @@ fn public_images_come_from_the_sites_mirror() {
         "library/ubuntu",
         "22.04",
         &[busybox_layer(), extra],
-        &ImageConfig {
-            env: vec!["PATH=/bin".into()],
-            ..Default::default()
-        },
+        &path_only(),
     );
     let mirror = format!("docker.io={}", registry.host);
     let server = DevServer::start_with(
@@ -517,11 +506,8 @@ fn public_images_come_from_the_sites_mirror() {
 /// pulled is left to be used.
 #[test]
 fn a_full_disk_or_an_absent_registry_fails_the_pull() {
-    if skip_unless_able() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let Some(registry) = start_registry(&dir.path().join("registry"), None) else {
+    let Some(registry) = registry_for(dir.path(), None) else {
         return;
     };
     push_image(
@@ -530,10 +516,7 @@ fn a_full_disk_or_an_absent_registry_fails_the_pull() {
         "tools/busybox",
         "1",
         &[busybox_layer()],
-        &ImageConfig {
-            env: vec!["PATH=/bin".into()],
-            ..Default::default()
-        },
+        &path_only(),
     );
     // The image cache on a file system far smaller than the image.
     let data = dir.path().join("dev");

@@ -302,18 +302,7 @@ impl IdpKeys {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.leeway = LEEWAY_SECONDS;
         let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
-            .map_err(|error| match error.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    credential_error("Token is expired")
-                }
-                jsonwebtoken::errors::ErrorKind::InvalidAudience => {
-                    credential_error("Token is not valid: wrong audience")
-                }
-                jsonwebtoken::errors::ErrorKind::InvalidIssuer => {
-                    credential_error("Token is not valid: wrong issuer")
-                }
-                _ => credential_error(format!("Token is not valid: {error}")),
-            })?
+            .map_err(super::jwt::refusal)?
             .claims;
         identity(config, &claims)
     }

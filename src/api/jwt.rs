@@ -54,6 +54,20 @@ fn credential_error(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "CREDENTIAL", message)
 }
 
+/// Why a JWT (Gantry's or an IdP's) was refused, in OSMO's words.
+pub fn refusal(error: jsonwebtoken::errors::Error) -> ApiError {
+    match error.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => credential_error("Token is expired"),
+        jsonwebtoken::errors::ErrorKind::InvalidAudience => {
+            credential_error("Token is not valid: wrong audience")
+        }
+        jsonwebtoken::errors::ErrorKind::InvalidIssuer => {
+            credential_error("Token is not valid: wrong issuer")
+        }
+        _ => credential_error(format!("Token is not valid: {error}")),
+    }
+}
+
 /// Whether a bearer secret is a JWT (three base64url parts) rather than an
 /// access token (which has no `.`).
 pub fn looks_like_jwt(secret: &str) -> bool {
@@ -82,18 +96,7 @@ pub fn verify(view: &ReadView, jwt: &str) -> Result<(TokenRecord, i64), ApiError
     validation.set_audience(&[ISSUER]);
     validation.leeway = 0;
     let claims = jsonwebtoken::decode::<Claims>(jwt, &DecodingKey::from_secret(key), &validation)
-        .map_err(|error| match error.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                credential_error("Token is expired")
-            }
-            jsonwebtoken::errors::ErrorKind::InvalidAudience => {
-                credential_error("Token is not valid: wrong audience")
-            }
-            jsonwebtoken::errors::ErrorKind::InvalidIssuer => {
-                credential_error("Token is not valid: wrong issuer")
-            }
-            _ => credential_error(format!("Token is not valid: {error}")),
-        })?
+        .map_err(refusal)?
         .claims;
     let token = view
         .token(&claims.tok)?

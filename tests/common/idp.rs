@@ -9,7 +9,7 @@
 //! either is missing [`start_idp`] panics under `CI=true` and otherwise
 //! prints `SKIPPED: ...` and returns `None`.
 
-use super::{nix_kill, repo_path, Pki};
+use super::{repo_path, Pki};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -54,19 +54,7 @@ impl Idp {
     /// Stops the IdP now (SIGTERM, then SIGKILL after 10 s): to test an
     /// IdP that is down.
     pub fn stop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let _ = nix_kill(self.child.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::terminate(&mut self.child, Duration::from_secs(10));
     }
 
     /// Replaces the accounts (same shape as for [`start_idp`]); the IdP
@@ -78,13 +66,7 @@ impl Idp {
 
     /// An HTTPS client that trusts the IdP's CA (and nothing else).
     pub fn client(&self, timeout: Duration) -> reqwest::blocking::Client {
-        let ca = std::fs::read(&self.ca).expect("read IdP CA");
-        reqwest::blocking::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA PEM"))
-            .tls_built_in_root_certs(false)
-            .timeout(timeout)
-            .build()
-            .expect("https client")
+        super::client_trusting(&self.ca, timeout)
     }
 
     /// The discovery document.

@@ -145,16 +145,7 @@ impl DevServer {
 
     /// SIGTERM and wait for a clean exit.
     pub fn stop(mut self) {
-        let _ = nix_kill(self.child.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child, Duration::from_secs(15));
     }
 
     pub fn client(&self) -> Api {
@@ -455,14 +446,19 @@ impl Pki {
 
     /// An HTTPS client that trusts only this CA, with a per-request timeout.
     pub fn client(&self, timeout: Duration) -> reqwest::blocking::Client {
-        let ca = std::fs::read(self.dir.join("ca.pem")).expect("read CA");
-        reqwest::blocking::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA PEM"))
-            .tls_built_in_root_certs(false)
-            .timeout(timeout)
-            .build()
-            .expect("https client")
+        client_trusting(&self.dir.join("ca.pem"), timeout)
     }
+}
+
+/// An HTTPS client that trusts only the CA in `ca` (PEM).
+pub fn client_trusting(ca: &Path, timeout: Duration) -> reqwest::blocking::Client {
+    let ca = std::fs::read(ca).expect("read CA");
+    reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA PEM"))
+        .tls_built_in_root_certs(false)
+        .timeout(timeout)
+        .build()
+        .expect("https client")
 }
 
 /// A bootstrapped one-node `gantry server` with TLS on 127.0.0.1 (data in
@@ -681,4 +677,21 @@ pub fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
         }
     }
     found
+}
+
+/// SIGTERM `child`, then SIGKILL it if it has not exited within `grace`.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let _ = nix_kill(child.id(), "TERM");
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
