@@ -10,8 +10,10 @@
 //! `<type>:<Action>` (the action may be `*`); an absent effect is Allow and
 //! absent resources are `["*"]`; a resource holds no control character
 //! and no `${...}` but `${user}` and `${backend}`. `immutable`, `sync_mode` and
-//! `external_roles` are shown as OSMO shows them and ignored when sent
-//! back. No field is a secret.
+//! `external_roles` are shown as OSMO shows them; sent back, `immutable`
+//! is ignored (it is the built-ins'), and `sync_mode` other than `import` or
+//! `external_roles` other than null are refused: IdP groups map to roles in
+//! the SERVICE config (`service_auth.idp.group_roles`). No field is a secret.
 
 use super::typed;
 use serde::{Deserialize, Serialize};
@@ -63,10 +65,8 @@ struct RoleBody {
     #[allow(dead_code)]
     immutable: bool,
     #[serde(default)]
-    #[allow(dead_code)]
     sync_mode: Option<String>,
     #[serde(default)]
-    #[allow(dead_code)]
     external_roles: Option<Vec<String>>,
 }
 
@@ -98,6 +98,14 @@ fn check_resource(resource: &str) -> Result<(), String> {
 /// Parses a ROLE body stored under `name`.
 pub fn parse(name: &str, body: Value) -> Result<RoleConfig, String> {
     let body: RoleBody = typed(body, "configs")?;
+    if body.external_roles.is_some() {
+        return Err("configs.external_roles: Gantry maps identity provider groups to roles in the SERVICE config (service_auth.idp.group_roles); send null".into());
+    }
+    if let Some(mode) = body.sync_mode.as_deref().filter(|mode| *mode != "import") {
+        return Err(format!(
+            "configs.sync_mode: '{mode}' is not supported: roles from identity provider groups hold while the provider's token says so (service_auth.idp.group_roles); send import"
+        ));
+    }
     if let Some(named) = body.name.as_deref().filter(|n| *n != name) {
         return Err(format!(
             "configs.name: '{named}' differs from the role name '{name}' in the path"
@@ -181,6 +189,26 @@ mod tests {
             "r",
             json!({"policies": [{"actions": ["token:*"], "resources": [resource]}]}),
         )
+    }
+
+    #[test]
+    fn group_mappings_in_a_role_are_refused_not_ignored() {
+        let role = |extra: Value| {
+            let mut body = json!({"policies": [{"actions": ["workflow:*"]}]});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            parse("r", body)
+        };
+        // OSMO's own answer sent back as it is.
+        assert!(
+            role(json!({"immutable": false, "sync_mode": "import", "external_roles": null}))
+                .is_ok()
+        );
+        let error = role(json!({"external_roles": ["team-a"]})).unwrap_err();
+        assert!(error.contains("service_auth.idp.group_roles"), "{error}");
+        let error = role(json!({"sync_mode": "force"})).unwrap_err();
+        assert!(error.contains("configs.sync_mode"), "{error}");
     }
 
     #[test]
