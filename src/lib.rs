@@ -34,6 +34,7 @@ pub mod object_storage;
 pub mod secrets;
 pub mod spec;
 pub mod supervisor;
+pub mod text;
 pub mod tls;
 
 /// The git commit this binary was built from (`build.rs`; `unknown` when

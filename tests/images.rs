@@ -109,6 +109,16 @@ fn run_as(server: &DevServer, user: &str, spec: &str) -> (Value, String) {
     (workflow, logs)
 }
 
+/// The workflow's events, as `osmo workflow events` prints them.
+fn events_of(server: &DevServer, workflow: &Value) -> String {
+    let id = workflow["name"].as_str().unwrap_or_default();
+    reqwest::blocking::Client::new()
+        .get(format!("{}/api/workflow/{id}/events", server.url))
+        .send()
+        .and_then(|reply| reply.text())
+        .unwrap_or_default()
+}
+
 fn status_of(workflow: &Value) -> (String, String) {
     let task = task_of(workflow, "run").unwrap_or_else(|| panic!("no task in {workflow}"));
     (
@@ -173,11 +183,26 @@ fn tasks_run_in_their_images() {
     }
     assert!(!logs.contains("HOST-VISIBLE"), "{logs}");
     let pulled_ms = ready_ms(&logs, "pulled");
+    // The pull as the kubelet's events name it.
+    let events = events_of(&server, &workflow);
+    for wanted in [
+        format!("[run] Pulling: Pulling image \"{image}\""),
+        format!("[run] Pulled: Successfully pulled image \"{image}\" in "),
+    ] {
+        assert!(events.contains(&wanted), "{wanted} in:\n{events}");
+    }
 
     // The second task starts from the cache; a digest pins the same image.
     let (workflow, logs) = run_as(&server, "alice", &spec("cached", &image, "echo again"));
     assert_eq!(status_of(&workflow).0, "COMPLETED", "{logs}");
     let cached_ms = ready_ms(&logs, "cached");
+    let events = events_of(&server, &workflow);
+    assert!(
+        events.contains(&format!(
+            "[run] Pulled: Container image \"{image}\" already present on machine"
+        )) && !events.contains("Pulling"),
+        "{events}"
+    );
     println!("image ready: pulled in {pulled_ms} ms, from the cache in {cached_ms} ms");
     let pinned = format!("{}/tools/busybox@{}", registry.host, pushed.manifest_digest);
     let (workflow, logs) = run_as(&server, "alice", &spec("pinned", &pinned, "echo pinned"));
@@ -563,5 +588,12 @@ fn a_full_disk_or_an_absent_registry_fails_the_pull() {
     let (status, message) = status_of(&workflow);
     assert_eq!(status, "FAILED_IMAGE_PULL", "{workflow}");
     assert!(message.contains(absent), "{message}");
+    let events = events_of(&server, &workflow);
+    assert!(
+        events.contains(&format!(
+            "[run] Failed: Failed to pull image \"{absent}\": "
+        )),
+        "{events}"
+    );
     server.stop();
 }

@@ -131,6 +131,10 @@ pub async fn connect(
                 header::HeaderName::from_static(wire::FRAME_FORMAT_HEADER),
                 format.number().to_string(),
             ),
+            (
+                header::HeaderName::from_static(wire::REPORTS_HEADER),
+                wire::REPORTS_LEVEL.to_string(),
+            ),
         ],
         Body::from_stream(frames),
     )

@@ -12,6 +12,7 @@
 //! still on a build that cannot apply it, is logged).
 
 use crate::protocol::SessionKind;
+use crate::text::{printable, truncated};
 use gantry_raft::RaftNode;
 use gantry_storage::{
     Command, Outcome, SessionEventInput, TaskKey, SESSION_DETAIL_BYTES_MAX, SESSION_NAME_BYTES_MAX,
@@ -123,34 +124,6 @@ impl SessionEvents {
         recent.insert(forward, now);
         true
     }
-}
-
-/// `text` with its control characters escaped (`\n` as `\\n`): an event
-/// is one line, and a command a user chose must not write lines that read
-/// as events of their own.
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
-/// `text` cut to at most `limit` bytes at a character boundary, marked
-/// when cut.
-fn truncated(text: &str, limit: usize) -> String {
-    if text.len() <= limit {
-        return text.to_string();
-    }
-    let mut end = limit.saturating_sub('…'.len_utf8());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 #[cfg(test)]

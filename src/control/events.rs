@@ -6,9 +6,10 @@
 //! OSMO's log-line style:
 //! `YYYY/MM/DD HH:MM:SS [<source>] <STATUS>[: <detail>]`.
 //!
-//! Gantry collects no Kubernetes events yet; these are what the state
-//! machine recorded, and why a workflow that has not started waits when
-//! its pool's backend is offline. Invariants: the same records give the same text (events
+//! Beside them, what backends reported of each run as Kubernetes events
+//! (`Pulling`, `Pulled`, `Failed`, … with the reason as reported), and why
+//! a workflow that has not started waits when its pool's backend is
+//! offline. Invariants: the same records give the same text (events
 //! at the same millisecond are ordered by cause — submit, then processing
 //! top-down, then reports bottom-up: task, group, workflow — then spec
 //! order); nothing here writes, so serving events costs the status path
@@ -16,7 +17,7 @@
 
 use gantry_storage::admission::InForce;
 use gantry_storage::{
-    GroupRecord, Millis, ReadView, SessionEvent, StorageError, TaskRecord, TaskStatus,
+    GroupRecord, Millis, ReadView, SessionEvent, StorageError, TaskEvent, TaskRecord, TaskStatus,
     WorkflowRecord, WorkflowStatus,
 };
 
@@ -261,12 +262,21 @@ pub fn collect(
             } else {
                 Vec::new()
             };
+            let name = task.name.clone();
             runs.push(task);
             for run in runs
                 .iter()
                 .filter(|run| filter.retry_id.is_none_or(|retry| retry == run.retry_id))
             {
                 task_events(&mut events, run);
+            }
+            for reported in view.task_events(&workflow.id, &name)? {
+                if filter
+                    .retry_id
+                    .is_none_or(|retry| retry == reported.retry_id)
+                {
+                    backend_event(&mut events, &name, &reported);
+                }
             }
         }
     }
@@ -284,6 +294,19 @@ pub fn collect(
     }
     order(&mut events);
     Ok(events)
+}
+
+/// What a task run's backend reported (Kubernetes' reasons as they are):
+/// `Pulled: Successfully pulled image "busybox:1.36" in 429ms`.
+fn backend_event(events: &mut Vec<Event>, task: &str, reported: &TaskEvent) {
+    push(
+        events,
+        Some(reported.time),
+        TIER_TASK,
+        &crate::log_chunk::run_source(task, reported.retry_id),
+        &reported.reason,
+        (!reported.message.is_empty()).then(|| reported.message.clone()),
+    );
 }
 
 /// A session a user opened into a task: `EXEC: by ann: bash (terminal)`,

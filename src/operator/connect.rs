@@ -243,6 +243,12 @@ impl Connector {
                 .get(wire::FRAME_FORMAT_HEADER)
                 .and_then(|value| value.to_str().ok()),
         );
+        let reports_level = response
+            .headers()
+            .get(wire::REPORTS_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u8>().ok())
+            .unwrap_or(0);
         if format != wire::FrameFormat::NEWEST {
             tracing::info!(%url, format = format.number(), "the control plane speaks an older frame format");
         }
@@ -272,7 +278,12 @@ impl Connector {
             backend: self.backend.clone(),
             token: self.token.clone(),
         });
-        Ok(Link { up, down, sessions })
+        Ok(Link {
+            up,
+            down,
+            sessions,
+            reports_level,
+        })
     }
 }
 
@@ -456,6 +467,18 @@ mod tests {
         .unwrap();
         let mut link = connector.connect(7).await;
         assert_eq!(offered.recv().await.unwrap().as_deref(), Some("2"));
+        // Nor does it decode task events: the operator keeps them back.
+        assert_eq!(link.reports_level, 0);
+        let events = FromOperator::TaskEvents {
+            key: gantry_storage::TaskKey {
+                workflow_id: "wf-1".into(),
+                task: "a".into(),
+                retry_id: 0,
+            },
+            events: Vec::new(),
+        };
+        assert!(!link.takes(&events));
+        assert!(link.takes(&FromOperator::JobDone { job_id: 5 }));
         assert!(matches!(
             link.down.recv().await,
             Some(Down::Resume { acked: 0 })

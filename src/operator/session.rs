@@ -126,6 +126,9 @@ impl Session {
             Ok(None) | Err(_) => return LinkEnd::NoResume,
         }
         for (seq, message) in &self.backlog.messages {
+            if !link.takes(message) {
+                continue; // acknowledged with the next one this server takes
+            }
             let frame = Up::Report {
                 seq: *seq,
                 message: Arc::clone(message),
@@ -172,6 +175,9 @@ impl Session {
                 },
                 message = self.from_executor.recv(), if self.backlog.has_room() => {
                     let Some(message) = message else { return LinkEnd::Closed };
+                    if !link.takes(&message) {
+                        continue; // this server's build does not decode it
+                    }
                     let seq = self.next_seq;
                     self.next_seq += 1;
                     let message = Arc::new(message);

@@ -20,7 +20,9 @@ pub mod wire;
 use crate::data::TaskData;
 pub use gantry_storage::extras::{CheckpointPlan, TaskExtras};
 pub use gantry_storage::NodeInventory;
-use gantry_storage::{Millis, Priority, SchedulerType, TaskDataTimes, TaskKey, TaskStatus};
+use gantry_storage::{
+    Millis, Priority, SchedulerType, TaskDataTimes, TaskEventInput, TaskKey, TaskStatus,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -120,6 +122,13 @@ pub enum FromOperator {
     /// When a task run downloaded its inputs and uploaded its outputs; sent
     /// after each phase, before the final status.
     DataTimes { key: TaskKey, times: TaskDataTimes },
+    /// What happened to a task run on its backend, as Kubernetes events
+    /// (`Pulling`, `Pulled`, `Failed`, …). Sent only on links whose server
+    /// takes reports level 1 (`wire::REPORTS_HEADER`).
+    TaskEvents {
+        key: TaskKey,
+        events: Vec<TaskEventInput>,
+    },
 }
 
 impl FromOperator {
@@ -156,6 +165,14 @@ impl FromOperator {
             // A node's labels and conditions: a few KiB on Kubernetes.
             FromOperator::Heartbeat { nodes } => FIXED + nodes.len() * 4096,
             FromOperator::DataTimes { key, .. } => FIXED + key_bytes(key),
+            FromOperator::TaskEvents { key, events } => {
+                FIXED
+                    + key_bytes(key)
+                    + events
+                        .iter()
+                        .map(|event| FIXED + event.reason.len() + event.message.len())
+                        .sum::<usize>()
+            }
         }
     }
 
@@ -168,6 +185,16 @@ impl FromOperator {
             FromOperator::Logs { .. } => "logs",
             FromOperator::Heartbeat { .. } => "heartbeat",
             FromOperator::DataTimes { .. } => "data_times",
+            FromOperator::TaskEvents { .. } => "task_events",
+        }
+    }
+
+    /// The reports level (`wire::REPORTS_LEVEL`) a server must take for
+    /// this message: 0 for what every build decodes.
+    pub fn reports_level(&self) -> u8 {
+        match self {
+            FromOperator::TaskEvents { .. } => 1,
+            _ => 0,
         }
     }
 }

@@ -33,6 +33,16 @@ pub struct Link {
     pub down: byte_queue::Receiver<Down>,
     /// How the operator answers a `ToOperator::OpenSession` of this link.
     pub sessions: super::session::AttachSession,
+    /// The reports the server of this link takes ([`REPORTS_HEADER`]).
+    pub reports_level: u8,
+}
+
+impl Link {
+    /// Whether the server of this link decodes `message` (a server of an
+    /// older build would end the connection on a kind it does not know).
+    pub fn takes(&self, message: &super::FromOperator) -> bool {
+        message.reports_level() <= self.reports_level
+    }
 }
 
 /// Operator → server.
@@ -85,6 +95,15 @@ pub enum WireError {
 /// it speaks, and the response header in which the server names the one
 /// the connection uses.
 pub const FRAME_FORMAT_HEADER: &str = "gantry-frame-format";
+
+/// The response header in which the server says which operator reports
+/// it decodes beyond those every build does ([`REPORTS_LEVEL`]); a server
+/// that sends none takes level 0.
+pub const REPORTS_HEADER: &str = "gantry-reports";
+
+/// The operator reports this build decodes: 1, also
+/// `FromOperator::TaskEvents`.
+pub const REPORTS_LEVEL: u8 = 1;
 
 /// How the frames of one connection encode their values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

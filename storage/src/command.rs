@@ -254,7 +254,18 @@ pub enum Command {
     ///     on (IdP ID tokens and Gantry JWTs; access tokens are revoked one
     ///     by one). Refused for an unknown user. Gated.
     RevokeUserSessions { now: Millis, user: String },
-    /// 33, only in a build with the `upgrade-drill` feature: a command kind
+    /// 33. What a task run's backend reported of it, as Kubernetes events
+    ///     (`Pulling`, `Pulled`, `Failed`, …) at the backend's times: kept
+    ///     with the task, the newest [`crate::TASK_EVENTS_MAX`] of its runs.
+    ///     Rejected whole for a run that is not the task's current one, more
+    ///     than [`crate::TASK_EVENTS_PER_COMMAND_MAX`] events, or an event
+    ///     with an empty reason, a field over its bound or a control
+    ///     character. Gated.
+    RecordTaskEvents {
+        key: TaskKey,
+        events: Vec<crate::record::TaskEventInput>,
+    },
+    /// 34, only in a build with the `upgrade-drill` feature: a command kind
     ///     that the build without it does not know, to rehearse a rolling
     ///     upgrade (see [`COMMAND_KINDS_UNGATED`]). Applies as a no-op. It
     ///     stays the last variant: a new kind goes before it.
@@ -264,9 +275,9 @@ pub enum Command {
 
 /// Command kinds this build understands: the variants `0..COMMAND_KINDS`.
 #[cfg(not(feature = "upgrade-drill"))]
-pub const COMMAND_KINDS: u16 = 33;
-#[cfg(feature = "upgrade-drill")]
 pub const COMMAND_KINDS: u16 = 34;
+#[cfg(feature = "upgrade-drill")]
+pub const COMMAND_KINDS: u16 = 35;
 
 /// Command kinds every member understands without saying so: those of the
 /// release that introduced version gating. A leader proposes a kind at or
@@ -338,6 +349,7 @@ impl Command {
             | Command::RevokeToken { .. }
             | Command::AppendLogChunk { .. }
             | Command::RecordTaskDataTimes { .. }
+            | Command::RecordTaskEvents { .. }
             | Command::TagWorkflow { .. }
             | Command::TagConfigRevision { .. }
             | Command::DeleteConfigRevision { .. }
@@ -386,8 +398,9 @@ impl Command {
             Command::RemoveUserRole { .. } => 30,
             Command::DeleteUser { .. } => 31,
             Command::RevokeUserSessions { .. } => 32,
+            Command::RecordTaskEvents { .. } => 33,
             #[cfg(feature = "upgrade-drill")]
-            Command::UpgradeDrill { .. } => 33,
+            Command::UpgradeDrill { .. } => 34,
         }
     }
 

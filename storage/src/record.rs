@@ -349,6 +349,60 @@ pub struct SessionEvent {
     pub detail: String,
 }
 
+/// Events kept per task (all its runs together), at most: the newest, as
+/// OSMO keeps 100 per task.
+pub const TASK_EVENTS_MAX: usize = 100;
+/// Events one `Command::RecordTaskEvents` may carry.
+pub const TASK_EVENTS_PER_COMMAND_MAX: usize = 32;
+/// Longest reason of a task event (`Pulling`, `BackOff`, …), in bytes.
+pub const TASK_EVENT_REASON_BYTES_MAX: usize = 64;
+/// Longest message of a task event, in bytes.
+pub const TASK_EVENT_MESSAGE_BYTES_MAX: usize = 1024;
+
+/// An event of a task run as its backend reported it: a reason in
+/// Kubernetes' words (`Pulling`, `Pulled`, `Failed`, `BackOff`, …) and
+/// what happened, at the backend's time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEventInput {
+    pub time: Millis,
+    pub reason: String,
+    pub message: String,
+}
+
+impl TaskEventInput {
+    /// Why this event cannot be kept: a field empty, over its bound or
+    /// holding a control character (an event is one line of text).
+    pub fn refusal(&self) -> Option<String> {
+        if self.reason.is_empty() {
+            return Some("a task event needs a reason".to_string());
+        }
+        for (field, value, limit) in [
+            ("reason", &self.reason, TASK_EVENT_REASON_BYTES_MAX),
+            ("message", &self.message, TASK_EVENT_MESSAGE_BYTES_MAX),
+        ] {
+            if value.len() > limit {
+                return Some(format!(
+                    "task event {field} of {} bytes is over the limit of {limit}",
+                    value.len()
+                ));
+            }
+            if value.chars().any(char::is_control) {
+                return Some(format!("task event {field} holds a control character"));
+            }
+        }
+        None
+    }
+}
+
+/// A task event as kept with its task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    pub retry_id: u32,
+    pub time: Millis,
+    pub reason: String,
+    pub message: String,
+}
+
 /// What every sealed credential value starts with: the state holds a
 /// user's credential only in this form (the binary seals it with the
 /// cluster key before proposing; `apply` refuses anything else).

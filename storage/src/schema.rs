@@ -238,6 +238,10 @@ declare_tables! {
     /// (`Vec<SessionEvent>`, the newest `SESSION_EVENTS_MAX`), for
     /// workflows that had any.
     WORKFLOW_SESSIONS: &str => &[u8] = "workflow_sessions";
+    /// (workflow id, task name) → the events its backend reported of the
+    /// task's runs (`Vec<TaskEvent>`, the newest `TASK_EVENTS_MAX`), for
+    /// tasks that had any.
+    TASK_EVENTS: (&str, &str) => &[u8] = "task_events";
     /// (user, credential name) → `CredentialRecord` (values sealed).
     USER_CREDENTIALS: (&str, &str) => &[u8] = "user_credentials";
     /// user → saved profile (`UserProfile` as JSON text).

@@ -28,6 +28,8 @@ use std::fmt::Debug;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+mod task_events;
+
 pub struct Store {
     db: Database,
     corruption: Arc<OnceLock<String>>,

@@ -37,6 +37,7 @@ const SEQ_COUNTER: &str = "\0submit_seq";
 const TIMER_COUNTER: &str = "\0timer_id";
 const JOB_COUNTER: &str = "\0job_id";
 const LOG_CHUNK_COUNTER: &str = "\0log_chunk_seq";
+mod task_events;
 mod users;
 
 /// The state's clock (see [`Tables::clock`]).

@@ -323,6 +323,14 @@ fn samples() -> Vec<Command> {
             now: 1_700_000_000_000,
             user: "alice@example.com".into(),
         },
+        Command::RecordTaskEvents {
+            key: key(),
+            events: vec![gantry_storage::TaskEventInput {
+                time: 1_700_000_000_000,
+                reason: "Pulled".into(),
+                message: "Successfully pulled image \"busybox:1.36\" in 429ms".into(),
+            }],
+        },
     ]
 }
 

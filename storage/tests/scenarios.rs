@@ -50,6 +50,8 @@
 //! log-chunk WF/TASK/RETRY first=N last=N   AppendLogChunk (one line per offset)
 //! heartbeat backend=B at=T offline_after=MS [fail_after=MS]
 //!           [nodes=NAME:CPU_MILLIS:MEMORY_BYTES:GPUS,...]   BackendHeartbeat
+//! events WF TASK [retry=N] [count=N] TIME:REASON:MESSAGE ...   RecordTaskEvents
+//!     (`\\n` in a reason stands for a newline; `count` repeats the events)
 //! dump [WF]                            print state to stderr (debugging aid)
 //! ```
 //!
@@ -62,6 +64,8 @@
 //!              | revision N
 //! expect outcomes none                 the previous command produced no outcome
 //! expect unchanged                     export_snapshot equals the one taken
+//! expect task-events WF TASK -> RETRY@TIME:REASON:MESSAGE ... | none
+//! expect task-events-count WF TASK N [first=TIME:REASON:MESSAGE] [last=...]
 //!                                      just before the previous command
 //! expect workflow ID STATUS [cancelled_by=U] [cancel_message=M] [failure=M]
 //!                 [submit=T] [start=T] [end=T] [pool=P] [backend=B]
@@ -398,7 +402,7 @@ fn apply_exit_actions(groups: &mut [GroupPlan], spec: &str) -> Res {
 
 /// One `SEQ:ITEM` of a `batch` step: `report:WF/TASK/RETRY:STATUS[:EXIT]`,
 /// `job:ID`, `hello:BACKEND:KEY,KEY`, `hello-with:BACKEND:EXECUTOR:KEY,KEY`,
-/// or `pool:NAME` (not a report; the
+/// `event:WF/TASK/RETRY:REASON:MESSAGE`, or `pool:NAME` (not a report; the
 /// batch must be refused).
 /// `AppendLogChunk` for lines `first..=last` of a task run (one line per offset).
 fn log_chunk(key: TaskKey, first: &str, last: &str) -> Res<Command> {
@@ -490,6 +494,14 @@ fn parse_batch_item(item: &str, now: i64) -> Res<(u64, Command)> {
         ["data", key, times @ ..] => Command::RecordTaskDataTimes {
             key: parse_task_key(key)?,
             times: parse_data_times(times)?,
+        },
+        ["event", key, reason, message] => Command::RecordTaskEvents {
+            key: parse_task_key(key)?,
+            events: vec![gantry_storage::TaskEventInput {
+                time: now,
+                reason: reason.to_string(),
+                message: message.to_string(),
+            }],
         },
         ["job", id] => Command::CompleteJob {
             job_id: id.parse().map_err(|_| format!("bad job id in '{item}'"))?,
@@ -1003,6 +1015,42 @@ impl Case {
                 ];
                 let times = parse_data_times(&spans)?;
                 self.run(vec![Command::RecordTaskDataTimes { key, times }])
+            }
+            "events" => {
+                // events WF TASK [retry=N] [count=N] TIME:REASON:MESSAGE ...
+                args.allow(&["retry", "count"])?;
+                let mut events = Vec::new();
+                for event in args.pos.iter().skip(2) {
+                    let mut parts = event.splitn(3, ':');
+                    let (Some(time), Some(reason), Some(message)) =
+                        (parts.next(), parts.next(), parts.next())
+                    else {
+                        return Err(format!("event {event}: want TIME:REASON:MESSAGE"));
+                    };
+                    events.push(gantry_storage::TaskEventInput {
+                        time: time.parse().map_err(|_| format!("event time {time}"))?,
+                        reason: reason.replace("\\n", "\n"),
+                        message: message.to_string(),
+                    });
+                }
+                // `count=N` repeats the events N times (for the bounds).
+                let events = match args.num::<usize>("count")? {
+                    Some(count) => events
+                        .iter()
+                        .cycle()
+                        .take(events.len() * count)
+                        .cloned()
+                        .collect(),
+                    None => events,
+                };
+                self.run(vec![Command::RecordTaskEvents {
+                    key: TaskKey {
+                        workflow_id: args.pos(0, "workflow id")?.to_string(),
+                        task: args.pos(1, "task name")?.to_string(),
+                        retry_id: args.num("retry")?.unwrap_or(0),
+                    },
+                    events,
+                }])
             }
             "session" => {
                 args.allow(&["at", "user", "kind", "detail", "retry"])?;
@@ -1999,6 +2047,52 @@ impl Case {
                 if actual != wanted {
                     return Err(format!(
                         "credentials of {user}: expected [{}], got [{}]",
+                        wanted.join(" "),
+                        actual.join(" ")
+                    ));
+                }
+                Ok(())
+            }
+            "task-events-count" => {
+                args.allow(&["first", "last"])?;
+                let id = args.pos(1, "workflow id")?;
+                let task = args.pos(2, "task name")?;
+                let wanted: usize = args
+                    .pos(3, "count")?
+                    .parse()
+                    .map_err(|_| "count is not a number".to_string())?;
+                let events = read.task_events(id, task).map_err(|e| e.to_string())?;
+                let show = |e: &gantry_storage::TaskEvent| {
+                    format!("{}:{}:{}", e.time, e.reason, e.message)
+                };
+                let (first, last) = (events.first().map(show), events.last().map(show));
+                if events.len() != wanted
+                    || args
+                        .get("first")
+                        .is_some_and(|f| first.as_deref() != Some(f))
+                    || args.get("last").is_some_and(|l| last.as_deref() != Some(l))
+                {
+                    return Err(format!(
+                        "task events of {id}/{task}: expected {wanted} (first {:?}, last {:?}), got {} (first {first:?}, last {last:?})",
+                        args.get("first"), args.get("last"), events.len()
+                    ));
+                }
+                Ok(())
+            }
+            "task-events" => {
+                args.allow(&[])?;
+                let id = args.pos(1, "workflow id")?;
+                let task = args.pos(2, "task name")?;
+                let actual: Vec<String> = read
+                    .task_events(id, task)
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(|e| format!("{}@{}:{}:{}", e.retry_id, e.time, e.reason, e.message))
+                    .collect();
+                let wanted = after_arrow(args, "expect task-events needs '-> ...|none'")?;
+                if actual != wanted {
+                    return Err(format!(
+                        "task events of {id}/{task}: expected [{}], got [{}]",
                         wanted.join(" "),
                         actual.join(" ")
                     ));

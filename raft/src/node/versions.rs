@@ -137,6 +137,13 @@ impl RaftNode {
         self.proposer.propose(command).await
     }
 
+    /// Whether every member understands command kind `kind` now (what a
+    /// proposal of it would be checked against), for a proposer that
+    /// leaves out what cannot pass rather than fail a batch over it.
+    pub async fn understands(&self, kind: u16) -> bool {
+        kind < COMMAND_KINDS_UNGATED || self.check_understood(kind).await.is_ok()
+    }
+
     /// `Ok` when every member understands command kind `kind`; else which
     /// do not, and what they announced.
     async fn check_understood(&self, kind: u16) -> Result<(), RaftError> {

@@ -62,6 +62,7 @@ impl OperatorHub {
             up,
             down: byte_queue::Receiver::from_counted(down),
             sessions,
+            reports_level: crate::protocol::wire::REPORTS_LEVEL,
         })
     }
 }

@@ -33,6 +33,7 @@ mod registry;
 mod scope;
 mod serve;
 mod sessions;
+mod task_events;
 
 pub use heartbeat::HEARTBEAT_PROPOSE_INTERVAL_MIN;
 pub use registry::{OperatorAbilities, OPERATOR_QUEUE_MAX};

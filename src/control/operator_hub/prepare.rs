@@ -31,6 +31,7 @@
 
 use super::log_limits::{self, LogLimits, Stored};
 use super::scope::Scope;
+use super::task_events;
 use super::{ConnectionEnd, OperatorHub};
 use crate::clock::now_ms;
 use crate::control::logger::LogError;
@@ -135,6 +136,7 @@ impl OperatorHub {
             let about_work = match &*message {
                 FromOperator::TaskStatus { key, .. }
                 | FromOperator::DataTimes { key, .. }
+                | FromOperator::TaskEvents { key, .. }
                 | FromOperator::Logs { key, .. } => {
                     self.reports_on_workflow(&mut scope, &key.workflow_id, kind)
                         .await?
@@ -172,6 +174,18 @@ impl OperatorHub {
                 FromOperator::JobDone { job_id } => Command::CompleteJob { job_id },
                 FromOperator::DataTimes { key, times } => {
                     Command::RecordTaskDataTimes { key, times }
+                }
+                FromOperator::TaskEvents { key, events } => {
+                    let command = Command::RecordTaskEvents {
+                        key,
+                        events: task_events::fit(events),
+                    };
+                    // Events are worth less than the batch: while a member
+                    // of an older build cannot apply them, they are left out.
+                    if !self.node.understands(command.kind()).await {
+                        continue;
+                    }
+                    command
                 }
                 FromOperator::TaskStatus {
                     key,

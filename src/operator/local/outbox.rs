@@ -50,6 +50,20 @@ impl Outbox {
         .await;
     }
 
+    /// Reports an event of task run `key`, stamped now, as Kubernetes names
+    /// it (`reason`: `Pulling`, `Pulled`, `Failed`, …).
+    pub async fn task_event(&self, key: &TaskKey, reason: &str, message: String) {
+        self.send(FromOperator::TaskEvents {
+            key: key.clone(),
+            events: vec![gantry_storage::TaskEventInput {
+                time: crate::clock::now_ms(),
+                reason: reason.to_string(),
+                message,
+            }],
+        })
+        .await;
+    }
+
     /// Makes `sender` the live connection, with `hello()` as its first
     /// message. `hello` runs under the lock, so whatever it reads about task
     /// state is consistent with which connection later reports go to.

@@ -37,7 +37,7 @@ use operator::{
 use pool::apply_pool_put;
 use redb::WriteTransaction;
 use session::apply_session_record;
-use task::{apply_task_data_times_record, apply_task_report};
+use task::{apply_task_data_times_record, apply_task_events_record, apply_task_report};
 use timer::apply_timer_fire;
 use token::{apply_token_issue, apply_token_revoke};
 use workflow::{apply_workflow_cancel, apply_workflow_submit, apply_workflow_tag};
@@ -143,6 +143,7 @@ fn apply_at(
         Command::RecordTaskDataTimes { key, times } => {
             apply_task_data_times_record(tables, key, times)
         }
+        Command::RecordTaskEvents { key, events } => apply_task_events_record(tables, key, events),
         Command::RecordSession {
             now,
             workflow_id,

@@ -50,6 +50,7 @@ pub(super) fn apply_operator_reports(
                 | Command::BackendHeartbeat { .. }
                 | Command::AppendLogChunk { .. }
                 | Command::RecordTaskDataTimes { .. }
+                | Command::RecordTaskEvents { .. }
         ) {
             return Ok(Outcome::rejected(
                 RejectionKind::Invalid,

@@ -1,19 +1,20 @@
-//! Appliers for one task run: `ReportTask` (a status from its executor) and
-//! `RecordTaskDataTimes`.
+//! Appliers for one task run: `ReportTask` (a status from its executor),
+//! `RecordTaskDataTimes` and `RecordTaskEvents`.
 //!
 //! Invariants: only the task's current run (its retry id) changes it; a
 //! status moves forward by phase only and a finished task takes none; data
 //! times are kept even when they arrive after the final status; a
 //! RESCHEDULE exit action starts a next run only while the run's retry id
 //! is below the WORKFLOW config's `max_retry_per_task` (else it fails); an
-//! exit code no rule of the task names takes its pool's default action.
+//! exit code no rule of the task names takes its pool's default action;
+//! events are kept whole or not at all (every one within its bounds).
 
 use crate::command::{Outcome, RejectionKind, TaskDataTimes, TaskKey, TaskReport};
 use crate::config::{ConfigData, ConfigType};
 use crate::error::StorageError;
 use crate::lifecycle;
 use crate::plan::ExitAction;
-use crate::record::{Millis, TaskRecord};
+use crate::record::{Millis, TaskEvent, TaskEventInput, TaskRecord, TASK_EVENTS_PER_COMMAND_MAX};
 use crate::status::TaskStatus;
 use crate::tables::Tables;
 
@@ -229,5 +230,38 @@ pub(super) fn apply_task_data_times_record(
         }
     }
     tables.put_task(&task)?;
+    Ok(Outcome::Applied)
+}
+
+pub(super) fn apply_task_events_record(
+    tables: &Tables,
+    key: &TaskKey,
+    events: &[TaskEventInput],
+) -> Result<Outcome, StorageError> {
+    if events.len() > TASK_EVENTS_PER_COMMAND_MAX {
+        return Ok(Outcome::rejected(
+            RejectionKind::Invalid,
+            format!(
+                "{} task events in one command, over the limit of {TASK_EVENTS_PER_COMMAND_MAX}",
+                events.len()
+            ),
+        ));
+    }
+    if let Some(refusal) = events.iter().find_map(TaskEventInput::refusal) {
+        return Ok(Outcome::rejected(RejectionKind::Invalid, refusal));
+    }
+    if let Err(refusal) = current_run(tables, key)? {
+        return Ok(refusal);
+    }
+    tables.append_task_events(
+        &key.workflow_id,
+        &key.task,
+        events.iter().map(|event| TaskEvent {
+            retry_id: key.retry_id,
+            time: event.time,
+            reason: event.reason.clone(),
+            message: event.message.clone(),
+        }),
+    )?;
     Ok(Outcome::Applied)
 }

@@ -503,13 +503,44 @@ impl Shared {
                 .ensure(&launch.image, &launch.extras.registry_auths, &say)
                 .await
         };
+        let quoted = format!("{:?}", launch.image);
         let forwarding = async {
+            // Any progress means the registry is asked: a pull, as the
+            // kubelet's events name it.
+            let mut pulling_said = false;
             while let Some(text) = progress.recv().await {
+                if !pulling_said {
+                    pulling_said = true;
+                    self.outbox
+                        .task_event(&launch.key, "Pulling", format!("Pulling image {quoted}"))
+                        .await;
+                }
                 self.say(launch, offset, text).await;
             }
         };
         let (pulled, ()) = tokio::join!(pulling, forwarding);
-        let image = pulled.map_err(ExecError::Image)?;
+        let image = match pulled {
+            Ok(image) => image,
+            Err(error) => {
+                self.outbox
+                    .task_event(
+                        &launch.key,
+                        "Failed",
+                        format!("Failed to pull image {quoted}: {error}"),
+                    )
+                    .await;
+                return Err(ExecError::Image(error).into());
+            }
+        };
+        let message = if image.cached {
+            format!("Container image {quoted} already present on machine")
+        } else {
+            format!(
+                "Successfully pulled image {quoted} in {}ms",
+                started.elapsed().as_millis()
+            )
+        };
+        self.outbox.task_event(&launch.key, "Pulled", message).await;
         let how = if image.cached { "cached" } else { "pulled" };
         self.say(
             launch,

@@ -365,6 +365,7 @@ impl ImageStore {
             format!("image '{image}': its config is not an image config: {error}")
         })?;
         let total = manifest.layers.len();
+        progress(format!("[image] pulling {image}: 0/{total} layers"));
         let mut fetched_bytes: u64 = 0;
         for (index, layer) in manifest.layers.iter().enumerate() {
             let hex = hex_of(&layer.digest)?;
