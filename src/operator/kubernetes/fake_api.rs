@@ -10,6 +10,11 @@
 //! `pods/<name>/portforward` over WebSocket. Every request is recorded
 //! with its method, path, query and JSON body.
 //!
+//! Every object written (create, replace) is first held against
+//! Kubernetes' schemas, the CRDs and the apimachinery rules (`schemas`,
+//! `object_rules`) and refused with 422 `Invalid` as a real API server
+//! would, so every test of the executor checks what it sends.
+//!
 //! Invariants: one resource-version counter orders every change; a watch
 //! replays the changes after the version it asks for and then follows new
 //! ones, so a list-then-watch never misses an event. Tests change pod status
@@ -34,6 +39,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+mod object_rules;
+mod schemas;
 mod streams;
 
 #[derive(Clone, Debug)]
@@ -77,6 +84,8 @@ struct Inner {
     pod_ports: HashMap<(String, u16), std::net::SocketAddr>,
     /// Terminal sizes sent to execs: (pod, columns, rows).
     resizes: Vec<(String, u64, u64)>,
+    /// Why writes were refused as invalid, in order.
+    refusals: Vec<String>,
 }
 
 struct Shared {
@@ -152,6 +161,12 @@ pub struct FakeApi {
 impl Drop for FakeApi {
     fn drop(&mut self) {
         self.server.abort();
+        // A refused write fails the test that made it, even where the
+        // executor carried on (a test that means to be refused takes them).
+        let refusals = std::mem::take(&mut self.shared.lock().refusals);
+        if !refusals.is_empty() && !std::thread::panicking() {
+            panic!("the fake API server refused writes as invalid: {refusals:#?}");
+        }
     }
 }
 
@@ -219,6 +234,14 @@ fn status(code: StatusCode, reason: &str, message: String) -> Response {
         .to_string(),
     )
         .into_response()
+}
+
+/// 422 `Invalid`, as the API server answers an object it refuses; the
+/// refusal is kept for the test to show.
+fn invalid(shared: &Shared, why: String) -> Response {
+    eprintln!("fake API server refused a write: {why}");
+    shared.lock().refusals.push(why.clone());
+    status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", why)
 }
 
 fn ok_json(code: StatusCode, value: &Value) -> Response {
@@ -305,6 +328,9 @@ async fn handle(
             let Some(mut object) = body else {
                 return status(StatusCode::BAD_REQUEST, "BadRequest", "no body".into());
             };
+            if let Some(why) = schemas::refusal(&target.collection, &object) {
+                return invalid(&shared, why);
+            }
             let name = object["metadata"]["name"]
                 .as_str()
                 .unwrap_or("")
@@ -368,6 +394,9 @@ async fn handle(
             let Some(object) = body else {
                 return status(StatusCode::BAD_REQUEST, "BadRequest", "no body".into());
             };
+            if let Some(why) = schemas::refusal(&target.collection, &object) {
+                return invalid(&shared, why);
+            }
             let mut inner = shared.lock();
             if !inner
                 .objects
@@ -583,6 +612,12 @@ impl FakeApi {
             .collect()
     }
 
+    /// Why writes were refused as invalid (422), in order; taken, so the
+    /// fake does not fail the test for them when dropped.
+    pub fn take_refusals(&self) -> Vec<String> {
+        std::mem::take(&mut self.shared.lock().refusals)
+    }
+
     pub fn clear_requests(&self) {
         self.shared.lock().requests.clear();
     }
@@ -659,6 +694,36 @@ impl FakeApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Through kube-rs, as the executor writes: an invalid object is
+    /// refused with 422 `Invalid` and nothing is stored.
+    #[tokio::test]
+    async fn an_invalid_write_is_refused_as_the_api_server_would() {
+        let fake = FakeApi::start().await;
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(fake.client("w"), "w");
+        let mut pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "labels": {"a": "x".repeat(64)}},
+            "spec": {"containers": [{"name": "main", "image": "busybox"}]}
+        }))
+        .unwrap();
+        let refused = pods
+            .create(&Default::default(), &pod)
+            .await
+            .expect_err("refused");
+        match refused {
+            kube::Error::Api(status) => {
+                assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+                assert!(status.message.contains("metadata.labels.a"), "{status:?}");
+            }
+            other => panic!("{other}"),
+        }
+        assert!(fake.objects("/api/v1/namespaces/w/pods").is_empty());
+        assert_eq!(fake.take_refusals().len(), 1);
+        pod.metadata.labels = None;
+        pods.create(&Default::default(), &pod).await.expect("valid");
+        assert_eq!(fake.objects("/api/v1/namespaces/w/pods").len(), 1);
+    }
 
     #[test]
     fn paths() {
