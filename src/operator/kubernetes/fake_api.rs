@@ -39,6 +39,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+mod faults;
+pub use faults::Fault;
 mod object_rules;
 mod schemas;
 mod streams;
@@ -86,12 +88,20 @@ struct Inner {
     resizes: Vec<(String, u64, u64)>,
     /// Why writes were refused as invalid, in order.
     refusals: Vec<String>,
+    /// Failures planned by the test (`faults`).
+    faults: faults::Plan,
+    /// Watches from before this version get 410 `Expired`.
+    compacted: u64,
 }
 
 struct Shared {
     inner: Mutex<Inner>,
     /// Bumped on every change, so watches and followed logs wake up.
     changed: watch::Sender<u64>,
+    /// Bumped to end every open watch (a dropped connection).
+    dropped: watch::Sender<u64>,
+    /// Bumped to send a bookmark on every watch that allows them.
+    bookmarks: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -282,6 +292,17 @@ async fn handle(
             format!("no route {path}"),
         );
     };
+    let planned = shared
+        .lock()
+        .faults
+        .take(method.as_str(), &target.collection);
+    match planned {
+        Some(faults::Fault::Status { code, retry_after }) => {
+            return faults::status_answer(code, retry_after)
+        }
+        Some(faults::Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+        None => {}
+    }
     let selector = query.get("labelSelector").map(String::as_str);
     match (
         method,
@@ -295,11 +316,24 @@ async fn handle(
                 .get("resourceVersion")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
+            let compacted = shared.lock().compacted;
+            if since != 0 && since < compacted {
+                return Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", "application/json")
+                    .body(Body::from(faults::expired_event(since, compacted)))
+                    .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+            }
+            let bookmarks = query
+                .get("allowWatchBookmarks")
+                .is_some_and(|b| b == "true")
+                .then(|| target.api_version.clone());
             watch_stream(
                 shared,
                 target.collection,
                 selector.map(str::to_string),
                 since,
+                bookmarks,
             )
         }
         (Method::GET, None, None) => {
@@ -398,15 +432,25 @@ async fn handle(
                 return invalid(&shared, why);
             }
             let mut inner = shared.lock();
-            if !inner
+            let Some(stored) = inner
                 .objects
                 .get(&target.collection)
-                .is_some_and(|o| o.contains_key(name))
-            {
+                .and_then(|o| o.get(name))
+            else {
                 return status(
                     StatusCode::NOT_FOUND,
                     "NotFound",
                     format!("{name} not found"),
+                );
+            };
+            // Optimistic concurrency: a replace names the version it read.
+            let read = object["metadata"]["resourceVersion"].as_str();
+            if read.is_some_and(|read| Some(read) != stored["metadata"]["resourceVersion"].as_str())
+            {
+                return status(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    format!("Operation cannot be fulfilled on {name}: the object has been modified; please apply your changes to the latest version and try again"),
                 );
             }
             let stored = shared.put(&mut inner, &target.collection, object, "MODIFIED");
@@ -448,15 +492,26 @@ fn watch_stream(
     collection: String,
     selector: Option<String>,
     since: u64,
+    bookmarks: Option<String>,
 ) -> Response {
     let changed = shared.changed.subscribe();
+    let dropped = shared.dropped.subscribe();
+    let mut bookmarked = shared.bookmarks.subscribe();
+    bookmarked.mark_unchanged();
+    let kind = kind_of(&collection);
     let events = stream::unfold(
-        (shared, changed, since),
-        move |(shared, mut changed, mut cursor)| {
+        (shared, (changed, dropped, bookmarked), since),
+        move |(shared, (mut changed, mut dropped, mut bookmarked), mut cursor)| {
             let collection = collection.clone();
             let selector = selector.clone();
+            let bookmarks = bookmarks.clone();
+            let kind = kind.clone();
             async move {
                 loop {
+                    // A dropped connection delivers nothing more.
+                    if dropped.has_changed().unwrap_or(true) {
+                        return None;
+                    }
                     let batch: Vec<String> = {
                         let inner = shared.lock();
                         let lines = inner
@@ -471,10 +526,19 @@ fn watch_stream(
                     };
                     if !batch.is_empty() {
                         let bytes = Bytes::from(batch.concat());
-                        return Some((Ok::<_, std::io::Error>(bytes), (shared, changed, cursor)));
+                        let state = (shared, (changed, dropped, bookmarked), cursor);
+                        return Some((Ok::<_, std::io::Error>(bytes), state));
                     }
-                    if changed.changed().await.is_err() {
-                        return None;
+                    tokio::select! {
+                        woke = changed.changed() => if woke.is_err() { return None },
+                        _ = dropped.changed() => return None,
+                        _ = bookmarked.changed() => {
+                            if let Some(api_version) = &bookmarks {
+                                let event = faults::bookmark_event(api_version, &kind, cursor);
+                                let state = (shared, (changed, dropped, bookmarked), cursor);
+                                return Some((Ok(Bytes::from(event)), state));
+                            }
+                        }
                     }
                 }
             }
@@ -485,6 +549,17 @@ fn watch_stream(
         .header("content-type", "application/json")
         .body(Body::from_stream(events))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The kind a collection holds, as bookmarks name it (`pods` → `Pod`).
+fn kind_of(collection: &str) -> String {
+    let resource = collection.rsplit('/').next().unwrap_or_default();
+    let singular = resource.strip_suffix('s').unwrap_or(resource);
+    let mut chars = singular.chars();
+    chars
+        .next()
+        .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+        .unwrap_or_default()
 }
 
 fn log_stream(shared: Arc<Shared>, pod: String, follow: bool) -> Response {
@@ -551,6 +626,8 @@ impl FakeApi {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner::default()),
             changed: watch::channel(0).0,
+            dropped: watch::channel(0).0,
+            bookmarks: watch::channel(0).0,
         });
         let pods = "/api/v1/namespaces/{namespace}/pods/{pod}";
         let router = Router::new()
@@ -645,6 +722,36 @@ impl FakeApi {
             .is_some_and(|o| o.contains_key(&name));
         let kind = if exists { "MODIFIED" } else { "ADDED" };
         self.shared.put(&mut inner, collection, object, kind);
+    }
+
+    /// Plans `fault` for the next `times` requests of `method` on
+    /// `collection` (a path without a name).
+    pub fn fail(&self, method: &str, collection: &str, fault: faults::Fault, times: usize) {
+        self.shared
+            .lock()
+            .faults
+            .add(method, collection, fault, times);
+    }
+
+    /// Compacts history (a watch from before now gets 410 `Expired`) and
+    /// drops every open watch: the client must list again.
+    pub fn expire_watches(&self) {
+        {
+            let mut inner = self.shared.lock();
+            inner.compacted = inner.version + 1;
+        }
+        self.drop_watches();
+    }
+
+    /// Ends every open watch connection, as a load balancer or an API
+    /// server restart does; the client watches again from where it was.
+    pub fn drop_watches(&self) {
+        self.shared.dropped.send_modify(|epoch| *epoch += 1);
+    }
+
+    /// Sends a bookmark on every open watch that allows them.
+    pub fn bookmark(&self) {
+        self.shared.bookmarks.send_modify(|epoch| *epoch += 1);
     }
 
     /// Sets a pod's `status`, as the kubelet would.

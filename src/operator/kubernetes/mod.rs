@@ -9,7 +9,7 @@
 //! default variants, and `template` for pod templates); `status` maps pod
 //! state to OSMO statuses; `pod_logs` streams container logs; `nodes` turns
 //! Nodes into inventory; `queues` keeps per-pool queues and priority
-//! classes; `sessions` opens exec and port-forward sessions through the
+//! classes; `retry` tries transient API failures again; `sessions` opens exec and port-forward sessions through the
 //! API server's streaming subresources. `fake_api` (tests only) is a
 //! recording Kubernetes API server over HTTPS that the tests point kube-rs
 //! at; it speaks the exec and port-forward WebSocket protocols too.
@@ -24,6 +24,7 @@ mod names;
 mod nodes;
 mod pod_logs;
 mod queues;
+mod retry;
 mod scheduler;
 mod sessions;
 mod status;

@@ -11,8 +11,9 @@
 //! - PriorityClasses `osmo-high` 125, `osmo-normal` 100, `osmo-low` 50.
 
 use super::config::{PoolQueue, SchedulerType};
-use super::error::{is_not_found, KubeError};
+use super::error::{is_conflict, is_not_found, KubeError};
 use super::names::{self, LABEL_NAMESPACE};
+use super::retry;
 use gantry_storage::Priority;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
@@ -148,19 +149,33 @@ where
     K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let name = object.meta().name.clone().unwrap_or_default();
-    match api.get(&name).await {
-        Ok(existing) => {
-            object.meta_mut().resource_version = existing.meta().resource_version.clone();
-            api.replace(&name, &PostParams::default(), &object)
+    // A replace names the version it read: one that lost a race with
+    // another writer (409) reads again and replaces again.
+    let post = PostParams::default();
+    let mut attempt = 1;
+    loop {
+        let replaced = match retry::transient("read a queue object", || api.get(&name)).await {
+            Ok(existing) => {
+                object.meta_mut().resource_version = existing.meta().resource_version.clone();
+                retry::transient("replace a queue object", || {
+                    api.replace(&name, &post, &object)
+                })
                 .await
-                .map_err(|error| KubeError::api("replace", kind, &name, error))?;
+                .map(|_| ())
+                .map_err(|error| ("replace", error))
+            }
+            Err(error) if is_not_found(&error) => {
+                retry::transient("create a queue object", || api.create(&post, &object))
+                    .await
+                    .map(|_| ())
+                    .map_err(|error| ("create", error))
+            }
+            Err(error) => Err(("get", error)),
+        };
+        match replaced {
+            Err((_, error)) if is_conflict(&error) && attempt < retry::ATTEMPTS => attempt += 1,
+            Err((action, error)) => return Err(KubeError::api(action, kind, &name, error)),
+            Ok(()) => return Ok(()),
         }
-        Err(error) if is_not_found(&error) => {
-            api.create(&PostParams::default(), &object)
-                .await
-                .map_err(|error| KubeError::api("create", kind, &name, error))?;
-        }
-        Err(error) => return Err(KubeError::api("get", kind, &name, error)),
     }
-    Ok(())
 }

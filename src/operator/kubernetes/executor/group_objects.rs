@@ -7,13 +7,15 @@
 //!   Service and Secrets by `osmo.workflow_id`+`osmo.group_name`; cleanup
 //!   after the group's last task finished does the same by
 //!   `osmo.workflow_uuid`+`osmo.group_uuid`.
-//! - Creating an object that already exists (a re-dispatch) keeps it.
+//! - Creating an object that already exists (a re-dispatch, or a retried
+//!   create that landed) keeps it; a transient failure is tried again.
 //! - Deleting never fails its caller: failures are logged, and a later
 //!   cleanup or cancel deletes what is left.
 
 use crate::operator::kubernetes::config::{KubernetesConfig, SchedulerSettings};
 use crate::operator::kubernetes::error::{is_conflict, is_not_found, KubeError};
 use crate::operator::kubernetes::manifests::GroupManifests;
+use crate::operator::kubernetes::retry;
 use crate::operator::kubernetes::scheduler;
 use crate::operator::kubernetes::topology;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
@@ -32,8 +34,10 @@ pub(super) async fn create(
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     for secret in &built.secrets {
         let name = secret.metadata.name.clone().unwrap_or_default();
-        tolerate_conflict(secrets.create(&post, secret).await)
-            .map_err(|error| KubeError::api("create", "Secret", &name, error))?;
+        tolerate_conflict(
+            retry::transient("create a Secret", || secrets.create(&post, secret)).await,
+        )
+        .map_err(|error| KubeError::api("create", "Secret", &name, error))?;
     }
     if let Some(topology) = &built.topology {
         ensure_topology(client, topology).await?;
@@ -42,19 +46,23 @@ pub(super) async fn create(
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), namespace, &gang.resource);
         let name = gang.object.metadata.name.clone().unwrap_or_default();
-        tolerate_conflict(api.create(&post, &gang.object).await)
-            .map_err(|error| KubeError::api("create", "PodGroup", &name, error))?;
+        tolerate_conflict(
+            retry::transient("create a PodGroup", || api.create(&post, &gang.object)).await,
+        )
+        .map_err(|error| KubeError::api("create", "PodGroup", &name, error))?;
     }
     for (_, pod) in &built.pods {
         let name = pod.metadata.name.clone().unwrap_or_default();
-        tolerate_conflict(pods.create(&post, pod).await)
+        tolerate_conflict(retry::transient("create a Pod", || pods.create(&post, pod)).await)
             .map_err(|error| KubeError::api("create", "Pod", &name, error))?;
     }
     if let Some(service) = &built.service {
         let services: Api<Service> = Api::namespaced(client.clone(), namespace);
         let name = service.metadata.name.clone().unwrap_or_default();
-        tolerate_conflict(services.create(&post, service).await)
-            .map_err(|error| KubeError::api("create", "Service", &name, error))?;
+        tolerate_conflict(
+            retry::transient("create a Service", || services.create(&post, service)).await,
+        )
+        .map_err(|error| KubeError::api("create", "Service", &name, error))?;
     }
     Ok(())
 }
