@@ -5,8 +5,9 @@
 //! and the state its parts share; the parts are `tracking` (which tasks and
 //! groups are tracked), `group_jobs` (CreateGroup and CancelGroup),
 //! `group_objects` (a group's objects in the cluster, created and deleted
-//! by label) and `pod_watch` (pod changes → reports, the final report after
-//! the log stream, cleanup after a group's last task). Each states its own
+//! by label), `pod_watch` (pod changes → reports, the final report after
+//! the log stream, cleanup after a group's last task) and `event_watch`
+//! (Kubernetes events about task pods → task events). Each states its own
 //! invariants.
 //!
 //! Invariants:
@@ -18,6 +19,7 @@
 //! - Shutting the executor down stops watching; pods keep running, and the
 //!   next operator finds them by their labels.
 
+mod event_watch;
 mod group_jobs;
 mod group_objects;
 mod pod_watch;
@@ -35,7 +37,7 @@ use crate::protocol::session::SessionAnswer;
 use crate::protocol::{FromOperator, SessionKind, ToOperator};
 use futures::StreamExt;
 use gantry_storage::TaskKey;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -86,9 +88,13 @@ impl KubernetesOperator {
         });
         let watcher_shared = Arc::clone(&shared);
         let pod_watch = tokio::spawn(async move { watcher_shared.watch_pods(pods).await });
+        let events: Api<Event> =
+            Api::namespaced(shared.config.client.clone(), &shared.config.namespace);
+        let watcher_shared = Arc::clone(&shared);
+        let event_watch = tokio::spawn(async move { watcher_shared.watch_events(events).await });
         Ok(KubernetesOperator {
             shared,
-            watchers: vec![node_watch, pod_watch],
+            watchers: vec![node_watch, pod_watch, event_watch],
         })
     }
 

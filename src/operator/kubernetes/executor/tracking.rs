@@ -32,6 +32,8 @@ pub(super) struct State {
     pub(super) tasks: HashMap<TaskKey, Tracked>,
     /// Group UUID → the group's tasks, to clean up after the last one.
     pub(super) groups: HashMap<String, TrackedGroup>,
+    /// Which Kubernetes events were forwarded (`event_watch`).
+    pub(super) events_sent: super::event_watch::Sent,
 }
 
 pub(super) struct Tracked {
