@@ -709,6 +709,12 @@ impl FakeApi {
             .unwrap_or_default()
     }
 
+    /// Deletes an object directly (a node leaving the cluster).
+    pub fn delete(&self, collection: &str, name: &str) {
+        let mut inner = self.shared.lock();
+        self.shared.remove(&mut inner, collection, name);
+    }
+
     /// Adds or replaces an object directly (e.g. a Node).
     pub fn insert(&self, collection: &str, object: Value) {
         let mut inner = self.shared.lock();

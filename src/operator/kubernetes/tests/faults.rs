@@ -207,3 +207,55 @@ async fn a_queue_replaced_under_a_concurrent_writer_is_read_again() {
         .count();
     assert!(puts >= 2, "{puts} replaces");
 }
+
+fn node(name: &str, ready: bool) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name},
+        "status": {
+            "allocatable": {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "1"},
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]
+        }
+    })
+}
+
+/// The node inventory follows the cluster through an expired and a
+/// dropped watch: a node added, one gone, one no longer ready.
+#[tokio::test]
+async fn the_node_inventory_follows_changes_through_watch_faults() {
+    let api = FakeApi::start().await;
+    api.insert("/api/v1/nodes", node("gpu-1", true));
+    let h = Harness::on(api, SchedulerSettings::default()).await;
+    let until = |wanted: Vec<(&'static str, bool)>| {
+        let operator = Arc::clone(&h.operator);
+        async move {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                let mut nodes: Vec<(String, bool)> = operator
+                    .nodes()
+                    .into_iter()
+                    .map(|n| (n.name, n.ready))
+                    .collect();
+                nodes.sort();
+                let wanted: Vec<(String, bool)> =
+                    wanted.iter().map(|(n, r)| (n.to_string(), *r)).collect();
+                if nodes == wanted {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "nodes {nodes:?}, not {wanted:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    until(vec![("gpu-1", true)]).await;
+    h.api.expire_watches();
+    h.api.insert("/api/v1/nodes", node("gpu-2", true));
+    h.api.delete("/api/v1/nodes", "gpu-1");
+    until(vec![("gpu-2", true)]).await;
+    h.api.drop_watches();
+    h.api.insert("/api/v1/nodes", node("gpu-2", false));
+    until(vec![("gpu-2", false)]).await;
+}
