@@ -103,6 +103,11 @@ pub async fn connect(
         } else {
             0
         },
+        queues: crate::protocol::launch_extras::announced_level(
+            headers
+                .get(crate::protocol::QUEUES_HEADER)
+                .map(|value| value.as_bytes()),
+        ),
     };
     let (accepted, down) = state
         .hub

@@ -214,6 +214,10 @@ impl Connector {
                 crate::protocol::launch_extras::LAUNCH_EXTRAS_HEADER,
                 crate::protocol::launch_extras::LAUNCH_EXTRAS_LEVEL.to_string(),
             )
+            .header(
+                crate::protocol::QUEUES_HEADER,
+                crate::protocol::QUEUES_LEVEL.to_string(),
+            )
             .body(reqwest::Body::wrap_stream(ReceiverStream::new(body_chunks)));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);

@@ -56,7 +56,32 @@ pub enum ToOperator {
         group: GroupLaunch,
         extras: BTreeMap<String, TaskExtras>,
     },
+    /// The queues of the backend's pools as the POOL configs say now (a
+    /// Kubernetes operator makes its scheduler's queues so; others ignore
+    /// it). Sent when a connection is ready and whenever they change; not
+    /// a job (not numbered, nor acknowledged: the next connection gets it
+    /// again). Only to operators that announce `QUEUES_HEADER`.
+    SyncQueues { pools: Vec<PoolQueue> },
 }
+
+/// A pool's GPU share of its backend's cluster, for its scheduler queue
+/// (the POOL config's `resources.gpu`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolQueue {
+    pub pool: String,
+    /// GPUs the pool is guaranteed; -1 for none.
+    pub gpu_guarantee: i64,
+    /// Most GPUs the pool may use; -1 for no limit.
+    pub gpu_maximum: i64,
+    /// Share of spare GPUs beyond the guarantee.
+    pub gpu_weight: i64,
+}
+
+/// The request header in which an operator says it takes
+/// `ToOperator::SyncQueues` (level 1).
+pub const QUEUES_HEADER: &str = "gantry-queues";
+/// The `ToOperator::SyncQueues` this build takes: 1.
+pub const QUEUES_LEVEL: u8 = 1;
 
 /// What a session carries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

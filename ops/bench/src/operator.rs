@@ -215,7 +215,7 @@ pub async fn run(args: OperatorBench) -> anyhow::Result<()> {
                     .await?;
             }
             // The benchmark opens no sessions.
-            Down::Job(ToOperator::OpenSession { .. }) => {}
+            Down::Job(ToOperator::OpenSession { .. } | ToOperator::SyncQueues { .. }) => {}
         }
     }
     let completion = submitted.elapsed();

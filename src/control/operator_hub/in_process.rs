@@ -32,6 +32,7 @@ impl OperatorHub {
                 OperatorAbilities {
                     sessions: crate::protocol::session::SESSIONS_LEVEL,
                     launch_extras: crate::protocol::launch_extras::LAUNCH_EXTRAS_LEVEL,
+                    queues: crate::protocol::QUEUES_LEVEL,
                 },
             )
             .await?;

@@ -29,6 +29,7 @@ mod heartbeat;
 mod in_process;
 mod log_limits;
 mod prepare;
+mod queues;
 mod registry;
 mod scope;
 mod serve;

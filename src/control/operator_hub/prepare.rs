@@ -205,6 +205,10 @@ impl OperatorHub {
                     },
                 },
                 FromOperator::Heartbeat { nodes } => {
+                    let view = self.node.read_local().map_err(ConnectionEnd::Propose)?;
+                    if let Err(error) = self.sync_queues(&backend, &view) {
+                        tracing::warn!(%backend, %error, "cannot read the pools' queues");
+                    }
                     match self.heartbeat_command(now, &backend, nodes)? {
                         Some(command) => command,
                         None => continue,

@@ -32,6 +32,8 @@ pub(super) struct Connection {
     /// A hello of this connection is committed: jobs may go out.
     pub(super) ready: bool,
     pub(super) abilities: OperatorAbilities,
+    /// The queues last sent down this connection (`queues`).
+    pub(super) sent_queues: Option<Vec<crate::protocol::PoolQueue>>,
 }
 
 /// What an operator's build announced it takes, beyond the jobs every
@@ -44,6 +46,9 @@ pub struct OperatorAbilities {
     /// The level of `ToOperator::CreateGroupWithExtras` it takes (see
     /// `protocol::launch_extras::LAUNCH_EXTRAS_LEVEL`); 0: none.
     pub launch_extras: u8,
+    /// The level of `ToOperator::SyncQueues` it takes
+    /// (`protocol::QUEUES_LEVEL`); 0: none.
+    pub queues: u8,
 }
 
 impl OperatorHub {
@@ -69,6 +74,7 @@ impl OperatorHub {
                 sent_jobs: HashSet::new(),
                 ready: false,
                 abilities,
+                sent_queues: None,
             },
         );
         tracing::info!(%backend, instance, acked, "operator connected");

@@ -64,17 +64,7 @@ impl Default for SchedulerSettings {
     }
 }
 
-/// A pool's GPU share of its backend's cluster, for its queue.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PoolQueue {
-    pub pool: String,
-    /// GPUs the pool is guaranteed; -1 for none.
-    pub gpu_guarantee: i64,
-    /// Most GPUs the pool may use; -1 for no limit.
-    pub gpu_maximum: i64,
-    /// Share of spare GPUs beyond the guarantee.
-    pub gpu_weight: i64,
-}
+pub use crate::protocol::PoolQueue;
 
 #[derive(Clone)]
 pub struct KubernetesConfig {

@@ -145,6 +145,27 @@ impl KubernetesOperator {
                 }
                 // Answered by the session (`Executor::open_session`).
                 ToOperator::OpenSession { .. } => continue,
+                // Not a job: applied beside the jobs, never holding them up.
+                ToOperator::SyncQueues { pools } => {
+                    let operator = Arc::clone(&self.shared);
+                    tokio::spawn(async move {
+                        let config = &operator.config;
+                        let synced = queues::sync(
+                            &config.client,
+                            config.scheduler.scheduler_type,
+                            &config.namespace,
+                            &pools,
+                        )
+                        .await;
+                        match synced {
+                            Ok(()) => tracing::info!(pools = pools.len(), "queues synced"),
+                            Err(error) => {
+                                tracing::warn!(%error, "cannot sync the pools' queues; the next change or connection tries again")
+                            }
+                        }
+                    });
+                    continue;
+                }
             };
             shared.outbox.send(FromOperator::JobDone { job_id }).await;
         }

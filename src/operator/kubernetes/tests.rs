@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 mod events;
 mod faults;
+mod queues;
 mod sessions;
 
 const NS: &str = "gantry-test";

@@ -215,6 +215,8 @@ impl LocalOperator {
                 }
                 // Answered by the session (`open_session`), never queued here.
                 ToOperator::OpenSession { .. } => continue,
+                // A local pool has no scheduler queues.
+                ToOperator::SyncQueues { .. } => continue,
             };
             self.shared
                 .outbox
