@@ -44,6 +44,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "secrets",
             "bulk",
             "image_ref",
+            "text",
         ],
     ),
 ];
