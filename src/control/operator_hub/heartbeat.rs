@@ -6,7 +6,7 @@
 //! [`HEARTBEAT_PROPOSE_INTERVAL_MIN`] (from this node); the others are only
 //! acknowledged (the next one carries the newer inventory anyway).
 
-use super::{ConnectionEnd, OperatorHub};
+use super::OperatorHub;
 use gantry_storage::{Command, Millis, NodeInventory};
 
 /// At most one heartbeat per backend is proposed in this time; the others
@@ -21,21 +21,21 @@ impl OperatorHub {
         now: Millis,
         backend: &str,
         nodes: Vec<NodeInventory>,
-    ) -> Result<Option<Command>, ConnectionEnd> {
+        view: &gantry_storage::ReadView,
+    ) -> Option<Command> {
         if !self.heartbeat_due(backend) {
-            return Ok(None);
+            return None;
         }
         // The graces travel in the command: apply reads no config.
-        let view = self.node.read_local().map_err(ConnectionEnd::Propose)?;
         let (offline_after_ms, fail_tasks_after_ms) =
-            gantry_storage::config::ServiceConfig::in_force(&view).graces_ms();
-        Ok(Some(Command::BackendHeartbeat {
+            gantry_storage::config::ServiceConfig::in_force(view).graces_ms();
+        Some(Command::BackendHeartbeat {
             now,
             backend: backend.to_string(),
             nodes,
             offline_after_ms,
             fail_tasks_after_ms,
-        }))
+        })
     }
 
     /// Whether a heartbeat of `backend` may be proposed now (and notes it).

@@ -116,6 +116,8 @@ impl OperatorHub {
         let mut masker: Option<Arc<Masker>> = None;
         let mut scope = Scope::new(&backend);
         let mut limits: Option<LogLimits> = None;
+        // Asked once per batch: the answer may probe the members.
+        let mut events_understood: Option<bool> = None;
         for Up::Report { seq, message } in frames {
             metrics::counter!(
                 crate::metrics::OPERATOR_MESSAGES_RECEIVED,
@@ -182,7 +184,13 @@ impl OperatorHub {
                     };
                     // Events are worth less than the batch: while a member
                     // of an older build cannot apply them, they are left out.
-                    if !self.node.understands(command.kind()).await {
+                    let understood = match events_understood {
+                        Some(known) => known,
+                        None => {
+                            *events_understood.insert(self.node.understands(command.kind()).await)
+                        }
+                    };
+                    if !understood {
                         continue;
                     }
                     command
@@ -209,7 +217,7 @@ impl OperatorHub {
                     if let Err(error) = self.sync_queues(&backend, &view) {
                         tracing::warn!(%backend, %error, "cannot read the pools' queues");
                     }
-                    match self.heartbeat_command(now, &backend, nodes)? {
+                    match self.heartbeat_command(now, &backend, nodes, &view) {
                         Some(command) => command,
                         None => continue,
                     }
